@@ -1,0 +1,2 @@
+//! Placeholder: filled by its backend issue.
+#![cfg_attr(not(feature = "std"), no_std)]

@@ -1,0 +1,98 @@
+//! What the conformance suite needs from a backend: a [`Fixture`] that builds a connected pair
+//! (this side's transport + a simulated remote running an *echo* service) and a [`RemoteControl`]
+//! with fault-injection knobs. Backends implement these in their simulator module; the suite in
+//! the `conformance` crate is generic over them.
+
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use crate::transport::{Completion, Transport};
+
+/// The echo service's reply to a request payload: every byte inverted, same length. Inverting
+/// (rather than echoing verbatim) proves the reply was produced by the remote, not left over in
+/// the request buffer.
+pub fn echo_reply_byte(b: u8) -> u8 {
+    !b
+}
+
+/// Fill `out` with the echo reply to `req` (lengths must match).
+pub fn echo_reply(req: &[u8], out: &mut [u8]) {
+    for (o, i) in out.iter_mut().zip(req) {
+        *o = echo_reply_byte(*i);
+    }
+}
+
+/// Faults the simulated remote can be told to commit. Each applies to requests *received* while
+/// it is set, until changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Behave.
+    None,
+    /// Accept requests but hold the replies (and the buffers) until [`RemoteControl::release`].
+    /// Releasing delivers them late, in order.
+    Hold,
+    /// Accept requests and never answer them; buffers come back only when the transport resets
+    /// the remote (shutdown).
+    Drop,
+    /// Answer every request twice.
+    Duplicate,
+    /// Answer with a token/id that matches a different (or no) transfer.
+    WrongToken,
+    /// Answer with a length field that lies (larger than the buffer, or shorter than a header).
+    CorruptLength,
+    /// Answer with a corrupted header (bad type/magic/reserved bits).
+    CorruptHeader,
+    /// Answer each request after a delay (out-of-order completion where the remote is parallel).
+    Delay(Duration),
+}
+
+/// The knobs on a backend's simulated remote.
+pub trait RemoteControl: Send + Sync {
+    /// Set the fault for requests received from now on.
+    fn set_fault(&self, fault: Fault);
+    /// Deliver every held reply now (late replies for transfers that timed out).
+    fn release(&self);
+    /// First 4 bytes (little-endian) of each echo request, in the order the remote received
+    /// them; the log is cleared by reading. Requests shorter than 4 bytes are not logged.
+    fn take_seen_tags(&self) -> Vec<u32>;
+    /// Requests the remote has received in total.
+    fn received(&self) -> u64;
+    /// Deliver `bytes` as if the remote had sent them unsolicited (hostile input: the backend
+    /// decides where they land, e.g. the reply ring or a slot). Must never make the local side
+    /// panic.
+    fn inject_garbage(&self, bytes: &[u8]);
+    /// The remote loses all its state now, with transfers in flight.
+    fn reset_remote(&self);
+    /// Send an unsolicited message with `payload`. `false` if the backend has none.
+    fn notify(&self, payload: &[u8]) -> bool;
+}
+
+/// A connected pair: the transport under test and its simulated remote.
+pub trait Fixture: Sized + Send + Sync {
+    /// The transport under test.
+    type T: Transport;
+    /// Backend name in reports ("loopback", "scmi-virtio", ...).
+    const NAME: &'static str;
+    /// Build a fresh pair with the remote running and behaving, in `completion` mode.
+    fn setup(completion: Completion) -> Self;
+    /// Completion modes this backend supports (the suite runs ordering and timeout in each).
+    fn modes() -> &'static [Completion] {
+        &[Completion::Interrupt]
+    }
+    /// The transport under test.
+    fn transport(&self) -> &Self::T;
+    /// The remote's echo service target (see [`echo_reply`]).
+    fn echo_target(&self) -> u32;
+    /// The completion mode the pair was built with.
+    fn completion(&self) -> Completion;
+    /// The remote's knobs.
+    fn remote(&self) -> &dyn RemoteControl;
+    /// How long a healthy reply may take at most (the suite's ordinary timeout).
+    fn reply_timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+    /// A short timeout for scenarios that expect one.
+    fn short_timeout(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+}

@@ -1,0 +1,214 @@
+//! Channel lifecycle: a users refcount that doubles as the ready flag (the Linux virtio-scmi
+//! scheme), with a shutdown that waits for the last user, bounded by a deadline.
+//!
+//! `users == 0` means not ready. Setup sets it to 1 (the owner's reference). Every operation
+//! first acquires (increment-if-not-zero) and releases when done. Shutdown drops the owner's
+//! reference once, then waits until the count reaches zero or the deadline passes.
+
+use crate::clock::{Clock, Deadline};
+use crate::sync::{spin_hint, AtomicBool, AtomicUsize, Ordering};
+use crate::{Error, Result};
+
+/// Users refcount + ready flag of one channel.
+#[derive(Debug)]
+pub struct Lifecycle {
+    users: AtomicUsize,
+    shutting_down: AtomicBool,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Lifecycle {
+    /// A ready channel with the owner's reference.
+    pub fn new() -> Self {
+        Lifecycle {
+            users: AtomicUsize::new(1),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether new users are admitted.
+    pub fn is_ready(&self) -> bool {
+        // Acquire: pairs with the Release in `shutdown`, so a caller that sees "not ready" also
+        // sees the state the shutting-down thread published before it.
+        !self.shutting_down.load(Ordering::Acquire) && self.users.load(Ordering::Acquire) > 0
+    }
+
+    /// Live users (including the owner's reference while ready).
+    pub fn users(&self) -> usize {
+        self.users.load(Ordering::Acquire)
+    }
+
+    /// Become a user: `Shutdown` once shutdown has begun.
+    pub fn acquire(&self) -> Result<UserGuard<'_>> {
+        let mut cur = self.users.load(Ordering::Relaxed);
+        loop {
+            // Acquire (with the load below): see `is_ready`.
+            if cur == 0 || self.shutting_down.load(Ordering::Acquire) {
+                return Err(Error::Shutdown);
+            }
+            // Acquire on success: our use of the channel happens after everything published by
+            // the setup that made the count non-zero. Relaxed on failure: we retry.
+            match self.users.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(UserGuard { lc: self }),
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    /// Stop admitting users and drop the owner's reference. Returns `false` if shutdown had
+    /// already begun (it happens once).
+    pub fn begin_shutdown(&self) -> bool {
+        // AcqRel: only one thread wins; Release publishes "shutting down" to `acquire`.
+        if self.shutting_down.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        // Release: our last accesses as the owner happen-before whoever sees zero.
+        self.users.fetch_sub(1, Ordering::Release);
+        true
+    }
+
+    /// Wait until every user has released, calling `idle` between checks; `Timeout` at the
+    /// deadline (the Linux driver waits without bound; we do not).
+    pub fn wait_idle(
+        &self,
+        clock: &(impl Clock + ?Sized),
+        deadline: Deadline,
+        mut idle: impl FnMut(),
+    ) -> Result<()> {
+        loop {
+            // Acquire: pairs with the users' Release decrements, so teardown after this sees all
+            // their effects.
+            if self.users.load(Ordering::Acquire) == 0 {
+                return Ok(());
+            }
+            if deadline.expired(clock) {
+                log::warn!(
+                    "shutdown: {} user(s) still active at deadline",
+                    self.users()
+                );
+                return Err(Error::Timeout);
+            }
+            idle();
+            spin_hint();
+        }
+    }
+
+    /// `begin_shutdown` + `wait_idle`.
+    pub fn shutdown(
+        &self,
+        clock: &(impl Clock + ?Sized),
+        deadline: Deadline,
+        idle: impl FnMut(),
+    ) -> Result<()> {
+        self.begin_shutdown();
+        self.wait_idle(clock, deadline, idle)
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// One user's reference; released on drop.
+#[derive(Debug)]
+pub struct UserGuard<'a> {
+    lc: &'a Lifecycle,
+}
+
+impl Drop for UserGuard<'_> {
+    fn drop(&mut self) {
+        // Release: this user's channel accesses happen-before the shutdown waiter's Acquire load.
+        self.lc.users.fetch_sub(1, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use core::time::Duration;
+
+    #[test]
+    fn acquire_fails_after_shutdown() {
+        let lc = Lifecycle::new();
+        let g = lc.acquire().unwrap();
+        assert_eq!(lc.users(), 2);
+        assert!(lc.begin_shutdown());
+        assert!(!lc.begin_shutdown(), "only once");
+        assert_eq!(lc.acquire().err(), Some(Error::Shutdown));
+        assert!(!lc.is_ready());
+        drop(g);
+        let c = ManualClock::new();
+        lc.wait_idle(&c, Deadline::after(&c, Duration::ZERO), || {})
+            .unwrap();
+    }
+
+    #[test]
+    fn shutdown_is_bounded() {
+        let lc = Lifecycle::new();
+        let _g = lc.acquire().unwrap();
+        let c = ManualClock::new();
+        let d = Deadline::after(&c, Duration::from_millis(5));
+        let r = lc.shutdown(&c, d, || c.advance(Duration::from_millis(1)));
+        assert_eq!(r, Err(Error::Timeout));
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn shutdown_waits_for_last_user() {
+        let lc = std::sync::Arc::new(Lifecycle::new());
+        let g_lc = lc.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let _g = g_lc.acquire().unwrap();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        });
+        rx.recv().unwrap();
+        let c = crate::StdClock::new();
+        let start = std::time::Instant::now();
+        lc.shutdown(
+            &c,
+            Deadline::after(&c, Duration::from_secs(5)),
+            std::thread::yield_now,
+        )
+        .unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        t.join().unwrap();
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+
+    /// A user racing shutdown either gets in (and shutdown sees it leave) or is refused; the
+    /// count never goes negative and ends at zero.
+    #[test]
+    fn acquire_races_shutdown() {
+        loom::model(|| {
+            let lc = loom::sync::Arc::new(Lifecycle::new());
+            let l2 = lc.clone();
+            let t = loom::thread::spawn(move || {
+                if let Ok(g) = l2.acquire() {
+                    drop(g);
+                }
+            });
+            lc.begin_shutdown();
+            t.join().unwrap();
+            assert_eq!(lc.users(), 0);
+            assert!(lc.acquire().is_err());
+        });
+    }
+}

@@ -1,0 +1,440 @@
+//! The refcounted message pool.
+//!
+//! Capacity and buffer size are fixed at setup; nothing on the send/receive path allocates.
+//! A [`PoolBuf`] is a counted handle: cloning it adds a user, dropping it removes one. The remote
+//! side holds references too, as *loans* ([`PoolBuf::lend`] / [`MsgPool::reclaim`]): a buffer the
+//! remote still owns is never reused, whatever happened on our side (timeout, cancel, shutdown).
+//! A buffer goes back to the free list exactly once, when its last user, local or remote, lets go.
+//! Exhaustion is [`Error::Busy`], never a block or an allocation.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::sync::{fence, AtomicU32, AtomicU64, AtomicUsize, Lock, Ordering};
+use crate::{Error, ProtocolError, Result};
+
+struct Slot {
+    /// All users: local handles plus remote loans.
+    refs: AtomicU32,
+    /// The remote's share of `refs`; a hostile remote cannot return more than it was lent.
+    remote: AtomicU32,
+    len: AtomicUsize,
+    data: Lock<Box<[u8]>>,
+}
+
+struct Inner {
+    slots: Box<[Slot]>,
+    /// Free slot indices. Capacity reserved at setup, never exceeded: a slot is pushed only by the
+    /// one thread that took its count to zero.
+    free: Lock<Vec<u32>>,
+    buf_size: usize,
+    busy: AtomicU64,
+    bad_returns: AtomicU64,
+}
+
+/// A fixed-capacity pool of equally sized message buffers. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct MsgPool {
+    inner: Arc<Inner>,
+}
+
+impl core::fmt::Debug for MsgPool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MsgPool")
+            .field("capacity", &self.capacity())
+            .field("free", &self.free_count())
+            .field("buf_size", &self.inner.buf_size)
+            .finish()
+    }
+}
+
+impl MsgPool {
+    /// `count` buffers of `buf_size` bytes each; `InvalidArgument` for zero or more than 2^24.
+    pub fn new(count: usize, buf_size: usize) -> Result<Self> {
+        if count == 0 || count > (1 << 24) || buf_size == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let slots: Vec<Slot> = (0..count)
+            .map(|_| Slot {
+                refs: AtomicU32::new(0),
+                remote: AtomicU32::new(0),
+                len: AtomicUsize::new(0),
+                data: Lock::new(vec![0u8; buf_size].into_boxed_slice()),
+            })
+            .collect();
+        // Hand out low indices first (popped from the end).
+        let free: Vec<u32> = (0..count as u32).rev().collect();
+        Ok(MsgPool {
+            inner: Arc::new(Inner {
+                slots: slots.into_boxed_slice(),
+                free: Lock::new(free),
+                buf_size,
+                busy: AtomicU64::new(0),
+                bad_returns: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Number of buffers.
+    pub fn capacity(&self) -> usize {
+        self.inner.slots.len()
+    }
+
+    /// Size of each buffer in bytes.
+    pub fn buf_size(&self) -> usize {
+        self.inner.buf_size
+    }
+
+    /// Buffers on the free list right now.
+    pub fn free_count(&self) -> usize {
+        self.inner.free.lock().len()
+    }
+
+    /// How often `alloc` found the pool empty.
+    pub fn busy_count(&self) -> u64 {
+        // Relaxed: statistics counter only.
+        self.inner.busy.load(Ordering::Relaxed)
+    }
+
+    /// How often the remote tried to return a buffer it did not hold.
+    pub fn bad_return_count(&self) -> u64 {
+        // Relaxed: statistics counter only.
+        self.inner.bad_returns.load(Ordering::Relaxed)
+    }
+
+    /// Take a free buffer (length 0, one user). `Busy` when none is free.
+    pub fn alloc(&self) -> Result<PoolBuf> {
+        let idx = self.inner.free.lock().pop();
+        match idx {
+            Some(idx) => {
+                let slot = &self.inner.slots[idx as usize];
+                // Relaxed: the slot came off the free list under the lock, which already ordered
+                // us after the thread that freed it; no one else can see the slot yet.
+                slot.refs.store(1, Ordering::Relaxed);
+                slot.len.store(0, Ordering::Relaxed);
+                Ok(PoolBuf {
+                    inner: self.inner.clone(),
+                    idx,
+                })
+            }
+            None => {
+                // Relaxed: statistics counter only.
+                self.inner.busy.fetch_add(1, Ordering::Relaxed);
+                Err(Error::Busy)
+            }
+        }
+    }
+
+    /// A new handle to buffer `idx` if it is in use (for the receive path, where the remote names
+    /// a buffer by index). `None` for a free or out-of-range index.
+    pub fn get(&self, idx: u32) -> Option<PoolBuf> {
+        let slot = self.inner.slots.get(idx as usize)?;
+        let mut cur = slot.refs.load(Ordering::Relaxed);
+        loop {
+            if cur == 0 {
+                return None;
+            }
+            // Acquire on success: pairs with the Release decrement of other users, so we see the
+            // buffer contents they wrote. Relaxed on failure: we only retry.
+            match slot.refs.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(PoolBuf {
+                        inner: self.inner.clone(),
+                        idx,
+                    })
+                }
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    /// The remote gives back loan `idx`. A return of a buffer the remote does not hold is a
+    /// protocol error (counted), never a double free.
+    pub fn reclaim(&self, idx: u32) -> Result<()> {
+        let Some(slot) = self.inner.slots.get(idx as usize) else {
+            // Relaxed: statistics counter only.
+            self.inner.bad_returns.fetch_add(1, Ordering::Relaxed);
+            return Err(ProtocolError::BadState.into());
+        };
+        let mut cur = slot.remote.load(Ordering::Relaxed);
+        loop {
+            if cur == 0 {
+                // Relaxed: statistics counter only.
+                self.inner.bad_returns.fetch_add(1, Ordering::Relaxed);
+                return Err(ProtocolError::BadState.into());
+            }
+            // Relaxed: `remote` only guards against over-return; the buffer's memory ordering is
+            // carried by `refs` in `release_ref`.
+            match slot.remote.compare_exchange_weak(
+                cur,
+                cur - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(v) => cur = v,
+            }
+        }
+        self.inner.release_ref(idx);
+        Ok(())
+    }
+
+    /// Loans the remote holds on buffer `idx` (0 for a bad index).
+    pub fn remote_holds(&self, idx: u32) -> u32 {
+        self.inner
+            .slots
+            .get(idx as usize)
+            .map_or(0, |s| s.remote.load(Ordering::Relaxed))
+    }
+}
+
+impl Inner {
+    fn release_ref(&self, idx: u32) {
+        let slot = &self.slots[idx as usize];
+        // Release: every access this user made to the buffer happens-before the decrement, so the
+        // thread that frees the slot (and whoever reuses it) sees it finished.
+        if slot.refs.fetch_sub(1, Ordering::Release) == 1 {
+            // Acquire fence: pairs with the Release decrements of all other users (the Arc
+            // pattern); only after it may the buffer be recycled.
+            fence(Ordering::Acquire);
+            self.free.lock().push(idx);
+        }
+    }
+}
+
+/// A counted handle to one pool buffer. Clone adds a user; drop removes one.
+pub struct PoolBuf {
+    inner: Arc<Inner>,
+    idx: u32,
+}
+
+impl core::fmt::Debug for PoolBuf {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PoolBuf")
+            .field("idx", &self.idx)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Clone for PoolBuf {
+    fn clone(&self) -> Self {
+        // Relaxed: a new reference is made from an existing one, which keeps the slot alive; no
+        // data is published by the increment (same reasoning as `Arc::clone`).
+        self.slot().refs.fetch_add(1, Ordering::Relaxed);
+        PoolBuf {
+            inner: self.inner.clone(),
+            idx: self.idx,
+        }
+    }
+}
+
+impl Drop for PoolBuf {
+    fn drop(&mut self) {
+        self.inner.release_ref(self.idx);
+    }
+}
+
+impl PoolBuf {
+    fn slot(&self) -> &Slot {
+        &self.inner.slots[self.idx as usize]
+    }
+
+    /// The buffer's index in its pool (what a backend puts on the wire, never an address).
+    pub fn index(&self) -> u32 {
+        self.idx
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.inner.buf_size
+    }
+
+    /// Bytes of valid data.
+    pub fn len(&self) -> usize {
+        self.slot().len.load(Ordering::Acquire)
+    }
+
+    /// Whether no data is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Users right now (local handles + remote loans).
+    pub fn users(&self) -> u32 {
+        self.slot().refs.load(Ordering::Relaxed)
+    }
+
+    /// Set the valid length; `TooLarge` beyond capacity.
+    pub fn set_len(&self, len: usize) -> Result<()> {
+        if len > self.inner.buf_size {
+            return Err(Error::TooLarge);
+        }
+        // Release: pairs with the Acquire in `len`, so a reader of the length sees the data.
+        self.slot().len.store(len, Ordering::Release);
+        Ok(())
+    }
+
+    /// Copy `data` in and set the length; `TooLarge` if it does not fit (nothing written).
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        if data.len() > self.inner.buf_size {
+            return Err(Error::TooLarge);
+        }
+        self.slot().data.lock()[..data.len()].copy_from_slice(data);
+        self.set_len(data.len())
+    }
+
+    /// Copy the valid data out; returns the bytes copied (at most `out.len()`).
+    pub fn read_into(&self, out: &mut [u8]) -> usize {
+        let n = self.len().min(out.len());
+        out[..n].copy_from_slice(&self.slot().data.lock()[..n]);
+        n
+    }
+
+    /// Run `f` on the whole buffer (capacity bytes).
+    pub fn with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&self.slot().data.lock())
+    }
+
+    /// Run `f` on the whole buffer (capacity bytes), mutably.
+    pub fn with_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        f(&mut self.slot().data.lock())
+    }
+
+    /// Give the remote a reference (it now co-owns the buffer). Returns the index the remote
+    /// will name when it gives the buffer back through [`MsgPool::reclaim`].
+    pub fn lend(&self) -> u32 {
+        // Relaxed: like `clone`; the remote's view of the data is ordered by the transport's own
+        // publication barrier (ring index store), not by this count.
+        self.slot().refs.fetch_add(1, Ordering::Relaxed);
+        self.slot().remote.fetch_add(1, Ordering::Relaxed);
+        self.idx
+    }
+
+    /// Base address of the buffer, for DMA sharing (the buffer never moves for the pool's life).
+    ///
+    /// The pointer may be handed to hardware only while the buffer is lent
+    /// ([`PoolBuf::lend`]) and must not be written through while a local user may be reading.
+    pub fn dma_ptr(&self) -> *mut u8 {
+        self.slot().data.lock().as_mut_ptr()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_until_busy_then_recover() {
+        let p = MsgPool::new(3, 16).unwrap();
+        let a = p.alloc().unwrap();
+        let b = p.alloc().unwrap();
+        let c = p.alloc().unwrap();
+        assert_eq!(p.alloc().err(), Some(Error::Busy));
+        assert_eq!(p.busy_count(), 1);
+        drop(b);
+        let d = p.alloc().unwrap();
+        assert_eq!(p.free_count(), 0);
+        drop((a, c, d));
+        assert_eq!(p.free_count(), 3);
+    }
+
+    #[test]
+    fn last_user_frees_including_remote_loan() {
+        let p = MsgPool::new(2, 8).unwrap();
+        let a = p.alloc().unwrap();
+        a.write(b"hello").unwrap();
+        let loan = a.lend();
+        let a2 = a.clone();
+        assert_eq!(a.users(), 3);
+        drop(a);
+        drop(a2);
+        // Remote still holds it: not free, not reusable.
+        assert_eq!(p.free_count(), 1);
+        let again = p.get(loan).unwrap();
+        let mut out = [0u8; 8];
+        assert_eq!(again.read_into(&mut out), 5);
+        assert_eq!(&out[..5], b"hello");
+        drop(again);
+        p.reclaim(loan).unwrap();
+        assert_eq!(p.free_count(), 2);
+        assert!(p.get(loan).is_none());
+    }
+
+    #[test]
+    fn hostile_returns_are_errors_not_double_frees() {
+        let p = MsgPool::new(2, 8).unwrap();
+        let a = p.alloc().unwrap();
+        assert!(p.reclaim(a.index()).is_err(), "never lent");
+        assert!(p.reclaim(99).is_err(), "out of range");
+        let l = a.lend();
+        p.reclaim(l).unwrap();
+        assert!(p.reclaim(l).is_err(), "returned twice");
+        assert_eq!(p.bad_return_count(), 3);
+        assert_eq!(a.users(), 1);
+        drop(a);
+        assert_eq!(p.free_count(), 2);
+    }
+
+    #[test]
+    fn write_too_large_is_rejected() {
+        let p = MsgPool::new(1, 4).unwrap();
+        let a = p.alloc().unwrap();
+        assert_eq!(a.write(b"12345"), Err(Error::TooLarge));
+        assert_eq!(a.len(), 0);
+        assert_eq!(a.set_len(5), Err(Error::TooLarge));
+    }
+
+    #[test]
+    fn concurrent_clone_drop_frees_exactly_once() {
+        let p = MsgPool::new(4, 8).unwrap();
+        for _ in 0..200 {
+            let a = p.alloc().unwrap();
+            let l = a.lend();
+            let hs: Vec<_> = (0..3).map(|_| a.clone()).collect();
+            drop(a);
+            let p2 = p.clone();
+            let ts: Vec<_> = hs
+                .into_iter()
+                .map(|h| std::thread::spawn(move || drop(h)))
+                .chain(core::iter::once(std::thread::spawn(move || {
+                    p2.reclaim(l).unwrap()
+                })))
+                .collect();
+            for t in ts {
+                t.join().unwrap();
+            }
+            assert_eq!(p.free_count(), 4);
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+
+    /// A local handle dropped on one thread while the remote returns its loan on another: the
+    /// slot is freed exactly once and the writer's data is visible to the freer.
+    #[test]
+    fn drop_races_reclaim() {
+        loom::model(|| {
+            let p = MsgPool::new(1, 4).unwrap();
+            let a = p.alloc().unwrap();
+            let l = a.lend();
+            let p2 = p.clone();
+            let t = loom::thread::spawn(move || p2.reclaim(l).unwrap());
+            a.write(b"ab").unwrap();
+            drop(a);
+            t.join().unwrap();
+            assert_eq!(p.free_count(), 1);
+            assert!(p.alloc().is_ok());
+        });
+    }
+}
