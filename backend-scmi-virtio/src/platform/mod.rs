@@ -1,1 +1,29 @@
-//! Placeholder: being written.
+//! The SCMI platform's side of the protocols: request bytes in, reply bytes out. Transport-free,
+//! so the simulated virtio device (`crate::sim`) and any other simulator can host it.
+//!
+//! (Being written: the `Platform` implementation lives in files beside this one.)
+
+/// The fwipc test protocol (vendor range 0x80..=0xFF) the simulated platform implements for the
+/// conformance suite.
+pub const FWIPC_TEST_PROTOCOL: u8 = 0x81;
+/// ECHO in the fwipc test protocol: returns the parameters with every byte inverted.
+pub const FWIPC_TEST_ECHO: u8 = 0x03;
+/// Notification message id the fwipc test protocol uses for `RemoteControl::notify`.
+pub const FWIPC_TEST_NOTIFY: u8 = 0x00;
+
+/// An SCMI platform's message handling, independent of the transport.
+pub trait PlatformModel: Send {
+    /// Handle one A2P command. `req` is the 4-byte little-endian header plus parameters, as read
+    /// from the device-readable buffer. Writes header + status + return values into `resp` (the
+    /// device-writable space) and returns the number of bytes written (`<= resp.len()`). Never
+    /// panics, whatever `req` holds.
+    fn handle_command(&mut self, req: &[u8], resp: &mut [u8]) -> usize;
+
+    /// The next pending P2A message (delayed response or notification: header + payload), written
+    /// into `buf` if one is pending and fits; returns its length. A message that does not fit
+    /// stays pending (delayed responses) or may be dropped and counted (notifications).
+    fn next_p2a(&mut self, buf: &mut [u8]) -> Option<usize>;
+
+    /// Queue an unsolicited notification (used by the conformance fixture's `notify` knob).
+    fn queue_notification(&mut self, protocol: u8, message: u8, payload: &[u8]);
+}
