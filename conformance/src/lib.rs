@@ -1,1 +1,62 @@
-//! wip
+//! # fwipc conformance suite
+//!
+//! One set of behavioural scenarios, generic over [`Fixture`], that every backend runs: ordering,
+//! concurrency, timeouts and late replies, pool exhaustion, teardown with transfers in flight, bulk
+//! integrity at odd offsets, hostile remote input, dropped replies, remote reset, notifications.
+//!
+//! A backend instantiates the whole suite in its `tests/conformance.rs`:
+//!
+//! ```ignore
+//! conformance::conformance_tests!(my_backend::sim::MyFixture);
+//! ```
+//!
+//! which expands to one `#[test]` per scenario, each named `fwipc_conformance::<scenario>`, so
+//! `cargo test --workspace conformance` runs the suite for every backend. The binary
+//! (`cargo run --release -p conformance`) runs the whole backend × scenario matrix.
+//!
+//! [`loopback`] is the reference backend: the smallest transport that passes the suite, and the
+//! example to copy when porting a new protocol.
+
+pub mod loopback;
+pub mod scenarios;
+mod util;
+
+pub use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl};
+pub use scenarios::{suite, Scenario, Verdict};
+
+/// Instantiate every conformance scenario as a `#[test]` for a fixture type.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fixture:ty) => {
+        mod fwipc_conformance {
+            $crate::__conformance_scenarios!(
+                $fixture;
+                roundtrip,
+                fifo_ordering,
+                concurrent_senders,
+                timeout_late_reply,
+                pool_exhaustion,
+                teardown_in_flight,
+                bulk_integrity,
+                hostile_input,
+                dropped_reply,
+                reset_mid_flight,
+                notifications
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_scenarios {
+    ($fixture:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let v = $crate::scenarios::$name::<$fixture>();
+                ::std::println!("{}: {}", ::core::stringify!($name), v);
+            }
+        )*
+    };
+}

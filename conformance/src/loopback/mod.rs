@@ -1,0 +1,17 @@
+//! `loopback`: the reference backend. An in-process transport whose "remote" is a thread that
+//! reads requests straight out of the shared pool buffers (the analog of shared memory) and
+//! answers through a reply ring of 16-byte wire records ([`wire::ReplyRecord`]).
+//!
+//! It is deliberately small, and it is the example to copy when porting a protocol: tokens from a
+//! [`fwipc_transport_api::TokenAllocator`], buffers from a [`fwipc_transport_api::MsgPool`] with the
+//! remote's reference held as a loan, the Linux poll-state rules for timed-out transfers (the buffer
+//! stays remote-owned until the late reply), a [`fwipc_transport_api::Lifecycle`] for shutdown, and
+//! a hostile-input-safe parser. It passes the whole conformance suite.
+
+mod fixture;
+mod remote;
+mod transport;
+pub mod wire;
+
+pub use fixture::LoopbackFixture;
+pub use transport::{LoopbackTransport, MAX_MSG, MAX_MSG_SIZE};

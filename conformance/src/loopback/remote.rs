@@ -1,0 +1,233 @@
+//! The loopback remote: a thread running the echo service with fault knobs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl};
+use fwipc_transport_api::BulkDir;
+use spin::Mutex;
+use zerocopy::IntoBytes;
+
+use super::transport::{ReqRecord, Shared, MAX_MSG_SIZE};
+use super::wire::{ReplyRecord, KIND_REPLY, MAGIC};
+
+const TAG_LOG: usize = 1 << 14;
+
+struct State {
+    fault: Fault,
+    held: Vec<ReqRecord>,
+    dropped: Vec<ReqRecord>,
+    tags: Vec<u32>,
+    /// Last bulk data received, sent back on the next bulk receive.
+    stored: Vec<u8>,
+}
+
+/// The remote side; `RemoteControl` for the fixture.
+pub(crate) struct Remote {
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+    received: AtomicU64,
+    pub stop: AtomicBool,
+}
+
+impl Remote {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Remote {
+            shared,
+            state: Mutex::new(State {
+                fault: Fault::None,
+                held: Vec::with_capacity(super::MAX_MSG),
+                dropped: Vec::with_capacity(super::MAX_MSG),
+                tags: Vec::with_capacity(TAG_LOG),
+                stored: Vec::with_capacity(1 << 20),
+            }),
+            received: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// The remote thread's loop: serve requests and bulk ops until stopped.
+    pub(crate) fn run(&self) {
+        // Acquire: pairs with the Release store in the fixture's drop; nothing else is published.
+        while !self.stop.load(Ordering::Acquire) {
+            let did = self.serve_one() | self.serve_bulk();
+            if !did {
+                std::thread::park_timeout(Duration::from_millis(2));
+            }
+        }
+    }
+
+    fn serve_one(&self) -> bool {
+        let Some(rec) = self.shared.requests.lock().pop_front() else {
+            return false;
+        };
+        // Relaxed: a statistics counter read by tests after synchronising through replies.
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let fault = {
+            let mut st = self.state.lock();
+            if let Some(buf) = self.shared.pool.get(rec.slot) {
+                if buf.len() >= 4 && st.tags.len() < TAG_LOG {
+                    let tag = buf.with(|d| u32::from_le_bytes([d[0], d[1], d[2], d[3]]));
+                    st.tags.push(tag);
+                }
+            }
+            match st.fault {
+                Fault::Hold => {
+                    st.held.push(rec);
+                    return true;
+                }
+                Fault::Drop => {
+                    st.dropped.push(rec);
+                    return true;
+                }
+                f => f,
+            }
+        };
+        if let Fault::Delay(d) = fault {
+            std::thread::sleep(d);
+        }
+        self.answer(rec, fault);
+        true
+    }
+
+    /// Write the echo reply into the request's buffer and post a reply record (or a faulty one).
+    fn answer(&self, rec: ReqRecord, fault: Fault) {
+        {
+            let _in = self.shared.remote_lock.lock();
+            // Acquire: pairs with the Release in shutdown; once dead, buffers are not ours.
+            if self.shared.dead.load(Ordering::Acquire) {
+                return;
+            }
+            let Some(buf) = self.shared.pool.get(rec.slot) else {
+                return;
+            };
+            let len = buf.len();
+            buf.with_mut(|d| d[..len].iter_mut().for_each(|b| *b = echo_reply_byte(*b)));
+        }
+        let len = self.shared.pool.get(rec.slot).map_or(0, |b| b.len()) as u32;
+        let mut r = ReplyRecord {
+            magic: MAGIC,
+            token: rec.token,
+            len,
+            kind: KIND_REPLY,
+        };
+        match fault {
+            Fault::WrongToken => r.token ^= 0x80,
+            Fault::CorruptLength => r.len = MAX_MSG_SIZE as u32 + 1000,
+            Fault::CorruptHeader => r.magic ^= 0x0100_0000,
+            _ => {}
+        }
+        self.post(r);
+        if fault == Fault::Duplicate {
+            self.post(r);
+        }
+    }
+
+    fn post(&self, r: ReplyRecord) {
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(r.as_bytes());
+        self.post_raw(raw);
+    }
+
+    fn post_raw(&self, raw: [u8; 16]) {
+        {
+            let mut q = self.shared.replies.lock();
+            if q.len() == q.capacity() {
+                log::warn!("loopback remote: reply ring full, record dropped");
+                return;
+            }
+            q.push_back(raw);
+        }
+        if self.shared.irq {
+            self.shared.process_replies();
+        }
+    }
+
+    fn serve_bulk(&self) -> bool {
+        let Some(mut op) = self.shared.bulk_out.lock().pop_front() else {
+            return false;
+        };
+        {
+            let _in = self.shared.remote_lock.lock();
+            // Acquire: see `answer`.
+            if self.shared.dead.load(Ordering::Acquire) {
+                return true;
+            }
+            let mut st = self.state.lock();
+            match op.dir {
+                BulkDir::Transmit => {
+                    st.stored.clear();
+                    st.stored
+                        .extend_from_slice(&op.buf[op.offset..op.offset + op.len]);
+                    op.actual = op.len;
+                }
+                BulkDir::Receive => {
+                    let n = st.stored.len().min(op.len);
+                    op.buf[op.offset..op.offset + n].copy_from_slice(&st.stored[..n]);
+                    op.actual = n;
+                }
+            }
+        }
+        self.shared.bulk_back.lock().push_back(op);
+        if self.shared.irq {
+            self.shared.process_replies();
+        }
+        true
+    }
+}
+
+impl RemoteControl for Remote {
+    fn set_fault(&self, fault: Fault) {
+        self.state.lock().fault = fault;
+    }
+
+    fn release(&self) {
+        let held: Vec<ReqRecord> = core::mem::take(&mut self.state.lock().held);
+        for rec in held {
+            self.answer(rec, Fault::None);
+        }
+    }
+
+    fn take_seen_tags(&self) -> Vec<u32> {
+        core::mem::replace(&mut self.state.lock().tags, Vec::with_capacity(TAG_LOG))
+    }
+
+    fn received(&self) -> u64 {
+        // Relaxed: see `serve_one`.
+        self.received.load(Ordering::Relaxed)
+    }
+
+    fn inject_garbage(&self, bytes: &[u8]) {
+        let mut raw = [0u8; 16];
+        let n = bytes.len().min(16);
+        raw[..n].copy_from_slice(&bytes[..n]);
+        // Half of the garbage gets a valid magic so the token/length checks are exercised too.
+        if bytes.first().is_some_and(|b| b & 1 == 1) {
+            raw[..4].copy_from_slice(&MAGIC.to_le_bytes());
+        }
+        self.post_raw(raw);
+    }
+
+    fn reset_remote(&self) {
+        let mut st = self.state.lock();
+        st.held.clear();
+        st.dropped.clear();
+        st.fault = Fault::None;
+        self.shared.requests.lock().clear();
+    }
+
+    fn notify(&self, payload: &[u8]) -> bool {
+        if payload.len() > MAX_MSG_SIZE {
+            return false;
+        }
+        let mut data = [0u8; MAX_MSG_SIZE];
+        data[..payload.len()].copy_from_slice(payload);
+        let mut q = self.shared.notes.lock();
+        if q.len() == q.capacity() {
+            return false;
+        }
+        q.push_back((data, payload.len()));
+        true
+    }
+}

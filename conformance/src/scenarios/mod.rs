@@ -1,0 +1,54 @@
+//! The scenarios. Each is a plain generic function that panics (with a message naming the backend)
+//! when the behaviour is broken, and returns a [`Verdict`] otherwise.
+
+mod bulk;
+mod faults;
+mod messaging;
+mod teardown;
+
+pub use bulk::bulk_integrity;
+pub use faults::{
+    dropped_reply, hostile_input, pool_exhaustion, reset_mid_flight, timeout_late_reply,
+};
+pub use messaging::{concurrent_senders, fifo_ordering, notifications, roundtrip};
+pub use teardown::teardown_in_flight;
+
+use fwipc_transport_api::fixture::Fixture;
+
+/// Outcome of a scenario that did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every assertion held.
+    Pass,
+    /// The backend lacks the capability the scenario tests (e.g. bulk on SCMI); says which.
+    NotApplicable(&'static str),
+}
+
+impl core::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Verdict::Pass => f.write_str("pass"),
+            Verdict::NotApplicable(why) => write!(f, "n/a ({why})"),
+        }
+    }
+}
+
+/// One named scenario, instantiated for a fixture.
+pub type Scenario = (&'static str, fn() -> Verdict);
+
+/// Every scenario for fixture `F`, in the order the runner prints them.
+pub fn suite<F: Fixture + 'static>() -> Vec<Scenario> {
+    vec![
+        ("roundtrip", roundtrip::<F> as fn() -> Verdict),
+        ("fifo_ordering", fifo_ordering::<F>),
+        ("concurrent_senders", concurrent_senders::<F>),
+        ("timeout_late_reply", timeout_late_reply::<F>),
+        ("pool_exhaustion", pool_exhaustion::<F>),
+        ("teardown_in_flight", teardown_in_flight::<F>),
+        ("bulk_integrity", bulk_integrity::<F>),
+        ("hostile_input", hostile_input::<F>),
+        ("dropped_reply", dropped_reply::<F>),
+        ("reset_mid_flight", reset_mid_flight::<F>),
+        ("notifications", notifications::<F>),
+    ]
+}

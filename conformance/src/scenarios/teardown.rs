@@ -1,0 +1,71 @@
+//! Teardown with transfers in flight.
+
+use std::time::{Duration, Instant};
+
+use fwipc_transport_api::fixture::{Fault, Fixture};
+use fwipc_transport_api::{Error, Transport};
+
+use super::Verdict;
+use crate::util::{assert_pool_full, echo, echo_ok, eventually, request};
+
+/// Threads wait on held transfers; shutdown wakes every one of them with `Shutdown` (none lost),
+/// finishes within its bound, refuses new sends, leaves every buffer back in the pool, is
+/// idempotent; and a new instance works afterwards.
+pub fn teardown_in_flight<F: Fixture>() -> Verdict {
+    for &mode in F::modes() {
+        let fx = F::setup(mode);
+        let t = fx.transport();
+        fx.remote().set_fault(Fault::Hold);
+        let waiters = 4u32.min(t.max_msg() as u32);
+        let long = fx.reply_timeout() * 4;
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..waiters)
+                .map(|i| {
+                    let fx = &fx;
+                    s.spawn(move || echo(fx, &i.to_le_bytes(), long))
+                })
+                .collect();
+            let all_in = eventually(fx.reply_timeout(), || {
+                fx.remote().received() >= waiters as u64
+            });
+            assert!(all_in, "{}: requests never reached the remote", F::NAME);
+            let start = Instant::now();
+            t.shutdown().unwrap_or_else(|e| {
+                panic!("{}: shutdown with transfers in flight failed: {e}", F::NAME)
+            });
+            let took = start.elapsed();
+            assert!(
+                took < fx.reply_timeout() + Duration::from_secs(1),
+                "{}: shutdown took {took:?}",
+                F::NAME
+            );
+            for h in hs {
+                let r = h.join().expect("waiter panicked");
+                assert_eq!(
+                    r,
+                    Err(Error::Shutdown),
+                    "{}: waiter not woken with Shutdown ({mode:?})",
+                    F::NAME
+                );
+            }
+        });
+        assert_eq!(
+            t.shutdown(),
+            Ok(()),
+            "{}: second shutdown not idempotent",
+            F::NAME
+        );
+        let p = [1u8, 2, 3, 4];
+        assert_eq!(
+            t.send(&request(&fx, &p)).err(),
+            Some(Error::Shutdown),
+            "{}: send after shutdown",
+            F::NAME
+        );
+        assert_pool_full(&fx, "after teardown");
+        drop(fx);
+        let again = F::setup(mode);
+        echo_ok(&again, b"new instance");
+    }
+    Verdict::Pass
+}
