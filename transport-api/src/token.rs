@@ -35,7 +35,7 @@ impl TokenAllocator {
         if !(1..=16).contains(&bits) {
             return Err(Error::InvalidArgument);
         }
-        let words = ((1usize << bits) + 63) / 64;
+        let words = (1usize << bits).div_ceil(64);
         Ok(TokenAllocator {
             bits,
             state: Lock::new(State {
