@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# System test: the bare-metal aarch64 guest (guest-aarch64/) drives the real vhost-user SCMI
+# platform (vhost-device-scmi) through QEMU's `vhost-user-scmi` virtio-mmio device.
+#
+#   scripts/qemu-scmi.sh            build the guest, run it, check its output; exit 0 on PASS
+#
+# Environment:
+#   VHOST_DEVICE_SCMI   the daemon (default /opt/fwipc-cache/tools/bin/vhost-device-scmi, else PATH;
+#                       install: cargo install vhost-device-scmi@0.4.0 --locked --root <dir>)
+#   QEMU_SYSTEM_AARCH64 qemu-system-aarch64 >= 8.1 with vhost-user-scmi (default: PATH; Debian:
+#                       apt-get install -t bookworm-backports --no-install-recommends qemu-system-arm)
+#   QEMU_TIMEOUT        seconds the guest may run (default 60)
+#
+# Exit status: 0 pass; 1 the guest's output does not match; 2 missing tool; 3 the daemon failed;
+# 4 QEMU failed or hung (timeout).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GUEST_DIR="$ROOT/guest-aarch64"
+GUEST_ELF="$GUEST_DIR/target/aarch64-unknown-none/release/fwipc-guest-aarch64"
+QEMU_TIMEOUT=${QEMU_TIMEOUT:-60}
+SENSOR_NAME=acc0
+
+say() { printf 'qemu-scmi: %s\n' "$*"; }
+die() { local code=$1; shift; say "FAIL: $*"; exit "$code"; }
+
+# --- tools -------------------------------------------------------------------------------------
+DAEMON=${VHOST_DEVICE_SCMI:-}
+if [[ -z "$DAEMON" ]]; then
+    if [[ -x /opt/fwipc-cache/tools/bin/vhost-device-scmi ]]; then
+        DAEMON=/opt/fwipc-cache/tools/bin/vhost-device-scmi
+    else
+        DAEMON=$(command -v vhost-device-scmi || true)
+    fi
+fi
+[[ -n "$DAEMON" && -x "$DAEMON" ]] ||
+    die 2 "vhost-device-scmi not found (set VHOST_DEVICE_SCMI; cargo install vhost-device-scmi@0.4.0 --locked)"
+QEMU=${QEMU_SYSTEM_AARCH64:-$(command -v qemu-system-aarch64 || true)}
+[[ -n "$QEMU" && -x "$QEMU" ]] || die 2 "qemu-system-aarch64 not found (QEMU >= 8.1 needed)"
+"$QEMU" -device help 2>/dev/null | grep -q '"vhost-user-scmi"' ||
+    die 2 "$QEMU has no vhost-user-scmi device (QEMU >= 8.1 for arm/aarch64 needed): $("$QEMU" --version | head -n1)"
+command -v timeout >/dev/null || die 2 "timeout(1) not found"
+
+# --- build the guest ---------------------------------------------------------------------------
+say "building guest"
+cargo build --quiet --release --manifest-path "$GUEST_DIR/Cargo.toml" --target aarch64-unknown-none ||
+    die 2 "guest build failed"
+[[ -f "$GUEST_ELF" ]] || die 2 "guest ELF missing: $GUEST_ELF"
+
+# --- daemon ------------------------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/qemu-scmi.XXXXXX")
+SOCK="$WORK/scmi.sock"
+DAEMON_PID=""
+DRAIN_PID=""
+cleanup() {
+    local rc=$?
+    # The daemon first: its stdout pipe must outlive it (a closed read end kills its worker).
+    if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+        kill "$DAEMON_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$DAEMON_PID" 2>/dev/null || true
+    fi
+    [[ -n "$DAEMON_PID" ]] && wait "$DAEMON_PID" 2>/dev/null || true
+    if [[ -n "$DRAIN_PID" ]]; then
+        kill "$DRAIN_PID" 2>/dev/null || true
+        wait "$DRAIN_PID" 2>/dev/null || true
+    fi
+    if [[ $rc -ne 0 && -s "$WORK/daemon.log" ]]; then
+        say "daemon stderr (last 20 lines):"
+        tail -n 20 "$WORK/daemon.log" | sed 's/^/  | /'
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The daemon's `fake` sensor uses fd 1 as its notification source: it must be a live pipe (it
+# panics on /dev/null or a file), and the pipe's read end must stay open while the daemon runs.
+mkfifo "$WORK/daemon.stdout"
+cat "$WORK/daemon.stdout" >/dev/null &
+DRAIN_PID=$!
+"$DAEMON" --socket-path "$SOCK" -d "fake,name=$SENSOR_NAME" >"$WORK/daemon.stdout" 2>"$WORK/daemon.log" &
+DAEMON_PID=$!
+for _ in $(seq 100); do
+    [[ -S "$SOCK" ]] && break
+    kill -0 "$DAEMON_PID" 2>/dev/null || die 3 "vhost-device-scmi exited at start-up"
+    sleep 0.05
+done
+[[ -S "$SOCK" ]] || die 3 "vhost-device-scmi did not create $SOCK within 5 s"
+say "daemon $DAEMON (pid $DAEMON_PID) on $SOCK, sensor $SENSOR_NAME"
+
+# --- QEMU --------------------------------------------------------------------------------------
+# vhost-user needs guest RAM in a shared memfd; modern (version 2) virtio-mmio headers; the guest
+# powers off with PSCI SYSTEM_OFF (HVC conduit at EL1) and QEMU then exits 0. -no-reboot turns a
+# reset into an exit too.
+set +e
+timeout --kill-after=5 "$QEMU_TIMEOUT" "$QEMU" \
+    -M virt -cpu cortex-a57 -m 128M -smp 1 \
+    -object memory-backend-memfd,id=mem,size=128M,share=on -machine memory-backend=mem \
+    -global virtio-mmio.force-legacy=false \
+    -chardev socket,path="$SOCK",id=scmi -device vhost-user-scmi,chardev=scmi \
+    -display none -monitor none -serial stdio -nic none -no-reboot \
+    -kernel "$GUEST_ELF" </dev/null >"$WORK/guest.log" 2>"$WORK/qemu.err"
+QEMU_RC=$?
+set -e
+tr -d '\r' <"$WORK/guest.log" >"$WORK/guest.txt"
+say "guest output:"
+sed 's/^/  | /' "$WORK/guest.txt"
+if [[ -s "$WORK/qemu.err" ]]; then
+    say "qemu stderr:"
+    sed 's/^/  ! /' "$WORK/qemu.err"
+fi
+case $QEMU_RC in
+0) ;;
+124 | 137) die 4 "QEMU did not finish within ${QEMU_TIMEOUT}s (guest hung)" ;;
+*) die 4 "QEMU exited with status $QEMU_RC" ;;
+esac
+kill -0 "$DAEMON_PID" 2>/dev/null || die 3 "vhost-device-scmi died during the run"
+
+# --- check the guest's output ------------------------------------------------------------------
+FAILED=0
+expect() { # expect <exact line>
+    if grep -qxF -- "$1" "$WORK/guest.txt"; then
+        say "ok: $1"
+    else
+        say "MISSING: $1"
+        FAILED=1
+    fi
+}
+expect_re() { # expect_re <extended regex matching a whole line> <description>
+    if grep -qxE -- "$1" "$WORK/guest.txt"; then
+        say "ok: $2"
+    else
+        say "MISSING: $2 (/$1/)"
+        FAILED=1
+    fi
+}
+expect_re 'virtio-mmio: slot [0-9]+ @ 0x[0-9a-f]+: version 2 device id 32 vendor 0x[0-9a-f]+' \
+    "modern virtio-mmio slot with device id 32 found by the scan"
+expect 'scmi: base protocol version 0x20000'
+expect 'scmi: 1 protocols besides base, 0 agents'
+expect 'scmi: vendor "rust-vmm"'
+expect 'scmi: protocols [0x15]'
+expect 'scmi: sensor protocol version 0x30000'
+expect 'scmi: 1 sensors'
+expect_re "scmi: sensor 0 \"$SENSOR_NAME\": 3 axes, .*" "sensor 0 is the 3-axis fake sensor $SENSOR_NAME"
+# Unit 89 = m/s^2 (accelerometer).
+expect 'scmi: sensor 0 axis 0 "acc_X": unit 89'
+expect 'scmi: sensor 0 axis 1 "acc_Y": unit 89'
+expect 'scmi: sensor 0 axis 2 "acc_Z": unit 89'
+# The fake sensor's axis i reads counter + 100*i, the counter advancing once per read from 0.
+expect 'scmi: sensor 0 reading 0: 0 100 200'
+expect 'scmi: sensor 0 reading 1: 1 101 201'
+expect 'scmi: sensor 0 reading 2: 2 102 202'
+if grep -q 'FAIL' "$WORK/guest.txt"; then
+    say "guest reported: $(grep 'FAIL' "$WORK/guest.txt" | head -n1)"
+    FAILED=1
+fi
+[[ "$(tail -n 2 "$WORK/guest.txt" | head -n 1)" == "guest: PASS" ]] || {
+    say "MISSING: 'guest: PASS' just before the power-off line"
+    FAILED=1
+}
+expect 'guest: PSCI SYSTEM_OFF (hvc)'
+[[ $FAILED -eq 0 ]] || die 1 "guest output does not match"
+say "PASS"
