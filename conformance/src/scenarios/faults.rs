@@ -149,16 +149,21 @@ pub fn hostile_input<F: Fixture>() -> Verdict {
         Fault::CorruptHeader,
         Fault::Duplicate,
     ] {
+        let pre = t.stats();
         fx.remote().set_fault(fault);
+        let mut ok = 0u64;
         for i in 0..4 {
             let p = tagged_payload(i, 8 + rng.below(8), &mut rng);
             match echo(&fx, &p, fx.short_timeout()) {
-                Ok(got) => assert_eq!(
-                    got,
-                    expected(&p),
-                    "{}: {fault:?} delivered a wrong reply",
-                    F::NAME
-                ),
+                Ok(got) => {
+                    assert_eq!(
+                        got,
+                        expected(&p),
+                        "{}: {fault:?} delivered a wrong reply",
+                        F::NAME
+                    );
+                    ok += 1;
+                }
                 Err(e) => assert!(
                     matches!(e, Error::Timeout | Error::Protocol(_)),
                     "{}: {fault:?} gave unexpected error {e:?}",
@@ -167,6 +172,37 @@ pub fn hostile_input<F: Fixture>() -> Verdict {
             }
         }
         fx.remote().set_fault(Fault::None);
+        // The transport must have *noticed* every corruption, not just survived it.
+        let noticed = eventually(fx.reply_timeout(), || {
+            let s = t.stats();
+            match fault {
+                Fault::Duplicate => {
+                    s.duplicate_replies + s.unknown_replies
+                        > pre.duplicate_replies + pre.unknown_replies
+                }
+                _ => dropped_input(&s) > dropped_input(&pre),
+            }
+        });
+        assert!(
+            noticed,
+            "{}: {fault:?} replies were not detected and counted ({:?})",
+            F::NAME,
+            t.stats()
+        );
+        if fault == Fault::Duplicate {
+            assert_eq!(
+                ok,
+                4,
+                "{}: a duplicated reply made the original call fail",
+                F::NAME
+            );
+            assert_eq!(
+                t.stats().completed - pre.completed,
+                4,
+                "{}: duplicate replies counted as completions",
+                F::NAME
+            );
+        }
         echo_ok(&fx, &tagged_payload(0x55, 8, &mut rng));
     }
     for _ in 0..300 {
