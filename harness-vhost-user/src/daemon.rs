@@ -1,0 +1,211 @@
+//! Spawning `vhost-device-scmi` for a test: its own socket in its own directory, a live pipe as
+//! stdout (the `fake` sensor's notification source is fd 1: writing a byte to the pipe makes the
+//! daemon send SENSOR_UPDATE notifications), stderr to a log file in that directory, and a `Drop`
+//! guard that kills and reaps it.
+//!
+//! Finding the binary: `$VHOST_DEVICE_SCMI`, else `/opt/fwipc-cache/tools/bin/vhost-device-scmi`,
+//! else `vhost-device-scmi` on `PATH`. When none exists the tests skip, except under CI (`$CI`
+//! set), where a missing daemon is a failure.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Environment variable naming the daemon binary.
+pub const DAEMON_ENV: &str = "VHOST_DEVICE_SCMI";
+/// Where the project's tool cache installs it.
+pub const DEFAULT_DAEMON_PATH: &str = "/opt/fwipc-cache/tools/bin/vhost-device-scmi";
+
+/// Why no daemon could be started.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// The binary is not installed (tests skip, unless under CI).
+    NotInstalled(String),
+    /// A sensor spec the daemon would mishandle (no name, or longer than 15 bytes).
+    BadSensorName(String),
+    /// Spawning or setting up failed.
+    Io(io::Error),
+    /// The socket did not appear before the deadline (the daemon's stderr is included).
+    NoSocket(String),
+}
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotInstalled(s) => write!(f, "vhost-device-scmi not found: {s}"),
+            Self::BadSensorName(s) => write!(f, "bad fake sensor name {s:?} (1..=15 bytes)"),
+            Self::Io(e) => write!(f, "daemon I/O: {e}"),
+            Self::NoSocket(log) => write!(f, "daemon socket never appeared; stderr:\n{log}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+impl From<io::Error> for DaemonError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Locate the daemon binary (see the module docs for the search order).
+pub fn find_daemon() -> Result<PathBuf, DaemonError> {
+    if let Some(p) = std::env::var_os(DAEMON_ENV) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(DaemonError::NotInstalled(format!(
+                "${DAEMON_ENV}={} does not exist",
+                p.display()
+            )))
+        };
+    }
+    let default = Path::new(DEFAULT_DAEMON_PATH);
+    if default.is_file() {
+        return Ok(default.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("vhost-device-scmi");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(DaemonError::NotInstalled(format!(
+        "set ${DAEMON_ENV}, install to {DEFAULT_DAEMON_PATH}, or put it on PATH \
+         (cargo install vhost-device-scmi@0.4.0 --locked --root <dir>)"
+    )))
+}
+
+/// Whether a missing daemon must fail the test rather than skip it.
+pub fn daemon_required() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// A running `vhost-device-scmi`, killed and reaped on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+    /// Write end of the daemon's stdout pipe; kept open so the read end never reports
+    /// EPOLLHUP/ERR (which kills the daemon's worker).
+    notify_tx: File,
+}
+
+fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+impl Daemon {
+    /// Start the daemon with one `fake` accelerometer per name (`-d fake,name=<name>`; every
+    /// sensor is named, since the daemon panics describing a nameless one), and wait (up to
+    /// `timeout`) for its socket.
+    pub fn spawn(sensor_names: &[&str], timeout: Duration) -> Result<Daemon, DaemonError> {
+        for n in sensor_names {
+            if n.is_empty() || n.len() > 15 || n.contains(',') {
+                return Err(DaemonError::BadSensorName((*n).to_string()));
+            }
+        }
+        let bin = find_daemon()?;
+        // A unique directory per daemon: the id counter only makes names unique within this
+        // process (it carries no other state), the pid across processes.
+        // Relaxed: uniqueness needs only atomicity.
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("fwipc-vhu-{}-{id}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let socket = dir.join("scmi.sock");
+        let stderr = File::create(dir.join("daemon.log"))?;
+        let (rx, tx) = pipe_cloexec()?;
+
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--socket-path").arg(&socket);
+        for n in sensor_names {
+            cmd.arg("-d").arg(format!("fake,name={n}"));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(rx))
+            .stderr(Stdio::from(stderr));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        // SAFETY: the closure only calls prctl, which is async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the spawning thread dies without running our Drop (e.g. the test process is
+                // killed), the daemon gets SIGKILL instead of lingering.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let child = cmd.spawn()?;
+        let mut d = Daemon {
+            child,
+            dir,
+            socket,
+            notify_tx: File::from(tx),
+        };
+        let deadline = Instant::now() + timeout;
+        while !d.socket.exists() {
+            if Instant::now() >= deadline || !d.is_alive() {
+                return Err(DaemonError::NoSocket(d.log()));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(d)
+    }
+
+    /// The vhost-user socket the daemon listens on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Make the daemon's notification source readable: every `fake` sensor with notifications
+    /// enabled then sends SENSOR_UPDATE on each posted eventq buffer. The daemon never reads the
+    /// pipe (its epoll is level-triggered), so after this it keeps using up eventq buffers as fast
+    /// as they are posted; tear it down after such a test.
+    pub fn trigger_notification(&mut self) -> io::Result<()> {
+        self.notify_tx.write_all(&[1])
+    }
+
+    /// What the daemon wrote to stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,124 @@
+//! The harness's interrupt controller: waiting on the vhost-user call eventfds (the back-end's
+//! "used buffer" signals) and running a handler, the way a VMM injects an interrupt that the
+//! guest's driver then services.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::vhost_user_transport::drain;
+
+/// `poll(2)` for readability on `fds` for at most `timeout`; the number of readable fds.
+pub(crate) fn poll_fds(fds: &[RawFd], timeout: Duration) -> io::Result<usize> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()` pollfd structs.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The call eventfds of one transport (cloned, so they outlive nothing), plus a stop eventfd.
+#[derive(Debug)]
+pub struct Interrupts {
+    calls: Vec<EventFd>,
+    stop: EventFd,
+}
+
+impl Interrupts {
+    pub(crate) fn new(calls: Vec<EventFd>) -> io::Result<Self> {
+        Ok(Interrupts {
+            calls,
+            stop: EventFd::new(EFD_NONBLOCK)?,
+        })
+    }
+
+    /// Wait up to `timeout` for any queue to be signalled; returns a bit mask of the signalled
+    /// queues (bit i = queue i), consuming the signals. 0 on timeout or stop.
+    pub fn wait(&self, timeout: Duration) -> io::Result<u32> {
+        let mut fds: Vec<RawFd> = self.calls.iter().map(|e| e.as_raw_fd()).collect();
+        fds.push(self.stop.as_raw_fd());
+        poll_fds(&fds, timeout)?;
+        let mut mask = 0;
+        for (i, c) in self.calls.iter().enumerate() {
+            if drain(c) != 0 {
+                mask |= 1 << i;
+            }
+        }
+        Ok(mask)
+    }
+
+    /// Run `handler(mask)` on a new thread every time a queue is signalled, until the returned
+    /// [`IrqThread`] is dropped. The handler also runs every `tick` even without a signal (a
+    /// safety net the tests do not depend on: pass `None` to disable it).
+    pub fn spawn<F>(self, tick: Option<Duration>, handler: F) -> io::Result<IrqThread>
+    where
+        F: Fn(u32) + Send + 'static,
+    {
+        let stop_flag = Arc::new(AtomicBool::new(false));
+        let stop_evt = self.stop.try_clone()?;
+        let flag = stop_flag.clone();
+        let join = std::thread::Builder::new()
+            .name("harness-irq".into())
+            .spawn(move || {
+                let period = tick.unwrap_or(Duration::from_millis(200));
+                // Acquire: pairs with the Release store in `IrqThread::drop`, so the handler is
+                // never run after the owner considers the thread stopped.
+                while !flag.load(Ordering::Acquire) {
+                    match self.wait(period) {
+                        Ok(0) if tick.is_none() => {}
+                        Ok(mask) => handler(mask),
+                        Err(e) => {
+                            log::error!("irq thread: poll failed: {e}");
+                            break;
+                        }
+                    }
+                }
+            })?;
+        Ok(IrqThread {
+            stop_flag,
+            stop_evt,
+            join: Some(join),
+        })
+    }
+}
+
+/// A thread delivering "interrupts" to a handler; stopped and joined on drop.
+#[derive(Debug)]
+pub struct IrqThread {
+    stop_flag: Arc<AtomicBool>,
+    stop_evt: EventFd,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Drop for IrqThread {
+    fn drop(&mut self) {
+        // Release: see the Acquire load in the thread loop.
+        self.stop_flag.store(true, Ordering::Release);
+        let _ = self.stop_evt.write(1);
+        if let Some(j) = self.join.take() {
+            if j.join().is_err() {
+                log::error!("irq handler panicked");
+            }
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! `VhostUserTransport`: a `virtio_drivers::transport::Transport` that is a vhost-user
+//! *front-end*. Device status and feature writes by the driver become vhost-user messages to a
+//! back-end daemon over a Unix socket; `notify` writes the queue's kick eventfd; the daemon signals
+//! used buffers on the queue's call eventfd.
+//!
+//! | virtio-drivers `Transport` | vhost-user |
+//! |---|---|
+//! | `read_device_features` | GET_FEATURES at connect, minus `VHOST_USER_F_PROTOCOL_FEATURES` (bit 30) |
+//! | `set_status(FEATURES_OK)` | SET_FEATURES(driver features \| bit 30) |
+//! | `set_status(DRIVER_OK)` | per queue: SET_VRING_NUM/BASE/ADDR/CALL/KICK/ENABLE, then a GET_FEATURES barrier |
+//! | `set_status(0)` after DRIVER_OK | GET_VRING_BASE per running queue (stops the rings) |
+//! | `notify(q)` | write kick eventfd `q` |
+//! | `ack_interrupt` | non-blocking reads of the call eventfds |
+//! | config space | none: the SCMI device has no config space (`ConfigSpaceMissing`) |
+//!
+//! Connection (in [`VhostUserTransport::connect`]): SET_OWNER, GET_FEATURES, GET/SET_PROTOCOL_FEATURES
+//! (MQ only), GET_QUEUE_NUM, SET_MEM_TABLE with the whole guest memfd.
+//!
+//! Vhost-user errors cannot be returned through the virtio-drivers trait (its methods are
+//! infallible), so the first one is kept ([`VhostUserTransport::error`]) and the device status then
+//! reads `DEVICE_NEEDS_RESET`.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserVirtioFeatures};
+use vhost::{VhostBackend, VringConfigData};
+use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
+use virtio_drivers::{Error as VirtioError, PhysAddr};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::guest_memory::GuestMemory;
+
+/// The virtio device id of SCMI (virtio spec 5.17). virtio-drivers 0.13's `DeviceType` has no
+/// variant for it, so [`Transport::device_type`] cannot say it; this constant can.
+pub const VIRTIO_ID_SCMI: u32 = 32;
+
+/// vhost-user has no message for a queue's maximum size; vhost-device-scmi's is 1024 (read in its
+/// `max_queue_size()`, and the limit it enforces on SET_VRING_NUM).
+pub const DEFAULT_MAX_QUEUE_SIZE: u32 = 1024;
+
+/// Errors of the vhost-user front-end.
+#[derive(Debug)]
+pub enum VhostUserTransportError {
+    /// The socket never accepted a connection before the deadline.
+    ConnectTimeout,
+    /// A socket or eventfd operation failed.
+    Io(io::Error),
+    /// A vhost-user request failed (for this back-end usually: it exited).
+    VhostUser(vhost::Error),
+    /// The back-end does not offer something the front-end needs.
+    Unsupported(&'static str),
+}
+
+impl std::fmt::Display for VhostUserTransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ConnectTimeout => f.write_str("vhost-user socket did not accept in time"),
+            Self::Io(e) => write!(f, "I/O error: {e}"),
+            Self::VhostUser(e) => write!(f, "vhost-user request failed: {e}"),
+            Self::Unsupported(what) => write!(f, "back-end lacks {what}"),
+        }
+    }
+}
+
+impl std::error::Error for VhostUserTransportError {}
+
+impl From<io::Error> for VhostUserTransportError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<vhost::Error> for VhostUserTransportError {
+    fn from(e: vhost::Error) -> Self {
+        Self::VhostUser(e)
+    }
+}
+
+impl From<vhost::vhost_user::Error> for VhostUserTransportError {
+    fn from(e: vhost::vhost_user::Error) -> Self {
+        Self::VhostUser(e.into())
+    }
+}
+
+/// What the driver told us about one queue (`queue_set`).
+#[derive(Debug, Clone, Copy, Default)]
+struct QueueConfig {
+    size: u32,
+    desc: PhysAddr,
+    driver: PhysAddr,
+    device: PhysAddr,
+    /// Set up in the back-end (between DRIVER_OK and reset).
+    running: bool,
+}
+
+/// A vhost-user front-end playing the virtio transport for one device.
+pub struct VhostUserTransport {
+    fe: Frontend,
+    mem: &'static GuestMemory,
+    /// Device features without `VHOST_USER_F_PROTOCOL_FEATURES`.
+    device_features: u64,
+    driver_features: u64,
+    status: DeviceStatus,
+    max_queue_size: u32,
+    queues: Vec<QueueConfig>,
+    kick: Vec<EventFd>,
+    call: Vec<EventFd>,
+    error: Option<VhostUserTransportError>,
+}
+
+impl std::fmt::Debug for VhostUserTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VhostUserTransport")
+            .field(
+                "device_features",
+                &format_args!("{:#x}", self.device_features),
+            )
+            .field(
+                "driver_features",
+                &format_args!("{:#x}", self.driver_features),
+            )
+            .field("status", &self.status)
+            .field("queues", &self.queues)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+const PROTOCOL_FEATURES_BIT: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+
+/// How long one vhost-user request may wait for the daemon's reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl VhostUserTransport {
+    /// Connect to the vhost-user back-end listening at `socket` (retrying until `timeout` while the
+    /// socket does not exist or refuses), and hand it `mem` as the guest's memory. The driver's
+    /// buffers must come from `mem` (use the matching [`crate::MemfdHal`]).
+    pub fn connect(
+        socket: &Path,
+        mem: &'static GuestMemory,
+        timeout: Duration,
+    ) -> Result<Self, VhostUserTransportError> {
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            match UnixStream::connect(socket) {
+                Ok(s) => break s,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    log::warn!("vhost-user connect to {socket:?}: {e}");
+                    return Err(VhostUserTransportError::ConnectTimeout);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        // Every reply wait is bounded: a daemon that died or wedged fails the request instead of
+        // hanging the test.
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
+
+        // The back-end checks num_queues against this; SCMI has 2 (cmdq, eventq).
+        let mut fe = Frontend::from_stream(stream, 2);
+        fe.set_owner()?;
+        // GET_FEATURES must precede GET_PROTOCOL_FEATURES (the front-end checks bit 30 first).
+        let features = fe.get_features()?;
+        if features & PROTOCOL_FEATURES_BIT == 0 {
+            return Err(VhostUserTransportError::Unsupported(
+                "VHOST_USER_F_PROTOCOL_FEATURES",
+            ));
+        }
+        let pf = fe.get_protocol_features()?;
+        if !pf.contains(VhostUserProtocolFeatures::MQ) {
+            return Err(VhostUserTransportError::Unsupported("protocol feature MQ"));
+        }
+        // Only MQ: REPLY_ACK, CONFIG etc. are not offered by vhost-device-scmi and not needed.
+        fe.set_protocol_features(VhostUserProtocolFeatures::MQ)?;
+        let nq = fe.get_queue_num()?;
+        let nq = usize::try_from(nq.min(64)).unwrap_or(64);
+        if nq == 0 {
+            return Err(VhostUserTransportError::Unsupported("any queue"));
+        }
+        fe.set_mem_table(&[mem.region_info()])?;
+
+        let mut kick = Vec::with_capacity(nq);
+        let mut call = Vec::with_capacity(nq);
+        for _ in 0..nq {
+            kick.push(EventFd::new(EFD_NONBLOCK)?);
+            call.push(EventFd::new(EFD_NONBLOCK)?);
+        }
+        Ok(VhostUserTransport {
+            fe,
+            mem,
+            device_features: features & !PROTOCOL_FEATURES_BIT,
+            driver_features: 0,
+            status: DeviceStatus::empty(),
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            queues: vec![QueueConfig::default(); nq],
+            kick,
+            call,
+            error: None,
+        })
+    }
+
+    /// Queues the back-end has (GET_QUEUE_NUM).
+    pub fn num_queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// The first vhost-user failure since connect, if any.
+    pub fn error(&self) -> Option<&VhostUserTransportError> {
+        self.error.as_ref()
+    }
+
+    /// The features the driver wrote (what SET_FEATURES carried, minus bit 30).
+    pub fn driver_features(&self) -> u64 {
+        self.driver_features
+    }
+
+    /// A handle to wait on the call (used-buffer) eventfds from another thread.
+    pub fn interrupts(&self) -> io::Result<crate::Interrupts> {
+        let fds = self
+            .call
+            .iter()
+            .map(|e| e.try_clone())
+            .collect::<io::Result<Vec<_>>>()?;
+        crate::Interrupts::new(fds)
+    }
+
+    /// Wait until the back-end signals queue `queue`'s call eventfd, or `timeout` passes. Returns
+    /// whether it signalled (the signal is consumed).
+    pub fn wait_call(&self, queue: u16, timeout: Duration) -> io::Result<bool> {
+        let Some(evt) = self.call.get(usize::from(queue)) else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        if crate::interrupts::poll_fds(&[evt.as_raw_fd()], timeout)? == 0 {
+            return Ok(false);
+        }
+        drain(evt);
+        Ok(true)
+    }
+
+    fn record(&mut self, what: &str, r: vhost::Result<()>) {
+        if let Err(e) = r {
+            log::error!("vhost-user {what} failed: {e}");
+            if self.error.is_none() {
+                self.error = Some(e.into());
+            }
+        }
+    }
+
+    fn va(&self, gpa: PhysAddr) -> vhost::Result<u64> {
+        self.mem
+            .gpa_to_frontend_va(gpa)
+            .ok_or(vhost::Error::InvalidGuestMemory)
+    }
+
+    /// DRIVER_OK: hand every configured queue to the back-end.
+    fn start_queues(&mut self) -> vhost::Result<()> {
+        for i in 0..self.queues.len() {
+            let q = self.queues[i];
+            if q.size == 0 || q.running {
+                continue;
+            }
+            let num = u16::try_from(q.size).map_err(|_| vhost::Error::InvalidQueue)?;
+            self.fe.set_vring_num(i, num)?;
+            self.fe.set_vring_base(i, 0)?;
+            // SET_VRING_ADDR carries front-end virtual addresses; the back-end translates them
+            // with the userspace_addr of the region sent in SET_MEM_TABLE.
+            let cfg = VringConfigData {
+                queue_max_size: u16::try_from(self.max_queue_size).unwrap_or(u16::MAX),
+                queue_size: num,
+                flags: 0,
+                desc_table_addr: self.va(q.desc)?,
+                used_ring_addr: self.va(q.device)?,
+                avail_ring_addr: self.va(q.driver)?,
+                log_addr: None,
+            };
+            self.fe.set_vring_addr(i, &cfg)?;
+            self.fe.set_vring_call(i, &self.call[i])?;
+            self.fe.set_vring_kick(i, &self.kick[i])?;
+            self.fe.set_vring_enable(i, true)?;
+            self.queues[i].running = true;
+        }
+        // Barrier: without REPLY_ACK the set_* messages are not answered, and a kick that reaches
+        // the back-end before it processed SET_VRING_ENABLE is read and dropped. A request that
+        // is answered proves everything before it was processed.
+        self.fe.get_features()?;
+        Ok(())
+    }
+
+    /// Reset after DRIVER_OK: GET_VRING_BASE stops each running ring in the back-end.
+    fn stop_queues(&mut self) -> vhost::Result<()> {
+        for i in 0..self.queues.len() {
+            if self.queues[i].running {
+                self.queues[i].running = false;
+                self.fe.get_vring_base(i)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Non-blocking read of an eventfd; returns the count (0 if it was not signalled).
+pub(crate) fn drain(evt: &EventFd) -> u64 {
+    evt.read().unwrap_or(0)
+}
+
+impl Transport for VhostUserTransport {
+    fn device_type(&self) -> DeviceType {
+        // virtio-drivers 0.13 has no SCMI (32) variant and no "unknown" one; `Socket` is a
+        // placeholder the SCMI driver must not rely on. See `VIRTIO_ID_SCMI`.
+        DeviceType::Socket
+    }
+
+    fn read_device_features(&mut self) -> u64 {
+        self.device_features
+    }
+
+    fn write_driver_features(&mut self, driver_features: u64) {
+        if driver_features & !self.device_features != 0 {
+            log::warn!(
+                "driver accepted features the device did not offer: {:#x}",
+                driver_features & !self.device_features
+            );
+        }
+        self.driver_features = driver_features & self.device_features;
+    }
+
+    fn max_queue_size(&mut self, queue: u16) -> u32 {
+        if usize::from(queue) < self.queues.len() {
+            self.max_queue_size
+        } else {
+            0
+        }
+    }
+
+    fn notify(&mut self, queue: u16) {
+        match self.kick.get(usize::from(queue)) {
+            Some(k) => {
+                if let Err(e) = k.write(1) {
+                    log::error!("kick of queue {queue} failed: {e}");
+                }
+            }
+            None => log::error!("notify of nonexistent queue {queue}"),
+        }
+    }
+
+    fn get_status(&self) -> DeviceStatus {
+        if self.error.is_some() {
+            self.status | DeviceStatus::DEVICE_NEEDS_RESET
+        } else {
+            self.status
+        }
+    }
+
+    fn set_status(&mut self, status: DeviceStatus) {
+        let old = self.status;
+        self.status = status;
+        if status.is_empty() {
+            if old.contains(DeviceStatus::DRIVER_OK) {
+                let r = self.stop_queues();
+                self.record("stop rings (GET_VRING_BASE)", r);
+            }
+            return;
+        }
+        if status.contains(DeviceStatus::FEATURES_OK) && !old.contains(DeviceStatus::FEATURES_OK) {
+            let r = self
+                .fe
+                .set_features(self.driver_features | PROTOCOL_FEATURES_BIT);
+            self.record("SET_FEATURES", r);
+        }
+        if status.contains(DeviceStatus::DRIVER_OK) && !old.contains(DeviceStatus::DRIVER_OK) {
+            let r = self.start_queues();
+            self.record("start rings", r);
+        }
+    }
+
+    fn set_guest_page_size(&mut self, _guest_page_size: u32) {
+        // Only legacy MMIO has a guest page size.
+    }
+
+    fn requires_legacy_layout(&self) -> bool {
+        false
+    }
+
+    fn queue_set(
+        &mut self,
+        queue: u16,
+        size: u32,
+        descriptors: PhysAddr,
+        driver_area: PhysAddr,
+        device_area: PhysAddr,
+    ) {
+        match self.queues.get_mut(usize::from(queue)) {
+            Some(q) => {
+                *q = QueueConfig {
+                    size,
+                    desc: descriptors,
+                    driver: driver_area,
+                    device: device_area,
+                    running: false,
+                }
+            }
+            None => log::error!("queue_set of nonexistent queue {queue}"),
+        }
+    }
+
+    fn queue_unset(&mut self, queue: u16) {
+        let i = usize::from(queue);
+        if i >= self.queues.len() {
+            return;
+        }
+        if self.queues[i].running {
+            self.queues[i].running = false;
+            let r = self.fe.get_vring_base(i).map(|_| ());
+            self.record("GET_VRING_BASE", r);
+        }
+        self.queues[i] = QueueConfig::default();
+    }
+
+    fn queue_used(&mut self, queue: u16) -> bool {
+        self.queues
+            .get(usize::from(queue))
+            .is_some_and(|q| q.size != 0)
+    }
+
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        let mut any = false;
+        for c in &self.call {
+            any |= drain(c) != 0;
+        }
+        if any {
+            InterruptStatus::QUEUE_INTERRUPT
+        } else {
+            InterruptStatus::empty()
+        }
+    }
+
+    fn read_config_generation(&self) -> u32 {
+        0
+    }
+
+    fn read_config_space<T: FromBytes + IntoBytes>(
+        &self,
+        _offset: usize,
+    ) -> virtio_drivers::Result<T> {
+        // vhost-device-scmi offers no VHOST_USER_PROTOCOL_F_CONFIG and SCMI has no config space.
+        Err(VirtioError::ConfigSpaceMissing)
+    }
+
+    fn write_config_space<T: IntoBytes + Immutable>(
+        &mut self,
+        _offset: usize,
+        _value: T,
+    ) -> virtio_drivers::Result<()> {
+        Err(VirtioError::ConfigSpaceMissing)
+    }
+}
