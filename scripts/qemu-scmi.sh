@@ -51,9 +51,13 @@ cargo build --quiet --release --manifest-path "$GUEST_DIR/Cargo.toml" --target a
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/qemu-scmi.XXXXXX")
 SOCK="$WORK/scmi.sock"
 DAEMON_PID=""
-DRAIN_PID=""
+QEMU_PID=""
 cleanup() {
     local rc=$?
+    if [[ -n "$QEMU_PID" ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
+        kill "$QEMU_PID" 2>/dev/null || true # timeout(1) passes the signal on to QEMU
+        wait "$QEMU_PID" 2>/dev/null || true
+    fi
     # The daemon first: its stdout pipe must outlive it (a closed read end kills its worker).
     if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
         kill "$DAEMON_PID" 2>/dev/null || true
@@ -61,10 +65,7 @@ cleanup() {
         kill -9 "$DAEMON_PID" 2>/dev/null || true
     fi
     [[ -n "$DAEMON_PID" ]] && wait "$DAEMON_PID" 2>/dev/null || true
-    if [[ -n "$DRAIN_PID" ]]; then
-        kill "$DRAIN_PID" 2>/dev/null || true
-        wait "$DRAIN_PID" 2>/dev/null || true
-    fi
+    exec 3>&- 2>/dev/null || true
     if [[ $rc -ne 0 && -s "$WORK/daemon.log" ]]; then
         say "daemon stderr (last 20 lines):"
         tail -n 20 "$WORK/daemon.log" | sed 's/^/  | /'
@@ -76,12 +77,15 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# The daemon's `fake` sensor uses fd 1 as its notification source: it must be a live pipe (it
-# panics on /dev/null or a file), and the pipe's read end must stay open while the daemon runs.
+# The daemon's `fake` sensor uses its fd 1 as the notification source: fd 1 must be a live,
+# pollable pipe (the daemon panics on /dev/null or a file, and its worker dies on EPOLLERR/HUP), and
+# a byte becoming readable on it makes the daemon send SENSOR_UPDATE notifications. So its stdout
+# is the read end of a FIFO whose write side this script holds open on fd 3 until the daemon is
+# gone; writing to fd 3 triggers the notifications the guest waits for.
 mkfifo "$WORK/daemon.stdout"
-cat "$WORK/daemon.stdout" >/dev/null &
-DRAIN_PID=$!
-"$DAEMON" --socket-path "$SOCK" -d "fake,name=$SENSOR_NAME" >"$WORK/daemon.stdout" 2>"$WORK/daemon.log" &
+exec 3<>"$WORK/daemon.stdout"
+"$DAEMON" --socket-path "$SOCK" -d "fake,name=$SENSOR_NAME" \
+    1<"$WORK/daemon.stdout" 2>"$WORK/daemon.log" 3>&- </dev/null &
 DAEMON_PID=$!
 for _ in $(seq 100); do
     [[ -S "$SOCK" ]] && break
@@ -95,16 +99,28 @@ say "daemon $DAEMON (pid $DAEMON_PID) on $SOCK, sensor $SENSOR_NAME"
 # vhost-user needs guest RAM in a shared memfd; modern (version 2) virtio-mmio headers; the guest
 # powers off with PSCI SYSTEM_OFF (HVC conduit at EL1) and QEMU then exits 0. -no-reboot turns a
 # reset into an exit too.
-set +e
 timeout --kill-after=5 "$QEMU_TIMEOUT" "$QEMU" \
     -M virt -cpu cortex-a57 -m 128M -smp 1 \
     -object memory-backend-memfd,id=mem,size=128M,share=on -machine memory-backend=mem \
     -global virtio-mmio.force-legacy=false \
     -chardev socket,path="$SOCK",id=scmi -device vhost-user-scmi,chardev=scmi \
     -display none -monitor none -serial stdio -nic none -no-reboot \
-    -kernel "$GUEST_ELF" </dev/null >"$WORK/guest.log" 2>"$WORK/qemu.err"
+    -kernel "$GUEST_ELF" </dev/null >"$WORK/guest.log" 2>"$WORK/qemu.err" 3>&- &
+QEMU_PID=$!
+# When the guest says it waits for a notification, make the fake sensor's fd readable (once).
+TRIGGERED=0
+while kill -0 "$QEMU_PID" 2>/dev/null; do
+    if [[ $TRIGGERED -eq 0 ]] && grep -q 'scmi: waiting for SENSOR_UPDATE' "$WORK/guest.log"; then
+        printf 'n' >&3
+        TRIGGERED=1
+    fi
+    sleep 0.02
+done
+set +e
+wait "$QEMU_PID"
 QEMU_RC=$?
 set -e
+QEMU_PID=""
 tr -d '\r' <"$WORK/guest.log" >"$WORK/guest.txt"
 say "guest output:"
 sed 's/^/  | /' "$WORK/guest.txt"
@@ -154,6 +170,18 @@ expect 'scmi: sensor 0 axis 2 "acc_Z": unit 89'
 expect 'scmi: sensor 0 reading 0: 0 100 200'
 expect 'scmi: sensor 0 reading 1: 1 101 201'
 expect 'scmi: sensor 0 reading 2: 2 102 202'
+expect 'scmi: after device reset: base protocol version 0x20000'
+# SENSOR_UPDATE: header 0x5701 (message 1, type 3 notification, protocol 0x15), agent 0, sensor 0,
+# the three axes of one fake reading (counter, counter + 100, counter + 200).
+NOTIF=$(grep -xE 'scmi: notification 0x5701 SENSOR_UPDATE agent 0 sensor 0: -?[0-9]+ -?[0-9]+ -?[0-9]+' \
+    "$WORK/guest.txt" | head -n 1 || true)
+if [[ -n "$NOTIF" ]] && read -r x y z <<<"${NOTIF##*:}" && ((y == x + 100 && z == x + 200)); then
+    say "ok: $NOTIF"
+else
+    say "MISSING: a SENSOR_UPDATE notification with axes x, x+100, x+200"
+    FAILED=1
+fi
+expect 'scmi: cmdq after notifications ok'
 if grep -q 'FAIL' "$WORK/guest.txt"; then
     say "guest reported: $(grep 'FAIL' "$WORK/guest.txt" | head -n1)"
     FAILED=1

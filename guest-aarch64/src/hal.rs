@@ -7,8 +7,13 @@
 //!
 //! Caches: with `SCTLR_EL1.M == 0` all data accesses are treated as Device-nGnRnE, i.e.
 //! non-cacheable, so nothing is ever held in a cache the device cannot see and no cache
-//! maintenance is needed. (Turning the MMU on with cacheable RAM would need clean/invalidate here,
-//! or a non-cacheable DMA pool.)
+//! maintenance is needed. This holds under QEMU TCG, which this guest is built for. Under KVM it
+//! would not: the host (vhost-user daemon) accesses the same RAM through cacheable mappings, so a
+//! non-cacheable guest view is incoherent with it; a KVM guest needs the MMU on with RAM mapped
+//! Normal write-back (then virtio DMA is coherent and still needs no maintenance).
+//!
+//! Alignment: Device memory faults on unaligned accesses; `aarch64-unknown-none` compiles with
+//! `+strict-align`, so Rust code (and `core`'s memcpy) never emits any.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;

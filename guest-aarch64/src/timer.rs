@@ -1,4 +1,4 @@
-//! A `fwipc_transport_api`-style monotonic clock on the Arm generic timer (virtual counter).
+//! The guest's `fwipc_transport_api::Clock`: the Arm generic timer's virtual counter.
 
 use core::time::Duration;
 
@@ -41,6 +41,12 @@ impl GenericTimer {
     /// Whether `deadline_ns` has passed.
     pub fn expired(&self, deadline_ns: u64) -> bool {
         self.now_ns() >= deadline_ns
+    }
+}
+
+impl fwipc_transport_api::Clock for GenericTimer {
+    fn now(&self) -> fwipc_transport_api::Instant {
+        fwipc_transport_api::Instant(self.now_ns())
     }
 }
 
