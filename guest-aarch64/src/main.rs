@@ -32,6 +32,8 @@ const PROTO_SENSOR: u8 = 0x15;
 
 /// Readings taken per sensor.
 const READINGS: usize = 3;
+/// Calls timed for the round-trip figure.
+const ROUND_TRIPS: u64 = 200;
 /// How long the guest waits for the host to trigger a notification.
 const NOTIFY_TIMEOUT: core::time::Duration = core::time::Duration::from_secs(10);
 
@@ -328,6 +330,25 @@ fn raw_session<T: virtio_drivers::transport::Transport>(
     }
     let dt = timer.now_ns().saturating_sub(t0);
     println!("scmi: raw session done in {} us", dt / 1000);
+
+    // Round-trip time of the smallest command (QEMU TCG + vhost-user + daemon; informational).
+    let (mut min, mut max, mut total) = (u64::MAX, 0u64, 0u64);
+    for _ in 0..ROUND_TRIPS {
+        let t = timer.now_ns();
+        scmi.call(PROTO_BASE, 0x0, &[])
+            .ctx("BASE PROTOCOL_VERSION round trip")?;
+        let d = timer.now_ns().saturating_sub(t);
+        min = min.min(d);
+        max = max.max(d);
+        total = total.saturating_add(d);
+    }
+    println!(
+        "scmi: raw round trip over {} calls: avg {} us, min {} us, max {} us",
+        ROUND_TRIPS,
+        total / ROUND_TRIPS / 1000,
+        min / 1000,
+        max / 1000
+    );
     Ok(())
 }
 
