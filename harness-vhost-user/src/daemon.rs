@@ -28,6 +28,9 @@ pub enum DaemonError {
     NotInstalled(String),
     /// A sensor spec the daemon would mishandle (no name, or longer than 15 bytes).
     BadSensorName(String),
+    /// More than one `fake` sensor: each registers fd 1 with the daemon's epoll and the second
+    /// registration panics at start-up (EEXIST), as read and reproduced with 0.4.0.
+    TooManyFakeSensors,
     /// Spawning or setting up failed.
     Io(io::Error),
     /// The socket did not appear before the deadline (the daemon's stderr is included).
@@ -39,6 +42,9 @@ impl std::fmt::Display for DaemonError {
         match self {
             Self::NotInstalled(s) => write!(f, "vhost-device-scmi not found: {s}"),
             Self::BadSensorName(s) => write!(f, "bad fake sensor name {s:?} (1..=15 bytes)"),
+            Self::TooManyFakeSensors => {
+                f.write_str("vhost-device-scmi runs at most one fake sensor")
+            }
             Self::Io(e) => write!(f, "daemon I/O: {e}"),
             Self::NoSocket(log) => write!(f, "daemon socket never appeared; stderr:\n{log}"),
         }
@@ -113,10 +119,14 @@ fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 impl Daemon {
-    /// Start the daemon with one `fake` accelerometer per name (`-d fake,name=<name>`; every
-    /// sensor is named, since the daemon panics describing a nameless one), and wait (up to
-    /// `timeout`) for its socket.
+    /// Start the daemon with a `fake` accelerometer per name (`-d fake,name=<name>`: every sensor
+    /// is named, since the daemon's worker dies describing a nameless one), and wait (up to
+    /// `timeout`) for its socket. At most one name (see [`DaemonError::TooManyFakeSensors`]); none
+    /// gives a daemon with the base protocol only.
     pub fn spawn(sensor_names: &[&str], timeout: Duration) -> Result<Daemon, DaemonError> {
+        if sensor_names.len() > 1 {
+            return Err(DaemonError::TooManyFakeSensors);
+        }
         for n in sensor_names {
             if n.is_empty() || n.len() > 15 || n.contains(',') {
                 return Err(DaemonError::BadSensorName((*n).to_string()));
@@ -194,6 +204,32 @@ impl Daemon {
     /// as they are posted; tear it down after such a test.
     pub fn trigger_notification(&mut self) -> io::Result<()> {
         self.notify_tx.write_all(&[1])
+    }
+
+    /// Freeze the daemon (SIGSTOP): it accepts kicks but answers nothing until [`Self::resume`].
+    /// This is how the tests make a real device *hold* requests (pool exhaustion, teardown with
+    /// requests in flight).
+    pub fn pause(&mut self) -> io::Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// Let a paused daemon run again (SIGCONT); it then answers everything it was kicked for.
+    pub fn resume(&mut self) -> io::Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    fn signal(&mut self, sig: libc::c_int) -> io::Result<()> {
+        if !self.is_alive() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "daemon exited"));
+        }
+        let pid = libc::pid_t::try_from(self.child.id())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        // SAFETY: plain kill(2) to our own child, which is alive and not yet reaped (checked
+        // above under `&mut self`, and only `Drop` reaps it), so the pid cannot be recycled.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// What the daemon wrote to stderr so far.

@@ -102,6 +102,8 @@ struct QueueConfig {
 /// A vhost-user front-end playing the virtio transport for one device.
 pub struct VhostUserTransport {
     fe: Frontend,
+    /// A second handle on the front-end's socket (socket options are shared by both).
+    control: UnixStream,
     mem: &'static GuestMemory,
     /// Device features without `VHOST_USER_F_PROTOCOL_FEATURES`.
     device_features: u64,
@@ -134,7 +136,7 @@ impl std::fmt::Debug for VhostUserTransport {
 
 const PROTOCOL_FEATURES_BIT: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
-/// How long one vhost-user request may wait for the daemon's reply.
+/// How long one vhost-user request may wait for the daemon's reply, by default.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl VhostUserTransport {
@@ -170,6 +172,7 @@ impl VhostUserTransport {
         stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
         stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
 
+        let control = stream.try_clone()?;
         // The back-end checks num_queues against this; SCMI has 2 (cmdq, eventq).
         let mut fe = Frontend::from_stream(stream, 2);
         fe.set_owner()?;
@@ -201,6 +204,7 @@ impl VhostUserTransport {
         }
         Ok(VhostUserTransport {
             fe,
+            control,
             mem,
             device_features: features & !PROTOCOL_FEATURES_BIT,
             driver_features: 0,
@@ -211,6 +215,13 @@ impl VhostUserTransport {
             call,
             error: None,
         })
+    }
+
+    /// Bound on each vhost-user reply wait (default 5 s). A shorter one makes teardown against a
+    /// frozen daemon fail fast instead of waiting.
+    pub fn set_reply_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.control.set_read_timeout(Some(timeout))?;
+        self.control.set_write_timeout(Some(timeout))
     }
 
     /// Queues the back-end has (GET_QUEUE_NUM).

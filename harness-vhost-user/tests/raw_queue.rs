@@ -220,3 +220,63 @@ fn raw_teardown_and_reconnect() {
     assert_eq!(name16(&r.bytes[4 + 12..4 + 28]), "acc9");
     drop(s);
 }
+
+#[test]
+fn raw_paused_daemon_holds_requests() {
+    let mut d = require_daemon!(&["acc0"]);
+    let mut s = RawScmi::new(&d, Features::VERSION_1);
+    assert_eq!(s.call(BASE, 0x0, &[]).status, 0);
+    d.pause().unwrap();
+    let req = encode(BASE, 0x0, 7, &[]);
+    let mut resp = [0u8; 12];
+    s.clear_signals();
+    // SAFETY: both buffers outlive the pop_used below.
+    let id = unsafe { s.cmdq.add(&[&req], &mut [&mut resp]) }.unwrap();
+    s.transport.notify(CMDQ);
+    assert!(
+        !s.transport
+            .wait_call(CMDQ, Duration::from_millis(150))
+            .unwrap(),
+        "a frozen daemon answered"
+    );
+    assert!(!s.cmdq.can_pop());
+    d.resume().unwrap();
+    s.wait_cmdq_signalled(Instant::now() + TIMEOUT);
+    // SAFETY: same buffers as added for `id`.
+    let len = unsafe { s.cmdq.pop_used(id, &[&req], &mut [&mut resp]) }.unwrap();
+    assert_eq!(len, 12);
+    assert_eq!(words(&resp), [header(BASE, 0, 7), 0, 0x20000]);
+}
+
+#[test]
+fn daemon_guard_kills_and_reaps() {
+    let mut d = require_daemon!(&["acc0"]);
+    assert!(d.is_alive(), "alive with a live stdout pipe:\n{}", d.log());
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{}", d.pid()));
+    let sock = d.socket().to_path_buf();
+    assert!(proc_dir.exists() && sock.exists());
+    drop(d);
+    assert!(
+        !proc_dir.exists(),
+        "daemon process gone (killed and reaped)"
+    );
+    assert!(!sock.exists(), "socket directory removed");
+}
+
+#[test]
+fn daemon_rejects_unnamed_sensor() {
+    // A nameless `fake` sensor kills the daemon's worker on SENSOR_DESCRIPTION_GET; the harness
+    // refuses to start one.
+    assert!(matches!(
+        harness_vhost_user::Daemon::spawn(&[""], TIMEOUT),
+        Err(harness_vhost_user::DaemonError::BadSensorName(_))
+    ));
+    assert!(matches!(
+        harness_vhost_user::Daemon::spawn(&["a-name-longer-than-15"], TIMEOUT),
+        Err(harness_vhost_user::DaemonError::BadSensorName(_))
+    ));
+    assert!(matches!(
+        harness_vhost_user::Daemon::spawn(&["a", "b"], TIMEOUT),
+        Err(harness_vhost_user::DaemonError::TooManyFakeSensors)
+    ));
+}

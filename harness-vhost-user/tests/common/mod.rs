@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod scenarios;
 
 use std::time::Duration;
 
