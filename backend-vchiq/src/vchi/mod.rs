@@ -1,1 +1,42 @@
-//! Placeholder: being written.
+//! VCHI clients on top of the VCHIQ core, and the VideoCore-side service handlers the simulator
+//! runs for them (issue 4, staging TODO item 1 "import VCHI drivers").
+//!
+//! | file | holds |
+//! |---|---|
+//! | [`error`] | [`VchiError`], the one error of this layer (converts into `fwipc_transport_api::Error`) |
+//! | [`fourcc`] | service fourccs (`'SMEM'`, `'echo'`, `'func'`, `'fun2'`) |
+//! | [`link`] | [`ServiceLink`] / [`BulkLink`]: what a client needs from an open VCHIQ service, and [`VcService`]: what a VideoCore-side handler gets driven with |
+//! | [`smem_wire`] | vc-sm-cma `'SMEM'` message layouts (`#[repr(C)]` zerocopy) and their bounds-checked parsers |
+//! | [`smem_server`] | the VideoCore side of `'SMEM'`: a real allocator over a memory area, generational handles |
+//! | [`smem_client`] | [`Smem`], the typed ARM-side client (alloc/free/lock/unlock/import, RELEASED events) |
+//! | [`vc_mem`] | the vc_mem query of VideoCore memory (base, size, load address) from the firmware's DT `reg` or the mailbox property tag |
+//! | [`test_wire`] | the `vchiq_test` wire formats: echo magics, `test_params`, fun2 sub-test message, data patterns |
+//! | [`echo_server`] | the VideoCore `'echo'` test server as a pure state machine |
+//! | [`func_server`] | the VideoCore `'func'` message/bulk script and the `'fun2'` guard-checking server |
+//! | [`test_client`] | the ARM-side `vchiq_test` routines: ping, ctrl echo, bulk echo, fun2 |
+//! | [`loopback`] | an in-process [`BulkLink`] that drives a [`VcService`] directly (unit tests, no slots) |
+//! | [`fuzzing`] | one `fn(&[u8])` per parser of remote input (doc-hidden) |
+//!
+//! Everything here is `no_std` + `alloc`. Client request paths encode into stack buffers and do not
+//! allocate; the VideoCore-side handlers are simulator code and may.
+
+pub mod echo_server;
+pub mod error;
+pub mod fourcc;
+pub mod func_server;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod link;
+pub mod loopback;
+pub mod smem_client;
+pub mod smem_server;
+pub mod smem_wire;
+pub mod test_client;
+pub mod test_wire;
+pub mod vc_mem;
+
+pub use error::VchiError;
+pub use link::{BulkLink, ServiceLink, VcAction, VcService};
+pub use smem_client::{Smem, SmemHandle, SmemImport};
+pub use smem_server::SmemServer;
+pub use vc_mem::VcMemInfo;
