@@ -21,7 +21,7 @@ use crate::guest_memory::{GuestMemory, PAGE_SIZE};
 pub const SHARED_POOL_GPA_BASE: u64 = 0x4000_0000;
 /// Size of [`SharedPool`]: room for many parallel tests with full 1024-entry queues. The memfd is
 /// sparse, so untouched pages cost nothing.
-pub const SHARED_POOL_SIZE: usize = 64 << 20;
+pub const SHARED_POOL_SIZE: usize = 128 << 20;
 
 /// Names the guest memory a [`MemfdHal`] allocates from.
 pub trait MemoryPool: 'static {
@@ -29,7 +29,7 @@ pub trait MemoryPool: 'static {
     fn memory() -> &'static GuestMemory;
 }
 
-/// The default pool: one 64 MiB memfd at GPA 0x4000_0000.
+/// The default pool: one 128 MiB memfd at GPA 0x4000_0000.
 #[derive(Debug)]
 pub struct SharedPool;
 

@@ -122,3 +122,48 @@ impl Drop for IrqThread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    #[test]
+    fn wait_reports_signalled_queues_and_times_out() {
+        let a = EventFd::new(EFD_NONBLOCK).unwrap();
+        let b = EventFd::new(EFD_NONBLOCK).unwrap();
+        let irq = Interrupts::new(vec![a.try_clone().unwrap(), b.try_clone().unwrap()]).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(irq.wait(Duration::from_millis(30)).unwrap(), 0);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(25),
+            "waited for the timeout"
+        );
+        b.write(3).unwrap();
+        assert_eq!(irq.wait(Duration::from_secs(5)).unwrap(), 0b10);
+        assert_eq!(irq.wait(Duration::ZERO).unwrap(), 0, "signal consumed");
+        a.write(1).unwrap();
+        b.write(1).unwrap();
+        assert_eq!(irq.wait(Duration::from_secs(5)).unwrap(), 0b11);
+    }
+
+    #[test]
+    fn irq_thread_runs_handler_per_signal_and_stops_on_drop() {
+        let a = EventFd::new(EFD_NONBLOCK).unwrap();
+        let irq = Interrupts::new(vec![a.try_clone().unwrap()]).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let th = irq.spawn(None, move |mask| tx.send(mask).unwrap()).unwrap();
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "no signal, no call"
+        );
+        a.write(1).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1));
+        let t0 = Instant::now();
+        drop(th);
+        assert!(t0.elapsed() < Duration::from_secs(1), "stop is prompt");
+        // The handler (and its sender) is gone with the thread.
+        assert!(rx.recv_timeout(Duration::from_millis(10)).is_err());
+    }
+}

@@ -323,6 +323,19 @@ impl VhostUserTransport {
     }
 }
 
+impl Drop for VhostUserTransport {
+    fn drop(&mut self) {
+        // Stop the rings synchronously before the socket closes: after a disconnect the daemon
+        // tears its worker down asynchronously, and guest pages are reused by the next user of
+        // the pool, so a ring must never be left running on memory we are about to forget.
+        if self.queues.iter().any(|q| q.running) {
+            if let Err(e) = self.stop_queues() {
+                log::warn!("stopping rings on drop: {e}");
+            }
+        }
+    }
+}
+
 /// Non-blocking read of an eventfd; returns the count (0 if it was not signalled).
 pub(crate) fn drain(evt: &EventFd) -> u64 {
     evt.read().unwrap_or(0)

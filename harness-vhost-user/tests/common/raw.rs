@@ -203,6 +203,14 @@ impl RawScmi {
     }
 }
 
+impl Drop for RawScmi {
+    fn drop(&mut self) {
+        // Reset (GET_VRING_BASE stops the rings) before the queues' DMA pages are freed, so the
+        // daemon cannot write into pages the pool hands to someone else.
+        self.transport.set_status(DeviceStatus::empty());
+    }
+}
+
 /// Little-endian u32 words of `b` (whole words only).
 pub fn words(b: &[u8]) -> Vec<u32> {
     b.chunks_exact(4)
