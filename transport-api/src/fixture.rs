@@ -55,7 +55,9 @@ pub trait RemoteControl: Send + Sync {
     /// First 4 bytes (little-endian) of each echo request, in the order the remote received
     /// them; the log is cleared by reading. Requests shorter than 4 bytes are not logged.
     fn take_seen_tags(&self) -> Vec<u32>;
-    /// Requests the remote has received in total.
+    /// Requests the remote has received in total. A request is counted only once the current
+    /// fault has been applied to it (e.g. it is in the held set), so a caller that sees the count
+    /// can [`RemoteControl::release`] it without a race.
     fn received(&self) -> u64;
     /// Deliver `bytes` as if the remote had sent them unsolicited (hostile input: the backend
     /// decides where they land, e.g. the reply ring or a slot). Must never make the local side

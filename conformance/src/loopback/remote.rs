@@ -62,10 +62,12 @@ impl Remote {
         let Some(rec) = self.shared.requests.lock().pop_front() else {
             return false;
         };
-        // Relaxed: a statistics counter read by tests after synchronising through replies.
-        self.received.fetch_add(1, Ordering::Relaxed);
         let fault = {
             let mut st = self.state.lock();
+            // Counted under the state lock, in the same critical section that puts the request in
+            // `held`/`dropped`: a test that saw the count can `release()` it. Relaxed: the lock
+            // orders it.
+            self.received.fetch_add(1, Ordering::Relaxed);
             if let Some(buf) = self.shared.pool.get(rec.slot) {
                 if buf.len() >= 4 && st.tags.len() < TAG_LOG {
                     let tag = buf.with(|d| u32::from_le_bytes([d[0], d[1], d[2], d[3]]));
