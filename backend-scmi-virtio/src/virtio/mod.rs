@@ -1,1 +1,27 @@
-//! Placeholder: being written.
+//! The virtio-scmi transport: [`ScmiVirtio`] drives a virtio-scmi device (id 32) through any
+//! virtio-drivers `Transport` and `Hal`, and implements [`fwipc_transport_api::Transport`].
+//!
+//! Files: `features.rs` (feature bits, queue indices), `ring.rs` (the hardened split
+//! virtqueue), `slot.rs` (per-message ownership and Linux poll states), `eventq.rs` (P2A
+//! buffers), `config.rs`, `error.rs`, `transport.rs` (the `Transport` implementation).
+//!
+//! What it does better than Linux (notes §8): no global device (any number of instances), every
+//! used id and length checked (typed error + counter, never a panic), replies matched on the
+//! whole header (token + protocol + message + type), tokens and buffers of timed-out messages
+//! quarantined until the device returns them, bounded teardown, polling that identifies its
+//! message by identity (the slot's poll state) and shares the ownership state machine with the
+//! interrupt path.
+
+mod config;
+mod error;
+mod eventq;
+mod features;
+pub mod ring;
+mod slot;
+mod transport;
+
+pub use config::{ScmiVirtioConfig, DEFAULT_MAX_MSG_SIZE, MAX_MESSAGES};
+pub use error::ScmiVirtioError;
+pub use features::{ScmiFeatures, CMDQ, EVENTQ, VIRTIO_ID_SCMI};
+pub use slot::PollStatus;
+pub use transport::ScmiVirtio;

@@ -1,0 +1,806 @@
+//! [`SimDevice`]: a simulated virtio-scmi device. A device thread reads the very descriptor,
+//! available and used rings the driver writes (identity-mapped shared memory), hosts a
+//! [`PlatformModel`], and raises an interrupt line; [`SimTransport`] is the driver's view of the
+//! device's register file (a virtio-drivers `Transport`).
+//!
+//! Fault knobs ([`Fault`] via [`RemoteControl`], plus [`SimDevice::set_reorder`] and
+//! [`SimDevice::inject_used`]): hold replies until released (late replies), drop (never return
+//! buffers), duplicate used entries, wrong token, bad used length, corrupt header, delayed and
+//! out-of-order completion, platform reset with transfers in flight, garbage in the used rings
+//! and eventq buffers. Delayed responses and notifications wait in the platform until eventq
+//! buffers exist.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fwipc_transport_api::fixture::{Fault, RemoteControl};
+use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
+use virtio_drivers::PhysAddr;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::header::{Header, HEADER_LEN, RESERVED_MASK};
+use crate::platform::{PlatformModel, FWIPC_TEST_ECHO, FWIPC_TEST_NOTIFY, FWIPC_TEST_PROTOCOL};
+use crate::virtio::ring::{Descriptor, RingLayout, UsedElem, DESC_F_NEXT, DESC_F_WRITE};
+use crate::virtio::{ScmiFeatures, VIRTIO_ID_SCMI};
+
+/// Largest buffer the device agrees to read or write (a sanity bound on driver lengths).
+const MAX_DEVICE_BUF: u32 = 1 << 20;
+
+/// Builds a fresh platform (at start and at every `reset_remote`).
+pub type PlatformFactory = Box<dyn Fn() -> Box<dyn PlatformModel> + Send + Sync>;
+
+/// Static properties of the simulated device.
+#[derive(Debug, Clone, Copy)]
+pub struct SimDeviceConfig {
+    /// `max_queue_size` for both queues.
+    pub queue_max: u32,
+    /// Offer `VIRTIO_SCMI_F_P2A_CHANNELS` (and expose the eventq).
+    pub offer_p2a: bool,
+    /// Offer `VIRTIO_F_VERSION_1` (false = a legacy device, which the driver must refuse).
+    pub offer_version_1: bool,
+}
+
+impl Default for SimDeviceConfig {
+    fn default() -> Self {
+        SimDeviceConfig {
+            queue_max: 2048,
+            offer_p2a: true,
+            offer_version_1: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct QueueCfg {
+    size: u16,
+    desc: PhysAddr,
+    driver: PhysAddr,
+    device: PhysAddr,
+    last_avail: u16,
+    used_idx: u16,
+}
+
+impl QueueCfg {
+    fn ready(&self) -> bool {
+        self.desc != 0 && self.driver != 0 && self.device != 0 && self.size.is_power_of_two()
+    }
+    fn layout(&self) -> RingLayout {
+        RingLayout::new(self.size)
+    }
+}
+
+/// A reply the device has computed but not yet returned.
+#[derive(Debug)]
+struct Reply {
+    head: u16,
+    bytes: Vec<u8>,
+    resp_addr: PhysAddr,
+    resp_len: u32,
+    /// Used length to report instead of `bytes.len()` (bad-length fault).
+    used_len: Option<u32>,
+    /// Return the chain twice (duplicate fault).
+    twice: bool,
+}
+
+struct Dev {
+    cfg: SimDeviceConfig,
+    status: DeviceStatus,
+    driver_features: u64,
+    queues: [QueueCfg; 2],
+    kicked: bool,
+    quit: bool,
+    fault: Fault,
+    reorder: bool,
+    held: Vec<Reply>,
+    delayed: Vec<(Instant, Reply)>,
+    /// Chains swallowed by the Drop fault or forgotten by a platform reset.
+    swallowed: u64,
+    event_bufs: VecDeque<(u16, PhysAddr, u32)>,
+    seen: Vec<u32>,
+    received: u64,
+    malformed: u64,
+    corrupt_toggle: bool,
+    model: Box<dyn PlatformModel>,
+}
+
+struct Shared {
+    dev: Mutex<Dev>,
+    wake: Condvar,
+    isr: Mutex<u32>,
+    irq: Condvar,
+    factory: PlatformFactory,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking device thread must not take the tests down with poisoned locks.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---- guest memory access (identity mapped) -------------------------------------------------
+
+/// # Safety
+/// `addr..addr+len` must be memory the driver shared with the device and still owns for it.
+unsafe fn read_mem(addr: PhysAddr, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    // SAFETY: guaranteed by the caller; `v` is a fresh, non-overlapping allocation.
+    unsafe { std::ptr::copy_nonoverlapping(addr as usize as *const u8, v.as_mut_ptr(), len) };
+    v
+}
+
+/// # Safety
+/// As `read_mem`, for writes of `data.len()` bytes.
+unsafe fn write_mem(addr: PhysAddr, data: &[u8]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as usize as *mut u8, data.len()) };
+}
+
+/// # Safety
+/// `addr` must point to a live, 2-byte aligned ring index shared with the driver.
+unsafe fn atomic_u16<'a>(addr: PhysAddr) -> &'a AtomicU16 {
+    // SAFETY: guaranteed by the caller; the driver accesses the index atomically too.
+    unsafe { &*(addr as usize as *const AtomicU16) }
+}
+
+/// # Safety
+/// `addr` must point to `size_of::<T>()` readable bytes of a live ring.
+unsafe fn read_obj<T: FromBytes + Copy>(addr: PhysAddr) -> T {
+    // SAFETY: guaranteed by the caller (ring fields are naturally aligned: the rings start on
+    // page boundaries); `T` accepts any bit pattern (`FromBytes`). Volatile: shared memory.
+    unsafe { std::ptr::read_volatile(addr as usize as *const T) }
+}
+
+/// # Safety
+/// `addr` must point to `size_of::<T>()` writable bytes of a live ring.
+unsafe fn write_obj<T: IntoBytes + Immutable + Copy>(addr: PhysAddr, v: T) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::ptr::write_volatile(addr as usize as *mut T, v) }
+}
+
+impl Dev {
+    fn driver_ok(&self) -> bool {
+        self.status.contains(DeviceStatus::DRIVER_OK)
+    }
+
+    fn reset_rings(&mut self) {
+        self.queues = [QueueCfg::default(); 2];
+        self.held.clear();
+        self.delayed.clear();
+        self.event_bufs.clear();
+        self.driver_features = 0;
+    }
+
+    /// Pop the next available head of queue `qi`, if any.
+    fn next_avail(&mut self, qi: usize) -> Option<u16> {
+        let q = &mut self.queues[qi];
+        if !q.ready() {
+            return None;
+        }
+        let l = q.layout();
+        // SAFETY: the driver configured this ring (queue_set) and keeps it alive until it
+        // resets the device, which takes the device lock we hold.
+        let avail = unsafe { atomic_u16(q.driver + l.avail_idx() as u64) };
+        // Acquire: pairs with the driver's Release store, so its ring entry and descriptors
+        // are visible.
+        let idx = u16::from_le(avail.load(Ordering::Acquire));
+        if idx == q.last_avail {
+            return None;
+        }
+        let slot = q.last_avail & (q.size - 1);
+        // SAFETY: as above; the entry is inside the avail ring.
+        let head = u16::from_le(unsafe { read_obj::<u16>(q.driver + l.avail_ring(slot) as u64) });
+        q.last_avail = q.last_avail.wrapping_add(1);
+        Some(head)
+    }
+
+    fn desc(&self, qi: usize, i: u16) -> Option<Descriptor> {
+        let q = &self.queues[qi];
+        if i >= q.size {
+            return None;
+        }
+        // SAFETY: `i < size`: inside the live descriptor table of a configured ring.
+        Some(unsafe { read_obj::<Descriptor>(q.desc + 16 * i as u64) })
+    }
+
+    /// Return a chain on queue `qi` and mark the interrupt pending.
+    fn push_used(&mut self, qi: usize, id: u32, len: u32, isr: &Mutex<u32>) {
+        let q = &mut self.queues[qi];
+        if !q.ready() {
+            return;
+        }
+        let l = q.layout();
+        let slot = q.used_idx & (q.size - 1);
+        // SAFETY: inside the live used ring of a configured queue.
+        unsafe {
+            write_obj(
+                q.device + l.used_ring(slot) as u64,
+                UsedElem {
+                    id: id.to_le(),
+                    len: len.to_le(),
+                },
+            )
+        };
+        q.used_idx = q.used_idx.wrapping_add(1);
+        // SAFETY: as above.
+        let used = unsafe { atomic_u16(q.device + l.used_idx() as u64) };
+        // Release: the element and the reply bytes written before must be visible to a driver
+        // that observes the new index.
+        used.store(q.used_idx.to_le(), Ordering::Release);
+        *lock(isr) |= InterruptStatus::QUEUE_INTERRUPT.bits();
+    }
+
+    /// Write a reply into its chain and return it.
+    fn deliver(&mut self, r: Reply, isr: &Mutex<u32>) {
+        let n = r.bytes.len().min(r.resp_len as usize);
+        // SAFETY: `resp_addr..+resp_len` is the chain's writable descriptor, still owned by
+        // the device (the chain has not been returned).
+        unsafe { write_mem(r.resp_addr, &r.bytes[..n]) };
+        let len = r.used_len.unwrap_or(n as u32);
+        self.push_used(0, u32::from(r.head), len, isr);
+        if r.twice {
+            self.push_used(0, u32::from(r.head), len, isr);
+        }
+    }
+
+    /// Handle every new cmdq chain.
+    fn process_cmdq(&mut self, isr: &Mutex<u32>) {
+        let mut batch = Vec::new();
+        while let Some(head) = self.next_avail(0) {
+            match self.take_command(head) {
+                Ok(Some(r)) => batch.push(r),
+                Ok(None) => {}
+                Err(()) => {
+                    // A malformed chain fails only itself: return it empty.
+                    self.malformed += 1;
+                    self.push_used(0, u32::from(head), 0, isr);
+                }
+            }
+        }
+        if self.reorder {
+            batch.reverse();
+        }
+        for r in batch {
+            self.deliver(r, isr);
+        }
+    }
+
+    /// Read and answer one command chain; `Ok(None)` if the reply is held back by a fault.
+    fn take_command(&mut self, head: u16) -> Result<Option<Reply>, ()> {
+        let d0 = self.desc(0, head).ok_or(())?;
+        if d0.flags & DESC_F_WRITE != 0
+            || d0.flags & DESC_F_NEXT == 0
+            || d0.len < 4
+            || d0.len > MAX_DEVICE_BUF
+        {
+            return Err(());
+        }
+        let d1 = self.desc(0, d0.next).ok_or(())?;
+        if d1.flags & DESC_F_WRITE == 0 || d1.flags & DESC_F_NEXT != 0 || d1.len > MAX_DEVICE_BUF {
+            return Err(());
+        }
+        // SAFETY: the driver shared `d0` for reading until we return the chain.
+        let req = unsafe { read_mem(d0.addr, d0.len as usize) };
+        self.received += 1;
+        if let Ok(h) = Header::decode_bytes(&req) {
+            if h.protocol_id == FWIPC_TEST_PROTOCOL
+                && h.message_id == FWIPC_TEST_ECHO
+                && req.len() >= HEADER_LEN + 4
+            {
+                let tag = &req[HEADER_LEN..HEADER_LEN + 4];
+                self.seen
+                    .push(u32::from_le_bytes([tag[0], tag[1], tag[2], tag[3]]));
+            }
+        }
+        let mut bytes = vec![0u8; d1.len as usize];
+        let n = self.model.handle_command(&req, &mut bytes).min(bytes.len());
+        bytes.truncate(n);
+        let mut r = Reply {
+            head,
+            bytes,
+            resp_addr: d1.addr,
+            resp_len: d1.len,
+            used_len: None,
+            twice: false,
+        };
+        self.corrupt_toggle = !self.corrupt_toggle;
+        match self.fault {
+            Fault::None => Ok(Some(r)),
+            Fault::Hold => {
+                self.held.push(r);
+                Ok(None)
+            }
+            Fault::Drop => {
+                self.swallowed += 1;
+                Ok(None)
+            }
+            Fault::Duplicate => {
+                r.twice = true;
+                Ok(Some(r))
+            }
+            Fault::WrongToken => {
+                if r.bytes.len() >= 4 {
+                    let w = u32::from_le_bytes([r.bytes[0], r.bytes[1], r.bytes[2], r.bytes[3]])
+                        ^ (1 << 18);
+                    r.bytes[..4].copy_from_slice(&w.to_le_bytes());
+                }
+                Ok(Some(r))
+            }
+            Fault::CorruptLength => {
+                r.used_len = Some(if self.corrupt_toggle { d1.len + 64 } else { 3 });
+                Ok(Some(r))
+            }
+            Fault::CorruptHeader => {
+                if r.bytes.len() >= 4 {
+                    let w = u32::from_le_bytes([r.bytes[0], r.bytes[1], r.bytes[2], r.bytes[3]]);
+                    let w = if self.corrupt_toggle {
+                        w | RESERVED_MASK
+                    } else {
+                        (w & !0x300) | 0x100
+                    };
+                    r.bytes[..4].copy_from_slice(&w.to_le_bytes());
+                }
+                Ok(Some(r))
+            }
+            Fault::Delay(d) => {
+                self.delayed.push((Instant::now() + d, r));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Collect new eventq buffers.
+    fn process_eventq(&mut self, isr: &Mutex<u32>) {
+        while let Some(head) = self.next_avail(1) {
+            match self.desc(1, head) {
+                Some(d)
+                    if d.flags & DESC_F_WRITE != 0
+                        && d.flags & DESC_F_NEXT == 0
+                        && d.len <= MAX_DEVICE_BUF =>
+                {
+                    self.event_bufs.push_back((head, d.addr, d.len))
+                }
+                _ => {
+                    self.malformed += 1;
+                    self.push_used(1, u32::from(head), 0, isr);
+                }
+            }
+        }
+    }
+
+    /// Send pending P2A messages while eventq buffers exist.
+    fn deliver_p2a(&mut self, isr: &Mutex<u32>) {
+        while let Some(&(head, addr, len)) = self.event_bufs.front() {
+            let mut buf = vec![0u8; len as usize];
+            let Some(n) = self.model.next_p2a(&mut buf) else {
+                break;
+            };
+            let n = n.min(buf.len());
+            self.event_bufs.pop_front();
+            // SAFETY: the driver posted this writable buffer and has not got it back.
+            unsafe { write_mem(addr, &buf[..n]) };
+            self.push_used(1, u32::from(head), n as u32, isr);
+        }
+    }
+
+    fn deliver_due(&mut self, isr: &Mutex<u32>) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed[i].0 <= now {
+                let (_, r) = self.delayed.remove(i);
+                self.deliver(r, isr);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.delayed.iter().map(|(t, _)| *t).min()
+    }
+}
+
+fn device_thread(sh: Arc<Shared>) {
+    let mut d = lock(&sh.dev);
+    loop {
+        if d.quit {
+            return;
+        }
+        if d.driver_ok() {
+            d.kicked = false;
+            d.process_cmdq(&sh.isr);
+            d.process_eventq(&sh.isr);
+            d.deliver_due(&sh.isr);
+            d.deliver_p2a(&sh.isr);
+            if *lock(&sh.isr) != 0 {
+                sh.irq.notify_all();
+            }
+        }
+        if d.kicked || d.quit {
+            continue;
+        }
+        let wait = d
+            .next_due()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(20))
+            .min(Duration::from_millis(20));
+        d = sh
+            .wake
+            .wait_timeout(d, wait)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
+/// A running simulated virtio-scmi device (its thread stops when this is dropped).
+pub struct SimDevice {
+    sh: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl core::fmt::Debug for SimDevice {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimDevice").finish_non_exhaustive()
+    }
+}
+
+impl SimDevice {
+    /// Start a device whose platform is built by `factory` (again at every `reset_remote`).
+    pub fn start(
+        cfg: SimDeviceConfig,
+        factory: impl Fn() -> Box<dyn PlatformModel> + Send + Sync + 'static,
+    ) -> Self {
+        let factory: PlatformFactory = Box::new(factory);
+        let model = factory();
+        let sh = Arc::new(Shared {
+            dev: Mutex::new(Dev {
+                cfg,
+                status: DeviceStatus::empty(),
+                driver_features: 0,
+                queues: [QueueCfg::default(); 2],
+                kicked: false,
+                quit: false,
+                fault: Fault::None,
+                reorder: false,
+                held: Vec::new(),
+                delayed: Vec::new(),
+                swallowed: 0,
+                event_bufs: VecDeque::new(),
+                seen: Vec::new(),
+                received: 0,
+                malformed: 0,
+                corrupt_toggle: false,
+                model,
+            }),
+            wake: Condvar::new(),
+            isr: Mutex::new(0),
+            irq: Condvar::new(),
+            factory,
+        });
+        let s2 = sh.clone();
+        let thread = std::thread::Builder::new()
+            .name("sim-virtio-scmi".into())
+            .spawn(move || device_thread(s2))
+            .expect("spawn device thread");
+        SimDevice {
+            sh,
+            thread: Some(thread),
+        }
+    }
+
+    /// The driver's view of the device (register file). One per driver.
+    pub fn transport(&self) -> SimTransport {
+        SimTransport {
+            sh: self.sh.clone(),
+        }
+    }
+
+    /// A handle for an interrupt-delivery thread.
+    pub fn irq_line(&self) -> IrqLine {
+        IrqLine {
+            sh: self.sh.clone(),
+        }
+    }
+
+    fn kick(&self) {
+        lock(&self.sh.dev).kicked = true;
+        self.sh.wake.notify_all();
+    }
+
+    /// Complete each batch of commands in reverse order of arrival (out-of-order completion).
+    pub fn set_reorder(&self, on: bool) {
+        lock(&self.sh.dev).reorder = on;
+    }
+
+    /// Write a raw element into queue `queue`'s used ring (hostile device): any id, any length.
+    pub fn inject_used(&self, queue: u16, id: u32, len: u32) {
+        let mut d = lock(&self.sh.dev);
+        if usize::from(queue) < 2 {
+            d.push_used(usize::from(queue), id, len, &self.sh.isr);
+        }
+        drop(d);
+        self.sh.irq.notify_all();
+    }
+
+    /// Replies currently held (Hold fault).
+    pub fn held(&self) -> usize {
+        lock(&self.sh.dev).held.len()
+    }
+
+    /// Eventq buffers the device holds right now.
+    pub fn eventq_buffers(&self) -> usize {
+        lock(&self.sh.dev).event_bufs.len()
+    }
+
+    /// Malformed chains the device rejected.
+    pub fn malformed_chains(&self) -> u64 {
+        lock(&self.sh.dev).malformed
+    }
+
+    /// The features the driver wrote.
+    pub fn driver_features(&self) -> u64 {
+        lock(&self.sh.dev).driver_features
+    }
+
+    /// Queue a delayed response (type 2) for the platform to send on the eventq; it waits for
+    /// eventq buffers like any P2A message.
+    pub fn queue_p2a(&self, protocol: u8, message: u8, payload: &[u8]) {
+        lock(&self.sh.dev)
+            .model
+            .queue_notification(protocol, message, payload);
+        self.kick();
+    }
+}
+
+impl Drop for SimDevice {
+    fn drop(&mut self) {
+        lock(&self.sh.dev).quit = true;
+        self.sh.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl RemoteControl for SimDevice {
+    fn set_fault(&self, fault: Fault) {
+        lock(&self.sh.dev).fault = fault;
+    }
+
+    fn release(&self) {
+        {
+            let mut d = lock(&self.sh.dev);
+            let held = std::mem::take(&mut d.held);
+            for r in held {
+                d.deliver(r, &self.sh.isr);
+            }
+        }
+        self.sh.irq.notify_all();
+    }
+
+    fn take_seen_tags(&self) -> Vec<u32> {
+        std::mem::take(&mut lock(&self.sh.dev).seen)
+    }
+
+    fn received(&self) -> u64 {
+        lock(&self.sh.dev).received
+    }
+
+    fn inject_garbage(&self, bytes: &[u8]) {
+        {
+            let mut d = lock(&self.sh.dev);
+            // Into an eventq buffer, with the garbage's own length (may exceed the buffer).
+            if let Some((head, addr, len)) = d.event_bufs.pop_front() {
+                let n = bytes.len().min(len as usize);
+                // SAFETY: a posted, writable eventq buffer the device holds.
+                unsafe { write_mem(addr, &bytes[..n]) };
+                d.push_used(1, u32::from(head), bytes.len() as u32, &self.sh.isr);
+            }
+            // Into the cmdq used ring: a raw element, and one in range that is not a chain head.
+            // (Duplicates of real heads are the Duplicate fault's and `inject_used`'s job.)
+            if bytes.len() >= 8 && d.queues[0].ready() {
+                let id = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+                d.push_used(0, id, len, &self.sh.isr);
+                if let Some(&b) = bytes.get(8) {
+                    let size = u32::from(d.queues[0].size);
+                    d.push_used(0, (u32::from(b) * 2 + 1) % size, len % 512, &self.sh.isr);
+                }
+            }
+        }
+        self.sh.irq.notify_all();
+    }
+
+    fn reset_remote(&self) {
+        let mut d = lock(&self.sh.dev);
+        // The platform forgets everything: in-flight commands are never answered.
+        d.swallowed += (d.held.len() + d.delayed.len()) as u64;
+        d.held.clear();
+        d.delayed.clear();
+        d.model = (self.sh.factory)();
+    }
+
+    fn notify(&self, payload: &[u8]) -> bool {
+        lock(&self.sh.dev).model.queue_notification(
+            FWIPC_TEST_PROTOCOL,
+            FWIPC_TEST_NOTIFY,
+            payload,
+        );
+        self.kick();
+        true
+    }
+}
+
+/// The interrupt line of a [`SimDevice`]: an embedder thread waits on it and calls the driver's
+/// completion entry point.
+#[derive(Clone)]
+pub struct IrqLine {
+    sh: Arc<Shared>,
+}
+
+impl core::fmt::Debug for IrqLine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IrqLine").finish_non_exhaustive()
+    }
+}
+
+impl IrqLine {
+    /// Wait until an interrupt is pending (the driver acknowledges it through
+    /// `Transport::ack_interrupt`) or `timeout` passes; returns whether one is pending.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let g = lock(&self.sh.isr);
+        let (g, _) = self
+            .sh
+            .irq
+            .wait_timeout_while(g, timeout, |isr| *isr == 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *g != 0
+    }
+
+    /// Wake any waiter (e.g. to make it notice a stop flag).
+    pub fn poke(&self) {
+        self.sh.irq.notify_all();
+    }
+}
+
+/// The driver's side of a [`SimDevice`]: a virtio-drivers `Transport` over the simulated
+/// register file.
+pub struct SimTransport {
+    sh: Arc<Shared>,
+}
+
+impl core::fmt::Debug for SimTransport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimTransport").finish_non_exhaustive()
+    }
+}
+
+impl SimTransport {
+    /// The virtio device id (32, SCMI), which `device_type()` cannot express.
+    pub fn device_id(&self) -> u32 {
+        VIRTIO_ID_SCMI
+    }
+}
+
+impl Transport for SimTransport {
+    /// virtio-drivers' `DeviceType` has no SCMI (32) variant; this placeholder is never used by
+    /// `ScmiVirtio`. Use [`SimTransport::device_id`].
+    fn device_type(&self) -> DeviceType {
+        DeviceType::Sound
+    }
+
+    fn read_device_features(&mut self) -> u64 {
+        let d = lock(&self.sh.dev);
+        let mut f = ScmiFeatures::empty();
+        if d.cfg.offer_version_1 {
+            f |= ScmiFeatures::VERSION_1;
+        }
+        if d.cfg.offer_p2a {
+            f |= ScmiFeatures::P2A_CHANNELS;
+        }
+        f.bits()
+    }
+
+    fn write_driver_features(&mut self, driver_features: u64) {
+        lock(&self.sh.dev).driver_features = driver_features;
+    }
+
+    fn max_queue_size(&mut self, queue: u16) -> u32 {
+        let d = lock(&self.sh.dev);
+        match queue {
+            0 => d.cfg.queue_max,
+            1 if d.cfg.offer_p2a => d.cfg.queue_max,
+            _ => 0,
+        }
+    }
+
+    fn notify(&mut self, _queue: u16) {
+        lock(&self.sh.dev).kicked = true;
+        self.sh.wake.notify_all();
+    }
+
+    fn get_status(&self) -> DeviceStatus {
+        lock(&self.sh.dev).status
+    }
+
+    fn set_status(&mut self, status: DeviceStatus) {
+        let mut d = lock(&self.sh.dev);
+        if status.is_empty() {
+            // Reset: after this returns the device no longer touches guest memory (the thread
+            // only does so under this lock).
+            d.reset_rings();
+            *lock(&self.sh.isr) = 0;
+        }
+        d.status = status;
+    }
+
+    fn set_guest_page_size(&mut self, _guest_page_size: u32) {}
+
+    fn requires_legacy_layout(&self) -> bool {
+        false
+    }
+
+    fn queue_set(
+        &mut self,
+        queue: u16,
+        size: u32,
+        descriptors: PhysAddr,
+        driver_area: PhysAddr,
+        device_area: PhysAddr,
+    ) {
+        let mut d = lock(&self.sh.dev);
+        if let Some(q) = d.queues.get_mut(usize::from(queue)) {
+            *q = QueueCfg {
+                size: size as u16,
+                desc: descriptors,
+                driver: driver_area,
+                device: device_area,
+                last_avail: 0,
+                used_idx: 0,
+            };
+        }
+    }
+
+    fn queue_unset(&mut self, queue: u16) {
+        let mut d = lock(&self.sh.dev);
+        if let Some(q) = d.queues.get_mut(usize::from(queue)) {
+            *q = QueueCfg::default();
+        }
+        if queue == 1 {
+            d.event_bufs.clear();
+        }
+    }
+
+    fn queue_used(&mut self, queue: u16) -> bool {
+        lock(&self.sh.dev)
+            .queues
+            .get(usize::from(queue))
+            .is_some_and(|q| q.desc != 0)
+    }
+
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        let mut isr = lock(&self.sh.isr);
+        InterruptStatus::from_bits_retain(std::mem::take(&mut *isr))
+    }
+
+    fn read_config_generation(&self) -> u32 {
+        0
+    }
+
+    fn read_config_space<T: FromBytes + IntoBytes>(
+        &self,
+        _offset: usize,
+    ) -> virtio_drivers::Result<T> {
+        Err(virtio_drivers::Error::ConfigSpaceMissing)
+    }
+
+    fn write_config_space<T: IntoBytes + Immutable>(
+        &mut self,
+        _offset: usize,
+        _value: T,
+    ) -> virtio_drivers::Result<()> {
+        Err(virtio_drivers::Error::ConfigSpaceMissing)
+    }
+}

@@ -1,0 +1,136 @@
+//! [`ScmiFixture`]: the conformance fixture, a [`ScmiVirtio`] driving a [`SimDevice`] that hosts
+//! the SCMI platform, with an interrupt thread in interrupt mode.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fwipc_transport_api::fixture::{Fixture, RemoteControl};
+use fwipc_transport_api::{Completion, StdClock, Transport};
+
+use super::device::{SimDevice, SimDeviceConfig, SimTransport};
+use super::hal::SimHal;
+use crate::header::make_target;
+use crate::platform::{PlatformModel, FWIPC_TEST_ECHO, FWIPC_TEST_PROTOCOL};
+use crate::virtio::{ScmiVirtio, ScmiVirtioConfig};
+
+/// The transport type the fixture tests.
+pub type SimScmi = ScmiVirtio<SimHal, SimTransport>;
+
+/// The platform model the fixture's device hosts.
+pub fn default_platform() -> Box<dyn PlatformModel> {
+    Box::new(super::echo::EchoPlatform::new())
+}
+
+/// A [`ScmiVirtio`] over a simulated virtio-scmi device.
+pub struct ScmiFixture {
+    // Field order matters for drop: the interrupt thread stops first (in `Drop`), then the
+    // transport shuts down, then the device thread stops.
+    virtio: Arc<SimScmi>,
+    dev: SimDevice,
+    irq: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    mode: Completion,
+}
+
+impl core::fmt::Debug for ScmiFixture {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ScmiFixture")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScmiFixture {
+    /// Default fixture sizes: a 256-entry cmdq (128 messages), 128-byte messages.
+    pub const DEFAULT_CMDQ: u32 = 256;
+
+    /// A fixture with an explicit cmdq size and device config.
+    pub fn with_config(mode: Completion, cmdq_size: u32, dev_cfg: SimDeviceConfig) -> Self {
+        let dev = SimDevice::start(dev_cfg, default_platform);
+        let cfg = ScmiVirtioConfig {
+            cmdq_size: Some(cmdq_size),
+            eventq_size: Some(64),
+            clock: Some(Arc::new(StdClock::new())),
+            shutdown_timeout: Duration::from_secs(2),
+            ..ScmiVirtioConfig::default()
+        };
+        let virtio = Arc::new(ScmiVirtio::new(dev.transport(), cfg).expect("virtio-scmi setup"));
+        let irq = match mode {
+            Completion::Interrupt => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let (s2, v2, line) = (stop.clone(), virtio.clone(), dev.irq_line());
+                let h = std::thread::Builder::new()
+                    .name("sim-scmi-irq".into())
+                    .spawn(move || {
+                        // Relaxed: a stop request; the join below synchronises.
+                        while !s2.load(Ordering::Relaxed) {
+                            if line.wait(Duration::from_millis(20)) {
+                                v2.complete();
+                            }
+                        }
+                    })
+                    .expect("spawn irq thread");
+                Some((stop, h))
+            }
+            Completion::Polled => None,
+        };
+        ScmiFixture {
+            virtio,
+            dev,
+            irq,
+            mode,
+        }
+    }
+
+    /// The simulated device (extra knobs beyond [`RemoteControl`]).
+    pub fn device(&self) -> &SimDevice {
+        &self.dev
+    }
+
+    /// The transport as a shareable handle.
+    pub fn virtio(&self) -> &Arc<SimScmi> {
+        &self.virtio
+    }
+}
+
+impl Drop for ScmiFixture {
+    fn drop(&mut self) {
+        if let Some((stop, h)) = self.irq.take() {
+            // Relaxed: see the loop; `join` orders everything after.
+            stop.store(true, Ordering::Relaxed);
+            self.dev.irq_line().poke();
+            let _ = h.join();
+        }
+        let _ = self.virtio.shutdown();
+    }
+}
+
+impl Fixture for ScmiFixture {
+    type T = SimScmi;
+    const NAME: &'static str = "scmi-virtio";
+
+    fn setup(completion: Completion) -> Self {
+        Self::with_config(completion, Self::DEFAULT_CMDQ, SimDeviceConfig::default())
+    }
+
+    fn modes() -> &'static [Completion] {
+        &[Completion::Interrupt, Completion::Polled]
+    }
+
+    fn transport(&self) -> &Self::T {
+        &self.virtio
+    }
+
+    fn echo_target(&self) -> u32 {
+        make_target(FWIPC_TEST_PROTOCOL, FWIPC_TEST_ECHO)
+    }
+
+    fn completion(&self) -> Completion {
+        self.mode
+    }
+
+    fn remote(&self) -> &dyn RemoteControl {
+        &self.dev
+    }
+}

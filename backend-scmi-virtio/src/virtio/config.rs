@@ -1,0 +1,64 @@
+//! Configuration of a [`super::ScmiVirtio`] instance.
+
+use alloc::sync::Arc;
+use core::time::Duration;
+
+use fwipc_transport_api::Clock;
+
+/// Linux `VIRTIO_SCMI_MAX_MSG_SIZE`: payload bytes per message.
+pub const DEFAULT_MAX_MSG_SIZE: usize = 128;
+/// Linux `MSG_TOKEN_MAX`: at most this many messages per channel (10-bit tokens).
+pub const MAX_MESSAGES: usize = 1024;
+
+/// How to set up the transport. `Default` gives Linux's sizes.
+#[derive(Clone)]
+pub struct ScmiVirtioConfig {
+    /// Largest request/response payload (bytes after the header, resp. after header + status).
+    pub max_msg_size: usize,
+    /// cmdq size to configure; `None` = the device's maximum, capped at 2048 (1024 messages).
+    /// Must be a power of two not above the device maximum. Messages = size / 2, capped at 1024.
+    pub cmdq_size: Option<u32>,
+    /// eventq size; `None` = the device's maximum capped at 1024. Buffers = size, capped at 1024.
+    pub eventq_size: Option<u32>,
+    /// Bytes of each eventq buffer (header + payload of the largest P2A message); default
+    /// 8 + `max_msg_size` like Linux's 136.
+    pub eventq_buf_size: Option<usize>,
+    /// Negotiate `VIRTIO_SCMI_F_P2A_CHANNELS` when offered (sets up the eventq).
+    pub p2a: bool,
+    /// Clock bounding `shutdown`'s wait for the last user. Without one the wait is bounded by
+    /// `shutdown_spins` iterations instead.
+    pub clock: Option<Arc<dyn Clock + Send + Sync>>,
+    /// How long `shutdown` waits for users to leave (with `clock`).
+    pub shutdown_timeout: Duration,
+    /// Iteration bound of the wait when there is no clock.
+    pub shutdown_spins: u64,
+}
+
+impl Default for ScmiVirtioConfig {
+    fn default() -> Self {
+        ScmiVirtioConfig {
+            max_msg_size: DEFAULT_MAX_MSG_SIZE,
+            cmdq_size: None,
+            eventq_size: None,
+            eventq_buf_size: None,
+            p2a: true,
+            clock: None,
+            shutdown_timeout: Duration::from_secs(1),
+            shutdown_spins: 50_000_000,
+        }
+    }
+}
+
+impl core::fmt::Debug for ScmiVirtioConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ScmiVirtioConfig")
+            .field("max_msg_size", &self.max_msg_size)
+            .field("cmdq_size", &self.cmdq_size)
+            .field("eventq_size", &self.eventq_size)
+            .field("eventq_buf_size", &self.eventq_buf_size)
+            .field("p2a", &self.p2a)
+            .field("clock", &self.clock.is_some())
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}

@@ -1,0 +1,210 @@
+//! The eventq (queue 1): device-writable buffers pre-posted at setup, filled by the device with
+//! one notification or delayed response each, held until `fetch_notification` copies them out,
+//! then re-posted (notes §1.2, §8 item 9).
+
+use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use fwipc_transport_api::ProtocolError;
+use virtio_drivers::{BufferDirection, Hal, PhysAddr};
+
+use super::ring::{Descriptor, SplitRing, DESC_F_WRITE};
+use crate::header::{Header, MsgType, HEADER_LEN};
+
+/// State of one eventq buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EvState {
+    /// Not posted (before setup, after teardown).
+    Idle,
+    /// Posted; the device may write it. Holds the address `Hal::share` returned.
+    Posted(PhysAddr),
+    /// Returned with a well-formed message of `len` bytes, waiting for `fetch_notification`.
+    Filled { len: usize },
+}
+
+/// What a returned eventq buffer held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EvReturn {
+    /// A message is queued for `fetch_notification`.
+    Queued,
+    /// The device returned a buffer it did not hold (duplicate or out of range).
+    NotOwned,
+    /// The message was malformed; the buffer was re-posted.
+    Malformed(ProtocolError),
+}
+
+/// Raw, fixed storage for the buffers (the device writes it through the addresses we share).
+struct RawBufs {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: plain heap memory owned by this value; accesses are serialised by the channel lock and
+// by buffer ownership (we touch a buffer only while the device does not own it).
+unsafe impl Send for RawBufs {}
+
+impl Drop for RawBufs {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `EventQueue::new` with this layout, freed once here.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+pub(crate) struct EventQueue<H: Hal> {
+    pub(crate) ring: SplitRing<H>,
+    bufs: RawBufs,
+    buf_size: usize,
+    states: Vec<EvState>,
+    /// Filled buffers in arrival order; capacity reserved at setup.
+    pending: VecDeque<u16>,
+}
+
+impl<H: Hal> EventQueue<H> {
+    /// `count` buffers of `buf_size` bytes on `ring` (count ≤ ring size). `None` on allocation
+    /// failure.
+    pub(crate) fn new(ring: SplitRing<H>, count: usize, buf_size: usize) -> Option<Self> {
+        let count = count.min(ring.size() as usize);
+        let layout = Layout::from_size_align(count.checked_mul(buf_size)?, 8).ok()?;
+        if layout.size() == 0 {
+            return None;
+        }
+        // SAFETY: non-zero size checked above.
+        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) })?;
+        Some(EventQueue {
+            ring,
+            bufs: RawBufs { ptr, layout },
+            buf_size,
+            states: alloc::vec![EvState::Idle; count],
+            pending: VecDeque::with_capacity(count),
+        })
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.states.len()
+    }
+
+    fn buf(&self, i: usize) -> NonNull<[u8]> {
+        // In bounds: i < count, and the allocation holds count * buf_size bytes.
+        let p = self.bufs.ptr.as_ptr().wrapping_add(i * self.buf_size);
+        NonNull::slice_from_raw_parts(NonNull::new(p).unwrap_or(self.bufs.ptr), self.buf_size)
+    }
+
+    /// Post buffer `i` (must not be device-owned).
+    pub(crate) fn post(&mut self, i: usize) {
+        if matches!(self.states.get(i), None | Some(EvState::Posted(_))) {
+            return;
+        }
+        let buf = self.buf(i);
+        // SAFETY: the buffer is ours (not posted), lives as long as `self`, and is not accessed
+        // by us until the device returns it (`take_used`) or the device is reset (`unshare_all`).
+        let paddr = unsafe { H::share(buf, BufferDirection::DeviceToDriver) };
+        self.ring.set_desc(
+            i as u16,
+            Descriptor {
+                addr: paddr,
+                len: self.buf_size as u32,
+                flags: DESC_F_WRITE,
+                next: 0,
+            },
+        );
+        self.states[i] = EvState::Posted(paddr);
+        self.ring.post(i as u16);
+    }
+
+    /// Post every idle buffer (setup).
+    pub(crate) fn post_all(&mut self) {
+        for i in 0..self.count() {
+            self.post(i);
+        }
+    }
+
+    /// Take back buffer `id` from the used ring with device-reported length `len`.
+    pub(crate) fn take_used(&mut self, id: u32, len: u32) -> EvReturn {
+        let i = id as usize;
+        let Some(EvState::Posted(paddr)) = self.states.get(i).copied() else {
+            return EvReturn::NotOwned;
+        };
+        let buf = self.buf(i);
+        // SAFETY: `paddr` came from `share` of this very buffer in `post`; the device returned
+        // the buffer, so it no longer writes it.
+        unsafe { H::unshare(paddr, buf, BufferDirection::DeviceToDriver) };
+        self.states[i] = EvState::Idle;
+        let len = len as usize;
+        let err = if len > self.buf_size {
+            Some(ProtocolError::BadLength)
+        } else if len < HEADER_LEN {
+            Some(ProtocolError::Truncated)
+        } else {
+            match Header::decode_bytes(self.bytes(i, HEADER_LEN)) {
+                Err(e) => Some(e.into()),
+                Ok(h) if h.msg_type == MsgType::Command => Some(ProtocolError::UnexpectedMessage),
+                Ok(_) => None,
+            }
+        };
+        match err {
+            Some(e) => {
+                self.post(i);
+                EvReturn::Malformed(e)
+            }
+            None => {
+                self.states[i] = EvState::Filled { len };
+                self.pending.push_back(i as u16);
+                EvReturn::Queued
+            }
+        }
+    }
+
+    fn bytes(&self, i: usize, len: usize) -> &[u8] {
+        let p = self.buf(i);
+        // SAFETY: buffer `i` is not device-owned (callers check the state), `len` ≤ buf_size,
+        // and the memory lives as long as `&self`.
+        unsafe { core::slice::from_raw_parts(p.as_ptr() as *const u8, len.min(self.buf_size)) }
+    }
+
+    /// Copy the oldest queued message's payload (bytes after the header) into `out`; returns
+    /// (raw header, payload length) and re-posts the buffer. `Err(needed)` if `out` is too small
+    /// (the message stays queued).
+    pub(crate) fn pop_message(&mut self, out: &mut [u8]) -> Option<Result<(u32, usize), usize>> {
+        let i = *self.pending.front()? as usize;
+        let EvState::Filled { len } = self.states[i] else {
+            // Unreachable by construction; recover by dropping the entry.
+            self.pending.pop_front();
+            return None;
+        };
+        let msg = self.bytes(i, len);
+        let hdr = u32::from_le_bytes([msg[0], msg[1], msg[2], msg[3]]);
+        let payload = &msg[HEADER_LEN..];
+        if out.len() < payload.len() {
+            return Some(Err(payload.len()));
+        }
+        let n = payload.len();
+        out[..n].copy_from_slice(payload);
+        self.pending.pop_front();
+        self.states[i] = EvState::Idle;
+        self.post(i);
+        Some(Ok((hdr, n)))
+    }
+
+    /// After a device reset: un-share every posted buffer (the device no longer owns them).
+    pub(crate) fn unshare_all(&mut self) {
+        for i in 0..self.count() {
+            if let EvState::Posted(paddr) = self.states[i] {
+                let buf = self.buf(i);
+                // SAFETY: shared in `post`; the device was reset, so it no longer accesses it.
+                unsafe { H::unshare(paddr, buf, BufferDirection::DeviceToDriver) };
+                self.states[i] = EvState::Idle;
+            }
+        }
+        self.pending.clear();
+    }
+
+    /// Buffers currently posted.
+    pub(crate) fn posted(&self) -> usize {
+        self.states
+            .iter()
+            .filter(|s| matches!(s, EvState::Posted(_)))
+            .count()
+    }
+}

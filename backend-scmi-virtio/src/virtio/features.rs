@@ -1,0 +1,30 @@
+//! Feature bits negotiated with a virtio-scmi device (virtio spec, SCMI device; notes §1).
+//!
+//! Our own bitflags type, because virtio-drivers' `Transport::begin_init` computes
+//! `F::from_bits_truncate(device_features)`, which silently drops the device-specific bits its
+//! common `Feature` type does not name (P2A_CHANNELS is bit 0).
+
+use bitflags::bitflags;
+
+bitflags! {
+    /// virtio-scmi feature bits this driver knows.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct ScmiFeatures: u64 {
+        /// `VIRTIO_SCMI_F_P2A_CHANNELS`: the device has an eventq (notifications / delayed
+        /// responses).
+        const P2A_CHANNELS = 1 << 0;
+        /// `VIRTIO_SCMI_F_SHARED_MEMORY`: statistics shared memory. Never negotiated (not
+        /// implemented; notes §8 item 10).
+        const SHARED_MEMORY = 1 << 1;
+        /// `VIRTIO_F_VERSION_1`: required (a legacy device is refused).
+        const VERSION_1 = 1 << 32;
+    }
+}
+
+/// The virtio device id of an SCMI device. virtio-drivers' `DeviceType` has no variant for it,
+/// so embedders check the id with their own transport before calling `ScmiVirtio::new`.
+pub const VIRTIO_ID_SCMI: u32 = 32;
+/// Virtqueue index of the command queue.
+pub const CMDQ: u16 = 0;
+/// Virtqueue index of the event queue (present only with P2A_CHANNELS).
+pub const EVENTQ: u16 = 1;

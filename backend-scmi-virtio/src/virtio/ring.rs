@@ -1,0 +1,339 @@
+//! A split virtqueue (virtio 1.x §2.7) driven through virtio-drivers' [`Hal`] and `Transport`,
+//! hardened against a hostile device.
+//!
+//! Why not `virtio_drivers::queue::VirtQueue`: its `pop_used(token)` recycles whichever descriptor
+//! chain the device names, so a used entry naming a chain that is not in flight (a duplicate, or
+//! garbage) can neither be popped safely (it walks and frees descriptors we did not post, and can
+//! panic on a stale `NEXT` flag) nor skipped (there is no skip): the queue wedges. `peek_used`
+//! also truncates the 32-bit used id to `u16` before anyone can range-check it, and `pop_used`
+//! returns the device's used length unclamped. This ring keeps the same memory layout and barrier
+//! discipline but hands every used element to the caller *raw* (`id: u32`, `len: u32`), leaves
+//! descriptor ownership to the caller (SCMI uses a fixed descriptor pair per message slot, so no
+//! free list exists that the device could corrupt), and bounds the used-index advance by the ring
+//! size.
+//!
+//! Layout (modern, two DMA regions like `VirtQueue::allocate_flexible`): descriptor table +
+//! available ring (driver → device), used ring (device → driver). `EVENT_IDX` is not negotiated,
+//! so `used_event`/`avail_event` are unused and notification suppression is the `flags` word.
+
+use core::marker::PhantomData;
+use core::mem::{offset_of, size_of};
+use core::ptr::NonNull;
+use core::sync::atomic::{fence, AtomicU16, Ordering};
+
+use static_assertions::const_assert_eq;
+use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Descriptor flag: the chain continues in `next`.
+pub const DESC_F_NEXT: u16 = 1;
+/// Descriptor flag: the buffer is device-writable.
+pub const DESC_F_WRITE: u16 = 2;
+/// Used ring flag: the device asks not to be notified (`VIRTQ_USED_F_NO_NOTIFY`).
+pub const USED_F_NO_NOTIFY: u16 = 1;
+
+/// One descriptor of the table (virtio 1.x §2.7.5), little-endian on the wire.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct Descriptor {
+    /// Guest-physical address of the buffer.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u32,
+    /// `DESC_F_*`.
+    pub flags: u16,
+    /// Next descriptor when `DESC_F_NEXT` is set.
+    pub next: u16,
+}
+const_assert_eq!(size_of::<Descriptor>(), 16);
+const_assert_eq!(offset_of!(Descriptor, len), 8);
+const_assert_eq!(offset_of!(Descriptor, flags), 12);
+const_assert_eq!(offset_of!(Descriptor, next), 14);
+
+/// One used-ring element (virtio 1.x §2.7.8): the head of the returned chain and the bytes the
+/// device says it wrote. Both are device-controlled and untrusted.
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct UsedElem {
+    /// Head descriptor index of the chain (untrusted: may be anything).
+    pub id: u32,
+    /// Bytes written into the device-writable part (untrusted).
+    pub len: u32,
+}
+const_assert_eq!(size_of::<UsedElem>(), 8);
+const_assert_eq!(offset_of!(UsedElem, len), 4);
+
+/// Byte offsets within the rings, for a queue of `size` entries.
+#[derive(Debug, Clone, Copy)]
+pub struct RingLayout {
+    /// Entries.
+    pub size: u16,
+    /// Offset of the available ring in the driver region (= descriptor table size).
+    pub avail_off: usize,
+    /// Bytes of the driver region (descriptors + avail ring incl. `used_event`).
+    pub driver_bytes: usize,
+    /// Bytes of the device region (used ring incl. `avail_event`).
+    pub device_bytes: usize,
+}
+
+impl RingLayout {
+    /// Layout for `size` entries (`size` must be a non-zero power of two).
+    pub const fn new(size: u16) -> Self {
+        let s = size as usize;
+        let desc = 16 * s;
+        let avail = 2 * (3 + s);
+        let used = 2 * 3 + 8 * s;
+        RingLayout {
+            size,
+            avail_off: desc,
+            driver_bytes: desc + avail,
+            device_bytes: used,
+        }
+    }
+    /// Offset of `avail.idx` from the start of the driver area (the available ring).
+    pub const fn avail_idx(&self) -> usize {
+        2
+    }
+    /// Offset of `avail.ring[i]` from the start of the driver area.
+    pub const fn avail_ring(&self, i: u16) -> usize {
+        4 + 2 * (i as usize)
+    }
+    /// Offset of `used.flags` from the start of the device area (the used ring).
+    pub const fn used_flags(&self) -> usize {
+        0
+    }
+    /// Offset of `used.idx`.
+    pub const fn used_idx(&self) -> usize {
+        2
+    }
+    /// Offset of `used.ring[i]`.
+    pub const fn used_ring(&self, i: u16) -> usize {
+        4 + 8 * (i as usize)
+    }
+}
+
+/// Page-granular DMA memory from the [`Hal`], freed on drop.
+pub(crate) struct DmaRegion<H: Hal> {
+    paddr: PhysAddr,
+    vaddr: NonNull<u8>,
+    pages: usize,
+    _hal: PhantomData<H>,
+}
+
+// SAFETY: the region is plain memory owned by this value; accesses go through raw pointers whose
+// synchronisation (atomics for the ring indices, fences) is done by the users of the region.
+unsafe impl<H: Hal> Send for DmaRegion<H> {}
+// SAFETY: `&DmaRegion` hands out only addresses; see `Send`.
+unsafe impl<H: Hal> Sync for DmaRegion<H> {}
+
+impl<H: Hal> DmaRegion<H> {
+    pub(crate) fn new(bytes: usize, dir: BufferDirection) -> Option<Self> {
+        let pages = bytes.div_ceil(PAGE_SIZE).max(1);
+        let (paddr, vaddr) = H::dma_alloc(pages, dir);
+        // virtio-drivers' own convention: physical address 0 means the allocation failed.
+        if paddr == 0 {
+            return None;
+        }
+        // The Hal contract says the pages are zeroed; a ring must start zeroed, so make sure.
+        // SAFETY: `dma_alloc` returned `pages` pages at `vaddr`, owned by us and aliased by
+        // nothing (Hal implementation safety); nobody else has the address yet.
+        unsafe { core::ptr::write_bytes(vaddr.as_ptr(), 0, pages * PAGE_SIZE) };
+        Some(DmaRegion {
+            paddr,
+            vaddr,
+            pages,
+            _hal: PhantomData,
+        })
+    }
+
+    pub(crate) fn paddr(&self) -> PhysAddr {
+        self.paddr
+    }
+
+    fn ptr(&self, off: usize) -> *mut u8 {
+        debug_assert!(off < self.pages * PAGE_SIZE);
+        // Offsets are computed from `RingLayout`, which stays inside the allocation.
+        self.vaddr.as_ptr().wrapping_add(off)
+    }
+}
+
+impl<H: Hal> Drop for DmaRegion<H> {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `dma_alloc` in `new` with these values and not yet freed; the
+        // device no longer accesses it (the owner resets the device or unsets the queue first).
+        let r = unsafe { H::dma_dealloc(self.paddr, self.vaddr, self.pages) };
+        if r != 0 {
+            log::error!("dma_dealloc failed ({r}) for {} pages", self.pages);
+        }
+    }
+}
+
+/// Why a used ring could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingError {
+    /// The device moved `used.idx` forward by more than the ring size: older entries were
+    /// overwritten. The ring resynchronises to the newest `size` entries, which can still be
+    /// popped; completions among the overwritten ones are lost (their transfers time out and
+    /// stay quarantined until a reset).
+    IndexJump {
+        /// Entries the device claimed.
+        claimed: u16,
+    },
+}
+
+/// One split virtqueue. Not synchronised: the owner serialises access (it lives under the
+/// channel lock).
+pub(crate) struct SplitRing<H: Hal> {
+    layout: RingLayout,
+    driver: DmaRegion<H>,
+    device: DmaRegion<H>,
+    /// Our trusted copy of `avail.idx` (the device can write the shared one).
+    avail_idx: u16,
+    /// Next used index to consume.
+    last_used: u16,
+}
+
+impl<H: Hal> SplitRing<H> {
+    /// Allocate the rings for `size` entries (a power of two ≥ 1). `None` if the Hal fails.
+    pub(crate) fn new(size: u16) -> Option<Self> {
+        if size == 0 || !size.is_power_of_two() {
+            return None;
+        }
+        let layout = RingLayout::new(size);
+        let driver = DmaRegion::new(layout.driver_bytes, BufferDirection::DriverToDevice)?;
+        let device = DmaRegion::new(layout.device_bytes, BufferDirection::DeviceToDriver)?;
+        Some(SplitRing {
+            layout,
+            driver,
+            device,
+            avail_idx: 0,
+            last_used: 0,
+        })
+    }
+
+    pub(crate) fn size(&self) -> u16 {
+        self.layout.size
+    }
+
+    /// (descriptor table, driver area, device area) physical addresses for `queue_set`.
+    pub(crate) fn addrs(&self) -> (PhysAddr, PhysAddr, PhysAddr) {
+        let d = self.driver.paddr();
+        (d, d + self.layout.avail_off as u64, self.device.paddr())
+    }
+
+    /// Write descriptor `i` (the caller owns it: it is not part of a posted chain).
+    pub(crate) fn set_desc(&mut self, i: u16, d: Descriptor) {
+        if i >= self.layout.size {
+            log::error!("descriptor {i} out of range");
+            return;
+        }
+        let p = self.driver.ptr(16 * i as usize) as *mut Descriptor;
+        // SAFETY: `i < size`, so the descriptor lies inside the driver region, which is 16-byte
+        // aligned (page aligned base, 16-byte entries); the device does not read descriptor `i`
+        // because the caller has not posted (or has got back) the chain containing it. Volatile:
+        // the memory is shared with the device.
+        unsafe { core::ptr::write_volatile(p, d) };
+    }
+
+    /// Make the chain starting at `head` available to the device.
+    pub(crate) fn post(&mut self, head: u16) {
+        let slot = self.avail_idx & (self.layout.size - 1);
+        let p = self
+            .driver
+            .ptr(self.layout.avail_off + self.layout.avail_ring(slot)) as *mut u16;
+        // SAFETY: in bounds (slot < size), 2-byte aligned; the device only reads ring entries
+        // below `avail.idx`, which we have not advanced over this slot yet.
+        unsafe { core::ptr::write_volatile(p, head.to_le()) };
+        // Release fence: the descriptors and the ring entry above must be visible to the device
+        // before it can observe the new `avail.idx` (virtio §2.7.13.3.1 write barrier).
+        fence(Ordering::Release);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.avail_idx_atomic()
+            .store(self.avail_idx, Ordering::Release);
+    }
+
+    fn avail_idx_atomic(&self) -> &AtomicU16 {
+        // SAFETY: `avail.idx` is a 2-byte aligned u16 inside the driver region, which lives as
+        // long as `self`; all accesses to it are atomic.
+        unsafe {
+            &*(self
+                .driver
+                .ptr(self.layout.avail_off + self.layout.avail_idx())
+                as *const AtomicU16)
+        }
+    }
+
+    fn used_idx_atomic(&self) -> &AtomicU16 {
+        // SAFETY: as `avail_idx_atomic`, for `used.idx` in the device region.
+        unsafe { &*(self.device.ptr(self.layout.used_idx()) as *const AtomicU16) }
+    }
+
+    fn used_flags_atomic(&self) -> &AtomicU16 {
+        // SAFETY: as `avail_idx_atomic`, for `used.flags` in the device region.
+        unsafe { &*(self.device.ptr(self.layout.used_flags()) as *const AtomicU16) }
+    }
+
+    /// The device's used index right now (for a cheap "anything new?" check).
+    pub(crate) fn device_used_idx(&self) -> u16 {
+        // Acquire: pairs with the device's Release store of `used.idx`, so the used elements and
+        // buffer contents it wrote before are visible to us.
+        u16::from_le(self.used_idx_atomic().load(Ordering::Acquire))
+    }
+
+    /// Whether used entries are waiting.
+    pub(crate) fn has_used(&self) -> bool {
+        self.device_used_idx() != self.last_used
+    }
+
+    /// The next used element, raw. `Ok(None)` when there is none. An index jump larger than the
+    /// ring is reported once and the ring resynchronises.
+    pub(crate) fn pop_used(&mut self) -> Result<Option<UsedElem>, RingError> {
+        let dev = self.device_used_idx();
+        let pending = dev.wrapping_sub(self.last_used);
+        if pending == 0 {
+            return Ok(None);
+        }
+        if pending > self.layout.size {
+            // More entries than the ring holds: the older ones were overwritten. Keep the newest
+            // `size` (still intact in the ring) and report the jump once.
+            self.last_used = dev.wrapping_sub(self.layout.size);
+            return Err(RingError::IndexJump { claimed: pending });
+        }
+        let slot = self.last_used & (self.layout.size - 1);
+        let p = self.device.ptr(self.layout.used_ring(slot)) as *const UsedElem;
+        // SAFETY: in bounds (slot < size), 4-byte aligned; the Acquire load of `used.idx` above
+        // ordered the device's element write before this read. Volatile: shared memory.
+        let e = unsafe { core::ptr::read_volatile(p) };
+        self.last_used = self.last_used.wrapping_add(1);
+        Ok(Some(UsedElem {
+            id: u32::from_le(e.id),
+            len: u32::from_le(e.len),
+        }))
+    }
+
+    /// Whether the device wants a notification after new buffers (no `EVENT_IDX`: the flag word).
+    pub(crate) fn should_notify(&self) -> bool {
+        // Full fence: our `avail.idx` store must be ordered before reading the device's flags,
+        // or we could miss a notification the device asks for after reading the old index
+        // (virtio §2.7.13.4 "the driver MUST perform a suitable memory barrier before reading").
+        fence(Ordering::SeqCst);
+        u16::from_le(self.used_flags_atomic().load(Ordering::Acquire)) & USED_F_NO_NOTIFY == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_spec_sizes() {
+        let l = RingLayout::new(256);
+        assert_eq!(l.avail_off, 4096);
+        assert_eq!(l.driver_bytes, 4096 + 2 * 259);
+        assert_eq!(l.device_bytes, 6 + 8 * 256);
+        assert_eq!(l.avail_ring(3), 4 + 6);
+        assert_eq!(l.used_ring(2), 4 + 16);
+    }
+}

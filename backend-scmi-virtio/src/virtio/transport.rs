@@ -1,0 +1,814 @@
+//! [`ScmiVirtio`]: the SCMI agent's virtio transport, implementing
+//! [`fwipc_transport_api::Transport`] over any virtio-drivers `Transport` + `Hal`.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+use core::task::Waker;
+
+use fwipc_transport_api::{
+    Caps, Counters, Deadline, Error, Lifecycle, MsgPool, Notification, PoolBuf, ProtocolError,
+    Request, Result, Stats, Ticket, TokenAllocator, Transport, TxOutcome,
+};
+use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
+use virtio_drivers::{BufferDirection, Hal};
+
+use super::config::{ScmiVirtioConfig, MAX_MESSAGES};
+use super::error::ScmiVirtioError;
+use super::eventq::{EvReturn, EventQueue};
+use super::features::{ScmiFeatures, CMDQ, EVENTQ};
+use super::ring::{Descriptor, RingError, SplitRing, DESC_F_NEXT, DESC_F_WRITE};
+use super::slot::{Outcome, Owner, PollStatus, Slot};
+use crate::header::{split_target, Header, HEADER_LEN};
+
+/// Header + status word in front of every response's return values.
+const RESP_OVERHEAD: usize = 8;
+/// Marker written over the response header before posting: reserved bits set, so it never
+/// matches a header we sent; a chain returned with it still in place was not written.
+const RESP_UNWRITTEN: u32 = 0xFFFF_FFFF;
+/// Largest payload we accept in the configuration.
+const MAX_PAYLOAD: usize = 64 * 1024;
+
+struct State<H: Hal, T: VirtioTransport> {
+    transport: T,
+    cmdq: Option<SplitRing<H>>,
+    eventq: Option<EventQueue<H>>,
+    slots: Box<[Slot]>,
+}
+
+/// The SCMI virtio transport (the agent side of a virtio-scmi device, device id 32).
+///
+/// * `H`: the DMA [`Hal`] (identity on bare metal, bouncing into shared memory under vhost-user).
+/// * `T`: the virtio-drivers transport of the device (MMIO, PCI, vhost-user, simulated...).
+///   virtio-drivers has no SCMI `DeviceType`; the embedder checks device id 32 itself.
+///
+/// Setup negotiates `VIRTIO_F_VERSION_1` (a legacy device is refused) and
+/// `VIRTIO_SCMI_F_P2A_CHANNELS` if offered and configured; configures the cmdq (queue 0) and,
+/// with P2A, the eventq (queue 1) with pre-posted buffers. Each cmdq message is a fixed
+/// 2-descriptor chain: `header + parameters` (device-readable, exactly `4 + payload` bytes) and
+/// `header + status + return values` (device-writable). `Request::target` is
+/// `(protocol_id << 8) | message_id`; the transport allocates a 10-bit token (quarantined while
+/// the device owns the buffer), builds the header, and accepts a reply only if it echoes the
+/// header exactly (token, protocol, message, type). Completion: call [`ScmiVirtio::complete`]
+/// from the device's interrupt handler (interrupt mode), or send [`Request::polled`] requests and
+/// poll (`poll_done` then drains the cmdq itself).
+///
+/// ```
+/// use backend_scmi_virtio::sim::{EchoPlatform, SimDevice, SimDeviceConfig, SimHal};
+/// use backend_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig};
+/// use fwipc_transport_api::{call, Request, StdClock, Wait};
+/// use std::time::Duration;
+///
+/// // A simulated virtio-scmi device (own thread, shared-memory rings) hosting an echo platform.
+/// let dev = SimDevice::start(SimDeviceConfig::default(), || Box::new(EchoPlatform::new()));
+/// let scmi = ScmiVirtio::<SimHal, _>::new(dev.transport(), ScmiVirtioConfig::default())
+///     .expect("device setup");
+/// // fwipc test protocol 0x81, ECHO 0x03; polled: no interrupt handler needed.
+/// let req = Request::new((0x81 << 8) | 0x03, &[1, 2, 3, 4]).polled();
+/// let mut out = [0u8; 16];
+/// let clock = StdClock::new();
+/// let n = call(&scmi, &clock, &req, &mut out, Duration::from_secs(5), Wait::Poll).unwrap();
+/// assert_eq!(&out[..n], &[!1u8, !2, !3, !4]);
+/// ```
+pub struct ScmiVirtio<H: Hal, T: VirtioTransport> {
+    lc: Lifecycle,
+    counters: Counters,
+    pool: MsgPool,
+    tokens: TokenAllocator,
+    max_msg_size: usize,
+    /// Bytes of the request area at the start of each pool buffer (`4 + max_msg_size`).
+    req_cap: usize,
+    /// Bytes of the response area after it (`8 + max_msg_size`).
+    resp_cap: usize,
+    features: ScmiFeatures,
+    cfg: ScmiVirtioConfig,
+    state: spin::Mutex<State<H, T>>,
+    /// Wakers of completed transfers, run after the channel lock is dropped (deferred
+    /// processing: a poller may dequeue other callers' replies). Capacity reserved at setup.
+    deferred: spin::Mutex<Vec<Waker>>,
+}
+
+impl<H: Hal, T: VirtioTransport> core::fmt::Debug for ScmiVirtio<H, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ScmiVirtio")
+            .field("features", &self.features)
+            .field("max_msg", &self.pool.capacity())
+            .field("max_msg_size", &self.max_msg_size)
+            .finish()
+    }
+}
+
+fn pick_size(
+    wanted: Option<u32>,
+    max: u32,
+    cap: u32,
+    queue: u16,
+) -> core::result::Result<u16, ScmiVirtioError> {
+    if max == 0 {
+        return Err(ScmiVirtioError::QueueUnavailable(queue));
+    }
+    let size = match wanted {
+        Some(w) => w,
+        None => {
+            // Largest power of two ≤ min(max, cap).
+            let m = max.min(cap);
+            1 << (31 - m.leading_zeros())
+        }
+    };
+    if size < 2 || !size.is_power_of_two() || size > max || size > 32768 {
+        return Err(ScmiVirtioError::BadQueueSize {
+            queue,
+            wanted: size,
+            max,
+        });
+    }
+    Ok(size as u16)
+}
+
+impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
+    /// Initialise the device behind `transport` (virtio 1.x §3.1.1) and set up the queues.
+    ///
+    /// The device is reset first. Fails with [`ScmiVirtioError::LegacyDevice`] if it lacks
+    /// `VIRTIO_F_VERSION_1` (status FAILED is set), [`ScmiVirtioError::FeaturesRejected`] if
+    /// FEATURES_OK does not stick, and queue/DMA errors; on every failure after feature
+    /// negotiation the device is reset again so it no longer references our memory.
+    pub fn new(
+        mut transport: T,
+        config: ScmiVirtioConfig,
+    ) -> core::result::Result<Self, ScmiVirtioError> {
+        if config.max_msg_size == 0 || config.max_msg_size > MAX_PAYLOAD {
+            return Err(ScmiVirtioError::BadConfig);
+        }
+        transport.set_status(DeviceStatus::empty());
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+        let offered = ScmiFeatures::from_bits_truncate(transport.read_device_features());
+        if !offered.contains(ScmiFeatures::VERSION_1) {
+            log::error!("virtio-scmi: legacy device (no VERSION_1) refused");
+            transport.set_status(DeviceStatus::FAILED);
+            return Err(ScmiVirtioError::LegacyDevice);
+        }
+        let mut features = ScmiFeatures::VERSION_1;
+        if config.p2a && offered.contains(ScmiFeatures::P2A_CHANNELS) {
+            features |= ScmiFeatures::P2A_CHANNELS;
+        }
+        transport.write_driver_features(features.bits());
+        transport.set_status(
+            DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK,
+        );
+        if !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
+            transport.set_status(DeviceStatus::FAILED);
+            return Err(ScmiVirtioError::FeaturesRejected);
+        }
+        let fail = |t: &mut T, e: ScmiVirtioError| {
+            t.set_status(DeviceStatus::empty());
+            Err(e)
+        };
+
+        // cmdq
+        if transport.queue_used(CMDQ) {
+            return fail(&mut transport, ScmiVirtioError::QueueUnavailable(CMDQ));
+        }
+        let max = transport.max_queue_size(CMDQ);
+        let size = match pick_size(config.cmdq_size, max, 2 * MAX_MESSAGES as u32, CMDQ) {
+            Ok(s) => s,
+            Err(e) => return fail(&mut transport, e),
+        };
+        let Some(cmdq) = SplitRing::<H>::new(size) else {
+            return fail(&mut transport, ScmiVirtioError::DmaAlloc);
+        };
+        let (d, a, u) = cmdq.addrs();
+        transport.queue_set(CMDQ, size as u32, d, a, u);
+        let nslots = (size as usize / 2).min(MAX_MESSAGES);
+        let req_cap = HEADER_LEN + config.max_msg_size;
+        let resp_cap = RESP_OVERHEAD + config.max_msg_size;
+        let pool = match MsgPool::new(nslots, req_cap + resp_cap) {
+            Ok(p) => p,
+            Err(_) => return fail(&mut transport, ScmiVirtioError::BadConfig),
+        };
+        let tokens = match TokenAllocator::new(10) {
+            Ok(t) => t,
+            Err(_) => return fail(&mut transport, ScmiVirtioError::BadConfig),
+        };
+
+        // eventq
+        let mut eventq = None;
+        if features.contains(ScmiFeatures::P2A_CHANNELS) {
+            if transport.queue_used(EVENTQ) {
+                return fail(&mut transport, ScmiVirtioError::QueueUnavailable(EVENTQ));
+            }
+            let max = transport.max_queue_size(EVENTQ);
+            let size = match pick_size(config.eventq_size, max, MAX_MESSAGES as u32, EVENTQ) {
+                Ok(s) => s,
+                Err(e) => return fail(&mut transport, e),
+            };
+            let Some(ring) = SplitRing::<H>::new(size) else {
+                return fail(&mut transport, ScmiVirtioError::DmaAlloc);
+            };
+            let (d, a, u) = ring.addrs();
+            transport.queue_set(EVENTQ, size as u32, d, a, u);
+            let buf_size = config
+                .eventq_buf_size
+                .unwrap_or(RESP_OVERHEAD + config.max_msg_size)
+                .max(RESP_OVERHEAD);
+            let count = (size as usize).min(MAX_MESSAGES);
+            match EventQueue::new(ring, count, buf_size) {
+                Some(q) => eventq = Some(q),
+                None => return fail(&mut transport, ScmiVirtioError::DmaAlloc),
+            }
+        }
+
+        transport.set_status(
+            DeviceStatus::ACKNOWLEDGE
+                | DeviceStatus::DRIVER
+                | DeviceStatus::FEATURES_OK
+                | DeviceStatus::DRIVER_OK,
+        );
+        // Feed the eventq only after DRIVER_OK: vhost-user back-ends drop kicks on rings that
+        // are not enabled yet (virtio-vhost.md §4 pitfall 4).
+        if let Some(q) = eventq.as_mut() {
+            q.post_all();
+            if q.ring.should_notify() {
+                transport.notify(EVENTQ);
+            }
+        }
+        log::debug!(
+            "virtio-scmi: features {features:?}, cmdq {size} ({nslots} messages), eventq {}",
+            eventq.as_ref().map_or(0, |q| q.count())
+        );
+        let slots: Box<[Slot]> = (0..nslots).map(|_| Slot::new()).collect();
+        Ok(ScmiVirtio {
+            lc: Lifecycle::new(),
+            counters: Counters::default(),
+            pool,
+            tokens,
+            max_msg_size: config.max_msg_size,
+            req_cap,
+            resp_cap,
+            features,
+            cfg: config,
+            state: spin::Mutex::new(State {
+                transport,
+                cmdq: Some(cmdq),
+                eventq,
+                slots,
+            }),
+            deferred: spin::Mutex::new(Vec::with_capacity(2 * nslots + 1)),
+        })
+    }
+
+    /// The negotiated features.
+    pub fn features(&self) -> ScmiFeatures {
+        self.features
+    }
+
+    /// Tokens allocated right now (live transfers plus quarantined ones).
+    pub fn tokens_in_use(&self) -> u32 {
+        self.tokens.in_use()
+    }
+
+    /// Eventq buffers currently posted to the device (0 without P2A).
+    pub fn eventq_posted(&self) -> usize {
+        self.state.lock().eventq.as_ref().map_or(0, |q| q.posted())
+    }
+
+    /// Run `f` on the underlying virtio transport (e.g. to read registers); holds the channel
+    /// lock, so keep it short.
+    pub fn with_transport<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut self.state.lock().transport)
+    }
+
+    /// The interrupt entry point: acknowledge the device's interrupt, take every returned cmdq
+    /// chain and eventq buffer, record completions, and wake registered wakers. Call it from the
+    /// embedder's IRQ handler (or a thread woken by it). Cheap when nothing is pending.
+    pub fn complete(&self) {
+        let guard = self.lc.acquire();
+        {
+            let mut st = self.state.lock();
+            let _ = st.transport.ack_interrupt();
+            if guard.is_err() {
+                return;
+            }
+            self.drain_cmdq(&mut st);
+            self.drain_eventq(&mut st);
+        }
+        self.run_deferred();
+    }
+
+    /// See [`Transport::shutdown`]: refuse new transfers, fail in-flight ones with `Shutdown`
+    /// and wake their waiters, wait (bounded) for users to leave, reset the device, take every
+    /// buffer back and free the queues.
+    fn shutdown_impl(&self) -> Result<()> {
+        if !self.lc.begin_shutdown() {
+            return Ok(());
+        }
+        // 1. Every transfer in flight ends with Shutdown; wake its waiter.
+        {
+            let mut st = self.state.lock();
+            for slot in st.slots.iter_mut() {
+                if slot.local.is_some() && slot.outcome == Outcome::Pending {
+                    slot.outcome = Outcome::Failed(Error::Shutdown);
+                    if let Some(w) = slot.waker.take() {
+                        self.deferred.lock().push(w);
+                    }
+                }
+            }
+        }
+        self.run_deferred();
+        // 2. Wait (bounded) for the users to leave.
+        let waited = match &self.cfg.clock {
+            Some(c) => {
+                let d = Deadline::after(&**c, self.cfg.shutdown_timeout);
+                self.lc.wait_idle(&**c, d, || {})
+            }
+            None => {
+                let mut n = 0u64;
+                let limit = self.cfg.shutdown_spins;
+                loop {
+                    if self.lc.users() == 0 {
+                        break Ok(());
+                    }
+                    n += 1;
+                    if n >= limit {
+                        log::warn!(
+                            "virtio-scmi: shutdown: users still active after {limit} checks"
+                        );
+                        break Err(Error::Timeout);
+                    }
+                    core::hint::spin_loop();
+                }
+            }
+        };
+        // 3. Reset the device (it stops touching our memory), take every buffer back, free the
+        //    queues. Done even if a user overstayed: every access is under the channel lock.
+        {
+            let mut st = self.state.lock();
+            let State {
+                transport,
+                cmdq,
+                eventq,
+                slots,
+            } = &mut *st;
+            transport.set_status(DeviceStatus::empty());
+            // Virtio §2.4.1: the driver waits for the reset to complete (status reads 0).
+            for _ in 0..1_000_000 {
+                if transport.get_status().is_empty() {
+                    break;
+                }
+                core::hint::spin_loop();
+            }
+            transport.queue_unset(CMDQ);
+            if eventq.is_some() {
+                transport.queue_unset(EVENTQ);
+            }
+            for (i, slot) in slots.iter_mut().enumerate() {
+                if !slot.device_owned() {
+                    continue;
+                }
+                self.unshare_slot(slot, i);
+                if slot.owner == Owner::Abandoned {
+                    let _ = self.tokens.release(slot.token);
+                }
+                slot.owner = Owner::Driver;
+                let _ = self.pool.reclaim(i as u32);
+            }
+            if let Some(q) = eventq.as_mut() {
+                q.unshare_all();
+            }
+            *cmdq = None;
+            *eventq = None;
+        }
+        waited
+    }
+
+    fn run_deferred(&self) {
+        loop {
+            let w = self.deferred.lock().pop();
+            match w {
+                Some(w) => w.wake(),
+                None => break,
+            }
+        }
+    }
+
+    fn slot_index(&self, st: &State<H, T>, t: &Ticket) -> Result<usize> {
+        let i = t.slot() as usize;
+        match st.slots.get(i) {
+            Some(s)
+                if s.generation == t.generation()
+                    && s.token.0 == t.token()
+                    && s.local.is_some() =>
+            {
+                Ok(i)
+            }
+            _ => Err(Error::InvalidArgument),
+        }
+    }
+
+    fn base_ptr(buf: &PoolBuf) -> NonNull<u8> {
+        NonNull::new(buf.dma_ptr()).unwrap_or(NonNull::dangling())
+    }
+
+    fn areas(&self, base: NonNull<u8>, req_len: usize) -> (NonNull<[u8]>, NonNull<[u8]>) {
+        let resp = base.as_ptr().wrapping_add(self.req_cap);
+        (
+            NonNull::slice_from_raw_parts(base, req_len),
+            NonNull::slice_from_raw_parts(NonNull::new(resp).unwrap_or(base), self.resp_cap),
+        )
+    }
+
+    /// Give back to the driver a chain the device returned (or that a reset took back):
+    /// un-share both areas. The slot must be device-owned.
+    fn unshare_slot(&self, slot: &Slot, i: usize) {
+        let Some(buf) = self.pool.get(i as u32) else {
+            log::error!("virtio-scmi: slot {i} device-owned but not allocated");
+            return;
+        };
+        let (req, resp) = self.areas(Self::base_ptr(&buf), slot.req_len);
+        // SAFETY: these are the areas shared in `send` (same buffer, same lengths, addresses
+        // returned by `share` then); the device returned the chain or was reset, so it no
+        // longer accesses them. The pool buffer never moves.
+        unsafe {
+            H::unshare(slot.shared[1], resp, BufferDirection::DeviceToDriver);
+            H::unshare(slot.shared[0], req, BufferDirection::DriverToDevice);
+        }
+    }
+
+    /// Process every used cmdq entry. Runs under the channel lock, from the IRQ path or a poller.
+    fn drain_cmdq(&self, st: &mut State<H, T>) {
+        let State { cmdq, slots, .. } = st;
+        let Some(ring) = cmdq.as_mut() else { return };
+        loop {
+            let e = match ring.pop_used() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(RingError::IndexJump { claimed }) => {
+                    log::warn!("virtio-scmi: cmdq used index jumped by {claimed}");
+                    Counters::bump(&self.counters.protocol_errors);
+                    continue;
+                }
+            };
+            let i = (e.id / 2) as usize;
+            if e.id % 2 != 0 || i >= slots.len() {
+                log::warn!("virtio-scmi: cmdq used id {} is not a chain head", e.id);
+                Counters::bump(&self.counters.protocol_errors);
+                continue;
+            }
+            let slot = &mut slots[i];
+            if !slot.device_owned() {
+                log::warn!(
+                    "virtio-scmi: cmdq chain {} returned but not in flight",
+                    e.id
+                );
+                Counters::bump(&self.counters.duplicate_replies);
+                continue;
+            }
+            self.unshare_slot(slot, i);
+            if slot.owner == Owner::Abandoned {
+                // Late reply of a transfer whose caller gave up: drop it, free buffer and token.
+                log::debug!("virtio-scmi: late reply for token {} dropped", slot.token.0);
+                Counters::bump(&self.counters.late_replies);
+                slot.owner = Owner::Driver;
+                slot.poll = PollStatus::NotPolled;
+                let _ = self.tokens.release(slot.token);
+                let _ = self.pool.reclaim(i as u32);
+                continue;
+            }
+            slot.owner = Owner::Driver;
+            slot.outcome = self.validate_reply(slot, e.len);
+            if slot.poll == PollStatus::Polling {
+                slot.poll = PollStatus::PollDone;
+            }
+            if let Some(w) = slot.waker.take() {
+                self.deferred.lock().push(w);
+            }
+            // Drop the device's reference; the caller's (`local`) keeps the buffer.
+            let _ = self.pool.reclaim(i as u32);
+        }
+    }
+
+    /// Check a returned reply against what we sent (notes §8 items 3 and 4).
+    fn validate_reply(&self, slot: &Slot, used_len: u32) -> Outcome {
+        let len = used_len as usize;
+        let fail = |c: &core::sync::atomic::AtomicU64, p: ProtocolError| {
+            Counters::bump(c);
+            Outcome::Failed(Error::Protocol(p))
+        };
+        if len > self.resp_cap {
+            log::warn!("virtio-scmi: used length {len} > posted {}", self.resp_cap);
+            return fail(&self.counters.protocol_errors, ProtocolError::BadLength);
+        }
+        if len < RESP_OVERHEAD {
+            log::warn!("virtio-scmi: reply of {len} bytes lacks header + status");
+            return fail(&self.counters.protocol_errors, ProtocolError::Truncated);
+        }
+        let Some(buf) = slot.local.as_ref() else {
+            return Outcome::Failed(Error::Shutdown);
+        };
+        let req_cap = self.req_cap;
+        let w = buf.with(|b| {
+            let h = &b[req_cap..req_cap + 4];
+            u32::from_le_bytes([h[0], h[1], h[2], h[3]])
+        });
+        if w == slot.hdr {
+            Counters::bump(&self.counters.completed);
+            return Outcome::Reply { len };
+        }
+        match Header::decode(w) {
+            _ if w == RESP_UNWRITTEN => {
+                fail(&self.counters.protocol_errors, ProtocolError::Truncated)
+            }
+            Err(_) => fail(&self.counters.protocol_errors, ProtocolError::BadHeader),
+            Ok(h) if h.token != slot.token.0 as u16 => {
+                fail(&self.counters.unknown_replies, ProtocolError::UnknownToken)
+            }
+            Ok(_) => fail(
+                &self.counters.protocol_errors,
+                ProtocolError::UnexpectedMessage,
+            ),
+        }
+    }
+
+    fn drain_eventq(&self, st: &mut State<H, T>) {
+        let State {
+            eventq, transport, ..
+        } = st;
+        let Some(q) = eventq.as_mut() else { return };
+        let mut reposted = false;
+        loop {
+            let e = match q.ring.pop_used() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(RingError::IndexJump { claimed }) => {
+                    log::warn!("virtio-scmi: eventq used index jumped by {claimed}");
+                    Counters::bump(&self.counters.protocol_errors);
+                    continue;
+                }
+            };
+            match q.take_used(e.id, e.len) {
+                EvReturn::Queued => {}
+                EvReturn::NotOwned => {
+                    log::warn!(
+                        "virtio-scmi: eventq buffer {} returned but not posted",
+                        e.id
+                    );
+                    Counters::bump(&self.counters.protocol_errors);
+                }
+                EvReturn::Malformed(p) => {
+                    log::warn!("virtio-scmi: malformed eventq message ({p})");
+                    Counters::bump(&self.counters.protocol_errors);
+                    reposted = true;
+                }
+            }
+        }
+        if reposted && q.ring.should_notify() {
+            transport.notify(EVENTQ);
+        }
+    }
+}
+
+impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
+    fn caps(&self) -> Caps {
+        Caps {
+            max_msg: self.pool.capacity(),
+            max_msg_size: self.max_msg_size,
+            bulk: false,
+            max_bulk_size: 0,
+            notifications: self.features.contains(ScmiFeatures::P2A_CHANNELS),
+            polling: true,
+        }
+    }
+
+    fn send(&self, req: &Request<'_>) -> Result<Ticket> {
+        let _g = self.lc.acquire()?;
+        let (proto, msg) = split_target(req.target).ok_or(Error::InvalidArgument)?;
+        let len = req.payload.len();
+        if len > self.max_msg_size {
+            return Err(Error::TooLarge);
+        }
+        let buf = self
+            .pool
+            .alloc()
+            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
+        let token = self
+            .tokens
+            .alloc()
+            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
+        let hdr = Header::command(proto, msg, token.0 as u16).encode();
+        let req_cap = self.req_cap;
+        buf.with_mut(|b| {
+            b[..HEADER_LEN].copy_from_slice(&hdr.to_le_bytes());
+            b[HEADER_LEN..HEADER_LEN + len].copy_from_slice(req.payload);
+            b[req_cap..req_cap + 4].copy_from_slice(&RESP_UNWRITTEN.to_le_bytes());
+        });
+        let req_len = HEADER_LEN + len;
+        let (req_area, resp_area) = self.areas(Self::base_ptr(&buf), req_len);
+        let i = buf.index() as usize;
+
+        let mut st = self.state.lock();
+        let State {
+            transport,
+            cmdq,
+            slots,
+            ..
+        } = &mut *st;
+        let Some(ring) = cmdq.as_mut() else {
+            let _ = self.tokens.release(token);
+            return Err(Error::Shutdown);
+        };
+        let slot = &mut slots[i];
+        // SAFETY: both areas lie inside pool buffer `i`, which never moves and which we now own
+        // (fresh from the pool). From here until the device returns the chain (`drain_cmdq`) or
+        // is reset (`shutdown`) we do not touch them: the device's pool loan taken below keeps
+        // the buffer from being recycled even if the caller gives up.
+        let shared = unsafe {
+            [
+                H::share(req_area, BufferDirection::DriverToDevice),
+                H::share(resp_area, BufferDirection::DeviceToDriver),
+            ]
+        };
+        let _loan = buf.lend();
+        slot.owner = Owner::Device;
+        slot.poll = match req.completion {
+            fwipc_transport_api::Completion::Polled => PollStatus::Polling,
+            fwipc_transport_api::Completion::Interrupt => PollStatus::NotPolled,
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.token = token;
+        slot.hdr = hdr;
+        slot.outcome = Outcome::Pending;
+        slot.waker = None;
+        slot.shared = shared;
+        slot.req_len = req_len;
+        slot.local = Some(buf);
+        let head = (2 * i) as u16;
+        ring.set_desc(
+            head,
+            Descriptor {
+                addr: shared[0],
+                len: req_len as u32,
+                flags: DESC_F_NEXT,
+                next: head + 1,
+            },
+        );
+        ring.set_desc(
+            head + 1,
+            Descriptor {
+                addr: shared[1],
+                len: self.resp_cap as u32,
+                flags: DESC_F_WRITE,
+                next: 0,
+            },
+        );
+        ring.post(head);
+        if ring.should_notify() {
+            transport.notify(CMDQ);
+        }
+        let ticket = Ticket::new(token.0, i as u32, slot.generation);
+        drop(st);
+        Counters::bump(&self.counters.sent);
+        Ok(ticket)
+    }
+
+    fn poll_done(&self, ticket: &Ticket) -> Result<bool> {
+        let _g = self.lc.acquire()?;
+        let r = {
+            let mut st = self.state.lock();
+            let i = self.slot_index(&st, ticket)?;
+            if st.slots[i].outcome == Outcome::Pending
+                && st.slots[i].poll == PollStatus::Polling
+                && st.cmdq.as_ref().is_some_and(|q| q.has_used())
+            {
+                // Polling: drain the ring ourselves. Other callers' replies dequeued here are
+                // completed too and their wakers run after the lock (deferred processing).
+                self.drain_cmdq(&mut st);
+            }
+            match st.slots[i].outcome {
+                Outcome::Pending => Ok(false),
+                Outcome::Failed(Error::Shutdown) => Err(Error::Shutdown),
+                _ => Ok(true),
+            }
+        };
+        self.run_deferred();
+        r
+    }
+
+    fn fetch_response(&self, ticket: &Ticket, out: &mut [u8]) -> Result<usize> {
+        let st = self.state.lock();
+        let i = self.slot_index(&st, ticket)?;
+        let slot = &st.slots[i];
+        let len = match slot.outcome {
+            Outcome::Pending => return Err(Error::InvalidArgument),
+            Outcome::Failed(e) => return Err(e),
+            Outcome::Reply { len } => len,
+        };
+        let Some(buf) = slot.local.as_ref() else {
+            return Err(Error::InvalidArgument);
+        };
+        let req_cap = self.req_cap;
+        buf.with(|b| {
+            // `len` was validated: RESP_OVERHEAD ≤ len ≤ resp_cap.
+            let r = b
+                .get(req_cap..req_cap + len)
+                .ok_or(Error::Protocol(ProtocolError::BadLength))?;
+            let status = i32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+            if status != 0 {
+                return Err(Error::Remote(status));
+            }
+            let vals = &r[RESP_OVERHEAD..];
+            let dst = out.get_mut(..vals.len()).ok_or(Error::TooLarge)?;
+            dst.copy_from_slice(vals);
+            Ok(vals.len())
+        })
+    }
+
+    fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
+        let local;
+        {
+            let mut st = self.state.lock();
+            let Ok(i) = self.slot_index(&st, &ticket) else {
+                log::warn!("virtio-scmi: mark_txdone with a stale ticket {ticket:?}");
+                return;
+            };
+            let slot = &mut st.slots[i];
+            local = slot.local.take();
+            slot.waker = None;
+            if outcome == TxOutcome::TimedOut {
+                Counters::bump(&self.counters.timed_out);
+            }
+            if slot.device_owned() {
+                // The device still owns the buffer: keep it (and the token) until it comes back
+                // (late reply) or the device is reset. Linux: POLLING → POLL_TIMEOUT.
+                slot.owner = Owner::Abandoned;
+                if slot.poll == PollStatus::Polling {
+                    slot.poll = PollStatus::PollTimeout;
+                }
+            } else {
+                slot.poll = PollStatus::NotPolled;
+                let _ = self.tokens.release(slot.token);
+            }
+        }
+        drop(local);
+    }
+
+    fn register_waker(&self, ticket: &Ticket, waker: &Waker) -> bool {
+        if self.lc.acquire().is_err() {
+            return false;
+        }
+        let mut st = self.state.lock();
+        let Ok(i) = self.slot_index(&st, ticket) else {
+            return false;
+        };
+        let slot = &mut st.slots[i];
+        if slot.poll != PollStatus::NotPolled {
+            // Polled transfers are completed by their poller; nobody wakes them.
+            return false;
+        }
+        if slot.outcome == Outcome::Pending {
+            match &slot.waker {
+                Some(w) if w.will_wake(waker) => {}
+                _ => slot.waker = Some(waker.clone()),
+            }
+        }
+        true
+    }
+
+    fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {
+        let _g = self.lc.acquire()?;
+        let mut st = self.state.lock();
+        // Polled mode has no interrupt path: look at the ring ourselves.
+        self.drain_eventq(&mut st);
+        let State {
+            eventq, transport, ..
+        } = &mut *st;
+        let Some(q) = eventq.as_mut() else {
+            return Ok(None);
+        };
+        match q.pop_message(out) {
+            None => Ok(None),
+            Some(Err(_needed)) => Err(Error::TooLarge),
+            Some(Ok((hdr, len))) => {
+                if q.ring.should_notify() {
+                    transport.notify(EVENTQ);
+                }
+                Ok(Some(Notification { source: hdr, len }))
+            }
+        }
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        self.shutdown_impl()
+    }
+
+    fn stats(&self) -> Stats {
+        self.counters
+            .snapshot(self.pool.capacity(), self.pool.free_count())
+    }
+}
+
+impl<H: Hal, T: VirtioTransport> Drop for ScmiVirtio<H, T> {
+    fn drop(&mut self) {
+        // Idempotent: a no-op after an explicit shutdown. With `&mut self` there are no other
+        // users, so the wait ends at once.
+        let _ = self.shutdown_impl();
+    }
+}

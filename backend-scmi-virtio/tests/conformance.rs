@@ -1,0 +1,1 @@
+conformance::conformance_tests!(backend_scmi_virtio::sim::ScmiFixture);
