@@ -1,0 +1,1 @@
+//! Fuzz entry points (one per parser of remote input); placeholder filled below.

@@ -1,0 +1,362 @@
+//! Remote process control on the init handle (notes §7): attach, create (init file + init
+//! memory), create-static (INIT_STATIC, the v6 TODO), release, remote mmap/munmap and mem
+//! map/unmap (the v6 TODO). Table-driven: each call's scalars come from [`rmid::scalars`].
+//!
+//! Memory handed to the DSP (init memory, remote heap, mmap'd pages, mem-mapped buffers) is kept
+//! by the session until the DSP *confirms* the unmap (notes §12.9); a failed unmap keeps it.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use fwipc_transport_api::Clock;
+
+use crate::error::{FastRpcError, Result};
+use crate::mem::{align_up, DmaRegion, SharedBuf};
+use crate::session::{Arg, Session, PD_ROOT, PD_SENSORS, PD_USER};
+use crate::wire::{
+    rmid, CreateReq, CreateStaticReq, MemMapReq, MemUnmapReq, MmapReq, MunmapReq, PhyPage,
+    INIT_FILELEN_MAX, INIT_HANDLE, PD_NAME_MAX,
+};
+
+/// What kind of process the session runs on the DSP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PdKind {
+    /// Attached to the root PD.
+    Root,
+    /// Attached to the sensors PD.
+    Sensors,
+    /// A dynamic user PD created from an init file.
+    User,
+    /// A static PD (create-static).
+    Static,
+}
+
+/// A DSP mapping made with mmap.
+struct MmapEntry {
+    vaddr: u64,
+    size: u64,
+    _region: Arc<dyn DmaRegion>,
+}
+
+/// A shared buffer mapped with mem_map.
+struct MemMapEntry {
+    vaddr: u64,
+    len: u64,
+    buf: SharedBuf,
+}
+
+/// Per-session process state.
+#[derive(Default)]
+pub struct ProcState {
+    kind: Option<PdKind>,
+    init_mem: Option<Arc<dyn DmaRegion>>,
+    heap: Option<Arc<dyn DmaRegion>>,
+    mmaps: Vec<MmapEntry>,
+    mem_maps: Vec<MemMapEntry>,
+}
+
+/// How control calls wait.
+#[derive(Clone, Copy)]
+pub struct CtlWait<'a> {
+    /// Time source.
+    pub clock: &'a dyn Clock,
+    /// Per-call timeout (Linux kernel-internal calls wait 10 s).
+    pub timeout: Duration,
+    /// Called between polls.
+    pub relax: &'a dyn Fn(),
+}
+
+fn page_of(bus: u64, size: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(
+        PhyPage {
+            addr: bus.into(),
+            size: size.into(),
+        }
+        .as_bytes(),
+    );
+    b
+}
+
+impl Session {
+    fn ctl(&self, id: u32, args: &mut [Arg<'_>], w: CtlWait<'_>) -> Result<()> {
+        // The table is the source of truth for the counts the DSP expects.
+        let want = rmid::scalars(id).ok_or(FastRpcError::InvalidArgument)?;
+        if crate::session::scalars_for(id, args)? != want {
+            return Err(FastRpcError::InvalidArgument);
+        }
+        self.invoke_inner(INIT_HANDLE, id, args, w.clock, w.timeout, w.relax, true)
+    }
+
+    /// The process kind, if the session has one.
+    pub fn pd_kind(&self) -> Option<PdKind> {
+        self.inner.proc.lock().kind
+    }
+
+    fn attach_as(&self, pd: u8, kind: PdKind, w: CtlWait<'_>) -> Result<()> {
+        if self.inner.proc.lock().kind.is_some() {
+            return Err(FastRpcError::InvalidArgument);
+        }
+        self.set_pd(pd);
+        let pid = self.client_id().to_le_bytes();
+        let r = self.ctl(rmid::ATTACH, &mut [Arg::In(&pid)], w);
+        match r {
+            Ok(()) => self.inner.proc.lock().kind = Some(kind),
+            Err(_) => self.set_pd(PD_USER),
+        }
+        r
+    }
+
+    /// INIT_ATTACH to the root PD (PD bits 0).
+    pub fn attach(&self, w: CtlWait<'_>) -> Result<()> {
+        self.attach_as(PD_ROOT, PdKind::Root, w)
+    }
+
+    /// INIT_ATTACH to the sensors PD (PD bits 2).
+    pub fn attach_sensors(&self, w: CtlWait<'_>) -> Result<()> {
+        self.attach_as(PD_SENSORS, PdKind::Sensors, w)
+    }
+
+    /// INIT_CREATE (or CREATE_ATTR when `attrs != 0`): a dynamic user PD named `name` from the
+    /// shell ELF `file` (≤ 2 MiB), with init memory `ALIGN(max(2 MiB, 4·filelen), 1 MiB)`
+    /// allocated on the session's bank and kept until close.
+    pub fn create(&self, name: &str, file: &[u8], attrs: u32, w: CtlWait<'_>) -> Result<()> {
+        if self.inner.proc.lock().kind.is_some()
+            || name.len() >= PD_NAME_MAX
+            || file.is_empty()
+            || file.len() > INIT_FILELEN_MAX
+        {
+            return Err(FastRpcError::InvalidArgument);
+        }
+        let memlen = align_up(INIT_FILELEN_MAX.max(4 * file.len()) as u64, 1 << 20)
+            .ok_or(FastRpcError::InvalidArgument)?;
+        let mem = self
+            .inner
+            .ch
+            .hal
+            .alloc(self.sid(), memlen as usize)
+            .ok_or(FastRpcError::NoMemory)?;
+        // The ELF goes by buffer (the one CREATE argument the DSP takes as a dma-buf).
+        let elf = self.alloc_shared(file.len())?;
+        elf.write(0, file)?;
+        let mut namebuf = [0u8; PD_NAME_MAX];
+        namebuf[..name.len()].copy_from_slice(name.as_bytes());
+        let namelen = name.len() + 1;
+        let req = CreateReq {
+            pgid: self.client_id().into(),
+            namelen: (namelen as u32).into(),
+            filelen: (file.len() as u32).into(),
+            pageslen: 1.into(),
+            attrs: attrs.into(),
+            siglen: 0.into(),
+        };
+        let page = page_of(mem.iova() | (u64::from(self.sid()) << 32), memlen);
+        let id = if attrs != 0 {
+            rmid::CREATE_ATTR
+        } else {
+            rmid::CREATE
+        };
+        self.set_pd(PD_USER);
+        self.ctl(
+            id,
+            &mut [
+                Arg::In(req.as_bytes()),
+                Arg::In(&namebuf[..namelen]),
+                Arg::InShared {
+                    buf: &elf,
+                    offset: 0,
+                    len: file.len(),
+                },
+                Arg::In(&page),
+            ],
+            w,
+        )?;
+        let mut p = self.inner.proc.lock();
+        p.kind = Some(PdKind::User);
+        p.init_mem = Some(mem);
+        Ok(())
+    }
+
+    /// INIT_CREATE_STATIC: a static PD `name` (e.g. `audiopd`) with a remote heap of `memlen`
+    /// bytes (the user lib passes 3 MiB for the audio PD). PD bits 0.
+    pub fn create_static(&self, name: &str, memlen: usize, w: CtlWait<'_>) -> Result<()> {
+        if self.inner.proc.lock().kind.is_some() || name.is_empty() || name.len() > PD_NAME_MAX {
+            return Err(FastRpcError::InvalidArgument);
+        }
+        let heap = self
+            .inner
+            .ch
+            .hal
+            .alloc(self.sid(), memlen)
+            .ok_or(FastRpcError::NoMemory)?;
+        let req = CreateStaticReq {
+            pgid: self.client_id().into(),
+            namelen: (name.len() as u32).into(),
+            pageslen: 0.into(),
+        };
+        // The static-PD remote heap is the exception to the `sid << 32` rule (notes §1).
+        let page = page_of(heap.iova(), heap.len() as u64);
+        self.set_pd(PD_ROOT);
+        self.ctl(
+            rmid::CREATE_STATIC,
+            &mut [
+                Arg::In(req.as_bytes()),
+                Arg::In(name.as_bytes()),
+                Arg::In(&page),
+            ],
+            w,
+        )?;
+        let mut p = self.inner.proc.lock();
+        p.kind = Some(PdKind::Static);
+        p.heap = Some(heap);
+        Ok(())
+    }
+
+    /// INIT_RELEASE: tear the DSP process down (sent on every close). The init memory, heap and
+    /// maps are released once the DSP confirms.
+    pub fn release_process(&self, w: CtlWait<'_>) -> Result<()> {
+        let pid = self.client_id().to_le_bytes();
+        self.ctl(rmid::RELEASE, &mut [Arg::In(&pid)], w)?;
+        let mut p = self.inner.proc.lock();
+        *p = ProcState::default();
+        drop(p);
+        self.set_pd(PD_USER);
+        Ok(())
+    }
+
+    /// INIT_MMAP: give the DSP `size` bytes of new memory (flags: `ADD_PAGES` user-heap growth
+    /// or `REMOTE_HEAP_ADDR`). Returns the DSP virtual address.
+    pub fn mmap(&self, flags: u32, size: usize, w: CtlWait<'_>) -> Result<u64> {
+        let region = self
+            .inner
+            .ch
+            .hal
+            .alloc(self.sid(), size)
+            .ok_or(FastRpcError::NoMemory)?;
+        let req = MmapReq {
+            pgid: self.client_id().into(),
+            flags: flags.into(),
+            vaddr: 0.into(),
+            num: 16.into(),
+            pad: [0; 4],
+        };
+        let page = page_of(
+            region.iova() | (u64::from(self.sid()) << 32),
+            region.len() as u64,
+        );
+        let mut out = [0u8; 8];
+        self.ctl(
+            rmid::MMAP,
+            &mut [Arg::In(req.as_bytes()), Arg::In(&page), Arg::Out(&mut out)],
+            w,
+        )?;
+        let vaddr = u64::from_le_bytes(out);
+        self.inner.proc.lock().mmaps.push(MmapEntry {
+            vaddr,
+            size: region.len() as u64,
+            _region: region,
+        });
+        Ok(vaddr)
+    }
+
+    /// INIT_MUNMAP of a mapping made by [`Session::mmap`]; the memory is freed only after the
+    /// DSP confirms.
+    pub fn munmap(&self, vaddr: u64, w: CtlWait<'_>) -> Result<()> {
+        let size = {
+            let p = self.inner.proc.lock();
+            p.mmaps
+                .iter()
+                .find(|m| m.vaddr == vaddr)
+                .map(|m| m.size)
+                .ok_or(FastRpcError::InvalidArgument)?
+        };
+        let req = MunmapReq {
+            pgid: self.client_id().into(),
+            pad: [0; 4],
+            vaddr: vaddr.into(),
+            size: size.into(),
+        };
+        self.ctl(rmid::MUNMAP, &mut [Arg::In(req.as_bytes())], w)?;
+        self.inner.proc.lock().mmaps.retain(|m| m.vaddr != vaddr);
+        Ok(())
+    }
+
+    /// INIT_MEM_MAP: map `len` bytes of shared buffer `buf` at `offset` into the DSP process.
+    /// The buffer stays referenced until [`Session::mem_unmap`] is confirmed.
+    pub fn mem_map(
+        &self,
+        buf: &SharedBuf,
+        offset: usize,
+        len: usize,
+        flags: u32,
+        w: CtlWait<'_>,
+    ) -> Result<u64> {
+        if buf.sid() != self.sid() || offset.checked_add(len).is_none_or(|e| e > buf.len()) {
+            return Err(FastRpcError::InvalidArgument);
+        }
+        let req = MemMapReq {
+            pgid: self.client_id().into(),
+            fd: buf.fd().into(),
+            offset: (offset as i32).into(),
+            flags: flags.into(),
+            vaddrin: 0.into(),
+            num: 16.into(),
+            data_len: (len as i32).into(),
+        };
+        let page = page_of(buf.bus_addr(), buf.len() as u64);
+        let mut out = [0u8; 8];
+        self.ctl(
+            rmid::MEM_MAP,
+            &mut [
+                Arg::In(req.as_bytes()),
+                Arg::In(&page),
+                Arg::In(&[]),
+                Arg::Out(&mut out),
+            ],
+            w,
+        )?;
+        let vaddr = u64::from_le_bytes(out);
+        self.inner.proc.lock().mem_maps.push(MemMapEntry {
+            vaddr,
+            len: len as u64,
+            buf: buf.clone(),
+        });
+        Ok(vaddr)
+    }
+
+    /// INIT_MEM_UNMAP of a [`Session::mem_map`] mapping; the buffer reference is dropped only
+    /// after the DSP confirms.
+    pub fn mem_unmap(&self, vaddr: u64, w: CtlWait<'_>) -> Result<()> {
+        let (fd, len) = {
+            let p = self.inner.proc.lock();
+            p.mem_maps
+                .iter()
+                .find(|m| m.vaddr == vaddr)
+                .map(|m| (m.buf.fd(), m.len))
+                .ok_or(FastRpcError::InvalidArgument)?
+        };
+        let req = MemUnmapReq {
+            pgid: self.client_id().into(),
+            fd: fd.into(),
+            vaddrin: vaddr.into(),
+            len: len.into(),
+        };
+        self.ctl(rmid::MEM_UNMAP, &mut [Arg::In(req.as_bytes())], w)?;
+        self.inner.proc.lock().mem_maps.retain(|m| m.vaddr != vaddr);
+        Ok(())
+    }
+
+    /// DSP mappings this session holds (mmap + mem_map).
+    pub fn remote_maps(&self) -> usize {
+        let p = self.inner.proc.lock();
+        p.mmaps.len() + p.mem_maps.len()
+    }
+}
+
+/// Decode a `u64` vaddr reply (for the DSP side and tests).
+pub fn decode_vaddr(b: &[u8]) -> Option<u64> {
+    u64::read_from_bytes(b).ok()
+}

@@ -1,0 +1,667 @@
+//! A session (one compute context bank, one client): the invoke API.
+//!
+//! Split-phase like the transport API: [`Session::start`] lays the call out in a preallocated
+//! payload buffer and queues the 40-byte message, [`Session::poll`] checks for the answer,
+//! [`Session::read_out`] copies an out-buffer back (clamped to what was asked: the DSP-written
+//! length is never trusted), and [`Session::finish`] / [`Session::abandon`] drop the caller's
+//! reference. [`Session::invoke`] is the blocking composition. Nothing on this path allocates.
+
+use alloc::sync::Arc;
+use core::sync::atomic::{fence, AtomicI32, AtomicU8, Ordering};
+use core::task::Waker;
+use core::time::Duration;
+
+use spin::Mutex;
+use zerocopy::IntoBytes;
+
+use fwipc_transport_api::{Clock, Counters, Deadline, Lifecycle, ProtocolError};
+
+use crate::channel::ChannelInner;
+use crate::context::{CtxId, CtxState, OutRec, PayloadPool};
+use crate::error::{AeeError, FastRpcError, Result};
+use crate::layout::{layout, BufDesc, BufSource, HandleDesc, Olap, NOT_INLINE};
+use crate::mem::{DmaRegion, SharedBuf};
+use crate::payload::MetaView;
+use crate::procctl::ProcState;
+use crate::scalars::Scalars;
+use crate::wire::{FastRpcMsg, INIT_HANDLE};
+
+/// PD bits: root PD / audio attach.
+pub const PD_ROOT: u8 = 0;
+/// PD bits: dynamic user PD.
+pub const PD_USER: u8 = 1;
+/// PD bits: sensors PD attach.
+pub const PD_SENSORS: u8 = 2;
+
+/// One argument of a call. Order must be: in-buffers, out-buffers, in-handles, out-handles
+/// (the scalars order); `start` refuses anything else.
+#[derive(Debug)]
+pub enum Arg<'a> {
+    /// In-buffer, copied into the payload.
+    In(&'a [u8]),
+    /// Out-buffer, copied back from the payload by [`Session::invoke`].
+    Out(&'a mut [u8]),
+    /// Out-buffer of `len` bytes kept in the payload until [`Session::read_out`]; `addr` is the
+    /// caller's notional address (only used to order the inline copies, as Linux does).
+    OutLen {
+        /// Ordering address.
+        addr: u64,
+        /// Length.
+        len: usize,
+    },
+    /// In-buffer living in a shared buffer (sent by page, not copied).
+    InShared {
+        /// The buffer.
+        buf: &'a SharedBuf,
+        /// Offset.
+        offset: usize,
+        /// Length.
+        len: usize,
+    },
+    /// Out-buffer living in a shared buffer (the DSP writes it directly).
+    OutShared {
+        /// The buffer.
+        buf: &'a SharedBuf,
+        /// Offset.
+        offset: usize,
+        /// Length.
+        len: usize,
+    },
+    /// In-handle: a shared buffer passed by descriptor.
+    InHandle {
+        /// The buffer.
+        buf: &'a SharedBuf,
+        /// Offset.
+        offset: u32,
+        /// Length.
+        len: u32,
+    },
+    /// Out-handle.
+    OutHandle {
+        /// The buffer.
+        buf: &'a SharedBuf,
+        /// Offset.
+        offset: u32,
+        /// Length.
+        len: u32,
+    },
+}
+
+impl Arg<'_> {
+    fn class(&self) -> usize {
+        match self {
+            Arg::In(_) | Arg::InShared { .. } => 0,
+            Arg::Out(_) | Arg::OutLen { .. } | Arg::OutShared { .. } => 1,
+            Arg::InHandle { .. } => 2,
+            Arg::OutHandle { .. } => 3,
+        }
+    }
+}
+
+/// The scalars `args` imply for `method` (checked).
+pub fn scalars_for(method: u32, args: &[Arg<'_>]) -> Result<Scalars> {
+    let mut counts = [0u32; 4];
+    let mut last = 0;
+    for a in args {
+        let c = a.class();
+        if c < last {
+            return Err(FastRpcError::InvalidArgument);
+        }
+        last = c;
+        counts[c] += 1;
+    }
+    Scalars::new(method, counts[0], counts[1], counts[2], counts[3])
+}
+
+/// A call in flight. Not `Clone`: finished exactly once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InvokeTicket {
+    pub(crate) idx: usize,
+    pub(crate) generation: u64,
+}
+
+impl InvokeTicket {
+    /// Context slot index.
+    pub fn slot(&self) -> usize {
+        self.idx
+    }
+    /// Context generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+pub(crate) struct SessionInner {
+    pub(crate) ch: Arc<ChannelInner>,
+    pub(crate) index: u16,
+    pub(crate) sid: u32,
+    pub(crate) payloads: Arc<PayloadPool>,
+    pub(crate) pd: AtomicU8,
+    pub(crate) lc: Lifecycle,
+    pub(crate) next_fd: AtomicI32,
+    pub(crate) proc: Mutex<ProcState>,
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        // Teardown: the DSP may no longer touch this session's memory (the PD is released and
+        // the bank detached), so in-flight contexts are failed and their buffers released.
+        self.ch
+            .ctx
+            .fail_inflight(Some(self.index), FastRpcError::ChannelDown);
+        self.ch.ctx.reap();
+        self.ch.release_session_slot(self.index as usize);
+    }
+}
+
+/// A session: one client of a channel on one context bank. Cheap to clone.
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<SessionInner>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        ch: Arc<ChannelInner>,
+        index: u16,
+        sid: u32,
+        payloads: Arc<PayloadPool>,
+    ) -> Self {
+        Session {
+            inner: Arc::new(SessionInner {
+                ch,
+                index,
+                sid,
+                payloads,
+                pd: AtomicU8::new(PD_USER),
+                lc: Lifecycle::new(),
+                next_fd: AtomicI32::new(3),
+                proc: Mutex::new(ProcState::default()),
+            }),
+        }
+    }
+
+    /// Stream id of the session's context bank.
+    pub fn sid(&self) -> u32 {
+        self.inner.sid
+    }
+
+    /// The wire client id (`session index + 1`, the recent-kernel `client_id`).
+    pub fn client_id(&self) -> i32 {
+        i32::from(self.inner.index) + 1
+    }
+
+    /// PD bits sent in context ids.
+    pub fn pd(&self) -> u8 {
+        // Relaxed: a plain value set by process control before calls that depend on it.
+        self.inner.pd.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_pd(&self, pd: u8) {
+        // Relaxed: see `pd`.
+        self.inner.pd.store(pd, Ordering::Relaxed)
+    }
+
+    /// Payload buffers of this session (calls it may have in flight).
+    pub fn payload_capacity(&self) -> usize {
+        self.inner.payloads.capacity()
+    }
+
+    /// Payload buffers free right now (after finishing deferred releases).
+    pub fn payload_free(&self) -> usize {
+        self.inner.ch.ctx.reap();
+        self.inner.payloads.free_count()
+    }
+
+    /// Allocate a shared buffer (the dma-buf role) of `size` bytes on this session's bank.
+    /// A control-path allocation.
+    pub fn alloc_shared(&self, size: usize) -> Result<SharedBuf> {
+        let r = self
+            .inner
+            .ch
+            .hal
+            .alloc(self.inner.sid, size)
+            .ok_or(FastRpcError::NoMemory)?;
+        // Relaxed: a unique-number counter.
+        let fd = self.inner.next_fd.fetch_add(1, Ordering::Relaxed);
+        Ok(SharedBuf::new(fd, self.inner.sid, r))
+    }
+
+    /// Queue a call of `method` on `handle`. User calls on the init handle are refused.
+    pub fn start(
+        &self,
+        handle: u32,
+        method: u32,
+        args: &[Arg<'_>],
+        tid: i32,
+    ) -> Result<InvokeTicket> {
+        self.start_inner(handle, method, args, tid, false)
+    }
+
+    pub(crate) fn start_inner(
+        &self,
+        handle: u32,
+        method: u32,
+        args: &[Arg<'_>],
+        tid: i32,
+        kernel: bool,
+    ) -> Result<InvokeTicket> {
+        let s = &*self.inner;
+        let ch = &*s.ch;
+        let _user = s.lc.acquire().map_err(|_| FastRpcError::ChannelDown)?;
+        // Acquire: pairs with the Release in `Channel::remote_up/down`.
+        if !ch.up.load(Ordering::Acquire) {
+            return Err(FastRpcError::ChannelDown);
+        }
+        if handle == INIT_HANDLE && !kernel {
+            return Err(FastRpcError::PermissionDenied);
+        }
+        let sc = scalars_for(method, args)?;
+        if args.len() > ch.ctx.max_args() {
+            return Err(FastRpcError::TooLarge);
+        }
+        ch.ctx.reap();
+        let (idx, generation) = ch.ctx.alloc(s.index).inspect_err(|_| {
+            Counters::bump(&ch.counters.busy);
+        })?;
+        match self.build_and_send(idx, generation, handle, sc, args, tid, kernel) {
+            Ok(()) => {
+                Counters::bump(&ch.counters.sent);
+                Ok(InvokeTicket { idx, generation })
+            }
+            Err(e) => {
+                if e == FastRpcError::Busy {
+                    Counters::bump(&ch.counters.busy);
+                }
+                ch.ctx.drop_owner(idx, generation, false);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_and_send(
+        &self,
+        idx: usize,
+        generation: u64,
+        handle: u32,
+        sc: Scalars,
+        args: &[Arg<'_>],
+        tid: i32,
+        kernel: bool,
+    ) -> Result<()> {
+        let s = &*self.inner;
+        let ch = &*s.ch;
+        let slot = ch.ctx.slot(idx).ok_or(FastRpcError::InvalidArgument)?;
+        let mut c = slot.lock();
+        let lease = s.payloads.take().ok_or(FastRpcError::Busy)?;
+        c.maps.clear();
+        c.bufs.clear();
+        c.handles.clear();
+        c.outs.clear();
+        let sid_bits = u64::from(s.sid) << 32;
+        for (i, a) in args.iter().enumerate() {
+            let shared_ok = |buf: &SharedBuf, off: usize, len: usize| {
+                buf.sid() == s.sid && off.checked_add(len).is_some_and(|e| e <= buf.len())
+            };
+            match a {
+                Arg::In(d) => c.bufs.push(BufDesc {
+                    ptr: d.as_ptr() as u64,
+                    len: d.len() as u64,
+                    src: BufSource::Copy,
+                }),
+                Arg::Out(d) => {
+                    c.bufs.push(BufDesc {
+                        ptr: d.as_ptr() as u64,
+                        len: d.len() as u64,
+                        src: BufSource::Copy,
+                    });
+                    c.outs.push(OutRec {
+                        slot: i as u16,
+                        off: 0,
+                        len: d.len() as u64,
+                    });
+                }
+                Arg::OutLen { addr, len } => {
+                    c.bufs.push(BufDesc {
+                        ptr: *addr,
+                        len: *len as u64,
+                        src: BufSource::Copy,
+                    });
+                    c.outs.push(OutRec {
+                        slot: i as u16,
+                        off: 0,
+                        len: *len as u64,
+                    });
+                }
+                Arg::InShared { buf, offset, len } | Arg::OutShared { buf, offset, len } => {
+                    if !shared_ok(buf, *offset, *len) {
+                        return Err(FastRpcError::InvalidArgument);
+                    }
+                    c.bufs.push(BufDesc {
+                        ptr: buf.va() + *offset as u64,
+                        len: *len as u64,
+                        src: BufSource::Mapped {
+                            bus: buf.bus_addr(),
+                            va_start: buf.va(),
+                            size: buf.len() as u64,
+                        },
+                    });
+                    c.maps.push((*buf).clone());
+                    if matches!(a, Arg::OutShared { .. }) {
+                        c.outs.push(OutRec {
+                            slot: i as u16,
+                            off: NOT_INLINE,
+                            len: *len as u64,
+                        });
+                    }
+                }
+                Arg::InHandle { buf, offset, len } | Arg::OutHandle { buf, offset, len } => {
+                    if !shared_ok(buf, *offset as usize, *len as usize) {
+                        return Err(FastRpcError::InvalidArgument);
+                    }
+                    c.handles.push(HandleDesc {
+                        fd: buf.fd(),
+                        offset: *offset,
+                        len: *len,
+                        map: Some((buf.bus_addr(), buf.len() as u64)),
+                    });
+                    c.maps.push((*buf).clone());
+                }
+            }
+        }
+        let nb = c.bufs.len();
+        // Within the capacity reserved at setup (`max_args`): no allocation.
+        c.olaps.resize(nb, Olap::default());
+        c.inline_off.resize(nb, 0);
+        let region: &Arc<dyn DmaRegion> = lease.region();
+        let (va, bus) = (region.va(), region.iova() | sid_bits);
+        let mut placed = Err(FastRpcError::InvalidArgument);
+        {
+            let cx = &mut *c;
+            region.with(&mut |m| {
+                placed = layout(
+                    sc,
+                    &cx.bufs,
+                    &cx.handles,
+                    &mut cx.olaps,
+                    m,
+                    va,
+                    bus,
+                    &mut cx.inline_off,
+                );
+                if placed.is_ok() {
+                    for (i, a) in args.iter().enumerate() {
+                        if let Arg::In(d) = a {
+                            let o = cx.inline_off[i];
+                            if o != NOT_INLINE {
+                                let o = o as usize;
+                                m[o..o + d.len()].copy_from_slice(d);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let placed = placed?;
+        for k in 0..c.outs.len() {
+            let i = c.outs[k].slot as usize;
+            if c.outs[k].off != NOT_INLINE {
+                c.outs[k].off = c.inline_off[i];
+            }
+        }
+        let pd = self.pd();
+        let id = CtxId::new((idx + 1) as u8, generation, pd);
+        let msg = FastRpcMsg {
+            pid: if kernel { 0 } else { self.client_id() }.into(),
+            tid: tid.into(),
+            ctx: id.0.into(),
+            handle: handle.into(),
+            sc: sc.0.into(),
+            addr: if sc.is_empty() { 0 } else { bus }.into(),
+            size: if sc.is_empty() { 0 } else { placed.msg_size }.into(),
+        };
+        c.sc = sc;
+        c.pd = pd;
+        c.payload = Some(lease);
+        c.state = CtxState::InFlight;
+        // The in-flight reference is taken before the message can reach the DSP.
+        c.inflight = true;
+        drop(c);
+        // Release: every payload write above happens-before the message that tells the DSP
+        // to read it (on hardware the packet channel adds the DMA write barrier).
+        fence(Ordering::Release);
+        if let Err(e) = ch.link.send(msg.as_bytes()) {
+            let mut c = slot.lock();
+            if c.inflight {
+                c.inflight = false;
+                c.state = CtxState::Failed(e);
+            }
+            return Err(e);
+        }
+        // A DSP loss that swept the table between our `up` check and the queueing above would
+        // have missed this context: fail it ourselves.
+        // Acquire: pairs with the Release in `remote_down`.
+        if !ch.up.load(Ordering::Acquire) {
+            let mut c = slot.lock();
+            if c.inflight {
+                c.inflight = false;
+                c.state = CtxState::Failed(FastRpcError::RemoteReset);
+            }
+        }
+        Ok(())
+    }
+
+    fn with_ctx<R>(
+        &self,
+        t: &InvokeTicket,
+        f: impl FnOnce(&mut crate::context::Ctx) -> Result<R>,
+    ) -> Result<R> {
+        let slot = self
+            .inner
+            .ch
+            .ctx
+            .slot(t.idx)
+            .ok_or(FastRpcError::InvalidArgument)?;
+        let mut c = slot.lock();
+        if c.generation != t.generation || !c.owner {
+            return Err(FastRpcError::InvalidArgument);
+        }
+        f(&mut c)
+    }
+
+    /// Whether the DSP answered. `Err` if the call failed without an answer (DSP restart:
+    /// `RemoteReset`; teardown: `ChannelDown`). Drains pull-style links first.
+    pub fn poll(&self, t: &InvokeTicket) -> Result<bool> {
+        self.inner.ch.poll_rx();
+        self.with_ctx(t, |c| match c.state {
+            CtxState::Done(_) => Ok(true),
+            CtxState::Failed(e) => Err(e),
+            _ => Ok(false),
+        })
+    }
+
+    /// The DSP's status for a finished call: `Ok` for `AEE_SUCCESS`, else `Aee`.
+    pub fn status(&self, t: &InvokeTicket) -> Result<()> {
+        self.with_ctx(t, |c| match c.state {
+            CtxState::Done(0) => Ok(()),
+            CtxState::Done(r) => Err(FastRpcError::Aee(AeeError(r))),
+            CtxState::Failed(e) => Err(e),
+            _ => Err(FastRpcError::InvalidArgument),
+        })
+    }
+
+    /// Ask for `w` to be woken when the call finishes.
+    pub fn register_waker(&self, t: &InvokeTicket, w: &Waker) -> Result<()> {
+        self.with_ctx(t, |c| {
+            match &mut c.waker {
+                Some(old) => old.clone_from(w),
+                None => c.waker = Some(w.clone()),
+            }
+            Ok(())
+        })
+    }
+
+    /// Copy out-buffer `k` (0-based among out-buffers) of a finished call into `dst`; returns
+    /// its length `min(asked, DSP-written)`. `TooLarge` if `dst` is shorter. For a shared
+    /// out-buffer nothing is copied (the data is in the buffer).
+    pub fn read_out(&self, t: &InvokeTicket, k: usize, dst: &mut [u8]) -> Result<usize> {
+        let ch = &self.inner.ch;
+        self.with_ctx(t, |c| {
+            if !matches!(c.state, CtxState::Done(_)) {
+                return Err(FastRpcError::InvalidArgument);
+            }
+            let rec = *c.outs.get(k).ok_or(FastRpcError::InvalidArgument)?;
+            let lease = c.payload.as_ref().ok_or(FastRpcError::InvalidArgument)?;
+            // Acquire: the DSP's payload writes happen-before its response, which we observed
+            // under the context lock; on hardware the channel adds the DMA read barrier.
+            fence(Ordering::Acquire);
+            let mut r = Err(FastRpcError::InvalidArgument);
+            let sc = c.sc;
+            lease.region().with(&mut |m| {
+                r = (|| {
+                    let v = MetaView::parse(sc, m)?;
+                    let dsp_len = v.rpra(rec.slot as usize)?.len.get();
+                    if dsp_len > rec.len {
+                        Counters::bump(&ch.counters.protocol_errors);
+                    }
+                    let n = dsp_len.min(rec.len) as usize;
+                    if dst.len() < n {
+                        return Err(FastRpcError::TooLarge);
+                    }
+                    if rec.off != NOT_INLINE {
+                        let o = rec.off as usize;
+                        let src = m.get(o..o + n).ok_or(ProtocolError::OutOfRange)?;
+                        dst[..n].copy_from_slice(src);
+                    }
+                    Ok(n)
+                })();
+            });
+            r
+        })
+    }
+
+    /// The caller is done: walk the fd list (entries must be descriptors this call passed;
+    /// others are counted), then drop the caller's reference.
+    pub fn finish(&self, t: InvokeTicket) {
+        let ch = &self.inner.ch;
+        let _ = self.with_ctx(&t, |c| {
+            if let (CtxState::Done(_), Some(lease)) = (c.state, c.payload.as_ref()) {
+                let sc = c.sc;
+                let maps = &c.maps;
+                lease.region().with(&mut |m| {
+                    if sc.is_empty() {
+                        return;
+                    }
+                    let Ok(v) = MetaView::parse(sc, m) else {
+                        return;
+                    };
+                    let _ = v.for_each_fd(|fd| {
+                        if !maps.iter().any(|b| b.fd() as u64 == fd) {
+                            Counters::bump(&ch.counters.protocol_errors);
+                        }
+                    });
+                });
+            }
+            Ok(())
+        });
+        ch.ctx.drop_owner(t.idx, t.generation, false);
+    }
+
+    /// The caller gives up (timeout, signal). The context keeps its payload and maps until the
+    /// DSP answers or the session is torn down.
+    pub fn abandon(&self, t: InvokeTicket) {
+        Counters::bump(&self.inner.ch.counters.timed_out);
+        self.inner.ch.ctx.drop_owner(t.idx, t.generation, true);
+    }
+
+    /// Blocking call: start, wait until `timeout` on `clock` (calling `relax` between polls),
+    /// copy out-buffers back, finish. On timeout the call is abandoned (buffers kept).
+    pub fn invoke(
+        &self,
+        handle: u32,
+        method: u32,
+        args: &mut [Arg<'_>],
+        clock: &dyn Clock,
+        timeout: Duration,
+        relax: &dyn Fn(),
+    ) -> Result<()> {
+        self.invoke_inner(handle, method, args, clock, timeout, relax, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn invoke_inner(
+        &self,
+        handle: u32,
+        method: u32,
+        args: &mut [Arg<'_>],
+        clock: &dyn Clock,
+        timeout: Duration,
+        relax: &dyn Fn(),
+        kernel: bool,
+    ) -> Result<()> {
+        let t = self.start_inner(handle, method, args, 0, kernel)?;
+        let deadline = Deadline::after(clock, timeout);
+        loop {
+            match self.poll(&t) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    self.finish(t);
+                    return Err(e);
+                }
+            }
+            if deadline.expired(clock) {
+                self.abandon(t);
+                return Err(FastRpcError::Timeout);
+            }
+            relax();
+        }
+        let st = self.status(&t);
+        let mut r = st;
+        if st.is_ok() {
+            let mut k = 0;
+            for a in args.iter_mut() {
+                match a {
+                    Arg::Out(d) => {
+                        if let Err(e) = self.read_out(&t, k, d) {
+                            r = Err(e);
+                        }
+                        k += 1;
+                    }
+                    Arg::OutLen { .. } | Arg::OutShared { .. } => k += 1,
+                    _ => {}
+                }
+            }
+        }
+        self.finish(t);
+        r
+    }
+
+    /// Tear the session down: refuse new calls, fail calls in flight (`ChannelDown`), wait for
+    /// callers inside the API until `deadline`, release everything.
+    pub fn shutdown(&self, clock: &dyn Clock, deadline: Deadline) -> Result<()> {
+        let s = &*self.inner;
+        s.lc.begin_shutdown();
+        s.ch.ctx
+            .fail_inflight(Some(s.index), FastRpcError::ChannelDown);
+        let r = s.lc.wait_idle(clock, deadline, || {});
+        s.ch.ctx.reap();
+        r.map_err(|_| FastRpcError::Timeout)
+    }
+
+    /// Whether the session still admits calls.
+    pub fn is_open(&self) -> bool {
+        self.inner.lc.is_ready()
+    }
+
+    /// The channel's counters (pool fields: this session's payload buffers).
+    pub fn stats(&self) -> fwipc_transport_api::Stats {
+        let ch = &self.inner.ch;
+        ch.ctx.reap();
+        ch.counters.snapshot(
+            self.inner.payloads.capacity(),
+            self.inner.payloads.free_count(),
+        )
+    }
+}

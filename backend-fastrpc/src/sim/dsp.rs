@@ -1,0 +1,633 @@
+//! The simulated DSP: a thread that receives `fastrpc_msg` datagrams, reads the payload through
+//! the simulated SMMU exactly as a DSP would (metadata, then each buffer at `pages[i].addr +
+//! (pv & 4095)`), dispatches to the process-control service (handle 1, with a real process table
+//! and memory maps) or to a hosted object, writes the out-buffers, lengths and fd list back, and
+//! answers `{ctx, retval}`. Every conformance fault knob is implemented here.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use fwipc_transport_api::fixture::Fault;
+
+use crate::error::aee;
+use crate::payload::MetaView;
+use crate::scalars::Scalars;
+use crate::sim::bus::SimBus;
+use crate::sim::link::SimLink;
+use crate::wire::{
+    self, rmid, CreateReq, CreateStaticReq, FastRpcMsg, InvokeRsp, MemMapReq, MemUnmapReq, MmapReq,
+    MunmapReq, PhyPage, INIT_FILELEN_MAX, INIT_HANDLE, MAX_FDLIST, MMAP_ADD_PAGES,
+    MMAP_REMOTE_HEAP_ADDR, PD_NAME_MAX,
+};
+
+/// Largest buffer the simulated DSP accepts (a sanity bound on DSP-side allocations).
+const MAX_DSP_BUF: u64 = 16 << 20;
+
+/// What a hosted object sees of a call.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    /// Client id from the message.
+    pub pid: i32,
+    /// Thread id from the message.
+    pub tid: i32,
+    /// Object handle.
+    pub handle: u32,
+    /// Scalars.
+    pub sc: Scalars,
+    /// Descriptors of the in-handles.
+    pub in_fds: Vec<i32>,
+}
+
+/// An object hosted on the simulated DSP. `outs[k]` arrives sized to the caller's buffer; the
+/// object may shorten it (the shorter length is written back into `rpra[i].len`). Returns the
+/// `retval` (0 or an AEE code from [`crate::error::aee::dsp`]).
+pub trait DspObject: Send {
+    /// Handle one call.
+    fn invoke(&mut self, call: &CallInfo, ins: &[Vec<u8>], outs: &mut [Vec<u8>]) -> i32;
+}
+
+/// Kind of a DSP process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcKind {
+    /// Attached (root or sensors PD; the PD bits of the attach call).
+    Attached(u8),
+    /// Dynamic user PD.
+    User,
+    /// Static PD.
+    Static,
+}
+
+/// A process in the DSP's table.
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// Kind.
+    pub kind: ProcKind,
+    /// Name (created PDs).
+    pub name: String,
+    /// Init memory / remote heap page.
+    pub mem: Option<(u64, u64)>,
+    /// mmap'd regions: (vaddr, size, bus address).
+    pub maps: Vec<(u64, u64, u64)>,
+    /// mem-mapped buffers: (vaddr, fd, len).
+    pub mem_maps: Vec<(u64, i32, u64)>,
+}
+
+struct State {
+    fault: Fault,
+    flip: u64,
+    held: Vec<FastRpcMsg>,
+    dropped: Vec<FastRpcMsg>,
+    received: u64,
+    bad_msgs: u64,
+    procs: BTreeMap<i32, Process>,
+    next_vaddr: u64,
+}
+
+type Hook = Box<dyn Fn() + Send + Sync>;
+
+struct Shared {
+    link: Arc<SimLink>,
+    bus: SimBus,
+    state: Mutex<State>,
+    objects: Mutex<BTreeMap<u32, Box<dyn DspObject>>>,
+    stop: AtomicBool,
+    reset_hook: Mutex<Option<Hook>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The simulated DSP (stops its thread on drop).
+pub struct SimDsp {
+    sh: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SimDsp {
+    /// Start a DSP thread serving `link`, reaching memory through `bus`.
+    pub fn spawn(link: Arc<SimLink>, bus: SimBus) -> Self {
+        let sh = Arc::new(Shared {
+            link,
+            bus,
+            state: Mutex::new(State {
+                fault: Fault::None,
+                flip: 0,
+                held: Vec::new(),
+                dropped: Vec::new(),
+                received: 0,
+                bad_msgs: 0,
+                procs: BTreeMap::new(),
+                next_vaddr: 0xE000_0000,
+            }),
+            objects: Mutex::new(BTreeMap::new()),
+            stop: AtomicBool::new(false),
+            reset_hook: Mutex::new(None),
+        });
+        let s2 = sh.clone();
+        let t = std::thread::Builder::new()
+            .name("sim-dsp".into())
+            .spawn(move || {
+                // Acquire: pairs with the Release in `Drop`.
+                while !s2.stop.load(Ordering::Acquire) {
+                    if let Some(d) = s2.link.dsp_recv(Duration::from_millis(20)) {
+                        s2.on_datagram(&d);
+                    }
+                }
+            })
+            .expect("spawn sim-dsp thread");
+        SimDsp {
+            sh,
+            thread: Mutex::new(Some(t)),
+        }
+    }
+
+    /// Host `obj` at `handle`.
+    pub fn add_object(&self, handle: u32, obj: Box<dyn DspObject>) {
+        lock(&self.sh.objects).insert(handle, obj);
+    }
+
+    /// Called (from the DSP thread) after a reset, to tell the AP (rpmsg remove + probe).
+    pub fn set_reset_hook(&self, f: impl Fn() + Send + Sync + 'static) {
+        *lock(&self.sh.reset_hook) = Some(Box::new(f));
+    }
+
+    /// Set the fault for requests received from now on.
+    pub fn set_fault(&self, f: Fault) {
+        lock(&self.sh.state).fault = f;
+    }
+
+    /// Execute and answer every held request, in order.
+    pub fn release(&self) {
+        let held = std::mem::take(&mut lock(&self.sh.state).held);
+        for m in held {
+            let r = self.sh.execute(&m);
+            self.sh.respond(&m, r, Fault::None);
+        }
+    }
+
+    /// Requests received (valid messages).
+    pub fn received(&self) -> u64 {
+        lock(&self.sh.state).received
+    }
+
+    /// Malformed datagrams received.
+    pub fn bad_msgs(&self) -> u64 {
+        lock(&self.sh.state).bad_msgs
+    }
+
+    /// Requests held (Hold) or swallowed (Drop) right now.
+    pub fn held(&self) -> usize {
+        let s = lock(&self.sh.state);
+        s.held.len() + s.dropped.len()
+    }
+
+    /// Send raw bytes to the AP (hostile input).
+    pub fn inject(&self, bytes: &[u8]) {
+        self.sh.link.dsp_send(bytes);
+    }
+
+    /// Lose all state (processes, held requests) and tell the AP.
+    pub fn reset(&self) {
+        {
+            let mut s = lock(&self.sh.state);
+            s.held.clear();
+            s.dropped.clear();
+            s.procs.clear();
+        }
+        if let Some(h) = lock(&self.sh.reset_hook).as_ref() {
+            h();
+        }
+    }
+
+    /// A copy of process `pid`.
+    pub fn process(&self, pid: i32) -> Option<Process> {
+        lock(&self.sh.state).procs.get(&pid).cloned()
+    }
+
+    /// Processes alive.
+    pub fn process_count(&self) -> usize {
+        lock(&self.sh.state).procs.len()
+    }
+
+    /// The bus the DSP reads through.
+    pub fn bus(&self) -> &SimBus {
+        &self.sh.bus
+    }
+
+    /// Parse and execute one datagram as the DSP would, without a thread (for fuzzing the
+    /// DSP-side decode). Returns the response it would send, if any.
+    pub fn execute_datagram(&self, d: &[u8]) -> Option<i32> {
+        let m = wire::parse_msg(d).ok()?;
+        Some(self.sh.execute(&m))
+    }
+}
+
+impl Drop for SimDsp {
+    fn drop(&mut self) {
+        // Release: the thread's Acquire load sees the stop request.
+        self.sh.stop.store(true, Ordering::Release);
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_struct<T: FromBytes>(b: &[u8]) -> Option<T> {
+    T::read_from_bytes(b).ok()
+}
+
+impl Shared {
+    fn on_datagram(&self, d: &[u8]) {
+        let Ok(msg) = wire::parse_msg(d) else {
+            lock(&self.state).bad_msgs += 1;
+            return;
+        };
+        let fault = {
+            let mut s = lock(&self.state);
+            s.received += 1;
+            match s.fault {
+                Fault::Hold => {
+                    s.held.push(msg);
+                    return;
+                }
+                Fault::Drop => {
+                    s.dropped.push(msg);
+                    return;
+                }
+                f => f,
+            }
+        };
+        if let Fault::Delay(t) = fault {
+            std::thread::sleep(t);
+        }
+        let r = self.execute(&msg);
+        self.respond(&msg, r, fault);
+    }
+
+    fn respond(&self, msg: &FastRpcMsg, retval: i32, fault: Fault) {
+        let flip = {
+            let mut s = lock(&self.state);
+            s.flip += 1;
+            s.flip
+        };
+        let ctx = msg.ctx.get();
+        let rsp = |ctx: u64| InvokeRsp {
+            ctx: ctx.into(),
+            retval: retval.into(),
+            pad: [0; 4],
+        };
+        match fault {
+            Fault::Duplicate => {
+                self.link.dsp_send(rsp(ctx).as_bytes());
+                self.link.dsp_send(rsp(ctx).as_bytes());
+            }
+            Fault::WrongToken => {
+                // Another slot id, or the same slot with another generation.
+                let wrong = if flip % 2 == 0 {
+                    ctx ^ 0x10
+                } else {
+                    ctx.wrapping_add(1 << 12)
+                };
+                self.link.dsp_send(rsp(wrong).as_bytes());
+            }
+            Fault::CorruptLength => {
+                let r = rsp(ctx);
+                if flip % 2 == 0 {
+                    self.link.dsp_send(&r.as_bytes()[..8]);
+                } else {
+                    let mut long = r.as_bytes().to_vec();
+                    long.resize(40, 0xEE);
+                    self.link.dsp_send(&long);
+                }
+            }
+            Fault::CorruptHeader => {
+                // PD bits that do not match the request, or no slot id at all.
+                let bad = if flip % 2 == 0 {
+                    ctx ^ 0x3
+                } else {
+                    ctx & !0xFF0
+                };
+                self.link.dsp_send(rsp(bad).as_bytes());
+            }
+            _ => self.link.dsp_send(rsp(ctx).as_bytes()),
+        }
+    }
+
+    /// Execute one request; returns `retval`.
+    fn execute(&self, msg: &FastRpcMsg) -> i32 {
+        let sc = Scalars(msg.sc.get());
+        let n = sc.len();
+        let mut ins: Vec<Vec<u8>> = Vec::new();
+        let mut outs: Vec<Vec<u8>> = Vec::new();
+        let mut out_at: Vec<(usize, Option<u64>, u64)> = Vec::new();
+        let mut in_fds = Vec::new();
+        let addr = msg.addr.get();
+        if n > 0 {
+            let metalen = wire::metalen(n);
+            if addr == 0 || msg.size.get() < metalen as u64 {
+                return aee::dsp(aee::EBADPARM);
+            }
+            let mut meta = vec![0u8; metalen];
+            if !self.bus.read(addr, &mut meta) {
+                return aee::dsp(aee::EBADPARM);
+            }
+            let Ok(v) = MetaView::parse(sc, &meta) else {
+                return aee::dsp(aee::EBADPARM);
+            };
+            for i in 0..sc.nbufs() {
+                let Ok(rb) = v.rpra(i) else {
+                    return aee::dsp(aee::EBADPARM);
+                };
+                let len = rb.len.get();
+                if len > MAX_DSP_BUF {
+                    return aee::dsp(aee::EBADPARM);
+                }
+                let at = if len == 0 {
+                    None
+                } else {
+                    let Ok(Some(pg)) = v.page_of(i) else {
+                        return aee::dsp(aee::EBADPARM);
+                    };
+                    let in_page = rb.pv.get() & 4095;
+                    if in_page + len > pg.size.get() {
+                        return aee::dsp(aee::EBADPARM);
+                    }
+                    Some(pg.addr.get() + in_page)
+                };
+                if i < sc.inbufs() {
+                    let mut b = vec![0u8; len as usize];
+                    if let Some(a) = at {
+                        if !self.bus.read(a, &mut b) {
+                            return aee::dsp(aee::EBADPARM);
+                        }
+                    }
+                    ins.push(b);
+                } else {
+                    outs.push(vec![0u8; len as usize]);
+                    out_at.push((i, at, len));
+                }
+            }
+            for i in sc.nbufs()..n {
+                match v.dma(i) {
+                    Ok(d) if i < sc.nbufs() + sc.inhandles() => in_fds.push(d.fd.get()),
+                    Ok(_) => {}
+                    Err(_) => return aee::dsp(aee::EBADPARM),
+                }
+            }
+        }
+        let call = CallInfo {
+            pid: msg.pid.get(),
+            tid: msg.tid.get(),
+            handle: msg.handle.get(),
+            sc,
+            in_fds: in_fds.clone(),
+        };
+        let r = if call.handle == INIT_HANDLE {
+            self.procctl(&call, msg.ctx.get(), &ins, &mut outs)
+        } else {
+            match lock(&self.objects).get_mut(&call.handle) {
+                Some(o) => o.invoke(&call, &ins, &mut outs),
+                None => aee::dsp(aee::EINVHANDLE),
+            }
+        };
+        if n > 0 {
+            if r == 0 {
+                for (k, (i, at, len)) in out_at.iter().enumerate() {
+                    let data = &outs[k];
+                    let new_len = (data.len() as u64).min(*len);
+                    if let Some(a) = at {
+                        self.bus.write(*a, &data[..new_len as usize]);
+                    }
+                    self.bus
+                        .write(addr + 16 * *i as u64 + 8, &new_len.to_le_bytes());
+                }
+            }
+            // Always run the fd list: the DSP is done with every in-handle.
+            let off = wire::MetaOffsets::new(n).fdlist as u64;
+            for (k, fd) in in_fds.iter().take(MAX_FDLIST).enumerate() {
+                self.bus
+                    .write(addr + off + 8 * k as u64, &(*fd as u64).to_le_bytes());
+            }
+        }
+        r
+    }
+
+    fn procctl(&self, call: &CallInfo, ctx: u64, ins: &[Vec<u8>], outs: &mut [Vec<u8>]) -> i32 {
+        let bad = aee::dsp(aee::EBADPARM);
+        let method = call.sc.method();
+        let Some(want) = rmid::scalars(method) else {
+            return aee::dsp(aee::EUNSUPPORTED);
+        };
+        if call.sc != want {
+            return bad;
+        }
+        if call.pid != 0 {
+            // Process control comes from the kernel only.
+            return aee::dsp(aee::EPRIVLEVEL);
+        }
+        let page = |b: &Vec<u8>| read_struct::<PhyPage>(b).map(|p| (p.addr.get(), p.size.get()));
+        let mut s = lock(&self.state);
+        let s = &mut *s;
+        let new_vaddr = |s: &mut State, size: u64| {
+            let v = s.next_vaddr;
+            s.next_vaddr += crate::mem::align_up(size, 4096).unwrap_or(4096);
+            v
+        };
+        match method {
+            rmid::ATTACH | rmid::RELEASE => {
+                let Some(pid) = ins[0]
+                    .get(..4)
+                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                else {
+                    return bad;
+                };
+                if method == rmid::ATTACH {
+                    if s.procs.contains_key(&pid) {
+                        return aee::dsp(aee::EBADSTATE);
+                    }
+                    s.procs.insert(
+                        pid,
+                        Process {
+                            kind: ProcKind::Attached((ctx & 0xf) as u8),
+                            name: String::new(),
+                            mem: None,
+                            maps: Vec::new(),
+                            mem_maps: Vec::new(),
+                        },
+                    );
+                } else {
+                    // Sent on every close; releasing nothing is fine.
+                    s.procs.remove(&pid);
+                }
+                0
+            }
+            rmid::CREATE | rmid::CREATE_ATTR => {
+                let Some(req) = read_struct::<CreateReq>(&ins[0]) else {
+                    return bad;
+                };
+                let (pid, namelen, filelen) = (
+                    req.pgid.get(),
+                    req.namelen.get() as usize,
+                    req.filelen.get() as usize,
+                );
+                if namelen != ins[1].len()
+                    || namelen == 0
+                    || namelen > PD_NAME_MAX
+                    || ins[1][namelen - 1] != 0
+                    || filelen != ins[2].len()
+                    || filelen == 0
+                    || filelen > INIT_FILELEN_MAX
+                    || req.pageslen.get() != 1
+                    || (method == rmid::CREATE) != (req.attrs.get() == 0)
+                {
+                    return bad;
+                }
+                let Some((pa, ps)) = page(&ins[3]) else {
+                    return bad;
+                };
+                let Ok(ps_usize) = usize::try_from(ps) else {
+                    return bad;
+                };
+                if ps < (4 * filelen) as u64 || !self.bus.is_mapped(pa, ps_usize) {
+                    return aee::dsp(aee::ENOMEMORY);
+                }
+                if s.procs.contains_key(&pid) {
+                    return aee::dsp(aee::EBADSTATE);
+                }
+                let name = String::from_utf8_lossy(&ins[1][..namelen - 1]).into_owned();
+                s.procs.insert(
+                    pid,
+                    Process {
+                        kind: ProcKind::User,
+                        name,
+                        mem: Some((pa, ps)),
+                        maps: Vec::new(),
+                        mem_maps: Vec::new(),
+                    },
+                );
+                0
+            }
+            rmid::CREATE_STATIC => {
+                let Some(req) = read_struct::<CreateStaticReq>(&ins[0]) else {
+                    return bad;
+                };
+                let namelen = req.namelen.get() as usize;
+                if namelen != ins[1].len() || namelen == 0 || namelen > PD_NAME_MAX {
+                    return bad;
+                }
+                let Some((pa, ps)) = page(&ins[2]) else {
+                    return bad;
+                };
+                if ps == 0 {
+                    return aee::dsp(aee::ENOMEMORY);
+                }
+                let pid = req.pgid.get();
+                if s.procs.contains_key(&pid) {
+                    return aee::dsp(aee::EBADSTATE);
+                }
+                s.procs.insert(
+                    pid,
+                    Process {
+                        kind: ProcKind::Static,
+                        name: String::from_utf8_lossy(&ins[1]).into_owned(),
+                        mem: Some((pa, ps)),
+                        maps: Vec::new(),
+                        mem_maps: Vec::new(),
+                    },
+                );
+                0
+            }
+            rmid::MMAP => {
+                let (Some(req), Some((pa, ps))) = (read_struct::<MmapReq>(&ins[0]), page(&ins[1]))
+                else {
+                    return bad;
+                };
+                let flags = req.flags.get();
+                if (flags != MMAP_ADD_PAGES && flags != MMAP_REMOTE_HEAP_ADDR)
+                    || req.num.get() != 16
+                    || outs[0].len() != 8
+                {
+                    return bad;
+                }
+                if !usize::try_from(ps).is_ok_and(|ps| ps > 0 && self.bus.is_mapped(pa, ps)) {
+                    return bad;
+                }
+                if !s.procs.contains_key(&req.pgid.get()) {
+                    return aee::dsp(aee::EBADSTATE);
+                }
+                let v = new_vaddr(s, ps);
+                if let Some(p) = s.procs.get_mut(&req.pgid.get()) {
+                    p.maps.push((v, ps, pa));
+                }
+                outs[0].copy_from_slice(&v.to_le_bytes());
+                0
+            }
+            rmid::MUNMAP => {
+                let Some(req) = read_struct::<MunmapReq>(&ins[0]) else {
+                    return bad;
+                };
+                let Some(p) = s.procs.get_mut(&req.pgid.get()) else {
+                    return aee::dsp(aee::EBADSTATE);
+                };
+                let key = (req.vaddr.get(), req.size.get());
+                match p.maps.iter().position(|m| (m.0, m.1) == key) {
+                    Some(i) => {
+                        p.maps.remove(i);
+                        0
+                    }
+                    None => aee::dsp(aee::ENOSUCHMAP),
+                }
+            }
+            rmid::MEM_MAP => {
+                let (Some(req), Some((pa, ps))) =
+                    (read_struct::<MemMapReq>(&ins[0]), page(&ins[1]))
+                else {
+                    return bad;
+                };
+                let len = req.data_len.get();
+                let off = req.offset.get();
+                if !ins[2].is_empty()
+                    || outs[0].len() != 8
+                    || len <= 0
+                    || off < 0
+                    || (off as u64 + len as u64) > ps
+                    || !usize::try_from(ps).is_ok_and(|ps| self.bus.is_mapped(pa, ps))
+                {
+                    return bad;
+                }
+                if !s.procs.contains_key(&req.pgid.get()) {
+                    return aee::dsp(aee::EBADSTATE);
+                }
+                let v = new_vaddr(s, len as u64);
+                if let Some(p) = s.procs.get_mut(&req.pgid.get()) {
+                    p.mem_maps.push((v, req.fd.get(), len as u64));
+                }
+                outs[0].copy_from_slice(&v.to_le_bytes());
+                0
+            }
+            rmid::MEM_UNMAP => {
+                let Some(req) = read_struct::<MemUnmapReq>(&ins[0]) else {
+                    return bad;
+                };
+                let Some(p) = s.procs.get_mut(&req.pgid.get()) else {
+                    return aee::dsp(aee::EBADSTATE);
+                };
+                let key = (req.vaddrin.get(), req.fd.get(), req.len.get());
+                match p.mem_maps.iter().position(|m| *m == key) {
+                    Some(i) => {
+                        p.mem_maps.remove(i);
+                        0
+                    }
+                    None => aee::dsp(aee::ENOSUCHMAP),
+                }
+            }
+            _ => aee::dsp(aee::EUNSUPPORTED),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! A whole simulated system (bus, link, DSP thread, channel) and the conformance fixture.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl};
+use fwipc_transport_api::{Completion, StdClock};
+
+use crate::channel::{Bank, Channel, ChannelConfig};
+use crate::domain::Domain;
+use crate::procctl::CtlWait;
+use crate::session::Session;
+use crate::sim::bus::SimBus;
+use crate::sim::dsp::SimDsp;
+use crate::sim::link::SimLink;
+use crate::sim::objects::{EchoObject, ECHO_HANDLE, ECHO_RAW_METHOD};
+use crate::transport::{target, FastRpcTransport};
+
+/// A simulated DSP wired to an AP channel.
+pub struct SimSystem {
+    /// The bus (SMMU) both sides use.
+    pub bus: SimBus,
+    /// The datagram link.
+    pub link: Arc<SimLink>,
+    /// The DSP.
+    pub dsp: SimDsp,
+    /// The AP channel.
+    pub channel: Channel,
+    /// The echo object's request log.
+    pub seen: Arc<Mutex<Vec<u32>>>,
+    /// The clock control calls use.
+    pub clock: StdClock,
+}
+
+impl SimSystem {
+    /// Build a system: the DSP hosts the echo object at [`ECHO_HANDLE`]; in interrupt mode the
+    /// DSP's answers call the channel's rx path directly, in polled mode they queue.
+    pub fn new(cfg: ChannelConfig, completion: Completion) -> Self {
+        let bus = SimBus::new();
+        let link = SimLink::new();
+        let dsp = SimDsp::spawn(link.clone(), bus.clone());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        dsp.add_object(ECHO_HANDLE, Box::new(EchoObject::new(seen.clone())));
+        let channel = Channel::new(cfg, link.clone(), Arc::new(bus.clone()))
+            .expect("valid simulated channel config");
+        if completion == Completion::Interrupt {
+            link.set_push(channel.rx_handler());
+        }
+        let ch = channel.clone();
+        // A DSP restart is an rpmsg remove followed by a re-probe.
+        dsp.set_reset_hook(move || {
+            ch.remote_down();
+            ch.remote_up();
+        });
+        SimSystem {
+            bus,
+            link,
+            dsp,
+            channel,
+            seen,
+            clock: StdClock::new(),
+        }
+    }
+
+    /// The default configuration for the simulated cdsp.
+    pub fn default_config() -> ChannelConfig {
+        ChannelConfig {
+            domain: Domain::Cdsp,
+            banks: vec![Bank {
+                sid: 1,
+                nsessions: 4,
+            }],
+            contexts: 64,
+            payloads_per_session: 16,
+            payload_size: 4096,
+            max_args: 8,
+        }
+    }
+
+    /// Control-call waits: 2 s, yielding.
+    pub fn wait(&self) -> CtlWait<'_> {
+        CtlWait {
+            clock: &self.clock,
+            timeout: Duration::from_secs(2),
+            relax: &std::thread::yield_now,
+        }
+    }
+
+    /// Open a session and attach it to the root PD.
+    pub fn attached_session(&self) -> Session {
+        let s = self.channel.open_session().expect("free session");
+        s.attach(self.wait()).expect("attach");
+        s
+    }
+}
+
+/// The knobs of the simulated DSP.
+pub struct SimControl {
+    sys: SimSystem,
+}
+
+impl RemoteControl for SimControl {
+    fn set_fault(&self, fault: Fault) {
+        self.sys.dsp.set_fault(fault)
+    }
+    fn release(&self) {
+        self.sys.dsp.release()
+    }
+    fn take_seen_tags(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.sys.seen.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    fn received(&self) -> u64 {
+        self.sys.dsp.received()
+    }
+    fn inject_garbage(&self, bytes: &[u8]) {
+        self.sys.dsp.inject(bytes)
+    }
+    fn reset_remote(&self) {
+        self.sys.dsp.reset()
+    }
+    fn notify(&self, _payload: &[u8]) -> bool {
+        false
+    }
+}
+
+/// The conformance fixture: a [`FastRpcTransport`] on an attached session of a simulated cdsp.
+pub struct FastRpcFixture {
+    transport: FastRpcTransport,
+    control: SimControl,
+    completion: Completion,
+}
+
+/// Largest conformance payload.
+pub const FIXTURE_MAX_MSG: usize = 1024;
+
+impl FastRpcFixture {
+    /// The simulated system behind the fixture.
+    pub fn system(&self) -> &SimSystem {
+        &self.control.sys
+    }
+}
+
+impl Fixture for FastRpcFixture {
+    type T = FastRpcTransport;
+    const NAME: &'static str = "fastrpc";
+
+    fn setup(completion: Completion) -> Self {
+        let sys = SimSystem::new(SimSystem::default_config(), completion);
+        let session = sys.attached_session();
+        let transport = FastRpcTransport::new(session, FIXTURE_MAX_MSG, Box::new(StdClock::new()))
+            .expect("payload fits");
+        FastRpcFixture {
+            transport,
+            control: SimControl { sys },
+            completion,
+        }
+    }
+
+    fn modes() -> &'static [Completion] {
+        &[Completion::Interrupt, Completion::Polled]
+    }
+
+    fn transport(&self) -> &FastRpcTransport {
+        &self.transport
+    }
+
+    fn echo_target(&self) -> u32 {
+        target(ECHO_HANDLE, ECHO_RAW_METHOD)
+    }
+
+    fn completion(&self) -> Completion {
+        self.completion
+    }
+
+    fn remote(&self) -> &dyn RemoteControl {
+        &self.control
+    }
+}

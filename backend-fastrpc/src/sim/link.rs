@@ -1,0 +1,99 @@
+//! A simulated rpmsg-like datagram link. AP → DSP datagrams queue for the DSP thread; DSP → AP
+//! datagrams either call the AP's rx callback directly (interrupt mode, like an rpmsg callback)
+//! or queue for the AP to pull (polled mode).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::error::{FastRpcError, Result};
+use crate::packet::PacketChannel;
+
+type RxFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Both ends of the link.
+#[derive(Default)]
+pub struct SimLink {
+    to_dsp: Mutex<VecDeque<Vec<u8>>>,
+    to_dsp_cv: Condvar,
+    to_ap: Mutex<VecDeque<Vec<u8>>>,
+    push: Mutex<Option<RxFn>>,
+    closed: AtomicBool,
+}
+
+impl SimLink {
+    /// A new link (polled until [`SimLink::set_push`]).
+    pub fn new() -> Arc<Self> {
+        Arc::new(SimLink::default())
+    }
+
+    /// Deliver DSP → AP datagrams by calling `f` (interrupt mode).
+    pub fn set_push(&self, f: impl Fn(&[u8]) + Send + Sync + 'static) {
+        *self.push.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f));
+    }
+
+    /// Close the link: AP sends fail with `ChannelDown`, the DSP thread's receive returns.
+    pub fn close(&self) {
+        // Release: publishes the closed state to senders and the DSP thread.
+        self.closed.store(true, Ordering::Release);
+        *self.push.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.to_dsp_cv.notify_all();
+    }
+
+    /// DSP side: the next AP datagram, waiting at most `t`.
+    pub fn dsp_recv(&self, t: Duration) -> Option<Vec<u8>> {
+        let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
+        if q.is_empty() {
+            q = self
+                .to_dsp_cv
+                .wait_timeout(q, t)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        q.pop_front()
+    }
+
+    /// DSP side: send a datagram to the AP.
+    pub fn dsp_send(&self, bytes: &[u8]) {
+        // Acquire: pairs with `close`.
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let push = self.push.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match push {
+            Some(f) => f(bytes),
+            None => self
+                .to_ap
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(bytes.to_vec()),
+        }
+    }
+}
+
+impl PacketChannel for SimLink {
+    fn send(&self, msg: &[u8]) -> Result<()> {
+        // Acquire: pairs with `close`.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(FastRpcError::ChannelDown);
+        }
+        self.to_dsp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(msg.to_vec());
+        self.to_dsp_cv.notify_one();
+        Ok(())
+    }
+
+    fn try_recv(&self, buf: &mut [u8]) -> Option<usize> {
+        let m = self
+            .to_ap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()?;
+        let n = m.len().min(buf.len());
+        buf[..n].copy_from_slice(&m[..n]);
+        Some(m.len())
+    }
+}

@@ -1,0 +1,1 @@
+//! Stub/skel generator (filled below).

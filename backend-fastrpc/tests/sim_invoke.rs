@@ -1,0 +1,205 @@
+//! End-to-end tests against the simulated DSP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend_fastrpc::error::aee;
+use backend_fastrpc::sim::dsp::{CallInfo, DspObject};
+use backend_fastrpc::sim::fixture::SimSystem;
+use backend_fastrpc::sim::objects::ECHO_HANDLE;
+use backend_fastrpc::sim::FastRpcFixture;
+use backend_fastrpc::transport::target;
+use backend_fastrpc::{Arg, FastRpcError};
+use fwipc_transport_api::fixture::{Fault, Fixture};
+use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
+
+fn yield_wait() -> Wait<'static> {
+    Wait::SpinThenYield {
+        spins: 10,
+        relax: &std::thread::yield_now,
+    }
+}
+
+#[test]
+fn echo_roundtrip_both_modes() {
+    for &mode in FastRpcFixture::modes() {
+        let f = FastRpcFixture::setup(mode);
+        let t = f.transport();
+        let clock = StdClock::new();
+        for len in [0usize, 1, 4, 127, 128, 129, 1000, 1024] {
+            let req: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let mut out = vec![0u8; 1024];
+            let n = call(
+                t,
+                &clock,
+                &Request::new(f.echo_target(), &req),
+                &mut out,
+                Duration::from_secs(2),
+                yield_wait(),
+            )
+            .unwrap();
+            assert_eq!(n, len);
+            assert!(out[..n].iter().zip(&req).all(|(o, i)| *o == !*i));
+        }
+        let s = t.stats();
+        assert_eq!(s.completed, 9, "8 echoes + the attach");
+        assert_eq!(s.pool_free, s.pool_capacity);
+        assert_eq!(f.remote().received(), 9, "8 echoes + the attach");
+    }
+}
+
+#[test]
+fn too_large_and_unknown_handle() {
+    let f = FastRpcFixture::setup(Completion::Interrupt);
+    let t = f.transport();
+    let big = vec![0u8; 1025];
+    assert_eq!(
+        t.send(&Request::new(f.echo_target(), &big)).err(),
+        Some(fwipc_transport_api::Error::TooLarge)
+    );
+    let clock = StdClock::new();
+    let mut out = [0u8; 8];
+    let r = call(
+        t,
+        &clock,
+        &Request::new(target(0x99, 2), b"abcd"),
+        &mut out,
+        Duration::from_secs(2),
+        yield_wait(),
+    );
+    assert_eq!(
+        r,
+        Err(fwipc_transport_api::Error::Remote(aee::dsp(
+            aee::EINVHANDLE
+        )))
+    );
+    // A user invoke on the init handle is refused locally.
+    assert_eq!(
+        t.send(&Request::new(target(1, 0), b"abcd")).err(),
+        Some(fwipc_transport_api::Error::InvalidArgument)
+    );
+}
+
+/// Must-show: a timed-out invoke keeps its buffers (payload and a shared buffer passed by
+/// handle) mapped until the simulated DSP finally answers; then they are freed.
+#[test]
+fn timed_out_invoke_keeps_buffers_until_late_reply() {
+    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    struct Sum;
+    impl DspObject for Sum {
+        fn invoke(&mut self, c: &CallInfo, ins: &[Vec<u8>], outs: &mut [Vec<u8>]) -> i32 {
+            assert_eq!(c.in_fds.len(), 1);
+            let s: u32 = ins[0].iter().map(|b| u32::from(*b)).sum();
+            outs[0].copy_from_slice(&s.to_le_bytes());
+            0
+        }
+    }
+    sys.dsp.add_object(0x40, Box::new(Sum));
+    let s = sys.attached_session();
+    let shared = s.alloc_shared(8192).unwrap();
+    shared.write(0, b"shared data").unwrap();
+    let bus_addr = shared.bus_addr();
+    let cap = s.payload_capacity();
+    assert!(sys.bus.is_mapped(bus_addr, 8192));
+
+    sys.dsp.set_fault(Fault::Hold);
+    let mut out = [0u8; 4];
+    let r = s.invoke(
+        0x40,
+        3,
+        &mut [
+            Arg::In(&[1, 2, 3]),
+            Arg::Out(&mut out),
+            Arg::InHandle {
+                buf: &shared,
+                offset: 0,
+                len: 11,
+            },
+        ],
+        &sys.clock,
+        Duration::from_millis(30),
+        &std::thread::yield_now,
+    );
+    assert_eq!(r, Err(FastRpcError::Timeout));
+    // The caller has given up and drops its own handle to the shared buffer...
+    drop(shared);
+    // ...but the context still owns it and its payload: both stay mapped for the DSP.
+    assert!(
+        sys.bus.is_mapped(bus_addr, 8192),
+        "shared buffer unmapped early"
+    );
+    assert_eq!(s.payload_free(), cap - 1, "payload freed early");
+    assert_eq!(sys.channel.zombie_contexts(), 1);
+    let before = sys.channel.stats();
+    assert_eq!(before.timed_out, 1);
+
+    // The DSP finally executes the call: it reads the payload and the shared buffer and
+    // writes the out-buffer; every access must hit mapped memory.
+    let faults = sys.bus.faults();
+    sys.dsp.set_fault(Fault::None);
+    sys.dsp.release();
+    assert_eq!(sys.bus.faults(), faults, "DSP touched unmapped memory");
+    let st = sys.channel.stats(); // reaps the late completion
+    assert_eq!(st.late_replies, 1);
+    assert_eq!(sys.channel.zombie_contexts(), 0);
+    assert_eq!(s.payload_free(), cap);
+    assert!(
+        !sys.bus.is_mapped(bus_addr, 1),
+        "shared buffer still mapped"
+    );
+    assert_eq!(st.pool_free, st.pool_capacity);
+}
+
+#[test]
+fn reset_fails_inflight_and_recovers() {
+    let f = FastRpcFixture::setup(Completion::Interrupt);
+    let t = f.transport();
+    f.remote().set_fault(Fault::Hold);
+    let tk = t.send(&Request::new(f.echo_target(), b"1234")).unwrap();
+    assert_eq!(t.poll_done(&tk), Ok(false));
+    f.remote().reset_remote();
+    assert_eq!(t.poll_done(&tk), Err(fwipc_transport_api::Error::Cancelled));
+    t.mark_txdone(tk, fwipc_transport_api::TxOutcome::Cancelled);
+    f.remote().set_fault(Fault::None);
+    let clock = StdClock::new();
+    let mut out = [0u8; 4];
+    let n = call(
+        t,
+        &clock,
+        &Request::new(f.echo_target(), b"abcd"),
+        &mut out,
+        Duration::from_secs(2),
+        yield_wait(),
+    )
+    .unwrap();
+    assert_eq!(n, 4);
+    let s = t.stats();
+    assert_eq!(s.pool_free, s.pool_capacity);
+}
+
+#[test]
+fn two_systems_side_by_side() {
+    let a = FastRpcFixture::setup(Completion::Interrupt);
+    let b = FastRpcFixture::setup(Completion::Polled);
+    let clock = StdClock::new();
+    let ts: Vec<_> = [&a, &b]
+        .iter()
+        .map(|f| {
+            let mut out = [0u8; 4];
+            call(
+                f.transport(),
+                &clock,
+                &Request::new(f.echo_target(), b"wxyz"),
+                &mut out,
+                Duration::from_secs(2),
+                yield_wait(),
+            )
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(ts, vec![4, 4]);
+    assert_eq!(a.remote().take_seen_tags().len(), 1);
+    assert_eq!(b.remote().take_seen_tags().len(), 1);
+    let _ = Arc::new(0);
+    let _ = ECHO_HANDLE;
+}
