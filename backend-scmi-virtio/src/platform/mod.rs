@@ -1,7 +1,25 @@
 //! The SCMI platform's side of the protocols: request bytes in, reply bytes out. Transport-free,
 //! so the simulated virtio device (`crate::sim`) and any other simulator can host it.
 //!
-//! (Being written: the `Platform` implementation lives in files beside this one.)
+//! [`Platform`] is the simulated platform: Base, Sensor, Clock, Performance, Power, Reset,
+//! Voltage, System power and the fwipc test protocol, configured by [`PlatformConfig`].
+//! [`direct::DirectTransport`] runs it behind a `Transport` without virtio, for protocol tests.
+
+mod clocks;
+pub mod config;
+#[doc(hidden)]
+pub mod direct;
+mod domains;
+mod model;
+mod perf;
+mod reply;
+mod sensors;
+
+pub use config::{
+    ClockConfig, ClockRates, PerfDomainConfig, PlatformConfig, PowerDomainConfig, Quirks,
+    ResetDomainConfig, SensorConfig, VoltageDomainConfig, VoltageLevels,
+};
+pub use model::{Platform, PlatformStats, P2A_MSG_MAX};
 
 /// The fwipc test protocol (vendor range 0x80..=0xFF) the simulated platform implements for the
 /// conformance suite.

@@ -1,0 +1,288 @@
+//! The simulated platform's power (0x11), reset (0x16) and voltage (0x17) domain protocols.
+
+use super::config::VoltageLevels;
+use super::model::Platform;
+use super::reply::{fit, HResult, Out, Params};
+use crate::header::Header;
+use crate::protocol::ids::{common, power, proto, reset, voltage};
+use crate::status::code;
+
+fn index(id: u32, len: usize) -> Result<usize, i32> {
+    let i = usize::try_from(id).map_err(|_| code::NOT_FOUND)?;
+    if i < len {
+        Ok(i)
+    } else {
+        Err(code::NOT_FOUND)
+    }
+}
+
+impl Platform {
+    pub(crate) fn power(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+        let n = self.cfg.power_domains.len();
+        match h.message_id {
+            common::PROTOCOL_VERSION => {
+                p.exact::<0>()?;
+                out.u32(0x20000)
+            }
+            common::PROTOCOL_ATTRIBUTES => {
+                p.exact::<0>()?;
+                out.u32(n.min(0xFFFF) as u32)?;
+                out.u64(0)?;
+                out.u32(0)
+            }
+            common::PROTOCOL_MESSAGE_ATTRIBUTES => {
+                self.msg_attrs(p, out, &[0, 1, 2, 3, 4, 5], &[power::STATE_NOTIFY])
+            }
+            power::DOMAIN_ATTRIBUTES => {
+                let [id] = p.exact::<1>()?;
+                let i = index(id, n)?;
+                out.u32((u32::from(self.cfg.p2a) << 31) | (1 << 29))?;
+                let name = self
+                    .cfg
+                    .power_domains
+                    .get(i)
+                    .map(|d| d.name.clone())
+                    .unwrap_or_default();
+                out.name16(&name)
+            }
+            power::STATE_SET => {
+                let [flags, id, state] = p.exact::<3>()?;
+                let i = index(id, n)?;
+                if flags & 1 != 0 {
+                    // Asynchronous power changes are not advertised (attributes bit 30 clear).
+                    return Err(code::NOT_SUPPORTED);
+                }
+                let notify = match self.power.get_mut(i) {
+                    Some(d) => {
+                        d.state = state;
+                        d.notify
+                    }
+                    None => false,
+                };
+                if notify {
+                    self.push_notification(proto::POWER, power::N_STATE_CHANGED, |o| {
+                        o.u32(0)?;
+                        o.u32(id)?;
+                        o.u32(state)
+                    });
+                }
+                Ok(())
+            }
+            power::STATE_GET => {
+                let [id] = p.exact::<1>()?;
+                let i = index(id, n)?;
+                out.u32(self.power.get(i).map_or(0, |d| d.state))
+            }
+            power::STATE_NOTIFY => {
+                self.need_p2a()?;
+                let [id, en] = p.exact::<2>()?;
+                let i = index(id, n)?;
+                if let Some(d) = self.power.get_mut(i) {
+                    d.notify = en & 1 != 0;
+                }
+                Ok(())
+            }
+            _ => Err(code::NOT_SUPPORTED),
+        }
+    }
+
+    pub(crate) fn reset(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+        let n = self.cfg.reset_domains.len();
+        match h.message_id {
+            common::PROTOCOL_VERSION => {
+                p.exact::<0>()?;
+                out.u32(0x10000)
+            }
+            common::PROTOCOL_ATTRIBUTES => {
+                p.exact::<0>()?;
+                out.u32(n.min(0xFFFF) as u32)
+            }
+            common::PROTOCOL_MESSAGE_ATTRIBUTES => {
+                self.msg_attrs(p, out, &[0, 1, 2, 3, 4], &[reset::NOTIFY])
+            }
+            reset::DOMAIN_ATTRIBUTES => {
+                let [id] = p.exact::<1>()?;
+                let i = index(id, n)?;
+                let Some(d) = self.cfg.reset_domains.get(i) else {
+                    return Err(code::NOT_FOUND);
+                };
+                let p2a = u32::from(self.cfg.p2a);
+                out.u32((u32::from(d.async_reset) * p2a) << 31 | (p2a << 30))?;
+                out.u32(d.latency_us)?;
+                let name = d.name.clone();
+                out.name16(&name)
+            }
+            reset::RESET => {
+                let [id, flags, state] = p.exact::<3>()?;
+                let i = index(id, n)?;
+                if flags & !7 != 0 || (state != 0 && state & (1 << 31) == 0) {
+                    return Err(code::INVALID_PARAMETERS);
+                }
+                let asynchronous = flags & reset::FLAG_ASYNC != 0;
+                if asynchronous {
+                    if !self.cfg.reset_domains.get(i).is_some_and(|d| d.async_reset) {
+                        return Err(code::NOT_SUPPORTED);
+                    }
+                    self.can_defer()?;
+                }
+                let autonomous = flags & reset::FLAG_AUTONOMOUS != 0;
+                let assert = flags & reset::FLAG_ASSERT != 0;
+                let notify = match self.resets.get_mut(i) {
+                    Some(d) => {
+                        d.state = u32::from(assert && !autonomous);
+                        d.notify
+                    }
+                    None => false,
+                };
+                if notify && (autonomous || assert) {
+                    self.push_notification(proto::RESET, reset::N_ISSUED, |o| {
+                        o.u32(0)?;
+                        o.u32(id)?;
+                        o.u32(state)
+                    });
+                }
+                if asynchronous {
+                    self.push_delayed(h, |o| o.u32(id));
+                }
+                Ok(())
+            }
+            reset::NOTIFY => {
+                self.need_p2a()?;
+                let [id, en] = p.exact::<2>()?;
+                let i = index(id, n)?;
+                if let Some(d) = self.resets.get_mut(i) {
+                    d.notify = en & 1 != 0;
+                }
+                Ok(())
+            }
+            _ => Err(code::NOT_SUPPORTED),
+        }
+    }
+
+    fn voltage_valid(levels: &VoltageLevels, level: i32) -> bool {
+        match levels {
+            VoltageLevels::Discrete(v) => v.contains(&level),
+            VoltageLevels::Range { min, max, step } => {
+                level >= *min
+                    && level <= *max
+                    && (i64::from(level) - i64::from(*min)) % i64::from((*step).max(1)) == 0
+            }
+        }
+    }
+
+    pub(crate) fn voltage(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+        let n = self.cfg.voltage_domains.len();
+        match h.message_id {
+            common::PROTOCOL_VERSION => {
+                p.exact::<0>()?;
+                out.u32(0x10000)
+            }
+            common::PROTOCOL_ATTRIBUTES => {
+                p.exact::<0>()?;
+                out.u32(n.min(0xFFFF) as u32)
+            }
+            common::PROTOCOL_MESSAGE_ATTRIBUTES => {
+                self.msg_attrs(p, out, &[0, 1, 2, 3, 4, 5, 6, 7, 8], &[])
+            }
+            voltage::DOMAIN_ATTRIBUTES => {
+                let [id] = p.exact::<1>()?;
+                let i = index(id, n)?;
+                let Some(d) = self.cfg.voltage_domains.get(i) else {
+                    return Err(code::NOT_FOUND);
+                };
+                out.u32((u32::from(d.async_set && self.cfg.p2a)) << 31)?;
+                let name = d.name.clone();
+                out.name16(&name)
+            }
+            voltage::DESCRIBE_LEVELS => {
+                let [id, first] = p.exact::<2>()?;
+                let i = index(id, n)?;
+                let Some(d) = self.cfg.voltage_domains.get(i) else {
+                    return Err(code::NOT_FOUND);
+                };
+                match &d.levels {
+                    VoltageLevels::Range { min, max, step } => {
+                        let (min, max, step) = (*min, *max, *step);
+                        out.u32(3 | (1 << 12))?;
+                        out.i32(min)?;
+                        out.i32(max)?;
+                        out.i32(step)
+                    }
+                    VoltageLevels::Discrete(v) => {
+                        let first = usize::try_from(first).map_err(|_| code::INVALID_PARAMETERS)?;
+                        if first >= v.len() {
+                            return Err(code::INVALID_PARAMETERS);
+                        }
+                        let k = fit(
+                            out.room().saturating_sub(4),
+                            4,
+                            (v.len() - first).min(0xFFF),
+                            self.cfg.quirks.max_entries_per_reply,
+                        );
+                        if k == 0 {
+                            return Err(code::COMMS_ERROR);
+                        }
+                        let levels: alloc::vec::Vec<i32> =
+                            v.iter().skip(first).take(k).copied().collect();
+                        let remaining = self.remaining(v.len() - first - k).min(0xFFFF);
+                        out.u32(k as u32 | ((remaining as u32) << 16))?;
+                        for l in levels {
+                            out.i32(l)?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            voltage::CONFIG_SET => {
+                let [id, cfg] = p.exact::<2>()?;
+                let i = index(id, n)?;
+                if cfg & !0xF != 0 || (cfg != voltage::CONFIG_ON && cfg != voltage::CONFIG_OFF) {
+                    return Err(code::INVALID_PARAMETERS);
+                }
+                if let Some(d) = self.voltages.get_mut(i) {
+                    d.config = cfg;
+                }
+                Ok(())
+            }
+            voltage::CONFIG_GET => {
+                let [id] = p.exact::<1>()?;
+                let i = index(id, n)?;
+                out.u32(self.voltages.get(i).map_or(0, |d| d.config))
+            }
+            voltage::LEVEL_SET => {
+                let [id, flags, level] = p.exact::<3>()?;
+                let i = index(id, n)?;
+                let level = level as i32;
+                let Some(d) = self.cfg.voltage_domains.get(i) else {
+                    return Err(code::NOT_FOUND);
+                };
+                if !Self::voltage_valid(&d.levels, level) {
+                    return Err(code::OUT_OF_RANGE);
+                }
+                let asynchronous = flags & 1 != 0;
+                if asynchronous {
+                    if !d.async_set {
+                        return Err(code::NOT_SUPPORTED);
+                    }
+                    self.can_defer()?;
+                }
+                if let Some(s) = self.voltages.get_mut(i) {
+                    s.level = level;
+                }
+                if asynchronous {
+                    self.push_delayed(h, |o| {
+                        o.u32(id)?;
+                        o.i32(level)
+                    });
+                }
+                Ok(())
+            }
+            voltage::LEVEL_GET => {
+                let [id] = p.exact::<1>()?;
+                let i = index(id, n)?;
+                out.i32(self.voltages.get(i).map_or(0, |d| d.level))
+            }
+            _ => Err(code::NOT_SUPPORTED),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The simulated platform's performance protocol (0x13).
+
+use super::model::Platform;
+use super::reply::{fit, HResult, Out, Params};
+use crate::header::Header;
+use crate::protocol::ids::{common, perf, proto};
+use crate::status::code;
+
+impl Platform {
+    fn perf_index(&self, id: u32) -> Result<usize, i32> {
+        let i = usize::try_from(id).map_err(|_| code::NOT_FOUND)?;
+        if i < self.cfg.perf_domains.len() {
+            Ok(i)
+        } else {
+            Err(code::NOT_FOUND)
+        }
+    }
+
+    fn perf_level_changed(&mut self, id: u32, level: u32) {
+        let i = id as usize;
+        if self.perf.get(i).is_some_and(|d| d.notify_level) {
+            self.push_notification(proto::PERF, perf::N_LEVEL_CHANGED, |o| {
+                o.u32(0)?;
+                o.u32(id)?;
+                o.u32(level)
+            });
+        }
+    }
+
+    pub(crate) fn perf(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+        match h.message_id {
+            common::PROTOCOL_VERSION => {
+                p.exact::<0>()?;
+                out.u32(0x20000)
+            }
+            common::PROTOCOL_ATTRIBUTES => {
+                p.exact::<0>()?;
+                out.u32(self.cfg.perf_domains.len().min(0xFFFF) as u32)?;
+                out.u64(0)?;
+                out.u32(0)
+            }
+            common::PROTOCOL_MESSAGE_ATTRIBUTES => self.msg_attrs(
+                p,
+                out,
+                &[0, 1, 2, 3, 4, 5, 6, 7, 8],
+                &[perf::NOTIFY_LIMITS, perf::NOTIFY_LEVEL],
+            ),
+            perf::DOMAIN_ATTRIBUTES => {
+                let [id] = p.exact::<1>()?;
+                let i = self.perf_index(id)?;
+                let Some(d) = self.cfg.perf_domains.get(i) else {
+                    return Err(code::NOT_FOUND);
+                };
+                let n = u32::from(self.cfg.p2a);
+                out.u32((1 << 31) | (1 << 30) | (n << 29) | (n << 28))?;
+                out.u32(0)?;
+                out.u32(d.sustained_freq_khz)?;
+                out.u32(d.levels.iter().map(|l| l.0).max().unwrap_or(0))?;
+                let name = d.name.clone();
+                out.name16(&name)
+            }
+            perf::DESCRIBE_LEVELS => {
+                let [id, first] = p.exact::<2>()?;
+                let i = self.perf_index(id)?;
+                let Some(d) = self.cfg.perf_domains.get(i) else {
+                    return Err(code::NOT_FOUND);
+                };
+                let total = d.levels.len();
+                let first = usize::try_from(first).map_err(|_| code::INVALID_PARAMETERS)?;
+                if first >= total {
+                    return Err(code::INVALID_PARAMETERS);
+                }
+                let k = fit(
+                    out.room().saturating_sub(4),
+                    12,
+                    (total - first).min(0xFFFF),
+                    self.cfg.quirks.max_entries_per_reply,
+                );
+                if k == 0 {
+                    return Err(code::COMMS_ERROR);
+                }
+                let levels: alloc::vec::Vec<(u32, u32, u16)> =
+                    d.levels.iter().skip(first).take(k).copied().collect();
+                let remaining = self.remaining(total - first - k).min(0xFFFF);
+                out.u32(k as u32 | ((remaining as u32) << 16))?;
+                for (perf, power, lat) in levels {
+                    out.u32(perf)?;
+                    out.u32(power)?;
+                    out.u32(u32::from(lat))?;
+                }
+                Ok(())
+            }
+            perf::LIMITS_SET => {
+                let [id, max, min] = p.exact::<3>()?;
+                let i = self.perf_index(id)?;
+                if (max == 0 && min == 0) || min > max {
+                    return Err(code::INVALID_PARAMETERS);
+                }
+                let (notify, level) = match self.perf.get_mut(i) {
+                    Some(d) => {
+                        d.max = max;
+                        d.min = min;
+                        let old = d.level;
+                        d.level = d.level.clamp(min, max);
+                        (d.notify_limits, (d.level != old).then_some(d.level))
+                    }
+                    None => return Err(code::NOT_FOUND),
+                };
+                if notify {
+                    self.push_notification(proto::PERF, perf::N_LIMITS_CHANGED, |o| {
+                        o.u32(0)?;
+                        o.u32(id)?;
+                        o.u32(max)?;
+                        o.u32(min)
+                    });
+                }
+                if let Some(l) = level {
+                    self.perf_level_changed(id, l);
+                }
+                Ok(())
+            }
+            perf::LIMITS_GET => {
+                let [id] = p.exact::<1>()?;
+                let i = self.perf_index(id)?;
+                let d = self.perf.get(i).copied().unwrap_or_default();
+                out.u32(d.max)?;
+                out.u32(d.min)
+            }
+            perf::LEVEL_SET => {
+                let [id, level] = p.exact::<2>()?;
+                let i = self.perf_index(id)?;
+                let valid = self
+                    .cfg
+                    .perf_domains
+                    .get(i)
+                    .is_some_and(|d| d.levels.iter().any(|l| l.0 == level));
+                let Some(d) = self.perf.get_mut(i) else {
+                    return Err(code::NOT_FOUND);
+                };
+                if !valid || level > d.max || level < d.min {
+                    return Err(code::OUT_OF_RANGE);
+                }
+                d.level = level;
+                self.perf_level_changed(id, level);
+                Ok(())
+            }
+            perf::LEVEL_GET => {
+                let [id] = p.exact::<1>()?;
+                let i = self.perf_index(id)?;
+                out.u32(self.perf.get(i).map_or(0, |d| d.level))
+            }
+            perf::NOTIFY_LIMITS | perf::NOTIFY_LEVEL => {
+                self.need_p2a()?;
+                let [id, en] = p.exact::<2>()?;
+                let i = self.perf_index(id)?;
+                if let Some(d) = self.perf.get_mut(i) {
+                    if h.message_id == perf::NOTIFY_LEVEL {
+                        d.notify_level = en & 1 != 0;
+                    } else {
+                        d.notify_limits = en & 1 != 0;
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(code::NOT_SUPPORTED),
+        }
+    }
+}

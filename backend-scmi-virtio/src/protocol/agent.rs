@@ -1,0 +1,442 @@
+//! The SCMI agent: commands over any [`Transport`], with bounded waits, delayed responses and
+//! notification dispatch.
+//!
+//! Transport contract (what any `T: Transport` must do for SCMI): `Request::target` is
+//! `(protocol_id << 8) | message_id` and the payload is the parameters (LE words); the transport
+//! adds the header and token and matches the reply; `fetch_response` yields the return values
+//! after the status word, or `Err(Error::Remote(status))`; `Ticket::token()` is the wire token;
+//! unsolicited P2A messages come from `fetch_notification` as `Notification { source: raw header,
+//! len }` with the bytes after the header (a delayed response starts with its status).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+
+use fwipc_transport_api::{wait_done, Clock, Deadline, Request, Transport, TxOutcome, Wait};
+
+use super::error::{Malformed, ScmiError, ScmiResult};
+use super::p2a::{Callback, DelayedTable, Event, Filter, SlotState, Subscribers, SubscriptionId};
+use super::wire::{Params, Reader};
+use crate::header::{make_target, Header, MsgType, TOKEN_MASK};
+use crate::status::ScmiStatus;
+
+/// Largest reply (return values after the status) a typed command reads, in bytes. Multi-part
+/// replies are paginated by the platform to the transport's buffer, which is smaller (virtio:
+/// 128 bytes by default).
+pub const MAX_REPLY: usize = 512;
+
+/// Largest P2A message body (after the header) the pump accepts.
+pub const MAX_P2A: usize = 256;
+
+/// How the agent waits for a synchronous reply.
+#[derive(Debug, Clone, Copy)]
+pub enum WaitPolicy {
+    /// Busy-poll (no scheduler, atomic context).
+    Poll,
+    /// Busy-poll `spins` times, then call `relax` between polls (`std::thread::yield_now`, WFE).
+    SpinThenYield {
+        /// Busy polls before relaxing.
+        spins: u32,
+        /// Called between polls after the spin phase.
+        relax: fn(),
+    },
+}
+
+/// Agent configuration. The defaults follow the notes: a 60 s command deadline (the Linux
+/// virtio value, "for non-realtime virtio devices") and a delayed-response deadline that is never
+/// shorter than it (Linux's fixed 2 s is the defect, notes §7).
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Deadline of each synchronous reply.
+    pub command_timeout: Duration,
+    /// Deadline of each delayed response, counted from the synchronous reply. Must be
+    /// `>= command_timeout` ([`Scmi::new`] rejects a shorter one).
+    pub delayed_timeout: Duration,
+    /// Cap on the rounds of one multi-part enumeration (notes §8 item 7).
+    pub max_rounds: u32,
+    /// Delayed responses that may be awaited at once.
+    pub max_pending_delayed: usize,
+    /// Notification subscribers.
+    pub max_subscribers: usize,
+    /// Largest delayed response body kept (status included).
+    pub delayed_buf_size: usize,
+    /// How synchronous waits poll.
+    pub wait: WaitPolicy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            command_timeout: Duration::from_secs(60),
+            delayed_timeout: Duration::from_secs(60),
+            max_rounds: 1024,
+            max_pending_delayed: 8,
+            max_subscribers: 8,
+            delayed_buf_size: MAX_P2A,
+            wait: WaitPolicy::Poll,
+        }
+    }
+}
+
+impl Config {
+    /// Both deadlines set to `t`.
+    pub fn with_timeouts(mut self, command: Duration, delayed: Duration) -> Self {
+        self.command_timeout = command;
+        self.delayed_timeout = delayed;
+        self
+    }
+}
+
+/// Counters of the protocol layer (the transport keeps its own).
+#[derive(Debug, Default)]
+struct Counters {
+    commands: AtomicU64,
+    notifications: AtomicU64,
+    unclaimed_notifications: AtomicU64,
+    delayed_responses: AtomicU64,
+    unexpected_delayed: AtomicU64,
+    bad_p2a: AtomicU64,
+    malformed_replies: AtomicU64,
+    delayed_timeouts: AtomicU64,
+}
+
+/// Snapshot of the protocol layer's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AgentStats {
+    /// Commands sent.
+    pub commands: u64,
+    /// Notifications received (valid header).
+    pub notifications: u64,
+    /// Notifications no subscriber wanted.
+    pub unclaimed_notifications: u64,
+    /// Delayed responses matched to a waiter.
+    pub delayed_responses: u64,
+    /// Delayed responses nobody waited for (late, duplicate, wrong identity): dropped.
+    pub unexpected_delayed: u64,
+    /// P2A messages with an invalid header or type: dropped.
+    pub bad_p2a: u64,
+    /// Replies rejected by a parser.
+    pub malformed_replies: u64,
+    /// Delayed responses that did not arrive in time.
+    pub delayed_timeouts: u64,
+}
+
+fn bump(c: &AtomicU64) {
+    // Relaxed: independent statistics counters, nothing is published through them.
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The SCMI agent over transport `T`, timed by clock `C`.
+///
+/// `Scmi` is `Sync` when `T` is: any number of threads may issue commands at once (the transport
+/// bounds how many are in flight). Typed protocol views: [`Scmi::base`], [`Scmi::sensor`],
+/// [`Scmi::clock`], [`Scmi::perf`], [`Scmi::power`], [`Scmi::reset`], [`Scmi::voltage`],
+/// [`Scmi::system`].
+pub struct Scmi<T: Transport, C: Clock> {
+    t: T,
+    clock: C,
+    cfg: Config,
+    /// Delayed-response table. Also serialises `fetch_notification` against the registration of
+    /// a just-sent asynchronous command, so no delayed response can be fetched between the
+    /// `send` and the registration of its token.
+    delayed: spin::Mutex<DelayedTable>,
+    subscribers: spin::Mutex<Subscribers>,
+    counters: Counters,
+}
+
+impl<T: Transport, C: Clock> Scmi<T, C> {
+    /// An agent over `transport`. `InvalidArgument` if the delayed-response deadline is shorter
+    /// than the command deadline, or a capacity is zero/too large.
+    pub fn new(transport: T, clock: C, cfg: Config) -> ScmiResult<Self> {
+        if cfg.delayed_timeout < cfg.command_timeout
+            || cfg.max_rounds == 0
+            || cfg.delayed_buf_size < 4
+            || cfg.delayed_buf_size > MAX_P2A
+        {
+            return Err(ScmiError::InvalidArgument);
+        }
+        Ok(Scmi {
+            t: transport,
+            clock,
+            delayed: spin::Mutex::new(DelayedTable::new(
+                cfg.max_pending_delayed,
+                cfg.delayed_buf_size,
+            )),
+            subscribers: spin::Mutex::new(Subscribers::new(cfg.max_subscribers)),
+            cfg,
+            counters: Counters::default(),
+        })
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.t
+    }
+
+    /// The time source.
+    pub fn time_source(&self) -> &C {
+        &self.clock
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters of the protocol layer.
+    pub fn stats(&self) -> AgentStats {
+        // Relaxed: see `bump`.
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.counters;
+        AgentStats {
+            commands: r(&c.commands),
+            notifications: r(&c.notifications),
+            unclaimed_notifications: r(&c.unclaimed_notifications),
+            delayed_responses: r(&c.delayed_responses),
+            unexpected_delayed: r(&c.unexpected_delayed),
+            bad_p2a: r(&c.bad_p2a),
+            malformed_replies: r(&c.malformed_replies),
+            delayed_timeouts: r(&c.delayed_timeouts),
+        }
+    }
+
+    /// Count a reply a parser rejected and pass the error on.
+    pub(crate) fn malformed(&self, m: Malformed) -> ScmiError {
+        bump(&self.counters.malformed_replies);
+        log::warn!("scmi: malformed reply: {m}");
+        ScmiError::Malformed(m)
+    }
+
+    /// Run `parse` over a reply, counting parse failures.
+    pub(crate) fn parse<R>(
+        &self,
+        reply: &[u8],
+        parse: impl FnOnce(&mut Reader<'_>) -> Result<R, Malformed>,
+    ) -> ScmiResult<R> {
+        parse(&mut Reader::new(reply)).map_err(|m| self.malformed(m))
+    }
+
+    fn wait(&self, ticket: &fwipc_transport_api::Ticket, deadline: Deadline) -> ScmiResult<()> {
+        let r = match self.cfg.wait {
+            WaitPolicy::Poll => wait_done(&self.t, ticket, &self.clock, deadline, Wait::Poll),
+            WaitPolicy::SpinThenYield { spins, relax } => {
+                let f = move || relax();
+                wait_done(
+                    &self.t,
+                    ticket,
+                    &self.clock,
+                    deadline,
+                    Wait::SpinThenYield { spins, relax: &f },
+                )
+            }
+        };
+        r.map_err(ScmiError::from)
+    }
+
+    /// Send one command with raw parameter bytes and copy the return values (after the status)
+    /// into `resp`; returns their length. A non-SUCCESS status is `ScmiError::Status`.
+    pub fn command_raw(
+        &self,
+        protocol: u8,
+        message: u8,
+        params: &[u8],
+        resp: &mut [u8],
+    ) -> ScmiResult<usize> {
+        bump(&self.counters.commands);
+        let req = Request::new(make_target(protocol, message), params);
+        let ticket = self.t.send(&req)?;
+        self.finish(ticket, resp)
+    }
+
+    /// Wait for `ticket`'s reply and end the transfer.
+    fn finish(&self, ticket: fwipc_transport_api::Ticket, resp: &mut [u8]) -> ScmiResult<usize> {
+        let deadline = Deadline::after(&self.clock, self.cfg.command_timeout);
+        match self.wait(&ticket, deadline) {
+            Ok(()) => {
+                let r = self.t.fetch_response(&ticket, resp);
+                self.t.mark_txdone(ticket, TxOutcome::Done);
+                Ok(r?)
+            }
+            Err(ScmiError::Transport(fwipc_transport_api::Error::Timeout)) => {
+                self.t.mark_txdone(ticket, TxOutcome::TimedOut);
+                Err(ScmiError::Transport(fwipc_transport_api::Error::Timeout))
+            }
+            Err(e) => {
+                self.t.mark_txdone(ticket, TxOutcome::Cancelled);
+                Err(e)
+            }
+        }
+    }
+
+    /// A typed command: `params` words, reply parsed by `parse` from the return values.
+    pub(crate) fn cmd<R>(
+        &self,
+        protocol: u8,
+        message: u8,
+        params: &[u32],
+        parse: impl FnOnce(&mut Reader<'_>) -> Result<R, Malformed>,
+    ) -> ScmiResult<R> {
+        let p = Params::words(params);
+        let mut buf = [0u8; MAX_REPLY];
+        let n = self.command_raw(protocol, message, p.as_bytes(), &mut buf)?;
+        self.parse(buf.get(..n).unwrap_or(&[]), parse)
+    }
+
+    /// A command whose reply is the status only. Extra return values are tolerated and ignored
+    /// (vhost-device-scmi appends a word to CONTINUOUS_UPDATE_NOTIFY, notes §6).
+    pub(crate) fn cmd_status(&self, protocol: u8, message: u8, params: &[u32]) -> ScmiResult<()> {
+        self.cmd(protocol, message, params, |_| Ok(()))
+    }
+
+    /// An asynchronous command: send, take the synchronous reply (status only expected), then
+    /// wait for the delayed response with the same token, protocol and message id. The delayed
+    /// response body (after its status) goes to `parse`.
+    pub(crate) fn cmd_delayed<R>(
+        &self,
+        protocol: u8,
+        message: u8,
+        params: &[u32],
+        parse: impl FnOnce(&mut Reader<'_>) -> Result<R, Malformed>,
+    ) -> ScmiResult<R> {
+        let p = Params::words(params);
+        let slot = {
+            let mut table = self.delayed.lock();
+            let slot = table
+                .reserve()
+                .ok_or(ScmiError::Transport(fwipc_transport_api::Error::Busy))?;
+            bump(&self.counters.commands);
+            let req = Request::new(make_target(protocol, message), p.as_bytes());
+            match self.t.send(&req) {
+                Ok(ticket) => {
+                    // The wire token is 10 bits; a transport's ticket token is that token.
+                    let token = (ticket.token() as u16) & TOKEN_MASK;
+                    table.set(
+                        slot,
+                        SlotState::Waiting {
+                            protocol,
+                            message,
+                            token,
+                        },
+                    );
+                    (slot, ticket)
+                }
+                Err(e) => {
+                    table.set(slot, SlotState::Free);
+                    return Err(e.into());
+                }
+            }
+        };
+        let (slot, ticket) = slot;
+        let mut sync = [0u8; MAX_REPLY];
+        if let Err(e) = self.finish(ticket, &mut sync) {
+            self.delayed.lock().set(slot, SlotState::Free);
+            return Err(e);
+        }
+        let deadline = Deadline::after(&self.clock, self.cfg.delayed_timeout);
+        let mut body = [0u8; MAX_P2A];
+        let len = loop {
+            self.pump();
+            {
+                let mut table = self.delayed.lock();
+                if let SlotState::Arrived { len } = table.state(slot) {
+                    let n = len.min(body.len());
+                    if let (Some(dst), Some(src)) = (
+                        body.get_mut(..n),
+                        table.slots.get(slot).and_then(|s| s.buf.get(..n)),
+                    ) {
+                        dst.copy_from_slice(src);
+                    }
+                    table.set(slot, SlotState::Free);
+                    break n;
+                }
+                if deadline.expired(&self.clock) {
+                    table.set(slot, SlotState::Free);
+                    bump(&self.counters.delayed_timeouts);
+                    return Err(ScmiError::Transport(fwipc_transport_api::Error::Timeout));
+                }
+            }
+            match self.cfg.wait {
+                WaitPolicy::Poll => core::hint::spin_loop(),
+                WaitPolicy::SpinThenYield { relax, .. } => relax(),
+            }
+        };
+        let body = body.get(..len).unwrap_or(&[]);
+        let mut r = Reader::new(body);
+        let status = r.i32().map_err(|m| self.malformed(m))?;
+        ScmiStatus::check(status)?;
+        self.parse(r.rest(), parse)
+    }
+
+    /// Drain pending P2A messages: notifications go to subscribers, delayed responses to their
+    /// waiters; anything else is counted and dropped. Returns the number of messages taken.
+    /// Bounded: at most 64 messages per call. If another thread is pumping, returns 0 at once.
+    pub fn pump(&self) -> usize {
+        let mut n = 0;
+        let mut buf = [0u8; MAX_P2A];
+        while n < 64 {
+            let Some(mut table) = self.delayed.try_lock() else {
+                return n;
+            };
+            let note = match self.t.fetch_notification(&mut buf) {
+                Ok(Some(note)) => note,
+                Ok(None) => return n,
+                Err(e) => {
+                    bump(&self.counters.bad_p2a);
+                    log::warn!("scmi: fetch_notification failed: {e}");
+                    return n;
+                }
+            };
+            n += 1;
+            let payload = buf.get(..note.len.min(buf.len())).unwrap_or(&[]);
+            let header = match Header::decode(note.source) {
+                Ok(h) => h,
+                Err(e) => {
+                    bump(&self.counters.bad_p2a);
+                    log::warn!("scmi: P2A message dropped: {e}");
+                    continue;
+                }
+            };
+            match header.msg_type {
+                MsgType::DelayedResponse => {
+                    if table.deliver(&header, payload) {
+                        bump(&self.counters.delayed_responses);
+                    } else {
+                        bump(&self.counters.unexpected_delayed);
+                        log::warn!("scmi: unexpected delayed response {header:?} dropped");
+                    }
+                }
+                MsgType::Notification => {
+                    bump(&self.counters.notifications);
+                    // Dispatch under the subscriber lock, after releasing the table so that
+                    // waiters can make progress; ordering between pumps is kept because the
+                    // subscriber lock is taken before the table lock is released.
+                    let subs = self.subscribers.lock();
+                    drop(table);
+                    let ev = Event { header, payload };
+                    if subs.dispatch(&ev) == 0 {
+                        bump(&self.counters.unclaimed_notifications);
+                    }
+                }
+                MsgType::Command => {
+                    bump(&self.counters.bad_p2a);
+                    log::warn!("scmi: command-type P2A message dropped");
+                }
+            }
+        }
+        n
+    }
+
+    /// Call `cb` for every notification passing `filter`. `None` if the table is full.
+    pub fn subscribe(&self, filter: Filter, cb: Callback) -> Option<SubscriptionId> {
+        self.subscribers.lock().add(filter, cb)
+    }
+
+    /// Remove a subscriber; `false` if it was not subscribed.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        self.subscribers.lock().remove(id)
+    }
+
+    /// The transport's own counters.
+    pub fn transport_stats(&self) -> fwipc_transport_api::Stats {
+        self.t.stats()
+    }
+}
