@@ -94,6 +94,8 @@ struct Dev {
     quit: bool,
     fault: Fault,
     reorder: bool,
+    /// XOR applied to every reply header word (e.g. 1 = right token, wrong message id).
+    header_xor: u32,
     held: Vec<Reply>,
     delayed: Vec<(Instant, Reply)>,
     /// Chains swallowed by the Drop fault or forgotten by a platform reset.
@@ -296,6 +298,10 @@ impl Dev {
         let mut bytes = vec![0u8; d1.len as usize];
         let n = self.model.handle_command(&req, &mut bytes).min(bytes.len());
         bytes.truncate(n);
+        if self.header_xor != 0 && bytes.len() >= 4 {
+            let w = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) ^ self.header_xor;
+            bytes[..4].copy_from_slice(&w.to_le_bytes());
+        }
         let mut r = Reply {
             head,
             bytes,
@@ -384,6 +390,19 @@ impl Dev {
         }
     }
 
+    /// Write `bytes` into the next posted eventq buffer and return it claiming `used_len`
+    /// bytes. `false` if the device holds no eventq buffer.
+    fn fill_event(&mut self, bytes: &[u8], used_len: u32, isr: &Mutex<u32>) -> bool {
+        let Some((head, addr, len)) = self.event_bufs.pop_front() else {
+            return false;
+        };
+        let n = bytes.len().min(len as usize);
+        // SAFETY: a posted, writable eventq buffer the device holds.
+        unsafe { write_mem(addr, &bytes[..n]) };
+        self.push_used(1, u32::from(head), used_len, isr);
+        true
+    }
+
     fn deliver_due(&mut self, isr: &Mutex<u32>) {
         let now = Instant::now();
         let mut i = 0;
@@ -464,6 +483,7 @@ impl SimDevice {
                 quit: false,
                 fault: Fault::None,
                 reorder: false,
+                header_xor: 0,
                 held: Vec::new(),
                 delayed: Vec::new(),
                 swallowed: 0,
@@ -509,9 +529,16 @@ impl SimDevice {
         self.sh.wake.notify_all();
     }
 
-    /// Complete each batch of commands in reverse order of arrival (out-of-order completion).
+    /// Complete each batch of commands (and each `release` of held replies) in reverse order of
+    /// arrival (out-of-order completion).
     pub fn set_reorder(&self, on: bool) {
         lock(&self.sh.dev).reorder = on;
+    }
+
+    /// XOR every reply header word with `mask` from now on (0 = off). `1` flips the message
+    /// id's low bit: right token, wrong message.
+    pub fn set_header_xor(&self, mask: u32) {
+        lock(&self.sh.dev).header_xor = mask;
     }
 
     /// Write a raw element into queue `queue`'s used ring (hostile device): any id, any length.
@@ -522,6 +549,14 @@ impl SimDevice {
         }
         drop(d);
         self.sh.irq.notify_all();
+    }
+
+    /// Hostile eventq input: write `bytes` into the next posted eventq buffer and return it
+    /// with used length `used_len` (which may exceed the buffer). `false` if none is posted.
+    pub fn inject_event(&self, bytes: &[u8], used_len: u32) -> bool {
+        let ok = lock(&self.sh.dev).fill_event(bytes, used_len, &self.sh.isr);
+        self.sh.irq.notify_all();
+        ok
     }
 
     /// Replies currently held (Hold fault).
@@ -572,7 +607,10 @@ impl RemoteControl for SimDevice {
     fn release(&self) {
         {
             let mut d = lock(&self.sh.dev);
-            let held = std::mem::take(&mut d.held);
+            let mut held = std::mem::take(&mut d.held);
+            if d.reorder {
+                held.reverse();
+            }
             for r in held {
                 d.deliver(r, &self.sh.isr);
             }
@@ -592,12 +630,7 @@ impl RemoteControl for SimDevice {
         {
             let mut d = lock(&self.sh.dev);
             // Into an eventq buffer, with the garbage's own length (may exceed the buffer).
-            if let Some((head, addr, len)) = d.event_bufs.pop_front() {
-                let n = bytes.len().min(len as usize);
-                // SAFETY: a posted, writable eventq buffer the device holds.
-                unsafe { write_mem(addr, &bytes[..n]) };
-                d.push_used(1, u32::from(head), bytes.len() as u32, &self.sh.isr);
-            }
+            d.fill_event(bytes, bytes.len() as u32, &self.sh.isr);
             // Into the cmdq used ring: a raw element, and one in range that is not a chain head.
             // (Duplicates of real heads are the Duplicate fault's and `inject_used`'s job.)
             if bytes.len() >= 8 && d.queues[0].ready() {

@@ -1,0 +1,277 @@
+//! Many transfers in flight at once: 1024 commands (a 2048-entry cmdq) queued from several
+//! threads, in interrupt and polled mode, with in-order and reversed completion; and mixed
+//! polled / interrupt transfers (notes §8 item 15).
+
+use std::collections::HashSet;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use backend_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig};
+use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture};
+use fwipc_transport_api::{
+    wait_done, Completion, Deadline, Error, Parker, Request, StdClock, ThreadParker, Ticket,
+    Transport, TxOutcome, Wait,
+};
+
+const ECHO: u32 = (0x81 << 8) | 0x03;
+const THREADS: u32 = 4;
+const PER_THREAD: u32 = 256;
+
+fn payload(tag: u32) -> Vec<u8> {
+    let mut p = tag.to_le_bytes().to_vec();
+    p.extend_from_slice(&(tag.wrapping_mul(2654435761)).to_le_bytes());
+    p
+}
+
+fn send(fx: &ScmiFixture, p: &[u8]) -> Result<Ticket, Error> {
+    let r = Request::new(ECHO, p);
+    let r = match fx.completion() {
+        Completion::Polled => r.polled(),
+        Completion::Interrupt => r,
+    };
+    fx.transport().send(&r)
+}
+
+fn finish(fx: &ScmiFixture, t: Ticket, p: &[u8], parker: &dyn Parker) -> Result<(), String> {
+    let clock = StdClock::new();
+    let tr = fx.transport();
+    let wait = match fx.completion() {
+        Completion::Polled => Wait::Poll,
+        Completion::Interrupt => Wait::Completion(parker),
+    };
+    let d = Deadline::after(&clock, Duration::from_secs(20));
+    wait_done(tr, &t, &clock, d, wait).map_err(|e| format!("wait: {e}"))?;
+    let mut out = [0u8; 64];
+    let n = tr.fetch_response(&t, &mut out);
+    tr.mark_txdone(t, TxOutcome::Done);
+    let n = n.map_err(|e| format!("fetch: {e}"))?;
+    let mut want = vec![0u8; p.len()];
+    echo_reply(p, &mut want);
+    if out[..n] != want[..] {
+        return Err(format!("reply mismatch for tag {:?}", &p[..4]));
+    }
+    Ok(())
+}
+
+/// All 1024 commands are queued (held by the device) before any completes; then released.
+fn thousand_in_flight(mode: Completion, reversed: bool) {
+    let fx = ScmiFixture::with_config(mode, 2048, SimDeviceConfig::default());
+    let t = fx.transport();
+    assert_eq!(
+        t.max_msg(),
+        1024,
+        "a 2048-entry cmdq carries 1024 two-descriptor messages"
+    );
+    fx.device().set_reorder(reversed);
+    fx.remote().set_fault(Fault::Hold);
+    let _ = fx.remote().take_seen_tags();
+    let queued = Barrier::new(THREADS as usize + 1);
+    let released = Barrier::new(THREADS as usize + 1);
+    std::thread::scope(|s| {
+        for th in 0..THREADS {
+            let (fx, queued, released) = (&fx, &queued, &released);
+            s.spawn(move || {
+                let parker = ThreadParker::new();
+                let mine: Vec<(Ticket, Vec<u8>)> = (0..PER_THREAD)
+                    .map(|i| {
+                        let p = payload((th << 16) | i);
+                        (send(fx, &p).expect("send while below max_msg"), p)
+                    })
+                    .collect();
+                queued.wait();
+                released.wait();
+                for (t, p) in mine.into_iter().rev() {
+                    finish(fx, t, &p, &parker).unwrap();
+                }
+            });
+        }
+        queued.wait();
+        let total = (THREADS * PER_THREAD) as usize;
+        let start = Instant::now();
+        while fx.device().held() < total {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "device saw {} of {total}",
+                fx.device().held()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let s = t.stats();
+        assert_eq!(s.pool_free, 0, "all 1024 buffers in flight at once");
+        assert_eq!(t.tokens_in_use(), 1024);
+        assert_eq!(
+            send(&fx, b"more").err(),
+            Some(Error::Busy),
+            "pool full: the next send is Busy"
+        );
+        fx.remote().set_fault(Fault::None);
+        fx.remote().release();
+        released.wait();
+    });
+    let s = t.stats();
+    let total = u64::from(THREADS * PER_THREAD);
+    assert_eq!(s.sent, total);
+    assert_eq!(
+        s.completed, total,
+        "no lost or duplicated completion: {s:?}"
+    );
+    assert_eq!(
+        s.duplicate_replies + s.unknown_replies + s.protocol_errors + s.late_replies,
+        0
+    );
+    assert_eq!(s.pool_free, s.pool_capacity, "pool full at the end");
+    assert_eq!(t.tokens_in_use(), 0);
+    let seen = fx.remote().take_seen_tags();
+    let unique: HashSet<u32> = seen.iter().copied().collect();
+    assert_eq!(
+        (seen.len(), unique.len()),
+        (total as usize, total as usize),
+        "each request seen once"
+    );
+}
+
+#[test]
+fn in_flight_1024_interrupt_mode() {
+    thousand_in_flight(Completion::Interrupt, false);
+}
+
+#[test]
+fn in_flight_1024_interrupt_mode_reversed_completion() {
+    thousand_in_flight(Completion::Interrupt, true);
+}
+
+#[test]
+fn in_flight_1024_polled_mode_reversed_completion() {
+    // Each thread polls its own transfers; the first poller dequeues everyone's replies (deferred
+    // processing for the others), so nothing may be lost.
+    thousand_in_flight(Completion::Polled, true);
+}
+
+/// Streaming: threads keep many calls outstanding while the device completes in reversed
+/// batches; in both modes every reply matches its own request.
+#[test]
+fn streaming_out_of_order_both_modes() {
+    for mode in [Completion::Interrupt, Completion::Polled] {
+        let fx = ScmiFixture::with_config(mode, 2048, SimDeviceConfig::default());
+        fx.device().set_reorder(true);
+        std::thread::scope(|s| {
+            for th in 0..THREADS {
+                let fx = &fx;
+                s.spawn(move || {
+                    let parker = ThreadParker::new();
+                    for round in 0..8u32 {
+                        let batch: Vec<_> = (0..64u32)
+                            .map(|i| {
+                                let p = payload((th << 24) | (round << 8) | i);
+                                (send(fx, &p).unwrap(), p)
+                            })
+                            .collect();
+                        for (t, p) in batch {
+                            finish(fx, t, &p, &parker).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let s = fx.transport().stats();
+        assert_eq!(s.completed, u64::from(THREADS * 8 * 64), "{mode:?}: {s:?}");
+        assert_eq!(s.pool_free, s.pool_capacity);
+    }
+}
+
+/// Mixed polled and interrupt transfers answered in reverse order (notes §8 item 15): each is
+/// identified by its own slot, not by used-index movement.
+#[test]
+fn mixed_polled_and_interrupt_reverse_order() {
+    let fx = ScmiFixture::with_config(Completion::Interrupt, 64, SimDeviceConfig::default());
+    let t = fx.transport();
+    fx.device().set_reorder(true);
+    fx.remote().set_fault(Fault::Hold);
+    let mut sent = Vec::new();
+    for i in 0..16u32 {
+        let p = payload(i);
+        let r = Request::new(ECHO, &p);
+        let r = if i % 2 == 0 { r.polled() } else { r };
+        sent.push((t.send(&r).unwrap(), p, i % 2 == 0));
+    }
+    let start = Instant::now();
+    while fx.device().held() < 16 {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    fx.remote().release();
+    let parker = ThreadParker::new();
+    let clock = StdClock::new();
+    for (ticket, p, polled) in sent {
+        let d = Deadline::after(&clock, Duration::from_secs(5));
+        let w = if polled {
+            Wait::Poll
+        } else {
+            Wait::Completion(&parker)
+        };
+        wait_done(t, &ticket, &clock, d, w).unwrap();
+        let mut out = [0u8; 16];
+        let n = t.fetch_response(&ticket, &mut out).unwrap();
+        t.mark_txdone(ticket, TxOutcome::Done);
+        let mut want = vec![0u8; p.len()];
+        echo_reply(&p, &mut want);
+        assert_eq!(&out[..n], &want[..]);
+    }
+    assert_eq!(t.stats().pool_free, t.stats().pool_capacity);
+}
+
+/// Without any interrupt delivery, interrupt-mode transfers are still completed (and their wakers
+/// run) when a poller dequeues their replies: deferred, never lost.
+#[test]
+fn poller_completes_interrupt_transfers_without_irq() {
+    let fx = ScmiFixture::with_config(Completion::Polled, 64, SimDeviceConfig::default());
+    let t = fx.transport();
+    fx.remote().set_fault(Fault::Hold);
+    let others: Vec<_> = (0..4u32)
+        .map(|i| {
+            let p = payload(100 + i);
+            (t.send(&Request::new(ECHO, &p)).unwrap(), p)
+        })
+        .collect();
+    let woken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Count(woken.clone())));
+    for (tk, _) in &others {
+        assert!(t.register_waker(tk, &waker));
+        assert_eq!(t.poll_done(tk), Ok(false));
+    }
+    let mine_p = payload(7);
+    let mine = t.send(&Request::new(ECHO, &mine_p).polled()).unwrap();
+    fx.remote().set_fault(Fault::None);
+    fx.remote().release();
+    let clock = StdClock::new();
+    wait_done(
+        t,
+        &mine,
+        &clock,
+        Deadline::after(&clock, Duration::from_secs(5)),
+        Wait::Poll,
+    )
+    .unwrap();
+    t.mark_txdone(mine, TxOutcome::Done);
+    assert_eq!(
+        woken.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "the poller ran the others' wakers"
+    );
+    for (tk, p) in others {
+        assert_eq!(t.poll_done(&tk), Ok(true));
+        let mut out = [0u8; 16];
+        let n = t.fetch_response(&tk, &mut out).unwrap();
+        let mut want = vec![0u8; p.len()];
+        echo_reply(&p, &mut want);
+        assert_eq!(&out[..n], &want[..]);
+        t.mark_txdone(tk, TxOutcome::Done);
+    }
+    assert_eq!(t.stats().pool_free, t.stats().pool_capacity);
+}

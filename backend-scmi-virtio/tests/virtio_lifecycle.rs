@@ -1,0 +1,324 @@
+//! Setup, feature discipline, eventq discipline, teardown, and instance independence.
+
+use std::time::{Duration, Instant};
+
+use backend_scmi_virtio::header::{Header, MsgType};
+use backend_scmi_virtio::sim::{
+    BounceHal, EchoPlatform, ScmiFixture, SimDevice, SimDeviceConfig, SimHal,
+};
+use backend_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
+use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture, RemoteControl};
+use fwipc_transport_api::{
+    call, Completion, Error, Request, StdClock, ThreadParker, Transport, TxOutcome, Wait,
+};
+
+const ECHO: u32 = (0x81 << 8) | 0x03;
+
+fn echo_on<T: Transport>(t: &T, p: &[u8]) -> Result<Vec<u8>, Error> {
+    let clock = StdClock::new();
+    let mut out = vec![0u8; 256];
+    let n = call(
+        t,
+        &clock,
+        &Request::new(ECHO, p).polled(),
+        &mut out,
+        Duration::from_secs(5),
+        Wait::Poll,
+    )?;
+    out.truncate(n);
+    Ok(out)
+}
+
+fn inverted(p: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8; p.len()];
+    echo_reply(p, &mut v);
+    v
+}
+
+#[test]
+fn p2a_not_offered_means_no_eventq() {
+    let cfg = SimDeviceConfig {
+        offer_p2a: false,
+        ..SimDeviceConfig::default()
+    };
+    let dev = SimDevice::start(cfg, || Box::new(EchoPlatform::new()));
+    let scmi = ScmiVirtio::<SimHal, _>::new(dev.transport(), ScmiVirtioConfig::default()).unwrap();
+    assert_eq!(scmi.features(), ScmiFeatures::VERSION_1);
+    assert_eq!(dev.driver_features() & 1, 0, "P2A_CHANNELS not written");
+    assert!(!scmi.caps().notifications);
+    assert_eq!(scmi.eventq_posted(), 0);
+    assert_eq!(scmi.fetch_notification(&mut [0u8; 8]), Ok(None));
+    assert_eq!(echo_on(&scmi, b"no p2a").unwrap(), inverted(b"no p2a"));
+}
+
+#[test]
+fn p2a_declined_by_config() {
+    let dev = SimDevice::start(SimDeviceConfig::default(), || Box::new(EchoPlatform::new()));
+    let cfg = ScmiVirtioConfig {
+        p2a: false,
+        ..ScmiVirtioConfig::default()
+    };
+    let scmi = ScmiVirtio::<SimHal, _>::new(dev.transport(), cfg).unwrap();
+    assert!(!scmi.features().contains(ScmiFeatures::P2A_CHANNELS));
+    assert_eq!(dev.driver_features(), ScmiFeatures::VERSION_1.bits());
+}
+
+#[test]
+fn bad_queue_sizes_are_refused() {
+    let dev = SimDevice::start(
+        SimDeviceConfig {
+            queue_max: 256,
+            ..SimDeviceConfig::default()
+        },
+        || Box::new(EchoPlatform::new()),
+    );
+    for (wanted, ok) in [(100, false), (512, false), (1, false), (256, true)] {
+        let cfg = ScmiVirtioConfig {
+            cmdq_size: Some(wanted),
+            ..ScmiVirtioConfig::default()
+        };
+        let r = ScmiVirtio::<SimHal, _>::new(dev.transport(), cfg);
+        match r {
+            Ok(s) => {
+                assert!(ok, "{wanted} accepted");
+                assert_eq!(s.max_msg(), 128);
+                s.shutdown().unwrap();
+            }
+            Err(e) => {
+                assert!(!ok, "{wanted} refused: {e}");
+                assert!(matches!(e, ScmiVirtioError::BadQueueSize { .. }), "{e:?}");
+            }
+        }
+    }
+    // The default picks the device maximum.
+    let s = ScmiVirtio::<SimHal, _>::new(dev.transport(), ScmiVirtioConfig::default()).unwrap();
+    assert_eq!(s.max_msg(), 128);
+}
+
+#[test]
+fn payload_too_large_and_bad_target() {
+    let fx = ScmiFixture::setup(Completion::Polled);
+    let t = fx.transport();
+    let big = vec![0u8; t.max_msg_size() + 1];
+    assert_eq!(
+        t.send(&Request::new(ECHO, &big)).err(),
+        Some(Error::TooLarge)
+    );
+    assert_eq!(
+        t.send(&Request::new(0x1_0000, b"x")).err(),
+        Some(Error::InvalidArgument)
+    );
+    let max = vec![0x5Au8; t.max_msg_size()];
+    assert_eq!(echo_on(t, &max).unwrap(), inverted(&max));
+    // Unknown protocol: the platform answers NOT_SUPPORTED (-1), surfaced as Remote(-1).
+    let clock = StdClock::new();
+    let r = call(
+        t,
+        &clock,
+        &Request::new(0x7001, b"").polled(),
+        &mut [0u8; 8],
+        Duration::from_secs(5),
+        Wait::Poll,
+    );
+    assert_eq!(r, Err(Error::Remote(-1)));
+    let s = t.stats();
+    assert_eq!(s.pool_free, s.pool_capacity);
+}
+
+/// Notes §8 item 9: P2A messages wait for eventq buffers; with the eventq drained to empty and
+/// then refilled by fetching, every queued message arrives, in order.
+#[test]
+fn eventq_empty_then_refilled_delivers_everything() {
+    let fx = ScmiFixture::setup(Completion::Interrupt);
+    let t = fx.transport();
+    let posted = t.eventq_posted();
+    assert_eq!(posted, 64);
+    let total = 3 * posted as u32;
+    for i in 0..total {
+        fx.device().queue_p2a(0x81, 0x00, &i.to_le_bytes());
+    }
+    // The device filled every buffer and holds the rest back.
+    let start = Instant::now();
+    while t.eventq_posted() != 0 || fx.device().eventq_buffers() != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "eventq never drained"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    let start = Instant::now();
+    while got.len() < total as usize {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "only {} of {total} arrived",
+            got.len()
+        );
+        match t.fetch_notification(&mut buf).unwrap() {
+            Some(n) => {
+                let h = Header::decode(n.source).unwrap();
+                assert_eq!(
+                    (h.protocol_id, h.message_id, h.msg_type),
+                    (0x81, 0, MsgType::Notification)
+                );
+                assert_eq!(n.len, 4);
+                got.push(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]));
+            }
+            None => std::thread::sleep(Duration::from_micros(100)),
+        }
+    }
+    assert_eq!(got, (0..total).collect::<Vec<_>>());
+    // Every buffer went back to the device after its message was consumed.
+    let start = Instant::now();
+    while t.eventq_posted() + fx.device().eventq_buffers() < posted {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "eventq not refilled"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(t.fetch_notification(&mut buf), Ok(None));
+}
+
+#[test]
+fn notification_too_large_for_buffer_stays_queued() {
+    let fx = ScmiFixture::setup(Completion::Polled);
+    let t = fx.transport();
+    assert!(fx.remote().notify(&[7u8; 12]));
+    let start = Instant::now();
+    loop {
+        match t.fetch_notification(&mut [0u8; 4]) {
+            Err(Error::TooLarge) => break,
+            Ok(None) => assert!(start.elapsed() < Duration::from_secs(5)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut buf = [0u8; 12];
+    let n = t.fetch_notification(&mut buf).unwrap().unwrap();
+    assert_eq!((n.len, buf), (12, [7u8; 12]));
+}
+
+/// Notes §8 item 1: two instances side by side, driven concurrently, no cross-talk.
+#[test]
+fn two_instances_side_by_side() {
+    let a = ScmiFixture::setup(Completion::Interrupt);
+    let b = ScmiFixture::setup(Completion::Polled);
+    let _ = (a.remote().take_seen_tags(), b.remote().take_seen_tags());
+    std::thread::scope(|s| {
+        for (fx, base) in [(&a, 0u32), (&b, 1 << 20)] {
+            s.spawn(move || {
+                let clock = StdClock::new();
+                let parker = ThreadParker::new();
+                for i in 0..300u32 {
+                    let p = (base + i).to_le_bytes();
+                    let r = Request::new(ECHO, &p);
+                    let (r, w) = match fx.completion() {
+                        Completion::Polled => (r.polled(), Wait::Poll),
+                        Completion::Interrupt => (r, Wait::Completion(&parker)),
+                    };
+                    let mut out = [0u8; 4];
+                    let n = call(
+                        fx.transport(),
+                        &clock,
+                        &r,
+                        &mut out,
+                        Duration::from_secs(5),
+                        w,
+                    )
+                    .unwrap();
+                    assert_eq!(&out[..n], &inverted(&p)[..]);
+                }
+            });
+        }
+    });
+    assert_eq!(a.remote().take_seen_tags(), (0..300).collect::<Vec<_>>());
+    assert_eq!(
+        b.remote().take_seen_tags(),
+        (0..300).map(|i| (1 << 20) + i).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (
+            a.transport().stats().completed,
+            b.transport().stats().completed
+        ),
+        (300, 300)
+    );
+    // Shutting one down leaves the other working.
+    a.transport().shutdown().unwrap();
+    assert_eq!(
+        echo_on(b.transport(), b"b lives").unwrap(),
+        inverted(b"b lives")
+    );
+}
+
+/// Teardown with transfers the device will never return: bounded, in-flight transfers end with
+/// Shutdown, the device reset gives every buffer back, sends are refused, shutdown is idempotent.
+#[test]
+fn shutdown_reclaims_device_owned_buffers() {
+    let fx = ScmiFixture::setup(Completion::Polled);
+    let t = fx.transport();
+    fx.remote().set_fault(Fault::Drop);
+    let live = t.send(&Request::new(ECHO, b"live").polled()).unwrap();
+    let abandoned = t.send(&Request::new(ECHO, b"gone").polled()).unwrap();
+    t.mark_txdone(abandoned, TxOutcome::TimedOut);
+    assert_eq!(t.tokens_in_use(), 2);
+    let start = Instant::now();
+    t.shutdown().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(t.poll_done(&live), Err(Error::Shutdown));
+    t.mark_txdone(live, TxOutcome::Cancelled);
+    let s = t.stats();
+    assert_eq!(s.pool_free, s.pool_capacity);
+    assert_eq!(t.tokens_in_use(), 0);
+    assert_eq!(
+        t.send(&Request::new(ECHO, b"x")).err(),
+        Some(Error::Shutdown)
+    );
+    assert_eq!(t.shutdown(), Ok(()));
+    assert_eq!(t.eventq_posted(), 0);
+}
+
+/// The same transport code over a bouncing Hal (like the vhost-user MemfdHal): data only moves
+/// through share/unshare, so a missing or misdirected copy shows up as wrong data.
+#[test]
+fn bounce_hal_roundtrip_timeout_and_notifications() {
+    let dev = SimDevice::start(SimDeviceConfig::default(), || Box::new(EchoPlatform::new()));
+    let cfg = ScmiVirtioConfig {
+        cmdq_size: Some(64),
+        eventq_size: Some(16),
+        ..ScmiVirtioConfig::default()
+    };
+    let scmi = ScmiVirtio::<BounceHal, _>::new(dev.transport(), cfg).unwrap();
+    for len in [0usize, 1, 4, 17, 128] {
+        let p: Vec<u8> = (0..len as u8).collect();
+        assert_eq!(echo_on(&scmi, &p).unwrap(), inverted(&p));
+    }
+    dev.set_fault(Fault::Hold);
+    let clock = StdClock::new();
+    let r = call(
+        &scmi,
+        &clock,
+        &Request::new(ECHO, b"late").polled(),
+        &mut [0u8; 8],
+        Duration::from_millis(20),
+        Wait::Poll,
+    );
+    assert_eq!(r, Err(Error::Timeout));
+    dev.set_fault(Fault::None);
+    dev.release();
+    assert_eq!(echo_on(&scmi, b"next").unwrap(), inverted(b"next"));
+    assert_eq!(scmi.stats().late_replies, 1);
+    assert!(dev.notify(b"evt!"));
+    let mut buf = [0u8; 16];
+    let start = Instant::now();
+    let n = loop {
+        if let Some(n) = scmi.fetch_notification(&mut buf).unwrap() {
+            break n;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+    };
+    assert_eq!(&buf[..n.len], b"evt!");
+    let s = scmi.stats();
+    assert_eq!(s.pool_free, s.pool_capacity);
+}
