@@ -1,9 +1,62 @@
 //! # backend-vchiq
 //!
 //! Raspberry Pi VCHIQ shared-memory slot protocol, both roles, services, bulk transfers, VCHI clients.
+//!
+//! One core runs either role over a shared region and a doorbell ([`platform::Platform`]): the
+//! ARM (slave) and the VideoCore (master). The simulator ([`sim`], std) runs the master role of
+//! the same code in its own thread, so every test exercises both halves of the protocol.
+//!
+//! Module map (a reader finds each piece by file name):
+//! - [`consts`], [`layout`], [`header`]: wire constants, `#[repr(C)]` layouts with asserted
+//!   sizes/offsets, the message header codec.
+//! - [`region`]: bounds-checked atomic access to the shared region.
+//! - [`remote_event`], [`recycle`]: the lock-free handshakes, loom-checked.
+//! - [`platform`]: the embedder's doorbell / DMA glue.
+//! - [`config`]: instance configuration, slot partitioning, region layout.
+//! - `vchiq.rs` ([`Vchiq`]): the instance, init, connect, the poll loop.
+//! - `tx.rs` / `rx.rs`: slots, quotas, padding, recycling / the slot handler and sync slot.
+//! - `open_close.rs`: the service state machine; [`service`]: handles, handler trait, events.
+//! - `bulk.rs`, [`pagelist`]: bulk transfers, pagelists and fragments.
+//! - `teardown.rs`: shutdown.
+//! - [`transport`]: the `fwipc_transport_api::Transport` over one service.
+//! - [`error`]: the one error enum.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;
+
+mod bulk;
+pub mod config;
+pub mod consts;
+pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod header;
+pub mod layout;
+mod open_close;
+pub mod pagelist;
+pub mod platform;
+pub mod recycle;
+pub mod region;
+pub mod remote_event;
+mod rx;
+pub mod service;
+#[cfg(feature = "std")]
+pub mod sim;
+mod sync;
+mod teardown;
+pub mod transport;
+mod tx;
+mod vchiq;
+
+pub use config::{Config, Role};
+pub use error::{VResult, VchiqError};
+pub use platform::Platform;
+pub use region::{OwnedRegion, Region};
+pub use service::{
+    BulkCompletion, BulkDir, BulkMode, Deliver, Event, Message, MessageToken, ServiceCtx,
+    ServiceHandle, ServiceHandler, ServiceParams,
+};
+pub use vchiq::{Vchiq, VchiqStats};
 
 /// VCHI clients on top of the core (SMEM shared-memory service, vc_mem query, vchiq_test services).
 pub mod vchi;

@@ -1,0 +1,202 @@
+//! Pagelists (spec §5): the slave describes a bulk buffer to the master as
+//! `{u32 length, u16 type, u16 offset, u32 addrs[]}` in coherent memory, each address entry a
+//! page-aligned bus address ORed with (run length in pages − 1). Receives whose ends are not
+//! cache-line aligned use a fragment: the master writes the partial head and tail lines into the
+//! fragment's `headbuf`/`tailbuf`, the slave copies them into place, and the CPU never has to
+//! invalidate a cache line it shares with unrelated data.
+
+use core::sync::atomic::Ordering;
+
+use crate::consts::*;
+use crate::error::{VResult, VchiqError};
+use crate::platform::Platform;
+use crate::region::Region;
+use fwipc_transport_api::ProtocolError;
+
+const PAGE: usize = VCHIQ_SLOT_SIZE;
+
+/// The head/tail split of a fragment receive of `len` bytes at page offset `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentSplit {
+    /// Bytes of the partial first line (copied from `headbuf`).
+    pub head: usize,
+    /// Bytes of the partial last line (copied from `tailbuf`).
+    pub tail: usize,
+}
+
+/// Linux `free_pagelist`'s arithmetic: head = (CL − offset) mod CL capped at `len`; tail =
+/// (offset + len) mod CL, only if the head did not already cover everything.
+pub fn fragment_split(offset: usize, len: usize, cl: usize) -> FragmentSplit {
+    let head = ((cl - offset % cl) % cl).min(len);
+    let tail = if head < len { (offset + len) % cl } else { 0 };
+    FragmentSplit { head, tail }
+}
+
+/// Whether a receive of `len` bytes at address `addr` needs a fragment.
+pub fn needs_fragment(addr: usize, len: usize, cl: usize) -> bool {
+    len > 0 && (addr % cl != 0 || (addr + len) % cl != 0)
+}
+
+/// Slave: map the pages of `[addr, addr+len)` and write the pagelist at region offset `pl_off`.
+/// On failure every page mapped so far is unmapped.
+pub(crate) fn build(
+    region: &Region,
+    platform: &dyn Platform,
+    pl_off: usize,
+    pl_size: usize,
+    addr: usize,
+    len: usize,
+    ty: u16,
+) -> VResult {
+    let page_off = addr % PAGE;
+    let first = addr - page_off;
+    let pages = (page_off + len).div_ceil(PAGE);
+    let max_entries = (pl_size - 8) / 4;
+    let mut entries = 0usize;
+    let mut run_base = 0u32;
+    let mut run_pages = 0u32;
+    let mut mapped = 0usize;
+    let fail = |mapped: usize, e: VchiqError| {
+        for i in 0..mapped {
+            platform.unmap_page(first + i * PAGE);
+        }
+        Err(e)
+    };
+    for i in 0..pages {
+        let Some(bus) = platform.map_page(first + i * PAGE) else {
+            return fail(mapped, VchiqError::Invalid);
+        };
+        mapped += 1;
+        if bus % PAGE as u32 != 0 {
+            return fail(mapped, VchiqError::Invalid);
+        }
+        if run_pages > 0
+            && run_pages < 4096
+            && run_base.checked_add(run_pages * PAGE as u32) == Some(bus)
+        {
+            run_pages += 1;
+            continue;
+        }
+        if run_pages > 0 {
+            if entries == max_entries {
+                return fail(mapped, VchiqError::TooLarge);
+            }
+            region.store(pl_off + 8 + 4 * entries, run_base | (run_pages - 1), Ordering::Relaxed);
+            entries += 1;
+        }
+        run_base = bus;
+        run_pages = 1;
+    }
+    if run_pages > 0 {
+        if entries == max_entries {
+            return fail(mapped, VchiqError::TooLarge);
+        }
+        region.store(pl_off + 8 + 4 * entries, run_base | (run_pages - 1), Ordering::Relaxed);
+    }
+    // Relaxed: the pagelist is published by the Release store of tx_pos that carries the
+    // BULK_TX/RX message referencing it (spec §3 barrier 8).
+    region.store(pl_off, len as u32, Ordering::Relaxed);
+    region.store(pl_off + 4, ty as u32 | ((page_off as u32) << 16), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Slave: unmap the pages of `[addr, addr+len)`.
+pub(crate) fn unmap(platform: &dyn Platform, addr: usize, len: usize) {
+    let page_off = addr % PAGE;
+    let first = addr - page_off;
+    for i in 0..(page_off + len).div_ceil(PAGE) {
+        platform.unmap_page(first + i * PAGE);
+    }
+}
+
+/// A pagelist as the master reads it (all values from the peer: untrusted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagelistView {
+    /// Transfer length.
+    pub length: u32,
+    /// Type.
+    pub ty: u16,
+    /// Offset in the first page.
+    pub offset: u16,
+    entries_off: usize,
+    max_entries: usize,
+}
+
+/// Master: read and check a pagelist header at region offset `pl_off` (`pl_size` bytes there).
+pub fn parse(region: &Region, pl_off: usize, pl_size: usize) -> Result<PagelistView, ProtocolError> {
+    if pl_size < 8 || pl_off.checked_add(pl_size).is_none_or(|e| e > region.len()) {
+        return Err(ProtocolError::OutOfRange);
+    }
+    // Relaxed: published by the slave's Release store of tx_pos, which our Acquire load of it
+    // (before parsing BULK_TX/RX) synchronised with.
+    let length = region.load(pl_off, Ordering::Relaxed);
+    let w = region.load(pl_off + 4, Ordering::Relaxed);
+    let (ty, offset) = (w as u16, (w >> 16) as u16);
+    if offset as usize >= PAGE || length > i32::MAX as u32 {
+        return Err(ProtocolError::BadLength);
+    }
+    Ok(PagelistView {
+        length,
+        ty,
+        offset,
+        entries_off: pl_off + 8,
+        max_entries: (pl_size - 8) / 4,
+    })
+}
+
+/// Master: call `f(data_index, bus_addr, len)` for each page-bounded chunk of the transfer, in
+/// order. Bounded by the entry count; every address computation is checked.
+pub fn walk(
+    region: &Region,
+    v: &PagelistView,
+    mut f: impl FnMut(usize, u32, usize) -> Result<(), ProtocolError>,
+) -> Result<(), ProtocolError> {
+    let mut remaining = v.length as usize;
+    let mut pos = v.offset as usize;
+    let mut index = 0usize;
+    let mut entry = 0usize;
+    while remaining > 0 {
+        if entry >= v.max_entries {
+            return Err(ProtocolError::OutOfRange);
+        }
+        let e = region.load(v.entries_off + 4 * entry, Ordering::Relaxed);
+        entry += 1;
+        let base = e & !(PAGE as u32 - 1);
+        let run = ((e & (PAGE as u32 - 1)) as usize + 1) * PAGE;
+        if pos >= run {
+            pos -= run;
+            continue;
+        }
+        while pos < run && remaining > 0 {
+            let c = (PAGE - pos % PAGE).min(remaining);
+            let bus = base
+                .checked_add(pos as u32)
+                .ok_or(ProtocolError::OutOfRange)?;
+            f(index, bus, c)?;
+            index += c;
+            remaining -= c;
+            pos += c;
+        }
+        pos = 0;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_matches_linux_arithmetic() {
+        let cl = 64;
+        assert_eq!(fragment_split(0, 128, cl), FragmentSplit { head: 0, tail: 0 });
+        assert_eq!(fragment_split(1, 128, cl), FragmentSplit { head: 63, tail: 1 });
+        assert_eq!(fragment_split(60, 2, cl), FragmentSplit { head: 2, tail: 0 });
+        assert_eq!(fragment_split(60, 4, cl), FragmentSplit { head: 4, tail: 0 });
+        assert_eq!(fragment_split(60, 5, cl), FragmentSplit { head: 4, tail: 1 });
+        assert_eq!(fragment_split(0, 65, cl), FragmentSplit { head: 0, tail: 1 });
+        assert!(!needs_fragment(64, 64, cl));
+        assert!(needs_fragment(65, 63, cl));
+        assert!(!needs_fragment(3, 0, cl));
+    }
+}

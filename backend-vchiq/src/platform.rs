@@ -1,0 +1,45 @@
+//! What the embedder provides: "ring the other side", address translation for bulk DMA, and cache
+//! maintenance. One `unsafe trait` (the virtio-drivers HAL pattern).
+
+/// The platform glue of one VCHIQ instance.
+///
+/// # Implementation safety
+/// - [`Platform::map_page`] must return a bus address through which the peer's DMA reaches exactly
+///   the CPU page given, for as long as the page stays mapped (until [`Platform::unmap_page`]).
+/// - [`Platform::bus_to_cpu`] (used by the master role only) must return the CPU address of a page
+///   that is valid for reads and writes of 4096 bytes while the peer keeps the transfer queued; the
+///   core writes the peer's buffers through it with atomic byte/word accesses.
+pub unsafe trait Platform: Send + Sync {
+    /// Ring the other side's doorbell (ARM→VPU: write BELL2; in the simulator, wake its worker).
+    fn ring_doorbell(&self);
+
+    /// Ask the local worker to run [`crate::Vchiq::poll`] soon (Linux `request_poll`). Default: no
+    /// worker, the caller polls.
+    fn request_poll(&self) {}
+
+    /// Bus address (page-aligned) for the CPU page at `cpu_page` (page-aligned). `None` if the page
+    /// cannot be given to the peer.
+    fn map_page(&self, cpu_page: usize) -> Option<u32>;
+
+    /// The peer is done with a page given by [`Platform::map_page`].
+    fn unmap_page(&self, cpu_page: usize) {
+        let _ = cpu_page;
+    }
+
+    /// Master role: the CPU address of the bus page `bus_page`, if it is one the slave mapped.
+    fn bus_to_cpu(&self, bus_page: u32) -> Option<usize> {
+        let _ = bus_page;
+        None
+    }
+
+    /// Write back `len` bytes at `addr` before the peer reads them (no-op on coherent memory).
+    fn dma_clean(&self, addr: usize, len: usize) {
+        let _ = (addr, len);
+    }
+
+    /// Invalidate `len` bytes at `addr` after the peer wrote them. The core only ever passes whole
+    /// cache lines it owns exclusively (partial lines go through fragments, spec §5).
+    fn dma_invalidate(&self, addr: usize, len: usize) {
+        let _ = (addr, len);
+    }
+}

@@ -1,0 +1,137 @@
+//! remote_event signalling (spec §3): a non-counting `{armed, fired}` flag pair living in the
+//! shared state of the side that waits on it. Many events share one doorbell per direction.
+//!
+//! The three operations below are the whole protocol; each ordering says why it is there. They are
+//! generic over [`Word`] so the loom model (`loom_tests`) checks exactly this code.
+
+use crate::sync::{fence, Ordering, Word};
+
+/// One remote event's two words.
+pub struct EventRef<'a, W: Word> {
+    /// Set by the waiter before sleeping.
+    pub armed: &'a W,
+    /// Set by the signaller.
+    pub fired: &'a W,
+}
+
+impl<W: Word> Clone for EventRef<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<W: Word> Copy for EventRef<'_, W> {}
+
+/// Signaller side: publish `fired`, then ring `ring` if the waiter is armed.
+pub fn signal<W: Word>(ev: EventRef<'_, W>, ring: impl FnOnce()) {
+    // Release (spec §3 barrier 2, the signaller's leading wmb): the payload, the header and
+    // tx_pos written before this call become visible no later than `fired = 1`, so a waiter that
+    // Acquire-reads `fired` (or swaps it) sees them.
+    ev.fired.store(1, Ordering::Release);
+    // SeqCst fence (spec §3 barrier 1, the Dekker pair with `arm`): StoreLoad between our
+    // `fired = 1` and our read of `armed`. Together with the waiter's fence between `armed = 1`
+    // and its re-read of `fired`, either the waiter sees fired (and does not sleep) or we see
+    // armed (and ring). Without it both loads can read stale values: a lost wake-up.
+    fence(Ordering::SeqCst);
+    // Relaxed: ordered by the fence above; we only decide whether to ring.
+    if ev.armed.load(Ordering::Relaxed) != 0 {
+        ring();
+    }
+}
+
+/// Waiter side, before sleeping: arm the event. Returns `true` if the caller may sleep (the event
+/// had not fired), `false` if it fired meanwhile (do not sleep; run [`take`] and process).
+pub fn arm<W: Word>(ev: EventRef<'_, W>) -> bool {
+    // Acquire: if it already fired, what the signaller published before is visible.
+    if ev.fired.load(Ordering::Acquire) != 0 {
+        return false;
+    }
+    // Relaxed store; the fence below orders it before the re-check.
+    ev.armed.store(1, Ordering::Relaxed);
+    // SeqCst fence (spec §3 barrier 1, waiter half): StoreLoad between `armed = 1` and the
+    // re-read of `fired`; pairs with the fence in `signal`.
+    fence(Ordering::SeqCst);
+    // Acquire: pairs with the signaller's Release store of `fired`.
+    ev.fired.load(Ordering::Acquire) == 0
+}
+
+/// Waiter side, after waking (or when polling): disarm and consume the event. Returns whether it
+/// had fired. The caller then reads tx_pos / the slots.
+pub fn take<W: Word>(ev: EventRef<'_, W>) -> bool {
+    // Relaxed: a performance hint only (spec §3 barrier 3): tells the peer promptly not to ring.
+    ev.armed.store(0, Ordering::Relaxed);
+    // Swap, SeqCst (spec §3 gap (a)): clearing `fired` and the following reads of tx_pos/slots are
+    // a store then loads. A plain store + rmb (mainline) lets a new `fired = 1` be overwritten after
+    // a stale tx_pos was read: a lost signal. As an RMW the swap either consumes the signaller's 1
+    // or is ordered before it (the 1 stays set and we run again); its Acquire half pairs with the
+    // signaller's Release (spec barrier 4: no reads of the data speculated before observing fired).
+    ev.fired.swap(0, Ordering::SeqCst) != 0
+}
+
+/// Local signal (request_poll, sync_release at init): set `fired` without ringing.
+pub fn signal_local<W: Word>(ev: EventRef<'_, W>) {
+    // Release: the state published before is visible to whoever takes the event.
+    ev.fired.store(1, Ordering::Release);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use core::sync::atomic::AtomicU32;
+
+    #[test]
+    fn ring_only_when_armed() {
+        let (a, f) = (AtomicU32::new(0), AtomicU32::new(0));
+        let ev = EventRef { armed: &a, fired: &f };
+        let mut rung = 0;
+        signal(ev, || rung += 1);
+        assert_eq!(rung, 0, "not armed: no doorbell");
+        assert!(!arm(ev), "already fired: must not sleep");
+        assert!(take(ev));
+        assert!(!take(ev), "non-counting");
+        assert!(arm(ev));
+        signal(ev, || rung += 1);
+        assert_eq!(rung, 1);
+        assert!(take(ev));
+        assert_eq!(a.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicU32;
+    use loom::sync::Arc;
+
+    /// The handshake never loses a wake-up: a waiter that decides to sleep without having seen
+    /// the data is always rung; a waiter that sees `fired` also sees the data.
+    #[test]
+    fn loom_remote_event_no_lost_wakeup() {
+        loom::model(|| {
+            let words = Arc::new((AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)));
+            let bell = Arc::new(AtomicU32::new(0));
+            let (w2, b2) = (words.clone(), bell.clone());
+            let signaller = loom::thread::spawn(move || {
+                // The "tx_pos" publication.
+                w2.2.store(1, Ordering::Relaxed);
+                signal(EventRef { armed: &w2.0, fired: &w2.1 }, || {
+                    b2.store(1, Ordering::Release)
+                });
+            });
+            let ev = EventRef { armed: &words.0, fired: &words.1 };
+            let mut slept = false;
+            take(ev);
+            if words.2.load(Ordering::Acquire) == 0 {
+                if arm(ev) {
+                    slept = true;
+                } else {
+                    assert!(take(ev));
+                    assert_eq!(words.2.load(Ordering::Acquire), 1, "fired seen, data not");
+                }
+            }
+            signaller.join().unwrap();
+            if slept {
+                assert_eq!(bell.load(Ordering::Acquire), 1, "lost wake-up");
+            }
+        });
+    }
+}

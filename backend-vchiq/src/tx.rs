@@ -1,0 +1,313 @@
+//! The transmit side: reserving space in our slots (padding, slot entry), per-service message
+//! and slot quotas with the global data quota (spec §4 "Quota / flow control"), writing the
+//! message and publishing `tx_pos`, and the recycle scan that returns quota (`process_free_queue`).
+//!
+//! Every refusal is a typed [`VchiqError::Retry`]: nothing was queued, call again after the peer
+//! makes progress. The core never sleeps.
+
+use core::sync::atomic::Ordering;
+
+use crate::consts::*;
+use crate::error::{VResult, VchiqError};
+use crate::header::{make_msgid, stride, Header};
+use crate::layout::off;
+use crate::recycle;
+use crate::service::ServiceHandle;
+use crate::vchiq::{bump, Inner, Vchiq};
+
+impl Vchiq {
+    /// Queue a DATA message on an open service. `Retry` on back-pressure (slot, quota or sync slot
+    /// busy), `Closed` if the service is not open, `TooLarge` beyond 4088 bytes.
+    ///
+    /// ```
+    /// # use backend_vchiq::sim::SimPair;
+    /// # use backend_vchiq::{ServiceParams, Event, Deliver, consts::make_fourcc};
+    /// let pair = SimPair::new().unwrap();
+    /// // A VideoCore-side service that answers "pong".
+    /// pair.master().add_service(ServiceParams::new(make_fourcc(*b"ping")), |ctx: &backend_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
+    ///     if let Event::Message(_) = ev {
+    ///         ctx.vchiq.queue_message(ctx.handle, b"pong").unwrap();
+    ///     }
+    ///     Deliver::Done
+    /// }).unwrap();
+    /// pair.connect().unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let tx = std::sync::Mutex::new(tx);
+    /// let h = pair.slave().open_service_blocking(
+    ///     ServiceParams::new(make_fourcc(*b"ping")),
+    ///     move |_: &backend_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
+    ///         if let Event::Message(m) = ev { tx.lock().unwrap().send(m.payload().to_vec()).unwrap(); }
+    ///         Deliver::Done
+    ///     },
+    ///     std::time::Duration::from_secs(5),
+    /// ).unwrap();
+    /// pair.slave().queue_message(h, b"ping").unwrap();
+    /// assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(), b"pong");
+    /// ```
+    pub fn queue_message(&self, h: ServiceHandle, payload: &[u8]) -> VResult {
+        self.queue_message_parts(h, &[payload])
+    }
+
+    /// Queue a DATA message gathered from several parts (the VCHI element list).
+    pub fn queue_message_parts(&self, h: ServiceHandle, parts: &[&[u8]]) -> VResult {
+        self.check_alive()?;
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        if size > VCHIQ_MAX_MSG_SIZE {
+            return Err(VchiqError::TooLarge);
+        }
+        let mut g = self.inner.lock();
+        let s = self.service(&g, h)?;
+        let (port, remote, state) = (h.port(), s.remoteport, s.state);
+        let r = match state {
+            ServiceState::Open => self.queue_locked(
+                &mut g,
+                MsgType::Data,
+                port as u32,
+                remote,
+                parts,
+                Some(port),
+            ),
+            ServiceState::OpenSync => {
+                self.queue_sync_locked(&mut g, MsgType::Data, port as u32, remote, parts)
+            }
+            _ => Err(VchiqError::Closed),
+        };
+        if r == Err(VchiqError::Retry) {
+            bump(&self.counters.retries);
+        }
+        r
+    }
+
+    /// Like [`Vchiq::queue_message`], but on back-pressure polls and calls `relax` until it fits;
+    /// `Interrupted` as soon as `cancelled()` says so (nothing queued then).
+    pub fn queue_message_wait(
+        &self,
+        h: ServiceHandle,
+        payload: &[u8],
+        cancelled: &dyn Fn() -> bool,
+        relax: &mut dyn FnMut(),
+    ) -> VResult {
+        loop {
+            match self.queue_message(h, payload) {
+                Err(VchiqError::Retry) => {}
+                r => return r,
+            }
+            if cancelled() {
+                return Err(VchiqError::Interrupted);
+            }
+            self.poll();
+            relax();
+        }
+    }
+
+    /// Write one message into our slots and publish it. Caller holds the lock. `data_port` =
+    /// Some(port) applies the DATA quotas.
+    pub(crate) fn queue_locked(
+        &self,
+        g: &mut Inner,
+        ty: MsgType,
+        src: u32,
+        dst: u32,
+        parts: &[&[u8]],
+        data_port: Option<usize>,
+    ) -> VResult {
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        if size > VCHIQ_MAX_MSG_SIZE {
+            return Err(VchiqError::TooLarge);
+        }
+        let st = stride(size) as u32;
+        let in_slot = g.tx_pos & VCHIQ_SLOT_MASK;
+        let needs_pad = in_slot != 0 && VCHIQ_SLOT_SIZE as u32 - in_slot < st;
+        // The queue index of the slot this message will end in.
+        let end_index = if needs_pad {
+            (g.tx_pos >> 12).wrapping_add(1)
+        } else {
+            g.tx_pos.wrapping_add(st - 1) >> 12
+        };
+        if let Some(port) = data_port {
+            let q = g.quotas.get(port).copied().ok_or(VchiqError::Invalid)?;
+            // (a) global data quota: one slot is always left for control messages.
+            if end_index != g.previous_data_index && g.data_use_count >= g.data_quota {
+                return Err(VchiqError::Retry);
+            }
+            // (b) per-service message quota, (c) per-service slot quota.
+            if q.message_use_count >= q.message_quota
+                || (end_index != q.previous_tx_index && q.slot_use_count >= q.slot_quota)
+            {
+                return Err(VchiqError::Retry);
+            }
+        }
+        let hdr_off = self.reserve_space(g, st)?;
+        // Body first, then size, then msgid. Relaxed: all published by the Release store of
+        // tx_pos below (spec §3 barrier 2: the receiver never sees a tx_pos covering an unwritten
+        // header).
+        let mut o = hdr_off + VCHIQ_HEADER_SIZE;
+        for p in parts {
+            self.region.write_bytes(o, p);
+            o += p.len();
+        }
+        self.region.store(hdr_off + 4, size as u32, Ordering::Relaxed);
+        self.region
+            .store(hdr_off, make_msgid(ty, src, dst), Ordering::Relaxed);
+        g.tx_pos = g.tx_pos.wrapping_add(st);
+        if let Some(port) = data_port {
+            let q = &mut g.quotas[port];
+            q.message_use_count += 1;
+            if end_index != q.previous_tx_index {
+                q.previous_tx_index = end_index;
+                q.slot_use_count += 1;
+            }
+            if end_index != g.previous_data_index {
+                g.previous_data_index = end_index;
+                g.data_use_count += 1;
+            }
+        }
+        self.publish_tx_pos(g);
+        bump(&self.counters.msgs_sent);
+        log::trace!(target: "vchiq", "{:?} tx {ty:?} {src}->{dst} size {size}", self.role);
+        Ok(())
+    }
+
+    fn publish_tx_pos(&self, g: &Inner) {
+        // Release (spec §3 barrier 2): payload and header stores above happen-before the peer's
+        // Acquire load of tx_pos.
+        self.region
+            .store(self.local_off + off::TX_POS, g.tx_pos, Ordering::Release);
+        self.signal_remote(off::TRIGGER);
+    }
+
+    /// Region offset for a message of `st` bytes, padding the current slot and entering a new
+    /// one as needed. `Retry` when no free slot (after publishing the padded position so the
+    /// peer can finish and recycle the slot).
+    fn reserve_space(&self, g: &mut Inner, st: u32) -> VResult<usize> {
+        let in_slot = g.tx_pos & VCHIQ_SLOT_MASK;
+        if in_slot != 0 && VCHIQ_SLOT_SIZE as u32 - in_slot < st {
+            let space = VCHIQ_SLOT_SIZE as u32 - in_slot;
+            let hdr = self.tx_offset(g);
+            // PADDING fills the slot exactly (strides are multiples of 8: room for a header).
+            self.region.store(hdr + 4, space - 8, Ordering::Relaxed);
+            self.region.store(hdr, 0, Ordering::Relaxed);
+            g.tx_pos = g.tx_pos.wrapping_add(space);
+            self.publish_tx_pos(g);
+        }
+        if g.tx_pos & VCHIQ_SLOT_MASK == 0 {
+            // Entering a new slot: reclaim recycled ones first.
+            self.process_free_queue_locked(g);
+            let q = g.tx_pos >> 12;
+            if (g.slot_queue_available.wrapping_sub(q) as i32) <= 0 {
+                return Err(VchiqError::Retry);
+            }
+        }
+        Ok(self.tx_offset(g))
+    }
+
+    fn tx_offset(&self, g: &Inner) -> usize {
+        let slot = g.tx_slot_queue[((g.tx_pos >> 12) & VCHIQ_SLOT_QUEUE_MASK) as usize];
+        slot as usize * VCHIQ_SLOT_SIZE + (g.tx_pos & VCHIQ_SLOT_MASK) as usize
+    }
+
+    /// Whether a control message of `size` bytes can be queued right now (used before mutating
+    /// state while handling a peer message, so a stall leaves the message to be re-parsed).
+    pub(crate) fn can_queue(&self, g: &mut Inner, size: usize) -> bool {
+        let st = stride(size) as u32;
+        let in_slot = g.tx_pos & VCHIQ_SLOT_MASK;
+        let needs_new = in_slot == 0 || VCHIQ_SLOT_SIZE as u32 - in_slot < st;
+        if !needs_new {
+            return true;
+        }
+        self.process_free_queue_locked(g);
+        let next = if in_slot == 0 {
+            g.tx_pos >> 12
+        } else {
+            (g.tx_pos >> 12).wrapping_add(1)
+        };
+        (g.slot_queue_available.wrapping_sub(next) as i32) > 0
+    }
+
+    /// Recycled slots → quota back, slot available (spec §1 "Recycle"). Returns slots reclaimed.
+    pub(crate) fn process_free_queue(&self) -> usize {
+        let mut g = self.inner.lock();
+        self.process_free_queue_locked(&mut g)
+    }
+
+    pub(crate) fn process_free_queue_locked(&self, g: &mut Inner) -> usize {
+        let (Some(queue), Some(rec)) = (
+            self.region
+                .words(self.local_off + off::SLOT_QUEUE, VCHIQ_MAX_SLOTS_PER_SIDE),
+            self.region.word(self.local_off + off::SLOT_QUEUE_RECYCLE),
+        ) else {
+            return 0;
+        };
+        // The furthest the peer may recycle: the recycle index started at the number of data
+        // slots, and only slots we have left (tx_pos past their end) can have been finished by
+        // the receiver.
+        let limit = (g.tx_pos >> 12).wrapping_add(self.local_part.data_slots());
+        let mut n = 0;
+        loop {
+            match recycle::pop(queue, rec, g.slot_queue_available, limit) {
+                Ok(None) => break,
+                Err(()) => {
+                    self.protocol_error("slot_queue_recycle out of range");
+                    break;
+                }
+                Ok(Some(slot)) => {
+                    if !self.local_part.owns_data(slot) {
+                        self.protocol_error("recycled slot not ours");
+                        break;
+                    }
+                    self.scan_recycled_slot(g, slot);
+                    let idx = (g.slot_queue_available & VCHIQ_SLOT_QUEUE_MASK) as usize;
+                    g.tx_slot_queue[idx] = slot;
+                    g.slot_queue_available = g.slot_queue_available.wrapping_add(1);
+                    bump(&self.counters.slots_recycled);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Return the quota held by the DATA messages in a recycled slot: −1 message per message,
+    /// −1 slot per service per slot, −1 data slot if any DATA.
+    fn scan_recycled_slot(&self, g: &mut Inner, slot: u32) {
+        for w in g.scan_found.iter_mut() {
+            *w = 0;
+        }
+        let base = slot as usize * VCHIQ_SLOT_SIZE;
+        let mut pos = 0usize;
+        let mut data_found = false;
+        while pos < VCHIQ_SLOT_SIZE {
+            // Relaxed: the slot is ours and was handed back through the Acquire in recycle::pop.
+            let msgid = self.region.load(base + pos, Ordering::Relaxed);
+            let size = self.region.load(base + pos + 4, Ordering::Relaxed);
+            let Ok(h) = Header::decode(msgid, size, pos) else {
+                self.protocol_error("corrupt header in recycled slot");
+                break;
+            };
+            if h.ty == MsgType::Data {
+                let port = h.src as usize;
+                if let Some(q) = g.quotas.get_mut(port) {
+                    q.message_use_count = q.message_use_count.saturating_sub(1);
+                    let (w, b) = (port / 64, port % 64);
+                    if g.scan_found[w] & (1 << b) == 0 {
+                        g.scan_found[w] |= 1 << b;
+                        q.slot_use_count = q.slot_use_count.saturating_sub(1);
+                    }
+                }
+                data_found = true;
+            }
+            pos += h.stride();
+        }
+        if data_found {
+            g.data_use_count = g.data_use_count.saturating_sub(1);
+        }
+    }
+
+    /// Slot quota left for a service (diagnostics / tests).
+    pub fn quota_use(&self, h: ServiceHandle) -> VResult<(u32, u32)> {
+        let g = self.inner.lock();
+        self.service(&g, h)?;
+        let q = g.quotas[h.port()];
+        Ok((q.message_use_count, q.slot_use_count))
+    }
+}
