@@ -12,15 +12,22 @@ use fwipc_transport_api::{Completion, StdClock, Transport};
 use super::device::{SimDevice, SimDeviceConfig, SimTransport};
 use super::hal::SimHal;
 use crate::header::make_target;
-use crate::platform::{PlatformModel, FWIPC_TEST_ECHO, FWIPC_TEST_PROTOCOL};
+use crate::platform::{
+    Platform, PlatformConfig, PlatformModel, FWIPC_TEST_ECHO, FWIPC_TEST_PROTOCOL,
+};
 use crate::virtio::{ScmiVirtio, ScmiVirtioConfig};
 
 /// The transport type the fixture tests.
 pub type SimScmi = ScmiVirtio<SimHal, SimTransport>;
 
-/// The platform model the fixture's device hosts.
+/// The platform model the fixture's device hosts: the crate's simulated SCMI [`Platform`]
+/// (Base + the fwipc test protocol with ECHO and notifications), with room for 256 pending P2A
+/// messages.
 pub fn default_platform() -> Box<dyn PlatformModel> {
-    Box::new(super::echo::EchoPlatform::new())
+    Box::new(Platform::new(PlatformConfig {
+        p2a_capacity: 256,
+        ..PlatformConfig::default()
+    }))
 }
 
 /// A [`ScmiVirtio`] over a simulated virtio-scmi device.
@@ -47,7 +54,18 @@ impl ScmiFixture {
 
     /// A fixture with an explicit cmdq size and device config.
     pub fn with_config(mode: Completion, cmdq_size: u32, dev_cfg: SimDeviceConfig) -> Self {
-        let dev = SimDevice::start(dev_cfg, default_platform);
+        Self::with_platform(mode, cmdq_size, dev_cfg, default_platform)
+    }
+
+    /// A fixture whose device hosts the platforms `factory` builds (at start and at every
+    /// `reset_remote`).
+    pub fn with_platform(
+        mode: Completion,
+        cmdq_size: u32,
+        dev_cfg: SimDeviceConfig,
+        factory: impl Fn() -> Box<dyn PlatformModel> + Send + Sync + 'static,
+    ) -> Self {
+        let dev = SimDevice::start(dev_cfg, factory);
         let cfg = ScmiVirtioConfig {
             cmdq_size: Some(cmdq_size),
             eventq_size: Some(64),
