@@ -140,7 +140,7 @@ QEMU_PID=$!
 # When the guest says it waits for a notification, make the fake sensor's fd readable (once).
 TRIGGERED=0
 while kill -0 "$QEMU_PID" 2>/dev/null; do
-    if [[ $TRIGGERED -eq 0 ]] && grep -qs 'scmi: waiting for SENSOR_UPDATE' "$WORK/guest.log"; then
+    if [[ $TRIGGERED -eq 0 ]] && grep -qs 'waiting for SENSOR_UPDATE' "$WORK/guest.log"; then
         printf 'n' >&3
         TRIGGERED=1
     fi
@@ -185,25 +185,39 @@ expect_re() { # expect_re <extended regex matching a whole line> <description>
 }
 expect_re 'virtio-mmio: slot [0-9]+ @ 0x[0-9a-f]+: version 2 device id 32 vendor 0x[0-9a-f]+' \
     "modern virtio-mmio slot with device id 32 found by the scan"
+# 1. The guest's raw path (bare VirtQueue, hand-rolled SCMI header): a fresh daemon's fake sensor
+#    reads counter, counter + 100, counter + 200, the counter advancing once per read from 0.
 expect 'scmi: base protocol version 0x20000'
 expect 'scmi: 1 protocols besides base, 0 agents'
 expect 'scmi: vendor "rust-vmm"'
 expect 'scmi: protocols [0x15]'
 expect 'scmi: sensor protocol version 0x30000'
 expect 'scmi: 1 sensors'
-expect_re "scmi: sensor 0 \"$SENSOR_NAME\": 3 axes, .*" "sensor 0 is the 3-axis fake sensor $SENSOR_NAME"
+expect_re "scmi: sensor 0 \"$SENSOR_NAME\": 3 axes, .*" "raw: sensor 0 is the 3-axis fake sensor $SENSOR_NAME"
 # Unit 89 = m/s^2 (accelerometer).
-expect 'scmi: sensor 0 axis 0 "acc_X": unit 89'
-expect 'scmi: sensor 0 axis 1 "acc_Y": unit 89'
-expect 'scmi: sensor 0 axis 2 "acc_Z": unit 89'
-# The fake sensor's axis i reads counter + 100*i, the counter advancing once per read from 0.
+for a in 0:X 1:Y 2:Z; do expect "scmi: sensor 0 axis ${a%:*} \"acc_${a#*:}\": unit 89"; done
 expect 'scmi: sensor 0 reading 0: 0 100 200'
 expect 'scmi: sensor 0 reading 1: 1 101 201'
 expect 'scmi: sensor 0 reading 2: 2 102 202'
-expect 'scmi: after device reset: base protocol version 0x20000'
-# SENSOR_UPDATE: header 0x5701 (message 1, type 3 notification, protocol 0x15), agent 0, sensor 0,
-# the three axes of one fake reading (counter, counter + 100, counter + 200).
-NOTIF=$(grep -xE 'scmi: notification 0x5701 SENSOR_UPDATE agent 0 sensor 0: -?[0-9]+ -?[0-9]+ -?[0-9]+' \
+# 2. After a device reset, the fwipc stack: backend-scmi-virtio's ScmiVirtio (polled) under the
+#    typed SCMI agent, P2A negotiated. Same platform, so the counter continues at 3.
+expect_re 'agent: virtio-scmi up: features ScmiFeatures\(P2A_CHANNELS \| VERSION_1\), .*' \
+    "agent: backend up with P2A_CHANNELS and VERSION_1"
+expect 'agent: base protocol version 2.0'
+expect 'agent: 1 protocols besides base, 0 agents'
+expect 'agent: vendor "rust-vmm"'
+expect 'agent: implementation version 0x0'
+expect 'agent: protocols [0x15]'
+expect 'agent: sensor protocol version 3.0'
+expect 'agent: 1 sensors'
+expect "agent: sensor 0 \"$SENSOR_NAME\": 3 axes, unit 0, continuous-update notify true"
+for a in 0:X 1:Y 2:Z; do expect "agent: sensor 0 axis ${a%:*} \"acc_${a#*:}\": unit 89"; done
+expect 'agent: sensor 0 reading 0: 3 103 203'
+expect 'agent: sensor 0 reading 1: 4 104 204'
+expect 'agent: sensor 0 reading 2: 5 105 205'
+# SENSOR_UPDATE notification (triggered by this script through the daemon's stdout pipe): one
+# fake reading, so the axes are x, x + 100, x + 200.
+NOTIF=$(grep -xE 'agent: notification SENSOR_UPDATE sensor 0: -?[0-9]+ -?[0-9]+ -?[0-9]+' \
     "$WORK/guest.txt" | head -n 1 || true)
 if [[ -n "$NOTIF" ]] && read -r x y z <<<"${NOTIF##*:}" && ((y == x + 100 && z == x + 200)); then
     say "ok: $NOTIF"
@@ -211,7 +225,8 @@ else
     say "MISSING: a SENSOR_UPDATE notification with axes x, x+100, x+200"
     FAILED=1
 fi
-expect 'scmi: cmdq after notifications ok'
+expect 'agent: cmdq after notifications ok'
+expect 'agent: shut down'
 if grep -q 'FAIL' "$WORK/guest.txt"; then
     say "guest reported: $(grep 'FAIL' "$WORK/guest.txt" | head -n1)"
     FAILED=1

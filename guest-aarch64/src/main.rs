@@ -17,7 +17,9 @@ pub mod console;
 mod hal;
 mod heap;
 mod mmio;
+mod polled;
 mod psci;
+mod scmi_agent;
 mod scmi_raw;
 mod timer;
 
@@ -34,8 +36,6 @@ const PROTO_SENSOR: u8 = 0x15;
 const READINGS: usize = 3;
 /// Calls timed for the round-trip figure.
 const ROUND_TRIPS: u64 = 200;
-/// How long the guest waits for the host to trigger a notification.
-const NOTIFY_TIMEOUT: core::time::Duration = core::time::Duration::from_secs(10);
 
 /// Why the guest failed.
 #[derive(Debug)]
@@ -44,6 +44,7 @@ enum GuestError {
     Mmio(mmio::MmioError),
     Raw(&'static str, RawError),
     Check(&'static str),
+    Agent(scmi_agent::AgentError),
 }
 
 impl fmt::Display for GuestError {
@@ -53,6 +54,7 @@ impl fmt::Display for GuestError {
             GuestError::Mmio(e) => write!(f, "{e}"),
             GuestError::Raw(what, e) => write!(f, "{what}: {e}"),
             GuestError::Check(what) => write!(f, "check failed: {what}"),
+            GuestError::Agent(e) => write!(f, "agent: {e}"),
         }
     }
 }
@@ -120,64 +122,13 @@ fn run() -> Result<(), GuestError> {
         transport.device_id(),
         slot.index
     );
-    let mut scmi = RawScmi::new(transport, timer, false).ctx("virtio init")?;
+    let mut scmi = RawScmi::new(transport, timer).ctx("virtio init")?;
     raw_session(&mut scmi, &timer)?;
-    // Dropping the driver resets the device; a new driver instance (now with the eventq) must be
-    // able to take it over.
+    // Dropping the raw driver resets the device; the fwipc backend then takes it over from
+    // scratch (with the eventq this time).
     let transport = scmi.into_transport();
-    let mut scmi = RawScmi::new(transport, timer, true).ctx("virtio re-init")?;
-    let r = scmi
-        .call(PROTO_BASE, 0x0, &[])
-        .ctx("BASE PROTOCOL_VERSION after reset")?;
-    println!(
-        "scmi: after device reset: base protocol version {:#x}",
-        le32(r, 0)
-    );
-    raw_notifications(&mut scmi)
-}
-
-/// P2A: SENSOR_UPDATE notifications on the eventq. The fake sensor's notification source is the
-/// daemon's stdout: the host script writes to that pipe when it sees the "waiting" line.
-fn raw_notifications<T: virtio_drivers::transport::Transport>(
-    scmi: &mut RawScmi<T>,
-) -> Result<(), GuestError> {
-    check(scmi.has_eventq(), "P2A_CHANNELS negotiated (eventq set up)")?;
-    scmi.kick_events();
-    scmi.call(PROTO_SENSOR, 0xa, &[0, 1])
-        .ctx("SENSOR_CONFIG_SET")?;
-    scmi.call(PROTO_SENSOR, 0xb, &[0, 1])
-        .ctx("SENSOR_CONTINUOUS_UPDATE_NOTIFY on")?;
-    println!("scmi: waiting for SENSOR_UPDATE");
-    let mut ev = [0u8; scmi_raw::EVENT_BUF_SIZE];
-    let len = scmi
-        .wait_event(&mut ev, NOTIFY_TIMEOUT)
-        .ctx("eventq")?
-        .ok_or(GuestError::Check("a notification within 10 s"))?;
-    let ev = &ev[..len];
-    // header, agent_id, sensor_id, then value low/high + timestamp low/high per axis.
-    check(len >= 12 && (len - 12) % 16 == 0, "SENSOR_UPDATE length")?;
-    let header = le32(ev, 0);
-    print!(
-        "scmi: notification {:#x} SENSOR_UPDATE agent {} sensor {}:",
-        header,
-        le32(ev, 4),
-        le32(ev, 8)
-    );
-    for axis in 0..(len - 12) / 16 {
-        let off = 12 + axis * 16;
-        let v = (u64::from(le32(ev, off)) | (u64::from(le32(ev, off + 4)) << 32)) as i64;
-        print!(" {}", v);
-    }
-    println!();
-    scmi.call(PROTO_SENSOR, 0xb, &[0, 0])
-        .ctx("SENSOR_CONTINUOUS_UPDATE_NOTIFY off")?;
-    // The cmdq still works after the eventq traffic.
-    let r = scmi
-        .call(PROTO_SENSOR, 0x6, &[0, 0])
-        .ctx("SENSOR_READING_GET after notifications")?;
-    check(r.len() >= 16, "reading after notifications")?;
-    println!("scmi: cmdq after notifications ok");
-    Ok(())
+    println!("scmi: raw path done, device reset; now the fwipc backend + agent");
+    scmi_agent::session(transport, timer).map_err(GuestError::Agent)
 }
 
 fn raw_session<T: virtio_drivers::transport::Transport>(

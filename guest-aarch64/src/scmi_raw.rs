@@ -51,8 +51,6 @@ pub enum RawError {
     Status(i32),
     /// Too many parameters for the request buffer.
     TooManyParams,
-    /// P2A_CHANNELS was not negotiated: there is no eventq.
-    NoEventq,
 }
 
 impl From<virtio_drivers::Error> for RawError {
@@ -74,7 +72,6 @@ impl core::fmt::Display for RawError {
             RawError::WrongChain => f.write_str("device completed an unexpected chain"),
             RawError::Status(s) => write!(f, "SCMI status {s}"),
             RawError::TooManyParams => f.write_str("too many parameters"),
-            RawError::NoEventq => f.write_str("no eventq (P2A_CHANNELS not negotiated)"),
         }
     }
 }
@@ -89,142 +86,34 @@ pub struct RawScmi<T: Transport> {
     cmdq: ManuallyDrop<VirtQueue<IdentityHal, CMDQ_SIZE>>,
     req: Box<[u8]>,
     resp: Box<[u8]>,
-    /// The eventq, when P2A_CHANNELS was negotiated.
-    events: Option<EventQueue>,
     token: u16,
     wedged: bool,
     timer: GenericTimer,
 }
 
-/// Eventq buffers posted at once.
-pub const EVENT_BUFS: usize = 4;
-/// Bytes per eventq buffer: header + the largest P2A message this guest enables (SENSOR_UPDATE of
-/// a 3-axis sensor is 4 + 8 + 3 * 16 = 60 bytes).
-pub const EVENT_BUF_SIZE: usize = 128;
-
-/// The eventq (virtio-scmi queue 1): device-writable single-descriptor buffers, re-posted after
-/// each notification is consumed.
-struct EventQueue {
-    /// Dropped by hand, like `RawScmi::cmdq`.
-    queue: ManuallyDrop<VirtQueue<IdentityHal, 8>>,
-    bufs: [Box<[u8]>; EVENT_BUFS],
-    /// The descriptor head each buffer is posted under.
-    heads: [u16; EVENT_BUFS],
-}
-
 impl<T: Transport> RawScmi<T> {
-    /// Negotiate VERSION_1 (and P2A_CHANNELS if `p2a` and offered), set up the cmdq (and the
-    /// eventq with [`EVENT_BUFS`] posted buffers), then DRIVER_OK.
-    pub fn new(mut transport: T, timer: GenericTimer, p2a: bool) -> Result<Self, RawError> {
+    /// Negotiate VERSION_1 only (this path has no eventq), set up the cmdq, then DRIVER_OK.
+    pub fn new(mut transport: T, timer: GenericTimer) -> Result<Self, RawError> {
         let offered = transport.read_device_features();
-        let wanted = if p2a {
-            RawFeatures::VERSION_1 | RawFeatures::P2A_CHANNELS
-        } else {
-            RawFeatures::VERSION_1
-        };
-        let features = transport.begin_init(wanted);
+        let features = transport.begin_init(RawFeatures::VERSION_1);
         log::info!(
             "raw: device features {offered:#x}, negotiated {:#x}, cmdq max {}",
             features.bits(),
             transport.max_queue_size(0)
         );
         let cmdq = VirtQueue::new(&mut transport, 0, false, false)?;
-        let events = if features.contains(RawFeatures::P2A_CHANNELS) {
-            let mut queue = VirtQueue::new(&mut transport, 1, false, false)?;
-            let mut bufs: [Box<[u8]>; EVENT_BUFS] =
-                core::array::from_fn(|_| vec![0u8; EVENT_BUF_SIZE].into_boxed_slice());
-            let mut heads = [0u16; EVENT_BUFS];
-            for (buf, head) in bufs.iter_mut().zip(heads.iter_mut()) {
-                // SAFETY: the buffer is a heap allocation owned by the `EventQueue` built below;
-                // it stays in place (boxed) until popped, or is leaked if the device wedges.
-                *head = unsafe { queue.add(&[], &mut [&mut buf[..]]) }?;
-            }
-            Some(EventQueue {
-                queue: ManuallyDrop::new(queue),
-                bufs,
-                heads,
-            })
-        } else {
-            None
-        };
         transport.finish_init();
-        let mut me = RawScmi {
+        Ok(RawScmi {
             transport: ManuallyDrop::new(transport),
             transport_taken: false,
             torn_down: false,
             cmdq: ManuallyDrop::new(cmdq),
             req: vec![0u8; 4 + 4 * MAX_PARAMS].into_boxed_slice(),
             resp: vec![0u8; MAX_REPLY].into_boxed_slice(),
-            events,
             token: 0,
             wedged: false,
             timer,
-        };
-        me.kick_events();
-        Ok(me)
-    }
-
-    /// Whether the eventq is set up.
-    pub fn has_eventq(&self) -> bool {
-        self.events.is_some()
-    }
-
-    /// Tell the device about posted eventq buffers. Harmless when repeated: the device only takes
-    /// chains it has not seen.
-    pub fn kick_events(&mut self) {
-        if self.events.is_some() {
-            self.transport.notify(1);
-        }
-    }
-
-    /// Take one notification or delayed response from the eventq into `out`, waiting until
-    /// `timeout`; returns its length (`None` on timeout). The buffer is re-posted.
-    pub fn wait_event(
-        &mut self,
-        out: &mut [u8],
-        timeout: Duration,
-    ) -> Result<Option<usize>, RawError> {
-        if self.wedged {
-            return Err(RawError::Wedged);
-        }
-        let deadline = self.timer.deadline(timeout);
-        let mut renotify = self.timer.deadline(RENOTIFY);
-        let Some(ev) = self.events.as_mut() else {
-            return Err(RawError::NoEventq);
-        };
-        let head = loop {
-            if let Some(head) = ev.queue.peek_used() {
-                break head;
-            }
-            if self.timer.expired(deadline) {
-                return Ok(None);
-            }
-            if self.timer.expired(renotify) {
-                self.transport.notify(1);
-                renotify = self.timer.deadline(RENOTIFY);
-            }
-            core::hint::spin_loop();
-        };
-        let Some(i) = ev.heads.iter().position(|&h| h == head) else {
-            self.wedged = true;
-            return Err(RawError::WrongChain);
-        };
-        let buf = &mut ev.bufs[i];
-        // SAFETY: buffer `i` was posted under `head` (the `heads` table), and the device returned
-        // that chain.
-        let used = unsafe { ev.queue.pop_used(head, &[], &mut [&mut buf[..]]) }?;
-        let len = usize::try_from(used).unwrap_or(usize::MAX);
-        if len > buf.len() || len > out.len() {
-            return Err(RawError::BadLength(used));
-        }
-        out[..len].copy_from_slice(&buf[..len]);
-        buf.fill(0);
-        // SAFETY: as for the initial post in `new`.
-        ev.heads[i] = unsafe { ev.queue.add(&[], &mut [&mut buf[..]]) }?;
-        if ev.queue.should_notify() {
-            self.transport.notify(1);
-        }
-        Ok(Some(len))
+        })
     }
 
     /// Send `(protocol, message, params)` and wait for the reply; returns the return values (after
@@ -312,18 +201,12 @@ impl<T: Transport> RawScmi<T> {
         if self.wedged {
             core::mem::forget(core::mem::take(&mut self.req));
             core::mem::forget(core::mem::take(&mut self.resp));
-            core::mem::forget(self.events.take());
             return;
         }
         // SAFETY: `torn_down` guarantees this runs once and nothing uses the queues afterwards
-        // (`call`/`wait_event` are only reachable before `into_transport`/`drop`); the device
+        // (`call` is only reachable before `into_transport`/`drop`); the device
         // was reset above, so it no longer owns the rings.
-        unsafe {
-            ManuallyDrop::drop(&mut self.cmdq);
-            if let Some(ev) = self.events.as_mut() {
-                ManuallyDrop::drop(&mut ev.queue);
-            }
-        }
+        unsafe { ManuallyDrop::drop(&mut self.cmdq) };
     }
 }
 
@@ -341,8 +224,6 @@ bitflags::bitflags! {
     /// Feature bits this path negotiates.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct RawFeatures: u64 {
-        /// `VIRTIO_SCMI_F_P2A_CHANNELS`: the eventq exists.
-        const P2A_CHANNELS = 1 << 0;
         /// `VIRTIO_F_VERSION_1`: must be accepted when offered.
         const VERSION_1 = 1 << 32;
     }

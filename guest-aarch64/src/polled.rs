@@ -1,0 +1,67 @@
+//! [`Polled`]: a `fwipc_transport_api::Transport` adapter that sends every request in
+//! [`Completion::Polled`] mode.
+//!
+//! The guest takes no interrupts (no GIC set-up), so nothing would call the backend's interrupt
+//! entry point (`ScmiVirtio::complete`). The SCMI agent builds its requests in the default
+//! interrupt mode and waits with `poll_done`; in polled mode `ScmiVirtio::poll_done` drains the
+//! cmdq itself. Everything else is passed through unchanged.
+
+use core::task::Waker;
+
+use fwipc_transport_api::{
+    BulkRequest, BulkResult, Caps, Completion, Error, Notification, Request, Result, Stats, Ticket,
+    Transport, TxOutcome,
+};
+
+/// Wraps a transport and marks each request [`Completion::Polled`].
+#[derive(Debug)]
+pub struct Polled<T>(pub T);
+
+impl<T: Transport> Transport for Polled<T> {
+    fn caps(&self) -> Caps {
+        self.0.caps()
+    }
+    fn max_msg(&self) -> usize {
+        self.0.max_msg()
+    }
+    fn max_msg_size(&self) -> usize {
+        self.0.max_msg_size()
+    }
+    fn send(&self, req: &Request<'_>) -> Result<Ticket> {
+        if !self.0.caps().polling {
+            return Err(Error::NotSupported);
+        }
+        let req = Request {
+            completion: Completion::Polled,
+            ..*req
+        };
+        self.0.send(&req)
+    }
+    fn poll_done(&self, ticket: &Ticket) -> Result<bool> {
+        self.0.poll_done(ticket)
+    }
+    fn fetch_response(&self, ticket: &Ticket, out: &mut [u8]) -> Result<usize> {
+        self.0.fetch_response(ticket, out)
+    }
+    fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
+        self.0.mark_txdone(ticket, outcome)
+    }
+    fn register_waker(&self, ticket: &Ticket, waker: &Waker) -> bool {
+        self.0.register_waker(ticket, waker)
+    }
+    fn bulk(&self, req: BulkRequest) -> core::result::Result<Ticket, (Error, BulkRequest)> {
+        self.0.bulk(req)
+    }
+    fn take_bulk(&self, ticket: Ticket) -> core::result::Result<BulkResult, (Error, Ticket)> {
+        self.0.take_bulk(ticket)
+    }
+    fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {
+        self.0.fetch_notification(out)
+    }
+    fn shutdown(&self) -> Result<()> {
+        self.0.shutdown()
+    }
+    fn stats(&self) -> Stats {
+        self.0.stats()
+    }
+}
