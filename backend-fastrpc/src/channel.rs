@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Mutex;
 
-use fwipc_transport_api::{Counters, ProtocolError, Stats};
+use fwipc_transport_api::{Counters, Stats};
 
 use crate::context::{ContextTable, PayloadPool, RxOutcome, MAX_CONTEXTS};
 use crate::domain::Domain;
@@ -278,19 +278,19 @@ impl ChannelInner {
                 return;
             }
         };
-        match self.ctx.complete(rsp.ctx_id(), rsp.retval.get()) {
-            RxOutcome::Completed => Counters::bump(&self.counters.completed),
-            RxOutcome::Late => Counters::bump(&self.counters.late_replies),
-            RxOutcome::Duplicate => Counters::bump(&self.counters.duplicate_replies),
-            RxOutcome::Unknown => {
-                log::debug!("fastrpc: response for unknown context {:#x}", rsp.ctx.get());
-                Counters::bump(&self.counters.unknown_replies)
-            }
-            RxOutcome::BadPd => {
-                let _ = ProtocolError::BadHeader;
-                Counters::bump(&self.counters.protocol_errors)
-            }
-        }
+        let counters = &self.counters;
+        self.ctx
+            .complete(rsp.ctx_id(), rsp.retval.get(), |o| match o {
+                RxOutcome::Completed => Counters::bump(&counters.completed),
+                RxOutcome::Late => Counters::bump(&counters.late_replies),
+                RxOutcome::Duplicate => Counters::bump(&counters.duplicate_replies),
+                RxOutcome::Unknown => {
+                    log::debug!("fastrpc: response for unknown context {:#x}", rsp.ctx.get());
+                    Counters::bump(&counters.unknown_replies)
+                }
+                // PD bits that do not match the request: a corrupted header.
+                RxOutcome::BadPd => Counters::bump(&counters.protocol_errors),
+            });
     }
 }
 

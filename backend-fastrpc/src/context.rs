@@ -317,35 +317,41 @@ impl ContextTable {
         false
     }
 
-    /// The receive path: complete context `id` with `retval`. Never releases memory; wakes the
-    /// waiter after dropping the lock.
-    pub fn complete(&self, id: CtxId, retval: i32) -> RxOutcome {
+    /// The receive path: complete context `id` with `retval`. Never releases memory; `count`
+    /// runs before the completion becomes visible to the waiter (so a caller that sees its call
+    /// done also sees it counted); the waiter is woken after the lock is dropped.
+    pub fn complete(&self, id: CtxId, retval: i32, count: impl FnOnce(RxOutcome)) -> RxOutcome {
         let sid = id.slot_id() as usize;
         let Some(slot) = sid.checked_sub(1).and_then(|i| self.slots.get(i)) else {
+            count(RxOutcome::Unknown);
             return RxOutcome::Unknown;
         };
         let mut c = slot.lock();
-        if c.generation != id.generation() {
-            return RxOutcome::Unknown;
-        }
-        let outcome = match c.state {
-            CtxState::InFlight if c.inflight => {
-                if c.pd != id.pd() {
-                    return RxOutcome::BadPd;
+        let outcome = if c.generation != id.generation() {
+            RxOutcome::Unknown
+        } else {
+            match c.state {
+                CtxState::InFlight if c.inflight && c.pd != id.pd() => RxOutcome::BadPd,
+                CtxState::InFlight if c.inflight => {
+                    c.state = CtxState::Done(retval);
+                    c.inflight = false;
+                    if c.owner {
+                        RxOutcome::Completed
+                    } else {
+                        self.mark_reap(&mut c);
+                        RxOutcome::Late
+                    }
                 }
-                c.state = CtxState::Done(retval);
-                c.inflight = false;
-                if c.owner {
-                    RxOutcome::Completed
-                } else {
-                    self.mark_reap(&mut c);
-                    RxOutcome::Late
-                }
+                CtxState::Done(_) | CtxState::Failed(_) => RxOutcome::Duplicate,
+                CtxState::Free | CtxState::Building | CtxState::InFlight => RxOutcome::Unknown,
             }
-            CtxState::Done(_) | CtxState::Failed(_) => RxOutcome::Duplicate,
-            CtxState::Free | CtxState::Building | CtxState::InFlight => RxOutcome::Unknown,
         };
-        let w = c.waker.take();
+        count(outcome);
+        let w = if matches!(outcome, RxOutcome::Completed | RxOutcome::Late) {
+            c.waker.take()
+        } else {
+            None
+        };
         drop(c);
         if let Some(w) = w {
             w.wake();
@@ -442,15 +448,19 @@ mod tests {
         assert_eq!(t.zombies(), 1);
         let id = CtxId::new(i as u8 + 1, g, 0);
         assert_eq!(
-            t.complete(CtxId::new(i as u8 + 1, g + 1, 0), 0),
+            t.complete(CtxId::new(i as u8 + 1, g + 1, 0), 0, |_| {}),
             RxOutcome::Unknown
         );
-        assert_eq!(t.complete(id, 0), RxOutcome::Late);
+        assert_eq!(t.complete(id, 0, |_| {}), RxOutcome::Late);
         assert_eq!(t.free_count(), 1, "receive path never frees");
-        assert_eq!(t.complete(id, 0), RxOutcome::Duplicate);
+        assert_eq!(t.complete(id, 0, |_| {}), RxOutcome::Duplicate);
         assert_eq!(t.reap(), 1);
         assert_eq!(t.free_count(), 2);
-        assert_eq!(t.complete(id, 0), RxOutcome::Unknown, "stale generation");
+        assert_eq!(
+            t.complete(id, 0, |_| {}),
+            RxOutcome::Unknown,
+            "stale generation"
+        );
         assert_eq!(t.reap(), 0);
     }
 
@@ -462,12 +472,12 @@ mod tests {
         let _ = t.alloc(0).unwrap();
         assert_eq!(t.alloc(0).err(), Some(FastRpcError::Busy));
         assert_eq!(
-            t.complete(CtxId(0), 0),
+            t.complete(CtxId(0), 0, |_| {}),
             RxOutcome::Unknown,
             "id 0 is never issued"
         );
         assert_eq!(
-            t.complete(CtxId(0x20), 0),
+            t.complete(CtxId(0x20), 0, |_| {}),
             RxOutcome::Unknown,
             "beyond the table"
         );

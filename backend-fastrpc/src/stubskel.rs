@@ -1,1 +1,371 @@
-//! Stub/skel generator (filled below).
+//! `fastrpc_interface!`: write an interface's signature once, get a typed client stub and a
+//! server skeleton that marshal through the scalars format the way qaic-generated code does
+//! (notes §9):
+//!
+//! - in-buffer 0 is *primIn*: the scalar inputs at natural alignment, then the u32 length of
+//!   every in-buffer and every out-buffer (present when non-empty);
+//! - out-buffer 0 is *primROut*: the scalar outputs (absent when there are none);
+//! - then one slot per in-buffer and per out-buffer;
+//! - methods ≥ 31 are sent as method 31 with the real id in the first u32 of primIn;
+//! - the skel checks the four counts and primIn/primROut sizes (`AEE_EBADPARM`) and answers
+//!   unknown methods with `AEE_EUNSUPPORTED`.
+//!
+//! Parameter order inside primIn is "scalars, then buffer lengths" (as if the IDL declared the
+//! scalars first); qaic follows declaration order, so an interface whose IDL interleaves them
+//! must be declared in that order here to stay wire-compatible.
+//!
+//! ```
+//! use backend_fastrpc::fastrpc_interface;
+//! fastrpc_interface! {
+//!     /// A calculator.
+//!     pub interface calc {
+//!         stub CalcStub;
+//!         skel CalcImpl, calc_skel_invoke;
+//!         /// Sum of the bytes of `data`.
+//!         fn sum = 2 (in {} in_bufs { data } out { total: u64 } out_bufs {});
+//!         /// Larger of two.
+//!         fn max = 3 (in { a: i32, b: i32 } in_bufs {} out { m: i32 } out_bufs {});
+//!     }
+//! }
+//! ```
+
+use core::time::Duration;
+
+use fwipc_transport_api::Clock;
+
+use crate::error::Result;
+use crate::session::{Arg, Session};
+
+/// A scalar type that can travel in primIn/primROut (little-endian, natural alignment).
+pub trait Prim: Copy {
+    /// Size in bytes.
+    const SIZE: usize;
+    /// Alignment in bytes.
+    const ALIGN: usize;
+    /// Write at the start of `out` (which holds at least `SIZE` bytes).
+    fn put(self, out: &mut [u8]);
+    /// Read from the start of `b` (which holds at least `SIZE` bytes).
+    fn get(b: &[u8]) -> Self;
+}
+
+macro_rules! prim {
+    ($($t:ty),*) => {$(
+        impl Prim for $t {
+            const SIZE: usize = core::mem::size_of::<$t>();
+            const ALIGN: usize = core::mem::align_of::<$t>();
+            fn put(self, out: &mut [u8]) {
+                out[..Self::SIZE].copy_from_slice(&self.to_le_bytes());
+            }
+            fn get(b: &[u8]) -> Self {
+                let mut a = [0u8; core::mem::size_of::<$t>()];
+                a.copy_from_slice(&b[..Self::SIZE]);
+                <$t>::from_le_bytes(a)
+            }
+        }
+    )*};
+}
+prim!(u8, u16, u32, u64, i8, i16, i32, i64);
+
+/// Size of a packed primitive block: optional escape id, `fields` (size, align) at natural
+/// alignment, then `nlens` u32 lengths, rounded up to the largest alignment (the C struct's
+/// tail padding; qaic's exact rounding is **(unverified)**).
+pub const fn packed_len(escape: bool, fields: &[(usize, usize)], nlens: usize) -> usize {
+    let mut off: usize = if escape { 4 } else { 0 };
+    let mut max_align: usize = if escape || nlens > 0 { 4 } else { 1 };
+    let mut i = 0;
+    while i < fields.len() {
+        let (size, align) = fields[i];
+        off = off.div_ceil(align) * align + size;
+        if align > max_align {
+            max_align = align;
+        }
+        i += 1;
+    }
+    if nlens > 0 {
+        off = off.div_ceil(4) * 4 + 4 * nlens;
+    }
+    off.div_ceil(max_align) * max_align
+}
+
+/// Number of names (macro helper).
+pub const fn count(names: &[&str]) -> usize {
+    names.len()
+}
+
+/// Write `v` at the next naturally aligned offset from `cur`; returns the new cursor. Returns
+/// `usize::MAX` (and writes nothing) if it does not fit.
+pub fn put<T: Prim>(buf: &mut [u8], cur: usize, v: T) -> usize {
+    let at = cur.div_ceil(T::ALIGN) * T::ALIGN;
+    match buf.get_mut(at..at + T::SIZE) {
+        Some(dst) => {
+            v.put(dst);
+            at + T::SIZE
+        }
+        None => usize::MAX,
+    }
+}
+
+/// Read a `T` at the next naturally aligned offset from `cur`; `None` if out of range (remote
+/// input: never panics).
+pub fn get<T: Prim>(buf: &[u8], cur: usize) -> Option<(T, usize)> {
+    let at = cur.checked_next_multiple_of(T::ALIGN)?;
+    let src = buf.get(at..at.checked_add(T::SIZE)?)?;
+    Some((T::get(src), at + T::SIZE))
+}
+
+/// A fixed-capacity argument list on the stack (no allocation).
+pub struct ArgList<'a, const N: usize> {
+    items: [Arg<'a>; N],
+    n: usize,
+}
+
+impl<'a, const N: usize> Default for ArgList<'a, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a, const N: usize> ArgList<'a, N> {
+    /// Empty.
+    pub fn new() -> Self {
+        ArgList {
+            items: core::array::from_fn(|_| Arg::In(&[])),
+            n: 0,
+        }
+    }
+    /// Append (ignored beyond `N`, which the generator sizes exactly).
+    pub fn push(&mut self, a: Arg<'a>) {
+        if let Some(slot) = self.items.get_mut(self.n) {
+            *slot = a;
+            self.n += 1;
+        }
+    }
+    /// The arguments.
+    pub fn as_mut_slice(&mut self) -> &mut [Arg<'a>] {
+        &mut self.items[..self.n]
+    }
+}
+
+/// What a stub calls: one blocking invoke.
+pub trait Invoker {
+    /// Invoke `method` on `handle` with `args` (out-buffers are filled on success).
+    fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()>;
+}
+
+/// A blocking [`Invoker`] over a session.
+pub struct SessionInvoker<'a> {
+    /// The session.
+    pub session: &'a Session,
+    /// Time source.
+    pub clock: &'a dyn Clock,
+    /// Per-call timeout.
+    pub timeout: Duration,
+    /// Called between polls.
+    pub relax: &'a dyn Fn(),
+}
+
+impl Invoker for SessionInvoker<'_> {
+    fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()> {
+        self.session
+            .invoke(handle, method, args, self.clock, self.timeout, self.relax)
+    }
+}
+
+/// Declare an interface; see the [module docs](crate::stubskel).
+#[macro_export]
+macro_rules! fastrpc_interface {
+    (
+        $(#[$meta:meta])*
+        $vis:vis interface $module:ident {
+            stub $Stub:ident;
+            skel $Impl:ident, $skel_fn:ident;
+            $(
+                $(#[$mmeta:meta])*
+                fn $method:ident = $id:literal (
+                    in { $($iname:ident : $ity:ty),* $(,)? }
+                    in_bufs { $($ibname:ident),* $(,)? }
+                    out { $($oname:ident : $oty:ty),* $(,)? }
+                    out_bufs { $($obname:ident),* $(,)? }
+                );
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments, unused_mut, unused_variables, unused_assignments)]
+        $vis mod $module {
+            #[allow(unused_imports)]
+            use $crate::stubskel::{count, get, packed_len, put, ArgList, Invoker, Prim};
+            use $crate::session::Arg;
+            use $crate::scalars::{Scalars, METHOD_ESCAPE};
+            use $crate::error::{aee, FastRpcError};
+
+            /// Method ids, in declaration order.
+            #[allow(dead_code)]
+            pub mod ids {
+                $( #[allow(non_upper_case_globals, missing_docs)] pub const $method: u32 = $id; )*
+            }
+
+            /// The typed client stub.
+            pub struct $Stub<I> {
+                /// How calls are made.
+                pub invoker: I,
+                /// The remote object's handle.
+                pub handle: u32,
+            }
+
+            impl<I: Invoker> $Stub<I> {
+                $(
+                    $(#[$mmeta])*
+                    pub fn $method(
+                        &self,
+                        $($iname: $ity,)*
+                        $($ibname: &[u8],)*
+                        $($obname: &mut [u8],)*
+                    ) -> Result<($($oty,)*), FastRpcError> {
+                        const ESC: bool = $id >= METHOD_ESCAPE;
+                        const N_IB: usize = count(&[$(stringify!($ibname)),*]);
+                        const N_OB: usize = count(&[$(stringify!($obname)),*]);
+                        const PRIM_IN: usize = packed_len(
+                            ESC, &[$((<$ity as Prim>::SIZE, <$ity as Prim>::ALIGN)),*], N_IB + N_OB);
+                        const PRIM_OUT: usize = packed_len(
+                            false, &[$((<$oty as Prim>::SIZE, <$oty as Prim>::ALIGN)),*], 0);
+                        let mut prim_in = [0u8; PRIM_IN];
+                        let mut cur = 0usize;
+                        if ESC {
+                            cur = put(&mut prim_in, cur, $id as u32);
+                        }
+                        $( cur = put(&mut prim_in, cur, $iname); )*
+                        $( cur = put(&mut prim_in, cur, u32::try_from($ibname.len())
+                            .map_err(|_| FastRpcError::TooLarge)?); )*
+                        $( cur = put(&mut prim_in, cur, u32::try_from($obname.len())
+                            .map_err(|_| FastRpcError::TooLarge)?); )*
+                        if cur == usize::MAX {
+                            return Err(FastRpcError::InvalidArgument);
+                        }
+                        let mut prim_out = [0u8; PRIM_OUT];
+                        {
+                            let mut args = ArgList::<{ 2 + N_IB + N_OB }>::new();
+                            if PRIM_IN > 0 {
+                                args.push(Arg::In(&prim_in));
+                            }
+                            $( args.push(Arg::In($ibname)); )*
+                            if PRIM_OUT > 0 {
+                                args.push(Arg::Out(&mut prim_out));
+                            }
+                            $( args.push(Arg::Out($obname)); )*
+                            let method = if ESC { METHOD_ESCAPE } else { $id };
+                            self.invoker.invoke(self.handle, method, args.as_mut_slice())?;
+                        }
+                        let mut cur = 0usize;
+                        $(
+                            let $oname: $oty = match get::<$oty>(&prim_out, cur) {
+                                Some((v, c)) => { cur = c; v }
+                                None => return Err(FastRpcError::InvalidArgument),
+                            };
+                        )*
+                        Ok(($($oname,)*))
+                    }
+                )*
+            }
+
+            /// The server side: implement this and dispatch with the skel function.
+            pub trait $Impl {
+                $(
+                    $(#[$mmeta])*
+                    fn $method(
+                        &mut self,
+                        $($iname: $ity,)*
+                        $($ibname: &[u8],)*
+                        $($obname: &mut [u8],)*
+                    ) -> Result<($($oty,)*), i32>;
+                )*
+            }
+
+            /// The skeleton: unmarshal, check, dispatch, marshal. Returns the `retval`.
+            pub fn $skel_fn<T: $Impl + ?Sized>(
+                obj: &mut T,
+                sc: Scalars,
+                ins: &[&[u8]],
+                outs: &mut [&mut [u8]],
+            ) -> i32 {
+                let bad = aee::dsp(aee::EBADPARM);
+                let wire_method = sc.method();
+                let real = if wire_method == METHOD_ESCAPE {
+                    match ins.first().and_then(|b| get::<u32>(b, 0)) {
+                        Some((m, _)) => m,
+                        None => return bad,
+                    }
+                } else {
+                    wire_method
+                };
+                $(
+                    if real == $id && (($id >= METHOD_ESCAPE) == (wire_method == METHOD_ESCAPE)) {
+                        const ESC: bool = $id >= METHOD_ESCAPE;
+                        const N_IB: usize = count(&[$(stringify!($ibname)),*]);
+                        const N_OB: usize = count(&[$(stringify!($obname)),*]);
+                        const PRIM_IN: usize = packed_len(
+                            ESC, &[$((<$ity as Prim>::SIZE, <$ity as Prim>::ALIGN)),*], N_IB + N_OB);
+                        const PRIM_OUT: usize = packed_len(
+                            false, &[$((<$oty as Prim>::SIZE, <$oty as Prim>::ALIGN)),*], 0);
+                        let want_in = usize::from(PRIM_IN > 0) + N_IB;
+                        let want_out = usize::from(PRIM_OUT > 0) + N_OB;
+                        if sc.inbufs() != want_in || sc.outbufs() != want_out
+                            || sc.inhandles() != 0 || sc.outhandles() != 0
+                            || ins.len() != want_in || outs.len() != want_out {
+                            return bad;
+                        }
+                        let pin: &[u8] = if PRIM_IN > 0 { ins[0] } else { &[] };
+                        if pin.len() < PRIM_IN {
+                            return bad;
+                        }
+                        let mut cur = if ESC { 4 } else { 0 };
+                        $(
+                            let $iname: $ity = match get::<$ity>(pin, cur) {
+                                Some((v, c)) => { cur = c; v }
+                                None => return bad,
+                            };
+                        )*
+                        let mut ib = usize::from(PRIM_IN > 0);
+                        $(
+                            let $ibname: &[u8] = ins[ib];
+                            ib += 1;
+                            match get::<u32>(pin, cur) {
+                                Some((l, c)) if l as usize == $ibname.len() => cur = c,
+                                _ => return bad,
+                            }
+                        )*
+                        let (po, rest) = outs.split_at_mut(usize::from(PRIM_OUT > 0));
+                        if po.first().is_some_and(|p| p.len() < PRIM_OUT) {
+                            return bad;
+                        }
+                        let mut it = rest.iter_mut();
+                        $(
+                            let $obname: &mut [u8] = match it.next() {
+                                Some(b) => &mut **b,
+                                None => return bad,
+                            };
+                            match get::<u32>(pin, cur) {
+                                Some((l, c)) if l as usize == $obname.len() => cur = c,
+                                _ => return bad,
+                            }
+                        )*
+                        return match obj.$method($($iname,)* $($ibname,)* $($obname,)*) {
+                            Ok(($($oname,)*)) => {
+                                if let Some(p) = po.first_mut() {
+                                    let mut cur = 0usize;
+                                    $( cur = put(p, cur, $oname); )*
+                                }
+                                0
+                            }
+                            Err(code) => code,
+                        };
+                    }
+                )*
+                aee::dsp(aee::EUNSUPPORTED)
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests;

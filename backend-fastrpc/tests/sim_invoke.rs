@@ -203,3 +203,51 @@ fn two_systems_side_by_side() {
     let _ = Arc::new(0);
     let _ = ECHO_HANDLE;
 }
+
+/// The generated calculator stub talks to the generated skel on the simulated DSP.
+#[test]
+fn generated_calculator_through_the_dsp() {
+    use backend_fastrpc::sim::objects::calculator::CalculatorStub;
+    use backend_fastrpc::sim::objects::CALC_HANDLE;
+    use backend_fastrpc::stubskel::SessionInvoker;
+    let sys = SimSystem::new(SimSystem::default_config(), Completion::Polled);
+    let s = sys.attached_session();
+    let calc = CalculatorStub {
+        invoker: SessionInvoker {
+            session: &s,
+            clock: &sys.clock,
+            timeout: Duration::from_secs(2),
+            relax: &std::thread::yield_now,
+        },
+        handle: CALC_HANDLE,
+    };
+    let vals: Vec<u8> = [1u32, 2, 3, 0xffff_ffff]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    assert_eq!(calc.sum(&vals).unwrap(), (0x1_0000_0005,));
+    assert_eq!(calc.max(-3, -9).unwrap(), (-3,));
+    let mut dst = [0u8; 5];
+    assert_eq!(calc.xor(0x0f, b"abcde", &mut dst).unwrap(), (5,));
+    assert_eq!(
+        &dst,
+        &[b'a' ^ 15, b'b' ^ 15, b'c' ^ 15, b'd' ^ 15, b'e' ^ 15]
+    );
+    let mut reply = [0u8; 3];
+    assert_eq!(calc.echo_far(77, b"xyz", &mut reply).unwrap(), (77,));
+    assert_eq!(&reply, b"xyz");
+    // The DSP's typed errors come back as AEE codes.
+    assert_eq!(
+        calc.sum(&[1, 2, 3]),
+        Err(FastRpcError::Aee(backend_fastrpc::AeeError(aee::dsp(
+            aee::EBADPARM
+        ))))
+    );
+    let mut small = [0u8; 1];
+    assert_eq!(
+        calc.xor(0, b"ab", &mut small).unwrap_err(),
+        FastRpcError::Aee(backend_fastrpc::AeeError(aee::dsp(aee::EBUFFERTOOSMALL)))
+    );
+    let st = s.stats();
+    assert_eq!(st.pool_free, st.pool_capacity);
+}

@@ -13,7 +13,9 @@ use crate::session::Session;
 use crate::sim::bus::SimBus;
 use crate::sim::dsp::SimDsp;
 use crate::sim::link::SimLink;
-use crate::sim::objects::{EchoObject, ECHO_HANDLE, ECHO_RAW_METHOD};
+use crate::sim::objects::{
+    calculator, Calculator, EchoObject, SkelObject, CALC_HANDLE, ECHO_HANDLE, ECHO_RAW_METHOD,
+};
 use crate::transport::{target, FastRpcTransport};
 
 /// A simulated DSP wired to an AP channel.
@@ -33,7 +35,8 @@ pub struct SimSystem {
 }
 
 impl SimSystem {
-    /// Build a system: the DSP hosts the echo object at [`ECHO_HANDLE`]; in interrupt mode the
+    /// Build a system: the DSP hosts the echo object at [`ECHO_HANDLE`] and the generated
+    /// calculator at [`CALC_HANDLE`]; in interrupt mode the
     /// DSP's answers call the channel's rx path directly, in polled mode they queue.
     pub fn new(cfg: ChannelConfig, completion: Completion) -> Self {
         let bus = SimBus::new();
@@ -41,6 +44,13 @@ impl SimSystem {
         let dsp = SimDsp::spawn(link.clone(), bus.clone());
         let seen = Arc::new(Mutex::new(Vec::new()));
         dsp.add_object(ECHO_HANDLE, Box::new(EchoObject::new(seen.clone())));
+        dsp.add_object(
+            CALC_HANDLE,
+            Box::new(SkelObject::new(
+                Calculator,
+                calculator::calculator_skel_invoke::<Calculator>,
+            )),
+        );
         let channel = Channel::new(cfg, link.clone(), Arc::new(bus.clone()))
             .expect("valid simulated channel config");
         if completion == Completion::Interrupt {

@@ -49,3 +49,83 @@ impl DspObject for EchoObject {
         0
     }
 }
+
+/// Handle of the calculator object.
+pub const CALC_HANDLE: u32 = 0x21;
+
+crate::fastrpc_interface! {
+    /// The calculator the simulated DSP hosts at [`CALC_HANDLE`]: a test interface with in/out
+    /// buffers and scalars, generated once for both sides.
+    pub interface calculator {
+        stub CalculatorStub;
+        skel CalculatorImpl, calculator_skel_invoke;
+        /// Sum of little-endian u32 values.
+        fn sum = 2 (in {} in_bufs { values } out { total: u64 } out_bufs {});
+        /// The larger of two.
+        fn max = 3 (in { a: i32, b: i32 } in_bufs {} out { m: i32 } out_bufs {});
+        /// `dst[i] = src[i] ^ key`; returns the bytes written.
+        fn xor = 4 (in { key: u8 } in_bufs { src } out { n: u32 } out_bufs { dst });
+        /// Method 40: sent through the method-31 escape.
+        fn echo_far = 40 (in { tag: u32 } in_bufs { data } out { tag_back: u32 } out_bufs { reply });
+    }
+}
+
+/// The calculator's implementation.
+#[derive(Default)]
+pub struct Calculator;
+
+impl calculator::CalculatorImpl for Calculator {
+    fn sum(&mut self, values: &[u8]) -> Result<(u64,), i32> {
+        if !values.len().is_multiple_of(4) {
+            return Err(aee::dsp(aee::EBADPARM));
+        }
+        Ok((values
+            .chunks_exact(4)
+            .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .sum(),))
+    }
+    fn max(&mut self, a: i32, b: i32) -> Result<(i32,), i32> {
+        Ok((a.max(b),))
+    }
+    fn xor(&mut self, key: u8, src: &[u8], dst: &mut [u8]) -> Result<(u32,), i32> {
+        if dst.len() < src.len() {
+            return Err(aee::dsp(aee::EBUFFERTOOSMALL));
+        }
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s ^ key;
+        }
+        Ok((src.len() as u32,))
+    }
+    fn echo_far(&mut self, tag: u32, data: &[u8], reply: &mut [u8]) -> Result<(u32,), i32> {
+        let n = data.len().min(reply.len());
+        reply[..n].copy_from_slice(&data[..n]);
+        Ok((tag,))
+    }
+}
+
+/// A skel function over `T`.
+pub type SkelFn<T> = fn(&mut T, Scalars, &[&[u8]], &mut [&mut [u8]]) -> i32;
+
+/// Hosts any generated skel on the simulated DSP.
+pub struct SkelObject<T> {
+    obj: T,
+    skel: SkelFn<T>,
+}
+
+impl<T> SkelObject<T> {
+    /// `obj` dispatched through `skel`.
+    pub fn new(obj: T, skel: SkelFn<T>) -> Self {
+        SkelObject { obj, skel }
+    }
+}
+
+impl<T: Send> DspObject for SkelObject<T> {
+    fn invoke(&mut self, call: &CallInfo, ins: &[Vec<u8>], outs: &mut [Vec<u8>]) -> i32 {
+        if call.sc.inhandles() + call.sc.outhandles() != 0 {
+            return aee::dsp(aee::EBADPARM);
+        }
+        let ins: Vec<&[u8]> = ins.iter().map(|v| &v[..]).collect();
+        let mut outs: Vec<&mut [u8]> = outs.iter_mut().map(|v| &mut v[..]).collect();
+        (self.skel)(&mut self.obj, call.sc, &ins, &mut outs)
+    }
+}
