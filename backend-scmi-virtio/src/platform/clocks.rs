@@ -96,10 +96,7 @@ impl Platform {
                         out.u64(step)
                     }
                     ClockRates::Discrete(v) => {
-                        let first = usize::try_from(first).map_err(|_| code::INVALID_PARAMETERS)?;
-                        if first >= v.len() {
-                            return Err(code::INVALID_PARAMETERS);
-                        }
+                        let first = self.start_index(first, v.len())?;
                         let k = fit(
                             out.room().saturating_sub(4),
                             8,

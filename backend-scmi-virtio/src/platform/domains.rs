@@ -209,10 +209,7 @@ impl Platform {
                         out.i32(step)
                     }
                     VoltageLevels::Discrete(v) => {
-                        let first = usize::try_from(first).map_err(|_| code::INVALID_PARAMETERS)?;
-                        if first >= v.len() {
-                            return Err(code::INVALID_PARAMETERS);
-                        }
+                        let first = self.start_index(first, v.len())?;
                         let k = fit(
                             out.room().saturating_sub(4),
                             4,

@@ -351,6 +351,21 @@ impl Platform {
         }
     }
 
+    /// Start index of a multi-part request. With `remaining_forever` a request past the end is
+    /// answered with the last entry again (a platform that never ends the enumeration).
+    pub(crate) fn start_index(&self, first: u32, total: usize) -> Result<usize, i32> {
+        let first = usize::try_from(first).map_err(|_| code::INVALID_PARAMETERS)?;
+        let first = if self.cfg.quirks.remaining_forever && total > 0 {
+            first.min(total - 1)
+        } else {
+            first
+        };
+        if first >= total {
+            return Err(code::INVALID_PARAMETERS);
+        }
+        Ok(first)
+    }
+
     fn dispatch(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         if !self.protocols.contains(&h.protocol_id) && h.protocol_id != proto::BASE {
             return Err(code::NOT_SUPPORTED);

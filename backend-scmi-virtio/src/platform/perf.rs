@@ -66,10 +66,7 @@ impl Platform {
                     return Err(code::NOT_FOUND);
                 };
                 let total = d.levels.len();
-                let first = usize::try_from(first).map_err(|_| code::INVALID_PARAMETERS)?;
-                if first >= total {
-                    return Err(code::INVALID_PARAMETERS);
-                }
+                let first = self.start_index(first, total)?;
                 let k = fit(
                     out.room().saturating_sub(4),
                     12,

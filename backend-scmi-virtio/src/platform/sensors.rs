@@ -146,10 +146,7 @@ impl Platform {
             ),
             sensor::DESCRIPTION_GET => {
                 let [first] = p.exact::<1>()?;
-                let first = usize::try_from(first).map_err(|_| code::INVALID_PARAMETERS)?;
-                if first >= n {
-                    return Err(code::INVALID_PARAMETERS);
-                }
+                let first = self.start_index(first, n)?;
                 let flags_at = out.len();
                 out.u32(0)?;
                 let max = self.cfg.quirks.max_entries_per_reply;
@@ -223,10 +220,7 @@ impl Platform {
                 if axes == 0 {
                     return Err(code::NOT_SUPPORTED);
                 }
-                let first = usize::try_from(first).map_err(|_| code::INVALID_PARAMETERS)?;
-                if first >= axes {
-                    return Err(code::INVALID_PARAMETERS);
-                }
+                let first = self.start_index(first, axes)?;
                 let prefix = if c.unit == 89 { "acc" } else { "axis" };
                 let unit = u32::from(c.unit);
                 let k = fit(

@@ -11,7 +11,9 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
-use fwipc_transport_api::{wait_done, Clock, Deadline, Request, Transport, TxOutcome, Wait};
+use fwipc_transport_api::{
+    wait_done, Clock, Completion, Deadline, Request, Transport, TxOutcome, Wait,
+};
 
 use super::error::{Malformed, ScmiError, ScmiResult};
 use super::p2a::{Callback, DelayedTable, Event, Filter, SlotState, Subscribers, SubscriptionId};
@@ -61,6 +63,10 @@ pub struct Config {
     pub delayed_buf_size: usize,
     /// How synchronous waits poll.
     pub wait: WaitPolicy,
+    /// Completion mode of every request: `Interrupt` needs the embedder to drive the
+    /// transport's completion (e.g. `ScmiVirtio::complete` from the IRQ handler); `Polled`
+    /// lets the waiting caller drain the queue itself (bare metal without interrupts).
+    pub completion: Completion,
 }
 
 impl Default for Config {
@@ -73,12 +79,19 @@ impl Default for Config {
             max_subscribers: 8,
             delayed_buf_size: MAX_P2A,
             wait: WaitPolicy::Poll,
+            completion: Completion::Interrupt,
         }
     }
 }
 
 impl Config {
-    /// Both deadlines set to `t`.
+    /// Every request in polling mode.
+    pub fn polled(mut self) -> Self {
+        self.completion = Completion::Polled;
+        self
+    }
+
+    /// The command and delayed-response deadlines.
     pub fn with_timeouts(mut self, command: Duration, delayed: Duration) -> Self {
         self.command_timeout = command;
         self.delayed_timeout = delayed;
@@ -242,9 +255,17 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         resp: &mut [u8],
     ) -> ScmiResult<usize> {
         bump(&self.counters.commands);
-        let req = Request::new(make_target(protocol, message), params);
+        let req = self.request(make_target(protocol, message), params);
         let ticket = self.t.send(&req)?;
         self.finish(ticket, resp)
+    }
+
+    fn request<'p>(&self, target: u32, payload: &'p [u8]) -> Request<'p> {
+        Request {
+            target,
+            payload,
+            completion: self.cfg.completion,
+        }
     }
 
     /// Wait for `ticket`'s reply and end the transfer.
@@ -304,7 +325,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
                 .reserve()
                 .ok_or(ScmiError::Transport(fwipc_transport_api::Error::Busy))?;
             bump(&self.counters.commands);
-            let req = Request::new(make_target(protocol, message), p.as_bytes());
+            let req = self.request(make_target(protocol, message), p.as_bytes());
             match self.t.send(&req) {
                 Ok(ticket) => {
                     // The wire token is 10 bits; a transport's ticket token is that token.
