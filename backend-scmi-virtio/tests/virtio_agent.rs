@@ -11,7 +11,7 @@ use std::time::Duration;
 use backend_scmi_virtio::platform::{Platform, PlatformConfig};
 use backend_scmi_virtio::protocol::{Config, Filter, Scmi};
 use backend_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig, SimScmi};
-use fwipc_transport_api::fixture::{Fixture, RemoteControl};
+use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{
     Caps, Completion, Notification, Request, Result, Stats, StdClock, Ticket, Transport, TxOutcome,
 };

@@ -10,8 +10,9 @@ use core::ptr::NonNull;
 use fwipc_transport_api::ProtocolError;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
+use super::parse::check_event;
 use super::ring::{Descriptor, SplitRing, DESC_F_WRITE};
-use crate::header::{Header, MsgType, HEADER_LEN};
+use crate::header::HEADER_LEN;
 
 /// State of one eventq buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,18 +132,9 @@ impl<H: Hal> EventQueue<H> {
         // the buffer, so it no longer writes it.
         unsafe { H::unshare(paddr, buf, BufferDirection::DeviceToDriver) };
         self.states[i] = EvState::Idle;
-        let len = len as usize;
-        let err = if len > self.buf_size {
-            Some(ProtocolError::BadLength)
-        } else if len < HEADER_LEN {
-            Some(ProtocolError::Truncated)
-        } else {
-            match Header::decode_bytes(self.bytes(i, HEADER_LEN)) {
-                Err(e) => Some(e.into()),
-                Ok(h) if h.msg_type == MsgType::Command => Some(ProtocolError::UnexpectedMessage),
-                Ok(_) => None,
-            }
-        };
+        let checked = check_event(self.bytes(i, self.buf_size), len);
+        let err = checked.err();
+        let len = checked.map_or(0, |(_, l)| l);
         match err {
             Some(e) => {
                 self.post(i);

@@ -16,6 +16,9 @@ mod config;
 mod error;
 mod eventq;
 mod features;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod parse;
 pub mod ring;
 mod slot;
 mod transport;

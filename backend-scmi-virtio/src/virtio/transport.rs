@@ -17,15 +17,13 @@ use super::config::{ScmiVirtioConfig, MAX_MESSAGES};
 use super::error::ScmiVirtioError;
 use super::eventq::{EvReturn, EventQueue};
 use super::features::{ScmiFeatures, CMDQ, EVENTQ};
+use super::parse::{
+    check_reply, cmdq_slot, split_reply, ReplyError, RESP_OVERHEAD, RESP_UNWRITTEN,
+};
 use super::ring::{Descriptor, RingError, SplitRing, DESC_F_NEXT, DESC_F_WRITE};
 use super::slot::{Outcome, Owner, PollStatus, Slot};
 use crate::header::{split_target, Header, HEADER_LEN};
 
-/// Header + status word in front of every response's return values.
-const RESP_OVERHEAD: usize = 8;
-/// Marker written over the response header before posting: reserved bits set, so it never
-/// matches a header we sent; a chain returned with it still in place was not written.
-const RESP_UNWRITTEN: u32 = 0xFFFF_FFFF;
 /// Largest payload we accept in the configuration.
 const MAX_PAYLOAD: usize = 64 * 1024;
 
@@ -447,12 +445,11 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                     continue;
                 }
             };
-            let i = (e.id / 2) as usize;
-            if e.id % 2 != 0 || i >= slots.len() {
+            let Some(i) = cmdq_slot(e.id, slots.len()) else {
                 log::warn!("virtio-scmi: cmdq used id {} is not a chain head", e.id);
                 Counters::bump(&self.counters.protocol_errors);
                 continue;
-            }
+            };
             let slot = &mut slots[i];
             if !slot.device_owned() {
                 log::warn!(
@@ -486,45 +483,34 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         }
     }
 
-    /// Check a returned reply against what we sent (notes §8 items 3 and 4).
+    /// Check a returned reply against what we sent (notes §8 items 3 and 4), counting a
+    /// rejection.
     fn validate_reply(&self, slot: &Slot, used_len: u32) -> Outcome {
-        let len = used_len as usize;
-        let fail = |c: &core::sync::atomic::AtomicU64, p: ProtocolError| {
-            Counters::bump(c);
-            Outcome::Failed(Error::Protocol(p))
-        };
-        if len > self.resp_cap {
-            log::warn!("virtio-scmi: used length {len} > posted {}", self.resp_cap);
-            return fail(&self.counters.protocol_errors, ProtocolError::BadLength);
-        }
-        if len < RESP_OVERHEAD {
-            log::warn!("virtio-scmi: reply of {len} bytes lacks header + status");
-            return fail(&self.counters.protocol_errors, ProtocolError::Truncated);
-        }
         let Some(buf) = slot.local.as_ref() else {
             return Outcome::Failed(Error::Shutdown);
         };
-        let req_cap = self.req_cap;
-        let w = buf.with(|b| {
-            let h = &b[req_cap..req_cap + 4];
-            u32::from_le_bytes([h[0], h[1], h[2], h[3]])
+        let (req_cap, resp_cap) = (self.req_cap, self.resp_cap);
+        let r = buf.with(|b| match b.get(req_cap..req_cap + resp_cap) {
+            Some(resp) => check_reply(slot.hdr, resp, used_len),
+            None => Err(ReplyError::TooShort),
         });
-        if w == slot.hdr {
-            Counters::bump(&self.counters.completed);
-            return Outcome::Reply { len };
-        }
-        match Header::decode(w) {
-            _ if w == RESP_UNWRITTEN => {
-                fail(&self.counters.protocol_errors, ProtocolError::Truncated)
+        match r {
+            Ok(len) => {
+                Counters::bump(&self.counters.completed);
+                Outcome::Reply { len }
             }
-            Err(_) => fail(&self.counters.protocol_errors, ProtocolError::BadHeader),
-            Ok(h) if h.token != slot.token.0 as u16 => {
-                fail(&self.counters.unknown_replies, ProtocolError::UnknownToken)
+            Err(e) => {
+                log::warn!(
+                    "virtio-scmi: reply for token {} rejected: {e:?} (used length {used_len})",
+                    slot.token.0
+                );
+                Counters::bump(if e == ReplyError::WrongToken {
+                    &self.counters.unknown_replies
+                } else {
+                    &self.counters.protocol_errors
+                });
+                Outcome::Failed(Error::Protocol(e.protocol_error()))
             }
-            Ok(_) => fail(
-                &self.counters.protocol_errors,
-                ProtocolError::UnexpectedMessage,
-            ),
         }
     }
 
@@ -706,15 +692,14 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         };
         let req_cap = self.req_cap;
         buf.with(|b| {
-            // `len` was validated: RESP_OVERHEAD ≤ len ≤ resp_cap.
-            let r = b
+            // `len` was validated by `check_reply`: RESP_OVERHEAD ≤ len ≤ resp_cap.
+            let (status, vals) = b
                 .get(req_cap..req_cap + len)
+                .and_then(split_reply)
                 .ok_or(Error::Protocol(ProtocolError::BadLength))?;
-            let status = i32::from_le_bytes([r[4], r[5], r[6], r[7]]);
             if status != 0 {
                 return Err(Error::Remote(status));
             }
-            let vals = &r[RESP_OVERHEAD..];
             let dst = out.get_mut(..vals.len()).ok_or(Error::TooLarge)?;
             dst.copy_from_slice(vals);
             Ok(vals.len())

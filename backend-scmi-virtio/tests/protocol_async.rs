@@ -1,0 +1,215 @@
+//! Delayed responses, notifications and deadlines (notes §8 items 2, 4, 8, 9).
+
+mod protocol_util;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend_scmi_virtio::platform::direct::ReplyFault;
+use backend_scmi_virtio::platform::PlatformConfig;
+use backend_scmi_virtio::protocol::ids::{proto, sensor};
+use backend_scmi_virtio::protocol::sensor::SensorValue;
+use backend_scmi_virtio::protocol::{Config, Filter, Scmi, ScmiError};
+use backend_scmi_virtio::header::{Header, MsgType};
+use backend_scmi_virtio::platform::{direct::DirectTransport, Platform, PlatformModel};
+use std::collections::VecDeque;
+use fwipc_transport_api::{Error, StdClock, Transport};
+use protocol_util::*;
+
+fn short(cmd_ms: u64, delayed_ms: u64) -> Config {
+    cfg().with_timeouts(
+        Duration::from_millis(cmd_ms),
+        Duration::from_millis(delayed_ms),
+    )
+}
+
+#[test]
+fn async_sensor_reading_uses_the_delayed_response() {
+    let scmi = direct(PlatformConfig::full());
+    let mut v = [SensorValue::default(); 2];
+    assert_eq!(scmi.sensor().reading_async(0, &mut v).unwrap(), 1);
+    assert_eq!(v[0].value, 45_000 + 1);
+    assert_eq!(v[0].timestamp, 1);
+    let st = scmi.stats();
+    assert_eq!(st.delayed_responses, 1);
+    assert_eq!(st.unexpected_delayed, 0);
+}
+
+#[test]
+fn delayed_deadline_may_not_be_shorter_than_the_command_deadline() {
+    let t = DirectTransport::new(Platform::new(PlatformConfig::full()));
+    let c = cfg().with_timeouts(Duration::from_secs(2), Duration::from_secs(1));
+    assert!(matches!(
+        Scmi::new(t, StdClock::new(), c),
+        Err(ScmiError::InvalidArgument)
+    ));
+}
+
+#[test]
+fn silent_platform_times_out_within_the_deadline() {
+    let scmi = direct_sized(PlatformConfig::full(), 16, 128, short(100, 100));
+    scmi.transport().set_fault(ReplyFault::Drop);
+    let t0 = Instant::now();
+    assert_eq!(
+        scmi.base().vendor().unwrap_err(),
+        ScmiError::Transport(Error::Timeout)
+    );
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(100), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(scmi.transport().stats().timed_out, 1);
+    scmi.transport().set_fault(ReplyFault::None);
+    assert_eq!(scmi.base().vendor().unwrap(), "fwipc");
+    assert_eq!(scmi.transport().stats().pool_free, 16);
+}
+
+#[test]
+fn missing_delayed_response_times_out_and_a_late_one_is_dropped() {
+    let scmi = direct_sized(PlatformConfig::full(), 16, 128, short(200, 200));
+    scmi.transport().with_platform(|p| p.set_hold_p2a(true));
+    let t0 = Instant::now();
+    let mut v = [SensorValue::default(); 1];
+    assert_eq!(
+        scmi.sensor().reading_async(0, &mut v).unwrap_err(),
+        ScmiError::Transport(Error::Timeout)
+    );
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(scmi.stats().delayed_timeouts, 1);
+    // The platform finally sends it: nobody waits any more, so it is counted and dropped.
+    scmi.transport().with_platform(|p| p.set_hold_p2a(false));
+    assert_eq!(scmi.pump(), 1);
+    assert_eq!(scmi.stats().unexpected_delayed, 1);
+    // The next asynchronous read is not confused by it.
+    assert_eq!(scmi.sensor().reading_async(0, &mut v).unwrap(), 1);
+    assert_eq!(v[0].value, 45_000 + 2);
+}
+
+#[test]
+fn delayed_response_before_the_synchronous_reply_is_kept() {
+    let scmi = Arc::new(direct(PlatformConfig::full()));
+    scmi.transport().set_hold(true);
+    let s2 = scmi.clone();
+    let h = std::thread::spawn(move || {
+        let mut v = [SensorValue::default(); 1];
+        s2.sensor().reading_async(0, &mut v).map(|_| v[0].value)
+    });
+    // Another thread pumps the eventq while the synchronous reply is still held back: the
+    // delayed response arrives first and must wait in its slot.
+    let t0 = Instant::now();
+    while scmi.stats().delayed_responses == 0 {
+        scmi.pump();
+        assert!(t0.elapsed() < Duration::from_secs(5), "delayed response never pumped");
+        std::thread::yield_now();
+    }
+    scmi.transport().release();
+    assert_eq!(h.join().unwrap().unwrap(), 45_001);
+    assert_eq!(scmi.stats().unexpected_delayed, 0);
+}
+
+/// Wraps the platform: every delayed response is preceded by a copy with the same token but
+/// the message id + 1 (a platform mixing up identities).
+struct Twisted {
+    inner: Platform,
+    queue: VecDeque<(u32, Vec<u8>)>,
+}
+
+impl PlatformModel for Twisted {
+    fn handle_command(&mut self, req: &[u8], resp: &mut [u8]) -> usize {
+        let n = self.inner.handle_command(req, resp);
+        let mut buf = [0u8; 256];
+        while let Some(k) = self.inner.next_p2a(&mut buf) {
+            let h = u32::from_le_bytes(buf[..4].try_into().unwrap());
+            let body = buf[4..k].to_vec();
+            if let Ok(hd) = Header::decode(h) {
+                if hd.msg_type == MsgType::DelayedResponse {
+                    let wrong = Header {
+                        message_id: hd.message_id.wrapping_add(1),
+                        ..hd
+                    };
+                    self.queue.push_back((wrong.encode(), body.clone()));
+                }
+            }
+            self.queue.push_back((h, body));
+        }
+        n
+    }
+    fn next_p2a(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let (h, body) = self.queue.pop_front()?;
+        let n = 4 + body.len();
+        buf.get_mut(..4)?.copy_from_slice(&h.to_le_bytes());
+        buf.get_mut(4..n)?.copy_from_slice(&body);
+        Some(n)
+    }
+    fn queue_notification(&mut self, p: u8, m: u8, b: &[u8]) {
+        self.inner.queue_notification(p, m, b)
+    }
+}
+
+#[test]
+fn delayed_response_with_wrong_message_id_is_counted_and_dropped() {
+    let t = DirectTransport::new(Twisted {
+        inner: Platform::new(PlatformConfig::full()),
+        queue: VecDeque::new(),
+    });
+    let scmi = Scmi::new(t, StdClock::new(), cfg()).unwrap();
+    let mut v = [SensorValue::default(); 1];
+    assert_eq!(scmi.sensor().reading_async(0, &mut v).unwrap(), 1);
+    assert_eq!(v[0].value, 45_001);
+    let st = scmi.stats();
+    assert_eq!((st.delayed_responses, st.unexpected_delayed), (1, 1));
+}
+
+#[test]
+fn notifications_reach_matching_subscribers_in_order() {
+    let scmi = direct(PlatformConfig::full());
+    let (all, cb_all) = recorder();
+    let (sens, cb_sens) = recorder();
+    let (none, cb_none) = recorder();
+    scmi.subscribe(Filter::ALL, cb_all).unwrap();
+    scmi.subscribe(Filter::exact(proto::SENSOR, sensor::N_UPDATE), cb_sens)
+        .unwrap();
+    scmi.subscribe(Filter::protocol(proto::VOLTAGE), cb_none)
+        .unwrap();
+    for i in 0..10u8 {
+        scmi.transport()
+            .with_platform(|p| p.queue_notification(0x81, 0, &[i; 4]));
+    }
+    scmi.sensor().set_enabled(2, true).unwrap();
+    scmi.sensor().continuous_update_notify(2, true).unwrap();
+    scmi.transport().with_platform(|p| p.sensor_tick());
+    assert_eq!(scmi.pump(), 11);
+    let all = all.lock().unwrap();
+    assert_eq!(all.len(), 11);
+    for (i, (p, m, b)) in all.iter().take(10).enumerate() {
+        assert_eq!((*p, *m, b.as_slice()), (0x81, 0, &[i as u8; 4][..]));
+    }
+    assert_eq!(sens.lock().unwrap().len(), 1);
+    assert!(none.lock().unwrap().is_empty());
+    assert_eq!(scmi.stats().notifications, 11);
+}
+
+#[test]
+fn subscriber_table_is_fixed() {
+    let mut c = cfg();
+    c.max_subscribers = 2;
+    let scmi = direct_sized(PlatformConfig::full(), 4, 128, c);
+    let (_l, cb) = recorder();
+    let a = scmi.subscribe(Filter::ALL, cb.clone()).unwrap();
+    scmi.subscribe(Filter::ALL, cb.clone()).unwrap();
+    assert!(scmi.subscribe(Filter::ALL, cb.clone()).is_none());
+    assert!(scmi.unsubscribe(a));
+    assert!(scmi.subscribe(Filter::ALL, cb).is_some());
+}
+
+#[test]
+fn pending_delayed_table_full_is_busy() {
+    let mut c = short(50, 50);
+    c.max_pending_delayed = 0;
+    let scmi = direct_sized(PlatformConfig::full(), 4, 128, c);
+    let mut v = [SensorValue::default(); 1];
+    assert_eq!(
+        scmi.sensor().reading_async(0, &mut v).unwrap_err(),
+        ScmiError::Transport(Error::Busy)
+    );
+}
