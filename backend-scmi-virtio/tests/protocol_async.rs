@@ -5,16 +5,16 @@ mod protocol_util;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backend_scmi_virtio::header::{Header, MsgType};
 use backend_scmi_virtio::platform::direct::ReplyFault;
 use backend_scmi_virtio::platform::PlatformConfig;
+use backend_scmi_virtio::platform::{direct::DirectTransport, Platform, PlatformModel};
 use backend_scmi_virtio::protocol::ids::{proto, sensor};
 use backend_scmi_virtio::protocol::sensor::SensorValue;
 use backend_scmi_virtio::protocol::{Config, Filter, Scmi, ScmiError};
-use backend_scmi_virtio::header::{Header, MsgType};
-use backend_scmi_virtio::platform::{direct::DirectTransport, Platform, PlatformModel};
-use std::collections::VecDeque;
 use fwipc_transport_api::{Error, StdClock, Transport};
 use protocol_util::*;
+use std::collections::VecDeque;
 
 fn short(cmd_ms: u64, delayed_ms: u64) -> Config {
     cfg().with_timeouts(
@@ -74,7 +74,10 @@ fn missing_delayed_response_times_out_and_a_late_one_is_dropped() {
         ScmiError::Transport(Error::Timeout)
     );
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
     assert_eq!(scmi.stats().delayed_timeouts, 1);
     // The platform finally sends it: nobody waits any more, so it is counted and dropped.
     scmi.transport().with_platform(|p| p.set_hold_p2a(false));
@@ -99,7 +102,10 @@ fn delayed_response_before_the_synchronous_reply_is_kept() {
     let t0 = Instant::now();
     while scmi.stats().delayed_responses == 0 {
         scmi.pump();
-        assert!(t0.elapsed() < Duration::from_secs(5), "delayed response never pumped");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "delayed response never pumped"
+        );
         std::thread::yield_now();
     }
     scmi.transport().release();
