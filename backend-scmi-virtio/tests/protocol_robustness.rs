@@ -67,7 +67,7 @@ proptest! {
         if use_hdr && req.len() >= 4 {
             // Aim at real protocols so the handlers, not just the decoder, are exercised.
             let h = hdr & 0x0003_FCFF & !(0x3 << 8);
-            let proto = 0x10 + ((hdr >> 10) % 9) as u32;
+            let proto = 0x10 + ((hdr >> 10) % 9);
             let h = (h & !(0xFF << 10)) | (proto << 10);
             req[..4].copy_from_slice(&h.to_le_bytes());
         }
