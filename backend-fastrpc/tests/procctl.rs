@@ -1,0 +1,209 @@
+//! Remote process control against the simulated DSP: one test per method (notes §7, §12.11).
+
+use backend_fastrpc::error::aee;
+use backend_fastrpc::procctl::PdKind;
+use backend_fastrpc::sim::dsp::ProcKind;
+use backend_fastrpc::sim::fixture::SimSystem;
+use backend_fastrpc::wire::{MMAP_ADD_PAGES, MMAP_REMOTE_HEAP_ADDR};
+use backend_fastrpc::{AeeError, Arg, FastRpcError};
+use fwipc_transport_api::Completion;
+
+fn sys() -> SimSystem {
+    SimSystem::new(SimSystem::default_config(), Completion::Interrupt)
+}
+
+#[test]
+fn attach_and_release() {
+    let sys = sys();
+    let s = sys.channel.open_session().unwrap();
+    s.attach(sys.wait()).unwrap();
+    assert_eq!(s.pd_kind(), Some(PdKind::Root));
+    assert_eq!(s.pd(), 0, "attach uses PD bits 0");
+    let p = sys.dsp.process(s.client_id()).unwrap();
+    assert_eq!(p.kind, ProcKind::Attached(0));
+    // A second attach is refused locally (one PD per session).
+    assert_eq!(s.attach(sys.wait()), Err(FastRpcError::InvalidArgument));
+    s.release_process(sys.wait()).unwrap();
+    assert!(sys.dsp.process(s.client_id()).is_none());
+    assert_eq!(s.pd_kind(), None);
+}
+
+#[test]
+fn attach_sensors_uses_pd_2() {
+    let sys = sys();
+    let s = sys.channel.open_session().unwrap();
+    s.attach_sensors(sys.wait()).unwrap();
+    assert_eq!(
+        sys.dsp.process(s.client_id()).unwrap().kind,
+        ProcKind::Attached(2)
+    );
+}
+
+#[test]
+fn create_dynamic_pd_with_init_memory() {
+    let sys = sys();
+    let s = sys.channel.open_session().unwrap();
+    let regions = sys.bus.mapped_regions();
+    let elf = vec![0x7fu8; 5000];
+    s.create("fastrpc_shell_3", &elf, 0, sys.wait()).unwrap();
+    let p = sys.dsp.process(s.client_id()).unwrap();
+    assert_eq!(p.kind, ProcKind::User);
+    assert_eq!(p.name, "fastrpc_shell_3");
+    // Init memory ALIGN(max(2 MiB, 4 * 5000), 1 MiB) = 2 MiB, on session bank 1.
+    let (addr, size) = p.mem.unwrap();
+    assert_eq!(size, 2 << 20);
+    assert_eq!(addr >> 32, 1);
+    assert!(sys.bus.is_mapped(addr, size as usize));
+    // The init memory stays mapped (the temporary ELF buffer does not).
+    assert_eq!(sys.bus.mapped_regions(), regions + 1);
+    assert_eq!(s.pd(), 1);
+    // Creating a second process on the session is refused.
+    assert!(s.create("x", &elf, 0, sys.wait()).is_err());
+    s.release_process(sys.wait()).unwrap();
+    assert_eq!(
+        sys.bus.mapped_regions(),
+        regions,
+        "init memory released after release"
+    );
+}
+
+#[test]
+fn create_with_attrs_uses_create_attr_and_bounds() {
+    let sys = sys();
+    let s = sys.channel.open_session().unwrap();
+    // File size bound (2 MiB) and name bound are checked before anything is sent.
+    let big = vec![0u8; (2 << 20) + 1];
+    assert_eq!(
+        s.create("a", &big, 0, sys.wait()),
+        Err(FastRpcError::InvalidArgument)
+    );
+    assert_eq!(
+        s.create(&"n".repeat(200), b"elf", 0, sys.wait()),
+        Err(FastRpcError::InvalidArgument)
+    );
+    let before = sys.dsp.received();
+    s.create("unsigned", b"\x7fELF", 1 << 3, sys.wait())
+        .unwrap();
+    assert_eq!(sys.dsp.received(), before + 1);
+    assert_eq!(sys.dsp.process(s.client_id()).unwrap().kind, ProcKind::User);
+}
+
+#[test]
+fn create_static_audio_pd() {
+    let sys = sys();
+    let s = sys.channel.open_session().unwrap();
+    s.create_static("audiopd", 3 << 20, sys.wait()).unwrap();
+    let p = sys.dsp.process(s.client_id()).unwrap();
+    assert_eq!(p.kind, ProcKind::Static);
+    assert_eq!(p.name, "audiopd");
+    let (addr, size) = p.mem.unwrap();
+    assert_eq!(size, 3 << 20);
+    assert_eq!(addr >> 32, 0, "the remote heap carries no session bits");
+    assert_eq!(s.pd_kind(), Some(PdKind::Static));
+    assert!(s.create_static(&"x".repeat(129), 4096, sys.wait()).is_err());
+}
+
+#[test]
+fn mmap_and_munmap_release_only_after_the_dsp_confirms() {
+    let sys = sys();
+    let s = sys.channel.open_session().unwrap();
+    s.create("shell", b"\x7fELF", 0, sys.wait()).unwrap();
+    let regions = sys.bus.mapped_regions();
+    let v = s.mmap(MMAP_ADD_PAGES, 64 * 1024, sys.wait()).unwrap();
+    assert_ne!(v, 0);
+    let v2 = s.mmap(MMAP_REMOTE_HEAP_ADDR, 4096, sys.wait()).unwrap();
+    assert_ne!(v, v2);
+    assert_eq!(sys.dsp.process(s.client_id()).unwrap().maps.len(), 2);
+    assert_eq!(sys.bus.mapped_regions(), regions + 2);
+    // A flag the DSP does not accept.
+    assert_eq!(
+        s.mmap(4, 4096, sys.wait()),
+        Err(FastRpcError::Aee(AeeError(aee::dsp(aee::EBADPARM))))
+    );
+    s.munmap(v, sys.wait()).unwrap();
+    assert_eq!(sys.dsp.process(s.client_id()).unwrap().maps.len(), 1);
+    assert_eq!(sys.bus.mapped_regions(), regions + 1);
+    // Unknown address: refused locally, nothing sent.
+    assert_eq!(
+        s.munmap(0x1234, sys.wait()),
+        Err(FastRpcError::InvalidArgument)
+    );
+    // If the DSP lost the map (restart), the unmap fails and the memory is kept.
+    sys.dsp.reset();
+    assert!(s.munmap(v2, sys.wait()).is_err());
+    assert_eq!(s.remote_maps(), 1, "kept: the DSP did not confirm");
+}
+
+#[test]
+fn mem_map_and_unmap_shared_buffer() {
+    let sys = sys();
+    let s = sys.channel.open_session().unwrap();
+    s.create("shell", b"\x7fELF", 0, sys.wait()).unwrap();
+    let buf = s.alloc_shared(8192).unwrap();
+    let (fd, addr) = (buf.fd(), buf.bus_addr());
+    let v = s.mem_map(&buf, 4096, 4096, 0, sys.wait()).unwrap();
+    let p = sys.dsp.process(s.client_id()).unwrap();
+    assert_eq!(p.mem_maps, vec![(v, fd, 4096)]);
+    drop(buf);
+    assert!(
+        sys.bus.is_mapped(addr, 8192),
+        "mem_map keeps the buffer alive"
+    );
+    s.mem_unmap(v, sys.wait()).unwrap();
+    assert!(sys.dsp.process(s.client_id()).unwrap().mem_maps.is_empty());
+    assert!(
+        !sys.bus.is_mapped(addr, 1),
+        "released after the DSP confirmed"
+    );
+}
+
+#[test]
+fn user_invoke_on_init_handle_is_refused() {
+    let sys = sys();
+    let s = sys.attached_session();
+    let before = sys.dsp.received();
+    let pid = 1i32.to_le_bytes();
+    assert_eq!(
+        s.start(1, 0, &[Arg::In(&pid)], 0).err(),
+        Some(FastRpcError::PermissionDenied)
+    );
+    assert_eq!(sys.dsp.received(), before, "nothing reached the DSP");
+}
+
+#[test]
+fn sessions_are_bounded_and_independent() {
+    let sys = sys();
+    // 4 sessions on bank 1; the fifth open is Busy and leaks nothing.
+    let ss: Vec<_> = (0..4).map(|_| sys.attached_session()).collect();
+    assert_eq!(sys.channel.open_session().err(), Some(FastRpcError::Busy));
+    assert_eq!(sys.channel.sessions_in_use(), 4);
+    let ids: Vec<i32> = ss.iter().map(|s| s.client_id()).collect();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+    assert_eq!(sys.dsp.process_count(), 4);
+    drop(ss);
+    assert_eq!(sys.channel.sessions_in_use(), 0);
+    assert!(sys.channel.open_session().is_ok());
+}
+
+#[test]
+fn nsessions_expansion_is_capped() {
+    use backend_fastrpc::channel::{Bank, MAX_SESSIONS};
+    let mut cfg = SimSystem::default_config();
+    cfg.banks = vec![
+        Bank {
+            sid: 1,
+            nsessions: 10,
+        },
+        Bank {
+            sid: 2,
+            nsessions: 10,
+        },
+    ];
+    let sys = SimSystem::new(cfg, Completion::Interrupt);
+    let ss: Vec<_> = (0..MAX_SESSIONS)
+        .map(|_| sys.channel.open_session().unwrap())
+        .collect();
+    assert_eq!(ss[9].sid(), 1);
+    assert_eq!(ss[10].sid(), 2);
+    assert_eq!(sys.channel.open_session().err(), Some(FastRpcError::Busy));
+}
