@@ -65,7 +65,10 @@ impl SmemStatus {
 /// The error of every fallible VCHI client operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VchiError {
-    /// The VCHIQ core (or the transport under it) failed.
+    /// The VCHIQ core failed (refused open, closed service, back-pressure that the pump gave
+    /// up on...).
+    Core(crate::error::VchiqError),
+    /// A transport-level failure (the pump's timeout, or the in-process loopback).
     Transport(Error),
     /// The remote sent something malformed: too short, wrong type, bad field.
     Protocol(ProtocolError),
@@ -117,6 +120,7 @@ impl From<ProtocolError> for VchiError {
 impl From<VchiError> for Error {
     fn from(e: VchiError) -> Self {
         match e {
+            VchiError::Core(e) => e.into(),
             VchiError::Transport(e) => e,
             VchiError::Protocol(p) => Error::Protocol(p),
             VchiError::UnexpectedTransaction { .. } => Error::Protocol(ProtocolError::UnknownToken),
@@ -137,7 +141,8 @@ impl From<VchiError> for Error {
 impl fmt::Display for VchiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            VchiError::Transport(e) => write!(f, "vchiq: {e}"),
+            VchiError::Core(e) => write!(f, "vchiq: {e}"),
+            VchiError::Transport(e) => write!(f, "transport: {e}"),
             VchiError::Protocol(p) => write!(f, "malformed reply: {p}"),
             VchiError::UnexpectedTransaction { expected, got } => {
                 write!(f, "reply for transaction {got:#x}, expected {expected:#x}")

@@ -4,12 +4,15 @@
 //! tested against; `tests/vchi_*.rs` run the same routines over the real core.
 //!
 //! Blocking calls that could never complete (nothing to receive, no matching bulk queued) return
-//! `Transport(Timeout)` instead of hanging.
+//! `Transport(Timeout)` instead of hanging; an aborted bulk is `Core(Aborted)` and a closed link
+//! `Core(Closed)`, as over the core.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use fwipc_transport_api::{Error, ProtocolError};
+
+use crate::error::VchiqError;
 
 use super::error::VchiError;
 use super::link::{BulkLink, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
@@ -83,7 +86,7 @@ impl<S: VcService> Loopback<S> {
 
     fn check_open(&self) -> Result<(), VchiError> {
         if self.closed {
-            Err(VchiError::Transport(Error::Shutdown))
+            Err(VchiError::Core(VchiqError::Closed))
         } else {
             Ok(())
         }
@@ -126,7 +129,7 @@ impl<S: VcService> BulkLink for Loopback<S> {
         if len != data.len() {
             self.server.on_bulk_rx(tag, None, &mut out);
             self.apply(out);
-            return Err(VchiError::Transport(Error::Cancelled));
+            return Err(VchiError::Core(VchiqError::Aborted));
         }
         self.server.on_bulk_rx(tag, Some(data), &mut out);
         self.apply(out);
@@ -143,7 +146,7 @@ impl<S: VcService> BulkLink for Loopback<S> {
         if data.len() != buf.len() {
             self.server.on_bulk_tx(tag, false, &mut out);
             self.apply(out);
-            return Err(VchiError::Transport(Error::Cancelled));
+            return Err(VchiError::Core(VchiqError::Aborted));
         }
         buf.copy_from_slice(&data);
         self.server.on_bulk_tx(tag, true, &mut out);

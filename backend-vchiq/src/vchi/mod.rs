@@ -14,12 +14,15 @@
 //! | [`echo_server`] | the VideoCore `'echo'` test server as a pure state machine |
 //! | [`func_server`] | the VideoCore `'func'` message/bulk script and the `'fun2'` guard-checking server |
 //! | [`test_client`] | the ARM-side `vchiq_test` routines: ping, ctrl echo, bulk echo, fun2 |
+//! | [`core_link`] | the same seams over the real core: [`core_link::CoreLink`] (ARM client) and [`core_link::VcServiceHost`] (VideoCore-side handler host) |
+//! | `sim` (std) | a slave + master pair over one region, polled from one thread, with the VideoCore services plugged in |
 //! | [`loopback`] | an in-process [`BulkLink`] that drives a [`VcService`] directly (unit tests, no slots) |
 //! | [`fuzzing`] | one `fn(&[u8])` per parser of remote input (doc-hidden) |
 //!
 //! Everything here is `no_std` + `alloc`. Client request paths encode into stack buffers and do not
 //! allocate; the VideoCore-side handlers are simulator code and may.
 
+pub mod core_link;
 pub mod echo_server;
 pub mod error;
 pub mod fourcc;
@@ -28,6 +31,8 @@ pub mod func_server;
 pub mod fuzzing;
 pub mod link;
 pub mod loopback;
+#[cfg(feature = "std")]
+pub mod sim;
 pub mod smem_client;
 pub mod smem_server;
 pub mod smem_wire;

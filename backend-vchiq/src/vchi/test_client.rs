@@ -8,7 +8,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use fwipc_transport_api::Error;
+use crate::error::VchiqError;
 use zerocopy::little_endian::I32;
 use zerocopy::IntoBytes;
 
@@ -231,7 +231,7 @@ pub fn func_script<L: BulkLink>(link: &mut L) -> Result<Vec<FuncClientEvent>, Vc
     ev.push(FuncClientEvent::TxDone(0x1001));
     let mut rx = vec![0u8; 2048];
     match link.bulk_receive(&mut rx) {
-        Err(VchiError::Transport(Error::Cancelled)) => ev.push(FuncClientEvent::RxAborted(0x1002)),
+        Err(VchiError::Core(VchiqError::Aborted)) => ev.push(FuncClientEvent::RxAborted(0x1002)),
         Ok(_) => {
             return Err(VchiError::Verify {
                 iteration: 4,

@@ -1,0 +1,438 @@
+//! The VCHI layer on the real VCHIQ core.
+//!
+//! * [`CoreLink`] (ARM side): a [`ServiceLink`]/[`BulkLink`] over one open client service of a
+//!   [`Vchiq`] instance. Received DATA is copied into an [`Inbox`] of buffers allocated when the
+//!   service is opened (a full inbox makes the core keep the message in its slot and redeliver it:
+//!   back-pressure, no allocation on the receive path). Blocking calls drive progress through a
+//!   caller-supplied *pump* (`FnMut() -> Result<(), VchiError>`): in a bare-metal kernel it waits
+//!   for the doorbell interrupt, in the single-threaded tests it polls both roles, and it returns
+//!   an error (e.g. `Timeout`) to give up.
+//! * [`VcServiceHost`] (VideoCore side): a core [`ServiceHandler`] that runs one [`VcService`]
+//!   state machine per open service and carries out its [`VcAction`]s. Actions the core refuses
+//!   with back-pressure (`Retry`) stay queued in order until [`VcServiceHost::flush`] (called by the
+//!   simulated VideoCore's run loop after each poll); while some are queued, new messages are
+//!   answered with `Deliver::Retry` so replies never overtake each other.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use log::warn;
+
+use fwipc_transport_api::ProtocolError;
+
+use super::error::VchiError;
+use super::link::{BulkLink, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
+use crate::error::VchiqError;
+use crate::service::{
+    BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler, ServiceParams,
+};
+use crate::vchiq::Vchiq;
+
+impl From<VchiqError> for VchiError {
+    fn from(e: VchiqError) -> Self {
+        VchiError::Core(e)
+    }
+}
+
+#[derive(Debug)]
+struct Ring {
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    head: usize,
+    count: usize,
+    opened: bool,
+    closed: bool,
+}
+
+/// Bounded, preallocated receive queue of one client service.
+#[derive(Debug)]
+pub struct Inbox {
+    ring: spin::Mutex<Ring>,
+}
+
+impl Inbox {
+    /// `depth` buffers of [`MAX_MSG_SIZE`] bytes.
+    pub fn new(depth: usize) -> Self {
+        let depth = depth.max(1);
+        Inbox {
+            ring: spin::Mutex::new(Ring {
+                bufs: (0..depth).map(|_| vec![0u8; MAX_MSG_SIZE]).collect(),
+                lens: vec![0; depth],
+                head: 0,
+                count: 0,
+                opened: false,
+                closed: false,
+            }),
+        }
+    }
+
+    fn push(&self, payload: &[u8]) -> bool {
+        let mut r = self.ring.lock();
+        let depth = r.bufs.len();
+        if r.count == depth || payload.len() > MAX_MSG_SIZE {
+            return false;
+        }
+        let i = (r.head + r.count) % depth;
+        r.bufs[i][..payload.len()].copy_from_slice(payload);
+        r.lens[i] = payload.len();
+        r.count += 1;
+        true
+    }
+
+    /// Take the oldest message into `out`: `None` if empty; a message longer than `out` is
+    /// consumed and reported as `BadLength`.
+    fn pop(&self, out: &mut [u8]) -> Option<Result<usize, VchiError>> {
+        let mut r = self.ring.lock();
+        if r.count == 0 {
+            return None;
+        }
+        let i = r.head;
+        let n = r.lens[i];
+        r.head = (r.head + 1) % r.bufs.len();
+        r.count -= 1;
+        Some(match out.get_mut(..n) {
+            Some(dst) => {
+                dst.copy_from_slice(&r.bufs[i][..n]);
+                Ok(n)
+            }
+            None => Err(VchiError::Protocol(ProtocolError::BadLength)),
+        })
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.ring.lock().count
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct InboxHandler(Arc<Inbox>);
+
+impl ServiceHandler for InboxHandler {
+    fn callback(&self, _ctx: &ServiceCtx<'_>, event: Event<'_>) -> Deliver {
+        match event {
+            Event::Opened => self.0.ring.lock().opened = true,
+            Event::Closed => self.0.ring.lock().closed = true,
+            Event::Message(m) => {
+                if !self.0.push(m.payload()) {
+                    // Full: the core keeps it in its slot and redelivers after `kick`.
+                    return Deliver::Retry;
+                }
+            }
+            // Bulks are submitted in NoCallback mode and collected by the blocking calls.
+            Event::Bulk(_) | Event::RemoteBulkPending { .. } => {}
+        }
+        Deliver::Done
+    }
+}
+
+/// A client service of a [`Vchiq`] instance as a blocking [`BulkLink`].
+pub struct CoreLink<'v, P: FnMut() -> Result<(), VchiError>> {
+    vchiq: &'v Vchiq,
+    handle: ServiceHandle,
+    inbox: Arc<Inbox>,
+    pump: P,
+    next_tag: u64,
+}
+
+impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
+    /// Open the peer's service `params.fourcc` and pump until it is open (or refused:
+    /// `Core(Refused)`). `depth` bounds the messages buffered for [`ServiceLink::recv`].
+    pub fn open(
+        vchiq: &'v Vchiq,
+        params: ServiceParams,
+        depth: usize,
+        mut pump: P,
+    ) -> Result<Self, VchiError> {
+        let inbox = Arc::new(Inbox::new(depth));
+        let handle = vchiq.open_service(params, InboxHandler(inbox.clone()))?;
+        loop {
+            match vchiq.open_status(handle) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = vchiq.remove_service(handle);
+                    return Err(e.into());
+                }
+            }
+            if let Err(e) = pump() {
+                let _ = vchiq.remove_service(handle);
+                return Err(e);
+            }
+        }
+        Ok(CoreLink {
+            vchiq,
+            handle,
+            inbox,
+            pump,
+            next_tag: 1,
+        })
+    }
+
+    /// The core's handle of this service.
+    pub fn handle(&self) -> ServiceHandle {
+        self.handle
+    }
+
+    /// The receive queue.
+    pub fn inbox(&self) -> &Inbox {
+        &self.inbox
+    }
+
+    /// Close the service and pump until the close completes (the peer's CLOSE arrived); the
+    /// port is then freed.
+    pub fn close(mut self) -> Result<(), VchiError> {
+        loop {
+            match self.vchiq.remove_service(self.handle) {
+                Err(VchiqError::Retry) => (self.pump)()?,
+                Err(e) => return Err(e.into()),
+                Ok(()) => break,
+            }
+        }
+        while !self.inbox.ring.lock().closed {
+            (self.pump)()?;
+        }
+        Ok(())
+    }
+
+    fn bulk(&mut self, dir: BulkDir, mut buf: Vec<u8>) -> Result<(usize, Vec<u8>), VchiError> {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let len = buf.len();
+        loop {
+            let r = match dir {
+                BulkDir::Transmit => {
+                    self.vchiq
+                        .bulk_transmit(self.handle, buf, 0, len, tag, BulkMode::NoCallback)
+                }
+                BulkDir::Receive => {
+                    self.vchiq
+                        .bulk_receive(self.handle, buf, 0, len, tag, BulkMode::NoCallback)
+                }
+            };
+            match r {
+                Ok(()) => break,
+                Err((VchiqError::Retry, back)) => {
+                    buf = back;
+                    (self.pump)()?;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        loop {
+            if let Some(c) = self.vchiq.take_bulk_completion_tag(self.handle, tag)? {
+                return match c.result {
+                    Ok(n) => Ok((n, c.buf)),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            (self.pump)()?;
+        }
+    }
+}
+
+impl<P: FnMut() -> Result<(), VchiError>> ServiceLink for CoreLink<'_, P> {
+    fn send(&mut self, payload: &[u8]) -> Result<(), VchiError> {
+        loop {
+            match self.vchiq.queue_message(self.handle, payload) {
+                Err(VchiqError::Retry) => (self.pump)()?,
+                r => return r.map_err(Into::into),
+            }
+        }
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, VchiError> {
+        loop {
+            if let Some(r) = self.inbox.pop(buf) {
+                // A slot may have been held back by a full inbox: ask for redelivery.
+                self.vchiq.kick();
+                return r;
+            }
+            if self.inbox.ring.lock().closed {
+                return Err(VchiError::Core(VchiqError::Closed));
+            }
+            (self.pump)()?;
+        }
+    }
+}
+
+impl<P: FnMut() -> Result<(), VchiError>> BulkLink for CoreLink<'_, P> {
+    fn bulk_transmit(&mut self, data: &[u8]) -> Result<(), VchiError> {
+        self.bulk(BulkDir::Transmit, data.to_vec()).map(|_| ())
+    }
+
+    fn bulk_receive(&mut self, buf: &mut [u8]) -> Result<usize, VchiError> {
+        let (n, data) = self.bulk(BulkDir::Receive, vec![0u8; buf.len()])?;
+        let n = n.min(buf.len()).min(data.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        Ok(n)
+    }
+}
+
+struct Instance<S> {
+    service: S,
+    outbox: VecDeque<VcAction>,
+}
+
+/// Runs a [`VcService`] per open service on the VideoCore side of a [`Vchiq`] (master role).
+/// One host can back several listeners of the same fourcc (the core requires one handler per
+/// fourcc); each open gets a fresh state machine from `make`.
+pub struct VcServiceHost<S, F: Fn() -> S> {
+    make: F,
+    instances: spin::Mutex<BTreeMap<u32, Instance<S>>>,
+    retired: spin::Mutex<VecDeque<S>>,
+}
+
+/// Closed instances kept for inspection ([`VcServiceHost::take_retired`]).
+const RETIRED_KEEP: usize = 16;
+
+impl<S: VcService + Send, F: Fn() -> S + Send + Sync> VcServiceHost<S, F> {
+    /// A host creating handlers with `make`.
+    pub fn new(make: F) -> Self {
+        VcServiceHost {
+            make,
+            instances: spin::Mutex::new(BTreeMap::new()),
+            retired: spin::Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Run `f` on the handler of service `h` (to inspect it or act as the VideoCore).
+    pub fn with<R>(&self, h: ServiceHandle, f: impl FnOnce(&mut S) -> R) -> Option<R> {
+        self.instances
+            .lock()
+            .get_mut(&h.raw())
+            .map(|i| f(&mut i.service))
+    }
+
+    /// Run `f` on every live handler.
+    pub fn for_each(&self, mut f: impl FnMut(ServiceHandle, &mut S)) {
+        for (&h, i) in self.instances.lock().iter_mut() {
+            f(ServiceHandle::from_raw(h), &mut i.service);
+        }
+    }
+
+    /// The handlers of services that closed, oldest first (the last 16).
+    pub fn take_retired(&self) -> Vec<S> {
+        self.retired.lock().drain(..).collect()
+    }
+
+    /// Actions still waiting for the core (back-pressure).
+    pub fn pending_actions(&self) -> usize {
+        self.instances.lock().values().map(|i| i.outbox.len()).sum()
+    }
+
+    /// Retry queued actions; returns how many were carried out. Call after each poll.
+    pub fn flush(&self, vchiq: &Vchiq) -> usize {
+        let mut done = 0;
+        let mut unblocked = false;
+        for (&h, inst) in self.instances.lock().iter_mut() {
+            let before = inst.outbox.len();
+            done += Self::drain(vchiq, ServiceHandle::from_raw(h), &mut inst.outbox);
+            unblocked |= before > 0 && inst.outbox.is_empty();
+        }
+        if unblocked {
+            // Messages answered with Retry while we were blocked: redeliver them.
+            vchiq.kick();
+        }
+        done
+    }
+
+    fn drain(vchiq: &Vchiq, h: ServiceHandle, outbox: &mut VecDeque<VcAction>) -> usize {
+        let mut done = 0;
+        while let Some(a) = outbox.front() {
+            let r = match a {
+                VcAction::Reply(m) => vchiq.queue_message(h, m),
+                VcAction::BulkRx { len, tag } => vchiq
+                    .bulk_receive(
+                        h,
+                        vec![0u8; *len],
+                        0,
+                        *len,
+                        u64::from(*tag),
+                        BulkMode::Callback,
+                    )
+                    .map_err(|(e, _)| e),
+                VcAction::BulkTx { data, tag } => vchiq
+                    .bulk_transmit(
+                        h,
+                        data.clone(),
+                        0,
+                        data.len(),
+                        u64::from(*tag),
+                        BulkMode::Callback,
+                    )
+                    .map_err(|(e, _)| e),
+                VcAction::Close => vchiq.close_service(h),
+            };
+            match r {
+                Err(VchiqError::Retry) => break,
+                Err(e) => warn!(target: "vchi::host", "action {a:?} failed: {e}"),
+                Ok(()) => {}
+            }
+            outbox.pop_front();
+            done += 1;
+        }
+        done
+    }
+}
+
+impl<S: VcService + Send, F: Fn() -> S + Send + Sync> ServiceHandler for VcServiceHost<S, F> {
+    fn callback(&self, ctx: &ServiceCtx<'_>, event: Event<'_>) -> Deliver {
+        let mut map = self.instances.lock();
+        let key = ctx.handle.raw();
+        let inst = map.entry(key).or_insert_with(|| Instance {
+            service: (self.make)(),
+            outbox: VecDeque::new(),
+        });
+        Self::drain(ctx.vchiq, ctx.handle, &mut inst.outbox);
+        let mut out = Vec::new();
+        match event {
+            Event::Opened => {
+                let cid = ctx.vchiq.client_id(ctx.handle).unwrap_or(0);
+                inst.service.on_open(cid, &mut out);
+            }
+            Event::Closed => {
+                inst.service.on_close(&mut out);
+                // A listener is reused by the next client: start it afresh. Nothing can be sent on
+                // a closed service, so its remaining actions are dropped.
+                if let Some(old) = map.remove(&key) {
+                    let mut r = self.retired.lock();
+                    if r.len() == RETIRED_KEEP {
+                        r.pop_front();
+                    }
+                    r.push_back(old.service);
+                }
+                return Deliver::Done;
+            }
+            Event::Message(m) => {
+                if !inst.outbox.is_empty() {
+                    return Deliver::Retry;
+                }
+                inst.service.on_message(m.payload(), &mut out);
+            }
+            Event::Bulk(c) => {
+                let tag = c.tag as u32;
+                match c.dir {
+                    BulkDir::Receive => {
+                        let data = match &c.result {
+                            Ok(n) => Some(&c.buf[..(*n).min(c.buf.len())]),
+                            Err(_) => None,
+                        };
+                        inst.service.on_bulk_rx(tag, data, &mut out);
+                    }
+                    BulkDir::Transmit => inst.service.on_bulk_tx(tag, c.result.is_ok(), &mut out),
+                }
+            }
+            Event::RemoteBulkPending { .. } => {}
+        }
+        inst.outbox.extend(out);
+        Self::drain(ctx.vchiq, ctx.handle, &mut inst.outbox);
+        Deliver::Done
+    }
+}

@@ -1,0 +1,222 @@
+//! Test-only simulation glue (std): a slave and a master [`Vchiq`] over one region, driven by
+//! polling from one thread, with the VideoCore-side VCHI services plugged into the master.
+//! Deterministic: every step is a `poll` of one side, so a test sees exactly the message
+//! sequence the protocol produces, and a hang is a bounded `Timeout`, not a stuck test.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::vec::Vec;
+
+use fwipc_transport_api::Error;
+
+use super::core_link::{CoreLink, VcServiceHost};
+use super::error::VchiError;
+use super::link::VcService;
+use crate::config::Config;
+use crate::platform::Platform;
+use crate::region::OwnedRegion;
+use crate::service::{ServiceHandle, ServiceParams};
+use crate::vchiq::Vchiq;
+
+const PAGE: usize = 4096;
+
+/// The bus address the simulated region is given.
+pub const REGION_BUS: u32 = 0x3E00_0000;
+/// Bus pages handed out for bulk buffers start here (the 0xC000_0000 uncached alias).
+pub const BULK_BUS_BASE: u32 = 0xC000_0000;
+
+#[derive(Default)]
+struct PageTable {
+    bus_of: HashMap<usize, u32>,
+    cpu_of: HashMap<u32, usize>,
+    refs: HashMap<usize, usize>,
+    next: u32,
+}
+
+/// The shared "IOMMU" of the simulated pair: the slave maps its buffer pages to bus pages, the
+/// master translates them back.
+#[derive(Clone, Default)]
+pub struct SimPlatform {
+    table: Arc<Mutex<PageTable>>,
+}
+
+// SAFETY: `map_page` hands out a distinct bus page per CPU page and keeps the mapping until the
+// last `unmap_page`; `bus_to_cpu` returns only CPU pages that are currently mapped, which the
+// slave keeps alive (its bulk owns the buffer) for as long as the transfer is queued. The
+// doorbell is a no-op: the pair is driven by polling.
+unsafe impl Platform for SimPlatform {
+    fn ring_doorbell(&self) {}
+
+    fn map_page(&self, cpu_page: usize) -> Option<u32> {
+        let mut t = self.table.lock().ok()?;
+        *t.refs.entry(cpu_page).or_insert(0) += 1;
+        if let Some(&b) = t.bus_of.get(&cpu_page) {
+            return Some(b);
+        }
+        let bus = BULK_BUS_BASE.checked_add(t.next.checked_mul(PAGE as u32)?)?;
+        t.next += 1;
+        t.bus_of.insert(cpu_page, bus);
+        t.cpu_of.insert(bus, cpu_page);
+        Some(bus)
+    }
+
+    fn unmap_page(&self, cpu_page: usize) {
+        let Ok(mut t) = self.table.lock() else { return };
+        let gone = match t.refs.get_mut(&cpu_page) {
+            Some(n) => {
+                *n -= 1;
+                *n == 0
+            }
+            None => false,
+        };
+        if gone {
+            t.refs.remove(&cpu_page);
+            if let Some(b) = t.bus_of.remove(&cpu_page) {
+                t.cpu_of.remove(&b);
+            }
+        }
+    }
+
+    fn bus_to_cpu(&self, bus_page: u32) -> Option<usize> {
+        self.table.lock().ok()?.cpu_of.get(&bus_page).copied()
+    }
+}
+
+trait Flush: Send + Sync {
+    fn flush(&self, vchiq: &Vchiq) -> usize;
+}
+
+impl<S: VcService + Send, F: Fn() -> S + Send + Sync> Flush for VcServiceHost<S, F> {
+    fn flush(&self, vchiq: &Vchiq) -> usize {
+        VcServiceHost::flush(self, vchiq)
+    }
+}
+
+/// A slave (ARM) and a master (simulated VideoCore) over one region, polled from one thread.
+pub struct PolledPair {
+    mem: Arc<OwnedRegion>,
+    slave: Vchiq,
+    master: Vchiq,
+    hosts: Vec<Arc<dyn Flush>>,
+}
+
+impl PolledPair {
+    /// Build both sides on a fresh region (slave first: it writes slot zero).
+    pub fn new(cfg: Config) -> Result<Self, VchiError> {
+        let mem = OwnedRegion::new(cfg.region_size())?;
+        let plat = SimPlatform::default();
+        let slave = Vchiq::new_slave(mem.region(REGION_BUS)?, Box::new(plat.clone()), cfg)?;
+        let master = Vchiq::new_master(mem.region(REGION_BUS)?, Box::new(plat), cfg)?;
+        Ok(PolledPair {
+            mem,
+            slave,
+            master,
+            hosts: Vec::new(),
+        })
+    }
+
+    /// The ARM side.
+    pub fn slave(&self) -> &Vchiq {
+        &self.slave
+    }
+
+    /// The simulated VideoCore.
+    pub fn master(&self) -> &Vchiq {
+        &self.master
+    }
+
+    /// Plug a VideoCore-side service into the master (before or after connect). Returns the
+    /// host (to inspect the handlers) and the server handle.
+    pub fn add_vc_service<S, F>(
+        &mut self,
+        params: ServiceParams,
+        make: F,
+    ) -> Result<(Arc<VcServiceHost<S, F>>, ServiceHandle), VchiError>
+    where
+        S: VcService + Send + 'static,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let host = Arc::new(VcServiceHost::new(make));
+        let h = self.master.add_service_arc(params, host.clone())?;
+        self.hosts.push(host.clone());
+        Ok((host, h))
+    }
+
+    /// Another listener on the same host (same fourcc, same handler, as the core requires).
+    pub fn add_listener<S, F>(
+        &self,
+        params: ServiceParams,
+        host: &Arc<VcServiceHost<S, F>>,
+    ) -> Result<ServiceHandle, VchiError>
+    where
+        S: VcService + Send + 'static,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        Ok(self.master.add_service_arc(params, host.clone())?)
+    }
+
+    /// Exchange CONNECTs.
+    pub fn connect(&self) -> Result<(), VchiError> {
+        self.slave.connect()?;
+        self.master.connect()?;
+        let mut pump = self.pumper(64);
+        while !(self.slave.is_connected() && self.master.is_connected()) {
+            pump()?;
+        }
+        Ok(())
+    }
+
+    /// One round: poll both sides and flush the VideoCore services. Returns the work done.
+    pub fn step(&self) -> usize {
+        let mut w = self.slave.poll() + self.master.poll();
+        for h in &self.hosts {
+            w += h.flush(&self.master);
+        }
+        w
+    }
+
+    /// A pump for [`CoreLink`]: each call runs one [`Self::step`]; after `max_idle` consecutive
+    /// steps without progress it fails with `Transport(Timeout)` (the peer will never answer).
+    pub fn pumper(&self, max_idle: u32) -> impl FnMut() -> Result<(), VchiError> + '_ {
+        let mut idle = 0;
+        move || {
+            if self.step() == 0 {
+                idle += 1;
+                if idle > max_idle {
+                    return Err(VchiError::Transport(Error::Timeout));
+                }
+            } else {
+                idle = 0;
+            }
+            Ok(())
+        }
+    }
+
+    /// Open a client link to the VideoCore's `params.fourcc`.
+    pub fn open(
+        &self,
+        params: ServiceParams,
+        depth: usize,
+    ) -> Result<CoreLink<'_, impl FnMut() -> Result<(), VchiError> + '_>, VchiError> {
+        CoreLink::open(&self.slave, params, depth, self.pumper(64))
+    }
+
+    /// Run steps until nothing moves.
+    pub fn settle(&self) {
+        for _ in 0..1000 {
+            if self.step() == 0 {
+                return;
+            }
+        }
+    }
+
+    /// A copy of the region's bytes (for layout audits). Call between steps.
+    pub fn snapshot(&self) -> Result<Vec<u8>, VchiError> {
+        let view = self.mem.region(REGION_BUS)?;
+        let mut v = std::vec![0u8; view.len()];
+        if !view.read_bytes(0, &mut v) {
+            return Err(VchiError::InvalidArgument);
+        }
+        Ok(v)
+    }
+}

@@ -1,0 +1,207 @@
+//! `vchiq_test` through the real VCHIQ core (vchiq.md §8): the VideoCore's 'echo', 'func' and
+//! 'fun2' servers run on the master instance; the client routines run on the slave. Messages go
+//! through the slots, bulks through pagelists, fragments and the master's DMA.
+
+use std::sync::Arc;
+
+use backend_vchiq::vchi::core_link::VcServiceHost;
+use backend_vchiq::vchi::echo_server::EchoServer;
+use backend_vchiq::vchi::fourcc;
+use backend_vchiq::vchi::func_server::{Fun2Server, FuncEvent, FuncServer, FUNC_EXPECTED_EVENTS};
+use backend_vchiq::vchi::link::ServiceLink;
+use backend_vchiq::vchi::sim::PolledPair;
+use backend_vchiq::vchi::test_client::{
+    bulk_echo, ctrl, fun2_subtest, fun2_subtests, func_script, ping, ping_suite,
+    FUNC_CLIENT_EXPECTED,
+};
+use backend_vchiq::vchi::VchiError;
+use backend_vchiq::{Config, ServiceParams, VchiqError};
+
+type Host<S> = Arc<VcServiceHost<S, fn() -> S>>;
+
+/// A pair with 8 'echo' listeners (as the VideoCore has), connected.
+fn echo_pair() -> (PolledPair, Host<EchoServer>) {
+    let mut p = PolledPair::new(Config::default()).unwrap();
+    let params = ServiceParams::new(fourcc::ECHO).version(3, 1);
+    let make: fn() -> EchoServer = EchoServer::new;
+    let (host, _) = p.add_vc_service(params, make).unwrap();
+    for _ in 1..8 {
+        p.add_listener(params, &host).unwrap();
+    }
+    p.connect().unwrap();
+    (p, host)
+}
+
+fn echo_client() -> ServiceParams {
+    ServiceParams::new(fourcc::ECHO).version(3, 3)
+}
+
+#[test]
+fn ping_round_trips() {
+    let (p, _host) = echo_pair();
+    let mut l = p.open(echo_client(), 8).unwrap();
+    let x = ping(&mut l, 10, 10, 5).unwrap();
+    assert_eq!((x.sent, x.received), (105, 55));
+    ping_suite(&mut l, 20).unwrap();
+    assert_eq!(p.slave().stats().protocol_errors, 0);
+    l.close().unwrap();
+}
+
+#[test]
+fn ctrl_echo_of_every_size_class() {
+    let (p, host) = echo_pair();
+    let mut l = p.open(echo_client(), 4).unwrap();
+    for size in [4, 5, 64, 1000, 4087, 4088] {
+        ctrl(&mut l, size, 20).unwrap();
+    }
+    // Enough traffic to wrap the slot queue several times (31 data slots per side).
+    ctrl(&mut l, 4088, 200).unwrap();
+    assert!(p.slave().stats().slots_recycled > 64);
+    let mut msgs = 0;
+    host.for_each(|_, s| msgs += s.stats().messages);
+    assert_eq!(msgs, 6 * 20 + 200);
+    // A short or unknown message is answered with an error string, and the link goes on.
+    l.send(&[1, 2]).unwrap();
+    let mut b = [0u8; 64];
+    let n = l.recv(&mut b).unwrap();
+    assert!(b[..n].starts_with(b"vchiq_test"));
+    ctrl(&mut l, 8, 1).unwrap();
+    l.close().unwrap();
+}
+
+#[test]
+fn eight_listeners_then_no_more() {
+    let (p, _host) = echo_pair();
+    let links: Vec<_> = (0..8).map(|_| p.open(echo_client(), 2).unwrap()).collect();
+    let ninth = p.open(echo_client(), 2).map(|_| ());
+    assert_eq!(ninth, Err(VchiError::Core(VchiqError::Refused)));
+    for l in links {
+        l.close().unwrap();
+    }
+    // Auto-close listeners are back: another client gets in.
+    let mut l = p.open(echo_client(), 2).unwrap();
+    ctrl(&mut l, 16, 3).unwrap();
+}
+
+#[test]
+fn bulk_echo_verified() {
+    let (p, host) = echo_pair();
+    let mut l = p.open(echo_client(), 4).unwrap();
+    for (bs, iters) in [(64, 4), (1000, 3), (4096, 3), (65536, 2), (4093, 2)] {
+        let x = bulk_echo(&mut l, bs, iters).unwrap();
+        assert_eq!(x.bulk_rx_bytes, (bs * iters as usize) as u64);
+    }
+    let mut blocks = 0;
+    host.for_each(|_, s| blocks += s.stats().bulk_tx);
+    assert_eq!(blocks, 4 + 3 + 3 + 2 + 2);
+    assert_eq!(p.master().stats().protocol_errors, 0);
+    l.close().unwrap();
+}
+
+fn func_pair() -> (PolledPair, Host<FuncServer>, backend_vchiq::ServiceHandle) {
+    let mut p = PolledPair::new(Config::default()).unwrap();
+    let make: fn() -> FuncServer = FuncServer::new;
+    let params = ServiceParams::new(fourcc::FUNC)
+        .version(fourcc::FUNC_VERSION, fourcc::FUNC_VERSION_MIN)
+        .auto_close(true);
+    let (host, h) = p.add_vc_service(params, make).unwrap();
+    p.connect().unwrap();
+    (p, host, h)
+}
+
+#[test]
+fn func_part_b_version_negotiation_and_listeners() {
+    let (p, host, server) = func_pair();
+    let func = |v, m| ServiceParams::new(fourcc::FUNC).version(v, m);
+    // 0/0, 1/1 and 4/4 are refused by the version rule; 3/3 opens.
+    for (v, m) in [(0, 0), (1, 1), (4, 4)] {
+        assert_eq!(
+            p.open(func(v, m), 2).map(|_| ()),
+            Err(VchiError::Core(VchiqError::Refused)),
+            "{v}/{m}"
+        );
+    }
+    let l1 = p.open(func(3, 3), 2).unwrap();
+    assert_ne!(
+        p.master().client_id(server).unwrap(),
+        0,
+        "client_id != 0 while open"
+    );
+    // The server adds a second listener without AUTOCLOSE.
+    let second = p
+        .add_listener(
+            ServiceParams::new(fourcc::FUNC)
+                .version(fourcc::FUNC_VERSION, fourcc::FUNC_VERSION_MIN)
+                .auto_close(false),
+            &host,
+        )
+        .unwrap();
+    // 'none' does not exist; the second open succeeds, a third finds no listener.
+    assert!(p
+        .open(ServiceParams::new(fourcc::make_fourcc(b"none")), 2)
+        .is_err());
+    let l2 = p.open(func(3, 3), 2).unwrap();
+    assert!(p.open(func(3, 3), 2).is_err(), "no more listeners");
+    l2.close().unwrap();
+    p.settle();
+    // Without AUTOCLOSE the listener waits in CLOSEWAIT until the server closes it explicitly.
+    assert!(
+        p.open(func(3, 3), 2).is_err(),
+        "CLOSEWAIT listener must not accept"
+    );
+    p.master().close_service(second).unwrap();
+    let l2 = p.open(func(3, 3), 2).unwrap();
+    l2.close().unwrap();
+    l1.close().unwrap();
+    p.settle();
+    assert_eq!(
+        p.master().client_id(server).unwrap(),
+        0,
+        "client_id == 0 after close"
+    );
+}
+
+#[test]
+fn func_part_b_message_and_bulk_script() {
+    let (p, host, _) = func_pair();
+    let mut l = p
+        .open(ServiceParams::new(fourcc::FUNC).version(3, 3), 4)
+        .unwrap();
+    let ev = func_script(&mut l).unwrap();
+    assert_eq!(ev, FUNC_CLIENT_EXPECTED);
+    // Step 6: closing aborts the server's last queued receive, then the service closes.
+    l.close().unwrap();
+    p.settle();
+    let retired = host.take_retired();
+    assert_eq!(retired.len(), 1);
+    let s = &retired[0];
+    assert_eq!(s.script_events(), FUNC_EXPECTED_EVENTS);
+    assert!(matches!(s.events().first(), Some(FuncEvent::Opened(id)) if *id != 0));
+    assert_eq!(s.events().last(), Some(&FuncEvent::Closed));
+    assert_eq!(s.zero_client_ids, 0);
+}
+
+#[test]
+fn fun2_alignment_table_over_fragments() {
+    let mut p = PolledPair::new(Config::default()).unwrap();
+    let make: fn() -> Fun2Server = Fun2Server::new;
+    let (host, _) = p
+        .add_vc_service(ServiceParams::new(fourcc::FUN2).version(3, 2), make)
+        .unwrap();
+    p.connect().unwrap();
+    let mut l = p
+        .open(ServiceParams::new(fourcc::FUN2).version(3, 3), 4)
+        .unwrap();
+    let mut n = 0;
+    // One full iteration of the table (vchiq_test -f 1): 5184 sub-tests.
+    for sub in fun2_subtests() {
+        fun2_subtest(&mut l, sub).unwrap_or_else(|e| panic!("sub-test {}: {e}", sub.index.get()));
+        n += 1;
+    }
+    assert_eq!(n, 5184);
+    let mut failures = 0;
+    host.for_each(|_, s| failures += s.stats().failures);
+    assert_eq!(failures, 0);
+    assert_eq!(p.master().stats().unaligned_reads, 0);
+    l.close().unwrap();
+}
