@@ -275,3 +275,36 @@ fn poller_completes_interrupt_transfers_without_irq() {
     }
     assert_eq!(t.stats().pool_free, t.stats().pool_capacity);
 }
+
+/// A parallel device: a slow command and a fast one complete in the other order, and each caller
+/// gets its own reply (notes §1.1: the device may complete out of order).
+#[test]
+fn delayed_completion_out_of_order() {
+    for mode in [Completion::Interrupt, Completion::Polled] {
+        let fx = ScmiFixture::with_config(mode, 64, SimDeviceConfig::default());
+        let t = fx.transport();
+        let parker = ThreadParker::new();
+        fx.remote()
+            .set_fault(Fault::Delay(Duration::from_millis(60)));
+        let slow_p = payload(1);
+        let slow = send(&fx, &slow_p).unwrap();
+        let start = Instant::now();
+        while fx.remote().received() < 1 {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fx.remote().set_fault(Fault::None);
+        let fast_p = payload(2);
+        let fast = send(&fx, &fast_p).unwrap();
+        finish(&fx, fast, &fast_p, &parker).unwrap();
+        assert_eq!(
+            t.poll_done(&slow),
+            Ok(false),
+            "{mode:?}: the slow one is still in flight"
+        );
+        finish(&fx, slow, &slow_p, &parker).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(60));
+        let s = t.stats();
+        assert_eq!((s.completed, s.pool_free), (2, s.pool_capacity));
+    }
+}

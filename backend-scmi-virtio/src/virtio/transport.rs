@@ -612,6 +612,23 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
                 H::share(resp_area, BufferDirection::DeviceToDriver),
             ]
         };
+        if shared.contains(&0) {
+            // A bouncing Hal out of shared memory (physical address 0 is virtio-drivers' failure
+            // value): undo and report back-pressure; nothing was posted.
+            for (p, (area, dir)) in shared.iter().zip([
+                (req_area, BufferDirection::DriverToDevice),
+                (resp_area, BufferDirection::DeviceToDriver),
+            ]) {
+                if *p != 0 {
+                    // SAFETY: shared just above with these arguments; the device never saw it.
+                    unsafe { H::unshare(*p, area, dir) };
+                }
+            }
+            drop(st);
+            let _ = self.tokens.release(token);
+            Counters::bump(&self.counters.busy);
+            return Err(Error::Busy);
+        }
         let _loan = buf.lend();
         slot.owner = Owner::Device;
         slot.poll = match req.completion {
