@@ -37,6 +37,11 @@ pub fn header(data: &[u8]) {
     let _ = Header::decode(word(data, 0), word(data, 1), word(data, 2) as usize % 8192);
 }
 
+/// The transport's frame parser.
+pub fn frame(data: &[u8]) {
+    let _ = crate::frame::parse(data);
+}
+
 /// The fixed payload decoders (OPEN, OPENACK, BULK, BULK_DONE).
 pub fn payloads(data: &[u8]) {
     let _ = OpenPayload::read_from_bytes(data.get(..12).unwrap_or(data));
@@ -102,6 +107,8 @@ mod tests {
         fn fuzz_header(d in proptest::collection::vec(any::<u8>(), 0..16)) { header(&d) }
         #[test]
         fn fuzz_payloads(d in proptest::collection::vec(any::<u8>(), 0..16)) { payloads(&d) }
+        #[test]
+        fn fuzz_frame(d in proptest::collection::vec(any::<u8>(), 0..32)) { frame(&d) }
         #[test]
         fn fuzz_pagelist(d in proptest::collection::vec(any::<u8>(), 0..256)) { pagelist(&d) }
     }

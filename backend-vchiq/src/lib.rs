@@ -28,6 +28,7 @@ mod bulk;
 pub mod config;
 pub mod consts;
 pub mod error;
+pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod header;

@@ -311,3 +311,27 @@ impl Vchiq {
         Ok((q.message_use_count, q.slot_use_count))
     }
 }
+
+impl Vchiq {
+    /// Test/simulator hook (hostile peer): write `bytes` verbatim where the next message header
+    /// would go (header words included, nothing validated), zero the rest of that slot and move
+    /// to the next slot, then publish. Lets a simulated VideoCore send corrupt headers and random
+    /// garbage through the real slot path.
+    #[doc(hidden)]
+    pub fn queue_raw(&self, bytes: &[u8]) -> VResult {
+        self.check_alive()?;
+        if bytes.len() > VCHIQ_SLOT_SIZE {
+            return Err(VchiqError::TooLarge);
+        }
+        let mut g = self.inner.lock();
+        let st = ((bytes.len().max(VCHIQ_HEADER_SIZE) + 7) & !7) as u32;
+        let hdr_off = self.reserve_space(&mut g, st)?;
+        self.region.write_bytes(hdr_off, bytes);
+        let used = hdr_off % VCHIQ_SLOT_SIZE + bytes.len();
+        self.region
+            .zero(hdr_off + bytes.len(), VCHIQ_SLOT_SIZE - used);
+        g.tx_pos = (g.tx_pos | VCHIQ_SLOT_MASK).wrapping_add(1);
+        self.publish_tx_pos(&g);
+        Ok(())
+    }
+}

@@ -473,6 +473,11 @@ impl Vchiq {
                     fired |= remote_event::take(e);
                 }
             }
+            if fired || again {
+                // A handler's Retry (or a stall) is re-tried on the next event (spec §4: "the
+                // message stays in place and is re-parsed on the next trigger").
+                self.inner.lock().rx_stalled = false;
+            }
             let mut work = 0;
             work += self.process_free_queue();
             work += self.sync_poll(&mut scratch);

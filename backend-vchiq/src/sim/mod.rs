@@ -1,1 +1,286 @@
-//! placeholder
+//! The simulated VideoCore (std): the same core in the **master** role, in its own thread, over a
+//! heap region, with the doorbell as a real wake-up (a condition variable per direction) and a
+//! simulated bus that translates the slave's pages for the master's DMA.
+//!
+//! - [`SimPair`]: region + slave + master + worker threads.
+//! - [`SimBus`] / [`SimPlatform`]: the doorbells and the bus address space.
+//! - [`echo::EchoService`]: the VideoCore-side 'echo' service of the conformance suite.
+//! - [`fixture::VchiqFixture`]: the conformance fixture.
+
+pub mod echo;
+pub mod fixture;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::error::{VResult, VchiqError};
+use crate::platform::Platform;
+use crate::region::OwnedRegion;
+use crate::vchiq::Vchiq;
+
+pub use fixture::VchiqFixture;
+
+/// Bus address of the simulated region.
+pub const SIM_REGION_BUS: u32 = 0x4000_0000;
+const SIM_DMA_BUS_BASE: u32 = 0x8000_0000;
+
+/// One direction's doorbell: a latched flag and a condition variable.
+#[derive(Default)]
+pub struct Bell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+    rings: AtomicU64,
+}
+
+impl Bell {
+    /// Ring: latch and wake the waiter.
+    pub fn ring(&self) {
+        // Relaxed: statistics.
+        self.rings.fetch_add(1, Ordering::Relaxed);
+        let mut r = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+        *r = true;
+        self.cv.notify_all();
+    }
+
+    /// Wait until rung (or `stop`), then clear the latch.
+    pub fn wait(&self, stop: &AtomicBool) {
+        let mut r = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+        // Acquire: pairs with the Release store of `stop` in `SimPair::stop_workers`.
+        while !*r && !stop.load(Ordering::Acquire) {
+            r = self.cv.wait(r).unwrap_or_else(|e| e.into_inner());
+        }
+        *r = false;
+    }
+
+    /// How often it was rung.
+    pub fn rings(&self) -> u64 {
+        // Relaxed: statistics.
+        self.rings.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct BusMaps {
+    cpu_to_bus: HashMap<usize, (u32, u32)>,
+    bus_to_cpu: HashMap<u32, usize>,
+    next: u32,
+}
+
+/// The simulated bus: page translations the slave creates for bulk transfers and the master
+/// resolves (an IOMMU-like window at 0x8000_0000), shared by both sides of a pair.
+#[derive(Default)]
+pub struct SimBus {
+    maps: Mutex<BusMaps>,
+}
+
+impl SimBus {
+    fn map(&self, cpu_page: usize) -> Option<u32> {
+        let mut m = self.maps.lock().ok()?;
+        if let Some((bus, refs)) = m.cpu_to_bus.get_mut(&cpu_page) {
+            *refs += 1;
+            return Some(*bus);
+        }
+        let bus = SIM_DMA_BUS_BASE.checked_add(m.next.checked_mul(4096)?)?;
+        m.next = (m.next + 1) % 0x7_0000;
+        m.cpu_to_bus.insert(cpu_page, (bus, 1));
+        m.bus_to_cpu.insert(bus, cpu_page);
+        Some(bus)
+    }
+
+    fn unmap(&self, cpu_page: usize) {
+        let Ok(mut m) = self.maps.lock() else { return };
+        let gone = match m.cpu_to_bus.get_mut(&cpu_page) {
+            Some((bus, refs)) => {
+                *refs -= 1;
+                (*refs == 0).then_some(*bus)
+            }
+            None => None,
+        };
+        if let Some(bus) = gone {
+            m.cpu_to_bus.remove(&cpu_page);
+            m.bus_to_cpu.remove(&bus);
+        }
+    }
+
+    fn resolve(&self, bus_page: u32) -> Option<usize> {
+        self.maps.lock().ok()?.bus_to_cpu.get(&bus_page).copied()
+    }
+
+    /// Pages currently mapped (0 once every bulk finished).
+    pub fn mapped_pages(&self) -> usize {
+        self.maps.lock().map(|m| m.cpu_to_bus.len()).unwrap_or(0)
+    }
+}
+
+/// One side's platform in the simulator.
+pub struct SimPlatform {
+    bus: Arc<SimBus>,
+    peer_bell: Arc<Bell>,
+    own_bell: Arc<Bell>,
+}
+
+// SAFETY: `map_page` hands out a bus page that `bus_to_cpu` resolves to exactly the page given,
+// until `unmap_page`; the slave core keeps the buffer alive and untouched while it is mapped.
+unsafe impl Platform for SimPlatform {
+    fn ring_doorbell(&self) {
+        self.peer_bell.ring();
+    }
+    fn request_poll(&self) {
+        self.own_bell.ring();
+    }
+    fn map_page(&self, cpu_page: usize) -> Option<u32> {
+        self.bus.map(cpu_page)
+    }
+    fn unmap_page(&self, cpu_page: usize) {
+        self.bus.unmap(cpu_page)
+    }
+    fn bus_to_cpu(&self, bus_page: u32) -> Option<usize> {
+        self.bus.resolve(bus_page)
+    }
+}
+
+/// A simulated ARM + VideoCore pair over one region.
+pub struct SimPair {
+    mem: Arc<OwnedRegion>,
+    bus: Arc<SimBus>,
+    slave: Arc<Vchiq>,
+    master: Arc<Vchiq>,
+    bells: [Arc<Bell>; 2],
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>) {
+    // Acquire: pairs with the Release store in `stop_workers`.
+    while !stop.load(Ordering::Acquire) {
+        v.poll();
+        // Arm our events; sleep only if nothing fired meanwhile (spec §3 waiter protocol). The
+        // peer rings our bell only when it sees an event armed: a lost wake-up hangs here.
+        if v.prepare_sleep() {
+            bell.wait(&stop);
+        }
+    }
+}
+
+impl SimPair {
+    /// Default configuration, both sides with a worker thread.
+    pub fn new() -> VResult<SimPair> {
+        Self::with_config(Config::default(), true)
+    }
+
+    /// A pair on a fresh region. `slave_worker = false`: the slave is driven by its user's
+    /// `poll()` calls (polled mode); the master always has its own thread.
+    pub fn with_config(cfg: Config, slave_worker: bool) -> VResult<SimPair> {
+        let mem = OwnedRegion::new(cfg.region_size())?;
+        Self::on_region(mem, cfg, slave_worker)
+    }
+
+    /// A pair on an existing region (a new instance after a teardown).
+    pub fn on_region(mem: Arc<OwnedRegion>, cfg: Config, slave_worker: bool) -> VResult<SimPair> {
+        let bus = Arc::new(SimBus::default());
+        let bells = [Arc::new(Bell::default()), Arc::new(Bell::default())];
+        let slave_pf = SimPlatform {
+            bus: bus.clone(),
+            peer_bell: bells[1].clone(),
+            own_bell: bells[0].clone(),
+        };
+        let master_pf = SimPlatform {
+            bus: bus.clone(),
+            peer_bell: bells[0].clone(),
+            own_bell: bells[1].clone(),
+        };
+        let slave = Arc::new(Vchiq::new_slave(mem.region(SIM_REGION_BUS)?, Box::new(slave_pf), cfg)?);
+        let master = Arc::new(Vchiq::new_master(mem.region(SIM_REGION_BUS)?, Box::new(master_pf), cfg)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        let spawn = |name: &str, v: &Arc<Vchiq>, b: &Arc<Bell>| {
+            let (v, b, s) = (v.clone(), b.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || worker(v, b, s))
+                .map_err(|_| VchiqError::NoMemory)
+        };
+        workers.push(spawn("vchiq-vpu", &master, &bells[1])?);
+        if slave_worker {
+            workers.push(spawn("vchiq-arm", &slave, &bells[0])?);
+        }
+        Ok(SimPair {
+            mem,
+            bus,
+            slave,
+            master,
+            bells,
+            stop,
+            workers,
+        })
+    }
+
+    /// The ARM side.
+    pub fn slave(&self) -> &Arc<Vchiq> {
+        &self.slave
+    }
+
+    /// The simulated VideoCore.
+    pub fn master(&self) -> &Arc<Vchiq> {
+        &self.master
+    }
+
+    /// The region memory (to build a new pair on it after teardown).
+    pub fn region(&self) -> &Arc<OwnedRegion> {
+        &self.mem
+    }
+
+    /// The simulated bus.
+    pub fn bus(&self) -> &Arc<SimBus> {
+        &self.bus
+    }
+
+    /// Doorbell rings so far: (ARM→VPU, VPU→ARM).
+    pub fn rings(&self) -> (u64, u64) {
+        (self.bells[1].rings(), self.bells[0].rings())
+    }
+
+    /// Both sides CONNECT; waits (polling the slave too, for polled mode) up to 5 s.
+    pub fn connect(&self) -> VResult {
+        self.master.connect()?;
+        self.slave.connect()?;
+        let start = Instant::now();
+        while !(self.slave.is_connected() && self.master.is_connected()) {
+            self.slave.poll();
+            if start.elapsed() > Duration::from_secs(5) {
+                return Err(VchiqError::Timeout);
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        Ok(())
+    }
+
+    /// Tear both sides down (slave first, then the VideoCore), stop the workers.
+    pub fn shutdown(&mut self) -> VResult {
+        let r1 = self.slave.shutdown_blocking(Duration::from_secs(2));
+        let r2 = self.master.shutdown_blocking(Duration::from_secs(2));
+        self.stop_workers();
+        r1.and(r2)
+    }
+
+    fn stop_workers(&mut self) {
+        // Release: pairs with the Acquire loads in `worker` and `Bell::wait`.
+        self.stop.store(true, Ordering::Release);
+        for b in &self.bells {
+            b.ring();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for SimPair {
+    fn drop(&mut self) {
+        self.stop_workers();
+    }
+}

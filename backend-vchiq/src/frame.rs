@@ -1,0 +1,59 @@
+//! The fwipc framing inside VCHIQ DATA messages, used by [`crate::transport::VchiqTransport`]:
+//! `{u32 token, u32 len}` then `len` payload bytes. VCHIQ itself has no request/reply
+//! correlation; the token gives it (and lets late, duplicate and unknown replies be told apart).
+//! Token bit 31 marks a remote-initiated message (notification). Little-endian.
+
+use fwipc_transport_api::ProtocolError;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// The frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct FrameHeader {
+    /// Request token, or `NOTIFY | seq`.
+    pub token: u32,
+    /// Payload length.
+    pub len: u32,
+}
+static_assertions::const_assert_eq!(core::mem::size_of::<FrameHeader>(), 8);
+
+/// Size of the frame header.
+pub const FRAME_HEADER: usize = 8;
+/// Token bit of a remote-initiated message.
+pub const NOTIFY: u32 = 0x8000_0000;
+/// Largest payload in one frame.
+pub const MAX_FRAME_PAYLOAD: usize = crate::consts::VCHIQ_MAX_MSG_SIZE - FRAME_HEADER;
+
+/// Split a received message into header and payload, checking the length.
+pub fn parse(msg: &[u8]) -> Result<(FrameHeader, &[u8]), ProtocolError> {
+    let (h, rest) = FrameHeader::read_from_prefix(msg).map_err(|_| ProtocolError::Truncated)?;
+    if h.len as usize != rest.len() {
+        return Err(ProtocolError::BadLength);
+    }
+    Ok((h, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parse_checks_len() {
+        let mut m = [0u8; 12];
+        m[0..4].copy_from_slice(&7u32.to_le_bytes());
+        m[4..8].copy_from_slice(&4u32.to_le_bytes());
+        let (h, p) = parse(&m).unwrap();
+        assert_eq!((h.token, p.len()), (7, 4));
+        m[4] = 5;
+        assert_eq!(parse(&m), Err(ProtocolError::BadLength));
+        assert_eq!(parse(&m[..7]), Err(ProtocolError::Truncated));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(d in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok((h, p)) = parse(&d) { prop_assert_eq!(h.len as usize, p.len()); }
+        }
+    }
+}

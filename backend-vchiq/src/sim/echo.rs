@@ -1,0 +1,252 @@
+//! The VideoCore-side 'echo' service of the conformance suite, a [`ServiceHandler`] plugged into
+//! the master: reply = request with every byte inverted (`fixture::echo_reply`), same token; logs
+//! the first 4 bytes of each request; every [`Fault`] knob; its bulk side receives what the ARM
+//! transmits and sends it back on the ARM's next receive, byte-exact.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use fwipc_transport_api::fixture::{echo_reply, Fault};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::consts::make_fourcc;
+use crate::frame::{FrameHeader, NOTIFY};
+use crate::service::{BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler};
+use crate::vchiq::Vchiq;
+use crate::VchiqError;
+
+/// The echo service's fourcc.
+pub const ECHO_FOURCC: u32 = make_fourcc(*b"echo");
+
+struct EchoState {
+    fault: Fault,
+    held: Vec<(ServiceHandle, Vec<u8>)>,
+    seen: Vec<u32>,
+    stash: VecDeque<Vec<u8>>,
+    waiting_tx: VecDeque<usize>,
+    open: Option<ServiceHandle>,
+    notify_seq: u32,
+    bulk_tag: u64,
+}
+
+/// The echo service.
+pub struct EchoService {
+    st: Mutex<EchoState>,
+    received: AtomicU64,
+}
+
+impl Default for EchoService {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn frame(token: u32, len: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + body.len());
+    v.extend_from_slice(FrameHeader { token, len }.as_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+impl EchoService {
+    /// A behaving echo service.
+    pub fn new() -> Self {
+        EchoService {
+            st: Mutex::new(EchoState {
+                fault: Fault::None,
+                held: Vec::new(),
+                seen: Vec::new(),
+                stash: VecDeque::new(),
+                waiting_tx: VecDeque::new(),
+                open: None,
+                notify_seq: 0,
+                bulk_tag: 0,
+            }),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EchoState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Set the fault for requests from now on.
+    pub fn set_fault(&self, f: Fault) {
+        self.lock().fault = f;
+    }
+
+    /// Send every held reply now.
+    pub fn release(&self, master: &Vchiq) {
+        let held: Vec<_> = std::mem::take(&mut self.lock().held);
+        for (h, m) in held {
+            send_retrying(master, h, &m);
+        }
+    }
+
+    /// Logged request tags (cleared).
+    pub fn take_seen_tags(&self) -> Vec<u32> {
+        std::mem::take(&mut self.lock().seen)
+    }
+
+    /// Requests received.
+    pub fn received(&self) -> u64 {
+        // Relaxed: statistics.
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Lose all state; close the client's connection.
+    pub fn reset(&self, master: &Vchiq) {
+        let open = {
+            let mut s = self.lock();
+            s.held.clear();
+            s.stash.clear();
+            s.waiting_tx.clear();
+            s.open
+        };
+        if let Some(h) = open {
+            for _ in 0..10_000 {
+                match master.close_service(h) {
+                    Err(VchiqError::Retry) => std::thread::sleep(std::time::Duration::from_micros(100)),
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// Send an unsolicited message.
+    pub fn notify(&self, master: &Vchiq, payload: &[u8]) -> bool {
+        let (h, seq) = {
+            let mut s = self.lock();
+            s.notify_seq = s.notify_seq.wrapping_add(1) & !NOTIFY;
+            (s.open, s.notify_seq)
+        };
+        let Some(h) = h else { return false };
+        send_retrying(master, h, &frame(NOTIFY | seq, payload.len() as u32, payload))
+    }
+
+    /// Hostile input: `bytes` verbatim as a raw slot message, and as a DATA payload.
+    pub fn inject_garbage(&self, master: &Vchiq, bytes: &[u8]) {
+        let _ = master.queue_raw(&bytes[..bytes.len().min(4096)]);
+        if let Some(h) = self.lock().open {
+            let _ = master.queue_message(h, &bytes[..bytes.len().min(4088)]);
+        }
+    }
+}
+
+/// Queue on the master, retrying on back-pressure (bounded: 2 s).
+fn send_retrying(master: &Vchiq, h: ServiceHandle, m: &[u8]) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        match master.queue_message(h, m) {
+            Ok(()) => return true,
+            Err(VchiqError::Retry) if start.elapsed() < std::time::Duration::from_secs(2) => {
+                std::thread::sleep(std::time::Duration::from_micros(50))
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+impl ServiceHandler for EchoService {
+    fn callback(&self, ctx: &ServiceCtx<'_>, event: Event<'_>) -> Deliver {
+        let v = ctx.vchiq;
+        match event {
+            Event::Opened => self.lock().open = Some(ctx.handle),
+            Event::Closed => {
+                let mut s = self.lock();
+                if s.open == Some(ctx.handle) {
+                    s.open = None;
+                }
+                s.held.clear();
+            }
+            Event::Message(m) => {
+                let Ok((h, body)) = FrameHeader::read_from_prefix(m.payload()) else {
+                    return Deliver::Done;
+                };
+                let mut reply_body = vec![0u8; body.len()];
+                echo_reply(body, &mut reply_body);
+                let mut s = self.lock();
+                let fault = s.fault;
+                let reply = match fault {
+                    Fault::WrongToken => frame(h.token ^ 0x5A5A, h.len, &reply_body),
+                    Fault::CorruptLength => frame(h.token, h.len.wrapping_add(1000), &reply_body),
+                    _ => frame(h.token, h.len, &reply_body),
+                };
+                let r = match fault {
+                    Fault::None | Fault::WrongToken | Fault::CorruptLength => {
+                        v.queue_message(ctx.handle, &reply)
+                    }
+                    Fault::Duplicate => v
+                        .queue_message(ctx.handle, &reply)
+                        .and_then(|()| {
+                            let _ = v.queue_message(ctx.handle, &reply);
+                            Ok(())
+                        }),
+                    Fault::CorruptHeader => {
+                        // An unknown message type (0xEE) through the real slot path.
+                        let mut raw = ((0xEEu32 << 24) | 0x001).to_le_bytes().to_vec();
+                        raw.extend_from_slice(&(reply.len() as u32).to_le_bytes());
+                        raw.extend_from_slice(&reply);
+                        v.queue_raw(&raw)
+                    }
+                    Fault::Hold => {
+                        s.held.push((ctx.handle, reply));
+                        Ok(())
+                    }
+                    Fault::Drop => Ok(()),
+                    Fault::Delay(d) => {
+                        drop(s);
+                        std::thread::sleep(d);
+                        s = self.lock();
+                        v.queue_message(ctx.handle, &reply)
+                    }
+                };
+                if r == Err(VchiqError::Retry) {
+                    // No slot for the reply: redeliver on the next event (nothing logged yet).
+                    return Deliver::Retry;
+                }
+                if body.len() >= 4 {
+                    s.seen.push(u32::from_le_bytes([body[0], body[1], body[2], body[3]]));
+                }
+                // Relaxed: statistics.
+                self.received.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::RemoteBulkPending { dir, size } => {
+                let mut s = self.lock();
+                s.bulk_tag += 1;
+                let tag = s.bulk_tag;
+                match dir {
+                    // The ARM transmits: receive it.
+                    BulkDir::Receive => {
+                        let _ = v.bulk_receive(ctx.handle, vec![0u8; size], 0, size, tag, BulkMode::Callback);
+                    }
+                    // The ARM receives: send back what we got, or wait for it.
+                    BulkDir::Transmit => match s.stash.pop_front() {
+                        Some(d) => {
+                            let n = d.len();
+                            let _ = v.bulk_transmit(ctx.handle, d, 0, n, tag, BulkMode::Callback);
+                        }
+                        None => s.waiting_tx.push_back(size),
+                    },
+                }
+            }
+            Event::Bulk(c) => {
+                if let (BulkDir::Receive, Ok(n)) = (c.dir, c.result) {
+                    let mut d = c.buf;
+                    d.truncate(n);
+                    let mut s = self.lock();
+                    if s.waiting_tx.pop_front().is_some() {
+                        s.bulk_tag += 1;
+                        let tag = s.bulk_tag;
+                        let n = d.len();
+                        let _ = v.bulk_transmit(ctx.handle, d, 0, n, tag, BulkMode::Callback);
+                    } else {
+                        s.stash.push_back(d);
+                    }
+                }
+            }
+        }
+        Deliver::Done
+    }
+}

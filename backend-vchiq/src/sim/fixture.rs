@@ -1,0 +1,110 @@
+//! The conformance fixture: a [`SimPair`] with the [`EchoService`] on the simulated VideoCore and
+//! a [`VchiqTransport`] on the ARM side.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl};
+use fwipc_transport_api::{Completion, StdClock};
+
+use super::echo::{EchoService, ECHO_FOURCC};
+use super::SimPair;
+use crate::config::Config;
+use crate::service::ServiceParams;
+use crate::transport::VchiqTransport;
+
+/// Transfers in flight at once through the fixture's transport.
+pub const FIXTURE_MAX_MSG: usize = 8;
+
+/// The VCHIQ conformance fixture.
+pub struct VchiqFixture {
+    // Field order: the transport shuts down before the pair stops its workers.
+    transport: VchiqTransport,
+    echo: Arc<EchoService>,
+    pair: SimPair,
+    completion: Completion,
+}
+
+impl VchiqFixture {
+    /// Build, or explain why not.
+    pub fn try_setup(completion: Completion) -> crate::VResult<Self> {
+        let pair = SimPair::with_config(Config::default(), completion == Completion::Interrupt)?;
+        let echo = Arc::new(EchoService::new());
+        pair.master()
+            .add_service_arc(ServiceParams::new(ECHO_FOURCC).version(3, 2), echo.clone())?;
+        pair.connect()?;
+        let transport = VchiqTransport::open(
+            pair.slave().clone(),
+            ServiceParams::new(ECHO_FOURCC).version(3, 3),
+            completion,
+            FIXTURE_MAX_MSG,
+            Box::new(StdClock::new()),
+            Duration::from_secs(5),
+        )
+        .map_err(|_| crate::VchiqError::Timeout)?;
+        Ok(VchiqFixture {
+            transport,
+            echo,
+            pair,
+            completion,
+        })
+    }
+
+    /// The simulated pair.
+    pub fn pair(&self) -> &SimPair {
+        &self.pair
+    }
+}
+
+impl Fixture for VchiqFixture {
+    type T = VchiqTransport;
+    const NAME: &'static str = "vchiq";
+
+    fn setup(completion: Completion) -> Self {
+        Self::try_setup(completion).expect("vchiq fixture setup")
+    }
+
+    fn modes() -> &'static [Completion] {
+        &[Completion::Interrupt, Completion::Polled]
+    }
+
+    fn transport(&self) -> &VchiqTransport {
+        &self.transport
+    }
+
+    fn echo_target(&self) -> u32 {
+        ECHO_FOURCC
+    }
+
+    fn completion(&self) -> Completion {
+        self.completion
+    }
+
+    fn remote(&self) -> &dyn RemoteControl {
+        self
+    }
+}
+
+impl RemoteControl for VchiqFixture {
+    fn set_fault(&self, fault: Fault) {
+        self.echo.set_fault(fault);
+    }
+    fn release(&self) {
+        self.echo.release(self.pair.master());
+    }
+    fn take_seen_tags(&self) -> Vec<u32> {
+        self.echo.take_seen_tags()
+    }
+    fn received(&self) -> u64 {
+        self.echo.received()
+    }
+    fn inject_garbage(&self, bytes: &[u8]) {
+        self.echo.inject_garbage(self.pair.master(), bytes);
+    }
+    fn reset_remote(&self) {
+        self.echo.reset(self.pair.master());
+    }
+    fn notify(&self, payload: &[u8]) -> bool {
+        self.echo.notify(self.pair.master(), payload)
+    }
+}
