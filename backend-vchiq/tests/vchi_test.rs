@@ -205,3 +205,91 @@ fn fun2_alignment_table_over_fragments() {
     assert_eq!(p.master().stats().unaligned_reads, 0);
     l.close().unwrap();
 }
+
+#[test]
+fn func_part_a_api_checks() {
+    // Duplicate 'func' servers with the same handler succeed, with a different one fail; a double
+    // remove fails; the message size limit is 4088.
+    let mut p = PolledPair::new(Config::default()).unwrap();
+    let make: fn() -> FuncServer = FuncServer::new;
+    let params = ServiceParams::new(fourcc::FUNC).version(3, 2);
+    let (host, h1) = p.add_vc_service(params, make).unwrap();
+    let h2 = p.add_listener(params, &host).unwrap();
+    let other: Host<FuncServer> = Arc::new(VcServiceHost::new(make));
+    assert_eq!(
+        p.master().add_service_arc(params, other).map(|_| ()),
+        Err(VchiqError::Invalid)
+    );
+    p.master().remove_service(h2).unwrap();
+    assert!(p.master().remove_service(h2).is_err(), "double remove");
+    p.connect().unwrap();
+    let mut l = p
+        .open(ServiceParams::new(fourcc::FUNC).version(3, 3), 2)
+        .unwrap();
+    assert_eq!(
+        l.send(&[0u8; 4089]),
+        Err(VchiError::Core(VchiqError::TooLarge))
+    );
+    l.send(&[0u8; 4088]).unwrap();
+    let mut b = vec![0u8; 4088];
+    assert_eq!(l.recv(&mut b), Ok(4088));
+    let _ = h1;
+}
+
+#[test]
+fn signal_test_blocking_bulk_given_up_then_aborted_by_close() {
+    // vchiq_test -i: a blocking 16-byte transmit that nobody receives, then close. Our pump gives
+    // up (the C API's interrupted wait); the close aborts the transfer, and the service is usable
+    // again afterwards.
+    let (p, _host) = echo_pair();
+    let mut l = p.open(echo_client(), 2).unwrap();
+    assert_eq!(
+        backend_vchiq::vchi::link::BulkLink::bulk_transmit(&mut l, &[7u8; 16]),
+        Err(VchiError::Transport(fwipc_transport_api::Error::Timeout))
+    );
+    let before = p.slave().stats().bulks_aborted;
+    l.close().unwrap();
+    p.settle();
+    assert_eq!(p.slave().stats().bulks_aborted, before + 1);
+    let mut l = p.open(echo_client(), 2).unwrap();
+    bulk_echo(&mut l, 16, 2).unwrap();
+}
+
+#[test]
+fn hostile_videocore_replies_over_the_core() {
+    use backend_vchiq::vchi::link::{VcAction, VcService};
+    use backend_vchiq::vchi::smem_wire::SmemAllocType;
+    use backend_vchiq::vchi::{Smem, SmemServer};
+    // A VideoCore that garbles: before each real reply it sends junk, a truncated reply for the
+    // right transaction, a forged RELEASED and a reply for another transaction.
+    struct Garbler(SmemServer, u32);
+    impl VcService for Garbler {
+        fn fourcc(&self) -> u32 {
+            fourcc::SMEM
+        }
+        fn on_message(&mut self, m: &[u8], out: &mut Vec<VcAction>) {
+            self.1 += 1;
+            out.push(VcAction::Reply(vec![0xEE; 3]));
+            out.push(VcAction::Reply(0x8000_000Bu32.to_le_bytes().to_vec()));
+            out.push(VcAction::Reply(vec![0x11; 64]));
+            self.0.on_message(m, out);
+        }
+    }
+    let mut p = PolledPair::new(Config::default()).unwrap();
+    let make: fn() -> Garbler = || Garbler(SmemServer::new(0x1000_0000, 1 << 20), 0);
+    p.add_vc_service(ServiceParams::new(fourcc::SMEM), make)
+        .unwrap();
+    p.connect().unwrap();
+    let mut smem = Smem::connect(p.open(ServiceParams::new(fourcc::SMEM), 8).unwrap(), 2).unwrap();
+    let h = smem.alloc(4096, SmemAllocType::Cached, 0, b"x").unwrap();
+    smem.free(h).unwrap();
+    let st = smem.stats();
+    // 3 requests (CLIENT_VERSION, ALLOC, FREE): each saw 3 junk messages, all dropped and counted.
+    assert_eq!(st.malformed + st.stray_replies, 9);
+    assert!(st.malformed >= 6);
+    assert_eq!(
+        p.slave().stats().protocol_errors,
+        0,
+        "junk is VCHI-level, not VCHIQ-level"
+    );
+}
