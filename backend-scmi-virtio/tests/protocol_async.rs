@@ -219,3 +219,36 @@ fn pending_delayed_table_full_is_busy() {
         ScmiError::Transport(Error::Busy)
     );
 }
+
+#[test]
+fn token_stays_reserved_until_the_delayed_response_arrives() {
+    let scmi = Arc::new(direct_sized(
+        PlatformConfig::full(),
+        4,
+        128,
+        short(2_000, 10_000),
+    ));
+    scmi.transport().with_platform(|p| p.set_hold_p2a(true));
+    let s2 = scmi.clone();
+    let h = std::thread::spawn(move || {
+        let mut v = [SensorValue::default(); 1];
+        s2.sensor().reading_async(0, &mut v).map(|_| v[0].value)
+    });
+    // Wait until the synchronous part is done and the agent waits for the delayed response.
+    let t0 = Instant::now();
+    while scmi.transport().with_platform(|p| p.pending_p2a()) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    // 2000 other commands go through the 3 remaining slots; the waiting transfer's slot and token
+    // are never reused.
+    for _ in 0..2000 {
+        scmi.base().implementation_version().unwrap();
+        assert_eq!(scmi.transport().stats().pool_free, 3);
+    }
+    scmi.transport().with_platform(|p| p.set_hold_p2a(false));
+    assert_eq!(h.join().unwrap().unwrap(), 45_001);
+    assert_eq!(scmi.transport().stats().pool_free, 4);
+    assert_eq!(scmi.stats().unexpected_delayed, 0);
+}

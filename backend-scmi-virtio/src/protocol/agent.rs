@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
 use fwipc_transport_api::{
-    wait_done, Clock, Completion, Deadline, Request, Transport, TxOutcome, Wait,
+    wait_done, Clock, Completion, Deadline, Request, Ticket, Transport, TxOutcome, Wait,
 };
 
 use super::error::{Malformed, ScmiError, ScmiResult};
@@ -133,6 +133,20 @@ pub struct AgentStats {
     pub delayed_timeouts: u64,
 }
 
+/// Ends a transfer when dropped.
+struct OpenTransfer<'a, T: Transport> {
+    t: &'a T,
+    ticket: Option<Ticket>,
+}
+
+impl<T: Transport> Drop for OpenTransfer<'_, T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.t.mark_txdone(t, TxOutcome::Done);
+        }
+    }
+}
+
 fn bump(c: &AtomicU64) {
     // Relaxed: independent statistics counters, nothing is published through them.
     c.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +242,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         parse(&mut Reader::new(reply)).map_err(|m| self.malformed(m))
     }
 
-    fn wait(&self, ticket: &fwipc_transport_api::Ticket, deadline: Deadline) -> ScmiResult<()> {
+    fn wait(&self, ticket: &Ticket, deadline: Deadline) -> ScmiResult<()> {
         let r = match self.cfg.wait {
             WaitPolicy::Poll => wait_done(&self.t, ticket, &self.clock, deadline, Wait::Poll),
             WaitPolicy::SpinThenYield { spins, relax } => {
@@ -268,15 +282,18 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         }
     }
 
-    /// Wait for `ticket`'s reply and end the transfer.
-    fn finish(&self, ticket: fwipc_transport_api::Ticket, resp: &mut [u8]) -> ScmiResult<usize> {
+    /// Wait for `ticket`'s reply and copy it into `resp`. On success the transfer stays open
+    /// (the ticket is handed back) so its token stays reserved; on failure it is ended.
+    fn await_reply(&self, ticket: Ticket, resp: &mut [u8]) -> ScmiResult<(usize, Ticket)> {
         let deadline = Deadline::after(&self.clock, self.cfg.command_timeout);
         match self.wait(&ticket, deadline) {
-            Ok(()) => {
-                let r = self.t.fetch_response(&ticket, resp);
-                self.t.mark_txdone(ticket, TxOutcome::Done);
-                Ok(r?)
-            }
+            Ok(()) => match self.t.fetch_response(&ticket, resp) {
+                Ok(n) => Ok((n, ticket)),
+                Err(e) => {
+                    self.t.mark_txdone(ticket, TxOutcome::Done);
+                    Err(e.into())
+                }
+            },
             Err(ScmiError::Transport(fwipc_transport_api::Error::Timeout)) => {
                 self.t.mark_txdone(ticket, TxOutcome::TimedOut);
                 Err(ScmiError::Transport(fwipc_transport_api::Error::Timeout))
@@ -286,6 +303,13 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
                 Err(e)
             }
         }
+    }
+
+    /// Wait for `ticket`'s reply and end the transfer.
+    fn finish(&self, ticket: Ticket, resp: &mut [u8]) -> ScmiResult<usize> {
+        let (n, ticket) = self.await_reply(ticket, resp)?;
+        self.t.mark_txdone(ticket, TxOutcome::Done);
+        Ok(n)
     }
 
     /// A typed command: `params` words, reply parsed by `parse` from the return values.
@@ -348,10 +372,20 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         };
         let (slot, ticket) = slot;
         let mut sync = [0u8; MAX_REPLY];
-        if let Err(e) = self.finish(ticket, &mut sync) {
-            self.delayed.lock().set(slot, SlotState::Free);
-            return Err(e);
-        }
+        let ticket = match self.await_reply(ticket, &mut sync) {
+            Ok((_, t)) => t,
+            Err(e) => {
+                self.delayed.lock().set(slot, SlotState::Free);
+                return Err(e);
+            }
+        };
+        // Keep the transfer open until the delayed response is in (or given up on): its token
+        // stays reserved in the transport, so no other command can be issued with the same
+        // token + protocol + message id while this one waits (notes §8 item 5).
+        let _open = OpenTransfer {
+            t: &self.t,
+            ticket: Some(ticket),
+        };
         let deadline = Deadline::after(&self.clock, self.cfg.delayed_timeout);
         let mut body = [0u8; MAX_P2A];
         let len = loop {
