@@ -504,7 +504,7 @@ impl Session {
 
     /// Copy out-buffer `k` (0-based among out-buffers) of a finished call into `dst`; returns
     /// its length `min(asked, DSP-written)`. `TooLarge` if `dst` is shorter. For a shared
-    /// out-buffer nothing is copied (the data is in the buffer).
+    /// out-buffer nothing is copied (the data is in the buffer; `dst` may be empty).
     pub fn read_out(&self, t: &InvokeTicket, k: usize, dst: &mut [u8]) -> Result<usize> {
         let ch = &self.inner.ch;
         self.with_ctx(t, |c| {
@@ -526,10 +526,10 @@ impl Session {
                         Counters::bump(&ch.counters.protocol_errors);
                     }
                     let n = dsp_len.min(rec.len) as usize;
-                    if dst.len() < n {
-                        return Err(FastRpcError::TooLarge);
-                    }
                     if rec.off != NOT_INLINE {
+                        if dst.len() < n {
+                            return Err(FastRpcError::TooLarge);
+                        }
                         let o = rec.off as usize;
                         let src = m.get(o..o + n).ok_or(ProtocolError::OutOfRange)?;
                         dst[..n].copy_from_slice(src);

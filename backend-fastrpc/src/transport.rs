@@ -5,20 +5,52 @@
 //! `max_msg_size` bytes; the reply length is the DSP-written `rpra[1].len`, clamped to what was
 //! asked. The ticket carries the context slot and the 52-bit generation (high bits in `token`,
 //! low bits in `generation`). Each transfer needs one of the session's payload buffers, so
-//! `caps.max_msg` is the session's payload count. No bulk, no notifications (FastRPC has no
-//! unsolicited AP-bound messages outside reverse RPC).
+//! `caps.max_msg` is the session's payload count.
+//!
+//! Bulk is the dma-buf path: data travels in a shared buffer (preallocated staging, sent by page,
+//! never copied into the payload). Transmit = method [`BULK_PUT`] on the target's handle with
+//! in-buffer 0 in the staging buffer; receive = method [`BULK_GET`] with in-buffer 0 = u32
+//! length and out-buffer 0 in the staging buffer (the DSP's written length is the actual
+//! count). A staging buffer is reused only once no context references it any more (a timed-out
+//! bulk keeps it). No notifications (FastRPC has no unsolicited AP-bound messages outside
+//! reverse RPC).
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::task::Waker;
+
 use core::time::Duration;
+use spin::Mutex;
 
 use fwipc_transport_api::{
-    Caps, Clock, Deadline, Error, Request, Result, Stats, Ticket, Transport, TxOutcome,
+    BulkDir, BulkRequest, BulkResult, Caps, Clock, Deadline, Error, Request, Result, Stats, Ticket,
+    Transport, TxOutcome,
 };
+
+use crate::mem::SharedBuf;
 
 use crate::error::FastRpcError;
 use crate::session::{Arg, InvokeTicket, Session};
 use crate::wire::{metalen, FASTRPC_ALIGN};
+
+/// Bulk transmit method (on the target's handle).
+pub const BULK_PUT: u32 = 3;
+/// Bulk receive method (on the target's handle).
+pub const BULK_GET: u32 = 4;
+/// Staging buffers (bulk transfers in flight at once).
+pub const BULK_STAGING: usize = 2;
+/// Size of each staging buffer (`caps.max_bulk_size`).
+pub const BULK_MAX: usize = 16 * 1024;
+
+struct BulkState {
+    idx: usize,
+    generation: u64,
+    dir: BulkDir,
+    buf: Vec<u8>,
+    offset: usize,
+    len: usize,
+    staging: usize,
+}
 
 /// The transport.
 pub struct FastRpcTransport {
@@ -26,6 +58,8 @@ pub struct FastRpcTransport {
     max_msg_size: usize,
     clock: Box<dyn Clock + Send + Sync>,
     shutdown_timeout: Duration,
+    staging: Vec<SharedBuf>,
+    bulks: Mutex<Vec<Option<BulkState>>>,
 }
 
 /// Compose a target.
@@ -64,12 +98,55 @@ impl FastRpcTransport {
         if max_msg_size == 0 || need > have {
             return Err(FastRpcError::TooLarge);
         }
+        let mut staging = Vec::with_capacity(BULK_STAGING);
+        for _ in 0..BULK_STAGING {
+            staging.push(session.alloc_shared(BULK_MAX)?);
+        }
         Ok(FastRpcTransport {
             session,
             max_msg_size,
             clock,
             shutdown_timeout: Duration::from_secs(2),
+            staging,
+            bulks: Mutex::new((0..BULK_STAGING).map(|_| None).collect()),
         })
+    }
+
+    fn take_bulk_state(&self, t: &InvokeTicket) -> Option<BulkState> {
+        let mut b = self.bulks.lock();
+        let pos = b.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|s| s.idx == t.idx && s.generation == t.generation)
+        })?;
+        b[pos].take()
+    }
+
+    fn start_bulk(&self, req: &BulkRequest, k: usize) -> Result<InvokeTicket> {
+        let handle = req.target >> 8;
+        let stage = &self.staging[k];
+        match req.dir {
+            BulkDir::Transmit => {
+                stage.write(0, &req.buf[req.offset..req.offset + req.len])?;
+                let args = [Arg::InShared {
+                    buf: stage,
+                    offset: 0,
+                    len: req.len,
+                }];
+                Ok(self.session.start(handle, BULK_PUT, &args, 0)?)
+            }
+            BulkDir::Receive => {
+                let len = (req.len as u32).to_le_bytes();
+                let args = [
+                    Arg::In(&len),
+                    Arg::OutShared {
+                        buf: stage,
+                        offset: 0,
+                        len: req.len,
+                    },
+                ];
+                Ok(self.session.start(handle, BULK_GET, &args, 0)?)
+            }
+        }
     }
 
     /// The session.
@@ -83,8 +160,8 @@ impl Transport for FastRpcTransport {
         Caps {
             max_msg: self.session.payload_capacity(),
             max_msg_size: self.max_msg_size,
-            bulk: false,
-            max_bulk_size: 0,
+            bulk: true,
+            max_bulk_size: BULK_MAX,
             notifications: false,
             polling: true,
         }
@@ -119,10 +196,101 @@ impl Transport for FastRpcTransport {
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
         let t = invoke_ticket(&ticket);
+        // A bulk ended without take_bulk: its buffer goes; the staging buffer stays referenced
+        // by the context until the DSP is done with it.
+        drop(self.take_bulk_state(&t));
         match outcome {
             TxOutcome::Done => self.session.finish(t),
             TxOutcome::TimedOut | TxOutcome::Cancelled => self.session.abandon(t),
         }
+    }
+
+    fn bulk(&self, req: BulkRequest) -> core::result::Result<Ticket, (Error, BulkRequest)> {
+        if req.len > BULK_MAX {
+            return Err((Error::TooLarge, req));
+        }
+        if req
+            .offset
+            .checked_add(req.len)
+            .is_none_or(|e| e > req.buf.len())
+        {
+            return Err((Error::InvalidArgument, req));
+        }
+        let k = {
+            let b = self.bulks.lock();
+            // Free: no bulk state, and no context still holding the staging buffer.
+            (0..BULK_STAGING).find(|&k| b[k].is_none() && self.staging[k].refs() == 1)
+        };
+        let Some(k) = k else {
+            return Err((Error::Busy, req));
+        };
+        // Reserve the slot before starting, so a concurrent bulk cannot take it.
+        self.bulks.lock()[k] = Some(BulkState {
+            idx: usize::MAX,
+            generation: u64::MAX,
+            dir: req.dir,
+            buf: Vec::new(),
+            offset: 0,
+            len: 0,
+            staging: k,
+        });
+        match self.start_bulk(&req, k) {
+            Ok(t) => {
+                self.bulks.lock()[k] = Some(BulkState {
+                    idx: t.idx,
+                    generation: t.generation,
+                    dir: req.dir,
+                    buf: req.buf,
+                    offset: req.offset,
+                    len: req.len,
+                    staging: k,
+                });
+                Ok(ticket_of(t))
+            }
+            Err(e) => {
+                self.bulks.lock()[k] = None;
+                Err((e, req))
+            }
+        }
+    }
+
+    fn take_bulk(&self, ticket: Ticket) -> core::result::Result<BulkResult, (Error, Ticket)> {
+        let t = invoke_ticket(&ticket);
+        match self.session.poll(&t) {
+            Ok(true) => {}
+            Ok(false) => return Err((Error::Busy, ticket)),
+            Err(e) => return Err((e.into(), ticket)),
+        }
+        if let Err(e) = self.session.status(&t) {
+            return Err((e.into(), ticket));
+        }
+        let Some(mut st) = self.take_bulk_state(&t) else {
+            return Err((Error::InvalidArgument, ticket));
+        };
+        let actual = match st.dir {
+            BulkDir::Transmit => st.len,
+            BulkDir::Receive => match self.session.read_out(&t, 0, &mut []) {
+                Ok(n) => {
+                    let dst = &mut st.buf[st.offset..st.offset + n];
+                    if let Err(e) = self.staging[st.staging].read(0, dst) {
+                        let k = st.staging;
+                        self.bulks.lock()[k] = Some(st);
+                        return Err((e.into(), ticket));
+                    }
+                    n
+                }
+                Err(e) => {
+                    let k = st.staging;
+                    self.bulks.lock()[k] = Some(st);
+                    return Err((e.into(), ticket));
+                }
+            },
+        };
+        self.session.finish(t);
+        Ok(BulkResult {
+            buf: st.buf,
+            actual,
+        })
     }
 
     fn register_waker(&self, ticket: &Ticket, waker: &Waker) -> bool {

@@ -13,22 +13,54 @@ pub const ECHO_HANDLE: u32 = 0x20;
 /// Raw echo method: in-buffer 0 → out-buffer 0 with every byte inverted, out length = in length.
 pub const ECHO_RAW_METHOD: u32 = 2;
 
-/// The conformance echo service. Logs the first 4 bytes (LE) of each request.
+/// Bulk put: in-buffer 0 (a shared buffer, by page) is stored.
+pub const ECHO_BULK_PUT_METHOD: u32 = 3;
+/// Bulk get: in-buffer 0 = u32 length; out-buffer 0 (a shared buffer) receives the stored data.
+pub const ECHO_BULK_GET_METHOD: u32 = 4;
+
+/// The conformance echo service. Logs the first 4 bytes (LE) of each echo request; also keeps
+/// the last bulk-put data for bulk-get.
 pub struct EchoObject {
     seen: Arc<Mutex<Vec<u32>>>,
+    stored: Vec<u8>,
 }
 
 impl EchoObject {
     /// An echo object logging into `seen`.
     pub fn new(seen: Arc<Mutex<Vec<u32>>>) -> Self {
-        EchoObject { seen }
+        EchoObject {
+            seen,
+            stored: Vec::new(),
+        }
     }
 }
 
 impl DspObject for EchoObject {
     fn invoke(&mut self, call: &CallInfo, ins: &[Vec<u8>], outs: &mut [Vec<u8>]) -> i32 {
-        if call.sc.method() != ECHO_RAW_METHOD {
-            return aee::dsp(aee::EUNSUPPORTED);
+        match call.sc.method() {
+            ECHO_RAW_METHOD => {}
+            ECHO_BULK_PUT_METHOD => {
+                if call.sc != Scalars::makex(0, ECHO_BULK_PUT_METHOD, 1, 0, 0, 0) {
+                    return aee::dsp(aee::EBADPARM);
+                }
+                self.stored.clear();
+                self.stored.extend_from_slice(&ins[0]);
+                return 0;
+            }
+            ECHO_BULK_GET_METHOD => {
+                if call.sc != Scalars::makex(0, ECHO_BULK_GET_METHOD, 1, 1, 0, 0) {
+                    return aee::dsp(aee::EBADPARM);
+                }
+                let Some(l) = ins[0].get(..4) else {
+                    return aee::dsp(aee::EBADPARM);
+                };
+                let want = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+                let n = want.min(self.stored.len()).min(outs[0].len());
+                outs[0].truncate(n);
+                outs[0].copy_from_slice(&self.stored[..n]);
+                return 0;
+            }
+            _ => return aee::dsp(aee::EUNSUPPORTED),
         }
         if call.sc != Scalars::makex(0, ECHO_RAW_METHOD, 1, 1, 0, 0) {
             return aee::dsp(aee::EBADPARM);
