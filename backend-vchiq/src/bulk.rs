@@ -153,7 +153,11 @@ impl Vchiq {
         }
         let pl = take_bit(&mut g.pagelists_free).ok_or(VchiqError::Retry)?;
         let mut frag = None;
-        if dir == BulkDir::Receive && needs_fragment(addr, e.len, cl) {
+        if dir == BulkDir::Receive
+            && needs_fragment(addr, e.len, cl)
+            // Relaxed: a test switch.
+            && !self.no_fragments.load(core::sync::atomic::Ordering::Relaxed)
+        {
             match take_bit(&mut g.fragments_free) {
                 Some(k) => frag = Some(k),
                 None => {

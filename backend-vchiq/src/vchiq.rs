@@ -138,6 +138,7 @@ pub struct Vchiq {
     pub(crate) poll_lock: spin::Mutex<Vec<u8>>,
     pub(crate) poll_again: AtomicBool,
     pub(crate) dead: AtomicBool,
+    pub(crate) no_fragments: AtomicBool,
     pub(crate) counters: VchiqCounters,
 }
 
@@ -318,8 +319,17 @@ impl Vchiq {
             poll_lock: spin::Mutex::new(vec![0u8; VCHIQ_SLOT_SIZE]),
             poll_again: AtomicBool::new(false),
             dead: AtomicBool::new(false),
+            no_fragments: AtomicBool::new(false),
             counters: VchiqCounters::default(),
         })
+    }
+
+    /// Test hook: turn fragment use off, to show that the fragment tests detect the resulting
+    /// cache-line corruption hazard (the master counts `unaligned_reads`). Never for production.
+    #[doc(hidden)]
+    pub fn set_fragments_enabled_for_test(&self, on: bool) {
+        // Relaxed: a test switch read at bulk submission.
+        self.no_fragments.store(!on, Ordering::Relaxed);
     }
 
     /// This instance's role.
