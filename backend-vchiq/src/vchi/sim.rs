@@ -1,10 +1,17 @@
-//! Test-only simulation glue (std): a slave and a master [`Vchiq`] over one region, driven by
-//! polling from one thread, with the VideoCore-side VCHI services plugged into the master.
-//! Deterministic: every step is a `poll` of one side, so a test sees exactly the message
-//! sequence the protocol produces, and a hang is a bounded `Timeout`, not a stuck test.
+//! Test-only simulation glue (std): a slave and a master [`Vchiq`] over one region, with the
+//! VideoCore-side VCHI services plugged into the master.
+//!
+//! Two ways to drive it:
+//! * polled from one thread ([`PolledPair::step`], [`PolledPair::open`]): deterministic, every step
+//!   is a `poll` of one side, and a hang is a bounded `Timeout`, not a stuck test;
+//! * threaded ([`PolledPair::with_videocore_thread`]): a second thread plays the VideoCore
+//!   (polls the master and flushes its services) while client threads poll the slave, so the
+//!   core's cross-thread orderings are exercised.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use std::vec::Vec;
 
 use fwipc_transport_api::Error;
@@ -199,6 +206,69 @@ impl PolledPair {
         depth: usize,
     ) -> Result<CoreLink<'_, impl FnMut() -> Result<(), VchiError> + '_>, VchiError> {
         CoreLink::open(&self.slave, params, depth, self.pumper(64))
+    }
+
+    /// The VideoCore's half of a step: poll the master and flush its services.
+    pub fn videocore_step(&self) -> usize {
+        let mut w = self.master.poll();
+        for h in &self.hosts {
+            w += h.flush(&self.master);
+        }
+        w
+    }
+
+    /// Run `client` on this thread while another thread plays the VideoCore until `client`
+    /// returns. Use [`Self::open_threaded`] inside it.
+    pub fn with_videocore_thread<R>(&self, client: impl FnOnce(&Self) -> R) -> R {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let mut idle = 0u32;
+                // Relaxed: a stop flag; nothing is published through it.
+                while !stop.load(Ordering::Relaxed) {
+                    if self.videocore_step() == 0 {
+                        idle += 1;
+                        if idle > 64 {
+                            std::thread::sleep(Duration::from_micros(20));
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    } else {
+                        idle = 0;
+                    }
+                }
+            });
+            let r = client(self);
+            // Relaxed: see above.
+            stop.store(true, Ordering::Relaxed);
+            r
+        })
+    }
+
+    /// A pump for the threaded mode: poll the slave and yield; `Transport(Timeout)` once
+    /// `timeout` has passed since the pump was made.
+    pub fn slave_pumper(&self, timeout: Duration) -> impl FnMut() -> Result<(), VchiError> + '_ {
+        let start = Instant::now();
+        move || {
+            if self.slave.poll() == 0 {
+                if start.elapsed() > timeout {
+                    return Err(VchiError::Transport(Error::Timeout));
+                }
+                std::thread::yield_now();
+            }
+            Ok(())
+        }
+    }
+
+    /// Open a client link for the threaded mode (any number of client threads may each hold
+    /// one).
+    pub fn open_threaded(
+        &self,
+        params: ServiceParams,
+        depth: usize,
+        timeout: Duration,
+    ) -> Result<CoreLink<'_, impl FnMut() -> Result<(), VchiError> + '_>, VchiError> {
+        CoreLink::open(&self.slave, params, depth, self.slave_pumper(timeout))
     }
 
     /// Run steps until nothing moves.
