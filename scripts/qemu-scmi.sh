@@ -126,11 +126,12 @@ done
 say "daemon $DAEMON (pid $DAEMON_PID) on $SOCK, sensor $SENSOR_NAME"
 
 # --- QEMU --------------------------------------------------------------------------------------
-# vhost-user needs guest RAM in a shared memfd; modern (version 2) virtio-mmio headers; the guest
-# powers off with PSCI SYSTEM_OFF (HVC conduit at EL1) and QEMU then exits 0. -no-reboot turns a
-# reset into an exit too.
+# GICv2 (the guest drives it); vhost-user needs guest RAM in a shared memfd; modern (version 2)
+# virtio-mmio headers. The guest powers off with PSCI SYSTEM_OFF (HVC conduit at EL1) and QEMU
+# then exits 0 whatever the verdict, so the verdict is read from the console below; -no-reboot
+# turns a reset into an exit too.
 timeout --kill-after=5 "$QEMU_TIMEOUT" "$QEMU" \
-    -M virt -cpu cortex-a57 -m 128M -smp 1 \
+    -M virt,gic-version=2 -cpu cortex-a57 -m 128M -smp 1 \
     -object memory-backend-memfd,id=mem,size=128M,share=on -machine memory-backend=mem \
     -global virtio-mmio.force-legacy=false \
     -chardev socket,path="$SOCK",id=scmi -device vhost-user-scmi,chardev=scmi \
@@ -199,25 +200,40 @@ for a in 0:X 1:Y 2:Z; do expect "scmi: sensor 0 axis ${a%:*} \"acc_${a#*:}\": un
 expect 'scmi: sensor 0 reading 0: 0 100 200'
 expect 'scmi: sensor 0 reading 1: 1 101 201'
 expect 'scmi: sensor 0 reading 2: 2 102 202'
-# 2. After a device reset, the fwipc stack: backend-scmi-virtio's ScmiVirtio (polled) under the
-#    typed SCMI agent, P2A negotiated. Same platform, so the counter continues at 3.
-expect_re 'agent: virtio-scmi up: features ScmiFeatures\(P2A_CHANNELS \| VERSION_1\), .*' \
-    "agent: backend up with P2A_CHANNELS and VERSION_1"
-expect 'agent: base protocol version 2.0'
-expect 'agent: 1 protocols besides base, 0 agents'
-expect 'agent: vendor "rust-vmm"'
-expect 'agent: implementation version 0x0'
-expect 'agent: protocols [0x15]'
-expect 'agent: sensor protocol version 3.0'
-expect 'agent: 1 sensors'
+# The discovery every path prints, with its line prefix.
+expect_discovery() { # expect_discovery <prefix> <version words: base sensor>
+    expect "$1: base protocol version $2"
+    expect "$1: 1 protocols besides base, 0 agents"
+    expect "$1: vendor \"rust-vmm\""
+    expect "$1: implementation version 0x0"
+    expect "$1: protocols [0x15]"
+    expect "$1: sensor protocol version $3"
+    expect "$1: 1 sensors"
+    # Unit 89 = m/s^2 (accelerometer).
+    for a in 0:X 1:Y 2:Z; do expect "$1: sensor 0 axis ${a%:*} \"acc_${a#*:}\": unit 89"; done
+}
+# 2. After a device reset, the fwipc stack: backend-scmi-virtio's ScmiVirtio under the typed SCMI
+#    agent, requests in polled mode, no eventq. Same platform, so the counter continues at 3.
+expect_re 'agent: virtio-scmi up: features ScmiFeatures\(VERSION_1\), .*polling true.*' \
+    "agent: backend up (VERSION_1, polling)"
+expect_discovery agent 2.0 3.0
 expect "agent: sensor 0 \"$SENSOR_NAME\": 3 axes, unit 0, continuous-update notify true"
-for a in 0:X 1:Y 2:Z; do expect "agent: sensor 0 axis ${a%:*} \"acc_${a#*:}\": unit 89"; done
 expect 'agent: sensor 0 reading 0: 3 103 203'
 expect 'agent: sensor 0 reading 1: 4 104 204'
 expect 'agent: sensor 0 reading 2: 5 105 205'
+expect 'agent: shut down'
+# 3. After another reset, the same stack in interrupt mode: the device's GIC interrupt runs
+#    ScmiVirtio::complete, the agent sleeps in WFE between polls; P2A negotiated.
+expect_re 'agent-irq: virtio-scmi up: features ScmiFeatures\(P2A_CHANNELS \| VERSION_1\), .*notifications true' \
+    "agent-irq: backend up (P2A_CHANNELS | VERSION_1, notifications)"
+expect_re 'agent-irq: device interrupt INTID [0-9]+ -> ScmiVirtio::complete' "agent-irq: handler registered"
+expect_discovery agent-irq 2.0 3.0
+expect 'agent-irq: sensor 0 reading 0: 6 106 206'
+expect 'agent-irq: sensor 0 reading 1: 7 107 207'
+expect 'agent-irq: sensor 0 reading 2: 8 108 208'
 # SENSOR_UPDATE notification (triggered by this script through the daemon's stdout pipe): one
 # fake reading, so the axes are x, x + 100, x + 200.
-NOTIF=$(grep -xE 'agent: notification SENSOR_UPDATE sensor 0: -?[0-9]+ -?[0-9]+ -?[0-9]+' \
+NOTIF=$(grep -xE 'agent-irq: notification SENSOR_UPDATE sensor 0: -?[0-9]+ -?[0-9]+ -?[0-9]+' \
     "$WORK/guest.txt" | head -n 1 || true)
 if [[ -n "$NOTIF" ]] && read -r x y z <<<"${NOTIF##*:}" && ((y == x + 100 && z == x + 200)); then
     say "ok: $NOTIF"
@@ -225,8 +241,9 @@ else
     say "MISSING: a SENSOR_UPDATE notification with axes x, x+100, x+200"
     FAILED=1
 fi
-expect 'agent: cmdq after notifications ok'
-expect 'agent: shut down'
+expect 'agent-irq: cmdq after notifications ok'
+expect_re 'agent-irq: [1-9][0-9]* device interrupts handled, 0 spurious' "agent-irq: replies completed by interrupts"
+expect 'agent-irq: shut down'
 if grep -q 'FAIL' "$WORK/guest.txt"; then
     say "guest reported: $(grep 'FAIL' "$WORK/guest.txt" | head -n1)"
     FAILED=1

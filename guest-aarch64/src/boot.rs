@@ -4,15 +4,18 @@
 //! they trap while `CPACR_EL1.FPEN` is 0), selects `SP_EL1`, sets the stack from the linker script,
 //! zeroes `.bss`, installs the vector table and calls [`crate::guest_main`].
 //!
-//! Every exception is fatal: the vector stub passes its index and the syndrome registers to
-//! [`crate::guest_exception`], which prints them and powers off, so a fault shows up as a failed run
-//! in seconds instead of a hang that only the host-side timeout would catch.
+//! Every exception but an IRQ from EL1 is fatal: the vector stub passes its index and the syndrome
+//! registers to [`crate::guest_exception`], which prints them and powers off, so a fault shows up
+//! as a failed run in seconds instead of a hang that only the host-side timeout would catch. IRQs
+//! (taken only inside `irq::wait_for_interrupt`) go to `irq::guest_irq` with all caller-saved
+//! state preserved.
 
 core::arch::global_asm!(
     r#"
     .section .text.boot, "ax"
     .global _start
 _start:
+    msr     daifset, #0xf
     mrs     x19, mpidr_el1
     and     x19, x19, #0xff
     cbnz    x19, 9f
@@ -53,7 +56,8 @@ guest_vectors:
     vector 2
     vector 3
     vector 4
-    vector 5
+    .balign 0x80
+    b       guest_irq_entry
     vector 6
     vector 7
     vector 8
@@ -64,6 +68,79 @@ guest_vectors:
     vector 13
     vector 14
     vector 15
+
+    // IRQ from EL1 with SP_EL1 (the only IRQ the guest takes: see irq.rs). Saves every register
+    // the AAPCS64 lets `guest_irq` clobber (x0-x18, x30, q0-q31, FPCR/FPSR) plus ELR/SPSR, calls
+    // it, restores, returns. 704 bytes keeps SP 16-byte aligned.
+guest_irq_entry:
+    sub     sp, sp, #704
+    stp     x0, x1, [sp, #0]
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x30, [sp, #144]
+    mrs     x0, elr_el1
+    mrs     x1, spsr_el1
+    stp     x0, x1, [sp, #160]
+    mrs     x0, fpcr
+    mrs     x1, fpsr
+    stp     x0, x1, [sp, #176]
+    stp     q0, q1, [sp, #192]
+    stp     q2, q3, [sp, #224]
+    stp     q4, q5, [sp, #256]
+    stp     q6, q7, [sp, #288]
+    stp     q8, q9, [sp, #320]
+    stp     q10, q11, [sp, #352]
+    stp     q12, q13, [sp, #384]
+    stp     q14, q15, [sp, #416]
+    stp     q16, q17, [sp, #448]
+    stp     q18, q19, [sp, #480]
+    stp     q20, q21, [sp, #512]
+    stp     q22, q23, [sp, #544]
+    stp     q24, q25, [sp, #576]
+    stp     q26, q27, [sp, #608]
+    stp     q28, q29, [sp, #640]
+    stp     q30, q31, [sp, #672]
+    bl      guest_irq
+    ldp     q30, q31, [sp, #672]
+    ldp     q28, q29, [sp, #640]
+    ldp     q26, q27, [sp, #608]
+    ldp     q24, q25, [sp, #576]
+    ldp     q22, q23, [sp, #544]
+    ldp     q20, q21, [sp, #512]
+    ldp     q18, q19, [sp, #480]
+    ldp     q16, q17, [sp, #448]
+    ldp     q14, q15, [sp, #416]
+    ldp     q12, q13, [sp, #384]
+    ldp     q10, q11, [sp, #352]
+    ldp     q8, q9, [sp, #320]
+    ldp     q6, q7, [sp, #288]
+    ldp     q4, q5, [sp, #256]
+    ldp     q2, q3, [sp, #224]
+    ldp     q0, q1, [sp, #192]
+    ldp     x0, x1, [sp, #176]
+    msr     fpcr, x0
+    msr     fpsr, x1
+    ldp     x0, x1, [sp, #160]
+    msr     elr_el1, x0
+    msr     spsr_el1, x1
+    ldp     x18, x30, [sp, #144]
+    ldp     x16, x17, [sp, #128]
+    ldp     x14, x15, [sp, #112]
+    ldp     x12, x13, [sp, #96]
+    ldp     x10, x11, [sp, #80]
+    ldp     x8, x9, [sp, #64]
+    ldp     x6, x7, [sp, #48]
+    ldp     x4, x5, [sp, #32]
+    ldp     x2, x3, [sp, #16]
+    ldp     x0, x1, [sp, #0]
+    add     sp, sp, #704
+    eret
 "#
 );
 

@@ -16,6 +16,7 @@ mod boot;
 pub mod console;
 mod hal;
 mod heap;
+mod irq;
 mod mmio;
 mod polled;
 mod psci;
@@ -26,6 +27,7 @@ mod timer;
 use core::fmt;
 
 use mmio::{ModernMmioTransport, SlotInfo, DEVICE_ID_SCMI};
+use scmi_agent::Mode;
 use scmi_raw::{le32, name, RawError, RawScmi};
 use timer::GenericTimer;
 
@@ -127,8 +129,14 @@ fn run() -> Result<(), GuestError> {
     // Dropping the raw driver resets the device; the fwipc backend then takes it over from
     // scratch (with the eventq this time).
     let transport = scmi.into_transport();
-    println!("scmi: raw path done, device reset; now the fwipc backend + agent");
-    scmi_agent::session(transport, timer).map_err(GuestError::Agent)
+    println!("scmi: raw path done, device reset; now the fwipc backend + agent, polled");
+    scmi_agent::session(transport, timer, Mode::Polled).map_err(GuestError::Agent)?;
+
+    // The backend's shutdown reset the device; drive it once more, interrupt-driven.
+    // SAFETY: as above; the previous transport was consumed and dropped with its `ScmiVirtio`.
+    let transport = unsafe { ModernMmioTransport::new(slot.base, 0) }.map_err(GuestError::Mmio)?;
+    let intid = irq::VIRT_MMIO_FIRST_INTID + slot.index as u32;
+    scmi_agent::session(transport, timer, Mode::Interrupt { intid }).map_err(GuestError::Agent)
 }
 
 fn raw_session<T: virtio_drivers::transport::Transport>(

@@ -8,11 +8,12 @@ use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use core::time::Duration;
 
 use backend_scmi_virtio::protocol::notify::Notification;
-use backend_scmi_virtio::protocol::{Config, Event, Filter, Scmi, ScmiError};
+use backend_scmi_virtio::protocol::{Config, Event, Filter, Scmi, ScmiError, WaitPolicy};
 use backend_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
-use fwipc_transport_api::Transport as _;
+use fwipc_transport_api::Transport;
 
 use crate::hal::IdentityHal;
+use crate::irq;
 use crate::mmio::ModernMmioTransport;
 use crate::polled::Polled;
 use crate::timer::GenericTimer;
@@ -61,85 +62,161 @@ fn check(cond: bool, what: &'static str) -> Result<(), AgentError> {
     }
 }
 
-type Agent = Scmi<Polled<ScmiVirtio<IdentityHal, ModernMmioTransport>>, GenericTimer>;
+/// The virtio-scmi transport of this guest.
+type Virtio = ScmiVirtio<IdentityHal, ModernMmioTransport>;
 
 /// Readings taken per sensor.
 const READINGS: usize = 3;
 /// How long the guest waits for the host to trigger a notification.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bring the device up through the backend, discover the platform, read the sensors, take one
-/// SENSOR_UPDATE notification, shut down.
-pub fn session(transport: ModernMmioTransport, timer: GenericTimer) -> Result<(), AgentError> {
+/// How the agent learns that a reply arrived.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// Requests in polled mode: `poll_done` drains the cmdq (no interrupts).
+    Polled,
+    /// Requests in interrupt mode: the device interrupt (GIC INTID `intid`) runs
+    /// `ScmiVirtio::complete`; the agent sleeps in `wfe` between polls.
+    Interrupt {
+        /// The device's INTID.
+        intid: u32,
+    },
+}
+
+/// `p2a`: negotiate P2A_CHANNELS and post eventq buffers. Only the guest's last driver instance
+/// does: vhost-device-scmi 0.4.0 keeps the eventq chains it has stored across a device reset (QEMU
+/// stops and restarts the vhost-user rings, the daemon's backend object survives), so a later
+/// instance's notifications would also be written into the previous instance's freed buffers and
+/// pushed onto the new used ring (seen here as "eventq used index jumped by 16" with an 8-entry
+/// eventq, which the backend rejects and counts as a protocol error).
+fn virtio_up(
+    transport: ModernMmioTransport,
+    timer: GenericTimer,
+    tag: &str,
+    p2a: bool,
+) -> Result<Virtio, AgentError> {
     let cfg = ScmiVirtioConfig {
         // 16 descriptors = 8 messages in flight: plenty for one CPU, and small DMA rings.
         cmdq_size: Some(16),
         eventq_size: Some(8),
-        p2a: true,
+        p2a,
         clock: Some(Arc::new(timer)),
         ..ScmiVirtioConfig::default()
     };
-    let virtio = ScmiVirtio::<IdentityHal, _>::new(transport, cfg).map_err(AgentError::Setup)?;
+    let virtio = Virtio::new(transport, cfg).map_err(AgentError::Setup)?;
     let caps = virtio.caps();
     println!(
-        "agent: virtio-scmi up: features {:?}, {} messages of {} bytes, polling {}, notifications {}",
+        "{tag}: virtio-scmi up: features {:?}, {} messages of {} bytes, polling {}, notifications {}",
         virtio.features(),
         caps.max_msg,
         caps.max_msg_size,
         caps.polling,
         caps.notifications
     );
-    let agent: Agent = Scmi::new(
-        Polled(virtio),
-        timer,
-        Config::default().with_timeouts(Duration::from_secs(2), Duration::from_secs(2)),
-    )
-    .ctx("agent set-up")?;
+    Ok(virtio)
+}
 
-    discover(&agent)?;
-    sensors(&agent, &timer)?;
-    notification(&agent, &timer)?;
+/// Bring the device up through the backend and run the session: discovery, sensors, round trips;
+/// in interrupt mode also one SENSOR_UPDATE notification. Ends with the transport shut down (the
+/// device reset).
+pub fn session(
+    transport: ModernMmioTransport,
+    timer: GenericTimer,
+    mode: Mode,
+) -> Result<(), AgentError> {
+    let timeouts = |c: Config| c.with_timeouts(Duration::from_secs(2), Duration::from_secs(2));
+    match mode {
+        Mode::Polled => {
+            let tag = "agent";
+            let virtio = virtio_up(transport, timer, tag, false)?;
+            let agent = Scmi::new(Polled(virtio), timer, timeouts(Config::default()))
+                .ctx("agent set-up")?;
+            discover(&agent, tag)?;
+            sensors(&agent, &timer, tag)?;
+            finish(&agent, tag)
+        }
+        Mode::Interrupt { intid } => {
+            let tag = "agent-irq";
+            let virtio = virtio_up(transport, timer, tag, true)?;
+            let cfg = Config {
+                wait: WaitPolicy::SpinThenYield {
+                    spins: 0,
+                    relax: irq::wait_for_interrupt,
+                },
+                ..Config::default()
+            };
+            let agent = Scmi::new(virtio, timer, timeouts(cfg)).ctx("agent set-up")?;
+            // SAFETY: QEMU `virt` is started with `gic-version=2` by scripts/qemu-scmi.sh, and
+            // only this function programs the GIC.
+            let mut gic = unsafe { irq::Gic::virt() };
+            gic.init();
+            irq::start_event_stream();
+            let (before, _) = irq::counts();
+            let complete = || agent.transport().complete();
+            let mut storage = None;
+            let registration = gic.register(intid, &complete, &mut storage);
+            println!("{tag}: device interrupt INTID {intid} -> ScmiVirtio::complete");
+            discover(&agent, tag)?;
+            sensors(&agent, &timer, tag)?;
+            notification(&agent, &timer, tag)?;
+            drop(registration);
+            let (after, spurious) = irq::counts();
+            println!(
+                "{tag}: {} device interrupts handled, {} spurious",
+                after - before,
+                spurious
+            );
+            check(after > before, "replies completed by the interrupt handler")?;
+            finish(&agent, tag)
+        }
+    }
+}
 
+fn finish<T: Transport>(agent: &Scmi<T, GenericTimer>, tag: &str) -> Result<(), AgentError> {
     let stats = agent.transport_stats();
     let astats = agent.stats();
     println!(
-        "agent: {} commands, {} notifications; transport stats {:?}",
+        "{tag}: {} commands, {} notifications; transport {:?}",
         astats.commands, astats.notifications, stats
     );
     check(
         stats.pool_free == stats.pool_capacity,
         "every message buffer back in the pool",
     )?;
+    check(
+        stats.timed_out == 0 && stats.protocol_errors == 0,
+        "no timeouts or protocol errors",
+    )?;
     agent
         .transport()
         .shutdown()
         .map_err(|e| AgentError::Scmi("shutdown", e.into()))?;
-    println!("agent: shut down");
+    println!("{tag}: shut down");
     Ok(())
 }
 
-fn discover(agent: &Agent) -> Result<(), AgentError> {
+fn discover<T: Transport>(agent: &Scmi<T, GenericTimer>, tag: &str) -> Result<(), AgentError> {
     let base = agent.base();
     println!(
-        "agent: base protocol version {}",
+        "{tag}: base protocol version {}",
         base.version().ctx("BASE PROTOCOL_VERSION")?
     );
     let attrs = base.attributes().ctx("BASE PROTOCOL_ATTRIBUTES")?;
     println!(
-        "agent: {} protocols besides base, {} agents",
+        "{tag}: {} protocols besides base, {} agents",
         attrs.num_protocols, attrs.num_agents
     );
     println!(
-        "agent: vendor \"{}\"",
+        "{tag}: vendor \"{}\"",
         base.vendor().ctx("DISCOVER_VENDOR")?
     );
     println!(
-        "agent: implementation version {:#x}",
+        "{tag}: implementation version {:#x}",
         base.implementation_version()
             .ctx("DISCOVER_IMPLEMENTATION_VERSION")?
     );
     let protocols = base.protocols().ctx("DISCOVER_LIST_PROTOCOLS")?;
-    print!("agent: protocols [");
+    print!("{tag}: protocols [");
     for (i, p) in protocols.as_slice().iter().enumerate() {
         print!("{}{:#04x}", if i == 0 { "" } else { ", " }, p);
     }
@@ -150,14 +227,18 @@ fn discover(agent: &Agent) -> Result<(), AgentError> {
     )
 }
 
-fn sensors(agent: &Agent, timer: &GenericTimer) -> Result<(), AgentError> {
+fn sensors<T: Transport>(
+    agent: &Scmi<T, GenericTimer>,
+    timer: &GenericTimer,
+    tag: &str,
+) -> Result<(), AgentError> {
     let sensor = agent.sensor();
     println!(
-        "agent: sensor protocol version {}",
+        "{tag}: sensor protocol version {}",
         sensor.version().ctx("SENSOR PROTOCOL_VERSION")?
     );
     let attrs = sensor.attributes().ctx("SENSOR PROTOCOL_ATTRIBUTES")?;
-    println!("agent: {} sensors", attrs.num_sensors);
+    println!("{tag}: {} sensors", attrs.num_sensors);
     let descs = sensor.descriptions_vec().ctx("SENSOR_DESCRIPTION_GET")?;
     check(
         descs.len() == usize::from(attrs.num_sensors),
@@ -165,7 +246,7 @@ fn sensors(agent: &Agent, timer: &GenericTimer) -> Result<(), AgentError> {
     )?;
     for d in &descs {
         println!(
-            "agent: sensor {} \"{}\": {} axes, unit {}, continuous-update notify {}",
+            "{tag}: sensor {} \"{}\": {} axes, unit {}, continuous-update notify {}",
             d.id,
             d.name,
             d.num_axes(),
@@ -177,7 +258,7 @@ fn sensors(agent: &Agent, timer: &GenericTimer) -> Result<(), AgentError> {
             .ctx("SENSOR_AXIS_DESCRIPTION_GET")?;
         for a in &axes {
             println!(
-                "agent: sensor {} axis {} \"{}\": unit {}",
+                "{tag}: sensor {} axis {} \"{}\": unit {}",
                 d.id,
                 a.id,
                 a.name,
@@ -190,7 +271,7 @@ fn sensors(agent: &Agent, timer: &GenericTimer) -> Result<(), AgentError> {
             let count = sensor
                 .reading_axes(d.id, &mut values)
                 .ctx("SENSOR_READING_GET")?;
-            print!("agent: sensor {} reading {}:", d.id, n);
+            print!("{tag}: sensor {} reading {}:", d.id, n);
             for v in values.iter().take(count) {
                 print!(" {}", v.value);
             }
@@ -207,7 +288,7 @@ fn sensors(agent: &Agent, timer: &GenericTimer) -> Result<(), AgentError> {
             .ctx("BASE PROTOCOL_VERSION round trip")?;
     }
     println!(
-        "agent: round trip over {} calls: avg {} us",
+        "{tag}: round trip over {} calls: avg {} us",
         n,
         timer.now_ns().saturating_sub(t0) / n / 1000
     );
@@ -223,7 +304,11 @@ struct Seen {
     values: [AtomicI64; 3],
 }
 
-fn notification(agent: &Agent, timer: &GenericTimer) -> Result<(), AgentError> {
+fn notification<T: Transport>(
+    agent: &Scmi<T, GenericTimer>,
+    timer: &GenericTimer,
+    tag: &str,
+) -> Result<(), AgentError> {
     let seen = Arc::new(Seen::default());
     let sink = seen.clone();
     let sub = agent
@@ -250,7 +335,7 @@ fn notification(agent: &Agent, timer: &GenericTimer) -> Result<(), AgentError> {
     sensor
         .continuous_update_notify(0, true)
         .ctx("SENSOR_CONTINUOUS_UPDATE_NOTIFY on")?;
-    println!("agent: waiting for SENSOR_UPDATE");
+    println!("{tag}: waiting for SENSOR_UPDATE");
     let deadline = timer.deadline(NOTIFY_TIMEOUT);
     // Acquire: pairs with the subscriber's Release increment.
     while seen.count.load(Ordering::Acquire) == 0 {
@@ -258,10 +343,10 @@ fn notification(agent: &Agent, timer: &GenericTimer) -> Result<(), AgentError> {
             return Err(AgentError::Check("a SENSOR_UPDATE within 10 s"));
         }
         agent.pump();
-        core::hint::spin_loop();
+        irq::wait_for_interrupt();
     }
     print!(
-        "agent: notification SENSOR_UPDATE sensor {}:",
+        "{tag}: notification SENSOR_UPDATE sensor {}:",
         seen.sensor.load(Ordering::Relaxed)
     );
     let axes = (seen.axes.load(Ordering::Relaxed) as usize).min(seen.values.len());
@@ -279,6 +364,6 @@ fn notification(agent: &Agent, timer: &GenericTimer) -> Result<(), AgentError> {
     sensor
         .reading(0)
         .ctx("SENSOR_READING_GET after notifications")?;
-    println!("agent: cmdq after notifications ok");
+    println!("{tag}: cmdq after notifications ok");
     Ok(())
 }
