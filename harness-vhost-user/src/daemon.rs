@@ -209,8 +209,42 @@ impl Daemon {
     /// Freeze the daemon (SIGSTOP): it accepts kicks but answers nothing until [`Self::resume`].
     /// This is how the tests make a real device *hold* requests (pool exhaustion, teardown with
     /// requests in flight).
+    ///
+    /// Returns once every thread of the daemon is stopped (SIGSTOP is asynchronous: a thread
+    /// running on another CPU could otherwise still serve a request sent after `pause`).
     pub fn pause(&mut self) -> io::Result<()> {
-        self.signal(libc::SIGSTOP)
+        self.signal(libc::SIGSTOP)?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.all_threads_stopped()? {
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "daemon did not stop after SIGSTOP",
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(())
+    }
+
+    /// Whether every task of the process is in state `T` (stopped), per `/proc/<pid>/task/*/stat`.
+    fn all_threads_stopped(&self) -> io::Result<bool> {
+        for task in fs::read_dir(format!("/proc/{}/task", self.child.id()))? {
+            let stat = match fs::read_to_string(task?.path().join("stat")) {
+                Ok(s) => s,
+                // A thread that exited meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // "pid (comm) S ...": the state follows the last ')' (comm may contain spaces).
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            if state != Some('T') {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Let a paused daemon run again (SIGCONT); it then answers everything it was kicked for.

@@ -21,9 +21,11 @@
 //! reads `DEVICE_NEEDS_RESET`.
 
 use std::io;
+use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
@@ -102,8 +104,11 @@ struct QueueConfig {
 /// A vhost-user front-end playing the virtio transport for one device.
 pub struct VhostUserTransport {
     fe: Frontend,
-    /// A second handle on the front-end's socket (socket options are shared by both).
+    /// A second handle on the front-end's socket, to shut it down when the back-end stops
+    /// answering (the `vhost` crate retries EAGAIN forever, so socket timeouts cannot bound a
+    /// reply wait).
     control: UnixStream,
+    reply_timeout: Duration,
     mem: &'static GuestMemory,
     /// Device features without `VHOST_USER_F_PROTOCOL_FEATURES`.
     device_features: u64,
@@ -136,7 +141,7 @@ impl std::fmt::Debug for VhostUserTransport {
 
 const PROTOCOL_FEATURES_BIT: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
-/// How long one vhost-user request may wait for the daemon's reply, by default.
+/// How long a control-path exchange may wait for the daemon, by default.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl VhostUserTransport {
@@ -167,14 +172,40 @@ impl VhostUserTransport {
                 Err(e) => return Err(e.into()),
             }
         };
-        // Every reply wait is bounded: a daemon that died or wedged fails the request instead of
-        // hanging the test.
-        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
-        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
-
         let control = stream.try_clone()?;
         // The back-end checks num_queues against this; SCMI has 2 (cmdq, eventq).
-        let mut fe = Frontend::from_stream(stream, 2);
+        let fe = Frontend::from_stream(stream, 2);
+        let (fe, features, nq) =
+            with_watchdog(&control, REPLY_TIMEOUT, move || Self::handshake(fe, mem))?;
+
+        let mut kick = Vec::with_capacity(nq);
+        let mut call = Vec::with_capacity(nq);
+        for _ in 0..nq {
+            kick.push(EventFd::new(EFD_NONBLOCK)?);
+            call.push(EventFd::new(EFD_NONBLOCK)?);
+        }
+        Ok(VhostUserTransport {
+            fe,
+            control,
+            reply_timeout: REPLY_TIMEOUT,
+            mem,
+            device_features: features & !PROTOCOL_FEATURES_BIT,
+            driver_features: 0,
+            status: DeviceStatus::empty(),
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            queues: vec![QueueConfig::default(); nq],
+            kick,
+            call,
+            error: None,
+        })
+    }
+
+    /// SET_OWNER .. SET_MEM_TABLE; returns the front-end, the device features and the number
+    /// of queues.
+    fn handshake(
+        mut fe: Frontend,
+        mem: &GuestMemory,
+    ) -> Result<(Frontend, u64, usize), VhostUserTransportError> {
         fe.set_owner()?;
         // GET_FEATURES must precede GET_PROTOCOL_FEATURES (the front-end checks bit 30 first).
         let features = fe.get_features()?;
@@ -195,33 +226,15 @@ impl VhostUserTransport {
             return Err(VhostUserTransportError::Unsupported("any queue"));
         }
         fe.set_mem_table(&[mem.region_info()])?;
-
-        let mut kick = Vec::with_capacity(nq);
-        let mut call = Vec::with_capacity(nq);
-        for _ in 0..nq {
-            kick.push(EventFd::new(EFD_NONBLOCK)?);
-            call.push(EventFd::new(EFD_NONBLOCK)?);
-        }
-        Ok(VhostUserTransport {
-            fe,
-            control,
-            mem,
-            device_features: features & !PROTOCOL_FEATURES_BIT,
-            driver_features: 0,
-            status: DeviceStatus::empty(),
-            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
-            queues: vec![QueueConfig::default(); nq],
-            kick,
-            call,
-            error: None,
-        })
+        Ok((fe, features, nq))
     }
 
-    /// Bound on each vhost-user reply wait (default 5 s). A shorter one makes teardown against a
-    /// frozen daemon fail fast instead of waiting.
-    pub fn set_reply_timeout(&self, timeout: Duration) -> io::Result<()> {
-        self.control.set_read_timeout(Some(timeout))?;
-        self.control.set_write_timeout(Some(timeout))
+    /// Bound on each vhost-user exchange that waits for the back-end (default 5 s). When it
+    /// passes, the connection is shut down (the back-end is considered dead): the waiting request
+    /// fails, and so does every later one. A shorter bound makes teardown against a frozen daemon
+    /// fail fast.
+    pub fn set_reply_timeout(&mut self, timeout: Duration) {
+        self.reply_timeout = timeout;
     }
 
     /// Queues the back-end has (GET_QUEUE_NUM).
@@ -260,6 +273,13 @@ impl VhostUserTransport {
         }
         drain(evt);
         Ok(true)
+    }
+
+    /// Run `f` (vhost-user requests) with the reply watchdog armed.
+    fn guarded<R>(&mut self, f: impl FnOnce(&mut Self) -> vhost::Result<R>) -> vhost::Result<R> {
+        let control = self.control.try_clone().map_err(vhost::Error::IOError)?;
+        let timeout = self.reply_timeout;
+        with_watchdog(&control, timeout, || f(self))
     }
 
     fn record(&mut self, what: &str, r: vhost::Result<()>) {
@@ -329,11 +349,30 @@ impl Drop for VhostUserTransport {
         // tears its worker down asynchronously, and guest pages are reused by the next user of
         // the pool, so a ring must never be left running on memory we are about to forget.
         if self.queues.iter().any(|q| q.running) {
-            if let Err(e) = self.stop_queues() {
+            if let Err(e) = self.guarded(Self::stop_queues) {
                 log::warn!("stopping rings on drop: {e}");
             }
         }
     }
+}
+
+/// Run `f` while a watchdog thread shuts `socket` down if `f` has not finished within `timeout`
+/// (a back-end that stops answering would otherwise block `f` forever). Only used around
+/// control-path exchanges (setup, ring start/stop), never per request.
+fn with_watchdog<R>(socket: &UnixStream, timeout: Duration, f: impl FnOnce() -> R) -> R {
+    std::thread::scope(|s| {
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        s.spawn(move || {
+            if done_rx.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout) {
+                log::error!("vhost-user back-end did not answer within {timeout:?}: disconnecting");
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+        });
+        let r = f();
+        // Dropping the sender wakes the watchdog with `Disconnected`: it exits without acting.
+        drop(done_tx);
+        r
+    })
 }
 
 /// Non-blocking read of an eventfd; returns the count (0 if it was not signalled).
@@ -394,7 +433,7 @@ impl Transport for VhostUserTransport {
         self.status = status;
         if status.is_empty() {
             if old.contains(DeviceStatus::DRIVER_OK) {
-                let r = self.stop_queues();
+                let r = self.guarded(Self::stop_queues);
                 self.record("stop rings (GET_VRING_BASE)", r);
             }
             return;
@@ -406,7 +445,7 @@ impl Transport for VhostUserTransport {
             self.record("SET_FEATURES", r);
         }
         if status.contains(DeviceStatus::DRIVER_OK) && !old.contains(DeviceStatus::DRIVER_OK) {
-            let r = self.start_queues();
+            let r = self.guarded(Self::start_queues);
             self.record("start rings", r);
         }
     }
@@ -448,7 +487,7 @@ impl Transport for VhostUserTransport {
         }
         if self.queues[i].running {
             self.queues[i].running = false;
-            let r = self.fe.get_vring_base(i).map(|_| ());
+            let r = self.guarded(|t| t.fe.get_vring_base(i).map(|_| ()));
             self.record("GET_VRING_BASE", r);
         }
         self.queues[i] = QueueConfig::default();

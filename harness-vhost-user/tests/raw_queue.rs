@@ -280,3 +280,26 @@ fn daemon_rejects_unnamed_sensor() {
         Err(harness_vhost_user::DaemonError::TooManyFakeSensors)
     ));
 }
+
+#[test]
+fn raw_frozen_daemon_reset_is_bounded() {
+    let mut d = require_daemon!(&["acc0"]);
+    let mut s = RawScmi::new(&d, Features::VERSION_1);
+    assert_eq!(s.call(BASE, 0x0, &[]).status, 0);
+    d.pause().unwrap();
+    s.transport.set_reply_timeout(Duration::from_millis(200));
+    let t0 = Instant::now();
+    // GET_VRING_BASE gets no answer: the watchdog disconnects after the reply timeout.
+    s.transport
+        .set_status(virtio_drivers::transport::DeviceStatus::empty());
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(2), "reset took {took:?}");
+    assert!(s.transport.error().is_some(), "the failure is recorded");
+    assert!(s
+        .transport
+        .get_status()
+        .contains(virtio_drivers::transport::DeviceStatus::DEVICE_NEEDS_RESET));
+    drop(s);
+    // Killed while frozen (Drop): it never touches the memory again.
+    drop(d);
+}
