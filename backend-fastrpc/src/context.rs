@@ -157,6 +157,10 @@ pub struct Ctx {
     pub session: u16,
     /// Scalars of the call.
     pub sc: Scalars,
+    /// Remote handle of the call.
+    pub handle: u32,
+    /// Calling thread id (for resuming an interrupted call).
+    pub tid: i32,
     /// The payload buffer.
     pub payload: Option<PayloadLease>,
     /// Shared buffers the call references (kept mapped until release).
@@ -187,6 +191,8 @@ impl Ctx {
             abandoned: false,
             session: 0,
             sc: Scalars(0),
+            handle: 0,
+            tid: 0,
             payload: None,
             maps: Vec::with_capacity(max_args),
             outs: Vec::with_capacity(max_args),
@@ -365,6 +371,35 @@ impl ContextTable {
             // Relaxed: see `release_locked`.
             self.reap_pending.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Resume an abandoned call of `session` with the same thread, handle and scalars (notes
+    /// §12.6: a retry after a signal must not re-send, which would run the method twice and
+    /// can hang a DSP thread). The caller becomes its owner again; returns (slot, generation).
+    pub fn resume(&self, session: u16, tid: i32, handle: u32, sc: Scalars) -> Option<(usize, u64)> {
+        for (idx, slot) in self.slots.iter().enumerate() {
+            let mut c = slot.lock();
+            let waiting = c.inflight || c.reap;
+            if c.owner
+                || !c.abandoned
+                || !waiting
+                || c.session != session
+                || c.tid != tid
+                || c.handle != handle
+                || c.sc != sc
+            {
+                continue;
+            }
+            c.owner = true;
+            c.abandoned = false;
+            if c.reap {
+                c.reap = false;
+                // Relaxed: see `release_locked`.
+                self.reap_pending.fetch_sub(1, Ordering::Relaxed);
+            }
+            return Some((idx, c.generation));
+        }
+        None
     }
 
     /// Fail every in-flight context (of `session`, or all with `None`) with `err`: the DSP

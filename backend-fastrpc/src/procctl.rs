@@ -88,7 +88,16 @@ impl Session {
         if crate::session::scalars_for(id, args)? != want {
             return Err(FastRpcError::InvalidArgument);
         }
-        self.invoke_inner(INIT_HANDLE, id, args, w.clock, w.timeout, w.relax, true)
+        self.invoke_inner(
+            INIT_HANDLE,
+            id,
+            args,
+            w.clock,
+            w.timeout,
+            w.relax,
+            true,
+            None,
+        )
     }
 
     /// The process kind, if the session has one.
@@ -347,6 +356,19 @@ impl Session {
         self.ctl(rmid::MEM_UNMAP, &mut [Arg::In(req.as_bytes())], w)?;
         self.inner.proc.lock().mem_maps.retain(|m| m.vaddr != vaddr);
         Ok(())
+    }
+
+    /// Close the session the way the driver's release does: INIT_RELEASE if a process exists
+    /// (its memory is freed once the DSP confirms), then tear the session down.
+    pub fn close(self, w: CtlWait<'_>) -> Result<()> {
+        let r = if self.pd_kind().is_some() {
+            self.release_process(w)
+        } else {
+            Ok(())
+        };
+        let d = fwipc_transport_api::Deadline::after(w.clock, w.timeout);
+        let s = self.shutdown(w.clock, d);
+        r.and(s)
     }
 
     /// DSP mappings this session holds (mmap + mem_map).

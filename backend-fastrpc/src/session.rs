@@ -238,6 +238,28 @@ impl Session {
         self.start_inner(handle, method, args, tid, false)
     }
 
+    /// Like [`Session::start`], but first looks for an abandoned call of this session with the
+    /// same `tid`, handle and scalars (a retry after a timeout or signal) and resumes it instead
+    /// of sending the call again. Returns the ticket and whether it was resumed. The in-buffers
+    /// of a resumed call are the original ones (already with the DSP). A call still pending on
+    /// the DSP is kept until the retry (or teardown); one whose late answer already arrived is
+    /// kept only until the next reap (any later call on the channel), after which a retry is a
+    /// new call.
+    pub fn start_or_resume(
+        &self,
+        handle: u32,
+        method: u32,
+        args: &[Arg<'_>],
+        tid: i32,
+    ) -> Result<(InvokeTicket, bool)> {
+        let sc = scalars_for(method, args)?;
+        if let Some((idx, generation)) = self.inner.ch.ctx.resume(self.inner.index, tid, handle, sc)
+        {
+            return Ok((InvokeTicket { idx, generation }, true));
+        }
+        self.start(handle, method, args, tid).map(|t| (t, false))
+    }
+
     pub(crate) fn start_inner(
         &self,
         handle: u32,
@@ -422,6 +444,8 @@ impl Session {
             size: if sc.is_empty() { 0 } else { placed.msg_size }.into(),
         };
         c.sc = sc;
+        c.handle = handle;
+        c.tid = tid;
         c.pd = pd;
         c.payload = Some(lease);
         c.state = CtxState::InFlight;
@@ -586,7 +610,32 @@ impl Session {
         timeout: Duration,
         relax: &dyn Fn(),
     ) -> Result<()> {
-        self.invoke_inner(handle, method, args, clock, timeout, relax, false)
+        self.invoke_inner(handle, method, args, clock, timeout, relax, false, None)
+    }
+
+    /// [`Session::invoke`] for thread `tid` that resumes this thread's abandoned call of the
+    /// same method instead of re-sending it (see [`Session::start_or_resume`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn invoke_resumable(
+        &self,
+        handle: u32,
+        method: u32,
+        args: &mut [Arg<'_>],
+        tid: i32,
+        clock: &dyn Clock,
+        timeout: Duration,
+        relax: &dyn Fn(),
+    ) -> Result<()> {
+        self.invoke_inner(
+            handle,
+            method,
+            args,
+            clock,
+            timeout,
+            relax,
+            false,
+            Some(tid),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -599,8 +648,12 @@ impl Session {
         timeout: Duration,
         relax: &dyn Fn(),
         kernel: bool,
+        resume_tid: Option<i32>,
     ) -> Result<()> {
-        let t = self.start_inner(handle, method, args, 0, kernel)?;
+        let t = match resume_tid {
+            Some(tid) => self.start_or_resume(handle, method, args, tid)?.0,
+            None => self.start_inner(handle, method, args, 0, kernel)?,
+        };
         let deadline = Deadline::after(clock, timeout);
         loop {
             match self.poll(&t) {

@@ -251,3 +251,150 @@ fn generated_calculator_through_the_dsp() {
     let st = s.stats();
     assert_eq!(st.pool_free, st.pool_capacity);
 }
+
+/// Notes §12.6: a retry by the same thread with the same scalars resumes the abandoned call
+/// instead of sending it again (which would run the method twice).
+#[test]
+fn interrupted_call_is_resumed_not_resent() {
+    use backend_fastrpc::sim::objects::CALC_HANDLE;
+    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let s = sys.attached_session();
+    // calculator.max(a, b): primIn {a, b} 8 B, primROut {m} 4 B; method 3.
+    let mut pin = [0u8; 8];
+    pin[..4].copy_from_slice(&5i32.to_le_bytes());
+    pin[4..].copy_from_slice(&9i32.to_le_bytes());
+    sys.dsp.set_fault(Fault::Hold);
+    let mut out = [0u8; 4];
+    let r = s.invoke_resumable(
+        CALC_HANDLE,
+        3,
+        &mut [Arg::In(&pin), Arg::Out(&mut out)],
+        7,
+        &sys.clock,
+        Duration::from_millis(20),
+        &std::thread::yield_now,
+    );
+    assert_eq!(r, Err(FastRpcError::Timeout));
+    let sent = sys.dsp.received();
+    // Retry while the DSP still holds it: resumed, not re-sent; times out again.
+    let r = s.invoke_resumable(
+        CALC_HANDLE,
+        3,
+        &mut [Arg::In(&pin), Arg::Out(&mut out)],
+        7,
+        &sys.clock,
+        Duration::from_millis(20),
+        &std::thread::yield_now,
+    );
+    assert_eq!(r, Err(FastRpcError::Timeout));
+    assert_eq!(sys.dsp.received(), sent, "the retry re-sent the call");
+    // The DSP finally answers; the original thread's retry collects that answer.
+    sys.dsp.set_fault(Fault::None);
+    sys.dsp.release();
+    let mut out3 = [0u8; 4];
+    s.invoke_resumable(
+        CALC_HANDLE,
+        3,
+        &mut [Arg::In(&pin), Arg::Out(&mut out3)],
+        7,
+        &sys.clock,
+        Duration::from_secs(2),
+        &std::thread::yield_now,
+    )
+    .unwrap();
+    assert_eq!(i32::from_le_bytes(out3), 9);
+    assert_eq!(sys.dsp.received(), sent, "collected without re-sending");
+    // Another thread's call of the same method is a new call.
+    let mut out2 = [0u8; 4];
+    s.invoke_resumable(
+        CALC_HANDLE,
+        3,
+        &mut [Arg::In(&pin), Arg::Out(&mut out2)],
+        8,
+        &sys.clock,
+        Duration::from_secs(2),
+        &std::thread::yield_now,
+    )
+    .unwrap();
+    assert_eq!(sys.dsp.received(), sent + 1);
+    let st = s.stats();
+    assert_eq!(st.pool_free, st.pool_capacity);
+}
+
+/// Notes §12.7: when the DSP goes away, pending calls finish at once with a reset error and new
+/// calls fail immediately until it is back.
+#[test]
+fn channel_death_fails_fast() {
+    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let s = sys.attached_session();
+    sys.dsp.set_fault(Fault::Drop);
+    let mut out = [0u8; 4];
+    let t = s
+        .start(ECHO_HANDLE, 2, &[Arg::In(b"abcd"), Arg::Out(&mut out)], 0)
+        .unwrap();
+    let start = std::time::Instant::now();
+    sys.channel.remote_down();
+    assert_eq!(s.poll(&t), Err(FastRpcError::RemoteReset));
+    assert!(start.elapsed() < Duration::from_millis(100));
+    s.finish(t);
+    assert_eq!(
+        s.start(ECHO_HANDLE, 2, &[Arg::In(b"abcd"), Arg::Out(&mut out)], 0)
+            .err(),
+        Some(FastRpcError::ChannelDown)
+    );
+    let st = s.stats();
+    assert_eq!(st.pool_free, st.pool_capacity, "failed call released");
+    sys.channel.remote_up();
+    sys.dsp.set_fault(Fault::None);
+    s.invoke(
+        ECHO_HANDLE,
+        2,
+        &mut [Arg::In(b"abcd"), Arg::Out(&mut out)],
+        &sys.clock,
+        Duration::from_secs(2),
+        &std::thread::yield_now,
+    )
+    .unwrap();
+    assert_eq!(out, [!b'a', !b'b', !b'c', !b'd']);
+}
+
+/// Several clients (sessions) on one channel at once, each from its own thread.
+#[test]
+fn several_clients_concurrently() {
+    use backend_fastrpc::sim::objects::calculator::CalculatorStub;
+    use backend_fastrpc::sim::objects::CALC_HANDLE;
+    use backend_fastrpc::stubskel::SessionInvoker;
+    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let sessions: Vec<_> = (0..4).map(|_| sys.attached_session()).collect();
+    std::thread::scope(|sc| {
+        for (k, s) in sessions.iter().enumerate() {
+            let clock = &sys.clock;
+            sc.spawn(move || {
+                let calc = CalculatorStub {
+                    invoker: SessionInvoker {
+                        session: s,
+                        clock,
+                        timeout: Duration::from_secs(5),
+                        relax: &std::thread::yield_now,
+                    },
+                    handle: CALC_HANDLE,
+                };
+                for i in 0..100i32 {
+                    let a = i * 4 + k as i32;
+                    assert_eq!(calc.max(a, 200).unwrap(), (a.max(200),));
+                }
+            });
+        }
+    });
+    let st = sys.channel.stats();
+    assert_eq!(st.completed, 4 + 400);
+    assert_eq!(st.pool_free, st.pool_capacity, "all contexts back");
+    for s in sessions {
+        s.close(sys.wait()).unwrap();
+    }
+    assert_eq!(
+        sys.dsp.process_count(),
+        0,
+        "close released every DSP process"
+    );
+}
