@@ -5,6 +5,11 @@
 //! and an identity-mapped [`hal::IdentityHal`], discovers the SCMI platform (vendor, protocols),
 //! reads the sensors, prints everything on the PL011 and powers off with PSCI `SYSTEM_OFF`.
 //!
+//! Three driver instances take the device in turn, each after a device reset: the raw path
+//! ([`scmi_raw`], a cross-check independent of the fwipc crates), then the fwipc stack
+//! (`backend_scmi_virtio`'s `ScmiVirtio` under its SCMI agent) polled, then the same stack
+//! interrupt-driven with the eventq and a SENSOR_UPDATE notification ([`scmi_agent`]).
+//!
 //! The last line is `guest: PASS` or `guest: FAIL: <why>`; `scripts/qemu-scmi.sh` checks it along
 //! with the discovered values.
 #![no_std]
@@ -126,8 +131,8 @@ fn run() -> Result<(), GuestError> {
     );
     let mut scmi = RawScmi::new(transport, timer).ctx("virtio init")?;
     raw_session(&mut scmi, &timer)?;
-    // Dropping the raw driver resets the device; the fwipc backend then takes it over from
-    // scratch (with the eventq this time).
+    // Taking the transport back resets the device; the fwipc backend then takes it over from
+    // scratch.
     let transport = scmi.into_transport();
     println!("scmi: raw path done, device reset; now the fwipc backend + agent, polled");
     scmi_agent::session(transport, timer, Mode::Polled).map_err(GuestError::Agent)?;
