@@ -266,6 +266,16 @@ impl Daemon {
         Ok(())
     }
 
+    /// Kill and reap the daemon now (also done on drop). Use it before releasing guest memory
+    /// the daemon may still write: vhost-device-scmi keeps eventq chains across a ring stop and
+    /// keeps filling them while its notification source (the stdout pipe) is readable.
+    pub fn kill(&mut self) -> io::Result<()> {
+        if self.is_alive() {
+            self.child.kill()?;
+        }
+        self.child.wait().map(|_| ())
+    }
+
     /// What the daemon wrote to stderr so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
