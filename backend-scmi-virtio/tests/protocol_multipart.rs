@@ -167,3 +167,36 @@ fn discrete_and_segmented_descriptions() {
         }
     );
 }
+
+mod list_protocols_proptest {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+        /// Any set of 5..=200 protocol ids round-trips through DISCOVER_LIST_PROTOCOLS (byte
+        /// i % 4 of word i / 4) whatever the page size and transport buffer.
+        #[test]
+        fn list_round_trips(
+            ids in proptest::collection::btree_set(0x11u8..=0xFF, 5..=200),
+            max_entries in 0usize..=9,
+            words in 2usize..=32,
+        ) {
+            let ids: Vec<u8> = ids.into_iter().rev().collect();
+            let pc = PlatformConfig {
+                test_protocol: false,
+                extra_protocols: ids.clone(),
+                quirks: backend_scmi_virtio::platform::Quirks {
+                    max_entries_per_reply: max_entries,
+                    ..Default::default()
+                },
+                ..PlatformConfig::default()
+            };
+            let scmi = direct_sized(pc, 4, words * 4, cfg());
+            let l = scmi.base().protocols().unwrap();
+            prop_assert_eq!(l.as_slice(), &ids[..]);
+            prop_assert_eq!(scmi.protocol_version(ids[0]).unwrap().major, 1);
+        }
+    }
+}

@@ -260,3 +260,36 @@ fn without_p2a_notifications_and_async_are_refused_and_hidden() {
     );
     assert_eq!(scmi.sensor().attributes().unwrap().max_pending, 0);
 }
+
+#[test]
+fn extended_names_through_name_get() {
+    let long = "a_power_domain_with_a_long_name";
+    let mut pc = PlatformConfig::full();
+    pc.power_domains[0].name = long.to_string();
+    pc.clocks[0].name = "cpu_cluster0_core_clock".to_string();
+    pc.reset_domains[1].name = "x".repeat(80);
+    let scmi = direct(pc);
+    let a = scmi.power().domain_attributes(0).unwrap();
+    assert_eq!(a.name, &long[..15]);
+    assert_ne!(a.attributes & (1 << 27), 0);
+    assert_eq!(scmi.power().extended_name(0).unwrap(), long);
+    assert_eq!(
+        scmi.power().domain_attributes(1).unwrap().attributes & (1 << 27),
+        0
+    );
+    assert_ne!(
+        scmi.clock().attributes(0).unwrap().attributes & (1 << 29),
+        0
+    );
+    assert_eq!(
+        scmi.clock().extended_name(0).unwrap(),
+        "cpu_cluster0_core_clock"
+    );
+    assert_eq!(scmi.reset().extended_name(1).unwrap().as_bytes().len(), 63);
+    assert_eq!(scmi.perf().extended_name(0).unwrap(), "big");
+    assert_eq!(scmi.voltage().extended_name(1).unwrap(), "vdd_io");
+    assert_eq!(
+        scmi.voltage().extended_name(9).unwrap_err(),
+        ScmiError::Status(ScmiStatus::NotFound)
+    );
+}

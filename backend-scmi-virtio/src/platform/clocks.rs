@@ -64,21 +64,25 @@ impl Platform {
                 let max_async = if self.cfg.p2a { 4 } else { 0 };
                 out.u32(self.cfg.clocks.len().min(0xFFFF) as u32 | (max_async << 16))
             }
-            common::PROTOCOL_MESSAGE_ATTRIBUTES => {
-                self.msg_attrs(p, out, &[0, 1, 2, 3, 4, 5, 6, 7], &[clock::RATE_NOTIFY])
-            }
+            common::PROTOCOL_MESSAGE_ATTRIBUTES => self.msg_attrs(
+                p,
+                out,
+                &[0, 1, 2, 3, 4, 5, 6, 7, clock::NAME_GET],
+                &[clock::RATE_NOTIFY],
+            ),
             clock::ATTRIBUTES => {
                 let [id] = p.exact::<1>()?;
                 let i = self.clock_index(id)?;
                 let en = self.clocks.get(i).is_some_and(|c| c.enabled);
-                let attrs = u32::from(en) | (u32::from(self.cfg.p2a) << 31);
-                out.u32(attrs)?;
                 let name = self
                     .cfg
                     .clocks
                     .get(i)
                     .map(|c| c.name.clone())
                     .unwrap_or_default();
+                let attrs =
+                    u32::from(en) | (u32::from(self.cfg.p2a) << 31) | Self::ext_name_bit(&name, 29);
+                out.u32(attrs)?;
                 out.name16(&name)
             }
             clock::DESCRIBE_RATES => {
@@ -152,6 +156,12 @@ impl Platform {
                     });
                 }
                 Ok(())
+            }
+            clock::NAME_GET => {
+                let [id] = p.exact::<1>()?;
+                let i = self.clock_index(id)?;
+                let name = self.cfg.clocks.get(i).map(|c| c.name.as_str());
+                Self::name_get(name, out)
             }
             clock::RATE_GET => {
                 let [id] = p.exact::<1>()?;

@@ -208,6 +208,10 @@ pub struct PlatformConfig {
     pub system_power: bool,
     /// The fwipc test protocol (0x81: ECHO).
     pub test_protocol: bool,
+    /// Extra protocol ids (vendor range or unimplemented standard ids) that answer only the
+    /// three common messages; listed by DISCOVER_LIST_PROTOCOLS after the others. Ids this
+    /// platform implements, Base, and duplicates are ignored.
+    pub extra_protocols: Vec<u8>,
     /// P2A channels negotiated: without them notifications and delayed responses are refused
     /// (NOT_SUPPORTED) and hidden from PROTOCOL_MESSAGE_ATTRIBUTES (notes §1.1).
     pub p2a: bool,
@@ -236,6 +240,7 @@ impl Default for PlatformConfig {
             voltage_domains: Vec::new(),
             system_power: false,
             test_protocol: true,
+            extra_protocols: Vec::new(),
             p2a: true,
             p2a_capacity: 64,
             quirks: Quirks::default(),

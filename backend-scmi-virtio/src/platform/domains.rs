@@ -30,19 +30,24 @@ impl Platform {
                 out.u64(0)?;
                 out.u32(0)
             }
-            common::PROTOCOL_MESSAGE_ATTRIBUTES => {
-                self.msg_attrs(p, out, &[0, 1, 2, 3, 4, 5], &[power::STATE_NOTIFY])
-            }
+            common::PROTOCOL_MESSAGE_ATTRIBUTES => self.msg_attrs(
+                p,
+                out,
+                &[0, 1, 2, 3, 4, 5, power::NAME_GET],
+                &[power::STATE_NOTIFY],
+            ),
             power::DOMAIN_ATTRIBUTES => {
                 let [id] = p.exact::<1>()?;
                 let i = index(id, n)?;
-                out.u32((u32::from(self.cfg.p2a) << 31) | (1 << 29))?;
                 let name = self
                     .cfg
                     .power_domains
                     .get(i)
                     .map(|d| d.name.clone())
                     .unwrap_or_default();
+                out.u32(
+                    (u32::from(self.cfg.p2a) << 31) | (1 << 29) | Self::ext_name_bit(&name, 27),
+                )?;
                 out.name16(&name)
             }
             power::STATE_SET => {
@@ -67,6 +72,12 @@ impl Platform {
                     });
                 }
                 Ok(())
+            }
+            power::NAME_GET => {
+                let [id] = p.exact::<1>()?;
+                let i = index(id, n)?;
+                let name = self.cfg.power_domains.get(i).map(|d| d.name.as_str());
+                Self::name_get(name, out)
             }
             power::STATE_GET => {
                 let [id] = p.exact::<1>()?;
@@ -98,7 +109,7 @@ impl Platform {
                 out.u32(n.min(0xFFFF) as u32)
             }
             common::PROTOCOL_MESSAGE_ATTRIBUTES => {
-                self.msg_attrs(p, out, &[0, 1, 2, 3, 4], &[reset::NOTIFY])
+                self.msg_attrs(p, out, &[0, 1, 2, 3, 4, reset::NAME_GET], &[reset::NOTIFY])
             }
             reset::DOMAIN_ATTRIBUTES => {
                 let [id] = p.exact::<1>()?;
@@ -107,7 +118,11 @@ impl Platform {
                     return Err(code::NOT_FOUND);
                 };
                 let p2a = u32::from(self.cfg.p2a);
-                out.u32((u32::from(d.async_reset) * p2a) << 31 | (p2a << 30))?;
+                out.u32(
+                    (u32::from(d.async_reset) * p2a) << 31
+                        | (p2a << 30)
+                        | Self::ext_name_bit(&d.name, 29),
+                )?;
                 out.u32(d.latency_us)?;
                 let name = d.name.clone();
                 out.name16(&name)
@@ -146,6 +161,12 @@ impl Platform {
                 }
                 Ok(())
             }
+            reset::NAME_GET => {
+                let [id] = p.exact::<1>()?;
+                let i = index(id, n)?;
+                let name = self.cfg.reset_domains.get(i).map(|d| d.name.as_str());
+                Self::name_get(name, out)
+            }
             reset::NOTIFY => {
                 self.need_p2a()?;
                 let [id, en] = p.exact::<2>()?;
@@ -182,7 +203,7 @@ impl Platform {
                 out.u32(n.min(0xFFFF) as u32)
             }
             common::PROTOCOL_MESSAGE_ATTRIBUTES => {
-                self.msg_attrs(p, out, &[0, 1, 2, 3, 4, 5, 6, 7, 8], &[])
+                self.msg_attrs(p, out, &[0, 1, 2, 3, 4, 5, 6, 7, 8, voltage::NAME_GET], &[])
             }
             voltage::DOMAIN_ATTRIBUTES => {
                 let [id] = p.exact::<1>()?;
@@ -190,7 +211,10 @@ impl Platform {
                 let Some(d) = self.cfg.voltage_domains.get(i) else {
                     return Err(code::NOT_FOUND);
                 };
-                out.u32((u32::from(d.async_set && self.cfg.p2a)) << 31)?;
+                out.u32(
+                    (u32::from(d.async_set && self.cfg.p2a) << 31)
+                        | Self::ext_name_bit(&d.name, 30),
+                )?;
                 let name = d.name.clone();
                 out.name16(&name)
             }
@@ -273,6 +297,12 @@ impl Platform {
                     });
                 }
                 Ok(())
+            }
+            voltage::NAME_GET => {
+                let [id] = p.exact::<1>()?;
+                let i = index(id, n)?;
+                let name = self.cfg.voltage_domains.get(i).map(|d| d.name.as_str());
+                Self::name_get(name, out)
             }
             voltage::LEVEL_GET => {
                 let [id] = p.exact::<1>()?;

@@ -112,6 +112,11 @@ impl Platform {
         add(!cfg.reset_domains.is_empty(), proto::RESET);
         add(!cfg.voltage_domains.is_empty(), proto::VOLTAGE);
         add(cfg.test_protocol, proto::FWIPC_TEST);
+        for &p in &cfg.extra_protocols {
+            if p != proto::BASE && !protocols.contains(&p) {
+                protocols.push(p);
+            }
+        }
         let sensors = cfg
             .sensors
             .iter()
@@ -342,6 +347,18 @@ impl Platform {
         }
     }
 
+    /// `*_NAME_GET` reply for `name`: flags 0, the 64-byte name. NOT_FOUND for a missing object.
+    pub(crate) fn name_get(name: Option<&str>, out: &mut Out<'_>) -> HResult {
+        let name = name.ok_or(code::NOT_FOUND)?;
+        out.u32(0)?;
+        out.name64(name)
+    }
+
+    /// Attribute bit `bit` if `name` needs the extended name (more than 15 bytes).
+    pub(crate) fn ext_name_bit(name: &str, bit: u32) -> u32 {
+        u32::from(name.len() > 15) << bit
+    }
+
     /// Multi-part `remaining`, as the quirks say.
     pub(crate) fn remaining(&self, real: usize) -> usize {
         if self.cfg.quirks.remaining_forever {
@@ -379,8 +396,8 @@ impl Platform {
             proto::RESET => self.reset(h, p, out),
             proto::VOLTAGE => self.voltage(h, p, out),
             proto::SYSTEM => self.system(h, p, out),
-            proto::FWIPC_TEST => self.test_protocol(h, p, out),
-            _ => Err(code::NOT_SUPPORTED),
+            proto::FWIPC_TEST if self.cfg.test_protocol => self.test_protocol(h, p, out),
+            _ => self.extra_protocol(h, p, out),
         }
     }
 
@@ -478,6 +495,22 @@ impl Platform {
                 self.error_notify = en & 1 != 0;
                 Ok(())
             }
+            _ => Err(code::NOT_SUPPORTED),
+        }
+    }
+
+    /// A listed protocol with nothing but the common messages.
+    fn extra_protocol(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+        match h.message_id {
+            common::PROTOCOL_VERSION => {
+                p.exact::<0>()?;
+                out.u32(0x10000)
+            }
+            common::PROTOCOL_ATTRIBUTES => {
+                p.exact::<0>()?;
+                out.u32(0)
+            }
+            common::PROTOCOL_MESSAGE_ATTRIBUTES => self.msg_attrs(p, out, &[0, 1, 2], &[]),
             _ => Err(code::NOT_SUPPORTED),
         }
     }

@@ -42,7 +42,7 @@ impl Platform {
             common::PROTOCOL_MESSAGE_ATTRIBUTES => self.msg_attrs(
                 p,
                 out,
-                &[0, 1, 2, 3, 4, 5, 6, 7, 8],
+                &[0, 1, 2, 3, 4, 5, 6, 7, 8, perf::NAME_GET],
                 &[perf::NOTIFY_LIMITS, perf::NOTIFY_LEVEL],
             ),
             perf::DOMAIN_ATTRIBUTES => {
@@ -52,7 +52,9 @@ impl Platform {
                     return Err(code::NOT_FOUND);
                 };
                 let n = u32::from(self.cfg.p2a);
-                out.u32((1 << 31) | (1 << 30) | (n << 29) | (n << 28))?;
+                out.u32(
+                    (1 << 31) | (1 << 30) | (n << 29) | (n << 28) | Self::ext_name_bit(&d.name, 26),
+                )?;
                 out.u32(0)?;
                 out.u32(d.sustained_freq_khz)?;
                 out.u32(d.levels.iter().map(|l| l.0).max().unwrap_or(0))?;
@@ -140,6 +142,12 @@ impl Platform {
                 d.level = level;
                 self.perf_level_changed(id, level);
                 Ok(())
+            }
+            perf::NAME_GET => {
+                let [id] = p.exact::<1>()?;
+                let i = self.perf_index(id)?;
+                let name = self.cfg.perf_domains.get(i).map(|d| d.name.as_str());
+                Self::name_get(name, out)
             }
             perf::LEVEL_GET => {
                 let [id] = p.exact::<1>()?;

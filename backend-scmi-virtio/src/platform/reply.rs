@@ -63,6 +63,12 @@ impl<'a> Out<'a> {
         self.bytes(n.field())
     }
 
+    /// Append a NUL-padded 64-byte name (cut to 63 bytes).
+    pub fn name64(&mut self, s: &str) -> HResult {
+        let n = crate::protocol::LongName::from_str_truncated(s);
+        self.bytes(n.field())
+    }
+
     /// Overwrite a word already written at byte offset `at`.
     pub fn patch_u32(&mut self, at: usize, w: u32) -> HResult {
         let dst = self

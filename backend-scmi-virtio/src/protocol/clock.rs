@@ -127,6 +127,11 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 }
 
 impl<T: Transport, C: Clock> ClockProto<'_, T, C> {
+    /// `*_NAME_GET`: the extended 64-byte name (when the attributes flag bit 29).
+    pub fn extended_name(&self, id: u32) -> ScmiResult<super::wire::LongName> {
+        self.scmi.extended_name(proto::CLOCK, clock::NAME_GET, id)
+    }
+
     /// PROTOCOL_VERSION.
     pub fn version(&self) -> ScmiResult<Version> {
         self.scmi

@@ -45,6 +45,12 @@ pub fn parse_version(r: &mut Reader<'_>) -> Result<Version, Malformed> {
     r.u32().map(Version::from_word)
 }
 
+/// Parse a `*_NAME_GET` reply: flags, then a 64-byte NUL-terminated name.
+pub fn parse_long_name(r: &mut Reader<'_>) -> Result<super::wire::LongName, Malformed> {
+    let _flags = r.u32()?;
+    super::wire::LongName::read(r)
+}
+
 /// Parse a one-word reply.
 pub fn parse_word(r: &mut Reader<'_>) -> Result<u32, Malformed> {
     r.u32()
@@ -70,6 +76,16 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
             &[u32::from(message)],
             parse_word,
         )
+    }
+
+    /// A `*_NAME_GET` command (`message`) for object `id`: the extended (64-byte) name.
+    pub fn extended_name(
+        &self,
+        protocol: u8,
+        message: u8,
+        id: u32,
+    ) -> ScmiResult<super::wire::LongName> {
+        self.cmd(protocol, message, &[id], parse_long_name)
     }
 
     /// Whether the platform implements `message` of `protocol` (PROTOCOL_MESSAGE_ATTRIBUTES

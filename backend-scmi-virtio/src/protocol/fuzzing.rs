@@ -17,6 +17,7 @@ pub const ENTRIES: &[(&str, Entry)] = &[
     ("header", header),
     ("status", status),
     ("version", version),
+    ("long_name", long_name),
     ("base_attributes", base_attributes),
     ("base_name", base_name),
     ("base_agent", base_agent),
@@ -52,6 +53,11 @@ pub fn status(b: &[u8]) {
 /// PROTOCOL_VERSION reply.
 pub fn version(b: &[u8]) {
     let _ = common::parse_version(&mut Reader::new(b));
+}
+
+/// `*_NAME_GET` reply.
+pub fn long_name(b: &[u8]) {
+    let _ = common::parse_long_name(&mut Reader::new(b));
 }
 
 /// Base PROTOCOL_ATTRIBUTES reply.

@@ -42,6 +42,7 @@ pub mod power {
     pub const STATE_SET: u8 = 0x4;
     pub const STATE_GET: u8 = 0x5;
     pub const STATE_NOTIFY: u8 = 0x6;
+    pub const NAME_GET: u8 = 0x8;
     /// Notification: POWER_STATE_CHANGED.
     pub const N_STATE_CHANGED: u8 = 0x0;
     /// Generic ON state.
@@ -70,6 +71,7 @@ pub mod perf {
     pub const LEVEL_GET: u8 = 0x8;
     pub const NOTIFY_LIMITS: u8 = 0x9;
     pub const NOTIFY_LEVEL: u8 = 0xA;
+    pub const NAME_GET: u8 = 0xC;
     /// Notification: PERFORMANCE_LIMITS_CHANGED.
     pub const N_LIMITS_CHANGED: u8 = 0x0;
     /// Notification: PERFORMANCE_LEVEL_CHANGED.
@@ -83,6 +85,7 @@ pub mod clock {
     pub const RATE_SET: u8 = 0x5;
     pub const RATE_GET: u8 = 0x6;
     pub const CONFIG_SET: u8 = 0x7;
+    pub const NAME_GET: u8 = 0x8;
     pub const RATE_NOTIFY: u8 = 0x9;
     /// Notification: CLOCK_RATE_CHANGED.
     pub const N_RATE_CHANGED: u8 = 0x0;
@@ -110,6 +113,7 @@ pub mod reset {
     pub const DOMAIN_ATTRIBUTES: u8 = 0x3;
     pub const RESET: u8 = 0x4;
     pub const NOTIFY: u8 = 0x5;
+    pub const NAME_GET: u8 = 0x6;
     /// Notification: RESET_ISSUED.
     pub const N_ISSUED: u8 = 0x0;
     /// RESET flags: autonomous reset.
@@ -128,6 +132,7 @@ pub mod voltage {
     pub const CONFIG_GET: u8 = 0x6;
     pub const LEVEL_SET: u8 = 0x7;
     pub const LEVEL_GET: u8 = 0x8;
+    pub const NAME_GET: u8 = 0x9;
     /// Architectural config: off.
     pub const CONFIG_OFF: u32 = 0x0;
     /// Architectural config: on.
