@@ -81,6 +81,8 @@ pub(crate) struct ChannelInner {
     pub(crate) counters: Counters,
     /// The DSP side is up (cleared on remote loss until it comes back).
     pub(crate) up: AtomicBool,
+    /// GET_DSP_INFO attributes, fetched once per channel.
+    pub(crate) dsp_info: Mutex<Option<alloc::boxed::Box<[u32; crate::capability::DSP_ATTRIBUTES]>>>,
 }
 
 /// A FastRPC channel to one DSP. Cheap to clone.
@@ -136,6 +138,7 @@ impl Channel {
                 sessions: Mutex::new(sessions),
                 counters: Counters::default(),
                 up: AtomicBool::new(true),
+                dsp_info: Mutex::new(None),
             }),
         })
     }

@@ -427,6 +427,23 @@ impl ContextTable {
         n
     }
 
+    /// Session teardown: release every context of `session` (failing in-flight ones first).
+    /// Tickets the caller still holds become stale (their generation no longer matches).
+    pub fn release_session(&self, session: u16) -> usize {
+        self.fail_inflight(Some(session), FastRpcError::ChannelDown);
+        let mut n = 0;
+        for (idx, slot) in self.slots.iter().enumerate() {
+            let mut c = slot.lock();
+            if c.session == session && c.state != CtxState::Free && c.state != CtxState::Building {
+                c.owner = false;
+                c.inflight = false;
+                self.release_locked(idx, &mut c);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Finish releases the receive path deferred. Cheap when none are pending.
     pub fn reap(&self) -> usize {
         // Relaxed: a hint; a reap missed here is found by the next call.

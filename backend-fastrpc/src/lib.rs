@@ -12,6 +12,7 @@
 //! - [`context`]: invoke contexts (bounded table, ids with generation, refcounted lifetime),
 //! - [`channel`]: one channel per domain, its session table and receive path; [`session`]:
 //!   a session (context bank) and the invoke API; [`procctl`]: remote process control,
+//! - [`capability`]: GET_DSP_INFO (DSP attributes, cached per channel),
 //! - [`transport`]: the `fwipc_transport_api::Transport` implementation,
 //! - [`stubskel`]: the `fastrpc_interface!` generator,
 //! - `sim` (std): the simulated DSP, bus and conformance fixture.
@@ -20,6 +21,7 @@
 
 extern crate alloc;
 
+pub mod capability;
 pub mod channel;
 pub mod context;
 pub mod domain;

@@ -146,9 +146,8 @@ impl Drop for SessionInner {
     fn drop(&mut self) {
         // Teardown: the DSP may no longer touch this session's memory (the PD is released and
         // the bank detached), so in-flight contexts are failed and their buffers released.
-        self.ch
-            .ctx
-            .fail_inflight(Some(self.index), FastRpcError::ChannelDown);
+        // Contexts of this session whose tickets were never finished are released too.
+        self.ch.ctx.release_session(self.index);
         self.ch.ctx.reap();
         self.ch.release_session_slot(self.index as usize);
     }

@@ -207,3 +207,57 @@ fn nsessions_expansion_is_capped() {
     assert_eq!(ss[10].sid(), 2);
     assert_eq!(sys.channel.open_session().err(), Some(FastRpcError::Busy));
 }
+
+#[test]
+fn capability_query_is_cached_and_bounded() {
+    use backend_fastrpc::channel::ChannelConfig;
+    use backend_fastrpc::sim::objects::DspUtilities;
+    use backend_fastrpc::Domain;
+    use std::sync::{Arc, Mutex};
+    let mk = |domain: Domain, unsupported: bool| {
+        let cfg = ChannelConfig {
+            domain,
+            ..SimSystem::default_config()
+        };
+        let sys = SimSystem::new(cfg, Completion::Interrupt);
+        let mut attrs = [0u32; 256];
+        attrs[1] = 1;
+        attrs[5] = 0x55;
+        let queries = Arc::new(Mutex::new(0));
+        sys.dsp.add_object(
+            2,
+            Box::new(DspUtilities {
+                attrs,
+                unsupported,
+                queries: queries.clone(),
+            }),
+        );
+        (sys, queries)
+    };
+    let (sys, q) = mk(Domain::Cdsp, false);
+    let s = sys.channel.open_session().unwrap();
+    assert_eq!(s.dsp_capability(5, sys.wait()), Ok(0x55));
+    assert_eq!(s.dsp_capability(1, sys.wait()), Ok(1));
+    let s2 = sys.channel.open_session().unwrap();
+    assert_eq!(s2.dsp_capability(7, sys.wait()), Ok(0));
+    assert_eq!(*q.lock().unwrap(), 1, "fetched once per channel");
+    assert_eq!(
+        s.dsp_capability(256, sys.wait()),
+        Err(FastRpcError::InvalidArgument)
+    );
+
+    let (sys, q) = mk(Domain::Mdsp, false);
+    let s = sys.channel.open_session().unwrap();
+    assert_eq!(
+        s.dsp_capability(1, sys.wait()),
+        Err(FastRpcError::BadDomain)
+    );
+    assert_eq!(*q.lock().unwrap(), 0, "mdsp: nothing sent");
+
+    let (sys, _) = mk(Domain::Adsp, true);
+    let s = sys.channel.open_session().unwrap();
+    assert_eq!(
+        s.dsp_capability(1, sys.wait()),
+        Err(FastRpcError::NotSupported)
+    );
+}

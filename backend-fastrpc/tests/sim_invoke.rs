@@ -398,3 +398,33 @@ fn several_clients_concurrently() {
         "close released every DSP process"
     );
 }
+
+/// Dropping a session releases its contexts, including ones whose tickets were never finished
+/// and ones the DSP still holds (teardown), without leaking the session slot.
+#[test]
+fn session_drop_releases_everything() {
+    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let s = sys.attached_session();
+    sys.dsp.set_fault(Fault::Drop);
+    let mut out = [0u8; 4];
+    let t1 = s
+        .start(ECHO_HANDLE, 2, &[Arg::In(b"abcd"), Arg::Out(&mut out)], 0)
+        .unwrap();
+    let t2 = s
+        .start(ECHO_HANDLE, 2, &[Arg::In(b"efgh"), Arg::Out(&mut out)], 0)
+        .unwrap();
+    s.abandon(t2);
+    let regions = sys.bus.mapped_regions();
+    let before = sys.channel.stats();
+    assert_eq!(before.pool_free, before.pool_capacity - 2);
+    drop(s);
+    let after = sys.channel.stats();
+    assert_eq!(after.pool_free, after.pool_capacity);
+    assert_eq!(sys.channel.sessions_in_use(), 0);
+    assert_eq!(
+        sys.bus.mapped_regions(),
+        regions - 16,
+        "the session's 16 payload buffers are unmapped"
+    );
+    drop(t1); // a stale ticket is inert
+}

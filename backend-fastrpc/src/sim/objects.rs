@@ -161,3 +161,37 @@ impl<T: Send> DspObject for SkelObject<T> {
         (self.skel)(&mut self.obj, call.sc, &ins, &mut outs)
     }
 }
+
+/// The DSP utilities object at handle 2: GET_DSP_INFO (method 0, `sc 0x00010100`).
+pub struct DspUtilities {
+    /// Attribute values (index = attribute id).
+    pub attrs: [u32; 256],
+    /// Answer `AEE_EUNSUPPORTED` (an old DSP image).
+    pub unsupported: bool,
+    /// Queries received.
+    pub queries: Arc<Mutex<u32>>,
+}
+
+impl DspObject for DspUtilities {
+    fn invoke(&mut self, call: &CallInfo, ins: &[Vec<u8>], outs: &mut [Vec<u8>]) -> i32 {
+        *self.queries.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        if self.unsupported || call.sc.method() != 0 {
+            return aee::dsp(aee::EUNSUPPORTED);
+        }
+        if call.sc != Scalars::makex(0, 0, 1, 1, 0, 0) {
+            return aee::dsp(aee::EBADPARM);
+        }
+        let Some(c) = ins[0].get(..4) else {
+            return aee::dsp(aee::EBADPARM);
+        };
+        // A count of attributes, checked against the out-buffer (a byte size would not fit).
+        let count = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
+        if count > 256 || outs[0].len() != 4 * count {
+            return aee::dsp(aee::EBADPARM);
+        }
+        for (o, a) in outs[0].chunks_exact_mut(4).zip(&self.attrs) {
+            o.copy_from_slice(&a.to_le_bytes());
+        }
+        0
+    }
+}
