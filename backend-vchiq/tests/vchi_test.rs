@@ -14,6 +14,7 @@ use backend_vchiq::vchi::test_client::{
     bulk_echo, ctrl, fun2_subtest, fun2_subtests, func_script, ping, ping_suite,
     FUNC_CLIENT_EXPECTED,
 };
+use backend_vchiq::vchi::test_wire::ctrl_message;
 use backend_vchiq::vchi::VchiError;
 use backend_vchiq::{Config, ServiceParams, VchiqError};
 
@@ -292,4 +293,35 @@ fn hostile_videocore_replies_over_the_core() {
         0,
         "junk is VCHI-level, not VCHIQ-level"
     );
+}
+
+#[test]
+fn back_pressure_both_ways_keeps_order() {
+    // 20 full-slot ECHOs sent before reading any reply, into a 1-message client inbox: the
+    // client refuses deliveries (the core holds them in their slots), the VideoCore's echo
+    // service hits its slot quota (15) and defers its replies, and the client's own sends stall
+    // on its quota until the VideoCore releases. Every reply still arrives, in order.
+    let (p, host) = echo_pair();
+    let mut l = p.open(echo_client(), 1).unwrap();
+    let msgs: Vec<Vec<u8>> = (0..20).map(|i| ctrl_message(i, 4088)).collect();
+    for m in &msgs {
+        l.send(m).unwrap();
+    }
+    let mut b = vec![0u8; 4088];
+    for m in &msgs {
+        let n = l.recv(&mut b).unwrap();
+        assert_eq!(&b[..n], &m[..]);
+    }
+    assert!(
+        l.inbox().refused_total() > 0,
+        "client-side back-pressure not exercised"
+    );
+    assert!(
+        host.deferred() > 0,
+        "VideoCore-side back-pressure not exercised"
+    );
+    assert_eq!(host.pending_actions(), 0);
+    let x = ping(&mut l, 1000, 0, 2).unwrap();
+    assert_eq!(x.received, 2002);
+    l.close().unwrap();
 }

@@ -44,6 +44,9 @@ struct Ring {
     count: usize,
     opened: bool,
     closed: bool,
+    /// A delivery was refused (ring full) since the last pop: the core holds it for a `kick`.
+    refused: bool,
+    refused_total: u64,
 }
 
 /// Bounded, preallocated receive queue of one client service.
@@ -64,6 +67,8 @@ impl Inbox {
                 count: 0,
                 opened: false,
                 closed: false,
+                refused: false,
+                refused_total: 0,
             }),
         }
     }
@@ -72,6 +77,8 @@ impl Inbox {
         let mut r = self.ring.lock();
         let depth = r.bufs.len();
         if r.count == depth || payload.len() > MAX_MSG_SIZE {
+            r.refused = true;
+            r.refused_total += 1;
             return false;
         }
         let i = (r.head + r.count) % depth;
@@ -82,23 +89,31 @@ impl Inbox {
     }
 
     /// Take the oldest message into `out`: `None` if empty; a message longer than `out` is
-    /// consumed and reported as `BadLength`.
-    fn pop(&self, out: &mut [u8]) -> Option<Result<usize, VchiError>> {
+    /// consumed and reported as `BadLength`. The flag says a delivery was refused meanwhile (the
+    /// caller must `kick` the core to have it redelivered).
+    fn pop(&self, out: &mut [u8]) -> Option<(Result<usize, VchiError>, bool)> {
         let mut r = self.ring.lock();
         if r.count == 0 {
             return None;
         }
+        let refused = core::mem::take(&mut r.refused);
         let i = r.head;
         let n = r.lens[i];
         r.head = (r.head + 1) % r.bufs.len();
         r.count -= 1;
-        Some(match out.get_mut(..n) {
+        let res = match out.get_mut(..n) {
             Some(dst) => {
                 dst.copy_from_slice(&r.bufs[i][..n]);
                 Ok(n)
             }
             None => Err(VchiError::Protocol(ProtocolError::BadLength)),
-        })
+        };
+        Some((res, refused))
+    }
+
+    /// Deliveries refused because the inbox was full (back-pressure events).
+    pub fn refused_total(&self) -> u64 {
+        self.ring.lock().refused_total
     }
 
     /// Messages waiting.
@@ -139,6 +154,9 @@ pub struct CoreLink<'v, P: FnMut() -> Result<(), VchiError>> {
     inbox: Arc<Inbox>,
     pump: P,
     next_tag: u64,
+    /// The bulk buffer, lent to the core for each transfer and returned with its completion:
+    /// reused, so steady-state bulks of a size seen before allocate nothing.
+    spare: Vec<u8>,
 }
 
 impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
@@ -172,6 +190,7 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
             inbox,
             pump,
             next_tag: 1,
+            spare: Vec::new(),
         })
     }
 
@@ -201,10 +220,13 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
         Ok(())
     }
 
-    fn bulk(&mut self, dir: BulkDir, mut buf: Vec<u8>) -> Result<(usize, Vec<u8>), VchiError> {
+    /// Run one blocking bulk of `len` bytes with the spare buffer (already filled for a
+    /// transmit); returns the actual length. The buffer is back in `self.spare` afterwards,
+    /// unless the transfer is still queued (the pump gave up), in which case the core keeps it.
+    fn bulk(&mut self, dir: BulkDir, len: usize) -> Result<usize, VchiError> {
         let tag = self.next_tag;
         self.next_tag += 1;
-        let len = buf.len();
+        let mut buf = core::mem::take(&mut self.spare);
         loop {
             let r = match dir {
                 BulkDir::Transmit => {
@@ -218,19 +240,23 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
             };
             match r {
                 Ok(()) => break,
-                Err((VchiqError::Retry, back)) => {
+                Err((e, back)) => {
                     buf = back;
-                    (self.pump)()?;
+                    if e != VchiqError::Retry {
+                        self.spare = buf;
+                        return Err(e.into());
+                    }
+                    if let Err(e) = (self.pump)() {
+                        self.spare = buf;
+                        return Err(e);
+                    }
                 }
-                Err((e, _)) => return Err(e.into()),
             }
         }
         loop {
             if let Some(c) = self.vchiq.take_bulk_completion_tag(self.handle, tag)? {
-                return match c.result {
-                    Ok(n) => Ok((n, c.buf)),
-                    Err(e) => Err(e.into()),
-                };
+                self.spare = c.buf;
+                return c.result.map_err(Into::into);
             }
             (self.pump)()?;
         }
@@ -249,9 +275,11 @@ impl<P: FnMut() -> Result<(), VchiError>> ServiceLink for CoreLink<'_, P> {
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, VchiError> {
         loop {
-            if let Some(r) = self.inbox.pop(buf) {
-                // A slot may have been held back by a full inbox: ask for redelivery.
-                self.vchiq.kick();
+            if let Some((r, refused)) = self.inbox.pop(buf) {
+                if refused {
+                    // The core held a message back for our full inbox: ask for redelivery.
+                    self.vchiq.kick();
+                }
                 return r;
             }
             if self.inbox.ring.lock().closed {
@@ -264,13 +292,17 @@ impl<P: FnMut() -> Result<(), VchiError>> ServiceLink for CoreLink<'_, P> {
 
 impl<P: FnMut() -> Result<(), VchiError>> BulkLink for CoreLink<'_, P> {
     fn bulk_transmit(&mut self, data: &[u8]) -> Result<(), VchiError> {
-        self.bulk(BulkDir::Transmit, data.to_vec()).map(|_| ())
+        self.spare.clear();
+        self.spare.extend_from_slice(data);
+        self.bulk(BulkDir::Transmit, data.len()).map(|_| ())
     }
 
     fn bulk_receive(&mut self, buf: &mut [u8]) -> Result<usize, VchiError> {
-        let (n, data) = self.bulk(BulkDir::Receive, vec![0u8; buf.len()])?;
-        let n = n.min(buf.len()).min(data.len());
-        buf[..n].copy_from_slice(&data[..n]);
+        self.spare.clear();
+        self.spare.resize(buf.len(), 0);
+        let n = self.bulk(BulkDir::Receive, buf.len())?;
+        let n = n.min(buf.len()).min(self.spare.len());
+        buf[..n].copy_from_slice(&self.spare[..n]);
         Ok(n)
     }
 }
@@ -287,6 +319,7 @@ pub struct VcServiceHost<S, F: Fn() -> S> {
     make: F,
     instances: spin::Mutex<BTreeMap<u32, Instance<S>>>,
     retired: spin::Mutex<VecDeque<S>>,
+    deferred: core::sync::atomic::AtomicU64,
 }
 
 /// Closed instances kept for inspection ([`VcServiceHost::take_retired`]).
@@ -299,6 +332,7 @@ impl<S: VcService + Send, F: Fn() -> S + Send + Sync> VcServiceHost<S, F> {
             make,
             instances: spin::Mutex::new(BTreeMap::new()),
             retired: spin::Mutex::new(VecDeque::new()),
+            deferred: core::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -322,6 +356,12 @@ impl<S: VcService + Send, F: Fn() -> S + Send + Sync> VcServiceHost<S, F> {
         self.retired.lock().drain(..).collect()
     }
 
+    /// Times an action was deferred because the core answered `Retry` (back-pressure events).
+    pub fn deferred(&self) -> u64 {
+        // Relaxed: a statistics counter.
+        self.deferred.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Actions still waiting for the core (back-pressure).
     pub fn pending_actions(&self) -> usize {
         self.instances.lock().values().map(|i| i.outbox.len()).sum()
@@ -333,7 +373,7 @@ impl<S: VcService + Send, F: Fn() -> S + Send + Sync> VcServiceHost<S, F> {
         let mut unblocked = false;
         for (&h, inst) in self.instances.lock().iter_mut() {
             let before = inst.outbox.len();
-            done += Self::drain(vchiq, ServiceHandle::from_raw(h), &mut inst.outbox);
+            done += self.drain(vchiq, ServiceHandle::from_raw(h), &mut inst.outbox);
             unblocked |= before > 0 && inst.outbox.is_empty();
         }
         if unblocked {
@@ -343,7 +383,7 @@ impl<S: VcService + Send, F: Fn() -> S + Send + Sync> VcServiceHost<S, F> {
         done
     }
 
-    fn drain(vchiq: &Vchiq, h: ServiceHandle, outbox: &mut VecDeque<VcAction>) -> usize {
+    fn drain(&self, vchiq: &Vchiq, h: ServiceHandle, outbox: &mut VecDeque<VcAction>) -> usize {
         let mut done = 0;
         while let Some(a) = outbox.front() {
             let r = match a {
@@ -371,7 +411,12 @@ impl<S: VcService + Send, F: Fn() -> S + Send + Sync> VcServiceHost<S, F> {
                 VcAction::Close => vchiq.close_service(h),
             };
             match r {
-                Err(VchiqError::Retry) => break,
+                Err(VchiqError::Retry) => {
+                    // Relaxed: a statistics counter.
+                    self.deferred
+                        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
                 Err(e) => warn!(target: "vchi::host", "action {a:?} failed: {e}"),
                 Ok(()) => {}
             }
@@ -390,7 +435,7 @@ impl<S: VcService + Send, F: Fn() -> S + Send + Sync> ServiceHandler for VcServi
             service: (self.make)(),
             outbox: VecDeque::new(),
         });
-        Self::drain(ctx.vchiq, ctx.handle, &mut inst.outbox);
+        self.drain(ctx.vchiq, ctx.handle, &mut inst.outbox);
         let mut out = Vec::new();
         match event {
             Event::Opened => {
@@ -432,7 +477,7 @@ impl<S: VcService + Send, F: Fn() -> S + Send + Sync> ServiceHandler for VcServi
             Event::RemoteBulkPending { .. } => {}
         }
         inst.outbox.extend(out);
-        Self::drain(ctx.vchiq, ctx.handle, &mut inst.outbox);
+        self.drain(ctx.vchiq, ctx.handle, &mut inst.outbox);
         Deliver::Done
     }
 }
