@@ -1,8 +1,10 @@
 //! Shared test support: daemon start (skip or fail when missing), and a *raw* SCMI driver on
 //! `virtio_drivers::queue::VirtQueue` with its own tiny header codec, used to prove the harness
-//! (MemfdHal + VhostUserTransport) independently of the fwipc SCMI backend.
+//! (MemfdHal + VhostUserTransport) independently of the fwipc SCMI backend; the backend fixture
+//! and the daemon-specific conformance scenarios.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod raw;
 pub mod scenarios;
 

@@ -1,0 +1,31 @@
+//! The conformance scenarios a real platform can take, run on the fwipc SCMI backend against the
+//! real vhost-device-scmi (daemon-specific versions: SCMI commands instead of the echo service,
+//! SIGSTOP instead of the Hold fault). Each runs in interrupt and polled mode where it matters.
+
+mod common;
+
+use std::time::Duration;
+
+use common::backend::BackendFixture;
+use common::scenarios;
+
+#[test]
+fn conformance_fifo_ordering() {
+    scenarios::fifo_ordering::<BackendFixture>();
+}
+
+#[test]
+fn conformance_concurrent_senders() {
+    scenarios::concurrent_senders::<BackendFixture>(4, 250);
+}
+
+#[test]
+fn conformance_pool_exhaustion() {
+    scenarios::pool_exhaustion::<BackendFixture>();
+}
+
+#[test]
+fn conformance_teardown_in_flight() {
+    // Bounded by the backend's own shutdown wait plus one frozen GET_VRING_BASE reply timeout.
+    scenarios::teardown_in_flight::<BackendFixture>(Duration::from_secs(3));
+}
