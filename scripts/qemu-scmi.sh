@@ -3,13 +3,12 @@
 # platform (vhost-device-scmi) through QEMU's `vhost-user-scmi` virtio-mmio device.
 #
 #   scripts/qemu-scmi.sh            build the guest, run it, check its output; exit 0 on PASS
-#   scripts/qemu-scmi.sh --install  first install what is missing (for CI on a fresh machine):
-#                                   vhost-device-scmi 0.4.0 into target/tools (cargo install, ~35 s),
-#                                   QEMU 10 from bookworm-backports (apt, root), the rustup target
+#   scripts/qemu-scmi.sh --install  first run scripts/setup.sh (installs vhost-device-scmi 0.4.0,
+#                                   QEMU 10 from bookworm-backports, the rustup target; idempotent)
 #
 # Environment:
-#   VHOST_DEVICE_SCMI   the daemon (default /opt/fwipc-cache/tools/bin/vhost-device-scmi, then
-#                       target/tools/bin/vhost-device-scmi, then PATH)
+#   VHOST_DEVICE_SCMI   the daemon (default $FWIPC_TOOLS/bin/vhost-device-scmi, FWIPC_TOOLS defaulting
+#                       to /opt/fwipc-cache/tools as in scripts/setup.sh, then PATH)
 #   QEMU_SYSTEM_AARCH64 qemu-system-aarch64 >= 8.1 with vhost-user-scmi (default: PATH)
 #   QEMU_TIMEOUT        seconds the guest may run (default 60; a passing run takes about 1 s)
 #
@@ -20,7 +19,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GUEST_DIR="$ROOT/guest-aarch64"
 GUEST_ELF="$GUEST_DIR/target/aarch64-unknown-none/release/fwipc-guest-aarch64"
-TOOLS="$ROOT/target/tools"
+TOOLS=${FWIPC_TOOLS:-/opt/fwipc-cache/tools}
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-60}
 SENSOR_NAME=acc0
 INSTALL=0
@@ -37,8 +36,6 @@ die() { local code=$1; shift; say "FAIL: $*"; exit "$code"; }
 find_daemon() {
     if [[ -n "${VHOST_DEVICE_SCMI:-}" ]]; then
         echo "$VHOST_DEVICE_SCMI"
-    elif [[ -x /opt/fwipc-cache/tools/bin/vhost-device-scmi ]]; then
-        echo /opt/fwipc-cache/tools/bin/vhost-device-scmi
     elif [[ -x "$TOOLS/bin/vhost-device-scmi" ]]; then
         echo "$TOOLS/bin/vhost-device-scmi"
     else
@@ -47,29 +44,18 @@ find_daemon() {
 }
 qemu_ok() { [[ -n "$1" && -x "$1" ]] && "$1" -device help 2>/dev/null | grep -q '"vhost-user-scmi"'; }
 
-DAEMON=$(find_daemon)
-if [[ $INSTALL -eq 1 && ! -x "$DAEMON" ]]; then
-    say "installing vhost-device-scmi 0.4.0 into $TOOLS"
-    cargo install vhost-device-scmi@0.4.0 --locked --root "$TOOLS" || die 2 "cargo install vhost-device-scmi failed"
-    DAEMON=$(find_daemon)
+if [[ $INSTALL -eq 1 ]]; then
+    say "installing prerequisites (scripts/setup.sh)"
+    FWIPC_TOOLS="$TOOLS" bash "$ROOT/scripts/setup.sh" || die 2 "scripts/setup.sh failed"
 fi
+DAEMON=$(find_daemon)
 [[ -n "$DAEMON" && -x "$DAEMON" ]] ||
     die 2 "vhost-device-scmi not found (set VHOST_DEVICE_SCMI, or run with --install)"
 QEMU=${QEMU_SYSTEM_AARCH64:-$(command -v qemu-system-aarch64 || true)}
-if [[ $INSTALL -eq 1 ]] && ! qemu_ok "$QEMU"; then
-    say "installing qemu-system-arm from bookworm-backports"
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-arm ||
-        die 2 "apt-get install qemu-system-arm failed"
-    QEMU=${QEMU_SYSTEM_AARCH64:-$(command -v qemu-system-aarch64 || true)}
-fi
 [[ -n "$QEMU" && -x "$QEMU" ]] || die 2 "qemu-system-aarch64 not found (QEMU >= 8.1 needed; --install)"
 qemu_ok "$QEMU" ||
     die 2 "$QEMU has no vhost-user-scmi device (QEMU >= 8.1 for arm/aarch64 needed): $("$QEMU" --version | head -n1)"
 command -v timeout >/dev/null || die 2 "timeout(1) not found"
-if [[ $INSTALL -eq 1 ]] && command -v rustup >/dev/null &&
-    ! rustup target list --installed | grep -qx aarch64-unknown-none; then
-    rustup target add aarch64-unknown-none || die 2 "rustup target add aarch64-unknown-none failed"
-fi
 
 # --- build the guest ---------------------------------------------------------------------------
 say "building guest"
