@@ -207,6 +207,8 @@ expect "agent: sensor 0 \"$SENSOR_NAME\": 3 axes, unit 0, continuous-update noti
 expect 'agent: sensor 0 reading 0: 3 103 203'
 expect 'agent: sensor 0 reading 1: 4 104 204'
 expect 'agent: sensor 0 reading 2: 5 105 205'
+# The whole message pool in flight at once, then one more send, refused.
+expect 'agent: 8 requests in flight at once: 8 correct replies; next send Busy'
 expect 'agent: shut down'
 # 3. After another reset, the same stack in interrupt mode: the device's GIC interrupt runs
 #    ScmiVirtio::complete, the agent sleeps in WFE between polls; P2A negotiated.
@@ -217,6 +219,7 @@ expect_discovery agent-irq 2.0 3.0
 expect 'agent-irq: sensor 0 reading 0: 6 106 206'
 expect 'agent-irq: sensor 0 reading 1: 7 107 207'
 expect 'agent-irq: sensor 0 reading 2: 8 108 208'
+expect 'agent-irq: 8 requests in flight at once: 8 correct replies; next send Busy'
 # SENSOR_UPDATE notification (triggered by this script through the daemon's stdout pipe): one
 # fake reading, so the axes are x, x + 100, x + 200.
 NOTIF=$(grep -xE 'agent-irq: notification SENSOR_UPDATE sensor 0: -?[0-9]+ -?[0-9]+ -?[0-9]+' \

@@ -7,10 +7,12 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use core::time::Duration;
 
+use alloc::vec::Vec;
+use backend_scmi_virtio::header::make_target;
 use backend_scmi_virtio::protocol::notify::Notification;
 use backend_scmi_virtio::protocol::{Config, Event, Filter, Scmi, ScmiError, WaitPolicy};
 use backend_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
-use fwipc_transport_api::Transport;
+use fwipc_transport_api::{wait_done, Deadline, Error, Request, Transport, TxOutcome, Wait};
 
 use crate::hal::IdentityHal;
 use crate::irq;
@@ -133,6 +135,7 @@ pub fn session(
                 .ctx("agent set-up")?;
             discover(&agent, tag)?;
             sensors(&agent, &timer, tag)?;
+            pipelined(agent.transport(), &timer, tag, Wait::Poll)?;
             finish(&agent, tag)
         }
         Mode::Interrupt { intid } => {
@@ -158,6 +161,16 @@ pub fn session(
             println!("{tag}: device interrupt INTID {intid} -> ScmiVirtio::complete");
             discover(&agent, tag)?;
             sensors(&agent, &timer, tag)?;
+            let relax = || irq::wait_for_interrupt();
+            pipelined(
+                agent.transport(),
+                &timer,
+                tag,
+                Wait::SpinThenYield {
+                    spins: 0,
+                    relax: &relax,
+                },
+            )?;
             notification(&agent, &timer, tag)?;
             drop(registration);
             let (after, spurious) = irq::counts();
@@ -293,6 +306,61 @@ fn sensors<T: Transport>(
         timer.now_ns().saturating_sub(t0) / n / 1000
     );
     Ok(())
+}
+
+/// Fill the transport: `max_msg` BASE PROTOCOL_VERSION requests in flight at once (all sent
+/// before any is waited for), check the next send is refused with `Busy`, then wait for every
+/// reply in send order and check each one. Exercises the backend's slots, tokens and pool against
+/// the real device, which may complete them in any order.
+fn pipelined<T: Transport>(
+    t: &T,
+    timer: &GenericTimer,
+    tag: &str,
+    wait: Wait<'_>,
+) -> Result<(), AgentError> {
+    let transport = |what: &'static str| move |e: Error| AgentError::Scmi(what, e.into());
+    let n = t.caps().max_msg;
+    let req = Request::new(make_target(0x10, 0x0), &[]);
+    let mut tickets = Vec::with_capacity(n);
+    for _ in 0..n {
+        tickets.push(t.send(&req).map_err(transport("pipelined send"))?);
+    }
+    let busy = match t.send(&req) {
+        Err(Error::Busy) => true,
+        Ok(extra) => {
+            t.mark_txdone(extra, TxOutcome::Cancelled);
+            false
+        }
+        Err(_) => false,
+    };
+    let deadline = Deadline::after(timer, Duration::from_secs(2));
+    let mut replies_ok = 0;
+    for ticket in tickets {
+        let done = wait_done(t, &ticket, timer, deadline, wait);
+        let mut out = [0u8; 16];
+        let reply = done.and_then(|()| t.fetch_response(&ticket, &mut out));
+        t.mark_txdone(
+            ticket,
+            if reply.is_ok() {
+                TxOutcome::Done
+            } else {
+                TxOutcome::TimedOut
+            },
+        );
+        let len = reply.map_err(transport("pipelined reply"))?;
+        if len == 4 && out[..4] == 0x20000u32.to_le_bytes() {
+            replies_ok += 1;
+        }
+    }
+    println!(
+        "{tag}: {n} requests in flight at once: {replies_ok} correct replies; next send {}",
+        if busy { "Busy" } else { "NOT refused" }
+    );
+    check(
+        replies_ok == n,
+        "every pipelined reply is BASE version 0x20000",
+    )?;
+    check(busy, "a send beyond max_msg is refused with Busy")
 }
 
 /// Values of the last SENSOR_UPDATE seen by the subscriber.
