@@ -67,6 +67,9 @@ fn check(cond: bool, what: &'static str) -> Result<(), AgentError> {
 /// The virtio-scmi transport of this guest.
 type Virtio = ScmiVirtio<IdentityHal, ModernMmioTransport>;
 
+/// Deadline of each command (replies take tens of microseconds under TCG; the margin is for a
+/// loaded CI host, where QEMU and the daemon share two cores with other jobs).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readings taken per sensor.
 const READINGS: usize = 3;
 /// How long the guest waits for the host to trigger a notification.
@@ -126,7 +129,7 @@ pub fn session(
     timer: GenericTimer,
     mode: Mode,
 ) -> Result<(), AgentError> {
-    let timeouts = |c: Config| c.with_timeouts(Duration::from_secs(2), Duration::from_secs(2));
+    let timeouts = |c: Config| c.with_timeouts(COMMAND_TIMEOUT, COMMAND_TIMEOUT);
     match mode {
         Mode::Polled => {
             let tag = "agent";
@@ -333,7 +336,7 @@ fn pipelined<T: Transport>(
         }
         Err(_) => false,
     };
-    let deadline = Deadline::after(timer, Duration::from_secs(2));
+    let deadline = Deadline::after(timer, COMMAND_TIMEOUT);
     let mut replies_ok = 0;
     for ticket in tickets {
         let done = wait_done(t, &ticket, timer, deadline, wait);

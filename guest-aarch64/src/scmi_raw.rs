@@ -22,7 +22,7 @@ pub const CMDQ_SIZE: usize = 8;
 pub const MAX_REPLY: usize = 8 + 128;
 const MAX_PARAMS: usize = 8;
 /// How long one command may take before the device is declared wedged.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Re-notify period while waiting (a kick that raced the vhost-user ring enable would be lost).
 const RENOTIFY: Duration = Duration::from_millis(100);
 
