@@ -29,8 +29,11 @@ pub struct BackendFixture {
     mode: Completion,
 }
 
-pub fn agent_config() -> AgentConfig {
+/// The agent's configuration: bounded waits, and requests in the fixture's completion mode (a
+/// polled agent drains the cmdq itself; an interrupt-mode one relies on the irq thread).
+pub fn agent_config(mode: Completion) -> AgentConfig {
     let mut c = AgentConfig::default().with_timeouts(TIMEOUT, TIMEOUT);
+    c.completion = mode;
     c.wait = WaitPolicy::SpinThenYield {
         spins: 64,
         relax: std::thread::yield_now,
@@ -48,7 +51,7 @@ impl BackendFixture {
         let chan = ScmiVirtio::<MemfdHal, _>::new(vt, cfg)
             .unwrap_or_else(|e| panic!("ScmiVirtio::new on vhost-device-scmi: {e}"));
         chan.with_transport(|t| assert!(t.error().is_none(), "{:?}", t.error()));
-        let agent = Arc::new(Scmi::new(chan, StdClock::new(), agent_config()).expect("agent"));
+        let agent = Arc::new(Scmi::new(chan, StdClock::new(), agent_config(mode)).expect("agent"));
         let irq = match mode {
             Completion::Interrupt => {
                 let a = agent.clone();
