@@ -7,6 +7,7 @@
 //! - [`copy_out`]: the AP's read-back of DSP-written payload metadata (out lengths, fd list),
 //! - [`payload_meta`]: the checked metadata reader for an arbitrary `sc`,
 //! - [`scalars`]: the `sc` decode,
+//! - [`reverse_unpack`]: reverse-RPC buffer unpacking,
 //! - `dsp_message` (std): the simulated DSP's decode of a message + payload,
 //! - `skel` (std): a generated skel's unmarshalling of arbitrary buffers.
 
@@ -202,6 +203,25 @@ pub fn payload_meta(data: &[u8]) {
     }
 }
 
+/// Reverse-RPC unpacking: byte 0 = in-buffer count, byte 1 = out-length count, rest = packed
+/// data (as a hostile DSP would return it from `next2`).
+pub fn reverse_unpack(data: &[u8]) {
+    let Some((&[ni, no], rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let (ni, no) = (
+        ni as usize % (crate::reverse::MAX_REVERSE_BUFS + 1),
+        no as usize % (crate::reverse::MAX_REVERSE_BUFS + 1),
+    );
+    let mut ins: [&[u8]; crate::reverse::MAX_REVERSE_BUFS] = Default::default();
+    let mut lens = [0u32; crate::reverse::MAX_REVERSE_BUFS];
+    if let Ok(n) = crate::reverse::unpack(rest, &mut ins[..ni], &mut lens[..no]) {
+        assert!(n <= rest.len());
+        let total: usize = ins[..ni].iter().map(|b| b.len()).sum();
+        assert!(total <= rest.len());
+    }
+}
+
 /// The scalars decode (total over every word).
 pub fn scalars(data: &[u8]) {
     if let Some(w) = data.first_chunk::<4>() {
@@ -337,6 +357,15 @@ mod tests {
         let mut seed = GOLDEN_SC.to_vec();
         seed.resize(4 + 544, 0);
         run(payload_meta, 2000, 700, &[&seed]);
+    }
+
+    #[test]
+    fn fuzz_reverse_unpack() {
+        let mut seed = vec![3u8, 2];
+        let mut packed = [0u8; 64];
+        let n = crate::reverse::pack(&[b"abc", b"", b"12345678"], &[16, 0], &mut packed).unwrap();
+        seed.extend_from_slice(&packed[..n]);
+        run(reverse_unpack, 3000, 200, &[&seed]);
     }
 
     #[test]

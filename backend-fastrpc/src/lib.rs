@@ -12,6 +12,7 @@
 //! - [`context`]: invoke contexts (bounded table, ids with generation, refcounted lifetime),
 //! - [`channel`]: one channel per domain, its session table and receive path; [`session`]:
 //!   a session (context bank) and the invoke API; [`procctl`]: remote process control,
+//! - [`reverse`]: reverse RPC (listener, buffer packing),
 //! - [`capability`]: GET_DSP_INFO (DSP attributes, cached per channel),
 //! - [`transport`]: the `fwipc_transport_api::Transport` implementation,
 //! - [`stubskel`]: the `fastrpc_interface!` generator,
@@ -33,6 +34,7 @@ pub mod mem;
 pub mod packet;
 pub mod payload;
 pub mod procctl;
+pub mod reverse;
 pub mod scalars;
 pub mod session;
 #[cfg(feature = "std")]

@@ -171,6 +171,35 @@ impl Invoker for SessionInvoker<'_> {
     }
 }
 
+/// A blocking [`Invoker`] for one thread (`tid`) that resumes that thread's interrupted call
+/// instead of re-sending it (see [`Session::start_or_resume`]).
+pub struct ResumableInvoker<'a> {
+    /// The session.
+    pub session: &'a Session,
+    /// The calling thread's id.
+    pub tid: i32,
+    /// Time source.
+    pub clock: &'a dyn Clock,
+    /// Per-call timeout.
+    pub timeout: Duration,
+    /// Called between polls.
+    pub relax: &'a dyn Fn(),
+}
+
+impl Invoker for ResumableInvoker<'_> {
+    fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()> {
+        self.session.invoke_resumable(
+            handle,
+            method,
+            args,
+            self.tid,
+            self.clock,
+            self.timeout,
+            self.relax,
+        )
+    }
+}
+
 /// Declare an interface; see the [module docs](crate::stubskel).
 #[macro_export]
 macro_rules! fastrpc_interface {

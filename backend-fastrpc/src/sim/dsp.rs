@@ -4,7 +4,7 @@
 //! and memory maps) or to a hosted object, writes the out-buffers, lengths and fd list back, and
 //! answers `{ctx, retval}`. Every conformance fault knob is implemented here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -16,6 +16,7 @@ use fwipc_transport_api::fixture::Fault;
 
 use crate::error::aee;
 use crate::payload::MetaView;
+use crate::reverse::{self, LISTENER_HANDLE};
 use crate::scalars::Scalars;
 use crate::sim::bus::SimBus;
 use crate::sim::link::SimLink;
@@ -49,7 +50,53 @@ pub struct CallInfo {
 pub trait DspObject: Send {
     /// Handle one call.
     fn invoke(&mut self, call: &CallInfo, ins: &[Vec<u8>], outs: &mut [Vec<u8>]) -> i32;
+
+    /// Instead of answering, make a reverse call to the AP first (the call stays pending on
+    /// the DSP until the AP's listener answers). Default: never.
+    fn reverse(&mut self, call: &CallInfo, ins: &[Vec<u8>]) -> Option<ReverseCall> {
+        let _ = (call, ins);
+        None
+    }
+
+    /// The AP answered the reverse call with `result` and out-buffers `rev_outs`: finish the
+    /// original call. Returns its `retval`.
+    fn reverse_done(
+        &mut self,
+        call: &CallInfo,
+        ins: &[Vec<u8>],
+        outs: &mut [Vec<u8>],
+        result: i32,
+        rev_outs: &[&[u8]],
+    ) -> i32 {
+        let _ = (call, ins, outs, result, rev_outs);
+        aee::dsp(aee::EFAILED)
+    }
 }
+
+/// A reverse call a DSP object makes to an AP service.
+#[derive(Debug, Clone)]
+pub struct ReverseCall {
+    /// AP-side handle.
+    pub handle: u32,
+    /// Method index.
+    pub method: u32,
+    /// In-buffers.
+    pub ins: Vec<Vec<u8>>,
+    /// Out-buffer lengths.
+    pub out_lens: Vec<u32>,
+}
+
+/// A decoded request: its buffers read from the payload and where the outputs go.
+struct Decoded {
+    call: CallInfo,
+    ins: Vec<Vec<u8>>,
+    outs: Vec<Vec<u8>>,
+    out_at: Vec<(usize, Option<u64>, u64)>,
+}
+
+/// A call waiting on a reverse call: (message, decoded request, out-buffer count of the
+/// reverse call).
+type Parked = (FastRpcMsg, Decoded, usize);
 
 /// Kind of a DSP process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +133,13 @@ struct State {
     bad_msgs: u64,
     procs: BTreeMap<i32, Process>,
     next_vaddr: u64,
+    /// Reverse requests not yet taken by a listener: (ctx, handle, sc, packed in-buffers).
+    rev_queue: VecDeque<(u32, u32, u32, Vec<u8>)>,
+    /// Calls waiting on their reverse call, by reverse ctx.
+    parked: BTreeMap<u32, Parked>,
+    /// `next2` calls waiting for a reverse request.
+    listeners: VecDeque<(FastRpcMsg, Decoded)>,
+    next_rctx: u32,
 }
 
 type Hook = Box<dyn Fn() + Send + Sync>;
@@ -124,6 +178,10 @@ impl SimDsp {
                 bad_msgs: 0,
                 procs: BTreeMap::new(),
                 next_vaddr: 0xE000_0000,
+                rev_queue: VecDeque::new(),
+                parked: BTreeMap::new(),
+                listeners: VecDeque::new(),
+                next_rctx: 1,
             }),
             objects: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
@@ -166,8 +224,9 @@ impl SimDsp {
     pub fn release(&self) {
         let held = std::mem::take(&mut lock(&self.sh.state).held);
         for m in held {
-            let r = self.sh.execute(&m);
-            self.sh.respond(&m, r, Fault::None);
+            if let Some(r) = self.sh.execute(&m) {
+                self.sh.respond(&m, r, Fault::None);
+            }
         }
     }
 
@@ -199,6 +258,9 @@ impl SimDsp {
             s.held.clear();
             s.dropped.clear();
             s.procs.clear();
+            s.rev_queue.clear();
+            s.parked.clear();
+            s.listeners.clear();
         }
         if let Some(h) = lock(&self.sh.reset_hook).as_ref() {
             h();
@@ -208,6 +270,11 @@ impl SimDsp {
     /// A copy of process `pid`.
     pub fn process(&self, pid: i32) -> Option<Process> {
         lock(&self.sh.state).procs.get(&pid).cloned()
+    }
+
+    /// Calls waiting on a reverse call.
+    pub fn parked_calls(&self) -> usize {
+        lock(&self.sh.state).parked.len()
     }
 
     /// Processes alive.
@@ -224,7 +291,7 @@ impl SimDsp {
     /// DSP-side decode). Returns the response it would send, if any.
     pub fn execute_datagram(&self, d: &[u8]) -> Option<i32> {
         let m = wire::parse_msg(d).ok()?;
-        Some(self.sh.execute(&m))
+        self.sh.execute(&m)
     }
 }
 
@@ -266,8 +333,9 @@ impl Shared {
         if let Fault::Delay(t) = fault {
             std::thread::sleep(t);
         }
-        let r = self.execute(&msg);
-        self.respond(&msg, r, fault);
+        if let Some(r) = self.execute(&msg) {
+            self.respond(&msg, r, fault);
+        }
     }
 
     fn respond(&self, msg: &FastRpcMsg, retval: i32, fault: Fault) {
@@ -319,44 +387,41 @@ impl Shared {
         }
     }
 
-    /// Execute one request; returns `retval`.
-    fn execute(&self, msg: &FastRpcMsg) -> i32 {
+    /// Read a request's buffers from the payload, as the DSP does.
+    fn decode(&self, msg: &FastRpcMsg) -> Result<Decoded, i32> {
+        let bad = aee::dsp(aee::EBADPARM);
         let sc = Scalars(msg.sc.get());
         let n = sc.len();
         let mut ins: Vec<Vec<u8>> = Vec::new();
         let mut outs: Vec<Vec<u8>> = Vec::new();
-        let mut out_at: Vec<(usize, Option<u64>, u64)> = Vec::new();
+        let mut out_at = Vec::new();
         let mut in_fds = Vec::new();
         let addr = msg.addr.get();
         if n > 0 {
             let metalen = wire::metalen(n);
             if addr == 0 || msg.size.get() < metalen as u64 {
-                return aee::dsp(aee::EBADPARM);
+                return Err(bad);
             }
             let mut meta = vec![0u8; metalen];
             if !self.bus.read(addr, &mut meta) {
-                return aee::dsp(aee::EBADPARM);
+                return Err(bad);
             }
-            let Ok(v) = MetaView::parse(sc, &meta) else {
-                return aee::dsp(aee::EBADPARM);
-            };
+            let v = MetaView::parse(sc, &meta).map_err(|_| bad)?;
             for i in 0..sc.nbufs() {
-                let Ok(rb) = v.rpra(i) else {
-                    return aee::dsp(aee::EBADPARM);
-                };
+                let rb = v.rpra(i).map_err(|_| bad)?;
                 let len = rb.len.get();
                 if len > MAX_DSP_BUF {
-                    return aee::dsp(aee::EBADPARM);
+                    return Err(bad);
                 }
                 let at = if len == 0 {
                     None
                 } else {
                     let Ok(Some(pg)) = v.page_of(i) else {
-                        return aee::dsp(aee::EBADPARM);
+                        return Err(bad);
                     };
                     let in_page = rb.pv.get() & 4095;
                     if in_page + len > pg.size.get() {
-                        return aee::dsp(aee::EBADPARM);
+                        return Err(bad);
                     }
                     Some(pg.addr.get() + in_page)
                 };
@@ -364,7 +429,7 @@ impl Shared {
                     let mut b = vec![0u8; len as usize];
                     if let Some(a) = at {
                         if !self.bus.read(a, &mut b) {
-                            return aee::dsp(aee::EBADPARM);
+                            return Err(bad);
                         }
                     }
                     ins.push(b);
@@ -374,48 +439,174 @@ impl Shared {
                 }
             }
             for i in sc.nbufs()..n {
-                match v.dma(i) {
-                    Ok(d) if i < sc.nbufs() + sc.inhandles() => in_fds.push(d.fd.get()),
-                    Ok(_) => {}
-                    Err(_) => return aee::dsp(aee::EBADPARM),
+                let d = v.dma(i).map_err(|_| bad)?;
+                if i < sc.nbufs() + sc.inhandles() {
+                    in_fds.push(d.fd.get());
                 }
             }
         }
-        let call = CallInfo {
-            pid: msg.pid.get(),
-            tid: msg.tid.get(),
-            handle: msg.handle.get(),
-            sc,
-            in_fds: in_fds.clone(),
+        Ok(Decoded {
+            call: CallInfo {
+                pid: msg.pid.get(),
+                tid: msg.tid.get(),
+                handle: msg.handle.get(),
+                sc,
+                in_fds,
+            },
+            ins,
+            outs,
+            out_at,
+        })
+    }
+
+    /// Write outputs (on success), their lengths, and the fd list back into the payload.
+    fn write_back(&self, msg: &FastRpcMsg, d: &Decoded, r: i32) {
+        let n = d.call.sc.len();
+        if n == 0 {
+            return;
+        }
+        let addr = msg.addr.get();
+        if r == 0 {
+            for (k, (i, at, len)) in d.out_at.iter().enumerate() {
+                let data = &d.outs[k];
+                let new_len = (data.len() as u64).min(*len);
+                if let Some(a) = at {
+                    self.bus.write(*a, &data[..new_len as usize]);
+                }
+                self.bus
+                    .write(addr + 16 * *i as u64 + 8, &new_len.to_le_bytes());
+            }
+        }
+        // Always run the fd list: the DSP is done with every in-handle.
+        let off = wire::MetaOffsets::new(n).fdlist as u64;
+        for (k, fd) in d.call.in_fds.iter().take(MAX_FDLIST).enumerate() {
+            self.bus
+                .write(addr + off + 8 * k as u64, &(*fd as u64).to_le_bytes());
+        }
+    }
+
+    /// Execute one request; returns `retval`, or `None` if the answer comes later (a call
+    /// waiting on a reverse call, a listener waiting for a request).
+    fn execute(&self, msg: &FastRpcMsg) -> Option<i32> {
+        let mut d = match self.decode(msg) {
+            Ok(d) => d,
+            Err(r) => return Some(r),
         };
-        let r = if call.handle == INIT_HANDLE {
-            self.procctl(&call, msg.ctx.get(), &ins, &mut outs)
+        let handle = d.call.handle;
+        let r = if handle == INIT_HANDLE {
+            self.procctl(&d.call, msg.ctx.get(), &d.ins, &mut d.outs)
+        } else if handle == LISTENER_HANDLE {
+            return self.listener_next2(msg, d);
         } else {
-            match lock(&self.objects).get_mut(&call.handle) {
-                Some(o) => o.invoke(&call, &ins, &mut outs),
+            let mut objs = lock(&self.objects);
+            match objs.get_mut(&handle) {
+                Some(o) => match o.reverse(&d.call, &d.ins) {
+                    Some(rc) => {
+                        drop(objs);
+                        return self.start_reverse(msg, d, rc);
+                    }
+                    None => o.invoke(&d.call, &d.ins, &mut d.outs),
+                },
                 None => aee::dsp(aee::EINVHANDLE),
             }
         };
-        if n > 0 {
-            if r == 0 {
-                for (k, (i, at, len)) in out_at.iter().enumerate() {
-                    let data = &outs[k];
-                    let new_len = (data.len() as u64).min(*len);
-                    if let Some(a) = at {
-                        self.bus.write(*a, &data[..new_len as usize]);
-                    }
-                    self.bus
-                        .write(addr + 16 * *i as u64 + 8, &new_len.to_le_bytes());
+        self.write_back(msg, &d, r);
+        Some(r)
+    }
+
+    fn start_reverse(&self, msg: &FastRpcMsg, d: Decoded, rc: ReverseCall) -> Option<i32> {
+        let ins: Vec<&[u8]> = rc.ins.iter().map(|b| &b[..]).collect();
+        let size = rc.ins.iter().map(|b| b.len() + 16).sum::<usize>() + 4 * rc.out_lens.len();
+        let mut packed = vec![0u8; size];
+        let Ok(n) = reverse::pack(&ins, &rc.out_lens, &mut packed) else {
+            self.write_back(msg, &d, aee::dsp(aee::EFAILED));
+            return Some(aee::dsp(aee::EFAILED));
+        };
+        packed.truncate(n);
+        let sc = Scalars::makex(
+            0,
+            rc.method,
+            ins.len() as u32,
+            rc.out_lens.len() as u32,
+            0,
+            0,
+        );
+        {
+            let mut s = lock(&self.state);
+            let rctx = s.next_rctx;
+            s.next_rctx = s.next_rctx.wrapping_add(1).max(1);
+            s.parked.insert(rctx, (*msg, d, rc.out_lens.len()));
+            s.rev_queue.push_back((rctx, rc.handle, sc.0, packed));
+        }
+        self.pump_listeners();
+        None
+    }
+
+    /// Hand queued reverse requests to waiting listeners.
+    fn pump_listeners(&self) {
+        loop {
+            let (lmsg, mut ld, (rctx, handle, sc, packed)) = {
+                let mut s = lock(&self.state);
+                if s.listeners.is_empty() || s.rev_queue.is_empty() {
+                    return;
                 }
+                let (Some(l), Some(q)) = (s.listeners.pop_front(), s.rev_queue.pop_front()) else {
+                    return;
+                };
+                (l.0, l.1, q)
+            };
+            // primROut = {ctx, handle, sc, bufsLenReq}; out-buffer 1 = the packed request.
+            let mut prim = [0u8; 16];
+            prim[0..4].copy_from_slice(&rctx.to_le_bytes());
+            prim[4..8].copy_from_slice(&handle.to_le_bytes());
+            prim[8..12].copy_from_slice(&sc.to_le_bytes());
+            prim[12..16].copy_from_slice(&(packed.len() as u32).to_le_bytes());
+            ld.outs[0].copy_from_slice(&prim);
+            if packed.len() <= ld.outs[1].len() {
+                ld.outs[1].truncate(packed.len());
+                ld.outs[1].copy_from_slice(&packed);
             }
-            // Always run the fd list: the DSP is done with every in-handle.
-            let off = wire::MetaOffsets::new(n).fdlist as u64;
-            for (k, fd) in in_fds.iter().take(MAX_FDLIST).enumerate() {
-                self.bus
-                    .write(addr + off + 8 * k as u64, &(*fd as u64).to_le_bytes());
+            self.write_back(&lmsg, &ld, 0);
+            self.respond(&lmsg, 0, Fault::None);
+        }
+    }
+
+    /// `adsp_listener.next2`: deliver the previous reverse reply, then wait for a request.
+    fn listener_next2(&self, msg: &FastRpcMsg, d: Decoded) -> Option<i32> {
+        let bad = aee::dsp(aee::EBADPARM);
+        if d.call.sc != Scalars::makex(0, 4, 2, 2, 0, 0) || d.outs[0].len() < 16 {
+            self.write_back(msg, &d, bad);
+            return Some(bad);
+        }
+        let p = &d.ins[0];
+        let word = |o: usize| {
+            p.get(o..o + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let (Some(prev_ctx), Some(prev_result)) = (word(0), word(4)) else {
+            self.write_back(msg, &d, bad);
+            return Some(bad);
+        };
+        if prev_ctx != 0 {
+            let parked = lock(&self.state).parked.remove(&prev_ctx);
+            if let Some((amsg, mut ad, nout)) = parked {
+                let mut rev_outs: Vec<&[u8]> = vec![&[]; nout];
+                let mut none: [u32; 0] = [];
+                let result = match reverse::unpack(&d.ins[1], &mut rev_outs, &mut none) {
+                    Ok(_) => prev_result as i32,
+                    Err(_) => bad,
+                };
+                let r = match lock(&self.objects).get_mut(&ad.call.handle) {
+                    Some(o) => o.reverse_done(&ad.call, &ad.ins, &mut ad.outs, result, &rev_outs),
+                    None => aee::dsp(aee::EINVHANDLE),
+                };
+                self.write_back(&amsg, &ad, r);
+                self.respond(&amsg, r, Fault::None);
             }
         }
-        r
+        lock(&self.state).listeners.push_back((*msg, d));
+        self.pump_listeners();
+        None
     }
 
     fn procctl(&self, call: &CallInfo, ctx: u64, ins: &[Vec<u8>], outs: &mut [Vec<u8>]) -> i32 {

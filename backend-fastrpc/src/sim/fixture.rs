@@ -14,7 +14,8 @@ use crate::sim::bus::SimBus;
 use crate::sim::dsp::SimDsp;
 use crate::sim::link::SimLink;
 use crate::sim::objects::{
-    calculator, Calculator, EchoObject, SkelObject, CALC_HANDLE, ECHO_HANDLE, ECHO_RAW_METHOD,
+    calculator, Calculator, EchoObject, KvClient, SkelObject, CALC_HANDLE, ECHO_HANDLE,
+    ECHO_RAW_METHOD, KV_HANDLE,
 };
 use crate::transport::{target, FastRpcTransport};
 
@@ -44,6 +45,7 @@ impl SimSystem {
         let dsp = SimDsp::spawn(link.clone(), bus.clone());
         let seen = Arc::new(Mutex::new(Vec::new()));
         dsp.add_object(ECHO_HANDLE, Box::new(EchoObject::new(seen.clone())));
+        dsp.add_object(KV_HANDLE, Box::new(KvClient));
         dsp.add_object(
             CALC_HANDLE,
             Box::new(SkelObject::new(

@@ -6,7 +6,7 @@ use fwipc_transport_api::fixture::echo_reply;
 
 use crate::error::aee;
 use crate::scalars::Scalars;
-use crate::sim::dsp::{CallInfo, DspObject};
+use crate::sim::dsp::{CallInfo, DspObject, ReverseCall};
 
 /// Handle of the echo object (above the static handles 0..10).
 pub const ECHO_HANDLE: u32 = 0x20;
@@ -193,5 +193,55 @@ impl DspObject for DspUtilities {
             o.copy_from_slice(&a.to_le_bytes());
         }
         0
+    }
+}
+
+/// Handle of a DSP object that needs the AP's help: `get(key)` asks the AP's key/value service
+/// (a reverse call to [`AP_KV_HANDLE`]) before it can answer.
+pub const KV_HANDLE: u32 = 0x22;
+/// The AP-side service handle the reverse call targets.
+pub const AP_KV_HANDLE: u32 = 0x50;
+/// `get`: in-buffer 0 = u32 key, out-buffer 0 = u32 value.
+pub const KV_GET_METHOD: u32 = 2;
+
+/// The reverse-calling object.
+#[derive(Default)]
+pub struct KvClient;
+
+impl DspObject for KvClient {
+    fn invoke(&mut self, _call: &CallInfo, _ins: &[Vec<u8>], _outs: &mut [Vec<u8>]) -> i32 {
+        aee::dsp(aee::EBADPARM)
+    }
+
+    fn reverse(&mut self, call: &CallInfo, ins: &[Vec<u8>]) -> Option<ReverseCall> {
+        if call.sc != Scalars::makex(0, KV_GET_METHOD, 1, 1, 0, 0) || ins[0].len() != 4 {
+            return None;
+        }
+        Some(ReverseCall {
+            handle: AP_KV_HANDLE,
+            method: KV_GET_METHOD,
+            ins: vec![ins[0].clone()],
+            out_lens: vec![4],
+        })
+    }
+
+    fn reverse_done(
+        &mut self,
+        _call: &CallInfo,
+        _ins: &[Vec<u8>],
+        outs: &mut [Vec<u8>],
+        result: i32,
+        rev_outs: &[&[u8]],
+    ) -> i32 {
+        if result != 0 {
+            return result;
+        }
+        match (rev_outs.first(), outs.first_mut()) {
+            (Some(v), Some(o)) if v.len() == 4 && o.len() == 4 => {
+                o.copy_from_slice(v);
+                0
+            }
+            _ => aee::dsp(aee::EBADPARM),
+        }
     }
 }
