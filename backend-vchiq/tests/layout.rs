@@ -429,6 +429,8 @@ fn audit(b: &[u8], bus: u32, total: usize) -> Result<Vec<Msg>, Vec<String>> {
         e("slot_zero.slots[] must stay zeroed".into());
     }
     let mut msgs = Vec::new();
+    // Whether each stream was walked from its start (else its OPEN/OPENACK may be recycled).
+    let mut whole_streams = true;
     for (side, base) in [(Side::Master, MASTER), (Side::Slave, SLAVE)] {
         let at = |o: usize| u32_at(b, base + o);
         let (sync, first, last) = partition(side, total);
@@ -486,6 +488,7 @@ fn audit(b: &[u8], bus: u32, total: usize) -> Result<Vec<Msg>, Vec<String>> {
         let mut pos = if tx_pos < (n_data - 1) * SLOT_SIZE as u32 {
             0
         } else {
+            whole_streams = false;
             tx_pos & !0xFFF
         };
         while pos < tx_pos {
@@ -556,7 +559,11 @@ fn audit(b: &[u8], bus: u32, total: usize) -> Result<Vec<Msg>, Vec<String>> {
         }
     }
     // Cross-role: every OPENACK answers an OPEN from the other side (dst = the opener's port);
-    // every DATA goes between ports that an OPEN/OPENACK pair connected.
+    // every DATA goes between ports that an OPEN/OPENACK pair connected. Only decidable when both
+    // streams were walked from the start.
+    if !whole_streams {
+        return if errs.is_empty() { Ok(msgs) } else { Err(errs) };
+    }
     let opens: Vec<&Msg> = msgs.iter().filter(|m| m.ty == 2).collect();
     let acks: Vec<&Msg> = msgs.iter().filter(|m| m.ty == 3).collect();
     for a in &acks {

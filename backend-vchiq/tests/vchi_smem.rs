@@ -147,3 +147,64 @@ fn vc_mem_query_answered_by_the_simulated_firmware() {
     assert!(info.check_window(off + 1, u64::from(VC_SIZE)).is_err());
     smem.free(h).unwrap();
 }
+
+/// A host lender over one window, recording what comes back.
+struct Window {
+    next: u32,
+    end: u32,
+    reclaimed: Vec<(u32, u32)>,
+}
+
+impl backend_vchiq::vchi::smem_client::HostMemory for Window {
+    fn lend(&mut self, size: u32, align: u32) -> Option<u32> {
+        let a = align.max(1);
+        let start = self.next.div_ceil(a) * a;
+        let end = start.checked_add(size)?;
+        (end <= self.end).then(|| {
+            self.next = end;
+            start
+        })
+    }
+    fn reclaim(&mut self, addr: u32, size: u32) {
+        self.reclaimed.push((addr, size));
+    }
+}
+
+#[test]
+fn videocore_asks_the_host_for_memory_over_the_core() {
+    let (p, host) = pair();
+    let lender = Window {
+        next: 0xC100_0000,
+        end: 0xC100_0000 + 65536,
+        reclaimed: Vec::new(),
+    };
+    let mut smem = Smem::connect_with(p.open(smem_params(), 4).unwrap(), 4, lender).unwrap();
+    let server = host.handles()[0];
+    // Two requests from the VideoCore: the second does not fit the host window.
+    assert!(host.act(server, |s, out| {
+        out.push(s.request_host_memory(40_000, 4096, b"h264").unwrap());
+        out.push(s.request_host_memory(40_000, 4096, b"more").unwrap());
+    }));
+    p.settle();
+    assert_eq!(smem.poll_events(), Ok(2));
+    p.settle();
+    let mut lent = Vec::new();
+    host.for_each(|_, s| {
+        lent = s.lent().collect();
+        assert_eq!(s.stats().host_refusals, 1);
+    });
+    assert_eq!(lent.len(), 1);
+    assert_eq!((lent[0].addr, lent[0].size), (0xC100_0000, 40_000));
+    assert_eq!(smem.lent_blocks(), 1);
+    let vc_handle = lent[0].vc_handle;
+    assert!(host.act(server, |s, out| out
+        .push(s.release_host_memory(vc_handle).unwrap())));
+    p.settle();
+    assert_eq!(smem.poll_events(), Ok(1));
+    assert_eq!(smem.lent_blocks(), 0);
+    assert_eq!(smem.lender().reclaimed, [(0xC100_0000, 40_000)]);
+    assert_eq!(
+        smem.take_released().map(|r| r.kernel_id),
+        Some(lent[0].kernel_id)
+    );
+}

@@ -275,11 +275,8 @@ impl<P: FnMut() -> Result<(), VchiError>> ServiceLink for CoreLink<'_, P> {
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, VchiError> {
         loop {
-            if let Some((r, refused)) = self.inbox.pop(buf) {
-                if refused {
-                    // The core held a message back for our full inbox: ask for redelivery.
-                    self.vchiq.kick();
-                }
+            // (After a refused delivery, `try_pop` kicks the core to redeliver it.)
+            if let Some(r) = self.try_pop(buf) {
                 return r;
             }
             if self.inbox.ring.lock().closed {
@@ -287,6 +284,24 @@ impl<P: FnMut() -> Result<(), VchiError>> ServiceLink for CoreLink<'_, P> {
             }
             (self.pump)()?;
         }
+    }
+
+    fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, VchiError> {
+        if self.inbox.is_empty() {
+            // Non-blocking: one poll of our side, no pump.
+            self.vchiq.poll();
+        }
+        self.try_pop(buf).transpose()
+    }
+}
+
+impl<P: FnMut() -> Result<(), VchiError>> CoreLink<'_, P> {
+    fn try_pop(&mut self, buf: &mut [u8]) -> Option<Result<usize, VchiError>> {
+        let (r, refused) = self.inbox.pop(buf)?;
+        if refused {
+            self.vchiq.kick();
+        }
+        Some(r)
     }
 }
 
@@ -342,6 +357,29 @@ impl<S: VcService + Send, F: Fn() -> S + Send + Sync> VcServiceHost<S, F> {
             .lock()
             .get_mut(&h.raw())
             .map(|i| f(&mut i.service))
+    }
+
+    /// Let the handler of open service `h` act on its own (the VideoCore initiating something):
+    /// the actions `f` pushes are queued and carried out by the next [`Self::flush`]. `false` if
+    /// no such service is open.
+    pub fn act(&self, h: ServiceHandle, f: impl FnOnce(&mut S, &mut Vec<VcAction>)) -> bool {
+        let mut map = self.instances.lock();
+        let Some(inst) = map.get_mut(&h.raw()) else {
+            return false;
+        };
+        let mut out = Vec::new();
+        f(&mut inst.service, &mut out);
+        inst.outbox.extend(out);
+        true
+    }
+
+    /// Handles of the open services this host serves.
+    pub fn handles(&self) -> Vec<ServiceHandle> {
+        self.instances
+            .lock()
+            .keys()
+            .map(|&h| ServiceHandle::from_raw(h))
+            .collect()
     }
 
     /// Run `f` on every live handler.

@@ -23,6 +23,8 @@ pub trait ServiceLink {
     /// A message longer than `buf` must be reported as
     /// `VchiError::Protocol(ProtocolError::BadLength)` (and consumed), never truncated silently.
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, VchiError>;
+    /// Like [`ServiceLink::recv`] but never waits: `Ok(None)` when nothing has arrived.
+    fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, VchiError>;
 }
 
 /// Blocking bulk transfers on an open service (the slave side: the master runs the DMA).

@@ -116,6 +116,23 @@ impl<S: VcService> ServiceLink for Loopback<S> {
         dst.copy_from_slice(&m);
         Ok(m.len())
     }
+
+    fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, VchiError> {
+        if self.inbox.is_empty() {
+            return Ok(None);
+        }
+        self.recv(buf).map(Some)
+    }
+}
+
+impl<S: VcService> Loopback<S> {
+    /// Let the handler act on its own (the VideoCore initiating something): `f` gets the handler
+    /// and an action list, which is then carried out.
+    pub fn vc_act(&mut self, f: impl FnOnce(&mut S, &mut Vec<VcAction>)) {
+        let mut out = Vec::new();
+        f(&mut self.server, &mut out);
+        self.apply(out);
+    }
 }
 
 impl<S: VcService> BulkLink for Loopback<S> {

@@ -24,7 +24,8 @@ use super::link::ServiceLink;
 use super::smem_wire::{
     name_field, parse_reply, parse_result, ReplyBody, SmemAlloc, SmemAllocResult, SmemAllocType,
     SmemHandleMsg, SmemImportMsg, SmemImportResult, SmemLockResult, SmemReply, SmemRequest,
-    SmemVcMemRequestResult, SmemVersion, CLIENT_PROTOCOL_VERSION, MAX_REPLY_LEN, MAX_REQUEST_LEN,
+    SmemVcMemRequest, SmemVcMemRequestResult, SmemVersion, CLIENT_PROTOCOL_VERSION, MAX_REPLY_LEN,
+    MAX_REQUEST_LEN,
 };
 
 /// How many unrelated messages one request may see before its reply, before we call the peer
@@ -108,6 +109,8 @@ pub struct SmemClientStats {
     pub bogus_releases: u64,
     /// VC_MEM_REQUESTs refused.
     pub vc_mem_requests_refused: u64,
+    /// VC_MEM_REQUESTs answered with lent host memory.
+    pub vc_mem_requests_lent: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +118,28 @@ enum ImportState {
     Live,
     /// FREE sent and acknowledged; waiting for the VideoCore's RELEASED.
     AwaitingRelease,
+    /// Host memory lent on the VideoCore's VC_MEM_REQUEST; RELEASED gives it back.
+    Lent,
+}
+
+/// Host memory the client lends to the VideoCore when it asks (VC_MEM_REQUEST, protocol
+/// version 2). The client keeps the ids; the lender only hands out and takes back bus ranges.
+pub trait HostMemory {
+    /// Lend `size` bytes aligned to `align` (0 = any): their bus address, or `None` to refuse.
+    fn lend(&mut self, size: u32, align: u32) -> Option<u32>;
+    /// The VideoCore released `addr..addr+size`.
+    fn reclaim(&mut self, addr: u32, size: u32);
+}
+
+/// Lends nothing: every VC_MEM_REQUEST is answered with address 0 (refused).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLending;
+
+impl HostMemory for NoLending {
+    fn lend(&mut self, _size: u32, _align: u32) -> Option<u32> {
+        None
+    }
+    fn reclaim(&mut self, _addr: u32, _size: u32) {}
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,21 +149,31 @@ struct ImportEntry {
 }
 
 /// The `'SMEM'` client over one open service.
-pub struct Smem<L: ServiceLink> {
+pub struct Smem<L: ServiceLink, M: HostMemory = NoLending> {
     link: L,
     next_trans: u32,
     version_acked: bool,
     imports: Vec<ImportEntry>,
     released: VecDeque<Released>,
     stats: SmemClientStats,
+    lender: M,
 }
 
 impl<L: ServiceLink> Smem<L> {
-    /// Wrap an open `'SMEM'` service and announce protocol version 2 (RELEASED support). Up to
-    /// `max_imports` imports may be live (or awaiting release) at once; all tables are allocated
-    /// here, none on the request paths.
+    /// [`Smem::connect_with`] lending no host memory.
     pub fn connect(link: L, max_imports: u16) -> Result<Self, VchiError> {
+        Self::connect_with(link, max_imports, NoLending)
+    }
+}
+
+impl<L: ServiceLink, M: HostMemory> Smem<L, M> {
+    /// Wrap an open `'SMEM'` service and announce protocol version 2 (RELEASED and
+    /// VC_MEM_REQUEST support; `lender` answers the latter). Up to `max_imports` imports and lent
+    /// blocks may be live (or awaiting release) at once; all tables are allocated here, none on
+    /// the request paths.
+    pub fn connect_with(link: L, max_imports: u16, lender: M) -> Result<Self, VchiError> {
         let mut s = Smem {
+            lender,
             link,
             next_trans: 1,
             version_acked: false,
@@ -224,18 +259,7 @@ impl<L: ServiceLink> Smem<L> {
                     size: r.size.get(),
                     vc_handle: r.vc_handle.get(),
                 }),
-                Ok(SmemReply::VcMemRequest(r)) => {
-                    self.stats.vc_mem_requests_refused += 1;
-                    let refuse = SmemRequest::VcMemRequestReply(SmemVcMemRequestResult {
-                        trans_id: r.trans_id,
-                        addr: U32::new(0),
-                        kernel_id: U32::new(0),
-                    });
-                    let mut b = [0u8; MAX_REQUEST_LEN];
-                    let t = self.next_trans_id();
-                    let m = refuse.encode(t, &mut b);
-                    self.link.send(&b[..m])?;
-                }
+                Ok(SmemReply::VcMemRequest(r)) => self.on_vc_mem_request(r)?,
                 Err(p) => {
                     self.stats.malformed += 1;
                     warn!(target: "vchi::smem", "dropped malformed message: {p}");
@@ -243,6 +267,74 @@ impl<L: ServiceLink> Smem<L> {
             }
         }
         Err(VchiError::Protocol(ProtocolError::UnexpectedMessage))
+    }
+
+    /// Handle VC-initiated messages that arrived while no request is outstanding (RELEASED,
+    /// VC_MEM_REQUEST); never blocks. Returns how many were handled.
+    pub fn poll_events(&mut self) -> Result<usize, VchiError> {
+        let mut n = 0;
+        let mut buf = [0u8; MAX_REPLY_LEN];
+        for _ in 0..MAX_STRAY_PER_CALL {
+            let len = match self.link.try_recv(&mut buf) {
+                Ok(Some(l)) => l,
+                Ok(None) => break,
+                Err(VchiError::Protocol(_)) => {
+                    self.stats.malformed += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            n += 1;
+            match SmemReply::parse(&buf[..len]) {
+                Ok(SmemReply::Reply { .. }) => self.stats.stray_replies += 1,
+                Ok(SmemReply::Released(r)) => self.on_released(Released {
+                    kernel_id: r.kernel_id.get(),
+                    addr: r.addr.get(),
+                    size: r.size.get(),
+                    vc_handle: r.vc_handle.get(),
+                }),
+                Ok(SmemReply::VcMemRequest(r)) => self.on_vc_mem_request(r)?,
+                Err(_) => self.stats.malformed += 1,
+            }
+        }
+        Ok(n)
+    }
+
+    fn on_vc_mem_request(&mut self, r: SmemVcMemRequest) -> Result<(), VchiError> {
+        let (size, align) = (r.size.get(), r.align.get());
+        let slot = self.imports.iter().position(|e| e.state.is_none());
+        let lent = match slot {
+            Some(idx) if size > 0 => self.lender.lend(size, align).map(|addr| (idx, addr)),
+            _ => None,
+        };
+        let (addr, kernel_id) = match lent {
+            Some((idx, addr)) if addr != 0 && addr.checked_add(size - 1).is_some() => {
+                let e = &mut self.imports[idx];
+                e.generation = e.generation.wrapping_add(1).max(1);
+                e.state = Some((ImportState::Lent, addr, size));
+                self.stats.vc_mem_requests_lent += 1;
+                (addr, (u32::from(e.generation) << 16) | (idx as u32 + 1))
+            }
+            Some((_, addr)) => {
+                // The lender returned a range that cannot exist on the 32-bit bus: give it back.
+                self.lender.reclaim(addr, size);
+                self.stats.vc_mem_requests_refused += 1;
+                (0, 0)
+            }
+            None => {
+                self.stats.vc_mem_requests_refused += 1;
+                (0, 0)
+            }
+        };
+        let answer = SmemRequest::VcMemRequestReply(SmemVcMemRequestResult {
+            trans_id: r.trans_id,
+            addr: U32::new(addr),
+            kernel_id: U32::new(kernel_id),
+        });
+        let mut b = [0u8; MAX_REQUEST_LEN];
+        let t = self.next_trans_id();
+        let m = answer.encode(t, &mut b);
+        self.link.send(&b[..m])
     }
 
     fn on_released(&mut self, r: Released) {
@@ -261,6 +353,9 @@ impl<L: ServiceLink> Smem<L> {
                     return;
                 }
                 e.state = None;
+                if st == ImportState::Lent {
+                    self.lender.reclaim(addr, size);
+                }
                 if self.released.len() == self.released.capacity() {
                     self.released.pop_front();
                 }
@@ -439,6 +534,19 @@ impl<L: ServiceLink> Smem<L> {
             .count()
     }
 
+    /// Host blocks currently lent to the VideoCore.
+    pub fn lent_blocks(&self) -> usize {
+        self.imports
+            .iter()
+            .filter(|e| matches!(e.state, Some((ImportState::Lent, _, _))))
+            .count()
+    }
+
+    /// The lender.
+    pub fn lender(&self) -> &M {
+        &self.lender
+    }
+
     /// The next RELEASED event, oldest first.
     pub fn take_released(&mut self) -> Option<Released> {
         self.released.pop_front()
@@ -545,6 +653,85 @@ mod tests {
             c.free_import(i).unwrap();
         }
         assert_eq!(c.import(0, 4096, b""), Err(VchiError::InvalidArgument));
+    }
+
+    /// A bump lender over a host window, recording what comes back.
+    #[derive(Default)]
+    struct Bump {
+        next: u32,
+        end: u32,
+        reclaimed: Vec<(u32, u32)>,
+    }
+
+    impl HostMemory for Bump {
+        fn lend(&mut self, size: u32, align: u32) -> Option<u32> {
+            let a = align.max(1);
+            let start = self.next.div_ceil(a) * a;
+            let end = start.checked_add(size)?;
+            (end <= self.end).then(|| {
+                self.next = end;
+                start
+            })
+        }
+        fn reclaim(&mut self, addr: u32, size: u32) {
+            self.reclaimed.push((addr, size));
+        }
+    }
+
+    #[test]
+    fn vc_mem_request_lent_then_released() {
+        let l = Loopback::open(SmemServer::new(0x4000_0000, 1 << 20), 99);
+        let lender = Bump {
+            next: 0xC800_0000,
+            end: 0xC800_0000 + (1 << 20),
+            ..Bump::default()
+        };
+        let mut c = Smem::connect_with(l, 4, lender).unwrap();
+        // Nothing pending: polling is a no-op.
+        assert_eq!(c.poll_events(), Ok(0));
+        c.link_mut()
+            .vc_act(|s, out| out.push(s.request_host_memory(8192, 4096, b"codec").unwrap()));
+        assert_eq!(c.poll_events(), Ok(1));
+        assert_eq!(c.lent_blocks(), 1);
+        let lent: Vec<_> = c.link_mut().server().lent().collect();
+        assert_eq!(lent.len(), 1);
+        assert_eq!((lent[0].addr, lent[0].size), (0xC800_0000, 8192));
+        let kid = lent[0].kernel_id;
+        assert!(kid != 0);
+        // Lent memory is the VideoCore's to release, not the host's to free.
+        assert_eq!(
+            c.free_raw(lent[0].vc_handle, 0),
+            Err(VchiError::Smem(SmemStatus::InvalidArgument))
+        );
+        let h = lent[0].vc_handle;
+        c.link_mut()
+            .vc_act(|s, out| out.push(s.release_host_memory(h).unwrap()));
+        assert_eq!(c.poll_events(), Ok(1));
+        assert_eq!(c.lent_blocks(), 0);
+        assert_eq!(c.lender().reclaimed, [(0xC800_0000, 8192)]);
+        assert_eq!(c.take_released().map(|r| r.kernel_id), Some(kid));
+        // A second release of the same handle is refused on the VideoCore side.
+        assert_eq!(
+            c.link_mut().server_mut().release_host_memory(h),
+            Err(SmemStatus::StaleHandle)
+        );
+    }
+
+    #[test]
+    fn vc_mem_request_refused_without_a_lender_or_space() {
+        let mut c = client();
+        c.link_mut()
+            .vc_act(|s, out| out.push(s.request_host_memory(4096, 0, b"x").unwrap()));
+        assert_eq!(c.poll_events(), Ok(1));
+        assert_eq!(c.stats().vc_mem_requests_refused, 1);
+        assert_eq!(c.link_mut().server().stats().host_refusals, 1);
+        assert_eq!(c.link_mut().server().lent().count(), 0);
+        // Before CLIENT_VERSION 2 the VideoCore must not ask at all.
+        let mut s = SmemServer::new(0, 4096);
+        assert_eq!(
+            s.request_host_memory(1, 0, b""),
+            Err(SmemStatus::NotSupported)
+        );
     }
 
     #[test]

@@ -20,8 +20,9 @@ use super::error::SmemStatus;
 use super::fourcc;
 use super::link::{VcAction, VcService};
 use super::smem_wire::{
-    name_str, SmemAllocResult, SmemHandleMsg, SmemImportResult, SmemLockResult, SmemMsgType,
-    SmemReleased, SmemRequest, SmemResult, NAME_LEN, VC_INITIATED,
+    name_field, name_str, SmemAllocResult, SmemHandleMsg, SmemImportResult, SmemLockResult,
+    SmemMsgType, SmemReleased, SmemRequest, SmemResult, SmemVcMemRequest, SmemVcMemRequestResult,
+    NAME_LEN, VC_INITIATED,
 };
 
 /// Handles: `generation << 12 | (slot + 1)`, generation 1..=0x7FFFF, so bit 31 is never set
@@ -50,6 +51,13 @@ enum Object {
         kernel_id: u32,
         locks: u32,
     },
+    /// Host memory the VideoCore asked for with VC_MEM_REQUEST (`addr == 0` until answered).
+    Lent {
+        vc_trans_id: u32,
+        addr: u32,
+        size: u32,
+        kernel_id: u32,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -71,6 +79,21 @@ pub struct SmemServerStats {
     pub malformed: u64,
     /// RELEASED messages sent.
     pub released_sent: u64,
+    /// VC_MEM_REQUESTs the host refused (answered with address 0).
+    pub host_refusals: u64,
+}
+
+/// Host memory lent to the VideoCore ([`SmemServer::lent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LentInfo {
+    /// The VideoCore's handle for it.
+    pub vc_handle: u32,
+    /// Host bus address (0 while the request is unanswered).
+    pub addr: u32,
+    /// Size.
+    pub size: u32,
+    /// The host's id for it.
+    pub kernel_id: u32,
 }
 
 /// One live allocated block, as the VideoCore sees it ([`SmemServer::blocks`]).
@@ -98,6 +121,7 @@ pub struct SmemServer {
     free: BTreeMap<u32, u32>,
     slots: Vec<Slot>,
     client_version: u32,
+    next_vc_trans: u32,
     stats: SmemServerStats,
 }
 
@@ -119,6 +143,7 @@ impl SmemServer {
             free,
             slots: Vec::new(),
             client_version: 0,
+            next_vc_trans: 1,
             stats: SmemServerStats::default(),
         }
     }
@@ -184,6 +209,115 @@ impl SmemServer {
                 }),
                 _ => None,
             })
+    }
+
+    /// Host memory lent to the VideoCore (answered or still pending).
+    pub fn lent(&self) -> impl Iterator<Item = LentInfo> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s.object {
+                Some(Object::Lent {
+                    addr,
+                    size,
+                    kernel_id,
+                    ..
+                }) => Some(LentInfo {
+                    vc_handle: (s.generation << SLOT_BITS) | (i as u32 + 1),
+                    addr,
+                    size,
+                    kernel_id,
+                }),
+                _ => None,
+            })
+    }
+
+    /// VideoCore-initiated: ask the host for `size` bytes (VC_MEM_REQUEST). Needs a client that
+    /// announced protocol version 2. Returns the message to send; the answer arrives as
+    /// VC_MEM_REQUEST_REPLY.
+    pub fn request_host_memory(
+        &mut self,
+        size: u32,
+        align: u32,
+        name: &[u8],
+    ) -> Result<VcAction, SmemStatus> {
+        if self.client_version < 2 {
+            return Err(SmemStatus::NotSupported);
+        }
+        if size == 0 {
+            return Err(SmemStatus::InvalidArgument);
+        }
+        let vc_trans_id = self.next_vc_trans;
+        self.next_vc_trans = self.next_vc_trans.wrapping_add(1);
+        let h = self.insert(Object::Lent {
+            vc_trans_id,
+            addr: 0,
+            size,
+            kernel_id: 0,
+        })?;
+        let req = SmemVcMemRequest {
+            cmd: U32::new(VC_INITIATED | SmemMsgType::VcMemRequest as u32),
+            trans_id: U32::new(vc_trans_id),
+            size: U32::new(size),
+            align: U32::new(align),
+            name: name_field(name),
+            vc_handle: U32::new(h),
+        };
+        Ok(VcAction::Reply(req.as_bytes().to_vec()))
+    }
+
+    /// VideoCore-initiated: give lent host memory back (RELEASED keyed by the host's
+    /// `kernel_id`).
+    pub fn release_host_memory(&mut self, vc_handle: u32) -> Result<VcAction, SmemStatus> {
+        let idx = self.lookup(vc_handle)?;
+        let Some(Object::Lent {
+            addr,
+            size,
+            kernel_id,
+            ..
+        }) = self.slots[idx].object
+        else {
+            return Err(SmemStatus::InvalidArgument);
+        };
+        if addr == 0 {
+            return Err(SmemStatus::InvalidArgument);
+        }
+        self.slots[idx].object = None;
+        self.stats.released_sent += 1;
+        let rel = SmemReleased {
+            cmd: U32::new(VC_INITIATED | SmemMsgType::Released as u32),
+            addr: U32::new(addr),
+            size: U32::new(size),
+            kernel_id: U32::new(kernel_id),
+            vc_handle: U32::new(vc_handle),
+        };
+        Ok(VcAction::Reply(rel.as_bytes().to_vec()))
+    }
+
+    fn on_vc_mem_reply(&mut self, r: SmemVcMemRequestResult) {
+        let t = r.trans_id.get();
+        let found = self.slots.iter_mut().find(|s| {
+            matches!(s.object, Some(Object::Lent { vc_trans_id, addr: 0, .. }) if vc_trans_id == t)
+        });
+        match found {
+            Some(slot) if r.addr.get() == 0 => {
+                slot.object = None;
+                self.stats.host_refusals += 1;
+            }
+            Some(slot) => {
+                if let Some(Object::Lent {
+                    addr, kernel_id, ..
+                }) = slot.object.as_mut()
+                {
+                    *addr = r.addr.get();
+                    *kernel_id = r.kernel_id.get();
+                }
+            }
+            None => {
+                self.stats.refused += 1;
+                warn!(target: "vchi::smem", "VC_MEM_REQUEST_REPLY for unknown request {t:#x}");
+            }
+        }
     }
 
     fn live_range(&self, addr: u32, len: u32) -> Result<(u32, u32), SmemStatus> {
@@ -341,6 +475,8 @@ impl SmemServer {
             Object::Block { locks, .. } | Object::Import { locks, .. } if locks > 0 => {
                 return Err(SmemStatus::Locked)
             }
+            // Lent host memory is the VideoCore's to release, not the host's to free.
+            Object::Lent { .. } => return Err(SmemStatus::InvalidArgument),
             Object::Block { off, len, .. } => {
                 self.release_range(off, len);
                 self.stats.live_blocks -= 1;
@@ -380,6 +516,7 @@ impl SmemServer {
         let (locks, addr) = match obj {
             Object::Block { locks, off, .. } => (locks, base + *off),
             Object::Import { locks, addr, .. } => (locks, *addr),
+            Object::Lent { .. } => return Err(SmemStatus::InvalidArgument),
         };
         if m.res_mem.get() != 0 && m.res_mem.get() != addr {
             return Err(SmemStatus::InvalidArgument);
@@ -498,9 +635,9 @@ impl SmemServer {
             }
             SmemRequest::ActionClean(_) => Ok(Some(ok_bytes(trans_id))),
             SmemRequest::Resize(_) => Err(SmemStatus::NotSupported),
-            // We never send VC_MEM_REQUEST, so any reply to one is unexpected; no answer.
-            SmemRequest::VcMemRequestReply(_) => {
-                self.stats.refused += 1;
+            // The answer to our VC_MEM_REQUEST; it has no reply.
+            SmemRequest::VcMemRequestReply(r) => {
+                self.on_vc_mem_reply(r);
                 Ok(None)
             }
         };
