@@ -7,6 +7,7 @@
 //! else `vhost-device-scmi` on `PATH`. When none exists the tests skip, except under CI (`$CI`
 //! set), where a missing daemon is a failure.
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -61,7 +62,21 @@ impl From<io::Error> for DaemonError {
 
 /// Locate the daemon binary (see the module docs for the search order).
 pub fn find_daemon() -> Result<PathBuf, DaemonError> {
-    if let Some(p) = std::env::var_os(DAEMON_ENV) {
+    find_daemon_in(
+        std::env::var_os(DAEMON_ENV),
+        Path::new(DEFAULT_DAEMON_PATH),
+        std::env::var_os("PATH"),
+    )
+}
+
+/// [`find_daemon`] over explicit inputs: `$VHOST_DEVICE_SCMI` (if set it must exist), the
+/// default install path, then `$PATH`.
+fn find_daemon_in(
+    env: Option<OsString>,
+    default: &Path,
+    path: Option<OsString>,
+) -> Result<PathBuf, DaemonError> {
+    if let Some(p) = env {
         let p = PathBuf::from(p);
         return if p.is_file() {
             Ok(p)
@@ -72,11 +87,10 @@ pub fn find_daemon() -> Result<PathBuf, DaemonError> {
             )))
         };
     }
-    let default = Path::new(DEFAULT_DAEMON_PATH);
     if default.is_file() {
         return Ok(default.to_path_buf());
     }
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(path) = path {
         for dir in std::env::split_paths(&path) {
             let p = dir.join("vhost-device-scmi");
             if p.is_file() {
@@ -90,9 +104,13 @@ pub fn find_daemon() -> Result<PathBuf, DaemonError> {
     )))
 }
 
-/// Whether a missing daemon must fail the test rather than skip it.
+/// Whether a missing daemon must fail the test rather than skip it (`$CI` set and non-empty).
 pub fn daemon_required() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+    required_by(std::env::var_os("CI"))
+}
+
+fn required_by(ci: Option<OsString>) -> bool {
+    ci.is_some_and(|v| !v.is_empty())
 }
 
 /// A running `vhost-device-scmi`, killed and reaped on drop.
@@ -287,5 +305,57 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fwipc-find-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn search_order_env_then_default_then_path() {
+        let d = scratch("order");
+        let env_bin = d.join("from-env");
+        let default_bin = d.join("default");
+        let path_dir = d.join("bin");
+        fs::create_dir_all(&path_dir).unwrap();
+        let path_bin = path_dir.join("vhost-device-scmi");
+        for f in [&env_bin, &default_bin, &path_bin] {
+            File::create(f).unwrap();
+        }
+        let path = Some(OsString::from(format!(
+            "/nonexistent:{}",
+            path_dir.display()
+        )));
+        let found = |env: Option<&Path>, default: &Path| {
+            find_daemon_in(env.map(|p| p.as_os_str().to_owned()), default, path.clone())
+        };
+        assert_eq!(found(Some(&env_bin), &default_bin).unwrap(), env_bin);
+        assert_eq!(found(None, &default_bin).unwrap(), default_bin);
+        assert_eq!(found(None, &d.join("missing")).unwrap(), path_bin);
+        // An explicit but wrong $VHOST_DEVICE_SCMI is an error, not a fallback.
+        assert!(matches!(
+            found(Some(&d.join("typo")), &default_bin),
+            Err(DaemonError::NotInstalled(_))
+        ));
+        assert!(matches!(
+            find_daemon_in(None, &d.join("missing"), None),
+            Err(DaemonError::NotInstalled(_))
+        ));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ci_makes_the_daemon_required() {
+        assert!(!required_by(None));
+        assert!(!required_by(Some(OsString::new())));
+        assert!(required_by(Some(OsString::from("true"))));
     }
 }

@@ -29,3 +29,15 @@ fn conformance_teardown_in_flight() {
     // Bounded by the backend's own shutdown wait plus one frozen GET_VRING_BASE reply timeout.
     scenarios::teardown_in_flight::<BackendFixture>(Duration::from_secs(3));
 }
+
+#[test]
+fn conformance_timeout_late_reply() {
+    scenarios::timeout_late_reply::<BackendFixture>();
+}
+
+#[test]
+fn conformance_peer_death_in_flight() {
+    scenarios::peer_death_in_flight::<BackendFixture>(|fx| {
+        fx.daemon().kill().expect("kill daemon");
+    });
+}

@@ -338,3 +338,102 @@ pub fn teardown_in_flight<F: DaemonFixture>(shutdown_bound: Duration) {
         );
     }
 }
+
+/// A silent (frozen) device: a call times out within its deadline, the buffer stays device-owned
+/// (not reused) until the device returns it; after release the late reply is dropped and counted,
+/// the pool is full again, and commands work.
+pub fn timeout_late_reply<F: DaemonFixture>() {
+    for mode in [Completion::Interrupt, Completion::Polled] {
+        let Some(fx) = F::setup(mode) else { return };
+        let t = fx.transport();
+        let before = t.stats();
+        fx.hold();
+        let short = Duration::from_millis(100);
+        let payload = [];
+        let mut out = vec![0u8; t.max_msg_size()];
+        let start = Instant::now();
+        let r = with_wait(&fx, |w| {
+            call(
+                t,
+                &StdClock::new(),
+                &request(&fx, BASE_PROTOCOL_VERSION, &payload),
+                &mut out,
+                short,
+                w,
+            )
+        });
+        let took = start.elapsed();
+        assert_eq!(r, Err(Error::Timeout), "{mode:?}");
+        assert!(
+            took >= short && took < short + Duration::from_millis(500),
+            "{mode:?}: timed out after {took:?}"
+        );
+        let s = t.stats();
+        assert_eq!(s.timed_out, before.timed_out + 1, "{mode:?}");
+        assert_eq!(
+            s.pool_free,
+            s.pool_capacity - 1,
+            "{mode:?}: the device still owns the timed-out buffer"
+        );
+        fx.release();
+        // The late reply comes back: dropped, counted, buffer and token freed. In polled mode the
+        // next poller drains it, so keep issuing commands until it is seen.
+        let deadline = Instant::now() + fx.reply_timeout();
+        while t.stats().late_replies == before.late_replies {
+            assert!(
+                Instant::now() < deadline,
+                "{mode:?}: late reply never processed"
+            );
+            assert_eq!(
+                command(&fx, BASE_PROTOCOL_VERSION, &[]).map(|r| first_word(&r)),
+                Ok(0x20000),
+                "{mode:?}: commands work after the timeout"
+            );
+        }
+        assert_eq!(t.stats().late_replies, before.late_replies + 1, "{mode:?}");
+        assert_pool_full(&fx, "after the late reply");
+    }
+}
+
+/// The device process dies with requests in flight (no reply will ever come, and vhost-user has
+/// no interrupt for it): waits end with `Timeout` within their deadline, `shutdown()` is bounded
+/// and gives every buffer back.
+pub fn peer_death_in_flight<F: DaemonFixture>(kill: impl Fn(&F)) {
+    for mode in [Completion::Interrupt, Completion::Polled] {
+        let Some(fx) = F::setup(mode) else { return };
+        let t = fx.transport();
+        fx.hold();
+        let payload = [];
+        let tickets: Vec<Ticket> = (0..8)
+            .map(|_| {
+                t.send(&request(&fx, BASE_PROTOCOL_VERSION, &payload))
+                    .expect("send")
+            })
+            .collect();
+        kill(&fx);
+        let clock = StdClock::new();
+        for tk in tickets {
+            let start = Instant::now();
+            let r = with_wait(&fx, |w| {
+                wait_done(
+                    t,
+                    &tk,
+                    &clock,
+                    Deadline::after(&clock, Duration::from_millis(50)),
+                    w,
+                )
+            });
+            assert_eq!(r, Err(Error::Timeout), "{mode:?}");
+            assert!(start.elapsed() < Duration::from_secs(1), "{mode:?}");
+            t.mark_txdone(tk, TxOutcome::TimedOut);
+        }
+        let start = Instant::now();
+        let _ = t.shutdown();
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{mode:?}: shutdown against a dead peer took {:?}",
+            start.elapsed()
+        );
+        assert_pool_full(&fx, "after shutdown with a dead peer");
+    }
+}
