@@ -81,6 +81,9 @@ pub(crate) struct ChannelInner {
     pub(crate) counters: Counters,
     /// The DSP side is up (cleared on remote loss until it comes back).
     pub(crate) up: AtomicBool,
+    /// Responses are pushed by an rx callback (see [`Channel::rx_handler`]), so completions
+    /// can wake waiters; with a pull-style link they are only seen when someone polls.
+    pub(crate) push_rx: AtomicBool,
     /// GET_DSP_INFO attributes, fetched once per channel.
     pub(crate) dsp_info: Mutex<Option<alloc::boxed::Box<[u32; crate::capability::DSP_ATTRIBUTES]>>>,
 }
@@ -138,6 +141,7 @@ impl Channel {
                 sessions: Mutex::new(sessions),
                 counters: Counters::default(),
                 up: AtomicBool::new(true),
+                push_rx: AtomicBool::new(false),
                 dsp_info: Mutex::new(None),
             }),
         })
@@ -196,6 +200,8 @@ impl Channel {
 
     /// A callback for push-style links, holding the channel weakly.
     pub fn rx_handler(&self) -> impl Fn(&[u8]) + Send + Sync + 'static {
+        // Relaxed: a capability flag read by `register_waker`; no data is published with it.
+        self.inner.push_rx.store(true, Ordering::Relaxed);
         let w: Weak<ChannelInner> = Arc::downgrade(&self.inner);
         move |b: &[u8]| {
             if let Some(c) = w.upgrade() {

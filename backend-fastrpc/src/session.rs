@@ -514,6 +514,13 @@ impl Session {
         })
     }
 
+    /// Whether completions arrive by callback (so a registered waker fires); with a pull-style
+    /// link the caller must keep polling.
+    pub fn wakes(&self) -> bool {
+        // Relaxed: see `Channel::rx_handler`.
+        self.inner.ch.push_rx.load(Ordering::Relaxed)
+    }
+
     /// Ask for `w` to be woken when the call finishes.
     pub fn register_waker(&self, t: &InvokeTicket, w: &Waker) -> Result<()> {
         self.with_ctx(t, |c| {

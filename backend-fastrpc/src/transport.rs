@@ -294,9 +294,12 @@ impl Transport for FastRpcTransport {
     }
 
     fn register_waker(&self, ticket: &Ticket, waker: &Waker) -> bool {
-        self.session
-            .register_waker(&invoke_ticket(ticket), waker)
-            .is_ok()
+        // A pull-style link completes only inside poll_done: the waker would never fire.
+        self.session.wakes()
+            && self
+                .session
+                .register_waker(&invoke_ticket(ticket), waker)
+                .is_ok()
     }
 
     fn shutdown(&self) -> Result<()> {

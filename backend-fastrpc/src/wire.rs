@@ -394,6 +394,53 @@ mod tests {
     }
 
     #[test]
+    fn rmid_structs_golden_bytes() {
+        use zerocopy::IntoBytes;
+        let m = MmapReq {
+            pgid: 3.into(),
+            flags: MMAP_ADD_PAGES.into(),
+            vaddr: 0x1122_3344_5566_7788.into(),
+            num: 16.into(),
+            pad: [0; 4],
+        };
+        #[rustfmt::skip]
+        assert_eq!(m.as_bytes(), &[
+            3, 0, 0, 0,             // pgid @0
+            0x00, 0x10, 0, 0,       // flags @4 = ADD_PAGES 0x1000
+            0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // vaddr @8
+            16, 0, 0, 0,            // num @16 = sizeof(phy_page)
+            0, 0, 0, 0,             // tail padding → 24
+        ]);
+        let mm = MemMapReq {
+            pgid: 1.into(),
+            fd: 7.into(),
+            offset: 0x100.into(),
+            flags: 0.into(),
+            vaddrin: 0.into(),
+            num: 16.into(),
+            data_len: 0x2000.into(),
+        };
+        let b = mm.as_bytes();
+        assert_eq!(b.len(), 32);
+        assert_eq!(&b[4..8], &[7, 0, 0, 0]);
+        assert_eq!(&b[8..12], &[0, 1, 0, 0]);
+        assert_eq!(&b[24..28], &[16, 0, 0, 0]);
+        assert_eq!(&b[28..32], &[0, 0x20, 0, 0]);
+        let c = CreateReq {
+            pgid: 2.into(),
+            namelen: 6.into(),
+            filelen: 0x1234.into(),
+            pageslen: 1.into(),
+            attrs: 8.into(),
+            siglen: 0.into(),
+        };
+        #[rustfmt::skip]
+        assert_eq!(c.as_bytes(), &[
+            2, 0, 0, 0,  6, 0, 0, 0,  0x34, 0x12, 0, 0,  1, 0, 0, 0,  8, 0, 0, 0,  0, 0, 0, 0,
+        ]);
+    }
+
+    #[test]
     fn rsp_parse_is_strict_and_total() {
         assert_eq!(parse_rsp(&[0; 15]), Err(ProtocolError::Truncated));
         assert_eq!(parse_rsp(&[0; 17]), Err(ProtocolError::BadLength));
