@@ -22,8 +22,6 @@ pub mod console;
 mod hal;
 mod heap;
 mod irq;
-mod mmio;
-mod polled;
 mod psci;
 mod scmi_agent;
 mod scmi_raw;
@@ -31,7 +29,7 @@ mod timer;
 
 use core::fmt;
 
-use mmio::{ModernMmioTransport, SlotInfo, DEVICE_ID_SCMI};
+use fwipc_guest_aarch64::mmio::{self, ModernMmioTransport, SlotInfo, DEVICE_ID_SCMI};
 use scmi_agent::Mode;
 use scmi_raw::{le32, name, RawError, RawScmi};
 use timer::GenericTimer;

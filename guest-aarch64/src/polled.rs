@@ -65,3 +65,75 @@ impl<T: Transport> Transport for Polled<T> {
         self.0.stats()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records the completion mode of each request it is sent.
+    struct Recorder {
+        polling: bool,
+        seen: Mutex<Vec<(u32, Completion)>>,
+    }
+
+    impl Transport for Recorder {
+        fn caps(&self) -> Caps {
+            Caps {
+                max_msg: 4,
+                max_msg_size: 128,
+                bulk: false,
+                max_bulk_size: 0,
+                notifications: false,
+                polling: self.polling,
+            }
+        }
+        fn send(&self, req: &Request<'_>) -> Result<Ticket> {
+            self.seen.lock().unwrap().push((req.target, req.completion));
+            Ok(Ticket::new(1, 0, 0))
+        }
+        fn poll_done(&self, _ticket: &Ticket) -> Result<bool> {
+            Ok(true)
+        }
+        fn fetch_response(&self, _ticket: &Ticket, _out: &mut [u8]) -> Result<usize> {
+            Ok(0)
+        }
+        fn mark_txdone(&self, _ticket: Ticket, _outcome: TxOutcome) {}
+        fn shutdown(&self) -> Result<()> {
+            Ok(())
+        }
+        fn stats(&self) -> Stats {
+            Stats::default()
+        }
+    }
+
+    #[test]
+    fn every_request_goes_out_polled() {
+        let t = Polled(Recorder {
+            polling: true,
+            seen: Mutex::new(Vec::new()),
+        });
+        let ticket = t.send(&Request::new(0x1003, &[1, 2])).unwrap();
+        t.mark_txdone(ticket, TxOutcome::Done);
+        let ticket = t.send(&Request::new(0x1500, &[]).polled()).unwrap();
+        t.mark_txdone(ticket, TxOutcome::Done);
+        assert_eq!(
+            *t.0.seen.lock().unwrap(),
+            [(0x1003, Completion::Polled), (0x1500, Completion::Polled)]
+        );
+        assert_eq!(t.max_msg(), 4);
+    }
+
+    #[test]
+    fn refused_when_the_transport_cannot_poll() {
+        let t = Polled(Recorder {
+            polling: false,
+            seen: Mutex::new(Vec::new()),
+        });
+        assert_eq!(
+            t.send(&Request::new(0x1000, &[])).unwrap_err(),
+            Error::NotSupported
+        );
+        assert!(t.0.seen.lock().unwrap().is_empty());
+    }
+}

@@ -14,10 +14,11 @@ use backend_scmi_virtio::protocol::{Config, Event, Filter, Scmi, ScmiError, Wait
 use backend_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
 use fwipc_transport_api::{wait_done, Deadline, Error, Request, Transport, TxOutcome, Wait};
 
+use fwipc_guest_aarch64::mmio::ModernMmioTransport;
+use fwipc_guest_aarch64::polled::Polled;
+
 use crate::hal::IdentityHal;
 use crate::irq;
-use crate::mmio::ModernMmioTransport;
-use crate::polled::Polled;
 use crate::timer::GenericTimer;
 use crate::{print, println};
 
