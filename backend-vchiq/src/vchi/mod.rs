@@ -8,14 +8,14 @@
 //! | [`link`] | [`ServiceLink`] / [`BulkLink`]: what a client needs from an open VCHIQ service, and [`VcService`]: what a VideoCore-side handler gets driven with |
 //! | [`smem_wire`] | vc-sm-cma `'SMEM'` message layouts (`#[repr(C)]` zerocopy) and their bounds-checked parsers |
 //! | [`smem_server`] | the VideoCore side of `'SMEM'`: a real allocator over a memory area, generational handles |
-//! | [`smem_client`] | [`Smem`], the typed ARM-side client (alloc/free/lock/unlock/import, RELEASED events) |
+//! | [`smem_client`] | [`Smem`], the typed ARM-side client (alloc/free/lock/unlock/import, RELEASED events, lending host memory on VC_MEM_REQUEST through a [`smem_client::HostMemory`]) |
 //! | [`vc_mem`] | the vc_mem query of VideoCore memory (base, size, load address) from the firmware's DT `reg` or the mailbox property tag |
 //! | [`test_wire`] | the `vchiq_test` wire formats: echo magics, `test_params`, fun2 sub-test message, data patterns |
 //! | [`echo_server`] | the VideoCore `'echo'` test server as a pure state machine |
 //! | [`func_server`] | the VideoCore `'func'` message/bulk script and the `'fun2'` guard-checking server |
 //! | [`test_client`] | the ARM-side `vchiq_test` routines: ping, ctrl echo, bulk echo, fun2 |
 //! | [`core_link`] | the same seams over the real core: [`core_link::CoreLink`] (ARM client) and [`core_link::VcServiceHost`] (VideoCore-side handler host) |
-//! | `sim` (std) | a slave + master pair over one region, polled from one thread, with the VideoCore services plugged in |
+//! | `sim` (std) | a slave + master pair over one region with the VideoCore services plugged in: polled from one thread (deterministic) or with a VideoCore thread |
 //! | [`loopback`] | an in-process [`BulkLink`] that drives a [`VcService`] directly (unit tests, no slots) |
 //! | [`fuzzing`] | one `fn(&[u8])` per parser of remote input (doc-hidden) |
 //!

@@ -770,4 +770,51 @@ mod tests {
         assert_eq!(st.malformed, 3);
         assert!(c.take_released().is_none());
     }
+
+    mod hostile {
+        use super::super::super::link::{VcAction, VcService};
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A VideoCore that, while `junk` is non-empty, sends one junk message before each reply.
+        struct Junk(SmemServer, Vec<Vec<u8>>);
+        impl VcService for Junk {
+            fn fourcc(&self) -> u32 {
+                0
+            }
+            fn on_message(&mut self, m: &[u8], out: &mut Vec<VcAction>) {
+                if let Some(j) = self.1.pop() {
+                    out.push(VcAction::Reply(j));
+                }
+                self.0.on_message(m, out);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+            /// Random junk interleaved with real replies: the client never panics, every call
+            /// ends in a value or a typed error, and once the junk stops it works normally.
+            #[test]
+            fn junk_from_the_videocore_is_survived(
+                junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..12),
+                sizes in proptest::collection::vec(1u32..5000, 1..8),
+            ) {
+                let l = Loopback::open(Junk(SmemServer::new(0x1000, 1 << 16), junk), 1);
+                let Ok(mut c) = Smem::connect(l, 2) else { return Ok(()) };
+                let mut live = Vec::new();
+                for sz in sizes {
+                    if let Ok(h) = c.alloc(sz, SmemAllocType::Cached, 0, b"p") {
+                        live.push(h);
+                    }
+                }
+                for h in live {
+                    let _ = c.free(h);
+                }
+                c.link_mut().server_mut().1.clear();
+                let h = c.alloc(100, SmemAllocType::Cached, 0, b"ok");
+                prop_assert!(h.is_ok(), "{:?}", h);
+                prop_assert!(c.free(h.unwrap()).is_ok());
+            }
+        }
+    }
 }
