@@ -54,6 +54,20 @@ impl std::fmt::Display for DaemonError {
 
 impl std::error::Error for DaemonError {}
 
+/// Into the fwipc API error.
+impl From<DaemonError> for fwipc_transport_api::Error {
+    fn from(e: DaemonError) -> Self {
+        match e {
+            DaemonError::NotInstalled(_) => fwipc_transport_api::Error::NotSupported,
+            DaemonError::BadSensorName(_) | DaemonError::TooManyFakeSensors => {
+                fwipc_transport_api::Error::InvalidArgument
+            }
+            DaemonError::NoSocket(_) => fwipc_transport_api::Error::Timeout,
+            DaemonError::Io(_) => fwipc_transport_api::Error::Shutdown,
+        }
+    }
+}
+
 impl From<io::Error> for DaemonError {
     fn from(e: io::Error) -> Self {
         Self::Io(e)

@@ -19,6 +19,12 @@
 //! Vhost-user errors cannot be returned through the virtio-drivers trait (its methods are
 //! infallible), so the first one is kept ([`VhostUserTransport::error`]) and the device status then
 //! reads `DEVICE_NEEDS_RESET`.
+//!
+//! Every exchange that waits for the back-end (connect handshake, the DRIVER_OK barrier,
+//! GET_VRING_BASE) runs under a watchdog: if the daemon does not answer within the reply timeout
+//! ([`VhostUserTransport::set_reply_timeout`], default 5 s) the socket is shut down and the request
+//! fails. Socket timeouts cannot do this: the `vhost` crate retries `EAGAIN` forever. The data
+//! path (kicks, used-buffer signals) never touches the socket.
 
 use std::io;
 use std::net::Shutdown;
@@ -71,6 +77,19 @@ impl std::fmt::Display for VhostUserTransportError {
 }
 
 impl std::error::Error for VhostUserTransportError {}
+
+/// Into the fwipc API error: a failed connection or request means the device is gone.
+impl From<VhostUserTransportError> for fwipc_transport_api::Error {
+    fn from(e: VhostUserTransportError) -> Self {
+        match e {
+            VhostUserTransportError::ConnectTimeout => fwipc_transport_api::Error::Timeout,
+            VhostUserTransportError::Unsupported(_) => fwipc_transport_api::Error::NotSupported,
+            VhostUserTransportError::Io(_) | VhostUserTransportError::VhostUser(_) => {
+                fwipc_transport_api::Error::Shutdown
+            }
+        }
+    }
+}
 
 impl From<io::Error> for VhostUserTransportError {
     fn from(e: io::Error) -> Self {
