@@ -74,7 +74,7 @@ cleanup() {
         kill "$QEMU_PID" 2>/dev/null || true # timeout(1) passes the signal on to QEMU
         wait "$QEMU_PID" 2>/dev/null || true
     fi
-    # The daemon first: its stdout pipe must outlive it (a closed read end kills its worker).
+    # The daemon before fd 3: with no writer left, its fd 1 reports HUP, which kills its worker.
     if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
         kill "$DAEMON_PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
