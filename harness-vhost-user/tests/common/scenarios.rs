@@ -365,7 +365,8 @@ pub fn timeout_late_reply<F: DaemonFixture>() {
         let took = start.elapsed();
         assert_eq!(r, Err(Error::Timeout), "{mode:?}");
         assert!(
-            took >= short && took < short + Duration::from_millis(500),
+            // Generous slack: the box is shared (2 cores, parallel builds).
+            took >= short && took < short + Duration::from_secs(1),
             "{mode:?}: timed out after {took:?}"
         );
         let s = t.stats();
@@ -424,7 +425,7 @@ pub fn peer_death_in_flight<F: DaemonFixture>(kill: impl Fn(&F)) {
                 )
             });
             assert_eq!(r, Err(Error::Timeout), "{mode:?}");
-            assert!(start.elapsed() < Duration::from_secs(1), "{mode:?}");
+            assert!(start.elapsed() < Duration::from_secs(2), "{mode:?}");
             t.mark_txdone(tk, TxOutcome::TimedOut);
         }
         let start = Instant::now();
