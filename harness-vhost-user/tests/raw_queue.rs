@@ -306,3 +306,33 @@ fn raw_frozen_daemon_reset_is_bounded() {
     // Killed while frozen (Drop): it never touches the memory again.
     drop(d);
 }
+
+#[test]
+fn raw_malformed_chain_wedges_daemon_worker() {
+    // Daemon pitfall, reproduced: a cmdq chain that is not exactly [readable request, writable
+    // response] makes the worker thread exit silently; nothing is answered afterwards. Every wait
+    // therefore needs a deadline, and a driver must never build such chains.
+    let d = require_daemon!(&["acc0"]);
+    let mut s = RawScmi::new(&d, Features::VERSION_1);
+    assert_eq!(s.call(SENSOR, 0x9, &[0]).status, 0);
+    let hdr = header(SENSOR, 0x9, 1).to_le_bytes();
+    let param = 0u32.to_le_bytes();
+    let mut resp = [0u8; 16];
+    s.clear_signals();
+    // SAFETY: the buffers outlive the queue (the chain is never popped; the reset in Drop stops
+    // the ring first).
+    unsafe { s.cmdq.add(&[&hdr, &param], &mut [&mut resp]) }.unwrap();
+    s.transport.notify(CMDQ);
+    assert!(
+        !s.transport
+            .wait_call(CMDQ, Duration::from_millis(300))
+            .unwrap(),
+        "a split request was answered"
+    );
+    assert!(!s.cmdq.can_pop());
+    // The process lives on, the device is dead.
+    let mut d = d;
+    assert!(d.is_alive(), "the daemon process survives its worker");
+    d.kill().unwrap();
+    drop(s);
+}
