@@ -325,3 +325,42 @@ fn back_pressure_both_ways_keeps_order() {
     assert_eq!(x.received, 2002);
     l.close().unwrap();
 }
+
+#[test]
+fn fun2_catches_a_cache_line_size_mismatch() {
+    // Negative control (vchiq.md §5 cause 1): the ARM uses 32-byte fragments, the VideoCore
+    // 64-byte ones. Nothing in slot zero tells them apart; only the data at unaligned edges goes
+    // wrong, and the fun2 checks must see it.
+    let slave_cfg = Config {
+        cache_line_size: 32,
+        ..Config::default()
+    };
+    let master_cfg = Config {
+        cache_line_size: 64,
+        ..Config::default()
+    };
+    let mut p = PolledPair::with_configs(slave_cfg, master_cfg).unwrap();
+    let make: fn() -> Fun2Server = Fun2Server::new;
+    p.add_vc_service(ServiceParams::new(fourcc::FUN2).version(3, 2), make)
+        .unwrap();
+    p.connect().unwrap();
+    let mut l = p
+        .open(ServiceParams::new(fourcc::FUN2).version(3, 3), 4)
+        .unwrap();
+    let mut failed = 0;
+    let mut first_err = None;
+    for sub in fun2_subtests().step_by(13) {
+        if let Err(e) = fun2_subtest(&mut l, sub) {
+            failed += 1;
+            first_err.get_or_insert(e);
+        }
+    }
+    assert!(failed > 0, "a fragment-size mismatch went unnoticed");
+    assert!(
+        matches!(
+            first_err,
+            Some(VchiError::Verify { .. } | VchiError::DmaOverrun { .. })
+        ),
+        "{first_err:?}"
+    );
+}

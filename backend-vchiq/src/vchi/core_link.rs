@@ -6,7 +6,10 @@
 //!   back-pressure, no allocation on the receive path). Blocking calls drive progress through a
 //!   caller-supplied *pump* (`FnMut() -> Result<(), VchiError>`): in a bare-metal kernel it waits
 //!   for the doorbell interrupt, in the single-threaded tests it polls both roles, and it returns
-//!   an error (e.g. `Timeout`) to give up.
+//!   an error (e.g. `Timeout`) to give up. Bulk data is staged in one reusable buffer at the
+//!   caller's page offset (so fragments and pagelists are those of the caller's buffer), with
+//!   guard bytes around each receive window: a peer that writes outside the window (the
+//!   cache-line-edge corruption of vchiq.md §5) is reported as `DmaOverrun`.
 //! * [`VcServiceHost`] (VideoCore side): a core [`ServiceHandler`] that runs one [`VcService`]
 //!   state machine per open service and carries out its [`VcAction`]s. Actions the core refuses
 //!   with back-pressure (`Retry`) stay queued in order until [`VcServiceHost::flush`] (called by the
@@ -127,6 +130,11 @@ impl Inbox {
     }
 }
 
+/// Bytes checked on each side of a bulk receive window.
+pub const DMA_GUARD: usize = 32;
+/// Their value before the transfer.
+pub const GUARD_BYTE: u8 = 0xFF;
+
 struct InboxHandler(Arc<Inbox>);
 
 impl ServiceHandler for InboxHandler {
@@ -220,10 +228,38 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
         Ok(())
     }
 
-    /// Run one blocking bulk of `len` bytes with the spare buffer (already filled for a
-    /// transmit); returns the actual length. The buffer is back in `self.spare` afterwards,
-    /// unless the transfer is still queued (the pump gave up), in which case the core keeps it.
-    fn bulk(&mut self, dir: BulkDir, len: usize) -> Result<usize, VchiError> {
+    /// Place a `len`-byte window in the spare buffer at the same offset within a page as
+    /// `addr` (the caller's buffer), so the core sees the caller's alignment: its pagelist and
+    /// cache-line fragments are exactly those of a zero-copy transfer into the caller's memory.
+    /// The window has [`DMA_GUARD`] bytes of [`GUARD_BYTE`] on each side. Returns the window's
+    /// offset in `spare`. Allocates only when the spare must grow.
+    fn place(&mut self, addr: usize, len: usize) -> usize {
+        const PAGE: usize = 4096;
+        self.spare.clear();
+        self.spare.reserve(len + PAGE + 2 * DMA_GUARD);
+        let base = self.spare.as_ptr() as usize + DMA_GUARD;
+        let off = DMA_GUARD + (addr % PAGE + PAGE - base % PAGE) % PAGE;
+        self.spare.resize(off + len + DMA_GUARD, GUARD_BYTE);
+        off
+    }
+
+    /// After a receive into `spare[off..off+len]`: the first guard byte the peer overwrote.
+    fn damaged_guard(&self, off: usize, len: usize) -> Option<isize> {
+        let before = &self.spare[off - DMA_GUARD..off];
+        if let Some(i) = before.iter().position(|&b| b != GUARD_BYTE) {
+            return Some(i as isize - DMA_GUARD as isize);
+        }
+        let after = self.spare.get(off + len..off + len + DMA_GUARD)?;
+        after
+            .iter()
+            .position(|&b| b != GUARD_BYTE)
+            .map(|i| (len + i) as isize)
+    }
+
+    /// Run one blocking bulk of `spare[off..off+len]` (already filled for a transmit); returns
+    /// the actual length. The buffer is back in `self.spare` afterwards, unless the transfer is
+    /// still queued (the pump gave up), in which case the core keeps it.
+    fn bulk(&mut self, dir: BulkDir, off: usize, len: usize) -> Result<usize, VchiError> {
         let tag = self.next_tag;
         self.next_tag += 1;
         let mut buf = core::mem::take(&mut self.spare);
@@ -231,11 +267,11 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
             let r = match dir {
                 BulkDir::Transmit => {
                     self.vchiq
-                        .bulk_transmit(self.handle, buf, 0, len, tag, BulkMode::NoCallback)
+                        .bulk_transmit(self.handle, buf, off, len, tag, BulkMode::NoCallback)
                 }
                 BulkDir::Receive => {
                     self.vchiq
-                        .bulk_receive(self.handle, buf, 0, len, tag, BulkMode::NoCallback)
+                        .bulk_receive(self.handle, buf, off, len, tag, BulkMode::NoCallback)
                 }
             };
             match r {
@@ -307,17 +343,19 @@ impl<P: FnMut() -> Result<(), VchiError>> CoreLink<'_, P> {
 
 impl<P: FnMut() -> Result<(), VchiError>> BulkLink for CoreLink<'_, P> {
     fn bulk_transmit(&mut self, data: &[u8]) -> Result<(), VchiError> {
-        self.spare.clear();
-        self.spare.extend_from_slice(data);
-        self.bulk(BulkDir::Transmit, data.len()).map(|_| ())
+        let off = self.place(data.as_ptr() as usize, data.len());
+        self.spare[off..off + data.len()].copy_from_slice(data);
+        self.bulk(BulkDir::Transmit, off, data.len()).map(|_| ())
     }
 
     fn bulk_receive(&mut self, buf: &mut [u8]) -> Result<usize, VchiError> {
-        self.spare.clear();
-        self.spare.resize(buf.len(), 0);
-        let n = self.bulk(BulkDir::Receive, buf.len())?;
-        let n = n.min(buf.len()).min(self.spare.len());
-        buf[..n].copy_from_slice(&self.spare[..n]);
+        let off = self.place(buf.as_ptr() as usize, buf.len());
+        let n = self.bulk(BulkDir::Receive, off, buf.len())?;
+        if let Some(offset) = self.damaged_guard(off, buf.len()) {
+            return Err(VchiError::DmaOverrun { offset });
+        }
+        let n = n.min(buf.len()).min(self.spare.len().saturating_sub(off));
+        buf[..n].copy_from_slice(&self.spare[off..off + n]);
         Ok(n)
     }
 }

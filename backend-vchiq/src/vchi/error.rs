@@ -88,6 +88,12 @@ pub enum VchiError {
         /// Byte offset of the first mismatch (or `u32::MAX` for a length mismatch).
         offset: u32,
     },
+    /// A bulk receive wrote outside its window (offset of the first damaged guard byte relative
+    /// to the window start; negative = before it): the cache-line-edge corruption of vchiq.md §5.
+    DmaOverrun {
+        /// Offset of the damaged byte.
+        offset: isize,
+    },
     /// The remote's echo server reported an error string instead of a reply.
     RemoteError,
     /// A caller argument is out of range (size 0, name too long, buffer too small).
@@ -130,6 +136,7 @@ impl From<VchiError> for Error {
             VchiError::Smem(SmemStatus::NotSupported) => Error::NotSupported,
             VchiError::Smem(s) => Error::Remote(s.code()),
             VchiError::Verify { .. } => Error::Protocol(ProtocolError::BadState),
+            VchiError::DmaOverrun { .. } => Error::Protocol(ProtocolError::BadState),
             VchiError::RemoteError => Error::Remote(-1),
             VchiError::InvalidArgument => Error::InvalidArgument,
             VchiError::TooLarge => Error::TooLarge,
@@ -150,6 +157,9 @@ impl fmt::Display for VchiError {
             VchiError::Smem(s) => write!(f, "SMEM refused: {s:?} ({})", s.code()),
             VchiError::Verify { iteration, offset } => {
                 write!(f, "data mismatch in iteration {iteration} at byte {offset}")
+            }
+            VchiError::DmaOverrun { offset } => {
+                write!(f, "bulk receive wrote outside its window (byte {offset})")
             }
             VchiError::RemoteError => f.write_str("remote test server reported an error"),
             VchiError::InvalidArgument => f.write_str("invalid argument"),

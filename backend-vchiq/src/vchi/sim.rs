@@ -110,10 +110,18 @@ pub struct PolledPair {
 impl PolledPair {
     /// Build both sides on a fresh region (slave first: it writes slot zero).
     pub fn new(cfg: Config) -> Result<Self, VchiError> {
-        let mem = OwnedRegion::new(cfg.region_size())?;
+        Self::with_configs(cfg, cfg)
+    }
+
+    /// Like [`Self::new`] but each side with its own configuration: for negative tests of
+    /// settings the two sides must agree on but cannot check (the fragment cache-line size,
+    /// vchiq.md §5 cause 1).
+    pub fn with_configs(slave_cfg: Config, master_cfg: Config) -> Result<Self, VchiError> {
+        let size = slave_cfg.region_size().max(master_cfg.region_size());
+        let mem = OwnedRegion::new(size)?;
         let plat = SimPlatform::default();
-        let slave = Vchiq::new_slave(mem.region(REGION_BUS)?, Box::new(plat.clone()), cfg)?;
-        let master = Vchiq::new_master(mem.region(REGION_BUS)?, Box::new(plat), cfg)?;
+        let slave = Vchiq::new_slave(mem.region(REGION_BUS)?, Box::new(plat.clone()), slave_cfg)?;
+        let master = Vchiq::new_master(mem.region(REGION_BUS)?, Box::new(plat), master_cfg)?;
         Ok(PolledPair {
             mem,
             slave,

@@ -186,8 +186,12 @@ pub fn first_mismatch(got: &[u8], want: &[u8]) -> Option<usize> {
         .or((got.len() != want.len()).then(|| got.len().min(want.len())))
 }
 
-/// A receive buffer with 0xFF guards (and 0xFE adjacent to the data, like vchiq_test) around a
-/// `len`-byte window placed `align` bytes after a 32-byte aligned offset of the allocation.
+/// Page size that fun2 alignments are taken modulo.
+pub const PAGE: usize = 4096;
+
+/// A receive buffer whose `len`-byte data window starts at an address ≡ `align` (mod 4096), as
+/// vchiq_test places it, with 32-byte 0xFF guards on both sides (0xFE in the byte adjacent to
+/// the data, which vchiq_test writes to pull the edge cache lines in).
 pub struct GuardedBuf {
     buf: Vec<u8>,
     start: usize,
@@ -196,12 +200,14 @@ pub struct GuardedBuf {
 
 impl GuardedBuf {
     /// Build one; the data window starts filled with 0x00 (never the pattern, so a transfer that
-    /// writes nothing is caught).
+    /// writes nothing is caught). `align` is taken modulo 4096.
     pub fn new(len: usize, align: usize) -> Self {
-        let start = GUARD + align;
-        let mut buf = alloc::vec![0xFFu8; start + len + GUARD];
+        let align = align % PAGE;
+        let mut buf = alloc::vec![0xFFu8; GUARD + 2 * PAGE + len + GUARD];
+        let base = buf.as_ptr() as usize;
+        // The first start ≥ GUARD whose address is ≡ align (mod 4096).
+        let start = GUARD + (align + 2 * PAGE - (base + GUARD) % PAGE) % PAGE;
         buf[start..start + len].fill(0);
-        // vchiq_test writes 0xFE right outside the window to pull the edge lines into the cache.
         buf[start - 1] = 0xFE;
         buf[start + len] = 0xFE;
         GuardedBuf { buf, start, len }
@@ -217,18 +223,18 @@ impl GuardedBuf {
         &mut self.buf[self.start..self.start + self.len]
     }
 
-    /// `Ok` if the guards are intact; otherwise the offset (relative to the window start, negative
-    /// = before it) of the first damaged guard byte.
+    /// `Ok` if the 32-byte guards are intact; otherwise the offset (relative to the window
+    /// start, negative = before it) of the first damaged guard byte.
     pub fn check_guards(&self) -> Result<(), isize> {
         let s = self.start;
         let e = s + self.len;
-        for i in 0..s {
+        for i in s - GUARD..s {
             let want = if i == s - 1 { 0xFE } else { 0xFF };
             if self.buf[i] != want {
                 return Err(i as isize - s as isize);
             }
         }
-        for i in e..self.buf.len() {
+        for i in e..e + GUARD {
             let want = if i == e { 0xFE } else { 0xFF };
             if self.buf[i] != want {
                 return Err(i as isize - s as isize);
@@ -265,6 +271,15 @@ mod tests {
         assert_eq!(&w[..4], &0x8100_0000u32.to_le_bytes());
         assert_eq!(&w[4..8], &0x8100_0001u32.to_le_bytes());
         assert_eq!(&w[8..10], &0x8100_0002u32.to_le_bytes()[..2]);
+    }
+
+    #[test]
+    fn guarded_window_has_the_requested_page_offset() {
+        for align in [0, 1, 2, 16, 31, 4064, 4095] {
+            let g = GuardedBuf::new(100, align);
+            assert_eq!(g.data().as_ptr() as usize % PAGE, align);
+            assert_eq!(g.check_guards(), Ok(()));
+        }
     }
 
     #[test]
