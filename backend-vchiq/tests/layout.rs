@@ -822,6 +822,38 @@ fn bulk_traffic_passes_the_independent_audit() {
     for m in msgs.iter().filter(|m| m.ty == 8 || m.ty == 9) {
         assert_eq!(u32_at(&m.payload, 0), 5000, "actual");
     }
+    // The last bulk request's pagelist is still intact in the region (earlier ones were freed
+    // and their space reused): {u32 length, u16 type, u16 offset, u32 addrs[]} (§5).
+    let b = p.snapshot().unwrap();
+    let last = msgs
+        .iter()
+        .filter(|m| m.side == Side::Slave && (m.ty == 6 || m.ty == 7))
+        .last()
+        .unwrap();
+    let pl = (u32_at(&last.payload, 0) - REGION_BUS) as usize;
+    let length = u32_at(&b, pl);
+    let ty = u16::from_le_bytes([b[pl + 4], b[pl + 5]]);
+    let offset = u16::from_le_bytes([b[pl + 6], b[pl + 7]]) as u32;
+    assert_eq!(length, 5000);
+    assert!(offset < 4096);
+    if last.ty == 7 {
+        assert_eq!(ty, 0, "BULK_TX: the VideoCore reads the pages (WRITE)");
+    } else {
+        // A 5000-byte receive always has an unaligned end: it needs a fragment, type 2+k.
+        assert!((2..2 + 64).contains(&ty), "BULK_RX type {ty}");
+    }
+    // The address entries: page-aligned bus addresses | (run pages - 1), covering the buffer.
+    let pages_needed = (offset + length).div_ceil(4096);
+    let (mut pages, mut i) = (0, 0);
+    while pages < pages_needed {
+        let e = u32_at(&b, pl + 8 + 4 * i);
+        let run = (e & 0xFFF) + 1;
+        assert!(e & !0xFFF != 0, "entry {i}: null page");
+        pages += run;
+        i += 1;
+    }
+    assert_eq!(pages, pages_needed, "runs cover exactly the buffer's pages");
+
     // CONFIG (40-byte test_params) takes a 48-byte stride, as in the RusPiRo Pi 3 trace.
     let slave: Vec<&Msg> = msgs.iter().filter(|m| m.side == Side::Slave).collect();
     let i = slave
