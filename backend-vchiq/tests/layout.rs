@@ -827,8 +827,7 @@ fn bulk_traffic_passes_the_independent_audit() {
     let b = p.snapshot().unwrap();
     let last = msgs
         .iter()
-        .filter(|m| m.side == Side::Slave && (m.ty == 6 || m.ty == 7))
-        .last()
+        .rfind(|m| m.side == Side::Slave && (m.ty == 6 || m.ty == 7))
         .unwrap();
     let pl = (u32_at(&last.payload, 0) - REGION_BUS) as usize;
     let length = u32_at(&b, pl);
