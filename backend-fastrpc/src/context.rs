@@ -14,10 +14,9 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::task::Waker;
 
-use spin::Mutex;
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 
 use crate::error::{FastRpcError, Result};
 use crate::layout::{BufDesc, HandleDesc, Olap};
@@ -533,5 +532,67 @@ mod tests {
             RxOutcome::Unknown,
             "beyond the table"
         );
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    fn in_flight(t: &ContextTable) -> (usize, u64) {
+        let (i, g) = t.alloc(0).unwrap();
+        let mut c = t.slot(i).unwrap().lock();
+        c.state = CtxState::InFlight;
+        c.inflight = true;
+        (i, g)
+    }
+
+    /// The caller gives up while the late reply arrives: whichever wins, the context is
+    /// released exactly once, and never by the receive path itself.
+    #[test]
+    fn loom_late_reply_races_abandon() {
+        loom::model(|| {
+            let t = Arc::new(ContextTable::new(1, 1).unwrap());
+            let (i, g) = in_flight(&t);
+            let t2 = t.clone();
+            let rx = loom::thread::spawn(move || {
+                let o = t2.complete(CtxId::new(1, g, 0), 0, |_| {});
+                assert!(matches!(o, RxOutcome::Completed | RxOutcome::Late));
+                // The receive path never frees.
+                o
+            });
+            let _ = t.drop_owner(i, g, true);
+            let o = rx.join().unwrap();
+            t.reap();
+            assert_eq!(t.free_count(), 1, "{o:?}");
+            assert_eq!(t.zombies(), 0);
+        });
+    }
+
+    /// A DSP restart sweep races the answer: the call ends exactly once (answered or failed),
+    /// the owner sees a terminal state, and finishing releases it once.
+    #[test]
+    fn loom_reset_races_reply() {
+        loom::model(|| {
+            let t = Arc::new(ContextTable::new(1, 1).unwrap());
+            let (i, g) = in_flight(&t);
+            let t2 = t.clone();
+            let rx = loom::thread::spawn(move || t2.complete(CtxId::new(1, g, 0), 7, |_| {}));
+            let failed = t.fail_inflight(None, FastRpcError::RemoteReset);
+            let o = rx.join().unwrap();
+            assert_eq!(
+                failed == 1,
+                o != RxOutcome::Completed,
+                "exactly one ends the call"
+            );
+            let st = t.slot(i).unwrap().lock().state;
+            assert!(matches!(
+                st,
+                CtxState::Done(7) | CtxState::Failed(FastRpcError::RemoteReset)
+            ));
+            assert!(t.drop_owner(i, g, false));
+            assert_eq!(t.free_count(), 1);
+        });
     }
 }

@@ -40,6 +40,7 @@ pub mod session;
 #[cfg(feature = "std")]
 pub mod sim;
 pub mod stubskel;
+mod sync;
 pub mod transport;
 pub mod wire;
 
