@@ -364,3 +364,16 @@ fn fun2_catches_a_cache_line_size_mismatch() {
         "{first_err:?}"
     );
 }
+
+#[test]
+fn dropping_a_link_closes_its_service() {
+    let (p, _host) = echo_pair();
+    // Occupy all 8 listeners, then drop the links: each drop starts the close handshake, and
+    // once the core has run it the listeners accept again.
+    let links: Vec<_> = (0..8).map(|_| p.open(echo_client(), 2).unwrap()).collect();
+    assert!(p.open(echo_client(), 2).is_err());
+    drop(links);
+    p.settle();
+    let again: Vec<_> = (0..8).map(|_| p.open(echo_client(), 2).unwrap()).collect();
+    assert_eq!(again.len(), 8);
+}

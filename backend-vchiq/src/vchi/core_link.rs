@@ -165,6 +165,18 @@ pub struct CoreLink<'v, P: FnMut() -> Result<(), VchiError>> {
     /// The bulk buffer, lent to the core for each transfer and returned with its completion:
     /// reused, so steady-state bulks of a size seen before allocate nothing.
     spare: Vec<u8>,
+    /// `close` already removed the service.
+    removed: bool,
+}
+
+impl<P: FnMut() -> Result<(), VchiError>> Drop for CoreLink<'_, P> {
+    /// Dropping an open link starts closing its service (the CLOSE goes out now; the core
+    /// completes the handshake on later polls). Use [`CoreLink::close`] to wait for it.
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = self.vchiq.remove_service(self.handle);
+        }
+    }
 }
 
 impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
@@ -199,6 +211,7 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
             pump,
             next_tag: 1,
             spare: Vec::new(),
+            removed: false,
         })
     }
 
@@ -222,6 +235,7 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
                 Ok(()) => break,
             }
         }
+        self.removed = true;
         while !self.inbox.ring.lock().closed {
             (self.pump)()?;
         }
