@@ -11,8 +11,8 @@ use backend_vchiq::vchi::func_server::{Fun2Server, FuncEvent, FuncServer, FUNC_E
 use backend_vchiq::vchi::link::ServiceLink;
 use backend_vchiq::vchi::sim::PolledPair;
 use backend_vchiq::vchi::test_client::{
-    bulk_echo, ctrl, fun2_subtest, fun2_subtests, func_script, ping, ping_suite,
-    FUNC_CLIENT_EXPECTED,
+    bulk_echo, bulk_echo_pipelined, ctrl, fun2_subtest, fun2_subtests, func_script, ping,
+    ping_suite, FUNC_CLIENT_EXPECTED,
 };
 use backend_vchiq::vchi::test_wire::ctrl_message;
 use backend_vchiq::vchi::VchiError;
@@ -376,4 +376,18 @@ fn dropping_a_link_closes_its_service() {
     p.settle();
     let again: Vec<_> = (0..8).map(|_| p.open(echo_client(), 2).unwrap()).collect();
     assert_eq!(again.len(), 8);
+}
+
+#[test]
+fn bulk_echo_with_two_each_way_in_flight() {
+    let (p, host) = echo_pair();
+    let mut l = p.open(echo_client(), 4).unwrap();
+    for (bs, iters) in [(4096, 10), (5001, 7), (100_000, 3)] {
+        let x = bulk_echo_pipelined(&mut l, bs, iters).unwrap();
+        assert_eq!(x.bulk_rx_bytes, (bs * iters as usize) as u64);
+    }
+    let mut blocks = 0;
+    host.for_each(|_, s| blocks += s.stats().bulk_tx);
+    assert_eq!(blocks, 20);
+    l.close().unwrap();
 }

@@ -26,7 +26,7 @@ use log::warn;
 use fwipc_transport_api::ProtocolError;
 
 use super::error::VchiError;
-use super::link::{BulkLink, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
+use super::link::{BulkLink, BulkPipeline, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
 use crate::error::VchiqError;
 use crate::service::{
     BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler, ServiceParams,
@@ -371,6 +371,56 @@ impl<P: FnMut() -> Result<(), VchiError>> BulkLink for CoreLink<'_, P> {
         let n = n.min(buf.len()).min(self.spare.len().saturating_sub(off));
         buf[..n].copy_from_slice(&self.spare[off..off + n]);
         Ok(n)
+    }
+}
+
+impl<P: FnMut() -> Result<(), VchiError>> BulkPipeline for CoreLink<'_, P> {
+    fn submit_transmit(&mut self, data: Vec<u8>) -> Result<u64, VchiError> {
+        self.submit(BulkDir::Transmit, data)
+    }
+
+    fn submit_receive(&mut self, buf: Vec<u8>) -> Result<u64, VchiError> {
+        self.submit(BulkDir::Receive, buf)
+    }
+
+    fn complete(&mut self, tag: u64) -> Result<(usize, Vec<u8>), VchiError> {
+        loop {
+            if let Some(c) = self.vchiq.take_bulk_completion_tag(self.handle, tag)? {
+                return match c.result {
+                    Ok(n) => Ok((n, c.buf)),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            (self.pump)()?;
+        }
+    }
+}
+
+impl<P: FnMut() -> Result<(), VchiError>> CoreLink<'_, P> {
+    fn submit(&mut self, dir: BulkDir, mut buf: Vec<u8>) -> Result<u64, VchiError> {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let len = buf.len();
+        loop {
+            let r = match dir {
+                BulkDir::Transmit => {
+                    self.vchiq
+                        .bulk_transmit(self.handle, buf, 0, len, tag, BulkMode::NoCallback)
+                }
+                BulkDir::Receive => {
+                    self.vchiq
+                        .bulk_receive(self.handle, buf, 0, len, tag, BulkMode::NoCallback)
+                }
+            };
+            match r {
+                Ok(()) => return Ok(tag),
+                Err((VchiqError::Retry, back)) => {
+                    buf = back;
+                    (self.pump)()?;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
     }
 }
 

@@ -35,6 +35,18 @@ pub trait BulkLink: ServiceLink {
     fn bulk_receive(&mut self, buf: &mut [u8]) -> Result<usize, VchiError>;
 }
 
+/// Bulk transfers kept in flight (vchiq_test -b keeps 2 transmits and 2 receives queued):
+/// submit now, collect the completion later. Buffers are moved in and come back with the
+/// completion.
+pub trait BulkPipeline: ServiceLink {
+    /// Queue a transmit of all of `data`; returns its tag.
+    fn submit_transmit(&mut self, data: Vec<u8>) -> Result<u64, VchiError>;
+    /// Queue a receive filling all of `buf`; returns its tag.
+    fn submit_receive(&mut self, buf: Vec<u8>) -> Result<u64, VchiError>;
+    /// Wait for the transfer `tag`: the actual length and the buffer.
+    fn complete(&mut self, tag: u64) -> Result<(usize, Vec<u8>), VchiError>;
+}
+
 /// What a VideoCore-side service handler asks the simulated VideoCore to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VcAction {

@@ -15,7 +15,7 @@ use fwipc_transport_api::{Error, ProtocolError};
 use crate::error::VchiqError;
 
 use super::error::VchiError;
-use super::link::{BulkLink, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
+use super::link::{BulkLink, BulkPipeline, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
 
 /// An in-process link to one VideoCore-side handler.
 pub struct Loopback<S: VcService> {
@@ -24,6 +24,11 @@ pub struct Loopback<S: VcService> {
     vc_rx: VecDeque<(usize, u32)>,
     vc_tx: VecDeque<(Vec<u8>, u32)>,
     closed: bool,
+    /// Pipelined client bulks waiting for a partner: (tag, buffer).
+    cl_tx: VecDeque<(u64, Vec<u8>)>,
+    cl_rx: VecDeque<(u64, Vec<u8>)>,
+    done: Vec<(u64, Result<(usize, Vec<u8>), VchiError>)>,
+    next_tag: u64,
 }
 
 impl<S: VcService> Loopback<S> {
@@ -35,6 +40,10 @@ impl<S: VcService> Loopback<S> {
             vc_rx: VecDeque::new(),
             vc_tx: VecDeque::new(),
             closed: false,
+            cl_tx: VecDeque::new(),
+            cl_rx: VecDeque::new(),
+            done: Vec::new(),
+            next_tag: 1,
         };
         let mut out = Vec::new();
         l.server.on_open(client_id, &mut out);
@@ -132,6 +141,57 @@ impl<S: VcService> Loopback<S> {
         let mut out = Vec::new();
         f(&mut self.server, &mut out);
         self.apply(out);
+    }
+}
+
+impl<S: VcService> Loopback<S> {
+    /// Pair queued client bulks with the handler's, in order, until neither side can move.
+    fn pair_pipelined(&mut self) {
+        loop {
+            if !self.cl_tx.is_empty() && !self.vc_rx.is_empty() {
+                let (tag, data) = self.cl_tx.pop_front().unwrap_or_default();
+                let r = self.bulk_transmit(&data).map(|_| (data.len(), data));
+                self.done.push((tag, r));
+                continue;
+            }
+            if !self.cl_rx.is_empty() && !self.vc_tx.is_empty() {
+                let (tag, mut buf) = self.cl_rx.pop_front().unwrap_or_default();
+                let r = self.bulk_receive(&mut buf).map(|n| (n, buf));
+                self.done.push((tag, r));
+                continue;
+            }
+            return;
+        }
+    }
+}
+
+impl<S: VcService> BulkPipeline for Loopback<S> {
+    fn submit_transmit(&mut self, data: Vec<u8>) -> Result<u64, VchiError> {
+        self.check_open()?;
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.cl_tx.push_back((tag, data));
+        self.pair_pipelined();
+        Ok(tag)
+    }
+
+    fn submit_receive(&mut self, buf: Vec<u8>) -> Result<u64, VchiError> {
+        self.check_open()?;
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.cl_rx.push_back((tag, buf));
+        self.pair_pipelined();
+        Ok(tag)
+    }
+
+    fn complete(&mut self, tag: u64) -> Result<(usize, Vec<u8>), VchiError> {
+        self.pair_pipelined();
+        let i = self
+            .done
+            .iter()
+            .position(|(t, _)| *t == tag)
+            .ok_or(VchiError::Transport(Error::Timeout))?;
+        self.done.swap_remove(i).1
     }
 }
 

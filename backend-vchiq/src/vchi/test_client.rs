@@ -14,7 +14,7 @@ use zerocopy::IntoBytes;
 
 use super::error::VchiError;
 use super::func_server::{FUNC_MSG, TAG_RX_LAST};
-use super::link::{BulkLink, ServiceLink, MAX_MSG_SIZE};
+use super::link::{BulkLink, BulkPipeline, ServiceLink, MAX_MSG_SIZE};
 use super::test_wire::{
     bulk_pattern, ctrl_message, first_mismatch, fun2_pattern, EchoMagic, Fun2Params, GuardedBuf,
     TestParams, SYNC_REPLY,
@@ -186,6 +186,65 @@ pub fn bulk_echo<L: BulkLink>(
     Ok(x)
 }
 
+/// `-b` as vchiq_test runs it: CONFIG, then 2 transmits and 2 receives kept in flight (each
+/// re-queued when it completes) until `iters` blocks went each way; block `i` carries the pattern
+/// of buffer `i % 2` and must come back intact.
+pub fn bulk_echo_pipelined<L: BulkPipeline>(
+    link: &mut L,
+    blocksize: usize,
+    iters: u32,
+) -> Result<Exchanged, VchiError> {
+    if blocksize == 0 {
+        return Err(VchiError::InvalidArgument);
+    }
+    let mut x = Exchanged::default();
+    link.send(TestParams::bulk(blocksize as u32, iters, true).as_bytes())?;
+    x.sent += 1;
+    let mut small = [0u8; 64];
+    expect_reply(link, &mut small, SYNC_REPLY, 0)?;
+    x.received += 1;
+    let pattern = |i: u32| {
+        let mut b = vec![0u8; blocksize];
+        bulk_pattern(i % 2, &mut b);
+        b
+    };
+    const IN_FLIGHT: u32 = 2;
+    let mut tx_tags = alloc::collections::VecDeque::new();
+    let mut rx_tags = alloc::collections::VecDeque::new();
+    for i in 0..IN_FLIGHT.min(iters) {
+        tx_tags.push_back(link.submit_transmit(pattern(i))?);
+        rx_tags.push_back(link.submit_receive(vec![0u8; blocksize])?);
+    }
+    let (mut next_tx, mut next_rx) = (tx_tags.len() as u32, rx_tags.len() as u32);
+    for it in 0..iters {
+        let t = tx_tags.pop_front().ok_or(VchiError::InvalidArgument)?;
+        let (_, buf) = link.complete(t)?;
+        x.bulk_tx_bytes += blocksize as u64;
+        if next_tx < iters {
+            // Re-queue the returned buffer with the next block's pattern.
+            let mut b = buf;
+            bulk_pattern(next_tx % 2, &mut b);
+            tx_tags.push_back(link.submit_transmit(b)?);
+            next_tx += 1;
+        }
+        let r = rx_tags.pop_front().ok_or(VchiError::InvalidArgument)?;
+        let (n, mut buf) = link.complete(r)?;
+        if let Some(off) = first_mismatch(&buf[..n.min(buf.len())], &pattern(it)) {
+            return Err(VchiError::Verify {
+                iteration: it,
+                offset: off as u32,
+            });
+        }
+        x.bulk_rx_bytes += n as u64;
+        if next_rx < iters {
+            buf.fill(0);
+            rx_tags.push_back(link.submit_receive(buf)?);
+            next_rx += 1;
+        }
+    }
+    Ok(x)
+}
+
 /// What the client saw during the `'func'` Part B script (client-side callbacks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FuncClientEvent {
@@ -340,6 +399,14 @@ mod tests {
         let page: Vec<i32> = all[2268..2268 + 6].iter().map(|p| p.align.get()).collect();
         assert_eq!(page, [4064, 4080, 4088, 4092, 4094, 4095]);
         assert_eq!(all.last().unwrap().datalen.get(), 8192);
+    }
+
+    #[test]
+    fn pipelined_bulk_echo_over_loopback() {
+        let mut l = Loopback::open(EchoServer::new(), 42);
+        let x = bulk_echo_pipelined(&mut l, 777, 9).unwrap();
+        assert_eq!(x.bulk_rx_bytes, 777 * 9);
+        assert_eq!(l.server().stats().bulk_tx, 9);
     }
 
     #[test]
