@@ -17,6 +17,9 @@ use crate::error::VchiqError;
 use super::error::VchiError;
 use super::link::{BulkLink, BulkPipeline, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
 
+/// A finished pipelined bulk: (actual length, buffer) or its error.
+type BulkOutcome = Result<(usize, Vec<u8>), VchiError>;
+
 /// An in-process link to one VideoCore-side handler.
 pub struct Loopback<S: VcService> {
     server: S,
@@ -27,7 +30,7 @@ pub struct Loopback<S: VcService> {
     /// Pipelined client bulks waiting for a partner: (tag, buffer).
     cl_tx: VecDeque<(u64, Vec<u8>)>,
     cl_rx: VecDeque<(u64, Vec<u8>)>,
-    done: Vec<(u64, Result<(usize, Vec<u8>), VchiError>)>,
+    done: Vec<(u64, BulkOutcome)>,
     next_tag: u64,
 }
 
