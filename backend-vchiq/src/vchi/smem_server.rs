@@ -818,6 +818,64 @@ mod tests {
     }
 
     #[test]
+    fn minor_requests() {
+        use super::super::smem_wire::{SmemActionClean, SmemResize, SmemVersion};
+        let mut s = SmemServer::new(0x8000, 8192);
+        let (h, addr) = alloc(&mut s, 64, 0).unwrap();
+        let status =
+            |r: &Vec<Vec<u8>>| SmemResult::read_from_prefix(&r[0]).unwrap().0.success.get();
+        let r = run(
+            &mut s,
+            SmemRequest::Resize(SmemResize {
+                res_handle: U32::new(h),
+                res_mem: U32::new(addr),
+                res_new_size: U32::new(128),
+            }),
+            1,
+        );
+        assert_eq!(status(&r), SmemStatus::NotSupported.code());
+        assert_eq!(status(&run(&mut s, SmemRequest::WalkAlloc, 2)), 0);
+        let r = run(
+            &mut s,
+            SmemRequest::ActionClean(SmemActionClean {
+                res_action: U32::new(0),
+                action_trans_id: U32::new(1),
+            }),
+            3,
+        );
+        assert_eq!(status(&r), 0);
+        let r = run(
+            &mut s,
+            SmemRequest::ClientVersion(SmemVersion {
+                version: U32::new(2),
+            }),
+            4,
+        );
+        assert_eq!(status(&r), 0);
+        assert_eq!(s.client_version(), 2);
+        // UNLOCK_NOANS: silent, even when refused (counted).
+        let m = SmemHandleMsg {
+            res_handle: U32::new(h),
+            res_mem: U32::new(addr),
+        };
+        run(&mut s, SmemRequest::Lock(m), 5);
+        assert!(run(&mut s, SmemRequest::UnlockNoAns(m), 6).is_empty());
+        let refused = s.stats().refused;
+        assert!(run(&mut s, SmemRequest::UnlockNoAns(m), 7).is_empty());
+        assert_eq!(s.stats().refused, refused + 1);
+        assert_eq!(s.blocks().next().unwrap().locks, 0);
+        // The reply echoes each request's trans_id.
+        assert_eq!(
+            SmemResult::read_from_prefix(&r[0])
+                .unwrap()
+                .0
+                .trans_id
+                .get(),
+            4
+        );
+    }
+
+    #[test]
     fn garbage_gets_a_status_or_silence_never_a_panic() {
         let mut s = SmemServer::new(0, 4096);
         let mut out = Vec::new();
