@@ -32,7 +32,10 @@ impl PacketChannel for NullLink {
 fn core_path(n: u32, size: usize) -> Duration {
     let cfg = ChannelConfig {
         domain: Domain::Cdsp,
-        banks: vec![Bank { sid: 1, nsessions: 1 }],
+        banks: vec![Bank {
+            sid: 1,
+            nsessions: 1,
+        }],
         contexts: 8,
         payloads_per_session: 2,
         payload_size: 16384,
@@ -45,7 +48,12 @@ fn core_path(n: u32, size: usize) -> Duration {
     let t0 = Instant::now();
     for _ in 0..n {
         let t = s
-            .start(ECHO_HANDLE, ECHO_RAW_METHOD, &[Arg::In(&input), Arg::Out(&mut out)], 0)
+            .start(
+                ECHO_HANDLE,
+                ECHO_RAW_METHOD,
+                &[Arg::In(&input), Arg::Out(&mut out)],
+                0,
+            )
             .unwrap();
         let id = CtxId::new(t.slot() as u8 + 1, t.generation(), s.pd());
         let mut rsp = [0u8; 16];
@@ -102,12 +110,21 @@ fn mpsc_floor(n: u32) -> Duration {
 fn main() {
     for size in [16usize, 256, 1024] {
         core_path(1000, size); // warm-up
-        println!("core  {size:5} B: {:>8.0?} per call", core_path(100_000, size));
+        println!(
+            "core  {size:5} B: {:>8.0?} per call",
+            core_path(100_000, size)
+        );
     }
     for size in [16usize, 1024] {
         sim_round_trip(1000, size);
-        println!("sim   {size:5} B: {:>8.0?} per round trip", sim_round_trip(20_000, size));
+        println!(
+            "sim   {size:5} B: {:>8.0?} per round trip",
+            sim_round_trip(20_000, size)
+        );
     }
     mpsc_floor(1000);
-    println!("floor mpsc ping-pong: {:>8.0?} per round trip", mpsc_floor(20_000));
+    println!(
+        "floor mpsc ping-pong: {:>8.0?} per round trip",
+        mpsc_floor(20_000)
+    );
 }

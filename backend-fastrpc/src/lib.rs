@@ -8,7 +8,8 @@
 //! - [`scalars`]: the `sc` word codec; [`wire`]: byte-exact wire structs; [`layout`]: the payload
 //!   layout engine; [`payload`]: the checked reader of payload metadata,
 //! - [`mem`]: DSP-reachable memory (HAL trait) and shared buffers (the dma-buf role),
-//! - [`packet`]: the datagram channel trait; [`domain`]: DSP domains,
+//! - [`packet`]: the datagram channel trait; [`domain`]: DSP domains; [`domains`]: the
+//!   channel per domain, looked up by checked id,
 //! - [`context`]: invoke contexts (bounded table, ids with generation, refcounted lifetime),
 //! - [`channel`]: one channel per domain, its session table and receive path; [`session`]:
 //!   a session (context bank) and the invoke API; [`procctl`]: remote process control,
@@ -26,6 +27,7 @@ pub mod capability;
 pub mod channel;
 pub mod context;
 pub mod domain;
+pub mod domains;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -261,3 +261,89 @@ fn capability_query_is_cached_and_bounded() {
         Err(FastRpcError::NotSupported)
     );
 }
+
+#[test]
+fn channels_per_domain_with_checked_ids() {
+    use backend_fastrpc::domains::Channels;
+    use backend_fastrpc::Domain;
+    let adsp = SimSystem::new(
+        backend_fastrpc::ChannelConfig {
+            domain: Domain::Adsp,
+            ..SimSystem::default_config()
+        },
+        Completion::Interrupt,
+    );
+    let cdsp = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let mut chans = Channels::new();
+    chans.add(adsp.channel.clone()).unwrap();
+    chans.add(cdsp.channel.clone()).unwrap();
+    assert_eq!(
+        chans.add(cdsp.channel.clone()).err(),
+        Some(FastRpcError::InvalidArgument)
+    );
+    assert_eq!(chans.get(0).unwrap().domain(), Domain::Adsp);
+    assert_eq!(chans.get(3).unwrap().domain(), Domain::Cdsp);
+    assert_eq!(
+        chans.get(2).err(),
+        Some(FastRpcError::ChannelDown),
+        "sdsp not probed"
+    );
+    assert_eq!(chans.get(5).err(), Some(FastRpcError::BadDomain));
+    // Clients of two domains at once.
+    let a = adsp.attached_session();
+    let c = cdsp.attached_session();
+    assert_eq!((a.client_id(), c.client_id()), (1, 1));
+    assert!(chans.remove(Domain::Adsp).is_some());
+    assert!(chans.get(0).is_err());
+}
+
+#[test]
+fn fd_list_entries_we_never_passed_are_counted() {
+    use backend_fastrpc::sim::objects::ECHO_HANDLE;
+    use backend_fastrpc::wire::MetaOffsets;
+    let sys = sys();
+    let s = sys.attached_session();
+    let shared = s.alloc_shared(4096).unwrap();
+    sys.dsp.set_fault(fwipc_transport_api::fixture::Fault::Hold);
+    let mut out = [0u8; 4];
+    // A raw echo with an in-handle: sc (0,2,1,1,1,0) is refused by the echo object, which
+    // is fine: the fd list is run for failing calls too.
+    let t = s
+        .start(
+            ECHO_HANDLE,
+            2,
+            &[
+                Arg::In(b"abcd"),
+                Arg::Out(&mut out),
+                Arg::InHandle {
+                    buf: &shared,
+                    offset: 0,
+                    len: 8,
+                },
+            ],
+            0,
+        )
+        .unwrap();
+    // Before the DSP answers, plant a bogus fd (99) after the real one in the fd list.
+    let payload_bus = {
+        // The session's first payload buffer is the first region on the bus.
+        0x1000_0000u64 | 1 << 32
+    };
+    let fdlist = MetaOffsets::new(3).fdlist as u64;
+    assert!(sys
+        .bus
+        .write(payload_bus + fdlist + 8, &99u64.to_le_bytes()));
+    let before = sys.channel.stats().protocol_errors;
+    sys.dsp.set_fault(fwipc_transport_api::fixture::Fault::None);
+    sys.dsp.release();
+    while !s.poll(&t).unwrap() {
+        std::thread::yield_now();
+    }
+    assert!(s.status(&t).is_err(), "the echo object refuses handles");
+    s.finish(t);
+    assert_eq!(
+        sys.channel.stats().protocol_errors,
+        before + 1,
+        "fd 99 counted"
+    );
+}
