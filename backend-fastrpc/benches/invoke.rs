@@ -40,6 +40,7 @@ fn core_path(n: u32, size: usize) -> Duration {
         payloads_per_session: 2,
         payload_size: 16384,
         max_args: 4,
+        secure: false,
     };
     let ch = Channel::new(cfg, Arc::new(NullLink), Arc::new(SimBus::new())).unwrap();
     let s = ch.open_session().unwrap();

@@ -46,6 +46,9 @@ pub struct ChannelConfig {
     pub payload_size: usize,
     /// Largest argument count per call.
     pub max_args: usize,
+    /// The channel is secure (no `qcom,non-secure-domain`): it also has a `-secure` node, and
+    /// clients of its plain node may only create unsigned PDs.
+    pub secure: bool,
 }
 
 impl ChannelConfig {
@@ -62,6 +65,7 @@ impl ChannelConfig {
             payloads_per_session: 16,
             payload_size: 16 * 1024,
             max_args: 16,
+            secure: false,
         }
     }
 }
@@ -152,9 +156,20 @@ impl Channel {
         self.inner.cfg.domain
     }
 
-    /// Open a session: the first free one, `Busy` when none is (nothing leaked). Allocates the
-    /// session's payload buffers on its context bank.
+    /// Open a session on the channel's main node (`fastrpc-<domain>-secure` for a secure
+    /// channel, `fastrpc-<domain>` otherwise): the first free one, `Busy` when none is (nothing
+    /// leaked). Allocates the session's payload buffers on its context bank.
     pub fn open_session(&self) -> Result<Session> {
+        self.open(self.inner.cfg.secure)
+    }
+
+    /// Open a session on the plain (non-secure) node of a secure channel: such a client may
+    /// only create unsigned PDs.
+    pub fn open_session_nonsecure(&self) -> Result<Session> {
+        self.open(false)
+    }
+
+    fn open(&self, secure_node: bool) -> Result<Session> {
         let (index, sid) = {
             let mut s = self.inner.sessions.lock();
             let Some((i, slot)) = s.iter_mut().enumerate().find(|(_, x)| !x.in_use) else {
@@ -174,12 +189,14 @@ impl Channel {
                 }
             }
         }
-        Ok(Session::new(
+        let s = Session::new(
             self.inner.clone(),
             index as u16,
             sid,
             PayloadPool::new(regions),
-        ))
+        );
+        s.set_node(secure_node, self.inner.cfg.secure);
+        Ok(s)
     }
 
     /// Sessions open right now.

@@ -80,6 +80,7 @@ fn channel() -> Channel {
         payloads_per_session: 4,
         payload_size: 4096,
         max_args: 4,
+        secure: false,
     };
     Channel::new(
         cfg,

@@ -21,6 +21,11 @@ use crate::wire::{
     INIT_FILELEN_MAX, INIT_HANDLE, PD_NAME_MAX,
 };
 
+/// Process attribute `FASTRPC_MODE_UNSIGNED_MODULE`.
+pub const ATTR_UNSIGNED_MODULE: u32 = 1 << 3;
+/// Process attribute DEBUG.
+pub const ATTR_DEBUG: u32 = 1 << 0;
+
 /// What kind of process the session runs on the DSP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PdKind {
@@ -139,6 +144,10 @@ impl Session {
             || file.len() > INIT_FILELEN_MAX
         {
             return Err(FastRpcError::InvalidArgument);
+        }
+        if self.unsigned_only() && attrs & ATTR_UNSIGNED_MODULE == 0 {
+            // The driver's -ECONNREFUSED: a signed PD from the non-secure node.
+            return Err(FastRpcError::PermissionDenied);
         }
         let memlen = align_up(INIT_FILELEN_MAX.max(4 * file.len()) as u64, 1 << 20)
             .ok_or(FastRpcError::InvalidArgument)?;
@@ -358,14 +367,10 @@ impl Session {
         Ok(())
     }
 
-    /// Close the session the way the driver's release does: INIT_RELEASE if a process exists
-    /// (its memory is freed once the DSP confirms), then tear the session down.
+    /// Close the session the way the driver's release does: INIT_RELEASE (sent on every
+    /// close; the process memory is freed once the DSP confirms), then tear the session down.
     pub fn close(self, w: CtlWait<'_>) -> Result<()> {
-        let r = if self.pd_kind().is_some() {
-            self.release_process(w)
-        } else {
-            Ok(())
-        };
+        let r = self.release_process(w);
         let d = fwipc_transport_api::Deadline::after(w.clock, w.timeout);
         let s = self.shutdown(w.clock, d);
         r.and(s)

@@ -140,6 +140,8 @@ pub(crate) struct SessionInner {
     pub(crate) lc: Lifecycle,
     pub(crate) next_fd: AtomicI32,
     pub(crate) proc: Mutex<ProcState>,
+    /// Opened on the plain node of a secure channel: unsigned PDs only.
+    pub(crate) unsigned_only: core::sync::atomic::AtomicBool,
 }
 
 impl Drop for SessionInner {
@@ -176,8 +178,22 @@ impl Session {
                 lc: Lifecycle::new(),
                 next_fd: AtomicI32::new(3),
                 proc: Mutex::new(ProcState::default()),
+                unsigned_only: core::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+
+    pub(crate) fn set_node(&self, secure_node: bool, channel_secure: bool) {
+        // Relaxed: set once before the session is shared.
+        self.inner
+            .unsigned_only
+            .store(channel_secure && !secure_node, Ordering::Relaxed);
+    }
+
+    /// Whether this client may only create unsigned PDs (plain node of a secure channel).
+    pub fn unsigned_only(&self) -> bool {
+        // Relaxed: see `set_node`.
+        self.inner.unsigned_only.load(Ordering::Relaxed)
     }
 
     /// Stream id of the session's context bank.

@@ -36,6 +36,7 @@ fn golden_invoke_message_and_payload() {
         payloads_per_session: 1,
         payload_size: 4096,
         max_args: 4,
+        secure: false,
     };
     let ch = Channel::new(cfg, rec.clone(), Arc::new(bus.clone())).unwrap();
     // Session 0 → client_id 1, context bank sid 1. Its one payload buffer is the bus's first

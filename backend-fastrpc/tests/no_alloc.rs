@@ -71,6 +71,7 @@ fn invoke_path_allocates_nothing() {
         payloads_per_session: 2,
         payload_size: 8192,
         max_args: 8,
+        secure: false,
     };
     let ch = Channel::new(cfg, link.clone(), Arc::new(bus)).unwrap();
     let s = ch.open_session().unwrap();

@@ -347,3 +347,25 @@ fn fd_list_entries_we_never_passed_are_counted() {
         "fd 99 counted"
     );
 }
+
+#[test]
+fn nonsecure_node_of_secure_channel_creates_unsigned_only() {
+    use backend_fastrpc::procctl::ATTR_UNSIGNED_MODULE;
+    let cfg = backend_fastrpc::ChannelConfig {
+        secure: true,
+        ..SimSystem::default_config()
+    };
+    let sys = SimSystem::new(cfg, Completion::Interrupt);
+    let plain = sys.channel.open_session_nonsecure().unwrap();
+    assert!(plain.unsigned_only());
+    assert_eq!(
+        plain.create("shell", b"\x7fELF", 0, sys.wait()),
+        Err(FastRpcError::PermissionDenied)
+    );
+    plain
+        .create("shell", b"\x7fELF", ATTR_UNSIGNED_MODULE, sys.wait())
+        .unwrap();
+    let secure = sys.channel.open_session().unwrap();
+    assert!(!secure.unsigned_only());
+    secure.create("shell", b"\x7fELF", 0, sys.wait()).unwrap();
+}

@@ -86,6 +86,7 @@ impl SimSystem {
             payloads_per_session: 16,
             payload_size: 4096,
             max_args: 8,
+            secure: false,
         }
     }
 
