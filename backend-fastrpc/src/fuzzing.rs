@@ -325,8 +325,13 @@ mod tests {
         for s in seeds {
             f(s);
         }
-        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
-        for _ in 0..iters {
+        // FASTRPC_FUZZ_SCALE multiplies the iterations (longer local runs); the seed too.
+        let scale: usize = std::env::var("FASTRPC_FUZZ_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15 ^ scale as u64);
+        for _ in 0..iters * scale {
             f(&r.bytes(max));
         }
     }

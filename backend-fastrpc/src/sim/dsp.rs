@@ -420,10 +420,12 @@ impl Shared {
                         return Err(bad);
                     };
                     let in_page = rb.pv.get() & 4095;
-                    if in_page + len > pg.size.get() {
+                    let a = pg.addr.get().checked_add(in_page).ok_or(bad)?;
+                    // Within the page entry, and mapped, before allocating anything for it.
+                    if in_page + len > pg.size.get() || !self.bus.is_mapped(a, len as usize) {
                         return Err(bad);
                     }
-                    Some(pg.addr.get() + in_page)
+                    Some(a)
                 };
                 if i < sc.inbufs() {
                     let mut b = vec![0u8; len as usize];
@@ -574,7 +576,7 @@ impl Shared {
     /// `adsp_listener.next2`: deliver the previous reverse reply, then wait for a request.
     fn listener_next2(&self, msg: &FastRpcMsg, d: Decoded) -> Option<i32> {
         let bad = aee::dsp(aee::EBADPARM);
-        if d.call.sc != Scalars::makex(0, 4, 2, 2, 0, 0) || d.outs[0].len() < 16 {
+        if d.call.sc != Scalars::makex(0, 4, 2, 2, 0, 0) || d.outs[0].len() != 16 {
             self.write_back(msg, &d, bad);
             return Some(bad);
         }
