@@ -87,3 +87,42 @@ fn concurrent_clients_on_one_slave() {
     assert_eq!(p.slave().stats().protocol_errors, 0);
     assert_eq!(p.master().stats().protocol_errors, 0);
 }
+
+/// `vchiq_test -p`-style timing (run with `--ignored --nocapture`): µs per SYNC round trip and
+/// per bulk echo, VideoCore in its own thread. A measurement, not a check; numbers depend on the
+/// machine (2 shared cores here).
+#[test]
+#[ignore]
+fn ping_timing_report() {
+    use backend_vchiq::vchi::test_client::ping;
+    use std::time::Instant;
+    let p = pair();
+    p.with_videocore_thread(|p| {
+        let mut l = p
+            .open_threaded(ServiceParams::new(fourcc::ECHO).version(3, 3), 8, T)
+            .unwrap();
+        ping(&mut l, 0, 0, 200).unwrap(); // warm-up
+        for (a, o) in [(0, 0), (1, 0), (10, 0), (0, 10), (10, 10)] {
+            let iters = 2000;
+            let t = Instant::now();
+            ping(&mut l, a, o, iters).unwrap();
+            let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(iters);
+            eprintln!("ping async={a:<3} oneway={o:<3}: {us:8.2} us/iter");
+        }
+        for size in [64usize, 1024, 4088] {
+            let iters = 2000;
+            let t = Instant::now();
+            ctrl(&mut l, size, iters).unwrap();
+            let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(iters);
+            eprintln!("ctrl echo {size:>5} B   : {us:8.2} us/iter");
+        }
+        for bs in [4096usize, 65536, 1 << 20] {
+            let iters = 50;
+            let t = Instant::now();
+            bulk_echo(&mut l, bs, iters).unwrap();
+            let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(iters);
+            let mbs = (2 * bs) as f64 / us;
+            eprintln!("bulk echo {bs:>8} B: {us:8.2} us/iter ({mbs:.0} MB/s both ways)");
+        }
+    });
+}
