@@ -126,7 +126,7 @@ fn virtio_delayed_responses_and_notifications_through_the_eventq() {
         let scmi = &s.scmi;
         let mut v = [SensorValue::default(); 1];
         assert_eq!(scmi.sensor().reading_async(0, &mut v).unwrap(), 1);
-        assert_eq!(v[0].value, 45_001);
+        assert_eq!(v[0].value, 45_000);
         assert_eq!(
             scmi.clock().rate_set_async(0, 800_000_000, 0).unwrap(),
             800_000_000
@@ -204,7 +204,7 @@ fn virtio_two_platforms_concurrently_without_cross_talk() {
                     assert_eq!(s.perf().level_get(0).unwrap(), 600);
                     let mut v = [SensorValue::default(); 1];
                     s.sensor().reading_async(0, &mut v).unwrap();
-                    assert!(v[0].value > 45_000);
+                    assert!(v[0].value >= 45_000);
                 }
             }));
         }

@@ -322,3 +322,129 @@ fn bounce_hal_roundtrip_timeout_and_notifications() {
     let s = scmi.stats();
     assert_eq!(s.pool_free, s.pool_capacity);
 }
+
+/// The platform resets with transfers in flight and the device signals DEVICE_NEEDS_RESET: the
+/// interrupt path re-initialises the device (same queues, no allocation), cancels exactly the
+/// transfers the device held, frees quarantined buffers, and the channel works again.
+#[test]
+fn needs_reset_cancels_in_flight_and_recovers() {
+    let fx = ScmiFixture::setup(Completion::Interrupt);
+    let t = fx.transport();
+    fx.remote().set_fault(Fault::Hold);
+    let abandoned = t.send(&Request::new(ECHO, b"old")).unwrap();
+    t.mark_txdone(abandoned, TxOutcome::TimedOut);
+    let polled = t.send(&Request::new(ECHO, b"p").polled()).unwrap();
+    let irq = t.send(&Request::new(ECHO, b"i")).unwrap();
+    let start = Instant::now();
+    while fx.device().held() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    fx.remote().set_fault(Fault::None);
+    let start = Instant::now();
+    fx.remote().reset_remote();
+    let clock = StdClock::new();
+    let parker = ThreadParker::new();
+    let d = fwipc_transport_api::Deadline::after(&clock, Duration::from_secs(5));
+    let r = fwipc_transport_api::wait_done(t, &irq, &clock, d, Wait::Completion(&parker));
+    assert_eq!(r, Err(Error::Cancelled));
+    assert_eq!(t.poll_done(&polled), Err(Error::Cancelled));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "cancelled promptly, not timed out"
+    );
+    t.mark_txdone(irq, TxOutcome::Cancelled);
+    t.mark_txdone(polled, TxOutcome::Cancelled);
+    assert_eq!(t.device_resets(), 1);
+    assert_eq!(t.tokens_in_use(), 0);
+    let s = t.stats();
+    assert_eq!(s.pool_free, s.pool_capacity);
+    assert_eq!(
+        echo_on(t, b"after reset").unwrap(),
+        inverted(b"after reset")
+    );
+    assert!(fx.remote().notify(b"evt"));
+    let start = Instant::now();
+    let mut buf = [0u8; 8];
+    loop {
+        if let Some(n) = t.fetch_notification(&mut buf).unwrap() {
+            assert_eq!(&buf[..n.len], b"evt");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "eventq not re-fed after reset"
+        );
+    }
+}
+
+/// Polled embedders (no interrupt) ask `needs_reset` and call `reset_device` themselves.
+#[test]
+fn polled_embedder_resets_device() {
+    let fx = ScmiFixture::setup(Completion::Polled);
+    let t = fx.transport();
+    fx.remote().set_fault(Fault::Hold);
+    let tk = t.send(&Request::new(ECHO, b"lost").polled()).unwrap();
+    let start = Instant::now();
+    while fx.device().held() < 1 {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    fx.remote().set_fault(Fault::None);
+    assert!(!t.needs_reset());
+    fx.remote().reset_remote();
+    assert!(t.needs_reset());
+    t.reset_device().unwrap();
+    assert!(!t.needs_reset());
+    assert_eq!(t.poll_done(&tk), Err(Error::Cancelled));
+    t.mark_txdone(tk, TxOutcome::Cancelled);
+    assert_eq!(echo_on(t, b"ok").unwrap(), inverted(b"ok"));
+    let s = t.stats();
+    assert_eq!(s.pool_free, s.pool_capacity);
+    t.shutdown().unwrap();
+    assert_eq!(t.reset_device(), Err(ScmiVirtioError::ShutDown));
+}
+
+/// A platform that silently forgets commands (no DEVICE_NEEDS_RESET): the caller times out
+/// within its deadline, the buffer stays quarantined, and shutdown takes it back.
+#[test]
+fn silent_forget_times_out_and_shutdown_reclaims() {
+    let fx = ScmiFixture::setup(Completion::Interrupt);
+    let t = fx.transport();
+    fx.remote().set_fault(Fault::Hold);
+    let h = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let clock = StdClock::new();
+            let parker = ThreadParker::new();
+            let start = Instant::now();
+            let r = call(
+                t,
+                &clock,
+                &Request::new(ECHO, b"x"),
+                &mut [0u8; 4],
+                Duration::from_millis(100),
+                Wait::Completion(&parker),
+            );
+            (r, start.elapsed())
+        });
+        let start = Instant::now();
+        while fx.device().held() < 1 {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fx.device().forget_in_flight();
+        h.join().unwrap()
+    });
+    assert_eq!(h.0, Err(Error::Timeout));
+    assert!(
+        h.1 >= Duration::from_millis(100) && h.1 < Duration::from_millis(1100),
+        "{:?}",
+        h.1
+    );
+    assert_eq!(t.stats().pool_free, t.stats().pool_capacity - 1);
+    fx.remote().set_fault(Fault::None);
+    assert_eq!(echo_on(t, b"y").unwrap(), inverted(b"y"));
+    t.shutdown().unwrap();
+    assert_eq!(t.stats().pool_free, t.stats().pool_capacity);
+    assert_eq!(t.tokens_in_use(), 0);
+}

@@ -163,7 +163,17 @@ unsafe fn write_obj<T: IntoBytes + Immutable + Copy>(addr: PhysAddr, v: T) {
 
 impl Dev {
     fn driver_ok(&self) -> bool {
+        // A device that signalled DEVICE_NEEDS_RESET processes nothing until reset.
         self.status.contains(DeviceStatus::DRIVER_OK)
+            && !self.status.contains(DeviceStatus::DEVICE_NEEDS_RESET)
+    }
+
+    /// The platform forgets every command in flight (they are never answered) and restarts.
+    fn forget_in_flight(&mut self, factory: &PlatformFactory) {
+        self.swallowed += (self.held.len() + self.delayed.len()) as u64;
+        self.held.clear();
+        self.delayed.clear();
+        self.model = factory();
     }
 
     fn reset_rings(&mut self) {
@@ -427,8 +437,9 @@ fn device_thread(sh: Arc<Shared>) {
         if d.quit {
             return;
         }
+        // Consume the kick whatever the state (a kick racing a reset must not make us spin).
+        let kicked = std::mem::take(&mut d.kicked);
         if d.driver_ok() {
-            d.kicked = false;
             d.process_cmdq(&sh.isr);
             d.process_eventq(&sh.isr);
             d.deliver_due(&sh.isr);
@@ -437,7 +448,12 @@ fn device_thread(sh: Arc<Shared>) {
                 sh.irq.notify_all();
             }
         }
-        if d.kicked || d.quit {
+        if (kicked && d.driver_ok()) || d.kicked || d.quit {
+            // Work may have arrived while we processed: look again (the lock is released and
+            // re-taken so the driver side is never starved).
+            drop(d);
+            std::thread::yield_now();
+            d = lock(&sh.dev);
             continue;
         }
         let wait = d
@@ -559,6 +575,13 @@ impl SimDevice {
         ok
     }
 
+    /// The platform silently forgets every command in flight (never answered, no
+    /// DEVICE_NEEDS_RESET): the driver only learns of it through timeouts.
+    pub fn forget_in_flight(&self) {
+        let mut d = lock(&self.sh.dev);
+        d.forget_in_flight(&self.sh.factory);
+    }
+
     /// Replies currently held (Hold fault).
     pub fn held(&self) -> usize {
         lock(&self.sh.dev).held.len()
@@ -646,13 +669,19 @@ impl RemoteControl for SimDevice {
         self.sh.irq.notify_all();
     }
 
+    /// The platform loses its state with commands in flight; the device reports it the virtio
+    /// way: DEVICE_NEEDS_RESET plus a configuration-change interrupt (virtio §2.1.2). A driver
+    /// that handles it cancels the lost transfers at once; one that does not sees them time out.
     fn reset_remote(&self) {
-        let mut d = lock(&self.sh.dev);
-        // The platform forgets everything: in-flight commands are never answered.
-        d.swallowed += (d.held.len() + d.delayed.len()) as u64;
-        d.held.clear();
-        d.delayed.clear();
-        d.model = (self.sh.factory)();
+        {
+            let mut d = lock(&self.sh.dev);
+            d.forget_in_flight(&self.sh.factory);
+            if d.status.contains(DeviceStatus::DRIVER_OK) {
+                d.status |= DeviceStatus::DEVICE_NEEDS_RESET;
+                *lock(&self.sh.isr) |= InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT.bits();
+            }
+        }
+        self.sh.irq.notify_all();
     }
 
     fn notify(&self, payload: &[u8]) -> bool {

@@ -27,6 +27,8 @@ pub enum ScmiVirtioError {
     DmaAlloc,
     /// A configuration value is out of range (message size 0 or too large, etc.).
     BadConfig,
+    /// The transport was shut down.
+    ShutDown,
     /// The device returned something malformed (counted; the transfer fails with this).
     Protocol(ProtocolError),
 }
@@ -49,6 +51,7 @@ impl fmt::Display for ScmiVirtioError {
             }
             Self::DmaAlloc => f.write_str("virtio-scmi: DMA allocation failed"),
             Self::BadConfig => f.write_str("virtio-scmi: invalid configuration"),
+            Self::ShutDown => f.write_str("virtio-scmi: transport shut down"),
             Self::Protocol(p) => write!(f, "virtio-scmi: {p}"),
         }
     }
@@ -58,6 +61,7 @@ impl From<ScmiVirtioError> for Error {
     fn from(e: ScmiVirtioError) -> Self {
         match e {
             ScmiVirtioError::DmaAlloc => Error::NoMemory,
+            ScmiVirtioError::ShutDown => Error::Shutdown,
             ScmiVirtioError::Protocol(p) => Error::Protocol(p),
             ScmiVirtioError::LegacyDevice | ScmiVirtioError::FeaturesRejected => {
                 Error::NotSupported

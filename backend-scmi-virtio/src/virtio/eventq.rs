@@ -99,7 +99,7 @@ impl<H: Hal> EventQueue<H> {
         }
         let buf = self.buf(i);
         // SAFETY: the buffer is ours (not posted), lives as long as `self`, and is not accessed
-        // by us until the device returns it (`take_used`) or the device is reset (`unshare_all`).
+        // by us until the device returns it (`take_used`) or the device is reset (`unshare_posted`).
         let paddr = unsafe { H::share(buf, BufferDirection::DeviceToDriver) };
         self.ring.set_desc(
             i as u16,
@@ -180,7 +180,8 @@ impl<H: Hal> EventQueue<H> {
     }
 
     /// After a device reset: un-share every posted buffer (the device no longer owns them).
-    pub(crate) fn unshare_all(&mut self) {
+    /// Messages already received stay queued for `fetch_notification`.
+    pub(crate) fn unshare_posted(&mut self) {
         for i in 0..self.count() {
             if let EvState::Posted(paddr) = self.states[i] {
                 let buf = self.buf(i);
@@ -189,7 +190,6 @@ impl<H: Hal> EventQueue<H> {
                 self.states[i] = EvState::Idle;
             }
         }
-        self.pending.clear();
     }
 
     /// Buffers currently posted.

@@ -152,6 +152,13 @@ impl<H: Hal> DmaRegion<H> {
         self.paddr
     }
 
+    /// Zero the whole region. The device must not be accessing it (reset).
+    pub(crate) fn zero(&mut self) {
+        // SAFETY: our allocation of `pages` pages; the device was reset so nothing else
+        // accesses it.
+        unsafe { core::ptr::write_bytes(self.vaddr.as_ptr(), 0, self.pages * PAGE_SIZE) };
+    }
+
     fn ptr(&self, off: usize) -> *mut u8 {
         debug_assert!(off < self.pages * PAGE_SIZE);
         // Offsets are computed from `RingLayout`, which stays inside the allocation.
@@ -211,6 +218,15 @@ impl<H: Hal> SplitRing<H> {
             avail_idx: 0,
             last_used: 0,
         })
+    }
+
+    /// Back to the just-allocated state, for re-initialisation after a device reset (no
+    /// allocation). The device must be reset (not accessing the rings).
+    pub(crate) fn reset(&mut self) {
+        self.driver.zero();
+        self.device.zero();
+        self.avail_idx = 0;
+        self.last_used = 0;
     }
 
     pub(crate) fn size(&self) -> u16 {

@@ -4,13 +4,14 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::Waker;
 
 use fwipc_transport_api::{
     Caps, Counters, Deadline, Error, Lifecycle, MsgPool, Notification, PoolBuf, ProtocolError,
     Request, Result, Stats, Ticket, TokenAllocator, Transport, TxOutcome,
 };
-use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
+use virtio_drivers::transport::{DeviceStatus, InterruptStatus, Transport as VirtioTransport};
 use virtio_drivers::{BufferDirection, Hal};
 
 use super::config::{ScmiVirtioConfig, MAX_MESSAGES};
@@ -84,6 +85,8 @@ pub struct ScmiVirtio<H: Hal, T: VirtioTransport> {
     /// Wakers of completed transfers, run after the channel lock is dropped (deferred
     /// processing: a poller may dequeue other callers' replies). Capacity reserved at setup.
     deferred: spin::Mutex<Vec<Waker>>,
+    /// Device re-initialisations after DEVICE_NEEDS_RESET (or `reset_device`).
+    resets: AtomicU64,
 }
 
 impl<H: Hal, T: VirtioTransport> core::fmt::Debug for ScmiVirtio<H, T> {
@@ -251,6 +254,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 slots,
             }),
             deferred: spin::Mutex::new(Vec::with_capacity(2 * nslots + 1)),
+            resets: AtomicU64::new(0),
         })
     }
 
@@ -282,14 +286,148 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         let guard = self.lc.acquire();
         {
             let mut st = self.state.lock();
-            let _ = st.transport.ack_interrupt();
+            let isr = st.transport.ack_interrupt();
             if guard.is_err() {
                 return;
             }
             self.drain_cmdq(&mut st);
             self.drain_eventq(&mut st);
+            if isr.contains(InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT)
+                && st
+                    .transport
+                    .get_status()
+                    .contains(DeviceStatus::DEVICE_NEEDS_RESET)
+            {
+                log::warn!("virtio-scmi: device needs reset; in-flight transfers cancelled");
+                let _ = self.reset_locked(&mut st);
+            }
         }
         self.run_deferred();
+    }
+
+    /// Whether the device has set DEVICE_NEEDS_RESET (virtio §2.1.2). Interrupt-mode embedders
+    /// need not ask: [`ScmiVirtio::complete`] reacts to the configuration interrupt itself;
+    /// polled embedders check this and call [`ScmiVirtio::reset_device`].
+    pub fn needs_reset(&self) -> bool {
+        self.state
+            .lock()
+            .transport
+            .get_status()
+            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
+    }
+
+    /// Reset and re-initialise the device with the same features and queues (no allocation).
+    /// Every transfer the device held ends with `Cancelled` (its waiter is woken); timed-out
+    /// transfers' buffers and tokens are freed; received notifications stay queued.
+    pub fn reset_device(&self) -> core::result::Result<(), ScmiVirtioError> {
+        let _g = self.lc.acquire().map_err(|_| ScmiVirtioError::ShutDown)?;
+        let r = self.reset_locked(&mut self.state.lock());
+        self.run_deferred();
+        r
+    }
+
+    /// Device re-initialisations so far.
+    pub fn device_resets(&self) -> u64 {
+        // Relaxed: statistics counter.
+        self.resets.load(Ordering::Relaxed)
+    }
+
+    fn reset_locked(&self, st: &mut State<H, T>) -> core::result::Result<(), ScmiVirtioError> {
+        // Relaxed: statistics counter.
+        self.resets.fetch_add(1, Ordering::Relaxed);
+        self.reset_and_reclaim(st, Error::Cancelled);
+        let State {
+            transport,
+            cmdq,
+            eventq,
+            ..
+        } = st;
+        if cmdq.is_none() {
+            return Err(ScmiVirtioError::ShutDown);
+        }
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+        let offered = ScmiFeatures::from_bits_truncate(transport.read_device_features());
+        if offered.contains(self.features) {
+            transport.write_driver_features(self.features.bits());
+            transport.set_status(
+                DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK,
+            );
+        }
+        if !offered.contains(self.features)
+            || !transport.get_status().contains(DeviceStatus::FEATURES_OK)
+        {
+            // The device changed under us: the channel is dead (sends now fail `Shutdown`).
+            log::error!("virtio-scmi: device refused our features after reset");
+            transport.set_status(DeviceStatus::FAILED);
+            *cmdq = None;
+            *eventq = None;
+            return Err(ScmiVirtioError::FeaturesRejected);
+        }
+        if let Some(r) = cmdq.as_mut() {
+            r.reset();
+            let (d, a, u) = r.addrs();
+            transport.queue_set(CMDQ, u32::from(r.size()), d, a, u);
+        }
+        if let Some(q) = eventq.as_mut() {
+            q.ring.reset();
+            let (d, a, u) = q.ring.addrs();
+            transport.queue_set(EVENTQ, u32::from(q.ring.size()), d, a, u);
+        }
+        transport.set_status(
+            DeviceStatus::ACKNOWLEDGE
+                | DeviceStatus::DRIVER
+                | DeviceStatus::FEATURES_OK
+                | DeviceStatus::DRIVER_OK,
+        );
+        if let Some(q) = eventq.as_mut() {
+            q.post_all();
+            if q.ring.should_notify() {
+                transport.notify(EVENTQ);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reset the device (it stops touching our memory) and take every buffer back: posted
+    /// chains end with `fail` (waiters woken), abandoned ones free their buffer and token.
+    fn reset_and_reclaim(&self, st: &mut State<H, T>, fail: Error) {
+        let State {
+            transport,
+            eventq,
+            slots,
+            ..
+        } = st;
+        transport.set_status(DeviceStatus::empty());
+        // Virtio §2.4.1: the driver waits for the reset to complete (status reads 0); bounded.
+        for _ in 0..1_000_000 {
+            if transport.get_status().is_empty() {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if !slot.device_owned() {
+                continue;
+            }
+            self.unshare_slot(slot, i);
+            if slot.owner == Owner::Abandoned {
+                let _ = self.tokens.release(slot.token);
+                slot.poll = PollStatus::NotPolled;
+            } else if slot.outcome == Outcome::Pending {
+                slot.outcome = Outcome::Failed(fail);
+                if slot.poll == PollStatus::Polling {
+                    slot.poll = PollStatus::PollDone;
+                }
+                if let Some(w) = slot.waker.take() {
+                    self.deferred.lock().push(w);
+                }
+            }
+            slot.owner = Owner::Driver;
+            let _ = self.pool.reclaim(i as u32);
+        }
+        if let Some(q) = eventq.as_mut() {
+            q.unshare_posted();
+        }
     }
 
     /// See [`Transport::shutdown`]: refuse new transfers, fail in-flight ones with `Shutdown`
@@ -336,45 +474,27 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 }
             }
         };
-        // 3. Reset the device (it stops touching our memory), take every buffer back, free the
-        //    queues. Done even if a user overstayed: every access is under the channel lock.
+        // 3. Reset the device, take every buffer back, free the queues. Done even if a user
+        //    overstayed: every access is under the channel lock.
         {
             let mut st = self.state.lock();
+            self.reset_and_reclaim(&mut st, Error::Shutdown);
             let State {
                 transport,
                 cmdq,
                 eventq,
-                slots,
+                ..
             } = &mut *st;
-            transport.set_status(DeviceStatus::empty());
-            // Virtio §2.4.1: the driver waits for the reset to complete (status reads 0).
-            for _ in 0..1_000_000 {
-                if transport.get_status().is_empty() {
-                    break;
-                }
-                core::hint::spin_loop();
+            if cmdq.is_some() {
+                transport.queue_unset(CMDQ);
             }
-            transport.queue_unset(CMDQ);
             if eventq.is_some() {
                 transport.queue_unset(EVENTQ);
-            }
-            for (i, slot) in slots.iter_mut().enumerate() {
-                if !slot.device_owned() {
-                    continue;
-                }
-                self.unshare_slot(slot, i);
-                if slot.owner == Owner::Abandoned {
-                    let _ = self.tokens.release(slot.token);
-                }
-                slot.owner = Owner::Driver;
-                let _ = self.pool.reclaim(i as u32);
-            }
-            if let Some(q) = eventq.as_mut() {
-                q.unshare_all();
             }
             *cmdq = None;
             *eventq = None;
         }
+        self.run_deferred();
         waited
     }
 
@@ -687,7 +807,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             }
             match st.slots[i].outcome {
                 Outcome::Pending => Ok(false),
-                Outcome::Failed(Error::Shutdown) => Err(Error::Shutdown),
+                Outcome::Failed(e @ (Error::Shutdown | Error::Cancelled)) => Err(e),
                 _ => Ok(true),
             }
         };
