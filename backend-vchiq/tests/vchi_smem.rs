@@ -208,3 +208,42 @@ fn videocore_asks_the_host_for_memory_over_the_core() {
         Some(lent[0].kernel_id)
     );
 }
+
+#[test]
+fn one_videocore_heap_across_sessions_and_its_vc_mem_view() {
+    use backend_vchiq::vchi::smem_server::SharedSmem;
+    let heap = SharedSmem::new(SmemServer::new(VC_BASE, VC_SIZE));
+    let mut p = PolledPair::new(Config::default()).unwrap();
+    let h2 = heap.clone();
+    p.add_vc_service(smem_params(), move || h2.clone()).unwrap();
+    p.connect().unwrap();
+    // The firmware answers GET_VC_MEMORY from the same heap it allocates from.
+    let mut prop = vc_mem::encode_get_vc_memory();
+    heap.with(|s| vc_mem::answer_property(&mut prop, s.base(), s.size()))
+        .unwrap();
+    let info = VcMemInfo::from_property_response(&prop).unwrap();
+
+    // Session 1 allocates and goes away without freeing.
+    let mut s1 = Smem::connect(p.open(smem_params(), 4).unwrap(), 2).unwrap();
+    let a = s1
+        .alloc(1 << 20, SmemAllocType::Cached, 0, b"kept")
+        .unwrap();
+    let (raw, mem) = (a.raw(), a.bus_addr());
+    assert_eq!(
+        info.check_window(u64::from(mem - info.base), 1 << 20),
+        Ok(())
+    );
+    s1.into_link().close().unwrap();
+    assert_eq!(
+        heap.with(|s| s.free_bytes()),
+        u64::from(VC_SIZE) - (1 << 20)
+    );
+    // Session 2 sees the same heap: the handle is still valid, and freeing it restores the area.
+    let mut s2 = Smem::connect(p.open(smem_params(), 4).unwrap(), 2).unwrap();
+    s2.free_raw(raw, mem).unwrap();
+    assert_eq!(heap.with(|s| s.free_bytes()), u64::from(VC_SIZE));
+    assert_eq!(
+        s2.free_raw(raw, mem),
+        Err(VchiError::Smem(SmemStatus::StaleHandle))
+    );
+}

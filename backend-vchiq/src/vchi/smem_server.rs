@@ -684,6 +684,34 @@ impl VcService for SmemServer {
     }
 }
 
+/// One VideoCore memory area shared by every `'SMEM'` service instance (a VideoCore has one
+/// heap): open services come and go, allocations and handles stay. What the firmware does with a
+/// closed client's blocks is not public (unverified); this simulator keeps them until freed.
+#[derive(Clone)]
+pub struct SharedSmem(pub alloc::sync::Arc<spin::Mutex<SmemServer>>);
+
+impl SharedSmem {
+    /// Share `server`.
+    pub fn new(server: SmemServer) -> Self {
+        SharedSmem(alloc::sync::Arc::new(spin::Mutex::new(server)))
+    }
+
+    /// Run `f` on the server.
+    pub fn with<R>(&self, f: impl FnOnce(&mut SmemServer) -> R) -> R {
+        f(&mut self.0.lock())
+    }
+}
+
+impl VcService for SharedSmem {
+    fn fourcc(&self) -> u32 {
+        fourcc::SMEM
+    }
+
+    fn on_message(&mut self, msg: &[u8], out: &mut Vec<VcAction>) {
+        self.0.lock().handle(msg, out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::smem_wire::{name_field, parse_reply, ReplyBody, SmemAlloc, MAX_REQUEST_LEN};
