@@ -391,3 +391,43 @@ fn bulk_echo_with_two_each_way_in_flight() {
     assert_eq!(blocks, 20);
     l.close().unwrap();
 }
+
+#[test]
+fn videocore_handler_can_close_the_service() {
+    use backend_vchiq::vchi::link::{VcAction, VcService};
+    // A VideoCore service that answers "bye" and then closes on the message "quit".
+    #[derive(Default)]
+    struct Quitter;
+    impl VcService for Quitter {
+        fn fourcc(&self) -> u32 {
+            fourcc::make_fourcc(b"quit")
+        }
+        fn on_message(&mut self, m: &[u8], out: &mut Vec<VcAction>) {
+            if m == b"quit" {
+                out.push(VcAction::Reply(b"bye".to_vec()));
+                out.push(VcAction::Close);
+            } else {
+                out.push(VcAction::Reply(m.to_vec()));
+            }
+        }
+    }
+    let mut p = PolledPair::new(Config::default()).unwrap();
+    let make: fn() -> Quitter = Quitter::default;
+    let params = ServiceParams::new(fourcc::make_fourcc(b"quit"));
+    p.add_vc_service(params, make).unwrap();
+    p.connect().unwrap();
+    let mut l = p.open(params, 4).unwrap();
+    l.send(b"hi").unwrap();
+    let mut b = [0u8; 16];
+    assert_eq!(l.recv(&mut b), Ok(2));
+    l.send(b"quit").unwrap();
+    assert_eq!(l.recv(&mut b), Ok(3));
+    assert_eq!(&b[..3], b"bye");
+    // Then the close arrives: the link reports it, and sends fail.
+    assert_eq!(l.recv(&mut b), Err(VchiError::Core(VchiqError::Closed)));
+    assert!(l.send(b"more").is_err());
+    // The auto-close listener takes a new client.
+    let mut l2 = p.open(params, 4).unwrap();
+    l2.send(b"again").unwrap();
+    assert_eq!(l2.recv(&mut b), Ok(5));
+}
