@@ -50,7 +50,21 @@ struct State<H: Hal, T: VirtioTransport> {
 /// the device owns the buffer), builds the header, and accepts a reply only if it echoes the
 /// header exactly (token, protocol, message, type). Completion: call [`ScmiVirtio::complete`]
 /// from the device's interrupt handler (interrupt mode), or send [`Request::polled`] requests and
-/// poll (`poll_done` then drains the cmdq itself).
+/// poll (`poll_done` then drains the cmdq itself). An interrupt-mode transfer completes only
+/// through `complete()` or a poller that happens to dequeue it; without interrupt delivery,
+/// send polled requests.
+///
+/// Wire contract kept for real back-ends (vhost-device-scmi): every cmdq chain is exactly two
+/// direct descriptors (no `INDIRECT_DESC`), the readable one exactly `4 + payload` bytes (the
+/// protocol layer sends 4-byte parameters, so `4 + 4·n`), the writable one `8 + max_msg_size`;
+/// eventq buffers are single writable descriptors of `eventq_buf_size` bytes. `EVENT_IDX` is
+/// not negotiated (notification suppression through the flags word only). Sizing: messages =
+/// min(cmdq size / 2, 1024), eventq buffers = min(eventq size, 1024); nothing is allocated after
+/// `new` on the send/complete paths.
+///
+/// Device errors: a configuration interrupt with `DEVICE_NEEDS_RESET` makes `complete()` reset
+/// and re-initialise the device; transfers the device held end with `Cancelled`.
+/// [`Transport::shutdown`] (also run on drop) resets the device and takes every buffer back.
 ///
 /// ```
 /// use backend_scmi_virtio::sim::{EchoPlatform, SimDevice, SimDeviceConfig, SimHal};
