@@ -214,7 +214,7 @@ fn func_part_a_api_checks() {
     let mut p = PolledPair::new(Config::default()).unwrap();
     let make: fn() -> FuncServer = FuncServer::new;
     let params = ServiceParams::new(fourcc::FUNC).version(3, 2);
-    let (host, h1) = p.add_vc_service(params, make).unwrap();
+    let (host, _) = p.add_vc_service(params, make).unwrap();
     let h2 = p.add_listener(params, &host).unwrap();
     let other: Host<FuncServer> = Arc::new(VcServiceHost::new(make));
     assert_eq!(
@@ -234,7 +234,6 @@ fn func_part_a_api_checks() {
     l.send(&[0u8; 4088]).unwrap();
     let mut b = vec![0u8; 4088];
     assert_eq!(l.recv(&mut b), Ok(4088));
-    let _ = h1;
 }
 
 #[test]

@@ -570,7 +570,7 @@ pub fn parse_vc_message(bytes: &[u8]) -> Result<(), ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::super::loopback::Loopback;
-    use super::super::smem_server::{SmemServer, POISON};
+    use super::super::smem_server::SmemServer;
     use super::*;
 
     fn client() -> Smem<Loopback<SmemServer>> {
@@ -609,7 +609,6 @@ mod tests {
         );
         let e: fwipc_transport_api::Error = VchiError::Smem(SmemStatus::StaleHandle).into();
         assert_eq!(e, fwipc_transport_api::Error::InvalidArgument);
-        let _ = POISON;
     }
 
     #[test]

@@ -13,7 +13,7 @@ use zerocopy::little_endian::I32;
 use zerocopy::IntoBytes;
 
 use super::error::VchiError;
-use super::func_server::{FUNC_MSG, TAG_RX_LAST};
+use super::func_server::FUNC_MSG;
 use super::link::{BulkLink, BulkPipeline, ServiceLink, MAX_MSG_SIZE};
 use super::test_wire::{
     bulk_pattern, ctrl_message, first_mismatch, fun2_pattern, EchoMagic, Fun2Params, GuardedBuf,
@@ -271,9 +271,8 @@ pub const FUNC_CLIENT_EXPECTED: &[FuncClientEvent] = &[
 /// `'func'` Part B steps 3–5 on an open `'func'` service: the 26-byte message is echoed; tx 1024
 /// completes; rx 2048 against the server's tx 1024 aborts; rx 2048 against tx 2048 completes; the
 /// server then sends a 0-byte message. Step 6 (the close aborting the last receive,
-/// [`TAG_RX_LAST`]) is the caller's: it closes the service.
+/// [`super::func_server::TAG_RX_LAST`]) is the caller's: it closes the service.
 pub fn func_script<L: BulkLink>(link: &mut L) -> Result<Vec<FuncClientEvent>, VchiError> {
-    let _ = TAG_RX_LAST;
     let mut ev = Vec::new();
     let mut buf = [0u8; 64];
     link.send(FUNC_MSG)?;
