@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use conformance::{Scenario, Verdict};
+use conformance::{Fixture, Scenario, Verdict};
 
 /// A scenario that runs longer than this is reported as hung.
 const WATCHDOG: Duration = Duration::from_secs(180);
@@ -24,10 +24,16 @@ struct Backend {
 }
 
 fn backends() -> Vec<Backend> {
-    vec![Backend {
-        name: "loopback",
-        scenarios: conformance::suite::<conformance::loopback::LoopbackFixture>(),
-    }]
+    fn b<F: Fixture + 'static>() -> Backend {
+        Backend {
+            name: F::NAME,
+            scenarios: conformance::suite::<F>(),
+        }
+    }
+    vec![
+        b::<conformance::loopback::LoopbackFixture>(),
+        b::<backend_fastrpc::sim::FastRpcFixture>(),
+    ]
 }
 
 enum Outcome {
@@ -264,7 +270,7 @@ fn print_table(rows: &[Row]) {
                         Outcome::Fail(_) => "FAIL",
                         Outcome::Hung => "HUNG",
                     };
-                    format!("{v} {:>6} ms", r.time.as_millis())
+                    format!("{v:<4} {:>6} ms", r.time.as_millis())
                 });
             print!(" | {cell:<wc$}");
         }
