@@ -537,3 +537,29 @@ mod differential {
         }
     }
 }
+
+#[test]
+fn client_message_quota_of_one_with_full_slot_messages() {
+    // vchiq_test -m 1. The message quota is returned only when the receiver recycles the slot
+    // holding the message (vchiq.md §4; Linux does the same), so with quota 1 a message must end
+    // its slot for the next one to go: 4088-byte messages do. (Small messages under quota 1
+    // would stall for good in a quiet system; the default quota, 15 x 256, is a whole number of
+    // slots' worth of minimal messages for that reason.)
+    let (p, _host) = echo_pair();
+    let mut l = p.open(echo_client().quotas(0, 1), 4).unwrap();
+    let before = p.slave().stats().retries;
+    let msgs: Vec<Vec<u8>> = (0..4).map(|i| ctrl_message(i, 4088)).collect();
+    for m in &msgs {
+        l.send(m).unwrap();
+    }
+    let mut b = vec![0u8; 4088];
+    for m in &msgs {
+        let n = l.recv(&mut b).unwrap();
+        assert_eq!(&b[..n], &m[..]);
+    }
+    assert!(
+        p.slave().stats().retries > before,
+        "the quota never pushed back"
+    );
+    ctrl(&mut l, 4088, 20).unwrap();
+}
