@@ -5,9 +5,9 @@
 //! |---|---|
 //! | [`error`] | [`VchiError`], the one error of this layer (converts into `fwipc_transport_api::Error`) |
 //! | [`fourcc`] | service fourccs (`'SMEM'`, `'echo'`, `'func'`, `'fun2'`) |
-//! | [`link`] | [`ServiceLink`] / [`BulkLink`]: what a client needs from an open VCHIQ service, and [`VcService`]: what a VideoCore-side handler gets driven with |
+//! | [`link`] | [`ServiceLink`] / [`BulkLink`] / [`link::BulkPipeline`]: what a client needs from an open VCHIQ service, and [`VcService`]: what a VideoCore-side handler gets driven with |
 //! | [`smem_wire`] | vc-sm-cma `'SMEM'` message layouts (`#[repr(C)]` zerocopy) and their bounds-checked parsers |
-//! | [`smem_server`] | the VideoCore side of `'SMEM'`: a real allocator over a memory area, generational handles |
+//! | [`smem_server`] | the VideoCore side of `'SMEM'`: a real allocator over a memory area, generational handles, VC_MEM_REQUEST; [`smem_server::SharedSmem`] shares one heap across sessions |
 //! | [`smem_client`] | [`Smem`], the typed ARM-side client (alloc/free/lock/unlock/import, RELEASED events, lending host memory on VC_MEM_REQUEST through a [`smem_client::HostMemory`]) |
 //! | [`vc_mem`] | the vc_mem query of VideoCore memory (base, size, load address) from the firmware's DT `reg` or the mailbox property tag |
 //! | [`test_wire`] | the `vchiq_test` wire formats: echo magics, `test_params`, fun2 sub-test message, data patterns |
