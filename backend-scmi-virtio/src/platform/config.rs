@@ -21,7 +21,8 @@ pub struct SensorConfig {
     /// Enabled at start (vhost-device-scmi sensors start disabled and refuse readings).
     pub enabled: bool,
     /// Base value; axis `i` reads `value + counter + 100·i`, where `counter` is a wrapping u8
-    /// bumped by each read (the vhost-device-scmi `fake` sensor pattern, with value 0).
+    /// starting at 0 and bumped after each read (the vhost-device-scmi `fake` sensor pattern,
+    /// with value 0).
     pub value: i64,
     /// Timestamped readings (timestamp = read count).
     pub timestamped: bool,

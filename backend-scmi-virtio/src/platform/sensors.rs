@@ -69,9 +69,10 @@ impl Platform {
             None => return Err(code::NOT_FOUND),
         };
         let st = self.sensors.get_mut(i).ok_or(code::NOT_FOUND)?;
+        // Like vhost-device-scmi's fake sensor: the first reading is counter 0, then it bumps.
+        let counter = i64::from(st.counter);
         st.counter = st.counter.wrapping_add(1);
         st.reads += 1;
-        let counter = i64::from(st.counter);
         let stamp = if ts { st.reads } else { 0 };
         if !v3 {
             return out.u64(base.wrapping_add(counter) as u64);
