@@ -835,12 +835,31 @@ fn bulk_traffic_passes_the_independent_audit() {
     let offset = u16::from_le_bytes([b[pl + 6], b[pl + 7]]) as u32;
     assert_eq!(length, 5000);
     assert!(offset < 4096);
-    if last.ty == 7 {
-        assert_eq!(ty, 0, "BULK_TX: the VideoCore reads the pages (WRITE)");
+    // The exchange ends with the receive of block 2 (pattern of buffer 0).
+    assert_eq!(last.ty, 6, "the last request is the final receive");
+    // A 5000-byte receive always has an unaligned end: it needs a fragment, type 2+k.
+    assert!((2..2 + 64).contains(&ty), "BULK_RX type {ty}");
+    // The fragment pool (platform_data[0], 64 entries of headbuf[CL] + tailbuf[CL], CL = 64):
+    // the master wrote the partial first line's bytes at headbuf[0..] and the partial last
+    // line's at tailbuf[0..] (head = (CL - offset) mod CL capped at the length, tail =
+    // (offset + length) mod CL), which the slave then copied into place (§5).
+    const CL: u32 = 64;
+    let mut want = vec![0u8; 5000];
+    backend_vchiq::vchi::test_wire::bulk_pattern(0, &mut want);
+    let frag = (u32_at(&b, 0x018) - REGION_BUS) as usize + (ty as usize - 2) * 2 * CL as usize;
+    let head = ((CL - offset % CL) % CL).min(length) as usize;
+    let tail = if head < length as usize {
+        ((offset + length) % CL) as usize
     } else {
-        // A 5000-byte receive always has an unaligned end: it needs a fragment, type 2+k.
-        assert!((2..2 + 64).contains(&ty), "BULK_RX type {ty}");
-    }
+        0
+    };
+    assert!(
+        head > 0 || tail > 0,
+        "an unaligned receive uses its fragment"
+    );
+    assert_eq!(&b[frag..frag + head], &want[..head], "headbuf");
+    let tb = frag + CL as usize;
+    assert_eq!(&b[tb..tb + tail], &want[5000 - tail..], "tailbuf");
     // The address entries: page-aligned bus addresses | (run pages - 1), covering the buffer.
     let pages_needed = (offset + length).div_ceil(4096);
     let (mut pages, mut i) = (0, 0);
