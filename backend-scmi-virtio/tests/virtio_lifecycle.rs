@@ -341,6 +341,13 @@ fn needs_reset_cancels_in_flight_and_recovers() {
         std::thread::sleep(Duration::from_millis(1));
     }
     fx.remote().set_fault(Fault::None);
+    // A notification that arrived but is not fetched yet must survive the reset.
+    assert!(fx.remote().notify(b"kept"));
+    let start = Instant::now();
+    while t.eventq_posted() == 64 {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let start = Instant::now();
     fx.remote().reset_remote();
     let clock = StdClock::new();
@@ -363,6 +370,17 @@ fn needs_reset_cancels_in_flight_and_recovers() {
         echo_on(t, b"after reset").unwrap(),
         inverted(b"after reset")
     );
+    assert_eq!(
+        t.eventq_posted(),
+        63,
+        "the filled buffer is not re-posted before it is fetched"
+    );
+    let mut kept = [0u8; 8];
+    let n = t
+        .fetch_notification(&mut kept)
+        .unwrap()
+        .expect("notification kept across reset");
+    assert_eq!(&kept[..n.len], b"kept");
     assert!(fx.remote().notify(b"evt"));
     let start = Instant::now();
     let mut buf = [0u8; 8];

@@ -92,9 +92,9 @@ impl<H: Hal> EventQueue<H> {
         NonNull::slice_from_raw_parts(NonNull::new(p).unwrap_or(self.bufs.ptr), self.buf_size)
     }
 
-    /// Post buffer `i` (must not be device-owned).
+    /// Post buffer `i` if it is idle (not posted, and not holding an unfetched message).
     pub(crate) fn post(&mut self, i: usize) {
-        if matches!(self.states.get(i), None | Some(EvState::Posted(_))) {
+        if self.states.get(i) != Some(&EvState::Idle) {
             return;
         }
         let buf = self.buf(i);
@@ -114,7 +114,7 @@ impl<H: Hal> EventQueue<H> {
         self.ring.post(i as u16);
     }
 
-    /// Post every idle buffer (setup).
+    /// Post every idle buffer (setup, re-initialisation after a reset).
     pub(crate) fn post_all(&mut self) {
         for i in 0..self.count() {
             self.post(i);
