@@ -252,3 +252,26 @@ fn token_stays_reserved_until_the_delayed_response_arrives() {
     assert_eq!(scmi.transport().stats().pool_free, 4);
     assert_eq!(scmi.stats().unexpected_delayed, 0);
 }
+
+#[test]
+fn delayed_response_larger_than_its_slot_is_an_error_not_a_truncation() {
+    let mut c = cfg();
+    c.delayed_buf_size = 8; // status + sensor id only: the 16-byte reading does not fit
+    let scmi = direct_sized(PlatformConfig::full(), 4, 128, c);
+    let mut v = [SensorValue::default(); 1];
+    assert_eq!(
+        scmi.sensor().reading_async(0, &mut v).unwrap_err(),
+        ScmiError::BufferTooSmall
+    );
+    assert_eq!(scmi.transport().stats().pool_free, 4);
+    let mut bad = cfg();
+    bad.p2a_buf_size = 4;
+    assert!(matches!(
+        Scmi::new(
+            DirectTransport::new(Platform::new(PlatformConfig::full())),
+            StdClock::new(),
+            bad
+        ),
+        Err(ScmiError::InvalidArgument)
+    ));
+}

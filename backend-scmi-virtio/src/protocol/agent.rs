@@ -26,8 +26,10 @@ use crate::status::ScmiStatus;
 /// 128 bytes by default).
 pub const MAX_REPLY: usize = 512;
 
-/// Largest P2A message body (after the header) the pump accepts.
-pub const MAX_P2A: usize = 256;
+/// Default size of the buffer P2A messages are fetched into (body after the header): a
+/// SENSOR_UPDATE of 63 axes (8 + 63 × 16 bytes) fits. Must be at least the transport's eventq
+/// buffer size, else a larger message stays queued in the transport (counted in `bad_p2a`).
+pub const MAX_P2A: usize = 1024;
 
 /// How the agent waits for a synchronous reply.
 #[derive(Debug, Clone, Copy)]
@@ -59,8 +61,11 @@ pub struct Config {
     pub max_pending_delayed: usize,
     /// Notification subscribers.
     pub max_subscribers: usize,
-    /// Largest delayed response body kept (status included).
+    /// Largest delayed response body kept per waiter (status included); a longer one fails
+    /// the command with `BufferTooSmall`.
     pub delayed_buf_size: usize,
+    /// Size of the P2A fetch buffer (allocated once at setup).
+    pub p2a_buf_size: usize,
     /// How synchronous waits poll.
     pub wait: WaitPolicy,
     /// Completion mode of every request: `Interrupt` needs the embedder to drive the
@@ -77,7 +82,8 @@ impl Default for Config {
             max_rounds: 1024,
             max_pending_delayed: 8,
             max_subscribers: 8,
-            delayed_buf_size: MAX_P2A,
+            delayed_buf_size: 256,
+            p2a_buf_size: MAX_P2A,
             wait: WaitPolicy::Poll,
             completion: Completion::Interrupt,
         }
@@ -177,7 +183,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         if cfg.delayed_timeout < cfg.command_timeout
             || cfg.max_rounds == 0
             || cfg.delayed_buf_size < 4
-            || cfg.delayed_buf_size > MAX_P2A
+            || cfg.p2a_buf_size < cfg.delayed_buf_size
         {
             return Err(ScmiError::InvalidArgument);
         }
@@ -187,6 +193,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
             delayed: spin::Mutex::new(DelayedTable::new(
                 cfg.max_pending_delayed,
                 cfg.delayed_buf_size,
+                cfg.p2a_buf_size,
             )),
             subscribers: spin::Mutex::new(Subscribers::new(cfg.max_subscribers)),
             cfg,
@@ -387,21 +394,34 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
             ticket: Some(ticket),
         };
         let deadline = Deadline::after(&self.clock, self.cfg.delayed_timeout);
-        let mut body = [0u8; MAX_P2A];
-        let len = loop {
+        loop {
             self.pump();
             {
                 let mut table = self.delayed.lock();
-                if let SlotState::Arrived { len } = table.state(slot) {
-                    let n = len.min(body.len());
-                    if let (Some(dst), Some(src)) = (
-                        body.get_mut(..n),
-                        table.slots.get(slot).and_then(|s| s.buf.get(..n)),
-                    ) {
-                        dst.copy_from_slice(src);
+                match table.state(slot) {
+                    SlotState::Arrived { len } => {
+                        // Parse in place (under the table lock: nothing here blocks).
+                        let body = table
+                            .slots
+                            .get(slot)
+                            .and_then(|s| s.buf.get(..len))
+                            .unwrap_or(&[]);
+                        let mut r = Reader::new(body);
+                        let res = match r.i32() {
+                            Err(m) => Err(self.malformed(m)),
+                            Ok(status) => match ScmiStatus::check(status) {
+                                Err(s) => Err(ScmiError::Status(s)),
+                                Ok(()) => self.parse(r.rest(), parse),
+                            },
+                        };
+                        table.set(slot, SlotState::Free);
+                        return res;
                     }
-                    table.set(slot, SlotState::Free);
-                    break n;
+                    SlotState::Overflow => {
+                        table.set(slot, SlotState::Free);
+                        return Err(ScmiError::BufferTooSmall);
+                    }
+                    _ => {}
                 }
                 if deadline.expired(&self.clock) {
                     table.set(slot, SlotState::Free);
@@ -413,12 +433,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
                 WaitPolicy::Poll => core::hint::spin_loop(),
                 WaitPolicy::SpinThenYield { relax, .. } => relax(),
             }
-        };
-        let body = body.get(..len).unwrap_or(&[]);
-        let mut r = Reader::new(body);
-        let status = r.i32().map_err(|m| self.malformed(m))?;
-        ScmiStatus::check(status)?;
-        self.parse(r.rest(), parse)
+        }
     }
 
     /// Drain pending P2A messages: notifications go to subscribers, delayed responses to their
@@ -426,12 +441,12 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
     /// Bounded: at most 64 messages per call. If another thread is pumping, returns 0 at once.
     pub fn pump(&self) -> usize {
         let mut n = 0;
-        let mut buf = [0u8; MAX_P2A];
         while n < 64 {
-            let Some(mut table) = self.delayed.try_lock() else {
+            let Some(mut guard) = self.delayed.try_lock() else {
                 return n;
             };
-            let note = match self.t.fetch_notification(&mut buf) {
+            let table = &mut *guard;
+            let note = match self.t.fetch_notification(&mut table.pump_buf) {
                 Ok(Some(note)) => note,
                 Ok(None) => return n,
                 Err(e) => {
@@ -441,7 +456,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
                 }
             };
             n += 1;
-            let payload = buf.get(..note.len.min(buf.len())).unwrap_or(&[]);
+            let payload = table.pump_buf.get(..note.len).unwrap_or(&[]);
             let header = match Header::decode(note.source) {
                 Ok(h) => h,
                 Err(e) => {
@@ -452,7 +467,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
             };
             match header.msg_type {
                 MsgType::DelayedResponse => {
-                    if table.deliver(&header, payload) {
+                    if table.slots_deliver(&header, note.len) {
                         bump(&self.counters.delayed_responses);
                     } else {
                         bump(&self.counters.unexpected_delayed);
@@ -461,13 +476,10 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
                 }
                 MsgType::Notification => {
                     bump(&self.counters.notifications);
-                    // Dispatch under the subscriber lock, after releasing the table so that
-                    // waiters can make progress; ordering between pumps is kept because the
-                    // subscriber lock is taken before the table lock is released.
-                    let subs = self.subscribers.lock();
-                    drop(table);
+                    // Dispatch under the table lock: the payload lives in its buffer, and the
+                    // order of notifications is kept across concurrent pumps.
                     let ev = Event { header, payload };
-                    if subs.dispatch(&ev) == 0 {
+                    if self.subscribers.lock().dispatch(&ev) == 0 {
                         bump(&self.counters.unclaimed_notifications);
                     }
                 }

@@ -127,6 +127,8 @@ pub(crate) enum SlotState {
     Arrived {
         len: usize,
     },
+    /// The delayed response arrived but was larger than the slot buffer.
+    Overflow,
 }
 
 pub(crate) struct DelayedSlot {
@@ -134,14 +136,17 @@ pub(crate) struct DelayedSlot {
     pub(crate) buf: Box<[u8]>,
 }
 
-/// Preallocated table of awaited delayed responses.
+/// Preallocated table of awaited delayed responses, and the buffer P2A messages are fetched
+/// into.
 pub(crate) struct DelayedTable {
     pub(crate) slots: Vec<DelayedSlot>,
+    pub(crate) pump_buf: Box<[u8]>,
 }
 
 impl DelayedTable {
-    pub(crate) fn new(capacity: usize, buf_size: usize) -> Self {
+    pub(crate) fn new(capacity: usize, buf_size: usize, pump_size: usize) -> Self {
         DelayedTable {
+            pump_buf: vec![0u8; pump_size].into_boxed_slice(),
             slots: (0..capacity)
                 .map(|_| DelayedSlot {
                     state: SlotState::Free,
@@ -168,28 +173,40 @@ impl DelayedTable {
         self.slots.get(i).map_or(SlotState::Free, |s| s.state)
     }
 
-    /// Deliver a delayed response. Returns `false` if nothing waits for it (late, duplicate or
-    /// unsolicited: the caller counts and drops it). A delayed response longer than the slot
-    /// buffer is truncated to it (the parsers then see the exact lengths they check).
-    pub(crate) fn deliver(&mut self, h: &Header, payload: &[u8]) -> bool {
-        for s in self.slots.iter_mut() {
-            if s.state
-                == (SlotState::Waiting {
-                    protocol: h.protocol_id,
-                    message: h.message_id,
-                    token: h.token,
-                })
-            {
-                let n = payload.len().min(s.buf.len());
-                if let (Some(dst), Some(src)) = (s.buf.get_mut(..n), payload.get(..n)) {
-                    dst.copy_from_slice(src);
-                }
-                s.state = SlotState::Arrived { len: n };
-                return true;
-            }
-        }
-        false
+    /// Deliver the delayed response in `pump_buf[..len]`. Returns `false` if nothing waits for
+    /// it (late, duplicate or unsolicited: the caller counts and drops it).
+    pub(crate) fn slots_deliver(&mut self, h: &Header, len: usize) -> bool {
+        let DelayedTable { slots, pump_buf } = self;
+        let payload = pump_buf.get(..len).unwrap_or(&[]);
+        deliver(slots, h, payload)
     }
+
+    /// Deliver `payload` as a delayed response.
+    #[cfg(test)]
+    pub(crate) fn deliver(&mut self, h: &Header, payload: &[u8]) -> bool {
+        deliver(&mut self.slots, h, payload)
+    }
+}
+
+/// Match on token + protocol id + message id (the type was checked by the caller). A body longer
+/// than the slot buffer marks the slot `Overflow` instead of being truncated.
+fn deliver(slots: &mut [DelayedSlot], h: &Header, payload: &[u8]) -> bool {
+    let want = SlotState::Waiting {
+        protocol: h.protocol_id,
+        message: h.message_id,
+        token: h.token,
+    };
+    let Some(s) = slots.iter_mut().find(|s| s.state == want) else {
+        return false;
+    };
+    match s.buf.get_mut(..payload.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(payload);
+            s.state = SlotState::Arrived { len: payload.len() };
+        }
+        None => s.state = SlotState::Overflow,
+    }
+    true
 }
 
 #[cfg(test)]
@@ -199,7 +216,7 @@ mod tests {
 
     #[test]
     fn delayed_table_matches_full_identity() {
-        let mut t = DelayedTable::new(2, 8);
+        let mut t = DelayedTable::new(2, 8, 16);
         let i = t.reserve().unwrap();
         t.set(
             i,
@@ -224,6 +241,16 @@ mod tests {
         assert!(!t.deliver(&h, &[0; 4]), "wrong protocol");
         h.protocol_id = 0x15;
         assert!(t.deliver(&h, &[1; 12]));
+        assert_eq!(t.state(i), SlotState::Overflow, "too long: not truncated");
+        t.set(
+            i,
+            SlotState::Waiting {
+                protocol: 0x15,
+                message: 6,
+                token: 9,
+            },
+        );
+        assert!(t.deliver(&h, &[1; 8]));
         assert_eq!(t.state(i), SlotState::Arrived { len: 8 });
         assert!(!t.deliver(&h, &[0; 4]), "duplicate");
         assert!(t.reserve().is_some());
