@@ -275,3 +275,23 @@ fn delayed_response_larger_than_its_slot_is_an_error_not_a_truncation() {
         Err(ScmiError::InvalidArgument)
     ));
 }
+
+#[test]
+fn raw_commands_with_their_own_deadline() {
+    let scmi = direct(PlatformConfig::full());
+    // ECHO of the fwipc test protocol: any length, every byte inverted.
+    let mut out = [0u8; 16];
+    let n = scmi.command_raw(0x81, 0x3, &[1, 2, 3], &mut out).unwrap();
+    assert_eq!(&out[..n], &[!1u8, !2, !3]);
+    scmi.transport().set_fault(ReplyFault::Drop);
+    let t0 = Instant::now();
+    assert_eq!(
+        scmi.command_raw_timeout(0x81, 0x3, &[1], &mut out, Duration::from_millis(30))
+            .unwrap_err(),
+        ScmiError::Transport(Error::Timeout)
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "config deadline (5 s) not overridden"
+    );
+}

@@ -219,3 +219,18 @@ fn full_platform_base_discovery() {
         }
     );
 }
+
+#[test]
+fn discover_in_one_call() {
+    let d = direct(PlatformConfig::full()).base().discover().unwrap();
+    assert_eq!(d.vendor, "fwipc");
+    assert_eq!(d.sub_vendor.unwrap(), "sim");
+    assert_eq!(d.num_agents, 1);
+    assert_eq!(d.protocols.as_slice().len(), 8);
+    let v = direct(PlatformConfig::vhost_device_scmi_like(3))
+        .base()
+        .discover()
+        .unwrap();
+    assert_eq!(v.sub_vendor, None);
+    assert_eq!(v.implementation_version, 0);
+}

@@ -650,3 +650,106 @@ impl PlatformModel for Platform {
         self.push_notification(protocol, message, |o| o.bytes(payload));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::PlatformModel;
+
+    fn call(p: &mut Platform, proto: u8, msg: u8, params: &[u32], space: usize) -> Vec<u8> {
+        let mut req = Header::command(proto, msg, 5).to_le_bytes().to_vec();
+        for w in params {
+            req.extend_from_slice(&w.to_le_bytes());
+        }
+        let mut resp = alloc::vec![0u8; space];
+        let n = p.handle_command(&req, &mut resp);
+        resp.truncate(n);
+        resp
+    }
+
+    #[test]
+    fn header_echoed_and_status_only_on_error() {
+        let mut p = Platform::new(PlatformConfig::full());
+        let r = call(&mut p, 0x10, 0x3, &[], 136);
+        assert_eq!(&r[..4], &Header::command(0x10, 3, 5).to_le_bytes());
+        assert_eq!(&r[4..8], &[0; 4]);
+        assert_eq!(&r[8..14], b"fwipc\0");
+        let r = call(&mut p, 0x10, 0x7F, &[], 136);
+        assert_eq!(r.len(), 8);
+        assert_eq!(
+            i32::from_le_bytes(r[4..8].try_into().unwrap()),
+            code::NOT_SUPPORTED
+        );
+        let r = call(&mut p, 0x42, 0, &[], 136);
+        assert_eq!(
+            i32::from_le_bytes(r[4..8].try_into().unwrap()),
+            code::NOT_SUPPORTED
+        );
+        // Less than header + status of writable space: nothing written.
+        assert!(call(&mut p, 0x10, 0, &[], 7).is_empty());
+    }
+
+    #[test]
+    fn list_protocols_packs_byte_i_mod_4_of_word_i_div_4() {
+        let mut p = Platform::new(PlatformConfig::full());
+        let r = call(&mut p, 0x10, 0x6, &[1], 136);
+        let n = u32::from_le_bytes(r[8..12].try_into().unwrap());
+        assert_eq!(n, 7);
+        assert_eq!(&r[12..19], &p.protocols()[1..]);
+        assert_eq!(r.len(), 12 + 8, "zero padded to whole words");
+        assert_eq!(r[19], 0);
+        let r = call(&mut p, 0x10, 0x6, &[9], 136);
+        assert_eq!(
+            i32::from_le_bytes(r[4..8].try_into().unwrap()),
+            code::INVALID_PARAMETERS
+        );
+    }
+
+    #[test]
+    fn echo_inverts_any_length_up_to_the_space() {
+        let mut p = Platform::new(PlatformConfig::default());
+        let mut req = Header::command(0x81, 0x3, 1).to_le_bytes().to_vec();
+        req.extend_from_slice(&[1, 2, 3]);
+        let mut resp = [0u8; 11];
+        assert_eq!(p.handle_command(&req, &mut resp), 11);
+        assert_eq!(&resp[8..], &[!1u8, !2, !3]);
+        let mut small = [0u8; 10];
+        assert_eq!(p.handle_command(&req, &mut small), 8);
+        assert_eq!(
+            i32::from_le_bytes(small[4..8].try_into().unwrap()),
+            code::COMMS_ERROR
+        );
+    }
+
+    #[test]
+    fn p2a_queue_is_bounded_and_delayed_responses_wait_for_room() {
+        let mut p = Platform::new(PlatformConfig {
+            p2a_capacity: 2,
+            ..PlatformConfig::full()
+        });
+        p.queue_notification(0x81, 0, &[1; 100]);
+        p.queue_notification(0x81, 0, &[2; 4]);
+        p.queue_notification(0x81, 0, &[3; 4]);
+        assert_eq!(p.stats().notifications_dropped, 1);
+        // A full queue refuses an asynchronous command with BUSY.
+        let r = call(&mut p, 0x15, 0x6, &[0, 1], 136);
+        assert_eq!(i32::from_le_bytes(r[4..8].try_into().unwrap()), code::BUSY);
+        // A notification larger than the buffer is dropped; the next one comes out.
+        let mut buf = [0u8; 16];
+        assert_eq!(p.next_p2a(&mut buf), Some(8));
+        assert_eq!(p.stats().notifications_dropped, 2);
+        assert_eq!(p.next_p2a(&mut buf), None);
+        // Delayed responses stay queued until a big enough buffer comes.
+        let r = call(&mut p, 0x15, 0x6, &[0, 1], 136);
+        assert_eq!(r.len(), 8);
+        assert_eq!(p.next_p2a(&mut buf[..8]), None);
+        assert_eq!(p.pending_p2a(), 1);
+        let mut big = [0u8; 64];
+        let n = p.next_p2a(&mut big).unwrap();
+        let h = Header::decode_bytes(&big[..n]).unwrap();
+        assert_eq!(
+            (h.msg_type, h.token, h.protocol_id, h.message_id),
+            (MsgType::DelayedResponse, 5, 0x15, 6)
+        );
+    }
+}

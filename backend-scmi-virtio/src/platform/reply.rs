@@ -123,3 +123,40 @@ pub fn fit(room: usize, size: usize, available: usize, max: usize) -> usize {
         n.min(max)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_never_writes_past_the_writable_space() {
+        let mut buf = [0u8; 14];
+        let mut o = Out::new(&mut buf, 8);
+        assert_eq!(o.room(), 6);
+        o.u32(0x0403_0201).unwrap();
+        assert_eq!(o.u32(5), Err(code::COMMS_ERROR));
+        assert_eq!(o.len(), 12);
+        o.bytes(&[9, 9]).unwrap();
+        assert_eq!(o.bytes(&[1]), Err(code::COMMS_ERROR));
+        assert_eq!(o.patch_u32(12, 1), Err(code::COMMS_ERROR));
+        o.patch_u32(8, 7).unwrap();
+        assert_eq!(&buf[8..14], &[7, 0, 0, 0, 9, 9]);
+    }
+
+    #[test]
+    fn params_need_the_exact_length() {
+        let b = [1, 0, 0, 0, 2, 0, 0, 0];
+        assert_eq!(Params::new(&b).exact::<2>(), Ok([1, 2]));
+        assert_eq!(Params::new(&b).exact::<1>(), Err(code::PROTOCOL_ERROR));
+        assert_eq!(Params::new(&b[..7]).exact::<2>(), Err(code::PROTOCOL_ERROR));
+        assert_eq!(Params::new(&[]).exact::<0>(), Ok([]));
+    }
+
+    #[test]
+    fn fit_counts_whole_entries() {
+        assert_eq!(fit(124, 28, 20, 0), 4);
+        assert_eq!(fit(124, 28, 3, 0), 3);
+        assert_eq!(fit(124, 28, 20, 2), 2);
+        assert_eq!(fit(10, 0, 5, 0), 0);
+    }
+}

@@ -275,10 +275,25 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         params: &[u8],
         resp: &mut [u8],
     ) -> ScmiResult<usize> {
+        self.command_raw_timeout(protocol, message, params, resp, self.cfg.command_timeout)
+    }
+
+    /// [`Scmi::command_raw`] with its own deadline instead of the configured one (e.g. a short
+    /// one for a probe, or a long one for a command known to be slow on this platform).
+    pub fn command_raw_timeout(
+        &self,
+        protocol: u8,
+        message: u8,
+        params: &[u8],
+        resp: &mut [u8],
+        timeout: Duration,
+    ) -> ScmiResult<usize> {
         bump(&self.counters.commands);
         let req = self.request(make_target(protocol, message), params);
         let ticket = self.t.send(&req)?;
-        self.finish(ticket, resp)
+        let (n, ticket) = self.await_reply(ticket, resp, timeout)?;
+        self.t.mark_txdone(ticket, TxOutcome::Done);
+        Ok(n)
     }
 
     fn request<'p>(&self, target: u32, payload: &'p [u8]) -> Request<'p> {
@@ -291,8 +306,13 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
     /// Wait for `ticket`'s reply and copy it into `resp`. On success the transfer stays open
     /// (the ticket is handed back) so its token stays reserved; on failure it is ended.
-    fn await_reply(&self, ticket: Ticket, resp: &mut [u8]) -> ScmiResult<(usize, Ticket)> {
-        let deadline = Deadline::after(&self.clock, self.cfg.command_timeout);
+    fn await_reply(
+        &self,
+        ticket: Ticket,
+        resp: &mut [u8],
+        timeout: Duration,
+    ) -> ScmiResult<(usize, Ticket)> {
+        let deadline = Deadline::after(&self.clock, timeout);
         match self.wait(&ticket, deadline) {
             Ok(()) => match self.t.fetch_response(&ticket, resp) {
                 Ok(n) => Ok((n, ticket)),
@@ -310,13 +330,6 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
                 Err(e)
             }
         }
-    }
-
-    /// Wait for `ticket`'s reply and end the transfer.
-    fn finish(&self, ticket: Ticket, resp: &mut [u8]) -> ScmiResult<usize> {
-        let (n, ticket) = self.await_reply(ticket, resp)?;
-        self.t.mark_txdone(ticket, TxOutcome::Done);
-        Ok(n)
     }
 
     /// A typed command: `params` words, reply parsed by `parse` from the return values.
@@ -379,7 +392,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         };
         let (slot, ticket) = slot;
         let mut sync = [0u8; MAX_REPLY];
-        let ticket = match self.await_reply(ticket, &mut sync) {
+        let ticket = match self.await_reply(ticket, &mut sync, self.cfg.command_timeout) {
             Ok((_, t)) => t,
             Err(e) => {
                 self.delayed.lock().set(slot, SlotState::Free);

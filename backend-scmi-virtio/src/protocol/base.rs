@@ -93,6 +93,24 @@ impl core::fmt::Debug for ProtocolList {
     }
 }
 
+/// What [`Base::discover`] found: the Linux start-up sequence in one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Discovery {
+    /// Base protocol version.
+    pub version: Version,
+    /// Agents in the system (from PROTOCOL_ATTRIBUTES).
+    pub num_agents: u8,
+    /// DISCOVER_VENDOR.
+    pub vendor: ShortName,
+    /// DISCOVER_SUB_VENDOR, `None` if the platform answered with a status (vhost-device-scmi:
+    /// NOT_SUPPORTED).
+    pub sub_vendor: Option<ShortName>,
+    /// DISCOVER_IMPLEMENTATION_VERSION.
+    pub implementation_version: u32,
+    /// DISCOVER_LIST_PROTOCOLS.
+    pub protocols: ProtocolList,
+}
+
 /// Typed view of the Base protocol. Obtain with [`Scmi::base`].
 ///
 /// ```
@@ -204,6 +222,39 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
             return Err(super::ScmiError::BufferTooSmall);
         }
         Ok(pager.index() as usize)
+    }
+
+    /// Version, attributes, vendor, sub-vendor (optional), implementation version and protocol
+    /// list, as Linux does at start-up.
+    ///
+    /// ```
+    /// # use backend_scmi_virtio::platform::{Platform, PlatformConfig, direct::DirectTransport};
+    /// # use backend_scmi_virtio::protocol::{Scmi, Config};
+    /// # use fwipc_transport_api::StdClock;
+    /// let platform = Platform::new(PlatformConfig::vhost_device_scmi_like(1));
+    /// let scmi = Scmi::new(DirectTransport::new(platform), StdClock::new(), Config::default()).unwrap();
+    /// let d = scmi.base().discover().unwrap();
+    /// assert_eq!((d.version.major, d.vendor.as_str()), (2, Some("rust-vmm")));
+    /// assert_eq!(d.sub_vendor, None);
+    /// assert_eq!(d.protocols.as_slice(), &[0x15]);
+    /// ```
+    pub fn discover(&self) -> ScmiResult<Discovery> {
+        let version = self.version()?;
+        let attrs = self.attributes()?;
+        let vendor = self.vendor()?;
+        let sub_vendor = match self.sub_vendor() {
+            Ok(n) => Some(n),
+            Err(super::ScmiError::Status(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Discovery {
+            version,
+            num_agents: attrs.num_agents,
+            vendor,
+            sub_vendor,
+            implementation_version: self.implementation_version()?,
+            protocols: self.protocols()?,
+        })
     }
 
     /// All protocols the platform lists.

@@ -39,6 +39,7 @@ pub mod wire;
 pub mod fuzzing;
 
 pub use agent::{AgentStats, Config, Scmi, WaitPolicy, MAX_P2A, MAX_REPLY};
+pub use base::Discovery;
 pub use common::Version;
 pub use error::{Malformed, ScmiError, ScmiResult};
 pub use p2a::{Callback, Event, Filter, SubscriptionId};
