@@ -140,3 +140,83 @@ fn notifications_reach_subscribers() {
         assert_eq!(*got.lock().unwrap(), want);
     }
 }
+
+/// Notes §8 item 9 with a real delayed response: the eventq is full of unfetched notifications
+/// when an asynchronous CLOCK_RATE_SET completes; the platform holds the delayed response until
+/// a buffer is re-posted, then it arrives with the command's token.
+#[test]
+fn delayed_response_waits_for_eventq_buffers() {
+    let cfg = PlatformConfig {
+        p2a_capacity: 256,
+        ..PlatformConfig::full()
+    };
+    let fx = ScmiFixture::with_platform(
+        Completion::Interrupt,
+        64,
+        SimDeviceConfig::default(),
+        move || Box::new(Platform::new(cfg.clone())),
+    );
+    let t = fx.transport();
+    let posted = t.eventq_posted();
+    for i in 0..posted as u32 {
+        assert!(fx.remote().notify(&i.to_le_bytes()));
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while fx.device().eventq_buffers() != 0 || t.eventq_posted() != 0 {
+        assert!(std::time::Instant::now() < end, "eventq never filled");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // CLOCK (0x14) RATE_SET (5): flags = async, clock 0, 200 MHz.
+    let rate: u64 = 200_000_000;
+    let mut p = Vec::new();
+    for w in [1u32, 0, rate as u32, (rate >> 32) as u32] {
+        p.extend_from_slice(&w.to_le_bytes());
+    }
+    let tk = t.send(&Request::new(0x1405, &p).polled()).unwrap();
+    let token = tk.token();
+    let clock = StdClock::new();
+    fwipc_transport_api::wait_done(
+        t,
+        &tk,
+        &clock,
+        fwipc_transport_api::Deadline::after(&clock, Duration::from_secs(5)),
+        fwipc_transport_api::Wait::Poll,
+    )
+    .unwrap();
+    assert_eq!(
+        t.fetch_response(&tk, &mut [0u8; 16]),
+        Ok(0),
+        "synchronous part: SUCCESS"
+    );
+    t.mark_txdone(tk, TxOutcome::Done);
+    std::thread::sleep(Duration::from_millis(20));
+    let mut buf = [0u8; 64];
+    let mut notes = 0;
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let delayed = loop {
+        assert!(
+            std::time::Instant::now() < end,
+            "delayed response never arrived"
+        );
+        let Some(n) = t.fetch_notification(&mut buf).unwrap() else {
+            continue;
+        };
+        let h = backend_scmi_virtio::header::Header::decode(n.source).unwrap();
+        if h.msg_type == backend_scmi_virtio::header::MsgType::DelayedResponse {
+            break h;
+        }
+        notes += 1;
+    };
+    assert_eq!(
+        notes, posted,
+        "every notification came first, the delayed response after a refill"
+    );
+    assert_eq!(
+        (
+            delayed.protocol_id,
+            delayed.message_id,
+            u32::from(delayed.token)
+        ),
+        (0x14, 5, token)
+    );
+}

@@ -948,3 +948,27 @@ impl<H: Hal, T: VirtioTransport> Drop for ScmiVirtio<H, T> {
         let _ = self.shutdown_impl();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_size_selection() {
+        // Default: the largest power of two within the device maximum and the cap.
+        assert_eq!(pick_size(None, 1024, 2048, 0), Ok(1024));
+        assert_eq!(pick_size(None, 4096, 2048, 0), Ok(2048));
+        assert_eq!(pick_size(None, 1000, 2048, 0), Ok(512));
+        assert_eq!(pick_size(Some(64), 1024, 2048, 1), Ok(64));
+        assert_eq!(
+            pick_size(None, 0, 2048, 1),
+            Err(ScmiVirtioError::QueueUnavailable(1))
+        );
+        for bad in [0, 1, 3, 96, 2048] {
+            assert!(matches!(
+                pick_size(Some(bad), 1024, 2048, 0),
+                Err(ScmiVirtioError::BadQueueSize { .. })
+            ));
+        }
+    }
+}
