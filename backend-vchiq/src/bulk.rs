@@ -16,9 +16,7 @@ use crate::header::Header;
 use crate::layout::{BulkDonePayload, BulkPayload};
 use crate::pagelist::{self, fragment_split, needs_fragment};
 use crate::region::{copy_from_shared, copy_to_shared};
-use crate::service::{
-    BulkCompletion, BulkDir, BulkMode, LocalBulk, RemoteBulk, ServiceHandle,
-};
+use crate::service::{BulkCompletion, BulkDir, BulkMode, LocalBulk, RemoteBulk, ServiceHandle};
 use crate::vchiq::{bump, Inner, PendingEv, Vchiq};
 use zerocopy::IntoBytes;
 
@@ -201,7 +199,8 @@ impl Vchiq {
             BulkDir::Transmit => MsgType::BulkTx,
             BulkDir::Receive => MsgType::BulkRx,
         };
-        if let Err(err) = self.queue_locked(g, ty, h.port() as u32, remote, &[msg.as_bytes()], None) {
+        if let Err(err) = self.queue_locked(g, ty, h.port() as u32, remote, &[msg.as_bytes()], None)
+        {
             pagelist::unmap(&*self.platform, addr, e.len);
             free(g);
             return Err(err);
@@ -269,7 +268,8 @@ impl Vchiq {
                 }
                 if split.tail > 0 {
                     let t = o + actual - split.tail;
-                    self.region.read_bytes(frag + cl, &mut e.buf[t..t + split.tail]);
+                    self.region
+                        .read_bytes(frag + cl, &mut e.buf[t..t + split.tail]);
                 }
             }
         }
@@ -358,7 +358,10 @@ impl Vchiq {
     pub fn bulk_pending(&self, h: ServiceHandle, tag: u64) -> bool {
         let g = self.inner.lock();
         self.service(&g, h).is_ok_and(|s| {
-            s.tx.local.iter().chain(s.rx.local.iter()).any(|e| e.tag == tag && e.mode == BulkMode::NoCallback)
+            s.tx.local
+                .iter()
+                .chain(s.rx.local.iter())
+                .any(|e| e.tag == tag && e.mode == BulkMode::NoCallback)
         })
     }
 
@@ -374,11 +377,24 @@ impl Vchiq {
         relax: &mut dyn FnMut(),
     ) -> VResult<BulkCompletion> {
         loop {
-            if let Some(c) = self.take_bulk_completion_tag(h, tag)? {
-                return Ok(c);
-            }
-            if !self.bulk_pending(h, tag) {
-                return Err(VchiqError::Invalid);
+            {
+                // One lock for both checks: a completion moving from the queue to `done` in
+                // between must not look like an unknown tag.
+                let mut g = self.inner.lock();
+                let s = self.service_mut(&mut g, h)?;
+                if let Some(i) = s.done.iter().position(|c| c.tag == tag) {
+                    if let Some(c) = s.done.remove(i) {
+                        return Ok(c);
+                    }
+                }
+                let queued =
+                    s.tx.local
+                        .iter()
+                        .chain(s.rx.local.iter())
+                        .any(|e| e.tag == tag && e.mode == BulkMode::NoCallback);
+                if !queued {
+                    return Err(VchiqError::Invalid);
+                }
             }
             if cancelled() {
                 return Err(VchiqError::Interrupted);
@@ -398,7 +414,13 @@ impl Vchiq {
     }
 
     /// Master: a slave request arrived.
-    pub(crate) fn master_remote_bulk(&self, g: &mut Inner, h: &Header, dir: BulkDir, rb: RemoteBulk) {
+    pub(crate) fn master_remote_bulk(
+        &self,
+        g: &mut Inner,
+        h: &Header,
+        dir: BulkDir,
+        rb: RemoteBulk,
+    ) {
         let port = h.dst as usize;
         let Some(Some(s)) = g.services.get_mut(port) else {
             self.protocol_error("bulk for unknown port");
@@ -495,10 +517,13 @@ impl Vchiq {
                     if !ready || !self.can_queue(&mut g, 4) {
                         break;
                     }
-                    let Some(Some(s)) = g.services.get_mut(port) else { break };
+                    let Some(Some(s)) = g.services.get_mut(port) else {
+                        break;
+                    };
                     let remote = s.remoteport;
                     let q = s.queue(dir);
-                    let (Some(mut e), Some(rb)) = (q.local.pop_front(), q.remote.pop_front()) else {
+                    let (Some(mut e), Some(rb)) = (q.local.pop_front(), q.remote.pop_front())
+                    else {
                         break;
                     };
                     let result = if rb.size < 0 || rb.size as usize != e.len {
@@ -534,7 +559,12 @@ impl Vchiq {
     }
 
     /// Master: the DMA itself, into/out of the slave's pages and fragments.
-    fn master_dma(&self, dir: BulkDir, e: &mut LocalBulk, rb: RemoteBulk) -> Result<usize, VchiqError> {
+    fn master_dma(
+        &self,
+        dir: BulkDir,
+        e: &mut LocalBulk,
+        rb: RemoteBulk,
+    ) -> Result<usize, VchiqError> {
         let pl_size = self.cfg.pagelist_size;
         let Some(pl_off) = self.region.bus_to_offset(rb.pagelist, pl_size) else {
             self.protocol_error("pagelist outside the region");
@@ -584,9 +614,15 @@ impl Vchiq {
                         return Err(VchiqError::Aborted);
                     }
                     let s = fragment_split(v.offset as usize, len, cl);
-                    (s.head, s.tail, Some(self.cfg.fragments_offset() + k * self.cfg.fragment_size()))
+                    (
+                        s.head,
+                        s.tail,
+                        Some(self.cfg.fragments_offset() + k * self.cfg.fragment_size()),
+                    )
                 } else if v.ty == PAGELIST_READ {
-                    if len > 0 && (v.offset as usize % cl != 0 || (v.offset as usize + len) % cl != 0) {
+                    if len > 0
+                        && (v.offset as usize % cl != 0 || (v.offset as usize + len) % cl != 0)
+                    {
                         // A cache-line-granular DMA here would clobber the neighbours of the
                         // buffer (the arm64 `vchiq_test -f` corruption). Counted so tests catch a
                         // slave that should have used a fragment.

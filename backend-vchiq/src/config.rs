@@ -151,11 +151,19 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(
             c.partition(Role::Master),
-            Partition { sync: 1, first: 2, last: 32 }
+            Partition {
+                sync: 1,
+                first: 2,
+                last: 32
+            }
         );
         assert_eq!(
             c.partition(Role::Slave),
-            Partition { sync: 33, first: 34, last: 64 }
+            Partition {
+                sync: 33,
+                first: 34,
+                last: 64
+            }
         );
         assert_eq!(c.partition(Role::Slave).data_slots(), 31);
         assert_eq!(c.fragments_offset(), 266_240);
@@ -164,11 +172,20 @@ mod tests {
 
     #[test]
     fn rejects_bad() {
-        let c = Config { total_slots: 4, ..Config::default() };
+        let c = Config {
+            total_slots: 4,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
-        let c = Config { cache_line_size: 48, ..Config::default() };
+        let c = Config {
+            cache_line_size: 48,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
-        let c = Config { client_id: 0, ..Config::default() };
+        let c = Config {
+            client_id: 0,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 }

@@ -52,7 +52,8 @@ pub fn payloads(data: &[u8]) {
 
 fn peer_region(cfg: &Config) -> Option<(alloc::sync::Arc<OwnedRegion>, Vchiq)> {
     let mem = OwnedRegion::new(cfg.region_size()).ok()?;
-    let slave = Vchiq::new_slave(mem.region(0x4000_0000).ok()?, Box::new(NullPlatform), *cfg).ok()?;
+    let slave =
+        Vchiq::new_slave(mem.region(0x4000_0000).ok()?, Box::new(NullPlatform), *cfg).ok()?;
     Some((mem, slave))
 }
 
@@ -60,15 +61,29 @@ fn peer_region(cfg: &Config) -> Option<(alloc::sync::Arc<OwnedRegion>, Vchiq)> {
 /// `data` is the master's tx_pos; a slave with a listening service parses it.
 pub fn slot_walk(data: &[u8]) {
     let cfg = Config::default();
-    let Some((mem, slave)) = peer_region(&cfg) else { return };
-    let Ok(r) = mem.region(0x4000_0000) else { return };
-    let _ = slave.add_service(ServiceParams::new(make_fourcc(*b"echo")), |_: &crate::ServiceCtx<'_>, _: crate::Event<'_>| Deliver::Done);
+    let Some((mem, slave)) = peer_region(&cfg) else {
+        return;
+    };
+    let Ok(r) = mem.region(0x4000_0000) else {
+        return;
+    };
+    let _ = slave.add_service(
+        ServiceParams::new(make_fourcc(*b"echo")),
+        |_: &crate::ServiceCtx<'_>, _: crate::Event<'_>| Deliver::Done,
+    );
     let part = cfg.partition(Role::Master);
     for i in 0..part.data_slots() as usize {
-        r.store(off::MASTER + off::SLOT_QUEUE + 4 * i, part.first + i as u32, Ordering::Relaxed);
+        r.store(
+            off::MASTER + off::SLOT_QUEUE + 4 * i,
+            part.first + i as u32,
+            Ordering::Relaxed,
+        );
     }
     let body = data.get(4..).unwrap_or(&[]);
-    r.write_bytes(part.first as usize * VCHIQ_SLOT_SIZE, &body[..body.len().min(8 * VCHIQ_SLOT_SIZE)]);
+    r.write_bytes(
+        part.first as usize * VCHIQ_SLOT_SIZE,
+        &body[..body.len().min(8 * VCHIQ_SLOT_SIZE)],
+    );
     r.store(off::MASTER + off::INITIALISED, 1, Ordering::Release);
     r.store(off::MASTER + off::TX_POS, word(data, 0), Ordering::Release);
     let _ = slave.connect();
@@ -82,8 +97,12 @@ pub fn slot_walk(data: &[u8]) {
 /// The master's pagelist parser and walk over `data` placed in the pagelist area.
 pub fn pagelist(data: &[u8]) {
     let cfg = Config::default();
-    let Ok(mem) = OwnedRegion::new(cfg.region_size()) else { return };
-    let Ok(r) = mem.region(0x4000_0000) else { return };
+    let Ok(mem) = OwnedRegion::new(cfg.region_size()) else {
+        return;
+    };
+    let Ok(r) = mem.region(0x4000_0000) else {
+        return;
+    };
     let o = cfg.pagelists_offset();
     r.write_bytes(o, &data[..data.len().min(cfg.pagelist_size)]);
     if let Ok(v) = pagelist::parse(&r, o, cfg.pagelist_size) {

@@ -39,7 +39,9 @@ impl Header {
         let ty = MsgType::from_u8((raw >> 24) as u8)
             .ok_or(VchiqError::Protocol(ProtocolError::BadHeader))?;
         let sz = size as usize;
-        if sz > VCHIQ_SLOT_SIZE || offset >= VCHIQ_SLOT_SIZE || offset + stride(sz) > VCHIQ_SLOT_SIZE
+        if sz > VCHIQ_SLOT_SIZE
+            || offset >= VCHIQ_SLOT_SIZE
+            || offset + stride(sz) > VCHIQ_SLOT_SIZE
         {
             return Err(VchiqError::Protocol(ProtocolError::BadLength));
         }
@@ -65,7 +67,15 @@ mod tests {
 
     #[test]
     fn strides_from_spec() {
-        for (s, st) in [(0, 8), (2, 16), (4, 16), (8, 16), (12, 24), (40, 48), (4088, 4096)] {
+        for (s, st) in [
+            (0, 8),
+            (2, 16),
+            (4, 16),
+            (8, 16),
+            (12, 24),
+            (40, 48),
+            (4088, 4096),
+        ] {
             assert_eq!(stride(s), st, "size {s}");
         }
     }
@@ -76,7 +86,8 @@ mod tests {
         assert_eq!(m, 0x0200_5000);
         let m = make_msgid(MsgType::Close, 7, crate::consts::VCHIQ_PORT_FREE);
         assert_eq!(m & 0xFFF, 0, "FREE goes out as 0");
-        let h = Header::decode(make_msgid(MsgType::Data, 3, 9) | VCHIQ_MSGID_CLAIMED, 4, 0).unwrap();
+        let h =
+            Header::decode(make_msgid(MsgType::Data, 3, 9) | VCHIQ_MSGID_CLAIMED, 4, 0).unwrap();
         assert_eq!((h.ty, h.src, h.dst, h.claimed), (MsgType::Data, 3, 9, true));
     }
 

@@ -21,7 +21,9 @@ compile_error!("the VCHIQ wire is little-endian; this crate stores native intege
 
 /// A remote event (spec §3): lives in the shared state of the side that waits on it.
 /// The third word was once a pointer (broke arm64); it stays a zero `u32`, never an address.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct RemoteEvent {
     /// Set by the waiter just before it sleeps: "interrupt me".
@@ -101,7 +103,9 @@ pub struct SlotZero {
 }
 
 /// Message header: `msgid = type<<24 | srcport<<12 | dstport`, then `size` payload bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct MsgHeader {
     /// Type and ports (plus the receiver's CLAIMED bit in the sender's slot).
@@ -111,7 +115,9 @@ pub struct MsgHeader {
 }
 
 /// OPEN payload (12 bytes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct OpenPayload {
     /// Service fourcc.
@@ -125,7 +131,9 @@ pub struct OpenPayload {
 }
 
 /// OPENACK payload (2 bytes; older peers send 0).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct OpenAckPayload {
     /// Server's service version.
@@ -133,7 +141,9 @@ pub struct OpenAckPayload {
 }
 
 /// BULK_RX / BULK_TX payload (8 bytes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct BulkPayload {
     /// Bus address of the pagelist.
@@ -143,7 +153,9 @@ pub struct BulkPayload {
 }
 
 /// BULK_x_DONE payload (4 bytes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct BulkDonePayload {
     /// Bytes transferred, or −1 for aborted.
@@ -151,7 +163,9 @@ pub struct BulkDonePayload {
 }
 
 /// Pagelist header (8 bytes), followed by `u32 addrs[]` (page-aligned bus address | pages−1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct PagelistHeader {
     /// Transfer length in bytes.

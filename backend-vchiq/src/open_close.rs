@@ -75,9 +75,7 @@ impl Vchiq {
         }
         let mut g = self.inner.lock();
         for s in g.services.iter().flatten() {
-            if s.is_server
-                && s.params.fourcc == params.fourcc
-                && !Arc::ptr_eq(&s.handler, &handler)
+            if s.is_server && s.params.fourcc == params.fourcc && !Arc::ptr_eq(&s.handler, &handler)
             {
                 return Err(VchiqError::Invalid);
             }
@@ -133,10 +131,23 @@ impl Vchiq {
             version: params.version,
             version_min: params.version_min,
         };
-        self.queue_locked(&mut g, MsgType::Open, port as u32, 0, &[open.as_bytes()], None)?;
+        self.queue_locked(
+            &mut g,
+            MsgType::Open,
+            port as u32,
+            0,
+            &[open.as_bytes()],
+            None,
+        )?;
         let h = Self::new_handle(&mut g, port);
         self.set_quotas(&mut g, port, &params);
-        g.services[port] = Some(Service::new(h, ServiceState::Opening, params, false, handler));
+        g.services[port] = Some(Service::new(
+            h,
+            ServiceState::Opening,
+            params,
+            false,
+            handler,
+        ));
         Ok(h)
     }
 
@@ -280,9 +291,9 @@ impl Vchiq {
         // remove_service on a server forces it to look like a client (spec §4).
         s.is_server = false;
         match s.state {
-            ServiceState::Open
-            | ServiceState::OpenSync
-            | ServiceState::Opening => self.close_locked(&mut g, h),
+            ServiceState::Open | ServiceState::OpenSync | ServiceState::Opening => {
+                self.close_locked(&mut g, h)
+            }
             ServiceState::CloseSent | ServiceState::CloseRecvd => Ok(()),
             _ => {
                 self.abort_local_bulks(&mut g, h.port());

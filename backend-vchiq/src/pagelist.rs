@@ -81,7 +81,11 @@ pub(crate) fn build(
             if entries == max_entries {
                 return fail(mapped, VchiqError::TooLarge);
             }
-            region.store(pl_off + 8 + 4 * entries, run_base | (run_pages - 1), Ordering::Relaxed);
+            region.store(
+                pl_off + 8 + 4 * entries,
+                run_base | (run_pages - 1),
+                Ordering::Relaxed,
+            );
             entries += 1;
         }
         run_base = bus;
@@ -91,12 +95,20 @@ pub(crate) fn build(
         if entries == max_entries {
             return fail(mapped, VchiqError::TooLarge);
         }
-        region.store(pl_off + 8 + 4 * entries, run_base | (run_pages - 1), Ordering::Relaxed);
+        region.store(
+            pl_off + 8 + 4 * entries,
+            run_base | (run_pages - 1),
+            Ordering::Relaxed,
+        );
     }
     // Relaxed: the pagelist is published by the Release store of tx_pos that carries the
     // BULK_TX/RX message referencing it (spec §3 barrier 8).
     region.store(pl_off, len as u32, Ordering::Relaxed);
-    region.store(pl_off + 4, ty as u32 | ((page_off as u32) << 16), Ordering::Relaxed);
+    region.store(
+        pl_off + 4,
+        ty as u32 | ((page_off as u32) << 16),
+        Ordering::Relaxed,
+    );
     Ok(())
 }
 
@@ -123,7 +135,11 @@ pub struct PagelistView {
 }
 
 /// Master: read and check a pagelist header at region offset `pl_off` (`pl_size` bytes there).
-pub fn parse(region: &Region, pl_off: usize, pl_size: usize) -> Result<PagelistView, ProtocolError> {
+pub fn parse(
+    region: &Region,
+    pl_off: usize,
+    pl_size: usize,
+) -> Result<PagelistView, ProtocolError> {
     if pl_size < 8 || pl_off.checked_add(pl_size).is_none_or(|e| e > region.len()) {
         return Err(ProtocolError::OutOfRange);
     }
@@ -189,12 +205,30 @@ mod tests {
     #[test]
     fn split_matches_linux_arithmetic() {
         let cl = 64;
-        assert_eq!(fragment_split(0, 128, cl), FragmentSplit { head: 0, tail: 0 });
-        assert_eq!(fragment_split(1, 128, cl), FragmentSplit { head: 63, tail: 1 });
-        assert_eq!(fragment_split(60, 2, cl), FragmentSplit { head: 2, tail: 0 });
-        assert_eq!(fragment_split(60, 4, cl), FragmentSplit { head: 4, tail: 0 });
-        assert_eq!(fragment_split(60, 5, cl), FragmentSplit { head: 4, tail: 1 });
-        assert_eq!(fragment_split(0, 65, cl), FragmentSplit { head: 0, tail: 1 });
+        assert_eq!(
+            fragment_split(0, 128, cl),
+            FragmentSplit { head: 0, tail: 0 }
+        );
+        assert_eq!(
+            fragment_split(1, 128, cl),
+            FragmentSplit { head: 63, tail: 1 }
+        );
+        assert_eq!(
+            fragment_split(60, 2, cl),
+            FragmentSplit { head: 2, tail: 0 }
+        );
+        assert_eq!(
+            fragment_split(60, 4, cl),
+            FragmentSplit { head: 4, tail: 0 }
+        );
+        assert_eq!(
+            fragment_split(60, 5, cl),
+            FragmentSplit { head: 4, tail: 1 }
+        );
+        assert_eq!(
+            fragment_split(0, 65, cl),
+            FragmentSplit { head: 0, tail: 1 }
+        );
         assert!(!needs_fragment(64, 64, cl));
         assert!(needs_fragment(65, 63, cl));
         assert!(!needs_fragment(3, 0, cl));

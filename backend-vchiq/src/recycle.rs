@@ -8,33 +8,36 @@
 use crate::consts::VCHIQ_SLOT_QUEUE_MASK;
 use crate::sync::{fence, Ordering, Word};
 
-/// Receiver: append `slot` to the owner's queue. `recycle` is only written by us (the receiver),
-/// so our private knowledge of it is authoritative; we still read it back from shared memory to
-/// stay in step after a restart.
-pub fn push<W: Word>(queue: &[W], recycle: &W, slot: u32) {
-    // Relaxed: only this side (under its recycle lock) writes `recycle` (spec barrier 5: the lock
-    // already orders it; no speculation concern in the Rust model).
-    let idx = recycle.load(Ordering::Relaxed);
+/// The peer's `slot_queue_recycle` claims slots we never handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadRecycle;
+
+/// Receiver: append `slot` to the owner's queue at index `idx`, our private count of slots
+/// recycled (we are the only legitimate writer of `recycle`, so we keep the authoritative copy and
+/// never trust the shared word: the owner could scribble it). Returns the next index.
+pub fn push<W: Word>(queue: &[W], recycle: &W, slot: u32, idx: u32) -> u32 {
     if let Some(w) = queue.get((idx & VCHIQ_SLOT_QUEUE_MASK) as usize) {
         // Relaxed: published by the Release store of `recycle` below.
         w.store(slot, Ordering::Relaxed);
     }
+    let next = idx.wrapping_add(1);
     // Release (spec gap (b)): the queue entry, and every read we made of the slot's contents,
     // happen-before the sender's Acquire load of `recycle`, so it never reads a stale entry and
     // never overwrites the slot while we may still read it.
-    recycle.store(idx.wrapping_add(1), Ordering::Release);
+    recycle.store(next, Ordering::Release);
+    next
 }
 
 /// Sender: the next recycled slot, if any. `available` is the sender's private
 /// `slot_queue_available`; `limit` is the furthest it may legitimately advance (the queue index of
 /// the slot the sender is writing in): a hostile peer cannot hand back slots we never used.
-/// Returns `Err(())` when the peer's `recycle` is out of range (protocol error).
+/// Returns `Err(BadRecycle)` when the peer's `recycle` is out of range (protocol error).
 pub fn pop<W: Word>(
     queue: &[W],
     recycle: &W,
     available: u32,
     limit: u32,
-) -> Result<Option<u32>, ()> {
+) -> Result<Option<u32>, BadRecycle> {
     // Acquire (spec gap (b), barrier 6 "rmb after each slot index"): pairs with the receiver's
     // Release; the entry and the receiver's finished reads of the slot are ordered before us.
     let end = recycle.load(Ordering::Acquire);
@@ -45,13 +48,13 @@ pub fn pop<W: Word>(
     let pending = end.wrapping_sub(available);
     let allowed = limit.wrapping_sub(available);
     if pending > allowed || pending > VCHIQ_SLOT_QUEUE_MASK + 1 {
-        return Err(());
+        return Err(BadRecycle);
     }
     let slot = queue
         .get((available & VCHIQ_SLOT_QUEUE_MASK) as usize)
         // Relaxed: ordered by the Acquire load above.
         .map(|w| w.load(Ordering::Relaxed))
-        .ok_or(())?;
+        .ok_or(BadRecycle)?;
     // SeqCst fence (spec barrier 6, "full barrier before publishing slot_queue_available"): every
     // read of the old slot (the quota scan our caller does next) is complete before a local sender
     // can be told the slot is free. Our own lock orders local threads; this keeps the hardware
@@ -69,13 +72,13 @@ mod tests {
     fn push_pop_in_order_and_hostile_jump_rejected() {
         let q: [AtomicU32; 64] = core::array::from_fn(|_| AtomicU32::new(0));
         let rec = AtomicU32::new(31);
-        push(&q, &rec, 34);
-        push(&q, &rec, 35);
+        let i = push(&q, &rec, 34, 31);
+        assert_eq!(push(&q, &rec, 35, i), 33);
         assert_eq!(pop(&q, &rec, 31, 40), Ok(Some(34)));
         assert_eq!(pop(&q, &rec, 32, 40), Ok(Some(35)));
         assert_eq!(pop(&q, &rec, 33, 40), Ok(None));
         rec.store(1000, Ordering::Relaxed);
-        assert_eq!(pop(&q, &rec, 33, 40), Err(()));
+        assert_eq!(pop(&q, &rec, 33, 40), Err(BadRecycle));
     }
 }
 
@@ -106,27 +109,24 @@ mod loom_tests {
             let s2 = sh.clone();
             let receiver = loom::thread::spawn(move || {
                 let seen = s2.2.load(Ordering::Relaxed);
-                push(&s2.0, &s2.1, 10);
+                push(&s2.0, &s2.1, 10, 2);
                 seen
             });
-            let mut avail = 2u32;
-            let mut reused = false;
-            for _ in 0..2 {
-                match pop(&sh.0, &sh.1, avail, 3) {
-                    Ok(Some(slot)) => {
-                        assert_eq!(slot, 10, "stale queue entry");
-                        avail += 1;
-                        // Reuse the slot: write the next message.
-                        sh.2.store(2, Ordering::Relaxed);
-                        reused = true;
-                    }
-                    Ok(None) => loom::thread::yield_now(),
-                    Err(()) => panic!("bad range"),
+            // One pop racing the push: either nothing yet, or exactly the pushed entry.
+            match pop(&sh.0, &sh.1, 2, 3) {
+                Ok(Some(slot)) => {
+                    assert_eq!(slot, 10, "stale queue entry");
+                    // Reuse the slot: write the next message.
+                    sh.2.store(2, Ordering::Relaxed);
                 }
+                Ok(None) => {}
+                Err(BadRecycle) => panic!("bad range"),
             }
             let seen = receiver.join().unwrap();
-            assert_eq!(seen, 1, "receiver saw the slot overwritten before it recycled it");
-            let _ = reused;
+            assert_eq!(
+                seen, 1,
+                "receiver saw the slot overwritten before it recycled it"
+            );
         });
     }
 }

@@ -25,7 +25,10 @@ unsafe impl Sync for Region {}
 impl core::fmt::Debug for Region {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // The CPU address is deliberately not printed (no internal addresses leave the crate).
-        f.debug_struct("Region").field("len", &self.len).field("bus", &self.bus).finish()
+        f.debug_struct("Region")
+            .field("len", &self.len)
+            .field("bus", &self.bus)
+            .finish()
     }
 }
 
@@ -217,8 +220,9 @@ unsafe impl Sync for OwnedRegion {}
 impl OwnedRegion {
     /// Allocate `len` zeroed bytes, 4 KiB aligned.
     pub fn new(len: usize) -> VResult<alloc::sync::Arc<OwnedRegion>> {
-        let layout = core::alloc::Layout::from_size_align(len.max(VCHIQ_SLOT_SIZE), VCHIQ_SLOT_SIZE)
-            .map_err(|_| VchiqError::NoMemory)?;
+        let layout =
+            core::alloc::Layout::from_size_align(len.max(VCHIQ_SLOT_SIZE), VCHIQ_SLOT_SIZE)
+                .map_err(|_| VchiqError::NoMemory)?;
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(p).ok_or(VchiqError::NoMemory)?;

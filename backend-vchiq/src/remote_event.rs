@@ -54,17 +54,35 @@ pub fn arm<W: Word>(ev: EventRef<'_, W>) -> bool {
     ev.fired.load(Ordering::Acquire) == 0
 }
 
-/// Waiter side, after waking (or when polling): disarm and consume the event. Returns whether it
-/// had fired. The caller then reads tx_pos / the slots.
-pub fn take<W: Word>(ev: EventRef<'_, W>) -> bool {
-    // Relaxed: a performance hint only (spec §3 barrier 3): tells the peer promptly not to ring.
+/// Waiter side, after waking: clear `armed`. Only the thread that armed (the one that sleeps on
+/// the doorbell) may disarm; a thread that merely polls must not, or the sleeper would miss its
+/// next doorbell.
+pub fn disarm<W: Word>(ev: EventRef<'_, W>) {
+    // Relaxed: a performance hint only (spec §3 barrier 3): tells the peer promptly that ringing
+    // is pointless; a stale `armed = 1` costs one spurious doorbell, never a lost one.
     ev.armed.store(0, Ordering::Relaxed);
-    // Swap, SeqCst (spec §3 gap (a)): clearing `fired` and the following reads of tx_pos/slots are
-    // a store then loads. A plain store + rmb (mainline) lets a new `fired = 1` be overwritten after
-    // a stale tx_pos was read: a lost signal. As an RMW the swap either consumes the signaller's 1
-    // or is ordered before it (the 1 stays set and we run again); its Acquire half pairs with the
-    // signaller's Release (spec barrier 4: no reads of the data speculated before observing fired).
-    ev.fired.swap(0, Ordering::SeqCst) != 0
+}
+
+/// Consume the event (any thread that processes the queues). Returns whether it had fired. The
+/// caller then reads tx_pos / the slots.
+///
+/// Plain load/store plus a fence, no read-modify-write: the words live in memory that is Normal
+/// non-cacheable on the ARM, where exclusive (LDXR/STXR) accesses are not reliably supported
+/// (Linux uses plain accesses there too).
+pub fn take<W: Word>(ev: EventRef<'_, W>) -> bool {
+    // Acquire (spec §3 barrier 4): pairs with the signaller's Release store of `fired`; the data
+    // it published is visible to our later reads.
+    if ev.fired.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    ev.fired.store(0, Ordering::Relaxed);
+    // SeqCst fence (spec §3 gap (a)): clearing `fired` then reading tx_pos/slots is a store then
+    // loads; mainline's rmb does not order StoreLoad. With the signaller's fence after its
+    // `fired = 1`: either its fence is first, and our reads below see everything it published
+    // before (the new tx_pos), or ours is first, and its `fired = 1` lands after our `0` in
+    // modification order (it stays set and we run again). No signal is lost either way.
+    fence(Ordering::SeqCst);
+    true
 }
 
 /// Local signal (request_poll, sync_release at init): set `fired` without ringing.
@@ -81,7 +99,10 @@ mod tests {
     #[test]
     fn ring_only_when_armed() {
         let (a, f) = (AtomicU32::new(0), AtomicU32::new(0));
-        let ev = EventRef { armed: &a, fired: &f };
+        let ev = EventRef {
+            armed: &a,
+            fired: &f,
+        };
         let mut rung = 0;
         signal(ev, || rung += 1);
         assert_eq!(rung, 0, "not armed: no doorbell");
@@ -92,6 +113,8 @@ mod tests {
         signal(ev, || rung += 1);
         assert_eq!(rung, 1);
         assert!(take(ev));
+        assert_eq!(a.load(Ordering::Relaxed), 1, "only the sleeper disarms");
+        disarm(ev);
         assert_eq!(a.load(Ordering::Relaxed), 0);
     }
 }
@@ -113,11 +136,18 @@ mod loom_tests {
             let signaller = loom::thread::spawn(move || {
                 // The "tx_pos" publication.
                 w2.2.store(1, Ordering::Relaxed);
-                signal(EventRef { armed: &w2.0, fired: &w2.1 }, || {
-                    b2.store(1, Ordering::Release)
-                });
+                signal(
+                    EventRef {
+                        armed: &w2.0,
+                        fired: &w2.1,
+                    },
+                    || b2.store(1, Ordering::Release),
+                );
             });
-            let ev = EventRef { armed: &words.0, fired: &words.1 };
+            let ev = EventRef {
+                armed: &words.0,
+                fired: &words.1,
+            };
             let mut slept = false;
             take(ev);
             if words.2.load(Ordering::Acquire) == 0 {

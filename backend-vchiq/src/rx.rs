@@ -100,8 +100,12 @@ impl Vchiq {
                                 rs.use_count += 1;
                             }
                             if let Some(w) = self.region.word(base) {
-                                // Relaxed: the bit is only a marker; our private counts decide.
-                                w.fetch_or(VCHIQ_MSGID_CLAIMED, Ordering::Relaxed);
+                                // Relaxed load/store, no RMW (exclusives are unreliable on the
+                                // non-cacheable region; the sender does not write a published
+                                // header again before we recycle the slot). The bit is only a
+                                // marker; our private counts decide.
+                                let v = w.load(Ordering::Relaxed);
+                                w.store(v | VCHIQ_MSGID_CLAIMED, Ordering::Relaxed);
                             }
                         }
                         Deliver::Done => {}
@@ -128,12 +132,12 @@ impl Vchiq {
         rs.release_count += 1;
         if rs.release_count == rs.use_count {
             *rs = RxSlot::default();
-            self.recycle_slot(slot);
+            self.recycle_slot(g, slot);
         }
     }
 
     /// Hand a finished slot back to the peer (spec §1 "Recycle").
-    fn recycle_slot(&self, slot: u32) {
+    fn recycle_slot(&self, g: &mut Inner, slot: u32) {
         let (Some(queue), Some(rec)) = (
             self.region
                 .words(self.remote_off + off::SLOT_QUEUE, VCHIQ_MAX_SLOTS_PER_SIDE),
@@ -141,7 +145,7 @@ impl Vchiq {
         ) else {
             return;
         };
-        recycle::push(queue, rec, slot);
+        g.remote_recycle = recycle::push(queue, rec, slot, g.remote_recycle);
         self.signal_remote(off::RECYCLE);
     }
 
@@ -156,9 +160,10 @@ impl Vchiq {
         }
         let base = t.slot as usize * VCHIQ_SLOT_SIZE + t.offset as usize;
         let w = self.region.word(base).ok_or(VchiqError::Invalid)?;
-        // Relaxed: the CLAIMED bit is a double-release guard; the slot's lifetime is decided by
-        // our private counts under the lock.
-        let old = w.fetch_and(!VCHIQ_MSGID_CLAIMED, Ordering::Relaxed);
+        // Relaxed load/store under our lock (no RMW on the non-cacheable region): the CLAIMED
+        // bit is a double-release guard; the slot's lifetime is decided by our private counts.
+        let old = w.load(Ordering::Relaxed);
+        w.store(old & !VCHIQ_MSGID_CLAIMED, Ordering::Relaxed);
         if old & VCHIQ_MSGID_CLAIMED == 0 {
             return Err(VchiqError::Invalid);
         }
@@ -187,9 +192,10 @@ impl Vchiq {
         let rest = VCHIQ_SLOT_SIZE as u32 - offset;
         let qi = ((g.rx_pos >> 12) & VCHIQ_SLOT_QUEUE_MASK) as usize;
         // Relaxed: ordered by the Acquire load of tx_pos.
-        let slot = self
-            .region
-            .load(self.remote_off + off::SLOT_QUEUE + 4 * qi, Ordering::Relaxed);
+        let slot = self.region.load(
+            self.remote_off + off::SLOT_QUEUE + 4 * qi,
+            Ordering::Relaxed,
+        );
         if !self.remote_part.owns_data(slot) {
             self.protocol_error("peer slot_queue entry outside its partition");
             if rest <= avail {
@@ -296,7 +302,15 @@ impl Vchiq {
                 } else {
                     BulkDir::Receive
                 };
-                self.master_remote_bulk(g, h, dir, RemoteBulk { pagelist: b.pagelist, size: b.size });
+                self.master_remote_bulk(
+                    g,
+                    h,
+                    dir,
+                    RemoteBulk {
+                        pagelist: b.pagelist,
+                        size: b.size,
+                    },
+                );
                 true
             }
             MsgType::BulkRxDone | MsgType::BulkTxDone => {
@@ -354,7 +368,9 @@ impl Vchiq {
             return true;
         };
         let (version, vmin, want_sync) = {
-            let s = g.services[port].as_ref().map(|s| (s.params.version, s.params.version_min, s.params.synchronous));
+            let s = g.services[port]
+                .as_ref()
+                .map(|s| (s.params.version, s.params.version_min, s.params.synchronous));
             s.unwrap_or((0, 0, false))
         };
         if version < req.version_min || req.version < vmin {
@@ -367,7 +383,14 @@ impl Vchiq {
         let r = if sync {
             self.queue_sync_locked(g, MsgType::OpenAck, port as u32, h.src, &[ack.as_bytes()])
         } else {
-            self.queue_locked(g, MsgType::OpenAck, port as u32, h.src, &[ack.as_bytes()], None)
+            self.queue_locked(
+                g,
+                MsgType::OpenAck,
+                port as u32,
+                h.src,
+                &[ack.as_bytes()],
+                None,
+            )
         };
         if r.is_err() {
             return false;
@@ -575,7 +598,13 @@ impl Vchiq {
                 };
                 // Sync messages are released when the callback returns (Hold acts as Done: the
                 // single sync slot must not stay blocked by a held message).
-                match handler.callback(&ctx, Event::Message(Message { payload: buf, token })) {
+                match handler.callback(
+                    &ctx,
+                    Event::Message(Message {
+                        payload: buf,
+                        token,
+                    }),
+                ) {
                     Deliver::Retry => 0,
                     Deliver::Done | Deliver::Hold => {
                         self.sync_release();

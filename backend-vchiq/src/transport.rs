@@ -26,7 +26,10 @@ use fwipc_transport_api::{
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::frame::{FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
-use crate::service::{BulkCompletion, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler, ServiceParams};
+use crate::service::{
+    BulkCompletion, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler,
+    ServiceParams,
+};
 use crate::vchiq::Vchiq;
 
 const BULK_BIT: u32 = 0x8000_0000;
@@ -248,7 +251,9 @@ impl Shared {
         }
         let mut xs = self.xfers.lock();
         let Some(x) = xs.iter_mut().find(|x| {
-            x.token_live && x.token == h.token && matches!(x.state, XState::Pending | XState::Abandoned)
+            x.token_live
+                && x.token == h.token
+                && matches!(x.state, XState::Pending | XState::Abandoned)
         }) else {
             if xs.iter().any(|x| x.token_live && x.token == h.token) {
                 Counters::bump(&self.counters.duplicate_replies);
@@ -537,12 +542,14 @@ impl Transport for VchiqTransport {
             len,
         } = req;
         let r = match dir {
-            BulkDir::Transmit => self
-                .vchiq
-                .bulk_transmit(h, buf, offset, len, tag, BulkMode::Callback),
-            BulkDir::Receive => self
-                .vchiq
-                .bulk_receive(h, buf, offset, len, tag, BulkMode::Callback),
+            BulkDir::Transmit => {
+                self.vchiq
+                    .bulk_transmit(h, buf, offset, len, tag, BulkMode::Callback)
+            }
+            BulkDir::Receive => {
+                self.vchiq
+                    .bulk_receive(h, buf, offset, len, tag, BulkMode::Callback)
+            }
         };
         match r {
             Ok(()) => Ok(Ticket::new(tag as u32, BULK_BIT | idx as u32, gen)),
@@ -648,9 +655,11 @@ impl Transport for VchiqTransport {
                 }
             }
         }
-        self.sh
-            .lifecycle
-            .wait_idle(&*self.clock, Deadline::after(&*self.clock, Duration::from_secs(1)), || {})
+        self.sh.lifecycle.wait_idle(
+            &*self.clock,
+            Deadline::after(&*self.clock, Duration::from_secs(1)),
+            || {},
+        )
     }
 
     fn stats(&self) -> Stats {

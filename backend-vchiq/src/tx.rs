@@ -146,7 +146,8 @@ impl Vchiq {
             self.region.write_bytes(o, p);
             o += p.len();
         }
-        self.region.store(hdr_off + 4, size as u32, Ordering::Relaxed);
+        self.region
+            .store(hdr_off + 4, size as u32, Ordering::Relaxed);
         self.region
             .store(hdr_off, make_msgid(ty, src, dst), Ordering::Relaxed);
         g.tx_pos = g.tx_pos.wrapping_add(st);
@@ -246,7 +247,7 @@ impl Vchiq {
         loop {
             match recycle::pop(queue, rec, g.slot_queue_available, limit) {
                 Ok(None) => break,
-                Err(()) => {
+                Err(recycle::BadRecycle) => {
                     self.protocol_error("slot_queue_recycle out of range");
                     break;
                 }

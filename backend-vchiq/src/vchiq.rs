@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     pub rx_pos: u32,
     pub rx_slots: Vec<RxSlot>,
     pub rx_stalled: bool,
+    /// Our private count of the peer's slots we recycled (authoritative `slot_queue_recycle`).
+    pub remote_recycle: u32,
     // ---- services ----
     pub services: Vec<Option<Service>>,
     pub quotas: Vec<Quota>,
@@ -173,16 +175,28 @@ impl Vchiq {
             (VCHIQ_VERSION as u16 as u32) | ((VCHIQ_VERSION_MIN as u16 as u32) << 16),
             Ordering::Relaxed,
         );
-        r.store(off::SLOT_ZERO_SIZE, core::mem::size_of::<SlotZero>() as u32, Ordering::Relaxed);
+        r.store(
+            off::SLOT_ZERO_SIZE,
+            core::mem::size_of::<SlotZero>() as u32,
+            Ordering::Relaxed,
+        );
         r.store(off::SLOT_SIZE, VCHIQ_SLOT_SIZE as u32, Ordering::Relaxed);
         r.store(off::MAX_SLOTS, VCHIQ_MAX_SLOTS as u32, Ordering::Relaxed);
-        r.store(off::MAX_SLOTS_PER_SIDE, VCHIQ_MAX_SLOTS_PER_SIDE as u32, Ordering::Relaxed);
+        r.store(
+            off::MAX_SLOTS_PER_SIDE,
+            VCHIQ_MAX_SLOTS_PER_SIDE as u32,
+            Ordering::Relaxed,
+        );
         r.store(
             off::PLATFORM_DATA0,
             region.bus() + cfg.fragments_offset() as u32,
             Ordering::Relaxed,
         );
-        r.store(off::PLATFORM_DATA1, cfg.num_fragments as u32, Ordering::Relaxed);
+        r.store(
+            off::PLATFORM_DATA1,
+            cfg.num_fragments as u32,
+            Ordering::Relaxed,
+        );
         for (role, base) in [(Role::Master, off::MASTER), (Role::Slave, off::SLAVE)] {
             let p = cfg.partition(role);
             r.store(base + off::SLOT_FIRST, p.first, Ordering::Relaxed);
@@ -236,7 +250,10 @@ impl Vchiq {
             Ordering::Relaxed,
         );
         // The master half may hold state from a previous instance: reset it.
-        region.zero(off::MASTER, core::mem::size_of::<crate::layout::SharedState>());
+        region.zero(
+            off::MASTER,
+            core::mem::size_of::<crate::layout::SharedState>(),
+        );
         let p = cfg.partition(Role::Master);
         r.store(off::MASTER + off::SLOT_FIRST, p.first, Ordering::Relaxed);
         r.store(off::MASTER + off::SLOT_LAST, p.last, Ordering::Relaxed);
@@ -244,7 +261,12 @@ impl Vchiq {
         Self::build(region, platform, cfg, Role::Master)
     }
 
-    fn build(region: Region, platform: Box<dyn Platform>, cfg: Config, role: Role) -> VResult<Vchiq> {
+    fn build(
+        region: Region,
+        platform: Box<dyn Platform>,
+        cfg: Config,
+        role: Role,
+    ) -> VResult<Vchiq> {
         let (local_off, remote_off) = match role {
             Role::Slave => (off::SLAVE, off::MASTER),
             Role::Master => (off::MASTER, off::SLAVE),
@@ -259,15 +281,24 @@ impl Vchiq {
         let r = &region;
         // init_state: our slot queue, recycle index, tx_pos, debug[0]; the sync slot is empty.
         let mut tx_slot_queue = [0u32; VCHIQ_MAX_SLOTS_PER_SIDE];
-        for i in 0..VCHIQ_MAX_SLOTS_PER_SIDE {
-            let s = if (i as u32) < n { local_part.first + i as u32 } else { 0 };
-            tx_slot_queue[i] = s;
+        for (i, q) in tx_slot_queue.iter_mut().enumerate() {
+            let s = if (i as u32) < n {
+                local_part.first + i as u32
+            } else {
+                0
+            };
+            *q = s;
             r.store(local_off + off::SLOT_QUEUE + 4 * i, s, Ordering::Relaxed);
         }
         r.store(local_off + off::SLOT_QUEUE_RECYCLE, n, Ordering::Relaxed);
         r.store(local_off + off::TX_POS, 0, Ordering::Relaxed);
         r.store(local_off + off::DEBUG, DEBUG_MAX as u32, Ordering::Relaxed);
-        for ev in [off::TRIGGER, off::RECYCLE, off::SYNC_TRIGGER, off::SYNC_RELEASE] {
+        for ev in [
+            off::TRIGGER,
+            off::RECYCLE,
+            off::SYNC_TRIGGER,
+            off::SYNC_RELEASE,
+        ] {
             r.store(local_off + ev + off::EV_ARMED, 0, Ordering::Relaxed);
             r.store(local_off + ev + off::EV_FIRED, 0, Ordering::Relaxed);
         }
@@ -297,6 +328,7 @@ impl Vchiq {
             rx_pos: 0,
             rx_slots: vec![RxSlot::default(); cfg.total_slots],
             rx_stalled: false,
+            remote_recycle: remote_part.data_slots(),
             services: (0..max).map(|_| None).collect(),
             quotas,
             handle_seq: 1,
@@ -345,7 +377,9 @@ impl Vchiq {
     /// Whether the peer has initialised its half (`remote.initialised`).
     pub fn peer_ready(&self) -> bool {
         // Acquire: pairs with the peer's Release store of `initialised`.
-        self.region.load(self.remote_off + off::INITIALISED, Ordering::Acquire) != 0
+        self.region
+            .load(self.remote_off + off::INITIALISED, Ordering::Acquire)
+            != 0
     }
 
     /// Counters snapshot.
@@ -421,7 +455,11 @@ impl Vchiq {
 
     // ---- events and doorbells ----
 
-    pub(crate) fn ev_words(&self, base: usize, ev: usize) -> Option<EventRef<'_, core::sync::atomic::AtomicU32>> {
+    pub(crate) fn ev_words(
+        &self,
+        base: usize,
+        ev: usize,
+    ) -> Option<EventRef<'_, core::sync::atomic::AtomicU32>> {
         Some(EventRef {
             armed: self.region.word(base + ev + off::EV_ARMED)?,
             fired: self.region.word(base + ev + off::EV_FIRED)?,
@@ -443,12 +481,32 @@ impl Vchiq {
             return false;
         }
         let mut may_sleep = true;
-        for ev in [off::SYNC_TRIGGER, off::SYNC_RELEASE, off::TRIGGER, off::RECYCLE] {
+        for ev in [
+            off::SYNC_TRIGGER,
+            off::SYNC_RELEASE,
+            off::TRIGGER,
+            off::RECYCLE,
+        ] {
             if let Some(e) = self.ev_words(self.local_off, ev) {
                 may_sleep &= remote_event::arm(e);
             }
         }
         may_sleep
+    }
+
+    /// After the worker woke from its doorbell: disarm our events (only the sleeper does this;
+    /// see [`remote_event::disarm`]).
+    pub fn after_wake(&self) {
+        for ev in [
+            off::SYNC_TRIGGER,
+            off::SYNC_RELEASE,
+            off::TRIGGER,
+            off::RECYCLE,
+        ] {
+            if let Some(e) = self.ev_words(self.local_off, ev) {
+                remote_event::disarm(e);
+            }
+        }
     }
 
     /// Ask for another poll round (e.g. after a handler returned [`Deliver::Retry`]): a local
@@ -478,7 +536,12 @@ impl Vchiq {
             // AcqRel swap: consume the request; Acquire pairs with the requester's Release.
             let again = self.poll_again.swap(false, Ordering::AcqRel);
             let mut fired = false;
-            for ev in [off::SYNC_TRIGGER, off::SYNC_RELEASE, off::TRIGGER, off::RECYCLE] {
+            for ev in [
+                off::SYNC_TRIGGER,
+                off::SYNC_RELEASE,
+                off::TRIGGER,
+                off::RECYCLE,
+            ] {
                 if let Some(e) = self.ev_words(self.local_off, ev) {
                     fired |= remote_event::take(e);
                 }
@@ -523,7 +586,9 @@ impl Vchiq {
                 PendingEv::Opened => Event::Opened,
                 PendingEv::Closed => Event::Closed,
                 PendingEv::Bulk(c) => Event::Bulk(c),
-                PendingEv::RemoteBulkPending { dir, size } => Event::RemoteBulkPending { dir, size },
+                PendingEv::RemoteBulkPending { dir, size } => {
+                    Event::RemoteBulkPending { dir, size }
+                }
             };
             let _: Deliver = p.handler.callback(&ctx, ev);
         }

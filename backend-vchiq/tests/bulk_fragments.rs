@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 use backend_vchiq::consts::make_fourcc;
 use backend_vchiq::sim::echo::EchoService;
 use backend_vchiq::sim::SimPair;
-use backend_vchiq::{BulkMode, Config, Deliver, Event, ServiceCtx, ServiceHandle, ServiceParams, Vchiq};
+use backend_vchiq::{
+    BulkMode, Config, Deliver, Event, ServiceCtx, ServiceHandle, ServiceParams, Vchiq,
+};
 
 const ECHO: u32 = make_fourcc(*b"echo");
-const SIZES: &[usize] = &[1, 2, 31, 32, 33, 63, 64, 65, 127, 128, 129, 4095, 4096, 4097, 8191, 8193];
+const SIZES: &[usize] = &[
+    1, 2, 31, 32, 33, 63, 64, 65, 127, 128, 129, 4095, 4096, 4097, 8191, 8193,
+];
 
 fn pair(cfg: Config) -> (SimPair, ServiceHandle) {
     let pair = SimPair::with_config(cfg, true).unwrap();
@@ -34,28 +38,43 @@ fn pair(cfg: Config) -> (SimPair, ServiceHandle) {
 
 fn wait(v: &Vchiq, h: ServiceHandle, tag: u64) -> backend_vchiq::BulkCompletion {
     let start = Instant::now();
-    v.wait_bulk(h, tag, &|| start.elapsed() > Duration::from_secs(5), &mut || std::thread::yield_now())
-        .expect("bulk completes")
+    v.wait_bulk(
+        h,
+        tag,
+        &|| start.elapsed() > Duration::from_secs(5),
+        &mut || std::thread::yield_now(),
+    )
+    .expect("bulk completes")
 }
 
 /// Transmit a pattern, receive it back at an address ≡ `residue` (mod `modulo`) inside a
 /// buffer with at least 64 guard bytes (0xFE) on each side; check byte-exact and the guards.
 fn echo_at(v: &Vchiq, h: ServiceHandle, residue: usize, modulo: usize, len: usize, tag: u64) {
-    let pattern: Vec<u8> = (0..len).map(|i| if i % 32 == 0 { (i / 32) as u8 } else { i as u8 }).collect();
-    v.bulk_transmit(h, pattern.clone(), 0, len, tag, BulkMode::NoCallback).unwrap();
+    let pattern: Vec<u8> = (0..len)
+        .map(|i| if i % 32 == 0 { (i / 32) as u8 } else { i as u8 })
+        .collect();
+    v.bulk_transmit(h, pattern.clone(), 0, len, tag, BulkMode::NoCallback)
+        .unwrap();
     let mut buf = vec![0xFEu8; 64 + modulo + len + 64];
     let base = buf.as_ptr() as usize + 64;
     let offset = 64 + (residue + modulo - base % modulo) % modulo;
     assert_eq!((buf.as_ptr() as usize + offset) % modulo, residue % modulo);
     buf[offset..offset + len].fill(0);
-    v.bulk_receive(h, buf, offset, len, tag + 1, BulkMode::NoCallback).unwrap();
+    v.bulk_receive(h, buf, offset, len, tag + 1, BulkMode::NoCallback)
+        .unwrap();
     let tx = wait(v, h, tag);
     assert_eq!(tx.result, Ok(len));
     let rx = wait(v, h, tag + 1);
     assert_eq!(rx.result, Ok(len), "residue {residue} len {len}");
     let b = &rx.buf;
-    assert!(b[..offset].iter().all(|&x| x == 0xFE), "head guard clobbered: residue {residue} len {len}");
-    assert!(b[offset + len..].iter().all(|&x| x == 0xFE), "tail guard clobbered: residue {residue} len {len}");
+    assert!(
+        b[..offset].iter().all(|&x| x == 0xFE),
+        "head guard clobbered: residue {residue} len {len}"
+    );
+    assert!(
+        b[offset + len..].iter().all(|&x| x == 0xFE),
+        "tail guard clobbered: residue {residue} len {len}"
+    );
     if b[offset..offset + len] != pattern[..] {
         let first = (0..len).find(|&i| b[offset + i] != pattern[i]).unwrap();
         panic!("data mismatch at byte {first}: residue {residue} len {len}");
@@ -79,7 +98,10 @@ fn sweep(cfg: Config) {
         }
     }
     let m = pair.master().stats();
-    assert_eq!(m.unaligned_reads, 0, "the slave sent an unaligned READ without a fragment");
+    assert_eq!(
+        m.unaligned_reads, 0,
+        "the slave sent an unaligned READ without a fragment"
+    );
     assert_eq!(m.protocol_errors, 0);
     assert_eq!(pair.bus().mapped_pages(), 0, "every page unmapped");
     assert!(v.stats().bulks_done >= 2 * 71 * SIZES.len() as u64);
@@ -92,7 +114,10 @@ fn fragment_offset_sweep_cl64_byte_exact() {
 
 #[test]
 fn fragment_offset_sweep_cl32_byte_exact() {
-    sweep(Config { cache_line_size: 32, ..Config::default() });
+    sweep(Config {
+        cache_line_size: 32,
+        ..Config::default()
+    });
 }
 
 /// Negative control: with fragments turned off, unaligned receives are caught by the simulated
@@ -104,7 +129,11 @@ fn without_fragments_the_hazard_is_detected() {
     v.set_fragments_enabled_for_test(false);
     echo_at(v, h, 0, 64, 4096, 0);
     echo_at(v, h, 0, 64, 128, 2);
-    assert_eq!(pair.master().stats().unaligned_reads, 0, "aligned receives need no fragment");
+    assert_eq!(
+        pair.master().stats().unaligned_reads,
+        0,
+        "aligned receives need no fragment"
+    );
     echo_at(v, h, 1, 64, 100, 4);
     assert_eq!(pair.master().stats().unaligned_reads, 1);
     echo_at(v, h, 0, 64, 100, 6);

@@ -19,7 +19,10 @@ fn roundtrip(f: &VchiqFixture, payload: &[u8]) -> Result<Vec<u8>, Error> {
         &Request::new(f.echo_target(), payload),
         &mut out,
         Duration::from_secs(5),
-        Wait::SpinThenYield { spins: 100, relax: &relax },
+        Wait::SpinThenYield {
+            spins: 100,
+            relax: &relax,
+        },
     )?;
     out.truncate(n);
     Ok(out)
@@ -54,7 +57,10 @@ fn many_roundtrips_recycle_slots() {
         assert_eq!(rep[0], !r[0]);
     }
     assert_eq!(f.remote().take_seen_tags(), (0..500).collect::<Vec<_>>());
-    assert!(f.pair().slave().stats().slots_recycled > 31, "slots were reused");
+    assert!(
+        f.pair().slave().stats().slots_recycled > 31,
+        "slots were reused"
+    );
 }
 
 #[test]
@@ -70,11 +76,18 @@ fn timeout_then_late_reply_counted() {
         &Request::new(f.echo_target(), b"late"),
         &mut out,
         Duration::from_millis(50),
-        Wait::SpinThenYield { spins: 10, relax: &relax },
+        Wait::SpinThenYield {
+            spins: 10,
+            relax: &relax,
+        },
     );
     assert_eq!(r, Err(Error::Timeout));
     let s = f.transport().stats();
-    assert_eq!(s.pool_free, s.pool_capacity - 1, "buffer kept while the remote holds it");
+    assert_eq!(
+        s.pool_free,
+        s.pool_capacity - 1,
+        "buffer kept while the remote holds it"
+    );
     f.remote().set_fault(Fault::None);
     f.remote().release();
     let t0 = std::time::Instant::now();
@@ -84,7 +97,10 @@ fn timeout_then_late_reply_counted() {
     }
     let s = f.transport().stats();
     assert_eq!(s.pool_free, s.pool_capacity);
-    assert_eq!(roundtrip(&f, b"next").unwrap(), vec![!b'n', !b'e', !b'x', !b't']);
+    assert_eq!(
+        roundtrip(&f, b"next").unwrap(),
+        vec![!b'n', !b'e', !b'x', !b't']
+    );
 }
 
 #[test]
@@ -93,9 +109,15 @@ fn pool_exhaustion_is_busy_then_recovers() {
     f.remote().set_fault(Fault::Hold);
     let t = f.transport();
     let tickets: Vec<_> = (0..t.max_msg())
-        .map(|i| t.send(&Request::new(f.echo_target(), &[i as u8; 16])).unwrap())
+        .map(|i| {
+            t.send(&Request::new(f.echo_target(), &[i as u8; 16]))
+                .unwrap()
+        })
         .collect();
-    assert_eq!(t.send(&Request::new(f.echo_target(), b"x")).unwrap_err(), Error::Busy);
+    assert_eq!(
+        t.send(&Request::new(f.echo_target(), b"x")).unwrap_err(),
+        Error::Busy
+    );
     f.remote().set_fault(Fault::None);
     f.remote().release();
     for tk in tickets {
@@ -113,11 +135,20 @@ fn pool_exhaustion_is_busy_then_recovers() {
 #[test]
 fn hostile_remote_then_recovers() {
     let f = VchiqFixture::setup(Completion::Interrupt);
-    for fault in [Fault::CorruptHeader, Fault::CorruptLength, Fault::WrongToken, Fault::Duplicate] {
+    for fault in [
+        Fault::CorruptHeader,
+        Fault::CorruptLength,
+        Fault::WrongToken,
+        Fault::Duplicate,
+    ] {
         f.remote().set_fault(fault);
         let _ = roundtrip_short(&f, b"evil");
         f.remote().set_fault(Fault::None);
-        assert_eq!(roundtrip(&f, b"good").unwrap(), vec![!b'g', !b'o', !b'o', !b'd'], "{fault:?}");
+        assert_eq!(
+            roundtrip(&f, b"good").unwrap(),
+            vec![!b'g', !b'o', !b'o', !b'd'],
+            "{fault:?}"
+        );
     }
     let mut seed = 0x1234_5678u32;
     for len in [0usize, 1, 7, 8, 12, 64, 500, 4096] {
@@ -130,7 +161,11 @@ fn hostile_remote_then_recovers() {
             })
             .collect();
         f.remote().inject_garbage(&g);
-        assert_eq!(roundtrip(&f, b"okay").unwrap().len(), 4, "after garbage of {len}");
+        assert_eq!(
+            roundtrip(&f, b"okay").unwrap().len(),
+            4,
+            "after garbage of {len}"
+        );
     }
     assert!(f.transport().stats().protocol_errors > 0);
 }
@@ -145,7 +180,10 @@ fn roundtrip_short(f: &VchiqFixture, p: &[u8]) -> Result<usize, Error> {
         &Request::new(f.echo_target(), p),
         &mut out,
         Duration::from_millis(100),
-        Wait::SpinThenYield { spins: 10, relax: &relax },
+        Wait::SpinThenYield {
+            spins: 10,
+            relax: &relax,
+        },
     )
 }
 
@@ -214,10 +252,22 @@ fn bulk_transmit_then_receive_byte_exact() {
                 *b = (i * 31 + len) as u8;
             }
             let tx = t
-                .bulk(BulkRequest { target: f.echo_target(), dir: BulkDir::Transmit, buf: data.clone(), offset: off, len })
+                .bulk(BulkRequest {
+                    target: f.echo_target(),
+                    dir: BulkDir::Transmit,
+                    buf: data.clone(),
+                    offset: off,
+                    len,
+                })
                 .unwrap();
             let rx = t
-                .bulk(BulkRequest { target: f.echo_target(), dir: BulkDir::Receive, buf: vec![0xEE; off + len + 5], offset: off, len })
+                .bulk(BulkRequest {
+                    target: f.echo_target(),
+                    dir: BulkDir::Receive,
+                    buf: vec![0xEE; off + len + 5],
+                    offset: off,
+                    len,
+                })
                 .unwrap();
             for tk in [&tx, &rx] {
                 let t0 = std::time::Instant::now();
@@ -230,7 +280,13 @@ fn bulk_transmit_then_receive_byte_exact() {
             let r = t.take_bulk(rx).unwrap();
             assert_eq!(r.actual, len);
             assert_eq!(&r.buf[off..off + len], &data[off..off + len], "{off}/{len}");
-            assert!(r.buf[..off].iter().chain(&r.buf[off + len..]).all(|&b| b == 0xEE), "guards");
+            assert!(
+                r.buf[..off]
+                    .iter()
+                    .chain(&r.buf[off + len..])
+                    .all(|&b| b == 0xEE),
+                "guards"
+            );
         }
         assert_eq!(f.pair().master().stats().unaligned_reads, 0);
         assert_eq!(f.pair().bus().mapped_pages(), 0);

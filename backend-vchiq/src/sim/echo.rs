@@ -12,7 +12,9 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::consts::make_fourcc;
 use crate::frame::{FrameHeader, NOTIFY};
-use crate::service::{BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler};
+use crate::service::{
+    BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler,
+};
 use crate::vchiq::Vchiq;
 use crate::VchiqError;
 
@@ -26,6 +28,7 @@ struct EchoState {
     stash: VecDeque<Vec<u8>>,
     waiting_tx: VecDeque<usize>,
     open: Option<ServiceHandle>,
+    listener: Option<ServiceHandle>,
     notify_seq: u32,
     bulk_tag: u64,
 }
@@ -60,11 +63,29 @@ impl EchoService {
                 stash: VecDeque::new(),
                 waiting_tx: VecDeque::new(),
                 open: None,
+                listener: None,
                 notify_seq: 0,
                 bulk_tag: 0,
             }),
             received: AtomicU64::new(0),
         }
+    }
+
+    /// Register a new echo service on `master` (the VideoCore side); remembers its handle so the
+    /// fault knobs can reach the connection even before its OPENED callback ran.
+    pub fn add_to(
+        master: &Vchiq,
+        params: crate::ServiceParams,
+    ) -> crate::VResult<(std::sync::Arc<Self>, ServiceHandle)> {
+        let e = std::sync::Arc::new(Self::new());
+        let h = master.add_service_arc(params, e.clone())?;
+        e.lock().listener = Some(h);
+        Ok((e, h))
+    }
+
+    fn conn(&self) -> Option<ServiceHandle> {
+        let s = self.lock();
+        s.open.or(s.listener)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EchoState> {
@@ -102,12 +123,14 @@ impl EchoService {
             s.held.clear();
             s.stash.clear();
             s.waiting_tx.clear();
-            s.open
+            s.open.or(s.listener)
         };
         if let Some(h) = open {
             for _ in 0..10_000 {
                 match master.close_service(h) {
-                    Err(VchiqError::Retry) => std::thread::sleep(std::time::Duration::from_micros(100)),
+                    Err(VchiqError::Retry) => {
+                        std::thread::sleep(std::time::Duration::from_micros(100))
+                    }
                     _ => break,
                 }
             }
@@ -119,16 +142,20 @@ impl EchoService {
         let (h, seq) = {
             let mut s = self.lock();
             s.notify_seq = s.notify_seq.wrapping_add(1) & !NOTIFY;
-            (s.open, s.notify_seq)
+            (s.open.or(s.listener), s.notify_seq)
         };
         let Some(h) = h else { return false };
-        send_retrying(master, h, &frame(NOTIFY | seq, payload.len() as u32, payload))
+        send_retrying(
+            master,
+            h,
+            &frame(NOTIFY | seq, payload.len() as u32, payload),
+        )
     }
 
     /// Hostile input: `bytes` verbatim as a raw slot message, and as a DATA payload.
     pub fn inject_garbage(&self, master: &Vchiq, bytes: &[u8]) {
         let _ = master.queue_raw(&bytes[..bytes.len().min(4096)]);
-        if let Some(h) = self.lock().open {
+        if let Some(h) = self.conn() {
             let _ = master.queue_message(h, &bytes[..bytes.len().min(4088)]);
         }
     }
@@ -177,12 +204,9 @@ impl ServiceHandler for EchoService {
                     Fault::None | Fault::WrongToken | Fault::CorruptLength => {
                         v.queue_message(ctx.handle, &reply)
                     }
-                    Fault::Duplicate => v
-                        .queue_message(ctx.handle, &reply)
-                        .and_then(|()| {
-                            let _ = v.queue_message(ctx.handle, &reply);
-                            Ok(())
-                        }),
+                    Fault::Duplicate => v.queue_message(ctx.handle, &reply).map(|()| {
+                        let _ = v.queue_message(ctx.handle, &reply);
+                    }),
                     Fault::CorruptHeader => {
                         // An unknown message type (0xEE) through the real slot path.
                         let mut raw = ((0xEEu32 << 24) | 0x001).to_le_bytes().to_vec();
@@ -207,7 +231,8 @@ impl ServiceHandler for EchoService {
                     return Deliver::Retry;
                 }
                 if body.len() >= 4 {
-                    s.seen.push(u32::from_le_bytes([body[0], body[1], body[2], body[3]]));
+                    s.seen
+                        .push(u32::from_le_bytes([body[0], body[1], body[2], body[3]]));
                 }
                 // Relaxed: statistics.
                 self.received.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +244,14 @@ impl ServiceHandler for EchoService {
                 match dir {
                     // The ARM transmits: receive it.
                     BulkDir::Receive => {
-                        let _ = v.bulk_receive(ctx.handle, vec![0u8; size], 0, size, tag, BulkMode::Callback);
+                        let _ = v.bulk_receive(
+                            ctx.handle,
+                            vec![0u8; size],
+                            0,
+                            size,
+                            tag,
+                            BulkMode::Callback,
+                        );
                     }
                     // The ARM receives: send back what we got, or wait for it.
                     BulkDir::Transmit => match s.stash.pop_front() {

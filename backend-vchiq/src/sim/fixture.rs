@@ -29,9 +29,9 @@ impl VchiqFixture {
     /// Build, or explain why not.
     pub fn try_setup(completion: Completion) -> crate::VResult<Self> {
         let pair = SimPair::with_config(Config::default(), completion == Completion::Interrupt)?;
-        let echo = Arc::new(EchoService::new());
-        pair.master()
-            .add_service_arc(ServiceParams::new(ECHO_FOURCC).version(3, 2), echo.clone())?;
+        let (echo, _) =
+            EchoService::add_to(pair.master(), ServiceParams::new(ECHO_FOURCC).version(3, 2))?;
+
         pair.connect()?;
         let transport = VchiqTransport::open(
             pair.slave().clone(),

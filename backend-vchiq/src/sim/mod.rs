@@ -162,6 +162,7 @@ fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>) {
         // peer rings our bell only when it sees an event armed: a lost wake-up hangs here.
         if v.prepare_sleep() {
             bell.wait(&stop);
+            v.after_wake();
         }
     }
 }
@@ -193,8 +194,16 @@ impl SimPair {
             peer_bell: bells[0].clone(),
             own_bell: bells[1].clone(),
         };
-        let slave = Arc::new(Vchiq::new_slave(mem.region(SIM_REGION_BUS)?, Box::new(slave_pf), cfg)?);
-        let master = Arc::new(Vchiq::new_master(mem.region(SIM_REGION_BUS)?, Box::new(master_pf), cfg)?);
+        let slave = Arc::new(Vchiq::new_slave(
+            mem.region(SIM_REGION_BUS)?,
+            Box::new(slave_pf),
+            cfg,
+        )?);
+        let master = Arc::new(Vchiq::new_master(
+            mem.region(SIM_REGION_BUS)?,
+            Box::new(master_pf),
+            cfg,
+        )?);
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         let spawn = |name: &str, v: &Arc<Vchiq>, b: &Arc<Bell>| {
