@@ -60,6 +60,10 @@ fn remaining_one_forever_is_bounded_everywhere() {
         ScmiError::Malformed(Malformed::NoProgress)
     ));
     assert!(matches!(
+        scmi.sensor().update_intervals(0, |_| {}).unwrap_err(),
+        ScmiError::Malformed(Malformed::NoProgress)
+    ));
+    assert!(matches!(
         scmi.perf().describe_levels(0, |_| {}).unwrap_err(),
         ScmiError::Malformed(Malformed::NoProgress)
     ));
@@ -69,7 +73,7 @@ fn remaining_one_forever_is_bounded_everywhere() {
     ));
     let used = scmi.transport().stats().sent - start;
     assert!(used < 40, "{used} commands: loops not bounded tightly");
-    assert!(scmi.stats().malformed_replies >= 6);
+    assert!(scmi.stats().malformed_replies >= 7);
 }
 
 #[test]
@@ -154,6 +158,17 @@ fn discrete_and_segmented_descriptions() {
         12
     );
     assert_eq!(levels[11].perf, 1200);
+    let mut iv = Vec::new();
+    assert_eq!(
+        scmi.sensor().update_intervals(0, |w| iv.push(w)).unwrap(),
+        backend_scmi_virtio::protocol::sensor::IntervalDescription::Discrete { count: 10 }
+    );
+    assert_eq!(iv[9] >> 5, 2000);
+    assert_eq!(iv[9] & 0x1F, 0x1D, "exponent -3");
+    assert_eq!(
+        scmi.sensor().update_intervals(1, |_| {}).unwrap_err(),
+        ScmiError::Status(backend_scmi_virtio::status::ScmiStatus::NotSupported)
+    );
     let mut uv = Vec::new();
     scmi.voltage().describe_levels(0, |l| uv.push(l)).unwrap();
     assert_eq!(uv[0], -50_000, "negative levels are legal");

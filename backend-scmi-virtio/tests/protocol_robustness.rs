@@ -152,6 +152,8 @@ proptest! {
             ok_or_typed(scmi.sensor().axis_descriptions(2, None, |_| {}).map(drop)),
             ok_or_typed(scmi.sensor().reading_axes(0, &mut v).map(drop)),
             ok_or_typed(scmi.sensor().config_get(0).map(drop)),
+            ok_or_typed(scmi.sensor().update_intervals(0, |_| {}).map(drop)),
+            ok_or_typed(scmi.power().extended_name(0).map(drop)),
             ok_or_typed(scmi.clock().attributes(0).map(drop)),
             ok_or_typed(scmi.clock().describe_rates(0, |_| {}).map(drop)),
             ok_or_typed(scmi.clock().rate_get(0).map(drop)),

@@ -30,6 +30,9 @@ pub struct SensorConfig {
     pub extended: bool,
     /// Trip points.
     pub trip_points: u8,
+    /// Update intervals for SENSOR_LIST_UPDATE_INTERVALS (raw interval words: seconds in bits
+    /// 15:5, signed decimal exponent in 4:0). Empty: the message answers NOT_SUPPORTED.
+    pub update_intervals: Vec<u32>,
 }
 
 impl SensorConfig {
@@ -46,6 +49,7 @@ impl SensorConfig {
             timestamped: false,
             extended: false,
             trip_points: 0,
+            update_intervals: Vec::new(),
         }
     }
 
@@ -62,6 +66,7 @@ impl SensorConfig {
             timestamped: false,
             extended: false,
             trip_points: 0,
+            update_intervals: Vec::new(),
         }
     }
 }
@@ -282,6 +287,11 @@ impl PlatformConfig {
         s0.extended = true;
         s0.timestamped = true;
         s0.trip_points = 2;
+        // 1 ms .. 2 s, as (seconds << 5) | exponent (exponent -3 = 0x1D in 5 bits).
+        s0.update_intervals = [1u32, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]
+            .iter()
+            .map(|ms| (ms << 5) | 0x1D)
+            .collect();
         PlatformConfig {
             sensors: vec![
                 s0,

@@ -142,7 +142,7 @@ impl Platform {
             common::PROTOCOL_MESSAGE_ATTRIBUTES => self.msg_attrs(
                 p,
                 out,
-                &[0, 1, 2, 3, 5, 6, 7, 9, 0xA],
+                &[0, 1, 2, 3, 5, 6, 7, 8, 9, 0xA],
                 &[sensor::TRIP_POINT_NOTIFY, sensor::CONTINUOUS_UPDATE_NOTIFY],
             ),
             sensor::DESCRIPTION_GET => {
@@ -246,6 +246,37 @@ impl Platform {
                         _ => "N",
                     };
                     out.name16(&alloc::format!("{prefix}_{suffix}"))?;
+                }
+                Ok(())
+            }
+            sensor::LIST_UPDATE_INTERVALS => {
+                let [id, first] = p.exact::<2>()?;
+                let (_, c) = self.sensor_cfg(id)?;
+                let total = c.update_intervals.len();
+                if total == 0 {
+                    return Err(code::NOT_SUPPORTED);
+                }
+                let first = self.start_index(first, total)?;
+                let k = fit(
+                    out.room().saturating_sub(4),
+                    4,
+                    (total - first).min(0xFFF),
+                    self.cfg.quirks.max_entries_per_reply,
+                );
+                if k == 0 {
+                    return Err(code::COMMS_ERROR);
+                }
+                let words: alloc::vec::Vec<u32> = c
+                    .update_intervals
+                    .iter()
+                    .skip(first)
+                    .take(k)
+                    .copied()
+                    .collect();
+                let remaining = self.remaining(total - first - k).min(0xFFFF);
+                out.u32(k as u32 | ((remaining as u32) << 16))?;
+                for w in words {
+                    out.u32(w)?;
                 }
                 Ok(())
             }

@@ -26,6 +26,7 @@ pub const ENTRIES: &[(&str, Entry)] = &[
     ("sensor_description_page", sensor_description_page),
     ("sensor_axis_page", sensor_axis_page),
     ("sensor_readings", sensor_readings),
+    ("sensor_intervals_page", sensor_intervals_page),
     ("sensor_async_readings", sensor_async_readings),
     ("notification", notification),
     ("clock", clock),
@@ -114,6 +115,12 @@ pub fn sensor_axis_page(b: &[u8]) {
 pub fn sensor_readings(b: &[u8]) {
     let mut out = [SensorValue::default(); 4];
     let _ = sensor::parse_readings(&mut Reader::new(b), &mut out);
+}
+
+/// SENSOR_LIST_UPDATE_INTERVALS page.
+pub fn sensor_intervals_page(b: &[u8]) {
+    let mut pager = Pager::new(None, 4);
+    let _ = sensor::parse_intervals_page(&mut Reader::new(b), &mut pager, &mut |_| {});
 }
 
 /// Asynchronous reading delayed-response body.

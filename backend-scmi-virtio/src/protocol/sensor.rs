@@ -222,6 +222,54 @@ pub fn parse_axis_page(
     Ok((returned, remaining))
 }
 
+/// What SENSOR_LIST_UPDATE_INTERVALS described.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntervalDescription {
+    /// `count` discrete intervals (each passed to the callback).
+    Discrete {
+        /// Number of intervals.
+        count: u32,
+    },
+    /// A segmented range: (lowest, highest, step) raw interval words.
+    Range {
+        /// Lowest interval.
+        min: u32,
+        /// Highest interval.
+        max: u32,
+        /// Step.
+        step: u32,
+    },
+}
+
+/// One SENSOR_LIST_UPDATE_INTERVALS page: returned 11:0, bit 12 segmented (exactly 3 entries,
+/// nothing remaining), remaining 31:16, then interval words (seconds 15:5 × 10^exponent 4:0).
+pub fn parse_intervals_page(
+    r: &mut Reader<'_>,
+    pager: &mut Pager,
+    f: &mut dyn FnMut(u32),
+) -> Result<Result<IntervalDescription, (u32, u32)>, Malformed> {
+    let flags = r.u32()?;
+    let returned = flags & 0xFFF;
+    let remaining = flags >> 16;
+    if flags & (1 << 12) != 0 {
+        if returned != 3 || remaining != 0 || pager.index() != 0 {
+            return Err(Malformed::BadLength);
+        }
+        return Ok(Ok(IntervalDescription::Range {
+            min: r.u32()?,
+            max: r.u32()?,
+            step: r.u32()?,
+        }));
+    }
+    if !pager.check(returned, remaining)? {
+        return Ok(Err((0, 0)));
+    }
+    for _ in 0..returned {
+        f(r.u32()?);
+    }
+    Ok(Err((returned, remaining)))
+}
+
 /// One sensor value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SensorValue {
@@ -426,6 +474,34 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
             sensor::TRIP_POINT_CONFIG,
             &[id, ev_ctrl, lo, hi],
         )
+    }
+
+    /// SENSOR_LIST_UPDATE_INTERVALS, every page: discrete intervals go to `f`.
+    pub fn update_intervals(
+        &self,
+        id: u32,
+        mut f: impl FnMut(u32),
+    ) -> ScmiResult<IntervalDescription> {
+        let mut pager = Pager::new(None, self.scmi.config().max_rounds);
+        loop {
+            let idx = pager.index();
+            let page = self.scmi.cmd(
+                proto::SENSOR,
+                sensor::LIST_UPDATE_INTERVALS,
+                &[id, idx],
+                |r| parse_intervals_page(r, &mut pager, &mut f),
+            )?;
+            match page {
+                Ok(range) => return Ok(range),
+                Err((returned, remaining)) => {
+                    if !pager.advance(returned, remaining) {
+                        return Ok(IntervalDescription::Discrete {
+                            count: pager.index(),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// Every axis descriptor of sensor `id` through bounded SENSOR_AXIS_DESCRIPTION_GET rounds.
