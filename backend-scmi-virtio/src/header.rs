@@ -8,8 +8,8 @@
 //! | 27:18 | token (10 bits)                                              |
 //! | 31:28 | reserved, 0                                                  |
 //!
-//! Hygiene (notes §8 item 14): [`Header::encode`] always writes zero reserved bits and a token
-//! masked to 10 bits; [`Header::decode`] rejects reserved bits and the unused type 1 (that type 1
+//! Hygiene (notes §8 item 14): [`Header::encode`](crate::header::Header::encode) always writes zero reserved bits and a token
+//! masked to 10 bits; [`Header::decode`](crate::header::Header::decode) rejects reserved bits and the unused type 1 (that type 1
 //! is unused is **(unverified)** against DEN0056; Linux only warns about it). Notification tokens
 //! are decoded but carry no meaning: matching code must ignore them.
 //!

@@ -1,8 +1,8 @@
 //! SCMI status codes (the signed 32-bit word after the header of every response and delayed
 //! response) and their total mapping to typed errors (notes §3.3 and §8 item 13).
 //!
-//! Every `i32` maps to exactly one [`ScmiStatus`], and the raw code is always recoverable with
-//! [`ScmiStatus::raw`], so nothing the platform says is lost.
+//! Every `i32` maps to exactly one [`ScmiStatus`](crate::status::ScmiStatus), and the raw code is always recoverable with
+//! [`ScmiStatus::raw`](crate::status::ScmiStatus::raw), so nothing the platform says is lost.
 //!
 //! ```
 //! use backend_scmi_virtio::status::ScmiStatus;

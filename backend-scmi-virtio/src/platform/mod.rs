@@ -1,9 +1,9 @@
 //! The SCMI platform's side of the protocols: request bytes in, reply bytes out. Transport-free,
 //! so the simulated virtio device (`crate::sim`) and any other simulator can host it.
 //!
-//! [`Platform`] is the simulated platform: Base, Sensor, Clock, Performance, Power, Reset,
-//! Voltage, System power and the fwipc test protocol, configured by [`PlatformConfig`].
-//! [`direct::DirectTransport`] runs it behind a `Transport` without virtio, for protocol tests.
+//! [`Platform`](crate::platform::Platform) is the simulated platform: Base, Sensor, Clock, Performance, Power, Reset,
+//! Voltage, System power and the fwipc test protocol, configured by [`PlatformConfig`](crate::platform::PlatformConfig).
+//! [`DirectTransport`](crate::platform::direct::DirectTransport) runs it behind a `Transport` without virtio, for protocol tests.
 
 mod clocks;
 pub mod config;

@@ -139,7 +139,8 @@ pub fn parse_descriptor(r: &mut Reader<'_>, v3: bool) -> Result<SensorDescriptor
     Ok(d)
 }
 
-/// Parse one SENSOR_DESCRIPTION_GET page: flags (returned 11:0, remaining 31:16), then the
+/// Parse one SENSOR_DESCRIPTION_GET page: flags (returned 11:0 per the notes **(unverified)**;
+/// Linux reads 15:0, which agrees whenever bits 15:12 are zero; remaining 31:16), then the
 /// descriptors, each passed to `f` after checking its id against `num_sensors`. Returns
 /// (returned, remaining). `pager` checks the counts before any entry is consumed.
 pub fn parse_description_page(
@@ -421,7 +422,8 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     }
 
     /// SENSOR_READING_GET with the async flag: the immediate response, then the delayed response
-    /// (matched on token + protocol + message id), whose sensor id is checked. Only valid for
+    /// (matched on token + protocol + message id; that the delayed response reuses message id 6
+    /// is **(unverified)** against DEN0056), whose sensor id is checked. Only valid for
     /// sensors advertising async reads, over a transport with notifications (P2A channels).
     pub fn reading_async(&self, id: u32, out: &mut [SensorValue]) -> ScmiResult<usize> {
         self.scmi

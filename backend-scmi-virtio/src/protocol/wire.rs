@@ -234,7 +234,7 @@ impl Default for Params {
     }
 }
 
-/// Sensor descriptor, fixed part (28 bytes): id, attributes_low, attributes_high, name[16].
+/// Sensor descriptor, fixed part (28 bytes): id, attributes_low, attributes_high, `name[16]`.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct SensorDescWire {
@@ -282,7 +282,7 @@ pub struct ReadingWire {
 }
 const_assert_eq!(core::mem::size_of::<ReadingWire>(), 16);
 
-/// Domain attributes shared by power, reset, clock and voltage (attributes word + name[16]).
+/// Domain attributes shared by power, reset, clock and voltage (attributes word + `name[16]`).
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct AttrNameWire {
