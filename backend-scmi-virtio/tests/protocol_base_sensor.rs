@@ -234,3 +234,18 @@ fn discover_in_one_call() {
     assert_eq!(v.sub_vendor, None);
     assert_eq!(v.implementation_version, 0);
 }
+
+#[test]
+fn discover_agent_checks_the_returned_id() {
+    let scmi = direct(PlatformConfig::full());
+    assert_eq!(scmi.base().discover_agent(u32::MAX).unwrap().id, 1);
+    let mut reply = 5u32.to_le_bytes().to_vec();
+    reply.extend_from_slice(b"other\0\0\0\0\0\0\0\0\0\0\0");
+    scmi.transport()
+        .set_fault(backend_scmi_virtio::platform::direct::ReplyFault::ReturnValues(reply));
+    assert_eq!(
+        scmi.base().discover_agent(1).unwrap_err(),
+        ScmiError::Malformed(backend_scmi_virtio::protocol::Malformed::IdMismatch)
+    );
+    assert!(format!("{scmi:?}").contains("malformed_replies: 1"));
+}

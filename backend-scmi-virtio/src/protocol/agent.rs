@@ -176,6 +176,15 @@ pub struct Scmi<T: Transport, C: Clock> {
     counters: Counters,
 }
 
+impl<T: Transport, C: Clock> core::fmt::Debug for Scmi<T, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Scmi")
+            .field("config", &self.cfg)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: Transport, C: Clock> Scmi<T, C> {
     /// An agent over `transport`. `InvalidArgument` if the delayed-response deadline is shorter
     /// than the command deadline, or a capacity is zero/too large.

@@ -178,10 +178,17 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
         )
     }
 
-    /// DISCOVER_AGENT (vhost-device-scmi answers NOT_SUPPORTED).
+    /// DISCOVER_AGENT (vhost-device-scmi answers NOT_SUPPORTED). `0xFFFF_FFFF` asks about the
+    /// calling agent; any other id must come back unchanged.
     pub fn discover_agent(&self, agent_id: u32) -> ScmiResult<AgentInfo> {
         self.scmi
-            .cmd(proto::BASE, base::DISCOVER_AGENT, &[agent_id], parse_agent)
+            .cmd(proto::BASE, base::DISCOVER_AGENT, &[agent_id], |r| {
+                let a = parse_agent(r)?;
+                if agent_id != u32::MAX && a.id != agent_id {
+                    return Err(Malformed::IdMismatch);
+                }
+                Ok(a)
+            })
     }
 
     /// NOTIFY_ERRORS: enable or disable BASE_ERROR_EVENT notifications.
