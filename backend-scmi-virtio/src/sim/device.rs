@@ -866,3 +866,74 @@ impl Transport for SimTransport {
         Err(virtio_drivers::Error::ConfigSpaceMissing)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::hal::SimHal;
+    use crate::virtio::ring::SplitRing;
+
+    /// Drive the device's cmdq by hand: a malformed chain (one descriptor, or a readable
+    /// response) is returned empty and counted, and fails only itself (notes §8 item 11).
+    #[test]
+    fn malformed_chain_fails_only_itself() {
+        let dev = SimDevice::start(SimDeviceConfig::default(), || {
+            Box::new(crate::sim::EchoPlatform::new())
+        });
+        let mut t = dev.transport();
+        t.set_status(DeviceStatus::empty());
+        t.write_driver_features(ScmiFeatures::VERSION_1.bits());
+        let mut ring = SplitRing::<SimHal>::new(8).unwrap();
+        let (d, a, u) = ring.addrs();
+        t.queue_set(0, 8, d, a, u);
+        t.set_status(
+            DeviceStatus::ACKNOWLEDGE
+                | DeviceStatus::DRIVER
+                | DeviceStatus::FEATURES_OK
+                | DeviceStatus::DRIVER_OK,
+        );
+        let hdr = crate::header::Header::command(0x81, 0x03, 5).encode();
+        let mut req = hdr.to_le_bytes().to_vec();
+        req.extend_from_slice(&[1, 2, 3, 4]);
+        let mut resp = vec![0u8; 16];
+        let desc = |addr: u64, len: usize, flags: u16, next: u16| Descriptor {
+            addr,
+            len: len as u32,
+            flags,
+            next,
+        };
+        // The device writes `resp` through this address: derive it from a mutable pointer.
+        let (rq, rs) = (req.as_ptr() as u64, resp.as_mut_ptr() as u64);
+        // Chain 0: a lone readable descriptor. Chain 2: response marked readable. Chain 4: good.
+        ring.set_desc(0, desc(rq, req.len(), 0, 0));
+        ring.set_desc(2, desc(rq, req.len(), DESC_F_NEXT, 3));
+        ring.set_desc(3, desc(rs, resp.len(), 0, 0));
+        ring.set_desc(4, desc(rq, req.len(), DESC_F_NEXT, 5));
+        ring.set_desc(5, desc(rs, resp.len(), DESC_F_WRITE, 0));
+        for head in [0, 2, 4] {
+            ring.post(head);
+        }
+        t.notify(0);
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while got.len() < 3 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "device returned {got:?}"
+            );
+            match ring.pop_used() {
+                Ok(Some(e)) => got.push((e.id, e.len)),
+                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(got, vec![(0, 0), (2, 0), (4, 12)]);
+        assert_eq!(dev.malformed_chains(), 2);
+        assert_eq!(
+            u32::from_le_bytes([resp[0], resp[1], resp[2], resp[3]]),
+            hdr
+        );
+        assert_eq!(&resp[8..12], &[!1u8, !2, !3, !4]);
+        t.set_status(DeviceStatus::empty());
+    }
+}
