@@ -334,7 +334,13 @@ impl ServiceHandler for Shared {
                 if ctx.handle.raw() != self.handle.load(Ordering::Relaxed) {
                     return Deliver::Done;
                 }
-                self.fail_all(Error::Cancelled);
+                // Our own shutdown closed it: waiters see Shutdown; otherwise the remote
+                // aborted (reset): Cancelled.
+                self.fail_all(if self.lifecycle.is_shutting_down() {
+                    Error::Shutdown
+                } else {
+                    Error::Cancelled
+                });
                 let _ = ctx.vchiq.remove_service(ctx.handle);
                 if !self.lifecycle.is_shutting_down() {
                     if let Some(me) = self.me.upgrade() {
@@ -518,6 +524,9 @@ impl Transport for VchiqTransport {
         if let Err(e) = self.check_target(req.target) {
             return Err((e, req));
         }
+        if req.len > self.caps().max_bulk_size {
+            return Err((Error::TooLarge, req));
+        }
         let h = match self.open_handle() {
             Ok(h) => h,
             Err(e) => return Err((e, req)),
@@ -623,6 +632,8 @@ impl Transport for VchiqTransport {
         if !self.sh.lifecycle.begin_shutdown() {
             return Ok(());
         }
+        // Waiters first learn it is Shutdown (before the close could report Cancelled).
+        self.sh.fail_all(Error::Shutdown);
         // Close the service: the remote aborts our bulks (they come back ABORTED).
         let h = self.service();
         let _ = self.vchiq.remove_service(h);

@@ -14,7 +14,7 @@ use crate::service::ServiceParams;
 use crate::transport::VchiqTransport;
 
 /// Transfers in flight at once through the fixture's transport.
-pub const FIXTURE_MAX_MSG: usize = 8;
+pub const FIXTURE_MAX_MSG: usize = 32;
 
 /// The VCHIQ conformance fixture.
 pub struct VchiqFixture {
@@ -35,7 +35,10 @@ impl VchiqFixture {
         pair.connect()?;
         let transport = VchiqTransport::open(
             pair.slave().clone(),
-            ServiceParams::new(ECHO_FOURCC).version(3, 3),
+            // Slot quota: as many slots as the data quota allows (clamped by the core).
+            ServiceParams::new(ECHO_FOURCC)
+                .version(3, 3)
+                .quotas(u32::MAX, 0),
             completion,
             FIXTURE_MAX_MSG,
             Box::new(StdClock::new()),

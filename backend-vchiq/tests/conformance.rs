@@ -1,0 +1,1 @@
+conformance::conformance_tests!(backend_vchiq::sim::VchiqFixture);
