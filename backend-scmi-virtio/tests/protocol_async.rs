@@ -295,3 +295,24 @@ fn raw_commands_with_their_own_deadline() {
         "config deadline (5 s) not overridden"
     );
 }
+
+#[test]
+fn a_callback_that_pumps_does_not_deadlock() {
+    let scmi = Arc::new(direct(PlatformConfig::full()));
+    let weak = Arc::downgrade(&scmi);
+    let inner = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let i2 = inner.clone();
+    scmi.subscribe(
+        Filter::ALL,
+        Arc::new(move |_ev: &backend_scmi_virtio::protocol::Event<'_>| {
+            if let Some(s) = weak.upgrade() {
+                i2.store(s.pump(), std::sync::atomic::Ordering::SeqCst);
+            }
+        }),
+    )
+    .unwrap();
+    scmi.transport()
+        .with_platform(|p| p.queue_notification(0x81, 0, &[1, 2, 3, 4]));
+    assert_eq!(scmi.pump(), 1);
+    assert_eq!(inner.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

@@ -31,6 +31,9 @@ pub const MAX_REPLY: usize = 512;
 /// buffer size, else a larger message stays queued in the transport (counted in `bad_p2a`).
 pub const MAX_P2A: usize = 1024;
 
+/// Attempts [`Scmi::pump`] makes to take the P2A table before giving up.
+const PUMP_LOCK_SPINS: u32 = 100_000;
+
 /// How the agent waits for a synchronous reply.
 #[derive(Debug, Clone, Copy)]
 pub enum WaitPolicy {
@@ -460,11 +463,15 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
     /// Drain pending P2A messages: notifications go to subscribers, delayed responses to their
     /// waiters; anything else is counted and dropped. Returns the number of messages taken.
-    /// Bounded: at most 64 messages per call. If another thread is pumping, returns 0 at once.
+    /// Bounded: at most 64 messages per call; if the table stays busy (another pump delivering,
+    /// or a re-entrant call from a callback) it returns what it took.
     pub fn pump(&self) -> usize {
         let mut n = 0;
         while n < 64 {
-            let Some(mut guard) = self.delayed.try_lock() else {
+            // Bounded wait for the table: it is held only briefly (a waiter checking its slot,
+            // or another pump that delivers everything itself). Bounded rather than blocking so
+            // that a callback calling `pump` by mistake returns instead of deadlocking.
+            let Some(mut guard) = self.lock_table_bounded() else {
                 return n;
             };
             let table = &mut *guard;
@@ -512,6 +519,16 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
             }
         }
         n
+    }
+
+    fn lock_table_bounded(&self) -> Option<spin::MutexGuard<'_, DelayedTable>> {
+        for _ in 0..PUMP_LOCK_SPINS {
+            if let Some(g) = self.delayed.try_lock() {
+                return Some(g);
+            }
+            core::hint::spin_loop();
+        }
+        None
     }
 
     /// Call `cb` for every notification passing `filter`. `None` if the table is full.
