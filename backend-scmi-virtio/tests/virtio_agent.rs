@@ -120,6 +120,7 @@ fn notifications_reach_subscribers() {
             Filter::exact(0x81, 0),
             Arc::new(move |ev| {
                 g2.lock().unwrap().push(ev.payload.to_vec());
+                // SeqCst: a test counter; the strongest ordering keeps the reasoning trivial.
                 c2.fetch_add(1, Ordering::SeqCst);
             }),
         )
@@ -128,6 +129,7 @@ fn notifications_reach_subscribers() {
             assert!(fx.remote().notify(&i.to_le_bytes()));
         }
         let end = std::time::Instant::now() + Duration::from_secs(5);
+        // SeqCst: see the callback.
         while count.load(Ordering::SeqCst) < 5 {
             assert!(
                 std::time::Instant::now() < end,

@@ -245,6 +245,7 @@ fn poller_completes_interrupt_transfers_without_irq() {
     struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
     impl std::task::Wake for Count {
         fn wake(self: std::sync::Arc<Self>) {
+            // SeqCst: a test counter; the strongest ordering keeps the reasoning trivial.
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
@@ -268,6 +269,7 @@ fn poller_completes_interrupt_transfers_without_irq() {
     .unwrap();
     t.mark_txdone(mine, TxOutcome::Done);
     assert_eq!(
+        // SeqCst: see the waker.
         woken.load(std::sync::atomic::Ordering::SeqCst),
         4,
         "the poller ran the others' wakers"
@@ -366,6 +368,7 @@ fn shutdown_races_senders() {
             let start = Instant::now();
             fx.transport().shutdown().unwrap();
             assert!(start.elapsed() < Duration::from_secs(3));
+            // Relaxed: a stop hint; the joins below synchronise.
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let total: u32 = hs.into_iter().map(|h| h.join().unwrap()).sum();
             assert!(total > 0, "some calls completed before shutdown");

@@ -266,6 +266,8 @@ impl<H: Hal> SplitRing<H> {
         // before it can observe the new `avail.idx` (virtio §2.7.13.3.1 write barrier).
         fence(Ordering::Release);
         self.avail_idx = self.avail_idx.wrapping_add(1);
+        // Release (with the fence above, belt and braces): the device's Acquire load of
+        // `avail.idx` then sees the entry and the descriptors.
         self.avail_idx_atomic()
             .store(self.avail_idx, Ordering::Release);
     }
@@ -335,6 +337,7 @@ impl<H: Hal> SplitRing<H> {
         // or we could miss a notification the device asks for after reading the old index
         // (virtio §2.7.13.4 "the driver MUST perform a suitable memory barrier before reading").
         fence(Ordering::SeqCst);
+        // Acquire: pairs with the device's store of the flag word (a hint; no data rides on it).
         u16::from_le(self.used_flags_atomic().load(Ordering::Acquire)) & USED_F_NO_NOTIFY == 0
     }
 }
