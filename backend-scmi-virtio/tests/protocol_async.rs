@@ -316,3 +316,52 @@ fn a_callback_that_pumps_does_not_deadlock() {
     assert_eq!(scmi.pump(), 1);
     assert_eq!(inner.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// A platform whose eventq carries the given raw (header, body) messages.
+struct RawP2a(VecDeque<(u32, Vec<u8>)>);
+
+impl PlatformModel for RawP2a {
+    fn handle_command(&mut self, _req: &[u8], _resp: &mut [u8]) -> usize {
+        0
+    }
+    fn next_p2a(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let (h, body) = self.0.pop_front()?;
+        let n = 4 + body.len();
+        buf.get_mut(..4)?.copy_from_slice(&h.to_le_bytes());
+        buf.get_mut(4..n)?.copy_from_slice(&body);
+        Some(n)
+    }
+    fn queue_notification(&mut self, _p: u8, _m: u8, _b: &[u8]) {}
+}
+
+#[test]
+fn p2a_header_hygiene() {
+    let good = Header {
+        message_id: 1,
+        msg_type: MsgType::Notification,
+        protocol_id: 0x15,
+        token: 0,
+    };
+    let msgs = VecDeque::from(vec![
+        (good.encode() | 0x1000_0000, vec![0; 4]), // reserved bit
+        ((good.encode() & !(3 << 8)) | (1 << 8), vec![0; 4]), // type 1
+        (good.encode() & !(3 << 8), vec![0; 4]),   // a command on the eventq
+        // A notification with a non-zero token: the token is ignored.
+        (
+            Header {
+                token: 0x155,
+                ..good
+            }
+            .encode(),
+            vec![0; 24],
+        ),
+    ]);
+    let scmi = Scmi::new(DirectTransport::new(RawP2a(msgs)), StdClock::new(), cfg()).unwrap();
+    let (log, cb) = recorder();
+    scmi.subscribe(Filter::exact(0x15, 1), cb).unwrap();
+    assert_eq!(scmi.pump(), 4);
+    let st = scmi.stats();
+    assert_eq!(st.bad_p2a, 3);
+    assert_eq!(st.notifications, 1);
+    assert_eq!(log.lock().unwrap().len(), 1);
+}
