@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use crate::header::{Header, MsgType, HEADER_LEN};
-use crate::platform::{PlatformModel, FWIPC_TEST_ECHO, FWIPC_TEST_NOTIFY, FWIPC_TEST_PROTOCOL};
+use crate::platform::{PlatformModel, FWIPC_TEST_ECHO, FWIPC_TEST_PROTOCOL};
 
 const NOT_SUPPORTED: i32 = -1;
 const COMMS_ERROR: i32 = -7;
@@ -77,6 +77,5 @@ impl PlatformModel for EchoPlatform {
         let mut m = h.to_le_bytes().to_vec();
         m.extend_from_slice(payload);
         self.notifications.push_back(m);
-        let _ = FWIPC_TEST_NOTIFY;
     }
 }
