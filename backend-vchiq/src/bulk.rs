@@ -527,7 +527,9 @@ impl Vchiq {
                         break;
                     };
                     let result = if rb.size < 0 || rb.size as usize != e.len {
-                        // Observed rule: any size mismatch aborts both sides (spec §5).
+                        // Observed rule: any size mismatch aborts both sides (spec §5, from the
+                        // 'func' test; whether the firmware truncates tx > rx is unverified, so
+                        // we never truncate).
                         Err(VchiqError::Aborted)
                     } else {
                         self.master_dma(dir, &mut e, rb)

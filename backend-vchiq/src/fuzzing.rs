@@ -4,6 +4,7 @@
 use alloc::boxed::Box;
 
 use crate::config::{Config, Role};
+use crate::consts::MsgType;
 use crate::consts::*;
 use crate::header::Header;
 use crate::layout::{off, BulkDonePayload, BulkPayload, OpenAckPayload, OpenPayload};
@@ -94,6 +95,87 @@ pub fn slot_walk(data: &[u8]) {
     slave.poll();
 }
 
+/// The master's slot walk and bulk path: a connected pair with one open service; `data` goes
+/// into the slave's stream as a raw message (hostile slave), then as the pagelist of a BULK_TX and
+/// a BULK_RX that the master pairs with local bulks (pagelist parse, walk, fragment checks).
+pub fn master_walk(data: &[u8]) {
+    let _ = master_walk_stats(data);
+}
+
+fn master_walk_stats(data: &[u8]) -> Option<crate::VchiqStats> {
+    let cfg = Config::default();
+    let Ok(mem) = OwnedRegion::new(cfg.region_size()) else {
+        return None;
+    };
+    let bus = 0x4000_0000;
+    let (Ok(r1), Ok(r2), Ok(r3)) = (mem.region(bus), mem.region(bus), mem.region(bus)) else {
+        return None;
+    };
+    let Ok(slave) = Vchiq::new_slave(r1, Box::new(NullPlatform), cfg) else {
+        return None;
+    };
+    let Ok(master) = Vchiq::new_master(r2, Box::new(NullPlatform), cfg) else {
+        return None;
+    };
+    let f = make_fourcc(*b"fuzz");
+    let Ok(sh) = master.add_service(
+        ServiceParams::new(f),
+        |_: &crate::ServiceCtx<'_>, _: crate::Event<'_>| Deliver::Done,
+    ) else {
+        return None;
+    };
+    let _ = (master.connect(), slave.connect());
+    for _ in 0..3 {
+        slave.poll();
+        master.poll();
+    }
+    let Ok(h) = slave.open_service(
+        ServiceParams::new(f),
+        |_: &crate::ServiceCtx<'_>, _: crate::Event<'_>| Deliver::Done,
+    ) else {
+        return None;
+    };
+    master.poll();
+    slave.poll();
+    // Raw garbage from the "slave".
+    let _ = slave.queue_raw(&data[..data.len().min(VCHIQ_SLOT_SIZE)]);
+    master.poll();
+    // A BULK_TX and a BULK_RX whose pagelist is `data`, paired with local bulks on the master.
+    let pl_off = cfg.pagelists_offset();
+    r3.write_bytes(pl_off, &data[..data.len().min(cfg.pagelist_size)]);
+    let size = word(data, 0) & 0xFFFF;
+    for ty in [MsgType::BulkTx, MsgType::BulkRx] {
+        let mut raw = [0u8; 16];
+        let msgid = crate::header::make_msgid(ty, h.raw() & 0xFFF, sh.raw() & 0xFFF);
+        raw[0..4].copy_from_slice(&msgid.to_le_bytes());
+        raw[4..8].copy_from_slice(&8u32.to_le_bytes());
+        raw[8..12].copy_from_slice(&(bus + pl_off as u32).to_le_bytes());
+        raw[12..16].copy_from_slice(&size.to_le_bytes());
+        let _ = slave.queue_raw(&raw);
+    }
+    let n = size as usize;
+    let _ = master.bulk_receive(
+        sh,
+        alloc::vec![0u8; n],
+        0,
+        n,
+        1,
+        crate::BulkMode::NoCallback,
+    );
+    let _ = master.bulk_transmit(
+        sh,
+        alloc::vec![0u8; n],
+        0,
+        n,
+        2,
+        crate::BulkMode::NoCallback,
+    );
+    master.poll();
+    slave.poll();
+    let _ = r3;
+    Some(master.stats())
+}
+
 /// The master's pagelist parser and walk over `data` placed in the pagelist area.
 pub fn pagelist(data: &[u8]) {
     let cfg = Config::default();
@@ -136,6 +218,28 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
         fn fuzz_slot_walk(d in proptest::collection::vec(any::<u8>(), 0..1024)) { slot_walk(&d) }
+        #[test]
+        fn fuzz_master_walk(d in proptest::collection::vec(any::<u8>(), 0..600)) { master_walk(&d) }
+    }
+
+    #[test]
+    fn master_walk_plausible_pagelists() {
+        // Valid-looking pagelists: WRITE/READ/fragment types, lengths matching the bulk size.
+        for ty in [0u16, 1, 2, 65, 0xFFFF] {
+            for len in [0u32, 1, 100, 4096, 5000] {
+                let mut d = alloc::vec::Vec::new();
+                d.extend_from_slice(&len.to_le_bytes());
+                d.extend_from_slice(&ty.to_le_bytes());
+                d.extend_from_slice(&7u16.to_le_bytes());
+                d.extend_from_slice(&0x8000_0000u32.to_le_bytes());
+                d.extend_from_slice(&0xFFFF_F003u32.to_le_bytes());
+                let st = master_walk_stats(&d).expect("pair set up");
+                assert!(
+                    st.bulks_done + st.bulks_aborted >= 2,
+                    "bulks reached the master: {st:?}"
+                );
+            }
+        }
     }
 
     #[test]

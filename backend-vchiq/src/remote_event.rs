@@ -25,7 +25,7 @@ impl<W: Word> Copy for EventRef<'_, W> {}
 pub fn signal<W: Word>(ev: EventRef<'_, W>, ring: impl FnOnce()) {
     // Release (spec §3 barrier 2, the signaller's leading wmb): the payload, the header and
     // tx_pos written before this call become visible no later than `fired = 1`, so a waiter that
-    // Acquire-reads `fired` (or swaps it) sees them.
+    // Acquire-reads `fired` sees them.
     ev.fired.store(1, Ordering::Release);
     // SeqCst fence (spec §3 barrier 1, the Dekker pair with `arm`): StoreLoad between our
     // `fired = 1` and our read of `armed`. Together with the waiter's fence between `armed = 1`

@@ -419,7 +419,13 @@ impl Vchiq {
             return;
         };
         if s.state != ServiceState::Opening {
-            self.protocol_error("OPENACK in wrong state");
+            // A close crossing the OPENACK is a legitimate race (we closed while OPENING); any
+            // other state is the peer's mistake.
+            if s.state == ServiceState::CloseSent {
+                log::debug!(target: "vchiq", "OPENACK crossed our CLOSE on port {}", h.dst);
+            } else {
+                self.protocol_error("OPENACK in wrong state");
+            }
             return;
         }
         s.remoteport = h.src;

@@ -15,8 +15,6 @@ pub trait Word {
     fn load(&self, o: Ordering) -> u32;
     /// Atomic store.
     fn store(&self, v: u32, o: Ordering);
-    /// Atomic swap.
-    fn swap(&self, v: u32, o: Ordering) -> u32;
 }
 
 impl Word for core::sync::atomic::AtomicU32 {
@@ -25,9 +23,6 @@ impl Word for core::sync::atomic::AtomicU32 {
     }
     fn store(&self, v: u32, o: Ordering) {
         core::sync::atomic::AtomicU32::store(self, v, o)
-    }
-    fn swap(&self, v: u32, o: Ordering) -> u32 {
-        core::sync::atomic::AtomicU32::swap(self, v, o)
     }
 }
 
@@ -38,8 +33,5 @@ impl Word for loom::sync::atomic::AtomicU32 {
     }
     fn store(&self, v: u32, o: Ordering) {
         loom::sync::atomic::AtomicU32::store(self, v, o)
-    }
-    fn swap(&self, v: u32, o: Ordering) -> u32 {
-        loom::sync::atomic::AtomicU32::swap(self, v, o)
     }
 }

@@ -38,7 +38,8 @@ impl Vchiq {
             }
             relax();
         }
-        self.dispatch_pending();
+        // Deliver the last CLOSED/ABORTED events through the normal (single-poller) path.
+        self.poll();
         self.mark_dead();
         log::debug!(target: "vchiq", "{:?}: shut down", self.role);
         result

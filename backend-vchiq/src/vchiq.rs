@@ -127,6 +127,61 @@ pub(crate) fn bump(c: &AtomicU64) {
 }
 
 /// One VCHIQ instance over a shared region, in one role.
+///
+/// The same type is the ARM (slave, [`Vchiq::new_slave`]) and the VideoCore (master,
+/// [`Vchiq::new_master`]). A VideoCore-side service is any [`ServiceHandler`] registered with
+/// [`Vchiq::add_service`]; an ARM client opens it with [`Vchiq::open_service`]. Both then use
+/// [`Vchiq::queue_message`] and the bulk calls. Handlers run from [`Vchiq::poll`] with no lock
+/// held, so they may call back into the instance.
+///
+/// ```
+/// use std::time::Duration;
+/// use backend_vchiq::consts::make_fourcc;
+/// use backend_vchiq::sim::SimPair;
+/// use backend_vchiq::{BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceParams};
+///
+/// let pair = SimPair::new().unwrap(); // region + slave + master, each with a worker thread
+/// let fourcc = make_fourcc(*b"demo");
+/// // VideoCore side: answer each message with its length; fill every ARM receive with 0xAB.
+/// pair.master()
+///     .add_service(ServiceParams::new(fourcc).version(2, 1), |ctx: &ServiceCtx<'_>, ev: Event<'_>| {
+///         match ev {
+///             Event::Message(m) => {
+///                 let n = m.payload().len() as u32;
+///                 ctx.vchiq.queue_message(ctx.handle, &n.to_le_bytes()).unwrap();
+///             }
+///             Event::RemoteBulkPending { dir: BulkDir::Transmit, size } => {
+///                 let _ = ctx.vchiq.bulk_transmit(ctx.handle, vec![0xAB; size], 0, size, 0, BulkMode::Callback);
+///             }
+///             _ => {}
+///         }
+///         Deliver::Done
+///     })
+///     .unwrap();
+/// pair.connect().unwrap();
+///
+/// // ARM side: open (version negotiation), send, and a blocking bulk receive at an odd offset.
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let tx = std::sync::Mutex::new(tx);
+/// let arm = pair.slave();
+/// let h = arm
+///     .open_service_blocking(ServiceParams::new(fourcc).version(2, 2), move |_: &ServiceCtx<'_>, ev: Event<'_>| {
+///         if let Event::Message(m) = ev {
+///             tx.lock().unwrap().send(m.payload().to_vec()).unwrap();
+///         }
+///         Deliver::Done
+///     }, Duration::from_secs(5))
+///     .unwrap();
+/// arm.queue_message(h, b"hello").unwrap();
+/// assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 5u32.to_le_bytes());
+///
+/// arm.bulk_receive(h, vec![0; 100], 3, 90, 7, BulkMode::NoCallback).unwrap();
+/// let done = arm.wait_bulk(h, 7, &|| false, &mut || std::thread::yield_now()).unwrap();
+/// assert_eq!(done.result, Ok(90));
+/// assert!(done.buf[3..93].iter().all(|&b| b == 0xAB));
+/// assert_eq!(done.buf[2], 0);
+/// assert_eq!(done.buf[93], 0);
+/// ```
 pub struct Vchiq {
     pub(crate) region: Region,
     pub(crate) platform: Box<dyn Platform>,

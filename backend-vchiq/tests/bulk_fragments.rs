@@ -105,6 +105,10 @@ fn sweep(cfg: Config) {
     assert_eq!(m.protocol_errors, 0);
     assert_eq!(pair.bus().mapped_pages(), 0, "every page unmapped");
     assert!(v.stats().bulks_done >= 2 * 71 * SIZES.len() as u64);
+    // Exact-range cache maintenance (spec §5 fix 2): only whole lines are ever invalidated.
+    let c = pair.bus().cache_ops();
+    assert!(c.invalidates > 0 && c.cleans > 0, "{c:?}");
+    assert_eq!(c.partial_line_invalidates, 0, "{c:?}");
 }
 
 #[test]
@@ -138,4 +142,8 @@ fn without_fragments_the_hazard_is_detected() {
     assert_eq!(pair.master().stats().unaligned_reads, 1);
     echo_at(v, h, 0, 64, 100, 6);
     assert_eq!(pair.master().stats().unaligned_reads, 2, "unaligned tail");
+    assert!(
+        pair.bus().cache_ops().partial_line_invalidates >= 2,
+        "partial-line invalidates seen"
+    );
 }

@@ -745,3 +745,38 @@ fn doorbell_rings_only_when_armed() {
 fn _assert_send_sync(v: &Vchiq) -> &(dyn Send + Sync) {
     v
 }
+
+#[test]
+fn keepalive_use_is_acknowledged_and_no_pointers_in_shared_state() {
+    use backend_vchiq::consts::MsgType;
+    use backend_vchiq::header::make_msgid;
+    let p = connected();
+    let before = p.master().stats().msgs_received;
+    // The VideoCore asks the ARM not to suspend (REMOTE_USE); the ARM answers REMOTE_USE_ACTIVE.
+    let mut raw = make_msgid(MsgType::RemoteUse, 0, 0).to_le_bytes().to_vec();
+    raw.extend_from_slice(&0u32.to_le_bytes());
+    p.master().queue_raw(&raw).unwrap();
+    until(|| p.master().stats().msgs_received > before);
+    assert_eq!(p.slave().stats().protocol_errors, 0);
+    // The remote_event third word (once a semaphore pointer, spec §1/§9 item 12) stays zero in
+    // both shared states; nothing host-sized leaks into slot zero.
+    let snapshot = {
+        let r = p
+            .region()
+            .region(backend_vchiq::sim::SIM_REGION_BUS)
+            .unwrap();
+        let mut b = vec![0u8; 4096];
+        assert!(r.read_bytes(0, &mut b));
+        b
+    };
+    for base in [0x20usize, 0x194] {
+        for ev in [0x10usize, 0x20, 0x30, 0x3C] {
+            let o = base + ev + 8;
+            assert_eq!(
+                &snapshot[o..o + 4],
+                &[0, 0, 0, 0],
+                "event unused word at {o:#x}"
+            );
+        }
+    }
+}

@@ -70,11 +70,24 @@ struct BusMaps {
     next: u32,
 }
 
+/// Cache maintenance the simulated ARM was asked for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheOps {
+    /// `dma_invalidate` calls.
+    pub invalidates: u64,
+    /// Invalidates that were not whole cache lines (would destroy neighbouring data on hardware).
+    pub partial_line_invalidates: u64,
+    /// `dma_clean` calls.
+    pub cleans: u64,
+}
+
 /// The simulated bus: page translations the slave creates for bulk transfers and the master
 /// resolves (an IOMMU-like window at 0x8000_0000), shared by both sides of a pair.
 #[derive(Default)]
 pub struct SimBus {
     maps: Mutex<BusMaps>,
+    cache: Mutex<CacheOps>,
+    cache_line: std::sync::atomic::AtomicUsize,
 }
 
 impl SimBus {
@@ -110,6 +123,28 @@ impl SimBus {
         self.maps.lock().ok()?.bus_to_cpu.get(&bus_page).copied()
     }
 
+    /// Cache maintenance requested so far.
+    pub fn cache_ops(&self) -> CacheOps {
+        self.cache.lock().map(|c| *c).unwrap_or_default()
+    }
+
+    fn invalidate(&self, addr: usize, len: usize) {
+        // Relaxed: configuration value set before the pair runs.
+        let cl = self.cache_line.load(Ordering::Relaxed).max(1);
+        if let Ok(mut c) = self.cache.lock() {
+            c.invalidates += 1;
+            if addr % cl != 0 || len % cl != 0 {
+                c.partial_line_invalidates += 1;
+            }
+        }
+    }
+
+    fn clean(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.cleans += 1;
+        }
+    }
+
     /// Pages currently mapped (0 once every bulk finished).
     pub fn mapped_pages(&self) -> usize {
         self.maps.lock().map(|m| m.cpu_to_bus.len()).unwrap_or(0)
@@ -140,6 +175,12 @@ unsafe impl Platform for SimPlatform {
     }
     fn bus_to_cpu(&self, bus_page: u32) -> Option<usize> {
         self.bus.resolve(bus_page)
+    }
+    fn dma_clean(&self, _addr: usize, _len: usize) {
+        self.bus.clean();
+    }
+    fn dma_invalidate(&self, addr: usize, len: usize) {
+        self.bus.invalidate(addr, len);
     }
 }
 
@@ -183,6 +224,8 @@ impl SimPair {
     /// A pair on an existing region (a new instance after a teardown).
     pub fn on_region(mem: Arc<OwnedRegion>, cfg: Config, slave_worker: bool) -> VResult<SimPair> {
         let bus = Arc::new(SimBus::default());
+        // Relaxed: set before any thread uses the bus.
+        bus.cache_line.store(cfg.cache_line_size, Ordering::Relaxed);
         let bells = [Arc::new(Bell::default()), Arc::new(Bell::default())];
         let slave_pf = SimPlatform {
             bus: bus.clone(),
