@@ -168,7 +168,7 @@ impl<F: Fixture> Peer for Fwipc<F> {
         let polled = self.fx.completion() == Completion::Polled;
         let wait = if polled {
             Wait::SpinThenYield {
-                spins: 1 << 16,
+                spins: 256,
                 relax: &yield_now,
             }
         } else {
@@ -211,6 +211,10 @@ fn main() {
         Box::new(StdMpsc::new()),
         fwipc::<LoopbackFixture>(Completion::Polled, "polled"),
         fwipc::<LoopbackFixture>(Completion::Interrupt, "interrupt"),
+        fwipc::<backend_scmi_virtio::sim::ScmiFixture>(Completion::Polled, "polled"),
+        fwipc::<backend_scmi_virtio::sim::ScmiFixture>(Completion::Interrupt, "interrupt"),
+        fwipc::<backend_fastrpc::sim::FastRpcFixture>(Completion::Polled, "polled"),
+        fwipc::<backend_fastrpc::sim::FastRpcFixture>(Completion::Interrupt, "interrupt"),
     ];
     println!(
         "round-trip latency, {samples} interleaved samples x {rounds} rounds, median; {} cores",

@@ -32,6 +32,7 @@ fn backends() -> Vec<Backend> {
     }
     vec![
         b::<conformance::loopback::LoopbackFixture>(),
+        b::<backend_scmi_virtio::sim::ScmiFixture>(),
         b::<backend_fastrpc::sim::FastRpcFixture>(),
     ]
 }
