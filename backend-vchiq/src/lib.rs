@@ -43,7 +43,7 @@ mod rx;
 pub mod service;
 #[cfg(feature = "std")]
 pub mod sim;
-mod sync;
+pub mod sync;
 mod teardown;
 pub mod transport;
 mod tx;
@@ -57,7 +57,7 @@ pub use service::{
     BulkCompletion, BulkDir, BulkMode, Deliver, Event, Message, MessageToken, ServiceCtx,
     ServiceHandle, ServiceHandler, ServiceParams,
 };
-pub use vchiq::{Vchiq, VchiqStats};
+pub use vchiq::{Vchiq, VchiqCounters, VchiqStats};
 
 /// VCHI clients on top of the core (SMEM shared-memory service, vc_mem query, vchiq_test services).
 pub mod vchi;

@@ -780,3 +780,97 @@ fn keepalive_use_is_acknowledged_and_no_pointers_in_shared_state() {
         }
     }
 }
+
+#[test]
+fn open_needs_connection_and_remove_server_frees_it() {
+    let p = SimPair::new().unwrap();
+    // Before CONNECT: servers are HIDDEN, clients cannot open.
+    let server = Arc::new(Recorder::default());
+    let sh = p
+        .master()
+        .add_service_arc(ServiceParams::new(FUNC), server.clone())
+        .unwrap();
+    assert_eq!(p.master().service_state(sh).unwrap(), ServiceState::Hidden);
+    assert_eq!(
+        p.slave()
+            .open_service(ServiceParams::new(FUNC), Recorder::default()),
+        Err(VchiqError::NotConnected)
+    );
+    p.connect().unwrap();
+    assert_eq!(
+        p.master().service_state(sh).unwrap(),
+        ServiceState::Listening
+    );
+    let client = Arc::new(Recorder::default());
+    let h = p
+        .slave()
+        .open_service_wait(
+            ServiceParams::new(FUNC),
+            client.clone(),
+            &|| false,
+            &mut || std::thread::yield_now(),
+        )
+        .unwrap();
+    // Removing a connected server closes the client and frees the port (it does not listen again).
+    until(|| p.master().client_id(sh).unwrap_or(0) == 1);
+    p.master().remove_service(sh).unwrap();
+    client.wait_for(|r| r.contains(&Reason::ServiceClosed));
+    until(|| p.master().service_state(sh).is_err());
+    assert_eq!(p.slave().service_state(h).unwrap(), ServiceState::Closed);
+    let r = p
+        .slave()
+        .open_service_blocking(ServiceParams::new(FUNC), Recorder::default(), T);
+    assert_eq!(r, Err(VchiqError::Refused), "no listener any more");
+}
+
+#[test]
+fn nocallback_bulks_are_polled() {
+    let p = connected();
+    let server = Arc::new(BulkServer {
+        rec: Recorder::default(),
+        plan: Mutex::new(vec![(BulkDir::Transmit, 64, 1)]),
+    });
+    p.master()
+        .add_service_arc(ServiceParams::new(FUNC), server.clone())
+        .unwrap();
+    let client = Arc::new(Recorder::default());
+    let h = p
+        .slave()
+        .open_service_wait(
+            ServiceParams::new(FUNC),
+            client.clone(),
+            &|| false,
+            &mut || std::thread::yield_now(),
+        )
+        .unwrap();
+    assert!(p.slave().take_bulk_completion(h).unwrap().is_none());
+    p.slave()
+        .bulk_receive(h, vec![0; 64], 0, 64, 9, BulkMode::NoCallback)
+        .unwrap();
+    let c = loop {
+        if let Some(c) = p.slave().take_bulk_completion(h).unwrap() {
+            break c;
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!((c.tag, c.dir, c.result), (9, BulkDir::Receive, Ok(64)));
+    assert!(c.buf.iter().all(|&b| b == 0xAB));
+    // NoCallback completions are not delivered to the handler.
+    assert!(!client.reasons().contains(&Reason::BulkReceiveDone));
+    // A full queue is back-pressure, with the buffer handed back.
+    for t in 0..4 {
+        p.slave()
+            .bulk_transmit(h, vec![0; 8], 0, 8, 100 + t, BulkMode::NoCallback)
+            .unwrap();
+    }
+    let (e, buf) = p
+        .slave()
+        .bulk_transmit(h, vec![1; 8], 0, 8, 200, BulkMode::NoCallback)
+        .unwrap_err();
+    assert_eq!((e, buf.len()), (VchiqError::Retry, 8));
+    let (e, _) = p
+        .slave()
+        .bulk_transmit(h, vec![1; 8], 4, 8, 201, BulkMode::NoCallback)
+        .unwrap_err();
+    assert_eq!(e, VchiqError::Invalid, "range outside the buffer");
+}
