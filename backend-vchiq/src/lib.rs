@@ -24,6 +24,7 @@
 
 extern crate alloc;
 
+pub mod bcm2835;
 mod bulk;
 pub mod config;
 pub mod consts;
