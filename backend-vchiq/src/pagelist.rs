@@ -214,7 +214,7 @@ mod tests {
         fn ring_doorbell(&self) {}
         fn map_page(&self, cpu_page: usize) -> Option<u32> {
             let n = cpu_page / PAGE;
-            let skew = if self.gap == 0 { 0 } else { n / self.gap };
+            let skew = n.checked_div(self.gap).unwrap_or(0);
             Some(0x8000_0000u32.wrapping_add(((n + skew) * PAGE) as u32))
         }
     }
