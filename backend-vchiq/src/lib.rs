@@ -45,6 +45,7 @@ pub mod service;
 #[cfg(feature = "std")]
 pub mod sim;
 pub mod sync;
+pub mod sync_slot;
 mod teardown;
 pub mod transport;
 mod tx;

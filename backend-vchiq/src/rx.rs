@@ -22,6 +22,7 @@ use crate::service::{
     BulkDir, Deliver, Event, Message, MessageToken, RemoteBulk, ServiceCtx, ServiceHandle,
     ServiceHandler,
 };
+use crate::sync_slot;
 use crate::vchiq::{bump, Inner, PendingEv, RxSlot, Vchiq};
 use zerocopy::IntoBytes;
 
@@ -514,9 +515,10 @@ impl Vchiq {
             return Err(VchiqError::TooLarge);
         }
         let base = self.local_part.sync as usize * VCHIQ_SLOT_SIZE;
-        // Acquire: pairs with the peer's Release store of PADDING on release, so its reads of the
-        // previous message are done before we overwrite it.
-        if self.region.load(base, Ordering::Acquire) != 0 {
+        let Some(msgid_word) = self.region.word(base) else {
+            return Err(VchiqError::Invalid);
+        };
+        if !sync_slot::is_free(msgid_word) {
             return Err(VchiqError::Retry);
         }
         let mut o = base + VCHIQ_HEADER_SIZE;
@@ -525,9 +527,8 @@ impl Vchiq {
             o += p.len();
         }
         self.region.store(base + 4, size as u32, Ordering::Relaxed);
-        // Release (spec §3 barrier 7): payload and size are visible before msgid, written last.
-        self.region
-            .store(base, make_msgid(ty, src, dst), Ordering::Release);
+        // Relaxed body and size above: published by the Release in `sync_slot::publish`.
+        sync_slot::publish(msgid_word, make_msgid(ty, src, dst));
         self.signal_remote(off::SYNC_TRIGGER);
         bump(&self.counters.msgs_sent);
         Ok(())
@@ -535,19 +536,18 @@ impl Vchiq {
 
     fn sync_release(&self) {
         let base = self.remote_part.sync as usize * VCHIQ_SLOT_SIZE;
-        // Release (spec §3 barrier 7): our reads of the message happen-before the peer reuses it.
-        self.region.store(base, 0, Ordering::Release);
+        if let Some(w) = self.region.word(base) {
+            sync_slot::release(w);
+        }
         self.signal_remote(off::SYNC_RELEASE);
     }
 
     /// The peer's sync slot: at most one message.
     pub(crate) fn sync_poll(&self, scratch: &mut [u8]) -> usize {
         let base = self.remote_part.sync as usize * VCHIQ_SLOT_SIZE;
-        // Acquire: pairs with the peer's Release store of msgid (written last).
-        let msgid = self.region.load(base, Ordering::Acquire);
-        if msgid == 0 {
+        let Some(msgid) = self.region.word(base).and_then(sync_slot::pending) else {
             return 0;
-        }
+        };
         let size = self.region.load(base + 4, Ordering::Relaxed);
         let h = match Header::decode(msgid, size, 0) {
             Ok(h) => h,
