@@ -184,6 +184,7 @@ impl Vchiq {
             addr,
             e.len,
             ty,
+            self.entry_format(),
         ) {
             free(g);
             return Err(err);
@@ -404,6 +405,14 @@ impl Vchiq {
         }
     }
 
+    pub(crate) fn entry_format(&self) -> pagelist::EntryFormat {
+        if self.cfg.pagelist_addr36 {
+            pagelist::EntryFormat::Addr36
+        } else {
+            pagelist::EntryFormat::Classic
+        }
+    }
+
     // ---------------- master ----------------
 
     pub(crate) fn remote_bulk_count(&self, g: &Inner, port: usize) -> usize {
@@ -572,10 +581,11 @@ impl Vchiq {
             self.protocol_error("pagelist outside the region");
             return Err(VchiqError::Aborted);
         };
-        let v = pagelist::parse(&self.region, pl_off, pl_size).map_err(|p| {
-            self.protocol_error("bad pagelist");
-            VchiqError::Protocol(p)
-        })?;
+        let v =
+            pagelist::parse(&self.region, pl_off, pl_size, self.entry_format()).map_err(|p| {
+                self.protocol_error("bad pagelist");
+                VchiqError::Protocol(p)
+            })?;
         if v.length as usize != e.len {
             self.protocol_error("pagelist length differs from the message");
             return Err(VchiqError::Aborted);
@@ -584,10 +594,10 @@ impl Vchiq {
         let len = e.len;
         let data = &mut e.buf[e.offset..e.offset + len];
         let platform = &*self.platform;
-        let cpu = |bus: u32| -> Result<usize, fwipc_transport_api::ProtocolError> {
-            let page = bus & !(VCHIQ_SLOT_SIZE as u32 - 1);
+        let cpu = |bus: u64| -> Result<usize, fwipc_transport_api::ProtocolError> {
+            let page = bus & !(VCHIQ_SLOT_SIZE as u64 - 1);
             platform
-                .bus_to_cpu(page)
+                .bus_to_cpu_wide(page)
                 .map(|p| p + (bus - page) as usize)
                 .ok_or(fwipc_transport_api::ProtocolError::OutOfRange)
         };
@@ -646,7 +656,7 @@ impl Vchiq {
                     if a >= b {
                         return Ok(());
                     }
-                    let dst = cpu(bus + (a - i) as u32)?;
+                    let dst = cpu(bus + (a - i) as u64)?;
                     // SAFETY: as above: a mapped page of the slave's buffer, within bounds.
                     unsafe { copy_to_shared(dst as *mut u8, &data[a..b]) };
                     Ok(())

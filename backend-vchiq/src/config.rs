@@ -34,6 +34,10 @@ pub struct Config {
     pub max_services: usize,
     /// Client id sent in OPEN (the ARM sends its pid; must be non-zero).
     pub client_id: i32,
+    /// Downstream Pi 4 "36-bit" pagelists (spec §5): entry = ((addr >> 4) & !0xFF) | (pages − 1),
+    /// at most 256 pages per entry, so bulk buffers may sit anywhere in 64 GiB. Both sides must
+    /// agree (like the cache-line size). Default off (the classic 32-bit format).
+    pub pagelist_addr36: bool,
 }
 
 impl Default for Config {
@@ -46,6 +50,7 @@ impl Default for Config {
             pagelist_size: 2048,
             max_services: 64,
             client_id: 1,
+            pagelist_addr36: false,
         }
     }
 }

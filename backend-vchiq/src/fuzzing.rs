@@ -187,7 +187,12 @@ pub fn pagelist(data: &[u8]) {
     };
     let o = cfg.pagelists_offset();
     r.write_bytes(o, &data[..data.len().min(cfg.pagelist_size)]);
-    if let Ok(v) = pagelist::parse(&r, o, cfg.pagelist_size) {
+    let fmt = if data.first().is_some_and(|b| b & 1 == 1) {
+        pagelist::EntryFormat::Addr36
+    } else {
+        pagelist::EntryFormat::Classic
+    };
+    if let Ok(v) = pagelist::parse(&r, o, cfg.pagelist_size, fmt) {
         let mut total = 0usize;
         let _ = pagelist::walk(&r, &v, |_, _, c| {
             total += c;

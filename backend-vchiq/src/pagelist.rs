@@ -37,8 +37,47 @@ pub fn needs_fragment(addr: usize, len: usize, cl: usize) -> bool {
     len > 0 && (addr % cl != 0 || (addr + len) % cl != 0)
 }
 
+/// Run-length limit and encoding of one address entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryFormat {
+    /// Classic: page-aligned 32-bit bus address | (pages − 1), up to 4096 pages.
+    Classic,
+    /// Pi 4 "36-bit": ((addr >> 4) & !0xFF) | (pages − 1), up to 256 pages.
+    Addr36,
+}
+
+impl EntryFormat {
+    fn max_run(self) -> u64 {
+        match self {
+            EntryFormat::Classic => 4096,
+            EntryFormat::Addr36 => 256,
+        }
+    }
+
+    fn encode(self, base: u64, pages: u64) -> Option<u32> {
+        match self {
+            EntryFormat::Classic => Some(u32::try_from(base).ok()? | (pages - 1) as u32),
+            EntryFormat::Addr36 => {
+                if base >= 1 << 36 {
+                    return None;
+                }
+                Some((((base >> 4) as u32) & !0xFF) | (pages - 1) as u32)
+            }
+        }
+    }
+
+    /// (bus base, pages) of an entry.
+    pub fn decode(self, e: u32) -> (u64, u64) {
+        match self {
+            EntryFormat::Classic => ((e & !(PAGE as u32 - 1)) as u64, (e & 0xFFF) as u64 + 1),
+            EntryFormat::Addr36 => (((e & !0xFF) as u64) << 4, (e & 0xFF) as u64 + 1),
+        }
+    }
+}
+
 /// Slave: map the pages of `[addr, addr+len)` and write the pagelist at region offset `pl_off`.
 /// On failure every page mapped so far is unmapped.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
     region: &Region,
     platform: &dyn Platform,
@@ -47,14 +86,15 @@ pub(crate) fn build(
     addr: usize,
     len: usize,
     ty: u16,
+    fmt: EntryFormat,
 ) -> VResult {
     let page_off = addr % PAGE;
     let first = addr - page_off;
     let pages = (page_off + len).div_ceil(PAGE);
     let max_entries = (pl_size - 8) / 4;
     let mut entries = 0usize;
-    let mut run_base = 0u32;
-    let mut run_pages = 0u32;
+    let mut run_base = 0u64;
+    let mut run_pages = 0u64;
     let mut mapped = 0usize;
     let fail = |mapped: usize, e: VchiqError| {
         for i in 0..mapped {
@@ -62,44 +102,43 @@ pub(crate) fn build(
         }
         Err(e)
     };
+    let flush = |base: u64, n: u64, entries: &mut usize| -> VResult {
+        if *entries == max_entries {
+            return Err(VchiqError::TooLarge);
+        }
+        let e = fmt.encode(base, n).ok_or(VchiqError::Invalid)?;
+        region.store(pl_off + 8 + 4 * *entries, e, Ordering::Relaxed);
+        *entries += 1;
+        Ok(())
+    };
     for i in 0..pages {
-        let Some(bus) = platform.map_page(first + i * PAGE) else {
+        let bus = match fmt {
+            EntryFormat::Classic => platform.map_page(first + i * PAGE).map(u64::from),
+            EntryFormat::Addr36 => platform.map_page_wide(first + i * PAGE),
+        };
+        let Some(bus) = bus else {
             return fail(mapped, VchiqError::Invalid);
         };
         mapped += 1;
-        if bus % PAGE as u32 != 0 {
+        if bus % PAGE as u64 != 0 {
             return fail(mapped, VchiqError::Invalid);
         }
-        if run_pages > 0
-            && run_pages < 4096
-            && run_base.checked_add(run_pages * PAGE as u32) == Some(bus)
-        {
+        if run_pages > 0 && run_pages < fmt.max_run() && run_base + run_pages * PAGE as u64 == bus {
             run_pages += 1;
             continue;
         }
         if run_pages > 0 {
-            if entries == max_entries {
-                return fail(mapped, VchiqError::TooLarge);
+            if let Err(e) = flush(run_base, run_pages, &mut entries) {
+                return fail(mapped, e);
             }
-            region.store(
-                pl_off + 8 + 4 * entries,
-                run_base | (run_pages - 1),
-                Ordering::Relaxed,
-            );
-            entries += 1;
         }
         run_base = bus;
         run_pages = 1;
     }
     if run_pages > 0 {
-        if entries == max_entries {
-            return fail(mapped, VchiqError::TooLarge);
+        if let Err(e) = flush(run_base, run_pages, &mut entries) {
+            return fail(mapped, e);
         }
-        region.store(
-            pl_off + 8 + 4 * entries,
-            run_base | (run_pages - 1),
-            Ordering::Relaxed,
-        );
     }
     // Relaxed: the pagelist is published by the Release store of tx_pos that carries the
     // BULK_TX/RX message referencing it (spec §3 barrier 8).
@@ -132,6 +171,7 @@ pub struct PagelistView {
     pub offset: u16,
     entries_off: usize,
     max_entries: usize,
+    fmt: EntryFormat,
 }
 
 /// Master: read and check a pagelist header at region offset `pl_off` (`pl_size` bytes there).
@@ -139,6 +179,7 @@ pub fn parse(
     region: &Region,
     pl_off: usize,
     pl_size: usize,
+    fmt: EntryFormat,
 ) -> Result<PagelistView, ProtocolError> {
     if pl_size < 8 || pl_off.checked_add(pl_size).is_none_or(|e| e > region.len()) {
         return Err(ProtocolError::OutOfRange);
@@ -157,6 +198,7 @@ pub fn parse(
         offset,
         entries_off: pl_off + 8,
         max_entries: (pl_size - 8) / 4,
+        fmt,
     })
 }
 
@@ -165,7 +207,7 @@ pub fn parse(
 pub fn walk(
     region: &Region,
     v: &PagelistView,
-    mut f: impl FnMut(usize, u32, usize) -> Result<(), ProtocolError>,
+    mut f: impl FnMut(usize, u64, usize) -> Result<(), ProtocolError>,
 ) -> Result<(), ProtocolError> {
     let mut remaining = v.length as usize;
     let mut pos = v.offset as usize;
@@ -177,8 +219,8 @@ pub fn walk(
         }
         let e = region.load(v.entries_off + 4 * entry, Ordering::Relaxed);
         entry += 1;
-        let base = e & !(PAGE as u32 - 1);
-        let run = ((e & (PAGE as u32 - 1)) as usize + 1) * PAGE;
+        let (base, pages) = v.fmt.decode(e);
+        let run = pages as usize * PAGE;
         if pos >= run {
             pos -= run;
             continue;
@@ -186,7 +228,7 @@ pub fn walk(
         while pos < run && remaining > 0 {
             let c = (PAGE - pos % PAGE).min(remaining);
             let bus = base
-                .checked_add(pos as u32)
+                .checked_add(pos as u64)
                 .ok_or(ProtocolError::OutOfRange)?;
             f(index, bus, c)?;
             index += c;
@@ -217,26 +259,35 @@ mod tests {
             let skew = n.checked_div(self.gap).unwrap_or(0);
             Some(0x8000_0000u32.wrapping_add(((n + skew) * PAGE) as u32))
         }
+        fn map_page_wide(&self, cpu_page: usize) -> Option<u64> {
+            // Above 4 GiB, as on a Pi 4 with 8 GiB.
+            self.map_page(cpu_page).map(|b| b as u64 + 0x7_0000_0000)
+        }
     }
 
     proptest! {
         /// build → parse → walk covers exactly [0, len) in order, each chunk inside one page,
         /// at the bus address the platform gave for that byte.
         #[test]
-        fn build_parse_walk_roundtrip(addr in 0usize..(1 << 20), len in 0usize..(64 * 1024), gap in 0usize..4) {
+        fn build_parse_walk_roundtrip(addr in 0usize..(1 << 20), len in 0usize..(2 << 20), gap in 0usize..4, wide: bool) {
             let mem = OwnedRegion::new(8192).unwrap();
             let r = mem.region(0x4000_0000).unwrap();
             let pf = Gappy { gap };
-            build(&r, &pf, 0, 2048, addr, len, PAGELIST_READ).unwrap();
-            let v = parse(&r, 0, 2048).unwrap();
+            let fmt = if wide { EntryFormat::Addr36 } else { EntryFormat::Classic };
+            build(&r, &pf, 0, 2048, addr, len, PAGELIST_READ, fmt).unwrap();
+            let v = parse(&r, 0, 2048, fmt).unwrap();
             prop_assert_eq!((v.length as usize, v.ty, v.offset as usize), (len, PAGELIST_READ, addr % PAGE));
             let mut next = 0usize;
             walk(&r, &v, |i, bus, c| {
                 assert_eq!(i, next);
                 let cpu = addr + i;
-                let want = pf.map_page(cpu - cpu % PAGE).unwrap() + (cpu % PAGE) as u32;
+                let want = if wide {
+                    pf.map_page_wide(cpu - cpu % PAGE).unwrap() + (cpu % PAGE) as u64
+                } else {
+                    pf.map_page(cpu - cpu % PAGE).unwrap() as u64 + (cpu % PAGE) as u64
+                };
                 assert_eq!(bus, want, "byte {i}");
-                assert!((bus as usize % PAGE) + c <= PAGE, "chunk crosses a page");
+                assert!((bus % PAGE as u64) as usize + c <= PAGE, "chunk crosses a page");
                 next += c;
                 Ok(())
             })

@@ -6,6 +6,7 @@
 /// # Implementation safety
 /// - [`Platform::map_page`] must return a bus address through which the peer's DMA reaches exactly
 ///   the CPU page given, for as long as the page stays mapped (until [`Platform::unmap_page`]).
+/// - The same holds for [`Platform::map_page_wide`] / [`Platform::bus_to_cpu_wide`].
 /// - [`Platform::bus_to_cpu`] (used by the master role only) must return the CPU address of a page
 ///   that is valid for reads and writes of 4096 bytes while the peer keeps the transfer queued; the
 ///   core writes the peer's buffers through it with atomic byte/word accesses.
@@ -30,6 +31,19 @@ pub unsafe trait Platform: Send + Sync {
     fn bus_to_cpu(&self, bus_page: u32) -> Option<usize> {
         let _ = bus_page;
         None
+    }
+
+    /// Like [`Platform::map_page`] for [`crate::Config::pagelist_addr36`] (Pi 4 "36-bit" mode):
+    /// a bus address below 2^36. Defaults to `map_page`.
+    fn map_page_wide(&self, cpu_page: usize) -> Option<u64> {
+        self.map_page(cpu_page).map(u64::from)
+    }
+
+    /// Like [`Platform::bus_to_cpu`] for wide bus addresses. Defaults to `bus_to_cpu`.
+    fn bus_to_cpu_wide(&self, bus_page: u64) -> Option<usize> {
+        u32::try_from(bus_page)
+            .ok()
+            .and_then(|b| self.bus_to_cpu(b))
     }
 
     /// Write back `len` bytes at `addr` before the peer reads them (no-op on coherent memory).

@@ -124,6 +124,15 @@ fn fragment_offset_sweep_cl32_byte_exact() {
     });
 }
 
+/// The same sweep with Pi 4 "36-bit" pagelists and the bulk buffers mapped above 4 GiB.
+#[test]
+fn fragment_offset_sweep_addr36_byte_exact() {
+    sweep(Config {
+        pagelist_addr36: true,
+        ..Config::default()
+    });
+}
+
 /// Negative control: with fragments turned off, unaligned receives are caught by the simulated
 /// VideoCore (on hardware, the cache-line DMA would clobber the guard bytes).
 #[test]

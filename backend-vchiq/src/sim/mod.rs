@@ -27,6 +27,7 @@ pub use fixture::VchiqFixture;
 /// Bus address of the simulated region.
 pub const SIM_REGION_BUS: u32 = 0x4000_0000;
 const SIM_DMA_BUS_BASE: u32 = 0x8000_0000;
+const SIM_DMA_BUS_BASE_WIDE: u64 = 0x7_8000_0000;
 
 /// One direction's doorbell: a latched flag and a condition variable.
 #[derive(Default)]
@@ -65,9 +66,9 @@ impl Bell {
 
 #[derive(Default)]
 struct BusMaps {
-    cpu_to_bus: HashMap<usize, (u32, u32)>,
-    bus_to_cpu: HashMap<u32, usize>,
-    next: u32,
+    cpu_to_bus: HashMap<usize, (u64, u32)>,
+    bus_to_cpu: HashMap<u64, usize>,
+    next: u64,
 }
 
 /// Cache maintenance the simulated ARM was asked for.
@@ -88,16 +89,24 @@ pub struct SimBus {
     maps: Mutex<BusMaps>,
     cache: Mutex<CacheOps>,
     cache_line: std::sync::atomic::AtomicUsize,
+    wide: AtomicBool,
 }
 
 impl SimBus {
-    fn map(&self, cpu_page: usize) -> Option<u32> {
+    fn map(&self, cpu_page: usize) -> Option<u64> {
         let mut m = self.maps.lock().ok()?;
         if let Some((bus, refs)) = m.cpu_to_bus.get_mut(&cpu_page) {
             *refs += 1;
             return Some(*bus);
         }
-        let bus = SIM_DMA_BUS_BASE.checked_add(m.next.checked_mul(4096)?)?;
+        // Relaxed: configuration set before the pair runs. Wide mode puts the window above
+        // 4 GiB (a Pi 4 with 8 GiB), so only the 36-bit pagelist format can reach it.
+        let base = if self.wide.load(Ordering::Relaxed) {
+            SIM_DMA_BUS_BASE_WIDE
+        } else {
+            SIM_DMA_BUS_BASE as u64
+        };
+        let bus = base + m.next * 4096;
         m.next = (m.next + 1) % 0x7_0000;
         m.cpu_to_bus.insert(cpu_page, (bus, 1));
         m.bus_to_cpu.insert(bus, cpu_page);
@@ -119,7 +128,7 @@ impl SimBus {
         }
     }
 
-    fn resolve(&self, bus_page: u32) -> Option<usize> {
+    fn resolve(&self, bus_page: u64) -> Option<usize> {
         self.maps.lock().ok()?.bus_to_cpu.get(&bus_page).copied()
     }
 
@@ -168,12 +177,18 @@ unsafe impl Platform for SimPlatform {
         self.own_bell.ring();
     }
     fn map_page(&self, cpu_page: usize) -> Option<u32> {
+        self.bus.map(cpu_page).and_then(|b| u32::try_from(b).ok())
+    }
+    fn map_page_wide(&self, cpu_page: usize) -> Option<u64> {
         self.bus.map(cpu_page)
     }
     fn unmap_page(&self, cpu_page: usize) {
         self.bus.unmap(cpu_page)
     }
     fn bus_to_cpu(&self, bus_page: u32) -> Option<usize> {
+        self.bus.resolve(bus_page as u64)
+    }
+    fn bus_to_cpu_wide(&self, bus_page: u64) -> Option<usize> {
         self.bus.resolve(bus_page)
     }
     fn dma_clean(&self, _addr: usize, _len: usize) {
@@ -226,6 +241,7 @@ impl SimPair {
         let bus = Arc::new(SimBus::default());
         // Relaxed: set before any thread uses the bus.
         bus.cache_line.store(cfg.cache_line_size, Ordering::Relaxed);
+        bus.wide.store(cfg.pagelist_addr36, Ordering::Relaxed);
         let bells = [Arc::new(Bell::default()), Arc::new(Bell::default())];
         let slave_pf = SimPlatform {
             bus: bus.clone(),
