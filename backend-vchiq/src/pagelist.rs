@@ -274,8 +274,8 @@ mod tests {
             let r = mem.region(0x4000_0000).unwrap();
             let pf = Gappy { gap };
             let fmt = if wide { EntryFormat::Addr36 } else { EntryFormat::Classic };
-            build(&r, &pf, 0, 2048, addr, len, PAGELIST_READ, fmt).unwrap();
-            let v = parse(&r, 0, 2048, fmt).unwrap();
+            build(&r, &pf, 0, 4096, addr, len, PAGELIST_READ, fmt).unwrap();
+            let v = parse(&r, 0, 4096, fmt).unwrap();
             prop_assert_eq!((v.length as usize, v.ty, v.offset as usize), (len, PAGELIST_READ, addr % PAGE));
             let mut next = 0usize;
             walk(&r, &v, |i, bus, c| {
