@@ -213,6 +213,8 @@ fn main() {
         fwipc::<LoopbackFixture>(Completion::Interrupt, "interrupt"),
         fwipc::<backend_scmi_virtio::sim::ScmiFixture>(Completion::Polled, "polled"),
         fwipc::<backend_scmi_virtio::sim::ScmiFixture>(Completion::Interrupt, "interrupt"),
+        fwipc::<backend_vchiq::sim::VchiqFixture>(Completion::Polled, "polled"),
+        fwipc::<backend_vchiq::sim::VchiqFixture>(Completion::Interrupt, "interrupt"),
         fwipc::<backend_fastrpc::sim::FastRpcFixture>(Completion::Polled, "polled"),
         fwipc::<backend_fastrpc::sim::FastRpcFixture>(Completion::Interrupt, "interrupt"),
     ];

@@ -33,6 +33,7 @@ fn backends() -> Vec<Backend> {
     vec![
         b::<conformance::loopback::LoopbackFixture>(),
         b::<backend_scmi_virtio::sim::ScmiFixture>(),
+        b::<backend_vchiq::sim::VchiqFixture>(),
         b::<backend_fastrpc::sim::FastRpcFixture>(),
     ]
 }
