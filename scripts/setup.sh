@@ -2,6 +2,7 @@
 # Installs what fwipc's full test run needs on a fresh Debian bookworm machine (root):
 #  - rustfmt/clippy and the aarch64-unknown-none target (no_std proof, bare-metal guest)
 #  - vhost-device-scmi 0.4.0, the rust-vmm SCMI platform daemon (real peer), into $FWIPC_TOOLS
+#  - cargo-fuzz (fuzz targets run with `-s none`, which needs no nightly toolchain)
 #  - QEMU 10 (qemu-system-aarch64 with vhost-user-scmi) from bookworm-backports
 # Idempotent: each step is skipped when already satisfied. Prints the env to export at the end.
 set -euo pipefail
@@ -19,6 +20,13 @@ else
   log "installing vhost-device-scmi 0.4.0 into $FWIPC_TOOLS (about a minute)"
   mkdir -p "$FWIPC_TOOLS"
   cargo install vhost-device-scmi@0.4.0 --locked --root "$FWIPC_TOOLS" --quiet
+fi
+
+if [ -x "$FWIPC_TOOLS/bin/cargo-fuzz" ]; then
+  log "cargo-fuzz already at $FWIPC_TOOLS/bin"
+else
+  log "installing cargo-fuzz into $FWIPC_TOOLS"
+  cargo install cargo-fuzz --locked --root "$FWIPC_TOOLS" --quiet
 fi
 
 have_qemu_scmi() {
