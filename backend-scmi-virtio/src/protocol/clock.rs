@@ -5,6 +5,7 @@ use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
 use super::common::{parse_version, Version};
+use super::describe::parse_segmented_page;
 use super::error::{Malformed, ScmiResult};
 use super::ids::{clock, common, proto};
 use super::multipart::Pager;
@@ -84,26 +85,13 @@ pub fn parse_rates_page(
     pager: &mut Pager,
     f: &mut dyn FnMut(u64),
 ) -> Result<Result<RateDescription, (u32, u32)>, Malformed> {
-    let flags = r.u32()?;
-    let returned = flags & 0xFFF;
-    let remaining = flags >> 16;
-    if flags & (1 << 12) != 0 {
-        if returned != 3 || remaining != 0 || pager.index() != 0 {
-            return Err(Malformed::BadLength);
-        }
-        return Ok(Ok(RateDescription::Range {
-            min: r.u64_pair()?,
-            max: r.u64_pair()?,
-            step: r.u64_pair()?,
-        }));
-    }
-    if !pager.check(returned, remaining)? {
-        return Ok(Err((0, 0)));
-    }
-    for _ in 0..returned {
-        f(r.u64_pair()?);
-    }
-    Ok(Err((returned, remaining)))
+    parse_segmented_page(
+        r,
+        pager,
+        |r| r.u64_pair(),
+        |min, max, step| RateDescription::Range { min, max, step },
+        f,
+    )
 }
 
 /// Parse the rate-set delayed response body (clock id, rate low/high); the id must match.
@@ -156,25 +144,15 @@ impl<T: Transport, C: Clock> ClockProto<'_, T, C> {
 
     /// CLOCK_DESCRIBE_RATES, every page: discrete rates go to `f`.
     pub fn describe_rates(&self, id: u32, mut f: impl FnMut(u64)) -> ScmiResult<RateDescription> {
-        let mut pager = Pager::new(None, self.scmi.config().max_rounds);
-        loop {
-            let idx = pager.index();
-            let page = self
-                .scmi
-                .cmd(proto::CLOCK, clock::DESCRIBE_RATES, &[id, idx], |r| {
-                    parse_rates_page(r, &mut pager, &mut f)
-                })?;
-            match page {
-                Ok(range) => return Ok(range),
-                Err((returned, remaining)) => {
-                    if !pager.advance(returned, remaining) {
-                        return Ok(RateDescription::Discrete {
-                            count: pager.index(),
-                        });
-                    }
-                }
-            }
-        }
+        let pager = Pager::new(None, self.scmi.config().max_rounds);
+        let done = self.scmi.describe_pages(
+            proto::CLOCK,
+            clock::DESCRIBE_RATES,
+            Some(id),
+            pager,
+            |r, pager| parse_rates_page(r, pager, &mut f),
+        )?;
+        Ok(done.unwrap_or_else(|count| RateDescription::Discrete { count }))
     }
 
     /// CLOCK_RATE_GET in Hz.

@@ -64,6 +64,7 @@ mod agent;
 pub mod base;
 pub mod clock;
 mod common;
+mod describe;
 mod error;
 pub mod ids;
 pub mod multipart;

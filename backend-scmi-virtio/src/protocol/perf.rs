@@ -5,6 +5,7 @@ use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
 use super::common::{parse_version, parse_word, Version};
+use super::describe::{parse_list_page, RETURNED_16_REMAINING_16};
 use super::error::{Malformed, ScmiResult};
 use super::ids::{common, perf, proto};
 use super::multipart::Pager;
@@ -78,21 +79,15 @@ pub fn parse_levels_page(
     pager: &mut Pager,
     f: &mut dyn FnMut(&PerfLevel),
 ) -> Result<(u32, u32), Malformed> {
-    let flags = r.u32()?;
-    let returned = flags & 0xFFFF;
-    let remaining = flags >> 16;
-    if !pager.check(returned, remaining)? {
-        return Ok((0, 0));
-    }
-    for _ in 0..returned {
+    parse_list_page(r, pager, RETURNED_16_REMAINING_16, |r, _| {
         let w: PerfLevelWire = r.read()?;
         f(&PerfLevel {
             perf: w.perf.get(),
             power: w.power.get(),
             latency_us: w.latency_us.get() as u16,
         });
-    }
-    Ok((returned, remaining))
+        Ok(())
+    })
 }
 
 /// Parse PERF_LIMITS_GET: (max, min).
@@ -146,18 +141,14 @@ impl<T: Transport, C: Clock> Perf<'_, T, C> {
 
     /// PERF_DESCRIBE_LEVELS, every page; returns the count.
     pub fn describe_levels(&self, domain: u32, mut f: impl FnMut(&PerfLevel)) -> ScmiResult<u32> {
-        let mut pager = Pager::new(None, self.scmi.config().max_rounds);
-        loop {
-            let idx = pager.index();
-            let (returned, remaining) =
-                self.scmi
-                    .cmd(proto::PERF, perf::DESCRIBE_LEVELS, &[domain, idx], |r| {
-                        parse_levels_page(r, &mut pager, &mut f)
-                    })?;
-            if !pager.advance(returned, remaining) {
-                return Ok(pager.index());
-            }
-        }
+        let pager = Pager::new(None, self.scmi.config().max_rounds);
+        self.scmi.list_pages(
+            proto::PERF,
+            perf::DESCRIBE_LEVELS,
+            Some(domain),
+            pager,
+            |r, pager| parse_levels_page(r, pager, &mut f),
+        )
     }
 
     /// PERF_LIMITS_SET.

@@ -8,6 +8,9 @@ use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
 use super::common::{parse_version, parse_word, Version};
+use super::describe::{
+    parse_list_page, parse_segmented_page, RETURNED_12_REMAINING_16, RETURNED_6_REMAINING_6,
+};
 use super::error::{Malformed, ScmiResult};
 use super::ids::{common, proto, sensor};
 use super::multipart::Pager;
@@ -150,20 +153,14 @@ pub fn parse_description_page(
     pager: &mut Pager,
     f: &mut dyn FnMut(&SensorDescriptor),
 ) -> Result<(u32, u32), Malformed> {
-    let flags = r.u32()?;
-    let returned = flags & 0xFFF;
-    let remaining = flags >> 16;
-    if !pager.check(returned, remaining)? {
-        return Ok((0, 0));
-    }
-    for _ in 0..returned {
+    parse_list_page(r, pager, RETURNED_12_REMAINING_16, |r, _| {
         let d = parse_descriptor(r, v3)?;
         if d.id >= num_sensors {
             return Err(Malformed::OutOfRange);
         }
         f(&d);
-    }
-    Ok((returned, remaining))
+        Ok(())
+    })
 }
 
 /// One axis descriptor.
@@ -206,21 +203,15 @@ pub fn parse_axis_page(
     pager: &mut Pager,
     f: &mut dyn FnMut(&AxisDescriptor),
 ) -> Result<(u32, u32), Malformed> {
-    let flags = r.u32()?;
-    let returned = flags & 0x3F;
-    let remaining = flags >> 26;
-    if !pager.check(returned, remaining)? {
-        return Ok((0, 0));
-    }
-    let total = pager.total().unwrap_or(0);
-    for _ in 0..returned {
+    parse_list_page(r, pager, RETURNED_6_REMAINING_6, |r, pager| {
         let a = parse_axis(r)?;
-        if a.id >= total {
+        // The total is known once `check` passed (advertised, or fixed by this first reply).
+        if a.id >= pager.total().unwrap_or(0) {
             return Err(Malformed::OutOfRange);
         }
         f(&a);
-    }
-    Ok((returned, remaining))
+        Ok(())
+    })
 }
 
 /// What SENSOR_LIST_UPDATE_INTERVALS described.
@@ -249,26 +240,13 @@ pub fn parse_intervals_page(
     pager: &mut Pager,
     f: &mut dyn FnMut(u32),
 ) -> Result<Result<IntervalDescription, (u32, u32)>, Malformed> {
-    let flags = r.u32()?;
-    let returned = flags & 0xFFF;
-    let remaining = flags >> 16;
-    if flags & (1 << 12) != 0 {
-        if returned != 3 || remaining != 0 || pager.index() != 0 {
-            return Err(Malformed::BadLength);
-        }
-        return Ok(Ok(IntervalDescription::Range {
-            min: r.u32()?,
-            max: r.u32()?,
-            step: r.u32()?,
-        }));
-    }
-    if !pager.check(returned, remaining)? {
-        return Ok(Err((0, 0)));
-    }
-    for _ in 0..returned {
-        f(r.u32()?);
-    }
-    Ok(Err((returned, remaining)))
+    parse_segmented_page(
+        r,
+        pager,
+        |r| r.u32(),
+        |min, max, step| IntervalDescription::Range { min, max, step },
+        f,
+    )
 }
 
 /// One sensor value.
@@ -383,19 +361,14 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     pub fn descriptions(&self, mut f: impl FnMut(&SensorDescriptor)) -> ScmiResult<u32> {
         let v3 = self.version()?.major >= 3;
         let total = u32::from(self.attributes()?.num_sensors);
-        let mut pager = Pager::new(Some(total), self.scmi.config().max_rounds);
-        while !pager.complete() {
-            let idx = pager.index();
-            let (returned, remaining) =
-                self.scmi
-                    .cmd(proto::SENSOR, sensor::DESCRIPTION_GET, &[idx], |r| {
-                        parse_description_page(r, v3, total, &mut pager, &mut f)
-                    })?;
-            if !pager.advance(returned, remaining) {
-                break;
-            }
-        }
-        Ok(pager.index())
+        let pager = Pager::new(Some(total), self.scmi.config().max_rounds);
+        self.scmi.list_pages(
+            proto::SENSOR,
+            sensor::DESCRIPTION_GET,
+            None,
+            pager,
+            |r, pager| parse_description_page(r, v3, total, pager, &mut f),
+        )
     }
 
     /// Every sensor descriptor, collected (allocates; use at setup).
@@ -484,26 +457,15 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
         id: u32,
         mut f: impl FnMut(u32),
     ) -> ScmiResult<IntervalDescription> {
-        let mut pager = Pager::new(None, self.scmi.config().max_rounds);
-        loop {
-            let idx = pager.index();
-            let page = self.scmi.cmd(
-                proto::SENSOR,
-                sensor::LIST_UPDATE_INTERVALS,
-                &[id, idx],
-                |r| parse_intervals_page(r, &mut pager, &mut f),
-            )?;
-            match page {
-                Ok(range) => return Ok(range),
-                Err((returned, remaining)) => {
-                    if !pager.advance(returned, remaining) {
-                        return Ok(IntervalDescription::Discrete {
-                            count: pager.index(),
-                        });
-                    }
-                }
-            }
-        }
+        let pager = Pager::new(None, self.scmi.config().max_rounds);
+        let done = self.scmi.describe_pages(
+            proto::SENSOR,
+            sensor::LIST_UPDATE_INTERVALS,
+            Some(id),
+            pager,
+            |r, pager| parse_intervals_page(r, pager, &mut f),
+        )?;
+        Ok(done.unwrap_or_else(|count| IntervalDescription::Discrete { count }))
     }
 
     /// Every axis descriptor of sensor `id` through bounded SENSOR_AXIS_DESCRIPTION_GET rounds.
@@ -514,20 +476,14 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
         num_axes: Option<u32>,
         mut f: impl FnMut(&AxisDescriptor),
     ) -> ScmiResult<u32> {
-        let mut pager = Pager::new(num_axes, self.scmi.config().max_rounds);
-        while !pager.complete() {
-            let idx = pager.index();
-            let (returned, remaining) = self.scmi.cmd(
-                proto::SENSOR,
-                sensor::AXIS_DESCRIPTION_GET,
-                &[id, idx],
-                |r| parse_axis_page(r, &mut pager, &mut f),
-            )?;
-            if !pager.advance(returned, remaining) {
-                break;
-            }
-        }
-        Ok(pager.index())
+        let pager = Pager::new(num_axes, self.scmi.config().max_rounds);
+        self.scmi.list_pages(
+            proto::SENSOR,
+            sensor::AXIS_DESCRIPTION_GET,
+            Some(id),
+            pager,
+            |r, pager| parse_axis_page(r, pager, &mut f),
+        )
     }
 
     /// Every axis descriptor, collected (allocates; use at setup).

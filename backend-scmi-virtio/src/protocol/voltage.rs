@@ -5,6 +5,7 @@ use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
 use super::common::{parse_version, parse_word, Version};
+use super::describe::parse_segmented_page;
 use super::error::{Malformed, ScmiResult};
 use super::ids::{common, proto, voltage};
 use super::multipart::Pager;
@@ -59,26 +60,13 @@ pub fn parse_levels_page(
     pager: &mut Pager,
     f: &mut dyn FnMut(i32),
 ) -> Result<Result<LevelDescription, (u32, u32)>, Malformed> {
-    let flags = r.u32()?;
-    let returned = flags & 0xFFF;
-    let remaining = flags >> 16;
-    if flags & (1 << 12) != 0 {
-        if returned != 3 || remaining != 0 || pager.index() != 0 {
-            return Err(Malformed::BadLength);
-        }
-        return Ok(Ok(LevelDescription::Range {
-            min: r.i32()?,
-            max: r.i32()?,
-            step: r.i32()?,
-        }));
-    }
-    if !pager.check(returned, remaining)? {
-        return Ok(Err((0, 0)));
-    }
-    for _ in 0..returned {
-        f(r.i32()?);
-    }
-    Ok(Err((returned, remaining)))
+    parse_segmented_page(
+        r,
+        pager,
+        |r| r.i32(),
+        |min, max, step| LevelDescription::Range { min, max, step },
+        f,
+    )
 }
 
 /// Parse the level-set delayed response body (domain, level); the domain must match.
@@ -140,26 +128,15 @@ impl<T: Transport, C: Clock> Voltage<'_, T, C> {
         domain: u32,
         mut f: impl FnMut(i32),
     ) -> ScmiResult<LevelDescription> {
-        let mut pager = Pager::new(None, self.scmi.config().max_rounds);
-        loop {
-            let idx = pager.index();
-            let page = self.scmi.cmd(
-                proto::VOLTAGE,
-                voltage::DESCRIBE_LEVELS,
-                &[domain, idx],
-                |r| parse_levels_page(r, &mut pager, &mut f),
-            )?;
-            match page {
-                Ok(range) => return Ok(range),
-                Err((returned, remaining)) => {
-                    if !pager.advance(returned, remaining) {
-                        return Ok(LevelDescription::Discrete {
-                            count: pager.index(),
-                        });
-                    }
-                }
-            }
-        }
+        let pager = Pager::new(None, self.scmi.config().max_rounds);
+        let done = self.scmi.describe_pages(
+            proto::VOLTAGE,
+            voltage::DESCRIBE_LEVELS,
+            Some(domain),
+            pager,
+            |r, pager| parse_levels_page(r, pager, &mut f),
+        )?;
+        Ok(done.unwrap_or_else(|count| LevelDescription::Discrete { count }))
     }
 
     /// VOLTAGE_CONFIG_SET ([`voltage::CONFIG_ON`] / [`voltage::CONFIG_OFF`]).
