@@ -2,7 +2,8 @@
 
 use super::config::ClockRates;
 use super::model::Platform;
-use super::reply::{fit, HResult, Out, Params};
+use super::paginate::{write_segmented, RETURNED_12_REMAINING_16};
+use super::reply::{HResult, Out, Params};
 use crate::header::Header;
 use crate::protocol::ids::{clock, common, proto};
 use crate::status::code;
@@ -92,32 +93,9 @@ impl Platform {
                     return Err(code::NOT_FOUND);
                 };
                 match &c.rates {
-                    ClockRates::Range { min, max, step } => {
-                        let (min, max, step) = (*min, *max, *step);
-                        out.u32(3 | (1 << 12))?;
-                        out.u64(min)?;
-                        out.u64(max)?;
-                        out.u64(step)
-                    }
+                    ClockRates::Range { min, max, step } => write_segmented(out, *min, *max, *step),
                     ClockRates::Discrete(v) => {
-                        let first = self.start_index(first, v.len())?;
-                        let k = fit(
-                            out.room().saturating_sub(4),
-                            8,
-                            (v.len() - first).min(0xFFF),
-                            self.cfg.quirks.max_entries_per_reply,
-                        );
-                        if k == 0 {
-                            return Err(code::COMMS_ERROR);
-                        }
-                        let rates: alloc::vec::Vec<u64> =
-                            v.iter().skip(first).take(k).copied().collect();
-                        let remaining = self.remaining(v.len() - first - k).min(0xFFFF);
-                        out.u32(k as u32 | ((remaining as u32) << 16))?;
-                        for r in rates {
-                            out.u64(r)?;
-                        }
-                        Ok(())
+                        self.write_page(out, first, v, RETURNED_12_REMAINING_16)
                     }
                 }
             }

@@ -2,7 +2,8 @@
 
 use super::config::VoltageLevels;
 use super::model::Platform;
-use super::reply::{fit, HResult, Out, Params};
+use super::paginate::{write_segmented, RETURNED_12_REMAINING_16};
+use super::reply::{HResult, Out, Params};
 use crate::header::Header;
 use crate::protocol::ids::{common, power, proto, reset, voltage};
 use crate::status::code;
@@ -226,31 +227,10 @@ impl Platform {
                 };
                 match &d.levels {
                     VoltageLevels::Range { min, max, step } => {
-                        let (min, max, step) = (*min, *max, *step);
-                        out.u32(3 | (1 << 12))?;
-                        out.i32(min)?;
-                        out.i32(max)?;
-                        out.i32(step)
+                        write_segmented(out, *min, *max, *step)
                     }
                     VoltageLevels::Discrete(v) => {
-                        let first = self.start_index(first, v.len())?;
-                        let k = fit(
-                            out.room().saturating_sub(4),
-                            4,
-                            (v.len() - first).min(0xFFF),
-                            self.cfg.quirks.max_entries_per_reply,
-                        );
-                        if k == 0 {
-                            return Err(code::COMMS_ERROR);
-                        }
-                        let levels: alloc::vec::Vec<i32> =
-                            v.iter().skip(first).take(k).copied().collect();
-                        let remaining = self.remaining(v.len() - first - k).min(0xFFFF);
-                        out.u32(k as u32 | ((remaining as u32) << 16))?;
-                        for l in levels {
-                            out.i32(l)?;
-                        }
-                        Ok(())
+                        self.write_page(out, first, v, RETURNED_12_REMAINING_16)
                     }
                 }
             }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod direct;
 mod domains;
 mod model;
+mod paginate;
 mod perf;
 mod reply;
 mod sensors;

@@ -1,7 +1,8 @@
 //! The simulated platform's performance protocol (0x13).
 
 use super::model::Platform;
-use super::reply::{fit, HResult, Out, Params};
+use super::paginate::RETURNED_16_REMAINING_16;
+use super::reply::{HResult, Out, Params};
 use crate::header::Header;
 use crate::protocol::ids::{common, perf, proto};
 use crate::status::code;
@@ -67,27 +68,7 @@ impl Platform {
                 let Some(d) = self.cfg.perf_domains.get(i) else {
                     return Err(code::NOT_FOUND);
                 };
-                let total = d.levels.len();
-                let first = self.start_index(first, total)?;
-                let k = fit(
-                    out.room().saturating_sub(4),
-                    12,
-                    (total - first).min(0xFFFF),
-                    self.cfg.quirks.max_entries_per_reply,
-                );
-                if k == 0 {
-                    return Err(code::COMMS_ERROR);
-                }
-                let levels: alloc::vec::Vec<(u32, u32, u16)> =
-                    d.levels.iter().skip(first).take(k).copied().collect();
-                let remaining = self.remaining(total - first - k).min(0xFFFF);
-                out.u32(k as u32 | ((remaining as u32) << 16))?;
-                for (perf, power, lat) in levels {
-                    out.u32(perf)?;
-                    out.u32(power)?;
-                    out.u32(u32::from(lat))?;
-                }
-                Ok(())
+                self.write_page(out, first, &d.levels, RETURNED_16_REMAINING_16)
             }
             perf::LIMITS_SET => {
                 let [id, max, min] = p.exact::<3>()?;

@@ -3,7 +3,8 @@
 
 use super::config::SensorConfig;
 use super::model::Platform;
-use super::reply::{fit, HResult, Out, Params};
+use super::paginate::{RETURNED_12_REMAINING_16, RETURNED_6_REMAINING_6};
+use super::reply::{HResult, Out, Params};
 use crate::header::Header;
 use crate::protocol::ids::{common, proto, sensor};
 use crate::status::code;
@@ -221,21 +222,10 @@ impl Platform {
                 if axes == 0 {
                     return Err(code::NOT_SUPPORTED);
                 }
-                let first = self.start_index(first, axes)?;
                 let prefix = if c.unit == 89 { "acc" } else { "axis" };
                 let unit = u32::from(c.unit);
-                let k = fit(
-                    out.room().saturating_sub(4),
-                    28,
-                    axes - first,
-                    self.cfg.quirks.max_entries_per_reply,
-                );
-                if k == 0 {
-                    return Err(code::COMMS_ERROR);
-                }
-                let remaining = self.remaining(axes - first - k).min(63);
-                out.u32(k as u32 | ((remaining as u32) << 26))?;
-                for a in first..first + k {
+                // 28-byte descriptors; at most 63 axes, so the 6-bit cap never cuts a page.
+                for a in self.page_range(out, first, axes, 28, RETURNED_6_REMAINING_6)? {
                     out.u32(a as u32)?;
                     out.u32(0)?;
                     out.u32(unit)?;
@@ -256,29 +246,7 @@ impl Platform {
                 if total == 0 {
                     return Err(code::NOT_SUPPORTED);
                 }
-                let first = self.start_index(first, total)?;
-                let k = fit(
-                    out.room().saturating_sub(4),
-                    4,
-                    (total - first).min(0xFFF),
-                    self.cfg.quirks.max_entries_per_reply,
-                );
-                if k == 0 {
-                    return Err(code::COMMS_ERROR);
-                }
-                let words: alloc::vec::Vec<u32> = c
-                    .update_intervals
-                    .iter()
-                    .skip(first)
-                    .take(k)
-                    .copied()
-                    .collect();
-                let remaining = self.remaining(total - first - k).min(0xFFFF);
-                out.u32(k as u32 | ((remaining as u32) << 16))?;
-                for w in words {
-                    out.u32(w)?;
-                }
-                Ok(())
+                self.write_page(out, first, &c.update_intervals, RETURNED_12_REMAINING_16)
             }
             sensor::CONFIG_GET => {
                 let [id] = p.exact::<1>()?;
