@@ -101,6 +101,7 @@ impl Vchiq {
         };
         if queued >= VCHIQ_NUM_SERVICE_BULKS {
             bump(&self.counters.retries);
+            Self::mark_tx_blocked(&mut g, h);
             return Err((VchiqError::Retry, buf));
         }
         let mut entry = LocalBulk {
@@ -116,6 +117,7 @@ impl Vchiq {
             if let Err(e) = self.slave_submit(&mut g, h, remote, dir, &mut entry) {
                 if e == VchiqError::Retry {
                     bump(&self.counters.retries);
+                    Self::mark_tx_blocked(&mut g, h);
                 }
                 return Err((e, entry.buf));
             }
@@ -291,6 +293,9 @@ impl Vchiq {
 
     /// Deliver a completion by the entry's mode.
     fn complete(&self, g: &mut Inner, port: usize, c: BulkCompletion, mode: BulkMode) {
+        // A bulk queue entry (and its pagelist/fragment) came free: services refused with
+        // `Retry` hear about it ([`crate::Event::TxSpace`]).
+        g.tx_freed = true;
         let Some(Some(s)) = g.services.get_mut(port) else {
             return;
         };

@@ -1,5 +1,8 @@
 //! Fuzzing entry points: one `fn(&[u8])` per parser of remote input. Each must never panic.
 //! Also run over random bytes by the crate's unit tests (below).
+//!
+//! The VCHI layer's parsers (SMEM, echo/fun2, vc_mem) are re-exported here too, so every entry of
+//! the crate is reachable from one module; they also stay at `vchi::fuzzing`.
 
 use alloc::boxed::Box;
 
@@ -15,6 +18,10 @@ use crate::service::{Deliver, ServiceParams};
 use crate::vchiq::Vchiq;
 use core::sync::atomic::Ordering;
 use zerocopy::FromBytes;
+
+pub use crate::vchi::fuzzing::{
+    fuzz_echo_message, fuzz_fun2_message, fuzz_smem_reply, fuzz_smem_request, fuzz_vc_mem,
+};
 
 struct NullPlatform;
 // SAFETY: maps nothing and translates nothing.
@@ -217,6 +224,20 @@ mod tests {
         fn fuzz_frame(d in proptest::collection::vec(any::<u8>(), 0..32)) { frame(&d) }
         #[test]
         fn fuzz_pagelist(d in proptest::collection::vec(any::<u8>(), 0..256)) { pagelist(&d) }
+        /// The VCHI entries, called through the crate-level re-exports.
+        #[test]
+        fn fuzz_vchi_entries_via_crate_module(d in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let entries: [fn(&[u8]); 5] = [
+                fuzz_smem_reply,
+                fuzz_smem_request,
+                fuzz_echo_message,
+                fuzz_fun2_message,
+                fuzz_vc_mem,
+            ];
+            for f in entries {
+                f(&d);
+            }
+        }
     }
 
     proptest! {

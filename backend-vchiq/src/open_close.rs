@@ -251,6 +251,7 @@ impl Vchiq {
                     0
                 };
                 if !self.can_queue(g, dones * 16 + 8) {
+                    Self::mark_tx_blocked(g, h);
                     return Err(VchiqError::Retry);
                 }
                 if self.role == crate::config::Role::Master {

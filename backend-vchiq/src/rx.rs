@@ -92,7 +92,11 @@ impl Vchiq {
                     match d {
                         Deliver::Retry => {
                             g.rx_stalled = true;
-                            return n;
+                            // The handler ran (it may have queued, padded and signalled the
+                            // peer): that is work, so a polled driver does not mistake this
+                            // round for quiescence. Bounded: the stall flag keeps the message
+                            // from being redelivered until an event fires.
+                            return n + 1;
                         }
                         Deliver::Hold => {
                             // Claim: one more user of the slot; mark the header CLAIMED in the

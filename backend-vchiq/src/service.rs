@@ -137,6 +137,13 @@ pub enum Event<'a> {
     Message(Message<'a>),
     /// A callback-mode bulk completed or was aborted.
     Bulk(BulkCompletion),
+    /// Transmit resources came back (recycled slots and the message/slot/data quota they held,
+    /// our sync slot released by the peer, a bulk queue entry or pagelist freed) after this
+    /// service was refused with [`VchiqError::Retry`]. Delivered once per refusal episode from
+    /// [`Vchiq::poll`], so a handler that must not block (a VideoCore-side service with deferred
+    /// replies) can retry then instead of polling. Trying again may still return `Retry` (another
+    /// sender took the space); a later `TxSpace` follows when more comes back.
+    TxSpace,
     /// Master role: the peer queued a bulk (`dir` is the *local* direction needed to pair it) and
     /// no local bulk is waiting for it. A VideoCore-side service can queue one now.
     RemoteBulkPending {
@@ -160,7 +167,7 @@ impl Event<'_> {
                 (BulkDir::Transmit, false) => Reason::BulkTransmitAborted,
                 (BulkDir::Receive, false) => Reason::BulkReceiveAborted,
             },
-            Event::RemoteBulkPending { .. } => return None,
+            Event::RemoteBulkPending { .. } | Event::TxSpace => return None,
         })
     }
 }
@@ -290,6 +297,8 @@ pub(crate) struct Service {
     pub rx: BulkQueue,
     /// NoCallback completions waiting for the owner.
     pub done: VecDeque<BulkCompletion>,
+    /// A send, bulk or close was refused with `Retry` since the last [`Event::TxSpace`].
+    pub tx_blocked: bool,
 }
 
 impl Service {
@@ -315,6 +324,7 @@ impl Service {
             tx: BulkQueue::new(),
             rx: BulkQueue::new(),
             done: VecDeque::with_capacity(2 * VCHIQ_NUM_SERVICE_BULKS),
+            tx_blocked: false,
         }
     }
 

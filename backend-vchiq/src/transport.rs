@@ -351,7 +351,8 @@ impl ServiceHandler for Shared {
                     }
                 }
             }
-            Event::Opened | Event::RemoteBulkPending { .. } => {}
+            // Busy sends are retried by the caller (`send` maps `Retry` to `Busy`).
+            Event::Opened | Event::RemoteBulkPending { .. } | Event::TxSpace => {}
         }
         Deliver::Done
     }

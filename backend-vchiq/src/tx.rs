@@ -74,6 +74,7 @@ impl Vchiq {
         };
         if r == Err(VchiqError::Retry) {
             bump(&self.counters.retries);
+            Self::mark_tx_blocked(&mut g, h);
         }
         r
     }
@@ -125,16 +126,26 @@ impl Vchiq {
             g.tx_pos.wrapping_add(st - 1) >> 12
         };
         if let Some(port) = data_port {
-            let q = g.quotas.get(port).copied().ok_or(VchiqError::Invalid)?;
-            // (a) global data quota: one slot is always left for control messages.
-            if end_index != g.previous_data_index && g.data_use_count >= g.data_quota {
-                return Err(VchiqError::Retry);
+            if g.quotas.get(port).is_none() {
+                return Err(VchiqError::Invalid);
             }
-            // (b) per-service message quota, (c) per-service slot quota.
-            if q.message_use_count >= q.message_quota
-                || (end_index != q.previous_tx_index && q.slot_use_count >= q.slot_quota)
-            {
-                return Err(VchiqError::Retry);
+            if let Some(held_in_current) = Self::quota_blocked(g, port, end_index) {
+                // Quota comes back only from recycled slots; take any the peer already returned.
+                self.process_free_queue_locked(g);
+                if Self::quota_blocked(g, port, end_index).is_some() {
+                    if held_in_current {
+                        // Better than Linux (spec §4): the quota we wait for is held by messages
+                        // in the slot we are still writing, which the receiver can never finish
+                        // and recycle while we wait, so a quota smaller than one slot's worth
+                        // of messages would stall forever in a quiet system. Close the slot with
+                        // PADDING (exactly what a sender does before a message that does not
+                        // fit: a legal wire state at any offset) and publish, so the receiver
+                        // finishes, recycles and the quota returns. At most once per stall: the
+                        // next attempt finds `tx_pos` on a slot boundary.
+                        self.pad_current_slot(g);
+                    }
+                    return Err(VchiqError::Retry);
+                }
             }
         }
         let hdr_off = self.reserve_space(g, st)?;
@@ -169,6 +180,44 @@ impl Vchiq {
         Ok(())
     }
 
+    /// Whether a DATA message for `port` ending in queue index `end_index` is refused by a
+    /// quota (spec §4 (a)-(c)). `Some(true)` when the blocking quota is (partly) held by DATA in
+    /// the slot currently being written (so padding it out lets the receiver recycle it).
+    fn quota_blocked(g: &Inner, port: usize, end_index: u32) -> Option<bool> {
+        let q = g.quotas.get(port)?;
+        let cur = g.tx_pos >> 12;
+        let open_slot = g.tx_pos & VCHIQ_SLOT_MASK != 0;
+        // (a) global data quota: one slot is always left for control messages.
+        if end_index != g.previous_data_index && g.data_use_count >= g.data_quota {
+            return Some(open_slot && g.previous_data_index == cur);
+        }
+        // (b) per-service message quota, (c) per-service slot quota.
+        if q.message_use_count >= q.message_quota
+            || (end_index != q.previous_tx_index && q.slot_use_count >= q.slot_quota)
+        {
+            return Some(open_slot && q.previous_tx_index == cur);
+        }
+        None
+    }
+
+    /// Fill the rest of the current slot with one PADDING message and publish `tx_pos` (now on a
+    /// slot boundary). No-op on a boundary.
+    fn pad_current_slot(&self, g: &mut Inner) {
+        let in_slot = g.tx_pos & VCHIQ_SLOT_MASK;
+        if in_slot == 0 {
+            return;
+        }
+        let space = VCHIQ_SLOT_SIZE as u32 - in_slot;
+        let hdr = self.tx_offset(g);
+        // PADDING fills the slot exactly (strides are multiples of 8: room for a header).
+        // Relaxed: published by the Release store of tx_pos in `publish_tx_pos`.
+        self.region.store(hdr + 4, space - 8, Ordering::Relaxed);
+        self.region.store(hdr, 0, Ordering::Relaxed);
+        g.tx_pos = g.tx_pos.wrapping_add(space);
+        bump(&self.counters.quota_pads);
+        self.publish_tx_pos(g);
+    }
+
     fn publish_tx_pos(&self, g: &Inner) {
         // Release (spec §3 barrier 2): payload and header stores above happen-before the peer's
         // Acquire load of tx_pos.
@@ -183,9 +232,10 @@ impl Vchiq {
     fn reserve_space(&self, g: &mut Inner, st: u32) -> VResult<usize> {
         let in_slot = g.tx_pos & VCHIQ_SLOT_MASK;
         if in_slot != 0 && VCHIQ_SLOT_SIZE as u32 - in_slot < st {
+            // The message does not fit: pad (and publish, so the peer can finish the slot).
             let space = VCHIQ_SLOT_SIZE as u32 - in_slot;
             let hdr = self.tx_offset(g);
-            // PADDING fills the slot exactly (strides are multiples of 8: room for a header).
+            // Relaxed: published by the Release store of tx_pos in `publish_tx_pos`.
             self.region.store(hdr + 4, space - 8, Ordering::Relaxed);
             self.region.store(hdr, 0, Ordering::Relaxed);
             g.tx_pos = g.tx_pos.wrapping_add(space);
@@ -257,6 +307,8 @@ impl Vchiq {
                         break;
                     }
                     self.scan_recycled_slot(g, slot);
+                    // A slot (and the quota its messages held) came back.
+                    g.tx_freed = true;
                     let idx = (g.slot_queue_available & VCHIQ_SLOT_QUEUE_MASK) as usize;
                     g.tx_slot_queue[idx] = slot;
                     g.slot_queue_available = g.slot_queue_available.wrapping_add(1);

@@ -39,6 +39,7 @@ pub(crate) enum PendingEv {
     Closed,
     Bulk(BulkCompletion),
     RemoteBulkPending { dir: BulkDir, size: usize },
+    TxSpace,
 }
 
 pub(crate) struct Pending {
@@ -76,6 +77,8 @@ pub(crate) struct Inner {
     pub fragments_free: u64,
     // ---- deferred callbacks ----
     pub pending: VecDeque<Pending>,
+    /// Transmit resources were returned since the last poll round (see [`Event::TxSpace`]).
+    pub tx_freed: bool,
 }
 
 /// Counters of one instance.
@@ -95,6 +98,9 @@ pub struct VchiqCounters {
     pub bulks_done: AtomicU64,
     /// Bulks aborted.
     pub bulks_aborted: AtomicU64,
+    /// Slots closed early with PADDING because a sender was blocked on a quota held by messages
+    /// in that slot (see `queue_message`).
+    pub quota_pads: AtomicU64,
     /// Master: READ pagelists without fragments whose ends were not cache-line aligned (on real
     /// hardware this is the arm64 `vchiq_test -f` data corruption).
     pub unaligned_reads: AtomicU64,
@@ -117,6 +123,8 @@ pub struct VchiqStats {
     pub bulks_done: u64,
     /// See [`VchiqCounters::bulks_aborted`].
     pub bulks_aborted: u64,
+    /// See [`VchiqCounters::quota_pads`].
+    pub quota_pads: u64,
     /// See [`VchiqCounters::unaligned_reads`].
     pub unaligned_reads: u64,
 }
@@ -391,6 +399,7 @@ impl Vchiq {
             pagelists_free: mask(cfg.num_pagelists),
             fragments_free: mask(cfg.num_fragments),
             pending: VecDeque::with_capacity(64),
+            tx_freed: false,
         };
         log::debug!(target: "vchiq", "{role:?} initialised: data slots {}..={}", local_part.first, local_part.last);
         Ok(Vchiq {
@@ -450,6 +459,7 @@ impl Vchiq {
             slots_recycled: r(&c.slots_recycled),
             bulks_done: r(&c.bulks_done),
             bulks_aborted: r(&c.bulks_aborted),
+            quota_pads: r(&c.quota_pads),
             unaligned_reads: r(&c.unaligned_reads),
         }
     }
@@ -591,6 +601,7 @@ impl Vchiq {
             // AcqRel swap: consume the request; Acquire pairs with the requester's Release.
             let again = self.poll_again.swap(false, Ordering::AcqRel);
             let mut fired = false;
+            let mut sync_released = false;
             for ev in [
                 off::SYNC_TRIGGER,
                 off::SYNC_RELEASE,
@@ -598,13 +609,18 @@ impl Vchiq {
                 off::RECYCLE,
             ] {
                 if let Some(e) = self.ev_words(self.local_off, ev) {
-                    fired |= remote_event::take(e);
+                    let f = remote_event::take(e);
+                    sync_released |= f && ev == off::SYNC_RELEASE;
+                    fired |= f;
                 }
             }
             if fired || again {
+                let mut g = self.inner.lock();
                 // A handler's Retry (or a stall) is re-tried on the next event (spec §4: "the
                 // message stays in place and is re-parsed on the next trigger").
-                self.inner.lock().rx_stalled = false;
+                g.rx_stalled = false;
+                // The peer released our sync slot: a sync-mode sender may go again.
+                g.tx_freed |= sync_released;
             }
             let mut work = 0;
             work += self.process_free_queue();
@@ -613,6 +629,7 @@ impl Vchiq {
             if self.role == Role::Master {
                 work += self.master_process_bulks();
             }
+            self.notify_tx_space();
             work += self.dispatch_pending();
             total += work;
             if work == 0 && !again && !fired {
@@ -644,8 +661,38 @@ impl Vchiq {
                 PendingEv::RemoteBulkPending { dir, size } => {
                     Event::RemoteBulkPending { dir, size }
                 }
+                PendingEv::TxSpace => Event::TxSpace,
             };
             let _: Deliver = p.handler.callback(&ctx, ev);
+        }
+    }
+
+    /// Remember that service `h` was refused with `Retry`, so it hears [`Event::TxSpace`].
+    pub(crate) fn mark_tx_blocked(g: &mut Inner, h: ServiceHandle) {
+        if let Some(Some(s)) = g.services.get_mut(h.port()) {
+            if s.handle == h {
+                s.tx_blocked = true;
+            }
+        }
+    }
+
+    /// If transmit resources came back, queue [`Event::TxSpace`] for every service refused
+    /// since. Bounded: a refusal arms it once, and only returned resources fire it (a handler
+    /// refused again inside its `TxSpace` callback waits for the next real return).
+    fn notify_tx_space(&self) {
+        let mut g = self.inner.lock();
+        if !core::mem::take(&mut g.tx_freed) {
+            return;
+        }
+        let g = &mut *g;
+        for s in g.services.iter_mut().flatten() {
+            if core::mem::take(&mut s.tx_blocked) {
+                g.pending.push_back(Pending {
+                    handler: s.handler.clone(),
+                    handle: s.handle,
+                    ev: PendingEv::TxSpace,
+                });
+            }
         }
     }
 

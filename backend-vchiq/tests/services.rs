@@ -311,6 +311,146 @@ fn message_quota_backpressure_is_retry_then_recovers() {
     server.wait_for(|r| r.iter().filter(|x| **x == Reason::MessageAvailable).count() == 5);
 }
 
+/// Quota 1 (message and slot) on **both** sides with small pings: Linux returns quota only when
+/// the receiver recycles the slot, so the second ping would wait forever in a quiet system (the
+/// receiver never finishes the slot the sender is still writing). The sender now closes that
+/// slot with PADDING when it is blocked on quota held there; every ping completes.
+#[test]
+fn quota_one_small_pings_complete_both_directions() {
+    let p = connected();
+    let ping = make_fourcc(*b"ping");
+    p.master()
+        .add_service(
+            ServiceParams::new(ping).quotas(1, 1),
+            |ctx: &ServiceCtx<'_>, ev: Event<'_>| {
+                if let Event::Message(m) = ev {
+                    let mut r = m.payload().to_vec();
+                    r.reverse();
+                    if ctx.vchiq.queue_message(ctx.handle, &r).is_err() {
+                        // Quota: redelivered when the slot comes back.
+                        return Deliver::Retry;
+                    }
+                }
+                Deliver::Done
+            },
+        )
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let tx = Mutex::new(tx);
+    let h = p
+        .slave()
+        .open_service_blocking(
+            ServiceParams::new(ping).quotas(1, 1),
+            move |_: &ServiceCtx<'_>, ev: Event<'_>| {
+                if let Event::Message(m) = ev {
+                    let _ = tx.lock().unwrap().send(m.payload().to_vec());
+                }
+                Deliver::Done
+            },
+            T,
+        )
+        .unwrap();
+    // 300 × 16-byte pings: ~5 slots' worth per direction, so slots wrap and recycle too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..300u32 {
+        let m: Vec<u8> = (0..8).flat_map(|k| [i as u8, k]).collect();
+        p.slave()
+            .queue_message_wait(h, &m, &|| Instant::now() > deadline, &mut || {
+                std::thread::sleep(Duration::from_micros(20))
+            })
+            .unwrap_or_else(|e| panic!("ping {i} stalled on quota 1: {e:?}"));
+        let mut want = m.clone();
+        want.reverse();
+        assert_eq!(rx.recv_timeout(T).expect("pong"), want, "pong {i}");
+    }
+    // Both senders really were held at quota 1 and padded their open slot.
+    assert!(p.slave().stats().quota_pads > 0, "{:?}", p.slave().stats());
+    assert!(
+        p.master().stats().quota_pads > 0,
+        "{:?}",
+        p.master().stats()
+    );
+    let (msgs, _) = p.slave().quota_use(h).unwrap();
+    assert!(msgs <= 1, "message quota 1 respected: {msgs}");
+    assert_eq!(p.slave().stats().protocol_errors, 0);
+    assert_eq!(p.master().stats().protocol_errors, 0);
+}
+
+/// A sender blocked on quota held in its open slot pads that slot once, not on every retry.
+#[test]
+fn quota_stall_pads_the_open_slot_once() {
+    let p = connected();
+    let server = Recorder::holding();
+    p.master()
+        .add_service_arc(ServiceParams::new(FUNC), server.clone())
+        .unwrap();
+    let h = p
+        .slave()
+        .open_service_blocking(
+            ServiceParams::new(FUNC).quotas(0, 1),
+            Recorder::default(),
+            T,
+        )
+        .unwrap();
+    p.slave().queue_message(h, b"one").unwrap();
+    for _ in 0..10 {
+        assert_eq!(p.slave().queue_message(h, b"two"), Err(VchiqError::Retry));
+    }
+    assert_eq!(p.slave().stats().quota_pads, 1);
+    // The receiver holds "one": the quota stays used until it is released.
+    server.wait_for(|r| r.contains(&Reason::MessageAvailable));
+    assert_eq!(p.slave().queue_message(h, b"two"), Err(VchiqError::Retry));
+    for t in server.held() {
+        p.master().release_message(t).unwrap();
+    }
+    p.slave()
+        .queue_message_wait(h, b"two", &|| false, &mut || {
+            std::thread::sleep(Duration::from_micros(50))
+        })
+        .unwrap();
+    server.wait_for(|r| r.iter().filter(|x| **x == Reason::MessageAvailable).count() == 2);
+    assert_eq!(server.messages()[1], b"two");
+}
+
+/// A handler refused with `Retry` hears `Event::TxSpace` once space comes back, and only then.
+#[test]
+fn tx_space_event_follows_a_refusal() {
+    let p = connected();
+    let server = Recorder::holding();
+    p.master()
+        .add_service_arc(ServiceParams::new(FUNC), server.clone())
+        .unwrap();
+    let space = Arc::new(AtomicUsize::new(0));
+    let s2 = space.clone();
+    let h = p
+        .slave()
+        .open_service_blocking(
+            ServiceParams::new(FUNC).quotas(0, 1),
+            move |_: &ServiceCtx<'_>, ev: Event<'_>| {
+                if let Event::TxSpace = ev {
+                    s2.fetch_add(1, Ordering::SeqCst);
+                }
+                Deliver::Done
+            },
+            T,
+        )
+        .unwrap();
+    p.slave().queue_message(h, b"one").unwrap();
+    server.wait_for(|r| r.contains(&Reason::MessageAvailable));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(space.load(Ordering::SeqCst), 0, "no refusal, no TxSpace");
+    assert_eq!(p.slave().queue_message(h, b"two"), Err(VchiqError::Retry));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(space.load(Ordering::SeqCst), 0, "nothing came back yet");
+    for t in server.held() {
+        p.master().release_message(t).unwrap();
+    }
+    until(|| space.load(Ordering::SeqCst) == 1);
+    p.slave().queue_message(h, b"two").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(space.load(Ordering::SeqCst), 1, "one TxSpace per refusal");
+}
+
 #[test]
 fn held_message_double_release_is_refused() {
     let p = connected();

@@ -13,7 +13,8 @@ use backend_vchiq::vchi::fourcc;
 use backend_vchiq::vchi::smem_wire::SmemAllocType;
 use backend_vchiq::vchi::test_client::{bulk_echo, ctrl, ping};
 use backend_vchiq::vchi::{Smem, SmemServer, VchiError};
-use backend_vchiq::{Config, ServiceParams, Vchiq};
+use backend_vchiq::vchi::{VcAction, VcService};
+use backend_vchiq::{Config, Deliver, Event, ServiceCtx, ServiceParams, Vchiq};
 
 /// Polled-mode slave pump: poll, then nap briefly; give up after 20 s.
 fn pump(slave: &Vchiq) -> impl FnMut() -> Result<(), VchiError> + '_ {
@@ -82,5 +83,64 @@ fn smem_and_echo_against_the_threaded_videocore() {
     let (to_vpu, _) = pair.rings();
     assert!(to_vpu > 0, "the VideoCore slept and was woken by doorbells");
     assert_eq!(pair.slave().stats().protocol_errors, 0);
+    assert_eq!(pair.master().stats().protocol_errors, 0);
+}
+
+/// A VideoCore-side service that answers one request with a burst of replies.
+struct Burst;
+
+impl VcService for Burst {
+    fn fourcc(&self) -> u32 {
+        BURST
+    }
+    fn on_message(&mut self, msg: &[u8], out: &mut Vec<VcAction>) {
+        let n = msg.first().copied().unwrap_or(0);
+        for i in 0..n {
+            out.push(VcAction::Reply(vec![i; 3000]));
+        }
+    }
+}
+
+const BURST: u32 = backend_vchiq::consts::make_fourcc(*b"brst");
+
+/// Deferred VideoCore replies under back-pressure on the threaded `SimPair`, whose VideoCore
+/// worker only polls (it never calls `VcServiceHost::flush`): a message quota of 2 on the
+/// VideoCore side defers most of a 120-reply burst, and the core's `Event::TxSpace` (space came
+/// back as the ARM consumed and recycled) carries the rest out, in order.
+#[test]
+fn deferred_videocore_replies_flow_without_flush_under_backpressure() {
+    let pair = SimPair::new().unwrap();
+    let make: fn() -> Burst = || Burst;
+    let host = Arc::new(VcServiceHost::new(make));
+    pair.master()
+        .add_service_arc(ServiceParams::new(BURST).quotas(0, 2), host.clone())
+        .unwrap();
+    pair.connect().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let tx = std::sync::Mutex::new(tx);
+    let h = pair
+        .slave()
+        .open_service_blocking(
+            ServiceParams::new(BURST),
+            move |_: &ServiceCtx<'_>, ev: Event<'_>| {
+                if let Event::Message(m) = ev {
+                    let _ = tx.lock().unwrap().send(m.payload().to_vec());
+                }
+                Deliver::Done
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    for round in 0..2u8 {
+        pair.slave().queue_message(h, &[120]).unwrap();
+        for i in 0..120u8 {
+            let m = rx
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("round {round}: reply {i} stalled in the outbox"));
+            assert_eq!(m, vec![i; 3000], "round {round}: reply {i}");
+        }
+    }
+    assert!(host.deferred() > 0, "the burst really was deferred");
+    assert_eq!(host.pending_actions(), 0);
     assert_eq!(pair.master().stats().protocol_errors, 0);
 }

@@ -237,6 +237,8 @@ impl ServiceHandler for EchoService {
                 // Relaxed: statistics.
                 self.received.fetch_add(1, Ordering::Relaxed);
             }
+            // Replies refused with `Retry` are redelivered messages (`Deliver::Retry`).
+            Event::TxSpace => {}
             Event::RemoteBulkPending { dir, size } => {
                 let mut s = self.lock();
                 s.bulk_tag += 1;

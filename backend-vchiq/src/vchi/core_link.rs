@@ -12,9 +12,10 @@
 //!   cache-line-edge corruption of vchiq.md §5) is reported as `DmaOverrun`.
 //! * [`VcServiceHost`] (VideoCore side): a core [`ServiceHandler`] that runs one [`VcService`]
 //!   state machine per open service and carries out its [`VcAction`]s. Actions the core refuses
-//!   with back-pressure (`Retry`) stay queued in order until [`VcServiceHost::flush`] (called by the
-//!   simulated VideoCore's run loop after each poll); while some are queued, new messages are
-//!   answered with `Deliver::Retry` so replies never overtake each other.
+//!   with back-pressure (`Retry`) stay queued in order until the core reports
+//!   [`crate::Event::TxSpace`] (transmit space came back; delivered from `poll`, so no run loop
+//!   has to call anything) or an explicit [`VcServiceHost::flush`]; while some are queued, new
+//!   messages are answered with `Deliver::Retry` so replies never overtake each other.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
@@ -149,7 +150,8 @@ impl ServiceHandler for InboxHandler {
                 }
             }
             // Bulks are submitted in NoCallback mode and collected by the blocking calls.
-            Event::Bulk(_) | Event::RemoteBulkPending { .. } => {}
+            // The blocking calls retry sends themselves, driving the pump.
+            Event::Bulk(_) | Event::RemoteBulkPending { .. } | Event::TxSpace => {}
         }
         Deliver::Done
     }
@@ -507,7 +509,9 @@ impl<S: VcService + Send, F: Fn() -> S + Send + Sync> VcServiceHost<S, F> {
         self.instances.lock().values().map(|i| i.outbox.len()).sum()
     }
 
-    /// Retry queued actions; returns how many were carried out. Call after each poll.
+    /// Retry queued actions now; returns how many were carried out. Optional: the core's
+    /// [`crate::Event::TxSpace`] already retries them whenever transmit space comes back (use
+    /// this after [`Self::act`], which only queues).
     pub fn flush(&self, vchiq: &Vchiq) -> usize {
         let mut done = 0;
         let mut unblocked = false;
@@ -575,9 +579,19 @@ impl<S: VcService + Send, F: Fn() -> S + Send + Sync> ServiceHandler for VcServi
             service: (self.make)(),
             outbox: VecDeque::new(),
         });
+        let was_blocked = !inst.outbox.is_empty();
         self.drain(ctx.vchiq, ctx.handle, &mut inst.outbox);
         let mut out = Vec::new();
         match event {
+            Event::TxSpace => {
+                // The core says transmit space came back: the drain above carried out what now
+                // fits (no `flush` needed). If the outbox emptied, messages answered `Retry`
+                // while it was blocked are redelivered on the next poll round.
+                if was_blocked && inst.outbox.is_empty() {
+                    ctx.vchiq.kick();
+                }
+                return Deliver::Done;
+            }
             Event::Opened => {
                 let cid = ctx.vchiq.client_id(ctx.handle).unwrap_or(0);
                 inst.service.on_open(cid, &mut out);
