@@ -3,7 +3,7 @@
 //! polled / interrupt transfers (notes §8 item 15).
 
 use std::collections::HashSet;
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backend_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig};
@@ -12,6 +12,39 @@ use fwipc_transport_api::{
     wait_done, Completion, Deadline, Error, Parker, Request, StdClock, ThreadParker, Ticket,
     Transport, TxOutcome, Wait,
 };
+
+/// A barrier whose wait is bounded: a party that panicked (or never arrives) fails the others
+/// after `BARRIER_TIMEOUT` instead of hanging the test binary (std's `Barrier` waits forever).
+struct Barrier {
+    n: usize,
+    arrived: AtomicUsize,
+}
+
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Barrier {
+    fn new(n: usize) -> Self {
+        Barrier {
+            n,
+            arrived: AtomicUsize::new(0),
+        }
+    }
+
+    fn wait(&self) {
+        // AcqRel/Acquire: everything a party did before arriving is visible to the others after.
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        let start = Instant::now();
+        while self.arrived.load(Ordering::Acquire) < self.n {
+            assert!(
+                start.elapsed() < BARRIER_TIMEOUT,
+                "barrier: only {} of {} parties arrived",
+                self.arrived.load(Ordering::Acquire),
+                self.n
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
 
 const ECHO: u32 = (0x81 << 8) | 0x03;
 const THREADS: u32 = 4;
@@ -364,7 +397,17 @@ fn shutdown_races_senders() {
                     })
                 })
                 .collect();
-            std::thread::sleep(Duration::from_millis(30));
+            // Let the senders get going: at least one completed call (bounded; a fixed sleep
+            // was too short on a loaded 2-core machine), then a little more traffic.
+            let start = Instant::now();
+            while fx.transport().stats().completed == 0 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{mode:?}: no call completed"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(10));
             let start = Instant::now();
             fx.transport().shutdown().unwrap();
             assert!(start.elapsed() < Duration::from_secs(3));

@@ -43,7 +43,10 @@ fn p2a_not_offered_means_no_eventq() {
     };
     let dev = SimDevice::start(cfg, || Box::new(EchoPlatform::new()));
     let scmi = ScmiVirtio::<SimHal, _>::new(dev.transport(), ScmiVirtioConfig::default()).unwrap();
-    assert_eq!(scmi.features(), ScmiFeatures::VERSION_1);
+    assert_eq!(
+        scmi.features(),
+        ScmiFeatures::VERSION_1 | ScmiFeatures::RING_EVENT_IDX
+    );
     assert_eq!(dev.driver_features() & 1, 0, "P2A_CHANNELS not written");
     assert!(!scmi.caps().notifications);
     assert_eq!(scmi.eventq_posted(), 0);
@@ -60,7 +63,10 @@ fn p2a_declined_by_config() {
     };
     let scmi = ScmiVirtio::<SimHal, _>::new(dev.transport(), cfg).unwrap();
     assert!(!scmi.features().contains(ScmiFeatures::P2A_CHANNELS));
-    assert_eq!(dev.driver_features(), ScmiFeatures::VERSION_1.bits());
+    assert_eq!(
+        dev.driver_features(),
+        (ScmiFeatures::VERSION_1 | ScmiFeatures::RING_EVENT_IDX).bits()
+    );
 }
 
 #[test]

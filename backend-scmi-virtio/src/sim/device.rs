@@ -11,7 +11,7 @@
 //! buffers exist.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{fence, AtomicU16, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,7 +23,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::header::{Header, HEADER_LEN, RESERVED_MASK};
 use crate::platform::{PlatformModel, FWIPC_TEST_ECHO, FWIPC_TEST_NOTIFY, FWIPC_TEST_PROTOCOL};
-use crate::virtio::ring::{Descriptor, RingLayout, UsedElem, DESC_F_NEXT, DESC_F_WRITE};
+use crate::virtio::ring::{
+    vring_need_event, Descriptor, RingLayout, UsedElem, DESC_F_NEXT, DESC_F_WRITE,
+};
 use crate::virtio::{ScmiFeatures, VIRTIO_ID_SCMI};
 
 /// Largest buffer the device agrees to read or write (a sanity bound on driver lengths).
@@ -41,6 +43,14 @@ pub struct SimDeviceConfig {
     pub offer_p2a: bool,
     /// Offer `VIRTIO_F_VERSION_1` (false = a legacy device, which the driver must refuse).
     pub offer_version_1: bool,
+    /// Offer `VIRTIO_F_RING_EVENT_IDX`. When negotiated the device implements its side: it
+    /// publishes `avail_event` (= the next avail index it will read) whenever it runs out of
+    /// work, and raises the queue interrupt only when `used_event` asks for it.
+    pub offer_event_idx: bool,
+    /// Look at the available rings only after a kick (like a real vhost back-end), instead of
+    /// also on every 20 ms idle tick. A driver that skips a kick the device asked for then
+    /// stalls, which a bounded test sees.
+    pub kick_only: bool,
 }
 
 impl Default for SimDeviceConfig {
@@ -49,6 +59,8 @@ impl Default for SimDeviceConfig {
             queue_max: 2048,
             offer_p2a: true,
             offer_version_1: true,
+            offer_event_idx: true,
+            kick_only: true,
         }
     }
 }
@@ -105,6 +117,11 @@ struct Dev {
     received: u64,
     malformed: u64,
     corrupt_toggle: bool,
+    /// Kicks (driver notifications) received.
+    kicks: u64,
+    /// Queue interrupts raised / suppressed by `used_event`.
+    irqs_raised: u64,
+    irqs_suppressed: u64,
     model: Box<dyn PlatformModel>,
 }
 
@@ -184,8 +201,16 @@ impl Dev {
         self.driver_features = 0;
     }
 
-    /// Pop the next available head of queue `qi`, if any.
+    /// Whether the driver accepted `VIRTIO_F_RING_EVENT_IDX`.
+    fn event_idx(&self) -> bool {
+        self.driver_features & ScmiFeatures::RING_EVENT_IDX.bits() != 0
+    }
+
+    /// Pop the next available head of queue `qi`, if any. With EVENT_IDX, running out of work
+    /// publishes `avail_event` = the next index we will read (ask for a kick as soon as anything
+    /// new arrives) and re-checks, so a post racing the publication is never lost.
     fn next_avail(&mut self, qi: usize) -> Option<u16> {
+        let event_idx = self.event_idx();
         let q = &mut self.queues[qi];
         if !q.ready() {
             return None;
@@ -196,7 +221,18 @@ impl Dev {
         let avail = unsafe { atomic_u16(q.driver + l.avail_idx() as u64) };
         // Acquire: pairs with the driver's Release store, so its ring entry and descriptors
         // are visible.
-        let idx = u16::from_le(avail.load(Ordering::Acquire));
+        let mut idx = u16::from_le(avail.load(Ordering::Acquire));
+        if idx == q.last_avail && event_idx {
+            // SAFETY: `avail_event` lies inside the live used ring area of this queue.
+            let ev = unsafe { atomic_u16(q.device + l.avail_event() as u64) };
+            // Release: a hint for the driver. SeqCst fence: the store must be visible before we
+            // re-read `avail.idx` (pairs with the driver's fence between its `avail.idx` store
+            // and its `avail_event` load): either we see its new entry or it sees our event.
+            ev.store(q.last_avail.to_le(), Ordering::Release);
+            fence(Ordering::SeqCst);
+            // Acquire: as above.
+            idx = u16::from_le(avail.load(Ordering::Acquire));
+        }
         if idx == q.last_avail {
             return None;
         }
@@ -216,8 +252,10 @@ impl Dev {
         Some(unsafe { read_obj::<Descriptor>(q.desc + 16 * i as u64) })
     }
 
-    /// Return a chain on queue `qi` and mark the interrupt pending.
+    /// Return a chain on queue `qi` and mark the interrupt pending (with EVENT_IDX: only if the
+    /// driver's `used_event` asks for this entry).
     fn push_used(&mut self, qi: usize, id: u32, len: u32, isr: &Mutex<u32>) {
+        let event_idx = self.event_idx();
         let q = &mut self.queues[qi];
         if !q.ready() {
             return;
@@ -240,6 +278,22 @@ impl Dev {
         // Release: the element and the reply bytes written before must be visible to a driver
         // that observes the new index.
         used.store(q.used_idx.to_le(), Ordering::Release);
+        if event_idx {
+            // SeqCst fence: our `used.idx` store must be visible before we read `used_event`
+            // (pairs with the driver's fence between its `used_event` store and its `used.idx`
+            // re-read): either it sees the entry or we see its request for an interrupt.
+            fence(Ordering::SeqCst);
+            // SAFETY: `used_event` lies inside the live driver area of this queue.
+            let ue = unsafe { atomic_u16(q.driver + l.used_event() as u64) };
+            // Acquire: a hint from the driver (the fence above orders what matters).
+            let event = u16::from_le(ue.load(Ordering::Acquire));
+            let old = q.used_idx.wrapping_sub(1);
+            if !vring_need_event(event, q.used_idx, old) {
+                self.irqs_suppressed += 1;
+                return;
+            }
+        }
+        self.irqs_raised += 1;
         *lock(isr) |= InterruptStatus::QUEUE_INTERRUPT.bits();
     }
 
@@ -440,8 +494,10 @@ fn device_thread(sh: Arc<Shared>) {
         // Consume the kick whatever the state (a kick racing a reset must not make us spin).
         let kicked = std::mem::take(&mut d.kicked);
         if d.driver_ok() {
-            d.process_cmdq(&sh.isr);
-            d.process_eventq(&sh.isr);
+            if kicked || !d.cfg.kick_only {
+                d.process_cmdq(&sh.isr);
+                d.process_eventq(&sh.isr);
+            }
             d.deliver_due(&sh.isr);
             d.deliver_p2a(&sh.isr);
             if *lock(&sh.isr) != 0 {
@@ -508,6 +564,9 @@ impl SimDevice {
                 received: 0,
                 malformed: 0,
                 corrupt_toggle: false,
+                kicks: 0,
+                irqs_raised: 0,
+                irqs_suppressed: 0,
                 model,
             }),
             wake: Condvar::new(),
@@ -540,8 +599,9 @@ impl SimDevice {
         }
     }
 
+    /// Wake the device thread for device-side work (P2A messages queued). Not a driver kick: in
+    /// `kick_only` mode it does not make the device look at the available rings.
     fn kick(&self) {
-        lock(&self.sh.dev).kicked = true;
         self.sh.wake.notify_all();
     }
 
@@ -597,6 +657,17 @@ impl SimDevice {
         lock(&self.sh.dev).malformed
     }
 
+    /// Kicks (queue notifications) the driver sent.
+    pub fn kicks(&self) -> u64 {
+        lock(&self.sh.dev).kicks
+    }
+
+    /// Queue interrupts the device raised, and those `used_event` suppressed (EVENT_IDX).
+    pub fn interrupts(&self) -> (u64, u64) {
+        let d = lock(&self.sh.dev);
+        (d.irqs_raised, d.irqs_suppressed)
+    }
+
     /// The features the driver wrote.
     pub fn driver_features(&self) -> u64 {
         lock(&self.sh.dev).driver_features
@@ -617,7 +688,9 @@ impl Drop for SimDevice {
         lock(&self.sh.dev).quit = true;
         self.sh.wake.notify_all();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // Bounded: the thread checks `quit` at least every 20 ms; a wedged one is detached
+            // (and reported) rather than hanging the caller.
+            let _ = super::join_bounded(t, Duration::from_secs(10), "sim-virtio-scmi device");
         }
     }
 }
@@ -762,6 +835,9 @@ impl Transport for SimTransport {
         if d.cfg.offer_p2a {
             f |= ScmiFeatures::P2A_CHANNELS;
         }
+        if d.cfg.offer_event_idx {
+            f |= ScmiFeatures::RING_EVENT_IDX;
+        }
         f.bits()
     }
 
@@ -779,7 +855,10 @@ impl Transport for SimTransport {
     }
 
     fn notify(&mut self, _queue: u16) {
-        lock(&self.sh.dev).kicked = true;
+        let mut d = lock(&self.sh.dev);
+        d.kicked = true;
+        d.kicks += 1;
+        drop(d);
         self.sh.wake.notify_all();
     }
 
@@ -883,7 +962,7 @@ mod tests {
         let mut t = dev.transport();
         t.set_status(DeviceStatus::empty());
         t.write_driver_features(ScmiFeatures::VERSION_1.bits());
-        let mut ring = SplitRing::<SimHal>::new(8).unwrap();
+        let mut ring = SplitRing::<SimHal>::new(8, false).unwrap();
         let (d, a, u) = ring.addrs();
         t.queue_set(0, 8, d, a, u);
         t.set_status(
@@ -935,5 +1014,124 @@ mod tests {
         );
         assert_eq!(&resp[8..12], &[!1u8, !2, !3, !4]);
         t.set_status(DeviceStatus::empty());
+    }
+
+    /// EVENT_IDX end to end at ring level across the u16 wrap, with batches: the driver posts
+    /// each round as one or two sub-batches (sometimes deciding after the first, always after
+    /// the second), kicks only when `should_notify` (wrap-safe `avail_event` check) says so, and
+    /// the device (`kick_only`: it looks at the ring only when kicked) must never stall. Replies
+    /// are collected only once the whole round is in, so `used_event` stays armed at the
+    /// round's first entry and the device must raise exactly one interrupt per round.
+    #[test]
+    fn event_idx_batches_cross_u16_wrap() {
+        const SIZE: u16 = 16;
+        const SLOTS: usize = SIZE as usize / 2;
+        let dev = SimDevice::start(SimDeviceConfig::default(), || {
+            Box::new(crate::sim::EchoPlatform::new())
+        });
+        let mut t = dev.transport();
+        t.set_status(DeviceStatus::empty());
+        assert_ne!(
+            t.read_device_features() & ScmiFeatures::RING_EVENT_IDX.bits(),
+            0
+        );
+        t.write_driver_features((ScmiFeatures::VERSION_1 | ScmiFeatures::RING_EVENT_IDX).bits());
+        let mut ring = SplitRing::<SimHal>::new(SIZE, true).unwrap();
+        let (d, a, u) = ring.addrs();
+        t.queue_set(0, u32::from(SIZE), d, a, u);
+        t.set_status(
+            DeviceStatus::ACKNOWLEDGE
+                | DeviceStatus::DRIVER
+                | DeviceStatus::FEATURES_OK
+                | DeviceStatus::DRIVER_OK,
+        );
+        let mut reqs = [[0u8; 8]; SLOTS];
+        let mut resps = [[0u8; 16]; SLOTS];
+        let (mut total, mut rounds, mut kicks, mut seed) = (0u32, 0u64, 0u64, 0x2545_f491u32);
+        while total < 66_000 + 3 * u32::from(SIZE) {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let batch = 1 + (seed as usize % SLOTS);
+            let split = (seed >> 8) as usize % batch; // 0 = one sub-batch
+            for k in 0..batch {
+                let tag = total + k as u32;
+                let hdr = crate::header::Header::command(0x81, 0x03, (tag & 0x3ff) as u16);
+                reqs[k][..4].copy_from_slice(&hdr.encode().to_le_bytes());
+                reqs[k][4..].copy_from_slice(&tag.to_le_bytes());
+                resps[k] = [0; 16];
+                let head = 2 * k as u16;
+                ring.set_desc(
+                    head,
+                    Descriptor {
+                        addr: reqs[k].as_ptr() as u64,
+                        len: 8,
+                        flags: DESC_F_NEXT,
+                        next: head + 1,
+                    },
+                );
+                ring.set_desc(
+                    head + 1,
+                    Descriptor {
+                        addr: resps[k].as_mut_ptr() as u64,
+                        len: 16,
+                        flags: DESC_F_WRITE,
+                        next: 0,
+                    },
+                );
+                ring.post(head);
+                if k + 1 == split && (seed >> 16) & 1 == 1 && ring.should_notify() {
+                    t.notify(0);
+                    kicks += 1;
+                }
+            }
+            if ring.should_notify() {
+                t.notify(0);
+                kicks += 1;
+            }
+            // A decision with nothing new posted never kicks.
+            assert!(!ring.should_notify());
+            let start = Instant::now();
+            while ring.device_used_idx().wrapping_sub(ring_last_used(&ring)) < batch as u16 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "stalled at request {total} (round {rounds}): a needed kick was skipped"
+                );
+                std::thread::yield_now();
+            }
+            let mut seen = [false; SLOTS];
+            for _ in 0..batch {
+                let e = ring.pop_used().unwrap().expect("entry");
+                let k = e.id as usize / 2;
+                assert!(
+                    e.id.is_multiple_of(2) && k < batch && !seen[k],
+                    "bad used id {}",
+                    e.id
+                );
+                seen[k] = true;
+                assert_eq!(e.len, 12);
+                let tag = total + k as u32;
+                assert_eq!(&resps[k][..4], &reqs[k][..4]);
+                assert_eq!(&resps[k][4..8], &[0; 4]);
+                assert_eq!(resps[k][8..12], (!tag).to_le_bytes(), "reply to {tag}");
+            }
+            assert_eq!(ring.pop_used(), Ok(None));
+            total += batch as u32;
+            rounds += 1;
+        }
+        assert!(total > 65_536 + u32::from(SIZE), "indices wrapped");
+        assert_eq!(dev.kicks(), kicks);
+        assert!(kicks >= rounds, "at least one kick per round");
+        let (raised, suppressed) = dev.interrupts();
+        assert_eq!(
+            raised, rounds,
+            "one interrupt per round (used_event honoured)"
+        );
+        assert_eq!(suppressed, u64::from(total) - rounds);
+        t.set_status(DeviceStatus::empty());
+    }
+
+    fn ring_last_used(r: &SplitRing<SimHal>) -> u16 {
+        r.last_used()
     }
 }

@@ -118,7 +118,8 @@ impl Drop for ScmiFixture {
             // Relaxed: see the loop; `join` orders everything after.
             stop.store(true, Ordering::Relaxed);
             self.dev.irq_line().poke();
-            let _ = h.join();
+            // Bounded: the thread looks at `stop` at least every 20 ms plus one `complete()`.
+            let _ = super::join_bounded(h, Duration::from_secs(10), "sim-scmi-irq");
         }
         let _ = self.virtio.shutdown();
     }

@@ -16,3 +16,25 @@ pub use device::{IrqLine, PlatformFactory, SimDevice, SimDeviceConfig, SimTransp
 pub use echo::EchoPlatform;
 pub use fixture::{default_platform, ScmiFixture, SimScmi};
 pub use hal::{BounceHal, SimHal};
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Join `h`, waiting at most `timeout`: `Some(result)` if the thread finished, `None` (thread
+/// detached, error logged) if it did not. Every thread the simulator and fixtures start is
+/// stopped with this, so a wedged thread fails loudly instead of hanging the test binary.
+pub fn join_bounded<T>(
+    h: JoinHandle<T>,
+    timeout: Duration,
+    what: &str,
+) -> Option<std::thread::Result<T>> {
+    let start = Instant::now();
+    while !h.is_finished() {
+        if start.elapsed() >= timeout {
+            log::error!("{what}: thread did not stop within {timeout:?}; detached");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Some(h.join())
+}

@@ -25,6 +25,9 @@ pub struct ScmiVirtioConfig {
     pub eventq_buf_size: Option<usize>,
     /// Negotiate `VIRTIO_SCMI_F_P2A_CHANNELS` when offered (sets up the eventq).
     pub p2a: bool,
+    /// Negotiate `VIRTIO_F_RING_EVENT_IDX` when offered (both queues then suppress kicks and
+    /// interrupts through `avail_event`/`used_event`); false keeps the flags-word scheme.
+    pub event_idx: bool,
     /// Clock bounding `shutdown`'s wait for the last user. Without one the wait is bounded by
     /// `shutdown_spins` iterations instead.
     pub clock: Option<Arc<dyn Clock + Send + Sync>>,
@@ -42,6 +45,7 @@ impl Default for ScmiVirtioConfig {
             eventq_size: None,
             eventq_buf_size: None,
             p2a: true,
+            event_idx: true,
             clock: None,
             shutdown_timeout: Duration::from_secs(1),
             shutdown_spins: 50_000_000,
@@ -57,6 +61,7 @@ impl core::fmt::Debug for ScmiVirtioConfig {
             .field("eventq_size", &self.eventq_size)
             .field("eventq_buf_size", &self.eventq_buf_size)
             .field("p2a", &self.p2a)
+            .field("event_idx", &self.event_idx)
             .field("clock", &self.clock.is_some())
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish()

@@ -16,6 +16,9 @@ bitflags! {
         /// `VIRTIO_SCMI_F_SHARED_MEMORY`: statistics shared memory. Never negotiated (not
         /// implemented; notes §8 item 10).
         const SHARED_MEMORY = 1 << 1;
+        /// `VIRTIO_F_RING_EVENT_IDX`: `used_event`/`avail_event` notification suppression
+        /// (negotiated when offered unless `ScmiVirtioConfig::event_idx` is false).
+        const RING_EVENT_IDX = 1 << 29;
         /// `VIRTIO_F_VERSION_1`: required (a legacy device is refused).
         const VERSION_1 = 1 << 32;
     }

@@ -13,8 +13,18 @@
 //! size.
 //!
 //! Layout (modern, two DMA regions like `VirtQueue::allocate_flexible`): descriptor table +
-//! available ring (driver → device), used ring (device → driver). `EVENT_IDX` is not negotiated,
-//! so `used_event`/`avail_event` are unused and notification suppression is the `flags` word.
+//! available ring (driver → device), used ring (device → driver).
+//!
+//! Notification suppression (virtio 1.x §2.7.7, §2.7.10): without `VIRTIO_F_RING_EVENT_IDX` the
+//! device's `used.flags` word (`VIRTQ_USED_F_NO_NOTIFY`) decides whether we kick. With it, the
+//! device publishes `avail_event` (after the used ring) and we kick only if the avail index moved
+//! past it since the previous kick decision ([`SplitRing::should_notify`], which handles any
+//! number of [`SplitRing::post`]s between two decisions); in the other direction we publish
+//! `used_event` (after the available ring) = the next used index we have not consumed, so the
+//! device interrupts once per drain ([`SplitRing::pop_used`] re-arms it, with the re-check that
+//! closes the race). Every comparison is [`vring_need_event`], wrap-safe in u16 arithmetic
+//! (virtio-drivers' `should_notify` compares `avail_idx >= avail_event + 1` without wrapping and
+//! misses kicks across the u16 wrap).
 
 use core::marker::PhantomData;
 use core::mem::{offset_of, size_of};
@@ -31,6 +41,16 @@ pub const DESC_F_NEXT: u16 = 1;
 pub const DESC_F_WRITE: u16 = 2;
 /// Used ring flag: the device asks not to be notified (`VIRTQ_USED_F_NO_NOTIFY`).
 pub const USED_F_NO_NOTIFY: u16 = 1;
+
+/// The virtio spec's `vring_need_event` (§2.7.10.1, Linux `include/uapi/linux/virtio_ring.h`):
+/// whether the other side, which asked to be notified once index `event` is published, must be
+/// notified now that the index moved from `old` to `new`. True iff `event` lies in the half-open
+/// window `[old, new)` modulo 2^16, i.e. `(u16)(new - event - 1) < (u16)(new - old)`; correct
+/// across the u16 wrap and for batches (`new - old` > 1). `old == new` never notifies.
+#[inline]
+pub const fn vring_need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
 
 /// One descriptor of the table (virtio 1.x §2.7.5), little-endian on the wire.
 #[repr(C)]
@@ -100,6 +120,10 @@ impl RingLayout {
     pub const fn avail_ring(&self, i: u16) -> usize {
         4 + 2 * (i as usize)
     }
+    /// Offset of `used_event` (after `avail.ring[size]`) from the start of the driver area.
+    pub const fn used_event(&self) -> usize {
+        4 + 2 * (self.size as usize)
+    }
     /// Offset of `used.flags` from the start of the device area (the used ring).
     pub const fn used_flags(&self) -> usize {
         0
@@ -111,6 +135,10 @@ impl RingLayout {
     /// Offset of `used.ring[i]`.
     pub const fn used_ring(&self, i: u16) -> usize {
         4 + 8 * (i as usize)
+    }
+    /// Offset of `avail_event` (after `used.ring[size]`) from the start of the device area.
+    pub const fn avail_event(&self) -> usize {
+        4 + 8 * (self.size as usize)
     }
 }
 
@@ -200,11 +228,16 @@ pub(crate) struct SplitRing<H: Hal> {
     avail_idx: u16,
     /// Next used index to consume.
     last_used: u16,
+    /// `VIRTIO_F_RING_EVENT_IDX` negotiated: use `avail_event`/`used_event`.
+    event_idx: bool,
+    /// `avail_idx` at the previous kick decision (`old` of [`vring_need_event`]).
+    kick_old: u16,
 }
 
 impl<H: Hal> SplitRing<H> {
     /// Allocate the rings for `size` entries (a power of two ≥ 1). `None` if the Hal fails.
-    pub(crate) fn new(size: u16) -> Option<Self> {
+    /// `event_idx`: `VIRTIO_F_RING_EVENT_IDX` was negotiated.
+    pub(crate) fn new(size: u16, event_idx: bool) -> Option<Self> {
         if size == 0 || !size.is_power_of_two() {
             return None;
         }
@@ -217,6 +250,8 @@ impl<H: Hal> SplitRing<H> {
             device,
             avail_idx: 0,
             last_used: 0,
+            event_idx,
+            kick_old: 0,
         })
     }
 
@@ -227,6 +262,7 @@ impl<H: Hal> SplitRing<H> {
         self.device.zero();
         self.avail_idx = 0;
         self.last_used = 0;
+        self.kick_old = 0;
     }
 
     pub(crate) fn size(&self) -> u16 {
@@ -293,11 +329,34 @@ impl<H: Hal> SplitRing<H> {
         unsafe { &*(self.device.ptr(self.layout.used_flags()) as *const AtomicU16) }
     }
 
+    fn used_event_atomic(&self) -> &AtomicU16 {
+        // SAFETY: as `avail_idx_atomic`, for `used_event` (2-byte aligned, after the avail ring,
+        // inside `driver_bytes`) in the driver region.
+        unsafe {
+            &*(self
+                .driver
+                .ptr(self.layout.avail_off + self.layout.used_event())
+                as *const AtomicU16)
+        }
+    }
+
+    fn avail_event_atomic(&self) -> &AtomicU16 {
+        // SAFETY: as `avail_idx_atomic`, for `avail_event` (2-byte aligned, after the used ring,
+        // inside `device_bytes`) in the device region.
+        unsafe { &*(self.device.ptr(self.layout.avail_event()) as *const AtomicU16) }
+    }
+
     /// The device's used index right now (for a cheap "anything new?" check).
     pub(crate) fn device_used_idx(&self) -> u16 {
         // Acquire: pairs with the device's Release store of `used.idx`, so the used elements and
         // buffer contents it wrote before are visible to us.
         u16::from_le(self.used_idx_atomic().load(Ordering::Acquire))
+    }
+
+    /// Next used index to consume.
+    #[cfg(test)]
+    pub(crate) fn last_used(&self) -> u16 {
+        self.last_used
     }
 
     /// Whether used entries are waiting.
@@ -308,7 +367,19 @@ impl<H: Hal> SplitRing<H> {
     /// The next used element, raw. `Ok(None)` when there is none. An index jump larger than the
     /// ring is reported once and the ring resynchronises.
     pub(crate) fn pop_used(&mut self) -> Result<Option<UsedElem>, RingError> {
-        let dev = self.device_used_idx();
+        let mut dev = self.device_used_idx();
+        if dev == self.last_used && self.event_idx {
+            // Empty: re-arm the interrupt for the next entry (used_event = the index we consume
+            // next), then look again. Release store: publishes our consumption of the entries
+            // before it. SeqCst fence: the store must be visible before we re-read `used.idx`
+            // (store → load ordering, paired with the device's fence between its `used.idx` store
+            // and its `used_event` load), or an entry added in between is never signalled and
+            // never seen (virtio §2.7.10 "the driver MUST ... re-check").
+            self.used_event_atomic()
+                .store(self.last_used.to_le(), Ordering::Release);
+            fence(Ordering::SeqCst);
+            dev = self.device_used_idx();
+        }
         let pending = dev.wrapping_sub(self.last_used);
         if pending == 0 {
             return Ok(None);
@@ -331,20 +402,109 @@ impl<H: Hal> SplitRing<H> {
         }))
     }
 
-    /// Whether the device wants a notification after new buffers (no `EVENT_IDX`: the flag word).
-    pub(crate) fn should_notify(&self) -> bool {
-        // Full fence: our `avail.idx` store must be ordered before reading the device's flags,
-        // or we could miss a notification the device asks for after reading the old index
-        // (virtio §2.7.13.4 "the driver MUST perform a suitable memory barrier before reading").
+    /// The kick decision after one or more [`SplitRing::post`]s: whether the device wants a
+    /// notification for the buffers made available since the previous call. With `EVENT_IDX`:
+    /// [`vring_need_event`]`(avail_event, avail_idx, avail_idx at the previous call)`, so a batch
+    /// of posts is one decision and the u16 wrap is handled; without: the `NO_NOTIFY` flag word.
+    /// Call it once per batch and kick when it returns true.
+    pub(crate) fn should_notify(&mut self) -> bool {
+        // Full fence: our `avail.idx` store must be ordered before reading the device's
+        // `avail_event`/flags, or we could miss a notification the device asks for after reading
+        // the old index (virtio §2.7.13.4 "the driver MUST perform a suitable memory barrier
+        // before reading"); pairs with the device's fence between writing `avail_event` and
+        // re-reading `avail.idx`.
         fence(Ordering::SeqCst);
-        // Acquire: pairs with the device's store of the flag word (a hint; no data rides on it).
-        u16::from_le(self.used_flags_atomic().load(Ordering::Acquire)) & USED_F_NO_NOTIFY == 0
+        let (new, old) = (self.avail_idx, self.kick_old);
+        self.kick_old = new;
+        if self.event_idx {
+            // Acquire: pairs with the device's store of `avail_event` (a hint; no data rides on
+            // it, the fence above does the ordering that matters).
+            let event = u16::from_le(self.avail_event_atomic().load(Ordering::Acquire));
+            vring_need_event(event, new, old)
+        } else {
+            // Acquire: as above, for the flag word.
+            u16::from_le(self.used_flags_atomic().load(Ordering::Acquire)) & USED_F_NO_NOTIFY == 0
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The model: the other side asked to hear about index `event`; the indices published since
+    /// the last decision are `old, old + 1, ..., new - 1` (mod 2^16). Notify iff `event` is
+    /// among them. Enumerated, no clever arithmetic.
+    fn model_need_event(event: u16, new: u16, old: u16) -> bool {
+        let mut i = old;
+        while i != new {
+            if i == event {
+                return true;
+            }
+            i = i.wrapping_add(1);
+        }
+        false
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Arbitrary triples (any wrap, any batch size up to a whole u16 window).
+        #[test]
+        fn need_event_matches_model(event: u16, new: u16, old: u16) {
+            prop_assert_eq!(vring_need_event(event, new, old), model_need_event(event, new, old));
+        }
+
+        /// Small batches straddling the u16 wrap, the case that matters in practice.
+        #[test]
+        fn need_event_matches_model_near_wrap(
+            start in 65_000u16..=u16::MAX,
+            batch in 0u16..600,
+            ev in 0u16..1200,
+        ) {
+            let old = start;
+            let new = old.wrapping_add(batch);
+            let event = old.wrapping_sub(300).wrapping_add(ev);
+            prop_assert_eq!(vring_need_event(event, new, old), model_need_event(event, new, old));
+        }
+    }
+
+    /// Every single-step decision (batch of one) over the whole u16 range, for events just
+    /// behind, at, and ahead of the new entry: exhaustive across the wrap.
+    #[test]
+    fn need_event_exhaustive_single_steps() {
+        for old in 0..=u16::MAX {
+            let new = old.wrapping_add(1);
+            for d in [-2i32, -1, 0, 1, 2] {
+                let event = (i32::from(old) + d).rem_euclid(65_536) as u16;
+                assert_eq!(
+                    vring_need_event(event, new, old),
+                    model_need_event(event, new, old),
+                    "event {event} new {new} old {old}"
+                );
+            }
+        }
+    }
+
+    /// The non-wrapping comparison virtio-drivers 0.13 uses (`avail_idx >= avail_event + 1`)
+    /// misses this kick: the device asked for index 65534, the batch published 65530..=1.
+    #[test]
+    fn naive_compare_misses_kick_across_wrap() {
+        let (event, old, new) = (65_534u16, 65_530u16, 2u16);
+        assert!(model_need_event(event, new, old));
+        assert!(vring_need_event(event, new, old));
+        let naive = new >= event.wrapping_add(1);
+        assert!(!naive, "the naive check would have missed it");
+    }
+
+    #[test]
+    fn event_offsets() {
+        let l = RingLayout::new(256);
+        assert_eq!(l.used_event(), 4 + 2 * 256);
+        assert_eq!(l.avail_off + l.used_event() + 2, l.driver_bytes);
+        assert_eq!(l.avail_event(), 4 + 8 * 256);
+        assert_eq!(l.avail_event() + 2, l.device_bytes);
+    }
 
     #[test]
     fn layout_matches_spec_sizes() {

@@ -57,8 +57,10 @@ struct State<H: Hal, T: VirtioTransport> {
 /// Wire contract kept for real back-ends (vhost-device-scmi): every cmdq chain is exactly two
 /// direct descriptors (no `INDIRECT_DESC`), the readable one exactly `4 + payload` bytes (the
 /// protocol layer sends 4-byte parameters, so `4 + 4·n`), the writable one `8 + max_msg_size`;
-/// eventq buffers are single writable descriptors of `eventq_buf_size` bytes. `EVENT_IDX` is
-/// not negotiated (notification suppression through the flags word only). Sizing: messages =
+/// eventq buffers are single writable descriptors of `eventq_buf_size` bytes.
+/// `VIRTIO_F_RING_EVENT_IDX` is negotiated when offered (unless [`ScmiVirtioConfig::event_idx`]
+/// is false): kicks and interrupts are then suppressed through `avail_event`/`used_event` with
+/// wrap-safe comparisons (see [`super::ring`]); otherwise through the flags word. Sizing: messages =
 /// min(cmdq size / 2, 1024), eventq buffers = min(eventq size, 1024); nothing is allocated after
 /// `new` on the send/complete paths.
 ///
@@ -166,6 +168,10 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         if config.p2a && offered.contains(ScmiFeatures::P2A_CHANNELS) {
             features |= ScmiFeatures::P2A_CHANNELS;
         }
+        if config.event_idx && offered.contains(ScmiFeatures::RING_EVENT_IDX) {
+            features |= ScmiFeatures::RING_EVENT_IDX;
+        }
+        let event_idx = features.contains(ScmiFeatures::RING_EVENT_IDX);
         transport.write_driver_features(features.bits());
         transport.set_status(
             DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK,
@@ -188,7 +194,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             Ok(s) => s,
             Err(e) => return fail(&mut transport, e),
         };
-        let Some(cmdq) = SplitRing::<H>::new(size) else {
+        let Some(cmdq) = SplitRing::<H>::new(size, event_idx) else {
             return fail(&mut transport, ScmiVirtioError::DmaAlloc);
         };
         let (d, a, u) = cmdq.addrs();
@@ -216,7 +222,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 Ok(s) => s,
                 Err(e) => return fail(&mut transport, e),
             };
-            let Some(ring) = SplitRing::<H>::new(size) else {
+            let Some(ring) = SplitRing::<H>::new(size, event_idx) else {
                 return fail(&mut transport, ScmiVirtioError::DmaAlloc);
             };
             let (d, a, u) = ring.addrs();
