@@ -1,7 +1,7 @@
 //! The simulated platform's clock protocol (0x14).
 
 use super::config::ClockRates;
-use super::model::Platform;
+use super::model::{object_index, Platform};
 use super::paginate::{write_segmented, RETURNED_12_REMAINING_16};
 use super::reply::{HResult, Out, Params};
 use crate::header::Header;
@@ -10,12 +10,7 @@ use crate::status::code;
 
 impl Platform {
     fn clock_index(&self, id: u32) -> Result<usize, i32> {
-        let i = usize::try_from(id).map_err(|_| code::NOT_FOUND)?;
-        if i < self.cfg.clocks.len() {
-            Ok(i)
-        } else {
-            Err(code::NOT_FOUND)
-        }
+        object_index(id, self.cfg.clocks.len())
     }
 
     /// The rate a RATE_SET of `rate` with `flags` (bit 2 round up, bit 3 round auto) selects.
@@ -135,12 +130,7 @@ impl Platform {
                 }
                 Ok(())
             }
-            clock::NAME_GET => {
-                let [id] = p.exact::<1>()?;
-                let i = self.clock_index(id)?;
-                let name = self.cfg.clocks.get(i).map(|c| c.name.as_str());
-                Self::name_get(name, out)
-            }
+            clock::NAME_GET => Self::name_get(p, out, &self.cfg.clocks, |c| &c.name),
             clock::RATE_GET => {
                 let [id] = p.exact::<1>()?;
                 let i = self.clock_index(id)?;
@@ -157,15 +147,9 @@ impl Platform {
                 }
                 Ok(())
             }
-            clock::RATE_NOTIFY => {
-                self.need_p2a()?;
-                let [id, en] = p.exact::<2>()?;
-                let i = self.clock_index(id)?;
-                if let Some(c) = self.clocks.get_mut(i) {
-                    c.notify = en & 1 != 0;
-                }
-                Ok(())
-            }
+            clock::RATE_NOTIFY => self.set_notify(p, self.cfg.clocks.len(), |s, i| {
+                s.clocks.get_mut(i).map(|c| &mut c.notify)
+            }),
             _ => Err(code::NOT_SUPPORTED),
         }
     }

@@ -1,21 +1,12 @@
 //! The simulated platform's power (0x11), reset (0x16) and voltage (0x17) domain protocols.
 
 use super::config::VoltageLevels;
-use super::model::Platform;
+use super::model::{object_index, Platform};
 use super::paginate::{write_segmented, RETURNED_12_REMAINING_16};
 use super::reply::{HResult, Out, Params};
 use crate::header::Header;
 use crate::protocol::ids::{common, power, proto, reset, voltage};
 use crate::status::code;
-
-fn index(id: u32, len: usize) -> Result<usize, i32> {
-    let i = usize::try_from(id).map_err(|_| code::NOT_FOUND)?;
-    if i < len {
-        Ok(i)
-    } else {
-        Err(code::NOT_FOUND)
-    }
-}
 
 impl Platform {
     pub(crate) fn power(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
@@ -39,7 +30,7 @@ impl Platform {
             ),
             power::DOMAIN_ATTRIBUTES => {
                 let [id] = p.exact::<1>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 let name = self
                     .cfg
                     .power_domains
@@ -53,7 +44,7 @@ impl Platform {
             }
             power::STATE_SET => {
                 let [flags, id, state] = p.exact::<3>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 if flags & 1 != 0 {
                     // Asynchronous power changes are not advertised (attributes bit 30 clear).
                     return Err(code::NOT_SUPPORTED);
@@ -74,25 +65,14 @@ impl Platform {
                 }
                 Ok(())
             }
-            power::NAME_GET => {
-                let [id] = p.exact::<1>()?;
-                let i = index(id, n)?;
-                let name = self.cfg.power_domains.get(i).map(|d| d.name.as_str());
-                Self::name_get(name, out)
-            }
+            power::NAME_GET => Self::name_get(p, out, &self.cfg.power_domains, |d| &d.name),
             power::STATE_GET => {
                 let [id] = p.exact::<1>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 out.u32(self.power.get(i).map_or(0, |d| d.state))
             }
             power::STATE_NOTIFY => {
-                self.need_p2a()?;
-                let [id, en] = p.exact::<2>()?;
-                let i = index(id, n)?;
-                if let Some(d) = self.power.get_mut(i) {
-                    d.notify = en & 1 != 0;
-                }
-                Ok(())
+                self.set_notify(p, n, |s, i| s.power.get_mut(i).map(|d| &mut d.notify))
             }
             _ => Err(code::NOT_SUPPORTED),
         }
@@ -114,7 +94,7 @@ impl Platform {
             }
             reset::DOMAIN_ATTRIBUTES => {
                 let [id] = p.exact::<1>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 let Some(d) = self.cfg.reset_domains.get(i) else {
                     return Err(code::NOT_FOUND);
                 };
@@ -130,7 +110,7 @@ impl Platform {
             }
             reset::RESET => {
                 let [id, flags, state] = p.exact::<3>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 if flags & !7 != 0 || (state != 0 && state & (1 << 31) == 0) {
                     return Err(code::INVALID_PARAMETERS);
                 }
@@ -162,20 +142,9 @@ impl Platform {
                 }
                 Ok(())
             }
-            reset::NAME_GET => {
-                let [id] = p.exact::<1>()?;
-                let i = index(id, n)?;
-                let name = self.cfg.reset_domains.get(i).map(|d| d.name.as_str());
-                Self::name_get(name, out)
-            }
+            reset::NAME_GET => Self::name_get(p, out, &self.cfg.reset_domains, |d| &d.name),
             reset::NOTIFY => {
-                self.need_p2a()?;
-                let [id, en] = p.exact::<2>()?;
-                let i = index(id, n)?;
-                if let Some(d) = self.resets.get_mut(i) {
-                    d.notify = en & 1 != 0;
-                }
-                Ok(())
+                self.set_notify(p, n, |s, i| s.resets.get_mut(i).map(|d| &mut d.notify))
             }
             _ => Err(code::NOT_SUPPORTED),
         }
@@ -208,7 +177,7 @@ impl Platform {
             }
             voltage::DOMAIN_ATTRIBUTES => {
                 let [id] = p.exact::<1>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 let Some(d) = self.cfg.voltage_domains.get(i) else {
                     return Err(code::NOT_FOUND);
                 };
@@ -221,7 +190,7 @@ impl Platform {
             }
             voltage::DESCRIBE_LEVELS => {
                 let [id, first] = p.exact::<2>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 let Some(d) = self.cfg.voltage_domains.get(i) else {
                     return Err(code::NOT_FOUND);
                 };
@@ -236,7 +205,7 @@ impl Platform {
             }
             voltage::CONFIG_SET => {
                 let [id, cfg] = p.exact::<2>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 if cfg & !0xF != 0 || (cfg != voltage::CONFIG_ON && cfg != voltage::CONFIG_OFF) {
                     return Err(code::INVALID_PARAMETERS);
                 }
@@ -247,12 +216,12 @@ impl Platform {
             }
             voltage::CONFIG_GET => {
                 let [id] = p.exact::<1>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 out.u32(self.voltages.get(i).map_or(0, |d| d.config))
             }
             voltage::LEVEL_SET => {
                 let [id, flags, level] = p.exact::<3>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 let level = level as i32;
                 let Some(d) = self.cfg.voltage_domains.get(i) else {
                     return Err(code::NOT_FOUND);
@@ -278,15 +247,10 @@ impl Platform {
                 }
                 Ok(())
             }
-            voltage::NAME_GET => {
-                let [id] = p.exact::<1>()?;
-                let i = index(id, n)?;
-                let name = self.cfg.voltage_domains.get(i).map(|d| d.name.as_str());
-                Self::name_get(name, out)
-            }
+            voltage::NAME_GET => Self::name_get(p, out, &self.cfg.voltage_domains, |d| &d.name),
             voltage::LEVEL_GET => {
                 let [id] = p.exact::<1>()?;
-                let i = index(id, n)?;
+                let i = object_index(id, n)?;
                 out.i32(self.voltages.get(i).map_or(0, |d| d.level))
             }
             _ => Err(code::NOT_SUPPORTED),

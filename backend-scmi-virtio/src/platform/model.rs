@@ -347,11 +347,36 @@ impl Platform {
         }
     }
 
-    /// `*_NAME_GET` reply for `name`: flags 0, the 64-byte name. NOT_FOUND for a missing object.
-    pub(crate) fn name_get(name: Option<&str>, out: &mut Out<'_>) -> HResult {
-        let name = name.ok_or(code::NOT_FOUND)?;
+    /// `*_NAME_GET` of the object the one parameter picks among `objects`: flags 0, the 64-byte
+    /// name. NOT_FOUND for an id out of range.
+    pub(crate) fn name_get<T>(
+        p: Params<'_>,
+        out: &mut Out<'_>,
+        objects: &[T],
+        name: fn(&T) -> &str,
+    ) -> HResult {
+        let [id] = p.exact::<1>()?;
+        let i = object_index(id, objects.len())?;
+        let name = objects.get(i).map(name).ok_or(code::NOT_FOUND)?;
         out.u32(0)?;
         out.name64(name)
+    }
+
+    /// A `*_NOTIFY` enable (parameters: object id below `n`, enable word): NOT_SUPPORTED without
+    /// P2A channels, then bit 0 of the enable word goes to the flag `flag` picks for the object.
+    pub(crate) fn set_notify(
+        &mut self,
+        p: Params<'_>,
+        n: usize,
+        flag: impl FnOnce(&mut Self, usize) -> Option<&mut bool>,
+    ) -> HResult {
+        self.need_p2a()?;
+        let [id, en] = p.exact::<2>()?;
+        let i = object_index(id, n)?;
+        if let Some(f) = flag(self, i) {
+            *f = en & 1 != 0;
+        }
+        Ok(())
     }
 
     /// Attribute bit `bit` if `name` needs the extended name (more than 15 bytes).
@@ -582,6 +607,16 @@ impl Platform {
             }
             _ => Err(code::NOT_SUPPORTED),
         }
+    }
+}
+
+/// Index of object `id` among `len` objects; NOT_FOUND past the end.
+pub(crate) fn object_index(id: u32, len: usize) -> Result<usize, i32> {
+    let i = usize::try_from(id).map_err(|_| code::NOT_FOUND)?;
+    if i < len {
+        Ok(i)
+    } else {
+        Err(code::NOT_FOUND)
     }
 }
 

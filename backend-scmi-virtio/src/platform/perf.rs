@@ -1,6 +1,6 @@
 //! The simulated platform's performance protocol (0x13).
 
-use super::model::Platform;
+use super::model::{object_index, Platform};
 use super::paginate::RETURNED_16_REMAINING_16;
 use super::reply::{HResult, Out, Params};
 use crate::header::Header;
@@ -9,12 +9,7 @@ use crate::status::code;
 
 impl Platform {
     fn perf_index(&self, id: u32) -> Result<usize, i32> {
-        let i = usize::try_from(id).map_err(|_| code::NOT_FOUND)?;
-        if i < self.cfg.perf_domains.len() {
-            Ok(i)
-        } else {
-            Err(code::NOT_FOUND)
-        }
+        object_index(id, self.cfg.perf_domains.len())
     }
 
     fn perf_level_changed(&mut self, id: u32, level: u32) {
@@ -124,29 +119,23 @@ impl Platform {
                 self.perf_level_changed(id, level);
                 Ok(())
             }
-            perf::NAME_GET => {
-                let [id] = p.exact::<1>()?;
-                let i = self.perf_index(id)?;
-                let name = self.cfg.perf_domains.get(i).map(|d| d.name.as_str());
-                Self::name_get(name, out)
-            }
+            perf::NAME_GET => Self::name_get(p, out, &self.cfg.perf_domains, |d| &d.name),
             perf::LEVEL_GET => {
                 let [id] = p.exact::<1>()?;
                 let i = self.perf_index(id)?;
                 out.u32(self.perf.get(i).map_or(0, |d| d.level))
             }
             perf::NOTIFY_LIMITS | perf::NOTIFY_LEVEL => {
-                self.need_p2a()?;
-                let [id, en] = p.exact::<2>()?;
-                let i = self.perf_index(id)?;
-                if let Some(d) = self.perf.get_mut(i) {
-                    if h.message_id == perf::NOTIFY_LEVEL {
-                        d.notify_level = en & 1 != 0;
-                    } else {
-                        d.notify_limits = en & 1 != 0;
-                    }
-                }
-                Ok(())
+                let level = h.message_id == perf::NOTIFY_LEVEL;
+                self.set_notify(p, self.cfg.perf_domains.len(), |s, i| {
+                    s.perf.get_mut(i).map(|d| {
+                        if level {
+                            &mut d.notify_level
+                        } else {
+                            &mut d.notify_limits
+                        }
+                    })
+                })
             }
             _ => Err(code::NOT_SUPPORTED),
         }
