@@ -141,7 +141,11 @@ impl Vchiq {
                         // PADDING (exactly what a sender does before a message that does not
                         // fit: a legal wire state at any offset) and publish, so the receiver
                         // finishes, recycles and the quota returns. At most once per stall: the
-                        // next attempt finds `tx_pos` on a slot boundary.
+                        // next attempt finds `tx_pos` on a slot boundary. The wire protocol is
+                        // unchanged: a receiver cannot tell this PADDING from the one before a
+                        // message that does not fit. (unverified on hardware: that the VPU
+                        // firmware, as our receiver, recycles such a slot like any other; its
+                        // own sender never pads early, which is why Linux stalls.)
                         self.pad_current_slot(g);
                     }
                     return Err(VchiqError::Retry);

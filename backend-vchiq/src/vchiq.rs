@@ -184,7 +184,8 @@ pub(crate) fn bump(c: &AtomicU64) {
 /// assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 5u32.to_le_bytes());
 ///
 /// arm.bulk_receive(h, vec![0; 100], 3, 90, 7, BulkMode::NoCallback).unwrap();
-/// let done = arm.wait_bulk(h, 7, &|| false, &mut || std::thread::yield_now()).unwrap();
+/// let t0 = std::time::Instant::now(); // bounded: give up (Interrupted) after 5 s
+/// let done = arm.wait_bulk(h, 7, &|| t0.elapsed() > Duration::from_secs(5), &mut || std::thread::yield_now()).unwrap();
 /// assert_eq!(done.result, Ok(90));
 /// assert!(done.buf[3..93].iter().all(|&b| b == 0xAB));
 /// assert_eq!(done.buf[2], 0);

@@ -93,6 +93,13 @@ fn connected() -> SimPair {
     p
 }
 
+/// A `cancelled` predicate for the core's `*_wait` calls that gives up after `T`, so a stalled
+/// core fails the test (`Interrupted`) instead of hanging it.
+fn give_up() -> impl Fn() -> bool {
+    let end = Instant::now() + T;
+    move || Instant::now() > end
+}
+
 fn until(mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -191,7 +198,7 @@ fn close_handshake_both_sides_and_listen_again() {
         .open_service_wait(
             ServiceParams::new(FUNC),
             client.clone(),
-            &|| false,
+            &give_up(),
             &mut || std::thread::yield_now(),
         )
         .unwrap();
@@ -255,7 +262,7 @@ fn remote_initiated_close_reaches_client() {
         .open_service_wait(
             ServiceParams::new(ECHO),
             client.clone(),
-            &|| false,
+            &give_up(),
             &mut || std::thread::yield_now(),
         )
         .unwrap();
@@ -304,7 +311,7 @@ fn message_quota_backpressure_is_retry_then_recovers() {
         p.master().release_message(t).unwrap();
     }
     p.slave()
-        .queue_message_wait(h, &big, &|| false, &mut || {
+        .queue_message_wait(h, &big, &give_up(), &mut || {
             std::thread::sleep(Duration::from_micros(100))
         })
         .unwrap();
@@ -351,11 +358,10 @@ fn quota_one_small_pings_complete_both_directions() {
         )
         .unwrap();
     // 300 × 16-byte pings: ~5 slots' worth per direction, so slots wrap and recycle too.
-    let deadline = Instant::now() + Duration::from_secs(20);
     for i in 0..300u32 {
         let m: Vec<u8> = (0..8).flat_map(|k| [i as u8, k]).collect();
         p.slave()
-            .queue_message_wait(h, &m, &|| Instant::now() > deadline, &mut || {
+            .queue_message_wait(h, &m, &give_up(), &mut || {
                 std::thread::sleep(Duration::from_micros(20))
             })
             .unwrap_or_else(|e| panic!("ping {i} stalled on quota 1: {e:?}"));
@@ -404,7 +410,7 @@ fn quota_stall_pads_the_open_slot_once() {
         p.master().release_message(t).unwrap();
     }
     p.slave()
-        .queue_message_wait(h, b"two", &|| false, &mut || {
+        .queue_message_wait(h, b"two", &give_up(), &mut || {
             std::thread::sleep(Duration::from_micros(50))
         })
         .unwrap();
@@ -502,7 +508,7 @@ fn slot_quota_limits_one_service_not_the_other() {
         .open_service_wait(
             ServiceParams::new(ECHO),
             echo_client.clone(),
-            &|| false,
+            &give_up(),
             &mut || std::thread::yield_now(),
         )
         .unwrap();
@@ -538,7 +544,7 @@ fn synchronous_service_uses_the_sync_slots() {
         .open_service_wait(
             ServiceParams::new(FUNC),
             client.clone(),
-            &|| false,
+            &give_up(),
             &mut || std::thread::yield_now(),
         )
         .unwrap();
@@ -547,7 +553,7 @@ fn synchronous_service_uses_the_sync_slots() {
     for i in 0..20u8 {
         let msg = [i, 1, 2];
         p.slave()
-            .queue_message_wait(h, &msg, &|| false, &mut || std::thread::yield_now())
+            .queue_message_wait(h, &msg, &give_up(), &mut || std::thread::yield_now())
             .unwrap();
         client.wait_for(|r| {
             r.iter().filter(|x| **x == Reason::MessageAvailable).count() == i as usize + 1
@@ -617,7 +623,7 @@ fn bulk_size_mismatch_aborts_both_sides() {
         .open_service_wait(
             ServiceParams::new(FUNC),
             client.clone(),
-            &|| false,
+            &give_up(),
             &mut || std::thread::yield_now(),
         )
         .unwrap();
@@ -668,7 +674,7 @@ fn close_aborts_queued_bulks_with_callbacks() {
         .open_service_wait(
             ServiceParams::new(FUNC),
             client.clone(),
-            &|| false,
+            &give_up(),
             &mut || std::thread::yield_now(),
         )
         .unwrap();
@@ -735,7 +741,7 @@ fn blocking_bulk_is_interruptible_and_resumable() {
         .unwrap();
     let c = p
         .slave()
-        .wait_bulk(h, 7, &|| false, &mut || std::thread::yield_now())
+        .wait_bulk(h, 7, &give_up(), &mut || std::thread::yield_now())
         .unwrap();
     assert_eq!(c.result, Ok(16));
     assert_eq!(c.dir, BulkDir::Transmit);
@@ -760,7 +766,7 @@ fn teardown_aborts_everything_then_new_instance_on_same_region() {
         .open_service_wait(
             ServiceParams::new(FUNC),
             client.clone(),
-            &|| false,
+            &give_up(),
             &mut || std::thread::yield_now(),
         )
         .unwrap();
@@ -792,9 +798,12 @@ fn teardown_aborts_everything_then_new_instance_on_same_region() {
     let c2 = Arc::new(Recorder::default());
     let h2 = p2
         .slave()
-        .open_service_wait(ServiceParams::new(ECHO), c2.clone(), &|| false, &mut || {
-            std::thread::yield_now()
-        })
+        .open_service_wait(
+            ServiceParams::new(ECHO),
+            c2.clone(),
+            &give_up(),
+            &mut || std::thread::yield_now(),
+        )
         .unwrap();
     let mut framed = vec![0u8; 12];
     framed[4] = 4;
@@ -820,7 +829,7 @@ fn two_instances_side_by_side() {
         .zip(&recs)
         .map(|(p, r)| {
             p.slave()
-                .open_service_wait(ServiceParams::new(ECHO), r.clone(), &|| false, &mut || {
+                .open_service_wait(ServiceParams::new(ECHO), r.clone(), &give_up(), &mut || {
                     std::thread::yield_now()
                 })
                 .unwrap()
@@ -832,7 +841,7 @@ fn two_instances_side_by_side() {
             m[4] = 1;
             m[8] = round ^ (i as u8 * 0x80);
             p.slave()
-                .queue_message_wait(*h, &m, &|| false, &mut || std::thread::yield_now())
+                .queue_message_wait(*h, &m, &give_up(), &mut || std::thread::yield_now())
                 .unwrap();
         }
     }
@@ -855,7 +864,7 @@ fn doorbell_rings_only_when_armed() {
     let r = Arc::new(Recorder::default());
     let h = p
         .slave()
-        .open_service_wait(ServiceParams::new(ECHO), r.clone(), &|| false, &mut || {
+        .open_service_wait(ServiceParams::new(ECHO), r.clone(), &give_up(), &mut || {
             std::thread::yield_now()
         })
         .unwrap();
@@ -872,7 +881,7 @@ fn doorbell_rings_only_when_armed() {
     );
     for _ in 0..200 {
         p.slave()
-            .queue_message_wait(h, &m, &|| false, &mut || std::thread::yield_now())
+            .queue_message_wait(h, &m, &give_up(), &mut || std::thread::yield_now())
             .unwrap();
     }
     r.wait_for(|x| x.iter().filter(|y| **y == Reason::MessageAvailable).count() == 201);
@@ -947,7 +956,7 @@ fn open_needs_connection_and_remove_server_frees_it() {
         .open_service_wait(
             ServiceParams::new(FUNC),
             client.clone(),
-            &|| false,
+            &give_up(),
             &mut || std::thread::yield_now(),
         )
         .unwrap();
@@ -979,7 +988,7 @@ fn nocallback_bulks_are_polled() {
         .open_service_wait(
             ServiceParams::new(FUNC),
             client.clone(),
-            &|| false,
+            &give_up(),
             &mut || std::thread::yield_now(),
         )
         .unwrap();
@@ -987,10 +996,12 @@ fn nocallback_bulks_are_polled() {
     p.slave()
         .bulk_receive(h, vec![0; 64], 0, 64, 9, BulkMode::NoCallback)
         .unwrap();
+    let start = Instant::now();
     let c = loop {
         if let Some(c) = p.slave().take_bulk_completion(h).unwrap() {
             break c;
         }
+        assert!(start.elapsed() < T, "NoCallback bulk never completed");
         std::thread::yield_now();
     };
     assert_eq!((c.tag, c.dir, c.result), (9, BulkDir::Receive, Ok(64)));
