@@ -457,6 +457,50 @@ fn tx_space_event_follows_a_refusal() {
     assert_eq!(space.load(Ordering::SeqCst), 1, "one TxSpace per refusal");
 }
 
+/// Synchronous mode: a send refused because the peer still holds our sync slot gets
+/// `Event::TxSpace` when the peer releases it (the SYNC_RELEASE event).
+#[test]
+fn tx_space_after_the_sync_slot_is_released() {
+    let p = connected();
+    p.master()
+        .add_service(
+            ServiceParams::new(FUNC).synchronous(true),
+            |_: &ServiceCtx<'_>, ev: Event<'_>| {
+                if let Event::Message(_) = ev {
+                    // Keep the ARM's sync slot busy for a while (released on return).
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+                Deliver::Done
+            },
+        )
+        .unwrap();
+    let space = Arc::new(AtomicUsize::new(0));
+    let s2 = space.clone();
+    let h = p
+        .slave()
+        .open_service_wait(
+            ServiceParams::new(FUNC),
+            Arc::new(move |_: &ServiceCtx<'_>, ev: Event<'_>| {
+                if let Event::TxSpace = ev {
+                    s2.fetch_add(1, Ordering::SeqCst);
+                }
+                Deliver::Done
+            }),
+            &give_up(),
+            &mut || std::thread::yield_now(),
+        )
+        .unwrap();
+    assert_eq!(p.slave().service_state(h).unwrap(), ServiceState::OpenSync);
+    p.slave().queue_message(h, b"first").unwrap();
+    assert_eq!(
+        p.slave().queue_message(h, b"second"),
+        Err(VchiqError::Retry),
+        "the VideoCore holds the sync slot for 30 ms"
+    );
+    until(|| space.load(Ordering::SeqCst) >= 1);
+    p.slave().queue_message(h, b"second").unwrap();
+}
+
 #[test]
 fn held_message_double_release_is_refused() {
     let p = connected();
