@@ -146,10 +146,9 @@ fn backend_pipelined_commands() {
 
 #[test]
 fn backend_ring_index_wrap() {
-    // 66 000 commands: the cmdq's avail and used indices (u16) wrap. The backend's own split
-    // ring does not negotiate VIRTIO_F_RING_EVENT_IDX (see `raw_event_idx_across_u16_wrap` for
-    // EVENT_IDX across the wrap with virtio-drivers' VirtQueue), so notification suppression is
-    // the flags word here.
+    // 66 000 sequential commands: the cmdq's avail and used indices (u16) wrap. The backend
+    // negotiates VIRTIO_F_RING_EVENT_IDX by default; pipelined batches across the wrap, in both
+    // completion modes, are `daemon_event_idx::backend_event_idx_across_u16_wrap`.
     let Some(fx) = start(Completion::Polled) else {
         return;
     };
