@@ -3,7 +3,7 @@
 use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
-use super::common::{parse_version, parse_word, Version};
+use super::common::{parse_word, Version};
 use super::error::{Malformed, ScmiResult};
 use super::ids::{base, common, proto};
 use super::multipart::Pager;
@@ -137,8 +137,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 impl<T: Transport, C: Clock> Base<'_, T, C> {
     /// PROTOCOL_VERSION.
     pub fn version(&self) -> ScmiResult<Version> {
-        self.scmi
-            .cmd(proto::BASE, common::PROTOCOL_VERSION, &[], parse_version)
+        self.scmi.protocol_version(proto::BASE)
     }
 
     /// PROTOCOL_ATTRIBUTES.

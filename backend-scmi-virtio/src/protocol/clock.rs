@@ -4,7 +4,7 @@
 use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
-use super::common::{parse_version, Version};
+use super::common::Version;
 use super::describe::parse_segmented_page;
 use super::error::{Malformed, ScmiResult};
 use super::ids::{clock, common, proto};
@@ -122,8 +122,7 @@ impl<T: Transport, C: Clock> ClockProto<'_, T, C> {
 
     /// PROTOCOL_VERSION.
     pub fn version(&self) -> ScmiResult<Version> {
-        self.scmi
-            .cmd(proto::CLOCK, common::PROTOCOL_VERSION, &[], parse_version)
+        self.scmi.protocol_version(proto::CLOCK)
     }
 
     /// PROTOCOL_ATTRIBUTES.

@@ -4,7 +4,7 @@
 use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
-use super::common::{parse_version, parse_word, Version};
+use super::common::{parse_word, Version};
 use super::describe::{parse_list_page, RETURNED_16_REMAINING_16};
 use super::error::{Malformed, ScmiResult};
 use super::ids::{common, perf, proto};
@@ -115,8 +115,7 @@ impl<T: Transport, C: Clock> Perf<'_, T, C> {
 
     /// PROTOCOL_VERSION.
     pub fn version(&self) -> ScmiResult<Version> {
-        self.scmi
-            .cmd(proto::PERF, common::PROTOCOL_VERSION, &[], parse_version)
+        self.scmi.protocol_version(proto::PERF)
     }
 
     /// PROTOCOL_ATTRIBUTES.

@@ -3,7 +3,7 @@
 use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
-use super::common::{parse_version, parse_word, Version};
+use super::common::{parse_word, Version};
 use super::error::{Malformed, ScmiResult};
 use super::ids::{common, power, proto};
 use super::wire::{AttrNameWire, Reader, ShortName};
@@ -67,8 +67,7 @@ impl<T: Transport, C: Clock> Power<'_, T, C> {
 
     /// PROTOCOL_VERSION.
     pub fn version(&self) -> ScmiResult<Version> {
-        self.scmi
-            .cmd(proto::POWER, common::PROTOCOL_VERSION, &[], parse_version)
+        self.scmi.protocol_version(proto::POWER)
     }
 
     /// PROTOCOL_ATTRIBUTES.

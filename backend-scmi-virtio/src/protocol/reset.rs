@@ -4,7 +4,7 @@
 use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
-use super::common::{parse_version, Version};
+use super::common::Version;
 use super::error::{Malformed, ScmiResult};
 use super::ids::{common, proto, reset};
 use super::wire::{Reader, ResetDomainWire, ShortName};
@@ -70,8 +70,7 @@ impl<T: Transport, C: Clock> Reset<'_, T, C> {
 
     /// PROTOCOL_VERSION.
     pub fn version(&self) -> ScmiResult<Version> {
-        self.scmi
-            .cmd(proto::RESET, common::PROTOCOL_VERSION, &[], parse_version)
+        self.scmi.protocol_version(proto::RESET)
     }
 
     /// Number of reset domains.

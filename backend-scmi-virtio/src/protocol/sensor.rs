@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
-use super::common::{parse_version, parse_word, Version};
+use super::common::{parse_word, Version};
 use super::describe::{
     parse_list_page, parse_segmented_page, RETURNED_12_REMAINING_16, RETURNED_6_REMAINING_6,
 };
@@ -337,8 +337,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     /// PROTOCOL_VERSION.
     pub fn version(&self) -> ScmiResult<Version> {
-        self.scmi
-            .cmd(proto::SENSOR, common::PROTOCOL_VERSION, &[], parse_version)
+        self.scmi.protocol_version(proto::SENSOR)
     }
 
     /// PROTOCOL_ATTRIBUTES.

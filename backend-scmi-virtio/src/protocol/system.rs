@@ -5,9 +5,9 @@
 use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
-use super::common::{parse_version, parse_word, Version};
+use super::common::{parse_word, Version};
 use super::error::ScmiResult;
-use super::ids::{common, proto, system};
+use super::ids::{proto, system};
 
 /// Typed view of the system power protocol. Obtain with [`Scmi::system`].
 pub struct System<'a, T: Transport, C: Clock> {
@@ -24,8 +24,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 impl<T: Transport, C: Clock> System<'_, T, C> {
     /// PROTOCOL_VERSION.
     pub fn version(&self) -> ScmiResult<Version> {
-        self.scmi
-            .cmd(proto::SYSTEM, common::PROTOCOL_VERSION, &[], parse_version)
+        self.scmi.protocol_version(proto::SYSTEM)
     }
 
     /// SYSTEM_POWER_STATE_NOTIFY: SYSTEM_POWER_STATE_NOTIFIER notifications on or off.

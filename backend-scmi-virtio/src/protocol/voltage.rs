@@ -4,7 +4,7 @@
 use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
-use super::common::{parse_version, parse_word, Version};
+use super::common::{parse_word, Version};
 use super::describe::parse_segmented_page;
 use super::error::{Malformed, ScmiResult};
 use super::ids::{common, proto, voltage};
@@ -98,8 +98,7 @@ impl<T: Transport, C: Clock> Voltage<'_, T, C> {
 
     /// PROTOCOL_VERSION.
     pub fn version(&self) -> ScmiResult<Version> {
-        self.scmi
-            .cmd(proto::VOLTAGE, common::PROTOCOL_VERSION, &[], parse_version)
+        self.scmi.protocol_version(proto::VOLTAGE)
     }
 
     /// Number of voltage domains.
