@@ -3,7 +3,7 @@
 use super::config::ClockRates;
 use super::model::{object_index, Platform};
 use super::paginate::{write_segmented, RETURNED_12_REMAINING_16};
-use super::reply::{HResult, Out, Params};
+use super::reply::{word_reply, HResult, Out, Params};
 use crate::header::Header;
 use crate::protocol::ids::{clock, common, proto};
 use crate::status::code;
@@ -51,10 +51,7 @@ impl Platform {
 
     pub(crate) fn clock(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         match h.message_id {
-            common::PROTOCOL_VERSION => {
-                p.exact::<0>()?;
-                out.u32(0x20000)
-            }
+            common::PROTOCOL_VERSION => word_reply(p, out, 0x20000),
             common::PROTOCOL_ATTRIBUTES => {
                 p.exact::<0>()?;
                 let max_async = if self.cfg.p2a { 4 } else { 0 };

@@ -3,7 +3,7 @@
 use super::config::VoltageLevels;
 use super::model::{object_index, Platform};
 use super::paginate::{write_segmented, RETURNED_12_REMAINING_16};
-use super::reply::{HResult, Out, Params};
+use super::reply::{word_reply, HResult, Out, Params};
 use crate::header::Header;
 use crate::protocol::ids::{common, power, proto, reset, voltage};
 use crate::status::code;
@@ -12,10 +12,7 @@ impl Platform {
     pub(crate) fn power(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         let n = self.cfg.power_domains.len();
         match h.message_id {
-            common::PROTOCOL_VERSION => {
-                p.exact::<0>()?;
-                out.u32(0x20000)
-            }
+            common::PROTOCOL_VERSION => word_reply(p, out, 0x20000),
             common::PROTOCOL_ATTRIBUTES => {
                 p.exact::<0>()?;
                 out.u32(n.min(0xFFFF) as u32)?;
@@ -81,14 +78,8 @@ impl Platform {
     pub(crate) fn reset(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         let n = self.cfg.reset_domains.len();
         match h.message_id {
-            common::PROTOCOL_VERSION => {
-                p.exact::<0>()?;
-                out.u32(0x10000)
-            }
-            common::PROTOCOL_ATTRIBUTES => {
-                p.exact::<0>()?;
-                out.u32(n.min(0xFFFF) as u32)
-            }
+            common::PROTOCOL_VERSION => word_reply(p, out, 0x10000),
+            common::PROTOCOL_ATTRIBUTES => word_reply(p, out, n.min(0xFFFF) as u32),
             common::PROTOCOL_MESSAGE_ATTRIBUTES => {
                 self.msg_attrs(p, out, &[0, 1, 2, 3, 4, reset::NAME_GET], &[reset::NOTIFY])
             }
@@ -164,14 +155,8 @@ impl Platform {
     pub(crate) fn voltage(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         let n = self.cfg.voltage_domains.len();
         match h.message_id {
-            common::PROTOCOL_VERSION => {
-                p.exact::<0>()?;
-                out.u32(0x10000)
-            }
-            common::PROTOCOL_ATTRIBUTES => {
-                p.exact::<0>()?;
-                out.u32(n.min(0xFFFF) as u32)
-            }
+            common::PROTOCOL_VERSION => word_reply(p, out, 0x10000),
+            common::PROTOCOL_ATTRIBUTES => word_reply(p, out, n.min(0xFFFF) as u32),
             common::PROTOCOL_MESSAGE_ATTRIBUTES => {
                 self.msg_attrs(p, out, &[0, 1, 2, 3, 4, 5, 6, 7, 8, voltage::NAME_GET], &[])
             }

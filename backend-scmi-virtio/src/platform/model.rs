@@ -5,7 +5,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use super::config::{PlatformConfig, SensorConfig};
-use super::reply::{HResult, Out, Params};
+use super::reply::{word_reply, HResult, Out, Params};
 use super::PlatformModel;
 use crate::header::{Header, MsgType};
 use crate::protocol::ids::{base, common, proto, system};
@@ -428,10 +428,7 @@ impl Platform {
 
     fn base(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         match h.message_id {
-            common::PROTOCOL_VERSION => {
-                p.exact::<0>()?;
-                out.u32(self.cfg.base_version)
-            }
+            common::PROTOCOL_VERSION => word_reply(p, out, self.cfg.base_version),
             common::PROTOCOL_ATTRIBUTES => {
                 p.exact::<0>()?;
                 let np = self.protocols.len().min(255) as u32;
@@ -461,8 +458,7 @@ impl Platform {
                 }
             }
             base::DISCOVER_IMPLEMENTATION_VERSION => {
-                p.exact::<0>()?;
-                out.u32(self.cfg.implementation_version)
+                word_reply(p, out, self.cfg.implementation_version)
             }
             base::DISCOVER_LIST_PROTOCOLS => {
                 let [skip] = p.exact::<1>()?;
@@ -527,14 +523,8 @@ impl Platform {
     /// A listed protocol with nothing but the common messages.
     fn extra_protocol(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         match h.message_id {
-            common::PROTOCOL_VERSION => {
-                p.exact::<0>()?;
-                out.u32(0x10000)
-            }
-            common::PROTOCOL_ATTRIBUTES => {
-                p.exact::<0>()?;
-                out.u32(0)
-            }
+            common::PROTOCOL_VERSION => word_reply(p, out, 0x10000),
+            common::PROTOCOL_ATTRIBUTES => word_reply(p, out, 0),
             common::PROTOCOL_MESSAGE_ATTRIBUTES => self.msg_attrs(p, out, &[0, 1, 2], &[]),
             _ => Err(code::NOT_SUPPORTED),
         }
@@ -542,14 +532,8 @@ impl Platform {
 
     fn system(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         match h.message_id {
-            common::PROTOCOL_VERSION => {
-                p.exact::<0>()?;
-                out.u32(0x10000)
-            }
-            common::PROTOCOL_ATTRIBUTES => {
-                p.exact::<0>()?;
-                out.u32(0)
-            }
+            common::PROTOCOL_VERSION => word_reply(p, out, 0x10000),
+            common::PROTOCOL_ATTRIBUTES => word_reply(p, out, 0),
             common::PROTOCOL_MESSAGE_ATTRIBUTES => {
                 self.msg_attrs(p, out, &[0, 1, 2, 3, 4], &[system::STATE_NOTIFY])
             }
@@ -568,10 +552,7 @@ impl Platform {
                 }
                 Ok(())
             }
-            system::STATE_GET => {
-                p.exact::<0>()?;
-                out.u32(self.system_state)
-            }
+            system::STATE_GET => word_reply(p, out, self.system_state),
             system::STATE_NOTIFY => {
                 self.need_p2a()?;
                 let [en] = p.exact::<1>()?;
@@ -584,14 +565,8 @@ impl Platform {
 
     fn test_protocol(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         match h.message_id {
-            common::PROTOCOL_VERSION => {
-                p.exact::<0>()?;
-                out.u32(0x10000)
-            }
-            common::PROTOCOL_ATTRIBUTES => {
-                p.exact::<0>()?;
-                out.u32(0)
-            }
+            common::PROTOCOL_VERSION => word_reply(p, out, 0x10000),
+            common::PROTOCOL_ATTRIBUTES => word_reply(p, out, 0),
             common::PROTOCOL_MESSAGE_ATTRIBUTES => {
                 self.msg_attrs(p, out, &[0, 1, 2, super::FWIPC_TEST_ECHO], &[])
             }

@@ -2,7 +2,7 @@
 
 use super::model::{object_index, Platform};
 use super::paginate::RETURNED_16_REMAINING_16;
-use super::reply::{HResult, Out, Params};
+use super::reply::{word_reply, HResult, Out, Params};
 use crate::header::Header;
 use crate::protocol::ids::{common, perf, proto};
 use crate::status::code;
@@ -25,10 +25,7 @@ impl Platform {
 
     pub(crate) fn perf(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         match h.message_id {
-            common::PROTOCOL_VERSION => {
-                p.exact::<0>()?;
-                out.u32(0x20000)
-            }
+            common::PROTOCOL_VERSION => word_reply(p, out, 0x20000),
             common::PROTOCOL_ATTRIBUTES => {
                 p.exact::<0>()?;
                 out.u32(self.cfg.perf_domains.len().min(0xFFFF) as u32)?;

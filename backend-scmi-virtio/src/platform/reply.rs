@@ -113,6 +113,13 @@ impl<'a> Params<'a> {
     }
 }
 
+/// A message without parameters answered with one word: PROTOCOL_ERROR unless the request has
+/// no parameters, then `w`.
+pub fn word_reply(p: Params<'_>, out: &mut Out<'_>, w: u32) -> HResult {
+    p.exact::<0>()?;
+    out.u32(w)
+}
+
 /// Entries of `size` bytes that fit `room`, capped by `max` (0 = no cap) and `available`.
 pub fn fit(room: usize, size: usize, available: usize, max: usize) -> usize {
     let by_room = room.checked_div(size).unwrap_or(0);

@@ -4,7 +4,7 @@
 use super::config::SensorConfig;
 use super::model::Platform;
 use super::paginate::{RETURNED_12_REMAINING_16, RETURNED_6_REMAINING_6};
-use super::reply::{HResult, Out, Params};
+use super::reply::{word_reply, HResult, Out, Params};
 use crate::header::Header;
 use crate::protocol::ids::{common, proto, sensor};
 use crate::status::code;
@@ -129,10 +129,7 @@ impl Platform {
     pub(crate) fn sensor(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
         let n = self.cfg.sensors.len();
         match h.message_id {
-            common::PROTOCOL_VERSION => {
-                p.exact::<0>()?;
-                out.u32(self.cfg.sensor_version)
-            }
+            common::PROTOCOL_VERSION => word_reply(p, out, self.cfg.sensor_version),
             common::PROTOCOL_ATTRIBUTES => {
                 p.exact::<0>()?;
                 let any_async = self.cfg.p2a && self.cfg.sensors.iter().any(|s| s.async_read);
