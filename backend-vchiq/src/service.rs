@@ -226,6 +226,10 @@ pub(crate) struct Quota {
     pub message_use_count: u32,
     pub slot_use_count: u32,
     pub previous_tx_index: u32,
+    /// DATA messages of this port in the slot `previous_tx_index` (our open slot while
+    /// `tx_pos` is inside it): when they are all the message quota in use, only padding that
+    /// slot can bring the quota back.
+    pub open_slot_msgs: u32,
 }
 
 impl Quota {
@@ -236,6 +240,7 @@ impl Quota {
             message_use_count: 0,
             slot_use_count: 0,
             previous_tx_index: u32::MAX,
+            open_slot_msgs: 0,
         }
     }
 }

@@ -129,15 +129,15 @@ impl Vchiq {
             if g.quotas.get(port).is_none() {
                 return Err(VchiqError::Invalid);
             }
-            if let Some(held_in_current) = Self::quota_blocked(g, port, end_index) {
+            if let Some(only_in_open_slot) = Self::quota_blocked(g, port, end_index) {
                 // Quota comes back only from recycled slots; take any the peer already returned.
                 self.process_free_queue_locked(g);
                 if Self::quota_blocked(g, port, end_index).is_some() {
-                    if held_in_current {
-                        // Better than Linux (spec §4): the quota we wait for is held by messages
-                        // in the slot we are still writing, which the receiver can never finish
-                        // and recycle while we wait, so a quota smaller than one slot's worth
-                        // of messages would stall forever in a quiet system. Close the slot with
+                    if only_in_open_slot {
+                        // Better than Linux (spec §4): the quota we wait for is held only by
+                        // messages in the slot we are still writing, which the receiver can
+                        // never finish and recycle while we wait, so a quota smaller than one
+                        // slot's worth of messages would stall forever in a quiet system. Close the slot with
                         // PADDING (exactly what a sender does before a message that does not
                         // fit: a legal wire state at any offset) and publish, so the receiver
                         // finishes, recycles and the quota returns. At most once per stall: the
@@ -172,7 +172,9 @@ impl Vchiq {
             if end_index != q.previous_tx_index {
                 q.previous_tx_index = end_index;
                 q.slot_use_count += 1;
+                q.open_slot_msgs = 0;
             }
+            q.open_slot_msgs += 1;
             if end_index != g.previous_data_index {
                 g.previous_data_index = end_index;
                 g.data_use_count += 1;
@@ -187,19 +189,26 @@ impl Vchiq {
     /// Whether a DATA message for `port` ending in queue index `end_index` is refused by a
     /// quota (spec §4 (a)-(c)). `Some(true)` when the blocking quota is (partly) held by DATA in
     /// the slot currently being written (so padding it out lets the receiver recycle it).
+    ///
+    /// Padding is needed only when *all* of the blocking quota sits in the open slot: quota held
+    /// in older (finished) slots comes back when the receiver recycles them, so then we just
+    /// wait, as Linux does, and waste no slot space.
     fn quota_blocked(g: &Inner, port: usize, end_index: u32) -> Option<bool> {
         let q = g.quotas.get(port)?;
         let cur = g.tx_pos >> 12;
         let open_slot = g.tx_pos & VCHIQ_SLOT_MASK != 0;
         // (a) global data quota: one slot is always left for control messages.
         if end_index != g.previous_data_index && g.data_use_count >= g.data_quota {
-            return Some(open_slot && g.previous_data_index == cur);
+            return Some(open_slot && g.previous_data_index == cur && g.data_use_count <= 1);
         }
-        // (b) per-service message quota, (c) per-service slot quota.
-        if q.message_use_count >= q.message_quota
-            || (end_index != q.previous_tx_index && q.slot_use_count >= q.slot_quota)
-        {
-            return Some(open_slot && q.previous_tx_index == cur);
+        let ours_open = open_slot && q.previous_tx_index == cur;
+        // (b) per-service message quota.
+        if q.message_use_count >= q.message_quota {
+            return Some(ours_open && q.message_use_count <= q.open_slot_msgs);
+        }
+        // (c) per-service slot quota.
+        if end_index != q.previous_tx_index && q.slot_use_count >= q.slot_quota {
+            return Some(ours_open && q.slot_use_count <= 1);
         }
         None
     }
