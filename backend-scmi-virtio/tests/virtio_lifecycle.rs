@@ -472,3 +472,43 @@ fn silent_forget_times_out_and_shutdown_reclaims() {
     assert_eq!(t.stats().pool_free, t.stats().pool_capacity);
     assert_eq!(t.tokens_in_use(), 0);
 }
+
+/// `into_transport` tears the channel down (a transfer held by the device ends, every buffer
+/// comes back, the device is reset with no queue set and holds none of our eventq buffers) and
+/// returns the virtio transport, from which a new channel is built: no unsafe re-creation of the
+/// transport needed. Also after an explicit shutdown, and from a polled-mode channel.
+#[test]
+fn into_transport_gives_the_transport_back() {
+    use virtio_drivers::transport::{DeviceStatus, Transport as _};
+    let dev = SimDevice::start(SimDeviceConfig::default(), || Box::new(EchoPlatform::new()));
+    let cfg = ScmiVirtioConfig {
+        cmdq_size: Some(16),
+        eventq_size: Some(8),
+        ..ScmiVirtioConfig::default()
+    };
+    let scmi = ScmiVirtio::<SimHal, _>::new(dev.transport(), cfg.clone()).unwrap();
+    assert_eq!(echo_on(&scmi, b"first").unwrap(), inverted(b"first"));
+    assert_eq!(dev.eventq_buffers(), 8);
+    dev.set_fault(Fault::Hold);
+    let held = scmi.send(&Request::new(ECHO, b"held").polled()).unwrap();
+    let start = Instant::now();
+    while dev.held() < 1 {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = held; // the ticket dies with the channel
+    let mut t = scmi.into_transport();
+    assert_eq!(t.get_status(), DeviceStatus::empty(), "device reset");
+    assert!(!t.queue_used(0) && !t.queue_used(1), "no queue configured");
+    assert_eq!((dev.held(), dev.eventq_buffers()), (0, 0));
+    dev.set_fault(Fault::None);
+    // Rebuild on the same transport, twice (once after an explicit shutdown).
+    let scmi = ScmiVirtio::<SimHal, _>::new(t, cfg.clone()).unwrap();
+    assert_eq!(echo_on(&scmi, b"second").unwrap(), inverted(b"second"));
+    scmi.shutdown().unwrap();
+    let t = scmi.into_transport();
+    let scmi = ScmiVirtio::<SimHal, _>::new(t, cfg).unwrap();
+    assert_eq!(echo_on(&scmi, b"third").unwrap(), inverted(b"third"));
+    let s = scmi.stats();
+    assert_eq!(s.pool_free, s.pool_capacity);
+}

@@ -3,6 +3,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::Waker;
@@ -29,7 +30,11 @@ use crate::header::{split_target, Header, HEADER_LEN};
 const MAX_PAYLOAD: usize = 64 * 1024;
 
 struct State<H: Hal, T: VirtioTransport> {
-    transport: T,
+    /// The embedder's transport. `ManuallyDrop` so [`ScmiVirtio::into_transport`] can move it
+    /// out of a value that has a `Drop` impl; dropped by `ScmiVirtio::drop` unless `released`.
+    transport: ManuallyDrop<T>,
+    /// The transport was handed back by `into_transport` (and must not be dropped here).
+    released: bool,
     cmdq: Option<SplitRing<H>>,
     eventq: Option<EventQueue<H>>,
     slots: Box<[Slot]>,
@@ -268,7 +273,8 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             features,
             cfg: config,
             state: spin::Mutex::new(State {
-                transport,
+                transport: ManuallyDrop::new(transport),
+                released: false,
                 cmdq: Some(cmdq),
                 eventq,
                 slots,
@@ -947,11 +953,39 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     }
 }
 
+impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
+    /// Shut the channel down (if not done yet: in-flight transfers end, the device is reset, every
+    /// buffer is taken back, the queues are unset and their memory freed) and give the virtio
+    /// transport back, e.g. to re-initialise the device with a new [`ScmiVirtio::new`] or to hand
+    /// it to another driver. The device is left reset (status 0) with no queue configured, so it
+    /// references none of this channel's memory. Taking `self` by value means no other user
+    /// exists (an `Arc`-shared channel needs `Arc::try_unwrap` first), so the teardown wait ends
+    /// at once.
+    pub fn into_transport(mut self) -> T {
+        let _ = self.shutdown_impl();
+        let st = self.state.get_mut();
+        st.released = true;
+        // SAFETY: `released` was false until the line above (this is the only place that sets
+        // it, and it consumes `self`), so the transport has not been taken or dropped; it is
+        // taken exactly once here and `Drop` (which runs when `self` goes out of scope below)
+        // skips it because `released` is now true. Nothing else reads it afterwards: the channel
+        // is shut down and `self` is consumed.
+        unsafe { ManuallyDrop::take(&mut st.transport) }
+    }
+}
+
 impl<H: Hal, T: VirtioTransport> Drop for ScmiVirtio<H, T> {
     fn drop(&mut self) {
         // Idempotent: a no-op after an explicit shutdown. With `&mut self` there are no other
         // users, so the wait ends at once.
         let _ = self.shutdown_impl();
+        let st = self.state.get_mut();
+        if !st.released {
+            // SAFETY: not released, so `into_transport` did not take it; this is the only drop,
+            // and `self` (hence the state) is never used again. The device was reset and its
+            // queues unset by `shutdown_impl` above, before the transport goes away.
+            unsafe { ManuallyDrop::drop(&mut st.transport) };
+        }
     }
 }
 
