@@ -200,8 +200,8 @@ expect_discovery() { # expect_discovery <prefix> <version words: base sensor>
 }
 # 2. After a device reset, the fwipc stack: backend-scmi-virtio's ScmiVirtio under the typed SCMI
 #    agent, requests in polled mode, no eventq. Same platform, so the counter continues at 3.
-expect_re 'agent: virtio-scmi up: features ScmiFeatures\(VERSION_1\), .*polling true.*' \
-    "agent: backend up (VERSION_1, polling)"
+expect_re 'agent: virtio-scmi up: features ScmiFeatures\(RING_EVENT_IDX \| VERSION_1\), .*polling true.*' \
+    "agent: backend up (RING_EVENT_IDX | VERSION_1, polling)"
 expect_discovery agent 2.0 3.0
 expect "agent: sensor 0 \"$SENSOR_NAME\": 3 axes, unit 0, continuous-update notify true"
 expect 'agent: sensor 0 reading 0: 3 103 203'
@@ -212,8 +212,8 @@ expect 'agent: 8 requests in flight at once: 8 correct replies; next send Busy'
 expect 'agent: shut down'
 # 3. After another reset, the same stack in interrupt mode: the device's GIC interrupt runs
 #    ScmiVirtio::complete, the agent sleeps in WFE between polls; P2A negotiated.
-expect_re 'agent-irq: virtio-scmi up: features ScmiFeatures\(P2A_CHANNELS \| VERSION_1\), .*notifications true' \
-    "agent-irq: backend up (P2A_CHANNELS | VERSION_1, notifications)"
+expect_re 'agent-irq: virtio-scmi up: features ScmiFeatures\(P2A_CHANNELS \| RING_EVENT_IDX \| VERSION_1\), .*notifications true' \
+    "agent-irq: backend up (P2A_CHANNELS | RING_EVENT_IDX | VERSION_1, notifications)"
 expect_re 'agent-irq: device interrupt INTID [0-9]+ -> ScmiVirtio::complete' "agent-irq: handler registered"
 expect_discovery agent-irq 2.0 3.0
 expect 'agent-irq: sensor 0 reading 0: 6 106 206'
