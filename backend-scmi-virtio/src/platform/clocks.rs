@@ -2,9 +2,10 @@
 
 use super::config::ClockRates;
 use super::model::{object_index, Platform};
-use super::paginate::{write_segmented, RETURNED_12_REMAINING_16};
+use super::paginate::write_segmented;
 use super::reply::{word_reply, HResult, Out, Params};
 use crate::header::Header;
+use crate::protocol::describe::RETURNED_12_REMAINING_16;
 use crate::protocol::ids::{clock, common, proto};
 use crate::status::code;
 

@@ -1,47 +1,14 @@
 //! Multi-part replies of fixed-size entries (clock rates, voltage and performance levels, sensor
 //! axes and update intervals): a flags word (returned, remaining), then as many entries as fit
-//! the writable space; and the segmented (lowest, highest, step) form.
+//! the writable space; and the segmented (lowest, highest, step) form. The flags layouts are the
+//! agent's ([`crate::protocol::describe`]), so both sides read one definition.
 
 use core::ops::Range;
 
 use super::model::Platform;
 use super::reply::{fit, HResult, Out, Status};
+use crate::protocol::describe::{PageFlags, SEGMENTED};
 use crate::status::code;
-
-/// Where a page's flags word keeps its counts, and their caps.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PageFlags {
-    /// Most entries one page returns (the width of the "returned" field).
-    pub(crate) returned_max: usize,
-    /// Cap of the "remaining" field.
-    pub(crate) remaining_max: usize,
-    /// Shift of the "remaining" field.
-    pub(crate) remaining_shift: u32,
-}
-
-/// Returned 11:0, remaining 31:16 (clock rates, voltage levels, sensor update intervals).
-pub(crate) const RETURNED_12_REMAINING_16: PageFlags = PageFlags {
-    returned_max: 0xFFF,
-    remaining_max: 0xFFFF,
-    remaining_shift: 16,
-};
-
-/// Returned 15:0, remaining 31:16 (performance levels).
-pub(crate) const RETURNED_16_REMAINING_16: PageFlags = PageFlags {
-    returned_max: 0xFFFF,
-    remaining_max: 0xFFFF,
-    remaining_shift: 16,
-};
-
-/// Returned 5:0, remaining 31:26 (sensor axis descriptions).
-pub(crate) const RETURNED_6_REMAINING_6: PageFlags = PageFlags {
-    returned_max: 63,
-    remaining_max: 63,
-    remaining_shift: 26,
-};
-
-/// Flags bit 12: a segmented (lowest, highest, step) triplet.
-const SEGMENTED: u32 = 1 << 12;
 
 /// An entry of a multi-part list, written in a fixed number of bytes.
 pub(crate) trait PageEntry: Copy {
@@ -115,13 +82,15 @@ impl Platform {
         let k = fit(
             out.room().saturating_sub(4),
             entry_size,
-            (total - first).min(layout.returned_max),
+            (total - first).min(layout.returned_max()),
             self.cfg.quirks.max_entries_per_reply,
         );
         if k == 0 {
             return Err(code::COMMS_ERROR);
         }
-        let remaining = self.remaining(total - first - k).min(layout.remaining_max);
+        let remaining = self
+            .remaining(total - first - k)
+            .min(layout.remaining_max());
         out.u32(k as u32 | ((remaining as u32) << layout.remaining_shift))?;
         Ok(first..first + k)
     }

@@ -1,9 +1,9 @@
 //! The simulated platform's performance protocol (0x13).
 
 use super::model::{object_index, Platform};
-use super::paginate::RETURNED_16_REMAINING_16;
 use super::reply::{word_reply, HResult, Out, Params};
 use crate::header::Header;
+use crate::protocol::describe::RETURNED_16_REMAINING_16;
 use crate::protocol::ids::{common, perf, proto};
 use crate::status::code;
 

@@ -3,9 +3,9 @@
 
 use super::config::SensorConfig;
 use super::model::Platform;
-use super::paginate::{RETURNED_12_REMAINING_16, RETURNED_6_REMAINING_6};
 use super::reply::{word_reply, HResult, Out, Params};
 use crate::header::Header;
+use crate::protocol::describe::{RETURNED_12_REMAINING_16, RETURNED_6_REMAINING_6};
 use crate::protocol::ids::{common, proto, sensor};
 use crate::status::code;
 

@@ -13,13 +13,26 @@ use super::error::{Malformed, ScmiResult};
 use super::multipart::Pager;
 use super::wire::Reader;
 
-/// Where a page's flags word keeps its counts.
+/// Where a page's flags word keeps its counts. The simulated platform writes pages with the
+/// same layouts (`crate::platform`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PageFlags {
     /// Mask of the "returned" field (bits from 0 up).
     pub(crate) returned_mask: u32,
     /// Shift of the "remaining" field (to bit 31).
     pub(crate) remaining_shift: u32,
+}
+
+impl PageFlags {
+    /// Most entries one page can say it returns.
+    pub(crate) const fn returned_max(&self) -> usize {
+        self.returned_mask as usize
+    }
+
+    /// Most entries one page can say remain.
+    pub(crate) const fn remaining_max(&self) -> usize {
+        (u32::MAX >> self.remaining_shift) as usize
+    }
 }
 
 /// Returned 11:0, remaining 31:16 (clock rates, voltage levels, sensor descriptions and update
@@ -42,7 +55,7 @@ pub(crate) const RETURNED_6_REMAINING_6: PageFlags = PageFlags {
 };
 
 /// Flags bit 12: the page is a segmented (lowest, highest, step) triplet.
-const SEGMENTED: u32 = 1 << 12;
+pub(crate) const SEGMENTED: u32 = 1 << 12;
 
 /// Read the flags word: (flags, returned, remaining).
 fn read_flags(r: &mut Reader<'_>, layout: PageFlags) -> Result<(u32, u32, u32), Malformed> {

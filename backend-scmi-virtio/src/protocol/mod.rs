@@ -64,7 +64,7 @@ mod agent;
 pub mod base;
 pub mod clock;
 mod common;
-mod describe;
+pub(crate) mod describe;
 mod error;
 pub mod ids;
 pub mod multipart;
