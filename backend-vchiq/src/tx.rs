@@ -129,23 +129,22 @@ impl Vchiq {
             if g.quotas.get(port).is_none() {
                 return Err(VchiqError::Invalid);
             }
-            if let Some(only_in_open_slot) = Self::quota_blocked(g, port, end_index) {
+            if Self::quota_blocked(g, port, end_index).is_some() {
                 // Quota comes back only from recycled slots; take any the peer already returned.
                 self.process_free_queue_locked(g);
-                if Self::quota_blocked(g, port, end_index).is_some() {
+                if let Some(only_in_open_slot) = Self::quota_blocked(g, port, end_index) {
                     if only_in_open_slot {
                         // Better than Linux (spec §4): the quota we wait for is held only by
-                        // messages in the slot we are still writing, which the receiver can
-                        // never finish and recycle while we wait, so a quota smaller than one
-                        // slot's worth of messages would stall forever in a quiet system. Close the slot with
-                        // PADDING (exactly what a sender does before a message that does not
-                        // fit: a legal wire state at any offset) and publish, so the receiver
-                        // finishes, recycles and the quota returns. At most once per stall: the
-                        // next attempt finds `tx_pos` on a slot boundary. The wire protocol is
-                        // unchanged: a receiver cannot tell this PADDING from the one before a
-                        // message that does not fit. (unverified on hardware: that the VPU
-                        // firmware, as our receiver, recycles such a slot like any other; its
-                        // own sender never pads early, which is why Linux stalls.)
+                        // messages in the slot we are still writing, which the receiver cannot
+                        // finish and recycle while we wait, so a quota smaller than one slot's
+                        // worth of messages would stall forever in a quiet system. Close the
+                        // slot with PADDING and publish, so the receiver finishes and recycles
+                        // it and the quota returns. At most once per stall: the next attempt
+                        // finds `tx_pos` on a slot boundary. The wire protocol is unchanged: a
+                        // receiver cannot tell this PADDING from the one a sender writes before
+                        // a message that does not fit. (unverified on hardware: that the VPU
+                        // firmware as receiver recycles such a slot like any other; nothing on
+                        // the wire distinguishes it.)
                         self.pad_current_slot(g);
                     }
                     return Err(VchiqError::Retry);
@@ -187,8 +186,8 @@ impl Vchiq {
     }
 
     /// Whether a DATA message for `port` ending in queue index `end_index` is refused by a
-    /// quota (spec §4 (a)-(c)). `Some(true)` when the blocking quota is (partly) held by DATA in
-    /// the slot currently being written (so padding it out lets the receiver recycle it).
+    /// quota (spec §4 (a)-(c)). `Some(true)` when the blocking quota is held only by DATA in the
+    /// slot currently being written (so only padding it out lets the receiver recycle it).
     ///
     /// Padding is needed only when *all* of the blocking quota sits in the open slot: quota held
     /// in older (finished) slots comes back when the receiver recycles them, so then we just
