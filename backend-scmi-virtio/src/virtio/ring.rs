@@ -305,7 +305,7 @@ impl<H: Hal> SplitRing<H> {
         // Release (with the fence above, belt and braces): the device's Acquire load of
         // `avail.idx` then sees the entry and the descriptors.
         self.avail_idx_atomic()
-            .store(self.avail_idx, Ordering::Release);
+            .store(self.avail_idx.to_le(), Ordering::Release);
     }
 
     fn avail_idx_atomic(&self) -> &AtomicU16 {
@@ -514,5 +514,152 @@ mod tests {
         assert_eq!(l.device_bytes, 6 + 8 * 256);
         assert_eq!(l.avail_ring(3), 4 + 6);
         assert_eq!(l.used_ring(2), 4 + 16);
+    }
+}
+
+/// loom models of the two EVENT_IDX store→fence→load handshakes (virtio §2.7.10), with the ring
+/// words as loom atomics and the same orderings as [`SplitRing::post`] /
+/// [`SplitRing::should_notify`] / [`SplitRing::pop_used`] and the simulated device's
+/// `next_avail` / `push_used`, the decisions made by the real [`vring_need_event`], and indices
+/// starting just below the u16 wrap. The property is liveness at the end: a side that skipped a
+/// notification must be one the other side is guaranteed to re-check. Removing either
+/// `fence(SeqCst)` makes loom find the lost kick / lost interrupt. (A model, not the ring code
+/// itself: the ring's words are views of DMA memory, which loom cannot track.)
+/// `RUSTFLAGS="--cfg loom" cargo test -p backend-scmi-virtio --release --lib loom`
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::vring_need_event;
+    use loom::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicU32, Ordering};
+    use loom::sync::Arc;
+
+    const START: u16 = u16::MAX - 1;
+    const POSTS: u16 = 3;
+
+    /// Driver posts `POSTS` buffers, one kick decision each; the device (kick-only) consumes
+    /// whatever is available when kicked, then publishes `avail_event` and re-checks. Every
+    /// posted buffer must be consumed.
+    #[test]
+    fn loom_no_lost_kick_across_wrap() {
+        loom::model(|| {
+            let avail_idx = Arc::new(AtomicU16::new(START));
+            let avail_event = Arc::new(AtomicU16::new(START));
+            // The doorbell: a count of kicks (the device handles each new one).
+            let kicked = Arc::new(AtomicU32::new(0));
+            let done = Arc::new(AtomicBool::new(false));
+            let dev = {
+                let (avail_idx, avail_event, kicked, done) = (
+                    avail_idx.clone(),
+                    avail_event.clone(),
+                    kicked.clone(),
+                    done.clone(),
+                );
+                loom::thread::spawn(move || {
+                    let (mut last, mut handled) = (START, 0);
+                    loop {
+                        let finished = done.load(Ordering::Acquire);
+                        let k = kicked.load(Ordering::Acquire);
+                        if k != handled {
+                            handled = k;
+                            loop {
+                                // `next_avail`: consume, then publish avail_event and re-check.
+                                let idx = avail_idx.load(Ordering::Acquire);
+                                if idx != last {
+                                    last = idx;
+                                    continue;
+                                }
+                                avail_event.store(last, Ordering::Release);
+                                fence(Ordering::SeqCst);
+                                if avail_idx.load(Ordering::Acquire) == last {
+                                    break;
+                                }
+                            }
+                        } else if finished {
+                            return last;
+                        } else {
+                            loom::thread::yield_now();
+                        }
+                    }
+                })
+            };
+            let mut idx = START;
+            for _ in 0..POSTS {
+                // `post` + `should_notify` (one decision per post).
+                let old = idx;
+                idx = idx.wrapping_add(1);
+                avail_idx.store(idx, Ordering::Release);
+                fence(Ordering::SeqCst);
+                let event = avail_event.load(Ordering::Acquire);
+                if vring_need_event(event, idx, old) {
+                    kicked.fetch_add(1, Ordering::Release);
+                }
+            }
+            done.store(true, Ordering::Release);
+            let consumed = dev.join().unwrap();
+            assert_eq!(consumed, START.wrapping_add(POSTS), "a kick was lost");
+        });
+    }
+
+    /// Device returns `POSTS` buffers, one interrupt decision each against `used_event`; the
+    /// driver's interrupt handler drains, re-arms `used_event` when empty and re-checks. Every
+    /// returned buffer must be seen.
+    #[test]
+    fn loom_no_lost_interrupt_across_wrap() {
+        loom::model(|| {
+            let used_idx = Arc::new(AtomicU16::new(START));
+            let used_event = Arc::new(AtomicU16::new(START));
+            // The interrupt line: a count of interrupts (the handler runs for each new one).
+            let irq = Arc::new(AtomicU32::new(0));
+            let done = Arc::new(AtomicBool::new(false));
+            let drv = {
+                let (used_idx, used_event, irq, done) = (
+                    used_idx.clone(),
+                    used_event.clone(),
+                    irq.clone(),
+                    done.clone(),
+                );
+                loom::thread::spawn(move || {
+                    let (mut last, mut handled) = (START, 0);
+                    loop {
+                        let finished = done.load(Ordering::Acquire);
+                        let k = irq.load(Ordering::Acquire);
+                        if k != handled {
+                            handled = k;
+                            loop {
+                                // `pop_used` until empty: re-arm, fence, re-check.
+                                let dev = used_idx.load(Ordering::Acquire);
+                                if dev != last {
+                                    last = dev;
+                                    continue;
+                                }
+                                used_event.store(last, Ordering::Release);
+                                fence(Ordering::SeqCst);
+                                if used_idx.load(Ordering::Acquire) == last {
+                                    break;
+                                }
+                            }
+                        } else if finished {
+                            return last;
+                        } else {
+                            loom::thread::yield_now();
+                        }
+                    }
+                })
+            };
+            let mut idx = START;
+            for _ in 0..POSTS {
+                // `push_used`: publish, fence, read used_event, interrupt if asked.
+                let old = idx;
+                idx = idx.wrapping_add(1);
+                used_idx.store(idx, Ordering::Release);
+                fence(Ordering::SeqCst);
+                let event = used_event.load(Ordering::Acquire);
+                if vring_need_event(event, idx, old) {
+                    irq.fetch_add(1, Ordering::Release);
+                }
+            }
+            done.store(true, Ordering::Release);
+            let seen = drv.join().unwrap();
+            assert_eq!(seen, START.wrapping_add(POSTS), "an interrupt was lost");
+        });
     }
 }
