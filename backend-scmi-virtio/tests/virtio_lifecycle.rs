@@ -362,8 +362,9 @@ fn needs_reset_cancels_in_flight_and_recovers() {
     let r = fwipc_transport_api::wait_done(t, &irq, &clock, d, Wait::Completion(&parker));
     assert_eq!(r, Err(Error::Cancelled));
     assert_eq!(t.poll_done(&polled), Err(Error::Cancelled));
+    // The wait's own deadline is 5 s; 3 s leaves room for a loaded 2-core machine.
     assert!(
-        start.elapsed() < Duration::from_secs(1),
+        start.elapsed() < Duration::from_secs(3),
         "cancelled promptly, not timed out"
     );
     t.mark_txdone(irq, TxOutcome::Cancelled);
@@ -461,7 +462,7 @@ fn silent_forget_times_out_and_shutdown_reclaims() {
     });
     assert_eq!(h.0, Err(Error::Timeout));
     assert!(
-        h.1 >= Duration::from_millis(100) && h.1 < Duration::from_millis(1100),
+        h.1 >= Duration::from_millis(100) && h.1 < Duration::from_millis(3000),
         "{:?}",
         h.1
     );
