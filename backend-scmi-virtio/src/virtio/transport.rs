@@ -819,11 +819,15 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     }
 
     fn poll_done(&self, ticket: &Ticket) -> Result<bool> {
-        let _g = self.lc.acquire()?;
+        // After shutdown began the ring is not touched any more, but a transfer whose reply had
+        // already arrived still reports done, so `fetch_response` can deliver it: a shutdown
+        // racing a completed call loses nothing. Pending transfers were failed with `Shutdown`.
+        let user = self.lc.acquire();
         let r = {
             let mut st = self.state.lock();
             let i = self.slot_index(&st, ticket)?;
-            if st.slots[i].outcome == Outcome::Pending
+            if user.is_ok()
+                && st.slots[i].outcome == Outcome::Pending
                 && st.slots[i].poll == PollStatus::Polling
                 && st.cmdq.as_ref().is_some_and(|q| q.has_used())
             {
@@ -832,7 +836,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
                 self.drain_cmdq(&mut st);
             }
             match st.slots[i].outcome {
-                Outcome::Pending => Ok(false),
+                Outcome::Pending => user.map(|_| false),
                 Outcome::Failed(e @ (Error::Shutdown | Error::Cancelled)) => Err(e),
                 _ => Ok(true),
             }
