@@ -59,7 +59,7 @@ command -v timeout >/dev/null || die 2 "timeout(1) not found"
 
 # --- build the guest ---------------------------------------------------------------------------
 say "building guest"
-cargo build --quiet --release --manifest-path "$GUEST_DIR/Cargo.toml" --target aarch64-unknown-none ||
+cargo build --quiet --release --manifest-path "$GUEST_DIR/Cargo.toml" --target aarch64-unknown-none --target-dir "$GUEST_DIR/target" ||
     die 2 "guest build failed"
 [[ -f "$GUEST_ELF" ]] || die 2 "guest ELF missing: $GUEST_ELF"
 
