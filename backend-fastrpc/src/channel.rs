@@ -12,6 +12,7 @@ use fwipc_transport_api::{Counters, Stats};
 use crate::context::{ContextTable, PayloadPool, RxOutcome, MAX_CONTEXTS};
 use crate::domain::Domain;
 use crate::error::{FastRpcError, Result};
+use crate::liveness::Liveness;
 use crate::mem::DmaHal;
 use crate::packet::PacketChannel;
 use crate::session::{Session, SessionInner};
@@ -83,8 +84,8 @@ pub(crate) struct ChannelInner {
     pub(crate) ctx: ContextTable,
     sessions: Mutex<Vec<SessionSlot>>,
     pub(crate) counters: Counters,
-    /// The DSP side is up (cleared on remote loss until it comes back).
-    pub(crate) up: AtomicBool,
+    /// The DSP side is up (cleared on remote loss until it comes back); see `crate::liveness`.
+    pub(crate) up: Liveness,
     /// Responses are pushed by an rx callback (see [`Channel::rx_handler`]), so completions
     /// can wake waiters; with a pull-style link they are only seen when someone polls.
     pub(crate) push_rx: AtomicBool,
@@ -144,7 +145,7 @@ impl Channel {
                 ctx,
                 sessions: Mutex::new(sessions),
                 counters: Counters::default(),
-                up: AtomicBool::new(true),
+                up: Liveness::new(),
                 push_rx: AtomicBool::new(false),
                 dsp_info: Mutex::new(None),
             }),
@@ -235,13 +236,11 @@ impl Channel {
     /// The DSP went away (rpmsg remove / subsystem restart): every pending call finishes with
     /// `RemoteReset`, new calls fail with `ChannelDown` until [`Channel::remote_up`].
     pub fn remote_down(&self) {
-        // Release: the flag must be visible before the contexts are failed, so no new call
-        // slips in after the sweep (starters re-check it after queuing; see `Session::start`).
-        self.inner.up.store(false, Ordering::Release);
-        let n = self
-            .inner
-            .ctx
-            .fail_inflight(None, FastRpcError::RemoteReset);
+        // Clear `up`, then sweep every slot under its lock. No new call slips in after the
+        // sweep because of those slot locks (a starter sets `inflight` under its slot lock and
+        // re-checks `up` after queueing), not because of any ordering on `up`: see
+        // `crate::liveness` and its loom model.
+        let n = self.inner.up.down_and_sweep(&self.inner.ctx);
         log::warn!(
             "fastrpc {}: DSP down, {n} call(s) failed",
             self.domain().label()
@@ -251,8 +250,7 @@ impl Channel {
 
     /// The DSP is back (re-probe).
     pub fn remote_up(&self) {
-        // Release: pairs with the Acquire in `Session::start`.
-        self.inner.up.store(true, Ordering::Release);
+        self.inner.up.set_up();
     }
 
     /// Finish deferred releases.

@@ -78,37 +78,56 @@ pub struct OutRec {
     pub len: u64,
 }
 
-/// A payload buffer lent from a session's pool; returns itself on drop.
+/// A payload buffer lent from a session's pool, with its private shadow (see
+/// [`PayloadLease::shadow`]); returns both on drop.
 pub struct PayloadLease {
     pool: Arc<PayloadPool>,
     idx: u16,
+    shadow: Box<[u8]>,
 }
 
 impl PayloadLease {
-    /// The region.
+    /// The region (DSP-shared: accessed only through `crate::mem::{read_at, write_at}`).
     pub fn region(&self) -> &Arc<dyn DmaRegion> {
         &self.pool.regions[self.idx as usize]
+    }
+    /// AP-private memory as large as the region, allocated with the pool: the layout engine
+    /// builds a call here and parsers read the DSP's metadata from a copy here, so no slice of
+    /// the shared region ever exists (`crate::mem` module docs).
+    pub fn shadow(&mut self) -> &mut [u8] {
+        &mut self.shadow
+    }
+    /// The region and the shadow together.
+    pub fn parts(&mut self) -> (&Arc<dyn DmaRegion>, &mut [u8]) {
+        (&self.pool.regions[self.idx as usize], &mut self.shadow)
     }
 }
 
 impl Drop for PayloadLease {
     fn drop(&mut self) {
+        // `Box<[u8]>::default()` is the empty slice: no allocation.
+        let shadow = core::mem::take(&mut self.shadow);
         // Capacity reserved at setup; a lease exists once per index, so this never grows.
-        self.pool.free.lock().push(self.idx);
+        self.pool.free.lock().push((self.idx, shadow));
     }
 }
 
-/// A session's payload buffers, allocated on its context bank at open.
+/// A session's payload buffers, allocated on its context bank at open, each with an AP-private
+/// shadow of the same size (allocated here, at setup, never on the invoke path).
 pub struct PayloadPool {
     regions: Box<[Arc<dyn DmaRegion>]>,
-    free: Mutex<Vec<u16>>,
+    free: Mutex<Vec<(u16, Box<[u8]>)>>,
 }
 
 impl PayloadPool {
     /// A pool over `regions`.
     pub fn new(regions: Vec<Arc<dyn DmaRegion>>) -> Arc<Self> {
-        let n = regions.len();
-        let free: Vec<u16> = (0..n as u16).rev().collect();
+        let free: Vec<(u16, Box<[u8]>)> = regions
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, r)| (i as u16, alloc::vec![0u8; r.len()].into_boxed_slice()))
+            .collect();
         Arc::new(PayloadPool {
             regions: regions.into_boxed_slice(),
             free: Mutex::new(free),
@@ -116,10 +135,11 @@ impl PayloadPool {
     }
     /// Take a buffer; `None` when all are lent.
     pub fn take(self: &Arc<Self>) -> Option<PayloadLease> {
-        let idx = self.free.lock().pop()?;
+        let (idx, shadow) = self.free.lock().pop()?;
         Some(PayloadLease {
             pool: self.clone(),
             idx,
+            shadow,
         })
     }
     /// Buffers.

@@ -38,9 +38,10 @@ impl PacketChannel for NullLink {
 
 struct HeapRegion {
     iova: u64,
-    data: Mutex<Box<[u8]>>,
+    data: Box<[core::sync::atomic::AtomicU8]>,
 }
-impl DmaRegion for HeapRegion {
+// SAFETY: `as_ptr` points at `data` (owned, never resized, atomic bytes; see `SimRegion`).
+unsafe impl DmaRegion for HeapRegion {
     fn iova(&self) -> u64 {
         self.iova
     }
@@ -48,10 +49,10 @@ impl DmaRegion for HeapRegion {
         0x7f00_0000_0000 + self.iova
     }
     fn len(&self) -> usize {
-        self.data.lock().len()
+        self.data.len()
     }
-    fn with(&self, f: &mut dyn FnMut(&mut [u8])) {
-        f(&mut self.data.lock())
+    fn as_ptr(&self) -> core::ptr::NonNull<u8> {
+        core::ptr::NonNull::from(&self.data[..]).cast::<u8>()
     }
 }
 
@@ -64,7 +65,7 @@ impl DmaHal for HeapHal {
         *n += size;
         Some(Arc::new(HeapRegion {
             iova,
-            data: Mutex::new(vec![0u8; size as usize].into_boxed_slice()),
+            data: crate::mem::zeroed_atomic_bytes(size as usize),
         }))
     }
 }
@@ -167,10 +168,9 @@ pub fn copy_out(data: &[u8]) {
         if let Some(slot) = slot {
             let c = slot.lock();
             if let Some(p) = c.payload.as_ref() {
-                p.region().with(&mut |m| {
-                    let n = data.len().min(m.len());
-                    m[..n].copy_from_slice(&data[..n]);
-                });
+                let r = p.region();
+                let n = data.len().min(r.len());
+                let _ = crate::mem::write_at(&**r, 0, &data[..n]);
             }
         }
     }
@@ -251,10 +251,8 @@ pub fn dsp_message(data: &[u8]) {
     let bus = SimBus::new();
     let link = SimLink::new();
     let region = bus.alloc(1, 8192).expect("bus has room");
-    region.with(&mut |m| {
-        let n = payload.len().min(m.len());
-        m[..n].copy_from_slice(&payload[..n]);
-    });
+    let n = payload.len().min(region.len());
+    let _ = crate::mem::write_at(&*region, 0, &payload[..n]);
     let mut msg = *msg;
     if msg[0] % 2 == 0 {
         let addr = region.iova() | 1 << 32;
@@ -384,6 +382,65 @@ mod tests {
         let mut seed = vec![0u8; 40];
         seed[20..24].copy_from_slice(&GOLDEN_SC);
         run(dsp_message, 150, 700, &[&seed]);
+    }
+
+    /// A hostile DSP keeps rewriting the payload region (metadata, lengths, inline data) from
+    /// another thread, with no lock, while the AP reads the answer back and walks the fd list.
+    /// The AP copies the metadata into its private shadow before parsing and copies data out
+    /// with atomic byte loads, so there is no reference to racing memory; every result is
+    /// clamped to what was asked.
+    #[test]
+    fn hostile_dsp_rewrites_payload_while_ap_reads_out() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let ch = channel();
+        let s = ch.open_session().unwrap();
+        let mut out = [0u8; 24];
+        let t = s
+            .start(0x20, 2, &[Arg::In(b"0123456789"), Arg::Out(&mut out)], 0)
+            .unwrap();
+        let region = {
+            let slot = ch.inner.ctx.slot(t.slot()).unwrap();
+            let c = slot.lock();
+            c.payload.as_ref().unwrap().region().clone()
+        };
+        let id = crate::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
+        let mut rsp = [0u8; 16];
+        rsp[..8].copy_from_slice(&id.0.to_le_bytes());
+        ch.handle_packet(&rsp);
+        assert!(s.poll(&t).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let dsp = {
+            let (stop, writes, region) = (stop.clone(), writes.clone(), region.clone());
+            std::thread::spawn(move || {
+                let mut r = Rng(0x5eed);
+                let mut junk = [0u8; 512];
+                // Relaxed: a stop flag and a progress counter for the test, no data.
+                while !stop.load(Ordering::Relaxed) {
+                    for b in junk.iter_mut() {
+                        *b = r.next() as u8;
+                    }
+                    crate::mem::write_at(&*region, 0, &junk).unwrap();
+                    writes.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let mut reads = 0usize;
+        // Relaxed: progress counter (the loop only needs to overlap the writer).
+        while reads < 2000 || writes.load(Ordering::Relaxed) < 200 {
+            let mut dst = [0u8; 24];
+            if let Ok(n) = s.read_out(&t, 0, &mut dst) {
+                assert!(n <= 24, "DSP length must be clamped to what was asked");
+            }
+            reads += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        dsp.join().unwrap();
+        assert!(writes.load(Ordering::Relaxed) >= 200);
+        s.finish(t);
+        drop(region);
+        let st = s.stats();
+        assert_eq!(st.pool_free, st.pool_capacity);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - [`packet`]: the datagram channel trait; [`domain`]: DSP domains; [`domains`]: the
 //!   channel per domain, looked up by checked id,
 //! - [`context`]: invoke contexts (bounded table, ids with generation, refcounted lifetime),
-//! - [`channel`]: one channel per domain, its session table and receive path; [`session`]:
+//! - [`channel`]: one channel per domain, its session table and receive path (`liveness`: the
+//!   DSP-up flag and its sweep rule); [`session`]:
 //!   a session (context bank) and the invoke API; [`procctl`]: remote process control,
 //! - [`reverse`]: reverse RPC (listener, buffer packing),
 //! - [`capability`]: GET_DSP_INFO (DSP attributes, cached per channel),
@@ -32,6 +33,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod layout;
+mod liveness;
 pub mod mem;
 pub mod packet;
 pub mod payload;

@@ -5,14 +5,61 @@
 //! A region stays mapped for the DSP exactly as long as some `Arc` to it lives: the context of an
 //! invoke that passed it holds one, so a timed-out call keeps the mapping until the DSP answers
 //! or the session is torn down. Dropping the last reference unmaps (the HAL's `Drop`).
+//!
+//! # The shared-memory rule: no references, copy in and out
+//!
+//! The DSP is another agent that can write a region at any time: legitimately while it owns the
+//! call, and *also* late (after the AP gave up) or out of spite (a hostile or broken DSP). A Rust
+//! `&[u8]` or `&mut [u8]` over such memory asserts that nobody else writes it for the
+//! reference's lifetime; a concurrent DSP write would be undefined behaviour, and the compiler
+//! may legally re-read or cache such a slice (a double fetch: a length checked once and used
+//! from a second, different read). So **no `&[u8]` / `&mut [u8]` (no reference to plain bytes)
+//! of region memory ever exists**:
+//!
+//! - a region exposes only a raw base pointer ([`DmaRegion::as_ptr`]);
+//! - every access goes through [`read_at`] / [`write_at`] / [`fill_at`] (bounds-checked with
+//!   `checked_add`, `InvalidArgument` when out of range), which copy between the region and
+//!   private AP memory one byte at a time with **Relaxed `AtomicU8`** loads/stores made from the
+//!   raw pointer (the only reference is the transient `&AtomicU8` of `AtomicU8::from_ptr`, a
+//!   shared reference to an `UnsafeCell`, which by definition may be written concurrently);
+//! - parsers (metadata, lengths, fd lists) only ever run over the private copy, so each remote
+//!   value is read exactly once and checked where it is used.
+//!
+//! Why per-byte atomics and not `ptr::copy_nonoverlapping` or `read_volatile`: both of those are
+//! *non-atomic* accesses in the language model, so with the simulated DSP (a Rust thread using
+//! the same memory) they would still race. A Relaxed `AtomicU8` access never races with another
+//! atomic access of the same size, whatever thread or agent makes it; the DSP side is modelled
+//! as such an agent (hardware byte stores are single-copy atomic; the simulator's DSP uses these
+//! same accessors), so a concurrent DSP write yields *some* byte value (every `u8` is valid),
+//! never UB. Mixed-size atomics are not allowed on the same bytes, hence bytes everywhere
+//! (including the DSP side of the simulator). On aarch64 a Relaxed byte load/store is a plain
+//! `ldrb`/`strb`, the same instruction a volatile byte access would be; no barrier is added.
+//! Relaxed is enough because these accessors carry no ordering duty: publication of the bytes to
+//! and from the DSP is ordered by the [`crate::PacketChannel`] contract (`send` releases,
+//! receipt acquires) and, for non-coherent memory, by the region's
+//! [`DmaRegion::sync_for_device`] / [`DmaRegion::sync_for_cpu`] hooks.
+//!
+//! Cost: one pass over the bytes copied (the layout engine builds each call in a private shadow
+//! buffer preallocated with the payload pool, then [`write_at`] copies it in), nothing allocated.
 
 use alloc::sync::Arc;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{FastRpcError, Result};
 use crate::wire::PAGE_SIZE;
 
 /// One DSP-reachable memory region, page-aligned in both address spaces.
-pub trait DmaRegion: Send + Sync {
+///
+/// # Safety
+///
+/// Implementors promise that [`as_ptr`](DmaRegion::as_ptr) returns a pointer valid for reads and
+/// writes of [`len`](DmaRegion::len) bytes for as long as the region object lives, that `len`
+/// never changes, and that the AP side of that memory is accessed *only* through atomic byte
+/// accesses (this module's accessors): the implementation itself never creates a `&[u8]` /
+/// `&mut [u8]` over it and never reads or writes it non-atomically while the region is shared.
+/// The pointed-to bytes may change at any time (the DSP writes them).
+pub unsafe trait DmaRegion: Send + Sync {
     /// Bus address (IOVA on the session's context bank, below 2^32) of byte 0.
     fn iova(&self) -> u64;
     /// AP virtual address of byte 0 (what `pv` fields are computed from).
@@ -23,34 +70,83 @@ pub trait DmaRegion: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Run `f` over the region's bytes. The HAL provides whatever cache maintenance / barriers
-    /// its memory type needs around the access (a coherent mapping needs none beyond the
-    /// transport's own ordering).
-    fn with(&self, f: &mut dyn FnMut(&mut [u8]));
+    /// AP mapping of byte 0. Only ever dereferenced through [`read_at`] / [`write_at`] /
+    /// [`fill_at`] (atomic byte accesses), never turned into a slice.
+    fn as_ptr(&self) -> NonNull<u8>;
+    /// Called after the AP wrote `[off, off+len)` and before the DSP may read it (clean the
+    /// data cache for a non-coherent mapping). A coherent mapping needs nothing: the default.
+    fn sync_for_device(&self, off: usize, len: usize) {
+        let _ = (off, len);
+    }
+    /// Called before the AP reads `[off, off+len)` written by the DSP (invalidate the data
+    /// cache for a non-coherent mapping). A coherent mapping needs nothing: the default.
+    fn sync_for_cpu(&self, off: usize, len: usize) {
+        let _ = (off, len);
+    }
 }
 
-/// Read `out.len()` bytes at `off`; `InvalidArgument` if out of range.
-pub fn region_read(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<()> {
-    let mut res = Err(FastRpcError::InvalidArgument);
-    r.with(&mut |m| {
-        if let Some(src) = off.checked_add(out.len()).and_then(|e| m.get(off..e)) {
-            out.copy_from_slice(src);
-            res = Ok(());
-        }
-    });
-    res
+/// `[off, off + n)` inside a region of `len` bytes.
+fn in_bounds(len: usize, off: usize, n: usize) -> Result<()> {
+    match off.checked_add(n) {
+        Some(end) if end <= len => Ok(()),
+        _ => Err(FastRpcError::InvalidArgument),
+    }
 }
 
-/// Write `data` at `off`; `InvalidArgument` if out of range.
-pub fn region_write(r: &dyn DmaRegion, off: usize, data: &[u8]) -> Result<()> {
-    let mut res = Err(FastRpcError::InvalidArgument);
-    r.with(&mut |m| {
-        if let Some(dst) = off.checked_add(data.len()).and_then(|e| m.get_mut(off..e)) {
-            dst.copy_from_slice(data);
-            res = Ok(());
-        }
-    });
-    res
+/// Copy `out.len()` bytes at `off` out of the region; `InvalidArgument` if out of range (nothing
+/// is read then). The bytes may be changing under a misbehaving DSP: `out` then holds some mix
+/// of old and new byte values, which the caller parses as untrusted input.
+pub fn read_at(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<()> {
+    in_bounds(r.len(), off, out.len())?;
+    r.sync_for_cpu(off, out.len());
+    let base = r.as_ptr().as_ptr();
+    for (i, o) in out.iter_mut().enumerate() {
+        // SAFETY: `off + i < off + out.len() <= r.len()` (checked above), so the address is
+        // inside the region, which the `DmaRegion` contract keeps valid while `r` lives; a
+        // `u8` is always aligned for `AtomicU8`. Every access to region bytes, ours and the
+        // (simulated or real) DSP's, is a byte-sized atomic one, so this never races and no
+        // reference to a plain `u8` of the region is created.
+        let cell = unsafe { AtomicU8::from_ptr(base.add(off + i)) };
+        // Relaxed: a copy; ordering against the DSP comes from the packet channel contract.
+        *o = cell.load(Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Copy `data` into the region at `off`; `InvalidArgument` if out of range (nothing is written
+/// then).
+pub fn write_at(r: &dyn DmaRegion, off: usize, data: &[u8]) -> Result<()> {
+    in_bounds(r.len(), off, data.len())?;
+    let base = r.as_ptr().as_ptr();
+    for (i, b) in data.iter().enumerate() {
+        // SAFETY: as in `read_at`: in bounds (checked above), valid while `r` lives, aligned,
+        // and only ever accessed atomically at byte size.
+        let cell = unsafe { AtomicU8::from_ptr(base.add(off + i)) };
+        // Relaxed: a copy; publication to the DSP is the packet channel's `send` (a release).
+        cell.store(*b, Ordering::Relaxed);
+    }
+    r.sync_for_device(off, data.len());
+    Ok(())
+}
+
+/// Set `n` bytes at `off` to `v`; `InvalidArgument` if out of range.
+pub fn fill_at(r: &dyn DmaRegion, off: usize, n: usize, v: u8) -> Result<()> {
+    in_bounds(r.len(), off, n)?;
+    let base = r.as_ptr().as_ptr();
+    for i in 0..n {
+        // SAFETY: as in `write_at`.
+        let cell = unsafe { AtomicU8::from_ptr(base.add(off + i)) };
+        // Relaxed: as in `write_at`.
+        cell.store(v, Ordering::Relaxed);
+    }
+    r.sync_for_device(off, n);
+    Ok(())
+}
+
+/// Zeroed region backing memory a HAL (or the simulator) can own: `len` atomic bytes, so the
+/// owner never holds a plain-`u8` view of memory it shares.
+pub fn zeroed_atomic_bytes(len: usize) -> alloc::boxed::Box<[AtomicU8]> {
+    (0..len).map(|_| AtomicU8::new(0)).collect()
 }
 
 /// The platform: DMA allocation per session (context bank) with its stream id.
@@ -135,11 +231,11 @@ impl SharedBuf {
     }
     /// Copy `data` in at `off`.
     pub fn write(&self, off: usize, data: &[u8]) -> Result<()> {
-        region_write(&*self.inner.region, off, data)
+        write_at(&*self.inner.region, off, data)
     }
     /// Copy out at `off`.
     pub fn read(&self, off: usize, out: &mut [u8]) -> Result<()> {
-        region_read(&*self.inner.region, off, out)
+        read_at(&*self.inner.region, off, out)
     }
     /// Whether two handles name the same memory (identity, not fd number: a map cache keyed by
     /// fd alone is the CVE-2022-48872 family of bugs).
@@ -155,6 +251,78 @@ impl SharedBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn accessors_check_bounds_and_copy() {
+        let bus = crate::sim::SimBus::new();
+        let r = bus.alloc(1, 4096).unwrap();
+        let r = &*r;
+        assert!(write_at(r, 4090, b"abcdef").is_ok(), "ends exactly at len");
+        let mut b = [0u8; 6];
+        read_at(r, 4090, &mut b).unwrap();
+        assert_eq!(&b, b"abcdef");
+        assert!(write_at(r, 4091, b"abcdef").is_err(), "one past the end");
+        assert!(read_at(r, usize::MAX, &mut b).is_err(), "offset overflow");
+        assert!(fill_at(r, 4096, 1, 0).is_err());
+        assert!(write_at(r, 4096, b"").is_ok(), "empty at the end");
+        read_at(r, 4090, &mut b).unwrap();
+        assert_eq!(&b, b"abcdef", "a refused write wrote nothing");
+        fill_at(r, 4090, 6, 0x5a).unwrap();
+        read_at(r, 4090, &mut b).unwrap();
+        assert_eq!(b, [0x5a; 6]);
+    }
+
+    /// The simulated DSP (through the SMMU path, `SimBus::write`, no lock around the region)
+    /// rewrites a region while the AP reads and writes it: no references exist, so this is two
+    /// agents doing atomic byte accesses. Each byte read is one some side wrote (never a torn or
+    /// invented value), and mixed generations inside one read are expected and harmless.
+    #[cfg(feature = "std")]
+    #[test]
+    fn simulated_dsp_writes_concurrently_with_ap_reads() {
+        use std::sync::atomic::AtomicBool;
+        let bus = crate::sim::SimBus::new();
+        let r = bus.alloc(1, 4096).unwrap();
+        let addr = r.iova() | 1 << 32;
+        let stop = Arc::new(AtomicBool::new(false));
+        let dsp = {
+            let (bus, stop) = (bus.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (a, b) = ([0xaau8; 4096], [0x55u8; 4096]);
+                let mut n = 0usize;
+                // Relaxed: a stop flag for the test, no data.
+                while !stop.load(Ordering::Relaxed) {
+                    assert!(bus.write(addr, if n.is_multiple_of(2) { &a } else { &b }));
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut buf = [0u8; 4096];
+        let mut seen_dsp = false;
+        let started = std::time::Instant::now();
+        let mut i = 0usize;
+        // At least 400 reads, and until the DSP thread has run (bounded for a loaded machine).
+        while i < 400 || (!seen_dsp && started.elapsed().as_secs() < 20) {
+            i += 1;
+            read_at(&*r, 0, &mut buf).unwrap();
+            for &x in &buf[..] {
+                assert!(
+                    matches!(x, 0 | 0xaa | 0x55 | 0x11),
+                    "byte {x:#x} nobody wrote"
+                );
+            }
+            seen_dsp |= buf.iter().any(|&x| x == 0xaa || x == 0x55);
+            if i.is_multiple_of(4) {
+                // The AP writes the same memory too (a request being built) meanwhile.
+                write_at(&*r, 100, &[0x11; 64]).unwrap();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let writes = dsp.join().unwrap();
+        assert!(writes > 0 && seen_dsp, "the DSP's writes were observed");
+        assert_eq!(bus.faults(), 0);
+    }
 
     #[test]
     fn page_math() {

@@ -7,7 +7,7 @@
 //! reference. [`Session::invoke`] is the blocking composition. Nothing on this path allocates.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{fence, AtomicI32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use core::task::Waker;
 use core::time::Duration;
 
@@ -20,11 +20,11 @@ use crate::channel::ChannelInner;
 use crate::context::{CtxId, CtxState, OutRec, PayloadPool};
 use crate::error::{AeeError, FastRpcError, Result};
 use crate::layout::{layout, BufDesc, BufSource, HandleDesc, Olap, NOT_INLINE};
-use crate::mem::{DmaRegion, SharedBuf};
+use crate::mem::{read_at, write_at, SharedBuf};
 use crate::payload::MetaView;
 use crate::procctl::ProcState;
 use crate::scalars::Scalars;
-use crate::wire::{FastRpcMsg, INIT_HANDLE};
+use crate::wire::{FastRpcMsg, MetaOffsets, INIT_HANDLE};
 
 /// PD bits: root PD / audio attach.
 pub const PD_ROOT: u8 = 0;
@@ -286,8 +286,9 @@ impl Session {
         let s = &*self.inner;
         let ch = &*s.ch;
         let _user = s.lc.acquire().map_err(|_| FastRpcError::ChannelDown)?;
-        // Acquire: pairs with the Release in `Channel::remote_up/down`.
-        if !ch.up.load(Ordering::Acquire) {
+        // An early refusal only; a sweep racing this call is handled by the re-check after
+        // queueing (`crate::liveness`).
+        if !ch.up.is_up() {
             return Err(FastRpcError::ChannelDown);
         }
         if handle == INIT_HANDLE && !kernel {
@@ -331,7 +332,7 @@ impl Session {
         let ch = &*s.ch;
         let slot = ch.ctx.slot(idx).ok_or(FastRpcError::InvalidArgument)?;
         let mut c = slot.lock();
-        let lease = s.payloads.take().ok_or(FastRpcError::Busy)?;
+        let mut lease = s.payloads.take().ok_or(FastRpcError::Busy)?;
         c.maps.clear();
         c.bufs.clear();
         c.handles.clear();
@@ -411,35 +412,40 @@ impl Session {
         // Within the capacity reserved at setup (`max_args`): no allocation.
         c.olaps.resize(nb, Olap::default());
         c.inline_off.resize(nb, 0);
-        let region: &Arc<dyn DmaRegion> = lease.region();
+        let (region, shadow) = lease.parts();
         let (va, bus) = (region.va(), region.iova() | sid_bits);
-        let mut placed = Err(FastRpcError::InvalidArgument);
-        {
+        // The call is built in the lease's private shadow (no slice of DSP-shared memory may
+        // exist, see `crate::mem`), then copied into the region in one pass.
+        let placed = {
             let cx = &mut *c;
-            region.with(&mut |m| {
-                placed = layout(
-                    sc,
-                    &cx.bufs,
-                    &cx.handles,
-                    &mut cx.olaps,
-                    m,
-                    va,
-                    bus,
-                    &mut cx.inline_off,
-                );
-                if placed.is_ok() {
-                    for (i, a) in args.iter().enumerate() {
-                        if let Arg::In(d) = a {
-                            let o = cx.inline_off[i];
-                            if o != NOT_INLINE {
-                                let o = o as usize;
-                                m[o..o + d.len()].copy_from_slice(d);
-                            }
+            let placed = layout(
+                sc,
+                &cx.bufs,
+                &cx.handles,
+                &mut cx.olaps,
+                shadow,
+                va,
+                bus,
+                &mut cx.inline_off,
+            );
+            if let Ok(p) = &placed {
+                for (i, a) in args.iter().enumerate() {
+                    if let Arg::In(d) = a {
+                        let o = cx.inline_off[i];
+                        if o != NOT_INLINE {
+                            let o = o as usize;
+                            let dst = shadow
+                                .get_mut(o..o + d.len())
+                                .ok_or(FastRpcError::InvalidArgument)?;
+                            dst.copy_from_slice(d);
                         }
                     }
                 }
-            });
-        }
+                // `layout` checked `pkt_size <= shadow.len() == region.len()`.
+                write_at(&**region, 0, &shadow[..p.pkt_size])?;
+            }
+            placed
+        };
         let placed = placed?;
         for k in 0..c.outs.len() {
             let i = c.outs[k].slot as usize;
@@ -467,9 +473,10 @@ impl Session {
         // The in-flight reference is taken before the message can reach the DSP.
         c.inflight = true;
         drop(c);
-        // Release: every payload write above happens-before the message that tells the DSP
-        // to read it (on hardware the packet channel adds the DMA write barrier).
-        fence(Ordering::Release);
+        // No fence here: `PacketChannel::send` is itself a release of every payload write
+        // sequenced before it (its documented contract; rpmsg's virtqueue publication on
+        // hardware, the link mutex in the simulator). A `fence(Release)` would pair with
+        // nothing: the DSP reads no atomic of ours that this fence could order.
         if let Err(e) = ch.link.send(msg.as_bytes()) {
             let mut c = slot.lock();
             if c.inflight {
@@ -479,15 +486,9 @@ impl Session {
             return Err(e);
         }
         // A DSP loss that swept the table between our `up` check and the queueing above would
-        // have missed this context: fail it ourselves.
-        // Acquire: pairs with the Release in `remote_down`.
-        if !ch.up.load(Ordering::Acquire) {
-            let mut c = slot.lock();
-            if c.inflight {
-                c.inflight = false;
-                c.state = CtxState::Failed(FastRpcError::RemoteReset);
-            }
-        }
+        // have missed this context: fail it ourselves. Correct because `inflight` was set under
+        // the slot lock the sweep also takes (`crate::liveness`, model-checked there).
+        ch.up.recheck_after_queue(&ch.ctx, idx);
         Ok(())
     }
 
@@ -558,32 +559,31 @@ impl Session {
                 return Err(FastRpcError::InvalidArgument);
             }
             let rec = *c.outs.get(k).ok_or(FastRpcError::InvalidArgument)?;
-            let lease = c.payload.as_ref().ok_or(FastRpcError::InvalidArgument)?;
-            // Acquire: the DSP's payload writes happen-before its response, which we observed
-            // under the context lock; on hardware the channel adds the DMA read barrier.
-            fence(Ordering::Acquire);
-            let mut r = Err(FastRpcError::InvalidArgument);
             let sc = c.sc;
-            lease.region().with(&mut |m| {
-                r = (|| {
-                    let v = MetaView::parse(sc, m)?;
-                    let dsp_len = v.rpra(rec.slot as usize)?.len.get();
-                    if dsp_len > rec.len {
-                        Counters::bump(&ch.counters.protocol_errors);
-                    }
-                    let n = dsp_len.min(rec.len) as usize;
-                    if rec.off != NOT_INLINE {
-                        if dst.len() < n {
-                            return Err(FastRpcError::TooLarge);
-                        }
-                        let o = rec.off as usize;
-                        let src = m.get(o..o + n).ok_or(ProtocolError::OutOfRange)?;
-                        dst[..n].copy_from_slice(src);
-                    }
-                    Ok(n)
-                })();
-            });
-            r
+            let lease = c.payload.as_mut().ok_or(FastRpcError::InvalidArgument)?;
+            // No fence: the DSP's payload writes are ordered before its response by the
+            // `PacketChannel` contract (receipt is an acquire of everything the DSP wrote
+            // before sending), and we observed the response under this context's lock.
+            let (region, shadow) = lease.parts();
+            let meta = MetaOffsets::new(sc.len()).end;
+            // Parse a private copy of the metadata (read once, then checked): the DSP may
+            // still be writing the region if it is misbehaving.
+            let shadow = shadow
+                .get_mut(..meta)
+                .ok_or(FastRpcError::InvalidArgument)?;
+            read_at(&**region, 0, shadow)?;
+            let v = MetaView::parse(sc, shadow)?;
+            let dsp_len = v.rpra(rec.slot as usize)?.len.get();
+            if dsp_len > rec.len {
+                Counters::bump(&ch.counters.protocol_errors);
+            }
+            let n = dsp_len.min(rec.len) as usize;
+            if rec.off != NOT_INLINE {
+                let dst = dst.get_mut(..n).ok_or(FastRpcError::TooLarge)?;
+                let o = usize::try_from(rec.off).map_err(|_| ProtocolError::OutOfRange)?;
+                read_at(&**region, o, dst).map_err(|_| ProtocolError::OutOfRange)?;
+            }
+            Ok(n)
         })
     }
 
@@ -592,21 +592,33 @@ impl Session {
     pub fn finish(&self, t: InvokeTicket) {
         let ch = &self.inner.ch;
         let _ = self.with_ctx(&t, |c| {
-            if let (CtxState::Done(_), Some(lease)) = (c.state, c.payload.as_ref()) {
-                let sc = c.sc;
-                let maps = &c.maps;
-                lease.region().with(&mut |m| {
-                    if sc.is_empty() {
-                        return;
+            let sc = c.sc;
+            let crate::context::Ctx {
+                state,
+                payload,
+                maps,
+                ..
+            } = c;
+            if let (CtxState::Done(_), Some(lease)) = (*state, payload.as_mut()) {
+                if sc.is_empty() {
+                    return Ok(());
+                }
+                let (region, shadow) = lease.parts();
+                let meta = MetaOffsets::new(sc.len()).end;
+                // A private copy of the metadata, as in `read_out`.
+                let Some(shadow) = shadow.get_mut(..meta) else {
+                    return Ok(());
+                };
+                if read_at(&**region, 0, shadow).is_err() {
+                    return Ok(());
+                }
+                let Ok(v) = MetaView::parse(sc, shadow) else {
+                    return Ok(());
+                };
+                let _ = v.for_each_fd(|fd| {
+                    if !maps.iter().any(|b| b.fd() as u64 == fd) {
+                        Counters::bump(&ch.counters.protocol_errors);
                     }
-                    let Ok(v) = MetaView::parse(sc, m) else {
-                        return;
-                    };
-                    let _ = v.for_each_fd(|fd| {
-                        if !maps.iter().any(|b| b.fd() as u64 == fd) {
-                            Counters::bump(&ch.counters.protocol_errors);
-                        }
-                    });
                 });
             }
             Ok(())

@@ -3,9 +3,9 @@
 //! (`RUSTFLAGS="--cfg loom" cargo test -p backend-fastrpc --release --lib loom`).
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// A mutual-exclusion lock (`spin::Mutex`, or `loom::sync::Mutex` under loom).
 pub struct Mutex<T> {
