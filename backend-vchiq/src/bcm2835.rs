@@ -13,8 +13,79 @@
 //! ```
 
 use core::ptr::NonNull;
+#[cfg(not(any(
+    target_arch = "aarch64",
+    all(target_arch = "arm", target_feature = "v7")
+)))]
+use core::sync::atomic::{fence, Ordering};
 
 use crate::platform::Platform;
+
+/// `dsb sy`: completes every earlier memory access (loads and stores, to Normal and Device
+/// memory, for every observer in the system, the VideoCore included) before any later one. What
+/// Linux's `mb()`/`dsb(sy)` is on arm and arm64. Also a compiler barrier (no `nomem`).
+/// Elsewhere (host builds and tests of this module): `fence(SeqCst)`.
+#[inline(always)]
+pub fn dsb_sy() {
+    #[cfg(any(
+        target_arch = "aarch64",
+        all(target_arch = "arm", target_feature = "v7")
+    ))]
+    // SAFETY: a barrier instruction; it reads and writes no register or memory the compiler
+    // allocates, and leaves the flags alone. Without `nomem` the compiler also treats it as a
+    // memory clobber, so it does not move accesses across it.
+    unsafe {
+        core::arch::asm!("dsb sy", options(nostack, preserves_flags))
+    };
+    #[cfg(not(any(
+        target_arch = "aarch64",
+        all(target_arch = "arm", target_feature = "v7")
+    )))]
+    // SeqCst fence: the host stand-in for `dsb sy` (every ordering a fence can give).
+    fence(Ordering::SeqCst);
+}
+
+/// `dsb st` (Linux arm64 `wmb()`): every earlier store completes before any later store. On
+/// 32-bit ARMv7, `dsb st` too (Linux arm `wmb()`). Host builds: `fence(SeqCst)`.
+#[inline(always)]
+pub fn dsb_st() {
+    #[cfg(any(
+        target_arch = "aarch64",
+        all(target_arch = "arm", target_feature = "v7")
+    ))]
+    // SAFETY: a barrier instruction touching no allocated register or memory, flags preserved;
+    // a compiler memory clobber (no `nomem`).
+    unsafe {
+        core::arch::asm!("dsb st", options(nostack, preserves_flags))
+    };
+    #[cfg(not(any(
+        target_arch = "aarch64",
+        all(target_arch = "arm", target_feature = "v7")
+    )))]
+    // SeqCst fence: host stand-in.
+    fence(Ordering::SeqCst);
+}
+
+/// `dsb ld` on aarch64 (Linux arm64 `rmb()`): every earlier load completes before any later
+/// access. ARMv7 has no load-only `dsb`, so `dsb sy` there (Linux arm `rmb()`). Host builds:
+/// `fence(SeqCst)`.
+#[inline(always)]
+pub fn dsb_ld() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a barrier instruction touching no allocated register or memory, flags preserved;
+    // a compiler memory clobber (no `nomem`).
+    unsafe {
+        core::arch::asm!("dsb ld", options(nostack, preserves_flags))
+    };
+    #[cfg(all(target_arch = "arm", target_feature = "v7"))]
+    dsb_sy();
+    #[cfg(not(any(
+        target_arch = "aarch64",
+        all(target_arch = "arm", target_feature = "v7")
+    )))]
+    // SeqCst fence: host stand-in.
+    fence(Ordering::SeqCst);
+}
 
 /// BELL0 (VPU→ARM): reading returns the pending bits and clears them.
 pub const BELL0: usize = 0x00;
@@ -44,8 +115,12 @@ impl Bell {
         }
     }
 
-    /// Ring the VPU: write 0 to BELL2.
+    /// Ring the VPU: write 0 to BELL2, after a `dsb st` (Linux's `writel` has a write barrier
+    /// before the store), so every shared-memory store made before the call (the message, tx_pos,
+    /// `fired`) reaches the VPU no later than the doorbell. The protocol already issues a full
+    /// barrier (`mb`) before ringing; this one keeps `ring` correct when called on its own.
     pub fn ring(&self) {
+        dsb_st();
         // SAFETY: in the register block (`new`'s contract); a volatile store to MMIO.
         unsafe { core::ptr::write_volatile(self.base.as_ptr().add(BELL2 / 4), 0) };
     }
@@ -56,6 +131,11 @@ impl Bell {
     pub fn take_irq(&self) -> bool {
         // SAFETY: in the register block; a volatile load from MMIO (read-to-clear).
         let v = unsafe { core::ptr::read_volatile(self.base.as_ptr().add(BELL0 / 4)) };
+        // Read barrier after the register read (Linux's `readl` has one): the loads of `fired`
+        // and of the slots that follow are not satisfied before the doorbell was seen (review
+        // point 11; the waiter protocol's re-check already prevents a lost wake-up, this keeps
+        // `poll` from reading a stale `fired` and idling until the next doorbell).
+        dsb_ld();
         v & BELL0_VCHIQ != 0
     }
 }
@@ -64,6 +144,12 @@ impl Bell {
 /// uncached alias the VPU expects; memory must lie in the low 1 GiB), coherent memory (no cache
 /// maintenance needed because the region and bulk buffers are mapped non-cacheable; override
 /// `dma_clean`/`dma_invalidate` in your own platform if bulk buffers are cacheable).
+///
+/// Barriers: `wmb` = `dsb st`, `rmb` = `dsb ld`, `mb` = `dsb sy` (Linux arm64's `wmb`/`rmb`/
+/// `mb`): the VideoCore is a bus master outside the ARM's inner-shareable domain, where the
+/// `dmb ish` of `fence(SeqCst)` orders nothing. On ARMv6 (Pi 1/Zero) there is no `dsb`
+/// instruction (it is `mcr p15, 0, r0, c7, c10, 4`); that target is not supported here and falls
+/// back to `fence(SeqCst)`, which is not enough on hardware.
 pub struct PiPlatform {
     bell: Bell,
     alias: u32,
@@ -81,6 +167,15 @@ impl PiPlatform {
 unsafe impl Platform for PiPlatform {
     fn ring_doorbell(&self) {
         self.bell.ring();
+    }
+    fn wmb(&self) {
+        dsb_st();
+    }
+    fn rmb(&self) {
+        dsb_ld();
+    }
+    fn mb(&self) {
+        dsb_sy();
     }
     fn map_page(&self, cpu_page: usize) -> Option<u32> {
         (cpu_page < (1 << 30)).then_some(cpu_page as u32 | self.alias)

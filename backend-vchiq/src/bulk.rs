@@ -191,8 +191,27 @@ impl Vchiq {
             free(g);
             return Err(err);
         }
-        if dir == BulkDir::Transmit {
-            self.platform.dma_clean(addr, e.len);
+        match dir {
+            // Cacheable transmit data written back before the VideoCore reads it.
+            BulkDir::Transmit => self.platform.dma_clean(addr, e.len),
+            // Receive: write back and invalidate the whole lines the VideoCore will DMA into
+            // *before* it does (Linux's `dma_map_sg(DMA_FROM_DEVICE)`): otherwise a dirty line
+            // evicted during the transfer overwrites its data, and a clean one can be refetched
+            // early. Only the whole-line middle: partial head/tail lines go through the fragment
+            // (the VideoCore never writes them in the buffer), and we must not touch lines we
+            // share with neighbouring data. Without a fragment (aligned, or the test switch) the
+            // range is the whole buffer. `slave_finish` invalidates the middle again after DONE.
+            BulkDir::Receive => {
+                let split = match frag {
+                    Some(_) => fragment_split(addr % VCHIQ_SLOT_SIZE, e.len, cl),
+                    None => pagelist::FragmentSplit { head: 0, tail: 0 },
+                };
+                let mid_len = e.len - split.head - split.tail;
+                if mid_len > 0 {
+                    self.platform
+                        .dma_clean_invalidate(addr + split.head, mid_len);
+                }
+            }
         }
         let msg = BulkPayload {
             pagelist: self.region.bus() + pl_off as u32,

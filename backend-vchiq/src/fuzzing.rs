@@ -80,6 +80,8 @@ pub fn slot_walk(data: &[u8]) {
         |_: &crate::ServiceCtx<'_>, _: crate::Event<'_>| Deliver::Done,
     );
     let part = cfg.partition(Role::Master);
+    // Relaxed: this thread is the only one using the region; the hostile "master" state below is
+    // published by the Release stores of `initialised` and tx_pos, as a real master would.
     for i in 0..part.data_slots() as usize {
         r.store(
             off::MASTER + off::SLOT_QUEUE + 4 * i,
@@ -92,6 +94,8 @@ pub fn slot_walk(data: &[u8]) {
         part.first as usize * VCHIQ_SLOT_SIZE,
         &body[..body.len().min(8 * VCHIQ_SLOT_SIZE)],
     );
+    // Release (both): like a real master, so the slave's Acquire loads see the queue and slots
+    // written above (single-threaded here, so it only keeps the harness honest).
     r.store(off::MASTER + off::INITIALISED, 1, Ordering::Release);
     r.store(off::MASTER + off::TX_POS, word(data, 0), Ordering::Release);
     let _ = slave.connect();

@@ -37,6 +37,7 @@ pub mod layout;
 mod open_close;
 pub mod pagelist;
 pub mod platform;
+mod poll_gate;
 pub mod recycle;
 pub mod region;
 pub mod remote_event;

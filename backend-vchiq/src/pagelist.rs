@@ -107,6 +107,8 @@ pub(crate) fn build(
             return Err(VchiqError::TooLarge);
         }
         let e = fmt.encode(base, n).ok_or(VchiqError::Invalid)?;
+        // Relaxed (spec §3 barrier 8): published, like the header below, by the wmb + Release
+        // store of the tx_pos that carries the BULK_TX/RX message referencing this pagelist.
         region.store(pl_off + 8 + 4 * *entries, e, Ordering::Relaxed);
         *entries += 1;
         Ok(())
@@ -217,6 +219,8 @@ pub fn walk(
         if entry >= v.max_entries {
             return Err(ProtocolError::OutOfRange);
         }
+        // Relaxed: ordered, like the header in `parse`, by our Acquire (+ rmb) of the slave's
+        // tx_pos before the BULK_TX/RX message was parsed; every entry is range-checked.
         let e = region.load(v.entries_off + 4 * entry, Ordering::Relaxed);
         entry += 1;
         let (base, pages) = v.fmt.decode(e);

@@ -1,5 +1,8 @@
 //! What the embedder provides: "ring the other side", address translation for bulk DMA, and cache
-//! maintenance. One `unsafe trait` (the virtio-drivers HAL pattern).
+//! maintenance, and the barriers that order shared memory for the peer. One `unsafe trait` (the
+//! virtio-drivers HAL pattern).
+
+use crate::sync::Barriers;
 
 /// The platform glue of one VCHIQ instance.
 ///
@@ -10,6 +13,13 @@
 /// - [`Platform::bus_to_cpu`] (used by the master role only) must return the CPU address of a page
 ///   that is valid for reads and writes of 4096 bytes while the peer keeps the transfer queued; the
 ///   core writes the peer's buffers through it with atomic byte/word accesses.
+///
+/// # Barriers
+/// The protocol calls [`Platform::wmb`], [`Platform::rmb`] and [`Platform::mb`] where Linux's
+/// driver issues `wmb()`/`rmb()`/`mb()`/`dsb(sy)` (spec §3). The defaults suit a peer that is
+/// another thread in our coherence domain (the simulator, a VMM); a real VideoCore needs `dsb`
+/// ([`crate::bcm2835::PiPlatform`]). An implementation of `mb` must be at least as strong as
+/// `fence(SeqCst)` (the lost-wake-up proof relies on it).
 pub unsafe trait Platform: Send + Sync {
     /// Ring the other side's doorbell (ARM→VPU: write BELL2; in the simulator, wake its worker).
     fn ring_doorbell(&self);
@@ -46,14 +56,56 @@ pub unsafe trait Platform: Send + Sync {
             .and_then(|b| self.bus_to_cpu(b))
     }
 
+    /// Write barrier toward the peer (Linux `wmb`; `dsb st` on a Pi). Default: nothing, since
+    /// each call is followed by a Release store (enough within our coherence domain).
+    fn wmb(&self) {
+        crate::sync::Fences.wmb()
+    }
+
+    /// Read barrier toward the peer (Linux `rmb`; `dsb ld` on a Pi). Default: nothing, since each
+    /// call follows an Acquire load.
+    fn rmb(&self) {
+        crate::sync::Fences.rmb()
+    }
+
+    /// Full barrier toward the peer (Linux `mb`/`dsb(sy)`; `dsb sy` on a Pi). Default:
+    /// `fence(SeqCst)`. Must be at least that strong.
+    fn mb(&self) {
+        crate::sync::Fences.mb()
+    }
+
+    /// Before a receive: write back and invalidate the `len` bytes at `addr` so that no dirty
+    /// line can be evicted over the data the peer is about to DMA in (Linux's
+    /// `dma_map_sg(DMA_FROM_DEVICE)`). The core passes only whole cache lines it owns exclusively
+    /// (partial head/tail lines go through fragments, spec §5). Default: [`Platform::dma_clean`]
+    /// then [`Platform::dma_invalidate`] of the same range.
+    fn dma_clean_invalidate(&self, addr: usize, len: usize) {
+        self.dma_clean(addr, len);
+        self.dma_invalidate(addr, len);
+    }
+
     /// Write back `len` bytes at `addr` before the peer reads them (no-op on coherent memory).
     fn dma_clean(&self, addr: usize, len: usize) {
         let _ = (addr, len);
     }
 
-    /// Invalidate `len` bytes at `addr` after the peer wrote them. The core only ever passes whole
+    /// Invalidate `len` bytes at `addr` after the peer wrote them (and, through the default
+    /// [`Platform::dma_clean_invalidate`], before the transfer). The core only ever passes whole
     /// cache lines it owns exclusively (partial lines go through fragments, spec §5).
     fn dma_invalidate(&self, addr: usize, len: usize) {
         let _ = (addr, len);
+    }
+}
+
+/// The protocol's barriers are the platform's.
+impl Barriers for dyn Platform {
+    fn wmb(&self) {
+        Platform::wmb(self)
+    }
+    fn rmb(&self) {
+        Platform::rmb(self)
+    }
+    fn mb(&self) {
+        Platform::mb(self)
     }
 }

@@ -150,7 +150,7 @@ impl Vchiq {
         ) else {
             return;
         };
-        g.remote_recycle = recycle::push(queue, rec, slot, g.remote_recycle);
+        g.remote_recycle = recycle::push(queue, rec, slot, g.remote_recycle, &*self.platform);
         self.signal_remote(off::RECYCLE);
     }
 
@@ -184,6 +184,10 @@ impl Vchiq {
         let tx = self
             .region
             .load(self.remote_off + off::TX_POS, Ordering::Acquire);
+        // rmb (spec §3 barrier 4, Linux's rmb after reading `remote->tx_pos`): the slot queue,
+        // headers and payload are read after tx_pos, also for a writer outside our coherence
+        // domain (the VideoCore).
+        self.platform.rmb();
         if tx == g.rx_pos {
             return RxStep::Idle;
         }
@@ -217,6 +221,9 @@ impl Vchiq {
             };
         }
         let base = slot as usize * VCHIQ_SLOT_SIZE + offset as usize;
+        // Relaxed header loads: ordered after the Acquire load of tx_pos above (and its rmb),
+        // which the peer Release-stored after writing this header; any value is range-checked
+        // by `Header::decode` and `avail`.
         let msgid = self.region.load(base, Ordering::Relaxed);
         let size = self.region.load(base + 4, Ordering::Relaxed);
         let h = match Header::decode(msgid, size, offset as usize) {
@@ -522,7 +529,7 @@ impl Vchiq {
         let Some(msgid_word) = self.region.word(base) else {
             return Err(VchiqError::Invalid);
         };
-        if !sync_slot::is_free(msgid_word) {
+        if !sync_slot::is_free(msgid_word, &*self.platform) {
             return Err(VchiqError::Retry);
         }
         let mut o = base + VCHIQ_HEADER_SIZE;
@@ -532,7 +539,7 @@ impl Vchiq {
         }
         self.region.store(base + 4, size as u32, Ordering::Relaxed);
         // Relaxed body and size above: published by the Release in `sync_slot::publish`.
-        sync_slot::publish(msgid_word, make_msgid(ty, src, dst));
+        sync_slot::publish(msgid_word, make_msgid(ty, src, dst), &*self.platform);
         self.signal_remote(off::SYNC_TRIGGER);
         bump(&self.counters.msgs_sent);
         Ok(())
@@ -541,7 +548,7 @@ impl Vchiq {
     fn sync_release(&self) {
         let base = self.remote_part.sync as usize * VCHIQ_SLOT_SIZE;
         if let Some(w) = self.region.word(base) {
-            sync_slot::release(w);
+            sync_slot::release(w, &*self.platform);
         }
         self.signal_remote(off::SYNC_RELEASE);
     }
@@ -549,9 +556,15 @@ impl Vchiq {
     /// The peer's sync slot: at most one message.
     pub(crate) fn sync_poll(&self, scratch: &mut [u8]) -> usize {
         let base = self.remote_part.sync as usize * VCHIQ_SLOT_SIZE;
-        let Some(msgid) = self.region.word(base).and_then(sync_slot::pending) else {
+        let Some(msgid) = self
+            .region
+            .word(base)
+            .and_then(|w| sync_slot::pending(w, &*self.platform))
+        else {
             return 0;
         };
+        // Relaxed: ordered by the Acquire (and rmb) of the msgid in `sync_slot::pending`; the
+        // peer wrote the size before its Release of the msgid. Checked by `Header::decode`.
         let size = self.region.load(base + 4, Ordering::Relaxed);
         let h = match Header::decode(msgid, size, 0) {
             Ok(h) => h,

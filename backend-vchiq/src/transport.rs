@@ -186,6 +186,8 @@ impl VchiqTransport {
 
     /// The current service handle (changes when the transport re-opens after a remote reset).
     pub fn service(&self) -> ServiceHandle {
+        // Relaxed: the handle is a plain value, not a publication; the service table it indexes
+        // is guarded by the core's lock, and a stale handle fails there (`Invalid`).
         ServiceHandle::from_raw(self.sh.handle.load(Ordering::Relaxed))
     }
 
@@ -648,7 +650,9 @@ impl Transport for VchiqTransport {
             let mut xs = self.sh.xfers.lock();
             for x in xs.iter_mut() {
                 match x.state {
-                    XState::Free => {}
+                    // A reply that arrived before shutdown stays fetchable; its buffer goes back
+                    // to the pool at the caller's `mark_txdone`, as in normal operation.
+                    XState::Free | XState::Done(_) => {}
                     XState::Pending => {
                         self.sh.free(x);
                         x.state = XState::Failed(Error::Shutdown);
@@ -657,7 +661,7 @@ impl Transport for VchiqTransport {
                         let st = core::mem::replace(&mut x.state, XState::Free);
                         self.sh.free(x);
                         x.state = match st {
-                            XState::Done(_) | XState::Failed(_) => XState::Failed(Error::Shutdown),
+                            XState::Failed(_) => XState::Failed(Error::Shutdown),
                             _ => XState::Free,
                         };
                     }

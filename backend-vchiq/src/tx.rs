@@ -231,6 +231,9 @@ impl Vchiq {
     }
 
     fn publish_tx_pos(&self, g: &Inner) {
+        // wmb (spec §3 barrier 2, Linux's wmb before `local->tx_pos`): payload and header reach
+        // the VideoCore, outside our coherence domain, before the new tx_pos.
+        self.platform.wmb();
         // Release (spec §3 barrier 2): payload and header stores above happen-before the peer's
         // Acquire load of tx_pos.
         self.region
@@ -307,7 +310,7 @@ impl Vchiq {
         let limit = (g.tx_pos >> 12).wrapping_add(self.local_part.data_slots());
         let mut n = 0;
         loop {
-            match recycle::pop(queue, rec, g.slot_queue_available, limit) {
+            match recycle::pop(queue, rec, g.slot_queue_available, limit, &*self.platform) {
                 Ok(None) => break,
                 Err(recycle::BadRecycle) => {
                     self.protocol_error("slot_queue_recycle out of range");

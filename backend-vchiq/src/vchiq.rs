@@ -19,6 +19,7 @@ use crate::consts::*;
 use crate::error::{VResult, VchiqError};
 use crate::layout::{off, SlotZero};
 use crate::platform::Platform;
+use crate::poll_gate::PollGate;
 use crate::region::Region;
 use crate::remote_event::{self, EventRef};
 use crate::service::{
@@ -201,8 +202,9 @@ pub struct Vchiq {
     pub(crate) local_part: Partition,
     pub(crate) remote_part: Partition,
     pub(crate) inner: spin::Mutex<Inner>,
+    /// The poller's scratch buffer; only the [`PollGate`] holder locks it (never contended).
     pub(crate) poll_lock: spin::Mutex<Vec<u8>>,
-    pub(crate) poll_again: AtomicBool,
+    pub(crate) poll_gate: PollGate,
     pub(crate) dead: AtomicBool,
     pub(crate) no_fragments: AtomicBool,
     pub(crate) counters: VchiqCounters,
@@ -232,7 +234,8 @@ impl Vchiq {
         // Owner re-initialisation: zero slot zero (the whole first slot).
         region.zero(0, VCHIQ_SLOT_SIZE);
         let r = &region;
-        // Relaxed stores throughout: published by the Release store of `initialised` below.
+        // Relaxed stores throughout (also the master's in `new_master` and `build`): published by
+        // the Release store of `initialised` in `build`.
         r.store(off::MAGIC, VCHIQ_MAGIC, Ordering::Relaxed);
         r.store(
             off::VERSION_WORD,
@@ -282,6 +285,8 @@ impl Vchiq {
         if r.load(off::SLAVE + off::INITIALISED, Ordering::Acquire) == 0 {
             return Err(VchiqError::NotConnected);
         }
+        // rmb (for a slave outside our coherence domain): slot zero is read after the flag.
+        platform.rmb();
         // Relaxed loads: ordered by the Acquire above.
         let ld = |o| r.load(o, Ordering::Relaxed);
         let vw = ld(off::VERSION_WORD);
@@ -308,6 +313,9 @@ impl Vchiq {
             return Err(VchiqError::BadPeer);
         }
         let common = version.min(VCHIQ_VERSION);
+        // Relaxed (this store and the master half below): published by our own `initialised`
+        // Release in `build` and by the Release of the tx_pos that carries our CONNECT, which
+        // the slave Acquire-reads before it reads `version` (rx.rs `handle_control`).
         r.store(
             off::VERSION_WORD,
             (common as u16 as u32) | ((version_min as u16 as u32) << 16),
@@ -369,6 +377,8 @@ impl Vchiq {
         let sync_hdr = local_part.sync as usize * VCHIQ_SLOT_SIZE;
         r.store(sync_hdr, 0, Ordering::Relaxed);
         r.store(sync_hdr + 4, 0, Ordering::Relaxed);
+        // wmb (for the VideoCore): the stores above reach it before `initialised`.
+        platform.wmb();
         // Release: everything above is visible to a peer that Acquire-reads `initialised` = 1
         // (the owner sets it last, spec §1).
         r.store(local_off + off::INITIALISED, 1, Ordering::Release);
@@ -414,7 +424,7 @@ impl Vchiq {
             remote_part,
             inner: spin::Mutex::new(inner),
             poll_lock: spin::Mutex::new(vec![0u8; VCHIQ_SLOT_SIZE]),
-            poll_again: AtomicBool::new(false),
+            poll_gate: PollGate::new(),
             dead: AtomicBool::new(false),
             no_fragments: AtomicBool::new(false),
             counters: VchiqCounters::default(),
@@ -442,9 +452,13 @@ impl Vchiq {
     /// Whether the peer has initialised its half (`remote.initialised`).
     pub fn peer_ready(&self) -> bool {
         // Acquire: pairs with the peer's Release store of `initialised`.
-        self.region
+        let ready = self
+            .region
             .load(self.remote_off + off::INITIALISED, Ordering::Acquire)
-            != 0
+            != 0;
+        // rmb (for the VideoCore): the peer's half is read after the flag.
+        self.platform.rmb();
+        ready
     }
 
     /// Counters snapshot.
@@ -535,15 +549,14 @@ impl Vchiq {
     /// Signal one of the peer's events (`remote->X`), ringing its doorbell if it is armed.
     pub(crate) fn signal_remote(&self, ev: usize) {
         if let Some(e) = self.ev_words(self.remote_off, ev) {
-            remote_event::signal(e, || self.platform.ring_doorbell());
+            remote_event::signal(e, &*self.platform, || self.platform.ring_doorbell());
         }
     }
 
     /// Before the worker sleeps: arm our four events. Returns `true` if it may sleep until the
     /// doorbell rings, `false` if something is already pending (poll again instead).
     pub fn prepare_sleep(&self) -> bool {
-        // Acquire: see `poll`'s Release store.
-        if self.poll_again.load(Ordering::Acquire) {
+        if self.poll_gate.requested() {
             return false;
         }
         let mut may_sleep = true;
@@ -554,7 +567,7 @@ impl Vchiq {
             off::RECYCLE,
         ] {
             if let Some(e) = self.ev_words(self.local_off, ev) {
-                may_sleep &= remote_event::arm(e);
+                may_sleep &= remote_event::arm(e, &*self.platform);
             }
         }
         may_sleep
@@ -582,8 +595,7 @@ impl Vchiq {
         if let Some(e) = self.ev_words(self.local_off, off::TRIGGER) {
             remote_event::signal_local(e);
         }
-        // Release: pairs with the Acquire in `prepare_sleep` / `poll`.
-        self.poll_again.store(true, Ordering::Release);
+        self.poll_gate.request();
         self.platform.request_poll();
     }
 
@@ -591,16 +603,28 @@ impl Vchiq {
     /// no lock held), the sync slot, bulk transfers (master), deferred callbacks. Non-blocking; call it from the
     /// doorbell interrupt's bottom half or a worker, or from a polling loop. Returns the units of
     /// work done.
+    ///
+    /// One poller at a time: a call that finds another thread polling returns 0 at once, and
+    /// that thread is guaranteed to run another round for it before it returns (see
+    /// `poll_gate`), so calling `poll` only from an interrupt's bottom half never leaves work
+    /// until the next doorbell.
     pub fn poll(&self) -> usize {
-        let Some(mut scratch) = self.poll_lock.try_lock() else {
-            // Release: the running poller sees the request and goes round again.
-            self.poll_again.store(true, Ordering::Release);
-            return 0;
-        };
+        let mut total = 0;
+        while self.poll_gate.enter() {
+            total += self.poll_rounds();
+            if !self.poll_gate.leave() {
+                break;
+            }
+        }
+        total
+    }
+
+    /// `poll`'s loop, with the gate held.
+    fn poll_rounds(&self) -> usize {
+        let mut scratch = self.poll_lock.lock();
         let mut total = 0;
         loop {
-            // AcqRel swap: consume the request; Acquire pairs with the requester's Release.
-            let again = self.poll_again.swap(false, Ordering::AcqRel);
+            let again = self.poll_gate.take_request();
             let mut fired = false;
             let mut sync_released = false;
             for ev in [
@@ -610,7 +634,7 @@ impl Vchiq {
                 off::RECYCLE,
             ] {
                 if let Some(e) = self.ev_words(self.local_off, ev) {
-                    let f = remote_event::take(e);
+                    let f = remote_event::take(e, &*self.platform);
                     sync_released |= f && ev == off::SYNC_RELEASE;
                     fired |= f;
                 }
@@ -636,6 +660,8 @@ impl Vchiq {
             if work == 0 && !again && !fired {
                 break;
             }
+            // Acquire: pairs with `mark_dead`'s Release; a dead instance stops polling once idle
+            // (a late `false` costs one more round).
             if self.dead.load(Ordering::Acquire) && work == 0 {
                 break;
             }

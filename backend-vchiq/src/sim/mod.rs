@@ -80,6 +80,10 @@ pub struct CacheOps {
     pub partial_line_invalidates: u64,
     /// `dma_clean` calls.
     pub cleans: u64,
+    /// `dma_clean_invalidate` calls (receive buffers, before the transfer).
+    pub clean_invalidates: u64,
+    /// Clean+invalidates that were not whole cache lines.
+    pub partial_line_clean_invalidates: u64,
 }
 
 /// The simulated bus: page translations the slave creates for bulk transfers and the master
@@ -148,6 +152,17 @@ impl SimBus {
         }
     }
 
+    fn clean_invalidate(&self, addr: usize, len: usize) {
+        // Relaxed: configuration value set before the pair runs.
+        let cl = self.cache_line.load(Ordering::Relaxed).max(1);
+        if let Ok(mut c) = self.cache.lock() {
+            c.clean_invalidates += 1;
+            if addr % cl != 0 || len % cl != 0 {
+                c.partial_line_clean_invalidates += 1;
+            }
+        }
+    }
+
     fn clean(&self) {
         if let Ok(mut c) = self.cache.lock() {
             c.cleans += 1;
@@ -197,7 +212,14 @@ unsafe impl Platform for SimPlatform {
     fn dma_invalidate(&self, addr: usize, len: usize) {
         self.bus.invalidate(addr, len);
     }
+    fn dma_clean_invalidate(&self, addr: usize, len: usize) {
+        self.bus.clean_invalidate(addr, len);
+    }
 }
+
+/// Wraps a side's platform (e.g. to record what the core asks of it); see
+/// [`SimPair::on_region_wrapped`].
+pub type PlatformWrap = Box<dyn FnOnce(Box<dyn Platform>) -> Box<dyn Platform>>;
 
 /// A simulated ARM + VideoCore pair over one region.
 pub struct SimPair {
@@ -238,6 +260,17 @@ impl SimPair {
 
     /// A pair on an existing region (a new instance after a teardown).
     pub fn on_region(mem: Arc<OwnedRegion>, cfg: Config, slave_worker: bool) -> VResult<SimPair> {
+        Self::on_region_wrapped(mem, cfg, slave_worker, Box::new(|p| p))
+    }
+
+    /// Like [`SimPair::on_region`], with the slave's platform passed through `wrap_slave` (a test
+    /// platform that records barriers, doorbells and cache maintenance around the simulator's).
+    pub fn on_region_wrapped(
+        mem: Arc<OwnedRegion>,
+        cfg: Config,
+        slave_worker: bool,
+        wrap_slave: PlatformWrap,
+    ) -> VResult<SimPair> {
         let bus = Arc::new(SimBus::default());
         // Relaxed: set before any thread uses the bus.
         bus.cache_line.store(cfg.cache_line_size, Ordering::Relaxed);
@@ -255,7 +288,7 @@ impl SimPair {
         };
         let slave = Arc::new(Vchiq::new_slave(
             mem.region(SIM_REGION_BUS)?,
-            Box::new(slave_pf),
+            wrap_slave(Box::new(slave_pf)),
             cfg,
         )?);
         let master = Arc::new(Vchiq::new_master(
