@@ -421,6 +421,7 @@ mod tests {
                         *b = r.next() as u8;
                     }
                     crate::mem::write_at(&*region, 0, &junk).unwrap();
+                    // Relaxed: progress counter.
                     writes.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -434,8 +435,10 @@ mod tests {
             }
             reads += 1;
         }
+        // Relaxed: the stop flag; `join` orders the counter read below.
         stop.store(true, Ordering::Relaxed);
         dsp.join().unwrap();
+        // Relaxed: after `join`.
         assert!(writes.load(Ordering::Relaxed) >= 200);
         s.finish(t);
         drop(region);

@@ -318,6 +318,7 @@ mod tests {
                 write_at(&*r, 100, &[0x11; 64]).unwrap();
             }
         }
+        // Relaxed: the stop flag, no data.
         stop.store(true, Ordering::Relaxed);
         let writes = dsp.join().unwrap();
         assert!(writes > 0 && seen_dsp, "the DSP's writes were observed");
