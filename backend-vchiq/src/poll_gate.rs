@@ -2,81 +2,94 @@
 //! a thread that finds it busy leaves a "go round again" request. Local (ARM-only) memory, so
 //! read-modify-writes are fine here (unlike on the shared region).
 //!
-//! The request must never be stranded: a loser that sets `again` just after the holder's last
-//! check would otherwise leave the work until the next doorbell (or a `prepare_sleep` that an
-//! interrupt-driven embedder may never call). So the holder re-checks `again` *after* opening
-//! the gate, and the loser re-tries the gate *after* setting `again`: a Dekker pair (SeqCst
-//! fences on both sides) in which either the holder sees the request or the loser gets the gate.
-//! Model-checked in `loom_tests` (fails with the holder's re-check removed).
+//! The request must never be stranded: a loser that asks just after the holder's last check
+//! would otherwise leave the work until the next doorbell (or a `prepare_sleep` that an
+//! interrupt-driven embedder may never call). So "busy" and "again" are two bits of *one* word,
+//! changed only by read-modify-writes: the loser's "again" and the holder's "open the gate" are
+//! totally ordered in that word's modification order. Either the loser's update comes first, and
+//! the holder's `leave` sees AGAIN and goes round again instead of opening, or the holder's comes
+//! first, and the loser finds the gate open and takes it. No fence and no Dekker pair needed.
+//! Model-checked in `loom_tests` (fails when `leave` opens the gate without looking at AGAIN).
 
-use crate::sync::{fence, AtomicBool, Ordering};
+use crate::sync::{AtomicU32, Ordering};
+
+const BUSY: u32 = 1;
+const AGAIN: u32 = 2;
 
 /// See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PollGate {
-    busy: AtomicBool,
-    again: AtomicBool,
+    state: AtomicU32,
 }
 
 impl PollGate {
     pub(crate) fn new() -> Self {
         PollGate {
-            busy: AtomicBool::new(false),
-            again: AtomicBool::new(false),
+            state: AtomicU32::new(0),
         }
     }
 
     /// Ask for a poll round (whoever polls next, or the running poller, does it).
     pub(crate) fn request(&self) {
         // Release: what the requester did before (e.g. `kick`'s local signal) is visible to the
-        // poller whose `take_request` (AcqRel) reads it.
-        self.again.store(true, Ordering::Release);
+        // poller whose `take_request` (AcqRel) reads the bit.
+        self.state.fetch_or(AGAIN, Ordering::Release);
     }
 
     /// Whether a round was requested and not yet started (the worker must not sleep).
     pub(crate) fn requested(&self) -> bool {
         // Acquire: pairs with `request`.
-        self.again.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & AGAIN != 0
     }
 
     /// Consume the request at the start of a round (gate held).
     pub(crate) fn take_request(&self) -> bool {
-        // AcqRel swap: consume exactly once; Acquire pairs with the requester's Release.
-        self.again.swap(false, Ordering::AcqRel)
+        // AcqRel: consume exactly once; Acquire pairs with the requester's Release.
+        self.state.fetch_and(!AGAIN, Ordering::AcqRel) & AGAIN != 0
     }
 
-    fn try_close(&self) -> bool {
-        // Acquire on success: the previous holder's work (Release in `open`) happens-before
-        // ours. Relaxed on failure: we learn nothing from a busy gate.
-        self.busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-    }
-
-    /// Become the poller. `false`: another thread holds the gate and will run a round for us
-    /// (our request is recorded and the holder is guaranteed to see it).
+    /// Become the poller (`true`), or record a request for the running one (`false`: it is
+    /// guaranteed to run another round for us).
     pub(crate) fn enter(&self) -> bool {
-        if self.try_close() {
-            return true;
+        // Relaxed: only a first guess for the compare-exchange loop.
+        let mut cur = self.state.load(Ordering::Relaxed);
+        loop {
+            let won = cur & BUSY == 0;
+            let new = if won { cur | BUSY } else { cur | AGAIN };
+            // AcqRel on success: Acquire (winning) orders us after the previous holder's
+            // Release in `leave`; Release (losing) publishes what we did before to the holder.
+            // Relaxed on failure: we retry with the value read.
+            match self
+                .state
+                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return won,
+                Err(v) => cur = v,
+            }
         }
-        self.request();
-        // SeqCst fence (loser half of the Dekker pair with `leave`): StoreLoad between our
-        // `again = true` and re-reading `busy`. Either the holder's re-check after its fence sees
-        // `again`, or our retry below sees the gate open and we poll ourselves.
-        fence(Ordering::SeqCst);
-        self.try_close()
     }
 
-    /// Stop being the poller. Returns `true` if a request arrived that the last round may have
-    /// missed: the caller then tries [`PollGate::enter`] again.
+    /// End a pass. `true`: a request arrived (AGAIN is set), the caller still holds the gate and
+    /// must run another round; `false`: the gate is open.
     pub(crate) fn leave(&self) -> bool {
-        // Release: our round's effects happen-before the next holder's Acquire in `try_close`.
-        self.busy.store(false, Ordering::Release);
-        // SeqCst fence (holder half of the Dekker pair with `enter`): StoreLoad between opening
-        // the gate and re-reading `again`.
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence; we act on it only through `enter`/`take_request`.
-        self.again.load(Ordering::Relaxed)
+        // Relaxed: only a first guess for the compare-exchange loop.
+        let mut cur = self.state.load(Ordering::Relaxed);
+        loop {
+            if cur & AGAIN != 0 {
+                return true;
+            }
+            // Release: our rounds happen-before the next holder's Acquire in `enter`. Relaxed
+            // on failure: retry with the value read (a request may just have arrived).
+            match self.state.compare_exchange_weak(
+                cur,
+                cur & !BUSY,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return false,
+                Err(v) => cur = v,
+            }
+        }
     }
 }
 
@@ -94,11 +107,16 @@ mod tests {
         assert!(!g.take_request(), "holder's last round: nothing requested");
         assert!(!g.enter(), "second poller loses the gate");
         assert!(g.requested());
-        assert!(g.leave(), "the holder must see the stranded request");
-        assert!(g.enter());
+        assert!(
+            g.leave(),
+            "the holder must see the stranded request and go again"
+        );
+        assert!(!g.enter(), "still held by the first poller");
         assert!(g.take_request());
-        assert!(!g.leave(), "consumed");
+        assert!(!g.leave(), "consumed: the gate opens");
         assert!(!g.requested());
+        assert!(g.enter(), "open again");
+        assert!(!g.leave());
     }
 }
 
@@ -111,7 +129,10 @@ mod loom_tests {
     /// The poll loop of `Vchiq::poll` reduced to the gate: a round takes the request, then
     /// consumes the work if it is there; it ends when it found neither.
     fn poll(g: &PollGate, work: &AtomicU32, done: &AtomicU32) {
-        while g.enter() {
+        if !g.enter() {
+            return;
+        }
+        loop {
             loop {
                 let again = g.take_request();
                 // Acquire: pairs with the producer's Release (the "peer's tx_pos").

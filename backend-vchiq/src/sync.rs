@@ -5,9 +5,9 @@
 pub(crate) use core::sync::atomic::Ordering;
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::AtomicBool;
+pub(crate) use core::sync::atomic::AtomicU32;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::AtomicBool;
+pub(crate) use loom::sync::atomic::AtomicU32;
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::fence;

@@ -609,9 +609,13 @@ impl Vchiq {
     /// `poll_gate`), so calling `poll` only from an interrupt's bottom half never leaves work
     /// until the next doorbell.
     pub fn poll(&self) -> usize {
+        if !self.poll_gate.enter() {
+            return 0;
+        }
         let mut total = 0;
-        while self.poll_gate.enter() {
+        loop {
             total += self.poll_rounds();
+            // `true`: a request arrived after our last round; we still hold the gate.
             if !self.poll_gate.leave() {
                 break;
             }
