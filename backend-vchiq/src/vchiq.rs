@@ -4,8 +4,9 @@
 //! handler or worker calls when its doorbell rings.
 //!
 //! Locking: `inner` (a spin lock) guards all private state; service handlers are always called
-//! with no lock held. `poll_lock` makes the receive path single-threaded (one poller at a time; a
-//! concurrent `poll` asks the running one to go round again).
+//! with no lock held. `poll_gate` makes the receive path single-threaded (one poller at a time; a
+//! concurrent `poll` records a request the running one is guaranteed to see before it stops, see
+//! `poll_gate.rs`).
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
