@@ -330,8 +330,10 @@ fn delayed_completion_out_of_order() {
         fx.remote()
             .set_fault(Fault::Delay(Duration::from_millis(60)));
         let slow_p = payload(1);
-        let slow = send(&fx, &slow_p).unwrap();
+        // Taken before the send: the device's delay starts when it receives the request, which
+        // may be before `send` returns.
         let start = Instant::now();
+        let slow = send(&fx, &slow_p).unwrap();
         while fx.remote().received() < 1 {
             assert!(start.elapsed() < Duration::from_secs(5));
             std::thread::sleep(Duration::from_millis(1));
