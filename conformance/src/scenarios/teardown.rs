@@ -29,7 +29,19 @@ pub fn teardown_in_flight<F: Fixture>() -> Verdict {
             let hs: Vec<_> = (0..waiters)
                 .map(|i| {
                     let fx = &fx;
-                    s.spawn(move || echo(fx, &i.to_le_bytes(), long))
+                    // Back-pressure (`Retry`/`Busy`) is legitimate while earlier messages are
+                    // still being recycled by the remote: retry the send, bounded.
+                    s.spawn(move || {
+                        let start = Instant::now();
+                        loop {
+                            match echo(fx, &i.to_le_bytes(), long) {
+                                Err(Error::Retry | Error::Busy) if start.elapsed() < long => {
+                                    std::thread::sleep(Duration::from_millis(1))
+                                }
+                                r => return r,
+                            }
+                        }
+                    })
                 })
                 .collect();
             let all_in = eventually(fx.reply_timeout(), || {
