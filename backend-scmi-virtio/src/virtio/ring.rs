@@ -535,41 +535,38 @@ mod loom_tests {
     const START: u16 = u16::MAX - 1;
     const POSTS: u16 = 3;
 
-    /// Driver posts `POSTS` buffers, one kick decision each; the device (kick-only) consumes
-    /// whatever is available when kicked, then publishes `avail_event` and re-checks. Every
-    /// posted buffer must be consumed.
-    #[test]
-    fn loom_no_lost_kick_across_wrap() {
-        loom::model(|| {
-            let avail_idx = Arc::new(AtomicU16::new(START));
-            let avail_event = Arc::new(AtomicU16::new(START));
-            // The doorbell: a count of kicks (the device handles each new one).
-            let kicked = Arc::new(AtomicU32::new(0));
+    /// The event-suppression handshake, which virtio uses in both directions: a producer
+    /// publishes `POSTS` index advances, fences, reads the consumer's event index and signals only
+    /// when `vring_need_event` says so; the consumer handles each new signal by consuming until
+    /// empty, then publishes its event index, fences and re-checks. Every advance must be
+    /// consumed. `lost` names the signal in the failure message.
+    fn no_lost_signal_across_wrap(lost: &'static str) {
+        loom::model(move || {
+            let idx = Arc::new(AtomicU16::new(START));
+            let event = Arc::new(AtomicU16::new(START));
+            // The doorbell / interrupt line: a count of signals (each new one is handled).
+            let signals = Arc::new(AtomicU32::new(0));
             let done = Arc::new(AtomicBool::new(false));
-            let dev = {
-                let (avail_idx, avail_event, kicked, done) = (
-                    avail_idx.clone(),
-                    avail_event.clone(),
-                    kicked.clone(),
-                    done.clone(),
-                );
+            let consumer = {
+                let (idx, event, signals, done) =
+                    (idx.clone(), event.clone(), signals.clone(), done.clone());
                 loom::thread::spawn(move || {
                     let (mut last, mut handled) = (START, 0);
                     loop {
                         let finished = done.load(Ordering::Acquire);
-                        let k = kicked.load(Ordering::Acquire);
+                        let k = signals.load(Ordering::Acquire);
                         if k != handled {
                             handled = k;
                             loop {
-                                // `next_avail`: consume, then publish avail_event and re-check.
-                                let idx = avail_idx.load(Ordering::Acquire);
-                                if idx != last {
-                                    last = idx;
+                                // Consume, then publish the event index and re-check.
+                                let now = idx.load(Ordering::Acquire);
+                                if now != last {
+                                    last = now;
                                     continue;
                                 }
-                                avail_event.store(last, Ordering::Release);
+                                event.store(last, Ordering::Release);
                                 fence(Ordering::SeqCst);
-                                if avail_idx.load(Ordering::Acquire) == last {
+                                if idx.load(Ordering::Acquire) == last {
                                     break;
                                 }
                             }
@@ -581,85 +578,35 @@ mod loom_tests {
                     }
                 })
             };
-            let mut idx = START;
+            let mut cur = START;
             for _ in 0..POSTS {
-                // `post` + `should_notify` (one decision per post).
-                let old = idx;
-                idx = idx.wrapping_add(1);
-                avail_idx.store(idx, Ordering::Release);
+                // Publish, fence, read the event index, signal if asked (one decision per post).
+                let old = cur;
+                cur = cur.wrapping_add(1);
+                idx.store(cur, Ordering::Release);
                 fence(Ordering::SeqCst);
-                let event = avail_event.load(Ordering::Acquire);
-                if vring_need_event(event, idx, old) {
-                    kicked.fetch_add(1, Ordering::Release);
+                let ev = event.load(Ordering::Acquire);
+                if vring_need_event(ev, cur, old) {
+                    signals.fetch_add(1, Ordering::Release);
                 }
             }
             done.store(true, Ordering::Release);
-            let consumed = dev.join().unwrap();
-            assert_eq!(consumed, START.wrapping_add(POSTS), "a kick was lost");
+            let consumed = consumer.join().unwrap();
+            assert_eq!(consumed, START.wrapping_add(POSTS), "{lost} was lost");
         });
     }
 
-    /// Device returns `POSTS` buffers, one interrupt decision each against `used_event`; the
-    /// driver's interrupt handler drains, re-arms `used_event` when empty and re-checks. Every
-    /// returned buffer must be seen.
+    /// Driver → device: `post` + `should_notify` against `avail_event`; the kick-only device's
+    /// `next_avail` consumes, publishes `avail_event` and re-checks.
+    #[test]
+    fn loom_no_lost_kick_across_wrap() {
+        no_lost_signal_across_wrap("a kick");
+    }
+
+    /// Device → driver: `push_used` against `used_event`; the driver's interrupt handler drains
+    /// with `pop_used`, re-arms `used_event`, fences and re-checks.
     #[test]
     fn loom_no_lost_interrupt_across_wrap() {
-        loom::model(|| {
-            let used_idx = Arc::new(AtomicU16::new(START));
-            let used_event = Arc::new(AtomicU16::new(START));
-            // The interrupt line: a count of interrupts (the handler runs for each new one).
-            let irq = Arc::new(AtomicU32::new(0));
-            let done = Arc::new(AtomicBool::new(false));
-            let drv = {
-                let (used_idx, used_event, irq, done) = (
-                    used_idx.clone(),
-                    used_event.clone(),
-                    irq.clone(),
-                    done.clone(),
-                );
-                loom::thread::spawn(move || {
-                    let (mut last, mut handled) = (START, 0);
-                    loop {
-                        let finished = done.load(Ordering::Acquire);
-                        let k = irq.load(Ordering::Acquire);
-                        if k != handled {
-                            handled = k;
-                            loop {
-                                // `pop_used` until empty: re-arm, fence, re-check.
-                                let dev = used_idx.load(Ordering::Acquire);
-                                if dev != last {
-                                    last = dev;
-                                    continue;
-                                }
-                                used_event.store(last, Ordering::Release);
-                                fence(Ordering::SeqCst);
-                                if used_idx.load(Ordering::Acquire) == last {
-                                    break;
-                                }
-                            }
-                        } else if finished {
-                            return last;
-                        } else {
-                            loom::thread::yield_now();
-                        }
-                    }
-                })
-            };
-            let mut idx = START;
-            for _ in 0..POSTS {
-                // `push_used`: publish, fence, read used_event, interrupt if asked.
-                let old = idx;
-                idx = idx.wrapping_add(1);
-                used_idx.store(idx, Ordering::Release);
-                fence(Ordering::SeqCst);
-                let event = used_event.load(Ordering::Acquire);
-                if vring_need_event(event, idx, old) {
-                    irq.fetch_add(1, Ordering::Release);
-                }
-            }
-            done.store(true, Ordering::Release);
-            let seen = drv.join().unwrap();
-            assert_eq!(seen, START.wrapping_add(POSTS), "an interrupt was lost");
-        });
+        no_lost_signal_across_wrap("an interrupt");
     }
 }
