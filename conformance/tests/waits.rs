@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use conformance::loopback::LoopbackFixture;
+use std::pin::Pin;
+
+use conformance::loopback::{LoopbackFixture, LoopbackTransport};
 use fwipc_transport_api::fixture::{Fault, Fixture};
 use fwipc_transport_api::{
-    block_on_polling, call, call_async, yield_now, Completion, Error, Request, StdClock,
-    ThreadParker, Transport, Wait,
+    block_on_polling, call, call_async, yield_now, CallFuture, Completion, Error, Request,
+    StdClock, ThreadParker, Transport, Wait,
 };
 
 fn echo_with(fx: &LoopbackFixture, wait: Wait<'_>) {
@@ -93,6 +95,24 @@ fn wait_received(fx: &LoopbackFixture, n: u64) {
     }
 }
 
+/// An interrupt-mode pair whose remote holds every reply until released.
+fn held_fixture() -> LoopbackFixture {
+    let fx = LoopbackFixture::setup(Completion::Interrupt);
+    fx.remote().set_fault(Fault::Hold);
+    fx
+}
+
+/// A call whose request is sent; its future is not polled yet.
+fn pending_call<'a>(
+    fx: &'a LoopbackFixture,
+    clock: &'a StdClock,
+    payload: &[u8],
+    out: &'a mut [u8],
+) -> Pin<Box<CallFuture<'a, LoopbackTransport, StdClock>>> {
+    let req = Request::new(fx.echo_target(), payload);
+    Box::pin(call_async(fx.transport(), clock, &req, out, Duration::from_secs(5)).unwrap())
+}
+
 struct CountingWaker(AtomicUsize);
 
 impl Wake for CountingWaker {
@@ -108,20 +128,10 @@ impl Wake for CountingWaker {
 /// busy self-waking.
 #[test]
 fn future_is_woken_by_completion() {
-    let fx = LoopbackFixture::setup(Completion::Interrupt);
-    fx.remote().set_fault(Fault::Hold);
+    let fx = held_fixture();
     let clock = StdClock::new();
     let mut out = [0u8; 8];
-    let mut fut = Box::pin(
-        call_async(
-            fx.transport(),
-            &clock,
-            &Request::new(1, b"wake"),
-            &mut out,
-            Duration::from_secs(5),
-        )
-        .unwrap(),
-    );
+    let mut fut = pending_call(&fx, &clock, b"wake", &mut out);
     let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
     let waker = Waker::from(counter.clone());
     let mut cx = Context::from_waker(&waker);
@@ -151,21 +161,11 @@ fn future_is_woken_by_completion() {
 /// late reply, which is then dropped and counted, and the pool ends full.
 #[test]
 fn dropping_a_pending_future_is_safe() {
-    let fx = LoopbackFixture::setup(Completion::Interrupt);
-    fx.remote().set_fault(Fault::Hold);
+    let fx = held_fixture();
     let clock = StdClock::new();
     let mut out = [0u8; 8];
     {
-        let mut fut = Box::pin(
-            call_async(
-                fx.transport(),
-                &clock,
-                &Request::new(1, b"drop"),
-                &mut out,
-                Duration::from_secs(5),
-            )
-            .unwrap(),
-        );
+        let mut fut = pending_call(&fx, &clock, b"drop", &mut out);
         let mut cx = Context::from_waker(Waker::noop());
         assert!(fut.as_mut().poll(&mut cx).is_pending());
     }
