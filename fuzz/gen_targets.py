@@ -6,11 +6,11 @@ import re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = [
-    ("backend-scmi-virtio/src/protocol/fuzzing.rs", "backend_scmi_virtio::protocol::fuzzing", "scmi"),
-    ("backend-scmi-virtio/src/virtio/fuzzing.rs", "backend_scmi_virtio::virtio::fuzzing", "scmi_virtio"),
-    ("backend-fastrpc/src/fuzzing.rs", "backend_fastrpc::fuzzing", "fastrpc"),
-    ("backend-vchiq/src/fuzzing.rs", "backend_vchiq::fuzzing", "vchiq"),
-    ("backend-vchiq/src/vchi/fuzzing.rs", "backend_vchiq::vchi::fuzzing", "vchi"),
+    ("backend-scmi-virtio/src/protocol/fuzzing.rs", "fwipc_scmi_virtio::protocol::fuzzing", "scmi"),
+    ("backend-scmi-virtio/src/virtio/fuzzing.rs", "fwipc_scmi_virtio::virtio::fuzzing", "scmi_virtio"),
+    ("backend-fastrpc/src/fuzzing.rs", "fwipc_fastrpc::fuzzing", "fastrpc"),
+    ("backend-vchiq/src/fuzzing.rs", "fwipc_vchiq::fuzzing", "vchiq"),
+    ("backend-vchiq/src/vchi/fuzzing.rs", "fwipc_vchiq::vchi::fuzzing", "vchi"),
 ]
 HEADER = '''[package]
 name = "fwipc-fuzz"
@@ -26,9 +26,9 @@ cargo-fuzz = true
 
 [dependencies]
 libfuzzer-sys = "0.4"
-backend-scmi-virtio = { path = "../backend-scmi-virtio", features = ["std"] }
-backend-fastrpc = { path = "../backend-fastrpc", features = ["std"] }
-backend-vchiq = { path = "../backend-vchiq", features = ["std"] }
+fwipc-scmi-virtio = { path = "../backend-scmi-virtio", features = ["std"] }
+fwipc-fastrpc = { path = "../backend-fastrpc", features = ["std"] }
+fwipc-vchiq = { path = "../backend-vchiq", features = ["std"] }
 
 [profile.release]
 debug = 1

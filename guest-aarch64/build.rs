@@ -1,4 +1,4 @@
-//! Link the guest with `linker.ld` (load address 0x4008_0000 in QEMU virt RAM). A link argument from
+//! Link the guest with `linker.ld` (load address 0x4020_0000 in QEMU virt RAM). A link argument from
 //! the build script applies whatever directory cargo is run from (a `.cargo/config.toml` here would
 //! only apply when cargo runs inside `guest-aarch64/`).
 fn main() {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# System test: the bare-metal aarch64 guest (guest-aarch64/) drives the real vhost-user SCMI
-# platform (vhost-device-scmi) through QEMU's `vhost-user-scmi` virtio-mmio device.
+# System test: the bare-metal aarch64 guest (guest-aarch64/) drives two real vhost-user SCMI
+# platforms (two vhost-device-scmi daemons, each with a differently named fake sensor) through two
+# QEMU `vhost-user-scmi` virtio-mmio devices, found through the device tree; each device must
+# return its own daemon's names and readings.
 #
 #   scripts/qemu-scmi.sh            build the guest, run it, check its output; exit 0 on PASS
 #   scripts/qemu-scmi.sh --install  first run scripts/setup.sh (installs vhost-device-scmi 0.4.0,
@@ -21,7 +23,9 @@ GUEST_DIR="$ROOT/guest-aarch64"
 GUEST_ELF="$GUEST_DIR/target/aarch64-unknown-none/release/fwipc-guest-aarch64"
 TOOLS=${FWIPC_TOOLS:-/opt/fwipc-cache/tools}
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-60}
-SENSOR_NAME=acc0
+# One fake sensor name per daemon (at most 15 characters); device tags in the guest's output are
+# matched to daemons through these names.
+SENSOR_NAMES=(accel-left accel-right)
 INSTALL=0
 case "${1:-}" in
 "") ;;
@@ -63,10 +67,9 @@ cargo build --quiet --release --manifest-path "$GUEST_DIR/Cargo.toml" --target a
     die 2 "guest build failed"
 [[ -f "$GUEST_ELF" ]] || die 2 "guest ELF missing: $GUEST_ELF"
 
-# --- daemon ------------------------------------------------------------------------------------
+# --- daemons ------------------------------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/qemu-scmi.XXXXXX")
-SOCK="$WORK/scmi.sock"
-DAEMON_PID=""
+DAEMON_PIDS=()
 QEMU_PID=""
 cleanup() {
     local rc=$?
@@ -74,17 +77,26 @@ cleanup() {
         kill "$QEMU_PID" 2>/dev/null || true # timeout(1) passes the signal on to QEMU
         wait "$QEMU_PID" 2>/dev/null || true
     fi
-    # The daemon before fd 3: with no writer left, its fd 1 reports HUP, which kills its worker.
-    if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-        kill "$DAEMON_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$DAEMON_PID" 2>/dev/null || true
-    fi
-    [[ -n "$DAEMON_PID" ]] && wait "$DAEMON_PID" 2>/dev/null || true
-    exec 3>&- 2>/dev/null || true
-    if [[ $rc -ne 0 && -s "$WORK/daemon.log" ]]; then
-        say "daemon stderr (last 20 lines):"
-        tail -n 20 "$WORK/daemon.log" | sed 's/^/  | /'
+    # The daemons before fds 3 and 4: with no writer left, a daemon's fd 1 reports HUP, which
+    # kills its worker.
+    local pid
+    for pid in "${DAEMON_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${DAEMON_PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    exec 3>&- 4>&- 2>/dev/null || true
+    if [[ $rc -ne 0 ]]; then
+        local i
+        for i in "${!SENSOR_NAMES[@]}"; do
+            if [[ -s "$WORK/daemon$i.log" ]]; then
+                say "daemon $i stderr (last 20 lines):"
+                tail -n 20 "$WORK/daemon$i.log" | sed 's/^/  | /'
+            fi
+        done
     fi
     rm -rf "$WORK"
     exit "$rc"
@@ -95,21 +107,28 @@ trap 'exit 143' TERM
 
 # The daemon's `fake` sensor uses its fd 1 as the notification source: fd 1 must be a live,
 # pollable pipe (the daemon panics on /dev/null or a file, and its worker dies on EPOLLERR/HUP), and
-# a byte becoming readable on it makes the daemon send SENSOR_UPDATE notifications. So its stdout
-# is the read end of a FIFO whose write side this script holds open on fd 3 until the daemon is
-# gone; writing to fd 3 triggers the notifications the guest waits for.
-mkfifo "$WORK/daemon.stdout"
-exec 3<>"$WORK/daemon.stdout"
-"$DAEMON" --socket-path "$SOCK" -d "fake,name=$SENSOR_NAME" \
-    1<"$WORK/daemon.stdout" 2>"$WORK/daemon.log" 3>&- </dev/null &
-DAEMON_PID=$!
-for _ in $(seq 100); do
-    [[ -S "$SOCK" ]] && break
-    kill -0 "$DAEMON_PID" 2>/dev/null || die 3 "vhost-device-scmi exited at start-up"
-    sleep 0.05
+# a byte becoming readable on it makes the daemon send SENSOR_UPDATE notifications. So each
+# daemon's stdout is the read end of a FIFO whose write side this script holds open (daemon 0 on
+# fd 3, daemon 1 on fd 4) until the daemon is gone; writing to that fd triggers the notifications
+# the guest waits for on that daemon's device.
+mkfifo "$WORK/daemon0.stdout" "$WORK/daemon1.stdout"
+exec 3<>"$WORK/daemon0.stdout"
+exec 4<>"$WORK/daemon1.stdout"
+QEMU_DEVICES=()
+for i in "${!SENSOR_NAMES[@]}"; do
+    sock="$WORK/scmi$i.sock"
+    "$DAEMON" --socket-path "$sock" -d "fake,name=${SENSOR_NAMES[$i]}" \
+        1<"$WORK/daemon$i.stdout" 2>"$WORK/daemon$i.log" 3>&- 4>&- </dev/null &
+    DAEMON_PIDS+=($!)
+    for _ in $(seq 100); do
+        [[ -S "$sock" ]] && break
+        kill -0 "${DAEMON_PIDS[$i]}" 2>/dev/null || die 3 "vhost-device-scmi $i exited at start-up"
+        sleep 0.05
+    done
+    [[ -S "$sock" ]] || die 3 "vhost-device-scmi $i did not create $sock within 5 s"
+    say "daemon $i: $DAEMON (pid ${DAEMON_PIDS[$i]}) on $sock, sensor ${SENSOR_NAMES[$i]}"
+    QEMU_DEVICES+=(-chardev "socket,path=$sock,id=scmi$i" -device "vhost-user-scmi,chardev=scmi$i")
 done
-[[ -S "$SOCK" ]] || die 3 "vhost-device-scmi did not create $SOCK within 5 s"
-say "daemon $DAEMON (pid $DAEMON_PID) on $SOCK, sensor $SENSOR_NAME"
 
 # --- QEMU --------------------------------------------------------------------------------------
 # GICv2 (the guest drives it); vhost-user needs guest RAM in a shared memfd; modern (version 2)
@@ -120,17 +139,37 @@ timeout --kill-after=5 "$QEMU_TIMEOUT" "$QEMU" \
     -M virt,gic-version=2 -cpu cortex-a57 -m 128M -smp 1 \
     -object memory-backend-memfd,id=mem,size=128M,share=on -machine memory-backend=mem \
     -global virtio-mmio.force-legacy=false \
-    -chardev socket,path="$SOCK",id=scmi -device vhost-user-scmi,chardev=scmi \
+    "${QEMU_DEVICES[@]}" \
     -display none -monitor none -serial stdio -nic none -no-reboot \
-    -kernel "$GUEST_ELF" </dev/null >"$WORK/guest.log" 2>"$WORK/qemu.err" 3>&- &
+    -kernel "$GUEST_ELF" </dev/null >"$WORK/guest.log" 2>"$WORK/qemu.err" 3>&- 4>&- &
 QEMU_PID=$!
-# When the guest says it waits for a notification, make the fake sensor's fd readable (once).
-TRIGGERED=0
+# When the guest says it waits for a notification from a sensor, make that sensor's daemon's fd
+# readable (once per daemon). Once that device has its notification, read the byte back: the
+# daemon polls the fd level-triggered, so an unread byte keeps its worker spinning (and logging)
+# for the rest of the run, starving QEMU and the other daemon on a small host.
+TRIGGERED=(0 0) # 0 not yet, 1 byte written, 2 byte read back
+WAITER=("" "")  # the guest's line prefix of the device waiting on each daemon
 while kill -0 "$QEMU_PID" 2>/dev/null; do
-    if [[ $TRIGGERED -eq 0 ]] && grep -qs 'waiting for SENSOR_UPDATE' "$WORK/guest.log"; then
-        printf 'n' >&3
-        TRIGGERED=1
-    fi
+    for i in "${!SENSOR_NAMES[@]}"; do
+        case ${TRIGGERED[$i]} in
+        0)
+            line=$(grep -sF "waiting for SENSOR_UPDATE from \"${SENSOR_NAMES[$i]}\"" "$WORK/guest.log" |
+                head -n 1 || true)
+            if [[ -n "$line" ]]; then
+                WAITER[i]=${line%%: waiting*}
+                printf 'n' >&$((3 + i))
+                TRIGGERED[i]=1
+            fi
+            ;;
+        1)
+            if grep -qsF -e "${WAITER[$i]}: notification SENSOR_UPDATE" -e "${WAITER[$i]}: shut down" \
+                -e "FAIL" "$WORK/guest.log"; then
+                read -r -n 1 -t 1 -u $((3 + i)) _ || true
+                TRIGGERED[i]=2
+            fi
+            ;;
+        esac
+    done
     sleep 0.02
 done
 set +e
@@ -150,7 +189,9 @@ case $QEMU_RC in
 124 | 137) die 4 "QEMU did not finish within ${QEMU_TIMEOUT}s (guest hung)" ;;
 *) die 4 "QEMU exited with status $QEMU_RC" ;;
 esac
-kill -0 "$DAEMON_PID" 2>/dev/null || die 3 "vhost-device-scmi died during the run"
+for i in "${!DAEMON_PIDS[@]}"; do
+    kill -0 "${DAEMON_PIDS[$i]}" 2>/dev/null || die 3 "vhost-device-scmi $i died during the run"
+done
 
 # --- check the guest's output ------------------------------------------------------------------
 FAILED=0
@@ -170,23 +211,21 @@ expect_re() { # expect_re <extended regex matching a whole line> <description>
         FAILED=1
     fi
 }
-expect_re 'virtio-mmio: slot [0-9]+ @ 0x[0-9a-f]+: version 2 device id 32 vendor 0x[0-9a-f]+' \
-    "modern virtio-mmio slot with device id 32 found by the scan"
-# 1. The guest's raw path (bare VirtQueue, hand-rolled SCMI header): a fresh daemon's fake sensor
-#    reads counter, counter + 100, counter + 200, the counter advancing once per read from 0.
-expect 'scmi: base protocol version 0x20000'
-expect 'scmi: 1 protocols besides base, 0 agents'
-expect 'scmi: vendor "rust-vmm"'
-expect 'scmi: protocols [0x15]'
-expect 'scmi: sensor protocol version 0x30000'
-expect 'scmi: 1 sensors'
-expect_re "scmi: sensor 0 \"$SENSOR_NAME\": 3 axes, .*" "raw: sensor 0 is the 3-axis fake sensor $SENSOR_NAME"
-# Unit 89 = m/s^2 (accelerometer).
-for a in 0:X 1:Y 2:Z; do expect "scmi: sensor 0 axis ${a%:*} \"acc_${a#*:}\": unit 89"; done
-expect 'scmi: sensor 0 reading 0: 0 100 200'
-expect 'scmi: sensor 0 reading 1: 1 101 201'
-expect 'scmi: sensor 0 reading 2: 2 102 202'
-# The discovery every path prints, with its line prefix.
+# Discovery: QEMU's device tree declares 32 virtio-mmio windows; exactly our two are SCMI devices,
+# each with a GIC SPI.
+expect_re 'guest: device tree from (x0|start of RAM), [0-9]+ bytes' "device tree found"
+N_SCMI=$(grep -cxE 'virtio-mmio: 0x[0-9a-f]+: version 2 device id 32 vendor 0x[0-9a-f]+, SPI [0-9]+ \(INTID [0-9]+\)' \
+    "$WORK/guest.txt" || true)
+if [[ $N_SCMI -eq ${#SENSOR_NAMES[@]} ]]; then
+    say "ok: $N_SCMI modern virtio-mmio devices with id 32 and an SPI in the device tree"
+else
+    say "MISSING: ${#SENSOR_NAMES[@]} virtio-mmio devices with id 32 (found $N_SCMI)"
+    FAILED=1
+fi
+expect_re "guest: [0-9]+ virtio-mmio windows, ${#SENSOR_NAMES[@]} virtio-scmi devices" "both SCMI devices found"
+expect "guest: drove ${#SENSOR_NAMES[@]} of ${#SENSOR_NAMES[@]} virtio-scmi devices"
+
+# The discovery every fwipc path prints, with its line prefix.
 expect_discovery() { # expect_discovery <prefix> <version words: base sensor>
     expect "$1: base protocol version $2"
     expect "$1: 1 protocols besides base, 0 agents"
@@ -198,41 +237,89 @@ expect_discovery() { # expect_discovery <prefix> <version words: base sensor>
     # Unit 89 = m/s^2 (accelerometer).
     for a in 0:X 1:Y 2:Z; do expect "$1: sensor 0 axis ${a%:*} \"acc_${a#*:}\": unit 89"; done
 }
-# 2. After a device reset, the fwipc stack: backend-scmi-virtio's ScmiVirtio under the typed SCMI
-#    agent, requests in polled mode, no eventq. Same platform, so the counter continues at 3.
-expect_re 'agent: virtio-scmi up: features ScmiFeatures\(RING_EVENT_IDX \| VERSION_1\), .*polling true.*' \
-    "agent: backend up (RING_EVENT_IDX | VERSION_1, polling)"
-expect_discovery agent 2.0 3.0
-expect "agent: sensor 0 \"$SENSOR_NAME\": 3 axes, unit 0, continuous-update notify true"
-expect 'agent: sensor 0 reading 0: 3 103 203'
-expect 'agent: sensor 0 reading 1: 4 104 204'
-expect 'agent: sensor 0 reading 2: 5 105 205'
-# The whole message pool in flight at once, then one more send, refused.
-expect 'agent: 8 requests in flight at once: 8 correct replies; next send Busy'
-expect 'agent: shut down'
-# 3. After another reset, the same stack in interrupt mode: the device's GIC interrupt runs
-#    ScmiVirtio::complete, the agent sleeps in WFE between polls; P2A negotiated.
-expect_re 'agent-irq: virtio-scmi up: features ScmiFeatures\(P2A_CHANNELS \| RING_EVENT_IDX \| VERSION_1\), .*notifications true' \
-    "agent-irq: backend up (P2A_CHANNELS | RING_EVENT_IDX | VERSION_1, notifications)"
-expect_re 'agent-irq: device interrupt INTID [0-9]+ -> ScmiVirtio::complete' "agent-irq: handler registered"
-expect_discovery agent-irq 2.0 3.0
-expect 'agent-irq: sensor 0 reading 0: 6 106 206'
-expect 'agent-irq: sensor 0 reading 1: 7 107 207'
-expect 'agent-irq: sensor 0 reading 2: 8 108 208'
-expect 'agent-irq: 8 requests in flight at once: 8 correct replies; next send Busy'
-# SENSOR_UPDATE notification (triggered by this script through the daemon's stdout pipe): one
-# fake reading, so the axes are x, x + 100, x + 200.
-NOTIF=$(grep -xE 'agent-irq: notification SENSOR_UPDATE sensor 0: -?[0-9]+ -?[0-9]+ -?[0-9]+' \
-    "$WORK/guest.txt" | head -n 1 || true)
-if [[ -n "$NOTIF" ]] && read -r x y z <<<"${NOTIF##*:}" && ((y == x + 100 && z == x + 200)); then
-    say "ok: $NOTIF"
-else
-    say "MISSING: a SENSOR_UPDATE notification with axes x, x+100, x+200"
-    FAILED=1
-fi
-expect 'agent-irq: cmdq after notifications ok'
-expect_re 'agent-irq: [1-9][0-9]* device interrupts handled, 0 spurious' "agent-irq: replies completed by interrupts"
-expect 'agent-irq: shut down'
+
+# Every device, all its stages, against the daemon its sensor name says it is connected to. Each
+# daemon is fresh and only ever talks to its own device, so each fake sensor's counter runs
+# 0, 1, 2... across that device's stages: a reading that went to the other daemon would show.
+SEEN_NAMES=()
+for dev in "${!SENSOR_NAMES[@]}"; do
+    SUMMARY=$(grep -xE "device\[$dev\] @ 0x[0-9a-f]+: vendor \"rust-vmm\", sensors \[\"[^\"]+\"\]" \
+        "$WORK/guest.txt" | head -n 1 || true)
+    NAME=${SUMMARY##*sensors \[\"}
+    NAME=${NAME%\"\]}
+    if [[ -z "$SUMMARY" ]]; then
+        say "MISSING: device[$dev] summary line (vendor and sensor names)"
+        FAILED=1
+        continue
+    fi
+    KNOWN=0
+    for n in "${SENSOR_NAMES[@]}"; do [[ "$n" == "$NAME" ]] && KNOWN=1; done
+    for n in "${SEEN_NAMES[@]}"; do [[ "$n" == "$NAME" ]] && KNOWN=2; done
+    case $KNOWN in
+    1) say "ok: $SUMMARY (the daemon with sensor $NAME)" ;;
+    2) say "MISSING: device[$dev] reports sensor \"$NAME\", already reported by another device"; FAILED=1 ;;
+    *) say "MISSING: device[$dev] reports sensor \"$NAME\", which no daemon has"; FAILED=1 ;;
+    esac
+    SEEN_NAMES+=("$NAME")
+
+    # 1. The guest's raw path (bare VirtQueue, hand-rolled SCMI header): a fresh daemon's fake
+    #    sensor reads counter, counter + 100, counter + 200, the counter advancing once per read.
+    raw="scmi[$dev]"
+    expect_re "scmi\[$dev\]: device id 32 at 0x[0-9a-f]+ \(modern virtio-mmio\), INTID [0-9]+" "$raw: transport up"
+    expect "$raw: base protocol version 0x20000"
+    expect "$raw: 1 protocols besides base, 0 agents"
+    expect "$raw: vendor \"rust-vmm\""
+    expect "$raw: protocols [0x15]"
+    expect "$raw: sensor protocol version 0x30000"
+    expect "$raw: 1 sensors"
+    expect_re "scmi\[$dev\]: sensor 0 \"$NAME\": 3 axes, .*" "$raw: sensor 0 is the 3-axis fake sensor $NAME"
+    for a in 0:X 1:Y 2:Z; do expect "$raw: sensor 0 axis ${a%:*} \"acc_${a#*:}\": unit 89"; done
+    expect "$raw: sensor 0 reading 0: 0 100 200"
+    expect "$raw: sensor 0 reading 1: 1 101 201"
+    expect "$raw: sensor 0 reading 2: 2 102 202"
+
+    # 2. After a device reset, the fwipc stack: backend-scmi-virtio's ScmiVirtio under the typed
+    #    SCMI agent, requests in polled mode, no eventq. Same platform, so the counter continues.
+    ag="agent[$dev]"
+    expect_re "agent\[$dev\]: virtio-scmi up: features ScmiFeatures\(RING_EVENT_IDX \| VERSION_1\), .*polling true.*" \
+        "$ag: backend up (RING_EVENT_IDX | VERSION_1, polling)"
+    expect_discovery "$ag" 2.0 3.0
+    expect "$ag: sensor 0 \"$NAME\": 3 axes, unit 0, continuous-update notify true"
+    expect "$ag: sensor 0 reading 0: 3 103 203"
+    expect "$ag: sensor 0 reading 1: 4 104 204"
+    expect "$ag: sensor 0 reading 2: 5 105 205"
+    # The whole message pool in flight at once, then one more send, refused.
+    expect "$ag: 8 requests in flight at once: 8 correct replies; next send Busy"
+    expect "$ag: shut down"
+
+    # 3. After another reset, the same stack in interrupt mode: the device's GIC interrupt (from
+    #    the device tree) runs ScmiVirtio::complete; the pipelined waits park in fwipc-virtio's
+    #    EventParker (Wait::Completion); P2A negotiated.
+    irq="agent-irq[$dev]"
+    expect_re "agent-irq\[$dev\]: virtio-scmi up: features ScmiFeatures\(P2A_CHANNELS \| RING_EVENT_IDX \| VERSION_1\), .*notifications true" \
+        "$irq: backend up (P2A_CHANNELS | RING_EVENT_IDX | VERSION_1, notifications)"
+    expect_re "agent-irq\[$dev\]: device interrupt INTID [0-9]+ -> ScmiVirtio::complete" "$irq: handler registered"
+    expect_discovery "$irq" 2.0 3.0
+    expect "$irq: sensor 0 \"$NAME\": 3 axes, unit 0, continuous-update notify true"
+    expect "$irq: sensor 0 reading 0: 6 106 206"
+    expect "$irq: sensor 0 reading 1: 7 107 207"
+    expect "$irq: sensor 0 reading 2: 8 108 208"
+    expect "$irq: 8 requests in flight at once: 8 correct replies; next send Busy"
+    # SENSOR_UPDATE notification (triggered by this script through that daemon's stdout pipe): one
+    # fake reading, so the axes are x, x + 100, x + 200.
+    expect "$irq: waiting for SENSOR_UPDATE from \"$NAME\""
+    NOTIF=$(grep -xE "agent-irq\[$dev\]: notification SENSOR_UPDATE sensor 0: -?[0-9]+ -?[0-9]+ -?[0-9]+" \
+        "$WORK/guest.txt" | head -n 1 || true)
+    if [[ -n "$NOTIF" ]] && read -r x y z <<<"${NOTIF##*:}" && ((y == x + 100 && z == x + 200)); then
+        say "ok: $NOTIF"
+    else
+        say "MISSING: $irq: a SENSOR_UPDATE notification with axes x, x+100, x+200"
+        FAILED=1
+    fi
+    expect "$irq: cmdq after notifications ok"
+    expect_re "agent-irq\[$dev\]: [1-9][0-9]* device interrupts handled, 0 spurious" "$irq: replies completed by interrupts"
+    expect "$irq: shut down"
+done
 if grep -q 'FAIL' "$WORK/guest.txt"; then
     say "guest reported: $(grep 'FAIL' "$WORK/guest.txt" | head -n1)"
     FAILED=1

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs what fwipc's full test run needs on a fresh Debian bookworm machine (root):
-#  - rustfmt/clippy and the aarch64-unknown-none target (no_std proof, bare-metal guest)
+#  - rustfmt/clippy, the aarch64-unknown-none and armv7a-none-eabi targets (no_std proof on 64 and
+#    32 bits, bare-metal guest)
+#  - the declared MSRV toolchain (`rust-version` in Cargo.toml), minimal profile
+#  - a nightly toolchain with Miri (the unsafe and shared-memory code, and the wire parsers on a
+#    32-bit target: `--target i686-unknown-linux-gnu` needs no cross toolchain under Miri)
 #  - vhost-device-scmi 0.4.0, the rust-vmm SCMI platform daemon (real peer), into $FWIPC_TOOLS
 #  - cargo-fuzz (fuzz targets run with `-s none`, which needs no nightly toolchain)
 #  - QEMU 10 (qemu-system-aarch64 with vhost-user-scmi) from bookworm-backports
@@ -12,7 +16,16 @@ log() { printf '[setup] %s\n' "$*"; }
 
 log "rust components and targets"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-rustup target add aarch64-unknown-none >/dev/null
+rustup target add aarch64-unknown-none armv7a-none-eabi >/dev/null
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
+log "MSRV toolchain $msrv"
+rustup toolchain install "$msrv" --profile minimal >/dev/null 2>&1
+if cargo +nightly miri --version >/dev/null 2>&1; then
+  log "nightly with Miri present: $(cargo +nightly miri --version)"
+else
+  log "installing nightly with Miri"
+  rustup toolchain install nightly --profile minimal --component miri,rust-src >/dev/null
+fi
 
 if [ -x "$FWIPC_TOOLS/bin/vhost-device-scmi" ]; then
   log "vhost-device-scmi already at $FWIPC_TOOLS/bin"

@@ -15,7 +15,7 @@ run() { # name file python-replacement
   name=$1; file=$2; old=$3; new=$4
   cp $file /tmp/mut.bak
   python3 -c "import sys;p=sys.argv[1];s=open(p).read();assert sys.argv[2] in s, 'pattern missing';open(p,'w').write(s.replace(sys.argv[2],sys.argv[3],1))" "$file" "$old" "$new" || { echo "$name: PATTERN MISSING"; return; }
-  out=$(nice cargo test -q -p conformance --test loopback --test zero_alloc 2>&1)
+  out=$(nice cargo test -q -p fwipc-conformance --test loopback --test zero_alloc 2>&1)
   fails=$(echo "$out" | grep -E '^    [a-z_:]+$' | sed 's/^ *//' | tr '\n' ' ')
   echo "$name: caught by -> ${fails:-NOTHING}"
   [ -n "$fails" ] || missed=$((missed + 1))

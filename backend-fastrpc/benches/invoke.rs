@@ -1,4 +1,4 @@
-//! Invoke cost, measured (run: `cargo bench -p backend-fastrpc --bench invoke`).
+//! Invoke cost, measured (run: `cargo bench -p fwipc-fastrpc --bench invoke`).
 //!
 //! 1. `core`: the AP path alone (layout into the preallocated payload, message encode, receive
 //!    path, poll, copy-out, release), the response fed back on the same thread: the backend's
@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_fastrpc::channel::{Bank, ChannelConfig};
-use backend_fastrpc::context::CtxId;
-use backend_fastrpc::sim::fixture::SimSystem;
-use backend_fastrpc::sim::objects::{ECHO_HANDLE, ECHO_RAW_METHOD};
-use backend_fastrpc::sim::SimBus;
-use backend_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
+use fwipc_fastrpc::channel::{Bank, ChannelConfig};
+use fwipc_fastrpc::context::CtxId;
+use fwipc_fastrpc::sim::fixture::SimSystem;
+use fwipc_fastrpc::sim::objects::{ECHO_HANDLE, ECHO_RAW_METHOD};
+use fwipc_fastrpc::sim::SimBus;
+use fwipc_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
 use fwipc_transport_api::Completion;
 
 struct NullLink;

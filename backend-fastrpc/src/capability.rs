@@ -1,6 +1,6 @@
-//! DSP capability query (`GET_DSP_INFO`, notes §8): handle 2 (DSP utilities) method 0,
-//! `sc = 0x00010100`: in = u32 attribute *count* (the 2024 fix: not a byte size), out = u32
-//! array. Fetched once per channel and cached; the modem DSP refuses queries (`-ECHRNG`), and a
+//! DSP capability query (`GET_DSP_INFO`, docs/protocols/fastrpc.md §8): handle 2 (DSP utilities)
+//! method 0, `sc = 0x00010100`: in = u32 attribute *count* (the 2024 fix: not a byte size), out =
+//! u32 array. Fetched once per channel and cached; the modem DSP refuses queries (`-ECHRNG`), and a
 //! DSP answering `AEE_EUNSUPPORTED` means "not supported" (`-EOPNOTSUPP`).
 
 use crate::error::{aee, AeeError, FastRpcError, Result};

@@ -1,6 +1,6 @@
 //! Invoke contexts: a bounded table (sized at channel setup, ids 1..=255 in bits 4..11 like
 //! Linux), a generation in the upper id bits so stale, duplicated and unknown responses are told
-//! apart (notes §12.4), and explicit two-owner lifetime (§12.5):
+//! apart (docs/protocols/fastrpc.md §12.4), and explicit two-owner lifetime (§12.5):
 //!
 //! - the *owner* (the caller) holds a context from `start` until `finish`/`abandon`;
 //! - the *in-flight* reference is held from the moment the message is queued until the DSP
@@ -392,9 +392,10 @@ impl ContextTable {
         }
     }
 
-    /// Resume an abandoned call of `session` with the same thread, handle and scalars (notes
-    /// §12.6: a retry after a signal must not re-send, which would run the method twice and
-    /// can hang a DSP thread). The caller becomes its owner again; returns (slot, generation).
+    /// Resume an abandoned call of `session` with the same thread, handle and scalars
+    /// (docs/protocols/fastrpc.md §12.6: a retry after a signal must not re-send, which would run
+    /// the method twice and can hang a DSP thread). The caller becomes its owner again; returns
+    /// (slot, generation).
     pub fn resume(&self, session: u16, tid: i32, handle: u32, sc: Scalars) -> Option<(usize, u64)> {
         for (idx, slot) in self.slots.iter().enumerate() {
             let mut c = slot.lock();

@@ -1,4 +1,4 @@
-//! DSP domains (notes §2) with a checked id range.
+//! DSP domains (docs/protocols/fastrpc.md §2) with a checked id range.
 
 use crate::error::{FastRpcError, Result};
 

@@ -128,6 +128,8 @@ impl fmt::Display for FastRpcError {
     }
 }
 
+impl core::error::Error for FastRpcError {}
+
 /// Shorthand result of this crate.
 pub type Result<T = ()> = core::result::Result<T, FastRpcError>;
 

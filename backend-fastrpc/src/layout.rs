@@ -1,5 +1,5 @@
-//! The payload layout engine (notes §5): one overlap table drives both the size computation and
-//! the fill, so they can never disagree (the 2021 driver bug).
+//! The payload layout engine (docs/protocols/fastrpc.md §5): one overlap table drives both the size
+//! computation and the fill, so they can never disagree (the 2021 driver bug).
 //!
 //! Input: the call's buffers as *descriptors* (the caller's address, length, and whether the
 //! bytes are copied inline or live in a DSP-mapped region) plus the handle slots. Output: the
@@ -10,7 +10,8 @@
 //! - zero-length buffers take no part in the overlap table (Linux aligns the size for them but
 //!   then skips them in the fill; the size can only shrink by < 128 bytes),
 //! - only *copied* buffers are overlap-merged; a copied buffer overlapping a mapped one is
-//!   refused with `InvalidArgument` (notes §12.3) instead of yielding a `pv` before the area,
+//!   refused with `InvalidArgument` (docs/protocols/fastrpc.md §12.3) instead of yielding a
+//!   `pv` before the area,
 //! - the page size of a copied buffer is computed from its `pv` (the 2025 fix),
 //! - the whole used payload (`0..pkt_size`) is zeroed first, not only the metadata.
 
@@ -111,7 +112,7 @@ pub fn plan(sc: Scalars, bufs: &[BufDesc], scratch: &mut [Olap]) -> Result<(usiz
             .checked_add(b.len)
             .ok_or(FastRpcError::InvalidArgument)
     };
-    // Copied buffers must not overlap mapped ones (notes §12.3).
+    // Copied buffers must not overlap mapped ones (docs/protocols/fastrpc.md §12.3).
     for (i, b) in bufs.iter().enumerate() {
         let e = end_of(b)?;
         if let BufSource::Mapped { va_start, size, .. } = b.src {
@@ -210,7 +211,8 @@ pub fn layout(
     if pkt_size > payload.len() {
         return Err(FastRpcError::TooLarge);
     }
-    // Zero metadata and inline area on every call (notes §12.9): nothing stale reaches the DSP.
+    // Zero metadata and inline area on every call (docs/protocols/fastrpc.md §12.9): nothing stale
+    // reaches the DSP.
     payload[..pkt_size].fill(0);
     let m = MetaOffsets::new(n);
     let mut put = |off: usize, bytes: &[u8]| payload[off..off + bytes.len()].copy_from_slice(bytes);

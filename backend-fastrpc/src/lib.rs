@@ -20,7 +20,7 @@
 //! - [`stubskel`]: the `fastrpc_interface!` generator,
 //! - `sim` (std): the simulated DSP, bus and conformance fixture.
 #![cfg_attr(not(feature = "std"), no_std)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 extern crate alloc;
 

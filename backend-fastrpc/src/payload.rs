@@ -1,6 +1,6 @@
-//! Reading payload metadata (notes §5), as the DSP does on receipt and as the AP does after the
-//! answer (the DSP may have rewritten lengths and the fd list). Every accessor is bounds-checked
-//! and returns an error instead of panicking: the bytes are remote-writable.
+//! Reading payload metadata (docs/protocols/fastrpc.md §5), as the DSP does on receipt and as the
+//! AP does after the answer (the DSP may have rewritten lengths and the fd list). Every accessor is
+//! bounds-checked and returns an error instead of panicking: the bytes are remote-writable.
 
 use zerocopy::FromBytes;
 

@@ -1,9 +1,10 @@
-//! Remote process control on the init handle (notes §7): attach, create (init file + init
-//! memory), create-static (INIT_STATIC, the v6 TODO), release, remote mmap/munmap and mem
-//! map/unmap (the v6 TODO). Table-driven: each call's scalars come from [`rmid::scalars`].
+//! Remote process control on the init handle (docs/protocols/fastrpc.md §7): attach, create (init
+//! file + init memory), create-static (INIT_STATIC, the v6 TODO), release, remote mmap/munmap and
+//! mem map/unmap (the v6 TODO). Table-driven: each call's scalars come from [`rmid::scalars`].
 //!
-//! Memory handed to the DSP (init memory, remote heap, mmap'd pages, mem-mapped buffers) is kept
-//! by the session until the DSP *confirms* the unmap (notes §12.9); a failed unmap keeps it.
+//! Memory handed to the DSP (init memory, remote heap, mmap'd pages, mem-mapped buffers) is kept by
+//! the session until the DSP *confirms* the unmap (docs/protocols/fastrpc.md §12.9); a failed unmap
+//! keeps it.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -215,7 +216,8 @@ impl Session {
             namelen: (name.len() as u32).into(),
             pageslen: 0.into(),
         };
-        // The static-PD remote heap is the exception to the `sid << 32` rule (notes §1).
+        // The static-PD remote heap is the exception to the `sid << 32` rule
+        // (docs/protocols/fastrpc.md §1).
         let page = page_of(heap.iova(), heap.len() as u64);
         self.set_pd(PD_ROOT);
         self.ctl(

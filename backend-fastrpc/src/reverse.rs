@@ -1,5 +1,6 @@
-//! Reverse RPC (the DSP calling AP services, notes §9): the `adsp_listener` interface on handle
-//! 3, the buffer packing it uses, and an AP-side [`Listener`] that serves reverse calls.
+//! Reverse RPC (the DSP calling AP services, docs/protocols/fastrpc.md §9): the `adsp_listener`
+//! interface on handle 3, the buffer packing it uses, and an AP-side [`Listener`] that serves
+//! reverse calls.
 //!
 //! An AP thread loops on `next2` (method 4, `sc 0x04020200`), passing the previous reply
 //! (ctx, result, packed out-buffers); the call blocks on the DSP until a reverse request

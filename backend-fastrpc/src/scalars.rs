@@ -1,10 +1,10 @@
-//! The 32-bit scalars word `sc` (notes §3): attr 31..29, method 28..24, in-buffers 23..16,
-//! out-buffers 15..8, in-handles 7..4, out-handles 3..0.
+//! The 32-bit scalars word `sc` (docs/protocols/fastrpc.md §3): attr 31..29, method 28..24,
+//! in-buffers 23..16, out-buffers 15..8, in-handles 7..4, out-handles 3..0.
 
 use crate::error::{FastRpcError, Result};
 
 /// Largest method index that fits the 5-bit field; generated code sends methods ≥ 31 as 31 with
-/// the real id in the first u32 of in-buffer 0 (notes §9).
+/// the real id in the first u32 of in-buffer 0 (docs/protocols/fastrpc.md §9).
 pub const METHOD_ESCAPE: u32 = 31;
 /// Largest in/out buffer count.
 pub const MAX_BUFS: u32 = 255;

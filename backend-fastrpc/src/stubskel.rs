@@ -1,6 +1,6 @@
 //! `fastrpc_interface!`: write an interface's signature once, get a typed client stub and a
 //! server skeleton that marshal through the scalars format the way qaic-generated code does
-//! (notes §9):
+//! (docs/protocols/fastrpc.md §9):
 //!
 //! - in-buffer 0 is *primIn*: the scalar inputs at natural alignment, then the u32 length of
 //!   every in-buffer and every out-buffer (present when non-empty);
@@ -15,7 +15,7 @@
 //! must be declared in that order here to stay wire-compatible.
 //!
 //! ```
-//! use backend_fastrpc::fastrpc_interface;
+//! use fwipc_fastrpc::fastrpc_interface;
 //! fastrpc_interface! {
 //!     /// A calculator.
 //!     pub interface calc {

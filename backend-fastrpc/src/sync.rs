@@ -1,6 +1,6 @@
 //! The lock/atomics shim: `spin` and `core` normally, `loom` under `--cfg loom`, so the context
 //! lifetime protocol is model-checked with the code that ships
-//! (`RUSTFLAGS="--cfg loom" cargo test -p backend-fastrpc --release --lib loom`).
+//! (`RUSTFLAGS="--cfg loom" cargo test -p fwipc-fastrpc --release --lib loom`).
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
-//! Wire structs, byte-exact (notes §4, §5, §7). Every field is an explicit little-endian
-//! `zerocopy` type, so the layout is the same on any host and parsing never needs alignment.
-//! Sizes and offsets are pinned with `static_assertions`.
+//! Wire structs, byte-exact (docs/protocols/fastrpc.md §4, §5, §7). Every field is an explicit
+//! little-endian `zerocopy` type, so the layout is the same on any host and parsing never needs
+//! alignment. Sizes and offsets are pinned with `static_assertions`.
 
 use core::mem::{offset_of, size_of};
 
@@ -147,7 +147,7 @@ const_assert_eq!(META_PER_SLOT, 40);
 pub const META_TAIL: usize = MAX_FDLIST * 8 + MAX_CRCLIST * 4;
 const_assert_eq!(META_TAIL, 384);
 
-/// `metalen = 40 * nscalars + 128 + 256` (notes §5).
+/// `metalen = 40 * nscalars + 128 + 256` (docs/protocols/fastrpc.md §5).
 pub const fn metalen(nscalars: usize) -> usize {
     META_PER_SLOT * nscalars + META_TAIL
 }
@@ -187,7 +187,7 @@ impl MetaOffsets {
     }
 }
 
-/// Process-control method ids on handle 1 (RMIDs, notes §7) and their scalars.
+/// Process-control method ids on handle 1 (RMIDs, docs/protocols/fastrpc.md §7) and their scalars.
 pub mod rmid {
     use crate::scalars::Scalars;
     /// INIT_ATTACH.

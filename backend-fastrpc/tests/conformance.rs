@@ -1,1 +1,1 @@
-conformance::conformance_tests!(backend_fastrpc::sim::FastRpcFixture);
+fwipc_conformance::conformance_tests!(fwipc_fastrpc::sim::FastRpcFixture);

@@ -1,12 +1,12 @@
 //! Must-show: golden bytes of a whole invoke (the 40-byte message and the payload the session
 //! wrote) for a call with 2 in-buffers, 1 out-buffer and 1 in-handle: the worked example of the
-//! notes §5, replayed through `Session::start` on the simulated bus.
+//! docs/protocols/fastrpc.md §5, replayed through `Session::start` on the simulated bus.
 
 use std::sync::{Arc, Mutex};
 
-use backend_fastrpc::channel::{Bank, ChannelConfig};
-use backend_fastrpc::sim::SimBus;
-use backend_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
+use fwipc_fastrpc::channel::{Bank, ChannelConfig};
+use fwipc_fastrpc::sim::SimBus;
+use fwipc_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
 
 /// Records what the AP sends; never answers.
 #[derive(Default)]

@@ -6,10 +6,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use backend_fastrpc::channel::{Bank, ChannelConfig};
-use backend_fastrpc::context::CtxId;
-use backend_fastrpc::sim::SimBus;
-use backend_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
+use fwipc_fastrpc::channel::{Bank, ChannelConfig};
+use fwipc_fastrpc::context::CtxId;
+use fwipc_fastrpc::sim::SimBus;
+use fwipc_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };

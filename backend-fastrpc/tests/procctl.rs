@@ -1,11 +1,12 @@
-//! Remote process control against the simulated DSP: one test per method (notes §7, §12.11).
+//! Remote process control against the simulated DSP: one test per method
+//! (docs/protocols/fastrpc.md §7, §12.11).
 
-use backend_fastrpc::error::aee;
-use backend_fastrpc::procctl::PdKind;
-use backend_fastrpc::sim::dsp::ProcKind;
-use backend_fastrpc::sim::fixture::SimSystem;
-use backend_fastrpc::wire::{MMAP_ADD_PAGES, MMAP_REMOTE_HEAP_ADDR};
-use backend_fastrpc::{AeeError, Arg, FastRpcError};
+use fwipc_fastrpc::error::aee;
+use fwipc_fastrpc::procctl::PdKind;
+use fwipc_fastrpc::sim::dsp::ProcKind;
+use fwipc_fastrpc::sim::fixture::SimSystem;
+use fwipc_fastrpc::wire::{MMAP_ADD_PAGES, MMAP_REMOTE_HEAP_ADDR};
+use fwipc_fastrpc::{AeeError, Arg, FastRpcError};
 use fwipc_transport_api::Completion;
 
 fn sys() -> SimSystem {
@@ -187,7 +188,7 @@ fn sessions_are_bounded_and_independent() {
 
 #[test]
 fn nsessions_expansion_is_capped() {
-    use backend_fastrpc::channel::{Bank, MAX_SESSIONS};
+    use fwipc_fastrpc::channel::{Bank, MAX_SESSIONS};
     let mut cfg = SimSystem::default_config();
     cfg.banks = vec![
         Bank {
@@ -210,9 +211,9 @@ fn nsessions_expansion_is_capped() {
 
 #[test]
 fn capability_query_is_cached_and_bounded() {
-    use backend_fastrpc::channel::ChannelConfig;
-    use backend_fastrpc::sim::objects::DspUtilities;
-    use backend_fastrpc::Domain;
+    use fwipc_fastrpc::channel::ChannelConfig;
+    use fwipc_fastrpc::sim::objects::DspUtilities;
+    use fwipc_fastrpc::Domain;
     use std::sync::{Arc, Mutex};
     let mk = |domain: Domain, unsupported: bool| {
         let cfg = ChannelConfig {
@@ -264,10 +265,10 @@ fn capability_query_is_cached_and_bounded() {
 
 #[test]
 fn channels_per_domain_with_checked_ids() {
-    use backend_fastrpc::domains::Channels;
-    use backend_fastrpc::Domain;
+    use fwipc_fastrpc::domains::Channels;
+    use fwipc_fastrpc::Domain;
     let adsp = SimSystem::new(
-        backend_fastrpc::ChannelConfig {
+        fwipc_fastrpc::ChannelConfig {
             domain: Domain::Adsp,
             ..SimSystem::default_config()
         },
@@ -299,8 +300,8 @@ fn channels_per_domain_with_checked_ids() {
 
 #[test]
 fn fd_list_entries_we_never_passed_are_counted() {
-    use backend_fastrpc::sim::objects::ECHO_HANDLE;
-    use backend_fastrpc::wire::MetaOffsets;
+    use fwipc_fastrpc::sim::objects::ECHO_HANDLE;
+    use fwipc_fastrpc::wire::MetaOffsets;
     let sys = sys();
     let s = sys.attached_session();
     let shared = s.alloc_shared(4096).unwrap();
@@ -350,8 +351,8 @@ fn fd_list_entries_we_never_passed_are_counted() {
 
 #[test]
 fn nonsecure_node_of_secure_channel_creates_unsigned_only() {
-    use backend_fastrpc::procctl::ATTR_UNSIGNED_MODULE;
-    let cfg = backend_fastrpc::ChannelConfig {
+    use fwipc_fastrpc::procctl::ATTR_UNSIGNED_MODULE;
+    let cfg = fwipc_fastrpc::ChannelConfig {
         secure: true,
         ..SimSystem::default_config()
     };

@@ -1,15 +1,15 @@
-//! Reverse RPC through the listener, and notes §12.6: an interrupted call that is waiting on a
-//! reverse call is resumed by its thread's retry, not sent twice.
+//! Reverse RPC through the listener, and docs/protocols/fastrpc.md §12.6: an interrupted call that
+//! is waiting on a reverse call is resumed by its thread's retry, not sent twice.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use backend_fastrpc::error::aee;
-use backend_fastrpc::reverse::{Listener, ReverseService};
-use backend_fastrpc::sim::fixture::SimSystem;
-use backend_fastrpc::sim::objects::{AP_KV_HANDLE, KV_GET_METHOD, KV_HANDLE};
-use backend_fastrpc::stubskel::ResumableInvoker;
-use backend_fastrpc::{Arg, FastRpcError, Scalars, Session};
+use fwipc_fastrpc::error::aee;
+use fwipc_fastrpc::reverse::{Listener, ReverseService};
+use fwipc_fastrpc::sim::fixture::SimSystem;
+use fwipc_fastrpc::sim::objects::{AP_KV_HANDLE, KV_GET_METHOD, KV_HANDLE};
+use fwipc_fastrpc::stubskel::ResumableInvoker;
+use fwipc_fastrpc::{Arg, FastRpcError, Scalars, Session};
 use fwipc_transport_api::{Completion, StdClock};
 
 /// The AP key/value service: value = key * 10 + 1.

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_fastrpc::error::aee;
-use backend_fastrpc::sim::dsp::{CallInfo, DspObject};
-use backend_fastrpc::sim::fixture::SimSystem;
-use backend_fastrpc::sim::objects::ECHO_HANDLE;
-use backend_fastrpc::sim::FastRpcFixture;
-use backend_fastrpc::transport::target;
-use backend_fastrpc::{Arg, FastRpcError};
+use fwipc_fastrpc::error::aee;
+use fwipc_fastrpc::sim::dsp::{CallInfo, DspObject};
+use fwipc_fastrpc::sim::fixture::SimSystem;
+use fwipc_fastrpc::sim::objects::ECHO_HANDLE;
+use fwipc_fastrpc::sim::FastRpcFixture;
+use fwipc_fastrpc::transport::target;
+use fwipc_fastrpc::{Arg, FastRpcError};
 use fwipc_transport_api::fixture::{Fault, Fixture};
 use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
 
@@ -207,9 +207,9 @@ fn two_systems_side_by_side() {
 /// The generated calculator stub talks to the generated skel on the simulated DSP.
 #[test]
 fn generated_calculator_through_the_dsp() {
-    use backend_fastrpc::sim::objects::calculator::CalculatorStub;
-    use backend_fastrpc::sim::objects::CALC_HANDLE;
-    use backend_fastrpc::stubskel::SessionInvoker;
+    use fwipc_fastrpc::sim::objects::calculator::CalculatorStub;
+    use fwipc_fastrpc::sim::objects::CALC_HANDLE;
+    use fwipc_fastrpc::stubskel::SessionInvoker;
     let sys = SimSystem::new(SimSystem::default_config(), Completion::Polled);
     let s = sys.attached_session();
     let calc = CalculatorStub {
@@ -239,24 +239,24 @@ fn generated_calculator_through_the_dsp() {
     // The DSP's typed errors come back as AEE codes.
     assert_eq!(
         calc.sum(&[1, 2, 3]),
-        Err(FastRpcError::Aee(backend_fastrpc::AeeError(aee::dsp(
+        Err(FastRpcError::Aee(fwipc_fastrpc::AeeError(aee::dsp(
             aee::EBADPARM
         ))))
     );
     let mut small = [0u8; 1];
     assert_eq!(
         calc.xor(0, b"ab", &mut small).unwrap_err(),
-        FastRpcError::Aee(backend_fastrpc::AeeError(aee::dsp(aee::EBUFFERTOOSMALL)))
+        FastRpcError::Aee(fwipc_fastrpc::AeeError(aee::dsp(aee::EBUFFERTOOSMALL)))
     );
     let st = s.stats();
     assert_eq!(st.pool_free, st.pool_capacity);
 }
 
-/// Notes §12.6: a retry by the same thread with the same scalars resumes the abandoned call
-/// instead of sending it again (which would run the method twice).
+/// docs/protocols/fastrpc.md §12.6: a retry by the same thread with the same scalars resumes the
+/// abandoned call instead of sending it again (which would run the method twice).
 #[test]
 fn interrupted_call_is_resumed_not_resent() {
-    use backend_fastrpc::sim::objects::CALC_HANDLE;
+    use fwipc_fastrpc::sim::objects::CALC_HANDLE;
     let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
     let s = sys.attached_session();
     // calculator.max(a, b): primIn {a, b} 8 B, primROut {m} 4 B; method 3.
@@ -321,8 +321,8 @@ fn interrupted_call_is_resumed_not_resent() {
     assert_eq!(st.pool_free, st.pool_capacity);
 }
 
-/// Notes §12.7: when the DSP goes away, pending calls finish at once with a reset error and new
-/// calls fail immediately until it is back.
+/// docs/protocols/fastrpc.md §12.7: when the DSP goes away, pending calls finish at once with a
+/// reset error and new calls fail immediately until it is back.
 #[test]
 fn channel_death_fails_fast() {
     let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
@@ -361,9 +361,9 @@ fn channel_death_fails_fast() {
 /// Several clients (sessions) on one channel at once, each from its own thread.
 #[test]
 fn several_clients_concurrently() {
-    use backend_fastrpc::sim::objects::calculator::CalculatorStub;
-    use backend_fastrpc::sim::objects::CALC_HANDLE;
-    use backend_fastrpc::stubskel::SessionInvoker;
+    use fwipc_fastrpc::sim::objects::calculator::CalculatorStub;
+    use fwipc_fastrpc::sim::objects::CALC_HANDLE;
+    use fwipc_fastrpc::stubskel::SessionInvoker;
     let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
     let sessions: Vec<_> = (0..4).map(|_| sys.attached_session()).collect();
     std::thread::scope(|sc| {

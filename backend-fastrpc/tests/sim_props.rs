@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use backend_fastrpc::channel::{Bank, ChannelConfig};
-use backend_fastrpc::sim::dsp::{CallInfo, DspObject};
-use backend_fastrpc::sim::fixture::SimSystem;
-use backend_fastrpc::{Arg, Domain, SharedBuf};
+use fwipc_fastrpc::channel::{Bank, ChannelConfig};
+use fwipc_fastrpc::sim::dsp::{CallInfo, DspObject};
+use fwipc_fastrpc::sim::fixture::SimSystem;
+use fwipc_fastrpc::{Arg, Domain, SharedBuf};
 use fwipc_transport_api::Completion;
 use proptest::prelude::*;
 

@@ -8,13 +8,14 @@
 //! | 27:18 | token (10 bits)                                              |
 //! | 31:28 | reserved, 0                                                  |
 //!
-//! Hygiene (notes §8 item 14): [`Header::encode`](crate::header::Header::encode) always writes zero reserved bits and a token
-//! masked to 10 bits; [`Header::decode`](crate::header::Header::decode) rejects reserved bits and the unused type 1 (that type 1
-//! is unused is **(unverified)** against DEN0056; Linux only warns about it). Notification tokens
-//! are decoded but carry no meaning: matching code must ignore them.
+//! Hygiene (docs/protocols/scmi.md §8 item 14): [`Header::encode`](crate::header::Header::encode)
+//! always writes zero reserved bits and a token masked to 10 bits;
+//! [`Header::decode`](crate::header::Header::decode) rejects reserved bits and the unused type 1
+//! (that type 1 is unused is **(unverified)** against DEN0056; Linux only warns about it).
+//! Notification tokens are decoded but carry no meaning: matching code must ignore them.
 //!
 //! ```
-//! use backend_scmi_virtio::header::{Header, MsgType};
+//! use fwipc_scmi_virtio::header::{Header, MsgType};
 //! let h = Header::command(0x15, 0x06, 42);
 //! let w = h.encode();
 //! assert_eq!(w, 0x06 | (0x15 << 10) | (42 << 18));
@@ -92,6 +93,8 @@ impl fmt::Display for HeaderError {
         }
     }
 }
+
+impl core::error::Error for HeaderError {}
 
 impl From<HeaderError> for fwipc_transport_api::ProtocolError {
     fn from(e: HeaderError) -> Self {
@@ -264,7 +267,7 @@ mod tests {
 
     #[test]
     fn known_wire_values() {
-        // vhost-device-scmi's SENSOR_UPDATE notification header (virtio-vhost.md §2).
+        // vhost-device-scmi's SENSOR_UPDATE notification header (docs/protocols/virtio.md §2).
         let h = Header::decode(0x5701).unwrap();
         assert_eq!(h.message_id, 1);
         assert_eq!(h.msg_type, MsgType::Notification);

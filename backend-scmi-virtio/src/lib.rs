@@ -1,12 +1,5 @@
-//! # backend-scmi-virtio
-//!
-//! Arm SCMI agent over a virtio-scmi device (device id 32), on the `virtio-drivers` crate, plus the
-//! SCMI protocols on top and a simulated SCMI platform.
-//!
-//! Layers: [`virtio::ScmiVirtio`] is the transport (a `fwipc_transport_api::Transport` over any
-//! virtio-drivers `Transport` + `Hal`: bare-metal MMIO, vhost-user, the simulator);
-//! [`protocol::Scmi`] is the agent over any fwipc transport; [`platform`] is the platform side
-//! the simulator ([`sim`], std only) hosts behind a simulated virtio device.
+#![deny(missing_docs)]
+#![doc = include_str!("../README.md")]
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;

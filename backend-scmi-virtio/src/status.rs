@@ -1,11 +1,11 @@
 //! SCMI status codes (the signed 32-bit word after the header of every response and delayed
-//! response) and their total mapping to typed errors (notes §3.3 and §8 item 13).
+//! response) and their total mapping to typed errors (docs/protocols/scmi.md §3.3 and §8 item 13).
 //!
 //! Every `i32` maps to exactly one [`ScmiStatus`](crate::status::ScmiStatus), and the raw code is always recoverable with
 //! [`ScmiStatus::raw`](crate::status::ScmiStatus::raw), so nothing the platform says is lost.
 //!
 //! ```
-//! use backend_scmi_virtio::status::ScmiStatus;
+//! use fwipc_scmi_virtio::status::ScmiStatus;
 //! use fwipc_transport_api::Error;
 //! assert_eq!(ScmiStatus::check(0), Ok(()));
 //! let e = ScmiStatus::check(-11).unwrap_err();
@@ -151,9 +151,10 @@ impl ScmiStatus {
         matches!(self, ScmiStatus::Success)
     }
 
-    /// The positive Linux errno (0 for SUCCESS), per the table in the notes (§3.3). IN_USE maps
-    /// to EIO as in mainline Linux (a posted v4.0 patch uses EPERM, merge **unverified**); PARTIAL
-    /// to EINVAL as in that patch **(unverified)**; everything outside the table to EIO.
+    /// The positive Linux errno (0 for SUCCESS), per the table in docs/protocols/scmi.md §3.3.
+    /// IN_USE maps to EIO as in mainline Linux (a posted v4.0 patch uses EPERM, merge
+    /// **unverified**); PARTIAL to EINVAL as in that patch **(unverified)**; everything outside the
+    /// table to EIO.
     pub const fn errno(self) -> i32 {
         match self {
             ScmiStatus::Success => 0,

@@ -1,1 +1,1 @@
-conformance::conformance_tests!(backend_scmi_virtio::sim::ScmiFixture);
+fwipc_conformance::conformance_tests!(fwipc_scmi_virtio::sim::ScmiFixture);

@@ -1,17 +1,17 @@
-//! Delayed responses, notifications and deadlines (notes §8 items 2, 4, 8, 9).
+//! Delayed responses, notifications and deadlines (docs/protocols/scmi.md §8 items 2, 4, 8, 9).
 
 mod protocol_util;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_scmi_virtio::header::{Header, MsgType};
-use backend_scmi_virtio::platform::direct::ReplyFault;
-use backend_scmi_virtio::platform::PlatformConfig;
-use backend_scmi_virtio::platform::{direct::DirectTransport, Platform, PlatformModel};
-use backend_scmi_virtio::protocol::ids::{proto, sensor};
-use backend_scmi_virtio::protocol::sensor::SensorValue;
-use backend_scmi_virtio::protocol::{Config, Filter, Scmi, ScmiError};
+use fwipc_scmi_virtio::header::{Header, MsgType};
+use fwipc_scmi_virtio::platform::direct::ReplyFault;
+use fwipc_scmi_virtio::platform::PlatformConfig;
+use fwipc_scmi_virtio::platform::{direct::DirectTransport, Platform, PlatformModel};
+use fwipc_scmi_virtio::protocol::ids::{proto, sensor};
+use fwipc_scmi_virtio::protocol::sensor::SensorValue;
+use fwipc_scmi_virtio::protocol::{Config, Filter, Scmi, ScmiError};
 use fwipc_transport_api::{Error, StdClock, Transport};
 use protocol_util::*;
 use std::collections::VecDeque;
@@ -304,7 +304,7 @@ fn a_callback_that_pumps_does_not_deadlock() {
     let i2 = inner.clone();
     scmi.subscribe(
         Filter::ALL,
-        Arc::new(move |_ev: &backend_scmi_virtio::protocol::Event<'_>| {
+        Arc::new(move |_ev: &fwipc_scmi_virtio::protocol::Event<'_>| {
             if let Some(s) = weak.upgrade() {
                 i2.store(s.pump(), std::sync::atomic::Ordering::SeqCst);
             }

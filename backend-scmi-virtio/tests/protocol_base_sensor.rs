@@ -1,13 +1,13 @@
 //! Base discovery and the sensor protocol against a platform shaped exactly like
-//! vhost-device-scmi 0.4 (notes §6, virtio-vhost.md §2).
+//! vhost-device-scmi 0.4 (docs/protocols/scmi.md §6, docs/protocols/virtio.md §2).
 
 mod protocol_util;
 
-use backend_scmi_virtio::platform::PlatformConfig;
-use backend_scmi_virtio::protocol::ids::{base, proto, sensor};
-use backend_scmi_virtio::protocol::notify::Notification;
-use backend_scmi_virtio::protocol::{Filter, ScmiError};
-use backend_scmi_virtio::status::ScmiStatus;
+use fwipc_scmi_virtio::platform::PlatformConfig;
+use fwipc_scmi_virtio::protocol::ids::{base, proto, sensor};
+use fwipc_scmi_virtio::protocol::notify::Notification;
+use fwipc_scmi_virtio::protocol::{Filter, ScmiError};
+use fwipc_scmi_virtio::status::ScmiStatus;
 use protocol_util::*;
 
 #[test]
@@ -123,7 +123,7 @@ fn continuous_update_notify_tolerates_extra_word_and_notifications_arrive() {
     let got = log.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     let (p, m, body) = &got[0];
-    let ev_header = backend_scmi_virtio::header::Header::decode(0x5701).unwrap();
+    let ev_header = fwipc_scmi_virtio::header::Header::decode(0x5701).unwrap();
     assert_eq!((*p, *m), (ev_header.protocol_id, ev_header.message_id));
     match Notification::decode_body(*p, *m, body).unwrap() {
         Notification::SensorUpdate(u) => {
@@ -242,10 +242,10 @@ fn discover_agent_checks_the_returned_id() {
     let mut reply = 5u32.to_le_bytes().to_vec();
     reply.extend_from_slice(b"other\0\0\0\0\0\0\0\0\0\0\0");
     scmi.transport()
-        .set_fault(backend_scmi_virtio::platform::direct::ReplyFault::ReturnValues(reply));
+        .set_fault(fwipc_scmi_virtio::platform::direct::ReplyFault::ReturnValues(reply));
     assert_eq!(
         scmi.base().discover_agent(1).unwrap_err(),
-        ScmiError::Malformed(backend_scmi_virtio::protocol::Malformed::IdMismatch)
+        ScmiError::Malformed(fwipc_scmi_virtio::protocol::Malformed::IdMismatch)
     );
     assert!(format!("{scmi:?}").contains("malformed_replies: 1"));
 }

@@ -1,11 +1,11 @@
-//! Multi-part replies: pagination to the writable space (notes §8 item 11), bounded loops
-//! (item 7), DISCOVER_LIST_PROTOCOLS with ≥ 5 protocols (item 12).
+//! Multi-part replies: pagination to the writable space (docs/protocols/scmi.md §8 item 11),
+//! bounded loops (item 7), DISCOVER_LIST_PROTOCOLS with ≥ 5 protocols (item 12).
 
 mod protocol_util;
 
-use backend_scmi_virtio::platform::PlatformConfig;
-use backend_scmi_virtio::protocol::ids::proto;
-use backend_scmi_virtio::protocol::{Malformed, ScmiError};
+use fwipc_scmi_virtio::platform::PlatformConfig;
+use fwipc_scmi_virtio::protocol::ids::proto;
+use fwipc_scmi_virtio::protocol::{Malformed, ScmiError};
 use fwipc_transport_api::Transport;
 use protocol_util::*;
 
@@ -144,13 +144,13 @@ fn discrete_and_segmented_descriptions() {
     let d = scmi.clock().describe_rates(0, |r| rates.push(r)).unwrap();
     assert_eq!(
         d,
-        backend_scmi_virtio::protocol::clock::RateDescription::Discrete { count: 6 }
+        fwipc_scmi_virtio::protocol::clock::RateDescription::Discrete { count: 6 }
     );
     assert_eq!(rates[5], 5_000_000_000, "64-bit rates as (low, high)");
     let r = scmi.clock().describe_rates(1, |_| panic!("range")).unwrap();
     assert!(matches!(
         r,
-        backend_scmi_virtio::protocol::clock::RateDescription::Range { min: 1_000_000, .. }
+        fwipc_scmi_virtio::protocol::clock::RateDescription::Range { min: 1_000_000, .. }
     ));
     let mut levels = Vec::new();
     assert_eq!(
@@ -161,13 +161,13 @@ fn discrete_and_segmented_descriptions() {
     let mut iv = Vec::new();
     assert_eq!(
         scmi.sensor().update_intervals(0, |w| iv.push(w)).unwrap(),
-        backend_scmi_virtio::protocol::sensor::IntervalDescription::Discrete { count: 10 }
+        fwipc_scmi_virtio::protocol::sensor::IntervalDescription::Discrete { count: 10 }
     );
     assert_eq!(iv[9] >> 5, 2000);
     assert_eq!(iv[9] & 0x1F, 0x1D, "exponent -3");
     assert_eq!(
         scmi.sensor().update_intervals(1, |_| {}).unwrap_err(),
-        ScmiError::Status(backend_scmi_virtio::status::ScmiStatus::NotSupported)
+        ScmiError::Status(fwipc_scmi_virtio::status::ScmiStatus::NotSupported)
     );
     let mut uv = Vec::new();
     scmi.voltage().describe_levels(0, |l| uv.push(l)).unwrap();
@@ -175,7 +175,7 @@ fn discrete_and_segmented_descriptions() {
     assert_eq!(uv.len(), 6);
     assert_eq!(
         scmi.voltage().describe_levels(1, |_| {}).unwrap(),
-        backend_scmi_virtio::protocol::voltage::LevelDescription::Range {
+        fwipc_scmi_virtio::protocol::voltage::LevelDescription::Range {
             min: 1_650_000,
             max: 3_600_000,
             step: 50_000
@@ -202,7 +202,7 @@ mod list_protocols_proptest {
             let pc = PlatformConfig {
                 test_protocol: false,
                 extra_protocols: ids.clone(),
-                quirks: backend_scmi_virtio::platform::Quirks {
+                quirks: fwipc_scmi_virtio::platform::Quirks {
                     max_entries_per_reply: max_entries,
                     ..Default::default()
                 },

@@ -3,11 +3,11 @@
 
 mod protocol_util;
 
-use backend_scmi_virtio::platform::PlatformConfig;
-use backend_scmi_virtio::protocol::ids::{power, proto, voltage};
-use backend_scmi_virtio::protocol::notify::Notification;
-use backend_scmi_virtio::protocol::{Filter, ScmiError};
-use backend_scmi_virtio::status::ScmiStatus;
+use fwipc_scmi_virtio::platform::PlatformConfig;
+use fwipc_scmi_virtio::protocol::ids::{power, proto, voltage};
+use fwipc_scmi_virtio::protocol::notify::Notification;
+use fwipc_scmi_virtio::protocol::{Filter, ScmiError};
+use fwipc_scmi_virtio::status::ScmiStatus;
 use protocol_util::*;
 
 fn decoded(log: &Log) -> Vec<Notification> {
@@ -250,7 +250,7 @@ fn without_p2a_notifications_and_async_are_refused_and_hidden() {
     assert!(!scmi
         .implements(
             proto::SENSOR,
-            backend_scmi_virtio::protocol::ids::sensor::CONTINUOUS_UPDATE_NOTIFY
+            fwipc_scmi_virtio::protocol::ids::sensor::CONTINUOUS_UPDATE_NOTIFY
         )
         .unwrap());
     assert!(!scmi.sensor().descriptions_vec().unwrap()[0].async_read());

@@ -1,19 +1,19 @@
-//! A hostile platform and a hostile agent: total status mapping (notes §8 item 13), replies with
-//! the wrong identity (item 4), fuzzed replies into every parser (item 3), a platform that never
-//! panics (item 11), and two platforms side by side (item 1).
+//! A hostile platform and a hostile agent: total status mapping (docs/protocols/scmi.md §8 item
+//! 13), replies with the wrong identity (item 4), fuzzed replies into every parser (item 3), a
+//! platform that never panics (item 11), and two platforms side by side (item 1).
 
 mod protocol_util;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_scmi_virtio::header::Header;
-use backend_scmi_virtio::platform::direct::{DirectTransport, ReplyFault};
-use backend_scmi_virtio::platform::{Platform, PlatformConfig, PlatformModel, SensorConfig};
-use backend_scmi_virtio::protocol::fuzzing;
-use backend_scmi_virtio::protocol::sensor::SensorValue;
-use backend_scmi_virtio::protocol::{Scmi, ScmiError};
-use backend_scmi_virtio::status::ScmiStatus;
+use fwipc_scmi_virtio::header::Header;
+use fwipc_scmi_virtio::platform::direct::{DirectTransport, ReplyFault};
+use fwipc_scmi_virtio::platform::{Platform, PlatformConfig, PlatformModel, SensorConfig};
+use fwipc_scmi_virtio::protocol::fuzzing;
+use fwipc_scmi_virtio::protocol::sensor::SensorValue;
+use fwipc_scmi_virtio::protocol::{Scmi, ScmiError};
+use fwipc_scmi_virtio::status::ScmiStatus;
 use fwipc_transport_api::{Error, StdClock, Transport};
 use proptest::prelude::*;
 use protocol_util::*;
@@ -202,7 +202,7 @@ proptest! {
         let q: std::collections::VecDeque<_> = msgs.into_iter().collect();
         let scmi = Scmi::new(DirectTransport::new(RawP2a(q)), StdClock::new(), cfg()).unwrap();
         let (log, cb) = recorder();
-        scmi.subscribe(backend_scmi_virtio::protocol::Filter::ALL, cb).unwrap();
+        scmi.subscribe(fwipc_scmi_virtio::protocol::Filter::ALL, cb).unwrap();
         let mut taken = 0;
         loop {
             let k = scmi.pump();
@@ -214,7 +214,7 @@ proptest! {
         prop_assert_eq!(st.bad_p2a + st.notifications + st.unexpected_delayed, n as u64);
         prop_assert_eq!(log.lock().unwrap().len() as u64, st.notifications);
         for (p, m, b) in log.lock().unwrap().iter() {
-            let _ = backend_scmi_virtio::protocol::notify::Notification::decode_body(*p, *m, b);
+            let _ = fwipc_scmi_virtio::protocol::notify::Notification::decode_body(*p, *m, b);
         }
     }
 
@@ -279,7 +279,7 @@ fn names_without_nul_are_rejected() {
         .set_fault(ReplyFault::ReturnValues(b"0123456789abcdef".to_vec()));
     assert_eq!(
         scmi.base().vendor().unwrap_err(),
-        ScmiError::Malformed(backend_scmi_virtio::protocol::Malformed::BadName)
+        ScmiError::Malformed(fwipc_scmi_virtio::protocol::Malformed::BadName)
     );
     assert_eq!(scmi.stats().malformed_replies, 1);
 }

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_scmi_virtio::platform::{Platform, PlatformConfig};
-use backend_scmi_virtio::protocol::ids::{proto, sensor};
-use backend_scmi_virtio::protocol::notify::Notification;
-use backend_scmi_virtio::protocol::sensor::SensorValue;
-use backend_scmi_virtio::protocol::{Config, Filter, Scmi, ScmiError};
-use backend_scmi_virtio::sim::{SimDevice, SimDeviceConfig, SimHal, SimScmi};
-use backend_scmi_virtio::status::ScmiStatus;
-use backend_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig};
+use fwipc_scmi_virtio::platform::{Platform, PlatformConfig};
+use fwipc_scmi_virtio::protocol::ids::{proto, sensor};
+use fwipc_scmi_virtio::protocol::notify::Notification;
+use fwipc_scmi_virtio::protocol::sensor::SensorValue;
+use fwipc_scmi_virtio::protocol::{Config, Filter, Scmi, ScmiError};
+use fwipc_scmi_virtio::sim::{SimDevice, SimDeviceConfig, SimHal, SimScmi};
+use fwipc_scmi_virtio::status::ScmiStatus;
+use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig};
 use fwipc_transport_api::{Error, ProtocolError, StdClock, Transport};
 use protocol_util::*;
 
@@ -173,7 +173,8 @@ fn virtio_reply_with_wrong_message_id_is_rejected_and_counted() {
     let before = s.scmi.transport().stats();
     s.dev.set_header_xor(1);
     let e = s.scmi.base().vendor().unwrap_err();
-    // Right token, wrong message id: the transport refuses the reply (notes §8 item 4).
+    // Right token, wrong message id: the transport refuses the reply (docs/protocols/scmi.md §8
+    // item 4).
     assert_eq!(
         e,
         ScmiError::Transport(Error::Protocol(ProtocolError::UnexpectedMessage))

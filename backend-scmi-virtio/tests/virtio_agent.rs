@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
 
-use backend_scmi_virtio::platform::{Platform, PlatformConfig};
-use backend_scmi_virtio::protocol::{Config, Filter, Scmi};
-use backend_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig, SimScmi};
+use fwipc_scmi_virtio::platform::{Platform, PlatformConfig};
+use fwipc_scmi_virtio::protocol::{Config, Filter, Scmi};
+use fwipc_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig, SimScmi};
 use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{
     Caps, Completion, Notification, Request, Result, Stats, StdClock, Ticket, Transport, TxOutcome,
@@ -83,8 +83,8 @@ fn discovery_over_virtio() {
     }
 }
 
-/// Notes §8 item 11 through the real transport: DESCRIPTION_GET of 20 sensors through 128-byte
-/// payloads (136-byte buffers) completes in several rounds.
+/// docs/protocols/scmi.md §8 item 11 through the real transport: DESCRIPTION_GET of 20 sensors
+/// through 128-byte payloads (136-byte buffers) completes in several rounds.
 #[test]
 fn twenty_sensor_descriptions_paginated_through_virtio_buffers() {
     for mode in MODES {
@@ -143,9 +143,9 @@ fn notifications_reach_subscribers() {
     }
 }
 
-/// Notes §8 item 9 with a real delayed response: the eventq is full of unfetched notifications
-/// when an asynchronous CLOCK_RATE_SET completes; the platform holds the delayed response until
-/// a buffer is re-posted, then it arrives with the command's token.
+/// docs/protocols/scmi.md §8 item 9 with a real delayed response: the eventq is full of unfetched
+/// notifications when an asynchronous CLOCK_RATE_SET completes; the platform holds the delayed
+/// response until a buffer is re-posted, then it arrives with the command's token.
 #[test]
 fn delayed_response_waits_for_eventq_buffers() {
     let cfg = PlatformConfig {
@@ -203,8 +203,8 @@ fn delayed_response_waits_for_eventq_buffers() {
         let Some(n) = t.fetch_notification(&mut buf).unwrap() else {
             continue;
         };
-        let h = backend_scmi_virtio::header::Header::decode(n.source).unwrap();
-        if h.msg_type == backend_scmi_virtio::header::MsgType::DelayedResponse {
+        let h = fwipc_scmi_virtio::header::Header::decode(n.source).unwrap();
+        if h.msg_type == fwipc_scmi_virtio::header::MsgType::DelayedResponse {
             break h;
         }
         notes += 1;

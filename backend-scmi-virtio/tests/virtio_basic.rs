@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use backend_scmi_virtio::sim::{EchoPlatform, ScmiFixture, SimDevice, SimDeviceConfig, SimHal};
-use backend_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
+use fwipc_scmi_virtio::sim::{EchoPlatform, ScmiFixture, SimDevice, SimDeviceConfig, SimHal};
+use fwipc_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
 use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
 

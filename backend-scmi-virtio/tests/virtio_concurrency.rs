@@ -1,12 +1,12 @@
 //! Many transfers in flight at once: 1024 commands (a 2048-entry cmdq) queued from several
 //! threads, in interrupt and polled mode, with in-order and reversed completion; and mixed
-//! polled / interrupt transfers (notes §8 item 15).
+//! polled / interrupt transfers (docs/protocols/scmi.md §8 item 15).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use backend_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig};
+use fwipc_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig};
 use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture};
 use fwipc_transport_api::{
     wait_done, Completion, Deadline, Error, Parker, Request, StdClock, ThreadParker, Ticket,
@@ -220,8 +220,8 @@ fn streaming_out_of_order_both_modes() {
     }
 }
 
-/// Mixed polled and interrupt transfers answered in reverse order (notes §8 item 15): each is
-/// identified by its own slot, not by used-index movement.
+/// Mixed polled and interrupt transfers answered in reverse order (docs/protocols/scmi.md §8 item
+/// 15): each is identified by its own slot, not by used-index movement.
 #[test]
 fn mixed_polled_and_interrupt_reverse_order() {
     let fx = ScmiFixture::with_config(Completion::Interrupt, 64, SimDeviceConfig::default());
@@ -320,7 +320,7 @@ fn poller_completes_interrupt_transfers_without_irq() {
 }
 
 /// A parallel device: a slow command and a fast one complete in the other order, and each caller
-/// gets its own reply (notes §1.1: the device may complete out of order).
+/// gets its own reply (docs/protocols/scmi.md §1.1: the device may complete out of order).
 #[test]
 fn delayed_completion_out_of_order() {
     for mode in [Completion::Interrupt, Completion::Polled] {

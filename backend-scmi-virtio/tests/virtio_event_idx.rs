@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use backend_scmi_virtio::sim::{EchoPlatform, ScmiFixture, SimDevice, SimDeviceConfig, SimHal};
-use backend_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtio, ScmiVirtioConfig};
+use fwipc_scmi_virtio::sim::{EchoPlatform, ScmiFixture, SimDevice, SimDeviceConfig, SimHal};
+use fwipc_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtio, ScmiVirtioConfig};
 use fwipc_transport_api::fixture::{echo_reply, Fixture, RemoteControl};
 use fwipc_transport_api::{
     call, wait_done, Completion, Deadline, Request, StdClock, ThreadParker, Ticket, Transport,

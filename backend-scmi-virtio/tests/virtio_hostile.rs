@@ -1,10 +1,10 @@
 //! A hostile or broken device: every remote length and id is checked, mismatches are typed errors
 //! plus counters, never panics; timed-out buffers and tokens stay quarantined until the device
-//! returns them (notes §8 items 3–6).
+//! returns them (docs/protocols/scmi.md §8 items 3–6).
 
 use std::time::{Duration, Instant};
 
-use backend_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig};
+use fwipc_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig};
 use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture};
 use fwipc_transport_api::{
     call, wait_done, Completion, Deadline, Error, ProtocolError, Request, StdClock, ThreadParker,
@@ -178,8 +178,9 @@ fn garbage_in_eventq_is_counted_and_buffer_reposted() {
     assert_eq!(t.fetch_notification(&mut buf), Ok(None));
 }
 
-/// Notes §8 item 5: time out one request, send 2000 more, deliver the late reply: nothing live
-/// completes from it, the stuck token and buffer were never reused, everything is returned.
+/// docs/protocols/scmi.md §8 item 5: time out one request, send 2000 more, deliver the late reply:
+/// nothing live completes from it, the stuck token and buffer were never reused, everything is
+/// returned.
 #[test]
 fn token_quarantine_across_2000_transfers() {
     for mode in [Completion::Interrupt, Completion::Polled] {
@@ -262,8 +263,8 @@ fn token_quarantine_across_2000_transfers() {
     }
 }
 
-/// Notes §8 item 6: a device that keeps every buffer → Busy after vring/2 sends (counted);
-/// recovers when the buffers come back.
+/// docs/protocols/scmi.md §8 item 6: a device that keeps every buffer → Busy after vring/2 sends
+/// (counted); recovers when the buffers come back.
 #[test]
 fn device_holding_everything_gives_busy_after_half_the_ring() {
     let fx = fixture(Completion::Interrupt);

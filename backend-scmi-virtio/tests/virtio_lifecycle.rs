@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use backend_scmi_virtio::header::{Header, MsgType};
-use backend_scmi_virtio::sim::{
+use fwipc_scmi_virtio::header::{Header, MsgType};
+use fwipc_scmi_virtio::sim::{
     BounceHal, EchoPlatform, ScmiFixture, SimDevice, SimDeviceConfig, SimHal,
 };
-use backend_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
+use fwipc_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
 use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture, RemoteControl};
 use fwipc_transport_api::{
     call, Completion, Error, Request, StdClock, ThreadParker, Transport, TxOutcome, Wait,
@@ -131,8 +131,8 @@ fn payload_too_large_and_bad_target() {
     assert_eq!(s.pool_free, s.pool_capacity);
 }
 
-/// Notes §8 item 9: P2A messages wait for eventq buffers; with the eventq drained to empty and
-/// then refilled by fetching, every queued message arrives, in order.
+/// docs/protocols/scmi.md §8 item 9: P2A messages wait for eventq buffers; with the eventq drained
+/// to empty and then refilled by fetching, every queued message arrives, in order.
 #[test]
 fn eventq_empty_then_refilled_delivers_everything() {
     let fx = ScmiFixture::setup(Completion::Interrupt);
@@ -205,7 +205,8 @@ fn notification_too_large_for_buffer_stays_queued() {
     assert_eq!((n.len, buf), (12, [7u8; 12]));
 }
 
-/// Notes §8 item 1: two instances side by side, driven concurrently, no cross-talk.
+/// docs/protocols/scmi.md §8 item 1: two instances side by side, driven concurrently, no
+/// cross-talk.
 #[test]
 fn two_instances_side_by_side() {
     let a = ScmiFixture::setup(Completion::Interrupt);

@@ -1,15 +1,15 @@
 //! Measure the simulated pair: transport echo round trip (interrupt = worker threads woken by
 //! the doorbell; polled = caller spins) and bulk transmit+receive throughput.
 //!
-//! `cargo run --release -p backend-vchiq --example vchiq_rtt`
+//! `cargo run --release -p fwipc-vchiq --example vchiq_rtt`
 
 use std::time::{Duration, Instant};
 
-use backend_vchiq::sim::VchiqFixture;
 use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{
     call, BulkDir, BulkRequest, Completion, Request, StdClock, Transport, Wait,
 };
+use fwipc_vchiq::sim::VchiqFixture;
 
 fn rtt(mode: Completion, size: usize, iters: u32) -> Duration {
     let f = VchiqFixture::setup(mode);

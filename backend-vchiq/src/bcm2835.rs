@@ -1,11 +1,11 @@
 //! Bare-metal glue for the Raspberry Pi (BCM2835/6/7): the VCHIQ doorbell registers and the
 //! VideoCore bus-address alias, for embedders writing a [`Platform`] on real hardware.
 //!
-//! **Unverified on hardware** (written from the spec, §3 "Doorbells" and §5): no Pi in CI. The
-//! simulator does not use this module.
+//! **Unverified on hardware** (written from docs/protocols/vchiq.md §3 "Doorbells" and §5): no Pi
+//! in CI. The simulator does not use this module.
 //!
 //! ```no_run
-//! # use backend_vchiq::bcm2835::{Bell, PiPlatform};
+//! # use fwipc_vchiq::bcm2835::{Bell, PiPlatform};
 //! // Identity-mapped bare metal on a Pi 3: the doorbell block at ARM physical 0x3F00_B840.
 //! // SAFETY (of the example): the address is the MMIO block, mapped device-nGnRE.
 //! let bell = unsafe { Bell::new(0x3F00_B840 as *mut u32) };

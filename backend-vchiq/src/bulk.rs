@@ -1,6 +1,6 @@
-//! Bulk transfers (spec §5): per-service transmit/receive queues of 4, the slave's
-//! pagelist-based requests and their completion (with fragment copy-back), the master's pairing
-//! of local and remote requests and its DMA, size-mismatch aborts, and abort at close.
+//! Bulk transfers (docs/protocols/vchiq.md §5): per-service transmit/receive queues of 4, the
+//! slave's pagelist-based requests and their completion (with fragment copy-back), the master's
+//! pairing of local and remote requests and its DMA, size-mismatch aborts, and abort at close.
 //!
 //! Modes: [`BulkMode::Callback`] delivers [`crate::Event::Bulk`]; [`BulkMode::NoCallback`] keeps
 //! the completion for [`Vchiq::take_bulk_completion`]; blocking is [`Vchiq::wait_bulk`] on top
@@ -90,7 +90,7 @@ impl Vchiq {
         };
         match s.state {
             ServiceState::Open => {}
-            // Bulk transfers are refused in OPENSYNC (spec §7).
+            // Bulk transfers are refused in OPENSYNC (docs/protocols/vchiq.md §7).
             ServiceState::OpenSync => return Err((VchiqError::Invalid, buf)),
             _ => return Err((VchiqError::Closed, buf)),
         }
@@ -276,7 +276,8 @@ impl Vchiq {
                 Some(_) => fragment_split(page_off, actual, cl),
                 None => pagelist::FragmentSplit { head: 0, tail: 0 },
             };
-            // Invalidate only whole lines we own (spec §5 fix 2: exact range, never the page).
+            // Invalidate only whole lines we own (docs/protocols/vchiq.md §5 fix 2: exact range,
+            // never the page).
             let mid_start = addr + split.head;
             let mid_len = actual - split.head - split.tail;
             if mid_len > 0 {
@@ -479,7 +480,8 @@ impl Vchiq {
     }
 
     fn send_done(&self, g: &mut Inner, port: usize, remote: u32, dir: BulkDir, actual: i32) {
-        // Our transmit completes the slave's RX request: BULK_RX_DONE (spec §2 direction rule).
+        // Our transmit completes the slave's RX request: BULK_RX_DONE (docs/protocols/vchiq.md §2
+        // direction rule).
         let ty = match dir {
             BulkDir::Transmit => MsgType::BulkRxDone,
             BulkDir::Receive => MsgType::BulkTxDone,
@@ -502,7 +504,7 @@ impl Vchiq {
                     _ => (None, 0),
                 };
                 let Some(rb) = rb else { break };
-                // Dummy requests (address 0) get no DONE (spec §5).
+                // Dummy requests (address 0) get no DONE (docs/protocols/vchiq.md §5).
                 if rb.pagelist != 0 {
                     self.send_done(g, port, remote, dir, VCHIQ_BULK_ACTUAL_ABORTED);
                 }
@@ -560,9 +562,9 @@ impl Vchiq {
                         break;
                     };
                     let result = if rb.size < 0 || rb.size as usize != e.len {
-                        // Observed rule: any size mismatch aborts both sides (spec §5, from the
-                        // 'func' test; whether the firmware truncates tx > rx is unverified, so
-                        // we never truncate).
+                        // Observed rule: any size mismatch aborts both sides
+                        // (docs/protocols/vchiq.md §5, from the 'func' test; whether the firmware
+                        // truncates tx > rx is unverified, so we never truncate).
                         Err(VchiqError::Aborted)
                     } else {
                         self.master_dma(dir, &mut e, rb)
@@ -657,7 +659,8 @@ impl Vchiq {
                     )
                 } else if v.ty == PAGELIST_READ {
                     if len > 0
-                        && (v.offset as usize % cl != 0 || (v.offset as usize + len) % cl != 0)
+                        && (!(v.offset as usize).is_multiple_of(cl)
+                            || !(v.offset as usize + len).is_multiple_of(cl))
                     {
                         // A cache-line-granular DMA here would clobber the neighbours of the
                         // buffer (the arm64 `vchiq_test -f` corruption). Counted so tests catch a

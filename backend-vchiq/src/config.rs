@@ -1,5 +1,5 @@
 //! Instance configuration and the region layout it implies: slot partitioning (`init_slots`,
-//! spec §1), the fragment pool and the pagelist area that follow the slots.
+//! docs/protocols/vchiq.md §1), the fragment pool and the pagelist area that follow the slots.
 
 use crate::consts::{
     VCHIQ_MAX_FRAGMENTS, VCHIQ_MAX_SERVICES, VCHIQ_MAX_SLOTS, VCHIQ_MAX_SLOTS_PER_SIDE,
@@ -34,9 +34,10 @@ pub struct Config {
     pub max_services: usize,
     /// Client id sent in OPEN (the ARM sends its pid; must be non-zero).
     pub client_id: i32,
-    /// Downstream Pi 4 "36-bit" pagelists (spec §5): entry = ((addr >> 4) & !0xFF) | (pages − 1),
-    /// at most 256 pages per entry, so bulk buffers may sit anywhere in 64 GiB. Both sides must
-    /// agree (like the cache-line size). Default off (the classic 32-bit format).
+    /// Downstream Pi 4 "36-bit" pagelists (docs/protocols/vchiq.md §5): entry = ((addr >> 4) &
+    /// !0xFF) | (pages − 1), at most 256 pages per entry, so bulk buffers may sit anywhere in 64
+    /// GiB. Both sides must agree (like the cache-line size). Default off (the classic 32-bit
+    /// format).
     pub pagelist_addr36: bool,
 }
 
@@ -91,7 +92,7 @@ impl Config {
             && self.num_fragments <= 64
             && (1..=64).contains(&self.num_pagelists)
             && self.pagelist_size >= 16
-            && self.pagelist_size % 8 == 0
+            && self.pagelist_size.is_multiple_of(8)
             && (2..=VCHIQ_MAX_SERVICES).contains(&self.max_services)
             && self.client_id != 0;
         if ok {
@@ -101,7 +102,7 @@ impl Config {
         }
     }
 
-    /// The partition of `role` (spec §1 "Partitioning").
+    /// The partition of `role` (docs/protocols/vchiq.md §1 "Partitioning").
     pub fn partition(&self, role: Role) -> Partition {
         let n = (self.total_slots - VCHIQ_SLOT_ZERO_SLOTS) as u32;
         match role {

@@ -1,5 +1,6 @@
-//! Protocol constants (spec §0), message types (§2), service states, callback reasons and
-//! service options (§4), connection states (§6). Values are wire- or API-visible: do not renumber.
+//! Protocol constants (docs/protocols/vchiq.md §0), message types (§2), service states, callback
+//! reasons and service options (§4), connection states (§6). Values are wire- or API-visible: do
+//! not renumber.
 
 /// `'VCHI'`, the slot-zero magic.
 pub const VCHIQ_MAGIC: u32 = make_fourcc(*b"VCHI");
@@ -164,11 +165,11 @@ pub enum ConnState {
     PauseTimeout = 7,
     /// Legacy.
     ResumeTimeout = 8,
-    /// Torn down; the region is never handed back (spec §6 teardown).
+    /// Torn down; the region is never handed back (docs/protocols/vchiq.md §6 teardown).
     Dead = 9,
 }
 
-/// Callback reasons (API-visible numbering, spec §4).
+/// Callback reasons (API-visible numbering, docs/protocols/vchiq.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Reason {
@@ -188,7 +189,7 @@ pub enum Reason {
     BulkReceiveAborted = 6,
 }
 
-/// Pagelist types (spec §5).
+/// Pagelist types (docs/protocols/vchiq.md §5).
 pub const PAGELIST_WRITE: u16 = 0;
 /// Receive without fragments.
 pub const PAGELIST_READ: u16 = 1;

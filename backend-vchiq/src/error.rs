@@ -1,9 +1,10 @@
 //! The one error enum of the VCHIQ core, with `From` into the API-layer error.
 //!
-//! `VCHIQ_RETRY` (spec §9 item 8) is split into typed outcomes: [`VchiqError::Retry`] is
-//! back-pressure (no free slot, quota exhausted, sync slot busy, bulk queue full: call again after
-//! the peer makes progress; nothing was queued), and [`VchiqError::Interrupted`] is a wait that the
-//! caller cancelled. The core never sleeps to hide either.
+//! `VCHIQ_RETRY` (docs/protocols/vchiq.md §9 item 8) is split into typed outcomes:
+//! [`VchiqError::Retry`] is back-pressure (no free slot, quota exhausted, sync slot busy, bulk
+//! queue full: call again after the peer makes progress; nothing was queued), and
+//! [`VchiqError::Interrupted`] is a wait that the caller cancelled. The core never sleeps to hide
+//! either.
 
 use core::fmt;
 use fwipc_transport_api::{Error, ProtocolError};
@@ -58,6 +59,8 @@ impl fmt::Display for VchiqError {
         }
     }
 }
+
+impl core::error::Error for VchiqError {}
 
 impl From<ProtocolError> for VchiqError {
     fn from(p: ProtocolError) -> Self {

@@ -1,5 +1,5 @@
-//! The message header codec (spec §2): `msgid = type<<24 | srcport<<12 | dstport`, stride
-//! rounding, and a checked decoder for headers read from the peer's slots.
+//! The message header codec (docs/protocols/vchiq.md §2): `msgid = type<<24 | srcport<<12 |
+//! dstport`, stride rounding, and a checked decoder for headers read from the peer's slots.
 
 use crate::consts::{MsgType, VCHIQ_HEADER_SIZE, VCHIQ_MSGID_CLAIMED, VCHIQ_SLOT_SIZE};
 use crate::error::VchiqError;
@@ -106,7 +106,7 @@ mod tests {
             let t = MsgType::from_u8(ty).unwrap();
             let h = Header::decode(make_msgid(t, src, dst), size, 0).unwrap();
             prop_assert_eq!((h.ty, h.src, h.dst, h.size, h.claimed), (t, src, dst, size, false));
-            prop_assert!(h.stride() % 8 == 0 && h.stride() <= 4096);
+            prop_assert!(h.stride().is_multiple_of(8) && h.stride() <= 4096);
         }
 
         #[test]

@@ -1,11 +1,13 @@
-//! The shared-memory wire layouts (spec §1, §2, §5): slot zero, the per-side shared state,
-//! remote events, the message header and the fixed message payloads, the pagelist header.
+//! The shared-memory wire layouts (docs/protocols/vchiq.md §1, §2, §5): slot zero, the per-side
+//! shared state, remote events, the message header and the fixed message payloads, the pagelist
+//! header.
 //!
 //! These structs are `#[repr(C)]` zerocopy types with compile-time size and offset asserts taken
-//! from the spec tables. They document and pin the layout, and serve codecs for byte buffers.
-//! **Live shared memory is never accessed through references to them** (spec §3 gap (c)): the
-//! [`crate::region`] accessors use the `OFF_*` constants below, derived with `offset_of!` from
-//! these same structs, and touch each field as an atomic `u32`.
+//! from the protocol tables. They document and pin the layout, and serve codecs for byte buffers.
+//! **Live shared memory is never accessed through references to them**
+//! (docs/protocols/vchiq.md §3 gap (c)): the [`crate::region`] accessors use the `OFF_*`
+//! constants below, derived with `offset_of!` from these same structs, and touch each field as an
+//! atomic `u32`.
 //!
 //! The wire is little-endian; fields are native integers, so the crate refuses big-endian
 //! targets at compile time.
@@ -19,8 +21,8 @@ use crate::consts::{DEBUG_MAX, VCHIQ_MAX_SLOTS, VCHIQ_MAX_SLOTS_PER_SIDE};
 #[cfg(target_endian = "big")]
 compile_error!("the VCHIQ wire is little-endian; this crate stores native integers");
 
-/// A remote event (spec §3): lives in the shared state of the side that waits on it.
-/// The third word was once a pointer (broke arm64); it stays a zero `u32`, never an address.
+/// A remote event (docs/protocols/vchiq.md §3): lives in the shared state of the side that waits on
+/// it. The third word was once a pointer (broke arm64); it stays a zero `u32`, never an address.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
 )]
@@ -176,7 +178,7 @@ pub struct PagelistHeader {
     pub offset: u16,
 }
 
-// ---- sizes (spec §1, §2, §5, §9 item 3) ----
+// ---- sizes (docs/protocols/vchiq.md §1, §2, §5, §9 item 3) ----
 const_assert_eq!(size_of::<RemoteEvent>(), 12);
 const_assert_eq!(size_of::<SharedState>(), 372);
 const_assert_eq!(size_of::<SlotInfo>(), 4);

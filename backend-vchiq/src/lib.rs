@@ -3,7 +3,7 @@
 //! Raspberry Pi VCHIQ shared-memory slot protocol, both roles, services, bulk transfers, VCHI clients.
 //!
 //! One core runs either role over a shared region and a doorbell ([`platform::Platform`]): the
-//! ARM (slave) and the VideoCore (master). The simulator ([`sim`], std) runs the master role of
+//! ARM (slave) and the VideoCore (master). The simulator (`sim`, std) runs the master role of
 //! the same code in its own thread, so every test exercises both halves of the protocol.
 //!
 //! Module map (a reader finds each piece by file name):
@@ -20,6 +20,7 @@
 //! - `teardown.rs`: shutdown.
 //! - [`transport`]: the `fwipc_transport_api::Transport` over one service.
 //! - [`error`]: the one error enum.
+#![deny(missing_docs)]
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;

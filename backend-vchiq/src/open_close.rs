@@ -1,5 +1,6 @@
-//! The service API and state machine (spec §4): add (server) / open (client) with fourcc and
-//! version negotiation, close and remove with the two-sided CLOSE handshake, and their completion.
+//! The service API and state machine (docs/protocols/vchiq.md §4): add (server) / open (client)
+//! with fourcc and version negotiation, close and remove with the two-sided CLOSE handshake, and
+//! their completion.
 
 use alloc::sync::Arc;
 
@@ -80,7 +81,7 @@ impl Vchiq {
                 return Err(VchiqError::Invalid);
             }
         }
-        // Servers scan downward (spec §4 "Ports and handles").
+        // Servers scan downward (docs/protocols/vchiq.md §4 "Ports and handles").
         let port = (1..g.services.len())
             .rev()
             .find(|&p| g.services[p].is_none())
@@ -121,7 +122,7 @@ impl Vchiq {
             return Err(VchiqError::NotConnected);
         }
         // Clients take the lowest free port. Port 0 is left unused: CLOSE's dst 0 means "I never
-        // got your ACK" (spec §2), so a real port 0 would be ambiguous.
+        // got your ACK" (docs/protocols/vchiq.md §2), so a real port 0 would be ambiguous.
         let port = (1..g.services.len())
             .find(|&p| g.services[p].is_none())
             .ok_or(VchiqError::NoMemory)?;
@@ -244,7 +245,8 @@ impl Vchiq {
         let (port, remote, state) = (h.port(), s.remoteport, s.state);
         match state {
             ServiceState::Open | ServiceState::OpenSync => {
-                // Master: abort our bulks first so the DONE(−1)s precede the CLOSE (spec §4).
+                // Master: abort our bulks first so the DONE(−1)s precede the CLOSE
+                // (docs/protocols/vchiq.md §4).
                 let dones = if self.role == crate::config::Role::Master {
                     self.remote_bulk_count(g, port)
                 } else {
@@ -289,7 +291,7 @@ impl Vchiq {
         let mut g = self.inner.lock();
         let s = self.service_mut(&mut g, h)?;
         s.remove_pending = true;
-        // remove_service on a server forces it to look like a client (spec §4).
+        // remove_service on a server forces it to look like a client (docs/protocols/vchiq.md §4).
         s.is_server = false;
         match s.state {
             ServiceState::Open | ServiceState::OpenSync | ServiceState::Opening => {

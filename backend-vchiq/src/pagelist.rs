@@ -1,4 +1,4 @@
-//! Pagelists (spec §5): the slave describes a bulk buffer to the master as
+//! Pagelists (docs/protocols/vchiq.md §5): the slave describes a bulk buffer to the master as
 //! `{u32 length, u16 type, u16 offset, u32 addrs[]}` in coherent memory, each address entry a
 //! page-aligned bus address ORed with (run length in pages − 1). Receives whose ends are not
 //! cache-line aligned use a fragment: the master writes the partial head and tail lines into the
@@ -34,7 +34,7 @@ pub fn fragment_split(offset: usize, len: usize, cl: usize) -> FragmentSplit {
 
 /// Whether a receive of `len` bytes at address `addr` needs a fragment.
 pub fn needs_fragment(addr: usize, len: usize, cl: usize) -> bool {
-    len > 0 && (addr % cl != 0 || (addr + len) % cl != 0)
+    len > 0 && (!addr.is_multiple_of(cl) || !(addr + len).is_multiple_of(cl))
 }
 
 /// Run-length limit and encoding of one address entry.
@@ -107,8 +107,9 @@ pub(crate) fn build(
             return Err(VchiqError::TooLarge);
         }
         let e = fmt.encode(base, n).ok_or(VchiqError::Invalid)?;
-        // Relaxed (spec §3 barrier 8): published, like the header below, by the wmb + Release
-        // store of the tx_pos that carries the BULK_TX/RX message referencing this pagelist.
+        // Relaxed (docs/protocols/vchiq.md §3 barrier 8): published, like the header below, by the
+        // wmb + Release store of the tx_pos that carries the BULK_TX/RX message referencing this
+        // pagelist.
         region.store(pl_off + 8 + 4 * *entries, e, Ordering::Relaxed);
         *entries += 1;
         Ok(())
@@ -143,7 +144,7 @@ pub(crate) fn build(
         }
     }
     // Relaxed: the pagelist is published by the Release store of tx_pos that carries the
-    // BULK_TX/RX message referencing it (spec §3 barrier 8).
+    // BULK_TX/RX message referencing it (docs/protocols/vchiq.md §3 barrier 8).
     region.store(pl_off, len as u32, Ordering::Relaxed);
     region.store(
         pl_off + 4,

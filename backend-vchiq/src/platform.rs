@@ -16,10 +16,10 @@ use crate::sync::Barriers;
 ///
 /// # Barriers
 /// The protocol calls [`Platform::wmb`], [`Platform::rmb`] and [`Platform::mb`] where Linux's
-/// driver issues `wmb()`/`rmb()`/`mb()`/`dsb(sy)` (spec §3). The defaults suit a peer that is
-/// another thread in our coherence domain (the simulator, a VMM); a real VideoCore needs `dsb`
-/// ([`crate::bcm2835::PiPlatform`]). An implementation of `mb` must be at least as strong as
-/// `fence(SeqCst)` (the lost-wake-up proof relies on it).
+/// driver issues `wmb()`/`rmb()`/`mb()`/`dsb(sy)` (docs/protocols/vchiq.md §3). The defaults
+/// suit a peer that is another thread in our coherence domain (the simulator, a VMM); a real
+/// VideoCore needs `dsb` ([`crate::bcm2835::PiPlatform`]). An implementation of `mb` must be at
+/// least as strong as `fence(SeqCst)` (the lost-wake-up proof relies on it).
 pub unsafe trait Platform: Send + Sync {
     /// Ring the other side's doorbell (ARM→VPU: write BELL2; in the simulator, wake its worker).
     fn ring_doorbell(&self);
@@ -74,11 +74,11 @@ pub unsafe trait Platform: Send + Sync {
         crate::sync::Fences.mb()
     }
 
-    /// Before a receive: write back and invalidate the `len` bytes at `addr` so that no dirty
-    /// line can be evicted over the data the peer is about to DMA in (Linux's
+    /// Before a receive: write back and invalidate the `len` bytes at `addr` so that no dirty line
+    /// can be evicted over the data the peer is about to DMA in (Linux's
     /// `dma_map_sg(DMA_FROM_DEVICE)`). The core passes only whole cache lines it owns exclusively
-    /// (partial head/tail lines go through fragments, spec §5). Default: [`Platform::dma_clean`]
-    /// then [`Platform::dma_invalidate`] of the same range.
+    /// (partial head/tail lines go through fragments, docs/protocols/vchiq.md §5). Default:
+    /// [`Platform::dma_clean`] then [`Platform::dma_invalidate`] of the same range.
     fn dma_clean_invalidate(&self, addr: usize, len: usize) {
         self.dma_clean(addr, len);
         self.dma_invalidate(addr, len);
@@ -91,7 +91,8 @@ pub unsafe trait Platform: Send + Sync {
 
     /// Invalidate `len` bytes at `addr` after the peer wrote them (and, through the default
     /// [`Platform::dma_clean_invalidate`], before the transfer). The core only ever passes whole
-    /// cache lines it owns exclusively (partial lines go through fragments, spec §5).
+    /// cache lines it owns exclusively (partial lines go through fragments,
+    /// docs/protocols/vchiq.md §5).
     fn dma_invalidate(&self, addr: usize, len: usize) {
         let _ = (addr, len);
     }

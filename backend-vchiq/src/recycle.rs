@@ -1,4 +1,4 @@
-//! The slot recycle queue (spec §1 "Recycle", §3 barriers 5/6 and gap (b)).
+//! The slot recycle queue (docs/protocols/vchiq.md §1 "Recycle", §3 barriers 5/6 and gap (b)).
 //!
 //! The *receiver* hands a finished slot back by writing its index into the sender's
 //! `slot_queue[slot_queue_recycle & 63]` and then advancing `slot_queue_recycle`. The *sender*
@@ -32,9 +32,9 @@ pub fn push<W: Word, B: Barriers + ?Sized>(
     // also complete before the index that lets it overwrite the slot (a load→store order, so a
     // full barrier, `dsb sy`, not just a write barrier).
     bar.mb();
-    // Release (spec gap (b)): the queue entry, and every read we made of the slot's contents,
-    // happen-before the sender's Acquire load of `recycle`, so it never reads a stale entry and
-    // never overwrites the slot while we may still read it.
+    // Release (docs/protocols/vchiq.md §3 gap (b)): the queue entry, and every read we made of the
+    // slot's contents, happen-before the sender's Acquire load of `recycle`, so it never reads a
+    // stale entry and never overwrites the slot while we may still read it.
     recycle.store(next, Ordering::Release);
     next
 }
@@ -50,8 +50,9 @@ pub fn pop<W: Word, B: Barriers + ?Sized>(
     limit: u32,
     bar: &B,
 ) -> Result<Option<u32>, BadRecycle> {
-    // Acquire (spec gap (b), barrier 6 "rmb after each slot index"): pairs with the receiver's
-    // Release; the entry and the receiver's finished reads of the slot are ordered before us.
+    // Acquire (docs/protocols/vchiq.md §3 gap (b), barrier 6 "rmb after each slot index"): pairs
+    // with the receiver's Release; the entry and the receiver's finished reads of the slot are
+    // ordered before us.
     let end = recycle.load(Ordering::Acquire);
     if end == available {
         return Ok(None);
@@ -62,21 +63,23 @@ pub fn pop<W: Word, B: Barriers + ?Sized>(
     if pending > allowed || pending > VCHIQ_SLOT_QUEUE_MASK + 1 {
         return Err(BadRecycle);
     }
-    // rmb (spec barrier 6, "rmb after each slot index", for the VideoCore): the entry and the
-    // slot are read after the index, for a writer outside our coherence domain too.
+    // rmb (docs/protocols/vchiq.md §3 barrier 6, "rmb after each slot index", for the VideoCore):
+    // the entry and the slot are read after the index, for a writer outside our coherence domain
+    // too.
     bar.rmb();
     let slot = queue
         .get((available & VCHIQ_SLOT_QUEUE_MASK) as usize)
         // Relaxed: ordered by the Acquire load above.
         .map(|w| w.load(Ordering::Relaxed))
         .ok_or(BadRecycle)?;
-    // No fence after the entry. Spec barrier 6's last "full barrier before publishing
-    // slot_queue_available" would order the caller's quota scan of the old slot before a local
-    // sender overwrites it; nothing needs it: `slot_queue_available` is private (under the core
-    // lock, never read by the peer), the scan and the later overwrite are accesses by us to the
-    // same words (same-location coherence: a read is never satisfied by a later store of the same
-    // thread, nor can that store become visible to anyone first), and the receiver's reads of the
-    // slot are ordered before our overwrite by the Release/Acquire of `recycle` (and its `mb`).
+    // No fence after the entry. The last part of barrier 6 (docs/protocols/vchiq.md §3), a "full
+    // barrier before publishing slot_queue_available", would order the caller's quota scan of the
+    // old slot before a local sender overwrites it; nothing needs it: `slot_queue_available` is
+    // private (under the core lock, never read by the peer), the scan and the later overwrite are
+    // accesses by us to the same words (same-location coherence: a read is never satisfied by a
+    // later store of the same thread, nor can that store become visible to anyone first), and the
+    // receiver's reads of the slot are ordered before our overwrite by the Release/Acquire of
+    // `recycle` (and its `mb`).
     Ok(Some(slot))
 }
 

@@ -1,6 +1,6 @@
 //! The shared-memory region: slot zero, the slots, the fragment pool and the pagelists, reached
-//! only through bounds-checked atomic accessors (spec §3 gap (c): never `&`/`&mut` to shared
-//! structs; the peer writes concurrently and may be hostile).
+//! only through bounds-checked atomic accessors (docs/protocols/vchiq.md §3 gap (c): never
+//! `&`/`&mut` to shared structs; the peer writes concurrently and may be hostile).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -42,7 +42,9 @@ impl Region {
     /// aligned (slot zero starts at the region start).
     pub unsafe fn new(base: *mut u8, len: usize, bus: u32) -> VResult<Region> {
         let base = NonNull::new(base).ok_or(VchiqError::Invalid)?;
-        if base.as_ptr() as usize % VCHIQ_SLOT_SIZE != 0 || bus as usize % VCHIQ_SLOT_SIZE != 0 {
+        if !(base.as_ptr() as usize).is_multiple_of(VCHIQ_SLOT_SIZE)
+            || !(bus as usize).is_multiple_of(VCHIQ_SLOT_SIZE)
+        {
             return Err(VchiqError::Invalid);
         }
         if (bus as u64) + (len as u64) > (1u64 << 32) {
@@ -79,7 +81,7 @@ impl Region {
 
     /// The word at `off`, if aligned and in bounds.
     pub fn word(&self, off: usize) -> Option<&AtomicU32> {
-        if off % 4 != 0 || off.checked_add(4)? > self.len {
+        if !off.is_multiple_of(4) || off.checked_add(4)? > self.len {
             return None;
         }
         // SAFETY: in bounds and 4-aligned (checked above; base is page-aligned); the region is
@@ -90,7 +92,7 @@ impl Region {
 
     /// `n` consecutive words at `off`, if aligned and in bounds.
     pub fn words(&self, off: usize, n: usize) -> Option<&[AtomicU32]> {
-        if off % 4 != 0 || off.checked_add(n.checked_mul(4)?)? > self.len {
+        if !off.is_multiple_of(4) || off.checked_add(n.checked_mul(4)?)? > self.len {
             return None;
         }
         // SAFETY: as in `word`, for `n` words, all in bounds.
@@ -162,7 +164,7 @@ impl Region {
 pub(crate) unsafe fn copy_from_shared(src: *const u8, out: &mut [u8]) {
     let mut i = 0;
     let n = out.len();
-    while i < n && (src as usize + i) % 4 != 0 {
+    while i < n && !(src as usize + i).is_multiple_of(4) {
         // SAFETY: `src + i` is in the caller's valid range; AtomicU8 has u8's layout.
         out[i] = unsafe { (*(src.add(i) as *const AtomicU8)).load(Ordering::Relaxed) };
         i += 1;
@@ -188,7 +190,7 @@ pub(crate) unsafe fn copy_from_shared(src: *const u8, out: &mut [u8]) {
 pub(crate) unsafe fn copy_to_shared(dst: *mut u8, data: &[u8]) {
     let mut i = 0;
     let n = data.len();
-    while i < n && (dst as usize + i) % 4 != 0 {
+    while i < n && !(dst as usize + i).is_multiple_of(4) {
         // SAFETY: in the caller's valid range; AtomicU8 has u8's layout.
         unsafe { (*(dst.add(i) as *const AtomicU8)).store(data[i], Ordering::Relaxed) };
         i += 1;

@@ -1,5 +1,6 @@
-//! remote_event signalling (spec §3): a non-counting `{armed, fired}` flag pair living in the
-//! shared state of the side that waits on it. Many events share one doorbell per direction.
+//! remote_event signalling (docs/protocols/vchiq.md §3): a non-counting `{armed, fired}` flag pair
+//! living in the shared state of the side that waits on it. Many events share one doorbell per
+//! direction.
 //!
 //! The three operations below are the whole protocol; each ordering says why it is there. They are
 //! generic over [`Word`] and [`Barriers`] so the loom model (`loom_tests`) checks exactly this
@@ -24,18 +25,18 @@ impl<W: Word> Copy for EventRef<'_, W> {}
 
 /// Signaller side: publish `fired`, then ring `ring` if the waiter is armed.
 pub fn signal<W: Word, B: Barriers + ?Sized>(ev: EventRef<'_, W>, bar: &B, ring: impl FnOnce()) {
-    // wmb (spec §3 barrier 2, for the VideoCore): the Release below orders our earlier stores
-    // only for observers in our coherence domain; the platform's write barrier (`dsb st`) makes
-    // them visible to a bus master outside it before `fired`.
+    // wmb (docs/protocols/vchiq.md §3 barrier 2, for the VideoCore): the Release below orders our
+    // earlier stores only for observers in our coherence domain; the platform's write barrier (`dsb
+    // st`) makes them visible to a bus master outside it before `fired`.
     bar.wmb();
-    // Release (spec §3 barrier 2, the signaller's leading wmb): the payload, the header and
-    // tx_pos written before this call become visible no later than `fired = 1`, so a waiter that
-    // Acquire-reads `fired` sees them.
+    // Release (docs/protocols/vchiq.md §3 barrier 2, the signaller's leading wmb): the payload, the
+    // header and tx_pos written before this call become visible no later than `fired = 1`, so a
+    // waiter that Acquire-reads `fired` sees them.
     ev.fired.store(1, Ordering::Release);
-    // SeqCst fence (spec §3 barrier 1, the Dekker pair with `arm`): StoreLoad between our
-    // `fired = 1` and our read of `armed`. Together with the waiter's fence between `armed = 1`
-    // and its re-read of `fired`, either the waiter sees fired (and does not sleep) or we see
-    // armed (and ring). Without it both loads can read stale values: a lost wake-up. `mb` is
+    // SeqCst fence (docs/protocols/vchiq.md §3 barrier 1, the Dekker pair with `arm`): StoreLoad
+    // between our `fired = 1` and our read of `armed`. Together with the waiter's fence between
+    // `armed = 1` and its re-read of `fired`, either the waiter sees fired (and does not sleep) or
+    // we see armed (and ring). Without it both loads can read stale values: a lost wake-up. `mb` is
     // `fence(SeqCst)` hosted and `dsb sy` toward a VideoCore (Linux's `dsb(sy)` here); it also
     // completes every earlier store before the doorbell write below.
     bar.mb();
@@ -54,8 +55,8 @@ pub fn arm<W: Word, B: Barriers + ?Sized>(ev: EventRef<'_, W>, bar: &B) -> bool 
     }
     // Relaxed store; the fence below orders it before the re-check.
     ev.armed.store(1, Ordering::Relaxed);
-    // SeqCst fence (spec §3 barrier 1, waiter half): StoreLoad between `armed = 1` and the
-    // re-read of `fired`; pairs with the fence in `signal`. `dsb sy` toward a VideoCore.
+    // SeqCst fence (docs/protocols/vchiq.md §3 barrier 1, waiter half): StoreLoad between `armed =
+    // 1` and the re-read of `fired`; pairs with the fence in `signal`. `dsb sy` toward a VideoCore.
     bar.mb();
     // Acquire: pairs with the signaller's Release store of `fired`.
     ev.fired.load(Ordering::Acquire) == 0
@@ -65,8 +66,9 @@ pub fn arm<W: Word, B: Barriers + ?Sized>(ev: EventRef<'_, W>, bar: &B) -> bool 
 /// the doorbell) may disarm; a thread that merely polls must not, or the sleeper would miss its
 /// next doorbell.
 pub fn disarm<W: Word>(ev: EventRef<'_, W>) {
-    // Relaxed: a performance hint only (spec §3 barrier 3): tells the peer promptly that ringing
-    // is pointless; a stale `armed = 1` costs one spurious doorbell, never a lost one.
+    // Relaxed: a performance hint only (docs/protocols/vchiq.md §3 barrier 3): tells the peer
+    // promptly that ringing is pointless; a stale `armed = 1` costs one spurious doorbell, never a
+    // lost one.
     ev.armed.store(0, Ordering::Relaxed);
 }
 
@@ -77,18 +79,19 @@ pub fn disarm<W: Word>(ev: EventRef<'_, W>) {
 /// non-cacheable on the ARM, where exclusive (LDXR/STXR) accesses are not reliably supported
 /// (Linux uses plain accesses there too).
 pub fn take<W: Word, B: Barriers + ?Sized>(ev: EventRef<'_, W>, bar: &B) -> bool {
-    // Acquire (spec §3 barrier 4): pairs with the signaller's Release store of `fired`; the data
-    // it published is visible to our later reads.
+    // Acquire (docs/protocols/vchiq.md §3 barrier 4): pairs with the signaller's Release store of
+    // `fired`; the data it published is visible to our later reads.
     if ev.fired.load(Ordering::Acquire) == 0 {
         return false;
     }
     ev.fired.store(0, Ordering::Relaxed);
-    // SeqCst fence (spec §3 gap (a)): clearing `fired` then reading tx_pos/slots is a store then
-    // loads; mainline's rmb does not order StoreLoad. With the signaller's fence after its
-    // `fired = 1`: either its fence is first, and our reads below see everything it published
-    // before (the new tx_pos), or ours is first, and its `fired = 1` lands after our `0` in
-    // modification order (it stays set and we run again). No signal is lost either way. `mb` is
-    // also spec barrier 4 (the rmb after the wait) toward a VideoCore: `dsb sy` there.
+    // SeqCst fence (docs/protocols/vchiq.md §3 gap (a)): clearing `fired` then reading tx_pos/slots
+    // is a store then loads; mainline's rmb does not order StoreLoad. With the signaller's fence
+    // after its `fired = 1`: either its fence is first, and our reads below see everything it
+    // published before (the new tx_pos), or ours is first, and its `fired = 1` lands after our `0`
+    // in modification order (it stays set and we run again). No signal is lost either way. `mb` is
+    // also docs/protocols/vchiq.md §3 barrier 4 (the rmb after the wait) toward a VideoCore: `dsb
+    // sy` there.
     bar.mb();
     true
 }
@@ -169,9 +172,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// The peer-facing barriers sit exactly where spec §3 (and Linux's `dsb(sy)`) puts them:
-    /// signal = wmb, `fired = 1`, mb, read `armed`, ring; arm = `armed = 1`, mb, re-read `fired`;
-    /// take = read `fired`, `fired = 0`, mb (before the caller reads tx_pos).
+    /// The peer-facing barriers sit exactly where docs/protocols/vchiq.md §3 (and Linux's
+    /// `dsb(sy)`) puts them: signal = wmb, `fired = 1`, mb, read `armed`, ring; arm = `armed = 1`,
+    /// mb, re-read `fired`; take = read `fired`, `fired = 0`, mb (before the caller reads tx_pos).
     #[test]
     fn barriers_in_protocol_order() {
         let log = RefCell::new(Vec::new());

@@ -1,7 +1,7 @@
 //! The receive side (the "slot handler"): walks the peer's stream from `rx_pos` to the peer's
 //! `tx_pos`, decodes each header with bounds checks, runs the service state machine for control
 //! messages, hands DATA to the service handler, claims/releases messages and recycles finished
-//! slots back to the peer. Also the sync slot (spec §7).
+//! slots back to the peer. Also the sync slot (docs/protocols/vchiq.md §7).
 //!
 //! The peer is treated as hostile: every index it wrote is range-checked against the partition
 //! *we* computed, malformed headers are counted and skipped (to the slot end when their size
@@ -100,7 +100,8 @@ impl Vchiq {
                         }
                         Deliver::Hold => {
                             // Claim: one more user of the slot; mark the header CLAIMED in the
-                            // sender's slot (guards against double release, spec §1).
+                            // sender's slot (guards against double release,
+                            // docs/protocols/vchiq.md §1).
                             if let Some(rs) = g.rx_slots.get_mut(slot as usize) {
                                 rs.use_count += 1;
                             }
@@ -141,7 +142,7 @@ impl Vchiq {
         }
     }
 
-    /// Hand a finished slot back to the peer (spec §1 "Recycle").
+    /// Hand a finished slot back to the peer (docs/protocols/vchiq.md §1 "Recycle").
     fn recycle_slot(&self, g: &mut Inner, slot: u32) {
         let (Some(queue), Some(rec)) = (
             self.region
@@ -179,14 +180,14 @@ impl Vchiq {
 
     /// One parser step (lock held).
     fn rx_step(&self, g: &mut Inner) -> RxStep {
-        // Acquire (spec §3 barriers 2 and 4): pairs with the peer's Release store of tx_pos, so
-        // every header and payload it covers is visible.
+        // Acquire (docs/protocols/vchiq.md §3 barriers 2 and 4): pairs with the peer's Release
+        // store of tx_pos, so every header and payload it covers is visible.
         let tx = self
             .region
             .load(self.remote_off + off::TX_POS, Ordering::Acquire);
-        // rmb (spec §3 barrier 4, Linux's rmb after reading `remote->tx_pos`): the slot queue,
-        // headers and payload are read after tx_pos, also for a writer outside our coherence
-        // domain (the VideoCore).
+        // rmb (docs/protocols/vchiq.md §3 barrier 4, Linux's rmb after reading `remote->tx_pos`):
+        // the slot queue, headers and payload are read after tx_pos, also for a writer outside our
+        // coherence domain (the VideoCore).
         self.platform.rmb();
         if tx == g.rx_pos {
             return RxStep::Idle;
@@ -308,7 +309,8 @@ impl Vchiq {
                     self.protocol_error("short BULK_RX/TX");
                     return true;
                 };
-                // The peer's RX is served by our transmit queue and vice versa (spec §5).
+                // The peer's RX is served by our transmit queue and vice versa
+                // (docs/protocols/vchiq.md §5).
                 let dir = if h.ty == MsgType::BulkRx {
                     BulkDir::Transmit
                 } else {
@@ -334,7 +336,8 @@ impl Vchiq {
                     self.protocol_error("short BULK_x_DONE");
                     return true;
                 };
-                // BULK_RX_DONE completes our receive queue (spec §2 direction rule).
+                // BULK_RX_DONE completes our receive queue (docs/protocols/vchiq.md §2 direction
+                // rule).
                 let dir = if h.ty == MsgType::BulkRxDone {
                     BulkDir::Receive
                 } else {
@@ -350,7 +353,8 @@ impl Vchiq {
                 let _ = self.queue_locked(g, MsgType::RemoteUseActive, 0, 0, &[], None);
                 true
             }
-            // Legacy suspend and keepalive bookkeeping: parsed and ignored (spec §9 item 2).
+            // Legacy suspend and keepalive bookkeeping: parsed and ignored
+            // (docs/protocols/vchiq.md §9 item 2).
             MsgType::Pause
             | MsgType::Resume
             | MsgType::RemoteRelease
@@ -455,7 +459,8 @@ impl Vchiq {
     }
 
     fn parse_close(&self, g: &mut Inner, h: &Header) -> bool {
-        // dst 0: a client that never saw our OPENACK; match by its port (spec §4).
+        // dst 0: a client that never saw our OPENACK; match by its port
+        // (docs/protocols/vchiq.md §4).
         let port = if h.dst == 0 {
             g.services.iter().position(|s| {
                 s.as_ref()
@@ -509,7 +514,7 @@ impl Vchiq {
         true
     }
 
-    // ---------------- sync slot (spec §7) ----------------
+    // ---------------- sync slot (docs/protocols/vchiq.md §7) ----------------
 
     /// Send through our sync slot: `Retry` while the peer still holds the previous message.
     pub(crate) fn queue_sync_locked(

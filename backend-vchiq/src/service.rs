@@ -218,7 +218,7 @@ pub enum BulkMode {
     NoCallback,
 }
 
-/// Per-port quota record (spec §4), persistent across services reusing the port.
+/// Per-port quota record (docs/protocols/vchiq.md §4), persistent across services reusing the port.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Quota {
     pub message_quota: u32,

@@ -14,10 +14,11 @@ pub(crate) use core::sync::atomic::fence;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::fence;
 
-/// The barriers the shared-memory protocol issues toward the *peer* (spec §3), named after
-/// Linux's `wmb`/`rmb`/`mb`, which on arm/arm64 are `dsb st`/`dsb ld` (`dsb sy` on arm)/`dsb sy`
-/// and so also order accesses for the VideoCore, a bus master outside the ARM's inner-shareable
-/// domain. `fence(SeqCst)` is only `dmb ish` on aarch64 and orders nothing for such a master.
+/// The barriers the shared-memory protocol issues toward the *peer* (docs/protocols/vchiq.md §3),
+/// named after Linux's `wmb`/`rmb`/`mb`, which on arm/arm64 are `dsb st`/`dsb ld` (`dsb sy` on
+/// arm)/`dsb sy` and so also order accesses for the VideoCore, a bus master outside the ARM's
+/// inner-shareable domain. `fence(SeqCst)` is only `dmb ish` on aarch64 and orders nothing for such
+/// a master.
 ///
 /// Every call site *also* keeps its Release/Acquire atomics or `fence`s for the language model
 /// (what loom checks), except [`Barriers::mb`], which *is* the fence of the Dekker pairs: its
@@ -32,8 +33,8 @@ pub trait Barriers {
     /// msgid, `initialised`), before the data it covers is read.
     fn rmb(&self);
     /// Full barrier: orders every earlier access before every later one, including stores before
-    /// loads (the remote_event Dekker pairs, spec §3 barrier 1 and gap (a)), and completes
-    /// everything before the doorbell is rung.
+    /// loads (the remote_event Dekker pairs, docs/protocols/vchiq.md §3 barrier 1 and gap (a)), and
+    /// completes everything before the doorbell is rung.
     fn mb(&self);
 }
 

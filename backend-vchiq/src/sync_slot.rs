@@ -1,8 +1,8 @@
-//! The sync-slot handshake (spec §7, §3 barrier 7): each side owns one slot holding at most one
-//! synchronous message. The sender writes body and size, then the msgid **last** (Release); the
-//! receiver Acquire-reads the msgid, reads the message, and releases it by writing PADDING (0)
-//! (Release), which the sender Acquire-reads before writing the next one. Generic over [`Word`]
-//! so the loom model checks this code.
+//! The sync-slot handshake (docs/protocols/vchiq.md §7, §3 barrier 7): each side owns one slot
+//! holding at most one synchronous message. The sender writes body and size, then the msgid
+//! **last** (Release); the receiver Acquire-reads the msgid, reads the message, and releases it by
+//! writing PADDING (0) (Release), which the sender Acquire-reads before writing the next one.
+//! Generic over [`Word`] so the loom model checks this code.
 
 use crate::sync::{Barriers, Ordering, Word};
 
@@ -28,7 +28,8 @@ pub fn publish<W: Word, B: Barriers + ?Sized>(msgid: &W, id: u32, bar: &B) {
 pub fn pending<W: Word, B: Barriers + ?Sized>(msgid: &W, bar: &B) -> Option<u32> {
     // Acquire: pairs with `publish`; the body is visible.
     let v = msgid.load(Ordering::Acquire);
-    // rmb (spec barrier 4, for the VideoCore): size and body are read after the msgid.
+    // rmb (docs/protocols/vchiq.md §3 barrier 4, for the VideoCore): size and body are read after
+    // the msgid.
     bar.rmb();
     (v != 0).then_some(v)
 }

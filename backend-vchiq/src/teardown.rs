@@ -1,7 +1,7 @@
-//! Clean teardown (spec §6, §9 item 4): remove every service (CLOSE handshake, bulks ABORTED),
-//! poll until the peer answered or the caller's deadline passed, then mark the instance Dead.
-//! The region is never "handed back": a slave dropped with bulks still queued leaks their buffers
-//! rather than free memory the VPU may still DMA into.
+//! Clean teardown (docs/protocols/vchiq.md §6, §9 item 4): remove every service (CLOSE handshake,
+//! bulks ABORTED), poll until the peer answered or the caller's deadline passed, then mark the
+//! instance Dead. The region is never "handed back": a slave dropped with bulks still queued leaks
+//! their buffers rather than free memory the VPU may still DMA into.
 
 use crate::config::Role;
 use crate::error::{VResult, VchiqError};

@@ -1,6 +1,7 @@
-//! The transmit side: reserving space in our slots (padding, slot entry), per-service message
-//! and slot quotas with the global data quota (spec §4 "Quota / flow control"), writing the
-//! message and publishing `tx_pos`, and the recycle scan that returns quota (`process_free_queue`).
+//! The transmit side: reserving space in our slots (padding, slot entry), per-service message and
+//! slot quotas with the global data quota (docs/protocols/vchiq.md §4 "Quota / flow control"),
+//! writing the message and publishing `tx_pos`, and the recycle scan that returns quota
+//! (`process_free_queue`).
 //!
 //! Every refusal is a typed [`VchiqError::Retry`]: nothing was queued, call again after the peer
 //! makes progress. The core never sleeps.
@@ -20,11 +21,11 @@ impl Vchiq {
     /// busy), `Closed` if the service is not open, `TooLarge` beyond 4088 bytes.
     ///
     /// ```
-    /// # use backend_vchiq::sim::SimPair;
-    /// # use backend_vchiq::{ServiceParams, Event, Deliver, consts::make_fourcc};
+    /// # use fwipc_vchiq::sim::SimPair;
+    /// # use fwipc_vchiq::{ServiceParams, Event, Deliver, consts::make_fourcc};
     /// let pair = SimPair::new().unwrap();
     /// // A VideoCore-side service that answers "pong".
-    /// pair.master().add_service(ServiceParams::new(make_fourcc(*b"ping")), |ctx: &backend_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
+    /// pair.master().add_service(ServiceParams::new(make_fourcc(*b"ping")), |ctx: &fwipc_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
     ///     if let Event::Message(_) = ev {
     ///         ctx.vchiq.queue_message(ctx.handle, b"pong").unwrap();
     ///     }
@@ -35,7 +36,7 @@ impl Vchiq {
     /// let tx = std::sync::Mutex::new(tx);
     /// let h = pair.slave().open_service_blocking(
     ///     ServiceParams::new(make_fourcc(*b"ping")),
-    ///     move |_: &backend_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
+    ///     move |_: &fwipc_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
     ///         if let Event::Message(m) = ev { tx.lock().unwrap().send(m.payload().to_vec()).unwrap(); }
     ///         Deliver::Done
     ///     },
@@ -134,17 +135,17 @@ impl Vchiq {
                 self.process_free_queue_locked(g);
                 if let Some(only_in_open_slot) = Self::quota_blocked(g, port, end_index) {
                     if only_in_open_slot {
-                        // Better than Linux (spec §4): the quota we wait for is held only by
-                        // messages in the slot we are still writing, which the receiver cannot
-                        // finish and recycle while we wait, so a quota smaller than one slot's
-                        // worth of messages would stall forever in a quiet system. Close the
-                        // slot with PADDING and publish, so the receiver finishes and recycles
-                        // it and the quota returns. At most once per stall: the next attempt
-                        // finds `tx_pos` on a slot boundary. The wire protocol is unchanged: a
-                        // receiver cannot tell this PADDING from the one a sender writes before
-                        // a message that does not fit. (unverified on hardware: that the VPU
-                        // firmware as receiver recycles such a slot like any other; nothing on
-                        // the wire distinguishes it.)
+                        // Better than Linux (docs/protocols/vchiq.md §4): the quota we wait for is
+                        // held only by messages in the slot we are still writing, which the
+                        // receiver cannot finish and recycle while we wait, so a quota smaller than
+                        // one slot's worth of messages would stall forever in a quiet system. Close
+                        // the slot with PADDING and publish, so the receiver finishes and recycles
+                        // it and the quota returns. At most once per stall: the next attempt finds
+                        // `tx_pos` on a slot boundary. The wire protocol is unchanged: a receiver
+                        // cannot tell this PADDING from the one a sender writes before a message
+                        // that does not fit. (unverified on hardware: that the VPU firmware as
+                        // receiver recycles such a slot like any other; nothing on the wire
+                        // distinguishes it.)
                         self.pad_current_slot(g);
                     }
                     return Err(VchiqError::Retry);
@@ -152,9 +153,9 @@ impl Vchiq {
             }
         }
         let hdr_off = self.reserve_space(g, st)?;
-        // Body first, then size, then msgid. Relaxed: all published by the Release store of
-        // tx_pos below (spec §3 barrier 2: the receiver never sees a tx_pos covering an unwritten
-        // header).
+        // Body first, then size, then msgid. Relaxed: all published by the Release store of tx_pos
+        // below (docs/protocols/vchiq.md §3 barrier 2: the receiver never sees a tx_pos covering an
+        // unwritten header).
         let mut o = hdr_off + VCHIQ_HEADER_SIZE;
         for p in parts {
             self.region.write_bytes(o, p);
@@ -185,9 +186,10 @@ impl Vchiq {
         Ok(())
     }
 
-    /// Whether a DATA message for `port` ending in queue index `end_index` is refused by a
-    /// quota (spec §4 (a)-(c)). `Some(true)` when the blocking quota is held only by DATA in the
-    /// slot currently being written (so only padding it out lets the receiver recycle it).
+    /// Whether a DATA message for `port` ending in queue index `end_index` is refused by a quota
+    /// (docs/protocols/vchiq.md §4 (a)-(c)). `Some(true)` when the blocking quota is held only by
+    /// DATA in the slot currently being written (so only padding it out lets the receiver recycle
+    /// it).
     ///
     /// Padding is needed only when *all* of the blocking quota sits in the open slot: quota held
     /// in older (finished) slots comes back when the receiver recycles them, so then we just
@@ -231,11 +233,11 @@ impl Vchiq {
     }
 
     fn publish_tx_pos(&self, g: &Inner) {
-        // wmb (spec §3 barrier 2, Linux's wmb before `local->tx_pos`): payload and header reach
-        // the VideoCore, outside our coherence domain, before the new tx_pos.
+        // wmb (docs/protocols/vchiq.md §3 barrier 2, Linux's wmb before `local->tx_pos`): payload
+        // and header reach the VideoCore, outside our coherence domain, before the new tx_pos.
         self.platform.wmb();
-        // Release (spec §3 barrier 2): payload and header stores above happen-before the peer's
-        // Acquire load of tx_pos.
+        // Release (docs/protocols/vchiq.md §3 barrier 2): payload and header stores above
+        // happen-before the peer's Acquire load of tx_pos.
         self.region
             .store(self.local_off + off::TX_POS, g.tx_pos, Ordering::Release);
         self.signal_remote(off::TRIGGER);
@@ -290,7 +292,8 @@ impl Vchiq {
         (g.slot_queue_available.wrapping_sub(next) as i32) > 0
     }
 
-    /// Recycled slots → quota back, slot available (spec §1 "Recycle"). Returns slots reclaimed.
+    /// Recycled slots → quota back, slot available (docs/protocols/vchiq.md §1 "Recycle"). Returns
+    /// slots reclaimed.
     pub(crate) fn process_free_queue(&self) -> usize {
         let mut g = self.inner.lock();
         self.process_free_queue_locked(&mut g)

@@ -1,7 +1,7 @@
-//! The instance: one [`Vchiq`] per shared region and role (no globals, spec §9 item 11). Holds the
-//! private protocol state behind one lock, initialises slot zero and the shared states
-//! (`init_slots`/`init_state`, spec §1/§6), and runs the poll loop that the embedder's interrupt
-//! handler or worker calls when its doorbell rings.
+//! The instance: one [`Vchiq`] per shared region and role (no globals, docs/protocols/vchiq.md §9
+//! item 11). Holds the private protocol state behind one lock, initialises slot zero and the shared
+//! states (`init_slots`/`init_state`, docs/protocols/vchiq.md §1/§6), and runs the poll loop that
+//! the embedder's interrupt handler or worker calls when its doorbell rings.
 //!
 //! Locking: `inner` (a spin lock) guards all private state; service handlers are always called
 //! with no lock held. `poll_gate` makes the receive path single-threaded (one poller at a time; a
@@ -28,7 +28,7 @@ use crate::service::{
     ServiceHandler,
 };
 
-/// Receiver-private slot reference counts (spec §1 "Slot use/release counts").
+/// Receiver-private slot reference counts (docs/protocols/vchiq.md §1 "Slot use/release counts").
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct RxSlot {
     pub use_count: u32,
@@ -146,9 +146,9 @@ pub(crate) fn bump(c: &AtomicU64) {
 ///
 /// ```
 /// use std::time::Duration;
-/// use backend_vchiq::consts::make_fourcc;
-/// use backend_vchiq::sim::SimPair;
-/// use backend_vchiq::{BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceParams};
+/// use fwipc_vchiq::consts::make_fourcc;
+/// use fwipc_vchiq::sim::SimPair;
+/// use fwipc_vchiq::{BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceParams};
 ///
 /// let pair = SimPair::new().unwrap(); // region + slave + master, each with a worker thread
 /// let fourcc = make_fourcc(*b"demo");
@@ -225,8 +225,9 @@ impl Vchiq {
     /// sets `initialised`. The embedder then hands `region.bus()` to the VPU (firmware property
     /// tag [`RPI_FIRMWARE_VCHIQ_INIT`]) and waits for [`Vchiq::peer_ready`].
     ///
-    /// On real hardware this can happen once per boot (the VPU cannot re-connect, spec §6); a new
-    /// instance on the same region re-initialises slot zero, which the simulator supports.
+    /// On real hardware this can happen once per boot (the VPU cannot re-connect,
+    /// docs/protocols/vchiq.md §6); a new instance on the same region re-initialises slot zero,
+    /// which the simulator supports.
     pub fn new_slave(region: Region, platform: Box<dyn Platform>, cfg: Config) -> VResult<Vchiq> {
         cfg.validate()?;
         if region.len() < cfg.region_size() {
@@ -381,7 +382,7 @@ impl Vchiq {
         // wmb (for the VideoCore): the stores above reach it before `initialised`.
         platform.wmb();
         // Release: everything above is visible to a peer that Acquire-reads `initialised` = 1
-        // (the owner sets it last, spec §1).
+        // (the owner sets it last, docs/protocols/vchiq.md §1).
         r.store(local_off + off::INITIALISED, 1, Ordering::Release);
 
         let max = cfg.max_services;
@@ -646,8 +647,9 @@ impl Vchiq {
             }
             if fired || again {
                 let mut g = self.inner.lock();
-                // A handler's Retry (or a stall) is re-tried on the next event (spec §4: "the
-                // message stays in place and is re-parsed on the next trigger").
+                // A handler's Retry (or a stall) is re-tried on the next event
+                // (docs/protocols/vchiq.md §4: "the message stays in place and is re-parsed on the
+                // next trigger").
                 g.rx_stalled = false;
                 // The peer released our sync slot: a sync-mode sender may go again.
                 g.tx_freed |= sync_released;

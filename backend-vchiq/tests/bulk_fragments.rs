@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_vchiq::consts::make_fourcc;
-use backend_vchiq::sim::echo::EchoService;
-use backend_vchiq::sim::SimPair;
-use backend_vchiq::{
+use fwipc_vchiq::consts::make_fourcc;
+use fwipc_vchiq::sim::echo::EchoService;
+use fwipc_vchiq::sim::SimPair;
+use fwipc_vchiq::{
     BulkMode, Config, Deliver, Event, ServiceCtx, ServiceHandle, ServiceParams, Vchiq,
 };
 
@@ -36,7 +36,7 @@ fn pair(cfg: Config) -> (SimPair, ServiceHandle) {
     (pair, h)
 }
 
-fn wait(v: &Vchiq, h: ServiceHandle, tag: u64) -> backend_vchiq::BulkCompletion {
+fn wait(v: &Vchiq, h: ServiceHandle, tag: u64) -> fwipc_vchiq::BulkCompletion {
     let start = Instant::now();
     v.wait_bulk(
         h,
@@ -105,7 +105,8 @@ fn sweep(cfg: Config) {
     assert_eq!(m.protocol_errors, 0);
     assert_eq!(pair.bus().mapped_pages(), 0, "every page unmapped");
     assert!(v.stats().bulks_done >= 2 * 71 * SIZES.len() as u64);
-    // Exact-range cache maintenance (spec §5 fix 2): only whole lines are ever invalidated.
+    // Exact-range cache maintenance (docs/protocols/vchiq.md §5 fix 2): only whole lines are ever
+    // invalidated.
     let c = pair.bus().cache_ops();
     assert!(c.invalidates > 0 && c.cleans > 0, "{c:?}");
     assert_eq!(c.partial_line_invalidates, 0, "{c:?}");

@@ -1,1 +1,1 @@
-conformance::conformance_tests!(backend_vchiq::sim::VchiqFixture);
+fwipc_conformance::conformance_tests!(fwipc_vchiq::sim::VchiqFixture);

@@ -1,28 +1,29 @@
 //! Wire-layout tests that do not trust the crate's own structs.
 //!
-//! 1. The byte offsets, sizes and values below are transcribed from the protocol notes
-//!    (vchiq.md §0–§2), *not* from `layout.rs`. Each test builds something through the crate's
-//!    public API (a `SlotZero` value, a message header, a slave instance writing slot zero) and
-//!    checks the raw little-endian bytes at those offsets.
+//! 1. The byte offsets, sizes and values below are transcribed from the protocol reference
+//!    (docs/protocols/vchiq.md §0–§2), *not* from `layout.rs`. Each test builds something
+//!    through the crate's public API (a `SlotZero` value, a message header, a slave instance
+//!    writing slot zero) and checks the raw little-endian bytes at those offsets.
 //! 2. [`audit`] is a second, independent byte-level parser of a live region: after the slave and
 //!    the master (our simulated VideoCore) connect and exchange messages, it decodes slot zero,
 //!    both shared states, both message streams and the sync slots from the raw bytes and checks
-//!    the invariants of the notes. Two roles built from one codebase could agree on a wrong
-//!    format; this parser was written from the notes alone, so they cannot both fool it.
+//!    the invariants of the protocol reference. Two roles built from one codebase could agree
+//!    on a wrong format; this parser was written from the reference alone, so they cannot both
+//!    fool it.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
-use backend_vchiq::config::Config;
-use backend_vchiq::consts::MsgType;
-use backend_vchiq::header::{make_msgid, stride};
-use backend_vchiq::layout::{MsgHeader, OpenPayload, RemoteEvent, SharedState, SlotZero};
-use backend_vchiq::platform::Platform;
-use backend_vchiq::region::Region;
-use backend_vchiq::Vchiq;
+use fwipc_vchiq::config::Config;
+use fwipc_vchiq::consts::MsgType;
+use fwipc_vchiq::header::{make_msgid, stride};
+use fwipc_vchiq::layout::{MsgHeader, OpenPayload, RemoteEvent, SharedState, SlotZero};
+use fwipc_vchiq::platform::Platform;
+use fwipc_vchiq::region::Region;
+use fwipc_vchiq::Vchiq;
 use zerocopy::{FromZeros, IntoBytes};
 
 // ---------------------------------------------------------------------------------------------
-// The notes' tables (vchiq.md §0, §1, §2), transcribed by hand.
+// The tables of docs/protocols/vchiq.md §0, §1, §2, transcribed by hand.
 // ---------------------------------------------------------------------------------------------
 
 const MAGIC: u32 = 0x5643_4849; // 'VCHI'
@@ -551,7 +552,7 @@ fn audit_with(
         while pos < tx_pos {
             let slot = at(SLOT_QUEUE + 4 * ((pos >> 12) & 63) as usize);
             let off = (pos & 0xFFF) as usize;
-            if !(first..=last).contains(&slot) || off % 8 != 0 {
+            if !(first..=last).contains(&slot) || !off.is_multiple_of(8) {
                 e(format!(
                     "{side:?}@{pos:#x}: slot {slot} / offset {off} invalid"
                 ));
@@ -758,7 +759,7 @@ fn the_audit_catches_corruption() {
 
 #[test]
 fn open_and_data_pass_the_independent_audit() {
-    use backend_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
+    use fwipc_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
     use std::sync::{Arc, Mutex};
 
     const ECHO: u32 = 0x6563_686F; // 'echo'
@@ -848,11 +849,11 @@ fn open_and_data_pass_the_independent_audit() {
 
 #[test]
 fn bulk_traffic_passes_the_independent_audit() {
-    use backend_vchiq::vchi::echo_server::EchoServer;
-    use backend_vchiq::vchi::fourcc;
-    use backend_vchiq::vchi::sim::{PolledPair, REGION_BUS};
-    use backend_vchiq::vchi::test_client::bulk_echo;
-    use backend_vchiq::ServiceParams;
+    use fwipc_vchiq::vchi::echo_server::EchoServer;
+    use fwipc_vchiq::vchi::fourcc;
+    use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::vchi::test_client::bulk_echo;
+    use fwipc_vchiq::ServiceParams;
 
     let mut p = PolledPair::new(Config::default()).unwrap();
     let make: fn() -> EchoServer = EchoServer::new;
@@ -907,7 +908,7 @@ fn bulk_traffic_passes_the_independent_audit() {
     // (offset + length) mod CL), which the slave then copied into place (§5).
     const CL: u32 = 64;
     let mut want = vec![0u8; 5000];
-    backend_vchiq::vchi::test_wire::bulk_pattern(0, &mut want);
+    fwipc_vchiq::vchi::test_wire::bulk_pattern(0, &mut want);
     let frag = (u32_at(&b, 0x018) - REGION_BUS) as usize + (ty as usize - 2) * 2 * CL as usize;
     let head = ((CL - offset % CL) % CL).min(length) as usize;
     let tail = if head < length as usize {
@@ -946,9 +947,9 @@ fn bulk_traffic_passes_the_independent_audit() {
 
 #[test]
 fn synchronous_service_passes_the_independent_audit() {
-    use backend_vchiq::consts::ServiceState;
-    use backend_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
-    use backend_vchiq::vchi::sim::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::consts::ServiceState;
+    use fwipc_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
+    use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
     use std::sync::{Arc, Mutex};
 
     const SYNC: u32 = 0x7379_6E63; // 'sync'
@@ -1012,8 +1013,8 @@ fn synchronous_service_passes_the_independent_audit() {
 
 mod random_traffic {
     use super::*;
-    use backend_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
-    use backend_vchiq::vchi::sim::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
+    use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
     use proptest::prelude::*;
     use proptest::test_runner::TestCaseError;
     use std::sync::{Arc, Mutex};

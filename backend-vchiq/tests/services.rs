@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backend_vchiq::consts::{make_fourcc, ConnState, Reason, ServiceState};
-use backend_vchiq::sim::echo::EchoService;
-use backend_vchiq::sim::SimPair;
-use backend_vchiq::{
+use fwipc_vchiq::consts::{make_fourcc, ConnState, Reason, ServiceState};
+use fwipc_vchiq::sim::echo::EchoService;
+use fwipc_vchiq::sim::SimPair;
+use fwipc_vchiq::{
     BulkDir, BulkMode, Config, Deliver, Event, MessageToken, ServiceCtx, ServiceHandle,
     ServiceHandler, ServiceParams, Vchiq, VchiqError,
 };
@@ -943,8 +943,8 @@ fn _assert_send_sync(v: &Vchiq) -> &(dyn Send + Sync) {
 
 #[test]
 fn keepalive_use_is_acknowledged_and_no_pointers_in_shared_state() {
-    use backend_vchiq::consts::MsgType;
-    use backend_vchiq::header::make_msgid;
+    use fwipc_vchiq::consts::MsgType;
+    use fwipc_vchiq::header::make_msgid;
     let p = connected();
     let before = p.master().stats().msgs_received;
     // The VideoCore asks the ARM not to suspend (REMOTE_USE); the ARM answers REMOTE_USE_ACTIVE.
@@ -953,13 +953,10 @@ fn keepalive_use_is_acknowledged_and_no_pointers_in_shared_state() {
     p.master().queue_raw(&raw).unwrap();
     until(|| p.master().stats().msgs_received > before);
     assert_eq!(p.slave().stats().protocol_errors, 0);
-    // The remote_event third word (once a semaphore pointer, spec §1/§9 item 12) stays zero in
-    // both shared states; nothing host-sized leaks into slot zero.
+    // The remote_event third word (once a semaphore pointer, docs/protocols/vchiq.md §1/§9 item 12)
+    // stays zero in both shared states; nothing host-sized leaks into slot zero.
     let snapshot = {
-        let r = p
-            .region()
-            .region(backend_vchiq::sim::SIM_REGION_BUS)
-            .unwrap();
+        let r = p.region().region(fwipc_vchiq::sim::SIM_REGION_BUS).unwrap();
         let mut b = vec![0u8; 4096];
         assert!(r.read_bytes(0, &mut b));
         b

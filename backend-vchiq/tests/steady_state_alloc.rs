@@ -7,9 +7,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;
 
-use backend_vchiq::sim::VchiqFixture;
 use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
+use fwipc_vchiq::sim::VchiqFixture;
 
 struct Counting;
 

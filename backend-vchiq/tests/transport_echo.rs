@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use backend_vchiq::sim::VchiqFixture;
 use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture};
 use fwipc_transport_api::{
     call, BulkDir, BulkRequest, Completion, Error, Request, StdClock, Transport, TxOutcome, Wait,
 };
+use fwipc_vchiq::sim::VchiqFixture;
 
 fn roundtrip(f: &VchiqFixture, payload: &[u8]) -> Result<Vec<u8>, Error> {
     let clock = StdClock::new();

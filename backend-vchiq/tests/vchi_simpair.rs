@@ -1,4 +1,4 @@
-//! The VCHI clients against the core's own threaded simulator ([`backend_vchiq::sim::SimPair`]):
+//! The VCHI clients against the core's own threaded simulator ([`fwipc_vchiq::sim::SimPair`]):
 //! the VideoCore runs in its worker thread and sleeps on its doorbell between polls, so every
 //! exchange here depends on the remote_event arm/signal/doorbell handshake (a lost wake-up hangs
 //! and fails the deadline).
@@ -6,15 +6,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_vchiq::sim::SimPair;
-use backend_vchiq::vchi::core_link::{CoreLink, VcServiceHost};
-use backend_vchiq::vchi::echo_server::EchoServer;
-use backend_vchiq::vchi::fourcc;
-use backend_vchiq::vchi::smem_wire::SmemAllocType;
-use backend_vchiq::vchi::test_client::{bulk_echo, ctrl, ping};
-use backend_vchiq::vchi::{Smem, SmemServer, VchiError};
-use backend_vchiq::vchi::{VcAction, VcService};
-use backend_vchiq::{Config, Deliver, Event, ServiceCtx, ServiceParams, Vchiq};
+use fwipc_vchiq::sim::SimPair;
+use fwipc_vchiq::vchi::core_link::{CoreLink, VcServiceHost};
+use fwipc_vchiq::vchi::echo_server::EchoServer;
+use fwipc_vchiq::vchi::fourcc;
+use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
+use fwipc_vchiq::vchi::test_client::{bulk_echo, ctrl, ping};
+use fwipc_vchiq::vchi::{Smem, SmemServer, VchiError};
+use fwipc_vchiq::vchi::{VcAction, VcService};
+use fwipc_vchiq::{Config, Deliver, Event, ServiceCtx, ServiceParams, Vchiq};
 
 /// Polled-mode slave pump: poll, then nap briefly; give up after 20 s.
 fn pump(slave: &Vchiq) -> impl FnMut() -> Result<(), VchiError> + '_ {
@@ -101,7 +101,7 @@ impl VcService for Burst {
     }
 }
 
-const BURST: u32 = backend_vchiq::consts::make_fourcc(*b"brst");
+const BURST: u32 = fwipc_vchiq::consts::make_fourcc(*b"brst");
 
 /// Deferred VideoCore replies under back-pressure on the threaded `SimPair`, whose VideoCore
 /// worker only polls (it never calls `VcServiceHost::flush`): a message quota of 2 on the

@@ -1,14 +1,14 @@
 //! The `'SMEM'` client against the VideoCore-side server, through the real VCHIQ core: slave
 //! and master instances over one region, every request and reply a DATA message in the slots.
 
-use backend_vchiq::vchi::core_link::VcServiceHost;
-use backend_vchiq::vchi::error::SmemStatus;
-use backend_vchiq::vchi::fourcc;
-use backend_vchiq::vchi::sim::PolledPair;
-use backend_vchiq::vchi::smem_wire::SmemAllocType;
-use backend_vchiq::vchi::vc_mem::{self, VcMemInfo};
-use backend_vchiq::vchi::{Smem, SmemServer, VchiError};
-use backend_vchiq::{Config, ServiceParams};
+use fwipc_vchiq::vchi::core_link::VcServiceHost;
+use fwipc_vchiq::vchi::error::SmemStatus;
+use fwipc_vchiq::vchi::fourcc;
+use fwipc_vchiq::vchi::sim::PolledPair;
+use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
+use fwipc_vchiq::vchi::vc_mem::{self, VcMemInfo};
+use fwipc_vchiq::vchi::{Smem, SmemServer, VchiError};
+use fwipc_vchiq::{Config, ServiceParams};
 
 const VC_BASE: u32 = 0x1000_0000;
 const VC_SIZE: u32 = 4 << 20;
@@ -155,7 +155,7 @@ struct Window {
     reclaimed: Vec<(u32, u32)>,
 }
 
-impl backend_vchiq::vchi::smem_client::HostMemory for Window {
+impl fwipc_vchiq::vchi::smem_client::HostMemory for Window {
     fn lend(&mut self, size: u32, align: u32) -> Option<u32> {
         let a = align.max(1);
         let start = self.next.div_ceil(a) * a;
@@ -211,7 +211,7 @@ fn videocore_asks_the_host_for_memory_over_the_core() {
 
 #[test]
 fn one_videocore_heap_across_sessions_and_its_vc_mem_view() {
-    use backend_vchiq::vchi::smem_server::SharedSmem;
+    use fwipc_vchiq::vchi::smem_server::SharedSmem;
     let heap = SharedSmem::new(SmemServer::new(VC_BASE, VC_SIZE));
     let mut p = PolledPair::new(Config::default()).unwrap();
     let h2 = heap.clone();

@@ -1,22 +1,22 @@
-//! `vchiq_test` through the real VCHIQ core (vchiq.md §8): the VideoCore's 'echo', 'func' and
-//! 'fun2' servers run on the master instance; the client routines run on the slave. Messages go
-//! through the slots, bulks through pagelists, fragments and the master's DMA.
+//! `vchiq_test` through the real VCHIQ core (docs/protocols/vchiq.md §8): the VideoCore's 'echo',
+//! 'func' and 'fun2' servers run on the master instance; the client routines run on the slave.
+//! Messages go through the slots, bulks through pagelists, fragments and the master's DMA.
 
 use std::sync::Arc;
 
-use backend_vchiq::vchi::core_link::VcServiceHost;
-use backend_vchiq::vchi::echo_server::EchoServer;
-use backend_vchiq::vchi::fourcc;
-use backend_vchiq::vchi::func_server::{Fun2Server, FuncEvent, FuncServer, FUNC_EXPECTED_EVENTS};
-use backend_vchiq::vchi::link::ServiceLink;
-use backend_vchiq::vchi::sim::PolledPair;
-use backend_vchiq::vchi::test_client::{
+use fwipc_vchiq::vchi::core_link::VcServiceHost;
+use fwipc_vchiq::vchi::echo_server::EchoServer;
+use fwipc_vchiq::vchi::fourcc;
+use fwipc_vchiq::vchi::func_server::{Fun2Server, FuncEvent, FuncServer, FUNC_EXPECTED_EVENTS};
+use fwipc_vchiq::vchi::link::ServiceLink;
+use fwipc_vchiq::vchi::sim::PolledPair;
+use fwipc_vchiq::vchi::test_client::{
     bulk_echo, bulk_echo_pipelined, ctrl, fun2_subtest, fun2_subtests, func_script, ping,
     ping_suite, FUNC_CLIENT_EXPECTED,
 };
-use backend_vchiq::vchi::test_wire::ctrl_message;
-use backend_vchiq::vchi::VchiError;
-use backend_vchiq::{Config, ServiceParams, VchiqError};
+use fwipc_vchiq::vchi::test_wire::ctrl_message;
+use fwipc_vchiq::vchi::VchiError;
+use fwipc_vchiq::{Config, ServiceParams, VchiqError};
 
 type Host<S> = Arc<VcServiceHost<S, fn() -> S>>;
 
@@ -99,7 +99,7 @@ fn bulk_echo_verified() {
     l.close().unwrap();
 }
 
-fn func_pair() -> (PolledPair, Host<FuncServer>, backend_vchiq::ServiceHandle) {
+fn func_pair() -> (PolledPair, Host<FuncServer>, fwipc_vchiq::ServiceHandle) {
     let mut p = PolledPair::new(Config::default()).unwrap();
     let make: fn() -> FuncServer = FuncServer::new;
     let params = ServiceParams::new(fourcc::FUNC)
@@ -244,7 +244,7 @@ fn signal_test_blocking_bulk_given_up_then_aborted_by_close() {
     let (p, _host) = echo_pair();
     let mut l = p.open(echo_client(), 2).unwrap();
     assert_eq!(
-        backend_vchiq::vchi::link::BulkLink::bulk_transmit(&mut l, &[7u8; 16]),
+        fwipc_vchiq::vchi::link::BulkLink::bulk_transmit(&mut l, &[7u8; 16]),
         Err(VchiError::Transport(fwipc_transport_api::Error::Timeout))
     );
     let before = p.slave().stats().bulks_aborted;
@@ -257,9 +257,9 @@ fn signal_test_blocking_bulk_given_up_then_aborted_by_close() {
 
 #[test]
 fn hostile_videocore_replies_over_the_core() {
-    use backend_vchiq::vchi::link::{VcAction, VcService};
-    use backend_vchiq::vchi::smem_wire::SmemAllocType;
-    use backend_vchiq::vchi::{Smem, SmemServer};
+    use fwipc_vchiq::vchi::link::{VcAction, VcService};
+    use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
+    use fwipc_vchiq::vchi::{Smem, SmemServer};
     // A VideoCore that garbles: before each real reply it sends junk, a truncated reply for the
     // right transaction, a forged RELEASED and a reply for another transaction.
     struct Garbler(SmemServer, u32);
@@ -327,9 +327,9 @@ fn back_pressure_both_ways_keeps_order() {
 
 #[test]
 fn fun2_catches_a_cache_line_size_mismatch() {
-    // Negative control (vchiq.md §5 cause 1): the ARM uses 32-byte fragments, the VideoCore
-    // 64-byte ones. Nothing in slot zero tells them apart; only the data at unaligned edges goes
-    // wrong, and the fun2 checks must see it.
+    // Negative control (docs/protocols/vchiq.md §5 cause 1): the ARM uses 32-byte fragments, the
+    // VideoCore 64-byte ones. Nothing in slot zero tells them apart; only the data at unaligned
+    // edges goes wrong, and the fun2 checks must see it.
     let slave_cfg = Config {
         cache_line_size: 32,
         ..Config::default()
@@ -393,7 +393,7 @@ fn bulk_echo_with_two_each_way_in_flight() {
 
 #[test]
 fn videocore_handler_can_close_the_service() {
-    use backend_vchiq::vchi::link::{VcAction, VcService};
+    use fwipc_vchiq::vchi::link::{VcAction, VcService};
     // A VideoCore service that answers "bye" and then closes on the message "quit".
     #[derive(Default)]
     struct Quitter;
@@ -434,10 +434,11 @@ fn videocore_handler_can_close_the_service() {
 mod differential {
     //! The loopback is a model of the service semantics the VCHI layer relies on; here the real
     //! core (slots, pagelists, the master's pairing) must agree with it on random bulk pairings,
-    //! including the size-mismatch rule (vchiq.md §5: any mismatch aborts both sides).
+    //! including the size-mismatch rule (docs/protocols/vchiq.md §5: any mismatch aborts both
+    //! sides).
     use super::*;
-    use backend_vchiq::vchi::link::{BulkLink, VcAction, VcService};
-    use backend_vchiq::vchi::loopback::Loopback;
+    use fwipc_vchiq::vchi::link::{BulkLink, VcAction, VcService};
+    use fwipc_vchiq::vchi::loopback::Loopback;
     use proptest::prelude::*;
 
     /// A VideoCore service whose bulks are driven by the client's messages:
@@ -541,10 +542,10 @@ mod differential {
 #[test]
 fn client_message_quota_of_one_with_full_slot_messages() {
     // vchiq_test -m 1. The message quota is returned only when the receiver recycles the slot
-    // holding the message (vchiq.md §4; Linux does the same), so with quota 1 a message must end
-    // its slot for the next one to go: 4088-byte messages do. (Small messages under quota 1
-    // would stall for good in a quiet system; the default quota, 15 x 256, is a whole number of
-    // slots' worth of minimal messages for that reason.)
+    // holding the message (docs/protocols/vchiq.md §4; Linux does the same), so with quota 1 a
+    // message must end its slot for the next one to go: 4088-byte messages do. (Small messages
+    // under quota 1 would stall for good in a quiet system; the default quota, 15 x 256, is a whole
+    // number of slots' worth of minimal messages for that reason.)
     let (p, _host) = echo_pair();
     let mut l = p.open(echo_client().quotas(0, 1), 4).unwrap();
     let before = p.slave().stats().retries;

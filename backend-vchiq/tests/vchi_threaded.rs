@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use backend_vchiq::vchi::echo_server::EchoServer;
-use backend_vchiq::vchi::fourcc;
-use backend_vchiq::vchi::func_server::Fun2Server;
-use backend_vchiq::vchi::sim::PolledPair;
-use backend_vchiq::vchi::smem_wire::SmemAllocType;
-use backend_vchiq::vchi::test_client::{bulk_echo, ctrl, fun2_subtest, fun2_subtests, ping};
-use backend_vchiq::vchi::{Smem, SmemServer};
-use backend_vchiq::{Config, ServiceParams};
+use fwipc_vchiq::vchi::echo_server::EchoServer;
+use fwipc_vchiq::vchi::fourcc;
+use fwipc_vchiq::vchi::func_server::Fun2Server;
+use fwipc_vchiq::vchi::sim::PolledPair;
+use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
+use fwipc_vchiq::vchi::test_client::{bulk_echo, ctrl, fun2_subtest, fun2_subtests, ping};
+use fwipc_vchiq::vchi::{Smem, SmemServer};
+use fwipc_vchiq::{Config, ServiceParams};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -90,11 +90,11 @@ fn concurrent_clients_on_one_slave() {
 
 /// `vchiq_test -p`-style timing (run with `--ignored --nocapture`): µs per SYNC round trip and
 /// per bulk echo, VideoCore in its own thread. A measurement, not a check; numbers depend on the
-/// machine (2 shared cores here).
+/// machine (the figures in the crate README were taken on 2 cores).
 #[test]
 #[ignore]
 fn ping_timing_report() {
-    use backend_vchiq::vchi::test_client::ping;
+    use fwipc_vchiq::vchi::test_client::ping;
     use std::time::Instant;
     let p = pair();
     p.with_videocore_thread(|p| {

@@ -7,16 +7,17 @@
 //! A backend instantiates the whole suite in its `tests/conformance.rs`:
 //!
 //! ```ignore
-//! conformance::conformance_tests!(my_backend::sim::MyFixture);
+//! fwipc_conformance::conformance_tests!(my_backend::sim::MyFixture);
 //! ```
 //!
-//! which expands to one `#[test]` per scenario, each named `fwipc_conformance::<scenario>`, so
+//! which expands to one `#[test]` per scenario, each named `conformance::<scenario>`, so
 //! `cargo test --workspace conformance` runs the suite for every backend. The binary
-//! (`cargo run --release -p conformance`) runs the whole backend × scenario matrix.
+//! (`cargo run --release -p fwipc-runner`) runs the whole backend × scenario matrix.
 //!
 //! [`loopback`] is the reference backend: the smallest transport that passes the suite, and the
 //! example to copy when porting a new protocol.
 
+#![deny(missing_docs)]
 pub mod loopback;
 pub mod scenarios;
 mod util;
@@ -28,7 +29,7 @@ pub use scenarios::{suite, Scenario, Verdict};
 #[macro_export]
 macro_rules! conformance_tests {
     ($fixture:ty) => {
-        mod fwipc_conformance {
+        mod conformance {
             $crate::__conformance_scenarios!(
                 $fixture;
                 roundtrip,

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use fwipc_transport_api::fixture::{echo_reply, Fixture};
 use fwipc_transport_api::{
-    call, wait_done, yield_now, Completion, Deadline, Error, Request, Result, StdClock, Ticket,
-    Transport, TxOutcome, Wait,
+    call, wait_done, yield_now, Completion, Deadline, Request, Result, StdClock, Ticket, Transport,
+    TxOutcome, Wait,
 };
 
 /// A deterministic xorshift generator (no dependency, reproducible failures).
@@ -108,24 +108,11 @@ pub(crate) fn finish<F: Fixture>(fx: &F, ticket: Ticket, timeout: Duration) -> R
     let r = with_wait(fx, |w| {
         wait_done(t, &ticket, &clock, Deadline::after(&clock, timeout), w)
     });
-    match r {
-        Ok(()) => {
-            let mut out = vec![0u8; t.max_msg_size()];
-            let n = t.fetch_response(&ticket, &mut out);
-            t.mark_txdone(ticket, TxOutcome::Done);
-            let n = n?;
-            out.truncate(n);
-            Ok(out)
-        }
-        Err(Error::Timeout) => {
-            t.mark_txdone(ticket, TxOutcome::TimedOut);
-            Err(Error::Timeout)
-        }
-        Err(e) => {
-            t.mark_txdone(ticket, TxOutcome::Cancelled);
-            Err(e)
-        }
-    }
+    let mut out = vec![0u8; t.max_msg_size()];
+    let fetched = r.and_then(|()| t.fetch_response(&ticket, &mut out));
+    t.mark_txdone(ticket, TxOutcome::after_wait(&r));
+    out.truncate(fetched?);
+    Ok(out)
 }
 
 /// Wait until `cond` holds or `timeout` passes; returns whether it held.

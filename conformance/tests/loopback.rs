@@ -1,2 +1,2 @@
 //! The suite against the reference loopback backend.
-conformance::conformance_tests!(conformance::loopback::LoopbackFixture);
+fwipc_conformance::conformance_tests!(fwipc_conformance::loopback::LoopbackFixture);

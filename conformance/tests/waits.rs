@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::pin::Pin;
 
-use conformance::loopback::{LoopbackFixture, LoopbackTransport};
+use fwipc_conformance::loopback::{LoopbackFixture, LoopbackTransport};
 use fwipc_transport_api::fixture::{Fault, Fixture};
 use fwipc_transport_api::{
     block_on_polling, call, call_async, yield_now, CallFuture, Completion, Error, Request,

@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use conformance::loopback::LoopbackFixture;
+use fwipc_conformance::loopback::LoopbackFixture;
 use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{
     call, yield_now, Completion, Request, StdClock, ThreadParker, Transport, Wait,

@@ -1,5 +1,7 @@
 //! Interrupts: a GICv2 driver for QEMU `virt,gic-version=2`, the IRQ entry glue, and
-//! [`wait_for_interrupt`], the idle step that takes interrupts only at a safe point.
+//! [`wait_for_interrupt`], the idle step that takes interrupts only at a safe point (its `wfe` is
+//! bounded by the generic timer's event stream, `fwipc_virtio::aarch64::enable_event_stream`). The
+//! device's INTID comes from the device tree (`fwipc_virtio::discovery`).
 //!
 //! Locking discipline (one CPU): IRQs stay masked (`PSTATE.I`) everywhere except inside
 //! [`wait_for_interrupt`], which the agent calls between polls while it holds no lock. So an
@@ -17,8 +19,6 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 pub const VIRT_GICD_BASE: usize = 0x0800_0000;
 /// QEMU `virt` GICv2 CPU interface (`VIRT_GIC_CPU`).
 pub const VIRT_GICC_BASE: usize = 0x0801_0000;
-/// QEMU `virt` virtio-mmio slot i raises SPI 16 + i, i.e. INTID 32 + 16 + i.
-pub const VIRT_MMIO_FIRST_INTID: u32 = 48;
 
 const GICD_CTLR: usize = 0x000;
 const GICD_ISENABLER: usize = 0x100;
@@ -180,17 +180,6 @@ pub fn counts() -> (u64, u64) {
         IRQS_HANDLED.load(Ordering::Relaxed),
         IRQS_SPURIOUS.load(Ordering::Relaxed),
     )
-}
-
-/// Start the generic timer's event stream: an event about every 0.5 ms (bit 14 of the 62.5 MHz
-/// virtual counter) bounds every `wfe` sleep, so an interrupt that arrives just before the `wfe`
-/// costs at most one period instead of a hang.
-pub fn start_event_stream() {
-    // CNTKCTL_EL1: EVNTI [7:4] = 14, EVNTDIR [3] = 0 (0→1 transitions), EVNTEN [2] = 1.
-    let v: u64 = (14 << 4) | (1 << 2);
-    // SAFETY: writing CNTKCTL_EL1 at EL1 only configures the event stream (and EL0 counter
-    // access, left disabled).
-    unsafe { core::arch::asm!("msr cntkctl_el1, {}", "isb", in(reg) v, options(nostack)) };
 }
 
 /// The idle step between polls: unmask IRQs, sleep until an event (an interrupt, or the event

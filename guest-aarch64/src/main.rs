@@ -1,17 +1,21 @@
 //! fwipc bare-metal aarch64 guest for QEMU `virt`.
 //!
-//! Boots at EL1 with the MMU off, finds the virtio-scmi device (id 32) by scanning all 32
-//! virtio-mmio slots, drives it through its own modern virtio-mmio [`mmio::ModernMmioTransport`]
-//! and an identity-mapped [`hal::IdentityHal`], discovers the SCMI platform (vendor, protocols),
-//! reads the sensors, prints everything on the PL011 and powers off with PSCI `SYSTEM_OFF`.
+//! Boots at EL1 with the MMU off, finds every virtio-mmio device in the device tree QEMU hands it
+//! (`fwipc_virtio::discovery`), and drives every virtio-scmi device (id 32) among them through
+//! `fwipc_virtio`'s modern virtio-mmio transport and identity-mapped `Hal`: discovers each SCMI
+//! platform (vendor, protocols), reads its sensors, prints everything on the PL011 and powers off
+//! with PSCI `SYSTEM_OFF`.
 //!
-//! Three driver instances take the device in turn, each after a device reset: the raw path
+//! Per device, three driver instances take it in turn, each after a device reset: the raw path
 //! ([`scmi_raw`], a cross-check independent of the fwipc crates), then the fwipc stack
-//! (`backend_scmi_virtio`'s `ScmiVirtio` under its SCMI agent) polled, then the same stack
-//! interrupt-driven with the eventq and a SENSOR_UPDATE notification ([`scmi_agent`]).
+//! (`fwipc_scmi_virtio`'s `ScmiVirtio` under its SCMI agent) polled, then the same stack
+//! interrupt-driven with the eventq and a SENSOR_UPDATE notification ([`scmi_agent`]). Each device
+//! gets its own agent instances; lines are tagged with the device's index (`scmi[0]`, `agent[0]`,
+//! `agent-irq[0]`...).
 //!
-//! The last line is `guest: PASS` or `guest: FAIL: <why>`; `scripts/qemu-scmi.sh` checks it along
-//! with the discovered values.
+//! The last line is `guest: PASS` or `guest: FAIL: <why>`; it is FAIL if no SCMI device was found
+//! or any found one could not be driven. `scripts/qemu-scmi.sh` checks it along with the discovered
+//! values.
 #![no_std]
 #![no_main]
 
@@ -19,20 +23,22 @@ extern crate alloc;
 
 mod boot;
 pub mod console;
-mod hal;
 mod heap;
 mod irq;
 mod psci;
 mod scmi_agent;
 mod scmi_raw;
-mod timer;
 
+use alloc::format;
+use alloc::vec::Vec;
 use core::fmt;
 
-use fwipc_guest_aarch64::mmio::{self, ModernMmioTransport, SlotInfo, DEVICE_ID_SCMI};
-use scmi_agent::Mode;
+use fwipc_virtio::aarch64::GenericTimer;
+use fwipc_virtio::discovery::{DeviceTree, InterruptKind, VirtioMmioDevice};
+use fwipc_virtio::hal::IdentityHal;
+use fwipc_virtio::mmio::DEVICE_ID_SCMI;
+use scmi_agent::{Mode, Summary};
 use scmi_raw::{le32, name, RawError, RawScmi};
-use timer::GenericTimer;
 
 const PROTO_BASE: u8 = 0x10;
 const PROTO_SENSOR: u8 = 0x15;
@@ -45,8 +51,9 @@ const ROUND_TRIPS: u64 = 200;
 /// Why the guest failed.
 #[derive(Debug)]
 enum GuestError {
+    NoDeviceTree,
     NoScmiDevice,
-    Mmio(mmio::MmioError),
+    Virtio(fwipc_virtio::Error),
     Raw(&'static str, RawError),
     Check(&'static str),
     Agent(scmi_agent::AgentError),
@@ -55,8 +62,9 @@ enum GuestError {
 impl fmt::Display for GuestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GuestError::NoScmiDevice => f.write_str("no modern virtio-mmio device with id 32"),
-            GuestError::Mmio(e) => write!(f, "{e}"),
+            GuestError::NoDeviceTree => f.write_str("no device tree in x0 or at the start of RAM"),
+            GuestError::NoScmiDevice => f.write_str("no virtio-mmio device with id 32"),
+            GuestError::Virtio(e) => write!(f, "virtio-mmio: {e}"),
             GuestError::Raw(what, e) => write!(f, "{what}: {e}"),
             GuestError::Check(what) => write!(f, "check failed: {what}"),
             GuestError::Agent(e) => write!(f, "agent: {e}"),
@@ -83,16 +91,18 @@ fn check(cond: bool, what: &'static str) -> Result<(), GuestError> {
     }
 }
 
-/// Entered from `_start` with a stack, zeroed `.bss` and FP enabled.
+/// Entered from `_start` with a stack, zeroed `.bss` and FP enabled; `x0` is what the boot loader
+/// left in it (the device tree's address under the Linux arm64 boot protocol, 0 for QEMU's
+/// bare-metal ELF boot).
 #[no_mangle]
-extern "C" fn guest_main() -> ! {
+extern "C" fn guest_main(x0: usize) -> ! {
     println!("guest: fwipc aarch64 guest at EL{}", boot::current_el());
     let heap = heap::init();
     // Only fails if a logger is already set, which nothing else does.
     let _ = log::set_logger(&console::LOGGER);
     log::set_max_level(log::LevelFilter::Info);
     println!("guest: heap {} KiB", heap / 1024);
-    match run() {
+    match run(x0) {
         Ok(()) => println!("guest: PASS"),
         Err(e) => println!("guest: FAIL: {e}"),
     }
@@ -100,58 +110,153 @@ extern "C" fn guest_main() -> ! {
     psci::system_off()
 }
 
-fn find_scmi() -> Result<SlotInfo, GuestError> {
-    let mut found = None;
-    for slot in mmio::scan_virt() {
-        if slot.device_id != 0 {
-            println!(
-                "virtio-mmio: slot {} @ {:#x}: version {} device id {} vendor {:#x}",
-                slot.index, slot.base, slot.version, slot.device_id, slot.vendor_id
-            );
+/// QEMU `virt`: guest RAM starts here, and for a bare-metal (non-Linux) `-kernel` image QEMU
+/// places the device tree blob at its very start (QEMU's "virt" board documentation, "Hardware
+/// configuration information for bare-metal programming").
+const VIRT_RAM_START: usize = 0x4000_0000;
+/// Big-endian FDT magic (Devicetree Specification v0.4 §5.2).
+const FDT_MAGIC: u32 = 0xd00d_feed;
+
+/// The device tree: at `x0` if it holds one (Linux arm64 boot protocol), else at the start of RAM.
+fn device_tree(x0: usize) -> Result<(&'static str, DeviceTree<'static>), GuestError> {
+    for (from, addr) in [("x0", x0), ("start of RAM", VIRT_RAM_START)] {
+        // Only look inside RAM (QEMU `virt` RAM begins at 0x4000_0000): a stray x0 must not fault.
+        if addr < VIRT_RAM_START || !addr.is_multiple_of(8) {
+            continue;
         }
-        if slot.device_id == DEVICE_ID_SCMI && found.is_none() {
-            found = Some(slot);
+        // SAFETY: `addr` is 8-aligned and in guest RAM (checked above), which is mapped (MMU off)
+        // and readable; the read has no side effects.
+        let magic = unsafe { (addr as *const u32).read_volatile() };
+        if u32::from_be(magic) != FDT_MAGIC {
+            continue;
         }
+        // SAFETY: a blob with the FDT magic in RAM that nothing writes to for the whole run (the
+        // image is linked above it, the heap and stack are in the image's own sections).
+        let dt = unsafe { DeviceTree::from_ptr(addr as *const u8) }.map_err(GuestError::Virtio)?;
+        return Ok((from, dt));
     }
-    found.ok_or(GuestError::NoScmiDevice)
+    Err(GuestError::NoDeviceTree)
 }
 
-fn run() -> Result<(), GuestError> {
+fn describe_irq(dev: &VirtioMmioDevice) -> alloc::string::String {
+    match (dev.node.interrupt, dev.gic_intid()) {
+        (Some(i), Some(intid)) if i.kind == InterruptKind::Spi => {
+            format!("SPI {} (INTID {intid})", i.number)
+        }
+        (Some(i), _) => format!("{:?} {}", i.kind, i.number),
+        (None, _) => "no interrupt".into(),
+    }
+}
+
+/// Discover every virtio-mmio device, then drive every SCMI one; fail unless all were driven.
+fn run(x0: usize) -> Result<(), GuestError> {
     let timer = GenericTimer::new();
-    let slot = find_scmi()?;
-    // SAFETY: `slot.base` is a virtio-mmio register block of QEMU `virt` holding device 32 (just
-    // read); SCMI has no config space (size 0), and only this transport drives the device.
-    let transport = unsafe { ModernMmioTransport::new(slot.base, 0) }.map_err(GuestError::Mmio)?;
+    let (from, dt) = device_tree(x0)?;
+    println!("guest: device tree from {from}, {} bytes", dt.total_size());
+    let mut scmi = Vec::new();
+    let mut windows = 0;
+    for node in dt.virtio_mmio_nodes() {
+        windows += 1;
+        // SAFETY: MMU off, so `IdentityHal` maps every window QEMU's device tree declares to its
+        // physical address (Device memory); nothing else accesses the devices.
+        match unsafe { node.probe::<IdentityHal>() } {
+            Ok(None) => {}
+            Ok(Some(dev)) => {
+                println!(
+                    "virtio-mmio: {:#x}: version {} device id {} vendor {:#x}, {}",
+                    dev.node.base,
+                    dev.header.version,
+                    dev.device_id(),
+                    dev.header.vendor_id,
+                    describe_irq(&dev)
+                );
+                if dev.device_id() == DEVICE_ID_SCMI {
+                    scmi.push(dev);
+                }
+            }
+            Err(e) => println!("virtio-mmio: {:#x}: unreadable: {e}", node.base),
+        }
+    }
     println!(
-        "scmi: device id {} at slot {} (modern virtio-mmio)",
+        "guest: {windows} virtio-mmio windows, {} virtio-scmi devices",
+        scmi.len()
+    );
+    if scmi.is_empty() {
+        return Err(GuestError::NoScmiDevice);
+    }
+    let mut driven = 0;
+    for (i, dev) in scmi.iter().enumerate() {
+        match drive(i, dev, timer) {
+            Ok(summary) => {
+                print!(
+                    "device[{i}] @ {:#x}: vendor \"{}\", sensors [",
+                    dev.node.base, summary.vendor
+                );
+                for (n, s) in summary.sensors.iter().enumerate() {
+                    print!("{}\"{s}\"", if n == 0 { "" } else { ", " });
+                }
+                println!("]");
+                driven += 1;
+            }
+            // Go on with the other devices; the verdict below fails the run.
+            Err(e) => println!("device[{i}] @ {:#x}: FAIL: {e}", dev.node.base),
+        }
+    }
+    println!(
+        "guest: drove {driven} of {} virtio-scmi devices",
+        scmi.len()
+    );
+    check(driven == scmi.len(), "every virtio-scmi device driven")
+}
+
+/// The three driver instances of one SCMI device, each after a device reset.
+fn drive(i: usize, dev: &VirtioMmioDevice, timer: GenericTimer) -> Result<Summary, GuestError> {
+    let intid = dev.gic_intid().ok_or(GuestError::Check(
+        "the device tree gives the device a GIC interrupt",
+    ))?;
+    let tag = format!("scmi[{i}]");
+    // SAFETY: MMU off (identity map, Device memory); only this transport drives the device, and
+    // each transport below is created after the previous one was consumed.
+    let transport = unsafe { dev.transport::<IdentityHal>() }.map_err(GuestError::Virtio)?;
+    println!(
+        "{tag}: device id {} at {:#x} (modern virtio-mmio), INTID {intid}",
         transport.device_id(),
-        slot.index
+        dev.node.base
     );
     let mut scmi = RawScmi::new(transport, timer).ctx("virtio init")?;
-    raw_session(&mut scmi, &timer)?;
+    raw_session(&mut scmi, &timer, &tag)?;
     // Taking the transport back resets the device; the fwipc backend then takes it over from
     // scratch.
     let transport = scmi.into_transport();
-    println!("scmi: raw path done, device reset; now the fwipc backend + agent, polled");
-    scmi_agent::session(transport, timer, Mode::Polled).map_err(GuestError::Agent)?;
+    println!("{tag}: raw path done, device reset; now the fwipc backend + agent, polled");
+    let polled = scmi_agent::session(transport, timer, Mode::Polled, &format!("agent[{i}]"))
+        .map_err(GuestError::Agent)?;
 
     // The backend's shutdown reset the device; drive it once more, interrupt-driven.
     // SAFETY: as above; the previous transport was consumed and dropped with its `ScmiVirtio`.
-    let transport = unsafe { ModernMmioTransport::new(slot.base, 0) }.map_err(GuestError::Mmio)?;
-    let intid = irq::VIRT_MMIO_FIRST_INTID + slot.index as u32;
-    scmi_agent::session(transport, timer, Mode::Interrupt { intid }).map_err(GuestError::Agent)
+    let transport = unsafe { dev.transport::<IdentityHal>() }.map_err(GuestError::Virtio)?;
+    let irq = scmi_agent::session(
+        transport,
+        timer,
+        Mode::Interrupt { intid },
+        &format!("agent-irq[{i}]"),
+    )
+    .map_err(GuestError::Agent)?;
+    check(polled == irq, "both agent sessions see the same platform")?;
+    Ok(irq)
 }
 
 fn raw_session<T: virtio_drivers::transport::Transport>(
     scmi: &mut RawScmi<T>,
     timer: &GenericTimer,
+    tag: &str,
 ) -> Result<(), GuestError> {
     let t0 = timer.now_ns();
     let r = scmi
         .call(PROTO_BASE, 0x0, &[])
         .ctx("BASE PROTOCOL_VERSION")?;
     let version = le32(r, 0);
-    println!("scmi: base protocol version {:#x}", version);
+    println!("{tag}: base protocol version {:#x}", version);
 
     let r = scmi
         .call(PROTO_BASE, 0x1, &[])
@@ -159,7 +264,7 @@ fn raw_session<T: virtio_drivers::transport::Transport>(
     let attrs = le32(r, 0);
     let n_protocols = attrs & 0xff;
     println!(
-        "scmi: {} protocols besides base, {} agents",
+        "{tag}: {} protocols besides base, {} agents",
         n_protocols,
         (attrs >> 8) & 0xff
     );
@@ -170,12 +275,12 @@ fn raw_session<T: virtio_drivers::transport::Transport>(
     check(r.len() >= 16, "vendor reply holds a 16-byte name")?;
     let mut vendor = [0u8; 16];
     vendor.copy_from_slice(&r[..16]);
-    println!("scmi: vendor \"{}\"", name(&vendor));
+    println!("{tag}: vendor \"{}\"", name(&vendor));
 
     let r = scmi
         .call(PROTO_BASE, 0x5, &[])
         .ctx("BASE DISCOVER_IMPLEMENTATION_VERSION")?;
-    println!("scmi: implementation version {:#x}", le32(r, 0));
+    println!("{tag}: implementation version {:#x}", le32(r, 0));
 
     // DISCOVER_LIST_PROTOCOLS(skip): num_returned, then ids packed 4 per word.
     let mut protocols = alloc::vec::Vec::new();
@@ -192,25 +297,25 @@ fn raw_session<T: virtio_drivers::transport::Transport>(
         )?;
         protocols.extend_from_slice(&r[4..4 + returned]);
     }
-    print!("scmi: protocols [");
+    print!("{tag}: protocols [");
     for (i, p) in protocols.iter().enumerate() {
         print!("{}{:#04x}", if i == 0 { "" } else { ", " }, p);
     }
     println!("]");
 
     if !protocols.contains(&PROTO_SENSOR) {
-        println!("scmi: no sensor protocol");
+        println!("{tag}: no sensor protocol");
         return Ok(());
     }
     let r = scmi
         .call(PROTO_SENSOR, 0x0, &[])
         .ctx("SENSOR PROTOCOL_VERSION")?;
-    println!("scmi: sensor protocol version {:#x}", le32(r, 0));
+    println!("{tag}: sensor protocol version {:#x}", le32(r, 0));
     let r = scmi
         .call(PROTO_SENSOR, 0x1, &[])
         .ctx("SENSOR PROTOCOL_ATTRIBUTES")?;
     let n_sensors = le32(r, 0) & 0xffff;
-    println!("scmi: {} sensors", n_sensors);
+    println!("{tag}: {} sensors", n_sensors);
 
     for id in 0..n_sensors {
         // SENSOR_DESCRIPTION_GET(desc_index = id): num_descriptors flags, then descriptors of
@@ -229,7 +334,7 @@ fn raw_session<T: virtio_drivers::transport::Transport>(
             1
         };
         println!(
-            "scmi: sensor {} \"{}\": {} axes, unit {}, attributes {:#x}/{:#x}",
+            "{tag}: sensor {} \"{}\": {} axes, unit {}, attributes {:#x}/{:#x}",
             le32(r, 4),
             name(&sname),
             axes,
@@ -254,7 +359,7 @@ fn raw_session<T: virtio_drivers::transport::Transport>(
             let mut aname = [0u8; 16];
             aname.copy_from_slice(&r[16..32]);
             println!(
-                "scmi: sensor {} axis {} \"{}\": unit {}",
+                "{tag}: sensor {} axis {} \"{}\": unit {}",
                 id,
                 le32(r, 4),
                 name(&aname),
@@ -273,7 +378,7 @@ fn raw_session<T: virtio_drivers::transport::Transport>(
                 .call(PROTO_SENSOR, 0x6, &[id, 0])
                 .ctx("SENSOR_READING_GET")?;
             check(r.len() >= axes as usize * 16, "reading holds every axis")?;
-            print!("scmi: sensor {} reading {}:", id, n);
+            print!("{tag}: sensor {} reading {}:", id, n);
             let mut first = 0i64;
             for axis in 0..axes as usize {
                 let v = (u64::from(le32(r, axis * 16)) | (u64::from(le32(r, axis * 16 + 4)) << 32))
@@ -291,7 +396,7 @@ fn raw_session<T: virtio_drivers::transport::Transport>(
         }
     }
     let dt = timer.now_ns().saturating_sub(t0);
-    println!("scmi: raw session done in {} us", dt / 1000);
+    println!("{tag}: raw session done in {} us", dt / 1000);
 
     // Round-trip time of the smallest command (QEMU TCG + vhost-user + daemon; informational).
     let (mut min, mut max, mut total) = (u64::MAX, 0u64, 0u64);
@@ -305,7 +410,7 @@ fn raw_session<T: virtio_drivers::transport::Transport>(
         total = total.saturating_add(d);
     }
     println!(
-        "scmi: raw round trip over {} calls: avg {} us, min {} us, max {} us",
+        "{tag}: raw round trip over {} calls: avg {} us, min {} us, max {} us",
         ROUND_TRIPS,
         total / ROUND_TRIPS / 1000,
         min / 1000,

@@ -1,25 +1,28 @@
-//! The SCMI session through the project's stack, unmodified: `backend_scmi_virtio::virtio::
-//! ScmiVirtio` (the virtio-scmi `fwipc_transport_api::Transport`) over this guest's
-//! [`ModernMmioTransport`] and [`IdentityHal`], under the typed agent
-//! `backend_scmi_virtio::protocol::Scmi`, polled (see [`Polled`]).
+//! The SCMI session through the project's stack, unmodified: `fwipc_scmi_virtio::virtio::
+//! ScmiVirtio` (the virtio-scmi `fwipc_transport_api::Transport`) over `fwipc_virtio`'s
+//! [`MmioTransport`] and [`IdentityHal`], under the typed agent
+//! `fwipc_scmi_virtio::protocol::Scmi`, polled (see [`Polled`]) or interrupt-driven (the
+//! pipelined waits park in `fwipc_virtio`'s [`EventParker`], woken from the IRQ handler).
 
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use core::time::Duration;
 
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use backend_scmi_virtio::header::make_target;
-use backend_scmi_virtio::protocol::notify::Notification;
-use backend_scmi_virtio::protocol::{Config, Event, Filter, Scmi, ScmiError, WaitPolicy};
-use backend_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
+use fwipc_scmi_virtio::header::make_target;
+use fwipc_scmi_virtio::protocol::notify::Notification;
+use fwipc_scmi_virtio::protocol::{Config, Event, Filter, Scmi, ScmiError, WaitPolicy};
+use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
 use fwipc_transport_api::{wait_done, Deadline, Error, Request, Transport, TxOutcome, Wait};
 
-use fwipc_guest_aarch64::mmio::ModernMmioTransport;
 use fwipc_guest_aarch64::polled::Polled;
+use fwipc_virtio::aarch64::{enable_event_stream, GenericTimer};
+use fwipc_virtio::hal::IdentityHal;
+use fwipc_virtio::mmio::MmioTransport;
+use fwipc_virtio::parker::EventParker;
 
-use crate::hal::IdentityHal;
 use crate::irq;
-use crate::timer::GenericTimer;
 use crate::{print, println};
 
 /// Sensor protocol id and its SENSOR_UPDATE notification id.
@@ -66,7 +69,7 @@ fn check(cond: bool, what: &'static str) -> Result<(), AgentError> {
 }
 
 /// The virtio-scmi transport of this guest.
-type Virtio = ScmiVirtio<IdentityHal, ModernMmioTransport>;
+type Virtio = ScmiVirtio<IdentityHal, MmioTransport<'static>>;
 
 /// Deadline of each command (replies take tens of microseconds under TCG; the margin is for a
 /// loaded CI host, where QEMU and the daemon share two cores with other jobs).
@@ -96,7 +99,7 @@ pub enum Mode {
 /// pushed onto the new used ring (seen here as "eventq used index jumped by 16" with an 8-entry
 /// eventq, which the backend rejects and counts as a protocol error).
 fn virtio_up(
-    transport: ModernMmioTransport,
+    transport: MmioTransport<'static>,
     timer: GenericTimer,
     tag: &str,
     p2a: bool,
@@ -122,28 +125,37 @@ fn virtio_up(
     Ok(virtio)
 }
 
+/// What a session found: the platform's vendor and its sensors' names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// DISCOVER_VENDOR.
+    pub vendor: String,
+    /// Every sensor's name, by sensor id.
+    pub sensors: Vec<String>,
+}
+
 /// Bring the device up through the backend and run the session: discovery, sensors, round trips;
 /// in interrupt mode also one SENSOR_UPDATE notification. Ends with the transport shut down (the
-/// device reset).
+/// device reset). `tag` prefixes every line printed.
 pub fn session(
-    transport: ModernMmioTransport,
+    transport: MmioTransport<'static>,
     timer: GenericTimer,
     mode: Mode,
-) -> Result<(), AgentError> {
+    tag: &str,
+) -> Result<Summary, AgentError> {
     let timeouts = |c: Config| c.with_timeouts(COMMAND_TIMEOUT, COMMAND_TIMEOUT);
     match mode {
         Mode::Polled => {
-            let tag = "agent";
             let virtio = virtio_up(transport, timer, tag, false)?;
             let agent = Scmi::new(Polled(virtio), timer, timeouts(Config::default()))
                 .ctx("agent set-up")?;
-            discover(&agent, tag)?;
-            sensors(&agent, &timer, tag)?;
+            let vendor = discover(&agent, tag)?;
+            let sensors = sensors(&agent, &timer, tag)?;
             pipelined(agent.transport(), &timer, tag, Wait::Poll)?;
-            finish(&agent, tag)
+            finish(&agent, tag)?;
+            Ok(Summary { vendor, sensors })
         }
         Mode::Interrupt { intid } => {
-            let tag = "agent-irq";
             let virtio = virtio_up(transport, timer, tag, true)?;
             let cfg = Config {
                 wait: WaitPolicy::SpinThenYield {
@@ -157,25 +169,22 @@ pub fn session(
             // only this function programs the GIC.
             let mut gic = unsafe { irq::Gic::virt() };
             gic.init();
-            irq::start_event_stream();
+            // Bit 14 of the 62.5 MHz counter: an event about every 0.5 ms bounds every `wfe`, so
+            // an interrupt that arrives just before the `wfe` costs at most one period.
+            enable_event_stream(14);
             let (before, _) = irq::counts();
             let complete = || agent.transport().complete();
             let mut storage = None;
             let registration = gic.register(intid, &complete, &mut storage);
             println!("{tag}: device interrupt INTID {intid} -> ScmiVirtio::complete");
-            discover(&agent, tag)?;
-            sensors(&agent, &timer, tag)?;
-            let relax = || irq::wait_for_interrupt();
-            pipelined(
-                agent.transport(),
-                &timer,
-                tag,
-                Wait::SpinThenYield {
-                    spins: 0,
-                    relax: &relax,
-                },
-            )?;
-            notification(&agent, &timer, tag)?;
+            let vendor = discover(&agent, tag)?;
+            let sensors = sensors(&agent, &timer, tag)?;
+            // `Wait::Completion`: each wait registers the parker's waker with the transport and
+            // parks (IRQs unmasked around `wfe`); `complete()` in the IRQ handler wakes it.
+            let parker = EventParker::new(timer, irq::wait_for_interrupt);
+            pipelined(agent.transport(), &timer, tag, Wait::Completion(&parker))?;
+            let first = sensors.first().map(String::as_str).unwrap_or("");
+            notification(&agent, &timer, tag, first)?;
             drop(registration);
             let (after, spurious) = irq::counts();
             println!(
@@ -184,7 +193,8 @@ pub fn session(
                 spurious
             );
             check(after > before, "replies completed by the interrupt handler")?;
-            finish(&agent, tag)
+            finish(&agent, tag)?;
+            Ok(Summary { vendor, sensors })
         }
     }
 }
@@ -212,7 +222,7 @@ fn finish<T: Transport>(agent: &Scmi<T, GenericTimer>, tag: &str) -> Result<(), 
     Ok(())
 }
 
-fn discover<T: Transport>(agent: &Scmi<T, GenericTimer>, tag: &str) -> Result<(), AgentError> {
+fn discover<T: Transport>(agent: &Scmi<T, GenericTimer>, tag: &str) -> Result<String, AgentError> {
     let base = agent.base();
     println!(
         "{tag}: base protocol version {}",
@@ -223,10 +233,8 @@ fn discover<T: Transport>(agent: &Scmi<T, GenericTimer>, tag: &str) -> Result<()
         "{tag}: {} protocols besides base, {} agents",
         attrs.num_protocols, attrs.num_agents
     );
-    println!(
-        "{tag}: vendor \"{}\"",
-        base.vendor().ctx("DISCOVER_VENDOR")?
-    );
+    let vendor = base.vendor().ctx("DISCOVER_VENDOR")?.to_string();
+    println!("{tag}: vendor \"{vendor}\"");
     println!(
         "{tag}: implementation version {:#x}",
         base.implementation_version()
@@ -241,14 +249,15 @@ fn discover<T: Transport>(agent: &Scmi<T, GenericTimer>, tag: &str) -> Result<()
     check(
         protocols.contains(PROTO_SENSOR),
         "the platform implements the sensor protocol",
-    )
+    )?;
+    Ok(vendor)
 }
 
 fn sensors<T: Transport>(
     agent: &Scmi<T, GenericTimer>,
     timer: &GenericTimer,
     tag: &str,
-) -> Result<(), AgentError> {
+) -> Result<Vec<String>, AgentError> {
     let sensor = agent.sensor();
     println!(
         "{tag}: sensor protocol version {}",
@@ -261,7 +270,9 @@ fn sensors<T: Transport>(
         descs.len() == usize::from(attrs.num_sensors),
         "one descriptor per sensor",
     )?;
+    let mut names = Vec::with_capacity(descs.len());
     for d in &descs {
+        names.push(d.name.to_string());
         println!(
             "{tag}: sensor {} \"{}\": {} axes, unit {}, continuous-update notify {}",
             d.id,
@@ -309,7 +320,7 @@ fn sensors<T: Transport>(
         n,
         timer.now_ns().saturating_sub(t0) / n / 1000
     );
-    Ok(())
+    Ok(names)
 }
 
 /// Fill the transport: `max_msg` BASE PROTOCOL_VERSION requests in flight at once (all sent
@@ -380,6 +391,7 @@ fn notification<T: Transport>(
     agent: &Scmi<T, GenericTimer>,
     timer: &GenericTimer,
     tag: &str,
+    sensor_name: &str,
 ) -> Result<(), AgentError> {
     let seen = Arc::new(Seen::default());
     let sink = seen.clone();
@@ -407,7 +419,8 @@ fn notification<T: Transport>(
     sensor
         .continuous_update_notify(0, true)
         .ctx("SENSOR_CONTINUOUS_UPDATE_NOTIFY on")?;
-    println!("{tag}: waiting for SENSOR_UPDATE");
+    // The host script triggers the notification on the daemon whose sensor has this name.
+    println!("{tag}: waiting for SENSOR_UPDATE from \"{sensor_name}\"");
     let deadline = timer.deadline(NOTIFY_TIMEOUT);
     // Acquire: pairs with the subscriber's Release increment.
     while seen.count.load(Ordering::Acquire) == 0 {

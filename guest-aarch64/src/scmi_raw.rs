@@ -13,8 +13,8 @@ use core::time::Duration;
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::Transport;
 
-use crate::hal::IdentityHal;
-use crate::timer::GenericTimer;
+use fwipc_virtio::aarch64::GenericTimer;
+use fwipc_virtio::hal::IdentityHal;
 
 /// Queue size: one command in flight at a time needs 2 descriptors; 8 leaves room.
 pub const CMDQ_SIZE: usize = 8;

@@ -7,10 +7,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backend_scmi_virtio::protocol::notify::Notification;
-use backend_scmi_virtio::protocol::{Event, Filter, ScmiError};
-use backend_scmi_virtio::status::ScmiStatus;
-use backend_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtioConfig};
+use fwipc_scmi_virtio::protocol::notify::Notification;
+use fwipc_scmi_virtio::protocol::{Event, Filter, ScmiError};
+use fwipc_scmi_virtio::status::ScmiStatus;
+use fwipc_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtioConfig};
 use fwipc_transport_api::{Completion, Error, Request, Ticket, Transport};
 
 use common::backend::BackendFixture;

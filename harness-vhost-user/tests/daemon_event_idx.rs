@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Instant;
 
-use backend_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtioConfig};
+use fwipc_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtioConfig};
 use fwipc_transport_api::{Completion, Ticket, Transport};
 
 use common::backend::BackendFixture;

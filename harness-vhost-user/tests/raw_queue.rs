@@ -98,7 +98,7 @@ fn raw_pipelined_batches() {
             ids.push(unsafe { s.cmdq.add(&[req], &mut [&mut resp[..]]) }.unwrap());
         }
         // Always kick after a batch: virtio-drivers' `should_notify` is not wrap-safe for
-        // batches (see the spec note), and a spare kick is harmless.
+        // batches (docs/protocols/virtio.md §4 pitfall 10), and a spare kick is harmless.
         s.transport.notify(CMDQ);
         let deadline = Instant::now() + TIMEOUT;
         for (i, id) in ids.into_iter().enumerate() {

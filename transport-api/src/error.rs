@@ -98,8 +98,9 @@ impl fmt::Display for Error {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}
+
+impl core::error::Error for ProtocolError {}
 
 /// Linux errno values used by [`Error::errno`]; stable so C callers can match on them.
 pub mod errno {

@@ -12,6 +12,7 @@ use crate::Result;
 /// slot index (never an address). Not `Clone`: [`Transport::mark_txdone`] consumes it, so a
 /// transfer is finished exactly once.
 #[derive(Debug, PartialEq, Eq, Hash)]
+#[must_use = "a transfer holds a pool buffer and a token until `mark_txdone` ends it"]
 pub struct Ticket {
     token: u32,
     slot: u32,
@@ -94,6 +95,25 @@ pub enum TxOutcome {
     Cancelled,
 }
 
+impl TxOutcome {
+    /// The one rule that ends a transfer after waiting for it: `Ok` → [`TxOutcome::Done`],
+    /// `Err(Timeout)` → [`TxOutcome::TimedOut`], any other error → [`TxOutcome::Cancelled`].
+    ///
+    /// ```
+    /// use fwipc_transport_api::{Error, TxOutcome};
+    /// assert_eq!(TxOutcome::after_wait(&Ok(())), TxOutcome::Done);
+    /// assert_eq!(TxOutcome::after_wait(&Err(Error::Timeout)), TxOutcome::TimedOut);
+    /// assert_eq!(TxOutcome::after_wait(&Err(Error::Shutdown)), TxOutcome::Cancelled);
+    /// ```
+    pub fn after_wait(r: &crate::Result<()>) -> Self {
+        match r {
+            Ok(()) => TxOutcome::Done,
+            Err(crate::Error::Timeout) => TxOutcome::TimedOut,
+            Err(_) => TxOutcome::Cancelled,
+        }
+    }
+}
+
 /// Direction of a bulk transfer, seen from this (local) side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BulkDir {
@@ -173,6 +193,7 @@ pub trait Transport: Send + Sync {
 
     /// Queue a message. `Busy` when no buffer or token is free, `TooLarge` when the payload does
     /// not fit, `Shutdown` after shutdown began. Never blocks, never allocates.
+    #[must_use = "the ticket must be waited on and ended with `mark_txdone`"]
     fn send(&self, req: &Request<'_>) -> Result<Ticket>;
 
     /// Whether the reply (or bulk completion) for `ticket` has arrived. Does not consume it.

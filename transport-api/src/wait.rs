@@ -9,7 +9,7 @@ use crate::transport::{Request, Ticket, Transport, TxOutcome};
 use crate::{Error, Result};
 
 /// Blocks the current execution context until woken or a timeout passes. The std implementation
-/// is [`ThreadParker`]; on bare metal, a WFI/WFE loop with an interrupt-driven waker.
+/// is `ThreadParker` (feature `std`); on bare metal, a WFI/WFE loop with an interrupt-driven waker.
 pub trait Parker {
     /// A waker that unblocks [`Parker::park_timeout`].
     fn waker(&self) -> &Waker;
@@ -104,21 +104,10 @@ pub fn call<T: Transport + ?Sized>(
 ) -> Result<usize> {
     let ticket = t.send(req)?;
     let deadline = Deadline::after(clock, timeout);
-    match wait_done(t, &ticket, clock, deadline, wait) {
-        Ok(()) => {
-            let r = t.fetch_response(&ticket, resp);
-            t.mark_txdone(ticket, TxOutcome::Done);
-            r
-        }
-        Err(Error::Timeout) => {
-            t.mark_txdone(ticket, TxOutcome::TimedOut);
-            Err(Error::Timeout)
-        }
-        Err(e) => {
-            t.mark_txdone(ticket, TxOutcome::Cancelled);
-            Err(e)
-        }
-    }
+    let waited = wait_done(t, &ticket, clock, deadline, wait);
+    let r = waited.and_then(|()| t.fetch_response(&ticket, resp));
+    t.mark_txdone(ticket, TxOutcome::after_wait(&waited));
+    r
 }
 
 /// The std [`Parker`]: parks the thread that created it.

@@ -2,7 +2,7 @@ use super::*;
 use crate::payload::MetaView;
 use proptest::prelude::*;
 
-/// Worked example of notes §5 with concrete addresses:
+/// Worked example of docs/protocols/fastrpc.md §5 with concrete addresses:
 /// payload VA B = 0x7F00_0000_0000, payload IOVA P = 0x8000_0000, session id 1
 /// (bus = P | 1 << 32 = 0x1_8000_0000), handle fd 7 mapped at IOVA 0x9000_0000.
 const B: u64 = 0x7F00_0000_0000;

@@ -22,7 +22,8 @@ crate::fastrpc_interface! {
 }
 
 crate::fastrpc_interface! {
-    /// `adsp_listener.next2` (notes §9): primIn 16 B, 1 in-seq, primROut 16 B, 1 out-seq.
+    /// `adsp_listener.next2` (docs/protocols/fastrpc.md §9): primIn 16 B, 1 in-seq, primROut 16 B,
+    /// 1 out-seq.
     pub interface listener {
         stub ListenerStub;
         skel ListenerImpl, listener_skel_invoke;

@@ -166,14 +166,14 @@ pub struct VoltageDomainConfig {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Quirks {
     /// Multi-part replies claim `remaining >= 1` forever (a platform bug the agent's bounded
-    /// loops must survive, notes §8 item 7).
+    /// loops must survive, docs/protocols/scmi.md §8 item 7).
     pub remaining_forever: bool,
     /// Never paginate: a reply that does not fit becomes COMMS_ERROR (vhost-device-scmi 0.4).
     pub no_pagination: bool,
     /// At most this many entries per multi-part reply (0 = as many as fit).
     pub max_entries_per_reply: usize,
-    /// Append an extra word after the status of SENSOR_CONTINUOUS_UPDATE_NOTIFY (what the notes
-    /// report vhost-device-scmi doing, **(unverified)**).
+    /// Append an extra word after the status of SENSOR_CONTINUOUS_UPDATE_NOTIFY (what
+    /// vhost-device-scmi does, docs/protocols/scmi.md §6; **(unverified)** against DEN0056).
     pub notify_reply_extra_word: bool,
     /// Pack DISCOVER_LIST_PROTOCOLS into word `i % 4` instead of `i / 4` (vhost-device-scmi's
     /// packing defect).
@@ -219,7 +219,7 @@ pub struct PlatformConfig {
     /// platform implements, Base, and duplicates are ignored.
     pub extra_protocols: Vec<u8>,
     /// P2A channels negotiated: without them notifications and delayed responses are refused
-    /// (NOT_SUPPORTED) and hidden from PROTOCOL_MESSAGE_ATTRIBUTES (notes §1.1).
+    /// (NOT_SUPPORTED) and hidden from PROTOCOL_MESSAGE_ATTRIBUTES (docs/protocols/scmi.md §1.1).
     pub p2a: bool,
     /// Pending P2A messages kept; further notifications are dropped (counted), further
     /// asynchronous commands answered BUSY.

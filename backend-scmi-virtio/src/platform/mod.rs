@@ -3,7 +3,8 @@
 //!
 //! [`Platform`](crate::platform::Platform) is the simulated platform: Base, Sensor, Clock, Performance, Power, Reset,
 //! Voltage, System power and the fwipc test protocol, configured by [`PlatformConfig`](crate::platform::PlatformConfig).
-//! [`DirectTransport`](crate::platform::direct::DirectTransport) runs it behind a `Transport` without virtio, for protocol tests.
+//! `direct::DirectTransport` (doc-hidden) runs it behind a `Transport` without virtio, for protocol
+//! tests.
 
 mod clocks;
 pub mod config;

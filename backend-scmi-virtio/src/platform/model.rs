@@ -73,7 +73,7 @@ pub(crate) struct DomainState {
 }
 
 /// The simulated SCMI platform. Build it from a [`PlatformConfig`]; it implements
-/// [`PlatformModel`], so the simulated virtio device (or [`super::direct::DirectTransport`])
+/// [`PlatformModel`], so the simulated virtio device (or `platform::direct::DirectTransport`)
 /// can host it. Never panics on any request bytes.
 pub struct Platform {
     pub(crate) cfg: PlatformConfig,
@@ -329,7 +329,7 @@ impl Platform {
     }
 
     /// PROTOCOL_MESSAGE_ATTRIBUTES: 0 for an implemented message, NOT_FOUND otherwise; messages
-    /// in `p2a_only` are hidden without P2A channels (notes §1.1).
+    /// in `p2a_only` are hidden without P2A channels (docs/protocols/scmi.md §1.1).
     pub(crate) fn msg_attrs(
         &self,
         p: Params<'_>,

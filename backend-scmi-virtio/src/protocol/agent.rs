@@ -48,9 +48,10 @@ pub enum WaitPolicy {
     },
 }
 
-/// Agent configuration. The defaults follow the notes: a 60 s command deadline (the Linux
-/// virtio value, "for non-realtime virtio devices") and a delayed-response deadline that is never
-/// shorter than it (Linux's fixed 2 s is the defect, notes §7).
+/// Agent configuration. The defaults follow docs/protocols/scmi.md §2.1 and §8 item 2: a 60 s
+/// command deadline (the Linux virtio value, "for non-realtime virtio devices") and a
+/// delayed-response deadline that is never shorter than it (Linux's fixed 2 s is the defect,
+/// docs/protocols/scmi.md §7).
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
     /// Deadline of each synchronous reply.
@@ -58,7 +59,7 @@ pub struct Config {
     /// Deadline of each delayed response, counted from the synchronous reply. Must be
     /// `>= command_timeout` ([`Scmi::new`] rejects a shorter one).
     pub delayed_timeout: Duration,
-    /// Cap on the rounds of one multi-part enumeration (notes §8 item 7).
+    /// Cap on the rounds of one multi-part enumeration (docs/protocols/scmi.md §8 item 7).
     pub max_rounds: u32,
     /// Delayed responses that may be awaited at once.
     pub max_pending_delayed: usize,
@@ -261,8 +262,8 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         parse(&mut Reader::new(reply)).map_err(|m| self.malformed(m))
     }
 
-    fn wait(&self, ticket: &Ticket, deadline: Deadline) -> ScmiResult<()> {
-        let r = match self.cfg.wait {
+    fn wait(&self, ticket: &Ticket, deadline: Deadline) -> fwipc_transport_api::Result<()> {
+        match self.cfg.wait {
             WaitPolicy::Poll => wait_done(&self.t, ticket, &self.clock, deadline, Wait::Poll),
             WaitPolicy::SpinThenYield { spins, relax } => {
                 let f = move || relax();
@@ -274,8 +275,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
                     Wait::SpinThenYield { spins, relax: &f },
                 )
             }
-        };
-        r.map_err(ScmiError::from)
+        }
     }
 
     /// Send one command with raw parameter bytes and copy the return values (after the status)
@@ -325,21 +325,16 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         timeout: Duration,
     ) -> ScmiResult<(usize, Ticket)> {
         let deadline = Deadline::after(&self.clock, timeout);
-        match self.wait(&ticket, deadline) {
-            Ok(()) => match self.t.fetch_response(&ticket, resp) {
-                Ok(n) => Ok((n, ticket)),
-                Err(e) => {
-                    self.t.mark_txdone(ticket, TxOutcome::Done);
-                    Err(e.into())
-                }
-            },
-            Err(ScmiError::Transport(fwipc_transport_api::Error::Timeout)) => {
-                self.t.mark_txdone(ticket, TxOutcome::TimedOut);
-                Err(ScmiError::Transport(fwipc_transport_api::Error::Timeout))
-            }
+        let waited = self.wait(&ticket, deadline);
+        if let Err(e) = waited {
+            self.t.mark_txdone(ticket, TxOutcome::after_wait(&waited));
+            return Err(e.into());
+        }
+        match self.t.fetch_response(&ticket, resp) {
+            Ok(n) => Ok((n, ticket)),
             Err(e) => {
-                self.t.mark_txdone(ticket, TxOutcome::Cancelled);
-                Err(e)
+                self.t.mark_txdone(ticket, TxOutcome::Done);
+                Err(e.into())
             }
         }
     }
@@ -359,7 +354,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
     }
 
     /// A command whose reply is the status only. Extra return values are tolerated and ignored
-    /// (vhost-device-scmi appends a word to CONTINUOUS_UPDATE_NOTIFY, notes §6).
+    /// (vhost-device-scmi appends a word to CONTINUOUS_UPDATE_NOTIFY, docs/protocols/scmi.md §6).
     pub(crate) fn cmd_status(&self, protocol: u8, message: u8, params: &[u32]) -> ScmiResult<()> {
         self.cmd(protocol, message, params, |_| Ok(()))
     }
@@ -413,7 +408,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         };
         // Keep the transfer open until the delayed response is in (or given up on): its token
         // stays reserved in the transport, so no other command can be issued with the same
-        // token + protocol + message id while this one waits (notes §8 item 5).
+        // token + protocol + message id while this one waits (docs/protocols/scmi.md §8 item 5).
         let _open = OpenTransfer {
             t: &self.t,
             ticket: Some(ticket),

@@ -114,8 +114,8 @@ pub struct Discovery {
 /// Typed view of the Base protocol. Obtain with [`Scmi::base`].
 ///
 /// ```
-/// # use backend_scmi_virtio::platform::{Platform, PlatformConfig, direct::DirectTransport};
-/// # use backend_scmi_virtio::protocol::{Scmi, Config};
+/// # use fwipc_scmi_virtio::platform::{Platform, PlatformConfig, direct::DirectTransport};
+/// # use fwipc_scmi_virtio::protocol::{Scmi, Config};
 /// # use fwipc_transport_api::StdClock;
 /// let platform = Platform::new(PlatformConfig::vhost_device_scmi_like(1));
 /// let scmi = Scmi::new(DirectTransport::new(platform), StdClock::new(), Config::default()).unwrap();
@@ -196,8 +196,9 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
             .cmd_status(proto::BASE, base::NOTIFY_ERRORS, &[u32::from(enable)])
     }
 
-    /// DISCOVER_LIST_PROTOCOLS, every page, into `out`; returns the number of ids. The total is
-    /// the `num_protocols` of PROTOCOL_ATTRIBUTES; the loop is bounded (notes §5, §8 item 7).
+    /// DISCOVER_LIST_PROTOCOLS, every page, into `out`; returns the number of ids. The total is the
+    /// `num_protocols` of PROTOCOL_ATTRIBUTES; the loop is bounded (docs/protocols/scmi.md §5, §8
+    /// item 7).
     pub fn discover_protocols(&self, out: &mut [u8]) -> ScmiResult<usize> {
         let total = u32::from(self.attributes()?.num_protocols);
         let mut pager = Pager::new(Some(total), self.scmi.config().max_rounds);
@@ -234,8 +235,8 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
     /// list, as Linux does at start-up.
     ///
     /// ```
-    /// # use backend_scmi_virtio::platform::{Platform, PlatformConfig, direct::DirectTransport};
-    /// # use backend_scmi_virtio::protocol::{Scmi, Config};
+    /// # use fwipc_scmi_virtio::platform::{Platform, PlatformConfig, direct::DirectTransport};
+    /// # use fwipc_scmi_virtio::protocol::{Scmi, Config};
     /// # use fwipc_transport_api::StdClock;
     /// let platform = Platform::new(PlatformConfig::vhost_device_scmi_like(1));
     /// let scmi = Scmi::new(DirectTransport::new(platform), StdClock::new(), Config::default()).unwrap();

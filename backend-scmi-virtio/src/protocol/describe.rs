@@ -1,5 +1,5 @@
-//! The multi-part "describe / list" messages shared by several protocols (notes §5): one page
-//! parser per shape and one request loop for all of them.
+//! The multi-part "describe / list" messages shared by several protocols
+//! (docs/protocols/scmi.md §5): one page parser per shape and one request loop for all of them.
 //!
 //! A page starts with a flags word holding the entries returned (low bits) and the entries
 //! remaining (high bits); the counts go through the [`Pager`] before any entry is consumed.

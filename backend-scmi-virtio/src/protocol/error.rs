@@ -97,8 +97,9 @@ impl fmt::Display for ScmiError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for ScmiError {}
+impl core::error::Error for ScmiError {}
+
+impl core::error::Error for Malformed {}
 
 impl From<Malformed> for ScmiError {
     fn from(m: Malformed) -> Self {

@@ -1,4 +1,5 @@
-//! Protocol and message identifiers (notes §4), shared by the agent and the simulated platform.
+//! Protocol and message identifiers (docs/protocols/scmi.md §4), shared by the agent and the
+//! simulated platform.
 #![allow(missing_docs)]
 
 /// Protocol ids.

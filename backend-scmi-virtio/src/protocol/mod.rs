@@ -11,10 +11,10 @@
 //! `fetch_response` returns the return values after the status word, or `Err(Remote(status))`;
 //! `Ticket::token()` is the 10-bit wire token; P2A messages come from `fetch_notification` as
 //! `Notification { source: raw header, len }` with the bytes after the header. The virtio
-//! transport ([`crate::virtio::ScmiVirtio`]) and [`crate::platform::direct::DirectTransport`]
+//! transport ([`crate::virtio::ScmiVirtio`]) and `crate::platform::direct::DirectTransport`
 //! both implement it.
 //!
-//! # What this layer does (notes §8)
+//! # What this layer does (docs/protocols/scmi.md §8)
 //!
 //! * Deadlines: every synchronous reply waits at most [`Config::command_timeout`](crate::protocol::Config::command_timeout) (default 60 s,
 //!   Linux's virtio value), every delayed response [`Config::delayed_timeout`](crate::protocol::Config::delayed_timeout), which
@@ -24,7 +24,7 @@
 //!   are zerocopy layouts with asserted sizes; names must be NUL-terminated within 16/64 bytes;
 //!   entry ids must be below the advertised count; fixed-size notifications must be exact
 //!   (item 3). Parse failures are a typed [`Malformed`](crate::protocol::Malformed) and counted in [`AgentStats`](crate::protocol::AgentStats). Entry
-//!   points for fuzzers: [`fuzzing`](crate::protocol::fuzzing).
+//!   points for fuzzers: `fuzzing` (doc-hidden).
 //! * Delayed responses are matched on token + protocol + message id + type (item 4); the command's
 //!   transfer (and so its token) stays open until the delayed response arrives or times out, so
 //!   no other command can take the token meanwhile (item 5); a delayed response that arrives
@@ -45,8 +45,8 @@
 //! deadlock).
 //!
 //! ```
-//! use backend_scmi_virtio::platform::{Platform, PlatformConfig, direct::DirectTransport};
-//! use backend_scmi_virtio::protocol::{Config, Scmi};
+//! use fwipc_scmi_virtio::platform::{Platform, PlatformConfig, direct::DirectTransport};
+//! use fwipc_scmi_virtio::protocol::{Config, Scmi};
 //! use fwipc_transport_api::StdClock;
 //! use core::time::Duration;
 //!

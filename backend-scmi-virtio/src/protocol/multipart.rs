@@ -1,5 +1,6 @@
-//! Bounded multi-part enumeration (notes §5 and §8 item 7): the request carries a start index,
-//! the reply gives entries returned and remaining, and the agent repeats with index += returned.
+//! Bounded multi-part enumeration (docs/protocols/scmi.md §5 and §8 item 7): the request carries a
+//! start index, the reply gives entries returned and remaining, and the agent repeats with index +=
+//! returned.
 //!
 //! The [`Pager`] stops on returned = 0, rejects index + returned above the total, rejects a
 //! platform that still claims entries remain once the total has arrived ("remaining = 1

@@ -1,10 +1,10 @@
 //! Typed notification bodies (the bytes after the header). Fixed-size notifications must have
-//! exactly their specified length (notes §8 item 3).
+//! exactly their specified length (docs/protocols/scmi.md §8 item 3).
 //!
 //! ```
-//! use backend_scmi_virtio::header::Header;
-//! use backend_scmi_virtio::protocol::{notify::Notification, Event};
-//! // vhost-device-scmi's SENSOR_UPDATE for a 3-axis sensor (virtio-vhost.md §2).
+//! use fwipc_scmi_virtio::header::Header;
+//! use fwipc_scmi_virtio::protocol::{notify::Notification, Event};
+//! // vhost-device-scmi's SENSOR_UPDATE for a 3-axis sensor (docs/protocols/virtio.md §2).
 //! let words = [0u32, 0, 0, 0, 0, 0, 100, 0, 0, 0, 200, 0, 0, 0];
 //! let body: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
 //! let ev = Event { header: Header::decode(0x5701).unwrap(), payload: &body };

@@ -1,6 +1,6 @@
 //! Platform-to-agent traffic: the table of delayed responses being waited for (matched on token +
-//! protocol id + message id + type, notes §8 item 4) and the fixed-capacity subscriber table that
-//! notifications are dispatched to.
+//! protocol id + message id + type, docs/protocols/scmi.md §8 item 4) and the fixed-capacity
+//! subscriber table that notifications are dispatched to.
 //!
 //! Both tables are sized when the agent is built; the per-message paths only copy into
 //! preallocated buffers.

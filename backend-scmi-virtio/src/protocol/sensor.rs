@@ -142,9 +142,9 @@ pub fn parse_descriptor(r: &mut Reader<'_>, v3: bool) -> Result<SensorDescriptor
     Ok(d)
 }
 
-/// Parse one SENSOR_DESCRIPTION_GET page: flags (returned 11:0 per the notes **(unverified)**;
-/// Linux reads 15:0, which agrees whenever bits 15:12 are zero; remaining 31:16), then the
-/// descriptors, each passed to `f` after checking its id against `num_sensors`. Returns
+/// Parse one SENSOR_DESCRIPTION_GET page: flags (returned 11:0 per docs/protocols/scmi.md §5
+/// **(unverified)**; Linux reads 15:0, which agrees whenever bits 15:12 are zero; remaining 31:16),
+/// then the descriptors, each passed to `f` after checking its id against `num_sensors`. Returns
 /// (returned, remaining). `pager` checks the counts before any entry is consumed.
 pub fn parse_description_page(
     r: &mut Reader<'_>,
@@ -309,8 +309,8 @@ pub fn parse_async_readings(
 /// Typed view of the sensor protocol. Obtain with [`Scmi::sensor`].
 ///
 /// ```
-/// # use backend_scmi_virtio::platform::{Platform, PlatformConfig, direct::DirectTransport};
-/// # use backend_scmi_virtio::protocol::{Scmi, Config};
+/// # use fwipc_scmi_virtio::platform::{Platform, PlatformConfig, direct::DirectTransport};
+/// # use fwipc_scmi_virtio::protocol::{Scmi, Config};
 /// # use fwipc_transport_api::StdClock;
 /// // Shaped like vhost-device-scmi with one `fake` accelerometer.
 /// let platform = Platform::new(PlatformConfig::vhost_device_scmi_like(1));

@@ -1,6 +1,6 @@
 //! Little-endian reading and writing of SCMI payloads: a bounds-checked reader over remote bytes,
 //! a fixed-capacity parameter builder, NUL-terminated names, and the zerocopy layouts of fixed
-//! reply parts (sizes asserted against the notes).
+//! reply parts (sizes asserted against docs/protocols/scmi.md §4).
 
 use core::fmt;
 
@@ -168,11 +168,18 @@ impl<const N: usize> PartialEq<&str> for Name<N> {
 }
 
 impl<const N: usize> fmt::Display for Name<N> {
+    /// Non-printable bytes are escaped (`\xNN`); width, fill and alignment are honoured.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // At most 4 output bytes per name byte (`\xNN`); names are at most 64 bytes.
+        let mut buf = [0u8; 256];
+        let mut len = 0;
         for c in self.as_bytes().escape_ascii() {
-            fmt::Write::write_char(f, char::from(c))?;
+            let Some(slot) = buf.get_mut(len) else { break };
+            *slot = c;
+            len += 1;
         }
-        Ok(())
+        // `escape_ascii` yields only ASCII, so this never fails; fall back to nothing if it did.
+        f.pad(core::str::from_utf8(buf.get(..len).unwrap_or_default()).unwrap_or_default())
     }
 }
 
@@ -349,6 +356,24 @@ mod tests {
         assert_eq!(r.remaining(), 1);
         assert_eq!(r.bytes(2), Err(Malformed::Truncated));
         assert_eq!(r.bytes(1), Ok(&[3u8][..]));
+    }
+
+    #[test]
+    fn name_display_pads_and_escapes() {
+        let n = ShortName::from_str_truncated("cpu");
+        assert_eq!(format!("[{n:<6}]"), "[cpu   ]");
+        assert_eq!(format!("[{n:>6}]"), "[   cpu]");
+        assert_eq!(format!("[{n:*^7}]"), "[**cpu**]");
+        let mut f = [0u8; 16];
+        f[0] = b'a';
+        f[1] = 0x07;
+        let odd = ShortName::parse(&f).unwrap();
+        assert_eq!(format!("{odd:<8}|"), "a\\x07   |");
+        // The longest name, every byte escaped, still prints whole.
+        let mut b = [0xffu8; 64];
+        b[63] = 0;
+        let long = LongName::parse(&b).unwrap();
+        assert_eq!(format!("{long}").len(), 63 * 4);
     }
 
     #[test]

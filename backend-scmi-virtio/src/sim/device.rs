@@ -952,8 +952,8 @@ mod tests {
     use crate::sim::hal::SimHal;
     use crate::virtio::ring::SplitRing;
 
-    /// Drive the device's cmdq by hand: a malformed chain (one descriptor, or a readable
-    /// response) is returned empty and counted, and fails only itself (notes §8 item 11).
+    /// Drive the device's cmdq by hand: a malformed chain (one descriptor, or a readable response)
+    /// is returned empty and counted, and fails only itself (docs/protocols/scmi.md §8 item 11).
     #[test]
     fn malformed_chain_fails_only_itself() {
         let dev = SimDevice::start(SimDeviceConfig::default(), || {

@@ -6,6 +6,14 @@
 //!   [`SimTransport`] (its virtio-drivers `Transport`), [`IrqLine`].
 //! * `echo.rs`: [`EchoPlatform`], a minimal `PlatformModel` for bring-up.
 //! * `fixture.rs`: [`ScmiFixture`] for the conformance suite.
+//!
+//! [`SimHal`]: crate::sim::SimHal
+//! [`BounceHal`]: crate::sim::BounceHal
+//! [`SimDevice`]: crate::sim::SimDevice
+//! [`SimTransport`]: crate::sim::SimTransport
+//! [`IrqLine`]: crate::sim::IrqLine
+//! [`EchoPlatform`]: crate::sim::EchoPlatform
+//! [`ScmiFixture`]: crate::sim::ScmiFixture
 
 mod device;
 mod echo;

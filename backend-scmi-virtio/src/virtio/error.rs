@@ -57,6 +57,8 @@ impl fmt::Display for ScmiVirtioError {
     }
 }
 
+impl core::error::Error for ScmiVirtioError {}
+
 impl From<ScmiVirtioError> for Error {
     fn from(e: ScmiVirtioError) -> Self {
         match e {

@@ -1,6 +1,6 @@
 //! The eventq (queue 1): device-writable buffers pre-posted at setup, filled by the device with
 //! one notification or delayed response each, held until `fetch_notification` copies them out,
-//! then re-posted (notes §1.2, §8 item 9).
+//! then re-posted (docs/protocols/scmi.md §1.2, §8 item 9).
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use alloc::collections::VecDeque;

@@ -1,4 +1,4 @@
-//! Feature bits negotiated with a virtio-scmi device (virtio spec, SCMI device; notes §1).
+//! Feature bits negotiated with a virtio-scmi device (Virtio 1.2 §5.17; docs/protocols/scmi.md §1).
 //!
 //! Our own bitflags type, because virtio-drivers' `Transport::begin_init` computes
 //! `F::from_bits_truncate(device_features)`, which silently drops the device-specific bits its
@@ -14,7 +14,7 @@ bitflags! {
         /// responses).
         const P2A_CHANNELS = 1 << 0;
         /// `VIRTIO_SCMI_F_SHARED_MEMORY`: statistics shared memory. Never negotiated (not
-        /// implemented; notes §8 item 10).
+        /// implemented; docs/protocols/scmi.md §8 item 10).
         const SHARED_MEMORY = 1 << 1;
         /// `VIRTIO_F_RING_EVENT_IDX`: `used_event`/`avail_event` notification suppression
         /// (negotiated when offered unless `ScmiVirtioConfig::event_idx` is false).

@@ -1,21 +1,23 @@
-//! The virtio-scmi transport: [`ScmiVirtio`] drives a virtio-scmi device (id 32) through any
-//! virtio-drivers `Transport` and `Hal`, and implements [`fwipc_transport_api::Transport`].
+//! The virtio-scmi transport: [`ScmiVirtio`](crate::virtio::ScmiVirtio) drives a virtio-scmi
+//! device (id 32) through any virtio-drivers `Transport` and `Hal`, and implements
+//! [`fwipc_transport_api::Transport`].
 //!
 //! Files: `features.rs` (feature bits, queue indices), `ring.rs` (the hardened split
 //! virtqueue), `slot.rs` (per-message ownership and Linux poll states), `eventq.rs` (P2A
-//! buffers), `config.rs`, `error.rs`, `transport.rs` (the `Transport` implementation).
+//! buffers), `config.rs`, `error.rs`, `transport.rs` (the `Transport` implementation), `irq_gate.rs` (the
+//! channel lock and the interrupt entry point `complete`, with the rule for embedders).
 //!
-//! What it does better than Linux (notes §8): no global device (any number of instances), every
-//! used id and length checked (typed error + counter, never a panic), replies matched on the
-//! whole header (token + protocol + message + type), tokens and buffers of timed-out messages
-//! quarantined until the device returns them, bounded teardown, polling that identifies its
-//! message by identity (the slot's poll state) and shares the ownership state machine with the
+//! What it does better than Linux (docs/protocols/scmi.md §8): no global device (any number of
+//! instances), every used id and length checked (typed error + counter, never a panic), replies
+//! matched on the whole header (token + protocol + message + type), tokens and buffers of timed-out
+//! messages quarantined until the device returns them, bounded teardown, polling that identifies
+//! its message by identity (the slot's poll state) and shares the ownership state machine with the
 //! interrupt path.
 //!
 //! The unsafe ring and DMA code runs clean under Miri (Stacked Borrows; the simulator maps
 //! physical addresses to pointers, hence permissive provenance), e.g.:
 //! `MIRIFLAGS="-Zmiri-permissive-provenance -Zmiri-disable-isolation" cargo +nightly miri test
-//! -p backend-scmi-virtio --test virtio_basic --test virtio_lifecycle --test virtio_hostile`.
+//! -p fwipc-scmi-virtio --test virtio_basic --test virtio_lifecycle --test virtio_hostile`.
 
 mod config;
 mod error;
@@ -23,6 +25,7 @@ mod eventq;
 mod features;
 #[doc(hidden)]
 pub mod fuzzing;
+mod irq_gate;
 pub mod parse;
 pub mod ring;
 mod slot;

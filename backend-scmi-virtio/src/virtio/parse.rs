@@ -1,6 +1,6 @@
 //! Pure checks of everything the device hands back, one function per kind of remote input, so
-//! they can be unit-tested, proptested and fuzzed without a device (see [`super::fuzzing`]).
-//! None of them indexes out of bounds or panics, whatever the input.
+//! they can be unit-tested, proptested and fuzzed without a device (see `super::fuzzing`,
+//! doc-hidden). None of them indexes out of bounds or panics, whatever the input.
 
 use fwipc_transport_api::ProtocolError;
 
@@ -23,7 +23,7 @@ pub enum ReplyError {
     BadHeader,
     /// A valid header with a token other than ours (counted as an unknown reply).
     WrongToken,
-    /// Our token, but another protocol, message or type (notes §8 item 4).
+    /// Our token, but another protocol, message or type (docs/protocols/scmi.md §8 item 4).
     WrongMessage,
 }
 
@@ -39,6 +39,20 @@ impl ReplyError {
         }
     }
 }
+
+impl core::fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ReplyError::TooLong => "reply length beyond the writable descriptor",
+            ReplyError::TooShort => "reply shorter than header and status, or header not written",
+            ReplyError::BadHeader => "reply header is not a valid SCMI header",
+            ReplyError::WrongToken => "reply carries another transfer's token",
+            ReplyError::WrongMessage => "reply names another protocol, message or type",
+        })
+    }
+}
+
+impl core::error::Error for ReplyError {}
 
 /// Check a returned cmdq chain. `resp` is the whole device-writable area (as posted), `used_len`
 /// the device's claim, `sent` the header word we sent. Returns the reply length (header + status

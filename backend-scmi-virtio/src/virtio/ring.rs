@@ -18,10 +18,10 @@
 //! Notification suppression (virtio 1.x §2.7.7, §2.7.10): without `VIRTIO_F_RING_EVENT_IDX` the
 //! device's `used.flags` word (`VIRTQ_USED_F_NO_NOTIFY`) decides whether we kick. With it, the
 //! device publishes `avail_event` (after the used ring) and we kick only if the avail index moved
-//! past it since the previous kick decision ([`SplitRing::should_notify`], which handles any
-//! number of [`SplitRing::post`]s between two decisions); in the other direction we publish
+//! past it since the previous kick decision (`SplitRing::should_notify`, which handles any
+//! number of `SplitRing::post`s between two decisions); in the other direction we publish
 //! `used_event` (after the available ring) = the next used index we have not consumed, so the
-//! device interrupts once per drain ([`SplitRing::pop_used`] re-arms it, with the re-check that
+//! device interrupts once per drain (`SplitRing::pop_used` re-arms it, with the re-check that
 //! closes the race). Every comparison is [`vring_need_event`], wrap-safe in u16 arithmetic
 //! (virtio-drivers' `should_notify` compares `avail_idx >= avail_event + 1` without wrapping and
 //! misses kicks across the u16 wrap).
@@ -217,6 +217,21 @@ pub enum RingError {
         claimed: u16,
     },
 }
+
+impl core::fmt::Display for RingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RingError::IndexJump { claimed } => {
+                write!(
+                    f,
+                    "device advanced used.idx by {claimed}, more than the ring holds"
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for RingError {}
 
 /// One split virtqueue. Not synchronised: the owner serialises access (it lives under the
 /// channel lock).
@@ -525,7 +540,7 @@ mod tests {
 /// notification must be one the other side is guaranteed to re-check. Removing either
 /// `fence(SeqCst)` makes loom find the lost kick / lost interrupt. (A model, not the ring code
 /// itself: the ring's words are views of DMA memory, which loom cannot track.)
-/// `RUSTFLAGS="--cfg loom" cargo test -p backend-scmi-virtio --release --lib loom`
+/// `RUSTFLAGS="--cfg loom" cargo test -p fwipc-scmi-virtio --release --lib loom`
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::vring_need_event;

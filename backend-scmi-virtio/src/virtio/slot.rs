@@ -1,5 +1,5 @@
 //! Per-message state of the cmdq: who owns the buffer, how its completion is detected (the Linux
-//! poll states, notes §2.5), and what came back.
+//! poll states, docs/protocols/scmi.md §2.5), and what came back.
 //!
 //! Reference counting: each message is one [`PoolBuf`] of the channel's `MsgPool`. Its users are
 //! exactly Linux's `users` count generalised to a split-phase API: the *device's* reference is a
@@ -64,7 +64,7 @@ pub struct Slot {
     pub(crate) generation: u32,
     pub(crate) token: Token,
     /// The header word we sent; the reply must echo it exactly (token + protocol + message +
-    /// type, notes §8 item 4).
+    /// type, docs/protocols/scmi.md §8 item 4).
     pub(crate) hdr: u32,
     pub(crate) outcome: Outcome,
     /// The caller's reference (see the module docs).

@@ -5,14 +5,14 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::task::Waker;
 
 use fwipc_transport_api::{
     Caps, Counters, Deadline, Error, Lifecycle, MsgPool, Notification, PoolBuf, ProtocolError,
     Request, Result, Stats, Ticket, TokenAllocator, Transport, TxOutcome,
 };
-use virtio_drivers::transport::{DeviceStatus, InterruptStatus, Transport as VirtioTransport};
+use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::{BufferDirection, Hal};
 
 use super::config::{ScmiVirtioConfig, MAX_MESSAGES};
@@ -29,15 +29,19 @@ use crate::header::{split_target, Header, HEADER_LEN};
 /// Largest payload we accept in the configuration.
 const MAX_PAYLOAD: usize = 64 * 1024;
 
-struct State<H: Hal, T: VirtioTransport> {
+pub(super) struct State<H: Hal, T: VirtioTransport> {
     /// The embedder's transport. `ManuallyDrop` so [`ScmiVirtio::into_transport`] can move it
     /// out of a value that has a `Drop` impl; dropped by `ScmiVirtio::drop` unless `released`.
-    transport: ManuallyDrop<T>,
+    pub(super) transport: ManuallyDrop<T>,
     /// The transport was handed back by `into_transport` (and must not be dropped here).
     released: bool,
     cmdq: Option<SplitRing<H>>,
     eventq: Option<EventQueue<H>>,
     slots: Box<[Slot]>,
+    /// Wakers of completed transfers, run after the channel lock is dropped (deferred
+    /// processing: a poller or the interrupt pass may complete other callers' transfers).
+    /// Capacity reserved at setup, so pushing never allocates.
+    pub(super) deferred: Vec<Waker>,
 }
 
 /// The SCMI virtio transport (the agent side of a virtio-scmi device, device id 32).
@@ -74,8 +78,8 @@ struct State<H: Hal, T: VirtioTransport> {
 /// [`Transport::shutdown`] (also run on drop) resets the device and takes every buffer back.
 ///
 /// ```
-/// use backend_scmi_virtio::sim::{EchoPlatform, SimDevice, SimDeviceConfig, SimHal};
-/// use backend_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig};
+/// use fwipc_scmi_virtio::sim::{EchoPlatform, SimDevice, SimDeviceConfig, SimHal};
+/// use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig};
 /// use fwipc_transport_api::{call, Request, StdClock, Wait};
 /// use std::time::Duration;
 ///
@@ -91,7 +95,7 @@ struct State<H: Hal, T: VirtioTransport> {
 /// assert_eq!(&out[..n], &[!1u8, !2, !3, !4]);
 /// ```
 pub struct ScmiVirtio<H: Hal, T: VirtioTransport> {
-    lc: Lifecycle,
+    pub(super) lc: Lifecycle,
     counters: Counters,
     pool: MsgPool,
     tokens: TokenAllocator,
@@ -102,10 +106,12 @@ pub struct ScmiVirtio<H: Hal, T: VirtioTransport> {
     resp_cap: usize,
     features: ScmiFeatures,
     cfg: ScmiVirtioConfig,
-    state: spin::Mutex<State<H, T>>,
-    /// Wakers of completed transfers, run after the channel lock is dropped (deferred
-    /// processing: a poller may dequeue other callers' replies). Capacity reserved at setup.
-    deferred: spin::Mutex<Vec<Waker>>,
+    /// The channel lock. Taken through `lock()` (whose guard runs pending interrupt passes and
+    /// wakers at release); the interrupt path only ever tries it (see `irq_gate`).
+    pub(super) state: spin::Mutex<State<H, T>>,
+    /// The device interrupted and the pass has not run yet (set by `complete`, consumed by
+    /// whoever holds or next takes the channel lock).
+    pub(super) irq_pending: AtomicBool,
     /// Device re-initialisations after DEVICE_NEEDS_RESET (or `reset_device`).
     resets: AtomicU64,
 }
@@ -250,7 +256,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 | DeviceStatus::DRIVER_OK,
         );
         // Feed the eventq only after DRIVER_OK: vhost-user back-ends drop kicks on rings that
-        // are not enabled yet (virtio-vhost.md §4 pitfall 4).
+        // are not enabled yet (docs/protocols/virtio.md §4 pitfall 4).
         if let Some(q) = eventq.as_mut() {
             q.post_all();
             if q.ring.should_notify() {
@@ -278,8 +284,9 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 cmdq: Some(cmdq),
                 eventq,
                 slots,
+                deferred: Vec::with_capacity(2 * nslots + 1),
             }),
-            deferred: spin::Mutex::new(Vec::with_capacity(2 * nslots + 1)),
+            irq_pending: AtomicBool::new(false),
             resets: AtomicU64::new(0),
         })
     }
@@ -291,52 +298,27 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
 
     /// Tokens allocated right now (live transfers plus quarantined ones).
     pub fn tokens_in_use(&self) -> u32 {
+        // Under the channel lock: the token allocator is only touched with it held (irq_gate).
+        let _st = self.lock();
         self.tokens.in_use()
     }
 
     /// Eventq buffers currently posted to the device (0 without P2A).
     pub fn eventq_posted(&self) -> usize {
-        self.state.lock().eventq.as_ref().map_or(0, |q| q.posted())
+        self.lock().eventq.as_ref().map_or(0, |q| q.posted())
     }
 
     /// Run `f` on the underlying virtio transport (e.g. to read registers); holds the channel
     /// lock, so keep it short.
     pub fn with_transport<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        f(&mut self.state.lock().transport)
-    }
-
-    /// The interrupt entry point: acknowledge the device's interrupt, take every returned cmdq
-    /// chain and eventq buffer, record completions, and wake registered wakers. Call it from the
-    /// embedder's IRQ handler (or a thread woken by it). Cheap when nothing is pending.
-    pub fn complete(&self) {
-        let guard = self.lc.acquire();
-        {
-            let mut st = self.state.lock();
-            let isr = st.transport.ack_interrupt();
-            if guard.is_err() {
-                return;
-            }
-            self.drain_cmdq(&mut st);
-            self.drain_eventq(&mut st);
-            if isr.contains(InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT)
-                && st
-                    .transport
-                    .get_status()
-                    .contains(DeviceStatus::DEVICE_NEEDS_RESET)
-            {
-                log::warn!("virtio-scmi: device needs reset; in-flight transfers cancelled");
-                let _ = self.reset_locked(&mut st);
-            }
-        }
-        self.run_deferred();
+        f(&mut self.lock().transport)
     }
 
     /// Whether the device has set DEVICE_NEEDS_RESET (virtio §2.1.2). Interrupt-mode embedders
     /// need not ask: [`ScmiVirtio::complete`] reacts to the configuration interrupt itself;
     /// polled embedders check this and call [`ScmiVirtio::reset_device`].
     pub fn needs_reset(&self) -> bool {
-        self.state
-            .lock()
+        self.lock()
             .transport
             .get_status()
             .contains(DeviceStatus::DEVICE_NEEDS_RESET)
@@ -347,9 +329,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// transfers' buffers and tokens are freed; received notifications stay queued.
     pub fn reset_device(&self) -> core::result::Result<(), ScmiVirtioError> {
         let _g = self.lc.acquire().map_err(|_| ScmiVirtioError::ShutDown)?;
-        let r = self.reset_locked(&mut self.state.lock());
-        self.run_deferred();
-        r
+        self.reset_locked(&mut self.lock())
     }
 
     /// Device re-initialisations so far.
@@ -358,7 +338,10 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         self.resets.load(Ordering::Relaxed)
     }
 
-    fn reset_locked(&self, st: &mut State<H, T>) -> core::result::Result<(), ScmiVirtioError> {
+    pub(super) fn reset_locked(
+        &self,
+        st: &mut State<H, T>,
+    ) -> core::result::Result<(), ScmiVirtioError> {
         // Relaxed: statistics counter.
         self.resets.fetch_add(1, Ordering::Relaxed);
         self.reset_and_reclaim(st, Error::Cancelled);
@@ -421,6 +404,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             transport,
             eventq,
             slots,
+            deferred,
             ..
         } = st;
         transport.set_status(DeviceStatus::empty());
@@ -445,7 +429,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                     slot.poll = PollStatus::PollDone;
                 }
                 if let Some(w) = slot.waker.take() {
-                    self.deferred.lock().push(w);
+                    deferred.push(w);
                 }
             }
             slot.owner = Owner::Driver;
@@ -465,17 +449,19 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         }
         // 1. Every transfer in flight ends with Shutdown; wake its waiter.
         {
-            let mut st = self.state.lock();
-            for slot in st.slots.iter_mut() {
+            let mut st = self.lock();
+            let State {
+                slots, deferred, ..
+            } = &mut *st;
+            for slot in slots.iter_mut() {
                 if slot.local.is_some() && slot.outcome == Outcome::Pending {
                     slot.outcome = Outcome::Failed(Error::Shutdown);
                     if let Some(w) = slot.waker.take() {
-                        self.deferred.lock().push(w);
+                        deferred.push(w);
                     }
                 }
             }
         }
-        self.run_deferred();
         // 2. Wait (bounded) for the users to leave.
         let waited = match &self.cfg.clock {
             Some(c) => {
@@ -503,7 +489,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         // 3. Reset the device, take every buffer back, free the queues. Done even if a user
         //    overstayed: every access is under the channel lock.
         {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             self.reset_and_reclaim(&mut st, Error::Shutdown);
             let State {
                 transport,
@@ -520,18 +506,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             *cmdq = None;
             *eventq = None;
         }
-        self.run_deferred();
         waited
-    }
-
-    fn run_deferred(&self) {
-        loop {
-            let w = self.deferred.lock().pop();
-            match w {
-                Some(w) => w.wake(),
-                None => break,
-            }
-        }
     }
 
     fn slot_index(&self, st: &State<H, T>, t: &Ticket) -> Result<usize> {
@@ -578,8 +553,13 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     }
 
     /// Process every used cmdq entry. Runs under the channel lock, from the IRQ path or a poller.
-    fn drain_cmdq(&self, st: &mut State<H, T>) {
-        let State { cmdq, slots, .. } = st;
+    pub(super) fn drain_cmdq(&self, st: &mut State<H, T>) {
+        let State {
+            cmdq,
+            slots,
+            deferred,
+            ..
+        } = st;
         let Some(ring) = cmdq.as_mut() else { return };
         loop {
             let e = match ring.pop_used() {
@@ -622,15 +602,15 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 slot.poll = PollStatus::PollDone;
             }
             if let Some(w) = slot.waker.take() {
-                self.deferred.lock().push(w);
+                deferred.push(w);
             }
             // Drop the device's reference; the caller's (`local`) keeps the buffer.
             let _ = self.pool.reclaim(i as u32);
         }
     }
 
-    /// Check a returned reply against what we sent (notes §8 items 3 and 4), counting a
-    /// rejection.
+    /// Check a returned reply against what we sent (docs/protocols/scmi.md §8 items 3 and 4),
+    /// counting a rejection.
     fn validate_reply(&self, slot: &Slot, used_len: u32) -> Outcome {
         let Some(buf) = slot.local.as_ref() else {
             return Outcome::Failed(Error::Shutdown);
@@ -660,7 +640,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         }
     }
 
-    fn drain_eventq(&self, st: &mut State<H, T>) {
+    pub(super) fn drain_eventq(&self, st: &mut State<H, T>) {
         let State {
             eventq, transport, ..
         } = st;
@@ -717,6 +697,9 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         if len > self.max_msg_size {
             return Err(Error::TooLarge);
         }
+        // The pool and the token allocator are only touched under the channel lock, so the
+        // interrupt pass (which returns buffers and tokens) never waits for their locks (irq_gate).
+        let mut st = self.lock();
         let buf = self
             .pool
             .alloc()
@@ -736,7 +719,6 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         let (req_area, resp_area) = self.areas(Self::base_ptr(&buf), req_len);
         let i = buf.index() as usize;
 
-        let mut st = self.state.lock();
         let State {
             transport,
             cmdq,
@@ -745,6 +727,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         } = &mut *st;
         let Some(ring) = cmdq.as_mut() else {
             let _ = self.tokens.release(token);
+            drop(buf);
             return Err(Error::Shutdown);
         };
         let slot = &mut slots[i];
@@ -770,8 +753,9 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
                     unsafe { H::unshare(*p, area, dir) };
                 }
             }
-            drop(st);
             let _ = self.tokens.release(token);
+            drop(buf);
+            drop(st);
             Counters::bump(&self.counters.busy);
             return Err(Error::Busy);
         }
@@ -824,7 +808,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         // racing a completed call loses nothing. Pending transfers were failed with `Shutdown`.
         let user = self.lc.acquire();
         let r = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             let i = self.slot_index(&st, ticket)?;
             if user.is_ok()
                 && st.slots[i].outcome == Outcome::Pending
@@ -841,12 +825,11 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
                 _ => Ok(true),
             }
         };
-        self.run_deferred();
         r
     }
 
     fn fetch_response(&self, ticket: &Ticket, out: &mut [u8]) -> Result<usize> {
-        let st = self.state.lock();
+        let st = self.lock();
         let i = self.slot_index(&st, ticket)?;
         let slot = &st.slots[i];
         let len = match slot.outcome {
@@ -874,15 +857,15 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     }
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
-        let local;
         {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             let Ok(i) = self.slot_index(&st, &ticket) else {
                 log::warn!("virtio-scmi: mark_txdone with a stale ticket {ticket:?}");
                 return;
             };
             let slot = &mut st.slots[i];
-            local = slot.local.take();
+            // The caller's buffer goes back to the pool here, under the channel lock (irq_gate).
+            drop(slot.local.take());
             slot.waker = None;
             if outcome == TxOutcome::TimedOut {
                 Counters::bump(&self.counters.timed_out);
@@ -899,14 +882,13 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
                 let _ = self.tokens.release(slot.token);
             }
         }
-        drop(local);
     }
 
     fn register_waker(&self, ticket: &Ticket, waker: &Waker) -> bool {
         if self.lc.acquire().is_err() {
             return false;
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let Ok(i) = self.slot_index(&st, ticket) else {
             return false;
         };
@@ -926,7 +908,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
 
     fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {
         let _g = self.lc.acquire()?;
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         // Polled mode has no interrupt path: look at the ring ourselves.
         self.drain_eventq(&mut st);
         let State {
@@ -952,8 +934,12 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     }
 
     fn stats(&self) -> Stats {
-        self.counters
-            .snapshot(self.pool.capacity(), self.pool.free_count())
+        // The pool's free count under the channel lock, like every pool access (irq_gate).
+        let free = {
+            let _st = self.lock();
+            self.pool.free_count()
+        };
+        self.counters.snapshot(self.pool.capacity(), free)
     }
 }
 

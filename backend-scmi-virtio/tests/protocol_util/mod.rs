@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backend_scmi_virtio::platform::direct::DirectTransport;
-use backend_scmi_virtio::platform::{Platform, PlatformConfig};
-use backend_scmi_virtio::protocol::{Config, Event, Scmi, WaitPolicy};
+use fwipc_scmi_virtio::platform::direct::DirectTransport;
+use fwipc_scmi_virtio::platform::{Platform, PlatformConfig};
+use fwipc_scmi_virtio::protocol::{Config, Event, Scmi, WaitPolicy};
 use fwipc_transport_api::StdClock;
 
 pub type DirectScmi = Scmi<DirectTransport, StdClock>;
@@ -36,7 +36,7 @@ pub fn direct_sized(pc: PlatformConfig, max_msg: usize, size: usize, c: Config) 
 /// A subscriber that records (protocol, message, payload) of every notification.
 pub type Log = Arc<Mutex<Vec<(u8, u8, Vec<u8>)>>>;
 
-pub fn recorder() -> (Log, backend_scmi_virtio::protocol::Callback) {
+pub fn recorder() -> (Log, fwipc_scmi_virtio::protocol::Callback) {
     let log: Log = Arc::new(Mutex::new(Vec::new()));
     let l2 = log.clone();
     let cb = Arc::new(move |ev: &Event<'_>| {

@@ -146,7 +146,7 @@ impl SimBus {
         let cl = self.cache_line.load(Ordering::Relaxed).max(1);
         if let Ok(mut c) = self.cache.lock() {
             c.invalidates += 1;
-            if addr % cl != 0 || len % cl != 0 {
+            if !addr.is_multiple_of(cl) || !len.is_multiple_of(cl) {
                 c.partial_line_invalidates += 1;
             }
         }
@@ -157,7 +157,7 @@ impl SimBus {
         let cl = self.cache_line.load(Ordering::Relaxed).max(1);
         if let Ok(mut c) = self.cache.lock() {
             c.clean_invalidates += 1;
-            if addr % cl != 0 || len % cl != 0 {
+            if !addr.is_multiple_of(cl) || !len.is_multiple_of(cl) {
                 c.partial_line_clean_invalidates += 1;
             }
         }
@@ -236,8 +236,9 @@ fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>) {
     // Acquire: pairs with the Release store in `stop_workers`.
     while !stop.load(Ordering::Acquire) {
         v.poll();
-        // Arm our events; sleep only if nothing fired meanwhile (spec §3 waiter protocol). The
-        // peer rings our bell only when it sees an event armed: a lost wake-up hangs here.
+        // Arm our events; sleep only if nothing fired meanwhile (docs/protocols/vchiq.md §3 waiter
+        // protocol). The peer rings our bell only when it sees an event armed: a lost wake-up hangs
+        // here.
         if v.prepare_sleep() {
             bell.wait(&stop);
             v.after_wake();

@@ -9,7 +9,7 @@
 //!   an error (e.g. `Timeout`) to give up. Bulk data is staged in one reusable buffer at the
 //!   caller's page offset (so fragments and pagelists are those of the caller's buffer), with
 //!   guard bytes around each receive window: a peer that writes outside the window (the
-//!   cache-line-edge corruption of vchiq.md §5) is reported as `DmaOverrun`.
+//!   cache-line-edge corruption of docs/protocols/vchiq.md §5) is reported as `DmaOverrun`.
 //! * [`VcServiceHost`] (VideoCore side): a core [`ServiceHandler`] that runs one [`VcService`]
 //!   state machine per open service and carries out its [`VcAction`]s. Actions the core refuses
 //!   with back-pressure (`Retry`) stay queued in order until the core reports

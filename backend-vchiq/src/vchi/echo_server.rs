@@ -1,6 +1,6 @@
-//! The VideoCore `'echo'` test server (vchiq.md §8) as a pure state machine: each DATA message and
-//! bulk completion in, [`VcAction`]s out. The simulated VideoCore registers it (vchiq_test expects 8
-//! listeners; one handler instance per open service).
+//! The VideoCore `'echo'` test server (docs/protocols/vchiq.md §8) as a pure state machine: each
+//! DATA message and bulk completion in, [`VcAction`]s out. The simulated VideoCore registers it
+//! (vchiq_test expects 8 listeners; one handler instance per open service).
 
 use alloc::vec::Vec;
 

@@ -88,8 +88,9 @@ pub enum VchiError {
         /// Byte offset of the first mismatch (or `u32::MAX` for a length mismatch).
         offset: u32,
     },
-    /// A bulk receive wrote outside its window (offset of the first damaged guard byte relative
-    /// to the window start; negative = before it): the cache-line-edge corruption of vchiq.md §5.
+    /// A bulk receive wrote outside its window (offset of the first damaged guard byte relative to
+    /// the window start; negative = before it): the cache-line-edge corruption of
+    /// docs/protocols/vchiq.md §5.
     DmaOverrun {
         /// Offset of the damaged byte.
         offset: isize,
@@ -168,6 +169,8 @@ impl fmt::Display for VchiError {
         }
     }
 }
+
+impl core::error::Error for VchiError {}
 
 #[cfg(test)]
 mod tests {

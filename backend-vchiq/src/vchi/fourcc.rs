@@ -1,4 +1,5 @@
-//! Service fourccs. VCHIQ packs a fourcc big-end-first: `(c0<<24)|(c1<<16)|(c2<<8)|c3` (vchiq.md §0).
+//! Service fourccs. VCHIQ packs a fourcc big-end-first: `(c0<<24)|(c1<<16)|(c2<<8)|c3`
+//! (docs/protocols/vchiq.md §0).
 
 /// Pack four ASCII characters the way VCHIQ does.
 pub const fn make_fourcc(s: &[u8; 4]) -> u32 {
@@ -7,7 +8,7 @@ pub const fn make_fourcc(s: &[u8; 4]) -> u32 {
 
 /// The vc-sm-cma shared-memory service, `'SMEM'` = 0x534D454D.
 pub const SMEM: u32 = make_fourcc(b"SMEM");
-/// `'SMEM'` service version (vchiq.md §8).
+/// `'SMEM'` service version (docs/protocols/vchiq.md §8).
 pub const SMEM_VERSION: i16 = 1;
 /// `'SMEM'` minimum version.
 pub const SMEM_VERSION_MIN: i16 = 0;

@@ -1,5 +1,6 @@
-//! The VideoCore side of `vchiq_test -f` (vchiq.md §8): the `'func'` server's message and bulk
-//! script (Part B steps 3–6) and the `'fun2'` alignment server (Part C), as pure state machines.
+//! The VideoCore side of `vchiq_test -f` (docs/protocols/vchiq.md §8): the `'func'` server's
+//! message and bulk script (Part B steps 3–6) and the `'fun2'` alignment server (Part C), as pure
+//! state machines.
 //!
 //! The Part B open/close checks (version negotiation, "no more listeners", AUTOCLOSE) are the VCHIQ
 //! core's behaviour and are tested against the core; the handler here only records the

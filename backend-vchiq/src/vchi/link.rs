@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use super::error::VchiError;
 
-/// The largest DATA payload of one VCHIQ message (vchiq.md §0).
+/// The largest DATA payload of one VCHIQ message (docs/protocols/vchiq.md §0).
 pub const MAX_MSG_SIZE: usize = 4088;
 
 /// One open VCHIQ service, from a client's point of view.

@@ -1,7 +1,7 @@
 //! [`Loopback`]: a [`BulkLink`] that drives a [`VcService`] in-process, with the VCHIQ service
 //! semantics the handlers rely on (in-order DATA, master-side bulk pairing, size mismatch aborts
-//! both sides, vchiq.md §5) but no slot memory. It is the reference model the clients are unit
-//! tested against; `tests/vchi_*.rs` run the same routines over the real core.
+//! both sides, docs/protocols/vchiq.md §5) but no slot memory. It is the reference model the
+//! clients are unit tested against; `tests/vchi_*.rs` run the same routines over the real core.
 //!
 //! Blocking calls that could never complete (nothing to receive, no matching bulk queued) return
 //! `Transport(Timeout)` instead of hanging; an aborted bulk is `Core(Aborted)` and a closed link
@@ -64,8 +64,8 @@ impl<S: VcService> Loopback<S> {
         &mut self.server
     }
 
-    /// Close from the ARM side: outstanding VideoCore bulks are aborted (vchiq.md §5 "abort at
-    /// close"), then the handler is told.
+    /// Close from the ARM side: outstanding VideoCore bulks are aborted (docs/protocols/vchiq.md §5
+    /// "abort at close"), then the handler is told.
     pub fn close(&mut self) {
         let mut out = Vec::new();
         while let Some((_, tag)) = self.vc_rx.pop_front() {

@@ -17,10 +17,38 @@
 //! | [`core_link`] | the same seams over the real core: [`core_link::CoreLink`] (ARM client) and [`core_link::VcServiceHost`] (VideoCore-side handler host) |
 //! | `sim` (std) | a slave + master pair over one region with the VideoCore services plugged in: polled from one thread (deterministic) or with a VideoCore thread |
 //! | [`loopback`] | an in-process [`BulkLink`] that drives a [`VcService`] directly (unit tests, no slots) |
-//! | [`fuzzing`] | one `fn(&[u8])` per parser of remote input (doc-hidden) |
+//! | `fuzzing` | one `fn(&[u8])` per parser of remote input (doc-hidden) |
 //!
 //! Everything here is `no_std` + `alloc`. Client request paths encode into stack buffers and do not
 //! allocate; the VideoCore-side handlers are simulator code and may.
+//!
+//! <!-- The link targets below are `crate::`-qualified on purpose: `pub mod vchi;` also carries
+//! an outer `///` doc in lib.rs, so rustdoc resolves this whole block from the crate root, where
+//! bare names like `error` resolve to the wrong module or not at all. -->
+//!
+//! [`error`]: crate::vchi::error
+//! [`VchiError`]: crate::vchi::VchiError
+//! [`fourcc`]: crate::vchi::fourcc
+//! [`link`]: crate::vchi::link
+//! [`ServiceLink`]: crate::vchi::ServiceLink
+//! [`BulkLink`]: crate::vchi::BulkLink
+//! [`link::BulkPipeline`]: crate::vchi::link::BulkPipeline
+//! [`VcService`]: crate::vchi::VcService
+//! [`smem_wire`]: crate::vchi::smem_wire
+//! [`smem_server`]: crate::vchi::smem_server
+//! [`smem_server::SharedSmem`]: crate::vchi::smem_server::SharedSmem
+//! [`smem_client`]: crate::vchi::smem_client
+//! [`Smem`]: crate::vchi::Smem
+//! [`smem_client::HostMemory`]: crate::vchi::smem_client::HostMemory
+//! [`vc_mem`]: crate::vchi::vc_mem
+//! [`test_wire`]: crate::vchi::test_wire
+//! [`echo_server`]: crate::vchi::echo_server
+//! [`func_server`]: crate::vchi::func_server
+//! [`test_client`]: crate::vchi::test_client
+//! [`core_link`]: crate::vchi::core_link
+//! [`core_link::CoreLink`]: crate::vchi::core_link::CoreLink
+//! [`core_link::VcServiceHost`]: crate::vchi::core_link::VcServiceHost
+//! [`loopback`]: crate::vchi::loopback
 
 pub mod core_link;
 pub mod echo_server;

@@ -115,7 +115,7 @@ impl PolledPair {
 
     /// Like [`Self::new`] but each side with its own configuration: for negative tests of
     /// settings the two sides must agree on but cannot check (the fragment cache-line size,
-    /// vchiq.md §5 cause 1).
+    /// docs/protocols/vchiq.md §5 cause 1).
     pub fn with_configs(slave_cfg: Config, master_cfg: Config) -> Result<Self, VchiError> {
         let size = slave_cfg.region_size().max(master_cfg.region_size());
         let mem = OwnedRegion::new(size)?;

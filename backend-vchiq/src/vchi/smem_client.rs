@@ -9,7 +9,7 @@
 //! Handles are move-only: [`Smem::free`] consumes its [`SmemHandle`], so a double free cannot be
 //! written in safe client code (the VideoCore still detects one from a raw handle, see
 //! [`Smem::free_raw`]). Import ids sent to the VideoCore (`kernel_id`) are indices into a
-//! generation-checked table, never addresses (vchiq.md §9 item 12).
+//! generation-checked table, never addresses (docs/protocols/vchiq.md §9 item 12).
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;

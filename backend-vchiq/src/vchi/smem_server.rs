@@ -3,8 +3,8 @@
 //! from it first-fit with coalescing, and hands out generational handles so a freed or forged
 //! handle is told apart from a live one and answered with a typed status, never acted on.
 //!
-//! Behaviour follows the old vc_sm / vc-sm-cma messages (vchiq.md §8). Where the real firmware's
-//! behaviour is not public it is marked (unverified): the failure encoding (see
+//! Behaviour follows the old vc_sm / vc-sm-cma messages (docs/protocols/vchiq.md §8). Where the
+//! real firmware's behaviour is not public it is marked (unverified): the failure encoding (see
 //! [`super::smem_wire`]), replying to FREE (vc-sm-cma does not wait for one), refusing to free a
 //! locked block, and poisoning freed bytes.
 

@@ -1,4 +1,4 @@
-//! vc-sm-cma `'SMEM'` wire formats (vchiq.md §8; field layout from `vc_sm_defs.h`).
+//! vc-sm-cma `'SMEM'` wire formats (docs/protocols/vchiq.md §8; field layout from `vc_sm_defs.h`).
 //!
 //! Host→VC DATA messages are `{u32 type, u32 trans_id, body}`; replies start with the request's
 //! `trans_id`; VC-initiated messages carry `trans_id = 0x8000_0000 | type`. All words are

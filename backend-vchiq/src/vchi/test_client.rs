@@ -1,7 +1,7 @@
-//! The ARM side of `vchiq_test` (vchiq.md §8) over any [`ServiceLink`]/[`BulkLink`]: ping
-//! (async/oneway/sync round trips), ctrl (ECHO messages, verified), bulk echo (CONFIG then
-//! verified block round trips), the `'func'` Part B message/bulk script, and the `'fun2'`
-//! alignment sub-tests. Each routine returns a typed error on the first deviation.
+//! The ARM side of `vchiq_test` (docs/protocols/vchiq.md §8) over any [`ServiceLink`]/[`BulkLink`]:
+//! ping (async/oneway/sync round trips), ctrl (ECHO messages, verified), bulk echo (CONFIG then
+//! verified block round trips), the `'func'` Part B message/bulk script, and the `'fun2'` alignment
+//! sub-tests. Each routine returns a typed error on the first deviation.
 //!
 //! Timing (µs per iteration) is the caller's business: these routines do not read a clock.
 
@@ -44,7 +44,8 @@ pub const PING_PAIRS: &[(u32, u32, u32)] = &[
 ];
 
 /// The message sizes of the ping test. Size 0 cannot carry the magic word, so it is sent as the
-/// 4-byte magic alone (our reading; vchiq_test's exact 0-size framing is not in the notes).
+/// 4-byte magic alone (our reading; vchiq_test's exact 0-size framing is not documented, see
+/// docs/protocols/vchiq.md §8).
 pub const PING_SIZES: &[usize] = &[0, 1024, 2048, MAX_MSG_SIZE];
 
 /// What a routine exchanged.
@@ -258,8 +259,8 @@ pub enum FuncClientEvent {
     RxAborted(u32),
 }
 
-/// The client-side events of steps 3–5, in order (vchiq.md §8: MSG(26), TX_DONE 0x1001,
-/// RX_ABORTED 0x1002, RX_DONE 0x1003, MSG(0)).
+/// The client-side events of steps 3–5, in order (docs/protocols/vchiq.md §8: MSG(26), TX_DONE
+/// 0x1001, RX_ABORTED 0x1002, RX_DONE 0x1003, MSG(0)).
 pub const FUNC_CLIENT_EXPECTED: &[FuncClientEvent] = &[
     FuncClientEvent::Msg(26),
     FuncClientEvent::TxDone(0x1001),
@@ -331,7 +332,7 @@ pub fn fun2_subtest<L: BulkLink>(link: &mut L, p: Fun2Params) -> Result<(), Vchi
         });
     }
     if let Err(off) = g.check_guards() {
-        // A damaged guard is the cache-line-edge symptom of vchiq.md §5.
+        // A damaged guard is the cache-line-edge symptom of docs/protocols/vchiq.md §5.
         return Err(VchiError::Verify {
             iteration: index,
             offset: off as u32,
@@ -346,8 +347,8 @@ pub fn fun2_subtest<L: BulkLink>(link: &mut L, p: Fun2Params) -> Result<(), Vchi
     Ok(())
 }
 
-/// The fun2 sub-test table of one iteration (5184 entries, vchiq.md §8), in order; entry `k` has
-/// `index == k`.
+/// The fun2 sub-test table of one iteration (5184 entries, docs/protocols/vchiq.md §8), in order;
+/// entry `k` has `index == k`.
 pub fn fun2_subtests() -> impl Iterator<Item = Fun2Params> {
     const ALIGNS: [i32; 6] = [0, 16, 8, 4, 2, 1];
     const PAGE_ALIGNS: [i32; 6] = [4096 - 32, 4096 - 16, 4096 - 8, 4096 - 4, 4096 - 2, 4096 - 1];

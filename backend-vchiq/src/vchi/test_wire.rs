@@ -1,6 +1,6 @@
-//! `vchiq_test` wire formats (vchiq.md §8): the echo server's message magics, the 40-byte
-//! `test_params` CONFIG body, the 16-byte fun2 sub-test message, and the data patterns both sides
-//! generate and verify.
+//! `vchiq_test` wire formats (docs/protocols/vchiq.md §8): the echo server's message magics, the
+//! 40-byte `test_params` CONFIG body, the 16-byte fun2 sub-test message, and the data patterns both
+//! sides generate and verify.
 
 use alloc::vec::Vec;
 
@@ -254,7 +254,8 @@ mod tests {
         let p = TestParams::bulk(1024, 10, true);
         assert_eq!(p.as_bytes().len(), 40);
         assert_eq!(&p.as_bytes()[..4], &4i32.to_le_bytes());
-        // A CONFIG message takes a 48-byte stride in the slot (header 8 + 40, §10).
+        // A CONFIG message takes a 48-byte stride in the slot (header 8 + 40,
+        // docs/protocols/vchiq.md §10).
         assert_eq!((p.as_bytes().len() + 8).div_ceil(8) * 8, 48);
     }
 

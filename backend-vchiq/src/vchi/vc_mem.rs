@@ -1,7 +1,7 @@
-//! The vc_mem query of VideoCore memory (vchiq.md §8): where the VideoCore's RAM is (bus base),
-//! how big it is, and where the firmware was loaded. It is not a VCHIQ service: Linux reads it
-//! from the firmware's DT node `raspberrypi,vc-mem` (`reg` = three big-endian 32-bit cells), and
-//! the same base/size can be asked of the firmware with the mailbox property tag
+//! The vc_mem query of VideoCore memory (docs/protocols/vchiq.md §8): where the VideoCore's RAM is
+//! (bus base), how big it is, and where the firmware was loaded. It is not a VCHIQ service: Linux
+//! reads it from the firmware's DT node `raspberrypi,vc-mem` (`reg` = three big-endian 32-bit
+//! cells), and the same base/size can be asked of the firmware with the mailbox property tag
 //! `GET_VC_MEMORY` (0x0001_0006). Both are remote input and are parsed bounds-checked here; the
 //! simulated VideoCore answers the property request with [`answer_property`].
 //!
@@ -104,9 +104,15 @@ impl VcMemInfo {
     }
 }
 
+/// Word `i` of `buf`. Index arithmetic is checked: on a 32-bit target a remote-supplied index
+/// times 4 must not wrap into the buffer.
 fn word(buf: &[u8], i: usize) -> Result<u32, ProtocolError> {
-    let b = buf.get(i * 4..i * 4 + 4).ok_or(ProtocolError::Truncated)?;
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    let start = i.checked_mul(4).ok_or(ProtocolError::BadLength)?;
+    let b = buf
+        .get(start..)
+        .and_then(|b| b.first_chunk::<4>())
+        .ok_or(ProtocolError::Truncated)?;
+    Ok(u32::from_le_bytes(*b))
 }
 
 fn put(buf: &mut [u8], i: usize, v: u32) {
@@ -154,10 +160,13 @@ pub fn parse_get_vc_memory(buf: &[u8]) -> Result<(u32, u32), ProtocolError> {
         }
         let vsize = word(buf, i + 1)? as usize;
         let code = word(buf, i + 2)?;
-        let vwords = vsize.div_ceil(4);
-        if (i + 3 + vwords) * 4 > buf.len() {
-            return Err(ProtocolError::BadLength);
-        }
+        // Checked: the value size is the remote's, and on a 32-bit target `(i + 3 + vwords) * 4`
+        // wraps for a size near `u32::MAX`, which would pass the bounds check and walk forever.
+        let next = vsize
+            .div_ceil(4)
+            .checked_add(i + 3)
+            .filter(|n| n.checked_mul(4).is_some_and(|end| end <= buf.len()))
+            .ok_or(ProtocolError::BadLength)?;
         if tag == TAG_GET_VC_MEMORY {
             if code & TAG_RESPONSE == 0 {
                 return Err(ProtocolError::BadState);
@@ -168,7 +177,7 @@ pub fn parse_get_vc_memory(buf: &[u8]) -> Result<(u32, u32), ProtocolError> {
             }
             return Ok((word(buf, i + 3)?, word(buf, i + 4)?));
         }
-        i += 3 + vwords;
+        i = next;
     }
 }
 
@@ -254,6 +263,35 @@ mod tests {
         let mut wrap = b;
         put(&mut wrap, 5, 0xFFFF_F000);
         assert!(VcMemInfo::from_property_response(&wrap).is_err());
+    }
+
+    /// A value size near `u32::MAX` must be a length error on every word size. On a 32-bit
+    /// target the unchecked `(i + 3 + vwords) * 4` wrapped to a small number, passed the bounds
+    /// check and sent the walk around the buffer forever (run under Miri for i686 in CI).
+    #[test]
+    fn value_size_near_u32_max_is_rejected() {
+        for vsize in [
+            0xFFFF_FFF0u32,
+            0xFFFF_FFFC,
+            0xFFFF_FFFF,
+            0x8000_0000,
+            0x4000_0000,
+        ] {
+            let mut b = [0u8; 40];
+            put(&mut b, 0, 40);
+            put(&mut b, 1, PROP_SUCCESS);
+            put(&mut b, 2, 0x0001_0001); // some other tag, skipped by its value size
+            put(&mut b, 3, vsize);
+            put(&mut b, 4, TAG_RESPONSE);
+            put(&mut b, 5, TAG_GET_VC_MEMORY);
+            put(&mut b, 6, 8);
+            put(&mut b, 7, TAG_RESPONSE | 8);
+            assert_eq!(
+                parse_get_vc_memory(&b),
+                Err(ProtocolError::BadLength),
+                "value size {vsize:#x}"
+            );
+        }
     }
 
     proptest! {

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use backend_scmi_virtio::protocol::{Config as AgentConfig, Scmi, WaitPolicy};
-use backend_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig};
+use fwipc_scmi_virtio::protocol::{Config as AgentConfig, Scmi, WaitPolicy};
+use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig};
 use fwipc_transport_api::{Completion, StdClock};
 use harness_vhost_user::{shared_memory, Daemon, IrqThread, MemfdHal, VhostUserTransport};
 

@@ -1,4 +1,4 @@
-//! `cargo run --release -p conformance`: every scenario against every backend on its built-in
+//! `cargo run --release -p fwipc-runner`: every scenario against every backend on its built-in
 //! simulated remote, a progress line per scenario and a final backend × scenario table.
 //!
 //! Options: `--backend NAME` and `--scenario NAME` (repeatable, substring match), `--json` for
@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use conformance::{Fixture, Scenario, Verdict};
+use fwipc_conformance::{Fixture, Scenario, Verdict};
 
 /// A scenario that runs longer than this is reported as hung.
 const WATCHDOG: Duration = Duration::from_secs(180);
@@ -27,14 +27,14 @@ fn backends() -> Vec<Backend> {
     fn b<F: Fixture + 'static>() -> Backend {
         Backend {
             name: F::NAME,
-            scenarios: conformance::suite::<F>(),
+            scenarios: fwipc_conformance::suite::<F>(),
         }
     }
     vec![
-        b::<conformance::loopback::LoopbackFixture>(),
-        b::<backend_scmi_virtio::sim::ScmiFixture>(),
-        b::<backend_vchiq::sim::VchiqFixture>(),
-        b::<backend_fastrpc::sim::FastRpcFixture>(),
+        b::<fwipc_conformance::loopback::LoopbackFixture>(),
+        b::<fwipc_scmi_virtio::sim::ScmiFixture>(),
+        b::<fwipc_vchiq::sim::VchiqFixture>(),
+        b::<fwipc_fastrpc::sim::FastRpcFixture>(),
     ]
 }
 

@@ -6,13 +6,13 @@
 //! the floor (two threads ping-ponging one cache line with Acquire/Release). Only ratios are
 //! comparable across runs and machines, never absolute times.
 //!
-//! `cargo bench -p conformance --bench roundtrip` (add `-- --quick` for a short run).
+//! `cargo bench -p fwipc-runner --bench roundtrip` (add `-- --quick` for a short run).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conformance::loopback::LoopbackFixture;
+use fwipc_conformance::loopback::LoopbackFixture;
 use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{call, yield_now, Completion, Request, StdClock, ThreadParker, Wait};
 
@@ -211,12 +211,12 @@ fn main() {
         Box::new(StdMpsc::new()),
         fwipc::<LoopbackFixture>(Completion::Polled, "polled"),
         fwipc::<LoopbackFixture>(Completion::Interrupt, "interrupt"),
-        fwipc::<backend_scmi_virtio::sim::ScmiFixture>(Completion::Polled, "polled"),
-        fwipc::<backend_scmi_virtio::sim::ScmiFixture>(Completion::Interrupt, "interrupt"),
-        fwipc::<backend_vchiq::sim::VchiqFixture>(Completion::Polled, "polled"),
-        fwipc::<backend_vchiq::sim::VchiqFixture>(Completion::Interrupt, "interrupt"),
-        fwipc::<backend_fastrpc::sim::FastRpcFixture>(Completion::Polled, "polled"),
-        fwipc::<backend_fastrpc::sim::FastRpcFixture>(Completion::Interrupt, "interrupt"),
+        fwipc::<fwipc_scmi_virtio::sim::ScmiFixture>(Completion::Polled, "polled"),
+        fwipc::<fwipc_scmi_virtio::sim::ScmiFixture>(Completion::Interrupt, "interrupt"),
+        fwipc::<fwipc_vchiq::sim::VchiqFixture>(Completion::Polled, "polled"),
+        fwipc::<fwipc_vchiq::sim::VchiqFixture>(Completion::Interrupt, "interrupt"),
+        fwipc::<fwipc_fastrpc::sim::FastRpcFixture>(Completion::Polled, "polled"),
+        fwipc::<fwipc_fastrpc::sim::FastRpcFixture>(Completion::Interrupt, "interrupt"),
     ];
     println!(
         "round-trip latency, {samples} interleaved samples x {rounds} rounds, median; {} cores",

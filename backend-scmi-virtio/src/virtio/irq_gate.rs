@@ -1,0 +1,152 @@
+//! The channel lock and the interrupt-side entry point ([`ScmiVirtio::complete`]).
+//!
+//! # The rule for embedders
+//!
+//! Call [`ScmiVirtio::complete`] from the device's interrupt handler, with the other CPUs sending
+//! and interrupts enabled everywhere else. It never waits for a lock: it records that the device
+//! interrupted (`irq_pending`), then *tries* the channel lock. If the lock is free it runs the
+//! interrupt pass itself; if any context holds it (the code this interrupt preempted on the same
+//! CPU, or a sender on another CPU) it returns at once, and that holder runs the pass when it
+//! releases the lock. So an interrupt can never deadlock against the code it interrupted, and no
+//! lock needs to mask interrupts.
+//!
+//! This holds because every lock the interrupt pass takes is taken only under the channel lock:
+//! the message pool and the token allocator are reached only with the channel lock held (send
+//! allocates under it, `mark_txdone` drops the caller's buffer under it, `stats` counts under it).
+//! Wakers of completed transfers run after the lock is released, in whichever context ran the pass
+//! (possibly the interrupt handler): a waker used with an interrupt-driven channel must be callable
+//! from interrupt context (`ThreadParker`, a WFE parker and executor wakers that only set a flag
+//! and signal are).
+//!
+//! # Why no interrupt can be lost
+//!
+//! The interrupt side stores `irq_pending` and then tries the lock; a releasing holder unlocks and
+//! then loads `irq_pending`. A `SeqCst` fence between the two steps on each side (a Dekker
+//! handshake, see `docs/memory-ordering.md`) guarantees that at least one of them sees the other:
+//! either the interrupt side finds the lock free and runs the pass, or the holder sees the flag and
+//! re-takes the lock to run it.
+
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{fence, Ordering};
+
+use virtio_drivers::transport::{DeviceStatus, InterruptStatus, Transport as VirtioTransport};
+use virtio_drivers::Hal;
+
+use super::transport::{ScmiVirtio, State};
+
+/// The channel lock held: derefs to the channel state. Dropping it runs any interrupt pass that
+/// arrived meanwhile, then the wakers of completed transfers, outside the lock.
+pub(super) struct ChanGuard<'a, H: Hal, T: VirtioTransport> {
+    chan: &'a ScmiVirtio<H, T>,
+    guard: Option<spin::MutexGuard<'a, State<H, T>>>,
+}
+
+impl<H: Hal, T: VirtioTransport> Deref for ChanGuard<'_, H, T> {
+    type Target = State<H, T>;
+    fn deref(&self) -> &State<H, T> {
+        // The guard is `Some` from construction until `drop`.
+        self.guard
+            .as_deref()
+            .expect("channel guard used after release")
+    }
+}
+
+impl<H: Hal, T: VirtioTransport> DerefMut for ChanGuard<'_, H, T> {
+    fn deref_mut(&mut self) -> &mut State<H, T> {
+        self.guard
+            .as_deref_mut()
+            .expect("channel guard used after release")
+    }
+}
+
+impl<H: Hal, T: VirtioTransport> Drop for ChanGuard<'_, H, T> {
+    fn drop(&mut self) {
+        if let Some(g) = self.guard.take() {
+            self.chan.release(g);
+        }
+    }
+}
+
+impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
+    /// Take the channel lock (spinning). Never called from the interrupt path.
+    pub(super) fn lock(&self) -> ChanGuard<'_, H, T> {
+        ChanGuard {
+            chan: self,
+            guard: Some(self.state.lock()),
+        }
+    }
+
+    /// The interrupt entry point: acknowledge the device's interrupt, take every returned cmdq
+    /// chain and eventq buffer, record completions, and wake registered wakers. Cheap when nothing
+    /// is pending.
+    ///
+    /// Call it from the embedder's IRQ handler (or a thread woken by it), with other CPUs sending
+    /// and interrupts enabled everywhere else: it never waits for a lock. If the channel lock is
+    /// held (by the code this interrupt preempted, or by another CPU) it records the interrupt and
+    /// returns; the holder runs the pass when it releases the lock. Wakers of completed transfers
+    /// may run inside this call, so wakers used with an interrupt-driven channel must be callable
+    /// from interrupt context.
+    pub fn complete(&self) {
+        // Relaxed store: ordered before the lock attempt by the fence below.
+        self.irq_pending.store(true, Ordering::Relaxed);
+        // SeqCst: the interrupt side of the Dekker handshake with `release` (store flag; fence;
+        // try the lock) — either we find the lock free or its holder sees the flag.
+        fence(Ordering::SeqCst);
+        if let Some(g) = self.state.try_lock() {
+            self.release(g);
+        }
+    }
+
+    /// Release the channel lock: first run an interrupt pass that arrived while it was held, then
+    /// hand the wakers of completed transfers out one by one, waking each with the lock dropped.
+    /// If an interrupt or a waker is still pending after the lock is dropped, try to take it back;
+    /// when another context holds it, that context finishes the job at its own release.
+    pub(super) fn release<'a>(&'a self, mut g: spin::MutexGuard<'a, State<H, T>>) {
+        loop {
+            // Acquire: pairs with nothing stronger than the lock itself (the pass reads the device
+            // rings with their own barriers); the swap just consumes the request exactly once.
+            if self.irq_pending.swap(false, Ordering::Acquire) {
+                self.irq_pass(&mut g);
+            }
+            let waker = g.deferred.pop();
+            drop(g);
+            let woke = waker.is_some();
+            if let Some(w) = waker {
+                w.wake();
+            }
+            // SeqCst: the holder side of the Dekker handshake with `complete` (unlock; fence; load
+            // flag) — either we see its flag here or its `try_lock` saw the lock free.
+            fence(Ordering::SeqCst);
+            // Relaxed: ordered by the fence above.
+            if !woke && !self.irq_pending.load(Ordering::Relaxed) {
+                return;
+            }
+            match self.state.try_lock() {
+                Some(next) => g = next,
+                // The new holder runs the pass and the remaining wakers when it releases.
+                None => return,
+            }
+        }
+    }
+
+    /// One interrupt pass under the channel lock: acknowledge, drain both queues, and reset a
+    /// device that asked for it.
+    fn irq_pass(&self, st: &mut State<H, T>) {
+        let guard = self.lc.acquire();
+        let isr = st.transport.ack_interrupt();
+        if guard.is_err() {
+            return;
+        }
+        self.drain_cmdq(st);
+        self.drain_eventq(st);
+        if isr.contains(InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT)
+            && st
+                .transport
+                .get_status()
+                .contains(DeviceStatus::DEVICE_NEEDS_RESET)
+        {
+            log::warn!("virtio-scmi: device needs reset; in-flight transfers cancelled");
+            let _ = self.reset_locked(st);
+        }
+    }
+}
