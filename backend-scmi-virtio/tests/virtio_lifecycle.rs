@@ -70,6 +70,30 @@ fn p2a_declined_by_config() {
 }
 
 #[test]
+fn access_platform_is_accepted_when_offered() {
+    for offered in [false, true] {
+        let cfg = SimDeviceConfig {
+            offer_access_platform: offered,
+            ..SimDeviceConfig::default()
+        };
+        let dev = SimDevice::start(cfg, || Box::new(EchoPlatform::new()));
+        // The bouncing Hal: every address the device sees is a Hal-provided copy.
+        let scmi =
+            ScmiVirtio::<BounceHal, _>::new(dev.transport(), ScmiVirtioConfig::default()).unwrap();
+        assert_eq!(
+            scmi.features().contains(ScmiFeatures::ACCESS_PLATFORM),
+            offered
+        );
+        assert_eq!(
+            dev.driver_features() & ScmiFeatures::ACCESS_PLATFORM.bits() != 0,
+            offered,
+            "ACCESS_PLATFORM written back iff offered"
+        );
+        assert_eq!(echo_on(&scmi, b"dma").unwrap(), inverted(b"dma"));
+    }
+}
+
+#[test]
 fn bad_queue_sizes_are_refused() {
     let dev = SimDevice::start(
         SimDeviceConfig {

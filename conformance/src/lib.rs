@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
                 fifo_ordering,
                 concurrent_senders,
                 timeout_late_reply,
+                dropped_transfer,
                 pool_exhaustion,
                 teardown_in_flight,
                 bulk_integrity,

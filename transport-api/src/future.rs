@@ -1,6 +1,6 @@
 //! The async face: a `Future` for a transfer's completion, on `core::task` only (any executor,
-//! or none). Dropping it before completion cancels the transfer safely ([`TxOutcome::Cancelled`]):
-//! the backend keeps any buffer the remote still owns.
+//! or none). Dropping it before completion cancels the transfer safely ([`TxOutcome::Cancelled`],
+//! through [`Transfer`]): the backend keeps any buffer the remote still owns.
 
 use core::future::Future;
 use core::pin::Pin;
@@ -8,14 +8,15 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 
 use crate::clock::{Clock, Deadline};
-use crate::transport::{Request, Ticket, Transport, TxOutcome};
+use crate::transfer::Transfer;
+use crate::transport::{Request, Transport, TxOutcome};
 use crate::{Error, Result};
 
 /// Resolves to the reply length (copied into the caller's buffer) or an error.
 pub struct CallFuture<'a, T: Transport + ?Sized, C: Clock + ?Sized> {
-    t: &'a T,
+    /// `None` once the future resolved; dropping it earlier cancels the transfer ([`Transfer`]).
+    x: Option<Transfer<'a, T>>,
     clock: &'a C,
-    ticket: Option<Ticket>,
     deadline: Deadline,
     out: &'a mut [u8],
 }
@@ -29,30 +30,25 @@ pub fn call_async<'a, T: Transport + ?Sized, C: Clock + ?Sized>(
     out: &'a mut [u8],
     timeout: Duration,
 ) -> Result<CallFuture<'a, T, C>> {
-    let ticket = t.send(req)?;
+    let x = Transfer::send(t, req)?;
     Ok(CallFuture {
-        t,
+        x: Some(x),
         clock,
-        ticket: Some(ticket),
         deadline: Deadline::after(clock, timeout),
         out,
     })
 }
 
 impl<T: Transport + ?Sized, C: Clock + ?Sized> CallFuture<'_, T, C> {
-    fn finish(&mut self, outcome: TxOutcome) {
-        if let Some(ticket) = self.ticket.take() {
-            self.t.mark_txdone(ticket, outcome);
-        }
-    }
-
-    fn fetch(&mut self) -> Result<usize> {
-        let r = match &self.ticket {
-            Some(ticket) => self.t.fetch_response(ticket, self.out),
-            None => Err(Error::InvalidArgument),
+    /// End the transfer with the outcome of waiting, fetching the reply if it arrived.
+    fn resolve(&mut self, waited: Result<()>) -> Poll<Result<usize>> {
+        let Some(x) = self.x.take() else {
+            // Polled again after completion: a caller bug, reported rather than panicking.
+            return Poll::Ready(Err(Error::InvalidArgument));
         };
-        self.finish(TxOutcome::Done);
-        r
+        let r = waited.and_then(|()| x.fetch_response(self.out));
+        x.finish(TxOutcome::after_wait(&waited));
+        Poll::Ready(r)
     }
 }
 
@@ -61,38 +57,27 @@ impl<T: Transport + ?Sized, C: Clock + ?Sized> Future for CallFuture<'_, T, C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let Some(ticket) = &this.ticket else {
-            // Polled again after completion: a caller bug, reported rather than panicking.
+        let Some(x) = &this.x else {
             return Poll::Ready(Err(Error::InvalidArgument));
         };
-        match this.t.poll_done(ticket) {
-            Ok(true) => return Poll::Ready(this.fetch()),
+        match x.poll_done() {
+            Ok(true) => return this.resolve(Ok(())),
             Ok(false) => {}
-            Err(e) => {
-                this.finish(TxOutcome::Cancelled);
-                return Poll::Ready(Err(e));
-            }
+            Err(e) => return this.resolve(Err(e)),
         }
         if this.deadline.expired(this.clock) {
-            this.finish(TxOutcome::TimedOut);
-            return Poll::Ready(Err(Error::Timeout));
+            return this.resolve(Err(Error::Timeout));
         }
-        if this.t.register_waker(ticket, cx.waker()) {
+        if x.register_waker(cx.waker()) {
             // Completion may have raced the registration: check once more.
-            if let Ok(true) = this.t.poll_done(ticket) {
-                return Poll::Ready(this.fetch());
+            if let Ok(true) = x.poll_done() {
+                return this.resolve(Ok(()));
             }
         } else {
             // This transport cannot wake us: ask to be polled again (busy future).
             cx.waker().wake_by_ref();
         }
         Poll::Pending
-    }
-}
-
-impl<T: Transport + ?Sized, C: Clock + ?Sized> Drop for CallFuture<'_, T, C> {
-    fn drop(&mut self) {
-        self.finish(TxOutcome::Cancelled);
     }
 }
 

@@ -14,6 +14,7 @@ mod pool;
 mod stats;
 mod sync;
 mod token;
+mod transfer;
 mod transport;
 mod wait;
 
@@ -26,6 +27,7 @@ pub use lifecycle::{Lifecycle, UserGuard};
 pub use pool::{MsgPool, PoolBuf};
 pub use stats::{Counters, Stats};
 pub use token::{Token, TokenAllocator};
+pub use transfer::Transfer;
 pub use transport::{
     BulkDir, BulkRequest, BulkResult, Caps, Completion, Notification, Request, Ticket, Transport,
     TxOutcome,

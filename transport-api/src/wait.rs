@@ -5,6 +5,7 @@ use core::task::Waker;
 use core::time::Duration;
 
 use crate::clock::{Clock, Deadline};
+use crate::transfer::Transfer;
 use crate::transport::{Request, Ticket, Transport, TxOutcome};
 use crate::{Error, Result};
 
@@ -102,11 +103,10 @@ pub fn call<T: Transport + ?Sized>(
     timeout: Duration,
     wait: Wait<'_>,
 ) -> Result<usize> {
-    let ticket = t.send(req)?;
-    let deadline = Deadline::after(clock, timeout);
-    let waited = wait_done(t, &ticket, clock, deadline, wait);
-    let r = waited.and_then(|()| t.fetch_response(&ticket, resp));
-    t.mark_txdone(ticket, TxOutcome::after_wait(&waited));
+    let x = Transfer::send(t, req)?;
+    let waited = x.wait(clock, Deadline::after(clock, timeout), wait);
+    let r = waited.and_then(|()| x.fetch_response(resp));
+    x.finish(TxOutcome::after_wait(&waited));
     r
 }
 

@@ -7,6 +7,7 @@ extern crate alloc;
 
 #[cfg(all(feature = "aarch64", target_arch = "aarch64"))]
 pub mod aarch64;
+pub mod bounce;
 #[cfg(feature = "mmio")]
 pub mod discovery;
 mod error;

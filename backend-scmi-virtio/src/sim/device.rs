@@ -47,6 +47,13 @@ pub struct SimDeviceConfig {
     /// publishes `avail_event` (= the next avail index it will read) whenever it runs out of
     /// work, and raises the queue interrupt only when `used_event` asks for it.
     pub offer_event_idx: bool,
+    /// Offer `VIRTIO_F_ACCESS_PLATFORM` (a device behind the platform's DMA translation).
+    pub offer_access_platform: bool,
+    /// Play the host of a protected VM: the only guest memory it may touch is this window
+    /// (`start`, `len`) the guest shared. A ring or buffer address outside it is refused (the
+    /// chain is returned empty, like a malformed one) and counted
+    /// ([`SimDevice::outside_window`]). `None`: all memory is reachable.
+    pub shared_window: Option<(PhysAddr, u64)>,
     /// Look at the available rings only after a kick (like a real vhost back-end), instead of
     /// also on every 20 ms idle tick. A driver that skips a kick the device asked for then
     /// stalls, which a bounded test sees.
@@ -60,6 +67,8 @@ impl Default for SimDeviceConfig {
             offer_p2a: true,
             offer_version_1: true,
             offer_event_idx: true,
+            offer_access_platform: false,
+            shared_window: None,
             kick_only: true,
         }
     }
@@ -116,6 +125,8 @@ struct Dev {
     seen: Vec<u32>,
     received: u64,
     malformed: u64,
+    /// Ring or buffer addresses outside `cfg.shared_window` (each refused).
+    outside_window: u64,
     corrupt_toggle: bool,
     /// Kicks (driver notifications) received.
     kicks: u64,
@@ -243,6 +254,22 @@ impl Dev {
         Some(head)
     }
 
+    /// Whether `addr..addr + len` lies in the memory the guest shared (always, without a
+    /// `shared_window`); counts a refusal.
+    fn may_touch(&mut self, addr: PhysAddr, len: u64) -> bool {
+        let Some((start, size)) = self.cfg.shared_window else {
+            return true;
+        };
+        let inside = addr >= start
+            && addr
+                .checked_add(len)
+                .is_some_and(|end| end <= start.saturating_add(size));
+        if !inside {
+            self.outside_window += 1;
+        }
+        inside
+    }
+
     fn desc(&self, qi: usize, i: u16) -> Option<Descriptor> {
         let q = &self.queues[qi];
         if i >= q.size {
@@ -346,6 +373,10 @@ impl Dev {
         if d1.flags & DESC_F_WRITE == 0 || d1.flags & DESC_F_NEXT != 0 || d1.len > MAX_DEVICE_BUF {
             return Err(());
         }
+        if !self.may_touch(d0.addr, u64::from(d0.len)) || !self.may_touch(d1.addr, u64::from(d1.len))
+        {
+            return Err(());
+        }
         // SAFETY: the driver shared `d0` for reading until we return the chain.
         let req = unsafe { read_mem(d0.addr, d0.len as usize) };
         self.received += 1;
@@ -427,7 +458,8 @@ impl Dev {
                 Some(d)
                     if d.flags & DESC_F_WRITE != 0
                         && d.flags & DESC_F_NEXT == 0
-                        && d.len <= MAX_DEVICE_BUF =>
+                        && d.len <= MAX_DEVICE_BUF
+                        && self.may_touch(d.addr, u64::from(d.len)) =>
                 {
                     self.event_bufs.push_back((head, d.addr, d.len))
                 }
@@ -563,6 +595,7 @@ impl SimDevice {
                 seen: Vec::new(),
                 received: 0,
                 malformed: 0,
+                outside_window: 0,
                 corrupt_toggle: false,
                 kicks: 0,
                 irqs_raised: 0,
@@ -655,6 +688,12 @@ impl SimDevice {
     /// Malformed chains the device rejected.
     pub fn malformed_chains(&self) -> u64 {
         lock(&self.sh.dev).malformed
+    }
+
+    /// Ring or buffer addresses the driver gave outside [`SimDeviceConfig::shared_window`]
+    /// (each was refused).
+    pub fn outside_window(&self) -> u64 {
+        lock(&self.sh.dev).outside_window
     }
 
     /// Kicks (queue notifications) the driver sent.
@@ -838,6 +877,9 @@ impl Transport for SimTransport {
         if d.cfg.offer_event_idx {
             f |= ScmiFeatures::RING_EVENT_IDX;
         }
+        if d.cfg.offer_access_platform {
+            f |= ScmiFeatures::ACCESS_PLATFORM;
+        }
         f.bits()
     }
 
@@ -892,6 +934,18 @@ impl Transport for SimTransport {
         device_area: PhysAddr,
     ) {
         let mut d = lock(&self.sh.dev);
+        let bytes = u64::from(size);
+        // Descriptor table, driver (avail) and device (used) areas, as the split ring lays them
+        // out (Virtio 1.2 §2.7): 16, 2 and 8 bytes per entry plus 6-byte headers/trailers.
+        let areas = [
+            (descriptors, 16 * bytes),
+            (driver_area, 6 + 2 * bytes),
+            (device_area, 6 + 8 * bytes),
+        ];
+        if !areas.iter().all(|&(a, l)| d.may_touch(a, l)) {
+            // A ring the host may not touch is never configured: the queue stays unusable.
+            return;
+        }
         if let Some(q) = d.queues.get_mut(usize::from(queue)) {
             *q = QueueCfg {
                 size: size as u16,

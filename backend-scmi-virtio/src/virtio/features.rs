@@ -21,6 +21,13 @@ bitflags! {
         const RING_EVENT_IDX = 1 << 29;
         /// `VIRTIO_F_VERSION_1`: required (a legacy device is refused).
         const VERSION_1 = 1 << 32;
+        /// `VIRTIO_F_ACCESS_PLATFORM` (Virtio 1.2 §6): the device reaches driver memory through
+        /// the platform's DMA translation (an IOMMU, or the shared-memory rules of a protected
+        /// VM). Accepted whenever offered, as the specification asks: every address this driver
+        /// gives the device already comes from the `Hal` (`dma_alloc`/`share`), never from a raw
+        /// pointer, so a `Hal` that bounces through an explicitly shared pool is all such a
+        /// platform needs.
+        const ACCESS_PLATFORM = 1 << 33;
     }
 }
 

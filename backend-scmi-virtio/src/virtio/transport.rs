@@ -182,6 +182,9 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         if config.event_idx && offered.contains(ScmiFeatures::RING_EVENT_IDX) {
             features |= ScmiFeatures::RING_EVENT_IDX;
         }
+        if offered.contains(ScmiFeatures::ACCESS_PLATFORM) {
+            features |= ScmiFeatures::ACCESS_PLATFORM;
+        }
         let event_idx = features.contains(ScmiFeatures::RING_EVENT_IDX);
         transport.write_driver_features(features.bits());
         transport.set_status(

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use fwipc_transport_api::fixture::{Fault, Fixture};
-use fwipc_transport_api::{Error, Transport};
+use fwipc_transport_api::{Error, Transfer, Transport};
 
 use super::Verdict;
 use crate::util::{
@@ -70,6 +70,55 @@ pub fn timeout_late_reply<F: Fixture>() -> Verdict {
         );
         assert_pool_full(&fx, "after the late reply returned the buffer");
         echo_ok(&fx, &tagged_payload(7, 8, &mut rng));
+    }
+    Verdict::Pass
+}
+
+/// A [`Transfer`] dropped while the remote still holds its request (an early return or `?`
+/// between send and finish) ends the transfer as `Cancelled`: the remote-owned buffer is not
+/// reused while the remote holds it, later calls get their own replies, the late reply is dropped
+/// and counted, and the pool ends full. Runs in every completion mode.
+pub fn dropped_transfer<F: Fixture>() -> Verdict {
+    for &mode in F::modes() {
+        let fx = F::setup(mode);
+        let t = fx.transport();
+        let mut rng = Rng::new(12);
+        fx.remote().set_fault(Fault::Hold);
+        let late_before = t.stats().late_replies;
+        let held = tagged_payload(0xd0d0, 16, &mut rng);
+        {
+            let x = Transfer::send(t, &request(&fx, &held))
+                .unwrap_or_else(|e| panic!("{}: send failed: {e} ({mode:?})", F::NAME));
+            assert_eq!(
+                x.poll_done(),
+                Ok(false),
+                "{}: held request completed",
+                F::NAME
+            );
+        } // dropped here, unfinished
+        let s = t.stats();
+        assert!(
+            s.pool_free < s.pool_capacity,
+            "{}: a dropped transfer's remote-owned buffer went back to the free list ({mode:?})",
+            F::NAME
+        );
+        fx.remote().set_fault(Fault::None);
+        for i in 0..8 {
+            echo_ok(
+                &fx,
+                &tagged_payload(0x2000 + i, 1 + rng.below(24), &mut rng),
+            );
+        }
+        fx.remote().release();
+        let counted = eventually(fx.reply_timeout(), || t.stats().late_replies > late_before);
+        assert!(
+            counted,
+            "{}: the dropped transfer's late reply was not counted ({:?}, {mode:?})",
+            F::NAME,
+            t.stats()
+        );
+        assert_pool_full(&fx, "after the dropped transfer's buffer came back");
+        echo_ok(&fx, &tagged_payload(9, 8, &mut rng));
     }
     Verdict::Pass
 }

@@ -8,7 +8,8 @@ mod teardown;
 
 pub use bulk::bulk_integrity;
 pub use faults::{
-    dropped_reply, hostile_input, pool_exhaustion, reset_mid_flight, timeout_late_reply,
+    dropped_reply, dropped_transfer, hostile_input, pool_exhaustion, reset_mid_flight,
+    timeout_late_reply,
 };
 pub use messaging::{concurrent_senders, fifo_ordering, notifications, roundtrip};
 pub use teardown::teardown_in_flight;
@@ -43,6 +44,7 @@ pub fn suite<F: Fixture + 'static>() -> Vec<Scenario> {
         ("fifo_ordering", fifo_ordering::<F>),
         ("concurrent_senders", concurrent_senders::<F>),
         ("timeout_late_reply", timeout_late_reply::<F>),
+        ("dropped_transfer", dropped_transfer::<F>),
         ("pool_exhaustion", pool_exhaustion::<F>),
         ("teardown_in_flight", teardown_in_flight::<F>),
         ("bulk_integrity", bulk_integrity::<F>),
