@@ -1,9 +1,10 @@
-//! `cargo run --release -p fwipc-runner`: every scenario against every backend on its built-in
-//! simulated remote, a progress line per scenario and a final backend × scenario table.
-//!
-//! Options: `--backend NAME` and `--scenario NAME` (repeatable, substring match), `--json` for
-//! machine-readable output, `--list` to print the matrix without running it. Exits non-zero if
-//! anything fails or hangs.
+//! `cargo run --release -p fwipc-runner`: every conformance scenario against every backend on its
+//! built-in simulated remote, a progress line per cell, the backend × scenario table and a digest
+//! of the failures. `-- --help` lists the options (filters, JSON, Markdown and JUnit reports, the
+//! watchdog). Exits 1 if any cell fails, hangs or does not run, 2 on a usage error.
+
+mod args;
+mod report;
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use fwipc_conformance::{Fixture, Scenario, Verdict};
 
-/// A scenario that runs longer than this is reported as hung.
-const WATCHDOG: Duration = Duration::from_secs(180);
+use args::{check_filters, selected, usage_error};
+use report::{Outcome, Report, Row};
 
 /// (backend, scenario, run) of one selected cell.
 type Planned = (&'static str, &'static str, fn() -> Verdict);
@@ -23,6 +24,7 @@ struct Backend {
     scenarios: Vec<Scenario>,
 }
 
+/// The one list of backends the runner knows.
 fn backends() -> Vec<Backend> {
     fn b<F: Fixture + 'static>() -> Backend {
         Backend {
@@ -38,68 +40,14 @@ fn backends() -> Vec<Backend> {
     ]
 }
 
-enum Outcome {
-    Pass,
-    NotApplicable(&'static str),
-    Fail(String),
-    Hung,
-}
-
-struct Row {
-    backend: &'static str,
-    scenario: &'static str,
-    outcome: Outcome,
-    time: Duration,
-}
-
-struct Args {
-    backends: Vec<String>,
-    scenarios: Vec<String>,
-    json: bool,
-    list: bool,
-}
-
-fn usage() -> ! {
-    eprintln!("usage: conformance [--backend NAME]... [--scenario NAME]... [--json] [--list]");
-    std::process::exit(2)
-}
-
-fn parse_args() -> Args {
-    let mut a = Args {
-        backends: vec![],
-        scenarios: vec![],
-        json: false,
-        list: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--backend" | "-b" => a.backends.push(it.next().unwrap_or_else(|| usage())),
-            "--scenario" | "-s" => a.scenarios.push(it.next().unwrap_or_else(|| usage())),
-            "--json" => a.json = true,
-            "--list" => a.list = true,
-            "--help" | "-h" => usage(),
-            other => {
-                eprintln!("unknown argument {other:?}");
-                usage()
-            }
-        }
-    }
-    a
-}
-
-fn selected(filters: &[String], name: &str) -> bool {
-    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
-}
-
-fn run_one(f: fn() -> Verdict) -> (Outcome, Duration) {
+fn run_one(f: fn() -> Verdict, watchdog: Duration) -> (Outcome, Duration) {
     let (tx, rx) = mpsc::channel();
     let start = Instant::now();
     std::thread::spawn(move || {
         let r = catch_unwind(AssertUnwindSafe(f));
         let _ = tx.send(r);
     });
-    let outcome = match rx.recv_timeout(WATCHDOG) {
+    let outcome = match rx.recv_timeout(watchdog) {
         Ok(Ok(Verdict::Pass)) => Outcome::Pass,
         Ok(Ok(Verdict::NotApplicable(why))) => Outcome::NotApplicable(why),
         Ok(Err(p)) => Outcome::Fail(
@@ -113,30 +61,27 @@ fn run_one(f: fn() -> Verdict) -> (Outcome, Duration) {
     (outcome, start.elapsed())
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
+fn write_file(path: &std::path::Path, text: &str) {
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("fwipc-runner: cannot write {}: {e}", path.display());
+        std::process::exit(2);
     }
-    o.push('"');
-    o
 }
 
 fn main() {
-    let args = parse_args();
+    let args = args::parse();
     let all = backends();
-    let known: Vec<&str> = all.iter().map(|b| b.name).collect();
-    for f in &args.backends {
-        if !known.iter().any(|k| k.contains(f.as_str())) {
-            eprintln!("no backend matches {f:?}; known: {}", known.join(", "));
-            std::process::exit(2);
+    let names: Vec<&str> = all.iter().map(|b| b.name).collect();
+    check_filters("backend", &args.backends, &names);
+    let mut scenario_names: Vec<&str> = Vec::new();
+    for b in &all {
+        for (s, _) in &b.scenarios {
+            if !scenario_names.contains(s) {
+                scenario_names.push(s);
+            }
         }
     }
+    check_filters("scenario", &args.scenarios, &scenario_names);
     let plan: Vec<Planned> = all
         .iter()
         .filter(|b| selected(&args.backends, b.name))
@@ -148,8 +93,7 @@ fn main() {
         })
         .collect();
     if plan.is_empty() {
-        eprintln!("nothing selected");
-        std::process::exit(2);
+        usage_error("the filters select no backend/scenario cell");
     }
     if args.list {
         for (b, s, _) in &plan {
@@ -157,126 +101,66 @@ fn main() {
         }
         return;
     }
+    let mut report = Report {
+        planned: plan.iter().map(|(b, s, _)| (*b, *s)).collect(),
+        rows: Vec::with_capacity(plan.len()),
+        watchdog: args.watchdog,
+    };
     let total = plan.len();
-    let mut rows = Vec::with_capacity(total);
-    let progress_to_stderr = args.json;
-    for (i, (backend, scenario, f)) in plan.into_iter().enumerate() {
-        let line = format!("[{:>3}/{total}] {backend} / {scenario} ...", i + 1);
-        if progress_to_stderr {
-            eprint!("{line}");
+    // With --json, stdout carries only the report.
+    let progress = |s: &str, newline: bool| {
+        if args.json {
+            if newline {
+                eprintln!("{s}")
+            } else {
+                eprint!("{s}")
+            }
+        } else if newline {
+            println!("{s}")
         } else {
-            print!("{line}");
+            print!("{s}");
             let _ = std::io::stdout().flush();
         }
-        let (outcome, time) = run_one(f);
+    };
+    for (i, (backend, scenario, f)) in plan.into_iter().enumerate() {
+        progress(
+            &format!("[{:>3}/{total}] {backend} / {scenario} ...", i + 1),
+            false,
+        );
+        let (outcome, time) = run_one(f, args.watchdog);
         let verdict = match &outcome {
             Outcome::Pass => "pass".to_string(),
             Outcome::NotApplicable(w) => format!("n/a ({w})"),
-            Outcome::Fail(m) => format!("FAIL: {m}"),
-            Outcome::Hung => format!("HUNG (>{}s)", WATCHDOG.as_secs()),
+            Outcome::Fail(m) => format!("FAIL: {}", m.lines().next().unwrap_or("")),
+            Outcome::Hung => format!("HUNG (>{}s)", args.watchdog.as_secs()),
         };
-        let done = format!(" {verdict} ({} ms)", time.as_millis());
-        if progress_to_stderr {
-            eprintln!("{done}");
-        } else {
-            println!("{done}");
-        }
+        progress(&format!(" {verdict} ({} ms)", time.as_millis()), true);
         let hung = matches!(outcome, Outcome::Hung);
-        rows.push(Row {
+        report.rows.push(Row {
             backend,
             scenario,
             outcome,
             time,
         });
         if hung {
-            // The hung scenario's thread cannot be stopped; report what we have and exit.
+            // The hung cell's thread cannot be stopped; report what we have and stop.
             break;
         }
     }
-    let failed = rows
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Fail(_) | Outcome::Hung))
-        .count();
     if args.json {
-        let items: Vec<String> = rows
-            .iter()
-            .map(|r| {
-                let (status, detail) = match &r.outcome {
-                    Outcome::Pass => ("pass", String::new()),
-                    Outcome::NotApplicable(w) => ("n/a", w.to_string()),
-                    Outcome::Fail(m) => ("fail", m.clone()),
-                    Outcome::Hung => ("hung", String::new()),
-                };
-                format!(
-                    "{{\"backend\":{},\"scenario\":{},\"status\":{},\"detail\":{},\"ms\":{}}}",
-                    json_str(r.backend),
-                    json_str(r.scenario),
-                    json_str(status),
-                    json_str(&detail),
-                    r.time.as_millis()
-                )
-            })
-            .collect();
-        println!(
-            "{{\"results\":[{}],\"failed\":{failed},\"total\":{}}}",
-            items.join(","),
-            rows.len()
-        );
+        println!("{}", report.json());
     } else {
-        print_table(&rows);
-        let passed = rows
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Pass))
-            .count();
-        let na = rows
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::NotApplicable(_)))
-            .count();
-        println!("{passed} passed, {failed} failed, {na} skipped");
+        print!("{}", report.table());
+        print!("{}", report.digest());
+        println!("{}", report.summary());
     }
-    if failed > 0 || rows.len() < total {
+    if let Some(p) = &args.markdown {
+        write_file(p, &report.markdown());
+    }
+    if let Some(p) = &args.junit {
+        write_file(p, &report.junit());
+    }
+    if report.failed() > 0 || report.rows.len() < total {
         std::process::exit(1);
     }
-}
-
-fn print_table(rows: &[Row]) {
-    let mut backends: Vec<&str> = Vec::new();
-    let mut scenarios: Vec<&str> = Vec::new();
-    for r in rows {
-        if !backends.contains(&r.backend) {
-            backends.push(r.backend);
-        }
-        if !scenarios.contains(&r.scenario) {
-            scenarios.push(r.scenario);
-        }
-    }
-    let w0 = scenarios.iter().map(|s| s.len()).max().unwrap_or(8).max(8);
-    let wc = backends.iter().map(|b| b.len()).max().unwrap_or(12).max(16);
-    println!();
-    print!("{:<w0$}", "scenario");
-    for b in &backends {
-        print!(" | {b:<wc$}");
-    }
-    println!();
-    println!("{}", "-".repeat(w0 + backends.len() * (wc + 3)));
-    for s in &scenarios {
-        print!("{s:<w0$}");
-        for b in &backends {
-            let cell = rows
-                .iter()
-                .find(|r| r.backend == *b && r.scenario == *s)
-                .map_or("-".to_string(), |r| {
-                    let v = match r.outcome {
-                        Outcome::Pass => "pass",
-                        Outcome::NotApplicable(_) => "n/a",
-                        Outcome::Fail(_) => "FAIL",
-                        Outcome::Hung => "HUNG",
-                    };
-                    format!("{v:<4} {:>6} ms", r.time.as_millis())
-                });
-            print!(" | {cell:<wc$}");
-        }
-        println!();
-    }
-    println!();
 }
