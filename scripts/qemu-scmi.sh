@@ -2,7 +2,9 @@
 # System test: the bare-metal aarch64 guest (guest-aarch64/) drives two real vhost-user SCMI
 # platforms (two vhost-device-scmi daemons, each with a differently named fake sensor) through two
 # QEMU `vhost-user-scmi` virtio-mmio devices, found through the device tree; each device must
-# return its own daemon's names and readings.
+# return its own daemon's names and readings. The guest runs with the MMU and caches on, on two
+# vCPUs, interrupts on: in its last stage both CPUs send commands to both devices at once while
+# the device interrupts complete them on CPU 0, and each CPU reports how many completed.
 #
 #   scripts/qemu-scmi.sh            build the guest, run it, check its output; exit 0 on PASS
 #   scripts/qemu-scmi.sh --install  first run scripts/setup.sh (installs vhost-device-scmi 0.4.0,
@@ -12,7 +14,8 @@
 #   VHOST_DEVICE_SCMI   the daemon (default $FWIPC_TOOLS/bin/vhost-device-scmi, FWIPC_TOOLS defaulting
 #                       to /opt/fwipc-cache/tools as in scripts/setup.sh, then PATH)
 #   QEMU_SYSTEM_AARCH64 qemu-system-aarch64 >= 8.1 with vhost-user-scmi (default: PATH)
-#   QEMU_TIMEOUT        seconds the guest may run (default 60; a passing run takes about 1 s)
+#   QEMU_TIMEOUT        seconds the guest may run (default 60; a passing run takes about 5-10 s
+#                       under TCG with two vCPUs)
 #
 # Exit status: 0 pass; 1 the guest's output does not match; 2 missing tool or build failure;
 # 3 the daemon failed; 4 QEMU failed or hung (timeout).
@@ -131,12 +134,12 @@ for i in "${!SENSOR_NAMES[@]}"; do
 done
 
 # --- QEMU --------------------------------------------------------------------------------------
-# GICv2 (the guest drives it); vhost-user needs guest RAM in a shared memfd; modern (version 2)
-# virtio-mmio headers. The guest powers off with PSCI SYSTEM_OFF (HVC conduit at EL1) and QEMU
+# GICv2 (the guest drives it); two vCPUs (the second started by the guest with PSCI CPU_ON);
+# vhost-user needs guest RAM in a shared memfd; modern (version 2) virtio-mmio headers. The guest powers off with PSCI SYSTEM_OFF (HVC conduit at EL1) and QEMU
 # then exits 0 whatever the verdict, so the verdict is read from the console below; -no-reboot
 # turns a reset into an exit too.
 timeout --kill-after=5 "$QEMU_TIMEOUT" "$QEMU" \
-    -M virt,gic-version=2 -cpu cortex-a57 -m 128M -smp 1 \
+    -M virt,gic-version=2 -cpu cortex-a57 -m 128M -smp 2 \
     -object memory-backend-memfd,id=mem,size=128M,share=on -machine memory-backend=mem \
     -global virtio-mmio.force-legacy=false \
     "${QEMU_DEVICES[@]}" \
@@ -299,6 +302,7 @@ for dev in "${!SENSOR_NAMES[@]}"; do
     expect_re "agent-irq\[$dev\]: virtio-scmi up: features ScmiFeatures\(P2A_CHANNELS \| RING_EVENT_IDX \| VERSION_1\), .*notifications true" \
         "$irq: backend up (P2A_CHANNELS | RING_EVENT_IDX | VERSION_1, notifications)"
     expect_re "agent-irq\[$dev\]: device interrupt INTID [0-9]+ -> ScmiVirtio::complete" "$irq: handler registered"
+    expect_re "agent-irq\[$dev\]: INTID [0-9]+ edge-triggered \(device tree\), routed to cpu0" "$irq: SPI routed to cpu0"
     expect_discovery "$irq" 2.0 3.0
     expect "$irq: sensor 0 \"$NAME\": 3 axes, unit 0, continuous-update notify true"
     expect "$irq: sensor 0 reading 0: 6 106 206"
@@ -320,6 +324,25 @@ for dev in "${!SENSOR_NAMES[@]}"; do
     expect_re "agent-irq\[$dev\]: [1-9][0-9]* device interrupts handled, 0 spurious" "$irq: replies completed by interrupts"
     expect "$irq: shut down"
 done
+# MMU and caches on both CPUs; CPU 1 started through PSCI.
+expect_re 'guest: cpu0: MMU, D-cache, I-cache on \(identity map: [0-9]+ MiB RAM Normal WB inner-shareable, [0-9]+ device windows Device-nGnRE\)' \
+    "cpu0: MMU and caches on"
+expect_re 'guest: cpu1: online via PSCI CPU_ON \(hvc\), MMU, D-cache, I-cache on, GIC CPU interface and IRQs on' \
+    "cpu1: online, MMU and caches on"
+# The concurrent stage: each CPU sent COMMANDS commands to every device, all completed with
+# checked replies (vendor, this device's own sensor name, consistent axes), and the device
+# interrupts were handled on CPU 0 only.
+COMMANDS=100
+PER_DEV=""
+for dev in "${!SENSOR_NAMES[@]}"; do PER_DEV+="${PER_DEV:+, }device $dev: $COMMANDS"; done
+for cpu in 0 1; do
+    expect "cpu$cpu: $((COMMANDS * ${#SENSOR_NAMES[@]})) concurrent commands completed ($PER_DEV)"
+done
+expect_re "concurrent: 2 CPUs x ${#SENSOR_NAMES[@]} devices x $COMMANDS commands in [0-9]+ ms; device interrupts handled on cpu0: [1-9][0-9]*, cpu1: 0 \(.*\)" \
+    "concurrent stage: device interrupts handled on cpu0 only"
+expect_re "concurrent: both CPUs sending at once for [1-9][0-9]* us \(cpu0 [0-9]+ us, cpu1 [0-9]+ us\)" \
+    "concurrent stage: both CPUs' command streams overlapped"
+
 if grep -q 'FAIL' "$WORK/guest.txt"; then
     say "guest reported: $(grep 'FAIL' "$WORK/guest.txt" | head -n1)"
     FAILED=1

@@ -1,14 +1,17 @@
-//! Entry point and exception vectors (QEMU `virt`, booted with `-kernel` at EL1, MMU off).
+//! Entry points and exception vectors (QEMU `virt`, booted with `-kernel` at EL1, MMU off).
 //!
-//! `_start` parks every CPU but the first, enables FP/SIMD (rustc uses q-registers for memcpy, and
+//! `_start` parks every CPU but the first (QEMU starts secondaries powered off under PSCI anyway), enables FP/SIMD (rustc uses q-registers for memcpy, and
 //! they trap while `CPACR_EL1.FPEN` is 0), selects `SP_EL1`, sets the stack from the linker script,
-//! zeroes `.bss`, installs the vector table and calls [`crate::guest_main`].
+//! zeroes `.bss`, installs the vector table and calls [`crate::guest_main`], which turns the MMU
+//! on later (`guest_mmu_on`, once the page tables are built). `_secondary_start` is the PSCI
+//! CPU_ON entry of the other CPUs (`smp.rs`): FP/SIMD, `SP_EL1`, MMU and caches on with the boot
+//! CPU's tables, its own stack, the same vectors, then `smp::secondary_main`.
 //!
 //! Every exception but an IRQ from EL1 is fatal: the vector stub passes its index and the syndrome
 //! registers to [`crate::guest_exception`], which prints them and powers off, so a fault shows up
 //! as a failed run in seconds instead of a hang that only the host-side timeout would catch. IRQs
-//! (taken only inside `irq::wait_for_interrupt`) go to `irq::guest_irq` with all caller-saved
-//! state preserved.
+//! (unmasked on every CPU once its GIC CPU interface is up, see `irq.rs`) go to `irq::guest_irq`
+//! with all caller-saved state preserved.
 
 core::arch::global_asm!(
     r#"
@@ -21,6 +24,8 @@ _start:
     cbnz    x19, 9f
     mov     x19, #(3 << 20)
     msr     cpacr_el1, x19
+    // isb: the FP/SIMD enable must take effect before any FP/SIMD instruction (Arm ARM,
+    // "Synchronization requirements for AArch64 System registers"); likewise after VBAR_EL1.
     isb
     msr     spsel, #1
     ldr     x19, =__stack_top
@@ -37,6 +42,58 @@ _start:
     bl      guest_main
 9:  wfe
     b       9b
+
+    // PSCI CPU_ON entry of a secondary CPU (PSCI DEN0022, CPU_ON: entered at the caller's EL with
+    // the MMU and caches off, x0 = context_id). The context is a `smp::SecondaryBoot`: the MMU
+    // registers (its first three words, as `guest_mmu_on` reads them), then the stack top. The MMU
+    // goes on before the stack is touched, so the stack is only ever accessed cacheable.
+    .global _secondary_start
+_secondary_start:
+    msr     daifset, #0xf
+    mov     x19, x0
+    mov     x20, #(3 << 20)
+    msr     cpacr_el1, x20
+    // isb: as in `_start` (FP/SIMD enable, then VBAR_EL1, visible before they are relied on).
+    isb
+    msr     spsel, #1
+    bl      guest_mmu_on
+    ldr     x20, [x19, #24]
+    mov     sp, x20
+    ldr     x20, =guest_vectors
+    msr     vbar_el1, x20
+    isb
+    mov     x0, x19
+    bl      secondary_main
+8:  wfe
+    b       8b
+
+    // guest_mmu_on(regs: *const MmuRegs): MAIR_EL1, TCR_EL1, TTBR0_EL1 from regs[0..3], then
+    // SCTLR_EL1 M, C and I. A leaf: uses x0-x3 only, no stack (safe before a stack is mapped).
+    .global guest_mmu_on
+guest_mmu_on:
+    ldp     x1, x2, [x0]
+    ldr     x3, [x0, #16]
+    msr     mair_el1, x1
+    msr     tcr_el1, x2
+    msr     ttbr0_el1, x3
+    // The isb makes the new MAIR/TCR/TTBR0 visible to what follows (Arm ARM, "Synchronization
+    // requirements for AArch64 System registers"); then drop any stale TLB entries and I-cache
+    // lines of this CPU (from reset or firmware): tlbi/ic, dsb nsh to wait for their completion
+    // on this PE, isb so the next instruction fetch sees the result (Arm ARM, "TLB maintenance
+    // instructions", "Instruction cache maintenance instructions").
+    isb
+    tlbi    vmalle1
+    ic      iallu
+    dsb     nsh
+    isb
+    mrs     x1, sctlr_el1
+    orr     x1, x1, #(1 << 0)
+    orr     x1, x1, #(1 << 2)
+    orr     x1, x1, #(1 << 12)
+    msr     sctlr_el1, x1
+    // Context synchronization: the instructions after this run translated and cached.
+    isb
+    ret
 
     .macro  vector index
     .balign 0x80
@@ -69,9 +126,10 @@ guest_vectors:
     vector 14
     vector 15
 
-    // IRQ from EL1 with SP_EL1 (the only IRQ the guest takes: see irq.rs). Saves every register
-    // the AAPCS64 lets `guest_irq` clobber (x0-x18, x30, q0-q31, FPCR/FPSR) plus ELR/SPSR, calls
-    // it, restores, returns. 704 bytes keeps SP 16-byte aligned.
+    // IRQ from EL1 with SP_EL1 (the only IRQ the guest takes: see irq.rs), on the interrupted
+    // code's stack. Saves every register the AAPCS64 lets `guest_irq` clobber (x0-x18, x30,
+    // q0-q31, FPCR/FPSR) plus ELR/SPSR, calls it, restores, returns. 704 bytes keeps SP 16-byte
+    // aligned.
 guest_irq_entry:
     sub     sp, sp, #704
     stp     x0, x1, [sp, #0]

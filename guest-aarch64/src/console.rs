@@ -28,8 +28,9 @@ impl Pl011 {
 
     /// The board UART of QEMU `virt`.
     pub fn virt() -> Self {
-        // SAFETY: on QEMU `virt` 0x0900_0000 is the PL011, and the guest runs with the MMU off so
-        // the physical address is the one accessed. The guest is single-core and only writes DR.
+        // SAFETY: on QEMU `virt` 0x0900_0000 is the PL011, accessed at its physical address (MMU
+        // off at boot, then identity-mapped Device-nGnRE by `mmu.rs`). The guest only polls FR and
+        // writes DR; two CPUs printing at once only interleave characters.
         unsafe { Pl011::new(VIRT_PL011_BASE) }
     }
 

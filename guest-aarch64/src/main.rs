@@ -1,6 +1,8 @@
 //! fwipc bare-metal aarch64 guest for QEMU `virt`.
 //!
-//! Boots at EL1 with the MMU off, finds every virtio-mmio device in the device tree QEMU hands it
+//! Boots at EL1 with the MMU off, reads the device tree QEMU hands it, builds an identity map from
+//! it and turns the MMU and caches on ([`mmu`]), enables the GIC and unmasks interrupts ([`irq`]),
+//! starts the second CPU with PSCI `CPU_ON` ([`smp`]), finds every virtio-mmio device
 //! (`fwipc_virtio::discovery`), and drives every virtio-scmi device (id 32) among them through
 //! `fwipc_virtio`'s modern virtio-mmio transport and identity-mapped `Hal`: discovers each SCMI
 //! platform (vendor, protocols), reads its sensors, prints everything on the PL011 and powers off
@@ -11,7 +13,9 @@
 //! (`fwipc_scmi_virtio`'s `ScmiVirtio` under its SCMI agent) polled, then the same stack
 //! interrupt-driven with the eventq and a SENSOR_UPDATE notification ([`scmi_agent`]). Each device
 //! gets its own agent instances; lines are tagged with the device's index (`scmi[0]`, `agent[0]`,
-//! `agent-irq[0]`...).
+//! `agent-irq[0]`...). The interrupt-driven agents stay up for the concurrent stage
+//! ([`concurrent`]): both CPUs send commands to both devices at once, the device interrupts
+//! completing them on CPU 0; then every agent is shut down.
 //!
 //! The last line is `guest: PASS` or `guest: FAIL: <why>`; it is FAIL if no SCMI device was found
 //! or any found one could not be driven. `scripts/qemu-scmi.sh` checks it along with the discovered
@@ -22,22 +26,26 @@
 extern crate alloc;
 
 mod boot;
+mod concurrent;
 pub mod console;
 mod heap;
 mod irq;
+mod mmu;
 mod psci;
 mod scmi_agent;
 mod scmi_raw;
+mod smp;
 
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use fwipc_virtio::aarch64::GenericTimer;
+use fwipc_virtio::aarch64::{enable_event_stream, GenericTimer};
 use fwipc_virtio::discovery::{DeviceTree, InterruptKind, VirtioMmioDevice};
 use fwipc_virtio::hal::IdentityHal;
 use fwipc_virtio::mmio::DEVICE_ID_SCMI;
-use scmi_agent::{Mode, Summary};
+use scmi_agent::{Live, Summary};
 use scmi_raw::{le32, name, RawError, RawScmi};
 
 const PROTO_BASE: u8 = 0x10;
@@ -57,6 +65,8 @@ enum GuestError {
     Raw(&'static str, RawError),
     Check(&'static str),
     Agent(scmi_agent::AgentError),
+    Mmu(mmu::MmuError),
+    Smp(smp::SmpError),
 }
 
 impl fmt::Display for GuestError {
@@ -68,6 +78,8 @@ impl fmt::Display for GuestError {
             GuestError::Raw(what, e) => write!(f, "{what}: {e}"),
             GuestError::Check(what) => write!(f, "check failed: {what}"),
             GuestError::Agent(e) => write!(f, "agent: {e}"),
+            GuestError::Mmu(e) => write!(f, "page tables: {e}"),
+            GuestError::Smp(e) => write!(f, "CPU 1: {e}"),
         }
     }
 }
@@ -124,8 +136,8 @@ fn device_tree(x0: usize) -> Result<(&'static str, DeviceTree<'static>), GuestEr
         if addr < VIRT_RAM_START || !addr.is_multiple_of(8) {
             continue;
         }
-        // SAFETY: `addr` is 8-aligned and in guest RAM (checked above), which is mapped (MMU off)
-        // and readable; the read has no side effects.
+        // SAFETY: `addr` is 8-aligned and in guest RAM (checked above), which is readable (the
+        // MMU is still off here); the read has no side effects.
         let magic = unsafe { (addr as *const u32).read_volatile() };
         if u32::from_be(magic) != FDT_MAGIC {
             continue;
@@ -148,17 +160,39 @@ fn describe_irq(dev: &VirtioMmioDevice) -> alloc::string::String {
     }
 }
 
-/// Discover every virtio-mmio device, then drive every SCMI one; fail unless all were driven.
+/// Bring up the MMU, the GIC and CPU 1; discover every virtio-mmio device, drive every SCMI one
+/// through its stages, run the concurrent stage on both CPUs, shut every agent down; fail unless
+/// all of it worked.
 fn run(x0: usize) -> Result<(), GuestError> {
     let timer = GenericTimer::new();
     let (from, dt) = device_tree(x0)?;
     println!("guest: device tree from {from}, {} bytes", dt.total_size());
+    let mapped = mmu::init(&dt).map_err(GuestError::Mmu)?;
+    println!(
+        "guest: cpu0: {} (identity map: {} MiB RAM Normal WB inner-shareable, {} device windows \
+         Device-nGnRE)",
+        mmu::describe(mmu::sctlr()),
+        mapped.ram >> 20,
+        mapped.devices
+    );
+    irq::init_distributor();
+    irq::init_cpu();
+    // Bit 14 of the 62.5 MHz counter: an event about every 0.5 ms bounds every `wfe`, so an
+    // interrupt or wake-up that arrives just before a `wfe` costs at most one period.
+    enable_event_stream(14);
+    let method = dt.psci_method();
+    let cpu1 = smp::start_cpu1(method, mapped.regs, &timer).map_err(GuestError::Smp)?;
+    println!(
+        "guest: cpu1: online via PSCI CPU_ON ({}), {}, GIC CPU interface and IRQs on",
+        method.unwrap_or("?"),
+        mmu::describe(cpu1.sctlr)
+    );
     let mut scmi = Vec::new();
     let mut windows = 0;
     for node in dt.virtio_mmio_nodes() {
         windows += 1;
-        // SAFETY: MMU off, so `IdentityHal` maps every window QEMU's device tree declares to its
-        // physical address (Device memory); nothing else accesses the devices.
+        // SAFETY: `mmu::init` mapped every window the device tree declares at its physical
+        // address as Device memory (what `IdentityHal` assumes); nothing else accesses the devices.
         match unsafe { node.probe::<IdentityHal>() } {
             Ok(None) => {}
             Ok(Some(dev)) => {
@@ -184,10 +218,33 @@ fn run(x0: usize) -> Result<(), GuestError> {
     if scmi.is_empty() {
         return Err(GuestError::NoScmiDevice);
     }
-    let mut driven = 0;
+    let mut live = Vec::new();
     for (i, dev) in scmi.iter().enumerate() {
         match drive(i, dev, timer) {
-            Ok(summary) => {
+            Ok((summary, agent)) => live.push((i, dev, summary, agent)),
+            // Go on with the other devices; the verdict below fails the run.
+            Err(e) => println!("device[{i}] @ {:#x}: FAIL: {e}", dev.node.base),
+        }
+    }
+    // Every device's interrupt-driven agent is still up: both CPUs now use them at once.
+    let concurrent = if live.len() == scmi.len() {
+        let targets: Vec<_> = live
+            .iter()
+            .map(|(_, _, summary, agent)| concurrent::Target {
+                agent: &agent.agent,
+                sensor: summary.sensors.first().map(String::as_str).unwrap_or(""),
+            })
+            .collect();
+        concurrent::run(&cpu1, &targets, &timer).map_err(GuestError::Agent)
+    } else {
+        Err(GuestError::Check(
+            "every device up for the concurrent stage",
+        ))
+    };
+    let mut driven = 0;
+    for (i, dev, summary, agent) in live {
+        match agent.finish() {
+            Ok(()) => {
                 print!(
                     "device[{i}] @ {:#x}: vendor \"{}\", sensors [",
                     dev.node.base, summary.vendor
@@ -198,7 +255,6 @@ fn run(x0: usize) -> Result<(), GuestError> {
                 println!("]");
                 driven += 1;
             }
-            // Go on with the other devices; the verdict below fails the run.
             Err(e) => println!("device[{i}] @ {:#x}: FAIL: {e}", dev.node.base),
         }
     }
@@ -206,17 +262,23 @@ fn run(x0: usize) -> Result<(), GuestError> {
         "guest: drove {driven} of {} virtio-scmi devices",
         scmi.len()
     );
+    concurrent?;
     check(driven == scmi.len(), "every virtio-scmi device driven")
 }
 
-/// The three driver instances of one SCMI device, each after a device reset.
-fn drive(i: usize, dev: &VirtioMmioDevice, timer: GenericTimer) -> Result<Summary, GuestError> {
+/// The three driver instances of one SCMI device, each after a device reset; the last one, the
+/// interrupt-driven agent, is returned running.
+fn drive(
+    i: usize,
+    dev: &VirtioMmioDevice,
+    timer: GenericTimer,
+) -> Result<(Summary, Live), GuestError> {
     let intid = dev.gic_intid().ok_or(GuestError::Check(
         "the device tree gives the device a GIC interrupt",
     ))?;
     let tag = format!("scmi[{i}]");
-    // SAFETY: MMU off (identity map, Device memory); only this transport drives the device, and
-    // each transport below is created after the previous one was consumed.
+    // SAFETY: the window is identity-mapped as Device memory (`mmu::init`); only this transport
+    // drives the device, and each transport below is created after the previous one was consumed.
     let transport = unsafe { dev.transport::<IdentityHal>() }.map_err(GuestError::Virtio)?;
     println!(
         "{tag}: device id {} at {:#x} (modern virtio-mmio), INTID {intid}",
@@ -229,21 +291,19 @@ fn drive(i: usize, dev: &VirtioMmioDevice, timer: GenericTimer) -> Result<Summar
     // scratch.
     let transport = scmi.into_transport();
     println!("{tag}: raw path done, device reset; now the fwipc backend + agent, polled");
-    let polled = scmi_agent::session(transport, timer, Mode::Polled, &format!("agent[{i}]"))
+    let polled = scmi_agent::session_polled(transport, timer, &format!("agent[{i}]"))
         .map_err(GuestError::Agent)?;
 
     // The backend's shutdown reset the device; drive it once more, interrupt-driven.
     // SAFETY: as above; the previous transport was consumed and dropped with its `ScmiVirtio`.
     let transport = unsafe { dev.transport::<IdentityHal>() }.map_err(GuestError::Virtio)?;
-    let irq = scmi_agent::session(
-        transport,
-        timer,
-        Mode::Interrupt { intid },
-        &format!("agent-irq[{i}]"),
-    )
-    .map_err(GuestError::Agent)?;
+    // GIC binding flags: 1/2 edge rising/falling, 4/8 level high/low.
+    let edge = dev.node.interrupt.is_some_and(|i| i.flags & 0x3 != 0);
+    let (irq, live) =
+        scmi_agent::session_interrupt(transport, timer, intid, edge, &format!("agent-irq[{i}]"))
+            .map_err(GuestError::Agent)?;
     check(polled == irq, "both agent sessions see the same platform")?;
-    Ok(irq)
+    Ok((irq, live))
 }
 
 fn raw_session<T: virtio_drivers::transport::Transport>(

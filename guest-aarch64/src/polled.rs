@@ -1,10 +1,10 @@
 //! [`Polled`]: a `fwipc_transport_api::Transport` adapter that sends every request in
 //! [`Completion::Polled`] mode.
 //!
-//! The guest takes no interrupts (no GIC set-up), so nothing would call the backend's interrupt
-//! entry point (`ScmiVirtio::complete`). The SCMI agent builds its requests in the default
-//! interrupt mode and waits with `poll_done`; in polled mode `ScmiVirtio::poll_done` drains the
-//! cmdq itself. Everything else is passed through unchanged.
+//! The guest's polled session registers no interrupt handler for the device, so nothing would call
+//! the backend's interrupt entry point (`ScmiVirtio::complete`). The SCMI agent builds its
+//! requests in the default interrupt mode and waits with `poll_done`; in polled mode
+//! `ScmiVirtio::poll_done` drains the cmdq itself. Everything else is passed through unchanged.
 
 use core::task::Waker;
 

@@ -1,9 +1,11 @@
 //! The SCMI session through the project's stack, unmodified: `fwipc_scmi_virtio::virtio::
 //! ScmiVirtio` (the virtio-scmi `fwipc_transport_api::Transport`) over `fwipc_virtio`'s
 //! [`MmioTransport`] and [`IdentityHal`], under the typed agent
-//! `fwipc_scmi_virtio::protocol::Scmi`, polled (see [`Polled`]) or interrupt-driven (the
-//! pipelined waits park in `fwipc_virtio`'s [`EventParker`], woken from the IRQ handler).
+//! `fwipc_scmi_virtio::protocol::Scmi`, polled (see [`Polled`]) or interrupt-driven (the device
+//! interrupt, routed to CPU 0, runs `ScmiVirtio::complete`; the pipelined waits park in
+//! `fwipc_virtio`'s [`EventParker`], woken from the IRQ handler).
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use core::time::Duration;
@@ -17,7 +19,7 @@ use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
 use fwipc_transport_api::{wait_done, Deadline, Error, Request, Transport, TxOutcome, Wait};
 
 use fwipc_guest_aarch64::polled::Polled;
-use fwipc_virtio::aarch64::{enable_event_stream, GenericTimer};
+use fwipc_virtio::aarch64::GenericTimer;
 use fwipc_virtio::hal::IdentityHal;
 use fwipc_virtio::mmio::MmioTransport;
 use fwipc_virtio::parker::EventParker;
@@ -79,19 +81,6 @@ const READINGS: usize = 3;
 /// How long the guest waits for the host to trigger a notification.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How the agent learns that a reply arrived.
-#[derive(Debug, Clone, Copy)]
-pub enum Mode {
-    /// Requests in polled mode: `poll_done` drains the cmdq (no interrupts).
-    Polled,
-    /// Requests in interrupt mode: the device interrupt (GIC INTID `intid`) runs
-    /// `ScmiVirtio::complete`; the agent sleeps in `wfe` between polls.
-    Interrupt {
-        /// The device's INTID.
-        intid: u32,
-    },
-}
-
 /// `p2a`: negotiate P2A_CHANNELS and post eventq buffers. Only the guest's last driver instance
 /// does: vhost-device-scmi 0.4.0 keeps the eventq chains it has stored across a device reset (QEMU
 /// stops and restarts the vhost-user rings, the daemon's backend object survives), so a later
@@ -105,7 +94,8 @@ fn virtio_up(
     p2a: bool,
 ) -> Result<Virtio, AgentError> {
     let cfg = ScmiVirtioConfig {
-        // 16 descriptors = 8 messages in flight: plenty for one CPU, and small DMA rings.
+        // 16 descriptors = 8 messages in flight: enough for two CPUs sending one command each,
+        // or one CPU's full pipeline, with small DMA rings.
         cmdq_size: Some(16),
         eventq_size: Some(8),
         p2a,
@@ -134,69 +124,104 @@ pub struct Summary {
     pub sensors: Vec<String>,
 }
 
-/// Bring the device up through the backend and run the session: discovery, sensors, round trips;
-/// in interrupt mode also one SENSOR_UPDATE notification. Ends with the transport shut down (the
-/// device reset). `tag` prefixes every line printed.
-pub fn session(
+/// The agent of an interrupt-driven session.
+pub type Agent = Scmi<Virtio, GenericTimer>;
+
+/// Polled session: bring the device up through the backend with every request in polled
+/// completion mode: discovery, sensors, round trips, a full pipeline. Ends with the transport shut
+/// down (the device reset). `tag` prefixes every line printed.
+pub fn session_polled(
     transport: MmioTransport<'static>,
     timer: GenericTimer,
-    mode: Mode,
     tag: &str,
 ) -> Result<Summary, AgentError> {
-    let timeouts = |c: Config| c.with_timeouts(COMMAND_TIMEOUT, COMMAND_TIMEOUT);
-    match mode {
-        Mode::Polled => {
-            let virtio = virtio_up(transport, timer, tag, false)?;
-            let agent = Scmi::new(Polled(virtio), timer, timeouts(Config::default()))
-                .ctx("agent set-up")?;
-            let vendor = discover(&agent, tag)?;
-            let sensors = sensors(&agent, &timer, tag)?;
-            pipelined(agent.transport(), &timer, tag, Wait::Poll)?;
-            finish(&agent, tag)?;
-            Ok(Summary { vendor, sensors })
-        }
-        Mode::Interrupt { intid } => {
-            let virtio = virtio_up(transport, timer, tag, true)?;
-            let cfg = Config {
-                wait: WaitPolicy::SpinThenYield {
-                    spins: 0,
-                    relax: irq::wait_for_interrupt,
-                },
-                ..Config::default()
-            };
-            let agent = Scmi::new(virtio, timer, timeouts(cfg)).ctx("agent set-up")?;
-            // SAFETY: QEMU `virt` is started with `gic-version=2` by scripts/qemu-scmi.sh, and
-            // only this function programs the GIC.
-            let mut gic = unsafe { irq::Gic::virt() };
-            gic.init();
-            // Bit 14 of the 62.5 MHz counter: an event about every 0.5 ms bounds every `wfe`, so
-            // an interrupt that arrives just before the `wfe` costs at most one period.
-            enable_event_stream(14);
-            let (before, _) = irq::counts();
-            let complete = || agent.transport().complete();
-            let mut storage = None;
-            let registration = gic.register(intid, &complete, &mut storage);
-            println!("{tag}: device interrupt INTID {intid} -> ScmiVirtio::complete");
-            let vendor = discover(&agent, tag)?;
-            let sensors = sensors(&agent, &timer, tag)?;
-            // `Wait::Completion`: each wait registers the parker's waker with the transport and
-            // parks (IRQs unmasked around `wfe`); `complete()` in the IRQ handler wakes it.
-            let parker = EventParker::new(timer, irq::wait_for_interrupt);
-            pipelined(agent.transport(), &timer, tag, Wait::Completion(&parker))?;
-            let first = sensors.first().map(String::as_str).unwrap_or("");
-            notification(&agent, &timer, tag, first)?;
-            drop(registration);
-            let (after, spurious) = irq::counts();
-            println!(
-                "{tag}: {} device interrupts handled, {} spurious",
-                after - before,
-                spurious
-            );
-            check(after > before, "replies completed by the interrupt handler")?;
-            finish(&agent, tag)?;
-            Ok(Summary { vendor, sensors })
-        }
+    let virtio = virtio_up(transport, timer, tag, false)?;
+    let cfg = Config::default().with_timeouts(COMMAND_TIMEOUT, COMMAND_TIMEOUT);
+    let agent = Scmi::new(Polled(virtio), timer, cfg).ctx("agent set-up")?;
+    let vendor = discover(&agent, tag)?;
+    let sensors = sensors(&agent, &timer, tag)?;
+    pipelined(agent.transport(), &timer, tag, Wait::Poll)?;
+    finish(&agent, tag)?;
+    Ok(Summary { vendor, sensors })
+}
+
+/// An interrupt-driven agent left running: its device interrupt stays registered (and routed to
+/// CPU 0) until [`Live::finish`].
+pub struct Live {
+    /// The agent, shareable between CPUs.
+    pub agent: Arc<Agent>,
+    registration: irq::Registration,
+    tag: String,
+}
+
+impl Live {
+    /// Unregister the interrupt, check the pool and counters, shut the transport down.
+    pub fn finish(self) -> Result<(), AgentError> {
+        drop(self.registration);
+        finish(&self.agent, &self.tag)
     }
+}
+
+/// Interrupt-driven session: the device interrupt (GIC INTID `intid`, edge-triggered if `edge`)
+/// runs
+/// `ScmiVirtio::complete`; the agent sleeps in `wfe` between polls; P2A negotiated. Discovery,
+/// sensors, round trips, a full pipeline waiting with `Wait::Completion`, one SENSOR_UPDATE
+/// notification. The agent is left running (see [`Live`]) for the concurrent stage.
+pub fn session_interrupt(
+    transport: MmioTransport<'static>,
+    timer: GenericTimer,
+    intid: u32,
+    edge: bool,
+    tag: &str,
+) -> Result<(Summary, Live), AgentError> {
+    let virtio = virtio_up(transport, timer, tag, true)?;
+    let cfg = Config {
+        wait: WaitPolicy::SpinThenYield {
+            spins: 0,
+            relax: irq::idle,
+        },
+        ..Config::default()
+    }
+    .with_timeouts(COMMAND_TIMEOUT, COMMAND_TIMEOUT);
+    let agent = Arc::new(Scmi::new(virtio, timer, cfg).ctx("agent set-up")?);
+    let (before, _) = irq::counts();
+    let handler = agent.clone();
+    let registration = irq::register(
+        intid,
+        edge,
+        Box::new(move || handler.transport().complete()),
+    )
+    .ok_or(AgentError::Check("a free IRQ handler slot, on CPU 0"))?;
+    // The line may already be high from before the registration (edge-triggered, that edge is
+    // gone): one pass acknowledges it, so the next completion raises a fresh edge.
+    agent.transport().complete();
+    println!("{tag}: device interrupt INTID {intid} -> ScmiVirtio::complete");
+    println!(
+        "{tag}: INTID {intid} {}-triggered (device tree), routed to cpu{}",
+        if edge { "edge" } else { "level" },
+        irq::IRQ_CPU
+    );
+    let vendor = discover(&agent, tag)?;
+    let sensors = sensors(&agent, &timer, tag)?;
+    // `Wait::Completion`: each wait registers the parker's waker with the transport and parks in
+    // `wfe`; `complete()` in the IRQ handler wakes it.
+    let parker = EventParker::new(timer, irq::idle);
+    pipelined(agent.transport(), &timer, tag, Wait::Completion(&parker))?;
+    let first = sensors.first().map(String::as_str).unwrap_or("");
+    notification(&agent, &timer, tag, first)?;
+    let (after, spurious) = irq::counts();
+    println!(
+        "{tag}: {} device interrupts handled, {} spurious",
+        after - before,
+        spurious
+    );
+    check(after > before, "replies completed by the interrupt handler")?;
+    let live = Live {
+        agent,
+        registration,
+        tag: tag.to_string(),
+    };
+    Ok((Summary { vendor, sensors }, live))
 }
 
 fn finish<T: Transport>(agent: &Scmi<T, GenericTimer>, tag: &str) -> Result<(), AgentError> {
@@ -428,7 +453,7 @@ fn notification<T: Transport>(
             return Err(AgentError::Check("a SENSOR_UPDATE within 10 s"));
         }
         agent.pump();
-        irq::wait_for_interrupt();
+        irq::idle();
     }
     print!(
         "{tag}: notification SENSOR_UPDATE sensor {}:",

@@ -74,12 +74,7 @@ impl<'a> DeviceTree<'a> {
                 n.compatible()
                     .is_some_and(|c| c.all().any(|s| s == VIRTIO_MMIO_COMPATIBLE))
             })
-            .filter(|n| {
-                // The Devicetree Specification v0.4 §2.3.4: "okay" (or absent) means enabled.
-                n.property("status")
-                    .and_then(|p| p.as_str())
-                    .is_none_or(|s| s == "okay" || s == "ok")
-            })
+            .filter(|n| enabled(*n))
             .filter_map(|n| {
                 let node = self.node(n);
                 if node.is_none() {
@@ -108,6 +103,49 @@ impl<'a> DeviceTree<'a> {
                 Err(e) => Some(Err(e)),
             }
         })
+    }
+
+    /// Every `reg` entry of every enabled node whose `compatible` list contains `compatible`
+    /// (e.g. `"arm,pl011"`, or `"arm,cortex-a15-gic"` for the GICv2 distributor and CPU
+    /// interface), in blob order. Reads only the blob; entries whose address or size is not one or
+    /// two cells wide are skipped. For building a page table of the devices a guest uses.
+    pub fn compatible_regions<'s>(
+        &'s self,
+        compatible: &'s str,
+    ) -> impl Iterator<Item = Region> + 's {
+        self.fdt
+            .all_nodes()
+            .filter(move |n| {
+                n.compatible()
+                    .is_some_and(|c| c.all().any(|s| s == compatible))
+            })
+            .filter(|n| enabled(*n))
+            .flat_map(regions)
+    }
+
+    /// Every `reg` entry of the `device_type = "memory"` nodes: the guest's RAM (Devicetree
+    /// Specification v0.4 §3.4).
+    pub fn memory_regions(&self) -> impl Iterator<Item = Region> + '_ {
+        self.fdt
+            .all_nodes()
+            .filter(|n| n.property("device_type").and_then(|p| p.as_str()) == Some("memory"))
+            .filter(|n| enabled(*n))
+            .flat_map(regions)
+    }
+
+    /// The PSCI conduit the device tree names: the `method` property (`"hvc"` or `"smc"`) of the
+    /// `arm,psci`, `arm,psci-0.2` or `arm,psci-1.0` node (the Linux kernel's PSCI binding).
+    pub fn psci_method(&self) -> Option<&'a str> {
+        self.fdt
+            .all_nodes()
+            .find(|n| {
+                n.compatible().is_some_and(|c| {
+                    c.all()
+                        .any(|s| matches!(s, "arm,psci" | "arm,psci-0.2" | "arm,psci-1.0"))
+                })
+            })
+            .and_then(|n| n.property("method"))
+            .and_then(|p| p.as_str())
     }
 
     fn node(&self, n: FdtNode<'_, 'a>) -> Option<VirtioMmioNode> {
@@ -143,6 +181,32 @@ impl<'a> DeviceTree<'a> {
             |i: usize| u32::from_be_bytes([cells[i], cells[i + 1], cells[i + 2], cells[i + 3]]);
         Some(Interrupt::from_gic_cells([cell(0), cell(4), cell(8)]))
     }
+}
+
+/// The Devicetree Specification v0.4 §2.3.4: `status` "okay" (or absent) means enabled.
+fn enabled(n: FdtNode<'_, '_>) -> bool {
+    n.property("status")
+        .and_then(|p| p.as_str())
+        .is_none_or(|s| s == "okay" || s == "ok")
+}
+
+/// Every `reg` entry of `n` whose cells decode.
+fn regions<'a>(n: FdtNode<'_, 'a>) -> impl Iterator<Item = Region> + 'a {
+    n.raw_reg().into_iter().flatten().filter_map(|r| {
+        Some(Region {
+            base: be_cells(r.address)?,
+            size: be_cells(r.size)?,
+        })
+    })
+}
+
+/// One `reg` entry: a physical address range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// Physical start address.
+    pub base: u64,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 /// A big-endian number of one or two cells.
@@ -356,6 +420,54 @@ mod tests {
         assert_eq!(irq.number, 17);
         assert_eq!(irq.flags, 1);
         assert_eq!(irq.gic_intid(), Some(49));
+    }
+
+    #[test]
+    fn regions_memory_and_psci() {
+        let dtb = blob(&[0xa00_0000], |w| {
+            let n = w.begin_node("memory@40000000").unwrap();
+            w.property_string("device_type", "memory").unwrap();
+            w.property_array_u64("reg", &[0x4000_0000, 0x800_0000])
+                .unwrap();
+            w.end_node(n).unwrap();
+            let n = w.begin_node("psci").unwrap();
+            w.property_string_list(
+                "compatible",
+                std::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
+            )
+            .unwrap();
+            w.property_string("method", "hvc").unwrap();
+            w.end_node(n).unwrap();
+        });
+        let dt = DeviceTree::new(&dtb).unwrap();
+        let ram: Vec<_> = dt.memory_regions().collect();
+        assert_eq!(
+            ram,
+            [Region {
+                base: 0x4000_0000,
+                size: 0x800_0000
+            }]
+        );
+        let gic: Vec<_> = dt.compatible_regions("arm,cortex-a15-gic").collect();
+        assert_eq!(
+            gic,
+            [
+                Region {
+                    base: 0x800_0000,
+                    size: 0x1_0000
+                },
+                Region {
+                    base: 0x801_0000,
+                    size: 0x1_0000
+                }
+            ]
+        );
+        assert_eq!(dt.compatible_regions("arm,pl011").count(), 0);
+        assert_eq!(dt.psci_method(), Some("hvc"));
+        assert_eq!(
+            DeviceTree::new(&blob(&[], |_| {})).unwrap().psci_method(),
+            None
+        );
     }
 
     #[test]
