@@ -32,6 +32,9 @@ fwipc-vchiq = { path = "../backend-vchiq", features = ["std"] }
 
 [profile.release]
 debug = 1
+# Fuzzing must catch arithmetic overflow and `debug_assert!` violations on remote input.
+overflow-checks = true
+debug-assertions = true
 '''
 
 

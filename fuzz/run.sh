@@ -8,13 +8,13 @@ secs=${1:-5}
 filter=${2:-}
 fuzz=${CARGO_FUZZ:-cargo-fuzz}
 command -v "$fuzz" >/dev/null || fuzz=/opt/fwipc-cache/tools/bin/cargo-fuzz
-"$fuzz" build -s none -O
+"$fuzz" build -s none -O -a
 n=0
 for t in $("$fuzz" list); do
   case "$t" in *"$filter"*) ;; *) continue ;; esac
   mkdir -p "corpus/$t"
   printf 'fuzz %-32s %ss ... ' "$t" "$secs"
-  if out=$("$fuzz" run -s none -O "$t" -- -max_total_time="$secs" -max_len=4096 2>&1); then
+  if out=$("$fuzz" run -s none -O -a "$t" -- -max_total_time="$secs" -max_len=4096 2>&1); then
     echo "$out" | grep -Eo 'Done [0-9]+ runs' | tail -1
   else
     echo "CRASH"; echo "$out" | tail -40; exit 1

@@ -130,7 +130,10 @@ for i in "${!SENSOR_NAMES[@]}"; do
     done
     [[ -S "$sock" ]] || die 3 "vhost-device-scmi $i did not create $sock within 5 s"
     say "daemon $i: $DAEMON (pid ${DAEMON_PIDS[$i]}) on $sock, sensor ${SENSOR_NAMES[$i]}"
-    QEMU_DEVICES+=(-chardev "socket,path=$sock,id=scmi$i" -device "vhost-user-scmi,chardev=scmi$i")
+    # The second device is behind the platform's DMA translation (VIRTIO_F_ACCESS_PLATFORM, no
+    # vIOMMU): the drivers must accept the feature, as a protected VM's would.
+    ap=""; ((i == 1)) && ap=",iommu_platform=on"
+    QEMU_DEVICES+=(-chardev "socket,path=$sock,id=scmi$i" -device "vhost-user-scmi,chardev=scmi$i$ap")
 done
 
 # --- QEMU --------------------------------------------------------------------------------------
@@ -264,6 +267,9 @@ for dev in "${!SENSOR_NAMES[@]}"; do
     *) say "MISSING: device[$dev] reports sensor \"$NAME\", which no daemon has"; FAILED=1 ;;
     esac
     SEEN_NAMES+=("$NAME")
+    # The second daemon's device offers VIRTIO_F_ACCESS_PLATFORM: every fwipc stage on it must
+    # have negotiated it.
+    AP=""; [[ "$NAME" == "${SENSOR_NAMES[1]}" ]] && AP=" \\| ACCESS_PLATFORM"
 
     # 1. The guest's raw path (bare VirtQueue, hand-rolled SCMI header): a fresh daemon's fake
     #    sensor reads counter, counter + 100, counter + 200, the counter advancing once per read.
@@ -284,7 +290,7 @@ for dev in "${!SENSOR_NAMES[@]}"; do
     # 2. After a device reset, the fwipc stack: backend-scmi-virtio's ScmiVirtio under the typed
     #    SCMI agent, requests in polled mode, no eventq. Same platform, so the counter continues.
     ag="agent[$dev]"
-    expect_re "agent\[$dev\]: virtio-scmi up: features ScmiFeatures\(RING_EVENT_IDX \| VERSION_1\), .*polling true.*" \
+    expect_re "agent\[$dev\]: virtio-scmi up: features ScmiFeatures\(RING_EVENT_IDX \| VERSION_1$AP\), .*polling true.*" \
         "$ag: backend up (RING_EVENT_IDX | VERSION_1, polling)"
     expect_discovery "$ag" 2.0 3.0
     expect "$ag: sensor 0 \"$NAME\": 3 axes, unit 0, continuous-update notify true"
@@ -295,19 +301,34 @@ for dev in "${!SENSOR_NAMES[@]}"; do
     expect "$ag: 8 requests in flight at once: 8 correct replies; next send Busy"
     expect "$ag: shut down"
 
+    # 2b. The same polled stack on BounceHal: rings and every buffer in the guest's shared bounce
+    #     pool (the protected-VM mode); the pool must be empty again after shutdown.
+    bo="agent-bounce[$dev]"
+    expect_re "agent-bounce\[$dev\]: virtio-scmi up: features ScmiFeatures\(RING_EVENT_IDX \| VERSION_1$AP\), .*polling true.*" \
+        "$bo: backend up on the bounce pool"
+    expect_discovery "$bo" 2.0 3.0
+    expect "$bo: sensor 0 \"$NAME\": 3 axes, unit 0, continuous-update notify true"
+    expect "$bo: sensor 0 reading 0: 6 106 206"
+    expect "$bo: sensor 0 reading 1: 7 107 207"
+    expect "$bo: sensor 0 reading 2: 8 108 208"
+    expect "$bo: 8 requests in flight at once: 8 correct replies; next send Busy"
+    expect "$bo: shut down"
+    expect_re "agent-bounce\[$dev\]: every DMA address in the shared pool 0x[0-9a-f]+\.\.0x[0-9a-f]+; 0 bytes still allocated after shutdown" \
+        "$bo: bounce pool empty after the session"
+
     # 3. After another reset, the same stack in interrupt mode: the device's GIC interrupt (from
     #    the device tree) runs ScmiVirtio::complete; the pipelined waits park in fwipc-virtio's
     #    EventParker (Wait::Completion); P2A negotiated.
     irq="agent-irq[$dev]"
-    expect_re "agent-irq\[$dev\]: virtio-scmi up: features ScmiFeatures\(P2A_CHANNELS \| RING_EVENT_IDX \| VERSION_1\), .*notifications true" \
+    expect_re "agent-irq\[$dev\]: virtio-scmi up: features ScmiFeatures\(P2A_CHANNELS \| RING_EVENT_IDX \| VERSION_1$AP\), .*notifications true" \
         "$irq: backend up (P2A_CHANNELS | RING_EVENT_IDX | VERSION_1, notifications)"
     expect_re "agent-irq\[$dev\]: device interrupt INTID [0-9]+ -> ScmiVirtio::complete" "$irq: handler registered"
     expect_re "agent-irq\[$dev\]: INTID [0-9]+ edge-triggered \(device tree\), routed to cpu0" "$irq: SPI routed to cpu0"
     expect_discovery "$irq" 2.0 3.0
     expect "$irq: sensor 0 \"$NAME\": 3 axes, unit 0, continuous-update notify true"
-    expect "$irq: sensor 0 reading 0: 6 106 206"
-    expect "$irq: sensor 0 reading 1: 7 107 207"
-    expect "$irq: sensor 0 reading 2: 8 108 208"
+    expect "$irq: sensor 0 reading 0: 9 109 209"
+    expect "$irq: sensor 0 reading 1: 10 110 210"
+    expect "$irq: sensor 0 reading 2: 11 111 211"
     expect "$irq: 8 requests in flight at once: 8 correct replies; next send Busy"
     # SENSOR_UPDATE notification (triggered by this script through that daemon's stdout pipe): one
     # fake reading, so the axes are x, x + 100, x + 200.

@@ -5,6 +5,14 @@
 //! Memory handed to the DSP (init memory, remote heap, mmap'd pages, mem-mapped buffers) is kept by
 //! the session until the DSP *confirms* the unmap (docs/protocols/fastrpc.md §12.9); a failed unmap
 //! keeps it.
+//!
+//! That memory reaches the DSP only as a page descriptor inside the argument bytes, so the invoke
+//! context does not reference it (it keeps only buffers passed as buffers, `crate::mem`). When such
+//! a call times out, the DSP may still be working on it, and may yet answer *success* and keep
+//! using the memory (a late CREATE leaves a process running in the init memory). So on `Timeout`
+//! the memory is not dropped but *quarantined* in the session: it is freed only when the DSP
+//! confirms INIT_RELEASE (the process and everything mapped into it are gone) or when the session
+//! is torn down (`SessionInner`'s drop, after which the DSP may no longer touch the bank).
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -54,6 +62,13 @@ struct MemMapEntry {
     buf: SharedBuf,
 }
 
+/// Memory a timed-out control call gave the DSP (see the module docs). Held, never read: the
+/// reference is what keeps the memory mapped for the DSP.
+enum Quarantined {
+    Region(#[allow(dead_code)] Arc<dyn DmaRegion>),
+    Buf(#[allow(dead_code)] SharedBuf),
+}
+
 /// Per-session process state.
 #[derive(Default)]
 pub struct ProcState {
@@ -62,6 +77,9 @@ pub struct ProcState {
     heap: Option<Arc<dyn DmaRegion>>,
     mmaps: Vec<MmapEntry>,
     mem_maps: Vec<MemMapEntry>,
+    /// Memory of timed-out calls the DSP may still use; freed with the process (confirmed
+    /// INIT_RELEASE) or the session.
+    quarantine: Vec<Quarantined>,
 }
 
 /// How control calls wait.
@@ -88,6 +106,20 @@ fn page_of(bus: u64, size: u64) -> [u8; 16] {
 }
 
 impl Session {
+    /// Keep `keep` if `r` is a timeout: the DSP was given it and may still be using it.
+    fn quarantine_on_timeout(&self, r: &Result<()>, keep: impl FnOnce() -> Quarantined) {
+        if *r == Err(FastRpcError::Timeout) {
+            log::warn!("fastrpc: control call timed out: keeping the memory it gave the DSP until the process is released");
+            self.inner.proc.lock().quarantine.push(keep());
+        }
+    }
+
+    /// Memory regions kept because a control call that gave them to the DSP timed out (freed
+    /// when the DSP confirms INIT_RELEASE, or with the session).
+    pub fn quarantined(&self) -> usize {
+        self.inner.proc.lock().quarantine.len()
+    }
+
     fn ctl(&self, id: u32, args: &mut [Arg<'_>], w: CtlWait<'_>) -> Result<()> {
         // The table is the source of truth for the counts the DSP expects.
         let want = rmid::scalars(id).ok_or(FastRpcError::InvalidArgument)?;
@@ -179,7 +211,8 @@ impl Session {
             rmid::CREATE
         };
         self.set_pd(PD_USER);
-        self.ctl(
+        // `elf` travels as a buffer (the context keeps it); `mem` only as `page`.
+        let r = self.ctl(
             id,
             &mut [
                 Arg::In(req.as_bytes()),
@@ -192,7 +225,9 @@ impl Session {
                 Arg::In(&page),
             ],
             w,
-        )?;
+        );
+        self.quarantine_on_timeout(&r, || Quarantined::Region(mem.clone()));
+        r?;
         let mut p = self.inner.proc.lock();
         p.kind = Some(PdKind::User);
         p.init_mem = Some(mem);
@@ -220,7 +255,7 @@ impl Session {
         // (docs/protocols/fastrpc.md §1).
         let page = page_of(heap.iova(), heap.len() as u64);
         self.set_pd(PD_ROOT);
-        self.ctl(
+        let r = self.ctl(
             rmid::CREATE_STATIC,
             &mut [
                 Arg::In(req.as_bytes()),
@@ -228,7 +263,9 @@ impl Session {
                 Arg::In(&page),
             ],
             w,
-        )?;
+        );
+        self.quarantine_on_timeout(&r, || Quarantined::Region(heap.clone()));
+        r?;
         let mut p = self.inner.proc.lock();
         p.kind = Some(PdKind::Static);
         p.heap = Some(heap);
@@ -268,11 +305,13 @@ impl Session {
             region.len() as u64,
         );
         let mut out = [0u8; 8];
-        self.ctl(
+        let r = self.ctl(
             rmid::MMAP,
             &mut [Arg::In(req.as_bytes()), Arg::In(&page), Arg::Out(&mut out)],
             w,
-        )?;
+        );
+        self.quarantine_on_timeout(&r, || Quarantined::Region(region.clone()));
+        r?;
         let vaddr = u64::from_le_bytes(out);
         self.inner.proc.lock().mmaps.push(MmapEntry {
             vaddr,
@@ -328,7 +367,9 @@ impl Session {
         };
         let page = page_of(buf.bus_addr(), buf.len() as u64);
         let mut out = [0u8; 8];
-        self.ctl(
+        // The buffer reaches the DSP as `page` only: the caller's handle may be dropped right
+        // after a timeout.
+        let r = self.ctl(
             rmid::MEM_MAP,
             &mut [
                 Arg::In(req.as_bytes()),
@@ -337,7 +378,9 @@ impl Session {
                 Arg::Out(&mut out),
             ],
             w,
-        )?;
+        );
+        self.quarantine_on_timeout(&r, || Quarantined::Buf(buf.clone()));
+        r?;
         let vaddr = u64::from_le_bytes(out);
         self.inner.proc.lock().mem_maps.push(MemMapEntry {
             vaddr,

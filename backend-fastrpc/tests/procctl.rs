@@ -370,3 +370,95 @@ fn nonsecure_node_of_secure_channel_creates_unsigned_only() {
     assert!(!secure.unsigned_only());
     secure.create("shell", b"\x7fELF", 0, sys.wait()).unwrap();
 }
+
+/// Memory that reaches the DSP only as a page descriptor inside the argument bytes (init memory,
+/// mmap'd pages, a mem-mapped buffer) must outlive a timed-out call: the DSP may still be working
+/// on it, and may answer success late and keep using it (docs/protocols/fastrpc.md §12.9, the
+/// rule of `mem.rs`). It is quarantined in the session until the DSP confirms INIT_RELEASE.
+#[test]
+fn memory_given_by_page_descriptor_survives_a_timed_out_call() {
+    use fwipc_fastrpc::procctl::CtlWait;
+    use fwipc_transport_api::fixture::Fault;
+    use std::time::Duration;
+    let sys = sys();
+    let short = CtlWait {
+        clock: &sys.clock,
+        timeout: Duration::from_millis(50),
+        relax: &std::thread::yield_now,
+    };
+    let s = sys.channel.open_session().unwrap();
+    let regions = sys.bus.mapped_regions();
+
+    // CREATE held past its timeout.
+    sys.dsp.set_fault(Fault::Hold);
+    assert_eq!(
+        s.create("shell", b"\x7fELF", 0, short),
+        Err(FastRpcError::Timeout)
+    );
+    assert_eq!(s.quarantined(), 1);
+    // The init memory (quarantined) and the ELF buffer (kept by the abandoned context).
+    assert_eq!(sys.bus.mapped_regions(), regions + 2);
+    // The DSP answers late, with success: its new process runs in the init memory.
+    sys.dsp.set_fault(Fault::None);
+    sys.dsp.release();
+    let (addr, size) = sys.dsp.process(s.client_id()).unwrap().mem.unwrap();
+    assert!(
+        sys.bus.is_mapped(addr, size as usize),
+        "init memory freed under the DSP's process"
+    );
+
+    // MMAP and MEM_MAP held past their timeouts; the caller drops its buffer handle.
+    let _ = s.stats(); // reap the answered CREATE context (frees the ELF buffer)
+    let before = sys.bus.mapped_regions();
+    assert_eq!(before, regions + 1, "only the init memory remains");
+    sys.dsp.set_fault(Fault::Hold);
+    assert_eq!(
+        s.mmap(MMAP_ADD_PAGES, 64 * 1024, short),
+        Err(FastRpcError::Timeout)
+    );
+    assert_eq!(sys.bus.mapped_regions(), before + 1, "mmap'd pages kept");
+    let buf = s.alloc_shared(8192).unwrap();
+    let (buf_addr, buf_len) = (buf.bus_addr(), buf.len());
+    assert_eq!(
+        s.mem_map(&buf, 0, 4096, 0, short),
+        Err(FastRpcError::Timeout)
+    );
+    drop(buf);
+    assert!(
+        sys.bus.is_mapped(buf_addr, buf_len),
+        "mem-mapped buffer freed under the DSP"
+    );
+    assert_eq!(s.quarantined(), 3);
+    // Late successes: the DSP maps both.
+    sys.dsp.set_fault(Fault::None);
+    sys.dsp.release();
+    let p = sys.dsp.process(s.client_id()).unwrap();
+    assert_eq!((p.maps.len(), p.mem_maps.len()), (1, 1));
+    assert!(sys.bus.is_mapped(buf_addr, buf_len));
+
+    // The DSP confirms the process is gone: everything is freed.
+    s.release_process(sys.wait()).unwrap();
+    assert_eq!(s.quarantined(), 0);
+    assert!(!sys.bus.is_mapped(buf_addr, buf_len));
+    assert!(!sys.bus.is_mapped(addr, size as usize));
+    assert_eq!(sys.bus.mapped_regions(), regions);
+
+    // Session teardown frees a quarantine too.
+    let s2 = sys.channel.open_session().unwrap();
+    let regions2 = sys.bus.mapped_regions();
+    sys.dsp.set_fault(Fault::Hold);
+    assert_eq!(
+        s2.create_static("audiopd", 1 << 20, short),
+        Err(FastRpcError::Timeout)
+    );
+    assert_eq!(s2.quarantined(), 1);
+    assert_eq!(sys.bus.mapped_regions(), regions2 + 1, "remote heap kept");
+    let d = fwipc_transport_api::Deadline::after(&sys.clock, Duration::from_secs(1));
+    let _ = s2.shutdown(&sys.clock, d);
+    drop(s2);
+    sys.dsp.set_fault(Fault::None);
+    assert!(
+        sys.bus.mapped_regions() < regions2 + 1,
+        "freed with the session"
+    );
+}

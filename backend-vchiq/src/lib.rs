@@ -61,7 +61,7 @@ pub use service::{
     BulkCompletion, BulkDir, BulkMode, Deliver, Event, Message, MessageToken, ServiceCtx,
     ServiceHandle, ServiceHandler, ServiceParams,
 };
-pub use vchiq::{Vchiq, VchiqCounters, VchiqStats};
+pub use vchiq::{Vchiq, VchiqCounters, VchiqStats, POLL_MAX_MSGS, POLL_MAX_ROUNDS};
 
 /// VCHI clients on top of the core (SMEM shared-memory service, vc_mem query, vchiq_test services).
 pub mod vchi;

@@ -69,6 +69,15 @@ impl PollGate {
         }
     }
 
+    /// Open the gate without consuming a pending request (the poller stopped at its budget with
+    /// work left): AGAIN stays set, so [`PollGate::requested`] keeps a worker from sleeping and
+    /// the next `enter` runs the requested round. Nothing is stranded: the request is still in
+    /// the word, only no longer served by this poller.
+    pub(crate) fn leave_keep_request(&self) {
+        // Release: our rounds happen-before the next holder's Acquire in `enter` (as in `leave`).
+        self.state.fetch_and(!BUSY, Ordering::Release);
+    }
+
     /// End a pass. `true`: a request arrived (AGAIN is set), the caller still holds the gate and
     /// must run another round; `false`: the gate is open.
     pub(crate) fn leave(&self) -> bool {
@@ -116,6 +125,20 @@ mod tests {
         assert!(!g.leave(), "consumed: the gate opens");
         assert!(!g.requested());
         assert!(g.enter(), "open again");
+        assert!(!g.leave());
+    }
+
+    /// A poller that stops at its budget opens the gate but keeps a loser's request pending for
+    /// the next poller (and for `prepare_sleep`).
+    #[test]
+    fn leave_keep_request_opens_the_gate_and_keeps_the_request() {
+        let g = PollGate::new();
+        assert!(g.enter());
+        assert!(!g.enter(), "loser records a request");
+        g.leave_keep_request();
+        assert!(g.requested(), "the request survives the budgeted exit");
+        assert!(g.enter(), "the gate is open");
+        assert!(g.take_request(), "the next poller serves it");
         assert!(!g.leave());
     }
 }

@@ -43,9 +43,16 @@ enum RxStep {
 }
 
 impl Vchiq {
-    pub(crate) fn rx_poll(&self, scratch: &mut [u8]) -> usize {
+    /// Parse the peer's stream: at most `*budget` messages (PADDING included), each one taken
+    /// off `*budget`. The peer controls how far `tx_pos` runs ahead and can keep moving it, so
+    /// this loop ends at the budget even if the stream never does (the caller leaves the rest
+    /// for its next call).
+    pub(crate) fn rx_poll(&self, scratch: &mut [u8], budget: &mut usize) -> usize {
         let mut n = 0;
         loop {
+            if *budget == 0 {
+                return n;
+            }
             let step = {
                 let mut g = self.inner.lock();
                 if g.rx_stalled {
@@ -55,7 +62,10 @@ impl Vchiq {
             };
             match step {
                 RxStep::Idle => return n,
-                RxStep::Handled => n += 1,
+                RxStep::Handled => {
+                    n += 1;
+                    *budget -= 1;
+                }
                 RxStep::Deliver {
                     handler,
                     handle,
@@ -88,6 +98,7 @@ impl Vchiq {
                             token,
                         }),
                     );
+                    *budget -= 1;
                     let mut g = self.inner.lock();
                     match d {
                         Deliver::Retry => {
@@ -126,7 +137,9 @@ impl Vchiq {
     fn rx_advance(&self, g: &mut Inner, slot: u32, st: u32) {
         g.rx_pos = g.rx_pos.wrapping_add(st);
         if g.rx_pos & VCHIQ_SLOT_MASK == 0 {
-            // Leaving the slot: drop the receiver's own reference.
+            // Leaving the slot: drop the receiver's own reference; the next slot's index is read
+            // when we enter it.
+            g.rx_slot = None;
             self.release_slot_ref(g, slot);
         }
     }
@@ -200,27 +213,57 @@ impl Vchiq {
         }
         let offset = g.rx_pos & VCHIQ_SLOT_MASK;
         let rest = VCHIQ_SLOT_SIZE as u32 - offset;
-        let qi = ((g.rx_pos >> 12) & VCHIQ_SLOT_QUEUE_MASK) as usize;
-        // Relaxed: ordered by the Acquire load of tx_pos.
-        let slot = self.region.load(
-            self.remote_off + off::SLOT_QUEUE + 4 * qi,
-            Ordering::Relaxed,
-        );
-        if !self.remote_part.owns_data(slot) {
-            self.protocol_error("peer slot_queue entry outside its partition");
-            if rest <= avail {
-                g.rx_pos = g.rx_pos.wrapping_add(rest);
-                return RxStep::Handled;
+        // The slot index is fetched from the peer's slot_queue once, on entering the slot, and
+        // kept for every message in it (docs/protocols/vchiq.md §1 "Stream positions"): the peer
+        // can rewrite the entry at any time, and a second read mid-slot would parse (and later
+        // recycle) a different slot than the one whose use count we set up.
+        let slot = match g.rx_slot {
+            Some(slot) => slot,
+            None => {
+                let qi = ((g.rx_pos >> 12) & VCHIQ_SLOT_QUEUE_MASK) as usize;
+                // Relaxed: ordered by the Acquire load of tx_pos.
+                let slot = self.region.load(
+                    self.remote_off + off::SLOT_QUEUE + 4 * qi,
+                    Ordering::Relaxed,
+                );
+                if offset != 0 || !self.remote_part.owns_data(slot) {
+                    // `offset != 0` without a current slot cannot happen (we enter at offset 0
+                    // and every skip lands on a slot boundary); treat it like a bad entry.
+                    self.protocol_error("peer slot_queue entry outside its partition");
+                    if rest <= avail {
+                        g.rx_pos = g.rx_pos.wrapping_add(rest);
+                        return RxStep::Handled;
+                    }
+                    g.rx_stalled = true;
+                    return RxStep::Idle;
+                }
+                let Some(rs) = g.rx_slots.get_mut(slot as usize) else {
+                    // `owns_data` keeps `slot` below `total_slots`, the length of `rx_slots`.
+                    self.protocol_error("peer slot_queue entry outside the region");
+                    g.rx_stalled = true;
+                    return RxStep::Idle;
+                };
+                if rs.use_count != 0 {
+                    // The peer wrote into a slot we have not recycled yet (a client still holds
+                    // a message in it, docs/protocols/vchiq.md §1 "Recycle": "only then may the
+                    // slot be written again"). Resetting its counts would recycle it under the
+                    // held message; skip this stream position instead, as for a bad entry.
+                    self.protocol_error("peer reused a slot we have not recycled");
+                    if rest <= avail {
+                        g.rx_pos = g.rx_pos.wrapping_add(rest);
+                        return RxStep::Handled;
+                    }
+                    g.rx_stalled = true;
+                    return RxStep::Idle;
+                }
+                *rs = RxSlot {
+                    use_count: 1,
+                    release_count: 0,
+                };
+                g.rx_slot = Some(slot);
+                slot
             }
-            g.rx_stalled = true;
-            return RxStep::Idle;
-        }
-        if offset == 0 {
-            g.rx_slots[slot as usize] = RxSlot {
-                use_count: 1,
-                release_count: 0,
-            };
-        }
+        };
         let base = slot as usize * VCHIQ_SLOT_SIZE + offset as usize;
         // Relaxed header loads: ordered after the Acquire load of tx_pos above (and its rmb),
         // which the peer Release-stored after writing this header; any value is range-checked
@@ -234,6 +277,7 @@ impl Vchiq {
                 // The size cannot be trusted: skip the rest of the slot.
                 if rest <= avail {
                     g.rx_pos = g.rx_pos.wrapping_add(rest);
+                    g.rx_slot = None;
                     self.release_slot_ref(g, slot);
                     return RxStep::Handled;
                 }

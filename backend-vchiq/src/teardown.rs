@@ -26,19 +26,24 @@ impl Vchiq {
                 // Retry (no slot for the CLOSE) is retried on the next round.
                 let _ = self.remove_service(h);
             }
-            self.poll();
-            if self.all_handles().is_empty() {
-                break;
-            }
+            // The deadline is checked before every poll, and each poll is bounded by its budget
+            // (`POLL_MAX_ROUNDS`/`POLL_MAX_MSGS`): a peer that keeps signalling or keeps
+            // publishing PADDING cannot hold the teardown past `expired()` by more than one
+            // bounded poll.
             if expired() {
                 log::warn!(target: "vchiq", "{:?}: shutdown: peer did not complete the closes", self.role);
                 self.force_close_all();
                 result = Err(VchiqError::Timeout);
                 break;
             }
+            self.poll();
+            if self.all_handles().is_empty() {
+                break;
+            }
             relax();
         }
-        // Deliver the last CLOSED/ABORTED events through the normal (single-poller) path.
+        // Deliver the last CLOSED/ABORTED events through the normal (single-poller) path; one
+        // bounded poll.
         self.poll();
         self.mark_dead();
         log::debug!(target: "vchiq", "{:?}: shut down", self.role);

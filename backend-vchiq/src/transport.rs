@@ -641,6 +641,8 @@ impl Transport for VchiqTransport {
         let h = self.service();
         let _ = self.vchiq.remove_service(h);
         let deadline = Deadline::after(&*self.clock, Duration::from_secs(2));
+        // The deadline is checked before every poll, and each poll is bounded (`POLL_MAX_ROUNDS`,
+        // `POLL_MAX_MSGS`): a hostile VideoCore cannot hold the teardown past it.
         while self.vchiq.service_state(h).is_ok() && !deadline.expired(&*self.clock) {
             self.vchiq.poll();
             core::hint::spin_loop();

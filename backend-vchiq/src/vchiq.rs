@@ -65,6 +65,11 @@ pub(crate) struct Inner {
     pub previous_data_index: u32,
     // ---- receive side ----
     pub rx_pos: u32,
+    /// The peer's slot the receiver is in, read from `remote.slot_queue` once, when `rx_pos`
+    /// enters it, and used for every message in it (`None` between slots). The peer can rewrite
+    /// its `slot_queue` at any time: reading the entry again per message would be a double fetch
+    /// (docs/protocols/vchiq.md §1 "Stream positions", "Slot use/release counts").
+    pub rx_slot: Option<u32>,
     pub rx_slots: Vec<RxSlot>,
     pub rx_stalled: bool,
     /// Our private count of the peer's slots we recycled (authoritative `slot_queue_recycle`).
@@ -106,6 +111,10 @@ pub struct VchiqCounters {
     /// Master: READ pagelists without fragments whose ends were not cache-line aligned (on real
     /// hardware this is the arm64 `vchiq_test -f` data corruption).
     pub unaligned_reads: AtomicU64,
+    /// [`Vchiq::poll`] calls that stopped at their budget ([`POLL_MAX_ROUNDS`] rounds or
+    /// [`POLL_MAX_MSGS`] messages) with work left: a peer that keeps signalling or keeps
+    /// publishing messages. The rest is left for the next call.
+    pub poll_budget_exhausted: AtomicU64,
 }
 
 /// A snapshot of [`VchiqCounters`].
@@ -129,6 +138,8 @@ pub struct VchiqStats {
     pub quota_pads: u64,
     /// See [`VchiqCounters::unaligned_reads`].
     pub unaligned_reads: u64,
+    /// See [`VchiqCounters::poll_budget_exhausted`].
+    pub poll_budget_exhausted: u64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -402,6 +413,7 @@ impl Vchiq {
             data_quota: n - 1,
             previous_data_index: u32::MAX,
             rx_pos: 0,
+            rx_slot: None,
             rx_slots: vec![RxSlot::default(); cfg.total_slots],
             rx_stalled: false,
             remote_recycle: remote_part.data_slots(),
@@ -478,6 +490,7 @@ impl Vchiq {
             bulks_aborted: r(&c.bulks_aborted),
             quota_pads: r(&c.quota_pads),
             unaligned_reads: r(&c.unaligned_reads),
+            poll_budget_exhausted: r(&c.poll_budget_exhausted),
         }
     }
 
@@ -610,13 +623,37 @@ impl Vchiq {
     /// that thread is guaranteed to run another round for it before it returns (see
     /// `poll_gate`), so calling `poll` only from an interrupt's bottom half never leaves work
     /// until the next doorbell.
+    ///
+    /// Bounded: the peer writes `fired` and `tx_pos`, so it could keep a loop of "until nothing
+    /// fired and nothing was parsed" busy for ever. One call runs at most [`POLL_MAX_ROUNDS`]
+    /// rounds and parses at most [`POLL_MAX_MSGS`] messages. When it stops with work left it
+    /// counts [`VchiqCounters::poll_budget_exhausted`], leaves our `trigger` fired (so a worker's
+    /// [`Vchiq::prepare_sleep`] refuses to sleep) and calls the platform's `request_poll`, so the
+    /// rest is done by the next call, never lost.
     pub fn poll(&self) -> usize {
         if !self.poll_gate.enter() {
             return 0;
         }
+        let mut budget = PollBudget {
+            rounds: POLL_MAX_ROUNDS,
+            msgs: POLL_MAX_MSGS,
+            exhausted: false,
+        };
         let mut total = 0;
         loop {
-            total += self.poll_rounds();
+            total += self.poll_rounds(&mut budget);
+            if budget.exhausted {
+                // Open the gate without consuming a pending request: it stays visible to
+                // `prepare_sleep` and to the next `poll` (see `PollGate::leave_keep_request`).
+                self.poll_gate.leave_keep_request();
+                bump(&self.counters.poll_budget_exhausted);
+                log::debug!(target: "vchiq", "{:?}: poll budget exhausted, work left for the next call", self.role);
+                if let Some(e) = self.ev_words(self.local_off, off::TRIGGER) {
+                    remote_event::signal_local(e);
+                }
+                self.platform.request_poll();
+                break;
+            }
             // `true`: a request arrived after our last round; we still hold the gate.
             if !self.poll_gate.leave() {
                 break;
@@ -625,11 +662,17 @@ impl Vchiq {
         total
     }
 
-    /// `poll`'s loop, with the gate held.
-    fn poll_rounds(&self) -> usize {
+    /// `poll`'s loop, with the gate held. Stops with `budget.exhausted` set when a further round
+    /// was due but the budget is spent.
+    fn poll_rounds(&self, budget: &mut PollBudget) -> usize {
         let mut scratch = self.poll_lock.lock();
         let mut total = 0;
         loop {
+            if budget.rounds == 0 || budget.msgs == 0 {
+                budget.exhausted = true;
+                break;
+            }
+            budget.rounds -= 1;
             let again = self.poll_gate.take_request();
             let mut fired = false;
             let mut sync_released = false;
@@ -657,7 +700,7 @@ impl Vchiq {
             let mut work = 0;
             work += self.process_free_queue();
             work += self.sync_poll(&mut scratch);
-            work += self.rx_poll(&mut scratch);
+            work += self.rx_poll(&mut scratch, &mut budget.msgs);
             if self.role == Role::Master {
                 work += self.master_process_bulks();
             }
@@ -744,6 +787,22 @@ impl Vchiq {
         self.dead.store(true, Ordering::Release);
         self.inner.lock().conn = ConnState::Dead;
     }
+}
+
+/// Rounds one [`Vchiq::poll`] call runs at most (each takes the four events, drains the free
+/// queue, the sync slot, the peer's stream up to the message budget, and the deferred events).
+pub const POLL_MAX_ROUNDS: usize = 64;
+
+/// Messages of the peer's stream (PADDING included) one [`Vchiq::poll`] call parses at most. More
+/// than a whole default window of the smallest messages (31 data slots × 512 eight-byte messages,
+/// docs/protocols/vchiq.md §1), so a well-behaved peer's backlog is still drained in one call.
+pub const POLL_MAX_MSGS: usize = 16384;
+
+/// What is left of one `poll` call's budget.
+struct PollBudget {
+    rounds: usize,
+    msgs: usize,
+    exhausted: bool,
 }
 
 fn mask(n: usize) -> u64 {

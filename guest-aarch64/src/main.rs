@@ -8,9 +8,11 @@
 //! platform (vendor, protocols), reads its sensors, prints everything on the PL011 and powers off
 //! with PSCI `SYSTEM_OFF`.
 //!
-//! Per device, three driver instances take it in turn, each after a device reset: the raw path
+//! Per device, four driver instances take it in turn, each after a device reset: the raw path
 //! ([`scmi_raw`], a cross-check independent of the fwipc crates), then the fwipc stack
-//! (`fwipc_scmi_virtio`'s `ScmiVirtio` under its SCMI agent) polled, then the same stack
+//! (`fwipc_scmi_virtio`'s `ScmiVirtio` under its SCMI agent) polled, then the same polled stack
+//! with every DMA address in one explicitly shared bounce pool (`fwipc_virtio::bounce`, the mode
+//! for protected VMs: the guest's private memory is never handed to the device), then the stack
 //! interrupt-driven with the eventq and a SENSOR_UPDATE notification ([`scmi_agent`]). Each device
 //! gets its own agent instances; lines are tagged with the device's index (`scmi[0]`, `agent[0]`,
 //! `agent-irq[0]`...). The interrupt-driven agents stay up for the concurrent stage
@@ -42,6 +44,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use fwipc_virtio::aarch64::{enable_event_stream, GenericTimer};
+use fwipc_virtio::bounce::{BounceHal, BouncePool, SharedRegion};
 use fwipc_virtio::discovery::{DeviceTree, InterruptKind, VirtioMmioDevice};
 use fwipc_virtio::hal::IdentityHal;
 use fwipc_virtio::mmio::DEVICE_ID_SCMI;
@@ -55,6 +58,33 @@ const PROTO_SENSOR: u8 = 0x15;
 const READINGS: usize = 3;
 /// Calls timed for the round-trip figure.
 const ROUND_TRIPS: u64 = 200;
+
+/// Bytes of the bounce pool the bounce stage shares with the host.
+const BOUNCE_POOL: usize = 256 * 1024;
+
+/// The guest's shared bounce pool, set up once at boot (virtio-drivers' `Hal` has no `self`, so
+/// `BounceHal` finds its pool through a type).
+struct GuestShared;
+static SHARED: spin::Once<BouncePool> = spin::Once::new();
+impl SharedRegion for GuestShared {
+    fn pool() -> &'static BouncePool {
+        SHARED.call_once(|| {
+            // A page-aligned block of RAM, leaked: it stays shared for the rest of the run. A
+            // protected VM would now ask the hypervisor to share it (pKVM `MEM_SHARE`, the CCA
+            // RSI call); under QEMU the host can reach all guest RAM, so there is nothing to call.
+            let page = virtio_drivers::PAGE_SIZE;
+            let block: &'static mut [u8] =
+                alloc::boxed::Box::leak(alloc::vec![0u8; BOUNCE_POOL + page].into_boxed_slice());
+            let base = block
+                .as_mut_ptr()
+                .wrapping_add(block.as_ptr().align_offset(page));
+            // SAFETY: `base` is page aligned with `BOUNCE_POOL` bytes of the leaked block after
+            // it, used by nothing else; RAM is identity-mapped, so the device address is `base`.
+            unsafe { BouncePool::new(base, BOUNCE_POOL, base as u64) }
+                .expect("a page-aligned, non-empty bounce pool")
+        })
+    }
+}
 
 /// Why the guest failed.
 #[derive(Debug)]
@@ -291,8 +321,35 @@ fn drive(
     // scratch.
     let transport = scmi.into_transport();
     println!("{tag}: raw path done, device reset; now the fwipc backend + agent, polled");
-    let polled = scmi_agent::session_polled(transport, timer, &format!("agent[{i}]"))
-        .map_err(GuestError::Agent)?;
+    let polled =
+        scmi_agent::session_polled::<IdentityHal>(transport, timer, &format!("agent[{i}]"))
+            .map_err(GuestError::Agent)?;
+
+    // Again polled, every DMA address now in the shared bounce pool.
+    // SAFETY: as above; the previous transport was consumed and dropped with its `ScmiVirtio`.
+    let transport = unsafe { dev.transport::<IdentityHal>() }.map_err(GuestError::Virtio)?;
+    let pool = GuestShared::pool();
+    let (start, len) = pool.device_window();
+    let bounced = scmi_agent::session_polled::<BounceHal<GuestShared>>(
+        transport,
+        timer,
+        &format!("agent-bounce[{i}]"),
+    )
+    .map_err(GuestError::Agent)?;
+    println!(
+        "agent-bounce[{i}]: every DMA address in the shared pool {start:#x}..{:#x}; {} bytes still \
+         allocated after shutdown",
+        start + len,
+        pool.in_use()
+    );
+    check(
+        bounced == polled,
+        "the bounce-pool session sees the same platform",
+    )?;
+    check(
+        pool.in_use() == 0,
+        "the bounce pool is empty after the session",
+    )?;
 
     // The backend's shutdown reset the device; drive it once more, interrupt-driven.
     // SAFETY: as above; the previous transport was consumed and dropped with its `ScmiVirtio`.

@@ -1,7 +1,7 @@
 //! The SCMI session through the project's stack, unmodified: `fwipc_scmi_virtio::virtio::
 //! ScmiVirtio` (the virtio-scmi `fwipc_transport_api::Transport`) over `fwipc_virtio`'s
-//! [`MmioTransport`] and [`IdentityHal`], under the typed agent
-//! `fwipc_scmi_virtio::protocol::Scmi`, polled (see [`Polled`]) or interrupt-driven (the device
+//! [`MmioTransport`] and [`IdentityHal`] (or the shared-pool `BounceHal`), under the typed agent
+//! `fwipc_scmi_virtio::protocol::Scmi`, polled (`Config::polled`) or interrupt-driven (the device
 //! interrupt, routed to CPU 0, runs `ScmiVirtio::complete`; the pipelined waits park in
 //! `fwipc_virtio`'s [`EventParker`], woken from the IRQ handler).
 
@@ -16,9 +16,11 @@ use fwipc_scmi_virtio::header::make_target;
 use fwipc_scmi_virtio::protocol::notify::Notification;
 use fwipc_scmi_virtio::protocol::{Config, Event, Filter, Scmi, ScmiError, WaitPolicy};
 use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
-use fwipc_transport_api::{wait_done, Deadline, Error, Request, Transport, TxOutcome, Wait};
+use fwipc_transport_api::{
+    wait_done, Completion, Deadline, Error, Request, Transport, TxOutcome, Wait,
+};
+use virtio_drivers::Hal;
 
-use fwipc_guest_aarch64::polled::Polled;
 use fwipc_virtio::aarch64::GenericTimer;
 use fwipc_virtio::hal::IdentityHal;
 use fwipc_virtio::mmio::MmioTransport;
@@ -70,7 +72,7 @@ fn check(cond: bool, what: &'static str) -> Result<(), AgentError> {
     }
 }
 
-/// The virtio-scmi transport of this guest.
+/// The virtio-scmi transport of this guest's interrupt-driven agents.
 type Virtio = ScmiVirtio<IdentityHal, MmioTransport<'static>>;
 
 /// Deadline of each command (replies take tens of microseconds under TCG; the margin is for a
@@ -87,12 +89,12 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// instance's notifications would also be written into the previous instance's freed buffers and
 /// pushed onto the new used ring (seen here as "eventq used index jumped by 16" with an 8-entry
 /// eventq, which the backend rejects and counts as a protocol error).
-fn virtio_up(
+fn virtio_up<H: Hal>(
     transport: MmioTransport<'static>,
     timer: GenericTimer,
     tag: &str,
     p2a: bool,
-) -> Result<Virtio, AgentError> {
+) -> Result<ScmiVirtio<H, MmioTransport<'static>>, AgentError> {
     let cfg = ScmiVirtioConfig {
         // 16 descriptors = 8 messages in flight: enough for two CPUs sending one command each,
         // or one CPU's full pipeline, with small DMA rings.
@@ -102,7 +104,7 @@ fn virtio_up(
         clock: Some(Arc::new(timer)),
         ..ScmiVirtioConfig::default()
     };
-    let virtio = Virtio::new(transport, cfg).map_err(AgentError::Setup)?;
+    let virtio = ScmiVirtio::<H, _>::new(transport, cfg).map_err(AgentError::Setup)?;
     let caps = virtio.caps();
     println!(
         "{tag}: virtio-scmi up: features {:?}, {} messages of {} bytes, polling {}, notifications {}",
@@ -128,19 +130,29 @@ pub struct Summary {
 pub type Agent = Scmi<Virtio, GenericTimer>;
 
 /// Polled session: bring the device up through the backend with every request in polled
-/// completion mode: discovery, sensors, round trips, a full pipeline. Ends with the transport shut
-/// down (the device reset). `tag` prefixes every line printed.
-pub fn session_polled(
+/// completion mode (chosen at construction: `Config::polled`; no interrupt handler exists for the
+/// device): discovery, sensors, round trips, a full pipeline. `H` is the DMA `Hal`: the identity
+/// map, or the shared-pool `BounceHal`. Ends with the transport shut down (the device reset).
+/// `tag` prefixes every line printed.
+pub fn session_polled<H: Hal>(
     transport: MmioTransport<'static>,
     timer: GenericTimer,
     tag: &str,
 ) -> Result<Summary, AgentError> {
-    let virtio = virtio_up(transport, timer, tag, false)?;
-    let cfg = Config::default().with_timeouts(COMMAND_TIMEOUT, COMMAND_TIMEOUT);
-    let agent = Scmi::new(Polled(virtio), timer, cfg).ctx("agent set-up")?;
+    let virtio = virtio_up::<H>(transport, timer, tag, false)?;
+    let cfg = Config::default()
+        .with_timeouts(COMMAND_TIMEOUT, COMMAND_TIMEOUT)
+        .polled();
+    let agent = Scmi::new(virtio, timer, cfg).ctx("agent set-up")?;
     let vendor = discover(&agent, tag)?;
     let sensors = sensors(&agent, &timer, tag)?;
-    pipelined(agent.transport(), &timer, tag, Wait::Poll)?;
+    pipelined(
+        agent.transport(),
+        &timer,
+        tag,
+        Completion::Polled,
+        Wait::Poll,
+    )?;
     finish(&agent, tag)?;
     Ok(Summary { vendor, sensors })
 }
@@ -174,7 +186,7 @@ pub fn session_interrupt(
     edge: bool,
     tag: &str,
 ) -> Result<(Summary, Live), AgentError> {
-    let virtio = virtio_up(transport, timer, tag, true)?;
+    let virtio = virtio_up::<IdentityHal>(transport, timer, tag, true)?;
     let cfg = Config {
         wait: WaitPolicy::SpinThenYield {
             spins: 0,
@@ -206,7 +218,13 @@ pub fn session_interrupt(
     // `Wait::Completion`: each wait registers the parker's waker with the transport and parks in
     // `wfe`; `complete()` in the IRQ handler wakes it.
     let parker = EventParker::new(timer, irq::idle);
-    pipelined(agent.transport(), &timer, tag, Wait::Completion(&parker))?;
+    pipelined(
+        agent.transport(),
+        &timer,
+        tag,
+        Completion::Interrupt,
+        Wait::Completion(&parker),
+    )?;
     let first = sensors.first().map(String::as_str).unwrap_or("");
     notification(&agent, &timer, tag, first)?;
     let (after, spurious) = irq::counts();
@@ -356,11 +374,15 @@ fn pipelined<T: Transport>(
     t: &T,
     timer: &GenericTimer,
     tag: &str,
+    completion: Completion,
     wait: Wait<'_>,
 ) -> Result<(), AgentError> {
     let transport = |what: &'static str| move |e: Error| AgentError::Scmi(what, e.into());
     let n = t.caps().max_msg;
-    let req = Request::new(make_target(0x10, 0x0), &[]);
+    let req = Request {
+        completion,
+        ..Request::new(make_target(0x10, 0x0), &[])
+    };
     let mut tickets = Vec::with_capacity(n);
     for _ in 0..n {
         tickets.push(t.send(&req).map_err(transport("pipelined send"))?);

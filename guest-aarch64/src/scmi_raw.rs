@@ -92,10 +92,11 @@ pub struct RawScmi<T: Transport> {
 }
 
 impl<T: Transport> RawScmi<T> {
-    /// Negotiate VERSION_1 only (this path has no eventq), set up the cmdq, then DRIVER_OK.
+    /// Negotiate VERSION_1 (and ACCESS_PLATFORM when offered; this path has no eventq), set up
+    /// the cmdq, then DRIVER_OK.
     pub fn new(mut transport: T, timer: GenericTimer) -> Result<Self, RawError> {
         let offered = transport.read_device_features();
-        let features = transport.begin_init(RawFeatures::VERSION_1);
+        let features = transport.begin_init(RawFeatures::VERSION_1 | RawFeatures::ACCESS_PLATFORM);
         log::info!(
             "raw: device features {offered:#x}, negotiated {:#x}, cmdq max {}",
             features.bits(),
@@ -226,6 +227,11 @@ bitflags::bitflags! {
     pub struct RawFeatures: u64 {
         /// `VIRTIO_F_VERSION_1`: must be accepted when offered.
         const VERSION_1 = 1 << 32;
+        /// `VIRTIO_F_ACCESS_PLATFORM` (Virtio 1.2 §6): the device reaches guest memory through
+        /// the platform's DMA translation; accepted when offered (QEMU's vhost-user devices with
+        /// `iommu_platform=on` stop answering a driver that declines it). With no vIOMMU the
+        /// translation is the identity, which this path's identity-mapped buffers match.
+        const ACCESS_PLATFORM = 1 << 33;
     }
 }
 

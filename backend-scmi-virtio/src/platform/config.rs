@@ -178,6 +178,11 @@ pub struct Quirks {
     /// Pack DISCOVER_LIST_PROTOCOLS into word `i % 4` instead of `i / 4` (vhost-device-scmi's
     /// packing defect).
     pub list_protocols_bad_packing: bool,
+    /// Multi-part listings stop early: a page requested at this start index or later answers
+    /// 0 returned and 0 remaining although entries are left (`Some(0)`: every listing is empty
+    /// even where PROTOCOL_ATTRIBUTES announced entries). DISCOVER_LIST_PROTOCOLS answers a count
+    /// of 0. Segmented descriptions are not affected.
+    pub short_listings_from: Option<usize>,
 }
 
 /// Configuration of a [`super::Platform`].

@@ -393,6 +393,14 @@ impl Platform {
         }
     }
 
+    /// Whether the `short_listings_from` quirk ends the listing at start index `first`.
+    pub(crate) fn listing_cut(&self, first: u32) -> bool {
+        self.cfg
+            .quirks
+            .short_listings_from
+            .is_some_and(|k| usize::try_from(first).is_ok_and(|f| f >= k))
+    }
+
     /// Start index of a multi-part request. With `remaining_forever` a request past the end is
     /// answered with the last entry again (a platform that never ends the enumeration).
     pub(crate) fn start_index(&self, first: u32, total: usize) -> Result<usize, i32> {
@@ -462,6 +470,9 @@ impl Platform {
             }
             base::DISCOVER_LIST_PROTOCOLS => {
                 let [skip] = p.exact::<1>()?;
+                if self.listing_cut(skip) {
+                    return out.u32(0);
+                }
                 let skip = usize::try_from(skip).map_err(|_| code::INVALID_PARAMETERS)?;
                 let total = self.protocols.len();
                 if skip > total {

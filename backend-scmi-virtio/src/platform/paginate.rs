@@ -78,6 +78,10 @@ impl Platform {
         entry_size: usize,
         layout: PageFlags,
     ) -> Result<Range<usize>, Status> {
+        if self.listing_cut(first) {
+            out.u32(0)?;
+            return Ok(0..0);
+        }
         let first = self.start_index(first, total)?;
         let k = fit(
             out.room().saturating_sub(4),

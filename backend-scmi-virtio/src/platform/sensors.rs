@@ -145,6 +145,9 @@ impl Platform {
             ),
             sensor::DESCRIPTION_GET => {
                 let [first] = p.exact::<1>()?;
+                if self.listing_cut(first) {
+                    return out.u32(0);
+                }
                 let first = self.start_index(first, n)?;
                 let flags_at = out.len();
                 out.u32(0)?;

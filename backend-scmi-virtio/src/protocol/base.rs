@@ -228,7 +228,9 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
         if pager.index() < total && out.len() < total as usize {
             return Err(super::ScmiError::BufferTooSmall);
         }
-        Ok(pager.index() as usize)
+        // Every one of the `num_protocols` ids must have arrived (docs/protocols/scmi.md §5).
+        let n = pager.finish().map_err(|m| self.scmi.malformed(m))?;
+        Ok(n as usize)
     }
 
     /// Version, attributes, vendor, sub-vendor (optional), implementation version and protocol

@@ -154,7 +154,9 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
                 }
             }
         }
-        Ok(Err(pager.index()))
+        // A listing that stopped before its total (announced, or fixed by the first page) is
+        // malformed, not a shorter list (docs/protocols/scmi.md §5).
+        pager.finish().map(Err).map_err(|m| self.malformed(m))
     }
 
     /// [`Self::describe_pages`] for a plain list (no segmented form): returns the count.

@@ -26,6 +26,10 @@ pub enum Malformed {
     IdMismatch,
     /// A P2A header was invalid (reserved bits, unknown type).
     BadHeader,
+    /// A multi-part listing disagreed with its total (docs/protocols/scmi.md §5): it ended
+    /// (nothing returned and nothing remaining, or nothing remaining) before the announced number
+    /// of entries had arrived, or a page's index + returned + remaining was not the total.
+    CountMismatch,
 }
 
 impl fmt::Display for Malformed {
@@ -39,6 +43,7 @@ impl fmt::Display for Malformed {
             Malformed::TooManyRounds => "multi-part enumeration exceeded its round cap",
             Malformed::IdMismatch => "reply names a different object",
             Malformed::BadHeader => "bad SCMI header",
+            Malformed::CountMismatch => "multi-part listing disagrees with its announced total",
         })
     }
 }
@@ -48,9 +53,10 @@ impl From<Malformed> for ProtocolError {
         match m {
             Malformed::Truncated => ProtocolError::Truncated,
             Malformed::BadLength | Malformed::BadName => ProtocolError::BadLength,
-            Malformed::OutOfRange | Malformed::NoProgress | Malformed::TooManyRounds => {
-                ProtocolError::OutOfRange
-            }
+            Malformed::OutOfRange
+            | Malformed::NoProgress
+            | Malformed::TooManyRounds
+            | Malformed::CountMismatch => ProtocolError::OutOfRange,
             Malformed::IdMismatch => ProtocolError::UnexpectedMessage,
             Malformed::BadHeader => ProtocolError::BadHeader,
         }

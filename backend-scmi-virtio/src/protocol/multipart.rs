@@ -4,7 +4,10 @@
 //!
 //! The [`Pager`] stops on returned = 0, rejects index + returned above the total, rejects a
 //! platform that still claims entries remain once the total has arrived ("remaining = 1
-//! forever"), and caps the number of rounds.
+//! forever"), rejects a page whose index + returned + remaining is not the total, and caps the
+//! number of rounds. [`Pager::finish`] rejects a listing that ended short of its total. The total
+//! is announced either elsewhere (PROTOCOL_ATTRIBUTES' sensor or protocol count, a sensor's axis
+//! count) or by the first page (returned + remaining); either way it binds every later page.
 
 use super::error::Malformed;
 
@@ -81,7 +84,21 @@ impl Pager {
         if end == total && remaining != 0 {
             return Err(Malformed::NoProgress);
         }
+        // Every page restates the total: what came before, what it holds, and what remains.
+        if end.checked_add(remaining) != Some(total) {
+            return Err(Malformed::CountMismatch);
+        }
         Ok(true)
+    }
+
+    /// After the last page: the number of entries received. `CountMismatch` if a total is known
+    /// (announced, or fixed by the first page) and the listing stopped short of it, e.g. a page
+    /// reporting 0 returned and 0 remaining while entries were still due.
+    pub fn finish(&self) -> Result<u32, Malformed> {
+        match self.total {
+            Some(t) if self.index != t => Err(Malformed::CountMismatch),
+            _ => Ok(self.index),
+        }
     }
 
     /// Record that `returned` entries were consumed. Returns whether to request again.
@@ -132,5 +149,37 @@ mod tests {
         let mut p = Pager::new(Some(u32::MAX), 10);
         p.index = u32::MAX - 1;
         assert_eq!(p.check(5, 0), Err(Malformed::OutOfRange));
+    }
+
+    #[test]
+    fn short_and_inconsistent_listings_are_rejected() {
+        // Announced 5, the first page says nothing returned and nothing remaining.
+        let mut p = Pager::new(Some(5), 100);
+        assert_eq!(p.check(0, 0), Ok(false));
+        assert_eq!(p.finish(), Err(Malformed::CountMismatch));
+        // Announced 5, two arrive and the platform says none remain.
+        let mut p = Pager::new(Some(5), 100);
+        assert_eq!(p.check(2, 0), Err(Malformed::CountMismatch));
+        // Fixed by the first page (2 + 3), then a page claims more than that remain.
+        let mut p = Pager::new(None, 100);
+        assert_eq!(p.check(2, 3), Ok(true));
+        assert!(p.advance(2, 3));
+        assert_eq!(p.check(1, 4), Err(Malformed::CountMismatch));
+        // ... or the listing ends (0, 0) after the first page.
+        let mut p = Pager::new(None, 100);
+        assert_eq!(p.check(2, 3), Ok(true));
+        assert!(p.advance(2, 3));
+        assert_eq!(p.check(0, 0), Ok(false));
+        assert_eq!(p.finish(), Err(Malformed::CountMismatch));
+        // Complete listings and an empty one with nothing announced are fine.
+        let mut p = Pager::new(Some(3), 100);
+        assert_eq!(p.check(3, 0), Ok(true));
+        assert!(!p.advance(3, 0));
+        assert_eq!(p.finish(), Ok(3));
+        let mut p = Pager::new(None, 100);
+        assert_eq!(p.check(0, 0), Ok(false));
+        assert_eq!(p.finish(), Ok(0));
+        let p = Pager::new(Some(0), 100);
+        assert_eq!(p.finish(), Ok(0));
     }
 }

@@ -373,7 +373,8 @@ impl Dev {
         if d1.flags & DESC_F_WRITE == 0 || d1.flags & DESC_F_NEXT != 0 || d1.len > MAX_DEVICE_BUF {
             return Err(());
         }
-        if !self.may_touch(d0.addr, u64::from(d0.len)) || !self.may_touch(d1.addr, u64::from(d1.len))
+        if !self.may_touch(d0.addr, u64::from(d0.len))
+            || !self.may_touch(d1.addr, u64::from(d1.len))
         {
             return Err(());
         }

@@ -10,6 +10,12 @@
 //! releases the lock. So an interrupt can never deadlock against the code it interrupted, and no
 //! lock needs to mask interrupts.
 //!
+//! Configure the device's interrupt **edge-triggered** (virtio-mmio on QEMU `virt` is, per its
+//! device tree). A deferred pass acknowledges the device only when the lock holder runs it, so a
+//! level-triggered line would stay asserted and re-enter the handler on the CPU whose preempted
+//! code holds the lock, forever. With a level-triggered line, mask it in the interrupt controller
+//! in the handler and unmask it once `complete` has returned on a CPU that ran the pass.
+//!
 //! This holds because every lock the interrupt pass takes is taken only under the channel lock:
 //! the message pool and the token allocator are reached only with the channel lock held (send
 //! allocates under it, `mark_txdone` drops the caller's buffer under it, `stats` counts under it).

@@ -110,7 +110,14 @@ pub fn dropped_transfer<F: Fixture>() -> Verdict {
             );
         }
         fx.remote().release();
-        let counted = eventually(fx.reply_timeout(), || t.stats().late_replies > late_before);
+        // Keep calling while waiting: a polled transport takes the late reply in only when
+        // someone polls it.
+        let mut tag = 0x3000;
+        let counted = eventually(fx.reply_timeout(), || {
+            tag += 1;
+            echo_ok(&fx, &tagged_payload(tag, 8, &mut rng));
+            t.stats().late_replies > late_before
+        });
         assert!(
             counted,
             "{}: the dropped transfer's late reply was not counted ({:?}, {mode:?})",
