@@ -22,36 +22,12 @@ use crate::error::{FastRpcError, Result};
 use crate::layout::{BufDesc, HandleDesc, Olap};
 use crate::mem::{DmaRegion, SharedBuf};
 use crate::scalars::Scalars;
+/// The wire context id lives with the wire layouts; re-exported here, where contexts are.
+pub use crate::wire::CtxId;
+use crate::wire::GEN_MASK;
 
 /// Largest number of contexts: ids are 8 bits (1..=255; 0 is never issued).
 pub const MAX_CONTEXTS: usize = 255;
-const GEN_BITS: u32 = 52;
-const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
-
-/// A wire context id: PD in bits 0..3, slot id (1..=255) in bits 4..11 (`FASTRPC_CTXID_MASK`),
-/// generation in bits 12..63 (echoed by the DSP; upstream ignores these bits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CtxId(pub u64);
-
-impl CtxId {
-    /// Compose an id.
-    pub const fn new(slot_id: u8, generation: u64, pd: u8) -> Self {
-        CtxId(((generation & GEN_MASK) << 12) | ((slot_id as u64) << 4) | (pd as u64 & 0xf))
-    }
-    /// The 8-bit slot id (`(ctx & 0xFF0) >> 4`).
-    pub const fn slot_id(self) -> u8 {
-        ((self.0 >> 4) & 0xff) as u8
-    }
-    /// The generation.
-    pub const fn generation(self) -> u64 {
-        self.0 >> 12
-    }
-    /// The PD bits.
-    pub const fn pd(self) -> u8 {
-        (self.0 & 0xf) as u8
-    }
-}
-
 /// Where a context is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CtxState {

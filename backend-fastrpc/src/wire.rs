@@ -31,7 +31,7 @@ pub struct FastRpcMsg {
     pub pid: I32,
     /// Calling thread id.
     pub tid: I32,
-    /// Context id (see [`crate::context::CtxId`]) OR'd with the PD bits.
+    /// Context id (see [`CtxId`]) OR'd with the PD bits.
     pub ctx: U64,
     /// Remote object handle.
     pub handle: U32,
@@ -67,15 +67,43 @@ pub struct InvokeRsp {
 const_assert_eq!(size_of::<InvokeRsp>(), 16);
 const_assert_eq!(offset_of!(InvokeRsp, retval), 8);
 
+const GEN_BITS: u32 = 52;
+/// Mask of the generation bits a context id carries.
+pub(crate) const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
+
+/// A wire context id: PD in bits 0..3, slot id (1..=255) in bits 4..11 (`FASTRPC_CTXID_MASK`),
+/// generation in bits 12..63 (echoed by the DSP; upstream ignores these bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CtxId(pub u64);
+
+impl CtxId {
+    /// Compose an id.
+    pub const fn new(slot_id: u8, generation: u64, pd: u8) -> Self {
+        CtxId(((generation & GEN_MASK) << 12) | ((slot_id as u64) << 4) | (pd as u64 & 0xf))
+    }
+    /// The 8-bit slot id (`(ctx & 0xFF0) >> 4`).
+    pub const fn slot_id(self) -> u8 {
+        ((self.0 >> 4) & 0xff) as u8
+    }
+    /// The generation.
+    pub const fn generation(self) -> u64 {
+        self.0 >> 12
+    }
+    /// The PD bits.
+    pub const fn pd(self) -> u8 {
+        (self.0 & 0xf) as u8
+    }
+}
+
 /// The context id of a response.
 pub trait CtxIdExt {
-    /// The `ctx` field as a [`crate::context::CtxId`].
-    fn ctx_id(&self) -> crate::context::CtxId;
+    /// The `ctx` field as a [`CtxId`].
+    fn ctx_id(&self) -> CtxId;
 }
 
 impl CtxIdExt for InvokeRsp {
-    fn ctx_id(&self) -> crate::context::CtxId {
-        crate::context::CtxId(self.ctx.get())
+    fn ctx_id(&self) -> CtxId {
+        CtxId(self.ctx.get())
     }
 }
 

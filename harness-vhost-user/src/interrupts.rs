@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::vhost_user_transport::drain;
+/// Non-blocking read of an eventfd; returns the count (0 if it was not signalled).
+pub(crate) fn drain(evt: &EventFd) -> u64 {
+    evt.read().unwrap_or(0)
+}
 
 /// `poll(2)` for readability on `fds` for at most `timeout`; the number of readable fds.
 pub(crate) fn poll_fds(fds: &[RawFd], timeout: Duration) -> io::Result<usize> {

@@ -43,6 +43,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::guest_memory::GuestMemory;
+use crate::interrupts::{drain, poll_fds};
 
 /// The virtio device id of SCMI (virtio spec 5.17). virtio-drivers 0.13's `DeviceType` has no
 /// variant for it, so [`Transport::device_type`] cannot say it; this constant can.
@@ -287,7 +288,7 @@ impl VhostUserTransport {
         let Some(evt) = self.call.get(usize::from(queue)) else {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         };
-        if crate::interrupts::poll_fds(&[evt.as_raw_fd()], timeout)? == 0 {
+        if poll_fds(&[evt.as_raw_fd()], timeout)? == 0 {
             return Ok(false);
         }
         drain(evt);
@@ -392,11 +393,6 @@ fn with_watchdog<R>(socket: &UnixStream, timeout: Duration, f: impl FnOnce() -> 
         drop(done_tx);
         r
     })
-}
-
-/// Non-blocking read of an eventfd; returns the count (0 if it was not signalled).
-pub(crate) fn drain(evt: &EventFd) -> u64 {
-    evt.read().unwrap_or(0)
 }
 
 impl Transport for VhostUserTransport {

@@ -27,11 +27,11 @@ pub use lifecycle::{Lifecycle, UserGuard};
 pub use pool::{MsgPool, PoolBuf};
 pub use stats::{Counters, Stats};
 pub use token::{Token, TokenAllocator};
-pub use transfer::Transfer;
+pub use transfer::{call, Transfer};
 pub use transport::{
     BulkDir, BulkRequest, BulkResult, Caps, Completion, Notification, Request, Ticket, Transport,
     TxOutcome,
 };
-pub use wait::{call, wait_done, Parker, Wait};
+pub use wait::{wait_done, Parker, Wait};
 #[cfg(feature = "std")]
 pub use wait::{yield_now, ThreadParker};

@@ -1,6 +1,9 @@
-//! [`Transfer`]: a transfer in flight that cannot be forgotten. Dropping it without
-//! [`Transfer::finish`] ends it as [`TxOutcome::Cancelled`], so an early return, a `?` or a panic
-//! between `send` and `mark_txdone` never leaks the pool buffer and the token.
+//! [`Transfer`]: a transfer in flight that cannot be forgotten, and [`call`], the whole
+//! send → wait → fetch → finish cycle on it. Dropping a `Transfer` without [`Transfer::finish`]
+//! ends it as [`TxOutcome::Cancelled`], so an early return, a `?` or a panic between `send` and
+//! `mark_txdone` never leaks the pool buffer and the token.
+
+use core::time::Duration;
 
 use crate::clock::{Clock, Deadline};
 use crate::transport::{Request, Ticket, Transport, TxOutcome};
@@ -106,4 +109,22 @@ impl<T: Transport + ?Sized> Drop for Transfer<'_, T> {
             self.t.mark_txdone(ticket, TxOutcome::Cancelled);
         }
     }
+}
+
+/// Send `req`, wait for the reply within `timeout`, copy it into `resp`, and finish the transfer.
+/// On timeout the transfer is marked [`TxOutcome::TimedOut`], so the backend keeps its buffer
+/// until the remote returns it.
+pub fn call<T: Transport + ?Sized>(
+    t: &T,
+    clock: &(impl Clock + ?Sized),
+    req: &Request<'_>,
+    resp: &mut [u8],
+    timeout: Duration,
+    wait: Wait<'_>,
+) -> Result<usize> {
+    let x = Transfer::send(t, req)?;
+    let waited = x.wait(clock, Deadline::after(clock, timeout), wait);
+    let r = waited.and_then(|()| x.fetch_response(resp));
+    x.finish(TxOutcome::after_wait(&waited));
+    r
 }

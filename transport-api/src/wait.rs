@@ -1,12 +1,12 @@
 //! Waiting for a transfer: poll, spin-then-yield, or completion (waker + park), all bounded by a
-//! [`Deadline`], plus [`call`], the whole send → wait → fetch → mark_txdone cycle.
+//! [`Deadline`]. [`crate::call`], the whole send → wait → fetch → mark_txdone cycle, is built on
+//! it with [`crate::Transfer`].
 
 use core::task::Waker;
 use core::time::Duration;
 
 use crate::clock::{Clock, Deadline};
-use crate::transfer::Transfer;
-use crate::transport::{Request, Ticket, Transport, TxOutcome};
+use crate::transport::{Ticket, Transport};
 use crate::{Error, Result};
 
 /// Blocks the current execution context until woken or a timeout passes. The std implementation
@@ -90,24 +90,6 @@ pub fn wait_done<T: Transport + ?Sized>(
             }
         }
     }
-}
-
-/// Send `req`, wait for the reply within `timeout`, copy it into `resp`, and finish the transfer.
-/// On timeout the transfer is marked [`TxOutcome::TimedOut`], so the backend keeps its buffer
-/// until the remote returns it.
-pub fn call<T: Transport + ?Sized>(
-    t: &T,
-    clock: &(impl Clock + ?Sized),
-    req: &Request<'_>,
-    resp: &mut [u8],
-    timeout: Duration,
-    wait: Wait<'_>,
-) -> Result<usize> {
-    let x = Transfer::send(t, req)?;
-    let waited = x.wait(clock, Deadline::after(clock, timeout), wait);
-    let r = waited.and_then(|()| x.fetch_response(resp));
-    x.finish(TxOutcome::after_wait(&waited));
-    r
 }
 
 /// The std [`Parker`]: parks the thread that created it.
