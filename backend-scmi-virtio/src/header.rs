@@ -75,6 +75,7 @@ impl MsgType {
 
 /// Why a header word was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HeaderError {
     /// Bits 31:28 were not zero (the raw word is kept).
     ReservedBits(u32),

@@ -11,6 +11,7 @@ use fwipc_transport_api::{Error, ProtocolError};
 
 /// Errors of the VCHIQ core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum VchiqError {
     /// Back-pressure: no slot / quota / queue entry right now. Nothing was queued; retry later.
     Retry,

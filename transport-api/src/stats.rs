@@ -4,6 +4,7 @@ use crate::sync::{AtomicU64, Ordering};
 
 /// A snapshot of a transport's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Stats {
     /// Messages queued.
     pub sent: u64,

@@ -8,6 +8,7 @@ use crate::status::ScmiStatus;
 
 /// What was wrong with a reply, delayed response or notification the platform sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Malformed {
     /// Shorter than its fixed part, or than the entries it announces.
     Truncated,
@@ -65,6 +66,7 @@ impl From<Malformed> for ProtocolError {
 
 /// Error of every operation of the SCMI protocol layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ScmiError {
     /// The platform answered with a non-SUCCESS status (raw code kept in the status).
     Status(ScmiStatus),

@@ -6,6 +6,7 @@ use fwipc_transport_api::{Error, ProtocolError};
 
 /// Why [`super::ScmiVirtio::new`] (or the device) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScmiVirtioError {
     /// The device does not offer `VIRTIO_F_VERSION_1` (a legacy device); refused like Linux with
     /// `ARM_SCMI_TRANSPORT_VIRTIO_VERSION1_COMPLIANCE=y`.

@@ -14,6 +14,7 @@ pub const RESP_UNWRITTEN: u32 = 0xFFFF_FFFF;
 
 /// Why a returned cmdq reply was rejected, and which counter it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplyError {
     /// Used length beyond the writable descriptor.
     TooLong,

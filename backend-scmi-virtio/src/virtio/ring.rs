@@ -207,6 +207,7 @@ impl<H: Hal> Drop for DmaRegion<H> {
 
 /// Why a used ring could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RingError {
     /// The device moved `used.idx` forward by more than the ring size: older entries were
     /// overwritten. The ring resynchronises to the newest `size` entries, which can still be

@@ -64,6 +64,7 @@ impl SmemStatus {
 
 /// The error of every fallible VCHI client operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum VchiError {
     /// The VCHIQ core failed (refused open, closed service, back-pressure that the pump gave
     /// up on...).
