@@ -55,23 +55,34 @@ pub fn timeout_late_reply<F: Fixture>() -> Verdict {
             "{}: stuck buffer reused before the remote returned it",
             F::NAME
         );
-        let late_before = s.late_replies;
-        // Release the late reply while calls are in progress: they must still get their own replies.
-        fx.remote().release();
-        for i in 0..16 {
-            echo_ok(&fx, &tagged_payload(0x1000 + i, 12, &mut rng));
-        }
-        let counted = eventually(fx.reply_timeout(), || t.stats().late_replies > late_before);
-        assert!(
-            counted,
-            "{}: late reply not counted ({:?})",
-            F::NAME,
-            t.stats()
-        );
-        assert_pool_full(&fx, "after the late reply returned the buffer");
-        echo_ok(&fx, &tagged_payload(7, 8, &mut rng));
+        late_reply_dropped(&fx, s.late_replies, &mut rng, "the timed-out call");
     }
     Verdict::Pass
+}
+
+/// Release the remote's held replies while calls are in progress (they must still get their own
+/// replies), keep calling until the late reply was dropped and counted (a polled transport takes
+/// it in only when someone polls), then the pool must be full and the channel still work.
+fn late_reply_dropped<F: Fixture>(fx: &F, late_before: u64, rng: &mut Rng, whose: &str) {
+    let t = fx.transport();
+    fx.remote().release();
+    for i in 0..16 {
+        echo_ok(fx, &tagged_payload(0x1000 + i, 12, rng));
+    }
+    let mut tag = 0x3000;
+    let counted = eventually(fx.reply_timeout(), || {
+        tag += 1;
+        echo_ok(fx, &tagged_payload(tag, 8, rng));
+        t.stats().late_replies > late_before
+    });
+    assert!(
+        counted,
+        "{}: {whose}'s late reply was not counted ({:?})",
+        F::NAME,
+        t.stats()
+    );
+    assert_pool_full(fx, "after the late reply returned the buffer");
+    echo_ok(fx, &tagged_payload(7, 8, rng));
 }
 
 /// A [`Transfer`] dropped while the remote still holds its request (an early return or `?`
@@ -109,23 +120,7 @@ pub fn dropped_transfer<F: Fixture>() -> Verdict {
                 &tagged_payload(0x2000 + i, 1 + rng.below(24), &mut rng),
             );
         }
-        fx.remote().release();
-        // Keep calling while waiting: a polled transport takes the late reply in only when
-        // someone polls it.
-        let mut tag = 0x3000;
-        let counted = eventually(fx.reply_timeout(), || {
-            tag += 1;
-            echo_ok(&fx, &tagged_payload(tag, 8, &mut rng));
-            t.stats().late_replies > late_before
-        });
-        assert!(
-            counted,
-            "{}: the dropped transfer's late reply was not counted ({:?}, {mode:?})",
-            F::NAME,
-            t.stats()
-        );
-        assert_pool_full(&fx, "after the dropped transfer's buffer came back");
-        echo_ok(&fx, &tagged_payload(9, 8, &mut rng));
+        late_reply_dropped(&fx, late_before, &mut rng, "the dropped transfer");
     }
     Verdict::Pass
 }
