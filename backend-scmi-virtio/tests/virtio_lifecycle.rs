@@ -538,3 +538,36 @@ fn into_transport_gives_the_transport_back() {
     let s = scmi.stats();
     assert_eq!(s.pool_free, s.pool_capacity);
 }
+
+/// An embedder with no interrupt path says so at construction (`interrupts: false`): a request
+/// that names interrupt completion is then served by polling, in every wait strategy, instead of
+/// waiting out its timeout for a `complete` that nobody calls.
+#[test]
+fn without_an_interrupt_path_every_request_is_served_by_polling() {
+    let dev = SimDevice::start(SimDeviceConfig::default(), || Box::new(EchoPlatform::new()));
+    let cfg = ScmiVirtioConfig {
+        interrupts: false,
+        ..ScmiVirtioConfig::default()
+    };
+    let scmi = ScmiVirtio::<SimHal, _>::new(dev.transport(), cfg).unwrap();
+    let clock = StdClock::new();
+    let parker = ThreadParker::new();
+    for (i, wait) in [Wait::Poll, Wait::Completion(&parker)]
+        .into_iter()
+        .enumerate()
+    {
+        let payload = [b'i', b'r', b'q', i as u8];
+        let mut out = [0u8; 16];
+        let n = call(
+            &scmi,
+            &clock,
+            &Request::new(ECHO, &payload), // interrupt completion: nothing calls `complete`
+            &mut out,
+            Duration::from_secs(5),
+            wait,
+        )
+        .unwrap_or_else(|e| panic!("{wait:?}: {e}"));
+        assert_eq!(&out[..n], inverted(&payload).as_slice(), "{wait:?}");
+    }
+    assert_eq!(scmi.stats().completed, 2);
+}

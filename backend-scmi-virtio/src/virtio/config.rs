@@ -25,6 +25,12 @@ pub struct ScmiVirtioConfig {
     pub eventq_buf_size: Option<usize>,
     /// Negotiate `VIRTIO_SCMI_F_P2A_CHANNELS` when offered (sets up the eventq).
     pub p2a: bool,
+    /// Whether the embedder calls [`super::ScmiVirtio::complete`] from the device's interrupt
+    /// (or a thread woken by it). `false`: nothing will, so every transfer is served by polling
+    /// whatever completion mode its request names: `poll_done` drains the cmdq for it and
+    /// `register_waker` declines (waiters poll in naps), instead of a request in interrupt mode
+    /// waiting out its whole timeout. Default `true`.
+    pub interrupts: bool,
     /// Negotiate `VIRTIO_F_RING_EVENT_IDX` when offered (both queues then suppress kicks and
     /// interrupts through `avail_event`/`used_event`); false keeps the flags-word scheme.
     pub event_idx: bool,
@@ -45,6 +51,7 @@ impl Default for ScmiVirtioConfig {
             eventq_size: None,
             eventq_buf_size: None,
             p2a: true,
+            interrupts: true,
             event_idx: true,
             clock: None,
             shutdown_timeout: Duration::from_secs(1),
@@ -61,6 +68,7 @@ impl core::fmt::Debug for ScmiVirtioConfig {
             .field("eventq_size", &self.eventq_size)
             .field("eventq_buf_size", &self.eventq_buf_size)
             .field("p2a", &self.p2a)
+            .field("interrupts", &self.interrupts)
             .field("event_idx", &self.event_idx)
             .field("clock", &self.clock.is_some())
             .field("shutdown_timeout", &self.shutdown_timeout)

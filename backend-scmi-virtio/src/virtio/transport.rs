@@ -813,9 +813,12 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         let r = {
             let mut st = self.lock();
             let i = self.slot_index(&st, ticket)?;
+            // Polled transfers drain the ring themselves; so does every transfer when nothing
+            // calls `complete` (`ScmiVirtioConfig::interrupts` false).
+            let polled = st.slots[i].poll == PollStatus::Polling || !self.cfg.interrupts;
             if user.is_ok()
                 && st.slots[i].outcome == Outcome::Pending
-                && st.slots[i].poll == PollStatus::Polling
+                && polled
                 && st.cmdq.as_ref().is_some_and(|q| q.has_used())
             {
                 // Polling: drain the ring ourselves. Other callers' replies dequeued here are
@@ -888,7 +891,8 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     }
 
     fn register_waker(&self, ticket: &Ticket, waker: &Waker) -> bool {
-        if self.lc.acquire().is_err() {
+        if !self.cfg.interrupts || self.lc.acquire().is_err() {
+            // No interrupt path: nobody would wake the waiter; it polls instead.
             return false;
         }
         let mut st = self.lock();
