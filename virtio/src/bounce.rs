@@ -186,11 +186,7 @@ impl BouncePool {
             return self.alloc_pages(len.div_ceil(PAGE_SIZE));
         }
         let n = len.div_ceil(CHUNK);
-        let run: u64 = if n == WORD_CHUNKS {
-            u64::MAX
-        } else {
-            (1u64 << n) - 1
-        };
+        let run = run_mask(n);
         let words = self.map.len();
         // Relaxed: a hint; correctness comes from the CAS on the word itself.
         let start = self.cursor.load(Ordering::Relaxed) % words;
@@ -274,24 +270,25 @@ impl BouncePool {
             return;
         }
         let n = len.div_ceil(CHUNK);
-        let run: u64 = if n == WORD_CHUNKS {
-            u64::MAX
-        } else {
-            (1u64 << n) - 1
-        };
+        let run = run_mask(n);
         let (w, shift) = (off / PAGE_SIZE, (off % PAGE_SIZE) / CHUNK);
         // Release: as above.
         self.map[w].fetch_and(!(run << shift), Ordering::Release);
     }
 }
 
-/// The lowest bit position where `n` consecutive zero bits start in `word`, if any.
-fn free_run(word: u64, n: usize) -> Option<usize> {
-    let run: u64 = if n >= WORD_CHUNKS {
+/// `n` low bits set (all 64 for `n >= 64`): the bitmap mask of a run of `n` chunks.
+fn run_mask(n: usize) -> u64 {
+    if n >= WORD_CHUNKS {
         u64::MAX
     } else {
         (1u64 << n) - 1
-    };
+    }
+}
+
+/// The lowest bit position where `n` consecutive zero bits start in `word`, if any.
+fn free_run(word: u64, n: usize) -> Option<usize> {
+    let run = run_mask(n);
     (0..=WORD_CHUNKS - n.min(WORD_CHUNKS)).find(|&s| word & (run << s) == 0)
 }
 
