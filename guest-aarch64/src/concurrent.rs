@@ -1,81 +1,55 @@
-//! The concurrent stage: both CPUs issue SCMI commands at the same time on the same agent
-//! instances (one per device, shared by reference; the agents are `Sync`), while the devices'
-//! interrupts, routed to CPU 0, complete the replies through `ScmiVirtio::complete`.
+//! The concurrent stage: both CPUs send SCMI commands at the same time to every device, on the
+//! same agent instances (shared through `Arc`; the agents are `Sync`), while the device interrupts,
+//! routed to CPU 0, complete the replies through `ScmiVirtio::complete`.
 //!
-//! Each CPU sends [`COMMANDS`] commands to every device, interleaving the devices and rotating
-//! through three commands, and checks every reply: DISCOVER_VENDOR is "rust-vmm";
-//! SENSOR_DESCRIPTION_GET names the sensor this device's earlier stages found (so a reply from the
-//! other device's daemon would show); SENSOR_READING_GET gives the fake sensor's axes x, x + 100,
-//! x + 200.
+//! Each CPU sends [`COMMANDS`] commands to every device, interleaving devices and rotating through
+//! three commands, each reply checked: DISCOVER_VENDOR is "rust-vmm"; SENSOR_DESCRIPTION_GET names
+//! the sensor this device's earlier stages found (a reply from the other device's daemon would
+//! show); SENSOR_READING_GET gives the fake sensor's axes x, x + 100, x + 200.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
+use core::time::Duration;
 
 use fwipc_scmi_virtio::protocol::sensor::SensorValue;
-use fwipc_scmi_virtio::protocol::ScmiError;
 use fwipc_virtio::aarch64::GenericTimer;
-use spin::Mutex;
 
-use crate::irq;
-use crate::println;
-use crate::scmi_agent::{Agent, AgentError};
-use crate::smp::Cpu1;
+use crate::session::{Agent, Live};
+use crate::{check, gic, join, smp, Ctx, Res};
 
 /// Commands each CPU sends to each device.
 pub const COMMANDS: u32 = 100;
 
-/// One device's agent and the sensor name its replies must carry.
-pub struct Target<'a> {
-    /// The device's running agent.
-    pub agent: &'a Agent,
-    /// Its sensor 0's name, as the device's earlier stages reported it.
-    pub sensor: &'a str,
-}
+/// Every device's agent and the sensor name its replies must carry.
+type Targets = Vec<(Arc<Agent>, String)>;
 
-fn scmi<T>(r: Result<T, ScmiError>, what: &'static str) -> Result<T, AgentError> {
-    r.map_err(|e| AgentError::Scmi(what, e))
-}
-
-fn check(cond: bool, what: &'static str) -> Result<(), AgentError> {
-    if cond {
-        Ok(())
-    } else {
-        Err(AgentError::Check(what))
-    }
-}
-
-/// One CPU's share: `COMMANDS` commands per device, each reply checked; `done[d]` counts the
-/// commands completed on device `d`.
-fn worker(cpu: usize, targets: &[Target<'_>], done: &[AtomicU32]) -> Result<(), AgentError> {
+/// One CPU's share; `done[d]` counts the commands completed on device `d`.
+fn worker(cpu: usize, targets: &Targets, done: &[AtomicU32]) -> Res {
     let mut values = [SensorValue::default(); 3];
     for k in 0..COMMANDS as usize {
-        for (d, t) in targets.iter().enumerate() {
+        for (d, (agent, sensor)) in targets.iter().enumerate() {
             // Offset by CPU and device, so different commands are in flight at the same time.
             match (k + cpu + d) % 3 {
                 0 => {
-                    let v = scmi(t.agent.base().vendor(), "concurrent DISCOVER_VENDOR")?;
-                    check(
-                        v.as_str() == Some("rust-vmm"),
-                        "concurrent vendor is rust-vmm",
-                    )?;
+                    let v = agent.base().vendor().ctx("concurrent DISCOVER_VENDOR")?;
+                    check(v.as_str() == Some("rust-vmm"), "concurrent vendor is rust-vmm")?;
                 }
                 1 => {
-                    let descs = scmi(
-                        t.agent.sensor().descriptions_vec(),
-                        "concurrent SENSOR_DESCRIPTION_GET",
-                    )?;
-                    check(
-                        descs
-                            .first()
-                            .is_some_and(|s| s.name.as_str() == Some(t.sensor)),
-                        "concurrent sensor name is the device's own",
-                    )?;
+                    let descs = agent
+                        .sensor()
+                        .descriptions_vec()
+                        .ctx("concurrent SENSOR_DESCRIPTION_GET")?;
+                    let own = descs.first().is_some_and(|s| s.name.as_str() == Some(sensor));
+                    check(own, "concurrent sensor name is the device's own")?;
                 }
                 _ => {
-                    let n = scmi(
-                        t.agent.sensor().reading_axes(0, &mut values),
-                        "concurrent SENSOR_READING_GET",
-                    )?;
+                    let n = agent
+                        .sensor()
+                        .reading_axes(0, &mut values)
+                        .ctx("concurrent SENSOR_READING_GET")?;
                     let [x, y, z] = values.map(|v| v.value);
                     check(
                         n == 3 && y == x + 100 && z == x + 200,
@@ -83,81 +57,73 @@ fn worker(cpu: usize, targets: &[Target<'_>], done: &[AtomicU32]) -> Result<(), 
                     )?;
                 }
             }
-            // Relaxed: read after `Cpu1::run` returns, which orders it (Acquire on `done`).
+            // Relaxed: read after the CPU's result is published (Release/Acquire on its slot).
             done[d].fetch_add(1, Ordering::Relaxed);
         }
     }
     Ok(())
 }
 
-/// Run `f`; return the generic-timer times (ns) it started and ended at, and its result.
-fn timed<R>(timer: &GenericTimer, f: impl FnOnce() -> R) -> (u64, u64, R) {
-    let start = timer.now_ns();
-    let r = f();
-    (start, timer.now_ns(), r)
-}
+/// A CPU's share with the times (ns) it started and ended at.
+type Timed = (u64, u64, Res);
 
-/// Run the stage on CPU 0 and CPU 1 at once; print per-CPU and per-device counts; fail unless
-/// every command of both CPUs completed with a correct reply and the device interrupts were taken
-/// on CPU 0 only.
-pub fn run(cpu1: &Cpu1, targets: &[Target<'_>], timer: &GenericTimer) -> Result<(), AgentError> {
-    let counts: [Vec<AtomicU32>; 2] =
-        [0, 1].map(|_| targets.iter().map(|_| AtomicU32::new(0)).collect());
-    let cpu1_result = Mutex::new(None);
-    let irqs_before = irq::handled_by_cpu();
-    let (_, spurious_before) = irq::counts();
-    let t0 = timer.now_ns();
-    let job = || *cpu1_result.lock() = Some(timed(timer, || worker(1, targets, &counts[1])));
-    let (start0, end0, cpu0_result) =
-        cpu1.run(&job, || timed(timer, || worker(0, targets, &counts[0])));
-    let ms = timer.now_ns().saturating_sub(t0) / 1_000_000;
-    let (start1, end1, cpu1_result) =
-        cpu1_result
-            .lock()
-            .take()
-            .unwrap_or((0, 0, Err(AgentError::Check("CPU 1 ran its share"))));
-    // The span during which both CPUs were sending: both streams running at the same time.
-    let overlap_us = end0.min(end1).saturating_sub(start0.max(start1)) / 1000;
+/// Start CPU 1 on its share, run CPU 0's, wait for CPU 1; print per-CPU and per-device counts;
+/// fail unless every command of both CPUs completed with a correct reply, the two streams
+/// overlapped in time and the device interrupts were taken on CPU 0 only.
+pub fn run(live: &[Live], psci: &'static str, timer: GenericTimer) -> Res {
+    let targets: Arc<Targets> = Arc::new(
+        live.iter()
+            .map(|l| (l.agent.clone(), l.summary.sensors.first().cloned().unwrap_or_default()))
+            .collect(),
+    );
+    let counts: Arc<[Vec<AtomicU32>; 2]> =
+        Arc::new([0, 1].map(|_| targets.iter().map(|_| AtomicU32::new(0)).collect()));
+    let cpu1_slot: Arc<spin::Mutex<Option<Timed>>> = Arc::default();
+    let (irqs_before, _) = gic::counts();
+    let share = move |cpu: usize, targets: &Targets, counts: &[Vec<AtomicU32>; 2]| -> Timed {
+        let start = timer.now_ns();
+        let r = worker(cpu, targets, &counts[cpu]);
+        (start, timer.now_ns(), r)
+    };
+    let (t, c, slot) = (targets.clone(), counts.clone(), cpu1_slot.clone());
+    smp::start_cpu1(psci, move || *slot.lock() = Some(share(1, &t, &c)))?;
+    let (start0, end0, cpu0) = share(0, &targets, &counts);
+    // CPU 1 gets as long again as CPU 0 took, plus a margin for a loaded host.
+    let deadline = timer.deadline(Duration::from_nanos(end0 - start0) + Duration::from_secs(10));
+    let (start1, end1, cpu1) = loop {
+        // The spin lock's Acquire makes CPU 1's counts and result visible with the slot.
+        if let Some(done) = cpu1_slot.lock().take() {
+            break done;
+        }
+        if timer.expired(deadline) {
+            break (0, 0, Err("CPU 1 did not finish its share".into()));
+        }
+        gic::idle();
+    };
     let mut all = true;
     for (cpu, per_dev) in counts.iter().enumerate() {
-        let per_dev: Vec<u32> = per_dev.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-        all &= per_dev.iter().all(|&n| n == COMMANDS);
-        let mut line = alloc::format!(
-            "cpu{cpu}: {} concurrent commands completed (",
-            per_dev.iter().sum::<u32>()
-        );
-        for (d, n) in per_dev.iter().enumerate() {
-            line += &alloc::format!("{}device {d}: {n}", if d == 0 { "" } else { ", " });
-        }
-        println!("{line})");
+        let n: Vec<u32> = per_dev.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        all &= n.iter().all(|&n| n == COMMANDS);
+        let list = join(n.iter().enumerate().map(|(d, n)| format!("device {d}: {n}")), ", ");
+        println!("cpu{cpu}: {} concurrent commands completed ({list})", n.iter().sum::<u32>());
     }
-    let irqs_after = irq::handled_by_cpu();
-    let irqs: Vec<u64> = (0..irq::MAX_CPUS)
-        .map(|c| irqs_after[c] - irqs_before[c])
-        .collect();
-    let (_, spurious_after) = irq::counts();
+    let (irqs_after, unclaimed) = gic::counts();
+    let irqs = [0, 1].map(|c| irqs_after[c] - irqs_before[c]);
+    let devices = targets.len();
     println!(
-        "concurrent: 2 CPUs x {} devices x {COMMANDS} commands in {ms} ms; device interrupts \
-         handled on cpu0: {}, cpu1: {} ({} spurious: acknowledged by the other CPU first)",
-        targets.len(),
+        "concurrent: 2 CPUs x {devices} devices x {COMMANDS} commands in {} ms; device interrupts handled on cpu0: {}, cpu1: {} ({unclaimed} spurious)",
+        (end0.max(end1) - start0) / 1_000_000,
         irqs[0],
-        irqs[1],
-        spurious_after - spurious_before
+        irqs[1]
     );
+    let overlap_us = end0.min(end1).saturating_sub(start0.max(start1)) / 1000;
+    let (us0, us1) = ((end0 - start0) / 1000, end1.saturating_sub(start1) / 1000);
     println!(
-        "concurrent: both CPUs sending at once for {overlap_us} us (cpu0 {} us, cpu1 {} us)",
-        end0.saturating_sub(start0) / 1000,
-        end1.saturating_sub(start1) / 1000
+        "concurrent: both CPUs sending at once for {overlap_us} us (cpu0 {us0} us, cpu1 {us1} us)"
     );
-    cpu0_result?;
-    cpu1_result?;
-    check(
-        overlap_us > 0,
-        "the two CPUs' command streams overlap in time",
-    )?;
+    cpu0?;
+    cpu1?;
+    check(overlap_us > 0, "the two CPUs' command streams overlap in time")?;
     check(all, "every concurrent command of both CPUs completed")?;
-    check(
-        irqs[irq::IRQ_CPU] > 0 && irqs.iter().sum::<u64>() == irqs[irq::IRQ_CPU],
-        "device interrupts taken on CPU 0 only",
-    )
+    check(irqs[0] > 0 && irqs[1] == 0, "device interrupts taken on CPU 0 only")
 }

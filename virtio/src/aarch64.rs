@@ -81,6 +81,21 @@ pub fn wfe() {
     unsafe { core::arch::asm!("wfe", options(nomem, nostack, preserves_flags)) };
 }
 
+/// Run `f` with IRQs masked on the calling CPU, restoring the previous mask after: for a lock
+/// that an interrupt handler on this CPU may also take (a heap, a console), so the handler can
+/// never spin on a lock held by the code it interrupted. Call at EL1.
+pub fn without_irqs<R>(f: impl FnOnce() -> R) -> R {
+    let daif: u64;
+    // SAFETY: reads DAIF and masks IRQs on this CPU only. Not `nomem`: the compiler keeps the
+    // caller's memory accesses after it. A write to DAIFSet takes effect for what follows.
+    unsafe { core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nostack)) };
+    let r = f();
+    // SAFETY: restores the saved mask (unmasks only if IRQs were unmasked on entry); not
+    // `nomem`, so `f`'s memory accesses stay before it.
+    unsafe { core::arch::asm!("msr daif, {}", in(reg) daif, options(nostack)) };
+    r
+}
+
 /// Start the generic timer's event stream: an event every `2^(bit + 1)` counter ticks (bit 14 at
 /// 62.5 MHz is about 0.5 ms), which bounds every [`wfe`] and so makes [`WfeParker`] timeouts
 /// accurate to one period. Writes `CNTKCTL_EL1` (EVNTI = `bit`, EVNTDIR = 0, EVNTEN = 1; the other

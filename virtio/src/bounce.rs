@@ -292,6 +292,58 @@ fn free_run(word: u64, n: usize) -> Option<usize> {
     (0..=WORD_CHUNKS - n.min(WORD_CHUNKS)).find(|&s| word & (run << s) == 0)
 }
 
+/// A [`BouncePool`] over page-aligned memory of its own, placed in a `static`, for guests whose
+/// RAM is identity-mapped (the device reaches the region at its virtual address). The pool is
+/// created on first use; share the region with the host before that (its address range is
+/// [`BouncePool::device_window`] of the pool, or the static's address and `N`).
+///
+/// ```
+/// use fwipc_virtio::bounce::{BounceHal, BouncePool, SharedRegion, StaticPool};
+///
+/// static SHARED: StaticPool<{ 64 * 1024 }> = StaticPool::new();
+/// struct GuestShared;
+/// impl SharedRegion for GuestShared {
+///     fn pool() -> &'static BouncePool {
+///         SHARED.pool()
+///     }
+/// }
+/// type Hal = BounceHal<GuestShared>; // e.g. ScmiVirtio::<Hal, _>::new(transport, config)
+/// assert_eq!(GuestShared::pool().capacity(), 64 * 1024);
+/// ```
+#[repr(C, align(4096))]
+pub struct StaticPool<const N: usize> {
+    mem: core::cell::UnsafeCell<[u8; N]>,
+    pool: spin::Once<BouncePool>,
+}
+
+// SAFETY: the memory is only ever reached through the pool (created once, under `spin::Once`),
+// whose allocator hands out disjoint chunks with atomic operations.
+unsafe impl<const N: usize> Sync for StaticPool<N> {}
+
+impl<const N: usize> StaticPool<N> {
+    /// Zeroed memory; `N` must be a non-zero multiple of the page size (checked at compile time).
+    #[allow(clippy::new_without_default)] // meant for `static`s: `new` is `const`
+    pub const fn new() -> Self {
+        const { assert!(N > 0 && N.is_multiple_of(PAGE_SIZE), "StaticPool size: whole pages") };
+        StaticPool {
+            mem: core::cell::UnsafeCell::new([0; N]),
+            pool: spin::Once::new(),
+        }
+    }
+
+    /// The pool over this memory, created on the first call.
+    pub fn pool(&'static self) -> &'static BouncePool {
+        self.pool.call_once(|| {
+            let base = self.mem.get().cast::<u8>();
+            // SAFETY: `base` is page aligned (the struct's alignment, the array first) with `N`
+            // bytes, a whole number of pages (checked in `new`); they live as long as the static
+            // and are used by this pool alone; identity-mapped, so the device address is `base`.
+            unsafe { BouncePool::new(base, N, base as u64) }
+                .unwrap_or_else(|_| unreachable!("aligned, non-null, whole pages"))
+        })
+    }
+}
+
 /// Names the [`BouncePool`] a [`BounceHal`] uses (virtio-drivers' `Hal` has no `self`).
 pub trait SharedRegion: 'static {
     /// The pool. Set up before the first device is initialised.
