@@ -324,7 +324,12 @@ impl<const N: usize> StaticPool<N> {
     /// Zeroed memory; `N` must be a non-zero multiple of the page size (checked at compile time).
     #[allow(clippy::new_without_default)] // meant for `static`s: `new` is `const`
     pub const fn new() -> Self {
-        const { assert!(N > 0 && N.is_multiple_of(PAGE_SIZE), "StaticPool size: whole pages") };
+        const {
+            assert!(
+                N > 0 && N.is_multiple_of(PAGE_SIZE),
+                "StaticPool size: whole pages"
+            )
+        };
         StaticPool {
             mem: core::cell::UnsafeCell::new([0; N]),
             pool: spin::Once::new(),
