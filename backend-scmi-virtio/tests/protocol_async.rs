@@ -365,3 +365,54 @@ fn p2a_header_hygiene() {
     assert_eq!(st.notifications, 1);
     assert_eq!(log.lock().unwrap().len(), 1);
 }
+
+/// Waiting for a delayed response pauses the configured way (the agent's one `Wait`): a
+/// `SpinThenYield` that never runs out of spins never relaxes, and a `Completion` parker naps
+/// between pumps instead of spinning.
+#[test]
+fn delayed_response_wait_follows_the_configured_wait() {
+    use fwipc_transport_api::{Parker, Wait};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static RELAXED: AtomicU32 = AtomicU32::new(0);
+    fn relax() {
+        // Relaxed: a test counter read after the call returns on this thread.
+        RELAXED.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut c = short(100, 100);
+    c.wait = Wait::SpinThenYield {
+        spins: u32::MAX,
+        relax: &relax,
+    };
+    let scmi = direct_sized(PlatformConfig::full(), 16, 128, c);
+    scmi.transport().with_platform(|p| p.set_hold_p2a(true));
+    let mut v = [SensorValue::default(); 1];
+    assert!(scmi.sensor().reading_async(0, &mut v).is_err());
+    assert_eq!(
+        RELAXED.load(Ordering::Relaxed),
+        0,
+        "relaxed before the spins ran out"
+    );
+
+    struct Napper(AtomicU32, std::task::Waker);
+    impl Parker for Napper {
+        fn waker(&self) -> &std::task::Waker {
+            &self.1
+        }
+        fn park_timeout(&self, t: Duration) {
+            // Relaxed: a test counter.
+            self.0.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(t);
+        }
+    }
+    static NAPPER: std::sync::LazyLock<Napper> =
+        std::sync::LazyLock::new(|| Napper(AtomicU32::new(0), std::task::Waker::noop().clone()));
+    let mut c = short(100, 100);
+    c.wait = Wait::Completion(&*NAPPER);
+    let scmi = direct_sized(PlatformConfig::full(), 16, 128, c);
+    scmi.transport().with_platform(|p| p.set_hold_p2a(true));
+    assert!(scmi.sensor().reading_async(0, &mut v).is_err());
+    let naps = NAPPER.0.load(Ordering::Relaxed);
+    // 100 ms of 50 µs naps (each at least 50 µs): more than one, far fewer than a spin loop's.
+    assert!((2..=2_000).contains(&naps), "{naps} naps");
+}

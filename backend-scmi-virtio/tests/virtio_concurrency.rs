@@ -65,7 +65,12 @@ fn send(fx: &ScmiFixture, p: &[u8]) -> Result<Ticket, Error> {
     fx.transport().send(&r)
 }
 
-fn finish(fx: &ScmiFixture, t: Ticket, p: &[u8], parker: &dyn Parker) -> Result<(), String> {
+fn finish(
+    fx: &ScmiFixture,
+    t: Ticket,
+    p: &[u8],
+    parker: &(dyn Parker + Sync),
+) -> Result<(), String> {
     let clock = StdClock::new();
     let tr = fx.transport();
     let wait = match fx.completion() {

@@ -13,7 +13,7 @@ use core::time::Duration;
 
 use fwipc_scmi_virtio::header::make_target;
 use fwipc_scmi_virtio::protocol::notify::Notification;
-use fwipc_scmi_virtio::protocol::{Config, Event, Filter, Scmi, WaitPolicy};
+use fwipc_scmi_virtio::protocol::{Config, Event, Filter, Scmi};
 use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig};
 use fwipc_transport_api::{
     Completion, Deadline, Error, Request, Transfer, Transport, TxOutcome, Wait,
@@ -127,7 +127,7 @@ pub fn interrupt(
 ) -> Res<Live> {
     let virtio = virtio_up::<IdentityHal>(t, timer, tag, true)?;
     let cfg = Config {
-        wait: WaitPolicy::SpinThenYield { spins: 0, relax: gic::idle },
+        wait: Wait::SpinThenYield { spins: 0, relax: &gic::idle },
         ..Config::default()
     };
     let agent =

@@ -18,7 +18,10 @@ pub trait Parker {
     fn park_timeout(&self, timeout: Duration);
 }
 
-/// How to wait for a transfer.
+/// How to wait for a transfer: the one waiting vocabulary of every fwipc API (the transports'
+/// [`wait_done`] and [`crate::call`], and the typed layers above them, such as an SCMI agent's
+/// configuration). Its closures and parkers are `Sync`, so a `Wait<'static>` can live in the
+/// configuration of an object shared between threads or CPUs.
 #[derive(Clone, Copy)]
 pub enum Wait<'a> {
     /// Busy-poll `poll_done` (atomic context, no scheduler).
@@ -28,11 +31,11 @@ pub enum Wait<'a> {
         /// Busy polls before relaxing.
         spins: u32,
         /// Called between polls after the spin phase.
-        relax: &'a dyn Fn(),
+        relax: &'a (dyn Fn() + Sync),
     },
     /// Register the parker's waker with the transport and park until woken. Falls back to
     /// short parks when the transport cannot wake.
-    Completion(&'a dyn Parker),
+    Completion(&'a (dyn Parker + Sync)),
 }
 
 impl core::fmt::Debug for Wait<'_> {
@@ -41,6 +44,21 @@ impl core::fmt::Debug for Wait<'_> {
             Wait::Poll => f.write_str("Poll"),
             Wait::SpinThenYield { spins, .. } => write!(f, "SpinThenYield({spins})"),
             Wait::Completion(_) => f.write_str("Completion"),
+        }
+    }
+}
+
+impl Wait<'_> {
+    /// The pause between two polls of something that cannot wake the caller (a transfer on a
+    /// transport without wakers, a delayed response another context delivers): `Poll` spins once;
+    /// `SpinThenYield` spins until `polls` exceeds `spins`, then relaxes; `Completion` parks for at
+    /// most `nap`. `polls` counts the polls made so far.
+    pub fn pause(&self, polls: u32, nap: Duration) {
+        match *self {
+            Wait::Poll => core::hint::spin_loop(),
+            Wait::SpinThenYield { spins, relax } if polls > spins => relax(),
+            Wait::SpinThenYield { .. } => core::hint::spin_loop(),
+            Wait::Completion(parker) => parker.park_timeout(nap),
         }
     }
 }
@@ -64,14 +82,7 @@ pub fn wait_done<T: Transport + ?Sized>(
         }
         polls = polls.saturating_add(1);
         match wait {
-            Wait::Poll => core::hint::spin_loop(),
-            Wait::SpinThenYield { spins, relax } => {
-                if polls > spins {
-                    relax()
-                } else {
-                    core::hint::spin_loop()
-                }
-            }
+            Wait::Poll | Wait::SpinThenYield { .. } => wait.pause(polls, Duration::ZERO),
             Wait::Completion(parker) => {
                 if !registered {
                     registered = t.register_waker(ticket, parker.waker());
@@ -142,4 +153,52 @@ impl Parker for ThreadParker {
 #[cfg(feature = "std")]
 pub fn yield_now() {
     std::thread::yield_now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn pause_spins_then_relaxes() {
+        let relaxed = AtomicU32::new(0);
+        // Relaxed: a single-threaded count.
+        let relax = || {
+            relaxed.fetch_add(1, Ordering::Relaxed);
+        };
+        let wait = Wait::SpinThenYield {
+            spins: 2,
+            relax: &relax,
+        };
+        for polls in 1..=5 {
+            wait.pause(polls, Duration::ZERO);
+        }
+        // Polls 1 and 2 spin; 3, 4 and 5 relax.
+        assert_eq!(relaxed.load(Ordering::Relaxed), 3);
+        Wait::Poll.pause(u32::MAX, Duration::ZERO);
+    }
+
+    struct Napper {
+        naps: std::sync::Mutex<Vec<Duration>>,
+        waker: Waker,
+    }
+    impl Parker for Napper {
+        fn waker(&self) -> &Waker {
+            &self.waker
+        }
+        fn park_timeout(&self, timeout: Duration) {
+            self.naps.lock().unwrap().push(timeout);
+        }
+    }
+
+    #[test]
+    fn pause_parks_a_completion_waiter_for_the_nap() {
+        let p = Napper {
+            naps: Default::default(),
+            waker: Waker::noop().clone(),
+        };
+        Wait::Completion(&p).pause(1, Duration::from_micros(50));
+        assert_eq!(*p.naps.lock().unwrap(), [Duration::from_micros(50)]);
+    }
 }

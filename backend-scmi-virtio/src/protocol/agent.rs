@@ -34,20 +34,6 @@ pub const MAX_P2A: usize = 1024;
 /// Attempts [`Scmi::pump`] makes to take the P2A table before giving up.
 const PUMP_LOCK_SPINS: u32 = 100_000;
 
-/// How the agent waits for a synchronous reply.
-#[derive(Debug, Clone, Copy)]
-pub enum WaitPolicy {
-    /// Busy-poll (no scheduler, atomic context).
-    Poll,
-    /// Busy-poll `spins` times, then call `relax` between polls (`std::thread::yield_now`, WFE).
-    SpinThenYield {
-        /// Busy polls before relaxing.
-        spins: u32,
-        /// Called between polls after the spin phase.
-        relax: fn(),
-    },
-}
-
 /// Agent configuration. The defaults follow docs/protocols/scmi.md §2.1 and §8 item 2: a 60 s
 /// command deadline (the Linux virtio value, "for non-realtime virtio devices") and a
 /// delayed-response deadline that is never shorter than it (Linux's fixed 2 s is the defect,
@@ -70,8 +56,11 @@ pub struct Config {
     pub delayed_buf_size: usize,
     /// Size of the P2A fetch buffer (allocated once at setup).
     pub p2a_buf_size: usize,
-    /// How synchronous waits poll.
-    pub wait: WaitPolicy,
+    /// How the agent waits for replies and delayed responses: `Wait::Poll` (the default),
+    /// `Wait::SpinThenYield` with a relax step (`std::thread::yield_now`, `wfe`), or
+    /// `Wait::Completion` with a parker the transport's completion path wakes. The same
+    /// [`Wait`] every fwipc transport call takes; `'static` because the agent keeps it.
+    pub wait: Wait<'static>,
     /// Completion mode of every request: `Interrupt` needs the embedder to drive the
     /// transport's completion (e.g. `ScmiVirtio::complete` from the IRQ handler); `Polled`
     /// lets the waiting caller drain the queue itself (bare metal without interrupts).
@@ -88,7 +77,7 @@ impl Default for Config {
             max_subscribers: 8,
             delayed_buf_size: 256,
             p2a_buf_size: MAX_P2A,
-            wait: WaitPolicy::Poll,
+            wait: Wait::Poll,
             completion: Completion::Interrupt,
         }
     }
@@ -263,19 +252,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
     }
 
     fn wait(&self, ticket: &Ticket, deadline: Deadline) -> fwipc_transport_api::Result<()> {
-        match self.cfg.wait {
-            WaitPolicy::Poll => wait_done(&self.t, ticket, &self.clock, deadline, Wait::Poll),
-            WaitPolicy::SpinThenYield { spins, relax } => {
-                let f = move || relax();
-                wait_done(
-                    &self.t,
-                    ticket,
-                    &self.clock,
-                    deadline,
-                    Wait::SpinThenYield { spins, relax: &f },
-                )
-            }
-        }
+        wait_done(&self.t, ticket, &self.clock, deadline, self.cfg.wait)
     }
 
     /// Send one command with raw parameter bytes and copy the return values (after the status)
@@ -414,6 +391,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
             ticket: Some(ticket),
         };
         let deadline = Deadline::after(&self.clock, self.cfg.delayed_timeout);
+        let mut polls: u32 = 0;
         loop {
             self.pump();
             {
@@ -449,10 +427,10 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
                     return Err(ScmiError::Transport(fwipc_transport_api::Error::Timeout));
                 }
             }
-            match self.cfg.wait {
-                WaitPolicy::Poll => core::hint::spin_loop(),
-                WaitPolicy::SpinThenYield { relax, .. } => relax(),
-            }
+            // Nothing wakes this loop (the response arrives through `pump`): pause the configured
+            // way, a parker napping briefly.
+            polls = polls.saturating_add(1);
+            self.cfg.wait.pause(polls, Duration::from_micros(50));
         }
     }
 

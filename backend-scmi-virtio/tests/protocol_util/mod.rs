@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fwipc_scmi_virtio::platform::direct::DirectTransport;
 use fwipc_scmi_virtio::platform::{Platform, PlatformConfig};
-use fwipc_scmi_virtio::protocol::{Config, Event, Scmi, WaitPolicy};
+use fwipc_scmi_virtio::protocol::{Config, Event, Scmi};
 use fwipc_transport_api::StdClock;
 
 pub type DirectScmi = Scmi<DirectTransport, StdClock>;
@@ -14,9 +14,9 @@ pub type DirectScmi = Scmi<DirectTransport, StdClock>;
 /// Agent config for tests: short deadlines, yielding waits.
 pub fn cfg() -> Config {
     Config {
-        wait: WaitPolicy::SpinThenYield {
+        wait: fwipc_transport_api::Wait::SpinThenYield {
             spins: 64,
-            relax: std::thread::yield_now,
+            relax: &std::thread::yield_now,
         },
         ..Config::default()
     }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fwipc_scmi_virtio::protocol::{Config as AgentConfig, Scmi, WaitPolicy};
+use fwipc_scmi_virtio::protocol::{Config as AgentConfig, Scmi};
 use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig};
 use fwipc_transport_api::{Completion, StdClock};
 use harness_vhost_user::{shared_memory, Daemon, IrqThread, MemfdHal, VhostUserTransport};
@@ -34,9 +34,9 @@ pub struct BackendFixture {
 pub fn agent_config(mode: Completion) -> AgentConfig {
     let mut c = AgentConfig::default().with_timeouts(TIMEOUT, TIMEOUT);
     c.completion = mode;
-    c.wait = WaitPolicy::SpinThenYield {
+    c.wait = fwipc_transport_api::Wait::SpinThenYield {
         spins: 64,
-        relax: std::thread::yield_now,
+        relax: &std::thread::yield_now,
     };
     c
 }
