@@ -41,14 +41,6 @@ static HANDLERS: spin::Mutex<Vec<(u32, Handler)>> = spin::Mutex::new(Vec::new())
 static HANDLED: [AtomicU64; CPUS] = [AtomicU64::new(0), AtomicU64::new(0)];
 static UNCLAIMED: AtomicU64 = AtomicU64::new(0);
 
-/// The calling CPU's index (MPIDR_EL1.Aff0: 0 or 1 on this guest's QEMU `virt`).
-pub fn cpu_index() -> usize {
-    let mpidr: u64;
-    // SAFETY: reading MPIDR_EL1 has no side effects.
-    unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
-    (mpidr & 0xff) as usize
-}
-
 /// Set up the distributor and every redistributor, enable CPU 0's interface and unmask IRQs.
 pub fn init(dt: &DeviceTree<'_>) -> Res {
     let mut regs = dt.compatible_regions("arm,gic-v3");
@@ -124,7 +116,9 @@ pub fn handle_irq() {
     match handlers.iter().find(|(i, _)| *i == intid) {
         Some((_, run)) => {
             run();
-            HANDLED[cpu_index().min(CPUS - 1)].fetch_add(1, Ordering::Relaxed);
+            HANDLED
+                [usize::from(arm_sysregs::el1::accessors::read_mpidr_el1().aff0()).min(CPUS - 1)]
+            .fetch_add(1, Ordering::Relaxed);
         }
         None => {
             UNCLAIMED.fetch_add(1, Ordering::Relaxed);

@@ -126,10 +126,8 @@ pub fn interrupt(
     tag: &str,
 ) -> Res<Live> {
     let virtio = virtio_up::<IdentityHal>(t, timer, tag, true)?;
-    let cfg = Config {
-        wait: Wait::SpinThenYield { spins: 0, relax: &gic::idle },
-        ..Config::default()
-    };
+    let cfg =
+        Config { wait: Wait::SpinThenYield { spins: 0, relax: &gic::idle }, ..Config::default() };
     let agent =
         Arc::new(Scmi::new(virtio, timer, cfg.with_timeouts(TIMEOUT, TIMEOUT)).ctx("agent")?);
     let (before, _) = gic::counts();

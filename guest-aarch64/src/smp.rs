@@ -19,12 +19,11 @@ static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// The calling CPU's SCTLR_EL1 M, C and I bits, as text.
 pub fn describe_mmu() -> String {
-    let sctlr: u64;
-    // SAFETY: reading SCTLR_EL1 at EL1 has no side effects.
-    unsafe { core::arch::asm!("mrs {}, sctlr_el1", out(reg) sctlr, options(nomem, nostack)) };
-    let on = |bit: u32| if sctlr & (1 << bit) != 0 { "on" } else { "OFF" };
+    use arm_sysregs::el1::registers::SctlrEl1 as S;
+    let sctlr = arm_sysregs::el1::accessors::read_sctlr_el1();
+    let on = |bit: S| if sctlr.contains(bit) { "on" } else { "OFF" };
     let map = "first GiB Device-nGnRE, RAM Normal write-back";
-    format!("MMU {}, D-cache {}, I-cache {} ({map})", on(0), on(2), on(12))
+    format!("MMU {}, D-cache {}, I-cache {} ({map})", on(S::M), on(S::C), on(S::I))
 }
 
 /// Start CPU 1 (MPIDR 1) through the PSCI conduit `method` (the device tree's `/psci` `method`),
