@@ -7,6 +7,8 @@ extern crate alloc;
 /// SCMI message header codec (32-bit LE: message id, type, protocol id, token).
 pub mod header;
 /// The SCMI platform's side of the protocols (used by the simulated platform): request → reply.
+/// Feature `platform` (on with `std`); not part of the no_std agent core.
+#[cfg(feature = "platform")]
 pub mod platform;
 /// The SCMI protocol layer over any `fwipc_transport_api::Transport`: agent core and typed protocols.
 pub mod protocol;

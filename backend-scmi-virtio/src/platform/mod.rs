@@ -25,11 +25,11 @@ pub use model::{Platform, PlatformStats, P2A_MSG_MAX};
 
 /// The fwipc test protocol (vendor range 0x80..=0xFF) the simulated platform implements for the
 /// conformance suite.
-pub const FWIPC_TEST_PROTOCOL: u8 = 0x81;
+pub const FWIPC_TEST_PROTOCOL: u8 = crate::protocol::ids::proto::FWIPC_TEST;
 /// ECHO in the fwipc test protocol: returns the parameters with every byte inverted.
-pub const FWIPC_TEST_ECHO: u8 = 0x03;
+pub const FWIPC_TEST_ECHO: u8 = crate::protocol::ids::test::ECHO;
 /// Notification message id the fwipc test protocol uses for `RemoteControl::notify`.
-pub const FWIPC_TEST_NOTIFY: u8 = 0x00;
+pub const FWIPC_TEST_NOTIFY: u8 = crate::protocol::ids::test::N_NOTIFY;
 
 /// An SCMI platform's message handling, independent of the transport.
 pub trait PlatformModel: Send {

@@ -23,6 +23,7 @@ pub(crate) struct PageFlags {
     pub(crate) remaining_shift: u32,
 }
 
+#[cfg(feature = "platform")]
 impl PageFlags {
     /// Most entries one page can say it returns.
     pub(crate) const fn returned_max(&self) -> usize {

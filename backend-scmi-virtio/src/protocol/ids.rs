@@ -14,8 +14,9 @@ pub mod proto {
     pub const VOLTAGE: u8 = 0x17;
     pub const POWERCAP: u8 = 0x18;
     pub const PINCTRL: u8 = 0x19;
-    /// The fwipc test protocol (vendor range), see [`crate::platform::FWIPC_TEST_PROTOCOL`].
-    pub const FWIPC_TEST: u8 = crate::platform::FWIPC_TEST_PROTOCOL;
+    /// The fwipc test protocol (vendor range 0x80..=0xFF) the simulated platform implements for
+    /// the conformance suite.
+    pub const FWIPC_TEST: u8 = 0x81;
 }
 
 /// Messages every protocol implements.
@@ -142,6 +143,8 @@ pub mod voltage {
 
 /// The fwipc test protocol.
 pub mod test {
-    pub const ECHO: u8 = crate::platform::FWIPC_TEST_ECHO;
-    pub const N_NOTIFY: u8 = crate::platform::FWIPC_TEST_NOTIFY;
+    /// ECHO: returns the parameters with every byte inverted.
+    pub const ECHO: u8 = 0x03;
+    /// The notification message id the simulated platform sends for `RemoteControl::notify`.
+    pub const N_NOTIFY: u8 = 0x00;
 }
