@@ -30,6 +30,7 @@ pub mod context;
 pub mod domain;
 pub mod domains;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod layout;

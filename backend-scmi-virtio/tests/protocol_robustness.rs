@@ -10,7 +10,6 @@ use std::time::Duration;
 use fwipc_scmi_virtio::header::Header;
 use fwipc_scmi_virtio::platform::direct::{DirectTransport, ReplyFault};
 use fwipc_scmi_virtio::platform::{Platform, PlatformConfig, PlatformModel, SensorConfig};
-use fwipc_scmi_virtio::protocol::fuzzing;
 use fwipc_scmi_virtio::protocol::sensor::SensorValue;
 use fwipc_scmi_virtio::protocol::{Scmi, ScmiError};
 use fwipc_scmi_virtio::status::ScmiStatus;
@@ -218,33 +217,6 @@ proptest! {
         }
     }
 
-    #[test]
-    fn fuzzing_entries_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-        for (_, f) in fuzzing::ENTRIES {
-            f(&bytes);
-        }
-    }
-}
-
-#[test]
-fn fuzzing_entries_see_structured_inputs() {
-    // Seeds that pass the first checks, so the deeper code runs too.
-    let mut page = vec![20u8];
-    page.extend_from_slice(&(2u32 | (18 << 16)).to_le_bytes());
-    for id in 0..2u32 {
-        page.extend_from_slice(&id.to_le_bytes());
-        page.extend_from_slice(&(1u32 << 8).to_le_bytes());
-        page.extend_from_slice(&0u32.to_le_bytes());
-        page.extend_from_slice(b"abc\0\0\0\0\0\0\0\0\0\0\0\0\0");
-        page.extend_from_slice(&[0u8; 24]);
-    }
-    for (_, f) in fuzzing::ENTRIES {
-        f(&page);
-        f(&page[1..]);
-        for cut in 0..page.len() {
-            f(&page[..cut]);
-        }
-    }
 }
 
 #[test]

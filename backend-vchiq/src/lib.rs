@@ -31,6 +31,7 @@ pub mod config;
 pub mod consts;
 pub mod error;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod header;

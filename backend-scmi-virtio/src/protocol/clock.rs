@@ -193,6 +193,7 @@ impl<T: Transport, C: Clock> ClockProto<'_, T, C> {
 }
 
 /// Run every parser of this module over `b`.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn fuzz_all(b: &[u8]) {
     let _ = parse_protocol_attributes(&mut Reader::new(b));
     let _ = parse_attributes(&mut Reader::new(b));

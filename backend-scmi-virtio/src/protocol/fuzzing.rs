@@ -1,5 +1,6 @@
-//! Fuzzing entry points: one `fn(&[u8])` per parser of platform input. None may panic; each
-//! is also run over random inputs by the crate's tests (`tests/protocol_fuzz.rs`).
+//! Fuzzing entry points: one `fn(&[u8])` per parser of platform input (feature `fuzzing`, used by
+//! the fuzz targets in `fuzz/`). None may panic; each is also run over random and structured
+//! inputs by the tests below.
 
 use super::multipart::Pager;
 use super::notify::Notification;
@@ -165,4 +166,40 @@ pub fn reset(b: &[u8]) {
 /// Every voltage reply parser.
 pub fn voltage(b: &[u8]) {
     super::voltage::fuzz_all(b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ENTRIES;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn entries_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            for (_, f) in ENTRIES {
+                f(&bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn entries_see_structured_inputs() {
+        // Seeds that pass the first checks, so the deeper code runs too.
+        let mut page = vec![20u8];
+        page.extend_from_slice(&(2u32 | (18 << 16)).to_le_bytes());
+        for id in 0..2u32 {
+            page.extend_from_slice(&id.to_le_bytes());
+            page.extend_from_slice(&(1u32 << 8).to_le_bytes());
+            page.extend_from_slice(&0u32.to_le_bytes());
+            page.extend_from_slice(b"abc\0\0\0\0\0\0\0\0\0\0\0\0\0");
+            page.extend_from_slice(&[0u8; 24]);
+        }
+        for (_, f) in ENTRIES {
+            f(&page);
+            f(&page[1..]);
+            for cut in 0..page.len() {
+                f(&page[..cut]);
+            }
+        }
+    }
 }

@@ -78,6 +78,7 @@ pub mod system;
 pub mod voltage;
 pub mod wire;
 
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 

@@ -113,6 +113,7 @@ impl<T: Transport, C: Clock> Power<'_, T, C> {
 }
 
 /// Run every parser of this module over `b`.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn fuzz_all(b: &[u8]) {
     let _ = parse_protocol_attributes(&mut Reader::new(b));
     let _ = parse_domain_attributes(&mut Reader::new(b));

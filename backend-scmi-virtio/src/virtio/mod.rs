@@ -23,6 +23,7 @@ mod config;
 mod error;
 mod eventq;
 mod features;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod irq_gate;

@@ -55,6 +55,7 @@ pub mod echo_server;
 pub mod error;
 pub mod fourcc;
 pub mod func_server;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod link;
