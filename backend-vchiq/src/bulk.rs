@@ -620,12 +620,18 @@ impl Vchiq {
         let len = e.len;
         let data = &mut e.buf[e.offset..e.offset + len];
         let platform = &*self.platform;
+        let region = &self.region;
         let cpu = |bus: u64| -> Result<usize, fwipc_transport_api::ProtocolError> {
             let page = bus & !(VCHIQ_SLOT_SIZE as u64 - 1);
-            platform
+            let p = platform
                 .bus_to_cpu_wide(page)
-                .map(|p| p + (bus - page) as usize)
-                .ok_or(fwipc_transport_api::ProtocolError::OutOfRange)
+                .ok_or(fwipc_transport_api::ProtocolError::OutOfRange)?;
+            // Bulk pages are copied with byte atomics, the region only ever with word atomics
+            // (`crate::region`'s one-width rule): a page inside the region is refused.
+            if region.overlaps(p, VCHIQ_SLOT_SIZE) {
+                return Err(fwipc_transport_api::ProtocolError::OutOfRange);
+            }
+            Ok(p + (bus - page) as usize)
         };
         let r = match dir {
             // Slave transmit: its WRITE pagelist → our buffer.

@@ -12,7 +12,8 @@ use crate::sync::Barriers;
 /// - The same holds for [`Platform::map_page_wide`] / [`Platform::bus_to_cpu_wide`].
 /// - [`Platform::bus_to_cpu`] (used by the master role only) must return the CPU address of a page
 ///   that is valid for reads and writes of 4096 bytes while the peer keeps the transfer queued; the
-///   core writes the peer's buffers through it with atomic byte/word accesses.
+///   core copies the peer's buffers through it with atomic byte accesses only (never word
+///   accesses: see `crate::region`) and refuses a page inside the shared region.
 ///
 /// # Barriers
 /// The protocol calls [`Platform::wmb`], [`Platform::rmb`] and [`Platform::mb`] where Linux's
