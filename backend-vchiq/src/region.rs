@@ -23,7 +23,7 @@
 //! behaviour, no effect on our parsing (we parse private copies).
 //!
 //! Bulk data pages (the slave's buffers, outside the region; reached by the master role through
-//! [`Platform::bus_to_cpu`](crate::Platform::bus_to_cpu)) follow the other rule of this
+//! [`Platform::bulk_bus_to_cpu`](crate::Platform::bulk_bus_to_cpu)) follow the other rule of this
 //! workspace (as `fwipc-fastrpc`'s `mem` module): byte-sized atomics only
 //! (`copy_from_shared`, `copy_to_shared`), because a word read-modify-write there would
 //! rewrite bytes next to the transfer that belong to someone else. The master refuses a bulk page
