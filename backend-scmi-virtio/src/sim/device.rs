@@ -663,14 +663,22 @@ impl SimDevice {
 
     /// A device that keeps publishing: fill every element of queue `queue`'s used ring with
     /// `{id, len: 0}` once, then advance `used.idx` (a Release store each) as fast as it can,
-    /// nearly a ring's worth at a time, until `stop` is set or `max` entries are out; returns how many. The
+    /// nearly a ring's worth at a time, until `stop` is set, `max` entries are out or `max_time`
+    /// has passed; returns how many. The
     /// elements are written once, before any index that covers them, so the flood never writes
     /// an element the driver may be reading. Holds the device lock meanwhile (the device does
     /// nothing else; driver calls that need it wait). Raises a queue interrupt at the start and,
     /// treating the flood as one batch, at the end if `used_event` asks for it (always without
     /// EVENT_IDX). The device's own index moves with it, so replies returned afterwards follow the
     /// flood.
-    pub fn flood_used(&self, queue: u16, id: u32, max: u64, stop: &AtomicBool) -> u64 {
+    pub fn flood_used(
+        &self,
+        queue: u16,
+        id: u32,
+        max: u64,
+        max_time: Duration,
+        stop: &AtomicBool,
+    ) -> u64 {
         let mut d = lock(&self.sh.dev);
         let Some(q) = d.queues.get_mut(usize::from(queue)) else {
             return 0;
@@ -696,9 +704,15 @@ impl SimDevice {
         *lock(&self.sh.isr) |= InterruptStatus::QUEUE_INTERRUPT.bits();
         self.sh.irq.notify_all();
         let first = q.used_idx;
+        let end = Instant::now() + max_time;
         let mut n = 0u64;
+        let mut steps = 0u32;
         // Relaxed: a test's stop flag; no data is published with it.
         while n < max && !stop.load(Ordering::Relaxed) {
+            steps = steps.wrapping_add(1);
+            if steps.is_multiple_of(4096) && Instant::now() >= end {
+                break;
+            }
             // Nearly a ring's worth per store, so however fast the driver is it never catches up
             // while the flood lasts. Odd (the size is a power of two), so the 16-bit index does
             // not come back to a value the driver just consumed up to after a few wraps.
