@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fwipc_scmi_virtio::protocol::{Config as AgentConfig, Scmi as Agent};
 use fwipc_scmi_virtio::sim::{EchoPlatform, SimDevice, SimDeviceConfig, SimHal, SimTransport};
 use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig, CMDQ, EVENTQ, IRQ_PASS_BUDGET};
 use fwipc_transport_api::fixture::{echo_reply, Fault, RemoteControl};
@@ -146,6 +147,17 @@ const HOOK_CAP: u64 = 200_000;
 /// re-posts it, up to [`HOOK_CAP`] times, while `f` runs once: `f` must take at most [`bound`]
 /// entries and return while the device would still go on.
 fn bounded_under_eventq_echo(interrupts: bool, f: impl Fn(&ScmiVirtio<HookHal, SimTransport>)) {
+    bounded_under_eventq_echo_with(interrupts, |t| t, |t| t, f)
+}
+
+/// [`bounded_under_eventq_echo`] for a caller built on the transport (`wrap`), which `inner`
+/// reaches back into for the counters.
+fn bounded_under_eventq_echo_with<S>(
+    interrupts: bool,
+    wrap: impl FnOnce(ScmiVirtio<HookHal, SimTransport>) -> S,
+    inner: impl Fn(&S) -> &ScmiVirtio<HookHal, SimTransport>,
+    f: impl Fn(&S),
+) {
     let dev = Arc::new(SimDevice::start(SimDeviceConfig::default(), || {
         Box::new(EchoPlatform::new())
     }));
@@ -155,7 +167,8 @@ fn bounded_under_eventq_echo(interrupts: bool, f: impl Fn(&ScmiVirtio<HookHal, S
         interrupts,
         ..ScmiVirtioConfig::default()
     };
-    let scmi = ScmiVirtio::<HookHal, _>::new(dev.transport(), cfg).expect("device setup");
+    let outer = wrap(ScmiVirtio::<HookHal, _>::new(dev.transport(), cfg).expect("device setup"));
+    let scmi = inner(&outer);
     let published = Arc::new(AtomicU64::new(0));
     {
         let (dev, published) = (dev.clone(), published.clone());
@@ -170,7 +183,7 @@ fn bounded_under_eventq_echo(interrupts: bool, f: impl Fn(&ScmiVirtio<HookHal, S
     }
     dev.inject_used(EVENTQ, 0, 0);
     let before = scmi.stats().protocol_errors;
-    f(&scmi);
+    f(&outer);
     let taken = scmi.stats().protocol_errors - before;
     ON_SHARE.with(|h| *h.borrow_mut() = None);
     // Relaxed: as above.
@@ -198,6 +211,18 @@ fn fetch_notification_returns_while_the_device_keeps_publishing() {
         let mut out = [0u8; 128];
         assert!(matches!(t.fetch_notification(&mut out), Ok(None)));
     });
+}
+
+/// The agent's `pump` over that device: each `fetch_notification` under it is bounded, so the
+/// pump returns (with nothing delivered: malformed events are dropped and counted).
+#[test]
+fn agent_pump_returns_while_the_platform_keeps_sending() {
+    bounded_under_eventq_echo_with(
+        false,
+        |t| Agent::new(t, StdClock::new(), AgentConfig::default()).expect("agent"),
+        |a| a.transport(),
+        |a| assert_eq!(a.pump(), 0),
+    );
 }
 
 /// The same with a device flooding the cmdq from its own thread, for `complete()`: each call
