@@ -118,16 +118,12 @@ pub(crate) fn build(
     };
     for i in 0..pages {
         let wide = fmt == EntryFormat::Addr36;
-        let bus = platform.map_bulk_page(owner, first + i * PAGE, wide);
-        let bus = match fmt {
-            EntryFormat::Classic => bus.filter(|&b| b <= u64::from(u32::MAX)),
-            EntryFormat::Addr36 => bus,
-        };
-        let Some(bus) = bus else {
+        let Some(bus) = platform.map_bulk_page(owner, first + i * PAGE, wide) else {
             return fail(mapped, VchiqError::Invalid);
         };
         mapped += 1;
-        if bus % PAGE as u64 != 0 {
+        // A classic entry holds a 32-bit address; the page is unmapped with the others.
+        if bus % PAGE as u64 != 0 || (!wide && bus > u64::from(u32::MAX)) {
             return fail(mapped, VchiqError::Invalid);
         }
         if run_pages > 0 && run_pages < fmt.max_run() && run_base + run_pages * PAGE as u64 == bus {

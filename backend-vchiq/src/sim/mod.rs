@@ -439,3 +439,30 @@ impl Drop for SimPair {
         self.stop_workers();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bus resolves a bulk page for the master only for the pagelist it was mapped for, and
+    /// only while it is mapped (issue 12 finding 9).
+    #[test]
+    fn bulk_pages_resolve_only_for_their_transfer() {
+        let bus = SimBus::default();
+        let (a, b) = (0x4000_9000u32, 0x4000_A000u32);
+        let page = bus.map_for(a, 0x5000_0000).unwrap();
+        assert_eq!(bus.resolve_for(a, page), Some(0x5000_0000));
+        assert_eq!(bus.resolve_for(b, page), None, "another transfer's page");
+        assert_eq!(
+            bus.map_for(b, 0x5000_0000),
+            Some(page),
+            "one page, two transfers"
+        );
+        bus.unmap_for(a, 0x5000_0000);
+        assert_eq!(bus.resolve_for(a, page), None);
+        assert_eq!(bus.resolve_for(b, page), Some(0x5000_0000));
+        bus.unmap_for(b, 0x5000_0000);
+        assert_eq!(bus.resolve_for(b, page), None);
+        assert_eq!(bus.mapped_pages(), 0);
+    }
+}

@@ -335,3 +335,29 @@ impl PolledPair {
         Ok(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The master resolves a bulk page only for the pagelist it was mapped for, and only while
+    /// it is mapped (issue 12 finding 9: no steering into another transfer's page).
+    #[test]
+    fn bulk_pages_resolve_only_for_their_transfer() {
+        let p = SimPlatform::default();
+        let (a, b) = (0x3E00_9000u32, 0x3E00_A000u32);
+        let bus = p.map_bulk_page(a, 0x1234_5000, false).unwrap();
+        assert_eq!(p.bulk_bus_to_cpu(a, bus), Some(0x1234_5000));
+        assert_eq!(p.bulk_bus_to_cpu(b, bus), None, "another transfer's page");
+        assert_eq!(p.bus_to_cpu(bus as u32), Some(0x1234_5000), "mapped, for A");
+        // The same page in two transfers (two small buffers in one page): each sees it until
+        // it unmaps its own mapping.
+        assert_eq!(p.map_bulk_page(b, 0x1234_5000, false), Some(bus));
+        p.unmap_bulk_page(a, 0x1234_5000);
+        assert_eq!(p.bulk_bus_to_cpu(a, bus), None);
+        assert_eq!(p.bulk_bus_to_cpu(b, bus), Some(0x1234_5000));
+        p.unmap_bulk_page(b, 0x1234_5000);
+        assert_eq!(p.bulk_bus_to_cpu(b, bus), None);
+        assert_eq!(p.bus_to_cpu(bus as u32), None, "unmapped");
+    }
+}
