@@ -23,6 +23,12 @@ pub const MAX_SESSIONS: usize = 14;
 /// Largest response datagram we read (a v2 response is 24 bytes; anything longer is malformed).
 const RX_BUF: usize = 64;
 
+/// Datagrams one [`Channel::poll_rx`] (and so one [`Session::poll`]) takes at most from a
+/// pull-style link. A well-behaved DSP has at most one response per context outstanding, so it
+/// never meets the budget; a DSP that keeps sending cannot keep the caller: the rest stays in
+/// the link for the next call.
+pub const RX_BUDGET: usize = MAX_CONTEXTS;
+
 /// A compute context bank from the DT: stream id and `qcom,nsessions` (clones sharing it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bank {
@@ -228,7 +234,8 @@ impl Channel {
         }
     }
 
-    /// Drain datagrams from a pull-style link. Returns how many were handled.
+    /// Drain datagrams from a pull-style link, at most [`RX_BUDGET`] per call. Returns how many
+    /// were taken.
     pub fn poll_rx(&self) -> usize {
         self.inner.poll_rx()
     }
@@ -282,13 +289,19 @@ impl ChannelInner {
     pub(crate) fn poll_rx(&self) -> usize {
         let mut buf = [0u8; RX_BUF];
         let mut n = 0;
-        while let Some(len) = self.link.try_recv(&mut buf) {
+        while n < RX_BUDGET {
+            let Some(len) = self.link.try_recv(&mut buf) else {
+                break;
+            };
             n += 1;
             if len > RX_BUF {
                 Counters::bump(&self.counters.protocol_errors);
                 continue;
             }
             self.handle_packet(&buf[..len]);
+        }
+        if n == RX_BUDGET {
+            log::debug!("fastrpc: rx budget of {RX_BUDGET} datagrams met; the rest waits");
         }
         n
     }

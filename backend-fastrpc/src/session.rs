@@ -511,7 +511,9 @@ impl Session {
     }
 
     /// Whether the DSP answered. `Err` if the call failed without an answer (DSP restart:
-    /// `RemoteReset`; teardown: `ChannelDown`). Drains pull-style links first.
+    /// `RemoteReset`; teardown: `ChannelDown`). Drains pull-style links first, at most
+    /// [`RX_BUDGET`](crate::channel::RX_BUDGET) datagrams (a DSP that keeps sending cannot keep
+    /// the caller; the rest is taken by the next call).
     pub fn poll(&self, t: &InvokeTicket) -> Result<bool> {
         self.inner.ch.poll_rx();
         self.with_ctx(t, |c| match c.state {

@@ -223,7 +223,7 @@ impl Vchiq {
         };
         if let Err(err) = self.queue_locked(g, ty, h.port() as u32, remote, &[msg.as_bytes()], None)
         {
-            pagelist::unmap(&*self.platform, addr, e.len);
+            pagelist::unmap(&*self.platform, msg.pagelist, addr, e.len);
             free(g);
             return Err(err);
         }
@@ -267,7 +267,9 @@ impl Vchiq {
         let addr = e.buf.as_ptr() as usize + e.offset;
         let cl = self.cfg.cache_line_size;
         if e.pagelist != u32::MAX {
-            pagelist::unmap(&*self.platform, addr, e.len);
+            let pl_off = self.cfg.pagelists_offset() + e.pagelist as usize * self.cfg.pagelist_size;
+            let owner = self.region.bus().wrapping_add(pl_off as u32);
+            pagelist::unmap(&*self.platform, owner, addr, e.len);
             g.pagelists_free |= 1 << e.pagelist;
         }
         if let (BulkDir::Receive, Ok(actual)) = (dir, result) {
@@ -620,12 +622,20 @@ impl Vchiq {
         let len = e.len;
         let data = &mut e.buf[e.offset..e.offset + len];
         let platform = &*self.platform;
+        let region = &self.region;
         let cpu = |bus: u64| -> Result<usize, fwipc_transport_api::ProtocolError> {
             let page = bus & !(VCHIQ_SLOT_SIZE as u64 - 1);
-            platform
-                .bus_to_cpu_wide(page)
-                .map(|p| p + (bus - page) as usize)
-                .ok_or(fwipc_transport_api::ProtocolError::OutOfRange)
+            // Only pages the slave mapped for *this* transfer (the one whose pagelist we
+            // walk): a hostile slave cannot steer our copies into another transfer's buffer.
+            let p = platform
+                .bulk_bus_to_cpu(rb.pagelist, page)
+                .ok_or(fwipc_transport_api::ProtocolError::OutOfRange)?;
+            // Bulk pages are copied with byte atomics, the region only ever with word atomics
+            // (`crate::region`'s one-width rule): a page inside the region is refused.
+            if region.overlaps(p, VCHIQ_SLOT_SIZE) {
+                return Err(fwipc_transport_api::ProtocolError::OutOfRange);
+            }
+            Ok(p + (bus - page) as usize)
         };
         let r = match dir {
             // Slave transmit: its WRITE pagelist → our buffer.
@@ -636,7 +646,7 @@ impl Vchiq {
                 }
                 pagelist::walk(&self.region, &v, |i, bus, c| {
                     let src = cpu(bus)?;
-                    // SAFETY: `bus_to_cpu` returned a page the slave mapped for this transfer
+                    // SAFETY: `bulk_bus_to_cpu` returned a page the slave mapped for this transfer
                     // (Platform contract), `c` stays within that page, and the slave does not
                     // touch the buffer until our DONE.
                     unsafe { copy_from_shared(src as *const u8, &mut data[i..i + c]) };

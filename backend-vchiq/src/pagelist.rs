@@ -92,13 +92,15 @@ pub(crate) fn build(
     let first = addr - page_off;
     let pages = (page_off + len).div_ceil(PAGE);
     let max_entries = (pl_size - 8) / 4;
+    // The transfer's identity for the platform: the bus address of its pagelist.
+    let owner = region.bus().wrapping_add(pl_off as u32);
     let mut entries = 0usize;
     let mut run_base = 0u64;
     let mut run_pages = 0u64;
     let mut mapped = 0usize;
     let fail = |mapped: usize, e: VchiqError| {
         for i in 0..mapped {
-            platform.unmap_page(first + i * PAGE);
+            platform.unmap_bulk_page(owner, first + i * PAGE);
         }
         Err(e)
     };
@@ -115,15 +117,13 @@ pub(crate) fn build(
         Ok(())
     };
     for i in 0..pages {
-        let bus = match fmt {
-            EntryFormat::Classic => platform.map_page(first + i * PAGE).map(u64::from),
-            EntryFormat::Addr36 => platform.map_page_wide(first + i * PAGE),
-        };
-        let Some(bus) = bus else {
+        let wide = fmt == EntryFormat::Addr36;
+        let Some(bus) = platform.map_bulk_page(owner, first + i * PAGE, wide) else {
             return fail(mapped, VchiqError::Invalid);
         };
         mapped += 1;
-        if bus % PAGE as u64 != 0 {
+        // A classic entry holds a 32-bit address; the page is unmapped with the others.
+        if bus % PAGE as u64 != 0 || (!wide && bus > u64::from(u32::MAX)) {
             return fail(mapped, VchiqError::Invalid);
         }
         if run_pages > 0 && run_pages < fmt.max_run() && run_base + run_pages * PAGE as u64 == bus {
@@ -154,12 +154,13 @@ pub(crate) fn build(
     Ok(())
 }
 
-/// Slave: unmap the pages of `[addr, addr+len)`.
-pub(crate) fn unmap(platform: &dyn Platform, addr: usize, len: usize) {
+/// Slave: unmap the pages of `[addr, addr+len)`, mapped for the transfer whose pagelist is at
+/// bus address `pagelist`.
+pub(crate) fn unmap(platform: &dyn Platform, pagelist: u32, addr: usize, len: usize) {
     let page_off = addr % PAGE;
     let first = addr - page_off;
     for i in 0..(page_off + len).div_ceil(PAGE) {
-        platform.unmap_page(first + i * PAGE);
+        platform.unmap_bulk_page(pagelist, first + i * PAGE);
     }
 }
 

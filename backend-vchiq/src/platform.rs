@@ -9,10 +9,14 @@ use crate::sync::Barriers;
 /// # Implementation safety
 /// - [`Platform::map_page`] must return a bus address through which the peer's DMA reaches exactly
 ///   the CPU page given, for as long as the page stays mapped (until [`Platform::unmap_page`]).
-/// - The same holds for [`Platform::map_page_wide`] / [`Platform::bus_to_cpu_wide`].
+/// - The same holds for [`Platform::map_page_wide`] / [`Platform::bus_to_cpu_wide`], and for
+///   [`Platform::map_bulk_page`] / [`Platform::bulk_bus_to_cpu`] (until
+///   [`Platform::unmap_bulk_page`]); `bulk_bus_to_cpu` must return only pages mapped for the
+///   pagelist it is given.
 /// - [`Platform::bus_to_cpu`] (used by the master role only) must return the CPU address of a page
 ///   that is valid for reads and writes of 4096 bytes while the peer keeps the transfer queued; the
-///   core writes the peer's buffers through it with atomic byte/word accesses.
+///   core copies the peer's buffers through it with atomic byte accesses only (never word
+///   accesses: see `crate::region`) and refuses a page inside the shared region.
 ///
 /// # Barriers
 /// The protocol calls [`Platform::wmb`], [`Platform::rmb`] and [`Platform::mb`] where Linux's
@@ -41,6 +45,38 @@ pub unsafe trait Platform: Send + Sync {
     fn bus_to_cpu(&self, bus_page: u32) -> Option<usize> {
         let _ = bus_page;
         None
+    }
+
+    /// Slave role: map `cpu_page` for the bulk transfer whose pagelist is at bus address
+    /// `pagelist` (`wide`: [`Platform::map_page_wide`]'s 36-bit range). The core maps every bulk
+    /// page through this, so an implementation that records the owner can give the master only
+    /// the pages of the transfer it serves ([`Platform::bulk_bus_to_cpu`]). Default: forgets the
+    /// owner and calls `map_page` / `map_page_wide`.
+    fn map_bulk_page(&self, pagelist: u32, cpu_page: usize, wide: bool) -> Option<u64> {
+        let _ = pagelist;
+        if wide {
+            self.map_page_wide(cpu_page)
+        } else {
+            self.map_page(cpu_page).map(u64::from)
+        }
+    }
+
+    /// Slave role: the transfer whose pagelist is at `pagelist` is done with `cpu_page` (the
+    /// counterpart of [`Platform::map_bulk_page`]). Default: `unmap_page`.
+    fn unmap_bulk_page(&self, pagelist: u32, cpu_page: usize) {
+        let _ = pagelist;
+        self.unmap_page(cpu_page)
+    }
+
+    /// Master role: the CPU address of `bus_page` if the slave mapped it for the transfer whose
+    /// pagelist is at `pagelist`, `None` for any other page, mapped or not. The slave writes the
+    /// pagelist, so without this check a hostile slave steers the master's copies into whatever
+    /// is mapped (another transfer's buffer). Default: `bus_to_cpu_wide`, which cannot tell
+    /// transfers apart; the simulators' platforms check the owner (a real VideoCore is the
+    /// master on hardware, so this crate's master role runs only against them).
+    fn bulk_bus_to_cpu(&self, pagelist: u32, bus_page: u64) -> Option<usize> {
+        let _ = pagelist;
+        self.bus_to_cpu_wide(bus_page)
     }
 
     /// Like [`Platform::map_page`] for [`crate::Config::pagelist_addr36`] (Pi 4 "36-bit" mode):

@@ -1,9 +1,39 @@
 //! The shared-memory region: slot zero, the slots, the fragment pool and the pagelists, reached
 //! only through bounds-checked atomic accessors (docs/protocols/vchiq.md §3 gap (c): never
 //! `&`/`&mut` to shared structs; the peer writes concurrently and may be hostile).
+//!
+//! # One access width: aligned 32-bit words
+//!
+//! Every access this crate makes to region memory is a Relaxed/Acquire/Release **`AtomicU32` on a
+//! 4-byte-aligned word**, whatever the caller asked for: [`Region::read_bytes`] loads every word
+//! the byte range touches and keeps the bytes it wants; [`Region::write_bytes`] and
+//! [`Region::zero`] store whole words, and a word the range covers only partly is read, changed
+//! in our private copy and stored back whole (read-modify-write on our side, never a byte store).
+//! Racing atomic accesses of *different sizes* to the same bytes are undefined behaviour in the
+//! Rust memory model (and Miri reports them); a hostile peer makes every access potentially
+//! racing, so one width is the only rule that holds whatever the peer does. Hardware agrees: an
+//! aligned 32-bit load or store is single-copy atomic on every Arm core VCHIQ runs on.
+//!
+//! The read-modify-write rewrites the other bytes of a partly covered word with the values just
+//! read, so a caller may only write byte ranges whose partly covered words it owns entirely
+//! (nobody else writes them while it does). The protocol gives exactly that: messages start
+//! 8-byte aligned in the sender's own slots (the padding up to the next message is the sender's
+//! too), a fragment belongs to the one transfer using it, and the pagelist and slot-zero fields
+//! are whole words. A peer that writes our bytes anyway only loses its own write: no undefined
+//! behaviour, no effect on our parsing (we parse private copies).
+//!
+//! Bulk data pages (the slave's buffers, outside the region; reached by the master role through
+//! [`Platform::bulk_bus_to_cpu`](crate::Platform::bulk_bus_to_cpu)) follow the other rule of this
+//! workspace (as `fwipc-fastrpc`'s `mem` module): byte-sized atomics only
+//! (`copy_from_shared`, `copy_to_shared`), because a word read-modify-write there would
+//! rewrite bytes next to the transfer that belong to someone else. The master refuses a bulk page
+//! that overlaps the region ([`Region::overlaps`]), so the two widths never meet on the same bytes.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+/// Bytes per access: the one width used on region memory.
+const WORD: usize = 4;
 
 use crate::consts::VCHIQ_SLOT_SIZE;
 use crate::error::{VResult, VchiqError};
@@ -39,11 +69,13 @@ impl Region {
     /// `base..base+len` must be valid for reads and writes for as long as the `Region` (and every
     /// instance built on it) lives, must not be accessed other than atomically by anyone else in
     /// this address space, and must be the memory the peer sees at `bus`. `base` must be 4 KiB
-    /// aligned (slot zero starts at the region start).
+    /// aligned (slot zero starts at the region start). `len` must be a multiple of 4 (every
+    /// access is a whole aligned word; see the module documentation).
     pub unsafe fn new(base: *mut u8, len: usize, bus: u32) -> VResult<Region> {
         let base = NonNull::new(base).ok_or(VchiqError::Invalid)?;
         if !(base.as_ptr() as usize).is_multiple_of(VCHIQ_SLOT_SIZE)
             || !(bus as usize).is_multiple_of(VCHIQ_SLOT_SIZE)
+            || !len.is_multiple_of(WORD)
         {
             return Err(VchiqError::Invalid);
         }
@@ -120,91 +152,130 @@ impl Region {
         }
     }
 
-    /// Copy `out.len()` bytes from `off`; `false` (nothing copied) if out of bounds.
+    /// Whether `[addr, addr + len)` (CPU addresses) shares any byte with the region.
+    pub fn overlaps(&self, addr: usize, len: usize) -> bool {
+        let base = self.base.as_ptr() as usize;
+        let end = addr.saturating_add(len);
+        len > 0 && addr < base.saturating_add(self.len) && base < end
+    }
+
+    /// `[off, off + n)` in bounds: the word range covering it, as (first word offset, end offset
+    /// of the last word), both inside the region (`len` is a multiple of 4).
+    fn covering_words(&self, off: usize, n: usize) -> Option<(usize, usize)> {
+        let end = off.checked_add(n)?;
+        if end > self.len {
+            return None;
+        }
+        let first = off - off % WORD;
+        // `end <= len` and `len` is a multiple of 4, so rounding up stays in bounds.
+        let last_end = end.div_ceil(WORD) * WORD;
+        Some((first, last_end))
+    }
+
+    /// Copy `out.len()` bytes from `off`; `false` (nothing copied) if out of bounds. Loads whole
+    /// aligned words (the module's one-width rule), so a concurrent peer yields some mix of old
+    /// and new words, never undefined behaviour.
     pub fn read_bytes(&self, off: usize, out: &mut [u8]) -> bool {
-        if off.checked_add(out.len()).is_none_or(|e| e > self.len) {
+        let Some((first, last_end)) = self.covering_words(off, out.len()) else {
             return false;
+        };
+        let mut w_off = first;
+        let mut i = 0usize;
+        while w_off < last_end && i < out.len() {
+            let Some(w) = self.word(w_off) else {
+                return false;
+            };
+            // Relaxed: a copy; ordering comes from the protocol's Release/Acquire publication
+            // (tx_pos, slot_queue) around it.
+            let bytes = w.load(Ordering::Relaxed).to_le_bytes();
+            let skip = off.saturating_sub(w_off);
+            let take = (WORD - skip).min(out.len() - i);
+            out[i..i + take].copy_from_slice(&bytes[skip..skip + take]);
+            i += take;
+            w_off += WORD;
         }
-        // SAFETY: the range is inside the region (checked), valid per `new`'s contract.
-        unsafe { copy_from_shared(self.base.as_ptr().add(off), out) };
         true
     }
 
-    /// Copy `data` to `off`; `false` (nothing written) if out of bounds.
+    /// Copy `data` to `off`; `false` (nothing written) if out of bounds. Stores whole aligned
+    /// words; a word the range covers only partly is read, changed and stored back whole, so the
+    /// caller must own the whole of such words (module documentation).
     pub fn write_bytes(&self, off: usize, data: &[u8]) -> bool {
-        if off.checked_add(data.len()).is_none_or(|e| e > self.len) {
-            return false;
-        }
-        // SAFETY: the range is inside the region (checked), valid per `new`'s contract.
-        unsafe { copy_to_shared(self.base.as_ptr().add(off), data) };
-        true
+        self.store_bytes(off, data.len(), |i| data[i])
     }
 
-    /// Fill `len` bytes at `off` with zero.
+    /// Fill `len` bytes at `off` with zero (whole-word stores, as [`Region::write_bytes`]).
     pub fn zero(&self, off: usize, len: usize) -> bool {
-        if off.checked_add(len).is_none_or(|e| e > self.len) {
+        self.store_bytes(off, len, |_| 0)
+    }
+
+    /// Store `n` bytes at `off`, byte `i` being `byte(i)`, as whole aligned words.
+    fn store_bytes(&self, off: usize, n: usize, byte: impl Fn(usize) -> u8) -> bool {
+        let Some((first, last_end)) = self.covering_words(off, n) else {
             return false;
+        };
+        if n == 0 {
+            // Nothing to store: not even the covering word is touched.
+            return true;
         }
-        for i in 0..len {
-            // SAFETY: in bounds (checked above); AtomicU8 has u8's layout.
-            let b = unsafe { &*(self.base.as_ptr().add(off + i) as *const AtomicU8) };
-            // Relaxed: initialisation before the owner publishes `initialised`.
-            b.store(0, Ordering::Relaxed);
+        let end = off + n;
+        let mut w_off = first;
+        while w_off < last_end {
+            let Some(w) = self.word(w_off) else {
+                return false;
+            };
+            let (lo, hi) = (off.max(w_off), end.min(w_off + WORD));
+            let v = if lo == w_off && hi == w_off + WORD {
+                u32::from_le_bytes(core::array::from_fn(|k| byte(w_off + k - off)))
+            } else {
+                // A partly covered word (only at the ends): copy it out, change our bytes, store
+                // it back whole. Relaxed load: the word is ours (caller contract), so this only
+                // reads back what we last wrote or what the peer scribbled over it.
+                let mut b = w.load(Ordering::Relaxed).to_le_bytes();
+                for (a, slot) in b.iter_mut().enumerate().take(hi - w_off).skip(lo - w_off) {
+                    *slot = byte(w_off + a - off);
+                }
+                u32::from_le_bytes(b)
+            };
+            // Relaxed: a copy; published to the peer by the protocol's Release store (tx_pos,
+            // or the message that names the fragment/pagelist).
+            w.store(v, Ordering::Relaxed);
+            w_off += WORD;
         }
         true
     }
 }
 
-/// Copy from memory another agent may write concurrently, with relaxed atomic accesses (so a
-/// racing hostile writer yields garbage data, never undefined behaviour). Ordering comes from the
-/// protocol's Release/Acquire publication around the copy.
+/// Copy from a bulk data page another agent may write concurrently (never region memory: see
+/// the module documentation), with Relaxed **byte** atomics only (so a racing hostile writer yields
+/// garbage data, never undefined behaviour). Ordering comes from the protocol's Release/Acquire
+/// publication around the copy.
 ///
 /// # Safety
-/// `src..src+out.len()` must be valid for reads.
+/// `src..src+out.len()` must be valid for reads, outside every [`Region`], and accessed by
+/// everyone else only with byte-sized atomics or not at all while the copy runs.
 pub(crate) unsafe fn copy_from_shared(src: *const u8, out: &mut [u8]) {
-    let mut i = 0;
-    let n = out.len();
-    while i < n && !(src as usize + i).is_multiple_of(4) {
-        // SAFETY: `src + i` is in the caller's valid range; AtomicU8 has u8's layout.
-        out[i] = unsafe { (*(src.add(i) as *const AtomicU8)).load(Ordering::Relaxed) };
-        i += 1;
-    }
-    while i + 4 <= n {
-        // SAFETY: 4-aligned (loop above) and in range; AtomicU32 has u32's layout.
-        let w = unsafe { (*(src.add(i) as *const AtomicU32)).load(Ordering::Relaxed) };
-        out[i..i + 4].copy_from_slice(&w.to_le_bytes());
-        i += 4;
-    }
-    while i < n {
-        // SAFETY: in range; AtomicU8 has u8's layout.
-        out[i] = unsafe { (*(src.add(i) as *const AtomicU8)).load(Ordering::Relaxed) };
-        i += 1;
+    for (i, o) in out.iter_mut().enumerate() {
+        // SAFETY: `src + i` is in the caller's valid range; a `u8` is always aligned for
+        // `AtomicU8`; only byte-sized atomics reach these bytes (caller contract).
+        let cell = unsafe { AtomicU8::from_ptr(src.add(i) as *mut u8) };
+        // Relaxed: a copy; see above.
+        *o = cell.load(Ordering::Relaxed);
     }
 }
 
-/// Copy into memory another agent may read concurrently (relaxed atomics; see
+/// Copy into a bulk data page another agent may read concurrently (Relaxed byte atomics; see
 /// [`copy_from_shared`]).
 ///
 /// # Safety
-/// `dst..dst+data.len()` must be valid for writes.
+/// `dst..dst+data.len()` must be valid for writes, outside every [`Region`], and accessed by
+/// everyone else only with byte-sized atomics or not at all while the copy runs.
 pub(crate) unsafe fn copy_to_shared(dst: *mut u8, data: &[u8]) {
-    let mut i = 0;
-    let n = data.len();
-    while i < n && !(dst as usize + i).is_multiple_of(4) {
-        // SAFETY: in the caller's valid range; AtomicU8 has u8's layout.
-        unsafe { (*(dst.add(i) as *const AtomicU8)).store(data[i], Ordering::Relaxed) };
-        i += 1;
-    }
-    while i + 4 <= n {
-        let w = u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
-        // SAFETY: 4-aligned and in range; AtomicU32 has u32's layout.
-        unsafe { (*(dst.add(i) as *const AtomicU32)).store(w, Ordering::Relaxed) };
-        i += 4;
-    }
-    while i < n {
-        // SAFETY: in range; AtomicU8 has u8's layout.
-        unsafe { (*(dst.add(i) as *const AtomicU8)).store(data[i], Ordering::Relaxed) };
-        i += 1;
+    for (i, b) in data.iter().enumerate() {
+        // SAFETY: as in `copy_from_shared`, for writes.
+        let cell = unsafe { AtomicU8::from_ptr(dst.add(i)) };
+        // Relaxed: a copy; see `copy_from_shared`.
+        cell.store(*b, Ordering::Relaxed);
     }
 }
 
@@ -220,11 +291,13 @@ unsafe impl Send for OwnedRegion {}
 unsafe impl Sync for OwnedRegion {}
 
 impl OwnedRegion {
-    /// Allocate `len` zeroed bytes, 4 KiB aligned.
+    /// Allocate `len` zeroed bytes (at least one page, rounded up to whole words), 4 KiB aligned.
     pub fn new(len: usize) -> VResult<alloc::sync::Arc<OwnedRegion>> {
-        let layout =
-            core::alloc::Layout::from_size_align(len.max(VCHIQ_SLOT_SIZE), VCHIQ_SLOT_SIZE)
-                .map_err(|_| VchiqError::NoMemory)?;
+        let layout = core::alloc::Layout::from_size_align(
+            len.max(VCHIQ_SLOT_SIZE).next_multiple_of(WORD),
+            VCHIQ_SLOT_SIZE,
+        )
+        .map_err(|_| VchiqError::NoMemory)?;
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(p).ok_or(VchiqError::NoMemory)?;
@@ -255,5 +328,101 @@ impl Drop for OwnedRegion {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout; no Region outlives us (they hold an Arc).
         unsafe { alloc::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(len: usize) -> (alloc::sync::Arc<OwnedRegion>, Region) {
+        let mem = OwnedRegion::new(len).unwrap();
+        let r = mem.region(0x4000_0000).unwrap();
+        (mem, r)
+    }
+
+    /// Byte copies at every alignment and length across word boundaries behave like a byte
+    /// array: the bytes asked for change, their neighbours in the same words keep their value.
+    #[test]
+    fn byte_copies_cross_word_boundaries() {
+        let (_m, r) = region(4096);
+        let mut model = [0u8; 32];
+        for (i, b) in model.iter_mut().enumerate() {
+            *b = i as u8 ^ 0xa5;
+        }
+        assert!(r.write_bytes(0, &model));
+        let mut fill = 0u8;
+        for off in 0..9 {
+            for n in 0..14 {
+                fill = fill.wrapping_add(17);
+                let data: alloc::vec::Vec<u8> =
+                    (0..n).map(|k| fill.wrapping_add(k as u8)).collect();
+                assert!(r.write_bytes(off, &data));
+                model[off..off + n].copy_from_slice(&data);
+                let mut all = [0u8; 32];
+                assert!(r.read_bytes(0, &mut all));
+                assert_eq!(all, model, "write of {n} at {off}");
+                let mut part = alloc::vec![0u8; n];
+                assert!(r.read_bytes(off, &mut part));
+                assert_eq!(part[..], model[off..off + n], "read of {n} at {off}");
+            }
+        }
+        assert!(r.zero(3, 6));
+        model[3..9].fill(0);
+        let mut all = [0u8; 32];
+        assert!(r.read_bytes(0, &mut all));
+        assert_eq!(all, model);
+        // The end of the region, and one past it.
+        assert!(r.write_bytes(4093, &[1, 2, 3]));
+        let mut t = [0u8; 3];
+        assert!(r.read_bytes(4093, &mut t));
+        assert_eq!(t, [1, 2, 3]);
+        assert!(!r.write_bytes(4094, &[1, 2, 3]));
+        assert!(!r.read_bytes(4094, &mut t));
+        assert!(!r.zero(usize::MAX, 2));
+        assert!(r.write_bytes(4096, &[]), "empty at the end");
+    }
+
+    #[test]
+    fn length_must_be_whole_words() {
+        let mem = OwnedRegion::new(4096).unwrap();
+        // SAFETY: a view of `mem`'s allocation, which outlives it; all access is atomic.
+        let bad = unsafe { Region::new(mem.ptr.as_ptr(), 4094, 0x4000_0000) };
+        assert!(
+            bad.is_err(),
+            "a length that is not a multiple of 4 is refused"
+        );
+        assert_eq!(OwnedRegion::new(4099).unwrap().len() % WORD, 0);
+    }
+
+    /// The peer (another thread) loads and stores the words of a message while we copy bytes in
+    /// and out of it at unaligned offsets. Every access on both sides is an aligned `AtomicU32`,
+    /// so this is a data race on nothing; with byte-sized head/tail accesses beside the peer's
+    /// word accesses it is a mixed-size atomic race, which Miri reports as undefined behaviour
+    /// (`cargo +nightly miri test -p fwipc-vchiq --lib region::tests::racing`).
+    #[test]
+    fn racing_peer_word_accesses_beside_unaligned_copies() {
+        let (mem, r) = region(4096);
+        let peer = {
+            let r = mem.region(0x4000_0000).unwrap();
+            std::thread::spawn(move || {
+                let mut seen = 0u32;
+                for k in 0..24u32 {
+                    for w in 0..4 {
+                        // Relaxed: a hostile peer, no protocol ordering.
+                        seen ^= r.load(w * 4, Ordering::Relaxed);
+                        r.store(w * 4, k.wrapping_mul(0x0101_0101), Ordering::Relaxed);
+                    }
+                }
+                seen
+            })
+        };
+        let mut out = [0u8; 9];
+        for k in 0..24u8 {
+            assert!(r.write_bytes(1, &[k; 6]));
+            assert!(r.read_bytes(3, &mut out));
+            assert!(r.zero(6, 5));
+        }
+        let _ = peer.join().unwrap();
     }
 }

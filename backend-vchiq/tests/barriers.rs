@@ -84,6 +84,15 @@ unsafe impl Platform for Recorder {
     fn bus_to_cpu_wide(&self, b: u64) -> Option<usize> {
         self.inner.bus_to_cpu_wide(b)
     }
+    fn map_bulk_page(&self, pl: u32, p: usize, wide: bool) -> Option<u64> {
+        self.inner.map_bulk_page(pl, p, wide)
+    }
+    fn unmap_bulk_page(&self, pl: u32, p: usize) {
+        self.inner.unmap_bulk_page(pl, p)
+    }
+    fn bulk_bus_to_cpu(&self, pl: u32, b: u64) -> Option<usize> {
+        self.inner.bulk_bus_to_cpu(pl, b)
+    }
     fn dma_clean(&self, a: usize, l: usize) {
         self.rec(Kind::Clean);
         self.inner.dma_clean(a, l)

@@ -33,6 +33,8 @@ pub const MAX_P2A: usize = 1024;
 
 /// Attempts [`Scmi::pump`] makes to take the P2A table before giving up.
 const PUMP_LOCK_SPINS: u32 = 100_000;
+/// P2A messages one [`Scmi::pump`] call takes at most; the rest waits for the next call.
+pub const PUMP_BUDGET: usize = 64;
 
 /// Agent configuration. The defaults follow docs/protocols/scmi.md §2.1 and §8 item 2: a 60 s
 /// command deadline (the Linux virtio value, "for non-realtime virtio devices") and a
@@ -436,11 +438,13 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
     /// Drain pending P2A messages: notifications go to subscribers, delayed responses to their
     /// waiters; anything else is counted and dropped. Returns the number of messages taken.
-    /// Bounded: at most 64 messages per call; if the table stays busy (another pump delivering,
-    /// or a re-entrant call from a callback) it returns what it took.
+    /// Bounded: at most [`PUMP_BUDGET`] messages per call (each `fetch_notification` under it is
+    /// bounded by the transport's own drain budget), so a platform that keeps sending cannot keep
+    /// the caller; the rest waits for the next call. If the table stays busy (another pump
+    /// delivering, or a re-entrant call from a callback) it returns what it took.
     pub fn pump(&self) -> usize {
         let mut n = 0;
-        while n < 64 {
+        while n < PUMP_BUDGET {
             // Bounded wait for the table: it is held only briefly (a waiter checking its slot,
             // or another pump that delivers everything itself). Bounded rather than blocking so
             // that a callback calling `pump` by mistake returns instead of deadlocking.

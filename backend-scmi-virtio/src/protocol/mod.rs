@@ -82,7 +82,7 @@ pub mod wire;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use agent::{AgentStats, Config, Scmi, MAX_P2A, MAX_REPLY};
+pub use agent::{AgentStats, Config, Scmi, MAX_P2A, MAX_REPLY, PUMP_BUDGET};
 pub use base::Discovery;
 pub use common::Version;
 pub use error::{Malformed, ScmiError, ScmiResult};

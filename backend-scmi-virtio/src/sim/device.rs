@@ -11,7 +11,7 @@
 //! buffers exist.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicU16, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -659,6 +659,88 @@ impl SimDevice {
         }
         drop(d);
         self.sh.irq.notify_all();
+    }
+
+    /// A device that keeps publishing: fill every element of queue `queue`'s used ring with
+    /// `{id, len: 0}` once, then advance `used.idx` (a Release store each) as fast as it can,
+    /// nearly a ring's worth at a time, until `stop` is set, `max` entries are out or `max_time`
+    /// has passed; returns how many. The
+    /// elements are written once, before any index that covers them, so the flood never writes
+    /// an element the driver may be reading. Holds the device lock meanwhile (the device does
+    /// nothing else; driver calls that need it wait). Raises a queue interrupt at the start and,
+    /// treating the flood as one batch, at the end if `used_event` asks for it (always without
+    /// EVENT_IDX). The device's own index moves with it, so replies returned afterwards follow the
+    /// flood.
+    pub fn flood_used(
+        &self,
+        queue: u16,
+        id: u32,
+        max: u64,
+        max_time: Duration,
+        stop: &AtomicBool,
+    ) -> u64 {
+        let mut d = lock(&self.sh.dev);
+        let Some(q) = d.queues.get_mut(usize::from(queue)) else {
+            return 0;
+        };
+        if !q.ready() {
+            return 0;
+        }
+        let l = q.layout();
+        for slot in 0..q.size {
+            // SAFETY: inside the live used ring of a configured queue.
+            unsafe {
+                write_obj(
+                    q.device + l.used_ring(slot) as u64,
+                    UsedElem {
+                        id: id.to_le(),
+                        len: 0,
+                    },
+                )
+            };
+        }
+        // SAFETY: `used.idx` lies inside the live used ring of this queue.
+        let used = unsafe { atomic_u16(q.device + l.used_idx() as u64) };
+        *lock(&self.sh.isr) |= InterruptStatus::QUEUE_INTERRUPT.bits();
+        self.sh.irq.notify_all();
+        let first = q.used_idx;
+        let end = Instant::now() + max_time;
+        let mut n = 0u64;
+        let mut steps = 0u32;
+        // Relaxed: a test's stop flag; no data is published with it.
+        while n < max && !stop.load(Ordering::Relaxed) {
+            steps = steps.wrapping_add(1);
+            if steps.is_multiple_of(4096) && Instant::now() >= end {
+                break;
+            }
+            // Nearly a ring's worth per store, so however fast the driver is it never catches up
+            // while the flood lasts. Odd (the size is a power of two), so the 16-bit index does
+            // not come back to a value the driver just consumed up to after a few wraps.
+            let step = q.size.saturating_sub(1).max(1);
+            q.used_idx = q.used_idx.wrapping_add(step);
+            // Release: the elements written above before any index that covers them.
+            used.store(q.used_idx.to_le(), Ordering::Release);
+            n += u64::from(step);
+        }
+        // The whole flood is one batch for interrupt suppression (virtio §2.7.10 allows the
+        // device to signal once per batch): with EVENT_IDX, interrupt if the driver asked for
+        // an entry inside it, as `push_used` does for one entry; without, always.
+        let raise = if d.event_idx() {
+            // SeqCst fence: our `used.idx` stores before the `used_event` load (see `push_used`).
+            fence(Ordering::SeqCst);
+            let q = &d.queues[usize::from(queue)];
+            // SAFETY: `used_event` lies inside the live driver area of this queue.
+            let ue = unsafe { atomic_u16(q.driver + l.used_event() as u64) };
+            // Acquire: a hint from the driver (the fence above orders what matters).
+            vring_need_event(u16::from_le(ue.load(Ordering::Acquire)), q.used_idx, first)
+        } else {
+            true
+        };
+        if raise {
+            *lock(&self.sh.isr) |= InterruptStatus::QUEUE_INTERRUPT.bits();
+            self.sh.irq.notify_all();
+        }
+        n
     }
 
     /// Hostile eventq input: write `bytes` into the next posted eventq buffer and return it

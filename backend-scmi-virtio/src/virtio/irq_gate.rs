@@ -38,7 +38,7 @@ use core::sync::atomic::{fence, Ordering};
 use virtio_drivers::transport::{DeviceStatus, InterruptStatus, Transport as VirtioTransport};
 use virtio_drivers::Hal;
 
-use super::transport::{ScmiVirtio, State};
+use super::transport::{ScmiVirtio, State, IRQ_PASS_BUDGET};
 
 /// The channel lock held: derefs to the channel state. Dropping it runs any interrupt pass that
 /// arrived meanwhile, then the wakers of completed transfers, outside the lock.
@@ -92,6 +92,11 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// returns; the holder runs the pass when it releases the lock. Wakers of completed transfers
     /// may run inside this call, so wakers used with an interrupt-driven channel must be callable
     /// from interrupt context.
+    ///
+    /// Bounded whatever the device does: at most [`IRQ_PASS_BUDGET`] passes of at most one
+    /// ring's worth of used entries per queue. What a device that keeps publishing leaves is
+    /// flagged and taken by the next `complete()`, `poll_done` or other channel call, without
+    /// waiting for another interrupt (none may come: see [`ScmiVirtio`]'s "Budgets").
     pub fn complete(&self) {
         // Relaxed store: ordered before the lock attempt by the fence below.
         self.irq_pending.store(true, Ordering::Relaxed);
@@ -107,12 +112,21 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// hand the wakers of completed transfers out one by one, waking each with the lock dropped.
     /// If an interrupt or a waker is still pending after the lock is dropped, try to take it back;
     /// when another context holds it, that context finishes the job at its own release.
+    ///
+    /// Bounded: at most [`IRQ_PASS_BUDGET`] passes (each draining at most one ring's worth per
+    /// queue) and one waker per completed transfer. A request still pending after the last pass
+    /// (a device that keeps publishing or interrupting) stays flagged in `irq_pending` for the next
+    /// release, `complete()` or `poll_done`, so it is delayed, never lost.
     pub(super) fn release<'a>(&'a self, mut g: spin::MutexGuard<'a, State<H, T>>) {
+        let mut passes = 0usize;
         loop {
             // Acquire: pairs with nothing stronger than the lock itself (the pass reads the device
             // rings with their own barriers); the swap just consumes the request exactly once.
-            if self.irq_pending.swap(false, Ordering::Acquire) {
-                self.irq_pass(&mut g);
+            if passes < IRQ_PASS_BUDGET && self.irq_pending.swap(false, Ordering::Acquire) {
+                passes += 1;
+                if self.irq_pass(&mut g) {
+                    self.flag_backlog();
+                }
             }
             let waker = g.deferred.pop();
             drop(g);
@@ -123,8 +137,10 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             // SeqCst: the holder side of the Dekker handshake with `complete` (unlock; fence; load
             // flag) — either we see its flag here or its `try_lock` saw the lock free.
             fence(Ordering::SeqCst);
-            // Relaxed: ordered by the fence above.
-            if !woke && !self.irq_pending.load(Ordering::Relaxed) {
+            // Relaxed: ordered by the fence above. Past the pass budget a pending request is
+            // left flagged for the next caller (see above).
+            let pass_due = passes < IRQ_PASS_BUDGET && self.irq_pending.load(Ordering::Relaxed);
+            if !woke && !pass_due {
                 return;
             }
             match self.state.try_lock() {
@@ -135,16 +151,16 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         }
     }
 
-    /// One interrupt pass under the channel lock: acknowledge, drain both queues, and reset a
-    /// device that asked for it.
-    fn irq_pass(&self, st: &mut State<H, T>) {
+    /// One interrupt pass under the channel lock: acknowledge, drain both queues (each bounded
+    /// by its budget), and reset a device that asked for it. `true` if a drain met its budget.
+    fn irq_pass(&self, st: &mut State<H, T>) -> bool {
         let guard = self.lc.acquire();
         let isr = st.transport.ack_interrupt();
         if guard.is_err() {
-            return;
+            return false;
         }
-        self.drain_cmdq(st);
-        self.drain_eventq(st);
+        // Both queues, whatever the first one left (`|`, not `||`).
+        let backlog = self.drain_cmdq(st) | self.drain_eventq(st);
         if isr.contains(InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT)
             && st
                 .transport
@@ -153,6 +169,8 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         {
             log::warn!("virtio-scmi: device needs reset; in-flight transfers cancelled");
             let _ = self.reset_locked(st);
+            return false;
         }
+        backlog
     }
 }

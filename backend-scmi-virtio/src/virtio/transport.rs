@@ -29,6 +29,19 @@ use crate::header::{split_target, Header, HEADER_LEN};
 /// Largest payload we accept in the configuration.
 const MAX_PAYLOAD: usize = 64 * 1024;
 
+/// Interrupt passes one release of the channel lock runs at most (so at most this many per
+/// [`ScmiVirtio::complete`] call), each draining at most one ring's worth of used entries per
+/// queue (see [`ScmiVirtio`]'s "Budgets"). A device that keeps publishing cannot keep the caller:
+/// what is left stays flagged for the next lock release, `complete()` or `poll_done`.
+pub const IRQ_PASS_BUDGET: usize = 4;
+
+/// Used entries one drain of `ring` takes at most: one ring's worth. A well-behaved device never
+/// has more outstanding (every used entry returns a buffer we posted, and a drain posts none
+/// except to replace a malformed event), so only a device that keeps publishing meets it.
+fn drain_budget<H: Hal>(ring: &SplitRing<H>) -> usize {
+    usize::from(ring.size())
+}
+
 pub(super) struct State<H: Hal, T: VirtioTransport> {
     /// The embedder's transport. `ManuallyDrop` so [`ScmiVirtio::into_transport`] can move it
     /// out of a value that has a `Drop` impl; dropped by `ScmiVirtio::drop` unless `released`.
@@ -72,6 +85,14 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
 /// wrap-safe comparisons (see [`super::ring`]); otherwise through the flags word. Sizing: messages =
 /// min(cmdq size / 2, 1024), eventq buffers = min(eventq size, 1024); nothing is allocated after
 /// `new` on the send/complete paths.
+///
+/// Budgets: a device controls how many used entries it publishes, so every drain is bounded.
+/// One drain of a queue takes at most one ring's worth of entries (the queue size; an index jump
+/// counts as one); a drain that meets its budget leaves the interrupt request flagged, so the next
+/// release of the channel lock (by `complete()`, `poll_done`, `send`, ...) drains on. One
+/// `complete()` runs at most [`IRQ_PASS_BUDGET`] passes. A well-behaved device never meets these
+/// budgets (see `drain_budget`), so nothing is delayed; a device that keeps publishing costs each
+/// call a bounded amount of work and never keeps it.
 ///
 /// Device errors: a configuration interrupt with `DEVICE_NEEDS_RESET` makes `complete()` reset
 /// and re-initialise the device; transfers the device held end with `Cancelled`.
@@ -555,16 +576,25 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         }
     }
 
-    /// Process every used cmdq entry. Runs under the channel lock, from the IRQ path or a poller.
-    pub(super) fn drain_cmdq(&self, st: &mut State<H, T>) {
+    /// Process the used cmdq entries, at most one ring's worth (`drain_budget`). Runs under the
+    /// channel lock, from the IRQ path or a poller. `true` if the budget ran out (entries may be
+    /// left; the caller flags them for the next pass).
+    pub(super) fn drain_cmdq(&self, st: &mut State<H, T>) -> bool {
         let State {
             cmdq,
             slots,
             deferred,
             ..
         } = st;
-        let Some(ring) = cmdq.as_mut() else { return };
+        let Some(ring) = cmdq.as_mut() else {
+            return false;
+        };
+        let mut budget = drain_budget(ring);
         loop {
+            if budget == 0 {
+                return true;
+            }
+            budget -= 1;
             let e = match ring.pop_used() {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
@@ -610,6 +640,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             // Drop the device's reference; the caller's (`local`) keeps the buffer.
             let _ = self.pool.reclaim(i as u32);
         }
+        false
     }
 
     /// Check a returned reply against what we sent (docs/protocols/scmi.md §8 items 3 and 4),
@@ -643,13 +674,24 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         }
     }
 
-    pub(super) fn drain_eventq(&self, st: &mut State<H, T>) {
+    /// Take the returned eventq buffers, at most one ring's worth (`drain_budget`). `true` if
+    /// the budget ran out (entries may be left; the caller flags them for the next pass).
+    pub(super) fn drain_eventq(&self, st: &mut State<H, T>) -> bool {
         let State {
             eventq, transport, ..
         } = st;
-        let Some(q) = eventq.as_mut() else { return };
+        let Some(q) = eventq.as_mut() else {
+            return false;
+        };
         let mut reposted = false;
+        let mut budget = drain_budget(&q.ring);
+        let mut exhausted = false;
         loop {
+            if budget == 0 {
+                exhausted = true;
+                break;
+            }
+            budget -= 1;
             let e = match q.ring.pop_used() {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
@@ -678,6 +720,17 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         if reposted && q.ring.should_notify() {
             transport.notify(EVENTQ);
         }
+        exhausted
+    }
+
+    /// A drain met its budget: flag the rest as an interrupt request, so the release of the
+    /// channel lock (this caller's or the next one's) takes it; nothing is lost even when no
+    /// further interrupt comes (with `EVENT_IDX` the device raises none while entries we have not
+    /// consumed are pending).
+    pub(super) fn flag_backlog(&self) {
+        // Relaxed: set under the channel lock; the releasing holder reads it after its SeqCst
+        // fence (irq_gate's Dekker handshake), and any later holder takes the lock after us.
+        self.irq_pending.store(true, Ordering::Relaxed);
     }
 }
 
@@ -822,8 +875,11 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
                 && st.cmdq.as_ref().is_some_and(|q| q.has_used())
             {
                 // Polling: drain the ring ourselves. Other callers' replies dequeued here are
-                // completed too and their wakers run after the lock (deferred processing).
-                self.drain_cmdq(&mut st);
+                // completed too and their wakers run after the lock (deferred processing). What a
+                // flooding device leaves beyond the budget is taken at our lock release.
+                if self.drain_cmdq(&mut st) {
+                    self.flag_backlog();
+                }
             }
             match st.slots[i].outcome {
                 Outcome::Pending => user.map(|_| false),
@@ -916,8 +972,11 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {
         let _g = self.lc.acquire()?;
         let mut st = self.lock();
-        // Polled mode has no interrupt path: look at the ring ourselves.
-        self.drain_eventq(&mut st);
+        // Polled mode has no interrupt path: look at the ring ourselves (bounded; the rest is
+        // taken at our lock release).
+        if self.drain_eventq(&mut st) {
+            self.flag_backlog();
+        }
         let State {
             eventq, transport, ..
         } = &mut *st;

@@ -68,6 +68,9 @@ impl Bell {
 struct BusMaps {
     cpu_to_bus: HashMap<usize, (u64, u32)>,
     bus_to_cpu: HashMap<u64, usize>,
+    /// (pagelist bus address, bus page) → mappings of that page for that transfer: the master
+    /// resolves a page only for a transfer that mapped it.
+    owners: HashMap<(u32, u64), u32>,
     next: u64,
 }
 
@@ -136,6 +139,40 @@ impl SimBus {
         self.maps.lock().ok()?.bus_to_cpu.get(&bus_page).copied()
     }
 
+    /// Map `cpu_page` for the transfer whose pagelist is at `pagelist`.
+    fn map_for(&self, pagelist: u32, cpu_page: usize) -> Option<u64> {
+        let bus = self.map(cpu_page)?;
+        let Ok(mut m) = self.maps.lock() else {
+            self.unmap(cpu_page);
+            return None;
+        };
+        *m.owners.entry((pagelist, bus)).or_insert(0) += 1;
+        Some(bus)
+    }
+
+    fn unmap_for(&self, pagelist: u32, cpu_page: usize) {
+        if let Ok(mut m) = self.maps.lock() {
+            if let Some(&(bus, _)) = m.cpu_to_bus.get(&cpu_page) {
+                if let Some(n) = m.owners.get_mut(&(pagelist, bus)) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.owners.remove(&(pagelist, bus));
+                    }
+                }
+            }
+        }
+        self.unmap(cpu_page);
+    }
+
+    /// The CPU page of `bus_page` if the transfer whose pagelist is at `pagelist` mapped it.
+    fn resolve_for(&self, pagelist: u32, bus_page: u64) -> Option<usize> {
+        let m = self.maps.lock().ok()?;
+        if !m.owners.contains_key(&(pagelist, bus_page)) {
+            return None;
+        }
+        m.bus_to_cpu.get(&bus_page).copied()
+    }
+
     /// Cache maintenance requested so far.
     pub fn cache_ops(&self) -> CacheOps {
         self.cache.lock().map(|c| *c).unwrap_or_default()
@@ -183,7 +220,9 @@ pub struct SimPlatform {
 }
 
 // SAFETY: `map_page` hands out a bus page that `bus_to_cpu` resolves to exactly the page given,
-// until `unmap_page`; the slave core keeps the buffer alive and untouched while it is mapped.
+// until `unmap_page`; `bulk_bus_to_cpu` resolves a page only for the pagelist it was mapped for
+// (`map_bulk_page`), until `unmap_bulk_page`; the slave core keeps the buffer alive and untouched
+// while it is mapped.
 unsafe impl Platform for SimPlatform {
     fn ring_doorbell(&self) {
         self.peer_bell.ring();
@@ -205,6 +244,20 @@ unsafe impl Platform for SimPlatform {
     }
     fn bus_to_cpu_wide(&self, bus_page: u64) -> Option<usize> {
         self.bus.resolve(bus_page)
+    }
+    fn map_bulk_page(&self, pagelist: u32, cpu_page: usize, wide: bool) -> Option<u64> {
+        let bus = self.bus.map_for(pagelist, cpu_page)?;
+        if !wide && bus > u64::from(u32::MAX) {
+            self.bus.unmap_for(pagelist, cpu_page);
+            return None;
+        }
+        Some(bus)
+    }
+    fn unmap_bulk_page(&self, pagelist: u32, cpu_page: usize) {
+        self.bus.unmap_for(pagelist, cpu_page)
+    }
+    fn bulk_bus_to_cpu(&self, pagelist: u32, bus_page: u64) -> Option<usize> {
+        self.bus.resolve_for(pagelist, bus_page)
     }
     fn dma_clean(&self, _addr: usize, _len: usize) {
         self.bus.clean();
@@ -384,5 +437,32 @@ impl SimPair {
 impl Drop for SimPair {
     fn drop(&mut self) {
         self.stop_workers();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bus resolves a bulk page for the master only for the pagelist it was mapped for, and
+    /// only while it is mapped (issue 12 finding 9).
+    #[test]
+    fn bulk_pages_resolve_only_for_their_transfer() {
+        let bus = SimBus::default();
+        let (a, b) = (0x4000_9000u32, 0x4000_A000u32);
+        let page = bus.map_for(a, 0x5000_0000).unwrap();
+        assert_eq!(bus.resolve_for(a, page), Some(0x5000_0000));
+        assert_eq!(bus.resolve_for(b, page), None, "another transfer's page");
+        assert_eq!(
+            bus.map_for(b, 0x5000_0000),
+            Some(page),
+            "one page, two transfers"
+        );
+        bus.unmap_for(a, 0x5000_0000);
+        assert_eq!(bus.resolve_for(a, page), None);
+        assert_eq!(bus.resolve_for(b, page), Some(0x5000_0000));
+        bus.unmap_for(b, 0x5000_0000);
+        assert_eq!(bus.resolve_for(b, page), None);
+        assert_eq!(bus.mapped_pages(), 0);
     }
 }

@@ -37,6 +37,9 @@ struct PageTable {
     bus_of: HashMap<usize, u32>,
     cpu_of: HashMap<u32, usize>,
     refs: HashMap<usize, usize>,
+    /// (pagelist bus address, bus page) → mappings of that page for that transfer: the master
+    /// resolves a page only for a transfer that mapped it.
+    owners: HashMap<(u32, u32), usize>,
     next: u32,
 }
 
@@ -48,7 +51,8 @@ pub struct SimPlatform {
 }
 
 // SAFETY: `map_page` hands out a distinct bus page per CPU page and keeps the mapping until the
-// last `unmap_page`; `bus_to_cpu` returns only CPU pages that are currently mapped, which the
+// last `unmap_page`; `bus_to_cpu` returns only CPU pages that are currently mapped (and
+// `bulk_bus_to_cpu` only those mapped for the pagelist it is given), which the
 // slave keeps alive (its bulk owns the buffer) for as long as the transfer is queued. The
 // doorbell is a no-op: the pair is driven by polling.
 unsafe impl Platform for SimPlatform {
@@ -86,6 +90,39 @@ unsafe impl Platform for SimPlatform {
 
     fn bus_to_cpu(&self, bus_page: u32) -> Option<usize> {
         self.table.lock().ok()?.cpu_of.get(&bus_page).copied()
+    }
+
+    fn map_bulk_page(&self, pagelist: u32, cpu_page: usize, _wide: bool) -> Option<u64> {
+        let bus = self.map_page(cpu_page)?;
+        let Ok(mut t) = self.table.lock() else {
+            self.unmap_page(cpu_page);
+            return None;
+        };
+        *t.owners.entry((pagelist, bus)).or_insert(0) += 1;
+        Some(u64::from(bus))
+    }
+
+    fn unmap_bulk_page(&self, pagelist: u32, cpu_page: usize) {
+        if let Ok(mut t) = self.table.lock() {
+            if let Some(&bus) = t.bus_of.get(&cpu_page) {
+                if let Some(n) = t.owners.get_mut(&(pagelist, bus)) {
+                    *n -= 1;
+                    if *n == 0 {
+                        t.owners.remove(&(pagelist, bus));
+                    }
+                }
+            }
+        }
+        self.unmap_page(cpu_page);
+    }
+
+    fn bulk_bus_to_cpu(&self, pagelist: u32, bus_page: u64) -> Option<usize> {
+        let bus = u32::try_from(bus_page).ok()?;
+        let t = self.table.lock().ok()?;
+        if !t.owners.contains_key(&(pagelist, bus)) {
+            return None;
+        }
+        t.cpu_of.get(&bus).copied()
     }
 }
 
@@ -296,5 +333,31 @@ impl PolledPair {
             return Err(VchiError::InvalidArgument);
         }
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The master resolves a bulk page only for the pagelist it was mapped for, and only while
+    /// it is mapped (issue 12 finding 9: no steering into another transfer's page).
+    #[test]
+    fn bulk_pages_resolve_only_for_their_transfer() {
+        let p = SimPlatform::default();
+        let (a, b) = (0x3E00_9000u32, 0x3E00_A000u32);
+        let bus = p.map_bulk_page(a, 0x1234_5000, false).unwrap();
+        assert_eq!(p.bulk_bus_to_cpu(a, bus), Some(0x1234_5000));
+        assert_eq!(p.bulk_bus_to_cpu(b, bus), None, "another transfer's page");
+        assert_eq!(p.bus_to_cpu(bus as u32), Some(0x1234_5000), "mapped, for A");
+        // The same page in two transfers (two small buffers in one page): each sees it until
+        // it unmaps its own mapping.
+        assert_eq!(p.map_bulk_page(b, 0x1234_5000, false), Some(bus));
+        p.unmap_bulk_page(a, 0x1234_5000);
+        assert_eq!(p.bulk_bus_to_cpu(a, bus), None);
+        assert_eq!(p.bulk_bus_to_cpu(b, bus), Some(0x1234_5000));
+        p.unmap_bulk_page(b, 0x1234_5000);
+        assert_eq!(p.bulk_bus_to_cpu(b, bus), None);
+        assert_eq!(p.bus_to_cpu(bus as u32), None, "unmapped");
     }
 }
