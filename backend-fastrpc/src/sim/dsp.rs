@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use zerocopy::{FromBytes, IntoBytes};
 
-use fwipc_transport_api::fixture::Fault;
+use fwipc_transport_api::fixture::{Fault, SimMode, SimModeSwitch};
 
 use crate::error::aee;
 use crate::payload::MetaView;
@@ -151,6 +151,8 @@ struct Shared {
     objects: Mutex<BTreeMap<u32, Box<dyn DspObject>>>,
     stop: AtomicBool,
     reset_hook: Mutex<Option<Hook>>,
+    /// How the DSP thread runs ([`SimDsp::set_mode`]).
+    mode: SimModeSwitch,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -186,6 +188,7 @@ impl SimDsp {
             objects: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
             reset_hook: Mutex::new(None),
+            mode: SimModeSwitch::new(),
         });
         let s2 = sh.clone();
         let t = std::thread::Builder::new()
@@ -193,8 +196,19 @@ impl SimDsp {
             .spawn(move || {
                 // Acquire: pairs with the Release in `Drop`.
                 while !s2.stop.load(Ordering::Acquire) {
-                    if let Some(d) = s2.link.dsp_recv(Duration::from_millis(20)) {
-                        s2.on_datagram(&d);
+                    match s2.mode.take() {
+                        SimMode::Normal => {
+                            if let Some(d) = s2.link.dsp_recv(Duration::from_millis(20)) {
+                                s2.on_datagram(&d);
+                                s2.link.recycle(d);
+                            }
+                        }
+                        SimMode::Spin => {
+                            if !s2.step() {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        SimMode::Stepped => std::thread::sleep(Duration::from_millis(1)),
                     }
                 }
             })
@@ -203,6 +217,18 @@ impl SimDsp {
             sh,
             thread: Mutex::new(Some(t)),
         }
+    }
+
+    /// Switch how the DSP thread runs (see [`SimMode`]); in [`SimMode::Stepped`] the caller runs
+    /// it with [`SimDsp::step`]. Returns once the thread has taken the mode (`false` if it did
+    /// not within 5 s).
+    pub fn set_mode(&self, mode: SimMode) -> bool {
+        self.sh.mode.request(mode, &|| {}, Duration::from_secs(5))
+    }
+
+    /// Serve one queued datagram on the caller's thread, if any (in [`SimMode::Stepped`]).
+    pub fn step(&self) -> bool {
+        self.sh.step()
     }
 
     /// Host `obj` at `handle`.
@@ -310,6 +336,18 @@ fn read_struct<T: FromBytes>(b: &[u8]) -> Option<T> {
 }
 
 impl Shared {
+    /// Serve one queued datagram without waiting; `false` if none was queued.
+    fn step(&self) -> bool {
+        match self.link.dsp_try_recv() {
+            Some(d) => {
+                self.on_datagram(&d);
+                self.link.recycle(d);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn on_datagram(&self, d: &[u8]) {
         let Ok(msg) = wire::parse_msg(d) else {
             lock(&self.state).bad_msgs += 1;

@@ -20,7 +20,13 @@ pub struct SimLink {
     to_ap: Mutex<VecDeque<Vec<u8>>>,
     push: Mutex<Option<RxFn>>,
     closed: AtomicBool,
+    /// Spent datagram buffers, reused for the next datagram either way (the steady state
+    /// allocates nothing); at most [`SPARE_MAX`] are kept.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Spent datagram buffers kept for reuse.
+const SPARE_MAX: usize = 64;
 
 impl SimLink {
     /// A new link (polled until [`SimLink::set_push`]).
@@ -54,6 +60,36 @@ impl SimLink {
         q.pop_front()
     }
 
+    /// DSP side: the next AP datagram, if one is queued (no wait).
+    pub fn dsp_try_recv(&self) -> Option<Vec<u8>> {
+        self.to_dsp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    /// Give a datagram buffer back for reuse (after [`SimLink::dsp_recv`] or
+    /// [`SimLink::dsp_try_recv`]).
+    pub fn recycle(&self, mut buf: Vec<u8>) {
+        let mut s = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if s.len() < SPARE_MAX {
+            buf.clear();
+            s.push(buf);
+        }
+    }
+
+    /// A buffer holding `bytes`, reusing a spent one when there is one.
+    fn datagram(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut v = self
+            .spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        v.extend_from_slice(bytes);
+        v
+    }
+
     /// DSP side: send a datagram to the AP.
     pub fn dsp_send(&self, bytes: &[u8]) {
         // Acquire: pairs with `close`.
@@ -63,11 +99,13 @@ impl SimLink {
         let push = self.push.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match push {
             Some(f) => f(bytes),
-            None => self
-                .to_ap
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back(bytes.to_vec()),
+            None => {
+                let d = self.datagram(bytes);
+                self.to_ap
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(d)
+            }
         }
     }
 }
@@ -78,10 +116,11 @@ impl PacketChannel for SimLink {
         if self.closed.load(Ordering::Acquire) {
             return Err(FastRpcError::ChannelDown);
         }
+        let d = self.datagram(msg);
         self.to_dsp
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push_back(msg.to_vec());
+            .push_back(d);
         self.to_dsp_cv.notify_one();
         Ok(())
     }
@@ -94,6 +133,8 @@ impl PacketChannel for SimLink {
             .pop_front()?;
         let n = m.len().min(buf.len());
         buf[..n].copy_from_slice(&m[..n]);
-        Some(m.len())
+        let len = m.len();
+        self.recycle(m);
+        Some(len)
     }
 }

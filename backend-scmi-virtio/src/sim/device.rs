@@ -11,12 +11,12 @@
 //! buffers exist.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicU16, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fwipc_transport_api::fixture::{Fault, RemoteControl};
+use fwipc_transport_api::fixture::{Fault, RemoteControl, SimMode, SimModeSwitch};
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::PhysAddr;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -142,6 +142,40 @@ struct Shared {
     isr: Mutex<u32>,
     irq: Condvar,
     factory: PlatformFactory,
+    /// How the device thread runs ([`RemoteControl::set_sim_mode`]).
+    mode: SimModeSwitch,
+    /// A kick (or device-side work) since the spinning device thread last looked: lets it spin
+    /// without taking the device lock the driver needs.
+    kick_hint: AtomicBool,
+}
+
+impl Shared {
+    /// One pass of the device loop: consume the kick, handle new chains (if kicked, or always
+    /// without `kick_only`), deliver what is due, raise the interrupt line. Returns whether it
+    /// was kicked.
+    fn serve(&self, d: &mut Dev) -> bool {
+        // Consume the kick whatever the state (a kick racing a reset must not make us spin).
+        let kicked = std::mem::take(&mut d.kicked);
+        if d.driver_ok() {
+            if kicked || !d.cfg.kick_only {
+                d.process_cmdq(&self.isr);
+                d.process_eventq(&self.isr);
+            }
+            d.deliver_due(&self.isr);
+            d.deliver_p2a(&self.isr);
+            if *lock(&self.isr) != 0 {
+                self.irq.notify_all();
+            }
+        }
+        kicked
+    }
+
+    /// Tell a spinning device thread to look (see `kick_hint`).
+    fn hint(&self) {
+        // Release: pairs with the Acquire swap in `device_thread`; the device lock orders the
+        // state itself, this only says "look".
+        self.kick_hint.store(true, Ordering::Release);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -524,19 +558,34 @@ fn device_thread(sh: Arc<Shared>) {
         if d.quit {
             return;
         }
-        // Consume the kick whatever the state (a kick racing a reset must not make us spin).
-        let kicked = std::mem::take(&mut d.kicked);
-        if d.driver_ok() {
-            if kicked || !d.cfg.kick_only {
-                d.process_cmdq(&sh.isr);
-                d.process_eventq(&sh.isr);
+        match sh.mode.take() {
+            SimMode::Normal => {}
+            SimMode::Spin => {
+                drop(d);
+                // Spin without the lock until the driver kicks (or every 4096 turns, for
+                // device-side work such as delayed replies).
+                for _ in 0..4096 {
+                    // Acquire: pairs with the Release store in `Shared::hint`.
+                    if sh.kick_hint.swap(false, Ordering::Acquire) {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                d = lock(&sh.dev);
+                if !d.quit {
+                    sh.serve(&mut d);
+                }
+                continue;
             }
-            d.deliver_due(&sh.isr);
-            d.deliver_p2a(&sh.isr);
-            if *lock(&sh.isr) != 0 {
-                sh.irq.notify_all();
+            SimMode::Stepped => {
+                // Idle without the lock and off the `wake` condvar: the caller steps.
+                drop(d);
+                std::thread::sleep(Duration::from_millis(1));
+                d = lock(&sh.dev);
+                continue;
             }
         }
+        let kicked = sh.serve(&mut d);
         if (kicked && d.driver_ok()) || d.kicked || d.quit {
             // Work may have arrived while we processed: look again (the lock is released and
             // re-taken so the driver side is never starved).
@@ -607,6 +656,8 @@ impl SimDevice {
             isr: Mutex::new(0),
             irq: Condvar::new(),
             factory,
+            mode: SimModeSwitch::new(),
+            kick_hint: AtomicBool::new(false),
         });
         let s2 = sh.clone();
         let thread = std::thread::Builder::new()
@@ -636,6 +687,7 @@ impl SimDevice {
     /// Wake the device thread for device-side work (P2A messages queued). Not a driver kick: in
     /// `kick_only` mode it does not make the device look at the available rings.
     fn kick(&self) {
+        self.sh.hint();
         self.sh.wake.notify_all();
     }
 
@@ -797,6 +849,16 @@ impl RemoteControl for SimDevice {
         self.sh.irq.notify_all();
     }
 
+    fn set_sim_mode(&self, mode: SimMode) -> bool {
+        let wake = || self.sh.wake.notify_all();
+        self.sh.mode.request(mode, &wake, Duration::from_secs(5))
+    }
+
+    fn step(&self) -> bool {
+        let mut d = lock(&self.sh.dev);
+        self.sh.serve(&mut d)
+    }
+
     fn notify(&self, payload: &[u8]) -> bool {
         lock(&self.sh.dev).model.queue_notification(
             FWIPC_TEST_PROTOCOL,
@@ -902,6 +964,7 @@ impl Transport for SimTransport {
         d.kicked = true;
         d.kicks += 1;
         drop(d);
+        self.sh.hint();
         self.sh.wake.notify_all();
     }
 

@@ -11,7 +11,7 @@ use fwipc_transport_api::fixture::{echo_reply, Fault};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::consts::make_fourcc;
-use crate::frame::{FrameHeader, NOTIFY};
+use crate::frame::{FrameHeader, FRAME_HEADER, NOTIFY};
 use crate::service::{
     BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler,
 };
@@ -20,6 +20,9 @@ use crate::VchiqError;
 
 /// The echo service's fourcc.
 pub const ECHO_FOURCC: u32 = make_fourcc(*b"echo");
+
+/// Replies up to this size (header included) are built on the stack.
+const ECHO_STACK_REPLY: usize = 4096;
 
 struct EchoState {
     fault: Fault,
@@ -191,31 +194,42 @@ impl ServiceHandler for EchoService {
                 let Ok((h, body)) = FrameHeader::read_from_prefix(m.payload()) else {
                     return Deliver::Done;
                 };
-                let mut reply_body = vec![0u8; body.len()];
-                echo_reply(body, &mut reply_body);
                 let mut s = self.lock();
                 let fault = s.fault;
-                let reply = match fault {
-                    Fault::WrongToken => frame(h.token ^ 0x5A5A, h.len, &reply_body),
-                    Fault::CorruptLength => frame(h.token, h.len.wrapping_add(1000), &reply_body),
-                    _ => frame(h.token, h.len, &reply_body),
+                let (token, len) = match fault {
+                    Fault::WrongToken => (h.token ^ 0x5A5A, h.len),
+                    Fault::CorruptLength => (h.token, h.len.wrapping_add(1000)),
+                    _ => (h.token, h.len),
                 };
+                // The reply is built on the stack (a slot message is at most a slot long): the
+                // steady-state echo allocates nothing.
+                let mut stack = [0u8; ECHO_STACK_REPLY];
+                let mut heap = Vec::new();
+                let reply: &mut [u8] = if FRAME_HEADER + body.len() <= stack.len() {
+                    &mut stack[..FRAME_HEADER + body.len()]
+                } else {
+                    heap.resize(FRAME_HEADER + body.len(), 0);
+                    &mut heap
+                };
+                reply[..FRAME_HEADER].copy_from_slice(FrameHeader { token, len }.as_bytes());
+                echo_reply(body, &mut reply[FRAME_HEADER..]);
+                let reply: &[u8] = reply;
                 let r = match fault {
                     Fault::None | Fault::WrongToken | Fault::CorruptLength => {
-                        v.queue_message(ctx.handle, &reply)
+                        v.queue_message(ctx.handle, reply)
                     }
-                    Fault::Duplicate => v.queue_message(ctx.handle, &reply).map(|()| {
-                        let _ = v.queue_message(ctx.handle, &reply);
+                    Fault::Duplicate => v.queue_message(ctx.handle, reply).map(|()| {
+                        let _ = v.queue_message(ctx.handle, reply);
                     }),
                     Fault::CorruptHeader => {
                         // An unknown message type (0xEE) through the real slot path.
                         let mut raw = ((0xEEu32 << 24) | 0x001).to_le_bytes().to_vec();
                         raw.extend_from_slice(&(reply.len() as u32).to_le_bytes());
-                        raw.extend_from_slice(&reply);
+                        raw.extend_from_slice(reply);
                         v.queue_raw(&raw)
                     }
                     Fault::Hold => {
-                        s.held.push((ctx.handle, reply));
+                        s.held.push((ctx.handle, reply.to_vec()));
                         Ok(())
                     }
                     Fault::Drop => Ok(()),
@@ -223,7 +237,7 @@ impl ServiceHandler for EchoService {
                         drop(s);
                         std::thread::sleep(d);
                         s = self.lock();
-                        v.queue_message(ctx.handle, &reply)
+                        v.queue_message(ctx.handle, reply)
                     }
                 };
                 if r == Err(VchiqError::Retry) {
