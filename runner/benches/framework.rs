@@ -1,0 +1,652 @@
+//! What fwipc itself costs per round trip, separated from the simulators' sleeps and the OS
+//! scheduler (issue 13, items 1a, 1b and 1f).
+//!
+//! - **(a) framework cost**: the remote is stepped inline, on the caller's thread
+//!   ([`SimMode::Stepped`] + [`RemoteControl::step`]): no OS wake-up, no sleep, no second core.
+//!   A 32-byte echo round trip (send → remote step → `poll_done` → `fetch_response` →
+//!   `mark_txdone`), in total and per step.
+//! - **(b) two threads, spinning remote**: the remote's own thread spins ([`SimMode::Spin`]),
+//!   the caller spins on `poll_done` (polled completion).
+//! - **(f) heap allocations per steady-state round trip**, driver side and remote side counted
+//!   separately by this binary's counting allocator (a thread-local side tag: the bench's thread
+//!   is the driver, except inside an inline remote step; every other thread is the remote).
+//!
+//! Every figure is a ratio to a floor measured in the same process, interleaved with the
+//! backends, median of the samples: the two-thread floor is one cache line ping-ponged between
+//! two spinning threads (a round trip), the one-thread floor a 32-byte copy through a function
+//! call that is not inlined. Only ratios are comparable across runs and machines.
+//!
+//! `cargo bench -p fwipc-runner --bench framework` (`-- --quick` for the CI smoke, under a
+//! minute; it exits non-zero only if a backend fails, never on timing). With
+//! `FWIPC_BENCH_ALLOC_TRACE=N` it prints a backtrace for each of the first `N` allocations
+//! counted in the (f) phase, to find where a steady-state allocation comes from.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fwipc_conformance::loopback::LoopbackFixture;
+use fwipc_fastrpc::sim::FastRpcFixture;
+use fwipc_scmi_virtio::sim::ScmiFixture;
+use fwipc_transport_api::fixture::{echo_reply_byte, Fixture, RemoteControl, SimMode};
+use fwipc_transport_api::{Completion, Request, Transport, TxOutcome};
+use fwipc_vchiq::sim::VchiqFixture;
+
+// ---- the counting allocator -------------------------------------------------------------------
+
+/// Side tags (index into `ALLOCS`).
+const DRIVER: u8 = 0;
+const REMOTE: u8 = 1;
+
+thread_local! {
+    /// Which side this thread's allocations are charged to. Threads the bench did not tag (the
+    /// simulators' own threads) are the remote.
+    static SIDE: Cell<u8> = const { Cell::new(REMOTE) };
+    /// Set while printing a backtrace (whose own allocations are not counted).
+    static TRACING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Allocations per side while `COUNTING` is on.
+static ALLOCS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static COUNTING: AtomicBool = AtomicBool::new(false);
+/// Backtraces still to print (`FWIPC_BENCH_ALLOC_TRACE`).
+static TRACES_LEFT: AtomicU32 = AtomicU32::new(0);
+
+struct Counting;
+
+impl Counting {
+    fn count() {
+        // Relaxed: a switch read by every allocation; the phases that flip it are separated by
+        // the joins/handshakes of the benchmark itself, and a count is only read after them.
+        if !COUNTING.load(Ordering::Relaxed) {
+            return;
+        }
+        let side = SIDE.try_with(|s| s.get()).unwrap_or(REMOTE);
+        // Relaxed: a counter, read after the measured phase.
+        ALLOCS[usize::from(side)].fetch_add(1, Ordering::Relaxed);
+        // Relaxed: a budget for debug output.
+        if TRACES_LEFT.load(Ordering::Relaxed) > 0 && !TRACING.try_with(|t| t.get()).unwrap_or(true)
+        {
+            TRACING.with(|t| t.set(true));
+            // Relaxed: as above.
+            TRACES_LEFT.fetch_sub(1, Ordering::Relaxed);
+            let who = if side == DRIVER { "driver" } else { "remote" };
+            eprintln!(
+                "allocation on the {who} side, thread {:?}:\n{}",
+                std::thread::current().name(),
+                std::backtrace::Backtrace::force_capture()
+            );
+            TRACING.with(|t| t.set(false));
+        }
+    }
+}
+
+// SAFETY: forwards every call unchanged to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        Self::count();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        Self::count();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        Self::count();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Run `f` with this thread's allocations charged to `side`.
+fn as_side<R>(side: u8, f: impl FnOnce() -> R) -> R {
+    let old = SIDE.with(|s| s.replace(side));
+    let r = f();
+    SIDE.with(|s| s.set(old));
+    r
+}
+
+// ---- floors -----------------------------------------------------------------------------------
+
+/// Two threads ping-pong one cache line (Acquire/Release), one round trip per round. The partner
+/// spins only while a sample runs and parks between samples, so it never competes with the
+/// backends' measurements for the two cores.
+struct PingPong {
+    line: Arc<AtomicU64>,
+    target: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    th: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PingPong {
+    fn new() -> Self {
+        let line = Arc::new(AtomicU64::new(0));
+        let target = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, t, s) = (line.clone(), target.clone(), stop.clone());
+        let th = std::thread::spawn(move || {
+            // Relaxed: the stop flag only ends the loop (the join synchronises).
+            while !s.load(Ordering::Relaxed) {
+                std::thread::park();
+                // Acquire: pairs with the Release store of the sample's target.
+                let end = t.load(Ordering::Acquire);
+                loop {
+                    // Acquire/Release on the one shared word: each side's increment publishes
+                    // the round to the other.
+                    let v = l.load(Ordering::Acquire);
+                    if v >= end {
+                        break;
+                    }
+                    if v % 2 == 1 {
+                        l.store(v + 1, Ordering::Release);
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        });
+        PingPong {
+            line,
+            target,
+            stop,
+            th: Some(th),
+        }
+    }
+
+    fn run(&self, rounds: u64) -> Duration {
+        // Relaxed: only this thread writes between samples (the partner is parked).
+        let base = self.line.load(Ordering::Relaxed);
+        // Release: publishes the end of this sample to the partner.
+        self.target.store(base + 2 * rounds, Ordering::Release);
+        if let Some(t) = &self.th {
+            t.thread().unpark();
+        }
+        let start = Instant::now();
+        for i in 0..rounds {
+            let v = base + 2 * i;
+            // Release/Acquire: see the partner's loop.
+            self.line.store(v + 1, Ordering::Release);
+            while self.line.load(Ordering::Acquire) != v + 2 {
+                std::hint::spin_loop();
+            }
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for PingPong {
+    fn drop(&mut self) {
+        // Relaxed: see the loop.
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.th.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// The one-thread floor's unit: the payload copied through a call that is not inlined.
+#[inline(never)]
+fn copy_call(src: &[u8; PAYLOAD], dst: &mut [u8; PAYLOAD]) {
+    dst.copy_from_slice(src);
+}
+
+fn memcpy_call(rounds: u64) -> Duration {
+    let src = [0x5au8; PAYLOAD];
+    let mut dst = [0u8; PAYLOAD];
+    let start = Instant::now();
+    for _ in 0..rounds {
+        copy_call(black_box(&src), black_box(&mut dst));
+    }
+    black_box(&dst);
+    start.elapsed()
+}
+
+/// What one `Instant::now()` pair costs (subtracted from each timed step).
+fn timer_cost(rounds: u64) -> Duration {
+    let mut acc = Duration::ZERO;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        acc += black_box(t).elapsed();
+    }
+    acc
+}
+
+// ---- backends ---------------------------------------------------------------------------------
+
+/// Echo payload size.
+const PAYLOAD: usize = 32;
+/// Inline remote steps one round trip may take before it counts as a failure.
+const MAX_STEPS: u32 = 64;
+/// How long one spinning round trip may take before it counts as a failure.
+const SPIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Step names, in order.
+const STEPS: [&str; 5] = [
+    "send",
+    "remote step",
+    "poll_done",
+    "fetch_response",
+    "mark_txdone",
+];
+
+type R<T> = Result<T, String>;
+
+/// One backend's pair under benchmark.
+trait Bench {
+    /// Inline (one thread): `rounds` round trips, total time.
+    fn inline_total(&self, rounds: u64) -> R<Duration>;
+    /// Inline, every step timed on its own: summed time per step.
+    fn inline_steps(&self, rounds: u64) -> R<[Duration; 5]>;
+    /// Remote spinning on its own thread: `rounds` round trips, total time.
+    fn spin_total(&self, rounds: u64) -> R<Duration>;
+    /// Inline round trips checking the reply bytes (warm-up).
+    fn check(&self, rounds: u64) -> R<()>;
+    fn set_mode(&self, mode: SimMode) -> R<()>;
+}
+
+struct Pair<F: Fixture> {
+    fx: F,
+}
+
+impl<F: Fixture> Pair<F> {
+    fn new() -> R<Self> {
+        let fx = F::setup(Completion::Polled);
+        let p = Pair { fx };
+        p.set_mode(SimMode::Stepped)?;
+        Ok(p)
+    }
+
+    fn remote(&self) -> &dyn RemoteControl {
+        self.fx.remote()
+    }
+
+    fn step_remote(&self) -> bool {
+        as_side(REMOTE, || self.remote().step())
+    }
+
+    fn request<'a>(&self, payload: &'a [u8]) -> Request<'a> {
+        Request::new(self.fx.echo_target(), payload).polled()
+    }
+
+    /// One inline round trip; the reply's length.
+    fn inline_once(&self, payload: &[u8], out: &mut [u8]) -> R<usize> {
+        let t = self.fx.transport();
+        let ticket = t
+            .send(&self.request(payload))
+            .map_err(|e| format!("send: {e:?}"))?;
+        let mut steps = 0;
+        loop {
+            self.step_remote();
+            match t.poll_done(&ticket) {
+                Ok(true) => break,
+                Ok(false) if steps < MAX_STEPS => steps += 1,
+                Ok(false) => {
+                    t.mark_txdone(ticket, TxOutcome::TimedOut);
+                    return Err(format!("no reply after {MAX_STEPS} inline remote steps"));
+                }
+                Err(e) => {
+                    t.mark_txdone(ticket, TxOutcome::Cancelled);
+                    return Err(format!("poll_done: {e:?}"));
+                }
+            }
+        }
+        let n = t.fetch_response(&ticket, out);
+        t.mark_txdone(ticket, TxOutcome::Done);
+        n.map_err(|e| format!("fetch_response: {e:?}"))
+    }
+}
+
+impl<F: Fixture> Bench for Pair<F> {
+    fn set_mode(&self, mode: SimMode) -> R<()> {
+        if self.remote().set_sim_mode(mode) {
+            Ok(())
+        } else {
+            Err(format!("the simulated remote did not take {mode:?}"))
+        }
+    }
+
+    fn check(&self, rounds: u64) -> R<()> {
+        let mut out = [0u8; 64];
+        for i in 0..rounds {
+            let payload = [i as u8; PAYLOAD];
+            let n = self.inline_once(&payload, &mut out)?;
+            if n != PAYLOAD || out[..n].iter().any(|&b| b != echo_reply_byte(i as u8)) {
+                return Err(format!("bad echo reply ({n} bytes)"));
+            }
+        }
+        Ok(())
+    }
+
+    fn inline_total(&self, rounds: u64) -> R<Duration> {
+        let payload = [0x5au8; PAYLOAD];
+        let mut out = [0u8; 64];
+        let start = Instant::now();
+        for _ in 0..rounds {
+            let n = self.inline_once(&payload, &mut out)?;
+            if n != PAYLOAD {
+                return Err(format!("echo reply of {n} bytes"));
+            }
+        }
+        Ok(start.elapsed())
+    }
+
+    fn inline_steps(&self, rounds: u64) -> R<[Duration; 5]> {
+        let t = self.fx.transport();
+        let payload = [0x5au8; PAYLOAD];
+        let mut out = [0u8; 64];
+        let mut acc = [Duration::ZERO; 5];
+        for _ in 0..rounds {
+            let req = self.request(&payload);
+            let s = Instant::now();
+            let ticket = t.send(&req);
+            acc[0] += s.elapsed();
+            let ticket = ticket.map_err(|e| format!("send: {e:?}"))?;
+            let mut steps = 0;
+            loop {
+                let s = Instant::now();
+                self.step_remote();
+                acc[1] += s.elapsed();
+                let s = Instant::now();
+                let d = t.poll_done(&ticket);
+                acc[2] += s.elapsed();
+                match d {
+                    Ok(true) => break,
+                    Ok(false) if steps < MAX_STEPS => steps += 1,
+                    _ => {
+                        t.mark_txdone(ticket, TxOutcome::Cancelled);
+                        return Err(format!("no reply: {d:?}"));
+                    }
+                }
+            }
+            let s = Instant::now();
+            let n = t.fetch_response(&ticket, &mut out);
+            acc[3] += s.elapsed();
+            let s = Instant::now();
+            t.mark_txdone(ticket, TxOutcome::Done);
+            acc[4] += s.elapsed();
+            if n != Ok(PAYLOAD) {
+                return Err(format!("fetch_response: {n:?}"));
+            }
+        }
+        Ok(acc)
+    }
+
+    fn spin_total(&self, rounds: u64) -> R<Duration> {
+        let t = self.fx.transport();
+        let payload = [0x5au8; PAYLOAD];
+        let mut out = [0u8; 64];
+        let start = Instant::now();
+        for _ in 0..rounds {
+            let ticket = t
+                .send(&self.request(&payload))
+                .map_err(|e| format!("send: {e:?}"))?;
+            let began = Instant::now();
+            let mut spins = 0u32;
+            loop {
+                match t.poll_done(&ticket) {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        spins = spins.wrapping_add(1);
+                        // Look at the clock only now and then (it costs as much as a poll).
+                        if spins.is_multiple_of(4096) && began.elapsed() > SPIN_TIMEOUT {
+                            t.mark_txdone(ticket, TxOutcome::TimedOut);
+                            return Err(format!("no reply within {SPIN_TIMEOUT:?}"));
+                        }
+                        std::hint::spin_loop();
+                    }
+                    Err(e) => {
+                        t.mark_txdone(ticket, TxOutcome::Cancelled);
+                        return Err(format!("poll_done: {e:?}"));
+                    }
+                }
+            }
+            let n = t.fetch_response(&ticket, &mut out);
+            t.mark_txdone(ticket, TxOutcome::Done);
+            if n != Ok(PAYLOAD) {
+                return Err(format!("fetch_response: {n:?}"));
+            }
+        }
+        Ok(start.elapsed())
+    }
+}
+
+/// Builds a backend's pair.
+type Ctor = fn() -> R<Box<dyn Bench>>;
+
+fn pair<F: Fixture + 'static>() -> R<Box<dyn Bench>> {
+    Ok(Box::new(Pair::<F>::new()?))
+}
+
+// ---- the run ----------------------------------------------------------------------------------
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn ns(d: Duration, rounds: u64) -> f64 {
+    d.as_nanos() as f64 / rounds as f64
+}
+
+/// Per backend, per sample: inline total, 5 steps, spin total (ns per round trip).
+#[derive(Default, Clone)]
+struct Samples {
+    inline: Vec<f64>,
+    steps: [Vec<f64>; 5],
+    spin: Vec<f64>,
+    allocs_inline: [f64; 2],
+    allocs_spin: [f64; 2],
+    error: Option<String>,
+}
+
+/// Allocations per round trip on (driver, remote) over `rounds` round trips of `run`.
+fn count_allocs(rounds: u64, run: impl FnOnce() -> R<Duration>) -> R<[f64; 2]> {
+    for a in &ALLOCS {
+        // Relaxed: counters, nothing else is published through them.
+        a.store(0, Ordering::Relaxed);
+    }
+    // Relaxed: see `Counting::count`.
+    COUNTING.store(true, Ordering::Relaxed);
+    let r = run();
+    // Relaxed: as above.
+    COUNTING.store(false, Ordering::Relaxed);
+    r?;
+    // Relaxed: read after the phase (the spinning remote is stopped by a handshake first).
+    let get = |i: usize| ALLOCS[i].load(Ordering::Relaxed) as f64 / rounds as f64;
+    Ok([get(0), get(1)])
+}
+
+fn main() {
+    SIDE.with(|s| s.set(DRIVER));
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (samples, rounds) = if quick {
+        (5u64, 2_000u64)
+    } else {
+        (15, 20_000)
+    };
+    let traces = std::env::var("FWIPC_BENCH_ALLOC_TRACE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let began = Instant::now();
+
+    let ctors: [(&str, Ctor); 4] = [
+        ("loopback", pair::<LoopbackFixture>),
+        ("scmi-virtio", pair::<ScmiFixture>),
+        ("vchiq", pair::<VchiqFixture>),
+        ("fastrpc", pair::<FastRpcFixture>),
+    ];
+    let mut benches: Vec<(&str, Option<Box<dyn Bench>>)> = Vec::new();
+    let mut res: Vec<Samples> = Vec::new();
+    for (name, ctor) in ctors {
+        let mut s = Samples::default();
+        let b = match ctor() {
+            Ok(b) => match b.check(rounds / 10) {
+                Ok(()) => Some(b),
+                Err(e) => {
+                    s.error = Some(format!("warm-up: {e}"));
+                    None
+                }
+            },
+            Err(e) => {
+                s.error = Some(format!("setup: {e}"));
+                None
+            }
+        };
+        benches.push((name, b));
+        res.push(s);
+    }
+    let floor = PingPong::new();
+    floor.run(rounds / 10);
+
+    let (mut pp, mut mc, mut tc) = (Vec::new(), Vec::new(), Vec::new());
+    for sample in 0..samples {
+        pp.push(ns(floor.run(rounds), rounds));
+        mc.push(ns(memcpy_call(rounds), rounds));
+        tc.push(ns(timer_cost(rounds), rounds));
+        for ((_, b), s) in benches.iter_mut().zip(res.iter_mut()) {
+            let Some(bench) = b.as_ref() else { continue };
+            let r = (|| -> R<()> {
+                s.inline.push(ns(bench.inline_total(rounds)?, rounds));
+                let st = bench.inline_steps(rounds)?;
+                for (v, d) in s.steps.iter_mut().zip(st) {
+                    v.push(ns(d, rounds));
+                }
+                bench.set_mode(SimMode::Spin)?;
+                let d = bench.spin_total(rounds);
+                // Stop spinning before anything else is measured, even after a failure.
+                let m = bench.set_mode(SimMode::Stepped);
+                s.spin.push(ns(d?, rounds));
+                m
+            })();
+            if let Err(e) = r {
+                s.error = Some(e);
+                let _ = bench.set_mode(SimMode::Normal);
+                *b = None;
+            }
+        }
+        eprint!("\rsample {}/{samples}", sample + 1);
+    }
+    eprintln!();
+
+    // (f): allocations per steady-state round trip (after the warm-up and the samples).
+    TRACES_LEFT.store(traces, Ordering::Relaxed);
+    for ((_, b), s) in benches.iter_mut().zip(res.iter_mut()) {
+        let Some(bench) = b.as_ref() else { continue };
+        let r = (|| -> R<()> {
+            s.allocs_inline = count_allocs(rounds, || bench.inline_total(rounds))?;
+            bench.set_mode(SimMode::Spin)?;
+            let a = count_allocs(rounds, || bench.spin_total(rounds));
+            let m = bench.set_mode(SimMode::Stepped);
+            s.allocs_spin = a?;
+            m
+        })();
+        if let Err(e) = r {
+            s.error = Some(e);
+            let _ = bench.set_mode(SimMode::Normal);
+            *b = None;
+        }
+    }
+    TRACES_LEFT.store(0, Ordering::Relaxed);
+
+    let pp = median(&mut pp);
+    let mc = median(&mut mc);
+    let tc = median(&mut tc);
+    println!(
+        "# fwipc framework benchmark\n\n{cores} cores; {samples} interleaved samples × {rounds} round \
+         trips, median; {PAYLOAD}-byte echo, polled; {} mode.\n",
+        if quick { "--quick" } else { "full" }
+    );
+    println!(
+        "Floors (same run): two-thread cache-line ping-pong round trip = 1 (`pp`); one-thread \
+         {PAYLOAD}-byte copy through a non-inlined call = {:.3} pp (`mc`). Per-step figures have \
+         one `Instant` pair ({:.2} pp) subtracted.\n",
+        mc / pp,
+        tc / pp
+    );
+    println!("## (a) Framework cost: both sides in one thread\n");
+    println!("| backend | round trip / pp | round trip / mc | sum of steps / pp |");
+    println!("|---|---:|---:|---:|");
+    let mut steps_med: Vec<Option<[f64; 5]>> = Vec::new();
+    for ((name, _), s) in benches.iter().zip(res.iter_mut()) {
+        if s.inline.is_empty() || s.steps[0].is_empty() {
+            steps_med.push(None);
+            println!("| {name} | failed | | |");
+            continue;
+        }
+        let total = median(&mut s.inline);
+        let mut st = [0.0; 5];
+        for (o, v) in st.iter_mut().zip(s.steps.iter_mut()) {
+            *o = (median(v) - tc).max(0.0);
+        }
+        let sum: f64 = st.iter().sum();
+        println!(
+            "| {name} | {:.2} | {:.1} | {:.2} |",
+            total / pp,
+            total / mc,
+            sum / pp
+        );
+        steps_med.push(Some(st));
+    }
+    println!("\nPer step, ratio to pp (and to mc):\n");
+    println!("| backend | {} |", STEPS.join(" | "));
+    println!("|---|{}", "---:|".repeat(5));
+    for ((name, _), st) in benches.iter().zip(&steps_med) {
+        let Some(st) = st else { continue };
+        let cells: Vec<String> = st
+            .iter()
+            .map(|v| format!("{:.2} ({:.0})", v / pp, v / mc))
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    println!("\n## (b) Two threads, spinning remote\n");
+    println!("| backend | round trip / pp |");
+    println!("|---|---:|");
+    for ((name, _), s) in benches.iter().zip(res.iter_mut()) {
+        if s.spin.is_empty() {
+            println!("| {name} | failed |");
+        } else {
+            println!("| {name} | {:.2} |", median(&mut s.spin) / pp);
+        }
+    }
+    println!("\n## (f) Heap allocations per steady-state round trip\n");
+    println!("| backend | driver (inline) | remote (inline) | driver (spin) | remote (spin) |");
+    println!("|---|---:|---:|---:|---:|");
+    for ((name, _), s) in benches.iter().zip(&res) {
+        let [a, b] = s.allocs_inline;
+        let [c, d] = s.allocs_spin;
+        println!("| {name} | {a:.3} | {b:.3} | {c:.3} | {d:.3} |");
+    }
+    let mut failed = false;
+    for ((name, _), s) in benches.iter().zip(&res) {
+        if let Some(e) = &s.error {
+            failed = true;
+            println!("\nFAILED {name}: {e}");
+        }
+    }
+    eprintln!("finished in {:.1} s", began.elapsed().as_secs_f64());
+    // Tear down with the remotes in their normal mode (the transports' shutdown waits on them).
+    for (_, b) in &benches {
+        if let Some(b) = b {
+            let _ = b.set_mode(SimMode::Normal);
+        }
+    }
+    drop(benches);
+    if failed {
+        std::process::exit(1);
+    }
+}
