@@ -134,7 +134,16 @@ struct Dev {
     irqs_raised: u64,
     irqs_suppressed: u64,
     model: Box<dyn PlatformModel>,
+    /// Reused buffers (the steady state allocates nothing): the request being read, spent
+    /// reply buffers, the batch of replies, the P2A message being built.
+    scratch_req: Vec<u8>,
+    spare: Vec<Vec<u8>>,
+    batch: Vec<Reply>,
+    p2a_buf: Vec<u8>,
 }
+
+/// Spent reply buffers the device keeps for reuse.
+const SPARE_MAX: usize = 64;
 
 struct Shared {
     dev: Mutex<Dev>,
@@ -187,15 +196,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// # Safety
 /// `addr..addr+len` must be memory the driver shared with the device and still owns for it.
-unsafe fn read_mem(addr: PhysAddr, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    // SAFETY: guaranteed by the caller; `v` is a fresh, non-overlapping allocation.
+unsafe fn read_mem_into(addr: PhysAddr, len: usize, v: &mut Vec<u8>) {
+    v.clear();
+    v.resize(len, 0);
+    // SAFETY: guaranteed by the caller; `v` is the device's own buffer of `len` bytes, not
+    // driver memory, so the two do not overlap.
     unsafe { std::ptr::copy_nonoverlapping(addr as usize as *const u8, v.as_mut_ptr(), len) };
-    v
 }
 
 /// # Safety
-/// As `read_mem`, for writes of `data.len()` bytes.
+/// As `read_mem_into`, for writes of `data.len()` bytes.
 unsafe fn write_mem(addr: PhysAddr, data: &[u8]) {
     // SAFETY: guaranteed by the caller.
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as usize as *mut u8, data.len()) };
@@ -369,11 +379,14 @@ impl Dev {
         if r.twice {
             self.push_used(0, u32::from(r.head), len, isr);
         }
+        if self.spare.len() < SPARE_MAX {
+            self.spare.push(r.bytes);
+        }
     }
 
     /// Handle every new cmdq chain.
     fn process_cmdq(&mut self, isr: &Mutex<u32>) {
-        let mut batch = Vec::new();
+        let mut batch = std::mem::take(&mut self.batch);
         while let Some(head) = self.next_avail(0) {
             match self.take_command(head) {
                 Ok(Some(r)) => batch.push(r),
@@ -388,9 +401,10 @@ impl Dev {
         if self.reorder {
             batch.reverse();
         }
-        for r in batch {
+        for r in batch.drain(..) {
             self.deliver(r, isr);
         }
+        self.batch = batch;
     }
 
     /// Read and answer one command chain; `Ok(None)` if the reply is held back by a fault.
@@ -412,8 +426,11 @@ impl Dev {
         {
             return Err(());
         }
+        // The device's buffers are reused from command to command: the steady state allocates
+        // nothing.
+        let mut req = std::mem::take(&mut self.scratch_req);
         // SAFETY: the driver shared `d0` for reading until we return the chain.
-        let req = unsafe { read_mem(d0.addr, d0.len as usize) };
+        unsafe { read_mem_into(d0.addr, d0.len as usize, &mut req) };
         self.received += 1;
         if let Ok(h) = Header::decode_bytes(&req) {
             if h.protocol_id == FWIPC_TEST_PROTOCOL
@@ -425,9 +442,12 @@ impl Dev {
                     .push(u32::from_le_bytes([tag[0], tag[1], tag[2], tag[3]]));
             }
         }
-        let mut bytes = vec![0u8; d1.len as usize];
+        let mut bytes = self.spare.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.resize(d1.len as usize, 0);
         let n = self.model.handle_command(&req, &mut bytes).min(bytes.len());
         bytes.truncate(n);
+        self.scratch_req = req;
         if self.header_xor != 0 && bytes.len() >= 4 {
             let w = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) ^ self.header_xor;
             bytes[..4].copy_from_slice(&w.to_le_bytes());
@@ -508,8 +528,10 @@ impl Dev {
 
     /// Send pending P2A messages while eventq buffers exist.
     fn deliver_p2a(&mut self, isr: &Mutex<u32>) {
+        let mut buf = std::mem::take(&mut self.p2a_buf);
         while let Some(&(head, addr, len)) = self.event_bufs.front() {
-            let mut buf = vec![0u8; len as usize];
+            buf.clear();
+            buf.resize(len as usize, 0);
             let Some(n) = self.model.next_p2a(&mut buf) else {
                 break;
             };
@@ -519,6 +541,7 @@ impl Dev {
             unsafe { write_mem(addr, &buf[..n]) };
             self.push_used(1, u32::from(head), n as u32, isr);
         }
+        self.p2a_buf = buf;
     }
 
     /// Write `bytes` into the next posted eventq buffer and return it claiming `used_len`
@@ -651,6 +674,10 @@ impl SimDevice {
                 irqs_raised: 0,
                 irqs_suppressed: 0,
                 model,
+                scratch_req: Vec::new(),
+                spare: Vec::new(),
+                batch: Vec::new(),
+                p2a_buf: Vec::new(),
             }),
             wake: Condvar::new(),
             isr: Mutex::new(0),
