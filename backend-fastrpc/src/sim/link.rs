@@ -23,6 +23,8 @@ pub struct SimLink {
     /// Spent datagram buffers, reused for the next datagram either way (the steady state
     /// allocates nothing); at most [`SPARE_MAX`] are kept.
     spare: Mutex<Vec<Vec<u8>>>,
+    /// The DSP thread waits in [`SimLink::dsp_recv`]; changed and read under the `to_dsp` lock.
+    dsp_waiting: AtomicBool,
 }
 
 /// Spent datagram buffers kept for reuse.
@@ -51,11 +53,16 @@ impl SimLink {
     pub fn dsp_recv(&self, t: Duration) -> Option<Vec<u8>> {
         let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
         if q.is_empty() {
+            // Relaxed: changed and read under the `to_dsp` lock (held here; released only
+            // inside the wait), which orders it against `send`.
+            self.dsp_waiting.store(true, Ordering::Relaxed);
             q = self
                 .to_dsp_cv
                 .wait_timeout(q, t)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            // Relaxed: as above (the lock is held again).
+            self.dsp_waiting.store(false, Ordering::Relaxed);
         }
         q.pop_front()
     }
@@ -117,11 +124,15 @@ impl PacketChannel for SimLink {
             return Err(FastRpcError::ChannelDown);
         }
         let d = self.datagram(msg);
-        self.to_dsp
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(d);
-        self.to_dsp_cv.notify_one();
+        let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back(d);
+        // A wake-up is a system call: only when the DSP thread waits for a datagram.
+        // Relaxed: read under the `to_dsp` lock (see `dsp_recv`).
+        let waiting = self.dsp_waiting.load(Ordering::Relaxed);
+        drop(q);
+        if waiting {
+            self.to_dsp_cv.notify_one();
+        }
         Ok(())
     }
 

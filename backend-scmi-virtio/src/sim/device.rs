@@ -11,7 +11,7 @@
 //! buffers exist.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -140,6 +140,8 @@ struct Dev {
     spare: Vec<Vec<u8>>,
     batch: Vec<Reply>,
     p2a_buf: Vec<u8>,
+    /// The device thread waits on `Shared::wake` (a kick must wake it).
+    sleeping: bool,
 }
 
 /// Spent reply buffers the device keeps for reuse.
@@ -156,6 +158,8 @@ struct Shared {
     /// A kick (or device-side work) since the spinning device thread last looked: lets it spin
     /// without taking the device lock the driver needs.
     kick_hint: AtomicBool,
+    /// Threads in [`IrqLine::wait`]; changed and read under the `isr` lock.
+    irq_waiters: AtomicUsize,
 }
 
 impl Shared {
@@ -172,7 +176,12 @@ impl Shared {
             }
             d.deliver_due(&self.isr);
             d.deliver_p2a(&self.isr);
-            if *lock(&self.isr) != 0 {
+            // Waking the line costs a system call: only when an interrupt thread waits on it
+            // (`irq_waiters` changes under the `isr` lock held here).
+            let isr = lock(&self.isr);
+            // Relaxed: read under the `isr` lock that orders it (see `IrqLine::wait`).
+            if *isr != 0 && self.irq_waiters.load(Ordering::Relaxed) > 0 {
+                drop(isr);
                 self.irq.notify_all();
             }
         }
@@ -558,6 +567,9 @@ impl Dev {
     }
 
     fn deliver_due(&mut self, isr: &Mutex<u32>) {
+        if self.delayed.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let mut i = 0;
         while i < self.delayed.len() {
@@ -622,11 +634,13 @@ fn device_thread(sh: Arc<Shared>) {
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_millis(20))
             .min(Duration::from_millis(20));
+        d.sleeping = true;
         d = sh
             .wake
             .wait_timeout(d, wait)
             .unwrap_or_else(|e| e.into_inner())
             .0;
+        d.sleeping = false;
     }
 }
 
@@ -678,6 +692,7 @@ impl SimDevice {
                 spare: Vec::new(),
                 batch: Vec::new(),
                 p2a_buf: Vec::new(),
+                sleeping: false,
             }),
             wake: Condvar::new(),
             isr: Mutex::new(0),
@@ -685,6 +700,7 @@ impl SimDevice {
             factory,
             mode: SimModeSwitch::new(),
             kick_hint: AtomicBool::new(false),
+            irq_waiters: AtomicUsize::new(0),
         });
         let s2 = sh.clone();
         let thread = std::thread::Builder::new()
@@ -915,11 +931,16 @@ impl IrqLine {
     /// `Transport::ack_interrupt`) or `timeout` passes; returns whether one is pending.
     pub fn wait(&self, timeout: Duration) -> bool {
         let g = lock(&self.sh.isr);
+        // Relaxed: changed and read only under the `isr` lock (held here, and released only
+        // inside the wait), which orders it against `Shared::serve`.
+        self.sh.irq_waiters.fetch_add(1, Ordering::Relaxed);
         let (g, _) = self
             .sh
             .irq
             .wait_timeout_while(g, timeout, |isr| *isr == 0)
             .unwrap_or_else(|e| e.into_inner());
+        // Relaxed: as above (the lock is held again).
+        self.sh.irq_waiters.fetch_sub(1, Ordering::Relaxed);
         *g != 0
     }
 
@@ -990,9 +1011,14 @@ impl Transport for SimTransport {
         let mut d = lock(&self.sh.dev);
         d.kicked = true;
         d.kicks += 1;
+        // A wake-up is a system call: only when the device thread sleeps on `wake` (it sets
+        // `sleeping` under the lock we hold, before its wait releases it).
+        let sleeping = d.sleeping;
         drop(d);
         self.sh.hint();
-        self.sh.wake.notify_all();
+        if sleeping {
+            self.sh.wake.notify_all();
+        }
     }
 
     fn get_status(&self) -> DeviceStatus {
