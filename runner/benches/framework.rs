@@ -441,12 +441,17 @@ fn ns(d: Duration, rounds: u64) -> f64 {
     d.as_nanos() as f64 / rounds as f64
 }
 
-/// Per backend, per sample: inline total, 5 steps, spin total (ns per round trip).
+/// Per backend, one entry per sample, each a ratio to the floors measured next to it.
 #[derive(Default, Clone)]
 struct Samples {
-    inline: Vec<f64>,
-    steps: [Vec<f64>; 5],
-    spin: Vec<f64>,
+    /// Inline round trip / pp, / mc.
+    inline_pp: Vec<f64>,
+    inline_mc: Vec<f64>,
+    /// Inline steps / pp, / mc (timer cost subtracted).
+    steps_pp: [Vec<f64>; 5],
+    steps_mc: [Vec<f64>; 5],
+    /// Spinning-remote round trip / pp.
+    spin_pp: Vec<f64>,
     allocs_inline: [f64; 2],
     allocs_spin: [f64; 2],
     error: Option<String>,
@@ -469,9 +474,25 @@ fn count_allocs(rounds: u64, run: impl FnOnce() -> R<Duration>) -> R<[f64; 2]> {
     Ok([get(0), get(1)])
 }
 
+/// "median (min–max)" of per-sample ratios.
+fn spread(v: &mut [f64]) -> String {
+    if v.is_empty() {
+        return "failed".into();
+    }
+    let m = median(v);
+    format!("{m:.2} ({:.2}–{:.2})", v[0], v[v.len() - 1])
+}
+
 fn main() {
     SIDE.with(|s| s.set(DRIVER));
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only NAME`: just that backend; `--no-spin`: skip (b) (e.g. to profile (a) alone).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let no_spin = args.iter().any(|a| a == "--no-spin");
     let (samples, rounds) = if quick {
         (5u64, 2_000u64)
     } else {
@@ -493,12 +514,16 @@ fn main() {
     let mut benches: Vec<(&str, Option<Box<dyn Bench>>)> = Vec::new();
     let mut res: Vec<Samples> = Vec::new();
     for (name, ctor) in ctors {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let mut s = Samples::default();
         let b = match ctor() {
             Ok(b) => match b.check(rounds / 10) {
                 Ok(()) => Some(b),
                 Err(e) => {
                     s.error = Some(format!("warm-up: {e}"));
+                    let _ = b.set_mode(SimMode::Normal);
                     None
                 }
             },
@@ -513,25 +538,42 @@ fn main() {
     let floor = PingPong::new();
     floor.run(rounds / 10);
 
-    let (mut pp, mut mc, mut tc) = (Vec::new(), Vec::new(), Vec::new());
+    // Floors of the whole run, for the header: pp / mc and timer / pp per sample.
+    let (mut pp_mc, mut timer_pp) = (Vec::new(), Vec::new());
     for sample in 0..samples {
-        pp.push(ns(floor.run(rounds), rounds));
-        mc.push(ns(memcpy_call(rounds), rounds));
-        tc.push(ns(timer_cost(rounds), rounds));
         for ((_, b), s) in benches.iter_mut().zip(res.iter_mut()) {
             let Some(bench) = b.as_ref() else { continue };
             let r = (|| -> R<()> {
-                s.inline.push(ns(bench.inline_total(rounds)?, rounds));
+                // Floors right next to each measurement: the machine is shared, and a floor
+                // taken while another job holds a core says nothing about the next second.
+                let pp1 = ns(floor.run(rounds), rounds);
+                let mc = ns(memcpy_call(rounds), rounds);
+                let tc = ns(timer_cost(rounds), rounds);
+                let inline = ns(bench.inline_total(rounds)?, rounds);
                 let st = bench.inline_steps(rounds)?;
-                for (v, d) in s.steps.iter_mut().zip(st) {
-                    v.push(ns(d, rounds));
+                let pp2 = ns(floor.run(rounds), rounds);
+                let pp = (pp1 + pp2) / 2.0;
+                pp_mc.push(pp / mc);
+                timer_pp.push(tc / pp);
+                s.inline_pp.push(inline / pp);
+                s.inline_mc.push(inline / mc);
+                for (k, d) in st.into_iter().enumerate() {
+                    let v = (ns(d, rounds) - tc).max(0.0);
+                    s.steps_pp[k].push(v / pp);
+                    s.steps_mc[k].push(v / mc);
+                }
+                if no_spin {
+                    return Ok(());
                 }
                 bench.set_mode(SimMode::Spin)?;
                 let d = bench.spin_total(rounds);
                 // Stop spinning before anything else is measured, even after a failure.
                 let m = bench.set_mode(SimMode::Stepped);
-                s.spin.push(ns(d?, rounds));
-                m
+                let spin = ns(d?, rounds);
+                m?;
+                let pp3 = ns(floor.run(rounds), rounds);
+                s.spin_pp.push(spin / ((pp2 + pp3) / 2.0));
+                Ok(())
             })();
             if let Err(e) = r {
                 s.error = Some(e);
@@ -544,11 +586,15 @@ fn main() {
     eprintln!();
 
     // (f): allocations per steady-state round trip (after the warm-up and the samples).
+    // Relaxed: a debug budget.
     TRACES_LEFT.store(traces, Ordering::Relaxed);
     for ((_, b), s) in benches.iter_mut().zip(res.iter_mut()) {
         let Some(bench) = b.as_ref() else { continue };
         let r = (|| -> R<()> {
             s.allocs_inline = count_allocs(rounds, || bench.inline_total(rounds))?;
+            if no_spin {
+                return Ok(());
+            }
             bench.set_mode(SimMode::Spin)?;
             let a = count_allocs(rounds, || bench.spin_total(rounds));
             let m = bench.set_mode(SimMode::Stepped);
@@ -561,66 +607,64 @@ fn main() {
             *b = None;
         }
     }
+    // Relaxed: as above.
     TRACES_LEFT.store(0, Ordering::Relaxed);
 
-    let pp = median(&mut pp);
-    let mc = median(&mut mc);
-    let tc = median(&mut tc);
     println!(
         "# fwipc framework benchmark\n\n{cores} cores; {samples} interleaved samples × {rounds} round \
-         trips, median; {PAYLOAD}-byte echo, polled; {} mode.\n",
+         trips, median of the per-sample ratios (min–max in brackets where shown); {PAYLOAD}-byte \
+         echo, polled; {} mode.\n",
         if quick { "--quick" } else { "full" }
     );
-    println!(
-        "Floors (same run): two-thread cache-line ping-pong round trip = 1 (`pp`); one-thread \
-         {PAYLOAD}-byte copy through a non-inlined call = {:.3} pp (`mc`). Per-step figures have \
-         one `Instant` pair ({:.2} pp) subtracted.\n",
-        mc / pp,
-        tc / pp
-    );
+    if pp_mc.is_empty() {
+        println!("No backend ran.");
+    } else {
+        println!(
+            "Floors, each measured next to every backend sample: `pp` = two-thread cache-line \
+             ping-pong round trip; `mc` = one-thread {PAYLOAD}-byte copy through a non-inlined \
+             call. In this run pp = {} mc. Per-step figures have one `Instant` pair \
+             ({:.2} pp) subtracted.\n",
+            spread(&mut pp_mc),
+            median(&mut timer_pp)
+        );
+    }
     println!("## (a) Framework cost: both sides in one thread\n");
     println!("| backend | round trip / pp | round trip / mc | sum of steps / pp |");
     println!("|---|---:|---:|---:|");
-    let mut steps_med: Vec<Option<[f64; 5]>> = Vec::new();
     for ((name, _), s) in benches.iter().zip(res.iter_mut()) {
-        if s.inline.is_empty() || s.steps[0].is_empty() {
-            steps_med.push(None);
+        if s.inline_pp.is_empty() {
             println!("| {name} | failed | | |");
             continue;
         }
-        let total = median(&mut s.inline);
-        let mut st = [0.0; 5];
-        for (o, v) in st.iter_mut().zip(s.steps.iter_mut()) {
-            *o = (median(v) - tc).max(0.0);
-        }
-        let sum: f64 = st.iter().sum();
+        let sum: f64 = s.steps_pp.iter_mut().map(|v| median(v)).sum();
         println!(
-            "| {name} | {:.2} | {:.1} | {:.2} |",
-            total / pp,
-            total / mc,
-            sum / pp
+            "| {name} | {} | {:.0} | {sum:.2} |",
+            spread(&mut s.inline_pp),
+            median(&mut s.inline_mc)
         );
-        steps_med.push(Some(st));
     }
-    println!("\nPer step, ratio to pp (and to mc):\n");
+    println!("\nPer step, ratio to pp (to mc in brackets):\n");
     println!("| backend | {} |", STEPS.join(" | "));
     println!("|---|{}", "---:|".repeat(5));
-    for ((name, _), st) in benches.iter().zip(&steps_med) {
-        let Some(st) = st else { continue };
-        let cells: Vec<String> = st
-            .iter()
-            .map(|v| format!("{:.2} ({:.0})", v / pp, v / mc))
+    for ((name, _), s) in benches.iter().zip(res.iter_mut()) {
+        if s.steps_pp[0].is_empty() {
+            continue;
+        }
+        let cells: Vec<String> = (0..5)
+            .map(|k| {
+                let a = median(&mut s.steps_pp[k]);
+                let b = median(&mut s.steps_mc[k]);
+                format!("{a:.2} ({b:.0})")
+            })
             .collect();
         println!("| {name} | {} |", cells.join(" | "));
     }
-    println!("\n## (b) Two threads, spinning remote\n");
-    println!("| backend | round trip / pp |");
-    println!("|---|---:|");
-    for ((name, _), s) in benches.iter().zip(res.iter_mut()) {
-        if s.spin.is_empty() {
-            println!("| {name} | failed |");
-        } else {
-            println!("| {name} | {:.2} |", median(&mut s.spin) / pp);
+    if !no_spin {
+        println!("\n## (b) Two threads, spinning remote\n");
+        println!("| backend | round trip / pp |");
+        println!("|---|---:|");
+        for ((name, _), s) in benches.iter().zip(res.iter_mut()) {
+            println!("| {name} | {} |", spread(&mut s.spin_pp));
         }
     }
     println!("\n## (f) Heap allocations per steady-state round trip\n");
@@ -640,10 +684,8 @@ fn main() {
     }
     eprintln!("finished in {:.1} s", began.elapsed().as_secs_f64());
     // Tear down with the remotes in their normal mode (the transports' shutdown waits on them).
-    for (_, b) in &benches {
-        if let Some(b) = b {
-            let _ = b.set_mode(SimMode::Normal);
-        }
+    for b in benches.iter().filter_map(|(_, b)| b.as_ref()) {
+        let _ = b.set_mode(SimMode::Normal);
     }
     drop(benches);
     if failed {
