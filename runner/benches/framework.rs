@@ -487,7 +487,7 @@ fn main() {
     SIDE.with(|s| s.set(DRIVER));
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only NAME`: just that backend; `--no-spin`: skip (b) (e.g. to profile (a) alone).
+    // `--only NAME`: just that backend; `--no-spin`: skip (b).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -511,6 +511,29 @@ fn main() {
         ("vchiq", pair::<VchiqFixture>),
         ("fastrpc", pair::<FastRpcFixture>),
     ];
+    // `--profile NAME`: only inline round trips of that backend for 5 s, nothing else (for a
+    // profiler).
+    if let Some(name) = args
+        .iter()
+        .position(|a| a == "--profile")
+        .and_then(|i| args.get(i + 1))
+    {
+        let Some((_, ctor)) = ctors.iter().find(|(n, _)| n == name) else {
+            eprintln!("no backend {name}");
+            std::process::exit(2);
+        };
+        let b = ctor().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(5) {
+            b.inline_total(10_000)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            n += 10_000;
+        }
+        eprintln!("{n} inline round trips");
+        let _ = b.set_mode(SimMode::Normal);
+        return;
+    }
     let mut benches: Vec<(&str, Option<Box<dyn Bench>>)> = Vec::new();
     let mut res: Vec<Samples> = Vec::new();
     for (name, ctor) in ctors {
