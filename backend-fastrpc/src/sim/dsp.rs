@@ -153,7 +153,18 @@ struct Shared {
     reset_hook: Mutex<Option<Hook>>,
     /// How the DSP thread runs ([`SimDsp::set_mode`]).
     mode: SimModeSwitch,
+    /// Spent buffers of finished calls, reused by the next ones.
+    spare: Mutex<Spare>,
 }
+
+/// Spent buffers kept for reuse (at most [`SPARE_MAX`] of each kind).
+#[derive(Default)]
+struct Spare {
+    shells: Vec<Decoded>,
+    bufs: Vec<Vec<u8>>,
+}
+
+const SPARE_MAX: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -189,6 +200,7 @@ impl SimDsp {
             stop: AtomicBool::new(false),
             reset_hook: Mutex::new(None),
             mode: SimModeSwitch::new(),
+            spare: Mutex::new(Spare::default()),
         });
         let s2 = sh.clone();
         let t = std::thread::Builder::new()
@@ -425,22 +437,73 @@ impl Shared {
         }
     }
 
+    /// An empty [`Decoded`] whose vectors keep the capacity of an earlier call's.
+    fn spare_decoded(&self) -> Decoded {
+        let mut sp = lock(&self.spare);
+        sp.shells.pop().unwrap_or_else(|| Decoded {
+            call: CallInfo {
+                pid: 0,
+                tid: 0,
+                handle: 0,
+                sc: Scalars(0),
+                in_fds: Vec::new(),
+            },
+            ins: Vec::new(),
+            outs: Vec::new(),
+            out_at: Vec::new(),
+        })
+    }
+
+    /// A zeroed buffer of `len` bytes, reusing a spent one when there is one.
+    fn spare_buf(&self, len: usize) -> Vec<u8> {
+        let mut b = lock(&self.spare).bufs.pop().unwrap_or_default();
+        b.clear();
+        b.resize(len, 0);
+        b
+    }
+
+    fn give_buf(&self, b: Vec<u8>) {
+        let mut sp = lock(&self.spare);
+        if sp.bufs.len() < SPARE_MAX {
+            sp.bufs.push(b);
+        }
+    }
+
+    /// Give a finished call's buffers back to the spare pool.
+    fn recycle(&self, mut d: Decoded) {
+        let mut sp = lock(&self.spare);
+        for b in d.ins.drain(..).chain(d.outs.drain(..)) {
+            if sp.bufs.len() < SPARE_MAX {
+                sp.bufs.push(b);
+            }
+        }
+        d.out_at.clear();
+        d.call.in_fds.clear();
+        if sp.shells.len() < SPARE_MAX {
+            sp.shells.push(d);
+        }
+    }
+
     /// Read a request's buffers from the payload, as the DSP does.
     fn decode(&self, msg: &FastRpcMsg) -> Result<Decoded, i32> {
         let bad = aee::dsp(aee::EBADPARM);
         let sc = Scalars(msg.sc.get());
         let n = sc.len();
-        let mut ins: Vec<Vec<u8>> = Vec::new();
-        let mut outs: Vec<Vec<u8>> = Vec::new();
-        let mut out_at = Vec::new();
-        let mut in_fds = Vec::new();
+        // Buffers come from the spare pool (`recycle` gives them back): the steady-state invoke
+        // allocates nothing on the DSP side.
+        let Decoded {
+            call: CallInfo { mut in_fds, .. },
+            mut ins,
+            mut outs,
+            mut out_at,
+        } = self.spare_decoded();
         let addr = msg.addr.get();
         if n > 0 {
             let metalen = wire::metalen(n);
             if addr == 0 || msg.size.get() < metalen as u64 {
                 return Err(bad);
             }
-            let mut meta = vec![0u8; metalen];
+            let mut meta = self.spare_buf(metalen);
             if !self.bus.read(addr, &mut meta) {
                 return Err(bad);
             }
@@ -466,7 +529,7 @@ impl Shared {
                     Some(a)
                 };
                 if i < sc.inbufs() {
-                    let mut b = vec![0u8; len as usize];
+                    let mut b = self.spare_buf(len as usize);
                     if let Some(a) = at {
                         if !self.bus.read(a, &mut b) {
                             return Err(bad);
@@ -474,7 +537,7 @@ impl Shared {
                     }
                     ins.push(b);
                 } else {
-                    outs.push(vec![0u8; len as usize]);
+                    outs.push(self.spare_buf(len as usize));
                     out_at.push((i, at, len));
                 }
             }
@@ -484,6 +547,7 @@ impl Shared {
                     in_fds.push(d.fd.get());
                 }
             }
+            self.give_buf(meta);
         }
         Ok(Decoded {
             call: CallInfo {
@@ -551,6 +615,7 @@ impl Shared {
             }
         };
         self.write_back(msg, &d, r);
+        self.recycle(d);
         Some(r)
     }
 
