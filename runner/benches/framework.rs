@@ -441,21 +441,22 @@ fn ns(d: Duration, rounds: u64) -> f64 {
     d.as_nanos() as f64 / rounds as f64
 }
 
-/// Per backend, one entry per sample, each a ratio to the floors measured next to it.
+/// Per backend, one entry per sample: the floors measured next to it and the measurement, in ns.
 #[derive(Default, Clone)]
 struct Samples {
-    /// Inline round trip / pp, / mc.
-    inline_pp: Vec<f64>,
-    inline_mc: Vec<f64>,
-    /// Inline steps / pp, / mc (timer cost subtracted).
-    steps_pp: [Vec<f64>; 5],
-    steps_mc: [Vec<f64>; 5],
-    /// Spinning-remote round trip / pp.
-    spin_pp: Vec<f64>,
+    /// (pp, mc, timer, inline round trip, the 5 steps).
+    inline: Vec<(f64, f64, f64, f64, [f64; 5])>,
+    /// (pp, spinning-remote round trip).
+    spin: Vec<(f64, f64)>,
     allocs_inline: [f64; 2],
     allocs_spin: [f64; 2],
     error: Option<String>,
 }
+
+/// A two-thread floor sample more than this many times the run's best one was taken while the
+/// two threads did not have a core each (the machine is shared): that sample's pp ratios are
+/// left out, and the count of samples kept is printed.
+const PP_DEGRADED: f64 = 2.0;
 
 /// Allocations per round trip on (driver, remote) over `rounds` round trips of `run`.
 fn count_allocs(rounds: u64, run: impl FnOnce() -> R<Duration>) -> R<[f64; 2]> {
@@ -477,7 +478,7 @@ fn count_allocs(rounds: u64, run: impl FnOnce() -> R<Duration>) -> R<[f64; 2]> {
 /// "median (min–max)" of per-sample ratios.
 fn spread(v: &mut [f64]) -> String {
     if v.is_empty() {
-        return "failed".into();
+        return "no sample".into();
     }
     let m = median(v);
     format!("{m:.2} ({:.2}–{:.2})", v[0], v[v.len() - 1])
@@ -496,7 +497,7 @@ fn main() {
     let (samples, rounds) = if quick {
         (5u64, 2_000u64)
     } else {
-        (15, 20_000)
+        (21, 20_000)
     };
     let traces = std::env::var("FWIPC_BENCH_ALLOC_TRACE")
         .ok()
@@ -561,8 +562,6 @@ fn main() {
     let floor = PingPong::new();
     floor.run(rounds / 10);
 
-    // Floors of the whole run, for the header: pp / mc and timer / pp per sample.
-    let (mut pp_mc, mut timer_pp) = (Vec::new(), Vec::new());
     for sample in 0..samples {
         for ((_, b), s) in benches.iter_mut().zip(res.iter_mut()) {
             let Some(bench) = b.as_ref() else { continue };
@@ -575,16 +574,8 @@ fn main() {
                 let inline = ns(bench.inline_total(rounds)?, rounds);
                 let st = bench.inline_steps(rounds)?;
                 let pp2 = ns(floor.run(rounds), rounds);
-                let pp = (pp1 + pp2) / 2.0;
-                pp_mc.push(pp / mc);
-                timer_pp.push(tc / pp);
-                s.inline_pp.push(inline / pp);
-                s.inline_mc.push(inline / mc);
-                for (k, d) in st.into_iter().enumerate() {
-                    let v = (ns(d, rounds) - tc).max(0.0);
-                    s.steps_pp[k].push(v / pp);
-                    s.steps_mc[k].push(v / mc);
-                }
+                let steps = st.map(|d| (ns(d, rounds) - tc).max(0.0));
+                s.inline.push((pp1.max(pp2), mc, tc, inline, steps));
                 if no_spin {
                     return Ok(());
                 }
@@ -595,7 +586,7 @@ fn main() {
                 let spin = ns(d?, rounds);
                 m?;
                 let pp3 = ns(floor.run(rounds), rounds);
-                s.spin_pp.push(spin / ((pp2 + pp3) / 2.0));
+                s.spin.push((pp2.max(pp3), spin));
                 Ok(())
             })();
             if let Err(e) = r {
@@ -633,6 +624,29 @@ fn main() {
     // Relaxed: as above.
     TRACES_LEFT.store(0, Ordering::Relaxed);
 
+    // The run's best two-thread floor; samples whose adjacent floor is far above it are left
+    // out of the pp ratios.
+    let pp_best = res
+        .iter()
+        .flat_map(|s| {
+            s.inline
+                .iter()
+                .map(|x| x.0)
+                .chain(s.spin.iter().map(|x| x.0))
+        })
+        .fold(f64::INFINITY, f64::min);
+    let ok = |pp: f64| pp <= PP_DEGRADED * pp_best;
+    let (mut pp_mc, mut timer_pp, mut total, mut kept) = (Vec::new(), Vec::new(), 0, 0);
+    for s in &res {
+        for x in &s.inline {
+            total += 1;
+            if ok(x.0) {
+                kept += 1;
+                pp_mc.push(x.0 / x.1);
+                timer_pp.push(x.2 / x.0);
+            }
+        }
+    }
     println!(
         "# fwipc framework benchmark\n\n{cores} cores; {samples} interleaved samples × {rounds} round \
          trips, median of the per-sample ratios (min–max in brackets where shown); {PAYLOAD}-byte \
@@ -640,54 +654,86 @@ fn main() {
         if quick { "--quick" } else { "full" }
     );
     if pp_mc.is_empty() {
-        println!("No backend ran.");
+        println!("No backend sample with an undisturbed two-thread floor.\n");
     } else {
         println!(
-            "Floors, each measured next to every backend sample: `pp` = two-thread cache-line \
+            "Floors, measured next to every backend sample: `pp` = two-thread cache-line \
              ping-pong round trip; `mc` = one-thread {PAYLOAD}-byte copy through a non-inlined \
-             call. In this run pp = {} mc. Per-step figures have one `Instant` pair \
+             call. pp = {} mc. Ratios to pp use the {kept} of {total} samples whose pp was within \
+             {PP_DEGRADED}× the run's best (the others ran while the machine's other work held a \
+             core); ratios to mc use every sample. Per-step figures have one `Instant` pair \
              ({:.2} pp) subtracted.\n",
             spread(&mut pp_mc),
             median(&mut timer_pp)
         );
     }
     println!("## (a) Framework cost: both sides in one thread\n");
-    println!("| backend | round trip / pp | round trip / mc | sum of steps / pp |");
+    println!("| backend | round trip / pp | round trip / mc | sum of steps / mc |");
     println!("|---|---:|---:|---:|");
-    for ((name, _), s) in benches.iter().zip(res.iter_mut()) {
-        if s.inline_pp.is_empty() {
+    for ((name, _), s) in benches.iter().zip(res.iter()) {
+        if s.inline.is_empty() {
             println!("| {name} | failed | | |");
             continue;
         }
-        let sum: f64 = s.steps_pp.iter_mut().map(|v| median(v)).sum();
+        let mut by_pp: Vec<f64> = s
+            .inline
+            .iter()
+            .filter(|x| ok(x.0))
+            .map(|x| x.3 / x.0)
+            .collect();
+        let mut by_mc: Vec<f64> = s.inline.iter().map(|x| x.3 / x.1).collect();
+        let sum: f64 = (0..5)
+            .map(|k| median(&mut s.inline.iter().map(|x| x.4[k] / x.1).collect::<Vec<_>>()))
+            .sum();
         println!(
-            "| {name} | {} | {:.0} | {sum:.2} |",
-            spread(&mut s.inline_pp),
-            median(&mut s.inline_mc)
+            "| {name} | {} | {} | {sum:.0} |",
+            spread(&mut by_pp),
+            spread(&mut by_mc)
         );
     }
-    println!("\nPer step, ratio to pp (to mc in brackets):\n");
+    println!("\nPer step, ratio to mc (to pp in brackets):\n");
     println!("| backend | {} |", STEPS.join(" | "));
     println!("|---|{}", "---:|".repeat(5));
-    for ((name, _), s) in benches.iter().zip(res.iter_mut()) {
-        if s.steps_pp[0].is_empty() {
+    for ((name, _), s) in benches.iter().zip(res.iter()) {
+        if s.inline.is_empty() {
             continue;
         }
         let cells: Vec<String> = (0..5)
             .map(|k| {
-                let a = median(&mut s.steps_pp[k]);
-                let b = median(&mut s.steps_mc[k]);
-                format!("{a:.2} ({b:.0})")
+                let a = median(&mut s.inline.iter().map(|x| x.4[k] / x.1).collect::<Vec<_>>());
+                let mut v: Vec<f64> = s
+                    .inline
+                    .iter()
+                    .filter(|x| ok(x.0))
+                    .map(|x| x.4[k] / x.0)
+                    .collect();
+                let b = if v.is_empty() {
+                    f64::NAN
+                } else {
+                    median(&mut v)
+                };
+                format!("{a:.0} ({b:.2})")
             })
             .collect();
         println!("| {name} | {} |", cells.join(" | "));
     }
     if !no_spin {
         println!("\n## (b) Two threads, spinning remote\n");
-        println!("| backend | round trip / pp |");
-        println!("|---|---:|");
-        for ((name, _), s) in benches.iter().zip(res.iter_mut()) {
-            println!("| {name} | {} |", spread(&mut s.spin_pp));
+        println!("| backend | round trip / pp | samples kept |");
+        println!("|---|---:|---:|");
+        for ((name, _), s) in benches.iter().zip(res.iter()) {
+            let mut v: Vec<f64> = s
+                .spin
+                .iter()
+                .filter(|x| ok(x.0))
+                .map(|x| x.1 / x.0)
+                .collect();
+            println!(
+                "| {name} | {} | {} of {} |",
+                spread(&mut v),
+                v.len(),
+                s.spin.len()
+            );
         }
     }
     println!("\n## (f) Heap allocations per steady-state round trip\n");
