@@ -7,11 +7,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use fwipc_transport_api::fixture::{echo_reply, Fault};
+use fwipc_transport_api::fixture::{echo_reply_byte, Fault};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::consts::make_fourcc;
-use crate::frame::{FrameHeader, FRAME_HEADER, NOTIFY};
+use crate::frame::{FrameHeader, NOTIFY};
 use crate::service::{
     BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler,
 };
@@ -20,9 +20,6 @@ use crate::VchiqError;
 
 /// The echo service's fourcc.
 pub const ECHO_FOURCC: u32 = make_fourcc(*b"echo");
-
-/// Replies up to this size (header included) are built on the stack.
-const ECHO_STACK_REPLY: usize = 4096;
 
 struct EchoState {
     fault: Fault,
@@ -34,6 +31,8 @@ struct EchoState {
     listener: Option<ServiceHandle>,
     notify_seq: u32,
     bulk_tag: u64,
+    /// The reply being built (reused).
+    reply_buf: Vec<u8>,
 }
 
 /// The echo service.
@@ -69,6 +68,7 @@ impl EchoService {
                 listener: None,
                 notify_seq: 0,
                 bulk_tag: 0,
+                reply_buf: Vec::new(),
             }),
             received: AtomicU64::new(0),
         }
@@ -201,19 +201,13 @@ impl ServiceHandler for EchoService {
                     Fault::CorruptLength => (h.token, h.len.wrapping_add(1000)),
                     _ => (h.token, h.len),
                 };
-                // The reply is built on the stack (a slot message is at most a slot long): the
-                // steady-state echo allocates nothing.
-                let mut stack = [0u8; ECHO_STACK_REPLY];
-                let mut heap = Vec::new();
-                let reply: &mut [u8] = if FRAME_HEADER + body.len() <= stack.len() {
-                    &mut stack[..FRAME_HEADER + body.len()]
-                } else {
-                    heap.resize(FRAME_HEADER + body.len(), 0);
-                    &mut heap
-                };
-                reply[..FRAME_HEADER].copy_from_slice(FrameHeader { token, len }.as_bytes());
-                echo_reply(body, &mut reply[FRAME_HEADER..]);
-                let reply: &[u8] = reply;
+                // The reply is built in the service's own buffer, reused from message to message:
+                // the steady-state echo allocates nothing (and clears nothing it then overwrites).
+                let mut buf = std::mem::take(&mut s.reply_buf);
+                buf.clear();
+                buf.extend_from_slice(FrameHeader { token, len }.as_bytes());
+                buf.extend(body.iter().map(|&b| echo_reply_byte(b)));
+                let reply: &[u8] = &buf;
                 let r = match fault {
                     Fault::None | Fault::WrongToken | Fault::CorruptLength => {
                         v.queue_message(ctx.handle, reply)
@@ -240,6 +234,7 @@ impl ServiceHandler for EchoService {
                         v.queue_message(ctx.handle, reply)
                     }
                 };
+                s.reply_buf = buf;
                 if r == Err(VchiqError::Retry) {
                     // No slot for the reply: redeliver on the next event (nothing logged yet).
                     return Deliver::Retry;
