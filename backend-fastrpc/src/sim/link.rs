@@ -3,7 +3,7 @@
 //! or queue for the AP to pull (polled mode).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,10 @@ pub struct SimLink {
     spare: Mutex<Vec<Vec<u8>>>,
     /// The DSP thread waits in [`SimLink::dsp_recv`]; changed and read under the `to_dsp` lock.
     dsp_waiting: AtomicBool,
+    /// Datagrams in `to_dsp` and `to_ap` (written under their locks, read without them as a
+    /// hint).
+    to_dsp_len: AtomicUsize,
+    to_ap_len: AtomicUsize,
 }
 
 /// Spent datagram buffers kept for reuse.
@@ -64,15 +68,24 @@ impl SimLink {
             // Relaxed: as above (the lock is held again).
             self.dsp_waiting.store(false, Ordering::Relaxed);
         }
-        q.pop_front()
+        let d = q.pop_front();
+        // Relaxed: a hint (see `dsp_try_recv`), kept under the lock.
+        self.to_dsp_len.store(q.len(), Ordering::Relaxed);
+        d
     }
 
     /// DSP side: the next AP datagram, if one is queued (no wait).
     pub fn dsp_try_recv(&self) -> Option<Vec<u8>> {
-        self.to_dsp
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
+        // Relaxed: a hint that spares a spinning DSP the lock (a locked access on every turn
+        // takes the line from the AP); the queue itself is read under the lock.
+        if self.to_dsp_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
+        let d = q.pop_front();
+        // Relaxed: as above, kept under the lock.
+        self.to_dsp_len.store(q.len(), Ordering::Relaxed);
+        d
     }
 
     /// Give a datagram buffer back for reuse (after [`SimLink::dsp_recv`] or
@@ -108,10 +121,10 @@ impl SimLink {
             Some(f) => f(bytes),
             None => {
                 let d = self.datagram(bytes);
-                self.to_ap
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_back(d)
+                let mut q = self.to_ap.lock().unwrap_or_else(|p| p.into_inner());
+                q.push_back(d);
+                // Relaxed: a hint (see `try_recv`), kept under the lock.
+                self.to_ap_len.store(q.len(), Ordering::Relaxed);
             }
         }
     }
@@ -126,6 +139,8 @@ impl PacketChannel for SimLink {
         let d = self.datagram(msg);
         let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
         q.push_back(d);
+        // Relaxed: a hint for a spinning DSP (see `dsp_try_recv`), kept under the lock.
+        self.to_dsp_len.store(q.len(), Ordering::Relaxed);
         // A wake-up is a system call: only when the DSP thread waits for a datagram.
         // Relaxed: read under the `to_dsp` lock (see `dsp_recv`).
         let waiting = self.dsp_waiting.load(Ordering::Relaxed);
@@ -137,11 +152,18 @@ impl PacketChannel for SimLink {
     }
 
     fn try_recv(&self, buf: &mut [u8]) -> Option<usize> {
-        let m = self
-            .to_ap
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()?;
+        // Relaxed: a hint that spares a polling AP the lock while nothing is queued (the DSP
+        // pushes under it); the queue itself is read under the lock.
+        if self.to_ap_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let m = {
+            let mut q = self.to_ap.lock().unwrap_or_else(|p| p.into_inner());
+            let m = q.pop_front();
+            // Relaxed: as above, kept under the lock.
+            self.to_ap_len.store(q.len(), Ordering::Relaxed);
+            m?
+        };
         let n = m.len().min(buf.len());
         buf[..n].copy_from_slice(&m[..n]);
         let len = m.len();

@@ -600,8 +600,12 @@ fn device_thread(sh: Arc<Shared>) {
                 // Spin without the lock until the driver kicks (or every 4096 turns, for
                 // device-side work such as delayed replies).
                 for _ in 0..4096 {
-                    // Acquire: pairs with the Release store in `Shared::hint`.
-                    if sh.kick_hint.swap(false, Ordering::Acquire) {
+                    // A plain load first: a read-modify-write on every turn would take the
+                    // line away from the driver each time. Relaxed: only a hint; Acquire: the
+                    // swap pairs with the Release store in `Shared::hint`.
+                    if sh.kick_hint.load(Ordering::Relaxed)
+                        && sh.kick_hint.swap(false, Ordering::Acquire)
+                    {
                         break;
                     }
                     std::hint::spin_loop();
