@@ -432,6 +432,23 @@ fn pair<F: Fixture + 'static>() -> R<Box<dyn Bench>> {
 
 // ---- the run ----------------------------------------------------------------------------------
 
+/// Today's UTC date, `YYYY-MM-DD` (civil-from-days, H. Hinnant's algorithm).
+fn utc_date() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -648,10 +665,12 @@ fn main() {
         }
     }
     println!(
-        "# fwipc framework benchmark\n\n{cores} cores; {samples} interleaved samples × {rounds} round \
+        "# fwipc framework benchmark\n\n{} UTC, `cargo bench -p fwipc-runner --bench framework{}`; \
+         {cores} cores; {samples} interleaved samples × {rounds} round \
          trips, median of the per-sample ratios (min–max in brackets where shown); {PAYLOAD}-byte \
-         echo, polled; {} mode.\n",
-        if quick { "--quick" } else { "full" }
+         echo, polled.\n",
+        utc_date(),
+        if quick { " -- --quick" } else { "" }
     );
     if pp_mc.is_empty() {
         println!("No backend sample with an undisturbed two-thread floor.\n");
