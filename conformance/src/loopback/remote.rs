@@ -113,7 +113,7 @@ impl Remote {
 
     /// Write the echo reply into the request's buffer and post a reply record (or a faulty one).
     fn answer(&self, rec: ReqRecord, fault: Fault) {
-        {
+        let len = {
             let _in = self.shared.remote_lock.lock();
             // Acquire: pairs with the Release in shutdown; once dead, buffers are not ours.
             if self.shared.dead.load(Ordering::Acquire) {
@@ -124,8 +124,8 @@ impl Remote {
             };
             let len = buf.len();
             buf.with_mut(|d| d[..len].iter_mut().for_each(|b| *b = echo_reply_byte(*b)));
-        }
-        let len = self.shared.pool.get(rec.slot).map_or(0, |b| b.len()) as u32;
+            len as u32
+        };
         let mut r = ReplyRecord {
             magic: MAGIC,
             token: rec.token,
