@@ -207,7 +207,8 @@ pub fn notifications<F: Fixture>() -> Verdict {
     Verdict::Pass
 }
 
-/// The simulated remote's benchmark modes ([`SimMode`]): in `Stepped` the remote answers only
+/// The simulated remote's benchmark modes
+/// ([`SimMode`](fwipc_transport_api::fixture::SimMode)): in `Stepped` the remote answers only
 /// when the caller runs [`RemoteControl::step`](fwipc_transport_api::fixture::RemoteControl::step)
 /// (and not before: its own thread is idle), in `Spin` its own thread answers, and back in
 /// `Normal` everything works as before. Polled mode; `NotApplicable` if the simulator has no
