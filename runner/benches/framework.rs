@@ -120,6 +120,54 @@ fn as_side<R>(side: u8, f: impl FnOnce() -> R) -> R {
 
 // ---- floors -----------------------------------------------------------------------------------
 
+/// Chunks a measurement is timed in.
+const CHUNKS: usize = 20;
+
+/// Times a run of `rounds` in [`CHUNKS`] equal chunks; the run's figure is the median chunk (ns
+/// per round), so a time slice lost to the machine's other work spoils one chunk, not the sample.
+struct Chunked {
+    per: u64,
+    left: u64,
+    t: [f64; CHUNKS],
+    n: usize,
+    start: Instant,
+}
+
+impl Chunked {
+    fn new(rounds: u64) -> Self {
+        let per = (rounds / CHUNKS as u64).max(1);
+        Chunked {
+            per,
+            left: per,
+            t: [0.0; CHUNKS],
+            n: 0,
+            start: Instant::now(),
+        }
+    }
+
+    /// After each round.
+    #[inline]
+    fn tick(&mut self) {
+        self.left -= 1;
+        if self.left == 0 {
+            self.left = self.per;
+            let now = Instant::now();
+            if self.n < CHUNKS {
+                self.t[self.n] = (now - self.start).as_nanos() as f64 / self.per as f64;
+                self.n += 1;
+            }
+            self.start = now;
+        }
+    }
+
+    /// Median ns per round over the chunks.
+    fn median(mut self) -> f64 {
+        let t = &mut self.t[..self.n.max(1)];
+        t.sort_by(|a, b| a.total_cmp(b));
+        t[t.len() / 2]
+    }
+}
+
 /// Two threads ping-pong one cache line (Acquire/Release), one round trip per round. The partner
 /// spins only while a sample runs and parks between samples, so it never competes with the
 /// backends' measurements for the two cores.
@@ -165,7 +213,8 @@ impl PingPong {
         }
     }
 
-    fn run(&self, rounds: u64) -> Duration {
+    /// `rounds` round trips; the median chunk's ns per round trip.
+    fn run(&self, rounds: u64) -> f64 {
         // Relaxed: only this thread writes between samples (the partner is parked).
         let base = self.line.load(Ordering::Relaxed);
         // Release: publishes the end of this sample to the partner.
@@ -173,7 +222,7 @@ impl PingPong {
         if let Some(t) = &self.th {
             t.thread().unpark();
         }
-        let start = Instant::now();
+        let mut c = Chunked::new(rounds);
         for i in 0..rounds {
             let v = base + 2 * i;
             // Release/Acquire: see the partner's loop.
@@ -181,8 +230,9 @@ impl PingPong {
             while self.line.load(Ordering::Acquire) != v + 2 {
                 std::hint::spin_loop();
             }
+            c.tick();
         }
-        start.elapsed()
+        c.median()
     }
 }
 
@@ -203,15 +253,16 @@ fn copy_call(src: &[u8; PAYLOAD], dst: &mut [u8; PAYLOAD]) {
     dst.copy_from_slice(src);
 }
 
-fn memcpy_call(rounds: u64) -> Duration {
+fn memcpy_call(rounds: u64) -> f64 {
     let src = [0x5au8; PAYLOAD];
     let mut dst = [0u8; PAYLOAD];
-    let start = Instant::now();
+    let mut c = Chunked::new(rounds);
     for _ in 0..rounds {
         copy_call(black_box(&src), black_box(&mut dst));
+        c.tick();
     }
     black_box(&dst);
-    start.elapsed()
+    c.median()
 }
 
 /// What one `Instant::now()` pair costs (subtracted from each timed step).
@@ -246,12 +297,13 @@ type R<T> = Result<T, String>;
 
 /// One backend's pair under benchmark.
 trait Bench {
-    /// Inline (one thread): `rounds` round trips, total time.
-    fn inline_total(&self, rounds: u64) -> R<Duration>;
+    /// Inline (one thread): `rounds` round trips, ns per round trip (median chunk).
+    fn inline_total(&self, rounds: u64) -> R<f64>;
     /// Inline, every step timed on its own: summed time per step.
     fn inline_steps(&self, rounds: u64) -> R<[Duration; 5]>;
-    /// Remote spinning on its own thread: `rounds` round trips, total time.
-    fn spin_total(&self, rounds: u64) -> R<Duration>;
+    /// Remote spinning on its own thread: `rounds` round trips, ns per round trip (median
+    /// chunk).
+    fn spin_total(&self, rounds: u64) -> R<f64>;
     /// Inline round trips checking the reply bytes (warm-up).
     fn check(&self, rounds: u64) -> R<()>;
     fn set_mode(&self, mode: SimMode) -> R<()>;
@@ -330,17 +382,18 @@ impl<F: Fixture> Bench for Pair<F> {
         Ok(())
     }
 
-    fn inline_total(&self, rounds: u64) -> R<Duration> {
+    fn inline_total(&self, rounds: u64) -> R<f64> {
         let payload = [0x5au8; PAYLOAD];
         let mut out = [0u8; 64];
-        let start = Instant::now();
+        let mut c = Chunked::new(rounds);
         for _ in 0..rounds {
             let n = self.inline_once(&payload, &mut out)?;
             if n != PAYLOAD {
                 return Err(format!("echo reply of {n} bytes"));
             }
+            c.tick();
         }
-        Ok(start.elapsed())
+        Ok(c.median())
     }
 
     fn inline_steps(&self, rounds: u64) -> R<[Duration; 5]> {
@@ -384,11 +437,11 @@ impl<F: Fixture> Bench for Pair<F> {
         Ok(acc)
     }
 
-    fn spin_total(&self, rounds: u64) -> R<Duration> {
+    fn spin_total(&self, rounds: u64) -> R<f64> {
         let t = self.fx.transport();
         let payload = [0x5au8; PAYLOAD];
         let mut out = [0u8; 64];
-        let start = Instant::now();
+        let mut c = Chunked::new(rounds);
         for _ in 0..rounds {
             let ticket = t
                 .send(&self.request(&payload))
@@ -418,8 +471,9 @@ impl<F: Fixture> Bench for Pair<F> {
             if n != Ok(PAYLOAD) {
                 return Err(format!("fetch_response: {n:?}"));
             }
+            c.tick();
         }
-        Ok(start.elapsed())
+        Ok(c.median())
     }
 }
 
@@ -476,7 +530,7 @@ struct Samples {
 const PP_DEGRADED: f64 = 2.0;
 
 /// Allocations per round trip on (driver, remote) over `rounds` round trips of `run`.
-fn count_allocs(rounds: u64, run: impl FnOnce() -> R<Duration>) -> R<[f64; 2]> {
+fn count_allocs(rounds: u64, run: impl FnOnce() -> R<f64>) -> R<[f64; 2]> {
     for a in &ALLOCS {
         // Relaxed: counters, nothing else is published through them.
         a.store(0, Ordering::Relaxed);
@@ -585,12 +639,12 @@ fn main() {
             let r = (|| -> R<()> {
                 // Floors right next to each measurement: the machine is shared, and a floor
                 // taken while another job holds a core says nothing about the next second.
-                let pp1 = ns(floor.run(rounds), rounds);
-                let mc = ns(memcpy_call(rounds), rounds);
+                let pp1 = floor.run(rounds);
+                let mc = memcpy_call(rounds);
                 let tc = ns(timer_cost(rounds), rounds);
-                let inline = ns(bench.inline_total(rounds)?, rounds);
+                let inline = bench.inline_total(rounds)?;
                 let st = bench.inline_steps(rounds)?;
-                let pp2 = ns(floor.run(rounds), rounds);
+                let pp2 = floor.run(rounds);
                 let steps = st.map(|d| (ns(d, rounds) - tc).max(0.0));
                 s.inline.push((pp1.max(pp2), mc, tc, inline, steps));
                 if no_spin {
@@ -600,9 +654,9 @@ fn main() {
                 let d = bench.spin_total(rounds);
                 // Stop spinning before anything else is measured, even after a failure.
                 let m = bench.set_mode(SimMode::Stepped);
-                let spin = ns(d?, rounds);
+                let spin = d?;
                 m?;
-                let pp3 = ns(floor.run(rounds), rounds);
+                let pp3 = floor.run(rounds);
                 s.spin.push((pp2.max(pp3), spin));
                 Ok(())
             })();
@@ -653,14 +707,14 @@ fn main() {
         })
         .fold(f64::INFINITY, f64::min);
     let ok = |pp: f64| pp <= PP_DEGRADED * pp_best;
-    let (mut pp_mc, mut timer_pp, mut total, mut kept) = (Vec::new(), Vec::new(), 0, 0);
+    let (mut pp_mc, mut timer_mc, mut total, mut kept) = (Vec::new(), Vec::new(), 0, 0);
     for s in &res {
         for x in &s.inline {
             total += 1;
+            timer_mc.push(x.2 / x.1);
             if ok(x.0) {
                 kept += 1;
                 pp_mc.push(x.0 / x.1);
-                timer_pp.push(x.2 / x.0);
             }
         }
     }
@@ -680,10 +734,10 @@ fn main() {
              ping-pong round trip; `mc` = one-thread {PAYLOAD}-byte copy through a non-inlined \
              call. pp = {} mc. Ratios to pp use the {kept} of {total} samples whose pp was within \
              {PP_DEGRADED}× the run's best (the others ran while the machine's other work held a \
-             core); ratios to mc use every sample. Per-step figures have one `Instant` pair \
-             ({:.2} pp) subtracted.\n",
+             core); ratios to mc use every sample. A sample's figure is the median of its \
+             {CHUNKS} chunks. Per-step figures have one `Instant` pair ({:.0} mc) subtracted.\n",
             spread(&mut pp_mc),
-            median(&mut timer_pp)
+            median(&mut timer_mc)
         );
     }
     println!("## (a) Framework cost: both sides in one thread\n");
@@ -710,7 +764,7 @@ fn main() {
             spread(&mut by_mc)
         );
     }
-    println!("\nPer step, ratio to mc (to pp in brackets):\n");
+    println!("\nPer step, ratio to mc (median over every sample):\n");
     println!("| backend | {} |", STEPS.join(" | "));
     println!("|---|{}", "---:|".repeat(5));
     for ((name, _), s) in benches.iter().zip(res.iter()) {
@@ -720,18 +774,7 @@ fn main() {
         let cells: Vec<String> = (0..5)
             .map(|k| {
                 let a = median(&mut s.inline.iter().map(|x| x.4[k] / x.1).collect::<Vec<_>>());
-                let mut v: Vec<f64> = s
-                    .inline
-                    .iter()
-                    .filter(|x| ok(x.0))
-                    .map(|x| x.4[k] / x.0)
-                    .collect();
-                let b = if v.is_empty() {
-                    f64::NAN
-                } else {
-                    median(&mut v)
-                };
-                format!("{a:.0} ({b:.2})")
+                format!("{a:.0}")
             })
             .collect();
         println!("| {name} | {} |", cells.join(" | "));
