@@ -517,8 +517,8 @@ fn ns(d: Duration, rounds: u64) -> f64 {
 struct Samples {
     /// (pp, mc, timer, inline round trip, the 5 steps).
     inline: Vec<(f64, f64, f64, f64, [f64; 5])>,
-    /// (pp, spinning-remote round trip).
-    spin: Vec<(f64, f64)>,
+    /// (pp, mc, spinning-remote round trip).
+    spin: Vec<(f64, f64, f64)>,
     allocs_inline: [f64; 2],
     allocs_spin: [f64; 2],
     error: Option<String>,
@@ -657,7 +657,7 @@ fn main() {
                 let spin = d?;
                 m?;
                 let pp3 = floor.run(rounds);
-                s.spin.push((pp2.max(pp3), spin));
+                s.spin.push((pp2.max(pp3), mc, spin));
                 Ok(())
             })();
             if let Err(e) = r {
@@ -781,20 +781,22 @@ fn main() {
     }
     if !no_spin {
         println!("\n## (b) Two threads, spinning remote\n");
-        println!("| backend | round trip / pp | samples kept |");
-        println!("|---|---:|---:|");
+        println!("| backend | round trip / pp | samples kept | round trip / mc |");
+        println!("|---|---:|---:|---:|");
         for ((name, _), s) in benches.iter().zip(res.iter()) {
             let mut v: Vec<f64> = s
                 .spin
                 .iter()
                 .filter(|x| ok(x.0))
-                .map(|x| x.1 / x.0)
+                .map(|x| x.2 / x.0)
                 .collect();
+            let mut m: Vec<f64> = s.spin.iter().map(|x| x.2 / x.1).collect();
             println!(
-                "| {name} | {} | {} of {} |",
+                "| {name} | {} | {} of {} | {} |",
                 spread(&mut v),
                 v.len(),
-                s.spin.len()
+                s.spin.len(),
+                spread(&mut m)
             );
         }
     }
