@@ -606,6 +606,13 @@ fn main() {
         let _ = b.set_mode(SimMode::Normal);
         return;
     }
+    if let Some(o) = &only {
+        if !ctors.iter().any(|(n, _)| n == o) {
+            let names: Vec<&str> = ctors.iter().map(|(n, _)| *n).collect();
+            eprintln!("no backend {o}; backends: {}", names.join(", "));
+            std::process::exit(2);
+        }
+    }
     let mut benches: Vec<(&str, Option<Box<dyn Bench>>)> = Vec::new();
     let mut res: Vec<Samples> = Vec::new();
     for (name, ctor) in ctors {
