@@ -128,7 +128,9 @@ impl Vchiq {
             };
             let q = s.queue(dir);
             q.local.push_back(entry);
-            !q.remote.is_empty()
+            let pending_remote = !q.remote.is_empty();
+            g.bulks_dirty = true;
+            pending_remote
         };
         drop(g);
         if self.role == Role::Master && pending_remote {
@@ -472,7 +474,9 @@ impl Vchiq {
             return;
         }
         q.remote.push_back(rb);
-        if q.local.is_empty() {
+        let local_empty = q.local.is_empty();
+        g.bulks_dirty = true;
+        if local_empty {
             let size = rb.size.max(0) as usize;
             if let Some(s) = g.services[port].take() {
                 Self::push_event(g, &s, PendingEv::RemoteBulkPending { dir, size });
@@ -538,20 +542,38 @@ impl Vchiq {
     }
 
     /// Master: pair local and remote requests and run the transfers.
+    ///
+    /// Runs on every poll round, so it scans the services only when a bulk request was queued
+    /// since the last scan (`Inner::bulks_dirty`); a scan that leaves a pair it could not run
+    /// (no transmit space yet, or a service not open) keeps the scan due.
     pub(crate) fn master_process_bulks(&self) -> usize {
         let mut g = self.inner.lock();
+        if !g.bulks_dirty {
+            return 0;
+        }
+        g.bulks_dirty = false;
         let mut n = 0;
         for port in 0..g.services.len() {
             for dir in [BulkDir::Transmit, BulkDir::Receive] {
                 loop {
-                    let ready = match g.services.get_mut(port) {
-                        Some(Some(s)) if s.is_open() => {
+                    let (ready, open) = match g.services.get_mut(port) {
+                        Some(Some(s)) => {
+                            let open = s.is_open();
                             let q = s.queue(dir);
-                            !q.local.is_empty() && !q.remote.is_empty()
+                            (!q.local.is_empty() && !q.remote.is_empty(), open)
                         }
-                        _ => false,
+                        _ => (false, false),
                     };
-                    if !ready || !self.can_queue(&mut g, 4) {
+                    if ready && !open {
+                        // Not runnable now; look again on the next round.
+                        g.bulks_dirty = true;
+                        break;
+                    }
+                    if !ready {
+                        break;
+                    }
+                    if !self.can_queue(&mut g, 4) {
+                        g.bulks_dirty = true;
                         break;
                     }
                     let Some(Some(s)) = g.services.get_mut(port) else {

@@ -86,6 +86,9 @@ pub(crate) struct Inner {
     pub pending: VecDeque<Pending>,
     /// Transmit resources were returned since the last poll round (see [`Event::TxSpace`]).
     pub tx_freed: bool,
+    /// Master: a bulk request was queued (local or remote) since `master_process_bulks` last
+    /// found nothing it could pair, so its scan of every service is due again.
+    pub bulks_dirty: bool,
 }
 
 /// Counters of one instance.
@@ -425,6 +428,7 @@ impl Vchiq {
             fragments_free: mask(cfg.num_fragments),
             pending: VecDeque::with_capacity(64),
             tx_freed: false,
+            bulks_dirty: false,
         };
         log::debug!(target: "vchiq", "{role:?} initialised: data slots {}..={}", local_part.first, local_part.last);
         Ok(Vchiq {

@@ -43,7 +43,8 @@ macro_rules! conformance_tests {
                 hostile_input,
                 dropped_reply,
                 reset_mid_flight,
-                notifications
+                notifications,
+                sim_modes
             );
         }
     };

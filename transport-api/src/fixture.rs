@@ -67,6 +67,34 @@ pub trait RemoteControl: Send + Sync {
     fn reset_remote(&self);
     /// Send an unsolicited message with `payload`. `false` if the backend has none.
     fn notify(&self, payload: &[u8]) -> bool;
+    /// Switch how the remote runs (see [`SimMode`]); returns once the remote's own thread has
+    /// taken the new mode (in [`SimMode::Stepped`], it no longer touches anything). `false` if
+    /// the simulator has no such mode (the default).
+    fn set_sim_mode(&self, mode: SimMode) -> bool {
+        let _ = mode;
+        false
+    }
+    /// One pass of the remote's service loop, run on the caller's thread (in
+    /// [`SimMode::Stepped`]): take what the local side posted, answer it, return the answers.
+    /// `true` if it did any work. Steady-state steps allocate nothing. The default does nothing.
+    fn step(&self) -> bool {
+        false
+    }
+}
+
+/// How a simulated remote runs, for benchmarks that measure the framework rather than the
+/// operating system's wake-ups ([`RemoteControl::set_sim_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimMode {
+    /// The remote's thread serves requests and sleeps (condition variable, park, doorbell) when
+    /// idle: what the conformance suite and fault injection use. The initial mode.
+    Normal,
+    /// The remote's thread spins on its service loop (no sleep, no allocation in steady state):
+    /// firmware on its own core.
+    Spin,
+    /// The remote's thread idles and touches nothing; the caller runs the remote with
+    /// [`RemoteControl::step`] (both sides in one thread, no OS wake-up).
+    Stepped,
 }
 
 /// A connected pair: the transport under test and its simulated remote.
@@ -96,5 +124,78 @@ pub trait Fixture: Sized + Send + Sync {
     /// A short timeout for scenarios that expect one.
     fn short_timeout(&self) -> Duration {
         Duration::from_millis(50)
+    }
+}
+
+/// The hand-over between a simulator's own thread and whoever calls
+/// [`RemoteControl::set_sim_mode`]: the caller asks for a mode, the thread takes it at the top of
+/// its loop and acknowledges. One per simulated remote (no global state).
+#[derive(Debug)]
+pub struct SimModeSwitch {
+    want: core::sync::atomic::AtomicU8,
+    have: core::sync::atomic::AtomicU8,
+}
+
+impl Default for SimModeSwitch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimModeSwitch {
+    /// Starts in [`SimMode::Normal`].
+    pub const fn new() -> Self {
+        SimModeSwitch {
+            want: core::sync::atomic::AtomicU8::new(0),
+            have: core::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    fn decode(v: u8) -> SimMode {
+        match v {
+            1 => SimMode::Spin,
+            2 => SimMode::Stepped,
+            _ => SimMode::Normal,
+        }
+    }
+
+    fn encode(m: SimMode) -> u8 {
+        match m {
+            SimMode::Normal => 0,
+            SimMode::Spin => 1,
+            SimMode::Stepped => 2,
+        }
+    }
+
+    /// The simulator's thread, at the top of each loop iteration: the mode to run in now. It is
+    /// acknowledged (the caller of [`SimModeSwitch::request`] returns) when the thread calls
+    /// this again, i.e. after the iteration that began in the old mode has finished.
+    pub fn take(&self) -> SimMode {
+        use core::sync::atomic::Ordering;
+        // Acquire: pairs with the Release store in `request`.
+        let w = self.want.load(Ordering::Acquire);
+        // Release: everything the thread did in its previous iteration happens-before the
+        // requester's Acquire load of `have` (its inline steps must not overlap ours).
+        self.have.store(w, Ordering::Release);
+        Self::decode(w)
+    }
+
+    /// Ask for `mode`; `wake` is called while waiting (to get the thread out of a sleep). Returns
+    /// `true` once the thread has taken it, `false` after `timeout`.
+    pub fn request(&self, mode: SimMode, wake: &dyn Fn(), timeout: Duration) -> bool {
+        use core::sync::atomic::Ordering;
+        let m = Self::encode(mode);
+        // Release: pairs with the Acquire load in `take`.
+        self.want.store(m, Ordering::Release);
+        let start = std::time::Instant::now();
+        // Acquire: pairs with the Release store in `take`.
+        while self.have.load(Ordering::Acquire) != m {
+            if start.elapsed() > timeout {
+                return false;
+            }
+            wake();
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        true
     }
 }

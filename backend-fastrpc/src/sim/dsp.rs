@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use zerocopy::{FromBytes, IntoBytes};
 
-use fwipc_transport_api::fixture::Fault;
+use fwipc_transport_api::fixture::{Fault, SimMode, SimModeSwitch};
 
 use crate::error::aee;
 use crate::payload::MetaView;
@@ -151,7 +151,20 @@ struct Shared {
     objects: Mutex<BTreeMap<u32, Box<dyn DspObject>>>,
     stop: AtomicBool,
     reset_hook: Mutex<Option<Hook>>,
+    /// How the DSP thread runs ([`SimDsp::set_mode`]).
+    mode: SimModeSwitch,
+    /// Spent buffers of finished calls, reused by the next ones.
+    spare: Mutex<Spare>,
 }
+
+/// Spent buffers kept for reuse (at most [`SPARE_MAX`] of each kind).
+#[derive(Default)]
+struct Spare {
+    shells: Vec<Decoded>,
+    bufs: Vec<Vec<u8>>,
+}
+
+const SPARE_MAX: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -186,6 +199,8 @@ impl SimDsp {
             objects: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
             reset_hook: Mutex::new(None),
+            mode: SimModeSwitch::new(),
+            spare: Mutex::new(Spare::default()),
         });
         let s2 = sh.clone();
         let t = std::thread::Builder::new()
@@ -193,8 +208,19 @@ impl SimDsp {
             .spawn(move || {
                 // Acquire: pairs with the Release in `Drop`.
                 while !s2.stop.load(Ordering::Acquire) {
-                    if let Some(d) = s2.link.dsp_recv(Duration::from_millis(20)) {
-                        s2.on_datagram(&d);
+                    match s2.mode.take() {
+                        SimMode::Normal => {
+                            if let Some(d) = s2.link.dsp_recv(Duration::from_millis(20)) {
+                                s2.on_datagram(&d);
+                                s2.link.recycle(d);
+                            }
+                        }
+                        SimMode::Spin => {
+                            if !s2.step() {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        SimMode::Stepped => std::thread::sleep(Duration::from_millis(1)),
                     }
                 }
             })
@@ -203,6 +229,18 @@ impl SimDsp {
             sh,
             thread: Mutex::new(Some(t)),
         }
+    }
+
+    /// Switch how the DSP thread runs (see [`SimMode`]); in [`SimMode::Stepped`] the caller runs
+    /// it with [`SimDsp::step`]. Returns once the thread has taken the mode (`false` if it did
+    /// not within 5 s).
+    pub fn set_mode(&self, mode: SimMode) -> bool {
+        self.sh.mode.request(mode, &|| {}, Duration::from_secs(5))
+    }
+
+    /// Serve one queued datagram on the caller's thread, if any (in [`SimMode::Stepped`]).
+    pub fn step(&self) -> bool {
+        self.sh.step()
     }
 
     /// Host `obj` at `handle`.
@@ -310,6 +348,18 @@ fn read_struct<T: FromBytes>(b: &[u8]) -> Option<T> {
 }
 
 impl Shared {
+    /// Serve one queued datagram without waiting; `false` if none was queued.
+    fn step(&self) -> bool {
+        match self.link.dsp_try_recv() {
+            Some(d) => {
+                self.on_datagram(&d);
+                self.link.recycle(d);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn on_datagram(&self, d: &[u8]) {
         let Ok(msg) = wire::parse_msg(d) else {
             lock(&self.state).bad_msgs += 1;
@@ -387,22 +437,73 @@ impl Shared {
         }
     }
 
+    /// An empty [`Decoded`] whose vectors keep the capacity of an earlier call's.
+    fn spare_decoded(&self) -> Decoded {
+        let mut sp = lock(&self.spare);
+        sp.shells.pop().unwrap_or_else(|| Decoded {
+            call: CallInfo {
+                pid: 0,
+                tid: 0,
+                handle: 0,
+                sc: Scalars(0),
+                in_fds: Vec::new(),
+            },
+            ins: Vec::new(),
+            outs: Vec::new(),
+            out_at: Vec::new(),
+        })
+    }
+
+    /// A zeroed buffer of `len` bytes, reusing a spent one when there is one.
+    fn spare_buf(&self, len: usize) -> Vec<u8> {
+        let mut b = lock(&self.spare).bufs.pop().unwrap_or_default();
+        b.clear();
+        b.resize(len, 0);
+        b
+    }
+
+    fn give_buf(&self, b: Vec<u8>) {
+        let mut sp = lock(&self.spare);
+        if sp.bufs.len() < SPARE_MAX {
+            sp.bufs.push(b);
+        }
+    }
+
+    /// Give a finished call's buffers back to the spare pool.
+    fn recycle(&self, mut d: Decoded) {
+        let mut sp = lock(&self.spare);
+        for b in d.ins.drain(..).chain(d.outs.drain(..)) {
+            if sp.bufs.len() < SPARE_MAX {
+                sp.bufs.push(b);
+            }
+        }
+        d.out_at.clear();
+        d.call.in_fds.clear();
+        if sp.shells.len() < SPARE_MAX {
+            sp.shells.push(d);
+        }
+    }
+
     /// Read a request's buffers from the payload, as the DSP does.
     fn decode(&self, msg: &FastRpcMsg) -> Result<Decoded, i32> {
         let bad = aee::dsp(aee::EBADPARM);
         let sc = Scalars(msg.sc.get());
         let n = sc.len();
-        let mut ins: Vec<Vec<u8>> = Vec::new();
-        let mut outs: Vec<Vec<u8>> = Vec::new();
-        let mut out_at = Vec::new();
-        let mut in_fds = Vec::new();
+        // Buffers come from the spare pool (`recycle` gives them back): the steady-state invoke
+        // allocates nothing on the DSP side.
+        let Decoded {
+            call: CallInfo { mut in_fds, .. },
+            mut ins,
+            mut outs,
+            mut out_at,
+        } = self.spare_decoded();
         let addr = msg.addr.get();
         if n > 0 {
             let metalen = wire::metalen(n);
             if addr == 0 || msg.size.get() < metalen as u64 {
                 return Err(bad);
             }
-            let mut meta = vec![0u8; metalen];
+            let mut meta = self.spare_buf(metalen);
             if !self.bus.read(addr, &mut meta) {
                 return Err(bad);
             }
@@ -428,7 +529,7 @@ impl Shared {
                     Some(a)
                 };
                 if i < sc.inbufs() {
-                    let mut b = vec![0u8; len as usize];
+                    let mut b = self.spare_buf(len as usize);
                     if let Some(a) = at {
                         if !self.bus.read(a, &mut b) {
                             return Err(bad);
@@ -436,7 +537,7 @@ impl Shared {
                     }
                     ins.push(b);
                 } else {
-                    outs.push(vec![0u8; len as usize]);
+                    outs.push(self.spare_buf(len as usize));
                     out_at.push((i, at, len));
                 }
             }
@@ -446,6 +547,7 @@ impl Shared {
                     in_fds.push(d.fd.get());
                 }
             }
+            self.give_buf(meta);
         }
         Ok(Decoded {
             call: CallInfo {
@@ -513,6 +615,7 @@ impl Shared {
             }
         };
         self.write_back(msg, &d, r);
+        self.recycle(d);
         Some(r)
     }
 

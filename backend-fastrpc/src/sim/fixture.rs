@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl};
+use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl, SimMode};
 use fwipc_transport_api::{Completion, StdClock};
 
 use crate::channel::{Bank, Channel, ChannelConfig};
@@ -133,6 +133,12 @@ impl RemoteControl for SimControl {
     }
     fn notify(&self, _payload: &[u8]) -> bool {
         false
+    }
+    fn set_sim_mode(&self, mode: SimMode) -> bool {
+        self.sys.dsp.set_mode(mode)
+    }
+    fn step(&self) -> bool {
+        self.sys.dsp.step()
     }
 }
 

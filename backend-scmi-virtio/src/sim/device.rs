@@ -11,12 +11,12 @@
 //! buffers exist.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fwipc_transport_api::fixture::{Fault, RemoteControl};
+use fwipc_transport_api::fixture::{Fault, RemoteControl, SimMode, SimModeSwitch};
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::PhysAddr;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -134,7 +134,18 @@ struct Dev {
     irqs_raised: u64,
     irqs_suppressed: u64,
     model: Box<dyn PlatformModel>,
+    /// Reused buffers (the steady state allocates nothing): the request being read, spent
+    /// reply buffers, the batch of replies, the P2A message being built.
+    scratch_req: Vec<u8>,
+    spare: Vec<Vec<u8>>,
+    batch: Vec<Reply>,
+    p2a_buf: Vec<u8>,
+    /// The device thread waits on `Shared::wake` (a kick must wake it).
+    sleeping: bool,
 }
+
+/// Spent reply buffers the device keeps for reuse.
+const SPARE_MAX: usize = 64;
 
 struct Shared {
     dev: Mutex<Dev>,
@@ -142,6 +153,47 @@ struct Shared {
     isr: Mutex<u32>,
     irq: Condvar,
     factory: PlatformFactory,
+    /// How the device thread runs ([`RemoteControl::set_sim_mode`]).
+    mode: SimModeSwitch,
+    /// A kick (or device-side work) since the spinning device thread last looked: lets it spin
+    /// without taking the device lock the driver needs.
+    kick_hint: AtomicBool,
+    /// Threads in [`IrqLine::wait`]; changed and read under the `isr` lock.
+    irq_waiters: AtomicUsize,
+}
+
+impl Shared {
+    /// One pass of the device loop: consume the kick, handle new chains (if kicked, or always
+    /// without `kick_only`), deliver what is due, raise the interrupt line. Returns whether it
+    /// was kicked.
+    fn serve(&self, d: &mut Dev) -> bool {
+        // Consume the kick whatever the state (a kick racing a reset must not make us spin).
+        let kicked = std::mem::take(&mut d.kicked);
+        if d.driver_ok() {
+            if kicked || !d.cfg.kick_only {
+                d.process_cmdq(&self.isr);
+                d.process_eventq(&self.isr);
+            }
+            d.deliver_due(&self.isr);
+            d.deliver_p2a(&self.isr);
+            // Waking the line costs a system call: only when an interrupt thread waits on it
+            // (`irq_waiters` changes under the `isr` lock held here).
+            let isr = lock(&self.isr);
+            // Relaxed: read under the `isr` lock that orders it (see `IrqLine::wait`).
+            if *isr != 0 && self.irq_waiters.load(Ordering::Relaxed) > 0 {
+                drop(isr);
+                self.irq.notify_all();
+            }
+        }
+        kicked
+    }
+
+    /// Tell a spinning device thread to look (see `kick_hint`).
+    fn hint(&self) {
+        // Release: pairs with the Acquire swap in `device_thread`; the device lock orders the
+        // state itself, this only says "look".
+        self.kick_hint.store(true, Ordering::Release);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,15 +205,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// # Safety
 /// `addr..addr+len` must be memory the driver shared with the device and still owns for it.
-unsafe fn read_mem(addr: PhysAddr, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    // SAFETY: guaranteed by the caller; `v` is a fresh, non-overlapping allocation.
+unsafe fn read_mem_into(addr: PhysAddr, len: usize, v: &mut Vec<u8>) {
+    v.clear();
+    v.resize(len, 0);
+    // SAFETY: guaranteed by the caller; `v` is the device's own buffer of `len` bytes, not
+    // driver memory, so the two do not overlap.
     unsafe { std::ptr::copy_nonoverlapping(addr as usize as *const u8, v.as_mut_ptr(), len) };
-    v
 }
 
 /// # Safety
-/// As `read_mem`, for writes of `data.len()` bytes.
+/// As `read_mem_into`, for writes of `data.len()` bytes.
 unsafe fn write_mem(addr: PhysAddr, data: &[u8]) {
     // SAFETY: guaranteed by the caller.
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as usize as *mut u8, data.len()) };
@@ -335,11 +388,14 @@ impl Dev {
         if r.twice {
             self.push_used(0, u32::from(r.head), len, isr);
         }
+        if self.spare.len() < SPARE_MAX {
+            self.spare.push(r.bytes);
+        }
     }
 
     /// Handle every new cmdq chain.
     fn process_cmdq(&mut self, isr: &Mutex<u32>) {
-        let mut batch = Vec::new();
+        let mut batch = std::mem::take(&mut self.batch);
         while let Some(head) = self.next_avail(0) {
             match self.take_command(head) {
                 Ok(Some(r)) => batch.push(r),
@@ -354,9 +410,10 @@ impl Dev {
         if self.reorder {
             batch.reverse();
         }
-        for r in batch {
+        for r in batch.drain(..) {
             self.deliver(r, isr);
         }
+        self.batch = batch;
     }
 
     /// Read and answer one command chain; `Ok(None)` if the reply is held back by a fault.
@@ -378,8 +435,11 @@ impl Dev {
         {
             return Err(());
         }
+        // The device's buffers are reused from command to command: the steady state allocates
+        // nothing.
+        let mut req = std::mem::take(&mut self.scratch_req);
         // SAFETY: the driver shared `d0` for reading until we return the chain.
-        let req = unsafe { read_mem(d0.addr, d0.len as usize) };
+        unsafe { read_mem_into(d0.addr, d0.len as usize, &mut req) };
         self.received += 1;
         if let Ok(h) = Header::decode_bytes(&req) {
             if h.protocol_id == FWIPC_TEST_PROTOCOL
@@ -391,9 +451,12 @@ impl Dev {
                     .push(u32::from_le_bytes([tag[0], tag[1], tag[2], tag[3]]));
             }
         }
-        let mut bytes = vec![0u8; d1.len as usize];
+        let mut bytes = self.spare.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.resize(d1.len as usize, 0);
         let n = self.model.handle_command(&req, &mut bytes).min(bytes.len());
         bytes.truncate(n);
+        self.scratch_req = req;
         if self.header_xor != 0 && bytes.len() >= 4 {
             let w = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) ^ self.header_xor;
             bytes[..4].copy_from_slice(&w.to_le_bytes());
@@ -474,8 +537,10 @@ impl Dev {
 
     /// Send pending P2A messages while eventq buffers exist.
     fn deliver_p2a(&mut self, isr: &Mutex<u32>) {
+        let mut buf = std::mem::take(&mut self.p2a_buf);
         while let Some(&(head, addr, len)) = self.event_bufs.front() {
-            let mut buf = vec![0u8; len as usize];
+            buf.clear();
+            buf.resize(len as usize, 0);
             let Some(n) = self.model.next_p2a(&mut buf) else {
                 break;
             };
@@ -485,6 +550,7 @@ impl Dev {
             unsafe { write_mem(addr, &buf[..n]) };
             self.push_used(1, u32::from(head), n as u32, isr);
         }
+        self.p2a_buf = buf;
     }
 
     /// Write `bytes` into the next posted eventq buffer and return it claiming `used_len`
@@ -501,6 +567,9 @@ impl Dev {
     }
 
     fn deliver_due(&mut self, isr: &Mutex<u32>) {
+        if self.delayed.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let mut i = 0;
         while i < self.delayed.len() {
@@ -524,19 +593,38 @@ fn device_thread(sh: Arc<Shared>) {
         if d.quit {
             return;
         }
-        // Consume the kick whatever the state (a kick racing a reset must not make us spin).
-        let kicked = std::mem::take(&mut d.kicked);
-        if d.driver_ok() {
-            if kicked || !d.cfg.kick_only {
-                d.process_cmdq(&sh.isr);
-                d.process_eventq(&sh.isr);
+        match sh.mode.take() {
+            SimMode::Normal => {}
+            SimMode::Spin => {
+                drop(d);
+                // Spin without the lock until the driver kicks (or every 4096 turns, for
+                // device-side work such as delayed replies).
+                for _ in 0..4096 {
+                    // A plain load first: a read-modify-write on every turn would take the
+                    // line away from the driver each time. Relaxed: only a hint; Acquire: the
+                    // swap pairs with the Release store in `Shared::hint`.
+                    if sh.kick_hint.load(Ordering::Relaxed)
+                        && sh.kick_hint.swap(false, Ordering::Acquire)
+                    {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                d = lock(&sh.dev);
+                if !d.quit {
+                    sh.serve(&mut d);
+                }
+                continue;
             }
-            d.deliver_due(&sh.isr);
-            d.deliver_p2a(&sh.isr);
-            if *lock(&sh.isr) != 0 {
-                sh.irq.notify_all();
+            SimMode::Stepped => {
+                // Idle without the lock and off the `wake` condvar: the caller steps.
+                drop(d);
+                std::thread::sleep(Duration::from_millis(1));
+                d = lock(&sh.dev);
+                continue;
             }
         }
+        let kicked = sh.serve(&mut d);
         if (kicked && d.driver_ok()) || d.kicked || d.quit {
             // Work may have arrived while we processed: look again (the lock is released and
             // re-taken so the driver side is never starved).
@@ -550,11 +638,13 @@ fn device_thread(sh: Arc<Shared>) {
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_millis(20))
             .min(Duration::from_millis(20));
+        d.sleeping = true;
         d = sh
             .wake
             .wait_timeout(d, wait)
             .unwrap_or_else(|e| e.into_inner())
             .0;
+        d.sleeping = false;
     }
 }
 
@@ -602,11 +692,19 @@ impl SimDevice {
                 irqs_raised: 0,
                 irqs_suppressed: 0,
                 model,
+                scratch_req: Vec::new(),
+                spare: Vec::new(),
+                batch: Vec::new(),
+                p2a_buf: Vec::new(),
+                sleeping: false,
             }),
             wake: Condvar::new(),
             isr: Mutex::new(0),
             irq: Condvar::new(),
             factory,
+            mode: SimModeSwitch::new(),
+            kick_hint: AtomicBool::new(false),
+            irq_waiters: AtomicUsize::new(0),
         });
         let s2 = sh.clone();
         let thread = std::thread::Builder::new()
@@ -636,6 +734,7 @@ impl SimDevice {
     /// Wake the device thread for device-side work (P2A messages queued). Not a driver kick: in
     /// `kick_only` mode it does not make the device look at the available rings.
     fn kick(&self) {
+        self.sh.hint();
         self.sh.wake.notify_all();
     }
 
@@ -879,6 +978,16 @@ impl RemoteControl for SimDevice {
         self.sh.irq.notify_all();
     }
 
+    fn set_sim_mode(&self, mode: SimMode) -> bool {
+        let wake = || self.sh.wake.notify_all();
+        self.sh.mode.request(mode, &wake, Duration::from_secs(5))
+    }
+
+    fn step(&self) -> bool {
+        let mut d = lock(&self.sh.dev);
+        self.sh.serve(&mut d)
+    }
+
     fn notify(&self, payload: &[u8]) -> bool {
         lock(&self.sh.dev).model.queue_notification(
             FWIPC_TEST_PROTOCOL,
@@ -908,11 +1017,16 @@ impl IrqLine {
     /// `Transport::ack_interrupt`) or `timeout` passes; returns whether one is pending.
     pub fn wait(&self, timeout: Duration) -> bool {
         let g = lock(&self.sh.isr);
+        // Relaxed: changed and read only under the `isr` lock (held here, and released only
+        // inside the wait), which orders it against `Shared::serve`.
+        self.sh.irq_waiters.fetch_add(1, Ordering::Relaxed);
         let (g, _) = self
             .sh
             .irq
             .wait_timeout_while(g, timeout, |isr| *isr == 0)
             .unwrap_or_else(|e| e.into_inner());
+        // Relaxed: as above (the lock is held again).
+        self.sh.irq_waiters.fetch_sub(1, Ordering::Relaxed);
         *g != 0
     }
 
@@ -983,8 +1097,14 @@ impl Transport for SimTransport {
         let mut d = lock(&self.sh.dev);
         d.kicked = true;
         d.kicks += 1;
+        // A wake-up is a system call: only when the device thread sleeps on `wake` (it sets
+        // `sleeping` under the lock we hold, before its wait releases it).
+        let sleeping = d.sleeping;
         drop(d);
-        self.sh.wake.notify_all();
+        self.sh.hint();
+        if sleeping {
+            self.sh.wake.notify_all();
+        }
     }
 
     fn get_status(&self) -> DeviceStatus {

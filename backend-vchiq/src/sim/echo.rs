@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use fwipc_transport_api::fixture::{echo_reply, Fault};
+use fwipc_transport_api::fixture::{echo_reply_byte, Fault};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::consts::make_fourcc;
@@ -31,6 +31,8 @@ struct EchoState {
     listener: Option<ServiceHandle>,
     notify_seq: u32,
     bulk_tag: u64,
+    /// The reply being built (reused).
+    reply_buf: Vec<u8>,
 }
 
 /// The echo service.
@@ -66,6 +68,7 @@ impl EchoService {
                 listener: None,
                 notify_seq: 0,
                 bulk_tag: 0,
+                reply_buf: Vec::new(),
             }),
             received: AtomicU64::new(0),
         }
@@ -191,31 +194,36 @@ impl ServiceHandler for EchoService {
                 let Ok((h, body)) = FrameHeader::read_from_prefix(m.payload()) else {
                     return Deliver::Done;
                 };
-                let mut reply_body = vec![0u8; body.len()];
-                echo_reply(body, &mut reply_body);
                 let mut s = self.lock();
                 let fault = s.fault;
-                let reply = match fault {
-                    Fault::WrongToken => frame(h.token ^ 0x5A5A, h.len, &reply_body),
-                    Fault::CorruptLength => frame(h.token, h.len.wrapping_add(1000), &reply_body),
-                    _ => frame(h.token, h.len, &reply_body),
+                let (token, len) = match fault {
+                    Fault::WrongToken => (h.token ^ 0x5A5A, h.len),
+                    Fault::CorruptLength => (h.token, h.len.wrapping_add(1000)),
+                    _ => (h.token, h.len),
                 };
+                // The reply is built in the service's own buffer, reused from message to message:
+                // the steady-state echo allocates nothing (and clears nothing it then overwrites).
+                let mut buf = std::mem::take(&mut s.reply_buf);
+                buf.clear();
+                buf.extend_from_slice(FrameHeader { token, len }.as_bytes());
+                buf.extend(body.iter().map(|&b| echo_reply_byte(b)));
+                let reply: &[u8] = &buf;
                 let r = match fault {
                     Fault::None | Fault::WrongToken | Fault::CorruptLength => {
-                        v.queue_message(ctx.handle, &reply)
+                        v.queue_message(ctx.handle, reply)
                     }
-                    Fault::Duplicate => v.queue_message(ctx.handle, &reply).map(|()| {
-                        let _ = v.queue_message(ctx.handle, &reply);
+                    Fault::Duplicate => v.queue_message(ctx.handle, reply).map(|()| {
+                        let _ = v.queue_message(ctx.handle, reply);
                     }),
                     Fault::CorruptHeader => {
                         // An unknown message type (0xEE) through the real slot path.
                         let mut raw = ((0xEEu32 << 24) | 0x001).to_le_bytes().to_vec();
                         raw.extend_from_slice(&(reply.len() as u32).to_le_bytes());
-                        raw.extend_from_slice(&reply);
+                        raw.extend_from_slice(reply);
                         v.queue_raw(&raw)
                     }
                     Fault::Hold => {
-                        s.held.push((ctx.handle, reply));
+                        s.held.push((ctx.handle, reply.to_vec()));
                         Ok(())
                     }
                     Fault::Drop => Ok(()),
@@ -223,9 +231,10 @@ impl ServiceHandler for EchoService {
                         drop(s);
                         std::thread::sleep(d);
                         s = self.lock();
-                        v.queue_message(ctx.handle, &reply)
+                        v.queue_message(ctx.handle, reply)
                     }
                 };
+                s.reply_buf = buf;
                 if r == Err(VchiqError::Retry) {
                     // No slot for the reply: redeliver on the next event (nothing logged yet).
                     return Deliver::Retry;

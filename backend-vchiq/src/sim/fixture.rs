@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl};
+use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl, SimMode};
 use fwipc_transport_api::{Completion, StdClock};
 
 use super::echo::{EchoService, ECHO_FOURCC};
@@ -109,5 +109,11 @@ impl RemoteControl for VchiqFixture {
     }
     fn notify(&self, payload: &[u8]) -> bool {
         self.echo.notify(self.pair.master(), payload)
+    }
+    fn set_sim_mode(&self, mode: SimMode) -> bool {
+        self.pair.set_master_mode(mode)
+    }
+    fn step(&self) -> bool {
+        self.pair.step_master()
     }
 }

@@ -21,6 +21,7 @@ use crate::error::{VResult, VchiqError};
 use crate::platform::Platform;
 use crate::region::OwnedRegion;
 use crate::vchiq::Vchiq;
+use fwipc_transport_api::fixture::{SimMode, SimModeSwitch};
 
 pub use fixture::VchiqFixture;
 
@@ -283,18 +284,31 @@ pub struct SimPair {
     bells: [Arc<Bell>; 2],
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
+    /// How the VideoCore's worker runs ([`SimPair::set_master_mode`]).
+    master_mode: Arc<SimModeSwitch>,
 }
 
-fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>) {
+fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>, mode: Option<Arc<SimModeSwitch>>) {
     // Acquire: pairs with the Release store in `stop_workers`.
     while !stop.load(Ordering::Acquire) {
-        v.poll();
-        // Arm our events; sleep only if nothing fired meanwhile (docs/protocols/vchiq.md §3 waiter
-        // protocol). The peer rings our bell only when it sees an event armed: a lost wake-up hangs
-        // here.
-        if v.prepare_sleep() {
-            bell.wait(&stop);
-            v.after_wake();
+        match mode.as_ref().map_or(SimMode::Normal, |m| m.take()) {
+            SimMode::Normal => {
+                v.poll();
+                // Arm our events; sleep only if nothing fired meanwhile (docs/protocols/vchiq.md
+                // §3 waiter protocol). The peer rings our bell only when it sees an event armed: a
+                // lost wake-up hangs here.
+                if v.prepare_sleep() {
+                    bell.wait(&stop);
+                    v.after_wake();
+                }
+            }
+            // Events stay unarmed, so the peer never rings: the poll loop sees its work.
+            SimMode::Spin => {
+                if v.poll() == 0 {
+                    std::hint::spin_loop();
+                }
+            }
+            SimMode::Stepped => std::thread::sleep(Duration::from_millis(1)),
         }
     }
 }
@@ -351,17 +365,23 @@ impl SimPair {
             cfg,
         )?);
         let stop = Arc::new(AtomicBool::new(false));
+        let master_mode = Arc::new(SimModeSwitch::new());
         let mut workers = Vec::new();
-        let spawn = |name: &str, v: &Arc<Vchiq>, b: &Arc<Bell>| {
+        let spawn = |name: &str, v: &Arc<Vchiq>, b: &Arc<Bell>, m: Option<Arc<SimModeSwitch>>| {
             let (v, b, s) = (v.clone(), b.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(name.into())
-                .spawn(move || worker(v, b, s))
+                .spawn(move || worker(v, b, s, m))
                 .map_err(|_| VchiqError::NoMemory)
         };
-        workers.push(spawn("vchiq-vpu", &master, &bells[1])?);
+        workers.push(spawn(
+            "vchiq-vpu",
+            &master,
+            &bells[1],
+            Some(master_mode.clone()),
+        )?);
         if slave_worker {
-            workers.push(spawn("vchiq-arm", &slave, &bells[0])?);
+            workers.push(spawn("vchiq-arm", &slave, &bells[0], None)?);
         }
         Ok(SimPair {
             mem,
@@ -371,7 +391,23 @@ impl SimPair {
             bells,
             stop,
             workers,
+            master_mode,
         })
+    }
+
+    /// Switch how the VideoCore's worker runs (see [`SimMode`]): in [`SimMode::Stepped`] the
+    /// caller runs it with [`SimPair::step_master`]. Returns once the worker has taken the mode
+    /// (`false` if it did not within 5 s).
+    pub fn set_master_mode(&self, mode: SimMode) -> bool {
+        let wake = || self.bells[1].ring();
+        self.master_mode
+            .request(mode, &wake, Duration::from_secs(5))
+    }
+
+    /// One poll pass of the VideoCore on the caller's thread (in [`SimMode::Stepped`]); `true`
+    /// if it handled anything.
+    pub fn step_master(&self) -> bool {
+        self.master.poll() > 0
     }
 
     /// The ARM side.

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl};
+use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch};
 use fwipc_transport_api::BulkDir;
 use spin::Mutex;
 use zerocopy::IntoBytes;
@@ -29,6 +29,7 @@ pub(crate) struct Remote {
     state: Mutex<State>,
     received: AtomicU64,
     pub stop: AtomicBool,
+    mode: SimModeSwitch,
 }
 
 impl Remote {
@@ -44,6 +45,7 @@ impl Remote {
             }),
             received: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            mode: SimModeSwitch::new(),
         }
     }
 
@@ -51,11 +53,27 @@ impl Remote {
     pub(crate) fn run(&self) {
         // Acquire: pairs with the Release store in the fixture's drop; nothing else is published.
         while !self.stop.load(Ordering::Acquire) {
-            let did = self.serve_one() | self.serve_bulk();
-            if !did {
-                std::thread::park_timeout(Duration::from_millis(2));
+            match self.mode.take() {
+                SimMode::Normal => {
+                    if !self.serve() {
+                        std::thread::park_timeout(Duration::from_millis(2));
+                    }
+                }
+                SimMode::Spin => {
+                    if !self.serve() {
+                        std::hint::spin_loop();
+                    }
+                }
+                // A sleep, not a park: the transport's unpark on every send stays an atomic
+                // swap instead of an OS wake-up while the caller steps.
+                SimMode::Stepped => std::thread::sleep(Duration::from_millis(1)),
             }
         }
+    }
+
+    /// One pass: serve a request and a bulk operation, if any.
+    fn serve(&self) -> bool {
+        self.serve_one() | self.serve_bulk()
     }
 
     fn serve_one(&self) -> bool {
@@ -95,7 +113,7 @@ impl Remote {
 
     /// Write the echo reply into the request's buffer and post a reply record (or a faulty one).
     fn answer(&self, rec: ReqRecord, fault: Fault) {
-        {
+        let len = {
             let _in = self.shared.remote_lock.lock();
             // Acquire: pairs with the Release in shutdown; once dead, buffers are not ours.
             if self.shared.dead.load(Ordering::Acquire) {
@@ -106,8 +124,8 @@ impl Remote {
             };
             let len = buf.len();
             buf.with_mut(|d| d[..len].iter_mut().for_each(|b| *b = echo_reply_byte(*b)));
-        }
-        let len = self.shared.pool.get(rec.slot).map_or(0, |b| b.len()) as u32;
+            len as u32
+        };
         let mut r = ReplyRecord {
             magic: MAGIC,
             token: rec.token,
@@ -217,6 +235,19 @@ impl RemoteControl for Remote {
         st.dropped.clear();
         st.fault = Fault::None;
         self.shared.requests.lock().clear();
+    }
+
+    fn set_sim_mode(&self, mode: SimMode) -> bool {
+        let wake = || {
+            if let Some(t) = self.shared.remote_thread.lock().as_ref() {
+                t.unpark();
+            }
+        };
+        self.mode.request(mode, &wake, Duration::from_secs(5))
+    }
+
+    fn step(&self) -> bool {
+        self.serve()
     }
 
     fn notify(&self, payload: &[u8]) -> bool {

@@ -206,3 +206,80 @@ pub fn notifications<F: Fixture>() -> Verdict {
     }
     Verdict::Pass
 }
+
+/// The simulated remote's benchmark modes
+/// ([`SimMode`](fwipc_transport_api::fixture::SimMode)): in `Stepped` the remote answers only
+/// when the caller runs [`RemoteControl::step`](fwipc_transport_api::fixture::RemoteControl::step)
+/// (and not before: its own thread is idle), in `Spin` its own thread answers, and back in
+/// `Normal` everything works as before. Polled mode; `NotApplicable` if the simulator has no
+/// such modes.
+pub fn sim_modes<F: Fixture>() -> Verdict {
+    use fwipc_transport_api::fixture::SimMode;
+    use fwipc_transport_api::{Completion, TxOutcome};
+    if !F::modes().contains(&Completion::Polled) {
+        return Verdict::NotApplicable("no polled mode");
+    }
+    let fx = F::setup(Completion::Polled);
+    let remote = fx.remote();
+    if !remote.set_sim_mode(SimMode::Stepped) {
+        return Verdict::NotApplicable("the simulator has no stepped mode");
+    }
+    let t = fx.transport();
+    let mut rng = Rng::new(7);
+    let mut out = vec![0u8; t.max_msg_size()];
+    for i in 0..20u32 {
+        let payload = tagged_payload(i, 32, &mut rng);
+        let ticket = t
+            .send(&request(&fx, &payload).polled())
+            .unwrap_or_else(|e| panic!("{}: stepped send: {e:?}", F::NAME));
+        // Nobody steps the remote yet: no reply may arrive on its own.
+        std::thread::sleep(std::time::Duration::from_millis(if i == 0 {
+            20
+        } else {
+            0
+        }));
+        assert!(
+            !t.poll_done(&ticket).unwrap_or(true),
+            "{}: a reply arrived in stepped mode before the remote was stepped",
+            F::NAME
+        );
+        let mut steps = 0;
+        while !t
+            .poll_done(&ticket)
+            .unwrap_or_else(|e| panic!("{}: stepped poll_done: {e:?}", F::NAME))
+        {
+            assert!(
+                steps < 64,
+                "{}: no reply after 64 inline remote steps",
+                F::NAME
+            );
+            remote.step();
+            steps += 1;
+        }
+        let n = t
+            .fetch_response(&ticket, &mut out)
+            .unwrap_or_else(|e| panic!("{}: stepped fetch_response: {e:?}", F::NAME));
+        t.mark_txdone(ticket, TxOutcome::Done);
+        assert_eq!(
+            out[..n],
+            expected(&payload)[..],
+            "{}: stepped echo reply wrong",
+            F::NAME
+        );
+    }
+    assert!(
+        remote.set_sim_mode(SimMode::Spin),
+        "{}: spin mode not taken",
+        F::NAME
+    );
+    for i in 0..20u32 {
+        echo_ok(&fx, &tagged_payload(100 + i, 32, &mut rng));
+    }
+    assert!(
+        remote.set_sim_mode(SimMode::Normal),
+        "{}: normal mode not taken",
+        F::NAME
+    );
+    echo_ok(&fx, &tagged_payload(200, 32, &mut rng));
+    Verdict::Pass
+}

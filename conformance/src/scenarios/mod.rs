@@ -11,7 +11,7 @@ pub use faults::{
     dropped_reply, dropped_transfer, hostile_input, pool_exhaustion, reset_mid_flight,
     timeout_late_reply,
 };
-pub use messaging::{concurrent_senders, fifo_ordering, notifications, roundtrip};
+pub use messaging::{concurrent_senders, fifo_ordering, notifications, roundtrip, sim_modes};
 pub use teardown::teardown_in_flight;
 
 use fwipc_transport_api::fixture::Fixture;
@@ -52,5 +52,6 @@ pub fn suite<F: Fixture + 'static>() -> Vec<Scenario> {
         ("dropped_reply", dropped_reply::<F>),
         ("reset_mid_flight", reset_mid_flight::<F>),
         ("notifications", notifications::<F>),
+        ("sim_modes", sim_modes::<F>),
     ]
 }
