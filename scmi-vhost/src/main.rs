@@ -1,0 +1,129 @@
+//! # fwipc-scmi-vhost
+//!
+//! A vhost-user SCMI device daemon (virtio device id 32): a VMM (QEMU's `vhost-user-scmi`, or
+//! the fwipc test harness) connects to its socket and hands it the guest's command and event
+//! queues; the daemon answers the guest's SCMI agent (Linux `arm_scmi`, fwipc's `Scmi`) with
+//! fwipc's simulated SCMI platform, configured from a TOML file: Base, Sensor, Clock,
+//! Performance, Power, Reset, Voltage and System power on the command queue, notifications and
+//! delayed responses on the event queue, every listing paginated to the reply buffer the agent
+//! posted.
+//!
+//! ```sh
+//! fwipc-scmi-vhost --socket-path /tmp/scmi.sock --config scmi-vhost/configs/linux-guest.toml
+//! ```
+//!
+//! It serves one front-end connection and exits 0 when the front-end disconnects. Logs go
+//! through `env_logger` (`RUST_LOG=debug` for every request).
+//!
+//! - [`config`]: the TOML file → `PlatformConfig`.
+//! - [`chain`]: one descriptor chain, checked before use.
+//! - [`device`]: command and event queue handling over any guest memory.
+//! - [`backend`]: the `vhost-user-backend` glue.
+
+mod backend;
+mod chain;
+mod config;
+mod device;
+#[cfg(test)]
+mod device_tests;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+
+use clap::Parser;
+use log::{error, info};
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use backend::ScmiBackend;
+
+/// A vhost-user SCMI device (virtio device id 32) serving fwipc's simulated SCMI platform.
+///
+/// Serves one vhost-user front-end on SOCKET_PATH with the platform the TOML file CONFIG
+/// describes (vendor, sensors, clocks, performance, power, reset and voltage domains), then
+/// exits when the front-end disconnects. Set RUST_LOG (e.g. debug) for more logging.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// vhost-user socket to listen on (created; an existing socket file is replaced).
+    #[arg(short = 's', long, value_name = "PATH")]
+    socket_path: Option<PathBuf>,
+    /// Platform description (TOML; see the README for the schema).
+    #[arg(short = 'c', long, value_name = "FILE")]
+    config: PathBuf,
+    /// Check the configuration, print what it describes, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let cfg = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fwipc-scmi-vhost: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!("{}: {}", args.config.display(), summary(&cfg));
+        return ExitCode::SUCCESS;
+    }
+    let Some(socket) = args.socket_path else {
+        eprintln!("fwipc-scmi-vhost: --socket-path is required (unless --check)");
+        return ExitCode::from(2);
+    };
+    info!("{}: {}", args.config.display(), summary(&cfg));
+    match serve(cfg, &socket) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("fwipc-scmi-vhost: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line about what the configuration describes.
+fn summary(cfg: &fwipc_scmi_virtio::platform::PlatformConfig) -> String {
+    format!(
+        "vendor {:?}, sub-vendor {:?}, {} sensors, {} clocks, {} perf, {} power, {} reset, {} voltage domains, system power {}",
+        cfg.vendor,
+        cfg.sub_vendor.as_deref().unwrap_or("-"),
+        cfg.sensors.len(),
+        cfg.clocks.len(),
+        cfg.perf_domains.len(),
+        cfg.power_domains.len(),
+        cfg.reset_domains.len(),
+        cfg.voltage_domains.len(),
+        cfg.system_power
+    )
+}
+
+/// Serve one front-end connection on `socket`.
+fn serve(
+    cfg: fwipc_scmi_virtio::platform::PlatformConfig,
+    socket: &std::path::Path,
+) -> Result<(), String> {
+    let backend = Arc::new(RwLock::new(
+        ScmiBackend::new(cfg).map_err(|e| format!("exit eventfd: {e}"))?,
+    ));
+    let mut daemon = VhostUserDaemon::new(
+        "fwipc-scmi-vhost".to_string(),
+        backend.clone(),
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(|e| format!("vhost-user daemon: {e}"))?;
+    info!("listening on {}", socket.display());
+    let result = daemon
+        .serve(socket)
+        .map_err(|e| format!("serving {}: {e}", socket.display()));
+    let _ = std::fs::remove_file(socket);
+    match backend.read() {
+        Ok(b) => info!("front-end gone; {:?}", b.stats()),
+        Err(_) => error!("backend lock poisoned"),
+    }
+    result
+}
