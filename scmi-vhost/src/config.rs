@@ -401,9 +401,11 @@ impl Checker<'_> {
                     r.min,
                 )
             }
-            _ => return Err(self.err(format!(
+            _ => {
+                return Err(self.err(format!(
                 "{what}: give exactly one of rates_hz = [..] and range_hz = {{ min, max, step }}"
-            ))),
+            )))
+            }
         };
         let rate = c.rate_hz.unwrap_or(first);
         let ok = match &rates {
@@ -504,9 +506,11 @@ impl Checker<'_> {
                     r.min,
                 )
             }
-            _ => return Err(self.err(format!(
+            _ => {
+                return Err(self.err(format!(
                 "{what}: give exactly one of levels_uv = [..] and range_uv = {{ min, max, step }}"
-            ))),
+            )))
+            }
         };
         let level = d.level_uv.unwrap_or(first);
         let ok = match &levels {
