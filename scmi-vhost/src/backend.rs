@@ -4,6 +4,8 @@
 //! `handle_event`, which would wedge the device (vhost-device-scmi 0.4 does that).
 
 use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use fwipc_scmi_virtio::platform::PlatformConfig;
 use log::{debug, info, warn};
@@ -11,11 +13,13 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::{VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1};
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::device::{Device, DeviceStats};
 
@@ -28,6 +32,8 @@ pub const NUM_QUEUES: usize = 2;
 /// Largest queue the daemon accepts (what vhost-device-scmi offers; QEMU's virtio-mmio
 /// front-ends ask for up to this).
 pub const QUEUE_SIZE_MAX: usize = 1024;
+/// Device event of the sensor-update timer (0 and 1 are the queues, 2 the exit event).
+pub const SENSOR_TIMER: u16 = 3;
 /// VIRTIO_SCMI_F_P2A_CHANNELS (Virtio 1.2 §5.17.3): notifications and delayed responses on the
 /// event queue.
 pub const VIRTIO_SCMI_F_P2A_CHANNELS: u32 = 0;
@@ -38,6 +44,7 @@ pub struct ScmiBackend {
     mem: GuestMemoryAtomic<GuestMemoryMmap>,
     event_idx: bool,
     exit: (EventConsumer, EventNotifier),
+    sensor_timer: Option<TimerFd>,
 }
 
 impl ScmiBackend {
@@ -48,7 +55,31 @@ impl ScmiBackend {
             mem: GuestMemoryAtomic::new(GuestMemoryMmap::new()),
             event_idx: false,
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+            sensor_timer: None,
         })
+    }
+
+    /// Arm a periodic timer that emits SENSOR_UPDATE notifications (for sensors whose
+    /// continuous updates the agent enabled). Returns the timer's fd, for the caller to register
+    /// with the worker's epoll as device event [`SENSOR_TIMER`].
+    pub fn start_sensor_timer(&mut self, period: Duration) -> io::Result<std::os::fd::RawFd> {
+        let mut t = TimerFd::new()?;
+        t.reset(period, Some(period))?;
+        let fd = t.as_raw_fd();
+        self.sensor_timer = Some(t);
+        Ok(fd)
+    }
+
+    fn on_sensor_timer(&mut self, vrings: &[VringRwLock]) {
+        if let Some(t) = self.sensor_timer.as_mut() {
+            // Readable (epoll said so): consume the expirations so the event does not repeat.
+            if let Err(e) = t.wait() {
+                warn!("sensor timer: {e}");
+            }
+        }
+        if self.device.sensor_tick() > 0 {
+            self.on_eventq(vrings);
+        }
     }
 
     /// The device's counters.
@@ -83,6 +114,10 @@ impl ScmiBackend {
     ) {
         let mem = self.mem.memory();
         let mut state = vring.get_mut();
+        if !state.get_queue().ready() {
+            // Not set up yet (or stopped): nothing to serve; P2A messages stay queued.
+            return;
+        }
         let mut used = 0;
         // Bounded: each pass either returns chains or stops; a guest that keeps adding is
         // served for at most this many passes per kick.
@@ -182,6 +217,7 @@ impl VhostUserBackendMut for ScmiBackend {
         match device_event {
             CMDQ => self.on_cmdq(vrings),
             EVENTQ => self.on_eventq(vrings),
+            SENSOR_TIMER => self.on_sensor_timer(vrings),
             other => warn!("unknown device event {other}"),
         }
         Ok(())

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use fwipc_scmi_virtio::platform::{
     ClockConfig, ClockRates, PerfDomainConfig, PlatformConfig, PowerDomainConfig,
@@ -24,6 +25,16 @@ const LONG_NAME_MAX: usize = 63;
 const OBJECTS_MAX: usize = 1024;
 /// At most this many rates or levels per clock, performance or voltage domain.
 const LEVELS_MAX: usize = 4096;
+
+/// What the configuration file describes: the platform, and how the daemon drives it.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The platform model's configuration.
+    pub platform: PlatformConfig,
+    /// Period of SENSOR_UPDATE notifications for sensors whose continuous updates the agent
+    /// enabled (`None`: never).
+    pub sensor_update: Option<Duration>,
+}
 
 /// A configuration file that could not be used.
 #[derive(Debug)]
@@ -165,6 +176,8 @@ struct FileToml {
     #[serde(default = "default_p2a_capacity")]
     p2a_capacity: usize,
     #[serde(default)]
+    sensor_update_ms: u32,
+    #[serde(default)]
     sensors: Vec<Spanned<SensorToml>>,
     #[serde(default)]
     clocks: Vec<Spanned<ClockToml>>,
@@ -191,7 +204,7 @@ fn default_p2a_capacity() -> usize {
 }
 
 /// Read and check `path`.
-pub fn load(path: &Path) -> Result<PlatformConfig, ConfigError> {
+pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         path: path.to_path_buf(),
         line: None,
@@ -201,7 +214,7 @@ pub fn load(path: &Path) -> Result<PlatformConfig, ConfigError> {
 }
 
 /// Parse and check the text of a configuration file (`path` only names it in errors).
-pub fn parse(path: &Path, text: &str) -> Result<PlatformConfig, ConfigError> {
+pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
     let file: FileToml = toml::from_str(text).map_err(|e| ConfigError {
         path: path.to_path_buf(),
         line: e.span().map(|s| line_of(text, s.start)),
@@ -279,7 +292,7 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn build(&mut self, f: FileToml) -> Result<PlatformConfig, ConfigError> {
+    fn build(&mut self, f: FileToml) -> Result<DaemonConfig, ConfigError> {
         self.name("vendor", &f.vendor, SHORT_NAME_MAX)?;
         if let Some(s) = &f.sub_vendor {
             self.name("sub_vendor", s, SHORT_NAME_MAX)?;
@@ -341,7 +354,11 @@ impl Checker<'_> {
             self.at(d);
             cfg.voltage_domains.push(self.voltage(i, d.get_ref())?);
         }
-        Ok(cfg)
+        Ok(DaemonConfig {
+            platform: cfg,
+            sensor_update: (f.sensor_update_ms > 0)
+                .then(|| Duration::from_millis(u64::from(f.sensor_update_ms))),
+        })
     }
 
     fn sensor(&self, i: usize, s: &SensorToml) -> Result<SensorConfig, ConfigError> {
@@ -540,13 +557,17 @@ mod tests {
     use super::*;
 
     fn parse_str(text: &str) -> Result<PlatformConfig, String> {
-        parse(Path::new("test.toml"), text).map_err(|e| e.to_string())
+        parse(Path::new("test.toml"), text)
+            .map(|c| c.platform)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn the_linux_guest_config_maps_onto_the_platform() {
         let text = include_str!("../configs/linux-guest.toml");
-        let c = parse(Path::new("configs/linux-guest.toml"), text).unwrap();
+        let d = parse(Path::new("configs/linux-guest.toml"), text).unwrap();
+        assert_eq!(d.sensor_update, None);
+        let c = d.platform;
         assert_eq!(c.vendor, "fwipc");
         assert_eq!(c.sub_vendor.as_deref(), Some("linux-test"));
         let names: Vec<&str> = c.sensors.iter().map(|s| s.name.as_str()).collect();
@@ -641,5 +662,11 @@ mod tests {
             fwipc_scmi_virtio::protocol::ids::power::STATE_OFF
         );
         assert!(c.sensors.is_empty() && !c.sensor_protocol);
+        let d = parse(
+            Path::new("t.toml"),
+            "vendor = \"v\"\nsensor_update_ms = 250\n",
+        )
+        .unwrap();
+        assert_eq!(d.sensor_update, Some(Duration::from_millis(250)));
     }
 }

@@ -106,6 +106,12 @@ impl Device {
         &mut self.platform
     }
 
+    /// The periodic sensor event: queue SENSOR_UPDATE for every enabled sensor whose
+    /// continuous updates the agent switched on. Returns how many were queued.
+    pub fn sensor_tick(&mut self) -> usize {
+        self.platform.sensor_tick()
+    }
+
     /// Counters.
     pub fn stats(&self) -> DeviceStats {
         self.stats

@@ -29,7 +29,7 @@ const QSIZE: u16 = 64;
 fn device() -> Device {
     let text = include_str!("../configs/linux-guest.toml");
     let cfg = crate::config::parse(Path::new("linux-guest.toml"), text).expect("config");
-    let mut d = Device::new(cfg);
+    let mut d = Device::new(cfg.platform);
     d.reset(true);
     d
 }

@@ -35,6 +35,7 @@ use clap::Parser;
 use log::{error, info};
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
 
 use backend::ScmiBackend;
 
@@ -68,14 +69,14 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        println!("{}: {}", args.config.display(), summary(&cfg));
+        println!("{}: {}", args.config.display(), summary(&cfg.platform));
         return ExitCode::SUCCESS;
     }
     let Some(socket) = args.socket_path else {
         eprintln!("fwipc-scmi-vhost: --socket-path is required (unless --check)");
         return ExitCode::from(2);
     };
-    info!("{}: {}", args.config.display(), summary(&cfg));
+    info!("{}: {}", args.config.display(), summary(&cfg.platform));
     match serve(cfg, &socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -103,19 +104,31 @@ fn summary(cfg: &fwipc_scmi_virtio::platform::PlatformConfig) -> String {
 }
 
 /// Serve one front-end connection on `socket`.
-fn serve(
-    cfg: fwipc_scmi_virtio::platform::PlatformConfig,
-    socket: &std::path::Path,
-) -> Result<(), String> {
-    let backend = Arc::new(RwLock::new(
-        ScmiBackend::new(cfg).map_err(|e| format!("exit eventfd: {e}"))?,
-    ));
+fn serve(cfg: config::DaemonConfig, socket: &std::path::Path) -> Result<(), String> {
+    let mut b = ScmiBackend::new(cfg.platform).map_err(|e| format!("exit eventfd: {e}"))?;
+    let timer = match cfg.sensor_update {
+        Some(p) => Some(
+            b.start_sensor_timer(p)
+                .map_err(|e| format!("sensor timer: {e}"))?,
+        ),
+        None => None,
+    };
+    let backend = Arc::new(RwLock::new(b));
     let mut daemon = VhostUserDaemon::new(
         "fwipc-scmi-vhost".to_string(),
         backend.clone(),
         GuestMemoryAtomic::new(GuestMemoryMmap::new()),
     )
     .map_err(|e| format!("vhost-user daemon: {e}"))?;
+    if let Some(fd) = timer {
+        // One worker thread serves every queue (the default `queues_per_thread`).
+        let handlers = daemon.get_epoll_handlers();
+        let h = handlers
+            .first()
+            .ok_or_else(|| "no worker thread".to_string())?;
+        h.register_listener(fd, EventSet::IN, u64::from(backend::SENSOR_TIMER))
+            .map_err(|e| format!("registering the sensor timer: {e}"))?;
+    }
     info!("listening on {}", socket.display());
     let result = daemon
         .serve(socket)

@@ -400,3 +400,50 @@ fn malformed_requests_get_statuses_and_the_daemon_keeps_serving() {
     let st = fx.disconnect();
     assert_eq!(st.map(|s| s.code()), Some(Some(0)), "daemon exit status");
 }
+
+#[test]
+fn periodic_sensor_updates_once_enabled() {
+    let fx = Fixture::start("tests/full.toml");
+    let scmi = fx.agent();
+    let got: Arc<Mutex<Vec<(u32, i64)>>> = Arc::default();
+    let sink = got.clone();
+    scmi.subscribe(
+        Filter::exact(proto::SENSOR, 0x1),
+        Arc::new(move |ev: &Event<'_>| {
+            if let Ok(Notification::SensorUpdate(u)) = Notification::decode(ev) {
+                let v = u.value(ev.payload, 0).map_or(-1, |v| v.value);
+                sink.lock().unwrap().push((u.sensor_id, v));
+            }
+        }),
+    )
+    .expect("subscribe");
+    // The timer runs, but nothing is sent before the agent asks.
+    std::thread::sleep(Duration::from_millis(60));
+    scmi.pump();
+    assert!(got.lock().unwrap().is_empty(), "no update before enabling");
+    scmi.sensor()
+        .continuous_update_notify(2, true)
+        .expect("updates on for temp2");
+    let deadline = Instant::now() + TIMEOUT;
+    while got.lock().unwrap().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "SENSOR_UPDATE missing; log:\n{}",
+            fx.daemon.log()
+        );
+        scmi.pump();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(got.lock().unwrap().iter().all(|u| *u == (2, 42_000)));
+    scmi.sensor()
+        .continuous_update_notify(2, false)
+        .expect("updates off");
+    std::thread::sleep(Duration::from_millis(60));
+    scmi.pump();
+    let n = got.lock().unwrap().len();
+    std::thread::sleep(Duration::from_millis(60));
+    scmi.pump();
+    assert_eq!(got.lock().unwrap().len(), n, "no updates once disabled");
+    let st = fx.disconnect();
+    assert_eq!(st.map(|s| s.code()), Some(Some(0)), "daemon exit status");
+}
