@@ -438,12 +438,26 @@ fn periodic_sensor_updates_once_enabled() {
     scmi.sensor()
         .continuous_update_notify(2, false)
         .expect("updates off");
-    std::thread::sleep(Duration::from_millis(60));
+    // Let what was sent before the switch-off drain (no growth for 100 ms: five timer periods),
+    // then nothing more may come.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut last = usize::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        scmi.pump();
+        let n = got.lock().unwrap().len();
+        if n == last {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "updates keep coming after disabling"
+        );
+        last = n;
+    }
+    std::thread::sleep(Duration::from_millis(100));
     scmi.pump();
-    let n = got.lock().unwrap().len();
-    std::thread::sleep(Duration::from_millis(60));
-    scmi.pump();
-    assert_eq!(got.lock().unwrap().len(), n, "no updates once disabled");
+    assert_eq!(got.lock().unwrap().len(), last, "no updates once disabled");
     let st = fx.disconnect();
     assert_eq!(st.map(|s| s.code()), Some(Some(0)), "daemon exit status");
 }
