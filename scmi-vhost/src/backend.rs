@@ -11,7 +11,7 @@ use fwipc_scmi_virtio::platform::PlatformConfig;
 use log::{debug, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
-use virtio_bindings::bindings::virtio_config::{VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1};
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
@@ -169,9 +169,13 @@ impl VhostUserBackendMut for ScmiBackend {
         QUEUE_SIZE_MAX
     }
 
+    /// VERSION_1, EVENT_IDX and P2A channels. Not VIRTIO_F_ACCESS_PLATFORM: over vhost-user the
+    /// front-end offers that bit itself (QEMU's `iommu_platform=on`) and translates addresses
+    /// before they reach the back-end; a back-end that offers it claims to speak the IOTLB
+    /// protocol, and QEMU 10 aborts at start-up (an assertion in its error path) when one does
+    /// without it. Guests that negotiate ACCESS_PLATFORM with QEMU work unchanged.
     fn features(&self) -> u64 {
         (1 << VIRTIO_F_VERSION_1)
-            | (1 << VIRTIO_F_ACCESS_PLATFORM)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_SCMI_F_P2A_CHANNELS)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
