@@ -22,6 +22,9 @@ pub const REPLY_MIN: usize = 8;
 /// paginated to `min(posted, REPLY_MAX)`).
 pub const REPLY_MAX: usize = 4096;
 
+/// Malformed chains logged at `warn` before the rest go to `debug`.
+pub const COMPLAINTS_LOGGED: u64 = 16;
+
 /// What happened to one command chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmdOutcome {
@@ -70,6 +73,7 @@ pub struct Device {
     cfg: PlatformConfig,
     platform: Platform,
     stats: DeviceStats,
+    complaints: u64,
     req: Vec<u8>,
     resp: Vec<u8>,
 }
@@ -82,6 +86,7 @@ impl Device {
             cfg,
             platform,
             stats: DeviceStats::default(),
+            complaints: 0,
             req: Vec::with_capacity(chain::REQUEST_MAX),
             resp: vec![0; REPLY_MAX],
         }
@@ -117,6 +122,20 @@ impl Device {
         self.stats
     }
 
+    /// Log a malformed chain: the first [`COMPLAINTS_LOGGED`] at `warn`, the rest at `debug`
+    /// (a guest cannot flood the log; every one is counted).
+    fn complain(&mut self, msg: std::fmt::Arguments<'_>) {
+        self.complaints = self.complaints.saturating_add(1);
+        if self.complaints <= COMPLAINTS_LOGGED {
+            warn!("{msg}");
+            if self.complaints == COMPLAINTS_LOGGED {
+                warn!("further malformed chains are logged at debug level (and counted)");
+            }
+        } else {
+            debug!("{msg}");
+        }
+    }
+
     /// Serve one command chain (not yet returned to the guest): check it, run the request
     /// through the platform model, write the reply. The caller returns the chain with
     /// [`CmdOutcome::used_len`].
@@ -126,11 +145,17 @@ impl Device {
             CmdOutcome::Replied(_) => self.stats.commands += 1,
             CmdOutcome::Rejected(e, s) => {
                 self.stats.rejected += 1;
-                warn!("command chain {}: {e}; answered with status {s}", c.head);
+                self.complain(format_args!(
+                    "command chain {}: {e}; answered with status {s}",
+                    c.head
+                ));
             }
             CmdOutcome::Dropped(e) => {
                 self.stats.dropped += 1;
-                warn!("command chain {}: {e}; returned without a reply", c.head);
+                self.complain(format_args!(
+                    "command chain {}: {e}; returned without a reply",
+                    c.head
+                ));
             }
         }
         outcome
@@ -220,7 +245,10 @@ impl Device {
             let used = match c.event_problem() {
                 Some(e) => {
                     self.stats.bad_event_buffers += 1;
-                    warn!("eventq chain {}: {e}; returned unused", c.head);
+                    self.complain(format_args!(
+                        "eventq chain {}: {e}; returned unused",
+                        c.head
+                    ));
                     0
                 }
                 None => {
@@ -241,7 +269,10 @@ impl Device {
                         }
                         Err(e) => {
                             self.stats.p2a_lost += 1;
-                            warn!("eventq chain {}: {e}; P2A message lost", c.head);
+                            self.complain(format_args!(
+                                "eventq chain {}: {e}; P2A message lost",
+                                c.head
+                            ));
                             0
                         }
                     }
