@@ -32,12 +32,17 @@ use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 
 use clap::Parser;
-use log::{error, info};
+use fwipc_scmi_virtio::platform::ClockRates;
+use log::{error, info, warn};
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 use backend::ScmiBackend;
+
+/// Discrete rates per clock Linux's SCMI clock driver accepts (seen with Linux 6.12: "No. of
+/// resources can't exceed 16" for a clock with more).
+const LINUX_CLOCK_RATES_MAX: usize = 16;
 
 /// A vhost-user SCMI device (virtio device id 32) serving fwipc's simulated SCMI platform.
 ///
@@ -77,6 +82,17 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     info!("{}: {}", args.config.display(), summary(&cfg.platform));
+    for c in &cfg.platform.clocks {
+        if let ClockRates::Discrete(v) = &c.rates {
+            if v.len() > LINUX_CLOCK_RATES_MAX {
+                warn!(
+                    "clock {:?} has {} discrete rates; Linux (6.12) takes at most {LINUX_CLOCK_RATES_MAX} and fails to describe its rates",
+                    c.name,
+                    v.len()
+                );
+            }
+        }
+    }
     match serve(cfg, &socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
