@@ -14,6 +14,9 @@ pub struct SensorConfig {
     pub axes: u8,
     /// SCMI unit code (e.g. 2 = °C, 89 = m/s²).
     pub unit: u8,
+    /// Signed decimal exponent of the unit (attributes_high bits 15:11, -16..=15): a reading
+    /// `v` means `v × 10^unit_exponent` units (e.g. -3 with °C: millidegrees).
+    pub unit_exponent: i8,
     /// Advertise and implement asynchronous reads (delayed response; needs P2A channels).
     pub async_read: bool,
     /// Advertise continuous-update notifications.
@@ -24,6 +27,8 @@ pub struct SensorConfig {
     /// starting at 0 and bumped after each read (the vhost-device-scmi `fake` sensor pattern,
     /// with value 0).
     pub value: i64,
+    /// Every reading is exactly `value` (+ 100·i for axis `i`): no counter is added.
+    pub constant: bool,
     /// Timestamped readings (timestamp = read count).
     pub timestamped: bool,
     /// Send extended attributes (v3: power, and resolution + range for scalar sensors).
@@ -42,10 +47,12 @@ impl SensorConfig {
             name: name.to_string(),
             axes: 0,
             unit,
+            unit_exponent: 0,
             async_read: false,
             continuous_notify: true,
             enabled: true,
             value,
+            constant: false,
             timestamped: false,
             extended: false,
             trip_points: 0,
@@ -59,10 +66,12 @@ impl SensorConfig {
             name: name.to_string(),
             axes: 3,
             unit: 89,
+            unit_exponent: 0,
             async_read: false,
             continuous_notify: true,
             enabled: false,
             value: 0,
+            constant: false,
             timestamped: false,
             extended: false,
             trip_points: 0,

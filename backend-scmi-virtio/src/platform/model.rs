@@ -727,6 +727,30 @@ mod tests {
     }
 
     #[test]
+    fn unit_exponent_is_in_the_descriptor_and_constant_sensors_never_drift() {
+        let mut s = SensorConfig::scalar("soc", 2, 45_000);
+        s.unit_exponent = -3;
+        s.constant = true;
+        let mut p = Platform::new(PlatformConfig {
+            sensors: alloc::vec![s, SensorConfig::scalar("drifts", 2, 7)],
+            ..PlatformConfig::default()
+        });
+        // SENSOR_DESCRIPTION_GET from 0: flags, then id, attributes_low, attributes_high.
+        let r = call(&mut p, 0x15, 0x3, &[0], 136);
+        let high = u32::from_le_bytes(r[20..24].try_into().unwrap());
+        assert_eq!(high & 0xFF, 2);
+        assert_eq!((high >> 11) & 0x1F, 0x1D, "-3 as 5-bit two's complement");
+        for _ in 0..3 {
+            let r = call(&mut p, 0x15, 0x6, &[0, 0], 136);
+            assert_eq!(i64::from_le_bytes(r[8..16].try_into().unwrap()), 45_000);
+        }
+        let r = call(&mut p, 0x15, 0x6, &[1, 0], 136);
+        assert_eq!(i64::from_le_bytes(r[8..16].try_into().unwrap()), 7);
+        let r = call(&mut p, 0x15, 0x6, &[1, 0], 136);
+        assert_eq!(i64::from_le_bytes(r[8..16].try_into().unwrap()), 8);
+    }
+
+    #[test]
     fn echo_inverts_any_length_up_to_the_space() {
         let mut p = Platform::new(PlatformConfig::default());
         let mut req = Header::command(0x81, 0x3, 1).to_le_bytes().to_vec();

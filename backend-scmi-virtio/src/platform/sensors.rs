@@ -44,7 +44,8 @@ impl Platform {
         let high = if c.axes > 0 {
             (u32::from(c.axes.min(63)) << 16) | (1 << 8)
         } else {
-            u32::from(c.unit)
+            // Unit exponent: 5-bit two's complement in bits 15:11.
+            (((c.unit_exponent as u32) & 0x1F) << 11) | u32::from(c.unit)
         };
         out.u32(id as u32)?;
         out.u32(low)?;
@@ -65,13 +66,13 @@ impl Platform {
     /// (one for a scalar), v2 = one 8-byte value.
     fn write_reading(&mut self, i: usize, out: &mut Out<'_>) -> HResult {
         let v3 = self.v3();
-        let (axes, base, ts) = match self.cfg.sensors.get(i) {
-            Some(c) => (c.axes, c.value, c.timestamped),
+        let (axes, base, ts, constant) = match self.cfg.sensors.get(i) {
+            Some(c) => (c.axes, c.value, c.timestamped, c.constant),
             None => return Err(code::NOT_FOUND),
         };
         let st = self.sensors.get_mut(i).ok_or(code::NOT_FOUND)?;
         // Like vhost-device-scmi's fake sensor: the first reading is counter 0, then it bumps.
-        let counter = i64::from(st.counter);
+        let counter = if constant { 0 } else { i64::from(st.counter) };
         st.counter = st.counter.wrapping_add(1);
         st.reads += 1;
         let stamp = if ts { st.reads } else { 0 };
