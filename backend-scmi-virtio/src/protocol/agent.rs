@@ -237,6 +237,11 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         }
     }
 
+    /// Count a command about to be sent.
+    pub(crate) fn count_command(&self) {
+        bump(&self.counters.commands);
+    }
+
     /// Count a reply a parser rejected and pass the error on.
     pub(crate) fn malformed(&self, m: Malformed) -> ScmiError {
         bump(&self.counters.malformed_replies);
@@ -279,7 +284,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         resp: &mut [u8],
         timeout: Duration,
     ) -> ScmiResult<usize> {
-        bump(&self.counters.commands);
+        self.count_command();
         let req = self.request(make_target(protocol, message), params);
         let ticket = self.t.send(&req)?;
         let (n, ticket) = self.await_reply(ticket, resp, timeout)?;
@@ -287,7 +292,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         Ok(n)
     }
 
-    fn request<'p>(&self, target: u32, payload: &'p [u8]) -> Request<'p> {
+    pub(crate) fn request<'p>(&self, target: u32, payload: &'p [u8]) -> Request<'p> {
         Request {
             target,
             payload,
