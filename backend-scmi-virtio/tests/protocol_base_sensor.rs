@@ -96,6 +96,10 @@ fn sensor_description_config_reading_like_vhost_device_scmi() {
     let names: Vec<String> = axes.iter().map(|a| a.name.to_string()).collect();
     assert_eq!(names, ["acc_X", "acc_Y", "acc_Z"]);
     assert_eq!(axes[2].attributes_high & 0xFF, 89);
+    // Each axis carries its unit (m/s²); the multi-axis sensor itself reports none.
+    let units: Vec<(u8, i8)> = axes.iter().map(|a| (a.unit(), a.unit_exponent())).collect();
+    assert_eq!(units, [(89, 0); 3]);
+    assert_eq!(s.descriptions_vec().unwrap()[0].unit(), 0);
     // Unknown total: taken from the first reply.
     assert_eq!(s.axis_descriptions_vec(0, None).unwrap().len(), 3);
 

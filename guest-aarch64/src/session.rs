@@ -202,12 +202,7 @@ fn survey<T: Transport>(agent: &Scmi<T, GenericTimer>, tag: &str) -> Res<Summary
             .axis_descriptions_vec(id, Some(u32::from(axes)))
             .ctx("SENSOR_AXIS_DESCRIPTION_GET")?
         {
-            println!(
-                "{tag}: sensor {id} axis {} \"{}\": unit {}",
-                a.id,
-                a.name,
-                a.attributes_high & 0xff
-            );
+            println!("{tag}: sensor {id} axis {} \"{}\": unit {}", a.id, a.name, a.unit());
         }
         sensor.set_enabled(id, true).ctx("SENSOR_CONFIG_SET")?;
         let mut values = [Default::default(); 8];

@@ -109,15 +109,27 @@ impl SensorDescriptor {
             0
         }
     }
-    /// Unit (SCMI unit code, e.g. 89 = m/s²).
+    /// Unit (SCMI unit code, e.g. 89 = m/s²). A multi-axis sensor may report 0 (none) here and
+    /// give each axis its own unit: see [`AxisDescriptor::unit`].
     pub const fn unit(&self) -> u8 {
-        self.attributes_high as u8
+        unit_of(self.attributes_high)
     }
     /// Signed decimal unit exponent (bits 15:11).
     pub const fn unit_exponent(&self) -> i8 {
-        let e = ((self.attributes_high >> 11) & 0x1F) as i8;
-        (e << 3) >> 3
+        unit_exponent_of(self.attributes_high)
     }
+}
+
+/// The unit code of a sensor's or an axis's `attributes_high` (bits 7:0; the same layout in both
+/// descriptors, DEN0056 4.7.2.5 and 4.7.2.11).
+const fn unit_of(attributes_high: u32) -> u8 {
+    attributes_high as u8
+}
+
+/// The signed decimal exponent of a sensor's or an axis's `attributes_high` (bits 15:11).
+const fn unit_exponent_of(attributes_high: u32) -> i8 {
+    let e = ((attributes_high >> 11) & 0x1F) as i8;
+    (e << 3) >> 3
 }
 
 /// Parse one descriptor. `v3` enables the extended fields (Linux reads them only from protocol
@@ -176,6 +188,17 @@ pub struct AxisDescriptor {
     pub name: ShortName,
     /// Resolution and range, if extended.
     pub range: Option<RangeAttrs>,
+}
+
+impl AxisDescriptor {
+    /// This axis's unit (SCMI unit code, e.g. 89 = m/s²).
+    pub const fn unit(&self) -> u8 {
+        unit_of(self.attributes_high)
+    }
+    /// This axis's signed decimal unit exponent (bits 15:11).
+    pub const fn unit_exponent(&self) -> i8 {
+        unit_exponent_of(self.attributes_high)
+    }
 }
 
 /// Parse one axis descriptor (28 bytes, + 20 if attributes_low bit 8).
@@ -385,7 +408,8 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     }
 
     /// SENSOR_READING_GET, synchronous: one value per axis into `out`; returns how many the
-    /// platform sent (only the first `out.len()` are stored).
+    /// platform sent (only the first `out.len()` are stored). A disabled sensor is refused by
+    /// the platform with `ScmiStatus::InvalidParameters`: enable it first ([`Sensor::set_enabled`]).
     pub fn reading_axes(&self, id: u32, out: &mut [SensorValue]) -> ScmiResult<usize> {
         self.scmi
             .cmd(proto::SENSOR, sensor::READING_GET, &[id, 0], |r| {
