@@ -222,3 +222,27 @@ fn delayed_response_waits_for_eventq_buffers() {
         (0x14, 5, token)
     );
 }
+
+/// The typed agent takes a transport the fixture keeps as well: `Arc<T>` and `&T` are
+/// transports (they forward every call), so a fixture's shared transport drives `Scmi` directly.
+#[test]
+fn the_agent_runs_over_a_shared_fixture_transport() {
+    let fx = ScmiFixture::with_config(Completion::Polled, 16, Default::default());
+    let by_arc = Scmi::new(
+        fx.virtio().clone(),
+        StdClock::new(),
+        Config::default().polled(),
+    )
+    .unwrap();
+    let by_ref = Scmi::new(&**fx.virtio(), StdClock::new(), Config::default().polled()).unwrap();
+    assert_eq!(
+        by_arc.base().vendor().unwrap(),
+        by_ref.base().vendor().unwrap()
+    );
+    let sent = fx.virtio().stats().sent;
+    assert!(
+        sent >= 2,
+        "both agents' commands went through the fixture's transport ({sent})"
+    );
+    assert_eq!(by_arc.transport().stats(), fx.virtio().stats());
+}

@@ -8,6 +8,7 @@ mod clock;
 mod error;
 #[cfg(feature = "std")]
 pub mod fixture;
+mod forward;
 mod future;
 mod lifecycle;
 mod pool;
