@@ -3,12 +3,12 @@
 //!
 //! [`Platform`](crate::platform::Platform) is the simulated platform: Base, Sensor, Clock, Performance, Power, Reset,
 //! Voltage, System power and the fwipc test protocol, configured by [`PlatformConfig`](crate::platform::PlatformConfig).
-//! `direct::DirectTransport` (doc-hidden) runs it behind a `Transport` without virtio, for protocol
-//! tests.
+//! [`DirectTransport`](crate::platform::direct::DirectTransport) runs it behind a `Transport` without virtio: the quickest way to try
+//! the typed agent, and what the protocol tests use (the whole stack, rings included, is
+//! `crate::sim`).
 
 mod clocks;
 pub mod config;
-#[doc(hidden)]
 pub mod direct;
 mod domains;
 mod model;
