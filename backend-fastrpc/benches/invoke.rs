@@ -43,7 +43,13 @@ fn core_path(n: u32, size: usize) -> Duration {
         secure: false,
     };
     let ch = Channel::new(cfg, Arc::new(NullLink), Arc::new(SimBus::new())).unwrap();
-    let s = ch.open_session().unwrap();
+    let s = ch
+        .open_session(fwipc_fastrpc::CallWait::new(
+            Arc::new(fwipc_transport_api::StdClock::new()),
+            Duration::from_secs(5),
+            fwipc_transport_api::Wait::Poll,
+        ))
+        .unwrap();
     let input = vec![0x5au8; size];
     let mut out = vec![0u8; size];
     let t0 = Instant::now();
@@ -69,7 +75,14 @@ fn core_path(n: u32, size: usize) -> Duration {
 
 fn sim_round_trip(n: u32, size: usize) -> Duration {
     let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
-    let s = sys.attached_session();
+    // Busy polling, as a latency benchmark wants.
+    let s = sys
+        .attached_session()
+        .with_wait(fwipc_fastrpc::CallWait::new(
+            sys.clock.clone(),
+            Duration::from_secs(5),
+            fwipc_transport_api::Wait::Poll,
+        ));
     let input = vec![0x5au8; size];
     let mut out = vec![0u8; size];
     let t0 = Instant::now();
@@ -78,9 +91,6 @@ fn sim_round_trip(n: u32, size: usize) -> Duration {
             ECHO_HANDLE,
             ECHO_RAW_METHOD,
             &mut [Arg::In(&input), Arg::Out(&mut out)],
-            &sys.clock,
-            Duration::from_secs(5),
-            &std::hint::spin_loop,
         )
         .unwrap();
     }

@@ -4,7 +4,6 @@
 //! DSP answering `AEE_EUNSUPPORTED` means "not supported" (`-EOPNOTSUPP`).
 
 use crate::error::{aee, AeeError, FastRpcError, Result};
-use crate::procctl::CtlWait;
 use crate::session::{Arg, Session};
 
 /// Handle of the DSP utilities interface.
@@ -15,7 +14,7 @@ pub const DSP_ATTRIBUTES: usize = 256;
 impl Session {
     /// DSP attribute `id` (< 256). Attribute 0 is left to user space by the driver; this returns
     /// what the DSP wrote there **(unverified)** semantics.
-    pub fn dsp_capability(&self, id: u32, w: CtlWait<'_>) -> Result<u32> {
+    pub fn dsp_capability(&self, id: u32) -> Result<u32> {
         let ch = &self.inner.ch;
         ch.cfg.domain.check_capability_query()?;
         let idx = usize::try_from(id)
@@ -31,9 +30,6 @@ impl Session {
             DSP_UTILITIES_HANDLE,
             0,
             &mut [Arg::In(&count), Arg::Out(&mut raw)],
-            w.clock,
-            w.timeout,
-            w.relax,
             true,
             None,
         );

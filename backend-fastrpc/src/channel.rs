@@ -9,6 +9,7 @@ use spin::Mutex;
 
 use fwipc_transport_api::{Counters, Stats};
 
+use crate::call_wait::CallWait;
 use crate::context::{ContextTable, PayloadPool, RxOutcome, MAX_CONTEXTS};
 use crate::domain::Domain;
 use crate::error::{FastRpcError, Result};
@@ -166,17 +167,19 @@ impl Channel {
     /// Open a session on the channel's main node (`fastrpc-<domain>-secure` for a secure
     /// channel, `fastrpc-<domain>` otherwise): the first free one, `Busy` when none is (nothing
     /// leaked). Allocates the session's payload buffers on its context bank.
-    pub fn open_session(&self) -> Result<Session> {
-        self.open(self.inner.cfg.secure)
+    /// Its blocking calls wait as `wait` says ([`Session::with_wait`] makes a handle that
+    /// waits otherwise).
+    pub fn open_session(&self, wait: CallWait) -> Result<Session> {
+        self.open(self.inner.cfg.secure, wait)
     }
 
     /// Open a session on the plain (non-secure) node of a secure channel: such a client may
     /// only create unsigned PDs.
-    pub fn open_session_nonsecure(&self) -> Result<Session> {
-        self.open(false)
+    pub fn open_session_nonsecure(&self, wait: CallWait) -> Result<Session> {
+        self.open(false, wait)
     }
 
-    fn open(&self, secure_node: bool) -> Result<Session> {
+    fn open(&self, secure_node: bool, wait: CallWait) -> Result<Session> {
         let (index, sid) = {
             let mut s = self.inner.sessions.lock();
             let Some((i, slot)) = s.iter_mut().enumerate().find(|(_, x)| !x.in_use) else {
@@ -201,6 +204,7 @@ impl Channel {
             index as u16,
             sid,
             PayloadPool::new(regions),
+            wait,
         );
         s.set_node(secure_node, self.inner.cfg.secure);
         Ok(s)

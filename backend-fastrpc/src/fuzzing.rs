@@ -95,7 +95,9 @@ fn channel() -> Channel {
 /// flight (one already abandoned). Ids are derived so some inputs hit live contexts.
 pub fn invoke_response(data: &[u8]) {
     let ch = channel();
-    let Ok(s) = ch.open_session() else { return };
+    let Ok(s) = ch.open_session(no_wait()) else {
+        return;
+    };
     let mut tickets = alloc::vec::Vec::new();
     for _ in 0..3 {
         if let Ok(t) = s.start(
@@ -141,7 +143,9 @@ pub fn invoke_response(data: &[u8]) {
 /// back and walks the fd list. Lengths are clamped, fds checked, nothing panics.
 pub fn copy_out(data: &[u8]) {
     let ch = channel();
-    let Ok(s) = ch.open_session() else { return };
+    let Ok(s) = ch.open_session(no_wait()) else {
+        return;
+    };
     let Ok(shared) = s.alloc_shared(4096) else {
         return;
     };
@@ -300,6 +304,15 @@ pub fn skel(data: &[u8]) {
     let _ = calculator::calculator_skel_invoke(&mut Calculator, sc, &ins, &mut outs);
 }
 
+/// The fuzz entry points never block: a session that gives up at once.
+fn no_wait() -> crate::CallWait {
+    crate::CallWait::new(
+        alloc::sync::Arc::new(fwipc_transport_api::ManualClock::new()),
+        core::time::Duration::ZERO,
+        fwipc_transport_api::Wait::Poll,
+    )
+}
+
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
@@ -393,7 +406,7 @@ mod tests {
     fn hostile_dsp_rewrites_payload_while_ap_reads_out() {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let ch = channel();
-        let s = ch.open_session().unwrap();
+        let s = ch.open_session(no_wait()).unwrap();
         let mut out = [0u8; 24];
         let t = s
             .start(0x20, 2, &[Arg::In(b"0123456789"), Arg::Out(&mut out)], 0)

@@ -24,6 +24,7 @@
 
 extern crate alloc;
 
+mod call_wait;
 pub mod capability;
 pub mod channel;
 pub mod context;
@@ -49,6 +50,7 @@ mod sync;
 pub mod transport;
 pub mod wire;
 
+pub use call_wait::CallWait;
 pub use channel::{Channel, ChannelConfig};
 pub use domain::Domain;
 pub use error::{AeeError, FastRpcError, Result};

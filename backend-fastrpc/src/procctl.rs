@@ -16,11 +16,8 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::time::Duration;
 
 use zerocopy::{FromBytes, IntoBytes};
-
-use fwipc_transport_api::Clock;
 
 use crate::error::{FastRpcError, Result};
 use crate::mem::{align_up, DmaRegion, SharedBuf};
@@ -82,17 +79,6 @@ pub struct ProcState {
     quarantine: Vec<Quarantined>,
 }
 
-/// How control calls wait.
-#[derive(Clone, Copy)]
-pub struct CtlWait<'a> {
-    /// Time source.
-    pub clock: &'a dyn Clock,
-    /// Per-call timeout (Linux kernel-internal calls wait 10 s).
-    pub timeout: Duration,
-    /// Called between polls.
-    pub relax: &'a dyn Fn(),
-}
-
 fn page_of(bus: u64, size: u64) -> [u8; 16] {
     let mut b = [0u8; 16];
     b.copy_from_slice(
@@ -120,22 +106,13 @@ impl Session {
         self.inner.proc.lock().quarantine.len()
     }
 
-    fn ctl(&self, id: u32, args: &mut [Arg<'_>], w: CtlWait<'_>) -> Result<()> {
+    fn ctl(&self, id: u32, args: &mut [Arg<'_>]) -> Result<()> {
         // The table is the source of truth for the counts the DSP expects.
         let want = rmid::scalars(id).ok_or(FastRpcError::InvalidArgument)?;
         if crate::session::scalars_for(id, args)? != want {
             return Err(FastRpcError::InvalidArgument);
         }
-        self.invoke_inner(
-            INIT_HANDLE,
-            id,
-            args,
-            w.clock,
-            w.timeout,
-            w.relax,
-            true,
-            None,
-        )
+        self.invoke_inner(INIT_HANDLE, id, args, true, None)
     }
 
     /// The process kind, if the session has one.
@@ -143,13 +120,13 @@ impl Session {
         self.inner.proc.lock().kind
     }
 
-    fn attach_as(&self, pd: u8, kind: PdKind, w: CtlWait<'_>) -> Result<()> {
+    fn attach_as(&self, pd: u8, kind: PdKind) -> Result<()> {
         if self.inner.proc.lock().kind.is_some() {
             return Err(FastRpcError::InvalidArgument);
         }
         self.set_pd(pd);
         let pid = self.client_id().to_le_bytes();
-        let r = self.ctl(rmid::ATTACH, &mut [Arg::In(&pid)], w);
+        let r = self.ctl(rmid::ATTACH, &mut [Arg::In(&pid)]);
         match r {
             Ok(()) => self.inner.proc.lock().kind = Some(kind),
             Err(_) => self.set_pd(PD_USER),
@@ -158,19 +135,19 @@ impl Session {
     }
 
     /// INIT_ATTACH to the root PD (PD bits 0).
-    pub fn attach(&self, w: CtlWait<'_>) -> Result<()> {
-        self.attach_as(PD_ROOT, PdKind::Root, w)
+    pub fn attach(&self) -> Result<()> {
+        self.attach_as(PD_ROOT, PdKind::Root)
     }
 
     /// INIT_ATTACH to the sensors PD (PD bits 2).
-    pub fn attach_sensors(&self, w: CtlWait<'_>) -> Result<()> {
-        self.attach_as(PD_SENSORS, PdKind::Sensors, w)
+    pub fn attach_sensors(&self) -> Result<()> {
+        self.attach_as(PD_SENSORS, PdKind::Sensors)
     }
 
     /// INIT_CREATE (or CREATE_ATTR when `attrs != 0`): a dynamic user PD named `name` from the
     /// shell ELF `file` (≤ 2 MiB), with init memory `ALIGN(max(2 MiB, 4·filelen), 1 MiB)`
     /// allocated on the session's bank and kept until close.
-    pub fn create(&self, name: &str, file: &[u8], attrs: u32, w: CtlWait<'_>) -> Result<()> {
+    pub fn create(&self, name: &str, file: &[u8], attrs: u32) -> Result<()> {
         if self.inner.proc.lock().kind.is_some()
             || name.len() >= PD_NAME_MAX
             || file.is_empty()
@@ -224,7 +201,6 @@ impl Session {
                 },
                 Arg::In(&page),
             ],
-            w,
         );
         self.quarantine_on_timeout(&r, || Quarantined::Region(mem.clone()));
         r?;
@@ -236,7 +212,7 @@ impl Session {
 
     /// INIT_CREATE_STATIC: a static PD `name` (e.g. `audiopd`) with a remote heap of `memlen`
     /// bytes (the user lib passes 3 MiB for the audio PD). PD bits 0.
-    pub fn create_static(&self, name: &str, memlen: usize, w: CtlWait<'_>) -> Result<()> {
+    pub fn create_static(&self, name: &str, memlen: usize) -> Result<()> {
         if self.inner.proc.lock().kind.is_some() || name.is_empty() || name.len() > PD_NAME_MAX {
             return Err(FastRpcError::InvalidArgument);
         }
@@ -262,7 +238,6 @@ impl Session {
                 Arg::In(name.as_bytes()),
                 Arg::In(&page),
             ],
-            w,
         );
         self.quarantine_on_timeout(&r, || Quarantined::Region(heap.clone()));
         r?;
@@ -274,9 +249,9 @@ impl Session {
 
     /// INIT_RELEASE: tear the DSP process down (sent on every close). The init memory, heap and
     /// maps are released once the DSP confirms.
-    pub fn release_process(&self, w: CtlWait<'_>) -> Result<()> {
+    pub fn release_process(&self) -> Result<()> {
         let pid = self.client_id().to_le_bytes();
-        self.ctl(rmid::RELEASE, &mut [Arg::In(&pid)], w)?;
+        self.ctl(rmid::RELEASE, &mut [Arg::In(&pid)])?;
         let mut p = self.inner.proc.lock();
         *p = ProcState::default();
         drop(p);
@@ -286,7 +261,7 @@ impl Session {
 
     /// INIT_MMAP: give the DSP `size` bytes of new memory (flags: `ADD_PAGES` user-heap growth
     /// or `REMOTE_HEAP_ADDR`). Returns the DSP virtual address.
-    pub fn mmap(&self, flags: u32, size: usize, w: CtlWait<'_>) -> Result<u64> {
+    pub fn mmap(&self, flags: u32, size: usize) -> Result<u64> {
         let region = self
             .inner
             .ch
@@ -308,7 +283,6 @@ impl Session {
         let r = self.ctl(
             rmid::MMAP,
             &mut [Arg::In(req.as_bytes()), Arg::In(&page), Arg::Out(&mut out)],
-            w,
         );
         self.quarantine_on_timeout(&r, || Quarantined::Region(region.clone()));
         r?;
@@ -323,7 +297,7 @@ impl Session {
 
     /// INIT_MUNMAP of a mapping made by [`Session::mmap`]; the memory is freed only after the
     /// DSP confirms.
-    pub fn munmap(&self, vaddr: u64, w: CtlWait<'_>) -> Result<()> {
+    pub fn munmap(&self, vaddr: u64) -> Result<()> {
         let size = {
             let p = self.inner.proc.lock();
             p.mmaps
@@ -338,21 +312,14 @@ impl Session {
             vaddr: vaddr.into(),
             size: size.into(),
         };
-        self.ctl(rmid::MUNMAP, &mut [Arg::In(req.as_bytes())], w)?;
+        self.ctl(rmid::MUNMAP, &mut [Arg::In(req.as_bytes())])?;
         self.inner.proc.lock().mmaps.retain(|m| m.vaddr != vaddr);
         Ok(())
     }
 
     /// INIT_MEM_MAP: map `len` bytes of shared buffer `buf` at `offset` into the DSP process.
     /// The buffer stays referenced until [`Session::mem_unmap`] is confirmed.
-    pub fn mem_map(
-        &self,
-        buf: &SharedBuf,
-        offset: usize,
-        len: usize,
-        flags: u32,
-        w: CtlWait<'_>,
-    ) -> Result<u64> {
+    pub fn mem_map(&self, buf: &SharedBuf, offset: usize, len: usize, flags: u32) -> Result<u64> {
         if buf.sid() != self.sid() || offset.checked_add(len).is_none_or(|e| e > buf.len()) {
             return Err(FastRpcError::InvalidArgument);
         }
@@ -377,7 +344,6 @@ impl Session {
                 Arg::In(&[]),
                 Arg::Out(&mut out),
             ],
-            w,
         );
         self.quarantine_on_timeout(&r, || Quarantined::Buf(buf.clone()));
         r?;
@@ -392,7 +358,7 @@ impl Session {
 
     /// INIT_MEM_UNMAP of a [`Session::mem_map`] mapping; the buffer reference is dropped only
     /// after the DSP confirms.
-    pub fn mem_unmap(&self, vaddr: u64, w: CtlWait<'_>) -> Result<()> {
+    pub fn mem_unmap(&self, vaddr: u64) -> Result<()> {
         let (fd, len) = {
             let p = self.inner.proc.lock();
             p.mem_maps
@@ -407,17 +373,16 @@ impl Session {
             vaddrin: vaddr.into(),
             len: len.into(),
         };
-        self.ctl(rmid::MEM_UNMAP, &mut [Arg::In(req.as_bytes())], w)?;
+        self.ctl(rmid::MEM_UNMAP, &mut [Arg::In(req.as_bytes())])?;
         self.inner.proc.lock().mem_maps.retain(|m| m.vaddr != vaddr);
         Ok(())
     }
 
     /// Close the session the way the driver's release does: INIT_RELEASE (sent on every
     /// close; the process memory is freed once the DSP confirms), then tear the session down.
-    pub fn close(self, w: CtlWait<'_>) -> Result<()> {
-        let r = self.release_process(w);
-        let d = fwipc_transport_api::Deadline::after(w.clock, w.timeout);
-        let s = self.shutdown(w.clock, d);
+    pub fn close(self) -> Result<()> {
+        let r = self.release_process();
+        let s = self.shutdown(self.call_wait().deadline());
         r.and(s)
     }
 

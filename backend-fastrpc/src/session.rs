@@ -9,13 +9,15 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use core::task::Waker;
-use core::time::Duration;
 
 use spin::Mutex;
 use zerocopy::IntoBytes;
 
-use fwipc_transport_api::{Clock, Counters, Deadline, Lifecycle, ProtocolError};
+use fwipc_transport_api::{
+    wait_until, Clock, Counters, Deadline, Lifecycle, ProtocolError, TxOutcome,
+};
 
+use crate::call_wait::CallWait;
 use crate::channel::ChannelInner;
 use crate::context::{CtxId, CtxState, OutRec, PayloadPool};
 use crate::error::{AeeError, FastRpcError, Result};
@@ -155,10 +157,12 @@ impl Drop for SessionInner {
     }
 }
 
-/// A session: one client of a channel on one context bank. Cheap to clone.
+/// A session: one client of a channel on one context bank, with the [`CallWait`] its blocking
+/// calls use. Cheap to clone.
 #[derive(Clone)]
 pub struct Session {
     pub(crate) inner: Arc<SessionInner>,
+    wait: CallWait,
 }
 
 impl Session {
@@ -167,8 +171,10 @@ impl Session {
         index: u16,
         sid: u32,
         payloads: Arc<PayloadPool>,
+        wait: CallWait,
     ) -> Self {
         Session {
+            wait,
             inner: Arc::new(SessionInner {
                 ch,
                 index,
@@ -180,6 +186,21 @@ impl Session {
                 proc: Mutex::new(ProcState::default()),
                 unsigned_only: core::sync::atomic::AtomicBool::new(false),
             }),
+        }
+    }
+
+    /// How this session's blocking calls wait.
+    pub fn call_wait(&self) -> &CallWait {
+        &self.wait
+    }
+
+    /// A handle on the same session whose blocking calls wait as `wait` says (another timeout,
+    /// another pause); this handle keeps its own.
+    #[must_use]
+    pub fn with_wait(&self, wait: CallWait) -> Session {
+        Session {
+            inner: self.inner.clone(),
+            wait,
         }
     }
 
@@ -629,60 +650,68 @@ impl Session {
     }
 
     /// The caller gives up (timeout, signal). The context keeps its payload and maps until the
-    /// DSP answers or the session is torn down.
+    /// DSP answers or the session is torn down. Counted as a timeout.
     pub fn abandon(&self, t: InvokeTicket) {
-        Counters::bump(&self.inner.ch.counters.timed_out);
-        self.inner.ch.ctx.drop_owner(t.idx, t.generation, true);
+        self.end(t, TxOutcome::TimedOut);
     }
 
-    /// Blocking call: start, wait until `timeout` on `clock` (calling `relax` between polls),
-    /// copy out-buffers back, finish. On timeout the call is abandoned (buffers kept).
-    pub fn invoke(
-        &self,
-        handle: u32,
-        method: u32,
-        args: &mut [Arg<'_>],
-        clock: &dyn Clock,
-        timeout: Duration,
-        relax: &dyn Fn(),
-    ) -> Result<()> {
-        self.invoke_inner(handle, method, args, clock, timeout, relax, false, None)
+    /// End a call with the outcome of waiting for it (pick it with [`TxOutcome::after_wait`]):
+    /// `Done` finishes it ([`Session::finish`]); `TimedOut` abandons it, counted as a timeout;
+    /// `Cancelled` abandons it uncounted. An abandoned context keeps its payload and maps until
+    /// the DSP answers or the session is torn down.
+    pub fn end(&self, t: InvokeTicket, outcome: TxOutcome) {
+        match outcome {
+            TxOutcome::Done => self.finish(t),
+            TxOutcome::TimedOut | TxOutcome::Cancelled => {
+                if outcome == TxOutcome::TimedOut {
+                    Counters::bump(&self.inner.ch.counters.timed_out);
+                }
+                self.inner.ch.ctx.drop_owner(t.idx, t.generation, true);
+            }
+        }
+    }
+
+    /// Wait, as this session's [`CallWait`] says, until the DSP answered `t`, the call failed
+    /// (`Err`), or `deadline` passed (`Err(Timeout)`). Does not end the call.
+    pub fn wait_for(&self, t: &InvokeTicket, deadline: Deadline) -> Result<()> {
+        let w = &self.wait;
+        let done = wait_until(
+            || self.poll(t),
+            |waker| self.wakes() && self.register_waker(t, waker).is_ok(),
+            w.clock(),
+            deadline,
+            w.wait(),
+        )?;
+        if done {
+            Ok(())
+        } else {
+            Err(FastRpcError::Timeout)
+        }
+    }
+
+    /// Blocking call: start, wait as the session's [`CallWait`] says, copy out-buffers back,
+    /// finish. On timeout the call is abandoned (buffers kept until the DSP answers).
+    pub fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()> {
+        self.invoke_inner(handle, method, args, false, None)
     }
 
     /// [`Session::invoke`] for thread `tid` that resumes this thread's abandoned call of the
     /// same method instead of re-sending it (see [`Session::start_or_resume`]).
-    #[allow(clippy::too_many_arguments)]
     pub fn invoke_resumable(
         &self,
         handle: u32,
         method: u32,
         args: &mut [Arg<'_>],
         tid: i32,
-        clock: &dyn Clock,
-        timeout: Duration,
-        relax: &dyn Fn(),
     ) -> Result<()> {
-        self.invoke_inner(
-            handle,
-            method,
-            args,
-            clock,
-            timeout,
-            relax,
-            false,
-            Some(tid),
-        )
+        self.invoke_inner(handle, method, args, false, Some(tid))
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn invoke_inner(
         &self,
         handle: u32,
         method: u32,
         args: &mut [Arg<'_>],
-        clock: &dyn Clock,
-        timeout: Duration,
-        relax: &dyn Fn(),
         kernel: bool,
         resume_tid: Option<i32>,
     ) -> Result<()> {
@@ -690,21 +719,10 @@ impl Session {
             Some(tid) => self.start_or_resume(handle, method, args, tid)?.0,
             None => self.start_inner(handle, method, args, 0, kernel)?,
         };
-        let deadline = Deadline::after(clock, timeout);
-        loop {
-            match self.poll(&t) {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => {
-                    self.finish(t);
-                    return Err(e);
-                }
-            }
-            if deadline.expired(clock) {
-                self.abandon(t);
-                return Err(FastRpcError::Timeout);
-            }
-            relax();
+        let waited = self.wait_for(&t, self.wait.deadline());
+        if let Err(e) = waited {
+            self.end(t, TxOutcome::after_wait(&Err(e.into())));
+            return Err(e);
         }
         let st = self.status(&t);
         let mut r = st;
@@ -723,13 +741,14 @@ impl Session {
                 }
             }
         }
-        self.finish(t);
+        self.end(t, TxOutcome::Done);
         r
     }
 
     /// Tear the session down: refuse new calls, fail calls in flight (`ChannelDown`), wait for
     /// callers inside the API until `deadline`, release everything.
-    pub fn shutdown(&self, clock: &dyn Clock, deadline: Deadline) -> Result<()> {
+    pub fn shutdown(&self, deadline: Deadline) -> Result<()> {
+        let clock: &dyn Clock = self.wait.clock();
         let s = &*self.inner;
         s.lc.begin_shutdown();
         s.ch.ctx

@@ -29,10 +29,6 @@
 //! }
 //! ```
 
-use core::time::Duration;
-
-use fwipc_transport_api::Clock;
-
 use crate::error::Result;
 use crate::session::{Arg, Session};
 
@@ -152,51 +148,34 @@ pub trait Invoker {
     fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()>;
 }
 
-/// A blocking [`Invoker`] over a session.
-pub struct SessionInvoker<'a> {
-    /// The session.
-    pub session: &'a Session,
-    /// Time source.
-    pub clock: &'a dyn Clock,
-    /// Per-call timeout.
-    pub timeout: Duration,
-    /// Called between polls.
-    pub relax: &'a dyn Fn(),
+/// A session is the blocking [`Invoker`]: each call waits as the session's
+/// [`CallWait`](crate::CallWait) says.
+impl Invoker for Session {
+    fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()> {
+        Session::invoke(self, handle, method, args)
+    }
 }
 
-impl Invoker for SessionInvoker<'_> {
+impl<I: Invoker + ?Sized> Invoker for &I {
     fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()> {
-        self.session
-            .invoke(handle, method, args, self.clock, self.timeout, self.relax)
+        (**self).invoke(handle, method, args)
     }
 }
 
 /// A blocking [`Invoker`] for one thread (`tid`) that resumes that thread's interrupted call
 /// instead of re-sending it (see [`Session::start_or_resume`]).
+#[derive(Clone, Copy)]
 pub struct ResumableInvoker<'a> {
-    /// The session.
+    /// The session (its [`CallWait`](crate::CallWait) says how calls wait).
     pub session: &'a Session,
     /// The calling thread's id.
     pub tid: i32,
-    /// Time source.
-    pub clock: &'a dyn Clock,
-    /// Per-call timeout.
-    pub timeout: Duration,
-    /// Called between polls.
-    pub relax: &'a dyn Fn(),
 }
 
 impl Invoker for ResumableInvoker<'_> {
     fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()> {
-        self.session.invoke_resumable(
-            handle,
-            method,
-            args,
-            self.tid,
-            self.clock,
-            self.timeout,
-            self.relax,
-        )
+        self.session
+            .invoke_resumable(handle, method, args, self.tid)
     }
 }
 

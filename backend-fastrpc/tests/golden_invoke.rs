@@ -2,6 +2,8 @@
 //! wrote) for a call with 2 in-buffers, 1 out-buffer and 1 in-handle: the worked example of the
 //! docs/protocols/fastrpc.md §5, replayed through `Session::start` on the simulated bus.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use fwipc_fastrpc::channel::{Bank, ChannelConfig};
@@ -41,7 +43,7 @@ fn golden_invoke_message_and_payload() {
     let ch = Channel::new(cfg, rec.clone(), Arc::new(bus.clone())).unwrap();
     // Session 0 → client_id 1, context bank sid 1. Its one payload buffer is the bus's first
     // region: IOVA P = 0x1000_0000, AP VA B = 0x7f00_0000_0000 + P = 0x7f00_1000_0000.
-    let s = ch.open_session().unwrap();
+    let s = ch.open_session(common::poll_wait()).unwrap();
     // The shared buffer comes next (after a guard page): IOVA 0x1000_2000, fd 3, 4096 bytes.
     let shared = s.alloc_shared(4096).unwrap();
     assert_eq!((shared.iova(), shared.fd()), (0x1000_2000, 3));

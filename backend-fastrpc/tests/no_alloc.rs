@@ -1,6 +1,8 @@
 //! The steady-state invoke path (start → response → poll → read_out → finish) allocates
 //! nothing: checked with a counting global allocator on the calling thread.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,7 +76,7 @@ fn invoke_path_allocates_nothing() {
         secure: false,
     };
     let ch = Channel::new(cfg, link.clone(), Arc::new(bus)).unwrap();
-    let s = ch.open_session().unwrap();
+    let s = ch.open_session(common::poll_wait()).unwrap();
     let shared = s.alloc_shared(4096).unwrap();
     let input = [7u8; 300];
     let mut out = [0u8; 64];

@@ -2,6 +2,8 @@
 //! at most `RX_BUDGET` datagrams from a pull-style link per call and leave the rest for the next
 //! call, so the caller always gets control back.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -51,7 +53,7 @@ fn poll_returns_while_the_dsp_keeps_sending() {
         secure: false,
     };
     let ch = Channel::new(cfg, link.clone(), Arc::new(SimBus::new())).unwrap();
-    let s = ch.open_session().unwrap();
+    let s = ch.open_session(common::poll_wait()).unwrap();
     let t = s.start(0x20, 5, &[], 0).unwrap();
     for round in 0..3u64 {
         // Relaxed: see `Endless`.

@@ -104,22 +104,21 @@ fn timed_out_invoke_keeps_buffers_until_late_reply() {
 
     sys.dsp.set_fault(Fault::Hold);
     let mut out = [0u8; 4];
-    let r = s.invoke(
-        0x40,
-        3,
-        &mut [
-            Arg::In(&[1, 2, 3]),
-            Arg::Out(&mut out),
-            Arg::InHandle {
-                buf: &shared,
-                offset: 0,
-                len: 11,
-            },
-        ],
-        &sys.clock,
-        Duration::from_millis(30),
-        &std::thread::yield_now,
-    );
+    let r = s
+        .with_wait(sys.wait().with_timeout(Duration::from_millis(30)))
+        .invoke(
+            0x40,
+            3,
+            &mut [
+                Arg::In(&[1, 2, 3]),
+                Arg::Out(&mut out),
+                Arg::InHandle {
+                    buf: &shared,
+                    offset: 0,
+                    len: 11,
+                },
+            ],
+        );
     assert_eq!(r, Err(FastRpcError::Timeout));
     // The caller has given up and drops its own handle to the shared buffer...
     drop(shared);
@@ -209,16 +208,10 @@ fn two_systems_side_by_side() {
 fn generated_calculator_through_the_dsp() {
     use fwipc_fastrpc::sim::objects::calculator::CalculatorStub;
     use fwipc_fastrpc::sim::objects::CALC_HANDLE;
-    use fwipc_fastrpc::stubskel::SessionInvoker;
     let sys = SimSystem::new(SimSystem::default_config(), Completion::Polled);
     let s = sys.attached_session();
     let calc = CalculatorStub {
-        invoker: SessionInvoker {
-            session: &s,
-            clock: &sys.clock,
-            timeout: Duration::from_secs(2),
-            relax: &std::thread::yield_now,
-        },
+        invoker: &s,
         handle: CALC_HANDLE,
     };
     let vals: Vec<u8> = [1u32, 2, 3, 0xffff_ffff]
@@ -265,57 +258,29 @@ fn interrupted_call_is_resumed_not_resent() {
     pin[4..].copy_from_slice(&9i32.to_le_bytes());
     sys.dsp.set_fault(Fault::Hold);
     let mut out = [0u8; 4];
-    let r = s.invoke_resumable(
-        CALC_HANDLE,
-        3,
-        &mut [Arg::In(&pin), Arg::Out(&mut out)],
-        7,
-        &sys.clock,
-        Duration::from_millis(20),
-        &std::thread::yield_now,
-    );
+    let r = s
+        .with_wait(sys.wait().with_timeout(Duration::from_millis(20)))
+        .invoke_resumable(CALC_HANDLE, 3, &mut [Arg::In(&pin), Arg::Out(&mut out)], 7);
     assert_eq!(r, Err(FastRpcError::Timeout));
     let sent = sys.dsp.received();
     // Retry while the DSP still holds it: resumed, not re-sent; times out again.
-    let r = s.invoke_resumable(
-        CALC_HANDLE,
-        3,
-        &mut [Arg::In(&pin), Arg::Out(&mut out)],
-        7,
-        &sys.clock,
-        Duration::from_millis(20),
-        &std::thread::yield_now,
-    );
+    let r = s
+        .with_wait(sys.wait().with_timeout(Duration::from_millis(20)))
+        .invoke_resumable(CALC_HANDLE, 3, &mut [Arg::In(&pin), Arg::Out(&mut out)], 7);
     assert_eq!(r, Err(FastRpcError::Timeout));
     assert_eq!(sys.dsp.received(), sent, "the retry re-sent the call");
     // The DSP finally answers; the original thread's retry collects that answer.
     sys.dsp.set_fault(Fault::None);
     sys.dsp.release();
     let mut out3 = [0u8; 4];
-    s.invoke_resumable(
-        CALC_HANDLE,
-        3,
-        &mut [Arg::In(&pin), Arg::Out(&mut out3)],
-        7,
-        &sys.clock,
-        Duration::from_secs(2),
-        &std::thread::yield_now,
-    )
-    .unwrap();
+    s.invoke_resumable(CALC_HANDLE, 3, &mut [Arg::In(&pin), Arg::Out(&mut out3)], 7)
+        .unwrap();
     assert_eq!(i32::from_le_bytes(out3), 9);
     assert_eq!(sys.dsp.received(), sent, "collected without re-sending");
     // Another thread's call of the same method is a new call.
     let mut out2 = [0u8; 4];
-    s.invoke_resumable(
-        CALC_HANDLE,
-        3,
-        &mut [Arg::In(&pin), Arg::Out(&mut out2)],
-        8,
-        &sys.clock,
-        Duration::from_secs(2),
-        &std::thread::yield_now,
-    )
-    .unwrap();
+    s.invoke_resumable(CALC_HANDLE, 3, &mut [Arg::In(&pin), Arg::Out(&mut out2)], 8)
+        .unwrap();
     assert_eq!(sys.dsp.received(), sent + 1);
     let st = s.stats();
     assert_eq!(st.pool_free, st.pool_capacity);
@@ -346,15 +311,8 @@ fn channel_death_fails_fast() {
     assert_eq!(st.pool_free, st.pool_capacity, "failed call released");
     sys.channel.remote_up();
     sys.dsp.set_fault(Fault::None);
-    s.invoke(
-        ECHO_HANDLE,
-        2,
-        &mut [Arg::In(b"abcd"), Arg::Out(&mut out)],
-        &sys.clock,
-        Duration::from_secs(2),
-        &std::thread::yield_now,
-    )
-    .unwrap();
+    s.invoke(ECHO_HANDLE, 2, &mut [Arg::In(b"abcd"), Arg::Out(&mut out)])
+        .unwrap();
     assert_eq!(out, [!b'a', !b'b', !b'c', !b'd']);
 }
 
@@ -363,20 +321,14 @@ fn channel_death_fails_fast() {
 fn several_clients_concurrently() {
     use fwipc_fastrpc::sim::objects::calculator::CalculatorStub;
     use fwipc_fastrpc::sim::objects::CALC_HANDLE;
-    use fwipc_fastrpc::stubskel::SessionInvoker;
     let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
     let sessions: Vec<_> = (0..4).map(|_| sys.attached_session()).collect();
     std::thread::scope(|sc| {
         for (k, s) in sessions.iter().enumerate() {
-            let clock = &sys.clock;
+            let wait = sys.wait().with_timeout(Duration::from_secs(5));
             sc.spawn(move || {
                 let calc = CalculatorStub {
-                    invoker: SessionInvoker {
-                        session: s,
-                        clock,
-                        timeout: Duration::from_secs(5),
-                        relax: &std::thread::yield_now,
-                    },
+                    invoker: s.with_wait(wait),
                     handle: CALC_HANDLE,
                 };
                 for i in 0..100i32 {
@@ -390,7 +342,7 @@ fn several_clients_concurrently() {
     assert_eq!(st.completed, 4 + 400);
     assert_eq!(st.pool_free, st.pool_capacity, "all contexts back");
     for s in sessions {
-        s.close(sys.wait()).unwrap();
+        s.close().unwrap();
     }
     assert_eq!(
         sys.dsp.process_count(),

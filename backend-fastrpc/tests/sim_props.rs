@@ -132,7 +132,7 @@ proptest! {
         for _ in 0..handles {
             args.push(Arg::InHandle { buf: &hbuf, offset: 0, len: 64 });
         }
-        s.invoke(MIRROR, 2, &mut args, &sys.clock, Duration::from_secs(5), &std::thread::yield_now)
+        s.with_wait(sys.wait().with_timeout(Duration::from_secs(5))).invoke(MIRROR, 2, &mut args)
             .unwrap();
         // Check every out-buffer against the mirror function.
         let mut k = 0usize;

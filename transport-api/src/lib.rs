@@ -32,6 +32,6 @@ pub use transport::{
     BulkDir, BulkRequest, BulkResult, Caps, Completion, Notification, Request, Ticket, Transport,
     TxOutcome,
 };
-pub use wait::{wait_done, Parker, Wait};
+pub use wait::{wait_done, wait_until, Parker, Wait};
 #[cfg(feature = "std")]
 pub use wait::{yield_now, ThreadParker};

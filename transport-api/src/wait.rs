@@ -71,27 +71,57 @@ pub fn wait_done<T: Transport + ?Sized>(
     deadline: Deadline,
     wait: Wait<'_>,
 ) -> Result<()> {
+    let done = wait_until(
+        || t.poll_done(ticket),
+        |w| t.register_waker(ticket, w),
+        clock,
+        deadline,
+        wait,
+    )?;
+    if done {
+        Ok(())
+    } else {
+        Err(Error::Timeout)
+    }
+}
+
+/// The one waiting loop behind [`wait_done`], for anything that can be polled: call `poll` until
+/// it reports done (`Ok(true)`) or fails, or until `deadline` passes (`Ok(false)`), pausing
+/// between polls as `wait` says. With [`Wait::Completion`], `register` is offered the parker's
+/// waker once; it returns whether it will wake it (if not, the waiter polls in short naps).
+/// Typed layers over a split-phase call (a FastRPC session, for one) wait with this.
+pub fn wait_until<E>(
+    mut poll: impl FnMut() -> core::result::Result<bool, E>,
+    mut register: impl FnMut(&Waker) -> bool,
+    clock: &(impl Clock + ?Sized),
+    deadline: Deadline,
+    wait: Wait<'_>,
+) -> core::result::Result<bool, E> {
     let mut polls: u32 = 0;
     let mut registered = false;
+    let mut offered = false;
     loop {
-        if t.poll_done(ticket)? {
-            return Ok(());
+        if poll()? {
+            return Ok(true);
         }
         if deadline.expired(clock) {
-            return Err(Error::Timeout);
+            return Ok(false);
         }
         polls = polls.saturating_add(1);
         match wait {
             Wait::Poll | Wait::SpinThenYield { .. } => wait.pause(polls, Duration::ZERO),
             Wait::Completion(parker) => {
-                if !registered {
-                    registered = t.register_waker(ticket, parker.waker());
+                if !offered {
+                    offered = true;
+                    registered = register(parker.waker());
                     // Re-check after registering: a completion between our poll and the
                     // registration would otherwise be a lost wake-up.
-                    continue;
+                    if registered {
+                        continue;
+                    }
                 }
-                // A transport that wakes lets us sleep until the deadline; one that cannot
-                // wake gets polled in short naps.
+                // A waiter that will be woken sleeps until the deadline; one that will not
+                // polls in short naps.
                 let nap = if registered {
                     deadline.remaining(clock)
                 } else {
