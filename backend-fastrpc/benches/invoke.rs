@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fwipc_fastrpc::channel::{Bank, ChannelConfig};
-use fwipc_fastrpc::context::CtxId;
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::sim::objects::{ECHO_HANDLE, ECHO_RAW_METHOD};
 use fwipc_fastrpc::sim::SimBus;
+use fwipc_fastrpc::wire::CtxId;
 use fwipc_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
+use fwipc_fastrpc::{Bank, ChannelConfig};
 use fwipc_transport_api::Completion;
 
 struct NullLink;

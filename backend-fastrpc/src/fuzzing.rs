@@ -17,14 +17,15 @@ use alloc::vec;
 
 use spin::Mutex;
 
-use crate::channel::{Bank, Channel, ChannelConfig};
+use crate::channel::state::{Bank, ChannelConfig};
+use crate::channel::Channel;
 use crate::domain::Domain;
 use crate::error::Result;
 use crate::mem::{DmaHal, DmaRegion};
 use crate::packet::PacketChannel;
-use crate::payload::MetaView;
-use crate::scalars::Scalars;
 use crate::session::Arg;
+use crate::wire::payload::MetaView;
+use crate::wire::scalars::Scalars;
 
 struct NullLink;
 impl PacketChannel for NullLink {
@@ -59,7 +60,7 @@ unsafe impl DmaRegion for HeapRegion {
 struct HeapHal(Mutex<u64>);
 impl DmaHal for HeapHal {
     fn alloc(&self, _sid: u32, size: usize) -> Option<Arc<dyn DmaRegion>> {
-        let size = crate::mem::align_up(size as u64, 4096)?;
+        let size = crate::wire::align_up(size as u64, 4096)?;
         let mut n = self.0.lock();
         let iova = *n;
         *n += size;
@@ -179,7 +180,7 @@ pub fn copy_out(data: &[u8]) {
         }
     }
     // Answer it: slot 1, the generation of the ticket, PD 1.
-    let id = crate::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
+    let id = crate::channel::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
     let mut rsp = [0u8; 16];
     rsp[..8].copy_from_slice(&id.0.to_le_bytes());
     ch.handle_packet(&rsp);
@@ -416,7 +417,7 @@ mod tests {
             let c = slot.lock();
             c.payload.as_ref().unwrap().region().clone()
         };
-        let id = crate::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
+        let id = crate::channel::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
         let mut rsp = [0u8; 16];
         rsp[..8].copy_from_slice(&id.0.to_le_bytes());
         ch.handle_packet(&rsp);

@@ -16,8 +16,8 @@
 use fwipc_transport_api::ProtocolError;
 
 use crate::error::{aee, Result};
-use crate::scalars::Scalars;
 use crate::stubskel::Invoker;
+use crate::wire::scalars::Scalars;
 
 /// Handle of `adsp_listener`.
 pub const LISTENER_HANDLE: u32 = 3;
@@ -25,7 +25,9 @@ pub const LISTENER_HANDLE: u32 = 3;
 pub const MAX_REVERSE_BUFS: usize = 16;
 
 crate::fastrpc_interface! {
-    /// `adsp_listener` (the part we use).
+    /// `adsp_listener` (the part we use). The AP only calls it: its skeleton is generated but
+    /// served by no one here.
+    #[allow(dead_code)]
     pub interface listener {
         stub ListenerStub;
         skel ListenerImpl, listener_skel_invoke;

@@ -203,8 +203,8 @@ macro_rules! fastrpc_interface {
         $vis mod $module {
             #[allow(unused_imports)]
             use $crate::stubskel::{count, get, packed_len, put, ArgList, Invoker, Prim};
-            use $crate::session::Arg;
-            use $crate::scalars::{Scalars, METHOD_ESCAPE};
+            use $crate::Arg;
+            use $crate::wire::scalars::{Scalars, METHOD_ESCAPE};
             use $crate::error::{aee, FastRpcError};
 
             /// Method ids, in declaration order.

@@ -6,9 +6,9 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use fwipc_fastrpc::channel::{Bank, ChannelConfig};
 use fwipc_fastrpc::sim::SimBus;
 use fwipc_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
+use fwipc_fastrpc::{Bank, ChannelConfig};
 
 /// Records what the AP sends; never answers.
 #[derive(Default)]

@@ -8,10 +8,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use fwipc_fastrpc::channel::{Bank, ChannelConfig};
-use fwipc_fastrpc::context::CtxId;
 use fwipc_fastrpc::sim::SimBus;
+use fwipc_fastrpc::wire::CtxId;
 use fwipc_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
+use fwipc_fastrpc::{Bank, ChannelConfig};
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };

@@ -2,10 +2,10 @@
 //! (docs/protocols/fastrpc.md §7, §12.11).
 
 use fwipc_fastrpc::error::aee;
-use fwipc_fastrpc::procctl::PdKind;
 use fwipc_fastrpc::sim::dsp::ProcKind;
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::wire::{MMAP_ADD_PAGES, MMAP_REMOTE_HEAP_ADDR};
+use fwipc_fastrpc::PdKind;
 use fwipc_fastrpc::{AeeError, Arg, FastRpcError};
 use fwipc_transport_api::Completion;
 
@@ -181,7 +181,7 @@ fn sessions_are_bounded_and_independent() {
 
 #[test]
 fn nsessions_expansion_is_capped() {
-    use fwipc_fastrpc::channel::{Bank, MAX_SESSIONS};
+    use fwipc_fastrpc::{Bank, MAX_SESSIONS};
     let mut cfg = SimSystem::default_config();
     cfg.banks = vec![
         Bank {
@@ -204,8 +204,8 @@ fn nsessions_expansion_is_capped() {
 
 #[test]
 fn capability_query_is_cached_and_bounded() {
-    use fwipc_fastrpc::channel::ChannelConfig;
     use fwipc_fastrpc::sim::objects::DspUtilities;
+    use fwipc_fastrpc::ChannelConfig;
     use fwipc_fastrpc::Domain;
     use std::sync::{Arc, Mutex};
     let mk = |domain: Domain, unsupported: bool| {
@@ -249,7 +249,7 @@ fn capability_query_is_cached_and_bounded() {
 
 #[test]
 fn channels_per_domain_with_checked_ids() {
-    use fwipc_fastrpc::domains::Channels;
+    use fwipc_fastrpc::Channels;
     use fwipc_fastrpc::Domain;
     let adsp = SimSystem::new(
         fwipc_fastrpc::ChannelConfig {
@@ -335,7 +335,7 @@ fn fd_list_entries_we_never_passed_are_counted() {
 
 #[test]
 fn nonsecure_node_of_secure_channel_creates_unsigned_only() {
-    use fwipc_fastrpc::procctl::ATTR_UNSIGNED_MODULE;
+    use fwipc_fastrpc::ATTR_UNSIGNED_MODULE;
     let cfg = fwipc_fastrpc::ChannelConfig {
         secure: true,
         ..SimSystem::default_config()

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fwipc_fastrpc::error::aee;
-use fwipc_fastrpc::reverse::{Listener, ReverseService};
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::sim::objects::{AP_KV_HANDLE, KV_GET_METHOD, KV_HANDLE};
 use fwipc_fastrpc::stubskel::ResumableInvoker;
 use fwipc_fastrpc::{Arg, FastRpcError, Scalars, Session};
+use fwipc_fastrpc::{Listener, ReverseService};
 use fwipc_transport_api::Completion;
 
 /// The AP key/value service: value = key * 10 + 1.

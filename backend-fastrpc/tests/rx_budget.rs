@@ -7,8 +7,8 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fwipc_fastrpc::channel::{Bank, ChannelConfig, RX_BUDGET};
 use fwipc_fastrpc::sim::SimBus;
+use fwipc_fastrpc::{Bank, ChannelConfig, RX_BUDGET};
 use fwipc_fastrpc::{Channel, Domain, PacketChannel, Result};
 
 /// Datagrams the endless link hands out before it runs dry: ends the test on a driver whose

@@ -8,7 +8,7 @@ use fwipc_fastrpc::sim::dsp::{CallInfo, DspObject};
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::sim::objects::ECHO_HANDLE;
 use fwipc_fastrpc::sim::FastRpcFixture;
-use fwipc_fastrpc::transport::target;
+use fwipc_fastrpc::target;
 use fwipc_fastrpc::{Arg, FastRpcError};
 use fwipc_transport_api::fixture::{Fault, Fixture};
 use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use fwipc_fastrpc::channel::{Bank, ChannelConfig};
 use fwipc_fastrpc::sim::dsp::{CallInfo, DspObject};
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::{Arg, Domain, SharedBuf};
+use fwipc_fastrpc::{Bank, ChannelConfig};
 use fwipc_transport_api::Completion;
 use proptest::prelude::*;
 

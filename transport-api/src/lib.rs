@@ -12,7 +12,7 @@ mod future;
 mod lifecycle;
 mod pool;
 mod stats;
-mod sync;
+pub mod sync;
 mod token;
 mod transfer;
 mod transport;

@@ -15,11 +15,11 @@ use zerocopy::{FromBytes, IntoBytes};
 use fwipc_transport_api::fixture::{Fault, SimMode, SimModeSwitch};
 
 use crate::error::aee;
-use crate::payload::MetaView;
 use crate::reverse::{self, LISTENER_HANDLE};
-use crate::scalars::Scalars;
 use crate::sim::bus::SimBus;
 use crate::sim::link::SimLink;
+use crate::wire::payload::MetaView;
+use crate::wire::scalars::Scalars;
 use crate::wire::{
     self, rmid, CreateReq, CreateStaticReq, FastRpcMsg, InvokeRsp, MemMapReq, MemUnmapReq, MmapReq,
     MunmapReq, PhyPage, INIT_FILELEN_MAX, INIT_HANDLE, MAX_FDLIST, MMAP_ADD_PAGES,
@@ -732,7 +732,7 @@ impl Shared {
         let s = &mut *s;
         let new_vaddr = |s: &mut State, size: u64| {
             let v = s.next_vaddr;
-            s.next_vaddr += crate::mem::align_up(size, 4096).unwrap_or(4096);
+            s.next_vaddr += crate::wire::align_up(size, 4096).unwrap_or(4096);
             v
         };
         match method {

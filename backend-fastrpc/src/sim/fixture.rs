@@ -6,9 +6,10 @@ use std::time::Duration;
 use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl, SimMode};
 use fwipc_transport_api::{Completion, StdClock, Wait};
 
-use crate::call_wait::CallWait;
-use crate::channel::{Bank, Channel, ChannelConfig};
+use crate::channel::state::{Bank, ChannelConfig};
+use crate::channel::Channel;
 use crate::domain::Domain;
+use crate::session::CallWait;
 use crate::session::Session;
 use crate::sim::bus::SimBus;
 use crate::sim::dsp::SimDsp;

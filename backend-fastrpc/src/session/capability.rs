@@ -5,11 +5,10 @@
 
 use crate::error::{aee, AeeError, FastRpcError, Result};
 use crate::session::{Arg, Session};
+use crate::wire::DSP_ATTRIBUTES;
 
 /// Handle of the DSP utilities interface.
 pub const DSP_UTILITIES_HANDLE: u32 = 2;
-/// Attributes cached per channel.
-pub const DSP_ATTRIBUTES: usize = 256;
 
 impl Session {
     /// DSP attribute `id` (< 256). Attribute 0 is left to user space by the driver; this returns

@@ -6,7 +6,7 @@ use zerocopy::FromBytes;
 
 use fwipc_transport_api::ProtocolError;
 
-use crate::scalars::Scalars;
+use crate::wire::scalars::Scalars;
 use crate::wire::{InvokeBuf, MetaOffsets, PhyPage, RemoteBuf, RemoteDma, MAX_FDLIST};
 
 /// A checked view of a payload's metadata for scalars `sc`.
@@ -100,10 +100,5 @@ impl<'a> MetaView<'a> {
             f(fd);
         }
         Ok(MAX_FDLIST)
-    }
-
-    /// Scalars this view was parsed for.
-    pub fn scalars(&self) -> Scalars {
-        self.sc
     }
 }

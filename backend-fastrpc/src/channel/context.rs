@@ -16,12 +16,12 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::task::Waker;
 
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+use fwipc_transport_api::sync::{AtomicU64, AtomicUsize, Lock, Ordering};
 
 use crate::error::{FastRpcError, Result};
-use crate::layout::{BufDesc, HandleDesc, Olap};
 use crate::mem::{DmaRegion, SharedBuf};
-use crate::scalars::Scalars;
+use crate::wire::layout::{BufDesc, HandleDesc, Olap};
+use crate::wire::scalars::Scalars;
 /// The wire context id lives with the wire layouts; re-exported here, where contexts are.
 pub use crate::wire::CtxId;
 use crate::wire::GEN_MASK;
@@ -48,7 +48,7 @@ pub enum CtxState {
 pub struct OutRec {
     /// Argument slot index.
     pub slot: u16,
-    /// Inline payload offset, or [`crate::layout::NOT_INLINE`] for a mapped buffer.
+    /// Inline payload offset, or [`crate::wire::layout::NOT_INLINE`] for a mapped buffer.
     pub off: u64,
     /// Length the caller asked for.
     pub len: u64,
@@ -64,16 +64,13 @@ pub struct PayloadLease {
 
 impl PayloadLease {
     /// The region (DSP-shared: accessed only through `crate::mem::{read_at, write_at}`).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn region(&self) -> &Arc<dyn DmaRegion> {
         &self.pool.regions[self.idx as usize]
     }
-    /// AP-private memory as large as the region, allocated with the pool: the layout engine
-    /// builds a call here and parsers read the DSP's metadata from a copy here, so no slice of
-    /// the shared region ever exists (`crate::mem` module docs).
-    pub fn shadow(&mut self) -> &mut [u8] {
-        &mut self.shadow
-    }
-    /// The region and the shadow together.
+    /// The region and its shadow: AP-private memory as large as the region, allocated with the
+    /// pool. The layout engine builds a call in the shadow and parsers read the DSP's metadata
+    /// from a copy there, so no slice of the shared region ever exists (`crate::mem` docs).
     pub fn parts(&mut self) -> (&Arc<dyn DmaRegion>, &mut [u8]) {
         (&self.pool.regions[self.idx as usize], &mut self.shadow)
     }
@@ -92,7 +89,7 @@ impl Drop for PayloadLease {
 /// shadow of the same size (allocated here, at setup, never on the invoke path).
 pub struct PayloadPool {
     regions: Box<[Arc<dyn DmaRegion>]>,
-    free: Mutex<Vec<(u16, Box<[u8]>)>>,
+    free: Lock<Vec<(u16, Box<[u8]>)>>,
 }
 
 impl PayloadPool {
@@ -106,7 +103,7 @@ impl PayloadPool {
             .collect();
         Arc::new(PayloadPool {
             regions: regions.into_boxed_slice(),
-            free: Mutex::new(free),
+            free: Lock::new(free),
         })
     }
     /// Take a buffer; `None` when all are lent.
@@ -202,8 +199,8 @@ impl Ctx {
 
 /// The bounded table of contexts of one channel.
 pub struct ContextTable {
-    slots: Box<[Mutex<Ctx>]>,
-    free: Mutex<Vec<u8>>,
+    slots: Box<[Lock<Ctx>]>,
+    free: Lock<Vec<u8>>,
     reap_pending: AtomicUsize,
     /// Channel-wide generation counter: every call gets a unique 52-bit generation, so a
     /// response naming another slot (or an old call of this slot) never matches by accident.
@@ -232,11 +229,11 @@ impl ContextTable {
         if n == 0 || n > MAX_CONTEXTS {
             return Err(FastRpcError::InvalidArgument);
         }
-        let slots: Vec<Mutex<Ctx>> = (0..n).map(|_| Mutex::new(Ctx::new(max_args))).collect();
+        let slots: Vec<Lock<Ctx>> = (0..n).map(|_| Lock::new(Ctx::new(max_args))).collect();
         Ok(ContextTable {
             slots: slots.into_boxed_slice(),
             // Lowest ids first (popped from the end).
-            free: Mutex::new((0..n as u8).rev().collect()),
+            free: Lock::new((0..n as u8).rev().collect()),
             reap_pending: AtomicUsize::new(0),
             next_gen: AtomicU64::new(0),
             max_args,
@@ -276,7 +273,7 @@ impl ContextTable {
     }
 
     /// The slot `idx` (for the owner of a ticket; callers check the generation).
-    pub fn slot(&self, idx: usize) -> Option<&Mutex<Ctx>> {
+    pub fn slot(&self, idx: usize) -> Option<&Lock<Ctx>> {
         self.slots.get(idx)
     }
 

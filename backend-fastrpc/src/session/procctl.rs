@@ -14,14 +14,14 @@
 //! confirms INIT_RELEASE (the process and everything mapped into it are gone) or when the session
 //! is torn down (`SessionInner`'s drop, after which the DSP may no longer touch the bank).
 
-use alloc::sync::Arc;
-use alloc::vec::Vec;
-
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use crate::error::{FastRpcError, Result};
-use crate::mem::{align_up, DmaRegion, SharedBuf};
-use crate::session::{Arg, Session, PD_ROOT, PD_SENSORS, PD_USER};
+use crate::mem::SharedBuf;
+use crate::session::arg::{scalars_for, Arg, PD_ROOT, PD_SENSORS, PD_USER};
+use crate::session::proc_state::{MemMapEntry, MmapEntry, PdKind, ProcState, Quarantined};
+use crate::session::Session;
+use crate::wire::align_up;
 use crate::wire::{
     rmid, CreateReq, CreateStaticReq, MemMapReq, MemUnmapReq, MmapReq, MunmapReq, PhyPage,
     INIT_FILELEN_MAX, INIT_HANDLE, PD_NAME_MAX,
@@ -31,53 +31,6 @@ use crate::wire::{
 pub const ATTR_UNSIGNED_MODULE: u32 = 1 << 3;
 /// Process attribute DEBUG.
 pub const ATTR_DEBUG: u32 = 1 << 0;
-
-/// What kind of process the session runs on the DSP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PdKind {
-    /// Attached to the root PD.
-    Root,
-    /// Attached to the sensors PD.
-    Sensors,
-    /// A dynamic user PD created from an init file.
-    User,
-    /// A static PD (create-static).
-    Static,
-}
-
-/// A DSP mapping made with mmap.
-struct MmapEntry {
-    vaddr: u64,
-    size: u64,
-    _region: Arc<dyn DmaRegion>,
-}
-
-/// A shared buffer mapped with mem_map.
-struct MemMapEntry {
-    vaddr: u64,
-    len: u64,
-    buf: SharedBuf,
-}
-
-/// Memory a timed-out control call gave the DSP (see the module docs). Held, never read: the
-/// reference is what keeps the memory mapped for the DSP.
-enum Quarantined {
-    Region(#[allow(dead_code)] Arc<dyn DmaRegion>),
-    Buf(#[allow(dead_code)] SharedBuf),
-}
-
-/// Per-session process state.
-#[derive(Default)]
-pub struct ProcState {
-    kind: Option<PdKind>,
-    init_mem: Option<Arc<dyn DmaRegion>>,
-    heap: Option<Arc<dyn DmaRegion>>,
-    mmaps: Vec<MmapEntry>,
-    mem_maps: Vec<MemMapEntry>,
-    /// Memory of timed-out calls the DSP may still use; freed with the process (confirmed
-    /// INIT_RELEASE) or the session.
-    quarantine: Vec<Quarantined>,
-}
 
 fn page_of(bus: u64, size: u64) -> [u8; 16] {
     let mut b = [0u8; 16];
@@ -109,7 +62,7 @@ impl Session {
     fn ctl(&self, id: u32, args: &mut [Arg<'_>]) -> Result<()> {
         // The table is the source of truth for the counts the DSP expects.
         let want = rmid::scalars(id).ok_or(FastRpcError::InvalidArgument)?;
-        if crate::session::scalars_for(id, args)? != want {
+        if scalars_for(id, args)? != want {
             return Err(FastRpcError::InvalidArgument);
         }
         self.invoke_inner(INIT_HANDLE, id, args, true, None)
@@ -391,9 +344,4 @@ impl Session {
         let p = self.inner.proc.lock();
         p.mmaps.len() + p.mem_maps.len()
     }
-}
-
-/// Decode a `u64` vaddr reply (for the DSP side and tests).
-pub fn decode_vaddr(b: &[u8]) -> Option<u64> {
-    u64::read_from_bytes(b).ok()
 }

@@ -18,10 +18,10 @@
 use zerocopy::IntoBytes;
 
 use crate::error::{FastRpcError, Result};
-use crate::mem::{align_up, pages_spanned};
-use crate::scalars::Scalars;
+use crate::wire::scalars::Scalars;
 use crate::wire::{
-    metalen, InvokeBuf, MetaOffsets, PhyPage, RemoteBuf, RemoteDma, FASTRPC_ALIGN, PAGE_SIZE,
+    align_up, metalen, pages_spanned, InvokeBuf, MetaOffsets, PhyPage, RemoteBuf, RemoteDma,
+    FASTRPC_ALIGN, PAGE_SIZE,
 };
 
 /// Where a buffer argument's bytes live.
