@@ -30,17 +30,15 @@ impl PacketChannel for NullLink {
 }
 
 fn core_path(n: u32, size: usize) -> Duration {
-    let cfg = ChannelConfig {
-        domain: Domain::Cdsp,
-        banks: vec![Bank {
-            sid: 1,
-            nsessions: 1,
-        }],
-        contexts: 8,
-        payloads_per_session: 2,
-        payload_size: 16384,
-        max_args: 4,
-        secure: false,
+    let cfg = {
+        let mut c = ChannelConfig::new(Domain::Cdsp);
+        c.banks = vec![Bank::new(1, 1)];
+        c.contexts = 8;
+        c.payloads_per_session = 2;
+        c.payload_size = 16384;
+        c.max_args = 4;
+        c.secure = false;
+        c
     };
     let ch = Channel::new(cfg, Arc::new(NullLink), Arc::new(SimBus::new())).unwrap();
     let s = ch

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
+#![cfg_attr(not(test), warn(unreachable_pub))]
 
 extern crate alloc;
 
@@ -25,7 +26,7 @@ pub use channel::state::{Bank, ChannelConfig, MAX_SESSIONS, RX_BUDGET};
 pub use channel::Channel;
 pub use domain::Domain;
 pub use error::{AeeError, FastRpcError, Result};
-pub use mem::{DmaHal, DmaRegion, SharedBuf};
+pub use mem::{zeroed_atomic_bytes, DmaHal, DmaRegion, SharedBuf};
 pub use packet::PacketChannel;
 pub use reverse::{Listener, ReverseService};
 pub use session::{

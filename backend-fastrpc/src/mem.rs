@@ -95,7 +95,7 @@ fn in_bounds(len: usize, off: usize, n: usize) -> Result<()> {
 /// Copy `out.len()` bytes at `off` out of the region; `InvalidArgument` if out of range (nothing
 /// is read then). The bytes may be changing under a misbehaving DSP: `out` then holds some mix
 /// of old and new byte values, which the caller parses as untrusted input.
-pub fn read_at(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<()> {
+pub(crate) fn read_at(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<()> {
     in_bounds(r.len(), off, out.len())?;
     r.sync_for_cpu(off, out.len());
     let base = r.as_ptr().as_ptr();
@@ -114,7 +114,7 @@ pub fn read_at(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<()> {
 
 /// Copy `data` into the region at `off`; `InvalidArgument` if out of range (nothing is written
 /// then).
-pub fn write_at(r: &dyn DmaRegion, off: usize, data: &[u8]) -> Result<()> {
+pub(crate) fn write_at(r: &dyn DmaRegion, off: usize, data: &[u8]) -> Result<()> {
     in_bounds(r.len(), off, data.len())?;
     let base = r.as_ptr().as_ptr();
     for (i, b) in data.iter().enumerate() {

@@ -32,13 +32,13 @@ use crate::session::{Arg, InvokeTicket, Session};
 use crate::wire::{metalen, FASTRPC_ALIGN};
 
 /// Bulk transmit method (on the target's handle).
-pub const BULK_PUT: u32 = 3;
+pub(crate) const BULK_PUT: u32 = 3;
 /// Bulk receive method (on the target's handle).
-pub const BULK_GET: u32 = 4;
+pub(crate) const BULK_GET: u32 = 4;
 /// Staging buffers (bulk transfers in flight at once).
-pub const BULK_STAGING: usize = 2;
+pub(crate) const BULK_STAGING: usize = 2;
 /// Size of each staging buffer (`caps.max_bulk_size`).
-pub const BULK_MAX: usize = 16 * 1024;
+pub(crate) const BULK_MAX: usize = 16 * 1024;
 
 struct BulkState {
     idx: usize,

@@ -28,17 +28,15 @@ impl PacketChannel for Recorder {
 fn golden_invoke_message_and_payload() {
     let bus = SimBus::new();
     let rec = Arc::new(Recorder::default());
-    let cfg = ChannelConfig {
-        domain: Domain::Cdsp,
-        banks: vec![Bank {
-            sid: 1,
-            nsessions: 1,
-        }],
-        contexts: 8,
-        payloads_per_session: 1,
-        payload_size: 4096,
-        max_args: 4,
-        secure: false,
+    let cfg = {
+        let mut c = ChannelConfig::new(Domain::Cdsp);
+        c.banks = vec![Bank::new(1, 1)];
+        c.contexts = 8;
+        c.payloads_per_session = 1;
+        c.payload_size = 4096;
+        c.max_args = 4;
+        c.secure = false;
+        c
     };
     let ch = Channel::new(cfg, rec.clone(), Arc::new(bus.clone())).unwrap();
     // Session 0 → client_id 1, context bank sid 1. Its one payload buffer is the bus's first

@@ -63,17 +63,15 @@ impl PacketChannel for CountLink {
 fn invoke_path_allocates_nothing() {
     let bus = SimBus::new();
     let link = Arc::new(CountLink::default());
-    let cfg = ChannelConfig {
-        domain: Domain::Cdsp,
-        banks: vec![Bank {
-            sid: 1,
-            nsessions: 1,
-        }],
-        contexts: 8,
-        payloads_per_session: 2,
-        payload_size: 8192,
-        max_args: 8,
-        secure: false,
+    let cfg = {
+        let mut c = ChannelConfig::new(Domain::Cdsp);
+        c.banks = vec![Bank::new(1, 1)];
+        c.contexts = 8;
+        c.payloads_per_session = 2;
+        c.payload_size = 8192;
+        c.max_args = 8;
+        c.secure = false;
+        c
     };
     let ch = Channel::new(cfg, link.clone(), Arc::new(bus)).unwrap();
     let s = ch.open_session(common::poll_wait()).unwrap();

@@ -183,16 +183,7 @@ fn sessions_are_bounded_and_independent() {
 fn nsessions_expansion_is_capped() {
     use fwipc_fastrpc::{Bank, MAX_SESSIONS};
     let mut cfg = SimSystem::default_config();
-    cfg.banks = vec![
-        Bank {
-            sid: 1,
-            nsessions: 10,
-        },
-        Bank {
-            sid: 2,
-            nsessions: 10,
-        },
-    ];
+    cfg.banks = vec![Bank::new(1, 10), Bank::new(2, 10)];
     let sys = SimSystem::new(cfg, Completion::Interrupt);
     let ss: Vec<_> = (0..MAX_SESSIONS)
         .map(|_| sys.open_session().unwrap())
@@ -205,13 +196,13 @@ fn nsessions_expansion_is_capped() {
 #[test]
 fn capability_query_is_cached_and_bounded() {
     use fwipc_fastrpc::sim::objects::DspUtilities;
-    use fwipc_fastrpc::ChannelConfig;
     use fwipc_fastrpc::Domain;
     use std::sync::{Arc, Mutex};
     let mk = |domain: Domain, unsupported: bool| {
-        let cfg = ChannelConfig {
-            domain,
-            ..SimSystem::default_config()
+        let cfg = {
+            let mut c = SimSystem::default_config();
+            c.domain = domain;
+            c
         };
         let sys = SimSystem::new(cfg, Completion::Interrupt);
         let mut attrs = [0u32; 256];
@@ -252,9 +243,10 @@ fn channels_per_domain_with_checked_ids() {
     use fwipc_fastrpc::Channels;
     use fwipc_fastrpc::Domain;
     let adsp = SimSystem::new(
-        fwipc_fastrpc::ChannelConfig {
-            domain: Domain::Adsp,
-            ..SimSystem::default_config()
+        {
+            let mut c = SimSystem::default_config();
+            c.domain = Domain::Adsp;
+            c
         },
         Completion::Interrupt,
     );
@@ -336,9 +328,10 @@ fn fd_list_entries_we_never_passed_are_counted() {
 #[test]
 fn nonsecure_node_of_secure_channel_creates_unsigned_only() {
     use fwipc_fastrpc::ATTR_UNSIGNED_MODULE;
-    let cfg = fwipc_fastrpc::ChannelConfig {
-        secure: true,
-        ..SimSystem::default_config()
+    let cfg = {
+        let mut c = SimSystem::default_config();
+        c.secure = true;
+        c
     };
     let sys = SimSystem::new(cfg, Completion::Interrupt);
     let plain = sys.channel.open_session_nonsecure(sys.wait()).unwrap();

@@ -40,17 +40,15 @@ impl PacketChannel for Endless {
 #[test]
 fn poll_returns_while_the_dsp_keeps_sending() {
     let link = Arc::new(Endless::default());
-    let cfg = ChannelConfig {
-        domain: Domain::Cdsp,
-        banks: vec![Bank {
-            sid: 1,
-            nsessions: 1,
-        }],
-        contexts: 8,
-        payloads_per_session: 1,
-        payload_size: 4096,
-        max_args: 4,
-        secure: false,
+    let cfg = {
+        let mut c = ChannelConfig::new(Domain::Cdsp);
+        c.banks = vec![Bank::new(1, 1)];
+        c.contexts = 8;
+        c.payloads_per_session = 1;
+        c.payload_size = 4096;
+        c.max_args = 4;
+        c.secure = false;
+        c
     };
     let ch = Channel::new(cfg, link.clone(), Arc::new(SimBus::new())).unwrap();
     let s = ch.open_session(common::poll_wait()).unwrap();

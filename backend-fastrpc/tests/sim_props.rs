@@ -78,14 +78,15 @@ proptest! {
     fn every_byte_arrives(ins in proptest::collection::vec(arb_in(), 0..5),
                           outs in proptest::collection::vec(arb_out(), 0..4),
                           handles in 0usize..3) {
-        let cfg = ChannelConfig {
-            domain: Domain::Cdsp,
-            banks: vec![Bank { sid: 2, nsessions: 1 }],
-            contexts: 8,
-            payloads_per_session: 2,
-            payload_size: 16384,
-            max_args: 16,
-            secure: false,
+        let cfg = {
+            let mut c = ChannelConfig::new(Domain::Cdsp);
+            c.banks = vec![Bank::new(2, 1)];
+            c.contexts = 8;
+            c.payloads_per_session = 2;
+            c.payload_size = 16384;
+            c.max_args = 16;
+            c.secure = false;
+            c
         };
         let sys = SimSystem::new(cfg, Completion::Interrupt);
         sys.dsp.add_object(MIRROR, Box::new(Mirror));

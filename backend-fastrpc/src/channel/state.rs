@@ -33,6 +33,7 @@ pub const RX_BUDGET: usize = MAX_CONTEXTS;
 
 /// A compute context bank from the DT: stream id and `qcom,nsessions` (clones sharing it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Bank {
     /// Stream id (`reg`): rides in bits 32..63 of bus addresses.
     pub sid: u32,
@@ -42,6 +43,7 @@ pub struct Bank {
 
 /// Channel setup. Everything the steady state needs is allocated from this at setup.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ChannelConfig {
     /// The DSP domain.
     pub domain: Domain,
@@ -58,6 +60,13 @@ pub struct ChannelConfig {
     /// The channel is secure (no `qcom,non-secure-domain`): it also has a `-secure` node, and
     /// clients of its plain node may only create unsigned PDs.
     pub secure: bool,
+}
+
+impl Bank {
+    /// Bank `sid` shared by `nsessions` sessions.
+    pub const fn new(sid: u32, nsessions: u32) -> Self {
+        Bank { sid, nsessions }
+    }
 }
 
 impl ChannelConfig {

@@ -77,7 +77,7 @@ impl Arg<'_> {
 }
 
 /// The scalars `args` imply for `method` (checked).
-pub fn scalars_for(method: u32, args: &[Arg<'_>]) -> Result<Scalars> {
+pub(crate) fn scalars_for(method: u32, args: &[Arg<'_>]) -> Result<Scalars> {
     let mut counts = [0u32; 4];
     let mut last = 0;
     for a in args {

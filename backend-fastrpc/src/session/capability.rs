@@ -8,7 +8,7 @@ use crate::session::{Arg, Session};
 use crate::wire::DSP_ATTRIBUTES;
 
 /// Handle of the DSP utilities interface.
-pub const DSP_UTILITIES_HANDLE: u32 = 2;
+pub(super) const DSP_UTILITIES_HANDLE: u32 = 2;
 
 impl Session {
     /// DSP attribute `id` (< 256). Attribute 0 is left to user space by the driver; this returns

@@ -36,8 +36,11 @@ pub use call_wait::CallWait;
 pub use proc_state::PdKind;
 pub use procctl::{ATTR_DEBUG, ATTR_UNSIGNED_MODULE};
 
-/// A call in flight. Not `Clone`: finished exactly once.
+/// A call in flight. Not `Clone`: finished exactly once. Dropping it without
+/// [`Session::finish`], [`Session::abandon`] or [`Session::end`] keeps its context and payload
+/// buffer until the session is torn down.
 #[derive(Debug, PartialEq, Eq)]
+#[must_use = "end the call with Session::finish, abandon or end, or its context stays taken"]
 pub struct InvokeTicket {
     pub(crate) idx: usize,
     pub(crate) generation: u64,
