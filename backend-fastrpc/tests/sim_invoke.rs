@@ -380,3 +380,83 @@ fn session_drop_releases_everything() {
     );
     let _stale = t1; // a stale ticket is inert
 }
+
+/// A session configured with `Wait::Completion` parks until the DSP's answer wakes it (interrupt
+/// mode), and still gives up at its timeout when the DSP holds the call.
+#[test]
+fn completion_wait_parks_until_answered_and_times_out_when_held() {
+    use fwipc_fastrpc::CallWait;
+    use fwipc_transport_api::ThreadParker;
+    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    // A `Wait<'static>` parker for this thread (a test leaks one; a program keeps one per thread).
+    let parker: &'static ThreadParker = Box::leak(Box::new(ThreadParker::new()));
+    let s = sys.open_session().unwrap().with_wait(CallWait::new(
+        sys.clock.clone(),
+        Duration::from_millis(300),
+        Wait::Completion(parker),
+    ));
+    assert!(s.wakes(), "interrupt mode: completions wake the waiter");
+    s.attach().unwrap();
+    let mut out = [0u8; 3];
+    s.invoke(ECHO_HANDLE, 2, &mut [Arg::In(b"xyz"), Arg::Out(&mut out)])
+        .unwrap();
+    assert_eq!(out, [!b'x', !b'y', !b'z']);
+
+    sys.dsp.set_fault(Fault::Hold);
+    let t0 = std::time::Instant::now();
+    let r = s.invoke(ECHO_HANDLE, 2, &mut [Arg::In(b"xyz"), Arg::Out(&mut out)]);
+    let waited = t0.elapsed();
+    assert_eq!(r, Err(FastRpcError::Timeout));
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+        "gave up after {waited:?}, not at the 300 ms timeout"
+    );
+    sys.dsp.set_fault(Fault::None);
+    sys.dsp.release();
+}
+
+/// `Session::end` is the one rule that ends a call: `TimedOut` abandons it and counts a timeout,
+/// `Cancelled` abandons it without counting one, `Done` finishes it; an abandoned call keeps its
+/// payload buffer until the DSP answers.
+#[test]
+fn end_counts_timeouts_only_and_keeps_abandoned_buffers() {
+    use fwipc_transport_api::TxOutcome;
+    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let s = sys.attached_session();
+    let cap = s.payload_capacity();
+    sys.dsp.set_fault(Fault::Hold);
+    let mut out = [0u8; 4];
+    let a = s
+        .start(ECHO_HANDLE, 2, &[Arg::In(b"aaaa"), Arg::Out(&mut out)], 0)
+        .unwrap();
+    let b = s
+        .start(ECHO_HANDLE, 2, &[Arg::In(b"bbbb"), Arg::Out(&mut out)], 0)
+        .unwrap();
+    let before = s.stats().timed_out;
+    s.end(a, TxOutcome::Cancelled);
+    assert_eq!(s.stats().timed_out, before, "a cancel is not a timeout");
+    s.end(b, TxOutcome::TimedOut);
+    assert_eq!(s.stats().timed_out, before + 1);
+    assert_eq!(
+        s.payload_free(),
+        cap - 2,
+        "abandoned calls keep their payloads"
+    );
+    sys.dsp.set_fault(Fault::None);
+    sys.dsp.release();
+    // Both late answers arrive; the next reap releases what the abandoned calls held.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while s.payload_free() != cap && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(s.payload_free(), cap);
+    let c = s
+        .start(ECHO_HANDLE, 2, &[Arg::In(b"cccc"), Arg::Out(&mut out)], 0)
+        .unwrap();
+    while !s.poll(&c).unwrap() {
+        std::thread::yield_now();
+    }
+    s.end(c, TxOutcome::Done);
+    assert_eq!(s.payload_free(), cap);
+    assert_eq!(s.stats().timed_out, before + 1);
+}

@@ -231,4 +231,74 @@ mod tests {
         Wait::Completion(&p).pause(1, Duration::from_micros(50));
         assert_eq!(*p.naps.lock().unwrap(), [Duration::from_micros(50)]);
     }
+
+    #[test]
+    fn wait_until_reports_done_the_deadline_and_errors() {
+        let clock = crate::ManualClock::new();
+        let deadline = Deadline::after(&clock, Duration::from_millis(10));
+        // Done on the third poll.
+        let mut polls = 0;
+        let r: core::result::Result<bool, ()> = wait_until(
+            || {
+                polls += 1;
+                Ok(polls == 3)
+            },
+            |_| false,
+            &clock,
+            deadline,
+            Wait::Poll,
+        );
+        assert_eq!((r, polls), (Ok(true), 3));
+        // Never done: `Ok(false)` once the deadline passes.
+        let mut polls = 0;
+        let r: core::result::Result<bool, ()> = wait_until(
+            || {
+                polls += 1;
+                clock.advance(Duration::from_millis(4));
+                Ok(false)
+            },
+            |_| false,
+            &clock,
+            deadline,
+            Wait::Poll,
+        );
+        assert_eq!((r, polls), (Ok(false), 3));
+        // A failed poll ends the wait with its error.
+        let r = wait_until(
+            || Err(7u8),
+            |_| false,
+            &clock,
+            Deadline::never(),
+            Wait::Poll,
+        );
+        assert_eq!(r, Err(7));
+    }
+
+    #[test]
+    fn wait_until_offers_the_waker_once_and_naps_when_refused() {
+        let p = Napper {
+            naps: Default::default(),
+            waker: Waker::noop().clone(),
+        };
+        let clock = crate::ManualClock::new();
+        let mut offers = 0;
+        let mut polls = 0;
+        let r: core::result::Result<bool, ()> = wait_until(
+            || {
+                polls += 1;
+                Ok(polls == 4)
+            },
+            |_| {
+                offers += 1;
+                false
+            },
+            &clock,
+            Deadline::never(),
+            Wait::Completion(&p),
+        );
+        assert_eq!(r, Ok(true));
+        assert_eq!(offers, 1, "the waker is offered once");
+        // A waiter that will not be woken polls in short naps.
+        assert_eq!(*p.naps.lock().unwrap(), [Duration::from_micros(50); 3]);
+    }
 }
