@@ -30,16 +30,11 @@ impl PacketChannel for NullLink {
 }
 
 fn core_path(n: u32, size: usize) -> Duration {
-    let cfg = {
-        let mut c = ChannelConfig::new(Domain::Cdsp);
-        c.banks = vec![Bank::new(1, 1)];
-        c.contexts = 8;
-        c.payloads_per_session = 2;
-        c.payload_size = 16384;
-        c.max_args = 4;
-        c.secure = false;
-        c
-    };
+    let cfg = ChannelConfig::new(Domain::Cdsp)
+        .with_banks(vec![Bank::new(1, 1)])
+        .with_contexts(8)
+        .with_payloads(2, 16384)
+        .with_max_args(4);
     let ch = Channel::new(cfg, Arc::new(NullLink), Arc::new(SimBus::new())).unwrap();
     let s = ch
         .open_session(fwipc_fastrpc::CallWait::new(

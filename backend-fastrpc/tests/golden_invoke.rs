@@ -28,16 +28,11 @@ impl PacketChannel for Recorder {
 fn golden_invoke_message_and_payload() {
     let bus = SimBus::new();
     let rec = Arc::new(Recorder::default());
-    let cfg = {
-        let mut c = ChannelConfig::new(Domain::Cdsp);
-        c.banks = vec![Bank::new(1, 1)];
-        c.contexts = 8;
-        c.payloads_per_session = 1;
-        c.payload_size = 4096;
-        c.max_args = 4;
-        c.secure = false;
-        c
-    };
+    let cfg = ChannelConfig::new(Domain::Cdsp)
+        .with_banks(vec![Bank::new(1, 1)])
+        .with_contexts(8)
+        .with_payloads(1, 4096)
+        .with_max_args(4);
     let ch = Channel::new(cfg, rec.clone(), Arc::new(bus.clone())).unwrap();
     // Session 0 → client_id 1, context bank sid 1. Its one payload buffer is the bus's first
     // region: IOVA P = 0x1000_0000, AP VA B = 0x7f00_0000_0000 + P = 0x7f00_1000_0000.

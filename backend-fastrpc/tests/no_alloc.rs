@@ -63,16 +63,11 @@ impl PacketChannel for CountLink {
 fn invoke_path_allocates_nothing() {
     let bus = SimBus::new();
     let link = Arc::new(CountLink::default());
-    let cfg = {
-        let mut c = ChannelConfig::new(Domain::Cdsp);
-        c.banks = vec![Bank::new(1, 1)];
-        c.contexts = 8;
-        c.payloads_per_session = 2;
-        c.payload_size = 8192;
-        c.max_args = 8;
-        c.secure = false;
-        c
-    };
+    let cfg = ChannelConfig::new(Domain::Cdsp)
+        .with_banks(vec![Bank::new(1, 1)])
+        .with_contexts(8)
+        .with_payloads(2, 8192)
+        .with_max_args(8);
     let ch = Channel::new(cfg, link.clone(), Arc::new(bus)).unwrap();
     let s = ch.open_session(common::poll_wait()).unwrap();
     let shared = s.alloc_shared(4096).unwrap();

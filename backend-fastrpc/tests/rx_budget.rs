@@ -40,16 +40,11 @@ impl PacketChannel for Endless {
 #[test]
 fn poll_returns_while_the_dsp_keeps_sending() {
     let link = Arc::new(Endless::default());
-    let cfg = {
-        let mut c = ChannelConfig::new(Domain::Cdsp);
-        c.banks = vec![Bank::new(1, 1)];
-        c.contexts = 8;
-        c.payloads_per_session = 1;
-        c.payload_size = 4096;
-        c.max_args = 4;
-        c.secure = false;
-        c
-    };
+    let cfg = ChannelConfig::new(Domain::Cdsp)
+        .with_banks(vec![Bank::new(1, 1)])
+        .with_contexts(8)
+        .with_payloads(1, 4096)
+        .with_max_args(4);
     let ch = Channel::new(cfg, link.clone(), Arc::new(SimBus::new())).unwrap();
     let s = ch.open_session(common::poll_wait()).unwrap();
     let t = s.start(0x20, 5, &[], 0).unwrap();

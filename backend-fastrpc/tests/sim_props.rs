@@ -78,16 +78,11 @@ proptest! {
     fn every_byte_arrives(ins in proptest::collection::vec(arb_in(), 0..5),
                           outs in proptest::collection::vec(arb_out(), 0..4),
                           handles in 0usize..3) {
-        let cfg = {
-            let mut c = ChannelConfig::new(Domain::Cdsp);
-            c.banks = vec![Bank::new(2, 1)];
-            c.contexts = 8;
-            c.payloads_per_session = 2;
-            c.payload_size = 16384;
-            c.max_args = 16;
-            c.secure = false;
-            c
-        };
+        let cfg = ChannelConfig::new(Domain::Cdsp)
+        .with_banks(vec![Bank::new(2, 1)])
+        .with_contexts(8)
+        .with_payloads(2, 16384)
+        .with_max_args(16);
         let sys = SimSystem::new(cfg, Completion::Interrupt);
         sys.dsp.add_object(MIRROR, Box::new(Mirror));
         let s = sys.attached_session();

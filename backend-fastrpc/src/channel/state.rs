@@ -86,6 +86,35 @@ impl ChannelConfig {
             secure: false,
         }
     }
+
+    /// The same with these context banks.
+    #[must_use]
+    pub fn with_banks(mut self, banks: Vec<Bank>) -> Self {
+        self.banks = banks;
+        self
+    }
+
+    /// The same with `contexts` invoke contexts.
+    #[must_use]
+    pub fn with_contexts(mut self, contexts: usize) -> Self {
+        self.contexts = contexts;
+        self
+    }
+
+    /// The same with `per_session` payload buffers of `size` bytes per session.
+    #[must_use]
+    pub fn with_payloads(mut self, per_session: usize, size: usize) -> Self {
+        self.payloads_per_session = per_session;
+        self.payload_size = size;
+        self
+    }
+
+    /// The same with at most `max_args` arguments per call.
+    #[must_use]
+    pub fn with_max_args(mut self, max_args: usize) -> Self {
+        self.max_args = max_args;
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
