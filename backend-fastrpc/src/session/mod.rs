@@ -457,14 +457,22 @@ impl Session {
     }
 
     /// Tear the session down: refuse new calls, fail calls in flight (`ChannelDown`), wait for
-    /// callers inside the API until `deadline`, release everything.
+    /// callers inside the API until `deadline` (on the session's clock, pausing as its `Wait`
+    /// says), release everything.
     pub fn shutdown(&self, deadline: Deadline) -> Result<()> {
         let clock: &dyn Clock = self.wait.clock();
         let s = &*self.inner;
         s.lc.begin_shutdown();
         s.ch.ctx
             .fail_inflight(Some(s.index), FastRpcError::ChannelDown);
-        let r = s.lc.wait_idle(clock, deadline, || {});
+        // Callers inside the API cannot wake us: pause between looks as the session's `Wait`
+        // says (a parker naps).
+        let wait = self.wait.wait();
+        let mut looks: u32 = 0;
+        let r = s.lc.wait_idle(clock, deadline, || {
+            looks = looks.saturating_add(1);
+            wait.pause(looks, core::time::Duration::from_micros(50));
+        });
         s.ch.ctx.reap();
         r.map_err(|_| FastRpcError::Timeout)
     }
