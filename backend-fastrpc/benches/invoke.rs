@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fwipc_fastrpc::channel::{Bank, ChannelConfig};
-use fwipc_fastrpc::context::CtxId;
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::sim::objects::{ECHO_HANDLE, ECHO_RAW_METHOD};
 use fwipc_fastrpc::sim::SimBus;
+use fwipc_fastrpc::wire::CtxId;
 use fwipc_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
+use fwipc_fastrpc::{Bank, ChannelConfig};
 use fwipc_transport_api::Completion;
 
 struct NullLink;
@@ -30,20 +30,19 @@ impl PacketChannel for NullLink {
 }
 
 fn core_path(n: u32, size: usize) -> Duration {
-    let cfg = ChannelConfig {
-        domain: Domain::Cdsp,
-        banks: vec![Bank {
-            sid: 1,
-            nsessions: 1,
-        }],
-        contexts: 8,
-        payloads_per_session: 2,
-        payload_size: 16384,
-        max_args: 4,
-        secure: false,
-    };
+    let cfg = ChannelConfig::new(Domain::Cdsp)
+        .with_banks(vec![Bank::new(1, 1)])
+        .with_contexts(8)
+        .with_payloads(2, 16384)
+        .with_max_args(4);
     let ch = Channel::new(cfg, Arc::new(NullLink), Arc::new(SimBus::new())).unwrap();
-    let s = ch.open_session().unwrap();
+    let s = ch
+        .open_session(fwipc_fastrpc::CallWait::new(
+            Arc::new(fwipc_transport_api::StdClock::new()),
+            Duration::from_secs(5),
+            fwipc_transport_api::Wait::Poll,
+        ))
+        .unwrap();
     let input = vec![0x5au8; size];
     let mut out = vec![0u8; size];
     let t0 = Instant::now();
@@ -69,7 +68,14 @@ fn core_path(n: u32, size: usize) -> Duration {
 
 fn sim_round_trip(n: u32, size: usize) -> Duration {
     let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
-    let s = sys.attached_session();
+    // Busy polling, as a latency benchmark wants.
+    let s = sys
+        .attached_session()
+        .with_wait(fwipc_fastrpc::CallWait::new(
+            sys.clock.clone(),
+            Duration::from_secs(5),
+            fwipc_transport_api::Wait::Poll,
+        ));
     let input = vec![0x5au8; size];
     let mut out = vec![0u8; size];
     let t0 = Instant::now();
@@ -78,9 +84,6 @@ fn sim_round_trip(n: u32, size: usize) -> Duration {
             ECHO_HANDLE,
             ECHO_RAW_METHOD,
             &mut [Arg::In(&input), Arg::Out(&mut out)],
-            &sys.clock,
-            Duration::from_secs(5),
-            &std::hint::spin_loop,
         )
         .unwrap();
     }

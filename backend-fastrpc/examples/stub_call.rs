@@ -12,7 +12,9 @@
 //! pixels_skel_invoke; fn ... } }` expands to a module `pixels` holding:
 //!
 //! - `pixels::PixelsStub<I>`: the client. A plain struct with two public fields, `invoker` (how a
-//!   call reaches the DSP, any [`Invoker`]; here a [`SessionInvoker`] over a FastRPC session) and
+//!   call reaches the DSP, any
+//!   [`Invoker`](fwipc_fastrpc::stubskel::Invoker); here the FastRPC session itself, which waits as its
+//!   [`CallWait`](fwipc_fastrpc::CallWait) says) and
 //!   `handle` (the remote object's handle). It has one method per `fn`, taking the `in` scalars,
 //!   then the `in_bufs` as `&[u8]`, then the `out_bufs` as `&mut [u8]`, and returning the `out`
 //!   scalars as a tuple (a one-element tuple `(x,)` when there is a single output).
@@ -50,9 +52,8 @@ use fwipc_fastrpc::error::aee;
 use fwipc_fastrpc::fastrpc_interface;
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::sim::objects::{SkelObject, CALC_HANDLE, ECHO_HANDLE, KV_HANDLE};
-use fwipc_fastrpc::stubskel::{Invoker, SessionInvoker};
-use fwipc_fastrpc::{AeeError, FastRpcError};
-use fwipc_transport_api::Completion;
+use fwipc_fastrpc::{AeeError, CallWait, FastRpcError};
+use fwipc_transport_api::{Completion, Wait};
 
 fastrpc_interface! {
     /// A tiny pixel-processing interface: the kind of work one offloads to a DSP.
@@ -137,24 +138,28 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     println!("DSP: serving `pixels` at handle {PIXELS_HANDLE:#x}");
 
-    // 3. AP side: open a session (a context bank) and attach it to the DSP's root process.
-    let session = sys.channel.open_session()?;
-    session.attach(sys.wait())?;
+    // 3. AP side: open a session (a context bank) and attach it to the DSP's root process. How
+    //    its blocking calls wait is chosen once, here: 2 s per call, yielding between polls.
+    let wait = CallWait::new(
+        sys.clock.clone(),
+        Duration::from_secs(2),
+        Wait::SpinThenYield {
+            spins: 16,
+            relax: &fwipc_transport_api::yield_now,
+        },
+    );
+    let session = sys.channel.open_session(wait)?;
+    session.attach()?;
     println!(
         "AP: session on stream id {} attached (client id {})",
         session.sid(),
         session.client_id()
     );
 
-    // 4. The stub: how calls are made (blocking invokes on the session, 2 s each, yielding
-    //    between polls) and which remote object they go to.
+    // 4. The stub: how calls are made (blocking invokes on the session) and which remote
+    //    object they go to.
     let stub = pixels::PixelsStub {
-        invoker: SessionInvoker {
-            session: &session,
-            clock: &sys.clock,
-            timeout: Duration::from_secs(2),
-            relax: &std::thread::yield_now,
-        },
+        invoker: &session,
         handle: PIXELS_HANDLE,
     };
 

@@ -20,7 +20,7 @@ pub enum Domain {
 
 /// Number of domains (`FASTRPC_DEV_MAX` = 5 since cdsp1). The newer DT labels cdsp2/3 and
 /// gdsp0/1 are **(unverified)** in driver support and not accepted.
-pub const DOMAIN_COUNT: u32 = 5;
+pub(crate) const DOMAIN_COUNT: u32 = 5;
 
 const ALL: [Domain; DOMAIN_COUNT as usize] = [
     Domain::Adsp,

@@ -128,7 +128,25 @@ impl fmt::Display for FastRpcError {
     }
 }
 
-impl core::error::Error for FastRpcError {}
+impl core::error::Error for FastRpcError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            FastRpcError::Aee(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for AeeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.number() {
+            Some(n) => write!(f, "DSP status AEE {n:#x}"),
+            None => write!(f, "DSP status {:#x}", self.0 as u32),
+        }
+    }
+}
+
+impl core::error::Error for AeeError {}
 
 /// Shorthand result of this crate.
 pub type Result<T = ()> = core::result::Result<T, FastRpcError>;
@@ -150,5 +168,17 @@ mod tests {
             Error::Remote(0x8000_0414u32 as i32)
         );
         assert_eq!(Error::from(FastRpcError::ChannelDown), Error::Shutdown);
+    }
+
+    #[test]
+    fn aee_status_is_an_error_and_the_source_of_its_fastrpc_error() {
+        use core::error::Error as _;
+        let a = AeeError(aee::dsp(aee::EBADPARM));
+        assert_eq!(alloc::format!("{a}"), "DSP status AEE 0xe");
+        assert_eq!(alloc::format!("{}", AeeError(-1)), "DSP status 0xffffffff");
+        let e = FastRpcError::Aee(a);
+        let src = e.source().expect("the DSP status is the source");
+        assert_eq!(alloc::format!("{src}"), "DSP status AEE 0xe");
+        assert!(FastRpcError::Timeout.source().is_none());
     }
 }

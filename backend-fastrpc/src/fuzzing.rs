@@ -17,14 +17,15 @@ use alloc::vec;
 
 use spin::Mutex;
 
-use crate::channel::{Bank, Channel, ChannelConfig};
+use crate::channel::state::{Bank, ChannelConfig};
+use crate::channel::Channel;
 use crate::domain::Domain;
 use crate::error::Result;
 use crate::mem::{DmaHal, DmaRegion};
 use crate::packet::PacketChannel;
-use crate::payload::MetaView;
-use crate::scalars::Scalars;
 use crate::session::Arg;
+use crate::wire::payload::MetaView;
+use crate::wire::scalars::Scalars;
 
 struct NullLink;
 impl PacketChannel for NullLink {
@@ -59,7 +60,7 @@ unsafe impl DmaRegion for HeapRegion {
 struct HeapHal(Mutex<u64>);
 impl DmaHal for HeapHal {
     fn alloc(&self, _sid: u32, size: usize) -> Option<Arc<dyn DmaRegion>> {
-        let size = crate::mem::align_up(size as u64, 4096)?;
+        let size = crate::wire::align_up(size as u64, 4096)?;
         let mut n = self.0.lock();
         let iova = *n;
         *n += size;
@@ -95,7 +96,9 @@ fn channel() -> Channel {
 /// flight (one already abandoned). Ids are derived so some inputs hit live contexts.
 pub fn invoke_response(data: &[u8]) {
     let ch = channel();
-    let Ok(s) = ch.open_session() else { return };
+    let Ok(s) = ch.open_session(no_wait()) else {
+        return;
+    };
     let mut tickets = alloc::vec::Vec::new();
     for _ in 0..3 {
         if let Ok(t) = s.start(
@@ -141,7 +144,9 @@ pub fn invoke_response(data: &[u8]) {
 /// back and walks the fd list. Lengths are clamped, fds checked, nothing panics.
 pub fn copy_out(data: &[u8]) {
     let ch = channel();
-    let Ok(s) = ch.open_session() else { return };
+    let Ok(s) = ch.open_session(no_wait()) else {
+        return;
+    };
     let Ok(shared) = s.alloc_shared(4096) else {
         return;
     };
@@ -175,7 +180,7 @@ pub fn copy_out(data: &[u8]) {
         }
     }
     // Answer it: slot 1, the generation of the ticket, PD 1.
-    let id = crate::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
+    let id = crate::channel::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
     let mut rsp = [0u8; 16];
     rsp[..8].copy_from_slice(&id.0.to_le_bytes());
     ch.handle_packet(&rsp);
@@ -300,6 +305,15 @@ pub fn skel(data: &[u8]) {
     let _ = calculator::calculator_skel_invoke(&mut Calculator, sc, &ins, &mut outs);
 }
 
+/// The fuzz entry points never block: a session that gives up at once.
+fn no_wait() -> crate::CallWait {
+    crate::CallWait::new(
+        alloc::sync::Arc::new(fwipc_transport_api::ManualClock::new()),
+        core::time::Duration::ZERO,
+        fwipc_transport_api::Wait::Poll,
+    )
+}
+
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use super::*;
@@ -393,7 +407,7 @@ mod tests {
     fn hostile_dsp_rewrites_payload_while_ap_reads_out() {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let ch = channel();
-        let s = ch.open_session().unwrap();
+        let s = ch.open_session(no_wait()).unwrap();
         let mut out = [0u8; 24];
         let t = s
             .start(0x20, 2, &[Arg::In(b"0123456789"), Arg::Out(&mut out)], 0)
@@ -403,7 +417,7 @@ mod tests {
             let c = slot.lock();
             c.payload.as_ref().unwrap().region().clone()
         };
-        let id = crate::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
+        let id = crate::channel::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
         let mut rsp = [0u8; 16];
         rsp[..8].copy_from_slice(&id.0.to_le_bytes());
         ch.handle_packet(&rsp);

@@ -1,59 +1,37 @@
-//! # fwipc FastRPC backend
-//!
-//! The application-processor side of Qualcomm FastRPC over any datagram channel (rpmsg-like),
-//! wire-accurate to the Linux driver (`fastrpc_msg`, `fastrpc_invoke_rsp`, the scalars word, the
-//! payload layout), plus a declarative stub/skel generator and (feature `std`) a simulated DSP.
-//!
-//! Module map (a file per thing):
-//! - [`scalars`]: the `sc` word codec; [`wire`]: byte-exact wire structs; [`layout`]: the payload
-//!   layout engine; [`payload`]: the checked reader of payload metadata,
-//! - [`mem`]: DSP-reachable memory (HAL trait) and shared buffers (the dma-buf role),
-//! - [`packet`]: the datagram channel trait; [`domain`]: DSP domains; [`domains`]: the
-//!   channel per domain, looked up by checked id,
-//! - [`context`]: invoke contexts (bounded table, ids with generation, refcounted lifetime),
-//! - [`channel`]: one channel per domain, its session table and receive path (`liveness`: the
-//!   DSP-up flag and its sweep rule); [`session`]:
-//!   a session (context bank) and the invoke API; [`procctl`]: remote process control,
-//! - [`reverse`]: reverse RPC (listener, buffer packing),
-//! - [`capability`]: GET_DSP_INFO (DSP attributes, cached per channel),
-//! - [`transport`]: the `fwipc_transport_api::Transport` implementation,
-//! - [`stubskel`]: the `fastrpc_interface!` generator,
-//! - `sim` (std): the simulated DSP, bus and conformance fixture.
+#![doc = include_str!("../README.md")]
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
+#![cfg_attr(not(test), warn(unreachable_pub))]
 
 extern crate alloc;
 
-pub mod capability;
-pub mod channel;
-pub mod context;
-pub mod domain;
-pub mod domains;
+mod channel;
+mod domain;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod layout;
-mod liveness;
-pub mod mem;
-pub mod packet;
-pub mod payload;
-pub mod procctl;
-pub mod reverse;
-pub mod scalars;
-pub mod session;
+mod mem;
+mod packet;
+mod reverse;
+mod session;
 #[cfg(feature = "std")]
 pub mod sim;
 pub mod stubskel;
-mod sync;
-pub mod transport;
+mod transport;
 pub mod wire;
 
-pub use channel::{Channel, ChannelConfig};
+pub use channel::by_domain::Channels;
+pub use channel::state::{Bank, ChannelConfig, MAX_SESSIONS, RX_BUDGET};
+pub use channel::Channel;
 pub use domain::Domain;
 pub use error::{AeeError, FastRpcError, Result};
-pub use mem::{DmaHal, DmaRegion, SharedBuf};
+pub use mem::{zeroed_atomic_bytes, DmaHal, DmaRegion, SharedBuf};
 pub use packet::PacketChannel;
-pub use scalars::Scalars;
-pub use session::{Arg, Session};
-pub use transport::FastRpcTransport;
+pub use reverse::{Listener, ReverseService};
+pub use session::{
+    Arg, CallWait, InvokeTicket, PdKind, Session, ATTR_DEBUG, ATTR_UNSIGNED_MODULE, PD_ROOT,
+    PD_SENSORS, PD_USER,
+};
+pub use transport::{target, FastRpcTransport};
+pub use wire::scalars::Scalars;

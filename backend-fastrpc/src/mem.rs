@@ -17,7 +17,7 @@
 //! of region memory ever exists**:
 //!
 //! - a region exposes only a raw base pointer ([`DmaRegion::as_ptr`]);
-//! - every access goes through [`read_at`] / [`write_at`] / [`fill_at`] (bounds-checked with
+//! - every access goes through [`read_at`] / [`write_at`] / `fill_at` (bounds-checked with
 //!   `checked_add`, `InvalidArgument` when out of range), which copy between the region and
 //!   private AP memory one byte at a time with **Relaxed `AtomicU8`** loads/stores made from the
 //!   raw pointer (the only reference is the transient `&AtomicU8` of `AtomicU8::from_ptr`, a
@@ -47,7 +47,6 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{FastRpcError, Result};
-use crate::wire::PAGE_SIZE;
 
 /// One DSP-reachable memory region, page-aligned in both address spaces.
 ///
@@ -70,8 +69,8 @@ pub unsafe trait DmaRegion: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// AP mapping of byte 0. Only ever dereferenced through [`read_at`] / [`write_at`] /
-    /// [`fill_at`] (atomic byte accesses), never turned into a slice.
+    /// AP mapping of byte 0. The crate only ever dereferences it through its bounds-checked
+    /// per-byte atomic accessors, never turning it into a slice.
     fn as_ptr(&self) -> NonNull<u8>;
     /// Called after the AP wrote `[off, off+len)` and before the DSP may read it (clean the
     /// data cache for a non-coherent mapping). A coherent mapping needs nothing: the default.
@@ -96,7 +95,7 @@ fn in_bounds(len: usize, off: usize, n: usize) -> Result<()> {
 /// Copy `out.len()` bytes at `off` out of the region; `InvalidArgument` if out of range (nothing
 /// is read then). The bytes may be changing under a misbehaving DSP: `out` then holds some mix
 /// of old and new byte values, which the caller parses as untrusted input.
-pub fn read_at(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<()> {
+pub(crate) fn read_at(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<()> {
     in_bounds(r.len(), off, out.len())?;
     r.sync_for_cpu(off, out.len());
     let base = r.as_ptr().as_ptr();
@@ -115,7 +114,7 @@ pub fn read_at(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<()> {
 
 /// Copy `data` into the region at `off`; `InvalidArgument` if out of range (nothing is written
 /// then).
-pub fn write_at(r: &dyn DmaRegion, off: usize, data: &[u8]) -> Result<()> {
+pub(crate) fn write_at(r: &dyn DmaRegion, off: usize, data: &[u8]) -> Result<()> {
     in_bounds(r.len(), off, data.len())?;
     let base = r.as_ptr().as_ptr();
     for (i, b) in data.iter().enumerate() {
@@ -130,6 +129,7 @@ pub fn write_at(r: &dyn DmaRegion, off: usize, data: &[u8]) -> Result<()> {
 }
 
 /// Set `n` bytes at `off` to `v`; `InvalidArgument` if out of range.
+#[cfg(test)]
 pub fn fill_at(r: &dyn DmaRegion, off: usize, n: usize, v: u8) -> Result<()> {
     in_bounds(r.len(), off, n)?;
     let base = r.as_ptr().as_ptr();
@@ -154,21 +154,6 @@ pub trait DmaHal: Send + Sync {
     /// Allocate `size` bytes (rounded up to a page), zeroed, mapped on context bank `sid`.
     /// Only called at setup / control paths, never on the steady-state invoke path.
     fn alloc(&self, sid: u32, size: usize) -> Option<Arc<dyn DmaRegion>>;
-}
-
-/// Round `v` up to a multiple of `a` (a power of two); `None` on overflow.
-pub const fn align_up(v: u64, a: u64) -> Option<u64> {
-    match v.checked_add(a - 1) {
-        Some(x) => Some(x & !(a - 1)),
-        None => None,
-    }
-}
-
-/// Pages spanned by `[addr, addr+len)` in bytes (one page for `len == 0`).
-pub const fn pages_spanned(addr: u64, len: u64) -> u64 {
-    let first = addr & !(PAGE_SIZE - 1);
-    let last = addr.saturating_add(len.saturating_sub(1)) & !(PAGE_SIZE - 1);
-    (last - first) + PAGE_SIZE
 }
 
 struct SharedInner {
@@ -323,15 +308,5 @@ mod tests {
         let writes = dsp.join().unwrap();
         assert!(writes > 0 && seen_dsp, "the DSP's writes were observed");
         assert_eq!(bus.faults(), 0);
-    }
-
-    #[test]
-    fn page_math() {
-        assert_eq!(pages_spanned(0x1000, 1), 4096);
-        assert_eq!(pages_spanned(0x1fff, 2), 8192);
-        assert_eq!(pages_spanned(0x1000, 4096), 4096);
-        assert_eq!(pages_spanned(0x1000, 0), 4096);
-        assert_eq!(align_up(545, 128), Some(640));
-        assert_eq!(align_up(u64::MAX, 128), None);
     }
 }

@@ -16,17 +16,19 @@
 use fwipc_transport_api::ProtocolError;
 
 use crate::error::{aee, Result};
-use crate::scalars::Scalars;
 use crate::stubskel::Invoker;
+use crate::wire::scalars::Scalars;
 
 /// Handle of `adsp_listener`.
-pub const LISTENER_HANDLE: u32 = 3;
+pub(crate) const LISTENER_HANDLE: u32 = 3;
 /// Most buffers a reverse call may carry each way.
-pub const MAX_REVERSE_BUFS: usize = 16;
+pub(crate) const MAX_REVERSE_BUFS: usize = 16;
 
 crate::fastrpc_interface! {
-    /// `adsp_listener` (the part we use).
-    pub interface listener {
+    /// `adsp_listener` (the part we use). The AP only calls it: its skeleton is generated but
+    /// served by no one here.
+    #[allow(dead_code, unreachable_pub)]
+    pub(crate) interface listener {
         stub ListenerStub;
         skel ListenerImpl, listener_skel_invoke;
         /// Deliver the previous reply, get the next reverse request.
@@ -42,7 +44,7 @@ fn align(v: usize, a: usize) -> Option<usize> {
 
 /// Pack `bufs` (each: u32 length, then 8-aligned bytes) followed by `out_lens` (u32 each) into
 /// `dst`; returns the bytes used. `TooLarge` if `dst` is too small.
-pub fn pack(bufs: &[&[u8]], out_lens: &[u32], dst: &mut [u8]) -> Result<usize> {
+pub(crate) fn pack(bufs: &[&[u8]], out_lens: &[u32], dst: &mut [u8]) -> Result<usize> {
     let too_large = crate::error::FastRpcError::TooLarge;
     let mut cur = 0usize;
     let mut put = |cur: &mut usize, bytes: &[u8], a: usize| -> Result<()> {
@@ -68,7 +70,7 @@ pub fn pack(bufs: &[&[u8]], out_lens: &[u32], dst: &mut [u8]) -> Result<usize> {
 }
 
 /// Unpack `ins.len()` buffers and `out_lens.len()` lengths from `src`. Returns bytes consumed.
-pub fn unpack<'a>(
+pub(crate) fn unpack<'a>(
     src: &'a [u8],
     ins: &mut [&'a [u8]],
     out_lens: &mut [u32],

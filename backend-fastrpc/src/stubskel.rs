@@ -27,11 +27,58 @@
 //!         fn max = 3 (in { a: i32, b: i32 } in_bufs {} out { m: i32 } out_bufs {});
 //!     }
 //! }
+//!
+//! // The server implements the generated trait `calc::CalcImpl`...
+//! struct Calc;
+//! impl calc::CalcImpl for Calc {
+//!     fn sum(&mut self, data: &[u8]) -> Result<(u64,), i32> {
+//!         Ok((data.iter().map(|b| u64::from(*b)).sum(),))
+//!     }
+//!     fn max(&mut self, a: i32, b: i32) -> Result<(i32,), i32> {
+//!         Ok((a.max(b),))
+//!     }
+//! }
+//!
+//! // ...and `calc::calc_skel_invoke` serves it. Here an in-process `Invoker` hands each call
+//! // straight to the skeleton; a program calls the DSP through a `Session` (itself an
+//! // `Invoker`), and the simulated DSP serves a skeleton wrapped in
+//! // `sim::objects::SkelObject` (see the `stub_call` example).
+//! use std::cell::RefCell;
+//! use fwipc_fastrpc::stubskel::Invoker;
+//! use fwipc_fastrpc::{AeeError, Arg, FastRpcError, Scalars};
+//!
+//! struct Direct(RefCell<Calc>);
+//! impl Invoker for Direct {
+//!     fn invoke(&self, _handle: u32, method: u32, args: &mut [Arg<'_>]) -> fwipc_fastrpc::Result<()> {
+//!         let mut ins: Vec<&[u8]> = Vec::new();
+//!         let mut outs: Vec<&mut [u8]> = Vec::new();
+//!         for a in args.iter_mut() {
+//!             match a {
+//!                 Arg::In(d) => ins.push(d),
+//!                 Arg::Out(d) => outs.push(d),
+//!                 _ => return Err(FastRpcError::InvalidArgument),
+//!             }
+//!         }
+//!         let sc = Scalars::new(method, ins.len() as u32, outs.len() as u32, 0, 0)?;
+//!         match calc::calc_skel_invoke(&mut *self.0.borrow_mut(), sc, &ins, &mut outs) {
+//!             0 => Ok(()),
+//!             r => Err(FastRpcError::Aee(AeeError(r))),
+//!         }
+//!     }
+//! }
+//!
+//! // The client: the generated stub, over any invoker, addressed to the object's handle.
+//! let stub = calc::CalcStub { invoker: Direct(RefCell::new(Calc)), handle: 0x30 };
+//! assert_eq!(stub.sum(&[1, 2, 3])?, (6,));
+//! assert_eq!(stub.max(-3, 9)?, (9,));
+//! # Ok::<(), FastRpcError>(())
 //! ```
-
-use core::time::Duration;
-
-use fwipc_transport_api::Clock;
+//!
+//! Generated names, for `interface calc { stub CalcStub; skel CalcImpl, calc_skel_invoke; .. }`:
+//! the module `calc` holds `CalcStub<I>` (fields `invoker` and `handle`, one method per `fn`:
+//! `in` scalars, then `in_bufs` as `&[u8]`, then `out_bufs` as `&mut [u8]`; returns the `out`
+//! scalars as a tuple), the trait `CalcImpl` (same arguments, `Result<(outs..), i32>` with an AEE
+//! status as the error), the function `calc_skel_invoke` and the method ids in `calc::ids`.
 
 use crate::error::Result;
 use crate::session::{Arg, Session};
@@ -152,51 +199,34 @@ pub trait Invoker {
     fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()>;
 }
 
-/// A blocking [`Invoker`] over a session.
-pub struct SessionInvoker<'a> {
-    /// The session.
-    pub session: &'a Session,
-    /// Time source.
-    pub clock: &'a dyn Clock,
-    /// Per-call timeout.
-    pub timeout: Duration,
-    /// Called between polls.
-    pub relax: &'a dyn Fn(),
+/// A session is the blocking [`Invoker`]: each call waits as the session's
+/// [`CallWait`](crate::CallWait) says.
+impl Invoker for Session {
+    fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()> {
+        Session::invoke(self, handle, method, args)
+    }
 }
 
-impl Invoker for SessionInvoker<'_> {
+impl<I: Invoker + ?Sized> Invoker for &I {
     fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()> {
-        self.session
-            .invoke(handle, method, args, self.clock, self.timeout, self.relax)
+        (**self).invoke(handle, method, args)
     }
 }
 
 /// A blocking [`Invoker`] for one thread (`tid`) that resumes that thread's interrupted call
 /// instead of re-sending it (see [`Session::start_or_resume`]).
+#[derive(Clone, Copy)]
 pub struct ResumableInvoker<'a> {
-    /// The session.
+    /// The session (its [`CallWait`](crate::CallWait) says how calls wait).
     pub session: &'a Session,
     /// The calling thread's id.
     pub tid: i32,
-    /// Time source.
-    pub clock: &'a dyn Clock,
-    /// Per-call timeout.
-    pub timeout: Duration,
-    /// Called between polls.
-    pub relax: &'a dyn Fn(),
 }
 
 impl Invoker for ResumableInvoker<'_> {
     fn invoke(&self, handle: u32, method: u32, args: &mut [Arg<'_>]) -> Result<()> {
-        self.session.invoke_resumable(
-            handle,
-            method,
-            args,
-            self.tid,
-            self.clock,
-            self.timeout,
-            self.relax,
-        )
+        self.session
+            .invoke_resumable(handle, method, args, self.tid)
     }
 }
 
@@ -224,8 +254,8 @@ macro_rules! fastrpc_interface {
         $vis mod $module {
             #[allow(unused_imports)]
             use $crate::stubskel::{count, get, packed_len, put, ArgList, Invoker, Prim};
-            use $crate::session::Arg;
-            use $crate::scalars::{Scalars, METHOD_ESCAPE};
+            use $crate::Arg;
+            use $crate::wire::scalars::{Scalars, METHOD_ESCAPE};
             use $crate::error::{aee, FastRpcError};
 
             /// Method ids, in declaration order.

@@ -15,16 +15,14 @@
 //! bulk keeps it). No notifications (FastRPC has no unsolicited AP-bound messages outside
 //! reverse RPC).
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::task::Waker;
 
-use core::time::Duration;
 use spin::Mutex;
 
 use fwipc_transport_api::{
-    BulkDir, BulkRequest, BulkResult, Caps, Clock, Deadline, Error, Request, Result, Stats, Ticket,
-    Transport, TxOutcome,
+    BulkDir, BulkRequest, BulkResult, Caps, Error, Request, Result, Stats, Ticket, Transport,
+    TxOutcome,
 };
 
 use crate::mem::SharedBuf;
@@ -34,13 +32,13 @@ use crate::session::{Arg, InvokeTicket, Session};
 use crate::wire::{metalen, FASTRPC_ALIGN};
 
 /// Bulk transmit method (on the target's handle).
-pub const BULK_PUT: u32 = 3;
+pub(crate) const BULK_PUT: u32 = 3;
 /// Bulk receive method (on the target's handle).
-pub const BULK_GET: u32 = 4;
+pub(crate) const BULK_GET: u32 = 4;
 /// Staging buffers (bulk transfers in flight at once).
-pub const BULK_STAGING: usize = 2;
+pub(crate) const BULK_STAGING: usize = 2;
 /// Size of each staging buffer (`caps.max_bulk_size`).
-pub const BULK_MAX: usize = 16 * 1024;
+pub(crate) const BULK_MAX: usize = 16 * 1024;
 
 struct BulkState {
     idx: usize,
@@ -56,8 +54,6 @@ struct BulkState {
 pub struct FastRpcTransport {
     session: Session,
     max_msg_size: usize,
-    clock: Box<dyn Clock + Send + Sync>,
-    shutdown_timeout: Duration,
     staging: Vec<SharedBuf>,
     bulks: Mutex<Vec<Option<BulkState>>>,
 }
@@ -85,11 +81,7 @@ fn invoke_ticket(t: &Ticket) -> InvokeTicket {
 impl FastRpcTransport {
     /// A transport over `session` carrying payloads up to `max_msg_size` bytes. `TooLarge` if
     /// the session's payload buffers cannot hold such a call.
-    pub fn new(
-        session: Session,
-        max_msg_size: usize,
-        clock: Box<dyn Clock + Send + Sync>,
-    ) -> core::result::Result<Self, FastRpcError> {
+    pub fn new(session: Session, max_msg_size: usize) -> core::result::Result<Self, FastRpcError> {
         // metalen(2) aligned, then the in copy aligned, then the out area.
         let need = (metalen(2) as u64).div_ceil(FASTRPC_ALIGN) * FASTRPC_ALIGN
             + (max_msg_size as u64).div_ceil(FASTRPC_ALIGN) * FASTRPC_ALIGN
@@ -105,8 +97,6 @@ impl FastRpcTransport {
         Ok(FastRpcTransport {
             session,
             max_msg_size,
-            clock,
-            shutdown_timeout: Duration::from_secs(2),
             staging,
             bulks: Mutex::new((0..BULK_STAGING).map(|_| None).collect()),
         })
@@ -199,10 +189,7 @@ impl Transport for FastRpcTransport {
         // A bulk ended without take_bulk: its buffer goes; the staging buffer stays referenced
         // by the context until the DSP is done with it.
         drop(self.take_bulk_state(&t));
-        match outcome {
-            TxOutcome::Done => self.session.finish(t),
-            TxOutcome::TimedOut | TxOutcome::Cancelled => self.session.abandon(t),
-        }
+        self.session.end(t, outcome);
     }
 
     fn bulk(&self, req: BulkRequest) -> core::result::Result<Ticket, (Error, BulkRequest)> {
@@ -303,8 +290,8 @@ impl Transport for FastRpcTransport {
     }
 
     fn shutdown(&self) -> Result<()> {
-        let d = Deadline::after(&*self.clock, self.shutdown_timeout);
-        Ok(self.session.shutdown(&*self.clock, d)?)
+        // Shutdown waits as the session's blocking calls do.
+        Ok(self.session.shutdown(self.session.call_wait().deadline())?)
     }
 
     fn stats(&self) -> Stats {

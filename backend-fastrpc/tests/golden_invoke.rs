@@ -2,11 +2,13 @@
 //! wrote) for a call with 2 in-buffers, 1 out-buffer and 1 in-handle: the worked example of the
 //! docs/protocols/fastrpc.md §5, replayed through `Session::start` on the simulated bus.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
-use fwipc_fastrpc::channel::{Bank, ChannelConfig};
 use fwipc_fastrpc::sim::SimBus;
 use fwipc_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
+use fwipc_fastrpc::{Bank, ChannelConfig};
 
 /// Records what the AP sends; never answers.
 #[derive(Default)]
@@ -26,22 +28,15 @@ impl PacketChannel for Recorder {
 fn golden_invoke_message_and_payload() {
     let bus = SimBus::new();
     let rec = Arc::new(Recorder::default());
-    let cfg = ChannelConfig {
-        domain: Domain::Cdsp,
-        banks: vec![Bank {
-            sid: 1,
-            nsessions: 1,
-        }],
-        contexts: 8,
-        payloads_per_session: 1,
-        payload_size: 4096,
-        max_args: 4,
-        secure: false,
-    };
+    let cfg = ChannelConfig::new(Domain::Cdsp)
+        .with_banks(vec![Bank::new(1, 1)])
+        .with_contexts(8)
+        .with_payloads(1, 4096)
+        .with_max_args(4);
     let ch = Channel::new(cfg, rec.clone(), Arc::new(bus.clone())).unwrap();
     // Session 0 → client_id 1, context bank sid 1. Its one payload buffer is the bus's first
     // region: IOVA P = 0x1000_0000, AP VA B = 0x7f00_0000_0000 + P = 0x7f00_1000_0000.
-    let s = ch.open_session().unwrap();
+    let s = ch.open_session(common::poll_wait()).unwrap();
     // The shared buffer comes next (after a guard page): IOVA 0x1000_2000, fd 3, 4096 bytes.
     let shared = s.alloc_shared(4096).unwrap();
     assert_eq!((shared.iova(), shared.fd()), (0x1000_2000, 3));

@@ -1,15 +1,17 @@
 //! The steady-state invoke path (start → response → poll → read_out → finish) allocates
 //! nothing: checked with a counting global allocator on the calling thread.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use fwipc_fastrpc::channel::{Bank, ChannelConfig};
-use fwipc_fastrpc::context::CtxId;
 use fwipc_fastrpc::sim::SimBus;
+use fwipc_fastrpc::wire::CtxId;
 use fwipc_fastrpc::{Arg, Channel, Domain, PacketChannel, Result};
+use fwipc_fastrpc::{Bank, ChannelConfig};
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
@@ -61,20 +63,13 @@ impl PacketChannel for CountLink {
 fn invoke_path_allocates_nothing() {
     let bus = SimBus::new();
     let link = Arc::new(CountLink::default());
-    let cfg = ChannelConfig {
-        domain: Domain::Cdsp,
-        banks: vec![Bank {
-            sid: 1,
-            nsessions: 1,
-        }],
-        contexts: 8,
-        payloads_per_session: 2,
-        payload_size: 8192,
-        max_args: 8,
-        secure: false,
-    };
+    let cfg = ChannelConfig::new(Domain::Cdsp)
+        .with_banks(vec![Bank::new(1, 1)])
+        .with_contexts(8)
+        .with_payloads(2, 8192)
+        .with_max_args(8);
     let ch = Channel::new(cfg, link.clone(), Arc::new(bus)).unwrap();
-    let s = ch.open_session().unwrap();
+    let s = ch.open_session(common::poll_wait()).unwrap();
     let shared = s.alloc_shared(4096).unwrap();
     let input = [7u8; 300];
     let mut out = [0u8; 64];

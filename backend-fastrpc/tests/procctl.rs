@@ -2,10 +2,10 @@
 //! (docs/protocols/fastrpc.md §7, §12.11).
 
 use fwipc_fastrpc::error::aee;
-use fwipc_fastrpc::procctl::PdKind;
 use fwipc_fastrpc::sim::dsp::ProcKind;
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::wire::{MMAP_ADD_PAGES, MMAP_REMOTE_HEAP_ADDR};
+use fwipc_fastrpc::PdKind;
 use fwipc_fastrpc::{AeeError, Arg, FastRpcError};
 use fwipc_transport_api::Completion;
 
@@ -16,15 +16,15 @@ fn sys() -> SimSystem {
 #[test]
 fn attach_and_release() {
     let sys = sys();
-    let s = sys.channel.open_session().unwrap();
-    s.attach(sys.wait()).unwrap();
+    let s = sys.open_session().unwrap();
+    s.attach().unwrap();
     assert_eq!(s.pd_kind(), Some(PdKind::Root));
     assert_eq!(s.pd(), 0, "attach uses PD bits 0");
     let p = sys.dsp.process(s.client_id()).unwrap();
     assert_eq!(p.kind, ProcKind::Attached(0));
     // A second attach is refused locally (one PD per session).
-    assert_eq!(s.attach(sys.wait()), Err(FastRpcError::InvalidArgument));
-    s.release_process(sys.wait()).unwrap();
+    assert_eq!(s.attach(), Err(FastRpcError::InvalidArgument));
+    s.release_process().unwrap();
     assert!(sys.dsp.process(s.client_id()).is_none());
     assert_eq!(s.pd_kind(), None);
 }
@@ -32,8 +32,8 @@ fn attach_and_release() {
 #[test]
 fn attach_sensors_uses_pd_2() {
     let sys = sys();
-    let s = sys.channel.open_session().unwrap();
-    s.attach_sensors(sys.wait()).unwrap();
+    let s = sys.open_session().unwrap();
+    s.attach_sensors().unwrap();
     assert_eq!(
         sys.dsp.process(s.client_id()).unwrap().kind,
         ProcKind::Attached(2)
@@ -43,10 +43,10 @@ fn attach_sensors_uses_pd_2() {
 #[test]
 fn create_dynamic_pd_with_init_memory() {
     let sys = sys();
-    let s = sys.channel.open_session().unwrap();
+    let s = sys.open_session().unwrap();
     let regions = sys.bus.mapped_regions();
     let elf = vec![0x7fu8; 5000];
-    s.create("fastrpc_shell_3", &elf, 0, sys.wait()).unwrap();
+    s.create("fastrpc_shell_3", &elf, 0).unwrap();
     let p = sys.dsp.process(s.client_id()).unwrap();
     assert_eq!(p.kind, ProcKind::User);
     assert_eq!(p.name, "fastrpc_shell_3");
@@ -59,8 +59,8 @@ fn create_dynamic_pd_with_init_memory() {
     assert_eq!(sys.bus.mapped_regions(), regions + 1);
     assert_eq!(s.pd(), 1);
     // Creating a second process on the session is refused.
-    assert!(s.create("x", &elf, 0, sys.wait()).is_err());
-    s.release_process(sys.wait()).unwrap();
+    assert!(s.create("x", &elf, 0).is_err());
+    s.release_process().unwrap();
     assert_eq!(
         sys.bus.mapped_regions(),
         regions,
@@ -71,20 +71,16 @@ fn create_dynamic_pd_with_init_memory() {
 #[test]
 fn create_with_attrs_uses_create_attr_and_bounds() {
     let sys = sys();
-    let s = sys.channel.open_session().unwrap();
+    let s = sys.open_session().unwrap();
     // File size bound (2 MiB) and name bound are checked before anything is sent.
     let big = vec![0u8; (2 << 20) + 1];
+    assert_eq!(s.create("a", &big, 0), Err(FastRpcError::InvalidArgument));
     assert_eq!(
-        s.create("a", &big, 0, sys.wait()),
-        Err(FastRpcError::InvalidArgument)
-    );
-    assert_eq!(
-        s.create(&"n".repeat(200), b"elf", 0, sys.wait()),
+        s.create(&"n".repeat(200), b"elf", 0),
         Err(FastRpcError::InvalidArgument)
     );
     let before = sys.dsp.received();
-    s.create("unsigned", b"\x7fELF", 1 << 3, sys.wait())
-        .unwrap();
+    s.create("unsigned", b"\x7fELF", 1 << 3).unwrap();
     assert_eq!(sys.dsp.received(), before + 1);
     assert_eq!(sys.dsp.process(s.client_id()).unwrap().kind, ProcKind::User);
 }
@@ -92,8 +88,8 @@ fn create_with_attrs_uses_create_attr_and_bounds() {
 #[test]
 fn create_static_audio_pd() {
     let sys = sys();
-    let s = sys.channel.open_session().unwrap();
-    s.create_static("audiopd", 3 << 20, sys.wait()).unwrap();
+    let s = sys.open_session().unwrap();
+    s.create_static("audiopd", 3 << 20).unwrap();
     let p = sys.dsp.process(s.client_id()).unwrap();
     assert_eq!(p.kind, ProcKind::Static);
     assert_eq!(p.name, "audiopd");
@@ -101,48 +97,45 @@ fn create_static_audio_pd() {
     assert_eq!(size, 3 << 20);
     assert_eq!(addr >> 32, 0, "the remote heap carries no session bits");
     assert_eq!(s.pd_kind(), Some(PdKind::Static));
-    assert!(s.create_static(&"x".repeat(129), 4096, sys.wait()).is_err());
+    assert!(s.create_static(&"x".repeat(129), 4096).is_err());
 }
 
 #[test]
 fn mmap_and_munmap_release_only_after_the_dsp_confirms() {
     let sys = sys();
-    let s = sys.channel.open_session().unwrap();
-    s.create("shell", b"\x7fELF", 0, sys.wait()).unwrap();
+    let s = sys.open_session().unwrap();
+    s.create("shell", b"\x7fELF", 0).unwrap();
     let regions = sys.bus.mapped_regions();
-    let v = s.mmap(MMAP_ADD_PAGES, 64 * 1024, sys.wait()).unwrap();
+    let v = s.mmap(MMAP_ADD_PAGES, 64 * 1024).unwrap();
     assert_ne!(v, 0);
-    let v2 = s.mmap(MMAP_REMOTE_HEAP_ADDR, 4096, sys.wait()).unwrap();
+    let v2 = s.mmap(MMAP_REMOTE_HEAP_ADDR, 4096).unwrap();
     assert_ne!(v, v2);
     assert_eq!(sys.dsp.process(s.client_id()).unwrap().maps.len(), 2);
     assert_eq!(sys.bus.mapped_regions(), regions + 2);
     // A flag the DSP does not accept.
     assert_eq!(
-        s.mmap(4, 4096, sys.wait()),
+        s.mmap(4, 4096),
         Err(FastRpcError::Aee(AeeError(aee::dsp(aee::EBADPARM))))
     );
-    s.munmap(v, sys.wait()).unwrap();
+    s.munmap(v).unwrap();
     assert_eq!(sys.dsp.process(s.client_id()).unwrap().maps.len(), 1);
     assert_eq!(sys.bus.mapped_regions(), regions + 1);
     // Unknown address: refused locally, nothing sent.
-    assert_eq!(
-        s.munmap(0x1234, sys.wait()),
-        Err(FastRpcError::InvalidArgument)
-    );
+    assert_eq!(s.munmap(0x1234), Err(FastRpcError::InvalidArgument));
     // If the DSP lost the map (restart), the unmap fails and the memory is kept.
     sys.dsp.reset();
-    assert!(s.munmap(v2, sys.wait()).is_err());
+    assert!(s.munmap(v2).is_err());
     assert_eq!(s.remote_maps(), 1, "kept: the DSP did not confirm");
 }
 
 #[test]
 fn mem_map_and_unmap_shared_buffer() {
     let sys = sys();
-    let s = sys.channel.open_session().unwrap();
-    s.create("shell", b"\x7fELF", 0, sys.wait()).unwrap();
+    let s = sys.open_session().unwrap();
+    s.create("shell", b"\x7fELF", 0).unwrap();
     let buf = s.alloc_shared(8192).unwrap();
     let (fd, addr) = (buf.fd(), buf.bus_addr());
-    let v = s.mem_map(&buf, 4096, 4096, 0, sys.wait()).unwrap();
+    let v = s.mem_map(&buf, 4096, 4096, 0).unwrap();
     let p = sys.dsp.process(s.client_id()).unwrap();
     assert_eq!(p.mem_maps, vec![(v, fd, 4096)]);
     drop(buf);
@@ -150,7 +143,7 @@ fn mem_map_and_unmap_shared_buffer() {
         sys.bus.is_mapped(addr, 8192),
         "mem_map keeps the buffer alive"
     );
-    s.mem_unmap(v, sys.wait()).unwrap();
+    s.mem_unmap(v).unwrap();
     assert!(sys.dsp.process(s.client_id()).unwrap().mem_maps.is_empty());
     assert!(
         !sys.bus.is_mapped(addr, 1),
@@ -176,49 +169,40 @@ fn sessions_are_bounded_and_independent() {
     let sys = sys();
     // 4 sessions on bank 1; the fifth open is Busy and leaks nothing.
     let ss: Vec<_> = (0..4).map(|_| sys.attached_session()).collect();
-    assert_eq!(sys.channel.open_session().err(), Some(FastRpcError::Busy));
+    assert_eq!(sys.open_session().err(), Some(FastRpcError::Busy));
     assert_eq!(sys.channel.sessions_in_use(), 4);
     let ids: Vec<i32> = ss.iter().map(|s| s.client_id()).collect();
     assert_eq!(ids, vec![1, 2, 3, 4]);
     assert_eq!(sys.dsp.process_count(), 4);
     drop(ss);
     assert_eq!(sys.channel.sessions_in_use(), 0);
-    assert!(sys.channel.open_session().is_ok());
+    assert!(sys.open_session().is_ok());
 }
 
 #[test]
 fn nsessions_expansion_is_capped() {
-    use fwipc_fastrpc::channel::{Bank, MAX_SESSIONS};
+    use fwipc_fastrpc::{Bank, MAX_SESSIONS};
     let mut cfg = SimSystem::default_config();
-    cfg.banks = vec![
-        Bank {
-            sid: 1,
-            nsessions: 10,
-        },
-        Bank {
-            sid: 2,
-            nsessions: 10,
-        },
-    ];
+    cfg.banks = vec![Bank::new(1, 10), Bank::new(2, 10)];
     let sys = SimSystem::new(cfg, Completion::Interrupt);
     let ss: Vec<_> = (0..MAX_SESSIONS)
-        .map(|_| sys.channel.open_session().unwrap())
+        .map(|_| sys.open_session().unwrap())
         .collect();
     assert_eq!(ss[9].sid(), 1);
     assert_eq!(ss[10].sid(), 2);
-    assert_eq!(sys.channel.open_session().err(), Some(FastRpcError::Busy));
+    assert_eq!(sys.open_session().err(), Some(FastRpcError::Busy));
 }
 
 #[test]
 fn capability_query_is_cached_and_bounded() {
-    use fwipc_fastrpc::channel::ChannelConfig;
     use fwipc_fastrpc::sim::objects::DspUtilities;
     use fwipc_fastrpc::Domain;
     use std::sync::{Arc, Mutex};
     let mk = |domain: Domain, unsupported: bool| {
-        let cfg = ChannelConfig {
-            domain,
-            ..SimSystem::default_config()
+        let cfg = {
+            let mut c = SimSystem::default_config();
+            c.domain = domain;
+            c
         };
         let sys = SimSystem::new(cfg, Completion::Interrupt);
         let mut attrs = [0u32; 256];
@@ -236,41 +220,33 @@ fn capability_query_is_cached_and_bounded() {
         (sys, queries)
     };
     let (sys, q) = mk(Domain::Cdsp, false);
-    let s = sys.channel.open_session().unwrap();
-    assert_eq!(s.dsp_capability(5, sys.wait()), Ok(0x55));
-    assert_eq!(s.dsp_capability(1, sys.wait()), Ok(1));
-    let s2 = sys.channel.open_session().unwrap();
-    assert_eq!(s2.dsp_capability(7, sys.wait()), Ok(0));
+    let s = sys.open_session().unwrap();
+    assert_eq!(s.dsp_capability(5), Ok(0x55));
+    assert_eq!(s.dsp_capability(1), Ok(1));
+    let s2 = sys.open_session().unwrap();
+    assert_eq!(s2.dsp_capability(7), Ok(0));
     assert_eq!(*q.lock().unwrap(), 1, "fetched once per channel");
-    assert_eq!(
-        s.dsp_capability(256, sys.wait()),
-        Err(FastRpcError::InvalidArgument)
-    );
+    assert_eq!(s.dsp_capability(256), Err(FastRpcError::InvalidArgument));
 
     let (sys, q) = mk(Domain::Mdsp, false);
-    let s = sys.channel.open_session().unwrap();
-    assert_eq!(
-        s.dsp_capability(1, sys.wait()),
-        Err(FastRpcError::BadDomain)
-    );
+    let s = sys.open_session().unwrap();
+    assert_eq!(s.dsp_capability(1), Err(FastRpcError::BadDomain));
     assert_eq!(*q.lock().unwrap(), 0, "mdsp: nothing sent");
 
     let (sys, _) = mk(Domain::Adsp, true);
-    let s = sys.channel.open_session().unwrap();
-    assert_eq!(
-        s.dsp_capability(1, sys.wait()),
-        Err(FastRpcError::NotSupported)
-    );
+    let s = sys.open_session().unwrap();
+    assert_eq!(s.dsp_capability(1), Err(FastRpcError::NotSupported));
 }
 
 #[test]
 fn channels_per_domain_with_checked_ids() {
-    use fwipc_fastrpc::domains::Channels;
+    use fwipc_fastrpc::Channels;
     use fwipc_fastrpc::Domain;
     let adsp = SimSystem::new(
-        fwipc_fastrpc::ChannelConfig {
-            domain: Domain::Adsp,
-            ..SimSystem::default_config()
+        {
+            let mut c = SimSystem::default_config();
+            c.domain = Domain::Adsp;
+            c
         },
         Completion::Interrupt,
     );
@@ -351,24 +327,25 @@ fn fd_list_entries_we_never_passed_are_counted() {
 
 #[test]
 fn nonsecure_node_of_secure_channel_creates_unsigned_only() {
-    use fwipc_fastrpc::procctl::ATTR_UNSIGNED_MODULE;
-    let cfg = fwipc_fastrpc::ChannelConfig {
-        secure: true,
-        ..SimSystem::default_config()
+    use fwipc_fastrpc::ATTR_UNSIGNED_MODULE;
+    let cfg = {
+        let mut c = SimSystem::default_config();
+        c.secure = true;
+        c
     };
     let sys = SimSystem::new(cfg, Completion::Interrupt);
-    let plain = sys.channel.open_session_nonsecure().unwrap();
+    let plain = sys.channel.open_session_nonsecure(sys.wait()).unwrap();
     assert!(plain.unsigned_only());
     assert_eq!(
-        plain.create("shell", b"\x7fELF", 0, sys.wait()),
+        plain.create("shell", b"\x7fELF", 0),
         Err(FastRpcError::PermissionDenied)
     );
     plain
-        .create("shell", b"\x7fELF", ATTR_UNSIGNED_MODULE, sys.wait())
+        .create("shell", b"\x7fELF", ATTR_UNSIGNED_MODULE)
         .unwrap();
-    let secure = sys.channel.open_session().unwrap();
+    let secure = sys.open_session().unwrap();
     assert!(!secure.unsigned_only());
-    secure.create("shell", b"\x7fELF", 0, sys.wait()).unwrap();
+    secure.create("shell", b"\x7fELF", 0).unwrap();
 }
 
 /// Memory that reaches the DSP only as a page descriptor inside the argument bytes (init memory,
@@ -377,22 +354,17 @@ fn nonsecure_node_of_secure_channel_creates_unsigned_only() {
 /// rule of `mem.rs`). It is quarantined in the session until the DSP confirms INIT_RELEASE.
 #[test]
 fn memory_given_by_page_descriptor_survives_a_timed_out_call() {
-    use fwipc_fastrpc::procctl::CtlWait;
     use fwipc_transport_api::fixture::Fault;
     use std::time::Duration;
     let sys = sys();
-    let short = CtlWait {
-        clock: &sys.clock,
-        timeout: Duration::from_millis(50),
-        relax: &std::thread::yield_now,
-    };
-    let s = sys.channel.open_session().unwrap();
+    let s = sys.open_session().unwrap();
+    let short = s.with_wait(sys.wait().with_timeout(Duration::from_millis(50)));
     let regions = sys.bus.mapped_regions();
 
     // CREATE held past its timeout.
     sys.dsp.set_fault(Fault::Hold);
     assert_eq!(
-        s.create("shell", b"\x7fELF", 0, short),
+        short.create("shell", b"\x7fELF", 0),
         Err(FastRpcError::Timeout)
     );
     assert_eq!(s.quarantined(), 1);
@@ -413,16 +385,13 @@ fn memory_given_by_page_descriptor_survives_a_timed_out_call() {
     assert_eq!(before, regions + 1, "only the init memory remains");
     sys.dsp.set_fault(Fault::Hold);
     assert_eq!(
-        s.mmap(MMAP_ADD_PAGES, 64 * 1024, short),
+        short.mmap(MMAP_ADD_PAGES, 64 * 1024),
         Err(FastRpcError::Timeout)
     );
     assert_eq!(sys.bus.mapped_regions(), before + 1, "mmap'd pages kept");
     let buf = s.alloc_shared(8192).unwrap();
     let (buf_addr, buf_len) = (buf.bus_addr(), buf.len());
-    assert_eq!(
-        s.mem_map(&buf, 0, 4096, 0, short),
-        Err(FastRpcError::Timeout)
-    );
+    assert_eq!(short.mem_map(&buf, 0, 4096, 0), Err(FastRpcError::Timeout));
     drop(buf);
     assert!(
         sys.bus.is_mapped(buf_addr, buf_len),
@@ -437,24 +406,26 @@ fn memory_given_by_page_descriptor_survives_a_timed_out_call() {
     assert!(sys.bus.is_mapped(buf_addr, buf_len));
 
     // The DSP confirms the process is gone: everything is freed.
-    s.release_process(sys.wait()).unwrap();
+    s.release_process().unwrap();
     assert_eq!(s.quarantined(), 0);
     assert!(!sys.bus.is_mapped(buf_addr, buf_len));
     assert!(!sys.bus.is_mapped(addr, size as usize));
     assert_eq!(sys.bus.mapped_regions(), regions);
 
     // Session teardown frees a quarantine too.
-    let s2 = sys.channel.open_session().unwrap();
+    let s2 = sys.open_session().unwrap();
+    let short2 = s2.with_wait(sys.wait().with_timeout(Duration::from_millis(50)));
     let regions2 = sys.bus.mapped_regions();
     sys.dsp.set_fault(Fault::Hold);
     assert_eq!(
-        s2.create_static("audiopd", 1 << 20, short),
+        short2.create_static("audiopd", 1 << 20),
         Err(FastRpcError::Timeout)
     );
     assert_eq!(s2.quarantined(), 1);
     assert_eq!(sys.bus.mapped_regions(), regions2 + 1, "remote heap kept");
-    let d = fwipc_transport_api::Deadline::after(&sys.clock, Duration::from_secs(1));
-    let _ = s2.shutdown(&sys.clock, d);
+    let d = fwipc_transport_api::Deadline::after(&*sys.clock, Duration::from_secs(1));
+    let _ = s2.shutdown(d);
+    drop(short2);
     drop(s2);
     sys.dsp.set_fault(Fault::None);
     assert!(

@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fwipc_fastrpc::error::aee;
-use fwipc_fastrpc::reverse::{Listener, ReverseService};
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::sim::objects::{AP_KV_HANDLE, KV_GET_METHOD, KV_HANDLE};
 use fwipc_fastrpc::stubskel::ResumableInvoker;
 use fwipc_fastrpc::{Arg, FastRpcError, Scalars, Session};
-use fwipc_transport_api::{Completion, StdClock};
+use fwipc_fastrpc::{Listener, ReverseService};
+use fwipc_transport_api::Completion;
 
 /// The AP key/value service: value = key * 10 + 1.
 struct Kv {
@@ -33,32 +33,28 @@ impl ReverseService for Kv {
 
 fn get(
     s: &Session,
-    clock: &StdClock,
+    sys: &SimSystem,
     key: u32,
     tid: i32,
     timeout: Duration,
 ) -> Result<u32, FastRpcError> {
     let mut v = [0u8; 4];
-    s.invoke_resumable(
-        KV_HANDLE,
-        KV_GET_METHOD,
-        &mut [Arg::In(&key.to_le_bytes()), Arg::Out(&mut v)],
-        tid,
-        clock,
-        timeout,
-        &std::thread::yield_now,
-    )?;
+    s.with_wait(sys.wait().with_timeout(timeout))
+        .invoke_resumable(
+            KV_HANDLE,
+            KV_GET_METHOD,
+            &mut [Arg::In(&key.to_le_bytes()), Arg::Out(&mut v)],
+            tid,
+        )?;
     Ok(u32::from_le_bytes(v))
 }
 
 /// Runs a listener on `s` until `stop`; returns how many reverse calls it served.
-fn listen(s: &Session, clock: &StdClock, stop: &AtomicBool) -> u32 {
+fn listen(s: &Session, sys: &SimSystem, stop: &AtomicBool) -> u32 {
+    let s = s.with_wait(sys.wait().with_timeout(Duration::from_millis(20)));
     let inv = ResumableInvoker {
-        session: s,
+        session: &s,
         tid: 99,
-        clock,
-        timeout: Duration::from_millis(20),
-        relax: &std::thread::yield_now,
     };
     let mut l = Listener::new(inv, 1024);
     let mut kv = Kv { served: 0 };
@@ -78,10 +74,10 @@ fn reverse_call_served_by_listener() {
     let s = sys.attached_session();
     let stop = AtomicBool::new(false);
     std::thread::scope(|sc| {
-        let h = sc.spawn(|| listen(&s, &sys.clock, &stop));
+        let h = sc.spawn(|| listen(&s, &sys, &stop));
         for key in 0..20 {
             assert_eq!(
-                get(&s, &sys.clock, key, 1, Duration::from_secs(5)),
+                get(&s, &sys, key, 1, Duration::from_secs(5)),
                 Ok(key * 10 + 1)
             );
         }
@@ -98,7 +94,7 @@ fn interrupted_call_waiting_on_reverse_is_resumed() {
     let s = sys.attached_session();
     // No listener yet: the DSP issues the reverse call and waits; the caller times out.
     assert_eq!(
-        get(&s, &sys.clock, 4, 1, Duration::from_millis(20)),
+        get(&s, &sys, 4, 1, Duration::from_millis(20)),
         Err(FastRpcError::Timeout)
     );
     let sent = sys.dsp.received();
@@ -106,7 +102,7 @@ fn interrupted_call_waiting_on_reverse_is_resumed() {
     // The thread retries (e.g. after a signal): resumed, not re-sent, so the DSP does not run
     // the method twice or issue a second reverse call.
     assert_eq!(
-        get(&s, &sys.clock, 4, 1, Duration::from_millis(20)),
+        get(&s, &sys, 4, 1, Duration::from_millis(20)),
         Err(FastRpcError::Timeout)
     );
     assert_eq!(sys.dsp.received(), sent);
@@ -114,8 +110,8 @@ fn interrupted_call_waiting_on_reverse_is_resumed() {
     // The listener comes up and serves the reverse call; the retry gets the answer.
     let stop = AtomicBool::new(false);
     std::thread::scope(|sc| {
-        let h = sc.spawn(|| listen(&s, &sys.clock, &stop));
-        assert_eq!(get(&s, &sys.clock, 4, 1, Duration::from_secs(5)), Ok(41));
+        let h = sc.spawn(|| listen(&s, &sys, &stop));
+        assert_eq!(get(&s, &sys, 4, 1, Duration::from_secs(5)), Ok(41));
         // Release: the listener's Acquire load sees it.
         stop.store(true, Ordering::Release);
         assert_eq!(h.join().unwrap(), 1, "exactly one reverse call");

@@ -2,11 +2,13 @@
 //! at most `RX_BUDGET` datagrams from a pull-style link per call and leave the rest for the next
 //! call, so the caller always gets control back.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fwipc_fastrpc::channel::{Bank, ChannelConfig, RX_BUDGET};
 use fwipc_fastrpc::sim::SimBus;
+use fwipc_fastrpc::{Bank, ChannelConfig, RX_BUDGET};
 use fwipc_fastrpc::{Channel, Domain, PacketChannel, Result};
 
 /// Datagrams the endless link hands out before it runs dry: ends the test on a driver whose
@@ -38,20 +40,13 @@ impl PacketChannel for Endless {
 #[test]
 fn poll_returns_while_the_dsp_keeps_sending() {
     let link = Arc::new(Endless::default());
-    let cfg = ChannelConfig {
-        domain: Domain::Cdsp,
-        banks: vec![Bank {
-            sid: 1,
-            nsessions: 1,
-        }],
-        contexts: 8,
-        payloads_per_session: 1,
-        payload_size: 4096,
-        max_args: 4,
-        secure: false,
-    };
+    let cfg = ChannelConfig::new(Domain::Cdsp)
+        .with_banks(vec![Bank::new(1, 1)])
+        .with_contexts(8)
+        .with_payloads(1, 4096)
+        .with_max_args(4);
     let ch = Channel::new(cfg, link.clone(), Arc::new(SimBus::new())).unwrap();
-    let s = ch.open_session().unwrap();
+    let s = ch.open_session(common::poll_wait()).unwrap();
     let t = s.start(0x20, 5, &[], 0).unwrap();
     for round in 0..3u64 {
         // Relaxed: see `Endless`.

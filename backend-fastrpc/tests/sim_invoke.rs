@@ -8,7 +8,7 @@ use fwipc_fastrpc::sim::dsp::{CallInfo, DspObject};
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::sim::objects::ECHO_HANDLE;
 use fwipc_fastrpc::sim::FastRpcFixture;
-use fwipc_fastrpc::transport::target;
+use fwipc_fastrpc::target;
 use fwipc_fastrpc::{Arg, FastRpcError};
 use fwipc_transport_api::fixture::{Fault, Fixture};
 use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
@@ -104,22 +104,21 @@ fn timed_out_invoke_keeps_buffers_until_late_reply() {
 
     sys.dsp.set_fault(Fault::Hold);
     let mut out = [0u8; 4];
-    let r = s.invoke(
-        0x40,
-        3,
-        &mut [
-            Arg::In(&[1, 2, 3]),
-            Arg::Out(&mut out),
-            Arg::InHandle {
-                buf: &shared,
-                offset: 0,
-                len: 11,
-            },
-        ],
-        &sys.clock,
-        Duration::from_millis(30),
-        &std::thread::yield_now,
-    );
+    let r = s
+        .with_wait(sys.wait().with_timeout(Duration::from_millis(30)))
+        .invoke(
+            0x40,
+            3,
+            &mut [
+                Arg::In(&[1, 2, 3]),
+                Arg::Out(&mut out),
+                Arg::InHandle {
+                    buf: &shared,
+                    offset: 0,
+                    len: 11,
+                },
+            ],
+        );
     assert_eq!(r, Err(FastRpcError::Timeout));
     // The caller has given up and drops its own handle to the shared buffer...
     drop(shared);
@@ -209,16 +208,10 @@ fn two_systems_side_by_side() {
 fn generated_calculator_through_the_dsp() {
     use fwipc_fastrpc::sim::objects::calculator::CalculatorStub;
     use fwipc_fastrpc::sim::objects::CALC_HANDLE;
-    use fwipc_fastrpc::stubskel::SessionInvoker;
     let sys = SimSystem::new(SimSystem::default_config(), Completion::Polled);
     let s = sys.attached_session();
     let calc = CalculatorStub {
-        invoker: SessionInvoker {
-            session: &s,
-            clock: &sys.clock,
-            timeout: Duration::from_secs(2),
-            relax: &std::thread::yield_now,
-        },
+        invoker: &s,
         handle: CALC_HANDLE,
     };
     let vals: Vec<u8> = [1u32, 2, 3, 0xffff_ffff]
@@ -265,57 +258,29 @@ fn interrupted_call_is_resumed_not_resent() {
     pin[4..].copy_from_slice(&9i32.to_le_bytes());
     sys.dsp.set_fault(Fault::Hold);
     let mut out = [0u8; 4];
-    let r = s.invoke_resumable(
-        CALC_HANDLE,
-        3,
-        &mut [Arg::In(&pin), Arg::Out(&mut out)],
-        7,
-        &sys.clock,
-        Duration::from_millis(20),
-        &std::thread::yield_now,
-    );
+    let r = s
+        .with_wait(sys.wait().with_timeout(Duration::from_millis(20)))
+        .invoke_resumable(CALC_HANDLE, 3, &mut [Arg::In(&pin), Arg::Out(&mut out)], 7);
     assert_eq!(r, Err(FastRpcError::Timeout));
     let sent = sys.dsp.received();
     // Retry while the DSP still holds it: resumed, not re-sent; times out again.
-    let r = s.invoke_resumable(
-        CALC_HANDLE,
-        3,
-        &mut [Arg::In(&pin), Arg::Out(&mut out)],
-        7,
-        &sys.clock,
-        Duration::from_millis(20),
-        &std::thread::yield_now,
-    );
+    let r = s
+        .with_wait(sys.wait().with_timeout(Duration::from_millis(20)))
+        .invoke_resumable(CALC_HANDLE, 3, &mut [Arg::In(&pin), Arg::Out(&mut out)], 7);
     assert_eq!(r, Err(FastRpcError::Timeout));
     assert_eq!(sys.dsp.received(), sent, "the retry re-sent the call");
     // The DSP finally answers; the original thread's retry collects that answer.
     sys.dsp.set_fault(Fault::None);
     sys.dsp.release();
     let mut out3 = [0u8; 4];
-    s.invoke_resumable(
-        CALC_HANDLE,
-        3,
-        &mut [Arg::In(&pin), Arg::Out(&mut out3)],
-        7,
-        &sys.clock,
-        Duration::from_secs(2),
-        &std::thread::yield_now,
-    )
-    .unwrap();
+    s.invoke_resumable(CALC_HANDLE, 3, &mut [Arg::In(&pin), Arg::Out(&mut out3)], 7)
+        .unwrap();
     assert_eq!(i32::from_le_bytes(out3), 9);
     assert_eq!(sys.dsp.received(), sent, "collected without re-sending");
     // Another thread's call of the same method is a new call.
     let mut out2 = [0u8; 4];
-    s.invoke_resumable(
-        CALC_HANDLE,
-        3,
-        &mut [Arg::In(&pin), Arg::Out(&mut out2)],
-        8,
-        &sys.clock,
-        Duration::from_secs(2),
-        &std::thread::yield_now,
-    )
-    .unwrap();
+    s.invoke_resumable(CALC_HANDLE, 3, &mut [Arg::In(&pin), Arg::Out(&mut out2)], 8)
+        .unwrap();
     assert_eq!(sys.dsp.received(), sent + 1);
     let st = s.stats();
     assert_eq!(st.pool_free, st.pool_capacity);
@@ -346,15 +311,8 @@ fn channel_death_fails_fast() {
     assert_eq!(st.pool_free, st.pool_capacity, "failed call released");
     sys.channel.remote_up();
     sys.dsp.set_fault(Fault::None);
-    s.invoke(
-        ECHO_HANDLE,
-        2,
-        &mut [Arg::In(b"abcd"), Arg::Out(&mut out)],
-        &sys.clock,
-        Duration::from_secs(2),
-        &std::thread::yield_now,
-    )
-    .unwrap();
+    s.invoke(ECHO_HANDLE, 2, &mut [Arg::In(b"abcd"), Arg::Out(&mut out)])
+        .unwrap();
     assert_eq!(out, [!b'a', !b'b', !b'c', !b'd']);
 }
 
@@ -363,20 +321,14 @@ fn channel_death_fails_fast() {
 fn several_clients_concurrently() {
     use fwipc_fastrpc::sim::objects::calculator::CalculatorStub;
     use fwipc_fastrpc::sim::objects::CALC_HANDLE;
-    use fwipc_fastrpc::stubskel::SessionInvoker;
     let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
     let sessions: Vec<_> = (0..4).map(|_| sys.attached_session()).collect();
     std::thread::scope(|sc| {
         for (k, s) in sessions.iter().enumerate() {
-            let clock = &sys.clock;
+            let wait = sys.wait().with_timeout(Duration::from_secs(5));
             sc.spawn(move || {
                 let calc = CalculatorStub {
-                    invoker: SessionInvoker {
-                        session: s,
-                        clock,
-                        timeout: Duration::from_secs(5),
-                        relax: &std::thread::yield_now,
-                    },
+                    invoker: s.with_wait(wait),
                     handle: CALC_HANDLE,
                 };
                 for i in 0..100i32 {
@@ -390,7 +342,7 @@ fn several_clients_concurrently() {
     assert_eq!(st.completed, 4 + 400);
     assert_eq!(st.pool_free, st.pool_capacity, "all contexts back");
     for s in sessions {
-        s.close(sys.wait()).unwrap();
+        s.close().unwrap();
     }
     assert_eq!(
         sys.dsp.process_count(),
@@ -427,4 +379,84 @@ fn session_drop_releases_everything() {
         "the session's 16 payload buffers are unmapped"
     );
     let _stale = t1; // a stale ticket is inert
+}
+
+/// A session configured with `Wait::Completion` parks until the DSP's answer wakes it (interrupt
+/// mode), and still gives up at its timeout when the DSP holds the call.
+#[test]
+fn completion_wait_parks_until_answered_and_times_out_when_held() {
+    use fwipc_fastrpc::CallWait;
+    use fwipc_transport_api::ThreadParker;
+    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    // A `Wait<'static>` parker for this thread (a test leaks one; a program keeps one per thread).
+    let parker: &'static ThreadParker = Box::leak(Box::new(ThreadParker::new()));
+    let s = sys.open_session().unwrap().with_wait(CallWait::new(
+        sys.clock.clone(),
+        Duration::from_millis(300),
+        Wait::Completion(parker),
+    ));
+    assert!(s.wakes(), "interrupt mode: completions wake the waiter");
+    s.attach().unwrap();
+    let mut out = [0u8; 3];
+    s.invoke(ECHO_HANDLE, 2, &mut [Arg::In(b"xyz"), Arg::Out(&mut out)])
+        .unwrap();
+    assert_eq!(out, [!b'x', !b'y', !b'z']);
+
+    sys.dsp.set_fault(Fault::Hold);
+    let t0 = std::time::Instant::now();
+    let r = s.invoke(ECHO_HANDLE, 2, &mut [Arg::In(b"xyz"), Arg::Out(&mut out)]);
+    let waited = t0.elapsed();
+    assert_eq!(r, Err(FastRpcError::Timeout));
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+        "gave up after {waited:?}, not at the 300 ms timeout"
+    );
+    sys.dsp.set_fault(Fault::None);
+    sys.dsp.release();
+}
+
+/// `Session::end` is the one rule that ends a call: `TimedOut` abandons it and counts a timeout,
+/// `Cancelled` abandons it without counting one, `Done` finishes it; an abandoned call keeps its
+/// payload buffer until the DSP answers.
+#[test]
+fn end_counts_timeouts_only_and_keeps_abandoned_buffers() {
+    use fwipc_transport_api::TxOutcome;
+    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let s = sys.attached_session();
+    let cap = s.payload_capacity();
+    sys.dsp.set_fault(Fault::Hold);
+    let mut out = [0u8; 4];
+    let a = s
+        .start(ECHO_HANDLE, 2, &[Arg::In(b"aaaa"), Arg::Out(&mut out)], 0)
+        .unwrap();
+    let b = s
+        .start(ECHO_HANDLE, 2, &[Arg::In(b"bbbb"), Arg::Out(&mut out)], 0)
+        .unwrap();
+    let before = s.stats().timed_out;
+    s.end(a, TxOutcome::Cancelled);
+    assert_eq!(s.stats().timed_out, before, "a cancel is not a timeout");
+    s.end(b, TxOutcome::TimedOut);
+    assert_eq!(s.stats().timed_out, before + 1);
+    assert_eq!(
+        s.payload_free(),
+        cap - 2,
+        "abandoned calls keep their payloads"
+    );
+    sys.dsp.set_fault(Fault::None);
+    sys.dsp.release();
+    // Both late answers arrive; the next reap releases what the abandoned calls held.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while s.payload_free() != cap && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(s.payload_free(), cap);
+    let c = s
+        .start(ECHO_HANDLE, 2, &[Arg::In(b"cccc"), Arg::Out(&mut out)], 0)
+        .unwrap();
+    while !s.poll(&c).unwrap() {
+        std::thread::yield_now();
+    }
+    s.end(c, TxOutcome::Done);
+    assert_eq!(s.payload_free(), cap);
+    assert_eq!(s.stats().timed_out, before + 1);
 }

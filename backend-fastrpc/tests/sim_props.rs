@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use fwipc_fastrpc::channel::{Bank, ChannelConfig};
 use fwipc_fastrpc::sim::dsp::{CallInfo, DspObject};
 use fwipc_fastrpc::sim::fixture::SimSystem;
 use fwipc_fastrpc::{Arg, Domain, SharedBuf};
+use fwipc_fastrpc::{Bank, ChannelConfig};
 use fwipc_transport_api::Completion;
 use proptest::prelude::*;
 
@@ -78,15 +78,11 @@ proptest! {
     fn every_byte_arrives(ins in proptest::collection::vec(arb_in(), 0..5),
                           outs in proptest::collection::vec(arb_out(), 0..4),
                           handles in 0usize..3) {
-        let cfg = ChannelConfig {
-            domain: Domain::Cdsp,
-            banks: vec![Bank { sid: 2, nsessions: 1 }],
-            contexts: 8,
-            payloads_per_session: 2,
-            payload_size: 16384,
-            max_args: 16,
-            secure: false,
-        };
+        let cfg = ChannelConfig::new(Domain::Cdsp)
+        .with_banks(vec![Bank::new(2, 1)])
+        .with_contexts(8)
+        .with_payloads(2, 16384)
+        .with_max_args(16);
         let sys = SimSystem::new(cfg, Completion::Interrupt);
         sys.dsp.add_object(MIRROR, Box::new(Mirror));
         let s = sys.attached_session();
@@ -132,7 +128,7 @@ proptest! {
         for _ in 0..handles {
             args.push(Arg::InHandle { buf: &hbuf, offset: 0, len: 64 });
         }
-        s.invoke(MIRROR, 2, &mut args, &sys.clock, Duration::from_secs(5), &std::thread::yield_now)
+        s.with_wait(sys.wait().with_timeout(Duration::from_secs(5))).invoke(MIRROR, 2, &mut args)
             .unwrap();
         // Check every out-buffer against the mirror function.
         let mut k = 0usize;

@@ -13,7 +13,7 @@ mod future;
 mod lifecycle;
 mod pool;
 mod stats;
-mod sync;
+pub mod sync;
 mod token;
 mod transfer;
 mod transport;
@@ -33,6 +33,6 @@ pub use transport::{
     BulkDir, BulkRequest, BulkResult, Caps, Completion, Notification, Request, Ticket, Transport,
     TxOutcome,
 };
-pub use wait::{wait_done, Parker, Wait};
+pub use wait::{wait_done, wait_until, Parker, Wait};
 #[cfg(feature = "std")]
 pub use wait::{yield_now, ThreadParker};

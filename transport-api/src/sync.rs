@@ -1,18 +1,16 @@
 //! The atomics and lock shim: `core`/`spin` normally, `loom` under `--cfg loom`, so the lock-free
-//! pieces (pool refcounts, lifecycle users) are model-checked with the same code that ships.
+//! pieces (pool refcounts, lifecycle users, a backend's context table) are model-checked with
+//! the same code that ships. Backends use this one shim too, so a `--cfg loom` build swaps every
+//! lock and atomic of the stack at once.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{
-    fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
-};
+pub use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{
-    fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
-};
+pub use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A mutual-exclusion lock: `spin::Mutex` in production (no_std, no OS), `loom::sync::Mutex`
 /// under loom.
-pub(crate) struct Lock<T> {
+pub struct Lock<T> {
     #[cfg(not(loom))]
     inner: spin::Mutex<T>,
     #[cfg(loom)]
@@ -20,7 +18,8 @@ pub(crate) struct Lock<T> {
 }
 
 impl<T> Lock<T> {
-    pub(crate) fn new(v: T) -> Self {
+    /// A new lock holding `v`.
+    pub fn new(v: T) -> Self {
         Self {
             #[cfg(not(loom))]
             inner: spin::Mutex::new(v),
@@ -29,19 +28,21 @@ impl<T> Lock<T> {
         }
     }
 
+    /// Lock (spins while another context holds it).
     #[cfg(not(loom))]
-    pub(crate) fn lock(&self) -> spin::MutexGuard<'_, T> {
+    pub fn lock(&self) -> spin::MutexGuard<'_, T> {
         self.inner.lock()
     }
 
+    /// Lock (a loom model step).
     #[cfg(loom)]
-    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+    pub fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
         self.inner.lock().unwrap()
     }
 }
 
 /// Hint to the CPU that we are busy-waiting (a no-op yield under loom).
-pub(crate) fn spin_hint() {
+pub fn spin_hint() {
     #[cfg(not(loom))]
     core::hint::spin_loop();
     #[cfg(loom)]

@@ -71,27 +71,57 @@ pub fn wait_done<T: Transport + ?Sized>(
     deadline: Deadline,
     wait: Wait<'_>,
 ) -> Result<()> {
+    let done = wait_until(
+        || t.poll_done(ticket),
+        |w| t.register_waker(ticket, w),
+        clock,
+        deadline,
+        wait,
+    )?;
+    if done {
+        Ok(())
+    } else {
+        Err(Error::Timeout)
+    }
+}
+
+/// The one waiting loop behind [`wait_done`], for anything that can be polled: call `poll` until
+/// it reports done (`Ok(true)`) or fails, or until `deadline` passes (`Ok(false)`), pausing
+/// between polls as `wait` says. With [`Wait::Completion`], `register` is offered the parker's
+/// waker once; it returns whether it will wake it (if not, the waiter polls in short naps).
+/// Typed layers over a split-phase call (a FastRPC session, for one) wait with this.
+pub fn wait_until<E>(
+    mut poll: impl FnMut() -> core::result::Result<bool, E>,
+    mut register: impl FnMut(&Waker) -> bool,
+    clock: &(impl Clock + ?Sized),
+    deadline: Deadline,
+    wait: Wait<'_>,
+) -> core::result::Result<bool, E> {
     let mut polls: u32 = 0;
     let mut registered = false;
+    let mut offered = false;
     loop {
-        if t.poll_done(ticket)? {
-            return Ok(());
+        if poll()? {
+            return Ok(true);
         }
         if deadline.expired(clock) {
-            return Err(Error::Timeout);
+            return Ok(false);
         }
         polls = polls.saturating_add(1);
         match wait {
             Wait::Poll | Wait::SpinThenYield { .. } => wait.pause(polls, Duration::ZERO),
             Wait::Completion(parker) => {
-                if !registered {
-                    registered = t.register_waker(ticket, parker.waker());
+                if !offered {
+                    offered = true;
+                    registered = register(parker.waker());
                     // Re-check after registering: a completion between our poll and the
                     // registration would otherwise be a lost wake-up.
-                    continue;
+                    if registered {
+                        continue;
+                    }
                 }
-                // A transport that wakes lets us sleep until the deadline; one that cannot
-                // wake gets polled in short naps.
+                // A waiter that will be woken sleeps until the deadline; one that will not
+                // polls in short naps.
                 let nap = if registered {
                     deadline.remaining(clock)
                 } else {
@@ -200,5 +230,75 @@ mod tests {
         };
         Wait::Completion(&p).pause(1, Duration::from_micros(50));
         assert_eq!(*p.naps.lock().unwrap(), [Duration::from_micros(50)]);
+    }
+
+    #[test]
+    fn wait_until_reports_done_the_deadline_and_errors() {
+        let clock = crate::ManualClock::new();
+        let deadline = Deadline::after(&clock, Duration::from_millis(10));
+        // Done on the third poll.
+        let mut polls = 0;
+        let r: core::result::Result<bool, ()> = wait_until(
+            || {
+                polls += 1;
+                Ok(polls == 3)
+            },
+            |_| false,
+            &clock,
+            deadline,
+            Wait::Poll,
+        );
+        assert_eq!((r, polls), (Ok(true), 3));
+        // Never done: `Ok(false)` once the deadline passes.
+        let mut polls = 0;
+        let r: core::result::Result<bool, ()> = wait_until(
+            || {
+                polls += 1;
+                clock.advance(Duration::from_millis(4));
+                Ok(false)
+            },
+            |_| false,
+            &clock,
+            deadline,
+            Wait::Poll,
+        );
+        assert_eq!((r, polls), (Ok(false), 3));
+        // A failed poll ends the wait with its error.
+        let r = wait_until(
+            || Err(7u8),
+            |_| false,
+            &clock,
+            Deadline::never(),
+            Wait::Poll,
+        );
+        assert_eq!(r, Err(7));
+    }
+
+    #[test]
+    fn wait_until_offers_the_waker_once_and_naps_when_refused() {
+        let p = Napper {
+            naps: Default::default(),
+            waker: Waker::noop().clone(),
+        };
+        let clock = crate::ManualClock::new();
+        let mut offers = 0;
+        let mut polls = 0;
+        let r: core::result::Result<bool, ()> = wait_until(
+            || {
+                polls += 1;
+                Ok(polls == 4)
+            },
+            |_| {
+                offers += 1;
+                false
+            },
+            &clock,
+            Deadline::never(),
+            Wait::Completion(&p),
+        );
+        assert_eq!(r, Ok(true));
+        assert_eq!(offers, 1, "the waker is offered once");
+        // A waiter that will not be woken polls in short naps.
+        assert_eq!(*p.naps.lock().unwrap(), [Duration::from_micros(50); 3]);
     }
 }

@@ -152,7 +152,7 @@ impl SimBus {
 
 impl DmaHal for SimBus {
     fn alloc(&self, sid: u32, size: usize) -> Option<Arc<dyn DmaRegion>> {
-        let size = crate::mem::align_up(size.max(1) as u64, PAGE_SIZE)?;
+        let size = crate::wire::align_up(size.max(1) as u64, PAGE_SIZE)?;
         let iova = {
             let mut n = self.inner.next_iova.lock().ok()?;
             let iova = *n;

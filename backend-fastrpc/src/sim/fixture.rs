@@ -4,11 +4,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl, SimMode};
-use fwipc_transport_api::{Completion, StdClock};
+use fwipc_transport_api::{Completion, StdClock, Wait};
 
-use crate::channel::{Bank, Channel, ChannelConfig};
+use crate::channel::state::{Bank, ChannelConfig};
+use crate::channel::Channel;
 use crate::domain::Domain;
-use crate::procctl::CtlWait;
+use crate::session::CallWait;
 use crate::session::Session;
 use crate::sim::bus::SimBus;
 use crate::sim::dsp::SimDsp;
@@ -31,8 +32,8 @@ pub struct SimSystem {
     pub channel: Channel,
     /// The echo object's request log.
     pub seen: Arc<Mutex<Vec<u32>>>,
-    /// The clock control calls use.
-    pub clock: StdClock,
+    /// The clock the sessions of [`SimSystem::wait`] use.
+    pub clock: Arc<StdClock>,
 }
 
 impl SimSystem {
@@ -70,7 +71,7 @@ impl SimSystem {
             dsp,
             channel,
             seen,
-            clock: StdClock::new(),
+            clock: Arc::new(StdClock::new()),
         }
     }
 
@@ -90,19 +91,28 @@ impl SimSystem {
         }
     }
 
-    /// Control-call waits: 2 s, yielding.
-    pub fn wait(&self) -> CtlWait<'_> {
-        CtlWait {
-            clock: &self.clock,
-            timeout: Duration::from_secs(2),
-            relax: &std::thread::yield_now,
-        }
+    /// How the simulated system's sessions wait: 2 s per call on [`SimSystem::clock`],
+    /// yielding the thread between polls (the DSP is another thread).
+    pub fn wait(&self) -> CallWait {
+        CallWait::new(
+            self.clock.clone(),
+            Duration::from_secs(2),
+            Wait::SpinThenYield {
+                spins: 0,
+                relax: &fwipc_transport_api::yield_now,
+            },
+        )
+    }
+
+    /// Open a session that waits as [`SimSystem::wait`] says.
+    pub fn open_session(&self) -> crate::Result<Session> {
+        self.channel.open_session(self.wait())
     }
 
     /// Open a session and attach it to the root PD.
     pub fn attached_session(&self) -> Session {
-        let s = self.channel.open_session().expect("free session");
-        s.attach(self.wait()).expect("attach");
+        let s = self.open_session().expect("free session");
+        s.attach().expect("attach");
         s
     }
 }
@@ -166,8 +176,7 @@ impl Fixture for FastRpcFixture {
     fn setup(completion: Completion) -> Self {
         let sys = SimSystem::new(SimSystem::default_config(), completion);
         let session = sys.attached_session();
-        let transport = FastRpcTransport::new(session, FIXTURE_MAX_MSG, Box::new(StdClock::new()))
-            .expect("payload fits");
+        let transport = FastRpcTransport::new(session, FIXTURE_MAX_MSG).expect("payload fits");
         FastRpcFixture {
             transport,
             control: SimControl { sys },

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use fwipc_transport_api::fixture::echo_reply;
 
 use crate::error::aee;
-use crate::scalars::Scalars;
 use crate::sim::dsp::{CallInfo, DspObject, ReverseCall};
+use crate::wire::scalars::Scalars;
 
 /// Handle of the echo object (above the static handles 0..10).
 pub const ECHO_HANDLE: u32 = 0x20;

@@ -1,7 +1,7 @@
 use super::*;
 use crate::error::{aee, FastRpcError};
-use crate::scalars::Scalars;
-use crate::session::scalars_for;
+use crate::session::arg::scalars_for;
+use crate::wire::scalars::Scalars;
 use core::cell::Cell;
 use proptest::prelude::*;
 

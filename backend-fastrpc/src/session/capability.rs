@@ -4,18 +4,16 @@
 //! DSP answering `AEE_EUNSUPPORTED` means "not supported" (`-EOPNOTSUPP`).
 
 use crate::error::{aee, AeeError, FastRpcError, Result};
-use crate::procctl::CtlWait;
 use crate::session::{Arg, Session};
+use crate::wire::DSP_ATTRIBUTES;
 
 /// Handle of the DSP utilities interface.
-pub const DSP_UTILITIES_HANDLE: u32 = 2;
-/// Attributes cached per channel.
-pub const DSP_ATTRIBUTES: usize = 256;
+pub(super) const DSP_UTILITIES_HANDLE: u32 = 2;
 
 impl Session {
     /// DSP attribute `id` (< 256). Attribute 0 is left to user space by the driver; this returns
     /// what the DSP wrote there **(unverified)** semantics.
-    pub fn dsp_capability(&self, id: u32, w: CtlWait<'_>) -> Result<u32> {
+    pub fn dsp_capability(&self, id: u32) -> Result<u32> {
         let ch = &self.inner.ch;
         ch.cfg.domain.check_capability_query()?;
         let idx = usize::try_from(id)
@@ -31,9 +29,6 @@ impl Session {
             DSP_UTILITIES_HANDLE,
             0,
             &mut [Arg::In(&count), Arg::Out(&mut raw)],
-            w.clock,
-            w.timeout,
-            w.relax,
             true,
             None,
         );

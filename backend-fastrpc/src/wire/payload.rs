@@ -1,17 +1,21 @@
 //! Reading payload metadata (docs/protocols/fastrpc.md §5), as the DSP does on receipt and as the
 //! AP does after the answer (the DSP may have rewritten lengths and the fd list). Every accessor is
-//! bounds-checked and returns an error instead of panicking: the bytes are remote-writable.
+//! bounds-checked and returns an error instead of panicking: the bytes are remote-writable. The
+//! accessors only the DSP side needs (dma handles, invoke bufs, pages) are compiled for the
+//! simulator, the fuzz entry points and tests.
 
 use zerocopy::FromBytes;
 
 use fwipc_transport_api::ProtocolError;
 
-use crate::scalars::Scalars;
-use crate::wire::{InvokeBuf, MetaOffsets, PhyPage, RemoteBuf, RemoteDma, MAX_FDLIST};
+use crate::wire::scalars::Scalars;
+#[cfg(any(test, feature = "std", feature = "fuzzing"))]
+use crate::wire::{InvokeBuf, PhyPage, RemoteDma};
+use crate::wire::{MetaOffsets, RemoteBuf, MAX_FDLIST};
 
 /// A checked view of a payload's metadata for scalars `sc`.
 #[derive(Debug, Clone, Copy)]
-pub struct MetaView<'a> {
+pub(crate) struct MetaView<'a> {
     sc: Scalars,
     bytes: &'a [u8],
     off: MetaOffsets,
@@ -26,7 +30,7 @@ fn read<T: FromBytes>(bytes: &[u8], at: usize) -> Result<T, ProtocolError> {
 
 impl<'a> MetaView<'a> {
     /// `bytes` must hold at least `metalen(sc.len())` bytes.
-    pub fn parse(sc: Scalars, bytes: &'a [u8]) -> Result<Self, ProtocolError> {
+    pub(crate) fn parse(sc: Scalars, bytes: &'a [u8]) -> Result<Self, ProtocolError> {
         let off = MetaOffsets::new(sc.len());
         if bytes.len() < off.end {
             return Err(ProtocolError::Truncated);
@@ -43,31 +47,35 @@ impl<'a> MetaView<'a> {
     }
 
     /// Remote arg `i` in buffer form.
-    pub fn rpra(&self, i: usize) -> Result<RemoteBuf, ProtocolError> {
+    pub(crate) fn rpra(&self, i: usize) -> Result<RemoteBuf, ProtocolError> {
         let i = self.slot(i)?;
         read(self.bytes, self.off.rpra + 16 * i)
     }
 
     /// Remote arg `i` in dma-handle form.
-    pub fn dma(&self, i: usize) -> Result<RemoteDma, ProtocolError> {
+    #[cfg(any(test, feature = "std", feature = "fuzzing"))]
+    pub(crate) fn dma(&self, i: usize) -> Result<RemoteDma, ProtocolError> {
         let i = self.slot(i)?;
         read(self.bytes, self.off.rpra + 16 * i)
     }
 
     /// Invoke buf `i`.
-    pub fn list(&self, i: usize) -> Result<InvokeBuf, ProtocolError> {
+    #[cfg(any(test, feature = "std", feature = "fuzzing"))]
+    pub(crate) fn list(&self, i: usize) -> Result<InvokeBuf, ProtocolError> {
         let i = self.slot(i)?;
         read(self.bytes, self.off.list + 8 * i)
     }
 
     /// Page entry `i`.
-    pub fn page(&self, i: usize) -> Result<PhyPage, ProtocolError> {
+    #[cfg(any(test, feature = "std", feature = "fuzzing"))]
+    pub(crate) fn page(&self, i: usize) -> Result<PhyPage, ProtocolError> {
         let i = self.slot(i)?;
         read(self.bytes, self.off.pages + 16 * i)
     }
 
     /// The page entry a slot's invoke buf points at, checking `num` and `pgidx` are in range.
-    pub fn page_of(&self, i: usize) -> Result<Option<PhyPage>, ProtocolError> {
+    #[cfg(any(test, feature = "std", feature = "fuzzing"))]
+    pub(crate) fn page_of(&self, i: usize) -> Result<Option<PhyPage>, ProtocolError> {
         let l = self.list(i)?;
         match l.num.get() {
             0 => Ok(None),
@@ -83,7 +91,7 @@ impl<'a> MetaView<'a> {
     }
 
     /// fd list entry `k` (< 16).
-    pub fn fd(&self, k: usize) -> Result<u64, ProtocolError> {
+    pub(crate) fn fd(&self, k: usize) -> Result<u64, ProtocolError> {
         if k >= MAX_FDLIST {
             return Err(ProtocolError::OutOfRange);
         }
@@ -91,7 +99,7 @@ impl<'a> MetaView<'a> {
     }
 
     /// The fd list up to its 0 terminator, capped at 16 entries; calls `f` per fd.
-    pub fn for_each_fd(&self, mut f: impl FnMut(u64)) -> Result<usize, ProtocolError> {
+    pub(crate) fn for_each_fd(&self, mut f: impl FnMut(u64)) -> Result<usize, ProtocolError> {
         for k in 0..MAX_FDLIST {
             let fd = self.fd(k)?;
             if fd == 0 {
@@ -100,10 +108,5 @@ impl<'a> MetaView<'a> {
             f(fd);
         }
         Ok(MAX_FDLIST)
-    }
-
-    /// Scalars this view was parsed for.
-    pub fn scalars(&self) -> Scalars {
-        self.sc
     }
 }

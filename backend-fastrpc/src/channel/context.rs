@@ -16,21 +16,21 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::task::Waker;
 
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+use fwipc_transport_api::sync::{AtomicU64, AtomicUsize, Lock, Ordering};
 
 use crate::error::{FastRpcError, Result};
-use crate::layout::{BufDesc, HandleDesc, Olap};
 use crate::mem::{DmaRegion, SharedBuf};
-use crate::scalars::Scalars;
+use crate::wire::layout::{BufDesc, HandleDesc, Olap};
+use crate::wire::scalars::Scalars;
 /// The wire context id lives with the wire layouts; re-exported here, where contexts are.
-pub use crate::wire::CtxId;
+pub(crate) use crate::wire::CtxId;
 use crate::wire::GEN_MASK;
 
 /// Largest number of contexts: ids are 8 bits (1..=255; 0 is never issued).
-pub const MAX_CONTEXTS: usize = 255;
+pub(crate) const MAX_CONTEXTS: usize = 255;
 /// Where a context is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CtxState {
+pub(crate) enum CtxState {
     /// On the free list.
     Free,
     /// Taken by a caller, message being built.
@@ -45,10 +45,10 @@ pub enum CtxState {
 
 /// One out-buffer of a call: argument slot, inline offset (or `NOT_INLINE`), original length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct OutRec {
+pub(crate) struct OutRec {
     /// Argument slot index.
     pub slot: u16,
-    /// Inline payload offset, or [`crate::layout::NOT_INLINE`] for a mapped buffer.
+    /// Inline payload offset, or [`crate::wire::layout::NOT_INLINE`] for a mapped buffer.
     pub off: u64,
     /// Length the caller asked for.
     pub len: u64,
@@ -56,7 +56,7 @@ pub struct OutRec {
 
 /// A payload buffer lent from a session's pool, with its private shadow (see
 /// [`PayloadLease::shadow`]); returns both on drop.
-pub struct PayloadLease {
+pub(crate) struct PayloadLease {
     pool: Arc<PayloadPool>,
     idx: u16,
     shadow: Box<[u8]>,
@@ -64,17 +64,14 @@ pub struct PayloadLease {
 
 impl PayloadLease {
     /// The region (DSP-shared: accessed only through `crate::mem::{read_at, write_at}`).
-    pub fn region(&self) -> &Arc<dyn DmaRegion> {
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn region(&self) -> &Arc<dyn DmaRegion> {
         &self.pool.regions[self.idx as usize]
     }
-    /// AP-private memory as large as the region, allocated with the pool: the layout engine
-    /// builds a call here and parsers read the DSP's metadata from a copy here, so no slice of
-    /// the shared region ever exists (`crate::mem` module docs).
-    pub fn shadow(&mut self) -> &mut [u8] {
-        &mut self.shadow
-    }
-    /// The region and the shadow together.
-    pub fn parts(&mut self) -> (&Arc<dyn DmaRegion>, &mut [u8]) {
+    /// The region and its shadow: AP-private memory as large as the region, allocated with the
+    /// pool. The layout engine builds a call in the shadow and parsers read the DSP's metadata
+    /// from a copy there, so no slice of the shared region ever exists (`crate::mem` docs).
+    pub(crate) fn parts(&mut self) -> (&Arc<dyn DmaRegion>, &mut [u8]) {
         (&self.pool.regions[self.idx as usize], &mut self.shadow)
     }
 }
@@ -90,14 +87,14 @@ impl Drop for PayloadLease {
 
 /// A session's payload buffers, allocated on its context bank at open, each with an AP-private
 /// shadow of the same size (allocated here, at setup, never on the invoke path).
-pub struct PayloadPool {
+pub(crate) struct PayloadPool {
     regions: Box<[Arc<dyn DmaRegion>]>,
-    free: Mutex<Vec<(u16, Box<[u8]>)>>,
+    free: Lock<Vec<(u16, Box<[u8]>)>>,
 }
 
 impl PayloadPool {
     /// A pool over `regions`.
-    pub fn new(regions: Vec<Arc<dyn DmaRegion>>) -> Arc<Self> {
+    pub(crate) fn new(regions: Vec<Arc<dyn DmaRegion>>) -> Arc<Self> {
         let free: Vec<(u16, Box<[u8]>)> = regions
             .iter()
             .enumerate()
@@ -106,11 +103,11 @@ impl PayloadPool {
             .collect();
         Arc::new(PayloadPool {
             regions: regions.into_boxed_slice(),
-            free: Mutex::new(free),
+            free: Lock::new(free),
         })
     }
     /// Take a buffer; `None` when all are lent.
-    pub fn take(self: &Arc<Self>) -> Option<PayloadLease> {
+    pub(crate) fn take(self: &Arc<Self>) -> Option<PayloadLease> {
         let (idx, shadow) = self.free.lock().pop()?;
         Some(PayloadLease {
             pool: self.clone(),
@@ -119,21 +116,21 @@ impl PayloadPool {
         })
     }
     /// Buffers.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.regions.len()
     }
     /// Size of each buffer (the smallest, if they differ).
-    pub fn region_len(&self) -> usize {
+    pub(crate) fn region_len(&self) -> usize {
         self.regions.iter().map(|r| r.len()).min().unwrap_or(0)
     }
     /// Buffers free right now.
-    pub fn free_count(&self) -> usize {
+    pub(crate) fn free_count(&self) -> usize {
         self.free.lock().len()
     }
 }
 
 /// One context slot. All fields are guarded by the slot's lock.
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// Life state.
     pub state: CtxState,
     /// Generation of the current (or last) call in this slot.
@@ -201,9 +198,9 @@ impl Ctx {
 }
 
 /// The bounded table of contexts of one channel.
-pub struct ContextTable {
-    slots: Box<[Mutex<Ctx>]>,
-    free: Mutex<Vec<u8>>,
+pub(crate) struct ContextTable {
+    slots: Box<[Lock<Ctx>]>,
+    free: Lock<Vec<u8>>,
     reap_pending: AtomicUsize,
     /// Channel-wide generation counter: every call gets a unique 52-bit generation, so a
     /// response naming another slot (or an old call of this slot) never matches by accident.
@@ -213,7 +210,7 @@ pub struct ContextTable {
 
 /// What the receive path did with a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RxOutcome {
+pub(crate) enum RxOutcome {
     /// Completed a waiting call.
     Completed,
     /// Completed a call whose caller had given up (late reply; context now reaped).
@@ -228,15 +225,15 @@ pub enum RxOutcome {
 
 impl ContextTable {
     /// `n` contexts (1..=255) of up to `max_args` arguments each.
-    pub fn new(n: usize, max_args: usize) -> Result<Self> {
+    pub(crate) fn new(n: usize, max_args: usize) -> Result<Self> {
         if n == 0 || n > MAX_CONTEXTS {
             return Err(FastRpcError::InvalidArgument);
         }
-        let slots: Vec<Mutex<Ctx>> = (0..n).map(|_| Mutex::new(Ctx::new(max_args))).collect();
+        let slots: Vec<Lock<Ctx>> = (0..n).map(|_| Lock::new(Ctx::new(max_args))).collect();
         Ok(ContextTable {
             slots: slots.into_boxed_slice(),
             // Lowest ids first (popped from the end).
-            free: Mutex::new((0..n as u8).rev().collect()),
+            free: Lock::new((0..n as u8).rev().collect()),
             reap_pending: AtomicUsize::new(0),
             next_gen: AtomicU64::new(0),
             max_args,
@@ -244,23 +241,23 @@ impl ContextTable {
     }
 
     /// Number of contexts.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
     }
 
     /// Argument capacity per call.
-    pub fn max_args(&self) -> usize {
+    pub(crate) fn max_args(&self) -> usize {
         self.max_args
     }
 
     /// Contexts free right now.
-    pub fn free_count(&self) -> usize {
+    pub(crate) fn free_count(&self) -> usize {
         self.free.lock().len()
     }
 
     /// Take a free context for session `session`: returns (slot index, generation), the slot
     /// in state `Building` with the owner reference. `Busy` when the table is full.
-    pub fn alloc(&self, session: u16) -> Result<(usize, u64)> {
+    pub(crate) fn alloc(&self, session: u16) -> Result<(usize, u64)> {
         let idx = self.free.lock().pop().ok_or(FastRpcError::Busy)? as usize;
         let mut c = self.slots[idx].lock();
         debug_assert_eq!(c.state, CtxState::Free);
@@ -276,14 +273,14 @@ impl ContextTable {
     }
 
     /// The slot `idx` (for the owner of a ticket; callers check the generation).
-    pub fn slot(&self, idx: usize) -> Option<&Mutex<Ctx>> {
+    pub(crate) fn slot(&self, idx: usize) -> Option<&Lock<Ctx>> {
         self.slots.get(idx)
     }
 
     /// Release a context whose owner and in-flight references are both gone: drop its maps
     /// and payload, bump the generation, put it back on the free list. Only from ordinary
     /// contexts (never the receive path).
-    pub fn release_locked(&self, idx: usize, c: &mut Ctx) {
+    pub(crate) fn release_locked(&self, idx: usize, c: &mut Ctx) {
         debug_assert!(!c.owner && !c.inflight);
         c.maps.clear();
         c.payload = None;
@@ -301,7 +298,7 @@ impl ContextTable {
 
     /// Drop the owner reference (the caller is done or gave up); releases at once when the DSP
     /// does not hold the context. Returns whether it was released.
-    pub fn drop_owner(&self, idx: usize, generation: u64, abandoned: bool) -> bool {
+    pub(crate) fn drop_owner(&self, idx: usize, generation: u64, abandoned: bool) -> bool {
         let Some(slot) = self.slots.get(idx) else {
             return false;
         };
@@ -321,7 +318,12 @@ impl ContextTable {
     /// The receive path: complete context `id` with `retval`. Never releases memory; `count`
     /// runs before the completion becomes visible to the waiter (so a caller that sees its call
     /// done also sees it counted); the waiter is woken after the lock is dropped.
-    pub fn complete(&self, id: CtxId, retval: i32, count: impl FnOnce(RxOutcome)) -> RxOutcome {
+    pub(crate) fn complete(
+        &self,
+        id: CtxId,
+        retval: i32,
+        count: impl FnOnce(RxOutcome),
+    ) -> RxOutcome {
         let sid = id.slot_id() as usize;
         let Some(slot) = sid.checked_sub(1).and_then(|i| self.slots.get(i)) else {
             count(RxOutcome::Unknown);
@@ -372,7 +374,13 @@ impl ContextTable {
     /// (docs/protocols/fastrpc.md §12.6: a retry after a signal must not re-send, which would run
     /// the method twice and can hang a DSP thread). The caller becomes its owner again; returns
     /// (slot, generation).
-    pub fn resume(&self, session: u16, tid: i32, handle: u32, sc: Scalars) -> Option<(usize, u64)> {
+    pub(crate) fn resume(
+        &self,
+        session: u16,
+        tid: i32,
+        handle: u32,
+        sc: Scalars,
+    ) -> Option<(usize, u64)> {
         for (idx, slot) in self.slots.iter().enumerate() {
             let mut c = slot.lock();
             let waiting = c.inflight || c.reap;
@@ -401,7 +409,7 @@ impl ContextTable {
     /// Fail every in-flight context (of `session`, or all with `None`) with `err`: the DSP
     /// will not answer (restart) or may no longer touch the memory (teardown). Contexts whose
     /// owner is gone are marked for reaping. Returns how many were failed.
-    pub fn fail_inflight(&self, session: Option<u16>, err: FastRpcError) -> usize {
+    pub(crate) fn fail_inflight(&self, session: Option<u16>, err: FastRpcError) -> usize {
         let mut n = 0;
         for slot in self.slots.iter() {
             let mut c = slot.lock();
@@ -425,7 +433,7 @@ impl ContextTable {
 
     /// Session teardown: release every context of `session` (failing in-flight ones first).
     /// Tickets the caller still holds become stale (their generation no longer matches).
-    pub fn release_session(&self, session: u16) -> usize {
+    pub(crate) fn release_session(&self, session: u16) -> usize {
         self.fail_inflight(Some(session), FastRpcError::ChannelDown);
         let mut n = 0;
         for (idx, slot) in self.slots.iter().enumerate() {
@@ -441,7 +449,7 @@ impl ContextTable {
     }
 
     /// Finish releases the receive path deferred. Cheap when none are pending.
-    pub fn reap(&self) -> usize {
+    pub(crate) fn reap(&self) -> usize {
         // Relaxed: a hint; a reap missed here is found by the next call.
         if self.reap_pending.load(Ordering::Relaxed) == 0 {
             return 0;
@@ -458,7 +466,7 @@ impl ContextTable {
     }
 
     /// Contexts held only because the DSP may still use them (caller gone, no answer yet).
-    pub fn zombies(&self) -> usize {
+    pub(crate) fn zombies(&self) -> usize {
         self.slots
             .iter()
             .filter(|s| {

@@ -2,6 +2,10 @@
 //! little-endian `zerocopy` type, so the layout is the same on any host and parsing never needs
 //! alignment. Sizes and offsets are pinned with `static_assertions`.
 
+pub(crate) mod layout;
+pub(crate) mod payload;
+pub mod scalars;
+
 use core::mem::{offset_of, size_of};
 
 use static_assertions::const_assert_eq;
@@ -12,6 +16,21 @@ use fwipc_transport_api::ProtocolError;
 
 /// Page size the payload layout is computed in.
 pub const PAGE_SIZE: u64 = 4096;
+/// Round `v` up to a multiple of `a` (a power of two); `None` on overflow.
+pub const fn align_up(v: u64, a: u64) -> Option<u64> {
+    match v.checked_add(a - 1) {
+        Some(x) => Some(x & !(a - 1)),
+        None => None,
+    }
+}
+
+/// Pages spanned by `[addr, addr+len)` in bytes (one page for `len == 0`).
+pub const fn pages_spanned(addr: u64, len: u64) -> u64 {
+    let first = addr & !(PAGE_SIZE - 1);
+    let last = addr.saturating_add(len.saturating_sub(1)) & !(PAGE_SIZE - 1);
+    (last - first) + PAGE_SIZE
+}
+
 /// `FASTRPC_ALIGN`: inline copies start on 128-byte boundaries.
 pub const FASTRPC_ALIGN: u64 = 128;
 /// `FASTRPC_MAX_FDLIST`.
@@ -20,6 +39,8 @@ pub const MAX_FDLIST: usize = 16;
 pub const MAX_CRCLIST: usize = 64;
 /// Process-control handle (`FASTRPC_INIT_HANDLE`); user invokes on it are refused.
 pub const INIT_HANDLE: u32 = 1;
+/// Attributes a `GET_DSP_INFO` query asks for (and a channel caches).
+pub const DSP_ATTRIBUTES: usize = 256;
 
 /// `struct fastrpc_msg`, AP → DSP (40 bytes).
 #[derive(
@@ -217,7 +238,7 @@ impl MetaOffsets {
 
 /// Process-control method ids on handle 1 (RMIDs, docs/protocols/fastrpc.md §7) and their scalars.
 pub mod rmid {
-    use crate::scalars::Scalars;
+    use crate::wire::scalars::Scalars;
     /// INIT_ATTACH.
     pub const ATTACH: u32 = 0;
     /// INIT_RELEASE.
@@ -408,6 +429,16 @@ pub fn parse_msg(bytes: &[u8]) -> Result<FastRpcMsg, ProtocolError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn page_arithmetic() {
+        assert_eq!(pages_spanned(0x1000, 1), 4096);
+        assert_eq!(pages_spanned(0x1fff, 2), 8192);
+        assert_eq!(pages_spanned(0x1000, 4096), 4096);
+        assert_eq!(pages_spanned(0x1000, 0), 4096);
+        assert_eq!(align_up(545, 128), Some(640));
+        assert_eq!(align_up(u64::MAX, 128), None);
+    }
+
     use super::*;
 
     #[test]

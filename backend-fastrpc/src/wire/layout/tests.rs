@@ -1,5 +1,5 @@
 use super::*;
-use crate::payload::MetaView;
+use crate::wire::payload::MetaView;
 use proptest::prelude::*;
 
 /// Worked example of docs/protocols/fastrpc.md §5 with concrete addresses:

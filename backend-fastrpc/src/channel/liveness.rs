@@ -17,9 +17,9 @@
 //! Not covered: a `remote_up` between the sweep and a starter's re-check lets that starter's call
 //! (queued while the DSP was gone) stay in flight; its caller's deadline ends it.
 
-use crate::context::{ContextTable, CtxState};
+use crate::channel::context::{ContextTable, CtxState};
 use crate::error::FastRpcError;
-use crate::sync::{AtomicBool, Ordering};
+use fwipc_transport_api::sync::{AtomicBool, Ordering};
 
 /// The DSP-up flag of one channel.
 pub(crate) struct Liveness {

@@ -14,17 +14,14 @@
 //! confirms INIT_RELEASE (the process and everything mapped into it are gone) or when the session
 //! is torn down (`SessionInner`'s drop, after which the DSP may no longer touch the bank).
 
-use alloc::sync::Arc;
-use alloc::vec::Vec;
-use core::time::Duration;
-
-use zerocopy::{FromBytes, IntoBytes};
-
-use fwipc_transport_api::Clock;
+use zerocopy::IntoBytes;
 
 use crate::error::{FastRpcError, Result};
-use crate::mem::{align_up, DmaRegion, SharedBuf};
-use crate::session::{Arg, Session, PD_ROOT, PD_SENSORS, PD_USER};
+use crate::mem::SharedBuf;
+use crate::session::arg::{scalars_for, Arg, PD_ROOT, PD_SENSORS, PD_USER};
+use crate::session::proc_state::{MemMapEntry, MmapEntry, PdKind, ProcState, Quarantined};
+use crate::session::Session;
+use crate::wire::align_up;
 use crate::wire::{
     rmid, CreateReq, CreateStaticReq, MemMapReq, MemUnmapReq, MmapReq, MunmapReq, PhyPage,
     INIT_FILELEN_MAX, INIT_HANDLE, PD_NAME_MAX,
@@ -34,64 +31,6 @@ use crate::wire::{
 pub const ATTR_UNSIGNED_MODULE: u32 = 1 << 3;
 /// Process attribute DEBUG.
 pub const ATTR_DEBUG: u32 = 1 << 0;
-
-/// What kind of process the session runs on the DSP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PdKind {
-    /// Attached to the root PD.
-    Root,
-    /// Attached to the sensors PD.
-    Sensors,
-    /// A dynamic user PD created from an init file.
-    User,
-    /// A static PD (create-static).
-    Static,
-}
-
-/// A DSP mapping made with mmap.
-struct MmapEntry {
-    vaddr: u64,
-    size: u64,
-    _region: Arc<dyn DmaRegion>,
-}
-
-/// A shared buffer mapped with mem_map.
-struct MemMapEntry {
-    vaddr: u64,
-    len: u64,
-    buf: SharedBuf,
-}
-
-/// Memory a timed-out control call gave the DSP (see the module docs). Held, never read: the
-/// reference is what keeps the memory mapped for the DSP.
-enum Quarantined {
-    Region(#[allow(dead_code)] Arc<dyn DmaRegion>),
-    Buf(#[allow(dead_code)] SharedBuf),
-}
-
-/// Per-session process state.
-#[derive(Default)]
-pub struct ProcState {
-    kind: Option<PdKind>,
-    init_mem: Option<Arc<dyn DmaRegion>>,
-    heap: Option<Arc<dyn DmaRegion>>,
-    mmaps: Vec<MmapEntry>,
-    mem_maps: Vec<MemMapEntry>,
-    /// Memory of timed-out calls the DSP may still use; freed with the process (confirmed
-    /// INIT_RELEASE) or the session.
-    quarantine: Vec<Quarantined>,
-}
-
-/// How control calls wait.
-#[derive(Clone, Copy)]
-pub struct CtlWait<'a> {
-    /// Time source.
-    pub clock: &'a dyn Clock,
-    /// Per-call timeout (Linux kernel-internal calls wait 10 s).
-    pub timeout: Duration,
-    /// Called between polls.
-    pub relax: &'a dyn Fn(),
-}
 
 fn page_of(bus: u64, size: u64) -> [u8; 16] {
     let mut b = [0u8; 16];
@@ -120,22 +59,13 @@ impl Session {
         self.inner.proc.lock().quarantine.len()
     }
 
-    fn ctl(&self, id: u32, args: &mut [Arg<'_>], w: CtlWait<'_>) -> Result<()> {
+    fn ctl(&self, id: u32, args: &mut [Arg<'_>]) -> Result<()> {
         // The table is the source of truth for the counts the DSP expects.
         let want = rmid::scalars(id).ok_or(FastRpcError::InvalidArgument)?;
-        if crate::session::scalars_for(id, args)? != want {
+        if scalars_for(id, args)? != want {
             return Err(FastRpcError::InvalidArgument);
         }
-        self.invoke_inner(
-            INIT_HANDLE,
-            id,
-            args,
-            w.clock,
-            w.timeout,
-            w.relax,
-            true,
-            None,
-        )
+        self.invoke_inner(INIT_HANDLE, id, args, true, None)
     }
 
     /// The process kind, if the session has one.
@@ -143,13 +73,13 @@ impl Session {
         self.inner.proc.lock().kind
     }
 
-    fn attach_as(&self, pd: u8, kind: PdKind, w: CtlWait<'_>) -> Result<()> {
+    fn attach_as(&self, pd: u8, kind: PdKind) -> Result<()> {
         if self.inner.proc.lock().kind.is_some() {
             return Err(FastRpcError::InvalidArgument);
         }
         self.set_pd(pd);
         let pid = self.client_id().to_le_bytes();
-        let r = self.ctl(rmid::ATTACH, &mut [Arg::In(&pid)], w);
+        let r = self.ctl(rmid::ATTACH, &mut [Arg::In(&pid)]);
         match r {
             Ok(()) => self.inner.proc.lock().kind = Some(kind),
             Err(_) => self.set_pd(PD_USER),
@@ -158,19 +88,19 @@ impl Session {
     }
 
     /// INIT_ATTACH to the root PD (PD bits 0).
-    pub fn attach(&self, w: CtlWait<'_>) -> Result<()> {
-        self.attach_as(PD_ROOT, PdKind::Root, w)
+    pub fn attach(&self) -> Result<()> {
+        self.attach_as(PD_ROOT, PdKind::Root)
     }
 
     /// INIT_ATTACH to the sensors PD (PD bits 2).
-    pub fn attach_sensors(&self, w: CtlWait<'_>) -> Result<()> {
-        self.attach_as(PD_SENSORS, PdKind::Sensors, w)
+    pub fn attach_sensors(&self) -> Result<()> {
+        self.attach_as(PD_SENSORS, PdKind::Sensors)
     }
 
     /// INIT_CREATE (or CREATE_ATTR when `attrs != 0`): a dynamic user PD named `name` from the
     /// shell ELF `file` (≤ 2 MiB), with init memory `ALIGN(max(2 MiB, 4·filelen), 1 MiB)`
     /// allocated on the session's bank and kept until close.
-    pub fn create(&self, name: &str, file: &[u8], attrs: u32, w: CtlWait<'_>) -> Result<()> {
+    pub fn create(&self, name: &str, file: &[u8], attrs: u32) -> Result<()> {
         if self.inner.proc.lock().kind.is_some()
             || name.len() >= PD_NAME_MAX
             || file.is_empty()
@@ -224,7 +154,6 @@ impl Session {
                 },
                 Arg::In(&page),
             ],
-            w,
         );
         self.quarantine_on_timeout(&r, || Quarantined::Region(mem.clone()));
         r?;
@@ -236,7 +165,7 @@ impl Session {
 
     /// INIT_CREATE_STATIC: a static PD `name` (e.g. `audiopd`) with a remote heap of `memlen`
     /// bytes (the user lib passes 3 MiB for the audio PD). PD bits 0.
-    pub fn create_static(&self, name: &str, memlen: usize, w: CtlWait<'_>) -> Result<()> {
+    pub fn create_static(&self, name: &str, memlen: usize) -> Result<()> {
         if self.inner.proc.lock().kind.is_some() || name.is_empty() || name.len() > PD_NAME_MAX {
             return Err(FastRpcError::InvalidArgument);
         }
@@ -262,7 +191,6 @@ impl Session {
                 Arg::In(name.as_bytes()),
                 Arg::In(&page),
             ],
-            w,
         );
         self.quarantine_on_timeout(&r, || Quarantined::Region(heap.clone()));
         r?;
@@ -274,9 +202,9 @@ impl Session {
 
     /// INIT_RELEASE: tear the DSP process down (sent on every close). The init memory, heap and
     /// maps are released once the DSP confirms.
-    pub fn release_process(&self, w: CtlWait<'_>) -> Result<()> {
+    pub fn release_process(&self) -> Result<()> {
         let pid = self.client_id().to_le_bytes();
-        self.ctl(rmid::RELEASE, &mut [Arg::In(&pid)], w)?;
+        self.ctl(rmid::RELEASE, &mut [Arg::In(&pid)])?;
         let mut p = self.inner.proc.lock();
         *p = ProcState::default();
         drop(p);
@@ -286,7 +214,7 @@ impl Session {
 
     /// INIT_MMAP: give the DSP `size` bytes of new memory (flags: `ADD_PAGES` user-heap growth
     /// or `REMOTE_HEAP_ADDR`). Returns the DSP virtual address.
-    pub fn mmap(&self, flags: u32, size: usize, w: CtlWait<'_>) -> Result<u64> {
+    pub fn mmap(&self, flags: u32, size: usize) -> Result<u64> {
         let region = self
             .inner
             .ch
@@ -308,7 +236,6 @@ impl Session {
         let r = self.ctl(
             rmid::MMAP,
             &mut [Arg::In(req.as_bytes()), Arg::In(&page), Arg::Out(&mut out)],
-            w,
         );
         self.quarantine_on_timeout(&r, || Quarantined::Region(region.clone()));
         r?;
@@ -323,7 +250,7 @@ impl Session {
 
     /// INIT_MUNMAP of a mapping made by [`Session::mmap`]; the memory is freed only after the
     /// DSP confirms.
-    pub fn munmap(&self, vaddr: u64, w: CtlWait<'_>) -> Result<()> {
+    pub fn munmap(&self, vaddr: u64) -> Result<()> {
         let size = {
             let p = self.inner.proc.lock();
             p.mmaps
@@ -338,21 +265,14 @@ impl Session {
             vaddr: vaddr.into(),
             size: size.into(),
         };
-        self.ctl(rmid::MUNMAP, &mut [Arg::In(req.as_bytes())], w)?;
+        self.ctl(rmid::MUNMAP, &mut [Arg::In(req.as_bytes())])?;
         self.inner.proc.lock().mmaps.retain(|m| m.vaddr != vaddr);
         Ok(())
     }
 
     /// INIT_MEM_MAP: map `len` bytes of shared buffer `buf` at `offset` into the DSP process.
     /// The buffer stays referenced until [`Session::mem_unmap`] is confirmed.
-    pub fn mem_map(
-        &self,
-        buf: &SharedBuf,
-        offset: usize,
-        len: usize,
-        flags: u32,
-        w: CtlWait<'_>,
-    ) -> Result<u64> {
+    pub fn mem_map(&self, buf: &SharedBuf, offset: usize, len: usize, flags: u32) -> Result<u64> {
         if buf.sid() != self.sid() || offset.checked_add(len).is_none_or(|e| e > buf.len()) {
             return Err(FastRpcError::InvalidArgument);
         }
@@ -377,7 +297,6 @@ impl Session {
                 Arg::In(&[]),
                 Arg::Out(&mut out),
             ],
-            w,
         );
         self.quarantine_on_timeout(&r, || Quarantined::Buf(buf.clone()));
         r?;
@@ -392,7 +311,7 @@ impl Session {
 
     /// INIT_MEM_UNMAP of a [`Session::mem_map`] mapping; the buffer reference is dropped only
     /// after the DSP confirms.
-    pub fn mem_unmap(&self, vaddr: u64, w: CtlWait<'_>) -> Result<()> {
+    pub fn mem_unmap(&self, vaddr: u64) -> Result<()> {
         let (fd, len) = {
             let p = self.inner.proc.lock();
             p.mem_maps
@@ -407,17 +326,16 @@ impl Session {
             vaddrin: vaddr.into(),
             len: len.into(),
         };
-        self.ctl(rmid::MEM_UNMAP, &mut [Arg::In(req.as_bytes())], w)?;
+        self.ctl(rmid::MEM_UNMAP, &mut [Arg::In(req.as_bytes())])?;
         self.inner.proc.lock().mem_maps.retain(|m| m.vaddr != vaddr);
         Ok(())
     }
 
     /// Close the session the way the driver's release does: INIT_RELEASE (sent on every
     /// close; the process memory is freed once the DSP confirms), then tear the session down.
-    pub fn close(self, w: CtlWait<'_>) -> Result<()> {
-        let r = self.release_process(w);
-        let d = fwipc_transport_api::Deadline::after(w.clock, w.timeout);
-        let s = self.shutdown(w.clock, d);
+    pub fn close(self) -> Result<()> {
+        let r = self.release_process();
+        let s = self.shutdown(self.call_wait().deadline());
         r.and(s)
     }
 
@@ -426,9 +344,4 @@ impl Session {
         let p = self.inner.proc.lock();
         p.mmaps.len() + p.mem_maps.len()
     }
-}
-
-/// Decode a `u64` vaddr reply (for the DSP side and tests).
-pub fn decode_vaddr(b: &[u8]) -> Option<u64> {
-    u64::read_from_bytes(b).ok()
 }

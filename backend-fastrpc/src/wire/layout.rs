@@ -18,15 +18,15 @@
 use zerocopy::IntoBytes;
 
 use crate::error::{FastRpcError, Result};
-use crate::mem::{align_up, pages_spanned};
-use crate::scalars::Scalars;
+use crate::wire::scalars::Scalars;
 use crate::wire::{
-    metalen, InvokeBuf, MetaOffsets, PhyPage, RemoteBuf, RemoteDma, FASTRPC_ALIGN, PAGE_SIZE,
+    align_up, metalen, pages_spanned, InvokeBuf, MetaOffsets, PhyPage, RemoteBuf, RemoteDma,
+    FASTRPC_ALIGN, PAGE_SIZE,
 };
 
 /// Where a buffer argument's bytes live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BufSource {
+pub(crate) enum BufSource {
     /// Copied into the payload (fd 0 / -1 in the ioctl).
     Copy,
     /// In a DSP-mapped region: its bus address (with `sid << 32`) and AP virtual start address.
@@ -42,7 +42,7 @@ pub enum BufSource {
 
 /// One in- or out-buffer argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BufDesc {
+pub(crate) struct BufDesc {
     /// The caller's address of the data (used for ordering and overlap, as Linux does).
     pub ptr: u64,
     /// Length in bytes.
@@ -53,7 +53,7 @@ pub struct BufDesc {
 
 /// One handle argument (dma-buf by descriptor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct HandleDesc {
+pub(crate) struct HandleDesc {
     /// Descriptor number.
     pub fd: i32,
     /// Offset (`(u32)ptr` in Linux).
@@ -66,7 +66,7 @@ pub struct HandleDesc {
 
 /// An entry of the overlap table (`struct fastrpc_buf_overlap`), plus where the fill put it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Olap {
+pub(crate) struct Olap {
     /// Start address.
     pub start: u64,
     /// End address.
@@ -85,7 +85,7 @@ pub struct Olap {
 
 /// Result of laying out one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placed {
+pub(crate) struct Placed {
     /// Metadata length (`40 n + 384`).
     pub metalen: usize,
     /// Bytes used in the payload (`pkt_size`).
@@ -95,7 +95,7 @@ pub struct Placed {
 }
 
 /// Offset of buffer `i`'s inline copy, or `NOT_INLINE`.
-pub const NOT_INLINE: u64 = u64::MAX;
+pub(crate) const NOT_INLINE: u64 = u64::MAX;
 
 fn ranges_overlap(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.1 && b.0 < a.1
@@ -103,7 +103,7 @@ fn ranges_overlap(a: (u64, u64), b: (u64, u64)) -> bool {
 
 /// Plan the overlap table and the size. `scratch` must hold `bufs.len()` entries; returns the
 /// number used and `pkt_size`.
-pub fn plan(sc: Scalars, bufs: &[BufDesc], scratch: &mut [Olap]) -> Result<(usize, u64)> {
+pub(crate) fn plan(sc: Scalars, bufs: &[BufDesc], scratch: &mut [Olap]) -> Result<(usize, u64)> {
     if bufs.len() != sc.nbufs() || scratch.len() < bufs.len() {
         return Err(FastRpcError::InvalidArgument);
     }
@@ -189,7 +189,7 @@ pub fn plan(sc: Scalars, bufs: &[BufDesc], scratch: &mut [Olap]) -> Result<(usiz
 /// address `bus`, both page-aligned, `bus` including the session bits). Writes all metadata;
 /// `inline_off[i]` receives buffer `i`'s payload offset (`NOT_INLINE` if mapped or empty).
 #[allow(clippy::too_many_arguments)]
-pub fn layout(
+pub(crate) fn layout(
     sc: Scalars,
     bufs: &[BufDesc],
     handles: &[HandleDesc],

@@ -1,29 +1,31 @@
-//! One channel per DSP domain: the datagram endpoint, the channel-wide context table (ids are
-//! per channel, as in Linux), the table of sessions (compute context banks) and the receive path.
+//! The state a channel shares with its sessions: configuration, the datagram endpoint, the
+//! channel-wide context table (ids are per channel, as in Linux), the session slots (compute
+//! context banks), the counters and the receive path.
 
-use alloc::sync::{Arc, Weak};
+use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::AtomicBool;
 
 use spin::Mutex;
 
-use fwipc_transport_api::{Counters, Stats};
+use fwipc_transport_api::Counters;
 
-use crate::context::{ContextTable, PayloadPool, RxOutcome, MAX_CONTEXTS};
+use crate::channel::context::{ContextTable, RxOutcome, MAX_CONTEXTS};
+use crate::channel::liveness::Liveness;
 use crate::domain::Domain;
 use crate::error::{FastRpcError, Result};
-use crate::liveness::Liveness;
 use crate::mem::DmaHal;
 use crate::packet::PacketChannel;
-use crate::session::{Session, SessionInner};
-use crate::wire::{self, CtxIdExt};
+use crate::wire::{self, CtxIdExt, DSP_ATTRIBUTES};
 
 /// `FASTRPC_MAX_SESSIONS` (14 since 2022).
 pub const MAX_SESSIONS: usize = 14;
 /// Largest response datagram we read (a v2 response is 24 bytes; anything longer is malformed).
 const RX_BUF: usize = 64;
 
-/// Datagrams one [`Channel::poll_rx`] (and so one [`Session::poll`]) takes at most from a
+/// Datagrams one [`Channel::poll_rx`](crate::Channel::poll_rx) (and so one
+/// [`Session::poll`](crate::Session::poll)) takes at most from a
 /// pull-style link. A well-behaved DSP has at most one response per context outstanding, so it
 /// never meets the budget; a DSP that keeps sending cannot keep the caller: the rest stays in
 /// the link for the next call.
@@ -31,6 +33,7 @@ pub const RX_BUDGET: usize = MAX_CONTEXTS;
 
 /// A compute context bank from the DT: stream id and `qcom,nsessions` (clones sharing it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Bank {
     /// Stream id (`reg`): rides in bits 32..63 of bus addresses.
     pub sid: u32,
@@ -40,6 +43,7 @@ pub struct Bank {
 
 /// Channel setup. Everything the steady state needs is allocated from this at setup.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ChannelConfig {
     /// The DSP domain.
     pub domain: Domain,
@@ -56,6 +60,13 @@ pub struct ChannelConfig {
     /// The channel is secure (no `qcom,non-secure-domain`): it also has a `-secure` node, and
     /// clients of its plain node may only create unsigned PDs.
     pub secure: bool,
+}
+
+impl Bank {
+    /// Bank `sid` shared by `nsessions` sessions.
+    pub const fn new(sid: u32, nsessions: u32) -> Self {
+        Bank { sid, nsessions }
+    }
 }
 
 impl ChannelConfig {
@@ -75,6 +86,35 @@ impl ChannelConfig {
             secure: false,
         }
     }
+
+    /// The same with these context banks.
+    #[must_use]
+    pub fn with_banks(mut self, banks: Vec<Bank>) -> Self {
+        self.banks = banks;
+        self
+    }
+
+    /// The same with `contexts` invoke contexts.
+    #[must_use]
+    pub fn with_contexts(mut self, contexts: usize) -> Self {
+        self.contexts = contexts;
+        self
+    }
+
+    /// The same with `per_session` payload buffers of `size` bytes per session.
+    #[must_use]
+    pub fn with_payloads(mut self, per_session: usize, size: usize) -> Self {
+        self.payloads_per_session = per_session;
+        self.payload_size = size;
+        self
+    }
+
+    /// The same with at most `max_args` arguments per call.
+    #[must_use]
+    pub fn with_max_args(mut self, max_args: usize) -> Self {
+        self.max_args = max_args;
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,24 +130,18 @@ pub(crate) struct ChannelInner {
     pub(crate) ctx: ContextTable,
     sessions: Mutex<Vec<SessionSlot>>,
     pub(crate) counters: Counters,
-    /// The DSP side is up (cleared on remote loss until it comes back); see `crate::liveness`.
+    /// The DSP side is up (cleared on remote loss until it comes back); see `crate::channel::liveness`.
     pub(crate) up: Liveness,
     /// Responses are pushed by an rx callback (see [`Channel::rx_handler`]), so completions
     /// can wake waiters; with a pull-style link they are only seen when someone polls.
     pub(crate) push_rx: AtomicBool,
     /// GET_DSP_INFO attributes, fetched once per channel.
-    pub(crate) dsp_info: Mutex<Option<alloc::boxed::Box<[u32; crate::capability::DSP_ATTRIBUTES]>>>,
+    pub(crate) dsp_info: Mutex<Option<Box<[u32; DSP_ATTRIBUTES]>>>,
 }
 
-/// A FastRPC channel to one DSP. Cheap to clone.
-#[derive(Clone)]
-pub struct Channel {
-    pub(crate) inner: Arc<ChannelInner>,
-}
-
-impl Channel {
-    /// Set up a channel over `link`, allocating DSP memory through `hal`.
-    pub fn new(
+impl ChannelInner {
+    /// Check `cfg` and set up everything the steady state needs.
+    pub(crate) fn new(
         cfg: ChannelConfig,
         link: Arc<dyn PacketChannel>,
         hal: Arc<dyn DmaHal>,
@@ -143,143 +177,32 @@ impl Channel {
             return Err(FastRpcError::InvalidArgument);
         }
         let ctx = ContextTable::new(cfg.contexts, cfg.max_args)?;
-        Ok(Channel {
-            inner: Arc::new(ChannelInner {
-                cfg,
-                link,
-                hal,
-                ctx,
-                sessions: Mutex::new(sessions),
-                counters: Counters::default(),
-                up: Liveness::new(),
-                push_rx: AtomicBool::new(false),
-                dsp_info: Mutex::new(None),
-            }),
+        Ok(ChannelInner {
+            cfg,
+            link,
+            hal,
+            ctx,
+            sessions: Mutex::new(sessions),
+            counters: Counters::default(),
+            up: Liveness::new(),
+            push_rx: AtomicBool::new(false),
+            dsp_info: Mutex::new(None),
         })
     }
 
-    /// The domain.
-    pub fn domain(&self) -> Domain {
-        self.inner.cfg.domain
-    }
-
-    /// Open a session on the channel's main node (`fastrpc-<domain>-secure` for a secure
-    /// channel, `fastrpc-<domain>` otherwise): the first free one, `Busy` when none is (nothing
-    /// leaked). Allocates the session's payload buffers on its context bank.
-    pub fn open_session(&self) -> Result<Session> {
-        self.open(self.inner.cfg.secure)
-    }
-
-    /// Open a session on the plain (non-secure) node of a secure channel: such a client may
-    /// only create unsigned PDs.
-    pub fn open_session_nonsecure(&self) -> Result<Session> {
-        self.open(false)
-    }
-
-    fn open(&self, secure_node: bool) -> Result<Session> {
-        let (index, sid) = {
-            let mut s = self.inner.sessions.lock();
-            let Some((i, slot)) = s.iter_mut().enumerate().find(|(_, x)| !x.in_use) else {
-                return Err(FastRpcError::Busy);
-            };
-            slot.in_use = true;
-            (i, slot.sid)
-        };
-        let cfg = &self.inner.cfg;
-        let mut regions = Vec::with_capacity(cfg.payloads_per_session);
-        for _ in 0..cfg.payloads_per_session {
-            match self.inner.hal.alloc(sid, cfg.payload_size) {
-                Some(r) => regions.push(r),
-                None => {
-                    self.inner.release_session_slot(index);
-                    return Err(FastRpcError::NoMemory);
-                }
-            }
-        }
-        let s = Session::new(
-            self.inner.clone(),
-            index as u16,
-            sid,
-            PayloadPool::new(regions),
-        );
-        s.set_node(secure_node, self.inner.cfg.secure);
-        Ok(s)
+    /// Take the first free session slot: its index and stream id.
+    pub(crate) fn take_session_slot(&self) -> Option<(usize, u32)> {
+        let mut s = self.sessions.lock();
+        let (i, slot) = s.iter_mut().enumerate().find(|(_, x)| !x.in_use)?;
+        slot.in_use = true;
+        Some((i, slot.sid))
     }
 
     /// Sessions open right now.
-    pub fn sessions_in_use(&self) -> usize {
-        self.inner
-            .sessions
-            .lock()
-            .iter()
-            .filter(|s| s.in_use)
-            .count()
+    pub(crate) fn sessions_in_use(&self) -> usize {
+        self.sessions.lock().iter().filter(|s| s.in_use).count()
     }
 
-    /// The rx callback: one datagram from the DSP. Safe to call from any context (it never
-    /// frees memory; see [`crate::context`]).
-    pub fn handle_packet(&self, bytes: &[u8]) {
-        self.inner.handle_packet(bytes)
-    }
-
-    /// A callback for push-style links, holding the channel weakly.
-    pub fn rx_handler(&self) -> impl Fn(&[u8]) + Send + Sync + 'static {
-        // Relaxed: a capability flag read by `register_waker`; no data is published with it.
-        self.inner.push_rx.store(true, Ordering::Relaxed);
-        let w: Weak<ChannelInner> = Arc::downgrade(&self.inner);
-        move |b: &[u8]| {
-            if let Some(c) = w.upgrade() {
-                c.handle_packet(b)
-            }
-        }
-    }
-
-    /// Drain datagrams from a pull-style link, at most [`RX_BUDGET`] per call. Returns how many
-    /// were taken.
-    pub fn poll_rx(&self) -> usize {
-        self.inner.poll_rx()
-    }
-
-    /// The DSP went away (rpmsg remove / subsystem restart): every pending call finishes with
-    /// `RemoteReset`, new calls fail with `ChannelDown` until [`Channel::remote_up`].
-    pub fn remote_down(&self) {
-        // Clear `up`, then sweep every slot under its lock. No new call slips in after the
-        // sweep because of those slot locks (a starter sets `inflight` under its slot lock and
-        // re-checks `up` after queueing), not because of any ordering on `up`: see
-        // `crate::liveness` and its loom model.
-        let n = self.inner.up.down_and_sweep(&self.inner.ctx);
-        log::warn!(
-            "fastrpc {}: DSP down, {n} call(s) failed",
-            self.domain().label()
-        );
-        self.inner.ctx.reap();
-    }
-
-    /// The DSP is back (re-probe).
-    pub fn remote_up(&self) {
-        self.inner.up.set_up();
-    }
-
-    /// Finish deferred releases.
-    pub fn reap(&self) -> usize {
-        self.inner.ctx.reap()
-    }
-
-    /// Channel-wide counters (pool fields: contexts).
-    pub fn stats(&self) -> Stats {
-        self.inner.ctx.reap();
-        self.inner
-            .counters
-            .snapshot(self.inner.ctx.capacity(), self.inner.ctx.free_count())
-    }
-
-    /// Contexts kept only because the DSP may still use them.
-    pub fn zombie_contexts(&self) -> usize {
-        self.inner.ctx.zombies()
-    }
-}
-
-impl ChannelInner {
     pub(crate) fn release_session_slot(&self, index: usize) {
         if let Some(s) = self.sessions.lock().get_mut(index) {
             s.in_use = false;
@@ -329,11 +252,4 @@ impl ChannelInner {
                 RxOutcome::BadPd => Counters::bump(&counters.protocol_errors),
             });
     }
-}
-
-#[doc(hidden)]
-pub(crate) fn _assert_send_sync() {
-    fn f<T: Send + Sync>() {}
-    f::<Channel>();
-    f::<SessionInner>();
 }

@@ -1,0 +1,232 @@
+//! Marshalling a call into its payload buffer (the layout of docs/protocols/fastrpc.md §5, built
+//! in a private shadow and copied into DSP-shared memory in one pass) and reading out-buffers
+//! back (clamped to what was asked: the DSP-written length is never trusted).
+
+use zerocopy::IntoBytes;
+
+use fwipc_transport_api::{Counters, ProtocolError};
+
+use crate::channel::context::{CtxState, OutRec};
+use crate::error::{FastRpcError, Result};
+use crate::mem::{read_at, write_at, SharedBuf};
+use crate::session::arg::Arg;
+use crate::session::{InvokeTicket, Session};
+use crate::wire::layout::{layout, BufDesc, BufSource, HandleDesc, Olap, NOT_INLINE};
+use crate::wire::payload::MetaView;
+use crate::wire::scalars::Scalars;
+use crate::wire::{CtxId, FastRpcMsg, MetaOffsets};
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn build_and_send(
+        &self,
+        idx: usize,
+        generation: u64,
+        handle: u32,
+        sc: Scalars,
+        args: &[Arg<'_>],
+        tid: i32,
+        kernel: bool,
+    ) -> Result<()> {
+        let s = &*self.inner;
+        let ch = &*s.ch;
+        let slot = ch.ctx.slot(idx).ok_or(FastRpcError::InvalidArgument)?;
+        let mut c = slot.lock();
+        let mut lease = s.payloads.take().ok_or(FastRpcError::Busy)?;
+        c.maps.clear();
+        c.bufs.clear();
+        c.handles.clear();
+        c.outs.clear();
+        let sid_bits = u64::from(s.sid) << 32;
+        for (i, a) in args.iter().enumerate() {
+            let shared_ok = |buf: &SharedBuf, off: usize, len: usize| {
+                buf.sid() == s.sid && off.checked_add(len).is_some_and(|e| e <= buf.len())
+            };
+            match a {
+                Arg::In(d) => c.bufs.push(BufDesc {
+                    ptr: d.as_ptr() as u64,
+                    len: d.len() as u64,
+                    src: BufSource::Copy,
+                }),
+                Arg::Out(d) => {
+                    c.bufs.push(BufDesc {
+                        ptr: d.as_ptr() as u64,
+                        len: d.len() as u64,
+                        src: BufSource::Copy,
+                    });
+                    c.outs.push(OutRec {
+                        slot: i as u16,
+                        off: 0,
+                        len: d.len() as u64,
+                    });
+                }
+                Arg::OutLen { addr, len } => {
+                    c.bufs.push(BufDesc {
+                        ptr: *addr,
+                        len: *len as u64,
+                        src: BufSource::Copy,
+                    });
+                    c.outs.push(OutRec {
+                        slot: i as u16,
+                        off: 0,
+                        len: *len as u64,
+                    });
+                }
+                Arg::InShared { buf, offset, len } | Arg::OutShared { buf, offset, len } => {
+                    if !shared_ok(buf, *offset, *len) {
+                        return Err(FastRpcError::InvalidArgument);
+                    }
+                    c.bufs.push(BufDesc {
+                        ptr: buf.va() + *offset as u64,
+                        len: *len as u64,
+                        src: BufSource::Mapped {
+                            bus: buf.bus_addr(),
+                            va_start: buf.va(),
+                            size: buf.len() as u64,
+                        },
+                    });
+                    c.maps.push((*buf).clone());
+                    if matches!(a, Arg::OutShared { .. }) {
+                        c.outs.push(OutRec {
+                            slot: i as u16,
+                            off: NOT_INLINE,
+                            len: *len as u64,
+                        });
+                    }
+                }
+                Arg::InHandle { buf, offset, len } | Arg::OutHandle { buf, offset, len } => {
+                    if !shared_ok(buf, *offset as usize, *len as usize) {
+                        return Err(FastRpcError::InvalidArgument);
+                    }
+                    c.handles.push(HandleDesc {
+                        fd: buf.fd(),
+                        offset: *offset,
+                        len: *len,
+                        map: Some((buf.bus_addr(), buf.len() as u64)),
+                    });
+                    c.maps.push((*buf).clone());
+                }
+            }
+        }
+        let nb = c.bufs.len();
+        // Within the capacity reserved at setup (`max_args`): no allocation.
+        c.olaps.resize(nb, Olap::default());
+        c.inline_off.resize(nb, 0);
+        let (region, shadow) = lease.parts();
+        let (va, bus) = (region.va(), region.iova() | sid_bits);
+        // The call is built in the lease's private shadow (no slice of DSP-shared memory may
+        // exist, see `crate::mem`), then copied into the region in one pass.
+        let placed = {
+            let cx = &mut *c;
+            let placed = layout(
+                sc,
+                &cx.bufs,
+                &cx.handles,
+                &mut cx.olaps,
+                shadow,
+                va,
+                bus,
+                &mut cx.inline_off,
+            );
+            if let Ok(p) = &placed {
+                for (i, a) in args.iter().enumerate() {
+                    if let Arg::In(d) = a {
+                        let o = cx.inline_off[i];
+                        if o != NOT_INLINE {
+                            let o = o as usize;
+                            let dst = shadow
+                                .get_mut(o..o + d.len())
+                                .ok_or(FastRpcError::InvalidArgument)?;
+                            dst.copy_from_slice(d);
+                        }
+                    }
+                }
+                // `layout` checked `pkt_size <= shadow.len() == region.len()`.
+                write_at(&**region, 0, &shadow[..p.pkt_size])?;
+            }
+            placed
+        };
+        let placed = placed?;
+        for k in 0..c.outs.len() {
+            let i = c.outs[k].slot as usize;
+            if c.outs[k].off != NOT_INLINE {
+                c.outs[k].off = c.inline_off[i];
+            }
+        }
+        let pd = self.pd();
+        let id = CtxId::new((idx + 1) as u8, generation, pd);
+        let msg = FastRpcMsg {
+            pid: if kernel { 0 } else { self.client_id() }.into(),
+            tid: tid.into(),
+            ctx: id.0.into(),
+            handle: handle.into(),
+            sc: sc.0.into(),
+            addr: if sc.is_empty() { 0 } else { bus }.into(),
+            size: if sc.is_empty() { 0 } else { placed.msg_size }.into(),
+        };
+        c.sc = sc;
+        c.handle = handle;
+        c.tid = tid;
+        c.pd = pd;
+        c.payload = Some(lease);
+        c.state = CtxState::InFlight;
+        // The in-flight reference is taken before the message can reach the DSP.
+        c.inflight = true;
+        drop(c);
+        // No fence here: `PacketChannel::send` is itself a release of every payload write
+        // sequenced before it (its documented contract; rpmsg's virtqueue publication on
+        // hardware, the link mutex in the simulator). A `fence(Release)` would pair with
+        // nothing: the DSP reads no atomic of ours that this fence could order.
+        if let Err(e) = ch.link.send(msg.as_bytes()) {
+            let mut c = slot.lock();
+            if c.inflight {
+                c.inflight = false;
+                c.state = CtxState::Failed(e);
+            }
+            return Err(e);
+        }
+        // A DSP loss that swept the table between our `up` check and the queueing above would
+        // have missed this context: fail it ourselves. Correct because `inflight` was set under
+        // the slot lock the sweep also takes (`crate::channel::liveness`, model-checked there).
+        ch.up.recheck_after_queue(&ch.ctx, idx);
+        Ok(())
+    }
+
+    /// Copy out-buffer `k` (0-based among out-buffers) of a finished call into `dst`; returns
+    /// its length `min(asked, DSP-written)`. `TooLarge` if `dst` is shorter. For a shared
+    /// out-buffer nothing is copied (the data is in the buffer; `dst` may be empty).
+    pub fn read_out(&self, t: &InvokeTicket, k: usize, dst: &mut [u8]) -> Result<usize> {
+        let ch = &self.inner.ch;
+        self.with_ctx(t, |c| {
+            if !matches!(c.state, CtxState::Done(_)) {
+                return Err(FastRpcError::InvalidArgument);
+            }
+            let rec = *c.outs.get(k).ok_or(FastRpcError::InvalidArgument)?;
+            let sc = c.sc;
+            let lease = c.payload.as_mut().ok_or(FastRpcError::InvalidArgument)?;
+            // No fence: the DSP's payload writes are ordered before its response by the
+            // `PacketChannel` contract (receipt is an acquire of everything the DSP wrote
+            // before sending), and we observed the response under this context's lock.
+            let (region, shadow) = lease.parts();
+            let meta = MetaOffsets::new(sc.len()).end;
+            // Parse a private copy of the metadata (read once, then checked): the DSP may
+            // still be writing the region if it is misbehaving.
+            let shadow = shadow
+                .get_mut(..meta)
+                .ok_or(FastRpcError::InvalidArgument)?;
+            read_at(&**region, 0, shadow)?;
+            let v = MetaView::parse(sc, shadow)?;
+            let dsp_len = v.rpra(rec.slot as usize)?.len.get();
+            if dsp_len > rec.len {
+                Counters::bump(&ch.counters.protocol_errors);
+            }
+            let n = dsp_len.min(rec.len) as usize;
+            if rec.off != NOT_INLINE {
+                let dst = dst.get_mut(..n).ok_or(FastRpcError::TooLarge)?;
+                let o = usize::try_from(rec.off).map_err(|_| ProtocolError::OutOfRange)?;
+                read_at(&**region, o, dst).map_err(|_| ProtocolError::OutOfRange)?;
+            }
+            Ok(n)
+        })
+    }
+}
