@@ -23,8 +23,10 @@
 //! A dead back-end: when the socket hangs up (the daemon exited or closed it, or the watchdog
 //! below shut it down), the transport behaves like a device that failed (virtio 1.2 §2.1.2): the
 //! next `ack_interrupt` reports a configuration change ([`crate::Interrupts`] wakes the
-//! interrupt thread for it), the status reads `DEVICE_NEEDS_RESET` (also after a reset, which
-//! cannot be confirmed any more) and `FEATURES_OK` no longer sticks. A driver that resets
+//! interrupt thread for it), the status reads `DEVICE_NEEDS_RESET` and `FEATURES_OK` no longer
+//! sticks. A reset (status 0) reads back 0 only once the back-end's process (its pid from
+//! `SO_PEERCRED` at connect) has exited: only then is it sure that nothing maps the guest memory
+//! any more (a frozen daemon whose socket the watchdog shut down still does). A driver that resets
 //! on `DEVICE_NEEDS_RESET`, as fwipc's SCMI backend does, so ends its in-flight transfers at
 //! once and refuses later ones instead of waiting out their timeouts; the error is
 //! [`VhostUserTransportError::Disconnected`].
@@ -160,6 +162,10 @@ pub struct VhostUserTransport {
     disconnected: AtomicBool,
     /// The configuration-change interrupt for the hang-up was delivered (by `ack_interrupt`).
     disconnect_acked: bool,
+    /// The back-end's process id (`SO_PEERCRED` at connect), if the socket told it.
+    peer_pid: Option<libc::pid_t>,
+    /// The last reset (status 0) after the hang-up found the back-end's process exited.
+    reset_confirmed: bool,
 }
 
 impl std::fmt::Debug for VhostUserTransport {
@@ -215,6 +221,7 @@ impl VhostUserTransport {
             }
         };
         let control = stream.try_clone()?;
+        let peer_pid = peer_pid(&control);
         // The back-end checks num_queues against this; SCMI has 2 (cmdq, eventq).
         let fe = Frontend::from_stream(stream, 2);
         let (fe, features, nq) =
@@ -241,6 +248,8 @@ impl VhostUserTransport {
             error: None,
             disconnected: AtomicBool::new(false),
             disconnect_acked: false,
+            peer_pid,
+            reset_confirmed: false,
         })
     }
 
@@ -293,6 +302,23 @@ impl VhostUserTransport {
         self.error
             .as_ref()
             .or_else(|| self.peer_gone().then_some(&DISCONNECTED))
+    }
+
+    /// Whether the back-end's process has exited (it is gone from `/proc`, or a zombie, whose
+    /// memory is released). `false` when its pid is unknown or it still runs (also when stopped).
+    /// A pid reused by another process reads as running: the safe answer.
+    pub fn peer_exited(&self) -> bool {
+        let Some(pid) = self.peer_pid else {
+            return false;
+        };
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // "pid (comm) S ...": the state follows the last ')'.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| matches!(state, 'Z' | 'X')),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
     }
 
     /// Whether the connection is gone (the back-end exited or closed the socket, or the reply
@@ -425,6 +451,28 @@ impl Drop for VhostUserTransport {
     }
 }
 
+/// The process id of the peer of a connected Unix socket (`SO_PEERCRED`, unix(7)).
+fn peer_pid(socket: &UnixStream) -> Option<libc::pid_t> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and `len` is `cred`'s size, as SO_PEERCRED
+    // requires; the fd is open for the duration of the call (borrowed from `socket`).
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid)
+}
+
 /// Run `f` while a watchdog thread shuts `socket` down if `f` has not finished within `timeout`
 /// (a back-end that stops answering would otherwise block `f` forever). Only used around
 /// control-path exchanges (setup, ring start/stop), never per request.
@@ -486,10 +534,14 @@ impl Transport for VhostUserTransport {
 
     fn get_status(&self) -> DeviceStatus {
         if self.peer_gone() {
-            // A failed device: the status reads DEVICE_NEEDS_RESET, also after a reset (which
-            // is never confirmed: a daemon whose socket the watchdog shut down may be frozen,
-            // not dead, and still map the memory), and FEATURES_OK and DRIVER_OK never stick,
-            // so re-initialisation fails instead of starting rings nobody serves.
+            // A failed device: the status reads DEVICE_NEEDS_RESET, and FEATURES_OK and
+            // DRIVER_OK never stick, so re-initialisation fails instead of starting rings nobody
+            // serves. A reset is confirmed (status 0) only when the back-end's process has
+            // exited: a daemon whose socket the watchdog shut down may be frozen, not dead, and
+            // still map the memory.
+            if self.status.is_empty() && self.reset_confirmed {
+                return DeviceStatus::empty();
+            }
             return (self.status - DeviceStatus::FEATURES_OK - DeviceStatus::DRIVER_OK)
                 | DeviceStatus::DEVICE_NEEDS_RESET;
         }
@@ -504,7 +556,9 @@ impl Transport for VhostUserTransport {
         let old = self.status;
         self.status = status;
         if self.peer_gone() {
-            // Nobody to tell: the rings stopped with the back-end.
+            // Nobody to tell. A reset is confirmed if the back-end's process has exited (read
+            // once here, not on every status read: a driver polls the status after a reset).
+            self.reset_confirmed = status.is_empty() && self.peer_exited();
             for q in &mut self.queues {
                 q.running = false;
             }

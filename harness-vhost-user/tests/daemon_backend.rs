@@ -423,6 +423,11 @@ fn backend_dead_daemon_fails_calls_fast_with_a_distinct_error() {
         assert!(start.elapsed() < Duration::from_millis(500), "{mode:?}");
         fx.chan().with_transport(|t| {
             assert!(t.peer_gone(), "{mode:?}");
+            // The process is gone (killed and reaped): a reset is confirmed.
+            assert!(t.peer_exited(), "{mode:?}");
+            use virtio_drivers::transport::{DeviceStatus, Transport as _};
+            t.set_status(DeviceStatus::empty());
+            assert!(t.get_status().is_empty(), "{mode:?}: reset not confirmed");
             assert!(
                 matches!(
                     t.error(),
