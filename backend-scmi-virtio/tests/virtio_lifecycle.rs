@@ -428,19 +428,29 @@ fn needs_reset_cancels_in_flight_and_recovers() {
     }
 }
 
-/// Polled embedders (no interrupt) ask `needs_reset` and call `reset_device` themselves.
-#[test]
-fn polled_embedder_resets_device() {
+/// A polled fixture with one polled transfer the device holds (then un-faulted, so a reset
+/// brings it back to normal service).
+fn polled_transfer_held_by_the_device() -> (ScmiFixture, fwipc_transport_api::Ticket) {
     let fx = ScmiFixture::setup(Completion::Polled);
-    let t = fx.transport();
     fx.remote().set_fault(Fault::Hold);
-    let tk = t.send(&Request::new(ECHO, b"lost").polled()).unwrap();
+    let tk = fx
+        .transport()
+        .send(&Request::new(ECHO, b"lost").polled())
+        .unwrap();
     let start = Instant::now();
     while fx.device().held() < 1 {
         assert!(start.elapsed() < Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(1));
     }
     fx.remote().set_fault(Fault::None);
+    (fx, tk)
+}
+
+/// Polled embedders (no interrupt) ask `needs_reset` and call `reset_device` themselves.
+#[test]
+fn polled_embedder_resets_device() {
+    let (fx, tk) = polled_transfer_held_by_the_device();
+    let t = fx.transport();
     assert!(!t.needs_reset());
     fx.remote().reset_remote();
     assert!(t.needs_reset());
@@ -453,6 +463,31 @@ fn polled_embedder_resets_device() {
     assert_eq!(s.pool_free, s.pool_capacity);
     t.shutdown().unwrap();
     assert_eq!(t.reset_device(), Err(ScmiVirtioError::ShutDown));
+}
+
+/// A polled waiter whose embedder never asks `needs_reset`: the poller reads the status itself
+/// (every `STATUS_POLL_PERIOD` empty polls), resets the device and ends with `Cancelled` long
+/// before its deadline; the channel works again.
+#[test]
+fn polled_waiter_sees_needs_reset_by_itself() {
+    let (fx, tk) = polled_transfer_held_by_the_device();
+    let t = fx.transport();
+    fx.remote().reset_remote();
+    let clock = StdClock::new();
+    let start = Instant::now();
+    let d = fwipc_transport_api::Deadline::after(&clock, Duration::from_secs(10));
+    let r = fwipc_transport_api::wait_done(t, &tk, &clock, d, Wait::Poll);
+    assert_eq!(r, Err(Error::Cancelled));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "cancelled promptly, not timed out: {:?}",
+        start.elapsed()
+    );
+    t.mark_txdone(tk, TxOutcome::Cancelled);
+    assert_eq!(t.device_resets(), 1);
+    assert_eq!(echo_on(t, b"ok").unwrap(), inverted(b"ok"));
+    let s = t.stats();
+    assert_eq!(s.pool_free, s.pool_capacity);
 }
 
 /// A platform that silently forgets commands (no DEVICE_NEEDS_RESET): the caller times out

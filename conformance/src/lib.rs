@@ -14,12 +14,18 @@
 //! `cargo test --workspace conformance` runs the suite for every backend. The binary
 //! (`cargo run --release -p fwipc-runner`) runs the whole backend × scenario matrix.
 //!
+//! [`session::hostile_session`] is the body of the stateful fuzz targets: a hostile remote driven
+//! by a byte script. [`soak`] runs one backend under several callers for a while with the remote misbehaving at
+//! random (the runner's `--soak SECONDS`).
+//!
 //! [`loopback`] is the reference backend: the smallest transport that passes the suite, and the
 //! example to copy when porting a new protocol.
 
 #![deny(missing_docs)]
 pub mod loopback;
 pub mod scenarios;
+pub mod session;
+pub mod soak;
 mod util;
 
 pub use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl};

@@ -20,6 +20,17 @@
 //! infallible), so the first one is kept ([`VhostUserTransport::error`]) and the device status then
 //! reads `DEVICE_NEEDS_RESET`.
 //!
+//! A dead back-end: when the socket hangs up (the daemon exited or closed it, or the watchdog
+//! below shut it down), the transport behaves like a device that failed (virtio 1.2 §2.1.2): the
+//! next `ack_interrupt` reports a configuration change ([`crate::Interrupts`] wakes the
+//! interrupt thread for it), the status reads `DEVICE_NEEDS_RESET` and `FEATURES_OK` no longer
+//! sticks. A reset (status 0) reads back 0 only once the back-end's process (its pid from
+//! `SO_PEERCRED` at connect) has exited: only then is it sure that nothing maps the guest memory
+//! any more (a frozen daemon whose socket the watchdog shut down still does). A driver that resets
+//! on `DEVICE_NEEDS_RESET`, as fwipc's SCMI backend does, so ends its in-flight transfers at
+//! once and refuses later ones instead of waiting out their timeouts; the error is
+//! [`VhostUserTransportError::Disconnected`].
+//!
 //! Every exchange that waits for the back-end (connect handshake, the DRIVER_OK barrier,
 //! GET_VRING_BASE) runs under a watchdog: if the daemon does not answer within the reply timeout
 //! ([`VhostUserTransport::set_reply_timeout`], default 5 s) the socket is shut down and the request
@@ -31,6 +42,7 @@ use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +55,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::guest_memory::GuestMemory;
-use crate::interrupts::{drain, poll_fds};
+use crate::interrupts::{drain, hung_up, poll_fds};
 
 /// The virtio device id of SCMI (virtio spec 5.17). virtio-drivers 0.13's `DeviceType` has no
 /// variant for it, so [`Transport::device_type`] cannot say it; this constant can.
@@ -64,7 +76,13 @@ pub enum VhostUserTransportError {
     VhostUser(vhost::Error),
     /// The back-end does not offer something the front-end needs.
     Unsupported(&'static str),
+    /// The connection is gone: the back-end exited or closed the socket, or it stopped answering
+    /// and the reply watchdog shut the socket down. Nothing more will be answered.
+    Disconnected,
 }
+
+/// What [`VhostUserTransport::error`] returns for a hang-up seen before any request failed.
+static DISCONNECTED: VhostUserTransportError = VhostUserTransportError::Disconnected;
 
 impl std::fmt::Display for VhostUserTransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,6 +91,7 @@ impl std::fmt::Display for VhostUserTransportError {
             Self::Io(e) => write!(f, "I/O error: {e}"),
             Self::VhostUser(e) => write!(f, "vhost-user request failed: {e}"),
             Self::Unsupported(what) => write!(f, "back-end lacks {what}"),
+            Self::Disconnected => f.write_str("vhost-user back-end disconnected"),
         }
     }
 }
@@ -85,9 +104,9 @@ impl From<VhostUserTransportError> for fwipc_transport_api::Error {
         match e {
             VhostUserTransportError::ConnectTimeout => fwipc_transport_api::Error::Timeout,
             VhostUserTransportError::Unsupported(_) => fwipc_transport_api::Error::NotSupported,
-            VhostUserTransportError::Io(_) | VhostUserTransportError::VhostUser(_) => {
-                fwipc_transport_api::Error::Shutdown
-            }
+            VhostUserTransportError::Io(_)
+            | VhostUserTransportError::VhostUser(_)
+            | VhostUserTransportError::Disconnected => fwipc_transport_api::Error::Shutdown,
         }
     }
 }
@@ -139,6 +158,14 @@ pub struct VhostUserTransport {
     kick: Vec<EventFd>,
     call: Vec<EventFd>,
     error: Option<VhostUserTransportError>,
+    /// The socket was seen hung up (sticky). Atomic because `get_status` (`&self`) records it.
+    disconnected: AtomicBool,
+    /// The configuration-change interrupt for the hang-up was delivered (by `ack_interrupt`).
+    disconnect_acked: bool,
+    /// The back-end's process id (`SO_PEERCRED` at connect), if the socket told it.
+    peer_pid: Option<libc::pid_t>,
+    /// The last reset (status 0) after the hang-up found the back-end's process exited.
+    reset_confirmed: bool,
 }
 
 impl std::fmt::Debug for VhostUserTransport {
@@ -155,6 +182,7 @@ impl std::fmt::Debug for VhostUserTransport {
             .field("status", &self.status)
             .field("queues", &self.queues)
             .field("error", &self.error)
+            .field("disconnected", &self.disconnected)
             .finish_non_exhaustive()
     }
 }
@@ -193,6 +221,7 @@ impl VhostUserTransport {
             }
         };
         let control = stream.try_clone()?;
+        let peer_pid = peer_pid(&control);
         // The back-end checks num_queues against this; SCMI has 2 (cmdq, eventq).
         let fe = Frontend::from_stream(stream, 2);
         let (fe, features, nq) =
@@ -217,6 +246,10 @@ impl VhostUserTransport {
             kick,
             call,
             error: None,
+            disconnected: AtomicBool::new(false),
+            disconnect_acked: false,
+            peer_pid,
+            reset_confirmed: false,
         })
     }
 
@@ -262,9 +295,50 @@ impl VhostUserTransport {
         self.queues.len()
     }
 
-    /// The first vhost-user failure since connect, if any.
+    /// The first vhost-user failure since connect, if any;
+    /// [`VhostUserTransportError::Disconnected`] if the connection hung up before any request
+    /// failed.
     pub fn error(&self) -> Option<&VhostUserTransportError> {
-        self.error.as_ref()
+        self.error
+            .as_ref()
+            .or_else(|| self.peer_gone().then_some(&DISCONNECTED))
+    }
+
+    /// Whether the back-end's process has exited (it is gone from `/proc`, or a zombie, whose
+    /// memory is released). `false` when its pid is unknown or it still runs (also when stopped).
+    /// A pid reused by another process reads as running: the safe answer.
+    pub fn peer_exited(&self) -> bool {
+        let Some(pid) = self.peer_pid else {
+            return false;
+        };
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // "pid (comm) S ...": the state follows the last ')'.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| matches!(state, 'Z' | 'X')),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Whether the connection is gone (the back-end exited or closed the socket, or the reply
+    /// watchdog shut it down). Checks the socket without blocking; once true, stays true.
+    pub fn peer_gone(&self) -> bool {
+        // Relaxed: a sticky flag; the socket itself is the source of truth, nothing is
+        // published with the flag.
+        if self.disconnected.load(Ordering::Relaxed) {
+            return true;
+        }
+        let gone = hung_up(self.control.as_raw_fd()).unwrap_or_else(|e| {
+            log::error!("vhost-user: polling the socket failed: {e}");
+            true
+        });
+        if gone {
+            log::error!("vhost-user back-end disconnected");
+            // Relaxed: see above.
+            self.disconnected.store(true, Ordering::Relaxed);
+        }
+        gone
     }
 
     /// The features the driver wrote (what SET_FEATURES carried, minus bit 30).
@@ -272,14 +346,15 @@ impl VhostUserTransport {
         self.driver_features
     }
 
-    /// A handle to wait on the call (used-buffer) eventfds from another thread.
+    /// A handle to wait on the call (used-buffer) eventfds and for a hang-up of the connection
+    /// ([`crate::Interrupts::DISCONNECTED`]) from another thread.
     pub fn interrupts(&self) -> io::Result<crate::Interrupts> {
         let fds = self
             .call
             .iter()
             .map(|e| e.try_clone())
             .collect::<io::Result<Vec<_>>>()?;
-        crate::Interrupts::new(fds)
+        crate::Interrupts::new(fds, Some(self.control.try_clone()?))
     }
 
     /// Wait until the back-end signals queue `queue`'s call eventfd, or `timeout` passes. Returns
@@ -368,12 +443,34 @@ impl Drop for VhostUserTransport {
         // Stop the rings synchronously before the socket closes: after a disconnect the daemon
         // tears its worker down asynchronously, and guest pages are reused by the next user of
         // the pool, so a ring must never be left running on memory we are about to forget.
-        if self.queues.iter().any(|q| q.running) {
+        if self.queues.iter().any(|q| q.running) && !self.peer_gone() {
             if let Err(e) = self.guarded(Self::stop_queues) {
                 log::warn!("stopping rings on drop: {e}");
             }
         }
     }
+}
+
+/// The process id of the peer of a connected Unix socket (`SO_PEERCRED`, unix(7)).
+fn peer_pid(socket: &UnixStream) -> Option<libc::pid_t> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and `len` is `cred`'s size, as SO_PEERCRED
+    // requires; the fd is open for the duration of the call (borrowed from `socket`).
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid)
 }
 
 /// Run `f` while a watchdog thread shuts `socket` down if `f` has not finished within `timeout`
@@ -436,6 +533,18 @@ impl Transport for VhostUserTransport {
     }
 
     fn get_status(&self) -> DeviceStatus {
+        if self.peer_gone() {
+            // A failed device: the status reads DEVICE_NEEDS_RESET, and FEATURES_OK and
+            // DRIVER_OK never stick, so re-initialisation fails instead of starting rings nobody
+            // serves. A reset is confirmed (status 0) only when the back-end's process has
+            // exited: a daemon whose socket the watchdog shut down may be frozen, not dead, and
+            // still map the memory.
+            if self.status.is_empty() && self.reset_confirmed {
+                return DeviceStatus::empty();
+            }
+            return (self.status - DeviceStatus::FEATURES_OK - DeviceStatus::DRIVER_OK)
+                | DeviceStatus::DEVICE_NEEDS_RESET;
+        }
         if self.error.is_some() {
             self.status | DeviceStatus::DEVICE_NEEDS_RESET
         } else {
@@ -446,6 +555,15 @@ impl Transport for VhostUserTransport {
     fn set_status(&mut self, status: DeviceStatus) {
         let old = self.status;
         self.status = status;
+        if self.peer_gone() {
+            // Nobody to tell. A reset is confirmed if the back-end's process has exited (read
+            // once here, not on every status read: a driver polls the status after a reset).
+            self.reset_confirmed = status.is_empty() && self.peer_exited();
+            for q in &mut self.queues {
+                q.running = false;
+            }
+            return;
+        }
         if status.is_empty() {
             if old.contains(DeviceStatus::DRIVER_OK) {
                 let r = self.guarded(Self::stop_queues);
@@ -500,7 +618,7 @@ impl Transport for VhostUserTransport {
         if i >= self.queues.len() {
             return;
         }
-        if self.queues[i].running {
+        if self.queues[i].running && !self.peer_gone() {
             self.queues[i].running = false;
             let r = self.guarded(|t| t.fe.get_vring_base(i).map(|_| ()));
             self.record("GET_VRING_BASE", r);
@@ -519,11 +637,18 @@ impl Transport for VhostUserTransport {
         for c in &self.call {
             any |= drain(c) != 0;
         }
-        if any {
+        let mut isr = if any {
             InterruptStatus::QUEUE_INTERRUPT
         } else {
             InterruptStatus::empty()
+        };
+        // A hang-up is reported once, as a configuration change (the status then reads
+        // DEVICE_NEEDS_RESET).
+        if !self.disconnect_acked && self.peer_gone() {
+            self.disconnect_acked = true;
+            isr |= InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT;
         }
+        isr
     }
 
     fn read_config_generation(&self) -> u32 {

@@ -378,3 +378,65 @@ fn backend_p2a_notification_polled() {
         );
     }
 }
+
+/// The daemon dies while the typed agent waits for a reply: the front-end sees the socket hang
+/// up, so the waiting call fails with `Cancelled` and later calls with `Shutdown`, each well
+/// before the agent's timeout, and the vhost-user transport says why (`Disconnected`).
+#[test]
+fn backend_dead_daemon_fails_calls_fast_with_a_distinct_error() {
+    for mode in [Completion::Interrupt, Completion::Polled] {
+        let Some(fx) = start(mode) else { return };
+        assert_eq!(fx.agent.base().vendor().expect("vendor"), "rust-vmm");
+        fx.daemon().pause().expect("SIGSTOP daemon");
+        let sent = fx.chan().stats().sent;
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let start = Instant::now();
+                (fx.agent.base().version().map(|v| v.word()), start.elapsed())
+            });
+            let deadline = Instant::now() + TIMEOUT;
+            while fx.chan().stats().sent == sent {
+                assert!(
+                    Instant::now() < deadline,
+                    "{mode:?}: the call was never sent"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            fx.daemon().kill().expect("kill daemon");
+            let (r, took) = waiter.join().expect("waiter panicked");
+            assert_eq!(
+                r,
+                Err(ScmiError::Transport(Error::Cancelled)),
+                "{mode:?}: in-flight call"
+            );
+            assert!(
+                took < TIMEOUT / 2,
+                "{mode:?}: in-flight call took {took:?} (timeout {TIMEOUT:?})"
+            );
+        });
+        let start = Instant::now();
+        assert_eq!(
+            fx.agent.base().version().map(|v| v.word()),
+            Err(ScmiError::Transport(Error::Shutdown)),
+            "{mode:?}: a call after the daemon died"
+        );
+        assert!(start.elapsed() < Duration::from_millis(500), "{mode:?}");
+        fx.chan().with_transport(|t| {
+            assert!(t.peer_gone(), "{mode:?}");
+            // The process is gone (killed and reaped): a reset is confirmed.
+            assert!(t.peer_exited(), "{mode:?}");
+            use virtio_drivers::transport::{DeviceStatus, Transport as _};
+            t.set_status(DeviceStatus::empty());
+            assert!(t.get_status().is_empty(), "{mode:?}: reset not confirmed");
+            assert!(
+                matches!(
+                    t.error(),
+                    Some(harness_vhost_user::VhostUserTransportError::Disconnected)
+                ),
+                "{mode:?}: {:?}",
+                t.error()
+            );
+        });
+        scenarios::assert_pool_full(&fx, "after the daemon died");
+    }
+}

@@ -298,6 +298,10 @@ fn raw_frozen_daemon_reset_is_bounded() {
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(2), "reset took {took:?}");
     assert!(s.transport.error().is_some(), "the failure is recorded");
+    // The socket is shut down but the daemon is only frozen: it still maps the memory, so the
+    // reset is not confirmed.
+    assert!(s.transport.peer_gone());
+    assert!(!s.transport.peer_exited());
     assert!(s
         .transport
         .get_status()

@@ -19,6 +19,12 @@ pub struct Args {
     pub junit: Option<PathBuf>,
     /// `--watchdog SECS`: a cell running longer is reported as hung.
     pub watchdog: Duration,
+    /// `--soak SECS`: instead of the matrix, soak each selected backend for SECS seconds.
+    pub soak: Option<Duration>,
+    /// `--threads N`: caller threads of a soak.
+    pub threads: usize,
+    /// `--seed N`: seed of a soak's random choices.
+    pub seed: u64,
 }
 
 pub const HELP: &str = "\
@@ -39,6 +45,12 @@ options:
       --junit FILE       also write a JUnit XML report to FILE (one testcase per cell)
       --watchdog SECS    report a cell running longer than SECS seconds as hung and stop
                          (default 180)
+      --soak SECS        instead of the matrix: soak each selected backend for SECS seconds
+                         (callers on every thread, the remote misbehaving at random), print a
+                         progress line a second and the table of operations, faults, errors,
+                         wrong replies, leaks, panics and hangs; exit 1 unless all are clean
+      --threads N        caller threads of a soak (default 4)
+      --seed N           seed of a soak's random choices (default 20756)
   -h, --help             print this help and exit
 
 exit status: 0 when every selected cell passed or does not apply, 1 when any failed, hung or
@@ -66,6 +78,9 @@ fn parse_from(argv: impl IntoIterator<Item = String>) -> Args {
         markdown: None,
         junit: None,
         watchdog: Duration::from_secs(180),
+        soak: None,
+        threads: 4,
+        seed: 20756,
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -81,11 +96,18 @@ fn parse_from(argv: impl IntoIterator<Item = String>) -> Args {
             "--markdown" => a.markdown = Some(value("--markdown").into()),
             "--junit" => a.junit = Some(value("--junit").into()),
             "--watchdog" => {
-                let v = value("--watchdog");
-                let secs: u64 = v.parse().ok().filter(|&s| s > 0).unwrap_or_else(|| {
-                    usage_error(&format!("--watchdog wants whole seconds > 0, not {v:?}"))
-                });
-                a.watchdog = Duration::from_secs(secs);
+                a.watchdog = Duration::from_secs(whole("--watchdog", &value("--watchdog")))
+            }
+            "--soak" => a.soak = Some(Duration::from_secs(whole("--soak", &value("--soak")))),
+            "--threads" => {
+                let n = whole("--threads", &value("--threads"));
+                a.threads = usize::try_from(n).unwrap_or(usize::MAX).min(256);
+            }
+            "--seed" => {
+                let v = value("--seed");
+                a.seed = v
+                    .parse()
+                    .unwrap_or_else(|_| usage_error(&format!("--seed wants a number, not {v:?}")));
             }
             "--help" | "-h" => {
                 print!("{HELP}");
@@ -95,6 +117,14 @@ fn parse_from(argv: impl IntoIterator<Item = String>) -> Args {
         }
     }
     a
+}
+
+/// A whole number > 0 for option `name`, or a usage error.
+fn whole(name: &str, v: &str) -> u64 {
+    v.parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| usage_error(&format!("{name} wants a whole number > 0, not {v:?}")))
 }
 
 /// Check that every filter matches one of `names`; a typo in any one filter is an error that
@@ -113,4 +143,33 @@ pub fn check_filters(kind: &str, filters: &[String], names: &[&str]) {
 /// Whether `name` passes `filters` (no filter: everything passes).
 pub fn selected(filters: &[String], name: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> Args {
+        parse_from(v.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn soak_options() {
+        let a = parse(&[]);
+        assert_eq!((a.soak, a.threads, a.seed), (None, 4, 20756));
+        let a = parse(&[
+            "--soak",
+            "60",
+            "--threads",
+            "8",
+            "--seed",
+            "7",
+            "-b",
+            "vchiq",
+        ]);
+        assert_eq!(a.soak, Some(Duration::from_secs(60)));
+        assert_eq!((a.threads, a.seed), (8, 7));
+        assert_eq!(a.backends, ["vchiq"]);
+        assert_eq!(parse(&["--watchdog", "3"]).watchdog, Duration::from_secs(3));
+    }
 }

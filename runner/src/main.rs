@@ -1,10 +1,12 @@
 //! `cargo run --release -p fwipc-runner`: every conformance scenario against every backend on its
 //! built-in simulated remote, a progress line per cell, the backend × scenario table and a digest
 //! of the failures. `-- --help` lists the options (filters, JSON, Markdown and JUnit reports, the
-//! watchdog). Exits 1 if any cell fails, hangs or does not run, 2 on a usage error.
+//! watchdog, `--soak SECONDS`). Exits 1 if any cell fails, hangs or does not run (or a soak is not
+//! clean), 2 on a usage error.
 
 mod args;
 mod report;
+mod soak;
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,6 +24,7 @@ type Planned = (&'static str, &'static str, fn() -> Verdict);
 struct Backend {
     name: &'static str,
     scenarios: Vec<Scenario>,
+    soak: soak::SoakFn,
 }
 
 /// The one list of backends the runner knows.
@@ -30,6 +33,7 @@ fn backends() -> Vec<Backend> {
         Backend {
             name: F::NAME,
             scenarios: fwipc_conformance::suite::<F>(),
+            soak: fwipc_conformance::soak::soak::<F>,
         }
     }
     vec![
@@ -73,6 +77,15 @@ fn main() {
     let all = backends();
     let names: Vec<&str> = all.iter().map(|b| b.name).collect();
     check_filters("backend", &args.backends, &names);
+    if let Some(duration) = args.soak {
+        let plan: Vec<_> = all
+            .iter()
+            .filter(|b| selected(&args.backends, b.name))
+            .map(|b| (b.name, b.soak))
+            .collect();
+        let clean = soak::run(&plan, duration, args.threads, args.seed);
+        std::process::exit(if clean { 0 } else { 1 });
+    }
     let mut scenario_names: Vec<&str> = Vec::new();
     for b in &all {
         for (s, _) in &b.scenarios {

@@ -461,3 +461,42 @@ fn periodic_sensor_updates_once_enabled() {
     let st = fx.disconnect();
     assert_eq!(st.map(|s| s.code()), Some(Some(0)), "daemon exit status");
 }
+
+/// The daemon is killed while the agent keeps calling: the call in flight (or the next one) ends
+/// with `Cancelled` or `Shutdown` well before the agent's timeout, never `Timeout`, and every
+/// later call fails with `Shutdown` at once.
+#[test]
+fn killed_daemon_fails_calls_fast_with_a_distinct_error() {
+    let mut fx = Fixture::start("configs/linux-guest.toml");
+    let scmi = fx.shared_agent();
+    assert_eq!(scmi.base().vendor().expect("vendor"), "fwipc");
+    let (first, took) = std::thread::scope(|s| {
+        let caller = s.spawn(|| loop {
+            let start = Instant::now();
+            match scmi.base().attributes() {
+                Ok(_) => continue,
+                Err(e) => return (e, start.elapsed()),
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        fx.daemon.kill().expect("kill daemon");
+        caller.join().expect("caller panicked")
+    });
+    assert!(
+        matches!(
+            first,
+            ScmiError::Transport(fwipc_transport_api::Error::Cancelled)
+                | ScmiError::Transport(fwipc_transport_api::Error::Shutdown)
+        ),
+        "first failure: {first:?}"
+    );
+    assert!(took < TIMEOUT / 2, "first failure took {took:?}");
+    let start = Instant::now();
+    assert_eq!(
+        scmi.base().version().map(|v| v.word()),
+        Err(ScmiError::Transport(fwipc_transport_api::Error::Shutdown))
+    );
+    assert!(start.elapsed() < Duration::from_millis(500));
+    let s = fwipc_transport_api::Transport::stats(scmi.transport());
+    assert_eq!(s.pool_free, s.pool_capacity, "{s:?}");
+}

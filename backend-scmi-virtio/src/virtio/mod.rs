@@ -36,4 +36,4 @@ pub use config::{ScmiVirtioConfig, DEFAULT_MAX_MSG_SIZE, MAX_MESSAGES};
 pub use error::ScmiVirtioError;
 pub use features::{ScmiFeatures, CMDQ, EVENTQ, VIRTIO_ID_SCMI};
 pub use slot::PollStatus;
-pub use transport::{ScmiVirtio, IRQ_PASS_BUDGET};
+pub use transport::{ScmiVirtio, IRQ_PASS_BUDGET, STATUS_POLL_PERIOD};

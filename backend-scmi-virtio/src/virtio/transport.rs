@@ -55,7 +55,17 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
     /// processing: a poller or the interrupt pass may complete other callers' transfers).
     /// Capacity reserved at setup, so pushing never allocates.
     pub(super) deferred: Vec<Waker>,
+    /// Polls of pending polled transfers that found no used entry since the device status was
+    /// last read (see [`STATUS_POLL_PERIOD`]).
+    idle_polls: u32,
 }
+
+/// A polled transfer whose poller keeps finding nothing reads the device status once per this
+/// many such polls (channel-wide): a device that set `DEVICE_NEEDS_RESET` (virtio 1.2 §2.1.2)
+/// or whose back-end went away is then reset as the interrupt path would, and the transfer ends
+/// with `Cancelled` instead of waiting out its deadline. Not every poll: a status read may be a
+/// trapped MMIO access.
+pub const STATUS_POLL_PERIOD: u32 = 256;
 
 /// The SCMI virtio transport (the agent side of a virtio-scmi device, device id 32).
 ///
@@ -95,7 +105,11 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
 /// call a bounded amount of work and never keeps it.
 ///
 /// Device errors: a configuration interrupt with `DEVICE_NEEDS_RESET` makes `complete()` reset
-/// and re-initialise the device; transfers the device held end with `Cancelled`.
+/// and re-initialise the device; transfers the device held end with `Cancelled`. A polled waiter
+/// reads the status itself every [`STATUS_POLL_PERIOD`] polls that find nothing, and does the
+/// same. A device that no longer accepts `FEATURES_OK` after the reset (one that is gone, such as
+/// a vhost-user back-end whose process died) leaves the channel dead: later sends fail with
+/// `Shutdown` at once instead of timing out.
 /// [`Transport::shutdown`] (also run on drop) resets the device and takes every buffer back.
 ///
 /// ```
@@ -309,6 +323,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 eventq,
                 slots,
                 deferred: Vec::with_capacity(2 * nslots + 1),
+                idle_polls: 0,
             }),
             irq_pending: AtomicBool::new(false),
             resets: AtomicU64::new(0),
@@ -869,16 +884,31 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             // Polled transfers drain the ring themselves; so does every transfer when nothing
             // calls `complete` (`ScmiVirtioConfig::interrupts` false).
             let polled = st.slots[i].poll == PollStatus::Polling || !self.cfg.interrupts;
-            if user.is_ok()
-                && st.slots[i].outcome == Outcome::Pending
-                && polled
-                && st.cmdq.as_ref().is_some_and(|q| q.has_used())
-            {
-                // Polling: drain the ring ourselves. Other callers' replies dequeued here are
-                // completed too and their wakers run after the lock (deferred processing). What a
-                // flooding device leaves beyond the budget is taken at our lock release.
-                if self.drain_cmdq(&mut st) {
-                    self.flag_backlog();
+            if user.is_ok() && st.slots[i].outcome == Outcome::Pending && polled {
+                if st.cmdq.as_ref().is_some_and(|q| q.has_used()) {
+                    // Polling: drain the ring ourselves. Other callers' replies dequeued here
+                    // are completed too and their wakers run after the lock (deferred
+                    // processing). What a flooding device leaves beyond the budget is taken at
+                    // our lock release.
+                    if self.drain_cmdq(&mut st) {
+                        self.flag_backlog();
+                    }
+                } else {
+                    st.idle_polls += 1;
+                    if st.idle_polls >= STATUS_POLL_PERIOD {
+                        st.idle_polls = 0;
+                        if st
+                            .transport
+                            .get_status()
+                            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
+                        {
+                            log::warn!(
+                                "virtio-scmi: device needs reset (seen polling); \
+                                 in-flight transfers cancelled"
+                            );
+                            let _ = self.reset_locked(&mut st);
+                        }
+                    }
                 }
             }
             match st.slots[i].outcome {

@@ -396,13 +396,25 @@ pub fn timeout_late_reply<F: DaemonFixture>() {
     }
 }
 
-/// The device process dies with requests in flight (no reply will ever come, and vhost-user has
-/// no interrupt for it): waits end with `Timeout` within their deadline, `shutdown()` is bounded
+/// How long a wait against a dead peer may take at most in [`peer_death_in_flight`]: well below
+/// [`DEAD_PEER_DEADLINE`], so a wait that ran into its deadline fails the test.
+pub const DEAD_PEER_BOUND: Duration = Duration::from_secs(2);
+/// The deadline of each wait in [`peer_death_in_flight`].
+pub const DEAD_PEER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The device process dies with requests in flight. The front-end sees the socket hang up and
+/// the device reads DEVICE_NEEDS_RESET: every in-flight wait ends with `Cancelled` long before
+/// its deadline (interrupt mode: the interrupt thread is woken by the hang-up; polled mode: the
+/// poller reads the status), later sends fail with `Shutdown` at once, `shutdown()` is bounded
 /// and gives every buffer back.
 pub fn peer_death_in_flight<F: DaemonFixture>(kill: impl Fn(&F)) {
     for mode in [Completion::Interrupt, Completion::Polled] {
         let Some(fx) = F::setup(mode) else { return };
         let t = fx.transport();
+        assert_eq!(
+            command(&fx, BASE_PROTOCOL_VERSION, &[]).map(|r| first_word(&r)),
+            Ok(0x20000)
+        );
         fx.hold();
         let payload = [];
         let tickets: Vec<Ticket> = (0..8)
@@ -413,21 +425,37 @@ pub fn peer_death_in_flight<F: DaemonFixture>(kill: impl Fn(&F)) {
             .collect();
         kill(&fx);
         let clock = StdClock::new();
+        let start = Instant::now();
         for tk in tickets {
-            let start = Instant::now();
             let r = with_wait(&fx, |w| {
                 wait_done(
                     t,
                     &tk,
                     &clock,
-                    Deadline::after(&clock, Duration::from_millis(50)),
+                    Deadline::after(&clock, DEAD_PEER_DEADLINE),
                     w,
                 )
             });
-            assert_eq!(r, Err(Error::Timeout), "{mode:?}");
-            assert!(start.elapsed() < Duration::from_secs(2), "{mode:?}");
-            t.mark_txdone(tk, TxOutcome::TimedOut);
+            assert_eq!(r, Err(Error::Cancelled), "{mode:?}: in-flight wait");
+            t.mark_txdone(tk, TxOutcome::Cancelled);
         }
+        assert!(
+            start.elapsed() < DEAD_PEER_BOUND,
+            "{mode:?}: in-flight waits took {:?} against a dead peer",
+            start.elapsed()
+        );
+        let start = Instant::now();
+        assert_eq!(
+            command(&fx, BASE_PROTOCOL_VERSION, &[]),
+            Err(Error::Shutdown),
+            "{mode:?}: a call after the peer died"
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "{mode:?}: a call after the peer died took {:?}",
+            start.elapsed()
+        );
+        assert_pool_full(&fx, "after the peer died");
         let start = Instant::now();
         let _ = t.shutdown();
         assert!(

@@ -113,6 +113,14 @@ impl Daemon {
         }
     }
 
+    /// Kill it now (SIGKILL) and reap it.
+    pub fn kill(&mut self) -> io::Result<()> {
+        if self.exited().is_none() {
+            self.child.kill()?;
+        }
+        self.child.wait().map(|_| ())
+    }
+
     /// What the daemon logged so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
@@ -168,6 +176,12 @@ impl Fixture {
 
     pub fn agent(&self) -> &Agent {
         self.agent.as_deref().expect("agent")
+    }
+
+    /// The agent, to use from other threads while the fixture is changed (e.g. the daemon
+    /// killed).
+    pub fn shared_agent(&self) -> Arc<Agent> {
+        self.agent.clone().expect("agent")
     }
 
     /// Disconnect the front-end gracefully (interrupts off, channel shut down, socket closed)

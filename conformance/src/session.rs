@@ -1,0 +1,259 @@
+//! A hostile-remote session driven by bytes: the stateful fuzz targets' body (one per backend in
+//! `fuzz/`, `*_session`), also run over random bytes in the tests.
+//!
+//! The bytes are a script of operations on one fixture: send, poll, step the remote (the
+//! simulators run in [`SimMode::Stepped`] when they can, so a script replays exactly), let the
+//! clock run (calls past their deadline are given up: `mark_txdone(TimedOut)`, their replies
+//! arrive late), switch the remote's fault, release held replies, inject garbage, reset the
+//! remote, send unsolicited messages, and shut down in the middle. It asserts what must hold
+//! whatever the remote does (docs/reliability.md, "Invariants"):
+//!
+//! - a transfer completes exactly once: once `poll_done` reports it finished (done or failed) it
+//!   keeps saying so, and a reply it returns is the echo of its own request;
+//! - shutdown returns within the fixture's reply timeout (plus slack for a loaded machine);
+//! - after shutdown every pool buffer is back.
+
+use std::time::{Duration, Instant};
+
+use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture, SimMode};
+use fwipc_transport_api::{
+    Completion, Deadline, ManualClock, Request, Ticket, Transport, TxOutcome,
+};
+
+/// Operations of one script, at most: a session stays short enough for a fuzzer.
+const MAX_OPS: usize = 256;
+/// Remote steps one "step" operation runs, at most.
+const MAX_STEPS: u8 = 16;
+/// How long a shutdown may take past the fixture's reply timeout before it counts as hung.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
+
+/// One transfer of the script.
+struct Live {
+    ticket: Ticket,
+    payload: Vec<u8>,
+    deadline: Deadline,
+}
+
+/// What one session did (for tests that check a script reaches what it aims at).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Transfers sent.
+    pub sent: u32,
+    /// Replies fetched (each checked to be the echo of its request).
+    pub replies: u32,
+    /// Transfers that finished with an error (cancelled, shut down, corrupt reply, ...).
+    pub failed: u32,
+    /// Transfers given up at their deadline.
+    pub timed_out: u32,
+}
+
+/// Reads the script.
+struct Script<'a>(&'a [u8]);
+
+impl Script<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*b)
+    }
+
+    fn bytes(&mut self, n: usize) -> &[u8] {
+        let (b, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        b
+    }
+}
+
+/// Whether a reply `out` is the echo of `payload`.
+fn is_echo(payload: &[u8], out: &[u8]) -> bool {
+    let mut want = vec![0u8; payload.len()];
+    echo_reply(payload, &mut want);
+    out == want.as_slice()
+}
+
+/// Poll `x` once; if it finished, check its reply, check that it stays finished, and end it.
+/// Gives `x` back if it is still pending.
+fn poll_and_end<T: Transport>(t: &T, x: Live, st: &mut SessionStats) -> Option<Live> {
+    let r = t.poll_done(&x.ticket);
+    match r {
+        Ok(false) => return Some(x),
+        Ok(true) => {
+            let mut out = vec![0u8; t.max_msg_size()];
+            match t.fetch_response(&x.ticket, &mut out) {
+                Ok(n) => {
+                    assert!(
+                        is_echo(&x.payload, &out[..n]),
+                        "a reply that is not the echo of its request"
+                    );
+                    st.replies += 1;
+                }
+                Err(_) => st.failed += 1,
+            }
+        }
+        Err(_) => st.failed += 1,
+    }
+    assert_eq!(
+        t.poll_done(&x.ticket),
+        r,
+        "a finished transfer changed its outcome"
+    );
+    let outcome = match r {
+        Ok(_) => TxOutcome::Done,
+        Err(_) => TxOutcome::Cancelled,
+    };
+    t.mark_txdone(x.ticket, outcome);
+    None
+}
+
+/// Run the script `data` against a fresh `F` (see the module docs). Panics when an invariant
+/// breaks.
+pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
+    let mut st = SessionStats::default();
+    let mut s = Script(data);
+    let mode = if s.byte().unwrap_or(0) & 1 == 0 {
+        Completion::Interrupt
+    } else {
+        Completion::Polled
+    };
+    let mode = if F::modes().contains(&mode) {
+        mode
+    } else {
+        F::modes().first().copied().unwrap_or_default()
+    };
+    let fx = F::setup(mode);
+    let stepped = fx.remote().set_sim_mode(SimMode::Stepped);
+    let t = fx.transport();
+    let clock = ManualClock::new();
+    let mut live: Vec<Live> = Vec::new();
+    let mut shut = false;
+    for _ in 0..MAX_OPS {
+        let Some(op) = s.byte() else { break };
+        let arg = s.byte().unwrap_or(0);
+        match op % 12 {
+            0 | 1 => {
+                let len = usize::from(arg).min(t.max_msg_size());
+                let payload = s.bytes(len).to_vec();
+                let req = Request::new(fx.echo_target(), &payload);
+                let req = match mode {
+                    Completion::Polled => req.polled(),
+                    Completion::Interrupt => req,
+                };
+                if let Ok(ticket) = t.send(&req) {
+                    st.sent += 1;
+                    let timeout = Duration::from_millis(u64::from(arg) + 1);
+                    live.push(Live {
+                        ticket,
+                        payload,
+                        deadline: Deadline::after(&clock, timeout),
+                    });
+                }
+            }
+            2 | 3 => {
+                if stepped {
+                    for _ in 0..arg % MAX_STEPS + 1 {
+                        if !fx.remote().step() {
+                            break;
+                        }
+                    }
+                }
+            }
+            4 => {
+                if !live.is_empty() {
+                    let x = live.swap_remove(usize::from(arg) % live.len());
+                    live.extend(poll_and_end(t, x, &mut st));
+                }
+            }
+            5 => {
+                // The clock runs: every transfer past its deadline is given up.
+                clock.advance(Duration::from_millis(u64::from(arg)));
+                let (due, keep): (Vec<Live>, Vec<Live>) =
+                    live.drain(..).partition(|x| x.deadline.expired(&clock));
+                live = keep;
+                for x in due {
+                    if let Some(x) = poll_and_end(t, x, &mut st) {
+                        st.timed_out += 1;
+                        t.mark_txdone(x.ticket, TxOutcome::TimedOut);
+                    }
+                }
+            }
+            6 => fx.remote().set_fault(match arg % 8 {
+                0 => Fault::None,
+                1 => Fault::Hold,
+                2 => Fault::Drop,
+                3 => Fault::Duplicate,
+                4 => Fault::WrongToken,
+                5 => Fault::CorruptLength,
+                6 => Fault::CorruptHeader,
+                // A real delay would make the script depend on timing; the stepped remote
+                // answers when stepped anyway.
+                _ => Fault::Delay(Duration::ZERO),
+            }),
+            7 => fx.remote().release(),
+            8 => {
+                let g = s.bytes(usize::from(arg) % 64 + 1).to_vec();
+                fx.remote().inject_garbage(&g);
+            }
+            9 => fx.remote().reset_remote(),
+            10 => {
+                let _ = fx.remote().notify(s.bytes(usize::from(arg) % 16));
+                let _ = t.fetch_notification(&mut [0u8; 64]);
+            }
+            _ => {
+                // Shutdown in the middle of whatever is in flight.
+                if arg & 3 == 0 {
+                    shut = true;
+                    break;
+                }
+            }
+        }
+    }
+    // Give the remote its own thread back, so a shutdown that waits for it is answered.
+    if stepped {
+        fx.remote().set_sim_mode(SimMode::Normal);
+    }
+    if !shut {
+        fx.remote().set_fault(Fault::None);
+        fx.remote().release();
+    }
+    let start = Instant::now();
+    let _ = t.shutdown();
+    let took = start.elapsed();
+    assert!(
+        took < fx.reply_timeout() + SHUTDOWN_SLACK,
+        "shutdown took {took:?}"
+    );
+    for x in live {
+        assert!(
+            poll_and_end(t, x, &mut st).is_none(),
+            "a transfer still pending after shutdown"
+        );
+    }
+    let pool = t.stats();
+    assert_eq!(
+        pool.pool_free, pool.pool_capacity,
+        "pool not full after shutdown"
+    );
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loopback::LoopbackFixture;
+    use crate::util::Rng;
+
+    #[test]
+    fn random_scripts_on_the_loopback_keep_the_invariants() {
+        let mut rng = Rng::new(12);
+        let mut total = SessionStats::default();
+        for _ in 0..64 {
+            let mut script = vec![0u8; 1 + rng.below(400)];
+            rng.fill(&mut script);
+            let st = hostile_session::<LoopbackFixture>(&script);
+            assert_eq!(st.sent, st.replies + st.failed + st.timed_out, "{st:?}");
+            total.sent += st.sent;
+            total.replies += st.replies;
+        }
+        assert!(total.sent > 0 && total.replies > 0, "{total:?}");
+    }
+}
