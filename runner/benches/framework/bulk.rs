@@ -94,6 +94,30 @@ pub fn memcpy_round(size: usize, rounds: u64) -> f64 {
     c.median()
 }
 
+/// The same two copies done one relaxed `AtomicU8` access per byte: how the VCHIQ core moves
+/// bulk data into and out of pages the other side mapped (`backend-vchiq/src/region.rs`
+/// `copy_from_shared` / `copy_to_shared`, the one-width rule), which cannot be vectorised. ns
+/// per round (median chunk).
+pub fn byte_atomic_round(size: usize, rounds: u64) -> f64 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    let a: Vec<AtomicU8> = (0..size).map(|_| AtomicU8::new(0x5a)).collect();
+    let b: Vec<AtomicU8> = (0..size).map(|_| AtomicU8::new(0)).collect();
+    let mut d = vec![0u8; size];
+    let mut c = Chunked::new(rounds);
+    for _ in 0..rounds {
+        for (x, y) in black_box(&a).iter().zip(black_box(&b)) {
+            // Relaxed: a copy, as in the VCHIQ core.
+            y.store(x.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        for (x, y) in black_box(&b).iter().zip(black_box(&mut d).iter_mut()) {
+            // Relaxed: as above.
+            *y = x.load(Ordering::Relaxed);
+        }
+        c.tick();
+    }
+    c.median()
+}
+
 /// Runs (e) over the `benches` that have bulk transfers (`samples` samples per size, each next
 /// to a memcpy of the same size), prints its section, and returns the plot series (bulk
 /// bandwidth as a share of memcpy's, against the size).
@@ -108,12 +132,30 @@ pub fn run(
         "Both sides in one thread: a bulk transmit of the size, then a bulk receive of the same \
          bytes back, against two memcpys of the same size in the same sample. Bandwidth as a \
          share of memcpy's (100% = as fast as memcpy; median over {samples} samples; \
-         min–max in brackets).\n"
+         min–max in brackets). *byte-atomic copy* is the same two copies done one relaxed \
+         `AtomicU8` load or store per byte, the way the VCHIQ core copies to and from pages \
+         the other side mapped (`backend-vchiq/src/region.rs`).\n"
     );
     let sizes: Vec<String> = SIZES.iter().map(|&s| size_name(s)).collect();
     println!("| backend | {} |", sizes.join(" | "));
     println!("|---|{}", "---:|".repeat(SIZES.len()));
     let mut series = Vec::new();
+    // The floor of a copy that may not be vectorised, next to memcpy in the same samples.
+    let mut cells = Vec::new();
+    let mut points = Vec::new();
+    for &size in &SIZES {
+        let rounds = rounds_for(size, quick);
+        let mut v: Vec<f64> = (0..samples)
+            .map(|_| 100.0 * memcpy_round(size, rounds) / byte_atomic_round(size, rounds))
+            .collect();
+        cells.push(spread_pct(&mut v));
+        points.push((size as f64 / 1024.0, median(&mut v)));
+    }
+    println!("| *byte-atomic copy* | {} |", cells.join(" | "));
+    series.push(Series {
+        name: "byte-atomic copy".into(),
+        points,
+    });
     for (name, b) in benches {
         let Some(b) = b.as_deref() else { continue };
         if !SIZES.iter().any(|&s| b.has_bulk(s)) {

@@ -634,6 +634,13 @@ fn main() {
     } else {
         (21, 20_000)
     };
+    // `--samples N`: fewer (or more) interleaved samples, e.g. on a loaded machine.
+    let samples = args
+        .iter()
+        .position(|a| a == "--samples")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(samples);
     let traces = std::env::var("FWIPC_BENCH_ALLOC_TRACE")
         .ok()
         .and_then(|v| v.parse().ok())

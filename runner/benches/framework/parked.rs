@@ -255,6 +255,24 @@ impl Drop for Iceoryx {
     }
 }
 
+/// Voluntary context switches of every thread of this process so far (each is a thread going to
+/// sleep: what an OS wake-up costs), from `/proc/self/task/*/status`; `None` where that does
+/// not exist.
+fn voluntary_switches() -> Option<u64> {
+    let mut n = 0;
+    for t in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(st) = std::fs::read_to_string(t.ok()?.path().join("status")) else {
+            continue;
+        };
+        n += st
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(n)
+}
+
 /// Round trips individually timed per backend and peer for the latency distribution.
 const DISTRIBUTION: u64 = 2_000;
 
@@ -357,7 +375,11 @@ pub fn run(
     };
     let mc = memcpy_call(rounds * 10);
     let mut series = Vec::new();
-    let mut add = |name: &str, r: R<f64>, mut v: Vec<f64>| {
+    let mut switches: Vec<(String, f64)> = Vec::new();
+    let mut add = |name: &str, r: R<f64>, mut v: Vec<f64>, sw: Option<u64>| {
+        if let Some(d) = sw {
+            switches.push((name.into(), d as f64 / n as f64));
+        }
         if r.is_ok() {
             v.iter_mut().for_each(|x| *x /= mc);
             series.push(Series {
@@ -366,20 +388,41 @@ pub fn run(
             });
         }
     };
+    // Context switches around one run (the other threads of the process are idle then).
+    let counted = |f: &mut dyn FnMut() -> R<f64>| {
+        let a = voluntary_switches();
+        let r = f();
+        let sw = voluntary_switches()
+            .zip(a)
+            .map(|(b, a)| b.saturating_sub(a));
+        (r, sw)
+    };
     for (i, (name, b)) in live.iter().enumerate() {
         if dead[i].is_none() {
             let mut v = Vec::with_capacity(n as usize);
-            let r = b.parked(n, Some(&mut v));
-            add(name, r, v);
+            let (r, sw) = counted(&mut || b.parked(n, Some(&mut v)));
+            add(name, r, v, sw);
         }
     }
     let mut v = Vec::with_capacity(n as usize);
-    let r = crossbeam.run(n, Some(&mut v));
-    add("crossbeam bounded(1)", r, v);
+    let (r, sw) = counted(&mut || crossbeam.run(n, Some(&mut v)));
+    add("crossbeam bounded(1)", r, v, sw);
     if let Ok(p) = ice.as_mut() {
         let mut v = Vec::with_capacity(n as usize);
-        let r = p.run(n, Some(&mut v));
-        add("iceoryx2 request-response", r, v);
+        let (r, sw) = counted(&mut || p.run(n, Some(&mut v)));
+        add("iceoryx2 request-response", r, v, sw);
+    }
+    if !switches.is_empty() {
+        println!(
+            "\nThreads going to sleep per round trip (voluntary context switches of every thread \
+             of the process over {n} further round trips; each is a wake-up the OS must \
+             deliver):\n"
+        );
+        println!("| pair | sleeps per round trip |");
+        println!("|---|---:|");
+        for (name, k) in &switches {
+            println!("| {name} | {k:.2} |");
+        }
     }
     series
 }

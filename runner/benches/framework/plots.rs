@@ -18,6 +18,9 @@ const COLOURS: [RGBColor; 7] = [
     RGBColor(0x7f, 0x7f, 0x7f),
 ];
 
+/// Series with at most this many points get a marker on each.
+const MARKED: usize = 16;
+
 /// One named line.
 pub struct Series {
     pub name: String,
@@ -74,6 +77,12 @@ pub fn lines(
                 .map_err(|e| err(&e))?;
             for (i, s) in series.iter().enumerate() {
                 let c = COLOURS[i % COLOURS.len()];
+                // Few points: mark each (a series of one point has no line to show).
+                if s.points.len() <= MARKED {
+                    chart
+                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                        .map_err(|e| err(&e))?;
+                }
                 chart
                     .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
                     .map_err(|e| err(&e))?

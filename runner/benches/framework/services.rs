@@ -23,17 +23,20 @@ fn fourcc(i: usize) -> u32 {
     make_fourcc([b'b', d(i / 100), d(i / 10), d(i)])
 }
 
-/// Inline round trip at each count in [`COUNTS`] that could be opened, as `(open services,
-/// round trip / mc)`: `samples` samples of `rounds` round trips per count, each next to its own
-/// one-thread floor, median of the ratios.
-pub fn slope(rounds: u64, samples: usize) -> R<Vec<(usize, f64)>> {
-    let fx = VchiqFixture::try_setup(Completion::Polled).map_err(|e| format!("setup: {e:?}"))?;
-    let pair = Pair::from_fixture(fx);
-    let mut extra: Vec<(VchiqTransport, std::sync::Arc<EchoService>)> = Vec::new();
-    let mut out = Vec::new();
-    for &n in &COUNTS {
-        // Open the services in the normal mode (the handshake needs the VideoCore's thread).
-        pair.set_mode(SimMode::Normal)?;
+/// One VCHIQ pair with `n - 1` extra services open (fewer if the VideoCore's table fills
+/// first), its remote stepped inline; the extra transports and services alongside.
+struct WithServices {
+    pair: Pair<VchiqFixture>,
+    extra: Vec<(VchiqTransport, std::sync::Arc<EchoService>)>,
+}
+
+impl WithServices {
+    fn new(n: usize) -> R<Self> {
+        let fx =
+            VchiqFixture::try_setup(Completion::Polled).map_err(|e| format!("setup: {e:?}"))?;
+        let pair = Pair::from_fixture(fx);
+        let mut extra = Vec::new();
+        // The services open in the normal mode (the handshake needs the VideoCore's thread).
         while 1 + extra.len() < n {
             let i = extra.len();
             let master = pair.fx.pair().master();
@@ -54,25 +57,50 @@ pub fn slope(rounds: u64, samples: usize) -> R<Vec<(usize, f64)>> {
             .map_err(|e| format!("open service {}: {e:?}", i + 2))?;
             extra.push((t, echo));
         }
-        let open = 1 + extra.len();
-        if out.iter().any(|&(m, _)| m == open) {
+        pair.set_mode(SimMode::Stepped)?;
+        Ok(WithServices { pair, extra })
+    }
+
+    fn open(&self) -> usize {
+        1 + self.extra.len()
+    }
+}
+
+impl Drop for WithServices {
+    fn drop(&mut self) {
+        use fwipc_transport_api::Transport;
+        let _ = self.pair.set_mode(SimMode::Normal);
+        for (t, _) in &self.extra {
+            let _ = t.shutdown();
+        }
+    }
+}
+
+/// Inline round trip at each count in [`COUNTS`] that could be opened, as `(open services,
+/// round trip / mc)`: one pair per count, all built first, then `samples` interleaved samples of
+/// `rounds` round trips on each, each next to its own one-thread floor; median of the ratios.
+pub fn slope(rounds: u64, samples: usize) -> R<Vec<(usize, f64)>> {
+    let mut pairs: Vec<WithServices> = Vec::new();
+    for &n in &COUNTS {
+        let p = WithServices::new(n)?;
+        if pairs.iter().any(|q| q.open() == p.open()) {
             break;
         }
-        pair.set_mode(SimMode::Stepped)?;
-        pair.check(rounds / 10)?;
-        let mut v = Vec::with_capacity(samples);
-        for _ in 0..samples {
+        p.pair.check(rounds / 10)?;
+        pairs.push(p);
+    }
+    let mut v: Vec<Vec<f64>> = vec![Vec::with_capacity(samples); pairs.len()];
+    for _ in 0..samples {
+        for (p, v) in pairs.iter().zip(v.iter_mut()) {
             let mc = crate::memcpy_call(rounds);
-            v.push(pair.inline_total(rounds)? / mc);
+            v.push(p.pair.inline_total(rounds)? / mc);
         }
-        out.push((open, crate::median(&mut v)));
     }
-    pair.set_mode(SimMode::Normal)?;
-    use fwipc_transport_api::Transport;
-    for (t, _) in &extra {
-        let _ = t.shutdown();
-    }
-    Ok(out)
+    Ok(pairs
+        .iter()
+        .zip(v.iter_mut())
+        .map(|(p, v)| (p.open(), crate::median(v)))
+        .collect())
 }
 
 /// Least-squares slope of `(x, y)`: y per unit of x.
@@ -101,8 +129,9 @@ pub fn run(samples: usize, rounds: u64, failures: &mut Vec<String>) {
         }
     };
     println!(
-        "Inline round trip on one service with more services open and idle (median over \
-         {samples} samples of {rounds} round trips, each next to its own mc).\n"
+        "Inline round trip on one service with more services open and idle; one pair per \
+         count, samples interleaved (median over {samples} samples of {rounds} round trips, \
+         each next to its own mc).\n"
     );
     println!("| open services | round trip / mc |");
     println!("|---:|---:|");
