@@ -1,5 +1,5 @@
 //! What fwipc itself costs per round trip, separated from the simulators' sleeps and the OS
-//! scheduler (issue 13, items 1a, 1b and 1f).
+//! scheduler (issue 13, items 1a–1f; 1g is `harness-vhost-user/benches/daemon_peer.rs`).
 //!
 //! - **(a) framework cost**: the remote is stepped inline, on the caller's thread
 //!   ([`SimMode::Stepped`] + [`RemoteControl::step`]): no OS wake-up, no sleep, no second core.
@@ -7,6 +7,11 @@
 //!   `mark_txdone`), in total and per step.
 //! - **(b) two threads, spinning remote**: the remote's own thread spins ([`SimMode::Spin`]),
 //!   the caller spins on `poll_done` (polled completion).
+//! - **(c) two threads, parked remote** ([`parked`]): interrupt-style completion next to
+//!   crossbeam-channel and iceoryx2.
+//! - **(d) pipelined throughput** ([`pipeline`]) at 1, 8, 64 and the maximum in flight, and the
+//!   VCHIQ round trip against the number of open services ([`services`]).
+//! - **(e) bulk** ([`bulk`]) of 4 KiB, 64 KiB and 1 MiB next to memcpy of the same size.
 //! - **(f) heap allocations per steady-state round trip**, driver side and remote side counted
 //!   separately by this binary's counting allocator (a thread-local side tag: the bench's thread
 //!   is the driver, except inside an inline remote step; every other thread is the remote).
@@ -17,7 +22,9 @@
 //! call that is not inlined. Only ratios are comparable across runs and machines.
 //!
 //! `cargo bench -p fwipc-runner --bench framework` (`-- --quick` for the CI smoke, under a
-//! minute; it exits non-zero only if a backend fails, never on timing). With
+//! minute; it exits non-zero only if a backend fails, never on timing; `-- --svg DIR` also
+//! draws the plots into `DIR`, see [`plots`]). `scripts/bench-docs.sh` regenerates
+//! `docs/benchmarks.md` with it. With
 //! `FWIPC_BENCH_ALLOC_TRACE=N` it prints a backtrace for each of the first `N` allocations
 //! counted in the (f) phase, to find where a steady-state allocation comes from.
 
@@ -34,6 +41,12 @@ use fwipc_scmi_virtio::sim::ScmiFixture;
 use fwipc_transport_api::fixture::{echo_reply_byte, Fixture, RemoteControl, SimMode};
 use fwipc_transport_api::{Completion, Request, Transport, TxOutcome};
 use fwipc_vchiq::sim::VchiqFixture;
+
+mod bulk;
+mod parked;
+mod pipeline;
+mod plots;
+mod services;
 
 // ---- the counting allocator -------------------------------------------------------------------
 
@@ -307,18 +320,43 @@ trait Bench {
     /// Inline round trips checking the reply bytes (warm-up).
     fn check(&self, rounds: u64) -> R<()>;
     fn set_mode(&self, mode: SimMode) -> R<()>;
+    /// (c) `rounds` interrupt-style round trips, ns per round trip (median chunk); with `each`,
+    /// every round trip's time too.
+    fn parked(&self, rounds: u64, each: Option<&mut Vec<f64>>) -> R<f64>;
+    /// (d) Transfers the transport allows in flight at once.
+    fn max_in_flight(&self) -> usize;
+    /// (d) ns per message with `k` in flight, over `batches` batches.
+    fn pipelined(&self, k: usize, batches: u64) -> R<f64>;
+    /// (e) Whether the transport has bulk transfers of `size` bytes.
+    fn has_bulk(&self, size: usize) -> bool;
+    /// (e) ns per bulk round trip (transmit + receive) of `size` bytes.
+    fn bulk_round(&self, size: usize, rounds: u64) -> R<f64>;
 }
 
 struct Pair<F: Fixture> {
+    /// Polled, its remote stepped inline or spinning.
     fx: F,
+    /// Interrupt-style completion, its remote in [`SimMode::Normal`] ((c)).
+    parked: Option<F>,
 }
 
 impl<F: Fixture> Pair<F> {
     fn new() -> R<Self> {
-        let fx = F::setup(Completion::Polled);
-        let p = Pair { fx };
+        let p = Self::from_fixture(F::setup(Completion::Polled));
         p.set_mode(SimMode::Stepped)?;
-        Ok(p)
+        Ok(Pair {
+            parked: Some(F::setup(Completion::Interrupt)),
+            ..p
+        })
+    }
+
+    /// A pair around `fx` (built polled), without the parked one.
+    fn from_fixture(fx: F) -> Self {
+        Pair { fx, parked: None }
+    }
+
+    fn parked_fx(&self) -> R<&F> {
+        self.parked.as_ref().ok_or_else(|| "no parked pair".into())
     }
 
     fn remote(&self) -> &dyn RemoteControl {
@@ -362,6 +400,27 @@ impl<F: Fixture> Pair<F> {
 }
 
 impl<F: Fixture> Bench for Pair<F> {
+    fn parked(&self, rounds: u64, each: Option<&mut Vec<f64>>) -> R<f64> {
+        parked::fwipc_parked(self.parked_fx()?, rounds, each)
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.fx.transport().max_msg()
+    }
+
+    fn pipelined(&self, k: usize, batches: u64) -> R<f64> {
+        pipeline::pipelined(self, k, batches)
+    }
+
+    fn has_bulk(&self, size: usize) -> bool {
+        let c = self.fx.transport().caps();
+        c.bulk && c.max_bulk_size >= size
+    }
+
+    fn bulk_round(&self, size: usize, rounds: u64) -> R<f64> {
+        bulk::bulk_round(self, size, rounds)
+    }
+
     fn set_mode(&self, mode: SimMode) -> R<()> {
         if self.remote().set_sim_mode(mode) {
             Ok(())
@@ -565,11 +624,23 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
     let no_spin = args.iter().any(|a| a == "--no-spin");
+    // `--svg DIR`: draw the plots into DIR.
+    let svg_dir = args
+        .iter()
+        .position(|a| a == "--svg")
+        .and_then(|i| args.get(i + 1).cloned());
     let (samples, rounds) = if quick {
         (5u64, 2_000u64)
     } else {
         (21, 20_000)
     };
+    // `--samples N`: fewer (or more) interleaved samples, e.g. on a loaded machine.
+    let samples = args
+        .iter()
+        .position(|a| a == "--samples")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(samples);
     let traces = std::env::var("FWIPC_BENCH_ALLOC_TRACE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -815,7 +886,50 @@ fn main() {
         let [c, d] = s.allocs_spin;
         println!("| {name} | {a:.3} | {b:.3} | {c:.3} | {d:.3} |");
     }
-    let mut failed = false;
+    // (c)–(e), each printing its own section.
+    let mut failures: Vec<String> = Vec::new();
+    let few = if quick { 2 } else { 7 };
+    let latency = parked::run(&benches, samples, rounds / 10, quick, &mut failures);
+    let inflight = pipeline::run(&benches, few, rounds, &mut failures);
+    if only.as_deref().is_none_or(|o| o == "vchiq") {
+        services::run(if quick { 1 } else { 5 }, rounds, &mut failures);
+    }
+    let bulk = bulk::run(&benches, few, quick, &mut failures);
+    if let Some(dir) = svg_dir {
+        let d = std::path::Path::new(&dir);
+        let r = std::fs::create_dir_all(d)
+            .map_err(|e| format!("{}: {e}", d.display()))
+            .and_then(|()| {
+                plots::lines(
+                    &d.join("latency.svg"),
+                    "(c) parked remote: round-trip latency distribution",
+                    ("round trip / mc", "% of round trips at most"),
+                    &latency,
+                    (true, false),
+                )?;
+                plots::lines(
+                    &d.join("in-flight.svg"),
+                    "(d) cost per message against messages in flight",
+                    ("messages in flight", "cost per message / mc"),
+                    &inflight,
+                    (true, true),
+                )?;
+                plots::lines(
+                    &d.join("bulk.svg"),
+                    "(e) bulk bandwidth as a share of memcpy's",
+                    ("size (KiB)", "% of memcpy bandwidth"),
+                    &bulk,
+                    (true, false),
+                )
+            });
+        if let Err(e) = r {
+            failures.push(format!("plots: {e}"));
+        }
+    }
+    let mut failed = !failures.is_empty();
+    for f in &failures {
+        println!("\nFAILED {f}");
+    }
     for ((name, _), s) in benches.iter().zip(&res) {
         if let Some(e) = &s.error {
             failed = true;
