@@ -11,6 +11,7 @@ SOURCES = [
     ("backend-fastrpc/src/fuzzing.rs", "fwipc_fastrpc::fuzzing", "fastrpc"),
     ("backend-vchiq/src/fuzzing.rs", "fwipc_vchiq::fuzzing", "vchiq"),
     ("backend-vchiq/src/vchi/fuzzing.rs", "fwipc_vchiq::vchi::fuzzing", "vchi"),
+    ("backend-rpmsg-virtio/src/fuzzing.rs", "fwipc_rpmsg_virtio::fuzzing", "rpmsg"),
 ]
 HEADER = '''[package]
 name = "fwipc-fuzz"
@@ -26,9 +27,10 @@ cargo-fuzz = true
 
 [dependencies]
 libfuzzer-sys = "0.4"
-fwipc-scmi-virtio = { path = "../backend-scmi-virtio", features = ["std"] }
-fwipc-fastrpc = { path = "../backend-fastrpc", features = ["std"] }
-fwipc-vchiq = { path = "../backend-vchiq", features = ["std"] }
+fwipc-scmi-virtio = { path = "../backend-scmi-virtio", features = ["std", "fuzzing"] }
+fwipc-fastrpc = { path = "../backend-fastrpc", features = ["std", "fuzzing"] }
+fwipc-vchiq = { path = "../backend-vchiq", features = ["std", "fuzzing"] }
+fwipc-rpmsg-virtio = { path = "../backend-rpmsg-virtio", features = ["std", "fuzzing"] }
 
 [profile.release]
 debug = 1

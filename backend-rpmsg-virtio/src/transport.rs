@@ -183,6 +183,11 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
         Ok(())
     }
 
+    /// The link under the transport.
+    pub fn link(&self) -> &L {
+        &self.link
+    }
+
     /// The address of the local endpoint that receives unsolicited messages.
     pub fn notify_addr(&self) -> u32 {
         self.notify_addr
