@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl};
+use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch};
 
 use super::queues::{DeviceEnd, Queues};
 use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, TRANSFER_ADDR_BASE};
@@ -34,6 +34,8 @@ pub struct SimRemote {
     held: Mutex<Vec<Held>>,
     seen: Mutex<Vec<u32>>,
     received: AtomicU64,
+    mode: SimModeSwitch,
+    thread: Mutex<Option<std::thread::Thread>>,
     pub(crate) stop: AtomicBool,
 }
 
@@ -60,6 +62,8 @@ impl SimRemote {
             held: Mutex::new(Vec::with_capacity(HELD_MAX)),
             seen: Mutex::new(Vec::with_capacity(1024)),
             received: AtomicU64::new(0),
+            mode: SimModeSwitch::new(),
+            thread: Mutex::new(None),
             stop: AtomicBool::new(false),
         };
         r.start_services();
@@ -100,12 +104,25 @@ impl SimRemote {
             > 0
     }
 
-    /// The remote thread's loop.
+    /// The remote thread's loop, in the mode [`RemoteControl::set_sim_mode`] asked for.
     pub(crate) fn run(&self) {
+        *lock(&self.thread) = Some(std::thread::current());
         // Acquire: pairs with the fixture's Release store on drop.
         while !self.stop.load(Ordering::Acquire) {
-            if !self.step() {
-                std::thread::park_timeout(Duration::from_millis(1));
+            match self.mode.take() {
+                SimMode::Normal => {
+                    if !self.step() {
+                        std::thread::park_timeout(Duration::from_millis(1));
+                    }
+                }
+                SimMode::Spin => {
+                    if !self.step() {
+                        core::hint::spin_loop();
+                    }
+                }
+                // The caller runs `step`; touch nothing. A sleep, not a park: the driver's unpark
+                // on every send stays an atomic swap instead of an OS wake-up while it steps.
+                SimMode::Stepped => std::thread::sleep(Duration::from_millis(1)),
             }
         }
     }
@@ -208,6 +225,19 @@ impl RemoteControl for SimRemote {
         *lock(&self.fault) = Fault::None;
         self.end.reset();
         self.start_services();
+    }
+
+    fn set_sim_mode(&self, mode: SimMode) -> bool {
+        let wake = || {
+            if let Some(t) = &*lock(&self.thread) {
+                t.unpark();
+            }
+        };
+        self.mode.request(mode, &wake, Duration::from_secs(5))
+    }
+
+    fn step(&self) -> bool {
+        SimRemote::step(self)
     }
 
     fn notify(&self, payload: &[u8]) -> bool {
