@@ -85,6 +85,30 @@ impl SimRemote {
         }
     }
 
+    /// Bind another endpoint `name` on the remote (it serves nothing) and announce it; returns
+    /// its address.
+    pub fn bind_service(&self, name: &[u8]) -> Option<u32> {
+        let mut node = lock(&self.node);
+        let addr = node.bind(Name::new(name).ok()?, ADDR_ANY).ok()?;
+        let mut frame = [0u8; BUF_SIZE];
+        let n = node.announce(addr, false, &mut frame).ok()??;
+        drop(node);
+        self.end.send(&frame[..n]).ok()?;
+        Some(addr)
+    }
+
+    /// Announce the destruction of the remote endpoint at `addr`, then unbind it.
+    pub fn unbind_service(&self, addr: u32) -> bool {
+        let mut node = lock(&self.node);
+        let mut frame = [0u8; BUF_SIZE];
+        let Ok(Some(n)) = node.announce(addr, true, &mut frame) else {
+            return false;
+        };
+        let _ = node.unbind(addr);
+        drop(node);
+        self.end.send(&frame[..n]).is_ok()
+    }
+
     /// The echo endpoint's address.
     pub fn echo_addr(&self) -> u32 {
         // Relaxed: see `start_services`.
