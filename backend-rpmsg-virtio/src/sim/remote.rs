@@ -19,6 +19,9 @@ use crate::transport::NOTIFY_NAME;
 const PASS_BUDGET: usize = 64;
 /// Replies held under [`Fault::Hold`] (more are dropped).
 const HELD_MAX: usize = 512;
+/// Request tags logged between two `take_seen_tags` (more are not logged, so the log never
+/// grows in steady state).
+const TAG_LOG: usize = 1 << 14;
 
 struct Held {
     len: usize,
@@ -60,7 +63,7 @@ impl SimRemote {
             echo_addr: AtomicU32::new(0),
             fault: Mutex::new(Fault::None),
             held: Mutex::new(Vec::with_capacity(HELD_MAX)),
-            seen: Mutex::new(Vec::with_capacity(1024)),
+            seen: Mutex::new(Vec::with_capacity(TAG_LOG)),
             received: AtomicU64::new(0),
             mode: SimModeSwitch::new(),
             thread: Mutex::new(None),
@@ -169,7 +172,10 @@ impl SimRemote {
         if let Some(tag) = req.get(..4) {
             let mut b = [0u8; 4];
             b.copy_from_slice(tag);
-            lock(&self.seen).push(u32::from_le_bytes(b));
+            let mut seen = lock(&self.seen);
+            if seen.len() < TAG_LOG {
+                seen.push(u32::from_le_bytes(b));
+            }
         }
         let mut reply = [0u8; MAX_PAYLOAD];
         let out = &mut reply[..req.len()];
@@ -232,7 +238,7 @@ impl RemoteControl for SimRemote {
     }
 
     fn take_seen_tags(&self) -> Vec<u32> {
-        core::mem::take(&mut *lock(&self.seen))
+        core::mem::replace(&mut *lock(&self.seen), Vec::with_capacity(TAG_LOG))
     }
 
     fn received(&self) -> u64 {
