@@ -12,12 +12,14 @@ SOURCES = [
     ("backend-fastrpc/src/fuzzing.rs", "fwipc_fastrpc::fuzzing", "fastrpc"),
     ("backend-vchiq/src/fuzzing.rs", "fwipc_vchiq::fuzzing", "vchiq"),
     ("backend-vchiq/src/vchi/fuzzing.rs", "fwipc_vchiq::vchi::fuzzing", "vchi"),
+    ("backend-rpmsg-virtio/src/fuzzing.rs", "fwipc_rpmsg_virtio::fuzzing", "rpmsg"),
 ]
 # Stateful targets: a hostile remote driven by the input across many operations.
 STATEFUL = [
     ("scmi_virtio_session", "fwipc_scmi_virtio::sim::ScmiFixture"),
     ("vchiq_session", "fwipc_vchiq::sim::VchiqFixture"),
     ("fastrpc_session", "fwipc_fastrpc::sim::FastRpcFixture"),
+    ("rpmsg_session", "fwipc_rpmsg_virtio::sim::RpmsgFixture"),
 ]
 HEADER = '''[package]
 name = "fwipc-fuzz"
@@ -37,6 +39,7 @@ fwipc-scmi-virtio = { path = "../backend-scmi-virtio", features = ["std", "fuzzi
 fwipc-fastrpc = { path = "../backend-fastrpc", features = ["std", "fuzzing"] }
 fwipc-vchiq = { path = "../backend-vchiq", features = ["std", "fuzzing"] }
 fwipc-conformance = { path = "../conformance" }
+fwipc-rpmsg-virtio = { path = "../backend-rpmsg-virtio", features = ["std", "fuzzing"] }
 
 [profile.release]
 debug = 1

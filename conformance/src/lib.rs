@@ -22,6 +22,7 @@
 //! example to copy when porting a new protocol.
 
 #![deny(missing_docs)]
+pub mod alloc_count;
 pub mod loopback;
 pub mod scenarios;
 pub mod session;

@@ -217,6 +217,8 @@ fn main() {
         fwipc::<fwipc_vchiq::sim::VchiqFixture>(Completion::Interrupt, "interrupt"),
         fwipc::<fwipc_fastrpc::sim::FastRpcFixture>(Completion::Polled, "polled"),
         fwipc::<fwipc_fastrpc::sim::FastRpcFixture>(Completion::Interrupt, "interrupt"),
+        fwipc::<fwipc_rpmsg_virtio::sim::RpmsgFixture>(Completion::Polled, "polled"),
+        fwipc::<fwipc_rpmsg_virtio::sim::RpmsgFixture>(Completion::Interrupt, "interrupt"),
     ];
     println!(
         "round-trip latency, {samples} interleaved samples x {rounds} rounds, median; {} cores",

@@ -224,6 +224,7 @@ fn main() {
     run_backend::<fwipc_scmi_virtio::sim::ScmiFixture>(&mut cells);
     run_backend::<fwipc_vchiq::sim::VchiqFixture>(&mut cells);
     run_backend::<fwipc_fastrpc::sim::FastRpcFixture>(&mut cells);
+    run_backend::<fwipc_rpmsg_virtio::sim::RpmsgFixture>(&mut cells);
 
     println!();
     println!(

@@ -41,6 +41,7 @@ fn backends() -> Vec<Backend> {
         b::<fwipc_scmi_virtio::sim::ScmiFixture>(),
         b::<fwipc_vchiq::sim::VchiqFixture>(),
         b::<fwipc_fastrpc::sim::FastRpcFixture>(),
+        b::<fwipc_rpmsg_virtio::sim::RpmsgFixture>(),
     ]
 }
 

@@ -15,5 +15,7 @@ pub mod hal;
 #[cfg(feature = "mmio")]
 pub mod mmio;
 pub mod parker;
+#[cfg(feature = "ring")]
+pub mod ring;
 
 pub use error::{Error, Result};

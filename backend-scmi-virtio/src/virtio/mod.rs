@@ -2,8 +2,8 @@
 //! device (id 32) through any virtio-drivers `Transport` and `Hal`, and implements
 //! [`fwipc_transport_api::Transport`].
 //!
-//! Files: `features.rs` (feature bits, queue indices), `ring.rs` (the hardened split
-//! virtqueue), `slot.rs` (per-message ownership and Linux poll states), `eventq.rs` (P2A
+//! Files: `features.rs` (feature bits, queue indices), the hardened split virtqueue (from
+//! `fwipc_virtio::ring`, shared by the virtio backends), `slot.rs` (per-message ownership and Linux poll states), `eventq.rs` (P2A
 //! buffers), `config.rs`, `error.rs`, `transport.rs` (the `Transport` implementation), `irq_gate.rs` (the
 //! channel lock and the interrupt entry point `complete`, with the rule for embedders).
 //!
@@ -28,7 +28,8 @@ mod features;
 pub mod fuzzing;
 mod irq_gate;
 pub mod parse;
-pub mod ring;
+/// The hardened split ring, shared with the other virtio backends (`fwipc_virtio::ring`).
+pub use fwipc_virtio::ring;
 mod slot;
 mod transport;
 

@@ -22,7 +22,7 @@ use super::features::{ScmiFeatures, CMDQ, EVENTQ};
 use super::parse::{
     check_reply, cmdq_slot, split_reply, ReplyError, RESP_OVERHEAD, RESP_UNWRITTEN,
 };
-use super::ring::{Descriptor, RingError, SplitRing, DESC_F_NEXT, DESC_F_WRITE};
+use super::ring::{Descriptor, SplitRing, DESC_F_NEXT, DESC_F_WRITE};
 use super::slot::{Outcome, Owner, PollStatus, Slot};
 use crate::header::{split_target, Header, HEADER_LEN};
 
@@ -613,8 +613,9 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             let e = match ring.pop_used() {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
-                Err(RingError::IndexJump { claimed }) => {
-                    log::warn!("virtio-scmi: cmdq used index jumped by {claimed}");
+                Err(e) => {
+                    // `RingError::IndexJump` (the only kind today): the ring resynchronised.
+                    log::warn!("virtio-scmi: cmdq: {e}");
                     Counters::bump(&self.counters.protocol_errors);
                     continue;
                 }
@@ -710,8 +711,9 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             let e = match q.ring.pop_used() {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
-                Err(RingError::IndexJump { claimed }) => {
-                    log::warn!("virtio-scmi: eventq used index jumped by {claimed}");
+                Err(e) => {
+                    // `RingError::IndexJump` (the only kind today): the ring resynchronised.
+                    log::warn!("virtio-scmi: eventq: {e}");
                     Counters::bump(&self.counters.protocol_errors);
                     continue;
                 }

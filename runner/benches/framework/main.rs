@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use fwipc_conformance::loopback::LoopbackFixture;
 use fwipc_fastrpc::sim::FastRpcFixture;
+use fwipc_rpmsg_virtio::sim::RpmsgFixture;
 use fwipc_scmi_virtio::sim::ScmiFixture;
 use fwipc_transport_api::fixture::{echo_reply_byte, Fixture, RemoteControl, SimMode};
 use fwipc_transport_api::{Completion, Request, Transport, TxOutcome};
@@ -648,11 +649,12 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let began = Instant::now();
 
-    let ctors: [(&str, Ctor); 4] = [
+    let ctors: [(&str, Ctor); 5] = [
         ("loopback", pair::<LoopbackFixture>),
         ("scmi-virtio", pair::<ScmiFixture>),
         ("vchiq", pair::<VchiqFixture>),
         ("fastrpc", pair::<FastRpcFixture>),
+        ("rpmsg-virtio", pair::<RpmsgFixture>),
     ];
     // `--profile NAME`: only inline round trips of that backend for 5 s, nothing else (for a
     // profiler).

@@ -143,7 +143,7 @@ impl RingLayout {
 }
 
 /// Page-granular DMA memory from the [`Hal`], freed on drop.
-pub(crate) struct DmaRegion<H: Hal> {
+pub struct DmaRegion<H: Hal> {
     paddr: PhysAddr,
     vaddr: NonNull<u8>,
     pages: usize,
@@ -157,7 +157,8 @@ unsafe impl<H: Hal> Send for DmaRegion<H> {}
 unsafe impl<H: Hal> Sync for DmaRegion<H> {}
 
 impl<H: Hal> DmaRegion<H> {
-    pub(crate) fn new(bytes: usize, dir: BufferDirection) -> Option<Self> {
+    /// At least `bytes` of zeroed DMA memory (whole pages) from the [`Hal`]; `None` if it fails.
+    pub fn new(bytes: usize, dir: BufferDirection) -> Option<Self> {
         let pages = bytes.div_ceil(PAGE_SIZE).max(1);
         let (paddr, vaddr) = H::dma_alloc(pages, dir);
         // virtio-drivers' own convention: physical address 0 means the allocation failed.
@@ -176,12 +177,13 @@ impl<H: Hal> DmaRegion<H> {
         })
     }
 
-    pub(crate) fn paddr(&self) -> PhysAddr {
+    /// The region's physical (device-visible) address.
+    pub fn paddr(&self) -> PhysAddr {
         self.paddr
     }
 
     /// Zero the whole region. The device must not be accessing it (reset).
-    pub(crate) fn zero(&mut self) {
+    pub fn zero(&mut self) {
         // SAFETY: our allocation of `pages` pages; the device was reset so nothing else
         // accesses it.
         unsafe { core::ptr::write_bytes(self.vaddr.as_ptr(), 0, self.pages * PAGE_SIZE) };
@@ -236,7 +238,7 @@ impl core::error::Error for RingError {}
 
 /// One split virtqueue. Not synchronised: the owner serialises access (it lives under the
 /// channel lock).
-pub(crate) struct SplitRing<H: Hal> {
+pub struct SplitRing<H: Hal> {
     layout: RingLayout,
     driver: DmaRegion<H>,
     device: DmaRegion<H>,
@@ -253,7 +255,7 @@ pub(crate) struct SplitRing<H: Hal> {
 impl<H: Hal> SplitRing<H> {
     /// Allocate the rings for `size` entries (a power of two ≥ 1). `None` if the Hal fails.
     /// `event_idx`: `VIRTIO_F_RING_EVENT_IDX` was negotiated.
-    pub(crate) fn new(size: u16, event_idx: bool) -> Option<Self> {
+    pub fn new(size: u16, event_idx: bool) -> Option<Self> {
         if size == 0 || !size.is_power_of_two() {
             return None;
         }
@@ -273,7 +275,7 @@ impl<H: Hal> SplitRing<H> {
 
     /// Back to the just-allocated state, for re-initialisation after a device reset (no
     /// allocation). The device must be reset (not accessing the rings).
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.driver.zero();
         self.device.zero();
         self.avail_idx = 0;
@@ -281,18 +283,19 @@ impl<H: Hal> SplitRing<H> {
         self.kick_old = 0;
     }
 
-    pub(crate) fn size(&self) -> u16 {
+    /// Entries in the ring.
+    pub fn size(&self) -> u16 {
         self.layout.size
     }
 
     /// (descriptor table, driver area, device area) physical addresses for `queue_set`.
-    pub(crate) fn addrs(&self) -> (PhysAddr, PhysAddr, PhysAddr) {
+    pub fn addrs(&self) -> (PhysAddr, PhysAddr, PhysAddr) {
         let d = self.driver.paddr();
         (d, d + self.layout.avail_off as u64, self.device.paddr())
     }
 
     /// Write descriptor `i` (the caller owns it: it is not part of a posted chain).
-    pub(crate) fn set_desc(&mut self, i: u16, d: Descriptor) {
+    pub fn set_desc(&mut self, i: u16, d: Descriptor) {
         if i >= self.layout.size {
             log::error!("descriptor {i} out of range");
             return;
@@ -306,7 +309,7 @@ impl<H: Hal> SplitRing<H> {
     }
 
     /// Make the chain starting at `head` available to the device.
-    pub(crate) fn post(&mut self, head: u16) {
+    pub fn post(&mut self, head: u16) {
         let slot = self.avail_idx & (self.layout.size - 1);
         let p = self
             .driver
@@ -363,26 +366,25 @@ impl<H: Hal> SplitRing<H> {
     }
 
     /// The device's used index right now (for a cheap "anything new?" check).
-    pub(crate) fn device_used_idx(&self) -> u16 {
+    pub fn device_used_idx(&self) -> u16 {
         // Acquire: pairs with the device's Release store of `used.idx`, so the used elements and
         // buffer contents it wrote before are visible to us.
         u16::from_le(self.used_idx_atomic().load(Ordering::Acquire))
     }
 
     /// Next used index to consume.
-    #[cfg(test)]
-    pub(crate) fn last_used(&self) -> u16 {
+    pub fn last_used(&self) -> u16 {
         self.last_used
     }
 
     /// Whether used entries are waiting.
-    pub(crate) fn has_used(&self) -> bool {
+    pub fn has_used(&self) -> bool {
         self.device_used_idx() != self.last_used
     }
 
     /// The next used element, raw. `Ok(None)` when there is none. An index jump larger than the
     /// ring is reported once and the ring resynchronises.
-    pub(crate) fn pop_used(&mut self) -> Result<Option<UsedElem>, RingError> {
+    pub fn pop_used(&mut self) -> Result<Option<UsedElem>, RingError> {
         let mut dev = self.device_used_idx();
         if dev == self.last_used && self.event_idx {
             // Empty: re-arm the interrupt for the next entry (used_event = the index we consume
@@ -423,7 +425,7 @@ impl<H: Hal> SplitRing<H> {
     /// [`vring_need_event`]`(avail_event, avail_idx, avail_idx at the previous call)`, so a batch
     /// of posts is one decision and the u16 wrap is handled; without: the `NO_NOTIFY` flag word.
     /// Call it once per batch and kick when it returns true.
-    pub(crate) fn should_notify(&mut self) -> bool {
+    pub fn should_notify(&mut self) -> bool {
         // Full fence: our `avail.idx` store must be ordered before reading the device's
         // `avail_event`/flags, or we could miss a notification the device asks for after reading
         // the old index (virtio §2.7.13.4 "the driver MUST perform a suitable memory barrier
@@ -541,7 +543,7 @@ mod tests {
 /// notification must be one the other side is guaranteed to re-check. Removing either
 /// `fence(SeqCst)` makes loom find the lost kick / lost interrupt. (A model, not the ring code
 /// itself: the ring's words are views of DMA memory, which loom cannot track.)
-/// `RUSTFLAGS="--cfg loom" cargo test -p fwipc-scmi-virtio --release --lib loom`
+/// `RUSTFLAGS="--cfg loom" cargo test -p fwipc-virtio --features ring --release --lib loom`
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::vring_need_event;

@@ -1,0 +1,178 @@
+//! Entry points for the fuzz targets (`fuzz/`): one per parser of remote input. Each must return
+//! normally for any input.
+
+use crate::addr::BUF_SIZE;
+use crate::node::Node;
+use crate::role::Role;
+
+/// `parse_frame` on arbitrary bytes, and the payload view of what it accepts.
+pub fn frame(data: &[u8]) {
+    if let Ok(f) = crate::frame::parse_frame(data) {
+        assert!(crate::addr::HDR_SIZE + f.len <= data.len());
+        let _ = f.payload(data);
+    }
+}
+
+/// `parse_ns` on arbitrary bytes; an accepted announcement re-encodes to the same fields.
+pub fn ns_msg(data: &[u8]) {
+    if let Ok(a) = crate::frame::parse_ns(data) {
+        let m = crate::frame::ns_payload(&a);
+        assert_eq!(
+            crate::frame::parse_ns(zerocopy::IntoBytes::as_bytes(&m)),
+            Ok(a)
+        );
+    }
+}
+
+/// A node of either role fed a sequence of frames (split on the first byte of each chunk as its
+/// length): the endpoint and service tables stay within capacity, nothing panics.
+pub fn node_session(data: &[u8]) {
+    let role = if data.first().is_some_and(|b| b & 1 == 1) {
+        Role::Device
+    } else {
+        Role::Driver
+    };
+    let mut node = Node::new(role, 4, 4, true);
+    let mut rest = data.get(1..).unwrap_or(&[]);
+    let mut budget = 256;
+    while let Some((&n, tail)) = rest.split_first() {
+        if budget == 0 {
+            break;
+        }
+        budget -= 1;
+        let n = (n as usize * 4).min(tail.len()).min(BUF_SIZE + 8);
+        let (frame, tail) = tail.split_at(n);
+        let _ = node.receive(frame);
+        rest = tail;
+    }
+}
+
+/// A link that discards what is sent and hands over the frames queued in it.
+struct ReplayLink {
+    frames: spin::Mutex<alloc::collections::VecDeque<alloc::vec::Vec<u8>>>,
+}
+
+impl crate::link::Link for ReplayLink {
+    fn send(&self, _frame: &[u8]) -> Result<(), crate::link::LinkError> {
+        Ok(())
+    }
+
+    fn receive(&self, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while n < budget {
+            let Some(f) = self.frames.lock().pop_front() else {
+                break;
+            };
+            sink(&f);
+            n += 1;
+        }
+        n
+    }
+
+    fn reset(&self) {
+        self.frames.lock().clear();
+    }
+}
+
+/// The driver's whole receive path (`RpmsgTransport`: name service, reply matching by address
+/// and source, notifications) fed hostile frames between sends, timeouts and fetches. Each
+/// chunk starts with an op byte: 0 send a call, 1 give up on the oldest call, 2 poll and finish
+/// every call, otherwise the next `4 * byte` bytes arrive as a frame (odd ops aim it at a transfer
+/// address, ops with bit 1 set also make it a well-formed reply from the call's target).
+/// The pool must be whole again after shutdown.
+pub fn transport_rx(data: &[u8]) {
+    use fwipc_transport_api::{ManualClock, Request, Transport, TxOutcome};
+
+    let link = ReplayLink {
+        frames: spin::Mutex::new(alloc::collections::VecDeque::new()),
+    };
+    let cfg = crate::transport::RpmsgConfig {
+        max_msg: 4,
+        ..Default::default()
+    };
+    let Ok(t) = crate::transport::RpmsgTransport::new(link, ManualClock::new(), cfg) else {
+        return;
+    };
+    let mut tickets = alloc::collections::VecDeque::new();
+    let mut rest = data;
+    let mut out = [0u8; crate::addr::MAX_PAYLOAD];
+    let mut budget = 512;
+    while let Some((&op, tail)) = rest.split_first() {
+        if budget == 0 {
+            break;
+        }
+        budget -= 1;
+        rest = tail;
+        match op {
+            0 => {
+                if let Ok(x) = t.send(&Request::new(1024, &[1, 2, 3, 4]).polled()) {
+                    tickets.push_back(x);
+                }
+            }
+            1 => {
+                if let Some(x) = tickets.pop_front() {
+                    t.mark_txdone(x, TxOutcome::TimedOut);
+                }
+            }
+            2 => {
+                while let Some(x) = tickets.pop_front() {
+                    if t.poll_done(&x) == Ok(true) {
+                        let _ = t.fetch_response(&x, &mut out);
+                        t.mark_txdone(x, TxOutcome::Done);
+                    } else {
+                        t.mark_txdone(x, TxOutcome::TimedOut);
+                    }
+                }
+                while let Ok(Some(_)) = t.fetch_notification(&mut out) {}
+            }
+            _ => {
+                let Some((&n, tail)) = rest.split_first() else {
+                    break;
+                };
+                let n = (n as usize * 4).min(tail.len());
+                let (frame, tail) = tail.split_at(n);
+                rest = tail;
+                // Replies go to the transfer addresses: steer some frames there.
+                let mut f = alloc::vec::Vec::from(frame);
+                if op & 1 == 1 && f.len() >= 8 {
+                    let tok = u32::from(f[4]) & 0xf;
+                    f[4..8].copy_from_slice(&(crate::addr::TRANSFER_ADDR_BASE + tok).to_le_bytes());
+                }
+                // ... and make some of those well-formed replies from the target.
+                if op & 2 == 2 && f.len() >= crate::addr::HDR_SIZE {
+                    let len = (f.len() - crate::addr::HDR_SIZE) as u16;
+                    f[..4].copy_from_slice(&1024u32.to_le_bytes());
+                    f[12..14].copy_from_slice(&len.to_le_bytes());
+                }
+                t.link().frames.lock().push_back(f);
+                t.handle_interrupt();
+            }
+        }
+    }
+    for x in tickets {
+        t.mark_txdone(x, TxOutcome::TimedOut);
+    }
+    let _ = t.shutdown();
+    let s = t.stats();
+    assert_eq!(
+        s.pool_free, s.pool_capacity,
+        "pool not whole after shutdown"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn entry_points_survive_random_bytes(b in proptest::collection::vec(any::<u8>(), 0..1200)) {
+            frame(&b);
+            ns_msg(&b);
+            node_session(&b);
+            transport_rx(&b);
+        }
+    }
+}

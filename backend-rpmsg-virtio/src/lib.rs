@@ -1,0 +1,28 @@
+#![deny(missing_docs)]
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+pub mod addr;
+pub mod endpoint;
+pub mod error;
+pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod hdr;
+pub mod link;
+pub mod name;
+pub mod node;
+pub mod ns_msg;
+pub mod role;
+/// The simulated remote (device role, running this crate's [`node::Node`]) and the conformance
+/// fixture. Feature `sim`.
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod transport;
+
+pub use error::{RpmsgError, WireError};
+pub use link::{Link, LinkError};
+pub use transport::{RpmsgConfig, RpmsgTransport};

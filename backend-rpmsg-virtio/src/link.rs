@@ -1,0 +1,43 @@
+//! What the rpmsg core needs from the buffer plumbing under it: a way to hand a frame to the
+//! peer and a way to take the frames the peer sent. A virtio embedder implements it over the two
+//! virtqueues (the driver owns every buffer: it posts receive buffers on vq 0 and transmit
+//! buffers on vq 1); the simulator implements it over in-memory queues.
+
+use core::fmt;
+
+/// Why a frame could not be handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// No free transmit buffer right now (the peer has not returned any).
+    NoBuffer,
+    /// The link is down (device reset or shut down).
+    Down,
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LinkError::NoBuffer => "rpmsg link: no free transmit buffer",
+            LinkError::Down => "rpmsg link: down",
+        })
+    }
+}
+
+impl core::error::Error for LinkError {}
+
+/// The buffer plumbing under an rpmsg node.
+pub trait Link: Send + Sync {
+    /// Copy `frame` (header + payload, at most [`BUF_SIZE`](crate::addr::BUF_SIZE) bytes) into a
+    /// free transmit buffer and hand it to the peer (publish, then notify). Never blocks.
+    fn send(&self, frame: &[u8]) -> Result<(), LinkError>;
+
+    /// Take up to `budget` received frames, each copied into private memory and passed to
+    /// `sink` (never a view of memory the peer can still write), and give their buffers back to
+    /// the peer. Returns how many were taken. The used length the peer reported is clamped to
+    /// the buffer size before `sink` sees it.
+    fn receive(&self, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize;
+
+    /// Take back every buffer the peer holds (device reset); frames not yet received are lost.
+    fn reset(&self);
+}

@@ -1,0 +1,11 @@
+//! The simulated rpmsg remote: a device-role [`Node`](crate::node::Node) on its own thread,
+//! serving an echo endpoint it announces through the name service, with every conformance
+//! fault knob; and the in-memory buffer queues both sides reach through [`Link`](crate::Link).
+
+mod fixture;
+mod queues;
+mod remote;
+
+pub use fixture::{RpmsgFixture, SimTransport, ECHO_NAME};
+pub use queues::{DeviceEnd, DriverEnd, Queues, QUEUE_BUFS};
+pub use remote::SimRemote;

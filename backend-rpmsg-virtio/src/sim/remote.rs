@@ -1,0 +1,284 @@
+//! The remote's service loop: a device-role [`Node`] with an echo endpoint, and the faults.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch};
+
+use super::queues::{DeviceEnd, Queues};
+use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, TRANSFER_ADDR_BASE};
+use crate::frame::write_frame;
+use crate::link::Link;
+use crate::name::Name;
+use crate::node::{Delivery, Node};
+use crate::role::Role;
+use crate::transport::NOTIFY_NAME;
+
+/// Frames handled per service-loop pass.
+const PASS_BUDGET: usize = 64;
+/// Replies held under [`Fault::Hold`] (more are dropped).
+const HELD_MAX: usize = 512;
+/// Request tags logged between two `take_seen_tags` (more are not logged, so the log never
+/// grows in steady state).
+const TAG_LOG: usize = 1 << 14;
+
+struct Held {
+    len: usize,
+    data: [u8; BUF_SIZE],
+}
+
+/// The simulated remote.
+pub struct SimRemote {
+    end: DeviceEnd,
+    node: Mutex<Node>,
+    echo_addr: AtomicU32,
+    fault: Mutex<Fault>,
+    held: Mutex<Vec<Held>>,
+    seen: Mutex<Vec<u32>>,
+    received: AtomicU64,
+    mode: SimModeSwitch,
+    thread: Mutex<Option<std::thread::Thread>>,
+    pub(crate) stop: AtomicBool,
+}
+
+impl core::fmt::Debug for SimRemote {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimRemote")
+            .field("echo_addr", &self.echo_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SimRemote {
+    /// A remote on `queues`' device end. Binds and announces the echo endpoint.
+    pub fn new(queues: Arc<Queues>) -> Self {
+        let r = SimRemote {
+            end: DeviceEnd(queues),
+            node: Mutex::new(Node::new(Role::Device, 4, 8, true)),
+            echo_addr: AtomicU32::new(0),
+            fault: Mutex::new(Fault::None),
+            held: Mutex::new(Vec::with_capacity(HELD_MAX)),
+            seen: Mutex::new(Vec::with_capacity(TAG_LOG)),
+            received: AtomicU64::new(0),
+            mode: SimModeSwitch::new(),
+            thread: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        };
+        r.start_services();
+        r
+    }
+
+    /// (Re)create the node, bind the echo endpoint and announce it.
+    fn start_services(&self) {
+        let mut node = lock(&self.node);
+        *node = Node::new(Role::Device, 4, 8, true);
+        let name = Name::new(super::ECHO_NAME).expect("static name");
+        let addr = node.bind(name, ADDR_ANY).expect("empty table");
+        // Relaxed: read by the same thread or after the fixture's synchronised set-up wait.
+        self.echo_addr.store(addr, Ordering::Relaxed);
+        let mut frame = [0u8; BUF_SIZE];
+        if let Ok(Some(n)) = node.announce(addr, false, &mut frame) {
+            drop(node);
+            let _ = self.end.send(&frame[..n]);
+        }
+    }
+
+    /// Bind another endpoint `name` on the remote (it serves nothing) and announce it; returns
+    /// its address.
+    pub fn bind_service(&self, name: &[u8]) -> Option<u32> {
+        let mut node = lock(&self.node);
+        let addr = node.bind(Name::new(name).ok()?, ADDR_ANY).ok()?;
+        let mut frame = [0u8; BUF_SIZE];
+        let n = node.announce(addr, false, &mut frame).ok()??;
+        drop(node);
+        self.end.send(&frame[..n]).ok()?;
+        Some(addr)
+    }
+
+    /// Announce the destruction of the remote endpoint at `addr`, then unbind it.
+    pub fn unbind_service(&self, addr: u32) -> bool {
+        let mut node = lock(&self.node);
+        let mut frame = [0u8; BUF_SIZE];
+        let Ok(Some(n)) = node.announce(addr, true, &mut frame) else {
+            return false;
+        };
+        let _ = node.unbind(addr);
+        drop(node);
+        self.end.send(&frame[..n]).is_ok()
+    }
+
+    /// The echo endpoint's address.
+    pub fn echo_addr(&self) -> u32 {
+        // Relaxed: see `start_services`.
+        self.echo_addr.load(Ordering::Relaxed)
+    }
+
+    /// The address the driver announced for its notification endpoint.
+    pub fn driver_notify_addr(&self) -> Option<u32> {
+        let name = Name::new(NOTIFY_NAME).ok()?;
+        lock(&self.node).services().lookup(&name)
+    }
+
+    /// One pass: take what the driver sent and answer it. `true` if there was any.
+    pub fn step(&self) -> bool {
+        self.end
+            .receive(PASS_BUDGET, &mut |frame| self.serve(frame))
+            > 0
+    }
+
+    /// The remote thread's loop, in the mode [`RemoteControl::set_sim_mode`] asked for.
+    pub(crate) fn run(&self) {
+        *lock(&self.thread) = Some(std::thread::current());
+        // Acquire: pairs with the fixture's Release store on drop.
+        while !self.stop.load(Ordering::Acquire) {
+            match self.mode.take() {
+                SimMode::Normal => {
+                    if !self.step() {
+                        std::thread::park_timeout(Duration::from_millis(1));
+                    }
+                }
+                SimMode::Spin => {
+                    if !self.step() {
+                        core::hint::spin_loop();
+                    }
+                }
+                // The caller runs `step`; touch nothing. A sleep, not a park: the driver's unpark
+                // on every send stays an atomic swap instead of an OS wake-up while it steps.
+                SimMode::Stepped => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+
+    fn serve(&self, frame: &[u8]) {
+        let d = lock(&self.node).receive(frame);
+        let f = match d {
+            Ok(Delivery::Message(f)) if f.dst == self.echo_addr() => f,
+            Ok(Delivery::NameService(_)) => return,
+            Ok(Delivery::Message(f)) => {
+                log::debug!("rpmsg sim: message for unbound address {}", f.dst);
+                return;
+            }
+            Err(e) => {
+                log::debug!("rpmsg sim: dropped a frame: {e}");
+                return;
+            }
+        };
+        let req = f.payload(frame);
+        if let Some(tag) = req.get(..4) {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(tag);
+            let mut seen = lock(&self.seen);
+            if seen.len() < TAG_LOG {
+                seen.push(u32::from_le_bytes(b));
+            }
+        }
+        let mut reply = [0u8; MAX_PAYLOAD];
+        let out = &mut reply[..req.len()];
+        for (o, i) in out.iter_mut().zip(req) {
+            *o = echo_reply_byte(*i);
+        }
+        let echo = self.echo_addr();
+        let mut buf = [0u8; BUF_SIZE];
+        let fault = *lock(&self.fault);
+        let (src, dst) = match fault {
+            Fault::WrongToken => (
+                echo,
+                TRANSFER_ADDR_BASE + ((f.src - TRANSFER_ADDR_BASE) ^ 0x800),
+            ),
+            Fault::CorruptHeader => (echo + 1, f.src),
+            _ => (echo, f.src),
+        };
+        let Ok(n) = write_frame(&mut buf, src, dst, out) else {
+            return;
+        };
+        if fault == Fault::CorruptLength {
+            // A length beyond the buffer.
+            buf[12..14].copy_from_slice(&u16::MAX.to_le_bytes());
+        }
+        match fault {
+            Fault::Hold => {
+                let mut h = lock(&self.held);
+                if h.len() < HELD_MAX {
+                    h.push(Held { len: n, data: buf });
+                }
+            }
+            Fault::Drop => {}
+            Fault::Duplicate => {
+                let _ = self.end.send(&buf[..n]);
+                let _ = self.end.send(&buf[..n]);
+            }
+            Fault::Delay(d) => {
+                std::thread::sleep(d);
+                let _ = self.end.send(&buf[..n]);
+            }
+            _ => {
+                let _ = self.end.send(&buf[..n]);
+            }
+        }
+        // Release: the fault's effect (the held reply) is visible before the count is.
+        self.received.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl RemoteControl for SimRemote {
+    fn set_fault(&self, fault: Fault) {
+        *lock(&self.fault) = fault;
+    }
+
+    fn release(&self) {
+        let held: Vec<Held> = lock(&self.held).drain(..).collect();
+        for h in held {
+            let _ = self.end.send(&h.data[..h.len]);
+        }
+    }
+
+    fn take_seen_tags(&self) -> Vec<u32> {
+        core::mem::replace(&mut *lock(&self.seen), Vec::with_capacity(TAG_LOG))
+    }
+
+    fn received(&self) -> u64 {
+        // Acquire: pairs with the Release increment in `serve`.
+        self.received.load(Ordering::Acquire)
+    }
+
+    fn inject_garbage(&self, bytes: &[u8]) {
+        self.end.0.inject_to_driver(bytes);
+    }
+
+    fn reset_remote(&self) {
+        lock(&self.held).clear();
+        *lock(&self.fault) = Fault::None;
+        self.end.reset();
+        self.start_services();
+    }
+
+    fn set_sim_mode(&self, mode: SimMode) -> bool {
+        let wake = || {
+            if let Some(t) = &*lock(&self.thread) {
+                t.unpark();
+            }
+        };
+        self.mode.request(mode, &wake, Duration::from_secs(5))
+    }
+
+    fn step(&self) -> bool {
+        SimRemote::step(self)
+    }
+
+    fn notify(&self, payload: &[u8]) -> bool {
+        let Some(dst) = self.driver_notify_addr() else {
+            return false;
+        };
+        let mut buf = [0u8; BUF_SIZE];
+        let Ok(n) = write_frame(&mut buf, self.echo_addr(), dst, payload) else {
+            return false;
+        };
+        debug_assert!(n >= HDR_SIZE);
+        self.end.send(&buf[..n]).is_ok()
+    }
+}

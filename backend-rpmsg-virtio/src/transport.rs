@@ -1,0 +1,536 @@
+//! [`RpmsgTransport`]: request/reply calls and unsolicited messages over rpmsg, driver role.
+//!
+//! rpmsg carries datagrams between endpoint addresses and has no transfer id. A call is mapped
+//! onto it the way an rpmsg client does it by hand: each transfer gets its own reply address,
+//! [`TRANSFER_ADDR_BASE`] + its token, sends from it to the target endpoint, and the peer answers
+//! to the source address it received. A reply is accepted only if it arrives at the address of a
+//! transfer in flight **and** comes from the endpoint that transfer addressed. The transfer's
+//! pool buffer is the landing place of the reply: it stays lent to the peer (and the token
+//! reserved) until the reply arrives, the peer is reset, or the transport shuts down, so a
+//! late reply can never land in a reused transfer. Messages to the bound notification endpoint
+//! are delivered through [`Transport::fetch_notification`].
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::task::Waker;
+use core::time::Duration;
+
+use fwipc_transport_api::{
+    Caps, Clock, Counters, Deadline, Error, Lifecycle, MsgPool, Notification, PoolBuf, Request,
+    Result, Stats, Ticket, Token, TokenAllocator, Transport, TxOutcome,
+};
+use spin::Mutex;
+
+use crate::addr::{ADDR_ANY, BUF_SIZE, MAX_PAYLOAD, NS_ADDR, TRANSFER_ADDR_BASE};
+use crate::error::RpmsgError;
+use crate::frame::write_frame;
+use crate::link::{Link, LinkError};
+use crate::name::Name;
+use crate::node::{Delivery, Node};
+use crate::role::Role;
+
+/// Width of transfer tokens: 4096 reply addresses, handed out in a monotonic cycle so a
+/// just-finished transfer's address is not reused at once.
+const TOKEN_BITS: u32 = 12;
+/// Name of the local endpoint that receives unsolicited messages.
+pub const NOTIFY_NAME: &[u8] = b"fwipc-notify";
+
+/// Sizes fixed at setup.
+#[derive(Debug, Clone, Copy)]
+pub struct RpmsgConfig {
+    /// Transfers in flight at once (pool size).
+    pub max_msg: usize,
+    /// Local endpoints.
+    pub endpoints: usize,
+    /// Services the peer may announce.
+    pub services: usize,
+    /// Unsolicited messages queued before new ones are dropped (and counted).
+    pub notifications: usize,
+    /// Received frames handled per call of [`RpmsgTransport::handle_interrupt`] or `poll_done`.
+    pub rx_budget: usize,
+    /// Whether `VIRTIO_RPMSG_F_NS` was negotiated.
+    pub name_service: bool,
+    /// Interrupt mode: the embedder calls [`RpmsgTransport::handle_interrupt`] and wakers are
+    /// woken; otherwise completion is found by `poll_done`.
+    pub interrupts: bool,
+}
+
+impl Default for RpmsgConfig {
+    fn default() -> Self {
+        RpmsgConfig {
+            max_msg: 64,
+            endpoints: 16,
+            services: 16,
+            notifications: 32,
+            rx_budget: 64,
+            name_service: true,
+            interrupts: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    Free,
+    InFlight,
+    Done,
+    /// Given up on by the caller while the reply address is still the peer's to answer.
+    Abandoned,
+    Shut,
+}
+
+struct Meta {
+    generation: u32,
+    state: St,
+    token: u32,
+    /// The endpoint the request went to: the only source a reply is accepted from.
+    target: u32,
+    len: usize,
+    buf: Option<PoolBuf>,
+    waker: Option<Waker>,
+}
+
+struct Note {
+    src: u32,
+    len: usize,
+    data: [u8; MAX_PAYLOAD],
+}
+
+/// The rpmsg transport over a [`Link`], with clock `C` for bounded teardown.
+pub struct RpmsgTransport<L: Link, C: Clock> {
+    link: L,
+    clock: C,
+    cfg: RpmsgConfig,
+    node: Mutex<Node>,
+    notify_addr: u32,
+    pool: MsgPool,
+    tokens: TokenAllocator,
+    /// token → slot + 1 (0: none).
+    token_map: Box<[AtomicU32]>,
+    slots: Box<[Mutex<Meta>]>,
+    lc: Lifecycle,
+    counters: Counters,
+    notes: Mutex<VecDeque<Note>>,
+    notes_dropped: AtomicU64,
+    /// Serialises receive processing so frames are handled in arrival order.
+    rx: Mutex<()>,
+}
+
+impl<L: Link, C: Clock> core::fmt::Debug for RpmsgTransport<L, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RpmsgTransport")
+            .field("cfg", &self.cfg)
+            .field("notify_addr", &self.notify_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Link, C: Clock> RpmsgTransport<L, C> {
+    /// Set up over `link` (already negotiated and with receive buffers posted): binds the
+    /// notification endpoint and announces it if the name service is on.
+    pub fn new(link: L, clock: C, cfg: RpmsgConfig) -> core::result::Result<Self, Error> {
+        let pool = MsgPool::new(cfg.max_msg, MAX_PAYLOAD)?;
+        let mut node = Node::new(
+            Role::Driver,
+            cfg.endpoints.max(1),
+            cfg.services,
+            cfg.name_service,
+        );
+        let name = Name::new(NOTIFY_NAME).map_err(RpmsgError::from)?;
+        let notify_addr = node.bind(name, ADDR_ANY)?;
+        let slots = (0..cfg.max_msg)
+            .map(|_| {
+                Mutex::new(Meta {
+                    generation: 0,
+                    state: St::Free,
+                    token: 0,
+                    target: 0,
+                    len: 0,
+                    buf: None,
+                    waker: None,
+                })
+            })
+            .collect();
+        let t = RpmsgTransport {
+            link,
+            clock,
+            cfg,
+            node: Mutex::new(node),
+            notify_addr,
+            pool,
+            tokens: TokenAllocator::new(TOKEN_BITS)?,
+            token_map: (0..1u32 << TOKEN_BITS).map(|_| AtomicU32::new(0)).collect(),
+            slots,
+            lc: Lifecycle::new(),
+            counters: Counters::default(),
+            notes: Mutex::new(VecDeque::with_capacity(cfg.notifications)),
+            notes_dropped: AtomicU64::new(0),
+            rx: Mutex::new(()),
+        };
+        t.announce(notify_addr, false)?;
+        Ok(t)
+    }
+
+    /// Send the name-service announcement of local endpoint `addr` (nothing without the name
+    /// service).
+    fn announce(&self, addr: u32, destroy: bool) -> Result<()> {
+        let mut frame = [0u8; BUF_SIZE];
+        let n = self.node.lock().announce(addr, destroy, &mut frame)?;
+        if let Some(n) = n {
+            self.link.send(&frame[..n]).map_err(link_err)?;
+        }
+        Ok(())
+    }
+
+    /// The link under the transport.
+    pub fn link(&self) -> &L {
+        &self.link
+    }
+
+    /// The address of the local endpoint that receives unsolicited messages.
+    pub fn notify_addr(&self) -> u32 {
+        self.notify_addr
+    }
+
+    /// The address the peer announced for service `name`, if it did.
+    pub fn service(&self, name: &[u8]) -> Option<u32> {
+        let name = Name::new(name).ok()?;
+        self.node.lock().services().lookup(&name)
+    }
+
+    /// Unsolicited messages dropped because the queue was full.
+    pub fn notifications_dropped(&self) -> u64 {
+        // Relaxed: statistics counter only.
+        self.notes_dropped.load(Ordering::Relaxed)
+    }
+
+    /// The interrupt entry point (and the polled path): take what the peer sent, at most
+    /// [`RpmsgConfig::rx_budget`] frames per call.
+    pub fn handle_interrupt(&self) {
+        let _rx = self.rx.lock();
+        self.link
+            .receive(self.cfg.rx_budget, &mut |frame| self.on_frame(frame));
+    }
+
+    /// The peer was reset: its announcements are void and it answers nothing sent before.
+    /// In-flight transfers keep their reply addresses until they time out or shut down.
+    pub fn peer_reset(&self) {
+        self.node.lock().peer_reset();
+    }
+
+    fn on_frame(&self, frame: &[u8]) {
+        let d = self.node.lock().receive(frame);
+        match d {
+            Ok(Delivery::NameService(_)) => {}
+            Ok(Delivery::Message(f)) => {
+                let payload = f.payload(frame);
+                if f.dst == self.notify_addr {
+                    self.queue_note(f.src, payload);
+                } else if f.dst >= TRANSFER_ADDR_BASE {
+                    self.on_reply(f.dst - TRANSFER_ADDR_BASE, f.src, payload);
+                } else {
+                    log::debug!("rpmsg: message for unbound address {}", f.dst);
+                    Counters::bump(&self.counters.unknown_replies);
+                }
+            }
+            Err(RpmsgError::Wire(e)) => {
+                log::debug!("rpmsg: dropped a malformed frame: {e}");
+                Counters::bump(&self.counters.protocol_errors);
+            }
+            Err(e) => {
+                log::debug!("rpmsg: dropped a frame: {e}");
+                Counters::bump(&self.counters.protocol_errors);
+            }
+        }
+    }
+
+    fn queue_note(&self, src: u32, payload: &[u8]) {
+        let mut q = self.notes.lock();
+        if q.len() >= self.cfg.notifications {
+            // Relaxed: statistics counter only.
+            self.notes_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut n = Note {
+            src,
+            len: payload.len(),
+            data: [0; MAX_PAYLOAD],
+        };
+        // `payload` came from a parsed frame: at most MAX_PAYLOAD bytes.
+        n.data[..payload.len()].copy_from_slice(payload);
+        q.push_back(n);
+    }
+
+    fn lookup(&self, token: u32) -> Option<u32> {
+        // Acquire: pairs with the Release in `start`, so the slot's metadata is visible.
+        let s = self.token_map.get(token as usize)?.load(Ordering::Acquire);
+        s.checked_sub(1)
+    }
+
+    fn on_reply(&self, token: u32, src: u32, payload: &[u8]) {
+        let Some(slot) = self.lookup(token) else {
+            Counters::bump(&self.counters.unknown_replies);
+            return;
+        };
+        let Some(m) = self.slots.get(slot as usize) else {
+            Counters::bump(&self.counters.unknown_replies);
+            return;
+        };
+        let mut m = m.lock();
+        if m.token != token {
+            Counters::bump(&self.counters.unknown_replies);
+            return;
+        }
+        match m.state {
+            St::InFlight | St::Abandoned => {
+                if src != m.target {
+                    // Not from the endpoint addressed: a stray or forged message.
+                    Counters::bump(&self.counters.protocol_errors);
+                    return;
+                }
+                if self.pool.reclaim(slot).is_err() {
+                    Counters::bump(&self.counters.protocol_errors);
+                    return;
+                }
+                if m.state == St::Abandoned {
+                    Counters::bump(&self.counters.late_replies);
+                    self.free(&mut m);
+                    return;
+                }
+                if let Some(b) = &m.buf {
+                    // Cannot fail: the payload of a parsed frame fits the pool's buffer size.
+                    let _ = b.write(payload);
+                }
+                m.len = payload.len();
+                m.state = St::Done;
+                Counters::bump(&self.counters.completed);
+                if let Some(w) = m.waker.take() {
+                    w.wake();
+                }
+            }
+            St::Done => Counters::bump(&self.counters.duplicate_replies),
+            St::Free | St::Shut => Counters::bump(&self.counters.unknown_replies),
+        }
+    }
+
+    fn start(&self, target: u32) -> Result<(PoolBuf, Token, u32)> {
+        let buf = self
+            .pool
+            .alloc()
+            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
+        let token = self
+            .tokens
+            .alloc()
+            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
+        let slot = buf.index();
+        let generation = {
+            let mut m = self.slots[slot as usize].lock();
+            m.generation = m.generation.wrapping_add(1);
+            m.state = St::InFlight;
+            m.token = token.0;
+            m.target = target;
+            m.len = 0;
+            m.waker = None;
+            m.buf = Some(buf.clone());
+            m.generation
+        };
+        // Release: the slot's metadata (written above under its lock) is complete before a reply
+        // handler can find the slot through the map.
+        self.token_map[token.0 as usize].store(slot + 1, Ordering::Release);
+        Ok((buf, token, generation))
+    }
+
+    fn meta(&self, t: &Ticket) -> Result<spin::MutexGuard<'_, Meta>> {
+        let m = self
+            .slots
+            .get(t.slot() as usize)
+            .ok_or(Error::InvalidArgument)?
+            .lock();
+        if m.generation != t.generation() || m.token != t.token() || m.state == St::Free {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(m)
+    }
+
+    /// Free a finished slot: token, map entry, local buffer reference.
+    fn free(&self, m: &mut Meta) {
+        // Release: nothing is published, but the store must not be reordered before our last
+        // use of the slot.
+        self.token_map[m.token as usize].store(0, Ordering::Release);
+        if self.tokens.release(Token(m.token)).is_err() {
+            log::error!("rpmsg: token {} released twice", m.token);
+        }
+        m.state = St::Free;
+        m.buf = None;
+        m.waker = None;
+    }
+
+    /// Undo a started transfer whose frame could not be handed to the link.
+    fn abort_start(&self, slot: u32) {
+        let mut m = self.slots[slot as usize].lock();
+        let _ = self.pool.reclaim(slot);
+        self.free(&mut m);
+    }
+}
+
+fn link_err(e: LinkError) -> Error {
+    match e {
+        LinkError::NoBuffer => Error::Retry,
+        LinkError::Down => Error::Shutdown,
+    }
+}
+
+impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
+    fn caps(&self) -> Caps {
+        Caps {
+            max_msg: self.cfg.max_msg,
+            max_msg_size: MAX_PAYLOAD,
+            bulk: false,
+            max_bulk_size: 0,
+            notifications: true,
+            polling: true,
+        }
+    }
+
+    fn send(&self, req: &Request<'_>) -> Result<Ticket> {
+        let _user = self.lc.acquire()?;
+        if req.payload.len() > MAX_PAYLOAD {
+            return Err(Error::TooLarge);
+        }
+        if req.target == ADDR_ANY || req.target == NS_ADDR || req.target >= TRANSFER_ADDR_BASE {
+            return Err(Error::InvalidArgument);
+        }
+        let (buf, token, generation) = self.start(req.target)?;
+        // The peer now holds the reply address (and with it the landing buffer).
+        let slot = buf.lend();
+        let mut frame = [0u8; BUF_SIZE];
+        let sent = write_frame(
+            &mut frame,
+            TRANSFER_ADDR_BASE + token.0,
+            req.target,
+            req.payload,
+        )
+        .map_err(|e| Error::from(RpmsgError::from(e)))
+        .and_then(|n| self.link.send(&frame[..n]).map_err(link_err));
+        if let Err(e) = sent {
+            drop(buf);
+            self.abort_start(slot);
+            return Err(e);
+        }
+        Counters::bump(&self.counters.sent);
+        Ok(Ticket::new(token.0, slot, generation))
+    }
+
+    fn poll_done(&self, ticket: &Ticket) -> Result<bool> {
+        self.handle_interrupt();
+        let m = self.meta(ticket)?;
+        match m.state {
+            St::Done => Ok(true),
+            St::Shut => Err(Error::Shutdown),
+            _ => Ok(false),
+        }
+    }
+
+    fn fetch_response(&self, ticket: &Ticket, out: &mut [u8]) -> Result<usize> {
+        let m = self.meta(ticket)?;
+        match (m.state, &m.buf) {
+            (St::Done, Some(buf)) => {
+                let dst = out.get_mut(..m.len).ok_or(Error::TooLarge)?;
+                buf.with(|d| dst.copy_from_slice(&d[..m.len]));
+                Ok(m.len)
+            }
+            (St::Shut, _) => Err(Error::Shutdown),
+            _ => Err(Error::InvalidArgument),
+        }
+    }
+
+    fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
+        let Ok(mut m) = self.meta(&ticket) else {
+            log::warn!("rpmsg: mark_txdone on a stale ticket {ticket:?}");
+            return;
+        };
+        match m.state {
+            St::InFlight => {
+                // The peer may still answer to the reply address: keep it and the buffer.
+                if outcome == TxOutcome::TimedOut {
+                    Counters::bump(&self.counters.timed_out);
+                }
+                m.state = St::Abandoned;
+                m.waker = None;
+            }
+            St::Done | St::Shut => self.free(&mut m),
+            St::Abandoned | St::Free => {}
+        }
+    }
+
+    fn register_waker(&self, ticket: &Ticket, waker: &Waker) -> bool {
+        if !self.cfg.interrupts {
+            return false;
+        }
+        match self.meta(ticket) {
+            Ok(mut m) => {
+                if !m.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    m.waker = Some(waker.clone());
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {
+        self.handle_interrupt();
+        let mut q = self.notes.lock();
+        let Some(n) = q.front() else {
+            return Ok(None);
+        };
+        let dst = out.get_mut(..n.len).ok_or(Error::TooLarge)?;
+        dst.copy_from_slice(&n.data[..n.len]);
+        let r = Notification {
+            source: n.src,
+            len: n.len,
+        };
+        q.pop_front();
+        Ok(Some(r))
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        if self.lc.begin_shutdown() {
+            // Tell the peer the notification endpoint is gone (best effort: the link may be
+            // down already), then take every buffer back from it (the device reset).
+            let _ = self.announce(self.notify_addr, true);
+            self.link.reset();
+            for m in self.slots.iter() {
+                let mut m = m.lock();
+                match m.state {
+                    St::InFlight => {
+                        let _ = self.pool.reclaim(self.slot_of(&m));
+                        m.state = St::Shut;
+                        if let Some(w) = m.waker.take() {
+                            w.wake();
+                        }
+                    }
+                    St::Abandoned => {
+                        let _ = self.pool.reclaim(self.slot_of(&m));
+                        self.free(&mut m);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let deadline = Deadline::after(&self.clock, Duration::from_secs(2));
+        self.lc.wait_idle(&self.clock, deadline, || {})
+    }
+
+    fn stats(&self) -> Stats {
+        self.counters
+            .snapshot(self.pool.capacity(), self.pool.free_count())
+    }
+}
+
+impl<L: Link, C: Clock> RpmsgTransport<L, C> {
+    fn slot_of(&self, m: &Meta) -> u32 {
+        m.buf.as_ref().map_or(u32::MAX, PoolBuf::index)
+    }
+}
