@@ -20,12 +20,12 @@ use core::time::Duration;
 
 use fwipc_transport_api::{
     BulkDir, BulkRequest, BulkResult, Caps, Clock, Completion, Counters, Deadline, Error,
-    Lifecycle, MsgPool, Notification, PoolBuf, ProtocolError, Request, Result, Stats, Ticket,
-    TokenAllocator, Transport, TxOutcome,
+    Lifecycle, MsgPool, Notification, PoolBuf, Request, Result, Stats, Ticket, TokenAllocator,
+    Transport, TxOutcome,
 };
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
-use crate::frame::{FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
+use crate::frame::{self, FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
 use crate::service::{
     BulkCompletion, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler,
     ServiceParams,
@@ -230,15 +230,18 @@ impl Shared {
     }
 
     fn on_reply(&self, msg: &[u8]) {
-        let Ok((h, body)) = FrameHeader::read_from_prefix(msg) else {
+        // The fuzzed parser (`frame::parse` = `split` + `payload`), in two steps so a reply whose
+        // length lies still fails its transfer.
+        let Ok((h, rest)) = frame::split(msg) else {
             Counters::bump(&self.counters.protocol_errors);
             return;
         };
+        let body = frame::payload(&h, rest);
         if h.token & NOTIFY != 0 {
-            if h.len as usize != body.len() {
+            let Ok(body) = body else {
                 Counters::bump(&self.counters.protocol_errors);
                 return;
-            }
+            };
             let mut r = self.notifs.lock();
             if r.count == N_NOTIF {
                 log::warn!(target: "vchiq", "notification ring full: dropped");
@@ -269,22 +272,25 @@ impl Shared {
             self.free(x);
             return;
         }
-        if h.len as usize != body.len() {
-            // A lying length: fail the transfer rather than trust either length.
-            Counters::bump(&self.counters.protocol_errors);
-            if let Some(l) = x.loan.take() {
-                let _ = self.pool.reclaim(l);
+        match body {
+            Err(e) => {
+                // A lying length: fail the transfer rather than trust either length.
+                Counters::bump(&self.counters.protocol_errors);
+                if let Some(l) = x.loan.take() {
+                    let _ = self.pool.reclaim(l);
+                }
+                x.state = XState::Failed(Error::Protocol(e));
             }
-            x.state = XState::Failed(Error::Protocol(ProtocolError::BadLength));
-        } else {
-            if let Some(b) = &x.buf {
-                let _ = b.write(body);
+            Ok(body) => {
+                if let Some(b) = &x.buf {
+                    let _ = b.write(body);
+                }
+                if let Some(l) = x.loan.take() {
+                    let _ = self.pool.reclaim(l);
+                }
+                x.state = XState::Done(body.len());
+                Counters::bump(&self.counters.completed);
             }
-            if let Some(l) = x.loan.take() {
-                let _ = self.pool.reclaim(l);
-            }
-            x.state = XState::Done(body.len());
-            Counters::bump(&self.counters.completed);
         }
         if let Some(w) = x.waker.take() {
             w.wake();
