@@ -11,13 +11,14 @@ use alloc::vec::Vec;
 
 use crate::config::Role;
 use crate::consts::*;
+use crate::counters::bump;
 use crate::error::{VResult, VchiqError};
 use crate::header::Header;
 use crate::layout::{BulkDonePayload, BulkPayload};
 use crate::pagelist::{self, fragment_split, needs_fragment};
 use crate::region::{copy_from_shared, copy_to_shared};
-use crate::service::{BulkCompletion, BulkDir, BulkMode, LocalBulk, RemoteBulk, ServiceHandle};
-use crate::vchiq::{bump, Inner, PendingEv, Vchiq};
+use crate::service::{BulkCompletion, BulkDir, BulkMode, ServiceHandle};
+use crate::vchiq::{Inner, LocalBulk, PendingEv, RemoteBulk, Vchiq};
 use zerocopy::IntoBytes;
 
 type BulkResultT = core::result::Result<(), (VchiqError, Vec<u8>)>;

@@ -29,16 +29,19 @@ pub mod bcm2835;
 mod bulk;
 pub mod config;
 pub mod consts;
+mod counters;
 pub mod error;
 pub mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod header;
+mod init;
 pub mod layout;
 mod open_close;
 pub mod pagelist;
 pub mod platform;
+mod poll;
 mod poll_gate;
 pub mod recycle;
 pub mod region;
@@ -55,14 +58,16 @@ mod tx;
 mod vchiq;
 
 pub use config::{Config, Role};
+pub use counters::{VchiqCounters, VchiqStats};
 pub use error::{VResult, VchiqError};
 pub use platform::Platform;
+pub use poll::{POLL_MAX_MSGS, POLL_MAX_ROUNDS};
 pub use region::{OwnedRegion, Region};
 pub use service::{
-    BulkCompletion, BulkDir, BulkMode, Deliver, Event, Message, MessageToken, ServiceCtx,
-    ServiceHandle, ServiceHandler, ServiceParams,
+    BulkCompletion, BulkDir, BulkMode, Deliver, Event, Message, MessageToken, ServiceHandle,
+    ServiceParams,
 };
-pub use vchiq::{Vchiq, VchiqCounters, VchiqStats, POLL_MAX_MSGS, POLL_MAX_ROUNDS};
+pub use vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 
 /// VCHI clients on top of the core (SMEM shared-memory service, vc_mem query, vchiq_test services).
 pub mod vchi;

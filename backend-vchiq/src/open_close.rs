@@ -7,8 +7,8 @@ use alloc::sync::Arc;
 use crate::consts::*;
 use crate::error::{VResult, VchiqError};
 use crate::layout::OpenPayload;
-use crate::service::{Service, ServiceHandle, ServiceHandler, ServiceParams};
-use crate::vchiq::{Inner, PendingEv, Vchiq};
+use crate::service::{ServiceHandle, ServiceParams};
+use crate::vchiq::{Inner, PendingEv, Service, ServiceHandler, Vchiq};
 use zerocopy::IntoBytes;
 
 impl Vchiq {

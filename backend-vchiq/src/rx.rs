@@ -14,16 +14,14 @@ use zerocopy::FromBytes;
 
 use crate::config::Role;
 use crate::consts::*;
+use crate::counters::bump;
 use crate::error::{VResult, VchiqError};
 use crate::header::{make_msgid, Header};
 use crate::layout::{off, BulkDonePayload, BulkPayload, OpenAckPayload, OpenPayload};
 use crate::recycle;
-use crate::service::{
-    BulkDir, Deliver, Event, Message, MessageToken, RemoteBulk, ServiceCtx, ServiceHandle,
-    ServiceHandler,
-};
+use crate::service::{BulkDir, Deliver, Event, Message, MessageToken, ServiceHandle};
 use crate::sync_slot;
-use crate::vchiq::{bump, Inner, PendingEv, RxSlot, Vchiq};
+use crate::vchiq::{Inner, PendingEv, RemoteBulk, RxSlot, ServiceCtx, ServiceHandler, Vchiq};
 use zerocopy::IntoBytes;
 
 /// What one step of the parser produced.

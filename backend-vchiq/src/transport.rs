@@ -26,11 +26,8 @@ use fwipc_transport_api::{
 use zerocopy::IntoBytes;
 
 use crate::frame::{self, FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
-use crate::service::{
-    BulkCompletion, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler,
-    ServiceParams,
-};
-use crate::vchiq::Vchiq;
+use crate::service::{BulkCompletion, BulkMode, Deliver, Event, ServiceHandle, ServiceParams};
+use crate::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 
 const BULK_BIT: u32 = 0x8000_0000;
 const N_BULK: usize = 8;

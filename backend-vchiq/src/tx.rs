@@ -9,12 +9,13 @@
 use core::sync::atomic::Ordering;
 
 use crate::consts::*;
+use crate::counters::bump;
 use crate::error::{VResult, VchiqError};
 use crate::header::{make_msgid, stride, Header};
 use crate::layout::off;
 use crate::recycle;
 use crate::service::ServiceHandle;
-use crate::vchiq::{bump, Inner, Vchiq};
+use crate::vchiq::{Inner, Vchiq};
 
 impl Vchiq {
     /// Queue a DATA message on an open service. `Retry` on back-pressure (slot, quota or sync slot

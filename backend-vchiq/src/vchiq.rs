@@ -11,22 +11,172 @@
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::config::{Config, Partition, Role};
 use crate::consts::*;
+use crate::counters::{bump, VchiqCounters, VchiqStats};
 use crate::error::{VResult, VchiqError};
-use crate::layout::{off, SlotZero};
+use crate::layout::off;
 use crate::platform::Platform;
 use crate::poll_gate::PollGate;
 use crate::region::Region;
 use crate::remote_event::{self, EventRef};
 use crate::service::{
-    BulkCompletion, BulkDir, Deliver, Event, Quota, Service, ServiceCtx, ServiceHandle,
-    ServiceHandler,
+    BulkCompletion, BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams,
 };
+
+/// The context of a callback.
+pub struct ServiceCtx<'a> {
+    /// The instance (queue messages, bulks, close from inside the callback).
+    pub vchiq: &'a Vchiq,
+    /// The service the event is for.
+    pub handle: ServiceHandle,
+}
+
+/// A service's callbacks. Called from [`Vchiq::poll`] with no internal lock held, so it may call
+/// back into the instance. For the master role this is the pluggable VideoCore-side service.
+pub trait ServiceHandler: Send + Sync {
+    /// One event. The return value matters only for [`Event::Message`].
+    fn callback(&self, ctx: &ServiceCtx<'_>, event: Event<'_>) -> Deliver;
+}
+
+impl<F> ServiceHandler for F
+where
+    F: Fn(&ServiceCtx<'_>, Event<'_>) -> Deliver + Send + Sync,
+{
+    fn callback(&self, ctx: &ServiceCtx<'_>, event: Event<'_>) -> Deliver {
+        self(ctx, event)
+    }
+}
+
+/// Per-port quota record (docs/protocols/vchiq.md §4), persistent across services reusing the port.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quota {
+    pub message_quota: u32,
+    pub slot_quota: u32,
+    pub message_use_count: u32,
+    pub slot_use_count: u32,
+    pub previous_tx_index: u32,
+    /// DATA messages of this port in the slot `previous_tx_index` (our open slot while
+    /// `tx_pos` is inside it): when they are all the message quota in use, only padding that
+    /// slot can bring the quota back.
+    pub open_slot_msgs: u32,
+}
+
+impl Quota {
+    pub(crate) const fn new() -> Self {
+        Quota {
+            message_quota: 0,
+            slot_quota: 0,
+            message_use_count: 0,
+            slot_use_count: 0,
+            previous_tx_index: u32::MAX,
+            open_slot_msgs: 0,
+        }
+    }
+}
+
+/// A local bulk waiting for (slave: the master's DONE; master: a remote partner).
+#[derive(Debug)]
+pub(crate) struct LocalBulk {
+    pub tag: u64,
+    pub buf: Vec<u8>,
+    pub offset: usize,
+    pub len: usize,
+    pub mode: BulkMode,
+    /// Slave: pagelist index in the region.
+    pub pagelist: u32,
+    /// Slave receive: fragment index used, if any.
+    pub fragment: Option<u32>,
+}
+
+/// Master: a slave request {pagelist bus address, size}.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RemoteBulk {
+    pub pagelist: u32,
+    pub size: i32,
+}
+
+/// One direction's bulk queue of a service.
+#[derive(Debug)]
+pub(crate) struct BulkQueue {
+    pub local: VecDeque<LocalBulk>,
+    pub remote: VecDeque<RemoteBulk>,
+}
+
+impl BulkQueue {
+    fn new() -> Self {
+        BulkQueue {
+            local: VecDeque::with_capacity(VCHIQ_NUM_SERVICE_BULKS),
+            remote: VecDeque::with_capacity(VCHIQ_NUM_SERVICE_BULKS),
+        }
+    }
+}
+
+/// A service record (one per port in use).
+pub(crate) struct Service {
+    pub handle: ServiceHandle,
+    pub state: ServiceState,
+    pub params: ServiceParams,
+    /// Server (public fourcc) vs client.
+    pub is_server: bool,
+    pub remoteport: u32,
+    pub client_id: i32,
+    pub peer_version: i16,
+    pub sync: bool,
+    pub handler: Arc<dyn ServiceHandler>,
+    /// remove_service was called: free the port once the close completes.
+    pub remove_pending: bool,
+    /// Open refused by the peer.
+    pub refused: bool,
+    pub tx: BulkQueue,
+    pub rx: BulkQueue,
+    /// NoCallback completions waiting for the owner.
+    pub done: VecDeque<BulkCompletion>,
+    /// A send, bulk or close was refused with `Retry` since the last [`Event::TxSpace`].
+    pub tx_blocked: bool,
+}
+
+impl Service {
+    pub(crate) fn new(
+        handle: ServiceHandle,
+        state: ServiceState,
+        params: ServiceParams,
+        is_server: bool,
+        handler: Arc<dyn ServiceHandler>,
+    ) -> Self {
+        Service {
+            handle,
+            state,
+            params,
+            is_server,
+            remoteport: VCHIQ_PORT_FREE,
+            client_id: 0,
+            peer_version: 0,
+            sync: false,
+            handler,
+            remove_pending: false,
+            refused: false,
+            tx: BulkQueue::new(),
+            rx: BulkQueue::new(),
+            done: VecDeque::with_capacity(2 * VCHIQ_NUM_SERVICE_BULKS),
+            tx_blocked: false,
+        }
+    }
+
+    pub(crate) fn queue(&mut self, dir: BulkDir) -> &mut BulkQueue {
+        match dir {
+            BulkDir::Transmit => &mut self.tx,
+            BulkDir::Receive => &mut self.rx,
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.state, ServiceState::Open | ServiceState::OpenSync)
+    }
+}
 
 /// Receiver-private slot reference counts (docs/protocols/vchiq.md §1 "Slot use/release counts").
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,65 +239,6 @@ pub(crate) struct Inner {
     /// Master: a bulk request was queued (local or remote) since `master_process_bulks` last
     /// found nothing it could pair, so its scan of every service is due again.
     pub bulks_dirty: bool,
-}
-
-/// Counters of one instance.
-#[derive(Debug, Default)]
-pub struct VchiqCounters {
-    /// Malformed input from the peer (dropped, never a panic).
-    pub protocol_errors: AtomicU64,
-    /// Messages queued.
-    pub msgs_sent: AtomicU64,
-    /// Messages parsed from the peer.
-    pub msgs_received: AtomicU64,
-    /// Operations refused with `Retry` (back-pressure).
-    pub retries: AtomicU64,
-    /// Our slots the peer gave back.
-    pub slots_recycled: AtomicU64,
-    /// Bulks completed.
-    pub bulks_done: AtomicU64,
-    /// Bulks aborted.
-    pub bulks_aborted: AtomicU64,
-    /// Slots closed early with PADDING because a sender was blocked on a quota held by messages
-    /// in that slot (see `queue_message`).
-    pub quota_pads: AtomicU64,
-    /// Master: READ pagelists without fragments whose ends were not cache-line aligned (on real
-    /// hardware this is the arm64 `vchiq_test -f` data corruption).
-    pub unaligned_reads: AtomicU64,
-    /// [`Vchiq::poll`] calls that stopped at their budget ([`POLL_MAX_ROUNDS`] rounds or
-    /// [`POLL_MAX_MSGS`] messages) with work left: a peer that keeps signalling or keeps
-    /// publishing messages. The rest is left for the next call.
-    pub poll_budget_exhausted: AtomicU64,
-}
-
-/// A snapshot of [`VchiqCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct VchiqStats {
-    /// See [`VchiqCounters::protocol_errors`].
-    pub protocol_errors: u64,
-    /// See [`VchiqCounters::msgs_sent`].
-    pub msgs_sent: u64,
-    /// See [`VchiqCounters::msgs_received`].
-    pub msgs_received: u64,
-    /// See [`VchiqCounters::retries`].
-    pub retries: u64,
-    /// See [`VchiqCounters::slots_recycled`].
-    pub slots_recycled: u64,
-    /// See [`VchiqCounters::bulks_done`].
-    pub bulks_done: u64,
-    /// See [`VchiqCounters::bulks_aborted`].
-    pub bulks_aborted: u64,
-    /// See [`VchiqCounters::quota_pads`].
-    pub quota_pads: u64,
-    /// See [`VchiqCounters::unaligned_reads`].
-    pub unaligned_reads: u64,
-    /// See [`VchiqCounters::poll_budget_exhausted`].
-    pub poll_budget_exhausted: u64,
-}
-
-pub(crate) fn bump(c: &AtomicU64) {
-    // Relaxed: independent statistics counter.
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One VCHIQ instance over a shared region, in one role.
@@ -235,220 +326,6 @@ impl core::fmt::Debug for Vchiq {
 }
 
 impl Vchiq {
-    /// The ARM side: writes slot zero (`init_slots`) and our shared state (`init_state`), then
-    /// sets `initialised`. The embedder then hands `region.bus()` to the VPU (firmware property
-    /// tag [`RPI_FIRMWARE_VCHIQ_INIT`]) and waits for [`Vchiq::peer_ready`].
-    ///
-    /// On real hardware this can happen once per boot (the VPU cannot re-connect,
-    /// docs/protocols/vchiq.md §6); a new instance on the same region re-initialises slot zero,
-    /// which the simulator supports.
-    pub fn new_slave(region: Region, platform: Box<dyn Platform>, cfg: Config) -> VResult<Vchiq> {
-        cfg.validate()?;
-        if region.len() < cfg.region_size() {
-            return Err(VchiqError::NoMemory);
-        }
-        // Owner re-initialisation: zero slot zero (the whole first slot).
-        region.zero(0, VCHIQ_SLOT_SIZE);
-        let r = &region;
-        // Relaxed stores throughout (also the master's in `new_master` and `build`): published by
-        // the Release store of `initialised` in `build`.
-        r.store(off::MAGIC, VCHIQ_MAGIC, Ordering::Relaxed);
-        r.store(
-            off::VERSION_WORD,
-            (VCHIQ_VERSION as u16 as u32) | ((VCHIQ_VERSION_MIN as u16 as u32) << 16),
-            Ordering::Relaxed,
-        );
-        r.store(
-            off::SLOT_ZERO_SIZE,
-            core::mem::size_of::<SlotZero>() as u32,
-            Ordering::Relaxed,
-        );
-        r.store(off::SLOT_SIZE, VCHIQ_SLOT_SIZE as u32, Ordering::Relaxed);
-        r.store(off::MAX_SLOTS, VCHIQ_MAX_SLOTS as u32, Ordering::Relaxed);
-        r.store(
-            off::MAX_SLOTS_PER_SIDE,
-            VCHIQ_MAX_SLOTS_PER_SIDE as u32,
-            Ordering::Relaxed,
-        );
-        r.store(
-            off::PLATFORM_DATA0,
-            region.bus() + cfg.fragments_offset() as u32,
-            Ordering::Relaxed,
-        );
-        r.store(
-            off::PLATFORM_DATA1,
-            cfg.num_fragments as u32,
-            Ordering::Relaxed,
-        );
-        for (role, base) in [(Role::Master, off::MASTER), (Role::Slave, off::SLAVE)] {
-            let p = cfg.partition(role);
-            r.store(base + off::SLOT_FIRST, p.first, Ordering::Relaxed);
-            r.store(base + off::SLOT_LAST, p.last, Ordering::Relaxed);
-            r.store(base + off::SLOT_SYNC, p.sync, Ordering::Relaxed);
-        }
-        Self::build(region, platform, cfg, Role::Slave)
-    }
-
-    /// The VideoCore side (our simulator, or a VPU written in Rust): validates slot zero written
-    /// by the slave, lowers `version` to the common one and sets up the master half.
-    pub fn new_master(region: Region, platform: Box<dyn Platform>, cfg: Config) -> VResult<Vchiq> {
-        cfg.validate()?;
-        if region.len() < cfg.region_size() {
-            return Err(VchiqError::NoMemory);
-        }
-        let r = &region;
-        // Acquire: pairs with the slave's Release store of `initialised`: slot zero is complete.
-        if r.load(off::SLAVE + off::INITIALISED, Ordering::Acquire) == 0 {
-            return Err(VchiqError::NotConnected);
-        }
-        // rmb (for a slave outside our coherence domain): slot zero is read after the flag.
-        platform.rmb();
-        // Relaxed loads: ordered by the Acquire above.
-        let ld = |o| r.load(o, Ordering::Relaxed);
-        let vw = ld(off::VERSION_WORD);
-        let (version, version_min) = (vw as u16 as i16, (vw >> 16) as u16 as i16);
-        let sizes_ok = ld(off::MAGIC) == VCHIQ_MAGIC
-            && ld(off::SLOT_ZERO_SIZE) == core::mem::size_of::<SlotZero>() as u32
-            && ld(off::SLOT_SIZE) == VCHIQ_SLOT_SIZE as u32
-            && ld(off::MAX_SLOTS) == VCHIQ_MAX_SLOTS as u32
-            && ld(off::MAX_SLOTS_PER_SIDE) == VCHIQ_MAX_SLOTS_PER_SIDE as u32
-            && version >= VCHIQ_VERSION_MIN
-            && version_min <= VCHIQ_VERSION
-            && ld(off::PLATFORM_DATA0) == region.bus() + cfg.fragments_offset() as u32
-            && ld(off::PLATFORM_DATA1) == cfg.num_fragments as u32;
-        let parts_ok = [(Role::Master, off::MASTER), (Role::Slave, off::SLAVE)]
-            .iter()
-            .all(|&(role, base)| {
-                let p = cfg.partition(role);
-                ld(base + off::SLOT_FIRST) == p.first
-                    && ld(base + off::SLOT_LAST) == p.last
-                    && ld(base + off::SLOT_SYNC) == p.sync
-            });
-        if !sizes_ok || !parts_ok {
-            log::error!(target: "vchiq", "master: slot zero rejected");
-            return Err(VchiqError::BadPeer);
-        }
-        let common = version.min(VCHIQ_VERSION);
-        // Relaxed (this store and the master half below): published by our own `initialised`
-        // Release in `build` and by the Release of the tx_pos that carries our CONNECT, which
-        // the slave Acquire-reads before it reads `version` (rx.rs `handle_control`).
-        r.store(
-            off::VERSION_WORD,
-            (common as u16 as u32) | ((version_min as u16 as u32) << 16),
-            Ordering::Relaxed,
-        );
-        // The master half may hold state from a previous instance: reset it.
-        region.zero(
-            off::MASTER,
-            core::mem::size_of::<crate::layout::SharedState>(),
-        );
-        let p = cfg.partition(Role::Master);
-        r.store(off::MASTER + off::SLOT_FIRST, p.first, Ordering::Relaxed);
-        r.store(off::MASTER + off::SLOT_LAST, p.last, Ordering::Relaxed);
-        r.store(off::MASTER + off::SLOT_SYNC, p.sync, Ordering::Relaxed);
-        Self::build(region, platform, cfg, Role::Master)
-    }
-
-    fn build(
-        region: Region,
-        platform: Box<dyn Platform>,
-        cfg: Config,
-        role: Role,
-    ) -> VResult<Vchiq> {
-        let (local_off, remote_off) = match role {
-            Role::Slave => (off::SLAVE, off::MASTER),
-            Role::Master => (off::MASTER, off::SLAVE),
-        };
-        let other = match role {
-            Role::Slave => Role::Master,
-            Role::Master => Role::Slave,
-        };
-        let local_part = cfg.partition(role);
-        let remote_part = cfg.partition(other);
-        let n = local_part.data_slots();
-        let r = &region;
-        // init_state: our slot queue, recycle index, tx_pos, debug[0]; the sync slot is empty.
-        let mut tx_slot_queue = [0u32; VCHIQ_MAX_SLOTS_PER_SIDE];
-        for (i, q) in tx_slot_queue.iter_mut().enumerate() {
-            let s = if (i as u32) < n {
-                local_part.first + i as u32
-            } else {
-                0
-            };
-            *q = s;
-            r.store(local_off + off::SLOT_QUEUE + 4 * i, s, Ordering::Relaxed);
-        }
-        r.store(local_off + off::SLOT_QUEUE_RECYCLE, n, Ordering::Relaxed);
-        r.store(local_off + off::TX_POS, 0, Ordering::Relaxed);
-        r.store(local_off + off::DEBUG, DEBUG_MAX as u32, Ordering::Relaxed);
-        for ev in [
-            off::TRIGGER,
-            off::RECYCLE,
-            off::SYNC_TRIGGER,
-            off::SYNC_RELEASE,
-        ] {
-            r.store(local_off + ev + off::EV_ARMED, 0, Ordering::Relaxed);
-            r.store(local_off + ev + off::EV_FIRED, 0, Ordering::Relaxed);
-        }
-        let sync_hdr = local_part.sync as usize * VCHIQ_SLOT_SIZE;
-        r.store(sync_hdr, 0, Ordering::Relaxed);
-        r.store(sync_hdr + 4, 0, Ordering::Relaxed);
-        // wmb (for the VideoCore): the stores above reach it before `initialised`.
-        platform.wmb();
-        // Release: everything above is visible to a peer that Acquire-reads `initialised` = 1
-        // (the owner sets it last, docs/protocols/vchiq.md §1).
-        r.store(local_off + off::INITIALISED, 1, Ordering::Release);
-
-        let max = cfg.max_services;
-        let mut quotas = vec![Quota::new(); max];
-        for q in quotas.iter_mut() {
-            q.slot_quota = n / 2;
-            q.message_quota = core::cmp::min(n / 2 * 256, 65535);
-        }
-        let inner = Inner {
-            conn: ConnState::Disconnected,
-            peer_connect_seen: false,
-            version_common: VCHIQ_VERSION,
-            tx_pos: 0,
-            slot_queue_available: n,
-            tx_slot_queue,
-            data_use_count: 0,
-            data_quota: n - 1,
-            previous_data_index: u32::MAX,
-            rx_pos: 0,
-            rx_slot: None,
-            rx_slots: vec![RxSlot::default(); cfg.total_slots],
-            rx_stalled: false,
-            remote_recycle: remote_part.data_slots(),
-            services: (0..max).map(|_| None).collect(),
-            quotas,
-            handle_seq: 1,
-            scan_found: vec![0u64; max.div_ceil(64)],
-            pagelists_free: mask(cfg.num_pagelists),
-            fragments_free: mask(cfg.num_fragments),
-            pending: VecDeque::with_capacity(64),
-            tx_freed: false,
-            bulks_dirty: false,
-        };
-        log::debug!(target: "vchiq", "{role:?} initialised: data slots {}..={}", local_part.first, local_part.last);
-        Ok(Vchiq {
-            region,
-            platform,
-            cfg,
-            role,
-            local_off,
-            remote_off,
-            local_part,
-            remote_part,
-            inner: spin::Mutex::new(inner),
-            poll_lock: spin::Mutex::new(vec![0u8; VCHIQ_SLOT_SIZE]),
-            poll_gate: PollGate::new(),
-            dead: AtomicBool::new(false),
-            no_fragments: AtomicBool::new(false),
-            counters: VchiqCounters::default(),
-        })
-    }
-
     /// Test hook: turn fragment use off, to show that the fragment tests detect the resulting
     /// cache-line corruption hazard (the master counts `unaligned_reads`). Never for production.
     #[doc(hidden)]
@@ -618,111 +495,6 @@ impl Vchiq {
         self.platform.request_poll();
     }
 
-    /// Process everything pending: recycled slots, the peer's messages (handlers run here, with
-    /// no lock held), the sync slot, bulk transfers (master), deferred callbacks. Non-blocking; call it from the
-    /// doorbell interrupt's bottom half or a worker, or from a polling loop. Returns the units of
-    /// work done.
-    ///
-    /// One poller at a time: a call that finds another thread polling returns 0 at once, and
-    /// that thread is guaranteed to run another round for it before it returns (see
-    /// `poll_gate`), so calling `poll` only from an interrupt's bottom half never leaves work
-    /// until the next doorbell.
-    ///
-    /// Bounded: the peer writes `fired` and `tx_pos`, so it could keep a loop of "until nothing
-    /// fired and nothing was parsed" busy for ever. One call runs at most [`POLL_MAX_ROUNDS`]
-    /// rounds and parses at most [`POLL_MAX_MSGS`] messages. When it stops with work left it
-    /// counts [`VchiqCounters::poll_budget_exhausted`], leaves our `trigger` fired (so a worker's
-    /// [`Vchiq::prepare_sleep`] refuses to sleep) and calls the platform's `request_poll`, so the
-    /// rest is done by the next call, never lost.
-    pub fn poll(&self) -> usize {
-        if !self.poll_gate.enter() {
-            return 0;
-        }
-        let mut budget = PollBudget {
-            rounds: POLL_MAX_ROUNDS,
-            msgs: POLL_MAX_MSGS,
-            exhausted: false,
-        };
-        let mut total = 0;
-        loop {
-            total += self.poll_rounds(&mut budget);
-            if budget.exhausted {
-                // Open the gate without consuming a pending request: it stays visible to
-                // `prepare_sleep` and to the next `poll` (see `PollGate::leave_keep_request`).
-                self.poll_gate.leave_keep_request();
-                bump(&self.counters.poll_budget_exhausted);
-                log::debug!(target: "vchiq", "{:?}: poll budget exhausted, work left for the next call", self.role);
-                if let Some(e) = self.ev_words(self.local_off, off::TRIGGER) {
-                    remote_event::signal_local(e);
-                }
-                self.platform.request_poll();
-                break;
-            }
-            // `true`: a request arrived after our last round; we still hold the gate.
-            if !self.poll_gate.leave() {
-                break;
-            }
-        }
-        total
-    }
-
-    /// `poll`'s loop, with the gate held. Stops with `budget.exhausted` set when a further round
-    /// was due but the budget is spent.
-    fn poll_rounds(&self, budget: &mut PollBudget) -> usize {
-        let mut scratch = self.poll_lock.lock();
-        let mut total = 0;
-        loop {
-            if budget.rounds == 0 || budget.msgs == 0 {
-                budget.exhausted = true;
-                break;
-            }
-            budget.rounds -= 1;
-            let again = self.poll_gate.take_request();
-            let mut fired = false;
-            let mut sync_released = false;
-            for ev in [
-                off::SYNC_TRIGGER,
-                off::SYNC_RELEASE,
-                off::TRIGGER,
-                off::RECYCLE,
-            ] {
-                if let Some(e) = self.ev_words(self.local_off, ev) {
-                    let f = remote_event::take(e, &*self.platform);
-                    sync_released |= f && ev == off::SYNC_RELEASE;
-                    fired |= f;
-                }
-            }
-            if fired || again {
-                let mut g = self.inner.lock();
-                // A handler's Retry (or a stall) is re-tried on the next event
-                // (docs/protocols/vchiq.md §4: "the message stays in place and is re-parsed on the
-                // next trigger").
-                g.rx_stalled = false;
-                // The peer released our sync slot: a sync-mode sender may go again.
-                g.tx_freed |= sync_released;
-            }
-            let mut work = 0;
-            work += self.process_free_queue();
-            work += self.sync_poll(&mut scratch);
-            work += self.rx_poll(&mut scratch, &mut budget.msgs);
-            if self.role == Role::Master {
-                work += self.master_process_bulks();
-            }
-            self.notify_tx_space();
-            work += self.dispatch_pending();
-            total += work;
-            if work == 0 && !again && !fired {
-                break;
-            }
-            // Acquire: pairs with `mark_dead`'s Release; a dead instance stops polling once idle
-            // (a late `false` costs one more round).
-            if self.dead.load(Ordering::Acquire) && work == 0 {
-                break;
-            }
-        }
-        total
-    }
-
     /// Deliver deferred events, one at a time, with no lock held.
     pub(crate) fn dispatch_pending(&self) -> usize {
         let mut n = 0;
@@ -760,7 +532,7 @@ impl Vchiq {
     /// If transmit resources came back, queue [`Event::TxSpace`] for every service refused
     /// since. Bounded: a refusal arms it once, and only returned resources fire it (a handler
     /// refused again inside its `TxSpace` callback waits for the next real return).
-    fn notify_tx_space(&self) {
+    pub(crate) fn notify_tx_space(&self) {
         let mut g = self.inner.lock();
         if !core::mem::take(&mut g.tx_freed) {
             return;
@@ -790,29 +562,5 @@ impl Vchiq {
         // Release: pairs with the Acquire in `check_alive`.
         self.dead.store(true, Ordering::Release);
         self.inner.lock().conn = ConnState::Dead;
-    }
-}
-
-/// Rounds one [`Vchiq::poll`] call runs at most (each takes the four events, drains the free
-/// queue, the sync slot, the peer's stream up to the message budget, and the deferred events).
-pub const POLL_MAX_ROUNDS: usize = 64;
-
-/// Messages of the peer's stream (PADDING included) one [`Vchiq::poll`] call parses at most. More
-/// than a whole default window of the smallest messages (31 data slots × 512 eight-byte messages,
-/// docs/protocols/vchiq.md §1), so a well-behaved peer's backlog is still drained in one call.
-pub const POLL_MAX_MSGS: usize = 16384;
-
-/// What is left of one `poll` call's budget.
-struct PollBudget {
-    rounds: usize,
-    msgs: usize,
-    exhausted: bool,
-}
-
-fn mask(n: usize) -> u64 {
-    if n >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << n) - 1
     }
 }

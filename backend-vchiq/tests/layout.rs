@@ -759,7 +759,8 @@ fn the_audit_catches_corruption() {
 
 #[test]
 fn open_and_data_pass_the_independent_audit() {
-    use fwipc_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
+    use fwipc_vchiq::service::{Deliver, Event, ServiceParams};
+    use fwipc_vchiq::ServiceCtx;
     use std::sync::{Arc, Mutex};
 
     const ECHO: u32 = 0x6563_686F; // 'echo'
@@ -948,8 +949,9 @@ fn bulk_traffic_passes_the_independent_audit() {
 #[test]
 fn synchronous_service_passes_the_independent_audit() {
     use fwipc_vchiq::consts::ServiceState;
-    use fwipc_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
+    use fwipc_vchiq::service::{Deliver, Event, ServiceParams};
     use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::ServiceCtx;
     use std::sync::{Arc, Mutex};
 
     const SYNC: u32 = 0x7379_6E63; // 'sync'
@@ -1013,8 +1015,9 @@ fn synchronous_service_passes_the_independent_audit() {
 
 mod random_traffic {
     use super::*;
-    use fwipc_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
+    use fwipc_vchiq::service::{Deliver, Event, ServiceParams};
     use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::ServiceCtx;
     use proptest::prelude::*;
     use proptest::test_runner::TestCaseError;
     use std::sync::{Arc, Mutex};

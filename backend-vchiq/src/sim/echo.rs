@@ -12,10 +12,8 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::consts::make_fourcc;
 use crate::frame::{FrameHeader, NOTIFY};
-use crate::service::{
-    BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler,
-};
-use crate::vchiq::Vchiq;
+use crate::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle};
+use crate::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 use crate::VchiqError;
 
 /// The echo service's fourcc.

@@ -29,10 +29,8 @@ use fwipc_transport_api::ProtocolError;
 use super::error::VchiError;
 use super::link::{BulkLink, BulkPipeline, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
 use crate::error::VchiqError;
-use crate::service::{
-    BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler, ServiceParams,
-};
-use crate::vchiq::Vchiq;
+use crate::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams};
+use crate::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 
 impl From<VchiqError> for VchiError {
     fn from(e: VchiqError) -> Self {
