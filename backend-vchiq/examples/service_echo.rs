@@ -24,7 +24,7 @@
 
 use std::error::Error;
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::echo_reply;
@@ -81,9 +81,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         // We copied the payload: the slot holding it may be recycled now.
         Deliver::Done
     };
-    let h = pair.slave().open_service_blocking(
+    let h = pair.slave().open_service_wait(
         ServiceParams::new(ECHO_FOURCC).version(3, 3),
-        handler,
+        Arc::new(handler),
         TIMEOUT,
     )?;
     println!(

@@ -9,6 +9,8 @@
 
 use alloc::vec::Vec;
 
+use core::time::Duration;
+
 use crate::config::Role;
 use crate::consts::*;
 use crate::counters::bump;
@@ -396,45 +398,42 @@ impl Vchiq {
         })
     }
 
-    /// Blocking mode: poll (calling `relax` between polls) until the NoCallback transfer `tag`
-    /// completes. `Interrupted` when `cancelled()` says so: the transfer stays queued; call again
-    /// to resume waiting, or close the service to abort it. A completion that was aborted is
-    /// returned as `Ok` with `result == Err(Aborted)`; an unknown tag is `Invalid`.
+    /// Blocking mode: poll the instance, pausing the configured way ([`crate::Config::wait`]),
+    /// until the NoCallback transfer `tag` completes. `Timeout` once `timeout` passed: the
+    /// transfer stays queued; call again to resume waiting, or close the service to abort it. A
+    /// completion that was aborted is returned as `Ok` with `result == Err(Aborted)`; an unknown
+    /// tag is `Invalid`.
     pub fn wait_bulk(
         &self,
         h: ServiceHandle,
         tag: u64,
-        cancelled: &dyn Fn() -> bool,
-        relax: &mut dyn FnMut(),
+        timeout: Duration,
     ) -> VResult<BulkCompletion> {
-        loop {
-            {
-                // One lock for both checks: a completion moving from the queue to `done` in
-                // between must not look like an unknown tag.
-                let mut g = self.inner.lock();
-                let s = self.service_mut(&mut g, h)?;
-                if let Some(i) = s.done.iter().position(|c| c.tag == tag) {
-                    if let Some(c) = s.done.remove(i) {
-                        return Ok(c);
-                    }
-                }
-                let queued =
-                    s.tx.local
-                        .iter()
-                        .chain(s.rx.local.iter())
-                        .any(|e| e.tag == tag && e.mode == BulkMode::NoCallback);
-                if !queued {
-                    return Err(VchiqError::Invalid);
+        self.wait_until(timeout, || {
+            // One lock for both checks: a completion moving from the queue to `done` in
+            // between must not look like an unknown tag.
+            let mut g = self.inner.lock();
+            let s = match self.service_mut(&mut g, h) {
+                Ok(s) => s,
+                Err(e) => return Some(Err(e)),
+            };
+            if let Some(i) = s.done.iter().position(|c| c.tag == tag) {
+                if let Some(c) = s.done.remove(i) {
+                    return Some(Ok(c));
                 }
             }
-            if cancelled() {
-                return Err(VchiqError::Interrupted);
+            let queued =
+                s.tx.local
+                    .iter()
+                    .chain(s.rx.local.iter())
+                    .any(|e| e.tag == tag && e.mode == BulkMode::NoCallback);
+            if queued {
+                None
+            } else {
+                Some(Err(VchiqError::Invalid))
             }
-            self.poll();
-            relax();
-        }
+        })
     }
-
     pub(crate) fn entry_format(&self) -> pagelist::EntryFormat {
         if self.cfg.pagelist_addr36 {
             pagelist::EntryFormat::Addr36

@@ -6,6 +6,8 @@
 
 use alloc::boxed::Box;
 
+use fwipc_transport_api::ManualClock;
+
 use crate::config::{Config, Role};
 use crate::consts::MsgType;
 use crate::consts::*;
@@ -60,8 +62,13 @@ pub fn payloads(data: &[u8]) {
 
 fn peer_region(cfg: &Config) -> Option<(alloc::sync::Arc<OwnedRegion>, Vchiq)> {
     let mem = OwnedRegion::new(cfg.region_size()).ok()?;
-    let slave =
-        Vchiq::new_slave(mem.region(0x4000_0000).ok()?, Box::new(NullPlatform), *cfg).ok()?;
+    let slave = Vchiq::new_slave(
+        mem.region(0x4000_0000).ok()?,
+        Box::new(NullPlatform),
+        *cfg,
+        Box::new(ManualClock::new()),
+    )
+    .ok()?;
     Some((mem, slave))
 }
 
@@ -122,10 +129,20 @@ fn master_walk_stats(data: &[u8]) -> Option<crate::VchiqStats> {
     let (Ok(r1), Ok(r2), Ok(r3)) = (mem.region(bus), mem.region(bus), mem.region(bus)) else {
         return None;
     };
-    let Ok(slave) = Vchiq::new_slave(r1, Box::new(NullPlatform), cfg) else {
+    let Ok(slave) = Vchiq::new_slave(
+        r1,
+        Box::new(NullPlatform),
+        cfg,
+        Box::new(ManualClock::new()),
+    ) else {
         return None;
     };
-    let Ok(master) = Vchiq::new_master(r2, Box::new(NullPlatform), cfg) else {
+    let Ok(master) = Vchiq::new_master(
+        r2,
+        Box::new(NullPlatform),
+        cfg,
+        Box::new(ManualClock::new()),
+    ) else {
         return None;
     };
     let f = make_fourcc(*b"fuzz");

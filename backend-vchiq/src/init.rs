@@ -7,6 +7,8 @@ use alloc::collections::VecDeque;
 use alloc::vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use fwipc_transport_api::Clock;
+
 use crate::config::{Config, Role};
 use crate::consts::*;
 use crate::counters::VchiqCounters;
@@ -25,7 +27,12 @@ impl Vchiq {
     /// On real hardware this can happen once per boot (the VPU cannot re-connect,
     /// docs/protocols/vchiq.md §6); a new instance on the same region re-initialises slot zero,
     /// which the simulator supports.
-    pub fn new_slave(region: Region, platform: Box<dyn Platform>, cfg: Config) -> VResult<Vchiq> {
+    pub fn new_slave(
+        region: Region,
+        platform: Box<dyn Platform>,
+        cfg: Config,
+        clock: Box<dyn Clock + Send + Sync>,
+    ) -> VResult<Vchiq> {
         cfg.validate()?;
         if region.len() < cfg.region_size() {
             return Err(VchiqError::NoMemory);
@@ -69,12 +76,17 @@ impl Vchiq {
             r.store(base + off::SLOT_LAST, p.last, Ordering::Relaxed);
             r.store(base + off::SLOT_SYNC, p.sync, Ordering::Relaxed);
         }
-        Self::build(region, platform, cfg, Role::Slave)
+        Self::build(region, platform, cfg, clock, Role::Slave)
     }
 
     /// The VideoCore side (our simulator, or a VPU written in Rust): validates slot zero written
     /// by the slave, lowers `version` to the common one and sets up the master half.
-    pub fn new_master(region: Region, platform: Box<dyn Platform>, cfg: Config) -> VResult<Vchiq> {
+    pub fn new_master(
+        region: Region,
+        platform: Box<dyn Platform>,
+        cfg: Config,
+        clock: Box<dyn Clock + Send + Sync>,
+    ) -> VResult<Vchiq> {
         cfg.validate()?;
         if region.len() < cfg.region_size() {
             return Err(VchiqError::NoMemory);
@@ -129,13 +141,14 @@ impl Vchiq {
         r.store(off::MASTER + off::SLOT_FIRST, p.first, Ordering::Relaxed);
         r.store(off::MASTER + off::SLOT_LAST, p.last, Ordering::Relaxed);
         r.store(off::MASTER + off::SLOT_SYNC, p.sync, Ordering::Relaxed);
-        Self::build(region, platform, cfg, Role::Master)
+        Self::build(region, platform, cfg, clock, Role::Master)
     }
 
     fn build(
         region: Region,
         platform: Box<dyn Platform>,
         cfg: Config,
+        clock: Box<dyn Clock + Send + Sync>,
         role: Role,
     ) -> VResult<Vchiq> {
         let (local_off, remote_off) = match role {
@@ -229,6 +242,7 @@ impl Vchiq {
             dead: AtomicBool::new(false),
             no_fragments: AtomicBool::new(false),
             counters: VchiqCounters::default(),
+            clock,
         })
     }
 }

@@ -56,6 +56,7 @@ mod teardown;
 pub mod transport;
 mod tx;
 mod vchiq;
+mod waiting;
 
 pub use config::{Config, Role};
 pub use counters::{VchiqCounters, VchiqStats};
@@ -68,6 +69,7 @@ pub use service::{
     ServiceParams,
 };
 pub use vchiq::{ServiceCtx, ServiceHandler, Vchiq};
+pub use waiting::WAIT_NAP;
 
 /// VCHI clients on top of the core (SMEM shared-memory service, vc_mem query, vchiq_test services).
 pub mod vchi;

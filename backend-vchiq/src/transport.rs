@@ -19,9 +19,9 @@ use core::task::Waker;
 use core::time::Duration;
 
 use fwipc_transport_api::{
-    BulkDir, BulkRequest, BulkResult, Caps, Clock, Completion, Counters, Deadline, Error,
-    Lifecycle, MsgPool, Notification, PoolBuf, Request, Result, Stats, Ticket, TokenAllocator,
-    Transport, TxOutcome,
+    BulkDir, BulkRequest, BulkResult, Caps, Completion, Counters, Deadline, Error, Lifecycle,
+    MsgPool, Notification, PoolBuf, Request, Result, Stats, Ticket, TokenAllocator, Transport,
+    TxOutcome,
 };
 use zerocopy::IntoBytes;
 
@@ -89,7 +89,6 @@ pub struct VchiqTransport {
     vchiq: Arc<Vchiq>,
     sh: Arc<Shared>,
     completion: Completion,
-    clock: Box<dyn Clock + Send + Sync>,
 }
 
 impl core::fmt::Debug for VchiqTransport {
@@ -101,14 +100,14 @@ impl core::fmt::Debug for VchiqTransport {
 }
 
 impl VchiqTransport {
-    /// Open `params.fourcc` on a connected instance and wait (up to `timeout` on `clock`,
-    /// polling the instance) for OPENACK. `max_msg` transfers may be in flight.
+    /// Open `params.fourcc` on a connected instance and wait up to `timeout` for OPENACK
+    /// ([`Vchiq::open_service_wait`]: the instance's clock and [`crate::Config::wait`]).
+    /// `max_msg` transfers may be in flight.
     pub fn open(
         vchiq: Arc<Vchiq>,
         params: ServiceParams,
         completion: Completion,
         max_msg: usize,
-        clock: Box<dyn Clock + Send + Sync>,
         timeout: Duration,
     ) -> Result<Self> {
         let pool = MsgPool::new(max_msg, MAX_FRAME_PAYLOAD)?;
@@ -151,33 +150,13 @@ impl VchiqTransport {
             lifecycle: Lifecycle::new(),
             handle: AtomicU32::new(0),
         });
-        let h = vchiq.open_service_arc(params, sh.clone())?;
+        let h = vchiq.open_service_wait(params, sh.clone(), timeout)?;
         // Relaxed: the handle is a plain value; the service table is guarded by the core's lock.
         sh.handle.store(h.raw(), Ordering::Relaxed);
-        let deadline = Deadline::after(&*clock, timeout);
-        loop {
-            if completion == Completion::Polled {
-                vchiq.poll();
-            }
-            match vchiq.open_status(h) {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = vchiq.remove_service(h);
-                    return Err(e.into());
-                }
-            }
-            if deadline.expired(&*clock) {
-                let _ = vchiq.remove_service(h);
-                return Err(Error::Timeout);
-            }
-            core::hint::spin_loop();
-        }
         Ok(VchiqTransport {
             vchiq,
             sh,
             completion,
-            clock,
         })
     }
 
@@ -643,10 +622,11 @@ impl Transport for VchiqTransport {
         // Close the service: the remote aborts our bulks (they come back ABORTED).
         let h = self.service();
         let _ = self.vchiq.remove_service(h);
-        let deadline = Deadline::after(&*self.clock, Duration::from_secs(2));
+        let clock = &*self.vchiq.clock;
+        let deadline = Deadline::after(clock, Duration::from_secs(2));
         // The deadline is checked before every poll, and each poll is bounded (`POLL_MAX_ROUNDS`,
         // `POLL_MAX_MSGS`): a hostile VideoCore cannot hold the teardown past it.
-        while self.vchiq.service_state(h).is_ok() && !deadline.expired(&*self.clock) {
+        while self.vchiq.service_state(h).is_ok() && !deadline.expired(clock) {
             self.vchiq.poll();
             core::hint::spin_loop();
         }
@@ -676,11 +656,9 @@ impl Transport for VchiqTransport {
                 }
             }
         }
-        self.sh.lifecycle.wait_idle(
-            &*self.clock,
-            Deadline::after(&*self.clock, Duration::from_secs(1)),
-            || {},
-        )
+        self.sh
+            .lifecycle
+            .wait_idle(clock, Deadline::after(clock, Duration::from_secs(1)), || {})
     }
 
     fn stats(&self) -> Stats {

@@ -8,6 +8,8 @@
 
 use core::sync::atomic::Ordering;
 
+use core::time::Duration;
+
 use crate::consts::*;
 use crate::counters::bump;
 use crate::error::{VResult, VchiqError};
@@ -35,12 +37,12 @@ impl Vchiq {
     /// pair.connect().unwrap();
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// let tx = std::sync::Mutex::new(tx);
-    /// let h = pair.slave().open_service_blocking(
+    /// let h = pair.slave().open_service_wait(
     ///     ServiceParams::new(make_fourcc(*b"ping")),
-    ///     move |_: &fwipc_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
+    ///     std::sync::Arc::new(move |_: &fwipc_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
     ///         if let Event::Message(m) = ev { tx.lock().unwrap().send(m.payload().to_vec()).unwrap(); }
     ///         Deliver::Done
-    ///     },
+    ///     }),
     ///     std::time::Duration::from_secs(5),
     /// ).unwrap();
     /// pair.slave().queue_message(h, b"ping").unwrap();
@@ -81,28 +83,20 @@ impl Vchiq {
         r
     }
 
-    /// Like [`Vchiq::queue_message`], but on back-pressure polls and calls `relax` until it fits;
-    /// `Interrupted` as soon as `cancelled()` says so (nothing queued then).
+    /// Like [`Vchiq::queue_message`], but on back-pressure polls the instance and pauses the
+    /// configured way ([`crate::Config::wait`]) until it fits; `Timeout` once `timeout` passed
+    /// (nothing queued then).
     pub fn queue_message_wait(
         &self,
         h: ServiceHandle,
         payload: &[u8],
-        cancelled: &dyn Fn() -> bool,
-        relax: &mut dyn FnMut(),
+        timeout: Duration,
     ) -> VResult {
-        loop {
-            match self.queue_message(h, payload) {
-                Err(VchiqError::Retry) => {}
-                r => return r,
-            }
-            if cancelled() {
-                return Err(VchiqError::Interrupted);
-            }
-            self.poll();
-            relax();
-        }
+        self.wait_until(timeout, || match self.queue_message(h, payload) {
+            Err(VchiqError::Retry) => None,
+            r => Some(r),
+        })
     }
-
     /// Write one message into our slots and publish it. Caller holds the lock. `data_port` =
     /// Some(port) applies the DATA quotas.
     pub(crate) fn queue_locked(

@@ -14,6 +14,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use fwipc_transport_api::Clock;
+
 use crate::config::{Config, Partition, Role};
 use crate::consts::*;
 use crate::counters::{bump, VchiqCounters, VchiqStats};
@@ -280,19 +282,19 @@ pub(crate) struct Inner {
 /// let tx = std::sync::Mutex::new(tx);
 /// let arm = pair.slave();
 /// let h = arm
-///     .open_service_blocking(ServiceParams::new(fourcc).version(2, 2), move |_: &ServiceCtx<'_>, ev: Event<'_>| {
+///     .open_service_wait(ServiceParams::new(fourcc).version(2, 2), std::sync::Arc::new(move |_: &ServiceCtx<'_>, ev: Event<'_>| {
 ///         if let Event::Message(m) = ev {
 ///             tx.lock().unwrap().send(m.payload().to_vec()).unwrap();
 ///         }
 ///         Deliver::Done
-///     }, Duration::from_secs(5))
+///     }), Duration::from_secs(5))
 ///     .unwrap();
 /// arm.queue_message(h, b"hello").unwrap();
 /// assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 5u32.to_le_bytes());
 ///
 /// arm.bulk_receive(h, vec![0; 100], 3, 90, 7, BulkMode::NoCallback).unwrap();
-/// let t0 = std::time::Instant::now(); // bounded: give up (Interrupted) after 5 s
-/// let done = arm.wait_bulk(h, 7, &|| t0.elapsed() > Duration::from_secs(5), &mut || std::thread::yield_now()).unwrap();
+/// // Bounded: `Timeout` after 5 s, waiting the way the pair's `Config::wait` says.
+/// let done = arm.wait_bulk(h, 7, Duration::from_secs(5)).unwrap();
 /// assert_eq!(done.result, Ok(90));
 /// assert!(done.buf[3..93].iter().all(|&b| b == 0xAB));
 /// assert_eq!(done.buf[2], 0);
@@ -314,6 +316,8 @@ pub struct Vchiq {
     pub(crate) dead: AtomicBool,
     pub(crate) no_fragments: AtomicBool,
     pub(crate) counters: VchiqCounters,
+    /// The clock of the blocking calls' deadlines (see [`Vchiq::wait_until`]).
+    pub(crate) clock: Box<dyn Clock + Send + Sync>,
 }
 
 impl core::fmt::Debug for Vchiq {

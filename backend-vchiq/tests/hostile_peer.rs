@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use fwipc_transport_api::StdClock;
 use fwipc_vchiq::consts::{MsgType, VCHIQ_SLOT_MASK, VCHIQ_SLOT_QUEUE_MASK, VCHIQ_SLOT_SIZE};
 use fwipc_vchiq::header::make_msgid;
 use fwipc_vchiq::layout::off;
@@ -112,10 +113,23 @@ impl Setup {
             fire: fire.clone(),
             pad: pad.clone(),
         };
-        let slave =
-            Arc::new(Vchiq::new_slave(mem.region(BUS).unwrap(), Box::new(pf), cfg).unwrap());
+        let slave = Arc::new(
+            Vchiq::new_slave(
+                mem.region(BUS).unwrap(),
+                Box::new(pf),
+                cfg,
+                Box::new(StdClock::new()),
+            )
+            .unwrap(),
+        );
         // Initialises the VideoCore half (its slot queue); never polled afterwards.
-        let master = Vchiq::new_master(mem.region(BUS).unwrap(), Box::new(Passive), cfg).unwrap();
+        let master = Vchiq::new_master(
+            mem.region(BUS).unwrap(),
+            Box::new(Passive),
+            cfg,
+            Box::new(StdClock::new()),
+        )
+        .unwrap();
         Setup {
             slave,
             master,
@@ -241,9 +255,7 @@ fn shutdown_returns_within_deadline_against_hostile_peer() {
     s.hostile(true, true);
     let v = s.slave.clone();
     let deadline = Duration::from_millis(300);
-    let r = finishes_within(&s, Duration::from_secs(10), move || {
-        v.shutdown_blocking(deadline)
-    });
+    let r = finishes_within(&s, Duration::from_secs(10), move || v.shutdown(deadline));
     let (res, took) = r.expect("shutdown did not return while the peer kept firing and padding");
     assert_eq!(res, Err(fwipc_vchiq::VchiqError::Timeout));
     assert!(
@@ -439,7 +451,6 @@ fn reply_with_lying_length_fails_its_transfer() {
         ServiceParams::new(fourcc),
         Completion::Interrupt,
         4,
-        Box::new(StdClock::new()),
         Duration::from_secs(5),
     )
     .unwrap();

@@ -13,6 +13,7 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
+use fwipc_transport_api::StdClock;
 use fwipc_vchiq::config::Config;
 use fwipc_vchiq::consts::MsgType;
 use fwipc_vchiq::header::{make_msgid, stride};
@@ -348,8 +349,20 @@ fn pair() -> (Mem, Vchiq, Vchiq) {
         "the tests assume the Pi partition"
     );
     let mem = Mem::new(cfg.region_size());
-    let slave = Vchiq::new_slave(mem.region(BUS), Box::new(PollPlatform), cfg).unwrap();
-    let master = Vchiq::new_master(mem.region(BUS), Box::new(PollPlatform), cfg).unwrap();
+    let slave = Vchiq::new_slave(
+        mem.region(BUS),
+        Box::new(PollPlatform),
+        cfg,
+        Box::new(StdClock::new()),
+    )
+    .unwrap();
+    let master = Vchiq::new_master(
+        mem.region(BUS),
+        Box::new(PollPlatform),
+        cfg,
+        Box::new(StdClock::new()),
+    )
+    .unwrap();
     (mem, slave, master)
 }
 
@@ -657,7 +670,13 @@ fn audit_with(
 fn slave_init_writes_slot_zero_as_the_notes_say() {
     let cfg = Config::default();
     let mem = Mem::new(cfg.region_size());
-    let slave = Vchiq::new_slave(mem.region(BUS), Box::new(PollPlatform), cfg).unwrap();
+    let slave = Vchiq::new_slave(
+        mem.region(BUS),
+        Box::new(PollPlatform),
+        cfg,
+        Box::new(StdClock::new()),
+    )
+    .unwrap();
     let b = mem.snapshot();
     assert_eq!(u32_at(&b, 0x000), MAGIC);
     assert_eq!(i16_at(&b, 0x004) as u32, VERSION);

@@ -120,14 +120,14 @@ fn deferred_videocore_replies_flow_without_flush_under_backpressure() {
     let tx = std::sync::Mutex::new(tx);
     let h = pair
         .slave()
-        .open_service_blocking(
+        .open_service_wait(
             ServiceParams::new(BURST),
-            move |_: &ServiceCtx<'_>, ev: Event<'_>| {
+            Arc::new(move |_: &ServiceCtx<'_>, ev: Event<'_>| {
                 if let Event::Message(m) = ev {
                     let _ = tx.lock().unwrap().send(m.payload().to_vec());
                 }
                 Deliver::Done
-            },
+            }),
             Duration::from_secs(5),
         )
         .unwrap();

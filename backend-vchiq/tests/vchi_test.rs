@@ -330,14 +330,10 @@ fn fun2_catches_a_cache_line_size_mismatch() {
     // Negative control (docs/protocols/vchiq.md §5 cause 1): the ARM uses 32-byte fragments, the
     // VideoCore 64-byte ones. Nothing in slot zero tells them apart; only the data at unaligned
     // edges goes wrong, and the fun2 checks must see it.
-    let slave_cfg = Config {
-        cache_line_size: 32,
-        ..Config::default()
-    };
-    let master_cfg = Config {
-        cache_line_size: 64,
-        ..Config::default()
-    };
+    let mut slave_cfg = Config::default();
+    slave_cfg.cache_line_size = 32;
+    let mut master_cfg = Config::default();
+    master_cfg.cache_line_size = 64;
     let mut p = PolledPair::with_configs(slave_cfg, master_cfg).unwrap();
     let make: fn() -> Fun2Server = Fun2Server::new;
     p.add_vc_service(ServiceParams::new(fourcc::FUN2).version(3, 2), make)

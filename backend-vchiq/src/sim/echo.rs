@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use fwipc_transport_api::fixture::{echo_reply_byte, Fault};
 use zerocopy::{FromBytes, IntoBytes};
@@ -127,14 +128,11 @@ impl EchoService {
             s.open.or(s.listener)
         };
         if let Some(h) = open {
-            for _ in 0..10_000 {
-                match master.close_service(h) {
-                    Err(VchiqError::Retry) => {
-                        std::thread::sleep(std::time::Duration::from_micros(100))
-                    }
-                    _ => break,
-                }
-            }
+            // Bounded: a close that still finds no slot after 1 s is given up.
+            let _ = master.wait_until(Duration::from_secs(1), || match master.close_service(h) {
+                Err(VchiqError::Retry) => None,
+                _ => Some(Ok(())),
+            });
         }
     }
 
@@ -164,16 +162,9 @@ impl EchoService {
 
 /// Queue on the master, retrying on back-pressure (bounded: 2 s).
 fn send_retrying(master: &Vchiq, h: ServiceHandle, m: &[u8]) -> bool {
-    let start = std::time::Instant::now();
-    loop {
-        match master.queue_message(h, m) {
-            Ok(()) => return true,
-            Err(VchiqError::Retry) if start.elapsed() < std::time::Duration::from_secs(2) => {
-                std::thread::sleep(std::time::Duration::from_micros(50))
-            }
-            Err(_) => return false,
-        }
-    }
+    master
+        .queue_message_wait(h, m, Duration::from_secs(2))
+        .is_ok()
 }
 
 impl ServiceHandler for EchoService {

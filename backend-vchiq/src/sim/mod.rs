@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{VResult, VchiqError};
@@ -22,6 +22,7 @@ use crate::platform::Platform;
 use crate::region::OwnedRegion;
 use crate::vchiq::Vchiq;
 use fwipc_transport_api::fixture::{SimMode, SimModeSwitch};
+use fwipc_transport_api::{StdClock, Wait};
 
 pub use fixture::VchiqFixture;
 
@@ -313,10 +314,17 @@ fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>, mode: Option<Ar
     }
 }
 
+/// How the simulator's instances wait in their blocking calls: a few spins, then yield the thread
+/// (the other side runs on a worker thread of the same machine).
+pub const SIM_WAIT: Wait<'static> = Wait::SpinThenYield {
+    spins: 16,
+    relax: &fwipc_transport_api::yield_now,
+};
+
 impl SimPair {
-    /// Default configuration, both sides with a worker thread.
+    /// The default configuration with [`SIM_WAIT`], both sides with a worker thread.
     pub fn new() -> VResult<SimPair> {
-        Self::with_config(Config::default(), true)
+        Self::with_config(Config::default().with_wait(SIM_WAIT), true)
     }
 
     /// A pair on a fresh region. `slave_worker = false`: the slave is driven by its user's
@@ -358,11 +366,13 @@ impl SimPair {
             mem.region(SIM_REGION_BUS)?,
             wrap_slave(Box::new(slave_pf)),
             cfg,
+            Box::new(StdClock::new()),
         )?);
         let master = Arc::new(Vchiq::new_master(
             mem.region(SIM_REGION_BUS)?,
             Box::new(master_pf),
             cfg,
+            Box::new(StdClock::new()),
         )?);
         let stop = Arc::new(AtomicBool::new(false));
         let master_mode = Arc::new(SimModeSwitch::new());
@@ -439,21 +449,15 @@ impl SimPair {
     pub fn connect(&self) -> VResult {
         self.master.connect()?;
         self.slave.connect()?;
-        let start = Instant::now();
-        while !(self.slave.is_connected() && self.master.is_connected()) {
-            self.slave.poll();
-            if start.elapsed() > Duration::from_secs(5) {
-                return Err(VchiqError::Timeout);
-            }
-            std::thread::sleep(Duration::from_micros(50));
-        }
-        Ok(())
+        self.slave.wait_until(Duration::from_secs(5), || {
+            (self.slave.is_connected() && self.master.is_connected()).then_some(Ok(()))
+        })
     }
 
     /// Tear both sides down (slave first, then the VideoCore), stop the workers.
     pub fn shutdown(&mut self) -> VResult {
-        let r1 = self.slave.shutdown_blocking(Duration::from_secs(2));
-        let r2 = self.master.shutdown_blocking(Duration::from_secs(2));
+        let r1 = self.slave.shutdown(Duration::from_secs(2));
+        let r2 = self.master.shutdown(Duration::from_secs(2));
         self.stop_workers();
         r1.and(r2)
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
-use fwipc_transport_api::Error;
+use fwipc_transport_api::{Error, StdClock};
 
 use super::core_link::{CoreLink, VcServiceHost};
 use super::error::VchiError;
@@ -157,8 +157,18 @@ impl PolledPair {
         let size = slave_cfg.region_size().max(master_cfg.region_size());
         let mem = OwnedRegion::new(size)?;
         let plat = SimPlatform::default();
-        let slave = Vchiq::new_slave(mem.region(REGION_BUS)?, Box::new(plat.clone()), slave_cfg)?;
-        let master = Vchiq::new_master(mem.region(REGION_BUS)?, Box::new(plat), master_cfg)?;
+        let slave = Vchiq::new_slave(
+            mem.region(REGION_BUS)?,
+            Box::new(plat.clone()),
+            slave_cfg,
+            Box::new(StdClock::new()),
+        )?;
+        let master = Vchiq::new_master(
+            mem.region(REGION_BUS)?,
+            Box::new(plat),
+            master_cfg,
+            Box::new(StdClock::new()),
+        )?;
         Ok(PolledPair {
             mem,
             slave,
