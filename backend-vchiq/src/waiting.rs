@@ -5,7 +5,7 @@
 
 use core::time::Duration;
 
-use fwipc_transport_api::Deadline;
+use fwipc_transport_api::{Deadline, Wait};
 
 use crate::error::{VResult, VchiqError};
 use crate::vchiq::Vchiq;
@@ -22,8 +22,21 @@ impl Vchiq {
     pub(crate) fn wait_until<T>(
         &self,
         timeout: Duration,
-        mut check: impl FnMut() -> Option<VResult<T>>,
+        check: impl FnMut() -> Option<VResult<T>>,
     ) -> VResult<T> {
+        self.wait_until_with(self.cfg.wait, timeout, VchiqError::Timeout, check)
+    }
+
+    /// [`Vchiq::wait_until`] with a caller's [`Wait`] (a VCHI link's, see
+    /// [`crate::vchi::core_link::CoreLink::open`]) and its own error type: `expired` is returned
+    /// when `timeout` passes.
+    pub(crate) fn wait_until_with<T, E>(
+        &self,
+        wait: Wait<'_>,
+        timeout: Duration,
+        expired: E,
+        mut check: impl FnMut() -> Option<Result<T, E>>,
+    ) -> Result<T, E> {
         let deadline = Deadline::after(&*self.clock, timeout);
         let mut polls: u32 = 0;
         loop {
@@ -31,11 +44,11 @@ impl Vchiq {
                 return r;
             }
             if deadline.expired(&*self.clock) {
-                return Err(VchiqError::Timeout);
+                return Err(expired);
             }
             self.poll();
             polls = polls.saturating_add(1);
-            self.cfg.wait.pause(polls, WAIT_NAP);
+            wait.pause(polls, WAIT_NAP);
         }
     }
 }

@@ -314,12 +314,16 @@ fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>, mode: Option<Ar
     }
 }
 
-/// How the simulator's instances wait in their blocking calls: a few spins, then yield the thread
-/// (the other side runs on a worker thread of the same machine).
+/// How the simulator's instances wait in their blocking calls: a few spins, then 50 µs naps (the
+/// other side runs on a worker thread of the same machine and needs the CPU more than the waiter).
 pub const SIM_WAIT: Wait<'static> = Wait::SpinThenYield {
     spins: 16,
-    relax: &fwipc_transport_api::yield_now,
+    relax: &sim_nap,
 };
+
+fn sim_nap() {
+    std::thread::sleep(Duration::from_micros(50));
+}
 
 impl SimPair {
     /// The default configuration with [`SIM_WAIT`], both sides with a worker thread.

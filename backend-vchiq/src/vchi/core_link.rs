@@ -3,10 +3,10 @@
 //! * [`CoreLink`] (ARM side): a [`ServiceLink`]/[`BulkLink`] over one open client service of a
 //!   [`Vchiq`] instance. Received DATA is copied into an [`Inbox`] of buffers allocated when the
 //!   service is opened (a full inbox makes the core keep the message in its slot and redeliver it:
-//!   back-pressure, no allocation on the receive path). Blocking calls drive progress through a
-//!   caller-supplied *pump* (`FnMut() -> Result<(), VchiError>`): in a bare-metal kernel it waits
-//!   for the doorbell interrupt, in the single-threaded tests it polls both roles, and it returns
-//!   an error (e.g. `Timeout`) to give up. Bulk data is staged in one reusable buffer at the
+//!   back-pressure, no allocation on the receive path). Blocking calls poll the instance and pause
+//!   between polls the way the link was opened with (a [`Wait`]: `Poll`, `SpinThenYield`, or
+//!   `Completion` with a parker; the single-threaded simulator's parker runs the VideoCore), each
+//!   bounded by the link's timeout on the instance's clock (`Transport(Timeout)` when it passes). Bulk data is staged in one reusable buffer at the
 //!   caller's page offset (so fragments and pagelists are those of the caller's buffer), with
 //!   guard bytes around each receive window: a peer that writes outside the window (the
 //!   cache-line-edge corruption of docs/protocols/vchiq.md §5) is reported as `DmaOverrun`.
@@ -24,7 +24,9 @@ use alloc::vec::Vec;
 
 use log::warn;
 
-use fwipc_transport_api::ProtocolError;
+use core::time::Duration;
+
+use fwipc_transport_api::{Error, ProtocolError, Wait};
 
 use super::error::VchiError;
 use super::link::{BulkLink, BulkPipeline, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
@@ -148,7 +150,7 @@ impl ServiceHandler for InboxHandler {
                 }
             }
             // Bulks are submitted in NoCallback mode and collected by the blocking calls.
-            // The blocking calls retry sends themselves, driving the pump.
+            // The blocking calls retry sends themselves, polling the instance.
             Event::Bulk(_) | Event::RemoteBulkPending { .. } | Event::TxSpace => {}
         }
         Deliver::Done
@@ -156,11 +158,14 @@ impl ServiceHandler for InboxHandler {
 }
 
 /// A client service of a [`Vchiq`] instance as a blocking [`BulkLink`].
-pub struct CoreLink<'v, P: FnMut() -> Result<(), VchiError>> {
+pub struct CoreLink<'v> {
     vchiq: &'v Vchiq,
     handle: ServiceHandle,
     inbox: Arc<Inbox>,
-    pump: P,
+    /// How the blocking calls pause between polls.
+    wait: Wait<'v>,
+    /// The bound of each blocking call.
+    timeout: Duration,
     next_tag: u64,
     /// The bulk buffer, lent to the core for each transfer and returned with its completion:
     /// reused, so steady-state bulks of a size seen before allocate nothing.
@@ -169,7 +174,7 @@ pub struct CoreLink<'v, P: FnMut() -> Result<(), VchiError>> {
     removed: bool,
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> Drop for CoreLink<'_, P> {
+impl Drop for CoreLink<'_> {
     /// Dropping an open link starts closing its service (the CLOSE goes out now; the core
     /// completes the handshake on later polls). Use [`CoreLink::close`] to wait for it.
     fn drop(&mut self) {
@@ -179,40 +184,51 @@ impl<P: FnMut() -> Result<(), VchiError>> Drop for CoreLink<'_, P> {
     }
 }
 
-impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
-    /// Open the peer's service `params.fourcc` and pump until it is open (or refused:
-    /// `Core(Refused)`). `depth` bounds the messages buffered for [`ServiceLink::recv`].
+impl<'v> CoreLink<'v> {
+    /// Open the peer's service `params.fourcc` and wait until it is open (or refused:
+    /// `Core(Refused)`). `depth` bounds the messages buffered for [`ServiceLink::recv`]. Every
+    /// blocking call of the link polls the instance, pauses the `wait` way between polls and
+    /// gives up with `Transport(Timeout)` after `timeout`.
     pub fn open(
         vchiq: &'v Vchiq,
         params: ServiceParams,
         depth: usize,
-        mut pump: P,
+        wait: Wait<'v>,
+        timeout: Duration,
     ) -> Result<Self, VchiError> {
         let inbox = Arc::new(Inbox::new(depth));
         let handle = vchiq.open_service(params, InboxHandler(inbox.clone()))?;
-        loop {
-            match vchiq.open_status(handle) {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = vchiq.remove_service(handle);
-                    return Err(e.into());
-                }
-            }
-            if let Err(e) = pump() {
-                let _ = vchiq.remove_service(handle);
-                return Err(e);
-            }
-        }
-        Ok(CoreLink {
+        let link = CoreLink {
             vchiq,
             handle,
             inbox,
-            pump,
+            wait,
+            timeout,
             next_tag: 1,
             spare: Vec::new(),
             removed: false,
-        })
+        };
+        // Dropping the link on failure removes the service.
+        link.block(|| match vchiq.open_status(handle) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(e) => Some(Err(e.into())),
+        })?;
+        Ok(link)
+    }
+
+    /// The one waiting loop of the link: `check` until it answers, polling the instance and
+    /// pausing between polls; `Transport(Timeout)` after the link's timeout.
+    fn block<T>(
+        &self,
+        check: impl FnMut() -> Option<Result<T, VchiError>>,
+    ) -> Result<T, VchiError> {
+        self.vchiq.wait_until_with(
+            self.wait,
+            self.timeout,
+            VchiError::Transport(Error::Timeout),
+            check,
+        )
     }
 
     /// The core's handle of this service.
@@ -225,21 +241,18 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
         &self.inbox
     }
 
-    /// Close the service and pump until the close completes (the peer's CLOSE arrived); the
+    /// Close the service and wait until the close completes (the peer's CLOSE arrived); the
     /// port is then freed.
     pub fn close(mut self) -> Result<(), VchiError> {
-        loop {
-            match self.vchiq.remove_service(self.handle) {
-                Err(VchiqError::Retry) => (self.pump)()?,
-                Err(e) => return Err(e.into()),
-                Ok(()) => break,
-            }
-        }
+        let (vchiq, handle) = (self.vchiq, self.handle);
+        self.block(|| match vchiq.remove_service(handle) {
+            Err(VchiqError::Retry) => None,
+            Err(e) => Some(Err(e.into())),
+            Ok(()) => Some(Ok(())),
+        })?;
         self.removed = true;
-        while !self.inbox.ring.lock().closed {
-            (self.pump)()?;
-        }
-        Ok(())
+        let inbox = self.inbox.clone();
+        self.block(|| inbox.ring.lock().closed.then_some(Ok(())))
     }
 
     /// Place a `len`-byte window in the spare buffer at the same offset within a page as
@@ -272,90 +285,108 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
 
     /// Run one blocking bulk of `spare[off..off+len]` (already filled for a transmit); returns
     /// the actual length. The buffer is back in `self.spare` afterwards, unless the transfer is
-    /// still queued (the pump gave up), in which case the core keeps it.
+    /// still queued (the wait timed out), in which case the core keeps it.
     fn bulk(&mut self, dir: BulkDir, off: usize, len: usize) -> Result<usize, VchiError> {
         let tag = self.next_tag;
         self.next_tag += 1;
-        let mut buf = core::mem::take(&mut self.spare);
-        loop {
+        let buf = core::mem::take(&mut self.spare);
+        if let Err((e, back)) = self.submit_tagged(dir, tag, buf, off, len) {
+            if let Some(back) = back {
+                self.spare = back;
+            }
+            return Err(e);
+        }
+        let (vchiq, handle) = (self.vchiq, self.handle);
+        let c = self.block(|| match vchiq.take_bulk_completion_tag(handle, tag) {
+            Ok(Some(c)) => Some(Ok(c)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        })?;
+        self.spare = c.buf;
+        c.result.map_err(Into::into)
+    }
+
+    /// Submit one NoCallback bulk of `buf[off..off + len]` as `tag`, retrying back-pressure the
+    /// link's way. On failure the buffer comes back (the core keeps only an accepted transfer's).
+    #[allow(clippy::type_complexity)]
+    fn submit_tagged(
+        &self,
+        dir: BulkDir,
+        tag: u64,
+        buf: Vec<u8>,
+        off: usize,
+        len: usize,
+    ) -> Result<(), (VchiError, Option<Vec<u8>>)> {
+        let (vchiq, handle) = (self.vchiq, self.handle);
+        let mut held = Some(buf);
+        let r = self.block(|| {
+            let buf = held.take()?;
             let r = match dir {
                 BulkDir::Transmit => {
-                    self.vchiq
-                        .bulk_transmit(self.handle, buf, off, len, tag, BulkMode::NoCallback)
+                    vchiq.bulk_transmit(handle, buf, off, len, tag, BulkMode::NoCallback)
                 }
                 BulkDir::Receive => {
-                    self.vchiq
-                        .bulk_receive(self.handle, buf, off, len, tag, BulkMode::NoCallback)
+                    vchiq.bulk_receive(handle, buf, off, len, tag, BulkMode::NoCallback)
                 }
             };
             match r {
-                Ok(()) => break,
+                Ok(()) => Some(Ok(())),
+                Err((VchiqError::Retry, back)) => {
+                    held = Some(back);
+                    None
+                }
                 Err((e, back)) => {
-                    buf = back;
-                    if e != VchiqError::Retry {
-                        self.spare = buf;
-                        return Err(e.into());
-                    }
-                    if let Err(e) = (self.pump)() {
-                        self.spare = buf;
-                        return Err(e);
-                    }
+                    held = Some(back);
+                    Some(Err(e.into()))
                 }
             }
-        }
-        loop {
-            if let Some(c) = self.vchiq.take_bulk_completion_tag(self.handle, tag)? {
-                self.spare = c.buf;
-                return c.result.map_err(Into::into);
-            }
-            (self.pump)()?;
-        }
+        });
+        r.map_err(|e| (e, held))
     }
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> ServiceLink for CoreLink<'_, P> {
+impl ServiceLink for CoreLink<'_> {
     fn send(&mut self, payload: &[u8]) -> Result<(), VchiError> {
-        loop {
-            match self.vchiq.queue_message(self.handle, payload) {
-                Err(VchiqError::Retry) => (self.pump)()?,
-                r => return r.map_err(Into::into),
-            }
-        }
+        let (vchiq, handle) = (self.vchiq, self.handle);
+        self.block(|| match vchiq.queue_message(handle, payload) {
+            Err(VchiqError::Retry) => None,
+            r => Some(r.map_err(Into::into)),
+        })
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, VchiError> {
-        loop {
+        let (vchiq, inbox) = (self.vchiq, self.inbox.clone());
+        self.block(|| {
             // (After a refused delivery, `try_pop` kicks the core to redeliver it.)
-            if let Some(r) = self.try_pop(buf) {
-                return r;
+            if let Some(r) = try_pop(vchiq, &inbox, buf) {
+                return Some(r);
             }
-            if self.inbox.ring.lock().closed {
-                return Err(VchiError::Core(VchiqError::Closed));
+            if inbox.ring.lock().closed {
+                return Some(Err(VchiError::Core(VchiqError::Closed)));
             }
-            (self.pump)()?;
-        }
+            None
+        })
     }
 
     fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, VchiError> {
         if self.inbox.is_empty() {
-            // Non-blocking: one poll of our side, no pump.
+            // Non-blocking: one poll of our side, no wait.
             self.vchiq.poll();
         }
-        self.try_pop(buf).transpose()
+        try_pop(self.vchiq, &self.inbox, buf).transpose()
     }
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> CoreLink<'_, P> {
-    fn try_pop(&mut self, buf: &mut [u8]) -> Option<Result<usize, VchiError>> {
-        let (r, refused) = self.inbox.pop(buf)?;
-        if refused {
-            self.vchiq.kick();
-        }
-        Some(r)
+/// Take the next buffered message; a refused delivery behind it is redelivered (`kick`).
+fn try_pop(vchiq: &Vchiq, inbox: &Inbox, buf: &mut [u8]) -> Option<Result<usize, VchiError>> {
+    let (r, refused) = inbox.pop(buf)?;
+    if refused {
+        vchiq.kick();
     }
+    Some(r)
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> BulkLink for CoreLink<'_, P> {
+impl BulkLink for CoreLink<'_> {
     fn bulk_transmit(&mut self, data: &[u8]) -> Result<(), VchiError> {
         let off = self.place(data.as_ptr() as usize, data.len());
         self.spare[off..off + data.len()].copy_from_slice(data);
@@ -374,7 +405,7 @@ impl<P: FnMut() -> Result<(), VchiError>> BulkLink for CoreLink<'_, P> {
     }
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> BulkPipeline for CoreLink<'_, P> {
+impl BulkPipeline for CoreLink<'_> {
     fn submit_transmit(&mut self, data: Vec<u8>) -> Result<u64, VchiError> {
         self.submit(BulkDir::Transmit, data)
     }
@@ -384,43 +415,27 @@ impl<P: FnMut() -> Result<(), VchiError>> BulkPipeline for CoreLink<'_, P> {
     }
 
     fn complete(&mut self, tag: u64) -> Result<(usize, Vec<u8>), VchiError> {
-        loop {
-            if let Some(c) = self.vchiq.take_bulk_completion_tag(self.handle, tag)? {
-                return match c.result {
-                    Ok(n) => Ok((n, c.buf)),
-                    Err(e) => Err(e.into()),
-                };
-            }
-            (self.pump)()?;
+        let (vchiq, handle) = (self.vchiq, self.handle);
+        let c = self.block(|| match vchiq.take_bulk_completion_tag(handle, tag) {
+            Ok(Some(c)) => Some(Ok(c)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        })?;
+        match c.result {
+            Ok(n) => Ok((n, c.buf)),
+            Err(e) => Err(e.into()),
         }
     }
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> CoreLink<'_, P> {
-    fn submit(&mut self, dir: BulkDir, mut buf: Vec<u8>) -> Result<u64, VchiError> {
+impl CoreLink<'_> {
+    fn submit(&mut self, dir: BulkDir, buf: Vec<u8>) -> Result<u64, VchiError> {
         let tag = self.next_tag;
         self.next_tag += 1;
         let len = buf.len();
-        loop {
-            let r = match dir {
-                BulkDir::Transmit => {
-                    self.vchiq
-                        .bulk_transmit(self.handle, buf, 0, len, tag, BulkMode::NoCallback)
-                }
-                BulkDir::Receive => {
-                    self.vchiq
-                        .bulk_receive(self.handle, buf, 0, len, tag, BulkMode::NoCallback)
-                }
-            };
-            match r {
-                Ok(()) => return Ok(tag),
-                Err((VchiqError::Retry, back)) => {
-                    buf = back;
-                    (self.pump)()?;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        self.submit_tagged(dir, tag, buf, 0, len)
+            .map(|()| tag)
+            .map_err(|(e, _)| e)
     }
 }
 
