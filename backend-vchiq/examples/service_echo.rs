@@ -19,7 +19,7 @@
 //! - Our side of the service is a [`ServiceHandler`]: here a closure that forwards each received
 //!   message into a channel. Handlers run on the ARM worker thread, inside `Vchiq::poll`.
 //!
-//! (The crate has a second `'echo'` server, [`fwipc_vchiq::vchi::echo_server::EchoServer`], which
+//! (The crate has a second `'echo'` server, [`fwipc_vchiq::sim::vchi::echo_server::EchoServer`], which
 //! speaks the `vchiq_test` protocol instead; it is not used here.)
 
 use std::error::Error;

@@ -21,6 +21,7 @@ use crate::vchiq::Vchiq;
 use core::sync::atomic::Ordering;
 use zerocopy::FromBytes;
 
+#[cfg(feature = "sim")]
 pub use crate::vchi::fuzzing::{
     fuzz_echo_message, fuzz_fun2_message, fuzz_smem_reply, fuzz_smem_request, fuzz_vc_mem,
 };
@@ -246,6 +247,7 @@ mod tests {
         #[test]
         fn fuzz_pagelist(d in proptest::collection::vec(any::<u8>(), 0..256)) { pagelist(&d) }
         /// The VCHI entries, called through the crate-level re-exports.
+        #[cfg(feature = "sim")]
         #[test]
         fn fuzz_vchi_entries_via_crate_module(d in proptest::collection::vec(any::<u8>(), 0..128)) {
             let entries: [fn(&[u8]); 5] = [

@@ -48,7 +48,7 @@ pub mod region;
 pub mod remote_event;
 mod rx;
 pub mod service;
-#[cfg(feature = "std")]
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod sync;
 pub mod sync_slot;

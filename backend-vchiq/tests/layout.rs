@@ -869,9 +869,9 @@ fn open_and_data_pass_the_independent_audit() {
 
 #[test]
 fn bulk_traffic_passes_the_independent_audit() {
-    use fwipc_vchiq::vchi::echo_server::EchoServer;
+    use fwipc_vchiq::sim::vchi::echo_server::EchoServer;
+    use fwipc_vchiq::sim::vchi::pair::{PolledPair, REGION_BUS};
     use fwipc_vchiq::vchi::fourcc;
-    use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
     use fwipc_vchiq::vchi::test_client::bulk_echo;
     use fwipc_vchiq::ServiceParams;
 
@@ -969,7 +969,7 @@ fn bulk_traffic_passes_the_independent_audit() {
 fn synchronous_service_passes_the_independent_audit() {
     use fwipc_vchiq::consts::ServiceState;
     use fwipc_vchiq::service::{Deliver, Event, ServiceParams};
-    use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::sim::vchi::pair::{PolledPair, REGION_BUS};
     use fwipc_vchiq::ServiceCtx;
     use std::sync::{Arc, Mutex};
 
@@ -1035,7 +1035,7 @@ fn synchronous_service_passes_the_independent_audit() {
 mod random_traffic {
     use super::*;
     use fwipc_vchiq::service::{Deliver, Event, ServiceParams};
-    use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::sim::vchi::pair::{PolledPair, REGION_BUS};
     use fwipc_vchiq::ServiceCtx;
     use proptest::prelude::*;
     use proptest::test_runner::TestCaseError;

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fwipc_vchiq::sim::vchi::echo_server::EchoServer;
+use fwipc_vchiq::sim::vchi::SmemServer;
 use fwipc_vchiq::sim::{SimPair, SIM_WAIT};
 use fwipc_vchiq::vchi::core_link::{CoreLink, VcServiceHost};
-use fwipc_vchiq::vchi::echo_server::EchoServer;
 use fwipc_vchiq::vchi::fourcc;
 use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
 use fwipc_vchiq::vchi::test_client::{bulk_echo, ctrl, ping};
-use fwipc_vchiq::vchi::{Smem, SmemServer};
+use fwipc_vchiq::vchi::Smem;
 use fwipc_vchiq::vchi::{VcAction, VcService};
 use fwipc_vchiq::{Config, Deliver, Event, ServiceCtx, ServiceParams, Vchiq};
 

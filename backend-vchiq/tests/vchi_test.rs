@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
+use fwipc_vchiq::sim::vchi::echo_server::EchoServer;
+use fwipc_vchiq::sim::vchi::func_server::{
+    Fun2Server, FuncEvent, FuncServer, FUNC_EXPECTED_EVENTS,
+};
+use fwipc_vchiq::sim::vchi::pair::PolledPair;
 use fwipc_vchiq::vchi::core_link::VcServiceHost;
-use fwipc_vchiq::vchi::echo_server::EchoServer;
 use fwipc_vchiq::vchi::fourcc;
-use fwipc_vchiq::vchi::func_server::{Fun2Server, FuncEvent, FuncServer, FUNC_EXPECTED_EVENTS};
 use fwipc_vchiq::vchi::link::ServiceLink;
-use fwipc_vchiq::vchi::sim::PolledPair;
 use fwipc_vchiq::vchi::test_client::{
     bulk_echo, bulk_echo_pipelined, ctrl, fun2_subtest, fun2_subtests, func_script, ping,
     ping_suite, FUNC_CLIENT_EXPECTED,
@@ -257,9 +259,10 @@ fn signal_test_blocking_bulk_given_up_then_aborted_by_close() {
 
 #[test]
 fn hostile_videocore_replies_over_the_core() {
+    use fwipc_vchiq::sim::vchi::SmemServer;
     use fwipc_vchiq::vchi::link::{VcAction, VcService};
     use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
-    use fwipc_vchiq::vchi::{Smem, SmemServer};
+    use fwipc_vchiq::vchi::Smem;
     // A VideoCore that garbles: before each real reply it sends junk, a truncated reply for the
     // right transaction, a forged RELEASED and a reply for another transaction.
     struct Garbler(SmemServer, u32);
@@ -433,8 +436,8 @@ mod differential {
     //! including the size-mismatch rule (docs/protocols/vchiq.md §5: any mismatch aborts both
     //! sides).
     use super::*;
+    use fwipc_vchiq::sim::vchi::loopback::Loopback;
     use fwipc_vchiq::vchi::link::{BulkLink, VcAction, VcService};
-    use fwipc_vchiq::vchi::loopback::Loopback;
     use proptest::prelude::*;
 
     /// A VideoCore service whose bulks are driven by the client's messages:

@@ -6,9 +6,12 @@
 //! - [`SimBus`] / [`SimPlatform`]: the doorbells and the bus address space.
 //! - [`echo::EchoService`]: the VideoCore-side 'echo' service of the conformance suite.
 //! - [`fixture::VchiqFixture`]: the conformance fixture.
+//! - [`vchi`]: the VideoCore side of the VCHI services (`'SMEM'`, `'echo'`, `'func'`/`'fun2'`)
+//!   and the single-threaded pair their clients are tested against.
 
 pub mod echo;
 pub mod fixture;
+pub mod vchi;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -18,13 +18,13 @@ use std::task::Waker;
 
 use fwipc_transport_api::{Error, Parker, StdClock, Wait};
 
-use super::core_link::{CoreLink, VcServiceHost};
-use super::error::VchiError;
-use super::link::VcService;
 use crate::config::Config;
 use crate::platform::Platform;
 use crate::region::OwnedRegion;
 use crate::service::{ServiceHandle, ServiceParams};
+use crate::vchi::core_link::{CoreLink, VcServiceHost};
+use crate::vchi::error::VchiError;
+use crate::vchi::link::VcService;
 use crate::vchiq::Vchiq;
 
 const PAGE: usize = 4096;
