@@ -1,11 +1,11 @@
 //! Instance configuration and the region layout it implies: slot partitioning (`init_slots`,
 //! docs/protocols/vchiq.md §1), the fragment pool and the pagelist area that follow the slots.
 
-use crate::consts::{
+use crate::error::{VResult, VchiqError};
+use crate::wire::consts::{
     VCHIQ_MAX_FRAGMENTS, VCHIQ_MAX_SERVICES, VCHIQ_MAX_SLOTS, VCHIQ_MAX_SLOTS_PER_SIDE,
     VCHIQ_SLOT_SIZE, VCHIQ_SLOT_ZERO_SLOTS,
 };
-use crate::error::{VResult, VchiqError};
 use fwipc_transport_api::Wait;
 
 /// Which side of the protocol this instance plays.
@@ -57,7 +57,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             total_slots: 65,
-            cache_line_size: crate::consts::DEFAULT_CACHE_LINE_SIZE,
+            cache_line_size: crate::wire::consts::DEFAULT_CACHE_LINE_SIZE,
             num_fragments: VCHIQ_MAX_FRAGMENTS,
             num_pagelists: 32,
             pagelist_size: 2048,

@@ -9,15 +9,15 @@ use alloc::boxed::Box;
 use fwipc_transport_api::ManualClock;
 
 use crate::config::{Config, Role};
-use crate::consts::MsgType;
-use crate::consts::*;
-use crate::header::Header;
-use crate::layout::{off, BulkDonePayload, BulkPayload, OpenAckPayload, OpenPayload};
-use crate::pagelist;
+use crate::engine::service::{Deliver, ServiceParams};
+use crate::engine::vchiq::Vchiq;
 use crate::platform::Platform;
-use crate::region::OwnedRegion;
-use crate::service::{Deliver, ServiceParams};
-use crate::vchiq::Vchiq;
+use crate::shared::region::OwnedRegion;
+use crate::wire::consts::MsgType;
+use crate::wire::consts::*;
+use crate::wire::header::Header;
+use crate::wire::layout::{off, BulkDonePayload, BulkPayload, OpenAckPayload, OpenPayload};
+use crate::wire::pagelist;
 use core::sync::atomic::Ordering;
 use zerocopy::FromBytes;
 
@@ -50,7 +50,7 @@ pub fn header(data: &[u8]) {
 
 /// The transport's frame parser.
 pub fn frame(data: &[u8]) {
-    let _ = crate::frame::parse(data);
+    let _ = crate::wire::frame::parse(data);
 }
 
 /// The fixed payload decoders (OPEN, OPENACK, BULK, BULK_DONE).
@@ -175,7 +175,7 @@ fn master_walk_stats(data: &[u8]) -> Option<crate::VchiqStats> {
     let size = word(data, 0) & 0xFFFF;
     for ty in [MsgType::BulkTx, MsgType::BulkRx] {
         let mut raw = [0u8; 16];
-        let msgid = crate::header::make_msgid(ty, h.raw() & 0xFFF, sh.raw() & 0xFFF);
+        let msgid = crate::wire::header::make_msgid(ty, h.raw() & 0xFFF, sh.raw() & 0xFFF);
         raw[0..4].copy_from_slice(&msgid.to_le_bytes());
         raw[4..8].copy_from_slice(&8u32.to_le_bytes());
         raw[8..12].copy_from_slice(&(bus + pl_off as u32).to_le_bytes());

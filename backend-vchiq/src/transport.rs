@@ -1,7 +1,7 @@
 //! [`VchiqTransport`]: the fwipc [`Transport`] over one open VCHIQ service.
 //!
 //! - `Request.target` / `BulkRequest.target` = the service's fourcc (stable across a re-open).
-//! - Each request is one DATA message framed by [`crate::frame`] (`{token, len}`); the reply
+//! - Each request is one DATA message framed by [`crate::wire::frame`] (`{token, len}`); the reply
 //!   carries the token back. Remote-initiated messages (token bit 31) are notifications.
 //! - `bulk()`/`take_bulk()` map to VCHIQ bulk transmit/receive (callback mode).
 //! - A request's pool buffer is *lent* to the remote when sent and reclaimed when its reply
@@ -25,9 +25,11 @@ use fwipc_transport_api::{
 };
 use zerocopy::IntoBytes;
 
-use crate::frame::{self, FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
-use crate::service::{BulkCompletion, BulkMode, Deliver, Event, ServiceHandle, ServiceParams};
-use crate::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
+use crate::engine::service::{
+    BulkCompletion, BulkMode, Deliver, Event, ServiceHandle, ServiceParams,
+};
+use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
+use crate::wire::frame::{self, FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
 
 const BULK_BIT: u32 = 0x8000_0000;
 const N_BULK: usize = 8;

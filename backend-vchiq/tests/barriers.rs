@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fwipc_vchiq::consts::{make_fourcc, VCHIQ_SLOT_SIZE};
-use fwipc_vchiq::layout::off;
-use fwipc_vchiq::pagelist::fragment_split;
+use fwipc_vchiq::sim::internals::layout::off;
+use fwipc_vchiq::sim::internals::pagelist::fragment_split;
 use fwipc_vchiq::sim::{SimPair, SIM_REGION_BUS};
 use fwipc_vchiq::{
     BulkDir, BulkMode, Config, Deliver, Event, OwnedRegion, Platform, Region, Role, ServiceCtx,
@@ -351,7 +351,7 @@ fn barriers_precede_every_publication_and_doorbell() {
         let split = if addr % cl != 0 || (addr + len) % cl != 0 {
             fragment_split(addr % VCHIQ_SLOT_SIZE, len, cl)
         } else {
-            fwipc_vchiq::pagelist::FragmentSplit { head: 0, tail: 0 }
+            fwipc_vchiq::sim::internals::pagelist::FragmentSplit { head: 0, tail: 0 }
         };
         let mid = len - split.head - split.tail;
         let want = Kind::CleanInvalidate(addr + split.head, mid);

@@ -132,7 +132,7 @@ fn fragment_offset_sweep_addr36_byte_exact() {
 fn without_fragments_the_hazard_is_detected() {
     let (pair, h) = pair(Config::default());
     let v = pair.slave();
-    v.set_fragments_enabled_for_test(false);
+    fwipc_vchiq::sim::internals::set_fragments_enabled(v, false);
     echo_at(v, h, 0, 64, 4096, 0);
     echo_at(v, h, 0, 64, 128, 2);
     assert_eq!(

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use fwipc_transport_api::StdClock;
 use fwipc_vchiq::consts::{MsgType, VCHIQ_SLOT_MASK, VCHIQ_SLOT_QUEUE_MASK, VCHIQ_SLOT_SIZE};
-use fwipc_vchiq::header::make_msgid;
-use fwipc_vchiq::layout::off;
+use fwipc_vchiq::sim::internals::header::make_msgid;
+use fwipc_vchiq::sim::internals::layout::off;
 use fwipc_vchiq::{
     Config, Deliver, Event, OwnedRegion, Platform, Region, ServiceCtx, ServiceParams, Vchiq,
     POLL_MAX_ROUNDS,

@@ -16,10 +16,12 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use fwipc_transport_api::StdClock;
 use fwipc_vchiq::config::Config;
 use fwipc_vchiq::consts::MsgType;
-use fwipc_vchiq::header::{make_msgid, stride};
-use fwipc_vchiq::layout::{MsgHeader, OpenPayload, RemoteEvent, SharedState, SlotZero};
 use fwipc_vchiq::platform::Platform;
-use fwipc_vchiq::region::Region;
+use fwipc_vchiq::sim::internals::header::{make_msgid, stride};
+use fwipc_vchiq::sim::internals::layout::{
+    MsgHeader, OpenPayload, RemoteEvent, SharedState, SlotZero,
+};
+use fwipc_vchiq::sim::internals::region::Region;
 use fwipc_vchiq::Vchiq;
 use zerocopy::{FromZeros, IntoBytes};
 

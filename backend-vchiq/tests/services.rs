@@ -863,13 +863,13 @@ fn _assert_send_sync(v: &Vchiq) -> &(dyn Send + Sync) {
 #[test]
 fn keepalive_use_is_acknowledged_and_no_pointers_in_shared_state() {
     use fwipc_vchiq::consts::MsgType;
-    use fwipc_vchiq::header::make_msgid;
+    use fwipc_vchiq::sim::internals::header::make_msgid;
     let p = connected();
     let before = p.master().stats().msgs_received;
     // The VideoCore asks the ARM not to suspend (REMOTE_USE); the ARM answers REMOTE_USE_ACTIVE.
     let mut raw = make_msgid(MsgType::RemoteUse, 0, 0).to_le_bytes().to_vec();
     raw.extend_from_slice(&0u32.to_le_bytes());
-    p.master().queue_raw(&raw).unwrap();
+    fwipc_vchiq::sim::internals::queue_raw(p.master(), &raw).unwrap();
     until(|| p.master().stats().msgs_received > before);
     assert_eq!(p.slave().stats().protocol_errors, 0);
     // The remote_event third word (once a semaphore pointer, docs/protocols/vchiq.md §1/§9 item 12)

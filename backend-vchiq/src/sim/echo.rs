@@ -11,10 +11,10 @@ use std::time::Duration;
 use fwipc_transport_api::fixture::{echo_reply_byte, Fault};
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::consts::make_fourcc;
-use crate::frame::{FrameHeader, NOTIFY};
-use crate::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle};
-use crate::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
+use crate::engine::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle};
+use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
+use crate::wire::consts::make_fourcc;
+use crate::wire::frame::{FrameHeader, NOTIFY};
 use crate::VchiqError;
 
 /// The echo service's fourcc.

@@ -10,7 +10,7 @@ use fwipc_transport_api::Completion;
 use super::echo::{EchoService, ECHO_FOURCC};
 use super::SimPair;
 use crate::config::Config;
-use crate::service::ServiceParams;
+use crate::engine::service::ServiceParams;
 use crate::transport::VchiqTransport;
 
 /// Transfers in flight at once through the fixture's transport.

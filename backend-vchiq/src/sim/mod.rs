@@ -11,6 +11,8 @@
 
 pub mod echo;
 pub mod fixture;
+#[doc(hidden)]
+pub mod internals;
 pub mod vchi;
 
 use std::collections::HashMap;
@@ -20,10 +22,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::engine::vchiq::Vchiq;
 use crate::error::{VResult, VchiqError};
 use crate::platform::Platform;
-use crate::region::OwnedRegion;
-use crate::vchiq::Vchiq;
+use crate::shared::region::OwnedRegion;
 use fwipc_transport_api::fixture::{SimMode, SimModeSwitch};
 use fwipc_transport_api::{StdClock, Wait};
 

@@ -30,9 +30,9 @@ use fwipc_transport_api::{Error, ProtocolError, Wait};
 
 use super::error::VchiError;
 use super::link::{BulkLink, BulkPipeline, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
+use crate::engine::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams};
+use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 use crate::error::VchiqError;
-use crate::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams};
-use crate::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 
 impl From<VchiqError> for VchiError {
     fn from(e: VchiqError) -> Self {

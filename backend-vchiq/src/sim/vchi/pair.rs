@@ -19,13 +19,13 @@ use std::task::Waker;
 use fwipc_transport_api::{Error, Parker, StdClock, Wait};
 
 use crate::config::Config;
+use crate::engine::service::{ServiceHandle, ServiceParams};
+use crate::engine::vchiq::Vchiq;
 use crate::platform::Platform;
-use crate::region::OwnedRegion;
-use crate::service::{ServiceHandle, ServiceParams};
+use crate::shared::region::OwnedRegion;
 use crate::vchi::core_link::{CoreLink, VcServiceHost};
 use crate::vchi::error::VchiError;
 use crate::vchi::link::VcService;
-use crate::vchiq::Vchiq;
 
 const PAGE: usize = 4096;
 

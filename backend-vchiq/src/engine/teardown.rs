@@ -8,9 +8,9 @@ use core::time::Duration;
 use fwipc_transport_api::Deadline;
 
 use crate::config::Role;
+use crate::engine::vchiq::{PendingEv, Vchiq};
+use crate::engine::waiting::WAIT_NAP;
 use crate::error::{VResult, VchiqError};
-use crate::vchiq::{PendingEv, Vchiq};
-use crate::waiting::WAIT_NAP;
 
 impl Vchiq {
     /// Tear down: close and remove every service, poll (pausing the configured way,

@@ -22,7 +22,7 @@ pub const FRAME_HEADER: usize = 8;
 /// Token bit of a remote-initiated message.
 pub const NOTIFY: u32 = 0x8000_0000;
 /// Largest payload in one frame.
-pub const MAX_FRAME_PAYLOAD: usize = crate::consts::VCHIQ_MAX_MSG_SIZE - FRAME_HEADER;
+pub const MAX_FRAME_PAYLOAD: usize = crate::wire::consts::VCHIQ_MAX_MSG_SIZE - FRAME_HEADER;
 
 /// Split a received message into header and payload, checking the length: [`split`] then
 /// [`payload`]. The transport's receive path runs exactly these two steps.

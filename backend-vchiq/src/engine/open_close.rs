@@ -6,11 +6,11 @@ use alloc::sync::Arc;
 
 use core::time::Duration;
 
-use crate::consts::*;
+use crate::engine::service::{ServiceHandle, ServiceParams};
+use crate::engine::vchiq::{Inner, PendingEv, Service, ServiceHandler, Vchiq};
 use crate::error::{VResult, VchiqError};
-use crate::layout::OpenPayload;
-use crate::service::{ServiceHandle, ServiceParams};
-use crate::vchiq::{Inner, PendingEv, Service, ServiceHandler, Vchiq};
+use crate::wire::consts::*;
+use crate::wire::layout::OpenPayload;
 use zerocopy::IntoBytes;
 
 impl Vchiq {

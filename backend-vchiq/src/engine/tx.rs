@@ -10,14 +10,14 @@ use core::sync::atomic::Ordering;
 
 use core::time::Duration;
 
-use crate::consts::*;
-use crate::counters::bump;
+use crate::engine::counters::bump;
+use crate::engine::service::ServiceHandle;
+use crate::engine::vchiq::{Inner, Vchiq};
 use crate::error::{VResult, VchiqError};
-use crate::header::{make_msgid, stride, Header};
-use crate::layout::off;
-use crate::recycle;
-use crate::service::ServiceHandle;
-use crate::vchiq::{Inner, Vchiq};
+use crate::shared::recycle;
+use crate::wire::consts::*;
+use crate::wire::header::{make_msgid, stride, Header};
+use crate::wire::layout::off;
 
 impl Vchiq {
     /// Queue a DATA message on an open service. `Retry` on back-pressure (slot, quota or sync slot
@@ -383,8 +383,8 @@ impl Vchiq {
     /// would go (header words included, nothing validated), zero the rest of that slot and move
     /// to the next slot, then publish. Lets a simulated VideoCore send corrupt headers and random
     /// garbage through the real slot path.
-    #[doc(hidden)]
-    pub fn queue_raw(&self, bytes: &[u8]) -> VResult {
+    #[cfg(any(feature = "sim", test))]
+    pub(crate) fn queue_raw(&self, bytes: &[u8]) -> VResult {
         self.check_alive()?;
         if bytes.len() > VCHIQ_SLOT_SIZE {
             return Err(VchiqError::TooLarge);

@@ -7,8 +7,8 @@ use core::time::Duration;
 
 use fwipc_transport_api::{Deadline, Wait};
 
+use crate::engine::vchiq::Vchiq;
 use crate::error::{VResult, VchiqError};
-use crate::vchiq::Vchiq;
 
 /// The longest a `Wait::Completion` waiter parks between two polls of the instance: nothing in
 /// the core wakes a parker, so a blocking call re-polls at least this often.

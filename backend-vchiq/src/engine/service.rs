@@ -4,8 +4,8 @@
 
 use alloc::vec::Vec;
 
-use crate::consts::Reason;
 use crate::error::VchiqError;
+use crate::wire::consts::Reason;
 pub use fwipc_transport_api::BulkDir;
 
 /// An opaque service handle: `seq << 12 | port`. Local only; never an address.
@@ -29,7 +29,7 @@ impl ServiceHandle {
 /// What to open or offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceParams {
-    /// Service fourcc ([`crate::consts::make_fourcc`]); 0 is invalid.
+    /// Service fourcc ([`crate::wire::consts::make_fourcc`]); 0 is invalid.
     pub fourcc: u32,
     /// Our service version.
     pub version: i16,

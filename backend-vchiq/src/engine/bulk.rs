@@ -12,15 +12,15 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::config::Role;
-use crate::consts::*;
-use crate::counters::bump;
+use crate::engine::counters::bump;
+use crate::engine::service::{BulkCompletion, BulkDir, BulkMode, ServiceHandle};
+use crate::engine::vchiq::{Inner, LocalBulk, PendingEv, RemoteBulk, Vchiq};
 use crate::error::{VResult, VchiqError};
-use crate::header::Header;
-use crate::layout::{BulkDonePayload, BulkPayload};
-use crate::pagelist::{self, fragment_split, needs_fragment};
-use crate::region::{copy_from_shared, copy_to_shared};
-use crate::service::{BulkCompletion, BulkDir, BulkMode, ServiceHandle};
-use crate::vchiq::{Inner, LocalBulk, PendingEv, RemoteBulk, Vchiq};
+use crate::shared::region::{copy_from_shared, copy_to_shared};
+use crate::wire::consts::*;
+use crate::wire::header::Header;
+use crate::wire::layout::{BulkDonePayload, BulkPayload};
+use crate::wire::pagelist::{self, fragment_split, needs_fragment};
 use zerocopy::IntoBytes;
 
 type BulkResultT = core::result::Result<(), (VchiqError, Vec<u8>)>;
@@ -53,7 +53,7 @@ impl Vchiq {
     }
 
     /// Receive into `buf[offset..offset+len]`. Any offset and length: unaligned cache-line
-    /// edges use a fragment (see [`crate::pagelist`]). See [`Vchiq::bulk_transmit`].
+    /// edges use a fragment (see [`crate::wire::pagelist`]). See [`Vchiq::bulk_transmit`].
     pub fn bulk_receive(
         &self,
         h: ServiceHandle,
@@ -653,7 +653,7 @@ impl Vchiq {
                 .bulk_bus_to_cpu(rb.pagelist, page)
                 .ok_or(fwipc_transport_api::ProtocolError::OutOfRange)?;
             // Bulk pages are copied with byte atomics, the region only ever with word atomics
-            // (`crate::region`'s one-width rule): a page inside the region is refused.
+            // (`crate::shared::region`'s one-width rule): a page inside the region is refused.
             if region.overlaps(p, VCHIQ_SLOT_SIZE) {
                 return Err(fwipc_transport_api::ProtocolError::OutOfRange);
             }

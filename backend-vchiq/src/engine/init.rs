@@ -10,14 +10,14 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use fwipc_transport_api::Clock;
 
 use crate::config::{Config, Role};
-use crate::consts::*;
-use crate::counters::VchiqCounters;
+use crate::engine::counters::VchiqCounters;
+use crate::engine::poll_gate::PollGate;
+use crate::engine::vchiq::{Inner, Quota, RxSlot, Vchiq};
 use crate::error::{VResult, VchiqError};
-use crate::layout::{off, SlotZero};
 use crate::platform::Platform;
-use crate::poll_gate::PollGate;
-use crate::region::Region;
-use crate::vchiq::{Inner, Quota, RxSlot, Vchiq};
+use crate::shared::region::Region;
+use crate::wire::consts::*;
+use crate::wire::layout::{off, SlotZero};
 
 impl Vchiq {
     /// The ARM side: writes slot zero (`init_slots`) and our shared state (`init_state`), then
@@ -135,7 +135,7 @@ impl Vchiq {
         // The master half may hold state from a previous instance: reset it.
         region.zero(
             off::MASTER,
-            core::mem::size_of::<crate::layout::SharedState>(),
+            core::mem::size_of::<crate::wire::layout::SharedState>(),
         );
         let p = cfg.partition(Role::Master);
         r.store(off::MASTER + off::SLOT_FIRST, p.first, Ordering::Relaxed);

@@ -3,10 +3,10 @@
 use core::sync::atomic::Ordering;
 
 use crate::config::Role;
-use crate::counters::bump;
-use crate::layout::off;
-use crate::remote_event;
-use crate::vchiq::Vchiq;
+use crate::engine::counters::bump;
+use crate::engine::vchiq::Vchiq;
+use crate::shared::remote_event;
+use crate::wire::layout::off;
 
 impl Vchiq {
     /// Process everything pending: recycled slots, the peer's messages (handlers run here, with

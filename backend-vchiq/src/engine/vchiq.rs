@@ -17,17 +17,17 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use fwipc_transport_api::Clock;
 
 use crate::config::{Config, Partition, Role};
-use crate::consts::*;
-use crate::counters::{bump, VchiqCounters, VchiqStats};
-use crate::error::{VResult, VchiqError};
-use crate::layout::off;
-use crate::platform::Platform;
-use crate::poll_gate::PollGate;
-use crate::region::Region;
-use crate::remote_event::{self, EventRef};
-use crate::service::{
+use crate::engine::counters::{bump, VchiqCounters, VchiqStats};
+use crate::engine::poll_gate::PollGate;
+use crate::engine::service::{
     BulkCompletion, BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams,
 };
+use crate::error::{VResult, VchiqError};
+use crate::platform::Platform;
+use crate::shared::region::Region;
+use crate::shared::remote_event::{self, EventRef};
+use crate::wire::consts::*;
+use crate::wire::layout::off;
 
 /// The context of a callback.
 pub struct ServiceCtx<'a> {
@@ -332,8 +332,8 @@ impl core::fmt::Debug for Vchiq {
 impl Vchiq {
     /// Test hook: turn fragment use off, to show that the fragment tests detect the resulting
     /// cache-line corruption hazard (the master counts `unaligned_reads`). Never for production.
-    #[doc(hidden)]
-    pub fn set_fragments_enabled_for_test(&self, on: bool) {
+    #[cfg(feature = "sim")]
+    pub(crate) fn set_fragments_enabled_for_test(&self, on: bool) {
         // Relaxed: a test switch read at bulk submission.
         self.no_fragments.store(!on, Ordering::Relaxed);
     }
@@ -474,7 +474,7 @@ impl Vchiq {
     }
 
     /// After the worker woke from its doorbell: disarm our events (only the sleeper does this;
-    /// see [`remote_event::disarm`]).
+    /// see `remote_event::disarm`).
     pub fn after_wake(&self) {
         for ev in [
             off::SYNC_TRIGGER,
