@@ -71,6 +71,7 @@ impl Default for Config {
 
 /// One side's slot partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Partition {
     /// The synchronous slot.
     pub sync: u32,

@@ -4,6 +4,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters of one instance.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct VchiqCounters {
     /// Malformed input from the peer (dropped, never a panic).
     pub protocol_errors: AtomicU64,
@@ -33,6 +34,7 @@ pub struct VchiqCounters {
 
 /// A snapshot of [`VchiqCounters`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VchiqStats {
     /// See [`VchiqCounters::protocol_errors`].
     pub protocol_errors: u64,

@@ -28,6 +28,7 @@ impl ServiceHandle {
 
 /// What to open or offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceParams {
     /// Service fourcc ([`crate::wire::consts::make_fourcc`]); 0 is invalid.
     pub fourcc: u32,
@@ -112,6 +113,7 @@ pub struct MessageToken {
 
 /// A finished bulk transfer: the buffer comes back with the result.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct BulkCompletion {
     /// Direction, from this side.
     pub dir: BulkDir,
@@ -125,6 +127,7 @@ pub struct BulkCompletion {
 
 /// A callback event.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// The service opened (client: OPENACK; server: a client connected).
     Opened,
