@@ -9,12 +9,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::{echo_reply_byte, Fault};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use crate::engine::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle};
 use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 use crate::wire::consts::make_fourcc;
-use crate::wire::frame::{FrameHeader, NOTIFY};
+use crate::wire::frame::{self, FrameHeader, NOTIFY};
 use crate::VchiqError;
 
 /// The echo service's fourcc.
@@ -46,7 +46,7 @@ impl Default for EchoService {
     }
 }
 
-fn frame(token: u32, len: u32, body: &[u8]) -> Vec<u8> {
+fn encode_frame(token: u32, len: u32, body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(8 + body.len());
     v.extend_from_slice(FrameHeader { token, len }.as_bytes());
     v.extend_from_slice(body);
@@ -147,7 +147,7 @@ impl EchoService {
         send_retrying(
             master,
             h,
-            &frame(NOTIFY | seq, payload.len() as u32, payload),
+            &encode_frame(NOTIFY | seq, payload.len() as u32, payload),
         )
     }
 
@@ -180,7 +180,9 @@ impl ServiceHandler for EchoService {
                 s.held.clear();
             }
             Event::Message(m) => {
-                let Ok((h, body)) = FrameHeader::read_from_prefix(m.payload()) else {
+                // The request's header through the same parser the ARM side runs (`frame::split`);
+                // the body is echoed as it came, whatever the header claims.
+                let Ok((h, body)) = frame::split(m.payload()) else {
                     return Deliver::Done;
                 };
                 let mut s = self.lock();
