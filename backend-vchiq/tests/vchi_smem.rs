@@ -3,9 +3,9 @@
 
 use fwipc_vchiq::sim::vchi::pair::PolledPair;
 use fwipc_vchiq::sim::vchi::SmemServer;
-use fwipc_vchiq::vchi::core_link::VcServiceHost;
 use fwipc_vchiq::vchi::error::SmemStatus;
 use fwipc_vchiq::vchi::fourcc;
+use fwipc_vchiq::vchi::service_host::VcServiceHost;
 use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
 use fwipc_vchiq::vchi::vc_mem::{self, VcMemInfo};
 use fwipc_vchiq::vchi::{Smem, VchiError};

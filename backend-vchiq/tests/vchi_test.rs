@@ -9,9 +9,9 @@ use fwipc_vchiq::sim::vchi::func_server::{
     Fun2Server, FuncEvent, FuncServer, FUNC_EXPECTED_EVENTS,
 };
 use fwipc_vchiq::sim::vchi::pair::PolledPair;
-use fwipc_vchiq::vchi::core_link::VcServiceHost;
 use fwipc_vchiq::vchi::fourcc;
 use fwipc_vchiq::vchi::link::ServiceLink;
+use fwipc_vchiq::vchi::service_host::VcServiceHost;
 use fwipc_vchiq::vchi::test_client::{
     bulk_echo, bulk_echo_pipelined, ctrl, fun2_subtest, fun2_subtests, func_script, ping,
     ping_suite, FUNC_CLIENT_EXPECTED,

@@ -11,7 +11,8 @@
 //! | [`vc_mem`] | the vc_mem query of VideoCore memory (base, size, load address) from the firmware's DT `reg` or the mailbox property tag |
 //! | [`test_wire`] | the `vchiq_test` wire formats: echo magics, `test_params`, fun2 sub-test message, data patterns |
 //! | [`test_client`] | the ARM-side `vchiq_test` routines: ping, ctrl echo, bulk echo, fun2 |
-//! | [`core_link`] | the same seams over the real core: [`core_link::CoreLink`] (ARM client, waiting with a `Wait`) and [`core_link::VcServiceHost`] (VideoCore-side handler host) |
+//! | [`core_link`] | the client seams over the real core: [`core_link::CoreLink`] (ARM client, waiting with a `Wait`) |
+//! | [`service_host`] | [`service_host::VcServiceHost`]: runs a [`VcService`] per open service on the VideoCore side of the core |
 //! | `fuzzing` | one `fn(&[u8])` per parser of remote input (doc-hidden) |
 //!
 //! Everything here is `no_std` + `alloc`. Client request paths encode into stack buffers and do not
@@ -38,7 +39,8 @@
 //! [`test_client`]: crate::vchi::test_client
 //! [`core_link`]: crate::vchi::core_link
 //! [`core_link::CoreLink`]: crate::vchi::core_link::CoreLink
-//! [`core_link::VcServiceHost`]: crate::vchi::core_link::VcServiceHost
+//! [`service_host`]: crate::vchi::service_host
+//! [`service_host::VcServiceHost`]: crate::vchi::service_host::VcServiceHost
 
 pub mod core_link;
 pub mod error;
@@ -47,6 +49,7 @@ pub mod fourcc;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod link;
+pub mod service_host;
 pub mod smem_client;
 pub mod smem_wire;
 pub mod test_client;

@@ -23,9 +23,10 @@ use crate::engine::service::{ServiceHandle, ServiceParams};
 use crate::engine::vchiq::Vchiq;
 use crate::platform::Platform;
 use crate::shared::region::OwnedRegion;
-use crate::vchi::core_link::{CoreLink, VcServiceHost};
+use crate::vchi::core_link::CoreLink;
 use crate::vchi::error::VchiError;
 use crate::vchi::link::VcService;
+use crate::vchi::service_host::VcServiceHost;
 
 const PAGE: usize = 4096;
 
