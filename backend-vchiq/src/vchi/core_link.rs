@@ -21,7 +21,9 @@ use fwipc_transport_api::{Error, ProtocolError, Wait};
 
 use super::error::VchiError;
 use super::link::{BulkLink, BulkPipeline, ServiceLink, MAX_MSG_SIZE};
-use crate::engine::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams};
+use crate::engine::service::{
+    BulkCompletion, BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams,
+};
 use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 use crate::error::VchiqError;
 
@@ -287,14 +289,19 @@ impl<'v> CoreLink<'v> {
             }
             return Err(e);
         }
+        let c = self.wait_completion(tag)?;
+        self.spare = c.buf;
+        c.result.map_err(Into::into)
+    }
+
+    /// Wait for the completion of the NoCallback bulk `tag`.
+    fn wait_completion(&self, tag: u64) -> Result<BulkCompletion, VchiError> {
         let (vchiq, handle) = (self.vchiq, self.handle);
-        let c = self.block(|| match vchiq.take_bulk_completion_tag(handle, tag) {
+        self.block(|| match vchiq.take_bulk_completion_tag(handle, tag) {
             Ok(Some(c)) => Some(Ok(c)),
             Ok(None) => None,
             Err(e) => Some(Err(e.into())),
-        })?;
-        self.spare = c.buf;
-        c.result.map_err(Into::into)
+        })
     }
 
     /// Submit one NoCallback bulk of `buf[off..off + len]` as `tag`, retrying back-pressure the
@@ -406,12 +413,7 @@ impl BulkPipeline for CoreLink<'_> {
     }
 
     fn complete(&mut self, tag: u64) -> Result<(usize, Vec<u8>), VchiError> {
-        let (vchiq, handle) = (self.vchiq, self.handle);
-        let c = self.block(|| match vchiq.take_bulk_completion_tag(handle, tag) {
-            Ok(Some(c)) => Some(Ok(c)),
-            Ok(None) => None,
-            Err(e) => Some(Err(e.into())),
-        })?;
+        let c = self.wait_completion(tag)?;
         match c.result {
             Ok(n) => Ok((n, c.buf)),
             Err(e) => Err(e.into()),
