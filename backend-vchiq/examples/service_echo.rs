@@ -30,7 +30,7 @@ use std::time::Duration;
 use fwipc_transport_api::fixture::echo_reply;
 use fwipc_vchiq::consts::ServiceState;
 use fwipc_vchiq::frame::{self, FRAME_HEADER};
-use fwipc_vchiq::sim::echo::{EchoService, ECHO_FOURCC};
+use fwipc_vchiq::sim::framed_echo::{EchoService, ECHO_FOURCC};
 use fwipc_vchiq::sim::SimPair;
 use fwipc_vchiq::{Deliver, Event, ServiceCtx, ServiceParams, VchiqError};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fwipc_vchiq::consts::make_fourcc;
-use fwipc_vchiq::sim::echo::EchoService;
+use fwipc_vchiq::sim::framed_echo::EchoService;
 use fwipc_vchiq::sim::SimPair;
 use fwipc_vchiq::{
     BulkMode, Config, Deliver, Event, ServiceCtx, ServiceHandle, ServiceParams, Vchiq,

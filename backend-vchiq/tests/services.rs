@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fwipc_vchiq::consts::{make_fourcc, ConnState, Reason, ServiceState};
-use fwipc_vchiq::sim::echo::EchoService;
+use fwipc_vchiq::sim::framed_echo::EchoService;
 use fwipc_vchiq::sim::SimPair;
 use fwipc_vchiq::{
     BulkDir, BulkMode, Config, Deliver, Event, MessageToken, ServiceCtx, ServiceHandle,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl, SimMode};
 use fwipc_transport_api::Completion;
 
-use super::echo::{EchoService, ECHO_FOURCC};
+use super::framed_echo::{EchoService, ECHO_FOURCC};
 use super::SimPair;
 use crate::config::Config;
 use crate::engine::service::ServiceParams;

@@ -4,13 +4,14 @@
 //!
 //! - [`SimPair`]: region + slave + master + worker threads.
 //! - [`SimBus`] / [`SimPlatform`]: the doorbells and the bus address space.
-//! - [`echo::EchoService`]: the VideoCore-side 'echo' service of the conformance suite.
+//! - [`framed_echo::EchoService`]: the conformance suite's VideoCore-side 'echo' service (it speaks
+//!   the fwipc framing of `frame`; `vchi::echo_server` here is the `vchiq_test` one).
 //! - [`fixture::VchiqFixture`]: the conformance fixture.
 //! - [`vchi`]: the VideoCore side of the VCHI services (`'SMEM'`, `'echo'`, `'func'`/`'fun2'`)
 //!   and the single-threaded pair their clients are tested against.
 
-pub mod echo;
 pub mod fixture;
+pub mod framed_echo;
 #[doc(hidden)]
 pub mod internals;
 pub mod vchi;
