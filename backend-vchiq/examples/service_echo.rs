@@ -19,18 +19,18 @@
 //! - Our side of the service is a [`ServiceHandler`]: here a closure that forwards each received
 //!   message into a channel. Handlers run on the ARM worker thread, inside `Vchiq::poll`.
 //!
-//! (The crate has a second `'echo'` server, [`fwipc_vchiq::vchi::echo_server::EchoServer`], which
+//! (The crate has a second `'echo'` server, [`fwipc_vchiq::sim::vchi::echo_server::EchoServer`], which
 //! speaks the `vchiq_test` protocol instead; it is not used here.)
 
 use std::error::Error;
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::echo_reply;
 use fwipc_vchiq::consts::ServiceState;
 use fwipc_vchiq::frame::{self, FRAME_HEADER};
-use fwipc_vchiq::sim::echo::{EchoService, ECHO_FOURCC};
+use fwipc_vchiq::sim::framed_echo::{EchoService, ECHO_FOURCC};
 use fwipc_vchiq::sim::SimPair;
 use fwipc_vchiq::{Deliver, Event, ServiceCtx, ServiceParams, VchiqError};
 
@@ -81,9 +81,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         // We copied the payload: the slot holding it may be recycled now.
         Deliver::Done
     };
-    let h = pair.slave().open_service_blocking(
+    let h = pair.slave().open_service_wait(
         ServiceParams::new(ECHO_FOURCC).version(3, 3),
-        handler,
+        Arc::new(handler),
         TIMEOUT,
     )?;
     println!(

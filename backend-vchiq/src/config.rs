@@ -1,11 +1,12 @@
 //! Instance configuration and the region layout it implies: slot partitioning (`init_slots`,
 //! docs/protocols/vchiq.md §1), the fragment pool and the pagelist area that follow the slots.
 
-use crate::consts::{
+use crate::error::{VResult, VchiqError};
+use crate::wire::consts::{
     VCHIQ_MAX_FRAGMENTS, VCHIQ_MAX_SERVICES, VCHIQ_MAX_SLOTS, VCHIQ_MAX_SLOTS_PER_SIDE,
     VCHIQ_SLOT_SIZE, VCHIQ_SLOT_ZERO_SLOTS,
 };
-use crate::error::{VResult, VchiqError};
+use fwipc_transport_api::Wait;
 
 /// Which side of the protocol this instance plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,9 +17,11 @@ pub enum Role {
     Master,
 }
 
-/// Configuration shared by both sides of one region (they must agree, like the Pi firmware and
-/// driver agree on the cache-line size).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Configuration of one instance. The layout fields are shared by both sides of one region (they
+/// must agree, like the Pi firmware and driver agree on the cache-line size); [`Config::wait`] is
+/// local.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Config {
     /// Slots in the region including slot zero (Pi: 65).
     pub total_slots: usize,
@@ -39,25 +42,36 @@ pub struct Config {
     /// GiB. Both sides must agree (like the cache-line size). Default off (the classic 32-bit
     /// format).
     pub pagelist_addr36: bool,
+    /// How the blocking calls ([`crate::Vchiq::open_service_wait`],
+    /// [`crate::Vchiq::queue_message_wait`], [`crate::Vchiq::wait_bulk`],
+    /// [`crate::Vchiq::shutdown`]) pause between two polls of the instance: `Wait::Poll` (the
+    /// default: busy-poll, no scheduler needed), `Wait::SpinThenYield` with a relax step
+    /// (`std::thread::yield_now`, `wfe`), or `Wait::Completion` with a parker (parked for at most
+    /// [`crate::WAIT_NAP`] per round). The same [`Wait`] every fwipc API takes; `'static`
+    /// because the instance keeps it. Their deadlines run on the instance's
+    /// [`fwipc_transport_api::Clock`].
+    pub wait: Wait<'static>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             total_slots: 65,
-            cache_line_size: crate::consts::DEFAULT_CACHE_LINE_SIZE,
+            cache_line_size: crate::wire::consts::DEFAULT_CACHE_LINE_SIZE,
             num_fragments: VCHIQ_MAX_FRAGMENTS,
             num_pagelists: 32,
             pagelist_size: 2048,
             max_services: 64,
             client_id: 1,
             pagelist_addr36: false,
+            wait: Wait::Poll,
         }
     }
 }
 
 /// One side's slot partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Partition {
     /// The synchronous slot.
     pub sync: u32,
@@ -79,6 +93,12 @@ impl Partition {
 }
 
 impl Config {
+    /// This configuration with `wait` as the blocking calls' way of waiting.
+    pub const fn with_wait(mut self, wait: Wait<'static>) -> Self {
+        self.wait = wait;
+        self
+    }
+
     /// Check the configuration.
     pub fn validate(&self) -> VResult {
         let n = self.total_slots.wrapping_sub(VCHIQ_SLOT_ZERO_SLOTS);

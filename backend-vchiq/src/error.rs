@@ -3,8 +3,8 @@
 //! `VCHIQ_RETRY` (docs/protocols/vchiq.md §9 item 8) is split into typed outcomes:
 //! [`VchiqError::Retry`] is back-pressure (no free slot, quota exhausted, sync slot busy, bulk
 //! queue full: call again after the peer makes progress; nothing was queued), and
-//! [`VchiqError::Interrupted`] is a wait that the caller cancelled. The core never sleeps to hide
-//! either.
+//! [`VchiqError::Timeout`] is a blocking call whose deadline passed. Only the blocking calls wait,
+//! and they wait the one way the instance was configured with ([`crate::Config::wait`]).
 
 use core::fmt;
 use fwipc_transport_api::{Error, ProtocolError};
@@ -15,8 +15,6 @@ use fwipc_transport_api::{Error, ProtocolError};
 pub enum VchiqError {
     /// Back-pressure: no slot / quota / queue entry right now. Nothing was queued; retry later.
     Retry,
-    /// A wait was interrupted or cancelled by the caller; the operation may still complete.
-    Interrupted,
     /// The service (or the connection) is closed or closing.
     Closed,
     /// The instance is shut down (Dead).
@@ -45,7 +43,6 @@ impl fmt::Display for VchiqError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VchiqError::Retry => f.write_str("vchiq: no slot/quota now, retry"),
-            VchiqError::Interrupted => f.write_str("vchiq: wait interrupted"),
             VchiqError::Closed => f.write_str("vchiq: service closed"),
             VchiqError::Shutdown => f.write_str("vchiq: instance shut down"),
             VchiqError::NotConnected => f.write_str("vchiq: not connected"),
@@ -73,7 +70,6 @@ impl From<VchiqError> for Error {
     fn from(e: VchiqError) -> Self {
         match e {
             VchiqError::Retry => Error::Retry,
-            VchiqError::Interrupted => Error::Cancelled,
             VchiqError::Closed | VchiqError::Shutdown | VchiqError::NotConnected => Error::Shutdown,
             VchiqError::Invalid => Error::InvalidArgument,
             VchiqError::TooLarge => Error::TooLarge,

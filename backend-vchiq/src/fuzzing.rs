@@ -6,19 +6,22 @@
 
 use alloc::boxed::Box;
 
+use fwipc_transport_api::ManualClock;
+
 use crate::config::{Config, Role};
-use crate::consts::MsgType;
-use crate::consts::*;
-use crate::header::Header;
-use crate::layout::{off, BulkDonePayload, BulkPayload, OpenAckPayload, OpenPayload};
-use crate::pagelist;
+use crate::engine::service::{Deliver, ServiceParams};
+use crate::engine::vchiq::Vchiq;
 use crate::platform::Platform;
-use crate::region::OwnedRegion;
-use crate::service::{Deliver, ServiceParams};
-use crate::vchiq::Vchiq;
+use crate::shared::region::OwnedRegion;
+use crate::wire::consts::MsgType;
+use crate::wire::consts::*;
+use crate::wire::header::Header;
+use crate::wire::layout::{off, BulkDonePayload, BulkPayload, OpenAckPayload, OpenPayload};
+use crate::wire::pagelist;
 use core::sync::atomic::Ordering;
 use zerocopy::FromBytes;
 
+#[cfg(feature = "sim")]
 pub use crate::vchi::fuzzing::{
     fuzz_echo_message, fuzz_fun2_message, fuzz_smem_reply, fuzz_smem_request, fuzz_vc_mem,
 };
@@ -47,7 +50,7 @@ pub fn header(data: &[u8]) {
 
 /// The transport's frame parser.
 pub fn frame(data: &[u8]) {
-    let _ = crate::frame::parse(data);
+    let _ = crate::wire::frame::parse(data);
 }
 
 /// The fixed payload decoders (OPEN, OPENACK, BULK, BULK_DONE).
@@ -60,8 +63,13 @@ pub fn payloads(data: &[u8]) {
 
 fn peer_region(cfg: &Config) -> Option<(alloc::sync::Arc<OwnedRegion>, Vchiq)> {
     let mem = OwnedRegion::new(cfg.region_size()).ok()?;
-    let slave =
-        Vchiq::new_slave(mem.region(0x4000_0000).ok()?, Box::new(NullPlatform), *cfg).ok()?;
+    let slave = Vchiq::new_slave(
+        mem.region(0x4000_0000).ok()?,
+        Box::new(NullPlatform),
+        *cfg,
+        Box::new(ManualClock::new()),
+    )
+    .ok()?;
     Some((mem, slave))
 }
 
@@ -122,10 +130,20 @@ fn master_walk_stats(data: &[u8]) -> Option<crate::VchiqStats> {
     let (Ok(r1), Ok(r2), Ok(r3)) = (mem.region(bus), mem.region(bus), mem.region(bus)) else {
         return None;
     };
-    let Ok(slave) = Vchiq::new_slave(r1, Box::new(NullPlatform), cfg) else {
+    let Ok(slave) = Vchiq::new_slave(
+        r1,
+        Box::new(NullPlatform),
+        cfg,
+        Box::new(ManualClock::new()),
+    ) else {
         return None;
     };
-    let Ok(master) = Vchiq::new_master(r2, Box::new(NullPlatform), cfg) else {
+    let Ok(master) = Vchiq::new_master(
+        r2,
+        Box::new(NullPlatform),
+        cfg,
+        Box::new(ManualClock::new()),
+    ) else {
         return None;
     };
     let f = make_fourcc(*b"fuzz");
@@ -157,7 +175,7 @@ fn master_walk_stats(data: &[u8]) -> Option<crate::VchiqStats> {
     let size = word(data, 0) & 0xFFFF;
     for ty in [MsgType::BulkTx, MsgType::BulkRx] {
         let mut raw = [0u8; 16];
-        let msgid = crate::header::make_msgid(ty, h.raw() & 0xFFF, sh.raw() & 0xFFF);
+        let msgid = crate::wire::header::make_msgid(ty, h.raw() & 0xFFF, sh.raw() & 0xFFF);
         raw[0..4].copy_from_slice(&msgid.to_le_bytes());
         raw[4..8].copy_from_slice(&8u32.to_le_bytes());
         raw[8..12].copy_from_slice(&(bus + pl_off as u32).to_le_bytes());
@@ -229,6 +247,7 @@ mod tests {
         #[test]
         fn fuzz_pagelist(d in proptest::collection::vec(any::<u8>(), 0..256)) { pagelist(&d) }
         /// The VCHI entries, called through the crate-level re-exports.
+        #[cfg(feature = "sim")]
         #[test]
         fn fuzz_vchi_entries_via_crate_module(d in proptest::collection::vec(any::<u8>(), 0..128)) {
             let entries: [fn(&[u8]); 5] = [

@@ -16,7 +16,7 @@ use crate::sync::Barriers;
 /// - [`Platform::bus_to_cpu`] (used by the master role only) must return the CPU address of a page
 ///   that is valid for reads and writes of 4096 bytes while the peer keeps the transfer queued; the
 ///   core copies the peer's buffers through it with atomic byte accesses only (never word
-///   accesses: see `crate::region`) and refuses a page inside the shared region.
+///   accesses: see `crate::shared::region`) and refuses a page inside the shared region.
 ///
 /// # Barriers
 /// The protocol calls [`Platform::wmb`], [`Platform::rmb`] and [`Platform::mb`] where Linux's

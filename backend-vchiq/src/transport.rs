@@ -1,7 +1,7 @@
 //! [`VchiqTransport`]: the fwipc [`Transport`] over one open VCHIQ service.
 //!
 //! - `Request.target` / `BulkRequest.target` = the service's fourcc (stable across a re-open).
-//! - Each request is one DATA message framed by [`crate::frame`] (`{token, len}`); the reply
+//! - Each request is one DATA message framed by [`crate::wire::frame`] (`{token, len}`); the reply
 //!   carries the token back. Remote-initiated messages (token bit 31) are notifications.
 //! - `bulk()`/`take_bulk()` map to VCHIQ bulk transmit/receive (callback mode).
 //! - A request's pool buffer is *lent* to the remote when sent and reclaimed when its reply
@@ -19,18 +19,17 @@ use core::task::Waker;
 use core::time::Duration;
 
 use fwipc_transport_api::{
-    BulkDir, BulkRequest, BulkResult, Caps, Clock, Completion, Counters, Deadline, Error,
-    Lifecycle, MsgPool, Notification, PoolBuf, ProtocolError, Request, Result, Stats, Ticket,
-    TokenAllocator, Transport, TxOutcome,
+    BulkDir, BulkRequest, BulkResult, Caps, Completion, Counters, Deadline, Error, Lifecycle,
+    MsgPool, Notification, PoolBuf, Request, Result, Stats, Ticket, TokenAllocator, Transport,
+    TxOutcome,
 };
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
-use crate::frame::{FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
-use crate::service::{
-    BulkCompletion, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler,
-    ServiceParams,
+use crate::engine::service::{
+    BulkCompletion, BulkMode, Deliver, Event, ServiceHandle, ServiceParams,
 };
-use crate::vchiq::Vchiq;
+use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
+use crate::wire::frame::{self, FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
 
 const BULK_BIT: u32 = 0x8000_0000;
 const N_BULK: usize = 8;
@@ -92,7 +91,6 @@ pub struct VchiqTransport {
     vchiq: Arc<Vchiq>,
     sh: Arc<Shared>,
     completion: Completion,
-    clock: Box<dyn Clock + Send + Sync>,
 }
 
 impl core::fmt::Debug for VchiqTransport {
@@ -104,14 +102,14 @@ impl core::fmt::Debug for VchiqTransport {
 }
 
 impl VchiqTransport {
-    /// Open `params.fourcc` on a connected instance and wait (up to `timeout` on `clock`,
-    /// polling the instance) for OPENACK. `max_msg` transfers may be in flight.
+    /// Open `params.fourcc` on a connected instance and wait up to `timeout` for OPENACK
+    /// ([`Vchiq::open_service_wait`]: the instance's clock and [`crate::Config::wait`]).
+    /// `max_msg` transfers may be in flight.
     pub fn open(
         vchiq: Arc<Vchiq>,
         params: ServiceParams,
         completion: Completion,
         max_msg: usize,
-        clock: Box<dyn Clock + Send + Sync>,
         timeout: Duration,
     ) -> Result<Self> {
         let pool = MsgPool::new(max_msg, MAX_FRAME_PAYLOAD)?;
@@ -154,33 +152,13 @@ impl VchiqTransport {
             lifecycle: Lifecycle::new(),
             handle: AtomicU32::new(0),
         });
-        let h = vchiq.open_service_arc(params, sh.clone())?;
+        let h = vchiq.open_service_wait(params, sh.clone(), timeout)?;
         // Relaxed: the handle is a plain value; the service table is guarded by the core's lock.
         sh.handle.store(h.raw(), Ordering::Relaxed);
-        let deadline = Deadline::after(&*clock, timeout);
-        loop {
-            if completion == Completion::Polled {
-                vchiq.poll();
-            }
-            match vchiq.open_status(h) {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = vchiq.remove_service(h);
-                    return Err(e.into());
-                }
-            }
-            if deadline.expired(&*clock) {
-                let _ = vchiq.remove_service(h);
-                return Err(Error::Timeout);
-            }
-            core::hint::spin_loop();
-        }
         Ok(VchiqTransport {
             vchiq,
             sh,
             completion,
-            clock,
         })
     }
 
@@ -230,15 +208,18 @@ impl Shared {
     }
 
     fn on_reply(&self, msg: &[u8]) {
-        let Ok((h, body)) = FrameHeader::read_from_prefix(msg) else {
+        // The fuzzed parser (`frame::parse` = `split` + `payload`), in two steps so a reply whose
+        // length lies still fails its transfer.
+        let Ok((h, rest)) = frame::split(msg) else {
             Counters::bump(&self.counters.protocol_errors);
             return;
         };
+        let body = frame::payload(&h, rest);
         if h.token & NOTIFY != 0 {
-            if h.len as usize != body.len() {
+            let Ok(body) = body else {
                 Counters::bump(&self.counters.protocol_errors);
                 return;
-            }
+            };
             let mut r = self.notifs.lock();
             if r.count == N_NOTIF {
                 log::warn!(target: "vchiq", "notification ring full: dropped");
@@ -269,22 +250,25 @@ impl Shared {
             self.free(x);
             return;
         }
-        if h.len as usize != body.len() {
-            // A lying length: fail the transfer rather than trust either length.
-            Counters::bump(&self.counters.protocol_errors);
-            if let Some(l) = x.loan.take() {
-                let _ = self.pool.reclaim(l);
+        match body {
+            Err(e) => {
+                // A lying length: fail the transfer rather than trust either length.
+                Counters::bump(&self.counters.protocol_errors);
+                if let Some(l) = x.loan.take() {
+                    let _ = self.pool.reclaim(l);
+                }
+                x.state = XState::Failed(Error::Protocol(e));
             }
-            x.state = XState::Failed(Error::Protocol(ProtocolError::BadLength));
-        } else {
-            if let Some(b) = &x.buf {
-                let _ = b.write(body);
+            Ok(body) => {
+                if let Some(b) = &x.buf {
+                    let _ = b.write(body);
+                }
+                if let Some(l) = x.loan.take() {
+                    let _ = self.pool.reclaim(l);
+                }
+                x.state = XState::Done(body.len());
+                Counters::bump(&self.counters.completed);
             }
-            if let Some(l) = x.loan.take() {
-                let _ = self.pool.reclaim(l);
-            }
-            x.state = XState::Done(body.len());
-            Counters::bump(&self.counters.completed);
         }
         if let Some(w) = x.waker.take() {
             w.wake();
@@ -640,10 +624,11 @@ impl Transport for VchiqTransport {
         // Close the service: the remote aborts our bulks (they come back ABORTED).
         let h = self.service();
         let _ = self.vchiq.remove_service(h);
-        let deadline = Deadline::after(&*self.clock, Duration::from_secs(2));
+        let clock = &*self.vchiq.clock;
+        let deadline = Deadline::after(clock, Duration::from_secs(2));
         // The deadline is checked before every poll, and each poll is bounded (`POLL_MAX_ROUNDS`,
         // `POLL_MAX_MSGS`): a hostile VideoCore cannot hold the teardown past it.
-        while self.vchiq.service_state(h).is_ok() && !deadline.expired(&*self.clock) {
+        while self.vchiq.service_state(h).is_ok() && !deadline.expired(clock) {
             self.vchiq.poll();
             core::hint::spin_loop();
         }
@@ -673,11 +658,9 @@ impl Transport for VchiqTransport {
                 }
             }
         }
-        self.sh.lifecycle.wait_idle(
-            &*self.clock,
-            Deadline::after(&*self.clock, Duration::from_secs(1)),
-            || {},
-        )
+        self.sh
+            .lifecycle
+            .wait_idle(clock, Deadline::after(clock, Duration::from_secs(1)), || {})
     }
 
     fn stats(&self) -> Stats {

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fwipc_vchiq::consts::{make_fourcc, VCHIQ_SLOT_SIZE};
-use fwipc_vchiq::layout::off;
-use fwipc_vchiq::pagelist::fragment_split;
+use fwipc_vchiq::sim::internals::layout::off;
+use fwipc_vchiq::sim::internals::pagelist::fragment_split;
 use fwipc_vchiq::sim::{SimPair, SIM_REGION_BUS};
 use fwipc_vchiq::{
     BulkDir, BulkMode, Config, Deliver, Event, OwnedRegion, Platform, Region, Role, ServiceCtx,
@@ -231,10 +231,7 @@ fn barriers_precede_every_publication_and_doorbell() {
                 }
                 Deliver::Done
             }),
-            &give_up(Duration::from_secs(10)),
-            &mut || {
-                arm.poll();
-            },
+            Duration::from_secs(10),
         )
         .unwrap()
     };
@@ -251,16 +248,12 @@ fn barriers_precede_every_publication_and_doorbell() {
     let mut want = 0;
     for i in 0..400u32 {
         let msg = [i.to_le_bytes().as_slice(), &[0x5A; 100]].concat();
-        arm.queue_message_wait(ha, &msg, &give_up(Duration::from_secs(10)), &mut || {
-            arm.poll();
-        })
-        .unwrap();
+        arm.queue_message_wait(ha, &msg, Duration::from_secs(10))
+            .unwrap();
         want += 1;
         if i % 40 == 0 {
-            arm.queue_message_wait(hs, b"sync", &give_up(Duration::from_secs(10)), &mut || {
-                arm.poll();
-            })
-            .unwrap();
+            arm.queue_message_wait(hs, b"sync", Duration::from_secs(10))
+                .unwrap();
             want += 1;
             poll_until(want);
         }
@@ -282,22 +275,14 @@ fn barriers_precede_every_publication_and_doorbell() {
         let tag = tag as u64 + 1;
         arm.bulk_receive(ha, buf, offset, len, tag, BulkMode::NoCallback)
             .unwrap();
-        let done = arm
-            .wait_bulk(ha, tag, &give_up(Duration::from_secs(10)), &mut || {
-                arm.poll();
-            })
-            .unwrap();
+        let done = arm.wait_bulk(ha, tag, Duration::from_secs(10)).unwrap();
         assert_eq!(done.result, Ok(len));
         assert!(done.buf[offset..offset + len].iter().all(|&b| b == 0xA5));
         receives.push((addr, len));
     }
     arm.bulk_transmit(ha, vec![1; 3000], 0, 3000, 99, BulkMode::NoCallback)
         .unwrap();
-    let done = arm
-        .wait_bulk(ha, 99, &give_up(Duration::from_secs(10)), &mut || {
-            arm.poll();
-        })
-        .unwrap();
+    let done = arm.wait_bulk(ha, 99, Duration::from_secs(10)).unwrap();
     assert_eq!(done.result, Ok(3000));
     pair.shutdown().unwrap();
 
@@ -366,7 +351,7 @@ fn barriers_precede_every_publication_and_doorbell() {
         let split = if addr % cl != 0 || (addr + len) % cl != 0 {
             fragment_split(addr % VCHIQ_SLOT_SIZE, len, cl)
         } else {
-            fwipc_vchiq::pagelist::FragmentSplit { head: 0, tail: 0 }
+            fwipc_vchiq::sim::internals::pagelist::FragmentSplit { head: 0, tail: 0 }
         };
         let mid = len - split.head - split.tail;
         let want = Kind::CleanInvalidate(addr + split.head, mid);

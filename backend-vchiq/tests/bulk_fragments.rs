@@ -5,10 +5,10 @@
 //! arm64 overwrote exactly those). Plus a negative control showing the check can fail.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fwipc_vchiq::consts::make_fourcc;
-use fwipc_vchiq::sim::echo::EchoService;
+use fwipc_vchiq::sim::framed_echo::EchoService;
 use fwipc_vchiq::sim::SimPair;
 use fwipc_vchiq::{
     BulkMode, Config, Deliver, Event, ServiceCtx, ServiceHandle, ServiceParams, Vchiq,
@@ -27,9 +27,9 @@ fn pair(cfg: Config) -> (SimPair, ServiceHandle) {
     pair.connect().unwrap();
     let h = pair
         .slave()
-        .open_service_blocking(
+        .open_service_wait(
             ServiceParams::new(ECHO),
-            |_: &ServiceCtx<'_>, _: Event<'_>| Deliver::Done,
+            Arc::new(|_: &ServiceCtx<'_>, _: Event<'_>| Deliver::Done),
             Duration::from_secs(5),
         )
         .unwrap();
@@ -37,14 +37,8 @@ fn pair(cfg: Config) -> (SimPair, ServiceHandle) {
 }
 
 fn wait(v: &Vchiq, h: ServiceHandle, tag: u64) -> fwipc_vchiq::BulkCompletion {
-    let start = Instant::now();
-    v.wait_bulk(
-        h,
-        tag,
-        &|| start.elapsed() > Duration::from_secs(5),
-        &mut || std::thread::yield_now(),
-    )
-    .expect("bulk completes")
+    v.wait_bulk(h, tag, Duration::from_secs(5))
+        .expect("bulk completes")
 }
 
 /// Transmit a pattern, receive it back at an address ≡ `residue` (mod `modulo`) inside a
@@ -119,19 +113,17 @@ fn fragment_offset_sweep_cl64_byte_exact() {
 
 #[test]
 fn fragment_offset_sweep_cl32_byte_exact() {
-    sweep(Config {
-        cache_line_size: 32,
-        ..Config::default()
-    });
+    let mut cfg = Config::default();
+    cfg.cache_line_size = 32;
+    sweep(cfg);
 }
 
 /// The same sweep with Pi 4 "36-bit" pagelists and the bulk buffers mapped above 4 GiB.
 #[test]
 fn fragment_offset_sweep_addr36_byte_exact() {
-    sweep(Config {
-        pagelist_addr36: true,
-        ..Config::default()
-    });
+    let mut cfg = Config::default();
+    cfg.pagelist_addr36 = true;
+    sweep(cfg);
 }
 
 /// Negative control: with fragments turned off, unaligned receives are caught by the simulated
@@ -140,7 +132,7 @@ fn fragment_offset_sweep_addr36_byte_exact() {
 fn without_fragments_the_hazard_is_detected() {
     let (pair, h) = pair(Config::default());
     let v = pair.slave();
-    v.set_fragments_enabled_for_test(false);
+    fwipc_vchiq::sim::internals::set_fragments_enabled(v, false);
     echo_at(v, h, 0, 64, 4096, 0);
     echo_at(v, h, 0, 64, 128, 2);
     assert_eq!(

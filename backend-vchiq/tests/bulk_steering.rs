@@ -52,14 +52,14 @@ fn master_copies_only_into_pages_of_the_transfer_it_serves() {
     let d2 = done.clone();
     let h = p
         .slave()
-        .open_service_blocking(
+        .open_service_wait(
             ServiceParams::new(FUNC),
-            move |_: &fwipc_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
+            Arc::new(move |_: &fwipc_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
                 if let Event::Bulk(c) = ev {
                     d2.lock().unwrap().push(c);
                 }
                 Deliver::Done
-            },
+            }),
             T,
         )
         .unwrap();

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use fwipc_transport_api::StdClock;
 use fwipc_vchiq::consts::{MsgType, VCHIQ_SLOT_MASK, VCHIQ_SLOT_QUEUE_MASK, VCHIQ_SLOT_SIZE};
-use fwipc_vchiq::header::make_msgid;
-use fwipc_vchiq::layout::off;
+use fwipc_vchiq::sim::internals::header::make_msgid;
+use fwipc_vchiq::sim::internals::layout::off;
 use fwipc_vchiq::{
     Config, Deliver, Event, OwnedRegion, Platform, Region, ServiceCtx, ServiceParams, Vchiq,
     POLL_MAX_ROUNDS,
@@ -112,10 +113,23 @@ impl Setup {
             fire: fire.clone(),
             pad: pad.clone(),
         };
-        let slave =
-            Arc::new(Vchiq::new_slave(mem.region(BUS).unwrap(), Box::new(pf), cfg).unwrap());
+        let slave = Arc::new(
+            Vchiq::new_slave(
+                mem.region(BUS).unwrap(),
+                Box::new(pf),
+                cfg,
+                Box::new(StdClock::new()),
+            )
+            .unwrap(),
+        );
         // Initialises the VideoCore half (its slot queue); never polled afterwards.
-        let master = Vchiq::new_master(mem.region(BUS).unwrap(), Box::new(Passive), cfg).unwrap();
+        let master = Vchiq::new_master(
+            mem.region(BUS).unwrap(),
+            Box::new(Passive),
+            cfg,
+            Box::new(StdClock::new()),
+        )
+        .unwrap();
         Setup {
             slave,
             master,
@@ -241,9 +255,7 @@ fn shutdown_returns_within_deadline_against_hostile_peer() {
     s.hostile(true, true);
     let v = s.slave.clone();
     let deadline = Duration::from_millis(300);
-    let r = finishes_within(&s, Duration::from_secs(10), move || {
-        v.shutdown_blocking(deadline)
-    });
+    let r = finishes_within(&s, Duration::from_secs(10), move || v.shutdown(deadline));
     let (res, took) = r.expect("shutdown did not return while the peer kept firing and padding");
     assert_eq!(res, Err(fwipc_vchiq::VchiqError::Timeout));
     assert!(
@@ -402,4 +414,57 @@ fn peer_reusing_a_slot_with_a_held_message_is_refused() {
     );
     let idx = (recycle0 & VCHIQ_SLOT_QUEUE_MASK) as usize;
     assert_eq!(r.load(q + 4 * idx, Ordering::Relaxed), slot_a);
+}
+
+/// A reply whose frame length lies (one byte more than it carries) fails its transfer with
+/// `BadLength` at once, through the same `frame` parser the fuzzer runs, and is counted.
+#[test]
+fn reply_with_lying_length_fails_its_transfer() {
+    use fwipc_transport_api::{
+        call, Completion, Error, ProtocolError, Request, StdClock, Transport, Wait,
+    };
+    use fwipc_vchiq::consts::make_fourcc;
+    use fwipc_vchiq::sim::SimPair;
+    use fwipc_vchiq::transport::VchiqTransport;
+    use fwipc_vchiq::{Deliver, Event, ServiceCtx, ServiceParams};
+
+    let fourcc = make_fourcc(*b"liar");
+    let pair = SimPair::new().unwrap();
+    pair.master()
+        .add_service(
+            ServiceParams::new(fourcc),
+            |ctx: &ServiceCtx<'_>, ev: Event<'_>| {
+                if let Event::Message(m) = ev {
+                    let mut reply = m.payload().to_vec();
+                    // Keep the token (bytes 0..4), claim one byte more than follows.
+                    let len = (reply.len() - 8) as u32 + 1;
+                    reply[4..8].copy_from_slice(&len.to_le_bytes());
+                    ctx.vchiq.queue_message(ctx.handle, &reply).unwrap();
+                }
+                Deliver::Done
+            },
+        )
+        .unwrap();
+    pair.connect().unwrap();
+    let t = VchiqTransport::open(
+        pair.slave().clone(),
+        ServiceParams::new(fourcc),
+        Completion::Interrupt,
+        4,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut out = [0u8; 64];
+    let r = call(
+        &t,
+        &StdClock::new(),
+        &Request::new(fourcc, b"hello"),
+        &mut out,
+        Duration::from_secs(5),
+        Wait::Poll,
+    );
+    assert_eq!(r, Err(Error::Protocol(ProtocolError::BadLength)));
+    assert_eq!(t.stats().protocol_errors, 1);
+    let s = t.stats();
+    assert_eq!(s.pool_free, s.pool_capacity);
 }

@@ -13,12 +13,15 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
+use fwipc_transport_api::StdClock;
 use fwipc_vchiq::config::Config;
 use fwipc_vchiq::consts::MsgType;
-use fwipc_vchiq::header::{make_msgid, stride};
-use fwipc_vchiq::layout::{MsgHeader, OpenPayload, RemoteEvent, SharedState, SlotZero};
 use fwipc_vchiq::platform::Platform;
-use fwipc_vchiq::region::Region;
+use fwipc_vchiq::sim::internals::header::{make_msgid, stride};
+use fwipc_vchiq::sim::internals::layout::{
+    MsgHeader, OpenPayload, RemoteEvent, SharedState, SlotZero,
+};
+use fwipc_vchiq::sim::internals::region::Region;
 use fwipc_vchiq::Vchiq;
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -348,8 +351,20 @@ fn pair() -> (Mem, Vchiq, Vchiq) {
         "the tests assume the Pi partition"
     );
     let mem = Mem::new(cfg.region_size());
-    let slave = Vchiq::new_slave(mem.region(BUS), Box::new(PollPlatform), cfg).unwrap();
-    let master = Vchiq::new_master(mem.region(BUS), Box::new(PollPlatform), cfg).unwrap();
+    let slave = Vchiq::new_slave(
+        mem.region(BUS),
+        Box::new(PollPlatform),
+        cfg,
+        Box::new(StdClock::new()),
+    )
+    .unwrap();
+    let master = Vchiq::new_master(
+        mem.region(BUS),
+        Box::new(PollPlatform),
+        cfg,
+        Box::new(StdClock::new()),
+    )
+    .unwrap();
     (mem, slave, master)
 }
 
@@ -657,7 +672,13 @@ fn audit_with(
 fn slave_init_writes_slot_zero_as_the_notes_say() {
     let cfg = Config::default();
     let mem = Mem::new(cfg.region_size());
-    let slave = Vchiq::new_slave(mem.region(BUS), Box::new(PollPlatform), cfg).unwrap();
+    let slave = Vchiq::new_slave(
+        mem.region(BUS),
+        Box::new(PollPlatform),
+        cfg,
+        Box::new(StdClock::new()),
+    )
+    .unwrap();
     let b = mem.snapshot();
     assert_eq!(u32_at(&b, 0x000), MAGIC);
     assert_eq!(i16_at(&b, 0x004) as u32, VERSION);
@@ -759,7 +780,8 @@ fn the_audit_catches_corruption() {
 
 #[test]
 fn open_and_data_pass_the_independent_audit() {
-    use fwipc_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
+    use fwipc_vchiq::service::{Deliver, Event, ServiceParams};
+    use fwipc_vchiq::ServiceCtx;
     use std::sync::{Arc, Mutex};
 
     const ECHO: u32 = 0x6563_686F; // 'echo'
@@ -849,9 +871,9 @@ fn open_and_data_pass_the_independent_audit() {
 
 #[test]
 fn bulk_traffic_passes_the_independent_audit() {
-    use fwipc_vchiq::vchi::echo_server::EchoServer;
+    use fwipc_vchiq::sim::vchi::echo_server::EchoServer;
+    use fwipc_vchiq::sim::vchi::pair::{PolledPair, REGION_BUS};
     use fwipc_vchiq::vchi::fourcc;
-    use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
     use fwipc_vchiq::vchi::test_client::bulk_echo;
     use fwipc_vchiq::ServiceParams;
 
@@ -948,8 +970,9 @@ fn bulk_traffic_passes_the_independent_audit() {
 #[test]
 fn synchronous_service_passes_the_independent_audit() {
     use fwipc_vchiq::consts::ServiceState;
-    use fwipc_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
-    use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::service::{Deliver, Event, ServiceParams};
+    use fwipc_vchiq::sim::vchi::pair::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::ServiceCtx;
     use std::sync::{Arc, Mutex};
 
     const SYNC: u32 = 0x7379_6E63; // 'sync'
@@ -1013,8 +1036,9 @@ fn synchronous_service_passes_the_independent_audit() {
 
 mod random_traffic {
     use super::*;
-    use fwipc_vchiq::service::{Deliver, Event, ServiceCtx, ServiceParams};
-    use fwipc_vchiq::vchi::sim::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::service::{Deliver, Event, ServiceParams};
+    use fwipc_vchiq::sim::vchi::pair::{PolledPair, REGION_BUS};
+    use fwipc_vchiq::ServiceCtx;
     use proptest::prelude::*;
     use proptest::test_runner::TestCaseError;
     use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fwipc_vchiq::consts::{make_fourcc, ConnState, Reason, ServiceState};
-use fwipc_vchiq::sim::echo::EchoService;
+use fwipc_vchiq::sim::framed_echo::EchoService;
 use fwipc_vchiq::sim::SimPair;
 use fwipc_vchiq::{
     BulkDir, BulkMode, Config, Deliver, Event, MessageToken, ServiceCtx, ServiceHandle,
@@ -93,13 +93,6 @@ fn connected() -> SimPair {
     p
 }
 
-/// A `cancelled` predicate for the core's `*_wait` calls that gives up after `T`, so a stalled
-/// core fails the test (`Interrupted`) instead of hanging it.
-fn give_up() -> impl Fn() -> bool {
-    let end = Instant::now() + T;
-    move || Instant::now() > end
-}
-
 fn until(mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -125,24 +118,24 @@ fn open_version_negotiation_like_vchiq_test_func() {
         .add_service_arc(ServiceParams::new(FUNC).version(3, 2), server.clone())
         .unwrap();
     for (v, vmin) in [(0, 0), (1, 1), (4, 4)] {
-        let r = p.slave().open_service_blocking(
+        let r = p.slave().open_service_wait(
             ServiceParams::new(FUNC).version(v, vmin),
-            Recorder::default(),
+            Arc::new(Recorder::default()),
             T,
         );
         assert_eq!(r, Err(VchiqError::Refused), "version {v}/{vmin}");
     }
-    let r = p.slave().open_service_blocking(
+    let r = p.slave().open_service_wait(
         ServiceParams::new(make_fourcc(*b"none")),
-        Recorder::default(),
+        Arc::new(Recorder::default()),
         T,
     );
     assert_eq!(r, Err(VchiqError::Refused), "no such service");
     let h = p
         .slave()
-        .open_service_blocking(
+        .open_service_wait(
             ServiceParams::new(FUNC).version(3, 3),
-            Recorder::default(),
+            Arc::new(Recorder::default()),
             T,
         )
         .unwrap();
@@ -154,9 +147,9 @@ fn open_version_negotiation_like_vchiq_test_func() {
     assert_eq!(p.slave().service_state(h).unwrap(), ServiceState::Open);
     server.wait_for(|r| r.contains(&Reason::ServiceOpened));
     // One listener: a second open is refused ("no more listeners").
-    let r = p.slave().open_service_blocking(
+    let r = p.slave().open_service_wait(
         ServiceParams::new(FUNC).version(3, 3),
-        Recorder::default(),
+        Arc::new(Recorder::default()),
         T,
     );
     assert_eq!(r, Err(VchiqError::Refused));
@@ -195,12 +188,7 @@ fn close_handshake_both_sides_and_listen_again() {
     let client = Arc::new(Recorder::default());
     let h = p
         .slave()
-        .open_service_wait(
-            ServiceParams::new(FUNC),
-            client.clone(),
-            &give_up(),
-            &mut || std::thread::yield_now(),
-        )
+        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
         .unwrap();
     until(|| p.master().client_id(sh).unwrap() == 1);
     p.slave().queue_message(h, b"hello").unwrap();
@@ -225,7 +213,7 @@ fn close_handshake_both_sides_and_listen_again() {
     );
     // The listener accepts a new client.
     p.slave()
-        .open_service_blocking(ServiceParams::new(FUNC), Recorder::default(), T)
+        .open_service_wait(ServiceParams::new(FUNC), Arc::new(Recorder::default()), T)
         .unwrap();
 }
 
@@ -241,7 +229,7 @@ fn server_without_autoclose_waits_in_closewait() {
         .unwrap();
     let h = p
         .slave()
-        .open_service_blocking(ServiceParams::new(FUNC), Recorder::default(), T)
+        .open_service_wait(ServiceParams::new(FUNC), Arc::new(Recorder::default()), T)
         .unwrap();
     p.slave().remove_service(h).unwrap();
     until(|| p.master().service_state(sh).unwrap() == ServiceState::CloseWait);
@@ -259,12 +247,7 @@ fn remote_initiated_close_reaches_client() {
     let client = Arc::new(Recorder::default());
     let h = p
         .slave()
-        .open_service_wait(
-            ServiceParams::new(ECHO),
-            client.clone(),
-            &give_up(),
-            &mut || std::thread::yield_now(),
-        )
+        .open_service_wait(ServiceParams::new(ECHO), client.clone(), T)
         .unwrap();
     echo.reset(p.master());
     client.wait_for(|r| r.contains(&Reason::ServiceClosed));
@@ -280,9 +263,9 @@ fn message_quota_backpressure_is_retry_then_recovers() {
         .unwrap();
     let h = p
         .slave()
-        .open_service_blocking(
+        .open_service_wait(
             ServiceParams::new(FUNC).quotas(0, 4),
-            Recorder::default(),
+            Arc::new(Recorder::default()),
             T,
         )
         .unwrap();
@@ -295,15 +278,11 @@ fn message_quota_backpressure_is_retry_then_recovers() {
         Err(VchiqError::Retry),
         "message quota"
     );
-    // A blocked send can be interrupted, and the caller is told.
-    let n = AtomicUsize::new(0);
-    let r = p.slave().queue_message_wait(
-        h,
-        &big,
-        &|| n.fetch_add(1, Ordering::Relaxed) > 20,
-        &mut || std::thread::yield_now(),
-    );
-    assert_eq!(r, Err(VchiqError::Interrupted));
+    // A blocked send gives up at its deadline, and the caller is told.
+    let r = p
+        .slave()
+        .queue_message_wait(h, &big, Duration::from_millis(20));
+    assert_eq!(r, Err(VchiqError::Timeout));
     server.wait_for(|r| r.iter().filter(|x| **x == Reason::MessageAvailable).count() == 4);
     assert!(p.slave().stats().retries >= 1);
     // Half the quota sits in a finished slot that recycling returns: no early padding needed.
@@ -312,11 +291,7 @@ fn message_quota_backpressure_is_retry_then_recovers() {
     for t in server.held() {
         p.master().release_message(t).unwrap();
     }
-    p.slave()
-        .queue_message_wait(h, &big, &give_up(), &mut || {
-            std::thread::sleep(Duration::from_micros(100))
-        })
-        .unwrap();
+    p.slave().queue_message_wait(h, &big, T).unwrap();
     server.wait_for(|r| r.iter().filter(|x| **x == Reason::MessageAvailable).count() == 5);
 }
 
@@ -348,14 +323,14 @@ fn quota_one_small_pings_complete_both_directions() {
     let tx = Mutex::new(tx);
     let h = p
         .slave()
-        .open_service_blocking(
+        .open_service_wait(
             ServiceParams::new(ping).quotas(1, 1),
-            move |_: &ServiceCtx<'_>, ev: Event<'_>| {
+            Arc::new(move |_: &ServiceCtx<'_>, ev: Event<'_>| {
                 if let Event::Message(m) = ev {
                     let _ = tx.lock().unwrap().send(m.payload().to_vec());
                 }
                 Deliver::Done
-            },
+            }),
             T,
         )
         .unwrap();
@@ -363,9 +338,7 @@ fn quota_one_small_pings_complete_both_directions() {
     for i in 0..300u32 {
         let m: Vec<u8> = (0..8).flat_map(|k| [i as u8, k]).collect();
         p.slave()
-            .queue_message_wait(h, &m, &give_up(), &mut || {
-                std::thread::sleep(Duration::from_micros(20))
-            })
+            .queue_message_wait(h, &m, T)
             .unwrap_or_else(|e| panic!("ping {i} stalled on quota 1: {e:?}"));
         let mut want = m.clone();
         want.reverse();
@@ -394,9 +367,9 @@ fn quota_stall_pads_the_open_slot_once() {
         .unwrap();
     let h = p
         .slave()
-        .open_service_blocking(
+        .open_service_wait(
             ServiceParams::new(FUNC).quotas(0, 1),
-            Recorder::default(),
+            Arc::new(Recorder::default()),
             T,
         )
         .unwrap();
@@ -411,11 +384,7 @@ fn quota_stall_pads_the_open_slot_once() {
     for t in server.held() {
         p.master().release_message(t).unwrap();
     }
-    p.slave()
-        .queue_message_wait(h, b"two", &give_up(), &mut || {
-            std::thread::sleep(Duration::from_micros(50))
-        })
-        .unwrap();
+    p.slave().queue_message_wait(h, b"two", T).unwrap();
     server.wait_for(|r| r.iter().filter(|x| **x == Reason::MessageAvailable).count() == 2);
     assert_eq!(server.messages()[1], b"two");
 }
@@ -432,14 +401,14 @@ fn tx_space_event_follows_a_refusal() {
     let s2 = space.clone();
     let h = p
         .slave()
-        .open_service_blocking(
+        .open_service_wait(
             ServiceParams::new(FUNC).quotas(0, 1),
-            move |_: &ServiceCtx<'_>, ev: Event<'_>| {
+            Arc::new(move |_: &ServiceCtx<'_>, ev: Event<'_>| {
                 if let Event::TxSpace = ev {
                     s2.fetch_add(1, Ordering::SeqCst);
                 }
                 Deliver::Done
-            },
+            }),
             T,
         )
         .unwrap();
@@ -488,8 +457,7 @@ fn tx_space_after_the_sync_slot_is_released() {
                 }
                 Deliver::Done
             }),
-            &give_up(),
-            &mut || std::thread::yield_now(),
+            T,
         )
         .unwrap();
     assert_eq!(p.slave().service_state(h).unwrap(), ServiceState::OpenSync);
@@ -512,7 +480,7 @@ fn held_message_double_release_is_refused() {
         .unwrap();
     let h = p
         .slave()
-        .open_service_blocking(ServiceParams::new(FUNC), Recorder::default(), T)
+        .open_service_wait(ServiceParams::new(FUNC), Arc::new(Recorder::default()), T)
         .unwrap();
     p.slave().queue_message(h, b"keep me").unwrap();
     server.wait_for(|r| r.contains(&Reason::MessageAvailable));
@@ -533,9 +501,9 @@ fn slot_quota_limits_one_service_not_the_other() {
         .unwrap();
     let h = p
         .slave()
-        .open_service_blocking(
+        .open_service_wait(
             ServiceParams::new(FUNC).quotas(2, 0),
-            Recorder::default(),
+            Arc::new(Recorder::default()),
             T,
         )
         .unwrap();
@@ -551,12 +519,7 @@ fn slot_quota_limits_one_service_not_the_other() {
     let echo_client = Arc::new(Recorder::default());
     let e = p
         .slave()
-        .open_service_wait(
-            ServiceParams::new(ECHO),
-            echo_client.clone(),
-            &give_up(),
-            &mut || std::thread::yield_now(),
-        )
+        .open_service_wait(ServiceParams::new(ECHO), echo_client.clone(), T)
         .unwrap();
     let mut framed = vec![0u8; 8];
     framed[0] = 9;
@@ -587,20 +550,13 @@ fn synchronous_service_uses_the_sync_slots() {
     let client = Arc::new(Recorder::default());
     let h = p
         .slave()
-        .open_service_wait(
-            ServiceParams::new(FUNC),
-            client.clone(),
-            &give_up(),
-            &mut || std::thread::yield_now(),
-        )
+        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
         .unwrap();
     assert_eq!(p.slave().service_state(h).unwrap(), ServiceState::OpenSync);
     let sent_before = p.slave().stats().msgs_sent;
     for i in 0..20u8 {
         let msg = [i, 1, 2];
-        p.slave()
-            .queue_message_wait(h, &msg, &give_up(), &mut || std::thread::yield_now())
-            .unwrap();
+        p.slave().queue_message_wait(h, &msg, T).unwrap();
         client.wait_for(|r| {
             r.iter().filter(|x| **x == Reason::MessageAvailable).count() == i as usize + 1
         });
@@ -666,12 +622,7 @@ fn bulk_size_mismatch_aborts_both_sides() {
     let client = Arc::new(Recorder::default());
     let h = p
         .slave()
-        .open_service_wait(
-            ServiceParams::new(FUNC),
-            client.clone(),
-            &give_up(),
-            &mut || std::thread::yield_now(),
-        )
+        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
         .unwrap();
     p.slave()
         .bulk_receive(h, vec![0; 2048], 0, 2048, 0x1002, BulkMode::Callback)
@@ -717,12 +668,7 @@ fn close_aborts_queued_bulks_with_callbacks() {
     let client = Arc::new(Recorder::default());
     let h = p
         .slave()
-        .open_service_wait(
-            ServiceParams::new(FUNC),
-            client.clone(),
-            &give_up(),
-            &mut || std::thread::yield_now(),
-        )
+        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
         .unwrap();
     // Unpaired on both sides.
     p.slave()
@@ -760,20 +706,14 @@ fn blocking_bulk_is_interruptible_and_resumable() {
         .unwrap();
     let h = p
         .slave()
-        .open_service_blocking(ServiceParams::new(FUNC), Recorder::default(), T)
+        .open_service_wait(ServiceParams::new(FUNC), Arc::new(Recorder::default()), T)
         .unwrap();
     p.slave()
         .bulk_transmit(h, vec![5; 16], 0, 16, 7, BulkMode::NoCallback)
         .unwrap();
-    // The peer never pairs it: the waiter is interrupted, the transfer stays queued.
-    let n = AtomicUsize::new(0);
-    let r = p.slave().wait_bulk(
-        h,
-        7,
-        &|| n.fetch_add(1, Ordering::Relaxed) > 50,
-        &mut || std::thread::yield_now(),
-    );
-    assert_eq!(r.unwrap_err(), VchiqError::Interrupted);
+    // The peer never pairs it: the waiter gives up at its deadline, the transfer stays queued.
+    let r = p.slave().wait_bulk(h, 7, Duration::from_millis(20));
+    assert_eq!(r.unwrap_err(), VchiqError::Timeout);
     assert!(p.slave().bulk_pending(h, 7));
     // Now the peer pairs it (a receive of 16 on its side); waiting again completes (WAITING).
     server
@@ -785,10 +725,7 @@ fn blocking_bulk_is_interruptible_and_resumable() {
     p.slave()
         .bulk_transmit(h, vec![6; 16], 0, 16, 8, BulkMode::NoCallback)
         .unwrap();
-    let c = p
-        .slave()
-        .wait_bulk(h, 7, &give_up(), &mut || std::thread::yield_now())
-        .unwrap();
+    let c = p.slave().wait_bulk(h, 7, T).unwrap();
     assert_eq!(c.result, Ok(16));
     assert_eq!(c.dir, BulkDir::Transmit);
     server
@@ -809,12 +746,7 @@ fn teardown_aborts_everything_then_new_instance_on_same_region() {
     let client = Arc::new(Recorder::default());
     let h = p
         .slave()
-        .open_service_wait(
-            ServiceParams::new(FUNC),
-            client.clone(),
-            &give_up(),
-            &mut || std::thread::yield_now(),
-        )
+        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
         .unwrap();
     p.slave()
         .bulk_receive(h, vec![0; 4096], 3, 4000, 1, BulkMode::Callback)
@@ -844,12 +776,7 @@ fn teardown_aborts_everything_then_new_instance_on_same_region() {
     let c2 = Arc::new(Recorder::default());
     let h2 = p2
         .slave()
-        .open_service_wait(
-            ServiceParams::new(ECHO),
-            c2.clone(),
-            &give_up(),
-            &mut || std::thread::yield_now(),
-        )
+        .open_service_wait(ServiceParams::new(ECHO), c2.clone(), T)
         .unwrap();
     let mut framed = vec![0u8; 12];
     framed[4] = 4;
@@ -875,9 +802,7 @@ fn two_instances_side_by_side() {
         .zip(&recs)
         .map(|(p, r)| {
             p.slave()
-                .open_service_wait(ServiceParams::new(ECHO), r.clone(), &give_up(), &mut || {
-                    std::thread::yield_now()
-                })
+                .open_service_wait(ServiceParams::new(ECHO), r.clone(), T)
                 .unwrap()
         })
         .collect();
@@ -886,9 +811,7 @@ fn two_instances_side_by_side() {
             let mut m = vec![0u8; 9];
             m[4] = 1;
             m[8] = round ^ (i as u8 * 0x80);
-            p.slave()
-                .queue_message_wait(*h, &m, &give_up(), &mut || std::thread::yield_now())
-                .unwrap();
+            p.slave().queue_message_wait(*h, &m, T).unwrap();
         }
     }
     for (i, r) in recs.iter().enumerate() {
@@ -910,9 +833,7 @@ fn doorbell_rings_only_when_armed() {
     let r = Arc::new(Recorder::default());
     let h = p
         .slave()
-        .open_service_wait(ServiceParams::new(ECHO), r.clone(), &give_up(), &mut || {
-            std::thread::yield_now()
-        })
+        .open_service_wait(ServiceParams::new(ECHO), r.clone(), T)
         .unwrap();
     // Let both workers go idle: they arm their events and sleep on the doorbell.
     std::thread::sleep(Duration::from_millis(50));
@@ -926,9 +847,7 @@ fn doorbell_rings_only_when_armed() {
         "the sleeping VideoCore was woken by the doorbell: {before:?} {mid:?}"
     );
     for _ in 0..200 {
-        p.slave()
-            .queue_message_wait(h, &m, &give_up(), &mut || std::thread::yield_now())
-            .unwrap();
+        p.slave().queue_message_wait(h, &m, T).unwrap();
     }
     r.wait_for(|x| x.iter().filter(|y| **y == Reason::MessageAvailable).count() == 201);
     let after = p.rings();
@@ -944,13 +863,13 @@ fn _assert_send_sync(v: &Vchiq) -> &(dyn Send + Sync) {
 #[test]
 fn keepalive_use_is_acknowledged_and_no_pointers_in_shared_state() {
     use fwipc_vchiq::consts::MsgType;
-    use fwipc_vchiq::header::make_msgid;
+    use fwipc_vchiq::sim::internals::header::make_msgid;
     let p = connected();
     let before = p.master().stats().msgs_received;
     // The VideoCore asks the ARM not to suspend (REMOTE_USE); the ARM answers REMOTE_USE_ACTIVE.
     let mut raw = make_msgid(MsgType::RemoteUse, 0, 0).to_le_bytes().to_vec();
     raw.extend_from_slice(&0u32.to_le_bytes());
-    p.master().queue_raw(&raw).unwrap();
+    fwipc_vchiq::sim::internals::queue_raw(p.master(), &raw).unwrap();
     until(|| p.master().stats().msgs_received > before);
     assert_eq!(p.slave().stats().protocol_errors, 0);
     // The remote_event third word (once a semaphore pointer, docs/protocols/vchiq.md §1/§9 item 12)
@@ -996,12 +915,7 @@ fn open_needs_connection_and_remove_server_frees_it() {
     let client = Arc::new(Recorder::default());
     let h = p
         .slave()
-        .open_service_wait(
-            ServiceParams::new(FUNC),
-            client.clone(),
-            &give_up(),
-            &mut || std::thread::yield_now(),
-        )
+        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
         .unwrap();
     // Removing a connected server closes the client and frees the port (it does not listen again).
     until(|| p.master().client_id(sh).unwrap_or(0) == 1);
@@ -1011,7 +925,7 @@ fn open_needs_connection_and_remove_server_frees_it() {
     assert_eq!(p.slave().service_state(h).unwrap(), ServiceState::Closed);
     let r = p
         .slave()
-        .open_service_blocking(ServiceParams::new(FUNC), Recorder::default(), T);
+        .open_service_wait(ServiceParams::new(FUNC), Arc::new(Recorder::default()), T);
     assert_eq!(r, Err(VchiqError::Refused), "no listener any more");
 }
 
@@ -1028,12 +942,7 @@ fn nocallback_bulks_are_polled() {
     let client = Arc::new(Recorder::default());
     let h = p
         .slave()
-        .open_service_wait(
-            ServiceParams::new(FUNC),
-            client.clone(),
-            &give_up(),
-            &mut || std::thread::yield_now(),
-        )
+        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
         .unwrap();
     assert!(p.slave().take_bulk_completion(h).unwrap().is_none());
     p.slave()

@@ -4,31 +4,19 @@
 //! and fails the deadline).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fwipc_vchiq::sim::SimPair;
-use fwipc_vchiq::vchi::core_link::{CoreLink, VcServiceHost};
-use fwipc_vchiq::vchi::echo_server::EchoServer;
+use fwipc_vchiq::sim::vchi::echo_server::EchoServer;
+use fwipc_vchiq::sim::vchi::SmemServer;
+use fwipc_vchiq::sim::{SimPair, SIM_WAIT};
+use fwipc_vchiq::vchi::core_link::CoreLink;
 use fwipc_vchiq::vchi::fourcc;
+use fwipc_vchiq::vchi::service_host::VcServiceHost;
 use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
 use fwipc_vchiq::vchi::test_client::{bulk_echo, ctrl, ping};
-use fwipc_vchiq::vchi::{Smem, SmemServer, VchiError};
+use fwipc_vchiq::vchi::Smem;
 use fwipc_vchiq::vchi::{VcAction, VcService};
 use fwipc_vchiq::{Config, Deliver, Event, ServiceCtx, ServiceParams, Vchiq};
-
-/// Polled-mode slave pump: poll, then nap briefly; give up after 20 s.
-fn pump(slave: &Vchiq) -> impl FnMut() -> Result<(), VchiError> + '_ {
-    let start = Instant::now();
-    move || {
-        if slave.poll() == 0 {
-            if start.elapsed() > Duration::from_secs(20) {
-                return Err(VchiError::Transport(fwipc_transport_api::Error::Timeout));
-            }
-            std::thread::sleep(Duration::from_micros(20));
-        }
-        Ok(())
-    }
-}
 
 #[test]
 fn smem_and_echo_against_the_threaded_videocore() {
@@ -55,7 +43,8 @@ fn smem_and_echo_against_the_threaded_videocore() {
         slave,
         ServiceParams::new(fourcc::SMEM).version(1, 1),
         4,
-        pump(slave),
+        SIM_WAIT,
+        Duration::from_secs(20),
     )
     .unwrap();
     let mut smem = Smem::connect(link, 4).unwrap();
@@ -73,7 +62,8 @@ fn smem_and_echo_against_the_threaded_videocore() {
         slave,
         ServiceParams::new(fourcc::ECHO).version(3, 3),
         8,
-        pump(slave),
+        SIM_WAIT,
+        Duration::from_secs(20),
     )
     .unwrap();
     ping(&mut l, 2, 2, 50).unwrap();
@@ -120,14 +110,14 @@ fn deferred_videocore_replies_flow_without_flush_under_backpressure() {
     let tx = std::sync::Mutex::new(tx);
     let h = pair
         .slave()
-        .open_service_blocking(
+        .open_service_wait(
             ServiceParams::new(BURST),
-            move |_: &ServiceCtx<'_>, ev: Event<'_>| {
+            Arc::new(move |_: &ServiceCtx<'_>, ev: Event<'_>| {
                 if let Event::Message(m) = ev {
                     let _ = tx.lock().unwrap().send(m.payload().to_vec());
                 }
                 Deliver::Done
-            },
+            }),
             Duration::from_secs(5),
         )
         .unwrap();

@@ -1,13 +1,14 @@
 //! The `'SMEM'` client against the VideoCore-side server, through the real VCHIQ core: slave
 //! and master instances over one region, every request and reply a DATA message in the slots.
 
-use fwipc_vchiq::vchi::core_link::VcServiceHost;
+use fwipc_vchiq::sim::vchi::pair::PolledPair;
+use fwipc_vchiq::sim::vchi::SmemServer;
 use fwipc_vchiq::vchi::error::SmemStatus;
 use fwipc_vchiq::vchi::fourcc;
-use fwipc_vchiq::vchi::sim::PolledPair;
+use fwipc_vchiq::vchi::service_host::VcServiceHost;
 use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
 use fwipc_vchiq::vchi::vc_mem::{self, VcMemInfo};
-use fwipc_vchiq::vchi::{Smem, SmemServer, VchiError};
+use fwipc_vchiq::vchi::{Smem, VchiError};
 use fwipc_vchiq::{Config, ServiceParams};
 
 const VC_BASE: u32 = 0x1000_0000;
@@ -211,7 +212,7 @@ fn videocore_asks_the_host_for_memory_over_the_core() {
 
 #[test]
 fn one_videocore_heap_across_sessions_and_its_vc_mem_view() {
-    use fwipc_vchiq::vchi::smem_server::SharedSmem;
+    use fwipc_vchiq::sim::vchi::smem_server::SharedSmem;
     let heap = SharedSmem::new(SmemServer::new(VC_BASE, VC_SIZE));
     let mut p = PolledPair::new(Config::default()).unwrap();
     let h2 = heap.clone();

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use fwipc_vchiq::vchi::core_link::VcServiceHost;
-use fwipc_vchiq::vchi::echo_server::EchoServer;
+use fwipc_vchiq::sim::vchi::echo_server::EchoServer;
+use fwipc_vchiq::sim::vchi::func_server::{
+    Fun2Server, FuncEvent, FuncServer, FUNC_EXPECTED_EVENTS,
+};
+use fwipc_vchiq::sim::vchi::pair::PolledPair;
 use fwipc_vchiq::vchi::fourcc;
-use fwipc_vchiq::vchi::func_server::{Fun2Server, FuncEvent, FuncServer, FUNC_EXPECTED_EVENTS};
 use fwipc_vchiq::vchi::link::ServiceLink;
-use fwipc_vchiq::vchi::sim::PolledPair;
+use fwipc_vchiq::vchi::service_host::VcServiceHost;
 use fwipc_vchiq::vchi::test_client::{
     bulk_echo, bulk_echo_pipelined, ctrl, fun2_subtest, fun2_subtests, func_script, ping,
     ping_suite, FUNC_CLIENT_EXPECTED,
@@ -257,9 +259,10 @@ fn signal_test_blocking_bulk_given_up_then_aborted_by_close() {
 
 #[test]
 fn hostile_videocore_replies_over_the_core() {
+    use fwipc_vchiq::sim::vchi::SmemServer;
     use fwipc_vchiq::vchi::link::{VcAction, VcService};
     use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
-    use fwipc_vchiq::vchi::{Smem, SmemServer};
+    use fwipc_vchiq::vchi::Smem;
     // A VideoCore that garbles: before each real reply it sends junk, a truncated reply for the
     // right transaction, a forged RELEASED and a reply for another transaction.
     struct Garbler(SmemServer, u32);
@@ -330,14 +333,10 @@ fn fun2_catches_a_cache_line_size_mismatch() {
     // Negative control (docs/protocols/vchiq.md §5 cause 1): the ARM uses 32-byte fragments, the
     // VideoCore 64-byte ones. Nothing in slot zero tells them apart; only the data at unaligned
     // edges goes wrong, and the fun2 checks must see it.
-    let slave_cfg = Config {
-        cache_line_size: 32,
-        ..Config::default()
-    };
-    let master_cfg = Config {
-        cache_line_size: 64,
-        ..Config::default()
-    };
+    let mut slave_cfg = Config::default();
+    slave_cfg.cache_line_size = 32;
+    let mut master_cfg = Config::default();
+    master_cfg.cache_line_size = 64;
     let mut p = PolledPair::with_configs(slave_cfg, master_cfg).unwrap();
     let make: fn() -> Fun2Server = Fun2Server::new;
     p.add_vc_service(ServiceParams::new(fourcc::FUN2).version(3, 2), make)
@@ -437,8 +436,8 @@ mod differential {
     //! including the size-mismatch rule (docs/protocols/vchiq.md §5: any mismatch aborts both
     //! sides).
     use super::*;
+    use fwipc_vchiq::sim::vchi::loopback::Loopback;
     use fwipc_vchiq::vchi::link::{BulkLink, VcAction, VcService};
-    use fwipc_vchiq::vchi::loopback::Loopback;
     use proptest::prelude::*;
 
     /// A VideoCore service whose bulks are driven by the client's messages:

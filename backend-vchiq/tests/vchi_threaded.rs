@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use fwipc_vchiq::vchi::echo_server::EchoServer;
+use fwipc_vchiq::sim::vchi::echo_server::EchoServer;
+use fwipc_vchiq::sim::vchi::func_server::Fun2Server;
+use fwipc_vchiq::sim::vchi::pair::PolledPair;
+use fwipc_vchiq::sim::vchi::SmemServer;
 use fwipc_vchiq::vchi::fourcc;
-use fwipc_vchiq::vchi::func_server::Fun2Server;
-use fwipc_vchiq::vchi::sim::PolledPair;
 use fwipc_vchiq::vchi::smem_wire::SmemAllocType;
 use fwipc_vchiq::vchi::test_client::{bulk_echo, ctrl, fun2_subtest, fun2_subtests, ping};
-use fwipc_vchiq::vchi::{Smem, SmemServer};
+use fwipc_vchiq::vchi::Smem;
 use fwipc_vchiq::{Config, ServiceParams};
 
 const T: Duration = Duration::from_secs(20);

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl, SimMode};
-use fwipc_transport_api::{Completion, StdClock};
+use fwipc_transport_api::Completion;
 
-use super::echo::{EchoService, ECHO_FOURCC};
+use super::framed_echo::{EchoService, ECHO_FOURCC};
 use super::SimPair;
 use crate::config::Config;
-use crate::service::ServiceParams;
+use crate::engine::service::ServiceParams;
 use crate::transport::VchiqTransport;
 
 /// Transfers in flight at once through the fixture's transport.
@@ -28,7 +28,10 @@ pub struct VchiqFixture {
 impl VchiqFixture {
     /// Build, or explain why not.
     pub fn try_setup(completion: Completion) -> crate::VResult<Self> {
-        let pair = SimPair::with_config(Config::default(), completion == Completion::Interrupt)?;
+        let pair = SimPair::with_config(
+            Config::default().with_wait(super::SIM_WAIT),
+            completion == Completion::Interrupt,
+        )?;
         let (echo, _) =
             EchoService::add_to(pair.master(), ServiceParams::new(ECHO_FOURCC).version(3, 2))?;
 
@@ -41,7 +44,6 @@ impl VchiqFixture {
                 .quotas(u32::MAX, 0),
             completion,
             FIXTURE_MAX_MSG,
-            Box::new(StdClock::new()),
             Duration::from_secs(5),
         )
         .map_err(|_| crate::VchiqError::Timeout)?;

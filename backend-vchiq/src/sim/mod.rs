@@ -4,24 +4,31 @@
 //!
 //! - [`SimPair`]: region + slave + master + worker threads.
 //! - [`SimBus`] / [`SimPlatform`]: the doorbells and the bus address space.
-//! - [`echo::EchoService`]: the VideoCore-side 'echo' service of the conformance suite.
+//! - [`framed_echo::EchoService`]: the conformance suite's VideoCore-side 'echo' service (it speaks
+//!   the fwipc framing of `frame`; `vchi::echo_server` here is the `vchiq_test` one).
 //! - [`fixture::VchiqFixture`]: the conformance fixture.
+//! - [`vchi`]: the VideoCore side of the VCHI services (`'SMEM'`, `'echo'`, `'func'`/`'fun2'`)
+//!   and the single-threaded pair their clients are tested against.
 
-pub mod echo;
 pub mod fixture;
+pub mod framed_echo;
+#[doc(hidden)]
+pub mod internals;
+pub mod vchi;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
+use crate::engine::vchiq::Vchiq;
 use crate::error::{VResult, VchiqError};
 use crate::platform::Platform;
-use crate::region::OwnedRegion;
-use crate::vchiq::Vchiq;
+use crate::shared::region::OwnedRegion;
 use fwipc_transport_api::fixture::{SimMode, SimModeSwitch};
+use fwipc_transport_api::{StdClock, Wait};
 
 pub use fixture::VchiqFixture;
 
@@ -313,10 +320,21 @@ fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>, mode: Option<Ar
     }
 }
 
+/// How the simulator's instances wait in their blocking calls: a few spins, then 50 µs naps (the
+/// other side runs on a worker thread of the same machine and needs the CPU more than the waiter).
+pub const SIM_WAIT: Wait<'static> = Wait::SpinThenYield {
+    spins: 16,
+    relax: &sim_nap,
+};
+
+fn sim_nap() {
+    std::thread::sleep(Duration::from_micros(50));
+}
+
 impl SimPair {
-    /// Default configuration, both sides with a worker thread.
+    /// The default configuration with [`SIM_WAIT`], both sides with a worker thread.
     pub fn new() -> VResult<SimPair> {
-        Self::with_config(Config::default(), true)
+        Self::with_config(Config::default().with_wait(SIM_WAIT), true)
     }
 
     /// A pair on a fresh region. `slave_worker = false`: the slave is driven by its user's
@@ -358,11 +376,13 @@ impl SimPair {
             mem.region(SIM_REGION_BUS)?,
             wrap_slave(Box::new(slave_pf)),
             cfg,
+            Box::new(StdClock::new()),
         )?);
         let master = Arc::new(Vchiq::new_master(
             mem.region(SIM_REGION_BUS)?,
             Box::new(master_pf),
             cfg,
+            Box::new(StdClock::new()),
         )?);
         let stop = Arc::new(AtomicBool::new(false));
         let master_mode = Arc::new(SimModeSwitch::new());
@@ -439,21 +459,15 @@ impl SimPair {
     pub fn connect(&self) -> VResult {
         self.master.connect()?;
         self.slave.connect()?;
-        let start = Instant::now();
-        while !(self.slave.is_connected() && self.master.is_connected()) {
-            self.slave.poll();
-            if start.elapsed() > Duration::from_secs(5) {
-                return Err(VchiqError::Timeout);
-            }
-            std::thread::sleep(Duration::from_micros(50));
-        }
-        Ok(())
+        self.slave.wait_until(Duration::from_secs(5), || {
+            (self.slave.is_connected() && self.master.is_connected()).then_some(Ok(()))
+        })
     }
 
     /// Tear both sides down (slave first, then the VideoCore), stop the workers.
     pub fn shutdown(&mut self) -> VResult {
-        let r1 = self.slave.shutdown_blocking(Duration::from_secs(2));
-        let r2 = self.master.shutdown_blocking(Duration::from_secs(2));
+        let r1 = self.slave.shutdown(Duration::from_secs(2));
+        let r2 = self.master.shutdown(Duration::from_secs(2));
         self.stop_workers();
         r1.and(r2)
     }

@@ -1,38 +1,31 @@
-//! The VCHI layer on the real VCHIQ core.
-//!
-//! * [`CoreLink`] (ARM side): a [`ServiceLink`]/[`BulkLink`] over one open client service of a
-//!   [`Vchiq`] instance. Received DATA is copied into an [`Inbox`] of buffers allocated when the
-//!   service is opened (a full inbox makes the core keep the message in its slot and redeliver it:
-//!   back-pressure, no allocation on the receive path). Blocking calls drive progress through a
-//!   caller-supplied *pump* (`FnMut() -> Result<(), VchiError>`): in a bare-metal kernel it waits
-//!   for the doorbell interrupt, in the single-threaded tests it polls both roles, and it returns
-//!   an error (e.g. `Timeout`) to give up. Bulk data is staged in one reusable buffer at the
-//!   caller's page offset (so fragments and pagelists are those of the caller's buffer), with
-//!   guard bytes around each receive window: a peer that writes outside the window (the
-//!   cache-line-edge corruption of docs/protocols/vchiq.md §5) is reported as `DmaOverrun`.
-//! * [`VcServiceHost`] (VideoCore side): a core [`ServiceHandler`] that runs one [`VcService`]
-//!   state machine per open service and carries out its [`VcAction`]s. Actions the core refuses
-//!   with back-pressure (`Retry`) stay queued in order until the core reports
-//!   [`crate::Event::TxSpace`] (transmit space came back; delivered from `poll`, so no run loop
-//!   has to call anything) or an explicit [`VcServiceHost::flush`]; while some are queued, new
-//!   messages are answered with `Deliver::Retry` so replies never overtake each other.
+//! [`CoreLink`] (ARM side): a [`ServiceLink`]/[`BulkLink`] over one open client service of a
+//! [`Vchiq`] instance. Received DATA is copied into an [`Inbox`] of buffers allocated when the
+//! service is opened (a full inbox makes the core keep the message in its slot and redeliver it:
+//! back-pressure, no allocation on the receive path). Blocking calls poll the instance and pause
+//! between polls the way the link was opened with (a [`Wait`]: `Poll`, `SpinThenYield`, or
+//! `Completion` with a parker; the single-threaded simulator's parker runs the VideoCore), each
+//! bounded by the link's timeout on the instance's clock (`Transport(Timeout)` when it passes).
+//! Bulk data is staged in one reusable buffer at the caller's page offset (so fragments and
+//! pagelists are those of the caller's buffer), with guard bytes around each receive window: a
+//! peer that writes outside the window (the cache-line-edge corruption of
+//! docs/protocols/vchiq.md §5) is reported as `DmaOverrun`. The VideoCore-side counterpart is
+//! [`crate::vchi::service_host::VcServiceHost`].
 
-use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use log::warn;
+use core::time::Duration;
 
-use fwipc_transport_api::ProtocolError;
+use fwipc_transport_api::{Error, ProtocolError, Wait};
 
 use super::error::VchiError;
-use super::link::{BulkLink, BulkPipeline, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
-use crate::error::VchiqError;
-use crate::service::{
-    BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler, ServiceParams,
+use super::link::{BulkLink, BulkPipeline, ServiceLink, MAX_MSG_SIZE};
+use crate::engine::service::{
+    BulkCompletion, BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams,
 };
-use crate::vchiq::Vchiq;
+use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
+use crate::error::VchiqError;
 
 impl From<VchiqError> for VchiError {
     fn from(e: VchiqError) -> Self {
@@ -150,7 +143,7 @@ impl ServiceHandler for InboxHandler {
                 }
             }
             // Bulks are submitted in NoCallback mode and collected by the blocking calls.
-            // The blocking calls retry sends themselves, driving the pump.
+            // The blocking calls retry sends themselves, polling the instance.
             Event::Bulk(_) | Event::RemoteBulkPending { .. } | Event::TxSpace => {}
         }
         Deliver::Done
@@ -158,11 +151,14 @@ impl ServiceHandler for InboxHandler {
 }
 
 /// A client service of a [`Vchiq`] instance as a blocking [`BulkLink`].
-pub struct CoreLink<'v, P: FnMut() -> Result<(), VchiError>> {
+pub struct CoreLink<'v> {
     vchiq: &'v Vchiq,
     handle: ServiceHandle,
     inbox: Arc<Inbox>,
-    pump: P,
+    /// How the blocking calls pause between polls.
+    wait: Wait<'v>,
+    /// The bound of each blocking call.
+    timeout: Duration,
     next_tag: u64,
     /// The bulk buffer, lent to the core for each transfer and returned with its completion:
     /// reused, so steady-state bulks of a size seen before allocate nothing.
@@ -171,7 +167,7 @@ pub struct CoreLink<'v, P: FnMut() -> Result<(), VchiError>> {
     removed: bool,
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> Drop for CoreLink<'_, P> {
+impl Drop for CoreLink<'_> {
     /// Dropping an open link starts closing its service (the CLOSE goes out now; the core
     /// completes the handshake on later polls). Use [`CoreLink::close`] to wait for it.
     fn drop(&mut self) {
@@ -181,40 +177,51 @@ impl<P: FnMut() -> Result<(), VchiError>> Drop for CoreLink<'_, P> {
     }
 }
 
-impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
-    /// Open the peer's service `params.fourcc` and pump until it is open (or refused:
-    /// `Core(Refused)`). `depth` bounds the messages buffered for [`ServiceLink::recv`].
+impl<'v> CoreLink<'v> {
+    /// Open the peer's service `params.fourcc` and wait until it is open (or refused:
+    /// `Core(Refused)`). `depth` bounds the messages buffered for [`ServiceLink::recv`]. Every
+    /// blocking call of the link polls the instance, pauses the `wait` way between polls and
+    /// gives up with `Transport(Timeout)` after `timeout`.
     pub fn open(
         vchiq: &'v Vchiq,
         params: ServiceParams,
         depth: usize,
-        mut pump: P,
+        wait: Wait<'v>,
+        timeout: Duration,
     ) -> Result<Self, VchiError> {
         let inbox = Arc::new(Inbox::new(depth));
         let handle = vchiq.open_service(params, InboxHandler(inbox.clone()))?;
-        loop {
-            match vchiq.open_status(handle) {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = vchiq.remove_service(handle);
-                    return Err(e.into());
-                }
-            }
-            if let Err(e) = pump() {
-                let _ = vchiq.remove_service(handle);
-                return Err(e);
-            }
-        }
-        Ok(CoreLink {
+        let link = CoreLink {
             vchiq,
             handle,
             inbox,
-            pump,
+            wait,
+            timeout,
             next_tag: 1,
             spare: Vec::new(),
             removed: false,
-        })
+        };
+        // Dropping the link on failure removes the service.
+        link.block(|| match vchiq.open_status(handle) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(e) => Some(Err(e.into())),
+        })?;
+        Ok(link)
+    }
+
+    /// The one waiting loop of the link: `check` until it answers, polling the instance and
+    /// pausing between polls; `Transport(Timeout)` after the link's timeout.
+    fn block<T>(
+        &self,
+        check: impl FnMut() -> Option<Result<T, VchiError>>,
+    ) -> Result<T, VchiError> {
+        self.vchiq.wait_until_with(
+            self.wait,
+            self.timeout,
+            VchiError::Transport(Error::Timeout),
+            check,
+        )
     }
 
     /// The core's handle of this service.
@@ -227,21 +234,18 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
         &self.inbox
     }
 
-    /// Close the service and pump until the close completes (the peer's CLOSE arrived); the
+    /// Close the service and wait until the close completes (the peer's CLOSE arrived); the
     /// port is then freed.
     pub fn close(mut self) -> Result<(), VchiError> {
-        loop {
-            match self.vchiq.remove_service(self.handle) {
-                Err(VchiqError::Retry) => (self.pump)()?,
-                Err(e) => return Err(e.into()),
-                Ok(()) => break,
-            }
-        }
+        let (vchiq, handle) = (self.vchiq, self.handle);
+        self.block(|| match vchiq.remove_service(handle) {
+            Err(VchiqError::Retry) => None,
+            Err(e) => Some(Err(e.into())),
+            Ok(()) => Some(Ok(())),
+        })?;
         self.removed = true;
-        while !self.inbox.ring.lock().closed {
-            (self.pump)()?;
-        }
-        Ok(())
+        let inbox = self.inbox.clone();
+        self.block(|| inbox.ring.lock().closed.then_some(Ok(())))
     }
 
     /// Place a `len`-byte window in the spare buffer at the same offset within a page as
@@ -274,90 +278,113 @@ impl<'v, P: FnMut() -> Result<(), VchiError>> CoreLink<'v, P> {
 
     /// Run one blocking bulk of `spare[off..off+len]` (already filled for a transmit); returns
     /// the actual length. The buffer is back in `self.spare` afterwards, unless the transfer is
-    /// still queued (the pump gave up), in which case the core keeps it.
+    /// still queued (the wait timed out), in which case the core keeps it.
     fn bulk(&mut self, dir: BulkDir, off: usize, len: usize) -> Result<usize, VchiError> {
         let tag = self.next_tag;
         self.next_tag += 1;
-        let mut buf = core::mem::take(&mut self.spare);
-        loop {
+        let buf = core::mem::take(&mut self.spare);
+        if let Err((e, back)) = self.submit_tagged(dir, tag, buf, off, len) {
+            if let Some(back) = back {
+                self.spare = back;
+            }
+            return Err(e);
+        }
+        let c = self.wait_completion(tag)?;
+        self.spare = c.buf;
+        c.result.map_err(Into::into)
+    }
+
+    /// Wait for the completion of the NoCallback bulk `tag`.
+    fn wait_completion(&self, tag: u64) -> Result<BulkCompletion, VchiError> {
+        let (vchiq, handle) = (self.vchiq, self.handle);
+        self.block(|| match vchiq.take_bulk_completion_tag(handle, tag) {
+            Ok(Some(c)) => Some(Ok(c)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        })
+    }
+
+    /// Submit one NoCallback bulk of `buf[off..off + len]` as `tag`, retrying back-pressure the
+    /// link's way. On failure the buffer comes back (the core keeps only an accepted transfer's).
+    #[allow(clippy::type_complexity)]
+    fn submit_tagged(
+        &self,
+        dir: BulkDir,
+        tag: u64,
+        buf: Vec<u8>,
+        off: usize,
+        len: usize,
+    ) -> Result<(), (VchiError, Option<Vec<u8>>)> {
+        let (vchiq, handle) = (self.vchiq, self.handle);
+        let mut held = Some(buf);
+        let r = self.block(|| {
+            let buf = held.take()?;
             let r = match dir {
                 BulkDir::Transmit => {
-                    self.vchiq
-                        .bulk_transmit(self.handle, buf, off, len, tag, BulkMode::NoCallback)
+                    vchiq.bulk_transmit(handle, buf, off, len, tag, BulkMode::NoCallback)
                 }
                 BulkDir::Receive => {
-                    self.vchiq
-                        .bulk_receive(self.handle, buf, off, len, tag, BulkMode::NoCallback)
+                    vchiq.bulk_receive(handle, buf, off, len, tag, BulkMode::NoCallback)
                 }
             };
             match r {
-                Ok(()) => break,
+                Ok(()) => Some(Ok(())),
+                Err((VchiqError::Retry, back)) => {
+                    held = Some(back);
+                    None
+                }
                 Err((e, back)) => {
-                    buf = back;
-                    if e != VchiqError::Retry {
-                        self.spare = buf;
-                        return Err(e.into());
-                    }
-                    if let Err(e) = (self.pump)() {
-                        self.spare = buf;
-                        return Err(e);
-                    }
+                    held = Some(back);
+                    Some(Err(e.into()))
                 }
             }
-        }
-        loop {
-            if let Some(c) = self.vchiq.take_bulk_completion_tag(self.handle, tag)? {
-                self.spare = c.buf;
-                return c.result.map_err(Into::into);
-            }
-            (self.pump)()?;
-        }
+        });
+        r.map_err(|e| (e, held))
     }
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> ServiceLink for CoreLink<'_, P> {
+impl ServiceLink for CoreLink<'_> {
     fn send(&mut self, payload: &[u8]) -> Result<(), VchiError> {
-        loop {
-            match self.vchiq.queue_message(self.handle, payload) {
-                Err(VchiqError::Retry) => (self.pump)()?,
-                r => return r.map_err(Into::into),
-            }
-        }
+        let (vchiq, handle) = (self.vchiq, self.handle);
+        self.block(|| match vchiq.queue_message(handle, payload) {
+            Err(VchiqError::Retry) => None,
+            r => Some(r.map_err(Into::into)),
+        })
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, VchiError> {
-        loop {
+        let (vchiq, inbox) = (self.vchiq, self.inbox.clone());
+        self.block(|| {
             // (After a refused delivery, `try_pop` kicks the core to redeliver it.)
-            if let Some(r) = self.try_pop(buf) {
-                return r;
+            if let Some(r) = try_pop(vchiq, &inbox, buf) {
+                return Some(r);
             }
-            if self.inbox.ring.lock().closed {
-                return Err(VchiError::Core(VchiqError::Closed));
+            if inbox.ring.lock().closed {
+                return Some(Err(VchiError::Core(VchiqError::Closed)));
             }
-            (self.pump)()?;
-        }
+            None
+        })
     }
 
     fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, VchiError> {
         if self.inbox.is_empty() {
-            // Non-blocking: one poll of our side, no pump.
+            // Non-blocking: one poll of our side, no wait.
             self.vchiq.poll();
         }
-        self.try_pop(buf).transpose()
+        try_pop(self.vchiq, &self.inbox, buf).transpose()
     }
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> CoreLink<'_, P> {
-    fn try_pop(&mut self, buf: &mut [u8]) -> Option<Result<usize, VchiError>> {
-        let (r, refused) = self.inbox.pop(buf)?;
-        if refused {
-            self.vchiq.kick();
-        }
-        Some(r)
+/// Take the next buffered message; a refused delivery behind it is redelivered (`kick`).
+fn try_pop(vchiq: &Vchiq, inbox: &Inbox, buf: &mut [u8]) -> Option<Result<usize, VchiError>> {
+    let (r, refused) = inbox.pop(buf)?;
+    if refused {
+        vchiq.kick();
     }
+    Some(r)
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> BulkLink for CoreLink<'_, P> {
+impl BulkLink for CoreLink<'_> {
     fn bulk_transmit(&mut self, data: &[u8]) -> Result<(), VchiError> {
         let off = self.place(data.as_ptr() as usize, data.len());
         self.spare[off..off + data.len()].copy_from_slice(data);
@@ -376,7 +403,7 @@ impl<P: FnMut() -> Result<(), VchiError>> BulkLink for CoreLink<'_, P> {
     }
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> BulkPipeline for CoreLink<'_, P> {
+impl BulkPipeline for CoreLink<'_> {
     fn submit_transmit(&mut self, data: Vec<u8>) -> Result<u64, VchiError> {
         self.submit(BulkDir::Transmit, data)
     }
@@ -386,252 +413,21 @@ impl<P: FnMut() -> Result<(), VchiError>> BulkPipeline for CoreLink<'_, P> {
     }
 
     fn complete(&mut self, tag: u64) -> Result<(usize, Vec<u8>), VchiError> {
-        loop {
-            if let Some(c) = self.vchiq.take_bulk_completion_tag(self.handle, tag)? {
-                return match c.result {
-                    Ok(n) => Ok((n, c.buf)),
-                    Err(e) => Err(e.into()),
-                };
-            }
-            (self.pump)()?;
+        let c = self.wait_completion(tag)?;
+        match c.result {
+            Ok(n) => Ok((n, c.buf)),
+            Err(e) => Err(e.into()),
         }
     }
 }
 
-impl<P: FnMut() -> Result<(), VchiError>> CoreLink<'_, P> {
-    fn submit(&mut self, dir: BulkDir, mut buf: Vec<u8>) -> Result<u64, VchiError> {
+impl CoreLink<'_> {
+    fn submit(&mut self, dir: BulkDir, buf: Vec<u8>) -> Result<u64, VchiError> {
         let tag = self.next_tag;
         self.next_tag += 1;
         let len = buf.len();
-        loop {
-            let r = match dir {
-                BulkDir::Transmit => {
-                    self.vchiq
-                        .bulk_transmit(self.handle, buf, 0, len, tag, BulkMode::NoCallback)
-                }
-                BulkDir::Receive => {
-                    self.vchiq
-                        .bulk_receive(self.handle, buf, 0, len, tag, BulkMode::NoCallback)
-                }
-            };
-            match r {
-                Ok(()) => return Ok(tag),
-                Err((VchiqError::Retry, back)) => {
-                    buf = back;
-                    (self.pump)()?;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
-    }
-}
-
-struct Instance<S> {
-    service: S,
-    outbox: VecDeque<VcAction>,
-}
-
-/// Runs a [`VcService`] per open service on the VideoCore side of a [`Vchiq`] (master role).
-/// One host can back several listeners of the same fourcc (the core requires one handler per
-/// fourcc); each open gets a fresh state machine from `make`.
-pub struct VcServiceHost<S, F: Fn() -> S> {
-    make: F,
-    instances: spin::Mutex<BTreeMap<u32, Instance<S>>>,
-    retired: spin::Mutex<VecDeque<S>>,
-    deferred: core::sync::atomic::AtomicU64,
-}
-
-/// Closed instances kept for inspection ([`VcServiceHost::take_retired`]).
-const RETIRED_KEEP: usize = 16;
-
-impl<S: VcService + Send, F: Fn() -> S + Send + Sync> VcServiceHost<S, F> {
-    /// A host creating handlers with `make`.
-    pub fn new(make: F) -> Self {
-        VcServiceHost {
-            make,
-            instances: spin::Mutex::new(BTreeMap::new()),
-            retired: spin::Mutex::new(VecDeque::new()),
-            deferred: core::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// Run `f` on the handler of service `h` (to inspect it or act as the VideoCore).
-    pub fn with<R>(&self, h: ServiceHandle, f: impl FnOnce(&mut S) -> R) -> Option<R> {
-        self.instances
-            .lock()
-            .get_mut(&h.raw())
-            .map(|i| f(&mut i.service))
-    }
-
-    /// Let the handler of open service `h` act on its own (the VideoCore initiating something):
-    /// the actions `f` pushes are queued and carried out by the next [`Self::flush`]. `false` if
-    /// no such service is open.
-    pub fn act(&self, h: ServiceHandle, f: impl FnOnce(&mut S, &mut Vec<VcAction>)) -> bool {
-        let mut map = self.instances.lock();
-        let Some(inst) = map.get_mut(&h.raw()) else {
-            return false;
-        };
-        let mut out = Vec::new();
-        f(&mut inst.service, &mut out);
-        inst.outbox.extend(out);
-        true
-    }
-
-    /// Handles of the open services this host serves.
-    pub fn handles(&self) -> Vec<ServiceHandle> {
-        self.instances
-            .lock()
-            .keys()
-            .map(|&h| ServiceHandle::from_raw(h))
-            .collect()
-    }
-
-    /// Run `f` on every live handler.
-    pub fn for_each(&self, mut f: impl FnMut(ServiceHandle, &mut S)) {
-        for (&h, i) in self.instances.lock().iter_mut() {
-            f(ServiceHandle::from_raw(h), &mut i.service);
-        }
-    }
-
-    /// The handlers of services that closed, oldest first (the last 16).
-    pub fn take_retired(&self) -> Vec<S> {
-        self.retired.lock().drain(..).collect()
-    }
-
-    /// Times an action was deferred because the core answered `Retry` (back-pressure events).
-    pub fn deferred(&self) -> u64 {
-        // Relaxed: a statistics counter.
-        self.deferred.load(core::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Actions still waiting for the core (back-pressure).
-    pub fn pending_actions(&self) -> usize {
-        self.instances.lock().values().map(|i| i.outbox.len()).sum()
-    }
-
-    /// Retry queued actions now; returns how many were carried out. Optional: the core's
-    /// [`crate::Event::TxSpace`] already retries them whenever transmit space comes back (use
-    /// this after [`Self::act`], which only queues).
-    pub fn flush(&self, vchiq: &Vchiq) -> usize {
-        let mut done = 0;
-        let mut unblocked = false;
-        for (&h, inst) in self.instances.lock().iter_mut() {
-            let before = inst.outbox.len();
-            done += self.drain(vchiq, ServiceHandle::from_raw(h), &mut inst.outbox);
-            unblocked |= before > 0 && inst.outbox.is_empty();
-        }
-        if unblocked {
-            // Messages answered with Retry while we were blocked: redeliver them.
-            vchiq.kick();
-        }
-        done
-    }
-
-    fn drain(&self, vchiq: &Vchiq, h: ServiceHandle, outbox: &mut VecDeque<VcAction>) -> usize {
-        let mut done = 0;
-        while let Some(a) = outbox.front() {
-            let r = match a {
-                VcAction::Reply(m) => vchiq.queue_message(h, m),
-                VcAction::BulkRx { len, tag } => vchiq
-                    .bulk_receive(
-                        h,
-                        vec![0u8; *len],
-                        0,
-                        *len,
-                        u64::from(*tag),
-                        BulkMode::Callback,
-                    )
-                    .map_err(|(e, _)| e),
-                VcAction::BulkTx { data, tag } => vchiq
-                    .bulk_transmit(
-                        h,
-                        data.clone(),
-                        0,
-                        data.len(),
-                        u64::from(*tag),
-                        BulkMode::Callback,
-                    )
-                    .map_err(|(e, _)| e),
-                VcAction::Close => vchiq.close_service(h),
-            };
-            match r {
-                Err(VchiqError::Retry) => {
-                    // Relaxed: a statistics counter.
-                    self.deferred
-                        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-                    break;
-                }
-                Err(e) => warn!(target: "vchi::host", "action {a:?} failed: {e}"),
-                Ok(()) => {}
-            }
-            outbox.pop_front();
-            done += 1;
-        }
-        done
-    }
-}
-
-impl<S: VcService + Send, F: Fn() -> S + Send + Sync> ServiceHandler for VcServiceHost<S, F> {
-    fn callback(&self, ctx: &ServiceCtx<'_>, event: Event<'_>) -> Deliver {
-        let mut map = self.instances.lock();
-        let key = ctx.handle.raw();
-        let inst = map.entry(key).or_insert_with(|| Instance {
-            service: (self.make)(),
-            outbox: VecDeque::new(),
-        });
-        let was_blocked = !inst.outbox.is_empty();
-        self.drain(ctx.vchiq, ctx.handle, &mut inst.outbox);
-        let mut out = Vec::new();
-        match event {
-            Event::TxSpace => {
-                // The core says transmit space came back: the drain above carried out what now
-                // fits (no `flush` needed). If the outbox emptied, messages answered `Retry`
-                // while it was blocked are redelivered on the next poll round.
-                if was_blocked && inst.outbox.is_empty() {
-                    ctx.vchiq.kick();
-                }
-                return Deliver::Done;
-            }
-            Event::Opened => {
-                let cid = ctx.vchiq.client_id(ctx.handle).unwrap_or(0);
-                inst.service.on_open(cid, &mut out);
-            }
-            Event::Closed => {
-                inst.service.on_close(&mut out);
-                // A listener is reused by the next client: start it afresh. Nothing can be sent on
-                // a closed service, so its remaining actions are dropped.
-                if let Some(old) = map.remove(&key) {
-                    let mut r = self.retired.lock();
-                    if r.len() == RETIRED_KEEP {
-                        r.pop_front();
-                    }
-                    r.push_back(old.service);
-                }
-                return Deliver::Done;
-            }
-            Event::Message(m) => {
-                if !inst.outbox.is_empty() {
-                    return Deliver::Retry;
-                }
-                inst.service.on_message(m.payload(), &mut out);
-            }
-            Event::Bulk(c) => {
-                let tag = c.tag as u32;
-                match c.dir {
-                    BulkDir::Receive => {
-                        let data = match &c.result {
-                            Ok(n) => Some(&c.buf[..(*n).min(c.buf.len())]),
-                            Err(_) => None,
-                        };
-                        inst.service.on_bulk_rx(tag, data, &mut out);
-                    }
-                    BulkDir::Transmit => inst.service.on_bulk_tx(tag, c.result.is_ok(), &mut out),
-                }
-            }
-            Event::RemoteBulkPending { .. } => {}
-        }
-        inst.outbox.extend(out);
-        self.drain(ctx.vchiq, ctx.handle, &mut inst.outbox);
-        Deliver::Done
+        self.submit_tagged(dir, tag, buf, 0, len)
+            .map(|()| tag)
+            .map_err(|(e, _)| e)
     }
 }

@@ -8,6 +8,7 @@ use fwipc_transport_api::{Error, ProtocolError};
 /// `vc_sm_result_t` reply (0 = success). The firmware's own codes are not public (unverified); our
 /// simulated VideoCore uses these negative errno-style values, and an unknown value is kept raw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SmemStatus {
     /// The handle was never issued by this VideoCore.
     UnknownHandle,
@@ -61,6 +62,25 @@ impl SmemStatus {
         }
     }
 }
+
+impl fmt::Display for SmemStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self {
+            SmemStatus::UnknownHandle => "unknown handle",
+            SmemStatus::StaleHandle => "stale handle",
+            SmemStatus::NoSpace => "no space",
+            SmemStatus::InvalidArgument => "invalid argument",
+            SmemStatus::Locked => "block locked",
+            SmemStatus::NotLocked => "block not locked",
+            SmemStatus::NotSupported => "not supported",
+            SmemStatus::Refused => "refused",
+            SmemStatus::Other(c) => return write!(f, "smem: VideoCore status {c}"),
+        };
+        write!(f, "smem: {what} ({})", self.code())
+    }
+}
+
+impl core::error::Error for SmemStatus {}
 
 /// The error of every fallible VCHI client operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,6 +195,16 @@ impl core::error::Error for VchiError {}
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn smem_status_is_an_error_with_its_code() {
+        let e: &dyn core::error::Error = &SmemStatus::NoSpace;
+        assert_eq!(alloc::format!("{e}"), "smem: no space (-12)");
+        assert_eq!(
+            alloc::format!("{}", SmemStatus::from_code(-7)),
+            "smem: VideoCore status -7"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -3,14 +3,14 @@
 
 use alloc::vec::Vec;
 
-use super::echo_server::EchoServer;
-use super::func_server::Fun2Server;
 use super::link::VcService;
 use super::smem_client::parse_vc_message;
-use super::smem_server::SmemServer;
 use super::smem_wire::SmemRequest;
 use super::test_wire::{Fun2Params, TestParams};
 use super::vc_mem::{answer_property, parse_get_vc_memory, VcMemInfo};
+use crate::sim::vchi::echo_server::EchoServer;
+use crate::sim::vchi::func_server::Fun2Server;
+use crate::sim::vchi::smem_server::SmemServer;
 
 /// Client side: a VC→host `'SMEM'` message (reply, RELEASED, VC_MEM_REQUEST).
 pub fn fuzz_smem_reply(data: &[u8]) {

@@ -3,7 +3,7 @@
 //! * ARM side: a client ([`crate::vchi::Smem`], [`crate::vchi::test_client`]) talks to one open
 //!   service through [`ServiceLink`] (DATA messages) and [`BulkLink`] (blocking bulk transfers).
 //!   The core's service handle implements them (see `tests/vchi_*.rs` for the adapter); the
-//!   [`crate::vchi::loopback`] implements them without slots for unit tests.
+//!   `crate::sim::vchi::loopback` implements them without slots for unit tests.
 //! * VideoCore side: a service handler is a pure state machine, [`VcService`]: it is given each
 //!   DATA message and each bulk completion and answers with [`VcAction`]s that the simulated
 //!   VideoCore (the core in master role) carries out.

@@ -1,5 +1,5 @@
-//! VCHI clients on top of the VCHIQ core, and the VideoCore-side service handlers the simulator
-//! runs for them (issue 4, staging TODO item 1 "import VCHI drivers").
+//! VCHI clients on top of the VCHIQ core (ARM side). The VideoCore-side servers the simulator
+//! runs for them live in `crate::sim::vchi` (feature `sim`).
 //!
 //! | file | holds |
 //! |---|---|
@@ -7,20 +7,16 @@
 //! | [`fourcc`] | service fourccs (`'SMEM'`, `'echo'`, `'func'`, `'fun2'`) |
 //! | [`link`] | [`ServiceLink`] / [`BulkLink`] / [`link::BulkPipeline`]: what a client needs from an open VCHIQ service, and [`VcService`]: what a VideoCore-side handler gets driven with |
 //! | [`smem_wire`] | vc-sm-cma `'SMEM'` message layouts (`#[repr(C)]` zerocopy) and their bounds-checked parsers |
-//! | [`smem_server`] | the VideoCore side of `'SMEM'`: a real allocator over a memory area, generational handles, VC_MEM_REQUEST; [`smem_server::SharedSmem`] shares one heap across sessions |
 //! | [`smem_client`] | [`Smem`], the typed ARM-side client (alloc/free/lock/unlock/import, RELEASED events, lending host memory on VC_MEM_REQUEST through a [`smem_client::HostMemory`]) |
 //! | [`vc_mem`] | the vc_mem query of VideoCore memory (base, size, load address) from the firmware's DT `reg` or the mailbox property tag |
 //! | [`test_wire`] | the `vchiq_test` wire formats: echo magics, `test_params`, fun2 sub-test message, data patterns |
-//! | [`echo_server`] | the VideoCore `'echo'` test server as a pure state machine |
-//! | [`func_server`] | the VideoCore `'func'` message/bulk script and the `'fun2'` guard-checking server |
 //! | [`test_client`] | the ARM-side `vchiq_test` routines: ping, ctrl echo, bulk echo, fun2 |
-//! | [`core_link`] | the same seams over the real core: [`core_link::CoreLink`] (ARM client) and [`core_link::VcServiceHost`] (VideoCore-side handler host) |
-//! | `sim` (std) | a slave + master pair over one region with the VideoCore services plugged in: polled from one thread (deterministic) or with a VideoCore thread |
-//! | [`loopback`] | an in-process [`BulkLink`] that drives a [`VcService`] directly (unit tests, no slots) |
+//! | [`core_link`] | the client seams over the real core: [`core_link::CoreLink`] (ARM client, waiting with a `Wait`) |
+//! | [`service_host`] | [`service_host::VcServiceHost`]: runs a [`VcService`] per open service on the VideoCore side of the core |
 //! | `fuzzing` | one `fn(&[u8])` per parser of remote input (doc-hidden) |
 //!
 //! Everything here is `no_std` + `alloc`. Client request paths encode into stack buffers and do not
-//! allocate; the VideoCore-side handlers are simulator code and may.
+//! allocate.
 //!
 //! <!-- The link targets below are `crate::`-qualified on purpose: `pub mod vchi;` also carries
 //! an outer `///` doc in lib.rs, so rustdoc resolves this whole block from the crate root, where
@@ -35,35 +31,26 @@
 //! [`link::BulkPipeline`]: crate::vchi::link::BulkPipeline
 //! [`VcService`]: crate::vchi::VcService
 //! [`smem_wire`]: crate::vchi::smem_wire
-//! [`smem_server`]: crate::vchi::smem_server
-//! [`smem_server::SharedSmem`]: crate::vchi::smem_server::SharedSmem
 //! [`smem_client`]: crate::vchi::smem_client
 //! [`Smem`]: crate::vchi::Smem
 //! [`smem_client::HostMemory`]: crate::vchi::smem_client::HostMemory
 //! [`vc_mem`]: crate::vchi::vc_mem
 //! [`test_wire`]: crate::vchi::test_wire
-//! [`echo_server`]: crate::vchi::echo_server
-//! [`func_server`]: crate::vchi::func_server
 //! [`test_client`]: crate::vchi::test_client
 //! [`core_link`]: crate::vchi::core_link
 //! [`core_link::CoreLink`]: crate::vchi::core_link::CoreLink
-//! [`core_link::VcServiceHost`]: crate::vchi::core_link::VcServiceHost
-//! [`loopback`]: crate::vchi::loopback
+//! [`service_host`]: crate::vchi::service_host
+//! [`service_host::VcServiceHost`]: crate::vchi::service_host::VcServiceHost
 
 pub mod core_link;
-pub mod echo_server;
 pub mod error;
 pub mod fourcc;
-pub mod func_server;
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(any(all(test, feature = "sim"), feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod link;
-pub mod loopback;
-#[cfg(feature = "std")]
-pub mod sim;
+pub mod service_host;
 pub mod smem_client;
-pub mod smem_server;
 pub mod smem_wire;
 pub mod test_client;
 pub mod test_wire;
@@ -72,5 +59,4 @@ pub mod vc_mem;
 pub use error::VchiError;
 pub use link::{BulkLink, ServiceLink, VcAction, VcService};
 pub use smem_client::{Smem, SmemHandle, SmemImport};
-pub use smem_server::SmemServer;
 pub use vc_mem::VcMemInfo;

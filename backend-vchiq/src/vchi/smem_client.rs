@@ -567,11 +567,11 @@ pub fn parse_vc_message(bytes: &[u8]) -> Result<(), ProtocolError> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sim"))]
 mod tests {
-    use super::super::loopback::Loopback;
-    use super::super::smem_server::SmemServer;
     use super::*;
+    use crate::sim::vchi::loopback::Loopback;
+    use crate::sim::vchi::smem_server::SmemServer;
 
     fn client() -> Smem<Loopback<SmemServer>> {
         let l = Loopback::open(SmemServer::new(0x4000_0000, 1 << 20), 99);

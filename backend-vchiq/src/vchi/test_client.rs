@@ -13,8 +13,8 @@ use zerocopy::little_endian::I32;
 use zerocopy::IntoBytes;
 
 use super::error::VchiError;
-use super::func_server::FUNC_MSG;
 use super::link::{BulkLink, BulkPipeline, ServiceLink, MAX_MSG_SIZE};
+use super::test_wire::FUNC_MSG;
 use super::test_wire::{
     bulk_pattern, ctrl_message, first_mismatch, fun2_pattern, EchoMagic, Fun2Params, GuardedBuf,
     TestParams, SYNC_REPLY,
@@ -272,7 +272,7 @@ pub const FUNC_CLIENT_EXPECTED: &[FuncClientEvent] = &[
 /// `'func'` Part B steps 3–5 on an open `'func'` service: the 26-byte message is echoed; tx 1024
 /// completes; rx 2048 against the server's tx 1024 aborts; rx 2048 against tx 2048 completes; the
 /// server then sends a 0-byte message. Step 6 (the close aborting the last receive,
-/// [`super::func_server::TAG_RX_LAST`]) is the caller's: it closes the service.
+/// `TAG_RX_LAST` of the simulator's `func` server) is the caller's: it closes the service.
 pub fn func_script<L: BulkLink>(link: &mut L) -> Result<Vec<FuncClientEvent>, VchiError> {
     let mut ev = Vec::new();
     let mut buf = [0u8; 64];
@@ -381,12 +381,12 @@ pub fn fun2_subtests() -> impl Iterator<Item = Fun2Params> {
         })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sim"))]
 mod tests {
-    use super::super::echo_server::EchoServer;
-    use super::super::func_server::{Fun2Server, FuncServer, FUNC_EXPECTED_EVENTS};
-    use super::super::loopback::Loopback;
     use super::*;
+    use crate::sim::vchi::echo_server::EchoServer;
+    use crate::sim::vchi::func_server::{Fun2Server, FuncServer, FUNC_EXPECTED_EVENTS};
+    use crate::sim::vchi::loopback::Loopback;
 
     #[test]
     fn fun2_table_has_5184_entries_with_page_crossing_aligns() {

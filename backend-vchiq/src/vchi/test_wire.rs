@@ -244,6 +244,9 @@ impl GuardedBuf {
     }
 }
 
+/// The 4-element message of Part B step 3 of the `'func'` script, concatenated (26 bytes).
+pub const FUNC_MSG: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,20 +3,28 @@
 //! instance Dead. The region is never "handed back": a slave dropped with bulks still queued leaks
 //! their buffers rather than free memory the VPU may still DMA into.
 
+use core::time::Duration;
+
+use fwipc_transport_api::Deadline;
+
 use crate::config::Role;
+use crate::engine::vchiq::{PendingEv, Vchiq};
+use crate::engine::waiting::WAIT_NAP;
 use crate::error::{VResult, VchiqError};
-use crate::vchiq::{PendingEv, Vchiq};
 
 impl Vchiq {
-    /// Tear down: close and remove every service, poll (calling `relax`) until all are gone or
-    /// `expired()`; leftovers are then aborted locally. Every handler sees its ABORTED bulks and
+    /// Tear down: close and remove every service, poll (pausing the configured way,
+    /// [`crate::Config::wait`]) until all are gone or `timeout` passed; leftovers are then aborted
+    /// locally. Every handler sees its ABORTED bulks and
     /// CLOSED. Afterwards every call fails with `Shutdown`. `Timeout` if the peer did not answer
     /// in time (the instance is Dead either way). Idempotent.
-    pub fn shutdown(&self, expired: &dyn Fn() -> bool, relax: &mut dyn FnMut()) -> VResult {
+    pub fn shutdown(&self, timeout: Duration) -> VResult {
         if self.check_alive().is_err() {
             return Ok(());
         }
         let mut result = Ok(());
+        let deadline = Deadline::after(&*self.clock, timeout);
+        let mut polls: u32 = 0;
         loop {
             let handles = self.all_handles();
             if handles.is_empty() {
@@ -28,9 +36,9 @@ impl Vchiq {
             }
             // The deadline is checked before every poll, and each poll is bounded by its budget
             // (`POLL_MAX_ROUNDS`/`POLL_MAX_MSGS`): a peer that keeps signalling or keeps
-            // publishing PADDING cannot hold the teardown past `expired()` by more than one
+            // publishing PADDING cannot hold the teardown past the deadline by more than one
             // bounded poll.
-            if expired() {
+            if deadline.expired(&*self.clock) {
                 log::warn!(target: "vchiq", "{:?}: shutdown: peer did not complete the closes", self.role);
                 self.force_close_all();
                 result = Err(VchiqError::Timeout);
@@ -40,7 +48,8 @@ impl Vchiq {
             if self.all_handles().is_empty() {
                 break;
             }
-            relax();
+            polls = polls.saturating_add(1);
+            self.cfg.wait.pause(polls, WAIT_NAP);
         }
         // Deliver the last CLOSED/ABORTED events through the normal (single-poller) path; one
         // bounded poll.
@@ -48,15 +57,6 @@ impl Vchiq {
         self.mark_dead();
         log::debug!(target: "vchiq", "{:?}: shut down", self.role);
         result
-    }
-
-    /// [`Vchiq::shutdown`] bounded by `timeout` (std).
-    #[cfg(feature = "std")]
-    pub fn shutdown_blocking(&self, timeout: std::time::Duration) -> VResult {
-        let start = std::time::Instant::now();
-        self.shutdown(&|| start.elapsed() > timeout, &mut || {
-            std::thread::sleep(std::time::Duration::from_micros(100))
-        })
     }
 
     /// The peer is gone: complete every service locally.

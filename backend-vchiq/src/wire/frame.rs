@@ -22,15 +22,28 @@ pub const FRAME_HEADER: usize = 8;
 /// Token bit of a remote-initiated message.
 pub const NOTIFY: u32 = 0x8000_0000;
 /// Largest payload in one frame.
-pub const MAX_FRAME_PAYLOAD: usize = crate::consts::VCHIQ_MAX_MSG_SIZE - FRAME_HEADER;
+pub const MAX_FRAME_PAYLOAD: usize = crate::wire::consts::VCHIQ_MAX_MSG_SIZE - FRAME_HEADER;
 
-/// Split a received message into header and payload, checking the length.
+/// Split a received message into header and payload, checking the length: [`split`] then
+/// [`payload`]. The transport's receive path runs exactly these two steps.
 pub fn parse(msg: &[u8]) -> Result<(FrameHeader, &[u8]), ProtocolError> {
-    let (h, rest) = FrameHeader::read_from_prefix(msg).map_err(|_| ProtocolError::Truncated)?;
+    let (h, rest) = split(msg)?;
+    Ok((h, payload(&h, rest)?))
+}
+
+/// Read the header; `Truncated` when the message is shorter than one. The rest is returned
+/// unchecked, so a caller can still act on the token of a frame whose length lies (the transport
+/// fails the matching transfer rather than leave it to time out).
+pub fn split(msg: &[u8]) -> Result<(FrameHeader, &[u8]), ProtocolError> {
+    FrameHeader::read_from_prefix(msg).map_err(|_| ProtocolError::Truncated)
+}
+
+/// The payload of a split frame: `rest` when the header's length matches it, else `BadLength`.
+pub fn payload<'a>(h: &FrameHeader, rest: &'a [u8]) -> Result<&'a [u8], ProtocolError> {
     if h.len as usize != rest.len() {
         return Err(ProtocolError::BadLength);
     }
-    Ok((h, rest))
+    Ok(rest)
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 
 use alloc::sync::Arc;
 
-use crate::consts::*;
+use core::time::Duration;
+
+use crate::engine::service::{ServiceHandle, ServiceParams};
+use crate::engine::vchiq::{Inner, PendingEv, Service, ServiceHandler, Vchiq};
 use crate::error::{VResult, VchiqError};
-use crate::layout::OpenPayload;
-use crate::service::{Service, ServiceHandle, ServiceHandler, ServiceParams};
-use crate::vchiq::{Inner, PendingEv, Vchiq};
+use crate::wire::consts::*;
+use crate::wire::layout::OpenPayload;
 use zerocopy::IntoBytes;
 
 impl Vchiq {
@@ -165,56 +167,26 @@ impl Vchiq {
         }
     }
 
-    /// Open and wait: polls and calls `relax` until OPENACK; `Interrupted` (service removed) when
-    /// `cancelled()`.
+    /// Open and wait up to `timeout` for OPENACK, polling the instance and pausing the configured
+    /// way ([`crate::Config::wait`]). `Timeout` (the service is removed) when the peer did not
+    /// answer in time; `Refused` or `Closed` when it said no.
     pub fn open_service_wait(
         &self,
         params: ServiceParams,
         handler: Arc<dyn ServiceHandler>,
-        cancelled: &dyn Fn() -> bool,
-        relax: &mut dyn FnMut(),
+        timeout: Duration,
     ) -> VResult<ServiceHandle> {
         let h = self.open_service_arc(params, handler)?;
-        loop {
-            self.poll();
-            match self.open_status(h) {
-                Ok(true) => return Ok(h),
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = self.remove_service(h);
-                    return Err(e);
-                }
-            }
-            if cancelled() {
-                let _ = self.remove_service(h);
-                return Err(VchiqError::Interrupted);
-            }
-            relax();
+        let r = self.wait_until(timeout, || match self.open_status(h) {
+            Ok(true) => Some(Ok(h)),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        });
+        if r.is_err() {
+            let _ = self.remove_service(h);
         }
+        r
     }
-
-    /// Open and wait up to `timeout` (std).
-    #[cfg(feature = "std")]
-    pub fn open_service_blocking<H: ServiceHandler + 'static>(
-        &self,
-        params: ServiceParams,
-        handler: H,
-        timeout: std::time::Duration,
-    ) -> VResult<ServiceHandle> {
-        let start = std::time::Instant::now();
-        let r = self.open_service_wait(
-            params,
-            Arc::new(handler),
-            &|| start.elapsed() > timeout,
-            &mut || std::thread::sleep(std::time::Duration::from_micros(50)),
-        );
-        if r == Err(VchiqError::Interrupted) {
-            Err(VchiqError::Timeout)
-        } else {
-            r
-        }
-    }
-
     /// The local state of a service.
     pub fn service_state(&self, h: ServiceHandle) -> VResult<ServiceState> {
         let g = self.inner.lock();

@@ -8,13 +8,16 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::consts::*;
+use core::time::Duration;
+
+use crate::engine::counters::bump;
+use crate::engine::service::ServiceHandle;
+use crate::engine::vchiq::{Inner, Vchiq};
 use crate::error::{VResult, VchiqError};
-use crate::header::{make_msgid, stride, Header};
-use crate::layout::off;
-use crate::recycle;
-use crate::service::ServiceHandle;
-use crate::vchiq::{bump, Inner, Vchiq};
+use crate::shared::recycle;
+use crate::wire::consts::*;
+use crate::wire::header::{make_msgid, stride, Header};
+use crate::wire::layout::off;
 
 impl Vchiq {
     /// Queue a DATA message on an open service. `Retry` on back-pressure (slot, quota or sync slot
@@ -34,12 +37,12 @@ impl Vchiq {
     /// pair.connect().unwrap();
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// let tx = std::sync::Mutex::new(tx);
-    /// let h = pair.slave().open_service_blocking(
+    /// let h = pair.slave().open_service_wait(
     ///     ServiceParams::new(make_fourcc(*b"ping")),
-    ///     move |_: &fwipc_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
+    ///     std::sync::Arc::new(move |_: &fwipc_vchiq::ServiceCtx<'_>, ev: Event<'_>| {
     ///         if let Event::Message(m) = ev { tx.lock().unwrap().send(m.payload().to_vec()).unwrap(); }
     ///         Deliver::Done
-    ///     },
+    ///     }),
     ///     std::time::Duration::from_secs(5),
     /// ).unwrap();
     /// pair.slave().queue_message(h, b"ping").unwrap();
@@ -80,28 +83,20 @@ impl Vchiq {
         r
     }
 
-    /// Like [`Vchiq::queue_message`], but on back-pressure polls and calls `relax` until it fits;
-    /// `Interrupted` as soon as `cancelled()` says so (nothing queued then).
+    /// Like [`Vchiq::queue_message`], but on back-pressure polls the instance and pauses the
+    /// configured way ([`crate::Config::wait`]) until it fits; `Timeout` once `timeout` passed
+    /// (nothing queued then).
     pub fn queue_message_wait(
         &self,
         h: ServiceHandle,
         payload: &[u8],
-        cancelled: &dyn Fn() -> bool,
-        relax: &mut dyn FnMut(),
+        timeout: Duration,
     ) -> VResult {
-        loop {
-            match self.queue_message(h, payload) {
-                Err(VchiqError::Retry) => {}
-                r => return r,
-            }
-            if cancelled() {
-                return Err(VchiqError::Interrupted);
-            }
-            self.poll();
-            relax();
-        }
+        self.wait_until(timeout, || match self.queue_message(h, payload) {
+            Err(VchiqError::Retry) => None,
+            r => Some(r),
+        })
     }
-
     /// Write one message into our slots and publish it. Caller holds the lock. `data_port` =
     /// Some(port) applies the DATA quotas.
     pub(crate) fn queue_locked(
@@ -388,8 +383,8 @@ impl Vchiq {
     /// would go (header words included, nothing validated), zero the rest of that slot and move
     /// to the next slot, then publish. Lets a simulated VideoCore send corrupt headers and random
     /// garbage through the real slot path.
-    #[doc(hidden)]
-    pub fn queue_raw(&self, bytes: &[u8]) -> VResult {
+    #[cfg(any(feature = "sim", test))]
+    pub(crate) fn queue_raw(&self, bytes: &[u8]) -> VResult {
         self.check_alive()?;
         if bytes.len() > VCHIQ_SLOT_SIZE {
             return Err(VchiqError::TooLarge);

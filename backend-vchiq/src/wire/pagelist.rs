@@ -7,10 +7,10 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::consts::*;
 use crate::error::{VResult, VchiqError};
 use crate::platform::Platform;
-use crate::region::Region;
+use crate::shared::region::Region;
+use crate::wire::consts::*;
 use fwipc_transport_api::ProtocolError;
 
 const PAGE: usize = VCHIQ_SLOT_SIZE;
@@ -249,7 +249,7 @@ pub fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::region::OwnedRegion;
+    use crate::shared::region::OwnedRegion;
     use proptest::prelude::*;
 
     /// A platform whose pages map to a bus window with a hole every `gap`-th page, so runs

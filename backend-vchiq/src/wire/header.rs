@@ -1,8 +1,8 @@
 //! The message header codec (docs/protocols/vchiq.md §2): `msgid = type<<24 | srcport<<12 |
 //! dstport`, stride rounding, and a checked decoder for headers read from the peer's slots.
 
-use crate::consts::{MsgType, VCHIQ_HEADER_SIZE, VCHIQ_MSGID_CLAIMED, VCHIQ_SLOT_SIZE};
 use crate::error::VchiqError;
+use crate::wire::consts::{MsgType, VCHIQ_HEADER_SIZE, VCHIQ_MSGID_CLAIMED, VCHIQ_SLOT_SIZE};
 use fwipc_transport_api::ProtocolError;
 
 /// Pack a msgid. Ports are masked to 12 bits (so `PORT_FREE` goes out as 0, as in CLOSE).
@@ -84,7 +84,7 @@ mod tests {
     fn msgid_layout() {
         let m = make_msgid(MsgType::Open, 5, 0);
         assert_eq!(m, 0x0200_5000);
-        let m = make_msgid(MsgType::Close, 7, crate::consts::VCHIQ_PORT_FREE);
+        let m = make_msgid(MsgType::Close, 7, crate::wire::consts::VCHIQ_PORT_FREE);
         assert_eq!(m & 0xFFF, 0, "FREE goes out as 0");
         let h =
             Header::decode(make_msgid(MsgType::Data, 3, 9) | VCHIQ_MSGID_CLAIMED, 4, 0).unwrap();

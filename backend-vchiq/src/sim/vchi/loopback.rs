@@ -14,8 +14,8 @@ use fwipc_transport_api::{Error, ProtocolError};
 
 use crate::error::VchiqError;
 
-use super::error::VchiError;
-use super::link::{BulkLink, BulkPipeline, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
+use crate::vchi::error::VchiError;
+use crate::vchi::link::{BulkLink, BulkPipeline, ServiceLink, VcAction, VcService, MAX_MSG_SIZE};
 
 /// A finished pipelined bulk: (actual length, buffer) or its error.
 type BulkOutcome = Result<(usize, Vec<u8>), VchiError>;

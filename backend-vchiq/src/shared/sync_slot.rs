@@ -46,7 +46,7 @@ pub fn release<W: Word, B: Barriers + ?Sized>(msgid: &W, bar: &B) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::remote_event::tests::{LogBarriers, LogWord, Op};
+    use crate::shared::remote_event::tests::{LogBarriers, LogWord, Op};
     use core::sync::atomic::AtomicU32;
 
     /// publish: wmb then msgid; pending: msgid then rmb; release: mb then msgid = 0.

@@ -1,6 +1,6 @@
 //! Bulk transfers (docs/protocols/vchiq.md §5): per-service transmit/receive queues of 4, the
-//! slave's pagelist-based requests and their completion (with fragment copy-back), the master's
-//! pairing of local and remote requests and its DMA, size-mismatch aborts, and abort at close.
+//! slave's pagelist-based requests and their completion (with fragment copy-back), completions
+//! and abort at close. The master's side (pairing and DMA) is in `bulk_master.rs`.
 //!
 //! Modes: [`BulkMode::Callback`] delivers [`crate::Event::Bulk`]; [`BulkMode::NoCallback`] keeps
 //! the completion for [`Vchiq::take_bulk_completion`]; blocking is [`Vchiq::wait_bulk`] on top
@@ -9,15 +9,17 @@
 
 use alloc::vec::Vec;
 
+use core::time::Duration;
+
 use crate::config::Role;
-use crate::consts::*;
+use crate::engine::counters::bump;
+use crate::engine::service::{BulkCompletion, BulkDir, BulkMode, ServiceHandle};
+use crate::engine::vchiq::{Inner, LocalBulk, PendingEv, Vchiq};
 use crate::error::{VResult, VchiqError};
-use crate::header::Header;
-use crate::layout::{BulkDonePayload, BulkPayload};
-use crate::pagelist::{self, fragment_split, needs_fragment};
-use crate::region::{copy_from_shared, copy_to_shared};
-use crate::service::{BulkCompletion, BulkDir, BulkMode, LocalBulk, RemoteBulk, ServiceHandle};
-use crate::vchiq::{bump, Inner, PendingEv, Vchiq};
+use crate::wire::consts::*;
+use crate::wire::header::Header;
+use crate::wire::layout::BulkPayload;
+use crate::wire::pagelist::{self, fragment_split, needs_fragment};
 use zerocopy::IntoBytes;
 
 type BulkResultT = core::result::Result<(), (VchiqError, Vec<u8>)>;
@@ -50,7 +52,7 @@ impl Vchiq {
     }
 
     /// Receive into `buf[offset..offset+len]`. Any offset and length: unaligned cache-line
-    /// edges use a fragment (see [`crate::pagelist`]). See [`Vchiq::bulk_transmit`].
+    /// edges use a fragment (see [`crate::wire::pagelist`]). See [`Vchiq::bulk_transmit`].
     pub fn bulk_receive(
         &self,
         h: ServiceHandle,
@@ -316,7 +318,7 @@ impl Vchiq {
     }
 
     /// Deliver a completion by the entry's mode.
-    fn complete(&self, g: &mut Inner, port: usize, c: BulkCompletion, mode: BulkMode) {
+    pub(crate) fn complete(&self, g: &mut Inner, port: usize, c: BulkCompletion, mode: BulkMode) {
         // A bulk queue entry (and its pagelist/fragment) came free: services refused with
         // `Retry` hear about it ([`crate::Event::TxSpace`]).
         g.tx_freed = true;
@@ -395,338 +397,47 @@ impl Vchiq {
         })
     }
 
-    /// Blocking mode: poll (calling `relax` between polls) until the NoCallback transfer `tag`
-    /// completes. `Interrupted` when `cancelled()` says so: the transfer stays queued; call again
-    /// to resume waiting, or close the service to abort it. A completion that was aborted is
-    /// returned as `Ok` with `result == Err(Aborted)`; an unknown tag is `Invalid`.
+    /// Blocking mode: poll the instance, pausing the configured way ([`crate::Config::wait`]),
+    /// until the NoCallback transfer `tag` completes. `Timeout` once `timeout` passed: the
+    /// transfer stays queued; call again to resume waiting, or close the service to abort it. A
+    /// completion that was aborted is returned as `Ok` with `result == Err(Aborted)`; an unknown
+    /// tag is `Invalid`.
     pub fn wait_bulk(
         &self,
         h: ServiceHandle,
         tag: u64,
-        cancelled: &dyn Fn() -> bool,
-        relax: &mut dyn FnMut(),
+        timeout: Duration,
     ) -> VResult<BulkCompletion> {
-        loop {
-            {
-                // One lock for both checks: a completion moving from the queue to `done` in
-                // between must not look like an unknown tag.
-                let mut g = self.inner.lock();
-                let s = self.service_mut(&mut g, h)?;
-                if let Some(i) = s.done.iter().position(|c| c.tag == tag) {
-                    if let Some(c) = s.done.remove(i) {
-                        return Ok(c);
-                    }
-                }
-                let queued =
-                    s.tx.local
-                        .iter()
-                        .chain(s.rx.local.iter())
-                        .any(|e| e.tag == tag && e.mode == BulkMode::NoCallback);
-                if !queued {
-                    return Err(VchiqError::Invalid);
+        self.wait_until(timeout, || {
+            // One lock for both checks: a completion moving from the queue to `done` in
+            // between must not look like an unknown tag.
+            let mut g = self.inner.lock();
+            let s = match self.service_mut(&mut g, h) {
+                Ok(s) => s,
+                Err(e) => return Some(Err(e)),
+            };
+            if let Some(i) = s.done.iter().position(|c| c.tag == tag) {
+                if let Some(c) = s.done.remove(i) {
+                    return Some(Ok(c));
                 }
             }
-            if cancelled() {
-                return Err(VchiqError::Interrupted);
+            let queued =
+                s.tx.local
+                    .iter()
+                    .chain(s.rx.local.iter())
+                    .any(|e| e.tag == tag && e.mode == BulkMode::NoCallback);
+            if queued {
+                None
+            } else {
+                Some(Err(VchiqError::Invalid))
             }
-            self.poll();
-            relax();
-        }
+        })
     }
-
     pub(crate) fn entry_format(&self) -> pagelist::EntryFormat {
         if self.cfg.pagelist_addr36 {
             pagelist::EntryFormat::Addr36
         } else {
             pagelist::EntryFormat::Classic
         }
-    }
-
-    // ---------------- master ----------------
-
-    pub(crate) fn remote_bulk_count(&self, g: &Inner, port: usize) -> usize {
-        match g.services.get(port) {
-            Some(Some(s)) => s.tx.remote.len() + s.rx.remote.len(),
-            _ => 0,
-        }
-    }
-
-    /// Master: a slave request arrived.
-    pub(crate) fn master_remote_bulk(
-        &self,
-        g: &mut Inner,
-        h: &Header,
-        dir: BulkDir,
-        rb: RemoteBulk,
-    ) {
-        let port = h.dst as usize;
-        let Some(Some(s)) = g.services.get_mut(port) else {
-            self.protocol_error("bulk for unknown port");
-            return;
-        };
-        if !s.is_open() || s.remoteport != h.src {
-            self.protocol_error("bulk for a service not open");
-            return;
-        }
-        let q = s.queue(dir);
-        if q.remote.len() >= VCHIQ_NUM_SERVICE_BULKS {
-            self.protocol_error("peer bulk queue overflow");
-            return;
-        }
-        q.remote.push_back(rb);
-        let local_empty = q.local.is_empty();
-        g.bulks_dirty = true;
-        if local_empty {
-            let size = rb.size.max(0) as usize;
-            if let Some(s) = g.services[port].take() {
-                Self::push_event(g, &s, PendingEv::RemoteBulkPending { dir, size });
-                g.services[port] = Some(s);
-            }
-        }
-    }
-
-    fn send_done(&self, g: &mut Inner, port: usize, remote: u32, dir: BulkDir, actual: i32) {
-        // Our transmit completes the slave's RX request: BULK_RX_DONE (docs/protocols/vchiq.md §2
-        // direction rule).
-        let ty = match dir {
-            BulkDir::Transmit => MsgType::BulkRxDone,
-            BulkDir::Receive => MsgType::BulkTxDone,
-        };
-        let p = BulkDonePayload { actual };
-        if self
-            .queue_locked(g, ty, port as u32, remote, &[p.as_bytes()], None)
-            .is_err()
-        {
-            log::warn!(target: "vchiq", "master: no slot for BULK_DONE");
-        }
-    }
-
-    /// Master: answer every queued remote request with DONE(−1).
-    fn master_abort_remote(&self, g: &mut Inner, port: usize) {
-        for dir in [BulkDir::Transmit, BulkDir::Receive] {
-            loop {
-                let (rb, remote) = match g.services.get_mut(port) {
-                    Some(Some(s)) => (s.queue(dir).remote.pop_front(), s.remoteport),
-                    _ => (None, 0),
-                };
-                let Some(rb) = rb else { break };
-                // Dummy requests (address 0) get no DONE (docs/protocols/vchiq.md §5).
-                if rb.pagelist != 0 {
-                    self.send_done(g, port, remote, dir, VCHIQ_BULK_ACTUAL_ABORTED);
-                }
-            }
-        }
-    }
-
-    /// Master, close: DONE(−1) for remote requests, ABORTED for local ones, before the CLOSE.
-    pub(crate) fn master_abort_bulks(&self, g: &mut Inner, port: usize) {
-        self.master_abort_remote(g, port);
-        for dir in [BulkDir::Transmit, BulkDir::Receive] {
-            loop {
-                let e = match g.services.get_mut(port) {
-                    Some(Some(s)) => s.queue(dir).local.pop_front(),
-                    _ => None,
-                };
-                let Some(e) = e else { break };
-                let mode = e.mode;
-                bump(&self.counters.bulks_aborted);
-                let c = BulkCompletion {
-                    dir,
-                    tag: e.tag,
-                    buf: e.buf,
-                    result: Err(VchiqError::Aborted),
-                };
-                self.complete(g, port, c, mode);
-            }
-        }
-    }
-
-    /// Master: pair local and remote requests and run the transfers.
-    ///
-    /// Runs on every poll round, so it scans the services only when a bulk request was queued
-    /// since the last scan (`Inner::bulks_dirty`); a scan that leaves a pair it could not run
-    /// (no transmit space yet, or a service not open) keeps the scan due.
-    pub(crate) fn master_process_bulks(&self) -> usize {
-        let mut g = self.inner.lock();
-        if !g.bulks_dirty {
-            return 0;
-        }
-        g.bulks_dirty = false;
-        let mut n = 0;
-        for port in 0..g.services.len() {
-            for dir in [BulkDir::Transmit, BulkDir::Receive] {
-                loop {
-                    let (ready, open) = match g.services.get_mut(port) {
-                        Some(Some(s)) => {
-                            let open = s.is_open();
-                            let q = s.queue(dir);
-                            (!q.local.is_empty() && !q.remote.is_empty(), open)
-                        }
-                        _ => (false, false),
-                    };
-                    if ready && !open {
-                        // Not runnable now; look again on the next round.
-                        g.bulks_dirty = true;
-                        break;
-                    }
-                    if !ready {
-                        break;
-                    }
-                    if !self.can_queue(&mut g, 4) {
-                        g.bulks_dirty = true;
-                        break;
-                    }
-                    let Some(Some(s)) = g.services.get_mut(port) else {
-                        break;
-                    };
-                    let remote = s.remoteport;
-                    let q = s.queue(dir);
-                    let (Some(mut e), Some(rb)) = (q.local.pop_front(), q.remote.pop_front())
-                    else {
-                        break;
-                    };
-                    let result = if rb.size < 0 || rb.size as usize != e.len {
-                        // Observed rule: any size mismatch aborts both sides
-                        // (docs/protocols/vchiq.md §5, from the 'func' test; whether the firmware
-                        // truncates tx > rx is unverified, so we never truncate).
-                        Err(VchiqError::Aborted)
-                    } else {
-                        self.master_dma(dir, &mut e, rb)
-                    };
-                    let actual = match result {
-                        Ok(a) => a as i32,
-                        Err(_) => VCHIQ_BULK_ACTUAL_ABORTED,
-                    };
-                    if rb.pagelist != 0 {
-                        self.send_done(&mut g, port, remote, dir, actual);
-                    }
-                    match result {
-                        Ok(_) => bump(&self.counters.bulks_done),
-                        Err(_) => bump(&self.counters.bulks_aborted),
-                    }
-                    let mode = e.mode;
-                    let c = BulkCompletion {
-                        dir,
-                        tag: e.tag,
-                        buf: e.buf,
-                        result,
-                    };
-                    self.complete(&mut g, port, c, mode);
-                    n += 1;
-                }
-            }
-        }
-        n
-    }
-
-    /// Master: the DMA itself, into/out of the slave's pages and fragments.
-    fn master_dma(
-        &self,
-        dir: BulkDir,
-        e: &mut LocalBulk,
-        rb: RemoteBulk,
-    ) -> Result<usize, VchiqError> {
-        let pl_size = self.cfg.pagelist_size;
-        let Some(pl_off) = self.region.bus_to_offset(rb.pagelist, pl_size) else {
-            self.protocol_error("pagelist outside the region");
-            return Err(VchiqError::Aborted);
-        };
-        let v =
-            pagelist::parse(&self.region, pl_off, pl_size, self.entry_format()).map_err(|p| {
-                self.protocol_error("bad pagelist");
-                VchiqError::Protocol(p)
-            })?;
-        if v.length as usize != e.len {
-            self.protocol_error("pagelist length differs from the message");
-            return Err(VchiqError::Aborted);
-        }
-        let cl = self.cfg.cache_line_size;
-        let len = e.len;
-        let data = &mut e.buf[e.offset..e.offset + len];
-        let platform = &*self.platform;
-        let region = &self.region;
-        let cpu = |bus: u64| -> Result<usize, fwipc_transport_api::ProtocolError> {
-            let page = bus & !(VCHIQ_SLOT_SIZE as u64 - 1);
-            // Only pages the slave mapped for *this* transfer (the one whose pagelist we
-            // walk): a hostile slave cannot steer our copies into another transfer's buffer.
-            let p = platform
-                .bulk_bus_to_cpu(rb.pagelist, page)
-                .ok_or(fwipc_transport_api::ProtocolError::OutOfRange)?;
-            // Bulk pages are copied with byte atomics, the region only ever with word atomics
-            // (`crate::region`'s one-width rule): a page inside the region is refused.
-            if region.overlaps(p, VCHIQ_SLOT_SIZE) {
-                return Err(fwipc_transport_api::ProtocolError::OutOfRange);
-            }
-            Ok(p + (bus - page) as usize)
-        };
-        let r = match dir {
-            // Slave transmit: its WRITE pagelist → our buffer.
-            BulkDir::Receive => {
-                if v.ty != PAGELIST_WRITE {
-                    self.protocol_error("receive paired with a non-WRITE pagelist");
-                    return Err(VchiqError::Aborted);
-                }
-                pagelist::walk(&self.region, &v, |i, bus, c| {
-                    let src = cpu(bus)?;
-                    // SAFETY: `bulk_bus_to_cpu` returned a page the slave mapped for this transfer
-                    // (Platform contract), `c` stays within that page, and the slave does not
-                    // touch the buffer until our DONE.
-                    unsafe { copy_from_shared(src as *const u8, &mut data[i..i + c]) };
-                    Ok(())
-                })
-            }
-            // Slave receive: our buffer → its READ pagelist (+ fragment).
-            BulkDir::Transmit => {
-                let (head, tail, frag) = if v.ty >= PAGELIST_READ_WITH_FRAGMENTS {
-                    let k = (v.ty - PAGELIST_READ_WITH_FRAGMENTS) as usize;
-                    if k >= self.cfg.num_fragments {
-                        self.protocol_error("fragment index out of range");
-                        return Err(VchiqError::Aborted);
-                    }
-                    let s = fragment_split(v.offset as usize, len, cl);
-                    (
-                        s.head,
-                        s.tail,
-                        Some(self.cfg.fragments_offset() + k * self.cfg.fragment_size()),
-                    )
-                } else if v.ty == PAGELIST_READ {
-                    if len > 0
-                        && (!(v.offset as usize).is_multiple_of(cl)
-                            || !(v.offset as usize + len).is_multiple_of(cl))
-                    {
-                        // A cache-line-granular DMA here would clobber the neighbours of the
-                        // buffer (the arm64 `vchiq_test -f` corruption). Counted so tests catch a
-                        // slave that should have used a fragment.
-                        bump(&self.counters.unaligned_reads);
-                    }
-                    (0, 0, None)
-                } else {
-                    self.protocol_error("transmit paired with a WRITE pagelist");
-                    return Err(VchiqError::Aborted);
-                };
-                if let Some(f) = frag {
-                    self.region.write_bytes(f, &data[..head]);
-                    self.region.write_bytes(f + cl, &data[len - tail..]);
-                }
-                let (lo, hi) = (head, len - tail);
-                pagelist::walk(&self.region, &v, |i, bus, c| {
-                    // Only the middle goes to the pages; head/tail went to the fragment.
-                    let (a, b) = (i.max(lo), (i + c).min(hi));
-                    if a >= b {
-                        return Ok(());
-                    }
-                    let dst = cpu(bus + (a - i) as u64)?;
-                    // SAFETY: as above: a mapped page of the slave's buffer, within bounds.
-                    unsafe { copy_to_shared(dst as *mut u8, &data[a..b]) };
-                    Ok(())
-                })
-            }
-        };
-        // No fence here: the DONE message that tells the slave is published by the Release
-        // store of tx_pos, which orders these relaxed DMA writes before it.
-        r.map(|()| len).map_err(|p| {
-            self.protocol_error("pagelist walk failed");
-            VchiqError::Protocol(p)
-        })
     }
 }

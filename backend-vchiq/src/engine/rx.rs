@@ -13,17 +13,17 @@ use alloc::sync::Arc;
 use zerocopy::FromBytes;
 
 use crate::config::Role;
-use crate::consts::*;
-use crate::error::{VResult, VchiqError};
-use crate::header::{make_msgid, Header};
-use crate::layout::{off, BulkDonePayload, BulkPayload, OpenAckPayload, OpenPayload};
-use crate::recycle;
-use crate::service::{
-    BulkDir, Deliver, Event, Message, MessageToken, RemoteBulk, ServiceCtx, ServiceHandle,
-    ServiceHandler,
+use crate::engine::counters::bump;
+use crate::engine::service::{BulkDir, Deliver, Event, Message, MessageToken, ServiceHandle};
+use crate::engine::vchiq::{
+    Inner, PendingEv, RemoteBulk, RxSlot, ServiceCtx, ServiceHandler, Vchiq,
 };
-use crate::sync_slot;
-use crate::vchiq::{bump, Inner, PendingEv, RxSlot, Vchiq};
+use crate::error::{VResult, VchiqError};
+use crate::shared::recycle;
+use crate::shared::sync_slot;
+use crate::wire::consts::*;
+use crate::wire::header::{make_msgid, Header};
+use crate::wire::layout::{off, BulkDonePayload, BulkPayload, OpenAckPayload, OpenPayload};
 use zerocopy::IntoBytes;
 
 /// What one step of the parser produced.
@@ -127,7 +127,7 @@ impl Vchiq {
                         }
                         Deliver::Done => {}
                     }
-                    self.rx_advance(&mut g, slot, crate::header::stride(len) as u32);
+                    self.rx_advance(&mut g, slot, crate::wire::header::stride(len) as u32);
                     n += 1;
                 }
             }

@@ -11,19 +11,22 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use std::vec::Vec;
 
-use fwipc_transport_api::Error;
+use std::task::Waker;
 
-use super::core_link::{CoreLink, VcServiceHost};
-use super::error::VchiError;
-use super::link::VcService;
+use fwipc_transport_api::{Error, Parker, StdClock, Wait};
+
 use crate::config::Config;
+use crate::engine::service::{ServiceHandle, ServiceParams};
+use crate::engine::vchiq::Vchiq;
 use crate::platform::Platform;
-use crate::region::OwnedRegion;
-use crate::service::{ServiceHandle, ServiceParams};
-use crate::vchiq::Vchiq;
+use crate::shared::region::OwnedRegion;
+use crate::vchi::core_link::CoreLink;
+use crate::vchi::error::VchiError;
+use crate::vchi::link::VcService;
+use crate::vchi::service_host::VcServiceHost;
 
 const PAGE: usize = 4096;
 
@@ -144,6 +147,22 @@ pub struct PolledPair {
     hosts: Vec<Arc<dyn Flush>>,
 }
 
+/// How long a blocking call of a [`PolledPair`] link waits before `Transport(Timeout)`: the
+/// polled pair is deterministic, so a wait this long means the peer will never answer.
+pub const POLLED_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The single-threaded pair "parks" by running the VideoCore: a link opened by
+/// [`PolledPair::open`] waits with `Wait::Completion(pair)`, so each pause between two polls of
+/// the slave is one [`PolledPair::videocore_step`]. Nothing wakes it: the waker is a no-op.
+impl Parker for PolledPair {
+    fn waker(&self) -> &Waker {
+        Waker::noop()
+    }
+    fn park_timeout(&self, _timeout: Duration) {
+        self.videocore_step();
+    }
+}
+
 impl PolledPair {
     /// Build both sides on a fresh region (slave first: it writes slot zero).
     pub fn new(cfg: Config) -> Result<Self, VchiError> {
@@ -157,8 +176,18 @@ impl PolledPair {
         let size = slave_cfg.region_size().max(master_cfg.region_size());
         let mem = OwnedRegion::new(size)?;
         let plat = SimPlatform::default();
-        let slave = Vchiq::new_slave(mem.region(REGION_BUS)?, Box::new(plat.clone()), slave_cfg)?;
-        let master = Vchiq::new_master(mem.region(REGION_BUS)?, Box::new(plat), master_cfg)?;
+        let slave = Vchiq::new_slave(
+            mem.region(REGION_BUS)?,
+            Box::new(plat.clone()),
+            slave_cfg,
+            Box::new(StdClock::new()),
+        )?;
+        let master = Vchiq::new_master(
+            mem.region(REGION_BUS)?,
+            Box::new(plat),
+            master_cfg,
+            Box::new(StdClock::new()),
+        )?;
         Ok(PolledPair {
             mem,
             slave,
@@ -211,11 +240,12 @@ impl PolledPair {
     pub fn connect(&self) -> Result<(), VchiError> {
         self.slave.connect()?;
         self.master.connect()?;
-        let mut pump = self.pumper(64);
-        while !(self.slave.is_connected() && self.master.is_connected()) {
-            pump()?;
-        }
-        Ok(())
+        self.slave.wait_until_with(
+            Wait::Completion(self),
+            POLLED_TIMEOUT,
+            VchiError::Transport(Error::Timeout),
+            || (self.slave.is_connected() && self.master.is_connected()).then_some(Ok(())),
+        )
     }
 
     /// One round: poll both sides and flush the VideoCore services. Returns the work done.
@@ -227,30 +257,17 @@ impl PolledPair {
         w
     }
 
-    /// A pump for [`CoreLink`]: each call runs one [`Self::step`]; after `max_idle` consecutive
-    /// steps without progress it fails with `Transport(Timeout)` (the peer will never answer).
-    pub fn pumper(&self, max_idle: u32) -> impl FnMut() -> Result<(), VchiError> + '_ {
-        let mut idle = 0;
-        move || {
-            if self.step() == 0 {
-                idle += 1;
-                if idle > max_idle {
-                    return Err(VchiError::Transport(Error::Timeout));
-                }
-            } else {
-                idle = 0;
-            }
-            Ok(())
-        }
-    }
-
-    /// Open a client link to the VideoCore's `params.fourcc`.
-    pub fn open(
-        &self,
-        params: ServiceParams,
-        depth: usize,
-    ) -> Result<CoreLink<'_, impl FnMut() -> Result<(), VchiError> + '_>, VchiError> {
-        CoreLink::open(&self.slave, params, depth, self.pumper(64))
+    /// Open a client link to the VideoCore's `params.fourcc`. The link waits with
+    /// `Wait::Completion(self)`: each pause runs one VideoCore step (see the [`Parker`] impl), and
+    /// each blocking call gives up with `Transport(Timeout)` after [`POLLED_TIMEOUT`].
+    pub fn open(&self, params: ServiceParams, depth: usize) -> Result<CoreLink<'_>, VchiError> {
+        CoreLink::open(
+            &self.slave,
+            params,
+            depth,
+            Wait::Completion(self),
+            POLLED_TIMEOUT,
+        )
     }
 
     /// The VideoCore's half of a step: poll the master and flush its services.
@@ -290,30 +307,16 @@ impl PolledPair {
         })
     }
 
-    /// A pump for the threaded mode: poll the slave and yield; `Transport(Timeout)` once
-    /// `timeout` has passed since the pump was made.
-    pub fn slave_pumper(&self, timeout: Duration) -> impl FnMut() -> Result<(), VchiError> + '_ {
-        let start = Instant::now();
-        move || {
-            if self.slave.poll() == 0 {
-                if start.elapsed() > timeout {
-                    return Err(VchiError::Transport(Error::Timeout));
-                }
-                std::thread::yield_now();
-            }
-            Ok(())
-        }
-    }
-
     /// Open a client link for the threaded mode (any number of client threads may each hold
-    /// one).
+    /// one): it polls the slave and yields ([`crate::sim::SIM_WAIT`]) between polls, each blocking
+    /// call bounded by `timeout`.
     pub fn open_threaded(
         &self,
         params: ServiceParams,
         depth: usize,
         timeout: Duration,
-    ) -> Result<CoreLink<'_, impl FnMut() -> Result<(), VchiError> + '_>, VchiError> {
-        CoreLink::open(&self.slave, params, depth, self.slave_pumper(timeout))
+    ) -> Result<CoreLink<'_>, VchiError> {
+        CoreLink::open(&self.slave, params, depth, crate::sim::SIM_WAIT, timeout)
     }
 
     /// Run steps until nothing moves.

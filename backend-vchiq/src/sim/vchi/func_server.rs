@@ -10,12 +10,10 @@ use alloc::vec::Vec;
 
 use log::warn;
 
-use super::fourcc;
-use super::link::{VcAction, VcService};
-use super::test_wire::{first_mismatch, fun2_pattern, Fun2Params, GuardedBuf};
+use crate::vchi::fourcc;
+use crate::vchi::link::{VcAction, VcService};
+use crate::vchi::test_wire::{first_mismatch, fun2_pattern, Fun2Params, GuardedBuf, FUNC_MSG};
 
-/// The 4-element message of Part B step 3, concatenated (26 bytes).
-pub const FUNC_MSG: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
 /// Server bulk tags of the Part B script.
 pub const TAG_RX_1024: u32 = 0x101;
 /// Server transmit of 1024 that meets the client's 2048 receive: both abort.

@@ -6,16 +6,15 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use fwipc_transport_api::fixture::{echo_reply_byte, Fault};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
-use crate::consts::make_fourcc;
-use crate::frame::{FrameHeader, NOTIFY};
-use crate::service::{
-    BulkDir, BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceHandler,
-};
-use crate::vchiq::Vchiq;
+use crate::engine::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle};
+use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
+use crate::wire::consts::make_fourcc;
+use crate::wire::frame::{self, FrameHeader, NOTIFY};
 use crate::VchiqError;
 
 /// The echo service's fourcc.
@@ -47,7 +46,7 @@ impl Default for EchoService {
     }
 }
 
-fn frame(token: u32, len: u32, body: &[u8]) -> Vec<u8> {
+fn encode_frame(token: u32, len: u32, body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(8 + body.len());
     v.extend_from_slice(FrameHeader { token, len }.as_bytes());
     v.extend_from_slice(body);
@@ -129,14 +128,11 @@ impl EchoService {
             s.open.or(s.listener)
         };
         if let Some(h) = open {
-            for _ in 0..10_000 {
-                match master.close_service(h) {
-                    Err(VchiqError::Retry) => {
-                        std::thread::sleep(std::time::Duration::from_micros(100))
-                    }
-                    _ => break,
-                }
-            }
+            // Bounded: a close that still finds no slot after 1 s is given up.
+            let _ = master.wait_until(Duration::from_secs(1), || match master.close_service(h) {
+                Err(VchiqError::Retry) => None,
+                _ => Some(Ok(())),
+            });
         }
     }
 
@@ -151,7 +147,7 @@ impl EchoService {
         send_retrying(
             master,
             h,
-            &frame(NOTIFY | seq, payload.len() as u32, payload),
+            &encode_frame(NOTIFY | seq, payload.len() as u32, payload),
         )
     }
 
@@ -166,16 +162,9 @@ impl EchoService {
 
 /// Queue on the master, retrying on back-pressure (bounded: 2 s).
 fn send_retrying(master: &Vchiq, h: ServiceHandle, m: &[u8]) -> bool {
-    let start = std::time::Instant::now();
-    loop {
-        match master.queue_message(h, m) {
-            Ok(()) => return true,
-            Err(VchiqError::Retry) if start.elapsed() < std::time::Duration::from_secs(2) => {
-                std::thread::sleep(std::time::Duration::from_micros(50))
-            }
-            Err(_) => return false,
-        }
-    }
+    master
+        .queue_message_wait(h, m, Duration::from_secs(2))
+        .is_ok()
 }
 
 impl ServiceHandler for EchoService {
@@ -191,7 +180,9 @@ impl ServiceHandler for EchoService {
                 s.held.clear();
             }
             Event::Message(m) => {
-                let Ok((h, body)) = FrameHeader::read_from_prefix(m.payload()) else {
+                // The request's header through the same parser the ARM side runs (`frame::split`);
+                // the body is echoed as it came, whatever the header claims.
+                let Ok((h, body)) = frame::split(m.payload()) else {
                     return Deliver::Done;
                 };
                 let mut s = self.lock();

@@ -35,8 +35,8 @@ use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 /// Bytes per access: the one width used on region memory.
 const WORD: usize = 4;
 
-use crate::consts::VCHIQ_SLOT_SIZE;
 use crate::error::{VResult, VchiqError};
+use crate::wire::consts::VCHIQ_SLOT_SIZE;
 
 /// A shared region handed to the core by the embedder.
 pub struct Region {

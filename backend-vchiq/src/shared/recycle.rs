@@ -5,8 +5,8 @@
 //! walks from its private `slot_queue_available` up to `slot_queue_recycle`. Generic over [`Word`]
 //! so the loom model checks this code.
 
-use crate::consts::VCHIQ_SLOT_QUEUE_MASK;
 use crate::sync::{Barriers, Ordering, Word};
+use crate::wire::consts::VCHIQ_SLOT_QUEUE_MASK;
 
 /// The peer's `slot_queue_recycle` claims slots we never handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +106,7 @@ mod tests {
     /// may reuse it); pop: index, rmb, entry.
     #[test]
     fn barriers_between_entry_and_index() {
-        use crate::remote_event::tests::{LogBarriers, LogWord, Op};
+        use crate::shared::remote_event::tests::{LogBarriers, LogWord, Op};
         let log = core::cell::RefCell::new(Vec::new());
         let w = |name| LogWord {
             name,

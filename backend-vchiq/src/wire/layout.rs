@@ -5,7 +5,7 @@
 //! These structs are `#[repr(C)]` zerocopy types with compile-time size and offset asserts taken
 //! from the protocol tables. They document and pin the layout, and serve codecs for byte buffers.
 //! **Live shared memory is never accessed through references to them**
-//! (docs/protocols/vchiq.md §3 gap (c)): the [`crate::region`] accessors use the `OFF_*`
+//! (docs/protocols/vchiq.md §3 gap (c)): the [`crate::shared::region`] accessors use the `OFF_*`
 //! constants below, derived with `offset_of!` from these same structs, and touch each field as an
 //! atomic `u32`.
 //!
@@ -16,7 +16,7 @@ use core::mem::{offset_of, size_of};
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::consts::{DEBUG_MAX, VCHIQ_MAX_SLOTS, VCHIQ_MAX_SLOTS_PER_SIDE};
+use crate::wire::consts::{DEBUG_MAX, VCHIQ_MAX_SLOTS, VCHIQ_MAX_SLOTS_PER_SIDE};
 
 #[cfg(target_endian = "big")]
 compile_error!("the VCHIQ wire is little-endian; this crate stores native integers");
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn slot_zero_codec_roundtrip() {
         let mut z = SlotZero::new_zeroed();
-        z.magic = crate::consts::VCHIQ_MAGIC as i32;
+        z.magic = crate::wire::consts::VCHIQ_MAGIC as i32;
         z.version = 8;
         z.slave.slot_queue[63] = 64;
         z.slave.debug[0] = DEBUG_MAX as i32;

@@ -6,9 +6,9 @@ use alloc::vec::Vec;
 
 use log::warn;
 
-use super::fourcc;
-use super::link::{VcAction, VcService};
-use super::test_wire::{EchoMagic, TestParams, SYNC_REPLY};
+use crate::vchi::fourcc;
+use crate::vchi::link::{VcAction, VcService};
+use crate::vchi::test_wire::{EchoMagic, TestParams, SYNC_REPLY};
 
 /// The reply to a message shorter than 4 bytes.
 pub const ERR_SHORT: &[u8] = b"vchiq_test: message too short\0";

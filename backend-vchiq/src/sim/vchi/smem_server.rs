@@ -5,7 +5,7 @@
 //!
 //! Behaviour follows the old vc_sm / vc-sm-cma messages (docs/protocols/vchiq.md §8). Where the
 //! real firmware's behaviour is not public it is marked (unverified): the failure encoding (see
-//! [`super::smem_wire`]), replying to FREE (vc-sm-cma does not wait for one), refusing to free a
+//! [`crate::vchi::smem_wire`]), replying to FREE (vc-sm-cma does not wait for one), refusing to free a
 //! locked block, and poisoning freed bytes.
 
 use alloc::collections::BTreeMap;
@@ -16,10 +16,10 @@ use log::{debug, warn};
 use zerocopy::little_endian::{I32, U32};
 use zerocopy::IntoBytes;
 
-use super::error::SmemStatus;
-use super::fourcc;
-use super::link::{VcAction, VcService};
-use super::smem_wire::{
+use crate::vchi::error::SmemStatus;
+use crate::vchi::fourcc;
+use crate::vchi::link::{VcAction, VcService};
+use crate::vchi::smem_wire::{
     name_field, name_str, SmemAllocResult, SmemHandleMsg, SmemImportResult, SmemLockResult,
     SmemMsgType, SmemReleased, SmemRequest, SmemResult, SmemVcMemRequest, SmemVcMemRequestResult,
     NAME_LEN, VC_INITIATED,
@@ -714,8 +714,8 @@ impl VcService for SharedSmem {
 
 #[cfg(test)]
 mod tests {
-    use super::super::smem_wire::{name_field, parse_reply, ReplyBody, SmemAlloc, MAX_REQUEST_LEN};
     use super::*;
+    use crate::vchi::smem_wire::{name_field, parse_reply, ReplyBody, SmemAlloc, MAX_REQUEST_LEN};
     use proptest::prelude::*;
     use zerocopy::FromBytes;
 
@@ -847,7 +847,7 @@ mod tests {
 
     #[test]
     fn minor_requests() {
-        use super::super::smem_wire::{SmemActionClean, SmemResize, SmemVersion};
+        use crate::vchi::smem_wire::{SmemActionClean, SmemResize, SmemVersion};
         let mut s = SmemServer::new(0x8000, 8192);
         let (h, addr) = alloc(&mut s, 64, 0).unwrap();
         let status =

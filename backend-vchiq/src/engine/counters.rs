@@ -1,0 +1,64 @@
+//! The instance's counters ([`VchiqCounters`]) and their snapshot ([`VchiqStats`]).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one instance.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct VchiqCounters {
+    /// Malformed input from the peer (dropped, never a panic).
+    pub protocol_errors: AtomicU64,
+    /// Messages queued.
+    pub msgs_sent: AtomicU64,
+    /// Messages parsed from the peer.
+    pub msgs_received: AtomicU64,
+    /// Operations refused with `Retry` (back-pressure).
+    pub retries: AtomicU64,
+    /// Our slots the peer gave back.
+    pub slots_recycled: AtomicU64,
+    /// Bulks completed.
+    pub bulks_done: AtomicU64,
+    /// Bulks aborted.
+    pub bulks_aborted: AtomicU64,
+    /// Slots closed early with PADDING because a sender was blocked on a quota held by messages
+    /// in that slot (see `queue_message`).
+    pub quota_pads: AtomicU64,
+    /// Master: READ pagelists without fragments whose ends were not cache-line aligned (on real
+    /// hardware this is the arm64 `vchiq_test -f` data corruption).
+    pub unaligned_reads: AtomicU64,
+    /// [`Vchiq::poll`](crate::Vchiq::poll) calls that stopped at their budget ([`POLL_MAX_ROUNDS`](crate::POLL_MAX_ROUNDS) rounds or
+    /// [`POLL_MAX_MSGS`](crate::POLL_MAX_MSGS) messages) with work left: a peer that keeps signalling or keeps
+    /// publishing messages. The rest is left for the next call.
+    pub poll_budget_exhausted: AtomicU64,
+}
+
+/// A snapshot of [`VchiqCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VchiqStats {
+    /// See [`VchiqCounters::protocol_errors`].
+    pub protocol_errors: u64,
+    /// See [`VchiqCounters::msgs_sent`].
+    pub msgs_sent: u64,
+    /// See [`VchiqCounters::msgs_received`].
+    pub msgs_received: u64,
+    /// See [`VchiqCounters::retries`].
+    pub retries: u64,
+    /// See [`VchiqCounters::slots_recycled`].
+    pub slots_recycled: u64,
+    /// See [`VchiqCounters::bulks_done`].
+    pub bulks_done: u64,
+    /// See [`VchiqCounters::bulks_aborted`].
+    pub bulks_aborted: u64,
+    /// See [`VchiqCounters::quota_pads`].
+    pub quota_pads: u64,
+    /// See [`VchiqCounters::unaligned_reads`].
+    pub unaligned_reads: u64,
+    /// See [`VchiqCounters::poll_budget_exhausted`].
+    pub poll_budget_exhausted: u64,
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
+    // Relaxed: independent statistics counter.
+    c.fetch_add(1, Ordering::Relaxed);
+}

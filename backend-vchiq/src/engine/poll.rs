@@ -1,0 +1,132 @@
+//! The poll loop: one bounded pass over everything the peer (or a local caller) left pending.
+
+use core::sync::atomic::Ordering;
+
+use crate::config::Role;
+use crate::engine::counters::bump;
+use crate::engine::vchiq::Vchiq;
+use crate::shared::remote_event;
+use crate::wire::layout::off;
+
+impl Vchiq {
+    /// Process everything pending: recycled slots, the peer's messages (handlers run here, with
+    /// no lock held), the sync slot, bulk transfers (master), deferred callbacks. Non-blocking; call it from the
+    /// doorbell interrupt's bottom half or a worker, or from a polling loop. Returns the units of
+    /// work done.
+    ///
+    /// One poller at a time: a call that finds another thread polling returns 0 at once, and
+    /// that thread is guaranteed to run another round for it before it returns (see
+    /// `poll_gate`), so calling `poll` only from an interrupt's bottom half never leaves work
+    /// until the next doorbell.
+    ///
+    /// Bounded: the peer writes `fired` and `tx_pos`, so it could keep a loop of "until nothing
+    /// fired and nothing was parsed" busy for ever. One call runs at most [`POLL_MAX_ROUNDS`]
+    /// rounds and parses at most [`POLL_MAX_MSGS`] messages. When it stops with work left it
+    /// counts [`VchiqCounters::poll_budget_exhausted`](crate::VchiqCounters::poll_budget_exhausted), leaves our `trigger` fired (so a worker's
+    /// [`Vchiq::prepare_sleep`] refuses to sleep) and calls the platform's `request_poll`, so the
+    /// rest is done by the next call, never lost.
+    pub fn poll(&self) -> usize {
+        if !self.poll_gate.enter() {
+            return 0;
+        }
+        let mut budget = PollBudget {
+            rounds: POLL_MAX_ROUNDS,
+            msgs: POLL_MAX_MSGS,
+            exhausted: false,
+        };
+        let mut total = 0;
+        loop {
+            total += self.poll_rounds(&mut budget);
+            if budget.exhausted {
+                // Open the gate without consuming a pending request: it stays visible to
+                // `prepare_sleep` and to the next `poll` (see `PollGate::leave_keep_request`).
+                self.poll_gate.leave_keep_request();
+                bump(&self.counters.poll_budget_exhausted);
+                log::debug!(target: "vchiq", "{:?}: poll budget exhausted, work left for the next call", self.role);
+                if let Some(e) = self.ev_words(self.local_off, off::TRIGGER) {
+                    remote_event::signal_local(e);
+                }
+                self.platform.request_poll();
+                break;
+            }
+            // `true`: a request arrived after our last round; we still hold the gate.
+            if !self.poll_gate.leave() {
+                break;
+            }
+        }
+        total
+    }
+
+    /// `poll`'s loop, with the gate held. Stops with `budget.exhausted` set when a further round
+    /// was due but the budget is spent.
+    fn poll_rounds(&self, budget: &mut PollBudget) -> usize {
+        let mut scratch = self.poll_lock.lock();
+        let mut total = 0;
+        loop {
+            if budget.rounds == 0 || budget.msgs == 0 {
+                budget.exhausted = true;
+                break;
+            }
+            budget.rounds -= 1;
+            let again = self.poll_gate.take_request();
+            let mut fired = false;
+            let mut sync_released = false;
+            for ev in [
+                off::SYNC_TRIGGER,
+                off::SYNC_RELEASE,
+                off::TRIGGER,
+                off::RECYCLE,
+            ] {
+                if let Some(e) = self.ev_words(self.local_off, ev) {
+                    let f = remote_event::take(e, &*self.platform);
+                    sync_released |= f && ev == off::SYNC_RELEASE;
+                    fired |= f;
+                }
+            }
+            if fired || again {
+                let mut g = self.inner.lock();
+                // A handler's Retry (or a stall) is re-tried on the next event
+                // (docs/protocols/vchiq.md §4: "the message stays in place and is re-parsed on the
+                // next trigger").
+                g.rx_stalled = false;
+                // The peer released our sync slot: a sync-mode sender may go again.
+                g.tx_freed |= sync_released;
+            }
+            let mut work = 0;
+            work += self.process_free_queue();
+            work += self.sync_poll(&mut scratch);
+            work += self.rx_poll(&mut scratch, &mut budget.msgs);
+            if self.role == Role::Master {
+                work += self.master_process_bulks();
+            }
+            self.notify_tx_space();
+            work += self.dispatch_pending();
+            total += work;
+            if work == 0 && !again && !fired {
+                break;
+            }
+            // Acquire: pairs with `mark_dead`'s Release; a dead instance stops polling once idle
+            // (a late `false` costs one more round).
+            if self.dead.load(Ordering::Acquire) && work == 0 {
+                break;
+            }
+        }
+        total
+    }
+}
+
+/// Rounds one [`Vchiq::poll`] call runs at most (each takes the four events, drains the free
+/// queue, the sync slot, the peer's stream up to the message budget, and the deferred events).
+pub const POLL_MAX_ROUNDS: usize = 64;
+
+/// Messages of the peer's stream (PADDING included) one [`Vchiq::poll`] call parses at most. More
+/// than a whole default window of the smallest messages (31 data slots × 512 eight-byte messages,
+/// docs/protocols/vchiq.md §1), so a well-behaved peer's backlog is still drained in one call.
+pub const POLL_MAX_MSGS: usize = 16384;
+
+/// What is left of one `poll` call's budget.
+struct PollBudget {
+    rounds: usize,
+    msgs: usize,
+    exhausted: bool,
+}

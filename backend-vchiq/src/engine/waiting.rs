@@ -1,0 +1,54 @@
+//! The one waiting loop of the instance's blocking calls: poll the instance, ask the caller's
+//! check, pause the configured way ([`crate::Config::wait`]), until the deadline on the
+//! instance's clock. Built on `fwipc_transport_api`'s [`Wait`](fwipc_transport_api::Wait) and
+//! [`Deadline`], like every other blocking call of fwipc.
+
+use core::time::Duration;
+
+use fwipc_transport_api::{Deadline, Wait};
+
+use crate::engine::vchiq::Vchiq;
+use crate::error::{VResult, VchiqError};
+
+/// The longest a `Wait::Completion` waiter parks between two polls of the instance: nothing in
+/// the core wakes a parker, so a blocking call re-polls at least this often.
+pub const WAIT_NAP: Duration = Duration::from_micros(50);
+
+impl Vchiq {
+    /// Run `check` until it returns `Some`, polling the instance and pausing the configured way
+    /// between tries; `Timeout` once `timeout` passed (checked before every poll, and each
+    /// poll is bounded by its budget, so a peer that never answers cannot hold the caller past
+    /// it by more than one bounded poll).
+    pub(crate) fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        check: impl FnMut() -> Option<VResult<T>>,
+    ) -> VResult<T> {
+        self.wait_until_with(self.cfg.wait, timeout, VchiqError::Timeout, check)
+    }
+
+    /// [`Vchiq::wait_until`] with a caller's [`Wait`] (a VCHI link's, see
+    /// [`crate::vchi::core_link::CoreLink::open`]) and its own error type: `expired` is returned
+    /// when `timeout` passes.
+    pub(crate) fn wait_until_with<T, E>(
+        &self,
+        wait: Wait<'_>,
+        timeout: Duration,
+        expired: E,
+        mut check: impl FnMut() -> Option<Result<T, E>>,
+    ) -> Result<T, E> {
+        let deadline = Deadline::after(&*self.clock, timeout);
+        let mut polls: u32 = 0;
+        loop {
+            if let Some(r) = check() {
+                return r;
+            }
+            if deadline.expired(&*self.clock) {
+                return Err(expired);
+            }
+            self.poll();
+            polls = polls.saturating_add(1);
+            wait.pause(polls, WAIT_NAP);
+        }
+    }
+}
