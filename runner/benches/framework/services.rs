@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::SimMode;
-use fwipc_transport_api::{Completion, StdClock};
+use fwipc_transport_api::Completion;
 use fwipc_vchiq::consts::make_fourcc;
-use fwipc_vchiq::sim::echo::EchoService;
+use fwipc_vchiq::sim::framed_echo::EchoService;
 use fwipc_vchiq::sim::VchiqFixture;
 use fwipc_vchiq::transport::VchiqTransport;
 use fwipc_vchiq::ServiceParams;
@@ -51,7 +51,6 @@ impl WithServices {
                 ServiceParams::new(fourcc(i)).version(3, 3),
                 Completion::Polled,
                 1,
-                Box::new(StdClock::new()),
                 Duration::from_secs(5),
             )
             .map_err(|e| format!("open service {}: {e:?}", i + 2))?;
