@@ -62,3 +62,8 @@ fn vchiq_session() {
 fn fastrpc_session() {
     run::<fwipc_fastrpc::sim::FastRpcFixture>("fastrpc_session", 3);
 }
+
+#[test]
+fn rpmsg_session() {
+    run::<fwipc_rpmsg_virtio::sim::RpmsgFixture>("rpmsg_session", 4);
+}
