@@ -30,8 +30,8 @@ pub use mem::{zeroed_atomic_bytes, DmaHal, DmaRegion, SharedBuf};
 pub use packet::PacketChannel;
 pub use reverse::{Listener, ReverseService};
 pub use session::{
-    Arg, CallWait, InvokeTicket, PdKind, Session, ATTR_DEBUG, ATTR_UNSIGNED_MODULE, PD_ROOT,
-    PD_SENSORS, PD_USER,
+    Arg, CallWait, InvokeFuture, InvokeTicket, PdKind, Session, ATTR_DEBUG, ATTR_UNSIGNED_MODULE,
+    PD_ROOT, PD_SENSORS, PD_USER,
 };
 pub use transport::{target, FastRpcTransport};
 pub use wire::scalars::Scalars;

@@ -4,7 +4,8 @@
 //! payload buffer and queues the 40-byte message, [`Session::poll`] checks for the answer,
 //! [`Session::read_out`] copies an out-buffer back (clamped to what was asked: the DSP-written
 //! length is never trusted), and [`Session::finish`] / [`Session::abandon`] drop the caller's
-//! reference. [`Session::invoke`] is the blocking composition. Nothing on this path allocates.
+//! reference. [`Session::invoke`] is the blocking composition and [`Session::invoke_async`] the
+//! future-returning one ([`InvokeFuture`]). Nothing on this path allocates.
 
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicI32, AtomicU8, Ordering};
@@ -26,6 +27,7 @@ use crate::wire::{MetaOffsets, INIT_HANDLE};
 pub(crate) mod arg;
 mod call_wait;
 mod capability;
+mod future;
 mod marshal;
 mod open;
 pub(crate) mod proc_state;
@@ -33,6 +35,7 @@ pub(crate) mod procctl;
 
 pub use arg::{Arg, PD_ROOT, PD_SENSORS, PD_USER};
 pub use call_wait::CallWait;
+pub use future::InvokeFuture;
 pub use proc_state::PdKind;
 pub use procctl::{ATTR_DEBUG, ATTR_UNSIGNED_MODULE};
 
@@ -435,6 +438,13 @@ impl Session {
             self.end(t, TxOutcome::after_wait(&Err(e.into())));
             return Err(e);
         }
+        self.complete_answered(t, args)
+    }
+
+    /// End an answered call: the DSP's status, the out-buffers of `args` copied back (clamped
+    /// as [`Session::read_out`] says), then [`Session::finish`]. Shared by the blocking and the
+    /// async invoke.
+    pub(crate) fn complete_answered(&self, t: InvokeTicket, args: &mut [Arg<'_>]) -> Result<()> {
         let st = self.status(&t);
         let mut r = st;
         if st.is_ok() {

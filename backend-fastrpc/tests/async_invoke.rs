@@ -1,0 +1,170 @@
+//! The async face of a session (`Session::invoke_async`) under a real executor
+//! (`futures::executor`), against the simulated DSP.
+
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use fwipc_fastrpc::sim::fixture::SimSystem;
+use fwipc_fastrpc::sim::objects::ECHO_HANDLE;
+use fwipc_fastrpc::{Arg, ChannelConfig, Session};
+use fwipc_transport_api::fixture::Fault;
+use fwipc_transport_api::{block_on_polling, Completion};
+
+/// The echo object's raw method: each out byte is the complement of the in byte.
+const ECHO: u32 = 2;
+/// Futures in flight at once: more than the default pools hold, so the pools are sized for it.
+const N: u32 = 128;
+
+fn config() -> ChannelConfig {
+    let mut c = SimSystem::default_config();
+    c.contexts = 200;
+    c.payloads_per_session = N as usize;
+    c
+}
+
+/// A payload of its own for call `i`: a mixed-up reply fails the check.
+fn payload(i: u32) -> [u8; 8] {
+    let mut p = [0u8; 8];
+    p[..4].copy_from_slice(&i.to_le_bytes());
+    p[4..].copy_from_slice(&(i.wrapping_mul(0x9e37_79b9)).to_le_bytes());
+    p
+}
+
+/// `N` invoke futures joined on one executor; each checks its own reply.
+fn run_concurrent(s: &Session) {
+    let futs = (0..N).map(|i| async move {
+        let inp = payload(i);
+        let mut out = [0u8; 8];
+        let mut args = [Arg::In(&inp), Arg::Out(&mut out)];
+        s.invoke_async(ECHO_HANDLE, ECHO, &mut args)
+            .unwrap_or_else(|e| panic!("future {i}: send: {e:?}"))
+            .await
+            .unwrap_or_else(|e| panic!("future {i}: {e:?}"));
+        let want = inp.map(|b| !b);
+        assert_eq!(out, want, "future {i} got another call's reply");
+    });
+    futures::executor::block_on(futures::future::join_all(futs));
+}
+
+/// Runs `f` on its own thread; a lost wake-up leaves the executor asleep, which this turns
+/// into a failure instead of a hung test run.
+fn with_watchdog(f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the futures did not all resolve (a panic above, or a lost wake-up)");
+}
+
+/// Waits (up to 10 s) until `cond` holds.
+fn wait_for(cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn async_invoke_128_concurrent_futures_every_reply_checked() {
+    for mode in [Completion::Interrupt, Completion::Polled] {
+        with_watchdog(move || {
+            let sys = SimSystem::new(config(), mode);
+            let s = sys.attached_session();
+            assert_eq!(s.wakes(), mode == Completion::Interrupt);
+            let before = sys.channel.stats();
+            run_concurrent(&s);
+            let st = sys.channel.stats();
+            assert_eq!(st.completed - before.completed, u64::from(N), "{mode:?}");
+            assert_eq!((st.timed_out, st.protocol_errors), (0, 0), "{mode:?}");
+            assert_eq!(st.pool_free, st.pool_capacity, "{mode:?}: contexts leaked");
+            assert_eq!(s.payload_free(), s.payload_capacity(), "{mode:?}");
+        });
+    }
+}
+
+/// A DSP error arrives typed, as from the blocking `invoke`; a held call times out at the
+/// session's timeout and is abandoned (counted), its buffers kept until the late answer.
+#[test]
+fn async_invoke_errors_and_timeout_match_the_blocking_call() {
+    with_watchdog(|| {
+        let sys = SimSystem::new(config(), Completion::Interrupt);
+        let s = sys.attached_session();
+        let want = s.invoke(0x99, ECHO, &mut [Arg::In(b"abcd")]).unwrap_err();
+        let got = futures::executor::block_on(
+            s.invoke_async(0x99, ECHO, &mut [Arg::In(b"abcd")]).unwrap(),
+        );
+        assert_eq!(got, Err(want));
+
+        let short = s.with_wait(sys.wait().with_timeout(Duration::from_millis(50)));
+        sys.dsp.set_fault(Fault::Hold);
+        let mut out = [0u8; 4];
+        let mut args = [Arg::In(b"wxyz"), Arg::Out(&mut out)];
+        // Nothing wakes a future at its deadline (the library has no timer): poll it until then.
+        let r = block_on_polling(short.invoke_async(ECHO_HANDLE, ECHO, &mut args).unwrap());
+        assert_eq!(r, Err(fwipc_fastrpc::FastRpcError::Timeout));
+        assert_eq!(sys.channel.stats().timed_out, 1);
+        assert_eq!(
+            s.payload_free(),
+            s.payload_capacity() - 1,
+            "freed before the DSP answered"
+        );
+        wait_for(|| sys.dsp.held() == 1);
+        sys.dsp.set_fault(Fault::None);
+        sys.dsp.release();
+        let st = sys.channel.stats();
+        assert_eq!((st.late_replies, st.pool_free), (1, st.pool_capacity));
+        assert_eq!(s.payload_free(), s.payload_capacity());
+    });
+}
+
+/// Futures dropped while their calls are held by the DSP cancel them: the contexts keep their
+/// payload buffers until the DSP answers (it may still write them), then everything is back,
+/// nothing is counted as a timeout, and the session keeps working.
+#[test]
+fn async_invoke_drop_while_pending_keeps_buffers_until_answered_then_frees_all() {
+    use std::future::Future;
+    with_watchdog(|| {
+        let sys = SimSystem::new(config(), Completion::Interrupt);
+        let s = sys.attached_session();
+        let cap = s.payload_capacity();
+        sys.dsp.set_fault(Fault::Hold);
+        let mut outs = vec![[0u8; 8]; 100];
+        for (i, out) in outs.iter_mut().enumerate() {
+            let inp = payload(i as u32);
+            let mut args = [Arg::In(&inp), Arg::Out(out)];
+            let mut fut = Box::pin(s.invoke_async(ECHO_HANDLE, ECHO, &mut args).unwrap());
+            assert!(fut
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending());
+            drop(fut);
+        }
+        assert_eq!(
+            s.payload_free(),
+            cap - 100,
+            "cancelled calls keep their payloads"
+        );
+        assert_eq!(sys.channel.zombie_contexts(), 100);
+        // The DSP thread takes the messages off the link in its own time: all 100 held first.
+        wait_for(|| sys.dsp.held() == 100);
+        sys.dsp.set_fault(Fault::None);
+        sys.dsp.release();
+        let st = sys.channel.stats(); // reaps the late answers
+        assert_eq!(st.late_replies, 100);
+        assert_eq!(st.timed_out, 0, "a cancel is not a timeout");
+        assert_eq!(
+            st.pool_free, st.pool_capacity,
+            "a cancelled call leaked its context"
+        );
+        assert_eq!(sys.channel.zombie_contexts(), 0);
+        assert_eq!(s.payload_free(), cap, "a cancelled call leaked its payload");
+        assert!(
+            outs.iter().all(|o| *o == [0u8; 8]),
+            "a cancelled call's out-buffer was written"
+        );
+        run_concurrent(&s);
+    });
+}
