@@ -26,6 +26,7 @@ mod wire;
 
 pub use config::{Config, Role};
 pub use engine::counters::{VchiqCounters, VchiqStats};
+pub use engine::futures::VchiqFuture;
 pub use engine::poll::{POLL_MAX_MSGS, POLL_MAX_ROUNDS};
 pub use engine::service::{
     BulkCompletion, BulkDir, BulkMode, Deliver, Event, Message, MessageToken, ServiceHandle,

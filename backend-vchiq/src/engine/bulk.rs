@@ -408,7 +408,13 @@ impl Vchiq {
         tag: u64,
         timeout: Duration,
     ) -> VResult<BulkCompletion> {
-        self.wait_until(timeout, || {
+        self.wait_until(timeout, || self.bulk_check(h, tag))
+    }
+
+    /// One look for the NoCallback transfer `tag` of [`Vchiq::wait_bulk`] and its async form:
+    /// `Some` with its completion (taken) or an error, `None` while it is still queued.
+    pub(crate) fn bulk_check(&self, h: ServiceHandle, tag: u64) -> Option<VResult<BulkCompletion>> {
+        {
             // One lock for both checks: a completion moving from the queue to `done` in
             // between must not look like an unknown tag.
             let mut g = self.inner.lock();
@@ -431,7 +437,7 @@ impl Vchiq {
             } else {
                 Some(Err(VchiqError::Invalid))
             }
-        })
+        }
     }
     pub(crate) fn entry_format(&self) -> pagelist::EntryFormat {
         if self.cfg.pagelist_addr36 {

@@ -2,12 +2,13 @@
 //! the instance, its private state and the handler trait; the other files each add one concern
 //! to it (`impl Vchiq` blocks): creation (`init`), the poll loop (`poll`, `poll_gate`), transmit
 //! (`tx`), receive and the sync slot (`rx`), the service state machine (`open_close`, `service`),
-//! bulk transfers (`bulk`, and the master's side in `bulk_master`), teardown, the blocking calls' one waiting loop (`waiting`) and the
-//! counters.
+//! bulk transfers (`bulk`, and the master's side in `bulk_master`), teardown, the blocking calls' one waiting loop (`waiting`), its
+//! future-returning twins (`futures`) and the counters.
 
 pub(crate) mod bulk;
 pub(crate) mod bulk_master;
 pub(crate) mod counters;
+pub(crate) mod futures;
 pub(crate) mod init;
 pub(crate) mod open_close;
 pub(crate) mod poll;

@@ -37,18 +37,38 @@ impl Vchiq {
         expired: E,
         mut check: impl FnMut() -> Option<Result<T, E>>,
     ) -> Result<T, E> {
-        let deadline = Deadline::after(&*self.clock, timeout);
+        let deadline = self.deadline_after(timeout);
         let mut polls: u32 = 0;
         loop {
-            if let Some(r) = check() {
-                return r;
+            if let Some(r) = self.wait_step(&deadline, &mut check) {
+                return r.map_err(|e| e.unwrap_or(expired));
             }
-            if deadline.expired(&*self.clock) {
-                return Err(expired);
-            }
-            self.poll();
             polls = polls.saturating_add(1);
             wait.pause(polls, WAIT_NAP);
         }
+    }
+
+    /// A deadline `timeout` from now on the instance's clock.
+    pub(crate) fn deadline_after(&self, timeout: Duration) -> Deadline {
+        Deadline::after(&*self.clock, timeout)
+    }
+
+    /// One try of the waiting rule, shared by the blocking loop above and the futures
+    /// (`crate::engine::futures`): ask `check`; past the deadline `Some(Err(None))` (the
+    /// caller's timeout error); else poll the instance once (bounded by its budget) and
+    /// `None`: try again after a pause (blocking) or on the next poll of the future.
+    pub(crate) fn wait_step<T, E>(
+        &self,
+        deadline: &Deadline,
+        check: &mut impl FnMut() -> Option<Result<T, E>>,
+    ) -> Option<Result<T, Option<E>>> {
+        if let Some(r) = check() {
+            return Some(r.map_err(Some));
+        }
+        if deadline.expired(&*self.clock) {
+            return Some(Err(None));
+        }
+        self.poll();
+        None
     }
 }

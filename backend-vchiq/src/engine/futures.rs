@@ -1,0 +1,102 @@
+//! The async face of the instance: futures for the blocking calls, on the same waiting rule
+//! (`Vchiq::wait_step` in `waiting.rs`: ask the call's check, give up at the deadline, else poll
+//! the instance once). Built on `core::task` only: any executor, or
+//! [`fwipc_transport_api::block_on_polling`] on bare metal.
+
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+use fwipc_transport_api::Deadline;
+
+use crate::engine::service::{BulkCompletion, ServiceHandle};
+use crate::engine::vchiq::Vchiq;
+use crate::error::{VResult, VchiqError};
+
+/// A blocking call of the instance as a future (made by [`Vchiq::wait_async`],
+/// [`Vchiq::queue_message_async`], [`Vchiq::wait_bulk_async`]).
+///
+/// - **Waking**: nothing in the core wakes a waiter (the instance is driven by polling, see
+///   [`WAIT_NAP`](crate::WAIT_NAP)), so a pending [`VchiqFuture`] has polled the instance once
+///   and asks to be polled again at once: fine for many futures joined on one executor, a busy
+///   loop if nothing else runs.
+/// - **Deadline**: counted from the call that made the future, checked on every poll.
+/// - **Drop while pending** leaves the instance as a timed-out blocking call does: a message not
+///   queued yet is simply not sent; a bulk transfer stays queued, its completion kept for
+///   [`Vchiq::wait_bulk`], [`Vchiq::take_bulk_completion_tag`] or the close of the service
+///   (which aborts it and hands the buffer back).
+#[must_use = "futures do nothing unless polled"]
+pub struct VchiqFuture<'v, F> {
+    v: &'v Vchiq,
+    deadline: Deadline,
+    check: F,
+}
+
+impl<F> fmt::Debug for VchiqFuture<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VchiqFuture")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, F: FnMut() -> Option<VResult<T>> + Unpin> Future for VchiqFuture<'_, F> {
+    type Output = VResult<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.v.wait_step(&this.deadline, &mut this.check) {
+            Some(r) => Poll::Ready(r.map_err(|e| e.unwrap_or(VchiqError::Timeout))),
+            None => {
+                // Nothing will wake us (the core has no completion interrupt): poll again.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Vchiq {
+    /// The async form of the instance's waiting rule: a future that resolves once `check`
+    /// returns `Some`, polling the instance between tries; `Timeout` once `timeout` passed.
+    /// For waits the typed forms below do not cover (a reply delivered to a service's
+    /// callback, an open).
+    pub fn wait_async<T, F>(&self, timeout: Duration, check: F) -> VchiqFuture<'_, F>
+    where
+        F: FnMut() -> Option<VResult<T>> + Unpin,
+    {
+        VchiqFuture {
+            v: self,
+            deadline: self.deadline_after(timeout),
+            check,
+        }
+    }
+
+    /// The async form of [`Vchiq::queue_message_wait`]: queue `payload` on `h`, retrying on
+    /// back-pressure until `timeout` (nothing queued then).
+    pub fn queue_message_async<'a>(
+        &'a self,
+        h: ServiceHandle,
+        payload: &'a [u8],
+        timeout: Duration,
+    ) -> VchiqFuture<'a, impl FnMut() -> Option<VResult> + Unpin + 'a> {
+        self.wait_async(timeout, move || match self.queue_message(h, payload) {
+            Err(VchiqError::Retry) => None,
+            r => Some(r),
+        })
+    }
+
+    /// The async form of [`Vchiq::wait_bulk`]: the completion of the NoCallback transfer `tag`.
+    /// `Timeout` once `timeout` passed, with the transfer still queued; dropping the future
+    /// leaves it queued too (see [`VchiqFuture`]).
+    pub fn wait_bulk_async(
+        &self,
+        h: ServiceHandle,
+        tag: u64,
+        timeout: Duration,
+    ) -> VchiqFuture<'_, impl FnMut() -> Option<VResult<BulkCompletion>> + Unpin + '_> {
+        self.wait_async(timeout, move || self.bulk_check(h, tag))
+    }
+}
