@@ -1,6 +1,8 @@
 //! Remote process control against the simulated DSP: one test per method
 //! (docs/protocols/fastrpc.md §7, §12.11).
 
+mod common;
+
 use fwipc_fastrpc::error::aee;
 use fwipc_fastrpc::sim::dsp::ProcKind;
 use fwipc_fastrpc::sim::fixture::SimSystem;
@@ -9,13 +11,9 @@ use fwipc_fastrpc::PdKind;
 use fwipc_fastrpc::{AeeError, Arg, FastRpcError};
 use fwipc_transport_api::Completion;
 
-fn sys() -> SimSystem {
-    SimSystem::new(SimSystem::default_config(), Completion::Interrupt)
-}
-
 #[test]
 fn attach_and_release() {
-    let sys = sys();
+    let sys = common::interrupt_system();
     let s = sys.open_session().unwrap();
     s.attach().unwrap();
     assert_eq!(s.pd_kind(), Some(PdKind::Root));
@@ -31,7 +29,7 @@ fn attach_and_release() {
 
 #[test]
 fn attach_sensors_uses_pd_2() {
-    let sys = sys();
+    let sys = common::interrupt_system();
     let s = sys.open_session().unwrap();
     s.attach_sensors().unwrap();
     assert_eq!(
@@ -42,7 +40,7 @@ fn attach_sensors_uses_pd_2() {
 
 #[test]
 fn create_dynamic_pd_with_init_memory() {
-    let sys = sys();
+    let sys = common::interrupt_system();
     let s = sys.open_session().unwrap();
     let regions = sys.bus.mapped_regions();
     let elf = vec![0x7fu8; 5000];
@@ -70,7 +68,7 @@ fn create_dynamic_pd_with_init_memory() {
 
 #[test]
 fn create_with_attrs_uses_create_attr_and_bounds() {
-    let sys = sys();
+    let sys = common::interrupt_system();
     let s = sys.open_session().unwrap();
     // File size bound (2 MiB) and name bound are checked before anything is sent.
     let big = vec![0u8; (2 << 20) + 1];
@@ -87,7 +85,7 @@ fn create_with_attrs_uses_create_attr_and_bounds() {
 
 #[test]
 fn create_static_audio_pd() {
-    let sys = sys();
+    let sys = common::interrupt_system();
     let s = sys.open_session().unwrap();
     s.create_static("audiopd", 3 << 20).unwrap();
     let p = sys.dsp.process(s.client_id()).unwrap();
@@ -102,7 +100,7 @@ fn create_static_audio_pd() {
 
 #[test]
 fn mmap_and_munmap_release_only_after_the_dsp_confirms() {
-    let sys = sys();
+    let sys = common::interrupt_system();
     let s = sys.open_session().unwrap();
     s.create("shell", b"\x7fELF", 0).unwrap();
     let regions = sys.bus.mapped_regions();
@@ -130,7 +128,7 @@ fn mmap_and_munmap_release_only_after_the_dsp_confirms() {
 
 #[test]
 fn mem_map_and_unmap_shared_buffer() {
-    let sys = sys();
+    let sys = common::interrupt_system();
     let s = sys.open_session().unwrap();
     s.create("shell", b"\x7fELF", 0).unwrap();
     let buf = s.alloc_shared(8192).unwrap();
@@ -153,7 +151,7 @@ fn mem_map_and_unmap_shared_buffer() {
 
 #[test]
 fn user_invoke_on_init_handle_is_refused() {
-    let sys = sys();
+    let sys = common::interrupt_system();
     let s = sys.attached_session();
     let before = sys.dsp.received();
     let pid = 1i32.to_le_bytes();
@@ -166,7 +164,7 @@ fn user_invoke_on_init_handle_is_refused() {
 
 #[test]
 fn sessions_are_bounded_and_independent() {
-    let sys = sys();
+    let sys = common::interrupt_system();
     // 4 sessions on bank 1; the fifth open is Busy and leaks nothing.
     let ss: Vec<_> = (0..4).map(|_| sys.attached_session()).collect();
     assert_eq!(sys.open_session().err(), Some(FastRpcError::Busy));
@@ -250,7 +248,7 @@ fn channels_per_domain_with_checked_ids() {
         },
         Completion::Interrupt,
     );
-    let cdsp = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let cdsp = common::interrupt_system();
     let mut chans = Channels::new();
     chans.add(adsp.channel.clone()).unwrap();
     chans.add(cdsp.channel.clone()).unwrap();
@@ -278,7 +276,7 @@ fn channels_per_domain_with_checked_ids() {
 fn fd_list_entries_we_never_passed_are_counted() {
     use fwipc_fastrpc::sim::objects::ECHO_HANDLE;
     use fwipc_fastrpc::wire::MetaOffsets;
-    let sys = sys();
+    let sys = common::interrupt_system();
     let s = sys.attached_session();
     let shared = s.alloc_shared(4096).unwrap();
     sys.dsp.set_fault(fwipc_transport_api::fixture::Fault::Hold);
@@ -356,7 +354,7 @@ fn nonsecure_node_of_secure_channel_creates_unsigned_only() {
 fn memory_given_by_page_descriptor_survives_a_timed_out_call() {
     use fwipc_transport_api::fixture::Fault;
     use std::time::Duration;
-    let sys = sys();
+    let sys = common::interrupt_system();
     let s = sys.open_session().unwrap();
     let short = s.with_wait(sys.wait().with_timeout(Duration::from_millis(50)));
     let regions = sys.bus.mapped_regions();

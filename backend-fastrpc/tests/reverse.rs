@@ -1,6 +1,8 @@
 //! Reverse RPC through the listener, and docs/protocols/fastrpc.md §12.6: an interrupted call that
 //! is waiting on a reverse call is resumed by its thread's retry, not sent twice.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -10,7 +12,6 @@ use fwipc_fastrpc::sim::objects::{AP_KV_HANDLE, KV_GET_METHOD, KV_HANDLE};
 use fwipc_fastrpc::stubskel::ResumableInvoker;
 use fwipc_fastrpc::{Arg, FastRpcError, Scalars, Session};
 use fwipc_fastrpc::{Listener, ReverseService};
-use fwipc_transport_api::Completion;
 
 /// The AP key/value service: value = key * 10 + 1.
 struct Kv {
@@ -70,7 +71,7 @@ fn listen(s: &Session, sys: &SimSystem, stop: &AtomicBool) -> u32 {
 
 #[test]
 fn reverse_call_served_by_listener() {
-    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let sys = common::interrupt_system();
     let s = sys.attached_session();
     let stop = AtomicBool::new(false);
     std::thread::scope(|sc| {
@@ -90,7 +91,7 @@ fn reverse_call_served_by_listener() {
 
 #[test]
 fn interrupted_call_waiting_on_reverse_is_resumed() {
-    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let sys = common::interrupt_system();
     let s = sys.attached_session();
     // No listener yet: the DSP issues the reverse call and waits; the caller times out.
     assert_eq!(

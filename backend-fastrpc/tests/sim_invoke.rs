@@ -1,5 +1,7 @@
 //! End-to-end tests against the simulated DSP.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,7 +86,7 @@ fn too_large_and_unknown_handle() {
 /// handle) mapped until the simulated DSP finally answers; then they are freed.
 #[test]
 fn timed_out_invoke_keeps_buffers_until_late_reply() {
-    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let sys = common::interrupt_system();
     struct Sum;
     impl DspObject for Sum {
         fn invoke(&mut self, c: &CallInfo, ins: &[Vec<u8>], outs: &mut [Vec<u8>]) -> i32 {
@@ -250,7 +252,7 @@ fn generated_calculator_through_the_dsp() {
 #[test]
 fn interrupted_call_is_resumed_not_resent() {
     use fwipc_fastrpc::sim::objects::CALC_HANDLE;
-    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let sys = common::interrupt_system();
     let s = sys.attached_session();
     // calculator.max(a, b): primIn {a, b} 8 B, primROut {m} 4 B; method 3.
     let mut pin = [0u8; 8];
@@ -290,7 +292,7 @@ fn interrupted_call_is_resumed_not_resent() {
 /// reset error and new calls fail immediately until it is back.
 #[test]
 fn channel_death_fails_fast() {
-    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let sys = common::interrupt_system();
     let s = sys.attached_session();
     sys.dsp.set_fault(Fault::Drop);
     let mut out = [0u8; 4];
@@ -321,7 +323,7 @@ fn channel_death_fails_fast() {
 fn several_clients_concurrently() {
     use fwipc_fastrpc::sim::objects::calculator::CalculatorStub;
     use fwipc_fastrpc::sim::objects::CALC_HANDLE;
-    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let sys = common::interrupt_system();
     let sessions: Vec<_> = (0..4).map(|_| sys.attached_session()).collect();
     std::thread::scope(|sc| {
         for (k, s) in sessions.iter().enumerate() {
@@ -355,7 +357,7 @@ fn several_clients_concurrently() {
 /// and ones the DSP still holds (teardown), without leaking the session slot.
 #[test]
 fn session_drop_releases_everything() {
-    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let sys = common::interrupt_system();
     let s = sys.attached_session();
     sys.dsp.set_fault(Fault::Drop);
     let mut out = [0u8; 4];
@@ -387,7 +389,7 @@ fn session_drop_releases_everything() {
 fn completion_wait_parks_until_answered_and_times_out_when_held() {
     use fwipc_fastrpc::CallWait;
     use fwipc_transport_api::ThreadParker;
-    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let sys = common::interrupt_system();
     // A `Wait<'static>` parker for this thread (a test leaks one; a program keeps one per thread).
     let parker: &'static ThreadParker = Box::leak(Box::new(ThreadParker::new()));
     let s = sys.open_session().unwrap().with_wait(CallWait::new(
@@ -421,7 +423,7 @@ fn completion_wait_parks_until_answered_and_times_out_when_held() {
 #[test]
 fn end_counts_timeouts_only_and_keeps_abandoned_buffers() {
     use fwipc_transport_api::TxOutcome;
-    let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+    let sys = common::interrupt_system();
     let s = sys.attached_session();
     let cap = s.payload_capacity();
     sys.dsp.set_fault(Fault::Hold);

@@ -11,6 +11,8 @@
 //!    on a wrong format; this parser was written from the reference alone, so they cannot both
 //!    fool it.
 
+mod common;
+
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 use fwipc_transport_api::StdClock;
@@ -980,16 +982,7 @@ fn synchronous_service_passes_the_independent_audit() {
     p.master()
         .add_service(
             ServiceParams::new(SYNC).version(1, 1).synchronous(true),
-            |ctx: &ServiceCtx<'_>, ev: Event<'_>| {
-                if let Event::Message(m) = ev {
-                    let mut r = m.payload().to_vec();
-                    r.reverse();
-                    if ctx.vchiq.queue_message(ctx.handle, &r).is_err() {
-                        return Deliver::Retry;
-                    }
-                }
-                Deliver::Done
-            },
+            common::reverse_echo,
         )
         .unwrap();
     p.connect().unwrap();

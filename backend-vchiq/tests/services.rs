@@ -2,6 +2,8 @@
 //! handshakes with fourcc and version negotiation (the `vchiq_test -f` part B rules), quotas and
 //! back-pressure, the sync slot, bulk modes, abort, interruption, teardown and re-instantiation.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -304,20 +306,7 @@ fn quota_one_small_pings_complete_both_directions() {
     let p = connected();
     let ping = make_fourcc(*b"ping");
     p.master()
-        .add_service(
-            ServiceParams::new(ping).quotas(1, 1),
-            |ctx: &ServiceCtx<'_>, ev: Event<'_>| {
-                if let Event::Message(m) = ev {
-                    let mut r = m.payload().to_vec();
-                    r.reverse();
-                    if ctx.vchiq.queue_message(ctx.handle, &r).is_err() {
-                        // Quota: redelivered when the slot comes back.
-                        return Deliver::Retry;
-                    }
-                }
-                Deliver::Done
-            },
-        )
+        .add_service(ServiceParams::new(ping).quotas(1, 1), common::reverse_echo)
         .unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let tx = Mutex::new(tx);
@@ -608,22 +597,36 @@ impl ServiceHandler for BulkServer {
     }
 }
 
-#[test]
-fn bulk_size_mismatch_aborts_both_sides() {
-    // vchiq_test -f step 4: server tx 1024 vs client rx 2048 → both ABORTED; 2048/2048 → DONE.
-    let p = connected();
+/// Runs a [`BulkServer`] with `plan` as the master's `FUNC` service: the server and its handle.
+fn bulk_server(p: &SimPair, plan: Vec<(BulkDir, usize, u64)>) -> (Arc<BulkServer>, ServiceHandle) {
     let server = Arc::new(BulkServer {
         rec: Recorder::default(),
-        plan: Mutex::new(vec![(BulkDir::Transmit, 1024, 0x102)]),
+        plan: Mutex::new(plan),
     });
-    p.master()
+    let sh = p
+        .master()
         .add_service_arc(ServiceParams::new(FUNC), server.clone())
         .unwrap();
+    (server, sh)
+}
+
+/// Opens the master's `FUNC` service from the slave with a [`Recorder`]: the recorder and the
+/// slave's handle.
+fn open_recorded(p: &SimPair) -> (Arc<Recorder>, ServiceHandle) {
     let client = Arc::new(Recorder::default());
     let h = p
         .slave()
         .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
         .unwrap();
+    (client, h)
+}
+
+#[test]
+fn bulk_size_mismatch_aborts_both_sides() {
+    // vchiq_test -f step 4: server tx 1024 vs client rx 2048 → both ABORTED; 2048/2048 → DONE.
+    let p = connected();
+    let (server, _) = bulk_server(&p, vec![(BulkDir::Transmit, 1024, 0x102)]);
+    let (client, h) = open_recorded(&p);
     p.slave()
         .bulk_receive(h, vec![0; 2048], 0, 2048, 0x1002, BulkMode::Callback)
         .unwrap();
@@ -657,19 +660,8 @@ fn bulk_size_mismatch_aborts_both_sides() {
 #[test]
 fn close_aborts_queued_bulks_with_callbacks() {
     let p = connected();
-    let server = Arc::new(BulkServer {
-        rec: Recorder::default(),
-        plan: Mutex::new(vec![]),
-    });
-    let sh = p
-        .master()
-        .add_service_arc(ServiceParams::new(FUNC), server.clone())
-        .unwrap();
-    let client = Arc::new(Recorder::default());
-    let h = p
-        .slave()
-        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
-        .unwrap();
+    let (server, sh) = bulk_server(&p, vec![]);
+    let (client, h) = open_recorded(&p);
     // Unpaired on both sides.
     p.slave()
         .bulk_receive(h, vec![0; 2048], 0, 2048, 0x1004, BulkMode::Callback)
@@ -697,17 +689,8 @@ fn close_aborts_queued_bulks_with_callbacks() {
 #[test]
 fn blocking_bulk_is_interruptible_and_resumable() {
     let p = connected();
-    let server = Arc::new(BulkServer {
-        rec: Recorder::default(),
-        plan: Mutex::new(vec![]),
-    });
-    p.master()
-        .add_service_arc(ServiceParams::new(FUNC), server.clone())
-        .unwrap();
-    let h = p
-        .slave()
-        .open_service_wait(ServiceParams::new(FUNC), Arc::new(Recorder::default()), T)
-        .unwrap();
+    let (server, _) = bulk_server(&p, vec![]);
+    let (_client, h) = open_recorded(&p);
     p.slave()
         .bulk_transmit(h, vec![5; 16], 0, 16, 7, BulkMode::NoCallback)
         .unwrap();
@@ -736,18 +719,8 @@ fn blocking_bulk_is_interruptible_and_resumable() {
 #[test]
 fn teardown_aborts_everything_then_new_instance_on_same_region() {
     let mut p = connected();
-    let server = Arc::new(BulkServer {
-        rec: Recorder::default(),
-        plan: Mutex::new(vec![]),
-    });
-    p.master()
-        .add_service_arc(ServiceParams::new(FUNC), server.clone())
-        .unwrap();
-    let client = Arc::new(Recorder::default());
-    let h = p
-        .slave()
-        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
-        .unwrap();
+    let (_server, _) = bulk_server(&p, vec![]);
+    let (client, h) = open_recorded(&p);
     p.slave()
         .bulk_receive(h, vec![0; 4096], 3, 4000, 1, BulkMode::Callback)
         .unwrap();
@@ -932,18 +905,8 @@ fn open_needs_connection_and_remove_server_frees_it() {
 #[test]
 fn nocallback_bulks_are_polled() {
     let p = connected();
-    let server = Arc::new(BulkServer {
-        rec: Recorder::default(),
-        plan: Mutex::new(vec![(BulkDir::Transmit, 64, 1)]),
-    });
-    p.master()
-        .add_service_arc(ServiceParams::new(FUNC), server.clone())
-        .unwrap();
-    let client = Arc::new(Recorder::default());
-    let h = p
-        .slave()
-        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
-        .unwrap();
+    let (_server, _) = bulk_server(&p, vec![(BulkDir::Transmit, 64, 1)]);
+    let (client, h) = open_recorded(&p);
     assert!(p.slave().take_bulk_completion(h).unwrap().is_none());
     p.slave()
         .bulk_receive(h, vec![0; 64], 0, 64, 9, BulkMode::NoCallback)

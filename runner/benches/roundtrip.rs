@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fwipc_conformance::loopback::LoopbackFixture;
 use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{call, yield_now, Completion, Request, StdClock, ThreadParker, Wait};
 
@@ -195,6 +194,9 @@ impl<F: Fixture> Peer for Fwipc<F> {
     }
 }
 
+// `each_backend!`: the one list of backends (`backends.toml`, read by `build.rs`).
+include!(concat!(env!("OUT_DIR"), "/backends.rs"));
+
 fn fwipc<F: Fixture + 'static>(mode: Completion, label: &'static str) -> Box<dyn Peer> {
     Box::new(Fwipc {
         fx: F::setup(mode),
@@ -209,17 +211,13 @@ fn main() {
         Box::new(CacheLine::new()),
         Box::new(Crossbeam::new()),
         Box::new(StdMpsc::new()),
-        fwipc::<LoopbackFixture>(Completion::Polled, "polled"),
-        fwipc::<LoopbackFixture>(Completion::Interrupt, "interrupt"),
-        fwipc::<fwipc_scmi_virtio::sim::ScmiFixture>(Completion::Polled, "polled"),
-        fwipc::<fwipc_scmi_virtio::sim::ScmiFixture>(Completion::Interrupt, "interrupt"),
-        fwipc::<fwipc_vchiq::sim::VchiqFixture>(Completion::Polled, "polled"),
-        fwipc::<fwipc_vchiq::sim::VchiqFixture>(Completion::Interrupt, "interrupt"),
-        fwipc::<fwipc_fastrpc::sim::FastRpcFixture>(Completion::Polled, "polled"),
-        fwipc::<fwipc_fastrpc::sim::FastRpcFixture>(Completion::Interrupt, "interrupt"),
-        fwipc::<fwipc_rpmsg_virtio::sim::RpmsgFixture>(Completion::Polled, "polled"),
-        fwipc::<fwipc_rpmsg_virtio::sim::RpmsgFixture>(Completion::Interrupt, "interrupt"),
     ];
+    // Every backend of `backends.toml`, each polled then interrupt-driven.
+    let backends = each_backend!(F => [
+        fwipc::<F>(Completion::Polled, "polled"),
+        fwipc::<F>(Completion::Interrupt, "interrupt"),
+    ]);
+    peers.extend(backends.into_iter().flatten());
     println!(
         "round-trip latency, {samples} interleaved samples x {rounds} rounds, median; {} cores",
         num_cpus()

@@ -218,13 +218,13 @@ fn run_backend<F: Fixture>(cells: &mut Vec<Cell>) {
     }
 }
 
+// `each_backend!`: the one list of backends (`backends.toml`, read by the runner's `build.rs`).
+include!(concat!(env!("OUT_DIR"), "/backends.rs"));
+
 fn main() {
     let mut cells = Vec::new();
-    run_backend::<fwipc_conformance::loopback::LoopbackFixture>(&mut cells);
-    run_backend::<fwipc_scmi_virtio::sim::ScmiFixture>(&mut cells);
-    run_backend::<fwipc_vchiq::sim::VchiqFixture>(&mut cells);
-    run_backend::<fwipc_fastrpc::sim::FastRpcFixture>(&mut cells);
-    run_backend::<fwipc_rpmsg_virtio::sim::RpmsgFixture>(&mut cells);
+    // Every backend of `backends.toml`, in its order.
+    each_backend!(F => run_backend::<F>(&mut cells));
 
     println!();
     println!(

@@ -27,7 +27,10 @@ struct Backend {
     soak: soak::SoakFn,
 }
 
-/// The one list of backends the runner knows.
+// `each_backend!`: the one list of backends (`backends.toml`, read by `build.rs`).
+include!(concat!(env!("OUT_DIR"), "/backends.rs"));
+
+/// Every backend of `backends.toml`, in its order.
 fn backends() -> Vec<Backend> {
     fn b<F: Fixture + 'static>() -> Backend {
         Backend {
@@ -36,13 +39,7 @@ fn backends() -> Vec<Backend> {
             soak: fwipc_conformance::soak::soak::<F>,
         }
     }
-    vec![
-        b::<fwipc_conformance::loopback::LoopbackFixture>(),
-        b::<fwipc_scmi_virtio::sim::ScmiFixture>(),
-        b::<fwipc_vchiq::sim::VchiqFixture>(),
-        b::<fwipc_fastrpc::sim::FastRpcFixture>(),
-        b::<fwipc_rpmsg_virtio::sim::RpmsgFixture>(),
-    ]
+    each_backend!(F => b::<F>()).into()
 }
 
 fn run_one(f: fn() -> Verdict, watchdog: Duration) -> (Outcome, Duration) {
@@ -176,5 +173,18 @@ fn main() {
     }
     if report.failed() > 0 || report.rows.len() < total {
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `backends.toml` names each backend by its `Fixture::NAME`, so the `--backend` filter,
+    /// the table and the fuzz targets speak of the same backends.
+    #[test]
+    fn listed_names_are_the_fixture_names() {
+        let names: Vec<&str> = backends().iter().map(|b| b.name).collect();
+        assert_eq!(names, LISTED_BACKENDS);
     }
 }

@@ -48,4 +48,4 @@ impl fmt::Display for Error {
 impl core::error::Error for Error {}
 
 /// `Result` with this crate's [`Error`].
-pub type Result<T> = core::result::Result<T, Error>;
+pub type Result<T = ()> = core::result::Result<T, Error>;

@@ -10,10 +10,10 @@
 mod clocks;
 pub mod config;
 pub mod direct;
-mod domains;
 mod model;
 mod paginate;
 mod perf;
+mod power_reset_voltage;
 mod reply;
 mod sensors;
 

@@ -4,7 +4,7 @@
 //!   memfd Hal).
 //! * `device.rs`: [`SimDevice`] (device thread over the shared rings, fault knobs),
 //!   [`SimTransport`] (its virtio-drivers `Transport`), [`IrqLine`].
-//! * `echo.rs`: [`EchoPlatform`], a minimal `PlatformModel` for bring-up.
+//! * `echo_platform.rs`: [`EchoPlatform`], a minimal `PlatformModel` for bring-up.
 //! * `fixture.rs`: [`ScmiFixture`] for the conformance suite.
 //!
 //! [`SimHal`]: crate::sim::SimHal
@@ -16,12 +16,12 @@
 //! [`ScmiFixture`]: crate::sim::ScmiFixture
 
 mod device;
-mod echo;
+mod echo_platform;
 mod fixture;
 mod hal;
 
 pub use device::{IrqLine, PlatformFactory, SimDevice, SimDeviceConfig, SimTransport};
-pub use echo::EchoPlatform;
+pub use echo_platform::EchoPlatform;
 pub use fixture::{default_platform, ScmiFixture, SimScmi};
 pub use hal::{BounceHal, SimHal};
 

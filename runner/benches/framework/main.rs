@@ -35,13 +35,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fwipc_conformance::loopback::LoopbackFixture;
-use fwipc_fastrpc::sim::FastRpcFixture;
-use fwipc_rpmsg_virtio::sim::RpmsgFixture;
-use fwipc_scmi_virtio::sim::ScmiFixture;
 use fwipc_transport_api::fixture::{echo_reply_byte, Fixture, RemoteControl, SimMode};
 use fwipc_transport_api::{Completion, Request, Transport, TxOutcome};
-use fwipc_vchiq::sim::VchiqFixture;
 
 mod bulk;
 mod parked;
@@ -540,6 +535,9 @@ impl<F: Fixture> Bench for Pair<F> {
 /// Builds a backend's pair.
 type Ctor = fn() -> R<Box<dyn Bench>>;
 
+// `each_backend!`: the one list of backends (`backends.toml`, read by the runner's `build.rs`).
+include!(concat!(env!("OUT_DIR"), "/backends.rs"));
+
 fn pair<F: Fixture + 'static>() -> R<Box<dyn Bench>> {
     Ok(Box::new(Pair::<F>::new()?))
 }
@@ -649,13 +647,8 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let began = Instant::now();
 
-    let ctors: [(&str, Ctor); 5] = [
-        ("loopback", pair::<LoopbackFixture>),
-        ("scmi-virtio", pair::<ScmiFixture>),
-        ("vchiq", pair::<VchiqFixture>),
-        ("fastrpc", pair::<FastRpcFixture>),
-        ("rpmsg-virtio", pair::<RpmsgFixture>),
-    ];
+    // Every backend of `backends.toml`, in its order.
+    let ctors = each_backend!(F => (F::NAME, pair::<F> as Ctor));
     // `--profile NAME`: only inline round trips of that backend for 5 s, nothing else (for a
     // profiler).
     if let Some(name) = args
