@@ -67,6 +67,10 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
 /// trapped MMIO access.
 pub const STATUS_POLL_PERIOD: u32 = 256;
 
+/// Status reads after writing 0 before a device reset counts as unconfirmed (virtio 1.2 §2.4:
+/// the driver waits for the status to read back 0).
+pub const RESET_SPINS: u32 = 1_000_000;
+
 /// The SCMI virtio transport (the agent side of a virtio-scmi device, device id 32).
 ///
 /// * `H`: the DMA [`Hal`] (identity on bare metal, bouncing into shared memory under vhost-user).
@@ -149,6 +153,8 @@ pub struct ScmiVirtio<H: Hal, T: VirtioTransport> {
     pub(super) irq_pending: AtomicBool,
     /// Device re-initialisations after DEVICE_NEEDS_RESET (or `reset_device`).
     resets: AtomicU64,
+    /// Buffers left to a device whose reset was never confirmed (see `quarantine`).
+    quarantined: AtomicU64,
 }
 
 impl<H: Hal, T: VirtioTransport> core::fmt::Debug for ScmiVirtio<H, T> {
@@ -327,6 +333,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             }),
             irq_pending: AtomicBool::new(false),
             resets: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
         })
     }
 
@@ -377,13 +384,20 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         self.resets.load(Ordering::Relaxed)
     }
 
+    /// Buffers (cmdq messages and posted eventq buffers) left to a device whose reset was never
+    /// confirmed, leaked on purpose with the rings ([`ScmiVirtioError::ResetUnconfirmed`]).
+    pub fn quarantined_buffers(&self) -> u64 {
+        // Relaxed: statistics counter.
+        self.quarantined.load(Ordering::Relaxed)
+    }
+
     pub(super) fn reset_locked(
         &self,
         st: &mut State<H, T>,
     ) -> core::result::Result<(), ScmiVirtioError> {
         // Relaxed: statistics counter.
         self.resets.fetch_add(1, Ordering::Relaxed);
-        self.reset_and_reclaim(st, Error::Cancelled);
+        self.reset_and_reclaim(st, Error::Cancelled)?;
         let State {
             transport,
             cmdq,
@@ -438,45 +452,110 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
 
     /// Reset the device (it stops touching our memory) and take every buffer back: posted
     /// chains end with `fail` (waiters woken), abandoned ones free their buffer and token.
-    fn reset_and_reclaim(&self, st: &mut State<H, T>, fail: Error) {
+    ///
+    /// If the device never reads back status 0, it may still access the rings and every buffer
+    /// it held: those are quarantined instead (see [`Self::quarantine`]) and the result is
+    /// [`ScmiVirtioError::ResetUnconfirmed`].
+    fn reset_and_reclaim(
+        &self,
+        st: &mut State<H, T>,
+        fail: Error,
+    ) -> core::result::Result<(), ScmiVirtioError> {
+        st.transport.set_status(DeviceStatus::empty());
+        // Virtio 1.2 §2.4: the driver waits for the reset to complete (status reads 0); bounded.
+        let mut confirmed = false;
+        for _ in 0..RESET_SPINS {
+            if st.transport.get_status().is_empty() {
+                confirmed = true;
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        if !confirmed {
+            self.quarantine(st, fail);
+            return Err(ScmiVirtioError::ResetUnconfirmed);
+        }
         let State {
-            transport,
             eventq,
             slots,
             deferred,
             ..
         } = st;
-        transport.set_status(DeviceStatus::empty());
-        // Virtio §2.4.1: the driver waits for the reset to complete (status reads 0); bounded.
-        for _ in 0..1_000_000 {
-            if transport.get_status().is_empty() {
-                break;
-            }
-            core::hint::spin_loop();
-        }
         for (i, slot) in slots.iter_mut().enumerate() {
             if !slot.device_owned() {
                 continue;
             }
             self.unshare_slot(slot, i);
-            if slot.owner == Owner::Abandoned {
-                let _ = self.tokens.release(slot.token);
-                slot.poll = PollStatus::NotPolled;
-            } else if slot.outcome == Outcome::Pending {
-                slot.outcome = Outcome::Failed(fail);
-                if slot.poll == PollStatus::Polling {
-                    slot.poll = PollStatus::PollDone;
-                }
-                if let Some(w) = slot.waker.take() {
-                    deferred.push(w);
-                }
-            }
-            slot.owner = Owner::Driver;
+            Self::end_device_owned(slot, fail, deferred, &self.tokens);
             let _ = self.pool.reclaim(i as u32);
         }
         if let Some(q) = eventq.as_mut() {
             q.unshare_posted();
         }
+        Ok(())
+    }
+
+    /// A device-owned slot leaves the device: an abandoned one frees its token, a pending one
+    /// ends with `fail` (its waker deferred). The device's pool loan is the caller's business.
+    fn end_device_owned(
+        slot: &mut Slot,
+        fail: Error,
+        deferred: &mut Vec<Waker>,
+        tokens: &TokenAllocator,
+    ) {
+        if slot.owner == Owner::Abandoned {
+            let _ = tokens.release(slot.token);
+            slot.poll = PollStatus::NotPolled;
+        } else if slot.outcome == Outcome::Pending {
+            slot.outcome = Outcome::Failed(fail);
+            if slot.poll == PollStatus::Polling {
+                slot.poll = PollStatus::PollDone;
+            }
+            if let Some(w) = slot.waker.take() {
+                deferred.push(w);
+            }
+        }
+        slot.owner = Owner::Driver;
+    }
+
+    /// The reset was not confirmed: the device may still read and write every buffer it held and
+    /// both rings. Waiters end with `fail`, but nothing the device can reach is un-shared or
+    /// reused: each device-owned pool buffer keeps the device's pool loan and a leaked handle
+    /// (so the pool memory outlives the channel), and the cmdq ring and the eventq (its ring and
+    /// buffers) are leaked. Counted ([`Self::quarantined_buffers`]) and logged. The queues are
+    /// gone afterwards, so every later transfer fails with `Shutdown`.
+    fn quarantine(&self, st: &mut State<H, T>, fail: Error) {
+        let State {
+            cmdq,
+            eventq,
+            slots,
+            deferred,
+            ..
+        } = st;
+        let mut n = 0u64;
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if !slot.device_owned() {
+                continue;
+            }
+            Self::end_device_owned(slot, fail, deferred, &self.tokens);
+            // The device's loan is never reclaimed, so the pool never hands buffer `i` out again;
+            // the leaked handle keeps the pool's memory alive after the channel is dropped.
+            core::mem::forget(self.pool.get(i as u32));
+            n += 1;
+        }
+        if let Some(q) = eventq.take() {
+            n += q.posted() as u64;
+            core::mem::forget(q);
+        }
+        if let Some(r) = cmdq.take() {
+            core::mem::forget(r);
+        }
+        // Relaxed: statistics counter.
+        self.quarantined.fetch_add(n, Ordering::Relaxed);
+        log::error!(
+            "virtio-scmi: device reset unconfirmed (status not 0 after {RESET_SPINS} reads); \
+             {n} buffers and the rings quarantined, the channel is dead"
+        );
     }
 
     /// See [`Transport::shutdown`]: refuse new transfers, fail in-flight ones with `Shutdown`
@@ -525,11 +604,12 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 }
             }
         };
-        // 3. Reset the device, take every buffer back, free the queues. Done even if a user
-        //    overstayed: every access is under the channel lock.
-        {
+        // 3. Reset the device, take every buffer back, free the queues (or quarantine them if
+        //    the reset is never confirmed). Done even if a user overstayed: every access is under
+        //    the channel lock.
+        let reset = {
             let mut st = self.lock();
-            self.reset_and_reclaim(&mut st, Error::Shutdown);
+            let reset = self.reset_and_reclaim(&mut st, Error::Shutdown);
             let State {
                 transport,
                 cmdq,
@@ -544,7 +624,9 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             }
             *cmdq = None;
             *eventq = None;
-        }
+            reset
+        };
+        reset.map_err(Error::from)?;
         waited
     }
 
