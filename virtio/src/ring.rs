@@ -29,7 +29,7 @@
 use core::marker::PhantomData;
 use core::mem::{offset_of, size_of};
 use core::ptr::NonNull;
-use core::sync::atomic::{fence, AtomicU16, Ordering};
+use core::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
 
 use static_assertions::const_assert_eq;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
@@ -409,15 +409,25 @@ impl<H: Hal> SplitRing<H> {
             return Err(RingError::IndexJump { claimed: pending });
         }
         let slot = self.last_used & (self.layout.size - 1);
-        let p = self.device.ptr(self.layout.used_ring(slot)) as *const UsedElem;
-        // SAFETY: in bounds (slot < size), 4-byte aligned; the Acquire load of `used.idx` above
-        // ordered the device's element write before this read. Volatile: shared memory.
-        let e = unsafe { core::ptr::read_volatile(p) };
+        let p = self.device.ptr(self.layout.used_ring(slot));
+        // SAFETY: in bounds (slot < size), 4-byte aligned (the used ring is, and an element is 8
+        // bytes); the device-written ring words are only ever accessed as atomics of their own
+        // width by the driver (docs/memory-ordering.md, "backend-scmi-virtio"), so a device that
+        // rewrites the element while we read it yields a stale or new value, never a data race.
+        let (id, len) = unsafe {
+            (
+                AtomicU32::from_ptr(p as *mut u32),
+                AtomicU32::from_ptr(p.wrapping_add(4) as *mut u32),
+            )
+        };
+        // Relaxed (both): the Acquire load of `used.idx` above ordered the device's element
+        // write before these reads.
+        let e = UsedElem {
+            id: u32::from_le(id.load(Ordering::Relaxed)),
+            len: u32::from_le(len.load(Ordering::Relaxed)),
+        };
         self.last_used = self.last_used.wrapping_add(1);
-        Ok(Some(UsedElem {
-            id: u32::from_le(e.id),
-            len: u32::from_le(e.len),
-        }))
+        Ok(Some(e))
     }
 
     /// The kick decision after one or more [`SplitRing::post`]s: whether the device wants a

@@ -8,6 +8,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::task::Waker;
 
+use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
 use fwipc_transport_api::{
     Caps, Counters, Deadline, Error, Lifecycle, MsgPool, Notification, PoolBuf, ProtocolError,
     Request, Result, Stats, Ticket, TokenAllocator, Transport, TxOutcome,
@@ -19,9 +20,7 @@ use super::config::{ScmiVirtioConfig, MAX_MESSAGES};
 use super::error::ScmiVirtioError;
 use super::eventq::{EvReturn, EventQueue};
 use super::features::{ScmiFeatures, CMDQ, EVENTQ};
-use super::parse::{
-    check_reply, cmdq_slot, split_reply, ReplyError, RESP_OVERHEAD, RESP_UNWRITTEN,
-};
+use super::parse::{check_reply_header, cmdq_slot, ReplyError, RESP_OVERHEAD, RESP_UNWRITTEN};
 use super::ring::{Descriptor, SplitRing, DESC_F_NEXT, DESC_F_WRITE};
 use super::slot::{Outcome, Owner, PollStatus, Slot};
 use crate::header::{split_target, Header, HEADER_LEN};
@@ -644,6 +643,11 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         }
     }
 
+    /// The response area of message buffer `buf` (at `req_cap`).
+    fn resp_ptr(buf: &PoolBuf, req_cap: usize) -> *const u8 {
+        buf.dma_ptr().wrapping_add(req_cap).cast_const()
+    }
+
     fn base_ptr(buf: &PoolBuf) -> NonNull<u8> {
         NonNull::new(buf.dma_ptr()).unwrap_or(NonNull::dangling())
     }
@@ -747,11 +751,14 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         let Some(buf) = slot.local.as_ref() else {
             return Outcome::Failed(Error::Shutdown);
         };
-        let (req_cap, resp_cap) = (self.req_cap, self.resp_cap);
-        let r = buf.with(|b| match b.get(req_cap..req_cap + resp_cap) {
-            Some(resp) => check_reply(slot.hdr, resp, used_len),
-            None => Err(ReplyError::TooShort),
-        });
+        // With an in-place `Hal` the device can still write the buffer: copy the header out and
+        // check the copy (docs/reliability.md, "Invariants" item 1).
+        let mut hdr = [0u8; 4];
+        // SAFETY: the response area starts at `req_cap` inside pool buffer `buf` (capacity
+        // `req_cap + resp_cap`, resp_cap ≥ 8), which the caller's reference keeps alive; it is
+        // reached only through the byte accessors of `shared_mem`.
+        unsafe { copy_from_shared(Self::resp_ptr(buf, self.req_cap), &mut hdr) };
+        let r = check_reply_header(slot.hdr, hdr, used_len, self.resp_cap);
         match r {
             Ok(len) => {
                 Counters::bump(&self.counters.completed);
@@ -864,12 +871,19 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             .alloc()
             .inspect_err(|_| Counters::bump(&self.counters.busy))?;
         let hdr = Header::command(proto, msg, token.0 as u16).encode();
-        let req_cap = self.req_cap;
-        buf.with_mut(|b| {
-            b[..HEADER_LEN].copy_from_slice(&hdr.to_le_bytes());
-            b[HEADER_LEN..HEADER_LEN + len].copy_from_slice(req.payload);
-            b[req_cap..req_cap + 4].copy_from_slice(&RESP_UNWRITTEN.to_le_bytes());
-        });
+        let base = buf.dma_ptr();
+        // SAFETY: header + payload (`len` ≤ max_msg_size) fit the request area and the sentinel
+        // the response area of pool buffer `buf`, which we hold; with an in-place `Hal` that
+        // memory is device-reachable, so it is written only through the byte accessors of
+        // `shared_mem` (docs/reliability.md, "Invariants" item 1).
+        unsafe {
+            copy_to_shared(base, &hdr.to_le_bytes());
+            copy_to_shared(base.wrapping_add(HEADER_LEN), req.payload);
+            copy_to_shared(
+                Self::resp_ptr(&buf, self.req_cap).cast_mut(),
+                &RESP_UNWRITTEN.to_le_bytes(),
+            );
+        }
         let req_len = HEADER_LEN + len;
         let (req_area, resp_area) = self.areas(Self::base_ptr(&buf), req_len);
         let i = buf.index() as usize;
@@ -1016,20 +1030,24 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         let Some(buf) = slot.local.as_ref() else {
             return Err(Error::InvalidArgument);
         };
-        let req_cap = self.req_cap;
-        buf.with(|b| {
-            // `len` was validated by `check_reply`: RESP_OVERHEAD ≤ len ≤ resp_cap.
-            let (status, vals) = b
-                .get(req_cap..req_cap + len)
-                .and_then(split_reply)
-                .ok_or(Error::Protocol(ProtocolError::BadLength))?;
-            if status != 0 {
-                return Err(Error::Remote(status));
-            }
-            let dst = out.get_mut(..vals.len()).ok_or(Error::TooLarge)?;
-            dst.copy_from_slice(vals);
-            Ok(vals.len())
-        })
+        // `len` was validated by `check_reply_header`: RESP_OVERHEAD ≤ len ≤ resp_cap.
+        let n = len
+            .checked_sub(RESP_OVERHEAD)
+            .ok_or(Error::Protocol(ProtocolError::BadLength))?;
+        let resp = Self::resp_ptr(buf, self.req_cap);
+        let mut status = [0u8; 4];
+        // SAFETY: bytes 4..8 and RESP_OVERHEAD..len of the response area (len ≤ resp_cap) of pool
+        // buffer `buf`, which the slot's reference keeps alive; reached only through the byte
+        // accessors of `shared_mem`, each fetched once.
+        unsafe { copy_from_shared(resp.wrapping_add(HEADER_LEN), &mut status) };
+        let status = i32::from_le_bytes(status);
+        if status != 0 {
+            return Err(Error::Remote(status));
+        }
+        let dst = out.get_mut(..n).ok_or(Error::TooLarge)?;
+        // SAFETY: as above.
+        unsafe { copy_from_shared(resp.wrapping_add(RESP_OVERHEAD), dst) };
+        Ok(n)
     }
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
