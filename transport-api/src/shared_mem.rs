@@ -49,7 +49,6 @@ mod tests {
     /// rule) while we copy them in and out: no data race (Miri:
     /// `cargo +nightly miri test -p fwipc-transport-api --lib shared_mem`), and every copied
     /// byte is one the writer or we stored.
-    #[cfg(feature = "std")]
     #[test]
     fn racing_writer_yields_bytes_not_undefined_behaviour() {
         let mem: std::boxed::Box<[AtomicU8]> = (0..16).map(|_| AtomicU8::new(0)).collect();
