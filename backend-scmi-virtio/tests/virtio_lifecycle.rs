@@ -606,3 +606,54 @@ fn without_an_interrupt_path_every_request_is_served_by_polling() {
     }
     assert_eq!(scmi.stats().completed, 2);
 }
+
+/// A device that never reads back status 0 after a reset (virtio 1.2 §2.4) may still access
+/// every buffer it held and both rings: `reset_device` ends with `ResetUnconfirmed`, the waiter
+/// is released, and nothing the device can reach is reused (the held message buffer never
+/// returns to the pool, the posted eventq buffers and the rings are leaked, all counted); the
+/// channel is dead afterwards.
+#[test]
+fn unconfirmed_reset_quarantines_device_memory() {
+    let (fx, tk) = polled_transfer_held_by_the_device();
+    let t = fx.transport();
+    let posted = t.eventq_posted() as u64;
+    assert!(posted > 0);
+    fx.device().set_refuse_reset(true);
+    assert_eq!(t.reset_device(), Err(ScmiVirtioError::ResetUnconfirmed));
+    assert_eq!(t.poll_done(&tk), Err(Error::Cancelled));
+    t.mark_txdone(tk, TxOutcome::Cancelled);
+    assert_eq!(t.quarantined_buffers(), 1 + posted);
+    assert_eq!(t.eventq_posted(), 0, "the eventq is gone, not re-posted");
+    let s = t.stats();
+    assert_eq!(
+        s.pool_free,
+        s.pool_capacity - 1,
+        "the held buffer stays quarantined"
+    );
+    assert_eq!(
+        t.send(&Request::new(ECHO, b"dead").polled()).err(),
+        Some(Error::Shutdown)
+    );
+    assert_eq!(t.stats().pool_free, s.pool_capacity - 1);
+}
+
+/// The same at shutdown: the reset is not confirmed, so `shutdown` reports it (`Timeout`, the
+/// transport-level form of `ResetUnconfirmed`) and keeps the held buffer out of the pool.
+#[test]
+fn shutdown_with_unconfirmed_reset_keeps_buffers_quarantined() {
+    let (fx, tk) = polled_transfer_held_by_the_device();
+    let t = fx.transport();
+    t.mark_txdone(tk, TxOutcome::TimedOut);
+    let posted = t.eventq_posted() as u64;
+    fx.device().set_refuse_reset(true);
+    assert_eq!(t.shutdown(), Err(Error::Timeout));
+    assert_eq!(t.quarantined_buffers(), 1 + posted);
+    assert_eq!(
+        t.tokens_in_use(),
+        0,
+        "the abandoned transfer's token is freed"
+    );
+    let s = t.stats();
+    assert_eq!(s.pool_free, s.pool_capacity - 1);
+    assert_eq!(t.shutdown(), Ok(()), "idempotent");
+}

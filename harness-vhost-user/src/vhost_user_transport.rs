@@ -42,7 +42,7 @@ use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -164,9 +164,18 @@ pub struct VhostUserTransport {
     disconnect_acked: bool,
     /// The back-end's process id (`SO_PEERCRED` at connect), if the socket told it.
     peer_pid: Option<libc::pid_t>,
-    /// The last reset (status 0) after the hang-up found the back-end's process exited.
-    reset_confirmed: bool,
+    /// The last reset (status 0) after the hang-up found the back-end's process exited. Atomic
+    /// because `get_status` (`&self`) may confirm it later (see `RECHECK_EXIT_EVERY`).
+    reset_confirmed: AtomicBool,
+    /// Status reads since the last unconfirmed reset (paces the process-exit re-checks).
+    unconfirmed_reads: AtomicU32,
 }
+
+/// After a reset the hang-up left unconfirmed, every this many status reads look again whether
+/// the back-end's process has exited: a killed daemon's socket closes while the process is still
+/// exiting (not yet a zombie), so the check at the reset itself can come too early. Paced
+/// because the driver polls the status in a tight loop and each check reads `/proc`.
+const RECHECK_EXIT_EVERY: u32 = 64;
 
 impl std::fmt::Debug for VhostUserTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -249,7 +258,8 @@ impl VhostUserTransport {
             disconnected: AtomicBool::new(false),
             disconnect_acked: false,
             peer_pid,
-            reset_confirmed: false,
+            reset_confirmed: AtomicBool::new(false),
+            unconfirmed_reads: AtomicU32::new(0),
         })
     }
 
@@ -319,6 +329,21 @@ impl VhostUserTransport {
                 .is_some_and(|state| matches!(state, 'Z' | 'X')),
             Err(e) => e.kind() == io::ErrorKind::NotFound,
         }
+    }
+
+    /// Whether the reset after the hang-up is confirmed, looking again (every
+    /// `RECHECK_EXIT_EVERY` reads) whether the back-end's process has exited since.
+    fn reset_confirmed_now(&self) -> bool {
+        // Relaxed (all): see `set_status`.
+        if self.reset_confirmed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let n = self.unconfirmed_reads.fetch_add(1, Ordering::Relaxed);
+        if n % RECHECK_EXIT_EVERY == RECHECK_EXIT_EVERY - 1 && self.peer_exited() {
+            self.reset_confirmed.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     /// Whether the connection is gone (the back-end exited or closed the socket, or the reply
@@ -539,7 +564,7 @@ impl Transport for VhostUserTransport {
             // serves. A reset is confirmed (status 0) only when the back-end's process has
             // exited: a daemon whose socket the watchdog shut down may be frozen, not dead, and
             // still map the memory.
-            if self.status.is_empty() && self.reset_confirmed {
+            if self.status.is_empty() && self.reset_confirmed_now() {
                 return DeviceStatus::empty();
             }
             return (self.status - DeviceStatus::FEATURES_OK - DeviceStatus::DRIVER_OK)
@@ -558,7 +583,11 @@ impl Transport for VhostUserTransport {
         if self.peer_gone() {
             // Nobody to tell. A reset is confirmed if the back-end's process has exited (read
             // once here, not on every status read: a driver polls the status after a reset).
-            self.reset_confirmed = status.is_empty() && self.peer_exited();
+            // Relaxed (both): flags read and written under the driver's lock of this transport;
+            // they publish no data.
+            self.unconfirmed_reads.store(0, Ordering::Relaxed);
+            self.reset_confirmed
+                .store(status.is_empty() && self.peer_exited(), Ordering::Relaxed);
             for q in &mut self.queues {
                 q.running = false;
             }

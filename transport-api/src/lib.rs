@@ -12,6 +12,7 @@ mod forward;
 mod future;
 mod lifecycle;
 mod pool;
+pub mod shared_mem;
 mod stats;
 pub mod sync;
 mod token;

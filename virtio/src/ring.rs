@@ -29,7 +29,7 @@
 use core::marker::PhantomData;
 use core::mem::{offset_of, size_of};
 use core::ptr::NonNull;
-use core::sync::atomic::{fence, AtomicU16, Ordering};
+use core::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
 
 use static_assertions::const_assert_eq;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
@@ -300,12 +300,28 @@ impl<H: Hal> SplitRing<H> {
             log::error!("descriptor {i} out of range");
             return;
         }
-        let p = self.driver.ptr(16 * i as usize) as *mut Descriptor;
+        let p = self.driver.ptr(16 * i as usize);
         // SAFETY: `i < size`, so the descriptor lies inside the driver region, which is 16-byte
-        // aligned (page aligned base, 16-byte entries); the device does not read descriptor `i`
-        // because the caller has not posted (or has got back) the chain containing it. Volatile:
-        // the memory is shared with the device.
-        unsafe { core::ptr::write_volatile(p, d) };
+        // aligned (page aligned base, 16-byte entries), so each field is aligned for its atomic;
+        // the device does not read descriptor `i` because the caller has not posted (or has got
+        // back) the chain containing it. Atomics, not references or plain stores: the memory is
+        // shared with a device that could write it anyway (in-place `Hal`), and a racing write
+        // must not be undefined behaviour (docs/reliability.md, "Invariants" item 1).
+        let (lo, hi, len, flags, next) = unsafe {
+            (
+                AtomicU32::from_ptr(p as *mut u32),
+                AtomicU32::from_ptr(p.wrapping_add(4) as *mut u32),
+                AtomicU32::from_ptr(p.wrapping_add(8) as *mut u32),
+                AtomicU16::from_ptr(p.wrapping_add(12) as *mut u16),
+                AtomicU16::from_ptr(p.wrapping_add(14) as *mut u16),
+            )
+        };
+        // Relaxed (all): published to the device by the Release fence and store in `post`.
+        lo.store((d.addr as u32).to_le(), Ordering::Relaxed);
+        hi.store(((d.addr >> 32) as u32).to_le(), Ordering::Relaxed);
+        len.store(d.len.to_le(), Ordering::Relaxed);
+        flags.store(d.flags.to_le(), Ordering::Relaxed);
+        next.store(d.next.to_le(), Ordering::Relaxed);
     }
 
     /// Make the chain starting at `head` available to the device.
@@ -315,8 +331,11 @@ impl<H: Hal> SplitRing<H> {
             .driver
             .ptr(self.layout.avail_off + self.layout.avail_ring(slot)) as *mut u16;
         // SAFETY: in bounds (slot < size), 2-byte aligned; the device only reads ring entries
-        // below `avail.idx`, which we have not advanced over this slot yet.
-        unsafe { core::ptr::write_volatile(p, head.to_le()) };
+        // below `avail.idx`, which we have not advanced over this slot yet. Atomic for the same
+        // reason as in `set_desc`.
+        let entry = unsafe { AtomicU16::from_ptr(p) };
+        // Relaxed: published by the Release fence and store below.
+        entry.store(head.to_le(), Ordering::Relaxed);
         // Release fence: the descriptors and the ring entry above must be visible to the device
         // before it can observe the new `avail.idx` (virtio §2.7.13.3.1 write barrier).
         fence(Ordering::Release);
@@ -409,15 +428,25 @@ impl<H: Hal> SplitRing<H> {
             return Err(RingError::IndexJump { claimed: pending });
         }
         let slot = self.last_used & (self.layout.size - 1);
-        let p = self.device.ptr(self.layout.used_ring(slot)) as *const UsedElem;
-        // SAFETY: in bounds (slot < size), 4-byte aligned; the Acquire load of `used.idx` above
-        // ordered the device's element write before this read. Volatile: shared memory.
-        let e = unsafe { core::ptr::read_volatile(p) };
+        let p = self.device.ptr(self.layout.used_ring(slot));
+        // SAFETY: in bounds (slot < size), 4-byte aligned (the used ring is, and an element is 8
+        // bytes); the device-written ring words are only ever accessed as atomics of their own
+        // width by the driver (docs/memory-ordering.md, "backend-scmi-virtio"), so a device that
+        // rewrites the element while we read it yields a stale or new value, never a data race.
+        let (id, len) = unsafe {
+            (
+                AtomicU32::from_ptr(p as *mut u32),
+                AtomicU32::from_ptr(p.wrapping_add(4) as *mut u32),
+            )
+        };
+        // Relaxed (both): the Acquire load of `used.idx` above ordered the device's element
+        // write before these reads.
+        let e = UsedElem {
+            id: u32::from_le(id.load(Ordering::Relaxed)),
+            len: u32::from_le(len.load(Ordering::Relaxed)),
+        };
         self.last_used = self.last_used.wrapping_add(1);
-        Ok(Some(UsedElem {
-            id: u32::from_le(e.id),
-            len: u32::from_le(e.len),
-        }))
+        Ok(Some(e))
     }
 
     /// The kick decision after one or more [`SplitRing::post`]s: whether the device wants a

@@ -133,6 +133,8 @@ struct Dev {
     /// Queue interrupts raised / suppressed by `used_event`.
     irqs_raised: u64,
     irqs_suppressed: u64,
+    /// Ignore a write of status 0 (a device that never completes a reset, virtio 1.2 §2.4).
+    refuse_reset: bool,
     model: Box<dyn PlatformModel>,
     /// Reused buffers (the steady state allocates nothing): the request being read, spent
     /// reply buffers, the batch of replies, the P2A message being built.
@@ -691,6 +693,7 @@ impl SimDevice {
                 kicks: 0,
                 irqs_raised: 0,
                 irqs_suppressed: 0,
+                refuse_reset: false,
                 model,
                 scratch_req: Vec::new(),
                 spare: Vec::new(),
@@ -748,6 +751,13 @@ impl SimDevice {
     /// id's low bit: right token, wrong message.
     pub fn set_header_xor(&self, mask: u32) {
         lock(&self.sh.dev).header_xor = mask;
+    }
+
+    /// From now on ignore resets (hostile or hung device): a write of status 0 leaves the status,
+    /// the rings and every buffer the device holds as they are, so the driver never reads
+    /// status 0 back and must not reuse the memory.
+    pub fn set_refuse_reset(&self, on: bool) {
+        lock(&self.sh.dev).refuse_reset = on;
     }
 
     /// Write a raw element into queue `queue`'s used ring (hostile device): any id, any length.
@@ -1113,6 +1123,9 @@ impl Transport for SimTransport {
 
     fn set_status(&mut self, status: DeviceStatus) {
         let mut d = lock(&self.sh.dev);
+        if status.is_empty() && d.refuse_reset {
+            return;
+        }
         if status.is_empty() {
             // Reset: after this returns the device no longer touches guest memory (the thread
             // only does so under this lock).

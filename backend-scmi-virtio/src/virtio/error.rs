@@ -30,6 +30,10 @@ pub enum ScmiVirtioError {
     BadConfig,
     /// The transport was shut down.
     ShutDown,
+    /// The device never read back status 0 after a reset (virtio 1.2 §2.4): it may still access
+    /// the rings and every buffer it held, so they stay quarantined (leaked on purpose, counted
+    /// by [`super::ScmiVirtio::quarantined_buffers`]) and the channel is dead.
+    ResetUnconfirmed,
     /// The device returned something malformed (counted; the transfer fails with this).
     Protocol(ProtocolError),
 }
@@ -53,6 +57,9 @@ impl fmt::Display for ScmiVirtioError {
             Self::DmaAlloc => f.write_str("virtio-scmi: DMA allocation failed"),
             Self::BadConfig => f.write_str("virtio-scmi: invalid configuration"),
             Self::ShutDown => f.write_str("virtio-scmi: transport shut down"),
+            Self::ResetUnconfirmed => f.write_str(
+                "virtio-scmi: device reset unconfirmed; its buffers and rings are quarantined",
+            ),
             Self::Protocol(p) => write!(f, "virtio-scmi: {p}"),
         }
     }
@@ -65,6 +72,7 @@ impl From<ScmiVirtioError> for Error {
         match e {
             ScmiVirtioError::DmaAlloc => Error::NoMemory,
             ScmiVirtioError::ShutDown => Error::Shutdown,
+            ScmiVirtioError::ResetUnconfirmed => Error::Timeout,
             ScmiVirtioError::Protocol(p) => Error::Protocol(p),
             ScmiVirtioError::LegacyDevice | ScmiVirtioError::FeaturesRejected => {
                 Error::NotSupported

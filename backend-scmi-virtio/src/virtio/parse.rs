@@ -59,17 +59,30 @@ impl core::error::Error for ReplyError {}
 /// the device's claim, `sent` the header word we sent. Returns the reply length (header + status
 /// + return values, `RESP_OVERHEAD ..= resp.len()`).
 pub fn check_reply(sent: u32, resp: &[u8], used_len: u32) -> Result<usize, ReplyError> {
+    check_reply_header(
+        sent,
+        resp.first_chunk::<4>().copied().unwrap_or_default(),
+        used_len,
+        resp.len(),
+    )
+}
+
+/// [`check_reply`] from a private copy of the response area's first 4 bytes (`hdr`; unused when
+/// the area is shorter) and the area's size `resp_len`.
+pub fn check_reply_header(
+    sent: u32,
+    hdr: [u8; 4],
+    used_len: u32,
+    resp_len: usize,
+) -> Result<usize, ReplyError> {
     let len = usize::try_from(used_len).map_err(|_| ReplyError::TooLong)?;
-    if len > resp.len() {
+    if len > resp_len {
         return Err(ReplyError::TooLong);
     }
     if len < RESP_OVERHEAD {
         return Err(ReplyError::TooShort);
     }
-    let w = resp
-        .first_chunk::<4>()
-        .map(|b| u32::from_le_bytes(*b))
-        .ok_or(ReplyError::TooShort)?;
+    let w = u32::from_le_bytes(hdr);
     if w == sent {
         return Ok(len);
     }
@@ -94,17 +107,28 @@ pub fn split_reply(reply: &[u8]) -> Option<(i32, &[u8])> {
 /// Check a returned eventq buffer (`buf` = the whole posted buffer, `used_len` the device's
 /// claim): one notification or delayed response. Returns (raw header, message length).
 pub fn check_event(buf: &[u8], used_len: u32) -> Result<(u32, usize), ProtocolError> {
+    check_event_header(
+        buf.first_chunk::<4>().copied().unwrap_or_default(),
+        used_len,
+        buf.len(),
+    )
+}
+
+/// [`check_event`] from a private copy of the buffer's first 4 bytes (`hdr`; unused when the
+/// buffer is shorter) and the posted buffer's size `buf_len`.
+pub fn check_event_header(
+    hdr: [u8; 4],
+    used_len: u32,
+    buf_len: usize,
+) -> Result<(u32, usize), ProtocolError> {
     let len = usize::try_from(used_len).map_err(|_| ProtocolError::BadLength)?;
-    if len > buf.len() {
+    if len > buf_len {
         return Err(ProtocolError::BadLength);
     }
     if len < HEADER_LEN {
         return Err(ProtocolError::Truncated);
     }
-    let w = buf
-        .first_chunk::<4>()
-        .map(|b| u32::from_le_bytes(*b))
-        .ok_or(ProtocolError::Truncated)?;
+    let w = u32::from_le_bytes(hdr);
     match Header::decode(w) {
         Err(e) => Err(e.into()),
         Ok(h) if h.msg_type == MsgType::Command => Err(ProtocolError::UnexpectedMessage),

@@ -8,6 +8,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::task::Waker;
 
+use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
 use fwipc_transport_api::{
     Caps, Counters, Deadline, Error, Lifecycle, MsgPool, Notification, PoolBuf, ProtocolError,
     Request, Result, Stats, Ticket, TokenAllocator, Transport, TxOutcome,
@@ -19,9 +20,7 @@ use super::config::{ScmiVirtioConfig, MAX_MESSAGES};
 use super::error::ScmiVirtioError;
 use super::eventq::{EvReturn, EventQueue};
 use super::features::{ScmiFeatures, CMDQ, EVENTQ};
-use super::parse::{
-    check_reply, cmdq_slot, split_reply, ReplyError, RESP_OVERHEAD, RESP_UNWRITTEN,
-};
+use super::parse::{check_reply_header, cmdq_slot, ReplyError, RESP_OVERHEAD, RESP_UNWRITTEN};
 use super::ring::{Descriptor, SplitRing, DESC_F_NEXT, DESC_F_WRITE};
 use super::slot::{Outcome, Owner, PollStatus, Slot};
 use crate::header::{split_target, Header, HEADER_LEN};
@@ -66,6 +65,10 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
 /// with `Cancelled` instead of waiting out its deadline. Not every poll: a status read may be a
 /// trapped MMIO access.
 pub const STATUS_POLL_PERIOD: u32 = 256;
+
+/// Status reads after writing 0 before a device reset counts as unconfirmed (virtio 1.2 §2.4:
+/// the driver waits for the status to read back 0).
+pub const RESET_SPINS: u32 = 1_000_000;
 
 /// The SCMI virtio transport (the agent side of a virtio-scmi device, device id 32).
 ///
@@ -149,6 +152,8 @@ pub struct ScmiVirtio<H: Hal, T: VirtioTransport> {
     pub(super) irq_pending: AtomicBool,
     /// Device re-initialisations after DEVICE_NEEDS_RESET (or `reset_device`).
     resets: AtomicU64,
+    /// Buffers left to a device whose reset was never confirmed (see `quarantine`).
+    quarantined: AtomicU64,
 }
 
 impl<H: Hal, T: VirtioTransport> core::fmt::Debug for ScmiVirtio<H, T> {
@@ -327,6 +332,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             }),
             irq_pending: AtomicBool::new(false),
             resets: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
         })
     }
 
@@ -377,13 +383,20 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         self.resets.load(Ordering::Relaxed)
     }
 
+    /// Buffers (cmdq messages and posted eventq buffers) left to a device whose reset was never
+    /// confirmed, leaked on purpose with the rings ([`ScmiVirtioError::ResetUnconfirmed`]).
+    pub fn quarantined_buffers(&self) -> u64 {
+        // Relaxed: statistics counter.
+        self.quarantined.load(Ordering::Relaxed)
+    }
+
     pub(super) fn reset_locked(
         &self,
         st: &mut State<H, T>,
     ) -> core::result::Result<(), ScmiVirtioError> {
         // Relaxed: statistics counter.
         self.resets.fetch_add(1, Ordering::Relaxed);
-        self.reset_and_reclaim(st, Error::Cancelled);
+        self.reset_and_reclaim(st, Error::Cancelled)?;
         let State {
             transport,
             cmdq,
@@ -438,45 +451,110 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
 
     /// Reset the device (it stops touching our memory) and take every buffer back: posted
     /// chains end with `fail` (waiters woken), abandoned ones free their buffer and token.
-    fn reset_and_reclaim(&self, st: &mut State<H, T>, fail: Error) {
+    ///
+    /// If the device never reads back status 0, it may still access the rings and every buffer
+    /// it held: those are quarantined instead (see [`Self::quarantine`]) and the result is
+    /// [`ScmiVirtioError::ResetUnconfirmed`].
+    fn reset_and_reclaim(
+        &self,
+        st: &mut State<H, T>,
+        fail: Error,
+    ) -> core::result::Result<(), ScmiVirtioError> {
+        st.transport.set_status(DeviceStatus::empty());
+        // Virtio 1.2 §2.4: the driver waits for the reset to complete (status reads 0); bounded.
+        let mut confirmed = false;
+        for _ in 0..RESET_SPINS {
+            if st.transport.get_status().is_empty() {
+                confirmed = true;
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        if !confirmed {
+            self.quarantine(st, fail);
+            return Err(ScmiVirtioError::ResetUnconfirmed);
+        }
         let State {
-            transport,
             eventq,
             slots,
             deferred,
             ..
         } = st;
-        transport.set_status(DeviceStatus::empty());
-        // Virtio §2.4.1: the driver waits for the reset to complete (status reads 0); bounded.
-        for _ in 0..1_000_000 {
-            if transport.get_status().is_empty() {
-                break;
-            }
-            core::hint::spin_loop();
-        }
         for (i, slot) in slots.iter_mut().enumerate() {
             if !slot.device_owned() {
                 continue;
             }
             self.unshare_slot(slot, i);
-            if slot.owner == Owner::Abandoned {
-                let _ = self.tokens.release(slot.token);
-                slot.poll = PollStatus::NotPolled;
-            } else if slot.outcome == Outcome::Pending {
-                slot.outcome = Outcome::Failed(fail);
-                if slot.poll == PollStatus::Polling {
-                    slot.poll = PollStatus::PollDone;
-                }
-                if let Some(w) = slot.waker.take() {
-                    deferred.push(w);
-                }
-            }
-            slot.owner = Owner::Driver;
+            Self::end_device_owned(slot, fail, deferred, &self.tokens);
             let _ = self.pool.reclaim(i as u32);
         }
         if let Some(q) = eventq.as_mut() {
             q.unshare_posted();
         }
+        Ok(())
+    }
+
+    /// A device-owned slot leaves the device: an abandoned one frees its token, a pending one
+    /// ends with `fail` (its waker deferred). The device's pool loan is the caller's business.
+    fn end_device_owned(
+        slot: &mut Slot,
+        fail: Error,
+        deferred: &mut Vec<Waker>,
+        tokens: &TokenAllocator,
+    ) {
+        if slot.owner == Owner::Abandoned {
+            let _ = tokens.release(slot.token);
+            slot.poll = PollStatus::NotPolled;
+        } else if slot.outcome == Outcome::Pending {
+            slot.outcome = Outcome::Failed(fail);
+            if slot.poll == PollStatus::Polling {
+                slot.poll = PollStatus::PollDone;
+            }
+            if let Some(w) = slot.waker.take() {
+                deferred.push(w);
+            }
+        }
+        slot.owner = Owner::Driver;
+    }
+
+    /// The reset was not confirmed: the device may still read and write every buffer it held and
+    /// both rings. Waiters end with `fail`, but nothing the device can reach is un-shared or
+    /// reused: each device-owned pool buffer keeps the device's pool loan and a leaked handle
+    /// (so the pool memory outlives the channel), and the cmdq ring and the eventq (its ring and
+    /// buffers) are leaked. Counted ([`Self::quarantined_buffers`]) and logged. The queues are
+    /// gone afterwards, so every later transfer fails with `Shutdown`.
+    fn quarantine(&self, st: &mut State<H, T>, fail: Error) {
+        let State {
+            cmdq,
+            eventq,
+            slots,
+            deferred,
+            ..
+        } = st;
+        let mut n = 0u64;
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if !slot.device_owned() {
+                continue;
+            }
+            Self::end_device_owned(slot, fail, deferred, &self.tokens);
+            // The device's loan is never reclaimed, so the pool never hands buffer `i` out again;
+            // the leaked handle keeps the pool's memory alive after the channel is dropped.
+            core::mem::forget(self.pool.get(i as u32));
+            n += 1;
+        }
+        if let Some(q) = eventq.take() {
+            n += q.posted() as u64;
+            core::mem::forget(q);
+        }
+        if let Some(r) = cmdq.take() {
+            core::mem::forget(r);
+        }
+        // Relaxed: statistics counter.
+        self.quarantined.fetch_add(n, Ordering::Relaxed);
+        log::error!(
+            "virtio-scmi: device reset unconfirmed (status not 0 after {RESET_SPINS} reads); \
+             {n} buffers and the rings quarantined, the channel is dead"
+        );
     }
 
     /// See [`Transport::shutdown`]: refuse new transfers, fail in-flight ones with `Shutdown`
@@ -525,11 +603,12 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 }
             }
         };
-        // 3. Reset the device, take every buffer back, free the queues. Done even if a user
-        //    overstayed: every access is under the channel lock.
-        {
+        // 3. Reset the device, take every buffer back, free the queues (or quarantine them if
+        //    the reset is never confirmed). Done even if a user overstayed: every access is under
+        //    the channel lock.
+        let reset = {
             let mut st = self.lock();
-            self.reset_and_reclaim(&mut st, Error::Shutdown);
+            let reset = self.reset_and_reclaim(&mut st, Error::Shutdown);
             let State {
                 transport,
                 cmdq,
@@ -544,7 +623,9 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             }
             *cmdq = None;
             *eventq = None;
-        }
+            reset
+        };
+        reset.map_err(Error::from)?;
         waited
     }
 
@@ -560,6 +641,11 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             }
             _ => Err(Error::InvalidArgument),
         }
+    }
+
+    /// The response area of message buffer `buf` (at `req_cap`).
+    fn resp_ptr(buf: &PoolBuf, req_cap: usize) -> *const u8 {
+        buf.dma_ptr().wrapping_add(req_cap).cast_const()
     }
 
     fn base_ptr(buf: &PoolBuf) -> NonNull<u8> {
@@ -665,11 +751,14 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         let Some(buf) = slot.local.as_ref() else {
             return Outcome::Failed(Error::Shutdown);
         };
-        let (req_cap, resp_cap) = (self.req_cap, self.resp_cap);
-        let r = buf.with(|b| match b.get(req_cap..req_cap + resp_cap) {
-            Some(resp) => check_reply(slot.hdr, resp, used_len),
-            None => Err(ReplyError::TooShort),
-        });
+        // With an in-place `Hal` the device can still write the buffer: copy the header out and
+        // check the copy (docs/reliability.md, "Invariants" item 1).
+        let mut hdr = [0u8; 4];
+        // SAFETY: the response area starts at `req_cap` inside pool buffer `buf` (capacity
+        // `req_cap + resp_cap`, resp_cap ≥ 8), which the caller's reference keeps alive; it is
+        // reached only through the byte accessors of `shared_mem`.
+        unsafe { copy_from_shared(Self::resp_ptr(buf, self.req_cap), &mut hdr) };
+        let r = check_reply_header(slot.hdr, hdr, used_len, self.resp_cap);
         match r {
             Ok(len) => {
                 Counters::bump(&self.counters.completed);
@@ -782,12 +871,19 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             .alloc()
             .inspect_err(|_| Counters::bump(&self.counters.busy))?;
         let hdr = Header::command(proto, msg, token.0 as u16).encode();
-        let req_cap = self.req_cap;
-        buf.with_mut(|b| {
-            b[..HEADER_LEN].copy_from_slice(&hdr.to_le_bytes());
-            b[HEADER_LEN..HEADER_LEN + len].copy_from_slice(req.payload);
-            b[req_cap..req_cap + 4].copy_from_slice(&RESP_UNWRITTEN.to_le_bytes());
-        });
+        let base = buf.dma_ptr();
+        // SAFETY: header + payload (`len` ≤ max_msg_size) fit the request area and the sentinel
+        // the response area of pool buffer `buf`, which we hold; with an in-place `Hal` that
+        // memory is device-reachable, so it is written only through the byte accessors of
+        // `shared_mem` (docs/reliability.md, "Invariants" item 1).
+        unsafe {
+            copy_to_shared(base, &hdr.to_le_bytes());
+            copy_to_shared(base.wrapping_add(HEADER_LEN), req.payload);
+            copy_to_shared(
+                Self::resp_ptr(&buf, self.req_cap).cast_mut(),
+                &RESP_UNWRITTEN.to_le_bytes(),
+            );
+        }
         let req_len = HEADER_LEN + len;
         let (req_area, resp_area) = self.areas(Self::base_ptr(&buf), req_len);
         let i = buf.index() as usize;
@@ -934,20 +1030,24 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         let Some(buf) = slot.local.as_ref() else {
             return Err(Error::InvalidArgument);
         };
-        let req_cap = self.req_cap;
-        buf.with(|b| {
-            // `len` was validated by `check_reply`: RESP_OVERHEAD ≤ len ≤ resp_cap.
-            let (status, vals) = b
-                .get(req_cap..req_cap + len)
-                .and_then(split_reply)
-                .ok_or(Error::Protocol(ProtocolError::BadLength))?;
-            if status != 0 {
-                return Err(Error::Remote(status));
-            }
-            let dst = out.get_mut(..vals.len()).ok_or(Error::TooLarge)?;
-            dst.copy_from_slice(vals);
-            Ok(vals.len())
-        })
+        // `len` was validated by `check_reply_header`: RESP_OVERHEAD ≤ len ≤ resp_cap.
+        let n = len
+            .checked_sub(RESP_OVERHEAD)
+            .ok_or(Error::Protocol(ProtocolError::BadLength))?;
+        let resp = Self::resp_ptr(buf, self.req_cap);
+        let mut status = [0u8; 4];
+        // SAFETY: bytes 4..8 and RESP_OVERHEAD..len of the response area (len ≤ resp_cap) of pool
+        // buffer `buf`, which the slot's reference keeps alive; reached only through the byte
+        // accessors of `shared_mem`, each fetched once.
+        unsafe { copy_from_shared(resp.wrapping_add(HEADER_LEN), &mut status) };
+        let status = i32::from_le_bytes(status);
+        if status != 0 {
+            return Err(Error::Remote(status));
+        }
+        let dst = out.get_mut(..n).ok_or(Error::TooLarge)?;
+        // SAFETY: as above.
+        unsafe { copy_from_shared(resp.wrapping_add(RESP_OVERHEAD), dst) };
+        Ok(n)
     }
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {

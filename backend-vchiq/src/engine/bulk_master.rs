@@ -6,11 +6,11 @@ use crate::engine::counters::bump;
 use crate::engine::service::{BulkCompletion, BulkDir};
 use crate::engine::vchiq::{Inner, LocalBulk, PendingEv, RemoteBulk, Vchiq};
 use crate::error::VchiqError;
-use crate::shared::region::{copy_from_shared, copy_to_shared};
 use crate::wire::consts::*;
 use crate::wire::header::Header;
 use crate::wire::layout::BulkDonePayload;
 use crate::wire::pagelist::{self, fragment_split};
+use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
 use zerocopy::IntoBytes;
 
 impl Vchiq {

@@ -25,12 +25,12 @@
 //! Bulk data pages (the slave's buffers, outside the region; reached by the master role through
 //! [`Platform::bulk_bus_to_cpu`](crate::Platform::bulk_bus_to_cpu)) follow the other rule of this
 //! workspace (as `fwipc-fastrpc`'s `mem` module): byte-sized atomics only
-//! (`copy_from_shared`, `copy_to_shared`), because a word read-modify-write there would
+//! (`fwipc_transport_api::shared_mem`), because a word read-modify-write there would
 //! rewrite bytes next to the transfer that belong to someone else. The master refuses a bulk page
 //! that overlaps the region ([`Region::overlaps`]), so the two widths never meet on the same bytes.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Bytes per access: the one width used on region memory.
 const WORD: usize = 4;
@@ -243,39 +243,6 @@ impl Region {
             w_off += WORD;
         }
         true
-    }
-}
-
-/// Copy from a bulk data page another agent may write concurrently (never region memory: see
-/// the module documentation), with Relaxed **byte** atomics only (so a racing hostile writer yields
-/// garbage data, never undefined behaviour). Ordering comes from the protocol's Release/Acquire
-/// publication around the copy.
-///
-/// # Safety
-/// `src..src+out.len()` must be valid for reads, outside every [`Region`], and accessed by
-/// everyone else only with byte-sized atomics or not at all while the copy runs.
-pub(crate) unsafe fn copy_from_shared(src: *const u8, out: &mut [u8]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        // SAFETY: `src + i` is in the caller's valid range; a `u8` is always aligned for
-        // `AtomicU8`; only byte-sized atomics reach these bytes (caller contract).
-        let cell = unsafe { AtomicU8::from_ptr(src.add(i) as *mut u8) };
-        // Relaxed: a copy; see above.
-        *o = cell.load(Ordering::Relaxed);
-    }
-}
-
-/// Copy into a bulk data page another agent may read concurrently (Relaxed byte atomics; see
-/// [`copy_from_shared`]).
-///
-/// # Safety
-/// `dst..dst+data.len()` must be valid for writes, outside every [`Region`], and accessed by
-/// everyone else only with byte-sized atomics or not at all while the copy runs.
-pub(crate) unsafe fn copy_to_shared(dst: *mut u8, data: &[u8]) {
-    for (i, b) in data.iter().enumerate() {
-        // SAFETY: as in `copy_from_shared`, for writes.
-        let cell = unsafe { AtomicU8::from_ptr(dst.add(i)) };
-        // Relaxed: a copy; see `copy_from_shared`.
-        cell.store(*b, Ordering::Relaxed);
     }
 }
 

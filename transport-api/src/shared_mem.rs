@@ -1,0 +1,78 @@
+//! The byte-copy accessors for memory the remote can write (docs/reliability.md, "Invariants"
+//! item 1; docs/memory-ordering.md).
+//!
+//! Such memory is never reached through a Rust reference (`&[u8]`, `&mut [u8]`, `&T`): another
+//! agent writing it while the reference lives is a data race, undefined behaviour. It is copied
+//! in and out one byte at a time with Relaxed `AtomicU8` accesses made from the raw pointer, so a
+//! racing (hostile) writer yields garbage bytes, never undefined behaviour, as long as every
+//! agent uses one access width (bytes) on those bytes: racing atomics of different sizes on the
+//! same bytes are undefined behaviour too. Data is parsed from the private copy, fetched once.
+//! Ordering comes from the protocol's Release/Acquire publication around the copy (a ring index,
+//! a doorbell word), not from these accesses.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// Copy `out.len()` bytes from memory another agent may write concurrently.
+///
+/// # Safety
+/// `src..src+out.len()` must be valid for reads for the duration of the call, and accessed by
+/// everyone else only with byte-sized atomics (or not at all) while the copy runs.
+pub unsafe fn copy_from_shared(src: *const u8, out: &mut [u8]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        // SAFETY: `src + i` is in the caller's valid range; a `u8` is always aligned for
+        // `AtomicU8`; only byte-sized atomics reach these bytes (caller contract).
+        let cell = unsafe { AtomicU8::from_ptr(src.add(i) as *mut u8) };
+        // Relaxed: a copy; ordered by the protocol's publication (module documentation).
+        *o = cell.load(Ordering::Relaxed);
+    }
+}
+
+/// Copy `data` into memory another agent may read (or write) concurrently.
+///
+/// # Safety
+/// `dst..dst+data.len()` must be valid for writes for the duration of the call, and accessed by
+/// everyone else only with byte-sized atomics (or not at all) while the copy runs.
+pub unsafe fn copy_to_shared(dst: *mut u8, data: &[u8]) {
+    for (i, b) in data.iter().enumerate() {
+        // SAFETY: as in `copy_from_shared`, for writes.
+        let cell = unsafe { AtomicU8::from_ptr(dst.add(i)) };
+        // Relaxed: a copy; published by the protocol's Release store after it.
+        cell.store(*b, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer thread keeps changing the bytes (byte atomics, as a remote that follows the
+    /// rule) while we copy them in and out: no data race (Miri:
+    /// `cargo +nightly miri test -p fwipc-transport-api --lib shared_mem`), and every copied
+    /// byte is one the writer or we stored.
+    #[test]
+    fn racing_writer_yields_bytes_not_undefined_behaviour() {
+        let mem: std::boxed::Box<[AtomicU8]> = (0..16).map(|_| AtomicU8::new(0)).collect();
+        let base = mem.as_ptr() as *mut u8;
+        let addr = base as usize;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for v in 1..=20u8 {
+                    for i in 0..16 {
+                        // SAFETY: in bounds of `mem`, which outlives the scope; byte atomics.
+                        let c = unsafe { AtomicU8::from_ptr((addr as *mut u8).add(i)) };
+                        // Relaxed: a racing writer, nothing published.
+                        c.store(v, Ordering::Relaxed);
+                    }
+                }
+            });
+            let mut out = [0u8; 16];
+            for _ in 0..10 {
+                // SAFETY: 16 valid bytes, reached only through byte atomics.
+                unsafe { copy_from_shared(base, &mut out) };
+                assert!(out.iter().all(|&b| b <= 20 || b == 0xAA));
+                // SAFETY: as above.
+                unsafe { copy_to_shared(base, &[0xAA; 4]) };
+            }
+        });
+    }
+}
