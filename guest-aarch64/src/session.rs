@@ -28,7 +28,7 @@ use virtio_drivers::Hal;
 use crate::{check, gic, join, Ctx, Res};
 
 /// Deadline of each command (replies take tens of microseconds under TCG; the margin is for a
-/// loaded host, where QEMU and the daemons share two cores with other jobs).
+/// loaded host, where QEMU and the daemons share few cores with other work).
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Sensor protocol id and its SENSOR_UPDATE notification id.
 const PROTO_SENSOR: u8 = 0x15;

@@ -151,7 +151,7 @@ fn run(samples: usize, rounds: u64) -> Result<(), String> {
          thread does and runs `ScmiVirtio::complete` while the agent spins, then yields, until \
          the transfer is done (the harness's agent configuration). Polled: both look at the \
          used ring, yielding the core between looks. Reads per second are for scale only \
-         (absolute rates on a shared machine are noise).\n"
+         (absolute rates on a busy machine are noise).\n"
     );
     println!("| completion | fwipc read / raw round trip | fwipc reads/s | raw round trips/s |");
     println!("|---|---:|---:|---:|");
