@@ -8,8 +8,8 @@ import re
 import tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The one list of backends (shared with the runner): `backends.toml` at the repository root.
-with open(os.path.join(HERE, "..", "backends.toml"), "rb") as f:
+# The one list of backends (shared with the runner): `runner/backends.toml`.
+with open(os.path.join(HERE, "..", "runner", "backends.toml"), "rb") as f:
     BACKENDS = tomllib.load(f)["backend"]
 SOURCES = [tuple(p) for b in BACKENDS for p in b["fuzz_parsers"]]
 # Stateful targets: a hostile remote driven by the input across many operations.

@@ -1,4 +1,4 @@
-//! Turns the one list of backends, `backends.toml` at the repository root, into the
+//! Turns the one list of backends, `backends.toml` beside this file, into the
 //! `each_backend!` macro the runner, its benchmarks and its example include: adding a backend is
 //! one entry in that file (docs/porting-guide.md, "Register the backend").
 
@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backends.toml");
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("backends.toml");
     println!("cargo::rerun-if-changed={}", list.display());
-    let text = std::fs::read_to_string(&list).expect("backends.toml at the repository root");
+    let text = std::fs::read_to_string(&list).expect("runner/backends.toml");
     let fixtures = values(&text, "fixture");
     let names = values(&text, "name");
     assert!(!fixtures.is_empty(), "backends.toml lists no `fixture`");
