@@ -19,9 +19,11 @@
 //! - a region exposes only a raw base pointer ([`DmaRegion::as_ptr`]);
 //! - every access goes through [`read_at`] / [`write_at`] / `fill_at` (bounds-checked with
 //!   `checked_add`, `InvalidArgument` when out of range), which copy between the region and
-//!   private AP memory one byte at a time with **Relaxed `AtomicU8`** loads/stores made from the
-//!   raw pointer (the only reference is the transient `&AtomicU8` of `AtomicU8::from_ptr`, a
-//!   shared reference to an `UnsafeCell`, which by definition may be written concurrently);
+//!   private AP memory with the one shared-memory accessor of every backend,
+//!   `fwipc_transport_api::shared_mem` (`copy_from_shared` / `copy_to_shared` / `fill_shared`):
+//!   one byte at a time with **Relaxed `AtomicU8`** loads/stores made from the raw pointer (the
+//!   only reference is the transient `&AtomicU8` of `AtomicU8::from_ptr`, a shared reference to
+//!   an `UnsafeCell`, which by definition may be written concurrently);
 //! - parsers (metadata, lengths, fd lists) only ever run over the private copy, so each remote
 //!   value is read exactly once and checked where it is used.
 //!
@@ -44,7 +46,9 @@
 
 use alloc::sync::Arc;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::AtomicU8;
+
+use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
 
 use crate::error::{FastRpcError, Result};
 
@@ -98,17 +102,11 @@ fn in_bounds(len: usize, off: usize, n: usize) -> Result<()> {
 pub(crate) fn read_at(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<()> {
     in_bounds(r.len(), off, out.len())?;
     r.sync_for_cpu(off, out.len());
-    let base = r.as_ptr().as_ptr();
-    for (i, o) in out.iter_mut().enumerate() {
-        // SAFETY: `off + i < off + out.len() <= r.len()` (checked above), so the address is
-        // inside the region, which the `DmaRegion` contract keeps valid while `r` lives; a
-        // `u8` is always aligned for `AtomicU8`. Every access to region bytes, ours and the
-        // (simulated or real) DSP's, is a byte-sized atomic one, so this never races and no
-        // reference to a plain `u8` of the region is created.
-        let cell = unsafe { AtomicU8::from_ptr(base.add(off + i)) };
-        // Relaxed: a copy; ordering against the DSP comes from the packet channel contract.
-        *o = cell.load(Ordering::Relaxed);
-    }
+    // SAFETY: `[off, off + out.len())` is inside the region (checked above), which the
+    // `DmaRegion` contract keeps valid while `r` lives and reaches only through byte-sized
+    // atomics, ours and the (simulated or real) DSP's: the accessor's contract. Ordering against
+    // the DSP comes from the packet channel contract (module documentation).
+    unsafe { copy_from_shared(r.as_ptr().as_ptr().wrapping_add(off), out) };
     Ok(())
 }
 
@@ -116,14 +114,9 @@ pub(crate) fn read_at(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<(
 /// then).
 pub(crate) fn write_at(r: &dyn DmaRegion, off: usize, data: &[u8]) -> Result<()> {
     in_bounds(r.len(), off, data.len())?;
-    let base = r.as_ptr().as_ptr();
-    for (i, b) in data.iter().enumerate() {
-        // SAFETY: as in `read_at`: in bounds (checked above), valid while `r` lives, aligned,
-        // and only ever accessed atomically at byte size.
-        let cell = unsafe { AtomicU8::from_ptr(base.add(off + i)) };
-        // Relaxed: a copy; publication to the DSP is the packet channel's `send` (a release).
-        cell.store(*b, Ordering::Relaxed);
-    }
+    // SAFETY: as in `read_at`, for writes; publication to the DSP is the packet channel's `send`
+    // (a release) after it.
+    unsafe { copy_to_shared(r.as_ptr().as_ptr().wrapping_add(off), data) };
     r.sync_for_device(off, data.len());
     Ok(())
 }
@@ -132,13 +125,10 @@ pub(crate) fn write_at(r: &dyn DmaRegion, off: usize, data: &[u8]) -> Result<()>
 #[cfg(test)]
 pub fn fill_at(r: &dyn DmaRegion, off: usize, n: usize, v: u8) -> Result<()> {
     in_bounds(r.len(), off, n)?;
-    let base = r.as_ptr().as_ptr();
-    for i in 0..n {
-        // SAFETY: as in `write_at`.
-        let cell = unsafe { AtomicU8::from_ptr(base.add(off + i)) };
-        // Relaxed: as in `write_at`.
-        cell.store(v, Ordering::Relaxed);
-    }
+    // SAFETY: as in `write_at`.
+    unsafe {
+        fwipc_transport_api::shared_mem::fill_shared(r.as_ptr().as_ptr().wrapping_add(off), n, v)
+    };
     r.sync_for_device(off, n);
     Ok(())
 }
@@ -236,6 +226,7 @@ impl SharedBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::sync::atomic::Ordering;
 
     #[cfg(feature = "std")]
     #[test]
@@ -307,6 +298,42 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         let writes = dsp.join().unwrap();
         assert!(writes > 0 && seen_dsp, "the DSP's writes were observed");
+        assert_eq!(bus.faults(), 0);
+    }
+
+    /// The same race, small enough for Miri (`.ci/run`: `miri -p fwipc-fastrpc --lib mem::tests`):
+    /// the simulated DSP rewrites a region through the bus while the AP reads, writes and fills
+    /// it with `read_at` / `write_at` / `fill_at`. Miri reports a data race if any side made a
+    /// non-atomic or mixed-size access to those bytes (e.g. `read_at` through a slice or
+    /// `ptr::copy_nonoverlapping`).
+    #[cfg(feature = "std")]
+    #[test]
+    fn racing_dsp_and_ap_accessors_are_no_data_race() {
+        let bus = crate::sim::SimBus::new();
+        let r = bus.alloc(1, 4096).unwrap();
+        let addr = r.iova() | 1 << 32;
+        let dsp = {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                for v in 1..=8u8 {
+                    assert!(bus.write(addr, &[v; 48]));
+                }
+            })
+        };
+        let mut buf = [0u8; 48];
+        for _ in 0..8 {
+            read_at(&*r, 0, &mut buf).unwrap();
+            // Every byte is one somebody wrote: 0 (zeroed), the DSP's 1..=8, ours 0x11/0x22.
+            assert!(buf.iter().all(|&x| x <= 8 || x == 0x11 || x == 0x22));
+            write_at(&*r, 16, &[0x11; 8]).unwrap();
+            fill_at(&*r, 24, 8, 0x22).unwrap();
+        }
+        dsp.join().unwrap();
+        read_at(&*r, 40, &mut buf[..8]).unwrap();
+        assert!(
+            buf[..8].iter().all(|&x| x == 8),
+            "the DSP's last write stays"
+        );
         assert_eq!(bus.faults(), 0);
     }
 }

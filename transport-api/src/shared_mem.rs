@@ -41,6 +41,20 @@ pub unsafe fn copy_to_shared(dst: *mut u8, data: &[u8]) {
     }
 }
 
+/// Set `n` bytes of memory another agent may read (or write) concurrently to `v`: the same
+/// access as [`copy_to_shared`] of `n` copies of `v`, without a private buffer of that size.
+///
+/// # Safety
+/// As [`copy_to_shared`], for `dst..dst+n`.
+pub unsafe fn fill_shared(dst: *mut u8, n: usize, v: u8) {
+    for i in 0..n {
+        // SAFETY: as in `copy_to_shared`, for `dst..dst+n`.
+        let cell = unsafe { AtomicU8::from_ptr(dst.add(i)) };
+        // Relaxed: as in `copy_to_shared`.
+        cell.store(v, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,7 +86,21 @@ mod tests {
                 assert!(out.iter().all(|&b| b <= 20 || b == 0xAA));
                 // SAFETY: as above.
                 unsafe { copy_to_shared(base, &[0xAA; 4]) };
+                // SAFETY: as above.
+                unsafe { fill_shared(base.wrapping_add(4), 4, 0xAA) };
             }
         });
+    }
+
+    #[test]
+    fn fill_sets_exactly_the_range() {
+        let mem: std::boxed::Box<[AtomicU8]> = (0..8).map(|_| AtomicU8::new(1)).collect();
+        let base = mem.as_ptr() as *mut u8;
+        // SAFETY: bytes 2..6 of `mem`, reached only through byte atomics.
+        unsafe { fill_shared(base.wrapping_add(2), 4, 9) };
+        let mut out = [0u8; 8];
+        // SAFETY: the 8 bytes of `mem`.
+        unsafe { copy_from_shared(base, &mut out) };
+        assert_eq!(out, [1, 1, 9, 9, 9, 9, 1, 1]);
     }
 }
