@@ -7,7 +7,8 @@
 //! [`SimDevice::inject_used`]): hold replies until released (late replies), drop (never return
 //! buffers), duplicate used entries, wrong token, bad used length, corrupt header, delayed and
 //! out-of-order completion, platform reset with transfers in flight, garbage in the used rings
-//! and eventq buffers. Delayed responses and notifications wait in the platform until eventq
+//! and eventq buffers, a reset never confirmed ([`SimDevice::set_refuse_reset`]), a device that
+//! stops consuming ([`SimDevice::set_stop_consuming`]). Delayed responses and notifications wait in the platform until eventq
 //! buffers exist.
 
 use std::collections::VecDeque;
@@ -135,6 +136,9 @@ struct Dev {
     irqs_suppressed: u64,
     /// Ignore a write of status 0 (a device that never completes a reset, virtio 1.2 §2.4).
     refuse_reset: bool,
+    /// Stop consuming: take nothing from the available rings and return nothing (a hung device
+    /// that signals nothing, not even `DEVICE_NEEDS_RESET`).
+    stopped: bool,
     model: Box<dyn PlatformModel>,
     /// Reused buffers (the steady state allocates nothing): the request being read, spent
     /// reply buffers, the batch of replies, the P2A message being built.
@@ -171,7 +175,7 @@ impl Shared {
     fn serve(&self, d: &mut Dev) -> bool {
         // Consume the kick whatever the state (a kick racing a reset must not make us spin).
         let kicked = std::mem::take(&mut d.kicked);
-        if d.driver_ok() {
+        if d.driver_ok() && !d.stopped {
             if kicked || !d.cfg.kick_only {
                 d.process_cmdq(&self.isr);
                 d.process_eventq(&self.isr);
@@ -694,6 +698,7 @@ impl SimDevice {
                 irqs_raised: 0,
                 irqs_suppressed: 0,
                 refuse_reset: false,
+                stopped: false,
                 model,
                 scratch_req: Vec::new(),
                 spare: Vec::new(),
@@ -758,6 +763,14 @@ impl SimDevice {
     /// status 0 back and must not reuse the memory.
     pub fn set_refuse_reset(&self, on: bool) {
         lock(&self.sh.dev).refuse_reset = on;
+    }
+
+    /// Stop consuming (`true`) or resume (`false`): a hung device that neither takes new chains
+    /// from the available rings nor returns any, delivers nothing and signals nothing (no
+    /// `DEVICE_NEEDS_RESET`, no interrupt). Chains it already took stay held.
+    pub fn set_stop_consuming(&self, on: bool) {
+        lock(&self.sh.dev).stopped = on;
+        self.kick();
     }
 
     /// Write a raw element into queue `queue`'s used ring (hostile device): any id, any length.

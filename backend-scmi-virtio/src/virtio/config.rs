@@ -34,13 +34,26 @@ pub struct ScmiVirtioConfig {
     /// Negotiate `VIRTIO_F_RING_EVENT_IDX` when offered (both queues then suppress kicks and
     /// interrupts through `avail_event`/`used_event`); false keeps the flags-word scheme.
     pub event_idx: bool,
-    /// Clock bounding `shutdown`'s wait for the last user. Without one the wait is bounded by
-    /// `shutdown_spins` iterations instead.
+    /// Clock bounding `shutdown`'s wait for the last user (without one: `shutdown_spins`
+    /// iterations), the reset wait (`reset_timeout`) and stall detection (`stall_timeout`, off
+    /// without a clock).
     pub clock: Option<Arc<dyn Clock + Send + Sync>>,
     /// How long `shutdown` waits for users to leave (with `clock`).
     pub shutdown_timeout: Duration,
     /// Iteration bound of the wait when there is no clock.
     pub shutdown_spins: u64,
+    /// How long a device reset may take to read back status 0 (virtio 1.2 §2.4) before it counts
+    /// as unconfirmed ([`super::ScmiVirtioError::ResetUnconfirmed`]: the device's buffers and
+    /// rings are quarantined). Measured on `clock`; without one each status read counts as
+    /// [`super::STATUS_READ_TIME`]. Default 1 s.
+    pub reset_timeout: Duration,
+    /// With a `clock`: a device that holds requests and returns no used element at all for this
+    /// long is declared stalled ([`super::ScmiVirtioError::DeviceStalled`]): the transfers it
+    /// holds end with `Cancelled`, later sends fail with `Shutdown` at once, and everything it
+    /// can still reach is quarantined like after an unconfirmed reset. Checked by `send` and
+    /// `poll_done` (every waiter polls at least every 100 ms). Pick it above the slowest command
+    /// the platform serves. `None` (or no `clock`): never. Default 10 s.
+    pub stall_timeout: Option<Duration>,
 }
 
 impl Default for ScmiVirtioConfig {
@@ -56,6 +69,8 @@ impl Default for ScmiVirtioConfig {
             clock: None,
             shutdown_timeout: Duration::from_secs(1),
             shutdown_spins: 50_000_000,
+            reset_timeout: Duration::from_secs(1),
+            stall_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -72,6 +87,9 @@ impl core::fmt::Debug for ScmiVirtioConfig {
             .field("event_idx", &self.event_idx)
             .field("clock", &self.clock.is_some())
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("shutdown_spins", &self.shutdown_spins)
+            .field("reset_timeout", &self.reset_timeout)
+            .field("stall_timeout", &self.stall_timeout)
             .finish()
     }
 }

@@ -34,6 +34,11 @@ pub enum ScmiVirtioError {
     /// the rings and every buffer it held, so they stay quarantined (leaked on purpose, counted
     /// by [`super::ScmiVirtio::quarantined_buffers`]) and the channel is dead.
     ResetUnconfirmed,
+    /// The device held requests and returned nothing for
+    /// [`super::ScmiVirtioConfig::stall_timeout`] without signalling anything: it is treated as
+    /// gone (status `FAILED`, virtio 1.2 §2.1.1), everything it can still reach is quarantined as
+    /// after [`Self::ResetUnconfirmed`], and the channel is dead.
+    DeviceStalled,
     /// The device returned something malformed (counted; the transfer fails with this).
     Protocol(ProtocolError),
 }
@@ -60,6 +65,9 @@ impl fmt::Display for ScmiVirtioError {
             Self::ResetUnconfirmed => f.write_str(
                 "virtio-scmi: device reset unconfirmed; its buffers and rings are quarantined",
             ),
+            Self::DeviceStalled => f.write_str(
+                "virtio-scmi: device stopped consuming requests; its buffers and rings are quarantined",
+            ),
             Self::Protocol(p) => write!(f, "virtio-scmi: {p}"),
         }
     }
@@ -71,7 +79,7 @@ impl From<ScmiVirtioError> for Error {
     fn from(e: ScmiVirtioError) -> Self {
         match e {
             ScmiVirtioError::DmaAlloc => Error::NoMemory,
-            ScmiVirtioError::ShutDown => Error::Shutdown,
+            ScmiVirtioError::ShutDown | ScmiVirtioError::DeviceStalled => Error::Shutdown,
             ScmiVirtioError::ResetUnconfirmed => Error::Timeout,
             ScmiVirtioError::Protocol(p) => Error::Protocol(p),
             ScmiVirtioError::LegacyDevice | ScmiVirtioError::FeaturesRejected => {

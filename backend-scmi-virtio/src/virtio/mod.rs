@@ -4,7 +4,8 @@
 //!
 //! Files: `features.rs` (feature bits, queue indices), the hardened split virtqueue (from
 //! `fwipc_virtio::ring`, shared by the virtio backends), `slot.rs` (per-message ownership and Linux poll states), `eventq.rs` (P2A
-//! buffers), `config.rs`, `error.rs`, `transport.rs` (the `Transport` implementation), `irq_gate.rs` (the
+//! buffers), `config.rs`, `error.rs`, `reset.rs` (reset and its confirmation, bounded on the
+//! clock), `stall.rs` (telling a stalled device from a slow one), `transport.rs` (the `Transport` implementation), `irq_gate.rs` (the
 //! channel lock and the interrupt entry point `complete`, with the rule for embedders).
 //!
 //! What it does better than Linux (docs/protocols/scmi.md §8): no global device (any number of
@@ -30,11 +31,14 @@ mod irq_gate;
 pub mod parse;
 /// The hardened split ring, shared with the other virtio backends (`fwipc_virtio::ring`).
 pub use fwipc_virtio::ring;
+mod reset;
 mod slot;
+mod stall;
 mod transport;
 
 pub use config::{ScmiVirtioConfig, DEFAULT_MAX_MSG_SIZE, MAX_MESSAGES};
 pub use error::ScmiVirtioError;
 pub use features::{ScmiFeatures, CMDQ, EVENTQ, VIRTIO_ID_SCMI};
+pub use reset::STATUS_READ_TIME;
 pub use slot::PollStatus;
 pub use transport::{ScmiVirtio, IRQ_PASS_BUDGET, STATUS_POLL_PERIOD};

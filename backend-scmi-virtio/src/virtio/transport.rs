@@ -21,8 +21,10 @@ use super::error::ScmiVirtioError;
 use super::eventq::{EvReturn, EventQueue};
 use super::features::{ScmiFeatures, CMDQ, EVENTQ};
 use super::parse::{check_reply_header, cmdq_slot, ReplyError, RESP_OVERHEAD, RESP_UNWRITTEN};
+use super::reset::reset_confirmed;
 use super::ring::{Descriptor, SplitRing, DESC_F_NEXT, DESC_F_WRITE};
 use super::slot::{Outcome, Owner, PollStatus, Slot};
+use super::stall::StallWatch;
 use crate::header::{split_target, Header, HEADER_LEN};
 
 /// Largest payload we accept in the configuration.
@@ -57,6 +59,12 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
     /// Polls of pending polled transfers that found no used entry since the device status was
     /// last read (see [`STATUS_POLL_PERIOD`]).
     idle_polls: u32,
+    /// cmdq chains the device holds (slots `Device` or `Abandoned`).
+    outstanding: usize,
+    /// Tells a stalled device from a slow one ([`ScmiVirtioConfig::stall_timeout`]).
+    stall: StallWatch,
+    /// Why the channel is dead, once it is (the queues are gone then).
+    failure: Option<ScmiVirtioError>,
 }
 
 /// A polled transfer whose poller keeps finding nothing reads the device status once per this
@@ -65,10 +73,6 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
 /// with `Cancelled` instead of waiting out its deadline. Not every poll: a status read may be a
 /// trapped MMIO access.
 pub const STATUS_POLL_PERIOD: u32 = 256;
-
-/// Status reads after writing 0 before a device reset counts as unconfirmed (virtio 1.2 §2.4:
-/// the driver waits for the status to read back 0).
-pub const RESET_SPINS: u32 = 1_000_000;
 
 /// The SCMI virtio transport (the agent side of a virtio-scmi device, device id 32).
 ///
@@ -112,7 +116,13 @@ pub const RESET_SPINS: u32 = 1_000_000;
 /// reads the status itself every [`STATUS_POLL_PERIOD`] polls that find nothing, and does the
 /// same. A device that no longer accepts `FEATURES_OK` after the reset (one that is gone, such as
 /// a vhost-user back-end whose process died) leaves the channel dead: later sends fail with
-/// `Shutdown` at once instead of timing out.
+/// `Shutdown` at once instead of timing out. A reset counts only once the status reads back 0
+/// within [`ScmiVirtioConfig::reset_timeout`]; otherwise everything the device can reach is
+/// quarantined and the channel is dead ([`ScmiVirtioError::ResetUnconfirmed`]). A device that
+/// signals nothing but stops consuming (requests held, no used element for
+/// [`ScmiVirtioConfig::stall_timeout`] on the configured clock) ends the same way
+/// ([`ScmiVirtioError::DeviceStalled`]): its transfers end with `Cancelled`, later sends fail
+/// with `Shutdown`, each at once. [`ScmiVirtio::failure`] says which.
 /// [`Transport::shutdown`] (also run on drop) resets the device and takes every buffer back.
 ///
 /// ```
@@ -329,6 +339,9 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 slots,
                 deferred: Vec::with_capacity(2 * nslots + 1),
                 idle_polls: 0,
+                outstanding: 0,
+                stall: StallWatch::default(),
+                failure: None,
             }),
             irq_pending: AtomicBool::new(false),
             resets: AtomicU64::new(0),
@@ -390,6 +403,34 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         self.quarantined.load(Ordering::Relaxed)
     }
 
+    /// Why the channel is dead ([`ScmiVirtioError::ResetUnconfirmed`],
+    /// [`ScmiVirtioError::DeviceStalled`], [`ScmiVirtioError::FeaturesRejected`] after a reset);
+    /// `None` while it works (and after a plain `shutdown`).
+    pub fn failure(&self) -> Option<ScmiVirtioError> {
+        self.lock().failure
+    }
+
+    /// With a clock and a [`ScmiVirtioConfig::stall_timeout`]: declare the device stalled if it
+    /// holds requests and has returned nothing for that long (see `stall.rs`). The device is
+    /// marked `FAILED` (virtio 1.2 §2.1.1: the driver gave up on it), its transfers end with
+    /// `Cancelled` and everything it can reach is quarantined: a stalled device may wake up and
+    /// write its buffers at any time, and nothing confirms it will not. `true` if it did.
+    fn check_stall(&self, st: &mut State<H, T>) -> bool {
+        let (Some(clock), Some(limit)) = (self.cfg.clock.as_deref(), self.cfg.stall_timeout) else {
+            return false;
+        };
+        if st.cmdq.is_none() || !st.stall.stalled(clock, limit, st.outstanding) {
+            return false;
+        }
+        log::error!(
+            "virtio-scmi: device stalled: {} requests held, nothing returned for {limit:?}",
+            st.outstanding
+        );
+        st.transport.set_status(DeviceStatus::FAILED);
+        self.quarantine(st, Error::Cancelled, ScmiVirtioError::DeviceStalled);
+        true
+    }
+
     pub(super) fn reset_locked(
         &self,
         st: &mut State<H, T>,
@@ -422,6 +463,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             transport.set_status(DeviceStatus::FAILED);
             *cmdq = None;
             *eventq = None;
+            st.failure = Some(ScmiVirtioError::FeaturesRejected);
             return Err(ScmiVirtioError::FeaturesRejected);
         }
         if let Some(r) = cmdq.as_mut() {
@@ -460,26 +502,25 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         st: &mut State<H, T>,
         fail: Error,
     ) -> core::result::Result<(), ScmiVirtioError> {
-        st.transport.set_status(DeviceStatus::empty());
-        // Virtio 1.2 §2.4: the driver waits for the reset to complete (status reads 0); bounded.
-        let mut confirmed = false;
-        for _ in 0..RESET_SPINS {
-            if st.transport.get_status().is_empty() {
-                confirmed = true;
-                break;
-            }
-            core::hint::spin_loop();
-        }
-        if !confirmed {
-            self.quarantine(st, fail);
+        let clock = self
+            .cfg
+            .clock
+            .as_deref()
+            .map(|c| c as &dyn fwipc_transport_api::Clock);
+        if !reset_confirmed(&mut *st.transport, clock, self.cfg.reset_timeout) {
+            self.quarantine(st, fail, ScmiVirtioError::ResetUnconfirmed);
             return Err(ScmiVirtioError::ResetUnconfirmed);
         }
         let State {
             eventq,
             slots,
             deferred,
+            outstanding,
+            stall,
             ..
         } = st;
+        *outstanding = 0;
+        *stall = StallWatch::default();
         for (i, slot) in slots.iter_mut().enumerate() {
             if !slot.device_owned() {
                 continue;
@@ -517,20 +558,25 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         slot.owner = Owner::Driver;
     }
 
-    /// The reset was not confirmed: the device may still read and write every buffer it held and
-    /// both rings. Waiters end with `fail`, but nothing the device can reach is un-shared or
+    /// The reset was not confirmed (`why` is [`ScmiVirtioError::ResetUnconfirmed`]) or the device
+    /// stalled ([`ScmiVirtioError::DeviceStalled`]): the device may still read and write every
+    /// buffer it held and both rings. Waiters end with `fail`, but nothing the device can reach is un-shared or
     /// reused: each device-owned pool buffer keeps the device's pool loan and a leaked handle
     /// (so the pool memory outlives the channel), and the cmdq ring and the eventq (its ring and
     /// buffers) are leaked. Counted ([`Self::quarantined_buffers`]) and logged. The queues are
     /// gone afterwards, so every later transfer fails with `Shutdown`.
-    fn quarantine(&self, st: &mut State<H, T>, fail: Error) {
+    fn quarantine(&self, st: &mut State<H, T>, fail: Error, why: ScmiVirtioError) {
         let State {
             cmdq,
             eventq,
             slots,
             deferred,
+            outstanding,
+            failure,
             ..
         } = st;
+        *outstanding = 0;
+        *failure = Some(why);
         let mut n = 0u64;
         for (i, slot) in slots.iter_mut().enumerate() {
             if !slot.device_owned() {
@@ -552,8 +598,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         // Relaxed: statistics counter.
         self.quarantined.fetch_add(n, Ordering::Relaxed);
         log::error!(
-            "virtio-scmi: device reset unconfirmed (status not 0 after {RESET_SPINS} reads); \
-             {n} buffers and the rings quarantined, the channel is dead"
+            "virtio-scmi: {why}: {n} buffers and the rings quarantined, the channel is dead"
         );
     }
 
@@ -685,6 +730,8 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             cmdq,
             slots,
             deferred,
+            outstanding,
+            stall,
             ..
         } = st;
         let Some(ring) = cmdq.as_mut() else {
@@ -697,7 +744,11 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             }
             budget -= 1;
             let e = match ring.pop_used() {
-                Ok(Some(e)) => e,
+                Ok(Some(e)) => {
+                    // Whatever it returned, the device is consuming (see `stall.rs`).
+                    stall.progress();
+                    e
+                }
                 Ok(None) => break,
                 Err(e) => {
                     // `RingError::IndexJump` (the only kind today): the ring resynchronised.
@@ -721,6 +772,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 continue;
             }
             self.unshare_slot(slot, i);
+            *outstanding = outstanding.saturating_sub(1);
             if slot.owner == Owner::Abandoned {
                 // Late reply of a transfer whose caller gave up: drop it, free buffer and token.
                 log::debug!("virtio-scmi: late reply for token {} dropped", slot.token.0);
@@ -862,6 +914,9 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         // The pool and the token allocator are only touched under the channel lock, so the
         // interrupt pass (which returns buffers and tokens) never waits for their locks (irq_gate).
         let mut st = self.lock();
+        if self.check_stall(&mut st) {
+            return Err(Error::Shutdown);
+        }
         let buf = self
             .pool
             .alloc()
@@ -892,6 +947,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             transport,
             cmdq,
             slots,
+            outstanding,
             ..
         } = &mut *st;
         let Some(ring) = cmdq.as_mut() else {
@@ -930,6 +986,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         }
         let _loan = buf.lend();
         slot.owner = Owner::Device;
+        *outstanding += 1;
         slot.poll = match req.completion {
             fwipc_transport_api::Completion::Polled => PollStatus::Polling,
             fwipc_transport_api::Completion::Interrupt => PollStatus::NotPolled,
@@ -1008,6 +1065,11 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
                         }
                     }
                 }
+            }
+            if user.is_ok() && st.slots[i].outcome == Outcome::Pending {
+                // Any waiter (a `Wait::Completion` one re-polls at least every 100 ms) sees a
+                // stalled device, polled or not.
+                self.check_stall(&mut st);
             }
             match st.slots[i].outcome {
                 Outcome::Pending => user.map(|_| false),
