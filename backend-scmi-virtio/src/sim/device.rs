@@ -12,21 +12,20 @@
 //! buffers exist.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fwipc_transport_api::fixture::{Fault, RemoteControl, SimMode, SimModeSwitch};
+use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::PhysAddr;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::header::{Header, HEADER_LEN, RESERVED_MASK};
 use crate::platform::{PlatformModel, FWIPC_TEST_ECHO, FWIPC_TEST_NOTIFY, FWIPC_TEST_PROTOCOL};
-use crate::virtio::ring::{
-    vring_need_event, Descriptor, RingLayout, UsedElem, DESC_F_NEXT, DESC_F_WRITE,
-};
+use crate::virtio::ring::{vring_need_event, Descriptor, RingLayout, DESC_F_NEXT, DESC_F_WRITE};
 use crate::virtio::{ScmiFeatures, VIRTIO_ID_SCMI};
 
 /// Largest buffer the device agrees to read or write (a sanity bound on driver lengths).
@@ -208,44 +207,82 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 // ---- guest memory access (identity mapped) -------------------------------------------------
+//
+// The device side reaches the memory it shares with the driver exactly as the driver does, field
+// by field with atomics of the driver's widths (`fwipc_virtio::ring`: descriptors as `u32` address
+// halves, `u32` length, `u16` flags and next; avail entries and ring indices as `u16`; used
+// elements as two `u32`s) and buffers through `fwipc_transport_api::shared_mem` (bytes). No
+// non-atomic or mixed-size access to memory the other side touches, so a race between the two
+// (a hostile driver, or a driver reading what we write) is garbage data, never undefined
+// behaviour, and Miri over a driver + device test checks both sides
+// (docs/reliability.md, "Invariants" item 1).
 
 /// # Safety
 /// `addr..addr+len` must be memory the driver shared with the device and still owns for it.
 unsafe fn read_mem_into(addr: PhysAddr, len: usize, v: &mut Vec<u8>) {
     v.clear();
     v.resize(len, 0);
-    // SAFETY: guaranteed by the caller; `v` is the device's own buffer of `len` bytes, not
-    // driver memory, so the two do not overlap.
-    unsafe { std::ptr::copy_nonoverlapping(addr as usize as *const u8, v.as_mut_ptr(), len) };
+    // SAFETY: guaranteed by the caller; every agent reaches those bytes through byte atomics.
+    unsafe { copy_from_shared(addr as usize as *const u8, v) };
 }
 
 /// # Safety
 /// As `read_mem_into`, for writes of `data.len()` bytes.
 unsafe fn write_mem(addr: PhysAddr, data: &[u8]) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as usize as *mut u8, data.len()) };
+    // SAFETY: as in `read_mem_into`.
+    unsafe { copy_to_shared(addr as usize as *mut u8, data) };
 }
 
 /// # Safety
-/// `addr` must point to a live, 2-byte aligned ring index shared with the driver.
+/// `addr` must point to a live, 2-byte aligned ring field shared with the driver, which
+/// accesses it as an `AtomicU16` too.
 unsafe fn atomic_u16<'a>(addr: PhysAddr) -> &'a AtomicU16 {
-    // SAFETY: guaranteed by the caller; the driver accesses the index atomically too.
-    unsafe { &*(addr as usize as *const AtomicU16) }
-}
-
-/// # Safety
-/// `addr` must point to `size_of::<T>()` readable bytes of a live ring.
-unsafe fn read_obj<T: FromBytes + Copy>(addr: PhysAddr) -> T {
-    // SAFETY: guaranteed by the caller (ring fields are naturally aligned: the rings start on
-    // page boundaries); `T` accepts any bit pattern (`FromBytes`). Volatile: shared memory.
-    unsafe { std::ptr::read_volatile(addr as usize as *const T) }
-}
-
-/// # Safety
-/// `addr` must point to `size_of::<T>()` writable bytes of a live ring.
-unsafe fn write_obj<T: IntoBytes + Immutable + Copy>(addr: PhysAddr, v: T) {
     // SAFETY: guaranteed by the caller.
-    unsafe { std::ptr::write_volatile(addr as usize as *mut T, v) }
+    unsafe { AtomicU16::from_ptr(addr as usize as *mut u16) }
+}
+
+/// # Safety
+/// `addr` must point to a live, 4-byte aligned ring field shared with the driver, which
+/// accesses it as an `AtomicU32` too.
+unsafe fn atomic_u32<'a>(addr: PhysAddr) -> &'a AtomicU32 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { AtomicU32::from_ptr(addr as usize as *mut u32) }
+}
+
+/// # Safety
+/// `addr` must point to a descriptor of a live descriptor table (16-byte aligned: the table
+/// starts on a page).
+unsafe fn read_desc(addr: PhysAddr) -> Descriptor {
+    // SAFETY: the fields of one descriptor, each aligned for its width (guaranteed by the
+    // caller), accessed with the widths the driver's `set_desc` writes them with.
+    let (lo, hi, len, flags, next) = unsafe {
+        (
+            atomic_u32(addr),
+            atomic_u32(addr + 4),
+            atomic_u32(addr + 8),
+            atomic_u16(addr + 12),
+            atomic_u16(addr + 14),
+        )
+    };
+    // Relaxed (all): the Acquire load of `avail.idx` that made this chain available ordered
+    // the driver's writes before these reads.
+    Descriptor {
+        addr: u64::from(u32::from_le(lo.load(Ordering::Relaxed)))
+            | u64::from(u32::from_le(hi.load(Ordering::Relaxed))) << 32,
+        len: u32::from_le(len.load(Ordering::Relaxed)),
+        flags: u16::from_le(flags.load(Ordering::Relaxed)),
+        next: u16::from_le(next.load(Ordering::Relaxed)),
+    }
+}
+
+/// # Safety
+/// `addr` must point to an element of a live used ring (4-byte aligned).
+unsafe fn write_used(addr: PhysAddr, id: u32, len: u32) {
+    // SAFETY: the two words of one element (guaranteed by the caller), with the driver's width.
+    let (i, l) = unsafe { (atomic_u32(addr), atomic_u32(addr + 4)) };
+    // Relaxed (both): published by the Release store of `used.idx` after them.
+    i.store(id.to_le(), Ordering::Relaxed);
+    l.store(len.to_le(), Ordering::Relaxed);
 }
 
 impl Dev {
@@ -308,7 +345,9 @@ impl Dev {
         }
         let slot = q.last_avail & (q.size - 1);
         // SAFETY: as above; the entry is inside the avail ring.
-        let head = u16::from_le(unsafe { read_obj::<u16>(q.driver + l.avail_ring(slot) as u64) });
+        let entry = unsafe { atomic_u16(q.driver + l.avail_ring(slot) as u64) };
+        // Relaxed: ordered by the Acquire load of `avail.idx` above.
+        let head = u16::from_le(entry.load(Ordering::Relaxed));
         q.last_avail = q.last_avail.wrapping_add(1);
         Some(head)
     }
@@ -335,7 +374,7 @@ impl Dev {
             return None;
         }
         // SAFETY: `i < size`: inside the live descriptor table of a configured ring.
-        Some(unsafe { read_obj::<Descriptor>(q.desc + 16 * i as u64) })
+        Some(unsafe { read_desc(q.desc + 16 * i as u64) })
     }
 
     /// Return a chain on queue `qi` and mark the interrupt pending (with EVENT_IDX: only if the
@@ -349,15 +388,7 @@ impl Dev {
         let l = q.layout();
         let slot = q.used_idx & (q.size - 1);
         // SAFETY: inside the live used ring of a configured queue.
-        unsafe {
-            write_obj(
-                q.device + l.used_ring(slot) as u64,
-                UsedElem {
-                    id: id.to_le(),
-                    len: len.to_le(),
-                },
-            )
-        };
+        unsafe { write_used(q.device + l.used_ring(slot) as u64, id, len) };
         q.used_idx = q.used_idx.wrapping_add(1);
         // SAFETY: as above.
         let used = unsafe { atomic_u16(q.device + l.used_idx() as u64) };
@@ -811,15 +842,7 @@ impl SimDevice {
         let l = q.layout();
         for slot in 0..q.size {
             // SAFETY: inside the live used ring of a configured queue.
-            unsafe {
-                write_obj(
-                    q.device + l.used_ring(slot) as u64,
-                    UsedElem {
-                        id: id.to_le(),
-                        len: 0,
-                    },
-                )
-            };
+            unsafe { write_used(q.device + l.used_ring(slot) as u64, id, 0) };
         }
         // SAFETY: `used.idx` lies inside the live used ring of this queue.
         let used = unsafe { atomic_u16(q.device + l.used_idx() as u64) };
@@ -1234,6 +1257,65 @@ mod tests {
     use super::*;
     use crate::sim::hal::SimHal;
     use crate::virtio::ring::SplitRing;
+
+    /// Driver and device racing on the same memory, both through the atomic accessors: the
+    /// device serves a round trip over the shared rings while a hostile device-side writer
+    /// (this crate's `write_mem`, what the device thread uses) keeps rewriting the reply area
+    /// the driver is polling and reading. Under Miri
+    /// (`cargo +nightly miri test -p fwipc-scmi-virtio --lib sim::device::tests::hostile`, with
+    /// `-Zmiri-permissive-provenance`) any non-atomic or mixed-size access on either side is a
+    /// reported data race; natively it checks that the driver returns either the echo or the
+    /// hostile bytes, never anything else.
+    #[test]
+    fn hostile_device_rewriting_a_reply_is_no_data_race() {
+        use crate::virtio::{ScmiVirtio, ScmiVirtioConfig};
+        use fwipc_transport_api::{Request, Transport};
+        let dev = SimDevice::start(SimDeviceConfig::default(), || {
+            Box::new(crate::sim::EchoPlatform::new())
+        });
+        let cfg = ScmiVirtioConfig {
+            cmdq_size: Some(4),
+            eventq_size: Some(2),
+            interrupts: false,
+            ..ScmiVirtioConfig::default()
+        };
+        let scmi = ScmiVirtio::<SimHal, _>::new(dev.transport(), cfg).unwrap();
+        let tk = scmi
+            .send(&Request::new((0x81 << 8) | 0x03, &[1, 2, 3, 4]).polled())
+            .unwrap();
+        // The reply area of the chain just posted: its device-writable descriptor.
+        let resp = {
+            let d = lock(&dev.sh.dev);
+            let head = (tk.slot() * 2) as u16;
+            // SAFETY: a descriptor of the live cmdq table (the driver posted it above).
+            unsafe { read_desc(d.queues[0].desc + 16 * u64::from(head + 1)) }
+        };
+        assert_eq!(resp.flags & DESC_F_WRITE, DESC_F_WRITE);
+        let mut out = [0u8; 8];
+        let got = std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..16 {
+                    // SAFETY: the reply area's return values (8 + 4 ≤ its length), memory the
+                    // driver shared for this chain and keeps alive until `mark_txdone`.
+                    unsafe { write_mem(resp.addr + 8, &[0xee; 4]) };
+                    std::thread::yield_now();
+                }
+            });
+            let start = Instant::now();
+            while !scmi.poll_done(&tk).unwrap() {
+                assert!(start.elapsed() < Duration::from_secs(60));
+                std::thread::yield_now();
+            }
+            scmi.fetch_response(&tk, &mut out)
+        });
+        assert_eq!(got, Ok(4));
+        // Each byte is the echo's (inverted) or the hostile writer's.
+        for (b, sent) in out[..4].iter().zip([1u8, 2, 3, 4]) {
+            assert!(*b == !sent || *b == 0xee, "byte {b:#x}");
+        }
+        scmi.mark_txdone(tk, fwipc_transport_api::TxOutcome::Done);
+        assert_eq!(scmi.shutdown(), Ok(()));
+    }
 
     /// Drive the device's cmdq by hand: a malformed chain (one descriptor, or a readable response)
     /// is returned empty and counted, and fails only itself (docs/protocols/scmi.md §8 item 11).
