@@ -2,7 +2,8 @@
 //!
 //! * `hal.rs`: [`SimHal`] (identity-mapped DMA) and [`BounceHal`] (copies like a vhost-user
 //!   memfd Hal).
-//! * `device.rs`: [`SimDevice`] (device thread over the shared rings, fault knobs),
+//! * `device/`: [`SimDevice`] (device thread over the shared rings; `model.rs` what it does
+//!   with them, `faults.rs` the fault knobs, `guest_mem.rs` its shared-memory accessors),
 //!   [`SimTransport`] (its virtio-drivers `Transport`), [`IrqLine`].
 //! * `echo_platform.rs`: [`EchoPlatform`], a minimal `PlatformModel` for bring-up.
 //! * `fixture.rs`: [`ScmiFixture`] for the conformance suite.

@@ -1,0 +1,387 @@
+//! [`SimDevice`]: a simulated virtio-scmi device. A device thread reads the very descriptor,
+//! available and used rings the driver writes (identity-mapped shared memory), hosts a
+//! [`PlatformModel`], and raises an interrupt line; [`SimTransport`] is the driver's view of the
+//! device's register file (a virtio-drivers `Transport`).
+//!
+//! Fault knobs ([`Fault`] via [`RemoteControl`], plus [`SimDevice::set_reorder`] and
+//! [`SimDevice::inject_used`]): hold replies until released (late replies), drop (never return
+//! buffers), duplicate used entries, wrong token, bad used length, corrupt header, delayed and
+//! out-of-order completion, platform reset with transfers in flight, garbage in the used rings
+//! and eventq buffers, a reset never confirmed ([`SimDevice::set_refuse_reset`]), a device that
+//! stops consuming ([`SimDevice::set_stop_consuming`]). Delayed responses and notifications
+//! wait in the platform until eventq buffers exist.
+//!
+//! Files: this one (the configuration, the device state, the device thread, [`SimDevice`]),
+//! `model.rs` (what the device does with the rings), `guest_mem.rs` (its accesses to guest
+//! memory), `faults.rs` (the fault knobs, counters and [`RemoteControl`]), `irq_line.rs`
+//! ([`IrqLine`]), `sim_transport.rs` ([`SimTransport`]), `tests.rs`.
+//!
+//! [`RemoteControl`]: fwipc_transport_api::fixture::RemoteControl
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fwipc_transport_api::fixture::{Fault, SimMode, SimModeSwitch};
+use virtio_drivers::transport::DeviceStatus;
+use virtio_drivers::PhysAddr;
+
+use crate::platform::PlatformModel;
+use crate::virtio::ring::RingLayout;
+
+mod faults;
+mod guest_mem;
+mod irq_line;
+mod model;
+mod sim_transport;
+#[cfg(test)]
+mod tests;
+
+pub use irq_line::IrqLine;
+pub use sim_transport::SimTransport;
+
+/// Largest buffer the device agrees to read or write (a sanity bound on driver lengths).
+const MAX_DEVICE_BUF: u32 = 1 << 20;
+
+/// Builds a fresh platform (at start and at every `reset_remote`).
+pub type PlatformFactory = Box<dyn Fn() -> Box<dyn PlatformModel> + Send + Sync>;
+
+/// Static properties of the simulated device.
+#[derive(Debug, Clone, Copy)]
+pub struct SimDeviceConfig {
+    /// `max_queue_size` for both queues.
+    pub queue_max: u32,
+    /// Offer `VIRTIO_SCMI_F_P2A_CHANNELS` (and expose the eventq).
+    pub offer_p2a: bool,
+    /// Offer `VIRTIO_F_VERSION_1` (false = a legacy device, which the driver must refuse).
+    pub offer_version_1: bool,
+    /// Offer `VIRTIO_F_RING_EVENT_IDX`. When negotiated the device implements its side: it
+    /// publishes `avail_event` (= the next avail index it will read) whenever it runs out of
+    /// work, and raises the queue interrupt only when `used_event` asks for it.
+    pub offer_event_idx: bool,
+    /// Offer `VIRTIO_F_ACCESS_PLATFORM` (a device behind the platform's DMA translation).
+    pub offer_access_platform: bool,
+    /// Play the host of a protected VM: the only guest memory it may touch is this window
+    /// (`start`, `len`) the guest shared. A ring or buffer address outside it is refused (the
+    /// chain is returned empty, like a malformed one) and counted
+    /// ([`SimDevice::outside_window`]). `None`: all memory is reachable.
+    pub shared_window: Option<(PhysAddr, u64)>,
+    /// Look at the available rings only after a kick (like a real vhost back-end), instead of
+    /// also on every 20 ms idle tick. A driver that skips a kick the device asked for then
+    /// stalls, which a bounded test sees.
+    pub kick_only: bool,
+}
+
+impl Default for SimDeviceConfig {
+    fn default() -> Self {
+        SimDeviceConfig {
+            queue_max: 2048,
+            offer_p2a: true,
+            offer_version_1: true,
+            offer_event_idx: true,
+            offer_access_platform: false,
+            shared_window: None,
+            kick_only: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct QueueCfg {
+    size: u16,
+    desc: PhysAddr,
+    driver: PhysAddr,
+    device: PhysAddr,
+    last_avail: u16,
+    used_idx: u16,
+}
+
+impl QueueCfg {
+    fn ready(&self) -> bool {
+        self.desc != 0 && self.driver != 0 && self.device != 0 && self.size.is_power_of_two()
+    }
+    fn layout(&self) -> RingLayout {
+        RingLayout::new(self.size)
+    }
+}
+
+/// A reply the device has computed but not yet returned.
+#[derive(Debug)]
+struct Reply {
+    head: u16,
+    bytes: Vec<u8>,
+    resp_addr: PhysAddr,
+    resp_len: u32,
+    /// Used length to report instead of `bytes.len()` (bad-length fault).
+    used_len: Option<u32>,
+    /// Return the chain twice (duplicate fault).
+    twice: bool,
+}
+
+struct Dev {
+    cfg: SimDeviceConfig,
+    status: DeviceStatus,
+    driver_features: u64,
+    queues: [QueueCfg; 2],
+    kicked: bool,
+    quit: bool,
+    fault: Fault,
+    reorder: bool,
+    /// XOR applied to every reply header word (e.g. 1 = right token, wrong message id).
+    header_xor: u32,
+    held: Vec<Reply>,
+    delayed: Vec<(Instant, Reply)>,
+    /// Chains swallowed by the Drop fault or forgotten by a platform reset.
+    swallowed: u64,
+    event_bufs: VecDeque<(u16, PhysAddr, u32)>,
+    seen: Vec<u32>,
+    received: u64,
+    malformed: u64,
+    /// Ring or buffer addresses outside `cfg.shared_window` (each refused).
+    outside_window: u64,
+    corrupt_toggle: bool,
+    /// Kicks (driver notifications) received.
+    kicks: u64,
+    /// Queue interrupts raised / suppressed by `used_event`.
+    irqs_raised: u64,
+    irqs_suppressed: u64,
+    /// Ignore a write of status 0 (a device that never completes a reset, virtio 1.2 §2.4).
+    refuse_reset: bool,
+    /// Stop consuming: take nothing from the available rings and return nothing (a hung device
+    /// that signals nothing, not even `DEVICE_NEEDS_RESET`).
+    stopped: bool,
+    model: Box<dyn PlatformModel>,
+    /// Reused buffers (the steady state allocates nothing): the request being read, spent
+    /// reply buffers, the batch of replies, the P2A message being built.
+    scratch_req: Vec<u8>,
+    spare: Vec<Vec<u8>>,
+    batch: Vec<Reply>,
+    p2a_buf: Vec<u8>,
+    /// The device thread waits on `Shared::wake` (a kick must wake it).
+    sleeping: bool,
+}
+
+/// Spent reply buffers the device keeps for reuse.
+const SPARE_MAX: usize = 64;
+
+struct Shared {
+    dev: Mutex<Dev>,
+    wake: Condvar,
+    isr: Mutex<u32>,
+    irq: Condvar,
+    factory: PlatformFactory,
+    /// How the device thread runs ([`RemoteControl::set_sim_mode`](fwipc_transport_api::fixture::RemoteControl::set_sim_mode)).
+    mode: SimModeSwitch,
+    /// A kick (or device-side work) since the spinning device thread last looked: lets it spin
+    /// without taking the device lock the driver needs.
+    kick_hint: AtomicBool,
+    /// Threads in [`IrqLine::wait`]; changed and read under the `isr` lock.
+    irq_waiters: AtomicUsize,
+}
+
+impl Shared {
+    /// One pass of the device loop: consume the kick, handle new chains (if kicked, or always
+    /// without `kick_only`), deliver what is due, raise the interrupt line. Returns whether it
+    /// was kicked.
+    fn serve(&self, d: &mut Dev) -> bool {
+        // Consume the kick whatever the state (a kick racing a reset must not make us spin).
+        let kicked = std::mem::take(&mut d.kicked);
+        if d.driver_ok() && !d.stopped {
+            if kicked || !d.cfg.kick_only {
+                d.process_cmdq(&self.isr);
+                d.process_eventq(&self.isr);
+            }
+            d.deliver_due(&self.isr);
+            d.deliver_p2a(&self.isr);
+            // Waking the line costs a system call: only when an interrupt thread waits on it
+            // (`irq_waiters` changes under the `isr` lock held here).
+            let isr = lock(&self.isr);
+            // Relaxed: read under the `isr` lock that orders it (see `IrqLine::wait`).
+            if *isr != 0 && self.irq_waiters.load(Ordering::Relaxed) > 0 {
+                drop(isr);
+                self.irq.notify_all();
+            }
+        }
+        kicked
+    }
+
+    /// Tell a spinning device thread to look (see `kick_hint`).
+    fn hint(&self) {
+        // Release: pairs with the Acquire swap in `device_thread`; the device lock orders the
+        // state itself, this only says "look".
+        self.kick_hint.store(true, Ordering::Release);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking device thread must not take the tests down with poisoned locks.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn device_thread(sh: Arc<Shared>) {
+    let mut d = lock(&sh.dev);
+    loop {
+        if d.quit {
+            return;
+        }
+        match sh.mode.take() {
+            SimMode::Normal => {}
+            SimMode::Spin => {
+                drop(d);
+                // Spin without the lock until the driver kicks (or every 4096 turns, for
+                // device-side work such as delayed replies).
+                for _ in 0..4096 {
+                    // A plain load first: a read-modify-write on every turn would take the
+                    // line away from the driver each time. Relaxed: only a hint; Acquire: the
+                    // swap pairs with the Release store in `Shared::hint`.
+                    if sh.kick_hint.load(Ordering::Relaxed)
+                        && sh.kick_hint.swap(false, Ordering::Acquire)
+                    {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                d = lock(&sh.dev);
+                if !d.quit {
+                    sh.serve(&mut d);
+                }
+                continue;
+            }
+            SimMode::Stepped => {
+                // Idle without the lock and off the `wake` condvar: the caller steps.
+                drop(d);
+                std::thread::sleep(Duration::from_millis(1));
+                d = lock(&sh.dev);
+                continue;
+            }
+        }
+        let kicked = sh.serve(&mut d);
+        if (kicked && d.driver_ok()) || d.kicked || d.quit {
+            // Work may have arrived while we processed: look again (the lock is released and
+            // re-taken so the driver side is never starved).
+            drop(d);
+            std::thread::yield_now();
+            d = lock(&sh.dev);
+            continue;
+        }
+        let wait = d
+            .next_due()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(20))
+            .min(Duration::from_millis(20));
+        d.sleeping = true;
+        d = sh
+            .wake
+            .wait_timeout(d, wait)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        d.sleeping = false;
+    }
+}
+
+/// A running simulated virtio-scmi device (its thread stops when this is dropped).
+pub struct SimDevice {
+    sh: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl core::fmt::Debug for SimDevice {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimDevice").finish_non_exhaustive()
+    }
+}
+
+impl SimDevice {
+    /// Start a device whose platform is built by `factory` (again at every `reset_remote`).
+    pub fn start(
+        cfg: SimDeviceConfig,
+        factory: impl Fn() -> Box<dyn PlatformModel> + Send + Sync + 'static,
+    ) -> Self {
+        let factory: PlatformFactory = Box::new(factory);
+        let model = factory();
+        let sh = Arc::new(Shared {
+            dev: Mutex::new(Dev {
+                cfg,
+                status: DeviceStatus::empty(),
+                driver_features: 0,
+                queues: [QueueCfg::default(); 2],
+                kicked: false,
+                quit: false,
+                fault: Fault::None,
+                reorder: false,
+                header_xor: 0,
+                held: Vec::new(),
+                delayed: Vec::new(),
+                swallowed: 0,
+                event_bufs: VecDeque::new(),
+                seen: Vec::new(),
+                received: 0,
+                malformed: 0,
+                outside_window: 0,
+                corrupt_toggle: false,
+                kicks: 0,
+                irqs_raised: 0,
+                irqs_suppressed: 0,
+                refuse_reset: false,
+                stopped: false,
+                model,
+                scratch_req: Vec::new(),
+                spare: Vec::new(),
+                batch: Vec::new(),
+                p2a_buf: Vec::new(),
+                sleeping: false,
+            }),
+            wake: Condvar::new(),
+            isr: Mutex::new(0),
+            irq: Condvar::new(),
+            factory,
+            mode: SimModeSwitch::new(),
+            kick_hint: AtomicBool::new(false),
+            irq_waiters: AtomicUsize::new(0),
+        });
+        let s2 = sh.clone();
+        let thread = std::thread::Builder::new()
+            .name("sim-virtio-scmi".into())
+            .spawn(move || device_thread(s2))
+            .expect("spawn device thread");
+        SimDevice {
+            sh,
+            thread: Some(thread),
+        }
+    }
+
+    /// The driver's view of the device (register file). One per driver.
+    pub fn transport(&self) -> SimTransport {
+        SimTransport {
+            sh: self.sh.clone(),
+        }
+    }
+
+    /// A handle for an interrupt-delivery thread.
+    pub fn irq_line(&self) -> IrqLine {
+        IrqLine {
+            sh: self.sh.clone(),
+        }
+    }
+
+    /// Wake the device thread for device-side work (P2A messages queued). Not a driver kick: in
+    /// `kick_only` mode it does not make the device look at the available rings.
+    fn kick(&self) {
+        self.sh.hint();
+        self.sh.wake.notify_all();
+    }
+}
+
+impl Drop for SimDevice {
+    fn drop(&mut self) {
+        lock(&self.sh.dev).quit = true;
+        self.sh.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            // Bounded: the thread checks `quit` at least every 20 ms; a wedged one is detached
+            // (and reported) rather than hanging the caller.
+            let _ = super::join_bounded(t, Duration::from_secs(10), "sim-virtio-scmi device");
+        }
+    }
+}
