@@ -5,7 +5,7 @@
 //! Files: `features.rs` (feature bits, queue indices), the hardened split virtqueue (from
 //! `fwipc_virtio::ring`, shared by the virtio backends), `slot.rs` (per-message ownership and Linux poll states), `eventq.rs` (P2A
 //! buffers), `config.rs`, `error.rs`, `reset.rs` (reset and its confirmation, bounded on the
-//! clock), `stall.rs` (telling a stalled device from a slow one), `transport.rs` (the `Transport` implementation), `irq_gate.rs` (the
+//! clock), `stall.rs` (telling a stalled device from a slow one), `transport/` (`ScmiVirtio`: `setup.rs`, `transport_impl.rs` the `Transport` implementation, `drain.rs`, `recovery.rs`, `shutdown.rs`), `irq_gate.rs` (the
 //! channel lock and the interrupt entry point `complete`, with the rule for embedders).
 //!
 //! What it does better than Linux (docs/protocols/scmi.md §8): no global device (any number of

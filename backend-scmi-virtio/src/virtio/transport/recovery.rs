@@ -1,0 +1,217 @@
+//! When the device fails: `DEVICE_NEEDS_RESET` (reset and re-initialise in place), a reset that
+//! is never confirmed and a device that stalls (everything it can reach quarantined, the
+//! channel dead), and the reclaiming of what a confirmed reset gives back.
+
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use core::task::Waker;
+
+use fwipc_transport_api::{Error, TokenAllocator};
+use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
+use virtio_drivers::Hal;
+
+use super::{ScmiVirtio, State};
+use crate::virtio::error::ScmiVirtioError;
+use crate::virtio::features::{ScmiFeatures, CMDQ, EVENTQ};
+use crate::virtio::reset::reset_confirmed;
+use crate::virtio::slot::{Outcome, Owner, PollStatus, Slot};
+use crate::virtio::stall::StallWatch;
+
+impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
+    /// With a clock and a [`ScmiVirtioConfig::stall_timeout`]: declare the device stalled if it
+    /// holds requests and has returned nothing for that long (see `stall.rs`). The device is
+    /// marked `FAILED` (virtio 1.2 §2.1.1: the driver gave up on it), its transfers end with
+    /// `Cancelled` and everything it can reach is quarantined: a stalled device may wake up and
+    /// write its buffers at any time, and nothing confirms it will not. `true` if it did.
+    pub(in crate::virtio) fn check_stall(&self, st: &mut State<H, T>) -> bool {
+        let (Some(clock), Some(limit)) = (self.cfg.clock.as_deref(), self.cfg.stall_timeout) else {
+            return false;
+        };
+        if st.cmdq.is_none() || !st.stall.stalled(clock, limit, st.outstanding) {
+            return false;
+        }
+        log::error!(
+            "virtio-scmi: device stalled: {} requests held, nothing returned for {limit:?}",
+            st.outstanding
+        );
+        st.transport.set_status(DeviceStatus::FAILED);
+        self.quarantine(st, Error::Cancelled, ScmiVirtioError::DeviceStalled);
+        true
+    }
+
+    pub(in crate::virtio) fn reset_locked(
+        &self,
+        st: &mut State<H, T>,
+    ) -> core::result::Result<(), ScmiVirtioError> {
+        // Relaxed: statistics counter.
+        self.resets.fetch_add(1, Ordering::Relaxed);
+        self.reset_and_reclaim(st, Error::Cancelled)?;
+        let State {
+            transport,
+            cmdq,
+            eventq,
+            ..
+        } = st;
+        if cmdq.is_none() {
+            return Err(ScmiVirtioError::ShutDown);
+        }
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+        let offered = ScmiFeatures::from_bits_truncate(transport.read_device_features());
+        if offered.contains(self.features) {
+            transport.write_driver_features(self.features.bits());
+            transport.set_status(
+                DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK,
+            );
+        }
+        if !offered.contains(self.features)
+            || !transport.get_status().contains(DeviceStatus::FEATURES_OK)
+        {
+            // The device changed under us: the channel is dead (sends now fail `Shutdown`).
+            log::error!("virtio-scmi: device refused our features after reset");
+            transport.set_status(DeviceStatus::FAILED);
+            *cmdq = None;
+            *eventq = None;
+            st.failure = Some(ScmiVirtioError::FeaturesRejected);
+            return Err(ScmiVirtioError::FeaturesRejected);
+        }
+        if let Some(r) = cmdq.as_mut() {
+            r.reset();
+            let (d, a, u) = r.addrs();
+            transport.queue_set(CMDQ, u32::from(r.size()), d, a, u);
+        }
+        if let Some(q) = eventq.as_mut() {
+            q.ring.reset();
+            let (d, a, u) = q.ring.addrs();
+            transport.queue_set(EVENTQ, u32::from(q.ring.size()), d, a, u);
+        }
+        transport.set_status(
+            DeviceStatus::ACKNOWLEDGE
+                | DeviceStatus::DRIVER
+                | DeviceStatus::FEATURES_OK
+                | DeviceStatus::DRIVER_OK,
+        );
+        if let Some(q) = eventq.as_mut() {
+            q.post_all();
+            if q.ring.should_notify() {
+                transport.notify(EVENTQ);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reset the device (it stops touching our memory) and take every buffer back: posted
+    /// chains end with `fail` (waiters woken), abandoned ones free their buffer and token.
+    ///
+    /// If the device never reads back status 0, it may still access the rings and every buffer
+    /// it held: those are quarantined instead (see [`Self::quarantine`]) and the result is
+    /// [`ScmiVirtioError::ResetUnconfirmed`].
+    pub(in crate::virtio) fn reset_and_reclaim(
+        &self,
+        st: &mut State<H, T>,
+        fail: Error,
+    ) -> core::result::Result<(), ScmiVirtioError> {
+        let clock = self
+            .cfg
+            .clock
+            .as_deref()
+            .map(|c| c as &dyn fwipc_transport_api::Clock);
+        if !reset_confirmed(&mut *st.transport, clock, self.cfg.reset_timeout) {
+            self.quarantine(st, fail, ScmiVirtioError::ResetUnconfirmed);
+            return Err(ScmiVirtioError::ResetUnconfirmed);
+        }
+        let State {
+            eventq,
+            slots,
+            deferred,
+            outstanding,
+            stall,
+            ..
+        } = st;
+        *outstanding = 0;
+        *stall = StallWatch::default();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if !slot.device_owned() {
+                continue;
+            }
+            self.unshare_slot(slot, i);
+            Self::end_device_owned(slot, fail, deferred, &self.tokens);
+            let _ = self.pool.reclaim(i as u32);
+        }
+        if let Some(q) = eventq.as_mut() {
+            q.unshare_posted();
+        }
+        Ok(())
+    }
+
+    /// A device-owned slot leaves the device: an abandoned one frees its token, a pending one
+    /// ends with `fail` (its waker deferred). The device's pool loan is the caller's business.
+    pub(in crate::virtio) fn end_device_owned(
+        slot: &mut Slot,
+        fail: Error,
+        deferred: &mut Vec<Waker>,
+        tokens: &TokenAllocator,
+    ) {
+        if slot.owner == Owner::Abandoned {
+            let _ = tokens.release(slot.token);
+            slot.poll = PollStatus::NotPolled;
+        } else if slot.outcome == Outcome::Pending {
+            slot.outcome = Outcome::Failed(fail);
+            if slot.poll == PollStatus::Polling {
+                slot.poll = PollStatus::PollDone;
+            }
+            if let Some(w) = slot.waker.take() {
+                deferred.push(w);
+            }
+        }
+        slot.owner = Owner::Driver;
+    }
+
+    /// The reset was not confirmed (`why` is [`ScmiVirtioError::ResetUnconfirmed`]) or the device
+    /// stalled ([`ScmiVirtioError::DeviceStalled`]): the device may still read and write every
+    /// buffer it held and both rings. Waiters end with `fail`, but nothing the device can reach is un-shared or
+    /// reused: each device-owned pool buffer keeps the device's pool loan and a leaked handle
+    /// (so the pool memory outlives the channel), and the cmdq ring and the eventq (its ring and
+    /// buffers) are leaked. Counted ([`Self::quarantined_buffers`]) and logged. The queues are
+    /// gone afterwards, so every later transfer fails with `Shutdown`.
+    pub(in crate::virtio) fn quarantine(
+        &self,
+        st: &mut State<H, T>,
+        fail: Error,
+        why: ScmiVirtioError,
+    ) {
+        let State {
+            cmdq,
+            eventq,
+            slots,
+            deferred,
+            outstanding,
+            failure,
+            ..
+        } = st;
+        *outstanding = 0;
+        *failure = Some(why);
+        let mut n = 0u64;
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if !slot.device_owned() {
+                continue;
+            }
+            Self::end_device_owned(slot, fail, deferred, &self.tokens);
+            // The device's loan is never reclaimed, so the pool never hands buffer `i` out again;
+            // the leaked handle keeps the pool's memory alive after the channel is dropped.
+            core::mem::forget(self.pool.get(i as u32));
+            n += 1;
+        }
+        if let Some(q) = eventq.take() {
+            n += q.posted() as u64;
+            core::mem::forget(q);
+        }
+        if let Some(r) = cmdq.take() {
+            core::mem::forget(r);
+        }
+        // Relaxed: statistics counter.
+        self.quarantined.fetch_add(n, Ordering::Relaxed);
+        log::error!(
+            "virtio-scmi: {why}: {n} buffers and the rings quarantined, the channel is dead"
+        );
+    }
+}
