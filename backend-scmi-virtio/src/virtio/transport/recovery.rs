@@ -10,6 +10,7 @@ use fwipc_transport_api::{Error, TokenAllocator};
 use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::Hal;
 
+use super::setup::go_live;
 use super::{ScmiVirtio, State};
 use crate::virtio::error::ScmiVirtioError;
 use crate::virtio::features::{ScmiFeatures, CMDQ, EVENTQ};
@@ -84,18 +85,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             let (d, a, u) = q.ring.addrs();
             transport.queue_set(EVENTQ, u32::from(q.ring.size()), d, a, u);
         }
-        transport.set_status(
-            DeviceStatus::ACKNOWLEDGE
-                | DeviceStatus::DRIVER
-                | DeviceStatus::FEATURES_OK
-                | DeviceStatus::DRIVER_OK,
-        );
-        if let Some(q) = eventq.as_mut() {
-            q.post_all();
-            if q.ring.should_notify() {
-                transport.notify(EVENTQ);
-            }
-        }
+        go_live(&mut **transport, eventq.as_mut());
         Ok(())
     }
 

@@ -150,20 +150,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             }
         }
 
-        transport.set_status(
-            DeviceStatus::ACKNOWLEDGE
-                | DeviceStatus::DRIVER
-                | DeviceStatus::FEATURES_OK
-                | DeviceStatus::DRIVER_OK,
-        );
-        // Feed the eventq only after DRIVER_OK: vhost-user back-ends drop kicks on rings that
-        // are not enabled yet (docs/protocols/virtio.md §4 pitfall 4).
-        if let Some(q) = eventq.as_mut() {
-            q.post_all();
-            if q.ring.should_notify() {
-                transport.notify(EVENTQ);
-            }
-        }
+        go_live(&mut transport, eventq.as_mut());
         log::debug!(
             "virtio-scmi: features {features:?}, cmdq {size} ({nslots} messages), eventq {}",
             eventq.as_ref().map_or(0, |q| q.count())
@@ -195,6 +182,27 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             resets: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
         })
+    }
+}
+
+/// The last step of setting the device up (at `new` and after a reset): `DRIVER_OK`, then the
+/// eventq's buffers. Feed the eventq only after DRIVER_OK: vhost-user back-ends drop kicks on
+/// rings that are not enabled yet (docs/protocols/virtio.md §4 pitfall 4).
+pub(super) fn go_live<H: Hal, T: VirtioTransport>(
+    transport: &mut T,
+    eventq: Option<&mut EventQueue<H>>,
+) {
+    transport.set_status(
+        DeviceStatus::ACKNOWLEDGE
+            | DeviceStatus::DRIVER
+            | DeviceStatus::FEATURES_OK
+            | DeviceStatus::DRIVER_OK,
+    );
+    if let Some(q) = eventq {
+        q.post_all();
+        if q.ring.should_notify() {
+            transport.notify(EVENTQ);
+        }
     }
 }
 
