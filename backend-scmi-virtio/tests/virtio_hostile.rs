@@ -327,3 +327,69 @@ fn stale_and_forged_tickets_are_rejected() {
     let s = t.stats();
     assert_eq!(s.pool_free, s.pool_capacity);
 }
+
+/// The double-fetch fault: a device that flips bytes of a reply right after publishing it (the
+/// header word, the status word, the used length). Stepped, so the flip lands before the driver
+/// looks: the driver reads each byte once and checks its copy, so each such transfer ends once,
+/// with the error its copy deserves (wrong header: `Protocol`, flipped status: `Remote`, length
+/// beyond the buffer: `Protocol(BadLength)`), and the pool is whole afterwards.
+#[test]
+fn replies_rewritten_after_publication_end_once_with_an_error() {
+    use fwipc_transport_api::fixture::SimMode;
+    let fx = ScmiFixture::setup(Completion::Polled);
+    assert!(fx.remote().set_sim_mode(SimMode::Stepped));
+    let t = fx.transport();
+    let one = |mask: [u8; 9]| {
+        fx.device().rewrite_after_publish(1, mask);
+        let tk = t.send(&Request::new(ECHO, &[1, 2, 3, 4]).polled()).unwrap();
+        while fx.remote().step() {}
+        let done = t.poll_done(&tk);
+        let mut out = [0u8; 16];
+        let r = match done {
+            Ok(true) => t.fetch_response(&tk, &mut out),
+            Ok(false) => panic!("the reply was published"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            t.poll_done(&tk),
+            done,
+            "a finished transfer keeps its outcome"
+        );
+        t.mark_txdone(tk, TxOutcome::Done);
+        r
+    };
+    let protocol_errors = t.stats().protocol_errors;
+    assert!(matches!(
+        one([0x40, 0, 0, 0, 0, 0, 0, 0, 0]),
+        Err(Error::Protocol(_))
+    ));
+    assert!(t.stats().protocol_errors + t.stats().unknown_replies > protocol_errors);
+    assert_eq!(one([0, 0, 0, 0, 5, 0, 0, 0, 0]), Err(Error::Remote(5)));
+    assert_eq!(
+        one([0, 0, 0, 0, 0, 0, 0, 0, 1]),
+        Err(Error::Protocol(ProtocolError::BadLength))
+    );
+    // Garbage starting with DOUBLE_FETCH arms the same fault (the stateful fuzz targets' way).
+    fx.remote()
+        .inject_garbage(&[&fwipc_scmi_virtio::sim::DOUBLE_FETCH[..], &[0, 0x40]].concat());
+    let tk = t.send(&Request::new(ECHO, &[9; 4]).polled()).unwrap();
+    while fx.remote().step() {}
+    assert!(matches!(t.poll_done(&tk), Ok(true)));
+    assert!(matches!(
+        t.fetch_response(&tk, &mut [0u8; 16]),
+        Err(Error::Protocol(_))
+    ));
+    t.mark_txdone(tk, TxOutcome::Done);
+    // Used up: the next reply is intact.
+    let tk = t.send(&Request::new(ECHO, &[7; 4]).polled()).unwrap();
+    while fx.remote().step() {}
+    assert_eq!(t.poll_done(&tk), Ok(true));
+    let mut out = [0u8; 16];
+    assert_eq!(t.fetch_response(&tk, &mut out), Ok(4));
+    assert_eq!(out[..4], [!7u8; 4]);
+    t.mark_txdone(tk, TxOutcome::Done);
+    fx.remote().set_sim_mode(SimMode::Normal);
+    t.shutdown().unwrap();
+    let s = t.stats();
+    assert_eq!(s.pool_free, s.pool_capacity);
+}

@@ -67,3 +67,23 @@ fn fastrpc_session() {
 fn rpmsg_session() {
     run::<fwipc_rpmsg_virtio::sim::RpmsgFixture>("rpmsg_session", 4);
 }
+
+/// The double-fetch seeds reach what they aim at: the simulated SCMI device flips bytes of
+/// replies it has just published (`SimDevice::rewrite_after_publish`, armed through
+/// `inject_garbage` with `DOUBLE_FETCH`), and the driver ends exactly those transfers with an
+/// error, once, while the others come back intact (the session checks the invariants).
+#[test]
+fn scmi_virtio_double_fetch_seeds_fail_exactly_the_rewritten_replies() {
+    for name in ["double_fetch_header", "double_fetch_status_length"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/seeds/scmi_virtio_session")
+            .join(name);
+        let script = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let st = hostile_session::<fwipc_scmi_virtio::sim::ScmiFixture>(&script);
+        assert_eq!(
+            (st.sent, st.replies, st.failed),
+            (4, 2, 2),
+            "{name}: {st:?}"
+        );
+    }
+}

@@ -21,7 +21,9 @@ mod echo_platform;
 mod fixture;
 mod hal;
 
-pub use device::{IrqLine, PlatformFactory, SimDevice, SimDeviceConfig, SimTransport};
+pub use device::{
+    IrqLine, PlatformFactory, SimDevice, SimDeviceConfig, SimTransport, DOUBLE_FETCH,
+};
 pub use echo_platform::EchoPlatform;
 pub use fixture::{default_platform, ScmiFixture, SimScmi};
 pub use hal::{BounceHal, SimHal};

@@ -13,6 +13,12 @@ use super::{lock, SimDevice};
 use crate::platform::{FWIPC_TEST_NOTIFY, FWIPC_TEST_PROTOCOL};
 use crate::virtio::ring::vring_need_event;
 
+/// Prefix of garbage ([`RemoteControl::inject_garbage`]) that arms the double-fetch fault
+/// ([`SimDevice::rewrite_after_publish`]) instead of being delivered. Four bytes, so random
+/// garbage practically never arms it (a coverage-guided fuzzer finds it through its comparison
+/// tracing, and the seeds carry it).
+pub const DOUBLE_FETCH: [u8; 4] = [0xdf, 0x0f, 0xe7, 0xc4];
+
 impl SimDevice {
     /// Complete each batch of commands (and each `release` of held replies) in reverse order of
     /// arrival (out-of-order completion).
@@ -31,6 +37,20 @@ impl SimDevice {
     /// status 0 back and must not reuse the memory.
     pub fn set_refuse_reset(&self, on: bool) {
         lock(&self.sh.dev).refuse_reset = on;
+    }
+
+    /// The double-fetch fault: the next `count` chains the device returns (cmdq replies and eventq
+    /// messages) are rewritten right after they are published, before or while the driver reads
+    /// them: header word XOR `mask[0..4]`, a reply's status word XOR `mask[4..8]`, and with
+    /// `mask[8]` odd a used length beyond the buffer. A driver that reads each byte once and
+    /// checks the copy rejects or fails such a transfer (or, if it had already read it, keeps
+    /// what it read); it never completes it twice or reads out of bounds. With an identity-mapped
+    /// `Hal` (`SimHal`) only: the rewrite lands in memory the driver no longer shares.
+    /// [`RemoteControl::inject_garbage`] arms it for garbage starting with [`DOUBLE_FETCH`].
+    pub fn rewrite_after_publish(&self, count: u8, mask: [u8; 9]) {
+        let mut d = lock(&self.sh.dev);
+        d.rewrites = count;
+        d.rewrite_mask = mask;
     }
 
     /// Stop consuming (`true`) or resume (`false`): a hung device that neither takes new chains
@@ -214,7 +234,20 @@ impl RemoteControl for SimDevice {
         lock(&self.sh.dev).received
     }
 
+    /// Garbage starting with [`DOUBLE_FETCH`] arms the double-fetch fault instead
+    /// ([`SimDevice::rewrite_after_publish`]: the next byte mod 8, plus one, rewrites; the 9
+    /// after it the mask, missing bytes 0). Other garbage lands in an eventq buffer and the cmdq
+    /// used ring.
     fn inject_garbage(&self, bytes: &[u8]) {
+        if let Some(rest) = bytes.strip_prefix(&DOUBLE_FETCH) {
+            let count = rest.first().map_or(1, |c| c % 8 + 1);
+            let mut mask = [0u8; 9];
+            for (m, b) in mask.iter_mut().zip(rest.iter().skip(1)) {
+                *m = *b;
+            }
+            self.rewrite_after_publish(count, mask);
+            return;
+        }
         {
             let mut d = lock(&self.sh.dev);
             // Into an eventq buffer, with the garbage's own length (may exceed the buffer).

@@ -39,6 +39,7 @@ mod sim_transport;
 #[cfg(test)]
 mod tests;
 
+pub use faults::DOUBLE_FETCH;
 pub use irq_line::IrqLine;
 pub use sim_transport::SimTransport;
 
@@ -152,6 +153,12 @@ struct Dev {
     /// Stop consuming: take nothing from the available rings and return nothing (a hung device
     /// that signals nothing, not even `DEVICE_NEEDS_RESET`).
     stopped: bool,
+    /// Double-fetch fault: rewrite what was just published, this many more times
+    /// ([`SimDevice::rewrite_after_publish`]).
+    rewrites: u8,
+    /// The XOR masks of those rewrites: reply header word, reply status word; byte 8 odd also
+    /// makes the used length invalid.
+    rewrite_mask: [u8; 9],
     model: Box<dyn PlatformModel>,
     /// Reused buffers (the steady state allocates nothing): the request being read, spent
     /// reply buffers, the batch of replies, the P2A message being built.
@@ -326,6 +333,8 @@ impl SimDevice {
                 irqs_suppressed: 0,
                 refuse_reset: false,
                 stopped: false,
+                rewrites: 0,
+                rewrite_mask: [0; 9],
                 model,
                 scratch_req: Vec::new(),
                 spare: Vec::new(),

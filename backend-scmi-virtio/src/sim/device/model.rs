@@ -38,6 +38,7 @@ impl Dev {
         self.delayed.clear();
         self.event_bufs.clear();
         self.driver_features = 0;
+        self.rewrites = 0;
     }
 
     /// Whether the driver accepted `VIRTIO_F_RING_EVENT_IDX`.
@@ -154,6 +155,7 @@ impl Dev {
         unsafe { write_mem(r.resp_addr, &r.bytes[..n]) };
         let len = r.used_len.unwrap_or(n as u32);
         self.push_used(0, u32::from(r.head), len, isr);
+        self.rewrite_published(0, r.resp_addr, r.resp_len, r.head);
         if r.twice {
             self.push_used(0, u32::from(r.head), len, isr);
         }
@@ -332,7 +334,48 @@ impl Dev {
         // SAFETY: a posted, writable eventq buffer the device holds.
         unsafe { write_mem(addr, &bytes[..n]) };
         self.push_used(1, u32::from(head), used_len, isr);
+        self.rewrite_published(1, addr, len, head);
         true
+    }
+
+    /// The double-fetch fault ([`SimDevice::rewrite_after_publish`](super::SimDevice::rewrite_after_publish)):
+    /// right after returning chain `head` on queue `qi` (its used element and `used.idx` are
+    /// published), flip bytes of what the driver is about to read, or is reading right now on
+    /// another thread: the buffer's header word (XOR the mask's bytes 0..4) and, for a cmdq
+    /// reply, its status word (bytes 4..8); if byte 8 is odd the used element's length is
+    /// rewritten to one beyond the buffer. Each rewrite is a read-modify-write through the
+    /// shared-memory accessors (byte atomics), racing the driver's own byte reads.
+    fn rewrite_published(&mut self, qi: usize, addr: PhysAddr, len: u32, head: u16) {
+        if self.rewrites == 0 || len < 8 {
+            return;
+        }
+        self.rewrites -= 1;
+        let mask = self.rewrite_mask;
+        let words = if qi == 0 { 8 } else { 4 };
+        let mut b = [0u8; 8];
+        // SAFETY: the first `words` (≤ 8 ≤ len) bytes of the buffer just returned; with the
+        // identity-mapped `SimHal` its memory lives as long as the driver's pool or eventq, and
+        // every agent reaches it through byte atomics. A hostile write after the return: the
+        // driver must read each byte once and check what it read.
+        unsafe { read_mem_into(addr, words, &mut self.scratch_req) };
+        for (i, x) in b.iter_mut().take(words).enumerate() {
+            *x = self.scratch_req[i] ^ mask[i];
+        }
+        // SAFETY: as above.
+        unsafe { write_mem(addr, &b[..words]) };
+        let q = &self.queues[qi];
+        if mask[8] & 1 == 1 && q.ready() {
+            let slot = q.used_idx.wrapping_sub(1) & (q.size - 1);
+            // SAFETY: inside the live used ring of a configured queue (the element just
+            // published).
+            unsafe {
+                write_used(
+                    q.device + q.layout().used_ring(slot) as u64,
+                    u32::from(head),
+                    len.saturating_add(1),
+                )
+            };
+        }
     }
 
     pub(super) fn deliver_due(&mut self, isr: &Mutex<u32>) {
