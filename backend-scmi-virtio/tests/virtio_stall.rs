@@ -57,7 +57,8 @@ fn stalled_device_fails_the_call_in_flight_and_later_calls_fast() {
     let dev = SimDevice::start(SimDeviceConfig::default(), || Box::new(EchoPlatform::new()));
     let clock = Arc::new(StdClock::new());
     let cfg = ScmiVirtioConfig {
-        stall_timeout: Some(Duration::from_millis(300)),
+        // Far above a loaded machine's scheduling delays, far below the call's timeout.
+        stall_timeout: Some(Duration::from_secs(1)),
         ..ScmiVirtioConfig::default()
     };
     let scmi = channel(&dev, clock.clone(), cfg);
