@@ -113,16 +113,25 @@ impl Dev {
     /// Return a chain on queue `qi` and mark the interrupt pending (with EVENT_IDX: only if the
     /// driver's `used_event` asks for this entry).
     pub(super) fn push_used(&mut self, qi: usize, id: u32, len: u32, isr: &Mutex<u32>) {
+        self.push_used_n(qi, id, len, 1, isr);
+    }
+
+    /// `push_used`, with the element written `n` times and published by one `used.idx` store (a
+    /// device returning a chain `n` times at once: the driver sees every copy in the same
+    /// drain, so a copy can never be taken for a later transfer that reuses the chain).
+    pub(super) fn push_used_n(&mut self, qi: usize, id: u32, len: u32, n: u16, isr: &Mutex<u32>) {
         let event_idx = self.event_idx();
         let q = &mut self.queues[qi];
         if !q.ready() {
             return;
         }
         let l = q.layout();
-        let slot = q.used_idx & (q.size - 1);
-        // SAFETY: inside the live used ring of a configured queue.
-        unsafe { write_used(q.device + l.used_ring(slot) as u64, id, len) };
-        q.used_idx = q.used_idx.wrapping_add(1);
+        for _ in 0..n {
+            let slot = q.used_idx & (q.size - 1);
+            // SAFETY: inside the live used ring of a configured queue.
+            unsafe { write_used(q.device + l.used_ring(slot) as u64, id, len) };
+            q.used_idx = q.used_idx.wrapping_add(1);
+        }
         // SAFETY: as above.
         let used = unsafe { atomic_u16(q.device + l.used_idx() as u64) };
         // Release: the element and the reply bytes written before must be visible to a driver
@@ -137,7 +146,7 @@ impl Dev {
             let ue = unsafe { atomic_u16(q.driver + l.used_event() as u64) };
             // Acquire: a hint from the driver (the fence above orders what matters).
             let event = u16::from_le(ue.load(Ordering::Acquire));
-            let old = q.used_idx.wrapping_sub(1);
+            let old = q.used_idx.wrapping_sub(n);
             if !vring_need_event(event, q.used_idx, old) {
                 self.irqs_suppressed += 1;
                 return;
@@ -154,11 +163,9 @@ impl Dev {
         // the device (the chain has not been returned).
         unsafe { write_mem(r.resp_addr, &r.bytes[..n]) };
         let len = r.used_len.unwrap_or(n as u32);
-        self.push_used(0, u32::from(r.head), len, isr);
+        // A duplicate is published with the original (see `push_used_n`).
+        self.push_used_n(0, u32::from(r.head), len, if r.twice { 2 } else { 1 }, isr);
         self.rewrite_published(0, r.resp_addr, r.resp_len, r.head);
-        if r.twice {
-            self.push_used(0, u32::from(r.head), len, isr);
-        }
         if self.spare.len() < SPARE_MAX {
             self.spare.push(r.bytes);
         }
