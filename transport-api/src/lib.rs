@@ -6,7 +6,7 @@ extern crate alloc;
 
 mod clock;
 mod error;
-#[cfg(feature = "std")]
+#[cfg(feature = "fixtures")]
 pub mod fixture;
 mod forward;
 mod future;
