@@ -658,9 +658,11 @@ impl Transport for VchiqTransport {
                 }
             }
         }
-        self.sh
-            .lifecycle
-            .wait_idle(clock, Deadline::after(clock, Duration::from_secs(1)), || {})
+        self.sh.lifecycle.wait_idle(
+            clock,
+            Deadline::after(clock, Duration::from_secs(1)),
+            fwipc_transport_api::Wait::Poll,
+        )
     }
 
     fn stats(&self) -> Stats {
