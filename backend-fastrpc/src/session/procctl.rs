@@ -110,8 +110,9 @@ impl Session {
         self.inner.proc.lock().quarantine.push(q);
     }
 
-    /// Memory regions kept because a control call that gave them to the DSP timed out (freed
-    /// when the DSP confirms INIT_RELEASE, or with the session).
+    /// Memory regions kept because a control call that gave them to the DSP timed out or was
+    /// cancelled (its future dropped before the DSP answered); freed when the DSP confirms
+    /// INIT_RELEASE, or with the session.
     pub fn quarantined(&self) -> usize {
         self.inner.proc.lock().quarantine.len()
     }
