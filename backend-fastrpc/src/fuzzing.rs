@@ -8,8 +8,8 @@
 //! - [`payload_meta`]: the checked metadata reader for an arbitrary `sc`,
 //! - [`scalars`]: the `sc` decode,
 //! - [`reverse_unpack`]: reverse-RPC buffer unpacking,
-//! - `dsp_message` (std): the simulated DSP's decode of a message + payload,
-//! - `skel` (std): a generated skel's unmarshalling of arbitrary buffers.
+//! - `dsp_message` (feature `sim`): the simulated DSP's decode of a message + payload,
+//! - `skel` (feature `sim`): a generated skel's unmarshalling of arbitrary buffers.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -246,8 +246,9 @@ pub fn scalars(data: &[u8]) {
 }
 
 /// The simulated DSP's decode: 40 bytes of message (its `addr` redirected into a mapped
-/// region with the rest of the input as payload contents when the first byte is even).
-#[cfg(feature = "std")]
+/// region with the rest of the input as payload contents when the first byte is even). Feature
+/// `sim`.
+#[cfg(feature = "sim")]
 pub fn dsp_message(data: &[u8]) {
     use crate::sim::{SimBus, SimDsp, SimLink};
     let Some((msg, payload)) = data.split_first_chunk::<40>() else {
@@ -284,8 +285,8 @@ pub fn dsp_message(data: &[u8]) {
 }
 
 /// A generated skel over arbitrary scalars and buffers: first 4 bytes `sc`, then the buffers
-/// split by length bytes.
-#[cfg(feature = "std")]
+/// split by length bytes. Feature `sim`.
+#[cfg(feature = "sim")]
 pub fn skel(data: &[u8]) {
     use crate::sim::objects::{calculator, Calculator};
     let Some((sc, mut rest)) = data.split_first_chunk::<4>() else {
@@ -314,7 +315,7 @@ fn no_wait() -> crate::CallWait {
     )
 }
 
-#[cfg(all(test, feature = "std"))]
+#[cfg(all(test, feature = "sim"))]
 mod tests {
     use super::*;
 

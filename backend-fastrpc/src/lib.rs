@@ -15,7 +15,7 @@ mod mem;
 mod packet;
 mod reverse;
 mod session;
-#[cfg(feature = "std")]
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod stubskel;
 mod transport;

@@ -122,7 +122,7 @@ pub(crate) fn write_at(r: &dyn DmaRegion, off: usize, data: &[u8]) -> Result<()>
 }
 
 /// Set `n` bytes at `off` to `v`; `InvalidArgument` if out of range.
-#[cfg(test)]
+#[cfg(all(test, feature = "sim"))]
 pub fn fill_at(r: &dyn DmaRegion, off: usize, n: usize, v: u8) -> Result<()> {
     in_bounds(r.len(), off, n)?;
     // SAFETY: as in `write_at`.
@@ -223,12 +223,11 @@ impl SharedBuf {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sim"))]
 mod tests {
     use super::*;
     use core::sync::atomic::Ordering;
 
-    #[cfg(feature = "std")]
     #[test]
     fn accessors_check_bounds_and_copy() {
         let bus = crate::sim::SimBus::new();
@@ -253,7 +252,6 @@ mod tests {
     /// rewrites a region while the AP reads and writes it: no references exist, so this is two
     /// agents doing atomic byte accesses. Each byte read is one some side wrote (never a torn or
     /// invented value), and mixed generations inside one read are expected and harmless.
-    #[cfg(feature = "std")]
     #[test]
     fn simulated_dsp_writes_concurrently_with_ap_reads() {
         use std::sync::atomic::AtomicBool;

@@ -77,8 +77,32 @@
 //! Generated names, for `interface calc { stub CalcStub; skel CalcImpl, calc_skel_invoke; .. }`:
 //! the module `calc` holds `CalcStub<I>` (fields `invoker` and `handle`, one method per `fn`:
 //! `in` scalars, then `in_bufs` as `&[u8]`, then `out_bufs` as `&mut [u8]`; returns the `out`
-//! scalars as a tuple), the trait `CalcImpl` (same arguments, `Result<(outs..), i32>` with an AEE
-//! status as the error), the function `calc_skel_invoke` and the method ids in `calc::ids`.
+//! scalars as a tuple) and its async twin `AsyncStub<I>`, the trait `CalcImpl` (same arguments,
+//! `Result<(outs..), i32>` with an AEE status as the error), the function `calc_skel_invoke` and
+//! the method ids in `calc::ids`.
+//!
+//! The async face is the module's `AsyncStub<I>` (same fields) over an [`AsyncInvoker`]
+//! (`&Session` is one): every method is an `async fn` with the same arguments and result, on the
+//! completion machinery of [`Session::invoke_async`] (woken by the DSP's answer on a push-style
+//! link; the session's timeout enforced when the future is polled; dropping a pending future
+//! cancels the call):
+//!
+//! ```
+//! use fwipc_fastrpc::sim::fixture::SimSystem;
+//! use fwipc_fastrpc::sim::objects::{calculator, CALC_HANDLE};
+//! use fwipc_transport_api::{block_on_polling, Completion};
+//!
+//! // The simulated DSP serves the generated calculator skeleton at `CALC_HANDLE`.
+//! let sys = SimSystem::new(SimSystem::default_config(), Completion::Interrupt);
+//! let session = sys.attached_session();
+//! let stub = calculator::AsyncStub { invoker: &session, handle: CALC_HANDLE };
+//! // Any executor drives the future; `block_on_polling` is the executor-free one.
+//! let (m,) = block_on_polling(stub.max(-3, 9))?;
+//! assert_eq!(m, 9);
+//! # Ok::<(), fwipc_fastrpc::FastRpcError>(())
+//! ```
+
+use core::future::Future;
 
 use crate::error::Result;
 use crate::session::{Arg, Session};
@@ -213,6 +237,48 @@ impl<I: Invoker + ?Sized> Invoker for &I {
     }
 }
 
+/// What an async stub (`AsyncStub`, generated beside every stub) calls: one invoke whose
+/// completion is a future, on the same completion machinery as the blocking call.
+pub trait AsyncInvoker {
+    /// Queue a call of `method` on `handle` with `args`; the future resolves as
+    /// [`Invoker::invoke`] returns, with the out-buffers filled. Dropping it while pending
+    /// cancels the call.
+    fn invoke_async(
+        &self,
+        handle: u32,
+        method: u32,
+        args: &mut [Arg<'_>],
+    ) -> impl Future<Output = Result<()>>;
+}
+
+/// A session is the async [`AsyncInvoker`] through [`Session::invoke_async`]: the future is
+/// woken by the DSP's answer on a push-style link, and its deadline is the session's
+/// [`CallWait`](crate::CallWait) timeout, enforced when it is polled (see
+/// [`InvokeFuture`](crate::InvokeFuture)). A refused send (`Busy`, `TooLarge`...) is the
+/// future's output.
+impl AsyncInvoker for Session {
+    fn invoke_async(
+        &self,
+        handle: u32,
+        method: u32,
+        args: &mut [Arg<'_>],
+    ) -> impl Future<Output = Result<()>> {
+        let started = Session::invoke_async(self, handle, method, args);
+        async move { started?.await }
+    }
+}
+
+impl<I: AsyncInvoker + ?Sized> AsyncInvoker for &I {
+    fn invoke_async(
+        &self,
+        handle: u32,
+        method: u32,
+        args: &mut [Arg<'_>],
+    ) -> impl Future<Output = Result<()>> {
+        (**self).invoke_async(handle, method, args)
+    }
+}
+
 /// A blocking [`Invoker`] for one thread (`tid`) that resumes that thread's interrupted call
 /// instead of re-sending it (see [`Session::start_or_resume`]).
 #[derive(Clone, Copy)]
@@ -253,8 +319,7 @@ macro_rules! fastrpc_interface {
         #[allow(clippy::too_many_arguments, unused_mut, unused_variables, unused_assignments)]
         $vis mod $module {
             #[allow(unused_imports)]
-            use $crate::stubskel::{count, get, packed_len, put, ArgList, Invoker, Prim};
-            use $crate::Arg;
+            use $crate::stubskel::{count, get, packed_len, put, AsyncInvoker, Invoker, Prim};
             use $crate::wire::scalars::{Scalars, METHOD_ESCAPE};
             use $crate::error::{aee, FastRpcError};
 
@@ -281,48 +346,41 @@ macro_rules! fastrpc_interface {
                         $($ibname: &[u8],)*
                         $($obname: &mut [u8],)*
                     ) -> Result<($($oty,)*), FastRpcError> {
-                        const ESC: bool = $id >= METHOD_ESCAPE;
-                        const N_IB: usize = count(&[$(stringify!($ibname)),*]);
-                        const N_OB: usize = count(&[$(stringify!($obname)),*]);
-                        const PRIM_IN: usize = packed_len(
-                            ESC, &[$((<$ity as Prim>::SIZE, <$ity as Prim>::ALIGN)),*], N_IB + N_OB);
-                        const PRIM_OUT: usize = packed_len(
-                            false, &[$((<$oty as Prim>::SIZE, <$oty as Prim>::ALIGN)),*], 0);
-                        let mut prim_in = [0u8; PRIM_IN];
-                        let mut cur = 0usize;
-                        if ESC {
-                            cur = put(&mut prim_in, cur, $id as u32);
-                        }
-                        $( cur = put(&mut prim_in, cur, $iname); )*
-                        $( cur = put(&mut prim_in, cur, u32::try_from($ibname.len())
-                            .map_err(|_| FastRpcError::TooLarge)?); )*
-                        $( cur = put(&mut prim_in, cur, u32::try_from($obname.len())
-                            .map_err(|_| FastRpcError::TooLarge)?); )*
-                        if cur == usize::MAX {
-                            return Err(FastRpcError::InvalidArgument);
-                        }
-                        let mut prim_out = [0u8; PRIM_OUT];
-                        {
-                            let mut args = ArgList::<{ 2 + N_IB + N_OB }>::new();
-                            if PRIM_IN > 0 {
-                                args.push(Arg::In(&prim_in));
-                            }
-                            $( args.push(Arg::In($ibname)); )*
-                            if PRIM_OUT > 0 {
-                                args.push(Arg::Out(&mut prim_out));
-                            }
-                            $( args.push(Arg::Out($obname)); )*
-                            let method = if ESC { METHOD_ESCAPE } else { $id };
-                            self.invoker.invoke(self.handle, method, args.as_mut_slice())?;
-                        }
-                        let mut cur = 0usize;
-                        $(
-                            let $oname: $oty = match get::<$oty>(&prim_out, cur) {
-                                Some((v, c)) => { cur = c; v }
-                                None => return Err(FastRpcError::InvalidArgument),
-                            };
-                        )*
-                        Ok(($($oname,)*))
+                        $crate::__fastrpc_stub_call!(
+                            $id, in { $($iname: $ity),* } in_bufs { $($ibname),* }
+                            out { $($oname: $oty),* } out_bufs { $($obname),* },
+                            self.handle, |handle, method, args| self.invoker.invoke(handle, method, args)
+                        )
+                    }
+                )*
+            }
+
+            /// The async twin of the client stub: the same methods, each an `async fn` whose
+            /// future resolves when the DSP answers (the invoker's
+            /// [`AsyncInvoker::invoke_async`]). Dropping a pending future cancels its call.
+            pub struct AsyncStub<I> {
+                /// How calls are made.
+                pub invoker: I,
+                /// The remote object's handle.
+                pub handle: u32,
+            }
+
+            // An interface whose users take one face only leaves the other unused.
+            #[allow(dead_code)]
+            impl<I: AsyncInvoker> AsyncStub<I> {
+                $(
+                    $(#[$mmeta])*
+                    pub async fn $method(
+                        &self,
+                        $($iname: $ity,)*
+                        $($ibname: &[u8],)*
+                        $($obname: &mut [u8],)*
+                    ) -> Result<($($oty,)*), FastRpcError> {
+                        $crate::__fastrpc_stub_call!(
+                            $id, in { $($iname: $ity),* } in_bufs { $($ibname),* }
+                            out { $($oname: $oty),* } out_bufs { $($obname),* },
+                            self.handle, |handle, method, args| self.invoker.invoke_async(handle, method, args).await
+                        )
                     }
                 )*
             }
@@ -424,6 +482,62 @@ macro_rules! fastrpc_interface {
             }
         }
     };
+}
+
+/// The body of one generated stub method (a [`fastrpc_interface!`](crate::fastrpc_interface)
+/// helper): marshal, make the call `$call` with `$handle`, `$method` and `$args` bound, unmarshal.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __fastrpc_stub_call {
+    (
+        $id:literal, in { $($iname:ident : $ity:ty),* } in_bufs { $($ibname:ident),* }
+        out { $($oname:ident : $oty:ty),* } out_bufs { $($obname:ident),* },
+        $handle_value:expr, |$handle:ident, $method:ident, $args:ident| $call:expr
+    ) => {{
+        const ESC: bool = $id >= $crate::wire::scalars::METHOD_ESCAPE;
+        const N_IB: usize = $crate::stubskel::count(&[$(stringify!($ibname)),*]);
+        const N_OB: usize = $crate::stubskel::count(&[$(stringify!($obname)),*]);
+        const PRIM_IN: usize = $crate::stubskel::packed_len(
+            ESC, &[$((<$ity as $crate::stubskel::Prim>::SIZE, <$ity as $crate::stubskel::Prim>::ALIGN)),*], N_IB + N_OB);
+        const PRIM_OUT: usize = $crate::stubskel::packed_len(
+            false, &[$((<$oty as $crate::stubskel::Prim>::SIZE, <$oty as $crate::stubskel::Prim>::ALIGN)),*], 0);
+        let mut prim_in = [0u8; PRIM_IN];
+        let mut cur = 0usize;
+        if ESC {
+            cur = $crate::stubskel::put(&mut prim_in, cur, $id as u32);
+        }
+        $( cur = $crate::stubskel::put(&mut prim_in, cur, $iname); )*
+        $( cur = $crate::stubskel::put(&mut prim_in, cur, u32::try_from($ibname.len())
+            .map_err(|_| $crate::FastRpcError::TooLarge)?); )*
+        $( cur = $crate::stubskel::put(&mut prim_in, cur, u32::try_from($obname.len())
+            .map_err(|_| $crate::FastRpcError::TooLarge)?); )*
+        if cur == usize::MAX {
+            return Err($crate::FastRpcError::InvalidArgument);
+        }
+        let mut prim_out = [0u8; PRIM_OUT];
+        {
+            let mut args = $crate::stubskel::ArgList::<{ 2 + N_IB + N_OB }>::new();
+            if PRIM_IN > 0 {
+                args.push($crate::Arg::In(&prim_in));
+            }
+            $( args.push($crate::Arg::In($ibname)); )*
+            if PRIM_OUT > 0 {
+                args.push($crate::Arg::Out(&mut prim_out));
+            }
+            $( args.push($crate::Arg::Out($obname)); )*
+            let method = if ESC { $crate::wire::scalars::METHOD_ESCAPE } else { $id };
+            let ($handle, $method, $args) = ($handle_value, method, args.as_mut_slice());
+            $call?;
+        }
+        let mut cur = 0usize;
+        $(
+            let $oname: $oty = match $crate::stubskel::get::<$oty>(&prim_out, cur) {
+                Some((v, c)) => { cur = c; v }
+                None => return Err($crate::FastRpcError::InvalidArgument),
+            };
+        )*
+        Ok(($($oname,)*))
+    }};
 }
 
 #[cfg(test)]

@@ -168,3 +168,69 @@ fn async_invoke_drop_while_pending_keeps_buffers_until_answered_then_frees_all()
         run_concurrent(&s);
     });
 }
+
+/// With the optional timer hook (`fwipc_transport_api::with_timer`), a future whose DSP stays
+/// silent is woken at its deadline by the caller's timer and resolves `Timeout` on time under a
+/// real executor, instead of staying pending until something polls it.
+#[test]
+fn async_invoke_with_a_timer_times_out_on_time_under_an_executor() {
+    use fwipc_transport_api::{with_timer, Clock, Deadline, Instant, StdClock, Timer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// One thread per alarm: sleeps until the instant on the system's clock, then wakes.
+    struct ThreadTimer(Arc<StdClock>);
+    impl Timer for ThreadTimer {
+        fn wake_at(&self, at: Instant, waker: &Waker) {
+            let (clock, waker) = (self.0.clone(), waker.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Deadline::at(at).remaining(&*clock));
+                waker.wake();
+            });
+        }
+    }
+
+    /// Counts the polls of the future it wraps.
+    struct Counted<'c, F>(F, &'c AtomicUsize);
+    impl<F: std::future::Future + Unpin> std::future::Future for Counted<'_, F> {
+        type Output = F::Output;
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> std::task::Poll<F::Output> {
+            // Relaxed: a count read after the future resolved, on the same thread.
+            self.1.fetch_add(1, Ordering::Relaxed);
+            std::pin::Pin::new(&mut self.0).poll(cx)
+        }
+    }
+
+    with_watchdog(|| {
+        let sys = SimSystem::new(config(), Completion::Interrupt);
+        let timeout = Duration::from_millis(100);
+        let s = sys.attached_session();
+        let short = s.with_wait(sys.wait().with_timeout(timeout));
+        sys.dsp.set_fault(Fault::Hold);
+        let timer = ThreadTimer(sys.clock.clone());
+        let mut out = [0u8; 4];
+        let mut args = [Arg::In(b"wxyz"), Arg::Out(&mut out)];
+        let start = std::time::Instant::now();
+        let call = short.invoke_async(ECHO_HANDLE, ECHO, &mut args).unwrap();
+        // The future's own deadline was taken in `invoke_async`: this one is not earlier.
+        let deadline = Deadline::after(&*sys.clock, timeout);
+        let polls = AtomicUsize::new(0);
+        let r = futures::executor::block_on(Counted(with_timer(call, &timer, deadline), &polls));
+        let took = start.elapsed();
+        assert_eq!(r, Err(fwipc_fastrpc::FastRpcError::Timeout));
+        assert!(took >= timeout, "timed out early ({took:?})");
+        // Relaxed: see `Counted`.
+        let polls = polls.load(Ordering::Relaxed);
+        assert!(
+            polls <= 3,
+            "{polls} polls: woken by the timer, not polled in a loop"
+        );
+        assert_eq!(sys.channel.stats().timed_out, 1);
+        assert!(sys.clock.now() >= deadline.instant());
+        sys.dsp.set_fault(Fault::None);
+        sys.dsp.release();
+    });
+}

@@ -520,7 +520,8 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
             }
         }
         let deadline = Deadline::after(&self.clock, Duration::from_secs(2));
-        self.lc.wait_idle(&self.clock, deadline, || {})
+        self.lc
+            .wait_idle(&self.clock, deadline, fwipc_transport_api::Wait::Poll)
     }
 
     fn stats(&self) -> Stats {

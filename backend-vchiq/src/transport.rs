@@ -624,14 +624,14 @@ impl Transport for VchiqTransport {
         // Close the service: the remote aborts our bulks (they come back ABORTED).
         let h = self.service();
         let _ = self.vchiq.remove_service(h);
+        // The instance's one waiting loop (pausing as its `Config::wait` says): the deadline is
+        // checked before every poll, and each poll is bounded (`POLL_MAX_ROUNDS`,
+        // `POLL_MAX_MSGS`), so a hostile VideoCore cannot hold the teardown past it. A timeout
+        // here is not an error of the shutdown: what is left is ended below.
+        let _ = self.vchiq.wait_until(Duration::from_secs(2), || {
+            self.vchiq.service_state(h).is_err().then_some(Ok(()))
+        });
         let clock = &*self.vchiq.clock;
-        let deadline = Deadline::after(clock, Duration::from_secs(2));
-        // The deadline is checked before every poll, and each poll is bounded (`POLL_MAX_ROUNDS`,
-        // `POLL_MAX_MSGS`): a hostile VideoCore cannot hold the teardown past it.
-        while self.vchiq.service_state(h).is_ok() && !deadline.expired(clock) {
-            self.vchiq.poll();
-            core::hint::spin_loop();
-        }
         // Whatever is still in flight ends with Shutdown; every loan comes back.
         {
             let mut xs = self.sh.xfers.lock();
@@ -658,9 +658,11 @@ impl Transport for VchiqTransport {
                 }
             }
         }
-        self.sh
-            .lifecycle
-            .wait_idle(clock, Deadline::after(clock, Duration::from_secs(1)), || {})
+        self.sh.lifecycle.wait_idle(
+            clock,
+            Deadline::after(clock, Duration::from_secs(1)),
+            fwipc_transport_api::Wait::Poll,
+        )
     }
 
     fn stats(&self) -> Stats {

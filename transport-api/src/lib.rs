@@ -6,7 +6,7 @@ extern crate alloc;
 
 mod clock;
 mod error;
-#[cfg(feature = "std")]
+#[cfg(feature = "fixtures")]
 pub mod fixture;
 mod forward;
 mod future;
@@ -15,6 +15,7 @@ mod pool;
 pub mod shared_mem;
 mod stats;
 pub mod sync;
+mod timer;
 mod token;
 mod transfer;
 mod transport;
@@ -28,6 +29,7 @@ pub use future::{block_on_polling, call_async, CallFuture};
 pub use lifecycle::{Lifecycle, UserGuard};
 pub use pool::{MsgPool, PoolBuf};
 pub use stats::{Counters, Stats};
+pub use timer::{with_timer, Timer, WithTimer};
 pub use token::{Token, TokenAllocator};
 pub use transfer::{call, Transfer};
 pub use transport::{

@@ -5,8 +5,11 @@
 //! first acquires (increment-if-not-zero) and releases when done. Shutdown drops the owner's
 //! reference once, then waits until the count reaches zero or the deadline passes.
 
+use core::convert::Infallible;
+
 use crate::clock::{Clock, Deadline};
-use crate::sync::{spin_hint, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::wait::{wait_until, Wait};
 use crate::{Error, Result};
 
 /// Users refcount + ready flag of one channel.
@@ -77,29 +80,34 @@ impl Lifecycle {
         true
     }
 
-    /// Wait until every user has released, calling `idle` between checks; `Timeout` at the
-    /// deadline (the Linux driver waits without bound; we do not).
+    /// Wait until every user has released, pausing between looks as `wait` says; `Timeout` at
+    /// the deadline (the Linux driver waits without bound; we do not). A leaving user wakes no
+    /// one, so [`Wait::Completion`] parks in short naps between looks.
     pub fn wait_idle(
         &self,
         clock: &(impl Clock + ?Sized),
         deadline: Deadline,
-        mut idle: impl FnMut(),
+        wait: Wait<'_>,
     ) -> Result<()> {
-        loop {
+        let idle = wait_until(
             // Acquire: pairs with the users' Release decrements, so teardown after this sees all
             // their effects.
-            if self.users.load(Ordering::Acquire) == 0 {
-                return Ok(());
-            }
-            if deadline.expired(clock) {
+            || Ok::<bool, Infallible>(self.users.load(Ordering::Acquire) == 0),
+            |_| false,
+            clock,
+            deadline,
+            wait,
+        );
+        match idle {
+            Ok(true) => Ok(()),
+            Ok(false) => {
                 log::warn!(
                     "shutdown: {} user(s) still active at deadline",
                     self.users()
                 );
-                return Err(Error::Timeout);
+                Err(Error::Timeout)
             }
-            idle();
-            spin_hint();
+            Err(never) => match never {},
         }
     }
 
@@ -108,10 +116,10 @@ impl Lifecycle {
         &self,
         clock: &(impl Clock + ?Sized),
         deadline: Deadline,
-        idle: impl FnMut(),
+        wait: Wait<'_>,
     ) -> Result<()> {
         self.begin_shutdown();
-        self.wait_idle(clock, deadline, idle)
+        self.wait_idle(clock, deadline, wait)
     }
 
     /// Whether shutdown has begun.
@@ -150,7 +158,7 @@ mod tests {
         assert!(!lc.is_ready());
         drop(g);
         let c = ManualClock::new();
-        lc.wait_idle(&c, Deadline::after(&c, Duration::ZERO), || {})
+        lc.wait_idle(&c, Deadline::after(&c, Duration::ZERO), Wait::Poll)
             .unwrap();
     }
 
@@ -160,8 +168,18 @@ mod tests {
         let _g = lc.acquire().unwrap();
         let c = ManualClock::new();
         let d = Deadline::after(&c, Duration::from_millis(5));
-        let r = lc.shutdown(&c, d, || c.advance(Duration::from_millis(1)));
+        let relax = || c.advance(Duration::from_millis(1));
+        let r = lc.shutdown(
+            &c,
+            d,
+            Wait::SpinThenYield {
+                spins: 0,
+                relax: &relax,
+            },
+        );
         assert_eq!(r, Err(Error::Timeout));
+        // One look per millisecond: the deadline ended the wait, not a spin budget.
+        assert_eq!(c.now(), crate::Instant(5_000_000));
     }
 
     #[cfg(feature = "std")]
@@ -178,10 +196,11 @@ mod tests {
         rx.recv().unwrap();
         let c = crate::StdClock::new();
         let start = std::time::Instant::now();
+        let parker = crate::ThreadParker::new();
         lc.shutdown(
             &c,
             Deadline::after(&c, Duration::from_secs(5)),
-            std::thread::yield_now,
+            Wait::Completion(&parker),
         )
         .unwrap();
         assert!(start.elapsed() >= Duration::from_millis(20));

@@ -58,12 +58,19 @@ impl Session {
         args: &'a mut [Arg<'b>],
     ) -> Result<InvokeFuture<'s, 'a, 'b>> {
         let t = self.start(handle, method, args, 0)?;
-        Ok(InvokeFuture {
-            session: self,
+        Ok(InvokeFuture::started(self, t, args))
+    }
+}
+
+impl<'s, 'a, 'b> InvokeFuture<'s, 'a, 'b> {
+    /// The future of a call already queued as `t` (its deadline counted from now).
+    pub(crate) fn started(session: &'s Session, t: InvokeTicket, args: &'a mut [Arg<'b>]) -> Self {
+        InvokeFuture {
+            session,
             ticket: Some(t),
             args,
-            deadline: self.call_wait().deadline(),
-        })
+            deadline: session.call_wait().deadline(),
+        }
     }
 }
 

@@ -475,14 +475,9 @@ impl Session {
         s.lc.begin_shutdown();
         s.ch.ctx
             .fail_inflight(Some(s.index), FastRpcError::ChannelDown);
-        // Callers inside the API cannot wake us: pause between looks as the session's `Wait`
-        // says (a parker naps).
-        let wait = self.wait.wait();
-        let mut looks: u32 = 0;
-        let r = s.lc.wait_idle(clock, deadline, || {
-            looks = looks.saturating_add(1);
-            wait.pause(looks, core::time::Duration::from_micros(50));
-        });
+        // Callers inside the API cannot wake us: `wait_idle` pauses between looks as the
+        // session's `Wait` says (a parker naps).
+        let r = s.lc.wait_idle(clock, deadline, self.wait.wait());
         s.ch.ctx.reap();
         r.map_err(|_| FastRpcError::Timeout)
     }

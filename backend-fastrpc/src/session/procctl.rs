@@ -12,15 +12,23 @@
 //! using the memory (a late CREATE leaves a process running in the init memory). So on `Timeout`
 //! the memory is not dropped but *quarantined* in the session: it is freed only when the DSP
 //! confirms INIT_RELEASE (the process and everything mapped into it are gone) or when the session
-//! is torn down (`SessionInner`'s drop, after which the DSP may no longer touch the bank).
+//! is torn down (`SessionInner`'s drop, after which the DSP may no longer touch the bank). A
+//! control call's future (`*_async`) dropped before the DSP answered quarantines it the same way.
+//!
+//! Each call is written once, as an `async fn` over the way it waits: the blocking form waits
+//! inside its one poll as the session's `CallWait` says; the `*_async` form is an
+//! [`InvokeFuture`] underneath (woken by the DSP's answer, deadline enforced when polled).
 
+use core::future::Future;
+
+use fwipc_transport_api::block_on_polling;
 use zerocopy::IntoBytes;
 
 use crate::error::{FastRpcError, Result};
 use crate::mem::SharedBuf;
 use crate::session::arg::{scalars_for, Arg, PD_ROOT, PD_SENSORS, PD_USER};
 use crate::session::proc_state::{MemMapEntry, MmapEntry, PdKind, ProcState, Quarantined};
-use crate::session::Session;
+use crate::session::{InvokeFuture, Session};
 use crate::wire::align_up;
 use crate::wire::{
     rmid, CreateReq, CreateStaticReq, MemMapReq, MemUnmapReq, MmapReq, MunmapReq, PhyPage,
@@ -44,28 +52,84 @@ fn page_of(bus: u64, size: u64) -> [u8; 16] {
     b
 }
 
-impl Session {
-    /// Keep `keep` if `r` is a timeout: the DSP was given it and may still be using it.
-    fn quarantine_on_timeout(&self, r: &Result<()>, keep: impl FnOnce() -> Quarantined) {
-        if *r == Err(FastRpcError::Timeout) {
-            log::warn!("fastrpc: control call timed out: keeping the memory it gave the DSP until the process is released");
-            self.inner.proc.lock().quarantine.push(keep());
+/// How a control call waits: blocking as the session's [`CallWait`](crate::CallWait) says, or as
+/// a future ([`InvokeFuture`]). Every control call is written once, as an `async fn` taking this;
+/// the blocking form runs it to completion in its first poll.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    Block,
+    Async,
+}
+
+/// Drive a control call written as an `async fn` in [`How::Block`] mode: it never waits on a
+/// waker, so it is done after one poll (the loop is `block_on_polling`'s, never taken twice).
+fn blocking<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    block_on_polling(f)
+}
+
+/// Memory a control call gave the DSP only as a page descriptor: kept in the session's
+/// quarantine if the call times out, or if its future is dropped before the DSP answered (the DSP
+/// may still be using it either way). [`Keep::settle`] ends the call.
+struct Keep<'s, F: FnOnce() -> Quarantined> {
+    session: &'s Session,
+    keep: Option<F>,
+}
+
+impl<'s, F: FnOnce() -> Quarantined> Keep<'s, F> {
+    fn new(session: &'s Session, keep: F) -> Self {
+        Keep {
+            session,
+            keep: Some(keep),
         }
     }
 
-    /// Memory regions kept because a control call that gave them to the DSP timed out (freed
-    /// when the DSP confirms INIT_RELEASE, or with the session).
+    /// The call ended with `r`: quarantine on `Timeout`, else let the memory go as usual.
+    fn settle(mut self, r: &Result<()>) {
+        let keep = self.keep.take();
+        if *r == Err(FastRpcError::Timeout) {
+            if let Some(k) = keep {
+                self.session.quarantine(k());
+            }
+        }
+    }
+}
+
+impl<F: FnOnce() -> Quarantined> Drop for Keep<'_, F> {
+    fn drop(&mut self) {
+        // Not settled: the future was dropped while the DSP held the call.
+        if let Some(k) = self.keep.take() {
+            self.session.quarantine(k());
+        }
+    }
+}
+
+impl Session {
+    /// Keep memory the DSP was given and may still be using.
+    fn quarantine(&self, q: Quarantined) {
+        log::warn!("fastrpc: control call timed out or was cancelled: keeping the memory it gave the DSP until the process is released");
+        self.inner.proc.lock().quarantine.push(q);
+    }
+
+    /// Memory regions kept because a control call that gave them to the DSP timed out or was
+    /// cancelled (its future dropped before the DSP answered); freed when the DSP confirms
+    /// INIT_RELEASE, or with the session.
     pub fn quarantined(&self) -> usize {
         self.inner.proc.lock().quarantine.len()
     }
 
-    fn ctl(&self, id: u32, args: &mut [Arg<'_>]) -> Result<()> {
+    async fn ctl(&self, how: How, id: u32, args: &mut [Arg<'_>]) -> Result<()> {
         // The table is the source of truth for the counts the DSP expects.
         let want = rmid::scalars(id).ok_or(FastRpcError::InvalidArgument)?;
         if scalars_for(id, args)? != want {
             return Err(FastRpcError::InvalidArgument);
         }
-        self.invoke_inner(INIT_HANDLE, id, args, true, None)
+        match how {
+            How::Block => self.invoke_inner(INIT_HANDLE, id, args, true, None),
+            How::Async => {
+                let t = self.start_inner(INIT_HANDLE, id, args, 0, true)?;
+                InvokeFuture::started(self, t, args).await
+            }
+        }
     }
 
     /// The process kind, if the session has one.
@@ -73,13 +137,13 @@ impl Session {
         self.inner.proc.lock().kind
     }
 
-    fn attach_as(&self, pd: u8, kind: PdKind) -> Result<()> {
+    async fn attach_as(&self, how: How, pd: u8, kind: PdKind) -> Result<()> {
         if self.inner.proc.lock().kind.is_some() {
             return Err(FastRpcError::InvalidArgument);
         }
         self.set_pd(pd);
         let pid = self.client_id().to_le_bytes();
-        let r = self.ctl(rmid::ATTACH, &mut [Arg::In(&pid)]);
+        let r = self.ctl(how, rmid::ATTACH, &mut [Arg::In(&pid)]).await;
         match r {
             Ok(()) => self.inner.proc.lock().kind = Some(kind),
             Err(_) => self.set_pd(PD_USER),
@@ -89,18 +153,39 @@ impl Session {
 
     /// INIT_ATTACH to the root PD (PD bits 0).
     pub fn attach(&self) -> Result<()> {
-        self.attach_as(PD_ROOT, PdKind::Root)
+        blocking(self.attach_as(How::Block, PD_ROOT, PdKind::Root))
+    }
+
+    /// [`Session::attach`] as a future (see [`InvokeFuture`] for waking, deadline and drop).
+    pub async fn attach_async(&self) -> Result<()> {
+        self.attach_as(How::Async, PD_ROOT, PdKind::Root).await
     }
 
     /// INIT_ATTACH to the sensors PD (PD bits 2).
     pub fn attach_sensors(&self) -> Result<()> {
-        self.attach_as(PD_SENSORS, PdKind::Sensors)
+        blocking(self.attach_as(How::Block, PD_SENSORS, PdKind::Sensors))
+    }
+
+    /// [`Session::attach_sensors`] as a future.
+    pub async fn attach_sensors_async(&self) -> Result<()> {
+        self.attach_as(How::Async, PD_SENSORS, PdKind::Sensors)
+            .await
     }
 
     /// INIT_CREATE (or CREATE_ATTR when `attrs != 0`): a dynamic user PD named `name` from the
     /// shell ELF `file` (≤ 2 MiB), with init memory `ALIGN(max(2 MiB, 4·filelen), 1 MiB)`
     /// allocated on the session's bank and kept until close.
     pub fn create(&self, name: &str, file: &[u8], attrs: u32) -> Result<()> {
+        blocking(self.create_in(How::Block, name, file, attrs))
+    }
+
+    /// [`Session::create`] as a future. Dropped before the DSP answered, it quarantines the init
+    /// memory as a timeout does.
+    pub async fn create_async(&self, name: &str, file: &[u8], attrs: u32) -> Result<()> {
+        self.create_in(How::Async, name, file, attrs).await
+    }
+
+    async fn create_in(&self, how: How, name: &str, file: &[u8], attrs: u32) -> Result<()> {
         if self.inner.proc.lock().kind.is_some()
             || name.len() >= PD_NAME_MAX
             || file.is_empty()
@@ -142,20 +227,24 @@ impl Session {
         };
         self.set_pd(PD_USER);
         // `elf` travels as a buffer (the context keeps it); `mem` only as `page`.
-        let r = self.ctl(
-            id,
-            &mut [
-                Arg::In(req.as_bytes()),
-                Arg::In(&namebuf[..namelen]),
-                Arg::InShared {
-                    buf: &elf,
-                    offset: 0,
-                    len: file.len(),
-                },
-                Arg::In(&page),
-            ],
-        );
-        self.quarantine_on_timeout(&r, || Quarantined::Region(mem.clone()));
+        let keep = Keep::new(self, || Quarantined::Region(mem.clone()));
+        let r = self
+            .ctl(
+                how,
+                id,
+                &mut [
+                    Arg::In(req.as_bytes()),
+                    Arg::In(&namebuf[..namelen]),
+                    Arg::InShared {
+                        buf: &elf,
+                        offset: 0,
+                        len: file.len(),
+                    },
+                    Arg::In(&page),
+                ],
+            )
+            .await;
+        keep.settle(&r);
         r?;
         let mut p = self.inner.proc.lock();
         p.kind = Some(PdKind::User);
@@ -166,6 +255,16 @@ impl Session {
     /// INIT_CREATE_STATIC: a static PD `name` (e.g. `audiopd`) with a remote heap of `memlen`
     /// bytes (the user lib passes 3 MiB for the audio PD). PD bits 0.
     pub fn create_static(&self, name: &str, memlen: usize) -> Result<()> {
+        blocking(self.create_static_in(How::Block, name, memlen))
+    }
+
+    /// [`Session::create_static`] as a future. Dropped before the DSP answered, it quarantines
+    /// the remote heap as a timeout does.
+    pub async fn create_static_async(&self, name: &str, memlen: usize) -> Result<()> {
+        self.create_static_in(How::Async, name, memlen).await
+    }
+
+    async fn create_static_in(&self, how: How, name: &str, memlen: usize) -> Result<()> {
         if self.inner.proc.lock().kind.is_some() || name.is_empty() || name.len() > PD_NAME_MAX {
             return Err(FastRpcError::InvalidArgument);
         }
@@ -184,15 +283,19 @@ impl Session {
         // (docs/protocols/fastrpc.md §1).
         let page = page_of(heap.iova(), heap.len() as u64);
         self.set_pd(PD_ROOT);
-        let r = self.ctl(
-            rmid::CREATE_STATIC,
-            &mut [
-                Arg::In(req.as_bytes()),
-                Arg::In(name.as_bytes()),
-                Arg::In(&page),
-            ],
-        );
-        self.quarantine_on_timeout(&r, || Quarantined::Region(heap.clone()));
+        let keep = Keep::new(self, || Quarantined::Region(heap.clone()));
+        let r = self
+            .ctl(
+                how,
+                rmid::CREATE_STATIC,
+                &mut [
+                    Arg::In(req.as_bytes()),
+                    Arg::In(name.as_bytes()),
+                    Arg::In(&page),
+                ],
+            )
+            .await;
+        keep.settle(&r);
         r?;
         let mut p = self.inner.proc.lock();
         p.kind = Some(PdKind::Static);
@@ -203,8 +306,17 @@ impl Session {
     /// INIT_RELEASE: tear the DSP process down (sent on every close). The init memory, heap and
     /// maps are released once the DSP confirms.
     pub fn release_process(&self) -> Result<()> {
+        blocking(self.release_in(How::Block))
+    }
+
+    /// [`Session::release_process`] as a future.
+    pub async fn release_process_async(&self) -> Result<()> {
+        self.release_in(How::Async).await
+    }
+
+    async fn release_in(&self, how: How) -> Result<()> {
         let pid = self.client_id().to_le_bytes();
-        self.ctl(rmid::RELEASE, &mut [Arg::In(&pid)])?;
+        self.ctl(how, rmid::RELEASE, &mut [Arg::In(&pid)]).await?;
         let mut p = self.inner.proc.lock();
         *p = ProcState::default();
         drop(p);
@@ -215,6 +327,16 @@ impl Session {
     /// INIT_MMAP: give the DSP `size` bytes of new memory (flags: `ADD_PAGES` user-heap growth
     /// or `REMOTE_HEAP_ADDR`). Returns the DSP virtual address.
     pub fn mmap(&self, flags: u32, size: usize) -> Result<u64> {
+        blocking(self.mmap_in(How::Block, flags, size))
+    }
+
+    /// [`Session::mmap`] as a future. Dropped before the DSP answered, it quarantines the memory
+    /// as a timeout does.
+    pub async fn mmap_async(&self, flags: u32, size: usize) -> Result<u64> {
+        self.mmap_in(How::Async, flags, size).await
+    }
+
+    async fn mmap_in(&self, how: How, flags: u32, size: usize) -> Result<u64> {
         let region = self
             .inner
             .ch
@@ -233,11 +355,15 @@ impl Session {
             region.len() as u64,
         );
         let mut out = [0u8; 8];
-        let r = self.ctl(
-            rmid::MMAP,
-            &mut [Arg::In(req.as_bytes()), Arg::In(&page), Arg::Out(&mut out)],
-        );
-        self.quarantine_on_timeout(&r, || Quarantined::Region(region.clone()));
+        let keep = Keep::new(self, || Quarantined::Region(region.clone()));
+        let r = self
+            .ctl(
+                how,
+                rmid::MMAP,
+                &mut [Arg::In(req.as_bytes()), Arg::In(&page), Arg::Out(&mut out)],
+            )
+            .await;
+        keep.settle(&r);
         r?;
         let vaddr = u64::from_le_bytes(out);
         self.inner.proc.lock().mmaps.push(MmapEntry {
@@ -251,6 +377,15 @@ impl Session {
     /// INIT_MUNMAP of a mapping made by [`Session::mmap`]; the memory is freed only after the
     /// DSP confirms.
     pub fn munmap(&self, vaddr: u64) -> Result<()> {
+        blocking(self.munmap_in(How::Block, vaddr))
+    }
+
+    /// [`Session::munmap`] as a future.
+    pub async fn munmap_async(&self, vaddr: u64) -> Result<()> {
+        self.munmap_in(How::Async, vaddr).await
+    }
+
+    async fn munmap_in(&self, how: How, vaddr: u64) -> Result<()> {
         let size = {
             let p = self.inner.proc.lock();
             p.mmaps
@@ -265,7 +400,8 @@ impl Session {
             vaddr: vaddr.into(),
             size: size.into(),
         };
-        self.ctl(rmid::MUNMAP, &mut [Arg::In(req.as_bytes())])?;
+        self.ctl(how, rmid::MUNMAP, &mut [Arg::In(req.as_bytes())])
+            .await?;
         self.inner.proc.lock().mmaps.retain(|m| m.vaddr != vaddr);
         Ok(())
     }
@@ -273,6 +409,29 @@ impl Session {
     /// INIT_MEM_MAP: map `len` bytes of shared buffer `buf` at `offset` into the DSP process.
     /// The buffer stays referenced until [`Session::mem_unmap`] is confirmed.
     pub fn mem_map(&self, buf: &SharedBuf, offset: usize, len: usize, flags: u32) -> Result<u64> {
+        blocking(self.mem_map_in(How::Block, buf, offset, len, flags))
+    }
+
+    /// [`Session::mem_map`] as a future. Dropped before the DSP answered, it keeps a reference
+    /// to the buffer in quarantine as a timeout does.
+    pub async fn mem_map_async(
+        &self,
+        buf: &SharedBuf,
+        offset: usize,
+        len: usize,
+        flags: u32,
+    ) -> Result<u64> {
+        self.mem_map_in(How::Async, buf, offset, len, flags).await
+    }
+
+    async fn mem_map_in(
+        &self,
+        how: How,
+        buf: &SharedBuf,
+        offset: usize,
+        len: usize,
+        flags: u32,
+    ) -> Result<u64> {
         if buf.sid() != self.sid() || offset.checked_add(len).is_none_or(|e| e > buf.len()) {
             return Err(FastRpcError::InvalidArgument);
         }
@@ -289,16 +448,20 @@ impl Session {
         let mut out = [0u8; 8];
         // The buffer reaches the DSP as `page` only: the caller's handle may be dropped right
         // after a timeout.
-        let r = self.ctl(
-            rmid::MEM_MAP,
-            &mut [
-                Arg::In(req.as_bytes()),
-                Arg::In(&page),
-                Arg::In(&[]),
-                Arg::Out(&mut out),
-            ],
-        );
-        self.quarantine_on_timeout(&r, || Quarantined::Buf(buf.clone()));
+        let keep = Keep::new(self, || Quarantined::Buf(buf.clone()));
+        let r = self
+            .ctl(
+                how,
+                rmid::MEM_MAP,
+                &mut [
+                    Arg::In(req.as_bytes()),
+                    Arg::In(&page),
+                    Arg::In(&[]),
+                    Arg::Out(&mut out),
+                ],
+            )
+            .await;
+        keep.settle(&r);
         r?;
         let vaddr = u64::from_le_bytes(out);
         self.inner.proc.lock().mem_maps.push(MemMapEntry {
@@ -312,6 +475,15 @@ impl Session {
     /// INIT_MEM_UNMAP of a [`Session::mem_map`] mapping; the buffer reference is dropped only
     /// after the DSP confirms.
     pub fn mem_unmap(&self, vaddr: u64) -> Result<()> {
+        blocking(self.mem_unmap_in(How::Block, vaddr))
+    }
+
+    /// [`Session::mem_unmap`] as a future.
+    pub async fn mem_unmap_async(&self, vaddr: u64) -> Result<()> {
+        self.mem_unmap_in(How::Async, vaddr).await
+    }
+
+    async fn mem_unmap_in(&self, how: How, vaddr: u64) -> Result<()> {
         let (fd, len) = {
             let p = self.inner.proc.lock();
             p.mem_maps
@@ -326,7 +498,8 @@ impl Session {
             vaddrin: vaddr.into(),
             len: len.into(),
         };
-        self.ctl(rmid::MEM_UNMAP, &mut [Arg::In(req.as_bytes())])?;
+        self.ctl(how, rmid::MEM_UNMAP, &mut [Arg::In(req.as_bytes())])
+            .await?;
         self.inner.proc.lock().mem_maps.retain(|m| m.vaddr != vaddr);
         Ok(())
     }

@@ -1,8 +1,10 @@
-//! A whole simulated system (bus, link, DSP thread, channel) and the conformance fixture.
+//! A whole simulated system (bus, link, DSP thread, channel) and the conformance fixture
+//! (feature `fixtures`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(feature = "fixtures")]
 use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl, SimMode};
 use fwipc_transport_api::{Completion, StdClock, Wait};
 
@@ -118,10 +120,12 @@ impl SimSystem {
 }
 
 /// The knobs of the simulated DSP.
+#[cfg(feature = "fixtures")]
 pub struct SimControl {
     sys: SimSystem,
 }
 
+#[cfg(feature = "fixtures")]
 impl RemoteControl for SimControl {
     fn set_fault(&self, fault: Fault) {
         self.sys.dsp.set_fault(fault)
@@ -153,6 +157,7 @@ impl RemoteControl for SimControl {
 }
 
 /// The conformance fixture: a [`FastRpcTransport`] on an attached session of a simulated cdsp.
+#[cfg(feature = "fixtures")]
 pub struct FastRpcFixture {
     transport: FastRpcTransport,
     control: SimControl,
@@ -160,8 +165,10 @@ pub struct FastRpcFixture {
 }
 
 /// Largest conformance payload.
+#[cfg(feature = "fixtures")]
 pub const FIXTURE_MAX_MSG: usize = 1024;
 
+#[cfg(feature = "fixtures")]
 impl FastRpcFixture {
     /// The simulated system behind the fixture.
     pub fn system(&self) -> &SimSystem {
@@ -169,6 +176,7 @@ impl FastRpcFixture {
     }
 }
 
+#[cfg(feature = "fixtures")]
 impl Fixture for FastRpcFixture {
     type T = FastRpcTransport;
     const NAME: &'static str = "fastrpc";

@@ -1,7 +1,8 @@
-//! The hosted simulation (feature `std`): a simulated SMMU/bus ([`bus`]), a datagram link
+//! The hosted simulation (feature `sim`): a simulated SMMU/bus ([`bus`]), a datagram link
 //! ([`link`]), a DSP running in its own thread with a real process table and memory maps and
 //! every fault knob ([`dsp`]), the test objects it hosts ([`objects`]), and the conformance
-//! fixture ([`fixture`]).
+//! fixture (`fixture::FastRpcFixture`, feature `fixtures`) beside the whole simulated system
+//! ([`fixture::SimSystem`]).
 
 pub mod bus;
 pub mod dsp;
@@ -11,5 +12,6 @@ pub mod objects;
 
 pub use bus::SimBus;
 pub use dsp::SimDsp;
+#[cfg(feature = "fixtures")]
 pub use fixture::FastRpcFixture;
 pub use link::SimLink;

@@ -2,14 +2,14 @@
 //! AP does after the answer (the DSP may have rewritten lengths and the fd list). Every accessor is
 //! bounds-checked and returns an error instead of panicking: the bytes are remote-writable. The
 //! accessors only the DSP side needs (dma handles, invoke bufs, pages) are compiled for the
-//! simulator, the fuzz entry points and tests.
+//! simulator (feature `sim`), the fuzz entry points and tests.
 
 use zerocopy::FromBytes;
 
 use fwipc_transport_api::ProtocolError;
 
 use crate::wire::scalars::Scalars;
-#[cfg(any(test, feature = "std", feature = "fuzzing"))]
+#[cfg(any(test, feature = "sim", feature = "fuzzing"))]
 use crate::wire::{InvokeBuf, PhyPage, RemoteDma};
 use crate::wire::{MetaOffsets, RemoteBuf, MAX_FDLIST};
 
@@ -53,28 +53,28 @@ impl<'a> MetaView<'a> {
     }
 
     /// Remote arg `i` in dma-handle form.
-    #[cfg(any(test, feature = "std", feature = "fuzzing"))]
+    #[cfg(any(test, feature = "sim", feature = "fuzzing"))]
     pub(crate) fn dma(&self, i: usize) -> Result<RemoteDma, ProtocolError> {
         let i = self.slot(i)?;
         read(self.bytes, self.off.rpra + 16 * i)
     }
 
     /// Invoke buf `i`.
-    #[cfg(any(test, feature = "std", feature = "fuzzing"))]
+    #[cfg(any(test, feature = "sim", feature = "fuzzing"))]
     pub(crate) fn list(&self, i: usize) -> Result<InvokeBuf, ProtocolError> {
         let i = self.slot(i)?;
         read(self.bytes, self.off.list + 8 * i)
     }
 
     /// Page entry `i`.
-    #[cfg(any(test, feature = "std", feature = "fuzzing"))]
+    #[cfg(any(test, feature = "sim", feature = "fuzzing"))]
     pub(crate) fn page(&self, i: usize) -> Result<PhyPage, ProtocolError> {
         let i = self.slot(i)?;
         read(self.bytes, self.off.pages + 16 * i)
     }
 
     /// The page entry a slot's invoke buf points at, checking `num` and `pgidx` are in range.
-    #[cfg(any(test, feature = "std", feature = "fuzzing"))]
+    #[cfg(any(test, feature = "sim", feature = "fuzzing"))]
     pub(crate) fn page_of(&self, i: usize) -> Result<Option<PhyPage>, ProtocolError> {
         let l = self.list(i)?;
         match l.num.get() {

@@ -1,4 +1,5 @@
-//! The simulated virtio-scmi device and the conformance fixture (std only).
+//! The simulated virtio-scmi device (feature `sim`) and the conformance fixture (feature
+//! `fixtures`).
 //!
 //! * `hal.rs`: [`SimHal`] (identity-mapped DMA) and [`BounceHal`] (copies like a vhost-user
 //!   memfd Hal).
@@ -18,6 +19,7 @@
 
 mod device;
 mod echo_platform;
+#[cfg(feature = "fixtures")]
 mod fixture;
 mod hal;
 
@@ -25,6 +27,7 @@ pub use device::{
     IrqLine, PlatformFactory, SimDevice, SimDeviceConfig, SimTransport, DOUBLE_FETCH,
 };
 pub use echo_platform::EchoPlatform;
+#[cfg(feature = "fixtures")]
 pub use fixture::{default_platform, ScmiFixture, SimScmi};
 pub use hal::{BounceHal, SimHal};
 

@@ -201,7 +201,7 @@ impl<H: Hal> EventQueue<H> {
     }
 }
 
-#[cfg(all(test, feature = "std"))]
+#[cfg(all(test, feature = "sim"))]
 mod tests {
     use core::sync::atomic::{AtomicU8, Ordering};
 

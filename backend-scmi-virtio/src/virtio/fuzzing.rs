@@ -32,8 +32,9 @@ pub fn used_id(b: &[u8]) {
 
 /// A whole hostile session (std): the bytes are split into used-ring elements and eventq
 /// garbage injected into a simulated device under a live transport; once that input is
-/// consumed, a normal call must succeed and every buffer must be accounted for.
-#[cfg(feature = "std")]
+/// consumed, a normal call must succeed and every buffer must be accounted for. Feature
+/// `fixtures`.
+#[cfg(feature = "fixtures")]
 pub fn device_session(b: &[u8]) {
     use core::time::Duration;
     use fwipc_transport_api::fixture::Fixture;
@@ -83,7 +84,7 @@ pub fn device_session(b: &[u8]) {
     assert_eq!(s.pool_free, s.pool_capacity);
 }
 
-#[cfg(all(test, feature = "std"))]
+#[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
@@ -98,6 +99,7 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+        #[cfg(feature = "fixtures")]
         #[test]
         fn hostile_sessions_leave_the_transport_working(b in proptest::collection::vec(any::<u8>(), 0..240)) {
             super::device_session(&b);

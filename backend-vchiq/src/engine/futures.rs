@@ -1,6 +1,7 @@
 //! The async face of the instance: futures for the blocking calls, on the same waiting rule
 //! (`Vchiq::wait_step` in `waiting.rs`: ask the call's check, give up at the deadline, else poll
-//! the instance once). Built on `core::task` only: any executor, or
+//! the instance once), woken by the poll loop through the instance's wakers (`wakers.rs`) when
+//! something drives it. Built on `core::task` only: any executor, or
 //! [`fwipc_transport_api::block_on_polling`] on bare metal.
 
 use core::fmt;
@@ -18,11 +19,20 @@ use crate::error::{VResult, VchiqError};
 /// A blocking call of the instance as a future (made by [`Vchiq::wait_async`],
 /// [`Vchiq::queue_message_async`], [`Vchiq::wait_bulk_async`]).
 ///
-/// - **Waking**: nothing in the core wakes a waiter (the instance is driven by polling, see
-///   [`WAIT_NAP`](crate::WAIT_NAP)), so a pending [`VchiqFuture`] has polled the instance once
-///   and asks to be polled again at once: fine for many futures joined on one executor, a busy
-///   loop if nothing else runs.
-/// - **Deadline**: counted from the call that made the future, checked on every poll.
+/// - **Waking**: when the instance is driven ([`Vchiq::set_poll_driven`]: a doorbell interrupt's
+///   bottom half or a worker calls [`Vchiq::poll`] whenever the peer signals), a pending future
+///   registers its task's waker with the instance and is woken by the next poll that did work
+///   (a message delivered, a bulk completed, a slot recycled, a deferred event run) or by the
+///   instance's death; it then runs its check again. A check that waits on something else (a
+///   flag another local task sets without the peer's involvement) must be woken by whoever sets
+///   it. When the instance is not driven, nothing else would ever poll it, so a pending future
+///   has polled the instance once and asks to be polled again at once (a busy loop if nothing
+///   else runs).
+/// - **Deadline**: counted from the call that made the future and checked only when the future
+///   is polled: the library has no timer, so nothing wakes a future *at* its deadline. A driven
+///   future whose peer stays silent stays pending past its deadline until something polls it;
+///   that poll resolves it with `Timeout`. Race it against the executor's own timer (dropping it
+///   is fine, below) to bound the wait in wall-clock time.
 /// - **Drop while pending** leaves the instance as a timed-out blocking call does: a message not
 ///   queued yet is simply not sent; a bulk transfer stays queued, its completion kept for
 ///   [`Vchiq::wait_bulk`], [`Vchiq::take_bulk_completion_tag`] or the close of the service
@@ -47,13 +57,20 @@ impl<T, F: FnMut() -> Option<VResult<T>> + Unpin> Future for VchiqFuture<'_, F> 
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match this.v.wait_step(&this.deadline, &mut this.check) {
-            Some(r) => Poll::Ready(r.map_err(|e| e.unwrap_or(VchiqError::Timeout))),
-            None => {
-                // Nothing will wake us (the core has no completion interrupt): poll again.
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
+        if let Some(r) = this.v.wait_step(&this.deadline, &mut this.check) {
+            return Poll::Ready(r.map_err(|e| e.unwrap_or(VchiqError::Timeout)));
+        }
+        if !this.v.is_poll_driven() {
+            // Nothing else polls the instance: ask to be polled again (and poll it then).
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.v.wakers.register(cx.waker());
+        // A poll that finished between our check and the registration woke the list before we
+        // were on it: look once more.
+        match (this.check)() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{Config, Role};
 use crate::engine::counters::VchiqCounters;
 use crate::engine::poll_gate::PollGate;
 use crate::engine::vchiq::{Inner, Quota, RxSlot, Vchiq};
+use crate::engine::wakers::FutureWakers;
 use crate::error::{VResult, VchiqError};
 use crate::platform::Platform;
 use crate::shared::region::Region;
@@ -243,6 +244,7 @@ impl Vchiq {
             no_fragments: AtomicBool::new(false),
             counters: VchiqCounters::default(),
             clock,
+            wakers: FutureWakers::default(),
         })
     }
 }

@@ -3,7 +3,8 @@
 //! to it (`impl Vchiq` blocks): creation (`init`), the poll loop (`poll`, `poll_gate`), transmit
 //! (`tx`), receive and the sync slot (`rx`), the service state machine (`open_close`, `service`),
 //! bulk transfers (`bulk`, and the master's side in `bulk_master`), teardown, the blocking calls' one waiting loop (`waiting`), its
-//! future-returning twins (`futures`) and the counters.
+//! future-returning twins (`futures`) and the wakers the poll loop wakes for them (`wakers`), and
+//! the counters.
 
 pub(crate) mod bulk;
 pub(crate) mod bulk_master;
@@ -19,3 +20,4 @@ pub(crate) mod teardown;
 pub(crate) mod tx;
 pub(crate) mod vchiq;
 pub(crate) mod waiting;
+pub(crate) mod wakers;

@@ -54,6 +54,10 @@ impl Vchiq {
                 break;
             }
         }
+        if total > 0 {
+            // Whatever a pending future waits on may have happened: let them look.
+            self.wakers.wake_all();
+        }
         total
     }
 

@@ -22,6 +22,7 @@ use crate::engine::poll_gate::PollGate;
 use crate::engine::service::{
     BulkCompletion, BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams,
 };
+use crate::engine::wakers::FutureWakers;
 use crate::error::{VResult, VchiqError};
 use crate::platform::Platform;
 use crate::shared::region::Region;
@@ -318,6 +319,8 @@ pub struct Vchiq {
     pub(crate) counters: VchiqCounters,
     /// The clock of the blocking calls' deadlines (see [`Vchiq::wait_until`]).
     pub(crate) clock: Box<dyn Clock + Send + Sync>,
+    /// The wakers of pending futures, woken by `poll` (`engine/wakers.rs`).
+    pub(crate) wakers: FutureWakers,
 }
 
 impl core::fmt::Debug for Vchiq {
@@ -566,5 +569,7 @@ impl Vchiq {
         // Release: pairs with the Acquire in `check_alive`.
         self.dead.store(true, Ordering::Release);
         self.inner.lock().conn = ConnState::Dead;
+        // Pending futures learn it on their next poll.
+        self.wakers.wake_all();
     }
 }

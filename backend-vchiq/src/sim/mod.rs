@@ -400,8 +400,12 @@ impl SimPair {
             &bells[1],
             Some(master_mode.clone()),
         )?);
+        // Each worker polls its instance whenever the peer rings: pending futures sleep until
+        // woken (`Vchiq::set_poll_driven`).
+        master.set_poll_driven(true);
         if slave_worker {
             workers.push(spawn("vchiq-arm", &slave, &bells[0], None)?);
+            slave.set_poll_driven(true);
         }
         Ok(SimPair {
             mem,

@@ -488,7 +488,10 @@ impl Transport for LoopbackTransport {
         s.lc.wait_idle(
             &clock,
             Deadline::after(&clock, Duration::from_secs(2)),
-            std::thread::yield_now,
+            fwipc_transport_api::Wait::SpinThenYield {
+                spins: 0,
+                relax: &fwipc_transport_api::yield_now,
+            },
         )
     }
 

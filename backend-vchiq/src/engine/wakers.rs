@@ -1,0 +1,120 @@
+//! The wakers of the instance's pending futures (`futures.rs`). A future whose check failed
+//! registers its task's waker here when the instance is driven by someone else
+//! ([`Vchiq::set_poll_driven`]); every [`Vchiq::poll`] that did work (a message delivered, a bulk
+//! completed, a slot recycled, a deferred event run) wakes them all, and so does the instance's
+//! death. A woken future runs its check again and re-registers if it still waits.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::Waker;
+
+use crate::engine::vchiq::Vchiq;
+
+/// The registered wakers and whether anyone drives the instance's `poll`.
+#[derive(Debug, Default)]
+pub(crate) struct FutureWakers {
+    /// One entry per waiting task (a task re-registering is not added twice). The vector keeps
+    /// its capacity across wake-ups, so a steady state allocates nothing.
+    list: spin::Mutex<Vec<Waker>>,
+    driven: AtomicBool,
+}
+
+impl FutureWakers {
+    /// Wake `w` after the next poll that does work (or the instance's death).
+    pub(crate) fn register(&self, w: &Waker) {
+        let mut l = self.list.lock();
+        if !l.iter().any(|x| x.will_wake(w)) {
+            l.push(w.clone());
+        }
+    }
+
+    /// Wake every registered waker, with no lock held (a waker may run the task inline).
+    pub(crate) fn wake_all(&self) {
+        let mut taken = core::mem::take(&mut *self.list.lock());
+        if taken.is_empty() {
+            // Keep the capacity (nothing to wake, nothing registered meanwhile is lost: the
+            // list we took was empty).
+            let mut l = self.list.lock();
+            if l.is_empty() {
+                core::mem::swap(&mut *l, &mut taken);
+            }
+            return;
+        }
+        for w in taken.drain(..) {
+            w.wake();
+        }
+        // Hand the emptied vector back unless a task registered meanwhile (then its new vector
+        // stays).
+        let mut l = self.list.lock();
+        if l.is_empty() {
+            core::mem::swap(&mut *l, &mut taken);
+        }
+    }
+
+    /// Registered wakers (tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.list.lock().len()
+    }
+}
+
+impl Vchiq {
+    /// Declare whether something other than the instance's own futures calls [`Vchiq::poll`]
+    /// whenever the peer signals (the doorbell interrupt's bottom half, a worker thread such as
+    /// the simulator's). Driven (`true`), a pending [`VchiqFuture`](crate::VchiqFuture) registers
+    /// its task's waker and sleeps until a poll that did work wakes it. Not driven (`false`, the
+    /// default), nothing else would ever poll, so a pending future polls the instance itself and
+    /// asks to be polled again at once (a busy future). Set it once, when the instance is wired
+    /// to its interrupt or worker.
+    pub fn set_poll_driven(&self, driven: bool) {
+        // Relaxed: a configuration flag; a future that reads a stale value either busy-polls
+        // once more or registers a waker that the driver's next poll wakes.
+        self.wakers.driven.store(driven, Ordering::Relaxed);
+    }
+
+    /// Whether [`Vchiq::set_poll_driven`] declared a driver.
+    pub fn is_poll_driven(&self) -> bool {
+        // Relaxed: see `set_poll_driven`.
+        self.wakers.driven.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            // Relaxed: a single-threaded count.
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn each_task_is_registered_once_and_woken_once_per_wake_all() {
+        let ws = FutureWakers::default();
+        let a = Arc::new(Count(AtomicUsize::new(0)));
+        let b = Arc::new(Count(AtomicUsize::new(0)));
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        ws.register(&wa);
+        ws.register(&wa.clone());
+        ws.register(&wb);
+        assert_eq!(ws.len(), 2, "a task re-registering is not added twice");
+        ws.wake_all();
+        assert_eq!(ws.len(), 0);
+        ws.wake_all();
+        // Relaxed: single-threaded counts.
+        assert_eq!(
+            (a.0.load(Ordering::Relaxed), b.0.load(Ordering::Relaxed)),
+            (1, 1)
+        );
+        // The capacity is kept: registering again after a wake-up does not grow a new vector.
+        let cap = ws.list.lock().capacity();
+        ws.register(&wa);
+        assert_eq!(ws.list.lock().capacity(), cap);
+    }
+}
