@@ -17,6 +17,7 @@ mod stats;
 pub mod sync;
 mod token;
 mod transfer;
+mod transfer_table;
 mod transport;
 mod wait;
 
@@ -30,6 +31,7 @@ pub use pool::{MsgPool, PoolBuf};
 pub use stats::{Counters, Stats};
 pub use token::{Token, TokenAllocator};
 pub use transfer::{call, Transfer};
+pub use transfer_table::{ReplyOutcome, Started, TransferState, TransferTable};
 pub use transport::{
     BulkDir, BulkRequest, BulkResult, Caps, Completion, Notification, Request, Ticket, Transport,
     TxOutcome,
