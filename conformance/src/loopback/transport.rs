@@ -185,8 +185,9 @@ impl Transport for LoopbackTransport {
     }
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
+        let (token, slot) = (ticket.token(), ticket.slot());
         if self.inner.table.finish(ticket, outcome).is_err() {
-            log::warn!("loopback: mark_txdone on a stale ticket");
+            log::warn!("loopback: mark_txdone on a stale ticket (token {token}, slot {slot})");
         }
     }
 
