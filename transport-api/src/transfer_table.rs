@@ -338,15 +338,7 @@ impl<E: Default> TransferTable<E> {
     /// abandoned (`timed_out` counted for [`TxOutcome::TimedOut`]) and keeps its buffer and
     /// token until the remote gives them back. `InvalidArgument` for a stale ticket.
     pub fn finish(&self, t: Ticket, outcome: TxOutcome) -> Result<()> {
-        let entry = self
-            .entries
-            .get(t.slot() as usize)
-            .ok_or(Error::InvalidArgument)?;
-        let mut e = entry.lock();
-        if !e.matches(&t) {
-            return Err(Error::InvalidArgument);
-        }
-        match e.state {
+        self.with(&t, |e| match e.state {
             TransferState::InFlight => {
                 if outcome == TxOutcome::TimedOut {
                     Counters::bump(&self.counters.timed_out);
@@ -354,10 +346,9 @@ impl<E: Default> TransferTable<E> {
                 e.state = TransferState::Abandoned;
                 e.waker = None;
             }
-            TransferState::Done(_) | TransferState::Failed(_) => self.free(&mut e),
+            TransferState::Done(_) | TransferState::Failed(_) => self.free(e),
             TransferState::Free | TransferState::Abandoned => {}
-        }
-        Ok(())
+        })
     }
 
     /// End the transfer `t` through `f`, which sees its state and the backend's part: on `Ok`
@@ -367,18 +358,11 @@ impl<E: Default> TransferTable<E> {
         t: &Ticket,
         f: impl FnOnce(TransferState, &mut E) -> Result<R>,
     ) -> Result<R> {
-        let entry = self
-            .entries
-            .get(t.slot() as usize)
-            .ok_or(Error::InvalidArgument)?;
-        let mut e = entry.lock();
-        if !e.matches(t) {
-            return Err(Error::InvalidArgument);
-        }
-        let state = e.state;
-        let r = f(state, &mut e.extra)?;
-        self.free(&mut e);
-        Ok(r)
+        self.with(t, |e| {
+            let r = f(e.state, &mut e.extra)?;
+            self.free(e);
+            Ok(r)
+        })?
     }
 
     /// Ask for a wake-up when `t` completes; `false` for a stale ticket.
@@ -391,6 +375,7 @@ impl<E: Default> TransferTable<E> {
         .is_ok()
     }
 
+    /// Run `f` on the entry `t` names, under its lock; `InvalidArgument` for a stale ticket.
     fn with<R>(&self, t: &Ticket, f: impl FnOnce(&mut Entry<E>) -> R) -> Result<R> {
         let entry = self
             .entries
