@@ -164,7 +164,8 @@ impl Shared {
             return;
         };
         let body = frame::payload(&h, rest);
-        if h.token & NOTIFY != 0 {
+        let token = h.token.get();
+        if token & NOTIFY != 0 {
             let Ok(body) = body else {
                 Counters::bump(&self.table.counters().protocol_errors);
                 return;
@@ -183,7 +184,7 @@ impl Shared {
         }
         // A lying length fails the transfer rather than trust either length.
         self.table.on_reply(
-            h.token,
+            token,
             |()| true,
             |buf, ()| {
                 let body = body.map_err(Error::Protocol)?;
@@ -261,10 +262,7 @@ impl Transport for VchiqTransport {
         }
         let h = self.open_handle()?;
         let started = self.sh.table.start(&[], ())?;
-        let hdr = FrameHeader {
-            token: started.token.0,
-            len: req.payload.len() as u32,
-        };
+        let hdr = FrameHeader::new(started.token.0, req.payload.len() as u32);
         match self
             .vchiq
             .queue_message_parts(h, &[hdr.as_bytes(), req.payload])
