@@ -6,8 +6,8 @@
 //! VC_MEM_REQUEST (refused: this client lends no host memory to the VideoCore). Replies with another
 //! `trans_id` (late answers to abandoned requests) are counted and dropped.
 //!
-//! This file holds the client and its requests on VideoCore memory; `smem_imports` holds host
-//! memory seen by the VideoCore (imports, blocks lent on VC_MEM_REQUEST, RELEASED events).
+//! Every exchange with the VideoCore is here; the table of host memory the VideoCore holds
+//! (imports, blocks lent on VC_MEM_REQUEST, RELEASED events not yet taken) is `smem_imports`.
 //!
 //! Handles are move-only: [`Smem::free`] consumes its [`SmemHandle`], so a double free cannot be
 //! written in safe client code (the VideoCore still detects one from a raw handle, see
