@@ -31,7 +31,7 @@ pub use pool::{MsgPool, PoolBuf};
 pub use stats::{Counters, Stats};
 pub use token::{Token, TokenAllocator};
 pub use transfer::{call, Transfer};
-pub use transfer_table::{ReplyOutcome, Started, TransferState, TransferTable};
+pub use transfer_table::{ReplyOutcome, StartedTransfer, TransferState, TransferTable};
 pub use transport::{
     BulkDir, BulkRequest, BulkResult, Caps, Completion, Notification, Request, Ticket, Transport,
     TxOutcome,

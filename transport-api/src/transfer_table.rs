@@ -54,7 +54,7 @@ pub enum ReplyOutcome {
 
 /// A transfer just started by [`TransferTable::start`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Started {
+pub struct StartedTransfer {
     /// The wire token.
     pub token: Token,
     /// The entry (and pool buffer) index.
@@ -63,7 +63,7 @@ pub struct Started {
     pub generation: u32,
 }
 
-impl Started {
+impl StartedTransfer {
     /// The caller's ticket for this transfer.
     pub const fn ticket(&self) -> Ticket {
         Ticket::new(self.token.0, self.slot, self.generation)
@@ -161,7 +161,7 @@ impl<E: Default> TransferTable<E> {
     /// Reserve a buffer and a token (each refusal is `Busy`, counted in `busy`), copy `payload`
     /// into the buffer, lend the buffer to the remote and publish the transfer as in flight
     /// with the backend's part `extra`. `TooLarge` if `payload` does not fit a buffer.
-    pub fn start(&self, payload: &[u8], extra: E) -> Result<Started> {
+    pub fn start(&self, payload: &[u8], extra: E) -> Result<StartedTransfer> {
         if payload.len() > self.pool.buf_size() {
             return Err(Error::TooLarge);
         }
@@ -189,7 +189,7 @@ impl<E: Default> TransferTable<E> {
         // Release: the entry (written above under its lock) is complete before a reply handler
         // can find it through the map.
         self.token_map[token.0 as usize].store(slot + 1, Ordering::Release);
-        Ok(Started {
+        Ok(StartedTransfer {
             token,
             slot,
             generation,
@@ -198,7 +198,7 @@ impl<E: Default> TransferTable<E> {
 
     /// Undo a [`TransferTable::start`] whose message never reached the remote: the loan comes
     /// back and the entry is free. Counts nothing.
-    pub fn abort(&self, started: Started) {
+    pub fn abort(&self, started: StartedTransfer) {
         let mut e = self.entries[started.slot as usize].lock();
         if e.generation == started.generation && e.token == started.token.0 {
             self.free(&mut e);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use fwipc_transport_api::{
     BulkDir, BulkRequest, BulkResult, Caps, Counters, Deadline, Error, Lifecycle, Notification,
-    ProtocolError, Request, Result, Started, Stats, StdClock, Ticket, TransferState, TransferTable,
-    Transport, TxOutcome,
+    ProtocolError, Request, Result, StartedTransfer, Stats, StdClock, Ticket, TransferState,
+    TransferTable, Transport, TxOutcome,
 };
 use spin::Mutex;
 
@@ -213,7 +213,7 @@ impl Transport for LoopbackTransport {
         {
             return Err((Error::InvalidArgument, req));
         }
-        let started: Started = match s.table.start(&[], None) {
+        let started: StartedTransfer = match s.table.start(&[], None) {
             Ok(v) => v,
             Err(e) => return Err((e, req)),
         };

@@ -269,7 +269,7 @@ proptest! {
         let t = Table::new(CAP, 8, 3).unwrap();
         // Live transfers: what was started, the model state, whether the caller still holds
         // the ticket.
-        let mut live: Vec<(Started, M, bool)> = Vec::new();
+        let mut live: Vec<(StartedTransfer, M, bool)> = Vec::new();
         let mut want = Stats { pool_capacity: CAP as u64, ..Stats::default() };
         for op in ops {
             match op {
