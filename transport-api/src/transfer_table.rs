@@ -169,11 +169,12 @@ impl<E: Default> TransferTable<E> {
             .pool
             .alloc()
             .inspect_err(|_| Counters::bump(&self.counters.busy))?;
+        // Before the token: on an error the buffer goes back to the pool as it is dropped.
+        buf.write(payload)?;
         let token = self
             .tokens
             .alloc()
             .inspect_err(|_| Counters::bump(&self.counters.busy))?;
-        buf.write(payload)?;
         let slot = buf.lend();
         let generation = {
             let mut e = self.entries[slot as usize].lock();
@@ -199,7 +200,12 @@ impl<E: Default> TransferTable<E> {
     /// Undo a [`TransferTable::start`] whose message never reached the remote: the loan comes
     /// back and the entry is free. Counts nothing.
     pub fn abort(&self, started: StartedTransfer) {
-        let mut e = self.entries[started.slot as usize].lock();
+        let Some(entry) = self.entries.get(started.slot as usize) else {
+            return;
+        };
+        let mut e = entry.lock();
+        // Whatever the remote did meanwhile (a forged reply to a message it never got), the
+        // transfer has no caller: free it.
         if e.generation == started.generation && e.token == started.token.0 {
             self.free(&mut e);
         }

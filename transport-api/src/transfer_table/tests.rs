@@ -75,6 +75,21 @@ fn exhaustion_is_busy_and_counted() {
 }
 
 #[test]
+fn abort_frees_even_after_a_forged_reply() {
+    let t = Table::new(1, 16, 1).unwrap();
+    let s = t.start(b"", 0).unwrap();
+    // The message never left, yet a reply naming its token arrives.
+    assert_eq!(
+        t.on_reply(s.token.0, |_| true, echo(b"x")),
+        ReplyOutcome::Completed
+    );
+    t.abort(s);
+    assert_eq!(t.state(&s.ticket()), Err(Error::InvalidArgument));
+    assert_eq!(t.pool().free_count(), 1);
+    assert!(t.start(b"", 0).is_ok(), "buffer and token are back");
+}
+
+#[test]
 fn abandoned_transfer_keeps_buffer_and_token_until_the_late_reply() {
     let t = Table::new(2, 16, 1).unwrap();
     let s = t.start(b"", 0).unwrap();
