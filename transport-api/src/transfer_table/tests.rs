@@ -276,10 +276,13 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Operations per model run: fewer under Miri, which interprets every one.
+const MODEL_OPS: usize = if cfg!(miri) { 40 } else { 300 };
+
 proptest! {
     /// Against a model: states, buffer ownership, token quarantine and every counter.
     #[test]
-    fn matches_model(ops in proptest::collection::vec(op(), 1..300)) {
+    fn matches_model(ops in proptest::collection::vec(op(), 1..MODEL_OPS)) {
         const CAP: usize = 4;
         let t = Table::new(CAP, 8, 3).unwrap();
         // Live transfers: what was started, the model state, whether the caller still holds
