@@ -108,6 +108,30 @@ impl<E> Entry<E> {
 /// entry map is atomics, and a reply found through it is checked again under the entry's lock
 /// (token and state), so a stale map read can only lead to an `unknown_replies` count. Nothing
 /// allocates after [`TransferTable::new`].
+///
+/// A backend's `Transport` calls, in order (here its part `E` is the endpoint a reply must come
+/// from):
+///
+/// ```
+/// use fwipc_transport_api::{ReplyOutcome, TransferTable, TxOutcome};
+///
+/// let table = TransferTable::<u32>::new(4, 64, 8)?; // 4 transfers of 64 bytes, 8-bit tokens
+/// // send: reserve, then put `started.token` on the wire with the request.
+/// let started = table.start(b"ping", 7)?;
+/// let ticket = started.ticket();
+/// // The receive path, with a parsed reply (token, source endpoint, payload):
+/// let (token, source, payload) = (started.token.0, 7, b"pong");
+/// let r = table.on_reply(token, |ep| *ep == source, |buf, _| {
+///     buf.write(payload).map(|()| payload.len())
+/// });
+/// assert_eq!(r, ReplyOutcome::Completed);
+/// assert_eq!(table.poll(&ticket), Ok(true)); // poll_done
+/// let mut out = [0u8; 64];
+/// assert_eq!(table.fetch(&ticket, &mut out), Ok(4)); // fetch_response
+/// table.finish(ticket, TxOutcome::Done)?; // mark_txdone
+/// assert_eq!((table.stats().completed, table.stats().pool_free), (1, 4));
+/// # Ok::<(), fwipc_transport_api::Error>(())
+/// ```
 pub struct TransferTable<E> {
     pool: MsgPool,
     tokens: TokenAllocator,
