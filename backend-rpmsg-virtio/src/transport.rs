@@ -10,15 +10,14 @@
 //! late reply can never land in a reused transfer. Messages to the bound notification endpoint
 //! are delivered through [`Transport::fetch_notification`].
 
-use alloc::boxed::Box;
 use alloc::collections::VecDeque;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::Waker;
 use core::time::Duration;
 
 use fwipc_transport_api::{
-    Caps, Clock, Counters, Deadline, Error, Lifecycle, MsgPool, Notification, PoolBuf, Request,
-    Result, Stats, Ticket, Token, TokenAllocator, Transport, TxOutcome,
+    Caps, Clock, Counters, Deadline, Error, Lifecycle, Notification, Request, Result, Stats,
+    Ticket, TransferTable, Transport, TxOutcome,
 };
 use spin::Mutex;
 
@@ -70,27 +69,6 @@ impl Default for RpmsgConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum St {
-    Free,
-    InFlight,
-    Done,
-    /// Given up on by the caller while the reply address is still the peer's to answer.
-    Abandoned,
-    Shut,
-}
-
-struct Meta {
-    generation: u32,
-    state: St,
-    token: u32,
-    /// The endpoint the request went to: the only source a reply is accepted from.
-    target: u32,
-    len: usize,
-    buf: Option<PoolBuf>,
-    waker: Option<Waker>,
-}
-
 struct Note {
     src: u32,
     len: usize,
@@ -104,13 +82,10 @@ pub struct RpmsgTransport<L: Link, C: Clock> {
     cfg: RpmsgConfig,
     node: Mutex<Node>,
     notify_addr: u32,
-    pool: MsgPool,
-    tokens: TokenAllocator,
-    /// token → slot + 1 (0: none).
-    token_map: Box<[AtomicU32]>,
-    slots: Box<[Mutex<Meta>]>,
+    /// The transfers; each entry's part is the endpoint its request went to, the only source
+    /// a reply is accepted from.
+    table: TransferTable<u32>,
     lc: Lifecycle,
-    counters: Counters,
     notes: Mutex<VecDeque<Note>>,
     notes_dropped: AtomicU64,
     /// Serialises receive processing so frames are handled in arrival order.
@@ -130,7 +105,6 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
     /// Set up over `link` (already negotiated and with receive buffers posted): binds the
     /// notification endpoint and announces it if the name service is on.
     pub fn new(link: L, clock: C, cfg: RpmsgConfig) -> core::result::Result<Self, Error> {
-        let pool = MsgPool::new(cfg.max_msg, MAX_PAYLOAD)?;
         let mut node = Node::new(
             Role::Driver,
             cfg.endpoints.max(1),
@@ -139,31 +113,14 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
         );
         let name = Name::new(NOTIFY_NAME).map_err(RpmsgError::from)?;
         let notify_addr = node.bind(name, ADDR_ANY)?;
-        let slots = (0..cfg.max_msg)
-            .map(|_| {
-                Mutex::new(Meta {
-                    generation: 0,
-                    state: St::Free,
-                    token: 0,
-                    target: 0,
-                    len: 0,
-                    buf: None,
-                    waker: None,
-                })
-            })
-            .collect();
         let t = RpmsgTransport {
             link,
             clock,
             cfg,
             node: Mutex::new(node),
             notify_addr,
-            pool,
-            tokens: TokenAllocator::new(TOKEN_BITS)?,
-            token_map: (0..1u32 << TOKEN_BITS).map(|_| AtomicU32::new(0)).collect(),
-            slots,
+            table: TransferTable::new(cfg.max_msg, MAX_PAYLOAD, TOKEN_BITS)?,
             lc: Lifecycle::new(),
-            counters: Counters::default(),
             notes: Mutex::new(VecDeque::with_capacity(cfg.notifications)),
             notes_dropped: AtomicU64::new(0),
             rx: Mutex::new(()),
@@ -231,16 +188,16 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
                     self.on_reply(f.dst - TRANSFER_ADDR_BASE, f.src, payload);
                 } else {
                     log::debug!("rpmsg: message for unbound address {}", f.dst);
-                    Counters::bump(&self.counters.unknown_replies);
+                    Counters::bump(&self.table.counters().unknown_replies);
                 }
             }
             Err(RpmsgError::Wire(e)) => {
                 log::debug!("rpmsg: dropped a malformed frame: {e}");
-                Counters::bump(&self.counters.protocol_errors);
+                Counters::bump(&self.table.counters().protocol_errors);
             }
             Err(e) => {
                 log::debug!("rpmsg: dropped a frame: {e}");
-                Counters::bump(&self.counters.protocol_errors);
+                Counters::bump(&self.table.counters().protocol_errors);
             }
         }
     }
@@ -262,115 +219,13 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
         q.push_back(n);
     }
 
-    fn lookup(&self, token: u32) -> Option<u32> {
-        // Acquire: pairs with the Release in `start`, so the slot's metadata is visible.
-        let s = self.token_map.get(token as usize)?.load(Ordering::Acquire);
-        s.checked_sub(1)
-    }
-
     fn on_reply(&self, token: u32, src: u32, payload: &[u8]) {
-        let Some(slot) = self.lookup(token) else {
-            Counters::bump(&self.counters.unknown_replies);
-            return;
-        };
-        let Some(m) = self.slots.get(slot as usize) else {
-            Counters::bump(&self.counters.unknown_replies);
-            return;
-        };
-        let mut m = m.lock();
-        if m.token != token {
-            Counters::bump(&self.counters.unknown_replies);
-            return;
-        }
-        match m.state {
-            St::InFlight | St::Abandoned => {
-                if src != m.target {
-                    // Not from the endpoint addressed: a stray or forged message.
-                    Counters::bump(&self.counters.protocol_errors);
-                    return;
-                }
-                if self.pool.reclaim(slot).is_err() {
-                    Counters::bump(&self.counters.protocol_errors);
-                    return;
-                }
-                if m.state == St::Abandoned {
-                    Counters::bump(&self.counters.late_replies);
-                    self.free(&mut m);
-                    return;
-                }
-                if let Some(b) = &m.buf {
-                    // Cannot fail: the payload of a parsed frame fits the pool's buffer size.
-                    let _ = b.write(payload);
-                }
-                m.len = payload.len();
-                m.state = St::Done;
-                Counters::bump(&self.counters.completed);
-                if let Some(w) = m.waker.take() {
-                    w.wake();
-                }
-            }
-            St::Done => Counters::bump(&self.counters.duplicate_replies),
-            St::Free | St::Shut => Counters::bump(&self.counters.unknown_replies),
-        }
-    }
-
-    fn start(&self, target: u32) -> Result<(PoolBuf, Token, u32)> {
-        let buf = self
-            .pool
-            .alloc()
-            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
-        let token = self
-            .tokens
-            .alloc()
-            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
-        let slot = buf.index();
-        let generation = {
-            let mut m = self.slots[slot as usize].lock();
-            m.generation = m.generation.wrapping_add(1);
-            m.state = St::InFlight;
-            m.token = token.0;
-            m.target = target;
-            m.len = 0;
-            m.waker = None;
-            m.buf = Some(buf.clone());
-            m.generation
-        };
-        // Release: the slot's metadata (written above under its lock) is complete before a reply
-        // handler can find the slot through the map.
-        self.token_map[token.0 as usize].store(slot + 1, Ordering::Release);
-        Ok((buf, token, generation))
-    }
-
-    fn meta(&self, t: &Ticket) -> Result<spin::MutexGuard<'_, Meta>> {
-        let m = self
-            .slots
-            .get(t.slot() as usize)
-            .ok_or(Error::InvalidArgument)?
-            .lock();
-        if m.generation != t.generation() || m.token != t.token() || m.state == St::Free {
-            return Err(Error::InvalidArgument);
-        }
-        Ok(m)
-    }
-
-    /// Free a finished slot: token, map entry, local buffer reference.
-    fn free(&self, m: &mut Meta) {
-        // Release: nothing is published, but the store must not be reordered before our last
-        // use of the slot.
-        self.token_map[m.token as usize].store(0, Ordering::Release);
-        if self.tokens.release(Token(m.token)).is_err() {
-            log::error!("rpmsg: token {} released twice", m.token);
-        }
-        m.state = St::Free;
-        m.buf = None;
-        m.waker = None;
-    }
-
-    /// Undo a started transfer whose frame could not be handed to the link.
-    fn abort_start(&self, slot: u32) {
-        let mut m = self.slots[slot as usize].lock();
-        let _ = self.pool.reclaim(slot);
-        self.free(&mut m);
+        self.table.on_reply(
+            token,
+            // Not from the endpoint addressed: a stray or forged message.
+            |target| src == *target,
+            |buf, _| buf.write(payload).map(|()| payload.len()),
+        );
     }
 }
 
@@ -401,66 +256,39 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
         if req.target == ADDR_ANY || req.target == NS_ADDR || req.target >= TRANSFER_ADDR_BASE {
             return Err(Error::InvalidArgument);
         }
-        let (buf, token, generation) = self.start(req.target)?;
         // The peer now holds the reply address (and with it the landing buffer).
-        let slot = buf.lend();
+        let started = self.table.start(&[], req.target)?;
         let mut frame = [0u8; BUF_SIZE];
         let sent = write_frame(
             &mut frame,
-            TRANSFER_ADDR_BASE + token.0,
+            TRANSFER_ADDR_BASE + started.token.0,
             req.target,
             req.payload,
         )
         .map_err(|e| Error::from(RpmsgError::from(e)))
         .and_then(|n| self.link.send(&frame[..n]).map_err(link_err));
         if let Err(e) = sent {
-            drop(buf);
-            self.abort_start(slot);
+            self.table.abort(started);
             return Err(e);
         }
-        Counters::bump(&self.counters.sent);
-        Ok(Ticket::new(token.0, slot, generation))
+        Counters::bump(&self.table.counters().sent);
+        Ok(started.ticket())
     }
 
     fn poll_done(&self, ticket: &Ticket) -> Result<bool> {
         self.handle_interrupt();
-        let m = self.meta(ticket)?;
-        match m.state {
-            St::Done => Ok(true),
-            St::Shut => Err(Error::Shutdown),
-            _ => Ok(false),
-        }
+        self.table.poll(ticket)
     }
 
     fn fetch_response(&self, ticket: &Ticket, out: &mut [u8]) -> Result<usize> {
-        let m = self.meta(ticket)?;
-        match (m.state, &m.buf) {
-            (St::Done, Some(buf)) => {
-                let dst = out.get_mut(..m.len).ok_or(Error::TooLarge)?;
-                buf.with(|d| dst.copy_from_slice(&d[..m.len]));
-                Ok(m.len)
-            }
-            (St::Shut, _) => Err(Error::Shutdown),
-            _ => Err(Error::InvalidArgument),
-        }
+        self.table.fetch(ticket, out)
     }
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
-        let Ok(mut m) = self.meta(&ticket) else {
-            log::warn!("rpmsg: mark_txdone on a stale ticket {ticket:?}");
-            return;
-        };
-        match m.state {
-            St::InFlight => {
-                // The peer may still answer to the reply address: keep it and the buffer.
-                if outcome == TxOutcome::TimedOut {
-                    Counters::bump(&self.counters.timed_out);
-                }
-                m.state = St::Abandoned;
-                m.waker = None;
-            }
-            St::Done | St::Shut => self.free(&mut m),
-            St::Abandoned | St::Free => {}
+        // An abandoned transfer keeps its reply address and buffer: the peer may still answer.
+        let (token, slot) = (ticket.token(), ticket.slot());
+        if self.table.finish(ticket, outcome).is_err() {
+            log::warn!("rpmsg: mark_txdone on a stale ticket (token {token}, slot {slot})");
         }
     }
 
@@ -468,15 +296,7 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
         if !self.cfg.interrupts {
             return false;
         }
-        match self.meta(ticket) {
-            Ok(mut m) => {
-                if !m.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                    m.waker = Some(waker.clone());
-                }
-                true
-            }
-            Err(_) => false,
-        }
+        self.table.register_waker(ticket, waker)
     }
 
     fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {
@@ -501,23 +321,7 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
             // down already), then take every buffer back from it (the device reset).
             let _ = self.announce(self.notify_addr, true);
             self.link.reset();
-            for m in self.slots.iter() {
-                let mut m = m.lock();
-                match m.state {
-                    St::InFlight => {
-                        let _ = self.pool.reclaim(self.slot_of(&m));
-                        m.state = St::Shut;
-                        if let Some(w) = m.waker.take() {
-                            w.wake();
-                        }
-                    }
-                    St::Abandoned => {
-                        let _ = self.pool.reclaim(self.slot_of(&m));
-                        self.free(&mut m);
-                    }
-                    _ => {}
-                }
-            }
+            self.table.fail_all(Error::Shutdown);
         }
         let deadline = Deadline::after(&self.clock, Duration::from_secs(2));
         self.lc
@@ -525,13 +329,6 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
     }
 
     fn stats(&self) -> Stats {
-        self.counters
-            .snapshot(self.pool.capacity(), self.pool.free_count())
-    }
-}
-
-impl<L: Link, C: Clock> RpmsgTransport<L, C> {
-    fn slot_of(&self, m: &Meta) -> u32 {
-        m.buf.as_ref().map_or(u32::MAX, PoolBuf::index)
+        self.table.stats()
     }
 }

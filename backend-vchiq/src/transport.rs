@@ -20,8 +20,7 @@ use core::time::Duration;
 
 use fwipc_transport_api::{
     BulkDir, BulkRequest, BulkResult, Caps, Completion, Counters, Deadline, Error, Lifecycle,
-    MsgPool, Notification, PoolBuf, Request, Result, Stats, Ticket, TokenAllocator, Transport,
-    TxOutcome,
+    Notification, Request, Result, Stats, Ticket, TransferTable, Transport, TxOutcome,
 };
 use zerocopy::IntoBytes;
 
@@ -34,25 +33,6 @@ use crate::wire::frame::{self, FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOT
 const BULK_BIT: u32 = 0x8000_0000;
 const N_BULK: usize = 8;
 const N_NOTIF: usize = 16;
-
-#[derive(Debug)]
-enum XState {
-    Free,
-    Pending,
-    Done(usize),
-    Failed(Error),
-    Abandoned,
-}
-
-struct Xfer {
-    state: XState,
-    token: u32,
-    token_live: bool,
-    generation: u32,
-    buf: Option<PoolBuf>,
-    loan: Option<u32>,
-    waker: Option<Waker>,
-}
 
 enum BState {
     Free,
@@ -76,12 +56,10 @@ struct NotifRing {
 struct Shared {
     me: Weak<Shared>,
     params: ServiceParams,
-    pool: MsgPool,
-    tokens: TokenAllocator,
-    xfers: spin::Mutex<Vec<Xfer>>,
+    /// The message transfers (the bulk ones are in `bulks`: their buffers move into the core).
+    table: TransferTable<()>,
     bulks: spin::Mutex<Vec<BulkSlot>>,
     notifs: spin::Mutex<NotifRing>,
-    counters: Counters,
     lifecycle: Lifecycle,
     handle: AtomicU32,
 }
@@ -112,25 +90,11 @@ impl VchiqTransport {
         max_msg: usize,
         timeout: Duration,
     ) -> Result<Self> {
-        let pool = MsgPool::new(max_msg, MAX_FRAME_PAYLOAD)?;
+        let table = TransferTable::new(max_msg, MAX_FRAME_PAYLOAD, 16)?;
         let sh = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             params,
-            pool,
-            tokens: TokenAllocator::new(16).expect("16-bit tokens"),
-            xfers: spin::Mutex::new(
-                (0..max_msg)
-                    .map(|_| Xfer {
-                        state: XState::Free,
-                        token: 0,
-                        token_live: false,
-                        generation: 0,
-                        buf: None,
-                        loan: None,
-                        waker: None,
-                    })
-                    .collect(),
-            ),
+            table,
             bulks: spin::Mutex::new(
                 (0..N_BULK)
                     .map(|_| BulkSlot {
@@ -148,7 +112,6 @@ impl VchiqTransport {
                 head: 0,
                 count: 0,
             }),
-            counters: Counters::default(),
             lifecycle: Lifecycle::new(),
             handle: AtomicU32::new(0),
         });
@@ -193,31 +156,18 @@ impl VchiqTransport {
 }
 
 impl Shared {
-    /// Free an xfer entry: drop the buffer, return the loan and the token.
-    fn free(&self, x: &mut Xfer) {
-        if let Some(l) = x.loan.take() {
-            let _ = self.pool.reclaim(l);
-        }
-        x.buf = None;
-        if x.token_live {
-            let _ = self.tokens.release(fwipc_transport_api::Token(x.token));
-            x.token_live = false;
-        }
-        x.state = XState::Free;
-        x.waker = None;
-    }
-
     fn on_reply(&self, msg: &[u8]) {
         // The fuzzed parser (`frame::parse` = `split` + `payload`), in two steps so a reply whose
         // length lies still fails its transfer.
         let Ok((h, rest)) = frame::split(msg) else {
-            Counters::bump(&self.counters.protocol_errors);
+            Counters::bump(&self.table.counters().protocol_errors);
             return;
         };
         let body = frame::payload(&h, rest);
-        if h.token & NOTIFY != 0 {
+        let token = h.token.get();
+        if token & NOTIFY != 0 {
             let Ok(body) = body else {
-                Counters::bump(&self.counters.protocol_errors);
+                Counters::bump(&self.table.counters().protocol_errors);
                 return;
             };
             let mut r = self.notifs.lock();
@@ -232,67 +182,15 @@ impl Shared {
             r.count += 1;
             return;
         }
-        let mut xs = self.xfers.lock();
-        let Some(x) = xs.iter_mut().find(|x| {
-            x.token_live
-                && x.token == h.token
-                && matches!(x.state, XState::Pending | XState::Abandoned)
-        }) else {
-            if xs.iter().any(|x| x.token_live && x.token == h.token) {
-                Counters::bump(&self.counters.duplicate_replies);
-            } else {
-                Counters::bump(&self.counters.unknown_replies);
-            }
-            return;
-        };
-        if matches!(x.state, XState::Abandoned) {
-            Counters::bump(&self.counters.late_replies);
-            self.free(x);
-            return;
-        }
-        match body {
-            Err(e) => {
-                // A lying length: fail the transfer rather than trust either length.
-                Counters::bump(&self.counters.protocol_errors);
-                if let Some(l) = x.loan.take() {
-                    let _ = self.pool.reclaim(l);
-                }
-                x.state = XState::Failed(Error::Protocol(e));
-            }
-            Ok(body) => {
-                if let Some(b) = &x.buf {
-                    let _ = b.write(body);
-                }
-                if let Some(l) = x.loan.take() {
-                    let _ = self.pool.reclaim(l);
-                }
-                x.state = XState::Done(body.len());
-                Counters::bump(&self.counters.completed);
-            }
-        }
-        if let Some(w) = x.waker.take() {
-            w.wake();
-        }
-    }
-
-    /// The service went away: fail what is in flight with `err`, return every loan.
-    fn fail_all(&self, err: Error) {
-        let mut xs = self.xfers.lock();
-        for x in xs.iter_mut() {
-            match x.state {
-                XState::Pending => {
-                    if let Some(l) = x.loan.take() {
-                        let _ = self.pool.reclaim(l);
-                    }
-                    x.state = XState::Failed(err);
-                    if let Some(w) = x.waker.take() {
-                        w.wake();
-                    }
-                }
-                XState::Abandoned => self.free(x),
-                _ => {}
-            }
-        }
+        // A lying length fails the transfer rather than trust either length.
+        self.table.on_reply(
+            token,
+            |()| true,
+            |buf, ()| {
+                let body = body.map_err(Error::Protocol)?;
+                buf.write(body).map(|()| body.len())
+            },
+        );
     }
 
     fn on_bulk(&self, c: BulkCompletion) {
@@ -322,7 +220,7 @@ impl ServiceHandler for Shared {
                 }
                 // Our own shutdown closed it: waiters see Shutdown; otherwise the remote
                 // aborted (reset): Cancelled.
-                self.fail_all(if self.lifecycle.is_shutting_down() {
+                self.table.fail_all(if self.lifecycle.is_shutting_down() {
                     Error::Shutdown
                 } else {
                     Error::Cancelled
@@ -347,7 +245,7 @@ impl ServiceHandler for Shared {
 impl Transport for VchiqTransport {
     fn caps(&self) -> Caps {
         Caps {
-            max_msg: self.sh.pool.capacity(),
+            max_msg: self.sh.table.pool().capacity(),
             max_msg_size: MAX_FRAME_PAYLOAD,
             bulk: true,
             max_bulk_size: self.vchiq.config().max_bulk_size().min(1 << 20),
@@ -363,43 +261,18 @@ impl Transport for VchiqTransport {
             return Err(Error::TooLarge);
         }
         let h = self.open_handle()?;
-        let buf = match self.sh.pool.alloc() {
-            Ok(b) => b,
-            Err(e) => {
-                Counters::bump(&self.sh.counters.busy);
-                return Err(e);
-            }
-        };
-        let token = self.sh.tokens.alloc()?;
-        let idx = buf.index() as usize;
-        let loan = buf.lend();
-        let gen = {
-            let mut xs = self.sh.xfers.lock();
-            let x = &mut xs[idx];
-            x.generation = x.generation.wrapping_add(1);
-            x.state = XState::Pending;
-            x.token = token.0;
-            x.token_live = true;
-            x.buf = Some(buf);
-            x.loan = Some(loan);
-            x.waker = None;
-            x.generation
-        };
-        let hdr = FrameHeader {
-            token: token.0,
-            len: req.payload.len() as u32,
-        };
+        let started = self.sh.table.start(&[], ())?;
+        let hdr = FrameHeader::new(started.token.0, req.payload.len() as u32);
         match self
             .vchiq
             .queue_message_parts(h, &[hdr.as_bytes(), req.payload])
         {
             Ok(()) => {
-                Counters::bump(&self.sh.counters.sent);
-                Ok(Ticket::new(token.0, idx as u32, gen))
+                Counters::bump(&self.sh.table.counters().sent);
+                Ok(started.ticket())
             }
             Err(e) => {
-                let mut xs = self.sh.xfers.lock();
-                self.sh.free(&mut xs[idx]);
+                self.sh.table.abort(started);
                 Err(e.into())
             }
         }
@@ -422,57 +295,16 @@ impl Transport for VchiqTransport {
                 BState::Free => Err(Error::InvalidArgument),
             };
         }
-        let xs = self.sh.xfers.lock();
-        let x = xs
-            .get(t.slot() as usize)
-            .filter(|x| x.generation == t.generation() && x.token == t.token())
-            .ok_or(Error::InvalidArgument)?;
-        match x.state {
-            XState::Pending => Ok(false),
-            XState::Done(_) => Ok(true),
-            XState::Failed(e) => Err(e),
-            XState::Free | XState::Abandoned => Err(Error::InvalidArgument),
-        }
+        self.sh.table.poll(t)
     }
 
     fn fetch_response(&self, t: &Ticket, out: &mut [u8]) -> Result<usize> {
-        let xs = self.sh.xfers.lock();
-        let x = xs
-            .get(t.slot() as usize)
-            .filter(|x| x.generation == t.generation() && x.token == t.token())
-            .ok_or(Error::InvalidArgument)?;
-        match x.state {
-            XState::Done(len) => {
-                if out.len() < len {
-                    return Err(Error::TooLarge);
-                }
-                Ok(x.buf.as_ref().map_or(0, |b| b.read_into(&mut out[..len])))
-            }
-            XState::Failed(e) => Err(e),
-            _ => Err(Error::InvalidArgument),
-        }
+        self.sh.table.fetch(t, out)
     }
 
     fn mark_txdone(&self, t: Ticket, outcome: TxOutcome) {
-        let mut xs = self.sh.xfers.lock();
-        let Some(x) = xs
-            .get_mut(t.slot() as usize)
-            .filter(|x| x.generation == t.generation() && x.token == t.token())
-        else {
-            return;
-        };
-        match x.state {
-            XState::Pending => {
-                // The remote still owns the buffer: keep it (and the token) until the late reply.
-                x.state = XState::Abandoned;
-                x.waker = None;
-                if outcome != TxOutcome::Done {
-                    Counters::bump(&self.sh.counters.timed_out);
-                }
-            }
-            XState::Done(_) | XState::Failed(_) => self.sh.free(x),
-            XState::Free | XState::Abandoned => {}
-        }
+        // One still in flight keeps its buffer (and token) until the late reply.
+        let _ = self.sh.table.finish(t, outcome);
     }
 
     fn register_waker(&self, t: &Ticket, waker: &Waker) -> bool {
@@ -490,17 +322,7 @@ impl Transport for VchiqTransport {
             }
             return false;
         }
-        let mut xs = self.sh.xfers.lock();
-        match xs
-            .get_mut(t.slot() as usize)
-            .filter(|x| x.generation == t.generation() && x.token == t.token())
-        {
-            Some(x) => {
-                x.waker = Some(waker.clone());
-                true
-            }
-            None => false,
-        }
+        self.sh.table.register_waker(t, waker)
     }
 
     fn bulk(&self, req: BulkRequest) -> core::result::Result<Ticket, (Error, BulkRequest)> {
@@ -620,7 +442,7 @@ impl Transport for VchiqTransport {
             return Ok(());
         }
         // Waiters first learn it is Shutdown (before the close could report Cancelled).
-        self.sh.fail_all(Error::Shutdown);
+        self.sh.table.fail_all(Error::Shutdown);
         // Close the service: the remote aborts our bulks (they come back ABORTED).
         let h = self.service();
         let _ = self.vchiq.remove_service(h);
@@ -632,32 +454,10 @@ impl Transport for VchiqTransport {
             self.vchiq.service_state(h).is_err().then_some(Ok(()))
         });
         let clock = &*self.vchiq.clock;
-        // Whatever is still in flight ends with Shutdown; every loan comes back.
-        {
-            let mut xs = self.sh.xfers.lock();
-            for x in xs.iter_mut() {
-                match x.state {
-                    // A reply that arrived before shutdown stays fetchable; its buffer goes back
-                    // to the pool at the caller's `mark_txdone`, as in normal operation.
-                    XState::Free | XState::Done(_) => {}
-                    XState::Pending => {
-                        self.sh.free(x);
-                        x.state = XState::Failed(Error::Shutdown);
-                    }
-                    _ => {
-                        let st = core::mem::replace(&mut x.state, XState::Free);
-                        self.sh.free(x);
-                        x.state = match st {
-                            XState::Failed(_) => XState::Failed(Error::Shutdown),
-                            _ => XState::Free,
-                        };
-                    }
-                }
-                if let Some(w) = x.waker.take() {
-                    w.wake();
-                }
-            }
-        }
+        // Whatever is still in flight (a send that raced `begin_shutdown`) ends with Shutdown;
+        // every loan comes back. A reply that arrived before shutdown stays fetchable; its buffer
+        // goes back to the pool at the caller's `mark_txdone`, as in normal operation.
+        self.sh.table.fail_all(Error::Shutdown);
         self.sh.lifecycle.wait_idle(
             clock,
             Deadline::after(clock, Duration::from_secs(1)),
@@ -666,10 +466,7 @@ impl Transport for VchiqTransport {
     }
 
     fn stats(&self) -> Stats {
-        let mut s = self
-            .sh
-            .counters
-            .snapshot(self.sh.pool.capacity(), self.sh.pool.free_count());
+        let mut s = self.sh.table.stats();
         s.protocol_errors += self.vchiq.stats().protocol_errors;
         s
     }

@@ -125,37 +125,37 @@ fn tables_are_self_consistent() {
 }
 
 fn fill_state(s: &mut SharedState, k: i32) {
-    s.initialised = 1;
-    s.slot_first = k + 1;
-    s.slot_last = k + 2;
-    s.slot_sync = k + 3;
+    s.initialised = 1.into();
+    s.slot_first = (k + 1).into();
+    s.slot_last = (k + 2).into();
+    s.slot_sync = (k + 3).into();
     s.trigger = RemoteEvent {
-        armed: k + 4,
-        fired: k + 5,
-        unused: 0,
+        armed: (k + 4).into(),
+        fired: (k + 5).into(),
+        unused: 0.into(),
     };
-    s.tx_pos = k + 6;
+    s.tx_pos = (k + 6).into();
     s.recycle = RemoteEvent {
-        armed: k + 7,
-        fired: k + 8,
-        unused: 0,
+        armed: (k + 7).into(),
+        fired: (k + 8).into(),
+        unused: 0.into(),
     };
-    s.slot_queue_recycle = k + 9;
+    s.slot_queue_recycle = (k + 9).into();
     s.sync_trigger = RemoteEvent {
-        armed: k + 10,
-        fired: k + 11,
-        unused: 0,
+        armed: (k + 10).into(),
+        fired: (k + 11).into(),
+        unused: 0.into(),
     };
     s.sync_release = RemoteEvent {
-        armed: k + 12,
-        fired: k + 13,
-        unused: 0,
+        armed: (k + 12).into(),
+        fired: (k + 13).into(),
+        unused: 0.into(),
     };
     for (i, q) in s.slot_queue.iter_mut().enumerate() {
-        *q = k + 100 + i as i32;
+        *q = (k + 100 + i as i32).into();
     }
     for (i, d) in s.debug.iter_mut().enumerate() {
-        *d = k + 200 + i as i32;
+        *d = (k + 200 + i as i32).into();
     }
 }
 
@@ -187,19 +187,19 @@ fn check_state_bytes(b: &[u8], base: usize, k: u32) {
 #[test]
 fn slot_zero_struct_serialises_to_the_notes_offsets() {
     let mut z = SlotZero::new_zeroed();
-    z.magic = MAGIC as i32;
-    z.version = 8;
-    z.version_min = 3;
-    z.slot_zero_size = 1288;
-    z.slot_size = 4096;
-    z.max_slots = 128;
-    z.max_slots_per_side = 64;
-    z.platform_data = [0x1234_5000, 64];
+    z.magic = (MAGIC as i32).into();
+    z.version = 8.into();
+    z.version_min = 3.into();
+    z.slot_zero_size = 1288.into();
+    z.slot_size = 4096.into();
+    z.max_slots = 128.into();
+    z.max_slots_per_side = 64.into();
+    z.platform_data = [0x1234_5000.into(), 64.into()];
     fill_state(&mut z.master, 1000);
     fill_state(&mut z.slave, 5000);
-    z.slots[0].use_count = 0x55;
-    z.slots[0].release_count = 0x66;
-    z.slots[127].release_count = 0x77;
+    z.slots[0].use_count = (0x55).into();
+    z.slots[0].release_count = (0x66).into();
+    z.slots[127].release_count = (0x77).into();
     let b = z.as_bytes();
     assert_eq!(b.len(), SLOT_ZERO_SIZE);
     assert_eq!(u32_at(b, 0x000), MAGIC);
@@ -249,8 +249,8 @@ fn message_header_and_payload_bytes() {
         let id = make_msgid(ty, 0xABC, 0x123);
         assert_eq!(id, (tnum << 24) | (0xABC << 12) | 0x123, "{ty:?}");
         let h = MsgHeader {
-            msgid: id as i32,
-            size: 0x0102_0304,
+            msgid: (id as i32).into(),
+            size: (0x0102_0304).into(),
         };
         let b = h.as_bytes();
         assert_eq!(b.len(), 8);
@@ -274,10 +274,10 @@ fn message_header_and_payload_bytes() {
     }
     // OPEN payload: fourcc s32, client_id s32, version s16, version_min s16 (12 B, stride 24).
     let o = OpenPayload {
-        fourcc: 0x6563_686F,
-        client_id: 77,
-        version: 3,
-        version_min: 2,
+        fourcc: (0x6563_686F).into(),
+        client_id: 77.into(),
+        version: 3.into(),
+        version_min: 2.into(),
     };
     let b = o.as_bytes();
     assert_eq!(b.len(), 12);

@@ -18,6 +18,7 @@ pub mod sync;
 mod timer;
 mod token;
 mod transfer;
+mod transfer_table;
 mod transport;
 mod wait;
 
@@ -32,6 +33,7 @@ pub use stats::{Counters, Stats};
 pub use timer::{with_timer, Timer, WithTimer};
 pub use token::{Token, TokenAllocator};
 pub use transfer::{call, Transfer};
+pub use transfer_table::{ReplyOutcome, StartedTransfer, TransferState, TransferTable};
 pub use transport::{
     BulkDir, BulkRequest, BulkResult, Caps, Completion, Notification, Request, Ticket, Transport,
     TxOutcome,

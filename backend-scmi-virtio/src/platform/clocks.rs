@@ -3,7 +3,7 @@
 use super::config::ClockRates;
 use super::model::{object_index, Platform};
 use super::paginate::write_segmented;
-use super::reply::{word_reply, HResult, Out, Params};
+use super::reply::{self, word_reply, Out, Params};
 use crate::header::Header;
 use crate::protocol::describe::RETURNED_12_REMAINING_16;
 use crate::protocol::ids::{clock, common, proto};
@@ -50,7 +50,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn clock(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    pub(crate) fn clock(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> reply::Result {
         match h.message_id {
             common::PROTOCOL_VERSION => word_reply(p, out, 0x20000),
             common::PROTOCOL_ATTRIBUTES => {

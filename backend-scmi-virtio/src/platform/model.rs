@@ -5,7 +5,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use super::config::{PlatformConfig, SensorConfig};
-use super::reply::{word_reply, HResult, Out, Params};
+use super::reply::{self, word_reply, Out, Params};
 use super::PlatformModel;
 use crate::header::{Header, MsgType};
 use crate::protocol::ids::{base, common, proto, system};
@@ -247,7 +247,7 @@ impl Platform {
     pub(crate) fn push_p2a(
         &mut self,
         h: Header,
-        body: impl FnOnce(&mut Out<'_>) -> HResult,
+        body: impl FnOnce(&mut Out<'_>) -> reply::Result,
     ) -> bool {
         let delayed = h.msg_type == MsgType::DelayedResponse;
         if self.p2a.len() >= self.cfg.p2a_capacity {
@@ -284,7 +284,7 @@ impl Platform {
         &mut self,
         protocol: u8,
         message: u8,
-        body: impl FnOnce(&mut Out<'_>) -> HResult,
+        body: impl FnOnce(&mut Out<'_>) -> reply::Result,
     ) -> bool {
         let h = Header {
             message_id: message,
@@ -296,7 +296,11 @@ impl Platform {
     }
 
     /// Queue a delayed response for command `h`: status SUCCESS, then `body`.
-    pub(crate) fn push_delayed(&mut self, h: &Header, body: impl FnOnce(&mut Out<'_>) -> HResult) {
+    pub(crate) fn push_delayed(
+        &mut self,
+        h: &Header,
+        body: impl FnOnce(&mut Out<'_>) -> reply::Result,
+    ) {
         let dh = Header {
             msg_type: MsgType::DelayedResponse,
             ..*h
@@ -309,7 +313,7 @@ impl Platform {
 
     /// Whether an asynchronous command can be accepted (P2A negotiated and room for its delayed
     /// response); BUSY when the queue is full, NOT_SUPPORTED without P2A.
-    pub(crate) fn can_defer(&self) -> HResult {
+    pub(crate) fn can_defer(&self) -> reply::Result {
         if !self.cfg.p2a {
             return Err(code::NOT_SUPPORTED);
         }
@@ -320,7 +324,7 @@ impl Platform {
     }
 
     /// NOT_SUPPORTED unless P2A channels exist (notification enables, async requests).
-    pub(crate) fn need_p2a(&self) -> HResult {
+    pub(crate) fn need_p2a(&self) -> reply::Result {
         if self.cfg.p2a {
             Ok(())
         } else {
@@ -336,7 +340,7 @@ impl Platform {
         out: &mut Out<'_>,
         implemented: &[u8],
         p2a_only: &[u8],
-    ) -> HResult {
+    ) -> reply::Result {
         let [m] = p.exact::<1>()?;
         let m = u8::try_from(m).map_err(|_| code::NOT_FOUND)?;
         let known = implemented.contains(&m) || (self.cfg.p2a && p2a_only.contains(&m));
@@ -354,7 +358,7 @@ impl Platform {
         out: &mut Out<'_>,
         objects: &[T],
         name: fn(&T) -> &str,
-    ) -> HResult {
+    ) -> reply::Result {
         let [id] = p.exact::<1>()?;
         let i = object_index(id, objects.len())?;
         let name = objects.get(i).map(name).ok_or(code::NOT_FOUND)?;
@@ -369,7 +373,7 @@ impl Platform {
         p: Params<'_>,
         n: usize,
         flag: impl FnOnce(&mut Self, usize) -> Option<&mut bool>,
-    ) -> HResult {
+    ) -> reply::Result {
         self.need_p2a()?;
         let [id, en] = p.exact::<2>()?;
         let i = object_index(id, n)?;
@@ -416,7 +420,7 @@ impl Platform {
         Ok(first)
     }
 
-    fn dispatch(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    fn dispatch(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> reply::Result {
         if !self.protocols.contains(&h.protocol_id) && h.protocol_id != proto::BASE {
             return Err(code::NOT_SUPPORTED);
         }
@@ -434,7 +438,7 @@ impl Platform {
         }
     }
 
-    fn base(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    fn base(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> reply::Result {
         match h.message_id {
             common::PROTOCOL_VERSION => word_reply(p, out, self.cfg.base_version),
             common::PROTOCOL_ATTRIBUTES => {
@@ -532,7 +536,7 @@ impl Platform {
     }
 
     /// A listed protocol with nothing but the common messages.
-    fn extra_protocol(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    fn extra_protocol(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> reply::Result {
         match h.message_id {
             common::PROTOCOL_VERSION => word_reply(p, out, 0x10000),
             common::PROTOCOL_ATTRIBUTES => word_reply(p, out, 0),
@@ -541,7 +545,7 @@ impl Platform {
         }
     }
 
-    fn system(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    fn system(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> reply::Result {
         match h.message_id {
             common::PROTOCOL_VERSION => word_reply(p, out, 0x10000),
             common::PROTOCOL_ATTRIBUTES => word_reply(p, out, 0),
@@ -574,7 +578,7 @@ impl Platform {
         }
     }
 
-    fn test_protocol(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    fn test_protocol(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> reply::Result {
         match h.message_id {
             common::PROTOCOL_VERSION => word_reply(p, out, 0x10000),
             common::PROTOCOL_ATTRIBUTES => word_reply(p, out, 0),

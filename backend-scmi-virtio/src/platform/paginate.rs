@@ -6,7 +6,7 @@
 use core::ops::Range;
 
 use super::model::Platform;
-use super::reply::{fit, HResult, Out, Status};
+use super::reply::{self, fit, Out, Status};
 use crate::protocol::describe::{PageFlags, SEGMENTED};
 use crate::status::code;
 
@@ -15,26 +15,26 @@ pub(crate) trait PageEntry: Copy {
     /// Bytes [`PageEntry::write`] appends.
     const SIZE: usize;
     /// Append the entry.
-    fn write(self, out: &mut Out<'_>) -> HResult;
+    fn write(self, out: &mut Out<'_>) -> reply::Result;
 }
 
 impl PageEntry for u32 {
     const SIZE: usize = 4;
-    fn write(self, out: &mut Out<'_>) -> HResult {
+    fn write(self, out: &mut Out<'_>) -> reply::Result {
         out.u32(self)
     }
 }
 
 impl PageEntry for i32 {
     const SIZE: usize = 4;
-    fn write(self, out: &mut Out<'_>) -> HResult {
+    fn write(self, out: &mut Out<'_>) -> reply::Result {
         out.i32(self)
     }
 }
 
 impl PageEntry for u64 {
     const SIZE: usize = 8;
-    fn write(self, out: &mut Out<'_>) -> HResult {
+    fn write(self, out: &mut Out<'_>) -> reply::Result {
         out.u64(self)
     }
 }
@@ -42,7 +42,7 @@ impl PageEntry for u64 {
 /// A performance level: (level, power cost, latency µs), three words.
 impl PageEntry for (u32, u32, u16) {
     const SIZE: usize = 12;
-    fn write(self, out: &mut Out<'_>) -> HResult {
+    fn write(self, out: &mut Out<'_>) -> reply::Result {
         let (perf, power, latency) = self;
         out.u32(perf)?;
         out.u32(power)?;
@@ -57,7 +57,7 @@ pub(crate) fn write_segmented<E: PageEntry>(
     lowest: E,
     highest: E,
     step: E,
-) -> HResult {
+) -> reply::Result {
     out.u32(3 | SEGMENTED)?;
     lowest.write(out)?;
     highest.write(out)?;
@@ -106,7 +106,7 @@ impl Platform {
         first: u32,
         entries: &[E],
         layout: PageFlags,
-    ) -> HResult {
+    ) -> reply::Result {
         let range = self.page_range(out, first, entries.len(), E::SIZE, layout)?;
         for e in entries.iter().skip(range.start).take(range.len()) {
             e.write(out)?;

@@ -1,7 +1,7 @@
 //! The simulated platform's performance protocol (0x13).
 
 use super::model::{object_index, Platform};
-use super::reply::{word_reply, HResult, Out, Params};
+use super::reply::{self, word_reply, Out, Params};
 use crate::header::Header;
 use crate::protocol::describe::RETURNED_16_REMAINING_16;
 use crate::protocol::ids::{common, perf, proto};
@@ -23,7 +23,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn perf(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    pub(crate) fn perf(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> reply::Result {
         match h.message_id {
             common::PROTOCOL_VERSION => word_reply(p, out, 0x20000),
             common::PROTOCOL_ATTRIBUTES => {

@@ -3,14 +3,14 @@
 use super::config::VoltageLevels;
 use super::model::{object_index, Platform};
 use super::paginate::write_segmented;
-use super::reply::{word_reply, HResult, Out, Params};
+use super::reply::{self, word_reply, Out, Params};
 use crate::header::Header;
 use crate::protocol::describe::RETURNED_12_REMAINING_16;
 use crate::protocol::ids::{common, power, proto, reset, voltage};
 use crate::status::code;
 
 impl Platform {
-    pub(crate) fn power(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    pub(crate) fn power(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> reply::Result {
         let n = self.cfg.power_domains.len();
         match h.message_id {
             common::PROTOCOL_VERSION => word_reply(p, out, 0x20000),
@@ -76,7 +76,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn reset(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    pub(crate) fn reset(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> reply::Result {
         let n = self.cfg.reset_domains.len();
         match h.message_id {
             common::PROTOCOL_VERSION => word_reply(p, out, 0x10000),
@@ -153,7 +153,12 @@ impl Platform {
         }
     }
 
-    pub(crate) fn voltage(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    pub(crate) fn voltage(
+        &mut self,
+        h: &Header,
+        p: Params<'_>,
+        out: &mut Out<'_>,
+    ) -> reply::Result {
         let n = self.cfg.voltage_domains.len();
         match h.message_id {
             common::PROTOCOL_VERSION => word_reply(p, out, 0x10000),

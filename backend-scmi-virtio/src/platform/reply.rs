@@ -6,8 +6,9 @@ use crate::status::code;
 /// A status the handler answers with instead of return values.
 pub type Status = i32;
 
-/// Handler result: `Err(status)` becomes a status-only reply.
-pub type HResult = core::result::Result<(), Status>;
+/// Handler result: `Err(status)` becomes a status-only reply (the crate's `Result` alias style,
+/// docs/contributing.md; named `reply::Result` beside the standard one).
+pub type Result<T = ()> = core::result::Result<T, Status>;
 
 /// Writes return values after header + status, never past the writable space. Running out of
 /// space is COMMS_ERROR (the reply does not fit), as vhost-device-scmi answers.
@@ -33,7 +34,7 @@ impl<'a> Out<'a> {
     }
 
     /// Append bytes.
-    pub fn bytes(&mut self, b: &[u8]) -> HResult {
+    pub fn bytes(&mut self, b: &[u8]) -> Result {
         let end = self.len.checked_add(b.len()).ok_or(code::COMMS_ERROR)?;
         let dst = self.buf.get_mut(self.len..end).ok_or(code::COMMS_ERROR)?;
         dst.copy_from_slice(b);
@@ -42,35 +43,35 @@ impl<'a> Out<'a> {
     }
 
     /// Append a LE word.
-    pub fn u32(&mut self, w: u32) -> HResult {
+    pub fn u32(&mut self, w: u32) -> Result {
         self.bytes(&w.to_le_bytes())
     }
 
     /// Append a LE signed word.
-    pub fn i32(&mut self, w: i32) -> HResult {
+    pub fn i32(&mut self, w: i32) -> Result {
         self.u32(w as u32)
     }
 
     /// Append a 64-bit value as (low, high).
-    pub fn u64(&mut self, v: u64) -> HResult {
+    pub fn u64(&mut self, v: u64) -> Result {
         self.u32(v as u32)?;
         self.u32((v >> 32) as u32)
     }
 
     /// Append a NUL-padded 16-byte name (cut to 15 bytes).
-    pub fn name16(&mut self, s: &str) -> HResult {
+    pub fn name16(&mut self, s: &str) -> Result {
         let n = crate::protocol::ShortName::from_str_truncated(s);
         self.bytes(n.field())
     }
 
     /// Append a NUL-padded 64-byte name (cut to 63 bytes).
-    pub fn name64(&mut self, s: &str) -> HResult {
+    pub fn name64(&mut self, s: &str) -> Result {
         let n = crate::protocol::LongName::from_str_truncated(s);
         self.bytes(n.field())
     }
 
     /// Overwrite a word already written at byte offset `at`.
-    pub fn patch_u32(&mut self, at: usize, w: u32) -> HResult {
+    pub fn patch_u32(&mut self, at: usize, w: u32) -> Result {
         let dst = self
             .buf
             .get_mut(at..at.saturating_add(4))
@@ -99,7 +100,7 @@ impl<'a> Params<'a> {
 
     /// Exactly `N` words, else PROTOCOL_ERROR (vhost-device-scmi requires the exact length
     /// 4 + 4·n too; it wedges, we answer with a status).
-    pub fn exact<const N: usize>(&self) -> Result<[u32; N], Status> {
+    pub fn exact<const N: usize>(&self) -> Result<[u32; N]> {
         if self.bytes.len() != N * 4 {
             return Err(code::PROTOCOL_ERROR);
         }
@@ -115,7 +116,7 @@ impl<'a> Params<'a> {
 
 /// A message without parameters answered with one word: PROTOCOL_ERROR unless the request has
 /// no parameters, then `w`.
-pub fn word_reply(p: Params<'_>, out: &mut Out<'_>, w: u32) -> HResult {
+pub fn word_reply(p: Params<'_>, out: &mut Out<'_>, w: u32) -> Result {
     p.exact::<0>()?;
     out.u32(w)
 }

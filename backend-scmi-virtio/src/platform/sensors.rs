@@ -3,7 +3,7 @@
 
 use super::config::SensorConfig;
 use super::model::Platform;
-use super::reply::{word_reply, HResult, Out, Params};
+use super::reply::{self, word_reply, Out, Params};
 use crate::header::Header;
 use crate::protocol::describe::{RETURNED_12_REMAINING_16, RETURNED_6_REMAINING_6};
 use crate::protocol::ids::{common, proto, sensor};
@@ -34,7 +34,7 @@ impl Platform {
         n
     }
 
-    fn write_descriptor(&self, id: usize, c: &SensorConfig, out: &mut Out<'_>) -> HResult {
+    fn write_descriptor(&self, id: usize, c: &SensorConfig, out: &mut Out<'_>) -> reply::Result {
         let p2a = self.cfg.p2a;
         let low = (u32::from(c.async_read && p2a) << 31)
             | (u32::from(c.continuous_notify && p2a) << 30)
@@ -64,7 +64,7 @@ impl Platform {
 
     /// Take one reading of sensor `i` (bumps its counter) and write it: v3 = 16 bytes per axis
     /// (one for a scalar), v2 = one 8-byte value.
-    fn write_reading(&mut self, i: usize, out: &mut Out<'_>) -> HResult {
+    fn write_reading(&mut self, i: usize, out: &mut Out<'_>) -> reply::Result {
         let v3 = self.v3();
         let (axes, base, ts, constant) = match self.cfg.sensors.get(i) {
             Some(c) => (c.axes, c.value, c.timestamped, c.constant),
@@ -127,7 +127,7 @@ impl Platform {
         })
     }
 
-    pub(crate) fn sensor(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> HResult {
+    pub(crate) fn sensor(&mut self, h: &Header, p: Params<'_>, out: &mut Out<'_>) -> reply::Result {
         let n = self.cfg.sensors.len();
         match h.message_id {
             common::PROTOCOL_VERSION => word_reply(p, out, self.cfg.sensor_version),

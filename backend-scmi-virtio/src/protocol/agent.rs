@@ -15,7 +15,7 @@ use fwipc_transport_api::{
     wait_done, Clock, Completion, Deadline, Request, Ticket, Transport, TxOutcome, Wait,
 };
 
-use super::error::{Malformed, ScmiError, ScmiResult};
+use super::error::{self, Malformed, ScmiError};
 use super::p2a::{Callback, DelayedTable, Event, Filter, SlotState, Subscribers, SubscriptionId};
 use super::wire::{Params, Reader};
 use crate::header::{make_target, Header, MsgType, TOKEN_MASK};
@@ -183,7 +183,7 @@ impl<T: Transport, C: Clock> core::fmt::Debug for Scmi<T, C> {
 impl<T: Transport, C: Clock> Scmi<T, C> {
     /// An agent over `transport`. `InvalidArgument` if the delayed-response deadline is shorter
     /// than the command deadline, or a capacity is zero/too large.
-    pub fn new(transport: T, clock: C, cfg: Config) -> ScmiResult<Self> {
+    pub fn new(transport: T, clock: C, cfg: Config) -> error::Result<Self> {
         if cfg.delayed_timeout < cfg.command_timeout
             || cfg.max_rounds == 0
             || cfg.delayed_buf_size < 4
@@ -254,7 +254,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         &self,
         reply: &[u8],
         parse: impl FnOnce(&mut Reader<'_>) -> Result<R, Malformed>,
-    ) -> ScmiResult<R> {
+    ) -> error::Result<R> {
         parse(&mut Reader::new(reply)).map_err(|m| self.malformed(m))
     }
 
@@ -270,7 +270,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         message: u8,
         params: &[u8],
         resp: &mut [u8],
-    ) -> ScmiResult<usize> {
+    ) -> error::Result<usize> {
         self.command_raw_timeout(protocol, message, params, resp, self.cfg.command_timeout)
     }
 
@@ -283,7 +283,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         params: &[u8],
         resp: &mut [u8],
         timeout: Duration,
-    ) -> ScmiResult<usize> {
+    ) -> error::Result<usize> {
         self.count_command();
         let req = self.request(make_target(protocol, message), params);
         let ticket = self.t.send(&req)?;
@@ -307,7 +307,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         ticket: Ticket,
         resp: &mut [u8],
         timeout: Duration,
-    ) -> ScmiResult<(usize, Ticket)> {
+    ) -> error::Result<(usize, Ticket)> {
         let deadline = Deadline::after(&self.clock, timeout);
         let waited = self.wait(&ticket, deadline);
         if let Err(e) = waited {
@@ -330,7 +330,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         message: u8,
         params: &[u32],
         parse: impl FnOnce(&mut Reader<'_>) -> Result<R, Malformed>,
-    ) -> ScmiResult<R> {
+    ) -> error::Result<R> {
         let p = Params::words(params);
         let mut buf = [0u8; MAX_REPLY];
         let n = self.command_raw(protocol, message, p.as_bytes(), &mut buf)?;
@@ -339,7 +339,12 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
     /// A command whose reply is the status only. Extra return values are tolerated and ignored
     /// (vhost-device-scmi appends a word to CONTINUOUS_UPDATE_NOTIFY, docs/protocols/scmi.md §6).
-    pub(crate) fn cmd_status(&self, protocol: u8, message: u8, params: &[u32]) -> ScmiResult<()> {
+    pub(crate) fn cmd_status(
+        &self,
+        protocol: u8,
+        message: u8,
+        params: &[u32],
+    ) -> error::Result<()> {
         self.cmd(protocol, message, params, |_| Ok(()))
     }
 
@@ -352,7 +357,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         message: u8,
         params: &[u32],
         parse: impl FnOnce(&mut Reader<'_>) -> Result<R, Malformed>,
-    ) -> ScmiResult<R> {
+    ) -> error::Result<R> {
         let p = Params::words(params);
         let slot = {
             let mut table = self.delayed.lock();

@@ -4,7 +4,7 @@ use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
 use super::common::{parse_word, Version};
-use super::error::{Malformed, ScmiResult};
+use super::error::{self, Malformed};
 use super::ids::{base, common, proto};
 use super::multipart::Pager;
 use super::wire::{Reader, ShortName};
@@ -136,12 +136,12 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
 impl<T: Transport, C: Clock> Base<'_, T, C> {
     /// PROTOCOL_VERSION.
-    pub fn version(&self) -> ScmiResult<Version> {
+    pub fn version(&self) -> error::Result<Version> {
         self.scmi.protocol_version(proto::BASE)
     }
 
     /// PROTOCOL_ATTRIBUTES.
-    pub fn attributes(&self) -> ScmiResult<BaseAttributes> {
+    pub fn attributes(&self) -> error::Result<BaseAttributes> {
         self.scmi.cmd(
             proto::BASE,
             common::PROTOCOL_ATTRIBUTES,
@@ -151,24 +151,24 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
     }
 
     /// PROTOCOL_MESSAGE_ATTRIBUTES.
-    pub fn message_attributes(&self, message: u8) -> ScmiResult<u32> {
+    pub fn message_attributes(&self, message: u8) -> error::Result<u32> {
         self.scmi.message_attributes(proto::BASE, message)
     }
 
     /// DISCOVER_VENDOR.
-    pub fn vendor(&self) -> ScmiResult<ShortName> {
+    pub fn vendor(&self) -> error::Result<ShortName> {
         self.scmi
             .cmd(proto::BASE, base::DISCOVER_VENDOR, &[], parse_name)
     }
 
     /// DISCOVER_SUB_VENDOR (vhost-device-scmi answers NOT_SUPPORTED).
-    pub fn sub_vendor(&self) -> ScmiResult<ShortName> {
+    pub fn sub_vendor(&self) -> error::Result<ShortName> {
         self.scmi
             .cmd(proto::BASE, base::DISCOVER_SUB_VENDOR, &[], parse_name)
     }
 
     /// DISCOVER_IMPLEMENTATION_VERSION (vendor-defined).
-    pub fn implementation_version(&self) -> ScmiResult<u32> {
+    pub fn implementation_version(&self) -> error::Result<u32> {
         self.scmi.cmd(
             proto::BASE,
             base::DISCOVER_IMPLEMENTATION_VERSION,
@@ -179,7 +179,7 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
 
     /// DISCOVER_AGENT (vhost-device-scmi answers NOT_SUPPORTED). `0xFFFF_FFFF` asks about the
     /// calling agent; any other id must come back unchanged.
-    pub fn discover_agent(&self, agent_id: u32) -> ScmiResult<AgentInfo> {
+    pub fn discover_agent(&self, agent_id: u32) -> error::Result<AgentInfo> {
         self.scmi
             .cmd(proto::BASE, base::DISCOVER_AGENT, &[agent_id], |r| {
                 let a = parse_agent(r)?;
@@ -191,7 +191,7 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
     }
 
     /// NOTIFY_ERRORS: enable or disable BASE_ERROR_EVENT notifications.
-    pub fn notify_errors(&self, enable: bool) -> ScmiResult<()> {
+    pub fn notify_errors(&self, enable: bool) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::BASE, base::NOTIFY_ERRORS, &[u32::from(enable)])
     }
@@ -199,7 +199,7 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
     /// DISCOVER_LIST_PROTOCOLS, every page, into `out`; returns the number of ids. The total is the
     /// `num_protocols` of PROTOCOL_ATTRIBUTES; the loop is bounded (docs/protocols/scmi.md §5, §8
     /// item 7).
-    pub fn discover_protocols(&self, out: &mut [u8]) -> ScmiResult<usize> {
+    pub fn discover_protocols(&self, out: &mut [u8]) -> error::Result<usize> {
         let total = u32::from(self.attributes()?.num_protocols);
         let mut pager = Pager::new(Some(total), self.scmi.config().max_rounds);
         while !pager.complete() {
@@ -247,7 +247,7 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
     /// assert_eq!(d.sub_vendor, None);
     /// assert_eq!(d.protocols.as_slice(), &[0x15]);
     /// ```
-    pub fn discover(&self) -> ScmiResult<Discovery> {
+    pub fn discover(&self) -> error::Result<Discovery> {
         let version = self.version()?;
         let attrs = self.attributes()?;
         let vendor = self.vendor()?;
@@ -267,7 +267,7 @@ impl<T: Transport, C: Clock> Base<'_, T, C> {
     }
 
     /// All protocols the platform lists.
-    pub fn protocols(&self) -> ScmiResult<ProtocolList> {
+    pub fn protocols(&self) -> error::Result<ProtocolList> {
         let mut l = ProtocolList {
             ids: [0; 255],
             len: 0,

@@ -6,7 +6,7 @@ use fwipc_transport_api::{Clock, Transport};
 use super::agent::Scmi;
 use super::common::Version;
 use super::describe::parse_segmented_page;
-use super::error::{Malformed, ScmiResult};
+use super::error::{self, Malformed};
 use super::ids::{clock, common, proto};
 use super::multipart::Pager;
 use super::wire::{split64, AttrNameWire, Reader, ShortName};
@@ -116,17 +116,17 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
 impl<T: Transport, C: Clock> ClockProto<'_, T, C> {
     /// `*_NAME_GET`: the extended 64-byte name (when the attributes flag bit 29).
-    pub fn extended_name(&self, id: u32) -> ScmiResult<super::wire::LongName> {
+    pub fn extended_name(&self, id: u32) -> error::Result<super::wire::LongName> {
         self.scmi.extended_name(proto::CLOCK, clock::NAME_GET, id)
     }
 
     /// PROTOCOL_VERSION.
-    pub fn version(&self) -> ScmiResult<Version> {
+    pub fn version(&self) -> error::Result<Version> {
         self.scmi.protocol_version(proto::CLOCK)
     }
 
     /// PROTOCOL_ATTRIBUTES.
-    pub fn protocol_attributes(&self) -> ScmiResult<ClockProtocolAttributes> {
+    pub fn protocol_attributes(&self) -> error::Result<ClockProtocolAttributes> {
         self.scmi.cmd(
             proto::CLOCK,
             common::PROTOCOL_ATTRIBUTES,
@@ -136,13 +136,17 @@ impl<T: Transport, C: Clock> ClockProto<'_, T, C> {
     }
 
     /// CLOCK_ATTRIBUTES.
-    pub fn attributes(&self, id: u32) -> ScmiResult<ClockAttributes> {
+    pub fn attributes(&self, id: u32) -> error::Result<ClockAttributes> {
         self.scmi
             .cmd(proto::CLOCK, clock::ATTRIBUTES, &[id], parse_attributes)
     }
 
     /// CLOCK_DESCRIBE_RATES, every page: discrete rates go to `f`.
-    pub fn describe_rates(&self, id: u32, mut f: impl FnMut(u64)) -> ScmiResult<RateDescription> {
+    pub fn describe_rates(
+        &self,
+        id: u32,
+        mut f: impl FnMut(u64),
+    ) -> error::Result<RateDescription> {
         let pager = Pager::new(None, self.scmi.config().max_rounds);
         let done = self.scmi.describe_pages(
             proto::CLOCK,
@@ -155,13 +159,13 @@ impl<T: Transport, C: Clock> ClockProto<'_, T, C> {
     }
 
     /// CLOCK_RATE_GET in Hz.
-    pub fn rate_get(&self, id: u32) -> ScmiResult<u64> {
+    pub fn rate_get(&self, id: u32) -> error::Result<u64> {
         self.scmi
             .cmd(proto::CLOCK, clock::RATE_GET, &[id], |r| r.u64_pair())
     }
 
     /// CLOCK_RATE_SET, synchronous. `flags` bits 2/3 select rounding (up / auto).
-    pub fn rate_set(&self, id: u32, rate: u64, flags: u32) -> ScmiResult<()> {
+    pub fn rate_set(&self, id: u32, rate: u64, flags: u32) -> error::Result<()> {
         let (lo, hi) = split64(rate);
         self.scmi
             .cmd_status(proto::CLOCK, clock::RATE_SET, &[flags & !1, id, lo, hi])
@@ -169,7 +173,7 @@ impl<T: Transport, C: Clock> ClockProto<'_, T, C> {
 
     /// CLOCK_RATE_SET with the async flag: waits for the delayed response and returns the rate
     /// the platform reports.
-    pub fn rate_set_async(&self, id: u32, rate: u64, flags: u32) -> ScmiResult<u64> {
+    pub fn rate_set_async(&self, id: u32, rate: u64, flags: u32) -> error::Result<u64> {
         let (lo, hi) = split64(rate);
         self.scmi.cmd_delayed(
             proto::CLOCK,
@@ -180,13 +184,13 @@ impl<T: Transport, C: Clock> ClockProto<'_, T, C> {
     }
 
     /// CLOCK_CONFIG_SET: enable or disable.
-    pub fn set_enabled(&self, id: u32, enable: bool) -> ScmiResult<()> {
+    pub fn set_enabled(&self, id: u32, enable: bool) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::CLOCK, clock::CONFIG_SET, &[id, u32::from(enable)])
     }
 
     /// CLOCK_RATE_NOTIFY.
-    pub fn rate_notify(&self, id: u32, enable: bool) -> ScmiResult<()> {
+    pub fn rate_notify(&self, id: u32, enable: bool) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::CLOCK, clock::RATE_NOTIFY, &[id, u32::from(enable)])
     }

@@ -6,7 +6,7 @@ use core::fmt;
 use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
-use super::error::{Malformed, ScmiResult};
+use super::error::{self, Malformed};
 use super::ids::common;
 use super::wire::Reader;
 
@@ -58,18 +58,18 @@ pub fn parse_word(r: &mut Reader<'_>) -> Result<u32, Malformed> {
 
 impl<T: Transport, C: Clock> Scmi<T, C> {
     /// PROTOCOL_VERSION of any protocol.
-    pub fn protocol_version(&self, protocol: u8) -> ScmiResult<Version> {
+    pub fn protocol_version(&self, protocol: u8) -> error::Result<Version> {
         self.cmd(protocol, common::PROTOCOL_VERSION, &[], parse_version)
     }
 
     /// PROTOCOL_ATTRIBUTES of any protocol, first word only (the typed views decode it fully).
-    pub fn protocol_attributes_word(&self, protocol: u8) -> ScmiResult<u32> {
+    pub fn protocol_attributes_word(&self, protocol: u8) -> error::Result<u32> {
         self.cmd(protocol, common::PROTOCOL_ATTRIBUTES, &[], parse_word)
     }
 
     /// PROTOCOL_MESSAGE_ATTRIBUTES: the attributes of `message` (bit 0: FastChannel capable).
     /// `Status(NotFound)` when the platform does not implement it.
-    pub fn message_attributes(&self, protocol: u8, message: u8) -> ScmiResult<u32> {
+    pub fn message_attributes(&self, protocol: u8, message: u8) -> error::Result<u32> {
         self.cmd(
             protocol,
             common::PROTOCOL_MESSAGE_ATTRIBUTES,
@@ -84,13 +84,13 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         protocol: u8,
         message: u8,
         id: u32,
-    ) -> ScmiResult<super::wire::LongName> {
+    ) -> error::Result<super::wire::LongName> {
         self.cmd(protocol, message, &[id], parse_long_name)
     }
 
     /// Whether the platform implements `message` of `protocol` (PROTOCOL_MESSAGE_ATTRIBUTES
     /// answered SUCCESS; NOT_FOUND or NOT_SUPPORTED mean no).
-    pub fn implements(&self, protocol: u8, message: u8) -> ScmiResult<bool> {
+    pub fn implements(&self, protocol: u8, message: u8) -> error::Result<bool> {
         use crate::status::ScmiStatus;
         match self.message_attributes(protocol, message) {
             Ok(_) => Ok(true),

@@ -9,7 +9,7 @@
 use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
-use super::error::{Malformed, ScmiResult};
+use super::error::{self, Malformed};
 use super::multipart::Pager;
 use super::wire::Reader;
 
@@ -138,7 +138,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         id: Option<u32>,
         mut pager: Pager,
         mut page: impl FnMut(&mut Reader<'_>, &mut Pager) -> Result<Result<D, (u32, u32)>, Malformed>,
-    ) -> ScmiResult<Result<D, u32>> {
+    ) -> error::Result<Result<D, u32>> {
         while !pager.complete() {
             let idx = pager.index();
             let parse = |r: &mut Reader<'_>| page(r, &mut pager);
@@ -168,7 +168,7 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
         id: Option<u32>,
         pager: Pager,
         mut page: impl FnMut(&mut Reader<'_>, &mut Pager) -> Result<(u32, u32), Malformed>,
-    ) -> ScmiResult<u32> {
+    ) -> error::Result<u32> {
         let done = self.describe_pages(protocol, message, id, pager, |r, p| {
             page(r, p).map(Err::<core::convert::Infallible, _>)
         })?;

@@ -81,7 +81,7 @@ pub enum ScmiError {
 }
 
 /// Result of the protocol layer.
-pub type ScmiResult<T = ()> = core::result::Result<T, ScmiError>;
+pub type Result<T = ()> = core::result::Result<T, ScmiError>;
 
 impl ScmiError {
     /// The SCMI status, if the platform answered with one.

@@ -54,7 +54,7 @@ use super::agent::Scmi;
 use super::agent::MAX_REPLY;
 use super::base::parse_name;
 use super::common::parse_word;
-use super::error::{Malformed, ScmiResult};
+use super::error::{self, Malformed};
 use super::ids::{base, clock, perf, power, proto, sensor, voltage};
 use super::sensor::{parse_readings, SensorValue};
 use super::wire::{Params, Reader, ShortName};
@@ -97,7 +97,7 @@ impl<T: Transport, C: Clock> ScmiFutures<'_, T, C> {
         message: u8,
         params: &[u8],
         resp: &mut [u8],
-    ) -> ScmiResult<usize> {
+    ) -> error::Result<usize> {
         let s = self.scmi;
         s.count_command();
         let req = s.request(make_target(protocol, message), params);
@@ -121,7 +121,7 @@ impl<T: Transport, C: Clock> ScmiFutures<'_, T, C> {
         message: u8,
         params: &[u32],
         parse: impl FnOnce(&mut Reader<'_>) -> Result<R, Malformed>,
-    ) -> ScmiResult<R> {
+    ) -> error::Result<R> {
         let p = Params::words(params);
         let mut buf = [0u8; MAX_REPLY];
         let n = self
@@ -131,14 +131,18 @@ impl<T: Transport, C: Clock> ScmiFutures<'_, T, C> {
     }
 
     /// BASE DISCOVER_VENDOR.
-    pub async fn vendor(&self) -> ScmiResult<ShortName> {
+    pub async fn vendor(&self) -> error::Result<ShortName> {
         self.command(proto::BASE, base::DISCOVER_VENDOR, &[], parse_name)
             .await
     }
 
     /// SENSOR_READING_GET, synchronous reading: one value per axis into `out`; returns how many
     /// the platform sent (only the first `out.len()` are stored).
-    pub async fn sensor_reading_axes(&self, id: u32, out: &mut [SensorValue]) -> ScmiResult<usize> {
+    pub async fn sensor_reading_axes(
+        &self,
+        id: u32,
+        out: &mut [SensorValue],
+    ) -> error::Result<usize> {
         self.command(proto::SENSOR, sensor::READING_GET, &[id, 0], |r| {
             parse_readings(r, out)
         })
@@ -146,32 +150,32 @@ impl<T: Transport, C: Clock> ScmiFutures<'_, T, C> {
     }
 
     /// SENSOR_READING_GET, the first axis.
-    pub async fn sensor_reading(&self, id: u32) -> ScmiResult<SensorValue> {
+    pub async fn sensor_reading(&self, id: u32) -> error::Result<SensorValue> {
         let mut v = [SensorValue::default()];
         self.sensor_reading_axes(id, &mut v).await?;
         Ok(v[0])
     }
 
     /// CLOCK_RATE_GET, in Hz.
-    pub async fn clock_rate(&self, id: u32) -> ScmiResult<u64> {
+    pub async fn clock_rate(&self, id: u32) -> error::Result<u64> {
         self.command(proto::CLOCK, clock::RATE_GET, &[id], |r| r.u64_pair())
             .await
     }
 
     /// PERFORMANCE_LEVEL_GET.
-    pub async fn perf_level(&self, domain: u32) -> ScmiResult<u32> {
+    pub async fn perf_level(&self, domain: u32) -> error::Result<u32> {
         self.command(proto::PERF, perf::LEVEL_GET, &[domain], parse_word)
             .await
     }
 
     /// POWER_STATE_GET.
-    pub async fn power_state(&self, domain: u32) -> ScmiResult<u32> {
+    pub async fn power_state(&self, domain: u32) -> error::Result<u32> {
         self.command(proto::POWER, power::STATE_GET, &[domain], parse_word)
             .await
     }
 
     /// VOLTAGE_LEVEL_GET, in microvolts.
-    pub async fn voltage_level(&self, domain: u32) -> ScmiResult<i32> {
+    pub async fn voltage_level(&self, domain: u32) -> error::Result<i32> {
         self.command(proto::VOLTAGE, voltage::LEVEL_GET, &[domain], |r| r.i32())
             .await
     }

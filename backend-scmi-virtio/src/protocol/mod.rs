@@ -86,7 +86,7 @@ pub mod fuzzing;
 pub use agent::{AgentStats, Config, Scmi, MAX_P2A, MAX_REPLY, PUMP_BUDGET};
 pub use base::Discovery;
 pub use common::Version;
-pub use error::{Malformed, ScmiError, ScmiResult};
+pub use error::{Malformed, Result, ScmiError};
 pub use futures::ScmiFutures;
 pub use p2a::{Callback, Event, Filter, SubscriptionId};
 pub use wire::{LongName, Name, ShortName};

@@ -6,7 +6,7 @@ use fwipc_transport_api::{Clock, Transport};
 use super::agent::Scmi;
 use super::common::{parse_word, Version};
 use super::describe::{parse_list_page, RETURNED_16_REMAINING_16};
-use super::error::{Malformed, ScmiResult};
+use super::error::{self, Malformed};
 use super::ids::{common, perf, proto};
 use super::multipart::Pager;
 use super::wire::{PerfDomainWire, PerfLevelWire, Reader, ShortName};
@@ -109,17 +109,17 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
 impl<T: Transport, C: Clock> Perf<'_, T, C> {
     /// `*_NAME_GET`: the extended 64-byte name (when the attributes flag bit 26).
-    pub fn extended_name(&self, id: u32) -> ScmiResult<super::wire::LongName> {
+    pub fn extended_name(&self, id: u32) -> error::Result<super::wire::LongName> {
         self.scmi.extended_name(proto::PERF, perf::NAME_GET, id)
     }
 
     /// PROTOCOL_VERSION.
-    pub fn version(&self) -> ScmiResult<Version> {
+    pub fn version(&self) -> error::Result<Version> {
         self.scmi.protocol_version(proto::PERF)
     }
 
     /// PROTOCOL_ATTRIBUTES.
-    pub fn protocol_attributes(&self) -> ScmiResult<PerfProtocolAttributes> {
+    pub fn protocol_attributes(&self) -> error::Result<PerfProtocolAttributes> {
         self.scmi.cmd(
             proto::PERF,
             common::PROTOCOL_ATTRIBUTES,
@@ -129,7 +129,7 @@ impl<T: Transport, C: Clock> Perf<'_, T, C> {
     }
 
     /// PERF_DOMAIN_ATTRIBUTES.
-    pub fn domain_attributes(&self, domain: u32) -> ScmiResult<PerfDomainAttributes> {
+    pub fn domain_attributes(&self, domain: u32) -> error::Result<PerfDomainAttributes> {
         self.scmi.cmd(
             proto::PERF,
             perf::DOMAIN_ATTRIBUTES,
@@ -139,7 +139,11 @@ impl<T: Transport, C: Clock> Perf<'_, T, C> {
     }
 
     /// PERF_DESCRIBE_LEVELS, every page; returns the count.
-    pub fn describe_levels(&self, domain: u32, mut f: impl FnMut(&PerfLevel)) -> ScmiResult<u32> {
+    pub fn describe_levels(
+        &self,
+        domain: u32,
+        mut f: impl FnMut(&PerfLevel),
+    ) -> error::Result<u32> {
         let pager = Pager::new(None, self.scmi.config().max_rounds);
         self.scmi.list_pages(
             proto::PERF,
@@ -151,31 +155,31 @@ impl<T: Transport, C: Clock> Perf<'_, T, C> {
     }
 
     /// PERF_LIMITS_SET.
-    pub fn limits_set(&self, domain: u32, max: u32, min: u32) -> ScmiResult<()> {
+    pub fn limits_set(&self, domain: u32, max: u32, min: u32) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::PERF, perf::LIMITS_SET, &[domain, max, min])
     }
 
     /// PERF_LIMITS_GET: (max, min).
-    pub fn limits_get(&self, domain: u32) -> ScmiResult<(u32, u32)> {
+    pub fn limits_get(&self, domain: u32) -> error::Result<(u32, u32)> {
         self.scmi
             .cmd(proto::PERF, perf::LIMITS_GET, &[domain], parse_limits)
     }
 
     /// PERF_LEVEL_SET.
-    pub fn level_set(&self, domain: u32, level: u32) -> ScmiResult<()> {
+    pub fn level_set(&self, domain: u32, level: u32) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::PERF, perf::LEVEL_SET, &[domain, level])
     }
 
     /// PERF_LEVEL_GET.
-    pub fn level_get(&self, domain: u32) -> ScmiResult<u32> {
+    pub fn level_get(&self, domain: u32) -> error::Result<u32> {
         self.scmi
             .cmd(proto::PERF, perf::LEVEL_GET, &[domain], parse_word)
     }
 
     /// PERF_NOTIFY_LIMITS.
-    pub fn notify_limits(&self, domain: u32, enable: bool) -> ScmiResult<()> {
+    pub fn notify_limits(&self, domain: u32, enable: bool) -> error::Result<()> {
         self.scmi.cmd_status(
             proto::PERF,
             perf::NOTIFY_LIMITS,
@@ -184,7 +188,7 @@ impl<T: Transport, C: Clock> Perf<'_, T, C> {
     }
 
     /// PERF_NOTIFY_LEVEL.
-    pub fn notify_level(&self, domain: u32, enable: bool) -> ScmiResult<()> {
+    pub fn notify_level(&self, domain: u32, enable: bool) -> error::Result<()> {
         self.scmi.cmd_status(
             proto::PERF,
             perf::NOTIFY_LEVEL,

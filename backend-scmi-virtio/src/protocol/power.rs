@@ -4,7 +4,7 @@ use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
 use super::common::{parse_word, Version};
-use super::error::{Malformed, ScmiResult};
+use super::error::{self, Malformed};
 use super::ids::{common, power, proto};
 use super::wire::{AttrNameWire, Reader, ShortName};
 
@@ -61,17 +61,17 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
 impl<T: Transport, C: Clock> Power<'_, T, C> {
     /// `*_NAME_GET`: the extended 64-byte name (when the attributes flag bit 27).
-    pub fn extended_name(&self, id: u32) -> ScmiResult<super::wire::LongName> {
+    pub fn extended_name(&self, id: u32) -> error::Result<super::wire::LongName> {
         self.scmi.extended_name(proto::POWER, power::NAME_GET, id)
     }
 
     /// PROTOCOL_VERSION.
-    pub fn version(&self) -> ScmiResult<Version> {
+    pub fn version(&self) -> error::Result<Version> {
         self.scmi.protocol_version(proto::POWER)
     }
 
     /// PROTOCOL_ATTRIBUTES.
-    pub fn protocol_attributes(&self) -> ScmiResult<PowerProtocolAttributes> {
+    pub fn protocol_attributes(&self) -> error::Result<PowerProtocolAttributes> {
         self.scmi.cmd(
             proto::POWER,
             common::PROTOCOL_ATTRIBUTES,
@@ -81,7 +81,7 @@ impl<T: Transport, C: Clock> Power<'_, T, C> {
     }
 
     /// POWER_DOMAIN_ATTRIBUTES.
-    pub fn domain_attributes(&self, domain: u32) -> ScmiResult<PowerDomainAttributes> {
+    pub fn domain_attributes(&self, domain: u32) -> error::Result<PowerDomainAttributes> {
         self.scmi.cmd(
             proto::POWER,
             power::DOMAIN_ATTRIBUTES,
@@ -91,19 +91,19 @@ impl<T: Transport, C: Clock> Power<'_, T, C> {
     }
 
     /// POWER_STATE_SET (synchronous). Generic states: [`power::STATE_ON`], [`power::STATE_OFF`].
-    pub fn state_set(&self, domain: u32, state: u32) -> ScmiResult<()> {
+    pub fn state_set(&self, domain: u32, state: u32) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::POWER, power::STATE_SET, &[0, domain, state])
     }
 
     /// POWER_STATE_GET.
-    pub fn state_get(&self, domain: u32) -> ScmiResult<u32> {
+    pub fn state_get(&self, domain: u32) -> error::Result<u32> {
         self.scmi
             .cmd(proto::POWER, power::STATE_GET, &[domain], parse_word)
     }
 
     /// POWER_STATE_NOTIFY.
-    pub fn state_notify(&self, domain: u32, enable: bool) -> ScmiResult<()> {
+    pub fn state_notify(&self, domain: u32, enable: bool) -> error::Result<()> {
         self.scmi.cmd_status(
             proto::POWER,
             power::STATE_NOTIFY,

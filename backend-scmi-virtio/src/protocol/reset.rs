@@ -5,7 +5,7 @@ use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
 use super::common::Version;
-use super::error::{Malformed, ScmiResult};
+use super::error::{self, Malformed};
 use super::ids::{common, proto, reset};
 use super::wire::{Reader, ResetDomainWire, ShortName};
 
@@ -64,17 +64,17 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
 impl<T: Transport, C: Clock> Reset<'_, T, C> {
     /// `*_NAME_GET`: the extended 64-byte name (when the attributes flag bit 29).
-    pub fn extended_name(&self, id: u32) -> ScmiResult<super::wire::LongName> {
+    pub fn extended_name(&self, id: u32) -> error::Result<super::wire::LongName> {
         self.scmi.extended_name(proto::RESET, reset::NAME_GET, id)
     }
 
     /// PROTOCOL_VERSION.
-    pub fn version(&self) -> ScmiResult<Version> {
+    pub fn version(&self) -> error::Result<Version> {
         self.scmi.protocol_version(proto::RESET)
     }
 
     /// Number of reset domains.
-    pub fn num_domains(&self) -> ScmiResult<u16> {
+    pub fn num_domains(&self) -> error::Result<u16> {
         self.scmi.cmd(
             proto::RESET,
             common::PROTOCOL_ATTRIBUTES,
@@ -84,7 +84,7 @@ impl<T: Transport, C: Clock> Reset<'_, T, C> {
     }
 
     /// RESET_DOMAIN_ATTRIBUTES.
-    pub fn domain_attributes(&self, domain: u32) -> ScmiResult<ResetDomainAttributes> {
+    pub fn domain_attributes(&self, domain: u32) -> error::Result<ResetDomainAttributes> {
         self.scmi.cmd(
             proto::RESET,
             reset::DOMAIN_ATTRIBUTES,
@@ -95,7 +95,7 @@ impl<T: Transport, C: Clock> Reset<'_, T, C> {
 
     /// RESET with explicit `flags` (without [`reset::FLAG_ASYNC`]) and `reset_state`
     /// (0 = architectural cold reset).
-    pub fn reset(&self, domain: u32, flags: u32, reset_state: u32) -> ScmiResult<()> {
+    pub fn reset(&self, domain: u32, flags: u32, reset_state: u32) -> error::Result<()> {
         self.scmi.cmd_status(
             proto::RESET,
             reset::RESET,
@@ -104,17 +104,17 @@ impl<T: Transport, C: Clock> Reset<'_, T, C> {
     }
 
     /// Assert the reset line.
-    pub fn assert(&self, domain: u32) -> ScmiResult<()> {
+    pub fn assert(&self, domain: u32) -> error::Result<()> {
         self.reset(domain, reset::FLAG_ASSERT, 0)
     }
 
     /// De-assert the reset line.
-    pub fn deassert(&self, domain: u32) -> ScmiResult<()> {
+    pub fn deassert(&self, domain: u32) -> error::Result<()> {
         self.reset(domain, 0, 0)
     }
 
     /// Autonomous reset, asynchronously: waits for RESET_COMPLETE (delayed response).
-    pub fn reset_async(&self, domain: u32, reset_state: u32) -> ScmiResult<()> {
+    pub fn reset_async(&self, domain: u32, reset_state: u32) -> error::Result<()> {
         self.scmi.cmd_delayed(
             proto::RESET,
             reset::RESET,
@@ -128,7 +128,7 @@ impl<T: Transport, C: Clock> Reset<'_, T, C> {
     }
 
     /// RESET_NOTIFY.
-    pub fn notify(&self, domain: u32, enable: bool) -> ScmiResult<()> {
+    pub fn notify(&self, domain: u32, enable: bool) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::RESET, reset::NOTIFY, &[domain, u32::from(enable)])
     }

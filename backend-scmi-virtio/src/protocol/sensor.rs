@@ -11,7 +11,7 @@ use super::common::{parse_word, Version};
 use super::describe::{
     parse_list_page, parse_segmented_page, RETURNED_12_REMAINING_16, RETURNED_6_REMAINING_6,
 };
-use super::error::{Malformed, ScmiResult};
+use super::error::{self, Malformed};
 use super::ids::{common, proto, sensor};
 use super::multipart::Pager;
 use super::wire::{join64, RangeAttrsWire, Reader, ReadingWire, SensorDescWire, ShortName};
@@ -359,12 +359,12 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
 impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     /// PROTOCOL_VERSION.
-    pub fn version(&self) -> ScmiResult<Version> {
+    pub fn version(&self) -> error::Result<Version> {
         self.scmi.protocol_version(proto::SENSOR)
     }
 
     /// PROTOCOL_ATTRIBUTES.
-    pub fn attributes(&self) -> ScmiResult<SensorAttributes> {
+    pub fn attributes(&self) -> error::Result<SensorAttributes> {
         self.scmi.cmd(
             proto::SENSOR,
             common::PROTOCOL_ATTRIBUTES,
@@ -374,13 +374,13 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     }
 
     /// PROTOCOL_MESSAGE_ATTRIBUTES.
-    pub fn message_attributes(&self, message: u8) -> ScmiResult<u32> {
+    pub fn message_attributes(&self, message: u8) -> error::Result<u32> {
         self.scmi.message_attributes(proto::SENSOR, message)
     }
 
     /// Every sensor descriptor, through bounded SENSOR_DESCRIPTION_GET rounds; `f` sees each.
     /// Returns the count. On error, the descriptors already passed to `f` were valid.
-    pub fn descriptions(&self, mut f: impl FnMut(&SensorDescriptor)) -> ScmiResult<u32> {
+    pub fn descriptions(&self, mut f: impl FnMut(&SensorDescriptor)) -> error::Result<u32> {
         let v3 = self.version()?.major >= 3;
         let total = u32::from(self.attributes()?.num_sensors);
         let pager = Pager::new(Some(total), self.scmi.config().max_rounds);
@@ -394,14 +394,14 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     }
 
     /// Every sensor descriptor, collected (allocates; use at setup).
-    pub fn descriptions_vec(&self) -> ScmiResult<Vec<SensorDescriptor>> {
+    pub fn descriptions_vec(&self) -> error::Result<Vec<SensorDescriptor>> {
         let mut v = Vec::new();
         self.descriptions(|d| v.push(*d))?;
         Ok(v)
     }
 
     /// SENSOR_READING_GET, synchronous: the first (or only) value.
-    pub fn reading(&self, id: u32) -> ScmiResult<SensorValue> {
+    pub fn reading(&self, id: u32) -> error::Result<SensorValue> {
         let mut v = [SensorValue::default()];
         self.reading_axes(id, &mut v)?;
         Ok(v[0])
@@ -410,7 +410,7 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     /// SENSOR_READING_GET, synchronous: one value per axis into `out`; returns how many the
     /// platform sent (only the first `out.len()` are stored). A disabled sensor is refused by
     /// the platform with `ScmiStatus::InvalidParameters`: enable it first ([`Sensor::set_enabled`]).
-    pub fn reading_axes(&self, id: u32, out: &mut [SensorValue]) -> ScmiResult<usize> {
+    pub fn reading_axes(&self, id: u32, out: &mut [SensorValue]) -> error::Result<usize> {
         self.scmi
             .cmd(proto::SENSOR, sensor::READING_GET, &[id, 0], |r| {
                 parse_readings(r, out)
@@ -421,7 +421,7 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     /// (matched on token + protocol + message id; that the delayed response reuses message id 6
     /// is **(unverified)** against DEN0056), whose sensor id is checked. Only valid for
     /// sensors advertising async reads, over a transport with notifications (P2A channels).
-    pub fn reading_async(&self, id: u32, out: &mut [SensorValue]) -> ScmiResult<usize> {
+    pub fn reading_async(&self, id: u32, out: &mut [SensorValue]) -> error::Result<usize> {
         self.scmi
             .cmd_delayed(proto::SENSOR, sensor::READING_GET, &[id, 1], |r| {
                 parse_async_readings(r, id, out)
@@ -429,25 +429,25 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     }
 
     /// SENSOR_CONFIG_GET (bit 0: enabled).
-    pub fn config_get(&self, id: u32) -> ScmiResult<u32> {
+    pub fn config_get(&self, id: u32) -> error::Result<u32> {
         self.scmi
             .cmd(proto::SENSOR, sensor::CONFIG_GET, &[id], parse_word)
     }
 
     /// SENSOR_CONFIG_SET.
-    pub fn config_set(&self, id: u32, config: u32) -> ScmiResult<()> {
+    pub fn config_set(&self, id: u32, config: u32) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::SENSOR, sensor::CONFIG_SET, &[id, config])
     }
 
     /// Enable or disable a sensor (CONFIG_SET bit 0 only, as vhost-device-scmi requires).
-    pub fn set_enabled(&self, id: u32, enabled: bool) -> ScmiResult<()> {
+    pub fn set_enabled(&self, id: u32, enabled: bool) -> error::Result<()> {
         self.config_set(id, u32::from(enabled))
     }
 
     /// SENSOR_CONTINUOUS_UPDATE_NOTIFY: SENSOR_UPDATE notifications arrive through
     /// [`Scmi::pump`] to subscribers (see [`crate::protocol::notify::SensorUpdate`]).
-    pub fn continuous_update_notify(&self, id: u32, enable: bool) -> ScmiResult<()> {
+    pub fn continuous_update_notify(&self, id: u32, enable: bool) -> error::Result<()> {
         self.scmi.cmd_status(
             proto::SENSOR,
             sensor::CONTINUOUS_UPDATE_NOTIFY,
@@ -456,7 +456,7 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     }
 
     /// SENSOR_TRIP_POINT_NOTIFY.
-    pub fn trip_point_notify(&self, id: u32, enable: bool) -> ScmiResult<()> {
+    pub fn trip_point_notify(&self, id: u32, enable: bool) -> error::Result<()> {
         self.scmi.cmd_status(
             proto::SENSOR,
             sensor::TRIP_POINT_NOTIFY,
@@ -465,7 +465,7 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
     }
 
     /// SENSOR_TRIP_POINT_CONFIG: `ev_ctrl` bits 1:0 off/rising/falling/both, 11:4 trip id.
-    pub fn trip_point_config(&self, id: u32, ev_ctrl: u32, value: i64) -> ScmiResult<()> {
+    pub fn trip_point_config(&self, id: u32, ev_ctrl: u32, value: i64) -> error::Result<()> {
         let (lo, hi) = super::wire::split64(value as u64);
         self.scmi.cmd_status(
             proto::SENSOR,
@@ -479,7 +479,7 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
         &self,
         id: u32,
         mut f: impl FnMut(u32),
-    ) -> ScmiResult<IntervalDescription> {
+    ) -> error::Result<IntervalDescription> {
         let pager = Pager::new(None, self.scmi.config().max_rounds);
         let done = self.scmi.describe_pages(
             proto::SENSOR,
@@ -498,7 +498,7 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
         id: u32,
         num_axes: Option<u32>,
         mut f: impl FnMut(&AxisDescriptor),
-    ) -> ScmiResult<u32> {
+    ) -> error::Result<u32> {
         let pager = Pager::new(num_axes, self.scmi.config().max_rounds);
         self.scmi.list_pages(
             proto::SENSOR,
@@ -514,7 +514,7 @@ impl<T: Transport, C: Clock> Sensor<'_, T, C> {
         &self,
         id: u32,
         num_axes: Option<u32>,
-    ) -> ScmiResult<Vec<AxisDescriptor>> {
+    ) -> error::Result<Vec<AxisDescriptor>> {
         let mut v = Vec::new();
         self.axis_descriptions(id, num_axes, |a| v.push(*a))?;
         Ok(v)

@@ -6,7 +6,7 @@ use fwipc_transport_api::{Clock, Transport};
 
 use super::agent::Scmi;
 use super::common::{parse_word, Version};
-use super::error::ScmiResult;
+use super::error;
 use super::ids::{proto, system};
 
 /// Typed view of the system power protocol. Obtain with [`Scmi::system`].
@@ -23,24 +23,24 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
 impl<T: Transport, C: Clock> System<'_, T, C> {
     /// PROTOCOL_VERSION.
-    pub fn version(&self) -> ScmiResult<Version> {
+    pub fn version(&self) -> error::Result<Version> {
         self.scmi.protocol_version(proto::SYSTEM)
     }
 
     /// SYSTEM_POWER_STATE_NOTIFY: SYSTEM_POWER_STATE_NOTIFIER notifications on or off.
-    pub fn state_notify(&self, enable: bool) -> ScmiResult<()> {
+    pub fn state_notify(&self, enable: bool) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::SYSTEM, system::STATE_NOTIFY, &[u32::from(enable)])
     }
 
     /// SYSTEM_POWER_STATE_SET **(payload unverified)**.
-    pub fn state_set(&self, flags: u32, system_state: u32) -> ScmiResult<()> {
+    pub fn state_set(&self, flags: u32, system_state: u32) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::SYSTEM, system::STATE_SET, &[flags, system_state])
     }
 
     /// SYSTEM_POWER_STATE_GET **(payload unverified)**.
-    pub fn state_get(&self) -> ScmiResult<u32> {
+    pub fn state_get(&self) -> error::Result<u32> {
         self.scmi
             .cmd(proto::SYSTEM, system::STATE_GET, &[], parse_word)
     }

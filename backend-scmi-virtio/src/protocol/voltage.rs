@@ -6,7 +6,7 @@ use fwipc_transport_api::{Clock, Transport};
 use super::agent::Scmi;
 use super::common::{parse_word, Version};
 use super::describe::parse_segmented_page;
-use super::error::{Malformed, ScmiResult};
+use super::error::{self, Malformed};
 use super::ids::{common, proto, voltage};
 use super::multipart::Pager;
 use super::wire::{AttrNameWire, Reader, ShortName};
@@ -91,18 +91,18 @@ impl<T: Transport, C: Clock> Scmi<T, C> {
 
 impl<T: Transport, C: Clock> Voltage<'_, T, C> {
     /// `*_NAME_GET`: the extended 64-byte name (when the attributes flag bit 30).
-    pub fn extended_name(&self, id: u32) -> ScmiResult<super::wire::LongName> {
+    pub fn extended_name(&self, id: u32) -> error::Result<super::wire::LongName> {
         self.scmi
             .extended_name(proto::VOLTAGE, voltage::NAME_GET, id)
     }
 
     /// PROTOCOL_VERSION.
-    pub fn version(&self) -> ScmiResult<Version> {
+    pub fn version(&self) -> error::Result<Version> {
         self.scmi.protocol_version(proto::VOLTAGE)
     }
 
     /// Number of voltage domains.
-    pub fn num_domains(&self) -> ScmiResult<u16> {
+    pub fn num_domains(&self) -> error::Result<u16> {
         self.scmi.cmd(
             proto::VOLTAGE,
             common::PROTOCOL_ATTRIBUTES,
@@ -112,7 +112,7 @@ impl<T: Transport, C: Clock> Voltage<'_, T, C> {
     }
 
     /// VOLTAGE_DOMAIN_ATTRIBUTES.
-    pub fn domain_attributes(&self, domain: u32) -> ScmiResult<VoltageDomainAttributes> {
+    pub fn domain_attributes(&self, domain: u32) -> error::Result<VoltageDomainAttributes> {
         self.scmi.cmd(
             proto::VOLTAGE,
             voltage::DOMAIN_ATTRIBUTES,
@@ -126,7 +126,7 @@ impl<T: Transport, C: Clock> Voltage<'_, T, C> {
         &self,
         domain: u32,
         mut f: impl FnMut(i32),
-    ) -> ScmiResult<LevelDescription> {
+    ) -> error::Result<LevelDescription> {
         let pager = Pager::new(None, self.scmi.config().max_rounds);
         let done = self.scmi.describe_pages(
             proto::VOLTAGE,
@@ -139,19 +139,19 @@ impl<T: Transport, C: Clock> Voltage<'_, T, C> {
     }
 
     /// VOLTAGE_CONFIG_SET ([`voltage::CONFIG_ON`] / [`voltage::CONFIG_OFF`]).
-    pub fn config_set(&self, domain: u32, config: u32) -> ScmiResult<()> {
+    pub fn config_set(&self, domain: u32, config: u32) -> error::Result<()> {
         self.scmi
             .cmd_status(proto::VOLTAGE, voltage::CONFIG_SET, &[domain, config])
     }
 
     /// VOLTAGE_CONFIG_GET.
-    pub fn config_get(&self, domain: u32) -> ScmiResult<u32> {
+    pub fn config_get(&self, domain: u32) -> error::Result<u32> {
         self.scmi
             .cmd(proto::VOLTAGE, voltage::CONFIG_GET, &[domain], parse_word)
     }
 
     /// VOLTAGE_LEVEL_SET, synchronous, in µV.
-    pub fn level_set(&self, domain: u32, level_uv: i32) -> ScmiResult<()> {
+    pub fn level_set(&self, domain: u32, level_uv: i32) -> error::Result<()> {
         self.scmi.cmd_status(
             proto::VOLTAGE,
             voltage::LEVEL_SET,
@@ -160,7 +160,7 @@ impl<T: Transport, C: Clock> Voltage<'_, T, C> {
     }
 
     /// VOLTAGE_LEVEL_SET with the async flag; returns the level the delayed response reports.
-    pub fn level_set_async(&self, domain: u32, level_uv: i32) -> ScmiResult<i32> {
+    pub fn level_set_async(&self, domain: u32, level_uv: i32) -> error::Result<i32> {
         self.scmi.cmd_delayed(
             proto::VOLTAGE,
             voltage::LEVEL_SET,
@@ -170,7 +170,7 @@ impl<T: Transport, C: Clock> Voltage<'_, T, C> {
     }
 
     /// VOLTAGE_LEVEL_GET in µV.
-    pub fn level_get(&self, domain: u32) -> ScmiResult<i32> {
+    pub fn level_get(&self, domain: u32) -> error::Result<i32> {
         self.scmi
             .cmd(proto::VOLTAGE, voltage::LEVEL_GET, &[domain], |r| r.i32())
     }

@@ -20,6 +20,7 @@ use crate::wire::consts::*;
 use crate::wire::header::Header;
 use crate::wire::layout::BulkPayload;
 use crate::wire::pagelist::{self, fragment_split, needs_fragment};
+use zerocopy::little_endian::{I32, U32};
 use zerocopy::IntoBytes;
 
 type BulkResultT = core::result::Result<(), (VchiqError, Vec<u8>)>;
@@ -218,8 +219,8 @@ impl Vchiq {
             }
         }
         let msg = BulkPayload {
-            pagelist: self.region.bus() + pl_off as u32,
-            size: e.len as i32,
+            pagelist: U32::new(self.region.bus() + pl_off as u32),
+            size: I32::new(e.len as i32),
         };
         let ty = match dir {
             BulkDir::Transmit => MsgType::BulkTx,
@@ -227,7 +228,7 @@ impl Vchiq {
         };
         if let Err(err) = self.queue_locked(g, ty, h.port() as u32, remote, &[msg.as_bytes()], None)
         {
-            pagelist::unmap(&*self.platform, msg.pagelist, addr, e.len);
+            pagelist::unmap(&*self.platform, msg.pagelist.get(), addr, e.len);
             free(g);
             return Err(err);
         }

@@ -62,7 +62,9 @@ impl Vchiq {
             BulkDir::Transmit => MsgType::BulkRxDone,
             BulkDir::Receive => MsgType::BulkTxDone,
         };
-        let p = BulkDonePayload { actual };
+        let p = BulkDonePayload {
+            actual: actual.into(),
+        };
         if self
             .queue_locked(g, ty, port as u32, remote, &[p.as_bytes()], None)
             .is_err()

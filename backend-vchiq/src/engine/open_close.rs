@@ -129,10 +129,10 @@ impl Vchiq {
             .find(|&p| g.services[p].is_none())
             .ok_or(VchiqError::NoMemory)?;
         let open = OpenPayload {
-            fourcc: params.fourcc as i32,
-            client_id: self.cfg.client_id,
-            version: params.version,
-            version_min: params.version_min,
+            fourcc: (params.fourcc as i32).into(),
+            client_id: self.cfg.client_id.into(),
+            version: params.version.into(),
+            version_min: params.version_min.into(),
         };
         self.queue_locked(
             &mut g,

@@ -339,7 +339,7 @@ impl Vchiq {
             }
             MsgType::Open => self.parse_open(g, h, p),
             MsgType::OpenAck => {
-                let version = OpenAckPayload::read_from_bytes(p).map_or(0, |a| a.version);
+                let version = OpenAckPayload::read_from_bytes(p).map_or(0, |a| a.version.get());
                 self.open_acked(g, h, version, false);
                 true
             }
@@ -365,8 +365,8 @@ impl Vchiq {
                     h,
                     dir,
                     RemoteBulk {
-                        pagelist: b.pagelist,
-                        size: b.size,
+                        pagelist: b.pagelist.get(),
+                        size: b.size.get(),
                     },
                 );
                 true
@@ -387,7 +387,7 @@ impl Vchiq {
                 } else {
                     BulkDir::Transmit
                 };
-                self.slave_bulk_done(g, h, dir, d.actual);
+                self.slave_bulk_done(g, h, dir, d.actual.get());
                 true
             }
             MsgType::RemoteUse => {
@@ -416,7 +416,7 @@ impl Vchiq {
         if !self.can_queue(g, 2) {
             return false;
         }
-        let fourcc = req.fourcc as u32;
+        let fourcc = req.fourcc.get() as u32;
         let port = g.services.iter().position(|s| {
             s.as_ref().is_some_and(|s| {
                 s.is_server && s.params.fourcc == fourcc && s.state == ServiceState::Listening
@@ -433,13 +433,15 @@ impl Vchiq {
                 .map(|s| (s.params.version, s.params.version_min, s.params.synchronous));
             s.unwrap_or((0, 0, false))
         };
-        if version < req.version_min || req.version < vmin {
+        if version < req.version_min.get() || req.version.get() < vmin {
             log::debug!(target: "vchiq", "OPEN {:?}: version mismatch", fourcc_bytes(fourcc));
             let _ = self.queue_locked(g, MsgType::Close, 0, h.src, &[], None);
             return true;
         }
         let sync = want_sync && g.version_common >= VCHIQ_VERSION_SYNCHRONOUS_MODE;
-        let ack = OpenAckPayload { version };
+        let ack = OpenAckPayload {
+            version: version.into(),
+        };
         let r = if sync {
             self.queue_sync_locked(g, MsgType::OpenAck, port as u32, h.src, &[ack.as_bytes()])
         } else {
@@ -457,8 +459,8 @@ impl Vchiq {
         }
         if let Some(Some(s)) = g.services.get_mut(port) {
             s.remoteport = h.src;
-            s.client_id = req.client_id;
-            s.peer_version = req.version;
+            s.client_id = req.client_id.get();
+            s.peer_version = req.version.get();
             s.sync = sync;
             s.state = if sync {
                 ServiceState::OpenSync

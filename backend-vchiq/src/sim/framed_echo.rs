@@ -48,7 +48,7 @@ impl Default for EchoService {
 
 fn encode_frame(token: u32, len: u32, body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(8 + body.len());
-    v.extend_from_slice(FrameHeader { token, len }.as_bytes());
+    v.extend_from_slice(FrameHeader::new(token, len).as_bytes());
     v.extend_from_slice(body);
     v
 }
@@ -188,15 +188,15 @@ impl ServiceHandler for EchoService {
                 let mut s = self.lock();
                 let fault = s.fault;
                 let (token, len) = match fault {
-                    Fault::WrongToken => (h.token ^ 0x5A5A, h.len),
-                    Fault::CorruptLength => (h.token, h.len.wrapping_add(1000)),
-                    _ => (h.token, h.len),
+                    Fault::WrongToken => (h.token.get() ^ 0x5A5A, h.len.get()),
+                    Fault::CorruptLength => (h.token.get(), h.len.get().wrapping_add(1000)),
+                    _ => (h.token.get(), h.len.get()),
                 };
                 // The reply is built in the service's own buffer, reused from message to message:
                 // the steady-state echo allocates nothing (and clears nothing it then overwrites).
                 let mut buf = std::mem::take(&mut s.reply_buf);
                 buf.clear();
-                buf.extend_from_slice(FrameHeader { token, len }.as_bytes());
+                buf.extend_from_slice(FrameHeader::new(token, len).as_bytes());
                 buf.extend(body.iter().map(|&b| echo_reply_byte(b)));
                 let reply: &[u8] = &buf;
                 let r = match fault {

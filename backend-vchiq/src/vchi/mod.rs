@@ -7,7 +7,8 @@
 //! | [`fourcc`] | service fourccs (`'SMEM'`, `'echo'`, `'func'`, `'fun2'`) |
 //! | [`link`] | [`ServiceLink`] / [`BulkLink`] / [`link::BulkPipeline`]: what a client needs from an open VCHIQ service, and [`VcService`]: what a VideoCore-side handler gets driven with |
 //! | [`smem_wire`] | vc-sm-cma `'SMEM'` message layouts (`#[repr(C)]` zerocopy) and their bounds-checked parsers |
-//! | [`smem_client`] | [`Smem`], the typed ARM-side client (alloc/free/lock/unlock/import, RELEASED events, lending host memory on VC_MEM_REQUEST through a [`smem_client::HostMemory`]) |
+//! | [`smem_client`] | [`Smem`], the typed ARM-side client: connecting, the request/reply exchange, alloc/free/lock/unlock of VideoCore memory |
+//! | [`smem_imports`] | host memory the VideoCore sees through [`Smem`]: imports, blocks lent on VC_MEM_REQUEST through a [`smem_client::HostMemory`], RELEASED events |
 //! | [`vc_mem`] | the vc_mem query of VideoCore memory (base, size, load address) from the firmware's DT `reg` or the mailbox property tag |
 //! | [`test_wire`] | the `vchiq_test` wire formats: echo magics, `test_params`, fun2 sub-test message, data patterns |
 //! | [`test_client`] | the ARM-side `vchiq_test` routines: ping, ctrl echo, bulk echo, fun2 |
@@ -34,6 +35,7 @@
 //! [`smem_client`]: crate::vchi::smem_client
 //! [`Smem`]: crate::vchi::Smem
 //! [`smem_client::HostMemory`]: crate::vchi::smem_client::HostMemory
+//! [`smem_imports`]: crate::vchi::smem_imports
 //! [`vc_mem`]: crate::vchi::vc_mem
 //! [`test_wire`]: crate::vchi::test_wire
 //! [`test_client`]: crate::vchi::test_client
@@ -51,6 +53,7 @@ pub mod fuzzing;
 pub mod link;
 pub mod service_host;
 pub mod smem_client;
+pub mod smem_imports;
 pub mod smem_wire;
 pub mod test_client;
 pub mod test_wire;

@@ -6,13 +6,13 @@
 //! VC_MEM_REQUEST (refused: this client lends no host memory to the VideoCore). Replies with another
 //! `trans_id` (late answers to abandoned requests) are counted and dropped.
 //!
+//! Every exchange with the VideoCore is here; the table of host memory the VideoCore holds
+//! (imports, blocks lent on VC_MEM_REQUEST, RELEASED events not yet taken) is `smem_imports`.
+//!
 //! Handles are move-only: [`Smem::free`] consumes its [`SmemHandle`], so a double free cannot be
 //! written in safe client code (the VideoCore still detects one from a raw handle, see
 //! [`Smem::free_raw`]). Import ids sent to the VideoCore (`kernel_id`) are indices into a
 //! generation-checked table, never addresses (docs/protocols/vchiq.md §9 item 12).
-
-use alloc::collections::VecDeque;
-use alloc::vec::Vec;
 
 use log::warn;
 use zerocopy::little_endian::U32;
@@ -21,6 +21,8 @@ use fwipc_transport_api::ProtocolError;
 
 use super::error::{SmemStatus, VchiError};
 use super::link::ServiceLink;
+use super::smem_imports::ImportTable;
+pub use super::smem_imports::{HostMemory, NoLending, Released, SmemImport};
 use super::smem_wire::{
     name_field, parse_reply, parse_result, ReplyBody, SmemAlloc, SmemAllocResult, SmemAllocType,
     SmemHandleMsg, SmemImportMsg, SmemImportResult, SmemLockResult, SmemReply, SmemRequest,
@@ -35,9 +37,9 @@ const MAX_STRAY_PER_CALL: usize = 64;
 /// A live VideoCore allocation. Move-only; give it back with [`Smem::free`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct SmemHandle {
-    handle: u32,
-    addr: u32,
-    size: u32,
+    pub(super) handle: u32,
+    pub(super) addr: u32,
+    pub(super) size: u32,
 }
 
 impl SmemHandle {
@@ -55,49 +57,6 @@ impl SmemHandle {
     }
 }
 
-/// A host buffer imported into the VideoCore. Move-only; give it back with
-/// [`Smem::free_import`]. The host memory must stay pinned until the matching
-/// [`Released`] event arrives.
-#[derive(Debug, PartialEq, Eq)]
-pub struct SmemImport {
-    handle: u32,
-    kernel_id: u32,
-    addr: u32,
-    size: u32,
-}
-
-impl SmemImport {
-    /// The VideoCore handle.
-    pub fn raw(&self) -> u32 {
-        self.handle
-    }
-    /// The id the VideoCore reports back in RELEASED.
-    pub fn kernel_id(&self) -> u32 {
-        self.kernel_id
-    }
-    /// The imported bus address.
-    pub fn bus_addr(&self) -> u32 {
-        self.addr
-    }
-    /// Size in bytes.
-    pub fn size(&self) -> u32 {
-        self.size
-    }
-}
-
-/// The VideoCore dropped an import: the host memory at `addr..addr+size` may be unpinned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Released {
-    /// Our id of the import.
-    pub kernel_id: u32,
-    /// Bus address.
-    pub addr: u32,
-    /// Size.
-    pub size: u32,
-    /// The VideoCore handle it had.
-    pub vc_handle: u32,
-}
-
 /// Client counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SmemClientStats {
@@ -113,48 +72,12 @@ pub struct SmemClientStats {
     pub vc_mem_requests_lent: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ImportState {
-    Live,
-    /// FREE sent and acknowledged; waiting for the VideoCore's RELEASED.
-    AwaitingRelease,
-    /// Host memory lent on the VideoCore's VC_MEM_REQUEST; RELEASED gives it back.
-    Lent,
-}
-
-/// Host memory the client lends to the VideoCore when it asks (VC_MEM_REQUEST, protocol
-/// version 2). The client keeps the ids; the lender only hands out and takes back bus ranges.
-pub trait HostMemory {
-    /// Lend `size` bytes aligned to `align` (0 = any): their bus address, or `None` to refuse.
-    fn lend(&mut self, size: u32, align: u32) -> Option<u32>;
-    /// The VideoCore released `addr..addr+size`.
-    fn reclaim(&mut self, addr: u32, size: u32);
-}
-
-/// Lends nothing: every VC_MEM_REQUEST is answered with address 0 (refused).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoLending;
-
-impl HostMemory for NoLending {
-    fn lend(&mut self, _size: u32, _align: u32) -> Option<u32> {
-        None
-    }
-    fn reclaim(&mut self, _addr: u32, _size: u32) {}
-}
-
-#[derive(Debug, Clone, Copy)]
-struct ImportEntry {
-    generation: u16,
-    state: Option<(ImportState, u32, u32)>, // (state, addr, size)
-}
-
 /// The `'SMEM'` client over one open service.
 pub struct Smem<L: ServiceLink, M: HostMemory = NoLending> {
     link: L,
     next_trans: u32,
     version_acked: bool,
-    imports: Vec<ImportEntry>,
-    released: VecDeque<Released>,
+    imports: ImportTable,
     stats: SmemClientStats,
     lender: M,
 }
@@ -177,14 +100,7 @@ impl<L: ServiceLink, M: HostMemory> Smem<L, M> {
             link,
             next_trans: 1,
             version_acked: false,
-            imports: alloc::vec![
-                ImportEntry {
-                    generation: 0,
-                    state: None
-                };
-                usize::from(max_imports)
-            ],
-            released: VecDeque::with_capacity(usize::from(max_imports)),
+            imports: ImportTable::new(max_imports),
             stats: SmemClientStats::default(),
         };
         let req = SmemRequest::ClientVersion(SmemVersion {
@@ -253,12 +169,7 @@ impl<L: ServiceLink, M: HostMemory> Smem<L, M> {
                     self.stats.stray_replies += 1;
                     warn!(target: "vchi::smem", "stray reply {trans_id:#x} while waiting for {tid:#x}");
                 }
-                Ok(SmemReply::Released(r)) => self.on_released(Released {
-                    kernel_id: r.kernel_id.get(),
-                    addr: r.addr.get(),
-                    size: r.size.get(),
-                    vc_handle: r.vc_handle.get(),
-                }),
+                Ok(SmemReply::Released(r)) => self.on_released(Released::from_wire(&r)),
                 Ok(SmemReply::VcMemRequest(r)) => self.on_vc_mem_request(r)?,
                 Err(p) => {
                     self.stats.malformed += 1;
@@ -267,105 +178,6 @@ impl<L: ServiceLink, M: HostMemory> Smem<L, M> {
             }
         }
         Err(VchiError::Protocol(ProtocolError::UnexpectedMessage))
-    }
-
-    /// Handle VC-initiated messages that arrived while no request is outstanding (RELEASED,
-    /// VC_MEM_REQUEST); never blocks. Returns how many were handled.
-    pub fn poll_events(&mut self) -> Result<usize, VchiError> {
-        let mut n = 0;
-        let mut buf = [0u8; MAX_REPLY_LEN];
-        for _ in 0..MAX_STRAY_PER_CALL {
-            let len = match self.link.try_recv(&mut buf) {
-                Ok(Some(l)) => l,
-                Ok(None) => break,
-                Err(VchiError::Protocol(_)) => {
-                    self.stats.malformed += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            n += 1;
-            match SmemReply::parse(&buf[..len]) {
-                Ok(SmemReply::Reply { .. }) => self.stats.stray_replies += 1,
-                Ok(SmemReply::Released(r)) => self.on_released(Released {
-                    kernel_id: r.kernel_id.get(),
-                    addr: r.addr.get(),
-                    size: r.size.get(),
-                    vc_handle: r.vc_handle.get(),
-                }),
-                Ok(SmemReply::VcMemRequest(r)) => self.on_vc_mem_request(r)?,
-                Err(_) => self.stats.malformed += 1,
-            }
-        }
-        Ok(n)
-    }
-
-    fn on_vc_mem_request(&mut self, r: SmemVcMemRequest) -> Result<(), VchiError> {
-        let (size, align) = (r.size.get(), r.align.get());
-        let slot = self.imports.iter().position(|e| e.state.is_none());
-        let lent = match slot {
-            Some(idx) if size > 0 => self.lender.lend(size, align).map(|addr| (idx, addr)),
-            _ => None,
-        };
-        let (addr, kernel_id) = match lent {
-            Some((idx, addr)) if addr != 0 && addr.checked_add(size - 1).is_some() => {
-                let e = &mut self.imports[idx];
-                e.generation = e.generation.wrapping_add(1).max(1);
-                e.state = Some((ImportState::Lent, addr, size));
-                self.stats.vc_mem_requests_lent += 1;
-                (addr, (u32::from(e.generation) << 16) | (idx as u32 + 1))
-            }
-            Some((_, addr)) => {
-                // The lender returned a range that cannot exist on the 32-bit bus: give it back.
-                self.lender.reclaim(addr, size);
-                self.stats.vc_mem_requests_refused += 1;
-                (0, 0)
-            }
-            None => {
-                self.stats.vc_mem_requests_refused += 1;
-                (0, 0)
-            }
-        };
-        let answer = SmemRequest::VcMemRequestReply(SmemVcMemRequestResult {
-            trans_id: r.trans_id,
-            addr: U32::new(addr),
-            kernel_id: U32::new(kernel_id),
-        });
-        let mut b = [0u8; MAX_REQUEST_LEN];
-        let t = self.next_trans_id();
-        let m = answer.encode(t, &mut b);
-        self.link.send(&b[..m])
-    }
-
-    fn on_released(&mut self, r: Released) {
-        let idx = (r.kernel_id & 0xFFFF) as usize;
-        let generation = (r.kernel_id >> 16) as u16;
-        match self.imports.get_mut(idx.wrapping_sub(1)) {
-            Some(e) if e.generation == generation && e.state.is_some() => {
-                let (st, addr, size) = e.state.unwrap_or((ImportState::Live, 0, 0));
-                if st == ImportState::Live {
-                    // The VideoCore may drop an import on its own; the host handle is still ours
-                    // to FREE, which will then be refused as stale. Record it anyway.
-                    warn!(target: "vchi::smem", "RELEASED for a live import {:#x}", r.kernel_id);
-                }
-                if (addr, size) != (r.addr, r.size) {
-                    self.stats.bogus_releases += 1;
-                    return;
-                }
-                e.state = None;
-                if st == ImportState::Lent {
-                    self.lender.reclaim(addr, size);
-                }
-                if self.released.len() == self.released.capacity() {
-                    self.released.pop_front();
-                }
-                self.released.push_back(r);
-            }
-            _ => {
-                self.stats.bogus_releases += 1;
-                warn!(target: "vchi::smem", "RELEASED for unknown kernel_id {:#x}", r.kernel_id);
-            }
-        }
     }
 
     fn status(c: i32) -> VchiError {
@@ -471,14 +283,7 @@ impl<L: ServiceLink, M: HostMemory> Smem<L, M> {
         if size == 0 || addr == 0 || addr.checked_add(size - 1).is_none() {
             return Err(VchiError::InvalidArgument);
         }
-        let idx = self
-            .imports
-            .iter()
-            .position(|e| e.state.is_none())
-            .ok_or(VchiError::TableFull)?;
-        let e = &mut self.imports[idx];
-        e.generation = e.generation.wrapping_add(1).max(1);
-        let kernel_id = (u32::from(e.generation) << 16) | (idx as u32 + 1);
+        let (idx, kernel_id) = self.imports.reserve().ok_or(VchiError::TableFull)?;
         let req = SmemRequest::Import(SmemImportMsg {
             alloc_type: U32::new(SmemAllocType::NonCached as u32),
             addr: U32::new(addr),
@@ -495,7 +300,7 @@ impl<L: ServiceLink, M: HostMemory> Smem<L, M> {
                 Err(VchiError::Smem(SmemStatus::Refused))
             }
             ReplyBody::Ok(r) => {
-                self.imports[idx].state = Some((ImportState::Live, addr, size));
+                self.imports.set_live(idx, addr, size);
                 Ok(SmemImport {
                     handle: r.res_handle.get(),
                     kernel_id,
@@ -509,37 +314,79 @@ impl<L: ServiceLink, M: HostMemory> Smem<L, M> {
     /// Free an import. With protocol version 2 the host memory stays pinned until the
     /// [`Released`] event for it ([`Self::take_released`]).
     pub fn free_import(&mut self, i: SmemImport) -> Result<(), VchiError> {
-        let idx = (i.kernel_id & 0xFFFF) as usize - 1;
         self.simple(SmemRequest::Free(SmemHandleMsg {
             res_handle: U32::new(i.handle),
             res_mem: U32::new(0),
         }))?;
-        if let Some(e) = self.imports.get_mut(idx) {
-            if self.version_acked {
-                if let Some(st) = e.state.as_mut() {
-                    st.0 = ImportState::AwaitingRelease;
+        self.imports.freed(i.kernel_id, self.version_acked);
+        Ok(())
+    }
+
+    /// Handle VC-initiated messages that arrived while no request is outstanding (RELEASED,
+    /// VC_MEM_REQUEST); never blocks. Returns how many were handled.
+    pub fn poll_events(&mut self) -> Result<usize, VchiError> {
+        let mut n = 0;
+        let mut buf = [0u8; MAX_REPLY_LEN];
+        for _ in 0..MAX_STRAY_PER_CALL {
+            let len = match self.link.try_recv(&mut buf) {
+                Ok(Some(l)) => l,
+                Ok(None) => break,
+                Err(VchiError::Protocol(_)) => {
+                    self.stats.malformed += 1;
+                    continue;
                 }
-            } else {
-                e.state = None;
+                Err(e) => return Err(e),
+            };
+            n += 1;
+            match SmemReply::parse(&buf[..len]) {
+                Ok(SmemReply::Reply { .. }) => self.stats.stray_replies += 1,
+                Ok(SmemReply::Released(r)) => self.on_released(Released::from_wire(&r)),
+                Ok(SmemReply::VcMemRequest(r)) => self.on_vc_mem_request(r)?,
+                Err(_) => self.stats.malformed += 1,
             }
         }
-        Ok(())
+        Ok(n)
+    }
+
+    fn on_vc_mem_request(&mut self, r: SmemVcMemRequest) -> Result<(), VchiError> {
+        let lent = self
+            .imports
+            .lend(&mut self.lender, r.size.get(), r.align.get());
+        let (addr, kernel_id) = match lent {
+            Some(v) => {
+                self.stats.vc_mem_requests_lent += 1;
+                v
+            }
+            None => {
+                self.stats.vc_mem_requests_refused += 1;
+                (0, 0)
+            }
+        };
+        let answer = SmemRequest::VcMemRequestReply(SmemVcMemRequestResult {
+            trans_id: r.trans_id,
+            addr: U32::new(addr),
+            kernel_id: U32::new(kernel_id),
+        });
+        let mut b = [0u8; MAX_REQUEST_LEN];
+        let t = self.next_trans_id();
+        let m = answer.encode(t, &mut b);
+        self.link.send(&b[..m])
+    }
+
+    fn on_released(&mut self, r: Released) {
+        if !self.imports.release(r, &mut self.lender) {
+            self.stats.bogus_releases += 1;
+        }
     }
 
     /// Imports freed by the host but not yet released by the VideoCore.
     pub fn pending_releases(&self) -> usize {
-        self.imports
-            .iter()
-            .filter(|e| matches!(e.state, Some((ImportState::AwaitingRelease, _, _))))
-            .count()
+        self.imports.pending_releases()
     }
 
     /// Host blocks currently lent to the VideoCore.
     pub fn lent_blocks(&self) -> usize {
-        self.imports
-            .iter()
-            .filter(|e| matches!(e.state, Some((ImportState::Lent, _, _))))
-            .count()
+        self.imports.lent_blocks()
     }
 
     /// The lender.
@@ -549,7 +396,7 @@ impl<L: ServiceLink, M: HostMemory> Smem<L, M> {
 
     /// The next RELEASED event, oldest first.
     pub fn take_released(&mut self) -> Option<Released> {
-        self.released.pop_front()
+        self.imports.take_released()
     }
 }
 
@@ -568,252 +415,4 @@ pub fn parse_vc_message(bytes: &[u8]) -> Result<(), ProtocolError> {
 }
 
 #[cfg(all(test, feature = "sim"))]
-mod tests {
-    use super::*;
-    use crate::sim::vchi::loopback::Loopback;
-    use crate::sim::vchi::smem_server::SmemServer;
-
-    fn client() -> Smem<Loopback<SmemServer>> {
-        let l = Loopback::open(SmemServer::new(0x4000_0000, 1 << 20), 99);
-        Smem::connect(l, 4).unwrap()
-    }
-
-    #[test]
-    fn alloc_lock_write_free_and_double_free() {
-        let mut c = client();
-        assert!(c.releases_supported());
-        let h = c.alloc(10_000, SmemAllocType::Cached, 0, b"frame").unwrap();
-        assert_eq!(h.bus_addr() % 4096, 0);
-        let addr = c.lock(&h).unwrap();
-        assert_eq!(addr, h.bus_addr());
-        // The VideoCore really holds those bytes: write through its side, read them back.
-        let vc = c.link_mut().server_mut();
-        vc.block_bytes_mut(addr, 10_000).unwrap().fill(0x42);
-        assert_eq!(vc.blocks().next().unwrap().locks, 1);
-        assert_eq!(
-            c.free_raw(h.raw(), h.bus_addr()),
-            Err(VchiError::Smem(SmemStatus::Locked))
-        );
-        c.unlock(&h).unwrap();
-        assert_eq!(c.unlock(&h), Err(VchiError::Smem(SmemStatus::NotLocked)));
-        let (raw, mem) = (h.raw(), h.bus_addr());
-        c.free(h).unwrap();
-        assert!(c.link_mut().server().block_bytes(addr, 1).is_err());
-        assert_eq!(
-            c.free_raw(raw, mem),
-            Err(VchiError::Smem(SmemStatus::StaleHandle))
-        );
-        assert_eq!(
-            c.free_raw(0x7777_7001, 0),
-            Err(VchiError::Smem(SmemStatus::UnknownHandle))
-        );
-        let e: fwipc_transport_api::Error = VchiError::Smem(SmemStatus::StaleHandle).into();
-        assert_eq!(e, fwipc_transport_api::Error::InvalidArgument);
-    }
-
-    #[test]
-    fn exhaustion_and_bad_arguments_are_typed() {
-        let mut c = client();
-        assert_eq!(
-            c.alloc(2 << 20, SmemAllocType::Cached, 0, b"big"),
-            Err(VchiError::Smem(SmemStatus::NoSpace))
-        );
-        assert_eq!(
-            c.alloc(0, SmemAllocType::Cached, 0, b""),
-            Err(VchiError::InvalidArgument)
-        );
-        assert_eq!(
-            c.alloc(16, SmemAllocType::Cached, 3, b""),
-            Err(VchiError::InvalidArgument)
-        );
-    }
-
-    #[test]
-    fn import_free_then_released_with_our_kernel_id() {
-        let mut c = client();
-        let i = c.import(0xC010_0000, 8192, b"dmabuf").unwrap();
-        let kid = i.kernel_id();
-        assert_eq!(c.link_mut().server().stats().live_imports, 1);
-        c.free_import(i).unwrap();
-        // The RELEASED came after the FREE reply; it is picked up by the next call.
-        assert_eq!(c.pending_releases(), 1);
-        let h = c.alloc(64, SmemAllocType::NonCached, 64, b"x").unwrap();
-        let r = c.take_released().unwrap();
-        assert_eq!((r.kernel_id, r.addr, r.size), (kid, 0xC010_0000, 8192));
-        assert_eq!(c.pending_releases(), 0);
-        assert!(c.take_released().is_none());
-        c.free(h).unwrap();
-        // The table is bounded: 4 live imports, the fifth is refused locally.
-        let v: Vec<_> = (0..4)
-            .map(|k| c.import(0xC000_0000 + k * 4096, 4096, b"i").unwrap())
-            .collect();
-        assert_eq!(c.import(0xC100_0000, 4096, b"i"), Err(VchiError::TableFull));
-        for i in v {
-            c.free_import(i).unwrap();
-        }
-        assert_eq!(c.import(0, 4096, b""), Err(VchiError::InvalidArgument));
-    }
-
-    /// A bump lender over a host window, recording what comes back.
-    #[derive(Default)]
-    struct Bump {
-        next: u32,
-        end: u32,
-        reclaimed: Vec<(u32, u32)>,
-    }
-
-    impl HostMemory for Bump {
-        fn lend(&mut self, size: u32, align: u32) -> Option<u32> {
-            let a = align.max(1);
-            let start = self.next.div_ceil(a) * a;
-            let end = start.checked_add(size)?;
-            (end <= self.end).then(|| {
-                self.next = end;
-                start
-            })
-        }
-        fn reclaim(&mut self, addr: u32, size: u32) {
-            self.reclaimed.push((addr, size));
-        }
-    }
-
-    #[test]
-    fn vc_mem_request_lent_then_released() {
-        let l = Loopback::open(SmemServer::new(0x4000_0000, 1 << 20), 99);
-        let lender = Bump {
-            next: 0xC800_0000,
-            end: 0xC800_0000 + (1 << 20),
-            ..Bump::default()
-        };
-        let mut c = Smem::connect_with(l, 4, lender).unwrap();
-        // Nothing pending: polling is a no-op.
-        assert_eq!(c.poll_events(), Ok(0));
-        c.link_mut()
-            .vc_act(|s, out| out.push(s.request_host_memory(8192, 4096, b"codec").unwrap()));
-        assert_eq!(c.poll_events(), Ok(1));
-        assert_eq!(c.lent_blocks(), 1);
-        let lent: Vec<_> = c.link_mut().server().lent().collect();
-        assert_eq!(lent.len(), 1);
-        assert_eq!((lent[0].addr, lent[0].size), (0xC800_0000, 8192));
-        let kid = lent[0].kernel_id;
-        assert!(kid != 0);
-        // Lent memory is the VideoCore's to release, not the host's to free.
-        assert_eq!(
-            c.free_raw(lent[0].vc_handle, 0),
-            Err(VchiError::Smem(SmemStatus::InvalidArgument))
-        );
-        let h = lent[0].vc_handle;
-        c.link_mut()
-            .vc_act(|s, out| out.push(s.release_host_memory(h).unwrap()));
-        assert_eq!(c.poll_events(), Ok(1));
-        assert_eq!(c.lent_blocks(), 0);
-        assert_eq!(c.lender().reclaimed, [(0xC800_0000, 8192)]);
-        assert_eq!(c.take_released().map(|r| r.kernel_id), Some(kid));
-        // A second release of the same handle is refused on the VideoCore side.
-        assert_eq!(
-            c.link_mut().server_mut().release_host_memory(h),
-            Err(SmemStatus::StaleHandle)
-        );
-    }
-
-    #[test]
-    fn vc_mem_request_refused_without_a_lender_or_space() {
-        let mut c = client();
-        c.link_mut()
-            .vc_act(|s, out| out.push(s.request_host_memory(4096, 0, b"x").unwrap()));
-        assert_eq!(c.poll_events(), Ok(1));
-        assert_eq!(c.stats().vc_mem_requests_refused, 1);
-        assert_eq!(c.link_mut().server().stats().host_refusals, 1);
-        assert_eq!(c.link_mut().server().lent().count(), 0);
-        // Before CLIENT_VERSION 2 the VideoCore must not ask at all.
-        let mut s = SmemServer::new(0, 4096);
-        assert_eq!(
-            s.request_host_memory(1, 0, b""),
-            Err(SmemStatus::NotSupported)
-        );
-    }
-
-    #[test]
-    fn bogus_released_and_stray_replies_are_counted_not_trusted() {
-        use super::super::smem_wire::{SmemMsgType, SmemReleased, VC_INITIATED};
-        use zerocopy::IntoBytes;
-        struct Hostile(SmemServer, u32);
-        impl super::super::link::VcService for Hostile {
-            fn fourcc(&self) -> u32 {
-                0
-            }
-            fn on_message(&mut self, m: &[u8], out: &mut Vec<super::super::link::VcAction>) {
-                use super::super::link::VcAction::Reply;
-                self.1 += 1;
-                // Before every real reply: a forged RELEASED, a stray reply and garbage.
-                let forged = SmemReleased {
-                    cmd: U32::new(VC_INITIATED | SmemMsgType::Released as u32),
-                    addr: U32::new(1),
-                    size: U32::new(1),
-                    kernel_id: U32::new(0x0001_0001),
-                    vc_handle: U32::new(5),
-                };
-                out.push(Reply(forged.as_bytes().to_vec()));
-                out.push(Reply(0x7000_0000u32.to_le_bytes().repeat(2)));
-                out.push(Reply(alloc::vec![0xFF; 3]));
-                self.0.on_message(m, out);
-            }
-        }
-        let l = Loopback::open(Hostile(SmemServer::new(0x1000, 1 << 16), 0), 1);
-        let mut c = Smem::connect(l, 2).unwrap();
-        let h = c.alloc(100, SmemAllocType::Cached, 0, b"").unwrap();
-        c.free(h).unwrap();
-        let st = c.stats();
-        assert_eq!(st.bogus_releases, 3);
-        assert_eq!(st.stray_replies, 3);
-        assert_eq!(st.malformed, 3);
-        assert!(c.take_released().is_none());
-    }
-
-    mod hostile {
-        use super::super::super::link::{VcAction, VcService};
-        use super::*;
-        use proptest::prelude::*;
-
-        /// A VideoCore that, while `junk` is non-empty, sends one junk message before each reply.
-        struct Junk(SmemServer, Vec<Vec<u8>>);
-        impl VcService for Junk {
-            fn fourcc(&self) -> u32 {
-                0
-            }
-            fn on_message(&mut self, m: &[u8], out: &mut Vec<VcAction>) {
-                if let Some(j) = self.1.pop() {
-                    out.push(VcAction::Reply(j));
-                }
-                self.0.on_message(m, out);
-            }
-        }
-
-        proptest! {
-            #![proptest_config(ProptestConfig::with_cases(128))]
-            /// Random junk interleaved with real replies: the client never panics, every call
-            /// ends in a value or a typed error, and once the junk stops it works normally.
-            #[test]
-            fn junk_from_the_videocore_is_survived(
-                junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..12),
-                sizes in proptest::collection::vec(1u32..5000, 1..8),
-            ) {
-                let l = Loopback::open(Junk(SmemServer::new(0x1000, 1 << 16), junk), 1);
-                let Ok(mut c) = Smem::connect(l, 2) else { return Ok(()) };
-                let mut live = Vec::new();
-                for sz in sizes {
-                    if let Ok(h) = c.alloc(sz, SmemAllocType::Cached, 0, b"p") {
-                        live.push(h);
-                    }
-                }
-                for h in live {
-                    let _ = c.free(h);
-                }
-                c.link_mut().server_mut().1.clear();
-                let h = c.alloc(100, SmemAllocType::Cached, 0, b"ok");
-                prop_assert!(h.is_ok(), "{:?}", h);
-                prop_assert!(c.free(h.unwrap()).is_ok());
-            }
-        }
-    }
-}
+mod tests;

@@ -4,18 +4,32 @@
 //! Token bit 31 marks a remote-initiated message (notification). Little-endian.
 
 use fwipc_transport_api::ProtocolError;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::little_endian::U32;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// The frame header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct FrameHeader {
     /// Request token, or `NOTIFY | seq`.
-    pub token: u32,
+    pub token: U32,
     /// Payload length.
-    pub len: u32,
+    pub len: U32,
 }
 static_assertions::const_assert_eq!(core::mem::size_of::<FrameHeader>(), 8);
+static_assertions::const_assert_eq!(core::mem::offset_of!(FrameHeader, len), 4);
+
+impl FrameHeader {
+    /// The header of a frame with `token` and `len` payload bytes.
+    pub fn new(token: u32, len: u32) -> Self {
+        FrameHeader {
+            token: U32::new(token),
+            len: U32::new(len),
+        }
+    }
+}
 
 /// Size of the frame header.
 pub const FRAME_HEADER: usize = 8;
@@ -40,7 +54,7 @@ pub fn split(msg: &[u8]) -> Result<(FrameHeader, &[u8]), ProtocolError> {
 
 /// The payload of a split frame: `rest` when the header's length matches it, else `BadLength`.
 pub fn payload<'a>(h: &FrameHeader, rest: &'a [u8]) -> Result<&'a [u8], ProtocolError> {
-    if h.len as usize != rest.len() {
+    if h.len.get() as usize != rest.len() {
         return Err(ProtocolError::BadLength);
     }
     Ok(rest)
@@ -57,7 +71,7 @@ mod tests {
         m[0..4].copy_from_slice(&7u32.to_le_bytes());
         m[4..8].copy_from_slice(&4u32.to_le_bytes());
         let (h, p) = parse(&m).unwrap();
-        assert_eq!((h.token, p.len()), (7, 4));
+        assert_eq!((h.token.get(), p.len()), (7, 4));
         m[4] = 5;
         assert_eq!(parse(&m), Err(ProtocolError::BadLength));
         assert_eq!(parse(&m[..7]), Err(ProtocolError::Truncated));
@@ -66,7 +80,7 @@ mod tests {
     proptest! {
         #[test]
         fn never_panics(d in proptest::collection::vec(any::<u8>(), 0..64)) {
-            if let Ok((h, p)) = parse(&d) { prop_assert_eq!(h.len as usize, p.len()); }
+            if let Ok((h, p)) = parse(&d) { prop_assert_eq!(h.len.get() as usize, p.len()); }
         }
     }
 }

@@ -9,93 +9,108 @@
 //! constants below, derived with `offset_of!` from these same structs, and touch each field as an
 //! atomic `u32`.
 //!
-//! The wire is little-endian; fields are native integers, so the crate refuses big-endian
-//! targets at compile time.
+//! Every field has an explicit little-endian type (`zerocopy::little_endian`), as in `vchi/`: the
+//! structs are alignment-1 and host-endian independent (read fields with `.get()`).
+//!
+//! The one exception is live shared memory: [`crate::shared::region`] reads and writes it as
+//! native-endian atomic `u32` words (the one access width that makes a racing peer harmless), so
+//! the crate refuses big-endian targets at compile time (docs/architecture.md, "backend-vchiq").
 
 use core::mem::{offset_of, size_of};
 use static_assertions::const_assert_eq;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::little_endian::{I16, I32, U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::wire::consts::{DEBUG_MAX, VCHIQ_MAX_SLOTS, VCHIQ_MAX_SLOTS_PER_SIDE};
 
 #[cfg(target_endian = "big")]
-compile_error!("the VCHIQ wire is little-endian; this crate stores native integers");
+compile_error!("the VCHIQ wire is little-endian; shared::region accesses it as native u32 words");
 
 /// A remote event (docs/protocols/vchiq.md §3): lives in the shared state of the side that waits on
 /// it. The third word was once a pointer (broke arm64); it stays a zero `u32`, never an address.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
 )]
 #[repr(C)]
 pub struct RemoteEvent {
     /// Set by the waiter just before it sleeps: "interrupt me".
-    pub armed: i32,
+    pub armed: I32,
     /// Set by the signaller.
-    pub fired: i32,
+    pub fired: I32,
     /// Unused (was a semaphore pointer/offset). Always 0.
-    pub unused: u32,
+    pub unused: U32,
 }
 
 /// One side's shared state (372 bytes), written by its owner except where noted.
-#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct SharedState {
     /// Owner sets it to 1 last, meaning "ready".
-    pub initialised: i32,
+    pub initialised: I32,
     /// First owned data slot (inclusive).
-    pub slot_first: i32,
+    pub slot_first: I32,
     /// Last owned data slot (inclusive).
-    pub slot_last: i32,
+    pub slot_last: I32,
     /// The owner's synchronous slot.
-    pub slot_sync: i32,
+    pub slot_sync: I32,
     /// Peer signals: new messages in the owner's stream... (the owner parses the peer's slots).
     pub trigger: RemoteEvent,
     /// Owner's transmit stream position (unbounded, wrapping).
-    pub tx_pos: i32,
+    pub tx_pos: I32,
     /// Peer signals after recycling one of the owner's slots.
     pub recycle: RemoteEvent,
     /// Written by the peer (the receiver): next free `slot_queue` index for a recycled slot.
-    pub slot_queue_recycle: i32,
+    pub slot_queue_recycle: I32,
     /// Peer has put a message in the peer's sync slot.
     pub sync_trigger: RemoteEvent,
     /// Peer has released the owner's sync message.
     pub sync_release: RemoteEvent,
     /// Circular list of owner's slot indices (filled by the owner at init, by the peer on recycle).
-    pub slot_queue: [i32; VCHIQ_MAX_SLOTS_PER_SIDE],
+    pub slot_queue: [I32; VCHIQ_MAX_SLOTS_PER_SIDE],
     /// `[0] = DEBUG_MAX`; the rest diagnostic only.
-    pub debug: [i32; DEBUG_MAX],
+    pub debug: [I32; DEBUG_MAX],
 }
 
 /// A slot descriptor in slot zero (kept zeroed: Linux keeps these counters privately).
-#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct SlotInfo {
     /// Reserved use count.
-    pub use_count: i16,
+    pub use_count: I16,
     /// Reserved release count.
-    pub release_count: i16,
+    pub release_count: I16,
 }
 
 /// Slot zero (1288 bytes; the master rejects another `slot_zero_size`).
-#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct SlotZero {
     /// `'VCHI'`.
-    pub magic: i32,
+    pub magic: I32,
     /// Lowered by each side to min(own VERSION, value): the common version.
-    pub version: i16,
+    pub version: I16,
     /// Oldest version.
-    pub version_min: i16,
+    pub version_min: I16,
     /// `size_of::<SlotZero>()` = 1288.
-    pub slot_zero_size: i32,
+    pub slot_zero_size: I32,
     /// 4096.
-    pub slot_size: i32,
+    pub slot_size: I32,
     /// 128.
-    pub max_slots: i32,
+    pub max_slots: I32,
     /// 64.
-    pub max_slots_per_side: i32,
+    pub max_slots_per_side: I32,
     /// `[0]` = bus address of the fragment pool, `[1]` = fragment count.
-    pub platform_data: [i32; 2],
+    pub platform_data: [I32; 2],
     /// Owned/written by the VPU.
     pub master: SharedState,
     /// Owned/written by the ARM.
@@ -106,76 +121,136 @@ pub struct SlotZero {
 
 /// Message header: `msgid = type<<24 | srcport<<12 | dstport`, then `size` payload bytes.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
 )]
 #[repr(C)]
 pub struct MsgHeader {
     /// Type and ports (plus the receiver's CLAIMED bit in the sender's slot).
-    pub msgid: i32,
+    pub msgid: I32,
     /// Payload bytes following the header.
-    pub size: u32,
+    pub size: U32,
 }
 
 /// OPEN payload (12 bytes).
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
 )]
 #[repr(C)]
 pub struct OpenPayload {
     /// Service fourcc.
-    pub fourcc: i32,
+    pub fourcc: I32,
     /// Client id; must be non-zero.
-    pub client_id: i32,
+    pub client_id: I32,
     /// Client's service version.
-    pub version: i16,
+    pub version: I16,
     /// Client's oldest accepted service version.
-    pub version_min: i16,
+    pub version_min: I16,
 }
 
 /// OPENACK payload (2 bytes; older peers send 0).
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
 )]
 #[repr(C)]
 pub struct OpenAckPayload {
     /// Server's service version.
-    pub version: i16,
+    pub version: I16,
 }
 
 /// BULK_RX / BULK_TX payload (8 bytes).
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
 )]
 #[repr(C)]
 pub struct BulkPayload {
     /// Bus address of the pagelist.
-    pub pagelist: u32,
+    pub pagelist: U32,
     /// Transfer size in bytes.
-    pub size: i32,
+    pub size: I32,
 }
 
 /// BULK_x_DONE payload (4 bytes).
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
 )]
 #[repr(C)]
 pub struct BulkDonePayload {
     /// Bytes transferred, or −1 for aborted.
-    pub actual: i32,
+    pub actual: I32,
 }
 
 /// Pagelist header (8 bytes), followed by `u32 addrs[]` (page-aligned bus address | pages−1).
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
 )]
 #[repr(C)]
 pub struct PagelistHeader {
     /// Transfer length in bytes.
-    pub length: u32,
+    pub length: U32,
     /// WRITE 0, READ 1, READ_WITH_FRAGMENTS 2+k.
-    pub type_: u16,
+    pub type_: U16,
     /// Start offset in the first page.
-    pub offset: u16,
+    pub offset: U16,
 }
 
 // ---- sizes (docs/protocols/vchiq.md §1, §2, §5, §9 item 3) ----
@@ -281,10 +356,10 @@ mod tests {
     #[test]
     fn slot_zero_codec_roundtrip() {
         let mut z = SlotZero::new_zeroed();
-        z.magic = crate::wire::consts::VCHIQ_MAGIC as i32;
-        z.version = 8;
-        z.slave.slot_queue[63] = 64;
-        z.slave.debug[0] = DEBUG_MAX as i32;
+        z.magic = I32::new(crate::wire::consts::VCHIQ_MAGIC as i32);
+        z.version = I16::new(8);
+        z.slave.slot_queue[63] = I32::new(64);
+        z.slave.debug[0] = I32::new(DEBUG_MAX as i32);
         let bytes = z.as_bytes();
         assert_eq!(bytes.len(), 1288);
         assert_eq!(&bytes[0..4], &0x5643_4849u32.to_le_bytes());
@@ -292,6 +367,6 @@ mod tests {
         let o = 0x194 + 0x48 + 63 * 4;
         assert_eq!(&bytes[o..o + 4], &64i32.to_le_bytes());
         let back = SlotZero::read_from_bytes(bytes).unwrap();
-        assert_eq!(back.slave.debug[0], 11);
+        assert_eq!(back.slave.debug[0].get(), 11);
     }
 }

@@ -86,7 +86,7 @@ impl Remote {
             // `held`/`dropped`: a test that saw the count can `release()` it. Relaxed: the lock
             // orders it.
             self.received.fetch_add(1, Ordering::Relaxed);
-            if let Some(buf) = self.shared.pool.get(rec.slot) {
+            if let Some(buf) = self.shared.table.pool().get(rec.slot) {
                 if buf.len() >= 4 && st.tags.len() < TAG_LOG {
                     let tag = buf.with(|d| u32::from_le_bytes([d[0], d[1], d[2], d[3]]));
                     st.tags.push(tag);
@@ -119,7 +119,7 @@ impl Remote {
             if self.shared.dead.load(Ordering::Acquire) {
                 return;
             }
-            let Some(buf) = self.shared.pool.get(rec.slot) else {
+            let Some(buf) = self.shared.table.pool().get(rec.slot) else {
                 return;
             };
             let len = buf.len();

@@ -1,15 +1,15 @@
 //! The loopback transport (this side).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
 use fwipc_transport_api::{
-    BulkDir, BulkRequest, BulkResult, Caps, Counters, Deadline, Error, Lifecycle, MsgPool,
-    Notification, PoolBuf, ProtocolError, Request, Result, Stats, StdClock, Ticket, Token,
-    TokenAllocator, Transport, TxOutcome,
+    BulkDir, BulkRequest, BulkResult, Caps, Counters, Deadline, Error, Lifecycle, Notification,
+    ProtocolError, Request, Result, StartedTransfer, Stats, StdClock, Ticket, TransferState,
+    TransferTable, Transport, TxOutcome,
 };
 use spin::Mutex;
 
@@ -43,35 +43,11 @@ pub(crate) struct BulkOp {
     pub actual: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum St {
-    Free,
-    InFlight,
-    Done,
-    Failed(Error),
-    /// Given up on by the caller while the remote still owns the buffer.
-    Abandoned,
-    Shut,
-}
-
-struct Meta {
-    generation: u32,
-    state: St,
-    token: u32,
-    len: usize,
-    buf: Option<PoolBuf>,
-    waker: Option<Waker>,
-    bulk: Option<BulkOp>,
-}
-
 /// State shared by the transport and the remote thread.
 pub(crate) struct Shared {
-    pub pool: MsgPool,
-    tokens: TokenAllocator,
-    token_map: Box<[AtomicU32]>,
-    slots: Box<[Mutex<Meta>]>,
+    /// The transfers; a bulk transfer's buffer travels in its entry once it is back.
+    pub table: TransferTable<Option<BulkOp>>,
     lc: Lifecycle,
-    pub counters: Counters,
     pub requests: Mutex<VecDeque<ReqRecord>>,
     pub replies: Mutex<VecDeque<[u8; 16]>>,
     pub bulk_out: Mutex<VecDeque<BulkOp>>,
@@ -93,29 +69,10 @@ pub struct LoopbackTransport {
 
 impl LoopbackTransport {
     pub(crate) fn new(irq: bool) -> Self {
-        let pool = MsgPool::new(MAX_MSG, MAX_MSG_SIZE).expect("static sizes");
-        let ntok = 1usize << TOKEN_BITS;
-        let slots = (0..MAX_MSG)
-            .map(|_| {
-                Mutex::new(Meta {
-                    generation: 0,
-                    state: St::Free,
-                    token: 0,
-                    len: 0,
-                    buf: None,
-                    waker: None,
-                    bulk: None,
-                })
-            })
-            .collect();
         LoopbackTransport {
             inner: Arc::new(Shared {
-                pool,
-                tokens: TokenAllocator::new(TOKEN_BITS).expect("static width"),
-                token_map: (0..ntok).map(|_| AtomicU32::new(0)).collect(),
-                slots,
+                table: TransferTable::new(MAX_MSG, MAX_MSG_SIZE, TOKEN_BITS).expect("static sizes"),
                 lc: Lifecycle::new(),
-                counters: Counters::default(),
                 requests: Mutex::new(VecDeque::with_capacity(MAX_MSG)),
                 replies: Mutex::new(VecDeque::with_capacity(4 * MAX_MSG + 64)),
                 bulk_out: Mutex::new(VecDeque::with_capacity(MAX_MSG)),
@@ -137,61 +94,6 @@ impl Shared {
         }
     }
 
-    /// Allocate buffer + token and publish the slot as in flight.
-    fn start(&self, payload: &[u8]) -> Result<(PoolBuf, Token, u32)> {
-        let buf = self
-            .pool
-            .alloc()
-            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
-        let token = self
-            .tokens
-            .alloc()
-            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
-        buf.write(payload)?;
-        let slot = buf.index();
-        let generation = {
-            let mut m = self.slots[slot as usize].lock();
-            m.generation = m.generation.wrapping_add(1);
-            m.state = St::InFlight;
-            m.token = token.0;
-            m.len = 0;
-            m.waker = None;
-            m.bulk = None;
-            m.buf = Some(buf.clone());
-            m.generation
-        };
-        // Release: the slot's metadata (written above under its lock) is complete before a reply
-        // handler can find the slot through the map.
-        self.token_map[token.0 as usize].store(slot + 1, Ordering::Release);
-        Ok((buf, token, generation))
-    }
-
-    fn meta(&self, t: &Ticket) -> Result<spin::MutexGuard<'_, Meta>> {
-        let m = self
-            .slots
-            .get(t.slot() as usize)
-            .ok_or(Error::InvalidArgument)?
-            .lock();
-        if m.generation != t.generation() || m.token != t.token() || m.state == St::Free {
-            return Err(Error::InvalidArgument);
-        }
-        Ok(m)
-    }
-
-    /// Free a finished slot: token, map entry, local buffer reference.
-    fn free(&self, m: &mut Meta) {
-        // Release: pairs with the Acquire in `handle_reply`; nothing is published, but the store
-        // must not be reordered before our last use of the slot.
-        self.token_map[m.token as usize].store(0, Ordering::Release);
-        if self.tokens.release(Token(m.token)).is_err() {
-            log::error!("loopback: token {} released twice", m.token);
-        }
-        m.state = St::Free;
-        m.buf = None;
-        m.waker = None;
-        m.bulk = None;
-    }
-
     /// Drain the reply ring (the interrupt handler's work, also run from `poll_done`).
     pub(crate) fn process_replies(&self) {
         loop {
@@ -206,81 +108,36 @@ impl Shared {
         }
     }
 
-    fn lookup(&self, token: u32) -> Option<u32> {
-        // Acquire: pairs with the Release in `start`, so the slot's metadata is visible.
-        let s = self.token_map.get(token as usize)?.load(Ordering::Acquire);
-        s.checked_sub(1)
-    }
-
     fn handle_reply(&self, r: &ReplyRecord) {
         if r.magic != wire::MAGIC || r.kind != wire::KIND_REPLY {
-            Counters::bump(&self.counters.protocol_errors);
+            Counters::bump(&self.table.counters().protocol_errors);
             return;
         }
-        let Some(slot) = self.lookup(r.token) else {
-            Counters::bump(&self.counters.unknown_replies);
-            return;
-        };
-        let mut m = self.slots[slot as usize].lock();
-        if m.token != r.token {
-            Counters::bump(&self.counters.unknown_replies);
-            return;
-        }
-        match m.state {
-            St::InFlight | St::Abandoned => {
-                // The reply returns the remote's loan on the buffer.
-                if self.pool.reclaim(slot).is_err() {
-                    Counters::bump(&self.counters.protocol_errors);
-                    return;
+        // The remote wrote the reply into the buffer in place; only its length travels here.
+        let max = self.table.pool().buf_size();
+        self.table.on_reply(
+            r.token,
+            |_| true,
+            |_, _| {
+                let len = r.len as usize;
+                if len > max {
+                    return Err(Error::Protocol(ProtocolError::BadLength));
                 }
-                if m.state == St::Abandoned {
-                    Counters::bump(&self.counters.late_replies);
-                    self.free(&mut m);
-                    return;
-                }
-                if r.len as usize > self.pool.buf_size() {
-                    Counters::bump(&self.counters.protocol_errors);
-                    m.state = St::Failed(Error::Protocol(ProtocolError::BadLength));
-                } else {
-                    Counters::bump(&self.counters.completed);
-                    m.state = St::Done;
-                    m.len = r.len as usize;
-                }
-                if let Some(w) = m.waker.take() {
-                    w.wake();
-                }
-            }
-            St::Done | St::Failed(_) => Counters::bump(&self.counters.duplicate_replies),
-            St::Free | St::Shut => Counters::bump(&self.counters.unknown_replies),
-        }
+                Ok(len)
+            },
+        );
     }
 
     fn handle_bulk_done(&self, op: BulkOp) {
-        let Some(slot) = self.lookup(op.token) else {
-            Counters::bump(&self.counters.unknown_replies);
-            return;
-        };
-        let mut m = self.slots[slot as usize].lock();
-        if self.pool.reclaim(slot).is_err() {
-            Counters::bump(&self.counters.protocol_errors);
-            return;
-        }
-        match m.state {
-            St::InFlight => {
-                Counters::bump(&self.counters.completed);
-                m.state = St::Done;
-                m.len = op.actual;
-                m.bulk = Some(op);
-                if let Some(w) = m.waker.take() {
-                    w.wake();
-                }
-            }
-            St::Abandoned => {
-                Counters::bump(&self.counters.late_replies);
-                self.free(&mut m);
-            }
-            _ => Counters::bump(&self.counters.duplicate_replies),
-        }
+        self.table.on_reply(
+            op.token,
+            |_| true,
+            |_, bulk| {
+                let actual = op.actual;
+                *bulk = Some(op);
+                Ok(actual)
+            },
+        );
     }
 }
 
@@ -302,63 +159,35 @@ impl Transport for LoopbackTransport {
         if req.payload.len() > MAX_MSG_SIZE {
             return Err(Error::TooLarge);
         }
-        let (buf, token, generation) = s.start(req.payload)?;
-        let slot = buf.lend();
+        let started = s.table.start(req.payload, None)?;
         s.requests.lock().push_back(ReqRecord {
-            slot,
-            token: token.0,
+            slot: started.slot,
+            token: started.token.0,
             target: req.target,
         });
-        Counters::bump(&s.counters.sent);
+        Counters::bump(&s.table.counters().sent);
         s.ring_remote();
-        Ok(Ticket::new(token.0, slot, generation))
+        Ok(started.ticket())
     }
 
     fn poll_done(&self, ticket: &Ticket) -> Result<bool> {
         let s = &*self.inner;
         s.process_replies();
-        let m = s.meta(ticket)?;
-        match m.state {
-            St::Done | St::Failed(_) => Ok(true),
-            St::Shut => Err(Error::Shutdown),
+        match s.table.state(ticket)? {
+            TransferState::Failed(Error::Shutdown) => Err(Error::Shutdown),
+            TransferState::Done(_) | TransferState::Failed(_) => Ok(true),
             _ => Ok(false),
         }
     }
 
     fn fetch_response(&self, ticket: &Ticket, out: &mut [u8]) -> Result<usize> {
-        let m = self.inner.meta(ticket)?;
-        match (m.state, &m.buf) {
-            (St::Done, Some(buf)) => {
-                if m.len > out.len() {
-                    return Err(Error::TooLarge);
-                }
-                buf.with(|d| out[..m.len].copy_from_slice(&d[..m.len]));
-                Ok(m.len)
-            }
-            (St::Failed(e), _) => Err(e),
-            (St::Shut, _) => Err(Error::Shutdown),
-            _ => Err(Error::InvalidArgument),
-        }
+        self.inner.table.fetch(ticket, out)
     }
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
-        let s = &*self.inner;
-        let Ok(mut m) = s.meta(&ticket) else {
-            log::warn!("loopback: mark_txdone on a stale ticket {ticket:?}");
-            return;
-        };
-        match m.state {
-            St::InFlight => {
-                // The remote still owns the buffer: keep it and the token until it gives them back.
-                if outcome == TxOutcome::TimedOut {
-                    Counters::bump(&s.counters.timed_out);
-                }
-                m.state = St::Abandoned;
-                m.waker = None;
-                m.bulk = None;
-            }
-            St::Done | St::Failed(_) | St::Shut => s.free(&mut m),
-            St::Abandoned | St::Free => {}
+        let (token, slot) = (ticket.token(), ticket.slot());
+        if self.inner.table.finish(ticket, outcome).is_err() {
+            log::warn!("loopback: mark_txdone on a stale ticket (token {token}, slot {slot})");
         }
     }
 
@@ -366,15 +195,7 @@ impl Transport for LoopbackTransport {
         if !self.inner.irq {
             return false;
         }
-        match self.inner.meta(ticket) {
-            Ok(mut m) => {
-                if !m.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                    m.waker = Some(waker.clone());
-                }
-                true
-            }
-            Err(_) => false,
-        }
+        self.inner.table.register_waker(ticket, waker)
     }
 
     fn bulk(&self, req: BulkRequest) -> core::result::Result<Ticket, (Error, BulkRequest)> {
@@ -392,13 +213,12 @@ impl Transport for LoopbackTransport {
         {
             return Err((Error::InvalidArgument, req));
         }
-        let (buf, token, generation) = match s.start(&[]) {
+        let started: StartedTransfer = match s.table.start(&[], None) {
             Ok(v) => v,
             Err(e) => return Err((e, req)),
         };
-        let slot = buf.lend();
         let op = BulkOp {
-            token: token.0,
+            token: started.token.0,
             dir: req.dir,
             buf: req.buf,
             offset: req.offset,
@@ -406,30 +226,24 @@ impl Transport for LoopbackTransport {
             actual: 0,
         };
         s.bulk_out.lock().push_back(op);
-        Counters::bump(&s.counters.sent);
+        Counters::bump(&s.table.counters().sent);
         s.ring_remote();
-        Ok(Ticket::new(token.0, slot, generation))
+        Ok(started.ticket())
     }
 
     fn take_bulk(&self, ticket: Ticket) -> core::result::Result<BulkResult, (Error, Ticket)> {
         let s = &*self.inner;
         s.process_replies();
-        let r = {
-            let Ok(mut m) = s.meta(&ticket) else {
-                return Err((Error::InvalidArgument, ticket));
-            };
-            match (m.state, m.bulk.take()) {
-                (St::Done, Some(op)) => {
-                    s.free(&mut m);
-                    Ok(BulkResult {
-                        buf: op.buf,
-                        actual: op.actual,
-                    })
-                }
-                (St::Shut, _) => Err(Error::Shutdown),
+        let r = s
+            .table
+            .take(&ticket, |state, bulk| match (state, bulk.take()) {
+                (TransferState::Done(_), Some(op)) => Ok(BulkResult {
+                    buf: op.buf,
+                    actual: op.actual,
+                }),
+                (TransferState::Failed(Error::Shutdown), _) => Err(Error::Shutdown),
                 _ => Err(Error::InvalidArgument),
-            }
-        };
+            });
         r.map_err(|e| (e, ticket))
     }
 
@@ -465,24 +279,9 @@ impl Transport for LoopbackTransport {
                 s.bulk_out.lock().clear();
                 s.bulk_back.lock().clear();
             }
-            for i in 0..MAX_MSG as u32 {
-                while s.pool.remote_holds(i) > 0 {
-                    let _ = s.pool.reclaim(i);
-                }
-            }
-            for m in s.slots.iter() {
-                let mut m = m.lock();
-                match m.state {
-                    St::InFlight => {
-                        m.state = St::Shut;
-                        if let Some(w) = m.waker.take() {
-                            w.wake();
-                        }
-                    }
-                    St::Abandoned => s.free(&mut m),
-                    _ => {}
-                }
-            }
+            // Every loan is a transfer's: in-flight ones end with Shutdown, abandoned ones
+            // are freed.
+            s.table.fail_all(Error::Shutdown);
             s.ring_remote();
         }
         s.lc.wait_idle(
@@ -497,6 +296,6 @@ impl Transport for LoopbackTransport {
 
     fn stats(&self) -> Stats {
         let s = &*self.inner;
-        s.counters.snapshot(s.pool.capacity(), s.pool.free_count())
+        s.table.stats()
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | [`smem_server`] | the VideoCore side of `'SMEM'`: a real allocator over a memory area, generational handles, VC_MEM_REQUEST; [`smem_server::SharedSmem`] shares one heap across sessions |
+//! | [`smem_server`] | the VideoCore side of `'SMEM'`: [`SmemServer`], its messages (alloc, free, lock, import, VC_MEM_REQUEST...) and replies; [`smem_server::SharedSmem`] shares one heap across sessions |
+//! | `smem_memory` | the server's memory area (first-fit allocation with coalescing over real bytes) and its generational handle table |
 //! | [`echo_server`] | the VideoCore `'echo'` test server as a pure state machine |
 //! | [`func_server`] | the VideoCore `'func'` message/bulk script and the `'fun2'` guard-checking server |
 //! | [`loopback`] | an in-process [`crate::vchi::BulkLink`] that drives a [`crate::vchi::VcService`] directly (unit tests, no slots) |
@@ -16,6 +17,7 @@ pub mod echo_server;
 pub mod func_server;
 pub mod loopback;
 pub mod pair;
+mod smem_memory;
 pub mod smem_server;
 
 pub use pair::{PolledPair, POLLED_TIMEOUT};
