@@ -383,14 +383,9 @@ fn link_err(e: LinkError) -> Error {
 
 impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
     fn caps(&self) -> Caps {
-        Caps {
-            max_msg: self.cfg.max_msg,
-            max_msg_size: MAX_PAYLOAD,
-            bulk: false,
-            max_bulk_size: 0,
-            notifications: true,
-            polling: true,
-        }
+        Caps::new(self.cfg.max_msg, MAX_PAYLOAD)
+            .with_notifications(true)
+            .with_polling(true)
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {

@@ -346,14 +346,10 @@ impl ServiceHandler for Shared {
 
 impl Transport for VchiqTransport {
     fn caps(&self) -> Caps {
-        Caps {
-            max_msg: self.sh.pool.capacity(),
-            max_msg_size: MAX_FRAME_PAYLOAD,
-            bulk: true,
-            max_bulk_size: self.vchiq.config().max_bulk_size().min(1 << 20),
-            notifications: true,
-            polling: true,
-        }
+        Caps::new(self.sh.pool.capacity(), MAX_FRAME_PAYLOAD)
+            .with_bulk(self.vchiq.config().max_bulk_size().min(1 << 20))
+            .with_notifications(true)
+            .with_polling(true)
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {

@@ -13,6 +13,7 @@ use fwipc_transport_api::{
 };
 use spin::Mutex;
 
+use super::datagram::DgramState;
 use super::wire::{self, ReplyRecord};
 
 /// Transfers in flight at once.
@@ -70,7 +71,7 @@ pub(crate) struct Shared {
     tokens: TokenAllocator,
     token_map: Box<[AtomicU32]>,
     slots: Box<[Mutex<Meta>]>,
-    lc: Lifecycle,
+    pub(crate) lc: Lifecycle,
     pub counters: Counters,
     pub requests: Mutex<VecDeque<ReqRecord>>,
     pub replies: Mutex<VecDeque<[u8; 16]>>,
@@ -89,6 +90,7 @@ pub(crate) struct Shared {
 /// The loopback transport. Cheap to share across threads (`&self` API).
 pub struct LoopbackTransport {
     pub(crate) inner: Arc<Shared>,
+    pub(crate) dgram: Arc<DgramState>,
 }
 
 impl LoopbackTransport {
@@ -109,6 +111,7 @@ impl LoopbackTransport {
             })
             .collect();
         LoopbackTransport {
+            dgram: Arc::new(DgramState::new(MAX_MSG)),
             inner: Arc::new(Shared {
                 pool,
                 tokens: TokenAllocator::new(TOKEN_BITS).expect("static width"),
@@ -286,14 +289,14 @@ impl Shared {
 
 impl Transport for LoopbackTransport {
     fn caps(&self) -> Caps {
-        Caps {
-            max_msg: MAX_MSG,
-            max_msg_size: MAX_MSG_SIZE,
-            bulk: true,
-            max_bulk_size: MAX_BULK,
-            notifications: true,
-            polling: true,
-        }
+        Caps::new(MAX_MSG, MAX_MSG_SIZE)
+            .with_bulk(MAX_BULK)
+            .with_notifications(true)
+            .with_polling(true)
+            .with_one_way(true)
+            .with_zero_copy(true)
+            .with_rx_hold(true)
+            .with_endpoints(true)
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {
@@ -454,6 +457,7 @@ impl Transport for LoopbackTransport {
         let s = &*self.inner;
         let clock = StdClock::new();
         if s.lc.begin_shutdown() {
+            self.dgram.reset();
             {
                 // Fence the remote out of the shared buffers, then take back everything it holds
                 // (the device-reset step).
