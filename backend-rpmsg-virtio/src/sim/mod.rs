@@ -2,10 +2,12 @@
 //! serving an echo endpoint it announces through the name service, with every conformance
 //! fault knob; and the in-memory buffer queues both sides reach through [`Link`](crate::Link).
 
+mod dgram_peer;
 mod fixture;
 mod queues;
 mod remote;
 
+pub use dgram_peer::PEER_ADDR;
 pub use fixture::{RpmsgFixture, SimTransport, ECHO_NAME};
 pub use queues::{DeviceEnd, DriverEnd, Queues, QUEUE_BUFS};
 pub use remote::SimRemote;
