@@ -320,7 +320,7 @@ impl Shared {
 impl ServiceHandler for Shared {
     fn callback(&self, ctx: &ServiceCtx<'_>, event: Event<'_>) -> Deliver {
         match event {
-            Event::Message(m) => match self.dgram.offer(&m) {
+            Event::Message(m) => match self.dgram.offer(ctx.vchiq, &m) {
                 Some(d) => return d,
                 None => self.on_reply(m.payload()),
             },

@@ -28,7 +28,7 @@ fn one_way_frames_are_datagrams_only_while_bound() {
     let ep = d.bind(Bind::Any).unwrap();
     assert_eq!(
         d.bind(Bind::Any).err(),
-        Some(Error::Busy),
+        Some(Error::InvalidArgument),
         "one service, one endpoint"
     );
     assert_eq!(d.bind(Bind::Name(b"echo")).err(), Some(Error::NotSupported));

@@ -25,8 +25,8 @@ mod wait;
 pub use clock::StdClock;
 pub use clock::{Clock, Deadline, Instant, ManualClock};
 pub use datagram::{
-    Bind, Datagram, DatagramStats, Endpoint, EndpointEvent, EndpointName, HoldTable, Rx, RxAction,
-    RxHold, RxInfo, TxLoan,
+    Bind, Datagram, DatagramCounters, DatagramStats, Endpoint, EndpointEvent, EndpointName,
+    EndpointQueues, HoldTable, Rx, RxAction, RxHold, RxInfo, TxLoan,
 };
 pub use error::{errno, Error, ProtocolError, Result};
 pub use future::{block_on_polling, call_async, CallFuture};

@@ -4,10 +4,11 @@
 
 mod dgram_peer;
 mod fixture;
+mod peer_log;
 mod queues;
 mod remote;
 
-pub use dgram_peer::PEER_ADDR;
 pub use fixture::{RpmsgFixture, SimTransport, ECHO_NAME};
+pub use peer_log::PEER_ADDR;
 pub use queues::{DeviceEnd, DriverEnd, Queues, QUEUE_BUFS};
 pub use remote::SimRemote;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch};
 
-use super::dgram_peer::PeerLog;
+use super::peer_log::PeerLog;
 use super::queues::{DeviceEnd, Queues};
 use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, TRANSFER_ADDR_BASE};
 use crate::frame::write_frame;

@@ -13,12 +13,10 @@
 //! loaned pool buffer would be copied anyway. `Caps::zero_copy` stays off.
 
 use alloc::collections::VecDeque;
-use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use fwipc_transport_api::{
-    Bind, Clock, Datagram, DatagramStats, Endpoint, EndpointEvent, EndpointName, Error, HoldTable,
-    MsgPool, PoolBuf, Result, Rx, RxAction, RxHold,
+    Bind, Clock, Counters, Datagram, DatagramCounters, DatagramStats, Endpoint, EndpointEvent,
+    EndpointName, EndpointQueues, Error, HoldTable, MsgPool, Result, Rx, RxAction, RxHold,
 };
 use spin::Mutex;
 
@@ -37,29 +35,13 @@ const EVENT_SLOTS: usize = 16;
 /// The name an endpoint bound by address carries in the endpoint table (never announced).
 const UNNAMED: &[u8] = b"fwipc-datagram";
 
-struct EpSlot {
-    generation: u32,
-    /// The bound address; `None` when free.
-    addr: Option<u32>,
-    named: bool,
-    queue: VecDeque<(u32, PoolBuf)>,
-}
-
 /// The datagram state of a transport (part of [`RpmsgTransport`]).
 pub(crate) struct DgramSide {
     rx_pool: MsgPool,
     holds: HoldTable,
-    eps: Mutex<Vec<EpSlot>>,
+    eps: EndpointQueues,
     events: Mutex<VecDeque<EndpointEvent>>,
-    sent: AtomicU64,
-    received: AtomicU64,
-    backpressure: AtomicU64,
-    dropped: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    // Relaxed: statistics counter only.
-    c.fetch_add(1, Ordering::Relaxed);
+    counters: DatagramCounters,
 }
 
 impl DgramSide {
@@ -68,21 +50,9 @@ impl DgramSide {
         Ok(DgramSide {
             rx_pool: MsgPool::new(DGRAM_RX_BUFS, MAX_PAYLOAD)?,
             holds: HoldTable::new(DGRAM_RX_BUFS),
-            eps: Mutex::new(
-                (0..endpoints)
-                    .map(|_| EpSlot {
-                        generation: 0,
-                        addr: None,
-                        named: false,
-                        queue: VecDeque::with_capacity(DGRAM_RX_BUFS),
-                    })
-                    .collect(),
-            ),
+            eps: EndpointQueues::new(endpoints, DGRAM_RX_BUFS),
             events: Mutex::new(VecDeque::with_capacity(EVENT_SLOTS)),
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            backpressure: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
+            counters: DatagramCounters::default(),
         })
     }
 
@@ -91,7 +61,7 @@ impl DgramSide {
     pub(crate) fn rx_room(&self, budget: usize) -> usize {
         let room = budget.min(self.rx_pool.free_count());
         if room == 0 && budget > 0 {
-            bump(&self.backpressure);
+            Counters::bump(&self.counters.rx_backpressure);
         }
         room
     }
@@ -99,18 +69,19 @@ impl DgramSide {
     /// A message from `src` for `dst`: `true` if `dst` is a datagram endpoint (the message is
     /// then queued, or dropped and counted).
     pub(crate) fn deliver(&self, src: u32, dst: u32, payload: &[u8]) -> bool {
-        let mut eps = self.eps.lock();
-        let Some(e) = eps.iter_mut().find(|e| e.addr == Some(dst)) else {
+        if !self.eps.is_bound(dst) {
             return false;
-        };
-        // Cannot be empty: the receive path takes no more frames than there are free buffers.
-        match self.rx_pool.alloc() {
-            Ok(buf) if buf.write(payload).is_ok() => {
-                e.queue.push_back((src, buf));
-                bump(&self.received);
-            }
-            _ => bump(&self.dropped),
         }
+        // Cannot be empty: the receive path takes no more frames than there are free buffers.
+        let queued = match self.rx_pool.alloc() {
+            Ok(buf) if buf.write(payload).is_ok() => self.eps.push(dst, src, buf).is_ok(),
+            _ => false,
+        };
+        Counters::bump(if queued {
+            &self.counters.received
+        } else {
+            &self.counters.dropped
+        });
         true
     }
 
@@ -127,7 +98,7 @@ impl DgramSide {
         };
         let mut q = self.events.lock();
         if q.len() >= EVENT_SLOTS {
-            bump(&self.dropped);
+            Counters::bump(&self.counters.dropped);
             return;
         }
         q.push_back(ev);
@@ -135,47 +106,32 @@ impl DgramSide {
 
     /// Shutdown: drop queued datagrams and every held buffer (outstanding holds go stale).
     pub(crate) fn reset(&self) {
-        let mut drained = Vec::new();
-        for e in self.eps.lock().iter_mut() {
-            drained.extend(e.queue.drain(..));
-        }
-        drop(drained);
+        self.eps.clear();
         self.holds.release_all();
-    }
-
-    fn check(&self, ep: &Endpoint) -> Result<()> {
-        match self.eps.lock().get(ep.index() as usize) {
-            Some(e) if e.addr == Some(ep.addr()) && e.generation == ep.generation() => Ok(()),
-            _ => Err(Error::InvalidArgument),
-        }
     }
 }
 
 impl<L: Link, C: Clock + Send> Datagram for RpmsgTransport<L, C> {
     fn bind(&self, how: Bind<'_>) -> Result<Endpoint> {
         let _user = self.lc.acquire()?;
-        let (name, addr, named) = match how {
-            Bind::Any => (UNNAMED, ADDR_ANY, false),
+        let (name, addr) = match how {
+            Bind::Any => (UNNAMED, ADDR_ANY),
             Bind::Addr(a) if a == ADDR_ANY || a == NS_ADDR || a >= TRANSFER_ADDR_BASE => {
                 return Err(Error::InvalidArgument)
             }
-            Bind::Addr(a) => (UNNAMED, a, false),
-            Bind::Name(n) => (n, ADDR_ANY, true),
+            Bind::Addr(a) => (UNNAMED, a),
+            // The placeholder name marks endpoints that are never announced.
+            Bind::Name(n) if n == UNNAMED => return Err(Error::InvalidArgument),
+            Bind::Name(n) => (n, ADDR_ANY),
         };
         let name = Name::new(name).map_err(|_| Error::InvalidArgument)?;
-        let mut eps = self.dgram.eps.lock();
-        let (i, slot) = eps
-            .iter_mut()
-            .enumerate()
-            .find(|(_, e)| e.addr.is_none())
-            .ok_or(Error::Busy)?;
+        // The node allocates the address (one table with the notification endpoint); the queue
+        // table then takes it, or the node's binding is undone.
         let addr = self.node.lock().bind(name, addr)?;
-        slot.generation = slot.generation.wrapping_add(1);
-        slot.addr = Some(addr);
-        slot.named = named;
-        let ep = Endpoint::new(i as u32, slot.generation, addr);
-        drop(eps);
-        if named {
+        let ep = self.dgram.eps.bind(addr).inspect_err(|_| {
+            let _ = self.node.lock().unbind(addr);
+        })?;
+        if name.as_bytes() != UNNAMED {
             // Best effort, like Linux's `rpmsg_ns_announce` from `rpmsg_dev_probe`: the
             // endpoint is usable whether or not the announcement went out.
             if let Err(e) = self.announce(addr, false) {
@@ -186,15 +142,13 @@ impl<L: Link, C: Clock + Send> Datagram for RpmsgTransport<L, C> {
     }
 
     fn unbind(&self, ep: Endpoint) -> Result<()> {
-        self.dgram.check(&ep)?;
-        let (named, queued) = {
-            let mut eps = self.dgram.eps.lock();
-            let e = &mut eps[ep.index() as usize];
-            let q: Vec<_> = e.queue.drain(..).collect();
-            e.addr = None;
-            (e.named, q)
-        };
-        drop(queued);
+        self.dgram.eps.unbind(&ep)?;
+        let named = self
+            .node
+            .lock()
+            .endpoints()
+            .lookup(ep.addr())
+            .is_some_and(|e| e.name.as_bytes() != UNNAMED);
         if named {
             if let Err(e) = self.announce(ep.addr(), true) {
                 log::warn!(
@@ -209,7 +163,7 @@ impl<L: Link, C: Clock + Send> Datagram for RpmsgTransport<L, C> {
 
     fn send_to(&self, ep: &Endpoint, dst: u32, payload: &[u8]) -> Result<()> {
         let _user = self.lc.acquire()?;
-        self.dgram.check(ep)?;
+        self.dgram.eps.check(ep)?;
         if dst == ADDR_ANY || dst == NS_ADDR {
             return Err(Error::InvalidArgument);
         }
@@ -219,7 +173,7 @@ impl<L: Link, C: Clock + Send> Datagram for RpmsgTransport<L, C> {
             e => Error::from(RpmsgError::from(e)),
         })?;
         self.link.send(&frame[..n]).map_err(link_err)?;
-        bump(&self.dgram.sent);
+        Counters::bump(&self.dgram.counters.sent);
         Ok(())
     }
 
@@ -229,37 +183,10 @@ impl<L: Link, C: Clock + Send> Datagram for RpmsgTransport<L, C> {
         budget: usize,
         f: &mut dyn FnMut(Rx<'_>) -> RxAction,
     ) -> Result<usize> {
-        self.dgram.check(ep)?;
+        self.dgram.eps.check(ep)?;
         self.handle_interrupt();
         let d = &self.dgram;
-        let mut n = 0;
-        while n < budget {
-            let next = {
-                let mut eps = d.eps.lock();
-                match eps.get_mut(ep.index() as usize) {
-                    Some(e) if e.generation == ep.generation() && e.addr == Some(ep.addr()) => {
-                        e.queue.pop_front()
-                    }
-                    _ => return Err(Error::InvalidArgument),
-                }
-            };
-            let Some((src, buf)) = next else { break };
-            let hold = d.holds.deliver(&buf)?;
-            let len = buf.len();
-            // No lock of ours is held while the callback runs, except this buffer's own.
-            let action = buf.with(|b| {
-                f(Rx {
-                    src,
-                    data: &b[..len],
-                    hold,
-                })
-            });
-            if action == RxAction::Hold {
-                d.holds.hold(hold, buf)?;
-            }
-            n += 1;
-        }
-        Ok(n)
+        d.holds.poll(budget, &mut || d.eps.pop(ep), f, &mut |_| ())
     }
 
     fn with_held(&self, hold: RxHold, f: &mut dyn FnMut(&[u8])) -> Result<()> {
@@ -276,16 +203,6 @@ impl<L: Link, C: Clock + Send> Datagram for RpmsgTransport<L, C> {
     }
 
     fn datagram_stats(&self) -> DatagramStats {
-        let d = &self.dgram;
-        // Relaxed: statistics counters only.
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut s = DatagramStats::default();
-        s.sent = r(&d.sent);
-        s.received = r(&d.received);
-        s.held = d.holds.held();
-        s.double_releases = d.holds.double_releases();
-        s.rx_backpressure = r(&d.backpressure);
-        s.dropped = r(&d.dropped);
-        s
+        self.dgram.counters.snapshot(&self.dgram.holds)
     }
 }

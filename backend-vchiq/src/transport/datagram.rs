@@ -16,13 +16,12 @@
 //! No zero-copy send: a VCHIQ message is copied into our transmit slot by the core, so a loaned
 //! pool buffer would be copied anyway.
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use fwipc_transport_api::{
-    Bind, Datagram, DatagramStats, Endpoint, Error, HoldTable, MsgPool, PoolBuf, Result, Rx,
-    RxAction, RxHold,
+    Bind, Counters, Datagram, DatagramCounters, DatagramStats, Endpoint, EndpointQueues, Error,
+    HoldTable, MsgPool, Result, Rx, RxAction, RxHold,
 };
 use spin::Mutex;
 use zerocopy::IntoBytes;
@@ -36,30 +35,17 @@ use crate::Vchiq;
 /// user before the core stops taking the remote's messages.
 pub const DGRAM_RX_BUFS: usize = 16;
 
-struct Ep {
-    generation: u32,
-    bound: bool,
-    queue: VecDeque<(PoolBuf, MessageToken)>,
-}
-
 /// The datagram state of a transport's service handler.
 pub(crate) struct DgramSide {
     fourcc: u32,
     rx_pool: MsgPool,
     holds: HoldTable,
-    /// The core's claim of each held receive buffer's message, by buffer index.
+    /// The core's claim of each queued or held receive buffer's message, by buffer index.
     claims: Mutex<Vec<Option<MessageToken>>>,
-    ep: Mutex<Ep>,
-    seq: AtomicU64,
-    sent: AtomicU64,
-    received: AtomicU64,
-    backpressure: AtomicU64,
-    dropped: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    // Relaxed: statistics counter only.
-    c.fetch_add(1, Ordering::Relaxed);
+    /// One endpoint, at the fourcc.
+    eps: EndpointQueues,
+    seq: AtomicU32,
+    counters: DatagramCounters,
 }
 
 impl DgramSide {
@@ -69,56 +55,55 @@ impl DgramSide {
             rx_pool: MsgPool::new(DGRAM_RX_BUFS, MAX_FRAME_PAYLOAD)?,
             holds: HoldTable::new(DGRAM_RX_BUFS),
             claims: Mutex::new(alloc::vec![None; DGRAM_RX_BUFS]),
-            ep: Mutex::new(Ep {
-                generation: 0,
-                bound: false,
-                queue: VecDeque::with_capacity(DGRAM_RX_BUFS),
-            }),
-            seq: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            backpressure: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
+            eps: EndpointQueues::new(1, DGRAM_RX_BUFS),
+            seq: AtomicU32::new(0),
+            counters: DatagramCounters::default(),
         })
     }
 
     /// The service handler's first look at a message: `Some` if it is a datagram for the bound
     /// endpoint (queued and claimed, or refused for now), `None` to handle it as a reply or
     /// notification.
-    pub(crate) fn offer(&self, m: &Message<'_>) -> Option<Deliver> {
+    pub(crate) fn offer(&self, vchiq: &Vchiq, m: &Message<'_>) -> Option<Deliver> {
         let (h, rest) = frame::split(m.payload()).ok()?;
-        if h.token & NOTIFY == 0 {
-            return None;
-        }
-        let mut ep = self.ep.lock();
-        if !ep.bound {
+        if h.token & NOTIFY == 0 || !self.eps.is_bound(self.fourcc) {
             return None;
         }
         let Ok(body) = frame::payload(&h, rest) else {
-            bump(&self.dropped);
+            Counters::bump(&self.counters.dropped);
             return Some(Deliver::Done);
         };
         let Ok(buf) = self.rx_pool.alloc() else {
             // Every receive buffer is queued or held: leave the message in the remote's slot.
-            bump(&self.backpressure);
+            Counters::bump(&self.counters.rx_backpressure);
             return Some(Deliver::Retry);
         };
         if buf.write(body).is_err() {
-            bump(&self.dropped);
+            Counters::bump(&self.counters.dropped);
             return Some(Deliver::Done);
         }
-        ep.queue.push_back((buf, m.token()));
-        bump(&self.received);
-        Some(Deliver::Hold)
-    }
-
-    fn check(&self, ep: &Endpoint) -> Result<()> {
-        let e = self.ep.lock();
-        if e.bound && e.generation == ep.generation() && ep.index() == 0 {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument)
+        // The claim is recorded before the buffer is visible in the queue. A claim still
+        // recorded for a buffer fresh from the pool is stale (its datagram was dropped by an
+        // unbind): give it back now.
+        let idx = buf.index() as usize;
+        let stale = self
+            .claims
+            .lock()
+            .get_mut(idx)
+            .and_then(|c| c.replace(m.token()));
+        if let Some(t) = stale {
+            let _ = vchiq.release_message(t);
         }
+        if self.eps.push(self.fourcc, self.fourcc, buf).is_err() {
+            // Unbound meanwhile: not a datagram after all, and not claimed.
+            if let Some(c) = self.claims.lock().get_mut(idx) {
+                *c = None;
+            }
+            Counters::bump(&self.counters.dropped);
+            return Some(Deliver::Done);
+        }
+        Counters::bump(&self.counters.received);
+        Some(Deliver::Hold)
     }
 
     /// Give the core back the claim of receive buffer `idx`'s message and let it parse again.
@@ -140,15 +125,7 @@ impl VchiqTransport {
     /// Shutdown: give back every queued and held datagram (and its claim in the core).
     pub(crate) fn dgram_reset(&self) {
         let d = &self.sh.dgram;
-        let queued: Vec<_> = {
-            let mut ep = d.ep.lock();
-            ep.bound = false;
-            ep.queue.drain(..).collect()
-        };
-        for (buf, t) in queued {
-            let _ = self.vchiq.release_message(t);
-            drop(buf);
-        }
+        d.eps.clear();
         let claims: Vec<MessageToken> = d
             .claims
             .lock()
@@ -172,35 +149,25 @@ impl Datagram for VchiqTransport {
             Bind::Addr(_) => return Err(Error::InvalidArgument),
             Bind::Name(_) => return Err(Error::NotSupported),
         }
-        let mut ep = d.ep.lock();
-        if ep.bound {
-            return Err(Error::Busy);
-        }
-        ep.generation = ep.generation.wrapping_add(1);
-        ep.bound = true;
-        Ok(Endpoint::new(0, ep.generation, d.fourcc))
+        d.eps.bind(d.fourcc)
     }
 
     fn unbind(&self, ep: Endpoint) -> Result<()> {
         let d = &self.sh.dgram;
-        d.check(&ep)?;
-        let queued: Vec<_> = {
-            let mut e = d.ep.lock();
-            e.bound = false;
-            e.queue.drain(..).collect()
-        };
-        for (buf, t) in queued {
-            let _ = self.vchiq.release_message(t);
+        // Give back what is queued (and its claims), then unbind; a datagram that slips in
+        // between leaves a stale claim that `offer` returns when its buffer is reused.
+        while let Some((_, buf)) = d.eps.pop(&ep)? {
+            let idx = buf.index();
             drop(buf);
+            d.unclaim(&self.vchiq, idx);
         }
-        self.vchiq.kick();
-        Ok(())
+        d.eps.unbind(&ep)
     }
 
     fn send_to(&self, ep: &Endpoint, dst: u32, payload: &[u8]) -> Result<()> {
         let _u = self.sh.lifecycle.acquire()?;
         let d = &self.sh.dgram;
-        d.check(ep)?;
+        d.eps.check(ep)?;
         if dst != d.fourcc {
             return Err(Error::InvalidArgument);
         }
@@ -209,7 +176,7 @@ impl Datagram for VchiqTransport {
         }
         let h = self.open_handle()?;
         // Relaxed: a sequence number for the remote's logs, not a publication.
-        let seq = d.seq.fetch_add(1, Ordering::Relaxed) as u32 & !NOTIFY;
+        let seq = d.seq.fetch_add(1, Ordering::Relaxed) & !NOTIFY;
         let hdr = FrameHeader {
             token: NOTIFY | seq,
             len: payload.len() as u32,
@@ -217,7 +184,7 @@ impl Datagram for VchiqTransport {
         self.vchiq
             .queue_message_parts(h, &[hdr.as_bytes(), payload])
             .map_err(Error::from)?;
-        bump(&d.sent);
+        Counters::bump(&d.counters.sent);
         Ok(())
     }
 
@@ -228,44 +195,13 @@ impl Datagram for VchiqTransport {
         f: &mut dyn FnMut(Rx<'_>) -> RxAction,
     ) -> Result<usize> {
         let d = &self.sh.dgram;
-        d.check(ep)?;
+        d.eps.check(ep)?;
         if self.completion == fwipc_transport_api::Completion::Polled {
             self.vchiq.poll();
         }
-        let mut n = 0;
-        while n < budget {
-            let next = {
-                let mut e = d.ep.lock();
-                if !e.bound || e.generation != ep.generation() {
-                    return Err(Error::InvalidArgument);
-                }
-                e.queue.pop_front()
-            };
-            let Some((buf, token)) = next else { break };
-            let idx = buf.index();
-            let hold = d.holds.deliver(&buf)?;
-            let len = buf.len();
-            // No lock of ours is held while the callback runs, except this buffer's own.
-            let action = buf.with(|b| {
-                f(Rx {
-                    src: d.fourcc,
-                    data: &b[..len],
-                    hold,
-                })
-            });
-            if let Some(c) = d.claims.lock().get_mut(idx as usize) {
-                *c = Some(token);
-            }
-            match action {
-                RxAction::Hold => d.holds.hold(hold, buf)?,
-                RxAction::Release => {
-                    drop(buf);
-                    d.unclaim(&self.vchiq, idx);
-                }
-            }
-            n += 1;
-        }
-        Ok(n)
+        d.holds.poll(budget, &mut || d.eps.pop(ep), f, &mut |idx| {
+            d.unclaim(&self.vchiq, idx)
+        })
     }
 
     fn with_held(&self, hold: RxHold, f: &mut dyn FnMut(&[u8])) -> Result<()> {
@@ -280,16 +216,6 @@ impl Datagram for VchiqTransport {
     }
 
     fn datagram_stats(&self) -> DatagramStats {
-        let d = &self.sh.dgram;
-        // Relaxed: statistics counters only.
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut s = DatagramStats::default();
-        s.sent = r(&d.sent);
-        s.received = r(&d.received);
-        s.held = d.holds.held();
-        s.double_releases = d.holds.double_releases();
-        s.rx_backpressure = r(&d.backpressure);
-        s.dropped = r(&d.dropped);
-        s
+        self.sh.dgram.counters.snapshot(&self.sh.dgram.holds)
     }
 }

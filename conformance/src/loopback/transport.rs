@@ -13,7 +13,7 @@ use fwipc_transport_api::{
 };
 use spin::Mutex;
 
-use super::datagram::DgramState;
+use super::dgram_state::DgramState;
 use super::wire::{self, ReplyRecord};
 
 /// Transfers in flight at once.
@@ -111,7 +111,7 @@ impl LoopbackTransport {
             })
             .collect();
         LoopbackTransport {
-            dgram: Arc::new(DgramState::new(MAX_MSG)),
+            dgram: Arc::new(DgramState::new(MAX_MSG, MAX_MSG_SIZE)),
             inner: Arc::new(Shared {
                 pool,
                 tokens: TokenAllocator::new(TOKEN_BITS).expect("static width"),

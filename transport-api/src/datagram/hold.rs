@@ -3,6 +3,7 @@
 
 use alloc::boxed::Box;
 
+use super::{Rx, RxAction};
 use crate::sync::{AtomicU64, Lock, Ordering};
 use crate::{Error, PoolBuf, Result};
 
@@ -132,6 +133,44 @@ impl HoldTable {
         }
     }
 
+    /// The body of every backend's [`crate::Datagram::poll_rx`]: up to `budget` times, take the
+    /// next queued datagram from `next` (its source and buffer; `None` when the queue is empty),
+    /// show it to `f` with a fresh handle, and keep it if `f` returns [`RxAction::Hold`]. A
+    /// buffer `f` releases is dropped, then `released` is told its index (e.g. to give the
+    /// remote its slot back). Returns how many datagrams were shown. `f` runs with no lock of the
+    /// table held, only the buffer's own.
+    pub fn poll(
+        &self,
+        budget: usize,
+        next: &mut dyn FnMut() -> Result<Option<(u32, PoolBuf)>>,
+        f: &mut dyn FnMut(Rx<'_>) -> RxAction,
+        released: &mut dyn FnMut(u32),
+    ) -> Result<usize> {
+        let mut n = 0;
+        while n < budget {
+            let Some((src, buf)) = next()? else { break };
+            let hold = self.deliver(&buf)?;
+            let len = buf.len();
+            let action = buf.with(|b| {
+                f(Rx {
+                    src,
+                    data: &b[..len],
+                    hold,
+                })
+            });
+            match action {
+                RxAction::Hold => self.hold(hold, buf)?,
+                RxAction::Release => {
+                    let idx = buf.index();
+                    drop(buf);
+                    released(idx);
+                }
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Run `f` on a held buffer's valid bytes; `InvalidArgument` if `hold` is not held.
     pub fn with(&self, hold: RxHold, f: &mut dyn FnMut(&[u8])) -> Result<()> {
         let h = self
@@ -220,6 +259,46 @@ mod tests {
         );
         t.release(second).unwrap();
         assert_eq!(p.free_count(), 1);
+    }
+
+    #[test]
+    fn poll_shows_in_order_holds_and_releases() {
+        let p = MsgPool::new(4, 8).unwrap();
+        let t = HoldTable::new(4);
+        let mut q: alloc::collections::VecDeque<(u32, PoolBuf)> = (0..4u8)
+            .map(|i| {
+                let b = p.alloc().unwrap();
+                b.write(&[i]).unwrap();
+                (100 + u32::from(i), b)
+            })
+            .collect();
+        let mut seen = alloc::vec::Vec::new();
+        let mut freed = alloc::vec::Vec::new();
+        let mut held = alloc::vec::Vec::new();
+        let n = t
+            .poll(
+                3,
+                &mut || Ok(q.pop_front()),
+                &mut |rx| {
+                    seen.push((rx.src, rx.data[0]));
+                    if rx.data[0] % 2 == 0 {
+                        held.push(rx.hold);
+                        RxAction::Hold
+                    } else {
+                        RxAction::Release
+                    }
+                },
+                &mut |idx| freed.push(idx),
+            )
+            .unwrap();
+        assert_eq!(n, 3, "the budget bounds the deliveries");
+        assert_eq!(seen, [(100, 0), (101, 1), (102, 2)]);
+        assert_eq!(freed, [1]);
+        assert_eq!((t.held(), p.free_count(), q.len()), (2, 1, 1));
+        for h in held {
+            t.release(h).unwrap();
+        }
+        assert_eq!(p.free_count(), 3);
     }
 
     #[test]

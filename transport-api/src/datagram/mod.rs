@@ -11,12 +11,16 @@
 //! [`Datagram::poll_rx`] (the poll path) instead of being stored at bind time, and "bound" is an
 //! [`EndpointEvent`] read with [`Datagram::next_event`].
 
+mod counters;
+mod endpoints;
 mod hold;
 mod loan;
 #[cfg(feature = "std")]
 mod peer;
 mod types;
 
+pub use counters::DatagramCounters;
+pub use endpoints::EndpointQueues;
 pub use hold::{HoldTable, RxHold};
 pub use loan::TxLoan;
 #[cfg(feature = "std")]
