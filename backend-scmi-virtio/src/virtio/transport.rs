@@ -842,6 +842,8 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
 
 impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     fn caps(&self) -> Caps {
+        // No datagrams (docs/datagram.md): SCMI notifications and delayed responses are
+        // unsolicited messages of a protocol, delivered by `fetch_notification`, not endpoints.
         Caps::new(self.pool.capacity(), self.max_msg_size)
             .with_notifications(self.features.contains(ScmiFeatures::P2A_CHANNELS))
             .with_polling(true)

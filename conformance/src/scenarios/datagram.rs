@@ -73,6 +73,11 @@ pub fn one_way_ordering<F: Fixture>() -> Verdict {
     let fx = F::setup(F::modes()[0]);
     let caps = fx.transport().caps();
     if !caps.one_way {
+        assert!(
+            fx.datagram().is_none(),
+            "{}: the fixture offers a datagram side that Caps::one_way does not claim",
+            F::NAME
+        );
         return Verdict::NotApplicable("no one-way datagrams (Caps::one_way)");
     }
     let (d, peer) = pair(&fx);
