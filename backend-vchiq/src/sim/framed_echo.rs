@@ -168,10 +168,12 @@ impl EchoService {
             (s.open.or(s.listener), s.notify_seq)
         };
         let h = h.ok_or(VchiqError::NotConnected)?;
-        master.queue_message(
-            h,
-            &encode_frame(NOTIFY | seq, payload.len() as u32, payload),
-        )
+        let hdr = FrameHeader {
+            token: NOTIFY | seq,
+            len: payload.len() as u32,
+        };
+        // In parts: no frame is assembled on the heap.
+        master.queue_message_parts(h, &[hdr.as_bytes(), payload])
     }
 
     /// Hostile input: `bytes` verbatim as a raw slot message, and as a DATA payload.
