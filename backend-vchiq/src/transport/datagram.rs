@@ -155,8 +155,12 @@ impl Datagram for VchiqTransport {
     fn unbind(&self, ep: Endpoint) -> Result<()> {
         let d = &self.sh.dgram;
         // Give back what is queued (and its claims), then unbind; a datagram that slips in
-        // between leaves a stale claim that `offer` returns when its buffer is reused.
-        while let Some((_, buf)) = d.eps.pop(&ep)? {
+        // between leaves a stale claim that `offer` returns when its buffer is reused. Bounded:
+        // the remote can refill the queue as fast as it drains.
+        for _ in 0..DGRAM_RX_BUFS {
+            let Some((_, buf)) = d.eps.pop(&ep)? else {
+                break;
+            };
             let idx = buf.index();
             drop(buf);
             d.unclaim(&self.vchiq, idx);

@@ -322,3 +322,29 @@ mod tests {
         assert_eq!(t.double_releases(), 3);
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::MsgPool;
+
+    /// Two threads release the same handle: exactly one succeeds, the other is refused and
+    /// counted, and the buffer goes back to its pool exactly once.
+    #[test]
+    fn racing_releases_free_once() {
+        loom::model(|| {
+            let p = MsgPool::new(1, 4).unwrap();
+            let t = alloc::sync::Arc::new(HoldTable::new(1));
+            let b = p.alloc().unwrap();
+            let h = t.deliver(&b).unwrap();
+            t.hold(h, b).unwrap();
+            let t2 = t.clone();
+            let th = loom::thread::spawn(move || t2.release(h).is_ok());
+            let mine = t.release(h).is_ok();
+            let theirs = th.join().unwrap();
+            assert!(mine ^ theirs, "exactly one release wins");
+            assert_eq!((t.held(), t.double_releases()), (0, 1));
+            assert_eq!(p.free_count(), 1);
+        });
+    }
+}
