@@ -111,19 +111,24 @@ fn cycles<F: Fixture>(fx: &F, n: usize, wait: Wait<'_>) {
     }
 }
 
+/// How the cycles wait: spin-then-yield in polled mode, a parker in interrupt mode.
+fn wait_for(mode: Completion, parker: &ThreadParker) -> Wait<'_> {
+    match mode {
+        Completion::Polled => Wait::SpinThenYield {
+            spins: 64,
+            relax: &yield_now,
+        },
+        Completion::Interrupt => Wait::Completion(parker),
+    }
+}
+
 /// Heap allocations (all threads) during 1000 echo cycles of a fresh `F` in `mode`, after 200
 /// warm-up cycles (lazily created thread-locals, the first park...). Polled mode waits with
 /// spin-then-yield, interrupt mode with a parker.
 pub fn steady_state_allocs<F: Fixture>(alloc: &CountingAlloc, mode: Completion) -> u64 {
     let fx = F::setup(mode);
     let parker = ThreadParker::new();
-    let wait = match mode {
-        Completion::Polled => Wait::SpinThenYield {
-            spins: 64,
-            relax: &yield_now,
-        },
-        Completion::Interrupt => Wait::Completion(&parker),
-    };
+    let wait = wait_for(mode, &parker);
     cycles(&fx, 200, wait);
     alloc.start();
     cycles(&fx, 1000, wait);
@@ -161,6 +166,10 @@ pub fn steady_state_datagram_allocs<F: Fixture>(
     const LIMIT: u32 = 1_000_000;
     let fx = F::setup(mode);
     let (d, peer) = fx.datagram()?;
+    // Echo cycles first: the remote's thread is then up and past its first-use allocations
+    // (a thread that is still starting allocates, and every thread is counted).
+    let parker = ThreadParker::new();
+    cycles(&fx, 200, wait_for(mode, &parker));
     let ep = d.bind(Bind::Any).expect("bind");
     let payload = [0x5au8; 32];
     let mut total = 0;
