@@ -147,14 +147,11 @@ impl FastRpcTransport {
 
 impl Transport for FastRpcTransport {
     fn caps(&self) -> Caps {
-        Caps {
-            max_msg: self.session.payload_capacity(),
-            max_msg_size: self.max_msg_size,
-            bulk: true,
-            max_bulk_size: BULK_MAX,
-            notifications: false,
-            polling: true,
-        }
+        // FastRPC is remote procedure calls only: no one-way messages, endpoints or held
+        // receive buffers (docs/datagram.md).
+        Caps::new(self.session.payload_capacity(), self.max_msg_size)
+            .with_bulk(BULK_MAX)
+            .with_polling(true)
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {

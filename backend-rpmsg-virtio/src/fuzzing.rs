@@ -79,9 +79,13 @@ impl crate::link::Link for ReplayLink {
 /// chunk starts with an op byte: 0 send a call, 1 give up on the oldest call, 2 poll and finish
 /// every call, otherwise the next `4 * byte` bytes arrive as a frame (odd ops aim it at a transfer
 /// address, ops with bit 1 set also make it a well-formed reply from the call's target).
-/// The pool must be whole again after shutdown.
+/// The pool must be whole again after shutdown. A datagram endpoint is bound at [`DGRAM_ADDR`]
+/// (ops with bit 2 and not bit 0 aim the frame there); op 2 also drains it, holding every other
+/// datagram and releasing (twice) what the previous op 2 held.
 pub fn transport_rx(data: &[u8]) {
-    use fwipc_transport_api::{ManualClock, Request, Transport, TxOutcome};
+    use fwipc_transport_api::{
+        Bind, Datagram, ManualClock, Request, RxAction, Transport, TxOutcome,
+    };
 
     let link = ReplayLink {
         frames: spin::Mutex::new(alloc::collections::VecDeque::new()),
@@ -93,6 +97,10 @@ pub fn transport_rx(data: &[u8]) {
     let Ok(t) = crate::transport::RpmsgTransport::new(link, ManualClock::new(), cfg) else {
         return;
     };
+    let Ok(ep) = t.bind(Bind::Addr(DGRAM_ADDR)) else {
+        return;
+    };
+    let mut held = alloc::vec::Vec::new();
     let mut tickets = alloc::collections::VecDeque::new();
     let mut rest = data;
     let mut out = [0u8; crate::addr::MAX_PAYLOAD];
@@ -124,6 +132,20 @@ pub fn transport_rx(data: &[u8]) {
                     }
                 }
                 while let Ok(Some(_)) = t.fetch_notification(&mut out) {}
+                for h in held.drain(..) {
+                    let _ = t.release_rx(h);
+                    assert!(t.release_rx(h).is_err(), "a double release was accepted");
+                }
+                let mut keep = false;
+                let _ = t.poll_rx(&ep, usize::MAX, &mut |rx| {
+                    keep = !keep;
+                    if keep {
+                        held.push(rx.hold);
+                        RxAction::Hold
+                    } else {
+                        RxAction::Release
+                    }
+                });
             }
             _ => {
                 let Some((&n, tail)) = rest.split_first() else {
@@ -134,6 +156,9 @@ pub fn transport_rx(data: &[u8]) {
                 rest = tail;
                 // Replies go to the transfer addresses: steer some frames there.
                 let mut f = alloc::vec::Vec::from(frame);
+                if op & 5 == 4 && f.len() >= 8 {
+                    f[4..8].copy_from_slice(&DGRAM_ADDR.to_le_bytes());
+                }
                 if op & 1 == 1 && f.len() >= 8 {
                     let tok = u32::from(f[4]) & 0xf;
                     f[4..8].copy_from_slice(&(crate::addr::TRANSFER_ADDR_BASE + tok).to_le_bytes());
@@ -158,7 +183,11 @@ pub fn transport_rx(data: &[u8]) {
         s.pool_free, s.pool_capacity,
         "pool not whole after shutdown"
     );
+    assert_eq!(t.datagram_stats().held, 0, "datagrams held after shutdown");
 }
+
+/// The datagram endpoint [`transport_rx`] binds.
+pub const DGRAM_ADDR: u32 = 0x500;
 
 #[cfg(test)]
 mod tests {

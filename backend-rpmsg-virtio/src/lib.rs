@@ -25,4 +25,4 @@ pub mod transport;
 
 pub use error::{RpmsgError, WireError};
 pub use link::{Link, LinkError};
-pub use transport::{RpmsgConfig, RpmsgTransport};
+pub use transport::{RpmsgConfig, RpmsgTransport, DGRAM_RX_BUFS};

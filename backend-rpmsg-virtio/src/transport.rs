@@ -29,6 +29,9 @@ use crate::name::Name;
 use crate::node::{Delivery, Node};
 use crate::role::Role;
 
+mod datagram;
+pub use datagram::DGRAM_RX_BUFS;
+
 /// Width of transfer tokens: 4096 reply addresses, handed out in a monotonic cycle so a
 /// just-finished transfer's address is not reused at once.
 const TOKEN_BITS: u32 = 12;
@@ -90,6 +93,8 @@ pub struct RpmsgTransport<L: Link, C: Clock> {
     notes_dropped: AtomicU64,
     /// Serialises receive processing so frames are handled in arrival order.
     rx: Mutex<()>,
+    /// Datagram endpoints (`transport/datagram.rs`).
+    dgram: datagram::DgramSide,
 }
 
 impl<L: Link, C: Clock> core::fmt::Debug for RpmsgTransport<L, C> {
@@ -124,6 +129,7 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
             notes: Mutex::new(VecDeque::with_capacity(cfg.notifications)),
             notes_dropped: AtomicU64::new(0),
             rx: Mutex::new(()),
+            dgram: datagram::DgramSide::new(cfg.endpoints)?,
         };
         t.announce(notify_addr, false)?;
         Ok(t)
@@ -166,8 +172,8 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
     /// [`RpmsgConfig::rx_budget`] frames per call.
     pub fn handle_interrupt(&self) {
         let _rx = self.rx.lock();
-        self.link
-            .receive(self.cfg.rx_budget, &mut |frame| self.on_frame(frame));
+        let budget = self.dgram.rx_room(self.cfg.rx_budget);
+        self.link.receive(budget, &mut |frame| self.on_frame(frame));
     }
 
     /// The peer was reset: its announcements are void and it answers nothing sent before.
@@ -179,14 +185,14 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
     fn on_frame(&self, frame: &[u8]) {
         let d = self.node.lock().receive(frame);
         match d {
-            Ok(Delivery::NameService(_)) => {}
+            Ok(Delivery::NameService(a)) => self.dgram.on_ns(&a),
             Ok(Delivery::Message(f)) => {
                 let payload = f.payload(frame);
                 if f.dst == self.notify_addr {
                     self.queue_note(f.src, payload);
                 } else if f.dst >= TRANSFER_ADDR_BASE {
                     self.on_reply(f.dst - TRANSFER_ADDR_BASE, f.src, payload);
-                } else {
+                } else if !self.dgram.deliver(f.src, f.dst, payload) {
                     log::debug!("rpmsg: message for unbound address {}", f.dst);
                     Counters::bump(&self.table.counters().unknown_replies);
                 }
@@ -238,14 +244,13 @@ fn link_err(e: LinkError) -> Error {
 
 impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
     fn caps(&self) -> Caps {
-        Caps {
-            max_msg: self.cfg.max_msg,
-            max_msg_size: MAX_PAYLOAD,
-            bulk: false,
-            max_bulk_size: 0,
-            notifications: true,
-            polling: true,
-        }
+        Caps::new(self.cfg.max_msg, MAX_PAYLOAD)
+            .with_notifications(true)
+            .with_polling(true)
+            .with_one_way(true)
+            .with_rx_hold(true)
+            .with_endpoints(true)
+            .with_name_service(self.cfg.name_service)
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {
@@ -321,6 +326,7 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
             // down already), then take every buffer back from it (the device reset).
             let _ = self.announce(self.notify_addr, true);
             self.link.reset();
+            self.dgram.reset();
             self.table.fail_all(Error::Shutdown);
         }
         let deadline = Deadline::after(&self.clock, Duration::from_secs(2));

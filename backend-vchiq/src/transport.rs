@@ -30,6 +30,9 @@ use crate::engine::service::{
 use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 use crate::wire::frame::{self, FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
 
+mod datagram;
+pub use datagram::DGRAM_RX_BUFS;
+
 const BULK_BIT: u32 = 0x8000_0000;
 const N_BULK: usize = 8;
 const N_NOTIF: usize = 16;
@@ -62,6 +65,8 @@ struct Shared {
     notifs: spin::Mutex<NotifRing>,
     lifecycle: Lifecycle,
     handle: AtomicU32,
+    /// The datagram endpoint (`transport/datagram.rs`).
+    dgram: datagram::DgramSide,
 }
 
 /// The fwipc transport over one VCHIQ service.
@@ -91,6 +96,7 @@ impl VchiqTransport {
         timeout: Duration,
     ) -> Result<Self> {
         let table = TransferTable::new(max_msg, MAX_FRAME_PAYLOAD, 16)?;
+        let dgram = datagram::DgramSide::new(params.fourcc)?;
         let sh = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             params,
@@ -114,6 +120,7 @@ impl VchiqTransport {
             }),
             lifecycle: Lifecycle::new(),
             handle: AtomicU32::new(0),
+            dgram,
         });
         let h = vchiq.open_service_wait(params, sh.clone(), timeout)?;
         // Relaxed: the handle is a plain value; the service table is guarded by the core's lock.
@@ -211,7 +218,10 @@ impl Shared {
 impl ServiceHandler for Shared {
     fn callback(&self, ctx: &ServiceCtx<'_>, event: Event<'_>) -> Deliver {
         match event {
-            Event::Message(m) => self.on_reply(m.payload()),
+            Event::Message(m) => match self.dgram.offer(ctx.vchiq, &m) {
+                Some(d) => return d,
+                None => self.on_reply(m.payload()),
+            },
             Event::Bulk(c) => self.on_bulk(c),
             Event::Closed => {
                 // Relaxed: plain value.
@@ -244,14 +254,12 @@ impl ServiceHandler for Shared {
 
 impl Transport for VchiqTransport {
     fn caps(&self) -> Caps {
-        Caps {
-            max_msg: self.sh.table.pool().capacity(),
-            max_msg_size: MAX_FRAME_PAYLOAD,
-            bulk: true,
-            max_bulk_size: self.vchiq.config().max_bulk_size().min(1 << 20),
-            notifications: true,
-            polling: true,
-        }
+        Caps::new(self.sh.table.pool().capacity(), MAX_FRAME_PAYLOAD)
+            .with_bulk(self.vchiq.config().max_bulk_size().min(1 << 20))
+            .with_notifications(true)
+            .with_polling(true)
+            .with_one_way(true)
+            .with_rx_hold(true)
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {
@@ -443,6 +451,7 @@ impl Transport for VchiqTransport {
         }
         // Waiters first learn it is Shutdown (before the close could report Cancelled).
         self.sh.table.fail_all(Error::Shutdown);
+        self.dgram_reset();
         // Close the service: the remote aborts our bulks (they come back ABORTED).
         let h = self.service();
         let _ = self.vchiq.remove_service(h);

@@ -1,6 +1,6 @@
 //! "Steady-state send/receive paths allocate nothing": a counting global allocator counts the
-//! allocations made *by this test's thread* while it runs echo round trips through the transport
-//! in polled mode (so the ARM side's whole receive path, slot handler included, runs on this
+//! allocations made *by this test's thread* while it runs echo round trips (and, in a second
+//! test, datagram cycles) through the transport in polled mode (so the ARM side's whole receive path, slot handler included, runs on this
 //! thread). The simulated VideoCore runs on its own thread and may allocate; it is not counted.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
+use fwipc_transport_api::{Bind, Error, RxAction};
 use fwipc_vchiq::sim::VchiqFixture;
 
 struct Counting;
@@ -76,4 +77,53 @@ fn echo_round_trips_allocate_nothing_on_the_caller() {
     assert_eq!(n, 0, "{n} allocations on the send/receive path");
     let s = f.transport().stats();
     assert_eq!(s.pool_free, s.pool_capacity);
+}
+
+/// The datagram path on the caller's thread (polled mode: `poll_rx` runs the core's receive
+/// path here): remote send, hold in `poll_rx`, `release_rx`, `send_to`.
+#[test]
+fn datagram_cycles_allocate_nothing_on_the_caller() {
+    let f = VchiqFixture::setup(Completion::Polled);
+    let (d, peer) = f.datagram().unwrap();
+    let ep = d.bind(Bind::Any).unwrap();
+    let payload = [0x5au8; 32];
+    let cycle = || {
+        loop {
+            match peer.send(ep.addr(), &payload) {
+                Ok(()) => break,
+                Err(Error::Retry) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut held = None;
+        while held.is_none() {
+            d.poll_rx(&ep, 1, &mut |rx| {
+                held = Some(rx.hold);
+                RxAction::Hold
+            })
+            .unwrap();
+        }
+        d.release_rx(held.unwrap()).unwrap();
+        loop {
+            match d.send_to(&ep, peer.addr(), &payload) {
+                Ok(()) => break,
+                Err(Error::Retry) => {
+                    d.poll_rx(&ep, 0, &mut |_| RxAction::Release).unwrap();
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    for _ in 0..300 {
+        cycle();
+    }
+    COUNT.with(|c| c.set(true));
+    for _ in 0..500 {
+        cycle();
+    }
+    COUNT.with(|c| c.set(false));
+    let n = ALLOCS.with(|a| a.get());
+    assert_eq!(n, 0, "{n} allocations on the datagram path");
+    assert_eq!(d.datagram_stats().held, 0);
 }

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{
-    call, yield_now, Completion, Request, StdClock, ThreadParker, Transport, Wait,
+    call, yield_now, Bind, Completion, Error, Request, RxAction, StdClock, ThreadParker, Transport,
+    Wait,
 };
 
 /// A global allocator that forwards to [`System`] and counts allocations while switched on.
@@ -110,19 +111,24 @@ fn cycles<F: Fixture>(fx: &F, n: usize, wait: Wait<'_>) {
     }
 }
 
+/// How the cycles wait: spin-then-yield in polled mode, a parker in interrupt mode.
+fn wait_for(mode: Completion, parker: &ThreadParker) -> Wait<'_> {
+    match mode {
+        Completion::Polled => Wait::SpinThenYield {
+            spins: 64,
+            relax: &yield_now,
+        },
+        Completion::Interrupt => Wait::Completion(parker),
+    }
+}
+
 /// Heap allocations (all threads) during 1000 echo cycles of a fresh `F` in `mode`, after 200
 /// warm-up cycles (lazily created thread-locals, the first park...). Polled mode waits with
 /// spin-then-yield, interrupt mode with a parker.
 pub fn steady_state_allocs<F: Fixture>(alloc: &CountingAlloc, mode: Completion) -> u64 {
     let fx = F::setup(mode);
     let parker = ThreadParker::new();
-    let wait = match mode {
-        Completion::Polled => Wait::SpinThenYield {
-            spins: 64,
-            relax: &yield_now,
-        },
-        Completion::Interrupt => Wait::Completion(&parker),
-    };
+    let wait = wait_for(mode, &parker);
     cycles(&fx, 200, wait);
     alloc.start();
     cycles(&fx, 1000, wait);
@@ -134,4 +140,70 @@ pub fn steady_state_allocs<F: Fixture>(alloc: &CountingAlloc, mode: Completion) 
         F::NAME
     );
     n
+}
+
+/// Retry `f` (spinning, never sleeping: a sleep may allocate a timer) until it succeeds; panics
+/// on an error other than back-pressure or after `limit` tries.
+fn spin_until(what: &str, limit: u32, mut f: impl FnMut() -> fwipc_transport_api::Result<bool>) {
+    for _ in 0..limit {
+        match f() {
+            Ok(true) => return,
+            Ok(false) | Err(Error::Busy | Error::Retry) => yield_now(),
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    panic!("{what}: no progress");
+}
+
+/// Heap allocations (all threads) during 1000 datagram cycles of a fresh `F` in `mode`, after
+/// 100 warm-up cycles: the remote sends one datagram, the local side holds it in `poll_rx` and
+/// releases it, then sends one back with `send_to`. `None` if `F` has no datagram side. What the
+/// remote received is read (and freed) between cycles, with counting paused.
+pub fn steady_state_datagram_allocs<F: Fixture>(
+    alloc: &CountingAlloc,
+    mode: Completion,
+) -> Option<u64> {
+    const LIMIT: u32 = 1_000_000;
+    let fx = F::setup(mode);
+    let (d, peer) = fx.datagram()?;
+    // Echo cycles first: the remote's thread is then up and past its first-use allocations
+    // (a thread that is still starting allocates, and every thread is counted).
+    let parker = ThreadParker::new();
+    cycles(&fx, 200, wait_for(mode, &parker));
+    let ep = d.bind(Bind::Any).expect("bind");
+    let payload = [0x5au8; 32];
+    let mut total = 0;
+    for i in 0..1100 {
+        if i >= 100 {
+            alloc.start();
+        }
+        spin_until("remote send", LIMIT, || {
+            peer.send(ep.addr(), &payload).map(|()| true)
+        });
+        let mut held = None;
+        spin_until("poll_rx", LIMIT, || {
+            d.poll_rx(&ep, 1, &mut |rx| {
+                held = Some(rx.hold);
+                RxAction::Hold
+            })
+            .map(|n| n == 1)
+        });
+        d.release_rx(held.expect("held")).expect("release");
+        spin_until("send_to", LIMIT, || {
+            d.send_to(&ep, peer.addr(), &payload).map(|()| true)
+        });
+        if i >= 100 {
+            total += alloc.stop();
+        }
+        if i % 8 == 0 {
+            drop(peer.take_received());
+        }
+    }
+    let s = d.datagram_stats();
+    assert!(
+        s.received >= 1100 && s.sent >= 1100 && s.held == 0,
+        "{}: datagram cycles did not complete: {s:?}",
+        F::NAME
+    );
+    Some(total)
 }

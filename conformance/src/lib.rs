@@ -2,7 +2,9 @@
 //!
 //! One set of behavioural scenarios, generic over [`Fixture`], that every backend runs: ordering,
 //! concurrency, timeouts and late replies, pool exhaustion, teardown with transfers in flight, bulk
-//! integrity at odd offsets, hostile remote input, dropped replies, remote reset, notifications.
+//! integrity at odd offsets, hostile remote input, dropped replies, remote reset, notifications,
+//! and for datagram transports one-way ordering, RX hold/release under exhaustion, zero-copy
+//! buffer ownership and the name service (docs/datagram.md).
 //!
 //! A backend instantiates the whole suite in its `tests/conformance.rs`:
 //!
@@ -51,7 +53,11 @@ macro_rules! conformance_tests {
                 dropped_reply,
                 reset_mid_flight,
                 notifications,
-                sim_modes
+                sim_modes,
+                one_way_ordering,
+                rx_hold_exhaustion,
+                zero_copy_ownership,
+                name_service
             );
         }
     };

@@ -1,7 +1,9 @@
 //! Steady-state send/receive allocates nothing on the loopback reference backend, in both
 //! completion modes (`fwipc_conformance::alloc_count`).
 
-use fwipc_conformance::alloc_count::{steady_state_allocs, CountingAlloc};
+use fwipc_conformance::alloc_count::{
+    steady_state_allocs, steady_state_datagram_allocs, CountingAlloc,
+};
 use fwipc_conformance::loopback::LoopbackFixture;
 use fwipc_transport_api::fixture::Fixture;
 
@@ -16,6 +18,12 @@ fn steady_state_send_receive_allocates_nothing() {
         assert_eq!(
             n, 0,
             "{n} heap allocations in 1000 steady-state cycles ({mode:?})"
+        );
+        let n =
+            steady_state_datagram_allocs::<LoopbackFixture>(&GLOBAL, mode).expect("datagram side");
+        assert_eq!(
+            n, 0,
+            "{n} heap allocations in 1000 steady-state datagram cycles ({mode:?})"
         );
     }
 }

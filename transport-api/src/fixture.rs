@@ -6,6 +6,7 @@
 use alloc::vec::Vec;
 use core::time::Duration;
 
+pub use crate::datagram::DatagramPeer;
 use crate::transport::{Completion, Transport};
 
 /// The echo service's reply to a request payload: every byte inverted, same length. Inverting
@@ -124,6 +125,11 @@ pub trait Fixture: Sized + Send + Sync {
     /// A short timeout for scenarios that expect one.
     fn short_timeout(&self) -> Duration {
         Duration::from_millis(50)
+    }
+    /// The transport's datagram side and the remote endpoint that talks to it, for a backend
+    /// whose [`crate::Caps`] claims `one_way` (docs/datagram.md). `None` by default.
+    fn datagram(&self) -> Option<(&dyn crate::Datagram, &dyn DatagramPeer)> {
+        None
     }
 }
 

@@ -5,6 +5,7 @@
 extern crate alloc;
 
 mod clock;
+mod datagram;
 mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixture;
@@ -25,6 +26,10 @@ mod wait;
 #[cfg(feature = "std")]
 pub use clock::StdClock;
 pub use clock::{Clock, Deadline, Instant, ManualClock};
+pub use datagram::{
+    Bind, Datagram, DatagramCounters, DatagramStats, Endpoint, EndpointEvent, EndpointName,
+    EndpointQueues, HoldTable, Rx, RxAction, RxHold, RxInfo, TxLoan,
+};
 pub use error::{errno, Error, ProtocolError, Result};
 pub use future::{block_on_polling, call_async, CallFuture};
 pub use lifecycle::{Lifecycle, UserGuard};

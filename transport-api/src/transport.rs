@@ -159,7 +159,17 @@ pub struct Notification {
 }
 
 /// What a transport can do.
+///
+/// `#[non_exhaustive]`: build it with [`Caps::new`] and the `with_*` setters, so fields can be
+/// added without breaking backends. Everything beyond the two sizes starts off.
+///
+/// ```
+/// use fwipc_transport_api::Caps;
+/// let c = Caps::new(16, 512).with_polling(true).with_one_way(true);
+/// assert!(c.polling && c.one_way && !c.bulk && !c.zero_copy);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Caps {
     /// Transfers that may be in flight at once (the pool size).
     pub max_msg: usize,
@@ -173,6 +183,87 @@ pub struct Caps {
     pub notifications: bool,
     /// Whether [`Completion::Polled`] transfers are supported.
     pub polling: bool,
+    /// Whether the transport implements [`crate::Datagram`]: endpoints and one-way sends
+    /// (docs/datagram.md).
+    pub one_way: bool,
+    /// Whether [`crate::Datagram::loan`] / [`crate::Datagram::send_loan`] (zero-copy send) work.
+    pub zero_copy: bool,
+    /// Whether a received datagram can be held past its callback and released later
+    /// ([`crate::RxAction::Hold`], [`crate::Datagram::release_rx`]).
+    pub rx_hold: bool,
+    /// Whether endpoints can be bound by name ([`crate::Bind::Name`]) as well as by address.
+    pub endpoints: bool,
+    /// Whether the remote announces and destroys named endpoints ([`crate::EndpointEvent`]).
+    pub name_service: bool,
+}
+
+impl Caps {
+    /// A request/reply transport with `max_msg` transfers of up to `max_msg_size` bytes in
+    /// flight, and no optional feature.
+    pub const fn new(max_msg: usize, max_msg_size: usize) -> Self {
+        Caps {
+            max_msg,
+            max_msg_size,
+            bulk: false,
+            max_bulk_size: 0,
+            notifications: false,
+            polling: false,
+            one_way: false,
+            zero_copy: false,
+            rx_hold: false,
+            endpoints: false,
+            name_service: false,
+        }
+    }
+
+    /// Bulk transfers of up to `max_bulk_size` bytes (0 turns bulk off).
+    pub const fn with_bulk(mut self, max_bulk_size: usize) -> Self {
+        self.bulk = max_bulk_size > 0;
+        self.max_bulk_size = max_bulk_size;
+        self
+    }
+
+    /// Sets [`Caps::notifications`].
+    pub const fn with_notifications(mut self, on: bool) -> Self {
+        self.notifications = on;
+        self
+    }
+
+    /// Sets [`Caps::polling`].
+    pub const fn with_polling(mut self, on: bool) -> Self {
+        self.polling = on;
+        self
+    }
+
+    /// Sets [`Caps::one_way`].
+    pub const fn with_one_way(mut self, on: bool) -> Self {
+        self.one_way = on;
+        self
+    }
+
+    /// Sets [`Caps::zero_copy`].
+    pub const fn with_zero_copy(mut self, on: bool) -> Self {
+        self.zero_copy = on;
+        self
+    }
+
+    /// Sets [`Caps::rx_hold`].
+    pub const fn with_rx_hold(mut self, on: bool) -> Self {
+        self.rx_hold = on;
+        self
+    }
+
+    /// Sets [`Caps::endpoints`].
+    pub const fn with_endpoints(mut self, on: bool) -> Self {
+        self.endpoints = on;
+        self
+    }
+
+    /// Sets [`Caps::name_service`].
+    pub const fn with_name_service(mut self, on: bool) -> Self {
+        self.name_service = on;
+        self
+    }
 }
 
 /// A firmware IPC transport. All methods take `&self`: a transport is shared by many threads, and

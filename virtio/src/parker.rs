@@ -187,14 +187,7 @@ mod tests {
 
     impl fwipc_transport_api::Transport for LateCompletion {
         fn caps(&self) -> fwipc_transport_api::Caps {
-            fwipc_transport_api::Caps {
-                max_msg: 1,
-                max_msg_size: 8,
-                bulk: false,
-                max_bulk_size: 0,
-                notifications: false,
-                polling: false,
-            }
+            fwipc_transport_api::Caps::new(1, 8)
         }
         fn send(
             &self,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fwipc_transport_api::fixture::{Fixture, RemoteControl};
-use fwipc_transport_api::{Completion, StdClock};
+use fwipc_transport_api::fixture::{DatagramPeer, Fixture, RemoteControl};
+use fwipc_transport_api::{Completion, Datagram, StdClock};
 
 use super::queues::{weak, DriverEnd, Queues};
 use super::remote::SimRemote;
@@ -115,6 +115,10 @@ impl Fixture for RpmsgFixture {
 
     fn remote(&self) -> &dyn RemoteControl {
         &*self.remote
+    }
+
+    fn datagram(&self) -> Option<(&dyn Datagram, &dyn DatagramPeer)> {
+        Some((&*self.transport, &*self.remote))
     }
 }
 

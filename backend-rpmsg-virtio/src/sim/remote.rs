@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch};
 
+use super::peer_log::PeerLog;
 use super::queues::{DeviceEnd, Queues};
 use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, TRANSFER_ADDR_BASE};
 use crate::frame::write_frame;
@@ -30,7 +31,8 @@ struct Held {
 
 /// The simulated remote.
 pub struct SimRemote {
-    end: DeviceEnd,
+    pub(crate) end: DeviceEnd,
+    pub(crate) peer: PeerLog,
     node: Mutex<Node>,
     echo_addr: AtomicU32,
     fault: Mutex<Fault>,
@@ -59,6 +61,7 @@ impl SimRemote {
     pub fn new(queues: Arc<Queues>) -> Self {
         let r = SimRemote {
             end: DeviceEnd(queues),
+            peer: PeerLog::new(),
             node: Mutex::new(Node::new(Role::Device, 4, 8, true)),
             echo_addr: AtomicU32::new(0),
             fault: Mutex::new(Fault::None),
@@ -158,7 +161,10 @@ impl SimRemote {
         let d = lock(&self.node).receive(frame);
         let f = match d {
             Ok(Delivery::Message(f)) if f.dst == self.echo_addr() => f,
-            Ok(Delivery::NameService(_)) => return,
+            Ok(Delivery::NameService(a)) => return self.peer.on_ns(&a),
+            Ok(Delivery::Message(f)) if self.peer.on_message(f.src, f.dst, f.payload(frame)) => {
+                return
+            }
             Ok(Delivery::Message(f)) => {
                 log::debug!("rpmsg sim: message for unbound address {}", f.dst);
                 return;

@@ -137,14 +137,9 @@ impl<P: PlatformModel> DirectTransport<P> {
 
 impl<P: PlatformModel> Transport for DirectTransport<P> {
     fn caps(&self) -> Caps {
-        Caps {
-            max_msg: self.max_msg,
-            max_msg_size: self.max_msg_size,
-            bulk: false,
-            max_bulk_size: 0,
-            notifications: true,
-            polling: true,
-        }
+        Caps::new(self.max_msg, self.max_msg_size)
+            .with_notifications(true)
+            .with_polling(true)
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {

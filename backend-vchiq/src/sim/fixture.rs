@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl, SimMode};
-use fwipc_transport_api::Completion;
+use fwipc_transport_api::fixture::{DatagramPeer, Fault, Fixture, RemoteControl, SimMode};
+use fwipc_transport_api::{Completion, Datagram, Error};
 
 use super::framed_echo::{EchoService, ECHO_FOURCC};
 use super::SimPair;
@@ -87,6 +87,35 @@ impl Fixture for VchiqFixture {
 
     fn remote(&self) -> &dyn RemoteControl {
         self
+    }
+
+    fn datagram(&self) -> Option<(&dyn Datagram, &dyn DatagramPeer)> {
+        Some((&self.transport, self))
+    }
+}
+
+/// The echo service's side of the one-way messages (`transport/datagram.rs`): its endpoint is
+/// the service's fourcc.
+impl DatagramPeer for VchiqFixture {
+    fn addr(&self) -> u32 {
+        ECHO_FOURCC
+    }
+
+    fn send(&self, dst: u32, payload: &[u8]) -> fwipc_transport_api::Result<()> {
+        if dst != ECHO_FOURCC {
+            return Err(Error::InvalidArgument);
+        }
+        self.echo
+            .send_one_way(self.pair.master(), payload)
+            .map_err(Error::from)
+    }
+
+    fn take_received(&self) -> Vec<(u32, Vec<u8>)> {
+        self.echo
+            .take_one_way()
+            .into_iter()
+            .map(|p| (ECHO_FOURCC, p))
+            .collect()
     }
 }
 

@@ -32,6 +32,8 @@ struct EchoState {
     bulk_tag: u64,
     /// The reply being built (reused).
     reply_buf: Vec<u8>,
+    /// One-way frames (token with [`NOTIFY`]) from the ARM side: logged, not answered.
+    one_way: VecDeque<Vec<u8>>,
 }
 
 /// The echo service.
@@ -68,6 +70,7 @@ impl EchoService {
                 notify_seq: 0,
                 bulk_tag: 0,
                 reply_buf: Vec::new(),
+                one_way: VecDeque::new(),
             }),
             received: AtomicU64::new(0),
         }
@@ -151,6 +154,25 @@ impl EchoService {
         )
     }
 
+    /// The one-way frames received from the ARM side so far, oldest first; cleared by reading.
+    pub fn take_one_way(&self) -> Vec<Vec<u8>> {
+        self.lock().one_way.drain(..).collect()
+    }
+
+    /// Send `payload` one-way (a [`NOTIFY`] frame) without waiting for room: `Retry` while the
+    /// ARM side is not taking messages.
+    pub fn send_one_way(&self, master: &Vchiq, payload: &[u8]) -> crate::VResult {
+        let (h, seq) = {
+            let mut s = self.lock();
+            s.notify_seq = s.notify_seq.wrapping_add(1) & !NOTIFY;
+            (s.open.or(s.listener), s.notify_seq)
+        };
+        let h = h.ok_or(VchiqError::NotConnected)?;
+        let hdr = FrameHeader::new(NOTIFY | seq, payload.len() as u32);
+        // In parts: no frame is assembled on the heap.
+        master.queue_message_parts(h, &[hdr.as_bytes(), payload])
+    }
+
     /// Hostile input: `bytes` verbatim as a raw slot message, and as a DATA payload.
     pub fn inject_garbage(&self, master: &Vchiq, bytes: &[u8]) {
         let _ = master.queue_raw(&bytes[..bytes.len().min(4096)]);
@@ -186,6 +208,12 @@ impl ServiceHandler for EchoService {
                     return Deliver::Done;
                 };
                 let mut s = self.lock();
+                if h.token & NOTIFY != 0 {
+                    if let Ok(body) = frame::payload(&h, body) {
+                        s.one_way.push_back(body.to_vec());
+                    }
+                    return Deliver::Done;
+                }
                 let fault = s.fault;
                 let (token, len) = match fault {
                     Fault::WrongToken => (h.token.get() ^ 0x5A5A, h.len.get()),

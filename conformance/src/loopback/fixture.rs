@@ -4,9 +4,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use fwipc_transport_api::fixture::{Fixture, RemoteControl};
-use fwipc_transport_api::Completion;
+use fwipc_transport_api::fixture::{DatagramPeer, Fixture, RemoteControl};
+use fwipc_transport_api::{Completion, Datagram};
 
+use super::datagram::LoopbackPeer;
 use super::remote::Remote;
 use super::transport::LoopbackTransport;
 
@@ -16,6 +17,7 @@ pub struct LoopbackFixture {
     remote: Arc<Remote>,
     thread: Option<JoinHandle<()>>,
     mode: Completion,
+    peer: LoopbackPeer,
 }
 
 impl Fixture for LoopbackFixture {
@@ -32,6 +34,7 @@ impl Fixture for LoopbackFixture {
             .expect("spawn loopback remote");
         *transport.inner.remote_thread.lock() = Some(thread.thread().clone());
         LoopbackFixture {
+            peer: LoopbackPeer::new(transport.dgram.clone()),
             transport,
             remote,
             thread: Some(thread),
@@ -57,6 +60,10 @@ impl Fixture for LoopbackFixture {
 
     fn remote(&self) -> &dyn RemoteControl {
         &*self.remote
+    }
+
+    fn datagram(&self) -> Option<(&dyn Datagram, &dyn DatagramPeer)> {
+        Some((&self.transport, &self.peer))
     }
 }
 

@@ -8,10 +8,14 @@
 //! stays remote-owned until the late reply), a [`fwipc_transport_api::Lifecycle`] for shutdown, and
 //! a hostile-input-safe parser. It passes the whole conformance suite.
 
+mod datagram;
+mod dgram_state;
 mod fixture;
 mod remote;
 mod transport;
 pub mod wire;
 
+pub use datagram::LoopbackPeer;
+pub use dgram_state::{PEER_ADDR, RX_BUFS};
 pub use fixture::LoopbackFixture;
 pub use transport::{LoopbackTransport, MAX_MSG, MAX_MSG_SIZE};

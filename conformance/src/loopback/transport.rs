@@ -13,6 +13,7 @@ use fwipc_transport_api::{
 };
 use spin::Mutex;
 
+use super::dgram_state::DgramState;
 use super::wire::{self, ReplyRecord};
 
 /// Transfers in flight at once.
@@ -47,7 +48,7 @@ pub(crate) struct BulkOp {
 pub(crate) struct Shared {
     /// The transfers; a bulk transfer's buffer travels in its entry once it is back.
     pub table: TransferTable<Option<BulkOp>>,
-    lc: Lifecycle,
+    pub(crate) lc: Lifecycle,
     pub requests: Mutex<VecDeque<ReqRecord>>,
     pub replies: Mutex<VecDeque<[u8; 16]>>,
     pub bulk_out: Mutex<VecDeque<BulkOp>>,
@@ -65,11 +66,13 @@ pub(crate) struct Shared {
 /// The loopback transport. Cheap to share across threads (`&self` API).
 pub struct LoopbackTransport {
     pub(crate) inner: Arc<Shared>,
+    pub(crate) dgram: Arc<DgramState>,
 }
 
 impl LoopbackTransport {
     pub(crate) fn new(irq: bool) -> Self {
         LoopbackTransport {
+            dgram: Arc::new(DgramState::new(MAX_MSG, MAX_MSG_SIZE)),
             inner: Arc::new(Shared {
                 table: TransferTable::new(MAX_MSG, MAX_MSG_SIZE, TOKEN_BITS).expect("static sizes"),
                 lc: Lifecycle::new(),
@@ -143,14 +146,14 @@ impl Shared {
 
 impl Transport for LoopbackTransport {
     fn caps(&self) -> Caps {
-        Caps {
-            max_msg: MAX_MSG,
-            max_msg_size: MAX_MSG_SIZE,
-            bulk: true,
-            max_bulk_size: MAX_BULK,
-            notifications: true,
-            polling: true,
-        }
+        Caps::new(MAX_MSG, MAX_MSG_SIZE)
+            .with_bulk(MAX_BULK)
+            .with_notifications(true)
+            .with_polling(true)
+            .with_one_way(true)
+            .with_zero_copy(true)
+            .with_rx_hold(true)
+            .with_endpoints(true)
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {
@@ -268,6 +271,7 @@ impl Transport for LoopbackTransport {
         let s = &*self.inner;
         let clock = StdClock::new();
         if s.lc.begin_shutdown() {
+            self.dgram.reset();
             {
                 // Fence the remote out of the shared buffers, then take back everything it holds
                 // (the device-reset step).

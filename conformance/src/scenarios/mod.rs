@@ -2,11 +2,13 @@
 //! when the behaviour is broken, and returns a [`Verdict`] otherwise.
 
 mod bulk;
+mod datagram;
 mod faults;
 mod messaging;
 mod teardown;
 
 pub use bulk::bulk_integrity;
+pub use datagram::{name_service, one_way_ordering, rx_hold_exhaustion, zero_copy_ownership};
 pub use faults::{
     dropped_reply, dropped_transfer, hostile_input, pool_exhaustion, reset_mid_flight,
     timeout_late_reply,
@@ -53,5 +55,9 @@ pub fn suite<F: Fixture + 'static>() -> Vec<Scenario> {
         ("reset_mid_flight", reset_mid_flight::<F>),
         ("notifications", notifications::<F>),
         ("sim_modes", sim_modes::<F>),
+        ("one_way_ordering", one_way_ordering::<F>),
+        ("rx_hold_exhaustion", rx_hold_exhaustion::<F>),
+        ("zero_copy_ownership", zero_copy_ownership::<F>),
+        ("name_service", name_service::<F>),
     ]
 }

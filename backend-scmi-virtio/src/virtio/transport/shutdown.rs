@@ -38,7 +38,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         let waited = match &self.cfg.clock {
             Some(c) => {
                 let d = Deadline::after(&**c, self.cfg.shutdown_timeout);
-                self.lc.wait_idle(&**c, d, || {})
+                self.lc.wait_idle(&**c, d, fwipc_transport_api::Wait::Poll)
             }
             None => {
                 let mut n = 0u64;

@@ -20,14 +20,11 @@ use crate::virtio::slot::{Outcome, Owner, PollStatus};
 
 impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     fn caps(&self) -> Caps {
-        Caps {
-            max_msg: self.pool.capacity(),
-            max_msg_size: self.max_msg_size,
-            bulk: false,
-            max_bulk_size: 0,
-            notifications: self.features.contains(ScmiFeatures::P2A_CHANNELS),
-            polling: true,
-        }
+        // No datagrams (docs/datagram.md): SCMI notifications and delayed responses are
+        // unsolicited messages of a protocol, delivered by `fetch_notification`, not endpoints.
+        Caps::new(self.pool.capacity(), self.max_msg_size)
+            .with_notifications(self.features.contains(ScmiFeatures::P2A_CHANNELS))
+            .with_polling(true)
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {
