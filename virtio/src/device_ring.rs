@@ -86,6 +86,11 @@ impl DeviceQueue {
         self.addrs
     }
 
+    /// The device's `used.idx` (the next used element goes to this index).
+    pub fn used_idx(&self) -> u16 {
+        self.used_idx
+    }
+
     fn layout(&self) -> RingLayout {
         RingLayout::new(self.addrs.size)
     }

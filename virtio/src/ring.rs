@@ -189,6 +189,22 @@ impl<H: Hal> DmaRegion<H> {
         unsafe { core::ptr::write_bytes(self.vaddr.as_ptr(), 0, self.pages * PAGE_SIZE) };
     }
 
+    /// Bytes in the region (whole pages).
+    pub fn len(&self) -> usize {
+        self.pages * PAGE_SIZE
+    }
+
+    /// Whether the region is empty (never: at least one page).
+    pub fn is_empty(&self) -> bool {
+        self.pages == 0
+    }
+
+    /// The CPU address of byte `off`, or `None` past the end. Memory shared with the device:
+    /// reach it through `fwipc_transport_api::shared_mem`, never through a reference.
+    pub fn at(&self, off: usize) -> Option<*mut u8> {
+        (off < self.len()).then(|| self.ptr(off))
+    }
+
     fn ptr(&self, off: usize) -> *mut u8 {
         debug_assert!(off < self.pages * PAGE_SIZE);
         // Offsets are computed from `RingLayout`, which stays inside the allocation.
