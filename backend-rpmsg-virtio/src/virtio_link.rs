@@ -377,7 +377,10 @@ impl<H: Hal, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> 
         }
         let mut rx = self.rx.lock();
         if rx.ring.has_used() {
+            // Stopped at the budget: the next call takes the rest; make sure the device's next
+            // element raises an interrupt to cause that call.
             Counters::bump(&self.counters.budget_hits);
+            rx.ring.arm_for_next_used();
         }
         let kick = reposted && rx.ring.should_notify();
         drop(rx);

@@ -12,6 +12,7 @@ use fwipc_rpmsg_virtio::virtio_link::MAX_BUFS_PER_QUEUE;
 use fwipc_rpmsg_virtio::{Link, LinkError, RpmsgConfig};
 use fwipc_transport_api::fixture::{Fixture, SimMode};
 use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
+use virtio_drivers::transport::{InterruptStatus, Transport as _};
 
 fn eventually(mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -163,6 +164,30 @@ fn a_flood_of_used_elements_is_drained_in_bounded_passes() {
         link.stats().budget_hits,
         1,
         "the second pass emptied the ring"
+    );
+    assert!(fx.remote().set_sim_mode(SimMode::Normal));
+    echo_ok(&fx);
+}
+
+/// With `RING_EVENT_IDX`, a drain that stopped at its budget still gets the device's next
+/// interrupt (the backlog is not stranded behind a stale `used_event`).
+#[test]
+fn budget_hit_rearms_the_interrupt() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    assert!(fx.remote().set_sim_mode(SimMode::Stepped));
+    let link = fx.transport().link();
+    let budget = RpmsgConfig::default().rx_budget;
+    for _ in 0..budget + 8 {
+        dev(&fx).send(&[0u8; HDR_SIZE]).expect("a receive buffer");
+    }
+    fx.transport().handle_interrupt();
+    assert_eq!(link.stats().budget_hits, 1);
+    let _ = link.with_transport(|t| t.ack_interrupt());
+    dev(&fx).send(&[0u8; HDR_SIZE]).expect("a receive buffer");
+    let isr = link.with_transport(|t| t.ack_interrupt());
+    assert!(
+        isr.contains(InterruptStatus::QUEUE_INTERRUPT),
+        "the device's next element must interrupt"
     );
     assert!(fx.remote().set_sim_mode(SimMode::Normal));
     echo_ok(&fx);

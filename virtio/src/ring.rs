@@ -465,6 +465,25 @@ impl<H: Hal> SplitRing<H> {
         Ok(Some(e))
     }
 
+    /// For a drain that stopped at its budget with elements still waiting: with `EVENT_IDX`, ask
+    /// the device to interrupt for the next element it publishes (`used_event` = its current
+    /// `used.idx`), so the backlog is picked up by the next interrupt instead of never (the
+    /// `used_event` left behind by the last empty drain names an index the device has already
+    /// passed, and [`vring_need_event`] never matches it again). Without `EVENT_IDX` every
+    /// element interrupts anyway. An element published between the read and the store is not
+    /// signalled; the one after it is.
+    pub fn arm_for_next_used(&mut self) {
+        if !self.event_idx {
+            return;
+        }
+        let dev = self.device_used_idx();
+        // Release: publishes our consumption up to `last_used` with the new event index. SeqCst
+        // fence: as in `pop_used`, the store is visible before any later re-read of `used.idx`.
+        self.used_event_atomic()
+            .store(dev.to_le(), Ordering::Release);
+        fence(Ordering::SeqCst);
+    }
+
     /// The kick decision after one or more [`SplitRing::post`]s: whether the device wants a
     /// notification for the buffers made available since the previous call. With `EVENT_IDX`:
     /// [`vring_need_event`]`(avail_event, avail_idx, avail_idx at the previous call)`, so a batch
