@@ -67,3 +67,8 @@ fn fastrpc_session() {
 fn rpmsg_session() {
     run::<fwipc_rpmsg_virtio::sim::RpmsgFixture>("rpmsg_session", 4);
 }
+
+#[test]
+fn rpmsg_ring_session() {
+    run::<fwipc_rpmsg_virtio::sim::RpmsgRingFixture>("rpmsg_ring_session", 5);
+}
