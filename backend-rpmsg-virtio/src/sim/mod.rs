@@ -1,8 +1,8 @@
 //! The simulated rpmsg remote: a device-role [`Node`](crate::node::Node) on its own thread,
 //! serving an echo endpoint it announces through the name service, with every conformance
 //! fault knob; the in-memory buffer queues both sides reach through [`Link`](crate::Link); and
-//! [`RingDevice`], a simulated rpmsg virtio device that walks the real rings the driver's
-//! [`VirtioLink`](crate::VirtioLink) sets up.
+//! [`RingDevice`](crate::sim::RingDevice), a simulated rpmsg virtio device that walks the real
+//! rings the driver's [`VirtioLink`](crate::VirtioLink) sets up.
 
 mod fixture;
 mod queues;
