@@ -337,12 +337,16 @@ impl<H: Hal, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> 
         let mut frame = [0u8; BUF_SIZE];
         let mut taken = 0;
         let mut reposted = false;
+        let mut emptied = false;
         // One iteration per used element (good or bad): bounded by `budget` whatever the device
         // publishes.
         for _ in 0..budget {
             let mut rx = self.rx.lock();
             let e = match rx.ring.pop_used() {
-                Ok(None) => break,
+                Ok(None) => {
+                    emptied = true;
+                    break;
+                }
                 Ok(Some(e)) => e,
                 Err(_) => {
                     Counters::bump(&self.counters.index_jumps);
@@ -376,7 +380,9 @@ impl<H: Hal, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> 
             taken += 1;
         }
         let mut rx = self.rx.lock();
-        if rx.ring.has_used() {
+        // Elements published after the drain found the ring empty are not a budget hit: the
+        // empty `pop_used` re-armed the interrupt for them.
+        if !emptied && rx.ring.has_used() {
             // Stopped at the budget: the next call takes the rest; make sure the device's next
             // element raises an interrupt to cause that call.
             Counters::bump(&self.counters.budget_hits);
@@ -391,9 +397,14 @@ impl<H: Hal, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> 
     }
 
     fn reset(&self) {
-        // Release: later sends and receives see the link down before the reset starts.
-        if self.state.swap(DOWN, Ordering::AcqRel) == QUARANTINED {
-            self.state.store(QUARANTINED, Ordering::Release);
+        // Only a running link is reset (once down, the device was reset already; once
+        // quarantined, it stays so). AcqRel: later sends and receives see the link down before
+        // the reset starts (Release); pairs with an earlier reset's stores (Acquire).
+        if self
+            .state
+            .compare_exchange(UP, DOWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return;
         }
         // Lock order: rx, tx, transport (as everywhere: the queue locks are never taken while
