@@ -11,6 +11,31 @@
 //! clamped, a transmit buffer returned twice is ignored; each counted in [`LinkStats`]), buffer
 //! bytes are copied through `fwipc_transport_api::shared_mem` into private memory before anyone
 //! parses them, and every drain of a used ring is bounded by a budget.
+//!
+//! ```
+//! use fwipc_rpmsg_virtio::sim::RingDevice;
+//! use fwipc_rpmsg_virtio::{RpmsgConfig, RpmsgTransport, VirtioLink, VirtioLinkConfig};
+//! use fwipc_transport_api::StdClock;
+//! use fwipc_virtio::hal::IdentityHal;
+//!
+//! // A simulated rpmsg device (feature `sim`). On a guest: `fwipc_virtio::mmio::MmioTransport`
+//! // of the device tree's `virtio,mmio` node whose device id is 7, and the guest's `Hal`.
+//! let dev = RingDevice::new(true);
+//! let link = VirtioLink::<IdentityHal, _, _>::new(
+//!     dev.transport(),
+//!     StdClock::new(),
+//!     VirtioLinkConfig::default(),
+//! )?;
+//! assert_eq!(link.queue_size(), 256);
+//! let cfg = RpmsgConfig {
+//!     name_service: link.name_service(),
+//!     ..RpmsgConfig::default()
+//! };
+//! // The transport announces its notification endpoint through the rings at once.
+//! let t = RpmsgTransport::new(link, StdClock::new(), cfg)?;
+//! assert_eq!(t.link().tx_free(), 255);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use alloc::vec::Vec;
 use core::mem::ManuallyDrop;
