@@ -269,7 +269,8 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
         self.tx.lock().free.len()
     }
 
-    /// Run `f` on the transport (interrupt acknowledgement, status reads).
+    /// Run `f` on the transport (interrupt acknowledgement, status reads). `f` must not use
+    /// this link (its lock is held: a send from `f` would wait for it forever).
     pub fn with_transport<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         f(&mut self.transport.lock())
     }
