@@ -12,8 +12,8 @@
 //! 3. Set up the virtqueues (`queue_set`), post buffers.
 //! 4. [`driver_ok`]; only then may the driver notify the device.
 //!
-//! On every failure the device is left with status `FAILED` (Virtio 1.2 §3.1.1 step 8: "the
-//! driver SHOULD set the FAILED status bit").
+//! On every failure the device is left with status `FAILED` (Virtio 1.2 §3.1.1: a driver that
+//! gives up on the device should set the FAILED status bit).
 
 use core::time::Duration;
 
@@ -49,9 +49,9 @@ pub enum ResetOutcome {
     Unconfirmed,
 }
 
-/// Reset the device (write status 0) and wait until it reads back 0 (Virtio 1.2 §2.4.1: "the
-/// driver SHOULD NOT ... until the reset is complete"), at most `timeout` on `clock` and at most
-/// [`RESET_POLL_BUDGET`] reads.
+/// Reset the device (write status 0) and wait until it reads back 0 (Virtio 1.2 §2.4: a reset
+/// the driver initiated is complete when it reads the device status as 0), at most `timeout` on
+/// `clock` and at most [`RESET_POLL_BUDGET`] reads.
 pub fn reset<T: Transport>(
     transport: &mut T,
     clock: &(impl Clock + ?Sized),
@@ -97,8 +97,8 @@ pub fn negotiate<T: Transport>(transport: &mut T, required: u64, optional: u64) 
     Ok(accepted)
 }
 
-/// Tell the device the driver is ready (`DRIVER_OK`, Virtio 1.2 §3.1.1 step 8), after the queues
-/// are set up.
+/// Tell the device the driver is ready (`DRIVER_OK`, the last step of Virtio 1.2 §3.1.1), after
+/// the queues are set up.
 pub fn driver_ok<T: Transport>(transport: &mut T) {
     transport.set_status(
         DeviceStatus::ACKNOWLEDGE
