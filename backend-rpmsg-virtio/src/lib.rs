@@ -22,7 +22,11 @@ pub mod role;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod transport;
+pub mod virtio_link;
+pub mod virtio_link_error;
 
 pub use error::{RpmsgError, WireError};
 pub use link::{Link, LinkError};
 pub use transport::{RpmsgConfig, RpmsgTransport, DGRAM_RX_BUFS};
+pub use virtio_link::{VirtioLink, VirtioLinkConfig};
+pub use virtio_link_error::{LinkStats, VirtioLinkError};

@@ -1,10 +1,11 @@
 //! Steady-state send/receive allocates nothing on the rpmsg transport and its simulated remote, in both
-//! completion modes (`fwipc_conformance::alloc_count`).
+//! completion modes, over the in-memory queues and over the virtio rings
+//! (`fwipc_conformance::alloc_count`).
 
 use fwipc_conformance::alloc_count::{
     steady_state_allocs, steady_state_datagram_allocs, CountingAlloc,
 };
-use fwipc_rpmsg_virtio::sim::RpmsgFixture;
+use fwipc_rpmsg_virtio::sim::{RpmsgFixture, RpmsgRingFixture};
 use fwipc_transport_api::fixture::Fixture;
 
 #[global_allocator]
@@ -23,6 +24,13 @@ fn steady_state_send_receive_allocates_nothing() {
         assert_eq!(
             n, 0,
             "{n} heap allocations in 1000 steady-state datagram cycles ({mode:?})"
+        );
+    }
+    for &mode in RpmsgRingFixture::modes() {
+        let n = steady_state_allocs::<RpmsgRingFixture>(&GLOBAL, mode);
+        assert_eq!(
+            n, 0,
+            "rings: {n} heap allocations in 1000 steady-state cycles ({mode:?})"
         );
     }
 }

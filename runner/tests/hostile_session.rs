@@ -87,3 +87,8 @@ fn scmi_virtio_double_fetch_seeds_fail_exactly_the_rewritten_replies() {
         );
     }
 }
+
+#[test]
+fn rpmsg_ring_session() {
+    run::<fwipc_rpmsg_virtio::sim::RpmsgRingFixture>("rpmsg_ring_session", 5);
+}

@@ -3,7 +3,8 @@
 use core::fmt;
 
 /// Everything that can go wrong in this crate: probing a virtio-mmio header, constructing a
-/// transport, or reading a flattened device tree.
+/// transport, reading a flattened device tree, or negotiating features
+/// ([`negotiate`](crate::negotiate)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
@@ -24,6 +25,11 @@ pub enum Error {
     Misaligned,
     /// The device tree blob is malformed; it holds the reason.
     DeviceTree(&'static str),
+    /// The device does not offer feature bits the driver requires; it holds the missing bits.
+    MissingFeatures(u64),
+    /// The device cleared `FEATURES_OK` after the driver wrote this feature set (Virtio 1.2
+    /// §3.1.1 step 6): it does not support the subset.
+    FeaturesRejected(u64),
 }
 
 impl fmt::Display for Error {
@@ -41,6 +47,12 @@ impl fmt::Display for Error {
             ),
             Error::Misaligned => f.write_str("virtio-mmio register block is not 4-byte aligned"),
             Error::DeviceTree(why) => write!(f, "device tree: {why}"),
+            Error::MissingFeatures(m) => {
+                write!(f, "virtio device lacks required features {m:#x}")
+            }
+            Error::FeaturesRejected(a) => {
+                write!(f, "virtio device refused features {a:#x} (FEATURES_OK not set)")
+            }
         }
     }
 }

@@ -189,6 +189,22 @@ impl<H: Hal> DmaRegion<H> {
         unsafe { core::ptr::write_bytes(self.vaddr.as_ptr(), 0, self.pages * PAGE_SIZE) };
     }
 
+    /// Bytes in the region (whole pages).
+    pub fn len(&self) -> usize {
+        self.pages * PAGE_SIZE
+    }
+
+    /// Whether the region is empty (never: at least one page).
+    pub fn is_empty(&self) -> bool {
+        self.pages == 0
+    }
+
+    /// The CPU address of byte `off`, or `None` past the end. Memory shared with the device:
+    /// reach it through `fwipc_transport_api::shared_mem`, never through a reference.
+    pub fn at(&self, off: usize) -> Option<*mut u8> {
+        (off < self.len()).then(|| self.ptr(off))
+    }
+
     fn ptr(&self, off: usize) -> *mut u8 {
         debug_assert!(off < self.pages * PAGE_SIZE);
         // Offsets are computed from `RingLayout`, which stays inside the allocation.
@@ -447,6 +463,25 @@ impl<H: Hal> SplitRing<H> {
         };
         self.last_used = self.last_used.wrapping_add(1);
         Ok(Some(e))
+    }
+
+    /// For a drain that stopped at its budget with elements still waiting: with `EVENT_IDX`, ask
+    /// the device to interrupt for the next element it publishes (`used_event` = its current
+    /// `used.idx`), so the backlog is picked up by the next interrupt instead of never (the
+    /// `used_event` left behind by the last empty drain names an index the device has already
+    /// passed, and [`vring_need_event`] never matches it again). Without `EVENT_IDX` every
+    /// element interrupts anyway. An element published between the read and the store is not
+    /// signalled; the one after it is.
+    pub fn arm_for_next_used(&mut self) {
+        if !self.event_idx {
+            return;
+        }
+        let dev = self.device_used_idx();
+        // Release: publishes our consumption up to `last_used` with the new event index. SeqCst
+        // fence: as in `pop_used`, the store is visible before any later re-read of `used.idx`.
+        self.used_event_atomic()
+            .store(dev.to_le(), Ordering::Release);
+        fence(Ordering::SeqCst);
     }
 
     /// The kick decision after one or more [`SplitRing::post`]s: whether the device wants a

@@ -7,11 +7,12 @@ use fwipc_transport_api::{EndpointName, Error, Result};
 
 use super::peer_log::PEER_ADDR;
 use super::remote::SimRemote;
+use super::remote_end::RemoteEnd;
 use crate::addr::BUF_SIZE;
 use crate::frame::write_frame;
-use crate::link::{Link, LinkError};
+use crate::link::LinkError;
 
-impl DatagramPeer for SimRemote {
+impl<E: RemoteEnd> DatagramPeer for SimRemote<E> {
     fn addr(&self) -> u32 {
         PEER_ADDR
     }

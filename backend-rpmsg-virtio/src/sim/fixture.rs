@@ -1,5 +1,7 @@
-//! The conformance fixture: an [`RpmsgTransport`] (driver role) and a [`SimRemote`] (device role)
-//! on their in-memory queues.
+//! The conformance fixtures: an [`RpmsgTransport`] (driver role) and a [`SimRemote`] (device role)
+//! on their in-memory queues ([`RpmsgFixture`]) or on real virtio rings ([`RpmsgRingFixture`]:
+//! a [`VirtioLink`] and a [`RingDevice`] sharing the ring memory). One fixture body, two
+//! [`SimLinks`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,26 +11,89 @@ use std::time::{Duration, Instant};
 use fwipc_transport_api::fixture::{DatagramPeer, Fixture, RemoteControl};
 use fwipc_transport_api::{Completion, Datagram, StdClock};
 
-use super::queues::{weak, DriverEnd, Queues};
+use fwipc_virtio::hal::IdentityHal;
+use fwipc_virtio::sim_device::SimTransport as VirtioSimTransport;
+
+use super::queues::{weak, DeviceEnd, DriverEnd, Queues};
 use super::remote::SimRemote;
+use super::remote_end::RemoteEnd;
+use super::ring_device::RingDevice;
+use crate::link::Link;
 use crate::transport::{RpmsgConfig, RpmsgTransport};
+use crate::virtio_link::{VirtioLink, VirtioLinkConfig};
 
 /// The name the simulated remote announces its echo endpoint under.
 pub const ECHO_NAME: &[u8] = b"rpmsg-echo";
 
-/// The transport type the fixture tests.
+/// The transport type [`RpmsgFixture`] tests.
 pub type SimTransport = RpmsgTransport<DriverEnd, StdClock>;
+/// The driver's link of [`RpmsgRingFixture`]: the ring link over the simulated device.
+pub type RingDriver = VirtioLink<IdentityHal, VirtioSimTransport, StdClock>;
+/// The transport type [`RpmsgRingFixture`] tests.
+pub type RingTransport = RpmsgTransport<RingDriver, StdClock>;
 
-/// A transport and its simulated remote.
-pub struct RpmsgFixture {
-    transport: Arc<SimTransport>,
-    remote: Arc<SimRemote>,
+/// The two ends of the buffers a fixture runs on.
+pub trait SimLinks: Send + Sync + 'static {
+    /// Backend name in reports.
+    const NAME: &'static str;
+    /// The driver's link.
+    type Driver: Link;
+    /// The device's end.
+    type Device: RemoteEnd;
+    /// Both ends, connected, and whether the name service is on.
+    fn build() -> (Self::Driver, Self::Device, bool);
+}
+
+/// The in-memory queues.
+#[derive(Debug)]
+pub enum QueueLinks {}
+
+impl SimLinks for QueueLinks {
+    const NAME: &'static str = "rpmsg-virtio";
+    type Driver = DriverEnd;
+    type Device = DeviceEnd;
+    fn build() -> (DriverEnd, DeviceEnd, bool) {
+        let q = Queues::new();
+        (DriverEnd(q.clone()), DeviceEnd(q), true)
+    }
+}
+
+/// Real split virtqueues in shared memory: [`VirtioLink`] (driver) and [`RingDevice`] (device).
+#[derive(Debug)]
+pub enum RingLinks {}
+
+impl SimLinks for RingLinks {
+    const NAME: &'static str = "rpmsg-virtio-ring";
+    type Driver = RingDriver;
+    type Device = RingDevice;
+    fn build() -> (RingDriver, RingDevice, bool) {
+        let dev = RingDevice::new(true);
+        let link = VirtioLink::new(
+            dev.transport(),
+            StdClock::new(),
+            VirtioLinkConfig::default(),
+        )
+        .expect("rpmsg ring link set-up");
+        let ns = link.name_service();
+        (link, dev, ns)
+    }
+}
+
+/// The fixture on the in-memory queues.
+pub type RpmsgFixture = RpmsgFixtureOf<QueueLinks>;
+/// The fixture on real virtio rings.
+pub type RpmsgRingFixture = RpmsgFixtureOf<RingLinks>;
+
+/// A transport and its simulated remote, on the buffers `K` builds.
+pub struct RpmsgFixtureOf<K: SimLinks> {
+    transport: Arc<RpmsgTransport<K::Driver, StdClock>>,
+    remote: Arc<SimRemote<K::Device>>,
     thread: Option<JoinHandle<()>>,
     mode: Completion,
     echo: u32,
 }
 
-impl core::fmt::Debug for RpmsgFixture {
+impl<K: SimLinks> core::fmt::Debug for RpmsgFixtureOf<K> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("RpmsgFixture")
             .field("mode", &self.mode)
@@ -37,42 +102,42 @@ impl core::fmt::Debug for RpmsgFixture {
     }
 }
 
-impl RpmsgFixture {
+impl<K: SimLinks> RpmsgFixtureOf<K> {
     /// The simulated remote (extra knobs beyond [`RemoteControl`]).
-    pub fn sim(&self) -> &SimRemote {
+    pub fn sim(&self) -> &SimRemote<K::Device> {
         &self.remote
     }
 }
 
-impl Fixture for RpmsgFixture {
-    type T = SimTransport;
-    const NAME: &'static str = "rpmsg-virtio";
+impl<K: SimLinks> Fixture for RpmsgFixtureOf<K> {
+    type T = RpmsgTransport<K::Driver, StdClock>;
+    const NAME: &'static str = K::NAME;
 
     fn setup(completion: Completion) -> Self {
-        let queues = Queues::new();
+        let (driver, device, name_service) = K::build();
         let cfg = RpmsgConfig {
             interrupts: completion == Completion::Interrupt,
+            name_service,
             ..RpmsgConfig::default()
         };
         let transport = Arc::new(
-            RpmsgTransport::new(DriverEnd(queues.clone()), StdClock::new(), cfg)
-                .expect("rpmsg transport set-up"),
+            RpmsgTransport::new(driver, StdClock::new(), cfg).expect("rpmsg transport set-up"),
         );
         if completion == Completion::Interrupt {
             let w = weak(&transport);
-            queues.set_irq(move || {
+            device.set_irq(Box::new(move || {
                 if let Some(t) = w.upgrade() {
                     t.handle_interrupt();
                 }
-            });
+            }));
         }
-        let remote = Arc::new(SimRemote::new(queues.clone()));
+        let remote = Arc::new(SimRemote::new(device));
         let r = remote.clone();
         let thread = std::thread::Builder::new()
             .name("rpmsg-remote".into())
             .spawn(move || r.run())
             .expect("spawn rpmsg remote");
-        queues.set_device_thread(thread.thread().clone());
+        remote.end().set_device_thread(thread.thread().clone());
         thread.thread().unpark();
         // Both announcements must have crossed before the suite starts.
         let start = Instant::now();
@@ -88,7 +153,7 @@ impl Fixture for RpmsgFixture {
             );
             std::thread::sleep(Duration::from_micros(200));
         };
-        RpmsgFixture {
+        RpmsgFixtureOf {
             transport,
             remote,
             thread: Some(thread),
@@ -101,7 +166,7 @@ impl Fixture for RpmsgFixture {
         &[Completion::Interrupt, Completion::Polled]
     }
 
-    fn transport(&self) -> &SimTransport {
+    fn transport(&self) -> &Self::T {
         &self.transport
     }
 
@@ -122,7 +187,7 @@ impl Fixture for RpmsgFixture {
     }
 }
 
-impl Drop for RpmsgFixture {
+impl<K: SimLinks> Drop for RpmsgFixtureOf<K> {
     fn drop(&mut self) {
         // Release: the remote's Acquire load of `stop` ends its loop.
         self.remote.stop.store(true, Ordering::Release);

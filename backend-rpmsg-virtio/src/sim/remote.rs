@@ -1,16 +1,16 @@
 //! The remote's service loop: a device-role [`Node`] with an echo endpoint, and the faults.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch};
 
 use super::peer_log::PeerLog;
-use super::queues::{DeviceEnd, Queues};
+use super::queues::DeviceEnd;
+use super::remote_end::RemoteEnd;
 use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, TRANSFER_ADDR_BASE};
 use crate::frame::write_frame;
-use crate::link::Link;
 use crate::name::Name;
 use crate::node::{Delivery, Node};
 use crate::role::Role;
@@ -29,9 +29,10 @@ struct Held {
     data: [u8; BUF_SIZE],
 }
 
-/// The simulated remote.
-pub struct SimRemote {
-    pub(crate) end: DeviceEnd,
+/// The simulated remote, on the in-memory queues ([`DeviceEnd`], the default) or on the real
+/// rings ([`RingDevice`](super::RingDevice)).
+pub struct SimRemote<E: RemoteEnd = DeviceEnd> {
+    pub(crate) end: E,
     pub(crate) peer: PeerLog,
     node: Mutex<Node>,
     echo_addr: AtomicU32,
@@ -44,7 +45,7 @@ pub struct SimRemote {
     pub(crate) stop: AtomicBool,
 }
 
-impl core::fmt::Debug for SimRemote {
+impl<E: RemoteEnd> core::fmt::Debug for SimRemote<E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SimRemote")
             .field("echo_addr", &self.echo_addr)
@@ -56,11 +57,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl SimRemote {
-    /// A remote on `queues`' device end. Binds and announces the echo endpoint.
-    pub fn new(queues: Arc<Queues>) -> Self {
+impl<E: RemoteEnd> SimRemote<E> {
+    /// A remote on the device's side of the buffers. Binds and announces the echo endpoint.
+    pub fn new(end: E) -> Self {
         let r = SimRemote {
-            end: DeviceEnd(queues),
+            end,
             peer: PeerLog::new(),
             node: Mutex::new(Node::new(Role::Device, 4, 8, true)),
             echo_addr: AtomicU32::new(0),
@@ -125,6 +126,11 @@ impl SimRemote {
     pub fn driver_notify_addr(&self) -> Option<u32> {
         let name = Name::new(NOTIFY_NAME).ok()?;
         lock(&self.node).services().lookup(&name)
+    }
+
+    /// The device's side of the buffers.
+    pub fn end(&self) -> &E {
+        &self.end
     }
 
     /// One pass: take what the driver sent and answer it. `true` if there was any.
@@ -231,7 +237,7 @@ impl SimRemote {
     }
 }
 
-impl RemoteControl for SimRemote {
+impl<E: RemoteEnd> RemoteControl for SimRemote<E> {
     fn set_fault(&self, fault: Fault) {
         *lock(&self.fault) = fault;
     }
@@ -253,7 +259,7 @@ impl RemoteControl for SimRemote {
     }
 
     fn inject_garbage(&self, bytes: &[u8]) {
-        self.end.0.inject_to_driver(bytes);
+        self.end.inject_to_driver(bytes);
     }
 
     fn reset_remote(&self) {

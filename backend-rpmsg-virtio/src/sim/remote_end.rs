@@ -1,0 +1,34 @@
+//! What the simulated remote needs from its side of the buffers beyond [`Link`]: raw injection
+//! (garbage for hostile tests), the driver's interrupt handler, and the thread a driver send
+//! wakes. Implemented by the in-memory queues' [`DeviceEnd`] and by the virtio device that walks
+//! the real rings ([`RingDevice`](super::RingDevice)).
+
+use crate::link::Link;
+
+use super::queues::DeviceEnd;
+
+/// The device's side of the buffers, as the simulated remote drives it.
+pub trait RemoteEnd: Link + 'static {
+    /// Hand `bytes` (at most one buffer's worth) to the driver as if the device had filled a
+    /// receive buffer with them, without any check; raises the interrupt. `false` if the
+    /// driver has no receive buffer for it.
+    fn inject_to_driver(&self, bytes: &[u8]) -> bool;
+    /// The driver's interrupt handler, run after the device hands the driver something.
+    fn set_irq(&self, irq: Box<dyn Fn() + Send + Sync>);
+    /// The thread to wake when the driver sends.
+    fn set_device_thread(&self, t: std::thread::Thread);
+}
+
+impl RemoteEnd for DeviceEnd {
+    fn inject_to_driver(&self, bytes: &[u8]) -> bool {
+        self.0.inject_to_driver(bytes)
+    }
+
+    fn set_irq(&self, irq: Box<dyn Fn() + Send + Sync>) {
+        self.0.set_irq(irq);
+    }
+
+    fn set_device_thread(&self, t: std::thread::Thread) {
+        self.0.set_device_thread(t);
+    }
+}

@@ -1,0 +1,476 @@
+//! [`VirtioLink`]: the [`Link`] over a real rpmsg virtio device (id 7), driver role, the way
+//! Linux's `virtio_rpmsg_bus` sets it up (docs/protocols/rpmsg.md §1 and §6): two virtqueues
+//! (0 = receive, 1 = transmit) of equal size, one buffer of 512 bytes per descriptor, every
+//! buffer the driver's own (DMA memory from the `Hal`), all receive buffers posted before
+//! `DRIVER_OK`, transmit buffers taken back lazily from the transmit used ring when sending
+//! (no transmit interrupts), `VIRTIO_RPMSG_F_NS` negotiated when the device offers it.
+//!
+//! The rings are `fwipc_virtio::ring::SplitRing`, hardened against a hostile device;
+//! initialisation and reset are `fwipc_virtio::negotiate`. The device is not trusted: every used
+//! element is range-checked (an id outside the queue is dropped, a length beyond the buffer is
+//! clamped, a transmit buffer returned twice is ignored; each counted in [`LinkStats`]), buffer
+//! bytes are copied through `fwipc_transport_api::shared_mem` into private memory before anyone
+//! parses them, and every drain of a used ring is bounded by a budget.
+//!
+//! ```
+//! use fwipc_rpmsg_virtio::sim::RingDevice;
+//! use fwipc_rpmsg_virtio::{RpmsgConfig, RpmsgTransport, VirtioLink, VirtioLinkConfig};
+//! use fwipc_transport_api::StdClock;
+//! use fwipc_virtio::hal::IdentityHal;
+//!
+//! // A simulated rpmsg device (feature `sim`). On a guest: `fwipc_virtio::mmio::MmioTransport`
+//! // of the device tree's `virtio,mmio` node whose device id is 7, and the guest's `Hal`.
+//! let dev = RingDevice::new(true);
+//! let link = VirtioLink::<IdentityHal, _, _>::new(
+//!     dev.transport(),
+//!     StdClock::new(),
+//!     VirtioLinkConfig::default(),
+//! )?;
+//! assert_eq!(link.queue_size(), 256);
+//! let cfg = RpmsgConfig {
+//!     name_service: link.name_service(),
+//!     ..RpmsgConfig::default()
+//! };
+//! // The transport announces its notification endpoint through the rings at once.
+//! let t = RpmsgTransport::new(link, StdClock::new(), cfg)?;
+//! assert_eq!(t.link().tx_free(), 255);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use alloc::vec::Vec;
+use core::mem::ManuallyDrop;
+use core::sync::atomic::{AtomicU8, Ordering};
+use core::time::Duration;
+
+use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
+use fwipc_transport_api::Clock;
+use fwipc_virtio::negotiate::{
+    self, ResetOutcome, F_ACCESS_PLATFORM, F_RING_EVENT_IDX, F_VERSION_1,
+};
+use fwipc_virtio::ring::{Descriptor, DmaRegion, RingError, SplitRing, DESC_F_WRITE};
+use spin::Mutex;
+use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::{BufferDirection, Hal};
+
+use crate::addr::{BUF_SIZE, VIRTIO_RPMSG_F_NS};
+use crate::link::{Link, LinkError};
+use crate::role::{VQ_DRIVER_RX, VQ_DRIVER_TX};
+use crate::virtio_link_error::{Counters, LinkStats, VirtioLinkError};
+
+/// Buffers per direction at most: Linux's `MAX_RPMSG_NUM_BUFS` (512) split in half.
+pub const MAX_BUFS_PER_QUEUE: u16 = 256;
+
+/// How the link is set up. `Default` gives Linux's choices.
+#[derive(Debug, Clone, Copy)]
+pub struct VirtioLinkConfig {
+    /// Entries (= buffers) per queue; `None` = the device's maximum, at most
+    /// [`MAX_BUFS_PER_QUEUE`]. Rounded down to a power of two.
+    pub queue_size: Option<u16>,
+    /// Negotiate `VIRTIO_F_RING_EVENT_IDX` when offered.
+    pub event_idx: bool,
+    /// How long a device reset may take before it counts as unconfirmed.
+    pub reset_timeout: Duration,
+}
+
+impl Default for VirtioLinkConfig {
+    fn default() -> Self {
+        VirtioLinkConfig {
+            queue_size: None,
+            event_idx: true,
+            reset_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+/// One direction: its ring, its buffers (buffer `i` is descriptor `i`), and which ones the
+/// device holds.
+struct Queue<H: Hal> {
+    ring: SplitRing<H>,
+    bufs: DmaRegion<H>,
+    device_owned: Vec<bool>,
+    /// Transmit only: buffers the driver holds (a stack, capacity reserved).
+    free: Vec<u16>,
+}
+
+impl<H: Hal> Queue<H> {
+    fn new(size: u16, event_idx: bool, dir: BufferDirection) -> Option<Self> {
+        let n = usize::from(size);
+        Some(Queue {
+            ring: SplitRing::new(size, event_idx)?,
+            bufs: DmaRegion::new(n * BUF_SIZE, dir)?,
+            device_owned: alloc::vec![false; n],
+            free: Vec::with_capacity(n),
+        })
+    }
+
+    fn buf_desc(&self, i: u16, len: u32, flags: u16) -> Descriptor {
+        Descriptor {
+            addr: self.bufs.paddr() + (usize::from(i) * BUF_SIZE) as u64,
+            len,
+            flags,
+            next: 0,
+        }
+    }
+
+    /// Post every receive buffer (device-writable, 512 bytes).
+    fn post_all_rx(&mut self) {
+        for i in 0..self.ring.size() {
+            let d = self.buf_desc(i, BUF_SIZE as u32, DESC_F_WRITE);
+            self.ring.set_desc(i, d);
+            self.device_owned[usize::from(i)] = true;
+            self.ring.post(i);
+        }
+    }
+
+    /// Every transmit buffer back on the free list.
+    fn free_all_tx(&mut self) {
+        self.free.clear();
+        self.free.extend((0..self.ring.size()).rev());
+        self.device_owned.fill(false);
+    }
+}
+
+const UP: u8 = 0;
+const DOWN: u8 = 1;
+/// The device did not confirm a reset: it may still own every buffer; nothing is reused or
+/// freed.
+const QUARANTINED: u8 = 2;
+
+/// The rpmsg [`Link`] over a virtio device's two virtqueues. See the module documentation.
+pub struct VirtioLink<H: Hal, T: Transport, C: Clock> {
+    transport: Mutex<T>,
+    clock: C,
+    cfg: VirtioLinkConfig,
+    features: u64,
+    /// `ManuallyDrop`: after an unconfirmed reset the memory must never be freed (`Drop`).
+    rx: Mutex<ManuallyDrop<Queue<H>>>,
+    tx: Mutex<ManuallyDrop<Queue<H>>>,
+    state: AtomicU8,
+    counters: Counters,
+}
+
+impl<H: Hal, T: Transport, C: Clock> core::fmt::Debug for VirtioLink<H, T, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VirtioLink")
+            .field("features", &self.features)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn pick_size(want: Option<u16>, max_rx: u32, max_tx: u32) -> Option<u16> {
+    let max = max_rx.min(max_tx).min(u32::from(MAX_BUFS_PER_QUEUE));
+    let n = want.map_or(max, |w| u32::from(w).min(max));
+    if n == 0 {
+        return None;
+    }
+    // Round down to a power of two (`SplitRing` needs one).
+    u16::try_from(1u32 << (31 - n.leading_zeros())).ok()
+}
+
+impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
+    /// Reset and initialise the rpmsg device behind `transport` (Virtio 1.2 §3.1.1), set up both
+    /// queues with their buffers, post the receive buffers, set `DRIVER_OK` and kick the receive
+    /// queue. `VIRTIO_F_VERSION_1` is required; `VIRTIO_RPMSG_F_NS`, `VIRTIO_F_RING_EVENT_IDX`
+    /// (unless `cfg.event_idx` is false) and `VIRTIO_F_ACCESS_PLATFORM` are taken when offered.
+    pub fn new(mut transport: T, clock: C, cfg: VirtioLinkConfig) -> Result<Self, VirtioLinkError> {
+        if transport.device_type() != DeviceType::Rpmsg {
+            return Err(VirtioLinkError::WrongDevice);
+        }
+        if negotiate::reset(&mut transport, &clock, cfg.reset_timeout) == ResetOutcome::Unconfirmed
+        {
+            return Err(VirtioLinkError::ResetUnconfirmed);
+        }
+        let mut optional = (1u64 << VIRTIO_RPMSG_F_NS) | F_ACCESS_PLATFORM;
+        if cfg.event_idx {
+            optional |= F_RING_EVENT_IDX;
+        }
+        let features = negotiate::negotiate(&mut transport, F_VERSION_1, optional)
+            .map_err(VirtioLinkError::Negotiation)?;
+        let fail = |t: &mut T, e| {
+            t.set_status(virtio_drivers::transport::DeviceStatus::FAILED);
+            Err(e)
+        };
+        for q in [VQ_DRIVER_RX, VQ_DRIVER_TX] {
+            if transport.queue_used(q) {
+                return fail(&mut transport, VirtioLinkError::QueueUnavailable(q));
+            }
+        }
+        let max_rx = transport.max_queue_size(VQ_DRIVER_RX);
+        let max_tx = transport.max_queue_size(VQ_DRIVER_TX);
+        let Some(size) = pick_size(cfg.queue_size, max_rx, max_tx) else {
+            let q = if max_rx == 0 {
+                VQ_DRIVER_RX
+            } else {
+                VQ_DRIVER_TX
+            };
+            return fail(&mut transport, VirtioLinkError::QueueUnavailable(q));
+        };
+        let event_idx = features & F_RING_EVENT_IDX != 0;
+        let (Some(mut rx), Some(mut tx)) = (
+            Queue::<H>::new(size, event_idx, BufferDirection::DeviceToDriver),
+            Queue::<H>::new(size, event_idx, BufferDirection::DriverToDevice),
+        ) else {
+            return fail(&mut transport, VirtioLinkError::DmaAlloc);
+        };
+        for (qi, q) in [(VQ_DRIVER_RX, &rx), (VQ_DRIVER_TX, &tx)] {
+            let (d, a, u) = q.ring.addrs();
+            transport.queue_set(qi, u32::from(size), d, a, u);
+        }
+        rx.post_all_rx();
+        tx.free_all_tx();
+        // Linux prepares the kick before DRIVER_OK and notifies after it.
+        let kick = rx.ring.should_notify();
+        negotiate::driver_ok(&mut transport);
+        if kick {
+            transport.notify(VQ_DRIVER_RX);
+        }
+        Ok(VirtioLink {
+            transport: Mutex::new(transport),
+            clock,
+            cfg,
+            features,
+            rx: Mutex::new(ManuallyDrop::new(rx)),
+            tx: Mutex::new(ManuallyDrop::new(tx)),
+            state: AtomicU8::new(UP),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The negotiated feature bits.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// Whether `VIRTIO_RPMSG_F_NS` was negotiated (set `RpmsgConfig::name_service` from it).
+    pub fn name_service(&self) -> bool {
+        self.features & (1u64 << VIRTIO_RPMSG_F_NS) != 0
+    }
+
+    /// Buffers per direction.
+    pub fn queue_size(&self) -> u16 {
+        self.rx.lock().ring.size()
+    }
+
+    /// What the device did wrong so far.
+    pub fn stats(&self) -> LinkStats {
+        self.counters.snapshot()
+    }
+
+    /// Whether a reset was not confirmed: every buffer stays quarantined (never reused, never
+    /// freed, also not on drop).
+    pub fn quarantined(&self) -> bool {
+        // Acquire: pairs with the Release store in `reset`.
+        self.state.load(Ordering::Acquire) == QUARANTINED
+    }
+
+    /// Transmit buffers the driver holds right now (the rest are with the device).
+    pub fn tx_free(&self) -> usize {
+        self.tx.lock().free.len()
+    }
+
+    /// Run `f` on the transport (interrupt acknowledgement, status reads). `f` must not use
+    /// this link (its lock is held: a send from `f` would wait for it forever).
+    pub fn with_transport<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut self.transport.lock())
+    }
+
+    fn up(&self) -> bool {
+        // Acquire: pairs with the Release store in `reset`.
+        self.state.load(Ordering::Acquire) == UP
+    }
+
+    /// Take back transmit buffers the device has read: at most one ring's worth of used
+    /// elements (the budget; the device controls how many it publishes).
+    fn reclaim_tx(&self, tx: &mut Queue<H>) {
+        let n = tx.ring.size();
+        for _ in 0..n {
+            match tx.ring.pop_used() {
+                Ok(None) => return,
+                Ok(Some(e)) => {
+                    let Some(i) = u16::try_from(e.id).ok().filter(|&i| i < n) else {
+                        Counters::bump(&self.counters.bad_id);
+                        continue;
+                    };
+                    let owned = &mut tx.device_owned[usize::from(i)];
+                    if !*owned {
+                        Counters::bump(&self.counters.not_owned);
+                        continue;
+                    }
+                    *owned = false;
+                    tx.free.push(i);
+                }
+                Err(RingError::IndexJump { .. }) => Counters::bump(&self.counters.index_jumps),
+                Err(_) => Counters::bump(&self.counters.index_jumps),
+            }
+        }
+        if tx.ring.has_used() {
+            Counters::bump(&self.counters.budget_hits);
+        }
+    }
+
+    fn kick(&self, queue: u16) {
+        self.transport.lock().notify(queue);
+    }
+}
+
+impl<H: Hal, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> {
+    fn send(&self, frame: &[u8]) -> Result<(), LinkError> {
+        if !self.up() {
+            return Err(LinkError::Down);
+        }
+        if frame.len() > BUF_SIZE {
+            log::error!(
+                "rpmsg link: frame of {} bytes exceeds a buffer",
+                frame.len()
+            );
+            return Err(LinkError::NoBuffer);
+        }
+        let mut tx = self.tx.lock();
+        if tx.free.is_empty() {
+            self.reclaim_tx(&mut tx);
+        }
+        let Some(i) = tx.free.pop() else {
+            Counters::bump(&self.counters.tx_exhausted);
+            return Err(LinkError::NoBuffer);
+        };
+        let off = usize::from(i) * BUF_SIZE;
+        let Some(p) = tx.bufs.at(off) else {
+            tx.free.push(i);
+            return Err(LinkError::NoBuffer);
+        };
+        // SAFETY: buffer `i` lies inside the transmit region (`i < size`, region of
+        // `size * BUF_SIZE` bytes, `frame.len() <= BUF_SIZE`) and is the driver's (on the free
+        // list: the device returned it or never had it); byte copies, as the device reads it.
+        unsafe { copy_to_shared(p, frame) };
+        let d = tx.buf_desc(i, frame.len() as u32, 0);
+        tx.ring.set_desc(i, d);
+        tx.device_owned[usize::from(i)] = true;
+        tx.ring.post(i);
+        let kick = tx.ring.should_notify();
+        drop(tx);
+        if kick {
+            self.kick(VQ_DRIVER_TX);
+        }
+        Ok(())
+    }
+
+    fn receive(&self, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
+        if !self.up() {
+            return 0;
+        }
+        let _ = self.transport.lock().ack_interrupt();
+        let mut frame = [0u8; BUF_SIZE];
+        let mut taken = 0;
+        let mut reposted = false;
+        let mut emptied = false;
+        // One iteration per used element (good or bad): bounded by `budget` whatever the device
+        // publishes.
+        for _ in 0..budget {
+            let mut rx = self.rx.lock();
+            let e = match rx.ring.pop_used() {
+                Ok(None) => {
+                    emptied = true;
+                    break;
+                }
+                Ok(Some(e)) => e,
+                Err(_) => {
+                    Counters::bump(&self.counters.index_jumps);
+                    continue;
+                }
+            };
+            let n = rx.ring.size();
+            let Some(i) = u16::try_from(e.id).ok().filter(|&i| i < n) else {
+                Counters::bump(&self.counters.bad_id);
+                continue;
+            };
+            let len = if e.len as usize > BUF_SIZE {
+                Counters::bump(&self.counters.bad_len);
+                BUF_SIZE
+            } else {
+                e.len as usize
+            };
+            let Some(p) = rx.bufs.at(usize::from(i) * BUF_SIZE) else {
+                continue;
+            };
+            // SAFETY: buffer `i` lies inside the receive region (`i < size`, `len <= BUF_SIZE`);
+            // the device may still write it (a hostile one), so it is copied byte by byte into
+            // private memory and parsed from there.
+            unsafe { copy_from_shared(p, &mut frame[..len]) };
+            // The copy is taken: the buffer goes straight back to the device (same descriptor).
+            rx.device_owned[usize::from(i)] = true;
+            rx.ring.post(i);
+            reposted = true;
+            drop(rx);
+            sink(&frame[..len]);
+            taken += 1;
+        }
+        let mut rx = self.rx.lock();
+        // Elements published after the drain found the ring empty are not a budget hit: the
+        // empty `pop_used` re-armed the interrupt for them.
+        if !emptied && rx.ring.has_used() {
+            // Stopped at the budget: the next call takes the rest; make sure the device's next
+            // element raises an interrupt to cause that call.
+            Counters::bump(&self.counters.budget_hits);
+            rx.ring.arm_for_next_used();
+        }
+        let kick = reposted && rx.ring.should_notify();
+        drop(rx);
+        if kick {
+            self.kick(VQ_DRIVER_RX);
+        }
+        taken
+    }
+
+    fn reset(&self) {
+        // Only a running link is reset (once down, the device was reset already; once
+        // quarantined, it stays so). AcqRel: later sends and receives see the link down before
+        // the reset starts (Release); pairs with an earlier reset's stores (Acquire).
+        if self
+            .state
+            .compare_exchange(UP, DOWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        // Lock order: rx, tx, transport (as everywhere: the queue locks are never taken while
+        // the transport lock is held).
+        let mut rx = self.rx.lock();
+        let mut tx = self.tx.lock();
+        let mut t = self.transport.lock();
+        match negotiate::reset(&mut *t, &self.clock, self.cfg.reset_timeout) {
+            ResetOutcome::Confirmed => {
+                // The device no longer touches anything: every buffer is the driver's again.
+                rx.device_owned.fill(false);
+                tx.free_all_tx();
+            }
+            ResetOutcome::Unconfirmed => {
+                // Release: as above.
+                self.state.store(QUARANTINED, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl<H: Hal, T: Transport, C: Clock> Drop for VirtioLink<H, T, C> {
+    fn drop(&mut self) {
+        let t = self.transport.get_mut();
+        // Acquire: pairs with the Release stores in `reset` (and we own `self` now anyway).
+        let mut quarantined = self.state.load(Ordering::Acquire) == QUARANTINED;
+        if !quarantined {
+            quarantined = negotiate::reset(t, &self.clock, self.cfg.reset_timeout)
+                == ResetOutcome::Unconfirmed;
+        }
+        if quarantined {
+            // The device may still write the rings and buffers: never give the memory back.
+            log::error!("rpmsg link: dropped with an unconfirmed reset; its DMA memory is leaked");
+            return;
+        }
+        // SAFETY: the reset was confirmed, so the device no longer accesses the rings or the
+        // buffers; each queue is dropped exactly once, here, and never used again.
+        unsafe {
+            ManuallyDrop::drop(self.rx.get_mut());
+            ManuallyDrop::drop(self.tx.get_mut());
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The ring link against a hostile or stuck device: used elements with out-of-range ids and
+//! lengths, transmit buffers returned twice or never, a flood of used elements, a reset that never
+//! completes. Each is a typed error or a counter, never a panic or an unbounded loop, and the
+//! link keeps working afterwards where the device lets it.
+
+use std::time::{Duration, Instant};
+
+use fwipc_rpmsg_virtio::addr::{BUF_SIZE, HDR_SIZE};
+use fwipc_rpmsg_virtio::role::{VQ_DRIVER_RX, VQ_DRIVER_TX};
+use fwipc_rpmsg_virtio::sim::{RingDevice, RpmsgRingFixture, RING_QUEUE_MAX};
+use fwipc_rpmsg_virtio::virtio_link::MAX_BUFS_PER_QUEUE;
+use fwipc_rpmsg_virtio::{Link, LinkError, RpmsgConfig};
+use fwipc_transport_api::fixture::{Fixture, SimMode};
+use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
+use virtio_drivers::transport::{InterruptStatus, Transport as _};
+
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+fn echo(fx: &RpmsgRingFixture, timeout: Duration) -> fwipc_transport_api::Result<usize> {
+    let mut out = [0u8; 4];
+    let req = Request::new(fx.echo_target(), &[1, 2, 3, 4]).polled();
+    call(
+        fx.transport(),
+        &StdClock::new(),
+        &req,
+        &mut out,
+        timeout,
+        Wait::Poll,
+    )
+}
+
+fn echo_ok(fx: &RpmsgRingFixture) {
+    assert_eq!(echo(fx, Duration::from_secs(5)).expect("echo"), 4);
+}
+
+fn dev(fx: &RpmsgRingFixture) -> &RingDevice {
+    fx.sim().end()
+}
+
+/// The traffic really crosses the rings: the driver kicked the device and the device handed
+/// buffers back (a fixture that bypassed the rings would leave both at their set-up values).
+#[test]
+fn traffic_goes_through_the_rings() {
+    let fx = RpmsgRingFixture::setup(Completion::Interrupt);
+    let link = fx.transport().link();
+    assert_eq!(link.queue_size(), MAX_BUFS_PER_QUEUE);
+    assert!(link.name_service());
+    let kicks = dev(&fx).device().kicks();
+    for _ in 0..300 {
+        echo_ok(&fx);
+    }
+    assert!(dev(&fx).device().kicks() > kicks);
+    // More round trips than buffers per direction: buffers were returned and reused.
+    assert_eq!(link.stats(), Default::default());
+}
+
+#[test]
+fn out_of_range_used_ids_are_dropped_and_counted() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    let link = fx.transport().link();
+    for id in [RING_QUEUE_MAX, u32::from(u16::MAX) + 1, u32::MAX] {
+        assert!(dev(&fx).inject_used(VQ_DRIVER_RX, id, 16));
+    }
+    fx.transport().handle_interrupt();
+    assert_eq!(link.stats().bad_id, 3);
+    echo_ok(&fx);
+}
+
+#[test]
+fn used_lengths_beyond_the_buffer_are_clamped_and_counted() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    let link = fx.transport().link();
+    // Buffer 0 is the device's (posted); whatever it holds is parsed from a private copy of at
+    // most 512 bytes.
+    for len in [BUF_SIZE as u32 + 1, u32::MAX] {
+        assert!(dev(&fx).inject_used(VQ_DRIVER_RX, 0, len));
+    }
+    // A length shorter than the header is a typed wire error in the node, not a link matter.
+    assert!(dev(&fx).inject_used(VQ_DRIVER_RX, 1, HDR_SIZE as u32 - 1));
+    fx.transport().handle_interrupt();
+    assert_eq!(link.stats().bad_len, 2);
+    assert!(fx.transport().stats().protocol_errors >= 1);
+    echo_ok(&fx);
+}
+
+/// A device that takes every transmit buffer and returns none: sends fail at once with
+/// `NoBuffer` (counted), a call fails instead of hanging, and buffers it then returns (once) are
+/// usable again; one returned twice or never given is counted and ignored.
+#[test]
+fn device_that_never_returns_transmit_buffers() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    let link = fx.transport().link();
+    dev(&fx).hold_tx(true);
+    let frame = [0u8; HDR_SIZE];
+    let mut sent = 0;
+    while link.send(&frame) == Ok(()) {
+        sent += 1;
+        assert!(
+            sent <= usize::from(MAX_BUFS_PER_QUEUE),
+            "more sends than buffers"
+        );
+    }
+    assert_eq!(link.send(&frame), Err(LinkError::NoBuffer));
+    assert!(link.stats().tx_exhausted >= 2);
+    assert_eq!(link.tx_free(), 0);
+    let start = Instant::now();
+    assert!(echo(&fx, Duration::from_millis(100)).is_err());
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(eventually(|| dev(&fx).held() >= sent as u64));
+    // Return buffer 5 twice and a buffer that does not exist.
+    assert!(dev(&fx).inject_used(VQ_DRIVER_TX, 5, 0));
+    assert!(dev(&fx).inject_used(VQ_DRIVER_TX, 5, 0));
+    assert!(dev(&fx).inject_used(VQ_DRIVER_TX, 4096, 0));
+    assert_eq!(link.send(&frame), Ok(()));
+    let s = link.stats();
+    assert_eq!((s.not_owned, s.bad_id), (1, 1));
+    assert_eq!(link.send(&frame), Err(LinkError::NoBuffer));
+}
+
+/// `used.idx` jumping far ahead: the ring resynchronises, the jump is counted, the drain stays
+/// within its budget.
+#[test]
+fn used_index_jump_is_counted_and_bounded() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    let link = fx.transport().link();
+    assert!(dev(&fx).jump_used_idx(VQ_DRIVER_RX, 1000));
+    let start = Instant::now();
+    fx.transport().handle_interrupt();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(link.stats().index_jumps >= 1);
+    assert!(dev(&fx).jump_used_idx(VQ_DRIVER_TX, 40_000));
+    dev(&fx).hold_tx(true);
+    let frame = [0u8; HDR_SIZE];
+    while link.send(&frame).is_ok() {}
+    assert!(link.stats().index_jumps >= 2);
+}
+
+/// A device that keeps publishing used elements: one interrupt pass takes at most the
+/// transport's receive budget and reports the rest as a budget hit; the next passes take the
+/// rest.
+#[test]
+fn a_flood_of_used_elements_is_drained_in_bounded_passes() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    assert!(fx.remote().set_sim_mode(SimMode::Stepped));
+    let link = fx.transport().link();
+    let budget = RpmsgConfig::default().rx_budget;
+    let flood = (budget + budget / 2).min(usize::from(MAX_BUFS_PER_QUEUE) - 1);
+    for i in 0..flood {
+        assert!(dev(&fx).inject_used(VQ_DRIVER_RX, i as u32, 0));
+    }
+    fx.transport().handle_interrupt();
+    assert_eq!(link.stats().budget_hits, 1);
+    fx.transport().handle_interrupt();
+    assert_eq!(
+        link.stats().budget_hits,
+        1,
+        "the second pass emptied the ring"
+    );
+    assert!(fx.remote().set_sim_mode(SimMode::Normal));
+    echo_ok(&fx);
+}
+
+/// With `RING_EVENT_IDX`, a drain that stopped at its budget still gets the device's next
+/// interrupt (the backlog is not stranded behind a stale `used_event`).
+#[test]
+fn budget_hit_rearms_the_interrupt() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    assert!(fx.remote().set_sim_mode(SimMode::Stepped));
+    let link = fx.transport().link();
+    let budget = RpmsgConfig::default().rx_budget;
+    for _ in 0..budget + 8 {
+        dev(&fx).send(&[0u8; HDR_SIZE]).expect("a receive buffer");
+    }
+    fx.transport().handle_interrupt();
+    assert_eq!(link.stats().budget_hits, 1);
+    let _ = link.with_transport(|t| t.ack_interrupt());
+    dev(&fx).send(&[0u8; HDR_SIZE]).expect("a receive buffer");
+    let isr = link.with_transport(|t| t.ack_interrupt());
+    assert!(
+        isr.contains(InterruptStatus::QUEUE_INTERRUPT),
+        "the device's next element must interrupt"
+    );
+    assert!(fx.remote().set_sim_mode(SimMode::Normal));
+    echo_ok(&fx);
+}
+
+/// A device that never completes a reset: shutdown returns in bounded time, the link reports
+/// its buffers quarantined and refuses traffic (dropping it leaks the memory instead of freeing
+/// what the device may still write).
+#[test]
+fn reset_never_confirmed_quarantines_the_buffers() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    let link = fx.transport().link();
+    dev(&fx).device().refuse_reset(true);
+    let start = Instant::now();
+    let _ = fx.transport().shutdown();
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(link.quarantined());
+    assert_eq!(link.send(&[0u8; HDR_SIZE]), Err(LinkError::Down));
+    assert_eq!(link.receive(8, &mut |_| panic!("nothing is received")), 0);
+}
+
+/// A confirmed reset (shutdown) gives every buffer back to the driver.
+#[test]
+fn confirmed_reset_takes_every_buffer_back() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    let link = fx.transport().link();
+    dev(&fx).hold_tx(true);
+    while link.send(&[0u8; HDR_SIZE]).is_ok() {}
+    fx.transport().shutdown().expect("shutdown");
+    assert!(!link.quarantined());
+    assert_eq!(link.tx_free(), usize::from(MAX_BUFS_PER_QUEUE));
+    assert!(!dev(&fx).device().driver_ok());
+}

@@ -1,0 +1,302 @@
+//! The device's side of a split virtqueue (Virtio 1.2 §2.7), for simulated devices that share
+//! the driver's address space (an identity-mapped `Hal` such as
+//! [`IdentityHal`](crate::hal::IdentityHal)): read the available ring the driver publishes, read
+//! its descriptors, copy buffer contents in and out, publish used elements.
+//!
+//! Every word is accessed with the same width and atomicity as [`SplitRing`](crate::ring::SplitRing)
+//! uses on the driver side (16-bit ring indices and entries, the descriptor's 32/32/32/16/16-bit
+//! fields, the used element's two 32-bit words), and buffer bytes only through
+//! [`fwipc_transport_api::shared_mem`], so no Rust reference to shared memory exists on either
+//! side and a racing access is never a data race (docs/reliability.md, "Invariants" item 1).
+//! The driver is not trusted either: a descriptor index outside the table and a buffer shorter
+//! than the copy, or of the wrong direction, are refused.
+
+use core::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
+
+use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
+use virtio_drivers::PhysAddr;
+
+use crate::ring::{vring_need_event, Descriptor, RingLayout, UsedElem};
+
+/// The addresses and size the driver configured for one queue (`queue_set`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueAddrs {
+    /// Entries (a power of two).
+    pub size: u16,
+    /// Descriptor table.
+    pub desc: PhysAddr,
+    /// Driver area (available ring).
+    pub driver: PhysAddr,
+    /// Device area (used ring).
+    pub device: PhysAddr,
+}
+
+impl QueueAddrs {
+    /// Whether the queue is configured (non-zero addresses, power-of-two size).
+    pub fn ready(&self) -> bool {
+        self.desc != 0 && self.driver != 0 && self.device != 0 && self.size.is_power_of_two()
+    }
+}
+
+/// The device's view of one queue: the configured addresses and the device's own indices.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeviceQueue {
+    addrs: QueueAddrs,
+    /// Next available index to read.
+    last_avail: u16,
+    /// Our copy of `used.idx`.
+    used_idx: u16,
+    /// `VIRTIO_F_RING_EVENT_IDX` negotiated.
+    event_idx: bool,
+}
+
+/// # Safety
+/// `addr` must be a live, 2-byte aligned 16-bit ring word the driver accesses only atomically.
+unsafe fn word16<'a>(addr: PhysAddr) -> &'a AtomicU16 {
+    // SAFETY: guaranteed by the caller; identity mapping (module docs).
+    unsafe { AtomicU16::from_ptr(addr as usize as *mut u16) }
+}
+
+/// # Safety
+/// As [`word16`], for a 4-byte aligned 32-bit word.
+unsafe fn word32<'a>(addr: PhysAddr) -> &'a AtomicU32 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { AtomicU32::from_ptr(addr as usize as *mut u32) }
+}
+
+impl DeviceQueue {
+    /// A device view of a queue the driver configured.
+    ///
+    /// # Safety
+    /// `addrs` must describe rings laid out as [`RingLayout`] says, in memory of this address
+    /// space (physical address == virtual address) that stays allocated while this value is
+    /// used, and accessed by the driver only as `SplitRing` does. `None` if `addrs` is not
+    /// [`ready`](QueueAddrs::ready).
+    pub unsafe fn new(addrs: QueueAddrs, event_idx: bool) -> Option<Self> {
+        addrs.ready().then_some(DeviceQueue {
+            addrs,
+            last_avail: 0,
+            used_idx: 0,
+            event_idx,
+        })
+    }
+
+    /// The configured addresses.
+    pub fn addrs(&self) -> QueueAddrs {
+        self.addrs
+    }
+
+    /// The device's `used.idx` (the next used element goes to this index).
+    pub fn used_idx(&self) -> u16 {
+        self.used_idx
+    }
+
+    fn layout(&self) -> RingLayout {
+        RingLayout::new(self.addrs.size)
+    }
+
+    /// The next head the driver made available, if any. With EVENT_IDX, running out publishes
+    /// `avail_event` = the next index we will read and re-checks, so a post racing it is seen.
+    pub fn next_avail(&mut self) -> Option<u16> {
+        let l = self.layout();
+        // SAFETY: `avail.idx` of a configured ring (constructor contract).
+        let avail = unsafe { word16(self.addrs.driver + l.avail_idx() as u64) };
+        // Acquire: pairs with the driver's Release store in `SplitRing::post`, so its ring entry
+        // and descriptors are visible.
+        let mut idx = u16::from_le(avail.load(Ordering::Acquire));
+        if idx == self.last_avail && self.event_idx {
+            // SAFETY: `avail_event` lies inside the device area (constructor contract).
+            let ev = unsafe { word16(self.addrs.device + l.avail_event() as u64) };
+            // Release: a hint. SeqCst fence: the store is visible before we re-read
+            // `avail.idx` (pairs with the fence in `SplitRing::should_notify`, Virtio 1.2
+            // §2.7.10): either we see the driver's new entry or it sees our event index.
+            ev.store(self.last_avail.to_le(), Ordering::Release);
+            fence(Ordering::SeqCst);
+            // Acquire: as above.
+            idx = u16::from_le(avail.load(Ordering::Acquire));
+        }
+        if idx == self.last_avail {
+            return None;
+        }
+        let slot = self.last_avail & (self.addrs.size - 1);
+        // SAFETY: `slot < size`: inside the available ring.
+        let entry = unsafe { word16(self.addrs.driver + l.avail_ring(slot) as u64) };
+        // Relaxed: ordered by the Acquire load of `avail.idx` above.
+        let head = u16::from_le(entry.load(Ordering::Relaxed));
+        self.last_avail = self.last_avail.wrapping_add(1);
+        Some(head)
+    }
+
+    /// Descriptor `i`, or `None` if `i` is outside the table.
+    pub fn desc(&self, i: u16) -> Option<Descriptor> {
+        if i >= self.addrs.size {
+            return None;
+        }
+        let p = self.addrs.desc + 16 * u64::from(i);
+        // SAFETY: `i < size`: inside the live descriptor table, 16-byte aligned entries; the
+        // driver writes these fields with atomics of the same widths (`SplitRing::set_desc`).
+        let (lo, hi, len, flags, next) = unsafe {
+            (
+                word32(p),
+                word32(p + 4),
+                word32(p + 8),
+                word16(p + 12),
+                word16(p + 14),
+            )
+        };
+        // Relaxed (all): ordered by the Acquire load of `avail.idx` in `next_avail`.
+        Some(Descriptor {
+            addr: u64::from(u32::from_le(lo.load(Ordering::Relaxed)))
+                | (u64::from(u32::from_le(hi.load(Ordering::Relaxed))) << 32),
+            len: u32::from_le(len.load(Ordering::Relaxed)),
+            flags: u16::from_le(flags.load(Ordering::Relaxed)),
+            next: u16::from_le(next.load(Ordering::Relaxed)),
+        })
+    }
+
+    /// Publish a used element (`id`, `len`: whatever the caller says, hostile tests included)
+    /// and advance `used.idx`. Returns whether the driver wants an interrupt for it (always
+    /// without EVENT_IDX; the flags word is not consulted, as drivers here never set it).
+    pub fn push_used(&mut self, id: u32, len: u32) -> bool {
+        let l = self.layout();
+        let slot = self.used_idx & (self.addrs.size - 1);
+        let e = self.addrs.device + l.used_ring(slot) as u64;
+        let elem = UsedElem { id, len };
+        // SAFETY: `slot < size`: inside the used ring, 4-byte aligned words, read by the driver
+        // with 32-bit atomics (`SplitRing::pop_used`).
+        let (wid, wlen) = unsafe { (word32(e), word32(e + 4)) };
+        // Relaxed (both): published by the Release store of `used.idx` below.
+        wid.store(elem.id.to_le(), Ordering::Relaxed);
+        wlen.store(elem.len.to_le(), Ordering::Relaxed);
+        self.used_idx = self.used_idx.wrapping_add(1);
+        self.publish_used_idx(self.used_idx)
+    }
+
+    /// Store `idx` as `used.idx` without writing elements (a hostile device jumping the index);
+    /// returns whether the driver wants an interrupt. [`push_used`](Self::push_used) uses it
+    /// with the next index.
+    pub fn publish_used_idx(&mut self, idx: u16) -> bool {
+        let l = self.layout();
+        let old = self.used_idx.wrapping_sub(1);
+        self.used_idx = idx;
+        // SAFETY: `used.idx` of the configured device area.
+        let used = unsafe { word16(self.addrs.device + l.used_idx() as u64) };
+        // Release: the element and the buffer bytes written before are visible to a driver that
+        // observes the new index (pairs with the Acquire in `SplitRing::device_used_idx`).
+        used.store(idx.to_le(), Ordering::Release);
+        if !self.event_idx {
+            return true;
+        }
+        // SeqCst fence: our `used.idx` store is visible before we read `used_event` (pairs with
+        // the fence in `SplitRing::pop_used`): either the driver sees the entry or we see its
+        // request for an interrupt.
+        fence(Ordering::SeqCst);
+        // SAFETY: `used_event` lies inside the driver area.
+        let ue = unsafe { word16(self.addrs.driver + l.used_event() as u64) };
+        // Acquire: a hint (the fence above orders what matters).
+        let event = u16::from_le(ue.load(Ordering::Acquire));
+        vring_need_event(event, idx, old)
+    }
+
+    /// Copy the first `out.len()` bytes of the driver buffer `d` (device-readable) into `out`.
+    /// `None` if the descriptor is shorter than `out` or is device-writable.
+    pub fn read_buf(&self, d: &Descriptor, out: &mut [u8]) -> Option<()> {
+        if (d.len as usize) < out.len() || d.flags & crate::ring::DESC_F_WRITE != 0 || d.addr == 0 {
+            return None;
+        }
+        // SAFETY: the driver posted `d` (readable, at least `out.len()` bytes) and keeps it
+        // until we return the chain; buffer bytes are accessed only through the byte accessors.
+        unsafe { copy_from_shared(d.addr as usize as *const u8, out) };
+        Some(())
+    }
+
+    /// Copy `data` into the driver buffer `d` (device-writable). `None` if it does not fit or
+    /// the descriptor is not device-writable.
+    pub fn write_buf(&self, d: &Descriptor, data: &[u8]) -> Option<()> {
+        if (d.len as usize) < data.len() || d.flags & crate::ring::DESC_F_WRITE == 0 || d.addr == 0
+        {
+            return None;
+        }
+        // SAFETY: as `read_buf`, for a writable buffer of at least `data.len()` bytes.
+        unsafe { copy_to_shared(d.addr as usize as *mut u8, data) };
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hal::IdentityHal;
+    use crate::ring::{SplitRing, DESC_F_WRITE};
+
+    fn pair(event_idx: bool) -> (SplitRing<IdentityHal>, DeviceQueue) {
+        let ring = SplitRing::<IdentityHal>::new(4, event_idx).unwrap();
+        let (desc, driver, device) = ring.addrs();
+        let addrs = QueueAddrs {
+            size: 4,
+            desc,
+            driver,
+            device,
+        };
+        // SAFETY: `ring` was laid out by `SplitRing` in this address space (identity-mapped Hal)
+        // and outlives the device view in every test.
+        let dq = unsafe { DeviceQueue::new(addrs, event_idx) }.unwrap();
+        (ring, dq)
+    }
+
+    /// Driver posts, the device walks the same memory, answers, the driver pops it raw.
+    #[test]
+    fn driver_and_device_views_agree() {
+        for event_idx in [false, true] {
+            let (mut ring, mut dq) = pair(event_idx);
+            let mut out_buf = [7u8; 8];
+            let mut in_buf = [0u8; 8];
+            ring.set_desc(
+                2,
+                Descriptor {
+                    addr: out_buf.as_mut_ptr() as u64,
+                    len: 8,
+                    flags: 0,
+                    next: 0,
+                },
+            );
+            ring.set_desc(
+                3,
+                Descriptor {
+                    addr: in_buf.as_mut_ptr() as u64,
+                    len: 8,
+                    flags: DESC_F_WRITE,
+                    next: 0,
+                },
+            );
+            ring.post(2);
+            ring.post(3);
+            assert!(ring.should_notify());
+            assert_eq!(dq.next_avail(), Some(2));
+            assert_eq!(dq.next_avail(), Some(3));
+            assert_eq!(dq.next_avail(), None);
+            let d = dq.desc(2).unwrap();
+            let mut got = [0u8; 8];
+            assert_eq!(dq.read_buf(&d, &mut got), Some(()));
+            assert_eq!(got, [7; 8]);
+            assert_eq!(dq.write_buf(&d, &[1]), None, "read-only buffer refused");
+            let w = dq.desc(3).unwrap();
+            assert_eq!(
+                dq.read_buf(&w, &mut got),
+                None,
+                "writable buffer is not read"
+            );
+            assert_eq!(dq.write_buf(&w, &[9; 9]), None, "longer than the buffer");
+            assert_eq!(dq.write_buf(&w, &[9; 4]), Some(()));
+            assert!(dq.desc(4).is_none());
+            // The driver has not consumed anything: `used_event` 0 asks for the first entry.
+            assert!(dq.push_used(3, 4));
+            assert_eq!(ring.pop_used(), Ok(Some(UsedElem { id: 3, len: 4 })));
+            assert_eq!(ring.pop_used(), Ok(None));
+            assert_eq!(&in_buf[..4], &[9; 4]);
+            // A hostile jump of the used index is reported by the driver's ring.
+            dq.publish_used_idx(dq.used_idx.wrapping_add(40));
+            assert!(ring.pop_used().is_err());
+        }
+    }
+}

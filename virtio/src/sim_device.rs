@@ -1,0 +1,317 @@
+//! [`SimDevice`]: the register file of a simulated virtio device (status, features, queue
+//! addresses, interrupt status) and [`SimTransport`], the driver's view of it as a virtio-drivers
+//! `Transport`. The device model (a backend's simulated remote) owns the behaviour: it reads the
+//! rings through [`SimDevice::with_queue`] ([`DeviceQueue`]) and raises the interrupt with
+//! [`SimDevice::raise_irq`]; a kick runs the hook given to [`SimDevice::on_notify`].
+//!
+//! Reset (status 0) forgets every queue under the same lock `with_queue` holds, so once
+//! `set_status(0)` returns the model no longer touches driver memory, unless
+//! [`SimDevice::refuse_reset`] makes the device ignore resets (a device that never completes
+//! one, Virtio 1.2 §2.4).
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::Mutex;
+use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
+use virtio_drivers::PhysAddr;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::device_ring::{DeviceQueue, QueueAddrs};
+use crate::negotiate::F_RING_EVENT_IDX;
+
+/// Static properties of a simulated device.
+#[derive(Debug, Clone, Copy)]
+pub struct SimDeviceConfig {
+    /// Virtio device id (reported by [`SimTransport::device_type`] when virtio-drivers names it).
+    pub device_id: u32,
+    /// Offered feature bits.
+    pub features: u64,
+    /// Number of virtqueues.
+    pub queues: u16,
+    /// `max_queue_size` of every queue.
+    pub queue_max: u32,
+}
+
+type Hook = Box<dyn Fn(u16) + Send + Sync>;
+
+struct Regs {
+    status: DeviceStatus,
+    driver_features: u64,
+    queues: Vec<Option<DeviceQueue>>,
+    isr: u32,
+    refuse_reset: bool,
+    refuse_features_ok: bool,
+}
+
+struct Inner {
+    cfg: SimDeviceConfig,
+    regs: Mutex<Regs>,
+    notify: Mutex<Option<Arc<Hook>>>,
+    status_reads: AtomicU64,
+    kicks: AtomicU64,
+}
+
+/// A simulated device's register file, shared by the driver's [`SimTransport`] and the model.
+#[derive(Clone)]
+pub struct SimDevice {
+    inner: Arc<Inner>,
+}
+
+impl core::fmt::Debug for SimDevice {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimDevice")
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimDevice {
+    /// A device in reset state.
+    pub fn new(cfg: SimDeviceConfig) -> Self {
+        SimDevice {
+            inner: Arc::new(Inner {
+                cfg,
+                regs: Mutex::new(Regs {
+                    status: DeviceStatus::empty(),
+                    driver_features: 0,
+                    queues: (0..cfg.queues).map(|_| None).collect(),
+                    isr: 0,
+                    refuse_reset: false,
+                    refuse_features_ok: false,
+                }),
+                notify: Mutex::new(None),
+                status_reads: AtomicU64::new(0),
+                kicks: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The driver's view (any number of them share this register file).
+    pub fn transport(&self) -> SimTransport {
+        SimTransport { dev: self.clone() }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> SimDeviceConfig {
+        self.inner.cfg
+    }
+
+    /// Run `hook(queue)` on every driver notification (called without any lock held).
+    pub fn on_notify(&self, hook: impl Fn(u16) + Send + Sync + 'static) {
+        *self.inner.notify.lock() = Some(Arc::new(Box::new(hook)));
+    }
+
+    /// Ignore writes of status 0 from now on (`true`): resets are never confirmed.
+    pub fn refuse_reset(&self, on: bool) {
+        self.inner.regs.lock().refuse_reset = on;
+    }
+
+    /// Clear `FEATURES_OK` whenever the driver sets it (`true`): the device refuses every subset.
+    pub fn refuse_features_ok(&self, on: bool) {
+        self.inner.regs.lock().refuse_features_ok = on;
+    }
+
+    /// The features the driver accepted.
+    pub fn driver_features(&self) -> u64 {
+        self.inner.regs.lock().driver_features
+    }
+
+    /// Whether the driver set `DRIVER_OK` (and the device has not been reset since).
+    pub fn driver_ok(&self) -> bool {
+        self.inner
+            .regs
+            .lock()
+            .status
+            .contains(DeviceStatus::DRIVER_OK)
+    }
+
+    /// How often the driver read the status register.
+    pub fn status_reads(&self) -> u64 {
+        // Relaxed: a statistics counter.
+        self.inner.status_reads.load(Ordering::Relaxed)
+    }
+
+    /// How often the driver notified a queue.
+    pub fn kicks(&self) -> u64 {
+        // Relaxed: a statistics counter.
+        self.inner.kicks.load(Ordering::Relaxed)
+    }
+
+    /// Run `f` on queue `queue` if the driver set it up and `DRIVER_OK` is set, under the
+    /// register lock (a reset waits for it, so `f` may touch driver memory). `None` otherwise.
+    pub fn with_queue<R>(&self, queue: u16, f: impl FnOnce(&mut DeviceQueue) -> R) -> Option<R> {
+        let mut regs = self.inner.regs.lock();
+        if !regs.status.contains(DeviceStatus::DRIVER_OK) {
+            return None;
+        }
+        regs.queues.get_mut(usize::from(queue))?.as_mut().map(f)
+    }
+
+    /// Set the queue-interrupt bit (the driver's `ack_interrupt` clears it). The caller runs the
+    /// driver's interrupt handler itself, after this and outside `with_queue`.
+    pub fn raise_irq(&self) {
+        self.inner.regs.lock().isr |= InterruptStatus::QUEUE_INTERRUPT.bits();
+    }
+}
+
+/// The driver's view of a [`SimDevice`]: a virtio-drivers `Transport`.
+#[derive(Debug, Clone)]
+pub struct SimTransport {
+    dev: SimDevice,
+}
+
+impl SimTransport {
+    /// The register file behind this transport.
+    pub fn device(&self) -> &SimDevice {
+        &self.dev
+    }
+}
+
+impl Transport for SimTransport {
+    /// The configured id if virtio-drivers names it, else `Sound` (a placeholder; drivers of
+    /// unnamed ids check [`SimDeviceConfig::device_id`]).
+    fn device_type(&self) -> DeviceType {
+        DeviceType::try_from(self.dev.inner.cfg.device_id).unwrap_or(DeviceType::Sound)
+    }
+
+    fn read_device_features(&mut self) -> u64 {
+        self.dev.inner.cfg.features
+    }
+
+    fn write_driver_features(&mut self, driver_features: u64) {
+        self.dev.inner.regs.lock().driver_features = driver_features;
+    }
+
+    fn max_queue_size(&mut self, queue: u16) -> u32 {
+        if queue < self.dev.inner.cfg.queues {
+            self.dev.inner.cfg.queue_max
+        } else {
+            0
+        }
+    }
+
+    fn notify(&mut self, queue: u16) {
+        // Relaxed: a statistics counter.
+        self.dev.inner.kicks.fetch_add(1, Ordering::Relaxed);
+        let hook = self.dev.inner.notify.lock().clone();
+        if let Some(h) = hook {
+            h(queue);
+        }
+    }
+
+    fn get_status(&self) -> DeviceStatus {
+        // Relaxed: a statistics counter.
+        self.dev.inner.status_reads.fetch_add(1, Ordering::Relaxed);
+        self.dev.inner.regs.lock().status
+    }
+
+    fn set_status(&mut self, status: DeviceStatus) {
+        let mut r = self.dev.inner.regs.lock();
+        if status.is_empty() {
+            if r.refuse_reset {
+                return;
+            }
+            for q in r.queues.iter_mut() {
+                *q = None;
+            }
+            r.isr = 0;
+            r.driver_features = 0;
+        }
+        let mut status = status;
+        if r.refuse_features_ok {
+            status.remove(DeviceStatus::FEATURES_OK);
+        }
+        if status.contains(DeviceStatus::DRIVER_OK) && !r.status.contains(DeviceStatus::DRIVER_OK) {
+            // The device starts using the queues the driver configured.
+            let event_idx = r.driver_features & F_RING_EVENT_IDX != 0;
+            for q in r.queues.iter_mut().flatten() {
+                let addrs = q.addrs();
+                // SAFETY: addresses the driver configured with `queue_set` for rings laid out by
+                // `SplitRing` in this address space; they stay allocated until the driver resets
+                // the device, which forgets them under this lock.
+                if let Some(n) = unsafe { DeviceQueue::new(addrs, event_idx) } {
+                    *q = n;
+                }
+            }
+        }
+        r.status = status;
+    }
+
+    fn set_guest_page_size(&mut self, _guest_page_size: u32) {}
+
+    fn requires_legacy_layout(&self) -> bool {
+        false
+    }
+
+    fn queue_set(
+        &mut self,
+        queue: u16,
+        size: u32,
+        descriptors: PhysAddr,
+        driver_area: PhysAddr,
+        device_area: PhysAddr,
+    ) {
+        let addrs = QueueAddrs {
+            size: u16::try_from(size).unwrap_or(0),
+            desc: descriptors,
+            driver: driver_area,
+            device: device_area,
+        };
+        let mut r = self.dev.inner.regs.lock();
+        if let Some(q) = r.queues.get_mut(usize::from(queue)) {
+            // SAFETY: as in `set_status`; re-created with the negotiated EVENT_IDX at DRIVER_OK.
+            *q = unsafe { DeviceQueue::new(addrs, false) };
+        }
+    }
+
+    fn queue_unset(&mut self, queue: u16) {
+        if let Some(q) = self
+            .dev
+            .inner
+            .regs
+            .lock()
+            .queues
+            .get_mut(usize::from(queue))
+        {
+            *q = None;
+        }
+    }
+
+    fn queue_used(&mut self, queue: u16) -> bool {
+        self.dev
+            .inner
+            .regs
+            .lock()
+            .queues
+            .get(usize::from(queue))
+            .is_some_and(Option::is_some)
+    }
+
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        let mut r = self.dev.inner.regs.lock();
+        InterruptStatus::from_bits_truncate(core::mem::take(&mut r.isr))
+    }
+
+    fn read_config_generation(&self) -> u32 {
+        0
+    }
+
+    /// The simulated devices have no configuration space (rpmsg has none either).
+    fn read_config_space<T: FromBytes + IntoBytes>(
+        &self,
+        _offset: usize,
+    ) -> virtio_drivers::Result<T> {
+        Err(virtio_drivers::Error::ConfigSpaceMissing)
+    }
+
+    fn write_config_space<T: IntoBytes + Immutable>(
+        &mut self,
+        _offset: usize,
+        _value: T,
+    ) -> virtio_drivers::Result<()> {
+        Err(virtio_drivers::Error::ConfigSpaceMissing)
+    }
+}
