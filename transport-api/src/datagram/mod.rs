@@ -15,7 +15,7 @@ mod counters;
 mod endpoints;
 mod hold;
 mod loan;
-#[cfg(feature = "std")]
+#[cfg(feature = "fixtures")]
 mod peer;
 mod types;
 
@@ -23,7 +23,7 @@ pub use counters::DatagramCounters;
 pub use endpoints::EndpointQueues;
 pub use hold::{HoldTable, RxHold};
 pub use loan::TxLoan;
-#[cfg(feature = "std")]
+#[cfg(feature = "fixtures")]
 pub use peer::DatagramPeer;
 pub use types::{Bind, DatagramStats, Endpoint, EndpointEvent, EndpointName, Rx, RxAction, RxInfo};
 
