@@ -117,6 +117,9 @@ mod tests {
     }
 
     #[test]
+    // `Waker::will_wake` compares vtable addresses, which Miri does not keep unique (false
+    // negatives are allowed by its contract): the exact arm count is only stable natively.
+    #[cfg_attr(miri, ignore = "will_wake may return false negatives under Miri")]
     fn a_pending_future_arms_its_deadline_once_per_waker_and_times_out_when_woken() {
         let clock = ManualClock::new();
         let deadline = Deadline::after(&clock, Duration::from_millis(10));
