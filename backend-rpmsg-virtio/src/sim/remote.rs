@@ -167,7 +167,9 @@ impl<E: RemoteEnd> SimRemote<E> {
         let d = lock(&self.node).receive(frame);
         let f = match d {
             Ok(Delivery::Message(f)) if f.dst == self.echo_addr() => f,
-            Ok(Delivery::NameService(a)) => return self.peer.on_ns(&a),
+            Ok(Delivery::NameService(a) | Delivery::PeerRestarted(a)) => {
+                return self.peer.on_ns(&a)
+            }
             Ok(Delivery::Message(f)) if self.peer.on_message(f.src, f.dst, f.payload(frame)) => {
                 return
             }
