@@ -262,6 +262,7 @@ fn link_err(e: LinkError) -> Error {
     match e {
         LinkError::NoBuffer => Error::Retry,
         LinkError::Down => Error::Shutdown,
+        LinkError::Unsupported => Error::NotSupported,
     }
 }
 
@@ -271,6 +272,7 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
             .with_notifications(true)
             .with_polling(true)
             .with_one_way(true)
+            .with_zero_copy(true)
             .with_rx_hold(true)
             .with_endpoints(true)
             .with_name_service(self.cfg.name_service)
