@@ -11,6 +11,8 @@ use fwipc_transport_api::{SharedTxBufs, TxLoan};
 use crate::addr::{BUF_SIZE, HDR_SIZE, MAX_PAYLOAD};
 use crate::link::{Link, LinkError};
 
+use super::rewrite::Rewriter;
+
 /// Buffers per direction.
 pub const QUEUE_BUFS: usize = 256;
 /// Transmit buffers the driver may have loaned at once (a quarter, as `VirtioLink`).
@@ -64,6 +66,8 @@ pub struct Queues {
     device_thread: Mutex<Option<std::thread::Thread>>,
     irq: Mutex<Option<Irq>>,
     loans: Arc<LoanBufs>,
+    /// The double-fetch fault on the device's sends.
+    pub(crate) rewriter: Rewriter,
 }
 
 impl core::fmt::Debug for Queues {
@@ -85,6 +89,7 @@ impl Queues {
                 bufs: Mutex::new(vec![[0; BUF_SIZE]; QUEUE_LOANS]),
                 loaned: Mutex::new(vec![false; QUEUE_LOANS]),
             }),
+            rewriter: Rewriter::default(),
         })
     }
 
@@ -253,6 +258,14 @@ impl Link for DeviceEnd {
         }
         if !push(&self.0.to_driver, frame) {
             return Err(LinkError::NoBuffer);
+        }
+        if let Some(r) = self.0.rewriter.take() {
+            // Published: rewrite it where it waits, if the driver has not taken it yet.
+            let mut q = self.0.to_driver.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = q.back_mut() {
+                let n = b.len.min(BUF_SIZE);
+                r.apply(&mut b.data[..n]);
+            }
         }
         self.0.raise_irq();
         Ok(())
