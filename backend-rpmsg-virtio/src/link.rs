@@ -48,6 +48,13 @@ pub trait Link: Send + Sync {
     /// Take back every buffer the peer holds (device reset); frames not yet received are lost.
     fn reset(&self);
 
+    /// Misbehaviour of the peer's that the link dropped or repaired below the frames (a used
+    /// element naming no buffer, a buffer returned twice, an index jump), counted into the
+    /// transport's `Stats::protocol_errors`. The default: none.
+    fn faults(&self) -> u64 {
+        0
+    }
+
     /// Loan a free transmit buffer, to write a payload in place (a zero-copy send): the loan
     /// covers the payload area behind the 16-byte header. `NoBuffer` when none is free (or the
     /// link's loans are all out), `Unsupported` for a link that does not loan.

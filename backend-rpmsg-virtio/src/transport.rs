@@ -360,6 +360,8 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
     }
 
     fn stats(&self) -> Stats {
-        self.table.stats()
+        let mut s = self.table.stats();
+        s.protocol_errors += self.link.faults();
+        s
     }
 }

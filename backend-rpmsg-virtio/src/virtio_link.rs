@@ -574,6 +574,13 @@ impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink
         taken
     }
 
+    /// `bad_id + not_owned + index_jumps` ([`LinkStats`]); a length clamped (`bad_len`) reaches
+    /// the frame parser, which counts the frame if it is malformed.
+    fn faults(&self) -> u64 {
+        let s = self.stats();
+        s.bad_id + s.not_owned + s.index_jumps
+    }
+
     fn reset(&self) {
         // Only a running link is reset (once down, the device was reset already; once
         // quarantined, it stays so). AcqRel: later sends and receives see the link down before

@@ -67,11 +67,14 @@ fn traffic_goes_through_the_rings() {
 fn out_of_range_used_ids_are_dropped_and_counted() {
     let fx = RpmsgRingFixture::setup(Completion::Polled);
     let link = fx.transport().link();
+    let before = fx.transport().stats().protocol_errors;
     for id in [RING_QUEUE_MAX, u32::from(u16::MAX) + 1, u32::MAX] {
         assert!(dev(&fx).inject_used(VQ_DRIVER_RX, id, 16));
     }
     fx.transport().handle_interrupt();
     assert_eq!(link.stats().bad_id, 3);
+    // The link's counts reach the transport's statistics.
+    assert_eq!(fx.transport().stats().protocol_errors, before + 3);
     echo_ok(&fx);
 }
 
