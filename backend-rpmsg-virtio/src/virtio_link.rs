@@ -298,6 +298,9 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
         }
         rx.post_all_rx();
         tx.free_all_tx();
+        // Transmit buffers are taken back when a sender needs one: no transmit interrupts
+        // (Linux's `rpmsg_probe` disables the transmit queue's callback likewise).
+        tx.ring.suppress_interrupts();
         // Linux prepares the kick before DRIVER_OK and notifies after it.
         let kick = rx.ring.should_notify();
         negotiate::driver_ok(&mut transport);
