@@ -156,6 +156,11 @@ impl<H: Hal> Queue<H> {
     }
 }
 
+/// How many of `tx`'s buffers may be loaned at once: a quarter (at least one).
+fn max_loans<H: Hal>(tx: &Queue<H>) -> usize {
+    usize::from(tx.ring.size() / 4).max(1)
+}
+
 /// The transmit side, shared with the loans of its buffers: a loan that outlives the link keeps
 /// the memory alive, and gives its buffer back here when dropped.
 struct TxSide<H: Hal> {
@@ -362,7 +367,7 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
     /// At most this many transmit buffers are loaned at once (a quarter of them), so loans
     /// never starve calls and name-service messages.
     pub fn max_tx_loans(&self) -> usize {
-        usize::from(self.queue_size() / 4).max(1)
+        max_loans(&self.tx.q.lock())
     }
 
     /// Take a free transmit buffer (reclaiming from the used ring when none is left).
@@ -469,7 +474,7 @@ impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink
             return Err(LinkError::Down);
         }
         let mut tx = self.tx.q.lock();
-        if tx.loans >= self.max_tx_loans() {
+        if tx.loans >= max_loans(&tx) {
             return Err(LinkError::NoBuffer);
         }
         let Some(i) = self.take_tx(&mut tx) else {
