@@ -5,6 +5,10 @@
 
 use core::fmt;
 
+use fwipc_transport_api::TxLoan;
+
+use crate::addr::HDR_SIZE;
+
 /// Why a frame could not be handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -13,6 +17,8 @@ pub enum LinkError {
     NoBuffer,
     /// The link is down (device reset or shut down).
     Down,
+    /// The link does not loan its transmit buffers, or the loan is not one of its own.
+    Unsupported,
 }
 
 impl fmt::Display for LinkError {
@@ -20,6 +26,7 @@ impl fmt::Display for LinkError {
         f.write_str(match self {
             LinkError::NoBuffer => "rpmsg link: no free transmit buffer",
             LinkError::Down => "rpmsg link: down",
+            LinkError::Unsupported => "rpmsg link: no such transmit loan",
         })
     }
 }
@@ -40,4 +47,26 @@ pub trait Link: Send + Sync {
 
     /// Take back every buffer the peer holds (device reset); frames not yet received are lost.
     fn reset(&self);
+
+    /// Misbehaviour of the peer's that the link dropped or repaired below the frames (a used
+    /// element naming no buffer, a buffer returned twice, an index jump), counted into the
+    /// transport's `Stats::protocol_errors`. The default: none.
+    fn faults(&self) -> u64 {
+        0
+    }
+
+    /// Loan a free transmit buffer, to write a payload in place (a zero-copy send): the loan
+    /// covers the payload area behind the 16-byte header. `NoBuffer` when none is free (or the
+    /// link's loans are all out), `Unsupported` for a link that does not loan.
+    fn loan(&self) -> Result<TxLoan, LinkError> {
+        Err(LinkError::Unsupported)
+    }
+
+    /// Write `hdr` in front of the loaned payload and hand the buffer to the peer (publish, then
+    /// notify). A loan that is not this link's (`Unsupported`), or a link that is down, hands
+    /// the loan back.
+    fn send_loan(&self, hdr: &[u8; HDR_SIZE], loan: TxLoan) -> Result<(), (LinkError, TxLoan)> {
+        let _ = hdr;
+        Err((LinkError::Unsupported, loan))
+    }
 }

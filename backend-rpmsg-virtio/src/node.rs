@@ -14,6 +14,10 @@ use zerocopy::IntoBytes;
 pub enum Delivery {
     /// A name-service message, already applied to [`Node::services`].
     NameService(NsAnnounce),
+    /// A create announcement for a service the peer had announced already: the peer restarted
+    /// (docs/protocols/rpmsg.md §3). Everything it announced before was forgotten and this
+    /// announcement applied to [`Node::services`].
+    PeerRestarted(NsAnnounce),
     /// A message for `frame.dst` (which may or may not be bound: the caller decides).
     Message(Frame),
 }
@@ -98,6 +102,13 @@ impl Node {
             return Err(RpmsgError::NotBound);
         }
         let a = parse_ns(f.payload(buf))?;
+        // A running peer announces each of its endpoints once, when it creates it; a second
+        // create of a name it announced before comes from a peer that started again.
+        let restarted = !a.destroy && self.services.lookup(&a.name).is_some();
+        if restarted {
+            log::info!("rpmsg: peer re-announced {:?}: it restarted", a.name);
+            self.services.clear();
+        }
         self.services.apply(&a)?;
         log::debug!(
             "rpmsg: peer {} {:?} at {}",
@@ -105,7 +116,11 @@ impl Node {
             a.name,
             a.addr
         );
-        Ok(Delivery::NameService(a))
+        Ok(if restarted {
+            Delivery::PeerRestarted(a)
+        } else {
+            Delivery::NameService(a)
+        })
     }
 
     /// The peer was reset: forget what it announced.

@@ -91,6 +91,7 @@ pub struct RpmsgTransport<L: Link, C: Clock> {
     lc: Lifecycle,
     notes: Mutex<VecDeque<Note>>,
     notes_dropped: AtomicU64,
+    peer_resets: AtomicU64,
     /// Serialises receive processing so frames are handled in arrival order.
     rx: Mutex<()>,
     /// Datagram endpoints (`transport/datagram.rs`).
@@ -128,6 +129,7 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
             lc: Lifecycle::new(),
             notes: Mutex::new(VecDeque::with_capacity(cfg.notifications)),
             notes_dropped: AtomicU64::new(0),
+            peer_resets: AtomicU64::new(0),
             rx: Mutex::new(()),
             dgram: datagram::DgramSide::new(cfg.endpoints)?,
         };
@@ -176,16 +178,37 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
         self.link.receive(budget, &mut |frame| self.on_frame(frame));
     }
 
-    /// The peer was reset: its announcements are void and it answers nothing sent before.
-    /// In-flight transfers keep their reply addresses until they time out or shut down.
+    /// The peer was reset (an embedder that learns it from its remote-processor framework
+    /// calls this; a peer that re-announces a service does the same, see [`Delivery`]): its
+    /// announcements are void and it answers nothing sent before, so every transfer in flight
+    /// fails with [`Error::Cancelled`] and every abandoned one (timed out or dropped by its
+    /// caller) gives its pool buffer and reply address back.
     pub fn peer_reset(&self) {
         self.node.lock().peer_reset();
+        self.cancel_transfers();
+    }
+
+    /// How often the peer was reset ([`RpmsgTransport::peer_reset`] or a re-announcement).
+    pub fn peer_resets(&self) -> u64 {
+        // Relaxed: statistics counter only.
+        self.peer_resets.load(Ordering::Relaxed)
+    }
+
+    /// The peer lost every transfer sent before: end them all.
+    fn cancel_transfers(&self) {
+        // Relaxed: statistics counter only.
+        self.peer_resets.fetch_add(1, Ordering::Relaxed);
+        self.table.fail_all(Error::Cancelled);
     }
 
     fn on_frame(&self, frame: &[u8]) {
         let d = self.node.lock().receive(frame);
         match d {
             Ok(Delivery::NameService(a)) => self.dgram.on_ns(&a),
+            Ok(Delivery::PeerRestarted(a)) => {
+                self.cancel_transfers();
+                self.dgram.on_ns(&a);
+            }
             Ok(Delivery::Message(f)) => {
                 let payload = f.payload(frame);
                 if f.dst == self.notify_addr {
@@ -239,6 +262,7 @@ fn link_err(e: LinkError) -> Error {
     match e {
         LinkError::NoBuffer => Error::Retry,
         LinkError::Down => Error::Shutdown,
+        LinkError::Unsupported => Error::NotSupported,
     }
 }
 
@@ -248,6 +272,7 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
             .with_notifications(true)
             .with_polling(true)
             .with_one_way(true)
+            .with_zero_copy(true)
             .with_rx_hold(true)
             .with_endpoints(true)
             .with_name_service(self.cfg.name_service)
@@ -335,6 +360,8 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
     }
 
     fn stats(&self) -> Stats {
-        self.table.stats()
+        let mut s = self.table.stats();
+        s.protocol_errors += self.link.faults();
+        s
     }
 }

@@ -37,13 +37,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem::ManuallyDrop;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use core::time::Duration;
 
 use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
-use fwipc_transport_api::Clock;
+use fwipc_transport_api::{Clock, SharedTxBufs, TxLoan};
 use fwipc_virtio::negotiate::{
     self, ResetOutcome, F_ACCESS_PLATFORM, F_RING_EVENT_IDX, F_VERSION_1,
 };
@@ -52,7 +53,7 @@ use spin::Mutex;
 use virtio_drivers::transport::{DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal};
 
-use crate::addr::{BUF_SIZE, VIRTIO_RPMSG_F_NS};
+use crate::addr::{BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, VIRTIO_RPMSG_F_NS};
 use crate::link::{Link, LinkError};
 use crate::role::{VQ_DRIVER_RX, VQ_DRIVER_TX};
 use crate::virtio_link_error::{Counters, LinkStats, VirtioLinkError};
@@ -90,6 +91,10 @@ struct Queue<H: Hal> {
     device_owned: Vec<bool>,
     /// Transmit only: buffers the driver holds (a stack, capacity reserved).
     free: Vec<u16>,
+    /// Transmit only: buffers loaned out for a zero-copy send (neither free nor the device's).
+    loaned: Vec<bool>,
+    /// How many are loaned.
+    loans: usize,
 }
 
 impl<H: Hal> Queue<H> {
@@ -100,6 +105,8 @@ impl<H: Hal> Queue<H> {
             bufs: DmaRegion::new(n * BUF_SIZE, dir)?,
             device_owned: alloc::vec![false; n],
             free: Vec::with_capacity(n),
+            loaned: alloc::vec![false; n],
+            loans: 0,
         })
     }
 
@@ -122,11 +129,88 @@ impl<H: Hal> Queue<H> {
         }
     }
 
-    /// Every transmit buffer back on the free list.
+    /// Every transmit buffer back on the free list, except those loaned out (their loans give
+    /// them back).
     fn free_all_tx(&mut self) {
         self.free.clear();
-        self.free.extend((0..self.ring.size()).rev());
+        let loaned = &self.loaned;
+        self.free.extend(
+            (0..self.ring.size())
+                .rev()
+                .filter(|&i| !loaned[usize::from(i)]),
+        );
         self.device_owned.fill(false);
+    }
+
+    /// A loan of transmit buffer `i` ends: the buffer is the driver's again (`true`), or it was
+    /// not loaned (`false`).
+    fn end_loan(&mut self, i: u16) -> bool {
+        match self.loaned.get_mut(usize::from(i)) {
+            Some(l) if *l => {
+                *l = false;
+                self.loans -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How many of `tx`'s buffers may be loaned at once: a quarter (at least one).
+fn max_loans<H: Hal>(tx: &Queue<H>) -> usize {
+    usize::from(tx.ring.size() / 4).max(1)
+}
+
+/// The transmit side, shared with the loans of its buffers: a loan that outlives the link keeps
+/// the memory alive, and gives its buffer back here when dropped.
+struct TxSide<H: Hal> {
+    /// `ManuallyDrop`: after an unconfirmed reset the memory must never be freed (`Drop`).
+    q: Mutex<ManuallyDrop<Queue<H>>>,
+    /// Set when the link is dropped after a confirmed reset: the device no longer touches the
+    /// memory, and the last owner (the link or a loan) frees it.
+    freeable: AtomicBool,
+}
+
+impl<H: Hal> Drop for TxSide<H> {
+    fn drop(&mut self) {
+        // Acquire: pairs with the Release store in `VirtioLink::drop`.
+        if self.freeable.load(Ordering::Acquire) {
+            // SAFETY: `freeable` is set only after a confirmed device reset, so the device no
+            // longer accesses the ring or the buffers; this is the last owner, and the queue is
+            // dropped exactly once, here.
+            unsafe { ManuallyDrop::drop(self.q.get_mut()) };
+        }
+    }
+}
+
+impl<H: Hal + 'static> SharedTxBufs for TxSide<H> {
+    fn capacity(&self) -> usize {
+        MAX_PAYLOAD
+    }
+
+    fn write(&self, idx: u32, offset: usize, data: &[u8]) {
+        let q = self.q.lock();
+        let Some(i) = u16::try_from(idx).ok().filter(|&i| i < q.ring.size()) else {
+            return;
+        };
+        if offset + data.len() > MAX_PAYLOAD || !q.loaned[usize::from(i)] {
+            return;
+        }
+        let Some(p) = q.bufs.at(usize::from(i) * BUF_SIZE + HDR_SIZE + offset) else {
+            return;
+        };
+        // SAFETY: the bytes lie inside buffer `i` (`HDR_SIZE + offset + data.len() <= BUF_SIZE`,
+        // `i < size`, region of `size * BUF_SIZE` bytes), which is loaned (the driver's: neither
+        // posted nor free); byte copies, as the device may read it once published.
+        unsafe { copy_to_shared(p, data) };
+    }
+
+    fn give_back(&self, idx: u32) {
+        let mut q = self.q.lock();
+        let Ok(i) = u16::try_from(idx) else { return };
+        if q.end_loan(i) {
+            q.free.push(i);
+        }
     }
 }
 
@@ -144,7 +228,7 @@ pub struct VirtioLink<H: Hal, T: Transport, C: Clock> {
     features: u64,
     /// `ManuallyDrop`: after an unconfirmed reset the memory must never be freed (`Drop`).
     rx: Mutex<ManuallyDrop<Queue<H>>>,
-    tx: Mutex<ManuallyDrop<Queue<H>>>,
+    tx: Arc<TxSide<H>>,
     state: AtomicU8,
     counters: Counters,
 }
@@ -219,6 +303,9 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
         }
         rx.post_all_rx();
         tx.free_all_tx();
+        // Transmit buffers are taken back when a sender needs one: no transmit interrupts
+        // (Linux's `rpmsg_probe` disables the transmit queue's callback likewise).
+        tx.ring.suppress_interrupts();
         // Linux prepares the kick before DRIVER_OK and notifies after it.
         let kick = rx.ring.should_notify();
         negotiate::driver_ok(&mut transport);
@@ -231,7 +318,10 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
             cfg,
             features,
             rx: Mutex::new(ManuallyDrop::new(rx)),
-            tx: Mutex::new(ManuallyDrop::new(tx)),
+            tx: Arc::new(TxSide {
+                q: Mutex::new(ManuallyDrop::new(tx)),
+                freeable: AtomicBool::new(false),
+            }),
             state: AtomicU8::new(UP),
             counters: Counters::default(),
         })
@@ -266,7 +356,43 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
 
     /// Transmit buffers the driver holds right now (the rest are with the device).
     pub fn tx_free(&self) -> usize {
-        self.tx.lock().free.len()
+        self.tx.q.lock().free.len()
+    }
+
+    /// Transmit buffers loaned out right now ([`Link::loan`]).
+    pub fn tx_loans(&self) -> usize {
+        self.tx.q.lock().loans
+    }
+
+    /// At most this many transmit buffers are loaned at once (a quarter of them), so loans
+    /// never starve calls and name-service messages.
+    pub fn max_tx_loans(&self) -> usize {
+        max_loans(&self.tx.q.lock())
+    }
+
+    /// Take a free transmit buffer (reclaiming from the used ring when none is left).
+    fn take_tx(&self, tx: &mut Queue<H>) -> Option<u16> {
+        if tx.free.is_empty() {
+            self.reclaim_tx(tx);
+        }
+        let i = tx.free.pop();
+        if i.is_none() {
+            Counters::bump(&self.counters.tx_exhausted);
+        }
+        i
+    }
+
+    /// Publish transmit buffer `i` holding `len` bytes and notify the device if it asks.
+    fn publish_tx(&self, mut tx: spin::MutexGuard<'_, ManuallyDrop<Queue<H>>>, i: u16, len: usize) {
+        let d = tx.buf_desc(i, len as u32, 0);
+        tx.ring.set_desc(i, d);
+        tx.device_owned[usize::from(i)] = true;
+        tx.ring.post(i);
+        let kick = tx.ring.should_notify();
+        drop(tx);
+        if kick {
+            self.kick(VQ_DRIVER_TX);
+        }
     }
 
     /// Run `f` on the transport (interrupt acknowledgement, status reads). `f` must not use
@@ -314,7 +440,7 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
     }
 }
 
-impl<H: Hal, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> {
+impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> {
     fn send(&self, frame: &[u8]) -> Result<(), LinkError> {
         if !self.up() {
             return Err(LinkError::Down);
@@ -326,12 +452,8 @@ impl<H: Hal, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> 
             );
             return Err(LinkError::NoBuffer);
         }
-        let mut tx = self.tx.lock();
-        if tx.free.is_empty() {
-            self.reclaim_tx(&mut tx);
-        }
-        let Some(i) = tx.free.pop() else {
-            Counters::bump(&self.counters.tx_exhausted);
+        let mut tx = self.tx.q.lock();
+        let Some(i) = self.take_tx(&mut tx) else {
             return Err(LinkError::NoBuffer);
         };
         let off = usize::from(i) * BUF_SIZE;
@@ -343,15 +465,53 @@ impl<H: Hal, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> 
         // `size * BUF_SIZE` bytes, `frame.len() <= BUF_SIZE`) and is the driver's (on the free
         // list: the device returned it or never had it); byte copies, as the device reads it.
         unsafe { copy_to_shared(p, frame) };
-        let d = tx.buf_desc(i, frame.len() as u32, 0);
-        tx.ring.set_desc(i, d);
-        tx.device_owned[usize::from(i)] = true;
-        tx.ring.post(i);
-        let kick = tx.ring.should_notify();
-        drop(tx);
-        if kick {
-            self.kick(VQ_DRIVER_TX);
+        self.publish_tx(tx, i, frame.len());
+        Ok(())
+    }
+
+    fn loan(&self) -> Result<TxLoan, LinkError> {
+        if !self.up() {
+            return Err(LinkError::Down);
         }
+        let mut tx = self.tx.q.lock();
+        if tx.loans >= max_loans(&tx) {
+            return Err(LinkError::NoBuffer);
+        }
+        let Some(i) = self.take_tx(&mut tx) else {
+            return Err(LinkError::NoBuffer);
+        };
+        tx.loaned[usize::from(i)] = true;
+        tx.loans += 1;
+        drop(tx);
+        let bufs: Arc<dyn SharedTxBufs> = self.tx.clone();
+        Ok(TxLoan::shared(bufs, u32::from(i)))
+    }
+
+    fn send_loan(&self, hdr: &[u8; HDR_SIZE], loan: TxLoan) -> Result<(), (LinkError, TxLoan)> {
+        if !self.up() {
+            return Err((LinkError::Down, loan));
+        }
+        let (idx, len) = loan
+            .into_shared(&*self.tx)
+            .map_err(|l| (LinkError::Unsupported, l))?;
+        let mut tx = self.tx.q.lock();
+        // The loan was ours, so `idx` is a transmit buffer marked loaned.
+        let found = u16::try_from(idx)
+            .ok()
+            .filter(|&i| tx.loaned.get(usize::from(i)) == Some(&true))
+            .and_then(|i| Some((i, tx.bufs.at(usize::from(i) * BUF_SIZE)?)));
+        let Some((i, p)) = found else {
+            drop(tx);
+            log::error!("rpmsg link: send of transmit buffer {idx}, which is not loaned");
+            // Handed back: its drop finds nothing to give back.
+            return Err((LinkError::Unsupported, TxLoan::shared(self.tx.clone(), idx)));
+        };
+        tx.end_loan(i);
+        // SAFETY: the header lies at the start of buffer `i` (`i < size`: `end_loan` found it),
+        // which is the driver's (its loan just ended, it is not posted); byte copies, as the
+        // device reads it once published.
+        unsafe { copy_to_shared(p, hdr) };
+        self.publish_tx(tx, i, HDR_SIZE + len.min(MAX_PAYLOAD));
         Ok(())
     }
 
@@ -422,6 +582,13 @@ impl<H: Hal, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> 
         taken
     }
 
+    /// `bad_id + not_owned + index_jumps` ([`LinkStats`]); a length clamped (`bad_len`) reaches
+    /// the frame parser, which counts the frame if it is malformed.
+    fn faults(&self) -> u64 {
+        let s = self.stats();
+        s.bad_id + s.not_owned + s.index_jumps
+    }
+
     fn reset(&self) {
         // Only a running link is reset (once down, the device was reset already; once
         // quarantined, it stays so). AcqRel: later sends and receives see the link down before
@@ -436,7 +603,7 @@ impl<H: Hal, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> 
         // Lock order: rx, tx, transport (as everywhere: the queue locks are never taken while
         // the transport lock is held).
         let mut rx = self.rx.lock();
-        let mut tx = self.tx.lock();
+        let mut tx = self.tx.q.lock();
         let mut t = self.transport.lock();
         match negotiate::reset(&mut *t, &self.clock, self.cfg.reset_timeout) {
             ResetOutcome::Confirmed => {
@@ -467,10 +634,10 @@ impl<H: Hal, T: Transport, C: Clock> Drop for VirtioLink<H, T, C> {
             return;
         }
         // SAFETY: the reset was confirmed, so the device no longer accesses the rings or the
-        // buffers; each queue is dropped exactly once, here, and never used again.
-        unsafe {
-            ManuallyDrop::drop(self.rx.get_mut());
-            ManuallyDrop::drop(self.tx.get_mut());
-        }
+        // buffers; the receive queue is dropped exactly once, here, and never used again.
+        unsafe { ManuallyDrop::drop(self.rx.get_mut()) };
+        // Release: pairs with the Acquire load in `TxSide::drop`, which frees the transmit side
+        // when its last owner (this link or a loan still out) goes.
+        self.tx.freeable.store(true, Ordering::Release);
     }
 }

@@ -2,10 +2,11 @@
 //! reaches (receive buffers, then the ring), binding rules, and shutdown with buffers held.
 
 use fwipc_rpmsg_virtio::addr::NS_ADDR;
-use fwipc_rpmsg_virtio::sim::{RpmsgFixture, PEER_ADDR, QUEUE_BUFS};
-use fwipc_rpmsg_virtio::DGRAM_RX_BUFS;
+use fwipc_rpmsg_virtio::frame::{parse_frame, write_frame};
+use fwipc_rpmsg_virtio::sim::{DeviceEnd, DriverEnd, Queues, RpmsgFixture, PEER_ADDR, QUEUE_BUFS};
+use fwipc_rpmsg_virtio::{Link, RpmsgConfig, DGRAM_RX_BUFS};
 use fwipc_transport_api::fixture::{DatagramPeer, Fixture};
-use fwipc_transport_api::{Bind, Completion, Error, RxAction, Transport};
+use fwipc_transport_api::{Bind, Completion, Datagram, Error, RxAction, StdClock, Transport};
 
 fn fixture() -> RpmsgFixture {
     RpmsgFixture::setup(Completion::Interrupt)
@@ -111,4 +112,54 @@ fn shutdown_releases_held_buffers() {
         assert_eq!(d.release_rx(h), Err(Error::InvalidArgument));
     }
     assert_eq!(d.send_to(&ep, PEER_ADDR, b"late"), Err(Error::Shutdown));
+}
+
+/// A transport on the in-memory queues without a remote thread, and the device's end.
+fn bare() -> (
+    fwipc_rpmsg_virtio::RpmsgTransport<DriverEnd, StdClock>,
+    DeviceEnd,
+) {
+    let q = Queues::new();
+    let cfg = RpmsgConfig {
+        name_service: false,
+        interrupts: false,
+        ..RpmsgConfig::default()
+    };
+    let t = fwipc_rpmsg_virtio::RpmsgTransport::new(DriverEnd(q.clone()), StdClock::new(), cfg)
+        .unwrap();
+    (t, DeviceEnd(q))
+}
+
+/// One datagram each way through `d`, copied and zero-copy.
+fn each_way<D: Datagram>(d: D, dev: &DeviceEnd) {
+    let ep = d.bind(Bind::Any).unwrap();
+    let mut f = [0u8; 512];
+    let n = write_frame(&mut f, PEER_ADDR, ep.addr(), b"in").unwrap();
+    dev.send(&f[..n]).unwrap();
+    let mut out = [0u8; 512];
+    let got = d.recv(&ep, &mut out).unwrap().unwrap();
+    assert_eq!((got.src, &out[..got.len]), (PEER_ADDR, &b"in"[..]));
+    d.send_to(&ep, PEER_ADDR, b"copied").unwrap();
+    let mut loan = d.loan(&ep).unwrap();
+    loan.write(0, b"loaned").unwrap();
+    loan.set_len(6).unwrap();
+    d.send_loan(&ep, PEER_ADDR, loan).unwrap();
+    let mut sent = Vec::new();
+    dev.receive(usize::MAX, &mut |f| {
+        let h = parse_frame(f).unwrap();
+        sent.push(h.payload(f).to_vec());
+    });
+    assert_eq!(sent, [b"copied".to_vec(), b"loaned".to_vec()]);
+    assert_eq!(d.datagram_stats().sent, 2);
+    d.unbind(ep).unwrap();
+}
+
+#[test]
+fn shared_handles_forward_the_datagram_side() {
+    let (t, dev) = bare();
+    each_way(&t, &dev);
+    let (t, dev) = bare();
+    each_way(std::sync::Arc::new(t), &dev);
+    let (t, dev) = bare();
+    each_way(Box::new(t), &dev);
 }

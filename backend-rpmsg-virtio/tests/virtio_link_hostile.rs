@@ -67,11 +67,14 @@ fn traffic_goes_through_the_rings() {
 fn out_of_range_used_ids_are_dropped_and_counted() {
     let fx = RpmsgRingFixture::setup(Completion::Polled);
     let link = fx.transport().link();
+    let before = fx.transport().stats().protocol_errors;
     for id in [RING_QUEUE_MAX, u32::from(u16::MAX) + 1, u32::MAX] {
         assert!(dev(&fx).inject_used(VQ_DRIVER_RX, id, 16));
     }
     fx.transport().handle_interrupt();
     assert_eq!(link.stats().bad_id, 3);
+    // The link's counts reach the transport's statistics.
+    assert_eq!(fx.transport().stats().protocol_errors, before + 3);
     echo_ok(&fx);
 }
 
@@ -221,4 +224,44 @@ fn confirmed_reset_takes_every_buffer_back() {
     assert!(!link.quarantined());
     assert_eq!(link.tx_free(), usize::from(MAX_BUFS_PER_QUEUE));
     assert!(!dev(&fx).device().driver_ok());
+}
+
+/// Transmit buffers are reclaimed when a sender needs one, so the link asks the device not to
+/// interrupt for their completion (`VIRTQ_AVAIL_F_NO_INTERRUPT`, or `used_event` out of reach
+/// with `EVENT_IDX`), also after reclaiming drains; the receive queue still interrupts.
+#[test]
+fn transmit_completions_ask_for_no_interrupt() {
+    for event_idx in [false, true] {
+        let dev = RingDevice::new(event_idx);
+        let link = fwipc_rpmsg_virtio::VirtioLink::<fwipc_virtio::hal::IdentityHal, _, _>::new(
+            dev.transport(),
+            StdClock::new(),
+            fwipc_rpmsg_virtio::VirtioLinkConfig {
+                queue_size: Some(4),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let frame = [0u8; HDR_SIZE];
+        // More sends than buffers: the link reclaims (drains the used ring) on the way.
+        for round in 0..12 {
+            link.send(&frame).unwrap();
+            let wants = dev
+                .device()
+                .with_queue(VQ_DRIVER_TX, |q| {
+                    let head = q.next_avail().unwrap();
+                    q.push_used(u32::from(head), 0)
+                })
+                .unwrap();
+            assert!(!wants, "event_idx {event_idx}, round {round}: asked for");
+        }
+        let rx_wants = dev
+            .device()
+            .with_queue(VQ_DRIVER_RX, |q| {
+                let head = q.next_avail().unwrap();
+                q.push_used(u32::from(head), 0)
+            })
+            .unwrap();
+        assert!(rx_wants, "event_idx {event_idx}: receive interrupts off");
+    }
 }

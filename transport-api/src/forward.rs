@@ -1,11 +1,14 @@
-//! `Transport` for shared handles: `&T`, `Arc<T>` and `Box<T>` forward every call to the
-//! transport they point at, so an owner-taking API (the SCMI agent's `Scmi::new`, a session)
-//! accepts a transport that a fixture, another agent or an interrupt handler also holds.
+//! `Transport` and `Datagram` for shared handles: `&T`, `Arc<T>` and `Box<T>` forward every
+//! call to the transport they point at, so an owner-taking API (the SCMI agent's `Scmi::new`, a
+//! session) accepts a transport that a fixture, another agent or an interrupt handler also holds.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::task::Waker;
 
+use crate::datagram::{
+    Bind, Datagram, DatagramStats, Endpoint, EndpointEvent, Rx, RxAction, RxHold, RxInfo, TxLoan,
+};
 use crate::transport::{BulkRequest, BulkResult, Caps, Notification, Request, Ticket, Transport};
 use crate::{Error, Result, Stats, TxOutcome};
 
@@ -56,3 +59,55 @@ macro_rules! forward {
 }
 
 forward!(&T, Arc<T>, Box<T>);
+
+macro_rules! forward_datagram {
+    ($($ty:ty),*) => {$(
+        impl<T: Datagram + ?Sized> Datagram for $ty {
+            fn bind(&self, how: Bind<'_>) -> Result<Endpoint> {
+                (**self).bind(how)
+            }
+            fn unbind(&self, ep: Endpoint) -> Result<()> {
+                (**self).unbind(ep)
+            }
+            fn send_to(&self, ep: &Endpoint, dst: u32, payload: &[u8]) -> Result<()> {
+                (**self).send_to(ep, dst, payload)
+            }
+            fn loan(&self, ep: &Endpoint) -> Result<TxLoan> {
+                (**self).loan(ep)
+            }
+            fn send_loan(
+                &self,
+                ep: &Endpoint,
+                dst: u32,
+                loan: TxLoan,
+            ) -> core::result::Result<(), (Error, TxLoan)> {
+                (**self).send_loan(ep, dst, loan)
+            }
+            fn poll_rx(
+                &self,
+                ep: &Endpoint,
+                budget: usize,
+                f: &mut dyn FnMut(Rx<'_>) -> RxAction,
+            ) -> Result<usize> {
+                (**self).poll_rx(ep, budget, f)
+            }
+            fn recv(&self, ep: &Endpoint, out: &mut [u8]) -> Result<Option<RxInfo>> {
+                (**self).recv(ep, out)
+            }
+            fn with_held(&self, hold: RxHold, f: &mut dyn FnMut(&[u8])) -> Result<()> {
+                (**self).with_held(hold, f)
+            }
+            fn release_rx(&self, hold: RxHold) -> Result<()> {
+                (**self).release_rx(hold)
+            }
+            fn next_event(&self) -> Option<EndpointEvent> {
+                (**self).next_event()
+            }
+            fn datagram_stats(&self) -> DatagramStats {
+                (**self).datagram_stats()
+            }
+        }
+    )*};
+}
+
+forward_datagram!(&T, Arc<T>, Box<T>);

@@ -28,7 +28,7 @@ pub use clock::StdClock;
 pub use clock::{Clock, Deadline, Instant, ManualClock};
 pub use datagram::{
     Bind, Datagram, DatagramCounters, DatagramStats, Endpoint, EndpointEvent, EndpointName,
-    EndpointQueues, HoldTable, Rx, RxAction, RxHold, RxInfo, TxLoan,
+    EndpointQueues, HoldTable, Rx, RxAction, RxHold, RxInfo, SharedTxBufs, TxLoan,
 };
 pub use error::{errno, Error, ProtocolError, Result};
 pub use future::{block_on_polling, call_async, CallFuture};

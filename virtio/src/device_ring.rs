@@ -185,7 +185,13 @@ impl DeviceQueue {
         // observes the new index (pairs with the Acquire in `SplitRing::device_used_idx`).
         used.store(idx.to_le(), Ordering::Release);
         if !self.event_idx {
-            return true;
+            // SeqCst fence: as below, for the flag word.
+            fence(Ordering::SeqCst);
+            // SAFETY: `avail.flags` of the configured driver area.
+            let flags = unsafe { word16(self.addrs.driver + l.avail_flags() as u64) };
+            // Acquire: a hint (the fence orders what matters).
+            return u16::from_le(flags.load(Ordering::Acquire)) & crate::ring::AVAIL_F_NO_INTERRUPT
+                == 0;
         }
         // SeqCst fence: our `used.idx` store is visible before we read `used_event` (pairs with
         // the fence in `SplitRing::pop_used`): either the driver sees the entry or we see its
@@ -242,6 +248,39 @@ mod tests {
         // and outlives the device view in every test.
         let dq = unsafe { DeviceQueue::new(addrs, event_idx) }.unwrap();
         (ring, dq)
+    }
+
+    /// A driver that suppressed interrupts is never asked for one, also after drains that found
+    /// the ring empty (which re-arm `used_event` otherwise); one that did not is, every time.
+    #[test]
+    fn suppressed_interrupts_are_not_asked_for() {
+        for event_idx in [false, true] {
+            for suppress in [false, true] {
+                let (mut ring, mut dq) = pair(event_idx);
+                if suppress {
+                    ring.suppress_interrupts();
+                }
+                let mut buf = [0u8; 8];
+                for round in 0..10 {
+                    let d = Descriptor {
+                        addr: buf.as_mut_ptr() as u64,
+                        len: 8,
+                        flags: 0,
+                        next: 0,
+                    };
+                    ring.set_desc(0, d);
+                    ring.post(0);
+                    assert_eq!(dq.next_avail(), Some(0));
+                    assert_eq!(
+                        dq.push_used(0, 0),
+                        !suppress,
+                        "event_idx {event_idx}, suppressed {suppress}, round {round}"
+                    );
+                    assert_eq!(ring.pop_used(), Ok(Some(UsedElem { id: 0, len: 0 })));
+                    assert_eq!(ring.pop_used(), Ok(None));
+                }
+            }
+        }
     }
 
     /// Driver posts, the device walks the same memory, answers, the driver pops it raw.

@@ -41,6 +41,8 @@ pub const DESC_F_NEXT: u16 = 1;
 pub const DESC_F_WRITE: u16 = 2;
 /// Used ring flag: the device asks not to be notified (`VIRTQ_USED_F_NO_NOTIFY`).
 pub const USED_F_NO_NOTIFY: u16 = 1;
+/// Available ring flag: the driver asks not to be interrupted (`VIRTQ_AVAIL_F_NO_INTERRUPT`).
+pub const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// The virtio spec's `vring_need_event` (§2.7.10.1, Linux `include/uapi/linux/virtio_ring.h`):
 /// whether the other side, which asked to be notified once index `event` is published, must be
@@ -111,6 +113,10 @@ impl RingLayout {
             driver_bytes: desc + avail,
             device_bytes: used,
         }
+    }
+    /// Offset of `avail.flags` from the start of the driver area (the available ring).
+    pub const fn avail_flags(&self) -> usize {
+        0
     }
     /// Offset of `avail.idx` from the start of the driver area (the available ring).
     pub const fn avail_idx(&self) -> usize {
@@ -266,6 +272,9 @@ pub struct SplitRing<H: Hal> {
     event_idx: bool,
     /// `avail_idx` at the previous kick decision (`old` of [`vring_need_event`]).
     kick_old: u16,
+    /// [`SplitRing::suppress_interrupts`] was called: an empty drain does not re-arm
+    /// `used_event`.
+    no_interrupts: bool,
 }
 
 impl<H: Hal> SplitRing<H> {
@@ -286,17 +295,44 @@ impl<H: Hal> SplitRing<H> {
             last_used: 0,
             event_idx,
             kick_old: 0,
+            no_interrupts: false,
         })
     }
 
     /// Back to the just-allocated state, for re-initialisation after a device reset (no
-    /// allocation). The device must be reset (not accessing the rings).
+    /// allocation). The device must be reset (not accessing the rings). Interrupts are asked
+    /// for again ([`SplitRing::suppress_interrupts`] is undone).
     pub fn reset(&mut self) {
         self.driver.zero();
         self.device.zero();
         self.avail_idx = 0;
         self.last_used = 0;
         self.kick_old = 0;
+        self.no_interrupts = false;
+    }
+
+    /// Ask the device not to interrupt for this queue's used elements, for a queue whose
+    /// completions the driver takes when it needs them (a transmit queue reclaimed lazily, as
+    /// Linux's `virtio_rpmsg_bus` does with `virtqueue_disable_cb`): `VIRTQ_AVAIL_F_NO_INTERRUPT`
+    /// in `avail.flags`, and with `EVENT_IDX` `used_event` one behind the next element (so at
+    /// most one interrupt per wrap of the 16-bit index), no longer re-armed by an empty
+    /// [`SplitRing::pop_used`] (virtio 1.2 §2.7.7, §2.7.10). A hint: the device may interrupt
+    /// anyway.
+    pub fn suppress_interrupts(&mut self) {
+        self.no_interrupts = true;
+        // SAFETY: as `avail_idx_atomic`, for `avail.flags` (offset 0, 2-byte aligned) in the
+        // driver region; all accesses to it are atomic.
+        let flags = unsafe {
+            &*(self
+                .driver
+                .ptr(self.layout.avail_off + self.layout.avail_flags())
+                as *const AtomicU16)
+        };
+        // Release (both): nothing rides on them but they must not be reordered before earlier
+        // ring writes the device may read together with them; the device reads them as hints.
+        flags.store(AVAIL_F_NO_INTERRUPT.to_le(), Ordering::Release);
+        self.used_event_atomic()
+            .store(self.last_used.wrapping_sub(1).to_le(), Ordering::Release);
     }
 
     /// Entries in the ring.
@@ -421,7 +457,7 @@ impl<H: Hal> SplitRing<H> {
     /// ring is reported once and the ring resynchronises.
     pub fn pop_used(&mut self) -> Result<Option<UsedElem>, RingError> {
         let mut dev = self.device_used_idx();
-        if dev == self.last_used && self.event_idx {
+        if dev == self.last_used && self.event_idx && !self.no_interrupts {
             // Empty: re-arm the interrupt for the next entry (used_event = the index we consume
             // next), then look again. Release store: publishes our consumption of the entries
             // before it. SeqCst fence: the store must be visible before we re-read `used.idx`

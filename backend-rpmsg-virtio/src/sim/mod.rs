@@ -10,6 +10,7 @@ mod peer_log;
 mod queues;
 mod remote;
 mod remote_end;
+mod rewrite;
 mod ring_device;
 
 pub use fixture::{
@@ -20,4 +21,5 @@ pub use peer_log::PEER_ADDR;
 pub use queues::{DeviceEnd, DriverEnd, Queues, QUEUE_BUFS};
 pub use remote::SimRemote;
 pub use remote_end::RemoteEnd;
+pub use rewrite::{Rewrite, DOUBLE_FETCH};
 pub use ring_device::{RingDevice, RING_QUEUE_MAX};

@@ -6,11 +6,49 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::addr::BUF_SIZE;
+use fwipc_transport_api::{SharedTxBufs, TxLoan};
+
+use crate::addr::{BUF_SIZE, HDR_SIZE, MAX_PAYLOAD};
 use crate::link::{Link, LinkError};
+
+use super::rewrite::Rewriter;
 
 /// Buffers per direction.
 pub const QUEUE_BUFS: usize = 256;
+/// Transmit buffers the driver may have loaned at once (a quarter, as `VirtioLink`).
+pub const QUEUE_LOANS: usize = QUEUE_BUFS / 4;
+
+/// The driver's loanable transmit buffers. The queues carry frames by value, so a loaned
+/// buffer is written in place here and its frame copied into the queue when sent, like every
+/// frame of this in-memory link.
+struct LoanBufs {
+    bufs: Mutex<Vec<[u8; BUF_SIZE]>>,
+    /// Per buffer: loaned (`true`) or free.
+    loaned: Mutex<Vec<bool>>,
+}
+
+impl SharedTxBufs for LoanBufs {
+    fn capacity(&self) -> usize {
+        MAX_PAYLOAD
+    }
+
+    fn write(&self, idx: u32, offset: usize, data: &[u8]) {
+        let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        let dst = bufs
+            .get_mut(idx as usize)
+            .and_then(|b| b.get_mut(HDR_SIZE + offset..HDR_SIZE + offset + data.len()));
+        if let Some(dst) = dst {
+            dst.copy_from_slice(data);
+        }
+    }
+
+    fn give_back(&self, idx: u32) {
+        let mut l = self.loaned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = l.get_mut(idx as usize) {
+            *l = false;
+        }
+    }
+}
 
 #[derive(Clone, Copy)]
 struct Buf {
@@ -27,6 +65,9 @@ pub struct Queues {
     down: AtomicBool,
     device_thread: Mutex<Option<std::thread::Thread>>,
     irq: Mutex<Option<Irq>>,
+    loans: Arc<LoanBufs>,
+    /// The double-fetch fault on the device's sends.
+    pub(crate) rewriter: Rewriter,
 }
 
 impl core::fmt::Debug for Queues {
@@ -44,6 +85,11 @@ impl Queues {
             down: AtomicBool::new(false),
             device_thread: Mutex::new(None),
             irq: Mutex::new(None),
+            loans: Arc::new(LoanBufs {
+                bufs: Mutex::new(vec![[0; BUF_SIZE]; QUEUE_LOANS]),
+                loaned: Mutex::new(vec![false; QUEUE_LOANS]),
+            }),
+            rewriter: Rewriter::default(),
         })
     }
 
@@ -108,14 +154,8 @@ fn drain(q: &Mutex<VecDeque<Buf>>, budget: usize, sink: &mut dyn FnMut(&[u8])) -
 #[derive(Debug, Clone)]
 pub struct DriverEnd(pub Arc<Queues>);
 
-impl Link for DriverEnd {
-    fn send(&self, frame: &[u8]) -> Result<(), LinkError> {
-        if self.0.is_down() {
-            return Err(LinkError::Down);
-        }
-        if !push(&self.0.to_device, frame) {
-            return Err(LinkError::NoBuffer);
-        }
+impl DriverEnd {
+    fn wake_device(&self) {
         if let Some(t) = &*self
             .0
             .device_thread
@@ -124,6 +164,65 @@ impl Link for DriverEnd {
         {
             t.unpark();
         }
+    }
+}
+
+impl Link for DriverEnd {
+    fn send(&self, frame: &[u8]) -> Result<(), LinkError> {
+        if self.0.is_down() {
+            return Err(LinkError::Down);
+        }
+        if !push(&self.0.to_device, frame) {
+            return Err(LinkError::NoBuffer);
+        }
+        self.wake_device();
+        Ok(())
+    }
+
+    fn loan(&self) -> Result<TxLoan, LinkError> {
+        if self.0.is_down() {
+            return Err(LinkError::Down);
+        }
+        let mut loaned = self
+            .0
+            .loans
+            .loaned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let i = loaned.iter().position(|l| !l).ok_or(LinkError::NoBuffer)?;
+        loaned[i] = true;
+        drop(loaned);
+        let bufs: Arc<dyn SharedTxBufs> = self.0.loans.clone();
+        Ok(TxLoan::shared(bufs, i as u32))
+    }
+
+    fn send_loan(&self, hdr: &[u8; HDR_SIZE], loan: TxLoan) -> Result<(), (LinkError, TxLoan)> {
+        if self.0.is_down() {
+            return Err((LinkError::Down, loan));
+        }
+        let (idx, len) = loan
+            .into_shared(&*self.0.loans)
+            .map_err(|l| (LinkError::Unsupported, l))?;
+        let pushed = {
+            let mut bufs = self.0.loans.bufs.lock().unwrap_or_else(|e| e.into_inner());
+            bufs.get_mut(idx as usize).map(|b| {
+                b[..HDR_SIZE].copy_from_slice(hdr);
+                push(&self.0.to_device, &b[..HDR_SIZE + len.min(MAX_PAYLOAD)])
+            })
+        };
+        // Handed back unsent (queue full), or for a buffer index that was never ours.
+        let back = |e| {
+            let mut l = TxLoan::shared(self.0.loans.clone(), idx);
+            let _ = l.set_len(len);
+            Err((e, l))
+        };
+        match pushed {
+            Some(true) => {}
+            Some(false) => return back(LinkError::NoBuffer),
+            None => return back(LinkError::Unsupported),
+        }
+        self.0.loans.give_back(idx);
+        self.wake_device();
         Ok(())
     }
 
@@ -159,6 +258,14 @@ impl Link for DeviceEnd {
         }
         if !push(&self.0.to_driver, frame) {
             return Err(LinkError::NoBuffer);
+        }
+        if let Some(r) = self.0.rewriter.take() {
+            // Published: rewrite it where it waits, if the driver has not taken it yet.
+            let mut q = self.0.to_driver.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = q.back_mut() {
+                let n = b.len.min(BUF_SIZE);
+                r.apply(&mut b.data[..n]);
+            }
         }
         self.0.raise_irq();
         Ok(())

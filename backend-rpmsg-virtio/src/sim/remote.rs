@@ -9,6 +9,7 @@ use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMod
 use super::peer_log::PeerLog;
 use super::queues::DeviceEnd;
 use super::remote_end::RemoteEnd;
+use super::rewrite::{Rewrite, DOUBLE_FETCH};
 use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, TRANSFER_ADDR_BASE};
 use crate::frame::write_frame;
 use crate::name::Name;
@@ -167,7 +168,9 @@ impl<E: RemoteEnd> SimRemote<E> {
         let d = lock(&self.node).receive(frame);
         let f = match d {
             Ok(Delivery::Message(f)) if f.dst == self.echo_addr() => f,
-            Ok(Delivery::NameService(a)) => return self.peer.on_ns(&a),
+            Ok(Delivery::NameService(a) | Delivery::PeerRestarted(a)) => {
+                return self.peer.on_ns(&a)
+            }
             Ok(Delivery::Message(f)) if self.peer.on_message(f.src, f.dst, f.payload(frame)) => {
                 return
             }
@@ -264,7 +267,17 @@ impl<E: RemoteEnd> RemoteControl for SimRemote<E> {
         self.received.load(Ordering::Acquire)
     }
 
+    /// Garbage starting with [`DOUBLE_FETCH`] arms the double-fetch fault instead
+    /// ([`RemoteEnd::rewrite_after_publish`]: the next byte mod 8, plus one, frames; the
+    /// rewrite from the bytes after it, [`Rewrite::from_script`]). Other garbage lands in a
+    /// receive buffer of the driver's as it is.
     fn inject_garbage(&self, bytes: &[u8]) {
+        if let Some(rest) = bytes.strip_prefix(&DOUBLE_FETCH) {
+            let count = rest.first().map_or(1, |c| c % 8 + 1);
+            let r = Rewrite::from_script(rest.get(1..).unwrap_or(&[]));
+            self.end.rewrite_after_publish(count, r);
+            return;
+        }
         self.end.inject_to_driver(bytes);
     }
 

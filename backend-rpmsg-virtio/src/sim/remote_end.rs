@@ -6,6 +6,7 @@
 use crate::link::Link;
 
 use super::queues::DeviceEnd;
+use super::rewrite::Rewrite;
 
 /// The device's side of the buffers, as the simulated remote drives it.
 pub trait RemoteEnd: Link + 'static {
@@ -17,6 +18,9 @@ pub trait RemoteEnd: Link + 'static {
     fn set_irq(&self, irq: Box<dyn Fn() + Send + Sync>);
     /// The thread to wake when the driver sends.
     fn set_device_thread(&self, t: std::thread::Thread);
+    /// The double-fetch fault: the next `count` frames this end sends (not injected garbage)
+    /// are rewritten with `r` right after they are published.
+    fn rewrite_after_publish(&self, count: u8, r: Rewrite);
 }
 
 impl RemoteEnd for DeviceEnd {
@@ -30,5 +34,9 @@ impl RemoteEnd for DeviceEnd {
 
     fn set_device_thread(&self, t: std::thread::Thread) {
         self.0.set_device_thread(t);
+    }
+
+    fn rewrite_after_publish(&self, count: u8, r: Rewrite) {
+        self.0.rewriter.arm(count, r);
     }
 }

@@ -17,6 +17,7 @@ use fwipc_virtio::negotiate::{F_ACCESS_PLATFORM, F_RING_EVENT_IDX, F_VERSION_1};
 use fwipc_virtio::sim_device::{SimDevice, SimDeviceConfig, SimTransport};
 
 use super::remote_end::RemoteEnd;
+use super::rewrite::{Rewrite, Rewriter};
 use crate::addr::{BUF_SIZE, VIRTIO_ID_RPMSG, VIRTIO_RPMSG_F_NS};
 use crate::link::{Link, LinkError};
 use crate::role::{VQ_DRIVER_RX, VQ_DRIVER_TX};
@@ -32,6 +33,8 @@ struct Shared {
     /// Chains the driver posted that the device could not use (bad index, wrong direction,
     /// too short).
     malformed: AtomicU64,
+    /// The double-fetch fault on the device's sends.
+    rewriter: Rewriter,
 }
 
 /// The device's side of an rpmsg virtio device; clones share it.
@@ -66,6 +69,7 @@ impl RingDevice {
             hold_tx: AtomicBool::new(false),
             held: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            rewriter: Rewriter::default(),
         }))
     }
 
@@ -140,15 +144,24 @@ impl RingDevice {
     }
 
     /// Fill the next receive buffer with `bytes` and return it to the driver; interrupts when
-    /// the driver asks for it.
-    fn fill_rx(&self, bytes: &[u8]) -> Result<(), LinkError> {
+    /// the driver asks for it. With `rewrite`, the buffer is rewritten right after it is
+    /// published (the double-fetch fault).
+    fn fill_rx(&self, bytes: &[u8], rewrite: Option<Rewrite>) -> Result<(), LinkError> {
         let r = self.0.dev.with_queue(VQ_DRIVER_RX, |q| {
             let head = q.next_avail().ok_or(LinkError::NoBuffer)?;
             let n = bytes.len().min(BUF_SIZE);
-            let ok = q.desc(head).and_then(|d| q.write_buf(&d, &bytes[..n]));
+            let d = q.desc(head);
+            let ok = d.and_then(|d| q.write_buf(&d, &bytes[..n]));
             // A chain we cannot use goes back empty; the message is lost.
             let len = if ok.is_some() { n as u32 } else { 0 };
             let irq = q.push_used(u32::from(head), len);
+            if let (Some(r), Some(d), Some(())) = (rewrite, d, ok) {
+                // After `used.idx` was published: a driver polling the ring may be reading it.
+                let mut f = [0u8; BUF_SIZE];
+                f[..n].copy_from_slice(&bytes[..n]);
+                r.apply(&mut f[..n]);
+                let _ = q.write_buf(&d, &f[..n]);
+            }
             Ok((ok.is_some(), irq))
         });
         match r {
@@ -171,7 +184,7 @@ impl RingDevice {
 
 impl Link for RingDevice {
     fn send(&self, frame: &[u8]) -> Result<(), LinkError> {
-        self.fill_rx(frame)
+        self.fill_rx(frame, self.0.rewriter.take())
     }
 
     fn receive(&self, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
@@ -222,7 +235,11 @@ impl Link for RingDevice {
 
 impl RemoteEnd for RingDevice {
     fn inject_to_driver(&self, bytes: &[u8]) -> bool {
-        self.fill_rx(bytes).is_ok()
+        self.fill_rx(bytes, None).is_ok()
+    }
+
+    fn rewrite_after_publish(&self, count: u8, r: Rewrite) {
+        self.0.rewriter.arm(count, r);
     }
 
     fn set_irq(&self, irq: Box<dyn Fn() + Send + Sync>) {

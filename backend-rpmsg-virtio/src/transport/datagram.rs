@@ -9,21 +9,26 @@
 //! is full, the peer's sends fail: back-pressure, nothing lost. rpmsg has one receive ring for
 //! all endpoints, so replies to calls wait behind them too.
 //!
-//! Zero-copy send is not offered: [`Link::send`] copies the frame into a transmit buffer, so a
-//! loaned pool buffer would be copied anyway. `Caps::zero_copy` stays off.
+//! Zero-copy send: [`Link::loan`] loans one of the link's own transmit buffers (on the rings,
+//! a driver-owned 512-byte virtqueue buffer) as a shared [`TxLoan`] over its payload area; the
+//! caller writes it in place with [`TxLoan::write`] (no Rust reference to the buffer), and
+//! [`Link::send_loan`] writes the header in front and publishes it. A dropped loan gives the
+//! buffer back to the link.
 
 use alloc::collections::VecDeque;
 
 use fwipc_transport_api::{
     Bind, Clock, Counters, Datagram, DatagramCounters, DatagramStats, Endpoint, EndpointEvent,
-    EndpointName, EndpointQueues, Error, HoldTable, MsgPool, Result, Rx, RxAction, RxHold,
+    EndpointName, EndpointQueues, Error, HoldTable, MsgPool, Result, Rx, RxAction, RxHold, TxLoan,
 };
 use spin::Mutex;
+use zerocopy::IntoBytes;
 
 use super::{link_err, RpmsgTransport};
-use crate::addr::{ADDR_ANY, BUF_SIZE, MAX_PAYLOAD, NS_ADDR, TRANSFER_ADDR_BASE};
+use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, NS_ADDR, TRANSFER_ADDR_BASE};
 use crate::error::RpmsgError;
 use crate::frame::{write_frame, NsAnnounce};
+use crate::hdr::RpmsgHdr;
 use crate::link::Link;
 use crate::name::Name;
 
@@ -173,6 +178,41 @@ impl<L: Link, C: Clock + Send> Datagram for RpmsgTransport<L, C> {
             e => Error::from(RpmsgError::from(e)),
         })?;
         self.link.send(&frame[..n]).map_err(link_err)?;
+        Counters::bump(&self.dgram.counters.sent);
+        Ok(())
+    }
+
+    fn loan(&self, ep: &Endpoint) -> Result<TxLoan> {
+        let _user = self.lc.acquire()?;
+        self.dgram.eps.check(ep)?;
+        self.link.loan().map_err(link_err)
+    }
+
+    fn send_loan(
+        &self,
+        ep: &Endpoint,
+        dst: u32,
+        loan: TxLoan,
+    ) -> core::result::Result<(), (Error, TxLoan)> {
+        let _user = match self.lc.acquire() {
+            Ok(u) => u,
+            Err(e) => return Err((e, loan)),
+        };
+        if let Err(e) = self.dgram.eps.check(ep) {
+            return Err((e, loan));
+        }
+        if dst == ADDR_ANY || dst == NS_ADDR {
+            return Err((Error::InvalidArgument, loan));
+        }
+        // A loan of this link is at most MAX_PAYLOAD bytes long.
+        let Ok(len) = u16::try_from(loan.len()) else {
+            return Err((Error::TooLarge, loan));
+        };
+        let mut hdr = [0u8; HDR_SIZE];
+        hdr.copy_from_slice(RpmsgHdr::new(ep.addr(), dst, len).as_bytes());
+        self.link
+            .send_loan(&hdr, loan)
+            .map_err(|(e, l)| (link_err(e), l))?;
         Counters::bump(&self.dgram.counters.sent);
         Ok(())
     }

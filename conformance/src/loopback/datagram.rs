@@ -79,11 +79,13 @@ impl Datagram for LoopbackTransport {
         if let Err(e) = self.dgram.endpoints.check(ep) {
             return Err((e, loan));
         }
+        // Another backend's shared transmit buffer is not ours to send.
+        let buf = match loan.into_buf() {
+            Ok(buf) => buf,
+            Err(loan) => return Err((Error::InvalidArgument, loan)),
+        };
         // The buffer moves to the remote as it is: no copy.
-        self.dgram
-            .to_peer
-            .lock()
-            .push_back((ep.addr(), dst, loan.into_buf()));
+        self.dgram.to_peer.lock().push_back((ep.addr(), dst, buf));
         Counters::bump(&self.dgram.counters.sent);
         Ok(())
     }

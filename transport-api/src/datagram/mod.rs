@@ -22,7 +22,7 @@ mod types;
 pub use counters::DatagramCounters;
 pub use endpoints::EndpointQueues;
 pub use hold::{HoldTable, RxHold};
-pub use loan::TxLoan;
+pub use loan::{SharedTxBufs, TxLoan};
 #[cfg(feature = "fixtures")]
 pub use peer::DatagramPeer;
 pub use types::{Bind, DatagramStats, Endpoint, EndpointEvent, EndpointName, Rx, RxAction, RxInfo};

@@ -38,12 +38,27 @@ pub fn zero_copy_ownership<F: Fixture>() -> Verdict {
         "{}: loan length beyond capacity",
         F::NAME
     );
-    loan.with_mut(|b| {
-        b.iter_mut()
-            .take(n)
-            .enumerate()
-            .for_each(|(i, x)| *x = pattern(i))
-    });
+    // In place: a pool loan through a plain slice, a loan of remote-reachable memory only
+    // through `write` (no reference into it).
+    let data: Vec<u8> = (0..n).map(pattern).collect();
+    if loan.is_shared() {
+        assert_eq!(
+            loan.with_mut(|b| b.len()),
+            0,
+            "{}: a shared loan exposed a slice",
+            F::NAME
+        );
+        loan.write(0, &data)
+            .unwrap_or_else(|e| panic!("{}: write to a loan failed: {e}", F::NAME));
+    } else {
+        loan.with_mut(|b| b[..n].copy_from_slice(&data));
+    }
+    assert_eq!(
+        loan.write(loan.capacity(), &[0]),
+        Err(Error::TooLarge),
+        "{}: write beyond the loan",
+        F::NAME
+    );
     loan.set_len(n).expect("length within capacity");
 
     // A refused send (stale endpoint) hands the loan back, still ours.
@@ -54,7 +69,8 @@ pub fn zero_copy_ownership<F: Fixture>() -> Verdict {
     };
     assert_eq!(e, Error::InvalidArgument, "{}: stale endpoint", F::NAME);
     assert_eq!(loan.len(), n, "{}: returned loan lost its length", F::NAME);
-    loan.with_mut(|b| b[0] = 0xa5);
+    loan.write(0, &[0xa5])
+        .unwrap_or_else(|e| panic!("{}: write to a returned loan failed: {e}", F::NAME));
     d.send_loan(&ep, peer.addr(), loan)
         .map_err(|(e, _)| e)
         .unwrap_or_else(|e| panic!("{}: send_loan failed: {e}", F::NAME));

@@ -1,0 +1,75 @@
+//! The double-fetch fault of the simulated remotes: a frame handed to the driver is rewritten
+//! right after it is published (on the rings: after its used element and `used.idx`), before or
+//! while the driver reads it. A driver that copies each buffer once and parses only its copy
+//! refuses such a frame or delivers one consistent version of it (header and payload from the
+//! same copy, never a length its copy's checks did not pass).
+
+use std::sync::Mutex;
+
+/// Prefix of garbage (`RemoteControl::inject_garbage`) that arms the double-fetch fault instead
+/// of being delivered (the same four bytes as the SCMI simulator's): the next byte mod 8, plus
+/// one, frames are rewritten; the bytes after it are the [`Rewrite`] (`Rewrite::from_script`).
+pub const DOUBLE_FETCH: [u8; 4] = [0xdf, 0x0f, 0xe7, 0xc4];
+
+/// How a published frame is rewritten.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// XORed into the header's `src`.
+    pub src_xor: u32,
+    /// Added (wrapping) to the header's `len`.
+    pub len_add: u16,
+    /// XORed into the first four payload bytes (those the frame has).
+    pub payload_xor: [u8; 4],
+}
+
+impl Rewrite {
+    /// The rewrite a fuzz script arms: `src` XOR `b[0..4]`, `len` + `b[4]`, payload XOR
+    /// `b[5..9]` (missing bytes 0). The source always changes (`src_xor` is made odd): the
+    /// stateful session cannot tell a rewritten payload from a wrong reply, so a rewritten reply
+    /// must be one the driver refuses whatever else changed. `tests/double_fetch.rs` covers
+    /// the frames a driver delivers.
+    pub fn from_script(b: &[u8]) -> Self {
+        let mut m = [0u8; 9];
+        m.iter_mut().zip(b).for_each(|(m, b)| *m = *b);
+        Rewrite {
+            src_xor: u32::from_le_bytes([m[0], m[1], m[2], m[3]]) | 1,
+            len_add: u16::from(m[4]),
+            payload_xor: [m[5], m[6], m[7], m[8]],
+        }
+    }
+
+    /// Rewrite the frame `f` (header + payload, as published) in place.
+    pub fn apply(&self, f: &mut [u8]) {
+        if let Some(src) = f.get_mut(0..4) {
+            let v = u32::from_le_bytes([src[0], src[1], src[2], src[3]]) ^ self.src_xor;
+            src.copy_from_slice(&v.to_le_bytes());
+        }
+        if let Some(len) = f.get_mut(12..14) {
+            let v = u16::from_le_bytes([len[0], len[1]]).wrapping_add(self.len_add);
+            len.copy_from_slice(&v.to_le_bytes());
+        }
+        let payload = f.iter_mut().skip(crate::addr::HDR_SIZE);
+        payload.zip(self.payload_xor).for_each(|(b, x)| *b ^= x);
+    }
+}
+
+/// The armed fault: how many frames are still to be rewritten, and how.
+#[derive(Debug, Default)]
+pub(crate) struct Rewriter(Mutex<(u8, Rewrite)>);
+
+impl Rewriter {
+    /// Rewrite the next `count` frames with `r`.
+    pub(crate) fn arm(&self, count: u8, r: Rewrite) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = (count, r);
+    }
+
+    /// The rewrite for the frame being published now, if armed (counts it).
+    pub(crate) fn take(&self) -> Option<Rewrite> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 == 0 {
+            return None;
+        }
+        g.0 -= 1;
+        Some(g.1)
+    }
+}
