@@ -35,7 +35,7 @@ fn rejects_fewer_tokens_than_transfers() {
 fn reply_completes_and_finish_frees_everything() {
     let t = Table::new(2, 16, 4).unwrap();
     let s = t.start(b"ping", 7).unwrap();
-    assert_eq!(t.pool().remote_holds(s.slot), 1, "the buffer is lent");
+    assert_eq!(u32::from(t.remote_holds(s.slot)), 1, "the buffer is lent");
     t.pool()
         .get(s.slot)
         .unwrap()
@@ -45,7 +45,7 @@ fn reply_completes_and_finish_frees_everything() {
     let r = t.on_reply(s.token.0, |e| *e == 7, echo(b"pong!"));
     assert_eq!(r, ReplyOutcome::Completed);
     assert_eq!(
-        t.pool().remote_holds(s.slot),
+        u32::from(t.remote_holds(s.slot)),
         0,
         "the reply returns the loan"
     );
@@ -70,7 +70,7 @@ fn exhaustion_is_busy_and_counted() {
     assert_eq!(t.start(&[0; 17], 0), Err(Error::TooLarge));
     t.abort(s);
     assert_eq!(t.pool().free_count(), 1);
-    assert_eq!(t.pool().remote_holds(s.slot), 0);
+    assert_eq!(u32::from(t.remote_holds(s.slot)), 0);
     assert!(t.start(b"", 0).is_ok(), "abort gave buffer and token back");
 }
 
@@ -136,7 +136,7 @@ fn refused_and_duplicate_replies_leave_the_transfer_alone() {
         ReplyOutcome::Rejected
     );
     assert_eq!(t.state(&s.ticket()), Ok(TransferState::InFlight));
-    assert_eq!(t.pool().remote_holds(s.slot), 1);
+    assert_eq!(u32::from(t.remote_holds(s.slot)), 1);
     assert_eq!(
         t.on_reply(s.token.0, |e| *e == 5, echo(b"x")),
         ReplyOutcome::Completed
@@ -163,7 +163,7 @@ fn malformed_reply_fails_the_transfer() {
     );
     assert_eq!(t.poll(&s.ticket()), Err(bad));
     assert_eq!(t.fetch(&s.ticket(), &mut [0; 4]), Err(bad));
-    assert_eq!(t.pool().remote_holds(s.slot), 0);
+    assert_eq!(u32::from(t.remote_holds(s.slot)), 0);
     t.finish(s.ticket(), TxOutcome::Cancelled).unwrap();
     assert_eq!(t.pool().free_count(), 1);
     assert_eq!(t.stats().protocol_errors, 1);
@@ -189,7 +189,7 @@ fn fail_all_wakes_in_flight_and_frees_abandoned() {
         "a reply stays fetchable"
     );
     for i in 0..3 {
-        assert_eq!(t.pool().remote_holds(i), 0);
+        assert_eq!(u32::from(t.remote_holds(i)), 0);
     }
     t.finish(a.ticket(), TxOutcome::Cancelled).unwrap();
     t.finish(c.ticket(), TxOutcome::Done).unwrap();
@@ -370,7 +370,7 @@ proptest! {
             prop_assert_eq!(got, want);
             for (s, m, held) in &live {
                 let lent = u32::from(*m == M::InFlight || *m == M::Abandoned);
-                prop_assert_eq!(t.pool().remote_holds(s.slot), lent);
+                prop_assert_eq!(u32::from(t.remote_holds(s.slot)), lent);
                 if *held {
                     let st = t.state(&s.ticket()).unwrap();
                     let ok = matches!(
