@@ -100,9 +100,19 @@ impl Shared {
     /// Drain the reply ring (the interrupt handler's work, also run from `poll_done`).
     pub(crate) fn process_replies(&self) {
         loop {
-            let rec = self.replies.lock().pop_front();
+            // One lock per reply: the pop also says whether another one is queued behind it. A
+            // reply queued after that look is the next pass's (the remote's interrupt or the
+            // caller's next poll).
+            let (rec, more) = {
+                let mut q = self.replies.lock();
+                let rec = q.pop_front();
+                (rec, !q.is_empty())
+            };
             let Some(raw) = rec else { break };
             self.handle_reply(&wire::decode(&raw));
+            if !more {
+                break;
+            }
         }
         loop {
             let op = self.bulk_back.lock().pop_front();
