@@ -268,8 +268,14 @@ pub struct PoolBuf {
     idx: u32,
 }
 
+/// `PoolBuf`'s `Send` and `Sync` below rest on this: the build fails if `Inner` loses either.
+const _: () = {
+    const fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<Inner>();
+};
+
 // SAFETY: a handle is a shared reference to the pool (`Inner` is `Send + Sync`: atomics and
-// locks) kept alive by its slot's share of the pool's `Arc`, like an `Arc<Inner>`.
+// locks, checked above) kept alive by its slot's share of the pool's `Arc`, like an `Arc<Inner>`.
 unsafe impl Send for PoolBuf {}
 // SAFETY: as above; every method takes `&self` and goes through atomics or the slot's lock.
 unsafe impl Sync for PoolBuf {}
