@@ -62,6 +62,32 @@ fn reply_completes_and_finish_frees_everything() {
 }
 
 #[test]
+fn poll_never_answers_for_an_earlier_transfer_of_the_entry() {
+    let t = Table::new(1, 16, 4).unwrap();
+    let a = t.start(b"", 0).unwrap();
+    t.on_reply(a.token.0, |_| true, echo(b"a"));
+    assert_eq!(t.poll(&a.ticket()), Ok(true));
+    t.finish(a.ticket(), TxOutcome::Done).unwrap();
+    assert_eq!(t.poll(&a.ticket()), Err(Error::InvalidArgument), "freed");
+    let b = t.start(b"", 0).unwrap();
+    assert_eq!(b.slot, a.slot, "the same entry again");
+    assert_eq!(t.poll(&b.ticket()), Ok(false));
+    assert_eq!(
+        t.poll(&a.ticket()),
+        Err(Error::InvalidArgument),
+        "the earlier ticket names an older generation and token"
+    );
+    let forged = Ticket::new(b.token.0 | 1 << 16, b.slot, b.generation);
+    assert_eq!(
+        t.poll(&forged),
+        Err(Error::InvalidArgument),
+        "a token no table issues"
+    );
+    t.on_reply(b.token.0, |_| true, |_, _| Err(Error::Shutdown));
+    assert_eq!(t.poll(&b.ticket()), Err(Error::Shutdown), "failed");
+}
+
+#[test]
 fn exhaustion_is_busy_and_counted() {
     let t = Table::new(1, 16, 1).unwrap();
     let s = t.start(b"", 0).unwrap();
@@ -371,6 +397,15 @@ proptest! {
             for (s, m, held) in &live {
                 let lent = u32::from(*m == M::InFlight || *m == M::Abandoned);
                 prop_assert_eq!(u32::from(t.remote_holds(s.slot)), lent);
+                // `poll` agrees with the model whoever holds the ticket.
+                let polled = t.poll(&s.ticket());
+                let ok = match m {
+                    M::InFlight => polled == Ok(false),
+                    M::Done => polled == Ok(true),
+                    M::Failed => polled.is_err() && polled != Err(Error::InvalidArgument),
+                    M::Abandoned => polled == Err(Error::InvalidArgument),
+                };
+                prop_assert!(ok, "{:?} polled {:?}", m, polled);
                 if *held {
                     let st = t.state(&s.ticket()).unwrap();
                     let ok = matches!(
