@@ -6,11 +6,20 @@
 //! remote still owns is never reused, whatever happened on our side (timeout, cancel, shutdown).
 //! A buffer goes back to the free list exactly once, when its last user, local or remote, lets go.
 //! Exhaustion is [`Error::Busy`], never a block or an allocation.
+//!
+//! A handle does not hold its own `Arc` on the pool: a slot in use (one or more users) holds one
+//! strong count of the pool's `Arc`, taken when the slot is allocated and given back by the user
+//! that frees it. So looking a buffer up ([`MsgPool::get`]), cloning a handle and dropping one
+//! that is not the last each cost one atomic read-modify-write on the slot's count, not two. A
+//! consequence: memory the remote holds a loan on stays allocated even after every [`MsgPool`]
+//! and [`PoolBuf`] is gone, so a remote that never gives a buffer back (a device whose reset
+//! could not be confirmed) can never write into freed memory.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ptr::NonNull;
 
 use crate::sync::{fence, AtomicU32, AtomicU64, AtomicUsize, Lock, Ordering};
 use crate::{Error, ProtocolError, Result};
@@ -114,8 +123,11 @@ impl MsgPool {
                 // us after the thread that freed it; no one else can see the slot yet.
                 slot.refs.store(1, Ordering::Relaxed);
                 slot.len.store(0, Ordering::Relaxed);
+                // The slot's share of the pool (see the module docs), given back by
+                // `release_ref` when the last user lets go.
+                core::mem::forget(self.inner.clone());
                 Ok(PoolBuf {
-                    inner: self.inner.clone(),
+                    inner: arc_ptr(&self.inner),
                     idx,
                 })
             }
@@ -144,9 +156,11 @@ impl MsgPool {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
+                // The slot was in use, so it holds its share of the pool until the new handle,
+                // one of its users now, lets go.
                 Ok(_) => {
                     return Some(PoolBuf {
-                        inner: self.inner.clone(),
+                        inner: arc_ptr(&self.inner),
                         idx,
                     })
                 }
@@ -182,7 +196,8 @@ impl MsgPool {
                 Err(v) => cur = v,
             }
         }
-        self.inner.release_ref(idx);
+        // SAFETY: `self.inner` is the pool the slot belongs to, kept alive by `self` for the call.
+        unsafe { release_ref(arc_ptr(&self.inner), idx) };
         Ok(())
     }
 
@@ -195,25 +210,75 @@ impl MsgPool {
     }
 }
 
-impl Inner {
-    fn release_ref(&self, idx: u32) {
-        let slot = &self.slots[idx as usize];
+/// The pool's address with the provenance of its whole `Arc` allocation (`Arc::as_ptr`, the
+/// pointer `Arc::into_raw` returns), so `release_ref` can rebuild the slot's share from it.
+fn arc_ptr(inner: &Arc<Inner>) -> NonNull<Inner> {
+    // SAFETY: `Arc::as_ptr` points into a live allocation, never null.
+    unsafe { NonNull::new_unchecked(Arc::as_ptr(inner).cast_mut()) }
+}
+
+/// Remove one user of slot `idx`; the last one puts the slot on the free list and gives back the
+/// slot's share of the pool (which may free the pool: hence a pointer, not a reference).
+///
+/// # Safety
+///
+/// `inner` points to a live pool whose slot `idx` has a user the caller gives up (a handle being
+/// dropped, or a loan being returned), so the slot's share keeps the pool alive until here.
+#[inline]
+unsafe fn release_ref(inner: NonNull<Inner>, idx: u32) {
+    let last = {
+        // SAFETY: the pool is alive (the caller's contract), and this reference ends before the
+        // share is given back below.
+        let pool = unsafe { inner.as_ref() };
         // Release: every access this user made to the buffer happens-before the decrement, so the
         // thread that frees the slot (and whoever reuses it) sees it finished.
-        if slot.refs.fetch_sub(1, Ordering::Release) == 1 {
-            // Acquire fence: pairs with the Release decrements of all other users (the Arc
-            // pattern); only after it may the buffer be recycled.
-            fence(Ordering::Acquire);
-            self.free.lock().push(idx);
-        }
+        pool.slots[idx as usize]
+            .refs
+            .fetch_sub(1, Ordering::Release)
+            == 1
+    };
+    if last {
+        // SAFETY: we took the count from 1 to 0 (the caller's contract covers the rest).
+        unsafe { free_slot(inner, idx) };
     }
+}
+
+/// The last user of slot `idx` let go: put it on the free list and give back its share of the
+/// pool. Out of line, so the inlined common drop (not the last user) stays a decrement.
+///
+/// # Safety
+///
+/// The caller took slot `idx`'s count from 1 to 0 in `release_ref`.
+#[inline(never)]
+unsafe fn free_slot(inner: NonNull<Inner>, idx: u32) {
+    // Acquire fence: pairs with the Release decrements of all other users (the Arc pattern);
+    // only after it may the buffer be recycled.
+    fence(Ordering::Acquire);
+    // SAFETY: the slot's share, taken in `MsgPool::alloc` (a clone forgotten), is given back
+    // exactly once: by the user that took the count from 1 to 0, which is us; `inner` is the
+    // `Arc::as_ptr` of that pool (`arc_ptr`), the pointer `Arc::into_raw` would return.
+    let pool = unsafe { Arc::from_raw(inner.as_ptr().cast_const()) };
+    pool.free.lock().push(idx);
 }
 
 /// A counted handle to one pool buffer. Clone adds a user; drop removes one.
 pub struct PoolBuf {
-    inner: Arc<Inner>,
+    /// The pool; alive while the slot has users, this handle being one (see the module docs).
+    inner: NonNull<Inner>,
     idx: u32,
 }
+
+/// `PoolBuf`'s `Send` and `Sync` below rest on this: the build fails if `Inner` loses either.
+const _: () = {
+    const fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<Inner>();
+};
+
+// SAFETY: a handle is a shared reference to the pool (`Inner` is `Send + Sync`: atomics and
+// locks, checked above) kept alive by its slot's share of the pool's `Arc`, like an `Arc<Inner>`.
+unsafe impl Send for PoolBuf {}
+// SAFETY: as above; every method takes `&self` and goes through atomics or the slot's lock.
+unsafe impl Sync for PoolBuf {}
 
 impl core::fmt::Debug for PoolBuf {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -230,7 +295,7 @@ impl Clone for PoolBuf {
         // data is published by the increment (same reasoning as `Arc::clone`).
         self.slot().refs.fetch_add(1, Ordering::Relaxed);
         PoolBuf {
-            inner: self.inner.clone(),
+            inner: self.inner,
             idx: self.idx,
         }
     }
@@ -238,13 +303,20 @@ impl Clone for PoolBuf {
 
 impl Drop for PoolBuf {
     fn drop(&mut self) {
-        self.inner.release_ref(self.idx);
+        // SAFETY: this handle is one of the slot's users, given up here.
+        unsafe { release_ref(self.inner, self.idx) };
     }
 }
 
 impl PoolBuf {
+    fn pool(&self) -> &Inner {
+        // SAFETY: this handle is a user of its slot, which keeps the pool alive for as long as the
+        // handle (and so the returned borrow) lives.
+        unsafe { self.inner.as_ref() }
+    }
+
     fn slot(&self) -> &Slot {
-        &self.inner.slots[self.idx as usize]
+        &self.pool().slots[self.idx as usize]
     }
 
     /// The buffer's index in its pool (what a backend puts on the wire, never an address).
@@ -254,7 +326,7 @@ impl PoolBuf {
 
     /// Capacity in bytes.
     pub fn capacity(&self) -> usize {
-        self.inner.buf_size
+        self.pool().buf_size
     }
 
     /// Bytes of valid data.
@@ -274,7 +346,7 @@ impl PoolBuf {
 
     /// Set the valid length; `TooLarge` beyond capacity.
     pub fn set_len(&self, len: usize) -> Result<()> {
-        if len > self.inner.buf_size {
+        if len > self.pool().buf_size {
             return Err(Error::TooLarge);
         }
         // Release: pairs with the Acquire in `len`, so a reader of the length sees the data.
@@ -284,7 +356,7 @@ impl PoolBuf {
 
     /// Copy `data` in and set the length; `TooLarge` if it does not fit (nothing written).
     pub fn write(&self, data: &[u8]) -> Result<()> {
-        if data.len() > self.inner.buf_size {
+        if data.len() > self.pool().buf_size {
             return Err(Error::TooLarge);
         }
         self.slot().data.lock()[..data.len()].copy_from_slice(data);
@@ -370,6 +442,53 @@ mod tests {
         p.reclaim(loan).unwrap();
         assert_eq!(p.free_count(), 2);
         assert!(p.get(loan).is_none());
+    }
+
+    #[test]
+    fn a_slot_in_use_holds_one_share_of_the_pool_whatever_its_handles() {
+        let p = MsgPool::new(2, 8).unwrap();
+        let weak = Arc::downgrade(&p.inner);
+        let a = p.alloc().unwrap();
+        a.write(b"abc").unwrap();
+        let b = p.get(a.index()).unwrap();
+        let c = b.clone();
+        assert_eq!(
+            weak.strong_count(),
+            2,
+            "the pool handle and the slot's share"
+        );
+        drop(p);
+        drop(a);
+        drop(b);
+        assert_eq!(
+            weak.strong_count(),
+            1,
+            "the slot's share outlives the pool handle"
+        );
+        let mut out = [0u8; 8];
+        assert_eq!(c.read_into(&mut out), 3);
+        assert_eq!(&out[..3], b"abc");
+        drop(c);
+        assert_eq!(weak.strong_count(), 0, "the last user gave the pool back");
+    }
+
+    #[test]
+    fn a_loan_keeps_the_pool_memory_alive_until_it_comes_back() {
+        let p = MsgPool::new(1, 8).unwrap();
+        let weak = Arc::downgrade(&p.inner);
+        let a = p.alloc().unwrap();
+        let l = a.lend();
+        drop(a);
+        let p2 = p.clone();
+        drop(p);
+        assert_eq!(
+            weak.strong_count(),
+            2,
+            "the pool handle and the lent slot's share"
+        );
+        p2.reclaim(l).unwrap();
+        assert_eq!(weak.strong_count(), 1);
+        assert_eq!(p2.free_count(), 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! [`TransferTable`]: the per-transfer state machine every backend shares.
 //!
 //! One entry per pool buffer (the entry index is the buffer index), each with its generation,
-//! [`TransferState`], wire token, waker and the loan the remote holds on the buffer, plus a
+//! [`TransferState`], wire token, waker and whether the remote holds the buffer, plus a
 //! backend-specific part `E` (the endpoint a reply must come from, a bulk buffer travelling with
 //! the transfer...). The table owns the pieces a transfer reserves — the [`MsgPool`] buffer and
 //! the [`TokenAllocator`] token — and the [`Counters`], so reserving with busy counting, the
@@ -47,8 +47,8 @@ pub enum ReplyOutcome {
     Duplicate,
     /// No transfer in flight has this token (`unknown_replies`).
     Unknown,
-    /// The backend's check refused the reply, or the remote returned a buffer it did not hold
-    /// (`protocol_errors`); the transfer is left as it was.
+    /// The backend's check refused the reply (`protocol_errors`); the transfer is left as it
+    /// was.
     Rejected,
 }
 
@@ -76,7 +76,10 @@ struct Entry<E> {
     token: u32,
     /// The local handle on the buffer; `Some` whenever the state is not `Free`.
     buf: Option<PoolBuf>,
-    /// Whether the remote holds a loan on the buffer.
+    /// Whether the remote holds the buffer (the loan). The table's own handle (`buf`) keeps the
+    /// buffer out of the pool for as long as this is set, since an entry is freed only with the
+    /// loan back; so the pool's own loan count is not used (it would count the same loan twice,
+    /// at two atomic read-modify-writes per transfer).
     lent: bool,
     waker: Option<Waker>,
     extra: E,
@@ -199,7 +202,7 @@ impl<E: Default> TransferTable<E> {
             .tokens
             .alloc()
             .inspect_err(|_| Counters::bump(&self.counters.busy))?;
-        let slot = buf.lend();
+        let slot = buf.index();
         let generation = {
             let mut e = self.entries[slot as usize].lock();
             e.generation = e.generation.wrapping_add(1);
@@ -263,9 +266,11 @@ impl<E: Default> TransferTable<E> {
             }
             TransferState::Free => return self.count(ReplyOutcome::Unknown),
         }
-        if !check(&e.extra) || !self.reclaim(&mut e, slot) {
+        if !check(&e.extra) {
             return self.count(ReplyOutcome::Rejected);
         }
+        // The remote gives the buffer back with its reply.
+        e.lent = false;
         if e.state == TransferState::Abandoned {
             self.free(&mut e);
             return self.count(ReplyOutcome::Late);
@@ -301,11 +306,11 @@ impl<E: Default> TransferTable<E> {
     /// The channel went down (shutdown, remote reset): every transfer in flight fails with
     /// `err` and is woken, every abandoned one is freed, and every loan comes back.
     pub fn fail_all(&self, err: Error) {
-        for (slot, entry) in self.entries.iter().enumerate() {
+        for entry in self.entries.iter() {
             let mut e = entry.lock();
             match e.state {
                 TransferState::InFlight => {
-                    self.reclaim(&mut e, slot as u32);
+                    e.lent = false;
                     e.state = TransferState::Failed(err);
                     let waker = e.waker.take();
                     drop(e);
@@ -418,28 +423,24 @@ impl<E: Default> TransferTable<E> {
         Ok(f(&mut e))
     }
 
+    /// Whether the remote holds the buffer of entry `slot` (sent, not answered yet; `false` for
+    /// a bad index).
+    pub fn remote_holds(&self, slot: u32) -> bool {
+        self.entries
+            .get(slot as usize)
+            .is_some_and(|entry| entry.lock().lent)
+    }
+
     fn lookup(&self, token: u32) -> Option<u32> {
         // Acquire: pairs with the Release in `start`, so the entry is visible.
         let s = self.token_map.get(token as usize)?.load(Ordering::Acquire);
         s.checked_sub(1)
     }
 
-    /// Take the remote's loan on the entry's buffer back; `false` if the pool says the remote
-    /// held none (counted by the caller).
-    fn reclaim(&self, e: &mut Entry<E>, slot: u32) -> bool {
-        if !e.lent {
-            return true;
-        }
-        e.lent = false;
-        self.pool.reclaim(slot).is_ok()
-    }
-
     /// Free an entry: the loan if still out, the token (and its map entry), the buffer, the
     /// waker and the backend's part.
     fn free(&self, e: &mut Entry<E>) {
-        if let Some(slot) = e.buf.as_ref().map(PoolBuf::index) {
-            self.reclaim(e, slot);
-        }
+        e.lent = false;
         if e.state != TransferState::Free {
             // Release: nothing is published, but the store must not be reordered before our
             // last use of the entry.

@@ -120,9 +120,15 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     pub(super) fn release<'a>(&'a self, mut g: spin::MutexGuard<'a, State<H, T>>) {
         let mut passes = 0usize;
         loop {
-            // Acquire: pairs with nothing stronger than the lock itself (the pass reads the device
-            // rings with their own barriers); the swap just consumes the request exactly once.
-            if passes < IRQ_PASS_BUDGET && self.irq_pending.swap(false, Ordering::Acquire) {
+            // Relaxed load first: almost every release finds no request, and a plain load
+            // costs no read-modify-write; a request it misses is one stored after it, which the
+            // handshake below (fence, then load) catches. Acquire swap: pairs with nothing
+            // stronger than the lock itself (the pass reads the device rings with their own
+            // barriers); it just consumes the request exactly once.
+            if passes < IRQ_PASS_BUDGET
+                && self.irq_pending.load(Ordering::Relaxed)
+                && self.irq_pending.swap(false, Ordering::Acquire)
+            {
                 passes += 1;
                 if self.irq_pass(&mut g) {
                     self.flag_backlog();

@@ -118,8 +118,7 @@ impl Vchiq {
     /// Runs on every poll round, so it scans the services only when a bulk request was queued
     /// since the last scan (`Inner::bulks_dirty`); a scan that leaves a pair it could not run
     /// (no transmit space yet, or a service not open) keeps the scan due.
-    pub(crate) fn master_process_bulks(&self) -> usize {
-        let mut g = self.inner.lock();
+    pub(crate) fn master_process_bulks(&self, g: &mut Inner) -> usize {
         if !g.bulks_dirty {
             return 0;
         }
@@ -144,7 +143,7 @@ impl Vchiq {
                     if !ready {
                         break;
                     }
-                    if !self.can_queue(&mut g, 4) {
+                    if !self.can_queue(g, 4) {
                         g.bulks_dirty = true;
                         break;
                     }
@@ -170,7 +169,7 @@ impl Vchiq {
                         Err(_) => VCHIQ_BULK_ACTUAL_ABORTED,
                     };
                     if rb.pagelist != 0 {
-                        self.send_done(&mut g, port, remote, dir, actual);
+                        self.send_done(g, port, remote, dir, actual);
                     }
                     match result {
                         Ok(_) => bump(&self.counters.bulks_done),
@@ -183,7 +182,7 @@ impl Vchiq {
                         buf: e.buf,
                         result,
                     };
-                    self.complete(&mut g, port, c, mode);
+                    self.complete(g, port, c, mode);
                     n += 1;
                 }
             }

@@ -87,24 +87,36 @@ impl Vchiq {
                     fired |= f;
                 }
             }
-            if fired || again {
+            // The `inner` lock is taken twice per round around the stream parsing (plus once per
+            // message parsed and per deferred event), not once per step: it is the round's largest
+            // cost when there is little to do, and every poll ends with a round that finds nothing.
+            let mut work = {
                 let mut g = self.inner.lock();
-                // A handler's Retry (or a stall) is re-tried on the next event
-                // (docs/protocols/vchiq.md §4: "the message stays in place and is re-parsed on the
-                // next trigger").
-                g.rx_stalled = false;
-                // The peer released our sync slot: a sync-mode sender may go again.
-                g.tx_freed |= sync_released;
-            }
-            let mut work = 0;
-            work += self.process_free_queue();
+                if fired || again {
+                    // A handler's Retry (or a stall) is re-tried on the next event
+                    // (docs/protocols/vchiq.md §4: "the message stays in place and is re-parsed
+                    // on the next trigger").
+                    g.rx_stalled = false;
+                    // The peer released our sync slot: a sync-mode sender may go again.
+                    g.tx_freed |= sync_released;
+                }
+                self.process_free_queue_locked(&mut g)
+            };
             work += self.sync_poll(&mut scratch);
             work += self.rx_poll(&mut scratch, &mut budget.msgs);
-            if self.role == Role::Master {
-                work += self.master_process_bulks();
+            let pending = {
+                let mut g = self.inner.lock();
+                if self.role == Role::Master {
+                    work += self.master_process_bulks(&mut g);
+                }
+                Self::notify_tx_space(&mut g);
+                !g.pending.is_empty()
+            };
+            // An event deferred after this check is someone else's push, which requests its own
+            // poll round (as one pushed just after `dispatch_pending` returned always did).
+            if pending {
+                work += self.dispatch_pending();
             }
-            self.notify_tx_space();
-            work += self.dispatch_pending();
             total += work;
             if work == 0 && !again && !fired {
                 break;

@@ -44,6 +44,13 @@ impl PollGate {
 
     /// Consume the request at the start of a round (gate held).
     pub(crate) fn take_request(&self) -> bool {
+        // A load first: most rounds find no request, and a load is not a read-modify-write.
+        // Acquire: pairs with the requester's Release when it sees the bit. A request that lands
+        // after this load is no different from one landing after the `fetch_and` below: `leave`
+        // reports it (or the holder's next round takes it).
+        if self.state.load(Ordering::Acquire) & AGAIN == 0 {
+            return false;
+        }
         // AcqRel: consume exactly once; Acquire pairs with the requester's Release.
         self.state.fetch_and(!AGAIN, Ordering::AcqRel) & AGAIN != 0
     }

@@ -289,11 +289,6 @@ impl Vchiq {
 
     /// Recycled slots → quota back, slot available (docs/protocols/vchiq.md §1 "Recycle"). Returns
     /// slots reclaimed.
-    pub(crate) fn process_free_queue(&self) -> usize {
-        let mut g = self.inner.lock();
-        self.process_free_queue_locked(&mut g)
-    }
-
     pub(crate) fn process_free_queue_locked(&self, g: &mut Inner) -> usize {
         let (Some(queue), Some(rec)) = (
             self.region

@@ -539,12 +539,10 @@ impl Vchiq {
     /// If transmit resources came back, queue [`Event::TxSpace`] for every service refused
     /// since. Bounded: a refusal arms it once, and only returned resources fire it (a handler
     /// refused again inside its `TxSpace` callback waits for the next real return).
-    pub(crate) fn notify_tx_space(&self) {
-        let mut g = self.inner.lock();
+    pub(crate) fn notify_tx_space(g: &mut Inner) {
         if !core::mem::take(&mut g.tx_freed) {
             return;
         }
-        let g = &mut *g;
         for s in g.services.iter_mut().flatten() {
             if core::mem::take(&mut s.tx_blocked) {
                 g.pending.push_back(Pending {

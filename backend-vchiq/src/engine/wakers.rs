@@ -30,16 +30,15 @@ impl FutureWakers {
 
     /// Wake every registered waker, with no lock held (a waker may run the task inline).
     pub(crate) fn wake_all(&self) {
-        let mut taken = core::mem::take(&mut *self.list.lock());
-        if taken.is_empty() {
-            // Keep the capacity (nothing to wake, nothing registered meanwhile is lost: the
-            // list we took was empty).
+        let mut taken = {
             let mut l = self.list.lock();
+            // Nothing registered (every poll of a polled driver): one lock, and the list keeps
+            // its capacity.
             if l.is_empty() {
-                core::mem::swap(&mut *l, &mut taken);
+                return;
             }
-            return;
-        }
+            core::mem::take(&mut *l)
+        };
         for w in taken.drain(..) {
             w.wake();
         }

@@ -1,7 +1,7 @@
 //! The loopback transport (this side).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     pub replies: Mutex<VecDeque<[u8; 16]>>,
     pub bulk_out: Mutex<VecDeque<BulkOp>>,
     pub bulk_back: Mutex<VecDeque<BulkOp>>,
+    /// Bulk transfers sent and not yet taken off `bulk_back`: while 0, `process_replies` does not
+    /// lock `bulk_back`. An upper bound (a shutdown drops queued ones without counting down).
+    bulks_out: AtomicUsize,
     pub notes: Mutex<VecDeque<([u8; MAX_MSG_SIZE], usize)>>,
     /// Set when the remote must stop touching shared buffers (shutdown).
     pub dead: AtomicBool,
@@ -80,6 +83,7 @@ impl LoopbackTransport {
                 replies: Mutex::new(VecDeque::with_capacity(4 * MAX_MSG + 64)),
                 bulk_out: Mutex::new(VecDeque::with_capacity(MAX_MSG)),
                 bulk_back: Mutex::new(VecDeque::with_capacity(MAX_MSG)),
+                bulks_out: AtomicUsize::new(0),
                 notes: Mutex::new(VecDeque::with_capacity(NOTIFY_SLOTS)),
                 dead: AtomicBool::new(false),
                 remote_lock: Mutex::new(()),
@@ -100,13 +104,32 @@ impl Shared {
     /// Drain the reply ring (the interrupt handler's work, also run from `poll_done`).
     pub(crate) fn process_replies(&self) {
         loop {
-            let rec = self.replies.lock().pop_front();
+            // One lock per reply: the pop also says whether another one is queued behind it. A
+            // reply queued after that look is the next pass's (the remote's interrupt or the
+            // caller's next poll).
+            let (rec, more) = {
+                let mut q = self.replies.lock();
+                let rec = q.pop_front();
+                (rec, !q.is_empty())
+            };
             let Some(raw) = rec else { break };
             self.handle_reply(&wire::decode(&raw));
+            if !more {
+                break;
+            }
+        }
+        // Relaxed: the count only saves a lock. A bulk is counted before it is queued for the
+        // remote, so the remote's interrupt (which follows its taking the bulk under the queue's
+        // lock) and the sender's own polls see it; another thread's poll that misses a count
+        // is only a poll that found nothing.
+        if self.bulks_out.load(Ordering::Relaxed) == 0 {
+            return;
         }
         loop {
             let op = self.bulk_back.lock().pop_front();
             let Some(op) = op else { break };
+            // Relaxed: as above; every op on `bulk_back` was counted when it was sent.
+            self.bulks_out.fetch_sub(1, Ordering::Relaxed);
             self.handle_bulk_done(op);
         }
     }
@@ -228,6 +251,8 @@ impl Transport for LoopbackTransport {
             len: req.len,
             actual: 0,
         };
+        // Relaxed: see `process_replies`; counted before the remote can see the bulk.
+        s.bulks_out.fetch_add(1, Ordering::Relaxed);
         s.bulk_out.lock().push_back(op);
         Counters::bump(&s.table.counters().sent);
         s.ring_remote();

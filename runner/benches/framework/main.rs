@@ -649,8 +649,8 @@ fn main() {
 
     // Every backend of `backends.toml`, in its order.
     let ctors = each_backend!(F => (F::NAME, pair::<F> as Ctor));
-    // `--profile NAME`: only inline round trips of that backend for 5 s, nothing else (for a
-    // profiler).
+    // `--profile NAME`: only inline round trips of that backend for 5 s (or `--rounds N` of
+    // them), nothing else (for a profiler).
     if let Some(name) = args
         .iter()
         .position(|a| a == "--profile")
@@ -661,12 +661,27 @@ fn main() {
             std::process::exit(2);
         };
         let b = ctor().unwrap_or_else(|e| panic!("{name}: {e}"));
-        let start = Instant::now();
+        // `--rounds N`: exactly N round trips after a checked warm-up of 1,000 instead (for an
+        // instruction count: two runs with different N, subtracted, give the instructions of
+        // one round trip without the setup).
+        let fixed: Option<u64> = args
+            .iter()
+            .position(|a| a == "--rounds")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok());
         let mut n = 0u64;
-        while start.elapsed() < Duration::from_secs(5) {
-            b.inline_total(10_000)
+        if let Some(rounds) = fixed {
+            b.check(1_000).unwrap_or_else(|e| panic!("{name}: {e}"));
+            b.inline_total(rounds)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            n += 10_000;
+            n = rounds;
+        } else {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                b.inline_total(10_000)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                n += 10_000;
+            }
         }
         eprintln!("{n} inline round trips");
         let _ = b.set_mode(SimMode::Normal);

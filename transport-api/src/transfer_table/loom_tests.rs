@@ -22,7 +22,7 @@ fn finish_races_reply() {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(t.pool().free_count(), 1);
-        assert_eq!(t.pool().remote_holds(s.slot), 0);
+        assert_eq!(u32::from(t.remote_holds(s.slot)), 0);
         assert!(t.start(b"", ()).is_ok());
     });
 }

@@ -35,7 +35,7 @@ fn rejects_fewer_tokens_than_transfers() {
 fn reply_completes_and_finish_frees_everything() {
     let t = Table::new(2, 16, 4).unwrap();
     let s = t.start(b"ping", 7).unwrap();
-    assert_eq!(t.pool().remote_holds(s.slot), 1, "the buffer is lent");
+    assert_eq!(u32::from(t.remote_holds(s.slot)), 1, "the buffer is lent");
     t.pool()
         .get(s.slot)
         .unwrap()
@@ -45,7 +45,7 @@ fn reply_completes_and_finish_frees_everything() {
     let r = t.on_reply(s.token.0, |e| *e == 7, echo(b"pong!"));
     assert_eq!(r, ReplyOutcome::Completed);
     assert_eq!(
-        t.pool().remote_holds(s.slot),
+        u32::from(t.remote_holds(s.slot)),
         0,
         "the reply returns the loan"
     );
@@ -62,6 +62,32 @@ fn reply_completes_and_finish_frees_everything() {
 }
 
 #[test]
+fn poll_never_answers_for_an_earlier_transfer_of_the_entry() {
+    let t = Table::new(1, 16, 4).unwrap();
+    let a = t.start(b"", 0).unwrap();
+    t.on_reply(a.token.0, |_| true, echo(b"a"));
+    assert_eq!(t.poll(&a.ticket()), Ok(true));
+    t.finish(a.ticket(), TxOutcome::Done).unwrap();
+    assert_eq!(t.poll(&a.ticket()), Err(Error::InvalidArgument), "freed");
+    let b = t.start(b"", 0).unwrap();
+    assert_eq!(b.slot, a.slot, "the same entry again");
+    assert_eq!(t.poll(&b.ticket()), Ok(false));
+    assert_eq!(
+        t.poll(&a.ticket()),
+        Err(Error::InvalidArgument),
+        "the earlier ticket names an older generation and token"
+    );
+    let forged = Ticket::new(b.token.0 | 1 << 16, b.slot, b.generation);
+    assert_eq!(
+        t.poll(&forged),
+        Err(Error::InvalidArgument),
+        "a token no table issues"
+    );
+    t.on_reply(b.token.0, |_| true, |_, _| Err(Error::Shutdown));
+    assert_eq!(t.poll(&b.ticket()), Err(Error::Shutdown), "failed");
+}
+
+#[test]
 fn exhaustion_is_busy_and_counted() {
     let t = Table::new(1, 16, 1).unwrap();
     let s = t.start(b"", 0).unwrap();
@@ -70,7 +96,7 @@ fn exhaustion_is_busy_and_counted() {
     assert_eq!(t.start(&[0; 17], 0), Err(Error::TooLarge));
     t.abort(s);
     assert_eq!(t.pool().free_count(), 1);
-    assert_eq!(t.pool().remote_holds(s.slot), 0);
+    assert_eq!(u32::from(t.remote_holds(s.slot)), 0);
     assert!(t.start(b"", 0).is_ok(), "abort gave buffer and token back");
 }
 
@@ -136,7 +162,7 @@ fn refused_and_duplicate_replies_leave_the_transfer_alone() {
         ReplyOutcome::Rejected
     );
     assert_eq!(t.state(&s.ticket()), Ok(TransferState::InFlight));
-    assert_eq!(t.pool().remote_holds(s.slot), 1);
+    assert_eq!(u32::from(t.remote_holds(s.slot)), 1);
     assert_eq!(
         t.on_reply(s.token.0, |e| *e == 5, echo(b"x")),
         ReplyOutcome::Completed
@@ -163,7 +189,7 @@ fn malformed_reply_fails_the_transfer() {
     );
     assert_eq!(t.poll(&s.ticket()), Err(bad));
     assert_eq!(t.fetch(&s.ticket(), &mut [0; 4]), Err(bad));
-    assert_eq!(t.pool().remote_holds(s.slot), 0);
+    assert_eq!(u32::from(t.remote_holds(s.slot)), 0);
     t.finish(s.ticket(), TxOutcome::Cancelled).unwrap();
     assert_eq!(t.pool().free_count(), 1);
     assert_eq!(t.stats().protocol_errors, 1);
@@ -189,7 +215,7 @@ fn fail_all_wakes_in_flight_and_frees_abandoned() {
         "a reply stays fetchable"
     );
     for i in 0..3 {
-        assert_eq!(t.pool().remote_holds(i), 0);
+        assert_eq!(u32::from(t.remote_holds(i)), 0);
     }
     t.finish(a.ticket(), TxOutcome::Cancelled).unwrap();
     t.finish(c.ticket(), TxOutcome::Done).unwrap();
@@ -370,7 +396,16 @@ proptest! {
             prop_assert_eq!(got, want);
             for (s, m, held) in &live {
                 let lent = u32::from(*m == M::InFlight || *m == M::Abandoned);
-                prop_assert_eq!(t.pool().remote_holds(s.slot), lent);
+                prop_assert_eq!(u32::from(t.remote_holds(s.slot)), lent);
+                // `poll` agrees with the model whoever holds the ticket.
+                let polled = t.poll(&s.ticket());
+                let ok = match m {
+                    M::InFlight => polled == Ok(false),
+                    M::Done => polled == Ok(true),
+                    M::Failed => polled.is_err() && polled != Err(Error::InvalidArgument),
+                    M::Abandoned => polled == Err(Error::InvalidArgument),
+                };
+                prop_assert!(ok, "{:?} polled {:?}", m, polled);
                 if *held {
                     let st = t.state(&s.ticket()).unwrap();
                     let ok = matches!(

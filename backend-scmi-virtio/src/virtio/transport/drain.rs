@@ -26,11 +26,23 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// Give back to the driver a chain the device returned (or that a reset took back):
     /// un-share both areas. The slot must be device-owned.
     pub(in crate::virtio) fn unshare_slot(&self, slot: &Slot, i: usize) {
-        let Some(buf) = self.pool.get(i as u32) else {
-            log::error!("virtio-scmi: slot {i} device-owned but not allocated");
-            return;
+        // The caller's handle when it still has one (no lookup, no count to take and drop); a
+        // lookup for a transfer the caller gave up on.
+        let looked_up;
+        let buf = match slot.local.as_ref() {
+            Some(b) => b,
+            None => match self.pool.get(i as u32) {
+                Some(b) => {
+                    looked_up = b;
+                    &looked_up
+                }
+                None => {
+                    log::error!("virtio-scmi: slot {i} device-owned but not allocated");
+                    return;
+                }
+            },
         };
-        let (req, resp) = self.areas(Self::base_ptr(&buf), slot.req_len);
+        let (req, resp) = self.areas(Self::base_ptr(buf), slot.req_len);
         // SAFETY: these are the areas shared in `send` (same buffer, same lengths, addresses
         // returned by `share` then); the device returned the chain or was reset, so it no
         // longer accesses them. The pool buffer never moves.

@@ -1,6 +1,7 @@
 //! The [`Transport`] implementation of [`ScmiVirtio`]: send, poll, fetch, mark done, wakers,
 //! notifications, shutdown, statistics.
 
+use core::ptr::NonNull;
 use core::task::Waker;
 
 use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
@@ -49,6 +50,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             .alloc()
             .inspect_err(|_| Counters::bump(&self.counters.busy))?;
         let hdr = Header::command(proto, msg, token.0 as u16).encode();
+        // Once per send: every `dma_ptr` takes the buffer's lock.
         let base = buf.dma_ptr();
         // SAFETY: header + payload (`len` ≤ max_msg_size) fit the request area and the sentinel
         // the response area of pool buffer `buf`, which we hold; with an in-place `Hal` that
@@ -58,12 +60,13 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             copy_to_shared(base, &hdr.to_le_bytes());
             copy_to_shared(base.wrapping_add(HEADER_LEN), req.payload);
             copy_to_shared(
-                Self::resp_ptr(&buf, self.req_cap).cast_mut(),
+                base.wrapping_add(self.req_cap),
                 &RESP_UNWRITTEN.to_le_bytes(),
             );
         }
         let req_len = HEADER_LEN + len;
-        let (req_area, resp_area) = self.areas(Self::base_ptr(&buf), req_len);
+        let (req_area, resp_area) =
+            self.areas(NonNull::new(base).unwrap_or(NonNull::dangling()), req_len);
         let i = buf.index() as usize;
 
         let State {
