@@ -2,7 +2,7 @@
 //! `fuzz/`'s `*_session` targets) over pseudo-random scripts and the committed seeds, against
 //! every backend's simulator: no invariant breaks.
 
-use fwipc_conformance::session::hostile_session;
+use fwipc_conformance::session::{hostile_session, SessionStats};
 use fwipc_conformance::Fixture;
 
 /// xorshift: reproducible scripts without a dependency.
@@ -68,6 +68,16 @@ fn rpmsg_session() {
     run::<fwipc_rpmsg_virtio::sim::RpmsgFixture>("rpmsg_session", 4);
 }
 
+/// Runs the committed seed `name` of `target` and returns what the session saw.
+fn seed_session<F: Fixture>(target: &str, name: &str) -> SessionStats {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target)
+        .join(name);
+    let script = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hostile_session::<F>(&script)
+}
+
 /// The double-fetch seeds reach what they aim at: the simulated SCMI device flips bytes of
 /// replies it has just published (`SimDevice::rewrite_after_publish`, armed through
 /// `inject_garbage` with `DOUBLE_FETCH`), and the driver ends exactly those transfers with an
@@ -75,14 +85,51 @@ fn rpmsg_session() {
 #[test]
 fn scmi_virtio_double_fetch_seeds_fail_exactly_the_rewritten_replies() {
     for name in ["double_fetch_header", "double_fetch_status_length"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/seeds/scmi_virtio_session")
-            .join(name);
-        let script = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let st = hostile_session::<fwipc_scmi_virtio::sim::ScmiFixture>(&script);
+        let st = seed_session::<fwipc_scmi_virtio::sim::ScmiFixture>("scmi_virtio_session", name);
         assert_eq!(
-            (st.sent, st.replies, st.failed),
-            (4, 2, 2),
+            (st.sent, st.replies, st.failed, st.rewritten),
+            (4, 2, 2, 0),
+            "{name}: {st:?}"
+        );
+    }
+}
+
+/// The simulated VideoCore rewrites a reply in its slot right after publishing it and ringing
+/// the ARM (`DoubleFetch` through `inject_garbage`; polled, so the ARM reads after the rewrite):
+/// a rewritten frame length fails exactly that transfer (`BadLength`), a rewritten token leaves
+/// the reply unmatched so exactly that transfer times out, a rewritten payload arrives as one
+/// consistent copy of the rewrite; the replies before and after come back intact.
+#[test]
+fn vchiq_double_fetch_seeds_fail_exactly_the_rewritten_replies() {
+    for (name, want) in [
+        ("double_fetch_frame_length", (3, 2, 1, 0, 0)),
+        ("double_fetch_token", (3, 2, 0, 1, 0)),
+        ("double_fetch_body", (3, 3, 0, 0, 1)),
+    ] {
+        let st = seed_session::<fwipc_vchiq::sim::VchiqFixture>("vchiq_session", name);
+        assert_eq!(
+            (st.sent, st.replies, st.failed, st.timed_out, st.rewritten),
+            want,
+            "{name}: {st:?}"
+        );
+    }
+}
+
+/// The simulated DSP rewrites the out-buffer of an answer in shared memory right after sending
+/// the answer (`DoubleFetch` through `inject_garbage`): the AP, which reads it once when the
+/// reply is fetched, delivers exactly the rewritten replies as one consistent copy each, the
+/// others intact (interrupt mode: the answer is taken on the DSP's send; polled: at the next
+/// poll).
+#[test]
+fn fastrpc_double_fetch_seeds_rewrite_exactly_the_rewritten_replies() {
+    for (name, want) in [
+        ("double_fetch_out_buffer", (3, 3, 0, 1)),
+        ("double_fetch_polled_two", (4, 4, 0, 2)),
+    ] {
+        let st = seed_session::<fwipc_fastrpc::sim::FastRpcFixture>("fastrpc_session", name);
+        assert_eq!(
+            (st.sent, st.replies, st.failed, st.rewritten),
+            want,
             "{name}: {st:?}"
         );
     }

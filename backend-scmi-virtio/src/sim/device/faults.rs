@@ -5,7 +5,7 @@
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fwipc_transport_api::fixture::{Fault, RemoteControl, SimMode};
+use fwipc_transport_api::fixture::{DoubleFetch, Fault, RemoteControl, SimMode};
 use virtio_drivers::transport::{DeviceStatus, InterruptStatus};
 
 use super::guest_mem::{atomic_u16, write_used};
@@ -14,10 +14,9 @@ use crate::platform::{FWIPC_TEST_NOTIFY, FWIPC_TEST_PROTOCOL};
 use crate::virtio::ring::vring_need_event;
 
 /// Prefix of garbage ([`RemoteControl::inject_garbage`]) that arms the double-fetch fault
-/// ([`SimDevice::rewrite_after_publish`]) instead of being delivered. Four bytes, so random
-/// garbage practically never arms it (a coverage-guided fuzzer finds it through its comparison
-/// tracing, and the seeds carry it).
-pub const DOUBLE_FETCH: [u8; 4] = [0xdf, 0x0f, 0xe7, 0xc4];
+/// ([`SimDevice::rewrite_after_publish`]) instead of being delivered (shared by every simulated
+/// remote, [`DoubleFetch`]).
+pub use fwipc_transport_api::fixture::DOUBLE_FETCH;
 
 impl SimDevice {
     /// Complete each batch of commands (and each `release` of held replies) in reverse order of
@@ -239,13 +238,10 @@ impl RemoteControl for SimDevice {
     /// after it the mask, missing bytes 0). Other garbage lands in an eventq buffer and the cmdq
     /// used ring.
     fn inject_garbage(&self, bytes: &[u8]) {
-        if let Some(rest) = bytes.strip_prefix(&DOUBLE_FETCH) {
-            let count = rest.first().map_or(1, |c| c % 8 + 1);
+        if let Some(df) = DoubleFetch::parse(bytes) {
             let mut mask = [0u8; 9];
-            for (m, b) in mask.iter_mut().zip(rest.iter().skip(1)) {
-                *m = *b;
-            }
-            self.rewrite_after_publish(count, mask);
+            mask.copy_from_slice(&df.header[..9]);
+            self.rewrite_after_publish(df.count, mask);
             return;
         }
         {
