@@ -263,6 +263,39 @@ mod tests {
     use super::*;
     use crate::loopback::LoopbackFixture;
     use crate::util::Rng;
+    use fwipc_transport_api::fixture::DOUBLE_FETCH;
+
+    /// A reply counts as rewritten only as one copy of the echo under an armed order: the same
+    /// length, each byte as written or as rewritten; anything else is a wrong reply.
+    #[test]
+    fn only_a_consistent_copy_of_the_rewritten_echo_is_accepted() {
+        let garbage = [&DOUBLE_FETCH[..], &[0], &[0; 16], &[0x0f, 0xf0]].concat();
+        let df = DoubleFetch::parse(&garbage).expect("an order");
+        assert_eq!((df.count, df.body.as_slice()), (1, &[0x0f, 0xf0][..]));
+        let req = [1u8, 2, 3, 4];
+        let echo = [!1u8, !2, !3, !4];
+        let armed = [df];
+        assert_eq!(classify(&req, &echo, &armed), Some(false));
+        let all = [
+            echo[0] ^ 0x0f,
+            echo[1] ^ 0xf0,
+            echo[2] ^ 0x0f,
+            echo[3] ^ 0xf0,
+        ];
+        assert_eq!(classify(&req, &all, &armed), Some(true));
+        // Read while the remote was rewriting: some bytes old, some new.
+        let torn = [echo[0], echo[1] ^ 0xf0, echo[2], echo[3]];
+        assert_eq!(classify(&req, &torn, &armed), Some(true));
+        assert_eq!(classify(&req, &all, &[]), None, "nothing armed");
+        assert_eq!(classify(&req, &all[..3], &armed), None, "another length");
+        let foreign = [echo[0] ^ 0x01, echo[1], echo[2], echo[3]];
+        assert_eq!(
+            classify(&req, &foreign, &armed),
+            None,
+            "a byte never written"
+        );
+        assert_eq!(DoubleFetch::parse(&garbage[1..]), None, "no magic");
+    }
 
     #[test]
     fn random_scripts_on_the_loopback_keep_the_invariants() {
