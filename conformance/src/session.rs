@@ -9,13 +9,17 @@
 //! whatever the remote does (docs/reliability.md, "Invariants"):
 //!
 //! - a transfer completes exactly once: once `poll_done` reports it finished (done or failed) it
-//!   keeps saying so, and a reply it returns is the echo of its own request;
+//!   keeps saying so, and a reply it returns is the echo of its own request, or, once the script
+//!   armed the remote's double-fetch fault ([`DoubleFetch`], garbage starting with
+//!   [`DOUBLE_FETCH`](fwipc_transport_api::fixture::DOUBLE_FETCH)), one copy of that echo as the
+//!   remote rewrote it after publishing it (every byte as first written or as rewritten, the
+//!   same length; counted in [`SessionStats::rewritten`]), never anything else;
 //! - shutdown returns within the fixture's reply timeout (plus slack for a loaded machine);
 //! - after shutdown every pool buffer is back.
 
 use std::time::{Duration, Instant};
 
-use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture, SimMode};
+use fwipc_transport_api::fixture::{echo_reply, DoubleFetch, Fault, Fixture, SimMode};
 use fwipc_transport_api::{
     Completion, Deadline, ManualClock, Request, Ticket, Transport, TxOutcome,
 };
@@ -45,6 +49,10 @@ pub struct SessionStats {
     pub failed: u32,
     /// Transfers given up at their deadline.
     pub timed_out: u32,
+    /// Of `replies`, those that were a copy of the echo the remote rewrote after publishing it
+    /// (the double-fetch fault): opaque payload bytes the transport cannot check, delivered as
+    /// one consistent copy.
+    pub rewritten: u32,
 }
 
 /// Reads the script.
@@ -64,16 +72,28 @@ impl Script<'_> {
     }
 }
 
-/// Whether a reply `out` is the echo of `payload`.
-fn is_echo(payload: &[u8], out: &[u8]) -> bool {
+/// What a reply `out` to `payload` is: `Some(false)` the echo, `Some(true)` a copy of the echo
+/// rewritten by one of the double-fetch orders `armed`, `None` anything else.
+fn classify(payload: &[u8], out: &[u8], armed: &[DoubleFetch]) -> Option<bool> {
     let mut want = vec![0u8; payload.len()];
     echo_reply(payload, &mut want);
-    out == want.as_slice()
+    if out == want.as_slice() {
+        return Some(false);
+    }
+    armed
+        .iter()
+        .any(|df| df.is_rewrite_of(&want, out))
+        .then_some(true)
 }
 
-/// Poll `x` once; if it finished, check its reply, check that it stays finished, and end it.
-/// Gives `x` back if it is still pending.
-fn poll_and_end<T: Transport>(t: &T, x: Live, st: &mut SessionStats) -> Option<Live> {
+/// Poll `x` once; if it finished, check its reply (against the double-fetch orders `armed` so
+/// far), check that it stays finished, and end it. Gives `x` back if it is still pending.
+fn poll_and_end<T: Transport>(
+    t: &T,
+    x: Live,
+    armed: &[DoubleFetch],
+    st: &mut SessionStats,
+) -> Option<Live> {
     let r = t.poll_done(&x.ticket);
     match r {
         Ok(false) => return Some(x),
@@ -81,11 +101,10 @@ fn poll_and_end<T: Transport>(t: &T, x: Live, st: &mut SessionStats) -> Option<L
             let mut out = vec![0u8; t.max_msg_size()];
             match t.fetch_response(&x.ticket, &mut out) {
                 Ok(n) => {
-                    assert!(
-                        is_echo(&x.payload, &out[..n]),
-                        "a reply that is not the echo of its request"
-                    );
+                    let rewritten = classify(&x.payload, &out[..n], armed)
+                        .expect("a reply that is not the echo of its request");
                     st.replies += 1;
+                    st.rewritten += u32::from(rewritten);
                 }
                 Err(_) => st.failed += 1,
             }
@@ -125,6 +144,8 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
     let t = fx.transport();
     let clock = ManualClock::new();
     let mut live: Vec<Live> = Vec::new();
+    // The double-fetch orders the script gave the remote.
+    let mut armed: Vec<DoubleFetch> = Vec::new();
     let mut shut = false;
     for _ in 0..MAX_OPS {
         let Some(op) = s.byte() else { break };
@@ -160,7 +181,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
             4 => {
                 if !live.is_empty() {
                     let x = live.swap_remove(usize::from(arg) % live.len());
-                    live.extend(poll_and_end(t, x, &mut st));
+                    live.extend(poll_and_end(t, x, &armed, &mut st));
                 }
             }
             5 => {
@@ -170,7 +191,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
                     live.drain(..).partition(|x| x.deadline.expired(&clock));
                 live = keep;
                 for x in due {
-                    if let Some(x) = poll_and_end(t, x, &mut st) {
+                    if let Some(x) = poll_and_end(t, x, &armed, &mut st) {
                         st.timed_out += 1;
                         t.mark_txdone(x.ticket, TxOutcome::TimedOut);
                     }
@@ -191,6 +212,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
             7 => fx.remote().release(),
             8 => {
                 let g = s.bytes(usize::from(arg) % 64 + 1).to_vec();
+                armed.extend(DoubleFetch::parse(&g));
                 fx.remote().inject_garbage(&g);
             }
             9 => fx.remote().reset_remote(),
@@ -224,7 +246,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
     );
     for x in live {
         assert!(
-            poll_and_end(t, x, &mut st).is_none(),
+            poll_and_end(t, x, &armed, &mut st).is_none(),
             "a transfer still pending after shutdown"
         );
     }
@@ -241,6 +263,39 @@ mod tests {
     use super::*;
     use crate::loopback::LoopbackFixture;
     use crate::util::Rng;
+    use fwipc_transport_api::fixture::DOUBLE_FETCH;
+
+    /// A reply counts as rewritten only as one copy of the echo under an armed order: the same
+    /// length, each byte as written or as rewritten; anything else is a wrong reply.
+    #[test]
+    fn only_a_consistent_copy_of_the_rewritten_echo_is_accepted() {
+        let garbage = [&DOUBLE_FETCH[..], &[0], &[0; 16], &[0x0f, 0xf0]].concat();
+        let df = DoubleFetch::parse(&garbage).expect("an order");
+        assert_eq!((df.count, df.body.as_slice()), (1, &[0x0f, 0xf0][..]));
+        let req = [1u8, 2, 3, 4];
+        let echo = [!1u8, !2, !3, !4];
+        let armed = [df];
+        assert_eq!(classify(&req, &echo, &armed), Some(false));
+        let all = [
+            echo[0] ^ 0x0f,
+            echo[1] ^ 0xf0,
+            echo[2] ^ 0x0f,
+            echo[3] ^ 0xf0,
+        ];
+        assert_eq!(classify(&req, &all, &armed), Some(true));
+        // Read while the remote was rewriting: some bytes old, some new.
+        let torn = [echo[0], echo[1] ^ 0xf0, echo[2], echo[3]];
+        assert_eq!(classify(&req, &torn, &armed), Some(true));
+        assert_eq!(classify(&req, &all, &[]), None, "nothing armed");
+        assert_eq!(classify(&req, &all[..3], &armed), None, "another length");
+        let foreign = [echo[0] ^ 0x01, echo[1], echo[2], echo[3]];
+        assert_eq!(
+            classify(&req, &foreign, &armed),
+            None,
+            "a byte never written"
+        );
+        assert_eq!(DoubleFetch::parse(&garbage[1..]), None, "no magic");
+    }
 
     #[test]
     fn random_scripts_on_the_loopback_keep_the_invariants() {

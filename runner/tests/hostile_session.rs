@@ -2,8 +2,9 @@
 //! `fuzz/`'s `*_session` targets) over pseudo-random scripts and the committed seeds, against
 //! every backend's simulator: no invariant breaks.
 
-use fwipc_conformance::session::hostile_session;
+use fwipc_conformance::session::{hostile_session, SessionStats};
 use fwipc_conformance::Fixture;
+use fwipc_transport_api::fixture::DOUBLE_FETCH;
 
 /// xorshift: reproducible scripts without a dependency.
 fn scripts(seed: u64, n: usize) -> Vec<Vec<u8>> {
@@ -68,6 +69,81 @@ fn rpmsg_session() {
     run::<fwipc_rpmsg_virtio::sim::RpmsgFixture>("rpmsg_session", 4);
 }
 
+/// Scripts that arm the double-fetch fault with random masks (framing words and payload)
+/// between round trips, in both modes: whatever the remote rewrites after publishing, no
+/// invariant breaks.
+fn double_fetch_scripts(seed: u64, n: usize) -> Vec<Vec<u8>> {
+    scripts(seed, n)
+        .into_iter()
+        .map(|r| {
+            let mut s = vec![r[0] & 1];
+            let mut k = 1;
+            let mut byte = || {
+                k = (k + 1) % r.len();
+                r[k]
+            };
+            for round in 0..6 {
+                if round % 2 == 0 {
+                    // DOUBLE_FETCH, a count, four framing-word masks (each zero three times in
+                    // four, so payload-only rewrites happen too), a payload mask of 0..8 bytes.
+                    let mut g = DOUBLE_FETCH.to_vec();
+                    g.push(byte());
+                    for _ in 0..4 {
+                        let on = byte() % 4 == 0;
+                        g.extend((0..4).map(|_| if on { byte() } else { 0 }));
+                    }
+                    let body = usize::from(byte() % 9);
+                    g.extend((0..body).map(|_| byte()));
+                    s.extend([8, (g.len() - 1) as u8]);
+                    s.extend(g);
+                }
+                let len = 1 + byte() % 24;
+                s.extend([0, len]);
+                s.extend((0..len).map(|_| byte()));
+                s.extend([2, 0x0f, 4, 0, 5, 0xff, 4, 0]);
+            }
+            s
+        })
+        .collect()
+}
+
+/// Runs [`double_fetch_scripts`] on `F`; returns the rewritten replies of the polled scripts
+/// (there the remote's rewrite always precedes the read, so the count does not depend on
+/// scheduling).
+fn run_double_fetch<F: Fixture>(seed: u64) -> u32 {
+    let mut polled_rewritten = 0;
+    for s in double_fetch_scripts(seed, 6) {
+        let st = hostile_session::<F>(&s);
+        assert_eq!(st.sent, st.replies + st.failed + st.timed_out, "{st:?}");
+        if s[0] & 1 == 1 {
+            polled_rewritten += st.rewritten;
+        }
+    }
+    polled_rewritten
+}
+
+/// A VCHIQ session whose rewrites corrupted the stream (a skipped slot loses the close
+/// handshake) shuts down at its 2 s teardown deadline, so this test takes some seconds.
+#[test]
+fn random_double_fetch_orders_keep_the_invariants() {
+    let v = run_double_fetch::<fwipc_vchiq::sim::VchiqFixture>(6);
+    let f = run_double_fetch::<fwipc_fastrpc::sim::FastRpcFixture>(7);
+    let s = run_double_fetch::<fwipc_scmi_virtio::sim::ScmiFixture>(8);
+    // The orders reach the payloads they aim at (VCHIQ and FastRPC rewrite payloads, SCMI not).
+    assert!(v > 0 && f > 0, "rewritten replies: vchiq {v}, fastrpc {f}");
+    assert_eq!(s, 0, "the SCMI fault rewrites no payload");
+}
+
+/// Runs the committed seed `name` of `target` and returns what the session saw.
+fn seed_session<F: Fixture>(target: &str, name: &str) -> SessionStats {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target)
+        .join(name);
+    let script = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hostile_session::<F>(&script)
+}
+
 /// The double-fetch seeds reach what they aim at: the simulated SCMI device flips bytes of
 /// replies it has just published (`SimDevice::rewrite_after_publish`, armed through
 /// `inject_garbage` with `DOUBLE_FETCH`), and the driver ends exactly those transfers with an
@@ -78,14 +154,51 @@ fn rpmsg_session() {
 #[test]
 fn scmi_virtio_double_fetch_seeds_fail_exactly_the_rewritten_replies() {
     for name in ["double_fetch_header", "double_fetch_status_length"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/seeds/scmi_virtio_session")
-            .join(name);
-        let script = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let st = hostile_session::<fwipc_scmi_virtio::sim::ScmiFixture>(&script);
+        let st = seed_session::<fwipc_scmi_virtio::sim::ScmiFixture>("scmi_virtio_session", name);
         assert_eq!(
-            (st.sent, st.replies, st.failed),
-            (4, 2, 2),
+            (st.sent, st.replies, st.failed, st.rewritten),
+            (4, 2, 2, 0),
+            "{name}: {st:?}"
+        );
+    }
+}
+
+/// The simulated VideoCore rewrites a reply in its slot right after publishing it and ringing
+/// the ARM (`DoubleFetch` through `inject_garbage`; polled, so the ARM reads after the rewrite):
+/// a rewritten frame length fails exactly that transfer (`BadLength`), a rewritten token leaves
+/// the reply unmatched so exactly that transfer times out, a rewritten payload arrives as one
+/// consistent copy of the rewrite; the replies before and after come back intact.
+#[test]
+fn vchiq_double_fetch_seeds_fail_exactly_the_rewritten_replies() {
+    for (name, want) in [
+        ("double_fetch_frame_length", (3, 2, 1, 0, 0)),
+        ("double_fetch_token", (3, 2, 0, 1, 0)),
+        ("double_fetch_body", (3, 3, 0, 0, 1)),
+    ] {
+        let st = seed_session::<fwipc_vchiq::sim::VchiqFixture>("vchiq_session", name);
+        assert_eq!(
+            (st.sent, st.replies, st.failed, st.timed_out, st.rewritten),
+            want,
+            "{name}: {st:?}"
+        );
+    }
+}
+
+/// The simulated DSP rewrites the out-buffer of an answer in shared memory right after sending
+/// the answer (`DoubleFetch` through `inject_garbage`): the AP, which reads it once when the
+/// reply is fetched, delivers exactly the rewritten replies as one consistent copy each, the
+/// others intact (interrupt mode: the answer is taken on the DSP's send; polled: at the next
+/// poll).
+#[test]
+fn fastrpc_double_fetch_seeds_rewrite_exactly_the_rewritten_replies() {
+    for (name, want) in [
+        ("double_fetch_out_buffer", (3, 3, 0, 1)),
+        ("double_fetch_polled_two", (4, 4, 0, 2)),
+    ] {
+        let st = seed_session::<fwipc_fastrpc::sim::FastRpcFixture>("fastrpc_session", name);
+        assert_eq!(
+            (st.sent, st.replies, st.failed, st.rewritten),
+            want,
             "{name}: {st:?}"
         );
     }

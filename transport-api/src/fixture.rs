@@ -23,6 +23,69 @@ pub fn echo_reply(req: &[u8], out: &mut [u8]) {
     }
 }
 
+/// Prefix of garbage ([`RemoteControl::inject_garbage`]) that arms a simulated remote's
+/// double-fetch fault instead of being delivered ([`DoubleFetch`]). Four bytes, so random garbage
+/// practically never arms it (a coverage-guided fuzzer finds it through its comparison tracing,
+/// and the committed seeds carry it).
+pub const DOUBLE_FETCH: [u8; 4] = [0xdf, 0x0f, 0xe7, 0xc4];
+
+/// A double-fetch order: garbage `DOUBLE_FETCH ++ [count] ++ header[16] ++ body..` (missing bytes
+/// 0). The remote rewrites the next `count % 8 + 1` replies it sends right after publishing them
+/// (and signalling), before or while this side reads them: the framing words it checks XOR
+/// `header` (what each word means is the backend's, see its simulator), and each reply payload
+/// byte `i` XOR `body[i % body.len()]` where the backend rewrites payloads. A driver reads each
+/// byte once and checks its copy: a rewritten framing word ends the transfer with a typed error
+/// (or leaves the reply unmatched, so the transfer times out); a rewritten payload, opaque to
+/// the transport, arrives as one copy in which every byte is either what the remote first wrote
+/// or its rewrite ([`DoubleFetch::is_rewrite_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoubleFetch {
+    /// Replies to rewrite (1..=8).
+    pub count: u8,
+    /// XOR masks of the framing words.
+    pub header: [u8; 16],
+    /// XOR mask of the payload (repeated; empty: the payload is left alone).
+    pub body: Vec<u8>,
+}
+
+impl DoubleFetch {
+    /// The order carried by `garbage`, if it starts with [`DOUBLE_FETCH`].
+    pub fn parse(garbage: &[u8]) -> Option<Self> {
+        let rest = garbage.strip_prefix(&DOUBLE_FETCH)?;
+        let count = rest.first().map_or(1, |c| c % 8 + 1);
+        let rest = rest.get(1..).unwrap_or(&[]);
+        let mut header = [0u8; 16];
+        let n = rest.len().min(16);
+        header[..n].copy_from_slice(&rest[..n]);
+        let body = rest.get(16..).unwrap_or(&[]).to_vec();
+        Some(DoubleFetch {
+            count,
+            header,
+            body,
+        })
+    }
+
+    /// Byte `i` of a payload after the rewrite of `b`.
+    pub fn rewrite_body_byte(&self, i: usize, b: u8) -> u8 {
+        match self.body.len() {
+            0 => b,
+            n => b ^ self.body[i % n],
+        }
+    }
+
+    /// Whether `got` is one copy of `sent` read while or after the remote rewrote it: the same
+    /// length, every byte either as sent or as rewritten, and at least one rewritten.
+    pub fn is_rewrite_of(&self, sent: &[u8], got: &[u8]) -> bool {
+        got.len() == sent.len()
+            && got != sent
+            && sent
+                .iter()
+                .zip(got)
+                .enumerate()
+                .all(|(i, (&s, &g))| g == s || g == self.rewrite_body_byte(i, s))
+    }
+}
+
 /// Faults the simulated remote can be told to commit. Each applies to requests *received* while
 /// it is set, until changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{echo_reply_byte, Fault};
+use fwipc_transport_api::fixture::{echo_reply_byte, DoubleFetch, Fault};
 use zerocopy::IntoBytes;
 
 use crate::engine::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle};
 use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
+use crate::sim::rewrite::rewrite_last_message;
 use crate::wire::consts::make_fourcc;
 use crate::wire::frame::{self, FrameHeader, NOTIFY};
 use crate::VchiqError;
@@ -34,6 +35,23 @@ struct EchoState {
     reply_buf: Vec<u8>,
     /// One-way frames (token with [`NOTIFY`]) from the ARM side: logged, not answered.
     one_way: VecDeque<Vec<u8>>,
+    /// The armed double-fetch fault: replies still to rewrite after publishing them.
+    rewrite: Option<DoubleFetch>,
+}
+
+impl EchoState {
+    /// The double-fetch fault: if armed, rewrite the reply of `size` bytes just published
+    /// (`rewrite_last_message`) and count it off.
+    fn rewrite_published(&mut self, master: &Vchiq, size: usize) {
+        let Some(df) = self.rewrite.as_mut() else {
+            return;
+        };
+        rewrite_last_message(master, df, size);
+        df.count -= 1;
+        if df.count == 0 {
+            self.rewrite = None;
+        }
+    }
 }
 
 /// The echo service.
@@ -71,6 +89,7 @@ impl EchoService {
                 bulk_tag: 0,
                 reply_buf: Vec::new(),
                 one_way: VecDeque::new(),
+                rewrite: None,
             }),
             received: AtomicU64::new(0),
         }
@@ -106,7 +125,9 @@ impl EchoService {
     pub fn release(&self, master: &Vchiq) {
         let held: Vec<_> = std::mem::take(&mut self.lock().held);
         for (h, m) in held {
-            send_retrying(master, h, &m);
+            if send_retrying(master, h, &m) {
+                self.lock().rewrite_published(master, m.len());
+            }
         }
     }
 
@@ -126,6 +147,7 @@ impl EchoService {
         let open = {
             let mut s = self.lock();
             s.held.clear();
+            s.rewrite = None;
             s.stash.clear();
             s.waiting_tx.clear();
             s.open.or(s.listener)
@@ -173,8 +195,14 @@ impl EchoService {
         master.queue_message_parts(h, &[hdr.as_bytes(), payload])
     }
 
-    /// Hostile input: `bytes` verbatim as a raw slot message, and as a DATA payload.
+    /// Hostile input: `bytes` verbatim as a raw slot message, and as a DATA payload. Bytes that
+    /// carry a [`DoubleFetch`] order arm the double-fetch fault instead: the next replies are
+    /// rewritten in their slot right after they are published (`rewrite_last_message`).
     pub fn inject_garbage(&self, master: &Vchiq, bytes: &[u8]) {
+        if let Some(df) = DoubleFetch::parse(bytes) {
+            self.lock().rewrite = Some(df);
+            return;
+        }
         let _ = master.queue_raw(&bytes[..bytes.len().min(4096)]);
         if let Some(h) = self.conn() {
             let _ = master.queue_message(h, &bytes[..bytes.len().min(4088)]);
@@ -253,6 +281,17 @@ impl ServiceHandler for EchoService {
                         v.queue_message(ctx.handle, reply)
                     }
                 };
+                let rewrite = matches!(
+                    fault,
+                    Fault::None
+                        | Fault::WrongToken
+                        | Fault::CorruptLength
+                        | Fault::Duplicate
+                        | Fault::Delay(_)
+                );
+                if rewrite && r.is_ok() {
+                    s.rewrite_published(v, buf.len());
+                }
                 s.reply_buf = buf;
                 if r == Err(VchiqError::Retry) {
                     // No slot for the reply: redeliver on the next event (nothing logged yet).

@@ -14,6 +14,7 @@ pub mod fixture;
 pub mod framed_echo;
 #[doc(hidden)]
 pub mod internals;
+mod rewrite;
 pub mod vchi;
 
 use std::collections::HashMap;

@@ -12,6 +12,8 @@ mod datagram;
 mod dgram_state;
 mod fixture;
 mod remote;
+#[cfg(test)]
+mod reset_tests;
 mod transport;
 pub mod wire;
 

@@ -112,11 +112,15 @@ impl Remote {
     }
 
     /// Write the echo reply into the request's buffer and post a reply record (or a faulty one).
+    /// Buffer and ring are touched under `remote_lock`, and only while the transfer still lends
+    /// the buffer ([`Shared::lent`]): a request taken before a remote reset or a shutdown is not
+    /// answered, so its reply can neither land in a buffer handed out again nor complete a later
+    /// transfer that reuses its token.
     fn answer(&self, rec: ReqRecord, fault: Fault) {
-        let len = {
+        {
             let _in = self.shared.remote_lock.lock();
             // Acquire: pairs with the Release in shutdown; once dead, buffers are not ours.
-            if self.shared.dead.load(Ordering::Acquire) {
+            if self.shared.dead.load(Ordering::Acquire) || !self.shared.lent(&rec) {
                 return;
             }
             let Some(buf) = self.shared.table.pool().get(rec.slot) else {
@@ -124,41 +128,44 @@ impl Remote {
             };
             let len = buf.len();
             buf.with_mut(|d| d[..len].iter_mut().for_each(|b| *b = echo_reply_byte(*b)));
-            len as u32
-        };
-        let mut r = ReplyRecord {
-            magic: MAGIC,
-            token: rec.token,
-            len,
-            kind: KIND_REPLY,
-        };
-        match fault {
-            Fault::WrongToken => r.token ^= 0x80,
-            Fault::CorruptLength => r.len = MAX_MSG_SIZE as u32 + 1000,
-            Fault::CorruptHeader => r.magic ^= 0x0100_0000,
-            _ => {}
+            let mut r = ReplyRecord {
+                magic: MAGIC,
+                token: rec.token,
+                len: len as u32,
+                kind: KIND_REPLY,
+            };
+            match fault {
+                Fault::WrongToken => r.token ^= 0x80,
+                Fault::CorruptLength => r.len = MAX_MSG_SIZE as u32 + 1000,
+                Fault::CorruptHeader => r.magic ^= 0x0100_0000,
+                _ => {}
+            }
+            self.push(r);
+            if fault == Fault::Duplicate {
+                self.push(r);
+            }
         }
-        self.post(r);
-        if fault == Fault::Duplicate {
-            self.post(r);
-        }
+        self.interrupt();
     }
 
-    fn post(&self, r: ReplyRecord) {
+    /// Queue a reply record (no interrupt).
+    fn push(&self, r: ReplyRecord) {
         let mut raw = [0u8; 16];
         raw.copy_from_slice(r.as_bytes());
-        self.post_raw(raw);
+        self.push_raw(raw);
     }
 
-    fn post_raw(&self, raw: [u8; 16]) {
-        {
-            let mut q = self.shared.replies.lock();
-            if q.len() == q.capacity() {
-                log::warn!("loopback remote: reply ring full, record dropped");
-                return;
-            }
-            q.push_back(raw);
+    fn push_raw(&self, raw: [u8; 16]) {
+        let mut q = self.shared.replies.lock();
+        if q.len() == q.capacity() {
+            log::warn!("loopback remote: reply ring full, record dropped");
+            return;
         }
+        q.push_back(raw);
+    }
+
+    /// In interrupt mode, "raise the interrupt": the transport drains its rings.
+    fn interrupt(&self) {
         if self.shared.irq {
             self.shared.process_replies();
         }
@@ -188,11 +195,11 @@ impl Remote {
                     op.actual = n;
                 }
             }
+            // Under the fence too: a remote reset drops it rather than let it complete a later
+            // transfer with the same token.
+            self.shared.bulk_back.lock().push_back(op);
         }
-        self.shared.bulk_back.lock().push_back(op);
-        if self.shared.irq {
-            self.shared.process_replies();
-        }
+        self.interrupt();
         true
     }
 }
@@ -226,15 +233,21 @@ impl RemoteControl for Remote {
         if bytes.first().is_some_and(|b| b & 1 == 1) {
             raw[..4].copy_from_slice(&MAGIC.to_le_bytes());
         }
-        self.post_raw(raw);
+        self.push_raw(raw);
+        self.interrupt();
     }
 
+    /// The remote forgets everything (held and dropped requests, the fault) and gives every
+    /// buffer back: transfers in flight fail with `Cancelled`, later calls go through
+    /// ([`Shared::remote_reset`]).
     fn reset_remote(&self) {
-        let mut st = self.state.lock();
-        st.held.clear();
-        st.dropped.clear();
-        st.fault = Fault::None;
-        self.shared.requests.lock().clear();
+        {
+            let mut st = self.state.lock();
+            st.held.clear();
+            st.dropped.clear();
+            st.fault = Fault::None;
+        }
+        self.shared.remote_reset();
     }
 
     fn set_sim_mode(&self, mode: SimMode) -> bool {

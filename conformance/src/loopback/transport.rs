@@ -29,6 +29,9 @@ const NOTIFY_SLOTS: usize = 32;
 pub(crate) struct ReqRecord {
     pub slot: u32,
     pub token: u32,
+    /// The transfer's generation: with `slot` and `token` it names exactly one transfer, so a
+    /// record left over from before a remote reset is told apart ([`Shared::lent`]).
+    pub generation: u32,
     /// The service addressed (the loopback remote runs one echo service and ignores it).
     #[allow(dead_code)]
     pub target: u32,
@@ -99,6 +102,32 @@ impl Shared {
         if let Some(t) = &*self.remote_thread.lock() {
             t.unpark();
         }
+    }
+
+    /// Whether the remote still holds the buffer of the transfer `rec` names (in flight, or
+    /// given up on and waiting for its late reply). Called under `remote_lock`, which a remote
+    /// reset ([`Shared::remote_reset`]) also holds, so the answer stays true while the remote
+    /// touches the buffer.
+    pub(crate) fn lent(&self, rec: &ReqRecord) -> bool {
+        let t = Ticket::new(rec.token, rec.slot, rec.generation);
+        matches!(
+            self.table.state(&t),
+            Ok(TransferState::InFlight | TransferState::Abandoned)
+        )
+    }
+
+    /// The remote lost its state (a remote reset): it gives every buffer back, as a device
+    /// reset does. Under `remote_lock`, so the remote thread is not touching a buffer: the queued
+    /// requests, replies and bulk operations are dropped (none may complete a later transfer
+    /// that reuses a token), every transfer in flight fails with `Cancelled` (its waiter is woken
+    /// at once), every abandoned one is freed; the channel stays up and later calls go through.
+    pub(crate) fn remote_reset(&self) {
+        let _fence = self.remote_lock.lock();
+        self.requests.lock().clear();
+        self.replies.lock().clear();
+        self.bulk_out.lock().clear();
+        self.bulk_back.lock().clear();
+        self.table.fail_all(Error::Cancelled);
     }
 
     /// Drain the reply ring (the interrupt handler's work, also run from `poll_done`).
@@ -189,6 +218,7 @@ impl Transport for LoopbackTransport {
         s.requests.lock().push_back(ReqRecord {
             slot: started.slot,
             token: started.token.0,
+            generation: started.generation,
             target: req.target,
         });
         Counters::bump(&s.table.counters().sent);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use zerocopy::{FromBytes, IntoBytes};
 
-use fwipc_transport_api::fixture::{Fault, SimMode, SimModeSwitch};
+use fwipc_transport_api::fixture::{DoubleFetch, Fault, SimMode, SimModeSwitch};
 
 mod procctl;
 mod reverse_calls;
@@ -139,6 +139,8 @@ struct State {
     /// `next2` calls waiting for a reverse request.
     listeners: VecDeque<(FastRpcMsg, Decoded)>,
     next_rctx: u32,
+    /// The armed double-fetch fault: answers still to rewrite after sending them.
+    rewrite: Option<DoubleFetch>,
 }
 
 type Hook = Box<dyn Fn() + Send + Sync>;
@@ -194,6 +196,7 @@ impl SimDsp {
                 parked: BTreeMap::new(),
                 listeners: VecDeque::new(),
                 next_rctx: 1,
+                rewrite: None,
             }),
             objects: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
@@ -283,9 +286,24 @@ impl SimDsp {
         s.held.len() + s.dropped.len()
     }
 
-    /// Send raw bytes to the AP (hostile input).
+    /// Send raw bytes to the AP (hostile input). Bytes that carry a [`DoubleFetch`] order arm
+    /// the double-fetch fault instead: the out-buffers of the next answers are rewritten in
+    /// shared memory right after the answer is sent ([`SimDsp::rewrite_after_answer`]).
     pub fn inject(&self, bytes: &[u8]) {
-        self.sh.link.dsp_send(bytes);
+        match DoubleFetch::parse(bytes) {
+            Some(df) => self.rewrite_after_answer(df),
+            None => self.sh.link.dsp_send(bytes),
+        }
+    }
+
+    /// The double-fetch fault: the next `df.count` answers (any fault but `Hold` and `Drop`,
+    /// which send none) are followed, once sent (the AP may already be reading them), by a
+    /// rewrite of the call's out-buffers in the shared payload: byte `i` XOR `df.body` (see
+    /// [`DoubleFetch`]; its `header` masks are not used, as the only framing word in DSP-reachable
+    /// memory, the out length, is one the DSP may legitimately lower). The AP reads each
+    /// out-buffer once, in `read_out`, so the caller gets one copy, as written or as rewritten.
+    pub fn rewrite_after_answer(&self, df: DoubleFetch) {
+        lock(&self.sh.state).rewrite = Some(df);
     }
 
     /// Lose all state (processes, held requests) and tell the AP.
@@ -298,6 +316,7 @@ impl SimDsp {
             s.rev_queue.clear();
             s.parked.clear();
             s.listeners.clear();
+            s.rewrite = None;
         }
         if let Some(h) = lock(&self.sh.reset_hook).as_ref() {
             h();
@@ -434,6 +453,71 @@ impl Shared {
             }
             _ => self.link.dsp_send(rsp(ctx).as_bytes()),
         }
+        self.rewrite_answered(msg);
+    }
+
+    /// The double-fetch fault ([`SimDsp::rewrite_after_answer`]), if armed: rewrite the
+    /// out-buffers of `msg`, whose answer was just sent, where the DSP wrote them.
+    fn rewrite_answered(&self, msg: &FastRpcMsg) {
+        let df = {
+            let mut s = lock(&self.state);
+            let Some(df) = s.rewrite.as_mut() else {
+                return;
+            };
+            df.count -= 1;
+            if df.count == 0 {
+                s.rewrite.take()
+            } else {
+                Some(df.clone())
+            }
+        };
+        let Some(df) = df else { return };
+        let sc = Scalars(msg.sc.get());
+        let n = sc.len();
+        if n == 0 || df.body.is_empty() {
+            return;
+        }
+        let mut meta = self.spare_buf(wire::metalen(n));
+        if self.bus.read(msg.addr.get(), &mut meta) {
+            if let Ok(v) = MetaView::parse(sc, &meta) {
+                for i in sc.inbufs()..sc.nbufs() {
+                    // The length the DSP wrote back (`write_back`), the address it wrote to.
+                    let (Ok(rb), Ok(Some(a))) = (v.rpra(i), self.buf_at(&v, i)) else {
+                        continue;
+                    };
+                    let mut b = self.spare_buf(rb.len.get().min(MAX_DSP_BUF) as usize);
+                    if self.bus.read(a, &mut b) {
+                        for (k, x) in b.iter_mut().enumerate() {
+                            *x = df.rewrite_body_byte(k, *x);
+                        }
+                        self.bus.write(a, &b);
+                    }
+                    self.give_buf(b);
+                }
+            }
+        }
+        self.give_buf(meta);
+    }
+
+    /// Where buffer `i` of a request lies in DSP-reachable memory: its page entry's address plus
+    /// the in-page offset of its `pv`, checked to lie within the page entry and to be mapped;
+    /// `None` for an empty buffer; the AEE code for a bad entry.
+    fn buf_at(&self, v: &MetaView<'_>, i: usize) -> Result<Option<u64>, i32> {
+        let bad = aee::dsp(aee::EBADPARM);
+        let rb = v.rpra(i).map_err(|_| bad)?;
+        let len = rb.len.get();
+        if len == 0 {
+            return Ok(None);
+        }
+        let Ok(Some(pg)) = v.page_of(i) else {
+            return Err(bad);
+        };
+        let in_page = rb.pv.get() & 4095;
+        let a = pg.addr.get().checked_add(in_page).ok_or(bad)?;
+        if in_page + len > pg.size.get() || !self.bus.is_mapped(a, len as usize) {
+            return Err(bad);
+        }
+        Ok(Some(a))
     }
 
     /// An empty [`Decoded`] whose vectors keep the capacity of an earlier call's.
@@ -513,20 +597,8 @@ impl Shared {
                 if len > MAX_DSP_BUF {
                     return Err(bad);
                 }
-                let at = if len == 0 {
-                    None
-                } else {
-                    let Ok(Some(pg)) = v.page_of(i) else {
-                        return Err(bad);
-                    };
-                    let in_page = rb.pv.get() & 4095;
-                    let a = pg.addr.get().checked_add(in_page).ok_or(bad)?;
-                    // Within the page entry, and mapped, before allocating anything for it.
-                    if in_page + len > pg.size.get() || !self.bus.is_mapped(a, len as usize) {
-                        return Err(bad);
-                    }
-                    Some(a)
-                };
+                // Within the page entry, and mapped, before allocating anything for it.
+                let at = self.buf_at(&v, i)?;
                 if i < sc.inbufs() {
                     let mut b = self.spare_buf(len as usize);
                     if let Some(a) = at {

@@ -5,7 +5,7 @@
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fwipc_transport_api::fixture::{Fault, RemoteControl, SimMode};
+use fwipc_transport_api::fixture::{DoubleFetch, Fault, RemoteControl, SimMode};
 use virtio_drivers::transport::{DeviceStatus, InterruptStatus};
 
 use super::guest_mem::{atomic_u16, write_used};
@@ -14,10 +14,9 @@ use crate::platform::{FWIPC_TEST_NOTIFY, FWIPC_TEST_PROTOCOL};
 use crate::virtio::ring::vring_need_event;
 
 /// Prefix of garbage ([`RemoteControl::inject_garbage`]) that arms the double-fetch fault
-/// ([`SimDevice::rewrite_after_publish`]) instead of being delivered. Four bytes, so random
-/// garbage practically never arms it (a coverage-guided fuzzer finds it through its comparison
-/// tracing, and the seeds carry it).
-pub const DOUBLE_FETCH: [u8; 4] = [0xdf, 0x0f, 0xe7, 0xc4];
+/// ([`SimDevice::rewrite_after_publish`]) instead of being delivered (shared by every simulated
+/// remote, [`DoubleFetch`]).
+pub use fwipc_transport_api::fixture::DOUBLE_FETCH;
 
 impl SimDevice {
     /// Complete each batch of commands (and each `release` of held replies) in reverse order of
@@ -79,7 +78,7 @@ impl SimDevice {
     /// an element the driver may be reading. Holds the device lock meanwhile (the device does
     /// nothing else; driver calls that need it wait). Raises a queue interrupt at the start and,
     /// treating the flood as one batch, at the end if `used_event` asks for it (always without
-    /// EVENT_IDX). The device's own index moves with it, so replies returned afterwards follow the
+    /// EVENT_IDX, and after 2^16 entries or more, which cover every index). The device's own index moves with it, so replies returned afterwards follow the
     /// flood.
     pub fn flood_used(
         &self,
@@ -127,7 +126,11 @@ impl SimDevice {
         // The whole flood is one batch for interrupt suppression (virtio §2.7.10 allows the
         // device to signal once per batch): with EVENT_IDX, interrupt if the driver asked for
         // an entry inside it, as `push_used` does for one entry; without, always.
-        let raise = if d.event_idx() {
+        // A flood of 2^16 entries or more covers every 16-bit index, so whatever `used_event`
+        // the driver wrote lies inside it; the wrapping test below only holds for shorter
+        // batches (virtio §2.7.10 indices are 16-bit). Judged by it, a long flood's interrupt
+        // was suppressed whenever the driver had caught up and re-armed mid-flood.
+        let raise = if d.event_idx() && n < 1 << 16 {
             // SeqCst fence: our `used.idx` stores before the `used_event` load (see `push_used`).
             fence(Ordering::SeqCst);
             let q = &d.queues[usize::from(queue)];
@@ -138,9 +141,13 @@ impl SimDevice {
         } else {
             true
         };
+        // Counted like `push_used`'s decisions ([`SimDevice::interrupts`]).
         if raise {
+            d.irqs_raised += 1;
             *lock(&self.sh.isr) |= InterruptStatus::QUEUE_INTERRUPT.bits();
             self.sh.irq.notify_all();
+        } else {
+            d.irqs_suppressed += 1;
         }
         n
     }
@@ -239,13 +246,10 @@ impl RemoteControl for SimDevice {
     /// after it the mask, missing bytes 0). Other garbage lands in an eventq buffer and the cmdq
     /// used ring.
     fn inject_garbage(&self, bytes: &[u8]) {
-        if let Some(rest) = bytes.strip_prefix(&DOUBLE_FETCH) {
-            let count = rest.first().map_or(1, |c| c % 8 + 1);
+        if let Some(df) = DoubleFetch::parse(bytes) {
             let mut mask = [0u8; 9];
-            for (m, b) in mask.iter_mut().zip(rest.iter().skip(1)) {
-                *m = *b;
-            }
-            self.rewrite_after_publish(count, mask);
+            mask.copy_from_slice(&df.header[..9]);
+            self.rewrite_after_publish(df.count, mask);
             return;
         }
         {
