@@ -4,12 +4,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch};
+use fwipc_transport_api::fixture::{
+    echo_reply_byte, DoubleFetch, Fault, RemoteControl, SimMode, SimModeSwitch,
+};
 
 use super::peer_log::PeerLog;
 use super::queues::DeviceEnd;
 use super::remote_end::RemoteEnd;
-use super::rewrite::{Rewrite, DOUBLE_FETCH};
+use super::rewrite::Rewrite;
 use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, TRANSFER_ADDR_BASE};
 use crate::frame::write_frame;
 use crate::name::Name;
@@ -267,15 +269,14 @@ impl<E: RemoteEnd> RemoteControl for SimRemote<E> {
         self.received.load(Ordering::Acquire)
     }
 
-    /// Garbage starting with [`DOUBLE_FETCH`] arms the double-fetch fault instead
-    /// ([`RemoteEnd::rewrite_after_publish`]: the next byte mod 8, plus one, frames; the
-    /// rewrite from the bytes after it, [`Rewrite::from_script`]). Other garbage lands in a
-    /// receive buffer of the driver's as it is.
+    /// Garbage starting with [`DOUBLE_FETCH`](fwipc_transport_api::fixture::DOUBLE_FETCH) arms
+    /// the double-fetch fault instead ([`RemoteEnd::rewrite_after_publish`] of the order's `count` frames, rewritten as
+    /// [`Rewrite::from_order`] says). Other garbage lands in a receive buffer of the driver's as
+    /// it is.
     fn inject_garbage(&self, bytes: &[u8]) {
-        if let Some(rest) = bytes.strip_prefix(&DOUBLE_FETCH) {
-            let count = rest.first().map_or(1, |c| c % 8 + 1);
-            let r = Rewrite::from_script(rest.get(1..).unwrap_or(&[]));
-            self.end.rewrite_after_publish(count, r);
+        if let Some(order) = DoubleFetch::parse(bytes) {
+            self.end
+                .rewrite_after_publish(order.count, Rewrite::from_order(&order));
             return;
         }
         self.end.inject_to_driver(bytes);

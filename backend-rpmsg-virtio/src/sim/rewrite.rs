@@ -7,9 +7,9 @@
 use std::sync::Mutex;
 
 /// Prefix of garbage (`RemoteControl::inject_garbage`) that arms the double-fetch fault instead
-/// of being delivered (the same four bytes as the SCMI simulator's): the next byte mod 8, plus
-/// one, frames are rewritten; the bytes after it are the [`Rewrite`] (`Rewrite::from_script`).
-pub const DOUBLE_FETCH: [u8; 4] = [0xdf, 0x0f, 0xe7, 0xc4];
+/// of being delivered: the order every simulator reads ([`fwipc_transport_api::fixture::DoubleFetch`]);
+/// [`Rewrite::from_order`] says what its bytes mean on rpmsg.
+pub use fwipc_transport_api::fixture::DOUBLE_FETCH;
 
 /// How a published frame is rewritten.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,14 +23,13 @@ pub struct Rewrite {
 }
 
 impl Rewrite {
-    /// The rewrite a fuzz script arms: `src` XOR `b[0..4]`, `len` + `b[4]`, payload XOR
-    /// `b[5..9]` (missing bytes 0). The source always changes (`src_xor` is made odd): the
-    /// stateful session cannot tell a rewritten payload from a wrong reply, so a rewritten reply
-    /// must be one the driver refuses whatever else changed. `tests/double_fetch.rs` covers
-    /// the frames a driver delivers.
-    pub fn from_script(b: &[u8]) -> Self {
-        let mut m = [0u8; 9];
-        m.iter_mut().zip(b).for_each(|(m, b)| *m = *b);
+    /// The rewrite a double-fetch order arms: `src` XOR `header[0..4]`, `len` + `header[4]`,
+    /// the first four payload bytes XOR `header[5..9]` (the order's `body` is not used). The
+    /// source always changes (`src_xor` is made odd): the stateful session cannot tell a
+    /// rewritten payload from a wrong reply, so a rewritten reply must be one the driver refuses
+    /// whatever else changed. `tests/double_fetch.rs` covers the frames a driver delivers.
+    pub fn from_order(o: &fwipc_transport_api::fixture::DoubleFetch) -> Self {
+        let m = &o.header;
         Rewrite {
             src_xor: u32::from_le_bytes([m[0], m[1], m[2], m[3]]) | 1,
             len_add: u16::from(m[4]),
