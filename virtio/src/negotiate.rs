@@ -136,7 +136,7 @@ pub fn driver_ok<T: Transport>(transport: &mut T) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim_device::{SimDevice, SimDeviceConfig};
+    use crate::sim_device::{SimDevice, SimDeviceConfig, SimTransport};
     use fwipc_transport_api::{ManualClock, StdClock};
 
     fn device(offered: u64) -> SimDevice {
@@ -146,6 +146,15 @@ mod tests {
             queues: 2,
             queue_max: 8,
         })
+    }
+
+    /// A running device that ignores resets (its status stays `ACKNOWLEDGE`).
+    fn stuck_device() -> (SimDevice, SimTransport) {
+        let d = device(F_VERSION_1);
+        d.refuse_reset(true);
+        let mut t = d.transport();
+        t.set_status(DeviceStatus::ACKNOWLEDGE);
+        (d, t)
     }
 
     #[test]
@@ -221,10 +230,7 @@ mod tests {
     /// million of them.
     #[test]
     fn reset_on_status_reads_ends_after_timeout_worth_of_reads() {
-        let d = device(F_VERSION_1);
-        d.refuse_reset(true);
-        let mut t = d.transport();
-        t.set_status(DeviceStatus::ACKNOWLEDGE);
+        let (d, mut t) = stuck_device();
         assert_eq!(
             reset(
                 &mut t,
@@ -248,10 +254,7 @@ mod tests {
     /// A clock that never moves: the read budget ends the wait.
     #[test]
     fn reset_wait_is_bounded_without_a_moving_clock() {
-        let d = device(F_VERSION_1);
-        d.refuse_reset(true);
-        let mut t = d.transport();
-        t.set_status(DeviceStatus::ACKNOWLEDGE);
+        let (d, mut t) = stuck_device();
         assert_eq!(
             reset(&mut t, &ManualClock::new(), Duration::from_secs(1)),
             ResetOutcome::Unconfirmed
