@@ -14,10 +14,14 @@
 //!
 //! On every failure the device is left with status `FAILED` (Virtio 1.2 §3.1.1: a driver that
 //! gives up on the device should set the FAILED status bit).
+//!
+//! A driver configured without a [`Clock`] bounds the reset wait on [`StatusReadClock`] (each
+//! status read counted as [`STATUS_READ_TIME`]).
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
-use fwipc_transport_api::{Clock, Deadline};
+use fwipc_transport_api::{Clock, Deadline, Instant};
 use virtio_drivers::transport::{DeviceStatus, Transport};
 
 use crate::error::{Error, Result};
@@ -35,6 +39,27 @@ pub const F_ACCESS_PLATFORM: u64 = 1 << 33;
 /// the status stays non-zero, and a clock that does not advance (a test's manual clock, a
 /// stopped timer) must not turn the wait into an endless loop.
 pub const RESET_POLL_BUDGET: u32 = 1_000_000;
+
+/// What one status read counts as on [`StatusReadClock`]: a [`reset`] on it ends after
+/// `timeout / STATUS_READ_TIME` reads (a million for one second). A status read is a device
+/// register access (an MMIO load, often a trap to the VMM), which takes at least this long.
+pub const STATUS_READ_TIME: Duration = Duration::from_micros(1);
+
+/// The clock of a driver that has none: it advances [`STATUS_READ_TIME`] each time it is read,
+/// and [`reset`] reads it once per status read, so the wait is bounded by a count of reads that
+/// stands for the timeout. Start a fresh one for every wait.
+#[derive(Debug, Default)]
+pub struct StatusReadClock {
+    reads: AtomicU64,
+}
+
+impl Clock for StatusReadClock {
+    fn now(&self) -> Instant {
+        // Relaxed: a private counter of one waiting loop; it publishes nothing.
+        let n = self.reads.fetch_add(1, Ordering::Relaxed);
+        Instant(n.saturating_mul(STATUS_READ_TIME.as_nanos() as u64))
+    }
+}
 
 /// What a [`reset`] achieved.
 #[must_use = "an unconfirmed reset means the device may still own every buffer it was given"]
@@ -111,7 +136,7 @@ pub fn driver_ok<T: Transport>(transport: &mut T) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim_device::{SimDevice, SimDeviceConfig};
+    use crate::sim_device::{SimDevice, SimDeviceConfig, SimTransport};
     use fwipc_transport_api::{ManualClock, StdClock};
 
     fn device(offered: u64) -> SimDevice {
@@ -121,6 +146,15 @@ mod tests {
             queues: 2,
             queue_max: 8,
         })
+    }
+
+    /// A running device that ignores resets (its status stays `ACKNOWLEDGE`).
+    fn stuck_device() -> (SimDevice, SimTransport) {
+        let d = device(F_VERSION_1);
+        d.refuse_reset(true);
+        let mut t = d.transport();
+        t.set_status(DeviceStatus::ACKNOWLEDGE);
+        (d, t)
     }
 
     #[test]
@@ -192,13 +226,35 @@ mod tests {
         assert_eq!(t.get_status(), DeviceStatus::empty());
     }
 
+    /// Without a clock of its own, a driver's reset wait counts status reads: one second is a
+    /// million of them.
+    #[test]
+    fn reset_on_status_reads_ends_after_timeout_worth_of_reads() {
+        let (d, mut t) = stuck_device();
+        assert_eq!(
+            reset(
+                &mut t,
+                &StatusReadClock::default(),
+                Duration::from_millis(2)
+            ),
+            ResetOutcome::Unconfirmed
+        );
+        assert_eq!(d.status_reads(), 2_000);
+        d.refuse_reset(false);
+        assert_eq!(
+            reset(
+                &mut t,
+                &StatusReadClock::default(),
+                Duration::from_millis(2)
+            ),
+            ResetOutcome::Confirmed
+        );
+    }
+
     /// A clock that never moves: the read budget ends the wait.
     #[test]
     fn reset_wait_is_bounded_without_a_moving_clock() {
-        let d = device(F_VERSION_1);
-        d.refuse_reset(true);
-        let mut t = d.transport();
-        t.set_status(DeviceStatus::ACKNOWLEDGE);
+        let (d, mut t) = stuck_device();
         assert_eq!(
             reset(&mut t, &ManualClock::new(), Duration::from_secs(1)),
             ResetOutcome::Unconfirmed

@@ -5,6 +5,7 @@
 //! common `Feature` type does not name (P2A_CHANNELS is bit 0).
 
 use bitflags::bitflags;
+use fwipc_virtio::negotiate;
 
 bitflags! {
     /// virtio-scmi feature bits this driver knows.
@@ -18,16 +19,16 @@ bitflags! {
         const SHARED_MEMORY = 1 << 1;
         /// `VIRTIO_F_RING_EVENT_IDX`: `used_event`/`avail_event` notification suppression
         /// (negotiated when offered unless `ScmiVirtioConfig::event_idx` is false).
-        const RING_EVENT_IDX = 1 << 29;
+        const RING_EVENT_IDX = negotiate::F_RING_EVENT_IDX;
         /// `VIRTIO_F_VERSION_1`: required (a legacy device is refused).
-        const VERSION_1 = 1 << 32;
+        const VERSION_1 = negotiate::F_VERSION_1;
         /// `VIRTIO_F_ACCESS_PLATFORM` (Virtio 1.2 §6): the device reaches driver memory through
         /// the platform's DMA translation (an IOMMU, or the shared-memory rules of a protected
         /// VM). Accepted whenever offered, as the specification asks: every address this driver
         /// gives the device already comes from the `Hal` (`dma_alloc`/`share`), never from a raw
         /// pointer, so a `Hal` that bounces through an explicitly shared pool is all such a
         /// platform needs.
-        const ACCESS_PLATFORM = 1 << 33;
+        const ACCESS_PLATFORM = negotiate::F_ACCESS_PLATFORM;
     }
 }
 

@@ -4,9 +4,10 @@
 //!
 //! Files: `features.rs` (feature bits, queue indices), the hardened split virtqueue (from
 //! `fwipc_virtio::ring`, shared by the virtio backends), `slot.rs` (per-message ownership and Linux poll states), `eventq.rs` (P2A
-//! buffers), `config.rs`, `error.rs`, `reset.rs` (reset and its confirmation, bounded on the
-//! clock), `stall.rs` (telling a stalled device from a slow one), `transport/` (`ScmiVirtio`: `setup.rs`, `transport_impl.rs` the `Transport` implementation, `drain.rs`, `recovery.rs`, `shutdown.rs`), `irq_gate.rs` (the
+//! buffers), `config.rs`, `error.rs`, `stall.rs` (telling a stalled device from a slow one), `transport/` (`ScmiVirtio`: `setup.rs`, `transport_impl.rs` the `Transport` implementation, `drain.rs`, `recovery.rs`, `shutdown.rs`), `irq_gate.rs` (the
 //! channel lock and the interrupt entry point `complete`, with the rule for embedders).
+//! Device reset (bounded on the clock), feature negotiation and `DRIVER_OK` are the shared
+//! `fwipc_virtio::negotiate`, as in the rpmsg backend.
 //!
 //! What it does better than Linux (docs/protocols/scmi.md §8): no global device (any number of
 //! instances), every used id and length checked (typed error + counter, never a panic), replies
@@ -31,7 +32,6 @@ mod irq_gate;
 pub mod parse;
 /// The hardened split ring, shared with the other virtio backends (`fwipc_virtio::ring`).
 pub use fwipc_virtio::ring;
-mod reset;
 mod slot;
 mod stall;
 mod transport;
@@ -39,6 +39,8 @@ mod transport;
 pub use config::{ScmiVirtioConfig, DEFAULT_MAX_MSG_SIZE, MAX_MESSAGES};
 pub use error::ScmiVirtioError;
 pub use features::{ScmiFeatures, CMDQ, EVENTQ, VIRTIO_ID_SCMI};
-pub use reset::STATUS_READ_TIME;
+/// What one status read counts as when no clock is configured (see
+/// [`ScmiVirtioConfig::reset_timeout`]).
+pub use fwipc_virtio::negotiate::STATUS_READ_TIME;
 pub use slot::PollStatus;
 pub use transport::{ScmiVirtio, IRQ_PASS_BUDGET, STATUS_POLL_PERIOD};

@@ -7,14 +7,14 @@ use core::sync::atomic::Ordering;
 use core::task::Waker;
 
 use fwipc_transport_api::{Error, TokenAllocator};
+use fwipc_virtio::negotiate;
 use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::Hal;
 
-use super::setup::go_live;
+use super::setup::{go_live, reset_device};
 use super::{ScmiVirtio, State};
 use crate::virtio::error::ScmiVirtioError;
-use crate::virtio::features::{ScmiFeatures, CMDQ, EVENTQ};
-use crate::virtio::reset::reset_confirmed;
+use crate::virtio::features::{CMDQ, EVENTQ};
 use crate::virtio::slot::{Outcome, Owner, PollStatus, Slot};
 use crate::virtio::stall::StallWatch;
 
@@ -56,20 +56,11 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         if cmdq.is_none() {
             return Err(ScmiVirtioError::ShutDown);
         }
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
-        let offered = ScmiFeatures::from_bits_truncate(transport.read_device_features());
-        if offered.contains(self.features) {
-            transport.write_driver_features(self.features.bits());
-            transport.set_status(
-                DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK,
-            );
-        }
-        if !offered.contains(self.features)
-            || !transport.get_status().contains(DeviceStatus::FEATURES_OK)
-        {
-            // The device changed under us: the channel is dead (sends now fail `Shutdown`).
+        // The same features as at `new`, all required now: a device that no longer offers one
+        // (or refuses FEATURES_OK) changed under us, and is left FAILED by `negotiate`.
+        if negotiate::negotiate(&mut **transport, self.features.bits(), 0).is_err() {
+            // The channel is dead (sends now fail `Shutdown`).
             log::error!("virtio-scmi: device refused our features after reset");
-            transport.set_status(DeviceStatus::FAILED);
             *cmdq = None;
             *eventq = None;
             st.failure = Some(ScmiVirtioError::FeaturesRejected);
@@ -100,12 +91,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         st: &mut State<H, T>,
         fail: Error,
     ) -> core::result::Result<(), ScmiVirtioError> {
-        let clock = self
-            .cfg
-            .clock
-            .as_deref()
-            .map(|c| c as &dyn fwipc_transport_api::Clock);
-        if !reset_confirmed(&mut *st.transport, clock, self.cfg.reset_timeout) {
+        if !reset_device(&mut *st.transport, &self.cfg) {
             self.quarantine(st, fail, ScmiVirtioError::ResetUnconfirmed);
             return Err(ScmiVirtioError::ResetUnconfirmed);
         }

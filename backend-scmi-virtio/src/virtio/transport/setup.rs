@@ -7,6 +7,7 @@ use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicBool, AtomicU64};
 
 use fwipc_transport_api::{Counters, Lifecycle, MsgPool, TokenAllocator};
+use fwipc_virtio::negotiate::{self, ResetOutcome, StatusReadClock};
 use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::Hal;
 
@@ -54,10 +55,16 @@ fn pick_size(
 impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// Initialise the device behind `transport` (virtio 1.x §3.1.1) and set up the queues.
     ///
-    /// The device is reset first. Fails with [`ScmiVirtioError::LegacyDevice`] if it lacks
-    /// `VIRTIO_F_VERSION_1` (status FAILED is set), [`ScmiVirtioError::FeaturesRejected`] if
-    /// FEATURES_OK does not stick, and queue/DMA errors; on every failure after feature
-    /// negotiation the device is reset again so it no longer references our memory.
+    /// The device is reset first and features are negotiated, both through
+    /// `fwipc_virtio::negotiate`: `VIRTIO_F_VERSION_1` required; `VIRTIO_SCMI_F_P2A_CHANNELS`
+    /// (if [`ScmiVirtioConfig::p2a`]), `VIRTIO_F_RING_EVENT_IDX` (if
+    /// [`ScmiVirtioConfig::event_idx`]) and `VIRTIO_F_ACCESS_PLATFORM` taken when offered.
+    /// Fails with [`ScmiVirtioError::ResetUnconfirmed`] if the device does not read back status 0
+    /// within [`ScmiVirtioConfig::reset_timeout`] (nothing has been given to it yet),
+    /// [`ScmiVirtioError::LegacyDevice`] if it lacks `VIRTIO_F_VERSION_1` (status FAILED is set),
+    /// [`ScmiVirtioError::FeaturesRejected`] if FEATURES_OK does not stick (status FAILED is
+    /// set), and queue/DMA errors; on every failure after feature negotiation the device is reset
+    /// again so it no longer references our memory.
     pub fn new(
         mut transport: T,
         config: ScmiVirtioConfig,
@@ -65,33 +72,29 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         if config.max_msg_size == 0 || config.max_msg_size > MAX_PAYLOAD {
             return Err(ScmiVirtioError::BadConfig);
         }
-        transport.set_status(DeviceStatus::empty());
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
-        let offered = ScmiFeatures::from_bits_truncate(transport.read_device_features());
-        if !offered.contains(ScmiFeatures::VERSION_1) {
-            log::error!("virtio-scmi: legacy device (no VERSION_1) refused");
-            transport.set_status(DeviceStatus::FAILED);
-            return Err(ScmiVirtioError::LegacyDevice);
+        if !reset_device(&mut transport, &config) {
+            return Err(ScmiVirtioError::ResetUnconfirmed);
         }
-        let mut features = ScmiFeatures::VERSION_1;
-        if config.p2a && offered.contains(ScmiFeatures::P2A_CHANNELS) {
-            features |= ScmiFeatures::P2A_CHANNELS;
+        let mut optional = ScmiFeatures::ACCESS_PLATFORM;
+        if config.p2a {
+            optional |= ScmiFeatures::P2A_CHANNELS;
         }
-        if config.event_idx && offered.contains(ScmiFeatures::RING_EVENT_IDX) {
-            features |= ScmiFeatures::RING_EVENT_IDX;
+        if config.event_idx {
+            optional |= ScmiFeatures::RING_EVENT_IDX;
         }
-        if offered.contains(ScmiFeatures::ACCESS_PLATFORM) {
-            features |= ScmiFeatures::ACCESS_PLATFORM;
-        }
+        let features = match negotiate::negotiate(
+            &mut transport,
+            ScmiFeatures::VERSION_1.bits(),
+            optional.bits(),
+        ) {
+            Ok(bits) => ScmiFeatures::from_bits_truncate(bits),
+            Err(fwipc_virtio::Error::MissingFeatures(_)) => {
+                log::error!("virtio-scmi: legacy device (no VERSION_1) refused");
+                return Err(ScmiVirtioError::LegacyDevice);
+            }
+            Err(_) => return Err(ScmiVirtioError::FeaturesRejected),
+        };
         let event_idx = features.contains(ScmiFeatures::RING_EVENT_IDX);
-        transport.write_driver_features(features.bits());
-        transport.set_status(
-            DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK,
-        );
-        if !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
-            transport.set_status(DeviceStatus::FAILED);
-            return Err(ScmiVirtioError::FeaturesRejected);
-        }
         let fail = |t: &mut T, e: ScmiVirtioError| {
             t.set_status(DeviceStatus::empty());
             Err(e)
@@ -185,6 +188,22 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     }
 }
 
+/// Reset the device (`fwipc_virtio::negotiate::reset`) and wait, at most
+/// [`ScmiVirtioConfig::reset_timeout`] on the configured clock (without one: on
+/// [`StatusReadClock`]), until it reads back status 0. `true` if the reset was confirmed: the
+/// device no longer accesses the rings or any buffer it held. `false`: it may still, so the
+/// caller must keep all of it quarantined.
+pub(super) fn reset_device<T: VirtioTransport>(
+    transport: &mut T,
+    config: &ScmiVirtioConfig,
+) -> bool {
+    let outcome = match config.clock.as_deref() {
+        Some(clock) => negotiate::reset(transport, clock, config.reset_timeout),
+        None => negotiate::reset(transport, &StatusReadClock::default(), config.reset_timeout),
+    };
+    outcome == ResetOutcome::Confirmed
+}
+
 /// The last step of setting the device up (at `new` and after a reset): `DRIVER_OK`, then the
 /// eventq's buffers. Feed the eventq only after DRIVER_OK: vhost-user back-ends drop kicks on
 /// rings that are not enabled yet (docs/protocols/virtio.md §4 pitfall 4).
@@ -192,12 +211,7 @@ pub(super) fn go_live<H: Hal, T: VirtioTransport>(
     transport: &mut T,
     eventq: Option<&mut EventQueue<H>>,
 ) {
-    transport.set_status(
-        DeviceStatus::ACKNOWLEDGE
-            | DeviceStatus::DRIVER
-            | DeviceStatus::FEATURES_OK
-            | DeviceStatus::DRIVER_OK,
-    );
+    negotiate::driver_ok(transport);
     if let Some(q) = eventq {
         q.post_all();
         if q.ring.should_notify() {
@@ -227,5 +241,32 @@ mod tests {
                 Err(ScmiVirtioError::BadQueueSize { .. })
             ));
         }
+    }
+
+    /// A device that never reads back status 0 is refused before anything is negotiated or
+    /// given to it, after `reset_timeout` worth of status reads (no clock configured).
+    #[cfg(feature = "sim")]
+    #[test]
+    fn new_refuses_a_device_whose_reset_never_completes() {
+        use crate::sim::{EchoPlatform, SimDevice, SimDeviceConfig, SimHal};
+        use core::time::Duration;
+
+        let dev = SimDevice::start(SimDeviceConfig::default(), || Box::new(EchoPlatform::new()));
+        let mut t = dev.transport();
+        t.set_status(DeviceStatus::ACKNOWLEDGE);
+        dev.set_refuse_reset(true);
+        let cfg = ScmiVirtioConfig {
+            reset_timeout: Duration::from_millis(10),
+            ..ScmiVirtioConfig::default()
+        };
+        let r = ScmiVirtio::<SimHal, _>::new(dev.transport(), cfg.clone());
+        assert_eq!(r.err(), Some(ScmiVirtioError::ResetUnconfirmed));
+        assert_eq!(
+            t.get_status(),
+            DeviceStatus::ACKNOWLEDGE,
+            "nothing negotiated"
+        );
+        dev.set_refuse_reset(false);
+        assert!(ScmiVirtio::<SimHal, _>::new(dev.transport(), cfg).is_ok());
     }
 }
