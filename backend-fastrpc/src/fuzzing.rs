@@ -141,7 +141,7 @@ pub fn invoke_response(data: &[u8]) {
 }
 
 /// The DSP rewrites the payload metadata (`data`) and answers; the AP reads the out-buffers
-/// back and walks the fd list. Lengths are clamped, fds checked, nothing panics.
+/// back and walks the fd list. Lengths are checked, fds checked, nothing panics.
 pub fn copy_out(data: &[u8]) {
     let ch = channel();
     let Ok(s) = ch.open_session(no_wait()) else {
@@ -402,8 +402,8 @@ mod tests {
     /// A hostile DSP keeps rewriting the payload region (metadata, lengths, inline data) from
     /// another thread, with no lock, while the AP reads the answer back and walks the fd list.
     /// The AP copies the metadata into its private shadow before parsing and copies data out
-    /// with atomic byte loads, so there is no reference to racing memory; every result is
-    /// clamped to what was asked.
+    /// with atomic byte loads, so there is no reference to racing memory; no result is longer
+    /// than what was asked.
     #[test]
     fn hostile_dsp_rewrites_payload_while_ap_reads_out() {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -446,7 +446,7 @@ mod tests {
         while reads < 2000 || writes.load(Ordering::Relaxed) < 200 {
             let mut dst = [0u8; 24];
             if let Ok(n) = s.read_out(&t, 0, &mut dst) {
-                assert!(n <= 24, "DSP length must be clamped to what was asked");
+                assert!(n <= 24, "a DSP length above what was asked must fail");
             }
             reads += 1;
         }

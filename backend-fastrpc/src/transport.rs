@@ -2,8 +2,8 @@
 //!
 //! `Request.target` = `handle << 8 | method` (method ≤ 31; handles < 2^24). A request is one
 //! invoke with `sc = MAKEX(0, method, 1, 1, 0, 0)`: in-buffer 0 = the payload, out-buffer 0 =
-//! `max_msg_size` bytes; the reply length is the DSP-written `rpra[1].len`, clamped to what was
-//! asked. The ticket carries the context slot and the 52-bit generation (high bits in `token`,
+//! `max_msg_size` bytes; the reply length is the DSP-written `rpra[1].len`; one longer than
+//! asked fails the transfer with `Protocol(BadLength)`. The ticket carries the context slot and the 52-bit generation (high bits in `token`,
 //! low bits in `generation`). Each transfer needs one of the session's payload buffers, so
 //! `caps.max_msg` is the session's payload count.
 //!

@@ -13,7 +13,9 @@
 //!   armed the remote's double-fetch fault ([`DoubleFetch`], garbage starting with
 //!   [`DOUBLE_FETCH`](fwipc_transport_api::fixture::DOUBLE_FETCH)), one copy of that echo as the
 //!   remote rewrote it after publishing it (every byte as first written or as rewritten, the
-//!   same length; counted in [`SessionStats::rewritten`]), never anything else;
+//!   same length; counted in [`SessionStats::rewritten`]), or, where the remote rewrote the
+//!   reply's length word as well (FastRPC's out length), that copy at the rewritten length,
+//!   which must not exceed the reply buffer (see `rewritten_len`); never anything else;
 //! - shutdown returns within the fixture's reply timeout (plus slack for a loaded machine);
 //! - after shutdown every pool buffer is back.
 
@@ -72,17 +74,46 @@ impl Script<'_> {
     }
 }
 
+/// The length a double-fetch order gives a reply of `len` bytes where the remote rewrites the
+/// reply's length word (FastRPC's `rpra[i].len`, `SimDsp::rewrite_after_answer`): `len` XOR
+/// the order's first 8 header bytes, little-endian; `None` where the order leaves lengths alone
+/// (those bytes all zero). Backends whose length words the driver checks against the buffer
+/// (SCMI-virtio's used length) fail such a reply instead.
+fn rewritten_len(df: &DoubleFetch, len: usize) -> Option<u64> {
+    let mut mask = [0u8; 8];
+    mask.copy_from_slice(&df.header[..8]);
+    let mask = u64::from_le_bytes(mask);
+    (mask != 0).then_some(len as u64 ^ mask)
+}
+
 /// What a reply `out` to `payload` is: `Some(false)` the echo, `Some(true)` a copy of the echo
-/// rewritten by one of the double-fetch orders `armed`, `None` anything else.
-fn classify(payload: &[u8], out: &[u8], armed: &[DoubleFetch]) -> Option<bool> {
+/// rewritten by one of the double-fetch orders `armed` (its bytes, or its length to one that
+/// fits the `max`-byte reply buffer: bytes up to the shorter of the two lengths as written or
+/// as rewritten, those past the echo whatever the buffer held), `None` anything else. A
+/// rewritten length above `max` must fail the transfer, so a reply of any length is wrong then.
+fn classify(payload: &[u8], out: &[u8], armed: &[DoubleFetch], max: usize) -> Option<bool> {
     let mut want = vec![0u8; payload.len()];
     echo_reply(payload, &mut want);
     if out == want.as_slice() {
         return Some(false);
     }
+    let consistent = |df: &DoubleFetch, n: usize| {
+        want[..n]
+            .iter()
+            .zip(&out[..n])
+            .enumerate()
+            .all(|(i, (&s, &g))| g == s || g == df.rewrite_body_byte(i, s))
+    };
     armed
         .iter()
-        .any(|df| df.is_rewrite_of(&want, out))
+        .any(|df| {
+            df.is_rewrite_of(&want, out)
+                || rewritten_len(df, want.len()).is_some_and(|l| {
+                    l <= max as u64
+                        && l == out.len() as u64
+                        && consistent(df, out.len().min(want.len()))
+                })
+        })
         .then_some(true)
 }
 
@@ -101,7 +132,7 @@ fn poll_and_end<T: Transport>(
             let mut out = vec![0u8; t.max_msg_size()];
             match t.fetch_response(&x.ticket, &mut out) {
                 Ok(n) => {
-                    let rewritten = classify(&x.payload, &out[..n], armed)
+                    let rewritten = classify(&x.payload, &out[..n], armed, out.len())
                         .expect("a reply that is not the echo of its request");
                     st.replies += 1;
                     st.rewritten += u32::from(rewritten);
@@ -275,26 +306,57 @@ mod tests {
         let req = [1u8, 2, 3, 4];
         let echo = [!1u8, !2, !3, !4];
         let armed = [df];
-        assert_eq!(classify(&req, &echo, &armed), Some(false));
+        assert_eq!(classify(&req, &echo, &armed, 64), Some(false));
         let all = [
             echo[0] ^ 0x0f,
             echo[1] ^ 0xf0,
             echo[2] ^ 0x0f,
             echo[3] ^ 0xf0,
         ];
-        assert_eq!(classify(&req, &all, &armed), Some(true));
+        assert_eq!(classify(&req, &all, &armed, 64), Some(true));
         // Read while the remote was rewriting: some bytes old, some new.
         let torn = [echo[0], echo[1] ^ 0xf0, echo[2], echo[3]];
-        assert_eq!(classify(&req, &torn, &armed), Some(true));
-        assert_eq!(classify(&req, &all, &[]), None, "nothing armed");
-        assert_eq!(classify(&req, &all[..3], &armed), None, "another length");
+        assert_eq!(classify(&req, &torn, &armed, 64), Some(true));
+        assert_eq!(classify(&req, &all, &[], 64), None, "nothing armed");
+        assert_eq!(
+            classify(&req, &all[..3], &armed, 64),
+            None,
+            "another length"
+        );
         let foreign = [echo[0] ^ 0x01, echo[1], echo[2], echo[3]];
         assert_eq!(
-            classify(&req, &foreign, &armed),
+            classify(&req, &foreign, &armed, 64),
             None,
             "a byte never written"
         );
         assert_eq!(DoubleFetch::parse(&garbage[1..]), None, "no magic");
+    }
+
+    /// An order that rewrites the length word (first 8 header bytes not zero): a reply at the
+    /// rewritten length is accepted while it fits the reply buffer, with its bytes up to the
+    /// shorter length as written or rewritten; at any other length, or when the rewritten
+    /// length exceeds the buffer (the driver must fail the transfer then), it is wrong.
+    #[test]
+    fn a_rewritten_length_is_accepted_only_where_it_fits_the_buffer() {
+        let order = |mask: u64| {
+            let garbage = [&DOUBLE_FETCH[..], &[0], &mask.to_le_bytes()[..], &[0; 8]].concat();
+            [DoubleFetch::parse(&garbage).expect("an order")]
+        };
+        let req = [1u8, 2, 3, 4];
+        let echo = [!1u8, !2, !3, !4];
+        // 4 ^ 6 = 2: shortened.
+        assert_eq!(classify(&req, &echo[..2], &order(6), 64), Some(true));
+        assert_eq!(classify(&req, &echo[..3], &order(6), 64), None);
+        assert_eq!(classify(&req, &[0, 0], &order(6), 64), None, "not the echo");
+        // 4 ^ 12 = 8: lengthened within the buffer, bytes past the echo unchecked.
+        let long = [echo[0], echo[1], echo[2], echo[3], 9, 9, 9, 9];
+        assert_eq!(classify(&req, &long, &order(12), 64), Some(true));
+        // 4 ^ 0x44 = 64: exactly the buffer; 4 ^ 0x84 = 128: beyond it, so a reply of the
+        // buffer's size (a driver clamping the length) is wrong.
+        let full = [echo.as_slice(), &[0; 60]].concat();
+        assert_eq!(classify(&req, &full, &order(0x44), 64), Some(true));
+        assert_eq!(classify(&req, &full, &order(0x84), 64), None);
+        assert_eq!(classify(&req, &echo[..2], &[], 64), None, "nothing armed");
     }
 
     #[test]

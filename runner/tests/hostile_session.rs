@@ -194,6 +194,9 @@ fn fastrpc_double_fetch_seeds_rewrite_exactly_the_rewritten_replies() {
     for (name, want) in [
         ("double_fetch_out_buffer", (3, 3, 0, 1)),
         ("double_fetch_polled_two", (4, 4, 0, 2)),
+        // The out length rewritten above what was asked (the call fails), then shorter (a
+        // shortened copy of the echo), then an untouched round trip.
+        ("double_fetch_out_length", (4, 3, 1, 1)),
     ] {
         let st = seed_session::<fwipc_fastrpc::sim::FastRpcFixture>("fastrpc_session", name);
         assert_eq!(

@@ -1,6 +1,6 @@
 //! Marshalling a call into its payload buffer (the layout of docs/protocols/fastrpc.md §5, built
 //! in a private shadow and copied into DSP-shared memory in one pass) and reading out-buffers
-//! back (clamped to what was asked: the DSP-written length is never trusted).
+//! back (a DSP-written length above what was asked fails the call: the length is never trusted).
 
 use zerocopy::IntoBytes;
 
@@ -193,7 +193,10 @@ impl Session {
     }
 
     /// Copy out-buffer `k` (0-based among out-buffers) of a finished call into `dst`; returns
-    /// its length `min(asked, DSP-written)`. `TooLarge` if `dst` is shorter. For a shared
+    /// its length as the DSP wrote it back, which may be shorter than asked
+    /// (docs/protocols/fastrpc.md §5). A length above what was asked is a protocol error
+    /// (`Protocol(BadLength)`, counted in `protocol_errors`): nothing is copied and the call
+    /// ends as any other failed reply does. `TooLarge` if `dst` is shorter. For a shared
     /// out-buffer nothing is copied (the data is in the buffer; `dst` may be empty).
     pub fn read_out(&self, t: &InvokeTicket, k: usize, dst: &mut [u8]) -> Result<usize> {
         let ch = &self.inner.ch;
@@ -218,9 +221,13 @@ impl Session {
             let v = MetaView::parse(sc, shadow)?;
             let dsp_len = v.rpra(rec.slot as usize)?.len.get();
             if dsp_len > rec.len {
+                // A reply longer than its buffer cannot be correct: fail it rather than hand
+                // the caller a full-size reply made of whatever the buffer held.
                 Counters::bump(&ch.counters.protocol_errors);
+                return Err(ProtocolError::BadLength.into());
             }
-            let n = dsp_len.min(rec.len) as usize;
+            // `dsp_len <= rec.len`, the length of a caller buffer: fits `usize`.
+            let n = usize::try_from(dsp_len).map_err(|_| ProtocolError::BadLength)?;
             if rec.off != NOT_INLINE {
                 let dst = dst.get_mut(..n).ok_or(FastRpcError::TooLarge)?;
                 let o = usize::try_from(rec.off).map_err(|_| ProtocolError::OutOfRange)?;

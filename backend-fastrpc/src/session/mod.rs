@@ -2,8 +2,8 @@
 //!
 //! Split-phase like the transport API: [`Session::start`] lays the call out in a preallocated
 //! payload buffer and queues the 40-byte message, [`Session::poll`] checks for the answer,
-//! [`Session::read_out`] copies an out-buffer back (clamped to what was asked: the DSP-written
-//! length is never trusted), and [`Session::finish`] / [`Session::abandon`] drop the caller's
+//! [`Session::read_out`] copies an out-buffer back (a DSP-written length above what was asked
+//! fails the call: the length is never trusted), and [`Session::finish`] / [`Session::abandon`] drop the caller's
 //! reference. [`Session::invoke`] is the blocking composition and [`Session::invoke_async`] the
 //! future-returning one ([`InvokeFuture`]). Nothing on this path allocates.
 
@@ -441,7 +441,7 @@ impl Session {
         self.complete_answered(t, args)
     }
 
-    /// End an answered call: the DSP's status, the out-buffers of `args` copied back (clamped
+    /// End an answered call: the DSP's status, the out-buffers of `args` copied back (checked
     /// as [`Session::read_out`] says), then [`Session::finish`]. Shared by the blocking and the
     /// async invoke.
     pub(crate) fn complete_answered(&self, t: InvokeTicket, args: &mut [Arg<'_>]) -> Result<()> {

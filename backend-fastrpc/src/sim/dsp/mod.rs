@@ -298,10 +298,12 @@ impl SimDsp {
 
     /// The double-fetch fault: the next `df.count` answers (any fault but `Hold` and `Drop`,
     /// which send none) are followed, once sent (the AP may already be reading them), by a
-    /// rewrite of the call's out-buffers in the shared payload: byte `i` XOR `df.body` (see
-    /// [`DoubleFetch`]; its `header` masks are not used, as the only framing word in DSP-reachable
-    /// memory, the out length, is one the DSP may legitimately lower). The AP reads each
-    /// out-buffer once, in `read_out`, so the caller gets one copy, as written or as rewritten.
+    /// rewrite of the call's out-buffers in the shared payload: byte `i` XOR `df.body`, then
+    /// each out-buffer's length word in the metadata (`rpra[i].len`, the only framing word in
+    /// DSP-reachable memory) XOR the first 8 bytes of `df.header`, little-endian (see
+    /// [`DoubleFetch`]). The AP reads the metadata and each out-buffer once, in `read_out`, so
+    /// the caller gets one copy, as written or as rewritten: a length above what was asked fails
+    /// the call, a shorter one (which a DSP may legitimately write) shortens the reply.
     pub fn rewrite_after_answer(&self, df: DoubleFetch) {
         lock(&self.sh.state).rewrite = Some(df);
     }
@@ -474,7 +476,8 @@ impl Shared {
         let Some(df) = df else { return };
         let sc = Scalars(msg.sc.get());
         let n = sc.len();
-        if n == 0 || df.body.is_empty() {
+        let len_mask = u64::from_le_bytes(df.header[..8].try_into().unwrap_or([0; 8]));
+        if n == 0 || (df.body.is_empty() && len_mask == 0) {
             return;
         }
         let mut meta = self.spare_buf(wire::metalen(n));
@@ -485,14 +488,21 @@ impl Shared {
                     let (Ok(rb), Ok(Some(a))) = (v.rpra(i), self.buf_at(&v, i)) else {
                         continue;
                     };
-                    let mut b = self.spare_buf(rb.len.get().min(MAX_DSP_BUF) as usize);
-                    if self.bus.read(a, &mut b) {
-                        for (k, x) in b.iter_mut().enumerate() {
-                            *x = df.rewrite_body_byte(k, *x);
+                    if !df.body.is_empty() {
+                        let mut b = self.spare_buf(rb.len.get().min(MAX_DSP_BUF) as usize);
+                        if self.bus.read(a, &mut b) {
+                            for (k, x) in b.iter_mut().enumerate() {
+                                *x = df.rewrite_body_byte(k, *x);
+                            }
+                            self.bus.write(a, &b);
                         }
-                        self.bus.write(a, &b);
+                        self.give_buf(b);
                     }
-                    self.give_buf(b);
+                    if len_mask != 0 {
+                        // `rpra[i].len`, as `write_back` wrote it.
+                        let at = msg.addr.get() + 16 * i as u64 + 8;
+                        self.bus.write(at, &(rb.len.get() ^ len_mask).to_le_bytes());
+                    }
                 }
             }
         }

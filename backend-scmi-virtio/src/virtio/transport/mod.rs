@@ -85,9 +85,11 @@ pub const STATUS_POLL_PERIOD: u32 = 256;
 /// the device owns the buffer), builds the header, and accepts a reply only if it echoes the
 /// header exactly (token, protocol, message, type). Completion: call [`ScmiVirtio::complete`]
 /// from the device's interrupt handler (interrupt mode), or send [`Request::polled`](fwipc_transport_api::Request::polled) requests and
-/// poll (`poll_done` then drains the cmdq itself). An interrupt-mode transfer completes only
-/// through `complete()` or a poller that happens to dequeue it; without interrupt delivery,
-/// send polled requests.
+/// poll (`poll_done` then drains the cmdq itself). An interrupt-mode transfer completes through
+/// `complete()`, or through any `poll_done` of a pending transfer, which loads `used.idx` and
+/// drains what the device returned: a device that withholds an interrupt it was asked for delays
+/// a reply only until its waiter polls again (a `Wait::Completion` waiter at least every 100 ms).
+/// Without interrupt delivery, send polled requests (they also watch the device status).
 ///
 /// Wire contract kept for real back-ends (vhost-device-scmi): every cmdq chain is exactly two
 /// direct descriptors (no `INDIRECT_DESC`), the readable one exactly `4 + payload` bytes (the

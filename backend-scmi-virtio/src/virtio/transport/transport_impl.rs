@@ -162,19 +162,24 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         let r = {
             let mut st = self.lock();
             let i = self.slot_index(&st, ticket)?;
-            // Polled transfers drain the ring themselves; so does every transfer when nothing
-            // calls `complete` (`ScmiVirtioConfig::interrupts` false).
+            // Polled transfers (and every transfer when nothing calls `complete`,
+            // `ScmiVirtioConfig::interrupts` false) also watch the device status below.
             let polled = st.slots[i].poll == PollStatus::Polling || !self.cfg.interrupts;
-            if user.is_ok() && st.slots[i].outcome == Outcome::Pending && polled {
+            if user.is_ok() && st.slots[i].outcome == Outcome::Pending {
+                // Every pending waiter looks at `used.idx` (one load) and drains what is there,
+                // interrupt-mode ones too: a device that withholds an interrupt it was asked for
+                // (or one lost on the way) cannot make a reply sitting in the used ring time out.
+                // Under the channel lock, as the interrupt pass drains, so the two never race;
+                // the pass that the interrupt may still bring finds the ring empty.
                 if st.cmdq.as_ref().is_some_and(|q| q.has_used()) {
-                    // Polling: drain the ring ourselves. Other callers' replies dequeued here
-                    // are completed too and their wakers run after the lock (deferred
-                    // processing). What a flooding device leaves beyond the budget is taken at
-                    // our lock release.
+                    // Drain the ring ourselves. Other callers' replies dequeued here are
+                    // completed too and their wakers run after the lock (deferred processing).
+                    // What a flooding device leaves beyond the budget is taken at our lock
+                    // release.
                     if self.drain_cmdq(&mut st) {
                         self.flag_backlog();
                     }
-                } else {
+                } else if polled {
                     st.idle_polls += 1;
                     if st.idle_polls >= STATUS_POLL_PERIOD {
                         st.idle_polls = 0;
