@@ -98,8 +98,13 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// flagged and taken by the next `complete()`, `poll_done` or other channel call, without
     /// waiting for another interrupt (none may come: see [`ScmiVirtio`]'s "Budgets").
     pub fn complete(&self) {
-        // Relaxed store: ordered before the lock attempt by the fence below.
-        self.irq_pending.store(true, Ordering::Relaxed);
+        // Release: the pass that consumes this request may run in another context (the lock
+        // holder, on another CPU) and must see what this one saw before it got here, above all
+        // the device's used-ring publication that delivered the interrupt: its Acquire swap
+        // in `release` pairs with this store. With Relaxed, the loom model below finds a pass
+        // that takes the request, reads a stale used index and strands the entry. The fence
+        // below orders the store before the lock attempt.
+        self.irq_pending.store(true, Ordering::Release);
         // SeqCst: the interrupt side of the Dekker handshake with `release` (store flag; fence;
         // try the lock) — either we find the lock free or its holder sees the flag.
         fence(Ordering::SeqCst);
@@ -122,9 +127,9 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         loop {
             // Relaxed load first: almost every release finds no request, and a plain load
             // costs no read-modify-write; a request it misses is one stored after it, which the
-            // handshake below (fence, then load) catches. Acquire swap: pairs with nothing
-            // stronger than the lock itself (the pass reads the device rings with their own
-            // barriers); it just consumes the request exactly once.
+            // handshake below (fence, then load) catches. Acquire swap: consumes the request
+            // exactly once and pairs with the Release store in `complete`, so the pass sees
+            // what the interrupted context saw (the device's publication).
             if passes < IRQ_PASS_BUDGET
                 && self.irq_pending.load(Ordering::Relaxed)
                 && self.irq_pending.swap(false, Ordering::Acquire)
@@ -178,5 +183,100 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             return false;
         }
         backlog
+    }
+}
+
+/// Model check of the handshake between [`ScmiVirtio::complete`] and `release` (a Dekker pair,
+/// see the module documentation): the orderings of this file replayed on loom atomics, with the
+/// channel lock as a try-lock word (`spin::Mutex` is not loom-aware, and the pass reads device
+/// rings, which loom cannot track). A device publishes a used entry and interrupts while a
+/// sender holds the channel lock; whichever interleaving loom picks, an interrupt pass that sees
+/// the entry must run before both sides are done. Removing either `fence(SeqCst)`, or making
+/// `complete`'s store of `irq_pending` Relaxed, makes loom find the stranded interrupt.
+/// `RUSTFLAGS="--cfg loom" cargo test -p fwipc-scmi-virtio --release --lib loom`
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use loom::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+    use loom::sync::Arc;
+
+    /// The channel: its lock word, `irq_pending`, the device's used index and what the interrupt
+    /// passes took (only under the lock).
+    #[derive(Default)]
+    struct Chan {
+        locked: AtomicBool,
+        irq_pending: AtomicBool,
+        used: AtomicU32,
+        taken: AtomicU32,
+    }
+
+    impl Chan {
+        fn try_lock(&self) -> bool {
+            // Acquire: as `spin::Mutex::try_lock`.
+            self.locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        }
+
+        fn lock(&self) {
+            while !self.try_lock() {
+                loom::thread::yield_now();
+            }
+        }
+
+        /// `ScmiVirtio::complete`.
+        fn complete(&self) {
+            self.irq_pending.store(true, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if self.try_lock() {
+                self.release();
+            }
+        }
+
+        /// `ScmiVirtio::release` without the budget and the deferred wakers.
+        fn release(&self) {
+            loop {
+                if self.irq_pending.load(Ordering::Relaxed)
+                    && self.irq_pending.swap(false, Ordering::Acquire)
+                {
+                    // The pass: read the used index (the device's Release publication).
+                    let u = self.used.load(Ordering::Acquire);
+                    self.taken.store(u, Ordering::Relaxed);
+                }
+                // Release: as `spin::Mutex`'s unlock.
+                self.locked.store(false, Ordering::Release);
+                fence(Ordering::SeqCst);
+                if !self.irq_pending.load(Ordering::Relaxed) {
+                    return;
+                }
+                if !self.try_lock() {
+                    return;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn loom_interrupt_during_a_held_lock_is_never_stranded() {
+        loom::model(|| {
+            let chan = Arc::new(Chan::default());
+            let device = {
+                let chan = chan.clone();
+                loom::thread::spawn(move || {
+                    // The device publishes a used entry, then its interrupt runs `complete`.
+                    chan.used.store(1, Ordering::Release);
+                    chan.complete();
+                })
+            };
+            // A sender: take the channel lock, work under it, release it.
+            chan.lock();
+            chan.release();
+            device.join().unwrap();
+            chan.lock();
+            assert_eq!(
+                chan.taken.load(Ordering::Relaxed),
+                1,
+                "the interrupt was stranded: no pass took the published entry"
+            );
+        });
     }
 }
