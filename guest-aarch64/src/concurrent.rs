@@ -11,7 +11,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 
 use fwipc_scmi_virtio::protocol::sensor::SensorValue;
@@ -85,8 +85,23 @@ pub fn run(live: &[Live], psci: &'static str, timer: GenericTimer) -> Res {
         let r = worker(cpu, targets, &counts[cpu]);
         (start, timer.now_ns(), r)
     };
-    let (t, c, slot) = (targets.clone(), counts.clone(), cpu1_slot.clone());
-    smp::start_cpu1(psci, move || *slot.lock() = Some(share(1, &t, &c)))?;
+    // CPU 0 starts its share only once CPU 1 is running: bringing a CPU online under emulation
+    // can take longer than CPU 0's whole share, and the streams must overlap.
+    let cpu1_running = Arc::new(AtomicBool::new(false));
+    let (t, c, slot, running) =
+        (targets.clone(), counts.clone(), cpu1_slot.clone(), cpu1_running.clone());
+    smp::start_cpu1(psci, move || {
+        // Release/Acquire: only a start signal; the shares publish their results on their own.
+        running.store(true, Ordering::Release);
+        *slot.lock() = Some(share(1, &t, &c))
+    })?;
+    let online_by = timer.deadline(Duration::from_secs(10));
+    while !cpu1_running.load(Ordering::Acquire) {
+        if timer.expired(online_by) {
+            return Err("CPU 1 did not start its share within 10 s".into());
+        }
+        core::hint::spin_loop();
+    }
     let (start0, end0, cpu0) = share(0, &targets, &counts);
     // CPU 1 gets as long again as CPU 0 took, plus a margin for a loaded host.
     let deadline = timer.deadline(Duration::from_nanos(end0 - start0) + Duration::from_secs(10));
