@@ -10,6 +10,9 @@ use fwipc_fastrpc::{Arg, ChannelConfig, Session};
 use fwipc_transport_api::fixture::Fault;
 use fwipc_transport_api::{block_on_polling, Completion};
 
+mod common;
+use common::{wait_for, with_watchdog};
+
 /// The echo object's raw method: each out byte is the complement of the in byte.
 const ECHO: u32 = 2;
 /// Futures in flight at once: more than the default pools hold, so the pools are sized for it.
@@ -44,27 +47,6 @@ fn run_concurrent(s: &Session) {
         assert_eq!(out, want, "future {i} got another call's reply");
     });
     futures::executor::block_on(futures::future::join_all(futs));
-}
-
-/// Runs `f` on its own thread; a lost wake-up leaves the executor asleep, which this turns
-/// into a failure instead of a hung test run.
-fn with_watchdog(f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the futures did not all resolve (a panic above, or a lost wake-up)");
-}
-
-/// Waits (up to 10 s) until `cond` holds.
-fn wait_for(cond: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !cond() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::task::{Context, Waker};
-use std::time::Duration;
 
 use futures::executor::block_on;
 
@@ -14,6 +13,9 @@ use fwipc_fastrpc::{ChannelConfig, FastRpcError, PdKind};
 use fwipc_transport_api::fixture::Fault;
 use fwipc_transport_api::Completion;
 
+mod common;
+use common::{wait_for, with_watchdog};
+
 /// Control calls in flight at once.
 const N: usize = 128;
 
@@ -22,27 +24,6 @@ fn config() -> ChannelConfig {
     c.contexts = 200;
     c.payloads_per_session = N;
     c
-}
-
-/// Runs `f` on its own thread; a lost wake-up leaves the executor asleep, which this turns
-/// into a failure instead of a hung test run.
-fn with_watchdog(f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the futures did not all resolve (a panic above, or a lost wake-up)");
-}
-
-/// Waits (up to 10 s) until `cond` holds.
-fn wait_for(cond: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !cond() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Size of mapping `i`: its own, so a reply matched to the wrong call fails the check.

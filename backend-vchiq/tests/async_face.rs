@@ -11,6 +11,9 @@ use fwipc_vchiq::sim::framed_echo::EchoService;
 use fwipc_vchiq::sim::SimPair;
 use fwipc_vchiq::{BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceParams, VchiqError};
 
+mod common;
+use common::{connect_with_reply_sink, with_watchdog};
+
 const T: Duration = Duration::from_secs(10);
 /// Message round trips in flight at once.
 const N: u32 = 128;
@@ -20,19 +23,6 @@ fn payload(i: u32) -> Vec<u8> {
     let mut p = i.to_le_bytes().to_vec();
     p.extend((0..(i % 29) as u8).map(|k| k ^ i as u8));
     p
-}
-
-/// Runs `f` on its own thread; a future the executor is never asked to poll again leaves it
-/// asleep, which this turns into a failure instead of a hung test run.
-fn with_watchdog(f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the futures did not all resolve (a panic above, or a lost wake-up)");
 }
 
 /// A pair whose VideoCore side answers each message on `pong` with its bytes inverted; the
@@ -60,22 +50,7 @@ fn pong_pair() -> (SimPair, ServiceHandle, Arc<Mutex<Vec<Vec<u8>>>>) {
             },
         )
         .unwrap();
-    pair.connect().unwrap();
-    let replies = Arc::new(Mutex::new(Vec::new()));
-    let sink = replies.clone();
-    let h = pair
-        .slave()
-        .open_service_wait(
-            ServiceParams::new(fourcc),
-            Arc::new(move |_: &ServiceCtx<'_>, ev: Event<'_>| {
-                if let Event::Message(m) = ev {
-                    sink.lock().unwrap().push(m.payload().to_vec());
-                }
-                Deliver::Done
-            }),
-            T,
-        )
-        .unwrap();
+    let (h, replies) = connect_with_reply_sink(&pair, fourcc);
     (pair, h, replies)
 }
 

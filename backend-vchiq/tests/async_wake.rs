@@ -14,6 +14,9 @@ use fwipc_vchiq::consts::make_fourcc;
 use fwipc_vchiq::sim::{SimPair, SIM_WAIT};
 use fwipc_vchiq::{Config, Deliver, Event, ServiceCtx, ServiceHandle, ServiceParams};
 
+mod common;
+use common::{connect_with_reply_sink, with_watchdog};
+
 const T: Duration = Duration::from_secs(10);
 /// How long the VideoCore side sits on the request before answering.
 const DELAY: Duration = Duration::from_millis(200);
@@ -31,19 +34,6 @@ impl<F: Future> Future for Counted<'_, F> {
         self.polls.fetch_add(1, Ordering::Relaxed);
         self.inner.as_mut().poll(cx)
     }
-}
-
-/// Runs `f` on its own thread; a lost wake-up leaves the executor asleep, which this turns
-/// into a failure instead of a hung test run.
-fn with_watchdog(f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the future did not resolve (a panic above, or a lost wake-up)");
 }
 
 /// A pair whose VideoCore side takes each message on `slow` and answers it, inverted, `DELAY`
@@ -72,22 +62,7 @@ fn slow_pair(slave_worker: bool) -> (SimPair, ServiceHandle, Arc<Mutex<Vec<Vec<u
             },
         )
         .unwrap();
-    pair.connect().unwrap();
-    let replies = Arc::new(Mutex::new(Vec::new()));
-    let sink = replies.clone();
-    let h = pair
-        .slave()
-        .open_service_wait(
-            ServiceParams::new(fourcc),
-            Arc::new(move |_: &ServiceCtx<'_>, ev: Event<'_>| {
-                if let Event::Message(m) = ev {
-                    sink.lock().unwrap().push(m.payload().to_vec());
-                }
-                Deliver::Done
-            }),
-            T,
-        )
-        .unwrap();
+    let (h, replies) = connect_with_reply_sink(&pair, fourcc);
     (pair, h, replies)
 }
 
