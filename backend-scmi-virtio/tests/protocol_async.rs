@@ -1,10 +1,11 @@
 //! Delayed responses, notifications and deadlines (docs/protocols/scmi.md §8 items 2, 4, 8, 9).
 
-mod protocol_util;
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::*;
 use fwipc_scmi_virtio::header::{Header, MsgType};
 use fwipc_scmi_virtio::platform::direct::ReplyFault;
 use fwipc_scmi_virtio::platform::PlatformConfig;
@@ -13,7 +14,6 @@ use fwipc_scmi_virtio::protocol::ids::{proto, sensor};
 use fwipc_scmi_virtio::protocol::sensor::SensorValue;
 use fwipc_scmi_virtio::protocol::{Config, Filter, Scmi, ScmiError};
 use fwipc_transport_api::{Error, StdClock, Transport};
-use protocol_util::*;
 use std::collections::VecDeque;
 
 fn short(cmd_ms: u64, delayed_ms: u64) -> Config {

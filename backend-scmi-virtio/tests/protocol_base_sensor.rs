@@ -1,14 +1,14 @@
 //! Base discovery and the sensor protocol against a platform shaped exactly like
 //! vhost-device-scmi 0.4 (docs/protocols/scmi.md §6, docs/protocols/virtio.md §2).
 
-mod protocol_util;
+mod common;
 
+use common::*;
 use fwipc_scmi_virtio::platform::PlatformConfig;
 use fwipc_scmi_virtio::protocol::ids::{base, proto, sensor};
 use fwipc_scmi_virtio::protocol::notify::Notification;
 use fwipc_scmi_virtio::protocol::{Filter, ScmiError};
 use fwipc_scmi_virtio::status::ScmiStatus;
-use protocol_util::*;
 
 #[test]
 fn base_discovery_like_vhost_device_scmi() {

@@ -3,11 +3,11 @@
 //! "nothing remains" too early) is `Malformed::CountMismatch`, counted in `malformed_replies`,
 //! never a shorter list. The simulated platform's `short_listings_from` quirk cuts its listings.
 
-mod protocol_util;
+mod common;
 
+use common::*;
 use fwipc_scmi_virtio::platform::PlatformConfig;
 use fwipc_scmi_virtio::protocol::{Malformed, ScmiError};
-use protocol_util::*;
 
 const MISMATCH: ScmiError = ScmiError::Malformed(Malformed::CountMismatch);
 

@@ -1,13 +1,13 @@
 //! Multi-part replies: pagination to the writable space (docs/protocols/scmi.md §8 item 11),
 //! bounded loops (item 7), DISCOVER_LIST_PROTOCOLS with ≥ 5 protocols (item 12).
 
-mod protocol_util;
+mod common;
 
+use common::*;
 use fwipc_scmi_virtio::platform::PlatformConfig;
 use fwipc_scmi_virtio::protocol::ids::proto;
 use fwipc_scmi_virtio::protocol::{Malformed, ScmiError};
 use fwipc_transport_api::Transport;
-use protocol_util::*;
 
 #[test]
 fn description_of_20_sensors_through_136_byte_buffers_takes_at_least_5_rounds() {

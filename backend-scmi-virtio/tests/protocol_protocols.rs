@@ -1,14 +1,14 @@
 //! Clock, performance, power, reset, voltage and system power against the simulated platform,
 //! including their notifications and delayed responses.
 
-mod protocol_util;
+mod common;
 
+use common::*;
 use fwipc_scmi_virtio::platform::PlatformConfig;
 use fwipc_scmi_virtio::protocol::ids::{power, proto, voltage};
 use fwipc_scmi_virtio::protocol::notify::Notification;
 use fwipc_scmi_virtio::protocol::{Filter, ScmiError};
 use fwipc_scmi_virtio::status::ScmiStatus;
-use protocol_util::*;
 
 fn decoded(log: &Log) -> Vec<Notification> {
     log.lock()

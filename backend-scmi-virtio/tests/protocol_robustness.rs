@@ -2,11 +2,12 @@
 //! 13), replies with the wrong identity (item 4), fuzzed replies into every parser (item 3), a
 //! platform that never panics (item 11), and two platforms side by side (item 1).
 
-mod protocol_util;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::*;
 use fwipc_scmi_virtio::header::Header;
 use fwipc_scmi_virtio::platform::direct::{DirectTransport, ReplyFault};
 use fwipc_scmi_virtio::platform::{Platform, PlatformConfig, PlatformModel, SensorConfig};
@@ -15,7 +16,6 @@ use fwipc_scmi_virtio::protocol::{Scmi, ScmiError};
 use fwipc_scmi_virtio::status::ScmiStatus;
 use fwipc_transport_api::{Error, StdClock, Transport};
 use proptest::prelude::*;
-use protocol_util::*;
 
 /// Answers every command with one status and no return values.
 struct StatusPlatform(i32);

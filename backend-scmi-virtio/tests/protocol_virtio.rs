@@ -2,12 +2,13 @@
 //! virtio-scmi device, which hosts the simulated [`Platform`]: the whole stack, shared-memory
 //! rings included.
 
-mod protocol_util;
+mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::*;
 use fwipc_scmi_virtio::platform::{Platform, PlatformConfig};
 use fwipc_scmi_virtio::protocol::ids::{proto, sensor};
 use fwipc_scmi_virtio::protocol::notify::Notification;
@@ -17,7 +18,6 @@ use fwipc_scmi_virtio::sim::{SimDevice, SimDeviceConfig, SimHal, SimScmi};
 use fwipc_scmi_virtio::status::ScmiStatus;
 use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig};
 use fwipc_transport_api::{Error, ProtocolError, StdClock, Transport};
-use protocol_util::*;
 
 type VScmi = Scmi<SimScmi, StdClock>;
 

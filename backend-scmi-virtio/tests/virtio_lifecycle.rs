@@ -7,33 +7,13 @@ use fwipc_scmi_virtio::sim::{
     BounceHal, EchoPlatform, ScmiFixture, SimDevice, SimDeviceConfig, SimHal,
 };
 use fwipc_scmi_virtio::virtio::{ScmiFeatures, ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
-use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture, RemoteControl};
+use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl};
 use fwipc_transport_api::{
     call, Completion, Error, Request, StdClock, ThreadParker, Transport, TxOutcome, Wait,
 };
 
-const ECHO: u32 = (0x81 << 8) | 0x03;
-
-fn echo_on<T: Transport>(t: &T, p: &[u8]) -> Result<Vec<u8>, Error> {
-    let clock = StdClock::new();
-    let mut out = vec![0u8; 256];
-    let n = call(
-        t,
-        &clock,
-        &Request::new(ECHO, p).polled(),
-        &mut out,
-        Duration::from_secs(5),
-        Wait::Poll,
-    )?;
-    out.truncate(n);
-    Ok(out)
-}
-
-fn inverted(p: &[u8]) -> Vec<u8> {
-    let mut v = vec![0u8; p.len()];
-    echo_reply(p, &mut v);
-    v
-}
+mod common;
+use common::{echo_on, inverted, ECHO};
 
 #[test]
 fn p2a_not_offered_means_no_eventq() {

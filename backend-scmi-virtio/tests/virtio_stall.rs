@@ -9,33 +9,13 @@ use std::time::{Duration, Instant};
 
 use fwipc_scmi_virtio::sim::{EchoPlatform, SimDevice, SimDeviceConfig, SimHal, SimTransport};
 use fwipc_scmi_virtio::virtio::{ScmiVirtio, ScmiVirtioConfig, ScmiVirtioError};
-use fwipc_transport_api::fixture::{echo_reply, Fault, RemoteControl};
+use fwipc_transport_api::fixture::{Fault, RemoteControl};
 use fwipc_transport_api::{
     call, Clock, Error, ManualClock, Request, StdClock, ThreadParker, Transport, TxOutcome, Wait,
 };
 
-const ECHO: u32 = (0x81 << 8) | 0x03;
-
-fn inverted(p: &[u8]) -> Vec<u8> {
-    let mut v = vec![0u8; p.len()];
-    echo_reply(p, &mut v);
-    v
-}
-
-fn echo_on<T: Transport>(t: &T, p: &[u8]) -> Result<Vec<u8>, Error> {
-    let clock = StdClock::new();
-    let mut out = vec![0u8; 256];
-    let n = call(
-        t,
-        &clock,
-        &Request::new(ECHO, p).polled(),
-        &mut out,
-        Duration::from_secs(5),
-        Wait::Poll,
-    )?;
-    out.truncate(n);
-    Ok(out)
-}
+mod common;
+use common::{echo_on, inverted, ECHO};
 
 fn channel(
     dev: &SimDevice,

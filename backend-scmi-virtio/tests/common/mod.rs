@@ -1,4 +1,5 @@
-//! Shared helpers of the protocol tests.
+//! Setup shared by the integration tests (the protocol agent over the direct transport, echo
+//! calls on a virtio channel).
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -7,7 +8,8 @@ use std::time::Duration;
 use fwipc_scmi_virtio::platform::direct::DirectTransport;
 use fwipc_scmi_virtio::platform::{Platform, PlatformConfig};
 use fwipc_scmi_virtio::protocol::{Config, Event, Scmi};
-use fwipc_transport_api::StdClock;
+use fwipc_transport_api::fixture::echo_reply;
+use fwipc_transport_api::{call, Error, Request, StdClock, Transport, Wait};
 
 pub type DirectScmi = Scmi<DirectTransport, StdClock>;
 
@@ -47,4 +49,30 @@ pub fn recorder() -> (Log, fwipc_scmi_virtio::protocol::Callback) {
         ));
     });
     (log, cb)
+}
+
+/// The simulated platform's echo command (vendor protocol 0x81, message 3).
+pub const ECHO: u32 = (0x81 << 8) | 0x03;
+
+/// One polled echo call of `p` on `t` (5 s deadline): the reply's bytes.
+pub fn echo_on<T: Transport>(t: &T, p: &[u8]) -> Result<Vec<u8>, Error> {
+    let clock = StdClock::new();
+    let mut out = vec![0u8; 256];
+    let n = call(
+        t,
+        &clock,
+        &Request::new(ECHO, p).polled(),
+        &mut out,
+        Duration::from_secs(5),
+        Wait::Poll,
+    )?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// What the echo platform answers to `p`.
+pub fn inverted(p: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8; p.len()];
+    echo_reply(p, &mut v);
+    v
 }
