@@ -11,22 +11,17 @@ use fwipc_rpmsg_virtio::frame::write_frame;
 use fwipc_rpmsg_virtio::sim::{
     RemoteEnd, Rewrite, RingDevice, RpmsgFixture, RpmsgRingFixture, DOUBLE_FETCH, PEER_ADDR,
 };
-use fwipc_rpmsg_virtio::{Link, RpmsgConfig, RpmsgTransport, VirtioLink, VirtioLinkConfig};
+use fwipc_rpmsg_virtio::{Link, RpmsgConfig, RpmsgTransport};
 use fwipc_transport_api::{Bind, Datagram, Endpoint, RxAction, StdClock, Transport};
-use fwipc_virtio::hal::IdentityHal;
-use fwipc_virtio::sim_device::SimTransport;
 
-type RingTransport = RpmsgTransport<VirtioLink<IdentityHal, SimTransport, StdClock>, StdClock>;
+mod common;
+use common::{ring_link, RingLink};
+
+type RingTransport = RpmsgTransport<RingLink, StdClock>;
 
 /// A transport over the rings with a datagram endpoint, and the device; no remote thread.
 fn ring() -> (RingTransport, RingDevice, Endpoint) {
-    let dev = RingDevice::new(true);
-    let link = VirtioLink::new(
-        dev.transport(),
-        StdClock::new(),
-        VirtioLinkConfig::default(),
-    )
-    .unwrap();
+    let (link, dev) = ring_link();
     let cfg = RpmsgConfig {
         name_service: false,
         interrupts: false,

@@ -14,6 +14,9 @@ use fwipc_transport_api::fixture::{Fixture, SimMode};
 use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
 use virtio_drivers::transport::{InterruptStatus, Transport as _};
 
+mod common;
+use common::ring_link_with;
+
 fn eventually(mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
@@ -232,16 +235,13 @@ fn confirmed_reset_takes_every_buffer_back() {
 #[test]
 fn transmit_completions_ask_for_no_interrupt() {
     for event_idx in [false, true] {
-        let dev = RingDevice::new(event_idx);
-        let link = fwipc_rpmsg_virtio::VirtioLink::<fwipc_virtio::hal::IdentityHal, _, _>::new(
-            dev.transport(),
-            StdClock::new(),
+        let (link, dev) = ring_link_with(
+            event_idx,
             fwipc_rpmsg_virtio::VirtioLinkConfig {
                 queue_size: Some(4),
                 ..Default::default()
             },
-        )
-        .unwrap();
+        );
         let frame = [0u8; HDR_SIZE];
         // More sends than buffers: the link reclaims (drains the used ring) on the way.
         for round in 0..12 {

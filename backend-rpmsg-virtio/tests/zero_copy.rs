@@ -6,25 +6,13 @@ use fwipc_rpmsg_virtio::addr::{HDR_SIZE, MAX_PAYLOAD};
 use fwipc_rpmsg_virtio::frame::parse_frame;
 use fwipc_rpmsg_virtio::hdr::RpmsgHdr;
 use fwipc_rpmsg_virtio::sim::{RingDevice, RpmsgFixture, RpmsgRingFixture, PEER_ADDR};
-use fwipc_rpmsg_virtio::{Link, LinkError, VirtioLink, VirtioLinkConfig};
+use fwipc_rpmsg_virtio::{Link, LinkError};
 use fwipc_transport_api::fixture::Fixture;
-use fwipc_transport_api::{Bind, Completion, Error, StdClock, Transport};
-use fwipc_virtio::hal::IdentityHal;
-use fwipc_virtio::sim_device::SimTransport;
+use fwipc_transport_api::{Bind, Completion, Error, Transport};
 use zerocopy::IntoBytes;
 
-type RingLink = VirtioLink<IdentityHal, SimTransport, StdClock>;
-
-fn ring_link() -> (RingLink, RingDevice) {
-    let dev = RingDevice::new(true);
-    let link = VirtioLink::new(
-        dev.transport(),
-        StdClock::new(),
-        VirtioLinkConfig::default(),
-    )
-    .unwrap();
-    (link, dev)
-}
+mod common;
+use common::ring_link;
 
 fn hdr(len: usize) -> [u8; HDR_SIZE] {
     let mut h = [0u8; HDR_SIZE];
