@@ -117,3 +117,21 @@ impl Vchiq {
         self.wait_async(timeout, move || self.bulk_check(h, tag))
     }
 }
+
+impl Vchiq {
+    /// Declare whether something other than the instance's own futures calls [`Vchiq::poll`]
+    /// whenever the peer signals (the doorbell interrupt's bottom half, a worker thread such as
+    /// the simulator's). Driven (`true`), a pending [`VchiqFuture`](crate::VchiqFuture) registers
+    /// its task's waker and sleeps until a poll that did work wakes it. Not driven (`false`, the
+    /// default), nothing else would ever poll, so a pending future polls the instance itself and
+    /// asks to be polled again at once (a busy future). Set it once, when the instance is wired
+    /// to its interrupt or worker.
+    pub fn set_poll_driven(&self, driven: bool) {
+        self.wakers.set_driven(driven);
+    }
+
+    /// Whether [`Vchiq::set_poll_driven`] declared a driver.
+    pub fn is_poll_driven(&self) -> bool {
+        self.wakers.is_driven()
+    }
+}

@@ -1,14 +1,12 @@
 //! The wakers of the instance's pending futures (`futures.rs`). A future whose check failed
 //! registers its task's waker here when the instance is driven by someone else
-//! ([`Vchiq::set_poll_driven`]); every [`Vchiq::poll`] that did work (a message delivered, a bulk
+//! (`Vchiq::set_poll_driven`); every `Vchiq::poll` that did work (a message delivered, a bulk
 //! completed, a slot recycled, a deferred event run) wakes them all, and so does the instance's
 //! death. A woken future runs its check again and re-registers if it still waits.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Waker;
-
-use crate::engine::vchiq::Vchiq;
 
 /// The registered wakers and whether anyone drives the instance's `poll`.
 #[derive(Debug, Default)]
@@ -50,31 +48,24 @@ impl FutureWakers {
         }
     }
 
+    /// Declare whether something other than the futures polls the instance (see
+    /// `Vchiq::set_poll_driven`).
+    pub(crate) fn set_driven(&self, driven: bool) {
+        // Relaxed: a configuration flag; a future that reads a stale value either busy-polls
+        // once more or registers a waker that the driver's next poll wakes.
+        self.driven.store(driven, Ordering::Relaxed);
+    }
+
+    /// Whether [`FutureWakers::set_driven`] declared a driver.
+    pub(crate) fn is_driven(&self) -> bool {
+        // Relaxed: see `set_driven`.
+        self.driven.load(Ordering::Relaxed)
+    }
+
     /// Registered wakers (tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.list.lock().len()
-    }
-}
-
-impl Vchiq {
-    /// Declare whether something other than the instance's own futures calls [`Vchiq::poll`]
-    /// whenever the peer signals (the doorbell interrupt's bottom half, a worker thread such as
-    /// the simulator's). Driven (`true`), a pending [`VchiqFuture`](crate::VchiqFuture) registers
-    /// its task's waker and sleeps until a poll that did work wakes it. Not driven (`false`, the
-    /// default), nothing else would ever poll, so a pending future polls the instance itself and
-    /// asks to be polled again at once (a busy future). Set it once, when the instance is wired
-    /// to its interrupt or worker.
-    pub fn set_poll_driven(&self, driven: bool) {
-        // Relaxed: a configuration flag; a future that reads a stale value either busy-polls
-        // once more or registers a waker that the driver's next poll wakes.
-        self.wakers.driven.store(driven, Ordering::Relaxed);
-    }
-
-    /// Whether [`Vchiq::set_poll_driven`] declared a driver.
-    pub fn is_poll_driven(&self) -> bool {
-        // Relaxed: see `set_poll_driven`.
-        self.wakers.driven.load(Ordering::Relaxed)
     }
 }
 
