@@ -99,7 +99,7 @@ impl<E> Entry<E> {
     fn matches(&self, t: &Ticket) -> bool {
         self.generation == t.generation()
             && self.token == t.token()
-            && self.state != TransferState::Free
+            && !matches!(self.state, TransferState::Free)
     }
 }
 
@@ -217,6 +217,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     /// `busy`), then `prepare` writes the buffer (the token at hand) and returns the backend's
     /// part. Its error undoes the reservation and is returned (counted by nobody: a backend that
     /// reports back-pressure from `prepare` counts it itself).
+    #[inline]
     pub fn start_with(
         &self,
         prepare: impl FnOnce(Token, &PoolBuf) -> Result<E>,
@@ -320,6 +321,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     /// the reply and returns its length (`Err`: the transfer fails with it). The waker of a
     /// completed or failed transfer is returned for the caller to wake, after releasing whatever
     /// lock it holds the table under.
+    #[inline]
     pub fn on_reply_at(
         &self,
         slot: u32,
@@ -350,6 +352,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
 
     /// The remote gave back the buffer of a transfer in flight or abandoned: free an abandoned
     /// one, else let `deliver` decide. Counts; returns the waker to wake.
+    #[inline]
     fn settle(
         &self,
         e: &mut Entry<E>,
@@ -357,7 +360,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     ) -> (ReplyOutcome, Option<Waker>) {
         // The remote gives the buffer back with its reply.
         e.lent = false;
-        if e.state == TransferState::Abandoned {
+        if matches!(e.state, TransferState::Abandoned) {
             self.free(e);
             return (self.count(ReplyOutcome::Late), None);
         }
@@ -396,7 +399,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     pub fn fail_pending(&self, err: Error, mut wake: impl FnMut(Waker)) {
         for entry in self.entries.iter() {
             let mut e = L::hold(entry);
-            if e.state == TransferState::InFlight {
+            if matches!(e.state, TransferState::InFlight) {
                 e.state = TransferState::Failed(err);
                 let waker = e.waker.take();
                 drop(e);
@@ -469,6 +472,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     }
 
     /// The state of the transfer `t` names; `InvalidArgument` for a stale or foreign ticket.
+    #[inline]
     pub fn state(&self, t: &Ticket) -> Result<TransferState> {
         self.with(t, |e| e.state)
     }
@@ -501,6 +505,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     /// abandoned (`timed_out` counted for [`TxOutcome::TimedOut`]) and keeps its buffer and
     /// token until the remote gives them back, and so does a failed one whose buffer the remote
     /// still holds ([`TransferTable::fail_pending`]). `InvalidArgument` for a stale ticket.
+    #[inline]
     pub fn finish(&self, t: Ticket, outcome: TxOutcome) -> Result<()> {
         self.with(&t, |e| match e.state {
             TransferState::InFlight => {
@@ -536,6 +541,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     /// Run `f` on the live transfer `t` names (not free, not abandoned): its state, its buffer
     /// and the backend's part (a backend's own `poll_done`, `fetch_response`...).
     /// `InvalidArgument` for a stale ticket.
+    #[inline]
     pub fn inspect<R>(
         &self,
         t: &Ticket,
@@ -558,6 +564,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     }
 
     /// Run `f` on the entry `t` names, under its lock; `InvalidArgument` for a stale ticket.
+    #[inline]
     fn with<R>(&self, t: &Ticket, f: impl FnOnce(&mut Entry<E>) -> R) -> Result<R> {
         let entry = self
             .entries
@@ -586,9 +593,10 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
 
     /// Free an entry: the loan if still out, the token (and its map entry), the buffer, the
     /// waker and the backend's part.
+    #[inline]
     fn free(&self, e: &mut Entry<E>) {
         e.lent = false;
-        if e.state != TransferState::Free {
+        if !matches!(e.state, TransferState::Free) {
             // Release: nothing is published, but the store must not be reordered before our
             // last use of the entry.
             self.token_map[e.token as usize].store(0, Ordering::Release);
