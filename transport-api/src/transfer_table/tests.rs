@@ -442,8 +442,8 @@ enum M {
 #[derive(Debug, Clone)]
 enum Op {
     Start,
-    Reply(usize, bool),
-    ReplyAt(usize, bool),
+    /// A reply to live transfer `i % len`, well-formed or not, by entry index or by token.
+    Reply(usize, bool, bool),
     Finish(usize, bool),
     FailAll,
     FailPending,
@@ -453,8 +453,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => Just(Op::Start),
-        4 => (any::<usize>(), any::<bool>()).prop_map(|(i, ok)| Op::Reply(i, ok)),
-        2 => (any::<usize>(), any::<bool>()).prop_map(|(i, ok)| Op::ReplyAt(i, ok)),
+        6 => (any::<usize>(), any::<bool>(), any::<bool>())
+            .prop_map(|(i, ok, at)| Op::Reply(i, ok, at)),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(i, t)| Op::Finish(i, t)),
         1 => Just(Op::FailAll),
         1 => Just(Op::FailPending),
@@ -504,20 +504,31 @@ fn run_model<L: Locking>(ops: &[Op]) -> core::result::Result<(), TestCaseError> 
                     want.busy += 1;
                 }
             },
-            Op::Reply(i, ok) if !live.is_empty() => {
+            Op::Reply(i, ok, at) if !live.is_empty() => {
                 let i = i % live.len();
                 let (s, m, _) = live[i];
-                let r = t.on_reply(
-                    s.token.0,
-                    |_| true,
-                    |b, _| {
-                        if ok {
-                            b.write(b"ab").map(|()| 2)
-                        } else {
-                            Err(Error::Cancelled)
-                        }
-                    },
-                );
+                // By token, a failure is a malformed reply; by index, one that names another
+                // transfer (counted as unknown).
+                let fail = if at {
+                    Error::Protocol(ProtocolError::UnknownToken)
+                } else {
+                    Error::Cancelled
+                };
+                let deliver = |b: &PoolBuf, _: &mut u32| {
+                    if ok {
+                        b.write(b"ab").map(|()| 2)
+                    } else {
+                        Err(fail)
+                    }
+                };
+                let r = if at {
+                    let mut gave = false;
+                    let (r, _) = t.on_reply_at(s.slot, |_, _| gave = true, deliver);
+                    prop_assert_eq!(gave, r != ReplyOutcome::Duplicate);
+                    r
+                } else {
+                    t.on_reply(s.token.0, |_| true, deliver)
+                };
                 match m {
                     M::InFlight if ok => {
                         prop_assert_eq!(r, ReplyOutcome::Completed);
@@ -527,57 +538,24 @@ fn run_model<L: Locking>(ops: &[Op]) -> core::result::Result<(), TestCaseError> 
                     M::InFlight => {
                         prop_assert_eq!(r, ReplyOutcome::Failed);
                         live[i].1 = M::Failed;
-                        want.protocol_errors += 1;
+                        if at {
+                            want.unknown_replies += 1;
+                        } else {
+                            want.protocol_errors += 1;
+                        }
                     }
                     M::Abandoned => {
                         prop_assert_eq!(r, ReplyOutcome::Late);
                         live.swap_remove(i);
+                        want.late_replies += 1;
+                    }
+                    // The buffer comes back; by token, the transfer already had its answer.
+                    M::FailedLent if at => {
+                        prop_assert_eq!(r, ReplyOutcome::Late);
+                        live[i].1 = M::Failed;
                         want.late_replies += 1;
                     }
                     M::Done | M::Failed | M::FailedLent => {
-                        prop_assert_eq!(r, ReplyOutcome::Duplicate);
-                        want.duplicate_replies += 1;
-                    }
-                }
-            }
-            Op::ReplyAt(i, ok) if !live.is_empty() => {
-                let i = i % live.len();
-                let (s, m, _) = live[i];
-                let mut gave = false;
-                let (r, _) = t.on_reply_at(
-                    s.slot,
-                    |_, _| gave = true,
-                    |b, _| {
-                        if ok {
-                            b.write(b"ab").map(|()| 2)
-                        } else {
-                            Err(Error::Protocol(ProtocolError::UnknownToken))
-                        }
-                    },
-                );
-                prop_assert_eq!(gave, r != ReplyOutcome::Duplicate);
-                match m {
-                    M::InFlight if ok => {
-                        prop_assert_eq!(r, ReplyOutcome::Completed);
-                        live[i].1 = M::Done;
-                        want.completed += 1;
-                    }
-                    M::InFlight => {
-                        prop_assert_eq!(r, ReplyOutcome::Failed);
-                        live[i].1 = M::Failed;
-                        want.unknown_replies += 1;
-                    }
-                    M::Abandoned => {
-                        prop_assert_eq!(r, ReplyOutcome::Late);
-                        live.swap_remove(i);
-                        want.late_replies += 1;
-                    }
-                    M::FailedLent => {
-                        prop_assert_eq!(r, ReplyOutcome::Late);
-                        live[i].1 = M::Failed;
-                        want.late_replies += 1;
-                    }
-                    M::Done | M::Failed => {
                         prop_assert_eq!(r, ReplyOutcome::Duplicate);
                         want.duplicate_replies += 1;
                     }
@@ -628,7 +606,7 @@ fn run_model<L: Locking>(ops: &[Op]) -> core::result::Result<(), TestCaseError> 
                     want.unknown_replies += 1;
                 }
             }
-            Op::Reply(..) | Op::ReplyAt(..) | Op::Finish(..) => {}
+            Op::Reply(..) | Op::Finish(..) => {}
         }
         // `sent` is the backend's to count.
         let mut got = t.stats();
