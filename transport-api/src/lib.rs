@@ -38,7 +38,9 @@ pub use stats::{Counters, Stats};
 pub use timer::{with_timer, Timer, WithTimer};
 pub use token::{Token, TokenAllocator};
 pub use transfer::{call, Transfer};
-pub use transfer_table::{ReplyOutcome, StartedTransfer, TransferState, TransferTable};
+pub use transfer_table::{
+    Exclusive, Locking, ReplyOutcome, Shared, StartedTransfer, TransferState, TransferTable,
+};
 pub use transport::{
     BulkDir, BulkRequest, BulkResult, Caps, Completion, Notification, Request, Ticket, Transport,
     TxOutcome,

@@ -5,7 +5,9 @@
 //! backend-specific part `E` (the endpoint a reply must come from, a bulk buffer travelling with
 //! the transfer...). The table owns the pieces a transfer reserves — the [`MsgPool`] buffer and
 //! the [`TokenAllocator`] token — and the [`Counters`], so reserving with busy counting, the
-//! state transitions, token quarantine and the counter bumps are written once.
+//! state transitions, token quarantine and the counter bumps are written once. Its entries are
+//! locked one by one ([`Shared`]) or, for a table behind the backend's own lock, not at all
+//! ([`Exclusive`]).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -13,10 +15,14 @@ use core::task::Waker;
 
 use crate::pool::{MsgPool, PoolBuf};
 use crate::stats::{Counters, Stats};
-use crate::sync::{AtomicU32, Lock, Ordering};
+use crate::sync::{AtomicU32, Ordering};
 use crate::token::{Token, TokenAllocator};
 use crate::transport::{Ticket, TxOutcome};
-use crate::{Error, Result};
+use crate::{Error, ProtocolError, Result};
+
+mod locking;
+
+pub use locking::{Exclusive, Locking, Shared};
 
 /// Where a transfer is in its life; see [`TransferTable`] for the transitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +33,8 @@ pub enum TransferState {
     InFlight,
     /// Replied: the reply's length in bytes, in the entry's buffer.
     Done(usize),
-    /// Ended without a usable reply (a malformed reply, the channel going down...).
+    /// Ended without a usable reply (a malformed reply, the channel going down...). The remote
+    /// may still hold the buffer (see [`TransferTable::fail_pending`]).
     Failed(Error),
     /// Given up on by the caller while the remote still held the buffer: buffer and token stay
     /// reserved until the remote gives them back.
@@ -39,11 +46,14 @@ pub enum TransferState {
 pub enum ReplyOutcome {
     /// The transfer is done (`completed`).
     Completed,
-    /// The reply was malformed: the transfer failed (`protocol_errors`).
+    /// The reply was malformed: the transfer failed (`protocol_errors`; `unknown_replies` when
+    /// the error is [`ProtocolError::UnknownToken`], a reply naming another transfer).
     Failed,
-    /// The transfer had been given up on: the entry is free again (`late_replies`).
+    /// The transfer had been given up on, or had already failed: the entry is free again, or
+    /// its buffer back (`late_replies`).
     Late,
-    /// The transfer already had its reply (`duplicate_replies`).
+    /// The transfer already had its reply, or (for [`TransferTable::on_reply_at`]) the remote
+    /// returned a buffer it did not hold (`duplicate_replies`).
     Duplicate,
     /// No transfer in flight has this token (`unknown_replies`).
     Unknown,
@@ -89,7 +99,7 @@ impl<E> Entry<E> {
     fn matches(&self, t: &Ticket) -> bool {
         self.generation == t.generation()
             && self.token == t.token()
-            && self.state != TransferState::Free
+            && !matches!(self.state, TransferState::Free)
     }
 }
 
@@ -99,18 +109,25 @@ impl<E> Entry<E> {
 ///
 /// - `Free → InFlight` ([`TransferTable::start`]): buffer and token reserved, the buffer lent to
 ///   the remote, the token published for the reply path.
-/// - `InFlight → Done | Failed` ([`TransferTable::on_reply`], [`TransferTable::fail_all`]): the
-///   remote gave the buffer back (or the channel went down); the waker is woken.
+/// - `InFlight → Done | Failed` ([`TransferTable::on_reply`], [`TransferTable::on_reply_at`],
+///   [`TransferTable::fail_all`], [`TransferTable::reclaim_all`]): the remote gave the buffer
+///   back (or the channel went down); the waker is woken (or handed to the caller).
 /// - `InFlight → Abandoned` ([`TransferTable::finish`] before the reply): the caller gave up
 ///   while the remote still holds the buffer. Buffer and token stay reserved (the token is
 ///   *quarantined*), so a late reply can never complete a newer transfer.
-/// - `Abandoned → Free` (the late reply, counted in `late_replies`, or [`TransferTable::fail_all`]).
+/// - `Abandoned → Free` (the late reply, counted in `late_replies`, or
+///   [`TransferTable::fail_all`] / [`TransferTable::reclaim_all`]).
 /// - `Done | Failed → Free` ([`TransferTable::finish`], [`TransferTable::take`]).
+/// - `InFlight → Failed` with the buffer still lent ([`TransferTable::fail_pending`]): the
+///   caller is told at once; the buffer comes back with the reply or
+///   [`TransferTable::reclaim_all`], and a [`TransferTable::finish`] before that abandons it.
 ///
-/// Concurrency: each entry sits behind the one lock shim ([`crate::sync::Lock`]); the token →
-/// entry map is atomics, and a reply found through it is checked again under the entry's lock
-/// (token and state), so a stale map read can only lead to an `unknown_replies` count. Nothing
-/// allocates after [`TransferTable::new`].
+/// Concurrency ([`Shared`], the default): each entry sits behind the one lock shim
+/// ([`crate::sync::Lock`]); the token → entry map is atomics, and a reply found through it is
+/// checked again under the entry's lock (token and state), so a stale map read can only lead to
+/// an `unknown_replies` count. With [`Exclusive`] the entries have no lock of their own and the
+/// table is not `Sync`: the backend keeps it behind its lock. Nothing allocates after
+/// [`TransferTable::new`].
 ///
 /// A backend's `Transport` calls, in order (here its part `E` is the endpoint a reply must come
 /// from):
@@ -135,16 +152,16 @@ impl<E> Entry<E> {
 /// assert_eq!((table.stats().completed, table.stats().pool_free), (1, 4));
 /// # Ok::<(), fwipc_transport_api::Error>(())
 /// ```
-pub struct TransferTable<E> {
+pub struct TransferTable<E, L: Locking = Shared> {
     pool: MsgPool,
     tokens: TokenAllocator,
     /// token → entry index + 1 (0: none).
     token_map: Box<[AtomicU32]>,
-    entries: Box<[Lock<Entry<E>>]>,
+    entries: Box<[L::Cell<Entry<E>>]>,
     counters: Counters,
 }
 
-impl<E> core::fmt::Debug for TransferTable<E> {
+impl<E, L: Locking> core::fmt::Debug for TransferTable<E, L> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TransferTable")
             .field("pool", &self.pool)
@@ -153,7 +170,7 @@ impl<E> core::fmt::Debug for TransferTable<E> {
     }
 }
 
-impl<E: Default> TransferTable<E> {
+impl<E: Default, L: Locking> TransferTable<E, L> {
     /// `count` transfers of up to `buf_size` bytes, with `token_bits`-wide tokens (at least as
     /// many tokens as transfers). `InvalidArgument` for sizes [`MsgPool::new`] or
     /// [`TokenAllocator::new`] refuse, or too few tokens.
@@ -163,9 +180,9 @@ impl<E: Default> TransferTable<E> {
         if (tokens.capacity() as usize) < count {
             return Err(Error::InvalidArgument);
         }
-        let entries: Vec<Lock<Entry<E>>> = (0..count)
+        let entries: Vec<L::Cell<Entry<E>>> = (0..count)
             .map(|_| {
-                Lock::new(Entry {
+                L::cell(Entry {
                     generation: 0,
                     state: TransferState::Free,
                     token: 0,
@@ -192,19 +209,38 @@ impl<E: Default> TransferTable<E> {
         if payload.len() > self.pool.buf_size() {
             return Err(Error::TooLarge);
         }
+        self.start_with(|_, buf| buf.write(payload).map(|()| extra))
+    }
+
+    /// [`TransferTable::start`] for a backend that writes the buffer itself, or whose message
+    /// carries the token: reserve a buffer and a token (each refusal is `Busy`, counted in
+    /// `busy`), then `prepare` writes the buffer (the token at hand) and returns the backend's
+    /// part. Its error undoes the reservation and is returned (counted by nobody: a backend that
+    /// reports back-pressure from `prepare` counts it itself).
+    #[inline]
+    pub fn start_with(
+        &self,
+        prepare: impl FnOnce(Token, &PoolBuf) -> Result<E>,
+    ) -> Result<StartedTransfer> {
         let buf = self
             .pool
             .alloc()
             .inspect_err(|_| Counters::bump(&self.counters.busy))?;
-        // Before the token: on an error the buffer goes back to the pool as it is dropped.
-        buf.write(payload)?;
+        // On an error the buffer goes back to the pool as it is dropped.
         let token = self
             .tokens
             .alloc()
             .inspect_err(|_| Counters::bump(&self.counters.busy))?;
+        let extra = match prepare(token, &buf) {
+            Ok(x) => x,
+            Err(err) => {
+                self.release_token(token.0);
+                return Err(err);
+            }
+        };
         let slot = buf.index();
         let generation = {
-            let mut e = self.entries[slot as usize].lock();
+            let mut e = L::hold(&self.entries[slot as usize]);
             e.generation = e.generation.wrapping_add(1);
             e.state = TransferState::InFlight;
             e.token = token.0;
@@ -230,7 +266,7 @@ impl<E: Default> TransferTable<E> {
         let Some(entry) = self.entries.get(started.slot as usize) else {
             return;
         };
-        let mut e = entry.lock();
+        let mut e = L::hold(entry);
         // Whatever the remote did meanwhile (a forged reply to a message it never got), the
         // transfer has no caller: free it.
         if e.generation == started.generation && e.token == started.token.0 {
@@ -255,7 +291,7 @@ impl<E: Default> TransferTable<E> {
         let Some(entry) = self.entries.get(slot as usize) else {
             return self.count(ReplyOutcome::Unknown);
         };
-        let mut e = entry.lock();
+        let mut e = L::hold(entry);
         if e.token != token {
             return self.count(ReplyOutcome::Unknown);
         }
@@ -269,33 +305,7 @@ impl<E: Default> TransferTable<E> {
         if !check(&e.extra) {
             return self.count(ReplyOutcome::Rejected);
         }
-        // The remote gives the buffer back with its reply.
-        e.lent = false;
-        if e.state == TransferState::Abandoned {
-            self.free(&mut e);
-            return self.count(ReplyOutcome::Late);
-        }
-        let Entry {
-            buf, extra, state, ..
-        } = &mut *e;
-        let outcome = match buf.as_ref().map(|b| deliver(b, extra)) {
-            Some(Ok(len)) => {
-                *state = TransferState::Done(len);
-                ReplyOutcome::Completed
-            }
-            Some(Err(err)) => {
-                *state = TransferState::Failed(err);
-                ReplyOutcome::Failed
-            }
-            // Not reached: a live entry always has its buffer.
-            None => {
-                *state = TransferState::Failed(Error::InvalidArgument);
-                ReplyOutcome::Failed
-            }
-        };
-        // Counted before the waker runs, so a woken caller's `stats` already shows it.
-        self.count(outcome);
-        let waker = e.waker.take();
+        let (outcome, waker) = self.settle(&mut e, deliver);
         drop(e);
         if let Some(w) = waker {
             w.wake();
@@ -303,19 +313,135 @@ impl<E: Default> TransferTable<E> {
         outcome
     }
 
+    /// A reply that names its transfer by entry (buffer) index `slot`, as a remote returning a
+    /// buffer does (a virtio used-ring element). A buffer the remote does not hold is a
+    /// `Duplicate`. Otherwise `give_back` sees it first (the remote hands it back: un-share,
+    /// copy a bounce buffer back...), then the loan is over: an abandoned transfer is freed
+    /// (`Late`), a failed one keeps its error (`Late`), and for one in flight `deliver` checks
+    /// the reply and returns its length (`Err`: the transfer fails with it). The waker of a
+    /// completed or failed transfer is returned for the caller to wake, after releasing whatever
+    /// lock it holds the table under.
+    #[inline]
+    pub fn on_reply_at(
+        &self,
+        slot: u32,
+        give_back: impl FnOnce(&PoolBuf, &mut E),
+        deliver: impl FnOnce(&PoolBuf, &mut E) -> Result<usize>,
+    ) -> (ReplyOutcome, Option<Waker>) {
+        let Some(entry) = self.entries.get(slot as usize) else {
+            return (self.count(ReplyOutcome::Duplicate), None);
+        };
+        let mut e = L::hold(entry);
+        if !e.lent {
+            return (self.count(ReplyOutcome::Duplicate), None);
+        }
+        if let Entry {
+            buf: Some(buf),
+            extra,
+            ..
+        } = &mut *e
+        {
+            give_back(buf, extra);
+        }
+        if let TransferState::Failed(_) = e.state {
+            e.lent = false;
+            return (self.count(ReplyOutcome::Late), None);
+        }
+        self.settle(&mut e, deliver)
+    }
+
+    /// The remote gave back the buffer of a transfer in flight or abandoned: free an abandoned
+    /// one, else let `deliver` decide. Counts; returns the waker to wake.
+    #[inline]
+    fn settle(
+        &self,
+        e: &mut Entry<E>,
+        deliver: impl FnOnce(&PoolBuf, &mut E) -> Result<usize>,
+    ) -> (ReplyOutcome, Option<Waker>) {
+        // The remote gives the buffer back with its reply.
+        e.lent = false;
+        if matches!(e.state, TransferState::Abandoned) {
+            self.free(e);
+            return (self.count(ReplyOutcome::Late), None);
+        }
+        let Entry {
+            buf, extra, state, ..
+        } = e;
+        let outcome = match buf.as_ref().map(|b| deliver(b, extra)) {
+            Some(Ok(len)) => {
+                *state = TransferState::Done(len);
+                self.count(ReplyOutcome::Completed)
+            }
+            Some(Err(err)) => {
+                *state = TransferState::Failed(err);
+                self.count_failed(err)
+            }
+            // Not reached: a live entry always has its buffer.
+            None => {
+                *state = TransferState::Failed(Error::InvalidArgument);
+                self.count_failed(Error::InvalidArgument)
+            }
+        };
+        // Counted before the waker runs, so a woken caller's `stats` already shows it.
+        (outcome, e.waker.take())
+    }
+
     /// The channel went down (shutdown, remote reset): every transfer in flight fails with
     /// `err` and is woken, every abandoned one is freed, and every loan comes back.
     pub fn fail_all(&self, err: Error) {
+        self.reclaim_all(err, |_, _, _| {}, Waker::wake);
+    }
+
+    /// Every transfer in flight fails with `err` at once, its buffer still lent to the remote
+    /// (which may yet write it): the channel is going down and the buffers come back later,
+    /// with their replies or [`TransferTable::reclaim_all`]. Each one's waker is handed to
+    /// `wake`, with no entry held.
+    pub fn fail_pending(&self, err: Error, mut wake: impl FnMut(Waker)) {
         for entry in self.entries.iter() {
-            let mut e = entry.lock();
+            let mut e = L::hold(entry);
+            if matches!(e.state, TransferState::InFlight) {
+                e.state = TransferState::Failed(err);
+                let waker = e.waker.take();
+                drop(e);
+                if let Some(w) = waker {
+                    wake(w);
+                }
+            }
+        }
+    }
+
+    /// The remote gave every buffer back at once (it was reset, or is gone): for each entry it
+    /// held, `give_back` sees the index, buffer and backend part first (un-share it, or keep
+    /// the memory from being reused when the remote can still reach it), then the loan is over:
+    /// a transfer in flight fails with `err` (its waker handed to `wake`, with no entry held),
+    /// an abandoned one is freed, a failed one keeps its error.
+    pub fn reclaim_all(
+        &self,
+        err: Error,
+        mut give_back: impl FnMut(u32, &PoolBuf, &mut E),
+        mut wake: impl FnMut(Waker),
+    ) {
+        for (i, entry) in self.entries.iter().enumerate() {
+            let mut e = L::hold(entry);
+            if !e.lent {
+                continue;
+            }
+            if let Entry {
+                buf: Some(buf),
+                extra,
+                ..
+            } = &mut *e
+            {
+                give_back(i as u32, buf, extra);
+            }
+            e.lent = false;
             match e.state {
                 TransferState::InFlight => {
-                    e.lent = false;
                     e.state = TransferState::Failed(err);
                     let waker = e.waker.take();
                     drop(e);
                     if let Some(w) = waker {
-                        w.wake();
+                        wake(w);
                     }
                 }
                 TransferState::Abandoned => self.free(&mut e),
@@ -334,6 +460,11 @@ impl<E: Default> TransferTable<E> {
         &self.counters
     }
 
+    /// Tokens reserved right now (live transfers plus quarantined ones).
+    pub fn tokens_in_use(&self) -> u32 {
+        self.tokens.in_use()
+    }
+
     /// The counters and pool occupancy.
     pub fn stats(&self) -> Stats {
         self.counters
@@ -341,6 +472,7 @@ impl<E: Default> TransferTable<E> {
     }
 
     /// The state of the transfer `t` names; `InvalidArgument` for a stale or foreign ticket.
+    #[inline]
     pub fn state(&self, t: &Ticket) -> Result<TransferState> {
         self.with(t, |e| e.state)
     }
@@ -371,13 +503,19 @@ impl<E: Default> TransferTable<E> {
 
     /// [`crate::Transport::mark_txdone`]: a finished transfer is freed; one still in flight is
     /// abandoned (`timed_out` counted for [`TxOutcome::TimedOut`]) and keeps its buffer and
-    /// token until the remote gives them back. `InvalidArgument` for a stale ticket.
+    /// token until the remote gives them back, and so does a failed one whose buffer the remote
+    /// still holds ([`TransferTable::fail_pending`]). `InvalidArgument` for a stale ticket.
+    #[inline]
     pub fn finish(&self, t: Ticket, outcome: TxOutcome) -> Result<()> {
         self.with(&t, |e| match e.state {
             TransferState::InFlight => {
                 if outcome == TxOutcome::TimedOut {
                     Counters::bump(&self.counters.timed_out);
                 }
+                e.state = TransferState::Abandoned;
+                e.waker = None;
+            }
+            TransferState::Done(_) | TransferState::Failed(_) if e.lent => {
                 e.state = TransferState::Abandoned;
                 e.waker = None;
             }
@@ -400,6 +538,21 @@ impl<E: Default> TransferTable<E> {
         })?
     }
 
+    /// Run `f` on the live transfer `t` names (not free, not abandoned): its state, its buffer
+    /// and the backend's part (a backend's own `poll_done`, `fetch_response`...).
+    /// `InvalidArgument` for a stale ticket.
+    #[inline]
+    pub fn inspect<R>(
+        &self,
+        t: &Ticket,
+        f: impl FnOnce(TransferState, &PoolBuf, &mut E) -> R,
+    ) -> Result<R> {
+        self.with(t, |e| match (e.state, e.buf.as_ref()) {
+            (TransferState::Abandoned, _) | (_, None) => Err(Error::InvalidArgument),
+            (state, Some(buf)) => Ok(f(state, buf, &mut e.extra)),
+        })?
+    }
+
     /// Ask for a wake-up when `t` completes; `false` for a stale ticket.
     pub fn register_waker(&self, t: &Ticket, waker: &Waker) -> bool {
         self.with(t, |e| {
@@ -411,12 +564,13 @@ impl<E: Default> TransferTable<E> {
     }
 
     /// Run `f` on the entry `t` names, under its lock; `InvalidArgument` for a stale ticket.
+    #[inline]
     fn with<R>(&self, t: &Ticket, f: impl FnOnce(&mut Entry<E>) -> R) -> Result<R> {
         let entry = self
             .entries
             .get(t.slot() as usize)
             .ok_or(Error::InvalidArgument)?;
-        let mut e = entry.lock();
+        let mut e = L::hold(entry);
         if !e.matches(t) {
             return Err(Error::InvalidArgument);
         }
@@ -428,7 +582,7 @@ impl<E: Default> TransferTable<E> {
     pub fn remote_holds(&self, slot: u32) -> bool {
         self.entries
             .get(slot as usize)
-            .is_some_and(|entry| entry.lock().lent)
+            .is_some_and(|entry| L::hold(entry).lent)
     }
 
     fn lookup(&self, token: u32) -> Option<u32> {
@@ -439,20 +593,34 @@ impl<E: Default> TransferTable<E> {
 
     /// Free an entry: the loan if still out, the token (and its map entry), the buffer, the
     /// waker and the backend's part.
+    #[inline]
     fn free(&self, e: &mut Entry<E>) {
         e.lent = false;
-        if e.state != TransferState::Free {
+        if !matches!(e.state, TransferState::Free) {
             // Release: nothing is published, but the store must not be reordered before our
             // last use of the entry.
             self.token_map[e.token as usize].store(0, Ordering::Release);
-            if self.tokens.release(Token(e.token)).is_err() {
-                log::error!("transfer table: token {} released twice", e.token);
-            }
+            self.release_token(e.token);
         }
         e.state = TransferState::Free;
         e.buf = None;
         e.waker = None;
         e.extra = E::default();
+    }
+
+    fn release_token(&self, token: u32) {
+        if self.tokens.release(Token(token)).is_err() {
+            log::error!("transfer table: token {token} released twice");
+        }
+    }
+
+    fn count_failed(&self, err: Error) -> ReplyOutcome {
+        Counters::bump(if err == Error::Protocol(ProtocolError::UnknownToken) {
+            &self.counters.unknown_replies
+        } else {
+            &self.counters.protocol_errors
+        });
+        ReplyOutcome::Failed
     }
 
     fn count(&self, o: ReplyOutcome) -> ReplyOutcome {

@@ -17,8 +17,9 @@
 //! in the handler and unmask it once `complete` has returned on a CPU that ran the pass.
 //!
 //! This holds because every lock the interrupt pass takes is taken only under the channel lock:
-//! the message pool and the token allocator are reached only with the channel lock held (send
-//! allocates under it, `mark_txdone` drops the caller's buffer under it, `stats` counts under it).
+//! the transfer table, with its message pool and token allocator, lives in the channel state and
+//! has no entry locks of its own (`Exclusive`); it is reached only with the channel lock held
+//! (send reserves under it, `mark_txdone` frees under it, `stats` counts under it).
 //! Wakers of completed transfers run after the lock is released, in whichever context ran the pass
 //! (possibly the interrupt handler): a waker used with an interrupt-driven channel must be callable
 //! from interrupt context (`ThreadParker`, a WFE parker and executor wakers that only set a flag

@@ -3,7 +3,7 @@
 //! [`fwipc_transport_api::Transport`].
 //!
 //! Files: `features.rs` (feature bits, queue indices), the hardened split virtqueue (from
-//! `fwipc_virtio::ring`, shared by the virtio backends), `slot.rs` (per-message ownership and Linux poll states), `eventq.rs` (P2A
+//! `fwipc_virtio::ring`, shared by the virtio backends), `slot.rs` (SCMI's part of each message beside the shared `TransferTable`: the Linux poll state, the header the reply must echo, the shared addresses), `eventq.rs` (P2A
 //! buffers), `config.rs`, `error.rs`, `stall.rs` (telling a stalled device from a slow one), `transport/` (`ScmiVirtio`: `setup.rs`, `transport_impl.rs` the `Transport` implementation, `drain.rs`, `recovery.rs`, `shutdown.rs`), `irq_gate.rs` (the
 //! channel lock and the interrupt entry point `complete`, with the rule for embedders).
 //! Device reset (bounded on the clock), feature negotiation and `DRIVER_OK` are the shared
@@ -13,8 +13,8 @@
 //! instances), every used id and length checked (typed error + counter, never a panic), replies
 //! matched on the whole header (token + protocol + message + type), tokens and buffers of timed-out
 //! messages quarantined until the device returns them, bounded teardown, polling that identifies
-//! its message by identity (the slot's poll state) and shares the ownership state machine with the
-//! interrupt path.
+//! its message by identity (its poll state) and shares the ownership state machine (the
+//! `TransferTable` every backend uses) with the interrupt path.
 //!
 //! The unsafe ring and DMA code runs clean under Miri (Stacked Borrows; the simulator maps
 //! physical addresses to pointers, hence permissive provenance), e.g.:

@@ -275,29 +275,189 @@ fn take_frees_only_on_ok() {
     assert_eq!(t.state(&s.ticket()), Err(Error::InvalidArgument));
 }
 
+#[test]
+fn start_with_writes_the_token_and_undoes_on_error() {
+    let t = Table::new(2, 16, 2).unwrap();
+    let s = t
+        .start_with(|tok, buf| buf.write(&tok.0.to_le_bytes()).map(|()| 5))
+        .unwrap();
+    t.pool()
+        .get(s.slot)
+        .unwrap()
+        .with(|d| assert_eq!(d[..4], s.token.0.to_le_bytes()));
+    assert_eq!(t.take(&s.ticket(), |_, e| Ok(*e)), Ok(5));
+    let r = t.start_with(|_, _| Err(Error::Busy));
+    assert_eq!(r.err(), Some(Error::Busy));
+    let st = t.stats();
+    assert_eq!((st.pool_free, st.busy), (2, 0), "undone, not counted");
+    assert_eq!(t.tokens_in_use(), 0);
+}
+
+#[test]
+fn reply_at_gives_back_then_delivers_and_hands_the_waker_over() {
+    let t = Table::new(2, 16, 2).unwrap();
+    let s = t.start(b"", 1).unwrap();
+    let (count, w) = counting_waker();
+    assert!(t.register_waker(&s.ticket(), &w));
+    let order = core::cell::RefCell::new(Vec::new());
+    let (r, waker) = t.on_reply_at(
+        s.slot,
+        |_, e| {
+            order.borrow_mut().push("give back");
+            *e = 2;
+        },
+        |_, e| {
+            order.borrow_mut().push("deliver");
+            assert_eq!(*e, 2);
+            Ok(3)
+        },
+    );
+    assert_eq!(
+        (r, order.into_inner()),
+        (ReplyOutcome::Completed, vec!["give back", "deliver"])
+    );
+    assert_eq!(count.0.load(Ordering::Relaxed), 0, "the caller wakes it");
+    waker.unwrap().wake();
+    assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    assert_eq!(t.state(&s.ticket()), Ok(TransferState::Done(3)));
+    // The remote returns the buffer again, or one it never had: duplicates.
+    let (r, _) = t.on_reply_at(s.slot, |_, _| panic!("not lent"), |_, _| Ok(0));
+    assert_eq!(r, ReplyOutcome::Duplicate);
+    let (r, _) = t.on_reply_at(1, |_, _| panic!("not lent"), |_, _| Ok(0));
+    assert_eq!(r, ReplyOutcome::Duplicate);
+    let (r, _) = t.on_reply_at(9, |_, _| {}, |_, _| Ok(0));
+    assert_eq!(r, ReplyOutcome::Duplicate);
+    assert_eq!(t.stats().duplicate_replies, 3);
+    // A late one is given back, not delivered, and frees the entry.
+    t.finish(s.ticket(), TxOutcome::Done).unwrap();
+    let s = t.start(b"", 0).unwrap();
+    t.finish(s.ticket(), TxOutcome::TimedOut).unwrap();
+    let mut gave = false;
+    let (r, w) = t.on_reply_at(s.slot, |_, _| gave = true, |_, _| panic!("late"));
+    assert!(gave && w.is_none());
+    assert_eq!(r, ReplyOutcome::Late);
+    assert_eq!((t.pool().free_count(), t.tokens_in_use()), (2, 0));
+}
+
+#[test]
+fn a_reply_naming_another_transfer_counts_as_unknown() {
+    let t = Table::new(1, 16, 1).unwrap();
+    let s = t.start(b"", 0).unwrap();
+    let (r, _) = t.on_reply_at(
+        s.slot,
+        |_, _| {},
+        |_, _| Err(Error::Protocol(ProtocolError::UnknownToken)),
+    );
+    assert_eq!(r, ReplyOutcome::Failed);
+    let st = t.stats();
+    assert_eq!((st.unknown_replies, st.protocol_errors), (1, 0));
+    assert_eq!(
+        t.poll(&s.ticket()),
+        Err(Error::Protocol(ProtocolError::UnknownToken))
+    );
+}
+
+#[test]
+fn fail_pending_keeps_the_loan_until_reclaim() {
+    let t = Table::new(3, 16, 2).unwrap();
+    let a = t.start(b"", 0).unwrap();
+    let b = t.start(b"", 0).unwrap();
+    let c = t.start(b"", 0).unwrap();
+    t.finish(c.ticket(), TxOutcome::TimedOut).unwrap();
+    let (count, w) = counting_waker();
+    assert!(t.register_waker(&a.ticket(), &w));
+    let mut woken = Vec::new();
+    t.fail_pending(Error::Shutdown, |w| woken.push(w));
+    assert_eq!(woken.len(), 1);
+    woken.drain(..).for_each(Waker::wake);
+    assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    assert_eq!(t.poll(&a.ticket()), Err(Error::Shutdown));
+    assert_eq!(t.poll(&b.ticket()), Err(Error::Shutdown));
+    assert!(t.remote_holds(a.slot) && t.remote_holds(b.slot));
+    // The caller lets go of `a` while the remote still holds its buffer: abandoned, kept.
+    t.finish(a.ticket(), TxOutcome::Cancelled).unwrap();
+    assert_eq!(t.timed_out_and_free(), (1, 0));
+    let mut given = Vec::new();
+    t.reclaim_all(
+        Error::Cancelled,
+        |i, _, _| given.push(i),
+        |_| panic!("nothing in flight"),
+    );
+    given.sort_unstable();
+    assert_eq!(given, vec![a.slot, b.slot, c.slot]);
+    // `a` and `c` were abandoned: free; `b` keeps its first error.
+    assert_eq!(t.poll(&b.ticket()), Err(Error::Shutdown));
+    assert_eq!(t.timed_out_and_free(), (1, 2));
+    t.finish(b.ticket(), TxOutcome::Cancelled).unwrap();
+    assert_eq!((t.pool().free_count(), t.tokens_in_use()), (3, 0));
+}
+
+#[test]
+fn inspect_sees_live_transfers_only() {
+    let t = Table::new(1, 16, 1).unwrap();
+    let s = t.start(b"hi", 4).unwrap();
+    let r = t.inspect(&s.ticket(), |st, buf, e| {
+        *e += 1;
+        (st, buf.index(), *e)
+    });
+    assert_eq!(r, Ok((TransferState::InFlight, s.slot, 5)));
+    t.finish(s.ticket(), TxOutcome::TimedOut).unwrap();
+    assert_eq!(
+        t.inspect(&s.ticket(), |st, _, _| st),
+        Err(Error::InvalidArgument),
+        "abandoned: the caller let go"
+    );
+}
+
+#[test]
+fn an_exclusive_table_runs_the_same_machine() {
+    let t = TransferTable::<u32, Exclusive>::new(1, 16, 1).unwrap();
+    let s = t.start(b"", 0).unwrap();
+    assert_eq!(t.start(b"", 0).err(), Some(Error::Busy));
+    let (r, _) = t.on_reply_at(s.slot, |_, _| {}, echo(b"ok"));
+    assert_eq!(r, ReplyOutcome::Completed);
+    let mut out = [0u8; 2];
+    assert_eq!(t.fetch(&s.ticket(), &mut out), Ok(2));
+    t.finish(s.ticket(), TxOutcome::Done).unwrap();
+    let st = t.stats();
+    assert_eq!((st.completed, st.busy, st.pool_free), (1, 1, 1));
+}
+
+impl<E: Default, L: Locking> TransferTable<E, L> {
+    fn timed_out_and_free(&self) -> (u64, usize) {
+        (self.stats().timed_out, self.pool().free_count())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum M {
     InFlight,
     Done,
     Failed,
+    /// Failed by `fail_pending`, the buffer still lent.
+    FailedLent,
     Abandoned,
 }
 
 #[derive(Debug, Clone)]
 enum Op {
     Start,
-    Reply(usize, bool),
+    /// A reply to live transfer `i % len`, well-formed or not, by entry index or by token.
+    Reply(usize, bool, bool),
     Finish(usize, bool),
     FailAll,
+    FailPending,
     StrayToken(u32),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => Just(Op::Start),
-        4 => (any::<usize>(), any::<bool>()).prop_map(|(i, ok)| Op::Reply(i, ok)),
+        6 => (any::<usize>(), any::<bool>(), any::<bool>())
+            .prop_map(|(i, ok, at)| Op::Reply(i, ok, at)),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(i, t)| Op::Finish(i, t)),
         1 => Just(Op::FailAll),
+        1 => Just(Op::FailPending),
         1 => (0u32..64).prop_map(Op::StrayToken),
     ]
 }
@@ -309,114 +469,176 @@ proptest! {
     /// Against a model: states, buffer ownership, token quarantine and every counter.
     #[test]
     fn matches_model(ops in proptest::collection::vec(op(), 1..MODEL_OPS)) {
-        const CAP: usize = 4;
-        let t = Table::new(CAP, 8, 3).unwrap();
-        // Live transfers: what was started, the model state, whether the caller still holds
-        // the ticket.
-        let mut live: Vec<(StartedTransfer, M, bool)> = Vec::new();
-        let mut want = Stats { pool_capacity: CAP as u64, ..Stats::default() };
-        for op in ops {
-            match op {
-                Op::Start => match t.start(b"r", 0) {
-                    Ok(s) => {
-                        prop_assert!(live.len() < CAP);
-                        prop_assert!(live.iter().all(|(o, _, _)| o.token != s.token));
-                        live.push((s, M::InFlight, true));
-                        want.sent += 1;
+        run_model::<Shared>(&ops)?;
+    }
+
+    /// The same model, entries without their own locks.
+    #[test]
+    fn exclusive_matches_model(ops in proptest::collection::vec(op(), 1..MODEL_OPS)) {
+        run_model::<Exclusive>(&ops)?;
+    }
+}
+
+fn run_model<L: Locking>(ops: &[Op]) -> core::result::Result<(), TestCaseError> {
+    const CAP: usize = 4;
+    let t = TransferTable::<u32, L>::new(CAP, 8, 3).unwrap();
+    // Live transfers: what was started, the model state, whether the caller still holds
+    // the ticket.
+    let mut live: Vec<(StartedTransfer, M, bool)> = Vec::new();
+    let mut want = Stats {
+        pool_capacity: CAP as u64,
+        ..Stats::default()
+    };
+    for op in ops.iter().cloned() {
+        match op {
+            Op::Start => match t.start(b"r", 0) {
+                Ok(s) => {
+                    prop_assert!(live.len() < CAP);
+                    prop_assert!(live.iter().all(|(o, _, _)| o.token != s.token));
+                    live.push((s, M::InFlight, true));
+                    want.sent += 1;
+                }
+                Err(e) => {
+                    prop_assert_eq!(e, Error::Busy);
+                    prop_assert_eq!(live.len(), CAP);
+                    want.busy += 1;
+                }
+            },
+            Op::Reply(i, ok, at) if !live.is_empty() => {
+                let i = i % live.len();
+                let (s, m, _) = live[i];
+                // By token, a failure is a malformed reply; by index, one that names another
+                // transfer (counted as unknown).
+                let fail = if at {
+                    Error::Protocol(ProtocolError::UnknownToken)
+                } else {
+                    Error::Cancelled
+                };
+                let deliver = |b: &PoolBuf, _: &mut u32| {
+                    if ok {
+                        b.write(b"ab").map(|()| 2)
+                    } else {
+                        Err(fail)
                     }
-                    Err(e) => {
-                        prop_assert_eq!(e, Error::Busy);
-                        prop_assert_eq!(live.len(), CAP);
-                        want.busy += 1;
+                };
+                let r = if at {
+                    let mut gave = false;
+                    let (r, _) = t.on_reply_at(s.slot, |_, _| gave = true, deliver);
+                    prop_assert_eq!(gave, r != ReplyOutcome::Duplicate);
+                    r
+                } else {
+                    t.on_reply(s.token.0, |_| true, deliver)
+                };
+                match m {
+                    M::InFlight if ok => {
+                        prop_assert_eq!(r, ReplyOutcome::Completed);
+                        live[i].1 = M::Done;
+                        want.completed += 1;
                     }
-                },
-                Op::Reply(i, ok) if !live.is_empty() => {
-                    let i = i % live.len();
-                    let (s, m, _) = live[i];
-                    let r = t.on_reply(s.token.0, |_| true, |b, _| {
-                        if ok { b.write(b"ab").map(|()| 2) } else { Err(Error::Cancelled) }
-                    });
-                    match m {
-                        M::InFlight if ok => {
-                            prop_assert_eq!(r, ReplyOutcome::Completed);
-                            live[i].1 = M::Done;
-                            want.completed += 1;
-                        }
-                        M::InFlight => {
-                            prop_assert_eq!(r, ReplyOutcome::Failed);
-                            live[i].1 = M::Failed;
+                    M::InFlight => {
+                        prop_assert_eq!(r, ReplyOutcome::Failed);
+                        live[i].1 = M::Failed;
+                        if at {
+                            want.unknown_replies += 1;
+                        } else {
                             want.protocol_errors += 1;
                         }
-                        M::Abandoned => {
-                            prop_assert_eq!(r, ReplyOutcome::Late);
-                            live.swap_remove(i);
-                            want.late_replies += 1;
-                        }
-                        M::Done | M::Failed => {
-                            prop_assert_eq!(r, ReplyOutcome::Duplicate);
-                            want.duplicate_replies += 1;
-                        }
+                    }
+                    M::Abandoned => {
+                        prop_assert_eq!(r, ReplyOutcome::Late);
+                        live.swap_remove(i);
+                        want.late_replies += 1;
+                    }
+                    // The buffer comes back; by token, the transfer already had its answer.
+                    M::FailedLent if at => {
+                        prop_assert_eq!(r, ReplyOutcome::Late);
+                        live[i].1 = M::Failed;
+                        want.late_replies += 1;
+                    }
+                    M::Done | M::Failed | M::FailedLent => {
+                        prop_assert_eq!(r, ReplyOutcome::Duplicate);
+                        want.duplicate_replies += 1;
                     }
                 }
-                Op::Finish(i, timed_out) if live.iter().any(|l| l.2) => {
-                    let held: Vec<usize> = (0..live.len()).filter(|&j| live[j].2).collect();
-                    let i = held[i % held.len()];
-                    let (s, m, _) = live[i];
-                    let outcome = if timed_out { TxOutcome::TimedOut } else { TxOutcome::Cancelled };
-                    prop_assert_eq!(t.finish(s.ticket(), outcome), Ok(()));
-                    match m {
-                        M::InFlight => {
-                            live[i] = (s, M::Abandoned, false);
-                            want.timed_out += u64::from(timed_out);
-                        }
-                        _ => {
-                            live.swap_remove(i);
-                        }
-                    }
-                }
-                Op::FailAll => {
-                    t.fail_all(Error::Shutdown);
-                    live.retain(|l| l.1 != M::Abandoned);
-                    for l in live.iter_mut().filter(|l| l.1 == M::InFlight) {
-                        l.1 = M::Failed;
-                    }
-                }
-                Op::StrayToken(tok) => {
-                    if live.iter().all(|l| l.0.token.0 != tok) {
-                        prop_assert_eq!(t.on_reply(tok, |_| true, echo(b"")), ReplyOutcome::Unknown);
-                        want.unknown_replies += 1;
-                    }
-                }
-                Op::Reply(..) | Op::Finish(..) => {}
             }
-            // `sent` is the backend's to count.
-            let mut got = t.stats();
-            got.sent = want.sent;
-            want.pool_free = (CAP - live.len()) as u64;
-            prop_assert_eq!(got, want);
-            for (s, m, held) in &live {
-                let lent = u32::from(*m == M::InFlight || *m == M::Abandoned);
-                prop_assert_eq!(u32::from(t.remote_holds(s.slot)), lent);
-                // `poll` agrees with the model whoever holds the ticket.
-                let polled = t.poll(&s.ticket());
-                let ok = match m {
-                    M::InFlight => polled == Ok(false),
-                    M::Done => polled == Ok(true),
-                    M::Failed => polled.is_err() && polled != Err(Error::InvalidArgument),
-                    M::Abandoned => polled == Err(Error::InvalidArgument),
+            Op::Finish(i, timed_out) if live.iter().any(|l| l.2) => {
+                let held: Vec<usize> = (0..live.len()).filter(|&j| live[j].2).collect();
+                let i = held[i % held.len()];
+                let (s, m, _) = live[i];
+                let outcome = if timed_out {
+                    TxOutcome::TimedOut
+                } else {
+                    TxOutcome::Cancelled
                 };
-                prop_assert!(ok, "{:?} polled {:?}", m, polled);
-                if *held {
-                    let st = t.state(&s.ticket()).unwrap();
-                    let ok = matches!(
-                        (m, st),
-                        (M::InFlight, TransferState::InFlight)
-                            | (M::Done, TransferState::Done(2))
-                            | (M::Failed, TransferState::Failed(_))
-                    );
-                    prop_assert!(ok, "{:?} vs {:?}", m, st);
+                prop_assert_eq!(t.finish(s.ticket(), outcome), Ok(()));
+                match m {
+                    M::InFlight => {
+                        live[i] = (s, M::Abandoned, false);
+                        want.timed_out += u64::from(timed_out);
+                    }
+                    M::FailedLent => live[i] = (s, M::Abandoned, false),
+                    _ => {
+                        live.swap_remove(i);
+                    }
                 }
+            }
+            Op::FailAll => {
+                t.fail_all(Error::Shutdown);
+                live.retain(|l| l.1 != M::Abandoned);
+                for l in live
+                    .iter_mut()
+                    .filter(|l| matches!(l.1, M::InFlight | M::FailedLent))
+                {
+                    l.1 = M::Failed;
+                }
+            }
+            Op::FailPending => {
+                let mut woken = 0;
+                t.fail_pending(Error::Shutdown, |_| woken += 1);
+                prop_assert_eq!(woken, 0, "no waker registered");
+                for l in live.iter_mut().filter(|l| l.1 == M::InFlight) {
+                    l.1 = M::FailedLent;
+                }
+            }
+            Op::StrayToken(tok) => {
+                if live.iter().all(|l| l.0.token.0 != tok) {
+                    prop_assert_eq!(t.on_reply(tok, |_| true, echo(b"")), ReplyOutcome::Unknown);
+                    want.unknown_replies += 1;
+                }
+            }
+            Op::Reply(..) | Op::Finish(..) => {}
+        }
+        // `sent` is the backend's to count.
+        let mut got = t.stats();
+        got.sent = want.sent;
+        want.pool_free = (CAP - live.len()) as u64;
+        prop_assert_eq!(got, want);
+        for (s, m, held) in &live {
+            let lent = u32::from(matches!(m, M::InFlight | M::Abandoned | M::FailedLent));
+            prop_assert_eq!(u32::from(t.remote_holds(s.slot)), lent);
+            // `poll` agrees with the model whoever holds the ticket.
+            let polled = t.poll(&s.ticket());
+            let ok = match m {
+                M::InFlight => polled == Ok(false),
+                M::Done => polled == Ok(true),
+                M::Failed | M::FailedLent => {
+                    polled.is_err() && polled != Err(Error::InvalidArgument)
+                }
+                M::Abandoned => polled == Err(Error::InvalidArgument),
+            };
+            prop_assert!(ok, "{:?} polled {:?}", m, polled);
+            if *held {
+                let st = t.state(&s.ticket()).unwrap();
+                let ok = matches!(
+                    (m, st),
+                    (M::InFlight, TransferState::InFlight)
+                        | (M::Done, TransferState::Done(2))
+                        | (M::Failed | M::FailedLent, TransferState::Failed(_))
+                );
+                prop_assert!(ok, "{:?} vs {:?}", m, st);
+                prop_assert_eq!(t.inspect(&s.ticket(), |st, _, _| st), Ok(st));
             }
         }
     }
+    Ok(())
 }

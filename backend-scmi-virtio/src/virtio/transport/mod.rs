@@ -6,16 +6,13 @@
 //! `recovery.rs` (device reset, unconfirmed resets, stalls, quarantine), `shutdown.rs`
 //! (teardown, `into_transport`, `Drop`).
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::task::Waker;
 
-use fwipc_transport_api::{
-    Counters, Error, Lifecycle, MsgPool, PoolBuf, Result, Ticket, TokenAllocator,
-};
+use fwipc_transport_api::{Exclusive, Lifecycle, PoolBuf, TransferTable};
 use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::Hal;
 
@@ -24,7 +21,7 @@ use super::error::ScmiVirtioError;
 use super::eventq::EventQueue;
 use super::features::ScmiFeatures;
 use super::ring::SplitRing;
-use super::slot::Slot;
+use super::slot::ScmiPart;
 use super::stall::StallWatch;
 
 mod drain;
@@ -47,7 +44,10 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
     released: bool,
     cmdq: Option<SplitRing<H>>,
     eventq: Option<EventQueue<H>>,
-    slots: Box<[Slot]>,
+    /// The cmdq messages: the shared transfer table, with its pool, tokens and counters. Its
+    /// entries have no lock of their own: the channel lock guards them, as it guards the rings
+    /// (see `irq_gate`).
+    table: TransferTable<ScmiPart, Exclusive>,
     /// Wakers of completed transfers, run after the channel lock is dropped (deferred
     /// processing: a poller or the interrupt pass may complete other callers' transfers).
     /// Capacity reserved at setup, so pushing never allocates.
@@ -55,7 +55,7 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
     /// Polls of pending polled transfers that found no used entry since the device status was
     /// last read (see [`STATUS_POLL_PERIOD`]).
     idle_polls: u32,
-    /// cmdq chains the device holds (slots `Device` or `Abandoned`).
+    /// cmdq chains the device holds (the table's loans).
     outstanding: usize,
     /// Tells a stalled device from a slow one ([`ScmiVirtioConfig::stall_timeout`]).
     stall: StallWatch,
@@ -142,9 +142,8 @@ pub const STATUS_POLL_PERIOD: u32 = 256;
 /// ```
 pub struct ScmiVirtio<H: Hal, T: VirtioTransport> {
     pub(super) lc: Lifecycle,
-    counters: Counters,
-    pool: MsgPool,
-    tokens: TokenAllocator,
+    /// cmdq messages (entries of the transfer table).
+    max_msg: usize,
     max_msg_size: usize,
     /// Bytes of the request area at the start of each pool buffer (`4 + max_msg_size`).
     req_cap: usize,
@@ -168,7 +167,7 @@ impl<H: Hal, T: VirtioTransport> core::fmt::Debug for ScmiVirtio<H, T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ScmiVirtio")
             .field("features", &self.features)
-            .field("max_msg", &self.pool.capacity())
+            .field("max_msg", &self.max_msg)
             .field("max_msg_size", &self.max_msg_size)
             .finish()
     }
@@ -182,9 +181,8 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
 
     /// Tokens allocated right now (live transfers plus quarantined ones).
     pub fn tokens_in_use(&self) -> u32 {
-        // Under the channel lock: the token allocator is only touched with it held (irq_gate).
-        let _st = self.lock();
-        self.tokens.in_use()
+        // Under the channel lock, which guards the transfer table (irq_gate).
+        self.lock().table.tokens_in_use()
     }
 
     /// Eventq buffers currently posted to the device (0 without P2A).
@@ -234,20 +232,6 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// `None` while it works (and after a plain `shutdown`).
     pub fn failure(&self) -> Option<ScmiVirtioError> {
         self.lock().failure
-    }
-
-    pub(in crate::virtio) fn slot_index(&self, st: &State<H, T>, t: &Ticket) -> Result<usize> {
-        let i = t.slot() as usize;
-        match st.slots.get(i) {
-            Some(s)
-                if s.generation == t.generation()
-                    && s.token.0 == t.token()
-                    && s.local.is_some() =>
-            {
-                Ok(i)
-            }
-            _ => Err(Error::InvalidArgument),
-        }
     }
 
     /// The response area of message buffer `buf` (at `req_cap`).

@@ -2,11 +2,9 @@
 //! is never confirmed and a device that stalls (everything it can reach quarantined, the
 //! channel dead), and the reclaiming of what a confirmed reset gives back.
 
-use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
-use core::task::Waker;
 
-use fwipc_transport_api::{Error, TokenAllocator};
+use fwipc_transport_api::Error;
 use fwipc_virtio::negotiate;
 use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::Hal;
@@ -15,7 +13,6 @@ use super::setup::{go_live, reset_device};
 use super::{ScmiVirtio, State};
 use crate::virtio::error::ScmiVirtioError;
 use crate::virtio::features::{CMDQ, EVENTQ};
-use crate::virtio::slot::{Outcome, Owner, PollStatus, Slot};
 use crate::virtio::stall::StallWatch;
 
 impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
@@ -97,7 +94,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         }
         let State {
             eventq,
-            slots,
+            table,
             deferred,
             outstanding,
             stall,
@@ -105,49 +102,28 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         } = st;
         *outstanding = 0;
         *stall = StallWatch::default();
-        for (i, slot) in slots.iter_mut().enumerate() {
-            if !slot.device_owned() {
-                continue;
-            }
-            self.unshare_slot(slot, i);
-            Self::end_device_owned(slot, fail, deferred, &self.tokens);
-            let _ = self.pool.reclaim(i as u32);
-        }
+        // Every chain the device held comes back: pending transfers end with `fail` (wakers
+        // deferred), abandoned ones free their buffer and token.
+        table.reclaim_all(
+            fail,
+            |_, buf, part| {
+                self.unshare(buf, part);
+                part.returned();
+            },
+            |w| deferred.push(w),
+        );
         if let Some(q) = eventq.as_mut() {
             q.unshare_posted();
         }
         Ok(())
     }
 
-    /// A device-owned slot leaves the device: an abandoned one frees its token, a pending one
-    /// ends with `fail` (its waker deferred). The device's pool loan is the caller's business.
-    pub(in crate::virtio) fn end_device_owned(
-        slot: &mut Slot,
-        fail: Error,
-        deferred: &mut Vec<Waker>,
-        tokens: &TokenAllocator,
-    ) {
-        if slot.owner == Owner::Abandoned {
-            let _ = tokens.release(slot.token);
-            slot.poll = PollStatus::NotPolled;
-        } else if slot.outcome == Outcome::Pending {
-            slot.outcome = Outcome::Failed(fail);
-            if slot.poll == PollStatus::Polling {
-                slot.poll = PollStatus::PollDone;
-            }
-            if let Some(w) = slot.waker.take() {
-                deferred.push(w);
-            }
-        }
-        slot.owner = Owner::Driver;
-    }
-
     /// The reset was not confirmed (`why` is [`ScmiVirtioError::ResetUnconfirmed`]) or the device
     /// stalled ([`ScmiVirtioError::DeviceStalled`]): the device may still read and write every
-    /// buffer it held and both rings. Waiters end with `fail`, but nothing the device can reach is un-shared or
-    /// reused: each device-owned pool buffer keeps the device's pool loan and a leaked handle
-    /// (so the pool memory outlives the channel), and the cmdq ring and the eventq (its ring and
-    /// buffers) are leaked. Counted ([`Self::quarantined_buffers`]) and logged. The queues are
+    /// buffer it held and both rings. Waiters end with `fail` and abandoned transfers free their
+    /// tokens, but nothing the device can reach is un-shared or reused: each pool buffer the
+    /// device held gets a leaked handle (so the pool never hands it out again and its memory
+    /// outlives the channel), and the cmdq ring and the eventq (its ring and buffers) are leaked. Counted ([`Self::quarantined_buffers`]) and logged. The queues are
     /// gone afterwards, so every later transfer fails with `Shutdown`.
     pub(in crate::virtio) fn quarantine(
         &self,
@@ -158,7 +134,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         let State {
             cmdq,
             eventq,
-            slots,
+            table,
             deferred,
             outstanding,
             failure,
@@ -167,16 +143,17 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         *outstanding = 0;
         *failure = Some(why);
         let mut n = 0u64;
-        for (i, slot) in slots.iter_mut().enumerate() {
-            if !slot.device_owned() {
-                continue;
-            }
-            Self::end_device_owned(slot, fail, deferred, &self.tokens);
-            // The device's loan is never reclaimed, so the pool never hands buffer `i` out again;
-            // the leaked handle keeps the pool's memory alive after the channel is dropped.
-            core::mem::forget(self.pool.get(i as u32));
-            n += 1;
-        }
+        table.reclaim_all(
+            fail,
+            |_, buf, part| {
+                // The leaked handle keeps the buffer in use, so the pool never hands it out
+                // again, and keeps the pool's memory alive after the channel is dropped.
+                core::mem::forget(buf.clone());
+                part.returned();
+                n += 1;
+            },
+            |w| deferred.push(w),
+        );
         if let Some(q) = eventq.take() {
             n += q.posted() as u64;
             core::mem::forget(q);

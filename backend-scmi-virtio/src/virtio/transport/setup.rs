@@ -1,12 +1,11 @@
 //! Setting a channel up: [`ScmiVirtio::new`] (virtio 1.2 §3.1.1: feature negotiation, the
 //! cmdq, the eventq with its pre-posted buffers, `DRIVER_OK`) and the choice of queue sizes.
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicBool, AtomicU64};
 
-use fwipc_transport_api::{Counters, Lifecycle, MsgPool, TokenAllocator};
+use fwipc_transport_api::{Lifecycle, TransferTable};
 use fwipc_virtio::negotiate::{self, ResetOutcome, StatusReadClock};
 use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::Hal;
@@ -19,7 +18,6 @@ use crate::virtio::eventq::EventQueue;
 use crate::virtio::features::{ScmiFeatures, CMDQ, EVENTQ};
 use crate::virtio::parse::RESP_OVERHEAD;
 use crate::virtio::ring::SplitRing;
-use crate::virtio::slot::Slot;
 use crate::virtio::stall::StallWatch;
 
 /// Largest payload we accept in the configuration.
@@ -117,11 +115,8 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         let nslots = (size as usize / 2).min(MAX_MESSAGES);
         let req_cap = HEADER_LEN + config.max_msg_size;
         let resp_cap = RESP_OVERHEAD + config.max_msg_size;
-        let pool = match MsgPool::new(nslots, req_cap + resp_cap) {
-            Ok(p) => p,
-            Err(_) => return fail(&mut transport, ScmiVirtioError::BadConfig),
-        };
-        let tokens = match TokenAllocator::new(10) {
+        // 10-bit tokens (Linux `MSG_TOKEN_MAX`), quarantined while the device holds the buffer.
+        let table = match TransferTable::new(nslots, req_cap + resp_cap, 10) {
             Ok(t) => t,
             Err(_) => return fail(&mut transport, ScmiVirtioError::BadConfig),
         };
@@ -158,12 +153,9 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             "virtio-scmi: features {features:?}, cmdq {size} ({nslots} messages), eventq {}",
             eventq.as_ref().map_or(0, |q| q.count())
         );
-        let slots: Box<[Slot]> = (0..nslots).map(|_| Slot::new()).collect();
         Ok(ScmiVirtio {
             lc: Lifecycle::new(),
-            counters: Counters::default(),
-            pool,
-            tokens,
+            max_msg: nslots,
             max_msg_size: config.max_msg_size,
             req_cap,
             resp_cap,
@@ -174,7 +166,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 released: false,
                 cmdq: Some(cmdq),
                 eventq,
-                slots,
+                table,
                 deferred: Vec::with_capacity(2 * nslots + 1),
                 idle_polls: 0,
                 outstanding: 0,

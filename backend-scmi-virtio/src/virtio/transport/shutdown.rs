@@ -9,7 +9,6 @@ use virtio_drivers::Hal;
 
 use super::{ScmiVirtio, State};
 use crate::virtio::features::{CMDQ, EVENTQ};
-use crate::virtio::slot::Outcome;
 
 impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// See [`Transport::shutdown`](fwipc_transport_api::Transport::shutdown): refuse new transfers, fail in-flight ones with `Shutdown`
@@ -21,18 +20,12 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         }
         // 1. Every transfer in flight ends with Shutdown; wake its waiter.
         {
+            // The device keeps the buffers until the reset below takes them back.
             let mut st = self.lock();
             let State {
-                slots, deferred, ..
+                table, deferred, ..
             } = &mut *st;
-            for slot in slots.iter_mut() {
-                if slot.local.is_some() && slot.outcome == Outcome::Pending {
-                    slot.outcome = Outcome::Failed(Error::Shutdown);
-                    if let Some(w) = slot.waker.take() {
-                        deferred.push(w);
-                    }
-                }
-            }
+            table.fail_pending(Error::Shutdown, |w| deferred.push(w));
         }
         // 2. Wait (bounded) for the users to leave.
         let waited = match &self.cfg.clock {

@@ -6,8 +6,8 @@ use core::task::Waker;
 
 use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
 use fwipc_transport_api::{
-    Caps, Counters, Error, Notification, ProtocolError, Request, Result, Stats, Ticket, Transport,
-    TxOutcome,
+    Caps, Counters, Error, Notification, ProtocolError, Request, Result, Stats, Ticket,
+    TransferState, Transport, TxOutcome,
 };
 use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::{BufferDirection, Hal};
@@ -17,13 +17,13 @@ use crate::header::{split_target, Header, HEADER_LEN};
 use crate::virtio::features::{ScmiFeatures, CMDQ, EVENTQ};
 use crate::virtio::parse::{RESP_OVERHEAD, RESP_UNWRITTEN};
 use crate::virtio::ring::{Descriptor, DESC_F_NEXT, DESC_F_WRITE};
-use crate::virtio::slot::{Outcome, Owner, PollStatus};
+use crate::virtio::slot::{PollStatus, ScmiPart};
 
 impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     fn caps(&self) -> Caps {
         // No datagrams (docs/datagram.md): SCMI notifications and delayed responses are
         // unsolicited messages of a protocol, delivered by `fetch_notification`, not endpoints.
-        Caps::new(self.pool.capacity(), self.max_msg_size)
+        Caps::new(self.max_msg, self.max_msg_size)
             .with_notifications(self.features.contains(ScmiFeatures::P2A_CHANNELS))
             .with_polling(true)
     }
@@ -35,97 +35,100 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         if len > self.max_msg_size {
             return Err(Error::TooLarge);
         }
-        // The pool and the token allocator are only touched under the channel lock, so the
-        // interrupt pass (which returns buffers and tokens) never waits for their locks (irq_gate).
+        // The transfer table (pool and tokens with it) is only touched under the channel lock,
+        // so the interrupt pass (which returns buffers and tokens) never waits for a lock of its
+        // own (irq_gate).
         let mut st = self.lock();
         if self.check_stall(&mut st) {
             return Err(Error::Shutdown);
         }
-        let buf = self
-            .pool
-            .alloc()
-            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
-        let token = self
-            .tokens
-            .alloc()
-            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
-        let hdr = Header::command(proto, msg, token.0 as u16).encode();
-        // Once per send: every `dma_ptr` takes the buffer's lock.
-        let base = buf.dma_ptr();
-        // SAFETY: header + payload (`len` ≤ max_msg_size) fit the request area and the sentinel
-        // the response area of pool buffer `buf`, which we hold; with an in-place `Hal` that
-        // memory is device-reachable, so it is written only through the byte accessors of
-        // `shared_mem` (docs/reliability.md, "Invariants" item 1).
-        unsafe {
-            copy_to_shared(base, &hdr.to_le_bytes());
-            copy_to_shared(base.wrapping_add(HEADER_LEN), req.payload);
-            copy_to_shared(
-                base.wrapping_add(self.req_cap),
-                &RESP_UNWRITTEN.to_le_bytes(),
-            );
-        }
         let req_len = HEADER_LEN + len;
-        let (req_area, resp_area) =
-            self.areas(NonNull::new(base).unwrap_or(NonNull::dangling()), req_len);
-        let i = buf.index() as usize;
-
         let State {
             transport,
             cmdq,
-            slots,
+            table,
             outstanding,
             ..
         } = &mut *st;
+        let dead = cmdq.is_none();
+        let mut share_failed = false;
+        let mut posted = [0; 2];
+        let started = table.start_with(|token, buf| {
+            if dead {
+                return Err(Error::Shutdown);
+            }
+            let hdr = Header::command(proto, msg, token.0 as u16).encode();
+            // Once per send: every `dma_ptr` takes the buffer's lock.
+            let base = buf.dma_ptr();
+            // SAFETY: header + payload (`len` ≤ max_msg_size) fit the request area and the
+            // sentinel the response area of pool buffer `buf`, which the table reserved for us;
+            // with an in-place `Hal` that memory is device-reachable, so it is written only
+            // through the byte accessors of `shared_mem` (docs/reliability.md, "Invariants"
+            // item 1).
+            unsafe {
+                copy_to_shared(base, &hdr.to_le_bytes());
+                copy_to_shared(base.wrapping_add(HEADER_LEN), req.payload);
+                copy_to_shared(
+                    base.wrapping_add(self.req_cap),
+                    &RESP_UNWRITTEN.to_le_bytes(),
+                );
+            }
+            let (req_area, resp_area) =
+                self.areas(NonNull::new(base).unwrap_or(NonNull::dangling()), req_len);
+            // SAFETY: both areas lie inside the pool buffer, which never moves and which the
+            // table reserved for this transfer. From here until the device returns the chain
+            // (`drain_cmdq`) or is reset (`reset_and_reclaim`) we do not touch them: the table
+            // keeps the buffer lent to the device even if the caller gives up.
+            let shared = unsafe {
+                [
+                    H::share(req_area, BufferDirection::DriverToDevice),
+                    H::share(resp_area, BufferDirection::DeviceToDriver),
+                ]
+            };
+            if shared.contains(&0) {
+                // A bouncing Hal out of shared memory (physical address 0 is virtio-drivers'
+                // failure value): undo and report back-pressure; nothing was posted.
+                for (p, (area, dir)) in shared.iter().zip([
+                    (req_area, BufferDirection::DriverToDevice),
+                    (resp_area, BufferDirection::DeviceToDriver),
+                ]) {
+                    if *p != 0 {
+                        // SAFETY: shared just above with these arguments; the device never saw
+                        // it.
+                        unsafe { H::unshare(*p, area, dir) };
+                    }
+                }
+                share_failed = true;
+                return Err(Error::Busy);
+            }
+            posted = shared;
+            Ok(ScmiPart {
+                poll: match req.completion {
+                    fwipc_transport_api::Completion::Polled => PollStatus::Polling,
+                    fwipc_transport_api::Completion::Interrupt => PollStatus::NotPolled,
+                },
+                hdr,
+                shared,
+                req_len,
+            })
+        });
+        let started = match started {
+            Ok(s) => s,
+            Err(e) => {
+                if share_failed {
+                    Counters::bump(&table.counters().busy);
+                }
+                return Err(e);
+            }
+        };
         let Some(ring) = cmdq.as_mut() else {
-            let _ = self.tokens.release(token);
-            drop(buf);
+            // Not reached: `start_with` refused a dead channel above.
+            table.abort(started);
             return Err(Error::Shutdown);
         };
-        let slot = &mut slots[i];
-        // SAFETY: both areas lie inside pool buffer `i`, which never moves and which we now own
-        // (fresh from the pool). From here until the device returns the chain (`drain_cmdq`) or
-        // is reset (`shutdown`) we do not touch them: the device's pool loan taken below keeps
-        // the buffer from being recycled even if the caller gives up.
-        let shared = unsafe {
-            [
-                H::share(req_area, BufferDirection::DriverToDevice),
-                H::share(resp_area, BufferDirection::DeviceToDriver),
-            ]
-        };
-        if shared.contains(&0) {
-            // A bouncing Hal out of shared memory (physical address 0 is virtio-drivers' failure
-            // value): undo and report back-pressure; nothing was posted.
-            for (p, (area, dir)) in shared.iter().zip([
-                (req_area, BufferDirection::DriverToDevice),
-                (resp_area, BufferDirection::DeviceToDriver),
-            ]) {
-                if *p != 0 {
-                    // SAFETY: shared just above with these arguments; the device never saw it.
-                    unsafe { H::unshare(*p, area, dir) };
-                }
-            }
-            let _ = self.tokens.release(token);
-            drop(buf);
-            drop(st);
-            Counters::bump(&self.counters.busy);
-            return Err(Error::Busy);
-        }
-        let _loan = buf.lend();
-        slot.owner = Owner::Device;
+        let shared = posted;
         *outstanding += 1;
-        slot.poll = match req.completion {
-            fwipc_transport_api::Completion::Polled => PollStatus::Polling,
-            fwipc_transport_api::Completion::Interrupt => PollStatus::NotPolled,
-        };
-        slot.generation = slot.generation.wrapping_add(1);
-        slot.token = token;
-        slot.hdr = hdr;
-        slot.outcome = Outcome::Pending;
-        slot.waker = None;
-        slot.shared = shared;
-        slot.req_len = req_len;
-        slot.local = Some(buf);
-        let head = (2 * i) as u16;
+        let head = (2 * started.slot) as u16;
         ring.set_desc(
             head,
             Descriptor {
@@ -148,10 +151,8 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         if ring.should_notify() {
             transport.notify(CMDQ);
         }
-        let ticket = Ticket::new(token.0, i as u32, slot.generation);
-        drop(st);
-        Counters::bump(&self.counters.sent);
-        Ok(ticket)
+        Counters::bump(&table.counters().sent);
+        Ok(started.ticket())
     }
 
     fn poll_done(&self, ticket: &Ticket) -> Result<bool> {
@@ -159,115 +160,102 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         // already arrived still reports done, so `fetch_response` can deliver it: a shutdown
         // racing a completed call loses nothing. Pending transfers were failed with `Shutdown`.
         let user = self.lc.acquire();
-        let r = {
-            let mut st = self.lock();
-            let i = self.slot_index(&st, ticket)?;
-            // Polled transfers (and every transfer when nothing calls `complete`,
-            // `ScmiVirtioConfig::interrupts` false) also watch the device status below.
-            let polled = st.slots[i].poll == PollStatus::Polling || !self.cfg.interrupts;
-            if user.is_ok() && st.slots[i].outcome == Outcome::Pending {
-                // Every pending waiter looks at `used.idx` (one load) and drains what is there,
-                // interrupt-mode ones too: a device that withholds an interrupt it was asked for
-                // (or one lost on the way) cannot make a reply sitting in the used ring time out.
-                // Under the channel lock, as the interrupt pass drains, so the two never race;
-                // the pass that the interrupt may still bring finds the ring empty.
-                if st.cmdq.as_ref().is_some_and(|q| q.has_used()) {
-                    // Drain the ring ourselves. Other callers' replies dequeued here are
-                    // completed too and their wakers run after the lock (deferred processing).
-                    // What a flooding device leaves beyond the budget is taken at our lock
-                    // release.
-                    if self.drain_cmdq(&mut st) {
-                        self.flag_backlog();
-                    }
-                } else if polled {
-                    st.idle_polls += 1;
-                    if st.idle_polls >= STATUS_POLL_PERIOD {
-                        st.idle_polls = 0;
-                        if st
-                            .transport
-                            .get_status()
-                            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
-                        {
-                            log::warn!(
-                                "virtio-scmi: device needs reset (seen polling); \
-                                 in-flight transfers cancelled"
-                            );
-                            let _ = self.reset_locked(&mut st);
-                        }
+        let mut st = self.lock();
+        let (mut state, poll) = st.table.inspect(ticket, |s, _, p| (s, p.poll))?;
+        // Polled transfers (and every transfer when nothing calls `complete`,
+        // `ScmiVirtioConfig::interrupts` false) also watch the device status below.
+        let polled = poll == PollStatus::Polling || !self.cfg.interrupts;
+        if user.is_ok() && matches!(state, TransferState::InFlight) {
+            // Every pending waiter looks at `used.idx` (one load) and drains what is there,
+            // interrupt-mode ones too: a device that withholds an interrupt it was asked for
+            // (or one lost on the way) cannot make a reply sitting in the used ring time out.
+            // Under the channel lock, as the interrupt pass drains, so the two never race;
+            // the pass that the interrupt may still bring finds the ring empty.
+            if st.cmdq.as_ref().is_some_and(|q| q.has_used()) {
+                // Drain the ring ourselves. Other callers' replies dequeued here are
+                // completed too and their wakers run after the lock (deferred processing).
+                // What a flooding device leaves beyond the budget is taken at our lock
+                // release.
+                if self.drain_cmdq(&mut st) {
+                    self.flag_backlog();
+                }
+            } else if polled {
+                st.idle_polls += 1;
+                if st.idle_polls >= STATUS_POLL_PERIOD {
+                    st.idle_polls = 0;
+                    if st
+                        .transport
+                        .get_status()
+                        .contains(DeviceStatus::DEVICE_NEEDS_RESET)
+                    {
+                        log::warn!(
+                            "virtio-scmi: device needs reset (seen polling); \
+                             in-flight transfers cancelled"
+                        );
+                        let _ = self.reset_locked(&mut st);
                     }
                 }
             }
-            if user.is_ok() && st.slots[i].outcome == Outcome::Pending {
+            state = st.table.state(ticket)?;
+            if matches!(state, TransferState::InFlight) {
                 // Any waiter (a `Wait::Completion` one re-polls at least every 100 ms) sees a
                 // stalled device, polled or not.
                 self.check_stall(&mut st);
+                state = st.table.state(ticket)?;
             }
-            match st.slots[i].outcome {
-                Outcome::Pending => user.map(|_| false),
-                Outcome::Failed(e @ (Error::Shutdown | Error::Cancelled)) => Err(e),
-                _ => Ok(true),
-            }
-        };
-        r
+        }
+        match state {
+            TransferState::InFlight => user.map(|_| false),
+            TransferState::Failed(e @ (Error::Shutdown | Error::Cancelled)) => Err(e),
+            TransferState::Done(_) | TransferState::Failed(_) => Ok(true),
+            TransferState::Free | TransferState::Abandoned => Err(Error::InvalidArgument),
+        }
     }
 
     fn fetch_response(&self, ticket: &Ticket, out: &mut [u8]) -> Result<usize> {
         let st = self.lock();
-        let i = self.slot_index(&st, ticket)?;
-        let slot = &st.slots[i];
-        let len = match slot.outcome {
-            Outcome::Pending => return Err(Error::InvalidArgument),
-            Outcome::Failed(e) => return Err(e),
-            Outcome::Reply { len } => len,
-        };
-        let Some(buf) = slot.local.as_ref() else {
-            return Err(Error::InvalidArgument);
-        };
-        // `len` was validated by `check_reply_header`: RESP_OVERHEAD ≤ len ≤ resp_cap.
-        let n = len
-            .checked_sub(RESP_OVERHEAD)
-            .ok_or(Error::Protocol(ProtocolError::BadLength))?;
-        let resp = Self::resp_ptr(buf, self.req_cap);
-        let mut status = [0u8; 4];
-        // SAFETY: bytes 4..8 and RESP_OVERHEAD..len of the response area (len ≤ resp_cap) of pool
-        // buffer `buf`, which the slot's reference keeps alive; reached only through the byte
-        // accessors of `shared_mem`, each fetched once.
-        unsafe { copy_from_shared(resp.wrapping_add(HEADER_LEN), &mut status) };
-        let status = i32::from_le_bytes(status);
-        if status != 0 {
-            return Err(Error::Remote(status));
-        }
-        let dst = out.get_mut(..n).ok_or(Error::TooLarge)?;
-        // SAFETY: as above.
-        unsafe { copy_from_shared(resp.wrapping_add(RESP_OVERHEAD), dst) };
-        Ok(n)
+        st.table.inspect(ticket, |state, buf, _| {
+            let len = match state {
+                TransferState::Done(len) => len,
+                TransferState::Failed(e) => return Err(e),
+                _ => return Err(Error::InvalidArgument),
+            };
+            // `len` was validated by `check_reply_header`: RESP_OVERHEAD ≤ len ≤ resp_cap.
+            let n = len
+                .checked_sub(RESP_OVERHEAD)
+                .ok_or(Error::Protocol(ProtocolError::BadLength))?;
+            let resp = Self::resp_ptr(buf, self.req_cap);
+            let mut status = [0u8; 4];
+            // SAFETY: bytes 4..8 and RESP_OVERHEAD..len of the response area (len ≤ resp_cap)
+            // of pool buffer `buf`, which the table keeps reserved until `mark_txdone`; reached
+            // only through the byte accessors of `shared_mem`, each fetched once.
+            unsafe { copy_from_shared(resp.wrapping_add(HEADER_LEN), &mut status) };
+            let status = i32::from_le_bytes(status);
+            if status != 0 {
+                return Err(Error::Remote(status));
+            }
+            let dst = out.get_mut(..n).ok_or(Error::TooLarge)?;
+            // SAFETY: as above.
+            unsafe { copy_from_shared(resp.wrapping_add(RESP_OVERHEAD), dst) };
+            Ok(n)
+        })?
     }
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
-        {
-            let mut st = self.lock();
-            let Ok(i) = self.slot_index(&st, &ticket) else {
-                log::warn!("virtio-scmi: mark_txdone with a stale ticket {ticket:?}");
-                return;
-            };
-            let slot = &mut st.slots[i];
-            // The caller's buffer goes back to the pool here, under the channel lock (irq_gate).
-            drop(slot.local.take());
-            slot.waker = None;
-            if outcome == TxOutcome::TimedOut {
-                Counters::bump(&self.counters.timed_out);
-            }
-            if slot.device_owned() {
-                // The device still owns the buffer: keep it (and the token) until it comes back
-                // (late reply) or the device is reset. Linux: POLLING → POLL_TIMEOUT.
-                slot.owner = Owner::Abandoned;
-                if slot.poll == PollStatus::Polling {
-                    slot.poll = PollStatus::PollTimeout;
+        let st = self.lock();
+        // The buffer goes back to the pool here, under the channel lock (irq_gate), unless the
+        // device still holds it: then the table keeps it (and the token) until it comes back
+        // (late reply) or the device is reset. Linux: POLLING → POLL_TIMEOUT.
+        if st.table.remote_holds(ticket.slot()) {
+            let _ = st.table.inspect(&ticket, |state, _, p| {
+                if matches!(state, TransferState::InFlight) && p.poll == PollStatus::Polling {
+                    p.poll = PollStatus::PollTimeout;
                 }
-            } else {
-                slot.poll = PollStatus::NotPolled;
-                let _ = self.tokens.release(slot.token);
-            }
+            });
+        }
+        let (slot, generation) = (ticket.slot(), ticket.generation());
+        if st.table.finish(ticket, outcome).is_err() {
+            log::warn!("virtio-scmi: mark_txdone with a stale ticket (message {slot}, generation {generation})");
         }
     }
 
@@ -276,22 +264,14 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             // No interrupt path: nobody would wake the waiter; it polls instead.
             return false;
         }
-        let mut st = self.lock();
-        let Ok(i) = self.slot_index(&st, ticket) else {
-            return false;
-        };
-        let slot = &mut st.slots[i];
-        if slot.poll != PollStatus::NotPolled {
+        let st = self.lock();
+        match st.table.inspect(ticket, |s, _, p| (s, p.poll)) {
+            Err(_) => false,
             // Polled transfers are completed by their poller; nobody wakes them.
-            return false;
+            Ok((_, poll)) if poll != PollStatus::NotPolled => false,
+            Ok((TransferState::InFlight, _)) => st.table.register_waker(ticket, waker),
+            Ok(_) => true,
         }
-        if slot.outcome == Outcome::Pending {
-            match &slot.waker {
-                Some(w) if w.will_wake(waker) => {}
-                _ => slot.waker = Some(waker.clone()),
-            }
-        }
-        true
     }
 
     fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {
@@ -325,11 +305,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     }
 
     fn stats(&self) -> Stats {
-        // The pool's free count under the channel lock, like every pool access (irq_gate).
-        let free = {
-            let _st = self.lock();
-            self.pool.free_count()
-        };
-        self.counters.snapshot(self.pool.capacity(), free)
+        // Under the channel lock, like every access to the transfer table (irq_gate).
+        self.lock().table.stats()
     }
 }
