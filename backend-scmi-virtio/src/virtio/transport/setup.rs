@@ -11,7 +11,7 @@ use fwipc_virtio::negotiate::{self, ResetOutcome, StatusReadClock};
 use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::Hal;
 
-use super::{ScmiVirtio, State};
+use super::{ScmiDgram, ScmiVirtio, State};
 use crate::header::HEADER_LEN;
 use crate::virtio::config::{ScmiVirtioConfig, MAX_MESSAGES};
 use crate::virtio::error::ScmiVirtioError;
@@ -159,6 +159,10 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             eventq.as_ref().map_or(0, |q| q.count())
         );
         let slots: Box<[Slot]> = (0..nslots).map(|_| Slot::new()).collect();
+        let dgram = match ScmiDgram::new(config.max_msg_size) {
+            Ok(d) => d,
+            Err(_) => return fail(&mut transport, ScmiVirtioError::BadConfig),
+        };
         Ok(ScmiVirtio {
             lc: Lifecycle::new(),
             counters: Counters::default(),
@@ -184,6 +188,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             irq_pending: AtomicBool::new(false),
             resets: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
+            dgram,
         })
     }
 }
