@@ -18,6 +18,7 @@ pub(crate) mod rx;
 pub(crate) mod service;
 pub(crate) mod teardown;
 pub(crate) mod tx;
+pub(crate) mod tx_loan;
 pub(crate) mod vchiq;
 pub(crate) mod waiting;
 pub(crate) mod wakers;
