@@ -16,6 +16,7 @@ pub(crate) mod poll;
 pub(crate) mod poll_gate;
 pub(crate) mod rx;
 pub(crate) mod service;
+pub(crate) mod slot_loan;
 pub(crate) mod teardown;
 pub(crate) mod tx;
 pub(crate) mod tx_loan;

@@ -17,38 +17,11 @@ use fwipc_transport_api::{Deadline, Instant};
 
 use crate::engine::counters::bump;
 use crate::engine::service::ServiceHandle;
+use crate::engine::slot_loan::SlotLoan;
 use crate::engine::vchiq::{Inner, Vchiq};
 use crate::error::{VResult, VchiqError};
 use crate::wire::consts::*;
 use crate::wire::header::stride;
-
-/// The loan currently out, if any, and the generation of the next one.
-#[derive(Debug, Default)]
-pub(crate) struct LoanState {
-    current: Option<SlotLoan>,
-    generation: u32,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct SlotLoan {
-    generation: u32,
-    /// `tx_pos` when reserved: the loan holds only while nothing moved it.
-    tx_pos: u32,
-    /// Region offset of the reserved message header.
-    hdr_off: usize,
-    /// Payload bytes reserved after the header.
-    cap: usize,
-    port: usize,
-    expires: Deadline,
-}
-
-impl LoanState {
-    /// The live loan of generation `generation` whose reservation still stands at `tx_pos`.
-    fn live(&self, generation: u32, tx_pos: u32) -> Option<SlotLoan> {
-        self.current
-            .filter(|l| l.generation == generation && l.tx_pos == tx_pos)
-    }
-}
 
 impl Vchiq {
     /// Whether a loan keeps everyone else from writing our slots right now. A loan past its
