@@ -151,3 +151,28 @@ fn an_expired_slot_loan_gives_way_and_its_send_fails() {
     // A new loan works again.
     drop(d.loan(&ep).unwrap());
 }
+
+/// Shutdown with a loan out: the loan is discarded first, so the service closes at once instead
+/// of the shutdown waiting out its close; the loan's writes are dropped, dropping it afterwards
+/// is harmless, and no new loan is given.
+#[test]
+fn shutdown_with_a_slot_loan_out() {
+    let fx = VchiqFixture::setup(Completion::Interrupt);
+    let (d, _peer) = fx.datagram().unwrap();
+    let ep = d.bind(Bind::Any).unwrap();
+    let mut loan = d.loan(&ep).unwrap();
+    let start = Instant::now();
+    fx.transport().shutdown().unwrap();
+    // The close wait is 2 s; the service closes long before it.
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+    loan.write(0, b"late").unwrap();
+    loan.set_len(4).unwrap();
+    let (e, back) = d.send_loan(&ep, ep.addr(), loan).unwrap_err();
+    assert_eq!(e, Error::Shutdown);
+    drop(back);
+    assert_eq!(d.loan(&ep).err(), Some(Error::Shutdown));
+}

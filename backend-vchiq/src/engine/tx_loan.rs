@@ -77,8 +77,11 @@ impl Vchiq {
     }
 
     /// Write `data` at `offset` of the payload of loan `generation`. `false` (nothing written)
-    /// if the loan is no longer live or the range is outside it.
+    /// if the loan is no longer live, the range is outside it, or the instance is shut down.
     pub(crate) fn loan_write(&self, generation: u32, offset: usize, data: &[u8]) -> bool {
+        if self.check_alive().is_err() {
+            return false;
+        }
         let g = self.inner.lock();
         let Some(l) = g.loan.live(generation, g.tx_pos) else {
             return false;
@@ -99,6 +102,18 @@ impl Vchiq {
         if g.loan.current.is_some_and(|l| l.generation == generation) {
             g.loan.current = None;
             // Senders refused while it was out hear `TxSpace`.
+            g.tx_freed = true;
+        }
+        drop(g);
+        self.kick();
+    }
+
+    /// Discard the loan of service `h`, if one is out (its service is going away: its CLOSE must
+    /// not wait for the loan).
+    pub(crate) fn loan_revoke(&self, h: ServiceHandle) {
+        let mut g = self.inner.lock();
+        if g.loan.current.is_some_and(|l| l.port == h.port()) {
+            g.loan.current = None;
             g.tx_freed = true;
         }
         drop(g);

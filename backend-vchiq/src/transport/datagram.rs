@@ -168,8 +168,10 @@ impl DgramSide {
 }
 
 impl VchiqTransport {
-    /// Shutdown: give back every queued and held datagram (and its claim in the core).
+    /// Shutdown: discard a zero-copy loan still out (so the service's CLOSE is not held back by
+    /// it), give back every queued and held datagram (and its claim in the core).
     pub(crate) fn dgram_reset(&self) {
+        self.vchiq.loan_revoke(self.service());
         let d = &self.sh.dgram;
         d.eps.clear();
         let claims: Vec<MessageToken> = d
