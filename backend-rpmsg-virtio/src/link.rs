@@ -55,6 +55,18 @@ pub trait Link: Send + Sync {
         0
     }
 
+    /// Frames and loans refused because the peer held every transmit buffer, reported in the
+    /// transport's `DatagramStats::tx_exhausted`. The default: not counted (0).
+    fn tx_exhausted(&self) -> u64 {
+        0
+    }
+
+    /// Receive passes that stopped at their budget with frames still waiting, reported in the
+    /// transport's `DatagramStats::rx_budget_hits`. The default: not counted (0).
+    fn budget_hits(&self) -> u64 {
+        0
+    }
+
     /// Loan a free transmit buffer, to write a payload in place (a zero-copy send): the loan
     /// covers the payload area behind the 16-byte header. `NoBuffer` when none is free (or the
     /// link's loans are all out), `Unsupported` for a link that does not loan.

@@ -589,6 +589,16 @@ impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink
         s.bad_id + s.not_owned + s.index_jumps
     }
 
+    /// [`LinkStats::tx_exhausted`].
+    fn tx_exhausted(&self) -> u64 {
+        self.stats().tx_exhausted
+    }
+
+    /// [`LinkStats::budget_hits`] (receive and transmit-reclaim drains).
+    fn budget_hits(&self) -> u64 {
+        self.stats().budget_hits
+    }
+
     fn reset(&self) {
         // Only a running link is reset (once down, the device was reset already; once
         // quarantined, it stays so). AcqRel: later sends and receives see the link down before

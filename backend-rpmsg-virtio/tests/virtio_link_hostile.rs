@@ -11,7 +11,7 @@ use fwipc_rpmsg_virtio::sim::{RingDevice, RpmsgRingFixture, RING_QUEUE_MAX};
 use fwipc_rpmsg_virtio::virtio_link::MAX_BUFS_PER_QUEUE;
 use fwipc_rpmsg_virtio::{Link, LinkError, RpmsgConfig, DGRAM_RX_BUFS};
 use fwipc_transport_api::fixture::{Fixture, SimMode};
-use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
+use fwipc_transport_api::{call, Completion, Datagram, Request, StdClock, Transport, Wait};
 use virtio_drivers::transport::{InterruptStatus, Transport as _};
 
 mod common;
@@ -117,6 +117,11 @@ fn device_that_never_returns_transmit_buffers() {
     }
     assert_eq!(link.send(&frame), Err(LinkError::NoBuffer));
     assert!(link.stats().tx_exhausted >= 2);
+    assert_eq!(
+        fx.transport().datagram_stats().tx_exhausted,
+        link.stats().tx_exhausted,
+        "the transport reports the link's exhausted sends"
+    );
     assert_eq!(link.tx_free(), 0);
     let start = Instant::now();
     assert!(echo(&fx, Duration::from_millis(100)).is_err());
@@ -166,6 +171,11 @@ fn a_flood_of_used_elements_is_drained_in_bounded_passes() {
     }
     fx.transport().handle_interrupt();
     assert_eq!(link.stats().budget_hits, 1);
+    assert_eq!(
+        fx.transport().datagram_stats().rx_budget_hits,
+        1,
+        "the transport reports the link's budget hits"
+    );
     fx.transport().handle_interrupt();
     assert_eq!(
         link.stats().budget_hits,

@@ -31,7 +31,7 @@ use crate::engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 use crate::wire::frame::{self, FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
 
 mod datagram;
-pub use datagram::DGRAM_RX_BUFS;
+pub use datagram::{DGRAM_RX_BUFS, SLOT_LOAN_LIFETIME};
 
 const BULK_BIT: u32 = 0x8000_0000;
 const N_BULK: usize = 8;
@@ -96,7 +96,7 @@ impl VchiqTransport {
         timeout: Duration,
     ) -> Result<Self> {
         let table = TransferTable::new(max_msg, MAX_FRAME_PAYLOAD, 16)?;
-        let dgram = datagram::DgramSide::new(params.fourcc)?;
+        let dgram = datagram::DgramSide::new(params.fourcc, &vchiq)?;
         let sh = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             params,
@@ -259,6 +259,7 @@ impl Transport for VchiqTransport {
             .with_notifications(true)
             .with_polling(true)
             .with_one_way(true)
+            .with_zero_copy(true)
             .with_rx_hold(true)
     }
 

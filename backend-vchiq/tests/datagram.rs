@@ -92,3 +92,87 @@ fn the_receive_pool_bounds_what_the_core_takes() {
     }
     assert_eq!(d.send_to(&ep, peer.addr(), b"x"), Err(Error::Shutdown));
 }
+
+/// A zero-copy loan is space in our own slot that nothing may pass: while it is out every other
+/// send of the instance is refused with `Retry` (nothing reaches the remote), the loaned message
+/// arrives first once sent, and the refused sends go through after it.
+#[test]
+fn a_slot_loan_holds_back_every_other_send_until_it_is_sent() {
+    let fx = VchiqFixture::setup(Completion::Interrupt);
+    let (d, peer) = fx.datagram().unwrap();
+    let ep = d.bind(Bind::Any).unwrap();
+    let mut loan = d.loan(&ep).unwrap();
+    assert!(loan.is_shared(), "the loan is slot memory");
+    assert_eq!(d.loan(&ep).err(), Some(Error::Retry), "one loan at a time");
+    assert_eq!(d.send_to(&ep, ep.addr(), b"second"), Err(Error::Retry));
+    loan.write(0, b"first").unwrap();
+    loan.set_len(5).unwrap();
+    d.send_loan(&ep, ep.addr(), loan)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    d.send_to(&ep, ep.addr(), b"second").unwrap();
+    let mut got = Vec::new();
+    assert!(until(|| {
+        got.extend(peer.take_received());
+        got.len() >= 2
+    }));
+    let got: Vec<Vec<u8>> = got.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(got, [b"first".to_vec(), b"second".to_vec()]);
+}
+
+/// A loan kept past `SLOT_LOAN_LIFETIME` is discarded by the next sender that needs the slots:
+/// that send goes through, the stale loan's writes are dropped and its send fails with `Timeout`
+/// (handed back, still its length), and nothing of it reaches the remote.
+#[test]
+fn an_expired_slot_loan_gives_way_and_its_send_fails() {
+    let fx = VchiqFixture::setup(Completion::Interrupt);
+    let (d, peer) = fx.datagram().unwrap();
+    let ep = d.bind(Bind::Any).unwrap();
+    let mut loan = d.loan(&ep).unwrap();
+    loan.write(0, b"stale").unwrap();
+    loan.set_len(5).unwrap();
+    std::thread::sleep(fwipc_vchiq::transport::SLOT_LOAN_LIFETIME + Duration::from_millis(20));
+    d.send_to(&ep, ep.addr(), b"fresh").unwrap();
+    loan.write(0, b"STALE").unwrap();
+    let (e, back) = d.send_loan(&ep, ep.addr(), loan).unwrap_err();
+    assert_eq!(e, Error::Timeout);
+    assert_eq!(back.len(), 5);
+    drop(back);
+    d.send_to(&ep, ep.addr(), b"after").unwrap();
+    let mut got = Vec::new();
+    assert!(until(|| {
+        got.extend(peer.take_received());
+        got.len() >= 2
+    }));
+    std::thread::sleep(Duration::from_millis(20));
+    got.extend(peer.take_received());
+    let got: Vec<Vec<u8>> = got.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(got, [b"fresh".to_vec(), b"after".to_vec()]);
+    // A new loan works again.
+    drop(d.loan(&ep).unwrap());
+}
+
+/// Shutdown with a loan out: the loan is discarded first, so the service closes at once instead
+/// of the shutdown waiting out its close; the loan's writes are dropped, dropping it afterwards
+/// is harmless, and no new loan is given.
+#[test]
+fn shutdown_with_a_slot_loan_out() {
+    let fx = VchiqFixture::setup(Completion::Interrupt);
+    let (d, _peer) = fx.datagram().unwrap();
+    let ep = d.bind(Bind::Any).unwrap();
+    let mut loan = d.loan(&ep).unwrap();
+    let start = Instant::now();
+    fx.transport().shutdown().unwrap();
+    // The close wait is 2 s; the service closes long before it.
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+    loan.write(0, b"late").unwrap();
+    loan.set_len(4).unwrap();
+    let (e, back) = d.send_loan(&ep, ep.addr(), loan).unwrap_err();
+    assert_eq!(e, Error::Shutdown);
+    drop(back);
+    assert_eq!(d.loan(&ep).err(), Some(Error::Shutdown));
+}

@@ -80,7 +80,8 @@ fn echo_round_trips_allocate_nothing_on_the_caller() {
 }
 
 /// The datagram path on the caller's thread (polled mode: `poll_rx` runs the core's receive
-/// path here): remote send, hold in `poll_rx`, `release_rx`, `send_to`.
+/// path here): remote send, hold in `poll_rx`, `release_rx`, `send_to`, and a zero-copy
+/// `loan` + `write` + `send_loan`.
 #[test]
 fn datagram_cycles_allocate_nothing_on_the_caller() {
     let f = VchiqFixture::setup(Completion::Polled);
@@ -107,6 +108,24 @@ fn datagram_cycles_allocate_nothing_on_the_caller() {
         loop {
             match d.send_to(&ep, peer.addr(), &payload) {
                 Ok(()) => break,
+                Err(Error::Retry) => {
+                    d.poll_rx(&ep, 0, &mut |_| RxAction::Release).unwrap();
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // Zero-copy: a slot loan written in place and sent.
+        loop {
+            match d.loan(&ep) {
+                Ok(mut l) => {
+                    l.write(0, &payload).unwrap();
+                    l.set_len(payload.len()).unwrap();
+                    d.send_loan(&ep, peer.addr(), l)
+                        .map_err(|(e, _)| e)
+                        .unwrap();
+                    break;
+                }
                 Err(Error::Retry) => {
                     d.poll_rx(&ep, 0, &mut |_| RxAction::Release).unwrap();
                     std::thread::yield_now();

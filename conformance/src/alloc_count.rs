@@ -157,8 +157,10 @@ fn spin_until(what: &str, limit: u32, mut f: impl FnMut() -> fwipc_transport_api
 
 /// Heap allocations (all threads) during 1000 datagram cycles of a fresh `F` in `mode`, after
 /// 100 warm-up cycles: the remote sends one datagram, the local side holds it in `poll_rx` and
-/// releases it, then sends one back with `send_to`. `None` if `F` has no datagram side. What the
-/// remote received is read (and freed) between cycles, with counting paused.
+/// releases it, then (with `Caps::one_way`) sends one back with `send_to` and (with
+/// `Caps::zero_copy`) one more through `loan` + `write` + `send_loan`. `None` if `F` has no
+/// datagram side. What the remote received is read (and freed) between cycles, with counting
+/// paused.
 pub fn steady_state_datagram_allocs<F: Fixture>(
     alloc: &CountingAlloc,
     mode: Completion,
@@ -166,6 +168,7 @@ pub fn steady_state_datagram_allocs<F: Fixture>(
     const LIMIT: u32 = 1_000_000;
     let fx = F::setup(mode);
     let (d, peer) = fx.datagram()?;
+    let caps = fx.transport().caps();
     // Echo cycles first: the remote's thread is then up and past its first-use allocations
     // (a thread that is still starting allocates, and every thread is counted).
     let parker = ThreadParker::new();
@@ -189,9 +192,21 @@ pub fn steady_state_datagram_allocs<F: Fixture>(
             .map(|n| n == 1)
         });
         d.release_rx(held.expect("held")).expect("release");
-        spin_until("send_to", LIMIT, || {
-            d.send_to(&ep, peer.addr(), &payload).map(|()| true)
-        });
+        if caps.one_way {
+            spin_until("send_to", LIMIT, || {
+                d.send_to(&ep, peer.addr(), &payload).map(|()| true)
+            });
+        }
+        if caps.zero_copy {
+            spin_until("send_loan", LIMIT, || {
+                let mut loan = d.loan(&ep)?;
+                loan.write(0, &payload)?;
+                loan.set_len(payload.len())?;
+                d.send_loan(&ep, peer.addr(), loan)
+                    .map(|()| true)
+                    .map_err(|(e, _)| e)
+            });
+        }
         if i >= 100 {
             total += alloc.stop();
         }
@@ -200,8 +215,9 @@ pub fn steady_state_datagram_allocs<F: Fixture>(
         }
     }
     let s = d.datagram_stats();
+    let sends_per_cycle = u64::from(caps.one_way) + u64::from(caps.zero_copy);
     assert!(
-        s.received >= 1100 && s.sent >= 1100 && s.held == 0,
+        s.received >= 1100 && s.sent >= 1100 * sends_per_cycle && s.held == 0,
         "{}: datagram cycles did not complete: {s:?}",
         F::NAME
     );

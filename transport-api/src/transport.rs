@@ -183,8 +183,9 @@ pub struct Caps {
     pub notifications: bool,
     /// Whether [`Completion::Polled`] transfers are supported.
     pub polling: bool,
-    /// Whether the transport implements [`crate::Datagram`]: endpoints and one-way sends
-    /// (docs/datagram.md).
+    /// Whether the transport implements [`crate::Datagram`] with one-way sends: endpoints and
+    /// [`crate::Datagram::send_to`] (docs/datagram.md). A receive-only datagram side (SCMI's P2A
+    /// endpoints) implements [`crate::Datagram`] without it.
     pub one_way: bool,
     /// Whether [`crate::Datagram::loan`] / [`crate::Datagram::send_loan`] (zero-copy send) work.
     pub zero_copy: bool,

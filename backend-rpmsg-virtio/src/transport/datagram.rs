@@ -243,6 +243,9 @@ impl<L: Link, C: Clock + Send> Datagram for RpmsgTransport<L, C> {
     }
 
     fn datagram_stats(&self) -> DatagramStats {
-        self.dgram.counters.snapshot(&self.dgram.holds)
+        let mut s = self.dgram.counters.snapshot(&self.dgram.holds);
+        s.tx_exhausted = self.link.tx_exhausted();
+        s.rx_budget_hits = self.link.budget_hits();
+        s
     }
 }

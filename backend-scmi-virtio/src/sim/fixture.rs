@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{Fixture, RemoteControl};
-use fwipc_transport_api::{Completion, StdClock, Transport};
+use fwipc_transport_api::fixture::{DatagramPeer, Fixture, RemoteControl};
+use fwipc_transport_api::{Completion, Datagram, StdClock, Transport};
 
 use super::device::{SimDevice, SimDeviceConfig, SimTransport};
 use super::hal::SimHal;
@@ -151,5 +151,11 @@ impl Fixture for ScmiFixture {
 
     fn remote(&self) -> &dyn RemoteControl {
         &self.dev
+    }
+
+    /// Receive-only endpoints of P2A messages; the device emits notifications
+    /// ([`SimDevice::emit_notification`]).
+    fn datagram(&self) -> Option<(&dyn Datagram, &dyn DatagramPeer)> {
+        Some((&*self.virtio, &self.dev))
     }
 }

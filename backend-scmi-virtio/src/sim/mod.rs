@@ -25,6 +25,7 @@ mod hal;
 
 pub use device::{
     IrqLine, PlatformFactory, SimDevice, SimDeviceConfig, SimTransport, DOUBLE_FETCH,
+    PEER_NOTIFY_MESSAGE,
 };
 pub use echo_platform::EchoPlatform;
 #[cfg(feature = "fixtures")]

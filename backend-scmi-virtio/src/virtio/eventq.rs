@@ -1,6 +1,8 @@
 //! The eventq (queue 1): device-writable buffers pre-posted at setup, filled by the device with
-//! one notification or delayed response each, held until `fetch_notification` copies them out,
-//! then re-posted (docs/protocols/scmi.md §1.2, §8 item 9).
+//! one notification or delayed response each, held until `fetch_notification` (or, for a
+//! protocol with a bound datagram endpoint, `Datagram::poll_rx`) copies them out, then
+//! re-posted (docs/protocols/scmi.md §1.2, §8 item 9). While nobody takes a message its buffer
+//! stays out of the ring: the device meets back-pressure instead of losing messages.
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use alloc::collections::VecDeque;
@@ -154,14 +156,27 @@ impl<H: Hal> EventQueue<H> {
         }
     }
 
-    /// Copy the oldest queued message's payload (bytes after the header) into `out`; returns
-    /// (raw header, payload length) and re-posts the buffer. `Err(needed)` if `out` is too small
-    /// (the message stays queued).
-    pub(crate) fn pop_message(&mut self, out: &mut [u8]) -> Option<Result<(u32, usize), usize>> {
-        let i = *self.pending.front()? as usize;
-        let EvState::Filled { len, hdr } = self.states[i] else {
+    /// Position (in arrival order) of the oldest queued message whose header word satisfies
+    /// `pick`. Bounded: at most one look per eventq buffer.
+    pub(crate) fn position(&self, mut pick: impl FnMut(u32) -> bool) -> Option<usize> {
+        self.pending.iter().position(|&i| {
+            matches!(self.states.get(usize::from(i)), Some(&EvState::Filled { hdr, .. }) if pick(hdr))
+        })
+    }
+
+    /// Copy the payload (bytes after the header) of the queued message at `pos` (from
+    /// [`EventQueue::position`]; 0 is the oldest) into `out`; returns (raw header, payload
+    /// length) and re-posts the buffer. `Err(needed)` if `out` is too small (the message stays
+    /// queued); `None` if nothing is queued at `pos`.
+    pub(crate) fn pop_at(
+        &mut self,
+        pos: usize,
+        out: &mut [u8],
+    ) -> Option<Result<(u32, usize), usize>> {
+        let i = usize::from(*self.pending.get(pos)?);
+        let Some(&EvState::Filled { len, hdr }) = self.states.get(i) else {
             // Unreachable by construction; recover by dropping the entry.
-            self.pending.pop_front();
+            self.pending.remove(pos);
             return None;
         };
         // `HEADER_LEN ≤ len ≤ buf_size`, checked in `take_used`.
@@ -173,10 +188,22 @@ impl<H: Hal> EventQueue<H> {
         // SAFETY: bytes `HEADER_LEN..len` of buffer `i` (len ≤ buf_size), which lives as long as
         // `self`; reached only through the byte accessors of `shared_mem`.
         unsafe { copy_from_shared(payload, out) };
-        self.pending.pop_front();
+        self.pending.remove(pos);
         self.states[i] = EvState::Idle;
         self.post(i);
         Some(Ok((hdr, n)))
+    }
+
+    /// Drop the queued message at `pos` unread and re-post its buffer; returns its raw header.
+    pub(crate) fn discard_at(&mut self, pos: usize) -> Option<u32> {
+        let i = usize::from(self.pending.remove(pos)?);
+        let hdr = match self.states.get(i) {
+            Some(&EvState::Filled { hdr, .. }) => hdr,
+            _ => return None,
+        };
+        self.states[i] = EvState::Idle;
+        self.post(i);
+        Some(hdr)
     }
 
     /// After a device reset: un-share every posted buffer (the device no longer owns them).
@@ -242,7 +269,7 @@ mod tests {
             });
             assert_eq!(q.take_used(0, 16), EvReturn::Queued);
             let mut out = [0u8; 12];
-            assert_eq!(q.pop_message(&mut out), Some(Ok((NOTIFY_HDR, 12))));
+            assert_eq!(q.pop_at(0, &mut out), Some(Ok((NOTIFY_HDR, 12))));
             assert!(out.iter().all(|&b| b <= 8));
         });
     }

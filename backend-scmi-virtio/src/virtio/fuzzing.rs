@@ -31,20 +31,28 @@ pub fn used_id(b: &[u8]) {
 }
 
 /// A whole hostile session (std): the bytes are split into used-ring elements and eventq
-/// garbage injected into a simulated device under a live transport; once that input is
-/// consumed, a normal call must succeed and every buffer must be accounted for. Feature
-/// `fixtures`.
+/// garbage injected into a simulated device under a live transport, with a datagram endpoint
+/// bound at the protocol byte 0 names (so garbage that passes the header check is routed to it);
+/// once that input is consumed, a normal call must succeed, the endpoint's datagrams can be held
+/// and released, and every buffer must be accounted for. Feature `fixtures`.
 #[cfg(feature = "fixtures")]
 pub fn device_session(b: &[u8]) {
     use core::time::Duration;
     use fwipc_transport_api::fixture::Fixture;
-    use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
+    use fwipc_transport_api::{
+        call, Bind, Completion, Datagram, Request, RxAction, StdClock, Transport, Wait,
+    };
 
     let fx = crate::sim::ScmiFixture::with_config(
         Completion::Polled,
         16,
         crate::sim::SimDeviceConfig::default(),
     );
+    let proto = 0x10 + u32::from(b.first().copied().unwrap_or(0)) % 0xf0;
+    let ep = fx
+        .transport()
+        .bind(Bind::Addr(proto))
+        .expect("bind a protocol");
     for chunk in b.chunks(12) {
         match chunk.first().map(|c| c % 3) {
             Some(0) => fx.device().inject_used(0, word(chunk, 1), word(chunk, 5)),
@@ -80,6 +88,28 @@ pub fn device_session(b: &[u8]) {
             break;
         }
     }
+    let mut held = alloc::vec::Vec::new();
+    for _ in 0..64 {
+        let n = t
+            .poll_rx(&ep, 8, &mut |rx| {
+                assert!(rx.data.len() <= t.caps().max_msg_size, "datagram too long");
+                if rx.data.len() % 2 == 1 {
+                    held.push(rx.hold);
+                    RxAction::Hold
+                } else {
+                    RxAction::Release
+                }
+            })
+            .expect("poll_rx");
+        if n == 0 {
+            break;
+        }
+    }
+    for h in held {
+        t.release_rx(h).expect("release a held datagram");
+    }
+    assert_eq!(t.datagram_stats().held, 0);
+    t.unbind(ep).expect("unbind");
     let s = t.stats();
     assert_eq!(s.pool_free, s.pool_capacity);
 }

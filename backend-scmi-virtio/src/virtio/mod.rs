@@ -43,4 +43,6 @@ pub use features::{ScmiFeatures, CMDQ, EVENTQ, VIRTIO_ID_SCMI};
 /// [`ScmiVirtioConfig::reset_timeout`]).
 pub use fwipc_virtio::negotiate::STATUS_READ_TIME;
 pub use slot::PollStatus;
-pub use transport::{ScmiVirtio, IRQ_PASS_BUDGET, STATUS_POLL_PERIOD};
+pub use transport::{
+    ScmiVirtio, DGRAM_ENDPOINTS, DGRAM_RX_BUFS, IRQ_PASS_BUDGET, STATUS_POLL_PERIOD,
+};

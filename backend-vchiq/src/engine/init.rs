@@ -225,6 +225,7 @@ impl Vchiq {
             fragments_free: mask(cfg.num_fragments),
             pending: VecDeque::with_capacity(64),
             tx_freed: false,
+            loan: Default::default(),
             bulks_dirty: false,
         };
         log::debug!(target: "vchiq", "{role:?} initialised: data slots {}..={}", local_part.first, local_part.last);

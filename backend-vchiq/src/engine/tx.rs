@@ -112,40 +112,13 @@ impl Vchiq {
         if size > VCHIQ_MAX_MSG_SIZE {
             return Err(VchiqError::TooLarge);
         }
+        if self.loan_blocks(g) {
+            // A slot loan is out: nothing may be written behind it (tx_loan.rs).
+            return Err(VchiqError::Retry);
+        }
         let st = stride(size) as u32;
-        let in_slot = g.tx_pos & VCHIQ_SLOT_MASK;
-        let needs_pad = in_slot != 0 && VCHIQ_SLOT_SIZE as u32 - in_slot < st;
-        // The queue index of the slot this message will end in.
-        let end_index = if needs_pad {
-            (g.tx_pos >> 12).wrapping_add(1)
-        } else {
-            g.tx_pos.wrapping_add(st - 1) >> 12
-        };
         if let Some(port) = data_port {
-            if g.quotas.get(port).is_none() {
-                return Err(VchiqError::Invalid);
-            }
-            if Self::quota_blocked(g, port, end_index).is_some() {
-                // Quota comes back only from recycled slots; take any the peer already returned.
-                self.process_free_queue_locked(g);
-                if let Some(only_in_open_slot) = Self::quota_blocked(g, port, end_index) {
-                    if only_in_open_slot {
-                        // Better than Linux (docs/protocols/vchiq.md §4): the quota we wait for is
-                        // held only by messages in the slot we are still writing, which the
-                        // receiver cannot finish and recycle while we wait, so a quota smaller than
-                        // one slot's worth of messages would stall forever in a quiet system. Close
-                        // the slot with PADDING and publish, so the receiver finishes and recycles
-                        // it and the quota returns. At most once per stall: the next attempt finds
-                        // `tx_pos` on a slot boundary. The wire protocol is unchanged: a receiver
-                        // cannot tell this PADDING from the one a sender writes before a message
-                        // that does not fit. (unverified on hardware: that the VPU firmware as
-                        // receiver recycles such a slot like any other; nothing on the wire
-                        // distinguishes it.)
-                        self.pad_current_slot(g);
-                    }
-                    return Err(VchiqError::Retry);
-                }
-            }
+            self.admit_data(g, port, st)?;
         }
         let hdr_off = self.reserve_space(g, st)?;
         // Body first, then size, then msgid. Relaxed: all published by the Release store of tx_pos
@@ -156,13 +129,85 @@ impl Vchiq {
             self.region.write_bytes(o, p);
             o += p.len();
         }
+        match data_port {
+            Some(port) => self.write_data_header(g, hdr_off, port, dst, size),
+            None => {
+                self.region
+                    .store(hdr_off + 4, size as u32, Ordering::Relaxed);
+                self.region
+                    .store(hdr_off, make_msgid(ty, src, dst), Ordering::Relaxed);
+                g.tx_pos = g.tx_pos.wrapping_add(st);
+                self.publish_tx_pos(g);
+                bump(&self.counters.msgs_sent);
+            }
+        }
+        log::trace!(target: "vchiq", "{:?} tx {ty:?} {src}->{dst} size {size}", self.role);
+        Ok(())
+    }
+
+    /// The queue index of the slot a message of stride `st` written next will end in.
+    fn end_index(g: &Inner, st: u32) -> u32 {
+        let in_slot = g.tx_pos & VCHIQ_SLOT_MASK;
+        if in_slot != 0 && VCHIQ_SLOT_SIZE as u32 - in_slot < st {
+            (g.tx_pos >> 12).wrapping_add(1)
+        } else {
+            g.tx_pos.wrapping_add(st - 1) >> 12
+        }
+    }
+
+    /// The DATA quotas for a message of stride `st` from `port` written next
+    /// (docs/protocols/vchiq.md §4): `Retry` when one refuses it, `Invalid` for an unknown port.
+    pub(crate) fn admit_data(&self, g: &mut Inner, port: usize, st: u32) -> VResult {
+        let end_index = Self::end_index(g, st);
+        if g.quotas.get(port).is_none() {
+            return Err(VchiqError::Invalid);
+        }
+        if Self::quota_blocked(g, port, end_index).is_some() {
+            // Quota comes back only from recycled slots; take any the peer already returned.
+            self.process_free_queue_locked(g);
+            if let Some(only_in_open_slot) = Self::quota_blocked(g, port, end_index) {
+                if only_in_open_slot {
+                    // Better than Linux (docs/protocols/vchiq.md §4): the quota we wait for is
+                    // held only by messages in the slot we are still writing, which the
+                    // receiver cannot finish and recycle while we wait, so a quota smaller than
+                    // one slot's worth of messages would stall forever in a quiet system. Close
+                    // the slot with PADDING and publish, so the receiver finishes and recycles
+                    // it and the quota returns. At most once per stall: the next attempt finds
+                    // `tx_pos` on a slot boundary. The wire protocol is unchanged: a receiver
+                    // cannot tell this PADDING from the one a sender writes before a message
+                    // that does not fit. (unverified on hardware: that the VPU firmware as
+                    // receiver recycles such a slot like any other; nothing on the wire
+                    // distinguishes it.)
+                    self.pad_current_slot(g);
+                }
+                return Err(VchiqError::Retry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Finish a DATA message of `size` bytes from `port` to `dst` whose payload is written at
+    /// `hdr_off` (= the current `tx_pos`): its header (size, then msgid), the quota accounting,
+    /// and the publication of the new `tx_pos`.
+    pub(crate) fn write_data_header(
+        &self,
+        g: &mut Inner,
+        hdr_off: usize,
+        port: usize,
+        dst: u32,
+        size: usize,
+    ) {
+        // Relaxed: published by the Release store of tx_pos in `publish_tx_pos`.
         self.region
             .store(hdr_off + 4, size as u32, Ordering::Relaxed);
-        self.region
-            .store(hdr_off, make_msgid(ty, src, dst), Ordering::Relaxed);
-        g.tx_pos = g.tx_pos.wrapping_add(st);
-        if let Some(port) = data_port {
-            let q = &mut g.quotas[port];
+        self.region.store(
+            hdr_off,
+            make_msgid(MsgType::Data, port as u32, dst),
+            Ordering::Relaxed,
+        );
+        let end_index = g.tx_pos >> 12;
+        g.tx_pos = g.tx_pos.wrapping_add(stride(size) as u32);
+        if let Some(q) = g.quotas.get_mut(port) {
             q.message_use_count += 1;
             if end_index != q.previous_tx_index {
                 q.previous_tx_index = end_index;
@@ -170,15 +215,13 @@ impl Vchiq {
                 q.open_slot_msgs = 0;
             }
             q.open_slot_msgs += 1;
-            if end_index != g.previous_data_index {
-                g.previous_data_index = end_index;
-                g.data_use_count += 1;
-            }
+        }
+        if end_index != g.previous_data_index {
+            g.previous_data_index = end_index;
+            g.data_use_count += 1;
         }
         self.publish_tx_pos(g);
         bump(&self.counters.msgs_sent);
-        log::trace!(target: "vchiq", "{:?} tx {ty:?} {src}->{dst} size {size}", self.role);
-        Ok(())
     }
 
     /// Whether a DATA message for `port` ending in queue index `end_index` is refused by a quota
@@ -241,7 +284,10 @@ impl Vchiq {
     /// Region offset for a message of `st` bytes, padding the current slot and entering a new
     /// one as needed. `Retry` when no free slot (after publishing the padded position so the
     /// peer can finish and recycle the slot).
-    fn reserve_space(&self, g: &mut Inner, st: u32) -> VResult<usize> {
+    pub(crate) fn reserve_space(&self, g: &mut Inner, st: u32) -> VResult<usize> {
+        if self.loan_blocks(g) {
+            return Err(VchiqError::Retry);
+        }
         let in_slot = g.tx_pos & VCHIQ_SLOT_MASK;
         if in_slot != 0 && VCHIQ_SLOT_SIZE as u32 - in_slot < st {
             // The message does not fit: pad (and publish, so the peer can finish the slot).
@@ -272,6 +318,9 @@ impl Vchiq {
     /// Whether a control message of `size` bytes can be queued right now (used before mutating
     /// state while handling a peer message, so a stall leaves the message to be re-parsed).
     pub(crate) fn can_queue(&self, g: &mut Inner, size: usize) -> bool {
+        if self.loan_blocks(g) {
+            return false;
+        }
         let st = stride(size) as u32;
         let in_slot = g.tx_pos & VCHIQ_SLOT_MASK;
         let needs_new = in_slot == 0 || VCHIQ_SLOT_SIZE as u32 - in_slot < st;

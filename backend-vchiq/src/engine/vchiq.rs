@@ -239,6 +239,8 @@ pub(crate) struct Inner {
     pub pending: VecDeque<Pending>,
     /// Transmit resources were returned since the last poll round (see [`Event::TxSpace`]).
     pub tx_freed: bool,
+    /// The slot loan out, if any (`tx_loan.rs`).
+    pub loan: crate::engine::slot_loan::LoanState,
     /// Master: a bulk request was queued (local or remote) since `master_process_bulks` last
     /// found nothing it could pair, so its scan of every service is due again.
     pub bulks_dirty: bool,

@@ -13,27 +13,67 @@
 //! stream until a release kicks it, the remote's slots fill, and its sends fail with `Retry`
 //! (back-pressure; nothing is lost). The service's replies wait behind the stall too.
 //!
-//! No zero-copy send: a VCHIQ message is copied into our transmit slot by the core, so a loaned
-//! pool buffer would be copied anyway.
+//! Zero-copy send: [`Datagram::loan`] reserves room for one message in our own transmit slot
+//! (`engine/tx_loan.rs`: just beyond the published `tx_pos`, where the remote never looks),
+//! written in place through [`SharedTxBufs`] (the region's accessors, no Rust reference to the
+//! slot) and published by [`Datagram::send_loan`] with its frame and VCHIQ headers. At most one
+//! loan per instance, and while it is out every other sender of the instance is answered
+//! `Retry`; a loan kept longer than [`SLOT_LOAN_LIFETIME`] is discarded by the next sender that
+//! needs the slots (its writes are dropped, its send fails with `Timeout`). docs/datagram.md,
+//! footnote (2), explains why a loan cannot let other messages pass it.
 
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
+use core::time::Duration;
 
 use fwipc_transport_api::{
     Bind, Counters, Datagram, DatagramCounters, DatagramStats, Endpoint, EndpointQueues, Error,
-    HoldTable, MsgPool, Result, Rx, RxAction, RxHold,
+    HoldTable, MsgPool, Result, Rx, RxAction, RxHold, SharedTxBufs, TxLoan,
 };
 use spin::Mutex;
 use zerocopy::IntoBytes;
 
 use super::VchiqTransport;
 use crate::engine::service::{Deliver, Message, MessageToken};
-use crate::wire::frame::{self, FrameHeader, MAX_FRAME_PAYLOAD, NOTIFY};
+use crate::error::VchiqError;
+use crate::wire::consts::VCHIQ_MAX_MSG_SIZE;
+use crate::wire::frame::{self, FrameHeader, FRAME_HEADER, MAX_FRAME_PAYLOAD, NOTIFY};
 use crate::Vchiq;
 
 /// Receive buffers for the datagram endpoint: datagrams that can wait for (or be held by) the
 /// user before the core stops taking the remote's messages.
 pub const DGRAM_RX_BUFS: usize = 16;
+
+/// How long a zero-copy loan may stay out before the next sender that needs the slots discards
+/// it (every other sender of the instance waits meanwhile).
+pub const SLOT_LOAN_LIFETIME: Duration = Duration::from_millis(100);
+
+/// The loans of our transmit slot, as [`TxLoan`]s see them: buffer index = the core's loan
+/// generation, bytes after the frame header. Holds the core weakly (the core holds the service
+/// handler that holds this).
+struct SlotLoans {
+    vchiq: Weak<Vchiq>,
+}
+
+impl SharedTxBufs for SlotLoans {
+    fn capacity(&self) -> usize {
+        MAX_FRAME_PAYLOAD
+    }
+
+    fn write(&self, idx: u32, offset: usize, data: &[u8]) {
+        // A loan that expired (or whose core is gone) takes no more bytes; its send fails.
+        if let Some(v) = self.vchiq.upgrade() {
+            let _ = v.loan_write(idx, FRAME_HEADER + offset, data);
+        }
+    }
+
+    fn give_back(&self, idx: u32) {
+        if let Some(v) = self.vchiq.upgrade() {
+            v.loan_cancel(idx);
+        }
+    }
+}
 
 /// The datagram state of a transport's service handler.
 pub(crate) struct DgramSide {
@@ -46,11 +86,17 @@ pub(crate) struct DgramSide {
     eps: EndpointQueues,
     seq: AtomicU32,
     counters: DatagramCounters,
+    /// Loans of our transmit slot (one `Arc` for the transport's life: loaning allocates
+    /// nothing).
+    loans: Arc<SlotLoans>,
 }
 
 impl DgramSide {
-    pub(crate) fn new(fourcc: u32) -> Result<Self> {
+    pub(crate) fn new(fourcc: u32, vchiq: &Arc<Vchiq>) -> Result<Self> {
         Ok(DgramSide {
+            loans: Arc::new(SlotLoans {
+                vchiq: Arc::downgrade(vchiq),
+            }),
             fourcc,
             rx_pool: MsgPool::new(DGRAM_RX_BUFS, MAX_FRAME_PAYLOAD)?,
             holds: HoldTable::new(DGRAM_RX_BUFS),
@@ -122,8 +168,10 @@ impl DgramSide {
 }
 
 impl VchiqTransport {
-    /// Shutdown: give back every queued and held datagram (and its claim in the core).
+    /// Shutdown: discard a zero-copy loan still out (so the service's CLOSE is not held back by
+    /// it), give back every queued and held datagram (and its claim in the core).
     pub(crate) fn dgram_reset(&self) {
+        self.vchiq.loan_revoke(self.service());
         let d = &self.sh.dgram;
         d.eps.clear();
         let claims: Vec<MessageToken> = d
@@ -187,6 +235,69 @@ impl Datagram for VchiqTransport {
             .map_err(Error::from)?;
         Counters::bump(&d.counters.sent);
         Ok(())
+    }
+
+    fn loan(&self, ep: &Endpoint) -> Result<TxLoan> {
+        let _u = self.sh.lifecycle.acquire()?;
+        let d = &self.sh.dgram;
+        d.eps.check(ep)?;
+        let h = self.open_handle()?;
+        let generation = self
+            .vchiq
+            .loan_reserve(h, VCHIQ_MAX_MSG_SIZE, SLOT_LOAN_LIFETIME)
+            .map_err(Error::from)?;
+        let bufs: Arc<dyn SharedTxBufs> = d.loans.clone();
+        Ok(TxLoan::shared(bufs, generation))
+    }
+
+    fn send_loan(
+        &self,
+        ep: &Endpoint,
+        dst: u32,
+        loan: TxLoan,
+    ) -> core::result::Result<(), (Error, TxLoan)> {
+        let d = &self.sh.dgram;
+        let checked = self.sh.lifecycle.acquire().and_then(|u| {
+            d.eps.check(ep)?;
+            if dst != d.fourcc {
+                return Err(Error::InvalidArgument);
+            }
+            Ok((u, self.open_handle()?))
+        });
+        let (_u, h) = match checked {
+            Ok(x) => x,
+            Err(e) => return Err((e, loan)),
+        };
+        let (generation, len) = match loan.into_shared(&*d.loans) {
+            Ok(x) => x,
+            // Not a loan of this transport's slot.
+            Err(loan) => return Err((Error::InvalidArgument, loan)),
+        };
+        // Relaxed: a sequence number for the remote's logs, not a publication.
+        let seq = d.seq.fetch_add(1, Ordering::Relaxed) & !NOTIFY;
+        let hdr = FrameHeader::new(NOTIFY | seq, len as u32);
+        let sent = if self.vchiq.loan_write(generation, 0, hdr.as_bytes()) {
+            self.vchiq.loan_commit(generation, h, FRAME_HEADER + len)
+        } else {
+            Err(VchiqError::Invalid)
+        };
+        match sent {
+            Ok(()) => {
+                Counters::bump(&d.counters.sent);
+                Ok(())
+            }
+            Err(e) => {
+                // Handed back as it was (`into_shared` disarmed the original); a loan that is no
+                // longer live (expired) stays refused: its writes are dropped.
+                let mut back = TxLoan::shared(d.loans.clone(), generation);
+                let _ = back.set_len(len);
+                let e = match e {
+                    VchiqError::Invalid => Error::Timeout,
+                    e => Error::from(e),
+                };
+                Err((e, back))
+            }
+        }
     }
 
     fn poll_rx(

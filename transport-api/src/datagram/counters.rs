@@ -18,7 +18,8 @@ pub struct DatagramCounters {
 }
 
 impl DatagramCounters {
-    /// Snapshot, with the hold counts of `holds`.
+    /// Snapshot, with the hold counts of `holds`; a backend whose link counts
+    /// [`DatagramStats::tx_exhausted`] and [`DatagramStats::rx_budget_hits`] fills them in.
     pub fn snapshot(&self, holds: &HoldTable) -> DatagramStats {
         // Relaxed: independent statistics counters; nothing is published through them.
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -29,6 +30,8 @@ impl DatagramCounters {
             double_releases: holds.double_releases(),
             rx_backpressure: r(&self.rx_backpressure),
             dropped: r(&self.dropped),
+            tx_exhausted: 0,
+            rx_budget_hits: 0,
         }
     }
 }

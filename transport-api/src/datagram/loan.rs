@@ -95,8 +95,8 @@ impl TxLoan {
         }
     }
 
-    /// Whether the buffer lies in memory the remote can reach ([`TxLoan::with_mut`] then sees
-    /// an empty slice; write with [`TxLoan::write`]).
+    /// Whether the buffer lies in memory the remote can reach ([`TxLoan::with_mut`] then refuses
+    /// with `NotSupported`; write with [`TxLoan::write`]).
     pub fn is_shared(&self) -> bool {
         matches!(self.backing, Backing::Shared(_))
     }
@@ -149,12 +149,12 @@ impl TxLoan {
     }
 
     /// Write in place: `f` gets the whole buffer (capacity bytes) of a pool loan. A shared loan
-    /// ([`TxLoan::is_shared`]) has no memory a Rust reference may point at: `f` gets an empty
-    /// slice; use [`TxLoan::write`].
-    pub fn with_mut<R>(&mut self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    /// ([`TxLoan::is_shared`]) has no memory a Rust reference may point at: refused with
+    /// `NotSupported` and `f` is not called; use [`TxLoan::write`].
+    pub fn with_mut<R>(&mut self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
         match &self.backing {
-            Backing::Pool(b) => b.with_mut(f),
-            Backing::Shared(_) => f(&mut []),
+            Backing::Pool(b) => Ok(b.with_mut(f)),
+            Backing::Shared(_) => Err(Error::NotSupported),
         }
     }
 
@@ -200,7 +200,7 @@ mod tests {
         drop(other);
         assert_eq!(p.free_count(), 2, "a refused loan still frees its buffer");
         let mut l = TxLoan::new(p.alloc().unwrap()).unwrap();
-        l.with_mut(|d| d[..3].copy_from_slice(b"abc"));
+        l.with_mut(|d| d[..3].copy_from_slice(b"abc")).unwrap();
         l.set_len(3).unwrap();
         assert_eq!(l.set_len(9), Err(Error::TooLarge));
         let b = l.into_buf().unwrap();
@@ -252,11 +252,13 @@ mod tests {
         l.write(2, b"abc").unwrap();
         assert_eq!(l.write(6, b"abc"), Err(Error::TooLarge));
         assert_eq!(l.write(usize::MAX, b"a"), Err(Error::TooLarge));
+        let mut called = false;
         assert_eq!(
-            l.with_mut(|d| d.len()),
-            0,
+            l.with_mut(|_| called = true),
+            Err(Error::NotSupported),
             "no reference into shared memory"
         );
+        assert!(!called, "the closure never sees shared memory");
         l.set_len(5).unwrap();
         assert_eq!(l.set_len(9), Err(Error::TooLarge));
         assert_eq!(&r.data.lock().unwrap()[1][..5], b"\0\0abc");

@@ -63,25 +63,27 @@ pub trait Datagram: Transport {
     /// so the buffer cannot be touched after sending; on error it is handed back unsent.
     ///
     /// ```compile_fail,E0382
-    /// use fwipc_transport_api::{Datagram, Endpoint};
-    /// fn send_then_touch(d: &dyn Datagram, ep: &Endpoint) {
-    ///     let mut loan = d.loan(ep).unwrap();
-    ///     loan.with_mut(|b| b[0] = 1);
-    ///     loan.set_len(1).unwrap();
+    /// use fwipc_transport_api::{Datagram, Endpoint, Result};
+    /// fn send_then_touch(d: &dyn Datagram, ep: &Endpoint) -> Result<()> {
+    ///     let mut loan = d.loan(ep)?;
+    ///     loan.with_mut(|b| b[0] = 1)?;
+    ///     loan.set_len(1)?;
     ///     let _ = d.send_loan(ep, 1, loan);
-    ///     loan.with_mut(|b| b[0] = 2); // error[E0382]: borrow of moved value: `loan`
+    ///     loan.with_mut(|b| b[0] = 2)?; // error[E0382]: borrow of moved value: `loan`
+    ///     Ok(())
     /// }
     /// ```
     ///
-    /// The same code without the last line compiles:
+    /// The same code without the touch after the send compiles:
     ///
     /// ```
-    /// use fwipc_transport_api::{Datagram, Endpoint};
-    /// fn send(d: &dyn Datagram, ep: &Endpoint) {
-    ///     let mut loan = d.loan(ep).unwrap();
-    ///     loan.with_mut(|b| b[0] = 1);
-    ///     loan.set_len(1).unwrap();
+    /// use fwipc_transport_api::{Datagram, Endpoint, Result};
+    /// fn send(d: &dyn Datagram, ep: &Endpoint) -> Result<()> {
+    ///     let mut loan = d.loan(ep)?;
+    ///     loan.with_mut(|b| b[0] = 1)?;
+    ///     loan.set_len(1)?;
     ///     let _ = d.send_loan(ep, 1, loan);
+    ///     Ok(())
     /// }
     /// ```
     fn send_loan(

@@ -159,4 +159,10 @@ pub struct DatagramStats {
     pub rx_backpressure: u64,
     /// Datagrams for no bound endpoint, or malformed (dropped).
     pub dropped: u64,
+    /// Sends and loans refused because the remote held every transmit buffer (0 where the
+    /// backend's link does not count it).
+    pub tx_exhausted: u64,
+    /// Receive passes that stopped at their budget with messages still waiting (the next pass
+    /// takes them; 0 where the backend's link does not count it).
+    pub rx_budget_hits: u64,
 }

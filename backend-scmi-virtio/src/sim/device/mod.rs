@@ -31,6 +31,7 @@ use virtio_drivers::PhysAddr;
 use crate::platform::PlatformModel;
 use crate::virtio::ring::RingLayout;
 
+mod event_peer;
 mod faults;
 mod guest_mem;
 mod irq_line;
@@ -39,6 +40,7 @@ mod sim_transport;
 #[cfg(test)]
 mod tests;
 
+pub use event_peer::PEER_NOTIFY_MESSAGE;
 pub use faults::DOUBLE_FETCH;
 pub use irq_line::IrqLine;
 pub use sim_transport::SimTransport;

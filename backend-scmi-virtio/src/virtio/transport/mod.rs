@@ -2,7 +2,8 @@
 //! [`fwipc_transport_api::Transport`] over any virtio-drivers `Transport` + `Hal`.
 //!
 //! Files: this one (the type, its state and accessors), `setup.rs` (`new`), `transport_impl.rs`
-//! (the `Transport` implementation), `drain.rs` (taking what the device returned),
+//! (the `Transport` implementation), `datagram.rs` (the `Datagram` implementation: P2A messages
+//! as receive-only endpoints), `drain.rs` (taking what the device returned),
 //! `recovery.rs` (device reset, unconfirmed resets, stalls, quarantine), `shutdown.rs`
 //! (teardown, `into_transport`, `Drop`).
 
@@ -23,7 +24,10 @@ use super::features::ScmiFeatures;
 use super::ring::SplitRing;
 use super::slot::ScmiPart;
 use super::stall::StallWatch;
+use datagram::ScmiDgram;
+pub use datagram::{DGRAM_ENDPOINTS, DGRAM_RX_BUFS};
 
+mod datagram;
 mod drain;
 mod recovery;
 mod setup;
@@ -161,6 +165,8 @@ pub struct ScmiVirtio<H: Hal, T: VirtioTransport> {
     resets: AtomicU64,
     /// Buffers left to a device whose reset was never confirmed (see `quarantine`).
     quarantined: AtomicU64,
+    /// The datagram side (`datagram.rs`).
+    dgram: ScmiDgram,
 }
 
 impl<H: Hal, T: VirtioTransport> core::fmt::Debug for ScmiVirtio<H, T> {

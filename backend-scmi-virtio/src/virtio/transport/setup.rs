@@ -10,7 +10,7 @@ use fwipc_virtio::negotiate::{self, ResetOutcome, StatusReadClock};
 use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::Hal;
 
-use super::{ScmiVirtio, State};
+use super::{ScmiDgram, ScmiVirtio, State};
 use crate::header::HEADER_LEN;
 use crate::virtio::config::{ScmiVirtioConfig, MAX_MESSAGES};
 use crate::virtio::error::ScmiVirtioError;
@@ -153,6 +153,10 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             "virtio-scmi: features {features:?}, cmdq {size} ({nslots} messages), eventq {}",
             eventq.as_ref().map_or(0, |q| q.count())
         );
+        let dgram = match ScmiDgram::new(config.max_msg_size) {
+            Ok(d) => d,
+            Err(_) => return fail(&mut transport, ScmiVirtioError::BadConfig),
+        };
         Ok(ScmiVirtio {
             lc: Lifecycle::new(),
             max_msg: nslots,
@@ -176,6 +180,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             irq_pending: AtomicBool::new(false),
             resets: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
+            dgram,
         })
     }
 }

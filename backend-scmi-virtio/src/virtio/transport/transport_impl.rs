@@ -21,11 +21,13 @@ use crate::virtio::slot::{PollStatus, ScmiPart};
 
 impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     fn caps(&self) -> Caps {
-        // No datagrams (docs/datagram.md): SCMI notifications and delayed responses are
-        // unsolicited messages of a protocol, delivered by `fetch_notification`, not endpoints.
+        // Receive-only datagram endpoints per protocol (`datagram.rs`, docs/datagram.md): held
+        // receive buffers, no one-way or zero-copy send, no names, no name service.
+        let p2a = self.features.contains(ScmiFeatures::P2A_CHANNELS);
         Caps::new(self.max_msg, self.max_msg_size)
-            .with_notifications(self.features.contains(ScmiFeatures::P2A_CHANNELS))
+            .with_notifications(p2a)
             .with_polling(true)
+            .with_rx_hold(p2a)
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {
@@ -288,7 +290,11 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         let Some(q) = eventq.as_mut() else {
             return Ok(None);
         };
-        match q.pop_message(out) {
+        // Messages of protocols with a bound datagram endpoint are `poll_rx`'s.
+        let Some(pos) = q.position(|hdr| !self.dgram.claims(hdr)) else {
+            return Ok(None);
+        };
+        match q.pop_at(pos, out) {
             None => Ok(None),
             Some(Err(_needed)) => Err(Error::TooLarge),
             Some(Ok((hdr, len))) => {

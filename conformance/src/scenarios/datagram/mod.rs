@@ -5,6 +5,7 @@
 
 mod name_service;
 mod one_way;
+mod receive_only;
 mod rx_hold;
 mod zero_copy;
 
@@ -18,11 +19,12 @@ use std::time::{Duration, Instant};
 use fwipc_transport_api::fixture::{DatagramPeer, Fixture};
 use fwipc_transport_api::{Datagram, Endpoint, Error, RxAction};
 
-/// The datagram pair of a fixture whose caps claim `one_way`; panics if the fixture lacks it.
+/// The datagram pair of a fixture whose caps claim a datagram feature; panics if the fixture
+/// lacks it.
 pub(super) fn pair<F: Fixture>(fx: &F) -> (&dyn Datagram, &dyn DatagramPeer) {
     fx.datagram().unwrap_or_else(|| {
         panic!(
-            "{}: Caps::one_way is set but Fixture::datagram() is None",
+            "{}: Caps claims datagrams but Fixture::datagram() is None",
             F::NAME
         )
     })
