@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64};
 
 use fwipc_transport_api::{Lifecycle, TransferTable};
 use fwipc_virtio::negotiate::{self, ResetOutcome, StatusReadClock};
-use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
+use virtio_drivers::transport::Transport as VirtioTransport;
 use virtio_drivers::Hal;
 
 use super::{ScmiDgram, ScmiVirtio, State};
@@ -93,9 +93,21 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             Err(_) => return Err(ScmiVirtioError::FeaturesRejected),
         };
         let event_idx = features.contains(ScmiFeatures::RING_EVENT_IDX);
+        // Every failure below comes before DRIVER_OK, and a device must not use any buffer or
+        // ring before DRIVER_OK (Virtio 1.2 §2.1.2), so the rings dropped on the way out
+        // were never the device's. The reset (bounded, as at the start) forgets the queue
+        // addresses we did give it; whether it was confirmed changes nothing we own.
         let fail = |t: &mut T, e: ScmiVirtioError| {
-            t.set_status(DeviceStatus::empty());
+            if !reset_device(t, &config) {
+                log::warn!(
+                    "virtio-scmi: reset after a failed setup unconfirmed (nothing was lent)"
+                );
+            }
             Err(e)
+        };
+        // Datagram state first: nothing after `go_live` may fail.
+        let Ok(dgram) = ScmiDgram::new(config.max_msg_size) else {
+            return fail(&mut transport, ScmiVirtioError::BadConfig);
         };
 
         // cmdq
@@ -153,10 +165,6 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             "virtio-scmi: features {features:?}, cmdq {size} ({nslots} messages), eventq {}",
             eventq.as_ref().map_or(0, |q| q.count())
         );
-        let dgram = match ScmiDgram::new(config.max_msg_size) {
-            Ok(d) => d,
-            Err(_) => return fail(&mut transport, ScmiVirtioError::BadConfig),
-        };
         Ok(ScmiVirtio {
             lc: Lifecycle::new(),
             max_msg: nslots,
@@ -240,6 +248,33 @@ mod tests {
         }
     }
 
+    /// A setup that fails after a queue was given to the device (here the eventq's size) resets
+    /// it: status 0 read back, no queue configured, and a later setup succeeds.
+    #[cfg(feature = "sim")]
+    #[test]
+    fn a_setup_failing_after_the_cmdq_leaves_the_device_reset() {
+        use crate::sim::{EchoPlatform, SimDevice, SimDeviceConfig, SimHal};
+        use virtio_drivers::transport::DeviceStatus;
+
+        let dev = SimDevice::start(SimDeviceConfig::default(), || Box::new(EchoPlatform::new()));
+        let bad = ScmiVirtioConfig {
+            eventq_size: Some(3),
+            ..ScmiVirtioConfig::default()
+        };
+        let r = ScmiVirtio::<SimHal, _>::new(dev.transport(), bad);
+        assert!(matches!(
+            r.err(),
+            Some(ScmiVirtioError::BadQueueSize { .. })
+        ));
+        let mut t = dev.transport();
+        assert_eq!(t.get_status(), DeviceStatus::empty(), "device reset");
+        assert!(
+            !t.queue_used(CMDQ),
+            "the cmdq given to the device is forgotten"
+        );
+        assert!(ScmiVirtio::<SimHal, _>::new(dev.transport(), ScmiVirtioConfig::default()).is_ok());
+    }
+
     /// A device that never reads back status 0 is refused before anything is negotiated or
     /// given to it, after `reset_timeout` worth of status reads (no clock configured).
     #[cfg(feature = "sim")]
@@ -247,6 +282,7 @@ mod tests {
     fn new_refuses_a_device_whose_reset_never_completes() {
         use crate::sim::{EchoPlatform, SimDevice, SimDeviceConfig, SimHal};
         use core::time::Duration;
+        use virtio_drivers::transport::DeviceStatus;
 
         let dev = SimDevice::start(SimDeviceConfig::default(), || Box::new(EchoPlatform::new()));
         let mut t = dev.transport();
