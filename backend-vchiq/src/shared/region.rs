@@ -166,6 +166,9 @@ impl Region {
         let Some(mut words) = self.covering(off, out.len()) else {
             return false;
         };
+        if out.is_empty() {
+            return true;
+        }
         // Relaxed, every load below: a copy; ordering comes from the protocol's Release/Acquire
         // publication (tx_pos, slot_queue) around it.
         let mut out = out;
@@ -186,7 +189,10 @@ impl Region {
         for (o, w) in whole.iter_mut().zip(words) {
             *o = w.load(Ordering::Relaxed).to_le_bytes();
         }
-        if let Some(w) = words.get(whole.len()) {
+        if !last.is_empty() {
+            let Some(w) = words.get(whole.len()) else {
+                return false;
+            };
             let bytes = w.load(Ordering::Relaxed).to_le_bytes();
             last.copy_from_slice(&bytes[..last.len()]);
         }
@@ -221,6 +227,10 @@ impl Region {
         let Some(mut words) = self.covering(off, n) else {
             return false;
         };
+        if n == 0 {
+            // Nothing to store: not even the covering word is touched.
+            return true;
+        }
         // Relaxed, every store below: a copy; published to the peer by the protocol's Release
         // store (tx_pos, or the message that names the fragment/pagelist).
         let (mut pos, end) = (off, off + n);
@@ -230,9 +240,9 @@ impl Region {
             Src::Zero => Some(Src::Zero),
         };
         if pos % WORD != 0 || n < WORD {
-            // The first word is partly covered (nothing to do for `n == 0`: no word).
+            // The first word is partly covered.
             let Some((w, rest)) = words.split_first() else {
-                return true;
+                return false;
             };
             let hi = end.min(pos - pos % WORD + WORD);
             let Some(p) = part(pos, hi) else {
