@@ -30,7 +30,46 @@ struct Slot {
     /// The remote's share of `refs`; a hostile remote cannot return more than it was lent.
     remote: AtomicU32,
     len: AtomicUsize,
-    data: Lock<Box<[u8]>>,
+    /// The buffer (`buf_size` bytes, a `Box<[u8]>` turned raw, freed by `Drop`). It never moves,
+    /// so its address is read without the lock ([`PoolBuf::dma_ptr`]); a slice over it exists
+    /// only while `lock` is held.
+    data: NonNull<[u8]>,
+    lock: Lock<()>,
+}
+
+// SAFETY: `data` is owned by the slot (a boxed buffer) and reached as a slice only under `lock`;
+// the other fields are atomics and a lock.
+unsafe impl Send for Slot {}
+// SAFETY: as above: shared use goes through the atomics, `lock`, or the raw address.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    fn new(buf_size: usize) -> Self {
+        let data = NonNull::from(Box::leak(vec![0u8; buf_size].into_boxed_slice()));
+        Slot {
+            refs: AtomicU32::new(0),
+            remote: AtomicU32::new(0),
+            len: AtomicUsize::new(0),
+            data,
+            lock: Lock::new(()),
+        }
+    }
+
+    /// Run `f` on the buffer under the slot's lock.
+    fn with<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        let _held = self.lock.lock();
+        // SAFETY: `data` is the live buffer the slot owns (`Slot::new`, freed only in `drop`);
+        // the lock makes this the only slice over it; the remote's accesses go through the raw
+        // address and byte atomics, never through this slice (`dma_ptr`'s contract).
+        f(unsafe { &mut *self.data.as_ptr() })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // SAFETY: `data` came from `Box::leak` in `Slot::new` and is freed only here, once.
+        drop(unsafe { Box::from_raw(self.data.as_ptr()) });
+    }
 }
 
 struct Inner {
@@ -65,14 +104,7 @@ impl MsgPool {
         if count == 0 || count > (1 << 24) || buf_size == 0 {
             return Err(Error::InvalidArgument);
         }
-        let slots: Vec<Slot> = (0..count)
-            .map(|_| Slot {
-                refs: AtomicU32::new(0),
-                remote: AtomicU32::new(0),
-                len: AtomicUsize::new(0),
-                data: Lock::new(vec![0u8; buf_size].into_boxed_slice()),
-            })
-            .collect();
+        let slots: Vec<Slot> = (0..count).map(|_| Slot::new(buf_size)).collect();
         // Hand out low indices first (popped from the end).
         let free: Vec<u32> = (0..count as u32).rev().collect();
         Ok(MsgPool {
@@ -359,25 +391,25 @@ impl PoolBuf {
         if data.len() > self.pool().buf_size {
             return Err(Error::TooLarge);
         }
-        self.slot().data.lock()[..data.len()].copy_from_slice(data);
+        self.slot().with(|b| b[..data.len()].copy_from_slice(data));
         self.set_len(data.len())
     }
 
     /// Copy the valid data out; returns the bytes copied (at most `out.len()`).
     pub fn read_into(&self, out: &mut [u8]) -> usize {
         let n = self.len().min(out.len());
-        out[..n].copy_from_slice(&self.slot().data.lock()[..n]);
+        self.slot().with(|b| out[..n].copy_from_slice(&b[..n]));
         n
     }
 
     /// Run `f` on the whole buffer (capacity bytes).
     pub fn with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
-        f(&self.slot().data.lock())
+        self.slot().with(|b| f(b))
     }
 
     /// Run `f` on the whole buffer (capacity bytes), mutably.
     pub fn with_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        f(&mut self.slot().data.lock())
+        self.slot().with(f)
     }
 
     /// Give the remote a reference (it now co-owns the buffer). Returns the index the remote
@@ -395,11 +427,10 @@ impl PoolBuf {
     /// The pointer may be handed to hardware only while the buffer is lent
     /// ([`PoolBuf::lend`]) and must not be written through while a local user may be reading.
     pub fn dma_ptr(&self) -> *mut u8 {
-        let mut data = self.slot().data.lock();
-        // A raw pointer to the box's contents, without a reference to them: `as_mut_ptr` would
-        // go through a `&mut [u8]` over bytes the remote may be writing right now (a data race
-        // under Miri: `fwipc-scmi-virtio` `sim::device::tests::hostile_device_rewriting_a_reply_is_no_data_race`).
-        (&raw mut **data).cast::<u8>()
+        // The slot's raw address, without the lock and without a reference to the bytes: a
+        // `&mut [u8]` would cover bytes the remote may be writing right now (a data race under
+        // Miri: `fwipc-scmi-virtio` `sim::device::tests::hostile_device_rewriting_a_reply_is_no_data_race`).
+        self.slot().data.cast::<u8>().as_ptr()
     }
 }
 
@@ -504,6 +535,29 @@ mod tests {
         assert_eq!(a.users(), 1);
         drop(a);
         assert_eq!(p.free_count(), 2);
+    }
+
+    /// `dma_ptr` is the buffer itself, the same address from every handle and every call: bytes
+    /// written through it are what `read_into` returns, and the other way round.
+    #[test]
+    fn dma_ptr_is_the_buffer_and_stays_put() {
+        let pool = MsgPool::new(2, 16).unwrap();
+        let a = pool.alloc().unwrap();
+        let b = pool.alloc().unwrap();
+        let p = a.dma_ptr();
+        assert_eq!(pool.get(a.index()).unwrap().dma_ptr(), p);
+        assert_ne!(b.dma_ptr(), p);
+        a.write(b"abcdefgh").unwrap();
+        let mut seen = [0u8; 8];
+        // SAFETY: 8 of the buffer's 16 bytes; nobody else reaches them meanwhile.
+        unsafe { crate::shared_mem::copy_from_shared(p, &mut seen) };
+        assert_eq!(&seen, b"abcdefgh");
+        // SAFETY: as above, for writes.
+        unsafe { crate::shared_mem::copy_to_shared(p.wrapping_add(2), b"XY") };
+        let mut out = [0u8; 8];
+        assert_eq!(a.read_into(&mut out), 8);
+        assert_eq!(&out, b"abXYefgh");
+        assert_eq!(a.dma_ptr(), p, "the buffer never moves");
     }
 
     #[test]

@@ -159,40 +159,42 @@ impl Region {
         len > 0 && addr < base.saturating_add(self.len) && base < end
     }
 
-    /// `[off, off + n)` in bounds: the word range covering it, as (first word offset, end offset
-    /// of the last word), both inside the region (`len` is a multiple of 4).
-    fn covering_words(&self, off: usize, n: usize) -> Option<(usize, usize)> {
-        let end = off.checked_add(n)?;
-        if end > self.len {
-            return None;
-        }
-        let first = off - off % WORD;
-        // `end <= len` and `len` is a multiple of 4, so rounding up stays in bounds.
-        let last_end = end.div_ceil(WORD) * WORD;
-        Some((first, last_end))
-    }
-
     /// Copy `out.len()` bytes from `off`; `false` (nothing copied) if out of bounds. Loads whole
     /// aligned words (the module's one-width rule), so a concurrent peer yields some mix of old
     /// and new words, never undefined behaviour.
     pub fn read_bytes(&self, off: usize, out: &mut [u8]) -> bool {
-        let Some((first, last_end)) = self.covering_words(off, out.len()) else {
+        let Some(mut words) = self.covering(off, out.len()) else {
             return false;
         };
-        let mut w_off = first;
-        let mut i = 0usize;
-        while w_off < last_end && i < out.len() {
-            let Some(w) = self.word(w_off) else {
+        if out.is_empty() {
+            return true;
+        }
+        // Relaxed, every load below: a copy; ordering comes from the protocol's Release/Acquire
+        // publication (tx_pos, slot_queue) around it.
+        let mut out = out;
+        let skip = off % WORD;
+        if skip != 0 {
+            // The first word is partly covered: keep its bytes from `skip` on.
+            let Some((w, rest)) = words.split_first() else {
                 return false;
             };
-            // Relaxed: a copy; ordering comes from the protocol's Release/Acquire publication
-            // (tx_pos, slot_queue) around it.
             let bytes = w.load(Ordering::Relaxed).to_le_bytes();
-            let skip = off.saturating_sub(w_off);
-            let take = (WORD - skip).min(out.len() - i);
-            out[i..i + take].copy_from_slice(&bytes[skip..skip + take]);
-            i += take;
-            w_off += WORD;
+            let take = (WORD - skip).min(out.len());
+            let (head, tail) = out.split_at_mut(take);
+            head.copy_from_slice(&bytes[skip..skip + take]);
+            (out, words) = (tail, rest);
+        }
+        // `out` now starts on a word boundary: whole words, then the last, partly covered one.
+        let (whole, last) = out.as_chunks_mut::<WORD>();
+        for (o, w) in whole.iter_mut().zip(words) {
+            *o = w.load(Ordering::Relaxed).to_le_bytes();
+        }
+        if !last.is_empty() {
+            let Some(w) = words.get(whole.len()) else {
+                return false;
+            };
+            let bytes = w.load(Ordering::Relaxed).to_le_bytes();
+            last.copy_from_slice(&bytes[..last.len()]);
         }
         true
     }
@@ -201,49 +203,101 @@ impl Region {
     /// words; a word the range covers only partly is read, changed and stored back whole, so the
     /// caller must own the whole of such words (module documentation).
     pub fn write_bytes(&self, off: usize, data: &[u8]) -> bool {
-        self.store_bytes(off, data.len(), |i| data[i])
+        self.store_bytes(off, data.len(), Src::Bytes(data))
     }
 
     /// Fill `len` bytes at `off` with zero (whole-word stores, as [`Region::write_bytes`]).
     pub fn zero(&self, off: usize, len: usize) -> bool {
-        self.store_bytes(off, len, |_| 0)
+        self.store_bytes(off, len, Src::Zero)
     }
 
-    /// Store `n` bytes at `off`, byte `i` being `byte(i)`, as whole aligned words.
-    fn store_bytes(&self, off: usize, n: usize, byte: impl Fn(usize) -> u8) -> bool {
-        let Some((first, last_end)) = self.covering_words(off, n) else {
+    /// The words covering `[off, off + n)`, if in bounds (none for `n == 0`).
+    fn covering(&self, off: usize, n: usize) -> Option<&[AtomicU32]> {
+        let end = off.checked_add(n)?;
+        if end > self.len {
+            return None;
+        }
+        let first = off - off % WORD;
+        // `end <= len` and `len` is a multiple of 4, so rounding up stays in bounds.
+        self.words(first, end.div_ceil(WORD) - first / WORD)
+    }
+
+    /// Store `n` bytes at `off` as whole aligned words: the `n` bytes of `src`, or zeros.
+    fn store_bytes(&self, off: usize, n: usize, src: Src<'_>) -> bool {
+        let Some(mut words) = self.covering(off, n) else {
             return false;
         };
         if n == 0 {
             // Nothing to store: not even the covering word is touched.
             return true;
         }
-        let end = off + n;
-        let mut w_off = first;
-        while w_off < last_end {
-            let Some(w) = self.word(w_off) else {
+        // Relaxed, every store below: a copy; published to the peer by the protocol's Release
+        // store (tx_pos, or the message that names the fragment/pagelist).
+        let (mut pos, end) = (off, off + n);
+        // The source bytes for `[from, to)`: always there, `src` has `n` bytes from `off`.
+        let part = |from: usize, to: usize| match src {
+            Src::Bytes(d) => d.get(from - off..to - off).map(Src::Bytes),
+            Src::Zero => Some(Src::Zero),
+        };
+        if pos % WORD != 0 || n < WORD {
+            // The first word is partly covered.
+            let Some((w, rest)) = words.split_first() else {
                 return false;
             };
-            let (lo, hi) = (off.max(w_off), end.min(w_off + WORD));
-            let v = if lo == w_off && hi == w_off + WORD {
-                u32::from_le_bytes(core::array::from_fn(|k| byte(w_off + k - off)))
-            } else {
-                // A partly covered word (only at the ends): copy it out, change our bytes, store
-                // it back whole. Relaxed load: the word is ours (caller contract), so this only
-                // reads back what we last wrote or what the peer scribbled over it.
-                let mut b = w.load(Ordering::Relaxed).to_le_bytes();
-                for (a, slot) in b.iter_mut().enumerate().take(hi - w_off).skip(lo - w_off) {
-                    *slot = byte(w_off + a - off);
-                }
-                u32::from_le_bytes(b)
+            let hi = end.min(pos - pos % WORD + WORD);
+            let Some(p) = part(pos, hi) else {
+                return false;
             };
-            // Relaxed: a copy; published to the peer by the protocol's Release store (tx_pos,
-            // or the message that names the fragment/pagelist).
-            w.store(v, Ordering::Relaxed);
-            w_off += WORD;
+            Self::patch(w, pos % WORD, p, hi - pos);
+            (pos, words) = (hi, rest);
+        }
+        // `pos` is now on a word boundary (or `pos == end`).
+        let whole = (end - pos) / WORD;
+        let Some((mid, rest)) = words.split_at_checked(whole) else {
+            return false;
+        };
+        match part(pos, pos + whole * WORD) {
+            Some(Src::Bytes(d)) => {
+                for (b, w) in d.as_chunks::<WORD>().0.iter().zip(mid) {
+                    w.store(u32::from_le_bytes(*b), Ordering::Relaxed);
+                }
+            }
+            Some(Src::Zero) => mid.iter().for_each(|w| w.store(0, Ordering::Relaxed)),
+            None => return false,
+        }
+        pos += whole * WORD;
+        if pos < end {
+            let (Some(w), Some(p)) = (rest.first(), part(pos, end)) else {
+                return false;
+            };
+            Self::patch(w, 0, p, end - pos);
         }
         true
     }
+
+    /// Replace `n` bytes of word `w` from byte `at` with `src` (`n` bytes, or zeros), storing
+    /// the word back whole. Relaxed load: the word is ours (caller contract), so this only reads
+    /// back what we last wrote or what the peer scribbled over it.
+    fn patch(w: &AtomicU32, at: usize, src: Src<'_>, n: usize) {
+        let mut b = w.load(Ordering::Relaxed).to_le_bytes();
+        if let Some(part) = b.get_mut(at..at + n) {
+            match src {
+                Src::Bytes(d) => part.copy_from_slice(d),
+                Src::Zero => part.fill(0),
+            }
+        }
+        // Relaxed: as the copy's other stores.
+        w.store(u32::from_le_bytes(b), Ordering::Relaxed);
+    }
+}
+
+/// What [`Region::store_bytes`] stores.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// Zeros.
+    Zero,
 }
 
 /// A zeroed, page-aligned heap allocation to use as a region (simulator, fuzzing, tests).
@@ -332,6 +386,11 @@ mod tests {
                 let mut part = alloc::vec![0u8; n];
                 assert!(r.read_bytes(off, &mut part));
                 assert_eq!(part[..], model[off..off + n], "read of {n} at {off}");
+                let (z, zn) = (off + n / 2, n / 3);
+                assert!(r.zero(z, zn));
+                model[z..z + zn].fill(0);
+                assert!(r.read_bytes(0, &mut all));
+                assert_eq!(all, model, "zero of {zn} at {z}");
             }
         }
         assert!(r.zero(3, 6));

@@ -26,7 +26,9 @@
 //! draws the plots into `DIR`, see [`plots`]). `scripts/bench-docs.sh` regenerates
 //! `docs/benchmarks.md` with it. With
 //! `FWIPC_BENCH_ALLOC_TRACE=N` it prints a backtrace for each of the first `N` allocations
-//! counted in the (f) phase, to find where a steady-state allocation comes from.
+//! counted in the (f) phase, to find where a steady-state allocation comes from. `--instructions`
+//! prints instructions and atomic read-modify-writes per inline round trip instead, counted by
+//! callgrind ([`instr`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -39,6 +41,7 @@ use fwipc_transport_api::fixture::{echo_reply_byte, Fixture, RemoteControl, SimM
 use fwipc_transport_api::{Completion, Request, Transport, TxOutcome};
 
 mod bulk;
+mod instr;
 mod parked;
 mod pipeline;
 mod plots;
@@ -649,6 +652,19 @@ fn main() {
 
     // Every backend of `backends.toml`, in its order.
     let ctors = each_backend!(F => (F::NAME, pair::<F> as Ctor));
+    // `--instructions`: the callgrind table of every backend (or `--only` one), nothing else.
+    if args.iter().any(|a| a == "--instructions") {
+        let names: Vec<&str> = ctors
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| only.as_deref().is_none_or(|o| o == *n))
+            .collect();
+        if let Err(e) = instr::run(&names) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     // `--profile NAME`: only inline round trips of that backend for 5 s (or `--rounds N` of
     // them), nothing else (for a profiler).
     if let Some(name) = args
