@@ -63,4 +63,13 @@ else
   have_qemu_scmi || { echo "qemu-system-aarch64 lacks vhost-user-scmi after install" >&2; exit 1; }
 fi
 
+if command -v valgrind >/dev/null 2>&1; then
+  log "valgrind present: $(valgrind --version)"
+else
+  log "installing valgrind (the benchmark's instruction counts, docs/benchmarks.md)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends valgrind >/dev/null
+fi
+
 log "done; export VHOST_DEVICE_SCMI=$FWIPC_TOOLS/bin/vhost-device-scmi"
