@@ -1,7 +1,7 @@
 //! Instance configuration and the region layout it implies: slot partitioning (`init_slots`,
 //! docs/protocols/vchiq.md §1), the fragment pool and the pagelist area that follow the slots.
 
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::wire::consts::{
     VCHIQ_MAX_FRAGMENTS, VCHIQ_MAX_SERVICES, VCHIQ_MAX_SLOTS, VCHIQ_MAX_SLOTS_PER_SIDE,
     VCHIQ_SLOT_SIZE, VCHIQ_SLOT_ZERO_SLOTS,
@@ -100,7 +100,7 @@ impl Config {
     }
 
     /// Check the configuration.
-    pub fn validate(&self) -> VResult {
+    pub fn validate(&self) -> Result {
         let n = self.total_slots.wrapping_sub(VCHIQ_SLOT_ZERO_SLOTS);
         let cl = self.cache_line_size;
         let ok = self.total_slots > VCHIQ_SLOT_ZERO_SLOTS

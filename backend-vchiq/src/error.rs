@@ -84,4 +84,4 @@ impl From<VchiqError> for Error {
 }
 
 /// Result alias of the core.
-pub type VResult<T = ()> = core::result::Result<T, VchiqError>;
+pub type Result<T = ()> = core::result::Result<T, VchiqError>;

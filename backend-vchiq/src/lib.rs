@@ -34,7 +34,7 @@ pub use engine::service::{
 };
 pub use engine::vchiq::{ServiceCtx, ServiceHandler, Vchiq};
 pub use engine::waiting::WAIT_NAP;
-pub use error::{VResult, VchiqError};
+pub use error::{Result, VchiqError};
 pub use platform::Platform;
 pub use shared::region::{OwnedRegion, Region};
 pub use transport::VchiqTransport;

@@ -15,7 +15,7 @@ use crate::config::Role;
 use crate::engine::counters::bump;
 use crate::engine::service::{BulkCompletion, BulkDir, BulkMode, ServiceHandle};
 use crate::engine::vchiq::{Inner, LocalBulk, PendingEv, Vchiq};
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::wire::consts::*;
 use crate::wire::header::Header;
 use crate::wire::layout::BulkPayload;
@@ -150,7 +150,7 @@ impl Vchiq {
         remote: u32,
         dir: BulkDir,
         e: &mut LocalBulk,
-    ) -> VResult {
+    ) -> Result {
         let addr = e.buf.as_ptr() as usize + e.offset;
         let cl = self.cfg.cache_line_size;
         if !self.can_queue(g, 8) {
@@ -267,7 +267,7 @@ impl Vchiq {
         g: &mut Inner,
         mut e: LocalBulk,
         dir: BulkDir,
-        result: Result<usize, VchiqError>,
+        result: Result<usize>,
     ) -> BulkCompletion {
         let addr = e.buf.as_ptr() as usize + e.offset;
         let cl = self.cfg.cache_line_size;
@@ -368,7 +368,7 @@ impl Vchiq {
     }
 
     /// The oldest NoCallback completion of a service.
-    pub fn take_bulk_completion(&self, h: ServiceHandle) -> VResult<Option<BulkCompletion>> {
+    pub fn take_bulk_completion(&self, h: ServiceHandle) -> Result<Option<BulkCompletion>> {
         let mut g = self.inner.lock();
         Ok(self.service_mut(&mut g, h)?.done.pop_front())
     }
@@ -378,7 +378,7 @@ impl Vchiq {
         &self,
         h: ServiceHandle,
         tag: u64,
-    ) -> VResult<Option<BulkCompletion>> {
+    ) -> Result<Option<BulkCompletion>> {
         let mut g = self.inner.lock();
         let s = self.service_mut(&mut g, h)?;
         Ok(s.done
@@ -408,13 +408,13 @@ impl Vchiq {
         h: ServiceHandle,
         tag: u64,
         timeout: Duration,
-    ) -> VResult<BulkCompletion> {
+    ) -> Result<BulkCompletion> {
         self.wait_until(timeout, || self.bulk_check(h, tag))
     }
 
     /// One look for the NoCallback transfer `tag` of [`Vchiq::wait_bulk`] and its async form:
     /// `Some` with its completion (taken) or an error, `None` while it is still queued.
-    pub(crate) fn bulk_check(&self, h: ServiceHandle, tag: u64) -> Option<VResult<BulkCompletion>> {
+    pub(crate) fn bulk_check(&self, h: ServiceHandle, tag: u64) -> Option<Result<BulkCompletion>> {
         {
             // One lock for both checks: a completion moving from the queue to `done` in
             // between must not look like an unknown tag.

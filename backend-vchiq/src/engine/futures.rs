@@ -14,7 +14,7 @@ use fwipc_transport_api::Deadline;
 
 use crate::engine::service::{BulkCompletion, ServiceHandle};
 use crate::engine::vchiq::Vchiq;
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 
 /// A blocking call of the instance as a future (made by [`Vchiq::wait_async`],
 /// [`Vchiq::queue_message_async`], [`Vchiq::wait_bulk_async`]).
@@ -52,8 +52,8 @@ impl<F> fmt::Debug for VchiqFuture<'_, F> {
     }
 }
 
-impl<T, F: FnMut() -> Option<VResult<T>> + Unpin> Future for VchiqFuture<'_, F> {
-    type Output = VResult<T>;
+impl<T, F: FnMut() -> Option<Result<T>> + Unpin> Future for VchiqFuture<'_, F> {
+    type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -82,7 +82,7 @@ impl Vchiq {
     /// callback, an open).
     pub fn wait_async<T, F>(&self, timeout: Duration, check: F) -> VchiqFuture<'_, F>
     where
-        F: FnMut() -> Option<VResult<T>> + Unpin,
+        F: FnMut() -> Option<Result<T>> + Unpin,
     {
         VchiqFuture {
             v: self,
@@ -98,7 +98,7 @@ impl Vchiq {
         h: ServiceHandle,
         payload: &'a [u8],
         timeout: Duration,
-    ) -> VchiqFuture<'a, impl FnMut() -> Option<VResult> + Unpin + 'a> {
+    ) -> VchiqFuture<'a, impl FnMut() -> Option<Result> + Unpin + 'a> {
         self.wait_async(timeout, move || match self.queue_message(h, payload) {
             Err(VchiqError::Retry) => None,
             r => Some(r),
@@ -113,7 +113,7 @@ impl Vchiq {
         h: ServiceHandle,
         tag: u64,
         timeout: Duration,
-    ) -> VchiqFuture<'_, impl FnMut() -> Option<VResult<BulkCompletion>> + Unpin + '_> {
+    ) -> VchiqFuture<'_, impl FnMut() -> Option<Result<BulkCompletion>> + Unpin + '_> {
         self.wait_async(timeout, move || self.bulk_check(h, tag))
     }
 }

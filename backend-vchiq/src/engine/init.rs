@@ -14,7 +14,7 @@ use crate::engine::counters::VchiqCounters;
 use crate::engine::poll_gate::PollGate;
 use crate::engine::vchiq::{Inner, Quota, RxSlot, Vchiq};
 use crate::engine::wakers::FutureWakers;
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::platform::Platform;
 use crate::shared::region::Region;
 use crate::wire::consts::*;
@@ -33,7 +33,7 @@ impl Vchiq {
         platform: Box<dyn Platform>,
         cfg: Config,
         clock: Box<dyn Clock + Send + Sync>,
-    ) -> VResult<Vchiq> {
+    ) -> Result<Vchiq> {
         cfg.validate()?;
         if region.len() < cfg.region_size() {
             return Err(VchiqError::NoMemory);
@@ -87,7 +87,7 @@ impl Vchiq {
         platform: Box<dyn Platform>,
         cfg: Config,
         clock: Box<dyn Clock + Send + Sync>,
-    ) -> VResult<Vchiq> {
+    ) -> Result<Vchiq> {
         cfg.validate()?;
         if region.len() < cfg.region_size() {
             return Err(VchiqError::NoMemory);
@@ -151,7 +151,7 @@ impl Vchiq {
         cfg: Config,
         clock: Box<dyn Clock + Send + Sync>,
         role: Role,
-    ) -> VResult<Vchiq> {
+    ) -> Result<Vchiq> {
         let (local_off, remote_off) = match role {
             Role::Slave => (off::SLAVE, off::MASTER),
             Role::Master => (off::MASTER, off::SLAVE),

@@ -8,13 +8,13 @@ use core::time::Duration;
 
 use crate::engine::service::{ServiceHandle, ServiceParams};
 use crate::engine::vchiq::{Inner, PendingEv, Service, ServiceHandler, Vchiq};
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::wire::consts::*;
 use crate::wire::layout::OpenPayload;
 use zerocopy::IntoBytes;
 
 impl Vchiq {
-    pub(crate) fn service<'a>(&self, g: &'a Inner, h: ServiceHandle) -> VResult<&'a Service> {
+    pub(crate) fn service<'a>(&self, g: &'a Inner, h: ServiceHandle) -> Result<&'a Service> {
         match g.services.get(h.port()) {
             Some(Some(s)) if s.handle == h => Ok(s),
             _ => Err(VchiqError::Invalid),
@@ -25,7 +25,7 @@ impl Vchiq {
         &self,
         g: &'a mut Inner,
         h: ServiceHandle,
-    ) -> VResult<&'a mut Service> {
+    ) -> Result<&'a mut Service> {
         match g.services.get_mut(h.port()) {
             Some(Some(s)) if s.handle == h => Ok(s),
             _ => Err(VchiqError::Invalid),
@@ -62,7 +62,7 @@ impl Vchiq {
         &self,
         params: ServiceParams,
         handler: H,
-    ) -> VResult<ServiceHandle> {
+    ) -> Result<ServiceHandle> {
         self.add_service_arc(params, Arc::new(handler))
     }
 
@@ -71,7 +71,7 @@ impl Vchiq {
         &self,
         params: ServiceParams,
         handler: Arc<dyn ServiceHandler>,
-    ) -> VResult<ServiceHandle> {
+    ) -> Result<ServiceHandle> {
         self.check_alive()?;
         if params.fourcc == 0 {
             return Err(VchiqError::Invalid);
@@ -105,7 +105,7 @@ impl Vchiq {
         &self,
         params: ServiceParams,
         handler: H,
-    ) -> VResult<ServiceHandle> {
+    ) -> Result<ServiceHandle> {
         self.open_service_arc(params, Arc::new(handler))
     }
 
@@ -114,7 +114,7 @@ impl Vchiq {
         &self,
         params: ServiceParams,
         handler: Arc<dyn ServiceHandler>,
-    ) -> VResult<ServiceHandle> {
+    ) -> Result<ServiceHandle> {
         self.check_alive()?;
         if params.fourcc == 0 {
             return Err(VchiqError::Invalid);
@@ -156,7 +156,7 @@ impl Vchiq {
 
     /// `Ok(true)` once open, `Ok(false)` while OPENING, `Err(Refused)` if the peer refused,
     /// `Err(Closed)`/`Err(Invalid)` otherwise.
-    pub fn open_status(&self, h: ServiceHandle) -> VResult<bool> {
+    pub fn open_status(&self, h: ServiceHandle) -> Result<bool> {
         let g = self.inner.lock();
         let s = self.service(&g, h)?;
         match s.state {
@@ -175,7 +175,7 @@ impl Vchiq {
         params: ServiceParams,
         handler: Arc<dyn ServiceHandler>,
         timeout: Duration,
-    ) -> VResult<ServiceHandle> {
+    ) -> Result<ServiceHandle> {
         let h = self.open_service_arc(params, handler)?;
         let r = self.wait_until(timeout, || match self.open_status(h) {
             Ok(true) => Some(Ok(h)),
@@ -188,31 +188,31 @@ impl Vchiq {
         r
     }
     /// The local state of a service.
-    pub fn service_state(&self, h: ServiceHandle) -> VResult<ServiceState> {
+    pub fn service_state(&self, h: ServiceHandle) -> Result<ServiceState> {
         let g = self.inner.lock();
         Ok(self.service(&g, h)?.state)
     }
 
     /// The peer's service version (from OPEN or OPENACK).
-    pub fn peer_version(&self, h: ServiceHandle) -> VResult<i16> {
+    pub fn peer_version(&self, h: ServiceHandle) -> Result<i16> {
         let g = self.inner.lock();
         Ok(self.service(&g, h)?.peer_version)
     }
 
     /// The client id the peer sent in OPEN (server side; 0 when not open).
-    pub fn client_id(&self, h: ServiceHandle) -> VResult<i32> {
+    pub fn client_id(&self, h: ServiceHandle) -> Result<i32> {
         let g = self.inner.lock();
         Ok(self.service(&g, h)?.client_id)
     }
 
     /// Start closing: OPEN → CLOSE sent (completes when the peer's CLOSE arrives, then
     /// [`crate::Event::Closed`]); CLOSEWAIT → LISTENING. `Retry` when no slot for the CLOSE.
-    pub fn close_service(&self, h: ServiceHandle) -> VResult {
+    pub fn close_service(&self, h: ServiceHandle) -> Result {
         let mut g = self.inner.lock();
         self.close_locked(&mut g, h)
     }
 
-    fn close_locked(&self, g: &mut Inner, h: ServiceHandle) -> VResult {
+    fn close_locked(&self, g: &mut Inner, h: ServiceHandle) -> Result {
         let s = self.service(g, h)?;
         let (port, remote, state) = (h.port(), s.remoteport, s.state);
         match state {
@@ -259,7 +259,7 @@ impl Vchiq {
 
     /// Remove a service: close it if open (it ends FREE rather than LISTENING), then free the
     /// port. Open services are freed when the close completes (after [`crate::Event::Closed`]).
-    pub fn remove_service(&self, h: ServiceHandle) -> VResult {
+    pub fn remove_service(&self, h: ServiceHandle) -> Result {
         let mut g = self.inner.lock();
         let s = self.service_mut(&mut g, h)?;
         s.remove_pending = true;

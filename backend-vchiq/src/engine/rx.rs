@@ -18,7 +18,7 @@ use crate::engine::service::{BulkDir, Deliver, Event, Message, MessageToken, Ser
 use crate::engine::vchiq::{
     Inner, PendingEv, RemoteBulk, RxSlot, ServiceCtx, ServiceHandler, Vchiq,
 };
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::shared::recycle;
 use crate::shared::sync_slot;
 use crate::wire::consts::*;
@@ -169,7 +169,7 @@ impl Vchiq {
     }
 
     /// Release a message a handler kept with [`Deliver::Hold`]. `Invalid` on a double release.
-    pub fn release_message(&self, t: MessageToken) -> VResult {
+    pub fn release_message(&self, t: MessageToken) -> Result {
         let mut g = self.inner.lock();
         if t.sync {
             return Err(VchiqError::Invalid);
@@ -570,7 +570,7 @@ impl Vchiq {
         src: u32,
         dst: u32,
         parts: &[&[u8]],
-    ) -> VResult {
+    ) -> Result {
         let _ = g;
         let size: usize = parts.iter().map(|p| p.len()).sum();
         if size > VCHIQ_MAX_MSG_SIZE {

@@ -10,7 +10,7 @@ use fwipc_transport_api::Deadline;
 use crate::config::Role;
 use crate::engine::vchiq::{PendingEv, Vchiq};
 use crate::engine::waiting::WAIT_NAP;
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 
 impl Vchiq {
     /// Tear down: close and remove every service, poll (pausing the configured way,
@@ -18,7 +18,7 @@ impl Vchiq {
     /// locally. Every handler sees its ABORTED bulks and
     /// CLOSED. Afterwards every call fails with `Shutdown`. `Timeout` if the peer did not answer
     /// in time (the instance is Dead either way). Idempotent.
-    pub fn shutdown(&self, timeout: Duration) -> VResult {
+    pub fn shutdown(&self, timeout: Duration) -> Result {
         if self.check_alive().is_err() {
             return Ok(());
         }

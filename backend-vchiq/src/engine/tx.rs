@@ -13,7 +13,7 @@ use core::time::Duration;
 use crate::engine::counters::bump;
 use crate::engine::service::ServiceHandle;
 use crate::engine::vchiq::{Inner, Vchiq};
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::shared::recycle;
 use crate::wire::consts::*;
 use crate::wire::header::{make_msgid, stride, Header};
@@ -48,12 +48,12 @@ impl Vchiq {
     /// pair.slave().queue_message(h, b"ping").unwrap();
     /// assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(), b"pong");
     /// ```
-    pub fn queue_message(&self, h: ServiceHandle, payload: &[u8]) -> VResult {
+    pub fn queue_message(&self, h: ServiceHandle, payload: &[u8]) -> Result {
         self.queue_message_parts(h, &[payload])
     }
 
     /// Queue a DATA message gathered from several parts (the VCHI element list).
-    pub fn queue_message_parts(&self, h: ServiceHandle, parts: &[&[u8]]) -> VResult {
+    pub fn queue_message_parts(&self, h: ServiceHandle, parts: &[&[u8]]) -> Result {
         self.check_alive()?;
         let size: usize = parts.iter().map(|p| p.len()).sum();
         if size > VCHIQ_MAX_MSG_SIZE {
@@ -91,7 +91,7 @@ impl Vchiq {
         h: ServiceHandle,
         payload: &[u8],
         timeout: Duration,
-    ) -> VResult {
+    ) -> Result {
         self.wait_until(timeout, || match self.queue_message(h, payload) {
             Err(VchiqError::Retry) => None,
             r => Some(r),
@@ -107,7 +107,7 @@ impl Vchiq {
         dst: u32,
         parts: &[&[u8]],
         data_port: Option<usize>,
-    ) -> VResult {
+    ) -> Result {
         let size: usize = parts.iter().map(|p| p.len()).sum();
         if size > VCHIQ_MAX_MSG_SIZE {
             return Err(VchiqError::TooLarge);
@@ -157,7 +157,7 @@ impl Vchiq {
 
     /// The DATA quotas for a message of stride `st` from `port` written next
     /// (docs/protocols/vchiq.md §4): `Retry` when one refuses it, `Invalid` for an unknown port.
-    pub(crate) fn admit_data(&self, g: &mut Inner, port: usize, st: u32) -> VResult {
+    pub(crate) fn admit_data(&self, g: &mut Inner, port: usize, st: u32) -> Result {
         let end_index = Self::end_index(g, st);
         if g.quotas.get(port).is_none() {
             return Err(VchiqError::Invalid);
@@ -284,7 +284,7 @@ impl Vchiq {
     /// Region offset for a message of `st` bytes, padding the current slot and entering a new
     /// one as needed. `Retry` when no free slot (after publishing the padded position so the
     /// peer can finish and recycle the slot).
-    pub(crate) fn reserve_space(&self, g: &mut Inner, st: u32) -> VResult<usize> {
+    pub(crate) fn reserve_space(&self, g: &mut Inner, st: u32) -> Result<usize> {
         if self.loan_blocks(g) {
             return Err(VchiqError::Retry);
         }
@@ -414,7 +414,7 @@ impl Vchiq {
     }
 
     /// Slot quota left for a service (diagnostics / tests).
-    pub fn quota_use(&self, h: ServiceHandle) -> VResult<(u32, u32)> {
+    pub fn quota_use(&self, h: ServiceHandle) -> Result<(u32, u32)> {
         let g = self.inner.lock();
         self.service(&g, h)?;
         let q = g.quotas[h.port()];
@@ -428,7 +428,7 @@ impl Vchiq {
     /// to the next slot, then publish. Lets a simulated VideoCore send corrupt headers and random
     /// garbage through the real slot path.
     #[cfg(any(feature = "sim", test))]
-    pub(crate) fn queue_raw(&self, bytes: &[u8]) -> VResult {
+    pub(crate) fn queue_raw(&self, bytes: &[u8]) -> Result {
         self.check_alive()?;
         if bytes.len() > VCHIQ_SLOT_SIZE {
             return Err(VchiqError::TooLarge);

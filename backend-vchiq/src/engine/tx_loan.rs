@@ -19,7 +19,7 @@ use crate::engine::counters::bump;
 use crate::engine::service::ServiceHandle;
 use crate::engine::slot_loan::SlotLoan;
 use crate::engine::vchiq::{Inner, Vchiq};
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::wire::consts::*;
 use crate::wire::header::stride;
 
@@ -47,7 +47,7 @@ impl Vchiq {
         h: ServiceHandle,
         size: usize,
         lifetime: Duration,
-    ) -> VResult<u32> {
+    ) -> Result<u32> {
         self.check_alive()?;
         if size > VCHIQ_MAX_MSG_SIZE {
             return Err(VchiqError::TooLarge);
@@ -124,7 +124,7 @@ impl Vchiq {
     /// was reserved for): write its header, publish. `Invalid` if the loan is no longer live
     /// (expired, given back, or its reservation passed), `TooLarge` beyond the reservation,
     /// `Closed` if the service is no longer open; the loan stays as it was on every error.
-    pub(crate) fn loan_commit(&self, generation: u32, h: ServiceHandle, len: usize) -> VResult {
+    pub(crate) fn loan_commit(&self, generation: u32, h: ServiceHandle, len: usize) -> Result {
         self.check_alive()?;
         let mut g = self.inner.lock();
         let Some(l) = g.loan.live(generation, g.tx_pos) else {

@@ -23,7 +23,7 @@ use crate::engine::service::{
     BulkCompletion, BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams,
 };
 use crate::engine::wakers::FutureWakers;
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::platform::Platform;
 use crate::shared::region::Region;
 use crate::shared::remote_event::{self, EventRef};
@@ -406,7 +406,7 @@ impl Vchiq {
 
     /// Send CONNECT (non-blocking). Hidden servers start listening. Completion is seen through
     /// [`Vchiq::is_connected`] after the peer's CONNECT is parsed by [`Vchiq::poll`].
-    pub fn connect(&self) -> VResult {
+    pub fn connect(&self) -> Result {
         self.check_alive()?;
         if !self.peer_ready() {
             return Err(VchiqError::NotConnected);
@@ -429,7 +429,7 @@ impl Vchiq {
         Ok(())
     }
 
-    pub(crate) fn check_alive(&self) -> VResult {
+    pub(crate) fn check_alive(&self) -> Result {
         // Acquire: pairs with the Release store in `mark_dead`.
         if self.dead.load(Ordering::Acquire) {
             Err(VchiqError::Shutdown)

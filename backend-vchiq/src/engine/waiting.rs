@@ -8,7 +8,7 @@ use core::time::Duration;
 use fwipc_transport_api::{Deadline, Wait};
 
 use crate::engine::vchiq::Vchiq;
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 
 /// The longest a `Wait::Completion` waiter parks between two polls of the instance: nothing in
 /// the core wakes a parker, so a blocking call re-polls at least this often.
@@ -22,8 +22,8 @@ impl Vchiq {
     pub(crate) fn wait_until<T>(
         &self,
         timeout: Duration,
-        check: impl FnMut() -> Option<VResult<T>>,
-    ) -> VResult<T> {
+        check: impl FnMut() -> Option<Result<T>>,
+    ) -> Result<T> {
         self.wait_until_with(self.cfg.wait, timeout, VchiqError::Timeout, check)
     }
 
@@ -35,8 +35,8 @@ impl Vchiq {
         wait: Wait<'_>,
         timeout: Duration,
         expired: E,
-        mut check: impl FnMut() -> Option<Result<T, E>>,
-    ) -> Result<T, E> {
+        mut check: impl FnMut() -> Option<core::result::Result<T, E>>,
+    ) -> core::result::Result<T, E> {
         let deadline = self.deadline_after(timeout);
         let mut polls: u32 = 0;
         loop {
@@ -60,8 +60,8 @@ impl Vchiq {
     pub(crate) fn wait_step<T, E>(
         &self,
         deadline: &Deadline,
-        check: &mut impl FnMut() -> Option<Result<T, E>>,
-    ) -> Option<Result<T, Option<E>>> {
+        check: &mut impl FnMut() -> Option<core::result::Result<T, E>>,
+    ) -> Option<core::result::Result<T, Option<E>>> {
         if let Some(r) = check() {
             return Some(r.map_err(Some));
         }

@@ -35,7 +35,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 /// Bytes per access: the one width used on region memory.
 const WORD: usize = 4;
 
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::wire::consts::VCHIQ_SLOT_SIZE;
 
 /// A shared region handed to the core by the embedder.
@@ -71,7 +71,7 @@ impl Region {
     /// this address space, and must be the memory the peer sees at `bus`. `base` must be 4 KiB
     /// aligned (slot zero starts at the region start). `len` must be a multiple of 4 (every
     /// access is a whole aligned word; see the module documentation).
-    pub unsafe fn new(base: *mut u8, len: usize, bus: u32) -> VResult<Region> {
+    pub unsafe fn new(base: *mut u8, len: usize, bus: u32) -> Result<Region> {
         let base = NonNull::new(base).ok_or(VchiqError::Invalid)?;
         if !(base.as_ptr() as usize).is_multiple_of(VCHIQ_SLOT_SIZE)
             || !(bus as usize).is_multiple_of(VCHIQ_SLOT_SIZE)
@@ -313,7 +313,7 @@ unsafe impl Sync for OwnedRegion {}
 
 impl OwnedRegion {
     /// Allocate `len` zeroed bytes (at least one page, rounded up to whole words), 4 KiB aligned.
-    pub fn new(len: usize) -> VResult<alloc::sync::Arc<OwnedRegion>> {
+    pub fn new(len: usize) -> Result<alloc::sync::Arc<OwnedRegion>> {
         let layout = core::alloc::Layout::from_size_align(
             len.max(VCHIQ_SLOT_SIZE).next_multiple_of(WORD),
             VCHIQ_SLOT_SIZE,
@@ -336,7 +336,7 @@ impl OwnedRegion {
     }
 
     /// A [`Region`] view at bus address `bus`; it keeps the allocation alive.
-    pub fn region(self: &alloc::sync::Arc<Self>, bus: u32) -> VResult<Region> {
+    pub fn region(self: &alloc::sync::Arc<Self>, bus: u32) -> Result<Region> {
         // SAFETY: the allocation is valid for `len` bytes and stays alive as long as the Region
         // (which holds an Arc to it); it is page-aligned; all access goes through Region.
         let mut r = unsafe { Region::new(self.ptr.as_ptr(), self.len(), bus)? };

@@ -27,7 +27,7 @@ pub struct VchiqFixture {
 
 impl VchiqFixture {
     /// Build, or explain why not.
-    pub fn try_setup(completion: Completion) -> crate::VResult<Self> {
+    pub fn try_setup(completion: Completion) -> crate::Result<Self> {
         let pair = SimPair::with_config(
             Config::default().with_wait(super::SIM_WAIT),
             completion == Completion::Interrupt,

@@ -100,7 +100,7 @@ impl EchoService {
     pub fn add_to(
         master: &Vchiq,
         params: crate::ServiceParams,
-    ) -> crate::VResult<(std::sync::Arc<Self>, ServiceHandle)> {
+    ) -> crate::Result<(std::sync::Arc<Self>, ServiceHandle)> {
         let e = std::sync::Arc::new(Self::new());
         let h = master.add_service_arc(params, e.clone())?;
         e.lock().listener = Some(h);
@@ -183,7 +183,7 @@ impl EchoService {
 
     /// Send `payload` one-way (a [`NOTIFY`] frame) without waiting for room: `Retry` while the
     /// ARM side is not taking messages.
-    pub fn send_one_way(&self, master: &Vchiq, payload: &[u8]) -> crate::VResult {
+    pub fn send_one_way(&self, master: &Vchiq, payload: &[u8]) -> crate::Result {
         let (h, seq) = {
             let mut s = self.lock();
             s.notify_seq = s.notify_seq.wrapping_add(1) & !NOTIFY;

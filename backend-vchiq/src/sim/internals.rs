@@ -3,14 +3,14 @@
 //! the `sim` feature; the no_std library keeps all of it private.
 
 use crate::engine::vchiq::Vchiq;
-use crate::error::VResult;
+use crate::error::Result;
 
 pub use crate::shared::region;
 pub use crate::wire::{header, layout, pagelist};
 
 /// Write `bytes` verbatim as the next slot message (header words included, nothing validated)
 /// and publish it: a simulated VideoCore sends corrupt headers through the real slot path.
-pub fn queue_raw(v: &Vchiq, bytes: &[u8]) -> VResult {
+pub fn queue_raw(v: &Vchiq, bytes: &[u8]) -> Result {
     v.queue_raw(bytes)
 }
 

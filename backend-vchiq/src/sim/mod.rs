@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::engine::vchiq::Vchiq;
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::platform::Platform;
 use crate::shared::region::OwnedRegion;
 use fwipc_transport_api::fixture::{SimMode, SimModeSwitch};
@@ -334,19 +334,19 @@ fn sim_nap() {
 
 impl SimPair {
     /// The default configuration with [`SIM_WAIT`], both sides with a worker thread.
-    pub fn new() -> VResult<SimPair> {
+    pub fn new() -> Result<SimPair> {
         Self::with_config(Config::default().with_wait(SIM_WAIT), true)
     }
 
     /// A pair on a fresh region. `slave_worker = false`: the slave is driven by its user's
     /// `poll()` calls (polled mode); the master always has its own thread.
-    pub fn with_config(cfg: Config, slave_worker: bool) -> VResult<SimPair> {
+    pub fn with_config(cfg: Config, slave_worker: bool) -> Result<SimPair> {
         let mem = OwnedRegion::new(cfg.region_size())?;
         Self::on_region(mem, cfg, slave_worker)
     }
 
     /// A pair on an existing region (a new instance after a teardown).
-    pub fn on_region(mem: Arc<OwnedRegion>, cfg: Config, slave_worker: bool) -> VResult<SimPair> {
+    pub fn on_region(mem: Arc<OwnedRegion>, cfg: Config, slave_worker: bool) -> Result<SimPair> {
         Self::on_region_wrapped(mem, cfg, slave_worker, Box::new(|p| p))
     }
 
@@ -357,7 +357,7 @@ impl SimPair {
         cfg: Config,
         slave_worker: bool,
         wrap_slave: PlatformWrap,
-    ) -> VResult<SimPair> {
+    ) -> Result<SimPair> {
         let bus = Arc::new(SimBus::default());
         // Relaxed: set before any thread uses the bus.
         bus.cache_line.store(cfg.cache_line_size, Ordering::Relaxed);
@@ -461,7 +461,7 @@ impl SimPair {
     }
 
     /// Both sides CONNECT; waits (polling the slave too, for polled mode) up to 5 s.
-    pub fn connect(&self) -> VResult {
+    pub fn connect(&self) -> Result {
         self.master.connect()?;
         self.slave.connect()?;
         self.slave.wait_until(Duration::from_secs(5), || {
@@ -470,7 +470,7 @@ impl SimPair {
     }
 
     /// Tear both sides down (slave first, then the VideoCore), stop the workers.
-    pub fn shutdown(&mut self) -> VResult {
+    pub fn shutdown(&mut self) -> Result {
         let r1 = self.slave.shutdown(Duration::from_secs(2));
         let r2 = self.master.shutdown(Duration::from_secs(2));
         self.stop_workers();

@@ -7,7 +7,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::error::{VResult, VchiqError};
+use crate::error::{Result, VchiqError};
 use crate::platform::Platform;
 use crate::shared::region::Region;
 use crate::wire::consts::*;
@@ -87,7 +87,7 @@ pub(crate) fn build(
     len: usize,
     ty: u16,
     fmt: EntryFormat,
-) -> VResult {
+) -> Result {
     let page_off = addr % PAGE;
     let first = addr - page_off;
     let pages = (page_off + len).div_ceil(PAGE);
@@ -104,7 +104,7 @@ pub(crate) fn build(
         }
         Err(e)
     };
-    let flush = |base: u64, n: u64, entries: &mut usize| -> VResult {
+    let flush = |base: u64, n: u64, entries: &mut usize| -> Result {
         if *entries == max_entries {
             return Err(VchiqError::TooLarge);
         }
@@ -184,7 +184,7 @@ pub fn parse(
     pl_off: usize,
     pl_size: usize,
     fmt: EntryFormat,
-) -> Result<PagelistView, ProtocolError> {
+) -> core::result::Result<PagelistView, ProtocolError> {
     if pl_size < 8 || pl_off.checked_add(pl_size).is_none_or(|e| e > region.len()) {
         return Err(ProtocolError::OutOfRange);
     }
@@ -211,8 +211,8 @@ pub fn parse(
 pub fn walk(
     region: &Region,
     v: &PagelistView,
-    mut f: impl FnMut(usize, u64, usize) -> Result<(), ProtocolError>,
-) -> Result<(), ProtocolError> {
+    mut f: impl FnMut(usize, u64, usize) -> core::result::Result<(), ProtocolError>,
+) -> core::result::Result<(), ProtocolError> {
     let mut remaining = v.length as usize;
     let mut pos = v.offset as usize;
     let mut index = 0usize;
