@@ -169,15 +169,14 @@ pub fn copy_out(data: &[u8]) {
     };
     // Overwrite the payload as a hostile DSP would.
     {
-        let slot = ch.inner.ctx.slot(t.slot());
-        if let Some(slot) = slot {
-            let c = slot.lock();
+        let _ = ch.inner.ctx.with(&t, |_, c| {
             if let Some(p) = c.payload.as_ref() {
                 let r = p.region();
                 let n = data.len().min(r.len());
                 let _ = crate::mem::write_at(&**r, 0, &data[..n]);
             }
-        }
+            Ok(())
+        });
     }
     // Answer it: slot 1, the generation of the ticket, PD 1.
     let id = crate::channel::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
@@ -413,11 +412,11 @@ mod tests {
         let t = s
             .start(0x20, 2, &[Arg::In(b"0123456789"), Arg::Out(&mut out)], 0)
             .unwrap();
-        let region = {
-            let slot = ch.inner.ctx.slot(t.slot()).unwrap();
-            let c = slot.lock();
-            c.payload.as_ref().unwrap().region().clone()
-        };
+        let region = ch
+            .inner
+            .ctx
+            .with(&t, |_, c| Ok(c.payload.as_ref().unwrap().region().clone()))
+            .unwrap();
         let id = crate::channel::context::CtxId::new(t.slot() as u8 + 1, t.generation(), 1);
         let mut rsp = [0u8; 16];
         rsp[..8].copy_from_slice(&id.0.to_le_bytes());

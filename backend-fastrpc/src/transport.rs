@@ -63,21 +63,6 @@ pub const fn target(handle: u32, method: u32) -> u32 {
     (handle << 8) | (method & 0xff)
 }
 
-fn ticket_of(t: InvokeTicket) -> Ticket {
-    Ticket::new(
-        (t.generation >> 32) as u32,
-        t.idx as u32,
-        t.generation as u32,
-    )
-}
-
-fn invoke_ticket(t: &Ticket) -> InvokeTicket {
-    InvokeTicket {
-        idx: t.slot() as usize,
-        generation: (u64::from(t.token()) << 32) | u64::from(t.generation()),
-    }
-}
-
 impl FastRpcTransport {
     /// A transport over `session` carrying payloads up to `max_msg_size` bytes. `TooLarge` if
     /// the session's payload buffers cannot hold such a call.
@@ -168,21 +153,21 @@ impl Transport for FastRpcTransport {
             },
         ];
         let t = self.session.start(handle, method, &args, 0)?;
-        Ok(ticket_of(t))
+        Ok(t.to_ticket())
     }
 
     fn poll_done(&self, ticket: &Ticket) -> Result<bool> {
-        Ok(self.session.poll(&invoke_ticket(ticket))?)
+        Ok(self.session.poll(&InvokeTicket::from_ticket(ticket))?)
     }
 
     fn fetch_response(&self, ticket: &Ticket, out: &mut [u8]) -> Result<usize> {
-        let t = invoke_ticket(ticket);
+        let t = InvokeTicket::from_ticket(ticket);
         self.session.status(&t)?;
         Ok(self.session.read_out(&t, 0, out)?)
     }
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
-        let t = invoke_ticket(&ticket);
+        let t = InvokeTicket::from_ticket(&ticket);
         // A bulk ended without take_bulk: its buffer goes; the staging buffer stays referenced
         // by the context until the DSP is done with it.
         drop(self.take_bulk_state(&t));
@@ -229,7 +214,7 @@ impl Transport for FastRpcTransport {
                     len: req.len,
                     staging: k,
                 });
-                Ok(ticket_of(t))
+                Ok(t.to_ticket())
             }
             Err(e) => {
                 self.bulks.lock()[k] = None;
@@ -239,7 +224,7 @@ impl Transport for FastRpcTransport {
     }
 
     fn take_bulk(&self, ticket: Ticket) -> core::result::Result<BulkResult, (Error, Ticket)> {
-        let t = invoke_ticket(&ticket);
+        let t = InvokeTicket::from_ticket(&ticket);
         match self.session.poll(&t) {
             Ok(true) => {}
             Ok(false) => return Err((Error::Busy, ticket)),
@@ -282,7 +267,7 @@ impl Transport for FastRpcTransport {
         self.session.wakes()
             && self
                 .session
-                .register_waker(&invoke_ticket(ticket), waker)
+                .register_waker(&InvokeTicket::from_ticket(ticket), waker)
                 .is_ok()
     }
 

@@ -7,7 +7,9 @@
 //! the [`TokenAllocator`] token — and the [`Counters`], so reserving with busy counting, the
 //! state transitions, token quarantine and the counter bumps are written once. Its entries are
 //! locked one by one ([`Shared`]) or, for a table behind the backend's own lock, not at all
-//! ([`Exclusive`]).
+//! ([`Exclusive`]). A table made by [`TransferTable::with_generations`] names transfers by entry
+//! index and a table-wide generation instead of tokens, reserves before it sends, and never
+//! frees on the reply path (`generations.rs`).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -15,11 +17,12 @@ use core::task::Waker;
 
 use crate::pool::{MsgPool, PoolBuf};
 use crate::stats::{Counters, Stats};
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::token::{Token, TokenAllocator};
 use crate::transport::{Ticket, TxOutcome};
 use crate::{Error, ProtocolError, Result};
 
+mod generations;
 mod locking;
 
 pub use locking::{Exclusive, Locking, Shared};
@@ -92,6 +95,10 @@ struct Entry<E> {
     /// at two atomic read-modify-writes per transfer).
     lent: bool,
     waker: Option<Waker>,
+    /// Deferred-free tables only: the caller gave up and the remote gave the buffer back (or
+    /// the transfer was swept); `state` holds the outcome and the next ordinary entry
+    /// ([`TransferTable::reap`]) frees the entry. No ticket matches it (unless resumed).
+    reap: bool,
     extra: E,
 }
 
@@ -99,8 +106,27 @@ impl<E> Entry<E> {
     fn matches(&self, t: &Ticket) -> bool {
         self.generation == t.generation()
             && self.token == t.token()
+            && !self.reap
             && !matches!(self.state, TransferState::Free)
     }
+
+    /// Reserved by [`TransferTable::reserve`], not sent yet.
+    fn reserved(&self) -> bool {
+        matches!(self.state, TransferState::InFlight) && !self.lent
+    }
+}
+
+/// Where a table's wire ids come from.
+enum Ids {
+    /// A [`TokenAllocator`] token per transfer, with the token → entry map (0: none, else the
+    /// entry index + 1); the entry generation counts the entry's transfers.
+    Tokens {
+        tokens: TokenAllocator,
+        map: Box<[AtomicU32]>,
+    },
+    /// The entry index plus a table-wide generation (masked to `mask`): a ticket's token is its
+    /// upper 32 bits, its generation the lower 32 (see [`TransferTable::with_generations`]).
+    Generations { next: AtomicU64, mask: u64 },
 }
 
 /// The transfers of one transport: entries, their buffers and tokens, and the counters.
@@ -121,6 +147,18 @@ impl<E> Entry<E> {
 /// - `InFlight → Failed` with the buffer still lent ([`TransferTable::fail_pending`]): the
 ///   caller is told at once; the buffer comes back with the reply or
 ///   [`TransferTable::reclaim_all`], and a [`TransferTable::finish`] before that abandons it.
+///
+/// A table with generations ([`TransferTable::with_generations`]) adds:
+///
+/// - `Free → InFlight`, not lent ([`TransferTable::reserve`]): reserved while the backend builds
+///   the message; no reply reaches it, [`TransferTable::finish`] frees it, and
+///   [`TransferTable::send_with`] lends it (in flight proper).
+/// - `Abandoned →` reaped ([`TransferTable::on_reply_id`], [`TransferTable::reclaim_where`]):
+///   the reply path keeps the outcome (`Done`/`Failed`) and marks the entry; no ticket reaches
+///   it, and [`TransferTable::reap`], run by the next ordinary entry, frees it.
+/// - Abandoned or reaped `→` held again ([`TransferTable::resume`]): a retry takes the transfer
+///   back (in flight, or with its outcome).
+/// - Any but reserved `→ Free` ([`TransferTable::release_where`]): a session torn down.
 ///
 /// Concurrency ([`Shared`], the default): each entry sits behind the one lock shim
 /// ([`crate::sync::Lock`]); the token → entry map is atomics, and a reply found through it is
@@ -154,18 +192,22 @@ impl<E> Entry<E> {
 /// ```
 pub struct TransferTable<E, L: Locking = Shared> {
     pool: MsgPool,
-    tokens: TokenAllocator,
-    /// token → entry index + 1 (0: none).
-    token_map: Box<[AtomicU32]>,
+    ids: Ids,
     entries: Box<[L::Cell<Entry<E>>]>,
     counters: Counters,
+    /// Puts a freed entry's backend part back to its idle value.
+    reset: fn(&mut E),
+    /// Whether the reply path defers freeing to [`TransferTable::reap`].
+    deferred_free: bool,
+    /// Entries marked for [`TransferTable::reap`] (a hint that lets it skip the scan).
+    reap_pending: AtomicUsize,
 }
 
 impl<E, L: Locking> core::fmt::Debug for TransferTable<E, L> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TransferTable")
             .field("pool", &self.pool)
-            .field("tokens_in_use", &self.tokens.in_use())
+            .field("tokens_in_use", &self.tokens_in_use())
             .finish_non_exhaustive()
     }
 }
@@ -180,7 +222,26 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
         if (tokens.capacity() as usize) < count {
             return Err(Error::InvalidArgument);
         }
-        let entries: Vec<L::Cell<Entry<E>>> = (0..count)
+        let map = (0..tokens.capacity()).map(|_| AtomicU32::new(0)).collect();
+        Ok(Self::build(
+            pool,
+            Ids::Tokens { tokens, map },
+            E::default,
+            |e| *e = E::default(),
+            false,
+        ))
+    }
+}
+
+impl<E, L: Locking> TransferTable<E, L> {
+    fn build(
+        pool: MsgPool,
+        ids: Ids,
+        mut part: impl FnMut() -> E,
+        reset: fn(&mut E),
+        deferred_free: bool,
+    ) -> Self {
+        let entries: Vec<L::Cell<Entry<E>>> = (0..pool.capacity())
             .map(|_| {
                 L::cell(Entry {
                     generation: 0,
@@ -189,17 +250,20 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
                     buf: None,
                     lent: false,
                     waker: None,
-                    extra: E::default(),
+                    reap: false,
+                    extra: part(),
                 })
             })
             .collect();
-        Ok(TransferTable {
+        TransferTable {
             pool,
-            token_map: (0..tokens.capacity()).map(|_| AtomicU32::new(0)).collect(),
-            tokens,
+            ids,
             entries: entries.into_boxed_slice(),
             counters: Counters::default(),
-        })
+            reset,
+            deferred_free,
+            reap_pending: AtomicUsize::new(0),
+        }
     }
 
     /// Reserve a buffer and a token (each refusal is `Busy`, counted in `busy`), copy `payload`
@@ -227,10 +291,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
             .alloc()
             .inspect_err(|_| Counters::bump(&self.counters.busy))?;
         // On an error the buffer goes back to the pool as it is dropped.
-        let token = self
-            .tokens
-            .alloc()
-            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
+        let (token, wide) = self.next_id()?;
         let extra = match prepare(token, &buf) {
             Ok(x) => x,
             Err(err) => {
@@ -241,7 +302,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
         let slot = buf.index();
         let generation = {
             let mut e = L::hold(&self.entries[slot as usize]);
-            e.generation = e.generation.wrapping_add(1);
+            e.generation = wide.unwrap_or(e.generation.wrapping_add(1));
             e.state = TransferState::InFlight;
             e.token = token.0;
             e.buf = Some(buf);
@@ -250,14 +311,39 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
             e.extra = extra;
             e.generation
         };
-        // Release: the entry (written above under its lock) is complete before a reply handler
-        // can find it through the map.
-        self.token_map[token.0 as usize].store(slot + 1, Ordering::Release);
+        self.publish(token.0, slot);
         Ok(StartedTransfer {
             token,
             slot,
             generation,
         })
+    }
+
+    /// The next wire id: a token (with `None`), or for a table with generations the upper half
+    /// of the next generation as the token and its lower half.
+    #[inline]
+    fn next_id(&self) -> Result<(Token, Option<u32>)> {
+        match &self.ids {
+            Ids::Tokens { tokens, .. } => tokens
+                .alloc()
+                .map(|t| (t, None))
+                .inspect_err(|_| Counters::bump(&self.counters.busy)),
+            Ids::Generations { next, mask } => {
+                // Relaxed: uniqueness only; the value is published under the entry's lock.
+                let g = next.fetch_add(1, Ordering::Relaxed) & mask;
+                Ok((Token((g >> 32) as u32), Some(g as u32)))
+            }
+        }
+    }
+
+    /// Make the transfer on entry `slot` findable by its token.
+    #[inline]
+    fn publish(&self, token: u32, slot: u32) {
+        if let Ids::Tokens { map, .. } = &self.ids {
+            // Release: the entry (written under its lock before) is complete before a reply
+            // handler can find it through the map.
+            map[token as usize].store(slot + 1, Ordering::Release);
+        }
     }
 
     /// Undo a [`TransferTable::start`] whose message never reached the remote: the loan comes
@@ -291,11 +377,26 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
         let Some(entry) = self.entries.get(slot as usize) else {
             return self.count(ReplyOutcome::Unknown);
         };
-        let mut e = L::hold(entry);
+        let e = L::hold(entry);
         if e.token != token {
             return self.count(ReplyOutcome::Unknown);
         }
+        self.reply_to(e, check, deliver)
+    }
+
+    /// The reply to a live entry `e` (its id checked): the state decides, then `check`, then
+    /// the remote's loan comes back (see [`TransferTable::on_reply`]). Wakes after letting go.
+    #[inline]
+    fn reply_to(
+        &self,
+        mut e: L::Guard<'_, Entry<E>>,
+        check: impl FnOnce(&E) -> bool,
+        deliver: impl FnOnce(&PoolBuf, &mut E) -> Result<usize>,
+    ) -> ReplyOutcome {
         match e.state {
+            _ if e.reap => return self.count(ReplyOutcome::Duplicate),
+            // Reserved, not sent: the remote cannot know this transfer yet.
+            TransferState::InFlight if !e.lent => return self.count(ReplyOutcome::Unknown),
             TransferState::InFlight | TransferState::Abandoned => {}
             TransferState::Done(_) | TransferState::Failed(_) => {
                 return self.count(ReplyOutcome::Duplicate)
@@ -360,27 +461,30 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     ) -> (ReplyOutcome, Option<Waker>) {
         // The remote gives the buffer back with its reply.
         e.lent = false;
-        if matches!(e.state, TransferState::Abandoned) {
+        let abandoned = matches!(e.state, TransferState::Abandoned);
+        if abandoned && !self.deferred_free {
             self.free(e);
             return (self.count(ReplyOutcome::Late), None);
         }
         let Entry {
             buf, extra, state, ..
         } = e;
-        let outcome = match buf.as_ref().map(|b| deliver(b, extra)) {
-            Some(Ok(len)) => {
-                *state = TransferState::Done(len);
-                self.count(ReplyOutcome::Completed)
-            }
-            Some(Err(err)) => {
-                *state = TransferState::Failed(err);
-                self.count_failed(err)
-            }
-            // Not reached: a live entry always has its buffer.
-            None => {
-                *state = TransferState::Failed(Error::InvalidArgument);
-                self.count_failed(Error::InvalidArgument)
-            }
+        // Not reached with `None`: a live entry always has its buffer.
+        let result = buf
+            .as_ref()
+            .map_or(Err(Error::InvalidArgument), |b| deliver(b, extra));
+        *state = match result {
+            Ok(len) => TransferState::Done(len),
+            Err(err) => TransferState::Failed(err),
+        };
+        if abandoned {
+            // Deferred free: the outcome is kept (for a resume) and `reap` frees the entry.
+            self.mark_reap(e);
+            return (self.count(ReplyOutcome::Late), None);
+        }
+        let outcome = match result {
+            Ok(_) => self.count(ReplyOutcome::Completed),
+            Err(err) => self.count_failed(err),
         };
         // Counted before the waker runs, so a woken caller's `stats` already shows it.
         (outcome, e.waker.take())
@@ -418,12 +522,26 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     pub fn reclaim_all(
         &self,
         err: Error,
+        give_back: impl FnMut(u32, &PoolBuf, &mut E),
+        wake: impl FnMut(Waker),
+    ) {
+        self.reclaim_where(err, |_| true, give_back, wake);
+    }
+
+    /// [`TransferTable::reclaim_all`] for the entries whose backend part `select` picks (one
+    /// session's transfers); returns how many were in flight or abandoned. In a deferred-free
+    /// table an abandoned one is marked for [`TransferTable::reap`] instead of freed.
+    pub fn reclaim_where(
+        &self,
+        err: Error,
+        mut select: impl FnMut(&E) -> bool,
         mut give_back: impl FnMut(u32, &PoolBuf, &mut E),
         mut wake: impl FnMut(Waker),
-    ) {
+    ) -> usize {
+        let mut n = 0;
         for (i, entry) in self.entries.iter().enumerate() {
             let mut e = L::hold(entry);
-            if !e.lent {
+            if !e.lent || !select(&e.extra) {
                 continue;
             }
             if let Entry {
@@ -437,6 +555,7 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
             e.lent = false;
             match e.state {
                 TransferState::InFlight => {
+                    n += 1;
                     e.state = TransferState::Failed(err);
                     let waker = e.waker.take();
                     drop(e);
@@ -444,10 +563,19 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
                         wake(w);
                     }
                 }
-                TransferState::Abandoned => self.free(&mut e),
+                TransferState::Abandoned if self.deferred_free => {
+                    n += 1;
+                    e.state = TransferState::Failed(err);
+                    self.mark_reap(&mut e);
+                }
+                TransferState::Abandoned => {
+                    n += 1;
+                    self.free(&mut e);
+                }
                 TransferState::Free | TransferState::Done(_) | TransferState::Failed(_) => {}
             }
         }
+        n
     }
 
     /// The pool the transfers' buffers come from.
@@ -460,9 +588,13 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
         &self.counters
     }
 
-    /// Tokens reserved right now (live transfers plus quarantined ones).
+    /// Tokens reserved right now (live transfers plus quarantined ones; 0 for a table with
+    /// generations, which reserves none).
     pub fn tokens_in_use(&self) -> u32 {
-        self.tokens.in_use()
+        match &self.ids {
+            Ids::Tokens { tokens, .. } => tokens.in_use(),
+            Ids::Generations { .. } => 0,
+        }
     }
 
     /// The counters and pool occupancy.
@@ -501,13 +633,15 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
         })?
     }
 
-    /// [`crate::Transport::mark_txdone`]: a finished transfer is freed; one still in flight is
-    /// abandoned (`timed_out` counted for [`TxOutcome::TimedOut`]) and keeps its buffer and
-    /// token until the remote gives them back, and so does a failed one whose buffer the remote
-    /// still holds ([`TransferTable::fail_pending`]). `InvalidArgument` for a stale ticket.
+    /// [`crate::Transport::mark_txdone`]: a finished transfer is freed, and so is one reserved
+    /// but never sent ([`TransferTable::reserve`]); one still in flight is abandoned
+    /// (`timed_out` counted for [`TxOutcome::TimedOut`]) and keeps its buffer and token until
+    /// the remote gives them back, and so does a failed one whose buffer the remote still holds
+    /// ([`TransferTable::fail_pending`]). `InvalidArgument` for a stale ticket.
     #[inline]
     pub fn finish(&self, t: Ticket, outcome: TxOutcome) -> Result<()> {
         self.with(&t, |e| match e.state {
+            TransferState::InFlight if !e.lent => self.free(e),
             TransferState::InFlight => {
                 if outcome == TxOutcome::TimedOut {
                     Counters::bump(&self.counters.timed_out);
@@ -586,30 +720,44 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
     }
 
     fn lookup(&self, token: u32) -> Option<u32> {
-        // Acquire: pairs with the Release in `start`, so the entry is visible.
-        let s = self.token_map.get(token as usize)?.load(Ordering::Acquire);
+        let Ids::Tokens { map, .. } = &self.ids else {
+            return None;
+        };
+        // Acquire: pairs with the Release in `publish`, so the entry is visible.
+        let s = map.get(token as usize)?.load(Ordering::Acquire);
         s.checked_sub(1)
     }
 
     /// Free an entry: the loan if still out, the token (and its map entry), the buffer, the
-    /// waker and the backend's part.
+    /// waker and the backend's part (reset in place: its storage stays with the entry).
     #[inline]
     fn free(&self, e: &mut Entry<E>) {
         e.lent = false;
         if !matches!(e.state, TransferState::Free) {
-            // Release: nothing is published, but the store must not be reordered before our
-            // last use of the entry.
-            self.token_map[e.token as usize].store(0, Ordering::Release);
+            if let Ids::Tokens { map, .. } = &self.ids {
+                // Release: nothing is published, but the store must not be reordered before
+                // our last use of the entry.
+                map[e.token as usize].store(0, Ordering::Release);
+            }
             self.release_token(e.token);
+        }
+        if e.reap {
+            e.reap = false;
+            // Relaxed: a hint counter that only lets `reap` skip its scan; the entry itself is
+            // guarded by its lock.
+            self.reap_pending.fetch_sub(1, Ordering::Relaxed);
         }
         e.state = TransferState::Free;
         e.buf = None;
         e.waker = None;
-        e.extra = E::default();
+        (self.reset)(&mut e.extra);
     }
 
     fn release_token(&self, token: u32) {
-        if self.tokens.release(Token(token)).is_err() {
+        let Ids::Tokens { tokens, .. } = &self.ids else {
+            return;
+        };
+        if tokens.release(Token(token)).is_err() {
             log::error!("transfer table: token {token} released twice");
         }
     }

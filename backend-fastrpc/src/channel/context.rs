@@ -1,22 +1,34 @@
-//! Invoke contexts: a bounded table (sized at channel setup, ids 1..=255 in bits 4..11 like
-//! Linux), a generation in the upper id bits so stale, duplicated and unknown responses are told
-//! apart (docs/protocols/fastrpc.md §12.4), and explicit two-owner lifetime (§12.5):
+//! Invoke contexts, on the shared [`TransferTable`] (one with generations, see
+//! `TransferTable::with_generations`): a bounded table (sized at channel setup, ids 1..=255 in
+//! bits 4..11 like Linux), a channel-wide generation in the upper id bits so stale, duplicated
+//! and unknown responses are told apart (docs/protocols/fastrpc.md §12.4), and explicit two-owner
+//! lifetime (§12.5):
 //!
 //! - the *owner* (the caller) holds a context from `start` until `finish`/`abandon`;
-//! - the *in-flight* reference is held from the moment the message is queued until the DSP
-//!   answers, the DSP restarts, or the session is torn down.
+//! - the *in-flight* reference (the table's loan to the remote) is held from the moment the
+//!   message is queued until the DSP answers, the DSP restarts, or the session is torn down.
 //!
 //! The context (its payload buffer and every shared-buffer map it references) is released when
 //! both are gone. A timed-out or cancelled call therefore keeps its buffers until the DSP's
-//! late answer. The receive path never releases: it marks the context for *reaping*, and the
-//! release runs in the next ordinary (non-callback) entry (the 2019 "DMA free in IRQ" lesson).
+//! late answer. The receive path never releases: the table marks the context for *reaping*, and
+//! the release runs in the next ordinary (non-callback) entry (the 2019 "DMA free in IRQ"
+//! lesson).
+//!
+//! What stays here, FastRPC's own: the context's part [`Ctx`] (payload lease and shadow, the
+//! maps, the out-buffer records and the layout scratch, the call's session, thread, handle,
+//! scalars and PD bits, the DSP's return value), the wire id ([`CtxId`]: slot id is the entry
+//! index plus one, PD bits checked against the request), the resume match (§12.6) and the
+//! session filter of the sweeps.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::task::Waker;
 
-use fwipc_transport_api::sync::{AtomicU64, AtomicUsize, Lock, Ordering};
+use fwipc_transport_api::sync::Lock;
+use fwipc_transport_api::{
+    Counters, ReplyOutcome, Stats, Ticket, TransferState, TransferTable, TxOutcome,
+};
 
 use crate::error::{FastRpcError, Result};
 use crate::mem::{DmaRegion, SharedBuf};
@@ -28,18 +40,54 @@ use crate::wire::GEN_MASK;
 
 /// Largest number of contexts: ids are 8 bits (1..=255; 0 is never issued).
 pub(crate) const MAX_CONTEXTS: usize = 255;
-/// Where a context is in its life.
+/// A call in flight. Not `Clone`: finished exactly once. Dropping it without
+/// [`Session::finish`](crate::Session::finish), [`Session::abandon`](crate::Session::abandon) or
+/// [`Session::end`](crate::Session::end) keeps its context and payload
+/// buffer until the session is torn down.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "end the call with Session::finish, abandon or end, or its context stays taken"]
+pub struct InvokeTicket {
+    pub(crate) idx: usize,
+    pub(crate) generation: u64,
+}
+
+impl InvokeTicket {
+    /// Context slot index.
+    pub fn slot(&self) -> usize {
+        self.idx
+    }
+    /// Context generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The context table's ticket: the generation's upper 32 bits as the token, the lower 32
+    /// as the generation (`TransferTable::with_generations`).
+    pub(crate) fn to_ticket(&self) -> Ticket {
+        Ticket::new(
+            (self.generation >> 32) as u32,
+            self.idx as u32,
+            self.generation as u32,
+        )
+    }
+
+    /// The call a context table ticket names.
+    pub(crate) fn from_ticket(t: &Ticket) -> Self {
+        InvokeTicket {
+            idx: t.slot() as usize,
+            generation: (u64::from(t.token()) << 32) | u64::from(t.generation()),
+        }
+    }
+}
+
+/// Where a call its owner holds is (free, reserved and abandoned contexts are the table's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CtxState {
-    /// On the free list.
-    Free,
-    /// Taken by a caller, message being built.
-    Building,
-    /// Message queued, no answer yet.
+    /// Message being built, or queued with no answer yet.
     InFlight,
     /// The DSP answered with `retval`.
     Done(i32),
-    /// Finished without an answer (DSP restart, teardown).
+    /// Finished without an answer (DSP restart, teardown, the link refusing the message).
     Failed(FastRpcError),
 }
 
@@ -129,22 +177,13 @@ impl PayloadPool {
     }
 }
 
-/// One context slot. All fields are guarded by the slot's lock.
+/// FastRPC's part of a context (the table's entry holds the rest). Reset in place when the
+/// context is released, so the scratch keeps its capacity.
 pub(crate) struct Ctx {
-    /// Life state.
-    pub state: CtxState,
-    /// Generation of the current (or last) call in this slot.
-    pub generation: u64,
     /// PD bits sent.
     pub pd: u8,
-    /// The caller still holds the context.
-    pub owner: bool,
-    /// The DSP holds the context (message sent, not answered).
-    pub inflight: bool,
-    /// Released by the receive path; finish the release in an ordinary context.
-    pub reap: bool,
-    /// Whether the caller abandoned it (timeout/cancel): the answer is a late reply.
-    pub abandoned: bool,
+    /// Whether the caller abandoned it (timeout/cancel), so a retry may resume it.
+    pub resumable: bool,
     /// Session (table index) the call belongs to.
     pub session: u16,
     /// Scalars of the call.
@@ -153,6 +192,10 @@ pub(crate) struct Ctx {
     pub handle: u32,
     /// Calling thread id (for resuming an interrupted call).
     pub tid: i32,
+    /// The DSP's return value, once it answered.
+    pub retval: i32,
+    /// Why the call failed, once the table failed it.
+    pub failure: FastRpcError,
     /// The payload buffer.
     pub payload: Option<PayloadLease>,
     /// Shared buffers the call references (kept mapped until release).
@@ -167,24 +210,19 @@ pub(crate) struct Ctx {
     pub handles: Vec<HandleDesc>,
     /// Scratch: inline offsets.
     pub inline_off: Vec<u64>,
-    /// Woken on completion.
-    pub waker: Option<Waker>,
 }
 
 impl Ctx {
     fn new(max_args: usize) -> Self {
         Ctx {
-            state: CtxState::Free,
-            generation: 0,
             pd: 0,
-            owner: false,
-            inflight: false,
-            reap: false,
-            abandoned: false,
+            resumable: false,
             session: 0,
             sc: Scalars(0),
             handle: 0,
             tid: 0,
+            retval: 0,
+            failure: FastRpcError::ChannelDown,
             payload: None,
             maps: Vec::with_capacity(max_args),
             outs: Vec::with_capacity(max_args),
@@ -192,19 +230,22 @@ impl Ctx {
             bufs: Vec::with_capacity(max_args),
             handles: Vec::with_capacity(max_args),
             inline_off: Vec::with_capacity(max_args),
-            waker: None,
         }
+    }
+
+    /// The release: drop the maps and the payload (the table calls this when it frees the
+    /// context, never on the receive path).
+    fn reset(&mut self) {
+        self.maps.clear();
+        self.payload = None;
+        self.outs.clear();
+        self.resumable = false;
     }
 }
 
 /// The bounded table of contexts of one channel.
 pub(crate) struct ContextTable {
-    slots: Box<[Lock<Ctx>]>,
-    free: Lock<Vec<u8>>,
-    reap_pending: AtomicUsize,
-    /// Channel-wide generation counter: every call gets a unique 52-bit generation, so a
-    /// response naming another slot (or an old call of this slot) never matches by accident.
-    next_gen: AtomicU64,
+    table: TransferTable<Ctx>,
     max_args: usize,
 }
 
@@ -229,20 +270,9 @@ impl ContextTable {
         if n == 0 || n > MAX_CONTEXTS {
             return Err(FastRpcError::InvalidArgument);
         }
-        let slots: Vec<Lock<Ctx>> = (0..n).map(|_| Lock::new(Ctx::new(max_args))).collect();
-        Ok(ContextTable {
-            slots: slots.into_boxed_slice(),
-            // Lowest ids first (popped from the end).
-            free: Lock::new((0..n as u8).rev().collect()),
-            reap_pending: AtomicUsize::new(0),
-            next_gen: AtomicU64::new(0),
-            max_args,
-        })
-    }
-
-    /// Number of contexts.
-    pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+        let table = TransferTable::with_generations(n, GEN_MASK, || Ctx::new(max_args), Ctx::reset)
+            .map_err(|_| FastRpcError::InvalidArgument)?;
+        Ok(ContextTable { table, max_args })
     }
 
     /// Argument capacity per call.
@@ -251,235 +281,190 @@ impl ContextTable {
     }
 
     /// Contexts free right now.
+    #[cfg(test)]
     pub(crate) fn free_count(&self) -> usize {
-        self.free.lock().len()
+        self.table.free_count()
     }
 
-    /// Take a free context for session `session`: returns (slot index, generation), the slot
-    /// in state `Building` with the owner reference. `Busy` when the table is full.
-    pub(crate) fn alloc(&self, session: u16) -> Result<(usize, u64)> {
-        let idx = self.free.lock().pop().ok_or(FastRpcError::Busy)? as usize;
-        let mut c = self.slots[idx].lock();
-        debug_assert_eq!(c.state, CtxState::Free);
-        c.state = CtxState::Building;
-        // Relaxed: uniqueness only; the value is published under the slot lock.
-        c.generation = self.next_gen.fetch_add(1, Ordering::Relaxed) & GEN_MASK;
-        c.owner = true;
-        c.inflight = false;
-        c.reap = false;
-        c.abandoned = false;
-        c.session = session;
-        Ok((idx, c.generation))
+    /// The channel's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        self.table.counters()
     }
 
-    /// The slot `idx` (for the owner of a ticket; callers check the generation).
-    pub(crate) fn slot(&self, idx: usize) -> Option<&Lock<Ctx>> {
-        self.slots.get(idx)
+    /// The counters, with the contexts as the pool.
+    pub(crate) fn stats(&self) -> Stats {
+        self.table.stats()
     }
 
-    /// Release a context whose owner and in-flight references are both gone: drop its maps
-    /// and payload, bump the generation, put it back on the free list. Only from ordinary
-    /// contexts (never the receive path).
-    pub(crate) fn release_locked(&self, idx: usize, c: &mut Ctx) {
-        debug_assert!(!c.owner && !c.inflight);
-        c.maps.clear();
-        c.payload = None;
-        c.outs.clear();
-        c.waker = None;
-        c.state = CtxState::Free;
-        if c.reap {
-            c.reap = false;
-            // Relaxed: a hint counter that only lets `reap` skip the scan; the slot state is
-            // guarded by its lock.
-            self.reap_pending.fetch_sub(1, Ordering::Relaxed);
-        }
-        self.free.lock().push(idx as u8);
+    /// Take a free context for session `session`, reserved (not sent) with the owner
+    /// reference. `Busy` (counted) when the table is full.
+    pub(crate) fn alloc(&self, session: u16) -> Result<InvokeTicket> {
+        self.table
+            .reserve(|c| {
+                c.session = session;
+                Ok(())
+            })
+            .map(|s| InvokeTicket::from_ticket(&s.ticket()))
+            .map_err(|_| FastRpcError::Busy)
     }
 
-    /// Drop the owner reference (the caller is done or gave up); releases at once when the DSP
-    /// does not hold the context. Returns whether it was released.
-    pub(crate) fn drop_owner(&self, idx: usize, generation: u64, abandoned: bool) -> bool {
-        let Some(slot) = self.slots.get(idx) else {
-            return false;
-        };
-        let mut c = slot.lock();
-        if c.generation != generation || !c.owner {
-            return false;
-        }
-        c.owner = false;
-        c.abandoned = abandoned;
-        if !c.inflight {
-            self.release_locked(idx, &mut c);
-            return true;
-        }
-        false
-    }
-
-    /// The receive path: complete context `id` with `retval`. Never releases memory; `count`
-    /// runs before the completion becomes visible to the waiter (so a caller that sees its call
-    /// done also sees it counted); the waiter is woken after the lock is dropped.
-    pub(crate) fn complete(
+    /// Run `f` on the context `t` while its owner holds it; `InvalidArgument` for a stale
+    /// ticket or one its owner gave up.
+    pub(crate) fn with<R>(
         &self,
-        id: CtxId,
-        retval: i32,
-        count: impl FnOnce(RxOutcome),
-    ) -> RxOutcome {
-        let sid = id.slot_id() as usize;
-        let Some(slot) = sid.checked_sub(1).and_then(|i| self.slots.get(i)) else {
-            count(RxOutcome::Unknown);
+        t: &InvokeTicket,
+        f: impl FnOnce(CtxState, &mut Ctx) -> Result<R>,
+    ) -> Result<R> {
+        self.table
+            .inspect(&t.to_ticket(), |state, _, c| f(ctx_state(state, c), c))
+            .map_err(|_| FastRpcError::InvalidArgument)?
+    }
+
+    /// Build the message of the reserved context `t` with `f`; on `Ok` the context is in flight
+    /// (the DSP's reference taken before the message can reach it). Send after this returns.
+    pub(crate) fn send<R>(
+        &self,
+        t: &InvokeTicket,
+        f: impl FnOnce(&mut Ctx) -> Result<R>,
+    ) -> Result<R> {
+        self.table
+            .send_with(&t.to_ticket(), f)
+            .map_err(|_| FastRpcError::InvalidArgument)?
+    }
+
+    /// The message of `t` did not reach the DSP (or may not have): if still in flight, it fails
+    /// with `err`. Returns whether it failed the call.
+    pub(crate) fn fail_sent(&self, t: &InvokeTicket, err: FastRpcError) -> bool {
+        self.table
+            .fail_sent(&t.to_ticket(), err.into(), |c| c.failure = err)
+    }
+
+    /// Ask for `w` to be woken when the call finishes.
+    pub(crate) fn register_waker(&self, t: &InvokeTicket, w: &Waker) -> Result<()> {
+        if self.table.register_waker(&t.to_ticket(), w) {
+            Ok(())
+        } else {
+            Err(FastRpcError::InvalidArgument)
+        }
+    }
+
+    /// Drop the owner reference (the caller is done, or gave up: `abandoned`, which lets a
+    /// retry resume it); releases at once when the DSP does not hold the context.
+    pub(crate) fn drop_owner(&self, t: &InvokeTicket, abandoned: bool) {
+        if abandoned {
+            let _ = self.with(t, |_, c| {
+                c.resumable = true;
+                Ok(())
+            });
+        }
+        // `Cancelled`: a timeout is counted by the caller, whatever state the call is in.
+        let _ = self.table.finish(t.to_ticket(), TxOutcome::Cancelled);
+    }
+
+    /// The receive path: complete context `id` with `retval`. Never releases memory; the
+    /// outcome is counted before the completion becomes visible to the waiter (so a caller
+    /// that sees its call done also sees it counted); the waiter is woken after the lock is
+    /// dropped.
+    pub(crate) fn complete(&self, id: CtxId, retval: i32) -> RxOutcome {
+        let Some(idx) = u32::from(id.slot_id()).checked_sub(1) else {
+            // Slot id 0 is never issued.
+            Counters::bump(&self.counters().unknown_replies);
             return RxOutcome::Unknown;
         };
-        let mut c = slot.lock();
-        let outcome = if c.generation != id.generation() {
-            RxOutcome::Unknown
-        } else {
-            match c.state {
-                CtxState::InFlight if c.inflight && c.pd != id.pd() => RxOutcome::BadPd,
-                CtxState::InFlight if c.inflight => {
-                    c.state = CtxState::Done(retval);
-                    c.inflight = false;
-                    if c.owner {
-                        RxOutcome::Completed
-                    } else {
-                        self.mark_reap(&mut c);
-                        RxOutcome::Late
-                    }
-                }
-                CtxState::Done(_) | CtxState::Failed(_) => RxOutcome::Duplicate,
-                CtxState::Free | CtxState::Building | CtxState::InFlight => RxOutcome::Unknown,
-            }
-        };
-        count(outcome);
-        let w = if matches!(outcome, RxOutcome::Completed | RxOutcome::Late) {
-            c.waker.take()
-        } else {
-            None
-        };
-        drop(c);
-        if let Some(w) = w {
-            w.wake();
-        }
-        outcome
-    }
-
-    fn mark_reap(&self, c: &mut Ctx) {
-        if !c.reap {
-            c.reap = true;
-            // Relaxed: see `release_locked`.
-            self.reap_pending.fetch_add(1, Ordering::Relaxed);
+        let r = self.table.on_reply_id(
+            idx,
+            id.generation(),
+            |c| c.pd == id.pd(),
+            |_, c| {
+                c.retval = retval;
+                Ok(0)
+            },
+        );
+        match r {
+            ReplyOutcome::Completed => RxOutcome::Completed,
+            ReplyOutcome::Late => RxOutcome::Late,
+            ReplyOutcome::Duplicate => RxOutcome::Duplicate,
+            ReplyOutcome::Rejected => RxOutcome::BadPd,
+            // `deliver` never fails.
+            ReplyOutcome::Unknown | ReplyOutcome::Failed => RxOutcome::Unknown,
         }
     }
 
     /// Resume an abandoned call of `session` with the same thread, handle and scalars
     /// (docs/protocols/fastrpc.md §12.6: a retry after a signal must not re-send, which would run
-    /// the method twice and can hang a DSP thread). The caller becomes its owner again; returns
-    /// (slot, generation).
+    /// the method twice and can hang a DSP thread). The caller becomes its owner again.
     pub(crate) fn resume(
         &self,
         session: u16,
         tid: i32,
         handle: u32,
         sc: Scalars,
-    ) -> Option<(usize, u64)> {
-        for (idx, slot) in self.slots.iter().enumerate() {
-            let mut c = slot.lock();
-            let waiting = c.inflight || c.reap;
-            if c.owner
-                || !c.abandoned
-                || !waiting
-                || c.session != session
-                || c.tid != tid
-                || c.handle != handle
-                || c.sc != sc
-            {
-                continue;
-            }
-            c.owner = true;
-            c.abandoned = false;
-            if c.reap {
-                c.reap = false;
-                // Relaxed: see `release_locked`.
-                self.reap_pending.fetch_sub(1, Ordering::Relaxed);
-            }
-            return Some((idx, c.generation));
-        }
-        None
+    ) -> Option<InvokeTicket> {
+        self.table
+            .resume(|c| {
+                let hit = c.resumable
+                    && c.session == session
+                    && c.tid == tid
+                    && c.handle == handle
+                    && c.sc == sc;
+                if hit {
+                    c.resumable = false;
+                }
+                hit
+            })
+            .map(|s| InvokeTicket::from_ticket(&s.ticket()))
     }
 
     /// Fail every in-flight context (of `session`, or all with `None`) with `err`: the DSP
     /// will not answer (restart) or may no longer touch the memory (teardown). Contexts whose
     /// owner is gone are marked for reaping. Returns how many were failed.
     pub(crate) fn fail_inflight(&self, session: Option<u16>, err: FastRpcError) -> usize {
-        let mut n = 0;
-        for slot in self.slots.iter() {
-            let mut c = slot.lock();
-            if !c.inflight || session.is_some_and(|s| s != c.session) {
-                continue;
-            }
-            c.inflight = false;
-            c.state = CtxState::Failed(err);
-            if !c.owner {
-                self.mark_reap(&mut c);
-            }
-            n += 1;
-            let w = c.waker.take();
-            drop(c);
-            if let Some(w) = w {
-                w.wake();
-            }
-        }
-        n
+        self.table.reclaim_where(
+            err.into(),
+            |c| session.is_none_or(|s| s == c.session),
+            |_, _, c| c.failure = err,
+            Waker::wake,
+        )
     }
 
     /// Session teardown: release every context of `session` (failing in-flight ones first).
-    /// Tickets the caller still holds become stale (their generation no longer matches).
+    /// Tickets the caller still holds become stale.
     pub(crate) fn release_session(&self, session: u16) -> usize {
         self.fail_inflight(Some(session), FastRpcError::ChannelDown);
-        let mut n = 0;
-        for (idx, slot) in self.slots.iter().enumerate() {
-            let mut c = slot.lock();
-            if c.session == session && c.state != CtxState::Free && c.state != CtxState::Building {
-                c.owner = false;
-                c.inflight = false;
-                self.release_locked(idx, &mut c);
-                n += 1;
-            }
-        }
-        n
+        self.table.release_where(|c| c.session == session)
     }
 
     /// Finish releases the receive path deferred. Cheap when none are pending.
     pub(crate) fn reap(&self) -> usize {
-        // Relaxed: a hint; a reap missed here is found by the next call.
-        if self.reap_pending.load(Ordering::Relaxed) == 0 {
-            return 0;
-        }
-        let mut n = 0;
-        for (idx, slot) in self.slots.iter().enumerate() {
-            let mut c = slot.lock();
-            if c.reap && !c.owner && !c.inflight {
-                self.release_locked(idx, &mut c);
-                n += 1;
-            }
-        }
-        n
+        self.table.reap()
     }
 
     /// Contexts held only because the DSP may still use them (caller gone, no answer yet).
     pub(crate) fn zombies(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| {
-                let c = s.lock();
-                c.inflight && !c.owner
-            })
-            .count()
+        self.table.zombies()
+    }
+}
+
+/// A live context's state in FastRPC terms.
+fn ctx_state(state: TransferState, c: &Ctx) -> CtxState {
+    match state {
+        TransferState::Done(_) => CtxState::Done(c.retval),
+        TransferState::Failed(_) => CtxState::Failed(c.failure),
+        TransferState::InFlight | TransferState::Free | TransferState::Abandoned => {
+            CtxState::InFlight
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn in_flight(t: &ContextTable) -> InvokeTicket {
+        let it = t.alloc(0).unwrap();
+        t.send(&it, |_| Ok(())).unwrap();
+        it
+    }
 
     #[test]
     fn id_layout() {
@@ -493,30 +478,22 @@ mod tests {
     #[test]
     fn late_reply_releases_only_via_reap_and_duplicates_never_twice() {
         let t = ContextTable::new(2, 4).unwrap();
-        let (i, g) = t.alloc(0).unwrap();
-        {
-            let mut c = t.slot(i).unwrap().lock();
-            c.state = CtxState::InFlight;
-            c.inflight = true;
-        }
-        assert!(!t.drop_owner(i, g, true), "DSP still holds it");
-        assert_eq!(t.free_count(), 1);
+        let it = in_flight(&t);
+        let (i, g) = (it.idx, it.generation);
+        t.drop_owner(&it, true);
+        assert_eq!(t.free_count(), 1, "DSP still holds it");
         assert_eq!(t.zombies(), 1);
         let id = CtxId::new(i as u8 + 1, g, 0);
         assert_eq!(
-            t.complete(CtxId::new(i as u8 + 1, g + 1, 0), 0, |_| {}),
+            t.complete(CtxId::new(i as u8 + 1, g + 1, 0), 0),
             RxOutcome::Unknown
         );
-        assert_eq!(t.complete(id, 0, |_| {}), RxOutcome::Late);
+        assert_eq!(t.complete(id, 0), RxOutcome::Late);
         assert_eq!(t.free_count(), 1, "receive path never frees");
-        assert_eq!(t.complete(id, 0, |_| {}), RxOutcome::Duplicate);
+        assert_eq!(t.complete(id, 0), RxOutcome::Duplicate);
         assert_eq!(t.reap(), 1);
         assert_eq!(t.free_count(), 2);
-        assert_eq!(
-            t.complete(id, 0, |_| {}),
-            RxOutcome::Unknown,
-            "stale generation"
-        );
+        assert_eq!(t.complete(id, 0), RxOutcome::Unknown, "stale generation");
         assert_eq!(t.reap(), 0);
     }
 
@@ -528,15 +505,94 @@ mod tests {
         let _ = t.alloc(0).unwrap();
         assert_eq!(t.alloc(0).err(), Some(FastRpcError::Busy));
         assert_eq!(
-            t.complete(CtxId(0), 0, |_| {}),
+            t.complete(CtxId(0), 0),
             RxOutcome::Unknown,
             "id 0 is never issued"
         );
         assert_eq!(
-            t.complete(CtxId(0x20), 0, |_| {}),
+            t.complete(CtxId(0x20), 0),
             RxOutcome::Unknown,
             "beyond the table"
         );
+    }
+
+    #[test]
+    fn a_context_being_built_takes_no_answer_and_pd_bits_are_checked() {
+        let t = ContextTable::new(1, 1).unwrap();
+        let it = t.alloc(0).unwrap();
+        let id = CtxId::new(1, it.generation, 0);
+        assert_eq!(t.complete(id, 0), RxOutcome::Unknown, "not sent yet");
+        t.send(&it, |c| {
+            c.pd = 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(t.complete(id, 0), RxOutcome::BadPd);
+        assert_eq!(t.with(&it, |s, _| Ok(s)), Ok(CtxState::InFlight));
+        assert_eq!(
+            t.complete(CtxId::new(1, it.generation, 1), -3),
+            RxOutcome::Completed
+        );
+        assert_eq!(t.with(&it, |s, _| Ok(s)), Ok(CtxState::Done(-3)));
+        t.drop_owner(&it, false);
+        assert_eq!(t.free_count(), 1);
+    }
+
+    #[test]
+    fn resume_takes_back_only_an_abandoned_call_of_the_same_thread() {
+        let t = ContextTable::new(2, 1).unwrap();
+        let it = t.alloc(3).unwrap();
+        t.send(&it, |c| {
+            (c.tid, c.handle, c.sc) = (7, 0x20, Scalars(0x0202_0000));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            t.resume(3, 7, 0x20, Scalars(0x0202_0000)),
+            None,
+            "still owned"
+        );
+        t.drop_owner(&it, true);
+        assert_eq!(
+            t.resume(3, 8, 0x20, Scalars(0x0202_0000)),
+            None,
+            "other thread"
+        );
+        assert_eq!(
+            t.resume(2, 7, 0x20, Scalars(0x0202_0000)),
+            None,
+            "other session"
+        );
+        let back = t.resume(3, 7, 0x20, Scalars(0x0202_0000)).unwrap();
+        assert_eq!((back.idx, back.generation), (it.idx, it.generation));
+        assert_eq!(
+            t.complete(CtxId::new(1, it.generation, 0), 5),
+            RxOutcome::Completed
+        );
+        assert_eq!(t.with(&back, |s, _| Ok(s)), Ok(CtxState::Done(5)));
+    }
+
+    #[test]
+    fn session_teardown_fails_and_releases_only_that_session() {
+        let t = ContextTable::new(3, 1).unwrap();
+        let a = in_flight(&t);
+        let b = t.alloc(1).unwrap();
+        t.send(&b, |_| Ok(())).unwrap();
+        let building = t.alloc(0).unwrap();
+        assert_eq!(
+            t.release_session(0),
+            1,
+            "the reserved context is its starter's"
+        );
+        assert_eq!(t.with(&a, |s, _| Ok(s)), Err(FastRpcError::InvalidArgument));
+        assert_eq!(t.with(&b, |s, _| Ok(s)), Ok(CtxState::InFlight));
+        assert_eq!(t.fail_inflight(None, FastRpcError::RemoteReset), 1);
+        assert_eq!(
+            t.with(&b, |s, _| Ok(s)),
+            Ok(CtxState::Failed(FastRpcError::RemoteReset))
+        );
+        t.drop_owner(&building, false);
+        assert_eq!(t.free_count(), 2);
     }
 }
 
@@ -545,12 +601,10 @@ mod loom_tests {
     use super::*;
     use loom::sync::Arc;
 
-    fn in_flight(t: &ContextTable) -> (usize, u64) {
-        let (i, g) = t.alloc(0).unwrap();
-        let mut c = t.slot(i).unwrap().lock();
-        c.state = CtxState::InFlight;
-        c.inflight = true;
-        (i, g)
+    fn in_flight(t: &ContextTable) -> InvokeTicket {
+        let it = t.alloc(0).unwrap();
+        t.send(&it, |_| Ok(())).unwrap();
+        it
     }
 
     /// The caller gives up while the late reply arrives: whichever wins, the context is
@@ -559,15 +613,16 @@ mod loom_tests {
     fn loom_late_reply_races_abandon() {
         loom::model(|| {
             let t = Arc::new(ContextTable::new(1, 1).unwrap());
-            let (i, g) = in_flight(&t);
+            let it = in_flight(&t);
+            let g = it.generation;
             let t2 = t.clone();
             let rx = loom::thread::spawn(move || {
-                let o = t2.complete(CtxId::new(1, g, 0), 0, |_| {});
+                let o = t2.complete(CtxId::new(1, g, 0), 0);
                 assert!(matches!(o, RxOutcome::Completed | RxOutcome::Late));
                 // The receive path never frees.
                 o
             });
-            let _ = t.drop_owner(i, g, true);
+            t.drop_owner(&it, true);
             let o = rx.join().unwrap();
             t.reap();
             assert_eq!(t.free_count(), 1, "{o:?}");
@@ -581,9 +636,10 @@ mod loom_tests {
     fn loom_reset_races_reply() {
         loom::model(|| {
             let t = Arc::new(ContextTable::new(1, 1).unwrap());
-            let (i, g) = in_flight(&t);
+            let it = in_flight(&t);
+            let g = it.generation;
             let t2 = t.clone();
-            let rx = loom::thread::spawn(move || t2.complete(CtxId::new(1, g, 0), 7, |_| {}));
+            let rx = loom::thread::spawn(move || t2.complete(CtxId::new(1, g, 0), 7));
             let failed = t.fail_inflight(None, FastRpcError::RemoteReset);
             let o = rx.join().unwrap();
             assert_eq!(
@@ -591,12 +647,12 @@ mod loom_tests {
                 o != RxOutcome::Completed,
                 "exactly one ends the call"
             );
-            let st = t.slot(i).unwrap().lock().state;
+            let st = t.with(&it, |s, _| Ok(s)).unwrap();
             assert!(matches!(
                 st,
                 CtxState::Done(7) | CtxState::Failed(FastRpcError::RemoteReset)
             ));
-            assert!(t.drop_owner(i, g, false));
+            t.drop_owner(&it, false);
             assert_eq!(t.free_count(), 1);
         });
     }

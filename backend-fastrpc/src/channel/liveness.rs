@@ -4,11 +4,12 @@
 //! comes from the **per-context slot locks**, not from the ordering of the flag:
 //!
 //! - `down_and_sweep` stores `up = false`, *then* locks every slot ([`ContextTable::fail_inflight`]);
-//! - a starter marks its context `inflight` under the slot lock, releases it, queues the message,
-//!   *then* re-reads `up` ([`Liveness::recheck_after_queue`]).
+//! - a starter marks its context in flight (the table's loan to the DSP) under the slot lock
+//!   ([`ContextTable::send`]), releases it, queues the message, *then* re-reads `up`
+//!   ([`Liveness::recheck_after_queue`]).
 //!
-//! For one slot, either the sweep's lock comes after the starter's unlock (the sweep sees
-//! `inflight` and fails the call), or it comes before the starter's lock: then the store of
+//! For one slot, either the sweep's lock comes after the starter's unlock (the sweep sees the
+//! context in flight and fails the call), or it comes before the starter's lock: then the store of
 //! `false` happens-before the re-check through that lock (unlock → lock), and read-write
 //! coherence forbids the re-check from reading the older `true`, so the starter fails its own
 //! call. Neither case uses the flag's ordering, so every access to it is Relaxed. Model-checked:
@@ -17,7 +18,7 @@
 //! Not covered: a `remote_up` between the sweep and a starter's re-check lets that starter's call
 //! (queued while the DSP was gone) stay in flight; its caller's deadline ends it.
 
-use crate::channel::context::{ContextTable, CtxState};
+use crate::channel::context::{ContextTable, InvokeTicket};
 use crate::error::FastRpcError;
 use fwipc_transport_api::sync::{AtomicBool, Ordering};
 
@@ -58,31 +59,23 @@ impl Liveness {
         table.fail_inflight(None, FastRpcError::RemoteReset)
     }
 
-    /// A starter that marked slot `idx` in flight (under its lock) and queued the message:
+    /// A starter that marked context `t` in flight (under its lock) and queued the message:
     /// if a sweep ran in between and missed this context, fail it here. Returns whether it
     /// failed the call.
-    pub(crate) fn recheck_after_queue(&self, table: &ContextTable, idx: usize) -> bool {
+    pub(crate) fn recheck_after_queue(&self, table: &ContextTable, t: &InvokeTicket) -> bool {
         // Relaxed: ordered after a sweep's store by the slot lock taken when `inflight` was set
         // (module docs); a stale `true` is impossible once that lock ordered us after the sweep.
         if self.up.load(Ordering::Relaxed) {
             return false;
         }
-        let Some(slot) = table.slot(idx) else {
-            return false;
-        };
-        let mut c = slot.lock();
-        if c.inflight {
-            c.inflight = false;
-            c.state = CtxState::Failed(FastRpcError::RemoteReset);
-            return true;
-        }
-        false
+        table.fail_sent(t, FastRpcError::RemoteReset)
     }
 }
 
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use crate::channel::context::CtxState;
     use loom::sync::Arc;
 
     /// A DSP-loss sweep races a starter between its first `up` check and its re-check: the
@@ -98,26 +91,25 @@ mod loom_tests {
                 if !live2.is_up() {
                     return None;
                 }
-                let (i, g) = t2.alloc(0).unwrap();
-                {
-                    // As `Session::build_and_send` does before queueing.
-                    let mut c = t2.slot(i).unwrap().lock();
-                    c.state = CtxState::InFlight;
-                    c.inflight = true;
-                }
+                let it = t2.alloc(0).unwrap();
+                // As `Session::build_and_send` does before queueing.
+                t2.send(&it, |_| Ok(())).unwrap();
                 // (the message is queued here)
-                let failed_here = live2.recheck_after_queue(&t2, i);
-                Some((i, g, failed_here))
+                let failed_here = live2.recheck_after_queue(&t2, &it);
+                Some((it, failed_here))
             });
             let swept = live.down_and_sweep(&t);
             let started = starter.join().unwrap();
-            if let Some((i, g, failed_here)) = started {
-                let c = t.slot(i).unwrap().lock();
-                assert!(!c.inflight, "a call slipped past the sweep");
-                assert_eq!(c.state, CtxState::Failed(FastRpcError::RemoteReset));
-                drop(c);
+            if let Some((it, failed_here)) = started {
+                assert_eq!(t.zombies(), 0);
+                assert_eq!(
+                    t.with(&it, |s, _| Ok(s)),
+                    Ok(CtxState::Failed(FastRpcError::RemoteReset)),
+                    "a call slipped past the sweep"
+                );
                 assert_eq!(usize::from(failed_here) + swept, 1, "failed exactly once");
-                assert!(t.drop_owner(i, g, false));
+                t.drop_owner(&it, false);
+                assert_eq!(t.free_count(), 1, "released");
             }
             assert!(!live.is_up());
         });

@@ -100,9 +100,7 @@ impl Channel {
     /// Channel-wide counters (pool fields: contexts).
     pub fn stats(&self) -> Stats {
         self.inner.ctx.reap();
-        self.inner
-            .counters
-            .snapshot(self.inner.ctx.capacity(), self.inner.ctx.free_count())
+        self.inner.ctx.stats()
     }
 
     /// Contexts kept only because the DSP may still use them.

@@ -127,9 +127,9 @@ pub(crate) struct ChannelInner {
     pub(crate) cfg: ChannelConfig,
     pub(crate) link: Arc<dyn PacketChannel>,
     pub(crate) hal: Arc<dyn DmaHal>,
+    /// The invoke contexts; its counters are the channel's.
     pub(crate) ctx: ContextTable,
     sessions: Mutex<Vec<SessionSlot>>,
-    pub(crate) counters: Counters,
     /// The DSP side is up (cleared on remote loss until it comes back); see `crate::channel::liveness`.
     pub(crate) up: Liveness,
     /// Responses are pushed by an rx callback (see [`Channel::rx_handler`]), so completions
@@ -183,7 +183,6 @@ impl ChannelInner {
             hal,
             ctx,
             sessions: Mutex::new(sessions),
-            counters: Counters::default(),
             up: Liveness::new(),
             push_rx: AtomicBool::new(false),
             dsp_info: Mutex::new(None),
@@ -209,6 +208,11 @@ impl ChannelInner {
         }
     }
 
+    /// The channel's counters (the context table's).
+    pub(crate) fn counters(&self) -> &Counters {
+        self.ctx.counters()
+    }
+
     pub(crate) fn poll_rx(&self) -> usize {
         let mut buf = [0u8; RX_BUF];
         let mut n = 0;
@@ -218,7 +222,7 @@ impl ChannelInner {
             };
             n += 1;
             if len > RX_BUF {
-                Counters::bump(&self.counters.protocol_errors);
+                Counters::bump(&self.counters().protocol_errors);
                 continue;
             }
             self.handle_packet(&buf[..len]);
@@ -234,22 +238,23 @@ impl ChannelInner {
             Ok(r) => r,
             Err(e) => {
                 log::debug!("fastrpc: dropped malformed response ({e})");
-                Counters::bump(&self.counters.protocol_errors);
+                Counters::bump(&self.counters().protocol_errors);
                 return;
             }
         };
-        let counters = &self.counters;
-        self.ctx
-            .complete(rsp.ctx_id(), rsp.retval.get(), |o| match o {
-                RxOutcome::Completed => Counters::bump(&counters.completed),
-                RxOutcome::Late => Counters::bump(&counters.late_replies),
-                RxOutcome::Duplicate => Counters::bump(&counters.duplicate_replies),
-                RxOutcome::Unknown => {
-                    log::debug!("fastrpc: response for unknown context {:#x}", rsp.ctx.get());
-                    Counters::bump(&counters.unknown_replies)
-                }
-                // PD bits that do not match the request: a corrupted header.
-                RxOutcome::BadPd => Counters::bump(&counters.protocol_errors),
-            });
+        // Counted by the table: unknown ids, duplicates, late replies, and PD bits that do not
+        // match the request (a corrupted header) as protocol errors.
+        match self.ctx.complete(rsp.ctx_id(), rsp.retval.get()) {
+            RxOutcome::Unknown => {
+                log::debug!("fastrpc: response for unknown context {:#x}", rsp.ctx.get());
+            }
+            RxOutcome::BadPd => {
+                log::debug!(
+                    "fastrpc: response with foreign PD bits {:#x}",
+                    rsp.ctx.get()
+                );
+            }
+            RxOutcome::Completed | RxOutcome::Late | RxOutcome::Duplicate => {}
+        }
     }
 }

@@ -6,7 +6,7 @@ use zerocopy::IntoBytes;
 
 use fwipc_transport_api::{Counters, ProtocolError};
 
-use crate::channel::context::{CtxState, OutRec};
+use crate::channel::context::{Ctx, CtxState, OutRec};
 use crate::error::{FastRpcError, Result};
 use crate::mem::{read_at, write_at, SharedBuf};
 use crate::session::arg::Arg;
@@ -17,11 +17,9 @@ use crate::wire::scalars::Scalars;
 use crate::wire::{CtxId, FastRpcMsg, MetaOffsets};
 
 impl Session {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn build_and_send(
         &self,
-        idx: usize,
-        generation: u64,
+        t: &InvokeTicket,
         handle: u32,
         sc: Scalars,
         args: &[Arg<'_>],
@@ -30,8 +28,39 @@ impl Session {
     ) -> Result<()> {
         let s = &*self.inner;
         let ch = &*s.ch;
-        let slot = ch.ctx.slot(idx).ok_or(FastRpcError::InvalidArgument)?;
-        let mut c = slot.lock();
+        // Built under the context's lock; it is in flight (the DSP's reference taken) when
+        // `send` returns `Ok`, before the message can reach the DSP.
+        let msg = ch
+            .ctx
+            .send(t, |c| self.build(c, t, handle, sc, args, tid, kernel))?;
+        // No fence here: `PacketChannel::send` is itself a release of every payload write
+        // sequenced before it (its documented contract; rpmsg's virtqueue publication on
+        // hardware, the link mutex in the simulator). A `fence(Release)` would pair with
+        // nothing: the DSP reads no atomic of ours that this fence could order.
+        if let Err(e) = ch.link.send(msg.as_bytes()) {
+            ch.ctx.fail_sent(t, e);
+            return Err(e);
+        }
+        // A DSP loss that swept the table between our `up` check and the queueing above would
+        // have missed this context: fail it ourselves. Correct because it went in flight under
+        // the slot lock the sweep also takes (`crate::channel::liveness`, model-checked there).
+        ch.up.recheck_after_queue(&ch.ctx, t);
+        Ok(())
+    }
+
+    /// Marshal the call into a payload buffer and the context `c`; returns the message.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        c: &mut Ctx,
+        t: &InvokeTicket,
+        handle: u32,
+        sc: Scalars,
+        args: &[Arg<'_>],
+        tid: i32,
+        kernel: bool,
+    ) -> Result<FastRpcMsg> {
+        let s = &*self.inner;
         let mut lease = s.payloads.take().ok_or(FastRpcError::Busy)?;
         c.maps.clear();
         c.bufs.clear();
@@ -154,7 +183,7 @@ impl Session {
             }
         }
         let pd = self.pd();
-        let id = CtxId::new((idx + 1) as u8, generation, pd);
+        let id = CtxId::new((t.idx + 1) as u8, t.generation, pd);
         let msg = FastRpcMsg {
             pid: if kernel { 0 } else { self.client_id() }.into(),
             tid: tid.into(),
@@ -169,27 +198,7 @@ impl Session {
         c.tid = tid;
         c.pd = pd;
         c.payload = Some(lease);
-        c.state = CtxState::InFlight;
-        // The in-flight reference is taken before the message can reach the DSP.
-        c.inflight = true;
-        drop(c);
-        // No fence here: `PacketChannel::send` is itself a release of every payload write
-        // sequenced before it (its documented contract; rpmsg's virtqueue publication on
-        // hardware, the link mutex in the simulator). A `fence(Release)` would pair with
-        // nothing: the DSP reads no atomic of ours that this fence could order.
-        if let Err(e) = ch.link.send(msg.as_bytes()) {
-            let mut c = slot.lock();
-            if c.inflight {
-                c.inflight = false;
-                c.state = CtxState::Failed(e);
-            }
-            return Err(e);
-        }
-        // A DSP loss that swept the table between our `up` check and the queueing above would
-        // have missed this context: fail it ourselves. Correct because `inflight` was set under
-        // the slot lock the sweep also takes (`crate::channel::liveness`, model-checked there).
-        ch.up.recheck_after_queue(&ch.ctx, idx);
-        Ok(())
+        Ok(msg)
     }
 
     /// Copy out-buffer `k` (0-based among out-buffers) of a finished call into `dst`; returns
@@ -200,8 +209,8 @@ impl Session {
     /// out-buffer nothing is copied (the data is in the buffer; `dst` may be empty).
     pub fn read_out(&self, t: &InvokeTicket, k: usize, dst: &mut [u8]) -> Result<usize> {
         let ch = &self.inner.ch;
-        self.with_ctx(t, |c| {
-            if !matches!(c.state, CtxState::Done(_)) {
+        self.with_ctx(t, |state, c| {
+            if !matches!(state, CtxState::Done(_)) {
                 return Err(FastRpcError::InvalidArgument);
             }
             let rec = *c.outs.get(k).ok_or(FastRpcError::InvalidArgument)?;
@@ -223,7 +232,7 @@ impl Session {
             if dsp_len > rec.len {
                 // A reply longer than its buffer cannot be correct: fail it rather than hand
                 // the caller a full-size reply made of whatever the buffer held.
-                Counters::bump(&ch.counters.protocol_errors);
+                Counters::bump(&ch.counters().protocol_errors);
                 return Err(ProtocolError::BadLength.into());
             }
             // `dsp_len <= rec.len`, the length of a caller buffer: fits `usize`.

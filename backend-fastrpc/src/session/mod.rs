@@ -15,7 +15,7 @@ use spin::Mutex;
 
 use fwipc_transport_api::{wait_until, Clock, Counters, Deadline, Lifecycle, TxOutcome};
 
-use crate::channel::context::{CtxState, PayloadPool};
+use crate::channel::context::{Ctx, CtxState, PayloadPool};
 use crate::channel::state::ChannelInner;
 use crate::error::{AeeError, FastRpcError, Result};
 use crate::mem::{read_at, SharedBuf};
@@ -33,32 +33,13 @@ mod open;
 pub(crate) mod proc_state;
 pub(crate) mod procctl;
 
+/// The ticket of a call lives with the contexts it names; re-exported here, where calls are.
+pub use crate::channel::context::InvokeTicket;
 pub use arg::{Arg, PD_ROOT, PD_SENSORS, PD_USER};
 pub use call_wait::CallWait;
 pub use future::InvokeFuture;
 pub use proc_state::PdKind;
 pub use procctl::{ATTR_DEBUG, ATTR_UNSIGNED_MODULE};
-
-/// A call in flight. Not `Clone`: finished exactly once. Dropping it without
-/// [`Session::finish`], [`Session::abandon`] or [`Session::end`] keeps its context and payload
-/// buffer until the session is torn down.
-#[derive(Debug, PartialEq, Eq)]
-#[must_use = "end the call with Session::finish, abandon or end, or its context stays taken"]
-pub struct InvokeTicket {
-    pub(crate) idx: usize,
-    pub(crate) generation: u64,
-}
-
-impl InvokeTicket {
-    /// Context slot index.
-    pub fn slot(&self) -> usize {
-        self.idx
-    }
-    /// Context generation.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-}
 
 pub(crate) struct SessionInner {
     pub(crate) ch: Arc<ChannelInner>,
@@ -216,9 +197,8 @@ impl Session {
         tid: i32,
     ) -> Result<(InvokeTicket, bool)> {
         let sc = scalars_for(method, args)?;
-        if let Some((idx, generation)) = self.inner.ch.ctx.resume(self.inner.index, tid, handle, sc)
-        {
-            return Ok((InvokeTicket { idx, generation }, true));
+        if let Some(t) = self.inner.ch.ctx.resume(self.inner.index, tid, handle, sc) {
+            return Ok((t, true));
         }
         self.start(handle, method, args, tid).map(|t| (t, false))
     }
@@ -247,19 +227,18 @@ impl Session {
             return Err(FastRpcError::TooLarge);
         }
         ch.ctx.reap();
-        let (idx, generation) = ch.ctx.alloc(s.index).inspect_err(|_| {
-            Counters::bump(&ch.counters.busy);
-        })?;
-        match self.build_and_send(idx, generation, handle, sc, args, tid, kernel) {
+        // A full table is counted in `busy` by the table.
+        let t = ch.ctx.alloc(s.index)?;
+        match self.build_and_send(&t, handle, sc, args, tid, kernel) {
             Ok(()) => {
-                Counters::bump(&ch.counters.sent);
-                Ok(InvokeTicket { idx, generation })
+                Counters::bump(&ch.counters().sent);
+                Ok(t)
             }
             Err(e) => {
                 if e == FastRpcError::Busy {
-                    Counters::bump(&ch.counters.busy);
+                    Counters::bump(&ch.counters().busy);
                 }
-                ch.ctx.drop_owner(idx, generation, false);
+                ch.ctx.drop_owner(&t, false);
                 Err(e)
             }
         }
@@ -268,19 +247,9 @@ impl Session {
     pub(crate) fn with_ctx<R>(
         &self,
         t: &InvokeTicket,
-        f: impl FnOnce(&mut crate::channel::context::Ctx) -> Result<R>,
+        f: impl FnOnce(CtxState, &mut Ctx) -> Result<R>,
     ) -> Result<R> {
-        let slot = self
-            .inner
-            .ch
-            .ctx
-            .slot(t.idx)
-            .ok_or(FastRpcError::InvalidArgument)?;
-        let mut c = slot.lock();
-        if c.generation != t.generation || !c.owner {
-            return Err(FastRpcError::InvalidArgument);
-        }
-        f(&mut c)
+        self.inner.ch.ctx.with(t, f)
     }
 
     /// Whether the DSP answered. `Err` if the call failed without an answer (DSP restart:
@@ -289,20 +258,20 @@ impl Session {
     /// the caller; the rest is taken by the next call).
     pub fn poll(&self, t: &InvokeTicket) -> Result<bool> {
         self.inner.ch.poll_rx();
-        self.with_ctx(t, |c| match c.state {
+        self.with_ctx(t, |state, _| match state {
             CtxState::Done(_) => Ok(true),
             CtxState::Failed(e) => Err(e),
-            _ => Ok(false),
+            CtxState::InFlight => Ok(false),
         })
     }
 
     /// The DSP's status for a finished call: `Ok` for `AEE_SUCCESS`, else `Aee`.
     pub fn status(&self, t: &InvokeTicket) -> Result<()> {
-        self.with_ctx(t, |c| match c.state {
+        self.with_ctx(t, |state, _| match state {
             CtxState::Done(0) => Ok(()),
             CtxState::Done(r) => Err(FastRpcError::Aee(AeeError(r))),
             CtxState::Failed(e) => Err(e),
-            _ => Err(FastRpcError::InvalidArgument),
+            CtxState::InFlight => Err(FastRpcError::InvalidArgument),
         })
     }
 
@@ -315,28 +284,17 @@ impl Session {
 
     /// Ask for `w` to be woken when the call finishes.
     pub fn register_waker(&self, t: &InvokeTicket, w: &Waker) -> Result<()> {
-        self.with_ctx(t, |c| {
-            match &mut c.waker {
-                Some(old) => old.clone_from(w),
-                None => c.waker = Some(w.clone()),
-            }
-            Ok(())
-        })
+        self.inner.ch.ctx.register_waker(t, w)
     }
 
     /// The caller is done: walk the fd list (entries must be descriptors this call passed;
     /// others are counted), then drop the caller's reference.
     pub fn finish(&self, t: InvokeTicket) {
         let ch = &self.inner.ch;
-        let _ = self.with_ctx(&t, |c| {
+        let _ = self.with_ctx(&t, |state, c| {
             let sc = c.sc;
-            let crate::channel::context::Ctx {
-                state,
-                payload,
-                maps,
-                ..
-            } = c;
-            if let (CtxState::Done(_), Some(lease)) = (*state, payload.as_mut()) {
+            let Ctx { payload, maps, .. } = c;
+            if let (CtxState::Done(_), Some(lease)) = (state, payload.as_mut()) {
                 if sc.is_empty() {
                     return Ok(());
                 }
@@ -354,13 +312,13 @@ impl Session {
                 };
                 let _ = v.for_each_fd(|fd| {
                     if !maps.iter().any(|b| b.fd() as u64 == fd) {
-                        Counters::bump(&ch.counters.protocol_errors);
+                        Counters::bump(&ch.counters().protocol_errors);
                     }
                 });
             }
             Ok(())
         });
-        ch.ctx.drop_owner(t.idx, t.generation, false);
+        ch.ctx.drop_owner(&t, false);
     }
 
     /// The caller gives up (timeout, signal). The context keeps its payload and maps until the
@@ -378,9 +336,9 @@ impl Session {
             TxOutcome::Done => self.finish(t),
             TxOutcome::TimedOut | TxOutcome::Cancelled => {
                 if outcome == TxOutcome::TimedOut {
-                    Counters::bump(&self.inner.ch.counters.timed_out);
+                    Counters::bump(&self.inner.ch.counters().timed_out);
                 }
-                self.inner.ch.ctx.drop_owner(t.idx, t.generation, true);
+                self.inner.ch.ctx.drop_owner(&t, true);
             }
         }
     }
@@ -491,7 +449,7 @@ impl Session {
     pub fn stats(&self) -> fwipc_transport_api::Stats {
         let ch = &self.inner.ch;
         ch.ctx.reap();
-        ch.counters.snapshot(
+        ch.counters().snapshot(
             self.inner.payloads.capacity(),
             self.inner.payloads.free_count(),
         )

@@ -54,3 +54,39 @@ fn reply_at_races_fail_pending_and_finish() {
         assert!(t.start(b"", 0).is_ok());
     });
 }
+
+/// The remote's late reply to an abandoned transfer races a retry resuming it: in both orders
+/// the retry gets the transfer back with the reply's outcome, and the reply path frees nothing
+/// (`reap` finds nothing to free; the entry is the retry's until it finishes it).
+#[test]
+fn late_reply_races_resume() {
+    loom::model(|| {
+        let t =
+            Arc::new(TransferTable::<u8>::with_generations(1, u64::MAX, || 0, |p| *p = 0).unwrap());
+        let s = t
+            .reserve(|p| {
+                *p = 1;
+                Ok(())
+            })
+            .unwrap();
+        t.send_with(&s.ticket(), |_| Ok::<(), ()>(()))
+            .unwrap()
+            .unwrap();
+        t.finish(s.ticket(), TxOutcome::Cancelled).unwrap();
+        let t2 = t.clone();
+        let id = (u64::from(s.token.0) << 32) | u64::from(s.generation);
+        let h = loom::thread::spawn(move || t2.on_reply_id(s.slot, id, |_| true, |_, _| Ok(3)));
+        let back = t
+            .resume(|p| *p == 1)
+            .expect("waiting to be resumed in either order");
+        let r = h.join().unwrap();
+        assert!(
+            matches!(r, ReplyOutcome::Completed | ReplyOutcome::Late),
+            "{r:?}"
+        );
+        assert_eq!(t.reap(), 0);
+        assert_eq!(t.poll(&back.ticket()), Ok(true));
+        t.finish(back.ticket(), TxOutcome::Done).unwrap();
+        assert_eq!(t.free_count(), 1);
+    });
+}
