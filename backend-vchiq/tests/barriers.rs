@@ -256,6 +256,9 @@ fn barriers_precede_every_publication_and_doorbell() {
                 .unwrap();
             want += 1;
             poll_until(want);
+            // Let the VideoCore's worker idle past its spin budget (`Backoff`), so it arms its
+            // events and sleeps and the next message rings the doorbell checked below.
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
     poll_until(want);

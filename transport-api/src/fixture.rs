@@ -150,8 +150,9 @@ pub trait RemoteControl: Send + Sync {
 /// operating system's wake-ups ([`RemoteControl::set_sim_mode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimMode {
-    /// The remote's thread serves requests and sleeps (condition variable, park, doorbell) when
-    /// idle: what the conformance suite and fault injection use. The initial mode.
+    /// The remote's thread serves requests and, when idle, polls through one bounded
+    /// [`crate::Backoff`] before it sleeps (condition variable, park, doorbell): what the
+    /// conformance suite and fault injection use. The initial mode.
     Normal,
     /// The remote's thread spins on its service loop (no sleep, no allocation in steady state):
     /// firmware on its own core.

@@ -4,6 +4,7 @@
 
 extern crate alloc;
 
+mod backoff;
 mod clock;
 mod datagram;
 mod error;
@@ -23,6 +24,7 @@ mod transfer_table;
 mod transport;
 mod wait;
 
+pub use backoff::Backoff;
 #[cfg(feature = "std")]
 pub use clock::StdClock;
 pub use clock::{Clock, Deadline, Instant, ManualClock};

@@ -1,10 +1,11 @@
-//! Waiting for a transfer: poll, spin-then-yield, or completion (waker + park), all bounded by a
-//! [`Deadline`]. [`crate::call`], the whole send → wait → fetch → mark_txdone cycle, is built on
-//! it with [`crate::Transfer`].
+//! Waiting for a transfer: poll, spin-then-yield, or completion (a short [`Backoff`], then a
+//! waker and a park), all bounded by a [`Deadline`]. [`crate::call`], the whole send → wait →
+//! fetch → mark_txdone cycle, is built on it with [`crate::Transfer`].
 
 use core::task::Waker;
 use core::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::clock::{Clock, Deadline};
 use crate::transport::{Ticket, Transport};
 use crate::{Error, Result};
@@ -16,6 +17,12 @@ pub trait Parker {
     fn waker(&self) -> &Waker;
     /// Block for at most `timeout` (spurious returns are fine).
     fn park_timeout(&self, timeout: Duration);
+    /// Give way briefly without blocking, in the spin phase before [`Wait::Completion`] parks,
+    /// after its spin runs ([`Backoff::RELAX_STEPS`] calls per wait at most). The default is a
+    /// spin hint; `ThreadParker` yields to the scheduler.
+    fn relax(&self) {
+        core::hint::spin_loop();
+    }
 }
 
 /// How to wait for a transfer: the one waiting vocabulary of every fwipc API (the transports'
@@ -33,7 +40,9 @@ pub enum Wait<'a> {
         /// Called between polls after the spin phase.
         relax: &'a (dyn Fn() + Sync),
     },
-    /// Register the parker's waker with the transport and park until woken. Falls back to
+    /// Poll through one short [`Backoff`] (spin runs, then [`Parker::relax`]: a few
+    /// microseconds, bounded, no scheduler wake-up when the remote answers within it), then
+    /// register the parker's waker with the transport and park until woken. Falls back to
     /// short parks when the transport cannot wake.
     Completion(&'a (dyn Parker + Sync)),
 }
@@ -87,8 +96,10 @@ pub fn wait_done<T: Transport + ?Sized>(
 
 /// The one waiting loop behind [`wait_done`], for anything that can be polled: call `poll` until
 /// it reports done (`Ok(true)`) or fails, or until `deadline` passes (`Ok(false)`), pausing
-/// between polls as `wait` says. With [`Wait::Completion`], `register` is offered the parker's
-/// waker once; it returns whether it will wake it (if not, the waiter polls in short naps).
+/// between polls as `wait` says. With [`Wait::Completion`], `poll` is first retried through one
+/// [`Backoff`] (the deadline still checked before each pause); then `register` is offered the
+/// parker's waker once; it returns whether it will wake it (if not, the waiter polls in short
+/// naps).
 /// Typed layers over a split-phase call (a FastRPC session, for one) wait with this.
 pub fn wait_until<E>(
     mut poll: impl FnMut() -> core::result::Result<bool, E>,
@@ -100,6 +111,7 @@ pub fn wait_until<E>(
     let mut polls: u32 = 0;
     let mut registered = false;
     let mut offered = false;
+    let mut backoff = Backoff::new();
     loop {
         if poll()? {
             return Ok(true);
@@ -112,6 +124,12 @@ pub fn wait_until<E>(
             Wait::Poll | Wait::SpinThenYield { .. } => wait.pause(polls, Duration::ZERO),
             Wait::Completion(parker) => {
                 if !offered {
+                    // Spin first: a completion within the budget costs neither side an OS
+                    // wake-up. Bounded, so a remote that never answers costs a few
+                    // microseconds, not a core.
+                    if backoff.snooze(|| parker.relax()) {
+                        continue;
+                    }
                     offered = true;
                     registered = register(parker.waker());
                     // Re-check after registering: a completion between our poll and the
@@ -177,6 +195,9 @@ impl Parker for ThreadParker {
     fn park_timeout(&self, timeout: Duration) {
         std::thread::park_timeout(timeout);
     }
+    fn relax(&self) {
+        std::thread::yield_now();
+    }
 }
 
 /// `std::thread::yield_now`, for [`Wait::SpinThenYield`].
@@ -211,7 +232,17 @@ mod tests {
 
     struct Napper {
         naps: std::sync::Mutex<Vec<Duration>>,
+        relaxed: AtomicU32,
         waker: Waker,
+    }
+    impl Napper {
+        fn new() -> Self {
+            Napper {
+                naps: Default::default(),
+                relaxed: AtomicU32::new(0),
+                waker: Waker::noop().clone(),
+            }
+        }
     }
     impl Parker for Napper {
         fn waker(&self) -> &Waker {
@@ -220,14 +251,15 @@ mod tests {
         fn park_timeout(&self, timeout: Duration) {
             self.naps.lock().unwrap().push(timeout);
         }
+        fn relax(&self) {
+            // Relaxed: a single-threaded count.
+            self.relaxed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     #[test]
     fn pause_parks_a_completion_waiter_for_the_nap() {
-        let p = Napper {
-            naps: Default::default(),
-            waker: Waker::noop().clone(),
-        };
+        let p = Napper::new();
         Wait::Completion(&p).pause(1, Duration::from_micros(50));
         assert_eq!(*p.naps.lock().unwrap(), [Duration::from_micros(50)]);
     }
@@ -274,31 +306,76 @@ mod tests {
         assert_eq!(r, Err(7));
     }
 
-    #[test]
-    fn wait_until_offers_the_waker_once_and_naps_when_refused() {
-        let p = Napper {
-            naps: Default::default(),
-            waker: Waker::noop().clone(),
-        };
-        let clock = crate::ManualClock::new();
-        let mut offers = 0;
-        let mut polls = 0;
-        let r: core::result::Result<bool, ()> = wait_until(
+    /// A `Wait::Completion` wait on `p` whose poll `n` (from 1) reports `done(n)` and whose
+    /// transport answers `wakes` to the waker offer; returns the result, the polls and the offers.
+    fn completion_wait(
+        p: &Napper,
+        clock: &crate::ManualClock,
+        deadline: Deadline,
+        wakes: bool,
+        mut done: impl FnMut(u32) -> bool,
+    ) -> (core::result::Result<bool, ()>, u32, u32) {
+        let (mut polls, mut offers) = (0, 0);
+        let r = wait_until(
             || {
                 polls += 1;
-                Ok(polls == 4)
+                Ok(done(polls))
             },
             |_| {
                 offers += 1;
-                false
+                wakes
             },
-            &clock,
-            Deadline::never(),
-            Wait::Completion(&p),
+            clock,
+            deadline,
+            Wait::Completion(p),
         );
+        (r, polls, offers)
+    }
+
+    #[test]
+    fn wait_until_offers_the_waker_once_and_naps_when_refused() {
+        let p = Napper::new();
+        let clock = crate::ManualClock::new();
+        // Done on the fourth poll after the spin phase's.
+        let (r, _, offers) = completion_wait(&p, &clock, Deadline::never(), false, |n| {
+            n == Backoff::PAUSES + 4
+        });
         assert_eq!(r, Ok(true));
         assert_eq!(offers, 1, "the waker is offered once");
         // A waiter that will not be woken polls in short naps.
         assert_eq!(*p.naps.lock().unwrap(), [Duration::from_micros(50); 3]);
+        assert_eq!(p.relaxed.load(Ordering::Relaxed), Backoff::RELAX_STEPS);
+    }
+
+    #[test]
+    fn completion_spins_before_it_registers_or_parks() {
+        let p = Napper::new();
+        let clock = crate::ManualClock::new();
+        // Done within the spin phase: no waker offered, no park.
+        let (r, _, offers) = completion_wait(&p, &clock, Deadline::never(), true, |n| n == 3);
+        assert_eq!((r, offers), (Ok(true), 0));
+        assert!(p.naps.lock().unwrap().is_empty());
+        // The spin phase is bounded: a remote that never answers gets the waker after
+        // `Backoff::PAUSES` pauses, and a waiter that will be woken parks.
+        let (r, _, offers) = completion_wait(&p, &clock, Deadline::never(), true, |n| {
+            n == Backoff::PAUSES + 3
+        });
+        assert_eq!((r, offers), (Ok(true), 1));
+        // Poll PAUSES + 1 offers the waker, PAUSES + 2 re-checks and parks, PAUSES + 3 is done.
+        assert_eq!(p.naps.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn completion_honours_the_deadline_while_spinning() {
+        let p = Napper::new();
+        let clock = crate::ManualClock::new();
+        let deadline = Deadline::after(&clock, Duration::from_millis(10));
+        let (r, polls, offers) = completion_wait(&p, &clock, deadline, true, |_| {
+            clock.advance(Duration::from_millis(4));
+            false
+        });
+        // Expired after the third poll, inside the spin phase: neither registered nor parked.
+        assert_eq!((r, polls, offers), (Ok(false), 3, 0));
+        assert!(p.naps.lock().unwrap().is_empty());
     }
 }

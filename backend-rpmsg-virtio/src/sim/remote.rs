@@ -7,6 +7,7 @@ use std::time::Duration;
 use fwipc_transport_api::fixture::{
     echo_reply_byte, DoubleFetch, Fault, RemoteControl, SimMode, SimModeSwitch,
 };
+use fwipc_transport_api::Backoff;
 
 use super::peer_log::PeerLog;
 use super::queues::DeviceEnd;
@@ -150,7 +151,8 @@ impl<E: RemoteEnd> SimRemote<E> {
         while !self.stop.load(Ordering::Acquire) {
             match self.mode.take() {
                 SimMode::Normal => {
-                    if !self.step() {
+                    // Idle: step a little longer before parking (bounded, then park as before).
+                    if !Backoff::spin_until(|| self.step(), std::thread::yield_now) {
                         std::thread::park_timeout(Duration::from_millis(1));
                     }
                 }

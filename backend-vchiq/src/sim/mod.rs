@@ -29,7 +29,7 @@ use crate::error::{Result, VchiqError};
 use crate::platform::Platform;
 use crate::shared::region::OwnedRegion;
 use fwipc_transport_api::fixture::{SimMode, SimModeSwitch};
-use fwipc_transport_api::{StdClock, Wait};
+use fwipc_transport_api::{Backoff, StdClock, Wait};
 
 pub use fixture::VchiqFixture;
 
@@ -302,6 +302,12 @@ fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>, mode: Option<Ar
         match mode.as_ref().map_or(SimMode::Normal, |m| m.take()) {
             SimMode::Normal => {
                 v.poll();
+                // Idle: poll a little longer with our events unarmed before sleeping (the peer's
+                // work within the budget costs no ring and no OS wake-up; bounded, then sleep as
+                // before).
+                if Backoff::spin_until(|| v.poll() > 0, std::thread::yield_now) {
+                    continue;
+                }
                 // Arm our events; sleep only if nothing fired meanwhile (docs/protocols/vchiq.md
                 // §3 waiter protocol). The peer rings our bell only when it sees an event armed: a
                 // lost wake-up hangs here.

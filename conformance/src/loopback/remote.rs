@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch};
-use fwipc_transport_api::BulkDir;
+use fwipc_transport_api::{Backoff, BulkDir};
 use spin::Mutex;
 use zerocopy::IntoBytes;
 
@@ -55,7 +55,8 @@ impl Remote {
         while !self.stop.load(Ordering::Acquire) {
             match self.mode.take() {
                 SimMode::Normal => {
-                    if !self.serve() {
+                    // Idle: serve a little longer before parking (bounded, then park as before).
+                    if !Backoff::spin_until(|| self.serve(), std::thread::yield_now) {
                         std::thread::park_timeout(Duration::from_millis(2));
                     }
                 }

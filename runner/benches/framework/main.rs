@@ -28,7 +28,8 @@
 //! `FWIPC_BENCH_ALLOC_TRACE=N` it prints a backtrace for each of the first `N` allocations
 //! counted in the (f) phase, to find where a steady-state allocation comes from. `--instructions`
 //! prints instructions and atomic read-modify-writes per inline round trip instead, counted by
-//! callgrind ([`instr`]).
+//! callgrind ([`instr`]). `--parked` runs (c) alone (with `--samples N` and `--only NAME`, a
+//! quick before/after comparison of the interrupt-style path).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -626,6 +627,8 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
     let no_spin = args.iter().any(|a| a == "--no-spin");
+    // `--parked`: only (c).
+    let parked_only = args.iter().any(|a| a == "--parked");
     // `--svg DIR`: draw the plots into DIR.
     let svg_dir = args
         .iter()
@@ -733,6 +736,26 @@ fn main() {
         };
         benches.push((name, b));
         res.push(s);
+    }
+    if parked_only {
+        let mut failures: Vec<String> = Vec::new();
+        parked::run(&benches, samples, rounds / 10, quick, &mut failures);
+        for f in &failures {
+            println!("\nFAILED {f}");
+        }
+        for ((name, _), s) in benches.iter().zip(&res) {
+            if let Some(e) = &s.error {
+                println!("\nFAILED {name}: {e}");
+            }
+        }
+        for b in benches.iter().filter_map(|(_, b)| b.as_ref()) {
+            let _ = b.set_mode(SimMode::Normal);
+        }
+        drop(benches);
+        if !failures.is_empty() || res.iter().any(|s| s.error.is_some()) {
+            std::process::exit(1);
+        }
+        return;
     }
     let floor = PingPong::new();
     floor.run(rounds / 10);

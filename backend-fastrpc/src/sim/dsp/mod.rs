@@ -13,6 +13,7 @@ use std::time::Duration;
 use zerocopy::{FromBytes, IntoBytes};
 
 use fwipc_transport_api::fixture::{DoubleFetch, Fault, SimMode, SimModeSwitch};
+use fwipc_transport_api::Backoff;
 
 mod procctl;
 mod reverse_calls;
@@ -212,7 +213,18 @@ impl SimDsp {
                 while !s2.stop.load(Ordering::Acquire) {
                     match s2.mode.take() {
                         SimMode::Normal => {
-                            if let Some(d) = s2.link.dsp_recv(Duration::from_millis(20)) {
+                            // Idle: look a little longer before sleeping on the link (bounded,
+                            // then wait as before).
+                            let mut next = None;
+                            Backoff::spin_until(
+                                || {
+                                    next = s2.link.dsp_try_recv();
+                                    next.is_some()
+                                },
+                                std::thread::yield_now,
+                            );
+                            let next = next.or_else(|| s2.link.dsp_recv(Duration::from_millis(20)));
+                            if let Some(d) = next {
                                 s2.on_datagram(&d);
                                 s2.link.recycle(d);
                             }

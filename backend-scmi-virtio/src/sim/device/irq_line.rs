@@ -4,6 +4,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fwipc_transport_api::Backoff;
+
 use super::{lock, Shared};
 
 /// The interrupt line of a [`SimDevice`](super::SimDevice): an embedder thread waits on it and calls the driver's
@@ -23,6 +25,11 @@ impl IrqLine {
     /// Wait until an interrupt is pending (the driver acknowledges it through
     /// `Transport::ack_interrupt`) or `timeout` passes; returns whether one is pending.
     pub fn wait(&self, timeout: Duration) -> bool {
+        // Spin briefly before sleeping: an interrupt raised within the budget costs no OS
+        // wake-up (bounded, then wait as before).
+        if Backoff::spin_until(|| *lock(&self.sh.isr) != 0, std::thread::yield_now) {
+            return true;
+        }
         let g = lock(&self.sh.isr);
         // Relaxed: changed and read only under the `isr` lock (held here, and released only
         // inside the wait), which orders it against `Shared::serve`.
