@@ -1,5 +1,6 @@
-//! Marshalling a call into its payload buffer (the layout of docs/protocols/fastrpc.md §5, built
-//! in a private shadow and copied into DSP-shared memory in one pass) and reading out-buffers
+//! Marshalling a call into its payload buffer (the layout of docs/protocols/fastrpc.md §5: the
+//! metadata built in a private shadow and copied into DSP-shared memory, then the in-buffers
+//! copied straight from the caller; nothing else is written) and reading out-buffers
 //! back (a DSP-written length above what was asked fails the call: the length is never trusted).
 
 use zerocopy::IntoBytes;
@@ -114,8 +115,12 @@ impl Session {
         c.inline_off.resize(nb, 0);
         let (region, shadow) = lease.parts();
         let (va, bus) = (region.va(), region.iova() | sid_bits);
-        // The call is built in the lease's private shadow (no slice of DSP-shared memory may
-        // exist, see `crate::mem`), then copied into the region in one pass.
+        // The metadata is built in the lease's private shadow (no slice of DSP-shared memory
+        // may exist, see `crate::mem`). Only what the DSP reads is written to the region: the
+        // whole metadata (zeroed fd and CRC lists included, docs/protocols/fastrpc.md §12.9)
+        // and each in-buffer's inline copy, straight from the caller's bytes. Padding and
+        // out-buffer space are left as they are (docs/protocols/fastrpc.md §12.9, "What the AP
+        // writes").
         let placed = {
             let cx = &mut *c;
             let placed = layout(
@@ -129,20 +134,17 @@ impl Session {
                 &mut cx.inline_off,
             );
             if let Ok(p) = &placed {
+                // `layout` checked `metalen <= pkt_size <= shadow.len() == region.len()`.
+                write_at(&**region, 0, &shadow[..p.metalen])?;
                 for (i, a) in args.iter().enumerate() {
                     if let Arg::In(d) = a {
                         let o = cx.inline_off[i];
                         if o != NOT_INLINE {
-                            let o = o as usize;
-                            let dst = shadow
-                                .get_mut(o..o + d.len())
-                                .ok_or(FastRpcError::InvalidArgument)?;
-                            dst.copy_from_slice(d);
+                            let o = usize::try_from(o).map_err(|_| FastRpcError::TooLarge)?;
+                            write_at(&**region, o, d)?;
                         }
                     }
                 }
-                // `layout` checked `pkt_size <= shadow.len() == region.len()`.
-                write_at(&**region, 0, &shadow[..p.pkt_size])?;
             }
             placed
         };
@@ -237,3 +239,6 @@ impl Session {
         })
     }
 }
+
+#[cfg(all(test, feature = "sim"))]
+mod tests;
