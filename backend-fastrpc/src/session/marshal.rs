@@ -13,9 +13,8 @@ use crate::mem::{read_at, write_at, SharedBuf};
 use crate::session::arg::Arg;
 use crate::session::{InvokeTicket, Session};
 use crate::wire::layout::{layout, BufDesc, BufSource, HandleDesc, Olap, NOT_INLINE};
-use crate::wire::payload::MetaView;
 use crate::wire::scalars::Scalars;
-use crate::wire::{CtxId, FastRpcMsg, MetaOffsets};
+use crate::wire::{CtxId, FastRpcMsg, MetaOffsets, RemoteBuf};
 
 impl Session {
     #[allow(clippy::too_many_arguments)]
@@ -212,16 +211,20 @@ impl Session {
             // No fence: the DSP's payload writes are ordered before its response by the
             // `PacketChannel` contract (receipt is an acquire of everything the DSP wrote
             // before sending), and we observed the response under this context's lock.
-            let (region, shadow) = lease.parts();
-            let meta = MetaOffsets::new(sc.len()).end;
-            // Parse a private copy of the metadata (read once, then checked): the DSP may
-            // still be writing the region if it is misbehaving.
-            let shadow = shadow
-                .get_mut(..meta)
-                .ok_or(FastRpcError::InvalidArgument)?;
-            read_at(&**region, 0, shadow)?;
-            let v = MetaView::parse(sc, shadow)?;
-            let dsp_len = v.rpra(rec.slot as usize)?.len.get();
+            let (region, _) = lease.parts();
+            // Read the one word the DSP reports, `rpra[slot].len`, into a private copy, once,
+            // then check it: the DSP may still be writing the region if it is misbehaving.
+            let slot = usize::from(rec.slot);
+            if slot >= sc.len() {
+                return Err(ProtocolError::OutOfRange.into());
+            }
+            let mut rb = RemoteBuf::default();
+            read_at(
+                &**region,
+                MetaOffsets::new(sc.len()).rpra + 16 * slot,
+                rb.as_mut_bytes(),
+            )?;
+            let dsp_len = rb.len.get();
             if dsp_len > rec.len {
                 // A reply longer than its buffer cannot be correct: fail it rather than hand
                 // the caller a full-size reply made of whatever the buffer held.
