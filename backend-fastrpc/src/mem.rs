@@ -41,8 +41,9 @@
 //! receipt acquires) and, for non-coherent memory, by the region's
 //! [`DmaRegion::sync_for_device`] / [`DmaRegion::sync_for_cpu`] hooks.
 //!
-//! Cost: one pass over the bytes copied (the layout engine builds each call in a private shadow
-//! buffer preallocated with the payload pool, then [`write_at`] copies it in), nothing allocated.
+//! Cost: one pass over the bytes copied (the layout engine builds a call's metadata in a private
+//! shadow buffer preallocated with the payload pool, then [`write_at`] copies it and the
+//! in-buffers in; docs/protocols/fastrpc.md §12.9 says which bytes), nothing allocated.
 
 use alloc::sync::Arc;
 use core::ptr::NonNull;

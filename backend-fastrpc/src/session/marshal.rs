@@ -1,5 +1,6 @@
-//! Marshalling a call into its payload buffer (the layout of docs/protocols/fastrpc.md §5, built
-//! in a private shadow and copied into DSP-shared memory in one pass) and reading out-buffers
+//! Marshalling a call into its payload buffer (the layout of docs/protocols/fastrpc.md §5: the
+//! metadata built in a private shadow and copied into DSP-shared memory, then the in-buffers
+//! copied straight from the caller; nothing else is written) and reading out-buffers
 //! back (a DSP-written length above what was asked fails the call: the length is never trusted).
 
 use zerocopy::IntoBytes;
@@ -12,9 +13,8 @@ use crate::mem::{read_at, write_at, SharedBuf};
 use crate::session::arg::Arg;
 use crate::session::{InvokeTicket, Session};
 use crate::wire::layout::{layout, BufDesc, BufSource, HandleDesc, Olap, NOT_INLINE};
-use crate::wire::payload::MetaView;
 use crate::wire::scalars::Scalars;
-use crate::wire::{CtxId, FastRpcMsg, MetaOffsets};
+use crate::wire::{CtxId, FastRpcMsg, MetaOffsets, RemoteBuf};
 
 impl Session {
     pub(super) fn build_and_send(
@@ -143,8 +143,12 @@ impl Session {
         c.inline_off.resize(nb, 0);
         let (region, shadow) = lease.parts();
         let (va, bus) = (region.va(), region.iova() | sid_bits);
-        // The call is built in the lease's private shadow (no slice of DSP-shared memory may
-        // exist, see `crate::mem`), then copied into the region in one pass.
+        // The metadata is built in the lease's private shadow (no slice of DSP-shared memory
+        // may exist, see `crate::mem`). Only what the DSP reads is written to the region: the
+        // whole metadata (zeroed fd and CRC lists included, docs/protocols/fastrpc.md §12.9)
+        // and each in-buffer's inline copy, straight from the caller's bytes. Padding and
+        // out-buffer space are left as they are (docs/protocols/fastrpc.md §12.9, "What the AP
+        // writes").
         let placed = {
             let cx = &mut *c;
             let placed = layout(
@@ -158,20 +162,17 @@ impl Session {
                 &mut cx.inline_off,
             );
             if let Ok(p) = &placed {
+                // `layout` checked `metalen <= pkt_size <= shadow.len() == region.len()`.
+                write_at(&**region, 0, &shadow[..p.metalen])?;
                 for (i, a) in args.iter().enumerate() {
                     if let Arg::In(d) = a {
                         let o = cx.inline_off[i];
                         if o != NOT_INLINE {
-                            let o = o as usize;
-                            let dst = shadow
-                                .get_mut(o..o + d.len())
-                                .ok_or(FastRpcError::InvalidArgument)?;
-                            dst.copy_from_slice(d);
+                            let o = usize::try_from(o).map_err(|_| FastRpcError::TooLarge)?;
+                            write_at(&**region, o, d)?;
                         }
                     }
                 }
-                // `layout` checked `pkt_size <= shadow.len() == region.len()`.
-                write_at(&**region, 0, &shadow[..p.pkt_size])?;
             }
             placed
         };
@@ -219,16 +220,20 @@ impl Session {
             // No fence: the DSP's payload writes are ordered before its response by the
             // `PacketChannel` contract (receipt is an acquire of everything the DSP wrote
             // before sending), and we observed the response under this context's lock.
-            let (region, shadow) = lease.parts();
-            let meta = MetaOffsets::new(sc.len()).end;
-            // Parse a private copy of the metadata (read once, then checked): the DSP may
-            // still be writing the region if it is misbehaving.
-            let shadow = shadow
-                .get_mut(..meta)
-                .ok_or(FastRpcError::InvalidArgument)?;
-            read_at(&**region, 0, shadow)?;
-            let v = MetaView::parse(sc, shadow)?;
-            let dsp_len = v.rpra(rec.slot as usize)?.len.get();
+            let (region, _) = lease.parts();
+            // Read the one word the DSP reports, `rpra[slot].len`, into a private copy, once,
+            // then check it: the DSP may still be writing the region if it is misbehaving.
+            let slot = usize::from(rec.slot);
+            if slot >= sc.len() {
+                return Err(ProtocolError::OutOfRange.into());
+            }
+            let mut rb = RemoteBuf::default();
+            read_at(
+                &**region,
+                MetaOffsets::new(sc.len()).rpra + 16 * slot,
+                rb.as_mut_bytes(),
+            )?;
+            let dsp_len = rb.len.get();
             if dsp_len > rec.len {
                 // A reply longer than its buffer cannot be correct: fail it rather than hand
                 // the caller a full-size reply made of whatever the buffer held.
@@ -246,3 +251,6 @@ impl Session {
         })
     }
 }
+
+#[cfg(all(test, feature = "sim"))]
+mod tests;

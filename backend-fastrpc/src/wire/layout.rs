@@ -13,7 +13,9 @@
 //!   refused with `InvalidArgument` (docs/protocols/fastrpc.md §12.3) instead of yielding a
 //!   `pv` before the area,
 //! - the page size of a copied buffer is computed from its `pv` (the 2025 fix),
-//! - the whole used payload (`0..pkt_size`) is zeroed first, not only the metadata.
+//! - the whole used image (`0..pkt_size`) is zeroed first, not only the metadata; the caller
+//!   copies only the metadata and the in-buffers into DSP-shared memory
+//!   (docs/protocols/fastrpc.md §12.9, "What the AP writes").
 
 use zerocopy::IntoBytes;
 

@@ -608,8 +608,11 @@ impl Shared {
             if addr == 0 || msg.size.get() < metalen as u64 {
                 return Err(bad);
             }
+            // The DSP reads the argument descriptors (remote args, invoke bufs, pages); the fd
+            // and CRC lists after them are its to write, not read, so they stay zero here.
             let mut meta = self.spare_buf(metalen);
-            if !self.bus.read(addr, &mut meta) {
+            let descriptors = wire::MetaOffsets::new(n).fdlist;
+            if !self.bus.read(addr, &mut meta[..descriptors]) {
                 return Err(bad);
             }
             let v = MetaView::parse(sc, &meta).map_err(|_| bad)?;
