@@ -1,8 +1,8 @@
 //! Reading payload metadata (docs/protocols/fastrpc.md §5), as the DSP does on receipt and as the
 //! AP does after the answer (the DSP may have rewritten lengths and the fd list). Every accessor is
 //! bounds-checked and returns an error instead of panicking: the bytes are remote-writable. The
-//! accessors only the DSP side needs (dma handles, invoke bufs, pages) are compiled for the
-//! simulator (feature `sim`), the fuzz entry points and tests.
+//! accessors only the DSP side needs (argument descriptors, dma handles, invoke bufs, pages) are
+//! compiled for the simulator (feature `sim`), the fuzz entry points and tests.
 
 use zerocopy::FromBytes;
 
@@ -10,12 +10,14 @@ use fwipc_transport_api::ProtocolError;
 
 use crate::wire::scalars::Scalars;
 #[cfg(any(test, feature = "sim", feature = "fuzzing"))]
-use crate::wire::{InvokeBuf, PhyPage, RemoteDma};
-use crate::wire::{MetaOffsets, RemoteBuf, MAX_FDLIST};
+use crate::wire::{InvokeBuf, PhyPage, RemoteBuf, RemoteDma};
+use crate::wire::{MetaOffsets, MAX_FDLIST};
 
 /// A checked view of a payload's metadata for scalars `sc`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MetaView<'a> {
+    /// The argument count bounds the per-argument accessors, which only the DSP side reads.
+    #[cfg_attr(not(any(test, feature = "sim", feature = "fuzzing")), allow(dead_code))]
     sc: Scalars,
     bytes: &'a [u8],
     off: MetaOffsets,
@@ -38,6 +40,7 @@ impl<'a> MetaView<'a> {
         Ok(MetaView { sc, bytes, off })
     }
 
+    #[cfg(any(test, feature = "sim", feature = "fuzzing"))]
     fn slot(&self, i: usize) -> Result<usize, ProtocolError> {
         if i < self.sc.len() {
             Ok(i)
@@ -47,6 +50,7 @@ impl<'a> MetaView<'a> {
     }
 
     /// Remote arg `i` in buffer form.
+    #[cfg(any(test, feature = "sim", feature = "fuzzing"))]
     pub(crate) fn rpra(&self, i: usize) -> Result<RemoteBuf, ProtocolError> {
         let i = self.slot(i)?;
         read(self.bytes, self.off.rpra + 16 * i)
