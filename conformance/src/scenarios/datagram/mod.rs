@@ -50,6 +50,39 @@ pub(super) fn drain(d: &dyn Datagram, ep: &Endpoint, out: &mut Vec<(u32, Vec<u8>
     .expect("poll_rx on a bound endpoint");
 }
 
+/// The remote sends each of `payloads` to `ep` (retrying on back-pressure while draining `ep`),
+/// then `ep` is drained until as many datagrams as were sent arrived or the fixture's reply
+/// timeout passed; asserts that they all arrived and returns them as (source, payload).
+pub(super) fn remote_sends_all<F: Fixture>(
+    fx: &F,
+    d: &dyn Datagram,
+    peer: &dyn DatagramPeer,
+    ep: &Endpoint,
+    payloads: &[Vec<u8>],
+) -> Vec<(u32, Vec<u8>)> {
+    let mut rx = Vec::new();
+    for p in payloads {
+        retrying(
+            F::NAME,
+            fx.reply_timeout(),
+            || peer.send(ep.addr(), p),
+            || drain(d, ep, &mut rx),
+        );
+    }
+    let all = crate::util::eventually(fx.reply_timeout(), || {
+        drain(d, ep, &mut rx);
+        rx.len() >= payloads.len()
+    });
+    assert!(
+        all,
+        "{}: got {} of {} datagrams",
+        F::NAME,
+        rx.len(),
+        payloads.len()
+    );
+    rx
+}
+
 /// `f` until it succeeds, running `relieve` (e.g. draining the other side) after each
 /// back-pressure answer; panics on another error or after `timeout`.
 pub(super) fn retrying(

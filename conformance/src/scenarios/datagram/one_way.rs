@@ -4,7 +4,7 @@ use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{Bind, Error, Transport};
 
 use super::receive_only::receive_only_ordering;
-use super::{drain, pair, retrying, tag_of};
+use super::{pair, remote_sends_all, retrying, tag_of};
 use crate::scenarios::Verdict;
 use crate::util::{eventually, tagged_payload, Rng};
 
@@ -68,20 +68,7 @@ pub fn one_way_ordering<F: Fixture>() -> Verdict {
     let back: Vec<Vec<u8>> = (0..N)
         .map(|i| tagged_payload(i, 4 + rng.below(max - 3), &mut rng))
         .collect();
-    let mut rx = Vec::new();
-    for p in &back {
-        retrying(
-            F::NAME,
-            fx.reply_timeout(),
-            || peer.send(ep.addr(), p),
-            || drain(d, &ep, &mut rx),
-        );
-    }
-    let all = eventually(fx.reply_timeout(), || {
-        drain(d, &ep, &mut rx);
-        rx.len() >= back.len()
-    });
-    assert!(all, "{}: got {} of {N} datagrams", F::NAME, rx.len());
+    let rx = remote_sends_all(&fx, d, peer, &ep, &back);
     let want: Vec<(u32, Vec<u8>)> = back.iter().map(|p| (peer.addr(), p.clone())).collect();
     assert!(
         rx == want,

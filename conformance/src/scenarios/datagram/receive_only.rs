@@ -3,7 +3,7 @@
 use fwipc_transport_api::fixture::{DatagramPeer, Fixture};
 use fwipc_transport_api::{Bind, Datagram, Error, Transport};
 
-use super::{drain, retrying, tag_of};
+use super::{remote_sends_all, retrying, tag_of};
 use crate::scenarios::Verdict;
 use crate::util::{eventually, tagged_payload, Rng};
 
@@ -34,20 +34,7 @@ pub(super) fn receive_only_ordering<F: Fixture>(
         .collect();
     let (polled, pulled_part) = sent.split_at(sent.len() / 2);
 
-    let mut rx = Vec::new();
-    for p in polled {
-        retrying(
-            F::NAME,
-            fx.reply_timeout(),
-            || peer.send(ep.addr(), p),
-            || drain(d, &ep, &mut rx),
-        );
-    }
-    let all = eventually(fx.reply_timeout(), || {
-        drain(d, &ep, &mut rx);
-        rx.len() >= polled.len()
-    });
-    assert!(all, "{}: got {} of {N} datagrams", F::NAME, rx.len());
+    let mut rx = remote_sends_all(fx, d, peer, &ep, polled);
 
     // The pull queue, with what arrives meanwhile kept in order.
     let mut buf = vec![0u8; caps.max_msg_size];
