@@ -1,23 +1,13 @@
 //! P2A messages as receive-only datagram endpoints (docs/datagram.md): binding rules, the split
 //! between endpoints and `fetch_notification`, per-protocol order, and hostile eventq input.
 
-use std::time::{Duration, Instant};
-
 use fwipc_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig, PEER_NOTIFY_MESSAGE};
 use fwipc_scmi_virtio::virtio::DGRAM_ENDPOINTS;
 use fwipc_transport_api::fixture::Fixture;
 use fwipc_transport_api::{Bind, Completion, Datagram, Endpoint, Error, RxAction, Transport};
 
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    false
-}
+mod common;
+use common::eventually;
 
 /// Everything queued for `ep`, as (header word, payload).
 fn drain(fx: &ScmiFixture, ep: &Endpoint, out: &mut Vec<(u32, Vec<u8>)>) {

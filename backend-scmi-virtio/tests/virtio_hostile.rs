@@ -11,6 +11,9 @@ use fwipc_transport_api::{
     Transport, TxOutcome, Wait,
 };
 
+mod common;
+use common::eventually;
+
 const ECHO: u32 = (0x81 << 8) | 0x03;
 
 fn echo(fx: &ScmiFixture, p: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
@@ -32,17 +35,6 @@ fn echo_ok(fx: &ScmiFixture, p: &[u8]) {
     let mut want = vec![0u8; p.len()];
     echo_reply(p, &mut want);
     assert_eq!(got, want);
-}
-
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    false
 }
 
 fn fixture(mode: Completion) -> ScmiFixture {

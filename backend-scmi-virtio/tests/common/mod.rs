@@ -76,3 +76,15 @@ pub fn inverted(p: &[u8]) -> Vec<u8> {
     echo_reply(p, &mut v);
     v
 }
+
+/// Whether `f` holds within 5 s (checked every millisecond).
+pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
