@@ -31,7 +31,7 @@ use fwipc_transport_api::{
 use virtio_drivers::transport::Transport as VirtioTransport;
 use virtio_drivers::Hal;
 
-use super::{ScmiVirtio, State};
+use super::ScmiVirtio;
 use crate::header::Header;
 use crate::virtio::features::{ScmiFeatures, EVENTQ};
 
@@ -87,55 +87,47 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// oldest first, into receive buffers queued on their endpoints, while receive buffers are
     /// free. Bounded: at most one message per eventq buffer.
     fn pump_events(&self) {
-        let mut st = self.lock();
-        if self.drain_eventq(&mut st) {
-            self.flag_backlog();
-        }
-        let State {
-            eventq, transport, ..
-        } = &mut *st;
-        let Some(q) = eventq.as_mut() else {
-            return;
-        };
-        let d = &self.dgram;
-        let mut reposted = false;
-        for _ in 0..q.count() {
-            let Some(pos) = q.position(|hdr| d.claims(hdr)) else {
-                break;
-            };
-            let Ok(buf) = d.pool.alloc() else {
-                // Every receive buffer is taken: the message stays in its eventq buffer.
-                Counters::bump(&d.counters.rx_backpressure);
-                break;
-            };
-            match buf.with_mut(|b| q.pop_at(pos, b)) {
-                Some(Ok((hdr, n))) => {
-                    reposted = true;
-                    let queued = match (buf.set_len(n), protocol_of(hdr)) {
-                        (Ok(()), Some(p)) => d.endpoints.push(p, hdr, buf).is_ok(),
-                        _ => false,
-                    };
-                    Counters::bump(if queued {
-                        &d.counters.received
-                    } else {
-                        &d.counters.dropped
-                    });
+        self.with_eventq(|q, transport| {
+            let d = &self.dgram;
+            let mut reposted = false;
+            for _ in 0..q.count() {
+                let Some(pos) = q.position(|hdr| d.claims(hdr)) else {
+                    break;
+                };
+                let Ok(buf) = d.pool.alloc() else {
+                    // Every receive buffer is taken: the message stays in its eventq buffer.
+                    Counters::bump(&d.counters.rx_backpressure);
+                    break;
+                };
+                match buf.with_mut(|b| q.pop_at(pos, b)) {
+                    Some(Ok((hdr, n))) => {
+                        reposted = true;
+                        let queued = match (buf.set_len(n), protocol_of(hdr)) {
+                            (Ok(()), Some(p)) => d.endpoints.push(p, hdr, buf).is_ok(),
+                            _ => false,
+                        };
+                        Counters::bump(if queued {
+                            &d.counters.received
+                        } else {
+                            &d.counters.dropped
+                        });
+                    }
+                    Some(Err(needed)) => {
+                        log::warn!(
+                            "virtio-scmi: eventq message of {needed} bytes is longer than a \
+                             datagram receive buffer; dropped"
+                        );
+                        q.discard_at(pos);
+                        reposted = true;
+                        Counters::bump(&d.counters.dropped);
+                    }
+                    None => break,
                 }
-                Some(Err(needed)) => {
-                    log::warn!(
-                        "virtio-scmi: eventq message of {needed} bytes is longer than a \
-                         datagram receive buffer; dropped"
-                    );
-                    q.discard_at(pos);
-                    reposted = true;
-                    Counters::bump(&d.counters.dropped);
-                }
-                None => break,
             }
-        }
-        if reposted && q.ring.should_notify() {
-            transport.notify(EVENTQ);
-        }
+            if reposted && q.ring.should_notify() {
+                transport.notify(EVENTQ);
+            }
+        });
     }
 }
 

@@ -9,7 +9,7 @@ use virtio_drivers::transport::Transport as VirtioTransport;
 use virtio_drivers::{BufferDirection, Hal};
 
 use super::{ScmiVirtio, State};
-use crate::virtio::eventq::EvReturn;
+use crate::virtio::eventq::{EvReturn, EventQueue};
 use crate::virtio::features::EVENTQ;
 use crate::virtio::parse::{check_reply_header, cmdq_slot};
 use crate::virtio::ring::SplitRing;
@@ -183,6 +183,24 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             transport.notify(EVENTQ);
         }
         exhausted
+    }
+
+    /// Under the channel lock: take what the device returned on the eventq (flagging a met
+    /// budget for the next pass), then run `f` over the eventq and the transport. `None` when
+    /// there is no eventq (P2A not negotiated). The one opening of every eventq reader
+    /// (`fetch_notification`, the datagram pump).
+    pub(in crate::virtio) fn with_eventq<R>(
+        &self,
+        f: impl FnOnce(&mut EventQueue<H>, &mut T) -> R,
+    ) -> Option<R> {
+        let mut st = self.lock();
+        if self.drain_eventq(&mut st) {
+            self.flag_backlog();
+        }
+        let State {
+            eventq, transport, ..
+        } = &mut *st;
+        eventq.as_mut().map(|q| f(q, &mut **transport))
     }
 
     /// A drain met its budget: flag the rest as an interrupt request, so the release of the

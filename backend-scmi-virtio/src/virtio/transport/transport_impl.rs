@@ -278,32 +278,25 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
 
     fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {
         let _g = self.lc.acquire()?;
-        let mut st = self.lock();
-        // Polled mode has no interrupt path: look at the ring ourselves (bounded; the rest is
-        // taken at our lock release).
-        if self.drain_eventq(&mut st) {
-            self.flag_backlog();
-        }
-        let State {
-            eventq, transport, ..
-        } = &mut *st;
-        let Some(q) = eventq.as_mut() else {
-            return Ok(None);
-        };
-        // Messages of protocols with a bound datagram endpoint are `poll_rx`'s.
-        let Some(pos) = q.position(|hdr| !self.dgram.claims(hdr)) else {
-            return Ok(None);
-        };
-        match q.pop_at(pos, out) {
-            None => Ok(None),
-            Some(Err(_needed)) => Err(Error::TooLarge),
-            Some(Ok((hdr, len))) => {
-                if q.ring.should_notify() {
-                    transport.notify(EVENTQ);
+        // Polled mode has no interrupt path: `with_eventq` looks at the ring itself (bounded;
+        // the rest is taken at our lock release).
+        self.with_eventq(|q, transport| {
+            // Messages of protocols with a bound datagram endpoint are `poll_rx`'s.
+            let Some(pos) = q.position(|hdr| !self.dgram.claims(hdr)) else {
+                return Ok(None);
+            };
+            match q.pop_at(pos, out) {
+                None => Ok(None),
+                Some(Err(_needed)) => Err(Error::TooLarge),
+                Some(Ok((hdr, len))) => {
+                    if q.ring.should_notify() {
+                        transport.notify(EVENTQ);
+                    }
+                    Ok(Some(Notification { source: hdr, len }))
                 }
-                Ok(Some(Notification { source: hdr, len }))
             }
-        }
+        })
+        .unwrap_or(Ok(None))
     }
 
     fn shutdown(&self) -> Result<()> {
