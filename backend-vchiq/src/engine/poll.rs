@@ -75,12 +75,7 @@ impl Vchiq {
             let again = self.poll_gate.take_request();
             let mut fired = false;
             let mut sync_released = false;
-            for ev in [
-                off::SYNC_TRIGGER,
-                off::SYNC_RELEASE,
-                off::TRIGGER,
-                off::RECYCLE,
-            ] {
+            for ev in LOCAL_EVENTS {
                 if let Some(e) = self.ev_words(self.local_off, ev) {
                     let f = remote_event::take(e, &*self.platform);
                     sync_released |= f && ev == off::SYNC_RELEASE;
@@ -89,7 +84,7 @@ impl Vchiq {
             }
             // The `inner` lock is taken twice per round around the stream parsing (plus once per
             // message parsed and per deferred event), not once per step: it is the round's largest
-            // cost when there is little to do, and every poll ends with a round that finds nothing.
+            // cost when there is little to do.
             let mut work = {
                 let mut g = self.inner.lock();
                 if fired || again {
@@ -118,18 +113,45 @@ impl Vchiq {
                 work += self.dispatch_pending();
             }
             total += work;
-            if work == 0 && !again && !fired {
-                break;
-            }
             // Acquire: pairs with `mark_dead`'s Release; a dead instance stops polling once idle
             // (a late `false` costs one more round).
-            if self.dead.load(Ordering::Acquire) && work == 0 {
+            if work == 0 && (!(again || fired) || self.dead.load(Ordering::Acquire)) {
+                break;
+            }
+            // Another round only if one of our events fired since this round took them. Every
+            // source of work raises one: the peer fires TRIGGER / RECYCLE / SYNC_* after it
+            // publishes (docs/protocols/vchiq.md §3), local callers `kick` (a local TRIGGER and a
+            // gate request, which `PollGate::leave` turns into another pass), and what a round's
+            // own handlers queue (deferred events, TxSpace) is dispatched within the round. So a
+            // round that took no event would find nothing; the peek replaces it with four loads.
+            // A message budget spent mid-stream is the exception: the stream's event was taken,
+            // so the next round is due (and the loop's head reports the budget exhausted).
+            if budget.msgs != 0 && !self.local_event_fired() {
                 break;
             }
         }
         total
     }
+
+    /// Whether any of our four events has fired (a peek: [`remote_event::take`] consumes it,
+    /// with the barriers, in the next round).
+    fn local_event_fired(&self) -> bool {
+        LOCAL_EVENTS.iter().any(|&ev| {
+            self.ev_words(self.local_off, ev)
+                // Relaxed: only decides whether to run a round; the round's `take` is the
+                // Acquire that orders the reads after it.
+                .is_some_and(|e| e.fired.load(Ordering::Relaxed) != 0)
+        })
+    }
 }
+
+/// The events in our shared state that a poll round takes (docs/protocols/vchiq.md §3).
+const LOCAL_EVENTS: [usize; 4] = [
+    off::SYNC_TRIGGER,
+    off::SYNC_RELEASE,
+    off::TRIGGER,
+    off::RECYCLE,
+];
 
 /// Rounds one [`Vchiq::poll`] call runs at most (each takes the four events, drains the free
 /// queue, the sync slot, the peer's stream up to the message budget, and the deferred events).

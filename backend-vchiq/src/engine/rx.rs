@@ -49,22 +49,23 @@ impl Vchiq {
     /// for its next call).
     pub(crate) fn rx_poll(&self, scratch: &mut [u8], budget: &mut usize) -> usize {
         let mut n = 0;
+        // The `inner` lock, held from a delivered message's bookkeeping into the next parser
+        // step (one acquisition per message instead of two); dropped around handlers and
+        // between control messages, so a long stream never keeps other callers out.
+        let mut g = self.inner.lock();
         loop {
-            if *budget == 0 {
+            if *budget == 0 || g.rx_stalled {
                 return n;
             }
-            let step = {
-                let mut g = self.inner.lock();
-                if g.rx_stalled {
-                    return n;
-                }
-                self.rx_step(&mut g)
-            };
+            let step = self.rx_step(&mut g);
+            let pending = !g.pending.is_empty();
             match step {
                 RxStep::Idle => return n,
                 RxStep::Handled => {
                     n += 1;
                     *budget -= 1;
+                    drop(g);
+                    g = self.inner.lock();
                 }
                 RxStep::Deliver {
                     handler,
@@ -73,8 +74,13 @@ impl Vchiq {
                     offset,
                     size,
                 } => {
-                    // Events queued by earlier control messages (OPENED) go first.
-                    self.dispatch_pending();
+                    drop(g);
+                    // Events queued by earlier control messages (OPENED) go first. Those are
+                    // pushed under the lock `rx_step` held, so `pending` saw them (an event
+                    // pushed from elsewhere since requests a poll round of its own).
+                    if pending {
+                        self.dispatch_pending();
+                    }
                     let len = size as usize;
                     let base = slot as usize * VCHIQ_SLOT_SIZE + offset as usize;
                     let Some(buf) = scratch.get_mut(..len) else {
@@ -99,7 +105,7 @@ impl Vchiq {
                         }),
                     );
                     *budget -= 1;
-                    let mut g = self.inner.lock();
+                    g = self.inner.lock();
                     match d {
                         Deliver::Retry => {
                             g.rx_stalled = true;
