@@ -1,6 +1,8 @@
 //! Two fixed-capacity queues of 512-byte buffers, one per direction, with the sizes of Linux's
 //! default (256 buffers each way). [`DriverEnd`] and [`DeviceEnd`] are the two sides'
-//! [`Link`]s. Capacity is reserved at setup: steady-state traffic allocates nothing.
+//! [`Link`]s. Every buffer is allocated at setup and moves between a queue's spare list and its
+//! waiting line by pointer: a frame is copied once, its own length, into a spare buffer, and the
+//! receiver reads it in place. Steady-state traffic allocates nothing.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,18 +52,49 @@ impl SharedTxBufs for LoanBufs {
     }
 }
 
-#[derive(Clone, Copy)]
 struct Buf {
     len: usize,
     data: [u8; BUF_SIZE],
+}
+
+/// One direction: the frames waiting, oldest first, and the spare buffers. The two together
+/// always hold [`QUEUE_BUFS`] buffers (one may be out with a receiver for the length of its
+/// sink call), so neither list ever grows past the capacity reserved here.
+struct Queue {
+    waiting: VecDeque<Box<Buf>>,
+    // Boxed on purpose: a buffer moves between the two lists by pointer, never by value.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Buf>>,
+}
+
+impl Queue {
+    fn new() -> Self {
+        Queue {
+            waiting: VecDeque::with_capacity(QUEUE_BUFS),
+            spare: (0..QUEUE_BUFS)
+                .map(|_| {
+                    Box::new(Buf {
+                        len: 0,
+                        data: [0; BUF_SIZE],
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Drop every waiting frame (its buffer is spare again).
+    fn clear(&mut self) {
+        let Queue { waiting, spare } = self;
+        spare.extend(waiting.drain(..));
+    }
 }
 
 type Irq = Box<dyn Fn() + Send + Sync>;
 
 /// The shared queues.
 pub struct Queues {
-    to_device: Mutex<VecDeque<Buf>>,
-    to_driver: Mutex<VecDeque<Buf>>,
+    to_device: Mutex<Queue>,
+    to_driver: Mutex<Queue>,
     down: AtomicBool,
     device_thread: Mutex<Option<std::thread::Thread>>,
     irq: Mutex<Option<Irq>>,
@@ -80,8 +113,8 @@ impl Queues {
     /// Empty queues, link up.
     pub fn new() -> Arc<Self> {
         Arc::new(Queues {
-            to_device: Mutex::new(VecDeque::with_capacity(QUEUE_BUFS)),
-            to_driver: Mutex::new(VecDeque::with_capacity(QUEUE_BUFS)),
+            to_device: Mutex::new(Queue::new()),
+            to_driver: Mutex::new(Queue::new()),
             down: AtomicBool::new(false),
             device_thread: Mutex::new(None),
             irq: Mutex::new(None),
@@ -123,31 +156,43 @@ impl Queues {
     }
 }
 
-fn push(q: &Mutex<VecDeque<Buf>>, bytes: &[u8]) -> bool {
+/// Copy `bytes` (at most one buffer's worth) into a spare buffer and queue it; `false` when
+/// every buffer is taken.
+fn push(q: &Mutex<Queue>, bytes: &[u8]) -> bool {
     let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
-    if q.len() >= QUEUE_BUFS {
+    let Some(mut b) = q.spare.pop() else {
         return false;
-    }
-    let n = bytes.len().min(BUF_SIZE);
-    let mut b = Buf {
-        len: n,
-        data: [0; BUF_SIZE],
     };
+    let n = bytes.len().min(BUF_SIZE);
     b.data[..n].copy_from_slice(&bytes[..n]);
-    q.push_back(b);
+    b.len = n;
+    q.waiting.push_back(b);
     true
 }
 
-fn drain(q: &Mutex<VecDeque<Buf>>, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
+/// Hand at most `budget` waiting frames to `sink`, oldest first; how many.
+fn drain(q: &Mutex<Queue>, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
     let mut n = 0;
-    while n < budget {
-        // Pop under the lock, hand over outside it (the sink may send).
-        let b = q.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-        let Some(b) = b else { break };
+    let mut read: Option<Box<Buf>> = None;
+    loop {
+        // Pop under the lock, hand over outside it (the sink may send). The buffer just read
+        // goes back to the spares under the same lock.
+        let next = {
+            let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = read.take() {
+                q.spare.push(b);
+            }
+            if n == budget {
+                None
+            } else {
+                q.waiting.pop_front()
+            }
+        };
+        let Some(b) = next else { return n };
         sink(&b.data[..b.len.min(BUF_SIZE)]);
+        read = Some(b);
         n += 1;
     }
-    n
 }
 
 /// The driver's side of the queues.
@@ -262,7 +307,7 @@ impl Link for DeviceEnd {
         if let Some(r) = self.0.rewriter.take() {
             // Published: rewrite it where it waits, if the driver has not taken it yet.
             let mut q = self.0.to_driver.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(b) = q.back_mut() {
+            if let Some(b) = q.waiting.back_mut() {
                 let n = b.len.min(BUF_SIZE);
                 r.apply(&mut b.data[..n]);
             }
