@@ -20,7 +20,7 @@ mod reverse_calls;
 
 use crate::error::aee;
 use crate::reverse::LISTENER_HANDLE;
-use crate::sim::bus::SimBus;
+use crate::sim::bus::{BusWindow, SimBus};
 use crate::sim::link::SimLink;
 use crate::wire::payload::MetaView;
 use crate::wire::scalars::Scalars;
@@ -492,28 +492,29 @@ impl Shared {
         if n == 0 || (df.body.is_empty() && len_mask == 0) {
             return;
         }
+        let mem = self.payload(msg);
         let mut meta = self.spare_buf(wire::metalen(n));
-        if self.bus.read(msg.addr.get(), &mut meta) {
+        if mem.read(msg.addr.get(), &mut meta) {
             if let Ok(v) = MetaView::parse(sc, &meta) {
                 for i in sc.inbufs()..sc.nbufs() {
                     // The length the DSP wrote back (`write_back`), the address it wrote to.
-                    let (Ok(rb), Ok(Some(a))) = (v.rpra(i), self.buf_at(&v, i)) else {
+                    let (Ok(rb), Ok(Some(a))) = (v.rpra(i), self.buf_at(&mem, &v, i)) else {
                         continue;
                     };
                     if !df.body.is_empty() {
                         let mut b = self.spare_buf(rb.len.get().min(MAX_DSP_BUF) as usize);
-                        if self.bus.read(a, &mut b) {
+                        if mem.read(a, &mut b) {
                             for (k, x) in b.iter_mut().enumerate() {
                                 *x = df.rewrite_body_byte(k, *x);
                             }
-                            self.bus.write(a, &b);
+                            mem.write(a, &b);
                         }
                         self.give_buf(b);
                     }
                     if len_mask != 0 {
                         // `rpra[i].len`, as `write_back` wrote it.
                         let at = msg.addr.get() + 16 * i as u64 + 8;
-                        self.bus.write(at, &(rb.len.get() ^ len_mask).to_le_bytes());
+                        mem.write(at, &(rb.len.get() ^ len_mask).to_le_bytes());
                     }
                 }
             }
@@ -524,7 +525,7 @@ impl Shared {
     /// Where buffer `i` of a request lies in DSP-reachable memory: its page entry's address plus
     /// the in-page offset of its `pv`, checked to lie within the page entry and to be mapped;
     /// `None` for an empty buffer; the AEE code for a bad entry.
-    fn buf_at(&self, v: &MetaView<'_>, i: usize) -> Result<Option<u64>, i32> {
+    fn buf_at(&self, mem: &BusWindow<'_>, v: &MetaView<'_>, i: usize) -> Result<Option<u64>, i32> {
         let bad = aee::dsp(aee::EBADPARM);
         let rb = v.rpra(i).map_err(|_| bad)?;
         let len = rb.len.get();
@@ -536,7 +537,7 @@ impl Shared {
         };
         let in_page = rb.pv.get() & 4095;
         let a = pg.addr.get().checked_add(in_page).ok_or(bad)?;
-        if in_page + len > pg.size.get() || !self.bus.is_mapped(a, len as usize) {
+        if in_page + len > pg.size.get() || !mem.is_mapped(a, len as usize) {
             return Err(bad);
         }
         Ok(Some(a))
@@ -589,8 +590,15 @@ impl Shared {
         }
     }
 
-    /// Read a request's buffers from the payload, as the DSP does.
-    fn decode(&self, msg: &FastRpcMsg) -> Result<Decoded, i32> {
+    /// The DSP's view of the bus for the call `msg`: its payload region translated once
+    /// ([`SimBus::window`]).
+    fn payload(&self, msg: &FastRpcMsg) -> BusWindow<'_> {
+        self.bus.window(msg.addr.get())
+    }
+
+    /// Read a request's buffers from the payload (through `mem`, [`Shared::payload`]), as the
+    /// DSP does.
+    fn decode(&self, mem: &BusWindow<'_>, msg: &FastRpcMsg) -> Result<Decoded, i32> {
         let bad = aee::dsp(aee::EBADPARM);
         let sc = Scalars(msg.sc.get());
         let n = sc.len();
@@ -612,7 +620,7 @@ impl Shared {
             // and CRC lists after them are its to write, not read, so they stay zero here.
             let mut meta = self.spare_buf(metalen);
             let descriptors = wire::MetaOffsets::new(n).fdlist;
-            if !self.bus.read(addr, &mut meta[..descriptors]) {
+            if !mem.read(addr, &mut meta[..descriptors]) {
                 return Err(bad);
             }
             let v = MetaView::parse(sc, &meta).map_err(|_| bad)?;
@@ -623,11 +631,11 @@ impl Shared {
                     return Err(bad);
                 }
                 // Within the page entry, and mapped, before allocating anything for it.
-                let at = self.buf_at(&v, i)?;
+                let at = self.buf_at(mem, &v, i)?;
                 if i < sc.inbufs() {
                     let mut b = self.spare_buf(len as usize);
                     if let Some(a) = at {
-                        if !self.bus.read(a, &mut b) {
+                        if !mem.read(a, &mut b) {
                             return Err(bad);
                         }
                     }
@@ -659,8 +667,9 @@ impl Shared {
         })
     }
 
-    /// Write outputs (on success), their lengths, and the fd list back into the payload.
-    fn write_back(&self, msg: &FastRpcMsg, d: &Decoded, r: i32) {
+    /// Write outputs (on success), their lengths, and the fd list back into the payload (through
+    /// `mem`, [`Shared::payload`]).
+    fn write_back(&self, mem: &BusWindow<'_>, msg: &FastRpcMsg, d: &Decoded, r: i32) {
         let n = d.call.sc.len();
         if n == 0 {
             return;
@@ -671,24 +680,23 @@ impl Shared {
                 let data = &d.outs[k];
                 let new_len = (data.len() as u64).min(*len);
                 if let Some(a) = at {
-                    self.bus.write(*a, &data[..new_len as usize]);
+                    mem.write(*a, &data[..new_len as usize]);
                 }
-                self.bus
-                    .write(addr + 16 * *i as u64 + 8, &new_len.to_le_bytes());
+                mem.write(addr + 16 * *i as u64 + 8, &new_len.to_le_bytes());
             }
         }
         // Always run the fd list: the DSP is done with every in-handle.
         let off = wire::MetaOffsets::new(n).fdlist as u64;
         for (k, fd) in d.call.in_fds.iter().take(MAX_FDLIST).enumerate() {
-            self.bus
-                .write(addr + off + 8 * k as u64, &(*fd as u64).to_le_bytes());
+            mem.write(addr + off + 8 * k as u64, &(*fd as u64).to_le_bytes());
         }
     }
 
     /// Execute one request; returns `retval`, or `None` if the answer comes later (a call
     /// waiting on a reverse call, a listener waiting for a request).
     fn execute(&self, msg: &FastRpcMsg) -> Option<i32> {
-        let mut d = match self.decode(msg) {
+        let mem = self.payload(msg);
+        let mut d = match self.decode(&mem, msg) {
             Ok(d) => d,
             Err(r) => return Some(r),
         };
@@ -710,7 +718,7 @@ impl Shared {
                 None => aee::dsp(aee::EINVHANDLE),
             }
         };
-        self.write_back(msg, &d, r);
+        self.write_back(&mem, msg, &d, r);
         self.recycle(d);
         Some(r)
     }
