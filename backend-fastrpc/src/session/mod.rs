@@ -229,7 +229,14 @@ impl Session {
         ch.ctx.reap();
         // A full table is counted in `busy` by the table.
         let t = ch.ctx.alloc(s.index)?;
-        match self.build_and_send(&t, handle, sc, args, tid, kernel) {
+        let call = marshal::Call {
+            handle,
+            sc,
+            args,
+            tid,
+            kernel,
+        };
+        match self.build_and_send(&t, call) {
             Ok(()) => {
                 Counters::bump(&ch.counters().sent);
                 Ok(t)
