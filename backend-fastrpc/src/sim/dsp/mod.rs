@@ -92,6 +92,27 @@ struct Decoded {
     ins: Vec<Vec<u8>>,
     outs: Vec<Vec<u8>>,
     out_at: Vec<(usize, Option<u64>, u64)>,
+    /// Spent buffers kept with the shell for its next call (at most [`SHELL_SPARE_MAX`]), so a
+    /// call takes its buffers without a lock of its own.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Spent buffers a [`Decoded`] shell keeps.
+const SHELL_SPARE_MAX: usize = 8;
+
+/// A zeroed buffer of `len` bytes from `spare`, allocated only when `spare` is empty.
+fn take_buf(spare: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
+    let mut b = spare.pop().unwrap_or_default();
+    b.clear();
+    b.resize(len, 0);
+    b
+}
+
+/// Keep `b` in `spare` for a later call, if there is room.
+fn keep_buf(spare: &mut Vec<Vec<u8>>, b: Vec<u8>) {
+    if spare.len() < SHELL_SPARE_MAX {
+        spare.push(b);
+    }
 }
 
 /// A call waiting on a reverse call: (message, decoded request, out-buffer count of the
@@ -144,6 +165,19 @@ struct State {
     rewrite: Option<DoubleFetch>,
 }
 
+impl State {
+    /// The armed double-fetch fault for one more answer, if any (disarmed after its count).
+    fn take_rewrite(&mut self) -> Option<DoubleFetch> {
+        let df = self.rewrite.as_mut()?;
+        df.count -= 1;
+        if df.count == 0 {
+            self.rewrite.take()
+        } else {
+            Some(df.clone())
+        }
+    }
+}
+
 type Hook = Box<dyn Fn() + Send + Sync>;
 
 struct Shared {
@@ -159,7 +193,8 @@ struct Shared {
     spare: Mutex<Spare>,
 }
 
-/// Spent buffers kept for reuse (at most [`SPARE_MAX`] of each kind).
+/// Spent buffers kept for reuse (at most [`SPARE_MAX`] of each kind): call shells with their
+/// buffers, and buffers of the double-fetch rewrite.
 #[derive(Default)]
 struct Spare {
     shells: Vec<Decoded>,
@@ -421,10 +456,11 @@ impl Shared {
     }
 
     fn respond(&self, msg: &FastRpcMsg, retval: i32, fault: Fault) {
-        let flip = {
+        // One look at the state per answer: the alternation count and the double-fetch fault.
+        let (flip, rewrite) = {
             let mut s = lock(&self.state);
             s.flip += 1;
-            s.flip
+            (s.flip, s.take_rewrite())
         };
         let ctx = msg.ctx.get();
         let rsp = |ctx: u64| InvokeRsp {
@@ -467,25 +503,15 @@ impl Shared {
             }
             _ => self.link.dsp_send(rsp(ctx).as_bytes()),
         }
-        self.rewrite_answered(msg);
+        if let Some(df) = rewrite {
+            self.rewrite_answered(msg, df);
+        }
     }
 
-    /// The double-fetch fault ([`SimDsp::rewrite_after_answer`]), if armed: rewrite the
-    /// out-buffers of `msg`, whose answer was just sent, where the DSP wrote them.
-    fn rewrite_answered(&self, msg: &FastRpcMsg) {
-        let df = {
-            let mut s = lock(&self.state);
-            let Some(df) = s.rewrite.as_mut() else {
-                return;
-            };
-            df.count -= 1;
-            if df.count == 0 {
-                s.rewrite.take()
-            } else {
-                Some(df.clone())
-            }
-        };
-        let Some(df) = df else { return };
+    /// The double-fetch fault ([`SimDsp::rewrite_after_answer`]), taken for this answer by
+    /// [`State::take_rewrite`]: rewrite the out-buffers of `msg`, whose answer was just sent,
+    /// where the DSP wrote them.
+    fn rewrite_answered(&self, msg: &FastRpcMsg, df: DoubleFetch) {
         let sc = Scalars(msg.sc.get());
         let n = sc.len();
         let len_mask = u64::from_le_bytes(df.header[..8].try_into().unwrap_or([0; 8]));
@@ -557,6 +583,7 @@ impl Shared {
             ins: Vec::new(),
             outs: Vec::new(),
             out_at: Vec::new(),
+            spare: Vec::new(),
         })
     }
 
@@ -575,16 +602,14 @@ impl Shared {
         }
     }
 
-    /// Give a finished call's buffers back to the spare pool.
+    /// Give a finished call's shell back to the spare pool, its buffers kept with it.
     fn recycle(&self, mut d: Decoded) {
-        let mut sp = lock(&self.spare);
         for b in d.ins.drain(..).chain(d.outs.drain(..)) {
-            if sp.bufs.len() < SPARE_MAX {
-                sp.bufs.push(b);
-            }
+            keep_buf(&mut d.spare, b);
         }
         d.out_at.clear();
         d.call.in_fds.clear();
+        let mut sp = lock(&self.spare);
         if sp.shells.len() < SPARE_MAX {
             sp.shells.push(d);
         }
@@ -602,13 +627,14 @@ impl Shared {
         let bad = aee::dsp(aee::EBADPARM);
         let sc = Scalars(msg.sc.get());
         let n = sc.len();
-        // Buffers come from the spare pool (`recycle` gives them back): the steady-state invoke
-        // allocates nothing on the DSP side.
+        // The shell and its buffers come from the spare pool in one lock (`recycle` gives them
+        // back): the steady-state invoke allocates nothing on the DSP side.
         let Decoded {
             call: CallInfo { mut in_fds, .. },
             mut ins,
             mut outs,
             mut out_at,
+            mut spare,
         } = self.spare_decoded();
         let addr = msg.addr.get();
         if n > 0 {
@@ -618,7 +644,7 @@ impl Shared {
             }
             // The DSP reads the argument descriptors (remote args, invoke bufs, pages); the fd
             // and CRC lists after them are its to write, not read, so they stay zero here.
-            let mut meta = self.spare_buf(metalen);
+            let mut meta = take_buf(&mut spare, metalen);
             let descriptors = wire::MetaOffsets::new(n).fdlist;
             if !mem.read(addr, &mut meta[..descriptors]) {
                 return Err(bad);
@@ -633,7 +659,7 @@ impl Shared {
                 // Within the page entry, and mapped, before allocating anything for it.
                 let at = self.buf_at(mem, &v, i)?;
                 if i < sc.inbufs() {
-                    let mut b = self.spare_buf(len as usize);
+                    let mut b = take_buf(&mut spare, len as usize);
                     if let Some(a) = at {
                         if !mem.read(a, &mut b) {
                             return Err(bad);
@@ -641,7 +667,7 @@ impl Shared {
                     }
                     ins.push(b);
                 } else {
-                    outs.push(self.spare_buf(len as usize));
+                    outs.push(take_buf(&mut spare, len as usize));
                     out_at.push((i, at, len));
                 }
             }
@@ -651,7 +677,7 @@ impl Shared {
                     in_fds.push(d.fd.get());
                 }
             }
-            self.give_buf(meta);
+            keep_buf(&mut spare, meta);
         }
         Ok(Decoded {
             call: CallInfo {
@@ -664,6 +690,7 @@ impl Shared {
             ins,
             outs,
             out_at,
+            spare,
         })
     }
 
