@@ -6,9 +6,11 @@ mod common;
 use fwipc_fastrpc::error::aee;
 use fwipc_fastrpc::sim::dsp::ProcKind;
 use fwipc_fastrpc::sim::fixture::SimSystem;
-use fwipc_fastrpc::wire::{MMAP_ADD_PAGES, MMAP_REMOTE_HEAP_ADDR};
+use fwipc_fastrpc::sim::objects::{ECHO_HANDLE, ECHO_RAW_METHOD};
+use fwipc_fastrpc::wire::{MetaOffsets, MMAP_ADD_PAGES, MMAP_REMOTE_HEAP_ADDR};
 use fwipc_fastrpc::PdKind;
 use fwipc_fastrpc::{AeeError, Arg, FastRpcError};
+use fwipc_transport_api::fixture::Fault;
 use fwipc_transport_api::Completion;
 
 #[test]
@@ -274,12 +276,10 @@ fn channels_per_domain_with_checked_ids() {
 
 #[test]
 fn fd_list_entries_we_never_passed_are_counted() {
-    use fwipc_fastrpc::sim::objects::ECHO_HANDLE;
-    use fwipc_fastrpc::wire::MetaOffsets;
     let sys = common::interrupt_system();
     let s = sys.attached_session();
     let shared = s.alloc_shared(4096).unwrap();
-    sys.dsp.set_fault(fwipc_transport_api::fixture::Fault::Hold);
+    sys.dsp.set_fault(Fault::Hold);
     let mut out = [0u8; 4];
     // A raw echo with an in-handle: sc (0,2,1,1,1,0) is refused by the echo object, which
     // is fine: the fd list is run for failing calls too.
@@ -309,7 +309,7 @@ fn fd_list_entries_we_never_passed_are_counted() {
         .bus
         .write(payload_bus + fdlist + 8, &99u64.to_le_bytes()));
     let before = sys.channel.stats().protocol_errors;
-    sys.dsp.set_fault(fwipc_transport_api::fixture::Fault::None);
+    sys.dsp.set_fault(Fault::None);
     sys.dsp.release();
     while !s.poll(&t).unwrap() {
         std::thread::yield_now();
@@ -321,6 +321,72 @@ fn fd_list_entries_we_never_passed_are_counted() {
         before + 1,
         "fd 99 counted"
     );
+}
+
+// The fd-list walk of `Session::finish` (docs/protocols/fastrpc.md §12.8, §12.9): the list is
+// read up to its zero terminator and at most 16 entries; every entry that is not a descriptor
+// the call passed is counted in `protocol_errors`.
+
+/// The session's first payload buffer: the first region on the bus, context bank 1.
+const PAYLOAD: u64 = 0x1000_0000 | 1 << 32;
+
+/// A two-argument echo held by the DSP while `plant` writes DSP-side words into its payload,
+/// then answered and finished; returns how many protocol errors the finish counted.
+fn fd_list_errors_counted_after(plant: &[(usize, u64)]) -> u64 {
+    let sys = common::interrupt_system();
+    let s = sys.attached_session();
+    sys.dsp.set_fault(Fault::Hold);
+    let mut out = [0u8; 4];
+    let t = s
+        .start(
+            ECHO_HANDLE,
+            ECHO_RAW_METHOD,
+            &[Arg::In(b"abcd"), Arg::Out(&mut out)],
+            0,
+        )
+        .unwrap();
+    for &(at, v) in plant {
+        assert!(sys.bus.write(PAYLOAD + at as u64, &v.to_le_bytes()));
+    }
+    let before = sys.channel.stats().protocol_errors;
+    sys.dsp.set_fault(Fault::None);
+    sys.dsp.release();
+    while !s.poll(&t).unwrap() {
+        std::thread::yield_now();
+    }
+    s.status(&t).unwrap();
+    s.finish(t);
+    sys.channel.stats().protocol_errors - before
+}
+
+fn fd_at(k: usize) -> usize {
+    MetaOffsets::new(2).fdlist + 8 * k
+}
+
+#[test]
+fn fd_list_empty_counts_nothing_and_nothing_after_its_terminator_is_read() {
+    assert_eq!(fd_list_errors_counted_after(&[]), 0);
+    assert_eq!(
+        fd_list_errors_counted_after(&[(fd_at(1), 77), (fd_at(2), 78)]),
+        0,
+        "entries after a zero first entry"
+    );
+}
+
+#[test]
+fn fd_list_every_entry_before_the_terminator_is_checked() {
+    assert_eq!(
+        fd_list_errors_counted_after(&[(fd_at(0), 77), (fd_at(1), 78), (fd_at(3), 79)]),
+        2
+    );
+}
+
+#[test]
+fn fd_list_without_terminator_stops_at_sixteen_entries() {
+    let mut plant: Vec<(usize, u64)> = (0..16).map(|k| (fd_at(k), 100 + k as u64)).collect();
+    // The CRC list right after the fd list: not an fd entry, whatever it holds.
+    plant.push((MetaOffsets::new(2).crclist, 0x55));
+    assert_eq!(fd_list_errors_counted_after(&plant), 16);
 }
 
 #[test]

@@ -16,23 +16,29 @@ use crate::wire::layout::{layout, BufDesc, BufSource, HandleDesc, Olap, NOT_INLI
 use crate::wire::scalars::Scalars;
 use crate::wire::{CtxId, FastRpcMsg, MetaOffsets, RemoteBuf};
 
+/// One call as [`Session::start`] checked it, what [`Session::build_and_send`] marshals.
+#[derive(Clone, Copy)]
+pub(super) struct Call<'c, 'a> {
+    /// Remote handle.
+    pub handle: u32,
+    /// Scalars (method and argument counts, from `args`).
+    pub sc: Scalars,
+    /// The arguments.
+    pub args: &'c [Arg<'a>],
+    /// Calling thread id.
+    pub tid: i32,
+    /// A call of the kernel's own (process control on the init handle): client id 0.
+    pub kernel: bool,
+}
+
 impl Session {
-    pub(super) fn build_and_send(
-        &self,
-        t: &InvokeTicket,
-        handle: u32,
-        sc: Scalars,
-        args: &[Arg<'_>],
-        tid: i32,
-        kernel: bool,
-    ) -> Result<()> {
+    /// Marshal `call` into a payload buffer of the reserved context `t` and queue its message.
+    pub(super) fn build_and_send(&self, t: &InvokeTicket, call: Call<'_, '_>) -> Result<()> {
         let s = &*self.inner;
         let ch = &*s.ch;
         // Built under the context's lock; it is in flight (the DSP's reference taken) when
         // `send` returns `Ok`, before the message can reach the DSP.
-        let msg = ch
-            .ctx
-            .send(t, |c| self.build(c, t, handle, sc, args, tid, kernel))?;
+        let msg = ch.ctx.send(t, |c| self.build(c, t, call))?;
         // No fence here: `PacketChannel::send` is itself a release of every payload write
         // sequenced before it (its documented contract; rpmsg's virtqueue publication on
         // hardware, the link mutex in the simulator). A `fence(Release)` would pair with
@@ -48,18 +54,15 @@ impl Session {
         Ok(())
     }
 
-    /// Marshal the call into a payload buffer and the context `c`; returns the message.
-    #[allow(clippy::too_many_arguments)]
-    fn build(
-        &self,
-        c: &mut Ctx,
-        t: &InvokeTicket,
-        handle: u32,
-        sc: Scalars,
-        args: &[Arg<'_>],
-        tid: i32,
-        kernel: bool,
-    ) -> Result<FastRpcMsg> {
+    /// Marshal `call` into a payload buffer and the context `c`; returns the message.
+    fn build(&self, c: &mut Ctx, t: &InvokeTicket, call: Call<'_, '_>) -> Result<FastRpcMsg> {
+        let Call {
+            handle,
+            sc,
+            args,
+            tid,
+            kernel,
+        } = call;
         let s = &*self.inner;
         let mut lease = s.payloads.take().ok_or(FastRpcError::Busy)?;
         c.maps.clear();

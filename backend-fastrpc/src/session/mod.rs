@@ -229,7 +229,14 @@ impl Session {
         ch.ctx.reap();
         // A full table is counted in `busy` by the table.
         let t = ch.ctx.alloc(s.index)?;
-        match self.build_and_send(&t, handle, sc, args, tid, kernel) {
+        let call = marshal::Call {
+            handle,
+            sc,
+            args,
+            tid,
+            kernel,
+        };
+        match self.build_and_send(&t, call) {
             Ok(()) => {
                 Counters::bump(&ch.counters().sent);
                 Ok(t)
@@ -299,15 +306,26 @@ impl Session {
                     return Ok(());
                 }
                 let (region, shadow) = lease.parts();
-                let meta = MetaOffsets::new(sc.len()).end;
-                // A private copy of the metadata, as in `read_out`.
-                let Some(shadow) = shadow.get_mut(..meta) else {
+                let off = MetaOffsets::new(sc.len());
+                // A private copy of the fd list, and nothing else of the metadata: one word at
+                // a time, each read once, up to the first zero word, at most `MAX_FDLIST` words
+                // (the list's size). The walk below stops at the same zero word, so it sees
+                // exactly the words read here (docs/protocols/fastrpc.md §12.8, §12.9).
+                let Some(fds) = shadow.get_mut(off.fdlist..off.crclist) else {
                     return Ok(());
                 };
-                if read_at(&**region, 0, shadow).is_err() {
-                    return Ok(());
+                for (k, w) in fds.chunks_exact_mut(8).enumerate() {
+                    if read_at(&**region, off.fdlist + 8 * k, w).is_err() {
+                        return Ok(());
+                    }
+                    if w.iter().all(|&b| b == 0) {
+                        break;
+                    }
                 }
-                let Ok(v) = MetaView::parse(sc, shadow) else {
+                let Some(meta) = shadow.get(..off.end) else {
+                    return Ok(());
+                };
+                let Ok(v) = MetaView::parse(sc, meta) else {
                     return Ok(());
                 };
                 let _ = v.for_each_fd(|fd| {

@@ -1,11 +1,13 @@
 //! A simulated bus behind per-context-bank SMMUs: regions are allocated at increasing IOVAs and
 //! registered per stream id; the DSP reaches memory only through [`SimBus::read`] /
 //! [`SimBus::write`] with a bus address (`iova | sid << 32`), so an access to memory the AP has
-//! released is a detected fault, not silent corruption.
+//! released is a detected fault, not silent corruption. The DSP's accesses for one call go
+//! through a [`BusWindow`], which translates the call's payload region once and checks every
+//! access against it as the bus does.
 
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::mem::{read_at, write_at, zeroed_atomic_bytes, DmaHal, DmaRegion};
@@ -18,24 +20,28 @@ const IOVA_START: u64 = 0x1000_0000;
 
 struct BusInner {
     next_iova: Mutex<u64>,
-    maps: Mutex<BTreeMap<(u32, u64), Weak<SimRegion>>>,
+    /// The mapped regions' memory, by (sid, iova); an entry is removed when the AP drops its
+    /// region ([`SimRegion`]'s `Drop`).
+    maps: Mutex<BTreeMap<(u32, u64), Arc<SimMemory>>>,
     faults: AtomicU64,
 }
 
-/// One simulated region. Its bytes are atomics: the AP (through `crate::mem`) and the DSP thread
-/// (through [`SimBus::read`] / [`SimBus::write`], the same accessors) touch them concurrently,
-/// with no lock, as the two sides do on hardware.
-pub struct SimRegion {
-    bus: Weak<BusInner>,
-    sid: u32,
+/// The bytes of one simulated region. They are atomics: the AP (through `crate::mem`) and the
+/// DSP thread (through [`SimBus::read`] / [`SimBus::write`], the same accessors) touch them
+/// concurrently, with no lock, as the two sides do on hardware. Shared by the AP's
+/// [`SimRegion`] and the bus (and, for the length of one call, a [`BusWindow`]), so the bytes
+/// outlive the mapping by as long as a DSP access that started before the unmap.
+struct SimMemory {
     iova: u64,
     data: Box<[AtomicU8]>,
+    /// Cleared when the AP drops its region: from then on every DSP access faults.
+    mapped: AtomicBool,
 }
 
-// SAFETY: `as_ptr` points at `data`, `data.len()` bytes owned by the region for its whole life,
+// SAFETY: `as_ptr` points at `data`, `data.len()` bytes owned by the memory for its whole life,
 // never resized; `AtomicU8` has `u8`'s layout and is an `UnsafeCell`, so writing through a
 // pointer derived from `&[AtomicU8]` is allowed; nothing here views `data` as plain bytes.
-unsafe impl DmaRegion for SimRegion {
+unsafe impl DmaRegion for SimMemory {
     fn iova(&self) -> u64 {
         self.iova
     }
@@ -50,13 +56,41 @@ unsafe impl DmaRegion for SimRegion {
     }
 }
 
+/// One simulated region as the AP holds it ([`DmaHal::alloc`]): mapped on the bus until the AP
+/// drops it.
+pub struct SimRegion {
+    bus: Weak<BusInner>,
+    sid: u32,
+    mem: Arc<SimMemory>,
+}
+
+// SAFETY: every method is the region's memory's (`SimMemory`, above), which the region keeps
+// alive with its `Arc`.
+unsafe impl DmaRegion for SimRegion {
+    fn iova(&self) -> u64 {
+        self.mem.iova()
+    }
+    fn va(&self) -> u64 {
+        self.mem.va()
+    }
+    fn len(&self) -> usize {
+        self.mem.len()
+    }
+    fn as_ptr(&self) -> NonNull<u8> {
+        self.mem.as_ptr()
+    }
+}
+
 impl Drop for SimRegion {
     fn drop(&mut self) {
+        // Relaxed: a flag that only turns DSP accesses into faults; the bytes stay valid for a
+        // window still holding them (its `Arc`), so no data is published with it.
+        self.mem.mapped.store(false, Ordering::Relaxed);
         if let Some(b) = self.bus.upgrade() {
             b.maps
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&(self.sid, self.iova));
+                .remove(&(self.sid, self.mem.iova));
         }
     }
 }
@@ -85,12 +119,12 @@ impl SimBus {
         }
     }
 
-    fn translate(&self, bus_addr: u64, len: usize) -> Option<(Arc<SimRegion>, usize)> {
+    fn translate(&self, bus_addr: u64, len: usize) -> Option<(Arc<SimMemory>, usize)> {
         let sid = (bus_addr >> 32) as u32;
         let iova = bus_addr & 0xffff_ffff;
         let maps = self.inner.maps.lock().ok()?;
-        let (_, w) = maps.range((sid, 0)..=(sid, iova)).next_back()?;
-        let r = w.upgrade()?;
+        let (_, r) = maps.range((sid, 0)..=(sid, iova)).next_back()?;
+        let r = r.clone();
         drop(maps);
         let off = usize::try_from(iova - r.iova).ok()?;
         let end = off.checked_add(len)?;
@@ -100,47 +134,44 @@ impl SimBus {
         Some((r, off))
     }
 
-    fn fault(&self) -> bool {
-        // Relaxed: statistics counter.
-        self.inner.faults.fetch_add(1, Ordering::Relaxed);
-        false
+    /// A view for the accesses of one DSP call, holding the region of `bus_addr` (the call's
+    /// payload) translated once; see [`BusWindow`]. A window on an unmapped address holds
+    /// nothing: each access is translated.
+    pub fn window(&self, bus_addr: u64) -> BusWindow<'_> {
+        BusWindow {
+            bus: self,
+            held: self
+                .translate(bus_addr, 0)
+                .map(|(r, _)| ((bus_addr & !0xffff_ffff) | r.iova, r)),
+        }
     }
 
     /// DSP read through the SMMU; `false` (and a counted fault) if unmapped.
     pub fn read(&self, bus_addr: u64, out: &mut [u8]) -> bool {
-        match self.translate(bus_addr, out.len()) {
-            Some((r, off)) => {
-                // Bounds were checked by `translate`; the copy uses the atomic byte accessors,
-                // so a concurrent AP access is not a data race.
-                read_at(&*r, off, out).is_ok() || self.fault()
-            }
-            None => self.fault(),
-        }
+        self.unheld().read(bus_addr, out)
     }
 
     /// DSP write through the SMMU; `false` (and a counted fault) if unmapped.
     pub fn write(&self, bus_addr: u64, data: &[u8]) -> bool {
-        match self.translate(bus_addr, data.len()) {
-            Some((r, off)) => {
-                // As in `read`.
-                write_at(&*r, off, data).is_ok() || self.fault()
-            }
-            None => self.fault(),
-        }
+        self.unheld().write(bus_addr, data)
     }
 
     /// Whether `[bus_addr, bus_addr+len)` is mapped.
     pub fn is_mapped(&self, bus_addr: u64, len: usize) -> bool {
-        self.translate(bus_addr, len).is_some()
+        self.unheld().is_mapped(bus_addr, len)
+    }
+
+    /// A window holding no region: every access is translated on its own.
+    fn unheld(&self) -> BusWindow<'_> {
+        BusWindow {
+            bus: self,
+            held: None,
+        }
     }
 
     /// Regions mapped right now.
     pub fn mapped_regions(&self) -> usize {
-        self.inner
-            .maps
-            .lock()
-            .map(|m| m.values().filter(|w| w.strong_count() > 0).count())
-            .unwrap_or(0)
+        self.inner.maps.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     /// DSP accesses that hit unmapped memory.
@@ -164,18 +195,87 @@ impl DmaHal for SimBus {
             *n = next;
             iova
         };
-        let r = Arc::new(SimRegion {
-            bus: Arc::downgrade(&self.inner),
-            sid,
+        let mem = Arc::new(SimMemory {
             iova,
             data: zeroed_atomic_bytes(size as usize),
+            mapped: AtomicBool::new(true),
         });
         self.inner
             .maps
             .lock()
             .ok()?
-            .insert((sid, iova), Arc::downgrade(&r));
-        Some(r)
+            .insert((sid, iova), mem.clone());
+        Some(Arc::new(SimRegion {
+            bus: Arc::downgrade(&self.inner),
+            sid,
+            mem,
+        }))
+    }
+}
+
+/// The accesses of one DSP call, with one translation of the region the call's payload is in
+/// (the bus's lock and a reference count taken once per call, not once per access). Every
+/// access is checked as [`SimBus::read`] checks it: the range must lie inside a region that is
+/// still mapped, or the access fails and counts a fault; the held region is unmapped as soon as
+/// the AP drops it, as for any other access. Accesses outside the held region (buffers mapped on
+/// their own) are translated one by one.
+pub struct BusWindow<'a> {
+    bus: &'a SimBus,
+    /// The held region's memory and its bus address (`sid << 32 | iova`).
+    held: Option<(u64, Arc<SimMemory>)>,
+}
+
+impl BusWindow<'_> {
+    /// `f` on the memory and offset of `[bus_addr, bus_addr+len)`, if it is mapped.
+    fn access<R>(
+        &self,
+        bus_addr: u64,
+        len: usize,
+        f: impl FnOnce(&SimMemory, usize) -> R,
+    ) -> Option<R> {
+        if let Some((base, r)) = &self.held {
+            let off = bus_addr
+                .checked_sub(*base)
+                .and_then(|o| usize::try_from(o).ok())
+                .filter(|o| o.checked_add(len).is_some_and(|e| e <= r.len()));
+            if let Some(off) = off {
+                // Relaxed: see `SimRegion`'s `Drop`. An unmap concurrent with this access is
+                // seen by the next one, as a concurrent unmap is by the next translation.
+                return r.mapped.load(Ordering::Relaxed).then(|| f(r, off));
+            }
+        }
+        let (r, off) = self.bus.translate(bus_addr, len)?;
+        Some(f(&r, off))
+    }
+
+    fn fault(&self) -> bool {
+        // Relaxed: statistics counter.
+        self.bus.inner.faults.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// DSP read through the SMMU; `false` (and a counted fault) if unmapped.
+    pub fn read(&self, bus_addr: u64, out: &mut [u8]) -> bool {
+        // Bounds were checked by `access`; the copy uses the atomic byte accessors, so a
+        // concurrent AP access is not a data race.
+        self.access(bus_addr, out.len(), |r, off| read_at(r, off, out).is_ok())
+            .unwrap_or(false)
+            || self.fault()
+    }
+
+    /// DSP write through the SMMU; `false` (and a counted fault) if unmapped.
+    pub fn write(&self, bus_addr: u64, data: &[u8]) -> bool {
+        // As in `read`.
+        self.access(bus_addr, data.len(), |r, off| {
+            write_at(r, off, data).is_ok()
+        })
+        .unwrap_or(false)
+            || self.fault()
+    }
+
+    /// Whether `[bus_addr, bus_addr+len)` is mapped.
+    pub fn is_mapped(&self, bus_addr: u64, len: usize) -> bool {
+        self.access(bus_addr, len, |_, _| ()).is_some()
     }
 }
 
@@ -198,5 +298,48 @@ mod tests {
         drop(r);
         assert!(!bus.is_mapped(a, 1));
         assert_eq!(bus.faults(), 2);
+    }
+
+    #[test]
+    fn a_window_checks_every_access_as_the_bus_does() {
+        let bus = SimBus::new();
+        let r = bus.alloc(1, 100).unwrap();
+        let other = bus.alloc(1, 100).unwrap();
+        let a = r.iova() | 1 << 32;
+        let w = bus.window(a + 8);
+        assert!(w.write(a + 10, b"hi"));
+        let mut b = [0u8; 2];
+        assert!(
+            bus.read(a + 10, &mut b),
+            "the window wrote the region itself"
+        );
+        assert_eq!(&b, b"hi");
+        assert!(!w.read(a + 4095, &mut b), "crosses the end");
+        assert!(!w.read(r.iova() | 2 << 32, &mut b), "other context bank");
+        assert!(!w.is_mapped(a - 1, 1), "below the region");
+        assert!(
+            w.write(other.iova() | 1 << 32, b"ok"),
+            "another region, translated on its own"
+        );
+        assert_eq!(bus.faults(), 2);
+        // The AP releases the region while the window still holds it: unmapped, and every
+        // access through the window a fault, as through the bus.
+        drop(r);
+        assert!(!w.is_mapped(a, 1));
+        assert!(!w.write(a + 10, b"hi"));
+        assert!(!bus.is_mapped(a, 1));
+        assert_eq!(bus.faults(), 3);
+        drop(w);
+        assert_eq!(bus.mapped_regions(), 1, "only `other` is left");
+    }
+
+    #[test]
+    fn a_window_on_an_unmapped_address_translates_each_access() {
+        let bus = SimBus::new();
+        let w = bus.window(0x1234 | 1 << 32);
+        let r = bus.alloc(1, 100).unwrap();
+        assert!(w.write(r.iova() | 1 << 32, b"late"));
+        assert!(!w.read(0x1234 | 1 << 32, &mut [0u8; 1]));
+        assert_eq!(bus.faults(), 1);
     }
 }

@@ -12,17 +12,42 @@ use crate::packet::PacketChannel;
 
 type RxFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
+/// The datagrams of one direction, with the spent buffers the next ones reuse (the steady
+/// state allocates nothing; at most [`SPARE_MAX`] are kept), under one lock.
+#[derive(Default)]
+struct Queue {
+    q: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Queue {
+    /// Queue a copy of `bytes` in a spent buffer when there is one.
+    fn push(&mut self, bytes: &[u8]) {
+        let mut v = self.spare.pop().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(bytes);
+        self.q.push_back(v);
+    }
+
+    /// Keep a spent buffer for a later datagram, if there is room.
+    fn keep(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < SPARE_MAX {
+            self.spare.push(buf);
+        }
+    }
+}
+
 /// Both ends of the link.
 #[derive(Default)]
 pub struct SimLink {
-    to_dsp: Mutex<VecDeque<Vec<u8>>>,
+    to_dsp: Mutex<Queue>,
     to_dsp_cv: Condvar,
-    to_ap: Mutex<VecDeque<Vec<u8>>>,
+    to_ap: Mutex<Queue>,
     push: Mutex<Option<RxFn>>,
+    /// Whether `push` holds a callback; set and cleared with it, read without the lock by
+    /// [`SimLink::dsp_send`].
+    pushing: AtomicBool,
     closed: AtomicBool,
-    /// Spent datagram buffers, reused for the next datagram either way (the steady state
-    /// allocates nothing); at most [`SPARE_MAX`] are kept.
-    spare: Mutex<Vec<Vec<u8>>>,
     /// The DSP thread waits in [`SimLink::dsp_recv`]; changed and read under the `to_dsp` lock.
     dsp_waiting: AtomicBool,
     /// Datagrams in `to_dsp` and `to_ap` (written under their locks, read without them as a
@@ -43,6 +68,9 @@ impl SimLink {
     /// Deliver DSP → AP datagrams by calling `f` (interrupt mode).
     pub fn set_push(&self, f: impl Fn(&[u8]) + Send + Sync + 'static) {
         *self.push.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f));
+        // Release: pairs with the Acquire in `dsp_send`; the callback itself is read under
+        // the lock.
+        self.pushing.store(true, Ordering::Release);
     }
 
     /// Close the link: AP sends fail with `ChannelDown`, the DSP thread's receive returns.
@@ -50,13 +78,15 @@ impl SimLink {
         // Release: publishes the closed state to senders and the DSP thread.
         self.closed.store(true, Ordering::Release);
         *self.push.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // Relaxed: `closed` above already stops `dsp_send`.
+        self.pushing.store(false, Ordering::Relaxed);
         self.to_dsp_cv.notify_all();
     }
 
     /// DSP side: the next AP datagram, waiting at most `t`.
     pub fn dsp_recv(&self, t: Duration) -> Option<Vec<u8>> {
         let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
-        if q.is_empty() {
+        if q.q.is_empty() {
             // Relaxed: changed and read under the `to_dsp` lock (held here; released only
             // inside the wait), which orders it against `send`.
             self.dsp_waiting.store(true, Ordering::Relaxed);
@@ -68,9 +98,9 @@ impl SimLink {
             // Relaxed: as above (the lock is held again).
             self.dsp_waiting.store(false, Ordering::Relaxed);
         }
-        let d = q.pop_front();
+        let d = q.q.pop_front();
         // Relaxed: a hint (see `dsp_try_recv`), kept under the lock.
-        self.to_dsp_len.store(q.len(), Ordering::Relaxed);
+        self.to_dsp_len.store(q.q.len(), Ordering::Relaxed);
         d
     }
 
@@ -82,32 +112,19 @@ impl SimLink {
             return None;
         }
         let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
-        let d = q.pop_front();
+        let d = q.q.pop_front();
         // Relaxed: as above, kept under the lock.
-        self.to_dsp_len.store(q.len(), Ordering::Relaxed);
+        self.to_dsp_len.store(q.q.len(), Ordering::Relaxed);
         d
     }
 
     /// Give a datagram buffer back for reuse (after [`SimLink::dsp_recv`] or
     /// [`SimLink::dsp_try_recv`]).
-    pub fn recycle(&self, mut buf: Vec<u8>) {
-        let mut s = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if s.len() < SPARE_MAX {
-            buf.clear();
-            s.push(buf);
-        }
-    }
-
-    /// A buffer holding `bytes`, reusing a spent one when there is one.
-    fn datagram(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut v = self
-            .spare
+    pub fn recycle(&self, buf: Vec<u8>) {
+        self.to_dsp
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default();
-        v.extend_from_slice(bytes);
-        v
+            .keep(buf);
     }
 
     /// DSP side: send a datagram to the AP.
@@ -116,15 +133,19 @@ impl SimLink {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        let push = self.push.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Acquire: pairs with `set_push`. A polled link never takes the callback's lock.
+        let push = if self.pushing.load(Ordering::Acquire) {
+            self.push.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        } else {
+            None
+        };
         match push {
             Some(f) => f(bytes),
             None => {
-                let d = self.datagram(bytes);
                 let mut q = self.to_ap.lock().unwrap_or_else(|p| p.into_inner());
-                q.push_back(d);
+                q.push(bytes);
                 // Relaxed: a hint (see `try_recv`), kept under the lock.
-                self.to_ap_len.store(q.len(), Ordering::Relaxed);
+                self.to_ap_len.store(q.q.len(), Ordering::Relaxed);
             }
         }
     }
@@ -136,11 +157,10 @@ impl PacketChannel for SimLink {
         if self.closed.load(Ordering::Acquire) {
             return Err(FastRpcError::ChannelDown);
         }
-        let d = self.datagram(msg);
         let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
-        q.push_back(d);
+        q.push(msg);
         // Relaxed: a hint for a spinning DSP (see `dsp_try_recv`), kept under the lock.
-        self.to_dsp_len.store(q.len(), Ordering::Relaxed);
+        self.to_dsp_len.store(q.q.len(), Ordering::Relaxed);
         // A wake-up is a system call: only when the DSP thread waits for a datagram.
         // Relaxed: read under the `to_dsp` lock (see `dsp_recv`).
         let waiting = self.dsp_waiting.load(Ordering::Relaxed);
@@ -157,17 +177,15 @@ impl PacketChannel for SimLink {
         if self.to_ap_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let m = {
-            let mut q = self.to_ap.lock().unwrap_or_else(|p| p.into_inner());
-            let m = q.pop_front();
-            // Relaxed: as above, kept under the lock.
-            self.to_ap_len.store(q.len(), Ordering::Relaxed);
-            m?
-        };
+        let mut q = self.to_ap.lock().unwrap_or_else(|p| p.into_inner());
+        let m = q.q.pop_front();
+        // Relaxed: as above, kept under the lock.
+        self.to_ap_len.store(q.q.len(), Ordering::Relaxed);
+        let m = m?;
         let n = m.len().min(buf.len());
         buf[..n].copy_from_slice(&m[..n]);
         let len = m.len();
-        self.recycle(m);
+        q.keep(m);
         Some(len)
     }
 }

@@ -20,7 +20,7 @@ mod reverse_calls;
 
 use crate::error::aee;
 use crate::reverse::LISTENER_HANDLE;
-use crate::sim::bus::SimBus;
+use crate::sim::bus::{BusWindow, SimBus};
 use crate::sim::link::SimLink;
 use crate::wire::payload::MetaView;
 use crate::wire::scalars::Scalars;
@@ -92,6 +92,27 @@ struct Decoded {
     ins: Vec<Vec<u8>>,
     outs: Vec<Vec<u8>>,
     out_at: Vec<(usize, Option<u64>, u64)>,
+    /// Spent buffers kept with the shell for its next call (at most [`SHELL_SPARE_MAX`]), so a
+    /// call takes its buffers without a lock of its own.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Spent buffers a [`Decoded`] shell keeps.
+const SHELL_SPARE_MAX: usize = 8;
+
+/// A zeroed buffer of `len` bytes from `spare`, allocated only when `spare` is empty.
+fn take_buf(spare: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
+    let mut b = spare.pop().unwrap_or_default();
+    b.clear();
+    b.resize(len, 0);
+    b
+}
+
+/// Keep `b` in `spare` for a later call, if there is room.
+fn keep_buf(spare: &mut Vec<Vec<u8>>, b: Vec<u8>) {
+    if spare.len() < SHELL_SPARE_MAX {
+        spare.push(b);
+    }
 }
 
 /// A call waiting on a reverse call: (message, decoded request, out-buffer count of the
@@ -144,6 +165,19 @@ struct State {
     rewrite: Option<DoubleFetch>,
 }
 
+impl State {
+    /// The armed double-fetch fault for one more answer, if any (disarmed after its count).
+    fn take_rewrite(&mut self) -> Option<DoubleFetch> {
+        let df = self.rewrite.as_mut()?;
+        df.count -= 1;
+        if df.count == 0 {
+            self.rewrite.take()
+        } else {
+            Some(df.clone())
+        }
+    }
+}
+
 type Hook = Box<dyn Fn() + Send + Sync>;
 
 struct Shared {
@@ -159,7 +193,8 @@ struct Shared {
     spare: Mutex<Spare>,
 }
 
-/// Spent buffers kept for reuse (at most [`SPARE_MAX`] of each kind).
+/// Spent buffers kept for reuse (at most [`SPARE_MAX`] of each kind): call shells with their
+/// buffers, and buffers of the double-fetch rewrite.
 #[derive(Default)]
 struct Spare {
     shells: Vec<Decoded>,
@@ -421,10 +456,11 @@ impl Shared {
     }
 
     fn respond(&self, msg: &FastRpcMsg, retval: i32, fault: Fault) {
-        let flip = {
+        // One look at the state per answer: the alternation count and the double-fetch fault.
+        let (flip, rewrite) = {
             let mut s = lock(&self.state);
             s.flip += 1;
-            s.flip
+            (s.flip, s.take_rewrite())
         };
         let ctx = msg.ctx.get();
         let rsp = |ctx: u64| InvokeRsp {
@@ -467,53 +503,44 @@ impl Shared {
             }
             _ => self.link.dsp_send(rsp(ctx).as_bytes()),
         }
-        self.rewrite_answered(msg);
+        if let Some(df) = rewrite {
+            self.rewrite_answered(msg, df);
+        }
     }
 
-    /// The double-fetch fault ([`SimDsp::rewrite_after_answer`]), if armed: rewrite the
-    /// out-buffers of `msg`, whose answer was just sent, where the DSP wrote them.
-    fn rewrite_answered(&self, msg: &FastRpcMsg) {
-        let df = {
-            let mut s = lock(&self.state);
-            let Some(df) = s.rewrite.as_mut() else {
-                return;
-            };
-            df.count -= 1;
-            if df.count == 0 {
-                s.rewrite.take()
-            } else {
-                Some(df.clone())
-            }
-        };
-        let Some(df) = df else { return };
+    /// The double-fetch fault ([`SimDsp::rewrite_after_answer`]), taken for this answer by
+    /// [`State::take_rewrite`]: rewrite the out-buffers of `msg`, whose answer was just sent,
+    /// where the DSP wrote them.
+    fn rewrite_answered(&self, msg: &FastRpcMsg, df: DoubleFetch) {
         let sc = Scalars(msg.sc.get());
         let n = sc.len();
         let len_mask = u64::from_le_bytes(df.header[..8].try_into().unwrap_or([0; 8]));
         if n == 0 || (df.body.is_empty() && len_mask == 0) {
             return;
         }
+        let mem = self.payload(msg);
         let mut meta = self.spare_buf(wire::metalen(n));
-        if self.bus.read(msg.addr.get(), &mut meta) {
+        if mem.read(msg.addr.get(), &mut meta) {
             if let Ok(v) = MetaView::parse(sc, &meta) {
                 for i in sc.inbufs()..sc.nbufs() {
                     // The length the DSP wrote back (`write_back`), the address it wrote to.
-                    let (Ok(rb), Ok(Some(a))) = (v.rpra(i), self.buf_at(&v, i)) else {
+                    let (Ok(rb), Ok(Some(a))) = (v.rpra(i), self.buf_at(&mem, &v, i)) else {
                         continue;
                     };
                     if !df.body.is_empty() {
                         let mut b = self.spare_buf(rb.len.get().min(MAX_DSP_BUF) as usize);
-                        if self.bus.read(a, &mut b) {
+                        if mem.read(a, &mut b) {
                             for (k, x) in b.iter_mut().enumerate() {
                                 *x = df.rewrite_body_byte(k, *x);
                             }
-                            self.bus.write(a, &b);
+                            mem.write(a, &b);
                         }
                         self.give_buf(b);
                     }
                     if len_mask != 0 {
                         // `rpra[i].len`, as `write_back` wrote it.
                         let at = msg.addr.get() + 16 * i as u64 + 8;
-                        self.bus.write(at, &(rb.len.get() ^ len_mask).to_le_bytes());
+                        mem.write(at, &(rb.len.get() ^ len_mask).to_le_bytes());
                     }
                 }
             }
@@ -524,7 +551,7 @@ impl Shared {
     /// Where buffer `i` of a request lies in DSP-reachable memory: its page entry's address plus
     /// the in-page offset of its `pv`, checked to lie within the page entry and to be mapped;
     /// `None` for an empty buffer; the AEE code for a bad entry.
-    fn buf_at(&self, v: &MetaView<'_>, i: usize) -> Result<Option<u64>, i32> {
+    fn buf_at(&self, mem: &BusWindow<'_>, v: &MetaView<'_>, i: usize) -> Result<Option<u64>, i32> {
         let bad = aee::dsp(aee::EBADPARM);
         let rb = v.rpra(i).map_err(|_| bad)?;
         let len = rb.len.get();
@@ -536,7 +563,7 @@ impl Shared {
         };
         let in_page = rb.pv.get() & 4095;
         let a = pg.addr.get().checked_add(in_page).ok_or(bad)?;
-        if in_page + len > pg.size.get() || !self.bus.is_mapped(a, len as usize) {
+        if in_page + len > pg.size.get() || !mem.is_mapped(a, len as usize) {
             return Err(bad);
         }
         Ok(Some(a))
@@ -556,6 +583,7 @@ impl Shared {
             ins: Vec::new(),
             outs: Vec::new(),
             out_at: Vec::new(),
+            spare: Vec::new(),
         })
     }
 
@@ -574,33 +602,39 @@ impl Shared {
         }
     }
 
-    /// Give a finished call's buffers back to the spare pool.
+    /// Give a finished call's shell back to the spare pool, its buffers kept with it.
     fn recycle(&self, mut d: Decoded) {
-        let mut sp = lock(&self.spare);
         for b in d.ins.drain(..).chain(d.outs.drain(..)) {
-            if sp.bufs.len() < SPARE_MAX {
-                sp.bufs.push(b);
-            }
+            keep_buf(&mut d.spare, b);
         }
         d.out_at.clear();
         d.call.in_fds.clear();
+        let mut sp = lock(&self.spare);
         if sp.shells.len() < SPARE_MAX {
             sp.shells.push(d);
         }
     }
 
-    /// Read a request's buffers from the payload, as the DSP does.
-    fn decode(&self, msg: &FastRpcMsg) -> Result<Decoded, i32> {
+    /// The DSP's view of the bus for the call `msg`: its payload region translated once
+    /// ([`SimBus::window`]).
+    fn payload(&self, msg: &FastRpcMsg) -> BusWindow<'_> {
+        self.bus.window(msg.addr.get())
+    }
+
+    /// Read a request's buffers from the payload (through `mem`, [`Shared::payload`]), as the
+    /// DSP does.
+    fn decode(&self, mem: &BusWindow<'_>, msg: &FastRpcMsg) -> Result<Decoded, i32> {
         let bad = aee::dsp(aee::EBADPARM);
         let sc = Scalars(msg.sc.get());
         let n = sc.len();
-        // Buffers come from the spare pool (`recycle` gives them back): the steady-state invoke
-        // allocates nothing on the DSP side.
+        // The shell and its buffers come from the spare pool in one lock (`recycle` gives them
+        // back): the steady-state invoke allocates nothing on the DSP side.
         let Decoded {
             call: CallInfo { mut in_fds, .. },
             mut ins,
             mut outs,
             mut out_at,
+            mut spare,
         } = self.spare_decoded();
         let addr = msg.addr.get();
         if n > 0 {
@@ -610,9 +644,9 @@ impl Shared {
             }
             // The DSP reads the argument descriptors (remote args, invoke bufs, pages); the fd
             // and CRC lists after them are its to write, not read, so they stay zero here.
-            let mut meta = self.spare_buf(metalen);
+            let mut meta = take_buf(&mut spare, metalen);
             let descriptors = wire::MetaOffsets::new(n).fdlist;
-            if !self.bus.read(addr, &mut meta[..descriptors]) {
+            if !mem.read(addr, &mut meta[..descriptors]) {
                 return Err(bad);
             }
             let v = MetaView::parse(sc, &meta).map_err(|_| bad)?;
@@ -623,17 +657,17 @@ impl Shared {
                     return Err(bad);
                 }
                 // Within the page entry, and mapped, before allocating anything for it.
-                let at = self.buf_at(&v, i)?;
+                let at = self.buf_at(mem, &v, i)?;
                 if i < sc.inbufs() {
-                    let mut b = self.spare_buf(len as usize);
+                    let mut b = take_buf(&mut spare, len as usize);
                     if let Some(a) = at {
-                        if !self.bus.read(a, &mut b) {
+                        if !mem.read(a, &mut b) {
                             return Err(bad);
                         }
                     }
                     ins.push(b);
                 } else {
-                    outs.push(self.spare_buf(len as usize));
+                    outs.push(take_buf(&mut spare, len as usize));
                     out_at.push((i, at, len));
                 }
             }
@@ -643,7 +677,7 @@ impl Shared {
                     in_fds.push(d.fd.get());
                 }
             }
-            self.give_buf(meta);
+            keep_buf(&mut spare, meta);
         }
         Ok(Decoded {
             call: CallInfo {
@@ -656,11 +690,13 @@ impl Shared {
             ins,
             outs,
             out_at,
+            spare,
         })
     }
 
-    /// Write outputs (on success), their lengths, and the fd list back into the payload.
-    fn write_back(&self, msg: &FastRpcMsg, d: &Decoded, r: i32) {
+    /// Write outputs (on success), their lengths, and the fd list back into the payload (through
+    /// `mem`, [`Shared::payload`]).
+    fn write_back(&self, mem: &BusWindow<'_>, msg: &FastRpcMsg, d: &Decoded, r: i32) {
         let n = d.call.sc.len();
         if n == 0 {
             return;
@@ -671,24 +707,23 @@ impl Shared {
                 let data = &d.outs[k];
                 let new_len = (data.len() as u64).min(*len);
                 if let Some(a) = at {
-                    self.bus.write(*a, &data[..new_len as usize]);
+                    mem.write(*a, &data[..new_len as usize]);
                 }
-                self.bus
-                    .write(addr + 16 * *i as u64 + 8, &new_len.to_le_bytes());
+                mem.write(addr + 16 * *i as u64 + 8, &new_len.to_le_bytes());
             }
         }
         // Always run the fd list: the DSP is done with every in-handle.
         let off = wire::MetaOffsets::new(n).fdlist as u64;
         for (k, fd) in d.call.in_fds.iter().take(MAX_FDLIST).enumerate() {
-            self.bus
-                .write(addr + off + 8 * k as u64, &(*fd as u64).to_le_bytes());
+            mem.write(addr + off + 8 * k as u64, &(*fd as u64).to_le_bytes());
         }
     }
 
     /// Execute one request; returns `retval`, or `None` if the answer comes later (a call
     /// waiting on a reverse call, a listener waiting for a request).
     fn execute(&self, msg: &FastRpcMsg) -> Option<i32> {
-        let mut d = match self.decode(msg) {
+        let mem = self.payload(msg);
+        let mut d = match self.decode(&mem, msg) {
             Ok(d) => d,
             Err(r) => return Some(r),
         };
@@ -710,7 +745,7 @@ impl Shared {
                 None => aee::dsp(aee::EINVHANDLE),
             }
         };
-        self.write_back(msg, &d, r);
+        self.write_back(&mem, msg, &d, r);
         self.recycle(d);
         Some(r)
     }

@@ -22,7 +22,7 @@ impl Shared {
         let size = rc.ins.iter().map(|b| b.len() + 16).sum::<usize>() + 4 * rc.out_lens.len();
         let mut packed = vec![0u8; size];
         let Ok(n) = reverse::pack(&ins, &rc.out_lens, &mut packed) else {
-            self.write_back(msg, &d, aee::dsp(aee::EFAILED));
+            self.write_back(&self.payload(msg), msg, &d, aee::dsp(aee::EFAILED));
             return Some(aee::dsp(aee::EFAILED));
         };
         packed.truncate(n);
@@ -69,7 +69,7 @@ impl Shared {
                 ld.outs[1].truncate(packed.len());
                 ld.outs[1].copy_from_slice(&packed);
             }
-            self.write_back(&lmsg, &ld, 0);
+            self.write_back(&self.payload(&lmsg), &lmsg, &ld, 0);
             self.respond(&lmsg, 0, Fault::None);
         }
     }
@@ -78,7 +78,7 @@ impl Shared {
     pub(super) fn listener_next2(&self, msg: &FastRpcMsg, d: Decoded) -> Option<i32> {
         let bad = aee::dsp(aee::EBADPARM);
         if d.call.sc != Scalars::makex(0, 4, 2, 2, 0, 0) || d.outs[0].len() != 16 {
-            self.write_back(msg, &d, bad);
+            self.write_back(&self.payload(msg), msg, &d, bad);
             return Some(bad);
         }
         let p = &d.ins[0];
@@ -87,7 +87,7 @@ impl Shared {
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         };
         let (Some(prev_ctx), Some(prev_result)) = (word(0), word(4)) else {
-            self.write_back(msg, &d, bad);
+            self.write_back(&self.payload(msg), msg, &d, bad);
             return Some(bad);
         };
         if prev_ctx != 0 {
@@ -103,7 +103,7 @@ impl Shared {
                     Some(o) => o.reverse_done(&ad.call, &ad.ins, &mut ad.outs, result, &rev_outs),
                     None => aee::dsp(aee::EINVHANDLE),
                 };
-                self.write_back(&amsg, &ad, r);
+                self.write_back(&self.payload(&amsg), &amsg, &ad, r);
                 self.respond(&amsg, r, Fault::None);
             }
         }
