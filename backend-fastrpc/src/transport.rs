@@ -16,6 +16,7 @@
 //! reverse RPC).
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::Waker;
 
 use spin::Mutex;
@@ -56,6 +57,10 @@ pub struct FastRpcTransport {
     max_msg_size: usize,
     staging: Vec<SharedBuf>,
     bulks: Mutex<Vec<Option<BulkState>>>,
+    /// How many entries of `bulks` are `Some`; changed only under its lock (`put_bulk`,
+    /// `take_bulk_state`), read without it by `mark_txdone`, so an ordinary call's end does not
+    /// take the bulk lock.
+    bulks_live: AtomicUsize,
 }
 
 /// Compose a target.
@@ -84,6 +89,7 @@ impl FastRpcTransport {
             max_msg_size,
             staging,
             bulks: Mutex::new((0..BULK_STAGING).map(|_| None).collect()),
+            bulks_live: AtomicUsize::new(0),
         })
     }
 
@@ -93,7 +99,21 @@ impl FastRpcTransport {
             s.as_ref()
                 .is_some_and(|s| s.idx == t.idx && s.generation == t.generation)
         })?;
+        // Relaxed: changed under the bulk lock only; see `mark_txdone` for the reader.
+        self.bulks_live.fetch_sub(1, Ordering::Relaxed);
         b[pos].take()
+    }
+
+    /// Set bulk slot `k` (under the bulk lock), keeping `bulks_live` in step.
+    fn put_bulk(&self, k: usize, st: Option<BulkState>) {
+        let mut b = self.bulks.lock();
+        // Relaxed: changed under the bulk lock only; see `mark_txdone` for the reader.
+        match (b[k].is_some(), st.is_some()) {
+            (false, true) => self.bulks_live.fetch_add(1, Ordering::Relaxed),
+            (true, false) => self.bulks_live.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        b[k] = st;
     }
 
     fn start_bulk(&self, req: &BulkRequest, k: usize) -> Result<InvokeTicket> {
@@ -169,8 +189,13 @@ impl Transport for FastRpcTransport {
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
         let t = InvokeTicket::from_ticket(&ticket);
         // A bulk ended without take_bulk: its buffer goes; the staging buffer stays referenced
-        // by the context until the DSP is done with it.
-        drop(self.take_bulk_state(&t));
+        // by the context until the DSP is done with it. Relaxed: if `t` is a bulk, the `bulk`
+        // call that made it raised the count before returning it, which happens-before this
+        // call (the ticket reached us), and only `t`'s own end lowers it again, so the load
+        // reads at least 1. Zero means no bulk is live and `t` is an ordinary call.
+        if self.bulks_live.load(Ordering::Relaxed) != 0 {
+            drop(self.take_bulk_state(&t));
+        }
         self.session.end(t, outcome);
     }
 
@@ -194,30 +219,36 @@ impl Transport for FastRpcTransport {
             return Err((Error::Busy, req));
         };
         // Reserve the slot before starting, so a concurrent bulk cannot take it.
-        self.bulks.lock()[k] = Some(BulkState {
-            idx: usize::MAX,
-            generation: u64::MAX,
-            dir: req.dir,
-            buf: Vec::new(),
-            offset: 0,
-            len: 0,
-            staging: k,
-        });
+        self.put_bulk(
+            k,
+            Some(BulkState {
+                idx: usize::MAX,
+                generation: u64::MAX,
+                dir: req.dir,
+                buf: Vec::new(),
+                offset: 0,
+                len: 0,
+                staging: k,
+            }),
+        );
         match self.start_bulk(&req, k) {
             Ok(t) => {
-                self.bulks.lock()[k] = Some(BulkState {
-                    idx: t.idx,
-                    generation: t.generation,
-                    dir: req.dir,
-                    buf: req.buf,
-                    offset: req.offset,
-                    len: req.len,
-                    staging: k,
-                });
+                self.put_bulk(
+                    k,
+                    Some(BulkState {
+                        idx: t.idx,
+                        generation: t.generation,
+                        dir: req.dir,
+                        buf: req.buf,
+                        offset: req.offset,
+                        len: req.len,
+                        staging: k,
+                    }),
+                );
                 Ok(t.to_ticket())
             }
             Err(e) => {
-                self.bulks.lock()[k] = None;
+                self.put_bulk(k, None);
                 Err((e, req))
             }
         }
@@ -243,14 +274,14 @@ impl Transport for FastRpcTransport {
                     let dst = &mut st.buf[st.offset..st.offset + n];
                     if let Err(e) = self.staging[st.staging].read(0, dst) {
                         let k = st.staging;
-                        self.bulks.lock()[k] = Some(st);
+                        self.put_bulk(k, Some(st));
                         return Err((e.into(), ticket));
                     }
                     n
                 }
                 Err(e) => {
                     let k = st.staging;
-                    self.bulks.lock()[k] = Some(st);
+                    self.put_bulk(k, Some(st));
                     return Err((e.into(), ticket));
                 }
             },

@@ -462,3 +462,45 @@ fn end_counts_timeouts_only_and_keeps_abandoned_buffers() {
     assert_eq!(s.payload_free(), cap);
     assert_eq!(s.stats().timed_out, before + 1);
 }
+
+/// A bulk ended with `mark_txdone` instead of `take_bulk` gives its staging slot back (the
+/// transport's bulk slots are few): bulks ended that way, then ordinary calls, then more bulks,
+/// never run out of slots. Fails if ending a transfer skips the bulk bookkeeping.
+#[test]
+fn bulks_ended_without_take_give_their_slot_back() {
+    use fwipc_transport_api::{BulkDir, BulkRequest, TxOutcome};
+    let f = FastRpcFixture::setup(Completion::Polled);
+    let t = f.transport();
+    let clock = StdClock::new();
+    let bulk_then_end = || {
+        let req = BulkRequest {
+            target: f.echo_target(),
+            dir: BulkDir::Transmit,
+            buf: vec![0x5a; 256],
+            offset: 0,
+            len: 256,
+        };
+        let ticket = t.bulk(req).map_err(|(e, _)| e).expect("a free bulk slot");
+        common::wait_for(|| t.poll_done(&ticket).unwrap_or(true));
+        assert_eq!(t.poll_done(&ticket), Ok(true), "the bulk finished");
+        t.mark_txdone(ticket, TxOutcome::Cancelled);
+    };
+    for round in 0..3 {
+        for _ in 0..4 {
+            bulk_then_end();
+        }
+        let mut out = [0u8; 8];
+        let n = call(
+            t,
+            &clock,
+            &Request::new(f.echo_target(), b"between"),
+            &mut out,
+            Duration::from_secs(2),
+            yield_wait(),
+        )
+        .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        // The echo object answers each byte inverted.
+        let back: Vec<u8> = out[..n].iter().map(|b| !b).collect();
+        assert_eq!(back, b"between");
+    }
+}
