@@ -18,6 +18,7 @@ mod rewrite;
 pub mod vchi;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -73,13 +74,43 @@ impl Bell {
     }
 }
 
+/// Hashes the bus maps' integer keys (page addresses, bus addresses) with one multiply per word
+/// (the FxHash step), the result rotated so the well-mixed high bits pick the bucket (page
+/// addresses have twelve zero low bits). The default SipHash cost more per 4 KiB page than
+/// copying the page in the bulk benchmark (docs/benchmarks.md, "Wide shared-memory copies").
+#[derive(Default, Clone, Copy)]
+struct PageHasher(u64);
+
+impl Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(u64::from(x));
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+}
+
+/// A bus map keyed by integers.
+type PageMap<K, V> = HashMap<K, V, BuildHasherDefault<PageHasher>>;
+
 #[derive(Default)]
 struct BusMaps {
-    cpu_to_bus: HashMap<usize, (u64, u32)>,
-    bus_to_cpu: HashMap<u64, usize>,
+    cpu_to_bus: PageMap<usize, (u64, u32)>,
+    bus_to_cpu: PageMap<u64, usize>,
     /// (pagelist bus address, bus page) → mappings of that page for that transfer: the master
     /// resolves a page only for a transfer that mapped it.
-    owners: HashMap<(u32, u64), u32>,
+    owners: PageMap<(u32, u64), u32>,
     next: u64,
 }
 
