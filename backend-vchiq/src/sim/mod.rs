@@ -139,30 +139,29 @@ pub struct SimBus {
     wide: AtomicBool,
 }
 
-impl SimBus {
-    fn map(&self, cpu_page: usize) -> Option<u64> {
-        let mut m = self.maps.lock().ok()?;
-        if let Some((bus, refs)) = m.cpu_to_bus.get_mut(&cpu_page) {
+impl BusMaps {
+    /// Map `cpu_page` (one more reference if it is mapped already); its bus address. `wide`:
+    /// the window above 4 GiB.
+    fn map(&mut self, cpu_page: usize, wide: bool) -> u64 {
+        if let Some((bus, refs)) = self.cpu_to_bus.get_mut(&cpu_page) {
             *refs += 1;
-            return Some(*bus);
+            return *bus;
         }
-        // Relaxed: configuration set before the pair runs. Wide mode puts the window above
-        // 4 GiB (a Pi 4 with 8 GiB), so only the 36-bit pagelist format can reach it.
-        let base = if self.wide.load(Ordering::Relaxed) {
+        let base = if wide {
             SIM_DMA_BUS_BASE_WIDE
         } else {
             SIM_DMA_BUS_BASE as u64
         };
-        let bus = base + m.next * 4096;
-        m.next = (m.next + 1) % 0x7_0000;
-        m.cpu_to_bus.insert(cpu_page, (bus, 1));
-        m.bus_to_cpu.insert(bus, cpu_page);
-        Some(bus)
+        let bus = base + self.next * 4096;
+        self.next = (self.next + 1) % 0x7_0000;
+        self.cpu_to_bus.insert(cpu_page, (bus, 1));
+        self.bus_to_cpu.insert(bus, cpu_page);
+        bus
     }
 
-    fn unmap(&self, cpu_page: usize) {
-        let Ok(mut m) = self.maps.lock() else { return };
-        let gone = match m.cpu_to_bus.get_mut(&cpu_page) {
+    /// Drop one reference to the mapping of `cpu_page`; unmapped with the last.
+    fn unmap(&mut self, cpu_page: usize) {
+        let gone = match self.cpu_to_bus.get_mut(&cpu_page) {
             Some((bus, refs)) => {
                 *refs -= 1;
                 (*refs == 0).then_some(*bus)
@@ -170,8 +169,27 @@ impl SimBus {
             None => None,
         };
         if let Some(bus) = gone {
-            m.cpu_to_bus.remove(&cpu_page);
-            m.bus_to_cpu.remove(&bus);
+            self.cpu_to_bus.remove(&cpu_page);
+            self.bus_to_cpu.remove(&bus);
+        }
+    }
+}
+
+impl SimBus {
+    /// Relaxed: configuration set before the pair runs. Wide mode puts the window above 4 GiB
+    /// (a Pi 4 with 8 GiB), so only the 36-bit pagelist format can reach it.
+    fn wide(&self) -> bool {
+        self.wide.load(Ordering::Relaxed)
+    }
+
+    fn map(&self, cpu_page: usize) -> Option<u64> {
+        let wide = self.wide();
+        Some(self.maps.lock().ok()?.map(cpu_page, wide))
+    }
+
+    fn unmap(&self, cpu_page: usize) {
+        if let Ok(mut m) = self.maps.lock() {
+            m.unmap(cpu_page);
         }
     }
 
@@ -179,29 +197,26 @@ impl SimBus {
         self.maps.lock().ok()?.bus_to_cpu.get(&bus_page).copied()
     }
 
-    /// Map `cpu_page` for the transfer whose pagelist is at `pagelist`.
+    /// Map `cpu_page` for the transfer whose pagelist is at `pagelist` (one lock for both maps).
     fn map_for(&self, pagelist: u32, cpu_page: usize) -> Option<u64> {
-        let bus = self.map(cpu_page)?;
-        let Ok(mut m) = self.maps.lock() else {
-            self.unmap(cpu_page);
-            return None;
-        };
+        let wide = self.wide();
+        let mut m = self.maps.lock().ok()?;
+        let bus = m.map(cpu_page, wide);
         *m.owners.entry((pagelist, bus)).or_insert(0) += 1;
         Some(bus)
     }
 
     fn unmap_for(&self, pagelist: u32, cpu_page: usize) {
-        if let Ok(mut m) = self.maps.lock() {
-            if let Some(&(bus, _)) = m.cpu_to_bus.get(&cpu_page) {
-                if let Some(n) = m.owners.get_mut(&(pagelist, bus)) {
-                    *n -= 1;
-                    if *n == 0 {
-                        m.owners.remove(&(pagelist, bus));
-                    }
+        let Ok(mut m) = self.maps.lock() else { return };
+        if let Some(&(bus, _)) = m.cpu_to_bus.get(&cpu_page) {
+            if let Some(n) = m.owners.get_mut(&(pagelist, bus)) {
+                *n -= 1;
+                if *n == 0 {
+                    m.owners.remove(&(pagelist, bus));
                 }
             }
         }
-        self.unmap(cpu_page);
+        m.unmap(cpu_page);
     }
 
     /// The CPU page of `bus_page` if the transfer whose pagelist is at `pagelist` mapped it.
