@@ -21,21 +21,26 @@
 //!   `checked_add`, `InvalidArgument` when out of range), which copy between the region and
 //!   private AP memory with the one shared-memory accessor of every backend,
 //!   `fwipc_transport_api::shared_mem` (`copy_from_shared` / `copy_to_shared` / `fill_shared`):
-//!   one byte at a time with **Relaxed `AtomicU8`** loads/stores made from the raw pointer (the
-//!   only reference is the transient `&AtomicU8` of `AtomicU8::from_ptr`, a shared reference to
-//!   an `UnsafeCell`, which by definition may be written concurrently);
+//!   byte-wise atomic copies made from the raw pointer, each native word wholly inside the range
+//!   one **Relaxed `AtomicUsize`** load/store and the edge bytes **Relaxed `AtomicU8`** (the only
+//!   references are the transient `&AtomicUsize` / `&AtomicU8` of `from_ptr`, shared references
+//!   to an `UnsafeCell`, which by definition may be written concurrently);
 //! - parsers (metadata, lengths, fd lists) only ever run over the private copy, so each remote
 //!   value is read exactly once and checked where it is used.
 //!
-//! Why per-byte atomics and not `ptr::copy_nonoverlapping` or `read_volatile`: both of those are
+//! Why atomic copies and not `ptr::copy_nonoverlapping` or `read_volatile`: both of those are
 //! *non-atomic* accesses in the language model, so with the simulated DSP (a Rust thread using
-//! the same memory) they would still race. A Relaxed `AtomicU8` access never races with another
+//! the same memory) they would still race. A Relaxed atomic access never races with another
 //! atomic access of the same size, whatever thread or agent makes it; the DSP side is modelled
-//! as such an agent (hardware byte stores are single-copy atomic; the simulator's DSP uses these
-//! same accessors), so a concurrent DSP write yields *some* byte value (every `u8` is valid),
-//! never UB. Mixed-size atomics are not allowed on the same bytes, hence bytes everywhere
-//! (including the DSP side of the simulator). On aarch64 a Relaxed byte load/store is a plain
-//! `ldrb`/`strb`, the same instruction a volatile byte access would be; no barrier is added.
+//! as such an agent (on hardware an aligned word or byte access is single-copy atomic for each
+//! of its bytes; the simulator's DSP uses these same accessors), so a concurrent DSP write
+//! yields *some* value for each byte (every `u8` is valid), never UB. Racing atomics of
+//! different sizes on the same bytes are not allowed in the language model, so the simulator's
+//! DSP copies with `shared_mem` too, and two sides that can race on a word cover it the same
+//! way (`shared_mem`'s module documentation: the same range ends, or ends that differ only at
+//! word boundaries; regions are page-aligned). On aarch64 the copies are plain `ldr`/`str`
+//! inside and `ldrb`/`strb` at the edges, the instructions volatile accesses would be; no
+//! barrier is added.
 //! Relaxed is enough because these accessors carry no ordering duty: publication of the bytes to
 //! and from the DSP is ordered by the [`crate::PacketChannel`] contract (`send` releases,
 //! receipt acquires) and, for non-coherent memory, by the region's
@@ -59,9 +64,11 @@ use crate::error::{FastRpcError, Result};
 ///
 /// Implementors promise that [`as_ptr`](DmaRegion::as_ptr) returns a pointer valid for reads and
 /// writes of [`len`](DmaRegion::len) bytes for as long as the region object lives, that `len`
-/// never changes, and that the AP side of that memory is accessed *only* through atomic byte
-/// accesses (this module's accessors): the implementation itself never creates a `&[u8]` /
-/// `&mut [u8]` over it and never reads or writes it non-atomically while the region is shared.
+/// never changes, and that the AP side of that memory is accessed *only* through
+/// `fwipc_transport_api::shared_mem`'s byte-wise atomic copies (this module's accessors; any
+/// in-process agent standing for the DSP uses them too): the implementation itself never
+/// creates a `&[u8]` / `&mut [u8]` over it, never reads or writes it non-atomically while the
+/// region is shared, and never makes a racing atomic access of another size to its bytes.
 /// The pointed-to bytes may change at any time (the DSP writes them).
 pub unsafe trait DmaRegion: Send + Sync {
     /// Bus address (IOVA on the session's context bank, below 2^32) of byte 0.
@@ -75,7 +82,7 @@ pub unsafe trait DmaRegion: Send + Sync {
         self.len() == 0
     }
     /// AP mapping of byte 0. The crate only ever dereferences it through its bounds-checked
-    /// per-byte atomic accessors, never turning it into a slice.
+    /// byte-wise atomic accessors, never turning it into a slice.
     fn as_ptr(&self) -> NonNull<u8>;
     /// Called after the AP wrote `[off, off+len)` and before the DSP may read it (clean the
     /// data cache for a non-coherent mapping). A coherent mapping needs nothing: the default.
@@ -104,8 +111,8 @@ pub(crate) fn read_at(r: &dyn DmaRegion, off: usize, out: &mut [u8]) -> Result<(
     in_bounds(r.len(), off, out.len())?;
     r.sync_for_cpu(off, out.len());
     // SAFETY: `[off, off + out.len())` is inside the region (checked above), which the
-    // `DmaRegion` contract keeps valid while `r` lives and reaches only through byte-sized
-    // atomics, ours and the (simulated or real) DSP's: the accessor's contract. Ordering against
+    // `DmaRegion` contract keeps valid while `r` lives and reaches only through `shared_mem`'s
+    // copies, ours and the (simulated or real) DSP's: the accessor's contract. Ordering against
     // the DSP comes from the packet channel contract (module documentation).
     unsafe { copy_from_shared(r.as_ptr().as_ptr().wrapping_add(off), out) };
     Ok(())
@@ -135,7 +142,8 @@ pub fn fill_at(r: &dyn DmaRegion, off: usize, n: usize, v: u8) -> Result<()> {
 }
 
 /// Zeroed region backing memory a HAL (or the simulator) can own: `len` atomic bytes, so the
-/// owner never holds a plain-`u8` view of memory it shares.
+/// owner never holds a plain-`u8` view of memory it shares (`shared_mem`'s word accesses reach
+/// them through raw pointers; the memory's type does not matter to them, its address does).
 pub fn zeroed_atomic_bytes(len: usize) -> alloc::boxed::Box<[AtomicU8]> {
     (0..len).map(|_| AtomicU8::new(0)).collect()
 }
@@ -251,7 +259,7 @@ mod tests {
 
     /// The simulated DSP (through the SMMU path, `SimBus::write`, no lock around the region)
     /// rewrites a region while the AP reads and writes it: no references exist, so this is two
-    /// agents doing atomic byte accesses. Each byte read is one some side wrote (never a torn or
+    /// agents doing byte-wise atomic copies. Each byte read is one some side wrote (never a torn or
     /// invented value), and mixed generations inside one read are expected and harmless.
     #[test]
     fn simulated_dsp_writes_concurrently_with_ap_reads() {
@@ -302,9 +310,11 @@ mod tests {
 
     /// The same race, small enough for Miri (`.ci/run`: `miri -p fwipc-fastrpc --lib mem::tests`):
     /// the simulated DSP rewrites a region through the bus while the AP reads, writes and fills
-    /// it with `read_at` / `write_at` / `fill_at`. Miri reports a data race if any side made a
-    /// non-atomic or mixed-size access to those bytes (e.g. `read_at` through a slice or
-    /// `ptr::copy_nonoverlapping`).
+    /// it with `read_at` / `write_at` / `fill_at` over the same two ranges, `0..40` and `40..48`
+    /// (the same range ends, so both sides cover each word the same way whatever the region's
+    /// alignment: `shared_mem`'s rule; the AP writes only the first). Miri reports a data race if any side made a non-atomic or mixed-size access to
+    /// those bytes (e.g. `read_at` through a slice or `ptr::copy_nonoverlapping`, or a side
+    /// storing byte by byte where the other copies words).
     #[cfg(feature = "std")]
     #[test]
     fn racing_dsp_and_ap_accessors_are_no_data_race() {
@@ -315,17 +325,20 @@ mod tests {
             let bus = bus.clone();
             std::thread::spawn(move || {
                 for v in 1..=8u8 {
-                    assert!(bus.write(addr, &[v; 48]));
+                    assert!(bus.write(addr, &[v; 40]));
+                    assert!(bus.write(addr + 40, &[v; 8]));
                 }
             })
         };
         let mut buf = [0u8; 48];
         for _ in 0..8 {
-            read_at(&*r, 0, &mut buf).unwrap();
+            let (first, last) = buf.split_at_mut(40);
+            read_at(&*r, 0, first).unwrap();
+            read_at(&*r, 40, last).unwrap();
             // Every byte is one somebody wrote: 0 (zeroed), the DSP's 1..=8, ours 0x11/0x22.
             assert!(buf.iter().all(|&x| x <= 8 || x == 0x11 || x == 0x22));
-            write_at(&*r, 16, &[0x11; 8]).unwrap();
-            fill_at(&*r, 24, 8, 0x22).unwrap();
+            write_at(&*r, 0, &[0x11; 40]).unwrap();
+            fill_at(&*r, 0, 40, 0x22).unwrap();
         }
         dsp.join().unwrap();
         read_at(&*r, 40, &mut buf[..8]).unwrap();

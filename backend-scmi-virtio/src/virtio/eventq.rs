@@ -230,7 +230,7 @@ impl<H: Hal> EventQueue<H> {
 
 #[cfg(all(test, feature = "sim"))]
 mod tests {
-    use core::sync::atomic::{AtomicU8, Ordering};
+    use fwipc_transport_api::shared_mem::copy_to_shared;
 
     use super::*;
     use crate::sim::SimHal;
@@ -238,11 +238,13 @@ mod tests {
     /// A notification header word: protocol 0x81, type 3 (notification), message 1.
     const NOTIFY_HDR: u32 = (0x81 << 10) | (3 << 8) | 0x01;
 
-    /// With an in-place `Hal` a hostile device keeps writing an eventq buffer (byte atomics, the
-    /// one width of `shared_mem`) after returning it, while the driver checks and copies it: the
-    /// driver only copies through `shared_mem`, so there is no data race (Miri:
-    /// `cargo +nightly miri test -p fwipc-scmi-virtio --lib eventq::tests`; slices over the buffer
-    /// are reported as a race) and it parses the header it fetched once.
+    /// With an in-place `Hal` a hostile device keeps writing an eventq buffer after returning it,
+    /// while the driver checks and copies it: both sides copy through `shared_mem`, the device
+    /// over the same ranges the driver reads (header, then payload: the same range ends, so each
+    /// word is covered the same way, `shared_mem`'s rule), so there is no data race (Miri:
+    /// `cargo +nightly miri test -p fwipc-scmi-virtio --lib eventq::tests`; slices over the buffer,
+    /// or a device storing byte by byte over the payload the driver copies as words, are
+    /// reported as a race) and it parses the header it fetched once.
     #[test]
     fn device_rewriting_a_returned_buffer_is_no_data_race() {
         let ring = SplitRing::<SimHal>::new(4, false).expect("ring");
@@ -251,13 +253,12 @@ mod tests {
         let addr = q.buf(0).as_ptr() as *mut u8 as usize;
         let hdr = NOTIFY_HDR.to_le_bytes();
         let write = move |v: u8| {
-            for i in 0..16 {
-                let b = hdr.get(i).copied().unwrap_or(v);
-                // SAFETY: byte `i` of the 16-byte buffer 0, alive until `q` is dropped after the
-                // scope; byte atomics only.
-                let c = unsafe { AtomicU8::from_ptr((addr as *mut u8).add(i)) };
-                // Relaxed: a hostile device's racing writes, nothing published.
-                c.store(b, Ordering::Relaxed);
+            let p = addr as *mut u8;
+            // SAFETY: bytes 0..4 and 4..16 of the 16-byte buffer 0, alive until `q` is dropped
+            // after the scope; the driver copies the same two ranges through `shared_mem`.
+            unsafe {
+                copy_to_shared(p, &hdr);
+                copy_to_shared(p.wrapping_add(HEADER_LEN), &[v; 16 - HEADER_LEN]);
             }
         };
         write(0);

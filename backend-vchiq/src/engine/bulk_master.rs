@@ -223,7 +223,8 @@ impl Vchiq {
             let p = platform
                 .bulk_bus_to_cpu(rb.pagelist, page)
                 .ok_or(fwipc_transport_api::ProtocolError::OutOfRange)?;
-            // Bulk pages are copied with byte atomics, the region only ever with word atomics
+            // Bulk pages are copied with `shared_mem`'s byte-wise atomic copies (native words
+            // inside, bytes at the edges), the region only ever with `u32` word atomics
             // (`crate::shared::region`'s one-width rule): a page inside the region is refused.
             if region.overlaps(p, VCHIQ_SLOT_SIZE) {
                 return Err(fwipc_transport_api::ProtocolError::OutOfRange);

@@ -24,10 +24,13 @@
 //!
 //! Bulk data pages (the slave's buffers, outside the region; reached by the master role through
 //! [`Platform::bulk_bus_to_cpu`](crate::Platform::bulk_bus_to_cpu)) follow the other rule of this
-//! workspace (as `fwipc-fastrpc`'s `mem` module): byte-sized atomics only
-//! (`fwipc_transport_api::shared_mem`), because a word read-modify-write there would
-//! rewrite bytes next to the transfer that belong to someone else. The master refuses a bulk page
-//! that overlaps the region ([`Region::overlaps`]), so the two widths never meet on the same bytes.
+//! workspace (as `fwipc-fastrpc`'s `mem` module): the byte-wise atomic copies of
+//! `fwipc_transport_api::shared_mem`, which move each native word wholly inside the transfer's
+//! bytes with one `AtomicUsize` access and the bytes at its edges with `AtomicU8`, and never
+//! touch a byte outside it, because a word read-modify-write there would rewrite bytes next to
+//! the transfer that belong to someone else. The master refuses a bulk page that overlaps the
+//! region ([`Region::overlaps`]), so the region's `u32` words and those copies never meet on the
+//! same bytes.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};

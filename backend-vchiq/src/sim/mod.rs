@@ -18,6 +18,7 @@ mod rewrite;
 pub mod vchi;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -73,13 +74,43 @@ impl Bell {
     }
 }
 
+/// Hashes the bus maps' integer keys (page addresses, bus addresses) with one multiply per word
+/// (the FxHash step), the result rotated so the well-mixed high bits pick the bucket (page
+/// addresses have twelve zero low bits). The default SipHash cost more per 4 KiB page than
+/// copying the page in the bulk benchmark (docs/benchmarks.md, "Wide shared-memory copies").
+#[derive(Default, Clone, Copy)]
+struct PageHasher(u64);
+
+impl Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(u64::from(x));
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+}
+
+/// A bus map keyed by integers.
+type PageMap<K, V> = HashMap<K, V, BuildHasherDefault<PageHasher>>;
+
 #[derive(Default)]
 struct BusMaps {
-    cpu_to_bus: HashMap<usize, (u64, u32)>,
-    bus_to_cpu: HashMap<u64, usize>,
+    cpu_to_bus: PageMap<usize, (u64, u32)>,
+    bus_to_cpu: PageMap<u64, usize>,
     /// (pagelist bus address, bus page) → mappings of that page for that transfer: the master
     /// resolves a page only for a transfer that mapped it.
-    owners: HashMap<(u32, u64), u32>,
+    owners: PageMap<(u32, u64), u32>,
     next: u64,
 }
 
@@ -108,30 +139,29 @@ pub struct SimBus {
     wide: AtomicBool,
 }
 
-impl SimBus {
-    fn map(&self, cpu_page: usize) -> Option<u64> {
-        let mut m = self.maps.lock().ok()?;
-        if let Some((bus, refs)) = m.cpu_to_bus.get_mut(&cpu_page) {
+impl BusMaps {
+    /// Map `cpu_page` (one more reference if it is mapped already); its bus address. `wide`:
+    /// the window above 4 GiB.
+    fn map(&mut self, cpu_page: usize, wide: bool) -> u64 {
+        if let Some((bus, refs)) = self.cpu_to_bus.get_mut(&cpu_page) {
             *refs += 1;
-            return Some(*bus);
+            return *bus;
         }
-        // Relaxed: configuration set before the pair runs. Wide mode puts the window above
-        // 4 GiB (a Pi 4 with 8 GiB), so only the 36-bit pagelist format can reach it.
-        let base = if self.wide.load(Ordering::Relaxed) {
+        let base = if wide {
             SIM_DMA_BUS_BASE_WIDE
         } else {
             SIM_DMA_BUS_BASE as u64
         };
-        let bus = base + m.next * 4096;
-        m.next = (m.next + 1) % 0x7_0000;
-        m.cpu_to_bus.insert(cpu_page, (bus, 1));
-        m.bus_to_cpu.insert(bus, cpu_page);
-        Some(bus)
+        let bus = base + self.next * 4096;
+        self.next = (self.next + 1) % 0x7_0000;
+        self.cpu_to_bus.insert(cpu_page, (bus, 1));
+        self.bus_to_cpu.insert(bus, cpu_page);
+        bus
     }
 
-    fn unmap(&self, cpu_page: usize) {
-        let Ok(mut m) = self.maps.lock() else { return };
-        let gone = match m.cpu_to_bus.get_mut(&cpu_page) {
+    /// Drop one reference to the mapping of `cpu_page`; unmapped with the last.
+    fn unmap(&mut self, cpu_page: usize) {
+        let gone = match self.cpu_to_bus.get_mut(&cpu_page) {
             Some((bus, refs)) => {
                 *refs -= 1;
                 (*refs == 0).then_some(*bus)
@@ -139,8 +169,27 @@ impl SimBus {
             None => None,
         };
         if let Some(bus) = gone {
-            m.cpu_to_bus.remove(&cpu_page);
-            m.bus_to_cpu.remove(&bus);
+            self.cpu_to_bus.remove(&cpu_page);
+            self.bus_to_cpu.remove(&bus);
+        }
+    }
+}
+
+impl SimBus {
+    /// Relaxed: configuration set before the pair runs. Wide mode puts the window above 4 GiB
+    /// (a Pi 4 with 8 GiB), so only the 36-bit pagelist format can reach it.
+    fn wide(&self) -> bool {
+        self.wide.load(Ordering::Relaxed)
+    }
+
+    fn map(&self, cpu_page: usize) -> Option<u64> {
+        let wide = self.wide();
+        Some(self.maps.lock().ok()?.map(cpu_page, wide))
+    }
+
+    fn unmap(&self, cpu_page: usize) {
+        if let Ok(mut m) = self.maps.lock() {
+            m.unmap(cpu_page);
         }
     }
 
@@ -148,29 +197,26 @@ impl SimBus {
         self.maps.lock().ok()?.bus_to_cpu.get(&bus_page).copied()
     }
 
-    /// Map `cpu_page` for the transfer whose pagelist is at `pagelist`.
+    /// Map `cpu_page` for the transfer whose pagelist is at `pagelist` (one lock for both maps).
     fn map_for(&self, pagelist: u32, cpu_page: usize) -> Option<u64> {
-        let bus = self.map(cpu_page)?;
-        let Ok(mut m) = self.maps.lock() else {
-            self.unmap(cpu_page);
-            return None;
-        };
+        let wide = self.wide();
+        let mut m = self.maps.lock().ok()?;
+        let bus = m.map(cpu_page, wide);
         *m.owners.entry((pagelist, bus)).or_insert(0) += 1;
         Some(bus)
     }
 
     fn unmap_for(&self, pagelist: u32, cpu_page: usize) {
-        if let Ok(mut m) = self.maps.lock() {
-            if let Some(&(bus, _)) = m.cpu_to_bus.get(&cpu_page) {
-                if let Some(n) = m.owners.get_mut(&(pagelist, bus)) {
-                    *n -= 1;
-                    if *n == 0 {
-                        m.owners.remove(&(pagelist, bus));
-                    }
+        let Ok(mut m) = self.maps.lock() else { return };
+        if let Some(&(bus, _)) = m.cpu_to_bus.get(&cpu_page) {
+            if let Some(n) = m.owners.get_mut(&(pagelist, bus)) {
+                *n -= 1;
+                if *n == 0 {
+                    m.owners.remove(&(pagelist, bus));
                 }
             }
         }
-        self.unmap(cpu_page);
+        m.unmap(cpu_page);
     }
 
     /// The CPU page of `bus_page` if the transfer whose pagelist is at `pagelist` mapped it.

@@ -94,10 +94,10 @@ pub fn memcpy_round(size: usize, rounds: u64) -> f64 {
     c.median()
 }
 
-/// The same two copies done one relaxed `AtomicU8` access per byte: how the VCHIQ core moves
-/// bulk data into and out of pages the other side mapped (`backend-vchiq/src/region.rs`
-/// `copy_from_shared` / `copy_to_shared`, the one-width rule), which cannot be vectorised. ns
-/// per round (median chunk).
+/// The same two copies done one relaxed `AtomicU8` access per byte, which cannot be
+/// vectorised: the floor of a byte-wise atomic copy made of byte accesses only (how
+/// `fwipc_transport_api::shared_mem` copied before its copies moved whole words), next to
+/// [`word_atomic_round`]. ns per round (median chunk).
 pub fn byte_atomic_round(size: usize, rounds: u64) -> f64 {
     use std::sync::atomic::{AtomicU8, Ordering};
     let a: Vec<AtomicU8> = (0..size).map(|_| AtomicU8::new(0x5a)).collect();
@@ -118,6 +118,34 @@ pub fn byte_atomic_round(size: usize, rounds: u64) -> f64 {
     c.median()
 }
 
+/// The same two copies through the real accessors every backend uses on memory the remote can
+/// write, `fwipc_transport_api::shared_mem`: `copy_to_shared` from a private buffer into the
+/// shared one, `copy_from_shared` back out into another private buffer (relaxed `AtomicUsize`
+/// per native word, `AtomicU8` for edge bytes; the buffers here are word-aligned, so all words).
+/// How VCHIQ bulk moves data into and out of the pages the other side mapped. ns per round
+/// (median chunk).
+pub fn word_atomic_round(size: usize, rounds: u64) -> f64 {
+    use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
+    use std::sync::atomic::AtomicU64;
+    let a = vec![0x5au8; size];
+    let b: Vec<AtomicU64> = (0..size.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
+    let mut d = vec![0u8; size];
+    let p = b.as_ptr() as *mut u8;
+    let mut c = Chunked::new(rounds);
+    for _ in 0..rounds {
+        // SAFETY: `size` bytes of `b`, alive for the loop, reached by no other thread.
+        unsafe { copy_to_shared(black_box(p), black_box(&a)) };
+        // SAFETY: as above.
+        unsafe { copy_from_shared(black_box(p), black_box(&mut d)) };
+        c.tick();
+    }
+    assert_eq!(d, a, "word-atomic copy: the bytes came back changed");
+    c.median()
+}
+
+/// A copy floor: ns per round of two copies of `size` bytes, `rounds` rounds.
+type CopyRound = fn(usize, u64) -> f64;
+
 /// Runs (e) over the `benches` that have bulk transfers (`samples` samples per size, each next
 /// to a memcpy of the same size), prints its section, and returns the plot series (bulk
 /// bandwidth as a share of memcpy's, against the size).
@@ -132,30 +160,39 @@ pub fn run(
         "Both sides in one thread: a bulk transmit of the size, then a bulk receive of the same \
          bytes back, against two memcpys of the same size in the same sample. Bandwidth as a \
          share of memcpy's (100% = as fast as memcpy; median over {samples} samples; \
-         min–max in brackets). *byte-atomic copy* is the same two copies done one relaxed \
-         `AtomicU8` load or store per byte, the way the VCHIQ core copies to and from pages \
-         the other side mapped (`backend-vchiq/src/region.rs`).\n"
+         min–max in brackets). *word-atomic copy* is the same two copies through \
+         `fwipc_transport_api::shared_mem` (`copy_to_shared` in, `copy_from_shared` out: a \
+         relaxed `AtomicUsize` load or store per native word, `AtomicU8` for the bytes at \
+         unaligned edges), the way the VCHIQ core copies to and from pages the other side \
+         mapped; *byte-atomic copy* the same two copies one relaxed `AtomicU8` access per \
+         byte, the floor before the copies were made wide.\n"
     );
     let sizes: Vec<String> = SIZES.iter().map(|&s| size_name(s)).collect();
     println!("| backend | {} |", sizes.join(" | "));
     println!("|---|{}", "---:|".repeat(SIZES.len()));
     let mut series = Vec::new();
-    // The floor of a copy that may not be vectorised, next to memcpy in the same samples.
-    let mut cells = Vec::new();
-    let mut points = Vec::new();
-    for &size in &SIZES {
-        let rounds = rounds_for(size, quick);
-        let mut v: Vec<f64> = (0..samples)
-            .map(|_| 100.0 * memcpy_round(size, rounds) / byte_atomic_round(size, rounds))
-            .collect();
-        cells.push(spread_pct(&mut v));
-        points.push((size as f64 / 1024.0, median(&mut v)));
+    // The floors of copies that may not be vectorised, next to memcpy in the same samples.
+    let copies: [(&str, CopyRound); 2] = [
+        ("word-atomic copy", word_atomic_round),
+        ("byte-atomic copy", byte_atomic_round),
+    ];
+    for (name, copy) in copies {
+        let mut cells = Vec::new();
+        let mut points = Vec::new();
+        for &size in &SIZES {
+            let rounds = rounds_for(size, quick);
+            let mut v: Vec<f64> = (0..samples)
+                .map(|_| 100.0 * memcpy_round(size, rounds) / copy(size, rounds))
+                .collect();
+            cells.push(spread_pct(&mut v));
+            points.push((size as f64 / 1024.0, median(&mut v)));
+        }
+        println!("| *{name}* | {} |", cells.join(" | "));
+        series.push(Series {
+            name: name.into(),
+            points,
+        });
     }
-    println!("| *byte-atomic copy* | {} |", cells.join(" | "));
-    series.push(Series {
-        name: "byte-atomic copy".into(),
-        points,
-    });
     for (name, b) in benches {
         let Some(b) = b.as_deref() else { continue };
         if !SIZES.iter().any(|&s| b.has_bulk(s)) {

@@ -29,7 +29,8 @@
 //! counted in the (f) phase, to find where a steady-state allocation comes from. `--instructions`
 //! prints instructions and atomic read-modify-writes per inline round trip instead, counted by
 //! callgrind ([`instr`]). `--parked` runs (c) alone (with `--samples N` and `--only NAME`, a
-//! quick before/after comparison of the interrupt-style path).
+//! quick before/after comparison of the interrupt-style path); `--bulk-only` likewise runs (e)
+//! alone (7 samples, or `--samples N`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -629,6 +630,8 @@ fn main() {
     let no_spin = args.iter().any(|a| a == "--no-spin");
     // `--parked`: only (c).
     let parked_only = args.iter().any(|a| a == "--parked");
+    // `--bulk-only`: only (e).
+    let bulk_only = args.iter().any(|a| a == "--bulk-only");
     // `--svg DIR`: draw the plots into DIR.
     let svg_dir = args
         .iter()
@@ -639,13 +642,15 @@ fn main() {
     } else {
         (21, 20_000)
     };
+    // Samples of the slower sections (d) and (e).
+    let few = if quick { 2 } else { 7 };
     // `--samples N`: fewer (or more) interleaved samples, e.g. on a loaded machine.
-    let samples = args
+    let samples_arg: Option<u64> = args
         .iter()
         .position(|a| a == "--samples")
         .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(samples);
+        .and_then(|n| n.parse().ok());
+    let samples = samples_arg.unwrap_or(samples);
     let traces = std::env::var("FWIPC_BENCH_ALLOC_TRACE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -737,9 +742,14 @@ fn main() {
         benches.push((name, b));
         res.push(s);
     }
-    if parked_only {
+    if parked_only || bulk_only {
         let mut failures: Vec<String> = Vec::new();
-        parked::run(&benches, samples, rounds / 10, quick, &mut failures);
+        if parked_only {
+            parked::run(&benches, samples, rounds / 10, quick, &mut failures);
+        }
+        if bulk_only {
+            bulk::run(&benches, samples_arg.unwrap_or(few), quick, &mut failures);
+        }
         for f in &failures {
             println!("\nFAILED {f}");
         }
@@ -937,7 +947,6 @@ fn main() {
     }
     // (c)–(e), each printing its own section.
     let mut failures: Vec<String> = Vec::new();
-    let few = if quick { 2 } else { 7 };
     let latency = parked::run(&benches, samples, rounds / 10, quick, &mut failures);
     let inflight = pipeline::run(&benches, few, rounds, &mut failures);
     if only.as_deref().is_none_or(|o| o == "vchiq") {

@@ -12,9 +12,12 @@ use crate::virtio::ring::{Descriptor, DESC_F_NEXT, DESC_F_WRITE};
 use crate::virtio::ScmiFeatures;
 
 /// Driver and device racing on the same memory, both through the atomic accessors: the
-/// device serves a round trip over the shared rings while a hostile device-side writer
-/// (this crate's `write_mem`, what the device thread uses) keeps rewriting the reply area
-/// the driver is polling and reading. Under Miri
+/// device serves a round trip over the shared rings, and once the driver has seen it complete a
+/// hostile device-side writer (this crate's `write_mem`, what the device thread uses) keeps
+/// rewriting the return values while the driver reads them. The writer covers exactly the
+/// range the driver copies (`shared_mem`'s rule: the same range ends, so each word is moved
+/// the same way by both); it starts after the device's own reply write, which covers those
+/// bytes differently and which the driver's completion orders before it. Under Miri
 /// (`cargo +nightly miri test -p fwipc-scmi-virtio --lib sim::device::tests::hostile`, with
 /// `-Zmiri-permissive-provenance`) any non-atomic or mixed-size access on either side is a
 /// reported data race; natively it checks that the driver returns either the echo or the
@@ -45,8 +48,14 @@ fn hostile_device_rewriting_a_reply_is_no_data_race() {
     };
     assert_eq!(resp.flags & DESC_F_WRITE, DESC_F_WRITE);
     let mut out = [0u8; 8];
+    let completed = std::sync::atomic::AtomicBool::new(false);
     let got = std::thread::scope(|s| {
         s.spawn(|| {
+            // Acquire: pairs with the Release below, so the device's reply write (ordered
+            // before the driver's completion) happens before these writes.
+            while !completed.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::yield_now();
+            }
             for _ in 0..16 {
                 // SAFETY: the reply area's return values (8 + 4 ≤ its length), memory the
                 // driver shared for this chain and keeps alive until `mark_txdone`.
@@ -59,6 +68,8 @@ fn hostile_device_rewriting_a_reply_is_no_data_race() {
             assert!(start.elapsed() < Duration::from_secs(60));
             std::thread::yield_now();
         }
+        // Release: publishes the completion (and so the device's reply write) to the writer.
+        completed.store(true, std::sync::atomic::Ordering::Release);
         scmi.fetch_response(&tk, &mut out)
     });
     assert_eq!(got, Ok(4));
