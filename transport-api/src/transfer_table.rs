@@ -342,12 +342,14 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         };
         let generation = {
             let mut e = L::hold(&self.entries[slot as usize]);
+            // A free entry has no waker (`free` dropped it, and no ticket reaches a free entry
+            // to register one), so there is none to drop here.
+            debug_assert!(e.waker.is_none() && e.buf.is_none());
             e.generation = wide.unwrap_or(e.generation.wrapping_add(1));
             e.state = TransferState::InFlight;
             e.token = token.0;
             e.buf = Some(buf);
             e.lent = true;
-            e.waker = None;
             e.extra = extra;
             e.generation
         };

@@ -124,12 +124,13 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     pub fn reserve(&self, prepare: impl FnOnce(&mut E) -> Result<()>) -> Result<StartedTransfer> {
         let (slot, buf, token, wide) = self.take_entry()?;
         let mut e = L::hold(&self.entries[slot as usize]);
+        // Free: no waker (see `start_with`).
+        debug_assert!(e.waker.is_none() && e.buf.is_none());
         e.generation = wide.unwrap_or(e.generation.wrapping_add(1));
         e.state = TransferState::InFlight;
         e.token = token.0;
         e.buf = Some(buf);
         e.lent = false;
-        e.waker = None;
         let generation = e.generation;
         if let Err(err) = prepare(&mut e.extra) {
             self.free(&mut e);
