@@ -20,7 +20,7 @@ use core::task::Waker;
 
 use crate::pool::{MsgPool, PoolBuf};
 use crate::stats::{Counters, Stats};
-use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
 use crate::token::{Token, TokenAllocator};
 use crate::transport::{Ticket, TxOutcome};
 use crate::{Error, ProtocolError, Result};
@@ -225,10 +225,9 @@ impl<E: Default, L: Locking> TransferTable<E, L, Tokens> {
         if (tokens.capacity() as usize) < count {
             return Err(Error::InvalidArgument);
         }
-        let map = (0..tokens.capacity()).map(|_| AtomicU32::new(0)).collect();
         Ok(Self::build(
             count,
-            ids::TokenIds { pool, tokens, map },
+            ids::TokenIds { pool, tokens },
             E::default,
         ))
     }
@@ -294,11 +293,10 @@ impl<E: EntryPart<Tokens>, L: Locking> TransferTable<E, L, Tokens> {
         self.reply_to(e, check, deliver)
     }
 
-    /// The entry the transfer with `token` is on, if one is published.
+    /// The entry the transfer with `token` is on, if one is published (an Acquire load: the
+    /// entry is visible).
     fn lookup(&self, token: u32) -> Option<u32> {
-        // Acquire: pairs with the Release in `publish`, so the entry is visible.
-        let s = self.ids.map.get(token as usize)?.load(Ordering::Acquire);
-        s.checked_sub(1)
+        self.ids.tokens.lookup(token)
     }
 
     /// [`crate::Transport::fetch_response`]: copy the reply into `out`. `TooLarge` if it does
@@ -351,9 +349,10 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             e.buf = Some(buf);
             e.lent = true;
             e.extra = extra;
+            // Published while the entry is held, so nothing can free it (and its token) first.
+            I::publish(&self.ids, token.0, slot);
             e.generation
         };
-        I::publish(&self.ids, token.0, slot);
         Ok(StartedTransfer {
             token,
             slot,

@@ -136,8 +136,9 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             self.free(&mut e);
             return Err(err);
         }
-        drop(e);
+        // Published while the entry is held (see `start_with`).
         I::publish(&self.ids, token.0, slot);
+        drop(e);
         Ok(StartedTransfer {
             token,
             slot,

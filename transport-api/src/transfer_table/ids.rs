@@ -6,10 +6,8 @@
 //! the generation branches and the deferred-free checks. And [`EntryPart`]: how a freed entry's
 //! backend part goes back to idle.
 
-use alloc::boxed::Box;
-
 use crate::pool::{FreeList, MsgPool, PoolBuf};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 use crate::token::{Token, TokenAllocator};
 use crate::Result;
 
@@ -56,7 +54,7 @@ pub trait IdSource: sealed::Sealed + Sized {
 }
 
 /// Wire ids from a [`TokenAllocator`]: a token per transfer, quarantined until the remote gives
-/// the buffer back, found by the reply path through an atomic token → entry map; each entry
+/// the buffer back, found by the reply path through the entry published with it; each entry
 /// numbered by a [`MsgPool`] buffer that holds the message (made by
 /// [`TransferTable::new`](super::TransferTable::new)).
 #[derive(Debug)]
@@ -68,13 +66,11 @@ pub enum Tokens {}
 #[derive(Debug)]
 pub enum Generations {}
 
-/// A token table's ids: the pool whose buffers number the entries, the tokens and the
-/// token → entry map.
+/// A token table's ids: the pool whose buffers number the entries, and the tokens, each with
+/// the entry it names published ([`TokenAllocator::publish`]: the token → entry map).
 pub struct TokenIds {
     pub(super) pool: MsgPool,
     pub(super) tokens: TokenAllocator,
-    /// Per token: 0 for none, else the entry index + 1.
-    pub(super) map: Box<[AtomicU32]>,
 }
 
 /// A generation table's ids: the free entries, the next generation and its mask.
@@ -109,16 +105,14 @@ impl IdSource for Tokens {
 
     #[inline]
     fn publish(ids: &TokenIds, token: u32, slot: u32) {
-        // Release: the entry (written under its lock before) is complete before a reply handler
-        // can find it through the map.
-        ids.map[token as usize].store(slot + 1, Ordering::Release);
+        // A Release store: the entry (written under its lock before) is complete before a reply
+        // handler can find it through the token.
+        ids.tokens.publish(Token(token), slot);
     }
 
     #[inline]
     fn release_id(ids: &TokenIds, token: u32) {
-        // Release: nothing is published, but the store must not be reordered before our last
-        // use of the entry.
-        ids.map[token as usize].store(0, Ordering::Release);
+        // The entry it named goes with it (a Release store, after our last use of the entry).
         if ids.tokens.release(Token(token)).is_err() {
             log::error!("transfer table: token {token} released twice");
         }
