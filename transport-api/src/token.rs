@@ -191,6 +191,19 @@ mod tests {
     }
 
     #[test]
+    fn a_published_value_is_found_until_the_token_is_released() {
+        let a = TokenAllocator::new(2).unwrap();
+        let t = a.alloc().unwrap();
+        assert_eq!(a.lookup(t.0), None, "taken, nothing published yet");
+        a.publish(t, 0);
+        assert_eq!(a.lookup(t.0), Some(0));
+        assert_eq!(a.in_use(), 1);
+        a.release(t).unwrap();
+        assert_eq!((a.lookup(t.0), a.lookup(99)), (None, None));
+        assert!(!a.is_live(t));
+    }
+
+    #[test]
     fn double_release_detected() {
         let a = TokenAllocator::new(3).unwrap();
         let t = a.alloc().unwrap();
