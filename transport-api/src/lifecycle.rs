@@ -2,8 +2,9 @@
 //! scheme), with a shutdown that waits for the last user, bounded by a deadline.
 //!
 //! `users == 0` means not ready. Setup sets it to 1 (the owner's reference). Every operation
-//! first acquires (increment-if-not-zero) and releases when done. Shutdown drops the owner's
-//! reference once, then waits until the count reaches zero or the deadline passes.
+//! first acquires (an increment, undone when the count was zero or shutdown has begun) and
+//! releases when done. Shutdown drops the owner's reference once, then waits until the count
+//! reaches zero or the deadline passes.
 
 use core::convert::Infallible;
 
