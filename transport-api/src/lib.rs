@@ -41,7 +41,8 @@ pub use timer::{with_timer, Timer, WithTimer};
 pub use token::{Token, TokenAllocator};
 pub use transfer::{call, Transfer};
 pub use transfer_table::{
-    Exclusive, Locking, ReplyOutcome, Shared, StartedTransfer, TransferState, TransferTable,
+    EntryPart, Exclusive, Generations, IdSource, Locking, ReplyOutcome, Shared, StartedTransfer,
+    Tokens, TransferState, TransferTable,
 };
 pub use transport::{
     BulkDir, BulkRequest, BulkResult, Caps, Completion, Notification, Request, Ticket, Transport,

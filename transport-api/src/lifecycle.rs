@@ -2,8 +2,9 @@
 //! scheme), with a shutdown that waits for the last user, bounded by a deadline.
 //!
 //! `users == 0` means not ready. Setup sets it to 1 (the owner's reference). Every operation
-//! first acquires (increment-if-not-zero) and releases when done. Shutdown drops the owner's
-//! reference once, then waits until the count reaches zero or the deadline passes.
+//! first acquires (an increment, undone when the count was zero or shutdown has begun) and
+//! releases when done. Shutdown drops the owner's reference once, then waits until the count
+//! reaches zero or the deadline passes.
 
 use core::convert::Infallible;
 
@@ -47,25 +48,21 @@ impl Lifecycle {
     }
 
     /// Become a user: `Shutdown` once shutdown has begun.
+    #[inline]
     pub fn acquire(&self) -> Result<UserGuard<'_>> {
-        let mut cur = self.users.load(Ordering::Relaxed);
-        loop {
-            // Acquire (with the load below): see `is_ready`.
-            if cur == 0 || self.shutting_down.load(Ordering::Acquire) {
-                return Err(Error::Shutdown);
-            }
-            // Acquire on success: our use of the channel happens after everything published by
-            // the setup that made the count non-zero. Relaxed on failure: we retry.
-            match self.users.compare_exchange_weak(
-                cur,
-                cur + 1,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(UserGuard { lc: self }),
-                Err(v) => cur = v,
-            }
+        // Count ourselves in first, then look at the flag (one read-modify-write, no retry
+        // loop). Acquire: our use of the channel happens after the setup that published it; and
+        // every read-modify-write of `users` after `begin_shutdown`'s Release decrement is in
+        // its release sequence, so an increment that comes after that decrement sees the flag
+        // below, and one that comes before it is seen by `wait_idle` until it is undone.
+        let before = self.users.fetch_add(1, Ordering::Acquire);
+        // Acquire: see `is_ready`. `before == 0`: the owner's reference is gone (shutdown ran).
+        if before == 0 || self.shutting_down.load(Ordering::Acquire) {
+            // Release: as a user leaving (see `UserGuard`); we touched nothing of the channel.
+            self.users.fetch_sub(1, Ordering::Release);
+            return Err(Error::Shutdown);
         }
+        Ok(UserGuard { lc: self })
     }
 
     /// Stop admitting users and drop the owner's reference. Returns `false` if shutdown had
@@ -228,6 +225,33 @@ mod loom_tests {
             t.join().unwrap();
             assert_eq!(lc.users(), 0);
             assert!(lc.acquire().is_err());
+        });
+    }
+
+    /// A user racing shutdown and the teardown after it: a user that gets in uses the channel
+    /// before the waiter sees zero, never after (the channel, a `loom` cell: a use the
+    /// orderings do not put before the teardown is reported as a data race).
+    #[test]
+    fn no_user_gets_in_after_the_wait() {
+        loom::model(|| {
+            let lc = loom::sync::Arc::new(Lifecycle::new());
+            let channel = loom::sync::Arc::new(loom::cell::UnsafeCell::new(0u32));
+            let (l2, c2) = (lc.clone(), channel.clone());
+            let t = loom::thread::spawn(move || {
+                if let Ok(g) = l2.acquire() {
+                    // SAFETY: a loom cell; loom checks this read against the teardown's write.
+                    c2.with(|v| assert_eq!(unsafe { *v }, 0, "used after the teardown"));
+                    drop(g);
+                }
+            });
+            lc.begin_shutdown();
+            while lc.users() != 0 {
+                loom::thread::yield_now();
+            }
+            // The teardown.
+            // SAFETY: a loom cell; loom checks this write against every admitted user's read.
+            channel.with_mut(|v| unsafe { *v = 1 });
+            t.join().unwrap();
         });
     }
 }

@@ -72,11 +72,41 @@ impl Drop for Slot {
     }
 }
 
+/// A stack of free indices `0..count` behind the lock shim, lowest handed out first: the pool's
+/// free list, and the entries of a transfer table with generations, which number their entries
+/// with nothing else. Capacity is reserved at setup and never exceeded, as long as an index is
+/// pushed back only by the one user that popped it.
+pub(crate) struct FreeList(Lock<Vec<u32>>);
+
+impl FreeList {
+    /// All of `0..count` free.
+    pub(crate) fn new(count: u32) -> Self {
+        // Hand out low indices first (popped from the end).
+        FreeList(Lock::new((0..count).rev().collect()))
+    }
+
+    /// Take a free index (one lock: one atomic read-modify-write).
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<u32> {
+        self.0.lock().pop()
+    }
+
+    /// Give back an index taken by [`FreeList::pop`]: it is the next one handed out.
+    #[inline]
+    pub(crate) fn push(&self, idx: u32) {
+        self.0.lock().push(idx);
+    }
+
+    /// Indices free right now.
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+}
+
 struct Inner {
     slots: Box<[Slot]>,
-    /// Free slot indices. Capacity reserved at setup, never exceeded: a slot is pushed only by the
-    /// one thread that took its count to zero.
-    free: Lock<Vec<u32>>,
+    /// Free slot indices: a slot is pushed only by the one thread that took its count to zero.
+    free: FreeList,
     buf_size: usize,
     busy: AtomicU64,
     bad_returns: AtomicU64,
@@ -105,12 +135,10 @@ impl MsgPool {
             return Err(Error::InvalidArgument);
         }
         let slots: Vec<Slot> = (0..count).map(|_| Slot::new(buf_size)).collect();
-        // Hand out low indices first (popped from the end).
-        let free: Vec<u32> = (0..count as u32).rev().collect();
         Ok(MsgPool {
             inner: Arc::new(Inner {
                 slots: slots.into_boxed_slice(),
-                free: Lock::new(free),
+                free: FreeList::new(count as u32),
                 buf_size,
                 busy: AtomicU64::new(0),
                 bad_returns: AtomicU64::new(0),
@@ -130,7 +158,7 @@ impl MsgPool {
 
     /// Buffers on the free list right now.
     pub fn free_count(&self) -> usize {
-        self.inner.free.lock().len()
+        self.inner.free.len()
     }
 
     /// How often `alloc` found the pool empty.
@@ -147,7 +175,7 @@ impl MsgPool {
 
     /// Take a free buffer (length 0, one user). `Busy` when none is free.
     pub fn alloc(&self) -> Result<PoolBuf> {
-        let idx = self.inner.free.lock().pop();
+        let idx = self.inner.free.pop();
         match idx {
             Some(idx) => {
                 let slot = &self.inner.slots[idx as usize];
@@ -290,7 +318,7 @@ unsafe fn free_slot(inner: NonNull<Inner>, idx: u32) {
     // exactly once: by the user that took the count from 1 to 0, which is us; `inner` is the
     // `Arc::as_ptr` of that pool (`arc_ptr`), the pointer `Arc::into_raw` would return.
     let pool = unsafe { Arc::from_raw(inner.as_ptr().cast_const()) };
-    pool.free.lock().push(idx);
+    pool.free.push(idx);
 }
 
 /// A counted handle to one pool buffer. Clone adds a user; drop removes one.

@@ -1,15 +1,18 @@
 //! [`TransferTable`]: the per-transfer state machine every backend shares.
 //!
-//! One entry per pool buffer (the entry index is the buffer index), each with its generation,
+//! One entry per pool buffer (the entry index is the buffer index; a table with generations has
+//! no buffers, an index-only free list numbers its entries), each with its generation,
 //! [`TransferState`], wire token, waker and whether the remote holds the buffer, plus a
 //! backend-specific part `E` (the endpoint a reply must come from, a bulk buffer travelling with
 //! the transfer...). The table owns the pieces a transfer reserves — the [`MsgPool`] buffer and
 //! the [`TokenAllocator`] token — and the [`Counters`], so reserving with busy counting, the
 //! state transitions, token quarantine and the counter bumps are written once. Its entries are
 //! locked one by one ([`Shared`]) or, for a table behind the backend's own lock, not at all
-//! ([`Exclusive`]). A table made by [`TransferTable::with_generations`] names transfers by entry
-//! index and a table-wide generation instead of tokens, reserves before it sends, and never
-//! frees on the reply path (`generations.rs`).
+//! ([`Exclusive`]). Where its wire ids come from is its other type parameter ([`IdSource`],
+//! `ids.rs`): [`Tokens`] (the default), or [`Generations`] for a table made by
+//! [`TransferTable::with_generations`], which names transfers by entry index and a table-wide
+//! generation instead of tokens, reserves before it sends, and never frees on the reply path
+//! (`generations.rs`).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -17,14 +20,16 @@ use core::task::Waker;
 
 use crate::pool::{MsgPool, PoolBuf};
 use crate::stats::{Counters, Stats};
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
 use crate::token::{Token, TokenAllocator};
 use crate::transport::{Ticket, TxOutcome};
 use crate::{Error, ProtocolError, Result};
 
 mod generations;
+mod ids;
 mod locking;
 
+pub use ids::{EntryPart, Generations, IdSource, Tokens};
 pub use locking::{Exclusive, Locking, Shared};
 
 /// Where a transfer is in its life; see [`TransferTable`] for the transitions.
@@ -83,12 +88,13 @@ impl StartedTransfer {
     }
 }
 
-struct Entry<E> {
+struct Entry<E, I: IdSource> {
     generation: u32,
     state: TransferState,
     token: u32,
-    /// The local handle on the buffer; `Some` whenever the state is not `Free`.
-    buf: Option<PoolBuf>,
+    /// What the entry holds (its buffer, or its index); `Some` whenever the state is not
+    /// `Free`.
+    buf: Option<I::Buf>,
     /// Whether the remote holds the buffer (the loan). The table's own handle (`buf`) keeps the
     /// buffer out of the pool for as long as this is set, since an entry is freed only with the
     /// loan back; so the pool's own loan count is not used (it would count the same loan twice,
@@ -102,31 +108,25 @@ struct Entry<E> {
     extra: E,
 }
 
-impl<E> Entry<E> {
+impl<E, I: IdSource> Entry<E, I> {
     fn matches(&self, t: &Ticket) -> bool {
         self.generation == t.generation()
             && self.token == t.token()
-            && !self.reap
+            && !self.reaped()
             && !matches!(self.state, TransferState::Free)
+    }
+
+    /// Settled and waiting for [`TransferTable::reap`] (never, in a table that frees on the
+    /// reply path).
+    #[inline]
+    fn reaped(&self) -> bool {
+        I::DEFERRED_FREE && self.reap
     }
 
     /// Reserved by [`TransferTable::reserve`], not sent yet.
     fn reserved(&self) -> bool {
         matches!(self.state, TransferState::InFlight) && !self.lent
     }
-}
-
-/// Where a table's wire ids come from.
-enum Ids {
-    /// A [`TokenAllocator`] token per transfer, with the token → entry map (0: none, else the
-    /// entry index + 1); the entry generation counts the entry's transfers.
-    Tokens {
-        tokens: TokenAllocator,
-        map: Box<[AtomicU32]>,
-    },
-    /// The entry index plus a table-wide generation (masked to `mask`): a ticket's token is its
-    /// upper 32 bits, its generation the lower 32 (see [`TransferTable::with_generations`]).
-    Generations { next: AtomicU64, mask: u64 },
 }
 
 /// The transfers of one transport: entries, their buffers and tokens, and the counters.
@@ -148,7 +148,7 @@ enum Ids {
 ///   caller is told at once; the buffer comes back with the reply or
 ///   [`TransferTable::reclaim_all`], and a [`TransferTable::finish`] before that abandons it.
 ///
-/// A table with generations ([`TransferTable::with_generations`]) adds:
+/// A table with generations ([`Generations`], made by [`TransferTable::with_generations`]) adds:
 ///
 /// - `Free → InFlight`, not lent ([`TransferTable::reserve`]): reserved while the backend builds
 ///   the message; no reply reaches it, [`TransferTable::finish`] frees it, and
@@ -166,6 +166,12 @@ enum Ids {
 /// an `unknown_replies` count. With [`Exclusive`] the entries have no lock of their own and the
 /// table is not `Sync`: the backend keeps it behind its lock. Nothing allocates after
 /// [`TransferTable::new`].
+///
+/// The id source `I` ([`Tokens`], the default, or [`Generations`]) is chosen at compile time:
+/// the transitions are written once, and what differs (taking and freeing an entry, the wire id,
+/// the deferred free) is the id source's, so a token table carries none of the generation
+/// table's branches. The backend part `E` goes back to idle through [`EntryPart`] when its
+/// entry is freed.
 ///
 /// A backend's `Transport` calls, in order (here its part `E` is the endpoint a reply must come
 /// from):
@@ -190,29 +196,26 @@ enum Ids {
 /// assert_eq!((table.stats().completed, table.stats().pool_free), (1, 4));
 /// # Ok::<(), fwipc_transport_api::Error>(())
 /// ```
-pub struct TransferTable<E, L: Locking = Shared> {
-    pool: MsgPool,
-    ids: Ids,
-    entries: Box<[L::Cell<Entry<E>>]>,
+pub struct TransferTable<E, L: Locking = Shared, I: IdSource = Tokens> {
+    ids: I::Ids,
+    entries: Box<[L::Cell<Entry<E, I>>]>,
     counters: Counters,
-    /// Puts a freed entry's backend part back to its idle value.
-    reset: fn(&mut E),
-    /// Whether the reply path defers freeing to [`TransferTable::reap`].
-    deferred_free: bool,
-    /// Entries marked for [`TransferTable::reap`] (a hint that lets it skip the scan).
+    /// Entries marked for [`TransferTable::reap`] (a hint that lets it skip the scan; a table
+    /// that frees on the reply path never marks one).
     reap_pending: AtomicUsize,
 }
 
-impl<E, L: Locking> core::fmt::Debug for TransferTable<E, L> {
+impl<E, L: Locking, I: IdSource> core::fmt::Debug for TransferTable<E, L, I> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TransferTable")
-            .field("pool", &self.pool)
-            .field("tokens_in_use", &self.tokens_in_use())
+            .field("capacity", &I::capacity(&self.ids))
+            .field("free", &I::free_count(&self.ids))
+            .field("tokens_in_use", &I::tokens_in_use(&self.ids))
             .finish_non_exhaustive()
     }
 }
 
-impl<E: Default, L: Locking> TransferTable<E, L> {
+impl<E: Default, L: Locking> TransferTable<E, L, Tokens> {
     /// `count` transfers of up to `buf_size` bytes, with `token_bits`-wide tokens (at least as
     /// many tokens as transfers). `InvalidArgument` for sizes [`MsgPool::new`] or
     /// [`TokenAllocator::new`] refuse, or too few tokens.
@@ -222,26 +225,17 @@ impl<E: Default, L: Locking> TransferTable<E, L> {
         if (tokens.capacity() as usize) < count {
             return Err(Error::InvalidArgument);
         }
-        let map = (0..tokens.capacity()).map(|_| AtomicU32::new(0)).collect();
         Ok(Self::build(
-            pool,
-            Ids::Tokens { tokens, map },
+            count,
+            ids::TokenIds { pool, tokens },
             E::default,
-            |e| *e = E::default(),
-            false,
         ))
     }
 }
 
-impl<E, L: Locking> TransferTable<E, L> {
-    fn build(
-        pool: MsgPool,
-        ids: Ids,
-        mut part: impl FnMut() -> E,
-        reset: fn(&mut E),
-        deferred_free: bool,
-    ) -> Self {
-        let entries: Vec<L::Cell<Entry<E>>> = (0..pool.capacity())
+impl<E, L: Locking, I: IdSource> TransferTable<E, L, I> {
+    fn build(count: usize, ids: I::Ids, mut part: impl FnMut() -> E) -> Self {
+        let entries: Vec<L::Cell<Entry<E, I>>> = (0..count)
             .map(|_| {
                 L::cell(Entry {
                     generation: 0,
@@ -256,108 +250,23 @@ impl<E, L: Locking> TransferTable<E, L> {
             })
             .collect();
         TransferTable {
-            pool,
             ids,
             entries: entries.into_boxed_slice(),
             counters: Counters::default(),
-            reset,
-            deferred_free,
             reap_pending: AtomicUsize::new(0),
         }
     }
+}
 
+impl<E: EntryPart<Tokens>, L: Locking> TransferTable<E, L, Tokens> {
     /// Reserve a buffer and a token (each refusal is `Busy`, counted in `busy`), copy `payload`
     /// into the buffer, lend the buffer to the remote and publish the transfer as in flight
     /// with the backend's part `extra`. `TooLarge` if `payload` does not fit a buffer.
     pub fn start(&self, payload: &[u8], extra: E) -> Result<StartedTransfer> {
-        if payload.len() > self.pool.buf_size() {
+        if payload.len() > self.ids.pool.buf_size() {
             return Err(Error::TooLarge);
         }
         self.start_with(|_, buf| buf.write(payload).map(|()| extra))
-    }
-
-    /// [`TransferTable::start`] for a backend that writes the buffer itself, or whose message
-    /// carries the token: reserve a buffer and a token (each refusal is `Busy`, counted in
-    /// `busy`), then `prepare` writes the buffer (the token at hand) and returns the backend's
-    /// part. Its error undoes the reservation and is returned (counted by nobody: a backend that
-    /// reports back-pressure from `prepare` counts it itself).
-    #[inline]
-    pub fn start_with(
-        &self,
-        prepare: impl FnOnce(Token, &PoolBuf) -> Result<E>,
-    ) -> Result<StartedTransfer> {
-        let buf = self
-            .pool
-            .alloc()
-            .inspect_err(|_| Counters::bump(&self.counters.busy))?;
-        // On an error the buffer goes back to the pool as it is dropped.
-        let (token, wide) = self.next_id()?;
-        let extra = match prepare(token, &buf) {
-            Ok(x) => x,
-            Err(err) => {
-                self.release_token(token.0);
-                return Err(err);
-            }
-        };
-        let slot = buf.index();
-        let generation = {
-            let mut e = L::hold(&self.entries[slot as usize]);
-            e.generation = wide.unwrap_or(e.generation.wrapping_add(1));
-            e.state = TransferState::InFlight;
-            e.token = token.0;
-            e.buf = Some(buf);
-            e.lent = true;
-            e.waker = None;
-            e.extra = extra;
-            e.generation
-        };
-        self.publish(token.0, slot);
-        Ok(StartedTransfer {
-            token,
-            slot,
-            generation,
-        })
-    }
-
-    /// The next wire id: a token (with `None`), or for a table with generations the upper half
-    /// of the next generation as the token and its lower half.
-    #[inline]
-    fn next_id(&self) -> Result<(Token, Option<u32>)> {
-        match &self.ids {
-            Ids::Tokens { tokens, .. } => tokens
-                .alloc()
-                .map(|t| (t, None))
-                .inspect_err(|_| Counters::bump(&self.counters.busy)),
-            Ids::Generations { next, mask } => {
-                // Relaxed: uniqueness only; the value is published under the entry's lock.
-                let g = next.fetch_add(1, Ordering::Relaxed) & mask;
-                Ok((Token((g >> 32) as u32), Some(g as u32)))
-            }
-        }
-    }
-
-    /// Make the transfer on entry `slot` findable by its token.
-    #[inline]
-    fn publish(&self, token: u32, slot: u32) {
-        if let Ids::Tokens { map, .. } = &self.ids {
-            // Release: the entry (written under its lock before) is complete before a reply
-            // handler can find it through the map.
-            map[token as usize].store(slot + 1, Ordering::Release);
-        }
-    }
-
-    /// Undo a [`TransferTable::start`] whose message never reached the remote: the loan comes
-    /// back and the entry is free. Counts nothing.
-    pub fn abort(&self, started: StartedTransfer) {
-        let Some(entry) = self.entries.get(started.slot as usize) else {
-            return;
-        };
-        let mut e = L::hold(entry);
-        // Whatever the remote did meanwhile (a forged reply to a message it never got), the
-        // transfer has no caller: free it.
-        if e.generation == started.generation && e.token == started.token.0 {
-            self.free(&mut e);
-        }
     }
 
     /// A reply for `token` arrived. `check` sees the backend's part first (false: the reply is
@@ -384,17 +293,115 @@ impl<E, L: Locking> TransferTable<E, L> {
         self.reply_to(e, check, deliver)
     }
 
+    /// The entry the transfer with `token` is on, if one is published (an Acquire load: the
+    /// entry is visible).
+    fn lookup(&self, token: u32) -> Option<u32> {
+        self.ids.tokens.lookup(token)
+    }
+
+    /// [`crate::Transport::fetch_response`]: copy the reply into `out`. `TooLarge` if it does
+    /// not fit, the transfer's error if it failed, `InvalidArgument` before the reply.
+    pub fn fetch(&self, t: &Ticket, out: &mut [u8]) -> Result<usize> {
+        self.with(t, |e| match (e.state, &e.buf) {
+            (TransferState::Done(len), Some(buf)) => {
+                let dst = out.get_mut(..len).ok_or(Error::TooLarge)?;
+                Ok(buf.read_into(dst))
+            }
+            (TransferState::Failed(err), _) => Err(err),
+            _ => Err(Error::InvalidArgument),
+        })?
+    }
+
+    /// The pool the transfers' buffers come from.
+    pub fn pool(&self) -> &MsgPool {
+        &self.ids.pool
+    }
+}
+
+impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
+    /// [`TransferTable::start`] for a backend that writes the buffer itself, or whose message
+    /// carries the token: reserve a buffer and a token (each refusal is `Busy`, counted in
+    /// `busy`), then `prepare` writes the buffer (the token at hand) and returns the backend's
+    /// part. Its error undoes the reservation and is returned (counted by nobody: a backend that
+    /// reports back-pressure from `prepare` counts it itself).
+    #[inline]
+    pub fn start_with(
+        &self,
+        prepare: impl FnOnce(Token, &I::Buf) -> Result<E>,
+    ) -> Result<StartedTransfer> {
+        let (slot, buf, token, wide) = self.take_entry()?;
+        let extra = match prepare(token, &buf) {
+            Ok(x) => x,
+            Err(err) => {
+                I::release_id(&self.ids, token.0);
+                I::put_back(&self.ids, buf);
+                return Err(err);
+            }
+        };
+        let generation = {
+            let mut e = L::hold(&self.entries[slot as usize]);
+            // A free entry has no waker (`free` dropped it, and no ticket reaches a free entry
+            // to register one), so there is none to drop here.
+            debug_assert!(e.waker.is_none() && e.buf.is_none());
+            e.generation = wide.unwrap_or(e.generation.wrapping_add(1));
+            e.state = TransferState::InFlight;
+            e.token = token.0;
+            e.buf = Some(buf);
+            e.lent = true;
+            e.extra = extra;
+            // Published while the entry is held, so nothing can free it (and its token) first.
+            I::publish(&self.ids, token.0, slot);
+            e.generation
+        };
+        Ok(StartedTransfer {
+            token,
+            slot,
+            generation,
+        })
+    }
+
+    /// Take a free entry (its index and what it holds), then the next wire id (the token, and
+    /// the generation for a table with generations: [`IdSource::next_id`]). Each refusal is
+    /// `Busy`, counted in `busy`; a refused id gives the entry back.
+    #[inline]
+    fn take_entry(&self) -> Result<(u32, I::Buf, Token, Option<u32>)> {
+        let (slot, buf) =
+            I::take(&self.ids).inspect_err(|_| Counters::bump(&self.counters.busy))?;
+        match I::next_id(&self.ids) {
+            Ok((token, wide)) => Ok((slot, buf, token, wide)),
+            Err(err) => {
+                Counters::bump(&self.counters.busy);
+                I::put_back(&self.ids, buf);
+                Err(err)
+            }
+        }
+    }
+
+    /// Undo a [`TransferTable::start`] whose message never reached the remote: the loan comes
+    /// back and the entry is free. Counts nothing.
+    pub fn abort(&self, started: StartedTransfer) {
+        let Some(entry) = self.entries.get(started.slot as usize) else {
+            return;
+        };
+        let mut e = L::hold(entry);
+        // Whatever the remote did meanwhile (a forged reply to a message it never got), the
+        // transfer has no caller: free it.
+        if e.generation == started.generation && e.token == started.token.0 {
+            self.free(&mut e);
+        }
+    }
+
     /// The reply to a live entry `e` (its id checked): the state decides, then `check`, then
     /// the remote's loan comes back (see [`TransferTable::on_reply`]). Wakes after letting go.
     #[inline]
     fn reply_to(
         &self,
-        mut e: L::Guard<'_, Entry<E>>,
+        mut e: L::Guard<'_, Entry<E, I>>,
         check: impl FnOnce(&E) -> bool,
-        deliver: impl FnOnce(&PoolBuf, &mut E) -> Result<usize>,
+        deliver: impl FnOnce(&I::Buf, &mut E) -> Result<usize>,
     ) -> ReplyOutcome {
         match e.state {
-            _ if e.reap => return self.count(ReplyOutcome::Duplicate),
+            _ if e.reaped() => return self.count(ReplyOutcome::Duplicate),
             // Reserved, not sent: the remote cannot know this transfer yet.
             TransferState::InFlight if !e.lent => return self.count(ReplyOutcome::Unknown),
             TransferState::InFlight | TransferState::Abandoned => {}
@@ -426,8 +433,8 @@ impl<E, L: Locking> TransferTable<E, L> {
     pub fn on_reply_at(
         &self,
         slot: u32,
-        give_back: impl FnOnce(&PoolBuf, &mut E),
-        deliver: impl FnOnce(&PoolBuf, &mut E) -> Result<usize>,
+        give_back: impl FnOnce(&I::Buf, &mut E),
+        deliver: impl FnOnce(&I::Buf, &mut E) -> Result<usize>,
     ) -> (ReplyOutcome, Option<Waker>) {
         let Some(entry) = self.entries.get(slot as usize) else {
             return (self.count(ReplyOutcome::Duplicate), None);
@@ -456,13 +463,13 @@ impl<E, L: Locking> TransferTable<E, L> {
     #[inline]
     fn settle(
         &self,
-        e: &mut Entry<E>,
-        deliver: impl FnOnce(&PoolBuf, &mut E) -> Result<usize>,
+        e: &mut Entry<E, I>,
+        deliver: impl FnOnce(&I::Buf, &mut E) -> Result<usize>,
     ) -> (ReplyOutcome, Option<Waker>) {
         // The remote gives the buffer back with its reply.
         e.lent = false;
         let abandoned = matches!(e.state, TransferState::Abandoned);
-        if abandoned && !self.deferred_free {
+        if abandoned && !I::DEFERRED_FREE {
             self.free(e);
             return (self.count(ReplyOutcome::Late), None);
         }
@@ -477,7 +484,7 @@ impl<E, L: Locking> TransferTable<E, L> {
             Ok(len) => TransferState::Done(len),
             Err(err) => TransferState::Failed(err),
         };
-        if abandoned {
+        if I::DEFERRED_FREE && abandoned {
             // Deferred free: the outcome is kept (for a resume) and `reap` frees the entry.
             self.mark_reap(e);
             return (self.count(ReplyOutcome::Late), None);
@@ -522,7 +529,7 @@ impl<E, L: Locking> TransferTable<E, L> {
     pub fn reclaim_all(
         &self,
         err: Error,
-        give_back: impl FnMut(u32, &PoolBuf, &mut E),
+        give_back: impl FnMut(u32, &I::Buf, &mut E),
         wake: impl FnMut(Waker),
     ) {
         self.reclaim_where(err, |_| true, give_back, wake);
@@ -535,7 +542,7 @@ impl<E, L: Locking> TransferTable<E, L> {
         &self,
         err: Error,
         mut select: impl FnMut(&E) -> bool,
-        mut give_back: impl FnMut(u32, &PoolBuf, &mut E),
+        mut give_back: impl FnMut(u32, &I::Buf, &mut E),
         mut wake: impl FnMut(Waker),
     ) -> usize {
         let mut n = 0;
@@ -563,7 +570,7 @@ impl<E, L: Locking> TransferTable<E, L> {
                         wake(w);
                     }
                 }
-                TransferState::Abandoned if self.deferred_free => {
+                TransferState::Abandoned if I::DEFERRED_FREE => {
                     n += 1;
                     e.state = TransferState::Failed(err);
                     self.mark_reap(&mut e);
@@ -578,11 +585,6 @@ impl<E, L: Locking> TransferTable<E, L> {
         n
     }
 
-    /// The pool the transfers' buffers come from.
-    pub fn pool(&self) -> &MsgPool {
-        &self.pool
-    }
-
     /// The transport's counters (for the events the table does not count itself).
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -591,16 +593,13 @@ impl<E, L: Locking> TransferTable<E, L> {
     /// Tokens reserved right now (live transfers plus quarantined ones; 0 for a table with
     /// generations, which reserves none).
     pub fn tokens_in_use(&self) -> u32 {
-        match &self.ids {
-            Ids::Tokens { tokens, .. } => tokens.in_use(),
-            Ids::Generations { .. } => 0,
-        }
+        I::tokens_in_use(&self.ids)
     }
 
-    /// The counters and pool occupancy.
+    /// The counters and the occupancy of the entries (as the pool's).
     pub fn stats(&self) -> Stats {
         self.counters
-            .snapshot(self.pool.capacity(), self.pool.free_count())
+            .snapshot(I::capacity(&self.ids), I::free_count(&self.ids))
     }
 
     /// The state of the transfer `t` names; `InvalidArgument` for a stale or foreign ticket.
@@ -618,19 +617,6 @@ impl<E, L: Locking> TransferTable<E, L> {
             TransferState::InFlight => Ok(false),
             TransferState::Free | TransferState::Abandoned => Err(Error::InvalidArgument),
         }
-    }
-
-    /// [`crate::Transport::fetch_response`]: copy the reply into `out`. `TooLarge` if it does
-    /// not fit, the transfer's error if it failed, `InvalidArgument` before the reply.
-    pub fn fetch(&self, t: &Ticket, out: &mut [u8]) -> Result<usize> {
-        self.with(t, |e| match (e.state, &e.buf) {
-            (TransferState::Done(len), Some(buf)) => {
-                let dst = out.get_mut(..len).ok_or(Error::TooLarge)?;
-                Ok(buf.read_into(dst))
-            }
-            (TransferState::Failed(err), _) => Err(err),
-            _ => Err(Error::InvalidArgument),
-        })?
     }
 
     /// [`crate::Transport::mark_txdone`]: a finished transfer is freed, and so is one reserved
@@ -679,7 +665,7 @@ impl<E, L: Locking> TransferTable<E, L> {
     pub fn inspect<R>(
         &self,
         t: &Ticket,
-        f: impl FnOnce(TransferState, &PoolBuf, &mut E) -> R,
+        f: impl FnOnce(TransferState, &I::Buf, &mut E) -> R,
     ) -> Result<R> {
         self.with(t, |e| match (e.state, e.buf.as_ref()) {
             (TransferState::Abandoned, _) | (_, None) => Err(Error::InvalidArgument),
@@ -699,7 +685,7 @@ impl<E, L: Locking> TransferTable<E, L> {
 
     /// Run `f` on the entry `t` names, under its lock; `InvalidArgument` for a stale ticket.
     #[inline]
-    fn with<R>(&self, t: &Ticket, f: impl FnOnce(&mut Entry<E>) -> R) -> Result<R> {
+    fn with<R>(&self, t: &Ticket, f: impl FnOnce(&mut Entry<E, I>) -> R) -> Result<R> {
         let entry = self
             .entries
             .get(t.slot() as usize)
@@ -719,47 +705,28 @@ impl<E, L: Locking> TransferTable<E, L> {
             .is_some_and(|entry| L::hold(entry).lent)
     }
 
-    fn lookup(&self, token: u32) -> Option<u32> {
-        let Ids::Tokens { map, .. } = &self.ids else {
-            return None;
-        };
-        // Acquire: pairs with the Release in `publish`, so the entry is visible.
-        let s = map.get(token as usize)?.load(Ordering::Acquire);
-        s.checked_sub(1)
-    }
-
     /// Free an entry: the loan if still out, the token (and its map entry), the buffer, the
     /// waker and the backend's part (reset in place: its storage stays with the entry).
     #[inline]
-    fn free(&self, e: &mut Entry<E>) {
+    fn free(&self, e: &mut Entry<E, I>) {
         e.lent = false;
-        if !matches!(e.state, TransferState::Free) {
-            if let Ids::Tokens { map, .. } = &self.ids {
-                // Release: nothing is published, but the store must not be reordered before
-                // our last use of the entry.
-                map[e.token as usize].store(0, Ordering::Release);
-            }
-            self.release_token(e.token);
+        let held = e.buf.take();
+        if held.is_some() {
+            // Live (not `Free`): the id goes back.
+            I::release_id(&self.ids, e.token);
         }
-        if e.reap {
+        if e.reaped() {
             e.reap = false;
             // Relaxed: a hint counter that only lets `reap` skip its scan; the entry itself is
             // guarded by its lock.
             self.reap_pending.fetch_sub(1, Ordering::Relaxed);
         }
         e.state = TransferState::Free;
-        e.buf = None;
-        e.waker = None;
-        (self.reset)(&mut e.extra);
-    }
-
-    fn release_token(&self, token: u32) {
-        let Ids::Tokens { tokens, .. } = &self.ids else {
-            return;
-        };
-        if tokens.release(Token(token)).is_err() {
-            log::error!("transfer table: token {token} released twice");
+        if let Some(buf) = held {
+            I::put_back(&self.ids, buf);
         }
+        e.waker = None;
+        e.extra.reset();
     }
 
     fn count_failed(&self, err: Error) -> ReplyOutcome {

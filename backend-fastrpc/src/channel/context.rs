@@ -27,7 +27,8 @@ use core::task::Waker;
 
 use fwipc_transport_api::sync::Lock;
 use fwipc_transport_api::{
-    Counters, ReplyOutcome, Stats, Ticket, TransferState, TransferTable, TxOutcome,
+    Counters, EntryPart, Generations, ReplyOutcome, Shared, Stats, Ticket, TransferState,
+    TransferTable, TxOutcome,
 };
 
 use crate::error::{FastRpcError, Result};
@@ -232,7 +233,9 @@ impl Ctx {
             inline_off: Vec::with_capacity(max_args),
         }
     }
+}
 
+impl EntryPart<Generations> for Ctx {
     /// The release: drop the maps and the payload (the table calls this when it frees the
     /// context, never on the receive path).
     fn reset(&mut self) {
@@ -245,7 +248,7 @@ impl Ctx {
 
 /// The bounded table of contexts of one channel.
 pub(crate) struct ContextTable {
-    table: TransferTable<Ctx>,
+    table: TransferTable<Ctx, Shared, Generations>,
     max_args: usize,
 }
 
@@ -270,7 +273,7 @@ impl ContextTable {
         if n == 0 || n > MAX_CONTEXTS {
             return Err(FastRpcError::InvalidArgument);
         }
-        let table = TransferTable::with_generations(n, GEN_MASK, || Ctx::new(max_args), Ctx::reset)
+        let table = TransferTable::with_generations(n, GEN_MASK, || Ctx::new(max_args))
             .map_err(|_| FastRpcError::InvalidArgument)?;
         Ok(ContextTable { table, max_args })
     }

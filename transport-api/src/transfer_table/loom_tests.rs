@@ -2,6 +2,12 @@ use alloc::sync::Arc;
 
 use super::*;
 
+impl EntryPart<Generations> for u8 {
+    fn reset(&mut self) {
+        *self = 0;
+    }
+}
+
 /// The caller gives up on a transfer while its reply arrives on another thread: whichever wins,
 /// the entry ends free exactly once, with its buffer back in the pool and its token released.
 #[test]
@@ -61,8 +67,9 @@ fn reply_at_races_fail_pending_and_finish() {
 #[test]
 fn late_reply_races_resume() {
     loom::model(|| {
-        let t =
-            Arc::new(TransferTable::<u8>::with_generations(1, u64::MAX, || 0, |p| *p = 0).unwrap());
+        let t = Arc::new(
+            TransferTable::<u8, Shared, Generations>::with_generations(1, u64::MAX, || 0).unwrap(),
+        );
         let s = t
             .reserve(|p| {
                 *p = 1;

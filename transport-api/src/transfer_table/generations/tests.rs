@@ -2,14 +2,22 @@ use alloc::vec::Vec;
 
 use proptest::prelude::*;
 
-use crate::transfer_table::{ReplyOutcome, Shared, StartedTransfer, TransferState, TransferTable};
+use crate::transfer_table::{
+    EntryPart, Generations, ReplyOutcome, Shared, StartedTransfer, TransferState, TransferTable,
+};
 use crate::{Error, Stats, TxOutcome};
 
 /// The backend part of these tests: the session a transfer belongs to.
-type Table = TransferTable<u8, Shared>;
+type Table = TransferTable<u8, Shared, Generations>;
+
+impl EntryPart<Generations> for u8 {
+    fn reset(&mut self) {
+        *self = 0;
+    }
+}
 
 fn table(count: usize) -> Table {
-    TransferTable::with_generations(count, (1 << 52) - 1, || 0, |s| *s = 0).unwrap()
+    TransferTable::with_generations(count, (1 << 52) - 1, || 0).unwrap()
 }
 
 fn wide(s: &StartedTransfer) -> u64 {
@@ -35,7 +43,7 @@ fn sent(t: &Table, session: u8) -> StartedTransfer {
 
 #[test]
 fn ids_are_index_and_a_table_wide_generation() {
-    let t = TransferTable::<u8>::with_generations(2, 0xF, || 0, |s| *s = 0).unwrap();
+    let t = Table::with_generations(2, 0xF, || 0).unwrap();
     let gens: Vec<(u32, u64)> = (0..20)
         .map(|_| {
             let s = sent(&t, 0);
