@@ -346,7 +346,8 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
     }
 
     fn shutdown(&self) -> Result<()> {
-        if self.lc.begin_shutdown() {
+        let began = self.lc.begin_shutdown();
+        if began {
             // Tell the peer the notification endpoint is gone (best effort: the link may be
             // down already), then take every buffer back from it (the device reset).
             let _ = self.announce(self.notify_addr, true);
@@ -355,8 +356,15 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
             self.table.fail_all(Error::Shutdown);
         }
         let deadline = Deadline::after(&self.clock, Duration::from_secs(2));
-        self.lc
-            .wait_idle(&self.clock, deadline, fwipc_transport_api::Wait::Poll)
+        let r = self
+            .lc
+            .wait_idle(&self.clock, deadline, fwipc_transport_api::Wait::Poll);
+        if began {
+            // A sender admitted just before `begin_shutdown` may have started its transfer
+            // after the pass above; with every user gone none can start any more: end those too.
+            self.table.fail_all(Error::Shutdown);
+        }
+        r
     }
 
     fn stats(&self) -> Stats {

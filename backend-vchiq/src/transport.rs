@@ -468,11 +468,15 @@ impl Transport for VchiqTransport {
         // every loan comes back. A reply that arrived before shutdown stays fetchable; its buffer
         // goes back to the pool at the caller's `mark_txdone`, as in normal operation.
         self.sh.table.fail_all(Error::Shutdown);
-        self.sh.lifecycle.wait_idle(
+        let r = self.sh.lifecycle.wait_idle(
             clock,
             Deadline::after(clock, Duration::from_secs(1)),
             fwipc_transport_api::Wait::Poll,
-        )
+        );
+        // With every user gone no send can start any more: a last pass ends one that started
+        // after the pass above.
+        self.sh.table.fail_all(Error::Shutdown);
+        r
     }
 
     fn stats(&self) -> Stats {

@@ -454,6 +454,11 @@ impl Session {
         // Callers inside the API cannot wake us: `wait_idle` pauses between looks as the
         // session's `Wait` says (a parker naps).
         let r = s.lc.wait_idle(clock, deadline, self.wait.wait());
+        // A caller admitted just before `begin_shutdown` may have started its call after the
+        // pass above; with every caller gone no call can start any more, so this second pass
+        // ends the last of them (their waiters see `ChannelDown` instead of timing out).
+        s.ch.ctx
+            .fail_inflight(Some(s.index), FastRpcError::ChannelDown);
         s.ch.ctx.reap();
         r.map_err(|_| FastRpcError::Timeout)
     }

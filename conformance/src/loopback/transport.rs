@@ -325,7 +325,8 @@ impl Transport for LoopbackTransport {
     fn shutdown(&self) -> Result<()> {
         let s = &*self.inner;
         let clock = StdClock::new();
-        if s.lc.begin_shutdown() {
+        let began = s.lc.begin_shutdown();
+        if began {
             self.dgram.reset();
             {
                 // Fence the remote out of the shared buffers, then take back everything it holds
@@ -343,14 +344,20 @@ impl Transport for LoopbackTransport {
             s.table.fail_all(Error::Shutdown);
             s.ring_remote();
         }
-        s.lc.wait_idle(
+        let r = s.lc.wait_idle(
             &clock,
             Deadline::after(&clock, Duration::from_secs(2)),
             fwipc_transport_api::Wait::SpinThenYield {
                 spins: 0,
                 relax: &fwipc_transport_api::yield_now,
             },
-        )
+        );
+        if began {
+            // A sender admitted just before `begin_shutdown` may have started its transfer
+            // after the pass above; with every user gone none can start any more: end those too.
+            s.table.fail_all(Error::Shutdown);
+        }
+        r
     }
 
     fn stats(&self) -> Stats {
