@@ -11,7 +11,8 @@ use fwipc_transport_api::fixture::Fault;
 use fwipc_transport_api::{block_on_polling, Completion};
 
 mod common;
-use common::{wait_for, with_watchdog};
+use common::wait_for;
+use fwipc_transport_api::fixture::with_watchdog;
 
 /// The echo object's raw method: each out byte is the complement of the in byte.
 const ECHO: u32 = 2;

@@ -14,7 +14,8 @@ use fwipc_transport_api::fixture::Fault;
 use fwipc_transport_api::Completion;
 
 mod common;
-use common::{wait_for, with_watchdog};
+use common::wait_for;
+use fwipc_transport_api::fixture::with_watchdog;
 
 /// Control calls in flight at once.
 const N: usize = 128;

@@ -14,7 +14,8 @@ use fwipc_transport_api::fixture::Fault;
 use fwipc_transport_api::Completion;
 
 mod common;
-use common::{wait_for, with_watchdog};
+use common::wait_for;
+use fwipc_transport_api::fixture::with_watchdog;
 
 /// Futures in flight at once: more than the default pools hold, so the pools are sized for it.
 const N: u32 = 128;

@@ -12,7 +12,8 @@ use fwipc_vchiq::sim::SimPair;
 use fwipc_vchiq::{BulkMode, Deliver, Event, ServiceCtx, ServiceHandle, ServiceParams, VchiqError};
 
 mod common;
-use common::{connect_with_reply_sink, with_watchdog};
+use common::connect_with_reply_sink;
+use fwipc_transport_api::fixture::with_watchdog;
 
 const T: Duration = Duration::from_secs(10);
 /// Message round trips in flight at once.

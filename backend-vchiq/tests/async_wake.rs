@@ -15,7 +15,8 @@ use fwipc_vchiq::sim::{SimPair, SIM_WAIT};
 use fwipc_vchiq::{Config, Deliver, Event, ServiceCtx, ServiceHandle, ServiceParams};
 
 mod common;
-use common::{connect_with_reply_sink, with_watchdog};
+use common::connect_with_reply_sink;
+use fwipc_transport_api::fixture::with_watchdog;
 
 const T: Duration = Duration::from_secs(10);
 /// How long the VideoCore side sits on the request before answering.

@@ -269,3 +269,17 @@ impl SimModeSwitch {
         true
     }
 }
+
+/// Run `f` on its own thread and panic if it has not finished within 60 s. A lost wake-up leaves
+/// an executor asleep for ever; in a test this turns it into a failure instead of a hung test
+/// run. (A panic inside `f` shows as that thread's panic, then this one.)
+pub fn with_watchdog(f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the futures did not all resolve (a panic above, or a lost wake-up)");
+}

@@ -24,19 +24,6 @@ pub fn interrupt_system() -> SimSystem {
     SimSystem::new(SimSystem::default_config(), Completion::Interrupt)
 }
 
-/// Runs `f` on its own thread; a lost wake-up leaves the executor asleep, which this turns
-/// into a failure instead of a hung test run.
-pub fn with_watchdog(f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the futures did not all resolve (a panic above, or a lost wake-up)");
-}
-
 /// Waits (up to 10 s) until `cond` holds.
 pub fn wait_for(cond: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -46,16 +46,3 @@ pub fn connect_with_reply_sink(
         .unwrap();
     (h, replies)
 }
-
-/// Runs `f` on its own thread; a future the executor is never asked to poll again leaves it
-/// asleep, which this turns into a failure instead of a hung test run.
-pub fn with_watchdog(f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the futures did not all resolve (a panic above, or a lost wake-up)");
-}

@@ -32,7 +32,8 @@ impl Fixture for LoopbackFixture {
             .name("loopback-remote".into())
             .spawn(move || r.run())
             .expect("spawn loopback remote");
-        *transport.inner.remote_thread.lock() = Some(thread.thread().clone());
+        // Set once, here (a second fixture has its own transport).
+        let _ = transport.inner.remote_thread.set(thread.thread().clone());
         LoopbackFixture {
             peer: LoopbackPeer::new(transport.dgram.clone()),
             transport,

@@ -253,7 +253,7 @@ impl RemoteControl for Remote {
 
     fn set_sim_mode(&self, mode: SimMode) -> bool {
         let wake = || {
-            if let Some(t) = self.shared.remote_thread.lock().as_ref() {
+            if let Some(t) = self.shared.remote_thread.get() {
                 t.unpark();
             }
         };

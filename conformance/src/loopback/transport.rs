@@ -66,7 +66,9 @@ pub(crate) struct Shared {
     pub remote_lock: Mutex<()>,
     /// Interrupt mode: the remote "raises an interrupt" by calling `process_replies`.
     pub irq: bool,
-    pub remote_thread: Mutex<Option<std::thread::Thread>>,
+    /// The remote's thread, set once by the fixture; read on every send (no lock: a `OnceLock`
+    /// read is one Acquire load).
+    pub remote_thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 /// The loopback transport. Cheap to share across threads (`&self` API).
@@ -91,7 +93,7 @@ impl LoopbackTransport {
                 dead: AtomicBool::new(false),
                 remote_lock: Mutex::new(()),
                 irq,
-                remote_thread: Mutex::new(None),
+                remote_thread: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -99,7 +101,7 @@ impl LoopbackTransport {
 
 impl Shared {
     fn ring_remote(&self) {
-        if let Some(t) = &*self.remote_thread.lock() {
+        if let Some(t) = self.remote_thread.get() {
             t.unpark();
         }
     }
