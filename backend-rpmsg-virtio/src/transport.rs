@@ -346,25 +346,19 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
     }
 
     fn shutdown(&self) -> Result<()> {
-        let began = self.lc.begin_shutdown();
-        if began {
-            // Tell the peer the notification endpoint is gone (best effort: the link may be
-            // down already), then take every buffer back from it (the device reset).
-            let _ = self.announce(self.notify_addr, true);
-            self.link.reset();
-            self.dgram.reset();
-            self.table.fail_all(Error::Shutdown);
-        }
         let deadline = Deadline::after(&self.clock, Duration::from_secs(2));
-        let r = self
-            .lc
-            .wait_idle(&self.clock, deadline, fwipc_transport_api::Wait::Poll);
-        if began {
-            // A sender admitted just before `begin_shutdown` may have started its transfer
-            // after the pass above; with every user gone none can start any more: end those too.
-            self.table.fail_all(Error::Shutdown);
+        let wait = fwipc_transport_api::Wait::Poll;
+        if !self.lc.begin_shutdown() {
+            return self.lc.wait_idle(&self.clock, deadline, wait);
         }
-        r
+        // Tell the peer the notification endpoint is gone (best effort: the link may be down
+        // already), then take every buffer back from it (the device reset).
+        let _ = self.announce(self.notify_addr, true);
+        self.link.reset();
+        self.dgram.reset();
+        self.lc.drain(&self.clock, deadline, wait, || {
+            self.table.fail_all(Error::Shutdown)
+        })
     }
 
     fn stats(&self) -> Stats {

@@ -464,19 +464,16 @@ impl Transport for VchiqTransport {
             self.vchiq.service_state(h).is_err().then_some(Ok(()))
         });
         let clock = &*self.vchiq.clock;
-        // Whatever is still in flight (a send that raced `begin_shutdown`) ends with Shutdown;
-        // every loan comes back. A reply that arrived before shutdown stays fetchable; its buffer
-        // goes back to the pool at the caller's `mark_txdone`, as in normal operation.
-        self.sh.table.fail_all(Error::Shutdown);
-        let r = self.sh.lifecycle.wait_idle(
+        // Whatever is still in flight (a send that raced `begin_shutdown`) ends with Shutdown,
+        // before and after the wait for users; every loan comes back. A reply that arrived
+        // before shutdown stays fetchable; its buffer goes back to the pool at the caller's
+        // `mark_txdone`, as in normal operation.
+        self.sh.lifecycle.drain(
             clock,
             Deadline::after(clock, Duration::from_secs(1)),
             fwipc_transport_api::Wait::Poll,
-        );
-        // With every user gone no send can start any more: a last pass ends one that started
-        // after the pass above.
-        self.sh.table.fail_all(Error::Shutdown);
-        r
+            || self.sh.table.fail_all(Error::Shutdown),
+        )
     }
 
     fn stats(&self) -> Stats {

@@ -270,6 +270,49 @@ impl SimModeSwitch {
     }
 }
 
+/// The request-tag log behind [`RemoteControl::take_seen_tags`]: the first four bytes
+/// (little-endian) of each echo request, in the order the remote received them. Its memory is
+/// reserved up front and at most [`TagLog::CAP`] tags are kept between two takes (later ones are
+/// not logged), so logging allocates nothing and a remote that runs for hours keeps a bounded log.
+#[derive(Debug)]
+pub struct TagLog(Vec<u32>);
+
+impl Default for TagLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TagLog {
+    /// Tags kept between two [`TagLog::take`]s.
+    pub const CAP: usize = 1 << 14;
+
+    /// An empty log with room for [`TagLog::CAP`] tags.
+    pub fn new() -> Self {
+        TagLog(Vec::with_capacity(Self::CAP))
+    }
+
+    /// Log the tag of `request` (its first four bytes); a request shorter than four bytes, or one
+    /// that finds the log full, is not logged.
+    pub fn log(&mut self, request: &[u8]) {
+        if let Some(&[a, b, c, d]) = request.first_chunk::<4>() {
+            self.log_tag(u32::from_le_bytes([a, b, c, d]));
+        }
+    }
+
+    /// Log `tag` if there is room.
+    pub fn log_tag(&mut self, tag: u32) {
+        if self.0.len() < Self::CAP {
+            self.0.push(tag);
+        }
+    }
+
+    /// The tags logged so far, oldest first; the log starts again, empty, with its room reserved.
+    pub fn take(&mut self) -> Vec<u32> {
+        core::mem::replace(&mut self.0, Vec::with_capacity(Self::CAP))
+    }
+}
+
 /// Run `f` on its own thread and panic if it has not finished within 60 s. A lost wake-up leaves
 /// an executor asleep for ever; in a test this turns it into a failure instead of a hung test
 /// run. (A panic inside `f` shows as that thread's panic, then this one.)
@@ -282,4 +325,27 @@ pub fn with_watchdog(f: impl FnOnce() + Send + 'static) {
     finished
         .recv_timeout(Duration::from_secs(60))
         .expect("the futures did not all resolve (a panic above, or a lost wake-up)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TagLog;
+
+    #[test]
+    fn tag_log_is_bounded_and_never_grows() {
+        let mut log = TagLog::new();
+        log.log(&[1, 0, 0, 0, 9]);
+        log.log(&[2, 0, 0]);
+        log.log_tag(3);
+        assert_eq!(log.take(), [1, 3], "short requests are not logged");
+        let room = log.0.capacity();
+        for t in 0..TagLog::CAP as u32 + 10 {
+            log.log_tag(t);
+        }
+        assert_eq!(log.0.capacity(), room, "logging reallocated");
+        let tags = log.take();
+        assert_eq!(tags.len(), TagLog::CAP);
+        assert_eq!(tags.last(), Some(&(TagLog::CAP as u32 - 1)));
+        assert!(log.take().is_empty());
+    }
 }

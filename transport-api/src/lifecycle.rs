@@ -108,6 +108,26 @@ impl Lifecycle {
         }
     }
 
+    /// The teardown after [`Lifecycle::begin_shutdown`], in the one order every backend needs:
+    /// end what is in flight (`end_in_flight`, e.g. the transfer table's `fail_all`), wait for
+    /// the users to leave ([`Lifecycle::wait_idle`]), then end what is in flight once more. The
+    /// second pass is not redundant: a user admitted just before `begin_shutdown` may start its
+    /// transfer after the first pass, and its waiter would otherwise run into its own timeout
+    /// instead of learning of the shutdown. Once every user is gone, none can start any more, so
+    /// nothing is left in flight after the second pass. The result is the wait's.
+    pub fn drain(
+        &self,
+        clock: &(impl Clock + ?Sized),
+        deadline: Deadline,
+        wait: Wait<'_>,
+        mut end_in_flight: impl FnMut(),
+    ) -> Result<()> {
+        end_in_flight();
+        let idle = self.wait_idle(clock, deadline, wait);
+        end_in_flight();
+        idle
+    }
+
     /// `begin_shutdown` + `wait_idle`.
     pub fn shutdown(
         &self,
@@ -177,6 +197,42 @@ mod tests {
         assert_eq!(r, Err(Error::Timeout));
         // One look per millisecond: the deadline ended the wait, not a spin budget.
         assert_eq!(c.now(), crate::Instant(5_000_000));
+    }
+
+    #[test]
+    fn drain_ends_in_flight_before_and_after_the_wait() {
+        let lc = Lifecycle::new();
+        let user = lc.acquire().unwrap();
+        assert!(lc.begin_shutdown());
+        let c = ManualClock::new();
+        let d = Deadline::after(&c, Duration::from_millis(5));
+        // The user leaves during the wait; each pass records the users it saw.
+        let user = spin::Mutex::new(Some(user));
+        let relax = || {
+            drop(user.lock().take());
+            c.advance(Duration::from_millis(1));
+        };
+        let mut seen = [usize::MAX; 3];
+        let mut passes = 0;
+        let r = lc.drain(
+            &c,
+            d,
+            Wait::SpinThenYield {
+                spins: 0,
+                relax: &relax,
+            },
+            || {
+                seen[passes] = lc.users();
+                passes += 1;
+            },
+        );
+        assert_eq!(r, Ok(()));
+        assert_eq!(passes, 2);
+        assert_eq!(
+            seen[..2],
+            [1, 0],
+            "the second pass runs after the last user left"
+        );
     }
 
     #[cfg(feature = "std")]

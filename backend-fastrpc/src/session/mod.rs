@@ -449,16 +449,12 @@ impl Session {
         let clock: &dyn Clock = self.wait.clock();
         let s = &*self.inner;
         s.lc.begin_shutdown();
-        s.ch.ctx
-            .fail_inflight(Some(s.index), FastRpcError::ChannelDown);
-        // Callers inside the API cannot wake us: `wait_idle` pauses between looks as the
-        // session's `Wait` says (a parker naps).
-        let r = s.lc.wait_idle(clock, deadline, self.wait.wait());
-        // A caller admitted just before `begin_shutdown` may have started its call after the
-        // pass above; with every caller gone no call can start any more, so this second pass
-        // ends the last of them (their waiters see `ChannelDown` instead of timing out).
-        s.ch.ctx
-            .fail_inflight(Some(s.index), FastRpcError::ChannelDown);
+        // Callers inside the API cannot wake us: the wait for them pauses between looks as the
+        // session's `Wait` says (a parker naps). Calls in flight end before and after it.
+        let r = s.lc.drain(clock, deadline, self.wait.wait(), || {
+            s.ch.ctx
+                .fail_inflight(Some(s.index), FastRpcError::ChannelDown);
+        });
         s.ch.ctx.reap();
         r.map_err(|_| FastRpcError::Timeout)
     }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[cfg(feature = "fixtures")]
-use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl, SimMode};
+use fwipc_transport_api::fixture::{Fault, Fixture, RemoteControl, SimMode, TagLog};
 use fwipc_transport_api::{Completion, StdClock, Wait};
 
 use crate::channel::state::{Bank, ChannelConfig};
@@ -33,7 +33,7 @@ pub struct SimSystem {
     /// The AP channel.
     pub channel: Channel,
     /// The echo object's request log.
-    pub seen: Arc<Mutex<Vec<u32>>>,
+    pub seen: Arc<Mutex<TagLog>>,
     /// The clock the sessions of [`SimSystem::wait`] use.
     pub clock: Arc<StdClock>,
 }
@@ -46,7 +46,7 @@ impl SimSystem {
         let bus = SimBus::new();
         let link = SimLink::new();
         let dsp = SimDsp::spawn(link.clone(), bus.clone());
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(TagLog::new()));
         dsp.add_object(ECHO_HANDLE, Box::new(EchoObject::new(seen.clone())));
         dsp.add_object(KV_HANDLE, Box::new(KvClient));
         dsp.add_object(
@@ -134,7 +134,11 @@ impl RemoteControl for SimControl {
         self.sys.dsp.release()
     }
     fn take_seen_tags(&self) -> Vec<u32> {
-        std::mem::take(&mut *self.sys.seen.lock().unwrap_or_else(|p| p.into_inner()))
+        self.sys
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
     fn received(&self) -> u64 {
         self.sys.dsp.received()

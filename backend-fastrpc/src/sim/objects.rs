@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use fwipc_transport_api::fixture::echo_reply;
+use fwipc_transport_api::fixture::{echo_reply, TagLog};
 
 use crate::error::aee;
 use crate::sim::dsp::{CallInfo, DspObject, ReverseCall};
@@ -21,13 +21,13 @@ pub const ECHO_BULK_GET_METHOD: u32 = 4;
 /// The conformance echo service. Logs the first 4 bytes (LE) of each echo request; also keeps
 /// the last bulk-put data for bulk-get.
 pub struct EchoObject {
-    seen: Arc<Mutex<Vec<u32>>>,
+    seen: Arc<Mutex<TagLog>>,
     stored: Vec<u8>,
 }
 
 impl EchoObject {
     /// An echo object logging into `seen`.
-    pub fn new(seen: Arc<Mutex<Vec<u32>>>) -> Self {
+    pub fn new(seen: Arc<Mutex<TagLog>>) -> Self {
         EchoObject {
             seen,
             stored: Vec::new(),
@@ -66,12 +66,7 @@ impl DspObject for EchoObject {
             return aee::dsp(aee::EBADPARM);
         }
         let req = &ins[0];
-        if let Some(b) = req.get(..4) {
-            self.seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        }
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).log(req);
         let out = &mut outs[0];
         if out.len() < req.len() {
             return aee::dsp(aee::EBUFFERTOOSMALL);

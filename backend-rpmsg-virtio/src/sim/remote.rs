@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::{
-    echo_reply_byte, DoubleFetch, Fault, RemoteControl, SimMode, SimModeSwitch,
+    echo_reply_byte, DoubleFetch, Fault, RemoteControl, SimMode, SimModeSwitch, TagLog,
 };
 use fwipc_transport_api::Backoff;
 
@@ -24,9 +24,6 @@ use crate::transport::NOTIFY_NAME;
 const PASS_BUDGET: usize = 64;
 /// Replies held under [`Fault::Hold`] (more are dropped).
 const HELD_MAX: usize = 512;
-/// Request tags logged between two `take_seen_tags` (more are not logged, so the log never
-/// grows in steady state).
-const TAG_LOG: usize = 1 << 14;
 
 struct Held {
     len: usize,
@@ -42,7 +39,7 @@ pub struct SimRemote<E: RemoteEnd = DeviceEnd> {
     echo_addr: AtomicU32,
     fault: Mutex<Fault>,
     held: Mutex<Vec<Held>>,
-    seen: Mutex<Vec<u32>>,
+    seen: Mutex<TagLog>,
     received: AtomicU64,
     mode: SimModeSwitch,
     thread: Mutex<Option<std::thread::Thread>>,
@@ -71,7 +68,7 @@ impl<E: RemoteEnd> SimRemote<E> {
             echo_addr: AtomicU32::new(0),
             fault: Mutex::new(Fault::None),
             held: Mutex::new(Vec::with_capacity(HELD_MAX)),
-            seen: Mutex::new(Vec::with_capacity(TAG_LOG)),
+            seen: Mutex::new(TagLog::new()),
             received: AtomicU64::new(0),
             mode: SimModeSwitch::new(),
             thread: Mutex::new(None),
@@ -188,14 +185,7 @@ impl<E: RemoteEnd> SimRemote<E> {
             }
         };
         let req = f.payload(frame);
-        if let Some(tag) = req.get(..4) {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(tag);
-            let mut seen = lock(&self.seen);
-            if seen.len() < TAG_LOG {
-                seen.push(u32::from_le_bytes(b));
-            }
-        }
+        lock(&self.seen).log(req);
         let mut reply = [0u8; MAX_PAYLOAD];
         let out = &mut reply[..req.len()];
         for (o, i) in out.iter_mut().zip(req) {
@@ -263,7 +253,7 @@ impl<E: RemoteEnd> RemoteControl for SimRemote<E> {
     }
 
     fn take_seen_tags(&self) -> Vec<u32> {
-        core::mem::replace(&mut *lock(&self.seen), Vec::with_capacity(TAG_LOG))
+        lock(&self.seen).take()
     }
 
     fn received(&self) -> u64 {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{echo_reply_byte, DoubleFetch, Fault};
+use fwipc_transport_api::fixture::{echo_reply_byte, DoubleFetch, Fault, TagLog};
 use zerocopy::IntoBytes;
 
 use crate::engine::service::{BulkDir, BulkMode, Deliver, Event, ServiceHandle};
@@ -24,7 +24,7 @@ pub const ECHO_FOURCC: u32 = make_fourcc(*b"echo");
 struct EchoState {
     fault: Fault,
     held: Vec<(ServiceHandle, Vec<u8>)>,
-    seen: Vec<u32>,
+    seen: TagLog,
     stash: VecDeque<Vec<u8>>,
     waiting_tx: VecDeque<usize>,
     open: Option<ServiceHandle>,
@@ -80,7 +80,7 @@ impl EchoService {
             st: Mutex::new(EchoState {
                 fault: Fault::None,
                 held: Vec::new(),
-                seen: Vec::new(),
+                seen: TagLog::new(),
                 stash: VecDeque::new(),
                 waiting_tx: VecDeque::new(),
                 open: None,
@@ -133,7 +133,7 @@ impl EchoService {
 
     /// Logged request tags (cleared).
     pub fn take_seen_tags(&self) -> Vec<u32> {
-        std::mem::take(&mut self.lock().seen)
+        self.lock().seen.take()
     }
 
     /// Requests received.
@@ -297,10 +297,7 @@ impl ServiceHandler for EchoService {
                     // No slot for the reply: redeliver on the next event (nothing logged yet).
                     return Deliver::Retry;
                 }
-                if body.len() >= 4 {
-                    s.seen
-                        .push(u32::from_le_bytes([body[0], body[1], body[2], body[3]]));
-                }
+                s.seen.log(body);
                 // Relaxed: statistics.
                 self.received.fetch_add(1, Ordering::Relaxed);
             }

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch};
+use fwipc_transport_api::fixture::{
+    echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch, TagLog,
+};
 use fwipc_transport_api::{Backoff, BulkDir};
 use spin::Mutex;
 use zerocopy::IntoBytes;
@@ -12,13 +14,11 @@ use zerocopy::IntoBytes;
 use super::transport::{ReqRecord, Shared, MAX_MSG_SIZE};
 use super::wire::{ReplyRecord, KIND_REPLY, MAGIC};
 
-const TAG_LOG: usize = 1 << 14;
-
 struct State {
     fault: Fault,
     held: Vec<ReqRecord>,
     dropped: Vec<ReqRecord>,
-    tags: Vec<u32>,
+    tags: TagLog,
     /// Last bulk data received, sent back on the next bulk receive.
     stored: Vec<u8>,
 }
@@ -40,7 +40,7 @@ impl Remote {
                 fault: Fault::None,
                 held: Vec::with_capacity(super::MAX_MSG),
                 dropped: Vec::with_capacity(super::MAX_MSG),
-                tags: Vec::with_capacity(TAG_LOG),
+                tags: TagLog::new(),
                 stored: Vec::with_capacity(1 << 20),
             }),
             received: AtomicU64::new(0),
@@ -88,10 +88,7 @@ impl Remote {
             // orders it.
             self.received.fetch_add(1, Ordering::Relaxed);
             if let Some(buf) = self.shared.table.pool().get(rec.slot) {
-                if buf.len() >= 4 && st.tags.len() < TAG_LOG {
-                    let tag = buf.with(|d| u32::from_le_bytes([d[0], d[1], d[2], d[3]]));
-                    st.tags.push(tag);
-                }
+                buf.with(|d| st.tags.log(d));
             }
             match st.fault {
                 Fault::Hold => {
@@ -218,7 +215,7 @@ impl RemoteControl for Remote {
     }
 
     fn take_seen_tags(&self) -> Vec<u32> {
-        core::mem::replace(&mut self.state.lock().tags, Vec::with_capacity(TAG_LOG))
+        self.state.lock().tags.take()
     }
 
     fn received(&self) -> u64 {

@@ -341,25 +341,19 @@ impl Transport for LoopbackTransport {
                 s.bulk_out.lock().clear();
                 s.bulk_back.lock().clear();
             }
-            // Every loan is a transfer's: in-flight ones end with Shutdown, abandoned ones
-            // are freed.
-            s.table.fail_all(Error::Shutdown);
             s.ring_remote();
         }
-        let r = s.lc.wait_idle(
-            &clock,
-            Deadline::after(&clock, Duration::from_secs(2)),
-            fwipc_transport_api::Wait::SpinThenYield {
-                spins: 0,
-                relax: &fwipc_transport_api::yield_now,
-            },
-        );
-        if began {
-            // A sender admitted just before `begin_shutdown` may have started its transfer
-            // after the pass above; with every user gone none can start any more: end those too.
-            s.table.fail_all(Error::Shutdown);
+        let deadline = Deadline::after(&clock, Duration::from_secs(2));
+        let wait = fwipc_transport_api::Wait::SpinThenYield {
+            spins: 0,
+            relax: &fwipc_transport_api::yield_now,
+        };
+        if !began {
+            return s.lc.wait_idle(&clock, deadline, wait);
         }
-        r
+        // Every loan is a transfer's: in-flight ones end with Shutdown (before and after the
+        // wait for users), abandoned ones are freed.
+        s.lc.drain(&clock, deadline, wait, || s.table.fail_all(Error::Shutdown))
     }
 
     fn stats(&self) -> Stats {

@@ -234,7 +234,7 @@ impl RemoteControl for SimDevice {
     }
 
     fn take_seen_tags(&self) -> Vec<u32> {
-        std::mem::take(&mut lock(&self.sh.dev).seen)
+        lock(&self.sh.dev).seen.take()
     }
 
     fn received(&self) -> u64 {

@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fwipc_transport_api::fixture::{Fault, SimMode, SimModeSwitch};
+use fwipc_transport_api::fixture::{Fault, SimMode, SimModeSwitch, TagLog};
 use fwipc_transport_api::Backoff;
 use virtio_drivers::transport::DeviceStatus;
 use virtio_drivers::PhysAddr;
@@ -140,7 +140,7 @@ struct Dev {
     /// Chains swallowed by the Drop fault or forgotten by a platform reset.
     swallowed: u64,
     event_bufs: VecDeque<(u16, PhysAddr, u32)>,
-    seen: Vec<u32>,
+    seen: TagLog,
     received: u64,
     malformed: u64,
     /// Ring or buffer addresses outside `cfg.shared_window` (each refused).
@@ -340,7 +340,7 @@ impl SimDevice {
                 delayed: Vec::new(),
                 swallowed: 0,
                 event_bufs: VecDeque::new(),
-                seen: Vec::new(),
+                seen: TagLog::new(),
                 received: 0,
                 malformed: 0,
                 outside_window: 0,

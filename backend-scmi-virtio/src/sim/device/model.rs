@@ -224,9 +224,7 @@ impl Dev {
                 && h.message_id == FWIPC_TEST_ECHO
                 && req.len() >= HEADER_LEN + 4
             {
-                let tag = &req[HEADER_LEN..HEADER_LEN + 4];
-                self.seen
-                    .push(u32::from_le_bytes([tag[0], tag[1], tag[2], tag[3]]));
+                self.seen.log(&req[HEADER_LEN..]);
             }
         }
         let mut bytes = self.spare.pop().unwrap_or_default();
