@@ -18,6 +18,11 @@
 //!   which must not exceed the reply buffer (see `rewritten_len`); never anything else;
 //! - shutdown returns within the fixture's reply timeout (plus slack for a loaded machine);
 //! - after shutdown every pool buffer is back.
+//!
+//! Where the fixture has a datagram side, the script drives it too (`datagram`, with its own
+//! invariants).
+
+mod datagram;
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +60,8 @@ pub struct SessionStats {
     /// (the double-fetch fault): opaque payload bytes the transport cannot check, delivered as
     /// one consistent copy.
     pub rewritten: u32,
+    /// Datagrams the remote delivered to our endpoints (the datagram operations).
+    pub datagrams: u32,
 }
 
 /// Reads the script.
@@ -173,6 +180,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
     let fx = F::setup(mode);
     let stepped = fx.remote().set_sim_mode(SimMode::Stepped);
     let t = fx.transport();
+    let mut dg = datagram::DgramSession::new(&fx, t.caps());
     let clock = ManualClock::new();
     let mut live: Vec<Live> = Vec::new();
     // The double-fetch orders the script gave the remote.
@@ -230,32 +238,46 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
             }
             6 => fx.remote().set_fault(match arg % 8 {
                 0 => Fault::None,
-                1 => Fault::Hold,
-                2 => Fault::Drop,
-                3 => Fault::Duplicate,
-                4 => Fault::WrongToken,
-                5 => Fault::CorruptLength,
-                6 => Fault::CorruptHeader,
-                // A real delay would make the script depend on timing; the stepped remote
-                // answers when stepped anyway.
-                _ => Fault::Delay(Duration::ZERO),
+                k => {
+                    dg.iter_mut().for_each(|d| d.taint());
+                    match k {
+                        0 => Fault::None,
+                        1 => Fault::Hold,
+                        2 => Fault::Drop,
+                        3 => Fault::Duplicate,
+                        4 => Fault::WrongToken,
+                        5 => Fault::CorruptLength,
+                        6 => Fault::CorruptHeader,
+                        // A real delay would make the script depend on timing; the stepped
+                        // remote answers when stepped anyway.
+                        _ => Fault::Delay(Duration::ZERO),
+                    }
+                }
             }),
             7 => fx.remote().release(),
             8 => {
                 let g = s.bytes(usize::from(arg) % 64 + 1).to_vec();
                 armed.extend(DoubleFetch::parse(&g));
+                dg.iter_mut().for_each(|d| d.taint());
                 fx.remote().inject_garbage(&g);
             }
-            9 => fx.remote().reset_remote(),
+            9 => {
+                dg.iter_mut().for_each(|d| d.taint());
+                fx.remote().reset_remote();
+            }
             10 => {
                 let _ = fx.remote().notify(s.bytes(usize::from(arg) % 16));
                 let _ = t.fetch_notification(&mut [0u8; 64]);
             }
             _ => {
-                // Shutdown in the middle of whatever is in flight.
+                // Shutdown in the middle of whatever is in flight; otherwise a datagram
+                // operation (one that reads no further script bytes).
                 if arg & 3 == 0 {
                     shut = true;
                     break;
+                }
+                if let Some(d) = dg.as_mut() {
+                    d.op(arg >> 2);
                 }
             }
         }
@@ -280,6 +302,10 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
             poll_and_end(t, x, &armed, &mut st).is_none(),
             "a transfer still pending after shutdown"
         );
+    }
+    if let Some(d) = dg {
+        st.datagrams = d.delivered;
+        d.finish();
     }
     let pool = t.stats();
     assert_eq!(
