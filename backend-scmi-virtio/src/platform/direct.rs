@@ -1,21 +1,37 @@
 //! A direct-call [`Transport`] onto a [`PlatformModel`]: `send` runs the platform's command
-//! handler at once on a fixed slot table. For protocol-layer tests and examples without the
-//! virtio machinery; it does what the transport contract asks of the real one (header + token,
-//! reply matched on token + protocol + message id + type, status split off, P2A via
-//! `fetch_notification`) and has knobs to misbehave.
+//! handler at once. For protocol-layer tests and examples without the virtio machinery; it does
+//! what the transport contract asks of the real one (header + token, reply matched on token +
+//! protocol + message id + type, status split off, P2A via `fetch_notification`) and has knobs
+//! to misbehave.
 //!
-//! Not a production transport: everything happens under one lock.
+//! Its transfers are on the shared per-transfer state machine,
+//! [`fwipc_transport_api::TransferTable`], like every backend's: SCMI's 10-bit tokens
+//! ([`TOKEN_MASK`]) with their quarantine, one pool buffer per transfer (the platform writes its
+//! reply there), the states, the late replies and the counters. What is its own: the request
+//! "wire" the platform reads, the replies held back by [`DirectTransport::set_hold`] (a held
+//! reply keeps its transfer's buffer and token until [`DirectTransport::release`] delivers it,
+//! or drops it as late when the caller gave up), and the [`ReplyFault`] knobs. A transfer whose
+//! reply the platform dropped, or which got a reply naming another transfer, waits until its
+//! caller gives up; the platform holds nothing of it then, so it ends there.
+//!
+//! Not a production transport: everything happens under one lock (the table is
+//! [`Exclusive`], behind it).
 
 use alloc::vec;
 use alloc::vec::Vec;
 
 use fwipc_transport_api::{
-    Caps, Counters, Error, Notification, ProtocolError, Request, Result, Stats, Ticket, Transport,
-    TxOutcome,
+    Caps, Counters, Error, Exclusive, Notification, ProtocolError, Request, Result,
+    StartedTransfer, Stats, Ticket, Token, TransferState, TransferTable, Transport, TxOutcome,
 };
 
 use super::{Platform, PlatformModel};
 use crate::header::{split_target, Header, HEADER_LEN, TOKEN_MASK};
+
+/// Width of SCMI's token (the table's token space).
+const TOKEN_BITS: u32 = TOKEN_MASK.count_ones();
+/// What a reply carries before its return values: header and status.
+const REPLY_HEAD: usize = 8;
 
 /// What the direct transport does to replies, to test the agent against a hostile platform.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -33,31 +49,27 @@ pub enum ReplyFault {
     Drop,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SlotState {
-    Free,
-    /// Sent, no (valid) reply yet.
-    Sent,
-    /// Reply ready but held back by the `hold` knob.
-    Held,
-    Done,
-}
-
-struct Slot {
-    state: SlotState,
-    generation: u32,
-    header: Header,
-    reply: Vec<u8>,
-    reply_len: usize,
+/// What became of the platform's answer to one command.
+enum Answer {
+    /// A reply for this transfer, of this many bytes (in its buffer).
+    Reply(usize),
+    /// No reply (the platform stays silent).
+    Silent,
+    /// A reply that does not name this transfer, with its header word (dropped and counted).
+    Mismatch(u32),
 }
 
 struct Inner<P> {
     platform: P,
-    slots: Vec<Slot>,
-    next_token: u16,
+    /// The transfers; a reply is written into its transfer's buffer.
+    table: TransferTable<(), Exclusive>,
+    /// Replies held back by the `hold` knob, by token with their length (at most one per
+    /// transfer: reserved at setup for every entry).
+    held: Vec<(u32, usize)>,
     hold: bool,
     fault: ReplyFault,
     shutdown: bool,
+    /// The request as it goes on the wire (header + payload), for the platform to read.
     req: Vec<u8>,
 }
 
@@ -65,7 +77,6 @@ struct Inner<P> {
 /// (the platform gets `8 + max_msg_size` writable bytes, like Linux's 136-byte buffers).
 pub struct DirectTransport<P: PlatformModel = Platform> {
     inner: spin::Mutex<Inner<P>>,
-    counters: Counters,
     max_msg: usize,
     max_msg_size: usize,
 }
@@ -76,28 +87,23 @@ impl<P: PlatformModel> DirectTransport<P> {
         Self::with_sizes(platform, 16, 128)
     }
 
-    /// Over `platform`, with `max_msg` slots of `max_msg_size` bytes.
+    /// Over `platform`, with `max_msg` slots (1 to 1024, SCMI's token space) of `max_msg_size`
+    /// bytes.
     pub fn with_sizes(platform: P, max_msg: usize, max_msg_size: usize) -> Self {
-        let max_msg = max_msg.clamp(1, 1024);
+        let max_msg = max_msg.clamp(1, 1 << TOKEN_BITS);
+        let buf_size = max_msg_size.saturating_add(REPLY_HEAD);
         DirectTransport {
             inner: spin::Mutex::new(Inner {
                 platform,
-                slots: (0..max_msg)
-                    .map(|_| Slot {
-                        state: SlotState::Free,
-                        generation: 0,
-                        header: Header::command(0, 0, 0),
-                        reply: vec![0; max_msg_size + 8],
-                        reply_len: 0,
-                    })
-                    .collect(),
-                next_token: 0,
+                // Cannot fail: 1 to 1024 entries of at least 8 bytes, 1024 tokens.
+                table: TransferTable::new(max_msg, buf_size, TOKEN_BITS)
+                    .expect("direct transport: sizes within the table's limits"),
+                held: Vec::with_capacity(max_msg),
                 hold: false,
                 fault: ReplyFault::None,
                 shutdown: false,
-                req: vec![0; max_msg_size + HEADER_LEN],
+                req: vec![0; max_msg_size.saturating_add(HEADER_LEN)],
             }),
-            counters: Counters::default(),
             max_msg,
             max_msg_size,
         }
@@ -113,25 +119,66 @@ impl<P: PlatformModel> DirectTransport<P> {
         self.inner.lock().hold = hold;
     }
 
-    /// Deliver held replies (those whose transfer was abandoned are dropped and counted late).
+    /// Deliver held replies (those whose transfer was abandoned are dropped and counted late;
+    /// their buffer and token are free again).
     pub fn release(&self) {
         let mut g = self.inner.lock();
-        g.hold = false;
-        for s in g.slots.iter_mut() {
-            if s.state == SlotState::Held {
-                s.state = SlotState::Done;
-            }
+        let Inner { table, held, .. } = &mut *g;
+        for (token, len) in held.drain(..) {
+            // The table decides: a transfer still waiting completes, an abandoned one's reply
+            // is late (counted) and its entry freed.
+            table.on_reply(token, |_| true, |_, _| Ok(len));
         }
+        g.hold = false;
     }
 
     /// Set the reply fault for requests sent from now on.
     pub fn set_fault(&self, fault: ReplyFault) {
         self.inner.lock().fault = fault;
     }
+}
 
-    fn slot_of<'a>(inner: &'a mut Inner<P>, t: &Ticket) -> Option<&'a mut Slot> {
-        let s = inner.slots.get_mut(t.slot() as usize)?;
-        (s.generation == t.generation() && s.state != SlotState::Free).then_some(s)
+/// Apply `fault` to the platform's reply (`len` bytes of `reply`) to the command `header`, then
+/// check it the way a transport must: length, header, identity.
+fn answer(fault: &ReplyFault, header: Header, reply: &mut [u8], len: usize) -> Answer {
+    let mut len = len.min(reply.len());
+    match fault {
+        ReplyFault::None => {}
+        ReplyFault::Drop => len = 0,
+        ReplyFault::WrongMessageId => {
+            if let Some(b) = reply.first_mut() {
+                *b = b.wrapping_add(1);
+            }
+        }
+        ReplyFault::WrongToken => {
+            let h = Header {
+                token: header.token.wrapping_add(1) & TOKEN_MASK,
+                ..header
+            };
+            if let Some(b) = reply.get_mut(..HEADER_LEN) {
+                b.copy_from_slice(&h.to_le_bytes());
+            }
+        }
+        ReplyFault::ReturnValues(v) => {
+            let end = REPLY_HEAD.saturating_add(v.len()).min(reply.len());
+            if let Some((head, values)) = reply
+                .get_mut(..end)
+                .and_then(|r| r.split_first_chunk_mut::<REPLY_HEAD>())
+            {
+                head[..HEADER_LEN].copy_from_slice(&header.to_le_bytes());
+                head[HEADER_LEN..].copy_from_slice(&0i32.to_le_bytes());
+                values.copy_from_slice(v.get(..values.len()).unwrap_or(&[]));
+                len = end;
+            }
+        }
+    }
+    if len == 0 {
+        return Answer::Silent;
+    }
+    let reply = reply.get(..len).unwrap_or(&[]);
+    match Header::decode_bytes(reply) {
+        Ok(h) if h == header && len >= REPLY_HEAD => Answer::Reply(len),
+        _ => Answer::Mismatch(reply.first_chunk().map_or(0, |w| u32::from_le_bytes(*w))),
     }
 }
 
@@ -148,136 +195,118 @@ impl<P: PlatformModel> Transport for DirectTransport<P> {
             return Err(Error::TooLarge);
         }
         let mut g = self.inner.lock();
-        if g.shutdown {
+        let Inner {
+            platform,
+            table,
+            held,
+            hold,
+            fault,
+            shutdown,
+            req: wire,
+        } = &mut *g;
+        if *shutdown {
             return Err(Error::Shutdown);
         }
-        let Some(idx) = g.slots.iter().position(|s| s.state == SlotState::Free) else {
-            Counters::bump(&self.counters.busy);
-            return Err(Error::Busy);
-        };
-        // Next token not used by a live slot (quarantine: a slot is live until mark_txdone).
-        let mut token = g.next_token;
-        for _ in 0..=TOKEN_MASK {
-            let live = g
-                .slots
-                .iter()
-                .any(|s| s.state != SlotState::Free && s.header.token == token);
-            if !live {
-                break;
-            }
-            token = (token + 1) & TOKEN_MASK;
-        }
-        g.next_token = (token + 1) & TOKEN_MASK;
-        let header = Header::command(protocol, message, token);
-        let inner = &mut *g;
         let n = HEADER_LEN + req.payload.len();
-        let Some(dst) = inner.req.get_mut(..n) else {
+        let Some((hdr, body)) = wire
+            .get_mut(..n)
+            .and_then(|w| w.split_first_chunk_mut::<HEADER_LEN>())
+        else {
             return Err(Error::TooLarge);
         };
-        let (hdr, body) = dst.split_at_mut(HEADER_LEN);
-        hdr.copy_from_slice(&header.to_le_bytes());
         body.copy_from_slice(req.payload);
-        let hold = inner.hold;
-        let fault = inner.fault.clone();
-        let Some(slot) = inner.slots.get_mut(idx) else {
-            return Err(Error::Busy);
+        // Buffer and token from the table (`Busy`, counted, when either runs out); the token
+        // goes in the header.
+        let mut header = Header::command(protocol, message, 0);
+        let started = table.start_with(|token, _| {
+            // Below 2^10: the table's tokens are TOKEN_BITS wide.
+            header = Header::command(protocol, message, token.0 as u16);
+            Ok(())
+        })?;
+        *hdr = header.to_le_bytes();
+        let ticket = started.ticket();
+        let wire = wire.get(..n).unwrap_or(&[]);
+        // The platform reads the request and writes its reply into the transfer's buffer.
+        let answered = table.inspect(&ticket, |_, buf, _| {
+            buf.with_mut(|reply| {
+                let len = platform.handle_command(wire, reply);
+                answer(fault, header, reply, len)
+            })
+        });
+        let answered = match answered {
+            Ok(a) => a,
+            Err(e) => {
+                table.abort(started);
+                return Err(e);
+            }
         };
-        slot.generation = slot.generation.wrapping_add(1);
-        slot.header = header;
-        slot.state = SlotState::Sent;
-        let reqb = inner.req.get(..n).unwrap_or(&[]);
-        let mut len = inner.platform.handle_command(reqb, &mut slot.reply);
-        Counters::bump(&self.counters.sent);
-        match &fault {
-            ReplyFault::None => {}
-            ReplyFault::Drop => len = 0,
-            ReplyFault::WrongMessageId => {
-                if let Some(b) = slot.reply.get_mut(0) {
-                    *b = b.wrapping_add(1);
-                }
+        let counters = table.counters();
+        Counters::bump(&counters.sent);
+        match answered {
+            Answer::Silent => {}
+            Answer::Mismatch(word) => {
+                log::warn!("direct transport: reply {word:#x} does not match {header:?}, dropped");
+                Counters::bump(&counters.unknown_replies);
             }
-            ReplyFault::WrongToken => {
-                let t = header.token.wrapping_add(1) & TOKEN_MASK;
-                let h = Header { token: t, ..header };
-                if let Some(b) = slot.reply.get_mut(..4) {
-                    b.copy_from_slice(&h.to_le_bytes());
-                }
-            }
-            ReplyFault::ReturnValues(v) => {
-                let end = (8 + v.len()).min(slot.reply.len());
-                if let Some(dst) = slot.reply.get_mut(..end) {
-                    dst[..4].copy_from_slice(&header.to_le_bytes());
-                    dst[4..8].copy_from_slice(&0i32.to_le_bytes());
-                    let k = end - 8;
-                    dst[8..].copy_from_slice(&v[..k]);
-                }
-                len = end;
+            // Never beyond the capacity reserved: one held reply per live transfer.
+            Answer::Reply(len) if *hold => held.push((started.token.0, len)),
+            Answer::Reply(len) => {
+                table.on_reply(started.token.0, |_| true, |_, _| Ok(len));
             }
         }
-        slot.reply_len = len.min(slot.reply.len());
-        // Validate the reply the way a transport must: length, header, identity.
-        if len == 0 {
-            return Ok(Ticket::new(u32::from(token), idx as u32, slot.generation));
-        }
-        let ok = match Header::decode_bytes(slot.reply.get(..slot.reply_len).unwrap_or(&[])) {
-            Ok(h) => h == header && slot.reply_len >= 8,
-            Err(_) => false,
-        };
-        if ok {
-            slot.state = if hold {
-                SlotState::Held
-            } else {
-                SlotState::Done
-            };
-            Counters::bump(&self.counters.completed);
-        } else {
-            log::warn!("direct transport: reply does not match {header:?}, dropped");
-            Counters::bump(&self.counters.unknown_replies);
-        }
-        Ok(Ticket::new(u32::from(token), idx as u32, slot.generation))
+        Ok(ticket)
     }
 
     fn poll_done(&self, ticket: &Ticket) -> Result<bool> {
-        let mut g = self.inner.lock();
+        let g = self.inner.lock();
         if g.shutdown {
             return Err(Error::Shutdown);
         }
-        match Self::slot_of(&mut g, ticket) {
-            Some(s) => Ok(s.state == SlotState::Done),
-            None => Err(Error::InvalidArgument),
-        }
+        g.table.poll(ticket)
     }
 
     fn fetch_response(&self, ticket: &Ticket, out: &mut [u8]) -> Result<usize> {
-        let mut g = self.inner.lock();
-        let s = Self::slot_of(&mut g, ticket).ok_or(Error::InvalidArgument)?;
-        if s.state != SlotState::Done {
-            return Err(Error::InvalidArgument);
-        }
-        let reply = s.reply.get(..s.reply_len).unwrap_or(&[]);
-        let Some(status) = reply.get(4..8) else {
-            return Err(Error::Protocol(ProtocolError::Truncated));
-        };
-        let status = i32::from_le_bytes([status[0], status[1], status[2], status[3]]);
-        if status != 0 {
-            return Err(Error::Remote(status));
-        }
-        let values = reply.get(8..).unwrap_or(&[]);
-        let dst = out.get_mut(..values.len()).ok_or(Error::TooLarge)?;
-        dst.copy_from_slice(values);
-        Ok(values.len())
+        let g = self.inner.lock();
+        g.table.inspect(ticket, |state, buf, _| {
+            let TransferState::Done(len) = state else {
+                return Err(Error::InvalidArgument);
+            };
+            buf.with(|b| {
+                let reply = b.get(..len).unwrap_or(&[]);
+                let Some((head, values)) = reply.split_first_chunk::<REPLY_HEAD>() else {
+                    return Err(Error::Protocol(ProtocolError::Truncated));
+                };
+                let status = i32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+                if status != 0 {
+                    return Err(Error::Remote(status));
+                }
+                let dst = out.get_mut(..values.len()).ok_or(Error::TooLarge)?;
+                dst.copy_from_slice(values);
+                Ok(values.len())
+            })
+        })?
     }
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {
         let mut g = self.inner.lock();
-        if let Some(s) = Self::slot_of(&mut g, &ticket) {
-            if outcome != TxOutcome::Done {
-                Counters::bump(&self.counters.timed_out);
-                if s.state == SlotState::Held {
-                    Counters::bump(&self.counters.late_replies);
-                }
-            }
-            s.state = SlotState::Free;
+        let Inner { table, held, .. } = &mut *g;
+        // Still waiting with no reply held back: the platform dropped it or answered another
+        // transfer, and holds nothing of this one.
+        let unanswered = table.state(&ticket) == Ok(TransferState::InFlight)
+            && !held.iter().any(|&(t, _)| t == ticket.token());
+        let started = StartedTransfer {
+            token: Token(ticket.token()),
+            slot: ticket.slot(),
+            generation: ticket.generation(),
+        };
+        // A held reply's transfer is abandoned: buffer and token stay reserved until `release`.
+        if table.finish(ticket, outcome).is_err() {
+            log::warn!("direct transport: mark_txdone on a stale ticket {started:?}");
+            return;
+        }
+        if unanswered {
+            // Abandoned by `finish` (timed out counted), and no reply can come: free it.
+            table.abort(started);
         }
     }
 
@@ -286,14 +315,17 @@ impl<P: PlatformModel> Transport for DirectTransport<P> {
         if g.shutdown {
             return Err(Error::Shutdown);
         }
+        let Inner {
+            platform, table, ..
+        } = &mut *g;
         let mut buf = [0u8; 4 + 512];
         loop {
-            let Some(n) = g.platform.next_p2a(&mut buf) else {
+            let Some(n) = platform.next_p2a(&mut buf) else {
                 return Ok(None);
             };
             let msg = buf.get(..n.min(buf.len())).unwrap_or(&[]);
             let Some((h, body)) = msg.split_first_chunk::<4>() else {
-                Counters::bump(&self.counters.protocol_errors);
+                Counters::bump(&table.counters().protocol_errors);
                 continue;
             };
             let dst = out.get_mut(..body.len()).ok_or(Error::TooLarge)?;
@@ -308,19 +340,17 @@ impl<P: PlatformModel> Transport for DirectTransport<P> {
     fn shutdown(&self) -> Result<()> {
         let mut g = self.inner.lock();
         g.shutdown = true;
-        for s in g.slots.iter_mut() {
-            s.state = SlotState::Free;
-        }
+        // The platform is gone: its held replies with it; every transfer in flight fails,
+        // every abandoned one is freed.
+        g.held.clear();
+        g.table.fail_all(Error::Shutdown);
         Ok(())
     }
 
     fn stats(&self) -> Stats {
-        let g = self.inner.lock();
-        let free = g
-            .slots
-            .iter()
-            .filter(|s| s.state == SlotState::Free)
-            .count();
-        self.counters.snapshot(g.slots.len(), free)
+        self.inner.lock().table.stats()
     }
 }
+
+#[cfg(test)]
+mod tests;
