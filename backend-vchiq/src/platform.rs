@@ -3,6 +3,7 @@
 //! virtio-drivers HAL pattern).
 
 use crate::sync::Barriers;
+use crate::wire::consts::VCHIQ_SLOT_SIZE;
 
 /// The platform glue of one VCHIQ instance.
 ///
@@ -13,6 +14,16 @@ use crate::sync::Barriers;
 ///   [`Platform::map_bulk_page`] / [`Platform::bulk_bus_to_cpu`] (until
 ///   [`Platform::unmap_bulk_page`]); `bulk_bus_to_cpu` must return only pages mapped for the
 ///   pagelist it is given.
+/// - [`Platform::map_bulk_run`] maps pages as [`Platform::map_bulk_page`] does, several at once:
+///   it returns `(bus, n)` with `1 <= n <= pages`, and the peer's DMA through `bus + k * 4096`
+///   must reach exactly the CPU page `cpu_page + k * 4096` for every `k < n`, until those pages
+///   are unmapped ([`Platform::unmap_bulk_run`] or [`Platform::unmap_bulk_page`], page by page or
+///   in any grouping).
+/// - [`Platform::bulk_bus_to_cpu_run`] returns `(cpu, n)` with `1 <= n <= pages` only if each of
+///   the `n` bus pages from `bus_page` on is mapped for the pagelist given and
+///   `bus_page + k * 4096` is the CPU page `cpu + k * 4096` for every `k < n`; the core copies
+///   the `n * 4096` bytes at `cpu` as one range, so they must be valid as
+///   [`Platform::bus_to_cpu`]'s page is. `None` if `bus_page` is not mapped for that pagelist.
 /// - [`Platform::bus_to_cpu`] (used by the master role only) must return the CPU address of a page
 ///   that is valid for reads and writes of 4096 bytes while the peer keeps the transfer queued; the
 ///   core copies the peer's buffers through it with atomic byte accesses only (never word
@@ -77,6 +88,50 @@ pub unsafe trait Platform: Send + Sync {
     fn bulk_bus_to_cpu(&self, pagelist: u32, bus_page: u64) -> Option<usize> {
         let _ = pagelist;
         self.bus_to_cpu_wide(bus_page)
+    }
+
+    /// Slave role: map up to `pages` pages from `cpu_page` (page-aligned, `pages >= 1`) for the
+    /// bulk transfer whose pagelist is at bus address `pagelist`, as one run contiguous on the
+    /// bus: `(bus address of cpu_page, pages mapped)`, at least one page and at most `pages`. The
+    /// core calls it until the buffer is mapped, so an implementation may map fewer pages than
+    /// asked (where its bus window or its contiguity ends). Default: one page through
+    /// [`Platform::map_bulk_page`].
+    fn map_bulk_run(
+        &self,
+        pagelist: u32,
+        cpu_page: usize,
+        pages: usize,
+        wide: bool,
+    ) -> Option<(u64, usize)> {
+        let _ = pages;
+        self.map_bulk_page(pagelist, cpu_page, wide).map(|b| (b, 1))
+    }
+
+    /// Slave role: the transfer whose pagelist is at `pagelist` is done with the `pages` pages
+    /// from `cpu_page` (mapped by [`Platform::map_bulk_run`] or [`Platform::map_bulk_page`], in
+    /// one or several calls). Default: [`Platform::unmap_bulk_page`] for each.
+    fn unmap_bulk_run(&self, pagelist: u32, cpu_page: usize, pages: usize) {
+        for i in 0..pages {
+            self.unmap_bulk_page(
+                pagelist,
+                cpu_page.wrapping_add(i.wrapping_mul(VCHIQ_SLOT_SIZE)),
+            );
+        }
+    }
+
+    /// Master role: `(CPU address of bus_page, n)` with `1 <= n <= pages`, if the slave mapped
+    /// `bus_page` for the transfer whose pagelist is at `pagelist`: the `n` bus pages from
+    /// `bus_page` on are all mapped for that transfer and contiguous in CPU memory, so the core
+    /// copies them as one range. `None` for a page not mapped for that transfer (see
+    /// [`Platform::bulk_bus_to_cpu`]). Default: one page through [`Platform::bulk_bus_to_cpu`].
+    fn bulk_bus_to_cpu_run(
+        &self,
+        pagelist: u32,
+        bus_page: u64,
+        pages: usize,
+    ) -> Option<(usize, usize)> {
+        let _ = pages;
+        self.bulk_bus_to_cpu(pagelist, bus_page).map(|c| (c, 1))
     }
 
     /// Like [`Platform::map_page`] for [`crate::Config::pagelist_addr36`] (Pi 4 "36-bit" mode):

@@ -11,6 +11,7 @@ use crate::wire::header::Header;
 use crate::wire::layout::BulkDonePayload;
 use crate::wire::pagelist::{self, fragment_split};
 use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
+use fwipc_transport_api::ProtocolError;
 use zerocopy::IntoBytes;
 
 impl Vchiq {
@@ -216,20 +217,28 @@ impl Vchiq {
         let data = &mut e.buf[e.offset..e.offset + len];
         let platform = &*self.platform;
         let region = &self.region;
-        let cpu = |bus: u64| -> Result<usize, fwipc_transport_api::ProtocolError> {
-            let page = bus & !(VCHIQ_SLOT_SIZE as u64 - 1);
+        // The CPU address of `bus` and how many of the `c` bytes from it on are contiguous there
+        // (at least one): one platform lookup per run the slave mapped, not per page.
+        let cpu = |bus: u64, c: usize| -> Result<(usize, usize), ProtocolError> {
+            const PAGE: usize = VCHIQ_SLOT_SIZE;
+            let page = bus & !(PAGE as u64 - 1);
+            let off = (bus - page) as usize;
+            let want = (off + c).div_ceil(PAGE);
             // Only pages the slave mapped for *this* transfer (the one whose pagelist we
             // walk): a hostile slave cannot steer our copies into another transfer's buffer.
-            let p = platform
-                .bulk_bus_to_cpu(rb.pagelist, page)
-                .ok_or(fwipc_transport_api::ProtocolError::OutOfRange)?;
+            let (p, n) = platform
+                .bulk_bus_to_cpu_run(rb.pagelist, page, want)
+                .ok_or(ProtocolError::OutOfRange)?;
+            if n == 0 || n > want {
+                return Err(ProtocolError::OutOfRange);
+            }
             // Bulk pages are copied with `shared_mem`'s byte-wise atomic copies (native words
             // inside, bytes at the edges), the region only ever with `u32` word atomics
             // (`crate::shared::region`'s one-width rule): a page inside the region is refused.
-            if region.overlaps(p, VCHIQ_SLOT_SIZE) {
-                return Err(fwipc_transport_api::ProtocolError::OutOfRange);
+            if region.overlaps(p, n * PAGE) {
+                return Err(ProtocolError::OutOfRange);
             }
-            Ok(p + (bus - page) as usize)
+            Ok((p + off, (n * PAGE - off).min(c)))
         };
         let r = match dir {
             // Slave transmit: its WRITE pagelist → our buffer.
@@ -239,11 +248,17 @@ impl Vchiq {
                     return Err(VchiqError::Aborted);
                 }
                 pagelist::walk(&self.region, &v, |i, bus, c| {
-                    let src = cpu(bus)?;
-                    // SAFETY: `bulk_bus_to_cpu` returned a page the slave mapped for this transfer
-                    // (Platform contract), `c` stays within that page, and the slave does not
-                    // touch the buffer until our DONE.
-                    unsafe { copy_from_shared(src as *const u8, &mut data[i..i + c]) };
+                    let mut done = 0;
+                    while done < c {
+                        let (src, k) = cpu(bus + done as u64, c - done)?;
+                        let at = i + done;
+                        // SAFETY: `bulk_bus_to_cpu_run` returned pages the slave mapped for this
+                        // transfer, contiguous in CPU memory (Platform contract), the `k` bytes
+                        // stay within them, and the slave does not touch the buffer until our
+                        // DONE.
+                        unsafe { copy_from_shared(src as *const u8, &mut data[at..at + k]) };
+                        done += k;
+                    }
                     Ok(())
                 })
             }
@@ -283,13 +298,13 @@ impl Vchiq {
                 let (lo, hi) = (head, len - tail);
                 pagelist::walk(&self.region, &v, |i, bus, c| {
                     // Only the middle goes to the pages; head/tail went to the fragment.
-                    let (a, b) = (i.max(lo), (i + c).min(hi));
-                    if a >= b {
-                        return Ok(());
+                    let (mut a, b) = (i.max(lo), (i + c).min(hi));
+                    while a < b {
+                        let (dst, k) = cpu(bus + (a - i) as u64, b - a)?;
+                        // SAFETY: as above: mapped pages of the slave's buffer, within bounds.
+                        unsafe { copy_to_shared(dst as *mut u8, &data[a..a + k]) };
+                        a += k;
                     }
-                    let dst = cpu(bus + (a - i) as u64)?;
-                    // SAFETY: as above: a mapped page of the slave's buffer, within bounds.
-                    unsafe { copy_to_shared(dst as *mut u8, &data[a..b]) };
                     Ok(())
                 })
             }

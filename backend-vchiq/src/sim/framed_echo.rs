@@ -37,9 +37,22 @@ struct EchoState {
     one_way: VecDeque<Vec<u8>>,
     /// The armed double-fetch fault: replies still to rewrite after publishing them.
     rewrite: Option<DoubleFetch>,
+    /// Buffers of bulk transmits that completed, reused for the next bulk receives (at most
+    /// [`SPARE_BULK_BUFS`], capacity reserved up front): no allocation per bulk.
+    spare: Vec<Vec<u8>>,
 }
 
+/// Bulk buffers the echo service keeps for reuse.
+const SPARE_BULK_BUFS: usize = 4;
+
 impl EchoState {
+    /// Keep `buf` for a later bulk receive (dropped if enough are kept already).
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BULK_BUFS {
+            self.spare.push(buf);
+        }
+    }
+
     /// The double-fetch fault: if armed, rewrite the reply of `size` bytes just published
     /// (`rewrite_last_message`) and count it off.
     fn rewrite_published(&mut self, master: &Vchiq, size: usize) {
@@ -90,6 +103,7 @@ impl EchoService {
                 reply_buf: Vec::new(),
                 one_way: VecDeque::new(),
                 rewrite: None,
+                spare: Vec::with_capacity(SPARE_BULK_BUFS),
             }),
             received: AtomicU64::new(0),
         }
@@ -310,14 +324,15 @@ impl ServiceHandler for EchoService {
                 match dir {
                     // The ARM transmits: receive it.
                     BulkDir::Receive => {
-                        let _ = v.bulk_receive(
-                            ctx.handle,
-                            vec![0u8; size],
-                            0,
-                            size,
-                            tag,
-                            BulkMode::Callback,
-                        );
+                        // A spare buffer as it is (the transfer overwrites all `size` bytes, and
+                        // only a complete one is echoed): no zeroing, no allocation once warm.
+                        let mut buf = s.spare.pop().unwrap_or_default();
+                        buf.resize(size, 0);
+                        if let Err((_, buf)) =
+                            v.bulk_receive(ctx.handle, buf, 0, size, tag, BulkMode::Callback)
+                        {
+                            s.recycle(buf);
+                        }
                     }
                     // The ARM receives: send back what we got, or wait for it.
                     BulkDir::Transmit => match s.stash.pop_front() {
@@ -342,6 +357,9 @@ impl ServiceHandler for EchoService {
                     } else {
                         s.stash.push_back(d);
                     }
+                } else {
+                    // A transmit that ended (or a receive that failed): its buffer is free.
+                    self.lock().recycle(c.buf);
                 }
             }
         }

@@ -104,13 +104,39 @@ impl Hasher for PageHasher {
 /// A bus map keyed by integers.
 type PageMap<K, V> = HashMap<K, V, BuildHasherDefault<PageHasher>>;
 
+/// Pages of the simulated bus window (the window ends below 4 GiB in the classic layout).
+const SIM_DMA_WINDOW_PAGES: u64 = 0x7_0000;
+const PAGE: usize = crate::wire::consts::VCHIQ_SLOT_SIZE;
+
+/// `pages` pages mapped for one bulk transfer: bus page `bus + k * 4096` is the CPU page
+/// `cpu + k * 4096` for every `k < pages`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BusRun {
+    bus: u64,
+    cpu: usize,
+    pages: usize,
+}
+
+impl BusRun {
+    fn cpu_end(&self) -> usize {
+        self.cpu + self.pages * PAGE
+    }
+    fn bus_end(&self) -> u64 {
+        self.bus + (self.pages * PAGE) as u64
+    }
+}
+
 #[derive(Default)]
 struct BusMaps {
+    /// `map_page`'s mappings (one per CPU page, counted): not used for bulk transfers.
     cpu_to_bus: PageMap<usize, (u64, u32)>,
     bus_to_cpu: PageMap<u64, usize>,
-    /// (pagelist bus address, bus page) → mappings of that page for that transfer: the master
-    /// resolves a page only for a transfer that mapped it.
-    owners: PageMap<(u32, u64), u32>,
+    /// Pagelist bus address → the runs mapped for that transfer: the master resolves a bus page
+    /// only in the runs of the transfer whose pagelist it walks, one lookup per run (not per
+    /// page). A finished transfer's entry stays, emptied, so its `Vec` is reused by the next
+    /// transfer on that pagelist (the region holds a fixed set of pagelists): no allocation per
+    /// transfer.
+    runs: PageMap<u32, Vec<BusRun>>,
     next: u64,
 }
 
@@ -140,6 +166,22 @@ pub struct SimBus {
 }
 
 impl BusMaps {
+    /// `pages` fresh bus pages (at most the window, fewer where the window wraps): their base.
+    fn alloc(&mut self, pages: usize, wide: bool) -> (u64, usize) {
+        let base = if wide {
+            SIM_DMA_BUS_BASE_WIDE
+        } else {
+            SIM_DMA_BUS_BASE as u64
+        };
+        if self.next >= SIM_DMA_WINDOW_PAGES {
+            self.next = 0;
+        }
+        let n = (pages as u64).min(SIM_DMA_WINDOW_PAGES - self.next);
+        let bus = base + self.next * PAGE as u64;
+        self.next += n;
+        (bus, n as usize)
+    }
+
     /// Map `cpu_page` (one more reference if it is mapped already); its bus address. `wide`:
     /// the window above 4 GiB.
     fn map(&mut self, cpu_page: usize, wide: bool) -> u64 {
@@ -147,13 +189,7 @@ impl BusMaps {
             *refs += 1;
             return *bus;
         }
-        let base = if wide {
-            SIM_DMA_BUS_BASE_WIDE
-        } else {
-            SIM_DMA_BUS_BASE as u64
-        };
-        let bus = base + self.next * 4096;
-        self.next = (self.next + 1) % 0x7_0000;
+        let (bus, _) = self.alloc(1, wide);
         self.cpu_to_bus.insert(cpu_page, (bus, 1));
         self.bus_to_cpu.insert(bus, cpu_page);
         bus
@@ -172,6 +208,90 @@ impl BusMaps {
             self.cpu_to_bus.remove(&cpu_page);
             self.bus_to_cpu.remove(&bus);
         }
+    }
+
+    /// Map up to `pages` pages from `cpu_page` for the transfer whose pagelist is at `pagelist`,
+    /// as one run on the bus (extending the transfer's last run where both addresses continue
+    /// it): (bus address, pages mapped).
+    fn map_run(
+        &mut self,
+        pagelist: u32,
+        cpu_page: usize,
+        pages: usize,
+        wide: bool,
+    ) -> (u64, usize) {
+        let (bus, n) = self.alloc(pages, wide);
+        let runs = self.runs.entry(pagelist).or_default();
+        match runs.last_mut() {
+            Some(r) if r.cpu_end() == cpu_page && r.bus_end() == bus => r.pages += n,
+            _ => runs.push(BusRun {
+                bus,
+                cpu: cpu_page,
+                pages: n,
+            }),
+        }
+        (bus, n)
+    }
+
+    /// Unmap the `pages` pages from `cpu_page` mapped for the transfer whose pagelist is at
+    /// `pagelist` (any part of its runs: a run is cut where the range ends inside it).
+    fn unmap_run(&mut self, pagelist: u32, cpu_page: usize, pages: usize) {
+        let Some(runs) = self.runs.get_mut(&pagelist) else {
+            return;
+        };
+        let lo = cpu_page;
+        let hi = cpu_page.saturating_add(pages.saturating_mul(PAGE));
+        let mut i = 0;
+        while i < runs.len() {
+            let r = runs[i];
+            if hi <= r.cpu || r.cpu_end() <= lo {
+                i += 1;
+                continue;
+            }
+            // What stays: the pages before `lo` and those from `hi` on.
+            let head = (lo.max(r.cpu) - r.cpu) / PAGE;
+            let tail = (r.cpu_end() - hi.min(r.cpu_end())) / PAGE;
+            let tail_run = BusRun {
+                bus: r.bus + ((r.pages - tail) * PAGE) as u64,
+                cpu: r.cpu_end() - tail * PAGE,
+                pages: tail,
+            };
+            match (head, tail) {
+                (0, 0) => {
+                    runs.remove(i);
+                    continue;
+                }
+                (0, _) => runs[i] = tail_run,
+                (_, 0) => runs[i].pages = head,
+                _ => {
+                    runs[i].pages = head;
+                    runs.insert(i + 1, tail_run);
+                    i += 1;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// The CPU address of `bus_page` and how many pages from it on (at most `pages`) the
+    /// transfer whose pagelist is at `pagelist` mapped as one run; `None` if it did not map
+    /// `bus_page`.
+    fn resolve_run(&self, pagelist: u32, bus_page: u64, pages: usize) -> Option<(usize, usize)> {
+        if !bus_page.is_multiple_of(PAGE as u64) {
+            return None;
+        }
+        let r = self
+            .runs
+            .get(&pagelist)?
+            .iter()
+            .find(|r| r.bus <= bus_page && bus_page < r.bus_end())?;
+        let k = ((bus_page - r.bus) / PAGE as u64) as usize;
+        Some((r.cpu + k * PAGE, (r.pages - k).min(pages.max(1))))
+    }
+
+    /// Bulk pages currently mapped, over every transfer.
+    fn run_pages(&self) -> usize {
+        self.runs.values().flatten().map(|r| r.pages).sum()
     }
 }
 
@@ -197,35 +317,34 @@ impl SimBus {
         self.maps.lock().ok()?.bus_to_cpu.get(&bus_page).copied()
     }
 
-    /// Map `cpu_page` for the transfer whose pagelist is at `pagelist` (one lock for both maps).
-    fn map_for(&self, pagelist: u32, cpu_page: usize) -> Option<u64> {
-        let wide = self.wide();
-        let mut m = self.maps.lock().ok()?;
-        let bus = m.map(cpu_page, wide);
-        *m.owners.entry((pagelist, bus)).or_insert(0) += 1;
-        Some(bus)
-    }
-
-    fn unmap_for(&self, pagelist: u32, cpu_page: usize) {
-        let Ok(mut m) = self.maps.lock() else { return };
-        if let Some(&(bus, _)) = m.cpu_to_bus.get(&cpu_page) {
-            if let Some(n) = m.owners.get_mut(&(pagelist, bus)) {
-                *n -= 1;
-                if *n == 0 {
-                    m.owners.remove(&(pagelist, bus));
-                }
-            }
-        }
-        m.unmap(cpu_page);
-    }
-
-    /// The CPU page of `bus_page` if the transfer whose pagelist is at `pagelist` mapped it.
-    fn resolve_for(&self, pagelist: u32, bus_page: u64) -> Option<usize> {
-        let m = self.maps.lock().ok()?;
-        if !m.owners.contains_key(&(pagelist, bus_page)) {
+    /// Map up to `pages` pages from `cpu_page` for the transfer whose pagelist is at `pagelist`,
+    /// one lock for the whole run: (bus address, pages mapped).
+    fn map_run(&self, pagelist: u32, cpu_page: usize, pages: usize) -> Option<(u64, usize)> {
+        if pages == 0 {
             return None;
         }
-        m.bus_to_cpu.get(&bus_page).copied()
+        let wide = self.wide();
+        Some(
+            self.maps
+                .lock()
+                .ok()?
+                .map_run(pagelist, cpu_page, pages, wide),
+        )
+    }
+
+    fn unmap_run(&self, pagelist: u32, cpu_page: usize, pages: usize) {
+        if let Ok(mut m) = self.maps.lock() {
+            m.unmap_run(pagelist, cpu_page, pages);
+        }
+    }
+
+    /// The CPU address of `bus_page` and the pages from it on (at most `pages`) that the
+    /// transfer whose pagelist is at `pagelist` mapped as one run.
+    fn resolve_run(&self, pagelist: u32, bus_page: u64, pages: usize) -> Option<(usize, usize)> {
+        self.maps
+            .lock()
+            .ok()?
+            .resolve_run(pagelist, bus_page, pages)
     }
 
     /// Cache maintenance requested so far.
@@ -261,9 +380,13 @@ impl SimBus {
         }
     }
 
-    /// Pages currently mapped (0 once every bulk finished).
+    /// Page mappings currently live (0 once every bulk finished; a page mapped for two
+    /// transfers counts twice).
     pub fn mapped_pages(&self) -> usize {
-        self.maps.lock().map(|m| m.cpu_to_bus.len()).unwrap_or(0)
+        self.maps
+            .lock()
+            .map(|m| m.cpu_to_bus.len() + m.run_pages())
+            .unwrap_or(0)
     }
 }
 
@@ -275,9 +398,13 @@ pub struct SimPlatform {
 }
 
 // SAFETY: `map_page` hands out a bus page that `bus_to_cpu` resolves to exactly the page given,
-// until `unmap_page`; `bulk_bus_to_cpu` resolves a page only for the pagelist it was mapped for
-// (`map_bulk_page`), until `unmap_bulk_page`; the slave core keeps the buffer alive and untouched
-// while it is mapped.
+// until `unmap_page`. The bulk methods keep, per pagelist, the runs mapped for that transfer
+// (`BusMaps::runs`): `map_bulk_run` records bus pages `bus + k * 4096` as CPU pages
+// `cpu_page + k * 4096` (fresh bus pages, so one run is contiguous on both sides), and
+// `bulk_bus_to_cpu_run` / `bulk_bus_to_cpu` look only in the runs of the pagelist given and
+// return at most what is left of the one run holding the page, until `unmap_bulk_run` /
+// `unmap_bulk_page` cut it out; the slave core keeps the buffer alive and untouched while it is
+// mapped.
 unsafe impl Platform for SimPlatform {
     fn ring_doorbell(&self) {
         self.peer_bell.ring();
@@ -301,18 +428,41 @@ unsafe impl Platform for SimPlatform {
         self.bus.resolve(bus_page)
     }
     fn map_bulk_page(&self, pagelist: u32, cpu_page: usize, wide: bool) -> Option<u64> {
-        let bus = self.bus.map_for(pagelist, cpu_page)?;
-        if !wide && bus > u64::from(u32::MAX) {
-            self.bus.unmap_for(pagelist, cpu_page);
-            return None;
-        }
-        Some(bus)
+        self.map_bulk_run(pagelist, cpu_page, 1, wide)
+            .map(|(bus, _)| bus)
     }
     fn unmap_bulk_page(&self, pagelist: u32, cpu_page: usize) {
-        self.bus.unmap_for(pagelist, cpu_page)
+        self.bus.unmap_run(pagelist, cpu_page, 1)
     }
     fn bulk_bus_to_cpu(&self, pagelist: u32, bus_page: u64) -> Option<usize> {
-        self.bus.resolve_for(pagelist, bus_page)
+        self.bus
+            .resolve_run(pagelist, bus_page, 1)
+            .map(|(cpu, _)| cpu)
+    }
+    fn map_bulk_run(
+        &self,
+        pagelist: u32,
+        cpu_page: usize,
+        pages: usize,
+        wide: bool,
+    ) -> Option<(u64, usize)> {
+        let (bus, n) = self.bus.map_run(pagelist, cpu_page, pages)?;
+        if !wide && bus + ((n - 1) * PAGE) as u64 > u64::from(u32::MAX) {
+            self.bus.unmap_run(pagelist, cpu_page, n);
+            return None;
+        }
+        Some((bus, n))
+    }
+    fn unmap_bulk_run(&self, pagelist: u32, cpu_page: usize, pages: usize) {
+        self.bus.unmap_run(pagelist, cpu_page, pages)
+    }
+    fn bulk_bus_to_cpu_run(
+        &self,
+        pagelist: u32,
+        bus_page: u64,
+        pages: usize,
+    ) -> Option<(usize, usize)> {
+        self.bus.resolve_run(pagelist, bus_page, pages)
     }
     fn dma_clean(&self, _addr: usize, _len: usize) {
         self.bus.clean();
@@ -551,25 +701,90 @@ impl Drop for SimPair {
 mod tests {
     use super::*;
 
+    const P: usize = PAGE;
+
     /// The bus resolves a bulk page for the master only for the pagelist it was mapped for, and
     /// only while it is mapped (issue 12 finding 9).
     #[test]
     fn bulk_pages_resolve_only_for_their_transfer() {
         let bus = SimBus::default();
         let (a, b) = (0x4000_9000u32, 0x4000_A000u32);
-        let page = bus.map_for(a, 0x5000_0000).unwrap();
-        assert_eq!(bus.resolve_for(a, page), Some(0x5000_0000));
-        assert_eq!(bus.resolve_for(b, page), None, "another transfer's page");
-        assert_eq!(
-            bus.map_for(b, 0x5000_0000),
-            Some(page),
-            "one page, two transfers"
-        );
-        bus.unmap_for(a, 0x5000_0000);
-        assert_eq!(bus.resolve_for(a, page), None);
-        assert_eq!(bus.resolve_for(b, page), Some(0x5000_0000));
-        bus.unmap_for(b, 0x5000_0000);
-        assert_eq!(bus.resolve_for(b, page), None);
+        let page = bus.map_run(a, 0x5000_0000, 1).unwrap().0;
+        assert_eq!(bus.resolve_run(a, page, 1), Some((0x5000_0000, 1)));
+        assert_eq!(bus.resolve_run(b, page, 1), None, "another transfer's page");
+        // The same CPU page for a second transfer: its own bus page, resolved only for it.
+        let page_b = bus.map_run(b, 0x5000_0000, 1).unwrap().0;
+        assert_ne!(page_b, page);
+        assert_eq!(bus.resolve_run(a, page_b, 1), None);
+        assert_eq!(bus.mapped_pages(), 2);
+        bus.unmap_run(a, 0x5000_0000, 1);
+        assert_eq!(bus.resolve_run(a, page, 1), None);
+        assert_eq!(bus.resolve_run(b, page_b, 1), Some((0x5000_0000, 1)));
+        bus.unmap_run(b, 0x5000_0000, 1);
+        assert_eq!(bus.resolve_run(b, page_b, 1), None);
         assert_eq!(bus.mapped_pages(), 0);
+    }
+
+    /// Two transfers whose runs continue each other on the bus and in CPU memory (B's buffer
+    /// right after A's, mapped right after it): a resolve for A never reaches into B's run,
+    /// however many pages it asks for, and B's pages are not A's.
+    #[test]
+    fn run_resolve_stays_in_its_pagelist() {
+        let bus = SimBus::default();
+        let (a, b) = (0x4000_9000u32, 0x4000_A000u32);
+        let (x, y) = (0x5000_0000usize, 0x5000_0000 + 4 * P);
+        let (bus_a, na) = bus.map_run(a, x, 4).unwrap();
+        let (bus_b, nb) = bus.map_run(b, y, 4).unwrap();
+        assert_eq!((na, nb), (4, 4));
+        assert_eq!(bus_b, bus_a + 4 * P as u64, "the runs continue each other");
+        assert_eq!(
+            bus.resolve_run(a, bus_a, 8),
+            Some((x, 4)),
+            "A's run ends at B's"
+        );
+        assert_eq!(
+            bus.resolve_run(a, bus_b, 1),
+            None,
+            "B's first page, asked for A"
+        );
+        assert_eq!(bus.resolve_run(a, bus_b + 3 * P as u64, 1), None);
+        assert_eq!(bus.resolve_run(b, bus_a + 3 * P as u64, 1), None);
+        assert_eq!(bus.resolve_run(b, bus_b, 8), Some((y, 4)));
+        bus.unmap_run(a, x, 4);
+        bus.unmap_run(b, y, 4);
+        assert_eq!(bus.mapped_pages(), 0);
+    }
+
+    /// A resolve that runs past the transfer's mapped pages gets only what is left of the run;
+    /// the page after it, pages cut out by an unmap and unaligned addresses resolve to nothing.
+    #[test]
+    fn run_resolve_ends_with_the_mapped_pages() {
+        let bus = SimBus::default();
+        let a = 0x4000_9000u32;
+        let x = 0x5000_0000usize;
+        let (base, n) = bus.map_run(a, x, 4).unwrap();
+        assert_eq!(n, 4);
+        let pg = |k: u64| base + k * P as u64;
+        assert_eq!(bus.resolve_run(a, pg(2), 100), Some((x + 2 * P, 2)));
+        assert_eq!(bus.resolve_run(a, pg(3), 2), Some((x + 3 * P, 1)));
+        assert_eq!(bus.resolve_run(a, pg(4), 1), None, "the page after the run");
+        assert_eq!(bus.resolve_run(a, base + 8, 1), None, "not a page address");
+        // Cut the middle two pages out: the run splits in two.
+        bus.unmap_run(a, x + P, 2);
+        assert_eq!(bus.resolve_run(a, pg(0), 4), Some((x, 1)));
+        assert_eq!(bus.resolve_run(a, pg(1), 1), None);
+        assert_eq!(bus.resolve_run(a, pg(2), 1), None);
+        assert_eq!(bus.resolve_run(a, pg(3), 4), Some((x + 3 * P, 1)));
+        assert_eq!(bus.mapped_pages(), 2);
+        // Page by page (the trait's per-page calls) ends it as well.
+        bus.unmap_run(a, x, 1);
+        bus.unmap_run(a, x + 3 * P, 1);
+        assert_eq!(bus.mapped_pages(), 0);
+        // Mapped page by page, the pages join one run again.
+        let first = bus.map_run(a, x, 1).unwrap().0;
+        for k in 1..3 {
+            bus.map_run(a, x + k * P, 1).unwrap();
+        }
+        assert_eq!(bus.resolve_run(a, first, 8), Some((x, 3)));
     }
 }

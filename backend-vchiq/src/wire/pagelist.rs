@@ -99,8 +99,8 @@ pub(crate) fn build(
     let mut run_pages = 0u64;
     let mut mapped = 0usize;
     let fail = |mapped: usize, e: VchiqError| {
-        for i in 0..mapped {
-            platform.unmap_bulk_page(owner, first + i * PAGE);
+        if mapped > 0 {
+            platform.unmap_bulk_run(owner, first, mapped);
         }
         Err(e)
     };
@@ -116,27 +116,54 @@ pub(crate) fn build(
         *entries += 1;
         Ok(())
     };
-    for i in 0..pages {
-        let wide = fmt == EntryFormat::Addr36;
-        let Some(bus) = platform.map_bulk_page(owner, first + i * PAGE, wide) else {
+    let wide = fmt == EntryFormat::Addr36;
+    while mapped < pages {
+        // One platform call per run of pages contiguous on the bus (one for the whole buffer
+        // where the platform can), not one per page.
+        let Some((bus, n)) =
+            platform.map_bulk_run(owner, first + mapped * PAGE, pages - mapped, wide)
+        else {
             return fail(mapped, VchiqError::Invalid);
         };
-        mapped += 1;
-        // A classic entry holds a 32-bit address; the page is unmapped with the others.
-        if bus % PAGE as u64 != 0 || (!wide && bus > u64::from(u32::MAX)) {
+        if n == 0 || n > pages - mapped {
+            // Outside the `Platform` contract: unmap what the earlier calls mapped.
             return fail(mapped, VchiqError::Invalid);
         }
-        if run_pages > 0 && run_pages < fmt.max_run() && run_base + run_pages * PAGE as u64 == bus {
-            run_pages += 1;
-            continue;
+        mapped += n;
+        // A classic entry holds a 32-bit address; the pages are unmapped with the others.
+        let last = (n as u64 - 1) * PAGE as u64;
+        if bus % PAGE as u64 != 0
+            || bus
+                .checked_add(last)
+                .is_none_or(|end| !wide && end > u64::from(u32::MAX))
+        {
+            return fail(mapped, VchiqError::Invalid);
         }
-        if run_pages > 0 {
-            if let Err(e) = flush(run_base, run_pages, &mut entries) {
-                return fail(mapped, e);
+        // Split the run into entries of at most `max_run` pages, merging with the previous run
+        // where the bus addresses continue it.
+        let (mut bus, mut n) = (bus, n as u64);
+        while n > 0 {
+            if run_pages > 0
+                && run_pages < fmt.max_run()
+                && run_base + run_pages * PAGE as u64 == bus
+            {
+                let k = n.min(fmt.max_run() - run_pages);
+                run_pages += k;
+                bus += k * PAGE as u64;
+                n -= k;
+                continue;
             }
+            if run_pages > 0 {
+                if let Err(e) = flush(run_base, run_pages, &mut entries) {
+                    return fail(mapped, e);
+                }
+            }
+            let k = n.min(fmt.max_run());
+            run_base = bus;
+            run_pages = k;
+            bus += k * PAGE as u64;
+            n -= k;
         }
-        run_base = bus;
-        run_pages = 1;
     }
     if run_pages > 0 {
         if let Err(e) = flush(run_base, run_pages, &mut entries) {
@@ -158,9 +185,9 @@ pub(crate) fn build(
 /// bus address `pagelist`.
 pub(crate) fn unmap(platform: &dyn Platform, pagelist: u32, addr: usize, len: usize) {
     let page_off = addr % PAGE;
-    let first = addr - page_off;
-    for i in 0..(page_off + len).div_ceil(PAGE) {
-        platform.unmap_bulk_page(pagelist, first + i * PAGE);
+    let pages = (page_off + len).div_ceil(PAGE);
+    if pages > 0 {
+        platform.unmap_bulk_run(pagelist, addr - page_off, pages);
     }
 }
 
@@ -206,8 +233,9 @@ pub fn parse(
     })
 }
 
-/// Master: call `f(data_index, bus_addr, len)` for each page-bounded chunk of the transfer, in
-/// order. Bounded by the entry count; every address computation is checked.
+/// Master: call `f(data_index, bus_addr, len)` for each chunk of the transfer that one entry's
+/// run covers (contiguous on the bus, possibly several pages), in order. Bounded by the entry
+/// count; every address computation is checked.
 pub fn walk(
     region: &Region,
     v: &PagelistView,
@@ -231,16 +259,13 @@ pub fn walk(
             pos -= run;
             continue;
         }
-        while pos < run && remaining > 0 {
-            let c = (PAGE - pos % PAGE).min(remaining);
-            let bus = base
-                .checked_add(pos as u64)
-                .ok_or(ProtocolError::OutOfRange)?;
-            f(index, bus, c)?;
-            index += c;
-            remaining -= c;
-            pos += c;
-        }
+        let c = (run - pos).min(remaining);
+        let bus = base
+            .checked_add(pos as u64)
+            .ok_or(ProtocolError::OutOfRange)?;
+        f(index, bus, c)?;
+        index += c;
+        remaining -= c;
         pos = 0;
     }
     Ok(())
@@ -253,9 +278,21 @@ mod tests {
     use proptest::prelude::*;
 
     /// A platform whose pages map to a bus window with a hole every `gap`-th page, so runs
-    /// both merge and split.
+    /// both merge and split; `map_bulk_run` maps up to `per_call` pages at once (0: one page, as
+    /// the trait's default does).
     struct Gappy {
         gap: usize,
+        per_call: usize,
+    }
+
+    impl Gappy {
+        fn bus(&self, cpu_page: usize, wide: bool) -> u64 {
+            if wide {
+                self.map_page_wide(cpu_page).unwrap()
+            } else {
+                u64::from(self.map_page(cpu_page).unwrap())
+            }
+        }
     }
     // SAFETY: test double; translation is a pure function and nothing is dereferenced.
     unsafe impl Platform for Gappy {
@@ -269,16 +306,33 @@ mod tests {
             // Above 4 GiB, as on a Pi 4 with 8 GiB.
             self.map_page(cpu_page).map(|b| b as u64 + 0x7_0000_0000)
         }
+        fn map_bulk_run(
+            &self,
+            _pagelist: u32,
+            cpu_page: usize,
+            pages: usize,
+            wide: bool,
+        ) -> Option<(u64, usize)> {
+            let bus = self.bus(cpu_page, wide);
+            let mut n = 1;
+            while n < pages.min(self.per_call)
+                && self.bus(cpu_page + n * PAGE, wide) == bus + (n * PAGE) as u64
+            {
+                n += 1;
+            }
+            Some((bus, n))
+        }
     }
 
     proptest! {
-        /// build → parse → walk covers exactly [0, len) in order, each chunk inside one page,
-        /// at the bus address the platform gave for that byte.
+        /// build → parse → walk covers exactly [0, len) in order, each chunk one run contiguous
+        /// on the bus, every page of it at the bus address the platform gave for that byte,
+        /// whether the platform maps page by page or many pages per call.
         #[test]
-        fn build_parse_walk_roundtrip(addr in 0usize..(1 << 20), len in 0usize..(2 << 20), gap in 0usize..4, wide: bool) {
+        fn build_parse_walk_roundtrip(addr in 0usize..(1 << 20), len in 0usize..(2 << 20), gap in 0usize..4, per_call in 0usize..600, wide: bool) {
             let mem = OwnedRegion::new(8192).unwrap();
             let r = mem.region(0x4000_0000).unwrap();
-            let pf = Gappy { gap };
+            let pf = Gappy { gap, per_call };
             let fmt = if wide { EntryFormat::Addr36 } else { EntryFormat::Classic };
             build(&r, &pf, 0, 4096, addr, len, PAGELIST_READ, fmt).unwrap();
             let v = parse(&r, 0, 4096, fmt).unwrap();
@@ -286,14 +340,19 @@ mod tests {
             let mut next = 0usize;
             walk(&r, &v, |i, bus, c| {
                 assert_eq!(i, next);
-                let cpu = addr + i;
-                let want = if wide {
-                    pf.map_page_wide(cpu - cpu % PAGE).unwrap() + (cpu % PAGE) as u64
-                } else {
-                    pf.map_page(cpu - cpu % PAGE).unwrap() as u64 + (cpu % PAGE) as u64
-                };
-                assert_eq!(bus, want, "byte {i}");
-                assert!((bus % PAGE as u64) as usize + c <= PAGE, "chunk crosses a page");
+                assert!(c > 0);
+                // The chunk's first byte and the first byte of each later page it covers.
+                let mut j = 0;
+                while j < c {
+                    let cpu = addr + i + j;
+                    let want = pf.bus(cpu - cpu % PAGE, wide) + (cpu % PAGE) as u64;
+                    assert_eq!(bus + j as u64, want, "byte {}", i + j);
+                    j += PAGE - cpu % PAGE;
+                }
+                assert!(
+                    (bus % PAGE as u64) as usize + c <= fmt.max_run() as usize * PAGE,
+                    "chunk longer than one entry's run"
+                );
                 next += c;
                 Ok(())
             })
