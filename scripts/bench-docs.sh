@@ -10,6 +10,11 @@ svg="$PWD/docs/benchmarks"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# (e)'s baseline is memcpy: keep glibc's memcpy on its vector loop, not `rep movsb`, which on
+# some x86-64 guests is about ten times slower between 4 KiB and 64 KiB (docs/benchmarks.md,
+# "Method", (e)).
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.cpu.x86_rep_movsb_threshold=100000000}
+
 load() { cut -d' ' -f1 /proc/loadavg; }
 cores=$(nproc)
 load_start=$(load)
