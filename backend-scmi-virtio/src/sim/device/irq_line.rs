@@ -78,8 +78,8 @@ impl Shared {
     }
 }
 
-/// The interrupt line of a [`SimDevice`](super::SimDevice): an embedder thread waits on it and calls the driver's
-/// completion entry point.
+/// The interrupt line of a [`SimDevice`] for an embedder thread that waits on it and calls the
+/// driver's completion entry point (the alternative to [`SimDevice::set_irq_handler`]).
 #[derive(Clone)]
 pub struct IrqLine {
     pub(super) sh: Arc<Shared>,

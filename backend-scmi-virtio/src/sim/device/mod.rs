@@ -14,7 +14,8 @@
 //! Files: this one (the configuration, the device state, the device thread, [`SimDevice`]),
 //! `model.rs` (what the device does with the rings), `guest_mem.rs` (its accesses to guest
 //! memory), `faults.rs` (the fault knobs, counters and [`RemoteControl`]), `irq_line.rs`
-//! (the interrupt line: [`SimDevice::set_irq_handler`], [`IrqLine`]), `sim_transport.rs` ([`SimTransport`]), `tests.rs`.
+//! (the interrupt line: [`SimDevice::set_irq_handler`], [`IrqLine`]), `sim_transport.rs`
+//! ([`SimTransport`]), `tests.rs`.
 //!
 //! [`RemoteControl`]: fwipc_transport_api::fixture::RemoteControl
 
