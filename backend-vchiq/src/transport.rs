@@ -288,9 +288,11 @@ impl Transport for VchiqTransport {
     }
 
     fn poll_done(&self, t: &Ticket) -> Result<bool> {
-        if self.completion == Completion::Polled {
-            self.vchiq.poll();
-        }
+        // Every waiter polls the instance, interrupt-mode ones too: a reply already in the
+        // slots completes on the waiter's own context during its spin, without waiting for the
+        // bottom half (the worker the doorbell wakes) to be scheduled. `poll` is bounded and
+        // safe beside a concurrent one (the poll gate: one runs, the other leaves it a round).
+        self.vchiq.poll();
         if t.slot() & BULK_BIT != 0 {
             let bs = self.sh.bulks.lock();
             let b = bs

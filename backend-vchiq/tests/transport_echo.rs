@@ -292,3 +292,45 @@ fn bulk_transmit_then_receive_byte_exact() {
         assert_eq!(f.pair().bus().mapped_pages(), 0);
     }
 }
+
+/// An interrupt-mode waiter polls the instance itself: a reply already in the slots completes
+/// on the waiter's context, not only once the ARM-side worker runs. Here there is no ARM-side
+/// worker at all (the doorbell wakes no one), so only the waiter's own polls can see the reply.
+#[test]
+fn interrupt_mode_waiter_completes_a_reply_without_the_worker() {
+    use fwipc_vchiq::sim::framed_echo::{EchoService, ECHO_FOURCC};
+    use fwipc_vchiq::sim::{SimPair, SIM_WAIT};
+    use fwipc_vchiq::{Config, ServiceParams, VchiqTransport};
+    let pair = SimPair::with_config(Config::default().with_wait(SIM_WAIT), false).unwrap();
+    let _echo = EchoService::add_to(pair.master(), ServiceParams::new(ECHO_FOURCC)).unwrap();
+    pair.connect().unwrap();
+    let t = VchiqTransport::open(
+        pair.slave().clone(),
+        ServiceParams::new(ECHO_FOURCC).quotas(u32::MAX, 0),
+        Completion::Interrupt,
+        4,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let relax = || std::thread::yield_now();
+    let mut out = [0u8; 64];
+    for i in 0..4u8 {
+        let req = [i, 1, 2, 3];
+        let n = call(
+            &t,
+            &StdClock::new(),
+            &Request::new(ECHO_FOURCC, &req),
+            &mut out,
+            Duration::from_secs(5),
+            Wait::SpinThenYield {
+                spins: 100,
+                relax: &relax,
+            },
+        )
+        .unwrap();
+        let mut want = [0u8; 4];
+        echo_reply(&req, &mut want);
+        assert_eq!(&out[..n], &want);
+    }
+    t.shutdown().unwrap();
+}

@@ -1,9 +1,8 @@
 //! [`ScmiFixture`]: the conformance fixture, a [`ScmiVirtio`] driving a [`SimDevice`] that hosts
-//! the SCMI platform, with an interrupt thread in interrupt mode.
+//! the SCMI platform; in interrupt mode the device delivers its interrupt line to
+//! [`ScmiVirtio::complete`] on its own thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::{DatagramPeer, Fixture, RemoteControl};
@@ -32,11 +31,10 @@ pub fn default_platform() -> Box<dyn PlatformModel> {
 
 /// A [`ScmiVirtio`] over a simulated virtio-scmi device.
 pub struct ScmiFixture {
-    // Field order matters for drop: the interrupt thread stops first (in `Drop`), then the
+    // Field order matters for drop: interrupt delivery stops first (in `Drop`), then the
     // transport shuts down, then the device thread stops.
     virtio: Arc<SimScmi>,
     dev: SimDevice,
-    irq: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
     mode: Completion,
 }
 
@@ -74,31 +72,19 @@ impl ScmiFixture {
             ..ScmiVirtioConfig::default()
         };
         let virtio = Arc::new(ScmiVirtio::new(dev.transport(), cfg).expect("virtio-scmi setup"));
-        let irq = match mode {
-            Completion::Interrupt => {
-                let stop = Arc::new(AtomicBool::new(false));
-                let (s2, v2, line) = (stop.clone(), virtio.clone(), dev.irq_line());
-                let h = std::thread::Builder::new()
-                    .name("sim-scmi-irq".into())
-                    .spawn(move || {
-                        // Relaxed: a stop request; the join below synchronises.
-                        while !s2.load(Ordering::Relaxed) {
-                            if line.wait(Duration::from_millis(20)) {
-                                v2.complete();
-                            }
-                        }
-                    })
-                    .expect("spawn irq thread");
-                Some((stop, h))
-            }
-            Completion::Polled => None,
-        };
-        ScmiFixture {
-            virtio,
-            dev,
-            irq,
-            mode,
+        if mode == Completion::Interrupt {
+            // The device runs the driver's interrupt entry point itself, right after raising the
+            // line (caller -> device thread -> caller, no interrupt thread between). A weak
+            // handle: the device must not keep the transport alive (it holds the device's
+            // transport in turn).
+            let weak = Arc::downgrade(&virtio);
+            dev.set_irq_handler(Some(Box::new(move || {
+                if let Some(v) = weak.upgrade() {
+                    v.complete();
+                }
+            })));
         }
+        ScmiFixture { virtio, dev, mode }
     }
 
     /// The simulated device (extra knobs beyond [`RemoteControl`]).
@@ -114,13 +100,9 @@ impl ScmiFixture {
 
 impl Drop for ScmiFixture {
     fn drop(&mut self) {
-        if let Some((stop, h)) = self.irq.take() {
-            // Relaxed: see the loop; `join` orders everything after.
-            stop.store(true, Ordering::Relaxed);
-            self.dev.irq_line().poke();
-            // Bounded: the thread looks at `stop` at least every 20 ms plus one `complete()`.
-            let _ = super::join_bounded(h, Duration::from_secs(10), "sim-scmi-irq");
-        }
+        // Returns once a delivery in progress has finished: from here on the device thread
+        // never touches the transport.
+        self.dev.set_irq_handler(None);
         let _ = self.virtio.shutdown();
     }
 }

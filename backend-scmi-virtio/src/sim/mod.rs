@@ -5,7 +5,8 @@
 //!   memfd Hal).
 //! * `device/`: [`SimDevice`] (device thread over the shared rings; `model.rs` what it does
 //!   with them, `faults.rs` the fault knobs, `guest_mem.rs` its shared-memory accessors),
-//!   [`SimTransport`] (its virtio-drivers `Transport`), [`IrqLine`].
+//!   [`SimTransport`] (its virtio-drivers `Transport`), its interrupt line (an [`IrqHandler`]
+//!   the device thread runs, or an [`IrqLine`] a thread waits on).
 //! * `echo_platform.rs`: [`EchoPlatform`], a minimal `PlatformModel` for bring-up.
 //! * `fixture.rs`: [`ScmiFixture`] for the conformance suite.
 //!
@@ -14,6 +15,7 @@
 //! [`SimDevice`]: crate::sim::SimDevice
 //! [`SimTransport`]: crate::sim::SimTransport
 //! [`IrqLine`]: crate::sim::IrqLine
+//! [`IrqHandler`]: crate::sim::IrqHandler
 //! [`EchoPlatform`]: crate::sim::EchoPlatform
 //! [`ScmiFixture`]: crate::sim::ScmiFixture
 
@@ -24,7 +26,7 @@ mod fixture;
 mod hal;
 
 pub use device::{
-    IrqLine, PlatformFactory, SimDevice, SimDeviceConfig, SimTransport, DOUBLE_FETCH,
+    IrqHandler, IrqLine, PlatformFactory, SimDevice, SimDeviceConfig, SimTransport, DOUBLE_FETCH,
     PEER_NOTIFY_MESSAGE,
 };
 pub use echo_platform::EchoPlatform;

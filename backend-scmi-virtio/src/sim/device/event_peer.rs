@@ -45,7 +45,7 @@ impl SimDevice {
         }
         let ok = d.fill_event(&msg[..len], len as u32, &self.sh.isr);
         drop(d);
-        self.sh.irq.notify_all();
+        self.sh.signal_irq();
         if ok {
             Ok(())
         } else {

@@ -67,7 +67,7 @@ impl SimDevice {
             d.push_used(usize::from(queue), id, len, &self.sh.isr);
         }
         drop(d);
-        self.sh.irq.notify_all();
+        self.sh.signal_irq();
     }
 
     /// A device that keeps publishing: fill every element of queue `queue`'s used ring with
@@ -103,7 +103,7 @@ impl SimDevice {
         // SAFETY: `used.idx` lies inside the live used ring of this queue.
         let used = unsafe { atomic_u16(q.device + l.used_idx() as u64) };
         *lock(&self.sh.isr) |= InterruptStatus::QUEUE_INTERRUPT.bits();
-        self.sh.irq.notify_all();
+        self.sh.signal_irq();
         let first = q.used_idx;
         let end = Instant::now() + max_time;
         let mut n = 0u64;
@@ -145,7 +145,7 @@ impl SimDevice {
         if raise {
             d.irqs_raised += 1;
             *lock(&self.sh.isr) |= InterruptStatus::QUEUE_INTERRUPT.bits();
-            self.sh.irq.notify_all();
+            self.sh.signal_irq();
         } else {
             d.irqs_suppressed += 1;
         }
@@ -156,7 +156,7 @@ impl SimDevice {
     /// with used length `used_len` (which may exceed the buffer). `false` if none is posted.
     pub fn inject_event(&self, bytes: &[u8], used_len: u32) -> bool {
         let ok = lock(&self.sh.dev).fill_event(bytes, used_len, &self.sh.isr);
-        self.sh.irq.notify_all();
+        self.sh.signal_irq();
         ok
     }
 
@@ -230,7 +230,7 @@ impl RemoteControl for SimDevice {
                 d.deliver(r, &self.sh.isr);
             }
         }
-        self.sh.irq.notify_all();
+        self.sh.signal_irq();
     }
 
     fn take_seen_tags(&self) -> Vec<u32> {
@@ -268,7 +268,7 @@ impl RemoteControl for SimDevice {
                 }
             }
         }
-        self.sh.irq.notify_all();
+        self.sh.signal_irq();
     }
 
     /// The platform loses its state with commands in flight; the device reports it the virtio
@@ -283,7 +283,7 @@ impl RemoteControl for SimDevice {
                 *lock(&self.sh.isr) |= InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT.bits();
             }
         }
-        self.sh.irq.notify_all();
+        self.sh.signal_irq();
     }
 
     fn set_sim_mode(&self, mode: SimMode) -> bool {
@@ -292,8 +292,10 @@ impl RemoteControl for SimDevice {
     }
 
     fn step(&self) -> bool {
-        let mut d = lock(&self.sh.dev);
-        self.sh.serve(&mut d)
+        let kicked = self.sh.serve(&mut lock(&self.sh.dev));
+        // The interrupt this pass raised, delivered on the stepping thread (no lock held).
+        self.sh.run_irq_handler();
+        kicked
     }
 
     fn notify(&self, payload: &[u8]) -> bool {

@@ -1,15 +1,85 @@
-//! [`IrqLine`]: the simulated device's interrupt line.
+//! The simulated device's interrupt line: delivered to a registered [`IrqHandler`] on the device
+//! thread ([`SimDevice::set_irq_handler`]), or waited on by an embedder thread ([`IrqLine`]).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use fwipc_transport_api::Backoff;
 
-use super::{lock, Shared};
+use super::{lock, Dev, Shared, SimDevice};
 
-/// The interrupt line of a [`SimDevice`](super::SimDevice): an embedder thread waits on it and calls the driver's
-/// completion entry point.
+/// The driver's interrupt handler as the device delivers it: called with no device lock held,
+/// whenever the line is raised (and again while it stays raised).
+pub type IrqHandler = Box<dyn Fn() + Send + Sync>;
+
+impl SimDevice {
+    /// Deliver the interrupt line to `handler` (the driver's interrupt entry point, such as
+    /// `ScmiVirtio::complete`), or stop delivering it (`None`). The device thread runs the
+    /// handler right after it raises the line, with none of its locks held, the way an interrupt
+    /// controller runs the handler on a CPU: no separate interrupt thread, so a completion costs
+    /// no extra thread hand-off. A line raised by another thread (fault injection, a step)
+    /// is delivered by the device thread's next pass or by the stepping thread.
+    ///
+    /// Returns once a delivery in progress has finished, so after `set_irq_handler(None)` the
+    /// previous handler runs no more.
+    pub fn set_irq_handler(&self, handler: Option<IrqHandler>) {
+        {
+            let mut h = self
+                .sh
+                .irq_handler
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            // Relaxed: a hint that lets the device thread skip the lock; the handler itself is
+            // read under the lock.
+            self.sh
+                .irq_handled
+                .store(handler.is_some(), Ordering::Relaxed);
+            *h = handler;
+        }
+        // A line raised before the handler was set is delivered now.
+        self.sh.signal_irq();
+    }
+}
+
+impl Shared {
+    /// Called by the device thread after a pass, with the device lock `d`: if a handler is set
+    /// and the line is raised, release the lock, run the handler, and take the lock again.
+    pub(super) fn deliver_irq<'a>(&'a self, d: MutexGuard<'a, Dev>) -> MutexGuard<'a, Dev> {
+        // Relaxed: see `SimDevice::set_irq_handler`.
+        if !self.irq_handled.load(Ordering::Relaxed) || *lock(&self.isr) == 0 {
+            return d;
+        }
+        drop(d);
+        self.run_irq_handler();
+        lock(&self.dev)
+    }
+
+    /// Run the handler if one is set and the line is raised. The caller holds no device lock
+    /// (the handler calls into the driver, which takes it through `SimTransport`).
+    pub(super) fn run_irq_handler(&self) {
+        let h = self.irq_handler.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = h.as_ref() {
+            if *lock(&self.isr) != 0 {
+                h();
+            }
+        }
+    }
+
+    /// The line was raised outside a device-thread pass: wake an [`IrqLine`] waiter, and the
+    /// device thread if it delivers the line to a handler.
+    pub(super) fn signal_irq(&self) {
+        self.irq.notify_all();
+        // Relaxed: see `SimDevice::set_irq_handler`.
+        if self.irq_handled.load(Ordering::Relaxed) {
+            self.hint();
+            self.wake.notify_all();
+        }
+    }
+}
+
+/// The interrupt line of a [`SimDevice`] for an embedder thread that waits on it and calls the
+/// driver's completion entry point (the alternative to [`SimDevice::set_irq_handler`]).
 #[derive(Clone)]
 pub struct IrqLine {
     pub(super) sh: Arc<Shared>,

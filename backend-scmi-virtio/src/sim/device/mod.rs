@@ -14,13 +14,14 @@
 //! Files: this one (the configuration, the device state, the device thread, [`SimDevice`]),
 //! `model.rs` (what the device does with the rings), `guest_mem.rs` (its accesses to guest
 //! memory), `faults.rs` (the fault knobs, counters and [`RemoteControl`]), `irq_line.rs`
-//! ([`IrqLine`]), `sim_transport.rs` ([`SimTransport`]), `tests.rs`.
+//! (the interrupt line: [`SimDevice::set_irq_handler`], [`IrqLine`]), `sim_transport.rs`
+//! ([`SimTransport`]), `tests.rs`.
 //!
 //! [`RemoteControl`]: fwipc_transport_api::fixture::RemoteControl
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,7 @@ mod tests;
 
 pub use event_peer::PEER_NOTIFY_MESSAGE;
 pub use faults::DOUBLE_FETCH;
-pub use irq_line::IrqLine;
+pub use irq_line::{IrqHandler, IrqLine};
 pub use sim_transport::SimTransport;
 
 /// Largest buffer the device agrees to read or write (a sanity bound on driver lengths).
@@ -189,6 +190,12 @@ struct Shared {
     kick_hint: AtomicBool,
     /// Threads in [`IrqLine::wait`]; changed and read under the `isr` lock.
     irq_waiters: AtomicUsize,
+    /// The driver's interrupt handler, run by the device thread when the line is raised
+    /// ([`SimDevice::set_irq_handler`]). Read-locked while it runs, so replacing it waits for
+    /// a delivery in progress.
+    irq_handler: RwLock<Option<IrqHandler>>,
+    /// Whether `irq_handler` is set: lets the device thread skip the lock when none is.
+    irq_handled: AtomicBool,
 }
 
 impl Shared {
@@ -256,18 +263,22 @@ fn device_thread(sh: Arc<Shared>) {
                 d = lock(&sh.dev);
                 if !d.quit {
                     sh.serve(&mut d);
+                    d = sh.deliver_irq(d);
                 }
                 continue;
             }
             SimMode::Stepped => {
-                // Idle without the lock and off the `wake` condvar: the caller steps.
+                // Idle without the lock and off the `wake` condvar: the caller steps (and the
+                // interrupt a step raises is delivered by `step`); a line raised otherwise
+                // (fault injection) is delivered at the next tick.
                 drop(d);
                 std::thread::sleep(Duration::from_millis(1));
-                d = lock(&sh.dev);
+                d = sh.deliver_irq(lock(&sh.dev));
                 continue;
             }
         }
         let kicked = sh.serve(&mut d);
+        d = sh.deliver_irq(d);
         if (kicked && d.driver_ok()) || d.kicked || d.quit {
             // Work may have arrived while we processed: look again (the lock is released and
             // re-taken so the driver side is never starved).
@@ -366,6 +377,8 @@ impl SimDevice {
             mode: SimModeSwitch::new(),
             kick_hint: AtomicBool::new(false),
             irq_waiters: AtomicUsize::new(0),
+            irq_handler: RwLock::new(None),
+            irq_handled: AtomicBool::new(false),
         });
         let s2 = sh.clone();
         let thread = std::thread::Builder::new()

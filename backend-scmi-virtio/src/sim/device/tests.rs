@@ -83,6 +83,66 @@ fn hostile_device_rewriting_a_reply_is_no_data_race() {
 
 /// Drive the device's cmdq by hand: a malformed chain (one descriptor, or a readable response)
 /// is returned empty and counted, and fails only itself (docs/protocols/scmi.md §8 item 11).
+/// The device delivers its interrupt line to the registered handler on its own thread (no
+/// interrupt thread): an interrupt-mode call completes through it, every delivery runs on the
+/// device thread, and once the handler is removed a raised line no longer reaches it.
+#[test]
+fn irq_handler_runs_on_the_device_thread() {
+    use crate::virtio::{ScmiVirtio, ScmiVirtioConfig};
+    use fwipc_transport_api::{call, Request, StdClock, ThreadParker, Wait};
+    use std::sync::atomic::AtomicU32;
+    let dev = SimDevice::start(SimDeviceConfig::default(), || {
+        Box::new(crate::sim::EchoPlatform::new())
+    });
+    let scmi = Arc::new(
+        ScmiVirtio::<SimHal, _>::new(dev.transport(), ScmiVirtioConfig::default()).unwrap(),
+    );
+    // Deliveries on the device thread / elsewhere. Relaxed: counts read after the fact.
+    let on_device = Arc::new(AtomicU32::new(0));
+    let elsewhere = Arc::new(AtomicU32::new(0));
+    let (weak, on2, else2) = (Arc::downgrade(&scmi), on_device.clone(), elsewhere.clone());
+    dev.set_irq_handler(Some(Box::new(move || {
+        let n = if std::thread::current().name() == Some("sim-virtio-scmi") {
+            &on2
+        } else {
+            &else2
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        if let Some(v) = weak.upgrade() {
+            v.complete();
+        }
+    })));
+    let (clock, parker) = (StdClock::new(), ThreadParker::new());
+    let mut out = [0u8; 8];
+    for i in 0..8u8 {
+        let payload = [i, 2, 3];
+        let req = Request::new((0x81 << 8) | 0x03, &payload);
+        let n = call(
+            &*scmi,
+            &clock,
+            &req,
+            &mut out,
+            Duration::from_secs(10),
+            Wait::Completion(&parker),
+        )
+        .unwrap();
+        assert_eq!(&out[..n], &[!i, !2, !3]);
+    }
+    assert!(on_device.load(Ordering::Relaxed) > 0, "no delivery");
+    assert_eq!(elsewhere.load(Ordering::Relaxed), 0);
+    dev.set_irq_handler(None);
+    let before = on_device.load(Ordering::Relaxed);
+    *lock(&dev.sh.isr) |= 1;
+    dev.sh.signal_irq();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        on_device.load(Ordering::Relaxed),
+        before,
+        "delivered after removal"
+    );
+    let _ = fwipc_transport_api::Transport::shutdown(&*scmi);
+}
+
 #[test]
 fn malformed_chain_fails_only_itself() {
     let dev = SimDevice::start(SimDeviceConfig::default(), || {
