@@ -24,10 +24,12 @@ use crate::sync::{AtomicUsize, Ordering};
 use crate::token::{Token, TokenAllocator};
 use crate::transport::{Ticket, TxOutcome};
 use crate::{Error, ProtocolError, Result};
+use poll_word::Held;
 
 mod generations;
 mod ids;
 mod locking;
+mod poll_word;
 
 pub use ids::{EntryPart, Generations, IdSource, Tokens};
 pub use locking::{Exclusive, Locking, Shared};
@@ -163,7 +165,9 @@ impl<E, I: IdSource> Entry<E, I> {
 /// Concurrency ([`Shared`], the default): each entry sits behind the one lock shim
 /// ([`crate::sync::Lock`]); the token → entry map is atomics, and a reply found through it is
 /// checked again under the entry's lock (token and state), so a stale map read can only lead to
-/// an `unknown_replies` count. With [`Exclusive`] the entries have no lock of their own and the
+/// an `unknown_replies` count. Beside each entry's lock is its poll word, stored with every
+/// state change: [`TransferTable::poll`] answers "in flight" from it without the lock
+/// (`poll_word.rs`). With [`Exclusive`] the entries have no lock of their own and the
 /// table is not `Sync`: the backend keeps it behind its lock. Nothing allocates after
 /// [`TransferTable::new`].
 ///
@@ -286,7 +290,7 @@ impl<E: EntryPart<Tokens>, L: Locking> TransferTable<E, L, Tokens> {
         let Some(entry) = self.entries.get(slot as usize) else {
             return self.count(ReplyOutcome::Unknown);
         };
-        let e = L::hold(entry);
+        let e = Held::<E, L, Tokens>::new(entry);
         if e.token != token {
             return self.count(ReplyOutcome::Unknown);
         }
@@ -339,13 +343,13 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             }
         };
         let generation = {
-            let mut e = L::hold(&self.entries[slot as usize]);
+            let mut e = Held::<E, L, I>::new(&self.entries[slot as usize]);
             // A free entry has no waker (`free` dropped it, and no ticket reaches a free entry
             // to register one), so there is none to drop here.
             debug_assert!(e.waker.is_none() && e.buf.is_none());
             e.generation = wide.unwrap_or(e.generation.wrapping_add(1));
-            e.state = TransferState::InFlight;
             e.token = token.0;
+            e.set_state(TransferState::InFlight);
             e.buf = Some(buf);
             e.lent = true;
             e.extra = extra;
@@ -383,7 +387,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         let Some(entry) = self.entries.get(started.slot as usize) else {
             return;
         };
-        let mut e = L::hold(entry);
+        let mut e = Held::<E, L, I>::new(entry);
         // Whatever the remote did meanwhile (a forged reply to a message it never got), the
         // transfer has no caller: free it.
         if e.generation == started.generation && e.token == started.token.0 {
@@ -396,7 +400,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     #[inline]
     fn reply_to(
         &self,
-        mut e: L::Guard<'_, Entry<E, I>>,
+        mut e: Held<'_, E, L, I>,
         check: impl FnOnce(&E) -> bool,
         deliver: impl FnOnce(&I::Buf, &mut E) -> Result<usize>,
     ) -> ReplyOutcome {
@@ -439,7 +443,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         let Some(entry) = self.entries.get(slot as usize) else {
             return (self.count(ReplyOutcome::Duplicate), None);
         };
-        let mut e = L::hold(entry);
+        let mut e = Held::<E, L, I>::new(entry);
         if !e.lent {
             return (self.count(ReplyOutcome::Duplicate), None);
         }
@@ -463,7 +467,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     #[inline]
     fn settle(
         &self,
-        e: &mut Entry<E, I>,
+        e: &mut Held<'_, E, L, I>,
         deliver: impl FnOnce(&I::Buf, &mut E) -> Result<usize>,
     ) -> (ReplyOutcome, Option<Waker>) {
         // The remote gives the buffer back with its reply.
@@ -473,17 +477,15 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             self.free(e);
             return (self.count(ReplyOutcome::Late), None);
         }
-        let Entry {
-            buf, extra, state, ..
-        } = e;
+        let Entry { buf, extra, .. } = &mut **e;
         // Not reached with `None`: a live entry always has its buffer.
         let result = buf
             .as_ref()
             .map_or(Err(Error::InvalidArgument), |b| deliver(b, extra));
-        *state = match result {
+        e.set_state(match result {
             Ok(len) => TransferState::Done(len),
             Err(err) => TransferState::Failed(err),
-        };
+        });
         if I::DEFERRED_FREE && abandoned {
             // Deferred free: the outcome is kept (for a resume) and `reap` frees the entry.
             self.mark_reap(e);
@@ -509,9 +511,9 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     /// `wake`, with no entry held.
     pub fn fail_pending(&self, err: Error, mut wake: impl FnMut(Waker)) {
         for entry in self.entries.iter() {
-            let mut e = L::hold(entry);
+            let mut e = Held::<E, L, I>::new(entry);
             if matches!(e.state, TransferState::InFlight) {
-                e.state = TransferState::Failed(err);
+                e.set_state(TransferState::Failed(err));
                 let waker = e.waker.take();
                 drop(e);
                 if let Some(w) = waker {
@@ -547,7 +549,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     ) -> usize {
         let mut n = 0;
         for (i, entry) in self.entries.iter().enumerate() {
-            let mut e = L::hold(entry);
+            let mut e = Held::<E, L, I>::new(entry);
             if !e.lent || !select(&e.extra) {
                 continue;
             }
@@ -563,7 +565,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             match e.state {
                 TransferState::InFlight => {
                     n += 1;
-                    e.state = TransferState::Failed(err);
+                    e.set_state(TransferState::Failed(err));
                     let waker = e.waker.take();
                     drop(e);
                     if let Some(w) = waker {
@@ -572,7 +574,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
                 }
                 TransferState::Abandoned if I::DEFERRED_FREE => {
                     n += 1;
-                    e.state = TransferState::Failed(err);
+                    e.set_state(TransferState::Failed(err));
                     self.mark_reap(&mut e);
                 }
                 TransferState::Abandoned => {
@@ -609,8 +611,14 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     }
 
     /// [`crate::Transport::poll_done`] on the state: `Ok(true)` when done, the error when
-    /// failed, `Ok(false)` in flight, `InvalidArgument` otherwise.
+    /// failed, `Ok(false)` in flight, `InvalidArgument` otherwise. In a [`Shared`] table a
+    /// transfer still in flight is seen without taking its entry's lock (its poll word,
+    /// `poll_word.rs`), so a caller spinning here leaves the entry to the reply path.
+    #[inline]
     pub fn poll(&self, t: &Ticket) -> Result<bool> {
+        if self.in_flight_unlocked(t) {
+            return Ok(false);
+        }
         match self.state(t)? {
             TransferState::Done(_) => Ok(true),
             TransferState::Failed(e) => Err(e),
@@ -632,11 +640,11 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
                 if outcome == TxOutcome::TimedOut {
                     Counters::bump(&self.counters.timed_out);
                 }
-                e.state = TransferState::Abandoned;
+                e.set_state(TransferState::Abandoned);
                 e.waker = None;
             }
             TransferState::Done(_) | TransferState::Failed(_) if e.lent => {
-                e.state = TransferState::Abandoned;
+                e.set_state(TransferState::Abandoned);
                 e.waker = None;
             }
             TransferState::Done(_) | TransferState::Failed(_) => self.free(e),
@@ -667,9 +675,12 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         t: &Ticket,
         f: impl FnOnce(TransferState, &I::Buf, &mut E) -> R,
     ) -> Result<R> {
-        self.with(t, |e| match (e.state, e.buf.as_ref()) {
-            (TransferState::Abandoned, _) | (_, None) => Err(Error::InvalidArgument),
-            (state, Some(buf)) => Ok(f(state, buf, &mut e.extra)),
+        self.with(t, |e| {
+            let e: &mut Entry<E, I> = e;
+            match (e.state, e.buf.as_ref()) {
+                (TransferState::Abandoned, _) | (_, None) => Err(Error::InvalidArgument),
+                (state, Some(buf)) => Ok(f(state, buf, &mut e.extra)),
+            }
         })?
     }
 
@@ -685,12 +696,12 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
 
     /// Run `f` on the entry `t` names, under its lock; `InvalidArgument` for a stale ticket.
     #[inline]
-    fn with<R>(&self, t: &Ticket, f: impl FnOnce(&mut Entry<E, I>) -> R) -> Result<R> {
+    fn with<R>(&self, t: &Ticket, f: impl FnOnce(&mut Held<'_, E, L, I>) -> R) -> Result<R> {
         let entry = self
             .entries
             .get(t.slot() as usize)
             .ok_or(Error::InvalidArgument)?;
-        let mut e = L::hold(entry);
+        let mut e = Held::<E, L, I>::new(entry);
         if !e.matches(t) {
             return Err(Error::InvalidArgument);
         }
@@ -702,13 +713,13 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     pub fn remote_holds(&self, slot: u32) -> bool {
         self.entries
             .get(slot as usize)
-            .is_some_and(|entry| L::hold(entry).lent)
+            .is_some_and(|entry| Held::<E, L, I>::new(entry).lent)
     }
 
     /// Free an entry: the loan if still out, the token (and its map entry), the buffer, the
     /// waker and the backend's part (reset in place: its storage stays with the entry).
     #[inline]
-    fn free(&self, e: &mut Entry<E, I>) {
+    fn free(&self, e: &mut Held<'_, E, L, I>) {
         e.lent = false;
         let held = e.buf.take();
         if held.is_some() {
@@ -721,7 +732,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             // guarded by its lock.
             self.reap_pending.fetch_sub(1, Ordering::Relaxed);
         }
-        e.state = TransferState::Free;
+        e.set_state(TransferState::Free);
         if let Some(buf) = held {
             I::put_back(&self.ids, buf);
         }

@@ -613,6 +613,7 @@ fn run_model<L: Locking>(ops: &[Op]) -> core::result::Result<(), TestCaseError> 
         got.sent = want.sent;
         want.pool_free = (CAP - live.len()) as u64;
         prop_assert_eq!(got, want);
+        prop_assert!(t.words_mirror_entries());
         for (s, m, held) in &live {
             let lent = u32::from(matches!(m, M::InFlight | M::Abandoned | M::FailedLent));
             prop_assert_eq!(u32::from(t.remote_holds(s.slot)), lent);
@@ -627,6 +628,11 @@ fn run_model<L: Locking>(ops: &[Op]) -> core::result::Result<(), TestCaseError> 
                 M::Abandoned => polled == Err(Error::InvalidArgument),
             };
             prop_assert!(ok, "{:?} polled {:?}", m, polled);
+            // A `Shared` table answers without the lock exactly for a transfer in flight.
+            prop_assert_eq!(
+                t.in_flight_unlocked(&s.ticket()),
+                L::POLL_WORD && *m == M::InFlight
+            );
             if *held {
                 let st = t.state(&s.ticket()).unwrap();
                 let ok = matches!(
