@@ -24,12 +24,10 @@ use crate::sync::{AtomicUsize, Ordering};
 use crate::token::{Token, TokenAllocator};
 use crate::transport::{Ticket, TxOutcome};
 use crate::{Error, ProtocolError, Result};
-use poll_word::Held;
 
 mod generations;
 mod ids;
 mod locking;
-mod poll_word;
 
 pub use ids::{EntryPart, Generations, IdSource, Tokens};
 pub use locking::{Exclusive, Locking, Shared};
@@ -165,9 +163,7 @@ impl<E, I: IdSource> Entry<E, I> {
 /// Concurrency ([`Shared`], the default): each entry sits behind the one lock shim
 /// ([`crate::sync::Lock`]); the token → entry map is atomics, and a reply found through it is
 /// checked again under the entry's lock (token and state), so a stale map read can only lead to
-/// an `unknown_replies` count. Beside each entry's lock is its poll word, stored with every
-/// state change: [`TransferTable::poll`] answers "in flight" from it without the lock
-/// (`poll_word.rs`). With [`Exclusive`] the entries have no lock of their own and the
+/// an `unknown_replies` count. With [`Exclusive`] the entries have no lock of their own and the
 /// table is not `Sync`: the backend keeps it behind its lock. Nothing allocates after
 /// [`TransferTable::new`].
 ///
@@ -290,7 +286,7 @@ impl<E: EntryPart<Tokens>, L: Locking> TransferTable<E, L, Tokens> {
         let Some(entry) = self.entries.get(slot as usize) else {
             return self.count(ReplyOutcome::Unknown);
         };
-        let e = Held::<E, L, Tokens>::new(entry);
+        let e = L::hold(entry);
         if e.token != token {
             return self.count(ReplyOutcome::Unknown);
         }
@@ -343,13 +339,13 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             }
         };
         let generation = {
-            let mut e = Held::<E, L, I>::new(&self.entries[slot as usize]);
+            let mut e = L::hold(&self.entries[slot as usize]);
             // A free entry has no waker (`free` dropped it, and no ticket reaches a free entry
             // to register one), so there is none to drop here.
             debug_assert!(e.waker.is_none() && e.buf.is_none());
             e.generation = wide.unwrap_or(e.generation.wrapping_add(1));
+            e.state = TransferState::InFlight;
             e.token = token.0;
-            e.set_state(TransferState::InFlight);
             e.buf = Some(buf);
             e.lent = true;
             e.extra = extra;
@@ -387,7 +383,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         let Some(entry) = self.entries.get(started.slot as usize) else {
             return;
         };
-        let mut e = Held::<E, L, I>::new(entry);
+        let mut e = L::hold(entry);
         // Whatever the remote did meanwhile (a forged reply to a message it never got), the
         // transfer has no caller: free it.
         if e.generation == started.generation && e.token == started.token.0 {
@@ -400,7 +396,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     #[inline]
     fn reply_to(
         &self,
-        mut e: Held<'_, E, L, I>,
+        mut e: L::Guard<'_, Entry<E, I>>,
         check: impl FnOnce(&E) -> bool,
         deliver: impl FnOnce(&I::Buf, &mut E) -> Result<usize>,
     ) -> ReplyOutcome {
@@ -443,7 +439,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         let Some(entry) = self.entries.get(slot as usize) else {
             return (self.count(ReplyOutcome::Duplicate), None);
         };
-        let mut e = Held::<E, L, I>::new(entry);
+        let mut e = L::hold(entry);
         if !e.lent {
             return (self.count(ReplyOutcome::Duplicate), None);
         }
@@ -467,7 +463,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     #[inline]
     fn settle(
         &self,
-        e: &mut Held<'_, E, L, I>,
+        e: &mut Entry<E, I>,
         deliver: impl FnOnce(&I::Buf, &mut E) -> Result<usize>,
     ) -> (ReplyOutcome, Option<Waker>) {
         // The remote gives the buffer back with its reply.
@@ -477,15 +473,17 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             self.free(e);
             return (self.count(ReplyOutcome::Late), None);
         }
-        let Entry { buf, extra, .. } = &mut **e;
+        let Entry {
+            buf, extra, state, ..
+        } = e;
         // Not reached with `None`: a live entry always has its buffer.
         let result = buf
             .as_ref()
             .map_or(Err(Error::InvalidArgument), |b| deliver(b, extra));
-        e.set_state(match result {
+        *state = match result {
             Ok(len) => TransferState::Done(len),
             Err(err) => TransferState::Failed(err),
-        });
+        };
         if I::DEFERRED_FREE && abandoned {
             // Deferred free: the outcome is kept (for a resume) and `reap` frees the entry.
             self.mark_reap(e);
@@ -511,9 +509,9 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     /// `wake`, with no entry held.
     pub fn fail_pending(&self, err: Error, mut wake: impl FnMut(Waker)) {
         for entry in self.entries.iter() {
-            let mut e = Held::<E, L, I>::new(entry);
+            let mut e = L::hold(entry);
             if matches!(e.state, TransferState::InFlight) {
-                e.set_state(TransferState::Failed(err));
+                e.state = TransferState::Failed(err);
                 let waker = e.waker.take();
                 drop(e);
                 if let Some(w) = waker {
@@ -549,7 +547,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     ) -> usize {
         let mut n = 0;
         for (i, entry) in self.entries.iter().enumerate() {
-            let mut e = Held::<E, L, I>::new(entry);
+            let mut e = L::hold(entry);
             if !e.lent || !select(&e.extra) {
                 continue;
             }
@@ -565,7 +563,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             match e.state {
                 TransferState::InFlight => {
                     n += 1;
-                    e.set_state(TransferState::Failed(err));
+                    e.state = TransferState::Failed(err);
                     let waker = e.waker.take();
                     drop(e);
                     if let Some(w) = waker {
@@ -574,7 +572,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
                 }
                 TransferState::Abandoned if I::DEFERRED_FREE => {
                     n += 1;
-                    e.set_state(TransferState::Failed(err));
+                    e.state = TransferState::Failed(err);
                     self.mark_reap(&mut e);
                 }
                 TransferState::Abandoned => {
@@ -611,14 +609,8 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     }
 
     /// [`crate::Transport::poll_done`] on the state: `Ok(true)` when done, the error when
-    /// failed, `Ok(false)` in flight, `InvalidArgument` otherwise. In a [`Shared`] table a
-    /// transfer still in flight is seen without taking its entry's lock (its poll word,
-    /// `poll_word.rs`), so a caller spinning here leaves the entry to the reply path.
-    #[inline]
+    /// failed, `Ok(false)` in flight, `InvalidArgument` otherwise.
     pub fn poll(&self, t: &Ticket) -> Result<bool> {
-        if self.in_flight_unlocked(t) {
-            return Ok(false);
-        }
         match self.state(t)? {
             TransferState::Done(_) => Ok(true),
             TransferState::Failed(e) => Err(e),
@@ -640,11 +632,11 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
                 if outcome == TxOutcome::TimedOut {
                     Counters::bump(&self.counters.timed_out);
                 }
-                e.set_state(TransferState::Abandoned);
+                e.state = TransferState::Abandoned;
                 e.waker = None;
             }
             TransferState::Done(_) | TransferState::Failed(_) if e.lent => {
-                e.set_state(TransferState::Abandoned);
+                e.state = TransferState::Abandoned;
                 e.waker = None;
             }
             TransferState::Done(_) | TransferState::Failed(_) => self.free(e),
@@ -675,12 +667,9 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         t: &Ticket,
         f: impl FnOnce(TransferState, &I::Buf, &mut E) -> R,
     ) -> Result<R> {
-        self.with(t, |e| {
-            let e: &mut Entry<E, I> = e;
-            match (e.state, e.buf.as_ref()) {
-                (TransferState::Abandoned, _) | (_, None) => Err(Error::InvalidArgument),
-                (state, Some(buf)) => Ok(f(state, buf, &mut e.extra)),
-            }
+        self.with(t, |e| match (e.state, e.buf.as_ref()) {
+            (TransferState::Abandoned, _) | (_, None) => Err(Error::InvalidArgument),
+            (state, Some(buf)) => Ok(f(state, buf, &mut e.extra)),
         })?
     }
 
@@ -696,12 +685,12 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
 
     /// Run `f` on the entry `t` names, under its lock; `InvalidArgument` for a stale ticket.
     #[inline]
-    fn with<R>(&self, t: &Ticket, f: impl FnOnce(&mut Held<'_, E, L, I>) -> R) -> Result<R> {
+    fn with<R>(&self, t: &Ticket, f: impl FnOnce(&mut Entry<E, I>) -> R) -> Result<R> {
         let entry = self
             .entries
             .get(t.slot() as usize)
             .ok_or(Error::InvalidArgument)?;
-        let mut e = Held::<E, L, I>::new(entry);
+        let mut e = L::hold(entry);
         if !e.matches(t) {
             return Err(Error::InvalidArgument);
         }
@@ -713,13 +702,13 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     pub fn remote_holds(&self, slot: u32) -> bool {
         self.entries
             .get(slot as usize)
-            .is_some_and(|entry| Held::<E, L, I>::new(entry).lent)
+            .is_some_and(|entry| L::hold(entry).lent)
     }
 
     /// Free an entry: the loan if still out, the token (and its map entry), the buffer, the
     /// waker and the backend's part (reset in place: its storage stays with the entry).
     #[inline]
-    fn free(&self, e: &mut Held<'_, E, L, I>) {
+    fn free(&self, e: &mut Entry<E, I>) {
         e.lent = false;
         let held = e.buf.take();
         if held.is_some() {
@@ -732,7 +721,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             // guarded by its lock.
             self.reap_pending.fetch_sub(1, Ordering::Relaxed);
         }
-        e.set_state(TransferState::Free);
+        e.state = TransferState::Free;
         if let Some(buf) = held {
             I::put_back(&self.ids, buf);
         }

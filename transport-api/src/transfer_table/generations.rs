@@ -7,7 +7,6 @@
 //! on any table.
 
 use super::ids::{GenerationIds, Generations};
-use super::poll_word::Held;
 use super::{
     Entry, EntryPart, IdSource, Locking, ReplyOutcome, StartedTransfer, TransferState,
     TransferTable,
@@ -61,7 +60,7 @@ impl<E: EntryPart<Generations>, L: Locking> TransferTable<E, L, Generations> {
         let Some(entry) = self.entries.get(slot as usize) else {
             return self.count(ReplyOutcome::Unknown);
         };
-        let e = Held::<E, L, Generations>::new(entry);
+        let e = L::hold(entry);
         let live = !matches!(e.state, TransferState::Free);
         if !live || (u64::from(e.token) << 32 | u64::from(e.generation)) != generation {
             return self.count(ReplyOutcome::Unknown);
@@ -78,7 +77,7 @@ impl<E: EntryPart<Generations>, L: Locking> TransferTable<E, L, Generations> {
         }
         let mut n = 0;
         for entry in self.entries.iter() {
-            let mut e = Held::<E, L, Generations>::new(entry);
+            let mut e = L::hold(entry);
             if e.reap {
                 self.free(&mut e);
                 n += 1;
@@ -94,7 +93,7 @@ impl<E: EntryPart<Generations>, L: Locking> TransferTable<E, L, Generations> {
     /// made of the returned transfer.
     pub fn resume(&self, mut select: impl FnMut(&mut E) -> bool) -> Option<StartedTransfer> {
         for (slot, entry) in self.entries.iter().enumerate() {
-            let mut e = Held::<E, L, Generations>::new(entry);
+            let mut e = L::hold(entry);
             let waiting = e.reap || (matches!(e.state, TransferState::Abandoned) && e.lent);
             if !waiting || !select(&mut e.extra) {
                 continue;
@@ -104,7 +103,7 @@ impl<E: EntryPart<Generations>, L: Locking> TransferTable<E, L, Generations> {
                 // Relaxed: see `free`.
                 self.reap_pending.fetch_sub(1, Ordering::Relaxed);
             } else {
-                e.set_state(TransferState::InFlight);
+                e.state = TransferState::InFlight;
             }
             return Some(StartedTransfer {
                 token: crate::token::Token(e.token),
@@ -124,12 +123,12 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     /// frees it.
     pub fn reserve(&self, prepare: impl FnOnce(&mut E) -> Result<()>) -> Result<StartedTransfer> {
         let (slot, buf, token, wide) = self.take_entry()?;
-        let mut e = Held::<E, L, I>::new(&self.entries[slot as usize]);
+        let mut e = L::hold(&self.entries[slot as usize]);
         // Free: no waker (see `start_with`).
         debug_assert!(e.waker.is_none() && e.buf.is_none());
         e.generation = wide.unwrap_or(e.generation.wrapping_add(1));
+        e.state = TransferState::InFlight;
         e.token = token.0;
-        e.set_state(TransferState::InFlight);
         e.buf = Some(buf);
         e.lent = false;
         let generation = e.generation;
@@ -179,7 +178,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
                 return false;
             }
             e.lent = false;
-            e.set_state(TransferState::Failed(err));
+            e.state = TransferState::Failed(err);
             failed(&mut e.extra);
             true
         })
@@ -193,7 +192,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     pub fn release_where(&self, mut select: impl FnMut(&E) -> bool) -> usize {
         let mut n = 0;
         for entry in self.entries.iter() {
-            let mut e = Held::<E, L, I>::new(entry);
+            let mut e = L::hold(entry);
             if matches!(e.state, TransferState::Free) || e.reserved() || !select(&e.extra) {
                 continue;
             }
@@ -208,7 +207,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         self.entries
             .iter()
             .filter(|entry| {
-                let e = Held::<E, L, I>::new(entry);
+                let e = L::hold(entry);
                 matches!(e.state, TransferState::Abandoned) && e.lent
             })
             .count()
