@@ -100,13 +100,13 @@ fn late_reply_races_resume() {
     });
 }
 
-/// A caller spins on `poll` (answered from the poll word while in flight) racing the reply
-/// path, until it sees the reply; the owner then frees the entry and reuses it (twice, so the
-/// new transfer has the old one's token, one generation on) while the caller spins on the old
-/// ticket. The caller never spins for ever: it sees the reply (a poll word left saying "in
-/// flight" would keep it spinning), then the old ticket refused, never taken for the new
-/// transfer (which stays in flight, so a poll word naming it to the old ticket would keep it
-/// spinning too).
+/// A caller spins on `poll` racing the reply path, until it sees the reply; the owner then frees
+/// the entry and reuses it (twice, so the new transfer has the old one's token, one generation
+/// on) while the caller spins on the old ticket. The caller never spins for ever: it sees the
+/// reply, then the old ticket refused, never taken for the new transfer (which stays in flight,
+/// so a `poll` that matched the old ticket to it would keep the caller spinning). Written for a
+/// `poll` that answers "in flight" without the entry's lock (docs/benchmarks.md, "A poll word
+/// beside the entry lock"), it holds any `poll` to the same answers.
 #[test]
 fn poll_races_reply_and_reuse() {
     loom::model(|| {
