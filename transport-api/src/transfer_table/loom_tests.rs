@@ -1,5 +1,7 @@
 use alloc::sync::Arc;
 
+use crate::sync::AtomicBool;
+
 use super::*;
 
 impl EntryPart<Generations> for u8 {
@@ -95,5 +97,54 @@ fn late_reply_races_resume() {
         assert_eq!(t.poll(&back.ticket()), Ok(true));
         t.finish(back.ticket(), TxOutcome::Done).unwrap();
         assert_eq!(t.free_count(), 1);
+    });
+}
+
+/// A caller spins on `poll` racing the reply path, until it sees the reply; the owner then frees
+/// the entry and reuses it (twice, so the new transfer has the old one's token, one generation
+/// on) while the caller spins on the old ticket. The caller never spins for ever: it sees the
+/// reply, then the old ticket refused, never taken for the new transfer (which stays in flight,
+/// so a `poll` that matched the old ticket to it would keep the caller spinning). Written for a
+/// `poll` that answers "in flight" without the entry's lock (docs/benchmarks.md, "A poll word
+/// beside the entry lock"), it holds any `poll` to the same answers.
+#[test]
+fn poll_races_reply_and_reuse() {
+    loom::model(|| {
+        let t = Arc::new(TransferTable::<()>::new(1, 4, 1).unwrap());
+        let seen = Arc::new(AtomicBool::new(false));
+        let s = t.start(b"", ()).unwrap();
+        let remote = {
+            let t = t.clone();
+            loom::thread::spawn(move || t.on_reply(s.token.0, |_| true, |_, _| Ok(1)))
+        };
+        let poller = {
+            let (t, seen) = (t.clone(), seen.clone());
+            loom::thread::spawn(move || {
+                while t.poll(&s.ticket()) != Ok(true) {
+                    loom::thread::yield_now();
+                }
+                // SeqCst: a test handshake, no ordering to reason about.
+                seen.store(true, Ordering::SeqCst);
+                loop {
+                    match t.poll(&s.ticket()) {
+                        Ok(true) => loom::thread::yield_now(),
+                        r => return r,
+                    }
+                }
+            })
+        };
+        assert_eq!(remote.join().unwrap(), ReplyOutcome::Completed);
+        // SeqCst: as above.
+        while !seen.load(Ordering::SeqCst) {
+            loom::thread::yield_now();
+        }
+        t.finish(s.ticket(), TxOutcome::Done).unwrap();
+        let between = t.start(b"", ()).unwrap();
+        t.on_reply(between.token.0, |_| true, |_, _| Ok(1));
+        t.finish(between.ticket(), TxOutcome::Done).unwrap();
+        let reused = t.start(b"", ()).unwrap();
+        assert_eq!((reused.slot, reused.token), (s.slot, s.token));
+        assert_eq!(poller.join().unwrap(), Err(Error::InvalidArgument));
+        assert_eq!(t.poll(&reused.ticket()), Ok(false));
     });
 }

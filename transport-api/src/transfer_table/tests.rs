@@ -642,3 +642,137 @@ fn run_model<L: Locking>(ops: &[Op]) -> core::result::Result<(), TestCaseError> 
     }
     Ok(())
 }
+
+/// `poll` in every state of a transfer: fresh, in flight (and a ticket with another token or
+/// generation), done, failed (also with the buffer still lent), abandoned, freed and reused with
+/// the same token one generation on (the old ticket refused), taken, aborted; and a table with
+/// generations: reserved, reaped, resumed, swept, released.
+mod poll_in_every_state {
+    use super::*;
+    use crate::transfer_table::Generations;
+
+    #[test]
+    fn fresh_in_flight_and_done() {
+        let t = Table::new(1, 8, 4).unwrap();
+        // A fresh (free) entry: generation 0, token 0, nothing in flight.
+        assert_eq!(t.poll(&Ticket::new(0, 0, 0)), Err(Error::InvalidArgument));
+        let s = t.start(b"a", 0).unwrap();
+        let x = s.ticket();
+        assert_eq!(t.poll(&x), Ok(false));
+        // Another token or generation on the same entry: refused under the lock.
+        let other_token = Ticket::new(s.token.0 ^ 1, s.slot, s.generation);
+        assert_eq!(t.poll(&other_token), Err(Error::InvalidArgument));
+        let other_gen = Ticket::new(s.token.0, s.slot, s.generation + 1);
+        assert_eq!(t.poll(&other_gen), Err(Error::InvalidArgument));
+        let out_of_range = Ticket::new(s.token.0, 1, s.generation);
+        assert_eq!(t.poll(&out_of_range), Err(Error::InvalidArgument));
+        let r = t.on_reply(s.token.0, |_| true, |b, _| b.write(b"b").map(|()| 1));
+        assert_eq!(r, ReplyOutcome::Completed);
+        assert_eq!(t.poll(&x), Ok(true));
+        t.finish(s.ticket(), TxOutcome::Done).unwrap();
+        assert_eq!(t.poll(&x), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn failed_and_failed_lent() {
+        let t = Table::new(2, 8, 4).unwrap();
+        let a = t.start(b"a", 0).unwrap();
+        let r = t.on_reply(a.token.0, |_| true, |_, _| Err(Error::Cancelled));
+        assert_eq!(r, ReplyOutcome::Failed);
+        assert_eq!(t.poll(&a.ticket()), Err(Error::Cancelled));
+        let b = t.start(b"b", 0).unwrap();
+        t.fail_pending(Error::Shutdown, drop);
+        assert_eq!(t.poll(&b.ticket()), Err(Error::Shutdown));
+        // The reply still comes (the buffer back); the outcome stays.
+        t.on_reply_at(b.slot, |_, _| {}, |_, _| Ok(0));
+        assert_eq!(t.poll(&b.ticket()), Err(Error::Shutdown));
+        t.fail_all(Error::Shutdown);
+    }
+
+    #[test]
+    fn abandoned_is_not_pollable_and_its_late_reply_frees_it() {
+        let t = Table::new(1, 8, 4).unwrap();
+        let s = t.start(b"a", 0).unwrap();
+        t.finish(s.ticket(), TxOutcome::TimedOut).unwrap();
+        assert_eq!(t.poll(&s.ticket()), Err(Error::InvalidArgument));
+        let r = t.on_reply(s.token.0, |_| true, |_, _| Ok(0));
+        assert_eq!(r, ReplyOutcome::Late);
+        assert_eq!(t.poll(&s.ticket()), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn a_freed_and_reused_entry_refuses_the_old_ticket() {
+        // One entry and 1-bit tokens: the third transfer has the first one's token again, on the
+        // same entry, with a newer generation.
+        let t = Table::new(1, 8, 1).unwrap();
+        let first = t.start(b"a", 0).unwrap();
+        t.on_reply(first.token.0, |_| true, |_, _| Ok(0));
+        t.finish(first.ticket(), TxOutcome::Done).unwrap();
+        let second = t.start(b"a", 0).unwrap();
+        assert_eq!(t.poll(&first.ticket()), Err(Error::InvalidArgument));
+        t.on_reply(second.token.0, |_| true, |_, _| Ok(0));
+        t.finish(second.ticket(), TxOutcome::Done).unwrap();
+        let third = t.start(b"a", 0).unwrap();
+        assert_eq!((third.slot, third.token), (first.slot, first.token));
+        assert_ne!(third.generation, first.generation);
+        assert_eq!(t.poll(&first.ticket()), Err(Error::InvalidArgument));
+        assert_eq!(t.poll(&second.ticket()), Err(Error::InvalidArgument));
+        assert_eq!(t.poll(&third.ticket()), Ok(false));
+        // Taken (a bulk transfer ending), the entry is free again.
+        t.take(&third.ticket(), |_, _| Ok(())).unwrap();
+        assert_eq!(t.poll(&third.ticket()), Err(Error::InvalidArgument));
+        // And undone before it was sent.
+        let fourth = t.start(b"a", 0).unwrap();
+        assert_eq!(t.poll(&fourth.ticket()), Ok(false));
+        t.abort(fourth);
+        assert_eq!(t.poll(&fourth.ticket()), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn generations_reserved_reaped_resumed_and_released() {
+        let t =
+            TransferTable::<u8, Shared, Generations>::with_generations(1, u64::MAX, || 0).unwrap();
+        let s = t.reserve(|p| {
+            *p = 1;
+            Ok(())
+        });
+        let s = s.unwrap();
+        let x = s.ticket();
+        let id = (u64::from(s.token.0) << 32) | u64::from(s.generation);
+        // Reserved counts as in flight (as `state` says).
+        assert_eq!(t.poll(&x), Ok(false));
+        t.send_with(&x, |_| Ok::<(), ()>(())).unwrap().unwrap();
+        assert_eq!(t.poll(&x), Ok(false));
+        // Abandoned, then its late reply: reaped, not pollable.
+        t.finish(s.ticket(), TxOutcome::Cancelled).unwrap();
+        assert_eq!(t.poll(&x), Err(Error::InvalidArgument));
+        t.on_reply_id(s.slot, id, |_| true, |_, _| Ok(2));
+        assert_eq!(t.poll(&x), Err(Error::InvalidArgument));
+        // Resumed with its outcome.
+        let back = t.resume(|p| *p == 1).unwrap();
+        assert_eq!(t.poll(&back.ticket()), Ok(true));
+        t.finish(back.ticket(), TxOutcome::Done).unwrap();
+        // Abandoned in flight and resumed in flight: pollable again.
+        let s = t.reserve(|p| {
+            *p = 2;
+            Ok(())
+        });
+        let s = s.unwrap();
+        let x = s.ticket();
+        t.send_with(&x, |_| Ok::<(), ()>(())).unwrap().unwrap();
+        t.finish(s.ticket(), TxOutcome::Cancelled).unwrap();
+        assert_eq!(t.poll(&x), Err(Error::InvalidArgument));
+        let back = t.resume(|p| *p == 2).unwrap();
+        assert_eq!(t.poll(&back.ticket()), Ok(false));
+        // A sweep fails it; a release frees it.
+        t.reclaim_where(Error::Shutdown, |_| true, |_, _, _| {}, drop);
+        assert_eq!(t.poll(&back.ticket()), Err(Error::Shutdown));
+        assert_eq!(t.release_where(|_| true), 1);
+        assert_eq!(t.poll(&back.ticket()), Err(Error::InvalidArgument));
+        // A sent transfer whose message never left fails.
+        let x = t.reserve(|_| Ok(())).unwrap().ticket();
+        t.send_with(&x, |_| Ok::<(), ()>(())).unwrap().unwrap();
+        assert!(t.fail_sent(&x, Error::Cancelled, |_| {}));
+        assert_eq!(t.poll(&x), Err(Error::Cancelled));
+    }
+}
