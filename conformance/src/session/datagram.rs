@@ -7,7 +7,7 @@
 //! What must hold, whatever the remote does (docs/datagram.md, docs/reliability.md):
 //! - a delivered datagram fits [`Caps::max_msg_size`](fwipc_transport_api::Caps); while the
 //!   remote has been told nothing hostile (no fault, no garbage, no reset) it is byte for byte one
-//!   the remote was asked to send;
+//!   the remote was asked to send (through the datagram peer, or as an unsolicited message);
 //! - what the remote received from us is one of the payloads we sent;
 //! - a held buffer stays held until released, whatever the remote does, and is released once: a
 //!   second release of the same handle is refused with `InvalidArgument`, never a second free;
@@ -58,6 +58,12 @@ impl<'a> DgramSession<'a> {
             tainted: false,
             delivered: 0,
         })
+    }
+
+    /// The remote sends `payload` unsolicited (a notification): it may arrive at one of our
+    /// endpoints.
+    pub(super) fn expect(&mut self, payload: &[u8]) {
+        self.to_us.push(payload.to_vec());
     }
 
     /// The remote was given a fault, garbage or a reset.

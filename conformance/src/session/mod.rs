@@ -266,7 +266,10 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
                 fx.remote().reset_remote();
             }
             10 => {
-                let _ = fx.remote().notify(s.bytes(usize::from(arg) % 16));
+                let note = s.bytes(usize::from(arg) % 16);
+                // An unsolicited message may reach a bound endpoint (SCMI's P2A endpoints).
+                dg.iter_mut().for_each(|d| d.expect(note));
+                let _ = fx.remote().notify(note);
                 let _ = t.fetch_notification(&mut [0u8; 64]);
             }
             _ => {
