@@ -385,3 +385,36 @@ fn replies_rewritten_after_publication_end_once_with_an_error() {
     let s = t.stats();
     assert_eq!(s.pool_free, s.pool_capacity);
 }
+
+/// A used element the device published before a chain was made available is not that chain's
+/// completion, even when it names the chain's head: here a forged element for head 0 (length 37)
+/// waits in the used ring while head 0 is reused by the next send, and the device then answers
+/// that send properly (8 bytes of header and status). Taking the forged element would deliver
+/// the device's reply at the forged length, with stale bytes of the previous reply after it.
+#[test]
+fn a_used_element_older_than_its_chain_is_refused() {
+    use fwipc_transport_api::fixture::SimMode;
+    let fx = fixture(Completion::Polled);
+    let t = fx.transport();
+    assert!(fx.remote().set_sim_mode(SimMode::Stepped));
+    let round_trip = |payload: &[u8]| {
+        let tk = t.send(&Request::new(ECHO, payload).polled()).expect("send");
+        assert_eq!(tk.slot(), 0, "one transfer at a time reuses message 0");
+        for _ in 0..4 {
+            fx.remote().step();
+        }
+        assert_eq!(t.poll_done(&tk), Ok(true));
+        let mut out = [0u8; 64];
+        let r = t.fetch_response(&tk, &mut out).map(|n| out[..n].to_vec());
+        t.mark_txdone(tk, TxOutcome::Done);
+        r
+    };
+    assert_eq!(round_trip(&[1, 0, 3, 4]), Ok(vec![!1, !0, !3, !4]));
+    // Head 0 is free now: the forged element names it before its next use.
+    fx.device().inject_used(0, 0, 37);
+    let before = t.stats().protocol_errors;
+    assert_eq!(round_trip(&[]), Ok(vec![]), "the forged length was taken");
+    assert_eq!(t.stats().protocol_errors, before + 1);
+    fx.remote().set_sim_mode(SimMode::Normal);
+    echo_ok(&fx, b"after");
+}

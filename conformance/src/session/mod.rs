@@ -140,7 +140,14 @@ fn poll_and_end<T: Transport>(
             match t.fetch_response(&x.ticket, &mut out) {
                 Ok(n) => {
                     let rewritten = classify(&x.payload, &out[..n], armed, out.len())
-                        .expect("a reply that is not the echo of its request");
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "a reply that is not the echo of its request: {:?} for {:?} ({:?})",
+                                &out[..n],
+                                x.payload,
+                                x.ticket
+                            )
+                        });
                     st.replies += 1;
                     st.rewritten += u32::from(rewritten);
                 }

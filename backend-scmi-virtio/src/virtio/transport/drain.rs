@@ -12,7 +12,7 @@ use super::{ScmiVirtio, State};
 use crate::virtio::eventq::{EvReturn, EventQueue};
 use crate::virtio::features::EVENTQ;
 use crate::virtio::parse::{check_reply_header, cmdq_slot};
-use crate::virtio::ring::SplitRing;
+use crate::virtio::ring::{RingError, SplitRing};
 use crate::virtio::slot::ScmiPart;
 
 /// Used entries one drain of `ring` takes at most: one ring's worth. A well-behaved device never
@@ -45,6 +45,8 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             table,
             deferred,
             outstanding,
+            posted_at,
+            used_seen,
             stall,
             ..
         } = st;
@@ -57,15 +59,22 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 return true;
             }
             budget -= 1;
+            // The position of the element `pop_used` returns (see `State::used_seen`).
+            let pos = *used_seen;
             let e = match ring.pop_used() {
                 Ok(Some(e)) => {
+                    *used_seen += 1;
                     // Whatever it returned, the device is consuming (see `stall.rs`).
                     stall.progress();
                     e
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // `RingError::IndexJump` (the only kind today): the ring resynchronised.
+                    // `RingError::IndexJump` (the only kind today): the ring resynchronised to
+                    // the newest `size` elements, skipping the others.
+                    if let RingError::IndexJump { claimed } = e {
+                        *used_seen += u64::from(claimed.saturating_sub(ring.size()));
+                    }
                     log::warn!("virtio-scmi: cmdq: {e}");
                     Counters::bump(&table.counters().protocol_errors);
                     continue;
@@ -76,6 +85,16 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 Counters::bump(&table.counters().protocol_errors);
                 continue;
             };
+            if posted_at.get(i).is_some_and(|&p| pos < p) {
+                // Published before this chain was made available (see `State::posted_at`):
+                // not its completion; the chain stays with the device.
+                log::warn!(
+                    "virtio-scmi: cmdq used element {pos} for chain {} predates the chain",
+                    e.id
+                );
+                Counters::bump(&table.counters().protocol_errors);
+                continue;
+            }
             // The table counts the outcome: a chain the device did not hold is a duplicate, the
             // late reply of an abandoned transfer frees its buffer and token.
             let (outcome, waker) = table.on_reply_at(

@@ -61,6 +61,18 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
     idle_polls: u32,
     /// cmdq chains the device holds (the table's loans).
     outstanding: usize,
+    /// Per message: the position (counted as [`State::used_seen`] counts) of the first used
+    /// element the device could publish after its chain was made available, read just before
+    /// the chain was. A used element at an earlier position was published before the device
+    /// could see the chain, so it is not this chain's completion (a hostile device's stale or
+    /// forged element naming a head that has since been reused): the drain refuses it and the
+    /// chain stays in flight. 64-bit positions, not the ring's 16-bit index: a device may publish
+    /// any number of elements between a chain's post and its completion (a flood), and the
+    /// comparison must still hold. Capacity reserved at setup.
+    posted_at: Vec<u64>,
+    /// cmdq used elements the device has published and the drain has moved past, counted
+    /// across wraps of the ring's 16-bit index and across the elements an index jump skips.
+    used_seen: u64,
     /// Tells a stalled device from a slow one ([`ScmiVirtioConfig::stall_timeout`]).
     stall: StallWatch,
     /// Why the channel is dead, once it is (the queues are gone then).

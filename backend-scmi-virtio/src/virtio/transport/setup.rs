@@ -182,6 +182,8 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 deferred: Vec::with_capacity(2 * nslots + 1),
                 idle_polls: 0,
                 outstanding: 0,
+                posted_at: alloc::vec![0; nslots],
+                used_seen: 0,
                 stall: StallWatch::default(),
                 failure: None,
             }),

@@ -50,6 +50,8 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             cmdq,
             table,
             outstanding,
+            posted_at,
+            used_seen,
             ..
         } = &mut *st;
         let dead = cmdq.is_none();
@@ -149,6 +151,11 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
                 next: 0,
             },
         );
+        // Before the chain is published: no completion of it can sit below this position.
+        if let Some(p) = posted_at.get_mut(started.slot as usize) {
+            let published = ring.device_used_idx().wrapping_sub(ring.last_used());
+            *p = *used_seen + u64::from(published);
+        }
         ring.post(head);
         if ring.should_notify() {
             transport.notify(CMDQ);
