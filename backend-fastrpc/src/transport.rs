@@ -182,8 +182,7 @@ impl Transport for FastRpcTransport {
 
     fn fetch_response(&self, ticket: &Ticket, out: &mut [u8]) -> Result<usize> {
         let t = InvokeTicket::from_ticket(ticket);
-        self.session.status(&t)?;
-        Ok(self.session.read_out(&t, 0, out)?)
+        Ok(self.session.status_and_read_out(&t, 0, out)?)
     }
 
     fn mark_txdone(&self, ticket: Ticket, outcome: TxOutcome) {

@@ -626,7 +626,31 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
     /// ([`TransferTable::fail_pending`]). `InvalidArgument` for a stale ticket.
     #[inline]
     pub fn finish(&self, t: Ticket, outcome: TxOutcome) -> Result<()> {
-        self.with(&t, |e| match e.state {
+        self.finish_with(t, outcome, |_, _| {})
+    }
+
+    /// [`TransferTable::finish`], after running `f` on the transfer under the same lock when
+    /// it is live (not free, not abandoned: what [`TransferTable::inspect`] would run `f` on):
+    /// a backend's last look at its part (a reply's trailer) without a second pass.
+    #[inline]
+    pub fn finish_with(
+        &self,
+        t: Ticket,
+        outcome: TxOutcome,
+        f: impl FnOnce(TransferState, &mut E),
+    ) -> Result<()> {
+        self.with(&t, |e| {
+            if !matches!(e.state, TransferState::Abandoned) && e.buf.is_some() {
+                f(e.state, &mut e.extra);
+            }
+            self.end_entry(e, outcome)
+        })
+    }
+
+    /// The state change of [`TransferTable::finish`] on the entry `e` (its lock held).
+    #[inline]
+    fn end_entry(&self, e: &mut Entry<E, I>, outcome: TxOutcome) {
+        match e.state {
             TransferState::InFlight if !e.lent => self.free(e),
             TransferState::InFlight => {
                 if outcome == TxOutcome::TimedOut {
@@ -641,7 +665,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             }
             TransferState::Done(_) | TransferState::Failed(_) => self.free(e),
             TransferState::Free | TransferState::Abandoned => {}
-        })
+        }
     }
 
     /// End the transfer `t` through `f`, which sees its state and the backend's part: on `Ok`

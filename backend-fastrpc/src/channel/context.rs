@@ -353,6 +353,16 @@ impl ContextTable {
 
     /// Drop the owner reference (the caller is done, or gave up: `abandoned`, which lets a
     /// retry resume it); releases at once when the DSP does not hold the context.
+    /// [`ContextTable::drop_owner`] of a caller that is done (not abandoned), after running
+    /// `f` on the context under the same lock while it is live.
+    pub(crate) fn finish_with(&self, t: &InvokeTicket, f: impl FnOnce(CtxState, &mut Ctx)) {
+        let _ = self
+            .table
+            .finish_with(t.to_ticket(), TxOutcome::Cancelled, |state, c| {
+                f(ctx_state(state, c), c)
+            });
+    }
+
     pub(crate) fn drop_owner(&self, t: &InvokeTicket, abandoned: bool) {
         if abandoned {
             let _ = self.with(t, |_, c| {

@@ -212,46 +212,65 @@ impl Session {
     /// ends as any other failed reply does. `TooLarge` if `dst` is shorter. For a shared
     /// out-buffer nothing is copied (the data is in the buffer; `dst` may be empty).
     pub fn read_out(&self, t: &InvokeTicket, k: usize, dst: &mut [u8]) -> Result<usize> {
-        let ch = &self.inner.ch;
         self.with_ctx(t, |state, c| {
             if !matches!(state, CtxState::Done(_)) {
                 return Err(FastRpcError::InvalidArgument);
             }
-            let rec = *c.outs.get(k).ok_or(FastRpcError::InvalidArgument)?;
-            let sc = c.sc;
-            let lease = c.payload.as_mut().ok_or(FastRpcError::InvalidArgument)?;
-            // No fence: the DSP's payload writes are ordered before its response by the
-            // `PacketChannel` contract (receipt is an acquire of everything the DSP wrote
-            // before sending), and we observed the response under this context's lock.
-            let (region, _) = lease.parts();
-            // Read the one word the DSP reports, `rpra[slot].len`, into a private copy, once,
-            // then check it: the DSP may still be writing the region if it is misbehaving.
-            let slot = usize::from(rec.slot);
-            if slot >= sc.len() {
-                return Err(ProtocolError::OutOfRange.into());
-            }
-            let mut rb = RemoteBuf::default();
-            read_at(
-                &**region,
-                MetaOffsets::new(sc.len()).rpra + 16 * slot,
-                rb.as_mut_bytes(),
-            )?;
-            let dsp_len = rb.len.get();
-            if dsp_len > rec.len {
-                // A reply longer than its buffer cannot be correct: fail it rather than hand
-                // the caller a full-size reply made of whatever the buffer held.
-                Counters::bump(&ch.counters().protocol_errors);
-                return Err(ProtocolError::BadLength.into());
-            }
-            // `dsp_len <= rec.len`, the length of a caller buffer: fits `usize`.
-            let n = usize::try_from(dsp_len).map_err(|_| ProtocolError::BadLength)?;
-            if rec.off != NOT_INLINE {
-                let dst = dst.get_mut(..n).ok_or(FastRpcError::TooLarge)?;
-                let o = usize::try_from(rec.off).map_err(|_| ProtocolError::OutOfRange)?;
-                read_at(&**region, o, dst).map_err(|_| ProtocolError::OutOfRange)?;
-            }
-            Ok(n)
+            self.read_out_of(c, k, dst)
         })
+    }
+
+    /// [`Session::status`], then on success [`Session::read_out`] of out-buffer `k`, under one
+    /// look at the context (a transport's `fetch_response`).
+    pub(crate) fn status_and_read_out(
+        &self,
+        t: &InvokeTicket,
+        k: usize,
+        dst: &mut [u8],
+    ) -> Result<usize> {
+        self.with_ctx(t, |state, c| {
+            Self::status_of(state)?;
+            self.read_out_of(c, k, dst)
+        })
+    }
+
+    /// [`Session::read_out`] on the finished context `c` (its lock held).
+    fn read_out_of(&self, c: &mut Ctx, k: usize, dst: &mut [u8]) -> Result<usize> {
+        let ch = &self.inner.ch;
+        let rec = *c.outs.get(k).ok_or(FastRpcError::InvalidArgument)?;
+        let sc = c.sc;
+        let lease = c.payload.as_mut().ok_or(FastRpcError::InvalidArgument)?;
+        // No fence: the DSP's payload writes are ordered before its response by the
+        // `PacketChannel` contract (receipt is an acquire of everything the DSP wrote
+        // before sending), and we observed the response under this context's lock.
+        let (region, _) = lease.parts();
+        // Read the one word the DSP reports, `rpra[slot].len`, into a private copy, once,
+        // then check it: the DSP may still be writing the region if it is misbehaving.
+        let slot = usize::from(rec.slot);
+        if slot >= sc.len() {
+            return Err(ProtocolError::OutOfRange.into());
+        }
+        let mut rb = RemoteBuf::default();
+        read_at(
+            &**region,
+            MetaOffsets::new(sc.len()).rpra + 16 * slot,
+            rb.as_mut_bytes(),
+        )?;
+        let dsp_len = rb.len.get();
+        if dsp_len > rec.len {
+            // A reply longer than its buffer cannot be correct: fail it rather than hand
+            // the caller a full-size reply made of whatever the buffer held.
+            Counters::bump(&ch.counters().protocol_errors);
+            return Err(ProtocolError::BadLength.into());
+        }
+        // `dsp_len <= rec.len`, the length of a caller buffer: fits `usize`.
+        let n = usize::try_from(dsp_len).map_err(|_| ProtocolError::BadLength)?;
+        if rec.off != NOT_INLINE {
+            let dst = dst.get_mut(..n).ok_or(FastRpcError::TooLarge)?;
+            let o = usize::try_from(rec.off).map_err(|_| ProtocolError::OutOfRange)?;
+            read_at(&**region, o, dst).map_err(|_| ProtocolError::OutOfRange)?;
+        }
+        Ok(n)
     }
 }
 

@@ -274,12 +274,17 @@ impl Session {
 
     /// The DSP's status for a finished call: `Ok` for `AEE_SUCCESS`, else `Aee`.
     pub fn status(&self, t: &InvokeTicket) -> Result<()> {
-        self.with_ctx(t, |state, _| match state {
+        self.with_ctx(t, |state, _| Self::status_of(state))
+    }
+
+    /// [`Session::status`] of a context in `state`.
+    fn status_of(state: CtxState) -> Result<()> {
+        match state {
             CtxState::Done(0) => Ok(()),
             CtxState::Done(r) => Err(FastRpcError::Aee(AeeError(r))),
             CtxState::Failed(e) => Err(e),
             CtxState::InFlight => Err(FastRpcError::InvalidArgument),
-        })
+        }
     }
 
     /// Whether completions arrive by callback (so a registered waker fires); with a pull-style
@@ -298,12 +303,13 @@ impl Session {
     /// others are counted), then drop the caller's reference.
     pub fn finish(&self, t: InvokeTicket) {
         let ch = &self.inner.ch;
-        let _ = self.with_ctx(&t, |state, c| {
+        // The walk and the end under one look at the context.
+        ch.ctx.finish_with(&t, |state, c| {
             let sc = c.sc;
             let Ctx { payload, maps, .. } = c;
             if let (CtxState::Done(_), Some(lease)) = (state, payload.as_mut()) {
                 if sc.is_empty() {
-                    return Ok(());
+                    return;
                 }
                 let (region, shadow) = lease.parts();
                 let off = MetaOffsets::new(sc.len());
@@ -312,21 +318,21 @@ impl Session {
                 // (the list's size). The walk below stops at the same zero word, so it sees
                 // exactly the words read here (docs/protocols/fastrpc.md §12.8, §12.9).
                 let Some(fds) = shadow.get_mut(off.fdlist..off.crclist) else {
-                    return Ok(());
+                    return;
                 };
                 for (k, w) in fds.chunks_exact_mut(8).enumerate() {
                     if read_at(&**region, off.fdlist + 8 * k, w).is_err() {
-                        return Ok(());
+                        return;
                     }
                     if w.iter().all(|&b| b == 0) {
                         break;
                     }
                 }
                 let Some(meta) = shadow.get(..off.end) else {
-                    return Ok(());
+                    return;
                 };
                 let Ok(v) = MetaView::parse(sc, meta) else {
-                    return Ok(());
+                    return;
                 };
                 let _ = v.for_each_fd(|fd| {
                     if !maps.iter().any(|b| b.fd() as u64 == fd) {
@@ -334,9 +340,7 @@ impl Session {
                     }
                 });
             }
-            Ok(())
         });
-        ch.ctx.drop_owner(&t, false);
     }
 
     /// The caller gives up (timeout, signal). The context keeps its payload and maps until the

@@ -56,6 +56,11 @@ unsafe impl DmaRegion for SimMemory {
     }
 }
 
+/// The region a [`BusWindow`] held, kept for the next window ([`SimBus::window_from`]). It keeps
+/// the region's bytes (not its mapping) alive until it is replaced or dropped.
+#[derive(Default)]
+pub struct HeldRegion(Option<(u64, Arc<SimMemory>)>);
+
 /// One simulated region as the AP holds it ([`DmaHal::alloc`]): mapped on the bus until the AP
 /// drops it.
 pub struct SimRegion {
@@ -132,6 +137,28 @@ impl SimBus {
             return None;
         }
         Some((r, off))
+    }
+
+    /// [`SimBus::window`], reusing the region an earlier window held ([`BusWindow::into_held`])
+    /// when it still holds `bus_addr` and is still mapped: the next call on the same payload
+    /// region opens its window without the bus's lock. Exact as a translation is: a region is
+    /// mapped exactly while it is in the bus's map, regions never overlap and an IOVA is never
+    /// given out twice, so the region found is the one a translation would find.
+    pub fn window_from(&self, bus_addr: u64, keep: &mut HeldRegion) -> BusWindow<'_> {
+        if let Some((base, r)) = keep.0.take() {
+            let inside = bus_addr
+                .checked_sub(base)
+                .and_then(|o| usize::try_from(o).ok())
+                .is_some_and(|o| o < r.len());
+            // Relaxed: as in `BusWindow::access`.
+            if inside && r.mapped.load(Ordering::Relaxed) {
+                return BusWindow {
+                    bus: self,
+                    held: Some((base, r)),
+                };
+            }
+        }
+        self.window(bus_addr)
     }
 
     /// A view for the accesses of one DSP call, holding the region of `bus_addr` (the call's
@@ -226,6 +253,11 @@ pub struct BusWindow<'a> {
 }
 
 impl BusWindow<'_> {
+    /// The region this window holds, for the next one ([`SimBus::window_from`]).
+    pub fn into_held(self) -> HeldRegion {
+        HeldRegion(self.held)
+    }
+
     /// `f` on the memory and offset of `[bus_addr, bus_addr+len)`, if it is mapped.
     fn access<R>(
         &self,
@@ -298,6 +330,43 @@ mod tests {
         drop(r);
         assert!(!bus.is_mapped(a, 1));
         assert_eq!(bus.faults(), 2);
+    }
+
+    #[test]
+    fn a_kept_region_serves_a_window_only_where_a_translation_would() {
+        let bus = SimBus::new();
+        let r = bus.alloc(1, 100).unwrap();
+        let other = bus.alloc(1, 100).unwrap();
+        let a = r.iova() | 1 << 32;
+        let o = other.iova() | 1 << 32;
+        let mut keep = HeldRegion::default();
+        let w = bus.window_from(a, &mut keep);
+        assert!(w.write(a + 10, b"hi"));
+        keep = w.into_held();
+        // Another region: the window holds that one, and writes reach it.
+        let w = bus.window_from(o, &mut keep);
+        assert!(w.write(o, b"ok"));
+        keep = w.into_held();
+        let mut b = [0u8; 2];
+        assert!(bus.read(o, &mut b));
+        assert_eq!(&b, b"ok");
+        assert!(bus.read(a + 10, &mut b));
+        assert_eq!(&b, b"hi", "the first region kept its bytes");
+        // The same IOVA in another context bank is not the kept region.
+        let w = bus.window_from(other.iova() | 2 << 32, &mut keep);
+        assert!(!w.is_mapped(other.iova() | 2 << 32, 1));
+        keep = w.into_held();
+        // The AP drops a kept region: the next window on it faults as the bus does.
+        keep = bus.window_from(a, &mut keep).into_held();
+        drop(r);
+        let w = bus.window_from(a, &mut keep);
+        assert!(!w.is_mapped(a, 1));
+        assert!(!w.write(a + 10, b"hi"));
+        assert!(
+            w.write(o + 2, b"ok"),
+            "another region, translated on its own"
+        );
+        assert_eq!(bus.faults(), 1);
     }
 
     #[test]

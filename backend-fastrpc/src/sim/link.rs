@@ -118,6 +118,26 @@ impl SimLink {
         d
     }
 
+    /// DSP side: copy the next AP datagram, if one is queued, into `out` (no wait) and keep its
+    /// buffer for reuse under the same lock; returns its whole length, which is more than
+    /// `out.len()` if it was cut.
+    pub fn dsp_try_recv_into(&self, out: &mut [u8]) -> Option<usize> {
+        // Relaxed: as in `dsp_try_recv`.
+        if self.to_dsp_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
+        let d = q.q.pop_front();
+        // Relaxed: as above, kept under the lock.
+        self.to_dsp_len.store(q.q.len(), Ordering::Relaxed);
+        let d = d?;
+        let n = d.len().min(out.len());
+        out[..n].copy_from_slice(&d[..n]);
+        let len = d.len();
+        q.keep(d);
+        Some(len)
+    }
+
     /// Give a datagram buffer back for reuse (after [`SimLink::dsp_recv`] or
     /// [`SimLink::dsp_try_recv`]).
     pub fn recycle(&self, buf: Vec<u8>) {

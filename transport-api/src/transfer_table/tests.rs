@@ -62,6 +62,48 @@ fn reply_completes_and_finish_frees_everything() {
 }
 
 #[test]
+fn finish_with_looks_at_a_live_transfer_then_ends_it_as_finish_does() {
+    let t = Table::new(2, 16, 4).unwrap();
+    // A completed transfer: `f` sees its state and part, then the entry is freed.
+    let s = t.start(b"ping", 7).unwrap();
+    t.on_reply(s.token.0, |_| true, echo(b"pong"));
+    let mut seen = None;
+    t.finish_with(s.ticket(), TxOutcome::Done, |st, e| {
+        seen = Some((st, *e));
+        *e = 9;
+    })
+    .unwrap();
+    assert_eq!(seen, Some((TransferState::Done(4), 7)));
+    assert_eq!(t.state(&s.ticket()), Err(Error::InvalidArgument), "freed");
+    assert_eq!(t.stats().pool_free, 2);
+    // Stale now: `f` does not run.
+    let mut ran = false;
+    assert_eq!(
+        t.finish_with(s.ticket(), TxOutcome::Done, |_, _| ran = true),
+        Err(Error::InvalidArgument)
+    );
+    assert!(!ran);
+    // Still lent to the remote: abandoned as `finish` does (`f` runs once, before), and an
+    // abandoned transfer is not live: a second `finish_with` does not run `f`.
+    let a = t.start(b"", 1).unwrap();
+    let mut runs = 0;
+    t.finish_with(a.ticket(), TxOutcome::TimedOut, |st, _| {
+        assert_eq!(st, TransferState::InFlight);
+        runs += 1;
+    })
+    .unwrap();
+    assert_eq!(t.stats().timed_out, 1);
+    t.finish_with(a.ticket(), TxOutcome::Done, |_, _| runs += 1)
+        .unwrap();
+    assert_eq!(runs, 1);
+    assert_eq!(
+        t.stats().pool_free,
+        1,
+        "the abandoned transfer keeps its buffer"
+    );
+}
+
+#[test]
 fn poll_never_answers_for_an_earlier_transfer_of_the_entry() {
     let t = Table::new(1, 16, 4).unwrap();
     let a = t.start(b"", 0).unwrap();

@@ -5,7 +5,7 @@
 //! answers `{ctx, retval}`. Every conformance fault knob is implemented here.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,7 +20,7 @@ mod reverse_calls;
 
 use crate::error::aee;
 use crate::reverse::LISTENER_HANDLE;
-use crate::sim::bus::{BusWindow, SimBus};
+use crate::sim::bus::{BusWindow, HeldRegion, SimBus};
 use crate::sim::link::SimLink;
 use crate::wire::payload::MetaView;
 use crate::wire::scalars::Scalars;
@@ -95,6 +95,9 @@ struct Decoded {
     /// Spent buffers kept with the shell for its next call (at most [`SHELL_SPARE_MAX`]), so a
     /// call takes its buffers without a lock of its own.
     spare: Vec<Vec<u8>>,
+    /// The payload region the shell's last call reached, for the next call's window
+    /// ([`SimBus::window_from`]).
+    held: HeldRegion,
 }
 
 /// Spent buffers a [`Decoded`] shell keeps.
@@ -150,7 +153,6 @@ struct State {
     flip: u64,
     held: Vec<FastRpcMsg>,
     dropped: Vec<FastRpcMsg>,
-    received: u64,
     bad_msgs: u64,
     procs: BTreeMap<i32, Process>,
     next_vaddr: u64,
@@ -191,6 +193,13 @@ struct Shared {
     mode: SimModeSwitch,
     /// Spent buffers of finished calls, reused by the next ones.
     spare: Mutex<Spare>,
+    /// Valid requests received.
+    received: AtomicU64,
+    /// Whether `state.fault` is not `Fault::None`; written under the `state` lock with it, read
+    /// without the lock so a request on the fault-free path takes no lock of the state.
+    faulted: AtomicBool,
+    /// Whether `state.rewrite` holds a double-fetch fault; as `faulted`, for answers.
+    rewrite_armed: AtomicBool,
 }
 
 /// Spent buffers kept for reuse (at most [`SPARE_MAX`] of each kind): call shells with their
@@ -224,7 +233,6 @@ impl SimDsp {
                 flip: 0,
                 held: Vec::new(),
                 dropped: Vec::new(),
-                received: 0,
                 bad_msgs: 0,
                 procs: BTreeMap::new(),
                 next_vaddr: 0xE000_0000,
@@ -239,6 +247,9 @@ impl SimDsp {
             reset_hook: Mutex::new(None),
             mode: SimModeSwitch::new(),
             spare: Mutex::new(Spare::default()),
+            received: AtomicU64::new(0),
+            faulted: AtomicBool::new(false),
+            rewrite_armed: AtomicBool::new(false),
         });
         let s2 = sh.clone();
         let t = std::thread::Builder::new()
@@ -304,7 +315,13 @@ impl SimDsp {
 
     /// Set the fault for requests received from now on.
     pub fn set_fault(&self, f: Fault) {
-        lock(&self.sh.state).fault = f;
+        let mut s = lock(&self.sh.state);
+        s.fault = f;
+        // Release: pairs with the Acquire in `on_datagram`; a request sent after this call (so
+        // received after it, through the link's lock) sees the fault.
+        self.sh
+            .faulted
+            .store(!matches!(f, Fault::None), Ordering::Release);
     }
 
     /// Execute and answer every held request, in order.
@@ -319,7 +336,8 @@ impl SimDsp {
 
     /// Requests received (valid messages).
     pub fn received(&self) -> u64 {
-        lock(&self.sh.state).received
+        // Relaxed: a statistics counter.
+        self.sh.received.load(Ordering::Relaxed)
     }
 
     /// Malformed datagrams received.
@@ -352,7 +370,10 @@ impl SimDsp {
     /// the caller gets one copy, as written or as rewritten: a length above what was asked fails
     /// the call, a shorter one (which a DSP may legitimately write) shortens the reply.
     pub fn rewrite_after_answer(&self, df: DoubleFetch) {
-        lock(&self.sh.state).rewrite = Some(df);
+        let mut s = lock(&self.sh.state);
+        s.rewrite = Some(df);
+        // Release: pairs with the Acquire in `respond`, as `faulted` does.
+        self.sh.rewrite_armed.store(true, Ordering::Release);
     }
 
     /// Lose all state (processes, held requests) and tell the AP.
@@ -366,6 +387,8 @@ impl SimDsp {
             s.parked.clear();
             s.listeners.clear();
             s.rewrite = None;
+            // Relaxed: only ever makes `respond` take the lock less; the lock orders the rest.
+            self.sh.rewrite_armed.store(false, Ordering::Relaxed);
         }
         if let Some(h) = lock(&self.sh.reset_hook).as_ref() {
             h();
@@ -417,10 +440,13 @@ fn read_struct<T: FromBytes>(b: &[u8]) -> Option<T> {
 impl Shared {
     /// Serve one queued datagram without waiting; `false` if none was queued.
     fn step(&self) -> bool {
-        match self.link.dsp_try_recv() {
-            Some(d) => {
-                self.on_datagram(&d);
-                self.link.recycle(d);
+        // Copied out under the queue's one lock, which keeps the buffer for the next datagram.
+        // One byte more than a message: a longer datagram arrives cut to that length, which is
+        // still no message, and is counted as malformed as it would be whole.
+        let mut buf = [0u8; size_of::<FastRpcMsg>() + 1];
+        match self.link.dsp_try_recv_into(&mut buf) {
+            Some(n) => {
+                self.on_datagram(&buf[..n.min(buf.len())]);
                 true
             }
             None => false,
@@ -432,9 +458,11 @@ impl Shared {
             lock(&self.state).bad_msgs += 1;
             return;
         };
-        let fault = {
+        // Relaxed: a statistics counter.
+        self.received.fetch_add(1, Ordering::Relaxed);
+        // Acquire: pairs with `SimDsp::set_fault`. Without a fault the state is not locked.
+        let fault = if self.faulted.load(Ordering::Acquire) {
             let mut s = lock(&self.state);
-            s.received += 1;
             match s.fault {
                 Fault::Hold => {
                     s.held.push(msg);
@@ -446,6 +474,8 @@ impl Shared {
                 }
                 f => f,
             }
+        } else {
+            Fault::None
         };
         if let Fault::Delay(t) = fault {
             std::thread::sleep(t);
@@ -456,11 +486,24 @@ impl Shared {
     }
 
     fn respond(&self, msg: &FastRpcMsg, retval: i32, fault: Fault) {
-        // One look at the state per answer: the alternation count and the double-fetch fault.
-        let (flip, rewrite) = {
+        // One look at the state per answer that needs it: the alternation count of the
+        // corrupting faults and the double-fetch fault. Acquire: pairs with
+        // `SimDsp::rewrite_after_answer`.
+        let corrupting = matches!(
+            fault,
+            Fault::WrongToken | Fault::CorruptLength | Fault::CorruptHeader
+        );
+        let (flip, rewrite) = if corrupting || self.rewrite_armed.load(Ordering::Acquire) {
             let mut s = lock(&self.state);
             s.flip += 1;
-            (s.flip, s.take_rewrite())
+            let rewrite = s.take_rewrite();
+            if s.rewrite.is_none() {
+                // Relaxed: as in `SimDsp::reset`.
+                self.rewrite_armed.store(false, Ordering::Relaxed);
+            }
+            (s.flip, rewrite)
+        } else {
+            (0, None)
         };
         let ctx = msg.ctx.get();
         let rsp = |ctx: u64| InvokeRsp {
@@ -584,6 +627,7 @@ impl Shared {
             outs: Vec::new(),
             out_at: Vec::new(),
             spare: Vec::new(),
+            held: HeldRegion::default(),
         })
     }
 
@@ -623,7 +667,13 @@ impl Shared {
 
     /// Read a request's buffers from the payload (through `mem`, [`Shared::payload`]), as the
     /// DSP does.
-    fn decode(&self, mem: &BusWindow<'_>, msg: &FastRpcMsg) -> Result<Decoded, i32> {
+    /// `shell` is an empty [`Decoded`] ([`Shared::spare_decoded`]) whose vectors are reused.
+    fn decode(
+        &self,
+        mem: &BusWindow<'_>,
+        msg: &FastRpcMsg,
+        shell: Decoded,
+    ) -> Result<Decoded, i32> {
         let bad = aee::dsp(aee::EBADPARM);
         let sc = Scalars(msg.sc.get());
         let n = sc.len();
@@ -635,7 +685,8 @@ impl Shared {
             mut outs,
             mut out_at,
             mut spare,
-        } = self.spare_decoded();
+            held,
+        } = shell;
         let addr = msg.addr.get();
         if n > 0 {
             let metalen = wire::metalen(n);
@@ -691,6 +742,7 @@ impl Shared {
             outs,
             out_at,
             spare,
+            held,
         })
     }
 
@@ -722,8 +774,10 @@ impl Shared {
     /// Execute one request; returns `retval`, or `None` if the answer comes later (a call
     /// waiting on a reverse call, a listener waiting for a request).
     fn execute(&self, msg: &FastRpcMsg) -> Option<i32> {
-        let mem = self.payload(msg);
-        let mut d = match self.decode(&mem, msg) {
+        // The shell first: it holds the payload region its last call reached.
+        let mut shell = self.spare_decoded();
+        let mem = self.bus.window_from(msg.addr.get(), &mut shell.held);
+        let mut d = match self.decode(&mem, msg, shell) {
             Ok(d) => d,
             Err(r) => return Some(r),
         };
@@ -746,6 +800,7 @@ impl Shared {
             }
         };
         self.write_back(&mem, msg, &d, r);
+        d.held = mem.into_held();
         self.recycle(d);
         Some(r)
     }
