@@ -42,7 +42,10 @@ impl Queue {
 pub struct SimLink {
     to_dsp: Mutex<Queue>,
     to_dsp_cv: Condvar,
-    to_ap: Mutex<Queue>,
+    /// A spin lock (held for a queue's push or pop and a copy of one datagram): one
+    /// read-modify-write per uncontended pass where a `std` mutex's release is a second. The
+    /// AP → DSP queue keeps a `std` mutex for its condition variable.
+    to_ap: spin::Mutex<Queue>,
     push: Mutex<Option<RxFn>>,
     /// Whether `push` holds a callback; set and cleared with it, read without the lock by
     /// [`SimLink::dsp_send`].
@@ -162,7 +165,7 @@ impl SimLink {
         match push {
             Some(f) => f(bytes),
             None => {
-                let mut q = self.to_ap.lock().unwrap_or_else(|p| p.into_inner());
+                let mut q = self.to_ap.lock();
                 q.push(bytes);
                 // Relaxed: a hint (see `try_recv`), kept under the lock.
                 self.to_ap_len.store(q.q.len(), Ordering::Relaxed);
@@ -197,7 +200,7 @@ impl PacketChannel for SimLink {
         if self.to_ap_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let mut q = self.to_ap.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.to_ap.lock();
         let m = q.q.pop_front();
         // Relaxed: as above, kept under the lock.
         self.to_ap_len.store(q.q.len(), Ordering::Relaxed);
