@@ -274,3 +274,31 @@ fn fastrpc_double_fetch_seeds_rewrite_exactly_the_rewritten_replies() {
 fn rpmsg_ring_session() {
     run::<fwipc_rpmsg_virtio::sim::RpmsgRingFixture>("rpmsg_ring_session", 5);
 }
+
+/// One committed seed of `fuzz/seeds/<target>/`.
+fn seed(target: &str, name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target)
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A used element the device publishes for a chain in flight, with a length of its choosing,
+/// before it answers the chain: the driver cannot tell it from the real completion (the header
+/// it finds is the device's own), so that transfer's reply is not held to the echo. A chain made
+/// available after such an element is another matter: the driver refuses the element by its
+/// position, and the session still checks that transfer's reply (the `stale_used_element` seed,
+/// which fails the session without that check).
+#[test]
+fn a_forged_completion_is_unchecked_only_for_the_transfers_it_can_reach() {
+    type F = fwipc_scmi_virtio::sim::ScmiFixture;
+    let st = hostile_session::<F>(&seed(
+        "scmi_virtio_session",
+        "forged_used_element_overclaims_length",
+    ));
+    assert_eq!((st.sent, st.replies, st.forgeable), (1, 1, 1), "{st:?}");
+    let st = hostile_session::<F>(&seed("scmi_virtio_session", "stale_used_element"));
+    assert_eq!(st.forgeable, 0, "{st:?}");
+    assert!(st.replies >= 2, "{st:?}");
+}

@@ -127,6 +127,17 @@ pub trait RemoteControl: Send + Sync {
     /// decides where they land, e.g. the reply ring or a slot). Must never make the local side
     /// panic.
     fn inject_garbage(&self, bytes: &[u8]);
+    /// Whether garbage injected now ([`RemoteControl::inject_garbage`]) can complete a transfer
+    /// the local side sends after it and before it reads the garbage. `true` (the default) where
+    /// a completion names its transfer by an id the remote can predict (a FastRPC context, an
+    /// rpmsg reply address); `false` where the local side orders a completion against the
+    /// transfer it completes (a virtqueue's used ring, whose positions the driver counts: an
+    /// element published before a chain was made available is not that chain's completion).
+    /// The stateful fuzz session checks the replies of such later transfers only where this is
+    /// `false`.
+    fn garbage_reaches_later_sends(&self) -> bool {
+        true
+    }
     /// The remote loses all its state now, with transfers in flight.
     fn reset_remote(&self);
     /// Send an unsolicited message with `payload`. `false` if the backend has none.

@@ -15,7 +15,14 @@
 //!   remote rewrote it after publishing it (every byte as first written or as rewritten, the
 //!   same length; counted in [`SessionStats::rewritten`]), or, where the remote rewrote the
 //!   reply's length word as well (FastRPC's out length), that copy at the rewritten length,
-//!   which must not exceed the reply buffer (see `rewritten_len`); never anything else;
+//!   which must not exceed the reply buffer (see `rewritten_len`); never anything else, except
+//!   for a transfer in flight while raw garbage from the remote was waiting to be read (sent
+//!   before the garbage, or, where [`RemoteControl::garbage_reaches_later_sends`](fwipc_transport_api::fixture::RemoteControl::garbage_reaches_later_sends) says so, after
+//!   it and before the next poll drained it): the garbage can be a completion the remote forged
+//!   for it (an SCMI used element naming its chain with a length of its choosing, a FastRPC
+//!   answer naming its context), and the transport cannot tell a forged completion from a real
+//!   one, so its reply is not checked against the echo (counted in
+//!   [`SessionStats::forgeable`]); every other invariant holds for it;
 //! - shutdown returns within the fixture's reply timeout (plus slack for a loaded machine);
 //! - after shutdown every pool buffer is back.
 //!
@@ -43,6 +50,8 @@ struct Live {
     ticket: Ticket,
     payload: Vec<u8>,
     deadline: Deadline,
+    /// In flight while raw garbage was waiting to be read: a forged completion may end it.
+    forgeable: bool,
 }
 
 /// What one session did (for tests that check a script reaches what it aims at).
@@ -62,6 +71,9 @@ pub struct SessionStats {
     pub rewritten: u32,
     /// Datagrams the remote delivered to our endpoints (the datagram operations).
     pub datagrams: u32,
+    /// Of `replies`, those of transfers a completion forged by the remote may have ended (in
+    /// flight while its raw garbage was waiting to be read): not checked against the echo.
+    pub forgeable: u32,
 }
 
 /// Reads the script.
@@ -138,6 +150,10 @@ fn poll_and_end<T: Transport>(
         Ok(true) => {
             let mut out = vec![0u8; t.max_msg_size()];
             match t.fetch_response(&x.ticket, &mut out) {
+                Ok(_) if x.forgeable => {
+                    st.replies += 1;
+                    st.forgeable += 1;
+                }
                 Ok(n) => {
                     let rewritten = classify(&x.payload, &out[..n], armed, out.len())
                         .unwrap_or_else(|| {
@@ -192,6 +208,10 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
     let mut live: Vec<Live> = Vec::new();
     // The double-fetch orders the script gave the remote.
     let mut armed: Vec<DoubleFetch> = Vec::new();
+    // Raw garbage was injected and no poll has drained it since (see `Live::forgeable`), and
+    // whether such garbage can complete a transfer sent after it.
+    let mut garbage_pending = false;
+    let garbage_reaches_later = fx.remote().garbage_reaches_later_sends();
     let mut shut = false;
     for _ in 0..MAX_OPS {
         let Some(op) = s.byte() else { break };
@@ -212,6 +232,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
                         ticket,
                         payload,
                         deadline: Deadline::after(&clock, timeout),
+                        forgeable: garbage_pending && garbage_reaches_later,
                     });
                 }
             }
@@ -228,6 +249,8 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
                 if !live.is_empty() {
                     let x = live.swap_remove(usize::from(arg) % live.len());
                     live.extend(poll_and_end(t, x, &armed, &mut st));
+                    // That poll drained what the remote had sent.
+                    garbage_pending = false;
                 }
             }
             5 => {
@@ -241,6 +264,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
                         st.timed_out += 1;
                         t.mark_txdone(x.ticket, TxOutcome::TimedOut);
                     }
+                    garbage_pending = false;
                 }
             }
             6 => fx.remote().set_fault(match arg % 8 {
@@ -264,7 +288,13 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
             7 => fx.remote().release(),
             8 => {
                 let g = s.bytes(usize::from(arg) % 64 + 1).to_vec();
-                armed.extend(DoubleFetch::parse(&g));
+                match DoubleFetch::parse(&g) {
+                    Some(df) => armed.push(df),
+                    None => {
+                        garbage_pending = true;
+                        live.iter_mut().for_each(|x| x.forgeable = true);
+                    }
+                }
                 dg.iter_mut().for_each(|d| d.taint());
                 fx.remote().inject_garbage(&g);
             }

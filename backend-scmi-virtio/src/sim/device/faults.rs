@@ -271,6 +271,12 @@ impl RemoteControl for SimDevice {
         self.sh.signal_irq();
     }
 
+    /// Used elements already in the ring cannot complete a chain made available after them: the
+    /// driver refuses them by position (docs/protocols/scmi.md §8).
+    fn garbage_reaches_later_sends(&self) -> bool {
+        false
+    }
+
     /// The platform loses its state with commands in flight; the device reports it the virtio
     /// way: DEVICE_NEEDS_RESET plus a configuration-change interrupt (virtio §2.1.2). A driver
     /// that handles it cancels the lost transfers at once; one that does not sees them time out.
