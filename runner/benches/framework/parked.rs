@@ -2,8 +2,9 @@
 //! thread sleeps when idle and is woken by the OS; the caller parks in `call` until the
 //! completion wakes it), next to two peers doing the same 32-byte echo between two threads:
 //! crossbeam-channel `bounded(1)` (both sides block in `recv`) and iceoryx2 request-response
-//! (shared memory; iceoryx2 has no blocking receive without an extra event service and a
-//! `WaitSet`, so both of its sides poll, yielding the core between polls).
+//! (shared memory) twice: polling (its request-response ports have no blocking receive, so both
+//! sides poll, yielding the core between polls) and blocking (an event service each way beside
+//! it; a side that finds nothing sleeps in its `Listener` until the other notifies).
 
 use std::time::{Duration, Instant};
 
@@ -115,9 +116,15 @@ type Ipc = iceoryx2::service::ipc::Service;
 type Payload = [u8; PAYLOAD];
 
 /// iceoryx2 request-response (`ipc` service, shared memory), one request in flight; the server
-/// thread inverts the bytes. Both sides poll and yield between polls.
+/// thread inverts the bytes. Polling (`Iceoryx::new(false)`): both sides poll and yield between
+/// polls. Blocking (`Iceoryx::new(true)`): beside it, one event service each way (the client
+/// notifies after its request, the server after its reply) and each side, finding nothing,
+/// sleeps in its `Listener` until notified: the parked case iceoryx2 offers.
 pub struct Iceoryx {
     client: iceoryx2::port::client::Client<Ipc, Payload, (), Payload, ()>,
+    /// Blocking mode: the client's notifier of requests and listener of replies, and their
+    /// services.
+    events: Option<ClientEvents>,
     // Field order: the client and the service go before the node.
     _service: iceoryx2::service::port_factory::request_response::PortFactory<
         Ipc,
@@ -131,16 +138,45 @@ pub struct Iceoryx {
     th: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The iceoryx2 service name, unique per process so concurrent runs do not meet.
-fn iceoryx_name() -> String {
-    format!("fwipc-bench-echo-{}", std::process::id())
+/// The client's side of the blocking mode's event services.
+struct ClientEvents {
+    request: iceoryx2::port::notifier::Notifier<Ipc>,
+    reply: iceoryx2::port::listener::Listener<Ipc>,
+    _services: [iceoryx2::service::port_factory::event::PortFactory<Ipc>; 2],
+}
+
+/// The iceoryx2 service name, unique per process and mode so concurrent runs do not meet.
+fn iceoryx_name(blocking: bool) -> String {
+    let mode = if blocking { "blocking" } else { "polling" };
+    format!("fwipc-bench-echo-{mode}-{}", std::process::id())
+}
+
+/// How long a blocking side sleeps at most before it looks again (the stop flag, a lost
+/// notification: none is expected, the listeners exist before any notification is sent).
+const EVENT_WAIT: Duration = Duration::from_millis(10);
+
+/// The event service carrying `which` ("request" or "reply") notifications of the service `name`.
+fn event_service(
+    node: &iceoryx2::node::Node<Ipc>,
+    name: &str,
+    which: &str,
+) -> Result<iceoryx2::service::port_factory::event::PortFactory<Ipc>, String> {
+    use iceoryx2::prelude::*;
+    let sname: ServiceName = format!("{name}-{which}")
+        .as_str()
+        .try_into()
+        .map_err(|e| format!("iceoryx2 event name: {e:?}"))?;
+    node.service_builder(&sname)
+        .event()
+        .open_or_create()
+        .map_err(|e| format!("iceoryx2 {which} event service: {e:?}"))
 }
 
 impl Iceoryx {
-    pub fn new() -> R<Self> {
+    pub fn new(blocking: bool) -> R<Self> {
         use iceoryx2::prelude::*;
         let err = |what: &str, e: &dyn std::fmt::Debug| format!("iceoryx2 {what}: {e:?}");
-        let name = iceoryx_name();
+        let name = iceoryx_name(blocking);
         let node = NodeBuilder::new()
             .create::<ipc::Service>()
             .map_err(|e| err("node", &e))?;
@@ -153,7 +189,9 @@ impl Iceoryx {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let s2 = stop.clone();
+        let server_name = name.clone();
         let th = std::thread::spawn(move || {
+            let name = server_name;
             // The server's own node and port: iceoryx2's `ipc` ports stay on their thread.
             let server = (|| -> Result<_, String> {
                 let node = NodeBuilder::new()
@@ -172,9 +210,25 @@ impl Iceoryx {
                     .server_builder()
                     .create()
                     .map_err(|e| format!("iceoryx2 server: {e:?}"))?;
-                Ok((node, service, server))
+                // Blocking mode: the listener of requests exists before the client can send.
+                let events = if blocking {
+                    let req = event_service(&node, &name, "request")?;
+                    let rsp = event_service(&node, &name, "reply")?;
+                    let listener = req
+                        .listener_builder()
+                        .create()
+                        .map_err(|e| format!("iceoryx2 listener: {e:?}"))?;
+                    let notifier = rsp
+                        .notifier_builder()
+                        .create()
+                        .map_err(|e| format!("iceoryx2 notifier: {e:?}"))?;
+                    Some((listener, notifier, [req, rsp]))
+                } else {
+                    None
+                };
+                Ok((node, service, server, events))
             })();
-            let (_node, _service, server) = match server {
+            let (_node, _service, server, events) = match server {
                 Ok(s) => {
                     let _ = ready_tx.send(Ok(()));
                     s
@@ -192,8 +246,20 @@ impl Iceoryx {
                         if req.send_copy(reply).is_err() {
                             break;
                         }
+                        if let Some((_, notifier, _)) = &events {
+                            if notifier.notify().is_err() {
+                                break;
+                            }
+                        }
                     }
-                    Ok(None) => std::thread::yield_now(),
+                    Ok(None) => match &events {
+                        Some((listener, _, _)) => {
+                            if listener.timed_wait(|_| {}, EVENT_WAIT).is_err() {
+                                break;
+                            }
+                        }
+                        None => std::thread::yield_now(),
+                    },
                     Err(_) => break,
                 }
             }
@@ -205,8 +271,26 @@ impl Iceoryx {
             .client_builder()
             .create()
             .map_err(|e| err("client", &e))?;
+        let events = if blocking {
+            let req = event_service(&node, &name, "request")?;
+            let rsp = event_service(&node, &name, "reply")?;
+            Some(ClientEvents {
+                reply: rsp
+                    .listener_builder()
+                    .create()
+                    .map_err(|e| err("listener", &e))?,
+                request: req
+                    .notifier_builder()
+                    .create()
+                    .map_err(|e| err("notifier", &e))?,
+                _services: [req, rsp],
+            })
+        } else {
+            None
+        };
         Ok(Iceoryx {
             client,
+            events,
             _service: service,
             _node: node,
             stop,
@@ -224,11 +308,23 @@ impl EchoPeer for Iceoryx {
                 .client
                 .send_copy([0x5a; PAYLOAD])
                 .map_err(|e| format!("iceoryx2 send: {e:?}"))?;
+            if let Some(ev) = &self.events {
+                ev.request
+                    .notify()
+                    .map_err(|e| format!("iceoryx2 notify: {e:?}"))?;
+            }
             let began = Instant::now();
             let reply = loop {
                 match pending.receive() {
                     Ok(Some(r)) => break *r.payload(),
-                    Ok(None) if began.elapsed() < PARKED_TIMEOUT => std::thread::yield_now(),
+                    Ok(None) if began.elapsed() < PARKED_TIMEOUT => match &self.events {
+                        Some(ev) => {
+                            ev.reply
+                                .timed_wait(|_| {}, EVENT_WAIT)
+                                .map_err(|e| format!("iceoryx2 wait: {e:?}"))?;
+                        }
+                        None => std::thread::yield_now(),
+                    },
                     Ok(None) => return Err("iceoryx2: no reply".into()),
                     Err(e) => return Err(format!("iceoryx2 receive: {e:?}")),
                 }
@@ -286,12 +382,15 @@ pub fn run(
     failures: &mut Vec<String>,
 ) -> Vec<Series> {
     let mut crossbeam = Crossbeam::new();
-    let mut ice = Iceoryx::new();
+    // iceoryx2 polling, then blocking.
+    let mut ice = [Iceoryx::new(false), Iceoryx::new(true)];
     // Warm-up.
     let _ = crossbeam.run(rounds / 10, None);
-    if let Ok(i) = ice.as_mut() {
-        if let Err(e) = i.run(rounds / 10, None) {
-            ice = Err(e);
+    for p in ice.iter_mut() {
+        if let Ok(i) = p.as_mut() {
+            if let Err(e) = i.run(rounds / 10, None) {
+                *p = Err(e);
+            }
         }
     }
     let live: Vec<(&str, &dyn Bench)> = benches
@@ -299,9 +398,9 @@ pub fn run(
         .filter_map(|(n, b)| b.as_deref().map(|b| (*n, b)))
         .collect();
     let mut dead = vec![None::<String>; live.len()];
-    // Per backend: (vs crossbeam, vs iceoryx2, / mc) per sample.
-    let mut ratios: Vec<[Vec<f64>; 3]> = vec![Default::default(); live.len()];
-    let mut peer_mc: [Vec<f64>; 2] = Default::default();
+    // Per backend: (vs crossbeam, vs iceoryx2 polling, vs iceoryx2 blocking, / mc) per sample.
+    let mut ratios: Vec<[Vec<f64>; 4]> = vec![Default::default(); live.len()];
+    let mut peer_mc: [Vec<f64>; 3] = Default::default();
     for _ in 0..samples {
         for (i, (_, b)) in live.iter().enumerate() {
             if dead[i].is_some() {
@@ -309,7 +408,9 @@ pub fn run(
             }
             let mc = memcpy_call(rounds * 10);
             let cb = crossbeam.run(rounds, None);
-            let ic = ice.as_mut().ok().map(|p| p.run(rounds, None));
+            let ic = ice
+                .each_mut()
+                .map(|p| p.as_mut().ok().map(|p| p.run(rounds, None)));
             let me = b.parked(rounds, None);
             let (cb, me) = match (cb, me) {
                 (Ok(c), Ok(m)) => (c, m),
@@ -319,15 +420,17 @@ pub fn run(
                 }
             };
             ratios[i][0].push(me / cb);
-            ratios[i][2].push(me / mc);
+            ratios[i][3].push(me / mc);
             peer_mc[0].push(cb / mc);
-            match ic {
-                Some(Ok(x)) => {
-                    ratios[i][1].push(me / x);
-                    peer_mc[1].push(x / mc);
+            for (k, x) in ic.into_iter().enumerate() {
+                match x {
+                    Some(Ok(x)) => {
+                        ratios[i][1 + k].push(me / x);
+                        peer_mc[1 + k].push(x / mc);
+                    }
+                    Some(Err(e)) => ice[k] = Err(e),
+                    None => {}
                 }
-                Some(Err(e)) => ice = Err(e),
-                None => {}
             }
         }
     }
@@ -336,35 +439,55 @@ pub fn run(
         "Interrupt-style completion: the remote's thread sleeps when idle and the caller parks \
          in `call` until the completion wakes it. Peers, interleaved with every backend sample: \
          crossbeam-channel `bounded(1)` each way (both threads block in `recv`) and iceoryx2 \
-         request-response (`ipc` service; it has no blocking receive without an extra event \
-         service, so both of its threads poll and yield). {PAYLOAD}-byte echo, {rounds} round \
-         trips per sample. A ratio below 1 means the backend was faster.\n"
+         request-response (`ipc` service) twice: *polling*, both of its threads poll and yield \
+         (its request-response ports have no blocking receive), and *blocking*, with one event \
+         service each way beside it (each side notifies after it sends; finding nothing, a side \
+         sleeps in its `Listener` until notified: the parked case iceoryx2 offers). \
+         {PAYLOAD}-byte echo, {rounds} round trips per sample. A ratio below 1 means the \
+         backend was faster.\n"
     );
-    println!("| backend | round trip / crossbeam | round trip / iceoryx2 | round trip / mc |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| backend | round trip / crossbeam | round trip / iceoryx2 polling | round trip / \
+         iceoryx2 blocking | round trip / mc |"
+    );
+    println!("|---|---:|---:|---:|---:|");
     for (i, (name, _)) in live.iter().enumerate() {
         if let Some(e) = &dead[i] {
             println!("| {name} | failed | | |");
             failures.push(format!("{name}: parked: {e}"));
             continue;
         }
-        let [a, b, c] = &mut ratios[i];
-        println!(
-            "| {name} | {} | {} | {} |",
-            spread(a),
-            if b.is_empty() {
+        let [a, b, c, d] = &mut ratios[i];
+        let or_dash = |v: &mut Vec<f64>| {
+            if v.is_empty() {
                 "—".into()
             } else {
-                spread(b)
-            },
-            spread(c)
+                spread(v)
+            }
+        };
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            spread(a),
+            or_dash(b),
+            or_dash(c),
+            spread(d)
         );
     }
-    let [cb_mc, ic_mc] = &mut peer_mc;
-    println!("| *crossbeam bounded(1)* | 1 | | {} |", spread(cb_mc));
-    match &ice {
-        Ok(_) => println!("| *iceoryx2 request-response* | | 1 | {} |", spread(ic_mc)),
-        Err(e) => println!("\niceoryx2 could not run here: {e}"),
+    let [cb_mc, ip_mc, ib_mc] = &mut peer_mc;
+    println!("| *crossbeam bounded(1)* | 1 | | | {} |", spread(cb_mc));
+    match &ice[0] {
+        Ok(_) => println!(
+            "| *iceoryx2 request-response, polling* | | 1 | | {} |",
+            spread(ip_mc)
+        ),
+        Err(e) => println!("\niceoryx2 (polling) could not run here: {e}"),
+    }
+    match &ice[1] {
+        Ok(_) => println!(
+            "| *iceoryx2 request-response, blocking* | | | 1 | {} |",
+            spread(ib_mc)
+        ),
+        Err(e) => println!("\niceoryx2 (blocking) could not run here: {e}"),
     }
 
     // The latency distribution: every round trip timed on its own, in mc.
@@ -407,10 +530,15 @@ pub fn run(
     let mut v = Vec::with_capacity(n as usize);
     let (r, sw) = counted(&mut || crossbeam.run(n, Some(&mut v)));
     add("crossbeam bounded(1)", r, v, sw);
-    if let Ok(p) = ice.as_mut() {
-        let mut v = Vec::with_capacity(n as usize);
-        let (r, sw) = counted(&mut || p.run(n, Some(&mut v)));
-        add("iceoryx2 request-response", r, v, sw);
+    for (p, name) in ice.iter_mut().zip([
+        "iceoryx2 request-response, polling",
+        "iceoryx2 request-response, blocking",
+    ]) {
+        if let Ok(p) = p.as_mut() {
+            let mut v = Vec::with_capacity(n as usize);
+            let (r, sw) = counted(&mut || p.run(n, Some(&mut v)));
+            add(name, r, v, sw);
+        }
     }
     if !switches.is_empty() {
         println!(
