@@ -29,6 +29,20 @@ impl Queue {
         self.q.push_back(v);
     }
 
+    /// Copy the next datagram into `out` and keep its buffer; its whole length (more than
+    /// `out.len()` if it was cut). `len` is the queue's length hint, stored after the pop.
+    fn pop_into(&mut self, out: &mut [u8], len: &AtomicUsize) -> Option<usize> {
+        let d = self.q.pop_front();
+        // Relaxed: a hint read without the lock (`dsp_try_recv`, `try_recv`), kept under it.
+        len.store(self.q.len(), Ordering::Relaxed);
+        let d = d?;
+        let n = d.len().min(out.len());
+        out[..n].copy_from_slice(&d[..n]);
+        let whole = d.len();
+        self.keep(d);
+        Some(whole)
+    }
+
     /// Keep a spent buffer for a later datagram, if there is room.
     fn keep(&mut self, buf: Vec<u8>) {
         if self.spare.len() < SPARE_MAX {
@@ -129,16 +143,10 @@ impl SimLink {
         if self.to_dsp_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
-        let d = q.q.pop_front();
-        // Relaxed: as above, kept under the lock.
-        self.to_dsp_len.store(q.q.len(), Ordering::Relaxed);
-        let d = d?;
-        let n = d.len().min(out.len());
-        out[..n].copy_from_slice(&d[..n]);
-        let len = d.len();
-        q.keep(d);
-        Some(len)
+        self.to_dsp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_into(out, &self.to_dsp_len)
     }
 
     /// Give a datagram buffer back for reuse (after [`SimLink::dsp_recv`] or
@@ -200,15 +208,6 @@ impl PacketChannel for SimLink {
         if self.to_ap_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let mut q = self.to_ap.lock();
-        let m = q.q.pop_front();
-        // Relaxed: as above, kept under the lock.
-        self.to_ap_len.store(q.q.len(), Ordering::Relaxed);
-        let m = m?;
-        let n = m.len().min(buf.len());
-        buf[..n].copy_from_slice(&m[..n]);
-        let len = m.len();
-        q.keep(m);
-        Some(len)
+        self.to_ap.lock().pop_into(buf, &self.to_ap_len)
     }
 }
