@@ -23,11 +23,16 @@ fn scripts(seed: u64, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `fuzz/seeds/<target>/`, where a target's committed seed inputs are.
+fn seed_dir(target: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target)
+}
+
 /// The committed seed inputs of `fuzz/seeds/<target>/`.
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/seeds")
-        .join(target);
+    let dir = seed_dir(target);
     let mut v: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
@@ -277,10 +282,7 @@ fn rpmsg_ring_session() {
 
 /// One committed seed of `fuzz/seeds/<target>/`.
 fn seed(target: &str, name: &str) -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/seeds")
-        .join(target)
-        .join(name);
+    let p = seed_dir(target).join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 

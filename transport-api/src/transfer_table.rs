@@ -123,6 +123,16 @@ impl<E, I: IdSource> Entry<E, I> {
         I::DEFERRED_FREE && self.reap
     }
 
+    /// The state, buffer and backend part of a live transfer (not free, not abandoned): what
+    /// [`TransferTable::inspect`] and [`TransferTable::finish_with`] show a backend.
+    #[inline]
+    fn live(&mut self) -> Option<(TransferState, &I::Buf, &mut E)> {
+        match (self.state, self.buf.as_ref()) {
+            (TransferState::Abandoned, _) | (_, None) => None,
+            (state, Some(buf)) => Some((state, buf, &mut self.extra)),
+        }
+    }
+
     /// Reserved by [`TransferTable::reserve`], not sent yet.
     fn reserved(&self) -> bool {
         matches!(self.state, TransferState::InFlight) && !self.lent
@@ -640,32 +650,26 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         f: impl FnOnce(TransferState, &mut E),
     ) -> Result<()> {
         self.with(&t, |e| {
-            if !matches!(e.state, TransferState::Abandoned) && e.buf.is_some() {
-                f(e.state, &mut e.extra);
+            if let Some((state, _, extra)) = e.live() {
+                f(state, extra);
             }
-            self.end_entry(e, outcome)
-        })
-    }
-
-    /// The state change of [`TransferTable::finish`] on the entry `e` (its lock held).
-    #[inline]
-    fn end_entry(&self, e: &mut Entry<E, I>, outcome: TxOutcome) {
-        match e.state {
-            TransferState::InFlight if !e.lent => self.free(e),
-            TransferState::InFlight => {
-                if outcome == TxOutcome::TimedOut {
-                    Counters::bump(&self.counters.timed_out);
+            match e.state {
+                TransferState::InFlight if !e.lent => self.free(e),
+                TransferState::InFlight => {
+                    if outcome == TxOutcome::TimedOut {
+                        Counters::bump(&self.counters.timed_out);
+                    }
+                    e.state = TransferState::Abandoned;
+                    e.waker = None;
                 }
-                e.state = TransferState::Abandoned;
-                e.waker = None;
+                TransferState::Done(_) | TransferState::Failed(_) if e.lent => {
+                    e.state = TransferState::Abandoned;
+                    e.waker = None;
+                }
+                TransferState::Done(_) | TransferState::Failed(_) => self.free(e),
+                TransferState::Free | TransferState::Abandoned => {}
             }
-            TransferState::Done(_) | TransferState::Failed(_) if e.lent => {
-                e.state = TransferState::Abandoned;
-                e.waker = None;
-            }
-            TransferState::Done(_) | TransferState::Failed(_) => self.free(e),
-            TransferState::Free | TransferState::Abandoned => {}
-        }
+        })
     }
 
     /// End the transfer `t` through `f`, which sees its state and the backend's part: on `Ok`
@@ -691,9 +695,9 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         t: &Ticket,
         f: impl FnOnce(TransferState, &I::Buf, &mut E) -> R,
     ) -> Result<R> {
-        self.with(t, |e| match (e.state, e.buf.as_ref()) {
-            (TransferState::Abandoned, _) | (_, None) => Err(Error::InvalidArgument),
-            (state, Some(buf)) => Ok(f(state, buf, &mut e.extra)),
+        self.with(t, |e| {
+            let (state, buf, extra) = e.live().ok_or(Error::InvalidArgument)?;
+            Ok(f(state, buf, extra))
         })?
     }
 

@@ -259,12 +259,13 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
                 let (due, keep): (Vec<Live>, Vec<Live>) =
                     live.drain(..).partition(|x| x.deadline.expired(&clock));
                 live = keep;
+                // A poll drains what the remote had sent (as in op 4).
+                garbage_pending &= due.is_empty();
                 for x in due {
                     if let Some(x) = poll_and_end(t, x, &armed, &mut st) {
                         st.timed_out += 1;
                         t.mark_txdone(x.ticket, TxOutcome::TimedOut);
                     }
-                    garbage_pending = false;
                 }
             }
             6 => fx.remote().set_fault(match arg % 8 {
