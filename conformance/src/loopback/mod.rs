@@ -11,6 +11,7 @@
 mod datagram;
 mod dgram_state;
 mod fixture;
+mod queue;
 mod remote;
 #[cfg(test)]
 mod reset_tests;

@@ -78,7 +78,7 @@ impl Remote {
     }
 
     fn serve_one(&self) -> bool {
-        let Some(rec) = self.shared.requests.lock().pop_front() else {
+        let Some((rec, _)) = self.shared.requests.pop() else {
             return false;
         };
         let fault = {
@@ -154,12 +154,9 @@ impl Remote {
     }
 
     fn push_raw(&self, raw: [u8; 16]) {
-        let mut q = self.shared.replies.lock();
-        if q.len() == q.capacity() {
+        if !self.shared.replies.push(raw) {
             log::warn!("loopback remote: reply ring full, record dropped");
-            return;
         }
-        q.push_back(raw);
     }
 
     /// In interrupt mode, "raise the interrupt": the transport drains its rings.
@@ -170,7 +167,7 @@ impl Remote {
     }
 
     fn serve_bulk(&self) -> bool {
-        let Some(mut op) = self.shared.bulk_out.lock().pop_front() else {
+        let Some((mut op, _)) = self.shared.bulk_out.pop() else {
             return false;
         };
         {
@@ -195,7 +192,9 @@ impl Remote {
             }
             // Under the fence too: a remote reset drops it rather than let it complete a later
             // transfer with the same token.
-            self.shared.bulk_back.lock().push_back(op);
+            // Never full: one entry per bulk in flight.
+            let queued = self.shared.bulk_back.push(op);
+            debug_assert!(queued);
         }
         self.interrupt();
         true

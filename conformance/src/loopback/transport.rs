@@ -14,6 +14,7 @@ use fwipc_transport_api::{
 use spin::Mutex;
 
 use super::dgram_state::DgramState;
+use super::queue::Queue;
 use super::wire::{self, ReplyRecord};
 
 /// Transfers in flight at once.
@@ -52,10 +53,10 @@ pub(crate) struct Shared {
     /// The transfers; a bulk transfer's buffer travels in its entry once it is back.
     pub table: TransferTable<Option<BulkOp>>,
     pub(crate) lc: Lifecycle,
-    pub requests: Mutex<VecDeque<ReqRecord>>,
-    pub replies: Mutex<VecDeque<[u8; 16]>>,
-    pub bulk_out: Mutex<VecDeque<BulkOp>>,
-    pub bulk_back: Mutex<VecDeque<BulkOp>>,
+    pub requests: Queue<ReqRecord>,
+    pub replies: Queue<[u8; 16]>,
+    pub bulk_out: Queue<BulkOp>,
+    pub bulk_back: Queue<BulkOp>,
     /// Bulk transfers sent and not yet taken off `bulk_back`: while 0, `process_replies` does not
     /// lock `bulk_back`. An upper bound (a shutdown drops queued ones without counting down).
     bulks_out: AtomicUsize,
@@ -84,10 +85,10 @@ impl LoopbackTransport {
             inner: Arc::new(Shared {
                 table: TransferTable::new(MAX_MSG, MAX_MSG_SIZE, TOKEN_BITS).expect("static sizes"),
                 lc: Lifecycle::new(),
-                requests: Mutex::new(VecDeque::with_capacity(MAX_MSG)),
-                replies: Mutex::new(VecDeque::with_capacity(4 * MAX_MSG + 64)),
-                bulk_out: Mutex::new(VecDeque::with_capacity(MAX_MSG)),
-                bulk_back: Mutex::new(VecDeque::with_capacity(MAX_MSG)),
+                requests: Queue::with_capacity(MAX_MSG),
+                replies: Queue::with_capacity(4 * MAX_MSG + 64),
+                bulk_out: Queue::with_capacity(MAX_MSG),
+                bulk_back: Queue::with_capacity(MAX_MSG),
                 bulks_out: AtomicUsize::new(0),
                 notes: Mutex::new(VecDeque::with_capacity(NOTIFY_SLOTS)),
                 dead: AtomicBool::new(false),
@@ -125,25 +126,19 @@ impl Shared {
     /// at once), every abandoned one is freed; the channel stays up and later calls go through.
     pub(crate) fn remote_reset(&self) {
         let _fence = self.remote_lock.lock();
-        self.requests.lock().clear();
-        self.replies.lock().clear();
-        self.bulk_out.lock().clear();
-        self.bulk_back.lock().clear();
+        self.requests.clear();
+        self.replies.clear();
+        self.bulk_out.clear();
+        self.bulk_back.clear();
         self.table.fail_all(Error::Cancelled);
     }
 
     /// Drain the reply ring (the interrupt handler's work, also run from `poll_done`).
     pub(crate) fn process_replies(&self) {
-        loop {
-            // One lock per reply: the pop also says whether another one is queued behind it. A
-            // reply queued after that look is the next pass's (the remote's interrupt or the
-            // caller's next poll).
-            let (rec, more) = {
-                let mut q = self.replies.lock();
-                let rec = q.pop_front();
-                (rec, !q.is_empty())
-            };
-            let Some(raw) = rec else { break };
+        // One lock per reply: the pop also says whether another one is queued behind it. A
+        // reply queued after that look is the next pass's (the remote's interrupt or the
+        // caller's next poll).
+        while let Some((raw, more)) = self.replies.pop() {
             self.handle_reply(&wire::decode(&raw));
             if !more {
                 break;
@@ -156,9 +151,7 @@ impl Shared {
         if self.bulks_out.load(Ordering::Relaxed) == 0 {
             return;
         }
-        loop {
-            let op = self.bulk_back.lock().pop_front();
-            let Some(op) = op else { break };
+        while let Some((op, _)) = self.bulk_back.pop() {
             // Relaxed: as above; every op on `bulk_back` was counted when it was sent.
             self.bulks_out.fetch_sub(1, Ordering::Relaxed);
             self.handle_bulk_done(op);
@@ -217,12 +210,14 @@ impl Transport for LoopbackTransport {
             return Err(Error::TooLarge);
         }
         let started = s.table.start(req.payload, None)?;
-        s.requests.lock().push_back(ReqRecord {
+        // Never full: at most `MAX_MSG` transfers are in flight, one record each.
+        let queued = s.requests.push(ReqRecord {
             slot: started.slot,
             token: started.token.0,
             generation: started.generation,
             target: req.target,
         });
+        debug_assert!(queued);
         Counters::bump(&s.table.counters().sent);
         s.ring_remote();
         Ok(started.ticket())
@@ -285,7 +280,9 @@ impl Transport for LoopbackTransport {
         };
         // Relaxed: see `process_replies`; counted before the remote can see the bulk.
         s.bulks_out.fetch_add(1, Ordering::Relaxed);
-        s.bulk_out.lock().push_back(op);
+        // Never full: as `requests` in `send`.
+        let queued = s.bulk_out.push(op);
+        debug_assert!(queued);
         Counters::bump(&s.table.counters().sent);
         s.ring_remote();
         Ok(started.ticket())
@@ -336,10 +333,10 @@ impl Transport for LoopbackTransport {
                 let _fence = s.remote_lock.lock();
                 // Release: the remote checks `dead` under `remote_lock`; the lock orders it.
                 s.dead.store(true, Ordering::Release);
-                s.requests.lock().clear();
-                s.replies.lock().clear();
-                s.bulk_out.lock().clear();
-                s.bulk_back.lock().clear();
+                s.requests.clear();
+                s.replies.clear();
+                s.bulk_out.clear();
+                s.bulk_back.clear();
             }
             s.ring_remote();
         }

@@ -587,10 +587,24 @@ struct Samples {
     error: Option<String>,
 }
 
-/// A two-thread floor sample more than this many times the run's best one was taken while the
-/// two threads did not have a core each (the machine is shared): that sample's pp ratios are
-/// left out, and the count of samples kept is printed.
-const PP_DEGRADED: f64 = 2.0;
+/// A two-thread floor sample more than this many times the run's reference one (its lower
+/// quartile) was taken while the two threads did not have a core each (the machine is shared):
+/// that sample's pp ratios are left out, and the count of samples kept is printed. A round trip
+/// that waits for a context switch takes 10 to 1000 times the floor; where the two threads run
+/// (sibling hyperthreads, two cores of one cache complex) moves the floor itself by about 2.5×
+/// within a run on some virtual machines, which is not a disturbance: every ratio divides by
+/// the sample's own adjacent floor.
+const PP_DEGRADED: f64 = 4.0;
+
+/// The lower quartile of `v` (the reference [`PP_DEGRADED`] is applied to): unlike the minimum,
+/// one sample taken while the threads briefly shared a faster path does not reject the rest.
+fn lower_quartile(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::INFINITY;
+    }
+    v.sort_by(f64::total_cmp);
+    v[(v.len() - 1) / 4]
+}
 
 /// Allocations per round trip on (driver, remote) over `rounds` round trips of `run`.
 fn count_allocs(rounds: u64, run: impl FnOnce() -> R<f64>) -> R<[f64; 2]> {
@@ -832,18 +846,19 @@ fn main() {
     // Relaxed: as above.
     TRACES_LEFT.store(0, Ordering::Relaxed);
 
-    // The run's best two-thread floor; samples whose adjacent floor is far above it are left
-    // out of the pp ratios.
-    let pp_best = res
-        .iter()
-        .flat_map(|s| {
-            s.inline
-                .iter()
-                .map(|x| x.0)
-                .chain(s.spin.iter().map(|x| x.0))
-        })
-        .fold(f64::INFINITY, f64::min);
-    let ok = |pp: f64| pp <= PP_DEGRADED * pp_best;
+    // The run's reference two-thread floor; samples whose adjacent floor is far above it are
+    // left out of the pp ratios.
+    let pp_ref = lower_quartile(
+        res.iter()
+            .flat_map(|s| {
+                s.inline
+                    .iter()
+                    .map(|x| x.0)
+                    .chain(s.spin.iter().map(|x| x.0))
+            })
+            .collect(),
+    );
+    let ok = |pp: f64| pp <= PP_DEGRADED * pp_ref;
     let (mut pp_mc, mut timer_mc, mut total, mut kept) = (Vec::new(), Vec::new(), 0, 0);
     for s in &res {
         for x in &s.inline {
@@ -870,8 +885,8 @@ fn main() {
             "Floors, measured next to every backend sample: `pp` = two-thread cache-line \
              ping-pong round trip; `mc` = one-thread {PAYLOAD}-byte copy through a non-inlined \
              call. pp = {} mc. Ratios to pp use the {kept} of {total} samples whose pp was within \
-             {PP_DEGRADED}× the run's best (the others ran while the machine's other work held a \
-             core); ratios to mc use every sample. A sample's figure is the median of its \
+             {PP_DEGRADED}× the run's lower quartile (the others ran while the machine's other \
+             work held a core); ratios to mc use every sample. A sample's figure is the median of its \
              {CHUNKS} chunks. Per-step figures have one `Instant` pair ({:.0} mc) subtracted.\n",
             spread(&mut pp_mc),
             median(&mut timer_mc)
@@ -918,8 +933,17 @@ fn main() {
     }
     if !no_spin {
         println!("\n## (b) Two threads, spinning remote\n");
-        println!("| backend | round trip / pp | samples kept | round trip / mc |");
-        println!("|---|---:|---:|---:|");
+        println!(
+            "The last column is where the time beyond (a) goes: the spinning round trip minus \
+             the same sample's inline one, over half its adjacent `pp` (one cache line moving \
+             from one core to the other, one way). It counts the line transfers a round trip \
+             waits for one after another, plus any time the two sides spend fighting over a \
+             line; both sides' work is already in (a).\n"
+        );
+        println!(
+            "| backend | round trip / pp | samples kept | round trip / mc | (b − a) / (pp / 2) |"
+        );
+        println!("|---|---:|---:|---:|---:|");
         for ((name, _), s) in benches.iter().zip(res.iter()) {
             let mut v: Vec<f64> = s
                 .spin
@@ -928,12 +952,21 @@ fn main() {
                 .map(|x| x.2 / x.0)
                 .collect();
             let mut m: Vec<f64> = s.spin.iter().map(|x| x.2 / x.1).collect();
+            // The inline and spinning figures of one sample are pushed together.
+            let mut lines: Vec<f64> = s
+                .spin
+                .iter()
+                .zip(&s.inline)
+                .filter(|(x, _)| ok(x.0))
+                .map(|(x, a)| (x.2 - a.3) / (x.0 / 2.0))
+                .collect();
             println!(
-                "| {name} | {} | {} of {} | {} |",
+                "| {name} | {} | {} of {} | {} | {} |",
                 spread(&mut v),
                 v.len(),
                 s.spin.len(),
-                spread(&mut m)
+                spread(&mut m),
+                spread(&mut lines)
             );
         }
     }
