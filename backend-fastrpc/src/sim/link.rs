@@ -2,7 +2,6 @@
 //! datagrams either call the AP's rx callback directly (interrupt mode, like an rpmsg callback)
 //! or queue for the AP to pull (polled mode).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -12,42 +11,84 @@ use crate::packet::PacketChannel;
 
 type RxFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
-/// The datagrams of one direction, with the spent buffers the next ones reuse (the steady
-/// state allocates nothing; at most [`SPARE_MAX`] are kept), under one lock.
-#[derive(Default)]
+/// The longest datagram a slot holds whole. Every datagram of the protocol is shorter (the
+/// longest, a request, is 40 bytes), and so is every receiver's buffer (the AP's 64, the DSP's
+/// 41): a longer datagram (hostile input) keeps its first `SLOT_BYTES` bytes and its whole
+/// length, and arrives cut as it would have from a whole copy.
+const SLOT_BYTES: usize = 64;
+
+/// Datagrams a direction holds at once; a send to a full direction is dropped (AP → DSP:
+/// `Busy`), as a link without free buffers would. The AP has at most a few dozen calls in
+/// flight.
+const SLOTS: usize = 256;
+
+/// One queued datagram, its bytes inline: the consumer reads the datagram from the ring's own
+/// cache line, not from a heap buffer behind it.
+#[derive(Clone, Copy)]
+struct Slot {
+    len: usize,
+    data: [u8; SLOT_BYTES],
+}
+
+/// The datagrams of one direction: a fixed ring, allocated once (the steady state allocates
+/// nothing), under one lock.
 struct Queue {
-    q: VecDeque<Vec<u8>>,
-    spare: Vec<Vec<u8>>,
+    slots: Box<[Slot]>,
+    head: usize,
+    count: usize,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            slots: vec![
+                Slot {
+                    len: 0,
+                    data: [0; SLOT_BYTES],
+                };
+                SLOTS
+            ]
+            .into_boxed_slice(),
+            head: 0,
+            count: 0,
+        }
+    }
 }
 
 impl Queue {
-    /// Queue a copy of `bytes` in a spent buffer when there is one.
-    fn push(&mut self, bytes: &[u8]) {
-        let mut v = self.spare.pop().unwrap_or_default();
-        v.clear();
-        v.extend_from_slice(bytes);
-        self.q.push_back(v);
-    }
-
-    /// Copy the next datagram into `out` and keep its buffer; its whole length (more than
-    /// `out.len()` if it was cut). `len` is the queue's length hint, stored after the pop.
-    fn pop_into(&mut self, out: &mut [u8], len: &AtomicUsize) -> Option<usize> {
-        let d = self.q.pop_front();
-        // Relaxed: a hint read without the lock (`dsp_try_recv`, `try_recv`), kept under it.
-        len.store(self.q.len(), Ordering::Relaxed);
-        let d = d?;
-        let n = d.len().min(out.len());
-        out[..n].copy_from_slice(&d[..n]);
-        let whole = d.len();
-        self.keep(d);
-        Some(whole)
-    }
-
-    /// Keep a spent buffer for a later datagram, if there is room.
-    fn keep(&mut self, buf: Vec<u8>) {
-        if self.spare.len() < SPARE_MAX {
-            self.spare.push(buf);
+    /// Queue `bytes` (its first [`SLOT_BYTES`] and its length); `false` when full. `len` is
+    /// the queue's length hint, stored after the push.
+    fn push(&mut self, bytes: &[u8], len: &AtomicUsize) -> bool {
+        if self.count == self.slots.len() {
+            return false;
         }
+        let i = (self.head + self.count) % self.slots.len();
+        let slot = &mut self.slots[i];
+        let n = bytes.len().min(SLOT_BYTES);
+        slot.data[..n].copy_from_slice(&bytes[..n]);
+        slot.len = bytes.len();
+        self.count += 1;
+        // Relaxed: a hint read without the lock (`dsp_try_recv_into`, `try_recv`), kept under
+        // it; the datagram itself is published by the lock's release.
+        len.store(self.count, Ordering::Relaxed);
+        true
+    }
+
+    /// Copy the next datagram into `out`; its whole length (more than `out.len()` if it was
+    /// cut). `len` as in [`Queue::push`].
+    fn pop_into(&mut self, out: &mut [u8], len: &AtomicUsize) -> Option<usize> {
+        if self.count == 0 {
+            return None;
+        }
+        let slot = &self.slots[self.head];
+        let n = slot.len.min(SLOT_BYTES).min(out.len());
+        out[..n].copy_from_slice(&slot.data[..n]);
+        let whole = slot.len;
+        self.head = (self.head + 1) % self.slots.len();
+        self.count -= 1;
+        // Relaxed: as in `push`.
+        len.store(self.count, Ordering::Relaxed);
+        Some(whole)
     }
 }
 
@@ -65,16 +106,13 @@ pub struct SimLink {
     /// [`SimLink::dsp_send`].
     pushing: AtomicBool,
     closed: AtomicBool,
-    /// The DSP thread waits in [`SimLink::dsp_recv`]; changed and read under the `to_dsp` lock.
+    /// The DSP thread waits in [`SimLink::dsp_recv_into`]; changed and read under the `to_dsp` lock.
     dsp_waiting: AtomicBool,
     /// Datagrams in `to_dsp` and `to_ap` (written under their locks, read without them as a
     /// hint).
     to_dsp_len: AtomicUsize,
     to_ap_len: AtomicUsize,
 }
-
-/// Spent datagram buffers kept for reuse.
-const SPARE_MAX: usize = 64;
 
 impl SimLink {
     /// A new link (polled until [`SimLink::set_push`]).
@@ -100,10 +138,11 @@ impl SimLink {
         self.to_dsp_cv.notify_all();
     }
 
-    /// DSP side: the next AP datagram, waiting at most `t`.
-    pub fn dsp_recv(&self, t: Duration) -> Option<Vec<u8>> {
+    /// DSP side: copy the next AP datagram into `out`, waiting at most `t` for one; its whole
+    /// length, which is more than `out.len()` if it was cut.
+    pub fn dsp_recv_into(&self, out: &mut [u8], t: Duration) -> Option<usize> {
         let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
-        if q.q.is_empty() {
+        if q.count == 0 {
             // Relaxed: changed and read under the `to_dsp` lock (held here; released only
             // inside the wait), which orders it against `send`.
             self.dsp_waiting.store(true, Ordering::Relaxed);
@@ -115,31 +154,14 @@ impl SimLink {
             // Relaxed: as above (the lock is held again).
             self.dsp_waiting.store(false, Ordering::Relaxed);
         }
-        let d = q.q.pop_front();
-        // Relaxed: a hint (see `dsp_try_recv`), kept under the lock.
-        self.to_dsp_len.store(q.q.len(), Ordering::Relaxed);
-        d
+        q.pop_into(out, &self.to_dsp_len)
     }
 
-    /// DSP side: the next AP datagram, if one is queued (no wait).
-    pub fn dsp_try_recv(&self) -> Option<Vec<u8>> {
+    /// DSP side: copy the next AP datagram, if one is queued, into `out` (no wait); its whole
+    /// length, which is more than `out.len()` if it was cut.
+    pub fn dsp_try_recv_into(&self, out: &mut [u8]) -> Option<usize> {
         // Relaxed: a hint that spares a spinning DSP the lock (a locked access on every turn
         // takes the line from the AP); the queue itself is read under the lock.
-        if self.to_dsp_len.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
-        let d = q.q.pop_front();
-        // Relaxed: as above, kept under the lock.
-        self.to_dsp_len.store(q.q.len(), Ordering::Relaxed);
-        d
-    }
-
-    /// DSP side: copy the next AP datagram, if one is queued, into `out` (no wait) and keep its
-    /// buffer for reuse under the same lock; returns its whole length, which is more than
-    /// `out.len()` if it was cut.
-    pub fn dsp_try_recv_into(&self, out: &mut [u8]) -> Option<usize> {
-        // Relaxed: as in `dsp_try_recv`.
         if self.to_dsp_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -147,15 +169,6 @@ impl SimLink {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop_into(out, &self.to_dsp_len)
-    }
-
-    /// Give a datagram buffer back for reuse (after [`SimLink::dsp_recv`] or
-    /// [`SimLink::dsp_try_recv`]).
-    pub fn recycle(&self, buf: Vec<u8>) {
-        self.to_dsp
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keep(buf);
     }
 
     /// DSP side: send a datagram to the AP.
@@ -173,10 +186,9 @@ impl SimLink {
         match push {
             Some(f) => f(bytes),
             None => {
-                let mut q = self.to_ap.lock();
-                q.push(bytes);
-                // Relaxed: a hint (see `try_recv`), kept under the lock.
-                self.to_ap_len.store(q.q.len(), Ordering::Relaxed);
+                if !self.to_ap.lock().push(bytes, &self.to_ap_len) {
+                    log::warn!("sim link: DSP → AP queue full, datagram dropped");
+                }
             }
         }
     }
@@ -189,11 +201,11 @@ impl PacketChannel for SimLink {
             return Err(FastRpcError::ChannelDown);
         }
         let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
-        q.push(msg);
-        // Relaxed: a hint for a spinning DSP (see `dsp_try_recv`), kept under the lock.
-        self.to_dsp_len.store(q.q.len(), Ordering::Relaxed);
+        if !q.push(msg, &self.to_dsp_len) {
+            return Err(FastRpcError::Busy);
+        }
         // A wake-up is a system call: only when the DSP thread waits for a datagram.
-        // Relaxed: read under the `to_dsp` lock (see `dsp_recv`).
+        // Relaxed: read under the `to_dsp` lock (see `dsp_recv_into`).
         let waiting = self.dsp_waiting.load(Ordering::Relaxed);
         drop(q);
         if waiting {
@@ -209,5 +221,39 @@ impl PacketChannel for SimLink {
             return None;
         }
         self.to_ap.lock().pop_into(buf, &self.to_ap_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ring wraps, keeps order, refuses a push when full (the AP's send is `Busy`), and a
+    /// datagram longer than a slot arrives cut with its whole length, as a receiver with a
+    /// shorter buffer would see it from a whole copy.
+    #[test]
+    fn ring_keeps_order_across_the_wrap_refuses_when_full_and_cuts_long_datagrams() {
+        let link = SimLink::new();
+        let mut out = [0u8; SLOT_BYTES + 8];
+        for round in 0..3u8 {
+            for i in 0..SLOTS {
+                link.send(&[round, i as u8, 7]).unwrap();
+            }
+            assert_eq!(link.send(&[0]), Err(FastRpcError::Busy), "full");
+            for i in 0..SLOTS {
+                assert_eq!(link.dsp_try_recv_into(&mut out), Some(3));
+                assert_eq!(out[..3], [round, i as u8, 7]);
+            }
+            assert_eq!(link.dsp_try_recv_into(&mut out), None);
+        }
+        let long: Vec<u8> = (0..SLOT_BYTES as u8 + 20).collect();
+        link.dsp_send(&long);
+        assert_eq!(link.try_recv(&mut out), Some(long.len()));
+        assert_eq!(out[..SLOT_BYTES], long[..SLOT_BYTES]);
+        let mut short = [0u8; 8];
+        link.dsp_send(&long[..20]);
+        assert_eq!(link.try_recv(&mut short), Some(20), "cut to the buffer");
+        assert_eq!(short, long[..8]);
+        assert_eq!(link.try_recv(&mut out), None);
     }
 }

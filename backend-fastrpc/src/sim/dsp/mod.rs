@@ -214,6 +214,10 @@ struct Spare {
 
 const SPARE_MAX: usize = 64;
 
+/// The DSP's receive buffer: one byte more than a message, so a longer datagram arrives cut to
+/// that length, which is still no message, and is counted as malformed as it would be whole.
+const DGRAM_BUF: usize = size_of::<FastRpcMsg>() + 1;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -263,18 +267,20 @@ impl SimDsp {
                         SimMode::Normal => {
                             // Idle: look a little longer before sleeping on the link (bounded,
                             // then wait as before).
+                            let mut buf = [0u8; DGRAM_BUF];
                             let mut next = None;
                             Backoff::spin_until(
                                 || {
-                                    next = s2.link.dsp_try_recv();
+                                    next = s2.link.dsp_try_recv_into(&mut buf);
                                     next.is_some()
                                 },
                                 std::thread::yield_now,
                             );
-                            let next = next.or_else(|| s2.link.dsp_recv(Duration::from_millis(20)));
-                            if let Some(d) = next {
-                                s2.on_datagram(&d);
-                                s2.link.recycle(d);
+                            let next = next.or_else(|| {
+                                s2.link.dsp_recv_into(&mut buf, Duration::from_millis(20))
+                            });
+                            if let Some(n) = next {
+                                s2.on_datagram(&buf[..n.min(buf.len())]);
                             }
                         }
                         SimMode::Spin => {
@@ -442,10 +448,8 @@ fn read_struct<T: FromBytes>(b: &[u8]) -> Option<T> {
 impl Shared {
     /// Serve one queued datagram without waiting; `false` if none was queued.
     fn step(&self) -> bool {
-        // Copied out under the queue's one lock, which keeps the buffer for the next datagram.
-        // One byte more than a message: a longer datagram arrives cut to that length, which is
-        // still no message, and is counted as malformed as it would be whole.
-        let mut buf = [0u8; size_of::<FastRpcMsg>() + 1];
+        // Copied out under the queue's one lock.
+        let mut buf = [0u8; DGRAM_BUF];
         match self.link.dsp_try_recv_into(&mut buf) {
             Some(n) => {
                 self.on_datagram(&buf[..n.min(buf.len())]);
