@@ -5,8 +5,8 @@
 //! receiver reads it in place. Steady-state traffic allocates nothing.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use fwipc_transport_api::{SharedTxBufs, TxLoan};
 
@@ -91,12 +91,48 @@ impl Queue {
 
 type Irq = Box<dyn Fn() + Send + Sync>;
 
+/// One direction's queue and its length, stored under the queue's lock whenever it changes and
+/// read without it: a receiver that finds nothing waiting takes no lock, so a side polling an
+/// empty queue reads a line the sender keeps shared instead of taking it away on every turn.
+struct Dir {
+    q: Mutex<Queue>,
+    waiting: AtomicUsize,
+}
+
+impl Dir {
+    fn new() -> Self {
+        Dir {
+            q: Mutex::new(Queue::new()),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Store the waiting count (under the lock `q` is).
+    fn note(&self, q: &Queue) {
+        // Relaxed: a hint; the frames are published by the lock's release, and a receiver that
+        // sees a count takes the lock before it looks at them.
+        self.waiting.store(q.waiting.len(), Ordering::Relaxed);
+    }
+
+    /// Drop every waiting frame (its buffer is spare again).
+    fn clear(&self) {
+        let mut q = self.lock();
+        q.clear();
+        self.note(&q);
+    }
+}
+
 /// The shared queues.
 pub struct Queues {
-    to_device: Mutex<Queue>,
-    to_driver: Mutex<Queue>,
+    to_device: Dir,
+    to_driver: Dir,
     down: AtomicBool,
-    device_thread: Mutex<Option<std::thread::Thread>>,
+    /// Set once by the fixture; read on every driver send without a lock.
+    device_thread: OnceLock<std::thread::Thread>,
     irq: Mutex<Option<Irq>>,
     loans: Arc<LoanBufs>,
     /// The double-fetch fault on the device's sends.
@@ -113,10 +149,10 @@ impl Queues {
     /// Empty queues, link up.
     pub fn new() -> Arc<Self> {
         Arc::new(Queues {
-            to_device: Mutex::new(Queue::new()),
-            to_driver: Mutex::new(Queue::new()),
+            to_device: Dir::new(),
+            to_driver: Dir::new(),
             down: AtomicBool::new(false),
-            device_thread: Mutex::new(None),
+            device_thread: OnceLock::new(),
             irq: Mutex::new(None),
             loans: Arc::new(LoanBufs {
                 bufs: Mutex::new(vec![[0; BUF_SIZE]; QUEUE_LOANS]),
@@ -126,9 +162,12 @@ impl Queues {
         })
     }
 
-    /// The thread to unpark when the driver sends.
+    /// The thread to unpark when the driver sends (set once: a second thread is ignored, with
+    /// a warning).
     pub fn set_device_thread(&self, t: std::thread::Thread) {
-        *self.device_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        if self.device_thread.set(t).is_err() {
+            log::warn!("sim queues: the device thread is set already");
+        }
     }
 
     /// The driver's interrupt handler, run after the device sends (interrupt mode).
@@ -158,8 +197,8 @@ impl Queues {
 
 /// Copy `bytes` (at most one buffer's worth) into a spare buffer and queue it; `false` when
 /// every buffer is taken.
-fn push(q: &Mutex<Queue>, bytes: &[u8]) -> bool {
-    let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+fn push(d: &Dir, bytes: &[u8]) -> bool {
+    let mut q = d.lock();
     let Some(mut b) = q.spare.pop() else {
         return false;
     };
@@ -167,26 +206,35 @@ fn push(q: &Mutex<Queue>, bytes: &[u8]) -> bool {
     b.data[..n].copy_from_slice(&bytes[..n]);
     b.len = n;
     q.waiting.push_back(b);
+    d.note(&q);
     true
 }
 
 /// Hand at most `budget` waiting frames to `sink`, oldest first; how many.
-fn drain(q: &Mutex<Queue>, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
+fn drain(d: &Dir, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
+    // Relaxed: the hint (see `Dir`). A frame this look misses is found by the next receive: the
+    // sender wakes the receiver after it pushes (an unpark or the interrupt), or the receiver
+    // polls again.
+    if d.waiting.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
     let mut n = 0;
     let mut read: Option<Box<Buf>> = None;
     loop {
         // Pop under the lock, hand over outside it (the sink may send). The buffer just read
         // goes back to the spares under the same lock.
         let next = {
-            let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = d.lock();
             if let Some(b) = read.take() {
                 q.spare.push(b);
             }
-            if n == budget {
+            let next = if n == budget {
                 None
             } else {
                 q.waiting.pop_front()
-            }
+            };
+            d.note(&q);
+            next
         };
         let Some(b) = next else { return n };
         sink(&b.data[..b.len.min(BUF_SIZE)]);
@@ -201,12 +249,7 @@ pub struct DriverEnd(pub Arc<Queues>);
 
 impl DriverEnd {
     fn wake_device(&self) {
-        if let Some(t) = &*self
-            .0
-            .device_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-        {
+        if let Some(t) = self.0.device_thread.get() {
             t.unpark();
         }
     }
@@ -279,16 +322,8 @@ impl Link for DriverEnd {
         // Release: the device end's Acquire load sees the link down before it touches the
         // queues again.
         self.0.down.store(true, Ordering::Release);
-        self.0
-            .to_device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        self.0
-            .to_driver
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.0.to_device.clear();
+        self.0.to_driver.clear();
     }
 }
 
@@ -306,7 +341,7 @@ impl Link for DeviceEnd {
         }
         if let Some(r) = self.0.rewriter.take() {
             // Published: rewrite it where it waits, if the driver has not taken it yet.
-            let mut q = self.0.to_driver.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = self.0.to_driver.lock();
             if let Some(b) = q.waiting.back_mut() {
                 let n = b.len.min(BUF_SIZE);
                 r.apply(&mut b.data[..n]);
@@ -324,11 +359,7 @@ impl Link for DeviceEnd {
     }
 
     fn reset(&self) {
-        self.0
-            .to_device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.0.to_device.clear();
     }
 }
 
