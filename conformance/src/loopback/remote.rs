@@ -87,16 +87,18 @@ impl Remote {
             // `held`/`dropped`: a test that saw the count can `release()` it. Relaxed: the lock
             // orders it.
             self.received.fetch_add(1, Ordering::Relaxed);
-            if let Some(buf) = self.shared.table.pool().get(rec.slot) {
-                buf.with(|d| st.tags.log(d));
-            }
             match st.fault {
-                Fault::Hold => {
-                    st.held.push(rec);
-                    return true;
-                }
-                Fault::Drop => {
-                    st.dropped.push(rec);
+                // A request that is not answered now is logged now; an answered one is logged
+                // by `answer`, which has its buffer in hand anyway.
+                Fault::Hold | Fault::Drop => {
+                    if let Some(buf) = self.shared.table.pool().get(rec.slot) {
+                        buf.with(|d| st.tags.log(d));
+                    }
+                    if st.fault == Fault::Hold {
+                        st.held.push(rec);
+                    } else {
+                        st.dropped.push(rec);
+                    }
                     return true;
                 }
                 f => f,
@@ -105,7 +107,7 @@ impl Remote {
         if let Fault::Delay(d) = fault {
             std::thread::sleep(d);
         }
-        self.answer(rec, fault);
+        self.answer(rec, fault, true);
         true
     }
 
@@ -113,8 +115,9 @@ impl Remote {
     /// Buffer and ring are touched under `remote_lock`, and only while the transfer still lends
     /// the buffer ([`Shared::lent`]): a request taken before a remote reset or a shutdown is not
     /// answered, so its reply can neither land in a buffer handed out again nor complete a later
-    /// transfer that reuses its token.
-    fn answer(&self, rec: ReqRecord, fault: Fault) {
+    /// transfer that reuses its token. With `log`, the request's tag goes to the tag log before
+    /// the reply is posted (a caller that has the reply finds the tag logged).
+    fn answer(&self, rec: ReqRecord, fault: Fault, log: bool) {
         {
             let _in = self.shared.remote_lock.lock();
             // Acquire: pairs with the Release in shutdown; once dead, buffers are not ours.
@@ -125,7 +128,14 @@ impl Remote {
                 return;
             };
             let len = buf.len();
-            buf.with_mut(|d| d[..len].iter_mut().for_each(|b| *b = echo_reply_byte(*b)));
+            let tag = buf.with_mut(|d| {
+                let tag = d.first_chunk::<4>().copied();
+                d[..len].iter_mut().for_each(|b| *b = echo_reply_byte(*b));
+                tag
+            });
+            if let Some(tag) = tag.filter(|_| log) {
+                self.state.lock().tags.log_tag(u32::from_le_bytes(tag));
+            }
             let mut r = ReplyRecord {
                 magic: MAGIC,
                 token: rec.token,
@@ -209,7 +219,8 @@ impl RemoteControl for Remote {
     fn release(&self) {
         let held: Vec<ReqRecord> = core::mem::take(&mut self.state.lock().held);
         for rec in held {
-            self.answer(rec, Fault::None);
+            // Logged when it was held.
+            self.answer(rec, Fault::None, false);
         }
     }
 
