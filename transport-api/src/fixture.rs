@@ -215,6 +215,8 @@ pub trait Fixture: Sized + Send + Sync {
 pub struct SimModeSwitch {
     want: core::sync::atomic::AtomicU8,
     have: core::sync::atomic::AtomicU8,
+    /// Ticks the thread has idled in [`SimMode::Stepped`] since it last took another mode.
+    idle_ticks: core::sync::atomic::AtomicU32,
 }
 
 impl Default for SimModeSwitch {
@@ -229,6 +231,38 @@ impl SimModeSwitch {
         SimModeSwitch {
             want: core::sync::atomic::AtomicU8::new(0),
             have: core::sync::atomic::AtomicU8::new(0),
+            idle_ticks: core::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Ticks of [`SimModeSwitch::IDLE_TICK`] a stepped thread idles before it goes to
+    /// [`SimModeSwitch::IDLE_TICK_LONG`] (100 ms).
+    pub const IDLE_SHORT_TICKS: u32 = 100;
+    /// A stepped thread's idle tick at first: how soon it sees a new mode or a stop, and, for a
+    /// simulator that has timed work of its own, how soon it does it.
+    pub const IDLE_TICK: Duration = Duration::from_millis(1);
+    /// The tick after [`SimModeSwitch::IDLE_SHORT_TICKS`]: a pair left stepped for long (the
+    /// benchmark's other pairs while one is measured) wakes 100 times a second, not 1000, and
+    /// takes that much less from the threads being measured on a small machine.
+    pub const IDLE_TICK_LONG: Duration = Duration::from_millis(10);
+
+    /// The simulator's thread in [`SimMode::Stepped`], where the caller runs it: sleep one tick
+    /// (a sleep, not a park: the transport's unpark on every send then stays an atomic swap
+    /// instead of an OS wake-up while the caller steps).
+    pub fn idle(&self) {
+        std::thread::sleep(self.next_idle_tick());
+    }
+
+    /// The tick [`SimModeSwitch::idle`] sleeps now (and one more counted).
+    fn next_idle_tick(&self) -> Duration {
+        use core::sync::atomic::Ordering;
+        // Relaxed: only the simulator's own thread counts (`take` resets it on that thread too).
+        let n = self.idle_ticks.load(Ordering::Relaxed);
+        if n < Self::IDLE_SHORT_TICKS {
+            self.idle_ticks.store(n + 1, Ordering::Relaxed);
+            Self::IDLE_TICK
+        } else {
+            Self::IDLE_TICK_LONG
         }
     }
 
@@ -258,7 +292,12 @@ impl SimModeSwitch {
         // Release: everything the thread did in its previous iteration happens-before the
         // requester's Acquire load of `have` (its inline steps must not overlap ours).
         self.have.store(w, Ordering::Release);
-        Self::decode(w)
+        let m = Self::decode(w);
+        if m != SimMode::Stepped {
+            // Relaxed: see `idle`.
+            self.idle_ticks.store(0, Ordering::Relaxed);
+        }
+        m
     }
 
     /// Ask for `mode`; `wake` is called while waiting (to get the thread out of a sleep). Returns
@@ -340,7 +379,28 @@ pub fn with_watchdog(f: impl FnOnce() + Send + 'static) {
 
 #[cfg(test)]
 mod tests {
-    use super::TagLog;
+    use super::{SimMode, SimModeSwitch, TagLog};
+
+    /// A stepped thread ticks fast for a while (a new mode or a stop is seen within a
+    /// millisecond), then slowly; taking another mode starts the fast ticks over.
+    #[test]
+    fn a_long_stepped_idle_slows_its_tick_until_the_mode_changes() {
+        let sw = SimModeSwitch::new();
+        let ticks = |n: u32| (0..n).map(|_| sw.next_idle_tick()).collect::<Vec<_>>();
+        let first = ticks(SimModeSwitch::IDLE_SHORT_TICKS);
+        assert!(first.iter().all(|&t| t == SimModeSwitch::IDLE_TICK));
+        assert_eq!(ticks(3), [SimModeSwitch::IDLE_TICK_LONG; 3]);
+        // Still stepped: the count stays.
+        sw.want.store(2, core::sync::atomic::Ordering::Relaxed);
+        assert_eq!(sw.take(), SimMode::Stepped);
+        assert_eq!(sw.next_idle_tick(), SimModeSwitch::IDLE_TICK_LONG);
+        // Another mode, then stepped again: fast ticks first.
+        sw.want.store(1, core::sync::atomic::Ordering::Relaxed);
+        assert_eq!(sw.take(), SimMode::Spin);
+        sw.want.store(2, core::sync::atomic::Ordering::Relaxed);
+        assert_eq!(sw.take(), SimMode::Stepped);
+        assert_eq!(sw.next_idle_tick(), SimModeSwitch::IDLE_TICK);
+    }
 
     #[test]
     fn tag_log_is_bounded_and_never_grows() {

@@ -158,9 +158,8 @@ impl<E: RemoteEnd> SimRemote<E> {
                         core::hint::spin_loop();
                     }
                 }
-                // The caller runs `step`; touch nothing. A sleep, not a park: the driver's unpark
-                // on every send stays an atomic swap instead of an OS wake-up while it steps.
-                SimMode::Stepped => std::thread::sleep(Duration::from_millis(1)),
+                // The caller runs `step`; touch nothing.
+                SimMode::Stepped => self.mode.idle(),
             }
         }
     }

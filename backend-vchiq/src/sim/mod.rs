@@ -518,7 +518,11 @@ fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>, mode: Option<Ar
                     std::hint::spin_loop();
                 }
             }
-            SimMode::Stepped => std::thread::sleep(Duration::from_millis(1)),
+            SimMode::Stepped => {
+                if let Some(m) = &mode {
+                    m.idle();
+                }
+            }
         }
     }
 }

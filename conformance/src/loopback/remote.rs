@@ -65,9 +65,7 @@ impl Remote {
                         std::hint::spin_loop();
                     }
                 }
-                // A sleep, not a park: the transport's unpark on every send stays an atomic
-                // swap instead of an OS wake-up while the caller steps.
-                SimMode::Stepped => std::thread::sleep(Duration::from_millis(1)),
+                SimMode::Stepped => self.mode.idle(),
             }
         }
     }

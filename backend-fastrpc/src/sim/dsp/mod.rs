@@ -288,7 +288,7 @@ impl SimDsp {
                                 std::hint::spin_loop();
                             }
                         }
-                        SimMode::Stepped => std::thread::sleep(Duration::from_millis(1)),
+                        SimMode::Stepped => s2.mode.idle(),
                     }
                 }
             })

@@ -272,7 +272,7 @@ fn device_thread(sh: Arc<Shared>) {
                 // interrupt a step raises is delivered by `step`); a line raised otherwise
                 // (fault injection) is delivered at the next tick.
                 drop(d);
-                std::thread::sleep(Duration::from_millis(1));
+                sh.mode.idle();
                 d = sh.deliver_irq(lock(&sh.dev));
                 continue;
             }
