@@ -280,10 +280,12 @@ fn device_thread(sh: Arc<Shared>) {
         let kicked = sh.serve(&mut d);
         d = sh.deliver_irq(d);
         if (kicked && d.driver_ok()) || d.kicked || d.quit {
-            // Work may have arrived while we processed: look again (the lock is released and
-            // re-taken so the driver side is never starved).
+            // Work may have arrived while we processed: look again. The lock is released and
+            // re-taken so a driver waiting for it gets a turn; the pass after this one, with
+            // nothing new, idles without the lock. No `yield_now` here: on a machine with a
+            // core per thread it was a system call per request for nothing, and it made the
+            // parked round trip ((c) in docs/benchmarks.md) four to eight times slower.
             drop(d);
-            std::thread::yield_now();
             d = lock(&sh.dev);
             continue;
         }
