@@ -13,9 +13,9 @@
 //!   refused with `InvalidArgument` (docs/protocols/fastrpc.md §12.3) instead of yielding a
 //!   `pv` before the area,
 //! - the page size of a copied buffer is computed from its `pv` (the 2025 fix),
-//! - the whole used image (`0..pkt_size`) is zeroed first, not only the metadata; the caller
-//!   copies only the metadata and the in-buffers into DSP-shared memory
-//!   (docs/protocols/fastrpc.md §12.9, "What the AP writes").
+//! - the metadata is zeroed first and written whole on every call; the inline area after it is
+//!   left to the caller, which copies only the metadata and the in-buffers into DSP-shared
+//!   memory (docs/protocols/fastrpc.md §12.9, "What the AP writes").
 
 use zerocopy::IntoBytes;
 
@@ -213,10 +213,14 @@ pub(crate) fn layout(
     if pkt_size > payload.len() {
         return Err(FastRpcError::TooLarge);
     }
-    // Zero metadata and inline area on every call (docs/protocols/fastrpc.md §12.9): nothing stale
-    // reaches the DSP.
-    payload[..pkt_size].fill(0);
+    // Zero the metadata on every call (docs/protocols/fastrpc.md §12.9): nothing stale reaches
+    // the DSP. The inline area after it is not the engine's: the caller copies the in-buffers
+    // there straight from their bytes and leaves out-buffer space and padding as they are.
     let m = MetaOffsets::new(n);
+    if m.end > pkt_size {
+        return Err(FastRpcError::InvalidArgument);
+    }
+    payload[..m.end].fill(0);
     let mut put = |off: usize, bytes: &[u8]| payload[off..off + bytes.len()].copy_from_slice(bytes);
     for i in 0..n {
         let len = if i < bufs.len() {

@@ -77,10 +77,11 @@ fn golden_two_in_one_out_one_handle() {
         0x00, 0x00, 0x00, 0x90, 0x01, 0, 0, 0,  0x00, 0x10, 0, 0, 0, 0, 0, 0,
     ];
     assert_eq!(&payload[..160], &expected_meta[..]);
-    // 160..288 fd list (16 × u64) and 288..544 crc list (64 × u32): zero. 544..1216 zero (the
-    // copies are the caller's job). Beyond pkt_size the old bytes are untouched.
-    assert!(payload[160..1216].iter().all(|b| *b == 0));
-    assert!(payload[1216..].iter().all(|b| *b == 0xAA));
+    // 160..288 fd list (16 × u64) and 288..544 crc list (64 × u32): zero. The inline area
+    // (544..1216) and beyond are not the engine's: their old bytes are untouched (the copies
+    // are the caller's job).
+    assert!(payload[160..544].iter().all(|b| *b == 0));
+    assert!(payload[544..].iter().all(|b| *b == 0xAA));
     // The reader agrees.
     let v = MetaView::parse(sc, &payload).unwrap();
     assert_eq!(v.rpra(1).unwrap().len.get(), 300);
