@@ -588,7 +588,7 @@ struct Samples {
 }
 
 /// A two-thread floor sample more than this many times the run's reference one (its lower
-/// quartile) was taken while the two threads did not have a core each (the machine is shared):
+/// quartile) was taken while the two threads did not have a core each (other work held one):
 /// that sample's pp ratios are left out, and the count of samples kept is printed. A round trip
 /// that waits for a context switch takes 10 to 1000 times the floor; where the two threads run
 /// (sibling hyperthreads, two cores of one cache complex) moves the floor itself by about 2.5×
@@ -788,7 +788,7 @@ fn main() {
         for ((_, b), s) in benches.iter_mut().zip(res.iter_mut()) {
             let Some(bench) = b.as_ref() else { continue };
             let r = (|| -> R<()> {
-                // Floors right next to each measurement: the machine is shared, and a floor
+                // Floors right next to each measurement: other work may run on the machine, and a floor
                 // taken while another job holds a core says nothing about the next second.
                 let pp1 = floor.run(rounds);
                 let mc = memcpy_call(rounds);
