@@ -337,8 +337,10 @@ trait Bench {
 struct Pair<F: Fixture> {
     /// Polled, its remote stepped inline or spinning.
     fx: F,
-    /// Interrupt-style completion, its remote in [`SimMode::Normal`] ((c)).
-    parked: Option<F>,
+    /// Interrupt-style completion, its remote in [`SimMode::Normal`] ((c)); built when (c)
+    /// first asks for it, so its threads (which wake on timeouts when idle) do not run beside
+    /// (a) and (b). `None` for a pair without one.
+    parked: Option<std::sync::OnceLock<F>>,
 }
 
 impl<F: Fixture> Pair<F> {
@@ -346,7 +348,7 @@ impl<F: Fixture> Pair<F> {
         let p = Self::from_fixture(F::setup(Completion::Polled));
         p.set_mode(SimMode::Stepped)?;
         Ok(Pair {
-            parked: Some(F::setup(Completion::Interrupt)),
+            parked: Some(std::sync::OnceLock::new()),
             ..p
         })
     }
@@ -357,7 +359,10 @@ impl<F: Fixture> Pair<F> {
     }
 
     fn parked_fx(&self) -> R<&F> {
-        self.parked.as_ref().ok_or_else(|| "no parked pair".into())
+        self.parked
+            .as_ref()
+            .map(|p| p.get_or_init(|| F::setup(Completion::Interrupt)))
+            .ok_or_else(|| "no parked pair".into())
     }
 
     fn remote(&self) -> &dyn RemoteControl {

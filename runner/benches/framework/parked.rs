@@ -397,6 +397,11 @@ pub fn run(
         .iter()
         .filter_map(|(n, b)| b.as_deref().map(|b| (*n, b)))
         .collect();
+    // Warm-up of the backends' parked pairs too (each is built here, on its first use); an
+    // error shows again in the first sample.
+    for (_, b) in &live {
+        let _ = b.parked(rounds / 10, None);
+    }
     let mut dead = vec![None::<String>; live.len()];
     // Per backend: (vs crossbeam, vs iceoryx2 polling, vs iceoryx2 blocking, / mc) per sample.
     let mut ratios: Vec<[Vec<f64>; 4]> = vec![Default::default(); live.len()];
