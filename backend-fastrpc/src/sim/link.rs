@@ -106,7 +106,8 @@ pub struct SimLink {
     /// [`SimLink::dsp_send`].
     pushing: AtomicBool,
     closed: AtomicBool,
-    /// The DSP thread waits in [`SimLink::dsp_recv_into`]; changed and read under the `to_dsp` lock.
+    /// The DSP thread waits in [`SimLink::dsp_recv_into`]; changed and read under the `to_dsp`
+    /// lock.
     dsp_waiting: AtomicBool,
     /// Datagrams in `to_dsp` and `to_ap` (written under their locks, read without them as a
     /// hint).

@@ -126,13 +126,15 @@ impl Remote {
                 return;
             };
             let len = buf.len();
-            let tag = buf.with_mut(|d| {
-                let tag = d.first_chunk::<4>().copied();
+            // The request's first bytes, copied out before the echo overwrites them: the tag log
+            // is under the state lock, which is not taken with the buffer's held.
+            let head = buf.with_mut(|d| {
+                let head = d.first_chunk::<4>().copied();
                 d[..len].iter_mut().for_each(|b| *b = echo_reply_byte(*b));
-                tag
+                head
             });
-            if let Some(tag) = tag.filter(|_| log) {
-                self.state.lock().tags.log_tag(u32::from_le_bytes(tag));
+            if let Some(head) = head.filter(|_| log) {
+                self.state.lock().tags.log(&head);
             }
             let mut r = ReplyRecord {
                 magic: MAGIC,

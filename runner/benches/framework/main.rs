@@ -571,9 +571,14 @@ fn utc_date() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// `v` sorted, then its element at `at(len)`.
+fn sorted_at(v: &mut [f64], at: impl FnOnce(usize) -> usize) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v[at(v.len())]
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    sorted_at(v, |n| n / 2)
 }
 
 fn ns(d: Duration, rounds: u64) -> f64 {
@@ -607,8 +612,7 @@ fn lower_quartile(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::INFINITY;
     }
-    v.sort_by(f64::total_cmp);
-    v[(v.len() - 1) / 4]
+    sorted_at(&mut v, |n| (n - 1) / 4)
 }
 
 /// Allocations per round trip on (driver, remote) over `rounds` round trips of `run`.
@@ -793,8 +797,9 @@ fn main() {
         for ((_, b), s) in benches.iter_mut().zip(res.iter_mut()) {
             let Some(bench) = b.as_ref() else { continue };
             let r = (|| -> R<()> {
-                // Floors right next to each measurement: other work may run on the machine, and a floor
-                // taken while another job holds a core says nothing about the next second.
+                // Floors right next to each measurement: other work may run on the machine,
+                // and a floor taken while another job holds a core says nothing about the next
+                // second.
                 let pp1 = floor.run(rounds);
                 let mc = memcpy_call(rounds);
                 let tc = ns(timer_cost(rounds), rounds);
@@ -891,8 +896,9 @@ fn main() {
              ping-pong round trip; `mc` = one-thread {PAYLOAD}-byte copy through a non-inlined \
              call. pp = {} mc. Ratios to pp use the {kept} of {total} samples whose pp was within \
              {PP_DEGRADED}× the run's lower quartile (the others ran while the machine's other \
-             work held a core); ratios to mc use every sample. A sample's figure is the median of its \
-             {CHUNKS} chunks. Per-step figures have one `Instant` pair ({:.0} mc) subtracted.\n",
+             work held a core); ratios to mc use every sample. A sample's figure is the median \
+             of its {CHUNKS} chunks. Per-step figures have one `Instant` pair ({:.0} mc) \
+             subtracted.\n",
             spread(&mut pp_mc),
             median(&mut timer_mc)
         );
