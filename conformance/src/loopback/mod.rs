@@ -1,6 +1,6 @@
 //! `loopback`: the reference backend. An in-process transport whose "remote" is a thread that
 //! reads requests straight out of the shared pool buffers (the analog of shared memory) and
-//! answers through a reply ring of 16-byte wire records ([`wire::ReplyRecord`]).
+//! answers through a reply ring of 20-byte wire records ([`wire::ReplyRecord`]).
 //!
 //! It is deliberately small, and it is the example to copy when porting a protocol: tokens from a
 //! [`fwipc_transport_api::TokenAllocator`], buffers from a [`fwipc_transport_api::MsgPool`] with the
@@ -11,6 +11,8 @@
 mod datagram;
 mod dgram_state;
 mod fixture;
+#[cfg(test)]
+mod forged_tests;
 mod queue;
 mod remote;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use spin::Mutex;
 use zerocopy::IntoBytes;
 
 use super::transport::{ReqRecord, Shared, MAX_MSG_SIZE};
-use super::wire::{ReplyRecord, KIND_REPLY, MAGIC};
+use super::wire::{ReplyRecord, KIND_REPLY, MAGIC, RECORD_SIZE};
 
 struct State {
     fault: Fault,
@@ -139,6 +139,7 @@ impl Remote {
             let mut r = ReplyRecord {
                 magic: MAGIC,
                 token: rec.token,
+                slot: rec.slot,
                 len: len as u32,
                 kind: KIND_REPLY,
             };
@@ -158,12 +159,12 @@ impl Remote {
 
     /// Queue a reply record (no interrupt).
     fn push(&self, r: ReplyRecord) {
-        let mut raw = [0u8; 16];
+        let mut raw = [0u8; RECORD_SIZE];
         raw.copy_from_slice(r.as_bytes());
         self.push_raw(raw);
     }
 
-    fn push_raw(&self, raw: [u8; 16]) {
+    fn push_raw(&self, raw: [u8; RECORD_SIZE]) {
         if !self.shared.replies.push(raw) {
             log::warn!("loopback remote: reply ring full, record dropped");
         }
@@ -234,8 +235,8 @@ impl RemoteControl for Remote {
     }
 
     fn inject_garbage(&self, bytes: &[u8]) {
-        let mut raw = [0u8; 16];
-        let n = bytes.len().min(16);
+        let mut raw = [0u8; RECORD_SIZE];
+        let n = bytes.len().min(RECORD_SIZE);
         raw[..n].copy_from_slice(&bytes[..n]);
         // Half of the garbage gets a valid magic so the token/length checks are exercised too.
         if bytes.first().is_some_and(|b| b & 1 == 1) {

@@ -48,13 +48,23 @@ pub(crate) struct BulkOp {
     pub actual: usize,
 }
 
+/// The loopback's part of a transfer's table entry.
+#[derive(Default)]
+pub(crate) struct Part {
+    /// The pool slot of the transfer's buffer: a reply record must name it with the token
+    /// ([`wire::ReplyRecord::slot`]).
+    slot: u32,
+    /// A bulk transfer's buffer, once it is back from the remote.
+    bulk: Option<BulkOp>,
+}
+
 /// State shared by the transport and the remote thread.
 pub(crate) struct Shared {
-    /// The transfers; a bulk transfer's buffer travels in its entry once it is back.
-    pub table: TransferTable<Option<BulkOp>>,
+    /// The transfers.
+    pub table: TransferTable<Part>,
     pub(crate) lc: Lifecycle,
     pub requests: Queue<ReqRecord>,
-    pub replies: Queue<[u8; 16]>,
+    pub replies: Queue<[u8; wire::RECORD_SIZE]>,
     pub bulk_out: Queue<BulkOp>,
     pub bulk_back: Queue<BulkOp>,
     /// Bulk transfers sent and not yet taken off `bulk_back`: while 0, `process_replies` does not
@@ -163,11 +173,13 @@ impl Shared {
             Counters::bump(&self.table.counters().protocol_errors);
             return;
         }
-        // The remote wrote the reply into the buffer in place; only its length travels here.
+        // The remote wrote the reply into the buffer in place; only its length travels here, and
+        // the record names that buffer as well as the token: a record whose two names disagree
+        // is refused (a wrong token must not complete the transfer that holds it).
         let max = self.table.pool().buf_size();
         self.table.on_reply(
             r.token,
-            |_| true,
+            |part| part.slot == r.slot,
             |_, _| {
                 let len = r.len as usize;
                 if len > max {
@@ -182,9 +194,9 @@ impl Shared {
         self.table.on_reply(
             op.token,
             |_| true,
-            |_, bulk| {
+            |_, part| {
                 let actual = op.actual;
-                *bulk = Some(op);
+                part.bulk = Some(op);
                 Ok(actual)
             },
         );
@@ -209,7 +221,12 @@ impl Transport for LoopbackTransport {
         if req.payload.len() > MAX_MSG_SIZE {
             return Err(Error::TooLarge);
         }
-        let started = s.table.start(req.payload, None)?;
+        let started = s.table.start_with(|_, buf| {
+            buf.write(req.payload).map(|()| Part {
+                slot: buf.index(),
+                bulk: None,
+            })
+        })?;
         // Never full: at most `MAX_MSG` transfers are in flight, one record each.
         let queued = s.requests.push(ReqRecord {
             slot: started.slot,
@@ -266,7 +283,7 @@ impl Transport for LoopbackTransport {
         {
             return Err((Error::InvalidArgument, req));
         }
-        let started: StartedTransfer = match s.table.start(&[], None) {
+        let started: StartedTransfer = match s.table.start(&[], Part::default()) {
             Ok(v) => v,
             Err(e) => return Err((e, req)),
         };
@@ -293,7 +310,7 @@ impl Transport for LoopbackTransport {
         s.process_replies();
         let r = s
             .table
-            .take(&ticket, |state, bulk| match (state, bulk.take()) {
+            .take(&ticket, |state, part| match (state, part.bulk.take()) {
                 (TransferState::Done(_), Some(op)) => Ok(BulkResult {
                     buf: op.buf,
                     actual: op.actual,
