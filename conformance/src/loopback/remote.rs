@@ -1,6 +1,6 @@
 //! The loopback remote: a thread running the echo service with fault knobs.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ struct State {
     held: Vec<ReqRecord>,
     dropped: Vec<ReqRecord>,
     tags: TagLog,
+    /// Requests taken off the request queue (see [`Remote::answer`] for when one is counted).
+    received: u64,
     /// Last bulk data received, sent back on the next bulk receive.
     stored: Vec<u8>,
 }
@@ -27,7 +29,9 @@ struct State {
 pub(crate) struct Remote {
     shared: Arc<Shared>,
     state: Mutex<State>,
-    received: AtomicU64,
+    /// Whether `state.fault` is other than `Fault::None`: without one, a request is served
+    /// without a look at the state (its one lock is taken once per request, by `answer`).
+    faulted: AtomicBool,
     pub stop: AtomicBool,
     mode: SimModeSwitch,
 }
@@ -41,9 +45,10 @@ impl Remote {
                 held: Vec::with_capacity(super::MAX_MSG),
                 dropped: Vec::with_capacity(super::MAX_MSG),
                 tags: TagLog::new(),
+                received: 0,
                 stored: Vec::with_capacity(1 << 20),
             }),
-            received: AtomicU64::new(0),
+            faulted: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             mode: SimModeSwitch::new(),
         }
@@ -79,16 +84,17 @@ impl Remote {
         let Some((rec, _)) = self.shared.requests.pop() else {
             return false;
         };
-        let fault = {
+        // Acquire: pairs with the Release in `set_fault`. A fault set after this load is one set
+        // after the request was served; the fault itself is read under the lock.
+        let fault = if self.faulted.load(Ordering::Acquire) {
             let mut st = self.state.lock();
-            // Counted under the state lock, in the same critical section that puts the request in
-            // `held`/`dropped`: a test that saw the count can `release()` it. Relaxed: the lock
-            // orders it.
-            self.received.fetch_add(1, Ordering::Relaxed);
             match st.fault {
-                // A request that is not answered now is logged now; an answered one is logged
-                // by `answer`, which has its buffer in hand anyway.
+                // A request that is not answered now is counted and logged now, in the same
+                // critical section that puts it in `held`/`dropped` (a test that saw the count
+                // can `release()` it); an answered one is counted and logged by `answer`, which
+                // has its buffer in hand anyway.
                 Fault::Hold | Fault::Drop => {
+                    st.received += 1;
                     if let Some(buf) = self.shared.table.pool().get(rec.slot) {
                         buf.with(|d| st.tags.log(d));
                     }
@@ -101,6 +107,8 @@ impl Remote {
                 }
                 f => f,
             }
+        } else {
+            Fault::None
         };
         if let Fault::Delay(d) = fault {
             std::thread::sleep(d);
@@ -113,16 +121,24 @@ impl Remote {
     /// Buffer and ring are touched under `remote_lock`, and only while the transfer still lends
     /// the buffer ([`Shared::lent`]): a request taken before a remote reset or a shutdown is not
     /// answered, so its reply can neither land in a buffer handed out again nor complete a later
-    /// transfer that reuses its token. With `log`, the request's tag goes to the tag log before
-    /// the reply is posted (a caller that has the reply finds the tag logged).
-    fn answer(&self, rec: ReqRecord, fault: Fault, log: bool) {
+    /// transfer that reuses its token. A `fresh` request (just taken off the queue, not a held
+    /// one let go) is counted in `received` and its tag goes to the tag log, under one state
+    /// lock, before the reply is posted (a caller that has the reply finds the tag logged).
+    fn answer(&self, rec: ReqRecord, fault: Fault, fresh: bool) {
         {
             let _in = self.shared.remote_lock.lock();
+            let count_only = || {
+                if fresh {
+                    self.state.lock().received += 1;
+                }
+            };
             // Acquire: pairs with the Release in shutdown; once dead, buffers are not ours.
             if self.shared.dead.load(Ordering::Acquire) || !self.shared.lent(&rec) {
+                count_only();
                 return;
             }
             let Some(buf) = self.shared.table.pool().get(rec.slot) else {
+                count_only();
                 return;
             };
             let len = buf.len();
@@ -133,8 +149,12 @@ impl Remote {
                 d[..len].iter_mut().for_each(|b| *b = echo_reply_byte(*b));
                 head
             });
-            if let Some(head) = head.filter(|_| log) {
-                self.state.lock().tags.log(&head);
+            if fresh {
+                let mut st = self.state.lock();
+                st.received += 1;
+                if let Some(head) = head {
+                    st.tags.log(&head);
+                }
             }
             let mut r = ReplyRecord {
                 magic: MAGIC,
@@ -214,7 +234,11 @@ impl Remote {
 
 impl RemoteControl for Remote {
     fn set_fault(&self, fault: Fault) {
-        self.state.lock().fault = fault;
+        let mut st = self.state.lock();
+        st.fault = fault;
+        // Release: a remote that sees the flag sees the fault (it reads it under the lock
+        // anyway); stored under the lock, so the flag follows the order of the `set_fault`s.
+        self.faulted.store(fault != Fault::None, Ordering::Release);
     }
 
     fn release(&self) {
@@ -230,8 +254,7 @@ impl RemoteControl for Remote {
     }
 
     fn received(&self) -> u64 {
-        // Relaxed: see `serve_one`.
-        self.received.load(Ordering::Relaxed)
+        self.state.lock().received
     }
 
     fn inject_garbage(&self, bytes: &[u8]) {
@@ -255,6 +278,8 @@ impl RemoteControl for Remote {
             st.held.clear();
             st.dropped.clear();
             st.fault = Fault::None;
+            // Release: as in `set_fault`.
+            self.faulted.store(false, Ordering::Release);
         }
         self.shared.remote_reset();
     }
