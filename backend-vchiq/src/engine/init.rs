@@ -11,7 +11,7 @@ use fwipc_transport_api::Clock;
 
 use crate::config::{Config, Role};
 use crate::engine::counters::VchiqCounters;
-use crate::engine::poll_gate::PollGate;
+use crate::engine::poll_gate::{GateCell, PollGate};
 use crate::engine::vchiq::{Inner, Quota, RxSlot, Vchiq};
 use crate::engine::wakers::FutureWakers;
 use crate::error::{Result, VchiqError};
@@ -239,7 +239,7 @@ impl Vchiq {
             local_part,
             remote_part,
             inner: spin::Mutex::new(inner),
-            poll_lock: spin::Mutex::new(vec![0u8; VCHIQ_SLOT_SIZE]),
+            poll_scratch: GateCell::new(vec![0u8; VCHIQ_SLOT_SIZE]),
             poll_gate: PollGate::new(),
             dead: AtomicBool::new(false),
             no_fragments: AtomicBool::new(false),

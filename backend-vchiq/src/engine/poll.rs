@@ -64,7 +64,16 @@ impl Vchiq {
     /// `poll`'s loop, with the gate held. Stops with `budget.exhausted` set when a further round
     /// was due but the budget is spent.
     fn poll_rounds(&self, budget: &mut PollBudget) -> usize {
-        let mut scratch = self.poll_lock.lock();
+        // SAFETY: called only from `poll`, between a winning `poll_gate.enter()` and the
+        // `leave` that opens the gate; nothing below reaches `poll_scratch` again.
+        unsafe {
+            self.poll_scratch
+                .with(|scratch| self.poll_rounds_with(scratch, budget))
+        }
+    }
+
+    /// [`Vchiq::poll_rounds`] with the poller's scratch buffer.
+    fn poll_rounds_with(&self, scratch: &mut [u8], budget: &mut PollBudget) -> usize {
         let mut total = 0;
         loop {
             if budget.rounds == 0 || budget.msgs == 0 {
@@ -97,8 +106,8 @@ impl Vchiq {
                 }
                 self.process_free_queue_locked(&mut g)
             };
-            work += self.sync_poll(&mut scratch);
-            work += self.rx_poll(&mut scratch, &mut budget.msgs);
+            work += self.sync_poll(scratch);
+            work += self.rx_poll(scratch, &mut budget.msgs);
             let pending = {
                 let mut g = self.inner.lock();
                 if self.role == Role::Master {

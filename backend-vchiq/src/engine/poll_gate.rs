@@ -11,6 +11,8 @@
 //! first, and the loser finds the gate open and takes it. No fence and no Dekker pair needed.
 //! Model-checked in `loom_tests` (fails when `leave` opens the gate without looking at AGAIN).
 
+use core::cell::UnsafeCell;
+
 use crate::sync::{AtomicU32, Ordering};
 
 const BUSY: u32 = 1;
@@ -109,6 +111,42 @@ impl PollGate {
     }
 }
 
+/// Data only the gate's holder touches (the poller's scratch buffer). The gate orders one
+/// holder's use before the next one's as a lock would (the Release of [`PollGate::leave`] /
+/// [`PollGate::leave_keep_request`] pairs with the Acquire of the next winning
+/// [`PollGate::enter`]), so the data needs no lock of its own: a lock here would cost one more
+/// read-modify-write per `poll` and could never be contended.
+pub(crate) struct GateCell<T>(UnsafeCell<T>);
+
+// SAFETY: the value is reached only through `GateCell::with`, whose caller holds the gate: one
+// thread at a time, each use ordered after the last by the gate's Release/Acquire pair. `T: Send`
+// because the value moves between the threads that hold the gate in turn.
+unsafe impl<T: Send> Sync for GateCell<T> {}
+
+impl<T> GateCell<T> {
+    pub(crate) fn new(value: T) -> Self {
+        GateCell(UnsafeCell::new(value))
+    }
+
+    /// Run `f` on the value.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the gate of the [`PollGate`] this cell belongs to (its `enter` returned
+    /// `true` and it has not left since), and does not call `with` again from inside `f`.
+    pub(crate) unsafe fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: the caller's contract: the only holder of the gate, so no other reference to
+        // the value exists, and the gate's Acquire ordered the last holder's writes before ours.
+        f(unsafe { &mut *self.0.get() })
+    }
+}
+
+impl<T> core::fmt::Debug for GateCell<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("GateCell")
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -147,6 +185,47 @@ mod tests {
         assert!(g.enter(), "the gate is open");
         assert!(g.take_request(), "the next poller serves it");
         assert!(!g.leave());
+    }
+
+    /// The poller's scratch buffer has no lock of its own ([`GateCell`]): the gate must order one
+    /// holder's use before the next one's. Two threads poll in turn, each writing the buffer
+    /// non-atomically while it holds the gate; no increment may be lost, and under Miri (CI)
+    /// the race detector fails this test if `enter`/`leave` stop ordering the holders.
+    #[test]
+    fn the_gate_orders_its_holders_uses_of_the_scratch_cell() {
+        use std::sync::Arc;
+        const ROUNDS: u32 = if cfg!(miri) { 50 } else { 20_000 };
+        let shared = Arc::new((PollGate::new(), GateCell::new([0u32; 2])));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    let (gate, cell) = &*shared;
+                    let mut won = 0u32;
+                    for _ in 0..ROUNDS {
+                        if !gate.enter() {
+                            continue;
+                        }
+                        loop {
+                            gate.take_request();
+                            // SAFETY: between a winning `enter` and the `leave` that opens.
+                            unsafe { cell.with(|v| v[0] += 1) };
+                            won += 1;
+                            if !gate.leave() {
+                                break;
+                            }
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        let won: u32 = workers.into_iter().map(|w| w.join().expect("poller")).sum();
+        let (gate, cell) = &*shared;
+        assert!(gate.enter());
+        // SAFETY: the gate is held and the workers are gone.
+        assert_eq!(unsafe { cell.with(|v| v[0]) }, won);
+        assert!(!gate.leave());
     }
 }
 

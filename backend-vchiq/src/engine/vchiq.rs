@@ -18,7 +18,7 @@ use fwipc_transport_api::Clock;
 
 use crate::config::{Config, Partition, Role};
 use crate::engine::counters::{bump, VchiqCounters, VchiqStats};
-use crate::engine::poll_gate::PollGate;
+use crate::engine::poll_gate::{GateCell, PollGate};
 use crate::engine::service::{
     BulkCompletion, BulkDir, BulkMode, Deliver, Event, ServiceHandle, ServiceParams,
 };
@@ -313,8 +313,8 @@ pub struct Vchiq {
     pub(crate) local_part: Partition,
     pub(crate) remote_part: Partition,
     pub(crate) inner: spin::Mutex<Inner>,
-    /// The poller's scratch buffer; only the [`PollGate`] holder locks it (never contended).
-    pub(crate) poll_lock: spin::Mutex<Vec<u8>>,
+    /// The poller's scratch buffer; only the [`PollGate`] holder reaches it.
+    pub(crate) poll_scratch: GateCell<Vec<u8>>,
     pub(crate) poll_gate: PollGate,
     pub(crate) dead: AtomicBool,
     pub(crate) no_fragments: AtomicBool,
