@@ -22,7 +22,11 @@
 //!   for it (an SCMI used element naming its chain with a length of its choosing, a FastRPC
 //!   answer naming its context), and the transport cannot tell a forged completion from a real
 //!   one, so its reply is not checked against the echo (counted in
-//!   [`SessionStats::forgeable`]); every other invariant holds for it;
+//!   [`SessionStats::forgeable`]); every other invariant holds for it. The same holds for a
+//!   transfer on an entry (`Ticket::slot`) that such a transfer ended on earlier: a forged
+//!   completion can end a transfer whose buffer the remote still holds (a held or not yet served
+//!   SCMI chain), and the remote's late write then lands in the buffer's next transfer, which no
+//!   driver can prevent without an IOMMU;
 //! - shutdown returns within the fixture's reply timeout (plus slack for a loaded machine);
 //! - after shutdown every pool buffer is back.
 //!
@@ -50,8 +54,28 @@ struct Live {
     ticket: Ticket,
     payload: Vec<u8>,
     deadline: Deadline,
-    /// In flight while raw garbage was waiting to be read: a forged completion may end it.
+    /// In flight while raw garbage was waiting to be read (a forged completion may end it), or
+    /// sent on an entry a forgeable transfer ended on (the remote may still write its buffer).
     forgeable: bool,
+}
+
+/// The entries (`Ticket::slot`) a forgeable transfer ended on: the remote may still hold their
+/// buffers (a forged completion ended the transfer, not the remote), so a later transfer on one
+/// of them is forgeable too, for the rest of the session.
+#[derive(Default)]
+struct Poisoned(std::collections::BTreeSet<u32>);
+
+impl Poisoned {
+    /// `x` ends: remember its entry if a forged completion may have ended it.
+    fn ended(&mut self, x: &Live) {
+        if x.forgeable {
+            self.0.insert(x.ticket.slot());
+        }
+    }
+
+    fn contains(&self, t: &Ticket) -> bool {
+        self.0.contains(&t.slot())
+    }
 }
 
 /// What one session did (for tests that check a script reaches what it aims at).
@@ -137,12 +161,14 @@ fn classify(payload: &[u8], out: &[u8], armed: &[DoubleFetch], max: usize) -> Op
 }
 
 /// Poll `x` once; if it finished, check its reply (against the double-fetch orders `armed` so
-/// far), check that it stays finished, and end it. Gives `x` back if it is still pending.
+/// far), check that it stays finished, and end it (noting its entry in `poisoned`). Gives `x`
+/// back if it is still pending.
 fn poll_and_end<T: Transport>(
     t: &T,
     x: Live,
     armed: &[DoubleFetch],
     st: &mut SessionStats,
+    poisoned: &mut Poisoned,
 ) -> Option<Live> {
     let r = t.poll_done(&x.ticket);
     match r {
@@ -181,6 +207,7 @@ fn poll_and_end<T: Transport>(
         Ok(_) => TxOutcome::Done,
         Err(_) => TxOutcome::Cancelled,
     };
+    poisoned.ended(&x);
     t.mark_txdone(x.ticket, outcome);
     None
 }
@@ -212,6 +239,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
     // whether such garbage can complete a transfer sent after it.
     let mut garbage_pending = false;
     let garbage_reaches_later = fx.remote().garbage_reaches_later_sends();
+    let mut poisoned = Poisoned::default();
     let mut shut = false;
     for _ in 0..MAX_OPS {
         let Some(op) = s.byte() else { break };
@@ -228,11 +256,13 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
                 if let Ok(ticket) = t.send(&req) {
                     st.sent += 1;
                     let timeout = Duration::from_millis(u64::from(arg) + 1);
+                    let forgeable =
+                        garbage_pending && garbage_reaches_later || poisoned.contains(&ticket);
                     live.push(Live {
                         ticket,
                         payload,
                         deadline: Deadline::after(&clock, timeout),
-                        forgeable: garbage_pending && garbage_reaches_later,
+                        forgeable,
                     });
                 }
             }
@@ -248,7 +278,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
             4 => {
                 if !live.is_empty() {
                     let x = live.swap_remove(usize::from(arg) % live.len());
-                    live.extend(poll_and_end(t, x, &armed, &mut st));
+                    live.extend(poll_and_end(t, x, &armed, &mut st, &mut poisoned));
                     // That poll drained what the remote had sent.
                     garbage_pending = false;
                 }
@@ -262,8 +292,10 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
                 // A poll drains what the remote had sent (as in op 4).
                 garbage_pending &= due.is_empty();
                 for x in due {
-                    if let Some(x) = poll_and_end(t, x, &armed, &mut st) {
+                    if let Some(x) = poll_and_end(t, x, &armed, &mut st, &mut poisoned) {
                         st.timed_out += 1;
+                        // Abandoned: a forged completion may still free its buffer.
+                        poisoned.ended(&x);
                         t.mark_txdone(x.ticket, TxOutcome::TimedOut);
                     }
                 }
@@ -340,7 +372,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
     );
     for x in live {
         assert!(
-            poll_and_end(t, x, &armed, &mut st).is_none(),
+            poll_and_end(t, x, &armed, &mut st, &mut poisoned).is_none(),
             "a transfer still pending after shutdown"
         );
     }
