@@ -78,43 +78,61 @@ impl Drop for Slot {
 /// free list, and the entries of a transfer table with generations, which number their entries
 /// with nothing else. Capacity is reserved at setup and never exceeded, as long as an index is
 /// pushed back only by the one user that popped it.
-pub(crate) struct FreeList(Lock<Vec<u32>>);
+pub(crate) struct FreeList {
+    stack: Lock<Vec<u32>>,
+    /// The stack's length, stored (not read-modify-written) under the lock after every push and
+    /// pop, so [`FreeList::len`] is one load: a receive path that sizes its work by the free
+    /// buffers reads it once per pass.
+    len: AtomicUsize,
+}
 
 impl FreeList {
     /// All of `0..count` free.
     pub(crate) fn new(count: u32) -> Self {
         // Hand out low indices first (popped from the end).
-        FreeList(Lock::new((0..count).rev().collect()))
+        FreeList {
+            stack: Lock::new((0..count).rev().collect()),
+            len: AtomicUsize::new(count as usize),
+        }
     }
 
     /// Take a free index (one lock: one atomic read-modify-write).
     #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
-        self.0.lock().pop()
+        let mut l = self.stack.lock();
+        let idx = l.pop();
+        // Relaxed: see `len`.
+        self.len.store(l.len(), Ordering::Relaxed);
+        idx
     }
 
     /// Give back an index taken by [`FreeList::pop`]: it is the next one handed out.
     #[inline]
     pub(crate) fn push(&self, idx: u32) {
-        self.0.lock().push(idx);
+        self.push_then(idx, |_| ());
     }
 
     /// [`FreeList::push`], then `f` with the number of free indices, under the same lock.
     #[inline]
     fn push_then<R>(&self, idx: u32, f: impl FnOnce(usize) -> R) -> R {
-        let mut l = self.0.lock();
+        let mut l = self.stack.lock();
         l.push(idx);
+        // Relaxed: see `len`.
+        self.len.store(l.len(), Ordering::Relaxed);
         f(l.len())
     }
 
     /// `f` with the number of free indices, under the lock.
     fn with_len<R>(&self, f: impl FnOnce(usize) -> R) -> R {
-        f(self.0.lock().len())
+        f(self.stack.lock().len())
     }
 
-    /// Indices free right now.
+    /// Indices free: exact as of the last push or pop this thread is ordered after; one that
+    /// races with this call may or may not be counted, as with a locked read that came a moment
+    /// earlier or later. Relaxed: a count, nothing is published with it (an index is taken
+    /// only through `pop`, under the lock).
     pub(crate) fn len(&self) -> usize {
-        self.0.lock().len()
+        self.len.load(Ordering::Relaxed)
     }
 }
 
