@@ -49,7 +49,9 @@ struct Regs {
 struct Inner {
     cfg: SimDeviceConfig,
     regs: Mutex<Regs>,
-    notify: Mutex<Option<Arc<Hook>>>,
+    /// Set once ([`SimDevice::on_notify`]), read on every kick: a `Once` read is one Acquire
+    /// load, where a lock and a shared handle cost three read-modify-writes per kick.
+    notify: spin::Once<Hook>,
     status_reads: AtomicU64,
     kicks: AtomicU64,
 }
@@ -82,7 +84,7 @@ impl SimDevice {
                     refuse_reset: false,
                     refuse_features_ok: false,
                 }),
-                notify: Mutex::new(None),
+                notify: spin::Once::new(),
                 status_reads: AtomicU64::new(0),
                 kicks: AtomicU64::new(0),
             }),
@@ -99,9 +101,15 @@ impl SimDevice {
         self.inner.cfg
     }
 
-    /// Run `hook(queue)` on every driver notification (called without any lock held).
-    pub fn on_notify(&self, hook: impl Fn(u16) + Send + Sync + 'static) {
-        *self.inner.notify.lock() = Some(Arc::new(Box::new(hook)));
+    /// Run `hook(queue)` on every driver notification (called without any lock held). Set
+    /// once: `false`, and `hook` is dropped, if a hook is set already.
+    pub fn on_notify(&self, hook: impl Fn(u16) + Send + Sync + 'static) -> bool {
+        let mut set = false;
+        self.inner.notify.call_once(|| {
+            set = true;
+            Box::new(hook)
+        });
+        set
     }
 
     /// Ignore writes of status 0 from now on (`true`): resets are never confirmed.
@@ -196,8 +204,7 @@ impl Transport for SimTransport {
     fn notify(&mut self, queue: u16) {
         // Relaxed: a statistics counter.
         self.dev.inner.kicks.fetch_add(1, Ordering::Relaxed);
-        let hook = self.dev.inner.notify.lock().clone();
-        if let Some(h) = hook {
+        if let Some(h) = self.dev.inner.notify.get() {
             h(queue);
         }
     }

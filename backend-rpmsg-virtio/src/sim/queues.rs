@@ -133,7 +133,9 @@ pub struct Queues {
     down: AtomicBool,
     /// Set once by the fixture; read on every driver send without a lock.
     device_thread: OnceLock<std::thread::Thread>,
-    irq: Mutex<Option<Irq>>,
+    /// The driver's interrupt handler: set once by the fixture, read on every interrupt
+    /// without a lock.
+    irq: OnceLock<Irq>,
     loans: Arc<LoanBufs>,
     /// The double-fetch fault on the device's sends.
     pub(crate) rewriter: Rewriter,
@@ -153,7 +155,7 @@ impl Queues {
             to_driver: Dir::new(),
             down: AtomicBool::new(false),
             device_thread: OnceLock::new(),
-            irq: Mutex::new(None),
+            irq: OnceLock::new(),
             loans: Arc::new(LoanBufs {
                 bufs: Mutex::new(vec![[0; BUF_SIZE]; QUEUE_LOANS]),
                 loaned: Mutex::new(vec![false; QUEUE_LOANS]),
@@ -170,9 +172,12 @@ impl Queues {
         }
     }
 
-    /// The driver's interrupt handler, run after the device sends (interrupt mode).
+    /// The driver's interrupt handler, run after the device sends (interrupt mode). Set once:
+    /// a second handler is ignored, with a warning.
     pub fn set_irq(&self, irq: impl Fn() + Send + Sync + 'static) {
-        *self.irq.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(irq));
+        if self.irq.set(Box::new(irq)).is_err() {
+            log::warn!("sim queues: the interrupt handler is set already");
+        }
     }
 
     /// Put raw bytes (at most one buffer's worth) in the driver's receive queue, as if the
@@ -184,7 +189,7 @@ impl Queues {
     }
 
     fn raise_irq(&self) {
-        if let Some(irq) = &*self.irq.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(irq) = self.irq.get() {
             irq();
         }
     }

@@ -38,6 +38,9 @@ pub struct SimRemote<E: RemoteEnd = DeviceEnd> {
     node: Mutex<Node>,
     echo_addr: AtomicU32,
     fault: Mutex<Fault>,
+    /// Whether `fault` is other than `Fault::None`: without one, a request is served without
+    /// a look at `fault` (a std mutex costs two read-modify-writes).
+    faulted: AtomicBool,
     held: Mutex<Vec<Held>>,
     seen: Mutex<TagLog>,
     received: AtomicU64,
@@ -67,6 +70,7 @@ impl<E: RemoteEnd> SimRemote<E> {
             node: Mutex::new(Node::new(Role::Device, 4, 8, true)),
             echo_addr: AtomicU32::new(0),
             fault: Mutex::new(Fault::None),
+            faulted: AtomicBool::new(false),
             held: Mutex::new(Vec::with_capacity(HELD_MAX)),
             seen: Mutex::new(TagLog::new()),
             received: AtomicU64::new(0),
@@ -121,6 +125,14 @@ impl<E: RemoteEnd> SimRemote<E> {
     pub fn echo_addr(&self) -> u32 {
         // Relaxed: see `start_services`.
         self.echo_addr.load(Ordering::Relaxed)
+    }
+
+    fn set_fault_to(&self, fault: Fault) {
+        let mut f = lock(&self.fault);
+        *f = fault;
+        // Release: a remote that sees the flag sees the fault (it reads it under the lock
+        // anyway); stored under the lock, so the flag follows the order of the changes.
+        self.faulted.store(fault != Fault::None, Ordering::Release);
     }
 
     /// The address the driver announced for its notification endpoint.
@@ -192,7 +204,13 @@ impl<E: RemoteEnd> SimRemote<E> {
         }
         let echo = self.echo_addr();
         let mut buf = [0u8; BUF_SIZE];
-        let fault = *lock(&self.fault);
+        // Acquire: pairs with the Release in `set_fault_to`. A fault set after this load is one
+        // set after the request was served; the fault itself is read under its lock.
+        let fault = if self.faulted.load(Ordering::Acquire) {
+            *lock(&self.fault)
+        } else {
+            Fault::None
+        };
         let (src, dst) = match fault {
             Fault::WrongToken => (
                 echo,
@@ -241,7 +259,7 @@ impl<E: RemoteEnd> SimRemote<E> {
 
 impl<E: RemoteEnd> RemoteControl for SimRemote<E> {
     fn set_fault(&self, fault: Fault) {
-        *lock(&self.fault) = fault;
+        self.set_fault_to(fault);
     }
 
     fn release(&self) {
@@ -275,7 +293,7 @@ impl<E: RemoteEnd> RemoteControl for SimRemote<E> {
 
     fn reset_remote(&self) {
         lock(&self.held).clear();
-        *lock(&self.fault) = Fault::None;
+        self.set_fault_to(Fault::None);
         self.end.reset();
         self.start_services();
     }

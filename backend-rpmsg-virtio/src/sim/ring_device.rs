@@ -11,7 +11,7 @@
 //! [`RingDevice::hold_tx`] (transmit buffers are read but never returned).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use fwipc_virtio::negotiate::{F_ACCESS_PLATFORM, F_RING_EVENT_IDX, F_VERSION_1};
 use fwipc_virtio::sim_device::{SimDevice, SimDeviceConfig, SimTransport};
@@ -26,7 +26,9 @@ type Irq = Box<dyn Fn() + Send + Sync>;
 
 struct Shared {
     dev: SimDevice,
-    irq: Mutex<Option<Irq>>,
+    /// The driver's interrupt handler: set once by the fixture, read on every interrupt
+    /// without a lock.
+    irq: OnceLock<Irq>,
     hold_tx: AtomicBool,
     /// Transmit buffers taken and never returned ([`RingDevice::hold_tx`]).
     held: AtomicU64,
@@ -65,7 +67,7 @@ impl RingDevice {
                 queues: 2,
                 queue_max: RING_QUEUE_MAX,
             }),
-            irq: Mutex::new(None),
+            irq: OnceLock::new(),
             hold_tx: AtomicBool::new(false),
             held: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
@@ -132,8 +134,7 @@ impl RingDevice {
 
     fn interrupt(&self) {
         self.0.dev.raise_irq();
-        let irq = self.0.irq.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(irq) = &*irq {
+        if let Some(irq) = self.0.irq.get() {
             irq();
         }
     }
@@ -243,10 +244,14 @@ impl RemoteEnd for RingDevice {
     }
 
     fn set_irq(&self, irq: Box<dyn Fn() + Send + Sync>) {
-        *self.0.irq.lock().unwrap_or_else(|e| e.into_inner()) = Some(irq);
+        if self.0.irq.set(irq).is_err() {
+            log::warn!("rpmsg ring device: the interrupt handler is set already");
+        }
     }
 
     fn set_device_thread(&self, t: std::thread::Thread) {
-        self.0.dev.on_notify(move |_| t.unpark());
+        if !self.0.dev.on_notify(move |_| t.unpark()) {
+            log::warn!("rpmsg ring device: the device thread is set already");
+        }
     }
 }
