@@ -2,23 +2,17 @@
 //! "Hostile inputs tried per backend"): a record whose token is wrong must not complete another
 //! transfer that happens to hold that token.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture};
 use fwipc_transport_api::{Completion, Request, Ticket, Transport, TxOutcome};
 
+use crate::util::eventually;
+
 use super::LoopbackFixture;
 
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    f()
-}
+/// How long the remote thread gets to act.
+const WAIT: Duration = Duration::from_secs(5);
 
 fn echo_of(payload: &[u8]) -> Vec<u8> {
     let mut want = vec![0u8; payload.len()];
@@ -33,7 +27,10 @@ fn round_trip(fx: &LoopbackFixture, payload: &[u8]) -> u32 {
         .send(&Request::new(fx.echo_target(), payload))
         .expect("send");
     let token = tk.token();
-    assert!(eventually(|| t.poll_done(&tk) == Ok(true)), "no reply");
+    assert!(
+        eventually(WAIT, || t.poll_done(&tk) == Ok(true)),
+        "no reply"
+    );
     let mut out = [0u8; 64];
     let n = t.fetch_response(&tk, &mut out).expect("fetch");
     assert_eq!(&out[..n], &echo_of(payload)[..]);
@@ -54,7 +51,10 @@ fn a_flipped_token_does_not_complete_the_transfer_that_holds_it() {
     let a: Ticket = t
         .send(&Request::new(fx.echo_target(), b"waiting A"))
         .expect("send A");
-    assert!(eventually(|| fx.remote().received() == 1), "A not taken");
+    assert!(
+        eventually(WAIT, || fx.remote().received() == 1),
+        "A not taken"
+    );
     fx.remote().set_fault(Fault::None);
     // Tokens come from a counter (8 bits here): run round trips until the next one is A's ^ 0x80.
     let target = a.token() ^ 0x80;
@@ -69,9 +69,9 @@ fn a_flipped_token_does_not_complete_the_transfer_that_holds_it() {
         .expect("send B");
     assert_eq!(b.token(), target, "tokens are not handed out in order");
     assert!(
-        eventually(|| {
-            let _ = t.poll_done(&a);
-            t.stats().protocol_errors > errors || t.poll_done(&a) == Ok(true)
+        // The poll drains the reply ring first; then the refusal is counted, or A is done.
+        eventually(WAIT, || {
+            t.poll_done(&a) == Ok(true) || t.stats().protocol_errors > errors
         }),
         "the remote did not answer B"
     );
@@ -84,7 +84,10 @@ fn a_flipped_token_does_not_complete_the_transfer_that_holds_it() {
     // The remote lets A go: A gets its own echo.
     fx.remote().set_fault(Fault::None);
     fx.remote().release();
-    assert!(eventually(|| t.poll_done(&a) == Ok(true)), "A not released");
+    assert!(
+        eventually(WAIT, || t.poll_done(&a) == Ok(true)),
+        "A not released"
+    );
     let mut out = [0u8; 64];
     let n = t.fetch_response(&a, &mut out).expect("fetch A");
     assert_eq!(&out[..n], &echo_of(b"waiting A")[..]);

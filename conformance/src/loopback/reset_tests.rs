@@ -1,23 +1,17 @@
 //! A remote reset gives the channel back: the buffers a remote took under `Drop` return to the
 //! pool, the transfers it held fail with a typed error at once, and later calls succeed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture};
 use fwipc_transport_api::{Error, Request, Transport, TxOutcome};
 
+use crate::util::eventually;
+
 use super::{LoopbackFixture, MAX_MSG};
 
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    f()
-}
+/// How long the remote thread gets to act.
+const WAIT: Duration = Duration::from_secs(5);
 
 /// Under `Drop` the remote keeps every buffer it was sent, until the pool is empty (`Busy`);
 /// `reset_remote` must give them all back: each held transfer ends with `Cancelled`, the pool is
@@ -40,7 +34,7 @@ fn remote_reset_returns_the_buffers_a_dropping_remote_took() {
         }
         assert_eq!(tickets.len(), MAX_MSG, "{mode:?}");
         assert!(
-            eventually(|| fx.remote().received() == MAX_MSG as u64),
+            eventually(WAIT, || fx.remote().received() == MAX_MSG as u64),
             "{mode:?}: the remote did not take every request"
         );
         // One caller gives up first: its transfer is abandoned, its buffer still lent.
@@ -61,7 +55,10 @@ fn remote_reset_returns_the_buffers_a_dropping_remote_took() {
         let tk = t
             .send(&Request::new(fx.echo_target(), b"after"))
             .unwrap_or_else(|e| panic!("{mode:?}: send after the reset: {e}"));
-        assert!(eventually(|| t.poll_done(&tk) == Ok(true)), "{mode:?}");
+        assert!(
+            eventually(WAIT, || t.poll_done(&tk) == Ok(true)),
+            "{mode:?}"
+        );
         let mut out = [0u8; 16];
         let n = t
             .fetch_response(&tk, &mut out)
