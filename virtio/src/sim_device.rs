@@ -12,7 +12,7 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use spin::Mutex;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
@@ -41,7 +41,6 @@ struct Regs {
     status: DeviceStatus,
     driver_features: u64,
     queues: Vec<Option<DeviceQueue>>,
-    isr: u32,
     refuse_reset: bool,
     refuse_features_ok: bool,
 }
@@ -52,6 +51,10 @@ struct Inner {
     /// Set once ([`SimDevice::on_notify`]), read on every kick: a `Once` read is one Acquire
     /// load, where a lock and a shared handle cost three read-modify-writes per kick.
     notify: spin::Once<Hook>,
+    /// The interrupt status register, outside `regs`: the device raises it and the driver
+    /// acknowledges it on every interrupt, and a driver that took the register lock for that
+    /// would queue behind a device model polling its rings under it.
+    isr: AtomicU32,
     status_reads: AtomicU64,
     kicks: AtomicU64,
 }
@@ -80,11 +83,11 @@ impl SimDevice {
                     status: DeviceStatus::empty(),
                     driver_features: 0,
                     queues: (0..cfg.queues).map(|_| None).collect(),
-                    isr: 0,
                     refuse_reset: false,
                     refuse_features_ok: false,
                 }),
                 notify: spin::Once::new(),
+                isr: AtomicU32::new(0),
                 status_reads: AtomicU64::new(0),
                 kicks: AtomicU64::new(0),
             }),
@@ -161,7 +164,11 @@ impl SimDevice {
     /// Set the queue-interrupt bit (the driver's `ack_interrupt` clears it). The caller runs the
     /// driver's interrupt handler itself, after this and outside `with_queue`.
     pub fn raise_irq(&self) {
-        self.inner.regs.lock().isr |= InterruptStatus::QUEUE_INTERRUPT.bits();
+        // Release: pairs with the driver's Acquire in `ack_interrupt`; the used elements are
+        // published by the ring's own index store before this.
+        self.inner
+            .isr
+            .fetch_or(InterruptStatus::QUEUE_INTERRUPT.bits(), Ordering::Release);
     }
 }
 
@@ -224,7 +231,9 @@ impl Transport for SimTransport {
             for q in r.queues.iter_mut() {
                 *q = None;
             }
-            r.isr = 0;
+            // Relaxed: under the register lock with the reset; a raise racing a reset is a
+            // device's interrupt from before it (the driver tolerates a spurious one).
+            self.dev.inner.isr.store(0, Ordering::Relaxed);
             r.driver_features = 0;
         }
         let mut status = status;
@@ -298,8 +307,8 @@ impl Transport for SimTransport {
     }
 
     fn ack_interrupt(&mut self) -> InterruptStatus {
-        let mut r = self.dev.inner.regs.lock();
-        InterruptStatus::from_bits_truncate(core::mem::take(&mut r.isr))
+        // Acquire: pairs with the Release in `raise_irq`.
+        InterruptStatus::from_bits_truncate(self.dev.inner.isr.swap(0, Ordering::Acquire))
     }
 
     fn read_config_generation(&self) -> u32 {
