@@ -8,7 +8,8 @@
 //! - **(b) two threads, spinning remote**: the remote's own thread spins ([`SimMode::Spin`]),
 //!   the caller spins on `poll_done` (polled completion).
 //! - **(c) two threads, parked remote** ([`parked`]): interrupt-style completion next to
-//!   crossbeam-channel and iceoryx2.
+//!   crossbeam-channel and iceoryx2, placed by the scheduler and with one core per side
+//!   ([`placement`]).
 //! - **(d) pipelined throughput** ([`pipeline`]) at 1, 8, 64 and the maximum in flight, and the
 //!   VCHIQ round trip against the number of open services ([`services`]).
 //! - **(e) bulk** ([`bulk`]) of 4 KiB, 64 KiB and 1 MiB next to memcpy of the same size.
@@ -46,6 +47,7 @@ mod bulk;
 mod instr;
 mod parked;
 mod pipeline;
+mod placement;
 mod plots;
 mod services;
 

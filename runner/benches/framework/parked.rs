@@ -4,7 +4,9 @@
 //! crossbeam-channel `bounded(1)` (both sides block in `recv`) and iceoryx2 request-response
 //! (shared memory) twice: polling (its request-response ports have no blocking receive, so both
 //! sides poll, yielding the core between polls) and blocking (an event service each way beside
-//! it; a side that finds nothing sleeps in its `Listener` until the other notifies).
+//! it; a side that finds nothing sleeps in its `Listener` until the other notifies). Every sample
+//! runs twice: as the scheduler places the threads, then with one core per side
+//! ([`crate::placement`]).
 
 use std::time::{Duration, Instant};
 
@@ -403,42 +405,7 @@ pub fn run(
         let _ = b.parked(rounds / 10, None);
     }
     let mut dead = vec![None::<String>; live.len()];
-    // Per backend: (vs crossbeam, vs iceoryx2 polling, vs iceoryx2 blocking, / mc) per sample.
-    let mut ratios: Vec<[Vec<f64>; 4]> = vec![Default::default(); live.len()];
-    let mut peer_mc: [Vec<f64>; 3] = Default::default();
-    for _ in 0..samples {
-        for (i, (_, b)) in live.iter().enumerate() {
-            if dead[i].is_some() {
-                continue;
-            }
-            let mc = memcpy_call(rounds * 10);
-            let cb = crossbeam.run(rounds, None);
-            let ic = ice
-                .each_mut()
-                .map(|p| p.as_mut().ok().map(|p| p.run(rounds, None)));
-            let me = b.parked(rounds, None);
-            let (cb, me) = match (cb, me) {
-                (Ok(c), Ok(m)) => (c, m),
-                (Err(e), _) | (_, Err(e)) => {
-                    dead[i] = Some(e);
-                    continue;
-                }
-            };
-            ratios[i][0].push(me / cb);
-            ratios[i][3].push(me / mc);
-            peer_mc[0].push(cb / mc);
-            for (k, x) in ic.into_iter().enumerate() {
-                match x {
-                    Some(Ok(x)) => {
-                        ratios[i][1 + k].push(me / x);
-                        peer_mc[1 + k].push(x / mc);
-                    }
-                    Some(Err(e)) => ice[k] = Err(e),
-                    None => {}
-                }
-            }
-        }
-    }
+    let free = measure(&live, &mut dead, &mut crossbeam, &mut ice, samples, rounds);
     println!("\n## (c) Two threads, parked remote\n");
     println!(
         "Interrupt-style completion: the remote's thread sleeps when idle and the caller parks \
@@ -449,50 +416,32 @@ pub fn run(
          service each way beside it (each side notifies after it sends; finding nothing, a side \
          sleeps in its `Listener` until notified: the parked case iceoryx2 offers). \
          {PAYLOAD}-byte echo, {rounds} round trips per sample. A ratio below 1 means the \
-         backend was faster.\n"
+         backend was faster.\n\n\
+         **Placed by the scheduler**: every thread may run on every core.\n"
     );
-    println!(
-        "| backend | round trip / crossbeam | round trip / iceoryx2 polling | round trip / \
-         iceoryx2 blocking | round trip / mc |"
-    );
-    println!("|---|---:|---:|---:|---:|");
+    print_table(&live, &dead, free, &ice);
+    match crate::placement::Placed::pin() {
+        Ok(placed) => {
+            let cores = placed.describe();
+            let pinned = measure(&live, &mut dead, &mut crossbeam, &mut ice, samples, rounds);
+            drop(placed);
+            println!(
+                "\n**One core per side**, the same samples again with the calling thread on \
+                 {cores} (every pair's and peer's other threads: the remote, a simulator's \
+                 interrupt or worker thread, the echo threads of the peers). The scheduler \
+                 otherwise now and then puts both sides on one core, where each hand-off waits \
+                 for the other side's spin budget to run out and a yield, and it keeps them \
+                 there for seconds (see docs/benchmarks.md, \"(c): where the scheduler puts \
+                 the two sides\").\n"
+            );
+            print_table(&live, &dead, pinned, &ice);
+        }
+        Err(why) => println!("\nNot measured with one core per side: {why}."),
+    }
     for (i, (name, _)) in live.iter().enumerate() {
         if let Some(e) = &dead[i] {
-            println!("| {name} | failed | | |");
             failures.push(format!("{name}: parked: {e}"));
-            continue;
         }
-        let [a, b, c, d] = &mut ratios[i];
-        let or_dash = |v: &mut Vec<f64>| {
-            if v.is_empty() {
-                "—".into()
-            } else {
-                spread(v)
-            }
-        };
-        println!(
-            "| {name} | {} | {} | {} | {} |",
-            spread(a),
-            or_dash(b),
-            or_dash(c),
-            spread(d)
-        );
-    }
-    let [cb_mc, ip_mc, ib_mc] = &mut peer_mc;
-    println!("| *crossbeam bounded(1)* | 1 | | | {} |", spread(cb_mc));
-    match &ice[0] {
-        Ok(_) => println!(
-            "| *iceoryx2 request-response, polling* | | 1 | | {} |",
-            spread(ip_mc)
-        ),
-        Err(e) => println!("\niceoryx2 (polling) could not run here: {e}"),
-    }
-    match &ice[1] {
-        Ok(_) => println!(
-            "| *iceoryx2 request-response, blocking* | | | 1 | {} |",
-            spread(ib_mc)
-        ),
-        Err(e) => println!("\niceoryx2 (blocking) could not run here: {e}"),
     }
 
     // The latency distribution: every round trip timed on its own, in mc.
@@ -558,4 +507,114 @@ pub fn run(
         }
     }
     series
+}
+
+/// Per backend: (vs crossbeam, vs iceoryx2 polling, vs iceoryx2 blocking, / mc) per sample; and
+/// the peers' round trips in mc (crossbeam, iceoryx2 polling, iceoryx2 blocking).
+type Ratios = (Vec<[Vec<f64>; 4]>, [Vec<f64>; 3]);
+
+/// `samples` samples of every live backend's `rounds` parked round trips, each next to the
+/// peers'. A backend that fails is marked in `dead` and skipped from then on.
+fn measure(
+    live: &[(&str, &dyn Bench)],
+    dead: &mut [Option<String>],
+    crossbeam: &mut Crossbeam,
+    ice: &mut [R<Iceoryx>; 2],
+    samples: u64,
+    rounds: u64,
+) -> Ratios {
+    let mut ratios: Vec<[Vec<f64>; 4]> = vec![Default::default(); live.len()];
+    let mut peer_mc: [Vec<f64>; 3] = Default::default();
+    for _ in 0..samples {
+        for (i, (_, b)) in live.iter().enumerate() {
+            if dead[i].is_some() {
+                continue;
+            }
+            let mc = memcpy_call(rounds * 10);
+            let cb = crossbeam.run(rounds, None);
+            let ic = ice
+                .each_mut()
+                .map(|p| p.as_mut().ok().map(|p| p.run(rounds, None)));
+            let me = b.parked(rounds, None);
+            let (cb, me) = match (cb, me) {
+                (Ok(c), Ok(m)) => (c, m),
+                (Err(e), _) | (_, Err(e)) => {
+                    dead[i] = Some(e);
+                    continue;
+                }
+            };
+            ratios[i][0].push(me / cb);
+            ratios[i][3].push(me / mc);
+            peer_mc[0].push(cb / mc);
+            for (k, x) in ic.into_iter().enumerate() {
+                match x {
+                    Some(Ok(x)) => {
+                        ratios[i][1 + k].push(me / x);
+                        peer_mc[1 + k].push(x / mc);
+                    }
+                    Some(Err(e)) => ice[k] = Err(e),
+                    None => {}
+                }
+            }
+        }
+    }
+    (ratios, peer_mc)
+}
+
+/// One (c) table: a row per backend (ratios to each peer and to `mc`), then the peers' rows.
+fn print_table(
+    live: &[(&str, &dyn Bench)],
+    dead: &[Option<String>],
+    (mut ratios, mut peer_mc): Ratios,
+    ice: &[R<Iceoryx>; 2],
+) {
+    println!(
+        "| backend | round trip / crossbeam | round trip / iceoryx2 polling | round trip / \
+         iceoryx2 blocking | round trip / mc |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (i, (name, _)) in live.iter().enumerate() {
+        if dead[i].is_some() || ratios[i][0].is_empty() {
+            println!("| {name} | failed | | | |");
+            continue;
+        }
+        let [a, b, c, d] = &mut ratios[i];
+        let or_dash = |v: &mut Vec<f64>| {
+            if v.is_empty() {
+                "—".into()
+            } else {
+                spread(v)
+            }
+        };
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            spread(a),
+            or_dash(b),
+            or_dash(c),
+            spread(d)
+        );
+    }
+    let [cb_mc, ip_mc, ib_mc] = &mut peer_mc;
+    let or_none = |v: &mut Vec<f64>| {
+        if v.is_empty() {
+            "—".into()
+        } else {
+            spread(v)
+        }
+    };
+    println!("| *crossbeam bounded(1)* | 1 | | | {} |", or_none(cb_mc));
+    match &ice[0] {
+        Ok(_) => println!(
+            "| *iceoryx2 request-response, polling* | | 1 | | {} |",
+            or_none(ip_mc)
+        ),
+        Err(e) => println!("\niceoryx2 (polling) could not run here: {e}"),
+    }
+    match &ice[1] {
+        Ok(_) => println!(
+            "| *iceoryx2 request-response, blocking* | | | 1 | {} |",
+            or_none(ib_mc)
+        ),
+        Err(e) => println!("\niceoryx2 (blocking) could not run here: {e}"),
+    }
 }
