@@ -34,6 +34,7 @@ use fwipc_transport_api::{
 use crate::error::{FastRpcError, Result};
 use crate::mem::{DmaRegion, SharedBuf};
 use crate::wire::layout::{BufDesc, HandleDesc, Olap};
+use crate::wire::layout_cache::LayoutCache;
 use crate::wire::scalars::Scalars;
 /// The wire context id lives with the wire layouts; re-exported here, where contexts are.
 pub(crate) use crate::wire::CtxId;
@@ -103,34 +104,47 @@ pub(crate) struct OutRec {
     pub len: u64,
 }
 
+/// A payload buffer's private image: AP-private memory as large as the region, and the layout
+/// it holds ([`LayoutCache`]). Boxed, so a lease moves a pointer, not the cache.
+pub(crate) struct Shadow {
+    /// The image. Written by the layout engine (through `layout`) and, in its fd list only, by
+    /// `Session::finish` (which reads the DSP's list into it): the kept layout relies on nothing
+    /// else writing it.
+    pub bytes: Box<[u8]>,
+    /// The layout in `bytes`.
+    pub layout: LayoutCache,
+}
+
 /// A payload buffer lent from a session's pool, with its private shadow (see
-/// [`PayloadLease::shadow`]); returns both on drop.
+/// [`PayloadLease::parts`]); returns both on drop.
 pub(crate) struct PayloadLease {
     pool: Arc<PayloadPool>,
     idx: u16,
-    shadow: Box<[u8]>,
+    /// `Some` until the lease is dropped (the drop gives it back to the pool).
+    shadow: Option<Box<Shadow>>,
 }
 
 impl PayloadLease {
     /// The region (DSP-shared: accessed only through `crate::mem::{read_at, write_at}`).
-    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn region(&self) -> &Arc<dyn DmaRegion> {
         &self.pool.regions[self.idx as usize]
     }
     /// The region and its shadow: AP-private memory as large as the region, allocated with the
     /// pool. The layout engine builds a call in the shadow and parsers read the DSP's metadata
     /// from a copy there, so no slice of the shared region ever exists (`crate::mem` docs).
-    pub(crate) fn parts(&mut self) -> (&Arc<dyn DmaRegion>, &mut [u8]) {
-        (&self.pool.regions[self.idx as usize], &mut self.shadow)
+    /// `None` only while the lease is being dropped.
+    pub(crate) fn parts(&mut self) -> Option<(&Arc<dyn DmaRegion>, &mut Shadow)> {
+        let shadow = self.shadow.as_deref_mut()?;
+        Some((&self.pool.regions[self.idx as usize], shadow))
     }
 }
 
 impl Drop for PayloadLease {
     fn drop(&mut self) {
-        // `Box<[u8]>::default()` is the empty slice: no allocation.
-        let shadow = core::mem::take(&mut self.shadow);
-        // Capacity reserved at setup; a lease exists once per index, so this never grows.
-        self.pool.free.lock().push((self.idx, shadow));
+        if let Some(shadow) = self.shadow.take() {
+            // Capacity reserved at setup; a lease exists once per index, so this never grows.
+            self.pool.free.lock().push((self.idx, shadow));
+        }
     }
 }
 
@@ -138,17 +152,23 @@ impl Drop for PayloadLease {
 /// shadow of the same size (allocated here, at setup, never on the invoke path).
 pub(crate) struct PayloadPool {
     regions: Box<[Arc<dyn DmaRegion>]>,
-    free: Lock<Vec<(u16, Box<[u8]>)>>,
+    free: Lock<Vec<(u16, Box<Shadow>)>>,
 }
 
 impl PayloadPool {
-    /// A pool over `regions`.
-    pub(crate) fn new(regions: Vec<Arc<dyn DmaRegion>>) -> Arc<Self> {
-        let free: Vec<(u16, Box<[u8]>)> = regions
+    /// A pool over `regions`, for calls of up to `max_args` arguments.
+    pub(crate) fn new(regions: Vec<Arc<dyn DmaRegion>>, max_args: usize) -> Arc<Self> {
+        let free: Vec<(u16, Box<Shadow>)> = regions
             .iter()
             .enumerate()
             .rev()
-            .map(|(i, r)| (i as u16, alloc::vec![0u8; r.len()].into_boxed_slice()))
+            .map(|(i, r)| {
+                let shadow = Box::new(Shadow {
+                    bytes: alloc::vec![0u8; r.len()].into_boxed_slice(),
+                    layout: LayoutCache::with_capacity(max_args),
+                });
+                (i as u16, shadow)
+            })
             .collect();
         Arc::new(PayloadPool {
             regions: regions.into_boxed_slice(),
@@ -161,7 +181,7 @@ impl PayloadPool {
         Some(PayloadLease {
             pool: self.clone(),
             idx,
-            shadow,
+            shadow: Some(shadow),
         })
     }
     /// Buffers.

@@ -12,7 +12,7 @@ use crate::error::{FastRpcError, Result};
 use crate::mem::{read_at, write_at, SharedBuf};
 use crate::session::arg::Arg;
 use crate::session::{InvokeTicket, Session};
-use crate::wire::layout::{layout, BufDesc, BufSource, HandleDesc, Olap, NOT_INLINE};
+use crate::wire::layout::{BufDesc, BufSource, HandleDesc, Olap, NOT_INLINE};
 use crate::wire::scalars::Scalars;
 use crate::wire::{CtxId, FastRpcMsg, MetaOffsets, RemoteBuf};
 
@@ -144,7 +144,7 @@ impl Session {
         // Within the capacity reserved at setup (`max_args`): no allocation.
         c.olaps.resize(nb, Olap::default());
         c.inline_off.resize(nb, 0);
-        let (region, shadow) = lease.parts();
+        let (region, shadow) = lease.parts().ok_or(FastRpcError::InvalidArgument)?;
         let (va, bus) = (region.va(), region.iova() | sid_bits);
         // The metadata is built in the lease's private shadow (no slice of DSP-shared memory
         // may exist, see `crate::mem`). Only what the DSP reads is written to the region: the
@@ -152,21 +152,23 @@ impl Session {
         // and each in-buffer's inline copy, straight from the caller's bytes. Padding and
         // out-buffer space are left as they are (docs/protocols/fastrpc.md §12.9, "What the AP
         // writes").
+        // A call of the same shape as the last one on this payload buffer reuses the layout its
+        // shadow holds (`crate::wire::layout_cache`).
         let placed = {
             let cx = &mut *c;
-            let placed = layout(
+            let placed = shadow.layout.layout(
                 sc,
                 &cx.bufs,
                 &cx.handles,
                 &mut cx.olaps,
-                shadow,
+                &mut shadow.bytes,
                 va,
                 bus,
                 &mut cx.inline_off,
             );
             if let Ok(p) = &placed {
                 // `layout` checked `metalen <= pkt_size <= shadow.len() == region.len()`.
-                write_at(&**region, 0, &shadow[..p.metalen])?;
+                write_at(&**region, 0, &shadow.bytes[..p.metalen])?;
                 for (i, a) in args.iter().enumerate() {
                     if let Arg::In(d) = a {
                         let o = cx.inline_off[i];
@@ -239,11 +241,11 @@ impl Session {
         let ch = &self.inner.ch;
         let rec = *c.outs.get(k).ok_or(FastRpcError::InvalidArgument)?;
         let sc = c.sc;
-        let lease = c.payload.as_mut().ok_or(FastRpcError::InvalidArgument)?;
+        let lease = c.payload.as_ref().ok_or(FastRpcError::InvalidArgument)?;
         // No fence: the DSP's payload writes are ordered before its response by the
         // `PacketChannel` contract (receipt is an acquire of everything the DSP wrote
         // before sending), and we observed the response under this context's lock.
-        let (region, _) = lease.parts();
+        let region = lease.region();
         // Read the one word the DSP reports, `rpra[slot].len`, into a private copy, once,
         // then check it: the DSP may still be writing the region if it is misbehaving.
         let slot = usize::from(rec.slot);

@@ -311,7 +311,12 @@ impl Session {
                 if sc.is_empty() {
                     return;
                 }
-                let (region, shadow) = lease.parts();
+                let Some((region, shadow)) = lease.parts() else {
+                    return;
+                };
+                // The fd list is the one part of the image the kept layout expects others to
+                // write (`crate::wire::layout_cache`).
+                let shadow = &mut shadow.bytes;
                 let off = MetaOffsets::new(sc.len());
                 // A private copy of the fd list, and nothing else of the metadata: one word at
                 // a time, each read once, up to the first zero word, at most `MAX_FDLIST` words

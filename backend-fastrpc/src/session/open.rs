@@ -41,7 +41,7 @@ impl Channel {
             self.inner.clone(),
             index as u16,
             sid,
-            PayloadPool::new(regions),
+            PayloadPool::new(regions, self.inner.cfg.max_args),
             wait,
         );
         s.set_node(secure_node, self.inner.cfg.secure);

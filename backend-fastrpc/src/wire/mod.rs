@@ -3,6 +3,7 @@
 //! alignment. Sizes and offsets are pinned with `static_assertions`.
 
 pub(crate) mod layout;
+pub(crate) mod layout_cache;
 pub(crate) mod payload;
 pub mod scalars;
 
