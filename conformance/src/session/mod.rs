@@ -26,7 +26,9 @@
 //!   transfer on an entry (`Ticket::slot`) that such a transfer ended on earlier: a forged
 //!   completion can end a transfer whose buffer the remote still holds (a held or not yet served
 //!   SCMI chain), and the remote's late write then lands in the buffer's next transfer, which no
-//!   driver can prevent without an IOMMU;
+//!   driver can prevent without an IOMMU; and likewise for a transfer on an entry where a
+//!   transfer was given up while the remote held it, once raw garbage followed (the garbage can
+//!   forge the late completion that hands the held buffer back);
 //! - shutdown returns within the fixture's reply timeout (plus slack for a loaded machine);
 //! - after shutdown every pool buffer is back.
 //!
@@ -59,22 +61,41 @@ struct Live {
     forgeable: bool,
 }
 
-/// The entries (`Ticket::slot`) a forgeable transfer ended on: the remote may still hold their
-/// buffers (a forged completion ended the transfer, not the remote), so a later transfer on one
-/// of them is forgeable too, for the rest of the session.
+/// The entries (`Ticket::slot`) whose buffer the remote may still hold after the transport
+/// reused it: a later transfer on one of them is forgeable too, for the rest of the session.
+/// Two ways in: a forgeable transfer ended there (a forged completion ended the transfer, not
+/// the remote), or a transfer given up there while the remote held it (`abandoned`) and raw
+/// garbage came after, which can forge the late completion that gives its buffer back.
 #[derive(Default)]
-struct Poisoned(std::collections::BTreeSet<u32>);
+struct Poisoned {
+    poisoned: std::collections::BTreeSet<u32>,
+    /// Entries of transfers given up while pending: their buffers stay with the remote until
+    /// it answers, or until garbage forges that it did.
+    abandoned: std::collections::BTreeSet<u32>,
+}
 
 impl Poisoned {
     /// `x` ends: remember its entry if a forged completion may have ended it.
     fn ended(&mut self, x: &Live) {
         if x.forgeable {
-            self.0.insert(x.ticket.slot());
+            self.poisoned.insert(x.ticket.slot());
         }
     }
 
+    /// `x` is given up while pending: the remote may hold its buffer.
+    fn abandoned(&mut self, x: &Live) {
+        self.ended(x);
+        self.abandoned.insert(x.ticket.slot());
+    }
+
+    /// Raw garbage from the remote: it can name any buffer the remote holds, so every entry
+    /// given up so far may be handed back for reuse before the remote's late answer.
+    fn garbage(&mut self) {
+        self.poisoned.extend(self.abandoned.iter().copied());
+    }
+
     fn contains(&self, t: &Ticket) -> bool {
-        self.0.contains(&t.slot())
+        self.poisoned.contains(&t.slot())
     }
 }
 
@@ -295,7 +316,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
                     if let Some(x) = poll_and_end(t, x, &armed, &mut st, &mut poisoned) {
                         st.timed_out += 1;
                         // Abandoned: a forged completion may still free its buffer.
-                        poisoned.ended(&x);
+                        poisoned.abandoned(&x);
                         t.mark_txdone(x.ticket, TxOutcome::TimedOut);
                     }
                 }
@@ -326,6 +347,7 @@ pub fn hostile_session<F: Fixture>(data: &[u8]) -> SessionStats {
                     None => {
                         garbage_pending = true;
                         live.iter_mut().for_each(|x| x.forgeable = true);
+                        poisoned.garbage();
                     }
                 }
                 dg.iter_mut().for_each(|d| d.taint());
