@@ -11,6 +11,10 @@ use std::sync::Mutex;
 /// [`Rewrite::from_order`] says what its bytes mean on rpmsg.
 pub use fwipc_transport_api::fixture::DOUBLE_FETCH;
 
+/// The bit every armed rewrite flips in `src`: above every address the simulated remote sends
+/// from.
+const SRC_FAR: u32 = 1 << 31;
+
 /// How a published frame is rewritten.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rewrite {
@@ -25,13 +29,17 @@ pub struct Rewrite {
 impl Rewrite {
     /// The rewrite a double-fetch order arms: `src` XOR `header[0..4]`, `len` + `header[4]`,
     /// the first four payload bytes XOR `header[5..9]` (the order's `body` is not used). The
-    /// source always changes (`src_xor` is made odd): the stateful session cannot tell a
-    /// rewritten payload from a wrong reply, so a rewritten reply must be one the driver refuses
-    /// whatever else changed. `tests/double_fetch.rs` covers the frames a driver delivers.
+    /// source always changes, and far: `src_xor` has its top bit set. The stateful session
+    /// cannot tell a rewritten payload from a wrong reply, so a rewritten reply must be one the
+    /// driver refuses whatever else changed, and the remote's addresses are small, so no other
+    /// fault can move the source back (`Fault::CorruptHeader` sends from the echo address + 1;
+    /// with an XOR of 1 an even echo address came back and the rewritten payload was
+    /// delivered, seed `rpmsg_ring_session/corrupt_header_then_rewrite_restores_the_source`).
+    /// `tests/double_fetch.rs` covers the frames a driver delivers.
     pub fn from_order(o: &fwipc_transport_api::fixture::DoubleFetch) -> Self {
         let m = &o.header;
         Rewrite {
-            src_xor: u32::from_le_bytes([m[0], m[1], m[2], m[3]]) | 1,
+            src_xor: u32::from_le_bytes([m[0], m[1], m[2], m[3]]) | SRC_FAR,
             len_add: u16::from(m[4]),
             payload_xor: [m[5], m[6], m[7], m[8]],
         }
