@@ -579,13 +579,6 @@ fn print_table(
             continue;
         }
         let [a, b, c, d] = &mut ratios[i];
-        let or_dash = |v: &mut Vec<f64>| {
-            if v.is_empty() {
-                "—".into()
-            } else {
-                spread(v)
-            }
-        };
         println!(
             "| {name} | {} | {} | {} | {} |",
             spread(a),
@@ -595,26 +588,28 @@ fn print_table(
         );
     }
     let [cb_mc, ip_mc, ib_mc] = &mut peer_mc;
-    let or_none = |v: &mut Vec<f64>| {
-        if v.is_empty() {
-            "—".into()
-        } else {
-            spread(v)
-        }
-    };
-    println!("| *crossbeam bounded(1)* | 1 | | | {} |", or_none(cb_mc));
+    println!("| *crossbeam bounded(1)* | 1 | | | {} |", or_dash(cb_mc));
     match &ice[0] {
         Ok(_) => println!(
             "| *iceoryx2 request-response, polling* | | 1 | | {} |",
-            or_none(ip_mc)
+            or_dash(ip_mc)
         ),
         Err(e) => println!("\niceoryx2 (polling) could not run here: {e}"),
     }
     match &ice[1] {
         Ok(_) => println!(
             "| *iceoryx2 request-response, blocking* | | | 1 | {} |",
-            or_none(ib_mc)
+            or_dash(ib_mc)
         ),
         Err(e) => println!("\niceoryx2 (blocking) could not run here: {e}"),
+    }
+}
+
+/// [`spread`] of `v`, or a dash where nothing was measured.
+fn or_dash(v: &mut [f64]) -> String {
+    if v.is_empty() {
+        "—".into()
+    } else {
+        spread(v)
     }
 }
