@@ -9,11 +9,18 @@ use core::time::Duration;
 
 use fwipc_transport_api::{Clock, Deadline};
 
-/// The stall deadline of one channel, re-armed whenever the device shows it is alive.
+/// The stall deadline of one channel, armed when the device first holds requests and re-armed
+/// whenever it shows it is alive.
+///
+/// A check with nothing outstanding disarms it without reading the clock: the window of a
+/// stall can only begin once a request is held, and the next check that finds one arms it.
+/// So a caller that always finds its previous transfer answered (one request in flight, the
+/// common case) never reads the clock here; a clock read is a system call or a counter read
+/// per `send`, which on a fast path costs as much as the rest of the send's bookkeeping.
 #[derive(Debug, Default)]
 pub(super) struct StallWatch {
-    /// When the device counts as stalled if it returns nothing until then; `None` until the
-    /// first check.
+    /// When the device counts as stalled if it returns nothing until then; `None` while
+    /// disarmed (nothing outstanding at the last check, or no check yet).
     deadline: Option<Deadline>,
     /// The device returned a used element since the last check.
     progressed: bool,
@@ -26,9 +33,9 @@ impl StallWatch {
     }
 
     /// Whether the device is stalled: `outstanding` requests posted and no used element
-    /// returned for `limit`. The deadline is re-armed while nothing is outstanding and after
-    /// every sign of progress, so only a device that holds requests and returns nothing for the
-    /// whole of `limit` is stalled. Reads the clock once.
+    /// returned for `limit` since the first check that found them held (or the last sign of
+    /// progress with requests still held). Reads the clock only while requests are
+    /// outstanding, at most once.
     pub(super) fn stalled(
         &mut self,
         clock: &dyn Clock,
@@ -36,8 +43,12 @@ impl StallWatch {
         outstanding: usize,
     ) -> bool {
         let progressed = core::mem::take(&mut self.progressed);
+        if outstanding == 0 {
+            self.deadline = None;
+            return false;
+        }
         match self.deadline {
-            Some(d) if outstanding > 0 && !progressed => d.expired(clock),
+            Some(d) if !progressed => d.expired(clock),
             _ => {
                 self.deadline = Some(Deadline::after(clock, limit));
                 false
@@ -59,7 +70,10 @@ mod tests {
         assert!(!w.stalled(&c, limit, 0), "armed");
         c.advance(Duration::from_secs(60));
         assert!(!w.stalled(&c, limit, 0), "idle: nothing outstanding");
-        assert!(!w.stalled(&c, limit, 1), "re-armed while idle, so not yet");
+        assert!(
+            !w.stalled(&c, limit, 1),
+            "armed by the first check that finds one held"
+        );
         c.advance(Duration::from_secs(4));
         assert!(!w.stalled(&c, limit, 1));
         w.progress();
@@ -69,5 +83,45 @@ mod tests {
         assert!(!w.stalled(&c, limit, 1), "4 s since the progress");
         c.advance(Duration::from_secs(1));
         assert!(w.stalled(&c, limit, 1), "5 s with nothing returned");
+    }
+
+    /// A clock that counts its reads.
+    struct Counting {
+        inner: ManualClock,
+        reads: core::sync::atomic::AtomicUsize,
+    }
+
+    impl Clock for Counting {
+        fn now(&self) -> fwipc_transport_api::Instant {
+            // Relaxed: a test counter, read by the same thread.
+            self.reads
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            self.inner.now()
+        }
+    }
+
+    #[test]
+    fn nothing_outstanding_reads_no_clock_and_the_window_starts_at_the_first_held_check() {
+        let c = Counting {
+            inner: ManualClock::new(),
+            reads: Default::default(),
+        };
+        let reads = || c.reads.load(core::sync::atomic::Ordering::Relaxed);
+        let limit = Duration::from_secs(5);
+        let mut w = StallWatch::default();
+        for _ in 0..3 {
+            assert!(!w.stalled(&c, limit, 0));
+            w.progress();
+            assert!(!w.stalled(&c, limit, 0));
+        }
+        assert_eq!(reads(), 0, "idle checks read no clock");
+        c.inner.advance(Duration::from_secs(60));
+        assert!(!w.stalled(&c, limit, 1), "a minute idle is not a stall");
+        assert_eq!(reads(), 1, "the first held check arms");
+        c.inner.advance(Duration::from_secs(5));
+        assert!(w.stalled(&c, limit, 1));
+        assert_eq!(reads(), 2);
+        assert!(!w.stalled(&c, limit, 0), "answered: disarmed");
+        assert!(!w.stalled(&c, limit, 1), "armed afresh");
     }
 }
