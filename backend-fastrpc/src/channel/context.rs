@@ -113,6 +113,13 @@ pub(crate) struct Shadow {
     pub bytes: Box<[u8]>,
     /// The layout in `bytes`.
     pub layout: LayoutCache,
+    /// The region's metadata is `bytes`' but for what the DSP may write there (out-buffer
+    /// lengths, the fd list, the CRC list), and the fd list is the one read back into `bytes`.
+    /// Set by `Session::finish` once it has read the fd list of a finished call; cleared by
+    /// every new call's `Session::build` (the DSP writes the region again). A call whose
+    /// layout is kept while this is set rewrites only those words
+    /// (docs/protocols/fastrpc.md §12.9, "What a repeated call rewrites").
+    pub region_current: bool,
 }
 
 /// A payload buffer lent from a session's pool, with its private shadow (see
@@ -166,6 +173,7 @@ impl PayloadPool {
                 let shadow = Box::new(Shadow {
                     bytes: alloc::vec![0u8; r.len()].into_boxed_slice(),
                     layout: LayoutCache::with_capacity(max_args),
+                    region_current: false,
                 });
                 (i as u16, shadow)
             })

@@ -9,10 +9,11 @@ use fwipc_transport_api::{Counters, ProtocolError};
 
 use crate::channel::context::{Ctx, CtxState, OutRec};
 use crate::error::{FastRpcError, Result};
-use crate::mem::{read_at, write_at, SharedBuf};
+use crate::mem::{read_at, write_at, DmaRegion, SharedBuf};
 use crate::session::arg::Arg;
 use crate::session::{InvokeTicket, Session};
 use crate::wire::layout::{BufDesc, BufSource, HandleDesc, Olap, NOT_INLINE};
+use crate::wire::layout_cache::Laid;
 use crate::wire::scalars::Scalars;
 use crate::wire::{CtxId, FastRpcMsg, MetaOffsets, RemoteBuf};
 
@@ -153,7 +154,10 @@ impl Session {
         // out-buffer space are left as they are (docs/protocols/fastrpc.md §12.9, "What the AP
         // writes").
         // A call of the same shape as the last one on this payload buffer reuses the layout its
-        // shadow holds (`crate::wire::layout_cache`).
+        // shadow holds (`crate::wire::layout_cache`), and when that call was finished, only the
+        // words the DSP may have written since are written again (§12.9, "What a repeated call
+        // rewrites").
+        let current = core::mem::take(&mut shadow.region_current);
         let placed = {
             let cx = &mut *c;
             let placed = shadow.layout.layout(
@@ -166,9 +170,14 @@ impl Session {
                 bus,
                 &mut cx.inline_off,
             );
-            if let Ok(p) = &placed {
-                // `layout` checked `metalen <= pkt_size <= shadow.len() == region.len()`.
-                write_at(&**region, 0, &shadow.bytes[..p.metalen])?;
+            if let Ok((p, laid)) = &placed {
+                match *laid {
+                    Laid::Kept { fd_words } if current => {
+                        refresh_dsp_words(&**region, &shadow.bytes, sc, fd_words)?
+                    }
+                    // `layout` checked `metalen <= pkt_size <= shadow.len() == region.len()`.
+                    _ => write_at(&**region, 0, &shadow.bytes[..p.metalen])?,
+                }
                 for (i, a) in args.iter().enumerate() {
                     if let Arg::In(d) = a {
                         let o = cx.inline_off[i];
@@ -179,7 +188,7 @@ impl Session {
                     }
                 }
             }
-            placed
+            placed.map(|(p, _)| p)
         };
         let placed = placed?;
         for k in 0..c.outs.len() {
@@ -274,6 +283,34 @@ impl Session {
         }
         Ok(n)
     }
+}
+
+/// Bring a region whose metadata was `image`'s after the last finished call on it (a kept
+/// layout, [`Laid::Kept`]) up to date: rewrite the words a DSP writes during a call, and only
+/// those (docs/protocols/fastrpc.md §12.9, "What a repeated call rewrites"): each out-buffer's
+/// `rpra[i].len` (the DSP writes back the length it produced) and the first `fd_words` words of
+/// the fd list (the words the DSP's list reached, zero again in `image`). Every other word of
+/// the metadata is what the last call wrote and the DSP only reads.
+fn refresh_dsp_words(
+    region: &dyn DmaRegion,
+    image: &[u8],
+    sc: Scalars,
+    fd_words: usize,
+) -> Result<()> {
+    let m = MetaOffsets::new(sc.len());
+    for i in sc.inbufs()..sc.nbufs() {
+        let at = m.rpra + 16 * i + 8;
+        let word = image.get(at..at + 8).ok_or(FastRpcError::InvalidArgument)?;
+        write_at(region, at, word)?;
+    }
+    if fd_words == 0 {
+        return Ok(());
+    }
+    let end = m.fdlist + 8 * fd_words;
+    let fds = image
+        .get(m.fdlist..end.min(m.crclist))
+        .ok_or(FastRpcError::InvalidArgument)?;
+    write_at(region, m.fdlist, fds)
 }
 
 #[cfg(all(test, feature = "sim"))]

@@ -15,7 +15,7 @@ use spin::Mutex;
 
 use fwipc_transport_api::{wait_until, Clock, Counters, Deadline, Lifecycle, TxOutcome};
 
-use crate::channel::context::{Ctx, CtxState, PayloadPool};
+use crate::channel::context::{Ctx, CtxState, PayloadPool, Shadow};
 use crate::channel::state::ChannelInner;
 use crate::error::{AeeError, FastRpcError, Result};
 use crate::mem::{read_at, SharedBuf};
@@ -316,7 +316,11 @@ impl Session {
                 };
                 // The fd list is the one part of the image the kept layout expects others to
                 // write (`crate::wire::layout_cache`).
-                let shadow = &mut shadow.bytes;
+                let Shadow {
+                    bytes: shadow,
+                    region_current,
+                    ..
+                } = shadow;
                 let off = MetaOffsets::new(sc.len());
                 // A private copy of the fd list, and nothing else of the metadata: one word at
                 // a time, each read once, up to the first zero word, at most `MAX_FDLIST` words
@@ -333,6 +337,9 @@ impl Session {
                         break;
                     }
                 }
+                // The whole list the DSP wrote is in the image now: the next call with this
+                // layout may rewrite only the DSP's words (`Shadow::region_current`).
+                *region_current = true;
                 let Some(meta) = shadow.get(..off.end) else {
                     return;
                 };

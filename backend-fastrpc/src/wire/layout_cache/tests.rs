@@ -120,9 +120,11 @@ proptest! {
                     let (sc, bufs, handles) = &shapes[s];
                     let mut scratch = vec![Olap::default(); bufs.len()];
                     let mut off = vec![0u64; bufs.len()];
-                    let r = cache.layout(
-                        *sc, bufs, handles, &mut scratch, &mut image, VA[a], BUS[b], &mut off,
-                    );
+                    let r = cache
+                        .layout(
+                            *sc, bufs, handles, &mut scratch, &mut image, VA[a], BUS[b], &mut off,
+                        )
+                        .map(|(p, _)| p);
                     let (want, want_meta, want_off) = fresh(*sc, bufs, handles, VA[a], BUS[b]);
                     prop_assert_eq!(&r, &want);
                     if let Ok(p) = r {
@@ -169,7 +171,7 @@ impl Rig {
     fn call(
         &mut self,
         (sc, bufs, handles): &(Scalars, Vec<BufDesc>, Vec<HandleDesc>),
-    ) -> Result<Placed> {
+    ) -> Result<(Placed, Laid)> {
         let Rig {
             cache,
             image,
@@ -184,15 +186,28 @@ impl Rig {
 fn a_repeated_call_is_kept_and_its_fd_list_zeroed_again() {
     let shape = shapes().swap_remove(0);
     let mut rig = Rig::new(4);
-    let first = rig.call(&shape).unwrap();
+    let (first, laid) = rig.call(&shape).unwrap();
+    assert_eq!(laid, Laid::Fresh);
     let m = MetaOffsets::new(shape.0.len());
+    // The DSP's list as `Session::finish` reads it back: two fds, then the terminator.
     rig.image[m.fdlist..m.fdlist + 8].copy_from_slice(&9u64.to_le_bytes());
+    rig.image[m.fdlist + 8..m.fdlist + 16].copy_from_slice(&5u64.to_le_bytes());
     // Offsets overwritten and a scratch left as it is: a kept layout fills the offsets itself
     // and does not run the engine.
     rig.off.fill(NOT_INLINE);
     let scratch_before = rig.scratch.clone();
-    let again = rig.call(&shape).unwrap();
+    let (again, laid) = rig.call(&shape).unwrap();
     assert_eq!(first, again);
+    assert_eq!(
+        laid,
+        Laid::Kept { fd_words: 2 },
+        "the list's two words, to be zeroed in the region too"
+    );
+    assert_eq!(
+        rig.call(&shape).unwrap().1,
+        Laid::Kept { fd_words: 0 },
+        "nothing read back since: nothing to refresh"
+    );
     assert_eq!(
         rig.scratch, scratch_before,
         "the engine did not run: the layout was kept"
