@@ -90,6 +90,14 @@ impl Queue {
         len.store(self.count, Ordering::Relaxed);
         Some(whole)
     }
+
+    /// Drop every queued datagram. `len` as in [`Queue::push`].
+    fn clear(&mut self, len: &AtomicUsize) {
+        self.head = 0;
+        self.count = 0;
+        // Relaxed: as in `push`.
+        len.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Both ends of the link.
@@ -137,6 +145,18 @@ impl SimLink {
         // Relaxed: `closed` above already stops `dsp_send`.
         self.pushing.store(false, Ordering::Relaxed);
         self.to_dsp_cv.notify_all();
+    }
+
+    /// Drop every datagram queued either way: the DSP side restarted
+    /// ([`SimDsp::reset`](crate::sim::SimDsp::reset)), and a restarted remote neither reads
+    /// the requests sent to the instance before it nor delivers that instance's answers (the
+    /// channel they travelled on is gone with it).
+    pub fn clear(&self) {
+        self.to_dsp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear(&self.to_dsp_len);
+        self.to_ap.lock().clear(&self.to_ap_len);
     }
 
     /// DSP side: copy the next AP datagram into `out`, waiting at most `t` for one; its whole
@@ -256,5 +276,20 @@ mod tests {
         assert_eq!(link.try_recv(&mut short), Some(20), "cut to the buffer");
         assert_eq!(short, long[..8]);
         assert_eq!(link.try_recv(&mut out), None);
+    }
+
+    /// A cleared link has nothing queued either way, and carries datagrams again after it.
+    #[test]
+    fn clear_drops_what_is_queued_both_ways() {
+        let link = SimLink::new();
+        let mut out = [0u8; 8];
+        link.send(&[1]).unwrap();
+        link.dsp_send(&[2]);
+        link.clear();
+        assert_eq!(link.dsp_try_recv_into(&mut out), None);
+        assert_eq!(link.try_recv(&mut out), None);
+        link.send(&[3]).unwrap();
+        assert_eq!(link.dsp_try_recv_into(&mut out), Some(1));
+        assert_eq!(out[0], 3);
     }
 }

@@ -384,8 +384,13 @@ impl SimDsp {
         self.sh.rewrite_armed.store(true, Ordering::Release);
     }
 
-    /// Lose all state (processes, held requests) and tell the AP.
+    /// Lose all state (processes, held requests, the datagrams queued on the link either way)
+    /// and tell the AP.
     pub fn reset(&self) {
+        // Before the AP hears of it: an answer the old instance queued must not reach a
+        // transfer the AP starts after the reset (a context freed by the reset and reused
+        // would take it for its own).
+        self.sh.link.clear();
         {
             let mut s = lock(&self.sh.state);
             s.held.clear();
