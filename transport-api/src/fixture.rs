@@ -9,6 +9,9 @@ use core::time::Duration;
 pub use crate::datagram::DatagramPeer;
 use crate::transport::{Completion, Transport};
 
+mod hint_queue;
+pub use hint_queue::HintQueue;
+
 /// The echo service's reply to a request payload: every byte inverted, same length. Inverting
 /// (rather than echoing verbatim) proves the reply was produced by the remote, not left over in
 /// the request buffer.

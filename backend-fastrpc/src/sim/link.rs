@@ -2,9 +2,12 @@
 //! datagrams either call the AP's rx callback directly (interrupt mode, like an rpmsg callback)
 //! or queue for the AP to pull (polled mode).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
+
+use fwipc_transport_api::fixture::HintQueue;
 
 use crate::error::{FastRpcError, Result};
 use crate::packet::PacketChannel;
@@ -22,111 +25,75 @@ const SLOT_BYTES: usize = 64;
 /// flight.
 const SLOTS: usize = 256;
 
-/// One queued datagram, its bytes inline: the consumer reads the datagram from the ring's own
-/// cache line, not from a heap buffer behind it.
-#[derive(Clone, Copy)]
+/// One queued datagram, its bytes inline: the consumer reads the datagram from the queue's own
+/// slot, not from a heap buffer behind it.
 struct Slot {
     len: usize,
     data: [u8; SLOT_BYTES],
 }
 
-/// The datagrams of one direction: a fixed ring, allocated once (the steady state allocates
-/// nothing), under one lock.
-struct Queue {
-    slots: Box<[Slot]>,
-    head: usize,
-    count: usize,
-}
-
-impl Default for Queue {
+impl Default for Slot {
     fn default() -> Self {
-        Queue {
-            slots: vec![
-                Slot {
-                    len: 0,
-                    data: [0; SLOT_BYTES],
-                };
-                SLOTS
-            ]
-            .into_boxed_slice(),
-            head: 0,
-            count: 0,
+        Slot {
+            len: 0,
+            data: [0; SLOT_BYTES],
         }
     }
 }
 
-impl Queue {
-    /// Queue `bytes` (its first [`SLOT_BYTES`] and its length); `false` when full. `len` is
-    /// the queue's length hint, stored after the push.
-    fn push(&mut self, bytes: &[u8], len: &AtomicUsize) -> bool {
-        if self.count == self.slots.len() {
-            return false;
-        }
-        let i = (self.head + self.count) % self.slots.len();
-        let slot = &mut self.slots[i];
+/// Queue `bytes` (its first [`SLOT_BYTES`] and its length) in `q`, written in its slot;
+/// `false` when full.
+fn queue_datagram(q: &HintQueue<Slot>, bytes: &[u8]) -> bool {
+    q.push_with(|slot| {
         let n = bytes.len().min(SLOT_BYTES);
         slot.data[..n].copy_from_slice(&bytes[..n]);
         slot.len = bytes.len();
-        self.count += 1;
-        // Relaxed: a hint read without the lock (`dsp_try_recv_into`, `try_recv`), kept under
-        // it; the datagram itself is published by the lock's release.
-        len.store(self.count, Ordering::Relaxed);
-        true
-    }
-
-    /// Copy the next datagram into `out`; its whole length (more than `out.len()` if it was
-    /// cut). `len` as in [`Queue::push`].
-    fn pop_into(&mut self, out: &mut [u8], len: &AtomicUsize) -> Option<usize> {
-        if self.count == 0 {
-            return None;
-        }
-        let slot = &self.slots[self.head];
-        let n = slot.len.min(SLOT_BYTES).min(out.len());
-        out[..n].copy_from_slice(&slot.data[..n]);
-        let whole = slot.len;
-        self.head = (self.head + 1) % self.slots.len();
-        self.count -= 1;
-        // Relaxed: as in `push`.
-        len.store(self.count, Ordering::Relaxed);
-        Some(whole)
-    }
-
-    /// Drop every queued datagram. `len` as in [`Queue::push`].
-    fn clear(&mut self, len: &AtomicUsize) {
-        self.head = 0;
-        self.count = 0;
-        // Relaxed: as in `push`.
-        len.store(0, Ordering::Relaxed);
-    }
+    })
 }
 
-/// Both ends of the link.
-#[derive(Default)]
+/// Copy the next datagram of `q` into `out`, read in its slot; its whole length (more than
+/// `out.len()` if it was cut).
+fn take_datagram(q: &HintQueue<Slot>, out: &mut [u8]) -> Option<usize> {
+    q.pop_with(|slot| {
+        let n = slot.len.min(SLOT_BYTES).min(out.len());
+        out[..n].copy_from_slice(&slot.data[..n]);
+        slot.len
+    })
+    .map(|(whole, _)| whole)
+}
+
+/// Both ends of the link: one [`HintQueue`] of fixed slots each way, allocated once (the steady
+/// state allocates nothing).
 pub struct SimLink {
-    to_dsp: Mutex<Queue>,
-    to_dsp_cv: Condvar,
-    /// A spin lock (held for a queue's push or pop and a copy of one datagram): one
-    /// read-modify-write per uncontended pass where a `std` mutex's release is a second. The
-    /// AP → DSP queue keeps a `std` mutex for its condition variable.
-    to_ap: spin::Mutex<Queue>,
+    to_dsp: HintQueue<Slot>,
+    to_ap: HintQueue<Slot>,
+    /// The DSP thread ([`SimLink::set_dsp_thread`]): woken by every AP send, which an unpark
+    /// does with one atomic swap when the thread is not parked.
+    dsp_thread: OnceLock<Thread>,
     push: Mutex<Option<RxFn>>,
     /// Whether `push` holds a callback; set and cleared with it, read without the lock by
     /// [`SimLink::dsp_send`].
     pushing: AtomicBool,
     closed: AtomicBool,
-    /// The DSP thread waits in [`SimLink::dsp_recv_into`]; changed and read under the `to_dsp`
-    /// lock.
-    dsp_waiting: AtomicBool,
-    /// Datagrams in `to_dsp` and `to_ap` (written under their locks, read without them as a
-    /// hint).
-    to_dsp_len: AtomicUsize,
-    to_ap_len: AtomicUsize,
 }
 
 impl SimLink {
     /// A new link (polled until [`SimLink::set_push`]).
     pub fn new() -> Arc<Self> {
-        Arc::new(SimLink::default())
+        Arc::new(SimLink {
+            to_dsp: HintQueue::with_capacity(SLOTS),
+            to_ap: HintQueue::with_capacity(SLOTS),
+            dsp_thread: OnceLock::new(),
+            push: Mutex::new(None),
+            pushing: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The thread that waits in [`SimLink::dsp_recv_into`], woken by each AP send (set once,
+    /// before the AP sends: `SimDsp::spawn` does).
+    pub fn set_dsp_thread(&self, t: Thread) {
+        let _ = self.dsp_thread.set(t);
     }
 
     /// Deliver DSP → AP datagrams by calling `f` (interrupt mode).
@@ -144,7 +111,9 @@ impl SimLink {
         *self.push.lock().unwrap_or_else(|p| p.into_inner()) = None;
         // Relaxed: `closed` above already stops `dsp_send`.
         self.pushing.store(false, Ordering::Relaxed);
-        self.to_dsp_cv.notify_all();
+        if let Some(t) = self.dsp_thread.get() {
+            t.unpark();
+        }
     }
 
     /// Drop every datagram queued either way: the DSP side restarted
@@ -152,44 +121,33 @@ impl SimLink {
     /// the requests sent to the instance before it nor delivers that instance's answers (the
     /// channel they travelled on is gone with it).
     pub fn clear(&self) {
-        self.to_dsp
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear(&self.to_dsp_len);
-        self.to_ap.lock().clear(&self.to_ap_len);
+        self.to_dsp.clear();
+        self.to_ap.clear();
     }
 
-    /// DSP side: copy the next AP datagram into `out`, waiting at most `t` for one; its whole
-    /// length, which is more than `out.len()` if it was cut.
+    /// DSP side, on the thread of [`SimLink::set_dsp_thread`]: copy the next AP datagram into
+    /// `out`, waiting at most `t` for one; its whole length, which is more than `out.len()` if
+    /// it was cut. (Another thread may call it too; it is then woken only by the timeout.)
     pub fn dsp_recv_into(&self, out: &mut [u8], t: Duration) -> Option<usize> {
-        let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
-        if q.count == 0 {
-            // Relaxed: changed and read under the `to_dsp` lock (held here; released only
-            // inside the wait), which orders it against `send`.
-            self.dsp_waiting.store(true, Ordering::Relaxed);
-            q = self
-                .to_dsp_cv
-                .wait_timeout(q, t)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            // Relaxed: as above (the lock is held again).
-            self.dsp_waiting.store(false, Ordering::Relaxed);
+        if let Some(n) = self.dsp_try_recv_into(out) {
+            return Some(n);
         }
-        q.pop_into(out, &self.to_dsp_len)
+        // Acquire: pairs with `close`.
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        // A send after the look above unparks us, before or during the park (the token then
+        // makes it return at once), and its push is visible after it: an unpark
+        // synchronizes-with the park it ends.
+        std::thread::park_timeout(t);
+        self.dsp_try_recv_into(out)
     }
 
     /// DSP side: copy the next AP datagram, if one is queued, into `out` (no wait); its whole
-    /// length, which is more than `out.len()` if it was cut.
+    /// length, which is more than `out.len()` if it was cut. An empty queue costs a spinning
+    /// DSP no lock ([`HintQueue`]: the look reads the length only).
     pub fn dsp_try_recv_into(&self, out: &mut [u8]) -> Option<usize> {
-        // Relaxed: a hint that spares a spinning DSP the lock (a locked access on every turn
-        // takes the line from the AP); the queue itself is read under the lock.
-        if self.to_dsp_len.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        self.to_dsp
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_into(out, &self.to_dsp_len)
+        take_datagram(&self.to_dsp, out)
     }
 
     /// DSP side: send a datagram to the AP.
@@ -207,7 +165,7 @@ impl SimLink {
         match push {
             Some(f) => f(bytes),
             None => {
-                if !self.to_ap.lock().push(bytes, &self.to_ap_len) {
+                if !queue_datagram(&self.to_ap, bytes) {
                     log::warn!("sim link: DSP → AP queue full, datagram dropped");
                 }
             }
@@ -221,27 +179,18 @@ impl PacketChannel for SimLink {
         if self.closed.load(Ordering::Acquire) {
             return Err(FastRpcError::ChannelDown);
         }
-        let mut q = self.to_dsp.lock().unwrap_or_else(|p| p.into_inner());
-        if !q.push(msg, &self.to_dsp_len) {
+        if !queue_datagram(&self.to_dsp, msg) {
             return Err(FastRpcError::Busy);
         }
-        // A wake-up is a system call: only when the DSP thread waits for a datagram.
-        // Relaxed: read under the `to_dsp` lock (see `dsp_recv_into`).
-        let waiting = self.dsp_waiting.load(Ordering::Relaxed);
-        drop(q);
-        if waiting {
-            self.to_dsp_cv.notify_one();
+        if let Some(t) = self.dsp_thread.get() {
+            t.unpark();
         }
         Ok(())
     }
 
     fn try_recv(&self, buf: &mut [u8]) -> Option<usize> {
-        // Relaxed: a hint that spares a polling AP the lock while nothing is queued (the DSP
-        // pushes under it); the queue itself is read under the lock.
-        if self.to_ap_len.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        self.to_ap.lock().pop_into(buf, &self.to_ap_len)
+        // An empty queue costs a polling AP no lock (the DSP pushes under it).
+        take_datagram(&self.to_ap, buf)
     }
 }
 

@@ -3,6 +3,13 @@
 //! [`Link`]s. Every buffer is allocated at setup and moves between a queue's spare list and its
 //! waiting line by pointer: a frame is copied once, its own length, into a spare buffer, and the
 //! receiver reads it in place. Steady-state traffic allocates nothing.
+//!
+//! Not the simulators' shared queue (`fwipc_transport_api::fixture::HintQueue`, a ring of
+//! slots, which the FastRPC link and the loopback use), though each direction keeps the same
+//! length hint beside its lock: a receiver here hands each frame to its sink outside the lock
+//! (the sink may send) and reads it where it lies, which a ring slot cannot allow (the sender
+//! could refill it under the reader). A buffer instead leaves the queue by pointer and goes
+//! back to the spare list with the next frame's pop, one lock per frame.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -13,7 +13,6 @@ mod dgram_state;
 mod fixture;
 #[cfg(test)]
 mod forged_tests;
-mod queue;
 mod remote;
 #[cfg(test)]
 mod reset_tests;

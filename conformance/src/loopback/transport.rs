@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
+use fwipc_transport_api::fixture::HintQueue;
 use fwipc_transport_api::{
     BulkDir, BulkRequest, BulkResult, Caps, Counters, Deadline, Error, Lifecycle, Notification,
     ProtocolError, Request, Result, StartedTransfer, Stats, StdClock, Ticket, TransferState,
@@ -14,7 +15,6 @@ use fwipc_transport_api::{
 use spin::Mutex;
 
 use super::dgram_state::DgramState;
-use super::queue::Queue;
 use super::wire::{self, ReplyRecord};
 
 /// Transfers in flight at once.
@@ -26,7 +26,7 @@ const MAX_BULK: usize = 1 << 20;
 const NOTIFY_SLOTS: usize = 32;
 
 /// A request as queued for the remote.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ReqRecord {
     pub slot: u32,
     pub token: u32,
@@ -48,6 +48,20 @@ pub(crate) struct BulkOp {
     pub actual: usize,
 }
 
+/// An empty operation: what a [`HintQueue`] slot holds when no operation is queued there.
+impl Default for BulkOp {
+    fn default() -> Self {
+        BulkOp {
+            token: 0,
+            dir: BulkDir::Transmit,
+            buf: Vec::new(),
+            offset: 0,
+            len: 0,
+            actual: 0,
+        }
+    }
+}
+
 /// The loopback's part of a transfer's table entry.
 #[derive(Default)]
 pub(crate) struct Part {
@@ -63,10 +77,10 @@ pub(crate) struct Shared {
     /// The transfers.
     pub table: TransferTable<Part>,
     pub(crate) lc: Lifecycle,
-    pub requests: Queue<ReqRecord>,
-    pub replies: Queue<[u8; wire::RECORD_SIZE]>,
-    pub bulk_out: Queue<BulkOp>,
-    pub bulk_back: Queue<BulkOp>,
+    pub requests: HintQueue<ReqRecord>,
+    pub replies: HintQueue<[u8; wire::RECORD_SIZE]>,
+    pub bulk_out: HintQueue<BulkOp>,
+    pub bulk_back: HintQueue<BulkOp>,
     /// Bulk transfers sent and not yet taken off `bulk_back`: while 0, `process_replies` does not
     /// lock `bulk_back`. An upper bound (a shutdown drops queued ones without counting down).
     bulks_out: AtomicUsize,
@@ -95,10 +109,10 @@ impl LoopbackTransport {
             inner: Arc::new(Shared {
                 table: TransferTable::new(MAX_MSG, MAX_MSG_SIZE, TOKEN_BITS).expect("static sizes"),
                 lc: Lifecycle::new(),
-                requests: Queue::with_capacity(MAX_MSG),
-                replies: Queue::with_capacity(4 * MAX_MSG + 64),
-                bulk_out: Queue::with_capacity(MAX_MSG),
-                bulk_back: Queue::with_capacity(MAX_MSG),
+                requests: HintQueue::with_capacity(MAX_MSG),
+                replies: HintQueue::with_capacity(4 * MAX_MSG + 64),
+                bulk_out: HintQueue::with_capacity(MAX_MSG),
+                bulk_back: HintQueue::with_capacity(MAX_MSG),
                 bulks_out: AtomicUsize::new(0),
                 notes: Mutex::new(VecDeque::with_capacity(NOTIFY_SLOTS)),
                 dead: AtomicBool::new(false),

@@ -293,6 +293,8 @@ impl SimDsp {
                 }
             })
             .expect("spawn sim-dsp thread");
+        // Before the AP can send: every send from now on wakes this thread.
+        sh.link.set_dsp_thread(t.thread().clone());
         SimDsp {
             sh,
             thread: Mutex::new(Some(t)),
