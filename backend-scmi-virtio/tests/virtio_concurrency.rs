@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fwipc_scmi_virtio::sim::{ScmiFixture, SimDeviceConfig};
-use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture};
+use fwipc_scmi_virtio::sim::{default_platform, ScmiFixture, SimDevice, SimDeviceConfig, SimScmi};
+use fwipc_scmi_virtio::virtio::ScmiVirtioConfig;
+use fwipc_transport_api::fixture::{echo_reply, Fault, Fixture, RemoteControl};
 use fwipc_transport_api::{
     wait_done, Completion, Deadline, Error, Parker, Request, StdClock, ThreadParker, Ticket,
     Transport, TxOutcome, Wait,
@@ -267,12 +268,21 @@ fn mixed_polled_and_interrupt_reverse_order() {
 }
 
 /// Without any interrupt delivery, interrupt-mode transfers are still completed (and their wakers
-/// run) when a poller dequeues their replies: deferred, never lost.
+/// run) when a poller dequeues their replies: deferred, never lost. A transport configured for
+/// interrupts (`interrupts: true`, so it accepts wakers) whose device never gets its interrupt
+/// handler (the polled fixture says `interrupts: false`, so it is built here).
 #[test]
 fn poller_completes_interrupt_transfers_without_irq() {
-    let fx = ScmiFixture::with_config(Completion::Polled, 64, SimDeviceConfig::default());
-    let t = fx.transport();
-    fx.remote().set_fault(Fault::Hold);
+    let dev = SimDevice::start(SimDeviceConfig::default(), default_platform);
+    let cfg = ScmiVirtioConfig {
+        cmdq_size: Some(64),
+        clock: Some(std::sync::Arc::new(StdClock::new())),
+        ..ScmiVirtioConfig::default()
+    };
+    assert!(cfg.interrupts);
+    let scmi = SimScmi::new(dev.transport(), cfg).unwrap();
+    let t = &scmi;
+    dev.set_fault(Fault::Hold);
     let others: Vec<_> = (0..4u32)
         .map(|i| {
             let p = payload(100 + i);
@@ -294,8 +304,8 @@ fn poller_completes_interrupt_transfers_without_irq() {
     }
     let mine_p = payload(7);
     let mine = t.send(&Request::new(ECHO, &mine_p).polled()).unwrap();
-    fx.remote().set_fault(Fault::None);
-    fx.remote().release();
+    dev.set_fault(Fault::None);
+    dev.release();
     let clock = StdClock::new();
     wait_done(
         t,

@@ -69,6 +69,8 @@ impl ScmiFixture {
             eventq_size: Some(64),
             clock: Some(Arc::new(StdClock::new())),
             shutdown_timeout: Duration::from_secs(2),
+            // Polled, nothing calls `complete` (no interrupt handler is set below).
+            interrupts: mode == Completion::Interrupt,
             ..ScmiVirtioConfig::default()
         };
         let virtio = Arc::new(ScmiVirtio::new(dev.transport(), cfg).expect("virtio-scmi setup"));

@@ -146,12 +146,20 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             if let Some(w) = waker {
                 w.wake();
             }
-            // SeqCst: the holder side of the Dekker handshake with `complete` (unlock; fence; load
-            // flag) — either we see its flag here or its `try_lock` saw the lock free.
-            fence(Ordering::SeqCst);
-            // Relaxed: ordered by the fence above. Past the pass budget a pending request is
-            // left flagged for the next caller (see above).
-            let pass_due = passes < IRQ_PASS_BUDGET && self.irq_pending.load(Ordering::Relaxed);
+            // Without interrupts (`ScmiVirtioConfig::interrupts` false) nothing calls
+            // `complete`, so there is no handshake to hold up: `poll_done` drains the cmdq
+            // itself, and a flag left by a pass that met its budget is taken by the next
+            // release's first look (or the next `complete()`, should one come after all). The
+            // fence is the one full barrier of an uncontended release.
+            let pass_due = self.cfg.interrupts && {
+                // SeqCst: the holder side of the Dekker handshake with `complete` (unlock;
+                // fence; load flag) — either we see its flag here or its `try_lock` saw the
+                // lock free.
+                fence(Ordering::SeqCst);
+                // Relaxed: ordered by the fence above. Past the pass budget a pending request
+                // is left flagged for the next caller (see above).
+                passes < IRQ_PASS_BUDGET && self.irq_pending.load(Ordering::Relaxed)
+            };
             if !woke && !pass_due {
                 return;
             }

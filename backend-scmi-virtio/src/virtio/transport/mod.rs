@@ -166,7 +166,7 @@ pub struct ScmiVirtio<H: Hal, T: VirtioTransport> {
     /// Bytes of the response area after it (`8 + max_msg_size`).
     resp_cap: usize,
     features: ScmiFeatures,
-    cfg: ScmiVirtioConfig,
+    pub(super) cfg: ScmiVirtioConfig,
     /// The channel lock. Taken through `lock()` (whose guard runs pending interrupt passes and
     /// wakers at release); the interrupt path only ever tries it (see `irq_gate`).
     pub(super) state: spin::Mutex<State<H, T>>,
