@@ -101,21 +101,24 @@ type Irq = Box<dyn Fn() + Send + Sync>;
 /// One direction's queue and its length, stored under the queue's lock whenever it changes and
 /// read without it: a receiver that finds nothing waiting takes no lock, so a side polling an
 /// empty queue reads a line the sender keeps shared instead of taking it away on every turn.
+///
+/// The lock is a `spin` lock, held for one frame's push or pop: one read-modify-write per pass,
+/// where a `std` mutex's release is a second.
 struct Dir {
-    q: Mutex<Queue>,
+    q: spin::Mutex<Queue>,
     waiting: AtomicUsize,
 }
 
 impl Dir {
     fn new() -> Self {
         Dir {
-            q: Mutex::new(Queue::new()),
+            q: spin::Mutex::new(Queue::new()),
             waiting: AtomicUsize::new(0),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> spin::MutexGuard<'_, Queue> {
+        self.q.lock()
     }
 
     /// Store the waiting count (under the lock `q` is).

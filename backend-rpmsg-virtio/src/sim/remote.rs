@@ -35,14 +35,16 @@ struct Held {
 pub struct SimRemote<E: RemoteEnd = DeviceEnd> {
     pub(crate) end: E,
     pub(crate) peer: PeerLog,
-    node: Mutex<Node>,
+    /// `spin` locks, `node` and `seen`: taken once per request each, for a parse or a log
+    /// entry (a `std` mutex costs two read-modify-writes a pass, a spin lock one).
+    node: spin::Mutex<Node>,
     echo_addr: AtomicU32,
     fault: Mutex<Fault>,
     /// Whether `fault` is other than `Fault::None`: without one, a request is served without
     /// a look at `fault` (a std mutex costs two read-modify-writes).
     faulted: AtomicBool,
     held: Mutex<Vec<Held>>,
-    seen: Mutex<TagLog>,
+    seen: spin::Mutex<TagLog>,
     received: AtomicU64,
     mode: SimModeSwitch,
     thread: Mutex<Option<std::thread::Thread>>,
@@ -67,12 +69,12 @@ impl<E: RemoteEnd> SimRemote<E> {
         let r = SimRemote {
             end,
             peer: PeerLog::new(),
-            node: Mutex::new(Node::new(Role::Device, 4, 8, true)),
+            node: spin::Mutex::new(Node::new(Role::Device, 4, 8, true)),
             echo_addr: AtomicU32::new(0),
             fault: Mutex::new(Fault::None),
             faulted: AtomicBool::new(false),
             held: Mutex::new(Vec::with_capacity(HELD_MAX)),
-            seen: Mutex::new(TagLog::new()),
+            seen: spin::Mutex::new(TagLog::new()),
             received: AtomicU64::new(0),
             mode: SimModeSwitch::new(),
             thread: Mutex::new(None),
@@ -84,7 +86,7 @@ impl<E: RemoteEnd> SimRemote<E> {
 
     /// (Re)create the node, bind the echo endpoint and announce it.
     fn start_services(&self) {
-        let mut node = lock(&self.node);
+        let mut node = self.node.lock();
         *node = Node::new(Role::Device, 4, 8, true);
         let name = Name::new(super::ECHO_NAME).expect("static name");
         let addr = node.bind(name, ADDR_ANY).expect("empty table");
@@ -100,7 +102,7 @@ impl<E: RemoteEnd> SimRemote<E> {
     /// Bind another endpoint `name` on the remote (it serves nothing) and announce it; returns
     /// its address.
     pub fn bind_service(&self, name: &[u8]) -> Option<u32> {
-        let mut node = lock(&self.node);
+        let mut node = self.node.lock();
         let addr = node.bind(Name::new(name).ok()?, ADDR_ANY).ok()?;
         let mut frame = [0u8; BUF_SIZE];
         let n = node.announce(addr, false, &mut frame).ok()??;
@@ -111,7 +113,7 @@ impl<E: RemoteEnd> SimRemote<E> {
 
     /// Announce the destruction of the remote endpoint at `addr`, then unbind it.
     pub fn unbind_service(&self, addr: u32) -> bool {
-        let mut node = lock(&self.node);
+        let mut node = self.node.lock();
         let mut frame = [0u8; BUF_SIZE];
         let Ok(Some(n)) = node.announce(addr, true, &mut frame) else {
             return false;
@@ -138,7 +140,7 @@ impl<E: RemoteEnd> SimRemote<E> {
     /// The address the driver announced for its notification endpoint.
     pub fn driver_notify_addr(&self) -> Option<u32> {
         let name = Name::new(NOTIFY_NAME).ok()?;
-        lock(&self.node).services().lookup(&name)
+        self.node.lock().services().lookup(&name)
     }
 
     /// The device's side of the buffers.
@@ -177,7 +179,7 @@ impl<E: RemoteEnd> SimRemote<E> {
     }
 
     fn serve(&self, frame: &[u8]) {
-        let d = lock(&self.node).receive(frame);
+        let d = self.node.lock().receive(frame);
         let f = match d {
             Ok(Delivery::Message(f)) if f.dst == self.echo_addr() => f,
             Ok(Delivery::NameService(a) | Delivery::PeerRestarted(a)) => {
@@ -196,7 +198,7 @@ impl<E: RemoteEnd> SimRemote<E> {
             }
         };
         let req = f.payload(frame);
-        lock(&self.seen).log(req);
+        self.seen.lock().log(req);
         let mut reply = [0u8; MAX_PAYLOAD];
         let out = &mut reply[..req.len()];
         for (o, i) in out.iter_mut().zip(req) {
@@ -270,7 +272,7 @@ impl<E: RemoteEnd> RemoteControl for SimRemote<E> {
     }
 
     fn take_seen_tags(&self) -> Vec<u32> {
-        lock(&self.seen).take()
+        self.seen.lock().take()
     }
 
     fn received(&self) -> u64 {

@@ -4,6 +4,7 @@
 //! refuses such a frame or delivers one consistent version of it (header and payload from the
 //! same copy, never a length its copy's checks did not pass).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Prefix of garbage (`RemoteControl::inject_garbage`) that arms the double-fetch fault instead
@@ -62,21 +63,37 @@ impl Rewrite {
 
 /// The armed fault: how many frames are still to be rewritten, and how.
 #[derive(Debug, Default)]
-pub(crate) struct Rewriter(Mutex<(u8, Rewrite)>);
+pub(crate) struct Rewriter {
+    order: Mutex<(u8, Rewrite)>,
+    /// Whether `order` has frames left to rewrite; changed under its lock, read without it, so
+    /// a frame published with nothing armed (every frame without the fault) takes no lock.
+    armed: AtomicBool,
+}
 
 impl Rewriter {
     /// Rewrite the next `count` frames with `r`.
     pub(crate) fn arm(&self, count: u8, r: Rewrite) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = (count, r);
+        let mut g = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        *g = (count, r);
+        // Release: pairs with the Acquire in `take`; stored under the lock, so it follows
+        // every change of the count.
+        self.armed.store(count != 0, Ordering::Release);
     }
 
-    /// The rewrite for the frame being published now, if armed (counts it).
+    /// The rewrite for the frame being published now, if armed (counts it). A frame published
+    /// while another thread arms the fault may or may not be the first one rewritten.
     pub(crate) fn take(&self) -> Option<Rewrite> {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Acquire: pairs with `arm`; the order itself is read under the lock.
+        if !self.armed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut g = self.order.lock().unwrap_or_else(|e| e.into_inner());
         if g.0 == 0 {
             return None;
         }
         g.0 -= 1;
+        // Relaxed: under the lock, as in `arm`.
+        self.armed.store(g.0 != 0, Ordering::Relaxed);
         Some(g.1)
     }
 }
