@@ -25,11 +25,9 @@ impl PacketChannel for Silent {
 /// The session's one payload region on the bus (the bus's first allocation, context bank 1).
 const PAYLOAD: u64 = 0x1_1000_0000;
 
-/// A payload region left dirty by earlier calls (0xEE everywhere, fd list included) gets its
-/// metadata rewritten whole, the fd and CRC lists zeroed, and the in-buffer copied; the padding
-/// and the out-buffer space keep their bytes (the AP does not write them).
-#[test]
-fn only_metadata_and_in_copies_reach_the_region() {
+/// A bus, a channel on it whose DSP never answers ([`Silent`]), and a session of that channel
+/// with one 4 KiB payload buffer ([`PAYLOAD`]).
+fn one_payload_session() -> (SimBus, Channel, crate::Session) {
     let bus = SimBus::new();
     let cfg = ChannelConfig::new(Domain::Cdsp)
         .with_banks(vec![Bank::new(1, 1)])
@@ -43,6 +41,15 @@ fn only_metadata_and_in_copies_reach_the_region() {
         Wait::Poll,
     );
     let s = ch.open_session(wait).unwrap();
+    (bus, ch, s)
+}
+
+/// A payload region left dirty by earlier calls (0xEE everywhere, fd list included) gets its
+/// metadata rewritten whole, the fd and CRC lists zeroed, and the in-buffer copied; the padding
+/// and the out-buffer space keep their bytes (the AP does not write them).
+#[test]
+fn only_metadata_and_in_copies_reach_the_region() {
+    let (bus, _ch, s) = one_payload_session();
     assert!(bus.write(PAYLOAD, &[0xEE; 4096]));
 
     // In-buffer (10 bytes) below the out-buffer (64 bytes) in the caller's memory.
@@ -100,19 +107,7 @@ fn answer(ch: &Channel, t: &crate::InvokeTicket) {
 /// repeated call rewrites").
 #[test]
 fn a_repeated_finished_call_rewrites_only_the_dsp_words() {
-    let bus = SimBus::new();
-    let cfg = ChannelConfig::new(Domain::Cdsp)
-        .with_banks(vec![Bank::new(1, 1)])
-        .with_contexts(4)
-        .with_payloads(1, 4096)
-        .with_max_args(4);
-    let ch = Channel::new(cfg, Arc::new(Silent), Arc::new(bus.clone())).unwrap();
-    let wait = CallWait::new(
-        Arc::new(StdClock::new()),
-        Duration::from_secs(2),
-        Wait::Poll,
-    );
-    let s = ch.open_session(wait).unwrap();
+    let (bus, ch, s) = one_payload_session();
     let mut user = vec![0u8; 0x2000];
     let (lo, hi) = user.split_at_mut(0x1000);
     lo[..10].copy_from_slice(b"0123456789");
