@@ -63,3 +63,53 @@ fn legacy_device_refused() {
     let r = ScmiVirtio::<SimHal, _>::new(dev.transport(), ScmiVirtioConfig::default());
     assert_eq!(r.err(), Some(ScmiVirtioError::LegacyDevice));
 }
+
+/// A transport configured without interrupts (`ScmiVirtioConfig::interrupts` false, as the
+/// polled fixture is) asks the device for none on either queue, with `EVENT_IDX` (a
+/// `used_event` it never re-arms) and without (`VIRTQ_AVAIL_F_NO_INTERRUPT`), and again after a
+/// device reset: its round trips cost the device no interrupt. One with interrupts gets one per
+/// round trip.
+#[test]
+fn a_transport_without_interrupts_asks_for_none() {
+    let clock = StdClock::new();
+    let rounds = |fx: &ScmiFixture, n: usize| {
+        let mut out = [0u8; 16];
+        for i in 0..n {
+            let payload = [i as u8; 4];
+            let req = Request::new(ECHO, &payload).polled();
+            let got = call(
+                fx.transport(),
+                &clock,
+                &req,
+                &mut out,
+                Duration::from_secs(5),
+                Wait::Poll,
+            )
+            .unwrap();
+            assert_eq!(&out[..got], &[!(i as u8); 4]);
+        }
+    };
+    for offer_event_idx in [true, false] {
+        let dev_cfg = SimDeviceConfig {
+            offer_event_idx,
+            ..SimDeviceConfig::default()
+        };
+        let fx = ScmiFixture::with_config(Completion::Polled, 64, dev_cfg);
+        rounds(&fx, 40);
+        fx.virtio().reset_device().unwrap();
+        rounds(&fx, 40);
+        let (raised, suppressed) = fx.device().interrupts();
+        assert_eq!(
+            raised, 0,
+            "interrupts raised for a polled transport (EVENT_IDX offered: {offer_event_idx})"
+        );
+        assert!(suppressed >= 80, "{suppressed} suppressed");
+
+        let fx = ScmiFixture::with_config(Completion::Interrupt, 64, dev_cfg);
+        rounds(&fx, 40);
+        assert!(
+            fx.device().interrupts().0 >= 40,
+            "a transport with interrupts asks for them"
+        );
+    }
+}

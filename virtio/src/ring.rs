@@ -509,7 +509,8 @@ impl<H: Hal> SplitRing<H> {
     /// element interrupts anyway. An element published between the read and the store is not
     /// signalled; the one after it is.
     pub fn arm_for_next_used(&mut self) {
-        if !self.event_idx {
+        // A queue whose interrupts are suppressed stays so ([`SplitRing::suppress_interrupts`]).
+        if !self.event_idx || self.no_interrupts {
             return;
         }
         let dev = self.device_used_idx();

@@ -14,7 +14,9 @@ use super::guest_mem::{atomic_u16, read_desc, read_mem_into, write_mem, write_us
 use super::{lock, Dev, PlatformFactory, QueueCfg, Reply, MAX_DEVICE_BUF, SPARE_MAX};
 use crate::header::{Header, HEADER_LEN, RESERVED_MASK};
 use crate::platform::{FWIPC_TEST_ECHO, FWIPC_TEST_PROTOCOL};
-use crate::virtio::ring::{vring_need_event, Descriptor, DESC_F_NEXT, DESC_F_WRITE};
+use crate::virtio::ring::{
+    vring_need_event, Descriptor, AVAIL_F_NO_INTERRUPT, DESC_F_NEXT, DESC_F_WRITE,
+};
 use crate::virtio::ScmiFeatures;
 
 impl Dev {
@@ -148,6 +150,17 @@ impl Dev {
             let event = u16::from_le(ue.load(Ordering::Acquire));
             let old = q.used_idx.wrapping_sub(n);
             if !vring_need_event(event, q.used_idx, old) {
+                self.irqs_suppressed += 1;
+                return;
+            }
+        } else {
+            // Without EVENT_IDX the driver's flags word asks (virtio 1.2 §2.7.10: with
+            // `VIRTQ_AVAIL_F_NO_INTERRUPT` set the device should not interrupt).
+            // SAFETY: `avail.flags` lies inside the live driver area of this queue.
+            let flags = unsafe { atomic_u16(q.driver + l.avail_flags() as u64) };
+            // Relaxed: a hint from the driver, read after our `used.idx` store; a flag set
+            // or cleared concurrently is taken or missed, as the spec allows.
+            if u16::from_le(flags.load(Ordering::Relaxed)) & AVAIL_F_NO_INTERRUPT != 0 {
                 self.irqs_suppressed += 1;
                 return;
             }

@@ -119,9 +119,13 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             Ok(s) => s,
             Err(e) => return fail(&mut transport, e),
         };
-        let Some(cmdq) = SplitRing::<H>::new(size, event_idx) else {
+        let Some(mut cmdq) = SplitRing::<H>::new(size, event_idx) else {
             return fail(&mut transport, ScmiVirtioError::DmaAlloc);
         };
+        if !config.interrupts {
+            // Nothing takes an interrupt: ask the device to raise none (`poll_done` drains).
+            cmdq.suppress_interrupts();
+        }
         let (d, a, u) = cmdq.addrs();
         transport.queue_set(CMDQ, size as u32, d, a, u);
         let nslots = (size as usize / 2).min(MAX_MESSAGES);
@@ -144,9 +148,13 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 Ok(s) => s,
                 Err(e) => return fail(&mut transport, e),
             };
-            let Some(ring) = SplitRing::<H>::new(size, event_idx) else {
+            let Some(mut ring) = SplitRing::<H>::new(size, event_idx) else {
                 return fail(&mut transport, ScmiVirtioError::DmaAlloc);
             };
+            if !config.interrupts {
+                // As the cmdq's (`fetch_notification` and `poll_rx` drain).
+                ring.suppress_interrupts();
+            }
             let (d, a, u) = ring.addrs();
             transport.queue_set(EVENTQ, size as u32, d, a, u);
             let buf_size = config
