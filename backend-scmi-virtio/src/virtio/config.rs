@@ -29,9 +29,11 @@ pub struct ScmiVirtioConfig {
     /// (or a thread woken by it). `false`: nothing will, so every transfer is served by polling
     /// whatever completion mode its request names: `poll_done` drains the cmdq for it and
     /// `register_waker` declines (waiters poll in naps), instead of a request in interrupt mode
-    /// waiting out its whole timeout; and releasing the channel lock skips the full barrier
-    /// that orders it against a concurrent `complete` (`irq_gate`), one per channel call. A
-    /// polled-only embedder should say so. Default `true`.
+    /// waiting out its whole timeout; releasing the channel lock skips the full barrier that
+    /// orders it against a concurrent `complete` (`irq_gate`), one per channel call; and both
+    /// queues ask the device for no interrupts (`VIRTQ_AVAIL_F_NO_INTERRUPT`, or with
+    /// `EVENT_IDX` a `used_event` that is never re-armed; virtio 1.2 §2.7.10), which a device
+    /// may still send. A polled-only embedder should say so. Default `true`.
     pub interrupts: bool,
     /// Negotiate `VIRTIO_F_RING_EVENT_IDX` when offered (both queues then suppress kicks and
     /// interrupts through `avail_event`/`used_event`); false keeps the flags-word scheme.
