@@ -71,6 +71,14 @@ pub struct VirtioLinkConfig {
     pub event_idx: bool,
     /// How long a device reset may take before it counts as unconfirmed.
     pub reset_timeout: Duration,
+    /// Whether the embedder takes the receive queue's interrupt (and calls
+    /// `RpmsgTransport::handle_interrupt` from it). `false`, for a polled transport
+    /// (`RpmsgConfig::interrupts` false): the receive queue asks the device for no interrupts
+    /// (`VIRTQ_AVAIL_F_NO_INTERRUPT`, or with `EVENT_IDX` a `used_event` never re-armed;
+    /// virtio 1.2 §2.7.10), so a drain that finds it empty re-arms nothing behind a full
+    /// barrier, and [`Link::receive`] does not read and acknowledge the interrupt status.
+    /// Default `true`.
+    pub interrupts: bool,
 }
 
 impl Default for VirtioLinkConfig {
@@ -79,6 +87,7 @@ impl Default for VirtioLinkConfig {
             queue_size: None,
             event_idx: true,
             reset_timeout: Duration::from_millis(100),
+            interrupts: true,
         }
     }
 }
@@ -306,6 +315,10 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
         // Transmit buffers are taken back when a sender needs one: no transmit interrupts
         // (Linux's `rpmsg_probe` disables the transmit queue's callback likewise).
         tx.ring.suppress_interrupts();
+        if !cfg.interrupts {
+            // Nobody takes the receive interrupt either: `receive` is called by pollers.
+            rx.ring.suppress_interrupts();
+        }
         // Linux prepares the kick before DRIVER_OK and notifies after it.
         let kick = rx.ring.should_notify();
         negotiate::driver_ok(&mut transport);
@@ -519,7 +532,9 @@ impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink
         if !self.up() {
             return 0;
         }
-        let _ = self.transport.lock().ack_interrupt();
+        if self.cfg.interrupts {
+            let _ = self.transport.lock().ack_interrupt();
+        }
         let mut frame = [0u8; BUF_SIZE];
         let mut taken = 0;
         let mut reposted = false;

@@ -187,10 +187,11 @@ fn a_flood_of_used_elements_is_drained_in_bounded_passes() {
 }
 
 /// With `RING_EVENT_IDX`, a drain that stopped at its budget still gets the device's next
-/// interrupt (the backlog is not stranded behind a stale `used_event`).
+/// interrupt (the backlog is not stranded behind a stale `used_event`). A polled transport over
+/// a link that asks for receive interrupts (the polled fixture's link asks for none, below).
 #[test]
 fn budget_hit_rearms_the_interrupt() {
-    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    let fx = RpmsgRingFixture::with_link_interrupts(Completion::Polled, true);
     assert!(fx.remote().set_sim_mode(SimMode::Stepped));
     let link = fx.transport().link();
     let budget = RpmsgConfig::default().rx_budget.min(DGRAM_RX_BUFS);
@@ -273,5 +274,30 @@ fn transmit_completions_ask_for_no_interrupt() {
             })
             .unwrap();
         assert!(rx_wants, "event_idx {event_idx}: receive interrupts off");
+    }
+}
+
+/// A polled transport's link asks the device for no receive interrupts
+/// (`VirtioLinkConfig::interrupts` false, as the polled fixture sets it): frames the device
+/// hands over raise none. Over a link that asks for them, the same frames do.
+#[test]
+fn a_polled_link_asks_for_no_receive_interrupts() {
+    for link_interrupts in [false, true] {
+        let fx = RpmsgRingFixture::with_link_interrupts(Completion::Polled, link_interrupts);
+        assert!(fx.remote().set_sim_mode(SimMode::Stepped));
+        let link = fx.transport().link();
+        let _ = link.with_transport(|t| t.ack_interrupt());
+        for _ in 0..3 {
+            dev(&fx).send(&[0u8; HDR_SIZE]).expect("a receive buffer");
+        }
+        let isr = link.with_transport(|t| t.ack_interrupt());
+        assert_eq!(
+            isr.contains(InterruptStatus::QUEUE_INTERRUPT),
+            link_interrupts,
+            "receive interrupts raised (the link asked for them: {link_interrupts})"
+        );
+        fx.transport().handle_interrupt();
+        assert!(fx.remote().set_sim_mode(SimMode::Normal));
+        echo_ok(&fx);
     }
 }

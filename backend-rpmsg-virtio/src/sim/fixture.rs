@@ -40,8 +40,9 @@ pub trait SimLinks: Send + Sync + 'static {
     type Driver: Link;
     /// The device's end.
     type Device: RemoteEnd;
-    /// Both ends, connected, and whether the name service is on.
-    fn build() -> (Self::Driver, Self::Device, bool);
+    /// Both ends, connected, and whether the name service is on; `interrupts`: whether the
+    /// transport over them takes interrupts (`RpmsgConfig::interrupts`).
+    fn build(interrupts: bool) -> (Self::Driver, Self::Device, bool);
 }
 
 /// The in-memory queues.
@@ -52,7 +53,7 @@ impl SimLinks for QueueLinks {
     const NAME: &'static str = "rpmsg-virtio";
     type Driver = DriverEnd;
     type Device = DeviceEnd;
-    fn build() -> (DriverEnd, DeviceEnd, bool) {
+    fn build(_interrupts: bool) -> (DriverEnd, DeviceEnd, bool) {
         let q = Queues::new();
         (DriverEnd(q.clone()), DeviceEnd(q), true)
     }
@@ -66,12 +67,15 @@ impl SimLinks for RingLinks {
     const NAME: &'static str = "rpmsg-virtio-ring";
     type Driver = RingDriver;
     type Device = RingDevice;
-    fn build() -> (RingDriver, RingDevice, bool) {
+    fn build(interrupts: bool) -> (RingDriver, RingDevice, bool) {
         let dev = RingDevice::new(true);
         let link = VirtioLink::new(
             dev.transport(),
             StdClock::new(),
-            VirtioLinkConfig::default(),
+            VirtioLinkConfig {
+                interrupts,
+                ..VirtioLinkConfig::default()
+            },
         )
         .expect("rpmsg ring link set-up");
         let ns = link.name_service();
@@ -107,14 +111,12 @@ impl<K: SimLinks> RpmsgFixtureOf<K> {
     pub fn sim(&self) -> &SimRemote<K::Device> {
         &self.remote
     }
-}
 
-impl<K: SimLinks> Fixture for RpmsgFixtureOf<K> {
-    type T = RpmsgTransport<K::Driver, StdClock>;
-    const NAME: &'static str = K::NAME;
-
-    fn setup(completion: Completion) -> Self {
-        let (driver, device, name_service) = K::build();
+    /// A fixture in `completion` mode whose link asks for receive interrupts or not
+    /// (`link_interrupts`; [`Fixture::setup`] asks for them exactly in interrupt mode): a polled
+    /// transport over a link that takes interrupts, for tests of the link's interrupt requests.
+    pub fn with_link_interrupts(completion: Completion, link_interrupts: bool) -> Self {
+        let (driver, device, name_service) = K::build(link_interrupts);
         let cfg = RpmsgConfig {
             interrupts: completion == Completion::Interrupt,
             name_service,
@@ -160,6 +162,15 @@ impl<K: SimLinks> Fixture for RpmsgFixtureOf<K> {
             mode: completion,
             echo,
         }
+    }
+}
+
+impl<K: SimLinks> Fixture for RpmsgFixtureOf<K> {
+    type T = RpmsgTransport<K::Driver, StdClock>;
+    const NAME: &'static str = K::NAME;
+
+    fn setup(completion: Completion) -> Self {
+        Self::with_link_interrupts(completion, completion == Completion::Interrupt)
     }
 
     fn modes() -> &'static [Completion] {
