@@ -300,15 +300,19 @@ impl<H: Hal> SplitRing<H> {
     }
 
     /// Back to the just-allocated state, for re-initialisation after a device reset (no
-    /// allocation). The device must be reset (not accessing the rings). Interrupts are asked
-    /// for again ([`SplitRing::suppress_interrupts`] is undone).
+    /// allocation). The device must be reset (not accessing the rings). A queue whose
+    /// interrupts were suppressed ([`SplitRing::suppress_interrupts`]) stays so: how the driver
+    /// takes the queue's completions is its own choice, not the device's state, so the request
+    /// is written again into the zeroed ring.
     pub fn reset(&mut self) {
         self.driver.zero();
         self.device.zero();
         self.avail_idx = 0;
         self.last_used = 0;
         self.kick_old = 0;
-        self.no_interrupts = false;
+        if self.no_interrupts {
+            self.suppress_interrupts();
+        }
     }
 
     /// Ask the device not to interrupt for this queue's used elements, for a queue whose

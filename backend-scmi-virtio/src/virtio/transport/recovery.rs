@@ -63,21 +63,14 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             st.failure = Some(ScmiVirtioError::FeaturesRejected);
             return Err(ScmiVirtioError::FeaturesRejected);
         }
-        let quiet = !self.cfg.interrupts;
         if let Some(r) = cmdq.as_mut() {
+            // Keeps the interrupt suppression of a transport without interrupts (setup).
             r.reset();
-            if quiet {
-                // As at setup: the reset cleared the suppression with the rings.
-                r.suppress_interrupts();
-            }
             let (d, a, u) = r.addrs();
             transport.queue_set(CMDQ, u32::from(r.size()), d, a, u);
         }
         if let Some(q) = eventq.as_mut() {
             q.ring.reset();
-            if quiet {
-                q.ring.suppress_interrupts();
-            }
             let (d, a, u) = q.ring.addrs();
             transport.queue_set(EVENTQ, u32::from(q.ring.size()), d, a, u);
         }
