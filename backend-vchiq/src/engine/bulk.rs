@@ -132,7 +132,7 @@ impl Vchiq {
             let q = s.queue(dir);
             q.local.push_back(entry);
             let pending_remote = !q.remote.is_empty();
-            g.bulks_dirty = true;
+            g.mark_bulk_port(h.port());
             pending_remote
         };
         drop(g);

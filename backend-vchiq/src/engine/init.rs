@@ -226,7 +226,9 @@ impl Vchiq {
             pending: VecDeque::with_capacity(64),
             tx_freed: false,
             loan: Default::default(),
+            bulk_ports: vec![0u64; max.div_ceil(64)],
             bulks_dirty: false,
+            tx_blocked_any: false,
         };
         log::debug!(target: "vchiq", "{role:?} initialised: data slots {}..={}", local_part.first, local_part.last);
         Ok(Vchiq {

@@ -31,11 +31,15 @@ impl PollGate {
         }
     }
 
-    /// Ask for a poll round (whoever polls next, or the running poller, does it).
-    pub(crate) fn request(&self) {
+    /// Ask for a poll round (whoever polls next, or the running poller, does it). Returns
+    /// whether a poller held the gate when the request landed: then that poller serves it
+    /// (its `leave` finds AGAIN in the same word and goes round again, or it stopped at its
+    /// budget with [`PollGate::leave_keep_request`] and asks the platform for a poll itself),
+    /// so the caller need not ask for one. `false`: nobody is polling, someone must.
+    pub(crate) fn request(&self) -> bool {
         // Release: what the requester did before (e.g. `kick`'s local signal) is visible to the
         // poller whose `take_request` (AcqRel) reads the bit.
-        self.state.fetch_or(AGAIN, Ordering::Release);
+        self.state.fetch_or(AGAIN, Ordering::Release) & BUSY != 0
     }
 
     /// Whether a round was requested and not yet started (the worker must not sleep).
@@ -171,6 +175,21 @@ mod tests {
         assert!(!g.requested());
         assert!(g.enter(), "open again");
         assert!(!g.leave());
+    }
+
+    /// `request` says whether a poller held the gate (it serves the request) or nobody did (the
+    /// caller must have one run: `Vchiq::kick` asks the platform only then).
+    #[test]
+    fn request_reports_whether_a_poller_will_serve_it() {
+        let g = PollGate::new();
+        assert!(!g.request(), "nobody polling");
+        assert!(g.enter());
+        assert!(g.take_request());
+        assert!(g.request(), "the holder serves it");
+        assert!(g.leave(), "and goes round again for it");
+        assert!(g.take_request());
+        assert!(!g.leave());
+        assert!(!g.request(), "the gate is open again");
     }
 
     /// A poller that stops at its budget opens the gate but keeps a loser's request pending for

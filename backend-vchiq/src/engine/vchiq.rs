@@ -241,9 +241,26 @@ pub(crate) struct Inner {
     pub tx_freed: bool,
     /// The slot loan out, if any (`tx_loan.rs`).
     pub loan: crate::engine::slot_loan::LoanState,
-    /// Master: a bulk request was queued (local or remote) since `master_process_bulks` last
-    /// found nothing it could pair, so its scan of every service is due again.
+    /// Master: ports with a bulk request queued (local or remote) that `master_process_bulks`
+    /// has not yet paired or found unpairable, one bit per port ([`Inner::mark_bulk_port`]).
+    /// Only these are looked at, not every service.
+    pub bulk_ports: Vec<u64>,
+    /// Whether any bit of `bulk_ports` is set (a round with no bulk work looks at this only).
     pub bulks_dirty: bool,
+    /// Whether a service was refused with `Retry` (`tx_blocked`) since `notify_tx_space` last
+    /// looked, so only then does it walk the services.
+    pub tx_blocked_any: bool,
+}
+
+impl Inner {
+    /// A bulk request was queued on `port` (local or remote): the master looks at it on its
+    /// next round.
+    pub(crate) fn mark_bulk_port(&mut self, port: usize) {
+        if let Some(w) = self.bulk_ports.get_mut(port / 64) {
+            *w |= 1 << (port % 64);
+            self.bulks_dirty = true;
+        }
+    }
 }
 
 /// One VCHIQ instance over a shared region, in one role.
@@ -494,14 +511,22 @@ impl Vchiq {
     }
 
     /// Ask for another poll round (e.g. after a handler returned [`Deliver::Retry`]): a local
-    /// signal of our trigger plus the platform's `request_poll`.
+    /// signal of our trigger, a request at the poll gate, and the platform's `request_poll`
+    /// unless a poller holds the gate.
+    ///
+    /// A poller holding the gate when the request lands runs another round for it, or, stopped
+    /// at its budget, calls `request_poll` itself (`PollGate::request`); asking the platform
+    /// as well would only wake a worker (on the simulator, a futex system call) for a round
+    /// that is already due. That is the common case of a handler queueing a bulk transfer or
+    /// a message from its callback, which runs inside `poll`. The round that takes the request
+    /// also clears a receive stall (`rx_stalled`), so the kick need not take the lock for it.
     pub fn kick(&self) {
-        self.inner.lock().rx_stalled = false;
         if let Some(e) = self.ev_words(self.local_off, off::TRIGGER) {
             remote_event::signal_local(e);
         }
-        self.poll_gate.request();
-        self.platform.request_poll();
+        if !self.poll_gate.request() {
+            self.platform.request_poll();
+        }
     }
 
     /// Deliver deferred events, one at a time, with no lock held.
@@ -534,6 +559,7 @@ impl Vchiq {
         if let Some(Some(s)) = g.services.get_mut(h.port()) {
             if s.handle == h {
                 s.tx_blocked = true;
+                g.tx_blocked_any = true;
             }
         }
     }
@@ -542,7 +568,7 @@ impl Vchiq {
     /// since. Bounded: a refusal arms it once, and only returned resources fire it (a handler
     /// refused again inside its `TxSpace` callback waits for the next real return).
     pub(crate) fn notify_tx_space(g: &mut Inner) {
-        if !core::mem::take(&mut g.tx_freed) {
+        if !core::mem::take(&mut g.tx_freed) || !core::mem::take(&mut g.tx_blocked_any) {
             return;
         }
         for s in g.services.iter_mut().flatten() {

@@ -148,3 +148,60 @@ impl RemoteControl for VchiqFixture {
         self.pair.step_master()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fwipc_transport_api::{BulkDir, BulkRequest, Transport};
+
+    use super::*;
+
+    /// A bulk transmit through the transport, the VideoCore stepped on this thread until done.
+    fn bulk_echo(fx: &VchiqFixture, len: usize) {
+        let t = fx.transport();
+        let req = BulkRequest {
+            target: ECHO_FOURCC,
+            dir: BulkDir::Transmit,
+            buf: vec![0x5a; len],
+            offset: 0,
+            len,
+        };
+        let ticket = t.bulk(req).map_err(|(e, _)| e).expect("bulk");
+        for _ in 0..1_000 {
+            fx.step();
+            if t.poll_done(&ticket).expect("poll_done") {
+                let r = t.take_bulk(ticket).map_err(|(e, _)| e).expect("take_bulk");
+                assert_eq!(r.actual, len);
+                return;
+            }
+        }
+        panic!("bulk of {len} bytes not done after 1,000 steps");
+    }
+
+    /// The echo service queues its side of a bulk from its callback, inside the VideoCore's
+    /// `poll`; the kick that asks for the pairing round finds the poll gate held and leaves the
+    /// round to that poller, asking the platform for nothing (on the simulator a `request_poll`
+    /// rings the VideoCore's own bell, a futex call). A kick with nobody polling still asks.
+    #[test]
+    fn a_kick_while_polling_asks_the_platform_for_no_poll() {
+        let fx = VchiqFixture::setup(Completion::Polled);
+        assert!(fx.set_sim_mode(SimMode::Stepped));
+        bulk_echo(&fx, 4096);
+        let before = fx.pair().rings().0;
+        for _ in 0..8 {
+            bulk_echo(&fx, 4096);
+        }
+        assert_eq!(
+            fx.pair().rings().0,
+            before,
+            "a bulk paired inside the VideoCore's poll rang its bell"
+        );
+        fx.pair().master().kick();
+        assert_eq!(
+            fx.pair().rings().0,
+            before + 1,
+            "a kick with nobody polling must ask the platform for a poll"
+        );
+        fx.step();
+        assert!(fx.set_sim_mode(SimMode::Normal));
+    }
+}

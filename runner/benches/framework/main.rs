@@ -31,7 +31,8 @@
 //! prints instructions and atomic read-modify-writes per inline round trip instead, counted by
 //! callgrind ([`instr`]). `--parked` runs (c) alone (with `--samples N` and `--only NAME`, a
 //! quick before/after comparison of the interrupt-style path); `--bulk-only` likewise runs (e)
-//! alone (7 samples, or `--samples N`).
+//! alone (7 samples, or `--samples N`). `--profile NAME` runs only inline round trips of one
+//! backend (`--bulk SIZE`: only its bulk round trips of that size), for a profiler.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -699,7 +700,7 @@ fn main() {
         return;
     }
     // `--profile NAME`: only inline round trips of that backend for 5 s (or `--rounds N` of
-    // them), nothing else (for a profiler).
+    // them; `--bulk SIZE`: bulk round trips of that size), nothing else (for a profiler).
     if let Some(name) = args
         .iter()
         .position(|a| a == "--profile")
@@ -718,6 +719,29 @@ fn main() {
             .position(|a| a == "--rounds")
             .and_then(|i| args.get(i + 1))
             .and_then(|n| n.parse().ok());
+        // `--bulk SIZE`: bulk round trips of SIZE bytes (transmit, then receive back) instead,
+        // `--rounds N` of them or for 5 s (for a profile of (e) at one size).
+        let bulk: Option<usize> = args
+            .iter()
+            .position(|a| a == "--bulk")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok());
+        if let Some(size) = bulk {
+            let rounds = fixed.unwrap_or_else(|| bulk::rounds_for(size, false));
+            let start = Instant::now();
+            let mut n = 0u64;
+            loop {
+                b.bulk_round(size, rounds)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                n += rounds;
+                if fixed.is_some() || start.elapsed() >= Duration::from_secs(5) {
+                    break;
+                }
+            }
+            eprintln!("{n} bulk round trips of {size} bytes");
+            let _ = b.set_mode(SimMode::Normal);
+            return;
+        }
         let mut n = 0u64;
         if let Some(rounds) = fixed {
             b.check(1_000).unwrap_or_else(|e| panic!("{name}: {e}"));
