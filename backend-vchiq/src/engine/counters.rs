@@ -8,13 +8,13 @@ use core::sync::atomic::{AtomicU64, Ordering};
 pub struct VchiqCounters {
     /// Malformed input from the peer (dropped, never a panic).
     pub protocol_errors: AtomicU64,
-    /// Messages queued.
+    /// Messages queued. Written only with the instance's `inner` lock held.
     pub msgs_sent: AtomicU64,
-    /// Messages parsed from the peer.
+    /// Messages parsed from the peer. Written only by the poller holding the poll gate.
     pub msgs_received: AtomicU64,
     /// Operations refused with `Retry` (back-pressure).
     pub retries: AtomicU64,
-    /// Our slots the peer gave back.
+    /// Our slots the peer gave back. Written only with the instance's `inner` lock held.
     pub slots_recycled: AtomicU64,
     /// Bulks completed.
     pub bulks_done: AtomicU64,
@@ -61,4 +61,14 @@ pub struct VchiqStats {
 pub(crate) fn bump(c: &AtomicU64) {
     // Relaxed: independent statistics counter.
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// [`bump`] for a counter whose writers are serialized by one lock or by the poll gate (its
+/// documentation names which): a load and a store, not a read-modify-write. These are bumped
+/// once per message, on both sides of every round trip.
+pub(crate) fn bump_serialized(c: &AtomicU64) {
+    // Relaxed: the writers' lock or gate orders each write after the last (its Acquire/Release
+    // pair), so the load reads the previous writer's store and no increment is lost; readers
+    // take a snapshot, as with `bump`.
+    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }

@@ -13,7 +13,7 @@ use alloc::sync::Arc;
 use zerocopy::FromBytes;
 
 use crate::config::Role;
-use crate::engine::counters::bump;
+use crate::engine::counters::bump_serialized;
 use crate::engine::service::{BulkDir, Deliver, Event, Message, MessageToken, ServiceHandle};
 use crate::engine::vchiq::{
     Inner, PendingEv, RemoteBulk, RxSlot, ServiceCtx, ServiceHandler, Vchiq,
@@ -298,7 +298,7 @@ impl Vchiq {
             .read_bytes(base + VCHIQ_HEADER_SIZE, &mut payload[..plen]);
         let done = match h.ty {
             MsgType::Data => {
-                bump(&self.counters.msgs_received);
+                bump_serialized(&self.counters.msgs_received);
                 match g.services.get(h.dst as usize) {
                     Some(Some(s)) if s.state == ServiceState::Open && s.remoteport == h.src => {
                         return RxStep::Deliver {
@@ -317,7 +317,7 @@ impl Vchiq {
             }
             MsgType::Padding => true,
             _ => {
-                bump(&self.counters.msgs_received);
+                bump_serialized(&self.counters.msgs_received);
                 self.handle_control(g, &h, &payload[..plen])
             }
         };
@@ -598,7 +598,7 @@ impl Vchiq {
         // Relaxed body and size above: published by the Release in `sync_slot::publish`.
         sync_slot::publish(msgid_word, make_msgid(ty, src, dst), &*self.platform);
         self.signal_remote(off::SYNC_TRIGGER);
-        bump(&self.counters.msgs_sent);
+        bump_serialized(&self.counters.msgs_sent);
         Ok(())
     }
 
@@ -631,7 +631,7 @@ impl Vchiq {
                 return 1;
             }
         };
-        bump(&self.counters.msgs_received);
+        bump_serialized(&self.counters.msgs_received);
         match h.ty {
             MsgType::OpenAck => {
                 let mut p = [0u8; 2];

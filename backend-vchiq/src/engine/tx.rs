@@ -10,7 +10,7 @@ use core::sync::atomic::Ordering;
 
 use core::time::Duration;
 
-use crate::engine::counters::bump;
+use crate::engine::counters::{bump, bump_serialized};
 use crate::engine::service::ServiceHandle;
 use crate::engine::vchiq::{Inner, Vchiq};
 use crate::error::{Result, VchiqError};
@@ -138,7 +138,7 @@ impl Vchiq {
                     .store(hdr_off, make_msgid(ty, src, dst), Ordering::Relaxed);
                 g.tx_pos = g.tx_pos.wrapping_add(st);
                 self.publish_tx_pos(g);
-                bump(&self.counters.msgs_sent);
+                bump_serialized(&self.counters.msgs_sent);
             }
         }
         log::trace!(target: "vchiq", "{:?} tx {ty:?} {src}->{dst} size {size}", self.role);
@@ -221,7 +221,7 @@ impl Vchiq {
             g.data_use_count += 1;
         }
         self.publish_tx_pos(g);
-        bump(&self.counters.msgs_sent);
+        bump_serialized(&self.counters.msgs_sent);
     }
 
     /// Whether a DATA message for `port` ending in queue index `end_index` is refused by a quota
@@ -369,7 +369,7 @@ impl Vchiq {
                     let idx = (g.slot_queue_available & VCHIQ_SLOT_QUEUE_MASK) as usize;
                     g.tx_slot_queue[idx] = slot;
                     g.slot_queue_available = g.slot_queue_available.wrapping_add(1);
-                    bump(&self.counters.slots_recycled);
+                    bump_serialized(&self.counters.slots_recycled);
                     n += 1;
                 }
             }
