@@ -58,6 +58,12 @@ impl Shared {
     /// Run the handler if one is set and the line is raised. The caller holds no device lock
     /// (the handler calls into the driver, which takes it through `SimTransport`).
     pub(super) fn run_irq_handler(&self) {
+        // Relaxed: see `SimDevice::set_irq_handler`; with no handler set (every polled
+        // transport) a step takes no lock here. A handler set while we look is delivered by
+        // the device thread, which `set_irq_handler` signals.
+        if !self.irq_handled.load(Ordering::Relaxed) {
+            return;
+        }
         let h = self.irq_handler.read().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = h.as_ref() {
             if *lock(&self.isr) != 0 {

@@ -20,7 +20,7 @@
 //! [`RemoteControl`]: fwipc_transport_api::fixture::RemoteControl
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -130,7 +130,8 @@ struct Dev {
     status: DeviceStatus,
     driver_features: u64,
     queues: [QueueCfg; 2],
-    kicked: bool,
+    /// `Shared::kicks` as the device last consumed it ([`Shared::take_kick`]).
+    kicks_seen: u64,
     quit: bool,
     fault: Fault,
     reorder: bool,
@@ -147,8 +148,6 @@ struct Dev {
     /// Ring or buffer addresses outside `cfg.shared_window` (each refused).
     outside_window: u64,
     corrupt_toggle: bool,
-    /// Kicks (driver notifications) received.
-    kicks: u64,
     /// Queue interrupts raised / suppressed by `used_event`.
     irqs_raised: u64,
     irqs_suppressed: u64,
@@ -170,8 +169,6 @@ struct Dev {
     spare: Vec<Vec<u8>>,
     batch: Vec<Reply>,
     p2a_buf: Vec<u8>,
-    /// The device thread waits on `Shared::wake` (a kick must wake it).
-    sleeping: bool,
 }
 
 /// Spent reply buffers the device keeps for reuse.
@@ -186,8 +183,15 @@ struct Shared {
     /// How the device thread runs ([`RemoteControl::set_sim_mode`](fwipc_transport_api::fixture::RemoteControl::set_sim_mode)).
     mode: SimModeSwitch,
     /// A kick (or device-side work) since the spinning device thread last looked: lets it spin
-    /// without taking the device lock the driver needs.
+    /// without taking the device lock.
     kick_hint: AtomicBool,
+    /// Kicks (driver queue notifications) received. The driver's `notify` adds one without the
+    /// device lock, so a kick costs the driver no lock the device thread holds while it serves;
+    /// the device has a kick to serve while this differs from `Dev::kicks_seen`.
+    kicks: AtomicU64,
+    /// The device thread is about to wait, or waits, on `wake` (a kick must wake it); see
+    /// `device_thread` and `SimTransport::notify` for the handshake.
+    sleeping: AtomicBool,
     /// Threads in [`IrqLine::wait`]; changed and read under the `isr` lock.
     irq_waiters: AtomicUsize,
     /// The driver's interrupt handler, run by the device thread when the line is raised
@@ -204,7 +208,7 @@ impl Shared {
     /// was kicked.
     fn serve(&self, d: &mut Dev) -> bool {
         // Consume the kick whatever the state (a kick racing a reset must not make us spin).
-        let kicked = std::mem::take(&mut d.kicked);
+        let kicked = self.take_kick(d);
         if d.driver_ok() && !d.stopped {
             if kicked || !d.cfg.kick_only {
                 d.process_cmdq(&self.isr);
@@ -222,6 +226,25 @@ impl Shared {
             }
         }
         kicked
+    }
+
+    /// Consume the driver's kicks since the last pass, if any: a load and a compare with the
+    /// count last seen (kept under the device lock `d` comes from), no read-modify-write, so a
+    /// pass that finds none leaves the line with the driver.
+    fn take_kick(&self, d: &mut Dev) -> bool {
+        // Acquire: pairs with the driver's increment in `SimTransport::notify` (the ring
+        // contents are ordered by the rings' own Release/Acquire indices; this only says
+        // "look").
+        let k = self.kicks.load(Ordering::Acquire);
+        let kicked = k != d.kicks_seen;
+        d.kicks_seen = k;
+        kicked
+    }
+
+    /// Whether a driver kick is waiting to be served.
+    fn kick_pending(&self, d: &Dev) -> bool {
+        // Relaxed: a hint; `take_kick` in the next pass orders what it found.
+        self.kicks.load(Ordering::Relaxed) != d.kicks_seen
     }
 
     /// Tell a spinning device thread to look (see `kick_hint`).
@@ -279,7 +302,7 @@ fn device_thread(sh: Arc<Shared>) {
         }
         let kicked = sh.serve(&mut d);
         d = sh.deliver_irq(d);
-        if (kicked && d.driver_ok()) || d.kicked || d.quit {
+        if (kicked && d.driver_ok()) || sh.kick_pending(&d) || d.quit {
             // Work may have arrived while we processed: look again. The lock is released and
             // re-taken so a driver waiting for it gets a turn; the pass after this one, with
             // nothing new, idles without the lock. No `yield_now` here: on a machine with a
@@ -299,8 +322,8 @@ fn device_thread(sh: Arc<Shared>) {
             std::thread::yield_now,
         );
         d = lock(&sh.dev);
-        // A kick that came while we spun is in `kicked` (set under the lock before the hint).
-        if hinted || d.kicked || d.quit {
+        // A kick that came while we spun is in `kicks` (added before the hint).
+        if hinted || sh.kick_pending(&d) || d.quit {
             continue;
         }
         let wait = d
@@ -308,13 +331,25 @@ fn device_thread(sh: Arc<Shared>) {
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_millis(20))
             .min(Duration::from_millis(20));
-        d.sleeping = true;
+        // The handshake with `SimTransport::notify`, which adds to `kicks` and then reads
+        // `sleeping` without the lock: SeqCst store here and SeqCst load of `kicks` after it,
+        // against its SeqCst increment of `kicks` and load of `sleeping`, so at least one of us
+        // sees the other's write. Either we see the kick and do not wait, or it sees us
+        // sleeping and notifies `wake` after taking the lock we hold until the wait releases
+        // it (a notify cannot fall between this check and the wait).
+        sh.sleeping.store(true, Ordering::SeqCst);
+        if sh.kicks.load(Ordering::SeqCst) != d.kicks_seen {
+            // Relaxed: only we set it; a stale `true` costs the driver one lock and notify.
+            sh.sleeping.store(false, Ordering::Relaxed);
+            continue;
+        }
         d = sh
             .wake
             .wait_timeout(d, wait)
             .unwrap_or_else(|e| e.into_inner())
             .0;
-        d.sleeping = false;
+        // Relaxed: as above.
+        sh.sleeping.store(false, Ordering::Relaxed);
     }
 }
 
@@ -344,7 +379,7 @@ impl SimDevice {
                 status: DeviceStatus::empty(),
                 driver_features: 0,
                 queues: [QueueCfg::default(); 2],
-                kicked: false,
+                kicks_seen: 0,
                 quit: false,
                 fault: Fault::None,
                 reorder: false,
@@ -358,7 +393,6 @@ impl SimDevice {
                 malformed: 0,
                 outside_window: 0,
                 corrupt_toggle: false,
-                kicks: 0,
                 irqs_raised: 0,
                 irqs_suppressed: 0,
                 refuse_reset: false,
@@ -370,7 +404,6 @@ impl SimDevice {
                 spare: Vec::new(),
                 batch: Vec::new(),
                 p2a_buf: Vec::new(),
-                sleeping: false,
             }),
             wake: Condvar::new(),
             isr: Mutex::new(0),
@@ -378,6 +411,8 @@ impl SimDevice {
             factory,
             mode: SimModeSwitch::new(),
             kick_hint: AtomicBool::new(false),
+            kicks: AtomicU64::new(0),
+            sleeping: AtomicBool::new(false),
             irq_waiters: AtomicUsize::new(0),
             irq_handler: RwLock::new(None),
             irq_handled: AtomicBool::new(false),

@@ -1,6 +1,7 @@
 //! [`SimTransport`]: the driver's view of the simulated device's register file (a virtio-drivers
 //! `Transport`): status, features, queue configuration, kicks, the interrupt status.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
@@ -67,16 +68,19 @@ impl Transport for SimTransport {
         }
     }
 
+    /// A kick takes no lock the device thread holds while it serves: on a spinning device the
+    /// device lock's line would move to the driver and back once per request.
     fn notify(&mut self, _queue: u16) {
-        let mut d = lock(&self.sh.dev);
-        d.kicked = true;
-        d.kicks += 1;
-        // A wake-up is a system call: only when the device thread sleeps on `wake` (it sets
-        // `sleeping` under the lock we hold, before its wait releases it).
-        let sleeping = d.sleeping;
-        drop(d);
+        // SeqCst: one half of the handshake with the device thread's `sleeping` store and its
+        // re-check of `kicks` (see `device_thread`); also a Release for `take_kick`'s Acquire.
+        self.sh.kicks.fetch_add(1, Ordering::SeqCst);
         self.sh.hint();
-        if sleeping {
+        // A wake-up is a system call: only when the device thread sleeps, or is about to, on
+        // `wake`. SeqCst: the other half of the handshake.
+        if self.sh.sleeping.load(Ordering::SeqCst) {
+            // Through the device lock: the thread holds it from its re-check of `kicked` until
+            // its wait releases it, so the notify cannot fall in between and be lost.
+            drop(lock(&self.sh.dev));
             self.sh.wake.notify_all();
         }
     }

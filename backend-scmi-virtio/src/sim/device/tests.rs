@@ -338,3 +338,32 @@ fn event_idx_batches_cross_u16_wrap() {
 fn ring_last_used(r: &SplitRing<SimHal>) -> u16 {
     r.last_used()
 }
+
+/// A driver kick takes no lock the device thread holds while it serves (on a spinning device
+/// that lock's line would move to the driver and back once per request); the next device pass
+/// serves it, once.
+#[test]
+fn a_kick_takes_no_device_lock() {
+    use fwipc_transport_api::fixture::RemoteControl;
+    let dev = SimDevice::start(SimDeviceConfig::default(), || {
+        Box::new(crate::sim::EchoPlatform::new())
+    });
+    assert!(dev.set_sim_mode(SimMode::Stepped));
+    let mut t = dev.transport();
+    {
+        // The device lock held (as by a device pass in progress): the kick must still return.
+        let _held = lock(&dev.sh.dev);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let kicker = std::thread::spawn(move || {
+            t.notify(0);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("a kick waited for the device lock");
+        kicker.join().expect("kicker");
+    }
+    assert_eq!(dev.kicks(), 1);
+    assert!(dev.step(), "the kick is served");
+    assert!(!dev.step(), "and only once");
+    assert!(dev.set_sim_mode(SimMode::Normal));
+}
