@@ -111,6 +111,14 @@ fn take_buf(spare: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
     b
 }
 
+/// A buffer of `len` bytes from `spare` for a read that writes every byte of it: a reused
+/// buffer keeps its old bytes (the read overwrites them), only a part it grows by is zeroed.
+fn take_buf_to_fill(spare: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
+    let mut b = spare.pop().unwrap_or_default();
+    b.resize(len, 0);
+    b
+}
+
 /// Keep `b` in `spare` for a later call, if there is room.
 fn keep_buf(spare: &mut Vec<Vec<u8>>, b: Vec<u8>) {
     if spare.len() < SHELL_SPARE_MAX {
@@ -707,8 +715,10 @@ impl Shared {
                 return Err(bad);
             }
             // The DSP reads the argument descriptors (remote args, invoke bufs, pages); the fd
-            // and CRC lists after them are its to write, not read, so they stay zero here.
-            let mut meta = take_buf(&mut spare, metalen);
+            // and CRC lists after them are its to write, not read: the view below never looks
+            // at them (its fd accessors are the AP's), so a reused buffer's old bytes there are
+            // neither read nor zeroed.
+            let mut meta = take_buf_to_fill(&mut spare, metalen);
             let descriptors = wire::MetaOffsets::new(n).fdlist;
             if !mem.read(addr, &mut meta[..descriptors]) {
                 return Err(bad);
@@ -723,7 +733,8 @@ impl Shared {
                 // Within the page entry, and mapped, before allocating anything for it.
                 let at = self.buf_at(mem, &v, i)?;
                 if i < sc.inbufs() {
-                    let mut b = take_buf(&mut spare, len as usize);
+                    // Read whole (`at` is `None` only for an empty buffer).
+                    let mut b = take_buf_to_fill(&mut spare, len as usize);
                     if let Some(a) = at {
                         if !mem.read(a, &mut b) {
                             return Err(bad);
