@@ -67,6 +67,14 @@ pub trait Link: Send + Sync {
         0
     }
 
+    /// Whether the link reset its device since the last call (the device reported it needed a
+    /// reset), and set it up again or, the reset failing, gave it up: every frame in flight
+    /// then, either way, is lost, so the transport ends the transfers waiting for one. The
+    /// default: never.
+    fn take_device_reset(&self) -> bool {
+        false
+    }
+
     /// Loan a free transmit buffer, to write a payload in place (a zero-copy send): the loan
     /// covers the payload area behind the 16-byte header. `NoBuffer` when none is free (or the
     /// link's loans are all out), `Unsupported` for a link that does not loan.

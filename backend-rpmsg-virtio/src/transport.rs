@@ -176,6 +176,14 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
         let _rx = self.rx.lock();
         let budget = self.dgram.rx_room(self.cfg.rx_budget);
         self.link.receive(budget, &mut |frame| self.on_frame(frame));
+        if self.link.take_device_reset() {
+            // The link reset the device (it reported `DEVICE_NEEDS_RESET`) and took every
+            // buffer back. The remote's rpmsg device state goes with it (a remote built on
+            // OpenAMP sets its endpoints up again and re-announces them once the device runs
+            // again), so this is a peer reset: see `peer_reset`.
+            log::warn!("rpmsg: the device was reset; transfers in flight are cancelled");
+            self.peer_reset();
+        }
     }
 
     /// The peer was reset (an embedder that learns it from its remote-processor framework

@@ -40,7 +40,7 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem::ManuallyDrop;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use core::time::Duration;
 
 use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
@@ -50,7 +50,7 @@ use fwipc_virtio::negotiate::{
 };
 use fwipc_virtio::ring::{Descriptor, DmaRegion, RingError, SplitRing, DESC_F_WRITE};
 use spin::Mutex;
-use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, Hal};
 
 use crate::addr::{BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, VIRTIO_RPMSG_F_NS};
@@ -229,6 +229,20 @@ const DOWN: u8 = 1;
 /// freed.
 const QUARANTINED: u8 = 2;
 
+/// What [`VirtioLink::take_down`] did.
+enum TakenDown<'a, H: Hal, T> {
+    /// The link was not running: nothing.
+    NotUp,
+    /// The reset was not confirmed: the link is quarantined.
+    Quarantined,
+    /// The device confirmed the reset; the receive, transmit and transport locks, held.
+    Reset(
+        spin::MutexGuard<'a, ManuallyDrop<Queue<H>>>,
+        spin::MutexGuard<'a, ManuallyDrop<Queue<H>>>,
+        spin::MutexGuard<'a, T>,
+    ),
+}
+
 /// The rpmsg [`Link`] over a virtio device's two virtqueues. See the module documentation.
 pub struct VirtioLink<H: Hal, T: Transport, C: Clock> {
     transport: Mutex<T>,
@@ -240,7 +254,19 @@ pub struct VirtioLink<H: Hal, T: Transport, C: Clock> {
     tx: Arc<TxSide<H>>,
     state: AtomicU8,
     counters: Counters,
+    /// The link reset the device (and set it up again, or gave it up) since
+    /// [`Link::take_device_reset`] last looked: the frames in flight then are lost.
+    reinitialised: AtomicBool,
+    /// Receive passes that found the ring empty, counted toward the next look at the device
+    /// status of a link without interrupts ([`STATUS_LOOK_EVERY`]). Written with a load and a
+    /// store (a lost count only delays a look).
+    empty_drains: AtomicU32,
 }
+
+/// A link without interrupts reads the device status (is `DEVICE_NEEDS_RESET` set?) once every
+/// this many receive passes that found nothing: a status read is a register access, a trap to
+/// the hypervisor on a guest, where a pass that finds the ring empty costs a few loads.
+pub const STATUS_LOOK_EVERY: u32 = 1024;
 
 impl<H: Hal, T: Transport, C: Clock> core::fmt::Debug for VirtioLink<H, T, C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -337,6 +363,8 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
             }),
             state: AtomicU8::new(UP),
             counters: Counters::default(),
+            reinitialised: AtomicBool::new(false),
+            empty_drains: AtomicU32::new(0),
         })
     }
 
@@ -363,7 +391,7 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
     /// Whether a reset was not confirmed: every buffer stays quarantined (never reused, never
     /// freed, also not on drop).
     pub fn quarantined(&self) -> bool {
-        // Acquire: pairs with the Release store in `reset`.
+        // Acquire: pairs with the Release stores in `take_down` and `reinitialise`.
         self.state.load(Ordering::Acquire) == QUARANTINED
     }
 
@@ -415,7 +443,7 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
     }
 
     fn up(&self) -> bool {
-        // Acquire: pairs with the Release store in `reset`.
+        // Acquire: pairs with the Release stores in `take_down` and `reinitialise`.
         self.state.load(Ordering::Acquire) == UP
     }
 
@@ -450,6 +478,99 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
 
     fn kick(&self, queue: u16) {
         self.transport.lock().notify(queue);
+    }
+
+    /// Take a running link down and reset its device (for [`Link::reset`] and
+    /// [`VirtioLink::reinitialise`]). Once down the device was reset already, and once
+    /// quarantined it stays so: only a running link is taken down. A confirmed reset gives every
+    /// buffer back to the driver and returns the three locks, still held; an unconfirmed one
+    /// quarantines the link.
+    fn take_down(&self) -> TakenDown<'_, H, T> {
+        // AcqRel: later sends and receives see the link down before the reset starts (Release);
+        // pairs with an earlier reset's stores (Acquire).
+        if self
+            .state
+            .compare_exchange(UP, DOWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return TakenDown::NotUp;
+        }
+        // Lock order: rx, tx, transport (as everywhere: the queue locks are never taken while
+        // the transport lock is held).
+        let mut rx = self.rx.lock();
+        let mut tx = self.tx.q.lock();
+        let mut t = self.transport.lock();
+        match negotiate::reset(&mut *t, &self.clock, self.cfg.reset_timeout) {
+            ResetOutcome::Confirmed => {
+                // The device no longer touches anything: every buffer is the driver's again.
+                rx.device_owned.fill(false);
+                tx.free_all_tx();
+                TakenDown::Reset(rx, tx, t)
+            }
+            ResetOutcome::Unconfirmed => {
+                // Release: as above.
+                self.state.store(QUARANTINED, Ordering::Release);
+                TakenDown::Quarantined
+            }
+        }
+    }
+
+    /// Read the device status; if the device set `DEVICE_NEEDS_RESET`, reset and re-initialise
+    /// it in place ([`VirtioLink::reinitialise`]).
+    fn check_device(&self) {
+        let status = self.transport.lock().get_status();
+        if status.contains(DeviceStatus::DEVICE_NEEDS_RESET) {
+            log::warn!("rpmsg link: the device needs a reset; resetting it");
+            self.reinitialise();
+        }
+    }
+
+    /// Reset the device and set it up again with the same features, rings and buffers
+    /// (virtio 1.2 §2.1.2: a driver that sees `DEVICE_NEEDS_RESET` resets the device before
+    /// using it again). Every buffer comes back to the driver with the reset: frames the device
+    /// held are lost, which [`Link::take_device_reset`] tells the transport. A reset the device
+    /// does not confirm quarantines the link (as [`Link::reset`]); a device that refuses the
+    /// features it accepted before is marked `FAILED` and the link stays down. Either way the
+    /// transport hears of it the same way, and its sends fail from then on.
+    fn reinitialise(&self) {
+        let (mut rx, mut tx, mut t) = match self.take_down() {
+            TakenDown::NotUp => return,
+            TakenDown::Quarantined => {
+                log::error!(
+                    "rpmsg link: the device did not confirm its reset; buffers quarantined"
+                );
+                self.reinitialised.store(true, Ordering::Release);
+                return;
+            }
+            TakenDown::Reset(rx, tx, t) => (rx, tx, t),
+        };
+        // The same features as at `new`, all required now: a device that no longer offers one
+        // changed under us (`negotiate` leaves it FAILED).
+        if negotiate::negotiate(&mut *t, self.features, 0).is_err() {
+            log::error!("rpmsg link: the device refused its features after the reset; link down");
+            self.reinitialised.store(true, Ordering::Release);
+            return;
+        }
+        // The rings back to their first state (interrupt suppression kept), handed to the
+        // device again, the receive buffers posted, as in `new`.
+        rx.ring.reset();
+        tx.ring.reset();
+        let size = u32::from(rx.ring.size());
+        for (qi, q) in [(VQ_DRIVER_RX, &**rx), (VQ_DRIVER_TX, &**tx)] {
+            let (d, a, u) = q.ring.addrs();
+            t.queue_set(qi, size, d, a, u);
+        }
+        rx.post_all_rx();
+        let kick = rx.ring.should_notify();
+        negotiate::driver_ok(&mut *t);
+        if kick {
+            t.notify(VQ_DRIVER_RX);
+        }
+        Counters::bump(&self.counters.device_resets);
+        // Release: the transport's `take_device_reset` (Acquire) sees the link up again.
+        self.reinitialised.store(true, Ordering::Release);
+        // Release: later sends and receives see the re-initialised queues.
+        self.state.store(UP, Ordering::Release);
     }
 }
 
@@ -533,7 +654,10 @@ impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink
             return 0;
         }
         if self.cfg.interrupts {
-            let _ = self.transport.lock().ack_interrupt();
+            let isr = self.transport.lock().ack_interrupt();
+            if isr.contains(InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT) {
+                self.check_device();
+            }
         }
         let mut frame = [0u8; BUF_SIZE];
         let mut taken = 0;
@@ -583,6 +707,16 @@ impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink
             taken += 1;
         }
         let emptied_ring = emptied.is_some();
+        if emptied_ring && taken == 0 && !self.cfg.interrupts {
+            // Relaxed: a count toward the next look, nothing rides on it.
+            let n = self.empty_drains.load(Ordering::Relaxed).wrapping_add(1);
+            self.empty_drains.store(n, Ordering::Relaxed);
+            if n.is_multiple_of(STATUS_LOOK_EVERY) {
+                drop(emptied);
+                self.check_device();
+                return 0;
+            }
+        }
         let mut rx = emptied.unwrap_or_else(|| self.rx.lock());
         // Elements published after the drain found the ring empty are not a budget hit: the
         // empty `pop_used` re-armed the interrupt for them.
@@ -617,40 +751,22 @@ impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink
         self.stats().budget_hits
     }
 
+    fn take_device_reset(&self) -> bool {
+        // A load first (almost always false); Acquire on the swap pairs with the Release store
+        // in `reinitialise`.
+        self.reinitialised.load(Ordering::Relaxed)
+            && self.reinitialised.swap(false, Ordering::Acquire)
+    }
+
     fn reset(&self) {
-        // Only a running link is reset (once down, the device was reset already; once
-        // quarantined, it stays so). AcqRel: later sends and receives see the link down before
-        // the reset starts (Release); pairs with an earlier reset's stores (Acquire).
-        if self
-            .state
-            .compare_exchange(UP, DOWN, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return;
-        }
-        // Lock order: rx, tx, transport (as everywhere: the queue locks are never taken while
-        // the transport lock is held).
-        let mut rx = self.rx.lock();
-        let mut tx = self.tx.q.lock();
-        let mut t = self.transport.lock();
-        match negotiate::reset(&mut *t, &self.clock, self.cfg.reset_timeout) {
-            ResetOutcome::Confirmed => {
-                // The device no longer touches anything: every buffer is the driver's again.
-                rx.device_owned.fill(false);
-                tx.free_all_tx();
-            }
-            ResetOutcome::Unconfirmed => {
-                // Release: as above.
-                self.state.store(QUARANTINED, Ordering::Release);
-            }
-        }
+        let _ = self.take_down();
     }
 }
 
 impl<H: Hal, T: Transport, C: Clock> Drop for VirtioLink<H, T, C> {
     fn drop(&mut self) {
         let t = self.transport.get_mut();
-        // Acquire: pairs with the Release stores in `reset` (and we own `self` now anyway).
+        // Acquire: pairs with the Release stores in `take_down` (and we own `self` now anyway).
         let mut quarantined = self.state.load(Ordering::Acquire) == QUARANTINED;
         if !quarantined {
             quarantined = negotiate::reset(t, &self.clock, self.cfg.reset_timeout)

@@ -53,6 +53,7 @@ pub(crate) struct Counters {
     pub(crate) index_jumps: AtomicU64,
     pub(crate) tx_exhausted: AtomicU64,
     pub(crate) budget_hits: AtomicU64,
+    pub(crate) device_resets: AtomicU64,
 }
 
 /// What a device did wrong, counted by a [`VirtioLink`](crate::virtio_link::VirtioLink).
@@ -70,6 +71,9 @@ pub struct LinkStats {
     pub tx_exhausted: u64,
     /// Receive passes that stopped at their budget with entries still waiting.
     pub budget_hits: u64,
+    /// Times the device set `DEVICE_NEEDS_RESET` and the link reset and re-initialised it in
+    /// place (virtio 1.2 §2.1.2).
+    pub device_resets: u64,
 }
 
 impl Counters {
@@ -88,6 +92,7 @@ impl Counters {
             index_jumps: r(&self.index_jumps),
             tx_exhausted: r(&self.tx_exhausted),
             budget_hits: r(&self.budget_hits),
+            device_resets: r(&self.device_resets),
         }
     }
 }

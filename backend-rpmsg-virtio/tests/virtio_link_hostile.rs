@@ -10,8 +10,10 @@ use fwipc_rpmsg_virtio::role::{VQ_DRIVER_RX, VQ_DRIVER_TX};
 use fwipc_rpmsg_virtio::sim::{RingDevice, RpmsgRingFixture, RING_QUEUE_MAX};
 use fwipc_rpmsg_virtio::virtio_link::MAX_BUFS_PER_QUEUE;
 use fwipc_rpmsg_virtio::{Link, LinkError, RpmsgConfig, DGRAM_RX_BUFS};
-use fwipc_transport_api::fixture::{Fixture, SimMode};
-use fwipc_transport_api::{call, Completion, Datagram, Request, StdClock, Transport, Wait};
+use fwipc_transport_api::fixture::{Fault, Fixture, SimMode};
+use fwipc_transport_api::{
+    call, Completion, Datagram, Error, Request, StdClock, Transport, TxOutcome, Wait,
+};
 use virtio_drivers::transport::{InterruptStatus, Transport as _};
 
 mod common;
@@ -300,4 +302,69 @@ fn a_polled_link_asks_for_no_receive_interrupts() {
         assert!(fx.remote().set_sim_mode(SimMode::Normal));
         echo_ok(&fx);
     }
+}
+
+/// A device that fails and says so (`DEVICE_NEEDS_RESET` with a configuration-change interrupt,
+/// virtio 1.2 §2.1.2) is reset and set up again in place: a transfer in flight ends with
+/// `Cancelled` at once, not at its caller's timeout, the reset is counted, and the link carries
+/// traffic again. With interrupts the configuration interrupt tells the link; a polled link
+/// reads the status every `STATUS_LOOK_EVERY` receive passes that find nothing.
+#[test]
+fn a_device_that_needs_a_reset_is_reset_and_works_again() {
+    for mode in [Completion::Interrupt, Completion::Polled] {
+        let fx = RpmsgRingFixture::setup(mode);
+        let t = fx.transport();
+        echo_ok(&fx);
+        fx.remote().set_fault(Fault::Hold);
+        let req = Request::new(fx.echo_target(), b"held").polled();
+        let tk = t.send(&req).unwrap();
+        assert!(eventually(|| fx.remote().received() >= 2), "{mode:?}");
+        assert!(
+            dev(&fx).signal_needs_reset(),
+            "{mode:?}: the device was running"
+        );
+        let mut r = t.poll_done(&tk);
+        assert!(
+            eventually(|| {
+                r = t.poll_done(&tk);
+                r != Ok(false)
+            }),
+            "{mode:?}: the transfer outlived the device reset"
+        );
+        assert_eq!(r, Err(Error::Cancelled), "{mode:?}");
+        t.mark_txdone(tk, TxOutcome::Cancelled);
+        assert_eq!(t.link().stats().device_resets, 1, "{mode:?}");
+        assert_eq!(t.peer_resets(), 1, "{mode:?}");
+        assert!(dev(&fx).device().driver_ok(), "{mode:?}: set up again");
+        fx.remote().set_fault(Fault::None);
+        echo_ok(&fx);
+        assert_eq!(t.stats().pool_free, t.stats().pool_capacity, "{mode:?}");
+    }
+}
+
+/// A device that asks for a reset and then never confirms it leaves the link quarantined, as a
+/// shutdown's unconfirmed reset does: the transfer in flight ends with `Cancelled`, nothing more
+/// is sent (`Shutdown`) or received, and no buffer is reused.
+#[test]
+fn a_device_that_needs_a_reset_and_never_confirms_it_is_quarantined() {
+    let fx = RpmsgRingFixture::setup(Completion::Interrupt);
+    let t = fx.transport();
+    fx.remote().set_fault(Fault::Hold);
+    let req = Request::new(fx.echo_target(), b"held").polled();
+    let tk = t.send(&req).unwrap();
+    assert!(eventually(|| fx.remote().received() >= 1));
+    dev(&fx).device().refuse_reset(true);
+    assert!(dev(&fx).signal_needs_reset());
+    let link = t.link();
+    assert!(eventually(|| link.quarantined()));
+    assert_eq!(link.stats().device_resets, 0);
+    assert_eq!(link.send(&[0u8; HDR_SIZE]), Err(LinkError::Down));
+    let mut r = t.poll_done(&tk);
+    assert!(eventually(|| {
+        r = t.poll_done(&tk);
+        r != Ok(false)
+    }));
+    assert_eq!(r, Err(Error::Cancelled));
+    t.mark_txdone(tk, TxOutcome::Cancelled);
+    assert_eq!(t.send(&req).map(|_| ()), Err(Error::Shutdown));
 }

@@ -152,13 +152,36 @@ impl SimDevice {
     }
 
     /// Run `f` on queue `queue` if the driver set it up and `DRIVER_OK` is set, under the
-    /// register lock (a reset waits for it, so `f` may touch driver memory). `None` otherwise.
+    /// register lock (a reset waits for it, so `f` may touch driver memory). `None` otherwise,
+    /// and while the device needs a reset ([`SimDevice::signal_needs_reset`]).
     pub fn with_queue<R>(&self, queue: u16, f: impl FnOnce(&mut DeviceQueue) -> R) -> Option<R> {
         let mut regs = self.inner.regs.lock();
-        if !regs.status.contains(DeviceStatus::DRIVER_OK) {
+        if !regs.status.contains(DeviceStatus::DRIVER_OK)
+            || regs.status.contains(DeviceStatus::DEVICE_NEEDS_RESET)
+        {
             return None;
         }
         regs.queues.get_mut(usize::from(queue))?.as_mut().map(f)
+    }
+
+    /// The device fails the way virtio 1.2 §2.1.2 lets it say so: `DEVICE_NEEDS_RESET` in the
+    /// status and the configuration-change bit in the interrupt status. Until the driver resets
+    /// it, the device touches no queue ([`SimDevice::with_queue`] returns `None`). The caller
+    /// runs the driver's interrupt handler itself, as after [`SimDevice::raise_irq`]. `false`
+    /// if the device was not running (no `DRIVER_OK`).
+    pub fn signal_needs_reset(&self) -> bool {
+        let mut r = self.inner.regs.lock();
+        if !r.status.contains(DeviceStatus::DRIVER_OK) {
+            return false;
+        }
+        r.status |= DeviceStatus::DEVICE_NEEDS_RESET;
+        // Release: pairs with the driver's Acquire in `ack_interrupt`; the status it then reads
+        // is the register lock's (taken by `get_status`).
+        self.inner.isr.fetch_or(
+            InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT.bits(),
+            Ordering::Release,
+        );
+        true
     }
 
     /// Set the queue-interrupt bit (the driver's `ack_interrupt` clears it). The caller runs the

@@ -7,8 +7,9 @@
 //! `fwipc_virtio::sim_device::SimDevice`.
 //!
 //! Hostile knobs for tests: [`RingDevice::inject_used`] (any id and length on either queue),
-//! [`RingDevice::jump_used_idx`] (a flood: `used.idx` moved far ahead), and
-//! [`RingDevice::hold_tx`] (transmit buffers are read but never returned).
+//! [`RingDevice::jump_used_idx`] (a flood: `used.idx` moved far ahead),
+//! [`RingDevice::hold_tx`] (transmit buffers are read but never returned), and
+//! [`RingDevice::signal_needs_reset`] (the device fails and asks for a reset).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -129,6 +130,17 @@ impl RingDevice {
             })
             .is_some();
         self.interrupt();
+        ok
+    }
+
+    /// Fail the way virtio 1.2 §2.1.2 lets a device say so: `DEVICE_NEEDS_RESET` and a
+    /// configuration-change interrupt. The device touches no queue until the driver resets it.
+    /// `false` if the device was not running.
+    pub fn signal_needs_reset(&self) -> bool {
+        let ok = self.0.dev.signal_needs_reset();
+        if let Some(irq) = self.0.irq.get() {
+            irq();
+        }
         ok
     }
 
