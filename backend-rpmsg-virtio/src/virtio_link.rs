@@ -10,7 +10,9 @@
 //! element is range-checked (an id outside the queue is dropped, a length beyond the buffer is
 //! clamped, a transmit buffer returned twice is ignored; each counted in [`LinkStats`]), buffer
 //! bytes are copied through `fwipc_transport_api::shared_mem` into private memory before anyone
-//! parses them, and every drain of a used ring is bounded by a budget.
+//! parses them, and every drain of a used ring is bounded by a budget. A device that sets
+//! `DEVICE_NEEDS_RESET` is reset and set up again in place, and the transport told that the
+//! frames in flight are lost (docs/protocols/rpmsg.md §6).
 //!
 //! ```
 //! use fwipc_rpmsg_virtio::sim::RingDevice;
@@ -657,6 +659,10 @@ impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink
             let isr = self.transport.lock().ack_interrupt();
             if isr.contains(InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT) {
                 self.check_device();
+                if !self.up() {
+                    // Given up on (quarantined, or features refused): nothing to drain.
+                    return 0;
+                }
             }
         }
         let mut frame = [0u8; BUF_SIZE];
