@@ -279,6 +279,23 @@ impl<H: Hal, T: Transport, C: Clock> core::fmt::Debug for VirtioLink<H, T, C> {
     }
 }
 
+/// The end of a device's set-up, at [`VirtioLink::new`] and after a reset
+/// ([`VirtioLink::reinitialise`]): both rings handed to the device, every receive buffer
+/// posted, `DRIVER_OK`, and the receive queue kicked if it asks (Linux prepares the kick before
+/// `DRIVER_OK` and notifies after it).
+fn go_live<H: Hal, T: Transport>(t: &mut T, rx: &mut Queue<H>, tx: &Queue<H>) {
+    for (qi, q) in [(VQ_DRIVER_RX, &*rx), (VQ_DRIVER_TX, tx)] {
+        let (d, a, u) = q.ring.addrs();
+        t.queue_set(qi, u32::from(q.ring.size()), d, a, u);
+    }
+    rx.post_all_rx();
+    let kick = rx.ring.should_notify();
+    negotiate::driver_ok(t);
+    if kick {
+        t.notify(VQ_DRIVER_RX);
+    }
+}
+
 fn pick_size(want: Option<u16>, max_rx: u32, max_tx: u32) -> Option<u16> {
     let max = max_rx.min(max_tx).min(u32::from(MAX_BUFS_PER_QUEUE));
     let n = want.map_or(max, |w| u32::from(w).min(max));
@@ -334,11 +351,6 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
         ) else {
             return fail(&mut transport, VirtioLinkError::DmaAlloc);
         };
-        for (qi, q) in [(VQ_DRIVER_RX, &rx), (VQ_DRIVER_TX, &tx)] {
-            let (d, a, u) = q.ring.addrs();
-            transport.queue_set(qi, u32::from(size), d, a, u);
-        }
-        rx.post_all_rx();
         tx.free_all_tx();
         // Transmit buffers are taken back when a sender needs one: no transmit interrupts
         // (Linux's `rpmsg_probe` disables the transmit queue's callback likewise).
@@ -347,12 +359,7 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
             // Nobody takes the receive interrupt either: `receive` is called by pollers.
             rx.ring.suppress_interrupts();
         }
-        // Linux prepares the kick before DRIVER_OK and notifies after it.
-        let kick = rx.ring.should_notify();
-        negotiate::driver_ok(&mut transport);
-        if kick {
-            transport.notify(VQ_DRIVER_RX);
-        }
+        go_live(&mut transport, &mut rx, &tx);
         Ok(VirtioLink {
             transport: Mutex::new(transport),
             clock,
@@ -553,21 +560,11 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
             self.reinitialised.store(true, Ordering::Release);
             return;
         }
-        // The rings back to their first state (interrupt suppression kept), handed to the
-        // device again, the receive buffers posted, as in `new`.
+        // The rings back to their first state (interrupt suppression kept), then live again as
+        // in `new`.
         rx.ring.reset();
         tx.ring.reset();
-        let size = u32::from(rx.ring.size());
-        for (qi, q) in [(VQ_DRIVER_RX, &**rx), (VQ_DRIVER_TX, &**tx)] {
-            let (d, a, u) = q.ring.addrs();
-            t.queue_set(qi, size, d, a, u);
-        }
-        rx.post_all_rx();
-        let kick = rx.ring.should_notify();
-        negotiate::driver_ok(&mut *t);
-        if kick {
-            t.notify(VQ_DRIVER_RX);
-        }
+        go_live(&mut *t, &mut rx, &tx);
         Counters::bump(&self.counters.device_resets);
         // Release: the transport's `take_device_reset` (Acquire) sees the link up again.
         self.reinitialised.store(true, Ordering::Release);
