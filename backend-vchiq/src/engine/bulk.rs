@@ -25,7 +25,8 @@ use zerocopy::IntoBytes;
 
 type BulkResultT = core::result::Result<(), (VchiqError, Vec<u8>)>;
 
-fn take_bit(mask: &mut u64) -> Option<u32> {
+/// Take the lowest set bit of `mask` (clearing it): its index, or `None` when none is set.
+pub(super) fn take_bit(mask: &mut u64) -> Option<u32> {
     if *mask == 0 {
         return None;
     }

@@ -2,6 +2,7 @@
 //! slave's remote requests with local ones, the DMA through the slave's pagelists, BULK_x_DONE,
 //! size-mismatch aborts and abort at close.
 
+use crate::engine::bulk::take_bit;
 use crate::engine::counters::bump;
 use crate::engine::service::{BulkCompletion, BulkDir};
 use crate::engine::vchiq::{Inner, LocalBulk, PendingEv, RemoteBulk, Vchiq};
@@ -129,10 +130,8 @@ impl Vchiq {
             // Taken word by word: a port marked while this one is processed (its bit ORed back
             // into the word) is kept for the next round.
             let mut bits = core::mem::take(&mut g.bulk_ports[w]);
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let port = w * 64 + b;
+            while let Some(b) = take_bit(&mut bits) {
+                let port = w * 64 + b as usize;
                 if !self.master_process_port(g, port, &mut n) {
                     g.mark_bulk_port(port);
                 }
