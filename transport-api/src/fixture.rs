@@ -9,8 +9,8 @@ use core::time::Duration;
 pub use crate::datagram::DatagramPeer;
 use crate::transport::{Completion, Transport};
 
-mod hint_queue;
-pub use hint_queue::HintQueue;
+mod slot_queue;
+pub use slot_queue::SlotQueue;
 
 /// The echo service's reply to a request payload: every byte inverted, same length. Inverting
 /// (rather than echoing verbatim) proves the reply was produced by the remote, not left over in

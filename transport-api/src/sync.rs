@@ -41,6 +41,37 @@ impl<T> Lock<T> {
     }
 }
 
+/// A cell whose contents two threads reach in turn, ordered by atomics of their own (not a
+/// lock): `core::cell::UnsafeCell` normally, `loom::cell::UnsafeCell` under loom, which reports
+/// an access the orderings do not separate from another thread's as a data race.
+pub struct RaceCell<T> {
+    #[cfg(not(loom))]
+    inner: core::cell::UnsafeCell<T>,
+    #[cfg(loom)]
+    inner: loom::cell::UnsafeCell<T>,
+}
+
+impl<T> RaceCell<T> {
+    /// A new cell holding `v`.
+    pub fn new(v: T) -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: core::cell::UnsafeCell::new(v),
+            #[cfg(loom)]
+            inner: loom::cell::UnsafeCell::new(v),
+        }
+    }
+
+    /// Run `f` on a pointer to the value, an access loom tracks as a write. Dereferencing the
+    /// pointer is the caller's `unsafe` promise that no other thread reaches the value meanwhile.
+    pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        #[cfg(not(loom))]
+        return f(self.inner.get());
+        #[cfg(loom)]
+        return self.inner.with_mut(f);
+    }
+}
+
 /// Hint to the CPU that we are busy-waiting (a no-op yield under loom).
 pub fn spin_hint() {
     #[cfg(not(loom))]

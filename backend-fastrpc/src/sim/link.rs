@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::HintQueue;
+use fwipc_transport_api::fixture::SlotQueue;
 
 use crate::error::{FastRpcError, Result};
 use crate::packet::PacketChannel;
@@ -43,7 +43,7 @@ impl Default for Slot {
 
 /// Queue `bytes` (its first [`SLOT_BYTES`] and its length) in `q`, written in its slot;
 /// `false` when full.
-fn queue_datagram(q: &HintQueue<Slot>, bytes: &[u8]) -> bool {
+fn queue_datagram(q: &SlotQueue<Slot>, bytes: &[u8]) -> bool {
     q.push_with(|slot| {
         let n = bytes.len().min(SLOT_BYTES);
         slot.data[..n].copy_from_slice(&bytes[..n]);
@@ -53,20 +53,19 @@ fn queue_datagram(q: &HintQueue<Slot>, bytes: &[u8]) -> bool {
 
 /// Copy the next datagram of `q` into `out`, read in its slot; its whole length (more than
 /// `out.len()` if it was cut).
-fn take_datagram(q: &HintQueue<Slot>, out: &mut [u8]) -> Option<usize> {
+fn take_datagram(q: &SlotQueue<Slot>, out: &mut [u8]) -> Option<usize> {
     q.pop_with(|slot| {
         let n = slot.len.min(SLOT_BYTES).min(out.len());
         out[..n].copy_from_slice(&slot.data[..n]);
         slot.len
     })
-    .map(|(whole, _)| whole)
 }
 
-/// Both ends of the link: one [`HintQueue`] of fixed slots each way, allocated once (the steady
+/// Both ends of the link: one [`SlotQueue`] of fixed slots each way, allocated once (the steady
 /// state allocates nothing).
 pub struct SimLink {
-    to_dsp: HintQueue<Slot>,
-    to_ap: HintQueue<Slot>,
+    to_dsp: SlotQueue<Slot>,
+    to_ap: SlotQueue<Slot>,
     /// The DSP thread ([`SimLink::set_dsp_thread`]): woken by every AP send, which an unpark
     /// does with one atomic swap when the thread is not parked.
     dsp_thread: OnceLock<Thread>,
@@ -81,8 +80,8 @@ impl SimLink {
     /// A new link (polled until [`SimLink::set_push`]).
     pub fn new() -> Arc<Self> {
         Arc::new(SimLink {
-            to_dsp: HintQueue::with_capacity(SLOTS),
-            to_ap: HintQueue::with_capacity(SLOTS),
+            to_dsp: SlotQueue::with_capacity(SLOTS),
+            to_ap: SlotQueue::with_capacity(SLOTS),
             dsp_thread: OnceLock::new(),
             push: Mutex::new(None),
             pushing: AtomicBool::new(false),
@@ -145,7 +144,7 @@ impl SimLink {
 
     /// DSP side: copy the next AP datagram, if one is queued, into `out` (no wait); its whole
     /// length, which is more than `out.len()` if it was cut. An empty queue costs a spinning
-    /// DSP no lock ([`HintQueue`]: the look reads the length only).
+    /// DSP no lock and no write ([`SlotQueue`]: the look reads the next slot's stamp only).
     pub fn dsp_try_recv_into(&self, out: &mut [u8]) -> Option<usize> {
         take_datagram(&self.to_dsp, out)
     }
@@ -189,7 +188,7 @@ impl PacketChannel for SimLink {
     }
 
     fn try_recv(&self, buf: &mut [u8]) -> Option<usize> {
-        // An empty queue costs a polling AP no lock (the DSP pushes under it).
+        // An empty queue costs a polling AP no lock and no write (a look at the next slot's stamp).
         take_datagram(&self.to_ap, buf)
     }
 }

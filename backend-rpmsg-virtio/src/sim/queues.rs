@@ -4,11 +4,11 @@
 //! waiting line by pointer: a frame is copied once, its own length, into a spare buffer, and the
 //! receiver reads it in place. Steady-state traffic allocates nothing.
 //!
-//! Not the simulators' shared queue (`fwipc_transport_api::fixture::HintQueue`, a ring of
-//! slots, which the FastRPC link and the loopback use), though each direction keeps the same
-//! length hint beside its lock: a receiver here hands each frame to its sink outside the lock
-//! (the sink may send) and reads it where it lies, which a ring slot cannot allow (the sender
-//! could refill it under the reader). A buffer instead leaves the queue by pointer and goes
+//! Not the simulators' shared queue (`fwipc_transport_api::fixture::SlotQueue`, a ring of
+//! slots, which the FastRPC link and the loopback use); each direction keeps a length hint
+//! beside its lock instead, read by an empty poll without the lock. A receiver here hands each
+//! frame to its sink outside the lock (the sink may send) and reads it where it lies, which a
+//! ring slot cannot allow (the sender could refill it under the reader). A buffer instead leaves the queue by pointer and goes
 //! back to the spare list with the next frame's pop, one lock per frame.
 
 use std::collections::VecDeque;

@@ -81,7 +81,7 @@ impl Remote {
     }
 
     fn serve_one(&self) -> bool {
-        let Some((rec, _)) = self.shared.requests.pop() else {
+        let Some(rec) = self.shared.requests.pop() else {
             return false;
         };
         // Acquire: pairs with the Release in `set_fault`. A fault set after this load is one set
@@ -198,7 +198,7 @@ impl Remote {
     }
 
     fn serve_bulk(&self) -> bool {
-        let Some((mut op, _)) = self.shared.bulk_out.pop() else {
+        let Some(mut op) = self.shared.bulk_out.pop() else {
             return false;
         };
         {

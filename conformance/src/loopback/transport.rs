@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::HintQueue;
+use fwipc_transport_api::fixture::SlotQueue;
 use fwipc_transport_api::{
     BulkDir, BulkRequest, BulkResult, Caps, Counters, Deadline, Error, Lifecycle, Notification,
     ProtocolError, Request, Result, StartedTransfer, Stats, StdClock, Ticket, TransferState,
@@ -48,7 +48,7 @@ pub(crate) struct BulkOp {
     pub actual: usize,
 }
 
-/// An empty operation: what a [`HintQueue`] slot holds when no operation is queued there.
+/// An empty operation: what a [`SlotQueue`] slot holds when no operation is queued there.
 impl Default for BulkOp {
     fn default() -> Self {
         BulkOp {
@@ -77,10 +77,10 @@ pub(crate) struct Shared {
     /// The transfers.
     pub table: TransferTable<Part>,
     pub(crate) lc: Lifecycle,
-    pub requests: HintQueue<ReqRecord>,
-    pub replies: HintQueue<[u8; wire::RECORD_SIZE]>,
-    pub bulk_out: HintQueue<BulkOp>,
-    pub bulk_back: HintQueue<BulkOp>,
+    pub requests: SlotQueue<ReqRecord>,
+    pub replies: SlotQueue<[u8; wire::RECORD_SIZE]>,
+    pub bulk_out: SlotQueue<BulkOp>,
+    pub bulk_back: SlotQueue<BulkOp>,
     /// Bulk transfers sent and not yet taken off `bulk_back`: while 0, `process_replies` does not
     /// lock `bulk_back`. An upper bound (a shutdown drops queued ones without counting down).
     bulks_out: AtomicUsize,
@@ -109,10 +109,10 @@ impl LoopbackTransport {
             inner: Arc::new(Shared {
                 table: TransferTable::new(MAX_MSG, MAX_MSG_SIZE, TOKEN_BITS).expect("static sizes"),
                 lc: Lifecycle::new(),
-                requests: HintQueue::with_capacity(MAX_MSG),
-                replies: HintQueue::with_capacity(4 * MAX_MSG + 64),
-                bulk_out: HintQueue::with_capacity(MAX_MSG),
-                bulk_back: HintQueue::with_capacity(MAX_MSG),
+                requests: SlotQueue::with_capacity(MAX_MSG),
+                replies: SlotQueue::with_capacity(4 * MAX_MSG + 64),
+                bulk_out: SlotQueue::with_capacity(MAX_MSG),
+                bulk_back: SlotQueue::with_capacity(MAX_MSG),
                 bulks_out: AtomicUsize::new(0),
                 notes: Mutex::new(VecDeque::with_capacity(NOTIFY_SLOTS)),
                 dead: AtomicBool::new(false),
@@ -159,14 +159,13 @@ impl Shared {
 
     /// Drain the reply ring (the interrupt handler's work, also run from `poll_done`).
     pub(crate) fn process_replies(&self) {
-        // One lock per reply: the pop also says whether another one is queued behind it. A
-        // reply queued after that look is the next pass's (the remote's interrupt or the
-        // caller's next poll).
-        while let Some((raw, more)) = self.replies.pop() {
+        // One lock per reply; the pop that finds the queue empty takes none (a look at the next
+        // slot's stamp). At most a queue's worth per pass, however fast the remote refills it;
+        // what is left, and a reply queued after the last look, is the next pass's (the remote's
+        // interrupt or the caller's next poll).
+        for _ in 0..self.replies.capacity() {
+            let Some(raw) = self.replies.pop() else { break };
             self.handle_reply(&wire::decode(&raw));
-            if !more {
-                break;
-            }
         }
         // Relaxed: the count only saves a lock. A bulk is counted before it is queued for the
         // remote, so the remote's interrupt (which follows its taking the bulk under the queue's
@@ -175,7 +174,10 @@ impl Shared {
         if self.bulks_out.load(Ordering::Relaxed) == 0 {
             return;
         }
-        while let Some((op, _)) = self.bulk_back.pop() {
+        for _ in 0..self.bulk_back.capacity() {
+            let Some(op) = self.bulk_back.pop() else {
+                break;
+            };
             // Relaxed: as above; every op on `bulk_back` was counted when it was sent.
             self.bulks_out.fetch_sub(1, Ordering::Relaxed);
             self.handle_bulk_done(op);
