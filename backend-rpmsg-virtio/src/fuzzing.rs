@@ -193,9 +193,12 @@ pub const DGRAM_ADDR: u32 = 0x500;
 /// simulated device with 8-entry queues): the input is 7-byte records `[op, id (4, LE), len (2,
 /// LE)]`; op bit 0 picks the queue (receive / transmit), bit 1 publishes the element as a
 /// `used.idx` jump of `len` entries instead, bit 2 has the device answer one message into a
-/// receive buffer. After each record the driver drains the receive queue (within a budget) and
-/// sends one frame. Nothing panics, a drain never exceeds its budget, the driver never counts
-/// more free transmit buffers than exist, and a confirmed reset gives every one back.
+/// receive buffer, bit 3 has it then set `DEVICE_NEEDS_RESET` (with a configuration interrupt),
+/// whatever state its rings are in. After each record the driver drains the receive queue
+/// (within a budget) and sends one frame. Nothing panics, a drain never exceeds its budget, the
+/// driver never counts more free transmit buffers than exist, a device reset the drain performs
+/// is reported to the transport once and, when the device runs again, gives every transmit
+/// buffer back, and a confirmed reset at the end gives every one back.
 ///
 /// [`VirtioLink`]: crate::virtio_link::VirtioLink
 #[cfg(feature = "sim")]
@@ -206,6 +209,7 @@ pub fn virtio_link_used(data: &[u8]) {
     use crate::virtio_link::{VirtioLink, VirtioLinkConfig};
     use fwipc_transport_api::StdClock;
     use fwipc_virtio::hal::IdentityHal;
+    use virtio_drivers::transport::{DeviceStatus, Transport};
 
     const QUEUE: u16 = 8;
     const BUDGET: usize = 4;
@@ -235,8 +239,37 @@ pub fn virtio_link_used(data: &[u8]) {
         if r[0] & 4 != 0 {
             let _ = dev.send(r);
         }
+        let running = || {
+            !link.quarantined()
+                && link.with_transport(|t| t.get_status().contains(DeviceStatus::DRIVER_OK))
+        };
+        let was_running = running();
+        let needs_reset = r[0] & 8 != 0 && dev.signal_needs_reset();
+        let resets = link.stats().device_resets;
         let n = link.receive(BUDGET, &mut |f| assert!(f.len() <= BUF_SIZE));
         assert!(n <= BUDGET);
+        let reset = link.stats().device_resets != resets;
+        assert!(!reset || needs_reset, "a device reset nobody asked for");
+        if needs_reset && was_running {
+            // Reset and running again, quarantined, or left FAILED: the transport hears of it
+            // once either way.
+            assert!(
+                link.take_device_reset(),
+                "a device reset the transport does not hear of"
+            );
+            assert!(!link.take_device_reset(), "one device reset reported twice");
+            assert!(
+                reset || !running(),
+                "a device that needs a reset is used as it is"
+            );
+            if reset && running() {
+                assert_eq!(
+                    link.tx_free(),
+                    usize::from(QUEUE),
+                    "a reset device still holds transmit buffers"
+                );
+            }
+        }
         let _ = link.send(&frame);
         assert!(link.tx_free() <= usize::from(QUEUE));
     }
