@@ -131,6 +131,10 @@ fn head_len(p: *const u8, n: usize) -> usize {
 /// `src..src+out.len()` must be valid for reads for the duration of the call, and reached by
 /// everyone else, while the copy runs, only by atomic accesses that cover each word the way this
 /// copy does (module documentation, "Why that is sound"), or not at all.
+// Inlined (also `copy_to_shared`): most copies are a message's few words (a 4-byte header, a
+// 32-byte payload), where the call and the edge arithmetic cost more than the bytes, and a call
+// site that knows the length folds most of that away. Bulk copies run the same loops.
+#[inline]
 pub unsafe fn copy_from_shared(src: *const u8, out: &mut [u8]) {
     let (head, rest) = out.split_at_mut(head_len(src, out.len()));
     for (j, o) in head.iter_mut().enumerate() {
@@ -167,6 +171,7 @@ pub unsafe fn copy_from_shared(src: *const u8, out: &mut [u8]) {
 /// `dst..dst+data.len()` must be valid for writes for the duration of the call, and reached by
 /// everyone else, while the copy runs, only by atomic accesses that cover each word the way this
 /// copy does (module documentation, "Why that is sound"), or not at all.
+#[inline]
 pub unsafe fn copy_to_shared(dst: *mut u8, data: &[u8]) {
     let (head, rest) = data.split_at(head_len(dst, data.len()));
     for (j, &b) in head.iter().enumerate() {
