@@ -1,20 +1,17 @@
-//! Two fixed-capacity queues of 512-byte buffers, one per direction, with the sizes of Linux's
+//! Two fixed-capacity queues of 512-byte frames, one per direction, with the sizes of Linux's
 //! default (256 buffers each way). [`DriverEnd`] and [`DeviceEnd`] are the two sides'
-//! [`Link`]s. Every buffer is allocated at setup and moves between a queue's spare list and its
-//! waiting line by pointer: a frame is copied once, its own length, into a spare buffer, and the
-//! receiver reads it in place. Steady-state traffic allocates nothing.
-//!
-//! Not the simulators' shared queue (`fwipc_transport_api::fixture::SlotQueue`, a ring of
-//! slots, which the FastRPC link and the loopback use); each direction keeps a length hint
-//! beside its lock instead, read by an empty poll without the lock. A receiver here hands each
-//! frame to its sink outside the lock (the sink may send) and reads it where it lies, which a
-//! ring slot cannot allow (the sender could refill it under the reader). A buffer instead leaves the queue by pointer and goes
-//! back to the spare list with the next frame's pop, one lock per frame.
+//! [`Link`]s. Each direction is the simulators' shared queue
+//! (`fwipc_transport_api::fixture::SlotQueue`): a frame is copied once, its own length, into
+//! its slot, and the receiver copies it out of the slot into a buffer of its own (under the
+//! queue's consumers' lock), then hands that copy to its sink outside the lock (the sink may
+//! send). Every slot is allocated at setup: steady-state traffic allocates nothing, and a frame
+//! moves between the two sides with its slot's line (docs/benchmarks.md, "The simulators'
+//! queue: one line per item").
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use fwipc_transport_api::fixture::SlotQueue;
 use fwipc_transport_api::{SharedTxBufs, TxLoan};
 
 use crate::addr::{BUF_SIZE, HDR_SIZE, MAX_PAYLOAD};
@@ -59,87 +56,27 @@ impl SharedTxBufs for LoanBufs {
     }
 }
 
-struct Buf {
+/// One queued frame, its bytes inline in its queue slot.
+struct Frame {
     len: usize,
     data: [u8; BUF_SIZE],
 }
 
-/// One direction: the frames waiting, oldest first, and the spare buffers. The two together
-/// always hold [`QUEUE_BUFS`] buffers (one may be out with a receiver for the length of its
-/// sink call), so neither list ever grows past the capacity reserved here.
-struct Queue {
-    waiting: VecDeque<Box<Buf>>,
-    // Boxed on purpose: a buffer moves between the two lists by pointer, never by value.
-    #[allow(clippy::vec_box)]
-    spare: Vec<Box<Buf>>,
-}
-
-impl Queue {
-    fn new() -> Self {
-        Queue {
-            waiting: VecDeque::with_capacity(QUEUE_BUFS),
-            spare: (0..QUEUE_BUFS)
-                .map(|_| {
-                    Box::new(Buf {
-                        len: 0,
-                        data: [0; BUF_SIZE],
-                    })
-                })
-                .collect(),
+impl Default for Frame {
+    fn default() -> Self {
+        Frame {
+            len: 0,
+            data: [0; BUF_SIZE],
         }
-    }
-
-    /// Drop every waiting frame (its buffer is spare again).
-    fn clear(&mut self) {
-        let Queue { waiting, spare } = self;
-        spare.extend(waiting.drain(..));
     }
 }
 
 type Irq = Box<dyn Fn() + Send + Sync>;
 
-/// One direction's queue and its length, stored under the queue's lock whenever it changes and
-/// read without it: a receiver that finds nothing waiting takes no lock, so a side polling an
-/// empty queue reads a line the sender keeps shared instead of taking it away on every turn.
-///
-/// The lock is a `spin` lock, held for one frame's push or pop: one read-modify-write per pass,
-/// where a `std` mutex's release is a second.
-struct Dir {
-    q: spin::Mutex<Queue>,
-    waiting: AtomicUsize,
-}
-
-impl Dir {
-    fn new() -> Self {
-        Dir {
-            q: spin::Mutex::new(Queue::new()),
-            waiting: AtomicUsize::new(0),
-        }
-    }
-
-    fn lock(&self) -> spin::MutexGuard<'_, Queue> {
-        self.q.lock()
-    }
-
-    /// Store the waiting count (under the lock `q` is).
-    fn note(&self, q: &Queue) {
-        // Relaxed: a hint; the frames are published by the lock's release, and a receiver that
-        // sees a count takes the lock before it looks at them.
-        self.waiting.store(q.waiting.len(), Ordering::Relaxed);
-    }
-
-    /// Drop every waiting frame (its buffer is spare again).
-    fn clear(&self) {
-        let mut q = self.lock();
-        q.clear();
-        self.note(&q);
-    }
-}
-
 /// The shared queues.
 pub struct Queues {
-    to_device: Dir,
-    to_driver: Dir,
+    to_device: SlotQueue<Frame>,
+    to_driver: SlotQueue<Frame>,
     down: AtomicBool,
     /// Set once by the fixture; read on every driver send without a lock.
     device_thread: OnceLock<std::thread::Thread>,
@@ -161,8 +98,8 @@ impl Queues {
     /// Empty queues, link up.
     pub fn new() -> Arc<Self> {
         Arc::new(Queues {
-            to_device: Dir::new(),
-            to_driver: Dir::new(),
+            to_device: SlotQueue::with_capacity(QUEUE_BUFS),
+            to_driver: SlotQueue::with_capacity(QUEUE_BUFS),
             down: AtomicBool::new(false),
             device_thread: OnceLock::new(),
             irq: OnceLock::new(),
@@ -193,7 +130,7 @@ impl Queues {
     /// Put raw bytes (at most one buffer's worth) in the driver's receive queue, as if the
     /// device had filled a buffer with them; raises the interrupt.
     pub fn inject_to_driver(&self, bytes: &[u8]) -> bool {
-        let ok = push(&self.to_driver, bytes);
+        let ok = push(&self.to_driver, bytes, None);
         self.raise_irq();
         ok
     }
@@ -210,52 +147,43 @@ impl Queues {
     }
 }
 
-/// Copy `bytes` (at most one buffer's worth) into a spare buffer and queue it; `false` when
-/// every buffer is taken.
-fn push(d: &Dir, bytes: &[u8]) -> bool {
-    let mut q = d.lock();
-    let Some(mut b) = q.spare.pop() else {
-        return false;
-    };
-    let n = bytes.len().min(BUF_SIZE);
-    b.data[..n].copy_from_slice(&bytes[..n]);
-    b.len = n;
-    q.waiting.push_back(b);
-    d.note(&q);
-    true
+/// Copy `bytes` (at most one buffer's worth) into the next slot of `q` and queue it, rewritten
+/// first if `rewriter` has a rewrite armed (the double-fetch fault: published rewritten, which
+/// a receiver of this link cannot tell from rewritten after publication, as it copies each
+/// frame out whole); `false` when every slot is taken (nothing is rewritten then).
+fn push(q: &SlotQueue<Frame>, bytes: &[u8], rewriter: Option<&Rewriter>) -> bool {
+    q.push_with(|f| {
+        let n = bytes.len().min(BUF_SIZE);
+        f.data[..n].copy_from_slice(&bytes[..n]);
+        f.len = n;
+        if let Some(r) = rewriter.and_then(Rewriter::take) {
+            r.apply(&mut f.data[..n]);
+        }
+    })
 }
 
 /// Hand at most `budget` waiting frames to `sink`, oldest first; how many.
-fn drain(d: &Dir, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
-    // Relaxed: the hint (see `Dir`). A frame this look misses is found by the next receive: the
-    // sender wakes the receiver after it pushes (an unpark or the interrupt), or the receiver
-    // polls again.
-    if d.waiting.load(Ordering::Relaxed) == 0 {
+fn drain(q: &SlotQueue<Frame>, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
+    // An empty queue (most polls) costs neither a lock nor the receive buffer's zeroing.
+    if q.looks_empty() {
         return 0;
     }
-    let mut n = 0;
-    let mut read: Option<Box<Buf>> = None;
-    loop {
-        // Pop under the lock, hand over outside it (the sink may send). The buffer just read
-        // goes back to the spares under the same lock.
-        let next = {
-            let mut q = d.lock();
-            if let Some(b) = read.take() {
-                q.spare.push(b);
-            }
-            let next = if n == budget {
-                None
-            } else {
-                q.waiting.pop_front()
-            };
-            d.note(&q);
-            next
+    let mut frame = [0u8; BUF_SIZE];
+    for n in 0..budget {
+        // Copied out under the consumers' lock, handed over outside it (the sink may send). An
+        // empty queue costs no lock (a look at the next slot's stamp); a frame queued after it
+        // is found by the next receive: the sender wakes the receiver after it pushes (an unpark
+        // or the interrupt), or the receiver polls again.
+        let Some(len) = q.pop_with(|f| {
+            let len = f.len.min(BUF_SIZE);
+            frame[..len].copy_from_slice(&f.data[..len]);
+            len
+        }) else {
+            return n;
         };
-        let Some(b) = next else { return n };
-        sink(&b.data[..b.len.min(BUF_SIZE)]);
-        read = Some(b);
-        n += 1;
+        sink(&frame[..len]);
     }
+    budget
 }
 
 /// The driver's side of the queues.
@@ -275,7 +203,7 @@ impl Link for DriverEnd {
         if self.0.is_down() {
             return Err(LinkError::Down);
         }
-        if !push(&self.0.to_device, frame) {
+        if !push(&self.0.to_device, frame, None) {
             return Err(LinkError::NoBuffer);
         }
         self.wake_device();
@@ -310,7 +238,11 @@ impl Link for DriverEnd {
             let mut bufs = self.0.loans.bufs.lock().unwrap_or_else(|e| e.into_inner());
             bufs.get_mut(idx as usize).map(|b| {
                 b[..HDR_SIZE].copy_from_slice(hdr);
-                push(&self.0.to_device, &b[..HDR_SIZE + len.min(MAX_PAYLOAD)])
+                push(
+                    &self.0.to_device,
+                    &b[..HDR_SIZE + len.min(MAX_PAYLOAD)],
+                    None,
+                )
             })
         };
         // Handed back unsent (queue full), or for a buffer index that was never ours.
@@ -351,16 +283,8 @@ impl Link for DeviceEnd {
         if self.0.is_down() {
             return Err(LinkError::Down);
         }
-        if !push(&self.0.to_driver, frame) {
+        if !push(&self.0.to_driver, frame, Some(&self.0.rewriter)) {
             return Err(LinkError::NoBuffer);
-        }
-        if let Some(r) = self.0.rewriter.take() {
-            // Published: rewrite it where it waits, if the driver has not taken it yet.
-            let mut q = self.0.to_driver.lock();
-            if let Some(b) = q.waiting.back_mut() {
-                let n = b.len.min(BUF_SIZE);
-                r.apply(&mut b.data[..n]);
-            }
         }
         self.0.raise_irq();
         Ok(())

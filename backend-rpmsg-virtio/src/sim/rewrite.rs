@@ -1,6 +1,7 @@
 //! The double-fetch fault of the simulated remotes: a frame handed to the driver is rewritten
 //! right after it is published (on the rings: after its used element and `used.idx`), before or
-//! while the driver reads it. A driver that copies each buffer once and parses only its copy
+//! while the driver reads it; on the in-memory link as it is published, which its receiver,
+//! copying each frame out of its queue slot whole, cannot tell apart. A driver that copies each buffer once and parses only its copy
 //! refuses such a frame or delivers one consistent version of it (header and payload from the
 //! same copy, never a length its copy's checks did not pass).
 
