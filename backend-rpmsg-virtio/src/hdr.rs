@@ -43,4 +43,12 @@ impl RpmsgHdr {
             flags: U16::ZERO,
         }
     }
+
+    /// The header's wire bytes, as [`crate::link::Link::send_parts`] and
+    /// [`crate::link::Link::send_loan`] take them.
+    pub fn to_bytes(&self) -> [u8; crate::addr::HDR_SIZE] {
+        let mut b = [0u8; crate::addr::HDR_SIZE];
+        b.copy_from_slice(self.as_bytes());
+        b
+    }
 }

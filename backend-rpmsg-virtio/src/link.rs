@@ -7,7 +7,7 @@ use core::fmt;
 
 use fwipc_transport_api::TxLoan;
 
-use crate::addr::HDR_SIZE;
+use crate::addr::{BUF_SIZE, HDR_SIZE};
 
 /// Why a frame could not be handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,21 @@ pub trait Link: Send + Sync {
     /// Copy `frame` (header + payload, at most [`BUF_SIZE`](crate::addr::BUF_SIZE) bytes) into a
     /// free transmit buffer and hand it to the peer (publish, then notify). Never blocks.
     fn send(&self, frame: &[u8]) -> Result<(), LinkError>;
+
+    /// [`Link::send`] of the frame `hdr` + `payload`, without the caller assembling it first.
+    /// The default assembles it in a buffer of its own; a link that copies every frame into a
+    /// transmit buffer anyway copies the two parts there directly. A payload longer than
+    /// [`MAX_PAYLOAD`](crate::addr::MAX_PAYLOAD) is refused as `send` refuses a frame longer than a buffer.
+    fn send_parts(&self, hdr: &[u8; HDR_SIZE], payload: &[u8]) -> Result<(), LinkError> {
+        let mut frame = [0u8; BUF_SIZE];
+        let n = HDR_SIZE + payload.len();
+        frame[..HDR_SIZE].copy_from_slice(hdr);
+        frame
+            .get_mut(HDR_SIZE..n)
+            .ok_or(LinkError::NoBuffer)?
+            .copy_from_slice(payload);
+        self.send(&frame[..n])
+    }
 
     /// Take up to `budget` received frames, each copied into private memory and passed to
     /// `sink` (never a view of memory the peer can still write), and give their buffers back to

@@ -23,7 +23,7 @@ use spin::Mutex;
 
 use crate::addr::{ADDR_ANY, BUF_SIZE, MAX_PAYLOAD, NS_ADDR, TRANSFER_ADDR_BASE};
 use crate::error::RpmsgError;
-use crate::frame::write_frame;
+use crate::hdr::RpmsgHdr;
 use crate::link::{Link, LinkError};
 use crate::name::Name;
 use crate::node::{Delivery, Node};
@@ -296,15 +296,17 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
         }
         // The peer now holds the reply address (and with it the landing buffer).
         let started = self.table.start(&[], req.target)?;
-        let mut frame = [0u8; BUF_SIZE];
-        let sent = write_frame(
-            &mut frame,
+        // The header and the payload go to the link as they are: no frame is assembled here.
+        let hdr = RpmsgHdr::new(
             TRANSFER_ADDR_BASE + started.token.0,
             req.target,
-            req.payload,
-        )
-        .map_err(|e| Error::from(RpmsgError::from(e)))
-        .and_then(|n| self.link.send(&frame[..n]).map_err(link_err));
+            // At most MAX_PAYLOAD (checked above).
+            req.payload.len() as u16,
+        );
+        let sent = self
+            .link
+            .send_parts(&hdr.to_bytes(), req.payload)
+            .map_err(link_err);
         if let Err(e) = sent {
             self.table.abort(started);
             return Err(e);

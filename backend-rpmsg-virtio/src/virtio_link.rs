@@ -451,6 +451,35 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
         f(&mut self.transport.lock())
     }
 
+    /// Take a free transmit buffer, let `write` fill its first `len` bytes, and publish it
+    /// (`Link::send` and `Link::send_parts`). `write` gets the buffer's start, valid for `len`
+    /// bytes (at most [`BUF_SIZE`], checked here) and the driver's until published, and must
+    /// write no further than `len` bytes, only through `shared_mem`'s accessors.
+    fn send_copied(&self, len: usize, write: impl FnOnce(*mut u8)) -> Result<(), LinkError> {
+        if !self.up() {
+            return Err(LinkError::Down);
+        }
+        if len > BUF_SIZE {
+            log::error!("rpmsg link: frame of {len} bytes exceeds a buffer");
+            return Err(LinkError::NoBuffer);
+        }
+        let mut tx = self.tx.q.lock();
+        let Some(i) = self.take_tx(&mut tx) else {
+            return Err(LinkError::NoBuffer);
+        };
+        let off = usize::from(i) * BUF_SIZE;
+        let Some(p) = tx.bufs.at(off) else {
+            tx.free.push(i);
+            return Err(LinkError::NoBuffer);
+        };
+        // Buffer `i` lies inside the transmit region (`i < size`, region of `size * BUF_SIZE`
+        // bytes, `len <= BUF_SIZE`) and is the driver's (on the free list: the device returned
+        // it or never had it).
+        write(p);
+        self.publish_tx(tx, i, len);
+        Ok(())
+    }
+
     fn up(&self) -> bool {
         // Acquire: pairs with the Release stores in `take_down` and `reinitialise`.
         self.state.load(Ordering::Acquire) == UP
@@ -575,31 +604,22 @@ impl<H: Hal, T: Transport, C: Clock> VirtioLink<H, T, C> {
 
 impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink<H, T, C> {
     fn send(&self, frame: &[u8]) -> Result<(), LinkError> {
-        if !self.up() {
-            return Err(LinkError::Down);
-        }
-        if frame.len() > BUF_SIZE {
-            log::error!(
-                "rpmsg link: frame of {} bytes exceeds a buffer",
-                frame.len()
-            );
-            return Err(LinkError::NoBuffer);
-        }
-        let mut tx = self.tx.q.lock();
-        let Some(i) = self.take_tx(&mut tx) else {
-            return Err(LinkError::NoBuffer);
-        };
-        let off = usize::from(i) * BUF_SIZE;
-        let Some(p) = tx.bufs.at(off) else {
-            tx.free.push(i);
-            return Err(LinkError::NoBuffer);
-        };
-        // SAFETY: buffer `i` lies inside the transmit region (`i < size`, region of
-        // `size * BUF_SIZE` bytes, `frame.len() <= BUF_SIZE`) and is the driver's (on the free
-        // list: the device returned it or never had it); byte copies, as the device reads it.
-        unsafe { copy_to_shared(p, frame) };
-        self.publish_tx(tx, i, frame.len());
-        Ok(())
+        self.send_copied(frame.len(), |p| {
+            // SAFETY: `send_copied`'s contract: `p` is the start of a transmit buffer the driver
+            // holds, valid for `frame.len()` bytes; byte copies, as the device reads it.
+            unsafe { copy_to_shared(p, frame) }
+        })
+    }
+
+    fn send_parts(&self, hdr: &[u8; HDR_SIZE], payload: &[u8]) -> Result<(), LinkError> {
+        self.send_copied(HDR_SIZE + payload.len(), |p| {
+            // SAFETY: as in `send`, for `HDR_SIZE + payload.len()` bytes: the header at the
+            // start, the payload after it.
+            unsafe {
+                copy_to_shared(p, hdr);
+                copy_to_shared(p.wrapping_add(HDR_SIZE), payload);
+            }
+        })
     }
 
     fn loan(&self) -> Result<TxLoan, LinkError> {

@@ -130,7 +130,7 @@ impl Queues {
     /// Put raw bytes (at most one buffer's worth) in the driver's receive queue, as if the
     /// device had filled a buffer with them; raises the interrupt.
     pub fn inject_to_driver(&self, bytes: &[u8]) -> bool {
-        let ok = push(&self.to_driver, bytes, None);
+        let ok = push(&self.to_driver, bytes, &[], None);
         self.raise_irq();
         ok
     }
@@ -147,14 +147,19 @@ impl Queues {
     }
 }
 
-/// Copy `bytes` (at most one buffer's worth) into the next slot of `q` and queue it, rewritten
-/// first if `rewriter` has a rewrite armed (the double-fetch fault: published rewritten, which
-/// a receiver of this link cannot tell from rewritten after publication, as it copies each
-/// frame out whole); `false` when every slot is taken (nothing is rewritten then).
-fn push(q: &SlotQueue<Frame>, bytes: &[u8], rewriter: Option<&Rewriter>) -> bool {
+/// Copy `hdr` and then `body` (together at most one buffer's worth; the rest is cut) into the
+/// next slot of `q` and queue them as one frame, rewritten first if `rewriter` has a rewrite
+/// armed (the double-fetch fault: published rewritten, which a receiver of this link cannot
+/// tell from rewritten after publication, as it copies each frame out whole); `false` when
+/// every slot is taken (nothing is rewritten then).
+fn push(q: &SlotQueue<Frame>, hdr: &[u8], body: &[u8], rewriter: Option<&Rewriter>) -> bool {
     q.push_with(|f| {
-        let n = bytes.len().min(BUF_SIZE);
-        f.data[..n].copy_from_slice(&bytes[..n]);
+        let mut n = 0;
+        for part in [hdr, body] {
+            let k = part.len().min(BUF_SIZE - n);
+            f.data[n..n + k].copy_from_slice(&part[..k]);
+            n += k;
+        }
         f.len = n;
         if let Some(r) = rewriter.and_then(Rewriter::take) {
             r.apply(&mut f.data[..n]);
@@ -203,7 +208,21 @@ impl Link for DriverEnd {
         if self.0.is_down() {
             return Err(LinkError::Down);
         }
-        if !push(&self.0.to_device, frame, None) {
+        if !push(&self.0.to_device, frame, &[], None) {
+            return Err(LinkError::NoBuffer);
+        }
+        self.wake_device();
+        Ok(())
+    }
+
+    fn send_parts(&self, hdr: &[u8; HDR_SIZE], payload: &[u8]) -> Result<(), LinkError> {
+        if self.0.is_down() {
+            return Err(LinkError::Down);
+        }
+        if payload.len() > MAX_PAYLOAD {
+            return Err(LinkError::NoBuffer);
+        }
+        if !push(&self.0.to_device, hdr, payload, None) {
             return Err(LinkError::NoBuffer);
         }
         self.wake_device();
@@ -235,14 +254,10 @@ impl Link for DriverEnd {
             .into_shared(&*self.0.loans)
             .map_err(|l| (LinkError::Unsupported, l))?;
         let pushed = {
-            let mut bufs = self.0.loans.bufs.lock().unwrap_or_else(|e| e.into_inner());
-            bufs.get_mut(idx as usize).map(|b| {
-                b[..HDR_SIZE].copy_from_slice(hdr);
-                push(
-                    &self.0.to_device,
-                    &b[..HDR_SIZE + len.min(MAX_PAYLOAD)],
-                    None,
-                )
+            let bufs = self.0.loans.bufs.lock().unwrap_or_else(|e| e.into_inner());
+            bufs.get(idx as usize).map(|b| {
+                let body = &b[HDR_SIZE..HDR_SIZE + len.min(MAX_PAYLOAD)];
+                push(&self.0.to_device, hdr, body, None)
             })
         };
         // Handed back unsent (queue full), or for a buffer index that was never ours.
@@ -283,7 +298,7 @@ impl Link for DeviceEnd {
         if self.0.is_down() {
             return Err(LinkError::Down);
         }
-        if !push(&self.0.to_driver, frame, Some(&self.0.rewriter)) {
+        if !push(&self.0.to_driver, frame, &[], Some(&self.0.rewriter)) {
             return Err(LinkError::NoBuffer);
         }
         self.0.raise_irq();

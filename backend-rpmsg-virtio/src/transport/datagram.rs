@@ -22,12 +22,10 @@ use fwipc_transport_api::{
     EndpointName, EndpointQueues, Error, HoldTable, MsgPool, Result, Rx, RxAction, RxHold, TxLoan,
 };
 use spin::Mutex;
-use zerocopy::IntoBytes;
 
 use super::{link_err, RpmsgTransport};
-use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, NS_ADDR, TRANSFER_ADDR_BASE};
-use crate::error::RpmsgError;
-use crate::frame::{write_frame, NsAnnounce};
+use crate::addr::{ADDR_ANY, MAX_PAYLOAD, NS_ADDR, TRANSFER_ADDR_BASE};
+use crate::frame::NsAnnounce;
 use crate::hdr::RpmsgHdr;
 use crate::link::Link;
 use crate::name::Name;
@@ -172,12 +170,12 @@ impl<L: Link, C: Clock + Send> Datagram for RpmsgTransport<L, C> {
         if dst == ADDR_ANY || dst == NS_ADDR {
             return Err(Error::InvalidArgument);
         }
-        let mut frame = [0u8; BUF_SIZE];
-        let n = write_frame(&mut frame, ep.addr(), dst, payload).map_err(|e| match e {
-            crate::error::WireError::TooLarge => Error::TooLarge,
-            e => Error::from(RpmsgError::from(e)),
-        })?;
-        self.link.send(&frame[..n]).map_err(link_err)?;
+        let len = u16::try_from(payload.len())
+            .ok()
+            .filter(|&n| usize::from(n) <= MAX_PAYLOAD)
+            .ok_or(Error::TooLarge)?;
+        let hdr = RpmsgHdr::new(ep.addr(), dst, len).to_bytes();
+        self.link.send_parts(&hdr, payload).map_err(link_err)?;
         Counters::bump(&self.dgram.counters.sent);
         Ok(())
     }
@@ -208,8 +206,7 @@ impl<L: Link, C: Clock + Send> Datagram for RpmsgTransport<L, C> {
         let Ok(len) = u16::try_from(loan.len()) else {
             return Err((Error::TooLarge, loan));
         };
-        let mut hdr = [0u8; HDR_SIZE];
-        hdr.copy_from_slice(RpmsgHdr::new(ep.addr(), dst, len).as_bytes());
+        let hdr = RpmsgHdr::new(ep.addr(), dst, len).to_bytes();
         self.link
             .send_loan(&hdr, loan)
             .map_err(|(e, l)| (link_err(e), l))?;
