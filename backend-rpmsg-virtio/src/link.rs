@@ -35,7 +35,7 @@ impl core::error::Error for LinkError {}
 
 /// The buffer plumbing under an rpmsg node.
 pub trait Link: Send + Sync {
-    /// Copy `frame` (header + payload, at most [`BUF_SIZE`](crate::addr::BUF_SIZE) bytes) into a
+    /// Copy `frame` (header + payload, at most [`BUF_SIZE`] bytes) into a
     /// free transmit buffer and hand it to the peer (publish, then notify). Never blocks.
     fn send(&self, frame: &[u8]) -> Result<(), LinkError>;
 
