@@ -35,14 +35,15 @@ impl core::error::Error for LinkError {}
 
 /// The buffer plumbing under an rpmsg node.
 pub trait Link: Send + Sync {
-    /// Copy `frame` (header + payload, at most [`BUF_SIZE`] bytes) into a
-    /// free transmit buffer and hand it to the peer (publish, then notify). Never blocks.
+    /// Copy `frame` (header + payload, at most [`BUF_SIZE`] bytes) into a free transmit buffer
+    /// and hand it to the peer (publish, then notify). Never blocks.
     fn send(&self, frame: &[u8]) -> Result<(), LinkError>;
 
     /// [`Link::send`] of the frame `hdr` + `payload`, without the caller assembling it first.
     /// The default assembles it in a buffer of its own; a link that copies every frame into a
     /// transmit buffer anyway copies the two parts there directly. A payload longer than
-    /// [`MAX_PAYLOAD`](crate::addr::MAX_PAYLOAD) is refused as `send` refuses a frame longer than a buffer.
+    /// [`MAX_PAYLOAD`](crate::addr::MAX_PAYLOAD) is refused (`NoBuffer`), as `send` refuses a
+    /// frame longer than a buffer.
     fn send_parts(&self, hdr: &[u8; HDR_SIZE], payload: &[u8]) -> Result<(), LinkError> {
         let mut frame = [0u8; BUF_SIZE];
         let n = HDR_SIZE + payload.len();

@@ -188,7 +188,8 @@ impl PacketChannel for SimLink {
     }
 
     fn try_recv(&self, buf: &mut [u8]) -> Option<usize> {
-        // An empty queue costs a polling AP no lock and no write (a look at the next slot's stamp).
+        // An empty queue costs a polling AP no lock and no write (a look at the next slot's
+        // stamp).
         take_datagram(&self.to_ap, buf)
     }
 }

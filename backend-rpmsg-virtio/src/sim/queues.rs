@@ -196,6 +196,19 @@ fn drain(q: &SlotQueue<Frame>, budget: usize, sink: &mut dyn FnMut(&[u8])) -> us
 pub struct DriverEnd(pub Arc<Queues>);
 
 impl DriverEnd {
+    /// Queue the frame `hdr` + `body` for the device ([`Link::send`], [`Link::send_parts`]) and
+    /// wake it.
+    fn queue(&self, hdr: &[u8], body: &[u8]) -> Result<(), LinkError> {
+        if self.0.is_down() {
+            return Err(LinkError::Down);
+        }
+        if !push(&self.0.to_device, hdr, body, None) {
+            return Err(LinkError::NoBuffer);
+        }
+        self.wake_device();
+        Ok(())
+    }
+
     fn wake_device(&self) {
         if let Some(t) = self.0.device_thread.get() {
             t.unpark();
@@ -205,28 +218,14 @@ impl DriverEnd {
 
 impl Link for DriverEnd {
     fn send(&self, frame: &[u8]) -> Result<(), LinkError> {
-        if self.0.is_down() {
-            return Err(LinkError::Down);
-        }
-        if !push(&self.0.to_device, frame, &[], None) {
-            return Err(LinkError::NoBuffer);
-        }
-        self.wake_device();
-        Ok(())
+        self.queue(frame, &[])
     }
 
     fn send_parts(&self, hdr: &[u8; HDR_SIZE], payload: &[u8]) -> Result<(), LinkError> {
-        if self.0.is_down() {
-            return Err(LinkError::Down);
-        }
         if payload.len() > MAX_PAYLOAD {
             return Err(LinkError::NoBuffer);
         }
-        if !push(&self.0.to_device, hdr, payload, None) {
-            return Err(LinkError::NoBuffer);
-        }
-        self.wake_device();
-        Ok(())
+        self.queue(hdr, payload)
     }
 
     fn loan(&self) -> Result<TxLoan, LinkError> {
