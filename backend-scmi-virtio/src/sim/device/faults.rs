@@ -287,6 +287,7 @@ impl RemoteControl for SimDevice {
             d.forget_in_flight(&self.sh.factory);
             if d.status.contains(DeviceStatus::DRIVER_OK) {
                 d.status |= DeviceStatus::DEVICE_NEEDS_RESET;
+                self.sh.publish_status(&d);
                 *lock(&self.sh.isr) |= InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT.bits();
             }
         }

@@ -20,7 +20,7 @@
 //! [`RemoteControl`]: fwipc_transport_api::fixture::RemoteControl
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -101,6 +101,11 @@ struct QueueCfg {
     device: PhysAddr,
     last_avail: u16,
     used_idx: u16,
+    /// Notifications suppressed on this queue while the device polls it ([`Dev::polling`]):
+    /// `avail_event` set far ahead (with `EVENT_IDX`) or `VIRTQ_USED_F_NO_NOTIFY` set.
+    quiet: bool,
+    /// The `avail_event` published while `quiet` (with `EVENT_IDX`).
+    far_event: u16,
 }
 
 impl QueueCfg {
@@ -132,6 +137,11 @@ struct Dev {
     queues: [QueueCfg; 2],
     /// `Shared::kicks` as the device last consumed it ([`Shared::take_kick`]).
     kicks_seen: u64,
+    /// The device thread polls the available rings ([`SimMode::Spin`]) and has asked the driver
+    /// not to notify it (virtio 1.2 §2.7.10, as a busy-polling vhost back-end does): the first
+    /// pass in another mode asks for notifications again and looks at the rings once, since a
+    /// post made meanwhile kicked nobody ([`Dev::set_polling`]).
+    polling: bool,
     quit: bool,
     fault: Fault,
     reorder: bool,
@@ -174,6 +184,11 @@ struct Dev {
 /// Spent reply buffers the device keeps for reuse.
 const SPARE_MAX: usize = 64;
 
+/// Loads of `avail.idx` a polling device thread makes under the device lock before it lets
+/// the driver have the lock (which the driver takes only to set up, reset or configure the
+/// device; it reads the status register without it).
+const SPIN_WATCH_TURNS: u32 = 64;
+
 struct Shared {
     dev: Mutex<Dev>,
     wake: Condvar,
@@ -182,9 +197,15 @@ struct Shared {
     factory: PlatformFactory,
     /// How the device thread runs ([`RemoteControl::set_sim_mode`](fwipc_transport_api::fixture::RemoteControl::set_sim_mode)).
     mode: SimModeSwitch,
-    /// A kick (or device-side work) since the spinning device thread last looked: lets it spin
-    /// without taking the device lock.
+    /// A kick (or device-side work) since the device thread last looked: lets it spin without
+    /// taking the device lock while idle in [`SimMode::Normal`], and ends a polling thread's
+    /// watch of the rings early.
     kick_hint: AtomicBool,
+    /// `Dev::status`, stored under the device lock wherever it changes
+    /// ([`Shared::publish_status`]), so the driver reads the status register without that lock:
+    /// a register read must not queue behind a device pass, nor behind a polling device
+    /// thread's watch of the rings (the driver reads it every few hundred idle polls).
+    status: AtomicU32,
     /// Kicks (driver queue notifications) received. The driver's `notify` adds one without the
     /// device lock, so a kick costs the driver no lock the device thread holds while it serves;
     /// the device has a kick to serve while this differs from `Dev::kicks_seen`.
@@ -205,12 +226,24 @@ struct Shared {
 impl Shared {
     /// One pass of the device loop: consume the kick, handle new chains (if kicked, or always
     /// without `kick_only`), deliver what is due, raise the interrupt line. Returns whether it
-    /// was kicked.
+    /// was kicked. A pass after polling ([`Shared::serve_polling`]) asks for notifications
+    /// again and handles new chains whether kicked or not.
     fn serve(&self, d: &mut Dev) -> bool {
+        self.serve_as(d, false)
+    }
+
+    /// One pass of the device thread in [`SimMode::Spin`]: as [`Shared::serve`], handling new
+    /// chains on every pass, with the driver's notifications suppressed.
+    fn serve_polling(&self, d: &mut Dev) -> bool {
+        self.serve_as(d, true)
+    }
+
+    fn serve_as(&self, d: &mut Dev, polling: bool) -> bool {
         // Consume the kick whatever the state (a kick racing a reset must not make us spin).
         let kicked = self.take_kick(d);
         if d.driver_ok() && !d.stopped {
-            if kicked || !d.cfg.kick_only {
+            let look = d.polling != polling && d.set_polling(polling);
+            if kicked || look || polling || !d.cfg.kick_only {
                 d.process_cmdq(&self.isr);
                 d.process_eventq(&self.isr);
             }
@@ -226,6 +259,14 @@ impl Shared {
             }
         }
         kicked
+    }
+
+    /// Store `d.status` for the driver's lock-free reads (`status`); called with the device
+    /// lock `d` comes from, after every change.
+    fn publish_status(&self, d: &Dev) {
+        // Release: pairs with the Acquire load in `SimTransport::get_status`; what the change
+        // did under the lock (a reset's rings forgotten) is done before it is read as done.
+        self.status.store(d.status.bits(), Ordering::Release);
     }
 
     /// Consume the driver's kicks since the last pass, if any: a load and a compare with the
@@ -269,25 +310,26 @@ fn device_thread(sh: Arc<Shared>) {
         match sh.mode.take() {
             SimMode::Normal => {}
             SimMode::Spin => {
-                drop(d);
-                // Spin without the lock until the driver kicks (or every 4096 turns, for
-                // device-side work such as delayed replies).
-                for _ in 0..4096 {
-                    // A plain load first: a read-modify-write on every turn would take the
-                    // line away from the driver each time. Relaxed: only a hint; Acquire: the
-                    // swap pairs with the Release store in `Shared::hint`.
-                    if sh.kick_hint.load(Ordering::Relaxed)
-                        && sh.kick_hint.swap(false, Ordering::Acquire)
-                    {
-                        break;
-                    }
-                    std::hint::spin_loop();
-                }
-                d = lock(&sh.dev);
+                // Poll like a busy-polling back-end: a pass over the rings, then watch the
+                // command queue's `avail.idx` for the next post (the driver does not kick: the
+                // pass asked it not to). The watch holds the device lock, which keeps the rings
+                // alive (a reset takes it), for a bounded number of turns, then lets the
+                // driver have it.
                 if !d.quit {
-                    sh.serve(&mut d);
+                    sh.serve_polling(&mut d);
                     d = sh.deliver_irq(d);
+                    if d.watch_avail(SPIN_WATCH_TURNS, &sh.kick_hint) {
+                        // A post: serve it without handing the lock round.
+                        continue;
+                    }
                 }
+                // Relaxed: a hint (device-side work, or a kick a driver sent anyway); the
+                // next pass looks at everything. Acquire: pairs with `Shared::hint`'s store.
+                if sh.kick_hint.load(Ordering::Relaxed) {
+                    sh.kick_hint.swap(false, Ordering::Acquire);
+                }
+                drop(d);
+                d = lock(&sh.dev);
                 continue;
             }
             SimMode::Stepped => {
@@ -380,6 +422,7 @@ impl SimDevice {
                 driver_features: 0,
                 queues: [QueueCfg::default(); 2],
                 kicks_seen: 0,
+                polling: false,
                 quit: false,
                 fault: Fault::None,
                 reorder: false,
@@ -411,6 +454,7 @@ impl SimDevice {
             factory,
             mode: SimModeSwitch::new(),
             kick_hint: AtomicBool::new(false),
+            status: AtomicU32::new(0),
             kicks: AtomicU64::new(0),
             sleeping: AtomicBool::new(false),
             irq_waiters: AtomicUsize::new(0),

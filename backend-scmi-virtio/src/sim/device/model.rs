@@ -2,7 +2,7 @@
 //! chains, check them, run the platform, return used elements, interrupt suppression with
 //! `EVENT_IDX`), the held/delayed replies of the fault knobs, and the eventq buffers.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -15,9 +15,35 @@ use super::{lock, Dev, PlatformFactory, QueueCfg, Reply, MAX_DEVICE_BUF, SPARE_M
 use crate::header::{Header, HEADER_LEN, RESERVED_MASK};
 use crate::platform::{FWIPC_TEST_ECHO, FWIPC_TEST_PROTOCOL};
 use crate::virtio::ring::{
-    vring_need_event, Descriptor, AVAIL_F_NO_INTERRUPT, DESC_F_NEXT, DESC_F_WRITE,
+    vring_need_event, Descriptor, AVAIL_F_NO_INTERRUPT, DESC_F_NEXT, DESC_F_WRITE, USED_F_NO_NOTIFY,
 };
 use crate::virtio::ScmiFeatures;
+
+/// Ask the driver not to notify queue `q`, which the device polls (virtio 1.2 §2.7.10). With
+/// `EVENT_IDX`, `avail_event` half the index space ahead of what was taken, moved on when the
+/// device has taken a quarter of it (`vring_need_event` is true only for an event inside the
+/// posts of one decision, so no post reaches it before then); without, the `NO_NOTIFY` flag
+/// once. A kick that comes anyway (the driver read the word before the store) is harmless: a
+/// polling device handles new chains on every pass.
+fn quiet(q: &mut QueueCfg, event_idx: bool) {
+    let l = q.layout();
+    if event_idx {
+        if q.quiet && q.far_event.wrapping_sub(q.last_avail) >= 0x4000 {
+            return;
+        }
+        q.far_event = q.last_avail.wrapping_add(0x8000);
+        // SAFETY: `avail_event` lies inside the live used ring area of this queue.
+        let ev = unsafe { atomic_u16(q.device + l.avail_event() as u64) };
+        // Release: a hint for the driver (no data rides on it).
+        ev.store(q.far_event.to_le(), Ordering::Release);
+    } else if !q.quiet {
+        // SAFETY: `used.flags` lies inside the live used ring of a configured queue.
+        let flags = unsafe { atomic_u16(q.device + l.used_flags() as u64) };
+        // Release: as above.
+        flags.store(USED_F_NO_NOTIFY.to_le(), Ordering::Release);
+    }
+    q.quiet = true;
+}
 
 impl Dev {
     pub(super) fn driver_ok(&self) -> bool {
@@ -64,6 +90,11 @@ impl Dev {
         // Acquire: pairs with the driver's Release store, so its ring entry and descriptors
         // are visible.
         let mut idx = u16::from_le(avail.load(Ordering::Acquire));
+        if idx == q.last_avail && self.polling {
+            // The device polls: no notification wanted, nothing to re-check.
+            quiet(q, event_idx);
+            return None;
+        }
         if idx == q.last_avail && event_idx {
             // SAFETY: `avail_event` lies inside the live used ring area of this queue.
             let ev = unsafe { atomic_u16(q.device + l.avail_event() as u64) };
@@ -85,6 +116,62 @@ impl Dev {
         let head = u16::from_le(entry.load(Ordering::Relaxed));
         q.last_avail = q.last_avail.wrapping_add(1);
         Some(head)
+    }
+
+    /// Enter or leave polling ([`Dev::polling`](super::Dev)). Returns whether the rings must
+    /// be looked at now whatever the kicks: polling just ended, and a post made while the
+    /// driver saw notifications suppressed kicked nobody. Leaving clears
+    /// `VIRTQ_USED_F_NO_NOTIFY`, then a full fence orders that store before the look's read of
+    /// `avail.idx` (pairs with the driver's fence in `SplitRing::should_notify` between its
+    /// `avail.idx` store and its read of the flags): either the look finds the post or the
+    /// driver finds the flag clear and kicks. With `EVENT_IDX` the look itself asks again: it
+    /// runs the rings dry, and `next_avail`, finding them empty outside polling, publishes
+    /// `avail_event` with the same fence and re-check.
+    #[cold]
+    pub(super) fn set_polling(&mut self, polling: bool) -> bool {
+        if self.polling == polling {
+            return false;
+        }
+        self.polling = polling;
+        if polling {
+            return false;
+        }
+        let event_idx = self.event_idx();
+        for q in self.queues.iter_mut().filter(|q| q.ready() && q.quiet) {
+            q.quiet = false;
+            if !event_idx {
+                let l = q.layout();
+                // SAFETY: `used.flags` lies inside the live used ring of a configured queue.
+                let flags = unsafe { atomic_u16(q.device + l.used_flags() as u64) };
+                // Release: a hint for the driver; the fence below orders what matters.
+                flags.store(0, Ordering::Release);
+            }
+        }
+        fence(Ordering::SeqCst);
+        true
+    }
+
+    /// While polling, watch the command queue's `avail.idx` until the driver posts past what
+    /// was taken (returns `true`), `hint` is set (device-side work), or `turns` loads have
+    /// passed.
+    pub(super) fn watch_avail(&self, turns: u32, hint: &AtomicBool) -> bool {
+        let q = &self.queues[0];
+        if !self.polling || !q.ready() {
+            return false;
+        }
+        // SAFETY: as in `next_avail` (the caller holds the device lock).
+        let avail = unsafe { atomic_u16(q.driver + q.layout().avail_idx() as u64) };
+        for _ in 0..turns {
+            // Relaxed: both only say "look"; `next_avail`'s Acquire load orders the entry.
+            if u16::from_le(avail.load(Ordering::Relaxed)) != q.last_avail {
+                return true;
+            }
+            if hint.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        false
     }
 
     /// Whether `addr..addr + len` lies in the memory the guest shared (always, without a

@@ -86,7 +86,9 @@ impl Transport for SimTransport {
     }
 
     fn get_status(&self) -> DeviceStatus {
-        lock(&self.sh.dev).status
+        // Without the device lock (see `Shared::status`). Acquire: pairs with the Release in
+        // `Shared::publish_status`, so a reset read as done is done.
+        DeviceStatus::from_bits_retain(self.sh.status.load(Ordering::Acquire))
     }
 
     fn set_status(&mut self, status: DeviceStatus) {
@@ -101,6 +103,7 @@ impl Transport for SimTransport {
             *lock(&self.sh.isr) = 0;
         }
         d.status = status;
+        self.sh.publish_status(&d);
     }
 
     fn set_guest_page_size(&mut self, _guest_page_size: u32) {}
@@ -138,6 +141,7 @@ impl Transport for SimTransport {
                 device: device_area,
                 last_avail: 0,
                 used_idx: 0,
+                ..QueueCfg::default()
             };
         }
     }
