@@ -16,7 +16,7 @@ use core::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
 use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
 use virtio_drivers::PhysAddr;
 
-use crate::ring::{vring_need_event, Descriptor, RingLayout, UsedElem};
+use crate::ring::{vring_need_event, Descriptor, RingLayout, UsedElem, USED_F_NO_NOTIFY};
 
 /// The addresses and size the driver configured for one queue (`queue_set`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +48,86 @@ pub struct DeviceQueue {
     used_idx: u16,
     /// `VIRTIO_F_RING_EVENT_IDX` negotiated.
     event_idx: bool,
+    /// The device polls this queue ([`DeviceQueue::set_polling`]).
+    polling: bool,
+    /// Its request for no kicks while it does.
+    kicks: KickQuiet,
+}
+
+/// A polling device's request for no kicks on one queue (virtio 1.2 §2.7.10), made the way a
+/// busy-polling vhost back-end makes it: with `EVENT_IDX`, `avail_event` half the index space
+/// ahead of what the device has taken, moved on after a quarter of it ([`vring_need_event`] is
+/// true only for an event among the posts of one kick decision, so no post reaches it before
+/// then); without, `VIRTQ_USED_F_NO_NOTIFY` in `used.flags`. A kick that comes anyway (the
+/// driver read the word before the store) costs a device that polls nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KickQuiet {
+    on: bool,
+    far_event: u16,
+}
+
+impl KickQuiet {
+    /// Ask for no kicks, or keep asking: call when a poll found the ring empty at `last_avail`.
+    /// Stores only when the request is new or must move on.
+    ///
+    /// # Safety
+    /// `device` must be the device area of a live ring laid out as `layout`, in this address
+    /// space (physical address == virtual address), which the driver accesses only atomically.
+    pub unsafe fn quiet(
+        &mut self,
+        device: PhysAddr,
+        layout: &RingLayout,
+        last_avail: u16,
+        event_idx: bool,
+    ) {
+        if event_idx {
+            if self.on && self.far_event.wrapping_sub(last_avail) >= 0x4000 {
+                return;
+            }
+            self.far_event = last_avail.wrapping_add(0x8000);
+            // SAFETY: `avail_event` lies inside the device area (caller's contract).
+            let ev = unsafe { word16(device + layout.avail_event() as u64) };
+            // Release: a hint for the driver (no data rides on it).
+            ev.store(self.far_event.to_le(), Ordering::Release);
+        } else if !self.on {
+            // SAFETY: `used.flags` lies inside the device area (caller's contract).
+            let flags = unsafe { word16(device + layout.used_flags() as u64) };
+            // Release: as above.
+            flags.store(USED_F_NO_NOTIFY.to_le(), Ordering::Release);
+        }
+        self.on = true;
+    }
+
+    /// Ask for kicks again; returns whether they were suppressed. Without `EVENT_IDX` this
+    /// clears `VIRTQ_USED_F_NO_NOTIFY`; with it, the next poll that finds the ring empty, not
+    /// polling any more, publishes `avail_event` (with its fence and re-check). The caller must
+    /// look at the available ring once more whatever the kicks (a post made while the driver
+    /// saw kicks suppressed kicked nobody); the full fence orders the flag's store before that
+    /// look (pairs with the driver's fence in `SplitRing::should_notify` between its
+    /// `avail.idx` store and its read of the flags): the look finds the post or the driver
+    /// finds the flag clear and kicks.
+    ///
+    /// # Safety
+    /// As [`KickQuiet::quiet`].
+    pub unsafe fn resume(
+        &mut self,
+        device: PhysAddr,
+        layout: &RingLayout,
+        event_idx: bool,
+    ) -> bool {
+        if !self.on {
+            return false;
+        }
+        self.on = false;
+        if !event_idx {
+            // SAFETY: `used.flags` lies inside the device area (caller's contract).
+            let flags = unsafe { word16(device + layout.used_flags() as u64) };
+            // Release: a hint; the fence below orders what matters.
+            flags.store(0, Ordering::Release);
+        }
+        fence(Ordering::SeqCst);
+        true
+    }
 }
 
 /// # Safety
@@ -78,7 +158,24 @@ impl DeviceQueue {
             last_avail: 0,
             used_idx: 0,
             event_idx,
+            polling: false,
+            kicks: KickQuiet::default(),
         })
+    }
+
+    /// The device polls this queue (`true`): it asks the driver for no kicks ([`KickQuiet`])
+    /// whenever [`DeviceQueue::next_avail`] finds the ring empty. `false` asks for them again;
+    /// the caller then looks at the ring once more, whatever the kicks.
+    pub fn set_polling(&mut self, on: bool) {
+        if self.polling == on {
+            return;
+        }
+        self.polling = on;
+        if !on {
+            let l = self.layout();
+            // SAFETY: the device area of a configured ring (constructor contract).
+            unsafe { self.kicks.resume(self.addrs.device, &l, self.event_idx) };
+        }
     }
 
     /// The configured addresses.
@@ -104,6 +201,14 @@ impl DeviceQueue {
         // Acquire: pairs with the driver's Release store in `SplitRing::post`, so its ring entry
         // and descriptors are visible.
         let mut idx = u16::from_le(avail.load(Ordering::Acquire));
+        if idx == self.last_avail && self.polling {
+            // SAFETY: the device area of a configured ring (constructor contract).
+            unsafe {
+                self.kicks
+                    .quiet(self.addrs.device, &l, self.last_avail, self.event_idx)
+            };
+            return None;
+        }
         if idx == self.last_avail && self.event_idx {
             // SAFETY: `avail_event` lies inside the device area (constructor contract).
             let ev = unsafe { word16(self.addrs.device + l.avail_event() as u64) };
@@ -250,6 +355,16 @@ mod tests {
         (ring, dq)
     }
 
+    /// A device-readable descriptor of `buf`.
+    fn readable(buf: &mut [u8; 8]) -> Descriptor {
+        Descriptor {
+            addr: buf.as_mut_ptr() as u64,
+            len: 8,
+            flags: 0,
+            next: 0,
+        }
+    }
+
     /// A driver that suppressed interrupts is never asked for one, also after drains that found
     /// the ring empty (which re-arm `used_event` otherwise); one that did not is, every time.
     #[test]
@@ -262,13 +377,7 @@ mod tests {
                 }
                 let mut buf = [0u8; 8];
                 for round in 0..10 {
-                    let d = Descriptor {
-                        addr: buf.as_mut_ptr() as u64,
-                        len: 8,
-                        flags: 0,
-                        next: 0,
-                    };
-                    ring.set_desc(0, d);
+                    ring.set_desc(0, readable(&mut buf));
                     ring.post(0);
                     assert_eq!(dq.next_avail(), Some(0));
                     assert_eq!(
@@ -280,6 +389,40 @@ mod tests {
                     assert_eq!(ring.pop_used(), Ok(None));
                 }
             }
+        }
+    }
+
+    /// A device that polls asks for no kicks ([`KickQuiet`]): with and without `EVENT_IDX`, no
+    /// post after its first empty poll kicks, across the 16-bit wrap and the moves of the far
+    /// `avail_event`; once it stops polling, its next empty poll asks again and the next post
+    /// kicks.
+    #[test]
+    fn a_polling_device_asks_for_no_kicks() {
+        let rounds = if cfg!(miri) { 300 } else { 70_000u32 };
+        for event_idx in [false, true] {
+            let (mut ring, mut dq) = pair(event_idx);
+            let mut buf = [0u8; 8];
+            ring.set_desc(0, readable(&mut buf));
+            dq.set_polling(true);
+            assert_eq!(dq.next_avail(), None);
+            for round in 0..rounds {
+                ring.post(0);
+                assert!(
+                    !ring.should_notify(),
+                    "event_idx {event_idx}: a kick asked for at round {round}"
+                );
+                assert_eq!(dq.next_avail(), Some(0));
+                assert_eq!(dq.next_avail(), None);
+                dq.push_used(0, 0);
+                assert!(ring.pop_used().unwrap().is_some());
+            }
+            dq.set_polling(false);
+            assert_eq!(dq.next_avail(), None);
+            ring.post(0);
+            assert!(
+                ring.should_notify(),
+                "event_idx {event_idx}: no kick asked for after polling"
+            );
         }
     }
 

@@ -43,6 +43,8 @@ struct Regs {
     queues: Vec<Option<DeviceQueue>>,
     refuse_reset: bool,
     refuse_features_ok: bool,
+    /// The model polls its queues ([`SimDevice::set_polling`]); queues configured later poll too.
+    polling: bool,
 }
 
 struct Inner {
@@ -85,12 +87,24 @@ impl SimDevice {
                     queues: (0..cfg.queues).map(|_| None).collect(),
                     refuse_reset: false,
                     refuse_features_ok: false,
+                    polling: false,
                 }),
                 notify: spin::Once::new(),
                 isr: AtomicU32::new(0),
                 status_reads: AtomicU64::new(0),
                 kicks: AtomicU64::new(0),
             }),
+        }
+    }
+
+    /// The model polls every queue (`true`, a busy-polling device: it asks the driver for no
+    /// kicks, [`DeviceQueue::set_polling`]) or not any more (`false`: it asks for them again,
+    /// and must look at its queues once more whatever the kicks).
+    pub fn set_polling(&self, on: bool) {
+        let mut r = self.inner.regs.lock();
+        r.polling = on;
+        for q in r.queues.iter_mut().flatten() {
+            q.set_polling(on);
         }
     }
 
@@ -266,12 +280,14 @@ impl Transport for SimTransport {
         if status.contains(DeviceStatus::DRIVER_OK) && !r.status.contains(DeviceStatus::DRIVER_OK) {
             // The device starts using the queues the driver configured.
             let event_idx = r.driver_features & F_RING_EVENT_IDX != 0;
+            let polling = r.polling;
             for q in r.queues.iter_mut().flatten() {
                 let addrs = q.addrs();
                 // SAFETY: addresses the driver configured with `queue_set` for rings laid out by
                 // `SplitRing` in this address space; they stay allocated until the driver resets
                 // the device, which forgets them under this lock.
-                if let Some(n) = unsafe { DeviceQueue::new(addrs, event_idx) } {
+                if let Some(mut n) = unsafe { DeviceQueue::new(addrs, event_idx) } {
+                    n.set_polling(polling);
                     *q = n;
                 }
             }

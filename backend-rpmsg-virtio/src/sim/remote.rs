@@ -158,9 +158,15 @@ impl<E: RemoteEnd> SimRemote<E> {
     /// The remote thread's loop, in the mode [`RemoteControl::set_sim_mode`] asked for.
     pub(crate) fn run(&self) {
         *lock(&self.thread) = Some(std::thread::current());
+        let mut polling = false;
         // Acquire: pairs with the fixture's Release store on drop.
         while !self.stop.load(Ordering::Acquire) {
-            match self.mode.take() {
+            let mode = self.mode.take();
+            if polling != (mode == SimMode::Spin) {
+                polling = !polling;
+                self.end.set_polling(polling);
+            }
+            match mode {
                 SimMode::Normal => {
                     // Idle: step a little longer before parking (bounded, then park as before).
                     if !Backoff::spin_until(|| self.step(), std::thread::yield_now) {

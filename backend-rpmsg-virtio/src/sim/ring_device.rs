@@ -255,6 +255,10 @@ impl RemoteEnd for RingDevice {
         self.0.rewriter.arm(count, r);
     }
 
+    fn set_polling(&self, on: bool) {
+        self.0.dev.set_polling(on);
+    }
+
     fn set_irq(&self, irq: Box<dyn Fn() + Send + Sync>) {
         if self.0.irq.set(irq).is_err() {
             log::warn!("rpmsg ring device: the interrupt handler is set already");

@@ -30,6 +30,8 @@ use fwipc_transport_api::Backoff;
 use virtio_drivers::transport::DeviceStatus;
 use virtio_drivers::PhysAddr;
 
+use fwipc_virtio::device_ring::KickQuiet;
+
 use crate::platform::PlatformModel;
 use crate::virtio::ring::RingLayout;
 
@@ -101,11 +103,8 @@ struct QueueCfg {
     device: PhysAddr,
     last_avail: u16,
     used_idx: u16,
-    /// Notifications suppressed on this queue while the device polls it ([`Dev::polling`]):
-    /// `avail_event` set far ahead (with `EVENT_IDX`) or `VIRTQ_USED_F_NO_NOTIFY` set.
-    quiet: bool,
-    /// The `avail_event` published while `quiet` (with `EVENT_IDX`).
-    far_event: u16,
+    /// The request for no kicks while the device polls this queue ([`Dev::polling`]).
+    kicks: KickQuiet,
 }
 
 impl QueueCfg {

@@ -15,35 +15,9 @@ use super::{lock, Dev, PlatformFactory, QueueCfg, Reply, MAX_DEVICE_BUF, SPARE_M
 use crate::header::{Header, HEADER_LEN, RESERVED_MASK};
 use crate::platform::{FWIPC_TEST_ECHO, FWIPC_TEST_PROTOCOL};
 use crate::virtio::ring::{
-    vring_need_event, Descriptor, AVAIL_F_NO_INTERRUPT, DESC_F_NEXT, DESC_F_WRITE, USED_F_NO_NOTIFY,
+    vring_need_event, Descriptor, AVAIL_F_NO_INTERRUPT, DESC_F_NEXT, DESC_F_WRITE,
 };
 use crate::virtio::ScmiFeatures;
-
-/// Ask the driver not to notify queue `q`, which the device polls (virtio 1.2 §2.7.10). With
-/// `EVENT_IDX`, `avail_event` half the index space ahead of what was taken, moved on when the
-/// device has taken a quarter of it (`vring_need_event` is true only for an event inside the
-/// posts of one decision, so no post reaches it before then); without, the `NO_NOTIFY` flag
-/// once. A kick that comes anyway (the driver read the word before the store) is harmless: a
-/// polling device handles new chains on every pass.
-fn quiet(q: &mut QueueCfg, event_idx: bool) {
-    let l = q.layout();
-    if event_idx {
-        if q.quiet && q.far_event.wrapping_sub(q.last_avail) >= 0x4000 {
-            return;
-        }
-        q.far_event = q.last_avail.wrapping_add(0x8000);
-        // SAFETY: `avail_event` lies inside the live used ring area of this queue.
-        let ev = unsafe { atomic_u16(q.device + l.avail_event() as u64) };
-        // Release: a hint for the driver (no data rides on it).
-        ev.store(q.far_event.to_le(), Ordering::Release);
-    } else if !q.quiet {
-        // SAFETY: `used.flags` lies inside the live used ring of a configured queue.
-        let flags = unsafe { atomic_u16(q.device + l.used_flags() as u64) };
-        // Release: as above.
-        flags.store(USED_F_NO_NOTIFY.to_le(), Ordering::Release);
-    }
-    q.quiet = true;
-}
 
 impl Dev {
     pub(super) fn driver_ok(&self) -> bool {
@@ -92,7 +66,8 @@ impl Dev {
         let mut idx = u16::from_le(avail.load(Ordering::Acquire));
         if idx == q.last_avail && self.polling {
             // The device polls: no notification wanted, nothing to re-check.
-            quiet(q, event_idx);
+            // SAFETY: the live used ring area of this queue, as above.
+            unsafe { q.kicks.quiet(q.device, &l, q.last_avail, event_idx) };
             return None;
         }
         if idx == q.last_avail && event_idx {
@@ -120,13 +95,11 @@ impl Dev {
 
     /// Enter or leave polling ([`Dev::polling`](super::Dev)). Returns whether the rings must
     /// be looked at now whatever the kicks: polling just ended, and a post made while the
-    /// driver saw notifications suppressed kicked nobody. Leaving clears
-    /// `VIRTQ_USED_F_NO_NOTIFY`, then a full fence orders that store before the look's read of
-    /// `avail.idx` (pairs with the driver's fence in `SplitRing::should_notify` between its
-    /// `avail.idx` store and its read of the flags): either the look finds the post or the
-    /// driver finds the flag clear and kicks. With `EVENT_IDX` the look itself asks again: it
-    /// runs the rings dry, and `next_avail`, finding them empty outside polling, publishes
-    /// `avail_event` with the same fence and re-check.
+    /// driver saw kicks suppressed kicked nobody. Leaving asks for kicks again on every queue
+    /// ([`KickQuiet::resume`](fwipc_virtio::device_ring::KickQuiet::resume), whose fence
+    /// orders that before the look); with `EVENT_IDX` the look runs the rings dry, and
+    /// `next_avail`, finding them empty outside polling, publishes `avail_event` with its own
+    /// fence and re-check.
     #[cold]
     pub(super) fn set_polling(&mut self, polling: bool) -> bool {
         if self.polling == polling {
@@ -137,17 +110,12 @@ impl Dev {
             return false;
         }
         let event_idx = self.event_idx();
-        for q in self.queues.iter_mut().filter(|q| q.ready() && q.quiet) {
-            q.quiet = false;
-            if !event_idx {
-                let l = q.layout();
-                // SAFETY: `used.flags` lies inside the live used ring of a configured queue.
-                let flags = unsafe { atomic_u16(q.device + l.used_flags() as u64) };
-                // Release: a hint for the driver; the fence below orders what matters.
-                flags.store(0, Ordering::Release);
-            }
+        for q in self.queues.iter_mut().filter(|q| q.ready()) {
+            let l = q.layout();
+            // SAFETY: the live used ring area of a configured queue (the caller holds the
+            // device lock a reset takes).
+            unsafe { q.kicks.resume(q.device, &l, event_idx) };
         }
-        fence(Ordering::SeqCst);
         true
     }
 
