@@ -241,7 +241,7 @@ impl Shared {
         // Consume the kick whatever the state (a kick racing a reset must not make us spin).
         let kicked = self.take_kick(d);
         if d.driver_ok() && !d.stopped {
-            let look = d.polling != polling && d.set_polling(polling);
+            let look = d.set_polling(polling);
             if kicked || look || polling || !d.cfg.kick_only {
                 d.process_cmdq(&self.isr);
                 d.process_eventq(&self.isr);

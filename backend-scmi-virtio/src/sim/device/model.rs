@@ -100,15 +100,18 @@ impl Dev {
     /// orders that before the look); with `EVENT_IDX` the look runs the rings dry, and
     /// `next_avail`, finding them empty outside polling, publishes `avail_event` with its own
     /// fence and re-check.
-    #[cold]
+    #[inline]
     pub(super) fn set_polling(&mut self, polling: bool) -> bool {
         if self.polling == polling {
             return false;
         }
         self.polling = polling;
-        if polling {
-            return false;
-        }
+        !polling && self.resume_kicks()
+    }
+
+    /// [`Dev::set_polling`] leaving polling: ask for kicks again on every queue.
+    #[cold]
+    fn resume_kicks(&mut self) -> bool {
         let event_idx = self.event_idx();
         for q in self.queues.iter_mut().filter(|q| q.ready()) {
             let l = q.layout();
