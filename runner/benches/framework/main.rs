@@ -1017,7 +1017,7 @@ fn main() {
     }
     // (c)–(e), each printing its own section.
     let mut failures: Vec<String> = Vec::new();
-    let latency = parked::run(&benches, samples, rounds / 10, quick, &mut failures);
+    let (latency, pinned) = parked::run(&benches, samples, rounds / 10, quick, &mut failures);
     let inflight = pipeline::run(&benches, few, rounds, &mut failures);
     if only.as_deref().is_none_or(|o| o == "vchiq") {
         services::run(if quick { 1 } else { 5 }, rounds, &mut failures);
@@ -1030,7 +1030,11 @@ fn main() {
             .and_then(|()| {
                 plots::lines(
                     &d.join("latency.svg"),
-                    "(c) parked remote: round-trip latency distribution",
+                    if pinned {
+                        "(c) parked remote, one core per side: round-trip latency distribution"
+                    } else {
+                        "(c) parked remote, placed by the scheduler: round-trip latency distribution"
+                    },
                     ("round trip / mc", "% of round trips at most"),
                     &latency,
                     (true, false),

@@ -375,14 +375,15 @@ fn voluntary_switches() -> Option<u64> {
 const DISTRIBUTION: u64 = 2_000;
 
 /// Runs (c) over `benches` (interleaved with the peers, `samples` samples of `rounds` round
-/// trips), prints its section, and returns the latency distributions as plot series (x in `mc`).
+/// trips), prints its section, and returns the latency distributions as plot series (x in `mc`)
+/// and whether they were measured with one core per side (else placed by the scheduler).
 pub fn run(
     benches: &[(&str, Option<Box<dyn Bench>>)],
     samples: u64,
     rounds: u64,
     quick: bool,
     failures: &mut Vec<String>,
-) -> Vec<Series> {
+) -> (Vec<Series>, bool) {
     let mut crossbeam = Crossbeam::new();
     // iceoryx2 polling, then blocking.
     let mut ice = [Iceoryx::new(false), Iceoryx::new(true)];
@@ -420,11 +421,13 @@ pub fn run(
          **Placed by the scheduler**: every thread may run on every core.\n"
     );
     print_table(&live, &dead, free, &ice);
-    match crate::placement::Placed::pin() {
+    // Kept to the end: the latency distribution and the sleeps are measured one core per side
+    // too, where a round trip's time is the pair's and not where the scheduler put it.
+    let placed = crate::placement::Placed::pin();
+    match &placed {
         Ok(placed) => {
             let cores = placed.describe();
             let pinned = measure(&live, &mut dead, &mut crossbeam, &mut ice, samples, rounds);
-            drop(placed);
             println!(
                 "\n**One core per side**, the same samples again with the calling thread on \
                  {cores} (every pair's and peer's other threads: the remote, a simulator's \
@@ -444,7 +447,8 @@ pub fn run(
         }
     }
 
-    // The latency distribution: every round trip timed on its own, in mc.
+    // The latency distribution: every round trip timed on its own, in mc (one core per side
+    // where the threads could be placed so).
     let n = if quick {
         DISTRIBUTION / 10
     } else {
@@ -494,11 +498,18 @@ pub fn run(
             add(name, r, v, sw);
         }
     }
+    let pinned = placed.is_ok();
+    drop(placed);
     if !switches.is_empty() {
+        let placement = if pinned {
+            "one core per side"
+        } else {
+            "placed by the scheduler"
+        };
         println!(
             "\nThreads going to sleep per round trip (voluntary context switches of every thread \
-             of the process over {n} further round trips; each is a wake-up the OS must \
-             deliver):\n"
+             of the process over {n} further round trips, {placement}, each timed on its own for \
+             the latency plot; each sleep is a wake-up the OS must deliver):\n"
         );
         println!("| pair | sleeps per round trip |");
         println!("|---|---:|");
@@ -506,7 +517,7 @@ pub fn run(
             println!("| {name} | {k:.2} |");
         }
     }
-    series
+    (series, pinned)
 }
 
 /// Per backend: (vs crossbeam, vs iceoryx2 polling, vs iceoryx2 blocking, / mc) per sample; and
