@@ -10,8 +10,11 @@ use fwipc_rpmsg_virtio::name::Name;
 use fwipc_rpmsg_virtio::sim::{RpmsgFixture, ECHO_NAME};
 use fwipc_rpmsg_virtio::RpmsgConfig;
 use fwipc_transport_api::fixture::Fixture;
-use fwipc_transport_api::{call, Completion, Request, StdClock, Transport, Wait};
+use fwipc_transport_api::{Completion, Transport};
 use zerocopy::IntoBytes;
+
+mod common;
+use common::echo_ok;
 
 fn eventually(mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -22,21 +25,6 @@ fn eventually(mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
     false
-}
-
-fn echo_ok(fx: &RpmsgFixture) {
-    let mut out = [0u8; 4];
-    let req = Request::new(fx.echo_target(), &[1, 2, 3, 4]).polled();
-    let n = call(
-        fx.transport(),
-        &StdClock::new(),
-        &req,
-        &mut out,
-        Duration::from_secs(5),
-        Wait::Poll,
-    )
-    .expect("echo");
-    assert_eq!(&out[..n], &[!1, !2, !3, !4]);
 }
 
 fn ns_frame(name: &[u8], addr: u32, destroy: bool) -> Vec<u8> {

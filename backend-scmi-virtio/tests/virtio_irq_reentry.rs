@@ -133,7 +133,13 @@ fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static)
 #[test]
 fn interrupt_arriving_while_the_sender_holds_the_lock_completes_the_transfer() {
     within("interrupt during send", || {
-        let dev = SimDevice::start(SimDeviceConfig::default(), || Box::new(EchoPlatform::new()));
+        // A device that waits for each kick (never watching with kicks off), so every send
+        // kicks and `IrqOnKick` delivers its interrupt inside it.
+        let dev_cfg = SimDeviceConfig {
+            watch_when_idle: false,
+            ..SimDeviceConfig::default()
+        };
+        let dev = SimDevice::start(dev_cfg, || Box::new(EchoPlatform::new()));
         let handler: Handler = Arc::new(OnceLock::new());
         let t = IrqOnKick {
             inner: dev.transport(),

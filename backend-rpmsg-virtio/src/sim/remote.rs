@@ -158,28 +158,52 @@ impl<E: RemoteEnd> SimRemote<E> {
     /// The remote thread's loop, in the mode [`RemoteControl::set_sim_mode`] asked for.
     pub(crate) fn run(&self) {
         *lock(&self.thread) = Some(std::thread::current());
+        // Whether the end asks the driver for no kicks: while the remote polls it (`Spin`) or
+        // watches it idle (`Normal`, below).
         let mut polling = false;
+        let mut set_polling = |on: bool| {
+            if polling != on {
+                polling = on;
+                self.end.set_polling(on);
+            }
+        };
+        // In `Normal`: a step found work since the remote last parked, so it steps on a while
+        // when idle. A remote woken by its timeout alone parks again at once.
+        let mut active = false;
         // Acquire: pairs with the fixture's Release store on drop.
         while !self.stop.load(Ordering::Acquire) {
-            let mode = self.mode.take();
-            if polling != (mode == SimMode::Spin) {
-                polling = !polling;
-                self.end.set_polling(polling);
-            }
-            match mode {
+            match self.mode.take() {
                 SimMode::Normal => {
-                    // Idle: step a little longer before parking (bounded, then park as before).
-                    if !Backoff::spin_until(|| self.step(), std::thread::yield_now) {
+                    if active {
+                        // Idle: step a little longer before parking, with kicks off meanwhile
+                        // (a step finds a post whatever the kicks, as a busy-polling back-end's
+                        // does). Bounded; then ask for kicks again and step once more below (a
+                        // post made while they were off kicked nobody).
+                        set_polling(true);
+                        if Backoff::spin_until(|| self.step(), std::thread::yield_now) {
+                            continue;
+                        }
+                        active = false;
+                        set_polling(false);
+                    }
+                    if self.step() {
+                        active = true;
+                    } else {
                         std::thread::park_timeout(Duration::from_millis(1));
                     }
                 }
                 SimMode::Spin => {
+                    set_polling(true);
                     if !self.step() {
                         core::hint::spin_loop();
                     }
                 }
-                // The caller runs `step`; touch nothing.
-                SimMode::Stepped => self.mode.idle(),
+                // The caller runs `step`; touch nothing. Kicks are asked for again (they only
+                // unpark this thread), so a later `Normal` or `Spin` starts from them.
+                SimMode::Stepped => {
+                    set_polling(false);
+                    self.mode.idle();
+                }
             }
         }
     }

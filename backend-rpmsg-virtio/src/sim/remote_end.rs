@@ -21,12 +21,14 @@ pub trait RemoteEnd: Link + 'static {
     /// The double-fetch fault: the next `count` frames this end sends (not injected garbage)
     /// are rewritten with `r` right after they are published.
     fn rewrite_after_publish(&self, count: u8, r: Rewrite);
-    /// The remote polls this end without pause ([`SimMode::Spin`]): a ring device asks the
-    /// driver for no kicks meanwhile (as a busy-polling back-end does); `false` asks for them
-    /// again. The remote looks at the end on every step whatever the kicks, so nothing posted
-    /// in between waits for one. Nothing to do for an end without kicks.
+    /// The remote polls this end ([`SimMode::Spin`], or its idle steps in
+    /// [`SimMode::Normal`] before it parks): a ring device asks the driver for no kicks
+    /// meanwhile (as a busy-polling back-end does); `false` asks for them again. The remote
+    /// looks at the end on every step whatever the kicks, and once more after `false`, so
+    /// nothing posted in between waits for one. Nothing to do for an end without kicks.
     ///
     /// [`SimMode::Spin`]: fwipc_transport_api::fixture::SimMode::Spin
+    /// [`SimMode::Normal`]: fwipc_transport_api::fixture::SimMode::Normal
     fn set_polling(&self, _on: bool) {}
 }
 

@@ -79,6 +79,13 @@ pub struct SimDeviceConfig {
     /// also on every 20 ms idle tick. A driver that skips a kick the device asked for then
     /// stalls, which a bounded test sees.
     pub kick_only: bool,
+    /// In [`SimMode::Normal`], once a pass finds nothing to do, watch the command queue's
+    /// `avail.idx` for one bounded [`Backoff`] with the driver's kicks turned off (virtio 1.2
+    /// §2.7.10), serving what is posted meanwhile, as a busy-polling back-end does between
+    /// requests; then ask for kicks again, look at the rings once more and sleep. `false`: ask
+    /// for a kick from the first idle moment, which a test of the driver's kick decisions
+    /// needs (with `kick_only`).
+    pub watch_when_idle: bool,
 }
 
 impl Default for SimDeviceConfig {
@@ -91,6 +98,7 @@ impl Default for SimDeviceConfig {
             offer_access_platform: false,
             shared_window: None,
             kick_only: true,
+            watch_when_idle: true,
         }
     }
 }
@@ -293,6 +301,37 @@ impl Shared {
         // state itself, this only says "look".
         self.kick_hint.store(true, Ordering::Release);
     }
+
+    /// [`SimDeviceConfig::watch_when_idle`]'s watch, kicks already off (`d` is polling): look
+    /// at the command queue's `avail.idx` through one [`Backoff`] until the driver posts,
+    /// device-side work is hinted or the device is told to quit (`true`: serve it), or the
+    /// budget runs out (`false`). The device lock is held while the thread spins (it keeps the
+    /// rings alive; the driver takes it only to set up, reset or configure) and let go for each
+    /// of the budget's yields.
+    fn watch_idle<'a>(&'a self, mut d: MutexGuard<'a, Dev>) -> (MutexGuard<'a, Dev>, bool) {
+        let mut b = Backoff::new();
+        loop {
+            if d.quit || d.watch_avail(1, &self.kick_hint) {
+                return (d, true);
+            }
+            // Relaxed: a hint; the next pass looks at everything. Acquire: as in
+            // `device_thread`'s spin mode.
+            if self.kick_hint.load(Ordering::Relaxed) {
+                self.kick_hint.swap(false, Ordering::Acquire);
+                return (d, true);
+            }
+            let mut held = Some(d);
+            let paused = b.snooze(|| {
+                drop(held.take());
+                std::thread::yield_now();
+                held = Some(lock(&self.dev));
+            });
+            d = held.unwrap_or_else(|| lock(&self.dev));
+            if !paused {
+                return (d, false);
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -302,11 +341,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn device_thread(sh: Arc<Shared>) {
     let mut d = lock(&sh.dev);
+    // In `Normal`: the thread watches the command queue with kicks off (`Shared::watch_idle`),
+    // so its passes serve as polling ones until the watch runs out.
+    let mut watching = false;
+    // In `Normal`: the thread was kicked or found a post since it last slept, so it watches
+    // for the next one when idle. A thread woken by its timer alone sleeps again at once.
+    let mut active = false;
     loop {
         if d.quit {
             return;
         }
-        match sh.mode.take() {
+        let mode = sh.mode.take();
+        // `Spin` polls anyway; `Stepped`'s first step asks for kicks again (a pass that is not
+        // polling) and looks.
+        watching &= mode == SimMode::Normal;
+        match mode {
             SimMode::Normal => {}
             SimMode::Spin => {
                 // Poll like a busy-polling back-end: a pass over the rings, then watch the
@@ -341,8 +390,13 @@ fn device_thread(sh: Arc<Shared>) {
                 continue;
             }
         }
-        let kicked = sh.serve(&mut d);
+        let kicked = if watching {
+            sh.serve_polling(&mut d)
+        } else {
+            sh.serve(&mut d)
+        };
         d = sh.deliver_irq(d);
+        active |= kicked;
         if (kicked && d.driver_ok()) || sh.kick_pending(&d) || d.quit {
             // Work may have arrived while we processed: look again. The lock is released and
             // re-taken so a driver waiting for it gets a turn; the pass after this one, with
@@ -353,19 +407,48 @@ fn device_thread(sh: Arc<Shared>) {
             d = lock(&sh.dev);
             continue;
         }
-        // Idle: spin briefly without the lock before sleeping (a kick within the budget costs
-        // no OS wake-up on either side; bounded, then sleep as before).
-        drop(d);
-        // A plain load first, then the swap that consumes the hint (orderings as in the spin
-        // mode above).
-        let hinted = Backoff::spin_until(
-            || sh.kick_hint.load(Ordering::Relaxed) && sh.kick_hint.swap(false, Ordering::Acquire),
-            std::thread::yield_now,
-        );
-        d = lock(&sh.dev);
-        // A kick that came while we spun is in `kicks` (added before the hint).
-        if hinted || sh.kick_pending(&d) || d.quit {
-            continue;
+        if d.cfg.watch_when_idle && active && d.driver_ok() && !d.stopped {
+            // Idle: watch the command queue with kicks off for one bounded spin (a post within
+            // it costs the driver no kick and neither side an OS wake-up), serving what comes.
+            if !watching {
+                // A polling pass: finding the rings empty, it turns the kicks off.
+                watching = true;
+                sh.serve_polling(&mut d);
+                d = sh.deliver_irq(d);
+            }
+            let (g, busy) = sh.watch_idle(d);
+            d = g;
+            if busy {
+                continue;
+            }
+            // Nothing within the budget: a pass that is not polling asks for kicks again and
+            // looks at the rings once more (a post made while they were off kicked nobody),
+            // then sleep as below; a kick from now on ends the sleep.
+            watching = false;
+            active = false;
+            let kicked = sh.serve(&mut d);
+            d = sh.deliver_irq(d);
+            if kicked || sh.kick_pending(&d) || d.quit {
+                continue;
+            }
+        } else {
+            // Idle: spin briefly without the lock before sleeping (a kick within the budget
+            // costs no OS wake-up on either side; bounded, then sleep as before).
+            drop(d);
+            // A plain load first, then the swap that consumes the hint (orderings as in the
+            // spin mode above).
+            let hinted = Backoff::spin_until(
+                || {
+                    sh.kick_hint.load(Ordering::Relaxed)
+                        && sh.kick_hint.swap(false, Ordering::Acquire)
+                },
+                std::thread::yield_now,
+            );
+            d = lock(&sh.dev);
+            // A kick that came while we spun is in `kicks` (added before the hint).
+            if hinted || sh.kick_pending(&d) || d.quit {
+                continue;
+            }
         }
         let wait = d
             .next_due()
@@ -476,6 +559,16 @@ impl SimDevice {
         SimTransport {
             sh: self.sh.clone(),
         }
+    }
+
+    /// Whether the device thread sleeps (or is about to), and whether it asks the driver for
+    /// no kicks (it polls, or watches idle).
+    #[cfg(test)]
+    pub(super) fn asleep_and_kicks_off(&self) -> (bool, bool) {
+        let d = lock(&self.sh.dev);
+        // Relaxed: read under the device lock, which the thread releases only in its wait
+        // after setting the flag (or before it clears it).
+        (self.sh.sleeping.load(Ordering::Relaxed), d.polling)
     }
 
     /// A handle for an interrupt-delivery thread.

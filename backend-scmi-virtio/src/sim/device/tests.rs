@@ -208,16 +208,19 @@ fn malformed_chain_fails_only_itself() {
 /// EVENT_IDX end to end at ring level across the u16 wrap, with batches: the driver posts
 /// each round as one or two sub-batches (sometimes deciding after the first, always after
 /// the second), kicks only when `should_notify` (wrap-safe `avail_event` check) says so, and
-/// the device (`kick_only`: it looks at the ring only when kicked) must never stall. Replies
+/// the device (`kick_only` without `watch_when_idle`: it looks at the ring only when kicked)
+/// must never stall. Replies
 /// are collected only once the whole round is in, so `used_event` stays armed at the
 /// round's first entry and the device must raise exactly one interrupt per round.
 #[test]
 fn event_idx_batches_cross_u16_wrap() {
     const SIZE: u16 = 16;
     const SLOTS: usize = SIZE as usize / 2;
-    let dev = SimDevice::start(SimDeviceConfig::default(), || {
-        Box::new(crate::sim::EchoPlatform::new())
-    });
+    let cfg = SimDeviceConfig {
+        watch_when_idle: false,
+        ..SimDeviceConfig::default()
+    };
+    let dev = SimDevice::start(cfg, || Box::new(crate::sim::EchoPlatform::new()));
     let mut t = dev.transport();
     t.set_status(DeviceStatus::empty());
     assert_ne!(
@@ -368,30 +371,102 @@ fn a_kick_takes_no_device_lock() {
     assert!(dev.set_sim_mode(SimMode::Normal));
 }
 
+/// A simulated device (`EVENT_IDX` offered or not) and a polled SCMI driver on it, without
+/// interrupts, with a small command queue.
+fn polled_driver(event_idx: bool) -> (SimDevice, crate::virtio::ScmiVirtio<SimHal, SimTransport>) {
+    let dev = SimDevice::start(
+        SimDeviceConfig {
+            offer_event_idx: event_idx,
+            ..SimDeviceConfig::default()
+        },
+        || Box::new(crate::sim::EchoPlatform::new()),
+    );
+    let cfg = crate::virtio::ScmiVirtioConfig {
+        cmdq_size: Some(8),
+        eventq_size: Some(2),
+        interrupts: false,
+        ..crate::virtio::ScmiVirtioConfig::default()
+    };
+    let scmi = crate::virtio::ScmiVirtio::new(dev.transport(), cfg).unwrap();
+    (dev, scmi)
+}
+
+/// In `Normal` a device that finds nothing to do watches its command queue for one bounded spin
+/// with the driver's notifications off (`SimDeviceConfig::watch_when_idle`, virtio 1.2
+/// §2.7.10), so back-to-back round trips mostly carry no kick; when the spin runs out it asks
+/// for them again before it sleeps, so a later send kicks (and is served).
+#[test]
+fn an_idle_device_watches_with_kicks_off_then_asks_for_them_before_it_sleeps() {
+    use fwipc_transport_api::{Request, Ticket, Transport as _, TxOutcome};
+    for event_idx in [true, false] {
+        let (dev, scmi) = polled_driver(event_idx);
+        let round_trip = || {
+            let tk: Ticket = scmi
+                .send(&Request::new((0x81 << 8) | 0x03, &[1, 2, 3, 4]).polled())
+                .unwrap();
+            let start = Instant::now();
+            while !scmi.poll_done(&tk).unwrap() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "event_idx {event_idx}: no reply"
+                );
+                std::hint::spin_loop();
+            }
+            let mut out = [0u8; 16];
+            scmi.fetch_response(&tk, &mut out).unwrap();
+            scmi.mark_txdone(tk, TxOutcome::Done);
+        };
+        round_trip();
+        let before = dev.kicks();
+        // Fewer under Miri (`.ci/run` runs this test there: the watch reads the ring the driver
+        // writes, without the driver's lock).
+        let n = if cfg!(miri) { 10 } else { 200 };
+        for _ in 0..n {
+            round_trip();
+        }
+        let kicked = dev.kicks() - before;
+        assert!(
+            kicked < n,
+            "event_idx {event_idx}: every one of {n} back-to-back posts kicked a watching device"
+        );
+        // The watch runs out (bounded), and the device asks for kicks again before it sleeps;
+        // woken by its timer alone it sleeps again without watching. So the next send kicks.
+        let start = Instant::now();
+        let kicks_off = loop {
+            let (asleep, kicks_off) = dev.asleep_and_kicks_off();
+            if asleep {
+                break kicks_off;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "event_idx {event_idx}: the device never went to sleep"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert!(
+            !kicks_off,
+            "event_idx {event_idx}: the device sleeps with kicks off"
+        );
+        let before = dev.kicks();
+        round_trip();
+        assert_eq!(
+            dev.kicks(),
+            before + 1,
+            "event_idx {event_idx}: the device went to sleep without asking for kicks again"
+        );
+    }
+}
+
 /// A device that polls (`SimMode::Spin`) asks the driver for no notifications (virtio 1.2
 /// §2.7.10: `avail_event` far ahead with `EVENT_IDX`, `VIRTQ_USED_F_NO_NOTIFY` without), so a
 /// round trip carries no kick; in another mode it asks for them again, serves what was posted
 /// while none came, and every send kicks once more.
 #[test]
 fn a_polling_device_asks_for_no_kicks() {
-    use crate::virtio::{ScmiVirtio, ScmiVirtioConfig};
     use fwipc_transport_api::fixture::RemoteControl;
     use fwipc_transport_api::{Request, Ticket, Transport as _, TxOutcome};
     for event_idx in [true, false] {
-        let dev = SimDevice::start(
-            SimDeviceConfig {
-                offer_event_idx: event_idx,
-                ..SimDeviceConfig::default()
-            },
-            || Box::new(crate::sim::EchoPlatform::new()),
-        );
-        let cfg = ScmiVirtioConfig {
-            cmdq_size: Some(8),
-            eventq_size: Some(2),
-            interrupts: false,
-            ..ScmiVirtioConfig::default()
-        };
-        let scmi = ScmiVirtio::<SimHal, _>::new(dev.transport(), cfg).unwrap();
+        let (dev, scmi) = polled_driver(event_idx);
         let send = || {
             scmi.send(&Request::new((0x81 << 8) | 0x03, &[1, 2, 3, 4]).polled())
                 .unwrap()

@@ -1,0 +1,38 @@
+//! When the simulated ring device asks the driver for kicks (virtio 1.2 §2.7.10): not while its
+//! remote watches the rings idle in `SimMode::Normal`, again before the remote sleeps.
+
+use std::time::Duration;
+
+use fwipc_rpmsg_virtio::sim::RpmsgRingFixture;
+use fwipc_transport_api::fixture::Fixture;
+use fwipc_transport_api::Completion;
+
+mod common;
+use common::echo_ok;
+
+/// Back-to-back round trips mostly carry no kick (the remote steps on through one bounded spin
+/// with kicks off after each answer); once the spin has run out the remote parks, having asked
+/// for kicks again, so the next send kicks, and is answered.
+#[test]
+fn an_idle_remote_watches_with_kicks_off_then_asks_for_them_before_it_parks() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    let kicks = || fx.sim().end().device().kicks();
+    echo_ok(&fx);
+    let before = kicks();
+    let n = 200;
+    for _ in 0..n {
+        echo_ok(&fx);
+    }
+    let kicked = kicks() - before;
+    assert!(
+        kicked < n,
+        "every one of {n} back-to-back sends kicked a watching remote"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let before = kicks();
+    echo_ok(&fx);
+    assert!(
+        kicks() > before,
+        "the remote parked without asking for kicks again"
+    );
+}
