@@ -5,7 +5,7 @@
 //! its slot, and the receiver copies it out of the slot into a buffer of its own (under the
 //! queue's consumers' lock), then hands that copy to its sink outside the lock (the sink may
 //! send). Every slot is allocated at setup: steady-state traffic allocates nothing, and a frame
-//! moves between the two sides with its slot's line (docs/benchmarks.md, "The simulators'
+//! moves between the two sides with its slot's line (docs/benchmarks/changes.md, "The simulators'
 //! queue: one line per item").
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -77,7 +77,7 @@ impl Bell {
 /// Hashes the bus maps' integer keys (page addresses, bus addresses) with one multiply per word
 /// (the FxHash step), the result rotated so the well-mixed high bits pick the bucket (page
 /// addresses have twelve zero low bits). The default SipHash cost more per 4 KiB page than
-/// copying the page in the bulk benchmark (docs/benchmarks.md, "Wide shared-memory copies").
+/// copying the page in the bulk benchmark (docs/benchmarks/changes.md, "Wide shared-memory copies").
 #[derive(Default, Clone, Copy)]
 struct PageHasher(u64);
 

@@ -434,7 +434,7 @@ pub fn run(
                  interrupt or worker thread, the echo threads of the peers). The scheduler \
                  otherwise now and then puts both sides on one core, where each hand-off waits \
                  for the other side's spin budget to run out and a yield, and it keeps them \
-                 there for seconds (see docs/benchmarks.md, \"(c): where the scheduler puts \
+                 there for seconds (see docs/benchmarks/changes.md, \"(c): where the scheduler puts \
                  the two sides\").\n"
             );
             print_table(&live, &dead, pinned, &ice);

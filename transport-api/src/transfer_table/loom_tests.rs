@@ -105,7 +105,7 @@ fn late_reply_races_resume() {
 /// on) while the caller spins on the old ticket. The caller never spins for ever: it sees the
 /// reply, then the old ticket refused, never taken for the new transfer (which stays in flight,
 /// so a `poll` that matched the old ticket to it would keep the caller spinning). Written for a
-/// `poll` that answers "in flight" without the entry's lock (docs/benchmarks.md, "A poll word
+/// `poll` that answers "in flight" without the entry's lock (docs/benchmarks/changes.md, "A poll word
 /// beside the entry lock"), it holds any `poll` to the same answers.
 #[test]
 fn poll_races_reply_and_reuse() {
