@@ -7,8 +7,9 @@ use plotters::prelude::*;
 
 use crate::R;
 
-/// Line colours, one per series.
-const COLOURS: [RGBColor; 7] = [
+/// Line colours, one per series: ten, as many as the most series a plot has (the latency plot:
+/// six backends and three peers), so no two lines of a plot share one.
+const COLOURS: [RGBColor; 10] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x2c, 0xa0, 0x2c),
@@ -16,6 +17,9 @@ const COLOURS: [RGBColor; 7] = [
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0x8c, 0x56, 0x4b),
     RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0xbc, 0xbd, 0x22),
+    RGBColor(0x17, 0xbe, 0xcf),
 ];
 
 /// Series with at most this many points get a marker on each.
