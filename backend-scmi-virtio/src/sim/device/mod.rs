@@ -432,6 +432,13 @@ fn device_thread(sh: Arc<Shared>) {
                 continue;
             }
         } else {
+            if watching {
+                // A watch the device may not go on with (stopped, or the driver reset it):
+                // kicks on again before it sleeps, on whatever rings are live.
+                watching = false;
+                active = false;
+                let _ = d.set_polling(false);
+            }
             // Idle: spin briefly without the lock before sleeping (a kick within the budget
             // costs no OS wake-up on either side; bounded, then sleep as before).
             drop(d);
