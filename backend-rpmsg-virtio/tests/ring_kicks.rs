@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fwipc_rpmsg_virtio::sim::RpmsgRingFixture;
-use fwipc_transport_api::fixture::Fixture;
+use fwipc_transport_api::fixture::{Fixture, SimMode};
 use fwipc_transport_api::Completion;
 
 mod common;
@@ -34,5 +34,23 @@ fn an_idle_remote_watches_with_kicks_off_then_asks_for_them_before_it_parks() {
     assert!(
         kicks() > before,
         "the remote parked without asking for kicks again"
+    );
+}
+
+/// A remote that polled (`SimMode::Spin`, kicks off) and is put back in `Normal` asks for kicks
+/// again before it parks: the next send kicks.
+#[test]
+fn a_remote_back_from_spin_asks_for_kicks_before_it_parks() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    let kicks = || fx.sim().end().device().kicks();
+    assert!(fx.remote().set_sim_mode(SimMode::Spin));
+    echo_ok(&fx);
+    assert!(fx.remote().set_sim_mode(SimMode::Normal));
+    std::thread::sleep(Duration::from_millis(50));
+    let before = kicks();
+    echo_ok(&fx);
+    assert!(
+        kicks() > before,
+        "the remote parked with kicks still off after polling"
     );
 }

@@ -184,8 +184,10 @@ impl<E: RemoteEnd> SimRemote<E> {
                             continue;
                         }
                         active = false;
-                        set_polling(false);
                     }
+                    // Kicks on (after the watch, or after `Spin`) before the look that precedes
+                    // the park.
+                    set_polling(false);
                     if self.step() {
                         active = true;
                     } else {
