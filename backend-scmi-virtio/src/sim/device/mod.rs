@@ -11,6 +11,12 @@
 //! stops consuming ([`SimDevice::set_stop_consuming`]). Delayed responses and notifications
 //! wait in the platform until eventq buffers exist.
 //!
+//! Kicks: in [`SimMode::Spin`] the device thread polls its rings and asks the driver for no
+//! kicks; in [`SimMode::Normal`], after serving, it does so for one bounded spin
+//! ([`SimDeviceConfig::watch_when_idle`]), then asks for kicks again and sleeps until one comes
+//! (or its 20 ms tick); [`SimDeviceConfig::kick_only`] decides whether a tick alone makes it
+//! look at the rings.
+//!
 //! Files: this one (the configuration, the device state, the device thread, [`SimDevice`]),
 //! `model.rs` (what the device does with the rings), `guest_mem.rs` (its accesses to guest
 //! memory), `faults.rs` (the fault knobs, counters and [`RemoteControl`]), `irq_line.rs`
