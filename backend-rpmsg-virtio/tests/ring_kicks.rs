@@ -1,7 +1,7 @@
 //! When the simulated ring device asks the driver for kicks (virtio 1.2 §2.7.10): not while its
 //! remote watches the rings idle in `SimMode::Normal`, again before the remote sleeps.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fwipc_rpmsg_virtio::sim::RpmsgRingFixture;
 use fwipc_transport_api::fixture::{Fixture, SimMode};
@@ -9,6 +9,18 @@ use fwipc_transport_api::Completion;
 
 mod common;
 use common::echo_ok;
+
+/// Whether the device asks the driver for kicks again within `limit`.
+fn kicks_on_within(fx: &RpmsgRingFixture, limit: Duration) -> bool {
+    let start = Instant::now();
+    while fx.sim().end().device().polling() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
 
 /// Back-to-back round trips mostly carry no kick (the remote steps on through one bounded spin
 /// with kicks off after each answer); once the spin has run out the remote parks, having asked
@@ -28,13 +40,14 @@ fn an_idle_remote_watches_with_kicks_off_then_asks_for_them_before_it_parks() {
         kicked < n,
         "every one of {n} back-to-back sends kicked a watching remote"
     );
-    std::thread::sleep(Duration::from_millis(50));
+    // The watch is bounded: the remote turns kicks on again (then looks once more and parks).
+    assert!(
+        kicks_on_within(&fx, Duration::from_secs(10)),
+        "the remote never asked for kicks again"
+    );
     let before = kicks();
     echo_ok(&fx);
-    assert!(
-        kicks() > before,
-        "the remote parked without asking for kicks again"
-    );
+    assert!(kicks() > before, "a send to a parked remote did not kick");
 }
 
 /// A remote that polled (`SimMode::Spin`, kicks off) and is put back in `Normal` asks for kicks
@@ -46,11 +59,11 @@ fn a_remote_back_from_spin_asks_for_kicks_before_it_parks() {
     assert!(fx.remote().set_sim_mode(SimMode::Spin));
     echo_ok(&fx);
     assert!(fx.remote().set_sim_mode(SimMode::Normal));
-    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        kicks_on_within(&fx, Duration::from_secs(10)),
+        "the remote parks with kicks still off after polling"
+    );
     let before = kicks();
     echo_ok(&fx);
-    assert!(
-        kicks() > before,
-        "the remote parked with kicks still off after polling"
-    );
+    assert!(kicks() > before, "a send to a parked remote did not kick");
 }

@@ -108,6 +108,12 @@ impl SimDevice {
         }
     }
 
+    /// Whether the model polls its queues now ([`SimDevice::set_polling`]): the driver is asked
+    /// for no kicks.
+    pub fn polling(&self) -> bool {
+        self.inner.regs.lock().polling
+    }
+
     /// The driver's view (any number of them share this register file).
     pub fn transport(&self) -> SimTransport {
         SimTransport { dev: self.clone() }
