@@ -41,11 +41,11 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::mem::ManuallyDrop;
+use core::mem::{ManuallyDrop, MaybeUninit};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use core::time::Duration;
 
-use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
+use fwipc_transport_api::shared_mem::{copy_from_shared_uninit, copy_to_shared};
 use fwipc_transport_api::{Clock, SharedTxBufs, TxLoan};
 use fwipc_virtio::negotiate::{
     self, ResetOutcome, F_ACCESS_PLATFORM, F_RING_EVENT_IDX, F_VERSION_1,
@@ -682,7 +682,9 @@ impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink
                 }
             }
         }
-        let mut frame = [0u8; BUF_SIZE];
+        // Not zeroed: a drain that finds nothing (most polls) costs no 512-byte fill, and a frame
+        // is read only as far as its copy wrote.
+        let mut frame = [MaybeUninit::<u8>::uninit(); BUF_SIZE];
         let mut taken = 0;
         let mut reposted = false;
         // The lock of the look that found the ring empty, kept for the end of the drain (one
@@ -720,13 +722,13 @@ impl<H: Hal + 'static, T: Transport + Send, C: Clock + Send> Link for VirtioLink
             // SAFETY: buffer `i` lies inside the receive region (`i < size`, `len <= BUF_SIZE`);
             // the device may still write it (a hostile one), so it is copied byte by byte into
             // private memory and parsed from there.
-            unsafe { copy_from_shared(p, &mut frame[..len]) };
+            let got = unsafe { copy_from_shared_uninit(p, &mut frame[..len]) };
             // The copy is taken: the buffer goes straight back to the device (same descriptor).
             rx.device_owned[usize::from(i)] = true;
             rx.ring.post(i);
             reposted = true;
             drop(rx);
-            sink(&frame[..len]);
+            sink(got);
             taken += 1;
         }
         let emptied_ring = emptied.is_some();

@@ -54,6 +54,7 @@
 //! loads or stores one value of a fixed-size type `T`; these copy a length known only at run
 //! time between a raw range and a private slice.
 
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// Bytes in a native word, the width of the interior accesses.
@@ -136,10 +137,36 @@ fn head_len(p: *const u8, n: usize) -> usize {
 // site that knows the length folds most of that away. Bulk copies run the same loops.
 #[inline]
 pub unsafe fn copy_from_shared(src: *const u8, out: &mut [u8]) {
-    let (head, rest) = out.split_at_mut(head_len(src, out.len()));
+    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout; the copy below only writes
+    // initialised bytes through it, so `out` stays initialised. The caller's contract for `src`
+    // is passed on.
+    let out = unsafe { &mut *(core::ptr::from_mut(out) as *mut [MaybeUninit<u8>]) };
+    // SAFETY: the caller's contract.
+    unsafe { copy_out(src, out) };
+}
+
+/// [`copy_from_shared`] into memory that need not be initialised (a receive buffer on the
+/// stack, which then costs no zeroing), returning the bytes copied, now initialised.
+///
+/// # Safety
+/// As [`copy_from_shared`].
+#[inline]
+pub unsafe fn copy_from_shared_uninit(src: *const u8, out: &mut [MaybeUninit<u8>]) -> &mut [u8] {
+    // SAFETY: the caller's contract.
+    unsafe { copy_out(src, out) }
+}
+
+/// The copy of [`copy_from_shared`] and [`copy_from_shared_uninit`], inlined into both.
+///
+/// # Safety
+/// As [`copy_from_shared`].
+#[inline(always)]
+unsafe fn copy_out(src: *const u8, out: &mut [MaybeUninit<u8>]) -> &mut [u8] {
+    let n = out.len();
+    let (head, rest) = out.split_at_mut(head_len(src, n));
     for (j, o) in head.iter_mut().enumerate() {
         // SAFETY: `src + j` is in the caller's range (`j < head.len() <= out.len()`).
-        *o = unsafe { load(src.add(j)) };
+        o.write(unsafe { load(src.add(j)) });
     }
     // Word-aligned from here (or `rest` is empty).
     let mut p = src.wrapping_add(head.len());
@@ -148,20 +175,23 @@ pub unsafe fn copy_from_shared(src: *const u8, out: &mut [u8]) {
         for (j, w) in round.as_chunks_mut::<WORD>().0.iter_mut().enumerate() {
             // SAFETY: `p + j * WORD` is word-aligned and its word is in the caller's range
             // (`p` advances by whole rounds of `out`).
-            *w = unsafe { load_word(p.add(j * WORD)) };
+            *w = unsafe { load_word(p.add(j * WORD)) }.map(MaybeUninit::new);
         }
         p = p.wrapping_add(ROUND);
     }
     let (words, tail) = rest.as_chunks_mut::<WORD>();
     for w in words {
         // SAFETY: as above, for the words after the last whole round.
-        *w = unsafe { load_word(p) };
+        *w = unsafe { load_word(p) }.map(MaybeUninit::new);
         p = p.wrapping_add(WORD);
     }
     for (j, o) in tail.iter_mut().enumerate() {
         // SAFETY: `p + j` is in the caller's range: the trailing edge of `out`.
-        *o = unsafe { load(p.add(j)) };
+        o.write(unsafe { load(p.add(j)) });
     }
+    // SAFETY: every byte of `out` was written above (head, whole rounds, whole words, tail
+    // cover `0..n`, each once), so all `n` are initialised; the slice reborrows `out`.
+    unsafe { core::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), n) }
 }
 
 /// Copy `data` into memory another agent may read (or write) concurrently, byte-wise
@@ -325,6 +355,18 @@ mod tests {
                     "copy of {n} from offset {off}"
                 );
                 assert_eq!(bytes(&mem), pattern, "a copy out wrote");
+
+                // Into memory never initialised: every byte returned was written (Miri reports
+                // a read of one that was not), and they are the same bytes.
+                let mut raw = [MaybeUninit::<u8>::uninit(); 64];
+                // SAFETY: as above.
+                let got =
+                    unsafe { copy_from_shared_uninit(ptr(&mem).wrapping_add(at), &mut raw[..n]) };
+                assert_eq!(
+                    got,
+                    &pattern[at..at + n],
+                    "uninit copy of {n} from offset {off}"
+                );
             }
         }
     }

@@ -11,9 +11,10 @@
 //! The driver is not trusted either: a descriptor index outside the table and a buffer shorter
 //! than the copy, or of the wrong direction, are refused.
 
+use core::mem::MaybeUninit;
 use core::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
 
-use fwipc_transport_api::shared_mem::{copy_from_shared, copy_to_shared};
+use fwipc_transport_api::shared_mem::{copy_from_shared_uninit, copy_to_shared};
 use virtio_drivers::PhysAddr;
 
 use crate::ring::{vring_need_event, Descriptor, RingLayout, UsedElem, USED_F_NO_NOTIFY};
@@ -309,16 +310,20 @@ impl DeviceQueue {
         vring_need_event(event, idx, old)
     }
 
-    /// Copy the first `out.len()` bytes of the driver buffer `d` (device-readable) into `out`.
+    /// Copy the first `out.len()` bytes of the driver buffer `d` (device-readable) into `out`,
+    /// which need not be initialised (a receive buffer is not zeroed first); the bytes copied.
     /// `None` if the descriptor is shorter than `out` or is device-writable.
-    pub fn read_buf(&self, d: &Descriptor, out: &mut [u8]) -> Option<()> {
+    pub fn read_buf<'o>(
+        &self,
+        d: &Descriptor,
+        out: &'o mut [MaybeUninit<u8>],
+    ) -> Option<&'o mut [u8]> {
         if (d.len as usize) < out.len() || d.flags & crate::ring::DESC_F_WRITE != 0 || d.addr == 0 {
             return None;
         }
         // SAFETY: the driver posted `d` (readable, at least `out.len()` bytes) and keeps it
         // until we return the chain; buffer bytes are accessed only through the byte accessors.
-        unsafe { copy_from_shared(d.addr as usize as *const u8, out) };
-        Some(())
+        Some(unsafe { copy_from_shared_uninit(d.addr as usize as *const u8, out) })
     }
 
     /// Copy `data` into the driver buffer `d` (device-writable). `None` if it does not fit or
@@ -458,13 +463,12 @@ mod tests {
             assert_eq!(dq.next_avail(), Some(3));
             assert_eq!(dq.next_avail(), None);
             let d = dq.desc(2).unwrap();
-            let mut got = [0u8; 8];
-            assert_eq!(dq.read_buf(&d, &mut got), Some(()));
-            assert_eq!(got, [7; 8]);
+            let mut got = [MaybeUninit::uninit(); 8];
+            assert_eq!(dq.read_buf(&d, &mut got).as_deref(), Some(&[7; 8][..]));
             assert_eq!(dq.write_buf(&d, &[1]), None, "read-only buffer refused");
             let w = dq.desc(3).unwrap();
             assert_eq!(
-                dq.read_buf(&w, &mut got),
+                dq.read_buf(&w, &mut got).as_deref(),
                 None,
                 "writable buffer is not read"
             );

@@ -8,6 +8,7 @@
 //! moves between the two sides with its slot's line (docs/benchmarks/changes.md, "The simulators'
 //! queue: one line per item").
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -169,26 +170,41 @@ fn push(q: &SlotQueue<Frame>, hdr: &[u8], body: &[u8], rewriter: Option<&Rewrite
 
 /// Hand at most `budget` waiting frames to `sink`, oldest first; how many.
 fn drain(q: &SlotQueue<Frame>, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
-    // An empty queue (most polls) costs neither a lock nor the receive buffer's zeroing.
+    // An empty queue (most polls) costs no lock.
     if q.looks_empty() {
         return 0;
     }
-    let mut frame = [0u8; BUF_SIZE];
+    // Not zeroed: each frame is read only as far as its copy wrote.
+    let mut frame = [MaybeUninit::<u8>::uninit(); BUF_SIZE];
     for n in 0..budget {
+        let buf = &mut frame;
         // Copied out under the consumers' lock, handed over outside it (the sink may send). An
         // empty queue costs no lock (a look at the next slot's stamp); a frame queued after it
         // is found by the next receive: the sender wakes the receiver after it pushes (an unpark
         // or the interrupt), or the receiver polls again.
-        let Some(len) = q.pop_with(|f| {
+        let Some(got) = q.pop_with(move |f| {
             let len = f.len.min(BUF_SIZE);
-            frame[..len].copy_from_slice(&f.data[..len]);
-            len
+            copy_into(&mut buf[..len], &f.data[..len])
         }) else {
             return n;
         };
-        sink(&frame[..len]);
+        sink(got);
     }
     budget
+}
+
+/// `src` copied into `out` (of the same length), which need not be initialised; the bytes
+/// copied. What `<[MaybeUninit<u8>]>::write_copy_of_slice` does from Rust 1.93, past this
+/// crate's MSRV.
+fn copy_into<'o>(out: &'o mut [MaybeUninit<u8>], src: &[u8]) -> &'o mut [u8] {
+    assert_eq!(out.len(), src.len());
+    // SAFETY: `src` and `out` are `out.len()` bytes each and do not overlap (`out` is borrowed
+    // mutably); `u8` and `MaybeUninit<u8>` have the same layout.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), out.as_mut_ptr().cast::<u8>(), out.len())
+    };
+    // SAFETY: every byte of `out` was written just above.
+    unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), out.len()) }
 }
 
 /// The driver's side of the queues.

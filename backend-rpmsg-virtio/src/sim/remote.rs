@@ -13,7 +13,7 @@ use super::peer_log::PeerLog;
 use super::queues::DeviceEnd;
 use super::remote_end::RemoteEnd;
 use super::rewrite::Rewrite;
-use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, MAX_PAYLOAD, TRANSFER_ADDR_BASE};
+use crate::addr::{ADDR_ANY, BUF_SIZE, HDR_SIZE, TRANSFER_ADDR_BASE};
 use crate::frame::write_frame;
 use crate::name::Name;
 use crate::node::{Delivery, Node};
@@ -231,11 +231,6 @@ impl<E: RemoteEnd> SimRemote<E> {
         };
         let req = f.payload(frame);
         self.seen.lock().log(req);
-        let mut reply = [0u8; MAX_PAYLOAD];
-        let out = &mut reply[..req.len()];
-        for (o, i) in out.iter_mut().zip(req) {
-            *o = echo_reply_byte(*i);
-        }
         let echo = self.echo_addr();
         let mut buf = [0u8; BUF_SIZE];
         // Acquire: pairs with the Release in `set_fault_to`. A fault set after this load is one
@@ -253,9 +248,13 @@ impl<E: RemoteEnd> SimRemote<E> {
             Fault::CorruptHeader => (echo + 1, f.src),
             _ => (echo, f.src),
         };
-        let Ok(n) = write_frame(&mut buf, src, dst, out) else {
+        // The request's payload framed, then turned into the reply in place.
+        let Ok(n) = write_frame(&mut buf, src, dst, req) else {
             return;
         };
+        for b in buf.get_mut(HDR_SIZE..n).unwrap_or_default() {
+            *b = echo_reply_byte(*b);
+        }
         if fault == Fault::CorruptLength {
             // A length beyond the buffer.
             buf[12..14].copy_from_slice(&u16::MAX.to_le_bytes());

@@ -11,6 +11,7 @@
 //! [`RingDevice::hold_tx`] (transmit buffers are read but never returned), and
 //! [`RingDevice::signal_needs_reset`] (the device fails and asks for a reset).
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -201,32 +202,34 @@ impl Link for RingDevice {
     }
 
     fn receive(&self, budget: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
-        let mut frame = [0u8; BUF_SIZE];
+        // Not zeroed: the idle look of a polling remote (most calls) finds nothing.
+        let mut frame = [MaybeUninit::<u8>::uninit(); BUF_SIZE];
         let mut n = 0;
         for _ in 0..budget {
             let hold = self.0.hold_tx.load(Ordering::Relaxed);
+            let buf = &mut frame;
             // Take one transmit buffer under the register lock, hand it on outside it (the sink
             // answers, which takes the lock again).
-            let got = self.0.dev.with_queue(VQ_DRIVER_TX, |q| {
+            let got = self.0.dev.with_queue(VQ_DRIVER_TX, move |q| {
                 let head = q.next_avail()?;
-                let len = q.desc(head).and_then(|d| {
+                let read = q.desc(head).and_then(|d| {
                     let len = (d.len as usize).min(BUF_SIZE);
-                    q.read_buf(&d, &mut frame[..len]).map(|()| len)
+                    q.read_buf(&d, &mut buf[..len])
                 });
                 if !hold {
                     q.push_used(u32::from(head), 0);
                 }
-                Some(len)
+                Some(read)
             });
-            let Some(Some(len)) = got else {
+            let Some(Some(read)) = got else {
                 break;
             };
             if hold {
                 // Relaxed: a statistics counter.
                 self.0.held.fetch_add(1, Ordering::Relaxed);
             }
-            match len {
-                Some(len) => sink(&frame[..len]),
+            match read {
+                Some(bytes) => sink(bytes),
                 None => self.bad_chain(),
             }
             n += 1;
