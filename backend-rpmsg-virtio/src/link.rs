@@ -91,6 +91,19 @@ pub trait Link: Send + Sync {
         false
     }
 
+    /// Ask the peer for no receive interrupt for now: a caller spins on the transport and takes
+    /// the frames itself ([`Transport::spinning`]). A hint; the default ignores it.
+    ///
+    /// [`Transport::spinning`]: fwipc_transport_api::Transport::spinning
+    fn pause_interrupts(&self) {}
+
+    /// End [`Link::pause_interrupts`]: ask for the interrupt again, then look: `true` when
+    /// frames are waiting, which may have arrived while no interrupt was asked for (the caller
+    /// receives them). The default never paused: `false`.
+    fn resume_interrupts(&self) -> bool {
+        false
+    }
+
     /// Loan a free transmit buffer, to write a payload in place (a zero-copy send): the loan
     /// covers the payload area behind the 16-byte header. `NoBuffer` when none is free (or the
     /// link's loans are all out), `Unsupported` for a link that does not loan.

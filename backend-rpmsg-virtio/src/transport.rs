@@ -92,8 +92,10 @@ pub struct RpmsgTransport<L: Link, C: Clock> {
     notes: Mutex<VecDeque<Note>>,
     notes_dropped: AtomicU64,
     peer_resets: AtomicU64,
-    /// Serialises receive processing so frames are handled in arrival order.
-    rx: Mutex<()>,
+    /// Serialises receive processing so frames are handled in arrival order. Holds the number
+    /// of callers spinning now ([`Transport::spinning`]), while any of which the link asks for no
+    /// receive interrupt.
+    rx: Mutex<u32>,
     /// Datagram endpoints (`transport/datagram.rs`).
     dgram: datagram::DgramSide,
 }
@@ -130,7 +132,7 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
             notes: Mutex::new(VecDeque::with_capacity(cfg.notifications)),
             notes_dropped: AtomicU64::new(0),
             peer_resets: AtomicU64::new(0),
-            rx: Mutex::new(()),
+            rx: Mutex::new(0),
             dgram: datagram::DgramSide::new(cfg.endpoints)?,
         };
         t.announce(notify_addr, false)?;
@@ -337,6 +339,30 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
             return false;
         }
         self.table.register_waker(ticket, waker)
+    }
+
+    /// While any caller spins, the link asks for no receive interrupt (the spinners receive in
+    /// `poll_done`, completing every caller's transfer there); when the last one stops, it asks
+    /// again and what arrived meanwhile, which raised none, is received here.
+    fn spinning(&self, _ticket: &Ticket, on: bool) {
+        // Without interrupts nobody asks for any.
+        if !self.cfg.interrupts {
+            return;
+        }
+        let mut spinners = self.rx.lock();
+        if on {
+            *spinners += 1;
+            if *spinners == 1 {
+                self.link.pause_interrupts();
+            }
+            return;
+        }
+        *spinners = spinners.saturating_sub(1);
+        let waiting = *spinners == 0 && self.link.resume_interrupts();
+        drop(spinners);
+        if waiting {
+            self.handle_interrupt();
+        }
     }
 
     fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {

@@ -42,6 +42,9 @@ impl Transport for Shared {
     fn register_waker(&self, ticket: &Ticket, waker: &Waker) -> bool {
         self.t.register_waker(ticket, waker)
     }
+    fn spinning(&self, ticket: &Ticket, on: bool) {
+        self.t.spinning(ticket, on)
+    }
     fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {
         self.t.fetch_notification(out)
     }

@@ -29,7 +29,13 @@ fn interrupt_mode_waiter_collects_a_reply_whose_interrupt_never_comes() {
             .expect("device setup");
         let clock = StdClock::new();
         let parker = ThreadParker::new();
-        for (k, w) in [Wait::Completion(&parker), Wait::Poll]
+        // A waiter that yields from its first poll on (as one idling in WFE would) asks for
+        // every interrupt; spinning ones ask for none while they spin (`Transport::spinning`).
+        let yielding = Wait::SpinThenYield {
+            spins: 0,
+            relax: &std::thread::yield_now,
+        };
+        for (k, w) in [Wait::Completion(&parker), Wait::Poll, yielding]
             .into_iter()
             .enumerate()
         {

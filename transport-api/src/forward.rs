@@ -39,6 +39,9 @@ macro_rules! forward {
             fn register_waker(&self, ticket: &Ticket, waker: &Waker) -> bool {
                 (**self).register_waker(ticket, waker)
             }
+            fn spinning(&self, ticket: &Ticket, on: bool) {
+                (**self).spinning(ticket, on)
+            }
             fn bulk(&self, req: BulkRequest) -> core::result::Result<Ticket, (Error, BulkRequest)> {
                 (**self).bulk(req)
             }

@@ -91,6 +91,7 @@ impl Lifecycle {
             // their effects.
             || Ok::<bool, Infallible>(self.users.load(Ordering::Acquire) == 0),
             |_| false,
+            |_| {},
             clock,
             deadline,
             wait,

@@ -308,6 +308,19 @@ pub trait Transport: Send + Sync {
         false
     }
 
+    /// A hint from a caller waiting on `ticket` ([`crate::wait_done`]): `true` when it starts
+    /// spinning on [`Transport::poll_done`], `false` when it stops (before it relaxes, registers
+    /// a waker or parks, and when the wait ends), in pairs; several callers may spin at once.
+    /// While one spins, a transport whose remote would interrupt for the reply may ask it not to:
+    /// the spinning caller takes the reply itself, and the interrupt's work (on another core, or
+    /// on the caller's own between two of its polls) would be for nothing. On the last `false` it
+    /// asks for interrupts again and takes what arrived meanwhile, completing and waking as the
+    /// interrupt would have, so a waiter that then sleeps on the interrupt (a waker, or WFE)
+    /// misses nothing. The default ignores it.
+    fn spinning(&self, ticket: &Ticket, on: bool) {
+        let _ = (ticket, on);
+    }
+
     /// Start a bulk transfer; complete it with `poll_done` then [`Transport::take_bulk`].
     fn bulk(&self, req: BulkRequest) -> core::result::Result<Ticket, (crate::Error, BulkRequest)> {
         Err((crate::Error::NotSupported, req))

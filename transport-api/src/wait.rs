@@ -83,6 +83,7 @@ pub fn wait_done<T: Transport + ?Sized>(
     let done = wait_until(
         || t.poll_done(ticket),
         |w| t.register_waker(ticket, w),
+        |on| t.spinning(ticket, on),
         clock,
         deadline,
         wait,
@@ -100,10 +101,17 @@ pub fn wait_done<T: Transport + ?Sized>(
 /// [`Backoff`] (the deadline still checked before each pause); then `register` is offered the
 /// parker's waker once; it returns whether it will wake it (if not, the waiter polls in short
 /// naps).
-/// Typed layers over a split-phase call (a FastRPC session, for one) wait with this.
+///
+/// `spinning` is told when the waiter starts spinning on `poll` (`true`, after the first poll
+/// that was not done) and when it stops (`false`: before it relaxes, registers or parks, and
+/// when the wait ends while it spins), in pairs: [`Wait::Poll`] spins for the whole wait,
+/// [`Wait::SpinThenYield`] for its `spins`, [`Wait::Completion`] for its [`Backoff`]'s spin
+/// phase. [`wait_done`] passes it on as [`Transport::spinning`]; pass `|_| {}` where nothing
+/// listens. Typed layers over a split-phase call (a FastRPC session, for one) wait with this.
 pub fn wait_until<E>(
     mut poll: impl FnMut() -> core::result::Result<bool, E>,
     mut register: impl FnMut(&Waker) -> bool,
+    spinning: impl FnMut(bool),
     clock: &(impl Clock + ?Sized),
     deadline: Deadline,
     wait: Wait<'_>,
@@ -112,6 +120,11 @@ pub fn wait_until<E>(
     let mut registered = false;
     let mut offered = false;
     let mut backoff = Backoff::new();
+    // Told `false` when dropped while on: every return below ends a spin.
+    let mut hint = SpinHint {
+        tell: spinning,
+        on: false,
+    };
     loop {
         if poll()? {
             return Ok(true);
@@ -121,15 +134,27 @@ pub fn wait_until<E>(
         }
         polls = polls.saturating_add(1);
         match wait {
-            Wait::Poll | Wait::SpinThenYield { .. } => wait.pause(polls, Duration::ZERO),
+            Wait::Poll => {
+                hint.set(true);
+                wait.pause(polls, Duration::ZERO);
+            }
+            Wait::SpinThenYield { spins, .. } => {
+                // Off before the first relax: a waiter idling in WFE relies on the interrupt.
+                hint.set(polls <= spins);
+                wait.pause(polls, Duration::ZERO);
+            }
             Wait::Completion(parker) => {
                 if !offered {
                     // Spin first: a completion within the budget costs neither side an OS
                     // wake-up. Bounded, so a remote that never answers costs a few
                     // microseconds, not a core.
+                    hint.set(true);
                     if backoff.snooze(|| parker.relax()) {
                         continue;
                     }
+                    // Off before the waker is offered: the transport asks for the interrupt
+                    // again, and takes what arrived while it did not.
+                    hint.set(false);
                     offered = true;
                     registered = register(parker.waker());
                     // Re-check after registering: a completion between our poll and the
@@ -148,6 +173,28 @@ pub fn wait_until<E>(
                 parker.park_timeout(nap.min(Duration::from_millis(100)));
             }
         }
+    }
+}
+
+/// The `spinning` callback of [`wait_until`], told each change once, and `false` when dropped
+/// while on.
+struct SpinHint<F: FnMut(bool)> {
+    tell: F,
+    on: bool,
+}
+
+impl<F: FnMut(bool)> SpinHint<F> {
+    fn set(&mut self, on: bool) {
+        if self.on != on {
+            self.on = on;
+            (self.tell)(on);
+        }
+    }
+}
+
+impl<F: FnMut(bool)> Drop for SpinHint<F> {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 
@@ -276,6 +323,7 @@ mod tests {
                 Ok(polls == 3)
             },
             |_| false,
+            |_| {},
             &clock,
             deadline,
             Wait::Poll,
@@ -290,6 +338,7 @@ mod tests {
                 Ok(false)
             },
             |_| false,
+            |_| {},
             &clock,
             deadline,
             Wait::Poll,
@@ -299,6 +348,7 @@ mod tests {
         let r = wait_until(
             || Err(7u8),
             |_| false,
+            |_| {},
             &clock,
             Deadline::never(),
             Wait::Poll,
@@ -325,6 +375,7 @@ mod tests {
                 offers += 1;
                 wakes
             },
+            |_| {},
             clock,
             deadline,
             Wait::Completion(p),
@@ -363,6 +414,67 @@ mod tests {
         assert_eq!((r, offers), (Ok(true), 1));
         // Poll PAUSES + 1 offers the waker, PAUSES + 2 re-checks and parks, PAUSES + 3 is done.
         assert_eq!(p.naps.lock().unwrap().len(), 1);
+    }
+
+    /// The kinds of wait of [`hint_events`].
+    enum Kind {
+        Poll,
+        SpinThenYield(u32),
+        Completion,
+    }
+
+    /// The events of one `wait_until` of `kind`: `p` a poll, `+`/`-` the spinning hint, `o` the
+    /// waker offered (and accepted), `r` a relax of `SpinThenYield`, `n` a park; the poll
+    /// numbered `done` (from 1) is done.
+    fn hint_events(kind: Kind, done: u32) -> String {
+        let log = std::sync::Mutex::new(String::new());
+        let ev = |c: char| log.lock().unwrap().push(c);
+        let relax = || ev('r');
+        let napper = Napper::new();
+        let wait = match kind {
+            Kind::Poll => Wait::Poll,
+            Kind::SpinThenYield(spins) => Wait::SpinThenYield {
+                spins,
+                relax: &relax,
+            },
+            Kind::Completion => Wait::Completion(&napper),
+        };
+        let polls = core::cell::Cell::new(0);
+        let clock = crate::ManualClock::new();
+        let r: core::result::Result<bool, ()> = wait_until(
+            || {
+                ev('p');
+                polls.set(polls.get() + 1);
+                Ok(polls.get() == done)
+            },
+            |_| {
+                ev('o');
+                true
+            },
+            |on| ev(if on { '+' } else { '-' }),
+            &clock,
+            Deadline::never(),
+            wait,
+        );
+        assert_eq!(r, Ok(true));
+        let parks = napper.naps.lock().unwrap().len();
+        log.into_inner().unwrap() + &"n".repeat(parks)
+    }
+
+    /// The spinning hint is on while the waiter spins and off before it relaxes, offers its
+    /// waker or parks, and when the wait ends: in pairs, for every kind of wait.
+    #[test]
+    fn the_spinning_hint_brackets_the_spin() {
+        assert_eq!(hint_events(Kind::Poll, 3), "p+pp-");
+        assert_eq!(hint_events(Kind::Poll, 1), "p", "done at once: no spin");
+        assert_eq!(hint_events(Kind::SpinThenYield(2), 5), "p+pp-rprp");
+        assert_eq!(hint_events(Kind::Completion, 3), "p+pp-");
+        // Past the spin phase: off before the offer, and not on again (the park is counted last).
+        let spin = "p".repeat(Backoff::PAUSES as usize);
+        assert_eq!(
+            hint_events(Kind::Completion, Backoff::PAUSES + 3),
+            format!("p+{spin}-oppn")
+        );
     }
 
     #[test]

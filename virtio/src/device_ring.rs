@@ -347,6 +347,12 @@ mod tests {
 
     fn pair(event_idx: bool) -> (SplitRing<IdentityHal>, DeviceQueue) {
         let ring = SplitRing::<IdentityHal>::new(4, event_idx).unwrap();
+        let dq = device_of(&ring, event_idx);
+        (ring, dq)
+    }
+
+    /// A fresh device view of `ring` (as after a device reset).
+    fn device_of(ring: &SplitRing<IdentityHal>, event_idx: bool) -> DeviceQueue {
         let (desc, driver, device) = ring.addrs();
         let addrs = QueueAddrs {
             size: 4,
@@ -356,8 +362,7 @@ mod tests {
         };
         // SAFETY: `ring` was laid out by `SplitRing` in this address space (identity-mapped Hal)
         // and outlives the device view in every test.
-        let dq = unsafe { DeviceQueue::new(addrs, event_idx) }.unwrap();
-        (ring, dq)
+        unsafe { DeviceQueue::new(addrs, event_idx) }.unwrap()
     }
 
     /// A device-readable descriptor of `buf`.
@@ -393,6 +398,63 @@ mod tests {
                     assert_eq!(ring.pop_used(), Ok(Some(UsedElem { id: 0, len: 0 })));
                     assert_eq!(ring.pop_used(), Ok(None));
                 }
+            }
+        }
+    }
+
+    /// A paused queue asks for no interrupt, also across drains that find the ring empty (which
+    /// re-arm `used_event` otherwise); resuming asks again, reports the elements published
+    /// meanwhile (which asked for none), and the device's next element interrupts. Resuming
+    /// without a pause only looks; a reset ends a pause.
+    #[test]
+    fn a_paused_queue_asks_for_no_interrupts_until_it_resumes() {
+        for event_idx in [false, true] {
+            let (mut ring, mut dq) = pair(event_idx);
+            let mut buf = [0u8; 8];
+            let mut serve = |ring: &mut SplitRing<IdentityHal>, dq: &mut DeviceQueue| {
+                ring.set_desc(0, readable(&mut buf));
+                ring.post(0);
+                assert_eq!(dq.next_avail(), Some(0));
+                dq.push_used(0, 0)
+            };
+            assert!(
+                !ring.resume_interrupts(),
+                "event_idx {event_idx}: nothing to end"
+            );
+            ring.pause_interrupts();
+            for round in 0..5 {
+                assert!(
+                    !serve(&mut ring, &mut dq),
+                    "event_idx {event_idx}, round {round}"
+                );
+                assert_eq!(ring.pop_used(), Ok(Some(UsedElem { id: 0, len: 0 })));
+                assert_eq!(ring.pop_used(), Ok(None));
+            }
+            // Published while paused, not yet taken: resuming reports it.
+            assert!(!serve(&mut ring, &mut dq), "event_idx {event_idx}: paused");
+            assert!(
+                ring.resume_interrupts(),
+                "event_idx {event_idx}: element not reported"
+            );
+            assert_eq!(ring.pop_used(), Ok(Some(UsedElem { id: 0, len: 0 })));
+            assert_eq!(ring.pop_used(), Ok(None));
+            assert!(
+                serve(&mut ring, &mut dq),
+                "event_idx {event_idx}: resumed, no interrupt"
+            );
+            assert_eq!(ring.pop_used(), Ok(Some(UsedElem { id: 0, len: 0 })));
+            assert_eq!(ring.pop_used(), Ok(None));
+
+            ring.pause_interrupts();
+            ring.reset();
+            let mut dq = device_of(&ring, event_idx);
+            for round in 0..3 {
+                assert!(
+                    serve(&mut ring, &mut dq),
+                    "event_idx {event_idx}: reset, no interrupt at round {round}"
+                );
+                assert_eq!(ring.pop_used(), Ok(Some(UsedElem { id: 0, len: 0 })));
+                assert_eq!(ring.pop_used(), Ok(None));
             }
         }
     }

@@ -275,6 +275,9 @@ pub struct SplitRing<H: Hal> {
     /// [`SplitRing::suppress_interrupts`] was called: an empty drain does not re-arm
     /// `used_event`.
     no_interrupts: bool,
+    /// Between [`SplitRing::pause_interrupts`] and [`SplitRing::resume_interrupts`]: as
+    /// `no_interrupts`, for now.
+    paused: bool,
 }
 
 impl<H: Hal> SplitRing<H> {
@@ -296,6 +299,7 @@ impl<H: Hal> SplitRing<H> {
             event_idx,
             kick_old: 0,
             no_interrupts: false,
+            paused: false,
         })
     }
 
@@ -310,6 +314,8 @@ impl<H: Hal> SplitRing<H> {
         self.avail_idx = 0;
         self.last_used = 0;
         self.kick_old = 0;
+        // The zeroed rings ask for every interrupt: a pause ends with the reset.
+        self.paused = false;
         if self.no_interrupts {
             self.suppress_interrupts();
         }
@@ -324,19 +330,66 @@ impl<H: Hal> SplitRing<H> {
     /// anyway.
     pub fn suppress_interrupts(&mut self) {
         self.no_interrupts = true;
+        self.ask_for_no_interrupts();
+    }
+
+    /// Ask the device for no interrupts for now, while the driver looks at the used ring itself
+    /// (a caller spinning on a reply; Linux's `virtqueue_disable_cb`): `avail.flags` and
+    /// `used_event` as [`SplitRing::suppress_interrupts`] writes them, until
+    /// [`SplitRing::resume_interrupts`]. A hint: the device may interrupt anyway. Nothing for a
+    /// queue whose interrupts are suppressed for good, or already paused.
+    pub fn pause_interrupts(&mut self) {
+        if self.no_interrupts || self.paused {
+            return;
+        }
+        self.paused = true;
+        self.ask_for_no_interrupts();
+    }
+
+    /// Ask for interrupts again after [`SplitRing::pause_interrupts`] (Linux's
+    /// `virtqueue_enable_cb`): `VIRTQ_AVAIL_F_NO_INTERRUPT` cleared and, with `EVENT_IDX`,
+    /// `used_event` = the next element; then a full fence and a look at `used.idx`. Returns
+    /// whether used elements are waiting: the device may have published them while it was asked
+    /// for no interrupt, and none may come for them, so the caller drains them. Without a pause
+    /// to end, only the look.
+    pub fn resume_interrupts(&mut self) -> bool {
+        if self.paused {
+            self.paused = false;
+            // Release (both): as in `ask_for_no_interrupts`.
+            self.avail_flags_atomic().store(0, Ordering::Release);
+            if self.event_idx {
+                self.used_event_atomic()
+                    .store(self.last_used.to_le(), Ordering::Release);
+            }
+            // SeqCst fence: the request for interrupts is visible before we read `used.idx`
+            // (store → load, paired with the device's fence between its `used.idx` store and its
+            // read of `used_event` / `avail.flags`): either the device sees the request and
+            // interrupts for its next element, or we see that element here.
+            fence(Ordering::SeqCst);
+        }
+        self.has_used()
+    }
+
+    /// `VIRTQ_AVAIL_F_NO_INTERRUPT` set, and `used_event` one behind the next element.
+    fn ask_for_no_interrupts(&mut self) {
+        // Release (both): nothing rides on them but they must not be reordered before earlier
+        // ring writes the device may read together with them; the device reads them as hints.
+        self.avail_flags_atomic()
+            .store(AVAIL_F_NO_INTERRUPT.to_le(), Ordering::Release);
+        self.used_event_atomic()
+            .store(self.last_used.wrapping_sub(1).to_le(), Ordering::Release);
+    }
+
+    /// `avail.flags`, as an atomic.
+    fn avail_flags_atomic(&self) -> &AtomicU16 {
         // SAFETY: as `avail_idx_atomic`, for `avail.flags` (offset 0, 2-byte aligned) in the
         // driver region; all accesses to it are atomic.
-        let flags = unsafe {
+        unsafe {
             &*(self
                 .driver
                 .ptr(self.layout.avail_off + self.layout.avail_flags())
                 as *const AtomicU16)
-        };
-        // Release (both): nothing rides on them but they must not be reordered before earlier
-        // ring writes the device may read together with them; the device reads them as hints.
-        flags.store(AVAIL_F_NO_INTERRUPT.to_le(), Ordering::Release);
-        self.used_event_atomic()
-            .store(self.last_used.wrapping_sub(1).to_le(), Ordering::Release);
+        }
     }
 
     /// Entries in the ring.
@@ -461,7 +514,7 @@ impl<H: Hal> SplitRing<H> {
     /// ring is reported once and the ring resynchronises.
     pub fn pop_used(&mut self) -> Result<Option<UsedElem>, RingError> {
         let mut dev = self.device_used_idx();
-        if dev == self.last_used && self.event_idx && !self.no_interrupts {
+        if dev == self.last_used && self.event_idx && !self.no_interrupts && !self.paused {
             // Empty: re-arm the interrupt for the next entry (used_event = the index we consume
             // next), then look again. Release store: publishes our consumption of the entries
             // before it. SeqCst fence: the store must be visible before we re-read `used.idx`
@@ -514,7 +567,7 @@ impl<H: Hal> SplitRing<H> {
     /// signalled; the one after it is.
     pub fn arm_for_next_used(&mut self) {
         // A queue whose interrupts are suppressed stays so ([`SplitRing::suppress_interrupts`]).
-        if !self.event_idx || self.no_interrupts {
+        if !self.event_idx || self.no_interrupts || self.paused {
             return;
         }
         let dev = self.device_used_idx();

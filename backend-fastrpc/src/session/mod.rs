@@ -384,6 +384,7 @@ impl Session {
         let done = wait_until(
             || self.poll(t),
             |waker| self.wakes() && self.register_waker(t, waker).is_ok(),
+            |_| {},
             w.clock(),
             deadline,
             w.wait(),

@@ -9,7 +9,7 @@
 //! queue: one line per item").
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use fwipc_transport_api::fixture::SlotQueue;
@@ -84,6 +84,8 @@ pub struct Queues {
     /// The driver's interrupt handler: set once by the fixture, read on every interrupt
     /// without a lock.
     irq: OnceLock<Irq>,
+    /// The driver asked for no interrupt for now ([`Link::pause_interrupts`]).
+    irq_paused: AtomicBool,
     loans: Arc<LoanBufs>,
     /// The double-fetch fault on the device's sends.
     pub(crate) rewriter: Rewriter,
@@ -104,6 +106,7 @@ impl Queues {
             down: AtomicBool::new(false),
             device_thread: OnceLock::new(),
             irq: OnceLock::new(),
+            irq_paused: AtomicBool::new(false),
             loans: Arc::new(LoanBufs {
                 bufs: Mutex::new(vec![[0; BUF_SIZE]; QUEUE_LOANS]),
                 loaned: Mutex::new(vec![false; QUEUE_LOANS]),
@@ -140,6 +143,23 @@ impl Queues {
         if let Some(irq) = self.irq.get() {
             irq();
         }
+    }
+
+    /// [`Queues::raise_irq`] after a frame was queued for the driver, unless the driver asked
+    /// for none ([`Link::pause_interrupts`]).
+    fn raise_irq_if_asked(&self) {
+        // Relaxed: a first look. Asked for (the common case): raise; raising is never wrong.
+        if self.irq_paused.load(Ordering::Relaxed) {
+            // SeqCst fence: the frame just queued is visible before we read the pause again
+            // (store → load, paired with the fence in `DriverEnd::resume_interrupts` between
+            // its clearing the pause and its look at the queue): either we see the pause ended
+            // and raise, or the driver's look finds the frame.
+            fence(Ordering::SeqCst);
+            if self.irq_paused.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+        self.raise_irq();
     }
 
     fn is_down(&self) -> bool {
@@ -295,6 +315,19 @@ impl Link for DriverEnd {
         drain(&self.0.to_driver, budget, sink)
     }
 
+    fn pause_interrupts(&self) {
+        // Relaxed: a hint; the device's fenced look in `raise_irq_if_asked` orders what matters.
+        self.0.irq_paused.store(true, Ordering::Relaxed);
+    }
+
+    fn resume_interrupts(&self) -> bool {
+        self.0.irq_paused.store(false, Ordering::Relaxed);
+        // SeqCst fence: the pause's end is visible before we look at the queue (pairs with the
+        // fence in `Queues::raise_irq_if_asked`).
+        fence(Ordering::SeqCst);
+        !self.0.to_driver.looks_empty()
+    }
+
     fn reset(&self) {
         // Release: the device end's Acquire load sees the link down before it touches the
         // queues again.
@@ -316,7 +349,7 @@ impl Link for DeviceEnd {
         if !push(&self.0.to_driver, frame, &[], Some(&self.0.rewriter)) {
             return Err(LinkError::NoBuffer);
         }
-        self.0.raise_irq();
+        self.0.raise_irq_if_asked();
         Ok(())
     }
 

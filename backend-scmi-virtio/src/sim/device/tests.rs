@@ -114,16 +114,27 @@ fn irq_handler_runs_on_the_device_thread() {
     })));
     let (clock, parker) = (StdClock::new(), ThreadParker::new());
     let mut out = [0u8; 8];
+    // A waiter that spins asks for no interrupt while it does (`Transport::spinning`), and may
+    // take every reply so; one that yields from its first poll on asks for each.
+    let yielding = Wait::SpinThenYield {
+        spins: 0,
+        relax: &std::thread::yield_now,
+    };
     for i in 0..8u8 {
         let payload = [i, 2, 3];
         let req = Request::new((0x81 << 8) | 0x03, &payload);
+        let wait = if i % 2 == 0 {
+            yielding
+        } else {
+            Wait::Completion(&parker)
+        };
         let n = call(
             &*scmi,
             &clock,
             &req,
             &mut out,
             Duration::from_secs(10),
-            Wait::Completion(&parker),
+            wait,
         )
         .unwrap();
         assert_eq!(&out[..n], &[!i, !2, !3]);

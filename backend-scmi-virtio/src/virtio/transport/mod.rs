@@ -59,6 +59,11 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
     /// Polls of pending polled transfers that found no used entry since the device status was
     /// last read (see [`STATUS_POLL_PERIOD`]).
     idle_polls: u32,
+    /// Callers spinning on a cmdq reply now ([`Transport::spinning`]): while any does, the
+    /// cmdq asks the device for no interrupts (`transport_impl.rs`, `spinning`).
+    ///
+    /// [`Transport::spinning`]: fwipc_transport_api::Transport::spinning
+    spinners: u32,
     /// cmdq chains the device holds (the table's loans).
     outstanding: usize,
     /// Per message: the position (counted as [`State::used_seen`] counts) of the first used

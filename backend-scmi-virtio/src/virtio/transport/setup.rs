@@ -189,6 +189,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 table,
                 deferred: Vec::with_capacity(2 * nslots + 1),
                 idle_polls: 0,
+                spinners: 0,
                 outstanding: 0,
                 posted_at: alloc::vec![0; nslots],
                 used_seen: 0,

@@ -283,6 +283,39 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         }
     }
 
+    /// While any caller spins, the cmdq asks the device for no interrupts
+    /// (`SplitRing::pause_interrupts`: `VIRTQ_AVAIL_F_NO_INTERRUPT`, or `used_event` far behind
+    /// with `EVENT_IDX`; virtio 1.2 §2.7.7, §2.7.10): the spinning callers drain the ring in
+    /// `poll_done`, completing and waking every caller's transfer there, so the interrupt pass
+    /// would find nothing. When the last one stops, the cmdq asks again and drains what the
+    /// device published meanwhile, which raised no interrupt. Under the channel lock, as every
+    /// ring access; nothing once the cmdq is gone (shutdown, a quarantined device). A recovery
+    /// reset ends a pause (the zeroed rings ask for every interrupt), which costs only the
+    /// interrupts until the next first spinner.
+    fn spinning(&self, _ticket: &Ticket, on: bool) {
+        // Without interrupts the cmdq asks for none already (setup).
+        if !self.cfg.interrupts {
+            return;
+        }
+        let mut st = self.lock();
+        if on {
+            st.spinners += 1;
+            if st.spinners == 1 {
+                if let Some(q) = st.cmdq.as_mut() {
+                    q.pause_interrupts();
+                }
+            }
+            return;
+        }
+        st.spinners = st.spinners.saturating_sub(1);
+        if st.spinners == 0
+            && st.cmdq.as_mut().is_some_and(|q| q.resume_interrupts())
+            && self.drain_cmdq(&mut st)
+        {
+            self.flag_backlog();
+        }
+    }
+
     fn fetch_notification(&self, out: &mut [u8]) -> Result<Option<Notification>> {
         let _g = self.lc.acquire()?;
         // Polled mode has no interrupt path: `with_eventq` looks at the ring itself (bounded;
