@@ -16,8 +16,8 @@ use core::task::Waker;
 use core::time::Duration;
 
 use fwipc_transport_api::{
-    Caps, Clock, Counters, Deadline, Error, Lifecycle, Notification, Request, Result, Stats,
-    Ticket, TransferTable, Transport, TxOutcome,
+    Caps, Clock, Counters, Deadline, Error, Lifecycle, Notification, Request, Result, Spinners,
+    Stats, Ticket, TransferTable, Transport, TxOutcome,
 };
 use spin::Mutex;
 
@@ -95,7 +95,7 @@ pub struct RpmsgTransport<L: Link, C: Clock> {
     /// Serialises receive processing so frames are handled in arrival order. Holds the number
     /// of callers spinning now ([`Transport::spinning`]), while any of which the link asks for no
     /// receive interrupt.
-    rx: Mutex<u32>,
+    rx: Mutex<Spinners>,
     /// Datagram endpoints (`transport/datagram.rs`).
     dgram: datagram::DgramSide,
 }
@@ -132,7 +132,7 @@ impl<L: Link, C: Clock> RpmsgTransport<L, C> {
             notes: Mutex::new(VecDeque::with_capacity(cfg.notifications)),
             notes_dropped: AtomicU64::new(0),
             peer_resets: AtomicU64::new(0),
-            rx: Mutex::new(0),
+            rx: Mutex::new(Spinners::new()),
             dgram: datagram::DgramSide::new(cfg.endpoints)?,
         };
         t.announce(notify_addr, false)?;
@@ -351,14 +351,12 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
         }
         let mut spinners = self.rx.lock();
         if on {
-            *spinners += 1;
-            if *spinners == 1 {
+            if spinners.enter() {
                 self.link.pause_interrupts();
             }
             return;
         }
-        *spinners = spinners.saturating_sub(1);
-        let waiting = *spinners == 0 && self.link.resume_interrupts();
+        let waiting = spinners.leave() && self.link.resume_interrupts();
         drop(spinners);
         if waiting {
             self.handle_interrupt();

@@ -22,6 +22,19 @@ fn kicks_on_within(fx: &RpmsgRingFixture, limit: Duration) -> bool {
     true
 }
 
+/// The remote asks for kicks again within 10 s (`after`: what it did before), and then the next
+/// send kicks it and is answered.
+fn a_parked_remote_is_kicked(fx: &RpmsgRingFixture, after: &str) {
+    assert!(
+        kicks_on_within(fx, Duration::from_secs(10)),
+        "the remote never asked for kicks again after {after}"
+    );
+    let kicks = || fx.sim().end().device().kicks();
+    let before = kicks();
+    echo_ok(fx);
+    assert!(kicks() > before, "a send to a parked remote did not kick");
+}
+
 /// Back-to-back round trips mostly carry no kick (the remote steps on through one bounded spin
 /// with kicks off after each answer); once the spin has run out the remote parks, having asked
 /// for kicks again, so the next send kicks, and is answered.
@@ -41,13 +54,7 @@ fn an_idle_remote_watches_with_kicks_off_then_asks_for_them_before_it_parks() {
         "every one of {n} back-to-back sends kicked a watching remote"
     );
     // The watch is bounded: the remote turns kicks on again (then looks once more and parks).
-    assert!(
-        kicks_on_within(&fx, Duration::from_secs(10)),
-        "the remote never asked for kicks again"
-    );
-    let before = kicks();
-    echo_ok(&fx);
-    assert!(kicks() > before, "a send to a parked remote did not kick");
+    a_parked_remote_is_kicked(&fx, "watching idle");
 }
 
 /// A remote that polled (`SimMode::Spin`, kicks off) and is put back in `Normal` asks for kicks
@@ -55,15 +62,8 @@ fn an_idle_remote_watches_with_kicks_off_then_asks_for_them_before_it_parks() {
 #[test]
 fn a_remote_back_from_spin_asks_for_kicks_before_it_parks() {
     let fx = RpmsgRingFixture::setup(Completion::Polled);
-    let kicks = || fx.sim().end().device().kicks();
     assert!(fx.remote().set_sim_mode(SimMode::Spin));
     echo_ok(&fx);
     assert!(fx.remote().set_sim_mode(SimMode::Normal));
-    assert!(
-        kicks_on_within(&fx, Duration::from_secs(10)),
-        "the remote parks with kicks still off after polling"
-    );
-    let before = kicks();
-    echo_ok(&fx);
-    assert!(kicks() > before, "a send to a parked remote did not kick");
+    a_parked_remote_is_kicked(&fx, "polling");
 }

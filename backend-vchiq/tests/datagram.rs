@@ -2,12 +2,13 @@
 //! bound endpoint instead of the notification queue, the receive pool bounds what the core takes
 //! before the remote meets `Retry`, and shutdown gives every held message back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fwipc_transport_api::fixture::Fixture;
-use fwipc_transport_api::{Bind, Completion, Error, RxAction, Transport};
+use fwipc_transport_api::{Bind, Completion, Error, ManualClock, RxAction, Transport};
 use fwipc_vchiq::sim::VchiqFixture;
-use fwipc_vchiq::transport::DGRAM_RX_BUFS;
+use fwipc_vchiq::transport::{DGRAM_RX_BUFS, SLOT_LOAN_LIFETIME};
 
 fn until(mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(5);
@@ -96,14 +97,26 @@ fn the_receive_pool_bounds_what_the_core_takes() {
 /// A zero-copy loan is space in our own slot that nothing may pass: while it is out every other
 /// send of the instance is refused with `Retry` (nothing reaches the remote), the loaned message
 /// arrives first once sent, and the refused sends go through after it.
+/// The transport's side reads a clock only the test moves: a loan's lifetime passes when the test
+/// says, however slowly the run goes (an interpreter, a loaded machine).
+fn fixture_on_manual_clock() -> (VchiqFixture, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    let fx = VchiqFixture::try_setup_with_clock(Completion::Interrupt, Box::new(clock.clone()))
+        .expect("vchiq fixture setup");
+    (fx, clock)
+}
+
 #[test]
 fn a_slot_loan_holds_back_every_other_send_until_it_is_sent() {
-    let fx = VchiqFixture::setup(Completion::Interrupt);
+    let (fx, clock) = fixture_on_manual_clock();
     let (d, peer) = fx.datagram().unwrap();
     let ep = d.bind(Bind::Any).unwrap();
     let mut loan = d.loan(&ep).unwrap();
     assert!(loan.is_shared(), "the loan is slot memory");
     assert_eq!(d.loan(&ep).err(), Some(Error::Retry), "one loan at a time");
+    assert_eq!(d.send_to(&ep, ep.addr(), b"second"), Err(Error::Retry));
+    // Short of its lifetime the loan still holds every other send back.
+    clock.advance(SLOT_LOAN_LIFETIME - Duration::from_millis(1));
     assert_eq!(d.send_to(&ep, ep.addr(), b"second"), Err(Error::Retry));
     loan.write(0, b"first").unwrap();
     loan.set_len(5).unwrap();
@@ -125,13 +138,13 @@ fn a_slot_loan_holds_back_every_other_send_until_it_is_sent() {
 /// (handed back, still its length), and nothing of it reaches the remote.
 #[test]
 fn an_expired_slot_loan_gives_way_and_its_send_fails() {
-    let fx = VchiqFixture::setup(Completion::Interrupt);
+    let (fx, clock) = fixture_on_manual_clock();
     let (d, peer) = fx.datagram().unwrap();
     let ep = d.bind(Bind::Any).unwrap();
     let mut loan = d.loan(&ep).unwrap();
     loan.write(0, b"stale").unwrap();
     loan.set_len(5).unwrap();
-    std::thread::sleep(fwipc_vchiq::transport::SLOT_LOAN_LIFETIME + Duration::from_millis(20));
+    clock.advance(SLOT_LOAN_LIFETIME);
     d.send_to(&ep, ep.addr(), b"fresh").unwrap();
     loan.write(0, b"STALE").unwrap();
     let (e, back) = d.send_loan(&ep, ep.addr(), loan).unwrap_err();

@@ -32,6 +32,14 @@ impl<C: Clock + ?Sized> Clock for &C {
     }
 }
 
+/// One clock shared by several owners: instances of one board, or a test that moves a
+/// [`ManualClock`] an instance reads.
+impl<C: Clock + Send + ?Sized> Clock for alloc::sync::Arc<C> {
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+}
+
 /// An absolute point after which a wait gives up with [`crate::Error::Timeout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::{DatagramPeer, Fault, Fixture, RemoteControl, SimMode};
-use fwipc_transport_api::{Completion, Datagram, Error};
+use fwipc_transport_api::{Clock, Completion, Datagram, Error, StdClock};
 
 use super::framed_echo::{EchoService, ECHO_FOURCC};
 use super::SimPair;
@@ -28,9 +28,20 @@ pub struct VchiqFixture {
 impl VchiqFixture {
     /// Build, or explain why not.
     pub fn try_setup(completion: Completion) -> crate::Result<Self> {
-        let pair = SimPair::with_config(
+        Self::try_setup_with_clock(completion, Box::new(StdClock::new()))
+    }
+
+    /// Like [`VchiqFixture::try_setup`], the transport's side reading `clock` (see
+    /// [`SimPair::with_slave_clock`]): tests of what expires (a slot loan, a wait) move a
+    /// [`fwipc_transport_api::ManualClock`] instead of sleeping.
+    pub fn try_setup_with_clock(
+        completion: Completion,
+        clock: Box<dyn Clock + Send + Sync>,
+    ) -> crate::Result<Self> {
+        let pair = SimPair::with_slave_clock(
             Config::default().with_wait(super::SIM_WAIT),
             completion == Completion::Interrupt,
+            clock,
         )?;
         let (echo, _) =
             EchoService::add_to(pair.master(), ServiceParams::new(ECHO_FOURCC).version(3, 2))?;

@@ -30,7 +30,7 @@ use crate::error::{Result, VchiqError};
 use crate::platform::Platform;
 use crate::shared::region::OwnedRegion;
 use fwipc_transport_api::fixture::{SimMode, SimModeSwitch};
-use fwipc_transport_api::{Backoff, StdClock, Wait};
+use fwipc_transport_api::{Backoff, Clock, StdClock, Wait};
 
 pub use fixture::VchiqFixture;
 
@@ -564,6 +564,35 @@ impl SimPair {
         slave_worker: bool,
         wrap_slave: PlatformWrap,
     ) -> Result<SimPair> {
+        Self::build(
+            mem,
+            cfg,
+            slave_worker,
+            wrap_slave,
+            Box::new(StdClock::new()),
+        )
+    }
+
+    /// Like [`SimPair::with_config`], the ARM side reading `slave_clock` (e.g. a
+    /// [`fwipc_transport_api::ManualClock`] the test moves, so that what expires on the ARM
+    /// side, a slot loan or a wait's deadline, expires when the test says, not when a slow run
+    /// gets there). The VideoCore keeps the hosted clock.
+    pub fn with_slave_clock(
+        cfg: Config,
+        slave_worker: bool,
+        slave_clock: Box<dyn Clock + Send + Sync>,
+    ) -> Result<SimPair> {
+        let mem = OwnedRegion::new(cfg.region_size())?;
+        Self::build(mem, cfg, slave_worker, Box::new(|p| p), slave_clock)
+    }
+
+    fn build(
+        mem: Arc<OwnedRegion>,
+        cfg: Config,
+        slave_worker: bool,
+        wrap_slave: PlatformWrap,
+        slave_clock: Box<dyn Clock + Send + Sync>,
+    ) -> Result<SimPair> {
         let bus = Arc::new(SimBus::default());
         // Relaxed: set before any thread uses the bus.
         bus.cache_line.store(cfg.cache_line_size, Ordering::Relaxed);
@@ -583,7 +612,7 @@ impl SimPair {
             mem.region(SIM_REGION_BUS)?,
             wrap_slave(Box::new(slave_pf)),
             cfg,
-            Box::new(StdClock::new()),
+            slave_clock,
         )?);
         let master = Arc::new(Vchiq::new_master(
             mem.region(SIM_REGION_BUS)?,

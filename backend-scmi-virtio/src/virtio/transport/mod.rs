@@ -13,7 +13,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::task::Waker;
 
-use fwipc_transport_api::{Exclusive, Lifecycle, PoolBuf, TransferTable};
+use fwipc_transport_api::{Exclusive, Lifecycle, PoolBuf, Spinners, TransferTable};
 use virtio_drivers::transport::{DeviceStatus, Transport as VirtioTransport};
 use virtio_drivers::Hal;
 
@@ -63,7 +63,7 @@ pub(super) struct State<H: Hal, T: VirtioTransport> {
     /// cmdq asks the device for no interrupts (`transport_impl.rs`, `spinning`).
     ///
     /// [`Transport::spinning`]: fwipc_transport_api::Transport::spinning
-    spinners: u32,
+    spinners: Spinners,
     /// cmdq chains the device holds (the table's loans).
     outstanding: usize,
     /// Per message: the position (counted as [`State::used_seen`] counts) of the first used

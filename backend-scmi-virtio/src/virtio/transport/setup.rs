@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicBool, AtomicU64};
 
-use fwipc_transport_api::{Lifecycle, TransferTable};
+use fwipc_transport_api::{Lifecycle, Spinners, TransferTable};
 use fwipc_virtio::negotiate::{self, ResetOutcome, StatusReadClock};
 use virtio_drivers::transport::Transport as VirtioTransport;
 use virtio_drivers::Hal;
@@ -189,7 +189,7 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
                 table,
                 deferred: Vec::with_capacity(2 * nslots + 1),
                 idle_polls: 0,
-                spinners: 0,
+                spinners: Spinners::new(),
                 outstanding: 0,
                 posted_at: alloc::vec![0; nslots],
                 used_seen: 0,

@@ -299,16 +299,14 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         }
         let mut st = self.lock();
         if on {
-            st.spinners += 1;
-            if st.spinners == 1 {
+            if st.spinners.enter() {
                 if let Some(q) = st.cmdq.as_mut() {
                     q.pause_interrupts();
                 }
             }
             return;
         }
-        st.spinners = st.spinners.saturating_sub(1);
-        if st.spinners == 0
+        if st.spinners.leave()
             && st.cmdq.as_mut().is_some_and(|q| q.resume_interrupts())
             && self.drain_cmdq(&mut st)
         {
