@@ -25,7 +25,7 @@ mod transfer_table;
 mod transport;
 mod wait;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, SpinBudget};
 #[cfg(feature = "std")]
 pub use clock::StdClock;
 pub use clock::{Clock, Deadline, Instant, ManualClock};

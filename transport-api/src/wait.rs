@@ -5,7 +5,7 @@
 use core::task::Waker;
 use core::time::Duration;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, SpinBudget};
 use crate::clock::{Clock, Deadline};
 use crate::transport::{Ticket, Transport};
 use crate::{Error, Result};
@@ -22,6 +22,14 @@ pub trait Parker {
     /// spin hint; `ThreadParker` yields to the scheduler.
     fn relax(&self) {
         core::hint::spin_loop();
+    }
+    /// The [`SpinBudget`] this parker's waits learn their spin phase from, if it keeps one
+    /// (`ThreadParker` does): [`Wait::Completion`] then spins as long as the budget says and
+    /// tells it how the wait ended. The default keeps none: every wait spins the whole
+    /// [`Backoff::SPIN_STEPS`] (right for a core that never shares its CPU with the side it
+    /// waits for, as a driver waiting for firmware on its own core).
+    fn spin_budget(&self) -> Option<&SpinBudget> {
+        None
     }
 }
 
@@ -119,7 +127,12 @@ pub fn wait_until<E>(
     let mut polls: u32 = 0;
     let mut registered = false;
     let mut offered = false;
-    let mut backoff = Backoff::new();
+    // A parker's learned spin phase (`Parker::spin_budget`), told below how the wait ended.
+    let budget = match wait {
+        Wait::Completion(parker) => parker.spin_budget(),
+        _ => None,
+    };
+    let mut backoff = budget.map_or_else(Backoff::new, SpinBudget::backoff);
     // Told `false` when dropped while on: every return below ends a spin.
     let mut hint = SpinHint {
         tell: spinning,
@@ -127,6 +140,10 @@ pub fn wait_until<E>(
     };
     loop {
         if poll()? {
+            if let Some(b) = budget {
+                // Met before the waker was offered: while spinning or relaxing.
+                b.learn(&backoff, !offered);
+            }
             return Ok(true);
         }
         if deadline.expired(clock) {
@@ -198,10 +215,12 @@ impl<F: FnMut(bool)> Drop for SpinHint<F> {
     }
 }
 
-/// The std [`Parker`]: parks the thread that created it.
+/// The std [`Parker`]: parks the thread that created it, and keeps the [`SpinBudget`] its
+/// waits learn from (a thread that shares a core with the side it waits for spins less).
 #[cfg(feature = "std")]
 pub struct ThreadParker {
     waker: Waker,
+    spin: SpinBudget,
 }
 
 #[cfg(feature = "std")]
@@ -223,6 +242,7 @@ impl ThreadParker {
     pub fn new() -> Self {
         ThreadParker {
             waker: Waker::from(std::sync::Arc::new(Unparker(std::thread::current()))),
+            spin: SpinBudget::new(),
         }
     }
 }
@@ -244,6 +264,9 @@ impl Parker for ThreadParker {
     }
     fn relax(&self) {
         std::thread::yield_now();
+    }
+    fn spin_budget(&self) -> Option<&SpinBudget> {
+        Some(&self.spin)
     }
 }
 
@@ -396,6 +419,68 @@ mod tests {
         // A waiter that will not be woken polls in short naps.
         assert_eq!(*p.naps.lock().unwrap(), [Duration::from_micros(50); 3]);
         assert_eq!(p.relaxed.load(Ordering::Relaxed), Backoff::RELAX_STEPS);
+    }
+
+    /// A parker that keeps a [`SpinBudget`] and whose `relax` lets the other side answer: the
+    /// two share a core.
+    struct SharedCore {
+        budget: SpinBudget,
+        gave_way: core::sync::atomic::AtomicBool,
+    }
+    impl SharedCore {
+        fn gave_way(&self) -> bool {
+            // Relaxed: one thread.
+            self.gave_way.load(Ordering::Relaxed)
+        }
+    }
+    impl Parker for SharedCore {
+        fn waker(&self) -> &Waker {
+            Waker::noop()
+        }
+        fn park_timeout(&self, _timeout: Duration) {}
+        fn relax(&self) {
+            // Relaxed: one thread.
+            self.gave_way.store(true, Ordering::Relaxed);
+        }
+        fn spin_budget(&self) -> Option<&SpinBudget> {
+            Some(&self.budget)
+        }
+    }
+
+    /// `Wait::Completion` tells the parker's budget how each wait ended: waits met only once the
+    /// waiter gives way shrink the spin phase to `SpinBudget::MIN_SPINS` (probes excepted).
+    #[test]
+    fn completion_learns_its_spin_phase_from_the_parker() {
+        let p = SharedCore {
+            budget: SpinBudget::new(),
+            gave_way: Default::default(),
+        };
+        let clock = crate::ManualClock::new();
+        let mut polls_per_wait = Vec::new();
+        for _ in 0..2 * SpinBudget::PROBE_EVERY {
+            // Relaxed: one thread.
+            p.gave_way.store(false, Ordering::Relaxed);
+            let mut polls = 0;
+            let r: core::result::Result<bool, ()> = wait_until(
+                || {
+                    polls += 1;
+                    Ok(p.gave_way())
+                },
+                |_| panic!("met before the waker is offered"),
+                |_| {},
+                &clock,
+                Deadline::never(),
+                Wait::Completion(&p),
+            );
+            assert_eq!(r, Ok(true));
+            polls_per_wait.push(polls);
+        }
+        // The first wait (a probe) spins the whole phase: a poll before each spin pause, one
+        // before the first relax and one after it.
+        assert_eq!(polls_per_wait[0], Backoff::SPIN_STEPS + 2);
+        assert_eq!(p.budget.spins(), SpinBudget::MIN_SPINS);
+        let last = *polls_per_wait.last().unwrap();
+        assert_eq!(last, SpinBudget::MIN_SPINS + 2, "{polls_per_wait:?}");
     }
 
     #[test]

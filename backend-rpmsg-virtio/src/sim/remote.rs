@@ -7,7 +7,7 @@ use std::time::Duration;
 use fwipc_transport_api::fixture::{
     echo_reply_byte, DoubleFetch, Fault, RemoteControl, SimMode, SimModeSwitch, TagLog,
 };
-use fwipc_transport_api::Backoff;
+use fwipc_transport_api::SpinBudget;
 
 use super::peer_log::PeerLog;
 use super::queues::DeviceEnd;
@@ -170,6 +170,7 @@ impl<E: RemoteEnd> SimRemote<E> {
         // In `Normal`: a step found work since the remote last parked, so it steps on a while
         // when idle. A remote woken by its timeout alone parks again at once.
         let mut active = false;
+        let idle = SpinBudget::new();
         // Acquire: pairs with the fixture's Release store on drop.
         while !self.stop.load(Ordering::Acquire) {
             match self.mode.take() {
@@ -180,7 +181,7 @@ impl<E: RemoteEnd> SimRemote<E> {
                         // does). Bounded; then ask for kicks again and step once more below (a
                         // post made while they were off kicked nobody).
                         set_polling(true);
-                        if Backoff::spin_until(|| self.step(), std::thread::yield_now) {
+                        if idle.spin_until(|| self.step(), std::thread::yield_now) {
                             continue;
                         }
                         active = false;

@@ -30,7 +30,7 @@ use crate::error::{Result, VchiqError};
 use crate::platform::Platform;
 use crate::shared::region::OwnedRegion;
 use fwipc_transport_api::fixture::{SimMode, SimModeSwitch};
-use fwipc_transport_api::{Backoff, Clock, StdClock, Wait};
+use fwipc_transport_api::{Clock, SpinBudget, StdClock, Wait};
 
 pub use fixture::VchiqFixture;
 
@@ -493,6 +493,7 @@ pub struct SimPair {
 }
 
 fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>, mode: Option<Arc<SimModeSwitch>>) {
+    let idle = SpinBudget::new();
     // Acquire: pairs with the Release store in `stop_workers`.
     while !stop.load(Ordering::Acquire) {
         match mode.as_ref().map_or(SimMode::Normal, |m| m.take()) {
@@ -501,7 +502,7 @@ fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>, mode: Option<Ar
                 // Idle: poll a little longer with our events unarmed before sleeping (the peer's
                 // work within the budget costs no ring and no OS wake-up; bounded, then sleep as
                 // before).
-                if Backoff::spin_until(|| v.poll() > 0, std::thread::yield_now) {
+                if idle.spin_until(|| v.poll() > 0, std::thread::yield_now) {
                     continue;
                 }
                 // Arm our events; sleep only if nothing fired meanwhile (docs/protocols/vchiq.md

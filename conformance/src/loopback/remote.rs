@@ -7,7 +7,7 @@ use std::time::Duration;
 use fwipc_transport_api::fixture::{
     echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch, TagLog,
 };
-use fwipc_transport_api::{Backoff, BulkDir};
+use fwipc_transport_api::{BulkDir, SpinBudget};
 use spin::Mutex;
 use zerocopy::IntoBytes;
 
@@ -56,12 +56,13 @@ impl Remote {
 
     /// The remote thread's loop: serve requests and bulk ops until stopped.
     pub(crate) fn run(&self) {
+        let idle = SpinBudget::new();
         // Acquire: pairs with the Release store in the fixture's drop; nothing else is published.
         while !self.stop.load(Ordering::Acquire) {
             match self.mode.take() {
                 SimMode::Normal => {
                     // Idle: serve a little longer before parking (bounded, then park as before).
-                    if !Backoff::spin_until(|| self.serve(), std::thread::yield_now) {
+                    if !idle.spin_until(|| self.serve(), std::thread::yield_now) {
                         std::thread::park_timeout(Duration::from_millis(2));
                     }
                 }

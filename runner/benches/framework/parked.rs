@@ -433,9 +433,10 @@ pub fn run(
                  {cores} (every pair's and peer's other threads: the remote, a simulator's \
                  interrupt or worker thread, the echo threads of the peers). The scheduler \
                  otherwise now and then puts both sides on one core, where each hand-off waits \
-                 for the other side's spin budget to run out and a yield, and it keeps them \
-                 there for seconds (see docs/benchmarks/changes.md, \"(c): where the scheduler puts \
-                 the two sides\").\n"
+                 for the other side's spin phase to run out and a yield (a phase each side \
+                 learns to shorten there, but not to nothing), and it keeps them there for \
+                 seconds (see docs/benchmarks/changes.md, \"(c): where the scheduler puts the \
+                 two sides\" and \"(c): a spin phase learned per waiter\").\n"
             );
             print_table(&live, &dead, pinned, &ice);
         }

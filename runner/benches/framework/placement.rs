@@ -4,7 +4,8 @@
 //! Left to itself, the Linux scheduler now and then places both sides of a parked pair on one
 //! core (a thread that wakes another is often given the waker's core) and keeps them there for
 //! seconds while they hand off through yields rather than sleeps: each hand-off then waits for
-//! a spin budget to run out on the core's one thread. Pinning the two sides apart is the
+//! a spin phase to run out on the core's one thread (a short one, once the waiter's
+//! `SpinBudget` has learned it shares the core, but not none). Pinning the two sides apart is the
 //! placement of a driver talking to firmware on its own core, and it makes runs comparable.
 //! Hand-written with `sched_setaffinity` (through `libc`): the affinity crates of crates.io set
 //! only the calling thread's mask, and the other threads here belong to the simulators.

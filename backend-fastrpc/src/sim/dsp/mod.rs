@@ -13,7 +13,7 @@ use std::time::Duration;
 use zerocopy::{FromBytes, IntoBytes};
 
 use fwipc_transport_api::fixture::{DoubleFetch, Fault, SimMode, SimModeSwitch};
-use fwipc_transport_api::Backoff;
+use fwipc_transport_api::SpinBudget;
 
 mod procctl;
 mod reverse_calls;
@@ -269,6 +269,7 @@ impl SimDsp {
         let t = std::thread::Builder::new()
             .name("sim-dsp".into())
             .spawn(move || {
+                let idle = SpinBudget::new();
                 // Acquire: pairs with the Release in `Drop`.
                 while !s2.stop.load(Ordering::Acquire) {
                     match s2.mode.take() {
@@ -277,7 +278,7 @@ impl SimDsp {
                             // then wait as before).
                             let mut buf = [0u8; DGRAM_BUF];
                             let mut next = None;
-                            Backoff::spin_until(
+                            idle.spin_until(
                                 || {
                                     next = s2.link.dsp_try_recv_into(&mut buf);
                                     next.is_some()

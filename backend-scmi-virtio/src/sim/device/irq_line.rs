@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use fwipc_transport_api::Backoff;
+use fwipc_transport_api::SpinBudget;
 
 use super::{lock, Dev, Shared, SimDevice};
 
@@ -86,9 +86,20 @@ impl Shared {
 
 /// The interrupt line of a [`SimDevice`] for an embedder thread that waits on it and calls the
 /// driver's completion entry point (the alternative to [`SimDevice::set_irq_handler`]).
-#[derive(Clone)]
 pub struct IrqLine {
     pub(super) sh: Arc<Shared>,
+    /// The spin of [`IrqLine::wait`] before it sleeps, learned from how its waits end.
+    pub(super) idle: SpinBudget,
+}
+
+/// A clone is the same line for another thread, which learns its own spin.
+impl Clone for IrqLine {
+    fn clone(&self) -> Self {
+        IrqLine {
+            sh: self.sh.clone(),
+            idle: SpinBudget::new(),
+        }
+    }
 }
 
 impl core::fmt::Debug for IrqLine {
@@ -103,7 +114,10 @@ impl IrqLine {
     pub fn wait(&self, timeout: Duration) -> bool {
         // Spin briefly before sleeping: an interrupt raised within the budget costs no OS
         // wake-up (bounded, then wait as before).
-        if Backoff::spin_until(|| *lock(&self.sh.isr) != 0, std::thread::yield_now) {
+        if self
+            .idle
+            .spin_until(|| *lock(&self.sh.isr) != 0, std::thread::yield_now)
+        {
             return true;
         }
         let g = lock(&self.sh.isr);

@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fwipc_transport_api::fixture::{Fault, SimMode, SimModeSwitch, TagLog};
-use fwipc_transport_api::Backoff;
+use fwipc_transport_api::SpinBudget;
 use virtio_drivers::transport::DeviceStatus;
 use virtio_drivers::PhysAddr;
 
@@ -86,7 +86,7 @@ pub struct SimDeviceConfig {
     /// stalls, which a bounded test sees.
     pub kick_only: bool,
     /// In [`SimMode::Normal`], once a pass finds nothing to do, watch the command queue's
-    /// `avail.idx` for one bounded [`Backoff`] with the driver's kicks turned off (virtio 1.2
+    /// `avail.idx` for one bounded [`SpinBudget`]'s spin with the driver's kicks turned off (virtio 1.2
     /// §2.7.10), serving what is posted meanwhile, as a busy-polling back-end does between
     /// requests; then ask for kicks again, look at the rings once more and sleep. `false`: ask
     /// for a kick from the first idle moment, which a test of the driver's kick decisions
@@ -309,21 +309,27 @@ impl Shared {
     }
 
     /// [`SimDeviceConfig::watch_when_idle`]'s watch, kicks already off (`d` is polling): look
-    /// at the command queue's `avail.idx` through one [`Backoff`] until the driver posts,
+    /// at the command queue's `avail.idx` through one [`fwipc_transport_api::Backoff`] until the driver posts,
     /// device-side work is hinted or the device is told to quit (`true`: serve it), or the
     /// budget runs out (`false`). The device lock is held while the thread spins (it keeps the
     /// rings alive; the driver takes it only to set up, reset or configure) and let go for each
     /// of the budget's yields.
-    fn watch_idle<'a>(&'a self, mut d: MutexGuard<'a, Dev>) -> (MutexGuard<'a, Dev>, bool) {
-        let mut b = Backoff::new();
+    fn watch_idle<'a>(
+        &'a self,
+        mut d: MutexGuard<'a, Dev>,
+        idle: &SpinBudget,
+    ) -> (MutexGuard<'a, Dev>, bool) {
+        let mut b = idle.backoff();
         loop {
             if d.quit || d.watch_avail(1, &self.kick_hint) {
+                idle.learn(&b, true);
                 return (d, true);
             }
             // Relaxed: a hint; the next pass looks at everything. Acquire: as in
             // `device_thread`'s spin mode.
             if self.kick_hint.load(Ordering::Relaxed) {
                 self.kick_hint.swap(false, Ordering::Acquire);
+                idle.learn(&b, true);
                 return (d, true);
             }
             let mut held = Some(d);
@@ -334,6 +340,7 @@ impl Shared {
             });
             d = held.unwrap_or_else(|| lock(&self.dev));
             if !paused {
+                idle.learn(&b, false);
                 return (d, false);
             }
         }
@@ -353,6 +360,9 @@ fn device_thread(sh: Arc<Shared>) {
     // In `Normal`: the thread was kicked or found a post since it last slept, so it watches
     // for the next one when idle. A thread woken by its timer alone sleeps again at once.
     let mut active = false;
+    // The thread's idle spin (the watch, or the spin before it sleeps), learned from how its
+    // idle waits end.
+    let idle = SpinBudget::new();
     loop {
         if d.quit {
             return;
@@ -422,7 +432,7 @@ fn device_thread(sh: Arc<Shared>) {
                 sh.serve_polling(&mut d);
                 d = sh.deliver_irq(d);
             }
-            let (g, busy) = sh.watch_idle(d);
+            let (g, busy) = sh.watch_idle(d, &idle);
             d = g;
             if busy {
                 continue;
@@ -450,7 +460,7 @@ fn device_thread(sh: Arc<Shared>) {
             drop(d);
             // A plain load first, then the swap that consumes the hint (orderings as in the
             // spin mode above).
-            let hinted = Backoff::spin_until(
+            let hinted = idle.spin_until(
                 || {
                     sh.kick_hint.load(Ordering::Relaxed)
                         && sh.kick_hint.swap(false, Ordering::Acquire)
@@ -587,6 +597,7 @@ impl SimDevice {
     /// A handle for an interrupt-delivery thread.
     pub fn irq_line(&self) -> IrqLine {
         IrqLine {
+            idle: SpinBudget::new(),
             sh: self.sh.clone(),
         }
     }
