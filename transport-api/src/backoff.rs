@@ -41,16 +41,16 @@
 
 use crate::sync::{AtomicU32, Ordering};
 
-/// A bounded spin-then-relax budget: [`Backoff::snooze`] pauses once per call until
-/// [`Backoff::PAUSES`] pauses have passed, then reports the budget spent.
+/// A bounded spin-then-relax budget: [`Backoff::snooze`] pauses once per call until the spin
+/// phase and [`Backoff::RELAX_STEPS`] relax calls have passed ([`Backoff::PAUSES`] pauses for
+/// [`Backoff::new`]), then reports the budget spent.
 ///
-/// The budget is fixed and small: [`Backoff::SPIN_STEPS`] pauses of one spin hint each (a few
-/// microseconds on current cores, the caller looking again after each), then
-/// [`Backoff::RELAX_STEPS`] relax calls. It bounds how long
-/// a waiter keeps a core busy whatever the peer does, so a waiter never starves the peer it
-/// waits for on a machine with fewer cores than busy threads.
-/// [`Backoff::new`] spins [`Backoff::SPIN_STEPS`] pauses; [`Backoff::with_spins`] (what a
-/// [`SpinBudget`] hands out) fewer.
+/// The budget is small: at most [`Backoff::SPIN_STEPS`] pauses of one spin hint each (a few
+/// microseconds on current cores, the caller looking again after each; [`Backoff::new`] spins
+/// them all, [`Backoff::with_spins`], what a [`SpinBudget`] hands out, fewer), then
+/// [`Backoff::RELAX_STEPS`] relax calls. It bounds how long a waiter keeps a core busy
+/// whatever the peer does, so a waiter never starves the peer it waits for on a machine with
+/// fewer cores than busy threads.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     step: u32,
@@ -92,7 +92,8 @@ impl Backoff {
         self.step
     }
 
-    /// Whether the spin phase is over: the pauses from now on (if any are left) relax.
+    /// Whether the waiter has given way: the spin phase is over and at least one pause has
+    /// called the relax hook.
     pub const fn relaxing(&self) -> bool {
         self.step > self.spins
     }
@@ -124,7 +125,7 @@ impl Backoff {
 }
 
 /// A spin phase learned from how its owner's recent waits ended (the module doc gives the
-/// rule). One per waiting thread: a [`crate::ThreadParker`] keeps one for
+/// rule). One per waiting thread: a `ThreadParker` (feature `std`) keeps one for
 /// [`crate::Wait::Completion`], and a simulated remote's thread one for its idle watch.
 ///
 /// Its words are atomics only so that a parker holding one can be shared (`Sync`); each is
