@@ -86,11 +86,11 @@ pub struct SimDeviceConfig {
     /// stalls, which a bounded test sees.
     pub kick_only: bool,
     /// In [`SimMode::Normal`], once a pass finds nothing to do, watch the command queue's
-    /// `avail.idx` for one bounded [`SpinBudget`]'s spin with the driver's kicks turned off (virtio 1.2
-    /// §2.7.10), serving what is posted meanwhile, as a busy-polling back-end does between
-    /// requests; then ask for kicks again, look at the rings once more and sleep. `false`: ask
-    /// for a kick from the first idle moment, which a test of the driver's kick decisions
-    /// needs (with `kick_only`).
+    /// `avail.idx` for one bounded spin (its length learned per thread, [`SpinBudget`]) with the
+    /// driver's kicks turned off (virtio 1.2 §2.7.10), serving what is posted meanwhile, as a
+    /// busy-polling back-end does between requests; then ask for kicks again, look at the rings
+    /// once more and sleep. `false`: ask for a kick from the first idle moment, which a test of
+    /// the driver's kick decisions needs (with `kick_only`).
     pub watch_when_idle: bool,
 }
 
@@ -309,28 +309,26 @@ impl Shared {
     }
 
     /// [`SimDeviceConfig::watch_when_idle`]'s watch, kicks already off (`d` is polling): look
-    /// at the command queue's `avail.idx` through one [`fwipc_transport_api::Backoff`] until the driver posts,
-    /// device-side work is hinted or the device is told to quit (`true`: serve it), or the
-    /// budget runs out (`false`). The device lock is held while the thread spins (it keeps the
-    /// rings alive; the driver takes it only to set up, reset or configure) and let go for each
-    /// of the budget's yields.
+    /// at the command queue's `avail.idx` through one backoff of the thread's `idle` budget
+    /// until the driver posts, device-side work is hinted or the device is told to quit (`true`:
+    /// serve it), or the budget runs out (`false`); the budget learns from which. The device
+    /// lock is held while the thread spins (it keeps the rings alive; the driver takes it only
+    /// to set up, reset or configure) and let go for each of the budget's yields.
     fn watch_idle<'a>(
         &'a self,
         mut d: MutexGuard<'a, Dev>,
         idle: &SpinBudget,
     ) -> (MutexGuard<'a, Dev>, bool) {
         let mut b = idle.backoff();
-        loop {
+        let busy = loop {
             if d.quit || d.watch_avail(1, &self.kick_hint) {
-                idle.learn(&b, true);
-                return (d, true);
+                break true;
             }
             // Relaxed: a hint; the next pass looks at everything. Acquire: as in
             // `device_thread`'s spin mode.
             if self.kick_hint.load(Ordering::Relaxed) {
                 self.kick_hint.swap(false, Ordering::Acquire);
-                idle.learn(&b, true);
-                return (d, true);
+                break true;
             }
             let mut held = Some(d);
             let paused = b.snooze(|| {
@@ -340,10 +338,11 @@ impl Shared {
             });
             d = held.unwrap_or_else(|| lock(&self.dev));
             if !paused {
-                idle.learn(&b, false);
-                return (d, false);
+                break false;
             }
-        }
+        };
+        idle.learn(&b, busy);
+        (d, busy)
     }
 }
 
