@@ -548,8 +548,7 @@ impl SimPair {
     /// A pair on a fresh region. `slave_worker = false`: the slave is driven by its user's
     /// `poll()` calls (polled mode); the master always has its own thread.
     pub fn with_config(cfg: Config, slave_worker: bool) -> Result<SimPair> {
-        let mem = OwnedRegion::new(cfg.region_size())?;
-        Self::on_region(mem, cfg, slave_worker)
+        Self::with_slave_clock(cfg, slave_worker, Box::new(StdClock::new()))
     }
 
     /// A pair on an existing region (a new instance after a teardown).
