@@ -313,7 +313,7 @@ impl<L: Link, C: Clock + Send> Transport for RpmsgTransport<L, C> {
             self.table.abort(started);
             return Err(e);
         }
-        Counters::bump(&self.table.counters().sent);
+        // Counted as sent by the table (`TransferTable::start_with`; `abort` above takes it off).
         Ok(started.ticket())
     }
 

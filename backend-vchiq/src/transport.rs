@@ -276,10 +276,9 @@ impl Transport for VchiqTransport {
             .vchiq
             .queue_message_parts(h, &[hdr.as_bytes(), req.payload])
         {
-            Ok(()) => {
-                Counters::bump(&self.sh.table.counters().sent);
-                Ok(started.ticket())
-            }
+            // Counted as sent by the table (`TransferTable::start_with`; `abort` below takes
+            // it off).
+            Ok(()) => Ok(started.ticket()),
             Err(e) => {
                 self.sh.table.abort(started);
                 Err(e.into())

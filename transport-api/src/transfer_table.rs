@@ -105,7 +105,23 @@ struct Entry<E, I: IdSource> {
     /// the transfer was swept); `state` holds the outcome and the next ordinary entry
     /// ([`TransferTable::reap`]) frees the entry. No ticket matches it (unless resumed).
     reap: bool,
+    /// This entry's share of [`Stats::sent`] and [`Stats::completed`] (see [`EntryCounts`]).
+    counts: EntryCounts,
     extra: E,
+}
+
+/// The two counters every round trip moves, kept per entry and changed only while the entry is
+/// held, so counting costs a plain add instead of an atomic read-modify-write on a line every
+/// caller shares (two per round trip, against 23 to 42 in all: docs/benchmarks/changes.md,
+/// "Counted under the entry's lock"). [`TransferTable::stats`] adds them up.
+#[derive(Debug, Clone, Copy, Default)]
+struct EntryCounts {
+    /// Loans to the remote (`lent` set: [`TransferTable::start_with`],
+    /// [`TransferTable::send_with`]), less those taken back as never sent
+    /// ([`TransferTable::abort`], [`TransferTable::fail_sent`]).
+    sent: u64,
+    /// Replies that completed their transfer.
+    completed: u64,
 }
 
 impl<E, I: IdSource> Entry<E, I> {
@@ -255,6 +271,7 @@ impl<E, L: Locking, I: IdSource> TransferTable<E, L, I> {
                     lent: false,
                     waker: None,
                     reap: false,
+                    counts: EntryCounts::default(),
                     extra: part(),
                 })
             })
@@ -358,6 +375,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             e.token = token.0;
             e.buf = Some(buf);
             e.lent = true;
+            e.counts.sent = e.counts.sent.wrapping_add(1);
             e.extra = extra;
             // Published while the entry is held, so nothing can free it (and its token) first.
             I::publish(&self.ids, token.0, slot);
@@ -397,6 +415,10 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         // Whatever the remote did meanwhile (a forged reply to a message it never got), the
         // transfer has no caller: free it.
         if e.generation == started.generation && e.token == started.token.0 {
+            if e.lent {
+                // Never sent: off the count it went on when lent (see `EntryCounts`).
+                e.counts.sent = e.counts.sent.wrapping_sub(1);
+            }
             self.free(&mut e);
         }
     }
@@ -500,7 +522,11 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             return (self.count(ReplyOutcome::Late), None);
         }
         let outcome = match result {
-            Ok(_) => self.count(ReplyOutcome::Completed),
+            Ok(_) => {
+                // Under the entry (see `EntryCounts`), not in the shared `Counters`.
+                e.counts.completed = e.counts.completed.wrapping_add(1);
+                ReplyOutcome::Completed
+            }
             Err(err) => self.count_failed(err),
         };
         // Counted before the waker runs, so a woken caller's `stats` already shows it.
@@ -595,7 +621,9 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         n
     }
 
-    /// The transport's counters (for the events the table does not count itself).
+    /// The transport's counters, for the events the table does not count itself. The table
+    /// counts its transfers' `sent` and `completed` in their entries, not here: read them
+    /// through [`TransferTable::stats`], which adds both.
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
@@ -608,8 +636,23 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
 
     /// The counters and the occupancy of the entries (as the pool's).
     pub fn stats(&self) -> Stats {
-        self.counters
-            .snapshot(I::capacity(&self.ids), I::free_count(&self.ids))
+        self.stats_with_pool(I::capacity(&self.ids), I::free_count(&self.ids))
+    }
+
+    /// The counters, with the occupancy of a pool the backend keeps beside the table. Holds
+    /// each entry in turn to add up its share of `sent` and `completed`; a transfer that
+    /// moves meanwhile is counted or not, as with any snapshot taken while transfers run.
+    pub fn stats_with_pool(&self, pool_capacity: usize, pool_free: usize) -> Stats {
+        let mut s = self.counters.snapshot(pool_capacity, pool_free);
+        let (mut sent, mut completed) = (0u64, 0u64);
+        for entry in self.entries.iter() {
+            let c = L::hold(entry).counts;
+            sent = sent.wrapping_add(c.sent);
+            completed = completed.wrapping_add(c.completed);
+        }
+        s.sent = s.sent.wrapping_add(sent);
+        s.completed = s.completed.wrapping_add(completed);
+        s
     }
 
     /// The state of the transfer `t` names; `InvalidArgument` for a stale or foreign ticket.

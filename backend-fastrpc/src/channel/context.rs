@@ -327,6 +327,11 @@ impl ContextTable {
         self.table.stats()
     }
 
+    /// The counters, with a session's payload buffers as the pool.
+    pub(crate) fn stats_with_pool(&self, capacity: usize, free: usize) -> Stats {
+        self.table.stats_with_pool(capacity, free)
+    }
+
     /// Take a free context for session `session`, reserved (not sent) with the owner
     /// reference. `Busy` (counted) when the table is full.
     pub(crate) fn alloc(&self, session: u16) -> Result<InvokeTicket> {

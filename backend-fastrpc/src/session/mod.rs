@@ -237,10 +237,8 @@ impl Session {
             kernel,
         };
         match self.build_and_send(&t, call) {
-            Ok(()) => {
-                Counters::bump(&ch.counters().sent);
-                Ok(t)
-            }
+            // Counted as sent by the context table (`TransferTable::send_with`).
+            Ok(()) => Ok(t),
             Err(e) => {
                 if e == FastRpcError::Busy {
                     Counters::bump(&ch.counters().busy);
@@ -485,7 +483,7 @@ impl Session {
     pub fn stats(&self) -> fwipc_transport_api::Stats {
         let ch = &self.inner.ch;
         ch.ctx.reap();
-        ch.counters().snapshot(
+        ch.ctx.stats_with_pool(
             self.inner.payloads.capacity(),
             self.inner.payloads.free_count(),
         )

@@ -240,8 +240,8 @@ impl<P: PlatformModel> Transport for DirectTransport<P> {
                 return Err(e);
             }
         };
+        // Counted as sent by the table (`TransferTable::start_with`; `abort` above takes it off).
         let counters = table.counters();
-        Counters::bump(&counters.sent);
         match answered {
             Answer::Silent => {}
             Answer::Mismatch(word) => {

@@ -251,7 +251,7 @@ impl Transport for LoopbackTransport {
             target: req.target,
         });
         debug_assert!(queued);
-        Counters::bump(&s.table.counters().sent);
+        // Counted as sent by the table (`TransferTable::start_with`).
         s.ring_remote();
         Ok(started.ticket())
     }
@@ -316,7 +316,6 @@ impl Transport for LoopbackTransport {
         // Never full: as `requests` in `send`.
         let queued = s.bulk_out.push(op);
         debug_assert!(queued);
-        Counters::bump(&s.table.counters().sent);
         s.ring_remote();
         Ok(started.ticket())
     }

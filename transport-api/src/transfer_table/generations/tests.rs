@@ -247,6 +247,7 @@ fn run_model(ops: &[Op]) -> core::result::Result<(), TestCaseError> {
                     if live[i].2 == M::Reserved {
                         prop_assert_eq!(r, Ok(Ok(live[i].1)));
                         live[i].2 = M::InFlight;
+                        want.sent += 1;
                     } else {
                         prop_assert_eq!(r, Err(Error::InvalidArgument));
                     }
@@ -298,6 +299,8 @@ fn run_model(ops: &[Op]) -> core::result::Result<(), TestCaseError> {
                     prop_assert_eq!(failed, live[i].2 == M::InFlight);
                     if failed {
                         live[i].2 = M::Failed;
+                        // Never reached the remote: not sent after all.
+                        want.sent -= 1;
                     }
                 }
             }
