@@ -1,107 +1,22 @@
 //! `Transport::spinning` over both simulated links: while a caller spins on its reply the link
 //! asks for no receive interrupt (the spinning caller receives in `poll_done`), and when the
 //! last spinner stops the link asks again and the transport receives what arrived meanwhile,
-//! completing and waking every transfer as the interrupt would have.
+//! completing and waking every transfer as the interrupt would have
+//! (`fwipc_conformance::scenarios::spinning_holds_interrupts`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Wake, Waker};
-use std::time::{Duration, Instant};
-
+use fwipc_conformance::scenarios::spinning_holds_interrupts;
+use fwipc_conformance::Verdict;
 use fwipc_rpmsg_virtio::sim::{RpmsgFixture, RpmsgRingFixture};
-use fwipc_transport_api::fixture::{Fixture, SimMode};
-use fwipc_transport_api::{Completion, Request, Transport, TxOutcome};
-
-/// Counts its wakes.
-#[derive(Default)]
-struct Count(AtomicUsize);
-
-impl Count {
-    fn get(&self) -> usize {
-        // Acquire: pairs with the Release increment, on whichever thread ran the interrupt.
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-impl Wake for Count {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        // Release: the wake is seen after the completion that caused it.
-        self.0.fetch_add(1, Ordering::Release);
-    }
-}
-
-/// A waker counting into a fresh `Count`.
-fn counter() -> (Arc<Count>, Waker) {
-    let c = Arc::new(Count::default());
-    (c.clone(), Waker::from(c))
-}
-
-/// Stepped (the remote runs only when the test steps it): a caller spins on transfer `a` while
-/// transfer `b` waits with a waker. The remote answers both and no interrupt handler runs (`b`'s
-/// waker does not). When the spinner stops, `b`'s reply is received and its waker runs; a reply
-/// after that interrupts again (its waker runs without anyone polling).
-fn no_interrupt_while_a_caller_spins<F: Fixture>(fx: &F) {
-    let t = fx.transport();
-    assert!(fx.remote().set_sim_mode(SimMode::Stepped));
-    let a = t.send(&Request::new(fx.echo_target(), &[1])).unwrap();
-    let b = t.send(&Request::new(fx.echo_target(), &[2])).unwrap();
-    let (woken, waker) = counter();
-    assert!(t.register_waker(&b, &waker));
-
-    t.spinning(&a, true);
-    while fx.remote().step() {}
-    // An interrupt, had one been raised, may run on another thread: give it time to.
-    std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(
-        woken.get(),
-        0,
-        "{}: an interrupt while a caller spins",
-        F::NAME
-    );
-
-    // A second spinner joins and leaves: the first still spins.
-    t.spinning(&b, true);
-    t.spinning(&b, false);
-    assert_eq!(woken.get(), 0, "{}: a spinner is left", F::NAME);
-
-    t.spinning(&a, false);
-    assert_eq!(woken.get(), 1, "{}: the waiter was not woken", F::NAME);
-    let mut out = [0u8; 8];
-    for (tk, sent) in [(a, 1u8), (b, 2u8)] {
-        assert_eq!(t.poll_done(&tk), Ok(true));
-        assert_eq!(t.fetch_response(&tk, &mut out), Ok(1));
-        assert_eq!(out[0], !sent);
-        t.mark_txdone(tk, TxOutcome::Done);
-    }
-
-    // Interrupts are asked for again: the next reply's waker runs with nobody polling.
-    let c = t.send(&Request::new(fx.echo_target(), &[3])).unwrap();
-    let (woken, waker) = counter();
-    assert!(t.register_waker(&c, &waker));
-    while fx.remote().step() {}
-    let start = Instant::now();
-    while woken.get() == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{}: no interrupt after the spin",
-            F::NAME
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(t.poll_done(&c), Ok(true));
-    t.mark_txdone(c, TxOutcome::Done);
-    fx.remote().set_sim_mode(SimMode::Normal);
-}
 
 #[test]
 fn no_interrupt_while_a_caller_spins_on_the_queues() {
-    no_interrupt_while_a_caller_spins(&RpmsgFixture::setup(Completion::Interrupt));
+    assert_eq!(spinning_holds_interrupts::<RpmsgFixture>(), Verdict::Pass);
 }
 
 #[test]
 fn no_interrupt_while_a_caller_spins_on_the_rings() {
-    no_interrupt_while_a_caller_spins(&RpmsgRingFixture::setup(Completion::Interrupt));
+    assert_eq!(
+        spinning_holds_interrupts::<RpmsgRingFixture>(),
+        Verdict::Pass
+    );
 }

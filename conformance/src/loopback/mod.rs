@@ -16,6 +16,8 @@ mod forged_tests;
 mod remote;
 #[cfg(test)]
 mod reset_tests;
+#[cfg(test)]
+mod spinning_tests;
 mod transport;
 pub mod wire;
 

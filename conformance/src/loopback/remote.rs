@@ -191,11 +191,10 @@ impl Remote {
         }
     }
 
-    /// In interrupt mode, "raise the interrupt": the transport drains its rings.
+    /// In interrupt mode, "raise the interrupt": the transport drains its rings (unless a
+    /// caller spins: `Shared::raise_irq`).
     fn interrupt(&self) {
-        if self.shared.irq {
-            self.shared.process_replies();
-        }
+        self.shared.raise_irq();
     }
 
     fn serve_bulk(&self) -> bool {

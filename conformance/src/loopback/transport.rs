@@ -1,7 +1,7 @@
 //! The loopback transport (this side).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
@@ -9,8 +9,8 @@ use std::time::Duration;
 use fwipc_transport_api::fixture::SlotQueue;
 use fwipc_transport_api::{
     BulkDir, BulkRequest, BulkResult, Caps, Counters, Deadline, Error, Lifecycle, Notification,
-    ProtocolError, Request, Result, StartedTransfer, Stats, StdClock, Ticket, TransferState,
-    TransferTable, Transport, TxOutcome,
+    ProtocolError, Request, Result, Spinners, StartedTransfer, Stats, StdClock, Ticket,
+    TransferState, TransferTable, Transport, TxOutcome,
 };
 use spin::Mutex;
 
@@ -91,6 +91,14 @@ pub(crate) struct Shared {
     pub remote_lock: Mutex<()>,
     /// Interrupt mode: the remote "raises an interrupt" by calling `process_replies`.
     pub irq: bool,
+    /// Callers spinning on their replies now ([`Transport::spinning`]), kept under this lock
+    /// with `irq_paused` so two callers' hints cannot pass each other.
+    spinners: Mutex<Spinners>,
+    /// Set while a caller spins: the remote raises no interrupt, and the spinners drain the
+    /// rings in `poll_done` on their own cores (an interrupt handler on the remote's thread
+    /// would complete the transfer there, and the caller's poll would then pull the entry,
+    /// the token's and the counters' lines back one by one).
+    irq_paused: AtomicBool,
     /// The remote's thread, set once by the fixture; read on every send (no lock: a `OnceLock`
     /// read is one Acquire load).
     pub remote_thread: std::sync::OnceLock<std::thread::Thread>,
@@ -118,6 +126,8 @@ impl LoopbackTransport {
                 dead: AtomicBool::new(false),
                 remote_lock: Mutex::new(()),
                 irq,
+                spinners: Mutex::new(Spinners::new()),
+                irq_paused: AtomicBool::new(false),
                 remote_thread: std::sync::OnceLock::new(),
             }),
         }
@@ -155,6 +165,25 @@ impl Shared {
         self.bulk_out.clear();
         self.bulk_back.clear();
         self.table.fail_all(Error::Cancelled);
+    }
+
+    /// The remote's interrupt, raised after it queued a reply or finished a bulk operation:
+    /// the handler's work ([`Shared::process_replies`]) in interrupt mode, unless a caller
+    /// spins (`irq_paused`), which drains the rings itself.
+    pub(crate) fn raise_irq(&self) {
+        if !self.irq {
+            return;
+        }
+        // SeqCst fence: what was just queued is visible before the look at `irq_paused`. Pairs
+        // with the fence after the last spinner lifts the pause (`spinning`): either that
+        // spinner's drain sees what was queued, or this look sees the pause lifted (a
+        // store-then-load on each side, which only a full fence on both orders).
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence above.
+        if self.irq_paused.load(Ordering::Relaxed) {
+            return;
+        }
+        self.process_replies();
     }
 
     /// Drain the reply ring (the interrupt handler's work, also run from `poll_done`).
@@ -282,6 +311,36 @@ impl Transport for LoopbackTransport {
             return false;
         }
         self.inner.table.register_waker(ticket, waker)
+    }
+
+    /// While any caller spins, the remote raises no interrupt (the spinners drain the rings in
+    /// `poll_done`, completing every caller's transfer there); when the last one stops, the
+    /// interrupt is back and what arrived meanwhile, which raised none, is drained here.
+    fn spinning(&self, _ticket: &Ticket, on: bool) {
+        let s = &*self.inner;
+        // Without interrupts the remote raises none anyway.
+        if !s.irq {
+            return;
+        }
+        let mut spinners = s.spinners.lock();
+        if on {
+            if spinners.enter() {
+                // Relaxed: a hint; an interrupt raised before the remote sees it costs a drain.
+                s.irq_paused.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
+        let last = spinners.leave();
+        if last {
+            // Relaxed, then a SeqCst fence: the pause's end is visible before the drain below
+            // looks at the ring (pairs with the fence in `Shared::raise_irq`).
+            s.irq_paused.store(false, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+        }
+        drop(spinners);
+        if last {
+            s.process_replies();
+        }
     }
 
     fn bulk(&self, req: BulkRequest) -> core::result::Result<Ticket, (Error, BulkRequest)> {

@@ -5,6 +5,7 @@ mod bulk;
 mod datagram;
 mod faults;
 mod messaging;
+mod spinning;
 mod teardown;
 
 pub use bulk::bulk_integrity;
@@ -14,6 +15,7 @@ pub use faults::{
     timeout_late_reply,
 };
 pub use messaging::{concurrent_senders, fifo_ordering, notifications, roundtrip, sim_modes};
+pub use spinning::spinning_holds_interrupts;
 pub use teardown::teardown_in_flight;
 
 use fwipc_transport_api::fixture::Fixture;
