@@ -174,14 +174,17 @@ impl Shared {
         if !self.irq {
             return;
         }
-        // SeqCst fence: what was just queued is visible before the look at `irq_paused`. Pairs
-        // with the fence after the last spinner lifts the pause (`spinning`): either that
-        // spinner's drain sees what was queued, or this look sees the pause lifted (a
-        // store-then-load on each side, which only a full fence on both orders).
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence above.
+        // Relaxed: a first look. Not paused (the common case): raise; raising is never wrong.
         if self.irq_paused.load(Ordering::Relaxed) {
-            return;
+            // SeqCst fence: what was just queued is visible before we read the pause again
+            // (store, then load; paired with the fence in `spinning` between the last spinner's
+            // ending the pause and its drain): either that drain finds what was queued, or we
+            // see the pause ended and raise.
+            fence(Ordering::SeqCst);
+            // Relaxed: ordered by the fence above.
+            if self.irq_paused.load(Ordering::Relaxed) {
+                return;
+            }
         }
         self.process_replies();
     }
