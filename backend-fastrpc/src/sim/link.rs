@@ -3,7 +3,7 @@
 //! or queue for the AP to pull (polled mode).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use fwipc_transport_api::fixture::SlotQueue;
 use crate::error::{FastRpcError, Result};
 use crate::packet::PacketChannel;
 
-type RxFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
+type RxFn = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 /// The longest datagram a slot holds whole. Every datagram of the protocol is shorter (the
 /// longest, a request, is 40 bytes), and so is every receiver's buffer (the AP's 64, the DSP's
@@ -69,10 +69,9 @@ pub struct SimLink {
     /// The DSP thread ([`SimLink::set_dsp_thread`]): woken by every AP send, which an unpark
     /// does with one atomic swap when the thread is not parked.
     dsp_thread: OnceLock<Thread>,
-    push: Mutex<Option<RxFn>>,
-    /// Whether `push` holds a callback; set and cleared with it, read without the lock by
-    /// [`SimLink::dsp_send`].
-    pushing: AtomicBool,
+    /// The AP's rx callback (interrupt mode), set once: [`SimLink::dsp_send`] reads it with
+    /// one Acquire load, no lock and no reference count per datagram.
+    push: OnceLock<RxFn>,
     closed: AtomicBool,
 }
 
@@ -83,8 +82,7 @@ impl SimLink {
             to_dsp: SlotQueue::with_capacity(SLOTS),
             to_ap: SlotQueue::with_capacity(SLOTS),
             dsp_thread: OnceLock::new(),
-            push: Mutex::new(None),
-            pushing: AtomicBool::new(false),
+            push: OnceLock::new(),
             closed: AtomicBool::new(false),
         })
     }
@@ -95,21 +93,18 @@ impl SimLink {
         let _ = self.dsp_thread.set(t);
     }
 
-    /// Deliver DSP → AP datagrams by calling `f` (interrupt mode).
+    /// Deliver DSP → AP datagrams by calling `f` (interrupt mode). Once per link: a later
+    /// call is ignored (the link keeps its first callback until it is dropped).
     pub fn set_push(&self, f: impl Fn(&[u8]) + Send + Sync + 'static) {
-        *self.push.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f));
-        // Release: pairs with the Acquire in `dsp_send`; the callback itself is read under
-        // the lock.
-        self.pushing.store(true, Ordering::Release);
+        if self.push.set(Box::new(f)).is_err() {
+            log::warn!("sim link: rx callback already set, the new one ignored");
+        }
     }
 
     /// Close the link: AP sends fail with `ChannelDown`, the DSP thread's receive returns.
     pub fn close(&self) {
         // Release: publishes the closed state to senders and the DSP thread.
         self.closed.store(true, Ordering::Release);
-        *self.push.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        // Relaxed: `closed` above already stops `dsp_send`.
-        self.pushing.store(false, Ordering::Relaxed);
         if let Some(t) = self.dsp_thread.get() {
             t.unpark();
         }
@@ -155,13 +150,8 @@ impl SimLink {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        // Acquire: pairs with `set_push`. A polled link never takes the callback's lock.
-        let push = if self.pushing.load(Ordering::Acquire) {
-            self.push.lock().unwrap_or_else(|p| p.into_inner()).clone()
-        } else {
-            None
-        };
-        match push {
+        // `OnceLock::get`: one Acquire load, pairing with `set_push`'s store of the callback.
+        match self.push.get() {
             Some(f) => f(bytes),
             None => {
                 if !queue_datagram(&self.to_ap, bytes) {
