@@ -110,9 +110,11 @@ pub fn wait_done<T: Transport + ?Sized>(
 /// parker's waker once; it returns whether it will wake it (if not, the waiter polls in short
 /// naps).
 ///
-/// `spinning` is told when the waiter starts spinning on `poll` (`true`, after the first poll
-/// that was not done) and when it stops (`false`: before it relaxes, registers or parks, and
-/// when the wait ends while it spins), in pairs: [`Wait::Poll`] spins for the whole wait,
+/// `spinning` is told when the waiter starts spinning on `poll` (`true`, before the first
+/// poll: a remote that answers between the caller's send and its first look already finds the
+/// hint, so its answer raises no interrupt for the spinner to pull back; a first poll that is
+/// done costs one pair of hints) and when it stops (`false`: before it relaxes, registers or
+/// parks, and when the wait ends while it spins), in pairs: [`Wait::Poll`] spins for the whole wait,
 /// [`Wait::SpinThenYield`] for its `spins`, [`Wait::Completion`] for its [`Backoff`]'s spin
 /// phase. [`wait_done`] passes it on as [`Transport::spinning`]; pass `|_| {}` where nothing
 /// listens. Typed layers over a split-phase call (a FastRPC session, for one) wait with this.
@@ -138,6 +140,11 @@ pub fn wait_until<E>(
         tell: spinning,
         on: false,
     };
+    // On before the first poll for every wait that spins at all.
+    hint.set(match wait {
+        Wait::SpinThenYield { spins, .. } => spins > 0,
+        Wait::Poll | Wait::Completion(_) => true,
+    });
     loop {
         if poll()? {
             if let Some(b) = budget {
@@ -550,15 +557,21 @@ mod tests {
     /// waker or parks, and when the wait ends: in pairs, for every kind of wait.
     #[test]
     fn the_spinning_hint_brackets_the_spin() {
-        assert_eq!(hint_events(Kind::Poll, 3), "p+pp-");
-        assert_eq!(hint_events(Kind::Poll, 1), "p", "done at once: no spin");
-        assert_eq!(hint_events(Kind::SpinThenYield(2), 5), "p+pp-rprp");
-        assert_eq!(hint_events(Kind::Completion, 3), "p+pp-");
+        // On before the first poll (a reply that comes before it finds the hint).
+        assert_eq!(hint_events(Kind::Poll, 3), "+ppp-");
+        assert_eq!(hint_events(Kind::Poll, 1), "+p-", "done at once: one pair");
+        assert_eq!(hint_events(Kind::SpinThenYield(2), 5), "+ppp-rprp");
+        assert_eq!(
+            hint_events(Kind::SpinThenYield(0), 3),
+            "prprp",
+            "no spins: no hint"
+        );
+        assert_eq!(hint_events(Kind::Completion, 3), "+ppp-");
         // Past the spin phase: off before the offer, and not on again (the park is counted last).
-        let spin = "p".repeat(Backoff::PAUSES as usize);
+        let spin = "p".repeat(Backoff::PAUSES as usize + 1);
         assert_eq!(
             hint_events(Kind::Completion, Backoff::PAUSES + 3),
-            format!("p+{spin}-oppn")
+            format!("+{spin}-oppn")
         );
     }
 
