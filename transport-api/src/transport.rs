@@ -309,7 +309,8 @@ pub trait Transport: Send + Sync {
     }
 
     /// A hint from a caller waiting on `ticket` ([`crate::wait_done`]): `true` when it starts
-    /// spinning on [`Transport::poll_done`], `false` when it stops (before it relaxes, registers
+    /// spinning on [`Transport::poll_done`] (before its first poll, so a reply that comes at
+    /// once finds the hint), `false` when it stops (before it relaxes, registers
     /// a waker or parks, and when the wait ends), in pairs; several callers may spin at once.
     /// While one spins, a transport whose remote would interrupt for the reply may ask it not to:
     /// the spinning caller takes the reply itself, and the interrupt's work (on another core, or
