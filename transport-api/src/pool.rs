@@ -23,7 +23,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
-use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Lock, Ordering};
+use crate::sync::{
+    fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Lock, LockGuard, Ordering,
+};
 use crate::{Error, ProtocolError, Result};
 
 struct Slot {
@@ -109,22 +111,23 @@ impl FreeList {
     /// Give back an index taken by [`FreeList::pop`]: it is the next one handed out.
     #[inline]
     pub(crate) fn push(&self, idx: u32) {
-        self.push_then(idx, |_| ());
+        self.lock().push(idx);
     }
 
-    /// [`FreeList::push`], then `f` with the number of free indices, under the same lock.
+    /// Hold the list's lock: pushes and a count of the free indices under one hold, released
+    /// when the returned guard is dropped.
+    ///
+    /// The guard, not a method taking a closure, is what lets the pool free itself right after
+    /// the release (`free_slot`, `MsgPool`'s `Drop`): the caller drops it in its own frame, where
+    /// the pool is reached through a plain local borrow. A `&self` method that released the lock
+    /// inside would still hold its argument, a borrow Rust requires to stay valid until the
+    /// method returns, while the other thread, seeing the release, frees the pool under it.
     #[inline]
-    fn push_then<R>(&self, idx: u32, f: impl FnOnce(usize) -> R) -> R {
-        let mut l = self.stack.lock();
-        l.push(idx);
-        // Relaxed: see `len`.
-        self.len.store(l.len(), Ordering::Relaxed);
-        f(l.len())
-    }
-
-    /// `f` with the number of free indices, under the lock.
-    fn with_len<R>(&self, f: impl FnOnce(usize) -> R) -> R {
-        f(self.stack.lock().len())
+    fn lock(&self) -> FreeGuard<'_> {
+        FreeGuard {
+            stack: self.stack.lock(),
+            len: &self.len,
+        }
     }
 
     /// Indices free: exact as of the last push or pop this thread is ordered after; one that
@@ -133,6 +136,28 @@ impl FreeList {
     /// only through `pop`, under the lock).
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
+    }
+}
+
+/// A held [`FreeList`] (see [`FreeList::lock`]).
+struct FreeGuard<'a> {
+    stack: LockGuard<'a, Vec<u32>>,
+    len: &'a AtomicUsize,
+}
+
+impl FreeGuard<'_> {
+    /// Give back an index: it is the next one handed out.
+    #[inline]
+    fn push(&mut self, idx: u32) {
+        self.stack.push(idx);
+        // Relaxed: see `FreeList::len`.
+        self.len.store(self.stack.len(), Ordering::Relaxed);
+    }
+
+    /// Indices free, exact (under the lock).
+    #[inline]
+    fn len(&self) -> usize {
+        self.stack.len()
     }
 }
 
@@ -202,14 +227,17 @@ impl Drop for MsgPool {
         let pool = self.pool();
         // Under the free list's lock, as `free_slot`'s check: exactly one of the two sees the
         // pool with no handle and every slot free.
-        let unused = pool.free.with_len(|free| {
-            let unused = free == pool.slots.len();
+        let unused = {
+            let free = pool.free.lock();
+            let unused = free.len() == pool.slots.len();
             if !unused {
                 // Relaxed: under the lock (see `Inner::orphaned`).
                 pool.orphaned.store(true, Ordering::Relaxed);
             }
             unused
-        });
+            // The lock is released here, in this frame: once it is, `free_slot` on another
+            // thread may free the pool (see `FreeList::lock`).
+        };
         if unused {
             // SAFETY: no handle is left and every slot is on the free list, so no buffer handle
             // or loan exists either; `inner` came from `Box::into_raw` and is freed only here or
@@ -435,10 +463,11 @@ unsafe fn free_slot(inner: NonNull<Inner>, idx: u32) {
         // Under the free list's lock, as the last `MsgPool` handle's check: exactly one of the
         // two sees the pool with no handle and every slot free. Once the lock is released
         // without that, the pool is not touched again here (it may be freed at once).
-        pool.free.push_then(idx, |free| {
-            // Relaxed: under the lock (see `Inner::orphaned`).
-            pool.orphaned.load(Ordering::Relaxed) && free == pool.slots.len()
-        })
+        let mut free = pool.free.lock();
+        free.push(idx);
+        // Relaxed: under the lock (see `Inner::orphaned`).
+        pool.orphaned.load(Ordering::Relaxed) && free.len() == pool.slots.len()
+        // The lock is released here, in this frame (see `FreeList::lock`).
     };
     if last {
         // SAFETY: the last handle is gone (`orphaned`) and this was the last slot in use, so

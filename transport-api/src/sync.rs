@@ -8,6 +8,13 @@ pub use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsiz
 #[cfg(loom)]
 pub use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+/// A held [`Lock`]: released when dropped.
+#[cfg(not(loom))]
+pub type LockGuard<'a, T> = spin::MutexGuard<'a, T>;
+/// A held [`Lock`]: released when dropped.
+#[cfg(loom)]
+pub type LockGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
 /// A mutual-exclusion lock: `spin::Mutex` in production (no_std, no OS), `loom::sync::Mutex`
 /// under loom.
 pub struct Lock<T> {
@@ -30,13 +37,13 @@ impl<T> Lock<T> {
 
     /// Lock (spins while another context holds it).
     #[cfg(not(loom))]
-    pub fn lock(&self) -> spin::MutexGuard<'_, T> {
+    pub fn lock(&self) -> LockGuard<'_, T> {
         self.inner.lock()
     }
 
     /// Lock (a loom model step).
     #[cfg(loom)]
-    pub fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+    pub fn lock(&self) -> LockGuard<'_, T> {
         self.inner.lock().unwrap()
     }
 }
