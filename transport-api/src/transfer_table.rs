@@ -116,15 +116,33 @@ struct Entry<E, I: IdSource> {
 /// "Counted under the entry's lock"). [`TransferTable::stats`] adds them up.
 #[derive(Debug, Clone, Copy, Default)]
 struct EntryCounts {
-    /// Loans to the remote (`lent` set: [`TransferTable::start_with`],
+    /// Loans to the remote ([`Entry::lend`], from [`TransferTable::start_with`] and
     /// [`TransferTable::send_with`]), less those taken back as never sent
-    /// ([`TransferTable::abort`], [`TransferTable::fail_sent`]).
+    /// ([`Entry::take_back_unsent`], from [`TransferTable::abort`] and
+    /// [`TransferTable::fail_sent`]).
     sent: u64,
     /// Replies that completed their transfer.
     completed: u64,
 }
 
 impl<E, I: IdSource> Entry<E, I> {
+    /// The remote is lent the buffer: `lent`, counted in `sent`.
+    #[inline]
+    fn lend(&mut self) {
+        self.lent = true;
+        self.counts.sent = self.counts.sent.wrapping_add(1);
+    }
+
+    /// The loan, if out, ends as never sent (the message did not reach the remote): `lent`
+    /// off, and off the `sent` count it went on in [`Entry::lend`].
+    #[inline]
+    fn take_back_unsent(&mut self) {
+        if self.lent {
+            self.lent = false;
+            self.counts.sent = self.counts.sent.wrapping_sub(1);
+        }
+    }
+
     fn matches(&self, t: &Ticket) -> bool {
         self.generation == t.generation()
             && self.token == t.token()
@@ -374,8 +392,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             e.state = TransferState::InFlight;
             e.token = token.0;
             e.buf = Some(buf);
-            e.lent = true;
-            e.counts.sent = e.counts.sent.wrapping_add(1);
+            e.lend();
             e.extra = extra;
             // Published while the entry is held, so nothing can free it (and its token) first.
             I::publish(&self.ids, token.0, slot);
@@ -415,10 +432,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         // Whatever the remote did meanwhile (a forged reply to a message it never got), the
         // transfer has no caller: free it.
         if e.generation == started.generation && e.token == started.token.0 {
-            if e.lent {
-                // Never sent: off the count it went on when lent (see `EntryCounts`).
-                e.counts.sent = e.counts.sent.wrapping_sub(1);
-            }
+            e.take_back_unsent();
             self.free(&mut e);
         }
     }
@@ -809,10 +823,12 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
         ReplyOutcome::Failed
     }
 
+    /// Count a reply that did not complete its transfer (a completion is counted in its entry,
+    /// by `settle`).
     fn count(&self, o: ReplyOutcome) -> ReplyOutcome {
         let c = &self.counters;
         Counters::bump(match o {
-            ReplyOutcome::Completed => &c.completed,
+            ReplyOutcome::Completed => return o,
             ReplyOutcome::Failed | ReplyOutcome::Rejected => &c.protocol_errors,
             ReplyOutcome::Late => &c.late_replies,
             ReplyOutcome::Duplicate => &c.duplicate_replies,

@@ -162,8 +162,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             }
             let r = f(&mut e.extra);
             if r.is_ok() {
-                e.lent = true;
-                e.counts.sent = e.counts.sent.wrapping_add(1);
+                e.lend();
             }
             Ok(r)
         })?
@@ -178,9 +177,7 @@ impl<E: EntryPart<I>, L: Locking, I: IdSource> TransferTable<E, L, I> {
             if !matches!(e.state, TransferState::InFlight) || !e.lent {
                 return false;
             }
-            e.lent = false;
-            // Never sent after all: off the count `send_with` put it on.
-            e.counts.sent = e.counts.sent.wrapping_sub(1);
+            e.take_back_unsent();
             e.state = TransferState::Failed(err);
             failed(&mut e.extra);
             true
