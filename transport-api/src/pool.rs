@@ -101,11 +101,7 @@ impl FreeList {
     /// Take a free index (one lock: one atomic read-modify-write).
     #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
-        let mut l = self.stack.lock();
-        let idx = l.pop();
-        // Relaxed: see `len`.
-        self.len.store(l.len(), Ordering::Relaxed);
-        idx
+        self.lock().pop()
     }
 
     /// Give back an index taken by [`FreeList::pop`]: it is the next one handed out.
@@ -114,8 +110,8 @@ impl FreeList {
         self.lock().push(idx);
     }
 
-    /// Hold the list's lock: pushes and a count of the free indices under one hold, released
-    /// when the returned guard is dropped.
+    /// Hold the list's lock: pops, pushes and a count of the free indices under one hold (the
+    /// guard keeps `len` in step with each), released when the returned guard is dropped.
     ///
     /// The guard, not a method taking a closure, is what lets the pool free itself right after
     /// the release (`free_slot`, `MsgPool`'s `Drop`): the caller drops it in its own frame, where
@@ -146,6 +142,15 @@ struct FreeGuard<'a> {
 }
 
 impl FreeGuard<'_> {
+    /// Take a free index.
+    #[inline]
+    fn pop(&mut self) -> Option<u32> {
+        let idx = self.stack.pop();
+        // Relaxed: see `FreeList::len`.
+        self.len.store(self.stack.len(), Ordering::Relaxed);
+        idx
+    }
+
     /// Give back an index: it is the next one handed out.
     #[inline]
     fn push(&mut self, idx: u32) {
