@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("backends.toml");
+    // Read at run time, not with `env!`: a build script compiled in one checkout is reused by
+    // another that shares the target directory (a worktree), and would read the first one's list.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let list = Path::new(&dir).join("backends.toml");
     println!("cargo::rerun-if-changed={}", list.display());
     let text = std::fs::read_to_string(&list).expect("runner/backends.toml");
     let fixtures = values(&text, "fixture");
