@@ -5,7 +5,7 @@
 use core::cell::{RefCell, RefMut};
 use core::ops::DerefMut;
 
-use crate::sync::{Lock, LockGuard};
+use crate::sync::Lock;
 
 /// The entry locking of a [`TransferTable`](super::TransferTable): [`Shared`] or [`Exclusive`].
 pub trait Locking: sealed::Sealed {
@@ -34,7 +34,10 @@ pub enum Exclusive {}
 
 impl Locking for Shared {
     type Cell<T> = Lock<T>;
-    type Guard<'a, T: 'a> = LockGuard<'a, T>;
+    #[cfg(not(loom))]
+    type Guard<'a, T: 'a> = spin::MutexGuard<'a, T>;
+    #[cfg(loom)]
+    type Guard<'a, T: 'a> = loom::sync::MutexGuard<'a, T>;
     fn cell<T>(v: T) -> Lock<T> {
         Lock::new(v)
     }
