@@ -5,7 +5,7 @@
 use core::cell::{RefCell, RefMut};
 use core::ops::DerefMut;
 
-use crate::sync::Lock;
+use crate::sync::{Lock, LockGuard};
 
 /// The entry locking of a [`TransferTable`](super::TransferTable): [`Shared`] or [`Exclusive`].
 pub trait Locking: sealed::Sealed {
@@ -34,10 +34,7 @@ pub enum Exclusive {}
 
 impl Locking for Shared {
     type Cell<T> = Lock<T>;
-    #[cfg(not(loom))]
-    type Guard<'a, T: 'a> = spin::MutexGuard<'a, T>;
-    #[cfg(loom)]
-    type Guard<'a, T: 'a> = loom::sync::MutexGuard<'a, T>;
+    type Guard<'a, T: 'a> = LockGuard<'a, T>;
     fn cell<T>(v: T) -> Lock<T> {
         Lock::new(v)
     }
