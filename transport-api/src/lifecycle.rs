@@ -65,6 +65,25 @@ impl Lifecycle {
         Ok(UserGuard { lc: self })
     }
 
+    /// Admission without a count, for an operation that runs wholly under a lock of the
+    /// backend's that its shutdown takes after [`Lifecycle::begin_shutdown`] and before it tears
+    /// down what that lock guards: call it with the lock held; `Shutdown` once shutdown has
+    /// begun. No read-modify-write: the lock is the fence. An operation that holds the lock
+    /// when shutdown asks for it finishes before the teardown; one that takes it after
+    /// shutdown did sees the flag. [`Lifecycle::wait_idle`] does not wait for such operations
+    /// (they are not users), so the teardown must take that lock.
+    #[inline]
+    pub fn admit_locked(&self) -> Result<()> {
+        // Relaxed: the caller's lock orders the flag. `begin_shutdown`'s swap comes before
+        // shutdown takes the lock, so a holder of the lock after shutdown's release of it sees
+        // the flag (happens-before); a holder before it may see either, and the teardown that
+        // follows ends what it started.
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(Error::Shutdown);
+        }
+        Ok(())
+    }
+
     /// Stop admitting users and drop the owner's reference. Returns `false` if shutdown had
     /// already begun (it happens once).
     pub fn begin_shutdown(&self) -> bool {
@@ -181,6 +200,16 @@ mod tests {
     }
 
     #[test]
+    fn admit_locked_counts_nobody_and_refuses_after_shutdown() {
+        let lc = Lifecycle::new();
+        assert_eq!(lc.admit_locked(), Ok(()));
+        assert_eq!(lc.users(), 1, "no user counted");
+        assert!(lc.begin_shutdown());
+        assert_eq!(lc.admit_locked(), Err(Error::Shutdown));
+        assert_eq!(lc.users(), 0);
+    }
+
+    #[test]
     fn shutdown_is_bounded() {
         let lc = Lifecycle::new();
         let _g = lc.acquire().unwrap();
@@ -282,6 +311,30 @@ mod loom_tests {
             t.join().unwrap();
             assert_eq!(lc.users(), 0);
             assert!(lc.acquire().is_err());
+        });
+    }
+
+    /// An operation admitted under a lock racing shutdown and a teardown under that lock: one
+    /// that gets in uses the channel before the teardown, never after (as above, the channel a
+    /// `loom` cell), and one that comes after the teardown is refused.
+    #[test]
+    fn no_locked_admission_after_the_teardown() {
+        loom::model(|| {
+            let lc = loom::sync::Arc::new(Lifecycle::new());
+            let channel = loom::sync::Arc::new(crate::sync::Lock::new(0u32));
+            let (l2, c2) = (lc.clone(), channel.clone());
+            let t = loom::thread::spawn(move || {
+                let ch = c2.lock();
+                if l2.admit_locked().is_ok() {
+                    assert_eq!(*ch, 0, "admitted after the teardown");
+                } else {
+                    assert!(l2.is_shutting_down());
+                }
+            });
+            lc.begin_shutdown();
+            // The teardown, under the lock.
+            *channel.lock() = 1;
+            t.join().unwrap();
         });
     }
 

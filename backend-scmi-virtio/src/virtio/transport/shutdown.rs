@@ -18,7 +18,10 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
         if !self.lc.begin_shutdown() {
             return Ok(());
         }
-        // 1. Every transfer in flight ends with Shutdown; wake its waiter.
+        // 1. Every transfer in flight ends with Shutdown; wake its waiter. Taking the channel
+        //    lock is also the fence for `send`, `poll_done` and `register_waker`, which are
+        //    admitted under it (`Lifecycle::admit_locked`) and not counted as users: one that
+        //    holds it now finishes first, one that takes it after us is refused.
         {
             // The device keeps the buffers until the reset below takes them back.
             let mut st = self.lock();
@@ -27,7 +30,8 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
             } = &mut *st;
             table.fail_pending(Error::Shutdown, |w| deferred.push(w));
         }
-        // 2. Wait (bounded) for the users to leave.
+        // 2. Wait (bounded) for the users to leave (the counted ones:
+        //    `reset_device`, the interrupt pass, notifications and datagram endpoints).
         let waited = match &self.cfg.clock {
             Some(c) => {
                 let d = Deadline::after(&**c, self.cfg.shutdown_timeout);

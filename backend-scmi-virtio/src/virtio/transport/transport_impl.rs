@@ -31,7 +31,6 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     }
 
     fn send(&self, req: &Request<'_>) -> Result<Ticket> {
-        let _g = self.lc.acquire()?;
         let (proto, msg) = split_target(req.target).ok_or(Error::InvalidArgument)?;
         let len = req.payload.len();
         if len > self.max_msg_size {
@@ -41,6 +40,9 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         // so the interrupt pass (which returns buffers and tokens) never waits for a lock of its
         // own (irq_gate).
         let mut st = self.lock();
+        // Admitted under the channel lock, which shutdown takes before it ends what is in
+        // flight (`shutdown_impl`): no users count to raise and drop per call.
+        self.lc.admit_locked()?;
         if self.check_stall(&mut st) {
             return Err(Error::Shutdown);
         }
@@ -168,13 +170,14 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
         // After shutdown began the ring is not touched any more, but a transfer whose reply had
         // already arrived still reports done, so `fetch_response` can deliver it: a shutdown
         // racing a completed call loses nothing. Pending transfers were failed with `Shutdown`.
-        let user = self.lc.acquire();
         let mut st = self.lock();
+        // Under the channel lock, as in `send`.
+        let admitted = self.lc.admit_locked();
         let (mut state, poll) = st.table.inspect(ticket, |s, _, p| (s, p.poll))?;
         // Polled transfers (and every transfer when nothing calls `complete`,
         // `ScmiVirtioConfig::interrupts` false) also watch the device status below.
         let polled = poll == PollStatus::Polling || !self.cfg.interrupts;
-        if user.is_ok() && matches!(state, TransferState::InFlight) {
+        if admitted.is_ok() && matches!(state, TransferState::InFlight) {
             // Every pending waiter looks at `used.idx` (one load) and drains what is there,
             // interrupt-mode ones too: a device that withholds an interrupt it was asked for
             // (or one lost on the way) cannot make a reply sitting in the used ring time out.
@@ -214,7 +217,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             }
         }
         match state {
-            TransferState::InFlight => user.map(|_| false),
+            TransferState::InFlight => admitted.map(|_| false),
             TransferState::Failed(e @ (Error::Shutdown | Error::Cancelled)) => Err(e),
             TransferState::Done(_) | TransferState::Failed(_) => Ok(true),
             TransferState::Free | TransferState::Abandoned => Err(Error::InvalidArgument),
@@ -269,11 +272,15 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
     }
 
     fn register_waker(&self, ticket: &Ticket, waker: &Waker) -> bool {
-        if !self.cfg.interrupts || self.lc.acquire().is_err() {
+        if !self.cfg.interrupts {
             // No interrupt path: nobody would wake the waiter; it polls instead.
             return false;
         }
         let st = self.lock();
+        // Under the channel lock, as in `send`; after shutdown began nothing wakes it.
+        if self.lc.admit_locked().is_err() {
+            return false;
+        }
         match st.table.inspect(ticket, |s, _, p| (s, p.poll)) {
             Err(_) => false,
             // Polled transfers are completed by their poller; nobody wakes them.
