@@ -4,9 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{
-    echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch, TagLog,
-};
+use fwipc_transport_api::fixture::{echo_reply_byte, Fault, RemoteControl, SimMode, SimModeSwitch};
 use fwipc_transport_api::{BulkDir, SpinBudget};
 use spin::Mutex;
 use zerocopy::IntoBytes;
@@ -18,9 +16,6 @@ struct State {
     fault: Fault,
     held: Vec<ReqRecord>,
     dropped: Vec<ReqRecord>,
-    tags: TagLog,
-    /// Requests taken off the request queue (see [`Remote::answer`] for when one is counted).
-    received: u64,
     /// Last bulk data received, sent back on the next bulk receive.
     stored: Vec<u8>,
 }
@@ -44,8 +39,6 @@ impl Remote {
                 fault: Fault::None,
                 held: Vec::with_capacity(super::MAX_MSG),
                 dropped: Vec::with_capacity(super::MAX_MSG),
-                tags: TagLog::new(),
-                received: 0,
                 stored: Vec::with_capacity(1 << 20),
             }),
             faulted: AtomicBool::new(false),
@@ -90,14 +83,18 @@ impl Remote {
         let fault = if self.faulted.load(Ordering::Acquire) {
             let mut st = self.state.lock();
             match st.fault {
-                // A request that is not answered now is counted and logged now, in the same
-                // critical section that puts it in `held`/`dropped` (a test that saw the count
-                // can `release()` it); an answered one is counted and logged by `answer`, which
-                // has its buffer in hand anyway.
+                // A request that is not answered now is counted and logged now (under
+                // `remote_lock`, where the log is), inside the state lock's critical section
+                // that puts it in `held`/`dropped`: a test that saw the count and calls
+                // `release()` waits for that section, so finds it held. An answered one is
+                // counted and logged by `answer`, which has its buffer in hand anyway.
                 Fault::Hold | Fault::Drop => {
-                    st.received += 1;
-                    if let Some(buf) = self.shared.table.pool().get(rec.slot) {
-                        buf.with(|d| st.tags.log(d));
+                    {
+                        let mut log = self.shared.remote_lock.lock();
+                        log.received += 1;
+                        if let Some(buf) = self.shared.table.pool().get(rec.slot) {
+                            buf.with(|d| log.tags.log(d));
+                        }
                     }
                     if st.fault == Fault::Hold {
                         st.held.push(rec);
@@ -123,38 +120,32 @@ impl Remote {
     /// the buffer ([`Shared::lent`]): a request taken before a remote reset or a shutdown is not
     /// answered, so its reply can neither land in a buffer handed out again nor complete a later
     /// transfer that reuses its token. A `fresh` request (just taken off the queue, not a held
-    /// one let go) is counted in `received` and its tag goes to the tag log, under one state
-    /// lock, before the reply is posted (a caller that has the reply finds the tag logged).
+    /// one let go) is counted in `received` and its tag goes to the tag log, both kept under
+    /// `remote_lock` ([`RemoteLog`](super::transport::RemoteLog)), before the reply is posted (a
+    /// caller that has the reply finds the tag logged).
     fn answer(&self, rec: ReqRecord, fault: Fault, fresh: bool) {
         {
-            let _in = self.shared.remote_lock.lock();
-            let count_only = || {
-                if fresh {
-                    self.state.lock().received += 1;
-                }
-            };
+            let mut log = self.shared.remote_lock.lock();
             // Acquire: pairs with the Release in shutdown; once dead, buffers are not ours.
             if self.shared.dead.load(Ordering::Acquire) || !self.shared.lent(&rec) {
-                count_only();
+                log.received += u64::from(fresh);
                 return;
             }
             let Some(buf) = self.shared.table.pool().get(rec.slot) else {
-                count_only();
+                log.received += u64::from(fresh);
                 return;
             };
             let len = buf.len();
-            // The request's first bytes, copied out before the echo overwrites them: the tag log
-            // is under the state lock, which is not taken with the buffer's held.
+            // The request's first bytes, copied out before the echo overwrites them.
             let head = buf.with_mut(|d| {
                 let head = d.first_chunk::<4>().copied();
                 d[..len].iter_mut().for_each(|b| *b = echo_reply_byte(*b));
                 head
             });
             if fresh {
-                let mut st = self.state.lock();
-                st.received += 1;
+                log.received += 1;
                 if let Some(head) = head {
-                    st.tags.log(&head);
+                    log.tags.log(&head);
                 }
             }
             let mut r = ReplyRecord {
@@ -250,11 +241,11 @@ impl RemoteControl for Remote {
     }
 
     fn take_seen_tags(&self) -> Vec<u32> {
-        self.state.lock().tags.take()
+        self.shared.remote_lock.lock().tags.take()
     }
 
     fn received(&self) -> u64 {
-        self.state.lock().received
+        self.shared.remote_lock.lock().received
     }
 
     fn inject_garbage(&self, bytes: &[u8]) {

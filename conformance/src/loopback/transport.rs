@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::SlotQueue;
+use fwipc_transport_api::fixture::{SlotQueue, TagLog};
 use fwipc_transport_api::{
     BulkDir, BulkRequest, BulkResult, Caps, Counters, Deadline, Error, Lifecycle, Notification,
     ProtocolError, Request, Result, Spinners, StartedTransfer, Stats, StdClock, Ticket,
@@ -88,7 +88,9 @@ pub(crate) struct Shared {
     /// Set when the remote must stop touching shared buffers (shutdown).
     pub dead: AtomicBool,
     /// Held by the remote while it touches a buffer; shutdown takes it to fence the remote out.
-    pub remote_lock: Mutex<()>,
+    /// It also keeps the remote's count and tag log of the requests it took, which every answer
+    /// updates while it holds the lock anyway.
+    pub remote_lock: Mutex<RemoteLog>,
     /// Interrupt mode: the remote "raises an interrupt" by calling `process_replies`.
     pub irq: bool,
     /// Callers spinning on their replies now ([`Transport::spinning`]), kept under this lock
@@ -102,6 +104,15 @@ pub(crate) struct Shared {
     /// The remote's thread, set once by the fixture; read on every send (no lock: a `OnceLock`
     /// read is one Acquire load).
     pub remote_thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// The remote's record of the requests it took off the request queue, under
+/// [`Shared::remote_lock`].
+pub(crate) struct RemoteLog {
+    /// Requests taken off the request queue (see `Remote::answer` for when one is counted).
+    pub received: u64,
+    /// The tags of the echo requests taken.
+    pub tags: TagLog,
 }
 
 /// The loopback transport. Cheap to share across threads (`&self` API).
@@ -124,7 +135,10 @@ impl LoopbackTransport {
                 bulks_out: AtomicUsize::new(0),
                 notes: Mutex::new(VecDeque::with_capacity(NOTIFY_SLOTS)),
                 dead: AtomicBool::new(false),
-                remote_lock: Mutex::new(()),
+                remote_lock: Mutex::new(RemoteLog {
+                    received: 0,
+                    tags: TagLog::new(),
+                }),
                 irq,
                 spinners: Mutex::new(Spinners::new()),
                 irq_paused: AtomicBool::new(false),

@@ -73,6 +73,7 @@ pub fn fifo_ordering<F: Fixture>() -> Verdict {
             .map(|i| tagged_payload(i as u32, len, &mut rng))
             .collect();
         let _ = fx.remote().take_seen_tags();
+        let received = fx.remote().received();
         let tickets: Vec<_> = payloads
             .iter()
             .map(|p| {
@@ -97,6 +98,13 @@ pub fn fifo_ordering<F: Fixture>() -> Verdict {
             seen,
             want,
             "{}: remote saw requests out of send order in {mode:?} mode",
+            F::NAME
+        );
+        // Every answered request is counted too, not only held or dropped ones.
+        assert_eq!(
+            fx.remote().received() - received,
+            n as u64,
+            "{}: the remote's count of received requests in {mode:?} mode",
             F::NAME
         );
         assert_pool_full(&fx, "after ordering");
