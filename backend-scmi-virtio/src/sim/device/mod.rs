@@ -262,13 +262,20 @@ impl Shared {
             }
             d.deliver_due(&self.isr);
             d.deliver_p2a(&self.isr);
-            // Waking the line costs a system call: only when an interrupt thread waits on it
-            // (`irq_waiters` changes under the `isr` lock held here).
-            let isr = lock(&self.isr);
-            // Relaxed: read under the `isr` lock that orders it (see `IrqLine::wait`).
-            if *isr != 0 && self.irq_waiters.load(Ordering::Relaxed) > 0 {
-                drop(isr);
-                self.irq.notify_all();
+            // Waking the line costs a system call: only when an interrupt thread waits on it.
+            // Relaxed, before the `isr` lock is taken (so a pass while nobody waits, every
+            // polled one, takes it not at all): a waiter counts itself in under that lock and
+            // looks at `isr` there before it sleeps (`IrqLine::wait`), and every change this
+            // pass made to `isr` was made under that lock before this load. A waiter counted in
+            // before such a change is seen here (its critical section happens-before the
+            // change's, so before this load); one counted in after it finds `isr` set and does
+            // not sleep.
+            if self.irq_waiters.load(Ordering::Relaxed) > 0 {
+                let isr = lock(&self.isr);
+                if *isr != 0 {
+                    drop(isr);
+                    self.irq.notify_all();
+                }
             }
         }
         kicked
