@@ -1,7 +1,7 @@
 //! A whole simulated system (bus, link, DSP thread, channel) and the conformance fixture
 //! (feature `fixtures`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "fixtures")]
@@ -33,7 +33,7 @@ pub struct SimSystem {
     /// The AP channel.
     pub channel: Channel,
     /// The echo object's request log.
-    pub seen: Arc<Mutex<TagLog>>,
+    pub seen: Arc<spin::Mutex<TagLog>>,
     /// The clock the sessions of [`SimSystem::wait`] use.
     pub clock: Arc<StdClock>,
 }
@@ -46,7 +46,7 @@ impl SimSystem {
         let bus = SimBus::new();
         let link = SimLink::new();
         let dsp = SimDsp::spawn(link.clone(), bus.clone());
-        let seen = Arc::new(Mutex::new(TagLog::new()));
+        let seen = Arc::new(spin::Mutex::new(TagLog::new()));
         dsp.add_object(ECHO_HANDLE, Box::new(EchoObject::new(seen.clone())));
         dsp.add_object(KV_HANDLE, Box::new(KvClient));
         dsp.add_object(
@@ -134,11 +134,7 @@ impl RemoteControl for SimControl {
         self.sys.dsp.release()
     }
     fn take_seen_tags(&self) -> Vec<u32> {
-        self.sys
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.sys.seen.lock().take()
     }
     fn received(&self) -> u64 {
         self.sys.dsp.received()

@@ -21,13 +21,14 @@ pub const ECHO_BULK_GET_METHOD: u32 = 4;
 /// The conformance echo service. Logs the first 4 bytes (LE) of each echo request; also keeps
 /// the last bulk-put data for bulk-get.
 pub struct EchoObject {
-    seen: Arc<Mutex<TagLog>>,
+    seen: Arc<spin::Mutex<TagLog>>,
     stored: Vec<u8>,
 }
 
 impl EchoObject {
-    /// An echo object logging into `seen`.
-    pub fn new(seen: Arc<Mutex<TagLog>>) -> Self {
+    /// An echo object logging into `seen` (a spin lock: held for one log entry, so a call
+    /// takes one read-modify-write for it).
+    pub fn new(seen: Arc<spin::Mutex<TagLog>>) -> Self {
         EchoObject {
             seen,
             stored: Vec::new(),
@@ -66,7 +67,7 @@ impl DspObject for EchoObject {
             return aee::dsp(aee::EBADPARM);
         }
         let req = &ins[0];
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).log(req);
+        self.seen.lock().log(req);
         let out = &mut outs[0];
         if out.len() < req.len() {
             return aee::dsp(aee::EBUFFERTOOSMALL);

@@ -194,7 +194,9 @@ struct Shared {
     link: Arc<SimLink>,
     bus: SimBus,
     state: Mutex<State>,
-    objects: Mutex<BTreeMap<u32, Box<dyn DspObject>>>,
+    /// The hosted objects. A spin lock: held for one call's `invoke` (or a map insert), so an
+    /// uncontended call is one read-modify-write (a `std` mutex's release is a second one).
+    objects: spin::Mutex<BTreeMap<u32, Box<dyn DspObject>>>,
     stop: AtomicBool,
     reset_hook: Mutex<Option<Hook>>,
     /// How the DSP thread runs ([`SimDsp::set_mode`]).
@@ -256,7 +258,7 @@ impl SimDsp {
                 next_rctx: 1,
                 rewrite: None,
             }),
-            objects: Mutex::new(BTreeMap::new()),
+            objects: spin::Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
             reset_hook: Mutex::new(None),
             mode: SimModeSwitch::new(),
@@ -324,7 +326,7 @@ impl SimDsp {
 
     /// Host `obj` at `handle`.
     pub fn add_object(&self, handle: u32, obj: Box<dyn DspObject>) {
-        lock(&self.sh.objects).insert(handle, obj);
+        self.sh.objects.lock().insert(handle, obj);
     }
 
     /// Called (from the DSP thread) after a reset, to tell the AP (rpmsg remove + probe).
@@ -812,7 +814,7 @@ impl Shared {
         } else if handle == LISTENER_HANDLE {
             return self.listener_next2(msg, d);
         } else {
-            let mut objs = lock(&self.objects);
+            let mut objs = self.objects.lock();
             match objs.get_mut(&handle) {
                 Some(o) => match o.reverse(&d.call, &d.ins) {
                     Some(rc) => {

@@ -99,7 +99,7 @@ impl Shared {
                     Ok(_) => prev_result as i32,
                     Err(_) => bad,
                 };
-                let r = match lock(&self.objects).get_mut(&ad.call.handle) {
+                let r = match self.objects.lock().get_mut(&ad.call.handle) {
                     Some(o) => o.reverse_done(&ad.call, &ad.ins, &mut ad.outs, result, &rev_outs),
                     None => aee::dsp(aee::EINVHANDLE),
                 };
