@@ -1,6 +1,6 @@
 //! The remote's service loop: a device-role [`Node`] with an echo endpoint, and the faults.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,13 +30,21 @@ struct Held {
     data: [u8; BUF_SIZE],
 }
 
+/// The echo requests the remote took: their tags and their count, under one lock.
+struct Seen {
+    tags: TagLog,
+    /// Requests served (see `SimRemote::serve` for when one is counted).
+    received: u64,
+}
+
 /// The simulated remote, on the in-memory queues ([`DeviceEnd`], the default) or on the real
 /// rings ([`RingDevice`](super::RingDevice)).
 pub struct SimRemote<E: RemoteEnd = DeviceEnd> {
     pub(crate) end: E,
     pub(crate) peer: PeerLog,
     /// `spin` locks, `node` and `seen`: taken once per request each, for a parse or a log
-    /// entry (a `std` mutex costs two read-modify-writes a pass, a spin lock one).
+    /// entry and the count (a `std` mutex costs two read-modify-writes a pass, a spin lock
+    /// one).
     node: spin::Mutex<Node>,
     echo_addr: AtomicU32,
     fault: Mutex<Fault>,
@@ -44,8 +52,7 @@ pub struct SimRemote<E: RemoteEnd = DeviceEnd> {
     /// a look at `fault` (a std mutex costs two read-modify-writes).
     faulted: AtomicBool,
     held: Mutex<Vec<Held>>,
-    seen: spin::Mutex<TagLog>,
-    received: AtomicU64,
+    seen: spin::Mutex<Seen>,
     mode: SimModeSwitch,
     thread: Mutex<Option<std::thread::Thread>>,
     pub(crate) stop: AtomicBool,
@@ -74,8 +81,10 @@ impl<E: RemoteEnd> SimRemote<E> {
             fault: Mutex::new(Fault::None),
             faulted: AtomicBool::new(false),
             held: Mutex::new(Vec::with_capacity(HELD_MAX)),
-            seen: spin::Mutex::new(TagLog::new()),
-            received: AtomicU64::new(0),
+            seen: spin::Mutex::new(Seen {
+                tags: TagLog::new(),
+                received: 0,
+            }),
             mode: SimModeSwitch::new(),
             thread: Mutex::new(None),
             stop: AtomicBool::new(false),
@@ -231,7 +240,6 @@ impl<E: RemoteEnd> SimRemote<E> {
             }
         };
         let req = f.payload(frame);
-        self.seen.lock().log(req);
         let echo = self.echo_addr();
         let mut buf = [0u8; BUF_SIZE];
         // Acquire: pairs with the Release in `set_fault_to`. A fault set after this load is one
@@ -260,6 +268,14 @@ impl<E: RemoteEnd> SimRemote<E> {
             // A length beyond the buffer.
             buf[12..14].copy_from_slice(&u16::MAX.to_le_bytes());
         }
+        // Logged before the reply goes out (a caller that has it finds the tag logged). Without
+        // a fault the request is counted in the same critical section (nothing is applied to
+        // it); with one, once the fault's effect is in place (a held reply), at the end.
+        {
+            let mut seen = self.seen.lock();
+            seen.tags.log(req);
+            seen.received += u64::from(fault == Fault::None);
+        }
         match fault {
             Fault::Hold => {
                 let mut h = lock(&self.held);
@@ -286,8 +302,11 @@ impl<E: RemoteEnd> SimRemote<E> {
                 let _ = self.end.send(&buf[..n]);
             }
         }
-        // Release: the fault's effect (the held reply) is visible before the count is.
-        self.received.fetch_add(1, Ordering::Release);
+        if fault != Fault::None {
+            // Under the lock `received()` reads it with: the fault's effect (the held reply) is
+            // in place before the count shows it.
+            self.seen.lock().received += 1;
+        }
     }
 }
 
@@ -304,12 +323,11 @@ impl<E: RemoteEnd> RemoteControl for SimRemote<E> {
     }
 
     fn take_seen_tags(&self) -> Vec<u32> {
-        self.seen.lock().take()
+        self.seen.lock().tags.take()
     }
 
     fn received(&self) -> u64 {
-        // Acquire: pairs with the Release increment in `serve`.
-        self.received.load(Ordering::Acquire)
+        self.seen.lock().received
     }
 
     /// Garbage starting with [`DOUBLE_FETCH`](fwipc_transport_api::fixture::DOUBLE_FETCH) arms
