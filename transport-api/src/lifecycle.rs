@@ -315,8 +315,9 @@ mod loom_tests {
     }
 
     /// An operation admitted under a lock racing shutdown and a teardown under that lock: one
-    /// that gets in uses the channel before the teardown, never after (as above, the channel a
-    /// `loom` cell), and one that comes after the teardown is refused.
+    /// that gets in sees the channel as it was before the teardown, never after (the channel, a
+    /// value under that lock which the teardown changes), and one that comes after the teardown
+    /// is refused.
     #[test]
     fn no_locked_admission_after_the_teardown() {
         loom::model(|| {
