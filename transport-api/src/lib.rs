@@ -13,6 +13,8 @@ pub mod fixture;
 mod forward;
 mod future;
 mod lifecycle;
+#[cfg(test)]
+mod line_layout;
 mod pool;
 pub mod shared_mem;
 mod spinners;

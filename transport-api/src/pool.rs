@@ -5,7 +5,9 @@
 //! side holds references too, as *loans* ([`PoolBuf::lend`] / [`MsgPool::reclaim`]): a buffer the
 //! remote still owns is never reused, whatever happened on our side (timeout, cancel, shutdown).
 //! A buffer goes back to the free list exactly once, when its last user, local or remote, lets go.
-//! Exhaustion is [`Error::Busy`], never a block or an allocation.
+//! Exhaustion is [`Error::Busy`], never a block or an allocation. Every buffer starts on a
+//! 128-byte boundary and takes whole 128-byte blocks (`Chunk`), so none shares a cache line with
+//! anything else.
 //!
 //! A buffer handle holds no count on the pool: the pool's memory is freed when its last
 //! [`MsgPool`] handle is gone *and* every slot is back on the free list, whichever comes last,
@@ -24,7 +26,7 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use crate::sync::{
-    fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Lock, LockGuard, Ordering,
+    fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, CachePadded, Lock, LockGuard, Ordering,
 };
 use crate::{Error, ProtocolError, Result};
 
@@ -34,12 +36,26 @@ struct Slot {
     /// The remote's share of `refs`; a hostile remote cannot return more than it was lent.
     remote: AtomicU32,
     len: AtomicUsize,
-    /// The buffer (`buf_size` bytes, a `Box<[u8]>` turned raw, freed by `Drop`). It never moves,
-    /// so its address is read without the lock ([`PoolBuf::dma_ptr`]); a slice over it exists
-    /// only while `lock` is held.
+    /// The buffer (`buf_size` bytes at the start of a `Box<[Chunk]>` turned raw, freed by
+    /// `Drop`). It never moves, so its address is read without the lock ([`PoolBuf::dma_ptr`]);
+    /// a slice over it exists only while `lock` is held.
     data: NonNull<[u8]>,
     lock: Lock<()>,
 }
+
+/// What a buffer is allocated in: it starts on a 128-byte boundary and takes whole 128-byte
+/// blocks, so no buffer shares a cache line with anything else. The remote reads and writes a
+/// buffer's lines; one that straddled an extra line, or shared one with a neighbour's data or
+/// the allocator's bookkeeping, would cost a round trip a line transfer more each way, or on a
+/// device without cache-coherent DMA, lose a neighbour's writes to a cache invalidation (128 is
+/// the largest cache writeback granule of the Arm cores Linux supports, its arm64
+/// `ARCH_DMA_MINALIGN`).
+#[derive(Clone, Copy)]
+#[repr(C, align(128))]
+struct Chunk([u8; CHUNK]);
+
+/// The bytes of a [`Chunk`].
+const CHUNK: usize = 128;
 
 // SAFETY: `data` is owned by the slot (a boxed buffer) and reached as a slice only under `lock`;
 // the other fields are atomics and a lock.
@@ -49,7 +65,11 @@ unsafe impl Sync for Slot {}
 
 impl Slot {
     fn new(buf_size: usize) -> Self {
-        let data = NonNull::from(Box::leak(vec![0u8; buf_size].into_boxed_slice()));
+        let chunks =
+            Box::leak(vec![Chunk([0; CHUNK]); buf_size.div_ceil(CHUNK)].into_boxed_slice());
+        // The first `buf_size` bytes of the chunks (`buf_size` ≤ their size), with the
+        // allocation's provenance.
+        let data = NonNull::slice_from_raw_parts(NonNull::from(chunks).cast::<u8>(), buf_size);
         Slot {
             refs: AtomicU32::new(0),
             remote: AtomicU32::new(0),
@@ -71,8 +91,14 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // SAFETY: `data` came from `Box::leak` in `Slot::new` and is freed only here, once.
-        drop(unsafe { Box::from_raw(self.data.as_ptr()) });
+        let chunks = core::ptr::slice_from_raw_parts_mut(
+            self.data.cast::<Chunk>().as_ptr(),
+            self.data.len().div_ceil(CHUNK),
+        );
+        // SAFETY: `data` starts the `Box<[Chunk]>` of `len.div_ceil(CHUNK)` chunks leaked in
+        // `Slot::new` (same address and provenance, the same count computed from the same
+        // length), freed only here, once.
+        drop(unsafe { Box::from_raw(chunks) });
     }
 }
 
@@ -169,7 +195,12 @@ impl FreeGuard<'_> {
 struct Inner {
     slots: Box<[Slot]>,
     /// Free slot indices: a slot is pushed only by the one thread that took its count to zero.
-    free: FreeList,
+    /// On lines of its own (`CachePadded`): every alloc and free writes the lock, and a remote
+    /// side that looks buffers up ([`MsgPool::get`]) reads `slots` and `buf_size` on every
+    /// request; sharing their line, each caller's alloc took that line from the remote's core
+    /// and the remote's next look took it back (docs/benchmarks/changes.md, "The core's written
+    /// words off the lines the other side reads").
+    free: CachePadded<FreeList>,
     /// [`MsgPool`] handles alive.
     handles: AtomicUsize,
     /// Set by the last [`MsgPool`] handle's drop when slots were still in use: the user that puts
@@ -281,7 +312,7 @@ impl MsgPool {
         let slots: Vec<Slot> = (0..count).map(|_| Slot::new(buf_size)).collect();
         let inner = Box::new(Inner {
             slots: slots.into_boxed_slice(),
-            free: FreeList::new(count as u32),
+            free: CachePadded::new(FreeList::new(count as u32)),
             handles: AtomicUsize::new(1),
             orphaned: AtomicBool::new(false),
             buf_size,
@@ -679,6 +710,44 @@ mod tests {
     }
 
     use super::test_support::{frees, watched};
+
+    #[test]
+    fn every_buffer_starts_a_line_of_its_own() {
+        for size in [1, 100, 128, 129, 268] {
+            let p = MsgPool::new(4, size).unwrap();
+            let bufs: Vec<PoolBuf> = (0..4).map(|_| p.alloc().unwrap()).collect();
+            for b in &bufs {
+                assert_eq!(
+                    b.dma_ptr() as usize % CHUNK,
+                    0,
+                    "a {size}-byte buffer off a 128-byte boundary"
+                );
+                assert_eq!(b.capacity(), size);
+                b.with_mut(|d| d.fill(0xa5));
+            }
+        }
+    }
+
+    #[test]
+    fn the_free_list_is_alone_on_its_lines() {
+        use core::mem::{align_of, offset_of, size_of};
+        assert!(align_of::<Inner>() >= 64);
+        crate::line_layout::assert_alone(
+            "free",
+            offset_of!(Inner, free),
+            size_of::<FreeList>(),
+            &[
+                ("slots", offset_of!(Inner, slots), size_of::<Box<[Slot]>>()),
+                ("buf_size", offset_of!(Inner, buf_size), size_of::<usize>()),
+                (
+                    "handles",
+                    offset_of!(Inner, handles),
+                    size_of::<AtomicUsize>(),
+                ),
+                ("busy", offset_of!(Inner, busy), size_of::<AtomicU64>()),
+            ],
+        );
+    }
 
     #[test]
     fn the_pool_is_freed_when_its_last_handle_and_its_last_buffer_are_gone() {

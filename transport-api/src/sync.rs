@@ -8,6 +8,13 @@ pub use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsiz
 #[cfg(loom)]
 pub use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+/// Keeps what it holds on cache lines of its own (128 bytes on x86-64 and AArch64, as
+/// adjacent-line prefetchers fetch lines in pairs): for a word one side of a transport writes on
+/// every round trip beside words the other side reads, whose every write would otherwise take
+/// the other side's line (docs/benchmarks/changes.md, "The core's written words off the lines
+/// the other side reads").
+pub use crossbeam_utils::CachePadded;
+
 /// A held [`Lock`]: released when dropped.
 #[cfg(not(loom))]
 pub type LockGuard<'a, T> = spin::MutexGuard<'a, T>;

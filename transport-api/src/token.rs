@@ -9,7 +9,7 @@
 
 use alloc::boxed::Box;
 
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, CachePadded, Ordering};
 use crate::{Error, Result};
 
 /// A wire token, `< 2^bits` of its allocator.
@@ -31,8 +31,11 @@ pub struct TokenAllocator {
     bits: u32,
     /// Where the next search starts (the monotonic counter). A hint: racing allocations may
     /// store it out of order, which can only reissue a token sooner; the cells decide who owns a
-    /// token.
-    next: AtomicU32,
+    /// token. On lines of its own (`CachePadded`): it is stored on every allocation, and the
+    /// table that holds the allocator keeps beside it what the side answering a transfer reads
+    /// (the pool and entry addresses; docs/benchmarks/changes.md, "The core's written words off
+    /// the lines the other side reads").
+    next: CachePadded<AtomicU32>,
     cells: Box<[AtomicU32]>,
 }
 
@@ -44,7 +47,7 @@ impl TokenAllocator {
         }
         Ok(TokenAllocator {
             bits,
-            next: AtomicU32::new(0),
+            next: CachePadded::new(AtomicU32::new(0)),
             cells: (0..1u32 << bits).map(|_| AtomicU32::new(FREE)).collect(),
         })
     }
@@ -150,6 +153,26 @@ impl TokenAllocator {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_search_start_is_alone_on_its_lines() {
+        use core::mem::{align_of, offset_of, size_of};
+        // Line-aligned, so nothing around the allocator shares `next`'s lines either.
+        assert!(align_of::<TokenAllocator>() >= 64);
+        crate::line_layout::assert_alone(
+            "next",
+            offset_of!(TokenAllocator, next),
+            size_of::<AtomicU32>(),
+            &[
+                ("bits", offset_of!(TokenAllocator, bits), size_of::<u32>()),
+                (
+                    "cells",
+                    offset_of!(TokenAllocator, cells),
+                    size_of::<Box<[AtomicU32]>>(),
+                ),
+            ],
+        );
+    }
 
     #[test]
     fn rejects_bad_widths() {

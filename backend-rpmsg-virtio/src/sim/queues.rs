@@ -13,6 +13,7 @@ use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use fwipc_transport_api::fixture::SlotQueue;
+use fwipc_transport_api::sync::CachePadded;
 use fwipc_transport_api::{SharedTxBufs, TxLoan};
 
 use crate::addr::{BUF_SIZE, HDR_SIZE, MAX_PAYLOAD};
@@ -84,8 +85,12 @@ pub struct Queues {
     /// The driver's interrupt handler: set once by the fixture, read on every interrupt
     /// without a lock.
     irq: OnceLock<Irq>,
-    /// The driver asked for no interrupt for now ([`Link::pause_interrupts`]).
-    irq_paused: AtomicBool,
+    /// The driver asked for no interrupt for now ([`Link::pause_interrupts`]). Written by a
+    /// spinning driver twice per call, so on lines of its own: beside `down`, `irq` and
+    /// `rewriter`, which the device reads on every send, each write took their line from the
+    /// device (docs/benchmarks/changes.md, "The core's written words off the lines the other
+    /// side reads").
+    irq_paused: CachePadded<AtomicBool>,
     loans: Arc<LoanBufs>,
     /// The double-fetch fault on the device's sends.
     pub(crate) rewriter: Rewriter,
@@ -106,7 +111,7 @@ impl Queues {
             down: AtomicBool::new(false),
             device_thread: OnceLock::new(),
             irq: OnceLock::new(),
-            irq_paused: AtomicBool::new(false),
+            irq_paused: CachePadded::new(AtomicBool::new(false)),
             loans: Arc::new(LoanBufs {
                 bufs: Mutex::new(vec![[0; BUF_SIZE]; QUEUE_LOANS]),
                 loaned: Mutex::new(vec![false; QUEUE_LOANS]),

@@ -13,6 +13,8 @@ mod dgram_state;
 mod fixture;
 #[cfg(test)]
 mod forged_tests;
+#[cfg(test)]
+mod layout_tests;
 mod remote;
 #[cfg(test)]
 mod reset_tests;

@@ -7,6 +7,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use fwipc_transport_api::fixture::{SlotQueue, TagLog};
+use fwipc_transport_api::sync::CachePadded;
 use fwipc_transport_api::{
     BulkDir, BulkRequest, BulkResult, Caps, Counters, Deadline, Error, Lifecycle, Notification,
     ProtocolError, Request, Result, Spinners, StartedTransfer, Stats, StdClock, Ticket,
@@ -73,34 +74,40 @@ pub(crate) struct Part {
 }
 
 /// State shared by the transport and the remote thread.
+///
+/// What one side writes on every round trip is kept off the lines the other side reads
+/// (`CachePadded`): the caller's admission count (`lc`), the spinning hint (`spinners`,
+/// `irq_paused`) and the remote's lock (`remote_lock`) each have lines of their own, so neither
+/// side's write takes a line the other is about to read (docs/benchmarks/changes.md, "The core's
+/// written words off the lines the other side reads"). The rest is written rarely or never.
 pub(crate) struct Shared {
     /// The transfers.
     pub table: TransferTable<Part>,
-    pub(crate) lc: Lifecycle,
+    pub(crate) lc: CachePadded<Lifecycle>,
     pub requests: SlotQueue<ReqRecord>,
     pub replies: SlotQueue<[u8; wire::RECORD_SIZE]>,
     pub bulk_out: SlotQueue<BulkOp>,
     pub bulk_back: SlotQueue<BulkOp>,
     /// Bulk transfers sent and not yet taken off `bulk_back`: while 0, `process_replies` does not
     /// lock `bulk_back`. An upper bound (a shutdown drops queued ones without counting down).
-    bulks_out: AtomicUsize,
+    pub(crate) bulks_out: AtomicUsize,
     pub notes: Mutex<VecDeque<([u8; MAX_MSG_SIZE], usize)>>,
     /// Set when the remote must stop touching shared buffers (shutdown).
     pub dead: AtomicBool,
     /// Held by the remote while it touches a buffer; shutdown takes it to fence the remote out.
     /// It also keeps the remote's count and tag log of the requests it took, which every answer
     /// updates while it holds the lock anyway.
-    pub remote_lock: Mutex<RemoteLog>,
+    pub remote_lock: CachePadded<Mutex<RemoteLog>>,
     /// Interrupt mode: the remote "raises an interrupt" by calling `process_replies`.
     pub irq: bool,
     /// Callers spinning on their replies now ([`Transport::spinning`]), kept under this lock
     /// with `irq_paused` so two callers' hints cannot pass each other.
-    spinners: Mutex<Spinners>,
+    pub(crate) spinners: CachePadded<Mutex<Spinners>>,
     /// Set while a caller spins: the remote raises no interrupt, and the spinners drain the
     /// rings in `poll_done` on their own cores (an interrupt handler on the remote's thread
     /// would complete the transfer there, and the caller's poll would then pull the entry,
     /// the token's and the counters' lines back one by one).
-    irq_paused: AtomicBool,
+    pub(crate) irq_paused: CachePadded<AtomicBool>,
     /// The remote's thread, set once by the fixture; read on every send (no lock: a `OnceLock`
     /// read is one Acquire load).
     pub remote_thread: std::sync::OnceLock<std::thread::Thread>,
@@ -127,7 +134,7 @@ impl LoopbackTransport {
             dgram: Arc::new(DgramState::new(MAX_MSG, MAX_MSG_SIZE)),
             inner: Arc::new(Shared {
                 table: TransferTable::new(MAX_MSG, MAX_MSG_SIZE, TOKEN_BITS).expect("static sizes"),
-                lc: Lifecycle::new(),
+                lc: CachePadded::new(Lifecycle::new()),
                 requests: SlotQueue::with_capacity(MAX_MSG),
                 replies: SlotQueue::with_capacity(4 * MAX_MSG + 64),
                 bulk_out: SlotQueue::with_capacity(MAX_MSG),
@@ -135,13 +142,13 @@ impl LoopbackTransport {
                 bulks_out: AtomicUsize::new(0),
                 notes: Mutex::new(VecDeque::with_capacity(NOTIFY_SLOTS)),
                 dead: AtomicBool::new(false),
-                remote_lock: Mutex::new(RemoteLog {
+                remote_lock: CachePadded::new(Mutex::new(RemoteLog {
                     received: 0,
                     tags: TagLog::new(),
-                }),
+                })),
                 irq,
-                spinners: Mutex::new(Spinners::new()),
-                irq_paused: AtomicBool::new(false),
+                spinners: CachePadded::new(Mutex::new(Spinners::new())),
+                irq_paused: CachePadded::new(AtomicBool::new(false)),
                 remote_thread: std::sync::OnceLock::new(),
             }),
         }
