@@ -493,6 +493,46 @@ mod tests {
         }
     }
 
+    /// The driver stores only the descriptor fields and ring entries that changed, so what it
+    /// compares against is the memory, not a copy of its own: a descriptor or a ring entry the
+    /// device overwrote is written again by the next post with the same values, and the device
+    /// reads the driver's chain, every lap of the ring.
+    #[test]
+    fn a_repost_restores_what_the_device_overwrote() {
+        let (mut ring, mut dq) = pair(false);
+        let mut buf = [5u8; 8];
+        let (desc_table, avail, _) = ring.addrs();
+        for lap in 0..3u16 {
+            for slot in 0..4u16 {
+                let n = lap * 4 + slot;
+                if n > 0 {
+                    // The device scribbles over descriptor 0's address, length and flags, and
+                    // over the ring entry the next post goes into (`avail.ring[slot]`, after
+                    // `flags` and `idx`).
+                    // SAFETY: identity-mapped ring memory of `ring`, alive for the test; 4- and
+                    // 2-byte aligned fields, accessed atomically as the driver accesses them.
+                    unsafe {
+                        let d = desc_table as usize as *mut u32;
+                        AtomicU32::from_ptr(d).store(0xdead_0000 | u32::from(n), Ordering::Relaxed);
+                        AtomicU32::from_ptr(d.add(2)).store(1, Ordering::Relaxed);
+                        AtomicU16::from_ptr(d.add(3) as *mut u16).store(0xffff, Ordering::Relaxed);
+                        let e = (avail as usize + 4 + 2 * usize::from(slot)) as *mut u16;
+                        AtomicU16::from_ptr(e).store(3, Ordering::Relaxed);
+                    }
+                }
+                ring.set_desc(0, readable(&mut buf));
+                ring.post(0);
+                assert_eq!(dq.next_avail(), Some(0), "lap {lap} slot {slot}");
+                let d = dq.desc(0).unwrap();
+                assert_eq!((d.addr, d.len, d.flags), (buf.as_mut_ptr() as u64, 8, 0));
+                let mut got = [MaybeUninit::uninit(); 8];
+                assert_eq!(dq.read_buf(&d, &mut got).as_deref(), Some(&[5; 8][..]));
+                let _ = dq.push_used(0, 0);
+                assert_eq!(ring.pop_used(), Ok(Some(UsedElem { id: 0, len: 0 })));
+            }
+        }
+    }
+
     /// Driver posts, the device walks the same memory, answers, the driver pops it raw.
     #[test]
     fn driver_and_device_views_agree() {

@@ -425,12 +425,18 @@ impl<H: Hal> SplitRing<H> {
                 AtomicU16::from_ptr(p.wrapping_add(14) as *mut u16),
             )
         };
+        // A field that already holds its value is not stored again. A driver with fixed
+        // descriptors per message rewrites the same values on every post, and a store takes the
+        // line from the device's cache even when the value is the same, so the device's next read
+        // of the chain waited for the line to come back (docs/benchmarks/changes.md, "Ring
+        // stores only of what changed"). The memory holds the value either way; a device that
+        // rewrites a field after this look could as well have done so after a store.
         // Relaxed (all): published to the device by the Release fence and store in `post`.
-        lo.store((d.addr as u32).to_le(), Ordering::Relaxed);
-        hi.store(((d.addr >> 32) as u32).to_le(), Ordering::Relaxed);
-        len.store(d.len.to_le(), Ordering::Relaxed);
-        flags.store(d.flags.to_le(), Ordering::Relaxed);
-        next.store(d.next.to_le(), Ordering::Relaxed);
+        store_if_changed32(lo, (d.addr as u32).to_le());
+        store_if_changed32(hi, ((d.addr >> 32) as u32).to_le());
+        store_if_changed32(len, d.len.to_le());
+        store_if_changed16(flags, d.flags.to_le());
+        store_if_changed16(next, d.next.to_le());
     }
 
     /// Make the chain starting at `head` available to the device.
@@ -443,8 +449,9 @@ impl<H: Hal> SplitRing<H> {
         // below `avail.idx`, which we have not advanced over this slot yet. Atomic for the same
         // reason as in `set_desc`.
         let entry = unsafe { AtomicU16::from_ptr(p) };
-        // Relaxed: published by the Release fence and store below.
-        entry.store(head.to_le(), Ordering::Relaxed);
+        // Relaxed: published by the Release fence and store below. Not stored again when the
+        // entry already names `head` (as `set_desc`: a ring that posts the same heads in turn).
+        store_if_changed16(entry, head.to_le());
         // Release fence: the descriptors and the ring entry above must be visible to the device
         // before it can observe the new `avail.idx` (virtio §2.7.13.3.1 write barrier).
         fence(Ordering::Release);
@@ -601,6 +608,23 @@ impl<H: Hal> SplitRing<H> {
             // Acquire: as above, for the flag word.
             u16::from_le(self.used_flags_atomic().load(Ordering::Acquire)) & USED_F_NO_NOTIFY == 0
         }
+    }
+}
+
+/// Store `v` into `a` unless it holds `v` already (Relaxed both: the caller publishes with a
+/// later Release). See `SplitRing::set_desc` for why.
+#[inline]
+fn store_if_changed32(a: &AtomicU32, v: u32) {
+    if a.load(Ordering::Relaxed) != v {
+        a.store(v, Ordering::Relaxed);
+    }
+}
+
+/// [`store_if_changed32`] for a 16-bit field.
+#[inline]
+fn store_if_changed16(a: &AtomicU16, v: u16) {
+    if a.load(Ordering::Relaxed) != v {
+        a.store(v, Ordering::Relaxed);
     }
 }
 
