@@ -43,6 +43,12 @@ struct Slot {
     lock: Lock<()>,
 }
 
+// SAFETY: `data` is owned by the slot (boxed chunks) and reached as a slice only under `lock`;
+// the other fields are atomics and a lock.
+unsafe impl Send for Slot {}
+// SAFETY: as above: shared use goes through the atomics, `lock`, or the raw address.
+unsafe impl Sync for Slot {}
+
 /// What a buffer is allocated in: it starts on a 128-byte boundary and takes whole 128-byte
 /// blocks, so no buffer shares a cache line with anything else. The remote reads and writes a
 /// buffer's lines; one that straddled an extra line, or shared one with a neighbour's data or
@@ -56,12 +62,6 @@ struct Chunk([u8; CHUNK]);
 
 /// The bytes of a [`Chunk`].
 const CHUNK: usize = 128;
-
-// SAFETY: `data` is owned by the slot (a boxed buffer) and reached as a slice only under `lock`;
-// the other fields are atomics and a lock.
-unsafe impl Send for Slot {}
-// SAFETY: as above: shared use goes through the atomics, `lock`, or the raw address.
-unsafe impl Sync for Slot {}
 
 impl Slot {
     fn new(buf_size: usize) -> Self {
