@@ -29,7 +29,7 @@
 //! `FWIPC_BENCH_ALLOC_TRACE=N` it prints a backtrace for each of the first `N` allocations
 //! counted in the (f) phase, to find where a steady-state allocation comes from. `--instructions`
 //! prints instructions and atomic read-modify-writes per inline round trip instead, counted by
-//! callgrind ([`instr`]). `--parked` runs (c) alone (with `--samples N` and `--only NAME`, a
+//! callgrind ([`instr`]; with `--functions`, also where in each backend they are). `--parked` runs (c) alone (with `--samples N` and `--only NAME`, a
 //! quick before/after comparison of the interrupt-style path); `--bulk-only` likewise runs (e)
 //! alone (7 samples, or `--samples N`). `--profile NAME` runs only inline round trips of one
 //! backend (`--bulk SIZE`: only its bulk round trips of that size), for a profiler.
@@ -693,7 +693,12 @@ fn main() {
             .map(|(n, _)| *n)
             .filter(|n| only.as_deref().is_none_or(|o| o == *n))
             .collect();
-        if let Err(e) = instr::run(&names) {
+        // `--functions [N]`: also the N (default 12) costliest functions of each backend.
+        let functions = args
+            .iter()
+            .position(|a| a == "--functions")
+            .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(12));
+        if let Err(e) = instr::run(&names, functions) {
             eprintln!("{e}");
             std::process::exit(1);
         }
