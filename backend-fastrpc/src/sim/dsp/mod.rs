@@ -119,6 +119,17 @@ fn take_buf_to_fill(spare: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
     b
 }
 
+/// [`take_buf_to_fill`] with the buffer of `spare` that holds the most bytes: the one that held
+/// the last call's metadata, which a call takes first. Taken from the top of the stack instead,
+/// where the last call's in- and out-buffers went back, it would be a buffer of a few bytes
+/// every call, and growing it back zeroes the metadata's length anew.
+fn take_longest_to_fill(spare: &mut Vec<Vec<u8>>, len: usize) -> Vec<u8> {
+    let longest = (0..spare.len()).max_by_key(|&i| spare.get(i).map_or(0, Vec::len));
+    let mut b = longest.map(|i| spare.swap_remove(i)).unwrap_or_default();
+    b.resize(len, 0);
+    b
+}
+
 /// Keep `b` in `spare` for a later call, if there is room.
 fn keep_buf(spare: &mut Vec<Vec<u8>>, b: Vec<u8>) {
     if spare.len() < SHELL_SPARE_MAX {
@@ -721,7 +732,7 @@ impl Shared {
             // and CRC lists after them are its to write, not read: the view below never looks
             // at them (its fd accessors are the AP's), so a reused buffer's old bytes there are
             // neither read nor zeroed.
-            let mut meta = take_buf_to_fill(&mut spare, metalen);
+            let mut meta = take_longest_to_fill(&mut spare, metalen);
             let descriptors = wire::MetaOffsets::new(n).fdlist;
             if !mem.read(addr, &mut meta[..descriptors]) {
                 return Err(bad);
@@ -830,5 +841,29 @@ impl Shared {
         d.held = mem.into_held();
         self.recycle(d);
         Some(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call's metadata goes into the spare buffer that held the last call's, kept whole (a
+    /// read overwrites it), not into the few bytes of the last in- or out-buffer on top of the
+    /// stack, which would be grown back with zeros.
+    #[test]
+    fn the_metadata_takes_the_longest_spare_buffer_unzeroed() {
+        let meta_len = wire::metalen(2);
+        let mut spare = vec![vec![0xAA; meta_len], vec![1; 32], vec![2; 32]];
+        let meta = take_longest_to_fill(&mut spare, meta_len);
+        assert_eq!(
+            meta,
+            vec![0xAA; meta_len],
+            "the metadata's buffer, as it was"
+        );
+        assert_eq!(spare.len(), 2);
+        assert!(spare.iter().all(|b| b.len() == 32));
+        // Nothing spare: a new zeroed buffer.
+        assert_eq!(take_longest_to_fill(&mut Vec::new(), 8), vec![0; 8]);
     }
 }
