@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 pub use crate::datagram::DatagramPeer;
+pub use crate::line_layout::assert_alone as assert_line_alone;
 use crate::transport::{Completion, Transport};
 
 mod slot_queue;

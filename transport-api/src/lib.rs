@@ -13,7 +13,7 @@ pub mod fixture;
 mod forward;
 mod future;
 mod lifecycle;
-#[cfg(test)]
+#[cfg(any(test, feature = "fixtures"))]
 mod line_layout;
 mod pool;
 pub mod shared_mem;

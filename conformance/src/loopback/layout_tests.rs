@@ -5,7 +5,7 @@ use core::mem::{align_of, offset_of, size_of, size_of_val};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
-use fwipc_transport_api::fixture::SlotQueue;
+use fwipc_transport_api::fixture::{assert_line_alone, SlotQueue};
 use fwipc_transport_api::{Lifecycle, Spinners, TransferTable};
 use spin::Mutex;
 
@@ -77,18 +77,10 @@ fn each_sides_written_words_have_lines_of_their_own() {
             size_of_val(&std::sync::OnceLock::<std::thread::Thread>::new()),
         ),
     ];
-    let lines = |at: usize, size: usize| (at / LINE, (at + size.max(1) - 1) / LINE);
     // Written on every round trip: by the caller (its admission, its spinning hint) and by the
     // remote (its lock).
     for hot in ["lc", "spinners", "irq_paused", "remote_lock"] {
         let &(_, at, size) = fields.iter().find(|f| f.0 == hot).unwrap();
-        let (first, last) = lines(at, size);
-        for &(other, o_at, o_size) in fields.iter().filter(|f| f.0 != hot) {
-            let (o_first, o_last) = lines(o_at, o_size);
-            assert!(
-                o_last < first || o_first > last,
-                "`{other}` shares a line with `{hot}`"
-            );
-        }
+        assert_line_alone(hot, at, size, &fields);
     }
 }
