@@ -2,7 +2,9 @@
 //!
 //! - `Request.target` / `BulkRequest.target` = the service's fourcc (stable across a re-open).
 //! - Each request is one DATA message framed by [`crate::wire::frame`] (`{token, len}`); the reply
-//!   carries the token back. Remote-initiated messages (token bit 31) are notifications.
+//!   carries the token back. The token names the transfer by its table token and by its buffer
+//!   ([`frame::request_token`]); a reply whose two names disagree is refused. Remote-initiated
+//!   messages (token bit 31) are notifications.
 //! - `bulk()`/`take_bulk()` map to VCHIQ bulk transmit/receive (callback mode).
 //! - A request's pool buffer is *lent* to the remote when sent and reclaimed when its reply
 //!   arrives (or the service closes): a timed-out transfer keeps its buffer and token until the late
@@ -59,8 +61,10 @@ struct NotifRing {
 struct Shared {
     me: Weak<Shared>,
     params: ServiceParams,
-    /// The message transfers (the bulk ones are in `bulks`: their buffers move into the core).
-    table: TransferTable<()>,
+    /// The message transfers (the bulk ones are in `bulks`: their buffers move into the core),
+    /// each with its buffer index, the second name its replies must carry
+    /// ([`frame::request_token`]).
+    table: TransferTable<u32>,
     bulks: spin::Mutex<Vec<BulkSlot>>,
     notifs: spin::Mutex<NotifRing>,
     lifecycle: Lifecycle,
@@ -95,7 +99,10 @@ impl VchiqTransport {
         max_msg: usize,
         timeout: Duration,
     ) -> Result<Self> {
-        let table = TransferTable::new(max_msg, MAX_FRAME_PAYLOAD, 16)?;
+        if max_msg > frame::MAX_TRANSFERS {
+            return Err(Error::InvalidArgument);
+        }
+        let table = TransferTable::new(max_msg, MAX_FRAME_PAYLOAD, frame::TOKEN_BITS)?;
         let dgram = datagram::DgramSide::new(params.fourcc, &vchiq)?;
         let sh = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
@@ -171,8 +178,8 @@ impl Shared {
             return;
         };
         let body = frame::payload(&h, rest);
-        let token = h.token.get();
-        if token & NOTIFY != 0 {
+        let word = h.token.get();
+        if word & NOTIFY != 0 {
             let Ok(body) = body else {
                 Counters::bump(&self.table.counters().protocol_errors);
                 return;
@@ -189,11 +196,13 @@ impl Shared {
             r.count += 1;
             return;
         }
-        // A lying length fails the transfer rather than trust either length.
+        // A lying length fails the transfer rather than trust either length; a token whose
+        // two names disagree completes nothing (counted as unknown).
+        let (token, slot) = frame::split_request_token(word);
         self.table.on_reply(
             token,
-            |()| true,
-            |buf, ()| {
+            |&buf| buf == slot,
+            |buf, _| {
                 let body = body.map_err(Error::Protocol)?;
                 buf.write(body).map(|()| body.len())
             },
@@ -270,8 +279,11 @@ impl Transport for VchiqTransport {
             return Err(Error::TooLarge);
         }
         let h = self.open_handle()?;
-        let started = self.sh.table.start(&[], ())?;
-        let hdr = FrameHeader::new(started.token.0, req.payload.len() as u32);
+        let started = self.sh.table.start_with(|_, buf| Ok(buf.index()))?;
+        let hdr = FrameHeader::new(
+            frame::request_token(started.token.0, started.slot),
+            req.payload.len() as u32,
+        );
         match self
             .vchiq
             .queue_message_parts(h, &[hdr.as_bytes(), req.payload])

@@ -334,3 +334,63 @@ fn interrupt_mode_waiter_completes_a_reply_without_the_worker() {
     }
     t.shutdown().unwrap();
 }
+
+/// A reply names its transfer twice, by token and by buffer (`frame::request_token`). One whose
+/// token is another transfer's in flight, under the first transfer's buffer, completes neither
+/// (by its token alone it would complete the other, handing that caller this reply), and is
+/// counted as a protocol error; the same reply naming both of the other transfer's names
+/// completes it.
+#[test]
+fn a_reply_under_another_transfers_token_completes_nothing() {
+    use fwipc_vchiq::frame::{request_token, FrameHeader};
+    use zerocopy::IntoBytes;
+
+    let f = VchiqFixture::setup(Completion::Polled);
+    let t = f.transport();
+    f.remote().set_fault(Fault::Hold);
+    let a = t.send(&Request::new(f.echo_target(), b"aaaa")).unwrap();
+    let b = t.send(&Request::new(f.echo_target(), b"bbbb")).unwrap();
+    assert_ne!(a.slot(), b.slot());
+    let reply = |token: u32, slot: u32, body: &[u8]| {
+        let mut m = FrameHeader::new(request_token(token, slot), body.len() as u32)
+            .as_bytes()
+            .to_vec();
+        m.extend_from_slice(body);
+        m
+    };
+    let poll_until = |what: &str, mut done: Box<dyn FnMut() -> bool + '_>| {
+        let t0 = std::time::Instant::now();
+        while !done() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "{what}");
+            std::thread::yield_now();
+        }
+    };
+    let errors = t.stats().protocol_errors;
+    f.remote()
+        .inject_garbage(&reply(b.token(), a.slot(), b"forged"));
+    poll_until(
+        "the forged reply was never refused",
+        Box::new(|| t.poll_done(&b).unwrap() || t.stats().protocol_errors > errors),
+    );
+    assert!(
+        !t.poll_done(&b).unwrap(),
+        "completed by a reply naming another buffer"
+    );
+    assert!(
+        !t.poll_done(&a).unwrap(),
+        "completed by a reply naming another token"
+    );
+    f.remote()
+        .inject_garbage(&reply(b.token(), b.slot(), b"named"));
+    poll_until("b's own names", Box::new(|| t.poll_done(&b).unwrap()));
+    let mut out = [0u8; 16];
+    assert_eq!(t.fetch_response(&b, &mut out), Ok(5));
+    assert_eq!(&out[..5], b"named");
+    t.mark_txdone(b, TxOutcome::Done);
+    f.remote().set_fault(Fault::None);
+    f.remote().release();
+    poll_until("a's held reply", Box::new(|| t.poll_done(&a).unwrap()));
+    assert_eq!(t.fetch_response(&a, &mut out), Ok(4));
+    assert_eq!(out[..4], [!b'a'; 4]);
+    t.mark_txdone(a, TxOutcome::Done);
+}

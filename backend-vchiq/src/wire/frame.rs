@@ -2,6 +2,13 @@
 //! `{u32 token, u32 len}` then `len` payload bytes. VCHIQ itself has no request/reply
 //! correlation; the token gives it (and lets late, duplicate and unknown replies be told apart).
 //! Token bit 31 marks a remote-initiated message (notification). Little-endian.
+//!
+//! A request's token names its transfer twice ([`request_token`]): the transfer table's 16-bit
+//! token in bits 0..=15 and the transfer's buffer in bits 16..=30. The remote echoes the word
+//! back whole, and a reply is taken only when both names agree, so a reply under a damaged or
+//! forged token does not complete another transfer that happens to hold the token it now reads
+//! (a token alone would be taken for that transfer's reply: the remote's bytes, a wrong answer
+//! to its caller).
 
 use fwipc_transport_api::ProtocolError;
 use zerocopy::little_endian::U32;
@@ -29,6 +36,25 @@ impl FrameHeader {
             len: U32::new(len),
         }
     }
+}
+
+/// Bits of a request token that hold the transfer table's token ([`request_token`]).
+pub const TOKEN_BITS: u32 = 16;
+/// Transfers a request token can name: buffer indexes below this fit bits 16..=30.
+pub const MAX_TRANSFERS: usize = 1 << 15;
+
+/// The request token of the transfer with table token `token` (below `1 << TOKEN_BITS`) and
+/// buffer index `slot` (below [`MAX_TRANSFERS`]); bit 31 stays clear.
+pub const fn request_token(token: u32, slot: u32) -> u32 {
+    (token & ((1 << TOKEN_BITS) - 1)) | ((slot & (MAX_TRANSFERS as u32 - 1)) << TOKEN_BITS)
+}
+
+/// A reply's request token as (table token, buffer index), for a word without [`NOTIFY`].
+pub const fn split_request_token(word: u32) -> (u32, u32) {
+    (
+        word & ((1 << TOKEN_BITS) - 1),
+        (word >> TOKEN_BITS) & (MAX_TRANSFERS as u32 - 1),
+    )
 }
 
 /// Size of the frame header.
