@@ -182,16 +182,8 @@ fn duplicate_server_needs_same_handler() {
 #[test]
 fn close_handshake_both_sides_and_listen_again() {
     let p = connected();
-    let server = Arc::new(Recorder::default());
-    let sh = p
-        .master()
-        .add_service_arc(ServiceParams::new(FUNC), server.clone())
-        .unwrap();
-    let client = Arc::new(Recorder::default());
-    let h = p
-        .slave()
-        .open_service_wait(ServiceParams::new(FUNC), client.clone(), T)
-        .unwrap();
+    let (server, sh) = add_recorded_server(&p);
+    let (client, h) = open_recorded(&p);
     until(|| p.master().client_id(sh).unwrap() == 1);
     p.slave().queue_message(h, b"hello").unwrap();
     server.wait_for(|r| r.contains(&Reason::MessageAvailable));
@@ -610,6 +602,16 @@ fn bulk_server(p: &SimPair, plan: Vec<(BulkDir, usize, u64)>) -> (Arc<BulkServer
     (server, sh)
 }
 
+/// Adds a `FUNC` server with a [`Recorder`] on the master: the recorder and the master's handle.
+fn add_recorded_server(p: &SimPair) -> (Arc<Recorder>, ServiceHandle) {
+    let server = Arc::new(Recorder::default());
+    let sh = p
+        .master()
+        .add_service_arc(ServiceParams::new(FUNC), server.clone())
+        .unwrap();
+    (server, sh)
+}
+
 /// Opens the master's `FUNC` service from the slave with a [`Recorder`]: the recorder and the
 /// slave's handle.
 fn open_recorded(p: &SimPair) -> (Arc<Recorder>, ServiceHandle) {
@@ -939,4 +941,39 @@ fn nocallback_bulks_are_polled() {
         .bulk_transmit(h, vec![1; 8], 4, 8, 201, BulkMode::NoCallback)
         .unwrap_err();
     assert_eq!(e, VchiqError::Invalid, "range outside the buffer");
+}
+
+/// The receive path keeps the handler of the service its last message went to (no reference
+/// count per message), but never keeps a removed service's handler alive: once the port is
+/// freed, whether the server was connected (freed when the close completes) or listening
+/// (freed at once), the handler's only reference is its owner's again.
+#[test]
+fn a_removed_services_handler_is_not_kept_by_the_receive_path() {
+    for connected_at_removal in [true, false] {
+        let p = connected();
+        let (server, sh) = add_recorded_server(&p);
+        let (client, h) = open_recorded(&p);
+        until(|| p.master().client_id(sh).unwrap_or(0) == 1);
+        for m in [b"one", b"two"] {
+            p.slave().queue_message(h, m).unwrap();
+        }
+        until(|| server.messages().len() == 2);
+        if !connected_at_removal {
+            p.slave().close_service(h).unwrap();
+            client.wait_for(|r| r.contains(&Reason::ServiceClosed));
+            until(|| p.master().service_state(sh).unwrap() == ServiceState::Listening);
+        }
+        p.master().remove_service(sh).unwrap();
+        until(|| p.master().service_state(sh).is_err());
+        let start = Instant::now();
+        while Arc::strong_count(&server) != 1 {
+            assert!(
+                start.elapsed() < T,
+                "connected at removal {connected_at_removal}: the removed server's handler is \
+                 still referenced {} times besides its owner",
+                Arc::strong_count(&server) - 1
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
 }

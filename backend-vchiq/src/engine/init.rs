@@ -218,6 +218,7 @@ impl Vchiq {
             rx_stalled: false,
             remote_recycle: remote_part.data_slots(),
             services: (0..max).map(|_| None).collect(),
+            handler_cache: None,
             quotas,
             handle_seq: 1,
             scan_found: vec![0u64; max.div_ceil(64)],

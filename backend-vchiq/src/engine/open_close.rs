@@ -272,7 +272,9 @@ impl Vchiq {
             ServiceState::CloseSent | ServiceState::CloseRecvd => Ok(()),
             _ => {
                 self.abort_local_bulks(&mut g, h.port());
-                g.services[h.port()] = None;
+                if let Some(s) = g.services[h.port()].take() {
+                    g.forget_handler(&s.handler);
+                }
                 Ok(())
             }
         }
@@ -301,7 +303,9 @@ impl Vchiq {
         let s = g.services[port].take();
         if let Some(s) = s {
             Self::push_event(g, &s, PendingEv::Closed);
-            if !remove {
+            if remove {
+                g.forget_handler(&s.handler);
+            } else {
                 g.services[port] = Some(s);
             }
         }

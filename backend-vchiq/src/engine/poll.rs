@@ -91,31 +91,37 @@ impl Vchiq {
                     fired |= f;
                 }
             }
-            // The `inner` lock is taken twice per round around the stream parsing (plus once per
-            // message parsed and per deferred event), not once per step: it is the round's largest
-            // cost when there is little to do.
-            let mut work = {
-                let mut g = self.inner.lock();
-                if fired || again {
-                    // A handler's Retry (or a stall) is re-tried on the next event
-                    // (docs/protocols/vchiq.md §4: "the message stays in place and is re-parsed
-                    // on the next trigger").
-                    g.rx_stalled = false;
-                    // The peer released our sync slot: a sync-mode sender may go again.
-                    g.tx_freed |= sync_released;
-                }
-                self.process_free_queue_locked(&mut g)
-            };
-            work += self.sync_poll(scratch);
-            work += self.rx_poll(scratch, &mut budget.msgs);
+            // The `inner` lock is taken once for the round's own steps, held from the free
+            // queue into the stream's first parser step and from the stream's last one into the
+            // bulks and the deferred events (plus once per message delivered and per control
+            // message and deferred event): it is the round's largest cost when there is little
+            // to do. The sync slot is looked at between the free queue and the stream, without
+            // the lock, only when its msgid says a message is there.
+            let mut g = self.inner.lock();
+            if fired || again {
+                // A handler's Retry (or a stall) is re-tried on the next event
+                // (docs/protocols/vchiq.md §4: "the message stays in place and is re-parsed
+                // on the next trigger").
+                g.rx_stalled = false;
+                // The peer released our sync slot: a sync-mode sender may go again.
+                g.tx_freed |= sync_released;
+            }
+            let mut work = self.process_free_queue_locked(&mut g);
+            if self.sync_slot_full() {
+                drop(g);
+                work += self.sync_poll(scratch);
+                g = self.inner.lock();
+            }
+            let (parsed, mut g) = self.rx_poll(g, scratch, &mut budget.msgs);
+            work += parsed;
             let pending = {
-                let mut g = self.inner.lock();
                 if self.role == Role::Master {
                     work += self.master_process_bulks(&mut g);
                 }
                 Self::notify_tx_space(&mut g);
                 !g.pending.is_empty()
             };
+            drop(g);
             // An event deferred after this check is someone else's push, which requests its own
             // poll round (as one pushed just after `dispatch_pending` returned always did).
             if pending {

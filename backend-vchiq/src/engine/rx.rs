@@ -47,20 +47,27 @@ impl Vchiq {
     /// off `*budget`. The peer controls how far `tx_pos` runs ahead and can keep moving it, so
     /// this loop ends at the budget even if the stream never does (the caller leaves the rest
     /// for its next call).
-    pub(crate) fn rx_poll(&self, scratch: &mut [u8], budget: &mut usize) -> usize {
+    ///
+    /// Called with the `inner` lock held (`g`) and returns with it held, as the poll round's
+    /// steps before and after it want it: one acquisition serves the round's bookkeeping and the
+    /// parser's first step, and another a delivered message's bookkeeping, the parser's next
+    /// step and the round's work after it. The lock is dropped around handlers and between
+    /// control messages, so a long stream never keeps other callers out.
+    pub(crate) fn rx_poll<'a>(
+        &'a self,
+        mut g: spin::MutexGuard<'a, Inner>,
+        scratch: &mut [u8],
+        budget: &mut usize,
+    ) -> (usize, spin::MutexGuard<'a, Inner>) {
         let mut n = 0;
-        // The `inner` lock, held from a delivered message's bookkeeping into the next parser
-        // step (one acquisition per message instead of two); dropped around handlers and
-        // between control messages, so a long stream never keeps other callers out.
-        let mut g = self.inner.lock();
         loop {
             if *budget == 0 || g.rx_stalled {
-                return n;
+                return (n, g);
             }
             let step = self.rx_step(&mut g);
             let pending = !g.pending.is_empty();
             match step {
-                RxStep::Idle => return n,
+                RxStep::Idle => return (n, g),
                 RxStep::Handled => {
                     n += 1;
                     *budget -= 1;
@@ -84,7 +91,7 @@ impl Vchiq {
                     let len = size as usize;
                     let base = slot as usize * VCHIQ_SLOT_SIZE + offset as usize;
                     let Some(buf) = scratch.get_mut(..len) else {
-                        return n;
+                        return (n, self.inner.lock());
                     };
                     self.region.read_bytes(base + VCHIQ_HEADER_SIZE, buf);
                     let token = MessageToken {
@@ -106,6 +113,7 @@ impl Vchiq {
                     );
                     *budget -= 1;
                     g = self.inner.lock();
+                    g.keep_handler(handle.port(), handler);
                     match d {
                         Deliver::Retry => {
                             g.rx_stalled = true;
@@ -113,7 +121,7 @@ impl Vchiq {
                             // peer): that is work, so a polled driver does not mistake this
                             // round for quiescence. Bounded: the stall flag keeps the message
                             // from being redelivered until an event fires.
-                            return n + 1;
+                            return (n + 1, g);
                         }
                         Deliver::Hold => {
                             // Claim: one more user of the slot; mark the header CLAIMED in the
@@ -299,15 +307,20 @@ impl Vchiq {
         let done = match h.ty {
             MsgType::Data => {
                 bump_serialized(&self.counters.msgs_received);
-                match g.services.get(h.dst as usize) {
+                let port = h.dst as usize;
+                match g.services.get(port) {
                     Some(Some(s)) if s.state == ServiceState::Open && s.remoteport == h.src => {
-                        return RxStep::Deliver {
-                            handler: s.handler.clone(),
-                            handle: s.handle,
-                            slot,
-                            offset,
-                            size: h.size,
-                        };
+                        let handle = s.handle;
+                        if let Some(handler) = g.take_handler(port) {
+                            return RxStep::Deliver {
+                                handler,
+                                handle,
+                                slot,
+                                offset,
+                                size: h.size,
+                            };
+                        }
+                        true
                     }
                     _ => {
                         log::debug!(target: "vchiq", "{:?}: DATA for port {} dropped (not open)", self.role, h.dst);
@@ -608,6 +621,20 @@ impl Vchiq {
             sync_slot::release(w, &*self.platform);
         }
         self.signal_remote(off::SYNC_RELEASE);
+    }
+
+    /// Whether the peer's sync slot holds a message, by one look at its msgid. A look that
+    /// finds none stands for [`Vchiq::sync_poll`]'s, which would do nothing: Relaxed is enough
+    /// for that, since a zero publishes nothing (the round's event `take` already ordered what
+    /// the peer signalled before it), and a message that lands after the look is one that lands
+    /// after `sync_poll`'s, taken on its SYNC_TRIGGER's round. A look that finds one leads to
+    /// `sync_poll`, which reads the msgid again with its barriers.
+    pub(crate) fn sync_slot_full(&self) -> bool {
+        let base = self.remote_part.sync as usize * VCHIQ_SLOT_SIZE;
+        self.region
+            .word(base)
+            // Relaxed: see above.
+            .is_some_and(|w| w.load(Ordering::Relaxed) != 0)
     }
 
     /// The peer's sync slot: at most one message.

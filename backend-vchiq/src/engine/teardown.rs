@@ -81,6 +81,7 @@ impl Vchiq {
             }
             if let Some(s) = g.services[port].take() {
                 Self::push_event(&mut g, &s, PendingEv::Closed);
+                g.forget_handler(&s.handler);
             }
         }
     }

@@ -229,6 +229,12 @@ pub(crate) struct Inner {
     pub remote_recycle: u32,
     // ---- services ----
     pub services: Vec<Option<Service>>,
+    /// The handler the stream's last DATA message went to, kept for the next one
+    /// ([`Inner::take_handler`]): a stream of messages for one service hands its handler to
+    /// each callback without a reference count taken and given back per message. Taken out
+    /// while its callback runs (the callback holds it, so a service removed meanwhile keeps its
+    /// handler alive until the callback returns); dropped when its service's port is freed.
+    pub handler_cache: Option<Arc<dyn ServiceHandler>>,
     pub quotas: Vec<Quota>,
     pub handle_seq: u32,
     pub scan_found: Vec<u64>,
@@ -253,6 +259,43 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The handler of service `port` for a delivery outside the lock: the cached one if it is
+    /// that service's (taken out of the cache, no reference count touched), else a new
+    /// reference to it. `None` if the port holds no service. Give it back with
+    /// [`Inner::keep_handler`] once the callback returned.
+    pub(crate) fn take_handler(&mut self, port: usize) -> Option<Arc<dyn ServiceHandler>> {
+        let s = self.services.get(port)?.as_ref()?;
+        match self.handler_cache.take() {
+            Some(h) if Arc::ptr_eq(&h, &s.handler) => Some(h),
+            // Another service's: it goes (the next delivery to that one takes a reference
+            // again).
+            _ => Some(s.handler.clone()),
+        }
+    }
+
+    /// A delivery's handler back from its callback: cached for the next message if service
+    /// `port` still has it, dropped otherwise (the service was removed or given another
+    /// handler while the callback ran; nothing else keeps the handler alive for it then).
+    pub(crate) fn keep_handler(&mut self, port: usize, h: Arc<dyn ServiceHandler>) {
+        let current =
+            matches!(self.services.get(port), Some(Some(s)) if Arc::ptr_eq(&s.handler, &h));
+        if current {
+            self.handler_cache = Some(h);
+        }
+    }
+
+    /// Forget the cached handler if it is `h` (its service's port is being freed): the cache
+    /// never keeps a removed service's handler alive.
+    pub(crate) fn forget_handler(&mut self, h: &Arc<dyn ServiceHandler>) {
+        if self
+            .handler_cache
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, h))
+        {
+            self.handler_cache = None;
+        }
+    }
+
     /// A bulk request was queued on `port` (local or remote): the master looks at it on its
     /// next round.
     pub(crate) fn mark_bulk_port(&mut self, port: usize) {
