@@ -61,10 +61,8 @@ struct NotifRing {
 struct Shared {
     me: Weak<Shared>,
     params: ServiceParams,
-    /// The message transfers (the bulk ones are in `bulks`: their buffers move into the core),
-    /// each with its buffer index, the second name its replies must carry
-    /// ([`frame::request_token`]).
-    table: TransferTable<u32>,
+    /// The message transfers (the bulk ones are in `bulks`: their buffers move into the core).
+    table: TransferTable<()>,
     bulks: spin::Mutex<Vec<BulkSlot>>,
     notifs: spin::Mutex<NotifRing>,
     lifecycle: Lifecycle,
@@ -197,12 +195,13 @@ impl Shared {
             return;
         }
         // A lying length fails the transfer rather than trust either length; a token whose
-        // two names disagree completes nothing (counted as unknown).
+        // two names disagree completes nothing (counted as a protocol error).
         let (token, slot) = frame::split_request_token(word);
-        self.table.on_reply(
+        self.table.on_reply_named(
             token,
-            |&buf| buf == slot,
-            |buf, _| {
+            slot,
+            |()| true,
+            |buf, ()| {
                 let body = body.map_err(Error::Protocol)?;
                 buf.write(body).map(|()| body.len())
             },
@@ -279,7 +278,9 @@ impl Transport for VchiqTransport {
             return Err(Error::TooLarge);
         }
         let h = self.open_handle()?;
-        let started = self.sh.table.start_with(|_, buf| Ok(buf.index()))?;
+        // Nothing written into the buffer: the request goes out from the caller's bytes, and the
+        // buffer receives the reply.
+        let started = self.sh.table.start_with(|_, _| Ok(()))?;
         let hdr = FrameHeader::new(
             frame::request_token(started.token.0, started.slot),
             req.payload.len() as u32,

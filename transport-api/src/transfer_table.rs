@@ -325,9 +325,40 @@ impl<E: EntryPart<Tokens>, L: Locking> TransferTable<E, L, Tokens> {
         check: impl FnOnce(&E) -> bool,
         deliver: impl FnOnce(&PoolBuf, &mut E) -> Result<usize>,
     ) -> ReplyOutcome {
+        self.reply_by_token(token, None, check, deliver)
+    }
+
+    /// [`TransferTable::on_reply`] for a reply that names its transfer twice, by `token` and by
+    /// entry (buffer) index `slot`, as a request carried both: a reply whose two names disagree
+    /// (the token is another entry's) is refused as `Rejected` and completes nothing, so a
+    /// damaged or forged token cannot complete another transfer that holds the token it now
+    /// reads. A token no entry holds is `Unknown`, as for `on_reply`.
+    pub fn on_reply_named(
+        &self,
+        token: u32,
+        slot: u32,
+        check: impl FnOnce(&E) -> bool,
+        deliver: impl FnOnce(&PoolBuf, &mut E) -> Result<usize>,
+    ) -> ReplyOutcome {
+        self.reply_by_token(token, Some(slot), check, deliver)
+    }
+
+    /// [`TransferTable::on_reply`], and with `named` `Some(slot)`
+    /// [`TransferTable::on_reply_named`]: the entry that holds `token`, refused unless it is
+    /// entry `slot`. The entry is the one looked up: its token is checked under its lock.
+    fn reply_by_token(
+        &self,
+        token: u32,
+        named: Option<u32>,
+        check: impl FnOnce(&E) -> bool,
+        deliver: impl FnOnce(&PoolBuf, &mut E) -> Result<usize>,
+    ) -> ReplyOutcome {
         let Some(slot) = self.lookup(token) else {
             return self.count(ReplyOutcome::Unknown);
         };
+        if named.is_some_and(|n| n != slot) {
+            return self.count(ReplyOutcome::Rejected);
+        }
         let Some(entry) = self.entries.get(slot as usize) else {
             return self.count(ReplyOutcome::Unknown);
         };

@@ -66,9 +66,6 @@ impl Default for BulkOp {
 /// The loopback's part of a transfer's table entry.
 #[derive(Default)]
 pub(crate) struct Part {
-    /// The pool slot of the transfer's buffer: a reply record must name it with the token
-    /// ([`wire::ReplyRecord::slot`]).
-    slot: u32,
     /// A bulk transfer's buffer, once it is back from the remote.
     bulk: Option<BulkOp>,
 }
@@ -246,9 +243,10 @@ impl Shared {
         // the record names that buffer as well as the token: a record whose two names disagree
         // is refused (a wrong token must not complete the transfer that holds it).
         let max = self.table.pool().buf_size();
-        self.table.on_reply(
+        self.table.on_reply_named(
             r.token,
-            |part| part.slot == r.slot,
+            r.slot,
+            |_| true,
             |_, _| {
                 let len = r.len as usize;
                 if len > max {
@@ -290,12 +288,9 @@ impl Transport for LoopbackTransport {
         if req.payload.len() > MAX_MSG_SIZE {
             return Err(Error::TooLarge);
         }
-        let started = s.table.start_with(|_, buf| {
-            buf.write(req.payload).map(|()| Part {
-                slot: buf.index(),
-                bulk: None,
-            })
-        })?;
+        let started = s
+            .table
+            .start_with(|_, buf| buf.write(req.payload).map(|()| Part { bulk: None }))?;
         // Never full: at most `MAX_MSG` transfers are in flight, one record each.
         let queued = s.requests.push(ReqRecord {
             slot: started.slot,

@@ -195,6 +195,34 @@ fn a_cancel_is_not_a_timeout() {
     assert_eq!(t.state(&s.ticket()), Ok(TransferState::Abandoned));
 }
 
+/// A reply that names its transfer twice is taken only when both names are the transfer's: the
+/// token of one transfer in flight under the other's buffer index completes neither.
+#[test]
+fn a_reply_naming_two_transfers_completes_neither() {
+    let t = Table::new(2, 16, 4).unwrap();
+    let a = t.start(b"", 0).unwrap();
+    let b = t.start(b"", 0).unwrap();
+    assert_ne!(a.slot, b.slot);
+    assert_eq!(
+        t.on_reply_named(b.token.0, a.slot, |_| true, echo(b"x")),
+        ReplyOutcome::Rejected
+    );
+    assert_eq!(t.state(&a.ticket()), Ok(TransferState::InFlight));
+    assert_eq!(t.state(&b.ticket()), Ok(TransferState::InFlight));
+    assert_eq!(t.stats().protocol_errors, 1);
+    assert_eq!(
+        t.on_reply_named(b.token.0 ^ 0x8, b.slot, |_| true, echo(b"x")),
+        ReplyOutcome::Unknown,
+        "a token nobody holds"
+    );
+    assert_eq!(
+        t.on_reply_named(b.token.0, b.slot, |_| true, echo(b"y")),
+        ReplyOutcome::Completed
+    );
+    assert_eq!(t.state(&b.ticket()), Ok(TransferState::Done(1)));
+    assert_eq!(t.state(&a.ticket()), Ok(TransferState::InFlight));
+}
+
 #[test]
 fn refused_and_duplicate_replies_leave_the_transfer_alone() {
     let t = Table::new(1, 16, 2).unwrap();
