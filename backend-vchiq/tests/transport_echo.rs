@@ -342,8 +342,8 @@ fn interrupt_mode_waiter_completes_a_reply_without_the_worker() {
 /// completes it.
 #[test]
 fn a_reply_under_another_transfers_token_completes_nothing() {
-    use fwipc_vchiq::frame::{request_token, FrameHeader};
-    use zerocopy::IntoBytes;
+    use fwipc_vchiq::frame::request_token;
+    use fwipc_vchiq::sim::framed_echo::encode_frame;
 
     let f = VchiqFixture::setup(Completion::Polled);
     let t = f.transport();
@@ -352,11 +352,7 @@ fn a_reply_under_another_transfers_token_completes_nothing() {
     let b = t.send(&Request::new(f.echo_target(), b"bbbb")).unwrap();
     assert_ne!(a.slot(), b.slot());
     let reply = |token: u32, slot: u32, body: &[u8]| {
-        let mut m = FrameHeader::new(request_token(token, slot), body.len() as u32)
-            .as_bytes()
-            .to_vec();
-        m.extend_from_slice(body);
-        m
+        encode_frame(request_token(token, slot), body.len() as u32, body)
     };
     let poll_until = |what: &str, mut done: Box<dyn FnMut() -> bool + '_>| {
         let t0 = std::time::Instant::now();

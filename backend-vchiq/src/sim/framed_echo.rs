@@ -81,7 +81,9 @@ impl Default for EchoService {
     }
 }
 
-fn encode_frame(token: u32, len: u32, body: &[u8]) -> Vec<u8> {
+/// A whole frame: the header with `token` and `len` (as the wire says it, whatever `body`'s
+/// length), then `body`.
+pub fn encode_frame(token: u32, len: u32, body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(8 + body.len());
     v.extend_from_slice(FrameHeader::new(token, len).as_bytes());
     v.extend_from_slice(body);
