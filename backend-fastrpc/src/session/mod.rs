@@ -327,6 +327,7 @@ impl Session {
                 let Some(fds) = shadow.get_mut(off.fdlist..off.crclist) else {
                     return;
                 };
+                let mut listed = 0;
                 for (k, w) in fds.chunks_exact_mut(8).enumerate() {
                     if read_at(&**region, off.fdlist + 8 * k, w).is_err() {
                         return;
@@ -334,10 +335,16 @@ impl Session {
                     if w.iter().all(|&b| b == 0) {
                         break;
                     }
+                    listed = k + 1;
                 }
                 // The whole list the DSP wrote is in the image now: the next call with this
                 // layout may rewrite only the DSP's words (`Shadow::region_current`).
                 *region_current = true;
+                // An empty list (the first word zero, every call that maps no fd): nothing
+                // to check, and no need to parse the metadata to walk it.
+                if listed == 0 {
+                    return;
+                }
                 let Some(meta) = shadow.get(..off.end) else {
                     return;
                 };

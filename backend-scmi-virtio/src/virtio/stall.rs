@@ -32,6 +32,13 @@ impl StallWatch {
         self.progressed = true;
     }
 
+    /// Nothing is outstanding: disarm, forgetting any progress (what [`StallWatch::stalled`]
+    /// does for a check with nothing outstanding, without a clock).
+    pub(super) fn idle(&mut self) {
+        self.progressed = false;
+        self.deadline = None;
+    }
+
     /// Whether the device is stalled: `outstanding` requests posted and no used element
     /// returned for `limit` since the first check that found them held (or the last sign of
     /// progress with requests still held). Reads the clock only while requests are
@@ -42,11 +49,11 @@ impl StallWatch {
         limit: Duration,
         outstanding: usize,
     ) -> bool {
-        let progressed = core::mem::take(&mut self.progressed);
         if outstanding == 0 {
-            self.deadline = None;
+            self.idle();
             return false;
         }
+        let progressed = core::mem::take(&mut self.progressed);
         match self.deadline {
             Some(d) if !progressed => d.expired(clock),
             _ => {
@@ -83,6 +90,21 @@ mod tests {
         assert!(!w.stalled(&c, limit, 1), "4 s since the progress");
         c.advance(Duration::from_secs(1));
         assert!(w.stalled(&c, limit, 1), "5 s with nothing returned");
+    }
+
+    /// `idle` (the channel's check when nothing is outstanding, which reads no configuration)
+    /// disarms as a check with nothing outstanding does: the next held check starts a new window.
+    #[test]
+    fn idle_disarms_like_a_check_with_nothing_outstanding() {
+        let c = ManualClock::new();
+        let limit = Duration::from_secs(5);
+        let mut w = StallWatch::default();
+        assert!(!w.stalled(&c, limit, 1), "armed");
+        c.advance(Duration::from_secs(60));
+        w.idle();
+        assert!(!w.stalled(&c, limit, 1), "a new window, not the old one");
+        c.advance(Duration::from_secs(5));
+        assert!(w.stalled(&c, limit, 1), "the new window runs out");
     }
 
     /// A clock that counts its reads.

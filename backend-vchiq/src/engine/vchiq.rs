@@ -505,10 +505,12 @@ impl Vchiq {
         base: usize,
         ev: usize,
     ) -> Option<EventRef<'_, core::sync::atomic::AtomicU32>> {
-        Some(EventRef {
-            armed: self.region.word(base + ev + off::EV_ARMED)?,
-            fired: self.region.word(base + ev + off::EV_FIRED)?,
-        })
+        // Both words under one bounds check: `fired` is the word after `armed` (asserted in
+        // `crate::wire::layout`).
+        match self.region.words(base + ev + off::EV_ARMED, 2)? {
+            [armed, fired] => Some(EventRef { armed, fired }),
+            _ => None,
+        }
     }
 
     /// Signal one of the peer's events (`remote->X`), ringing its doorbell if it is armed.

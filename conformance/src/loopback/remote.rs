@@ -75,7 +75,10 @@ impl Remote {
     }
 
     fn serve_one(&self) -> bool {
-        let Some(rec) = self.shared.requests.pop() else {
+        // Copied out, the slot left as it is: a take would write the slot's line, which the
+        // transport's next push would then fetch back (docs/benchmarks.md, "Cache lines per
+        // round trip").
+        let Some(rec) = self.shared.requests.pop_with(|r| *r) else {
             return false;
         };
         // Acquire: pairs with the Release in `set_fault`. A fault set after this load is one set

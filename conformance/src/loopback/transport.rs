@@ -214,7 +214,10 @@ impl Shared {
         // what is left, and a reply queued after the last look, is the next pass's (the remote's
         // interrupt or the caller's next poll).
         for _ in 0..self.replies.capacity() {
-            let Some(raw) = self.replies.pop() else { break };
+            // Copied out, the slot left unwritten (as the remote's `serve_one`).
+            let Some(raw) = self.replies.pop_with(|r| *r) else {
+                break;
+            };
             self.handle_reply(&wire::decode(&raw));
         }
         // Relaxed: the count only saves a lock. A bulk is counted before it is queued for the

@@ -29,7 +29,9 @@
 //! `FWIPC_BENCH_ALLOC_TRACE=N` it prints a backtrace for each of the first `N` allocations
 //! counted in the (f) phase, to find where a steady-state allocation comes from. `--instructions`
 //! prints instructions and atomic read-modify-writes per inline round trip instead, counted by
-//! callgrind ([`instr`]; with `--functions`, also where in each backend they are). `--parked` runs (c) alone (with `--samples N` and `--only NAME`, a
+//! callgrind ([`instr`]; with `--functions`, also where in each backend they are); `--lines` the
+//! cache lines a round trip moves between the two sides, counted in a model fed with the round
+//! trip's memory accesses ([`lines`]; with `--sites`, the source lines that move them). `--parked` runs (c) alone (with `--samples N` and `--only NAME`, a
 //! quick before/after comparison of the interrupt-style path); `--bulk-only` likewise runs (e)
 //! alone (7 samples, or `--samples N`). `--profile NAME` runs only inline round trips of one
 //! backend (`--bulk SIZE`: only its bulk round trips of that size), for a profiler.
@@ -37,7 +39,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +49,7 @@ use fwipc_transport_api::{Completion, Request, Transport, TxOutcome};
 
 mod bulk;
 mod instr;
+mod lines;
 mod parked;
 mod pipeline;
 mod placement;
@@ -301,6 +305,63 @@ const MAX_STEPS: u32 = 64;
 /// How long one spinning round trip may take before it counts as a failure.
 const SPIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The step markers of `--lines` ([`lines`]): a round trip run with `--line-marks` stores to
+/// `LINE_MARKS[k]` before step `k` of [`STEPS`], and the trace of that run shows the store.
+static LINE_MARKS: [AtomicU8; 8] = [const { AtomicU8::new(0) }; 8];
+
+/// Mark the start of step `k` in a `--lines` trace: one store to `LINE_MARKS[k]` (a store, not
+/// a load: the tracer drops a load whose value is unused), kept where it is by compiler fences
+/// (the steps' own accesses may be inlined around it).
+fn line_mark(k: usize) {
+    use std::sync::atomic::{compiler_fence, Ordering::SeqCst};
+    compiler_fence(SeqCst);
+    if let Some(m) = LINE_MARKS.get(k) {
+        // Relaxed: only the trace reads it.
+        m.store(1, Ordering::Relaxed);
+    }
+    compiler_fence(SeqCst);
+}
+
+/// The `fwipc-lines` line a `--line-marks` run prints first (see [`lines::parse_run_info`]):
+/// the markers, a stack address of this thread, its thread-local block and where this binary
+/// is loaded (from `/proc/self/maps`; 0 if not found).
+fn print_line_marks_info() {
+    let local = 0u8;
+    let stack = std::ptr::addr_of!(local) as usize;
+    let tls = SIDE.with(|s| s as *const Cell<u8> as usize);
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
+    // This binary's mappings: the lowest start (its load address) and the highest end.
+    let (mut base, mut end) = (usize::MAX, 0usize);
+    if let (Ok(maps), Some(exe)) = (std::fs::read_to_string("/proc/self/maps"), exe) {
+        for l in maps.lines() {
+            let mut f = l.split_whitespace();
+            let (Some(range), Some(path)) = (f.next(), f.nth(4)) else {
+                continue;
+            };
+            let Some((s, e)) = range.split_once('-') else {
+                continue;
+            };
+            if let (true, Ok(s), Ok(e)) = (
+                Path::new(path) == exe,
+                usize::from_str_radix(s, 16),
+                usize::from_str_radix(e, 16),
+            ) {
+                base = base.min(s);
+                end = end.max(e);
+            }
+        }
+    }
+    if end == 0 {
+        base = 0;
+    }
+    eprintln!(
+        "fwipc-lines marks={:#x} stack={stack:#x} tls={tls:#x} base={base:#x} end={end:#x}",
+        LINE_MARKS.as_ptr() as usize
+    );
+}
+
 /// Step names, in order.
 const STEPS: [&str; 5] = [
     "send",
@@ -323,6 +384,8 @@ trait Bench {
     fn spin_total(&self, rounds: u64) -> R<f64>;
     /// Inline round trips checking the reply bytes (warm-up).
     fn check(&self, rounds: u64) -> R<()>;
+    /// `rounds` inline round trips with their steps marked for `--lines` ([`line_mark`]).
+    fn inline_marked(&self, rounds: u64) -> R<()>;
     fn set_mode(&self, mode: SimMode) -> R<()>;
     /// (c) `rounds` interrupt-style round trips, ns per round trip (median chunk); with `each`,
     /// every round trip's time too.
@@ -382,13 +445,22 @@ impl<F: Fixture> Pair<F> {
 
     /// One inline round trip; the reply's length.
     fn inline_once(&self, payload: &[u8], out: &mut [u8]) -> R<usize> {
+        self.inline_once_marked(payload, out, |_| {})
+    }
+
+    /// [`Pair::inline_once`], calling `mark(k)` before each step `k` of [`STEPS`] (`--lines`
+    /// marks them in the trace; the unmarked round trip passes a closure that does nothing).
+    fn inline_once_marked(&self, payload: &[u8], out: &mut [u8], mark: impl Fn(usize)) -> R<usize> {
         let t = self.fx.transport();
+        mark(0);
         let ticket = t
             .send(&self.request(payload))
             .map_err(|e| format!("send: {e:?}"))?;
         let mut steps = 0;
         loop {
+            mark(1);
             self.step_remote();
+            mark(2);
             match t.poll_done(&ticket) {
                 Ok(true) => break,
                 Ok(false) if steps < MAX_STEPS => steps += 1,
@@ -402,7 +474,9 @@ impl<F: Fixture> Pair<F> {
                 }
             }
         }
+        mark(3);
         let n = t.fetch_response(&ticket, out);
+        mark(4);
         t.mark_txdone(ticket, TxOutcome::Done);
         n.map_err(|e| format!("fetch_response: {e:?}"))
     }
@@ -446,6 +520,15 @@ impl<F: Fixture> Bench for Pair<F> {
             if n != PAYLOAD || out[..n].iter().any(|&b| b != echo_reply_byte(i as u8)) {
                 return Err(format!("bad echo reply ({n} bytes)"));
             }
+        }
+        Ok(())
+    }
+
+    fn inline_marked(&self, rounds: u64) -> R<()> {
+        let payload = [0x5au8; PAYLOAD];
+        let mut out = [0u8; 64];
+        for _ in 0..rounds {
+            self.inline_once_marked(&payload, &mut out, line_mark)?;
         }
         Ok(())
     }
@@ -686,19 +769,30 @@ fn main() {
 
     // Every backend of `backends.toml`, in its order.
     let ctors = each_backend!(F => (F::NAME, pair::<F> as Ctor));
-    // `--instructions`: the callgrind table of every backend (or `--only` one), nothing else.
-    if args.iter().any(|a| a == "--instructions") {
+    // `--instructions` (the callgrind table) and `--lines` (the cache-line model's): of every
+    // backend (or `--only` one), nothing else; each with an optional list per backend, `N` long
+    // (`--functions [N]`: the costliest functions, default 12; `--sites [N]`: the source lines
+    // that move the most lines, default 10).
+    let counted = |flag: &str| args.iter().any(|a| a == flag);
+    if counted("--instructions") || counted("--lines") {
         let names: Vec<&str> = ctors
             .iter()
             .map(|(n, _)| *n)
             .filter(|n| only.as_deref().is_none_or(|o| o == *n))
             .collect();
-        // `--functions [N]`: also the N (default 12) costliest functions of each backend.
-        let functions = args
-            .iter()
-            .position(|a| a == "--functions")
-            .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(12));
-        if let Err(e) = instr::run(&names, functions) {
+        let list = |flag: &str, default: usize| {
+            args.iter().position(|a| a == flag).map(|i| {
+                args.get(i + 1)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(default)
+            })
+        };
+        let r = if counted("--lines") {
+            lines::run(&names, list("--sites", 10))
+        } else {
+            instr::run(&names, list("--functions", 12))
+        };
+        if let Err(e) = r {
             eprintln!("{e}");
             std::process::exit(1);
         }
@@ -748,6 +842,19 @@ fn main() {
             return;
         }
         let mut n = 0u64;
+        if args.iter().any(|a| a == "--line-marks") {
+            // `--line-marks` (run by `--lines` under lackey): a checked warm-up, then
+            // `--rounds N` (default 300) round trips with their steps marked.
+            let rounds = fixed.unwrap_or(lines::ROUNDS);
+            print_line_marks_info();
+            b.check(200).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if let Err(e) = b.inline_marked(rounds) {
+                panic!("{name}: {e}");
+            }
+            eprintln!("{rounds} marked inline round trips");
+            let _ = b.set_mode(SimMode::Normal);
+            return;
+        }
         if let Some(rounds) = fixed {
             b.check(1_000).unwrap_or_else(|e| panic!("{name}: {e}"));
             b.inline_total(rounds)

@@ -22,6 +22,12 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// `Cancelled` and everything it can reach is quarantined: a stalled device may wake up and
     /// write its buffers at any time, and nothing confirms it will not. `true` if it did.
     pub(in crate::virtio) fn check_stall(&self, st: &mut State<H, T>) -> bool {
+        // Nothing held: nothing can be stalled, whatever the configuration (the common case of
+        // a `send` that found its previous transfer answered; no look at the configuration).
+        if st.outstanding == 0 {
+            st.stall.idle();
+            return false;
+        }
         let (Some(clock), Some(limit)) = (self.cfg.clock.as_deref(), self.cfg.stall_timeout) else {
             return false;
         };
