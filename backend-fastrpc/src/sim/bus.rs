@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::mem::{read_at, write_at, zeroed_atomic_bytes, DmaHal, DmaRegion};
+use crate::mem::{read_at, write_at, DmaHal, DmaRegion};
 use crate::wire::PAGE_SIZE;
 
 /// AP virtual addresses of simulated regions are `VA_BASE + iova` (page-aligned, distinct
@@ -33,14 +33,40 @@ struct BusInner {
 /// outlive the mapping by as long as a DSP access that started before the unmap.
 struct SimMemory {
     iova: u64,
-    data: Box<[AtomicU8]>,
+    /// Whole pages from a page boundary, as DMA memory is ([`DmaHal::alloc`]'s promise): where
+    /// a call's words fall on cache lines is then the hardware's, whatever the heap did before
+    /// (a heap block of bytes put the region at the allocator's 16-byte alignment, and how many
+    /// lines a call's metadata and inline buffers touched moved with it, by two per round trip
+    /// between two runs of one build: docs/benchmarks/changes.md, "FastRPC's simulated regions
+    /// page-aligned, after all").
+    data: Box<[Page]>,
     /// Cleared when the AP drops its region: from then on every DSP access faults.
     mapped: AtomicBool,
 }
 
-// SAFETY: `as_ptr` points at `data`, `data.len()` bytes owned by the memory for its whole life,
-// never resized; `AtomicU8` has `u8`'s layout and is an `UnsafeCell`, so writing through a
-// pointer derived from `&[AtomicU8]` is allowed; nothing here views `data` as plain bytes.
+/// One page of a simulated region.
+#[repr(C, align(4096))]
+struct Page([AtomicU8; PAGE_SIZE as usize]);
+
+impl SimMemory {
+    /// A mapped region at `iova` of `size` zeroed bytes (a whole number of pages).
+    fn new(iova: u64, size: u64) -> Self {
+        let pages = size.div_ceil(PAGE_SIZE) as usize;
+        SimMemory {
+            iova,
+            data: (0..pages)
+                .map(|_| Page([const { AtomicU8::new(0) }; PAGE_SIZE as usize]))
+                .collect(),
+            mapped: AtomicBool::new(true),
+        }
+    }
+}
+
+// SAFETY: `as_ptr` points at `data`, `len()` bytes (its pages, contiguous: `Page` has no padding,
+// its size is its alignment) owned by the memory for its whole life, never resized; `AtomicU8`
+// has `u8`'s layout and is an `UnsafeCell`, so writing through a pointer derived from the
+// pages' slice (which carries the whole allocation's provenance) is allowed; nothing here views
+// `data` as plain bytes.
 unsafe impl DmaRegion for SimMemory {
     fn iova(&self) -> u64 {
         self.iova
@@ -49,7 +75,7 @@ unsafe impl DmaRegion for SimMemory {
         VA_BASE + self.iova
     }
     fn len(&self) -> usize {
-        self.data.len()
+        self.data.len() * PAGE_SIZE as usize
     }
     fn as_ptr(&self) -> NonNull<u8> {
         NonNull::from(&self.data[..]).cast::<u8>()
@@ -222,11 +248,7 @@ impl DmaHal for SimBus {
             *n = next;
             iova
         };
-        let mem = Arc::new(SimMemory {
-            iova,
-            data: zeroed_atomic_bytes(size as usize),
-            mapped: AtomicBool::new(true),
-        });
+        let mem = Arc::new(SimMemory::new(iova, size));
         self.inner
             .maps
             .lock()
