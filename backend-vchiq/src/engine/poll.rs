@@ -1,6 +1,6 @@
 //! The poll loop: one bounded pass over everything the peer (or a local caller) left pending.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config::Role;
 use crate::engine::counters::bump;
@@ -75,6 +75,9 @@ impl Vchiq {
     /// [`Vchiq::poll_rounds`] with the poller's scratch buffer.
     fn poll_rounds_with(&self, scratch: &mut [u8], budget: &mut PollBudget) -> usize {
         let mut total = 0;
+        // Our shared state's words, bounds-checked once for the call's rounds: each round takes
+        // its four events and peeks at them again (eight event lookups per round).
+        let local = self.state_words(self.local_off).unwrap_or(&[]);
         loop {
             if budget.rounds == 0 || budget.msgs == 0 {
                 budget.exhausted = true;
@@ -85,7 +88,7 @@ impl Vchiq {
             let mut fired = false;
             let mut sync_released = false;
             for ev in LOCAL_EVENTS {
-                if let Some(e) = self.ev_words(self.local_off, ev) {
+                if let Some(e) = Self::event_of(local, ev) {
                     let f = remote_event::take(e, &*self.platform);
                     sync_released |= f && ev == off::SYNC_RELEASE;
                     fired |= f;
@@ -141,7 +144,7 @@ impl Vchiq {
             // round that took no event would find nothing; the peek replaces it with four loads.
             // A message budget spent mid-stream is the exception: the stream's event was taken,
             // so the next round is due (and the loop's head reports the budget exhausted).
-            if budget.msgs != 0 && !self.local_event_fired() {
+            if budget.msgs != 0 && !Self::local_event_fired(local) {
                 break;
             }
         }
@@ -149,10 +152,11 @@ impl Vchiq {
     }
 
     /// Whether any of our four events has fired (a peek: [`remote_event::take`] consumes it,
-    /// with the barriers, in the next round).
-    fn local_event_fired(&self) -> bool {
+    /// with the barriers, in the next round); `local` is our shared state's words
+    /// ([`Vchiq::state_words`]).
+    fn local_event_fired(local: &[AtomicU32]) -> bool {
         LOCAL_EVENTS.iter().any(|&ev| {
-            self.ev_words(self.local_off, ev)
+            Self::event_of(local, ev)
                 // Relaxed: only decides whether to run a round; the round's `take` is the
                 // Acquire that orders the reads after it.
                 .is_some_and(|e| e.fired.load(Ordering::Relaxed) != 0)

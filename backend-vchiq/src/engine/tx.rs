@@ -338,7 +338,26 @@ impl Vchiq {
 
     /// Recycled slots → quota back, slot available (docs/protocols/vchiq.md §1 "Recycle"). Returns
     /// slots reclaimed.
+    ///
+    /// Every poll round asks, and a slot comes back once per some hundred small messages: the
+    /// answer "none" is one load here, inlined into the caller; the walk is out of line.
+    #[inline]
     pub(crate) fn process_free_queue_locked(&self, g: &mut Inner) -> usize {
+        let Some(rec) = self.region.word(self.local_off + off::SLOT_QUEUE_RECYCLE) else {
+            return 0;
+        };
+        // Relaxed: only decides whether to walk; `recycle::pop`'s Acquire load of the same word
+        // is the one that orders the entries read after it. "Nothing recycled" reads nothing
+        // else, so it needs no order.
+        if rec.load(Ordering::Relaxed) == g.slot_queue_available {
+            return 0;
+        }
+        self.process_free_queue_walk(g)
+    }
+
+    /// [`Vchiq::process_free_queue_locked`]'s walk over the recycled slots.
+    #[inline(never)]
+    fn process_free_queue_walk(&self, g: &mut Inner) -> usize {
         let (Some(queue), Some(rec)) = (
             self.region
                 .words(self.local_off + off::SLOT_QUEUE, VCHIQ_MAX_SLOTS_PER_SIDE),
@@ -383,13 +402,22 @@ impl Vchiq {
         for w in g.scan_found.iter_mut() {
             *w = 0;
         }
-        let base = slot as usize * VCHIQ_SLOT_SIZE;
+        // The slot's words under one bounds check (a slot holds a hundred small messages, two
+        // words of each read here).
+        let Some(words) = self
+            .region
+            .words(slot as usize * VCHIQ_SLOT_SIZE, VCHIQ_SLOT_SIZE / 4)
+        else {
+            self.protocol_error("recycled slot outside the region");
+            return;
+        };
+        // Relaxed: the slot is ours and was handed back through the Acquire in recycle::pop.
+        let load = |i: usize| words.get(i).map_or(0, |w| w.load(Ordering::Relaxed));
         let mut pos = 0usize;
         let mut data_found = false;
         while pos < VCHIQ_SLOT_SIZE {
-            // Relaxed: the slot is ours and was handed back through the Acquire in recycle::pop.
-            let msgid = self.region.load(base + pos, Ordering::Relaxed);
-            let size = self.region.load(base + pos + 4, Ordering::Relaxed);
+            let msgid = load(pos / 4);
+            let size = load(pos / 4 + 1);
             let Ok(h) = Header::decode(msgid, size, pos) else {
                 self.protocol_error("corrupt header in recycled slot");
                 break;

@@ -500,6 +500,29 @@ impl Vchiq {
 
     // ---- events and doorbells ----
 
+    /// The words of the shared state at `base` (`local_off` or `remote_off`), under one bounds
+    /// check for all of its fields; [`Vchiq::event_of`] picks an event out of them.
+    pub(crate) fn state_words(&self, base: usize) -> Option<&[core::sync::atomic::AtomicU32]> {
+        self.region.words(
+            base,
+            core::mem::size_of::<crate::wire::layout::SharedState>() / 4,
+        )
+    }
+
+    /// Event `ev` (an `off::` event offset) of a shared state's words ([`Vchiq::state_words`]):
+    /// no further bounds check where `ev` is a constant.
+    #[inline]
+    pub(crate) fn event_of(
+        state: &[core::sync::atomic::AtomicU32],
+        ev: usize,
+    ) -> Option<EventRef<'_, core::sync::atomic::AtomicU32>> {
+        let i = (ev + off::EV_ARMED) / 4;
+        match state.get(i..i + 2)? {
+            [armed, fired] => Some(EventRef { armed, fired }),
+            _ => None,
+        }
+    }
+
     pub(crate) fn ev_words(
         &self,
         base: usize,
@@ -642,5 +665,41 @@ impl Vchiq {
         self.inner.lock().conn = ConnState::Dead;
         // Pending futures learn it on their next poll.
         self.wakers.wake_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::AtomicU32;
+
+    /// `event_of` finds each of our four events' `armed` and `fired` words where the wire layout
+    /// puts them in a shared state, as `ev_words` does through the region, and nothing outside
+    /// the state's words.
+    #[test]
+    fn event_of_picks_each_events_words_out_of_the_state() {
+        let n = core::mem::size_of::<crate::wire::layout::SharedState>() / 4;
+        let state: Vec<AtomicU32> = (0..n).map(|i| AtomicU32::new(i as u32)).collect();
+        for ev in [
+            off::TRIGGER,
+            off::RECYCLE,
+            off::SYNC_TRIGGER,
+            off::SYNC_RELEASE,
+        ] {
+            let e = Vchiq::event_of(&state, ev).expect("inside the state");
+            // Relaxed: a single-threaded test.
+            assert_eq!(
+                e.armed.load(Ordering::Relaxed) as usize,
+                (ev + off::EV_ARMED) / 4
+            );
+            assert_eq!(
+                e.fired.load(Ordering::Relaxed) as usize,
+                (ev + off::EV_FIRED) / 4
+            );
+        }
+        // A state cut short before the event's `fired` word.
+        let cut = (off::SYNC_RELEASE + off::EV_FIRED) / 4;
+        assert!(Vchiq::event_of(&state[..cut], off::SYNC_RELEASE).is_none());
+        assert!(Vchiq::event_of(&[], off::TRIGGER).is_none());
     }
 }
