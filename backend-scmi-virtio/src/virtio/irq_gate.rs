@@ -123,7 +123,27 @@ impl<H: Hal, T: VirtioTransport> ScmiVirtio<H, T> {
     /// queue) and one waker per completed transfer. A request still pending after the last pass
     /// (a device that keeps publishing or interrupting) stays flagged in `irq_pending` for the next
     /// release, `complete()` or `poll_done`, so it is delayed, never lost.
-    pub(super) fn release<'a>(&'a self, mut g: spin::MutexGuard<'a, State<H, T>>) {
+    #[inline]
+    pub(super) fn release<'a>(&'a self, g: spin::MutexGuard<'a, State<H, T>>) {
+        // The common release of a channel without interrupts (every release of a polled
+        // round trip): no interrupt request to serve, no waker to hand out, and no handshake to
+        // hold up, so the loop below would only unlock. Inlined, so such a release costs the
+        // unlock and these three looks, not a call into the loop. Relaxed: as the loop's first
+        // look (a request stored after it is one the next release or `poll_done` takes). The
+        // wakers' look is a guard: without interrupts `register_waker` registers none.
+        if !self.cfg.interrupts
+            && !self.irq_pending.load(Ordering::Relaxed)
+            && g.deferred.is_empty()
+        {
+            drop(g);
+            return;
+        }
+        self.release_slow(g);
+    }
+
+    /// [`ScmiVirtio::release`]'s loop: the interrupt passes, the wakers, the handshake.
+    #[inline(never)]
+    fn release_slow<'a>(&'a self, mut g: spin::MutexGuard<'a, State<H, T>>) {
         let mut passes = 0usize;
         loop {
             // Relaxed load first: almost every release finds no request, and a plain load
