@@ -6,7 +6,7 @@
 //! Every refusal is a typed [`VchiqError::Retry`]: nothing was queued, call again after the peer
 //! makes progress. The core never sleeps.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use core::time::Duration;
 
@@ -352,17 +352,17 @@ impl Vchiq {
         if rec.load(Ordering::Relaxed) == g.slot_queue_available {
             return 0;
         }
-        self.process_free_queue_walk(g)
+        self.process_free_queue_walk(g, rec)
     }
 
-    /// [`Vchiq::process_free_queue_locked`]'s walk over the recycled slots.
+    /// [`Vchiq::process_free_queue_locked`]'s walk over the recycled slots; `rec` is our
+    /// `slot_queue_recycle` word.
     #[inline(never)]
-    fn process_free_queue_walk(&self, g: &mut Inner) -> usize {
-        let (Some(queue), Some(rec)) = (
-            self.region
-                .words(self.local_off + off::SLOT_QUEUE, VCHIQ_MAX_SLOTS_PER_SIDE),
-            self.region.word(self.local_off + off::SLOT_QUEUE_RECYCLE),
-        ) else {
+    fn process_free_queue_walk(&self, g: &mut Inner, rec: &AtomicU32) -> usize {
+        let Some(queue) = self
+            .region
+            .words(self.local_off + off::SLOT_QUEUE, VCHIQ_MAX_SLOTS_PER_SIDE)
+        else {
             return 0;
         };
         // The furthest the peer may recycle: the recycle index started at the number of data

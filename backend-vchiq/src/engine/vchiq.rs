@@ -516,6 +516,8 @@ impl Vchiq {
         state: &[core::sync::atomic::AtomicU32],
         ev: usize,
     ) -> Option<EventRef<'_, core::sync::atomic::AtomicU32>> {
+        // Both words as one pair: `fired` is the word after `armed` (asserted in
+        // `crate::wire::layout`).
         let i = (ev + off::EV_ARMED) / 4;
         match state.get(i..i + 2)? {
             [armed, fired] => Some(EventRef { armed, fired }),
@@ -523,17 +525,14 @@ impl Vchiq {
         }
     }
 
+    /// Event `ev` of the shared state at `base`, for a caller that looks at one event (a poll
+    /// round, which looks at four, takes the state's words once: [`Vchiq::state_words`]).
     pub(crate) fn ev_words(
         &self,
         base: usize,
         ev: usize,
     ) -> Option<EventRef<'_, core::sync::atomic::AtomicU32>> {
-        // Both words under one bounds check: `fired` is the word after `armed` (asserted in
-        // `crate::wire::layout`).
-        match self.region.words(base + ev + off::EV_ARMED, 2)? {
-            [armed, fired] => Some(EventRef { armed, fired }),
-            _ => None,
-        }
+        Self::event_of(self.state_words(base)?, ev)
     }
 
     /// Signal one of the peer's events (`remote->X`), ringing its doorbell if it is armed.

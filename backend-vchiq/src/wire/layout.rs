@@ -255,7 +255,7 @@ pub struct PagelistHeader {
 
 // ---- sizes (docs/protocols/vchiq.md §1, §2, §5, §9 item 3) ----
 const_assert_eq!(size_of::<RemoteEvent>(), 12);
-// `Vchiq::ev_words` reaches an event's two words as one pair: `fired` right after `armed`.
+// `Vchiq::event_of` takes an event's two words as one pair: `fired` right after `armed`.
 const_assert_eq!(off::EV_FIRED, off::EV_ARMED + 4);
 const_assert_eq!(size_of::<SharedState>(), 372);
 const_assert_eq!(size_of::<SlotInfo>(), 4);
