@@ -20,7 +20,10 @@
 //! - anything else (a line only one side holds, or one neither holds yet) costs no transfer.
 //!
 //! A two-thread ping-pong of one line, the floor of (b), is two fetches per round trip in this
-//! model. The counts repeat exactly for the same binary, whatever the machine is doing.
+//! model. The counts repeat exactly for the same binary run the same way, whatever the machine
+//! is doing. Run from another path or with another environment, the heap may place objects
+//! differently: a count that moves then is two objects sharing a line by where the allocator
+//! put them (real false sharing, which the hardware would pay too).
 //!
 //! What the model leaves out: both sides run on one thread here, so memory that is per-thread in
 //! the two-thread run (the stack, thread-locals) would look shared: the stack and the thread's
