@@ -56,7 +56,8 @@ const FRAMES: usize = 3;
 /// Bytes per cache line in the model.
 pub(crate) const LINE: u64 = 64;
 
-/// The step names, by marker index (the order of `super::STEPS`).
+/// The steps of an inline round trip, in order: a marker's index names its step (the framework
+/// bench's step tables use these names too).
 pub(crate) const STEP_NAMES: [&str; 5] = [
     "send",
     "remote step",

@@ -362,14 +362,8 @@ fn print_line_marks_info() {
     );
 }
 
-/// Step names, in order.
-const STEPS: [&str; 5] = [
-    "send",
-    "remote step",
-    "poll_done",
-    "fetch_response",
-    "mark_txdone",
-];
+/// Step names, in order (the `--lines` markers number the steps the same way).
+use lines::STEP_NAMES as STEPS;
 
 type R<T> = Result<T, String>;
 
