@@ -11,6 +11,7 @@ mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixture;
 mod forward;
+mod free_list;
 mod future;
 mod lifecycle;
 #[cfg(any(test, feature = "fixtures"))]

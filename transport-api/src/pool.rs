@@ -25,8 +25,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
+use crate::free_list::FreeList;
 use crate::sync::{
-    fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, CachePadded, Lock, LockGuard, Ordering,
+    fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, CachePadded, Lock, Ordering,
 };
 use crate::{Error, ProtocolError, Result};
 
@@ -99,96 +100,6 @@ impl Drop for Slot {
         // `Slot::new` (same address and provenance, the same count computed from the same
         // length), freed only here, once.
         drop(unsafe { Box::from_raw(chunks) });
-    }
-}
-
-/// A stack of free indices `0..count` behind the lock shim, lowest handed out first: the pool's
-/// free list, and the entries of a transfer table with generations, which number their entries
-/// with nothing else. Capacity is reserved at setup and never exceeded, as long as an index is
-/// pushed back only by the one user that popped it.
-pub(crate) struct FreeList {
-    stack: Lock<Vec<u32>>,
-    /// The stack's length, stored (not read-modify-written) under the lock after every push and
-    /// pop, so [`FreeList::len`] is one load: a receive path that sizes its work by the free
-    /// buffers reads it once per pass.
-    len: AtomicUsize,
-}
-
-impl FreeList {
-    /// All of `0..count` free.
-    pub(crate) fn new(count: u32) -> Self {
-        // Hand out low indices first (popped from the end).
-        FreeList {
-            stack: Lock::new((0..count).rev().collect()),
-            len: AtomicUsize::new(count as usize),
-        }
-    }
-
-    /// Take a free index (one lock: one atomic read-modify-write).
-    #[inline]
-    pub(crate) fn pop(&self) -> Option<u32> {
-        self.lock().pop()
-    }
-
-    /// Give back an index taken by [`FreeList::pop`]: it is the next one handed out.
-    #[inline]
-    pub(crate) fn push(&self, idx: u32) {
-        self.lock().push(idx);
-    }
-
-    /// Hold the list's lock: pops, pushes and a count of the free indices under one hold (the
-    /// guard keeps `len` in step with each), released when the returned guard is dropped.
-    ///
-    /// The guard, not a method taking a closure, is what lets the pool free itself right after
-    /// the release (`free_slot`, `MsgPool`'s `Drop`): the caller drops it in its own frame, where
-    /// the pool is reached through a plain local borrow. A `&self` method that released the lock
-    /// inside would still hold its argument, a borrow Rust requires to stay valid until the
-    /// method returns, while the other thread, seeing the release, frees the pool under it.
-    #[inline]
-    fn lock(&self) -> FreeGuard<'_> {
-        FreeGuard {
-            stack: self.stack.lock(),
-            len: &self.len,
-        }
-    }
-
-    /// Indices free: exact as of the last push or pop this thread is ordered after; one that
-    /// races with this call may or may not be counted, as with a locked read that came a moment
-    /// earlier or later. Relaxed: a count, nothing is published with it (an index is taken
-    /// only through `pop`, under the lock).
-    pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
-    }
-}
-
-/// A held [`FreeList`] (see [`FreeList::lock`]).
-struct FreeGuard<'a> {
-    stack: LockGuard<'a, Vec<u32>>,
-    len: &'a AtomicUsize,
-}
-
-impl FreeGuard<'_> {
-    /// Take a free index.
-    #[inline]
-    fn pop(&mut self) -> Option<u32> {
-        let idx = self.stack.pop();
-        // Relaxed: see `FreeList::len`.
-        self.len.store(self.stack.len(), Ordering::Relaxed);
-        idx
-    }
-
-    /// Give back an index: it is the next one handed out.
-    #[inline]
-    fn push(&mut self, idx: u32) {
-        self.stack.push(idx);
-        // Relaxed: see `FreeList::len`.
-        self.len.store(self.stack.len(), Ordering::Relaxed);
-    }
-
-    /// Indices free, exact (under the lock).
-    #[inline]
-    fn len(&self) -> usize {
-        self.stack.len()
     }
 }
 

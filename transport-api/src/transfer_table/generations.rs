@@ -11,7 +11,7 @@ use super::{
     Entry, EntryPart, IdSource, Locking, ReplyOutcome, StartedTransfer, TransferState,
     TransferTable,
 };
-use crate::pool::FreeList;
+use crate::free_list::FreeList;
 use crate::sync::{AtomicU64, Ordering};
 use crate::transport::Ticket;
 use crate::{Error, Result};

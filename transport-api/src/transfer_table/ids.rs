@@ -6,7 +6,8 @@
 //! the generation branches and the deferred-free checks. And [`EntryPart`]: how a freed entry's
 //! backend part goes back to idle.
 
-use crate::pool::{FreeList, MsgPool, PoolBuf};
+use crate::free_list::FreeList;
+use crate::pool::{MsgPool, PoolBuf};
 use crate::sync::{AtomicU64, Ordering};
 use crate::token::{Token, TokenAllocator};
 use crate::Result;
