@@ -38,6 +38,8 @@ if command -v valgrind >/dev/null; then
     echo
     cargo bench -p fwipc-runner --bench framework -- --lines --sites 8
     echo
+    cargo bench -p fwipc-runner --bench framework -- --lines --kicked
+    echo
     echo "<!-- lines:end -->"
   } >"$tmp/lines.md"
 else

@@ -1,5 +1,6 @@
 //! When the simulated ring device asks the driver for kicks (virtio 1.2 §2.7.10): not while its
-//! remote watches the rings idle in `SimMode::Normal`, again before the remote sleeps.
+//! remote watches the rings idle in `SimMode::Normal` or is stepped as a polling one
+//! (`SimMode::SteppedPolling`), again before the remote sleeps.
 
 use std::time::{Duration, Instant};
 
@@ -66,4 +67,48 @@ fn a_remote_back_from_spin_asks_for_kicks_before_it_parks() {
     echo_ok(&fx);
     assert!(fx.remote().set_sim_mode(SimMode::Normal));
     a_parked_remote_is_kicked(&fx, "polling");
+}
+
+/// One polled 4-byte echo with the remote stepped on this thread until it is answered.
+fn stepped_echo_ok(fx: &RpmsgRingFixture) {
+    use fwipc_transport_api::{Request, Transport as _, TxOutcome};
+    let t = fx.transport();
+    let tk = t
+        .send(&Request::new(fx.echo_target(), &[1, 2, 3, 4]).polled())
+        .expect("send");
+    let mut steps = 0;
+    while !t.poll_done(&tk).expect("poll_done") {
+        assert!(steps < 64, "no reply after 64 steps");
+        fx.remote().step();
+        steps += 1;
+    }
+    let mut out = [0u8; 4];
+    let n = t.fetch_response(&tk, &mut out).expect("fetch_response");
+    t.mark_txdone(tk, TxOutcome::Done);
+    assert_eq!(&out[..n], &[!1, !2, !3, !4]);
+}
+
+/// Stepped as a polling remote (`SimMode::SteppedPolling`) the device asks for no kicks, as a
+/// spinning one does, and every stepped round trip is answered without one; plain
+/// `SimMode::Stepped` asks for them again, and each send kicks.
+#[test]
+fn a_remote_stepped_as_polling_asks_for_no_kicks() {
+    let fx = RpmsgRingFixture::setup(Completion::Polled);
+    let kicks = || fx.sim().end().device().kicks();
+    assert!(fx.remote().set_sim_mode(SimMode::SteppedPolling));
+    assert!(fx.sim().end().device().polling());
+    stepped_echo_ok(&fx);
+    let before = kicks();
+    for _ in 0..50 {
+        stepped_echo_ok(&fx);
+    }
+    assert_eq!(kicks(), before, "a remote stepped as polling was kicked");
+    assert!(fx.remote().set_sim_mode(SimMode::Stepped));
+    assert!(!fx.sim().end().device().polling());
+    stepped_echo_ok(&fx);
+    let before = kicks();
+    for _ in 0..3 {
+        stepped_echo_ok(&fx);
+    }
+    assert_eq!(kicks(), before + 3, "a stepped remote's sends did not kick");
 }

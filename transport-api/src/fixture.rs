@@ -147,14 +147,14 @@ pub trait RemoteControl: Send + Sync {
     /// Send an unsolicited message with `payload`. `false` if the backend has none.
     fn notify(&self, payload: &[u8]) -> bool;
     /// Switch how the remote runs (see [`SimMode`]); returns once the remote's own thread has
-    /// taken the new mode (in [`SimMode::Stepped`], it no longer touches anything). `false` if
+    /// taken the new mode (in a stepped one, it no longer touches anything). `false` if
     /// the simulator has no such mode (the default).
     fn set_sim_mode(&self, mode: SimMode) -> bool {
         let _ = mode;
         false
     }
     /// One pass of the remote's service loop, run on the caller's thread (in
-    /// [`SimMode::Stepped`]): take what the local side posted, answer it, return the answers.
+    /// [`SimMode::Stepped`] or [`SimMode::SteppedPolling`]): take what the local side posted, answer it, return the answers.
     /// `true` if it did any work. Steady-state steps allocate nothing. The default does nothing.
     fn step(&self) -> bool {
         false
@@ -175,6 +175,20 @@ pub enum SimMode {
     /// The remote's thread idles and touches nothing; the caller runs the remote with
     /// [`RemoteControl::step`] (both sides in one thread, no OS wake-up).
     Stepped,
+    /// As [`SimMode::Stepped`], each step a pass of a remote that polls, as in [`SimMode::Spin`]:
+    /// a simulated virtio device asks the driver for no kicks. [`SimMode::Stepped`]'s device asks
+    /// for them (it would otherwise sleep), so this is the schedule of a spinning remote with
+    /// both sides in one thread, what a count of the cache lines a round trip moves under
+    /// [`SimMode::Spin`] needs. A remote with no kicks to turn off steps as in
+    /// [`SimMode::Stepped`].
+    SteppedPolling,
+}
+
+impl SimMode {
+    /// [`SimMode::Stepped`] or [`SimMode::SteppedPolling`]: the caller runs the remote.
+    pub fn is_stepped(self) -> bool {
+        matches!(self, SimMode::Stepped | SimMode::SteppedPolling)
+    }
 }
 
 /// A connected pair: the transport under test and its simulated remote.
@@ -219,7 +233,8 @@ pub trait Fixture: Sized + Send + Sync {
 pub struct SimModeSwitch {
     want: core::sync::atomic::AtomicU8,
     have: core::sync::atomic::AtomicU8,
-    /// Ticks the thread has idled in [`SimMode::Stepped`] since it last took another mode.
+    /// Ticks the thread has idled in a stepped mode ([`SimMode::is_stepped`]) since it last
+    /// took another mode.
     idle_ticks: core::sync::atomic::AtomicU32,
 }
 
@@ -250,7 +265,7 @@ impl SimModeSwitch {
     /// takes that much less from the threads being measured on a small machine.
     pub const IDLE_TICK_LONG: Duration = Duration::from_millis(10);
 
-    /// The simulator's thread in [`SimMode::Stepped`], where the caller runs it: sleep one tick
+    /// The simulator's thread in a stepped mode, where the caller runs it: sleep one tick
     /// (a sleep, not a park: the transport's unpark on every send then stays an atomic swap
     /// instead of an OS wake-up while the caller steps).
     pub fn idle(&self) {
@@ -274,6 +289,7 @@ impl SimModeSwitch {
         match v {
             1 => SimMode::Spin,
             2 => SimMode::Stepped,
+            3 => SimMode::SteppedPolling,
             _ => SimMode::Normal,
         }
     }
@@ -283,6 +299,7 @@ impl SimModeSwitch {
             SimMode::Normal => 0,
             SimMode::Spin => 1,
             SimMode::Stepped => 2,
+            SimMode::SteppedPolling => 3,
         }
     }
 
@@ -297,7 +314,7 @@ impl SimModeSwitch {
         // requester's Acquire load of `have` (its inline steps must not overlap ours).
         self.have.store(w, Ordering::Release);
         let m = Self::decode(w);
-        if m != SimMode::Stepped {
+        if !m.is_stepped() {
             // Relaxed: see `idle`.
             self.idle_ticks.store(0, Ordering::Relaxed);
         }
@@ -404,6 +421,19 @@ mod tests {
         sw.want.store(2, core::sync::atomic::Ordering::Relaxed);
         assert_eq!(sw.take(), SimMode::Stepped);
         assert_eq!(sw.next_idle_tick(), SimModeSwitch::IDLE_TICK);
+        // The polling variant is stepped too: the count goes on.
+        sw.want.store(3, core::sync::atomic::Ordering::Relaxed);
+        assert_eq!(sw.take(), SimMode::SteppedPolling);
+        assert_eq!(sw.next_idle_tick(), SimModeSwitch::IDLE_TICK);
+        assert_eq!(sw.idle_ticks.load(core::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn every_mode_survives_the_switch() {
+        use SimMode::*;
+        for m in [Normal, Spin, Stepped, SteppedPolling] {
+            assert_eq!(SimModeSwitch::decode(SimModeSwitch::encode(m)), m);
+        }
     }
 
     #[test]

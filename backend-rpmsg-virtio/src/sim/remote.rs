@@ -211,9 +211,14 @@ impl<E: RemoteEnd> SimRemote<E> {
                     }
                 }
                 // The caller runs `step`; touch nothing. Kicks are asked for again (they only
-                // unpark this thread), so a later `Normal` or `Spin` starts from them.
+                // unpark this thread), so a later `Normal` or `Spin` starts from them; in
+                // `SteppedPolling` the caller's steps are a polling remote's, kicks off.
                 SimMode::Stepped => {
                     set_polling(false);
+                    self.mode.idle();
+                }
+                SimMode::SteppedPolling => {
+                    set_polling(true);
                     self.mode.idle();
                 }
             }

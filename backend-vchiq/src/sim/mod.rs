@@ -519,7 +519,7 @@ fn worker(v: Arc<Vchiq>, bell: Arc<Bell>, stop: Arc<AtomicBool>, mode: Option<Ar
                     std::hint::spin_loop();
                 }
             }
-            SimMode::Stepped => {
+            SimMode::Stepped | SimMode::SteppedPolling => {
                 if let Some(m) = &mode {
                     m.idle();
                 }

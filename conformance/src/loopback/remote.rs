@@ -64,7 +64,7 @@ impl Remote {
                         std::hint::spin_loop();
                     }
                 }
-                SimMode::Stepped => self.mode.idle(),
+                SimMode::Stepped | SimMode::SteppedPolling => self.mode.idle(),
             }
         }
     }

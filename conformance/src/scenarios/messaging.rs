@@ -216,9 +216,10 @@ pub fn notifications<F: Fixture>() -> Verdict {
 }
 
 /// The simulated remote's benchmark modes
-/// ([`SimMode`](fwipc_transport_api::fixture::SimMode)): in `Stepped` the remote answers only
-/// when the caller runs [`RemoteControl::step`](fwipc_transport_api::fixture::RemoteControl::step)
-/// (and not before: its own thread is idle), in `Spin` its own thread answers, and back in
+/// ([`SimMode`](fwipc_transport_api::fixture::SimMode)): in `Stepped` and `SteppedPolling` the
+/// remote answers only when the caller runs
+/// [`RemoteControl::step`](fwipc_transport_api::fixture::RemoteControl::step) (and not before:
+/// its own thread is idle), in `Spin` its own thread answers, and back in
 /// `Normal` everything works as before. Polled mode; `NotApplicable` if the simulator has no
 /// such modes.
 pub fn sim_modes<F: Fixture>() -> Verdict {
@@ -235,45 +236,51 @@ pub fn sim_modes<F: Fixture>() -> Verdict {
     let t = fx.transport();
     let mut rng = Rng::new(7);
     let mut out = vec![0u8; t.max_msg_size()];
-    for i in 0..20u32 {
-        let payload = tagged_payload(i, 32, &mut rng);
-        let ticket = t
-            .send(&request(&fx, &payload).polled())
-            .unwrap_or_else(|e| panic!("{}: stepped send: {e:?}", F::NAME));
-        // Nobody steps the remote yet: no reply may arrive on its own.
-        std::thread::sleep(std::time::Duration::from_millis(if i == 0 {
-            20
-        } else {
-            0
-        }));
-        assert!(
-            !t.poll_done(&ticket).unwrap_or(true),
-            "{}: a reply arrived in stepped mode before the remote was stepped",
-            F::NAME
-        );
-        let mut steps = 0;
-        while !t
-            .poll_done(&ticket)
-            .unwrap_or_else(|e| panic!("{}: stepped poll_done: {e:?}", F::NAME))
-        {
+    for (round, mode) in [SimMode::Stepped, SimMode::SteppedPolling]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(remote.set_sim_mode(mode), "{}: {mode:?} not taken", F::NAME);
+        for i in 0..20u32 {
+            let payload = tagged_payload(i + 50 * round as u32, 32, &mut rng);
+            let ticket = t
+                .send(&request(&fx, &payload).polled())
+                .unwrap_or_else(|e| panic!("{}: {mode:?} send: {e:?}", F::NAME));
+            // Nobody steps the remote yet: no reply may arrive on its own.
+            std::thread::sleep(std::time::Duration::from_millis(if i == 0 {
+                20
+            } else {
+                0
+            }));
             assert!(
-                steps < 64,
-                "{}: no reply after 64 inline remote steps",
+                !t.poll_done(&ticket).unwrap_or(true),
+                "{}: a reply arrived in {mode:?} mode before the remote was stepped",
                 F::NAME
             );
-            remote.step();
-            steps += 1;
+            let mut steps = 0;
+            while !t
+                .poll_done(&ticket)
+                .unwrap_or_else(|e| panic!("{}: {mode:?} poll_done: {e:?}", F::NAME))
+            {
+                assert!(
+                    steps < 64,
+                    "{}: no reply after 64 inline remote steps ({mode:?})",
+                    F::NAME
+                );
+                remote.step();
+                steps += 1;
+            }
+            let n = t
+                .fetch_response(&ticket, &mut out)
+                .unwrap_or_else(|e| panic!("{}: {mode:?} fetch_response: {e:?}", F::NAME));
+            t.mark_txdone(ticket, TxOutcome::Done);
+            assert_eq!(
+                out[..n],
+                expected(&payload)[..],
+                "{}: {mode:?} echo reply wrong",
+                F::NAME
+            );
         }
-        let n = t
-            .fetch_response(&ticket, &mut out)
-            .unwrap_or_else(|e| panic!("{}: stepped fetch_response: {e:?}", F::NAME));
-        t.mark_txdone(ticket, TxOutcome::Done);
-        assert_eq!(
-            out[..n],
-            expected(&payload)[..],
-            "{}: stepped echo reply wrong",
-            F::NAME
-        );
     }
     assert!(
         remote.set_sim_mode(SimMode::Spin),

@@ -19,6 +19,14 @@
 //!   copy (no data travels, but the store waits for the other core's acknowledgement);
 //! - anything else (a line only one side holds, or one neither holds yet) costs no transfer.
 //!
+//! The remote is stepped as (b)'s spinning remote runs ([`SimMode::SteppedPolling`]: a simulated
+//! virtio device asks the driver for no kicks), so the counts are the lines (b) waits for; with
+//! `--kicked`, as in (a) ([`SimMode::Stepped`]: the device asks for kicks, and its kick and
+//! interrupt line move too).
+//!
+//! [`SimMode::SteppedPolling`]: fwipc_transport_api::fixture::SimMode::SteppedPolling
+//! [`SimMode::Stepped`]: fwipc_transport_api::fixture::SimMode::Stepped
+//!
 //! A two-thread ping-pong of one line, the floor of (b), is two fetches per round trip in this
 //! model. The counts repeat exactly for the same binary run the same way, whatever the machine
 //! is doing. Run from another path or with another environment, the heap may place objects
@@ -260,7 +268,7 @@ struct Counted {
 }
 
 /// Run this binary under lackey for `name`'s marked round trips and feed the trace to the model.
-fn count(exe: &Path, name: &str) -> Result<Counted, String> {
+fn count(exe: &Path, name: &str, kicked: bool) -> Result<Counted, String> {
     let trace =
         std::env::temp_dir().join(format!("fwipc-bench-lackey-{}-{name}", std::process::id()));
     let out = Command::new("valgrind")
@@ -269,6 +277,7 @@ fn count(exe: &Path, name: &str) -> Result<Counted, String> {
         .arg(exe)
         .args(["--profile", name, "--rounds", &ROUNDS.to_string()])
         .arg("--line-marks")
+        .args(kicked.then_some("--kicked"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
@@ -449,14 +458,20 @@ fn short_function(f: &str) -> String {
 
 /// Print the table for `names`, then, with `sites` (`Some(n)`), the `n` instructions that move
 /// the most lines in each; `Err` on the first backend that cannot be counted.
-pub fn run(names: &[&str], sites: Option<usize>) -> Result<(), String> {
+pub fn run(names: &[&str], sites: Option<usize>, kicked: bool) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("this binary's path: {e}"))?;
+    let schedule = if kicked {
+        "(a)'s schedule: the remote stepped as in (a), a simulated virtio device asking for kicks"
+    } else {
+        "(b)'s schedule: the remote stepped as a polling one, a simulated virtio device asking \
+         for no kicks, as (b)'s spinning one does"
+    };
     println!(
         "Cache lines ({LINE} bytes) one inline round trip moves between the two sides, in a model \
          of two caches fed with every access of {} marked round trips (after {SKIP} not counted), \
-         traced by valgrind's lackey: lines fetched from the other side's cache per step, then \
-         the total and the stores that invalidated a copy the other side held. A cache-line \
-         ping-pong is 2 fetched.",
+         traced by valgrind's lackey, in {schedule}: lines fetched from the other side's cache \
+         per step, then the total and the stores that invalidated a copy the other side held. A \
+         cache-line ping-pong is 2 fetched.",
         ROUNDS - SKIP
     );
     println!();
@@ -467,7 +482,7 @@ pub fn run(names: &[&str], sites: Option<usize>) -> Result<(), String> {
     println!("|---|{}---:|---:|", "---:|".repeat(STEP_NAMES.len()));
     let mut all = Vec::new();
     for name in names {
-        let c = count(&exe, name)?;
+        let c = count(&exe, name, kicked)?;
         let per = |n: u64| n as f64 / c.rounds as f64;
         let steps: Vec<String> = c
             .steps

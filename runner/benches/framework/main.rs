@@ -31,7 +31,8 @@
 //! prints instructions and atomic read-modify-writes per inline round trip instead, counted by
 //! callgrind ([`instr`]; with `--functions`, also where in each backend they are); `--lines` the
 //! cache lines a round trip moves between the two sides, counted in a model fed with the round
-//! trip's memory accesses ([`lines`]; with `--sites`, the source lines that move them). `--parked` runs (c) alone (with `--samples N` and `--only NAME`, a
+//! trip's memory accesses in (b)'s schedule ([`lines`]; with `--sites`, the source lines that move
+//! them; with `--kicked`, in (a)'s). `--parked` runs (c) alone (with `--samples N` and `--only NAME`, a
 //! quick before/after comparison of the interrupt-style path); `--bulk-only` likewise runs (e)
 //! alone (7 samples, or `--samples N`). `--profile NAME` runs only inline round trips of one
 //! backend (`--bulk SIZE`: only its bulk round trips of that size), for a profiler.
@@ -782,7 +783,7 @@ fn main() {
             })
         };
         let r = if counted("--lines") {
-            lines::run(&names, list("--sites", 10))
+            lines::run(&names, list("--sites", 10), counted("--kicked"))
         } else {
             instr::run(&names, list("--functions", 12))
         };
@@ -839,6 +840,14 @@ fn main() {
         if args.iter().any(|a| a == "--line-marks") {
             // `--line-marks` (run by `--lines` under lackey): a checked warm-up, then
             // `--rounds N` (default 300) round trips with their steps marked.
+            // (b)'s schedule, both sides in one thread: a virtio device stepped as a polling
+            // one asks for no kicks, as (b)'s spinning one does; with `--kicked`, (a)'s.
+            let mode = if args.iter().any(|a| a == "--kicked") {
+                SimMode::Stepped
+            } else {
+                SimMode::SteppedPolling
+            };
+            b.set_mode(mode).unwrap_or_else(|e| panic!("{name}: {e}"));
             let rounds = fixed.unwrap_or(lines::ROUNDS);
             print_line_marks_info();
             b.check(200).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -310,7 +310,7 @@ impl SimDsp {
                                 std::hint::spin_loop();
                             }
                         }
-                        SimMode::Stepped => s2.mode.idle(),
+                        SimMode::Stepped | SimMode::SteppedPolling => s2.mode.idle(),
                     }
                 }
             })

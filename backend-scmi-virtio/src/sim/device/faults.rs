@@ -300,7 +300,10 @@ impl RemoteControl for SimDevice {
     }
 
     fn step(&self) -> bool {
-        let kicked = self.sh.serve(&mut lock(&self.sh.dev));
+        let mut d = lock(&self.sh.dev);
+        let polling = d.step_polls;
+        let kicked = self.sh.serve_as(&mut d, polling);
+        drop(d);
         // The interrupt this pass raised, delivered on the stepping thread (no lock held).
         self.sh.run_irq_handler();
         kicked

@@ -155,6 +155,12 @@ struct Dev {
     /// pass in another mode asks for notifications again and looks at the rings once, since a
     /// post made meanwhile kicked nobody ([`Dev::set_polling`]).
     polling: bool,
+    /// The caller's steps ([`RemoteControl::step`]) are polling passes
+    /// ([`SimMode::SteppedPolling`]: kicks off) rather than a kicked device's
+    /// ([`SimMode::Stepped`]).
+    ///
+    /// [`RemoteControl::step`]: fwipc_transport_api::fixture::RemoteControl::step
+    step_polls: bool,
     quit: bool,
     fault: Fault,
     reorder: bool,
@@ -375,7 +381,7 @@ fn device_thread(sh: Arc<Shared>) {
         }
         let mode = sh.mode.take();
         // `Spin` polls anyway; `Stepped`'s first step asks for kicks again (a pass that is not
-        // polling) and looks.
+        // polling) and looks; `SteppedPolling`'s steps poll.
         watching &= mode == SimMode::Normal;
         match mode {
             SimMode::Normal => {}
@@ -402,10 +408,12 @@ fn device_thread(sh: Arc<Shared>) {
                 d = lock(&sh.dev);
                 continue;
             }
-            SimMode::Stepped => {
+            SimMode::Stepped | SimMode::SteppedPolling => {
                 // Idle without the lock and off the `wake` condvar: the caller steps (and the
                 // interrupt a step raises is delivered by `step`); a line raised otherwise
-                // (fault injection) is delivered at the next tick.
+                // (fault injection) is delivered at the next tick. Set before the mode is
+                // acknowledged (the next `take`), so the caller's first step sees it.
+                d.step_polls = mode == SimMode::SteppedPolling;
                 drop(d);
                 sh.mode.idle();
                 d = sh.deliver_irq(lock(&sh.dev));
@@ -534,6 +542,7 @@ impl SimDevice {
                 queues: [QueueCfg::default(); 2],
                 kicks_seen: 0,
                 polling: false,
+                step_polls: false,
                 quit: false,
                 fault: Fault::None,
                 reorder: false,

@@ -470,7 +470,7 @@ fn an_idle_device_watches_with_kicks_off_then_asks_for_them_before_it_sleeps() {
     }
 }
 
-/// A device that polls (`SimMode::Spin`) asks the driver for no notifications (virtio 1.2
+/// A device that polls (`SimMode::Spin`, or stepped as polling: `SimMode::SteppedPolling`) asks the driver for no notifications (virtio 1.2
 /// §2.7.10: `avail_event` far ahead with `EVENT_IDX`, `VIRTQ_USED_F_NO_NOTIFY` without), so a
 /// round trip carries no kick; in another mode it asks for them again, serves what was posted
 /// while none came, and every send kicks once more.
@@ -536,6 +536,36 @@ fn a_polling_device_asks_for_no_kicks() {
             assert!(scmi.poll_done(&tk).unwrap(), "event_idx {event_idx}");
             finish(tk);
         }
+        // Stepped as a polling device: after the first step (which still finds kicks asked
+        // for), a send kicks nobody and a step serves it all the same.
+        assert!(dev.set_sim_mode(SimMode::SteppedPolling));
+        let tk = send();
+        dev.step();
+        assert!(scmi.poll_done(&tk).unwrap(), "event_idx {event_idx}");
+        finish(tk);
+        let quiet = dev.kicks();
+        for _ in 0..3 {
+            let tk = send();
+            dev.step();
+            assert!(scmi.poll_done(&tk).unwrap(), "event_idx {event_idx}");
+            finish(tk);
+        }
+        assert_eq!(
+            dev.kicks(),
+            quiet,
+            "event_idx {event_idx}: a device stepped as polling was kicked"
+        );
+        // And plain steps ask for kicks again.
+        assert!(dev.set_sim_mode(SimMode::Stepped));
+        let tk = send();
+        dev.step();
+        assert!(scmi.poll_done(&tk).unwrap(), "event_idx {event_idx}");
+        finish(tk);
+        let tk = send();
+        assert_eq!(dev.kicks(), quiet + 1, "event_idx {event_idx}");
+        dev.step();
+        assert!(scmi.poll_done(&tk).unwrap(), "event_idx {event_idx}");
+        finish(tk);
         assert!(dev.set_sim_mode(SimMode::Normal));
     }
 }
