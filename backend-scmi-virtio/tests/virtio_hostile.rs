@@ -418,3 +418,87 @@ fn a_used_element_older_than_its_chain_is_refused() {
     fx.remote().set_sim_mode(SimMode::Normal);
     echo_ok(&fx, b"after");
 }
+
+/// A chain the device returns without writing the response (docs/protocols/scmi.md §8 item 4)
+/// is refused, never delivered with what the response area held before: an earlier reply of the
+/// same message (another token), and, once the tokens have wrapped, an earlier reply whose
+/// header is the very header sent, which the send overwrote with the sentinel.
+#[test]
+fn a_chain_returned_unwritten_is_refused() {
+    use fwipc_transport_api::fixture::SimMode;
+    use fwipc_transport_api::Ticket;
+    let fx = fixture(Completion::Polled);
+    let t = fx.transport();
+    assert!(fx.remote().set_sim_mode(SimMode::Stepped));
+    let send = |p: &[u8]| t.send(&Request::new(ECHO, p).polled()).expect("send");
+    let done = |tk: &Ticket| {
+        for _ in 0..8 {
+            if t.poll_done(tk) == Ok(true) {
+                return;
+            }
+            fx.remote().step();
+        }
+        panic!("no reply");
+    };
+    let finish = |tk: Ticket| {
+        let mut out = [0u8; 64];
+        let r = t.fetch_response(&tk, &mut out).map(|n| out[..n].to_vec());
+        t.mark_txdone(tk, TxOutcome::Done);
+        r
+    };
+    // The device returns `tk`'s chain (head 2 × slot) claiming header and status written, before
+    // it has looked at the chain; then its own pass returns the chain again (a duplicate).
+    let unwritten = |tk: Ticket| {
+        fx.device().inject_used(0, 2 * tk.slot(), 8);
+        assert_eq!(t.poll_done(&tk), Ok(true));
+        let r = finish(tk);
+        for _ in 0..4 {
+            fx.remote().step();
+        }
+        r
+    };
+    let tk = send(&[1, 2, 3, 4]);
+    done(&tk);
+    assert_eq!(finish(tk), Ok(vec![!1, !2, !3, !4]));
+    // The same buffer again: its response area holds the reply above, another token's.
+    let tk = send(&[5, 6, 7, 8]);
+    let r = unwritten(tk);
+    assert!(matches!(r, Err(Error::Protocol(_))), "{r:?}");
+
+    // Two buffers: `a` answered with token `ta`, then left free while `b` carries every transfer
+    // until the next token is `ta` again, which `a` then gets.
+    let pa = send(&[9; 4]);
+    let pb = send(&[10; 4]);
+    let (a, ta) = (pa.slot(), pa.token());
+    assert_ne!(pb.slot(), a);
+    done(&pa);
+    done(&pb);
+    assert!(finish(pa).is_ok());
+    assert!(finish(pb).is_ok());
+    let mut wrapped = false;
+    let mut z1 = send(&[11; 4]);
+    for _ in 0..2048 {
+        assert_ne!(z1.slot(), a, "the last freed buffer is handed out first");
+        if (z1.token() + 1) % 1024 == ta % 1024 {
+            wrapped = true;
+            break;
+        }
+        done(&z1);
+        assert!(finish(z1).is_ok());
+        z1 = send(&[11; 4]);
+    }
+    assert!(wrapped, "the tokens never came round to {ta}");
+    let z2 = send(&[12; 4]);
+    assert_eq!((z2.slot(), z2.token()), (a, ta));
+    let before = t.stats().protocol_errors;
+    let r = unwritten(z2);
+    assert!(
+        matches!(r, Err(Error::Protocol(_))),
+        "an unwritten chain was delivered with the stale reply of the same header: {r:?}"
+    );
+    assert!(t.stats().protocol_errors > before);
+    done(&z1);
+    assert_eq!(finish(z1), Ok(vec![!11; 4]));
+    fx.remote().set_sim_mode(SimMode::Normal);
+    echo_ok(&fx, b"after");
+}

@@ -8,9 +8,22 @@ use crate::header::{Header, MsgType, HEADER_LEN};
 
 /// Header + status word in front of every response's return values.
 pub const RESP_OVERHEAD: usize = 8;
-/// Marker written over the response header before posting: reserved bits set, so it never
-/// equals a header we send; a chain returned with it still in place was not written.
+/// Marker written over the response header before posting when the header left there could
+/// pass for the reply ([`sentinel_needed`]): reserved bits set, so it never equals a header we
+/// send; a chain returned with it still in place was not written.
 pub const RESP_UNWRITTEN: u32 = 0xFFFF_FFFF;
+
+/// Whether a send must write [`RESP_UNWRITTEN`] over the response area's header word `old`
+/// before posting header `sent`: only when they are equal. A reply is accepted only with the
+/// header sent ([`check_reply_header`]), so whatever else a chain returned unwritten still holds
+/// (an earlier reply's header, the sentinel, zeros) fails the check as it is; the one header
+/// that would pass is the one being sent, left by an earlier transfer with the same token,
+/// protocol and message. Not writing the word otherwise leaves the response area's line in the
+/// device's cache between round trips (docs/benchmarks.md, "Cache lines per round trip").
+#[inline]
+pub fn sentinel_needed(old: u32, sent: u32) -> bool {
+    old == sent
+}
 
 /// Why a returned cmdq reply was rejected, and which counter it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

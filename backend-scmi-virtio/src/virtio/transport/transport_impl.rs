@@ -15,7 +15,7 @@ use virtio_drivers::{BufferDirection, Hal};
 use super::{ScmiVirtio, State, STATUS_POLL_PERIOD};
 use crate::header::{split_target, Header, HEADER_LEN};
 use crate::virtio::features::{ScmiFeatures, CMDQ, EVENTQ};
-use crate::virtio::parse::{RESP_OVERHEAD, RESP_UNWRITTEN};
+use crate::virtio::parse::{sentinel_needed, RESP_OVERHEAD, RESP_UNWRITTEN};
 use crate::virtio::ring::{Descriptor, DESC_F_NEXT, DESC_F_WRITE};
 use crate::virtio::slot::{PollStatus, ScmiPart};
 
@@ -66,18 +66,26 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
             let hdr = Header::command(proto, msg, token.0 as u16).encode();
             // Once per send: every `dma_ptr` takes the buffer's lock.
             let base = buf.dma_ptr();
-            // SAFETY: header + payload (`len` ≤ max_msg_size) fit the request area and the
-            // sentinel the response area of pool buffer `buf`, which the table reserved for us;
-            // with an in-place `Hal` that memory is device-reachable, so it is written only
-            // through the byte accessors of `shared_mem` (docs/reliability.md, "Invariants"
+            // SAFETY: header + payload (`len` ≤ max_msg_size) fit the request area and a header
+            // word the response area of pool buffer `buf`, which the table reserved for us;
+            // with an in-place `Hal` that memory is device-reachable, so it is read and written
+            // only through the accessors of `shared_mem` (docs/reliability.md, "Invariants"
             // item 1).
             unsafe {
                 copy_to_shared(base, &hdr.to_le_bytes());
                 copy_to_shared(base.wrapping_add(HEADER_LEN), req.payload);
-                copy_to_shared(
-                    base.wrapping_add(self.req_cap),
-                    &RESP_UNWRITTEN.to_le_bytes(),
-                );
+                // The response area still holds the last response's header (or the sentinel,
+                // or zeros): a chain the device returns without writing it fails the header
+                // check with it in place, unless it is the very header sent now (the same
+                // token, protocol and message, the token having wrapped). Only then is the
+                // sentinel written, so the area's line is not taken from the device's cache
+                // on every send (docs/protocols/scmi.md §8 item 4).
+                let resp = base.wrapping_add(self.req_cap);
+                let mut old = [0u8; 4];
+                copy_from_shared(resp, &mut old);
+                if sentinel_needed(u32::from_le_bytes(old), hdr) {
+                    copy_to_shared(resp, &RESP_UNWRITTEN.to_le_bytes());
+                }
             }
             let (req_area, resp_area) =
                 self.areas(NonNull::new(base).unwrap_or(NonNull::dangling()), req_len);
