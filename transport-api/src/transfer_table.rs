@@ -20,7 +20,7 @@ use core::task::Waker;
 
 use crate::pool::{MsgPool, PoolBuf};
 use crate::stats::{Counters, Stats};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, CachePadded, Ordering};
 use crate::token::{Token, TokenAllocator};
 use crate::transport::{Ticket, TxOutcome};
 use crate::{Error, ProtocolError, Result};
@@ -88,10 +88,18 @@ impl StartedTransfer {
     }
 }
 
+/// One transfer's entry. `repr(C)`, the fields every step reads first: with the entry's lock
+/// word in front of it (the lock shim's, and a `RefCell`'s borrow flag, come before the value
+/// they hold) and each entry on lines of its own (`TransferTable::entries`), the lock, the
+/// names a ticket is matched on, the state and the buffer are one cache line, whatever the
+/// backend's part (`extra`, last) weighs. In the order Rust chose they spanned two lines in
+/// some backends, and a step that matched a ticket took both (docs/benchmarks/changes.md, "The
+/// transfer table's entries on lines of their own").
+#[repr(C)]
 struct Entry<E, I: IdSource> {
     generation: u32,
-    state: TransferState,
     token: u32,
+    state: TransferState,
     /// What the entry holds (its buffer, or its index); `Some` whenever the state is not
     /// `Free`.
     buf: Option<I::Buf>,
@@ -100,15 +108,18 @@ struct Entry<E, I: IdSource> {
     /// loan back; so the pool's own loan count is not used (it would count the same loan twice,
     /// at two atomic read-modify-writes per transfer).
     lent: bool,
-    waker: Option<Waker>,
     /// Deferred-free tables only: the caller gave up and the remote gave the buffer back (or
     /// the transfer was swept); `state` holds the outcome and the next ordinary entry
     /// ([`TransferTable::reap`]) frees the entry. No ticket matches it (unless resumed).
     reap: bool,
+    waker: Option<Waker>,
     /// This entry's share of [`Stats::sent`] and [`Stats::completed`] (see [`EntryCounts`]).
     counts: EntryCounts,
     extra: E,
 }
+
+/// An entry behind its lock (or `RefCell`), on lines of its own.
+type EntryCell<E, L, I> = CachePadded<<L as Locking>::Cell<Entry<E, I>>>;
 
 /// The two counters every round trip moves, kept per entry and changed only while the entry is
 /// held, so counting costs a plain add instead of an atomic read-modify-write on a line every
@@ -242,7 +253,10 @@ impl<E, I: IdSource> Entry<E, I> {
 /// ```
 pub struct TransferTable<E, L: Locking = Shared, I: IdSource = Tokens> {
     ids: I::Ids,
-    entries: Box<[L::Cell<Entry<E, I>>]>,
+    /// Each on lines of its own (`CachePadded`), so an entry's first line holds its lock and the
+    /// fields every step reads ([`Entry`]), and no entry shares a line with its neighbours,
+    /// which other transfers use at the same time.
+    entries: Box<[EntryCell<E, L, I>]>,
     counters: Counters,
     /// Entries marked for [`TransferTable::reap`] (a hint that lets it skip the scan; a table
     /// that frees on the reply path never marks one).
@@ -279,9 +293,9 @@ impl<E: Default, L: Locking> TransferTable<E, L, Tokens> {
 
 impl<E, L: Locking, I: IdSource> TransferTable<E, L, I> {
     fn build(count: usize, ids: I::Ids, mut part: impl FnMut() -> E) -> Self {
-        let entries: Vec<L::Cell<Entry<E, I>>> = (0..count)
+        let entries: Vec<EntryCell<E, L, I>> = (0..count)
             .map(|_| {
-                L::cell(Entry {
+                CachePadded::new(L::cell(Entry {
                     generation: 0,
                     state: TransferState::Free,
                     token: 0,
@@ -291,7 +305,7 @@ impl<E, L: Locking, I: IdSource> TransferTable<E, L, I> {
                     reap: false,
                     counts: EntryCounts::default(),
                     extra: part(),
-                })
+                }))
             })
             .collect();
         TransferTable {

@@ -858,3 +858,47 @@ mod poll_in_every_state {
         assert_eq!(t.poll(&x), Err(Error::Cancelled));
     }
 }
+
+/// An entry's lock and the fields every step reads (the names a ticket is matched on, the
+/// state, the buffer) are on its first cache line, whatever the backend's part weighs; the
+/// lock comes in front of the entry (the lock shim keeps it so), and every entry starts a line.
+/// With the fields in the order Rust picks, or the lock after the entry, a step that matches a
+/// ticket would touch two lines.
+#[cfg(not(loom))]
+#[test]
+fn an_entrys_lock_and_hot_fields_share_its_first_line() {
+    use core::mem::{offset_of, size_of};
+    fn check<E: Default>(what: &str) {
+        let table: TransferTable<E> = TransferTable::new(4, 16, 8).unwrap();
+        for cell in table.entries.iter() {
+            let start = core::ptr::from_ref(&**cell) as usize;
+            assert_eq!(start % 64, 0, "{what}: an entry does not start a line");
+            let e = locking::Shared::hold(cell);
+            let at = core::ptr::from_ref(&*e) as usize - start;
+            // Something (the lock word) is in front of the entry, within its first word.
+            assert!(
+                (1..=8).contains(&at),
+                "{what}: the entry is at {at} in its cell"
+            );
+            type En<E> = Entry<E, ids::Tokens>;
+            let hot_end = [
+                offset_of!(En<E>, generation) + size_of::<u32>(),
+                offset_of!(En<E>, token) + size_of::<u32>(),
+                offset_of!(En<E>, state) + size_of::<TransferState>(),
+                offset_of!(En<E>, buf) + size_of::<Option<PoolBuf>>(),
+                offset_of!(En<E>, lent) + 1,
+                offset_of!(En<E>, reap) + 1,
+            ]
+            .into_iter()
+            .max()
+            .unwrap();
+            assert!(
+                at + hot_end <= 64,
+                "{what}: the hot fields end at byte {} of the entry's cell",
+                at + hot_end
+            );
+        }
+    }
+    check::<()>("no part");
+    check::<[[u64; 8]; 5]>("a 320-byte part");
+}
