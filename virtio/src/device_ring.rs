@@ -45,6 +45,12 @@ pub struct DeviceQueue {
     addrs: QueueAddrs,
     /// Next available index to read.
     last_avail: u16,
+    /// `avail.idx` as last read: the entries up to it are known available (that Acquire load
+    /// made them visible), so [`DeviceQueue::next_avail`] reads `avail.idx` again only once it
+    /// has taken them all, as vhost's `avail_idx` shadow does. A queue the driver keeps full
+    /// of buffers for the device (a receive queue) then costs no look at the line the driver
+    /// writes on every re-post.
+    avail_seen: u16,
     /// Our copy of `used.idx`.
     used_idx: u16,
     /// `VIRTIO_F_RING_EVENT_IDX` negotiated.
@@ -157,6 +163,7 @@ impl DeviceQueue {
         addrs.ready().then_some(DeviceQueue {
             addrs,
             last_avail: 0,
+            avail_seen: 0,
             used_idx: 0,
             event_idx,
             polling: false,
@@ -193,41 +200,47 @@ impl DeviceQueue {
         RingLayout::new(self.addrs.size)
     }
 
-    /// The next head the driver made available, if any. With EVENT_IDX, running out publishes
-    /// `avail_event` = the next index we will read and re-checks, so a post racing it is seen.
+    /// The next head the driver made available, if any. `avail.idx` is read only when the
+    /// entries seen available at its last read are all taken. With EVENT_IDX, running out
+    /// publishes `avail_event` = the next index we will read and re-checks, so a post racing it
+    /// is seen.
     pub fn next_avail(&mut self) -> Option<u16> {
         let l = self.layout();
-        // SAFETY: `avail.idx` of a configured ring (constructor contract).
-        let avail = unsafe { word16(self.addrs.driver + l.avail_idx() as u64) };
-        // Acquire: pairs with the driver's Release store in `SplitRing::post`, so its ring entry
-        // and descriptors are visible.
-        let mut idx = u16::from_le(avail.load(Ordering::Acquire));
-        if idx == self.last_avail && self.polling {
-            // SAFETY: the device area of a configured ring (constructor contract).
-            unsafe {
-                self.kicks
-                    .quiet(self.addrs.device, &l, self.last_avail, self.event_idx)
-            };
-            return None;
-        }
-        if idx == self.last_avail && self.event_idx {
-            // SAFETY: `avail_event` lies inside the device area (constructor contract).
-            let ev = unsafe { word16(self.addrs.device + l.avail_event() as u64) };
-            // Release: a hint. SeqCst fence: the store is visible before we re-read
-            // `avail.idx` (pairs with the fence in `SplitRing::should_notify`, Virtio 1.2
-            // §2.7.10): either we see the driver's new entry or it sees our event index.
-            ev.store(self.last_avail.to_le(), Ordering::Release);
-            fence(Ordering::SeqCst);
-            // Acquire: as above.
-            idx = u16::from_le(avail.load(Ordering::Acquire));
-        }
-        if idx == self.last_avail {
-            return None;
+        if self.avail_seen == self.last_avail {
+            // SAFETY: `avail.idx` of a configured ring (constructor contract).
+            let avail = unsafe { word16(self.addrs.driver + l.avail_idx() as u64) };
+            // Acquire: pairs with the driver's Release store in `SplitRing::post`, so its ring
+            // entries and descriptors up to `idx` are visible (also to the later calls that
+            // take them without this load).
+            let mut idx = u16::from_le(avail.load(Ordering::Acquire));
+            if idx == self.last_avail && self.polling {
+                // SAFETY: the device area of a configured ring (constructor contract).
+                unsafe {
+                    self.kicks
+                        .quiet(self.addrs.device, &l, self.last_avail, self.event_idx)
+                };
+                return None;
+            }
+            if idx == self.last_avail && self.event_idx {
+                // SAFETY: `avail_event` lies inside the device area (constructor contract).
+                let ev = unsafe { word16(self.addrs.device + l.avail_event() as u64) };
+                // Release: a hint. SeqCst fence: the store is visible before we re-read
+                // `avail.idx` (pairs with the fence in `SplitRing::should_notify`, Virtio 1.2
+                // §2.7.10): either we see the driver's new entry or it sees our event index.
+                ev.store(self.last_avail.to_le(), Ordering::Release);
+                fence(Ordering::SeqCst);
+                // Acquire: as above.
+                idx = u16::from_le(avail.load(Ordering::Acquire));
+            }
+            if idx == self.last_avail {
+                return None;
+            }
+            self.avail_seen = idx;
         }
         let slot = self.last_avail & (self.addrs.size - 1);
         // SAFETY: `slot < size`: inside the available ring.
         let entry = unsafe { word16(self.addrs.driver + l.avail_ring(slot) as u64) };
-        // Relaxed: ordered by the Acquire load of `avail.idx` above.
+        // Relaxed: ordered by the Acquire load of `avail.idx` that saw this entry available.
         let head = u16::from_le(entry.load(Ordering::Relaxed));
         self.last_avail = self.last_avail.wrapping_add(1);
         Some(head)
@@ -399,6 +412,35 @@ mod tests {
                     assert_eq!(ring.pop_used(), Ok(None));
                 }
             }
+        }
+    }
+
+    /// `avail.idx` is read again only once the entries it showed are all taken: here it is made
+    /// to say "nothing available" while two entries it showed before are left, and those two
+    /// still come out; only then is it read, and found as it was left.
+    #[test]
+    fn avail_idx_is_read_again_only_when_what_it_showed_is_taken() {
+        for event_idx in [false, true] {
+            let (mut ring, mut dq) = pair(event_idx);
+            let mut bufs = [[0u8; 8]; 3];
+            for (i, b) in bufs.iter_mut().enumerate() {
+                ring.set_desc(i as u16, readable(b));
+                ring.post(i as u16);
+            }
+            let (_, driver, _) = ring.addrs();
+            let l = RingLayout::new(4);
+            // SAFETY: `avail.idx` of the live ring `ring` laid out (identity-mapped).
+            let avail = unsafe { word16(driver + l.avail_idx() as u64) };
+            assert_eq!(dq.next_avail(), Some(0));
+            avail.store(1u16.to_le(), Ordering::Release);
+            assert_eq!(dq.next_avail(), Some(1), "event_idx {event_idx}");
+            assert_eq!(dq.next_avail(), Some(2), "event_idx {event_idx}");
+            avail.store(3u16.to_le(), Ordering::Release);
+            assert_eq!(dq.next_avail(), None, "event_idx {event_idx}");
+            let mut fourth = [0u8; 8];
+            ring.set_desc(3, readable(&mut fourth));
+            ring.post(3);
+            assert_eq!(dq.next_avail(), Some(3), "event_idx {event_idx}");
         }
     }
 
