@@ -154,8 +154,9 @@ pub trait RemoteControl: Send + Sync {
         false
     }
     /// One pass of the remote's service loop, run on the caller's thread (in
-    /// [`SimMode::Stepped`] or [`SimMode::SteppedPolling`]): take what the local side posted, answer it, return the answers.
-    /// `true` if it did any work. Steady-state steps allocate nothing. The default does nothing.
+    /// [`SimMode::Stepped`] or [`SimMode::SteppedPolling`]): take what the local side posted,
+    /// answer it, return the answers. `true` if it did any work. Steady-state steps allocate
+    /// nothing. The default does nothing.
     fn step(&self) -> bool {
         false
     }

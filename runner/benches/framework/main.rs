@@ -32,10 +32,10 @@
 //! callgrind ([`instr`]; with `--functions`, also where in each backend they are); `--lines` the
 //! cache lines a round trip moves between the two sides, counted in a model fed with the round
 //! trip's memory accesses in (b)'s schedule ([`lines`]; with `--sites`, the source lines that move
-//! them; with `--kicked`, in (a)'s). `--parked` runs (c) alone (with `--samples N` and `--only NAME`, a
-//! quick before/after comparison of the interrupt-style path); `--bulk-only` likewise runs (e)
-//! alone (7 samples, or `--samples N`). `--profile NAME` runs only inline round trips of one
-//! backend (`--bulk SIZE`: only its bulk round trips of that size), for a profiler.
+//! them; with `--kicked`, in (a)'s). `--parked` runs (c) alone (with `--samples N` and `--only
+//! NAME`, a quick before/after comparison of the interrupt-style path); `--bulk-only` likewise
+//! runs (e) alone (7 samples, or `--samples N`). `--profile NAME` runs only inline round trips
+//! of one backend (`--bulk SIZE`: only its bulk round trips of that size), for a profiler.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -470,10 +470,11 @@ fn an_idle_device_watches_with_kicks_off_then_asks_for_them_before_it_sleeps() {
     }
 }
 
-/// A device that polls (`SimMode::Spin`, or stepped as polling: `SimMode::SteppedPolling`) asks the driver for no notifications (virtio 1.2
-/// §2.7.10: `avail_event` far ahead with `EVENT_IDX`, `VIRTQ_USED_F_NO_NOTIFY` without), so a
-/// round trip carries no kick; in another mode it asks for them again, serves what was posted
-/// while none came, and every send kicks once more.
+/// A device that polls (`SimMode::Spin`, or stepped as polling: `SimMode::SteppedPolling`) asks
+/// the driver for no notifications (virtio 1.2 §2.7.10: `avail_event` far ahead with
+/// `EVENT_IDX`, `VIRTQ_USED_F_NO_NOTIFY` without), so a round trip carries no kick; in another
+/// mode it asks for them again, serves what was posted while none came, and every send kicks
+/// once more.
 #[test]
 fn a_polling_device_asks_for_no_kicks() {
     use fwipc_transport_api::fixture::RemoteControl;
