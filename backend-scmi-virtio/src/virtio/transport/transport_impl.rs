@@ -64,7 +64,7 @@ impl<H: Hal, T: VirtioTransport + Send> Transport for ScmiVirtio<H, T> {
                 return Err(Error::Shutdown);
             }
             let hdr = Header::command(proto, msg, token.0 as u16).encode();
-            // Once per send: every `dma_ptr` takes the buffer's lock.
+            // Once per send (the slot's address, read without its lock).
             let base = buf.dma_ptr();
             // SAFETY: header + payload (`len` ≤ max_msg_size) fit the request area and a header
             // word the response area of pool buffer `buf`, which the table reserved for us;
