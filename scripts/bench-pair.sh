@@ -45,7 +45,9 @@ build() {
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "framework":
-        print(m["executable"])')
+        print(m["executable"])
+    elif m.get("reason") == "compiler-message" and m["message"]["level"] == "error":
+        sys.stderr.write(m["message"].get("rendered") or m["message"]["message"])') || true
   [ -n "$exe" ] || { echo "no framework bench binary built in $1" >&2; exit 1; }
   cp "$exe" "$2"
 }
