@@ -2,8 +2,8 @@
 # Judges a change by timing it: builds the framework benchmark at a base commit and from the
 # working tree, runs the two alternately, and prints, per backend and figure, the median of each
 # build's runs and in how many pairs the working tree's was lower (docs/benchmarks.md, "Judging
-# a change"). A single run moves by more than most changes do;
-# alternating the two builds spreads the machine's drift over both.
+# a change"). A single run moves by more than most changes do; alternating the two builds
+# spreads the machine's drift over both.
 #
 #   scripts/bench-pair.sh BASE [--pairs N] [-- BENCH_ARGS...]
 #
@@ -58,6 +58,7 @@ git worktree add --quiet --detach "$tree" "$base"
 build "$tree" "$out/old"
 cleanup
 
+# As scripts/bench-docs.sh sets it, for (e)'s memcpy baseline.
 export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.cpu.x86_rep_movsb_threshold=100000000}
 for i in $(seq 1 "$pairs"); do
   # Alternate which build goes first, so a drift within a pair favours neither.
@@ -74,7 +75,7 @@ import os, re, statistics, sys
 
 out, pairs = sys.argv[1], int(sys.argv[2])
 
-def rows(lines, start, stop=None):
+def rows(lines, start):
     """Backend rows of the first table after the line matching `start`."""
     found, table = False, {}
     for l in lines:
