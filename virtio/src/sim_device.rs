@@ -14,6 +14,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use fwipc_transport_api::sync::CachePadded;
 use spin::Mutex;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::PhysAddr;
@@ -38,7 +39,6 @@ pub struct SimDeviceConfig {
 type Hook = Box<dyn Fn(u16) + Send + Sync>;
 
 struct Regs {
-    status: DeviceStatus,
     driver_features: u64,
     queues: Vec<Option<DeviceQueue>>,
     refuse_reset: bool,
@@ -47,9 +47,24 @@ struct Regs {
     polling: bool,
 }
 
+/// What the model uses on every pass: the register lock and the status.
+struct RegFile {
+    regs: Mutex<Regs>,
+    /// The device status register (`DeviceStatus` bits), outside the lock: a driver without
+    /// interrupts looks at it now and then (`DEVICE_NEEDS_RESET`?), and one that took the
+    /// register lock for that would queue behind a model polling its rings under it. Written
+    /// only under the register lock, with the transition it makes (a reset forgets the queues
+    /// before status 0 is stored); read by the driver without it.
+    status: AtomicU32,
+}
+
 struct Inner {
     cfg: SimDeviceConfig,
-    regs: Mutex<Regs>,
+    /// The register lock and the status, on lines of their own: a polling model takes the lock
+    /// and reads the status on every pass over its rings, and a word the driver writes (`isr`,
+    /// the counters) beside them would move their line to the driver's core and back on every
+    /// interrupt or kick.
+    file: CachePadded<RegFile>,
     /// Set once ([`SimDevice::on_notify`]), read on every kick: a `Once` read is one Acquire
     /// load, where a lock and a shared handle cost three read-modify-writes per kick.
     notify: spin::Once<Hook>,
@@ -59,6 +74,18 @@ struct Inner {
     isr: AtomicU32,
     status_reads: AtomicU64,
     kicks: AtomicU64,
+}
+
+impl Inner {
+    /// The status register with `order` (see [`RegFile::status`] for who writes it).
+    fn status_now(&self, order: Ordering) -> DeviceStatus {
+        DeviceStatus::from_bits_retain(self.file.status.load(order))
+    }
+
+    /// The register lock, taken.
+    fn regs(&self) -> spin::MutexGuard<'_, Regs> {
+        self.file.regs.lock()
+    }
 }
 
 /// A simulated device's register file, shared by the driver's [`SimTransport`] and the model.
@@ -81,13 +108,15 @@ impl SimDevice {
         SimDevice {
             inner: Arc::new(Inner {
                 cfg,
-                regs: Mutex::new(Regs {
-                    status: DeviceStatus::empty(),
-                    driver_features: 0,
-                    queues: (0..cfg.queues).map(|_| None).collect(),
-                    refuse_reset: false,
-                    refuse_features_ok: false,
-                    polling: false,
+                file: CachePadded::new(RegFile {
+                    regs: Mutex::new(Regs {
+                        driver_features: 0,
+                        queues: (0..cfg.queues).map(|_| None).collect(),
+                        refuse_reset: false,
+                        refuse_features_ok: false,
+                        polling: false,
+                    }),
+                    status: AtomicU32::new(0),
                 }),
                 notify: spin::Once::new(),
                 isr: AtomicU32::new(0),
@@ -101,7 +130,7 @@ impl SimDevice {
     /// kicks, [`DeviceQueue::set_polling`]) or not any more (`false`: it asks for them again,
     /// and must look at its queues once more whatever the kicks).
     pub fn set_polling(&self, on: bool) {
-        let mut r = self.inner.regs.lock();
+        let mut r = self.inner.regs();
         r.polling = on;
         for q in r.queues.iter_mut().flatten() {
             q.set_polling(on);
@@ -111,7 +140,7 @@ impl SimDevice {
     /// Whether the model polls its queues now ([`SimDevice::set_polling`]): the driver is asked
     /// for no kicks.
     pub fn polling(&self) -> bool {
-        self.inner.regs.lock().polling
+        self.inner.regs().polling
     }
 
     /// The driver's view (any number of them share this register file).
@@ -137,25 +166,24 @@ impl SimDevice {
 
     /// Ignore writes of status 0 from now on (`true`): resets are never confirmed.
     pub fn refuse_reset(&self, on: bool) {
-        self.inner.regs.lock().refuse_reset = on;
+        self.inner.regs().refuse_reset = on;
     }
 
     /// Clear `FEATURES_OK` whenever the driver sets it (`true`): the device refuses every subset.
     pub fn refuse_features_ok(&self, on: bool) {
-        self.inner.regs.lock().refuse_features_ok = on;
+        self.inner.regs().refuse_features_ok = on;
     }
 
     /// The features the driver accepted.
     pub fn driver_features(&self) -> u64 {
-        self.inner.regs.lock().driver_features
+        self.inner.regs().driver_features
     }
 
     /// Whether the driver set `DRIVER_OK` (and the device has not been reset since).
     pub fn driver_ok(&self) -> bool {
+        // Acquire: as in `SimTransport::get_status`.
         self.inner
-            .regs
-            .lock()
-            .status
+            .status_now(Ordering::Acquire)
             .contains(DeviceStatus::DRIVER_OK)
     }
 
@@ -175,9 +203,11 @@ impl SimDevice {
     /// register lock (a reset waits for it, so `f` may touch driver memory). `None` otherwise,
     /// and while the device needs a reset ([`SimDevice::signal_needs_reset`]).
     pub fn with_queue<R>(&self, queue: u16, f: impl FnOnce(&mut DeviceQueue) -> R) -> Option<R> {
-        let mut regs = self.inner.regs.lock();
-        if !regs.status.contains(DeviceStatus::DRIVER_OK)
-            || regs.status.contains(DeviceStatus::DEVICE_NEEDS_RESET)
+        let mut regs = self.inner.regs();
+        // Relaxed: written only under the register lock, which we hold.
+        let status = self.inner.status_now(Ordering::Relaxed);
+        if !status.contains(DeviceStatus::DRIVER_OK)
+            || status.contains(DeviceStatus::DEVICE_NEEDS_RESET)
         {
             return None;
         }
@@ -190,13 +220,19 @@ impl SimDevice {
     /// runs the driver's interrupt handler itself, as after [`SimDevice::raise_irq`]. `false`
     /// if the device was not running (no `DRIVER_OK`).
     pub fn signal_needs_reset(&self) -> bool {
-        let mut r = self.inner.regs.lock();
-        if !r.status.contains(DeviceStatus::DRIVER_OK) {
+        let _regs = self.inner.regs();
+        // Relaxed: written only under the register lock, which we hold.
+        let status = self.inner.status_now(Ordering::Relaxed);
+        if !status.contains(DeviceStatus::DRIVER_OK) {
             return false;
         }
-        r.status |= DeviceStatus::DEVICE_NEEDS_RESET;
+        // Release: pairs with the Acquire in `get_status`.
+        self.inner.file.status.store(
+            (status | DeviceStatus::DEVICE_NEEDS_RESET).bits(),
+            Ordering::Release,
+        );
         // Release: pairs with the driver's Acquire in `ack_interrupt`; the status it then reads
-        // is the register lock's (taken by `get_status`).
+        // (`get_status`) is the one stored above.
         self.inner.isr.fetch_or(
             InterruptStatus::DEVICE_CONFIGURATION_INTERRUPT.bits(),
             Ordering::Release,
@@ -240,7 +276,7 @@ impl Transport for SimTransport {
     }
 
     fn write_driver_features(&mut self, driver_features: u64) {
-        self.dev.inner.regs.lock().driver_features = driver_features;
+        self.dev.inner.regs().driver_features = driver_features;
     }
 
     fn max_queue_size(&mut self, queue: u16) -> u32 {
@@ -262,11 +298,14 @@ impl Transport for SimTransport {
     fn get_status(&self) -> DeviceStatus {
         // Relaxed: a statistics counter.
         self.dev.inner.status_reads.fetch_add(1, Ordering::Relaxed);
-        self.dev.inner.regs.lock().status
+        // Without the register lock (see `RegFile::status`). Acquire: pairs with the Release
+        // stores in `set_status` and `SimDevice::signal_needs_reset`, so what the device did
+        // before storing the status read here (a reset's forgetting of the queues) is done.
+        self.dev.inner.status_now(Ordering::Acquire)
     }
 
     fn set_status(&mut self, status: DeviceStatus) {
-        let mut r = self.dev.inner.regs.lock();
+        let mut r = self.dev.inner.regs();
         if status.is_empty() {
             if r.refuse_reset {
                 return;
@@ -283,7 +322,9 @@ impl Transport for SimTransport {
         if r.refuse_features_ok {
             status.remove(DeviceStatus::FEATURES_OK);
         }
-        if status.contains(DeviceStatus::DRIVER_OK) && !r.status.contains(DeviceStatus::DRIVER_OK) {
+        // Relaxed: written only under the register lock, which we hold.
+        let was = self.dev.inner.status_now(Ordering::Relaxed);
+        if status.contains(DeviceStatus::DRIVER_OK) && !was.contains(DeviceStatus::DRIVER_OK) {
             // The device starts using the queues the driver configured.
             let event_idx = r.driver_features & F_RING_EVENT_IDX != 0;
             let polling = r.polling;
@@ -298,7 +339,12 @@ impl Transport for SimTransport {
                 }
             }
         }
-        r.status = status;
+        // Release: pairs with the Acquire in `get_status`.
+        self.dev
+            .inner
+            .file
+            .status
+            .store(status.bits(), Ordering::Release);
     }
 
     fn set_guest_page_size(&mut self, _guest_page_size: u32) {}
@@ -321,7 +367,7 @@ impl Transport for SimTransport {
             driver: driver_area,
             device: device_area,
         };
-        let mut r = self.dev.inner.regs.lock();
+        let mut r = self.dev.inner.regs();
         if let Some(q) = r.queues.get_mut(usize::from(queue)) {
             // SAFETY: as in `set_status`; re-created with the negotiated EVENT_IDX at DRIVER_OK.
             *q = unsafe { DeviceQueue::new(addrs, false) };
@@ -329,14 +375,7 @@ impl Transport for SimTransport {
     }
 
     fn queue_unset(&mut self, queue: u16) {
-        if let Some(q) = self
-            .dev
-            .inner
-            .regs
-            .lock()
-            .queues
-            .get_mut(usize::from(queue))
-        {
+        if let Some(q) = self.dev.inner.regs().queues.get_mut(usize::from(queue)) {
             *q = None;
         }
     }
@@ -344,8 +383,7 @@ impl Transport for SimTransport {
     fn queue_used(&mut self, queue: u16) -> bool {
         self.dev
             .inner
-            .regs
-            .lock()
+            .regs()
             .queues
             .get(usize::from(queue))
             .is_some_and(Option::is_some)
@@ -374,5 +412,80 @@ impl Transport for SimTransport {
         _value: T,
     ) -> virtio_drivers::Result<()> {
         Err(virtio_drivers::Error::ConfigSpaceMissing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hal::IdentityHal;
+    use crate::ring::SplitRing;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc as StdArc;
+    use std::time::{Duration, Instant};
+
+    /// A running device with one queue of 4 over `ring`.
+    fn running(ring: &SplitRing<IdentityHal>) -> (SimDevice, SimTransport) {
+        let dev = SimDevice::new(SimDeviceConfig {
+            device_id: 7,
+            features: 0,
+            queues: 1,
+            queue_max: 4,
+        });
+        let mut t = dev.transport();
+        let (desc, driver, device) = ring.addrs();
+        t.queue_set(0, 4, desc, driver, device);
+        t.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::DRIVER_OK);
+        (dev, t)
+    }
+
+    /// The driver reads the status while the model holds the register lock (as a polling model
+    /// does on every pass over its rings), and sees every status change the device makes.
+    #[test]
+    fn the_status_is_read_without_waiting_for_the_model() {
+        let ring = SplitRing::<IdentityHal>::new(4, false).unwrap();
+        let (dev, t) = running(&ring);
+        let holding = StdArc::new(AtomicBool::new(false));
+        let read = StdArc::new(AtomicBool::new(false));
+        let model = {
+            let (dev, holding, read) = (dev.clone(), holding.clone(), read.clone());
+            std::thread::spawn(move || {
+                dev.with_queue(0, |_| {
+                    holding.store(true, Ordering::SeqCst);
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while !read.load(Ordering::SeqCst) && Instant::now() < until {
+                        std::thread::yield_now();
+                    }
+                    read.load(Ordering::SeqCst)
+                })
+            })
+        };
+        while !holding.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let status = t.get_status();
+        read.store(true, Ordering::SeqCst);
+        assert_eq!(
+            model.join().unwrap(),
+            Some(true),
+            "the status read waited for the model to let go of the register lock"
+        );
+        assert!(status.contains(DeviceStatus::DRIVER_OK));
+        assert_eq!(dev.status_reads(), 1);
+
+        assert!(dev.signal_needs_reset());
+        assert!(t.get_status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
+        assert!(
+            dev.with_queue(0, |_| ()).is_none(),
+            "a failed device serves nothing"
+        );
+        let mut t = t;
+        t.set_status(DeviceStatus::empty());
+        assert_eq!(t.get_status(), DeviceStatus::empty(), "reset");
+        assert!(!dev.driver_ok());
+        assert!(
+            dev.with_queue(0, |_| ()).is_none(),
+            "the reset forgot the queue"
+        );
     }
 }
