@@ -802,7 +802,8 @@ fn main() {
         return;
     }
     // `--profile NAME`: only inline round trips of that backend for 5 s (or `--rounds N` of
-    // them; `--bulk SIZE`: bulk round trips of that size), nothing else (for a profiler).
+    // them; `--bulk SIZE`: bulk round trips of that size; `--spin`: (b)'s spinning ones),
+    // nothing else (for a profiler).
     if let Some(name) = args
         .iter()
         .position(|a| a == "--profile")
@@ -845,6 +846,30 @@ fn main() {
             return;
         }
         let mut n = 0u64;
+        if args.iter().any(|a| a == "--spin") {
+            // `--spin`: (b)'s round trips instead, the remote spinning on its own thread, for
+            // `--rounds N` of them or 5 s (for a sampling profiler such as `perf record`, which
+            // sees both threads).
+            b.check(1_000).unwrap_or_else(|e| panic!("{name}: {e}"));
+            b.set_mode(SimMode::Spin)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let start = Instant::now();
+            loop {
+                let chunk = fixed.map_or(10_000, |f| (f - n).min(10_000));
+                if chunk == 0 {
+                    break;
+                }
+                b.spin_total(chunk)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                n += chunk;
+                if fixed.is_none() && start.elapsed() >= Duration::from_secs(5) {
+                    break;
+                }
+            }
+            eprintln!("{n} spinning round trips");
+            let _ = b.set_mode(SimMode::Normal);
+            return;
+        }
         if args.iter().any(|a| a == "--line-marks") {
             // `--line-marks` (run by `--lines` under lackey): a checked warm-up, then
             // `--rounds N` (default 300) round trips with their steps marked.
