@@ -10,7 +10,9 @@ pub use crate::datagram::DatagramPeer;
 pub use crate::line_layout::assert_alone as assert_line_alone;
 use crate::transport::{Completion, Transport};
 
+mod remote_wake;
 mod slot_queue;
+pub use remote_wake::RemoteWake;
 pub use slot_queue::SlotQueue;
 
 /// The echo service's reply to a request payload: every byte inverted, same length. Inverting
@@ -308,13 +310,30 @@ impl SimModeSwitch {
     /// acknowledged (the caller of [`SimModeSwitch::request`] returns) when the thread calls
     /// this again, i.e. after the iteration that began in the old mode has finished.
     pub fn take(&self) -> SimMode {
+        self.take_with(|_| {})
+    }
+
+    /// [`SimModeSwitch::take`] for a remote its senders wake through `wake`: tells `wake`
+    /// whether the thread may park in the mode it takes (only in [`SimMode::Normal`]) before
+    /// the mode is acknowledged, so a send made after [`SimModeSwitch::request`] returned
+    /// wakes the thread exactly when it may be asleep.
+    pub fn take_for(&self, wake: &RemoteWake) -> SimMode {
+        self.take_with(|m| wake.set_parks(m == SimMode::Normal))
+    }
+
+    /// [`SimModeSwitch::take`], with `before_ack` called on the mode before it is acknowledged:
+    /// what it does happens-before the return of the [`SimModeSwitch::request`] that asked for
+    /// the mode.
+    fn take_with(&self, before_ack: impl FnOnce(SimMode)) -> SimMode {
         use core::sync::atomic::Ordering;
         // Acquire: pairs with the Release store in `request`.
         let w = self.want.load(Ordering::Acquire);
-        // Release: everything the thread did in its previous iteration happens-before the
-        // requester's Acquire load of `have` (its inline steps must not overlap ours).
-        self.have.store(w, Ordering::Release);
         let m = Self::decode(w);
+        before_ack(m);
+        // Release: everything the thread did in its previous iteration, and `before_ack`,
+        // happens-before the requester's Acquire load of `have` (its inline steps must not
+        // overlap ours).
+        self.have.store(w, Ordering::Release);
         if !m.is_stepped() {
             // Relaxed: see `idle`.
             self.idle_ticks.store(0, Ordering::Relaxed);

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::SlotQueue;
+use fwipc_transport_api::fixture::{RemoteWake, SlotQueue};
 
 use crate::error::{FastRpcError, Result};
 use crate::packet::PacketChannel;
@@ -75,9 +75,9 @@ fn take_datagram(q: &SlotQueue<Slot>, out: &mut [u8]) -> Option<usize> {
 pub struct SimLink {
     to_dsp: SlotQueue<Slot>,
     to_ap: SlotQueue<Slot>,
-    /// The DSP thread ([`SimLink::set_dsp_thread`]): woken by every AP send, which an unpark
-    /// does with one atomic swap when the thread is not parked.
-    dsp_thread: OnceLock<Thread>,
+    /// The DSP thread ([`SimLink::set_dsp_thread`]): woken by every AP send while it may park
+    /// (`SimMode::Normal`; [`RemoteWake`]).
+    dsp: RemoteWake,
     /// The AP's rx callback (interrupt mode), set once: [`SimLink::dsp_send`] reads it with
     /// one Acquire load, no lock and no reference count per datagram.
     push: OnceLock<RxFn>,
@@ -90,7 +90,7 @@ impl SimLink {
         Arc::new(SimLink {
             to_dsp: SlotQueue::with_capacity(SLOTS),
             to_ap: SlotQueue::with_capacity(SLOTS),
-            dsp_thread: OnceLock::new(),
+            dsp: RemoteWake::new(),
             push: OnceLock::new(),
             closed: AtomicBool::new(false),
         })
@@ -99,7 +99,15 @@ impl SimLink {
     /// The thread that waits in [`SimLink::dsp_recv_into`], woken by each AP send (set once,
     /// before the AP sends: `SimDsp::spawn` does).
     pub fn set_dsp_thread(&self, t: Thread) {
-        let _ = self.dsp_thread.set(t);
+        if !self.dsp.set_thread(t) {
+            log::warn!("sim link: the DSP thread is set already");
+        }
+    }
+
+    /// What wakes the DSP thread: its loop takes each mode through it
+    /// ([`SimModeSwitch::take_for`](fwipc_transport_api::fixture::SimModeSwitch::take_for)).
+    pub fn dsp_wake(&self) -> &RemoteWake {
+        &self.dsp
     }
 
     /// Deliver DSP → AP datagrams by calling `f` (interrupt mode). Once per link: a later
@@ -114,9 +122,7 @@ impl SimLink {
     pub fn close(&self) {
         // Release: publishes the closed state to senders and the DSP thread.
         self.closed.store(true, Ordering::Release);
-        if let Some(t) = self.dsp_thread.get() {
-            t.unpark();
-        }
+        self.dsp.wake();
     }
 
     /// Drop every datagram queued either way: the DSP side restarted
@@ -180,9 +186,7 @@ impl PacketChannel for SimLink {
         if !queue_datagram(&self.to_dsp, msg) {
             return Err(FastRpcError::Busy);
         }
-        if let Some(t) = self.dsp_thread.get() {
-            t.unpark();
-        }
+        self.dsp.wake();
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use fwipc_transport_api::fixture::SlotQueue;
+use fwipc_transport_api::fixture::{RemoteWake, SlotQueue};
 use fwipc_transport_api::sync::CachePadded;
 use fwipc_transport_api::{SharedTxBufs, TxLoan};
 
@@ -89,8 +89,10 @@ pub struct Queues {
     to_device: SlotQueue<Frame>,
     to_driver: SlotQueue<Frame>,
     down: AtomicBool,
-    /// Set once by the fixture; read on every driver send without a lock.
-    device_thread: OnceLock<std::thread::Thread>,
+    /// The device thread, set once by the fixture; woken by every driver send while it may
+    /// park ([`RemoteWake`]: no lock, no read-modify-write while the remote spins or is
+    /// stepped).
+    device: RemoteWake,
     /// The driver's interrupt handler: set once by the fixture, read on every interrupt
     /// without a lock.
     irq: OnceLock<Irq>,
@@ -118,7 +120,7 @@ impl Queues {
             to_device: SlotQueue::with_capacity(QUEUE_BUFS),
             to_driver: SlotQueue::with_capacity(QUEUE_BUFS),
             down: AtomicBool::new(false),
-            device_thread: OnceLock::new(),
+            device: RemoteWake::new(),
             irq: OnceLock::new(),
             irq_paused: CachePadded::new(AtomicBool::new(false)),
             loans: Arc::new(LoanBufs {
@@ -132,9 +134,14 @@ impl Queues {
     /// The thread to unpark when the driver sends (set once: a second thread is ignored, with
     /// a warning).
     pub fn set_device_thread(&self, t: std::thread::Thread) {
-        if self.device_thread.set(t).is_err() {
+        if !self.device.set_thread(t) {
             log::warn!("sim queues: the device thread is set already");
         }
+    }
+
+    /// What wakes the device thread when the driver sends.
+    pub fn device_wake(&self) -> &RemoteWake {
+        &self.device
     }
 
     /// The driver's interrupt handler, run after the device sends (interrupt mode). Set once:
@@ -260,9 +267,7 @@ impl DriverEnd {
     }
 
     fn wake_device(&self) {
-        if let Some(t) = self.0.device_thread.get() {
-            t.unpark();
-        }
+        self.0.device.wake();
     }
 }
 

@@ -182,7 +182,11 @@ impl<E: RemoteEnd> SimRemote<E> {
         let idle = SpinBudget::new();
         // Acquire: pairs with the fixture's Release store on drop.
         while !self.stop.load(Ordering::Acquire) {
-            match self.mode.take() {
+            let mode = match self.end.remote_wake() {
+                Some(w) => self.mode.take_for(w),
+                None => self.mode.take(),
+            };
+            match mode {
                 SimMode::Normal => {
                     if active {
                         // Idle: step a little longer before parking, with kicks off meanwhile

@@ -3,6 +3,8 @@
 //! wakes. Implemented by the in-memory queues' [`DeviceEnd`] and by the virtio device that walks
 //! the real rings ([`RingDevice`](super::RingDevice)).
 
+use fwipc_transport_api::fixture::RemoteWake;
+
 use crate::link::Link;
 
 use super::queues::DeviceEnd;
@@ -18,6 +20,13 @@ pub trait RemoteEnd: Link + 'static {
     fn set_irq(&self, irq: Box<dyn Fn() + Send + Sync>);
     /// The thread to wake when the driver sends.
     fn set_device_thread(&self, t: std::thread::Thread);
+    /// What a driver send wakes that thread through, for an end that unparks it on every send
+    /// ([`RemoteWake`]): the remote takes each mode through it, so a send unparks it only
+    /// while it may park. `None` for an end that kicks it instead (a ring device: its kicks are
+    /// off while the remote polls, [`RemoteEnd::set_polling`]).
+    fn remote_wake(&self) -> Option<&RemoteWake> {
+        None
+    }
     /// The double-fetch fault: the next `count` frames this end sends (not injected garbage)
     /// are rewritten with `r` right after they are published.
     fn rewrite_after_publish(&self, count: u8, r: Rewrite);
@@ -43,6 +52,10 @@ impl RemoteEnd for DeviceEnd {
 
     fn set_device_thread(&self, t: std::thread::Thread) {
         self.0.set_device_thread(t);
+    }
+
+    fn remote_wake(&self) -> Option<&RemoteWake> {
+        Some(self.0.device_wake())
     }
 
     fn rewrite_after_publish(&self, count: u8, r: Rewrite) {

@@ -33,7 +33,10 @@ impl Fixture for LoopbackFixture {
             .spawn(move || r.run())
             .expect("spawn loopback remote");
         // Set once, here (a second fixture has its own transport).
-        let _ = transport.inner.remote_thread.set(thread.thread().clone());
+        let _ = transport
+            .inner
+            .remote_wake
+            .set_thread(thread.thread().clone());
         LoopbackFixture {
             peer: LoopbackPeer::new(transport.dgram.clone()),
             transport,

@@ -72,9 +72,9 @@ fn each_sides_written_words_have_lines_of_their_own() {
             size_of::<AtomicBool>(),
         ),
         (
-            "remote_thread",
-            offset_of!(Shared, remote_thread),
-            size_of_val(&std::sync::OnceLock::<std::thread::Thread>::new()),
+            "remote_wake",
+            offset_of!(Shared, remote_wake),
+            size_of_val(&fwipc_transport_api::fixture::RemoteWake::new()),
         ),
     ];
     // Written on every round trip: by the caller (its admission, its spinning hint) and by the

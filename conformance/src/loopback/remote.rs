@@ -52,7 +52,7 @@ impl Remote {
         let idle = SpinBudget::new();
         // Acquire: pairs with the Release store in the fixture's drop; nothing else is published.
         while !self.stop.load(Ordering::Acquire) {
-            match self.mode.take() {
+            match self.mode.take_for(&self.shared.remote_wake) {
                 SimMode::Normal => {
                     // Idle: serve a little longer before parking (bounded, then park as before).
                     if !idle.spin_until(|| self.serve(), std::thread::yield_now) {
@@ -279,11 +279,7 @@ impl RemoteControl for Remote {
     }
 
     fn set_sim_mode(&self, mode: SimMode) -> bool {
-        let wake = || {
-            if let Some(t) = self.shared.remote_thread.get() {
-                t.unpark();
-            }
-        };
+        let wake = || self.shared.remote_wake.wake();
         self.mode.request(mode, &wake, Duration::from_secs(5))
     }
 

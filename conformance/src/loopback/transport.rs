@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
-use fwipc_transport_api::fixture::{SlotQueue, TagLog};
+use fwipc_transport_api::fixture::{RemoteWake, SlotQueue, TagLog};
 use fwipc_transport_api::sync::CachePadded;
 use fwipc_transport_api::{
     BulkDir, BulkRequest, BulkResult, Caps, Counters, Deadline, Error, Lifecycle, Notification,
@@ -105,9 +105,9 @@ pub(crate) struct Shared {
     /// would complete the transfer there, and the caller's poll would then pull the entry,
     /// the token's and the counters' lines back one by one).
     pub(crate) irq_paused: CachePadded<AtomicBool>,
-    /// The remote's thread, set once by the fixture; read on every send (no lock: a `OnceLock`
-    /// read is one Acquire load).
-    pub remote_thread: std::sync::OnceLock<std::thread::Thread>,
+    /// The remote's thread, set once by the fixture; woken by every send while it may park
+    /// ([`RemoteWake`]: no lock, no read-modify-write while the remote spins or is stepped).
+    pub remote_wake: RemoteWake,
 }
 
 /// The remote's record of the requests it took off the request queue, under
@@ -146,7 +146,7 @@ impl LoopbackTransport {
                 irq,
                 spinners: CachePadded::new(Mutex::new(Spinners::new())),
                 irq_paused: CachePadded::new(AtomicBool::new(false)),
-                remote_thread: std::sync::OnceLock::new(),
+                remote_wake: RemoteWake::new(),
             }),
         }
     }
@@ -154,9 +154,7 @@ impl LoopbackTransport {
 
 impl Shared {
     fn ring_remote(&self) {
-        if let Some(t) = self.remote_thread.get() {
-            t.unpark();
-        }
+        self.remote_wake.wake();
     }
 
     /// Whether the remote still holds the buffer of the transfer `rec` names (in flight, or

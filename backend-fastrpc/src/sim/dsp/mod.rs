@@ -285,7 +285,7 @@ impl SimDsp {
                 let idle = SpinBudget::new();
                 // Acquire: pairs with the Release in `Drop`.
                 while !s2.stop.load(Ordering::Acquire) {
-                    match s2.mode.take() {
+                    match s2.mode.take_for(s2.link.dsp_wake()) {
                         SimMode::Normal => {
                             // Idle: look a little longer before sleeping on the link (bounded,
                             // then wait as before).
@@ -327,7 +327,12 @@ impl SimDsp {
     /// it with [`SimDsp::step`]. Returns once the thread has taken the mode (`false` if it did
     /// not within 5 s).
     pub fn set_mode(&self, mode: SimMode) -> bool {
-        self.sh.mode.request(mode, &|| {}, Duration::from_secs(5))
+        // The wake gets a parked DSP thread to the mode at once, not at its park's timeout.
+        self.sh.mode.request(
+            mode,
+            &|| self.sh.link.dsp_wake().wake(),
+            Duration::from_secs(5),
+        )
     }
 
     /// Serve one queued datagram on the caller's thread, if any (in [`SimMode::Stepped`]).
