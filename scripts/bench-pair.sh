@@ -6,17 +6,28 @@
 # spreads the machine's drift over both.
 #
 #   scripts/bench-pair.sh BASE [--pairs N] [-- BENCH_ARGS...]
+#   scripts/bench-pair.sh --env VAR [--pairs N] [-- BENCH_ARGS...]
 #
 # BASE is any commit (`HEAD`, `HEAD~1`, a hash); N pairs, 6 unless given; BENCH_ARGS go to both
-# runs (`--only loopback --samples 9` unless given). Each run's full output is kept in the
-# directory printed at the start.
+# runs (`--only loopback --samples 9` unless given). With `--env VAR` the working tree is built
+# once and its runs with VAR=1 in the environment stand for the base: a change the working tree
+# switches off when VAR is set is then judged in one binary, without the two builds' different
+# code and data placement (docs/benchmarks.md, "Judging a change"). Each run's full output is
+# kept in the directory printed at the start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 1 ] || usage
-base=$(git rev-parse --verify --quiet "$1^{commit}") || { echo "not a commit: $1" >&2; exit 2; }
-shift
+base="" env_var=""
+if [ "$1" = --env ]; then
+  env_var=${2:-}
+  [[ $env_var =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { echo "--env wants a variable name" >&2; exit 2; }
+  shift 2
+else
+  base=$(git rev-parse --verify --quiet "$1^{commit}") || { echo "not a commit: $1" >&2; exit 2; }
+  shift
+fi
 pairs=6
 while [ $# -gt 0 ]; do
   case $1 in
@@ -53,10 +64,15 @@ for l in sys.stdin:
 }
 echo "building the working tree" >&2
 build . "$out/new"
-echo "building $base" >&2
-git worktree add --quiet --detach "$tree" "$base"
-build "$tree" "$out/old"
-cleanup
+if [ -n "$base" ]; then
+  echo "building $base" >&2
+  git worktree add --quiet --detach "$tree" "$base"
+  build "$tree" "$out/old"
+  cleanup
+else
+  # One binary; the base's runs set the variable.
+  cp "$out/new" "$out/old"
+fi
 
 # As scripts/bench-docs.sh sets it, for (e)'s memcpy baseline.
 export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.cpu.x86_rep_movsb_threshold=100000000}
@@ -65,7 +81,8 @@ for i in $(seq 1 "$pairs"); do
   if [ $((i % 2)) -eq 1 ]; then order="old new"; else order="new old"; fi
   for b in $order; do
     echo "pair $i/$pairs: $b" >&2
-    "$out/$b" --bench "${args[@]}" >"$out/$b-$i.md" 2>"$out/$b-$i.err" ||
+    if [ "$b" = old ] && [ -n "$env_var" ]; then set_env=("$env_var=1"); else set_env=(); fi
+    env "${set_env[@]}" "$out/$b" --bench "${args[@]}" >"$out/$b-$i.md" 2>"$out/$b-$i.err" ||
       { cat "$out/$b-$i.err" >&2; echo "the $b build's run $i failed" >&2; exit 1; }
   done
 done
