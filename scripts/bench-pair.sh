@@ -46,11 +46,14 @@ cleanup() { git worktree remove --force "$tree" 2>/dev/null || true; }
 trap cleanup EXIT
 echo "runs in $out" >&2
 
-# The bench binary of the workspace at $1, copied to $2. The base tree builds into this
-# workspace's target directory: the registry's crates are shared, the workspace's own rebuilt.
+# The bench binary of the workspace at $1, built in target directory $3, copied to $2. The base
+# tree has a target directory of its own (target/bench-pair-base, kept between runs): cargo
+# names a workspace crate's artifacts the same whatever the workspace's path, so a base build
+# in this workspace's target directory left artifacts that the next build of the working tree
+# took as fresh (its sources older than the base's checkout), a binary of the base's code.
 build() {
   local exe
-  exe=$(cd "$1" && CARGO_TARGET_DIR="$OLDPWD/target" cargo bench -q -p fwipc-runner \
+  exe=$(cd "$1" && CARGO_TARGET_DIR="$3" cargo bench -q -p fwipc-runner \
     --bench framework --no-run --message-format=json |
     python3 -c 'import json,sys
 for l in sys.stdin:
@@ -63,11 +66,11 @@ for l in sys.stdin:
   cp "$exe" "$2"
 }
 echo "building the working tree" >&2
-build . "$out/new"
+build . "$out/new" "${CARGO_TARGET_DIR:-$PWD/target}"
 if [ -n "$base" ]; then
   echo "building $base" >&2
   git worktree add --quiet --detach "$tree" "$base"
-  build "$tree" "$out/old"
+  build "$tree" "$out/old" "$PWD/target/bench-pair-base"
   cleanup
 else
   # One binary; the base's runs set the variable.
