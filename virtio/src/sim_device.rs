@@ -91,6 +91,23 @@ impl Inner {
     fn regs(&self) -> spin::MutexGuard<'_, Regs> {
         self.file.regs.lock()
     }
+
+    /// The status, read by a holder of the register lock (`_held` proves it).
+    #[inline]
+    fn status_locked(&self, _held: &spin::MutexGuard<'_, Regs>) -> DeviceStatus {
+        // Relaxed: written only under the register lock, which the caller holds.
+        self.status_now(Ordering::Relaxed)
+    }
+
+    /// Store the status, under the register lock (`_held` proves it), after the transition it
+    /// records.
+    #[inline]
+    fn store_status(&self, _held: &spin::MutexGuard<'_, Regs>, status: DeviceStatus) {
+        // Release: pairs with the Acquire in `SimTransport::get_status`, so a driver that sees
+        // the status sees what the device did before storing it (a reset's forgetting of the
+        // queues).
+        self.file.status.store(status.bits(), Ordering::Release);
+    }
 }
 
 /// A simulated device's register file, shared by the driver's [`SimTransport`] and the model.
@@ -209,8 +226,7 @@ impl SimDevice {
     /// and while the device needs a reset ([`SimDevice::signal_needs_reset`]).
     pub fn with_queue<R>(&self, queue: u16, f: impl FnOnce(&mut DeviceQueue) -> R) -> Option<R> {
         let mut regs = self.inner.regs();
-        // Relaxed: written only under the register lock, which we hold.
-        let status = self.inner.status_now(Ordering::Relaxed);
+        let status = self.inner.status_locked(&regs);
         if !status.contains(DeviceStatus::DRIVER_OK)
             || status.contains(DeviceStatus::DEVICE_NEEDS_RESET)
         {
@@ -225,17 +241,13 @@ impl SimDevice {
     /// runs the driver's interrupt handler itself, as after [`SimDevice::raise_irq`]. `false`
     /// if the device was not running (no `DRIVER_OK`).
     pub fn signal_needs_reset(&self) -> bool {
-        let _regs = self.inner.regs();
-        // Relaxed: written only under the register lock, which we hold.
-        let status = self.inner.status_now(Ordering::Relaxed);
+        let regs = self.inner.regs();
+        let status = self.inner.status_locked(&regs);
         if !status.contains(DeviceStatus::DRIVER_OK) {
             return false;
         }
-        // Release: pairs with the Acquire in `get_status`.
-        self.inner.file.status.store(
-            (status | DeviceStatus::DEVICE_NEEDS_RESET).bits(),
-            Ordering::Release,
-        );
+        self.inner
+            .store_status(&regs, status | DeviceStatus::DEVICE_NEEDS_RESET);
         // Release: pairs with the driver's Acquire in `ack_interrupt`; the status it then reads
         // (`get_status`) is the one stored above.
         self.inner.isr.fetch_or(
@@ -327,8 +339,7 @@ impl Transport for SimTransport {
         if r.refuse_features_ok {
             status.remove(DeviceStatus::FEATURES_OK);
         }
-        // Relaxed: written only under the register lock, which we hold.
-        let was = self.dev.inner.status_now(Ordering::Relaxed);
+        let was = self.dev.inner.status_locked(&r);
         if status.contains(DeviceStatus::DRIVER_OK) && !was.contains(DeviceStatus::DRIVER_OK) {
             // The device starts using the queues the driver configured.
             let event_idx = r.driver_features & F_RING_EVENT_IDX != 0;
@@ -344,12 +355,7 @@ impl Transport for SimTransport {
                 }
             }
         }
-        // Release: pairs with the Acquire in `get_status`.
-        self.dev
-            .inner
-            .file
-            .status
-            .store(status.bits(), Ordering::Release);
+        self.dev.inner.store_status(&r, status);
     }
 
     fn set_guest_page_size(&mut self, _guest_page_size: u32) {}
