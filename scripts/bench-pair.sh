@@ -73,7 +73,7 @@ if [ -n "$base" ]; then
   build "$tree" "$out/old" "$PWD/target/bench-pair-base"
   cleanup
 else
-  # One binary; the base's runs set the variable.
+  # One binary: the variable is 1 in the base's runs, 0 in the working tree's.
   cp "$out/new" "$out/old"
 fi
 
