@@ -846,6 +846,34 @@ fn main() {
             return;
         }
         let mut n = 0u64;
+        if args.iter().any(|a| a == "--parked") {
+            // `--parked`: (c)'s round trips instead (`call` with `Wait::Completion` on the
+            // interrupt-style pair, its remote in `Normal` mode), one core per side as in (c)'s
+            // second table, for `--rounds N` of them or 5 s (for `perf stat` and `perf record`,
+            // which see every thread).
+            b.parked(1_000, None)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            // After the warm-up: the pair's threads exist only once it has run.
+            let placed = placement::Placed::pin();
+            if let Err(why) = &placed {
+                eprintln!("not pinned: {why}");
+            }
+            let start = Instant::now();
+            loop {
+                let chunk = fixed.map_or(10_000, |f| (f - n).min(10_000));
+                if chunk == 0 {
+                    break;
+                }
+                b.parked(chunk, None)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                n += chunk;
+                if fixed.is_none() && start.elapsed() >= Duration::from_secs(5) {
+                    break;
+                }
+            }
+            eprintln!("{n} parked round trips");
+            return;
+        }
         if args.iter().any(|a| a == "--spin") {
             // `--spin`: (b)'s round trips instead, the remote spinning on its own thread, for
             // `--rounds N` of them or 5 s (for a sampling profiler such as `perf record`, which
