@@ -33,10 +33,13 @@ impl Fixture for LoopbackFixture {
             .spawn(move || r.run())
             .expect("spawn loopback remote");
         // Set once, here (a second fixture has its own transport).
-        let _ = transport
+        if !transport
             .inner
             .remote_wake
-            .set_thread(thread.thread().clone());
+            .set_thread(thread.thread().clone())
+        {
+            log::warn!("loopback: the remote's thread is set already");
+        }
         LoopbackFixture {
             peer: LoopbackPeer::new(transport.dgram.clone()),
             transport,

@@ -371,6 +371,23 @@ fn print_line_marks_info() {
     );
 }
 
+/// `--profile`'s round trips: with `--rounds N` (`fixed`), one `run(N)`, so that two counted
+/// runs differ only in `N` (the instruction counts subtract them); without, `run(per_call)`
+/// again and again for 5 s. Returns how many round trips ran.
+fn rounds_or_5s(fixed: Option<u64>, per_call: u64, mut run: impl FnMut(u64)) -> u64 {
+    if let Some(n) = fixed {
+        run(n);
+        return n;
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(5) {
+        run(per_call);
+        n += per_call;
+    }
+    n
+}
+
 /// Step names, in order (the `--lines` markers number the steps the same way).
 use lines::STEP_NAMES as STEPS;
 
@@ -830,22 +847,14 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .and_then(|n| n.parse().ok());
         if let Some(size) = bulk {
-            let rounds = fixed.unwrap_or_else(|| bulk::rounds_for(size, false));
-            let start = Instant::now();
-            let mut n = 0u64;
-            loop {
+            let n = rounds_or_5s(fixed, bulk::rounds_for(size, false), |rounds| {
                 b.bulk_round(size, rounds)
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
-                n += rounds;
-                if fixed.is_some() || start.elapsed() >= Duration::from_secs(5) {
-                    break;
-                }
-            }
+            });
             eprintln!("{n} bulk round trips of {size} bytes");
             let _ = b.set_mode(SimMode::Normal);
             return;
         }
-        let mut n = 0u64;
         if args.iter().any(|a| a == "--parked") {
             // `--parked`: (c)'s round trips instead (`call` with `Wait::Completion` on the
             // interrupt-style pair, its remote in `Normal` mode), one core per side as in (c)'s
@@ -858,19 +867,10 @@ fn main() {
             if let Err(why) = &placed {
                 eprintln!("not pinned: {why}");
             }
-            let start = Instant::now();
-            loop {
-                let chunk = fixed.map_or(10_000, |f| (f - n).min(10_000));
-                if chunk == 0 {
-                    break;
-                }
-                b.parked(chunk, None)
+            let n = rounds_or_5s(fixed, 10_000, |rounds| {
+                b.parked(rounds, None)
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
-                n += chunk;
-                if fixed.is_none() && start.elapsed() >= Duration::from_secs(5) {
-                    break;
-                }
-            }
+            });
             eprintln!("{n} parked round trips");
             return;
         }
@@ -881,19 +881,10 @@ fn main() {
             b.check(1_000).unwrap_or_else(|e| panic!("{name}: {e}"));
             b.set_mode(SimMode::Spin)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let start = Instant::now();
-            loop {
-                let chunk = fixed.map_or(10_000, |f| (f - n).min(10_000));
-                if chunk == 0 {
-                    break;
-                }
-                b.spin_total(chunk)
+            let n = rounds_or_5s(fixed, 10_000, |rounds| {
+                b.spin_total(rounds)
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
-                n += chunk;
-                if fixed.is_none() && start.elapsed() >= Duration::from_secs(5) {
-                    break;
-                }
-            }
+            });
             eprintln!("{n} spinning round trips");
             let _ = b.set_mode(SimMode::Normal);
             return;
@@ -919,19 +910,13 @@ fn main() {
             let _ = b.set_mode(SimMode::Normal);
             return;
         }
-        if let Some(rounds) = fixed {
+        if fixed.is_some() {
             b.check(1_000).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let n = rounds_or_5s(fixed, 10_000, |rounds| {
             b.inline_total(rounds)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            n = rounds;
-        } else {
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                b.inline_total(10_000)
-                    .unwrap_or_else(|e| panic!("{name}: {e}"));
-                n += 10_000;
-            }
-        }
+        });
         eprintln!("{n} inline round trips");
         let _ = b.set_mode(SimMode::Normal);
         return;
