@@ -52,6 +52,7 @@ mod bulk;
 mod instr;
 mod lines;
 mod parked;
+mod parked_steps;
 mod pipeline;
 mod placement;
 mod plots;
@@ -410,6 +411,10 @@ trait Bench {
     /// (c) `rounds` interrupt-style round trips, ns per round trip (median chunk); with `each`,
     /// every round trip's time too.
     fn parked(&self, rounds: u64, each: Option<&mut Vec<f64>>) -> R<f64>;
+    /// `rounds` round trips on the polled pair waited for as (c) waits (`call`, with
+    /// `Wait::Completion`), its remote in whatever mode it was set to; ns per round trip
+    /// (median chunk) ([`parked_steps`]).
+    fn polled_calls(&self, rounds: u64) -> R<f64>;
     /// (d) Transfers the transport allows in flight at once.
     fn max_in_flight(&self) -> usize;
     /// (d) ns per message with `k` in flight, over `batches` batches.
@@ -505,6 +510,10 @@ impl<F: Fixture> Pair<F> {
 impl<F: Fixture> Bench for Pair<F> {
     fn parked(&self, rounds: u64, each: Option<&mut Vec<f64>>) -> R<f64> {
         parked::fwipc_parked(self.parked_fx()?, rounds, each)
+    }
+
+    fn polled_calls(&self, rounds: u64) -> R<f64> {
+        parked::calls(&self.fx, Completion::Polled, rounds, None)
     }
 
     fn max_in_flight(&self) -> usize {

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use fwipc_transport_api::fixture::{echo_reply_byte, Fixture};
-use fwipc_transport_api::{call, Request, StdClock, ThreadParker, Wait};
+use fwipc_transport_api::{call, Completion, Request, StdClock, ThreadParker, Wait};
 
 use crate::plots::{self, Series};
 use crate::{memcpy_call, spread, Bench, Chunked, PAYLOAD, R};
@@ -23,14 +23,28 @@ const PARKED_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Completion::Interrupt`, its remote in `SimMode::Normal`). With `each`, every round trip's
 /// time is pushed there too (the latency distribution); otherwise the median chunk's ns per round
 /// trip is returned.
-pub fn fwipc_parked<F: Fixture>(fx: &F, rounds: u64, mut each: Option<&mut Vec<f64>>) -> R<f64> {
+pub fn fwipc_parked<F: Fixture>(fx: &F, rounds: u64, each: Option<&mut Vec<f64>>) -> R<f64> {
+    calls(fx, Completion::Interrupt, rounds, each)
+}
+
+/// `rounds` `call`s of a 32-byte echo on `fx`, each waiting with `Wait::Completion` as (c)'s
+/// do, the request in `completion` mode; the median chunk's ns per round trip, and with `each`
+/// every round trip's time. (c) runs it on the interrupt-style pair; [`crate::parked_steps`]
+/// on the polled one too.
+pub fn calls<F: Fixture>(
+    fx: &F,
+    completion: Completion,
+    rounds: u64,
+    mut each: Option<&mut Vec<f64>>,
+) -> R<f64> {
     let clock = StdClock::new();
     let parker = ThreadParker::new();
     let payload = [0x5au8; PAYLOAD];
     let mut out = [0u8; 64];
     let mut c = Chunked::new(rounds);
     for _ in 0..rounds {
-        let req = Request::new(fx.echo_target(), &payload);
+        let mut req = Request::new(fx.echo_target(), &payload);
+        req.completion = completion;
         let s = Instant::now();
         let n = call(
             fx.transport(),
@@ -439,6 +453,7 @@ pub fn run(
                  two sides\" and \"(c): a spin phase learned per waiter\").\n"
             );
             print_table(&live, &dead, pinned, &ice);
+            crate::parked_steps::run(&live, &mut dead, samples, rounds);
         }
         Err(why) => println!("\nNot measured with one core per side: {why}."),
     }
