@@ -27,7 +27,7 @@ const WAYS: [&str; 4] = ["bare", "call", "`Normal`", "(c)"];
 
 /// `samples` samples of the four ways on every live backend, `rounds` round trips each, then
 /// the table. A backend that fails is marked in `dead` and skipped from then on; every polled
-/// pair is left in [`SimMode::Stepped`], as the bench keeps it between its sections.
+/// pair is left in [`SimMode::Stepped`], as the bench keeps it between its measurements.
 pub fn run(live: &[(&str, &dyn Bench)], dead: &mut [Option<String>], samples: u64, rounds: u64) {
     // Per backend: call / bare, `Normal` / call, (c) / `Normal`, (c) / bare.
     let mut ratios: Vec<[Vec<f64>; 4]> = vec![Default::default(); live.len()];
@@ -55,8 +55,8 @@ pub fn run(live: &[(&str, &dyn Bench)], dead: &mut [Option<String>], samples: u6
         let _ = b.set_mode(SimMode::Stepped);
     }
     println!(
-        "\nWhat a parked round trip adds to a spinning one, one core per side, the same samples' \
-         backends run four ways in a row, {rounds} round trips each: *{}*, (b)'s loop on the \
+        "\nWhat a parked round trip adds to a spinning one, one core per side: in each sample \
+         each backend runs four ways in a row, {rounds} round trips each: *{}*, (b)'s loop on the \
          polled pair, the remote spinning; *{}*, the same pair waited for with `call` and \
          `Wait::Completion` as (c) waits; *{}*, the same with the remote in (c)'s `Normal` mode; \
          *{}*, the interrupt-style pair of (c). Each step over the one before it, in the same \
@@ -75,13 +75,21 @@ pub fn run(live: &[(&str, &dyn Bench)], dead: &mut [Option<String>], samples: u6
     }
 }
 
-/// One sample of the four ways on `b`: ns per round trip of each.
+/// One sample of the four ways on `b`: ns per round trip of each. The polled pair's remote is
+/// left in `Normal` mode (an idle remote parks after its spin phase), or stepped again at once
+/// when a way fails, so that it does not spin beside the other backends' samples.
 fn sample(b: &dyn Bench, rounds: u64) -> R<[f64; 4]> {
-    b.set_mode(SimMode::Spin)?;
-    let bare = b.spin_total(rounds)?;
-    let call = b.polled_calls(rounds)?;
-    b.set_mode(SimMode::Normal)?;
-    let normal = b.polled_calls(rounds)?;
-    let parked = b.parked(rounds, None)?;
-    Ok([bare, call, normal, parked])
+    let r = (|| {
+        b.set_mode(SimMode::Spin)?;
+        let bare = b.spin_total(rounds)?;
+        let call = b.polled_calls(rounds)?;
+        b.set_mode(SimMode::Normal)?;
+        let normal = b.polled_calls(rounds)?;
+        let parked = b.parked(rounds, None)?;
+        Ok([bare, call, normal, parked])
+    })();
+    if r.is_err() {
+        let _ = b.set_mode(SimMode::Stepped);
+    }
+    r
 }
